@@ -1,0 +1,36 @@
+"""Entry point of the daemon and pump roles: ``python -m immortal._role JSON``.
+
+Roles always start as fresh interpreters (never a fork of the caller, which may have
+threads). The JSON argument names the role, the instance directory and the fds passed in.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    args = json.loads(argv[1])
+    from .spec import Spec
+    from .state import read_json
+
+    data = read_json(Path(args["dir"]) / "spec.json")
+    if data is None:
+        sys.stderr.write(f"immortal: {args['role']}: no spec.json in {args['dir']}\n")
+        return 1
+    spec = Spec.from_json(data)
+    # The caller's import path, so that monitors named 'package.module:Class' import here too.
+    sys.path.extend(p for p in spec.sys_path if p not in sys.path)
+    if args["role"] == "daemon":
+        from . import daemon
+
+        return daemon.main(spec, args)
+    from . import pump
+
+    return pump.main(spec, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

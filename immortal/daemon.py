@@ -1,0 +1,309 @@
+"""The daemon: keeps the pump alive and holds what must outlive a pump.
+
+It runs no plugin code, so the process that holds everything is the least likely to
+crash. It holds the instance lock and both ends of the target's stdout/stderr pipes, and
+it is a child subreaper: when a pump dies, the target is re-parented to the daemon, which
+starts a new pump that adopts the target (same pid, same pipes, nothing lost that was still
+in the pipe), and reaps the target for that pump when it dies.
+
+Signals: SIGTERM/SIGINT stop the group (passed to the pump), SIGHUP restarts the target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import process
+from .detach import Handshake, detach
+from .events import DAEMON_RESTART, PUMP_RESTART, PUMP_START, ExitStatus
+from .pump import make_pipe
+from .spec import Spec
+from .state import parent_pid, process_start_time
+
+PUMP_RESTART_MIN = 0.05  # first delay when pumps keep dying at once; doubles to the max
+PUMP_RESTART_MAX = 5.0
+PUMP_STABLE = 1.0  # a pump that lived this long restarts at once
+
+
+def role_command(args: dict[str, Any]) -> list[str]:
+    return [sys.executable, "-m", "immortal._role", json.dumps(args)]
+
+
+def exec_daemon(spec: Spec, args: dict[str, Any]) -> None:
+    """Replace this process (a pump whose daemon died) with a daemon: same pid."""
+    fds = args["fds"]
+    for fd in (fds.get("lock"), *fds["out"], *fds["err"]):
+        if fd is not None:
+            os.set_inheritable(fd, True)
+    argv = role_command({"role": "daemon", "dir": spec.directory, **args})
+    os.execv(argv[0], argv)
+
+
+def children() -> list[int]:
+    """Our living children, as the kernel lists them (subreaper orphans included)."""
+    pids: list[int] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return pids
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/children") as handle:
+                pids.extend(int(p) for p in handle.read().split())
+        except OSError:
+            continue
+    return pids
+
+
+class Daemon:
+    def __init__(self, spec: Spec, args: dict[str, Any]) -> None:
+        self.spec = spec
+        self.directory = Path(spec.directory)
+        fds = args.get("fds", {})
+        self.handshake = Handshake(fds.get("handshake"))
+        self.lock_fd = fds.get("lock")
+        if fds.get("out"):
+            self.out = tuple(fds["out"])
+            self.err = tuple(fds["err"])
+            for fd in (*self.out, *self.err):
+                os.set_inheritable(fd, False)
+        else:
+            self.out = make_pipe()
+            self.err = make_pipe()
+        self.why: str = args.get("why", PUMP_START)
+        adopt = args.get("adopt")
+        self.target_pid: int | None = adopt["pid"] if adopt else None
+        self.target_started: float | None = adopt["started_wall"] if adopt else None
+        self.target_exit: ExitStatus | None = None
+        self.pump: subprocess.Popen[bytes] | None = None
+        self.pump_started = 0.0
+        self.pump_sock: socket.socket | None = None
+        self.pump_failures = 0
+        self.started = False  # the first pump reported success
+        self.stopping = False
+        self.finished = False
+        self.restart_at: float | None = None
+        self.stranger = -1
+        self.selector = selectors.DefaultSelector()
+
+    def run(self) -> int:
+        self.handshake.send(role="daemon", pid=os.getpid(),
+                            start_time=process_start_time(os.getpid()))
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(number, _ignore)
+        self.selector.register(wake_r, selectors.EVENT_READ, "signal")
+        if self.why == DAEMON_RESTART:
+            self.started = True
+            self._reap()  # the target may have died while we were exec'ing
+            self._watch_stranger()
+        self._start_pump(self.why, None)
+        self.handshake.close()  # the pump holds its own copy and answers the caller
+        while True:
+            timeout = None
+            if self.restart_at is not None:
+                timeout = max(0.0, self.restart_at - time.monotonic())
+            for key, _ in self.selector.select(timeout):
+                if key.data == "signal":
+                    self._on_signal(wake_r)
+                elif key.data == "stranger":
+                    self._on_stranger()
+                else:
+                    self._on_pump_message(key.fileobj)  # type: ignore[arg-type]
+            if self.restart_at is not None and time.monotonic() >= self.restart_at:
+                self.restart_at = None
+                self._start_pump(PUMP_RESTART, str(self.directory / "pump.log.1"))
+            if self.pump is None and self.restart_at is None:
+                return self._end()
+
+    # ----------------------------------------------------------------- pump
+    def _start_pump(self, why: str, message_file: str | None) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        log = self.directory / "pump.log"
+        if why == PUMP_RESTART and log.exists():
+            os.replace(log, self.directory / "pump.log.1")
+        adopt = None
+        if self.target_pid is not None:
+            adopt = {"pid": self.target_pid, "started_wall": self.target_started,
+                     "exit": self.target_exit.to_json() if self.target_exit else None}
+        fds: dict[str, Any] = {"out": list(self.out), "err": list(self.err),
+                               "lifeline": theirs.fileno(), "lock": self.lock_fd,
+                               "handshake": self.handshake.fd}
+        args = {"role": "pump", "dir": str(self.directory), "why": why, "adopt": adopt,
+                "message_file": message_file, "daemon_pid": os.getpid(), "fds": fds}
+        keep = [fd for fd in (*self.out, *self.err, theirs.fileno(), self.lock_fd,
+                              self.handshake.fd) if fd is not None]
+        with open(log, "ab") as stderr:
+            self.pump = subprocess.Popen(role_command(args), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=stderr,
+                                         pass_fds=keep, cwd="/")
+        theirs.close()
+        self.pump_sock = ours
+        self.pump_started = time.monotonic()
+        self.selector.register(ours, selectors.EVENT_READ, "pump")
+        if self.target_exit is not None:
+            self.target_pid = self.target_exit = None  # handed over to the new pump
+
+    def _on_pump_message(self, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            # The pump is dying; SIGCHLD tells when it is gone.
+            self.selector.unregister(sock)
+            return
+        try:
+            message = json.loads(data)
+        except ValueError:
+            return
+        if "target" in message:
+            self.target_pid = message["target"]
+            self.target_started = message.get("started_wall")
+            self.target_exit = None
+        if message.get("started"):
+            self.started = True
+        if "finish" in message:
+            self.finished = True
+
+    def _pump_died(self, status: ExitStatus) -> None:
+        assert self.pump is not None
+        self.pump.returncode = status.code if status.code is not None else -(status.signal or 0)
+        self.pump = None
+        if self.pump_sock is not None:
+            try:
+                self.selector.unregister(self.pump_sock)
+            except (KeyError, ValueError):
+                pass
+            self.pump_sock.close()
+            self.pump_sock = None
+        if self.finished or self.stopping or not self.started:
+            return  # the group ends
+        sys.stderr.write(f"immortal: daemon: pump {status}; starting a new one\n")
+        lived = time.monotonic() - self.pump_started
+        self.pump_failures = 0 if lived >= PUMP_STABLE else self.pump_failures + 1
+        delay = 0.0
+        if self.pump_failures:
+            delay = min(PUMP_RESTART_MAX, PUMP_RESTART_MIN * 2 ** (self.pump_failures - 1))
+        self.restart_at = time.monotonic() + delay
+
+    # ----------------------------------------------------------------- signals, reaping
+    def _on_signal(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 512)
+        except BlockingIOError:
+            return
+        for number in data:
+            if number in (signal.SIGTERM, signal.SIGINT):
+                self.stopping = True
+                if self.pump is not None:
+                    self.pump.send_signal(signal.SIGTERM)
+                else:
+                    self.restart_at = None
+            elif number == signal.SIGHUP and self.pump is not None:
+                self.pump.send_signal(signal.SIGHUP)
+            elif number == signal.SIGCHLD:
+                self._reap()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, raw = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            status = ExitStatus.from_wait_status(pid, raw)
+            if self.pump is not None and pid == self.pump.pid:
+                self._pump_died(status)
+            elif pid == self.target_pid:
+                self._target_reaped(status)
+            # else: an orphaned grandchild, reaped so that no zombie stays
+
+    def _watch_stranger(self) -> None:
+        """Watch an adopted target that is not our child (its daemon died after it had
+        adopted it, so it went to init): a pidfd tells when it ends, not how."""
+        pid = self.target_pid
+        if pid is None or self.target_exit is not None or parent_pid(pid) == os.getpid():
+            return
+        try:
+            self.stranger = os.pidfd_open(pid)
+        except (OSError, AttributeError):
+            self._target_reaped(ExitStatus(pid=pid))
+            return
+        self.selector.register(self.stranger, selectors.EVENT_READ, "stranger")
+
+    def _on_stranger(self) -> None:
+        self.selector.unregister(self.stranger)
+        os.close(self.stranger)
+        self.stranger = -1
+        if self.target_pid is not None:
+            self._target_reaped(ExitStatus(pid=self.target_pid))
+
+    def _target_reaped(self, status: ExitStatus) -> None:
+        """The adopted target died: tell its pump, or keep it for the next pump."""
+        if self.target_started is not None:
+            status = ExitStatus(code=status.code, signal=status.signal,
+                                core_dumped=status.core_dumped, pid=status.pid,
+                                uptime=max(0.0, time.time() - self.target_started))
+        if self.pump is not None and self.pump_sock is not None:
+            try:
+                self.pump_sock.send(json.dumps({"reaped": self.target_pid,
+                                                "status": status.to_json()}).encode())
+                self.target_pid = None
+                return
+            except OSError:
+                pass
+        self.target_exit = status
+
+    def _end(self) -> int:
+        """The group ends: kill and reap whatever is left of it (escaped grandchildren)."""
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            left = children()
+            if not left:
+                break
+            for pid in left:  # our children: their pids cannot be reused until we reap them
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            for pid in left:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+        return 0
+
+
+def _ignore(number: int, frame: object) -> None:
+    """The handler of the signals we take: the wake-up fd carries them to the loop."""
+
+
+def main(spec: Spec, args: dict[str, Any]) -> int:
+    process.reset_signals()
+    fds = args.get("fds", {})
+    log = str(Path(spec.directory) / "daemon.log")
+    if args.get("detach"):
+        keep = [fd for fd in (fds.get("handshake"), fds.get("lock")) if fd is not None]
+        detach(keep, log)
+    else:  # exec'd in place of a pump: stderr still points at the pump's log
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.dup2(fd, 2)
+        os.close(fd)
+    process.set_subreaper()
+    return Daemon(spec, args).run()

@@ -1,0 +1,102 @@
+"""The exception tree.
+
+    ImmortalError                      root of everything immortal raises on purpose
+    ├── InvalidSpec (ValueError)       an argument of start()/run is out of its domain
+    │   ├── InvalidType (TypeError)    ... or of the wrong type
+    │   └── UnknownName (ValueError)   an unknown strategy, keyword or option (with "did you mean")
+    ├── TargetNotFound (FileNotFoundError)   the file, exec or cwd does not exist
+    ├── TargetNotExecutable (PermissionError) the file or exec cannot be run by us
+    ├── MonitorError                   a monitor cannot be found, imported or used
+    │   ├── MonitorNotFound (LookupError)
+    │   └── MonitorOptionsError (ValueError)  a monitor's check() refused its options
+    ├── StateDirError (PermissionError)      the instance directory is unsafe
+    ├── AlreadyRunning                 a group of that name is running
+    ├── NotRunning (LookupError)       no group of that name is running
+    ├── StartError                     the group failed after detaching (exec error, monitor setup)
+    └── StopTimeout (TimeoutError)     a group did not go away in time
+
+Each message names the field, what was expected, what was received, and what to do next.
+The CLI maps them to exit codes: usage/validation 2, runtime 1, not running 3, already running 4.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ImmortalError(Exception):
+    """Root of every error immortal raises on purpose."""
+
+    exit_code = 1
+
+
+class InvalidSpec(ImmortalError, ValueError):
+    exit_code = 2
+
+
+class InvalidType(InvalidSpec, TypeError):
+    pass
+
+
+class UnknownName(InvalidSpec):
+    pass
+
+
+class TargetNotFound(ImmortalError, FileNotFoundError):
+    exit_code = 2
+
+
+class TargetNotExecutable(ImmortalError, PermissionError):
+    exit_code = 2
+
+
+class MonitorError(ImmortalError):
+    exit_code = 2
+
+
+class MonitorNotFound(MonitorError, LookupError):
+    pass
+
+
+class MonitorOptionsError(MonitorError, ValueError):
+    pass
+
+
+class StateDirError(ImmortalError, PermissionError):
+    exit_code = 2
+
+
+class AlreadyRunning(ImmortalError):
+    exit_code = 4
+
+    def __init__(self, message: str, pids: dict[str, int] | None = None) -> None:
+        super().__init__(message)
+        self.pids = dict(pids or {})
+
+
+class NotRunning(ImmortalError, LookupError):
+    exit_code = 3
+
+
+class StartError(ImmortalError):
+    exit_code = 1
+
+
+class StopTimeout(ImmortalError, TimeoutError):
+    exit_code = 1
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' when a close choice exists, else ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_name(what: str, word: str, choices: Iterable[str]) -> UnknownName:
+    """An UnknownName error listing the valid values, with a suggestion."""
+    choices = sorted(choices)
+    return UnknownName(
+        f"unknown {what} {word!r}{did_you_mean(word, choices)}; "
+        f"valid: {', '.join(repr(c) for c in choices)}"
+    )

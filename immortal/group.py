@@ -1,0 +1,182 @@
+"""A handle on one running (or finished) group: pids, status, restart, stop, wait.
+
+The handle talks to the group through its instance directory and signals to its root
+process (the daemon, or the pump when there is no daemon), after proving by start time that
+the pid still names that process.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from .errors import NotRunning, StopTimeout
+from .state import Status, home, instance_dir, is_alive, read_json, read_status
+
+POLL = 0.01  # how often a client re-reads status.json while it waits for a change
+
+
+class Group:
+    """A group of processes keeping one target alive. ``repr`` says whether it runs."""
+
+    def __init__(self, name: str, directory: Path,
+                 popen: subprocess.Popen[bytes] | None = None,
+                 parent_fd: int | None = None) -> None:
+        self.name = name
+        self.directory = directory
+        self._popen = popen  # the pump, in development: our child
+        self._parent_fd = parent_fd  # development: closing it tells the pump we are gone
+
+    def __repr__(self) -> str:
+        status = self.status()
+        if status.running:
+            pids = ", ".join(f"{role} {pid}" for role, pid in status.pids.items())
+            return f"<Group {self.name!r} {status.state} ({pids})>"
+        return f"<Group {self.name!r} {status.state}, not running>"
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Pids of the daemon, pump and target that are running now."""
+        status = self.status()
+        return dict(status.pids) if status.running else {}
+
+    @property
+    def output(self) -> str | None:
+        """The file the group's monitor writes the output to, if it says."""
+        return self.status().output
+
+    def status(self) -> Status:
+        status = read_status(self.directory)
+        if status is None:
+            return Status(self.name, "unknown", directory=str(self.directory))
+        if self._popen is not None and self._popen.poll() is not None:
+            status.running = False
+        return status
+
+    def _root(self) -> tuple[int, Status]:
+        status = self.status()
+        if not status.running:
+            raise NotRunning(f"group {self.name!r} is not running (state {status.state}); "
+                             f"start it with 'immortal run'")
+        return status.pids[status.root], status
+
+    def restart(self, timeout: float = 30.0) -> None:
+        """Restart the target (TERM, grace, KILL, spawn); return once the new one runs."""
+        pid, before = self._root()
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = self.status()
+            if not now.running:
+                raise NotRunning(f"group {self.name!r} ended during the restart "
+                                 f"(state {now.state})")
+            if now.spawned > before.spawned and now.state == "running":
+                return
+            time.sleep(POLL)
+        raise StopTimeout(f"group {self.name!r} did not restart its target within "
+                          f"{timeout:g} s")
+
+    def stop(self, timeout: float | None = None) -> Status:
+        """Stop the group: TERM to the target, grace period, KILL; returns when all is gone.
+
+        ``timeout`` bounds the wait (default: the group's grace period plus 10 s); past it
+        the group's processes are killed outright.
+        """
+        try:
+            pid, status = self._root()
+        except NotRunning:
+            self._reap()
+            return self.status()
+        spec = read_json(self.directory / "spec.json") or {}
+        if timeout is None:
+            timeout = float(spec.get("stop_timeout", 10.0)) + 10.0
+        os.kill(pid, signal.SIGTERM)
+        if not self._wait_pid(pid, status.start_times.get(status.root), timeout):
+            for role in ("target", "pump", "daemon"):
+                if role in status.pids and is_alive(status.pids[role],
+                                                    status.start_times.get(role)):
+                    try:
+                        os.kill(status.pids[role], signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            self._wait_pid(pid, status.start_times.get(status.root), 5.0)
+        self._reap()
+        return self.status()
+
+    def wait(self, timeout: float | None = None) -> Status:
+        """Wait until the group ends by itself (or by a stop from elsewhere)."""
+        status = self.status()
+        if status.running:
+            pid = status.pids[status.root]
+            if not self._wait_pid(pid, status.start_times.get(status.root), timeout):
+                raise StopTimeout(f"group {self.name!r} still runs after {timeout} s")
+        self._reap()
+        return self.status()
+
+    def _wait_pid(self, pid: int, start_time: int | None, timeout: float | None) -> bool:
+        if self._popen is not None and self._popen.pid == pid:
+            try:
+                self._popen.wait(timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return True
+        except (AttributeError, OSError):
+            pidfd = -1
+        try:
+            while is_alive(pid, start_time):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                if pidfd >= 0:
+                    select.select([pidfd], [], [], remaining)
+                else:
+                    time.sleep(POLL)
+            return True
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
+
+    def _reap(self) -> None:
+        if self._popen is not None:
+            try:
+                self._popen.wait(5.0)
+            except subprocess.TimeoutExpired:
+                pass
+        if self._parent_fd is not None:
+            os.close(self._parent_fd)
+            self._parent_fd = None
+
+
+def attach(name: str) -> Group:
+    """A handle on the group ``name`` started elsewhere (by another process or the CLI)."""
+    from .spec import check_name
+
+    directory = instance_dir(check_name(name))
+    if read_status(directory) is None:
+        raise NotRunning(f"no group named {name!r} in {str(home())!r}; 'immortal list' "
+                         "shows the groups there")
+    return Group(name, directory)
+
+
+def groups() -> list[Status]:
+    """The status of every group in the immortal home, running or not."""
+    base = home()
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        status = read_status(base / name)
+        if status is not None:
+            found.append(status)
+    return found

@@ -1,0 +1,66 @@
+"""The monitor contract: the pluggy hook specifications of project ``"immortal"``.
+
+A monitor is any object with some of these ``monitor_*`` functions: a module, an instance
+of a plain class, or (most convenient) a subclass of :class:`immortal.Monitor`, whose short
+method names (``setup``, ``stdout``...) are wired to these hooks. Names are matched as
+pytest does, so no marker is needed; an unknown ``monitor_*`` name is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pluggy
+
+PROJECT = "immortal"
+ENTRY_POINT_GROUP = "immortal.monitors"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec(firstresult=True)
+def monitor_check(options: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Validate options in the caller, before anything detaches; raise to refuse.
+
+    Return the options to use (e.g. with paths made absolute), or None to keep them.
+    """
+
+
+@hookspec
+def monitor_setup(why: str, message: str | None) -> None:
+    """A pump starts: why is "pump start", "pump restart" or "daemon restart"."""
+
+
+@hookspec
+def monitor_spawn(pid: int) -> None:
+    """The first target of the group was spawned."""
+
+
+@hookspec
+def monitor_respawn(pid: int) -> None:
+    """A later target was spawned."""
+
+
+@hookspec
+def monitor_exit(status: Any) -> None:
+    """A target died; ``status`` is an :class:`immortal.ExitStatus`."""
+
+
+@hookspec
+def monitor_stdout(line: bytes) -> None:
+    """One line the target wrote to stdout, without its newline."""
+
+
+@hookspec
+def monitor_stderr(line: bytes) -> None:
+    """One line the target wrote to stderr, without its newline."""
+
+
+@hookspec
+def monitor_shutdown(reason: str) -> None:
+    """The group ends: "stop", "fatal: ...", or a final exit code."""
+
+
+HOOKS = ("check", "setup", "spawn", "respawn", "exit", "stdout", "stderr", "shutdown")

@@ -1,0 +1,245 @@
+"""``start()``: validate in the caller, take the lock, launch the first role, wait for it.
+
+Steps, in order; nothing is created before step 4, and a failure after it removes what was
+created and every process that was started:
+
+1. check every argument (``spec.py``), naming the field, the expectation and the value;
+2. find the monitor and run its ``check(options)`` here, in the caller;
+3. check the instance directory (not a symlink, ours, not writable by others);
+4. create it and take its lock (``AlreadyRunning`` if held; nothing of that group touched);
+5. write ``spec.json`` and start the first role as a fresh interpreter, handing it the lock
+   and the write end of a handshake pipe;
+6. wait on the handshake until the target has been spawned, or raise the role's error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import monitoring
+from .detach import read_handshake
+from .errors import ImmortalError, MonitorError, StartError, unknown_name
+from .group import Group
+from .spec import (
+    RestartPolicy,
+    Spec,
+    Strategy,
+    check_args,
+    check_cwd,
+    check_env,
+    check_exec,
+    check_file,
+    check_name,
+    check_timeout,
+    check_umask,
+    default_name,
+)
+from .state import Lock, check_dir, check_socket_path, ensure_dir, home, is_alive, write_json
+
+START_KEYWORDS = ("strategy", "monitor", "options", "name", "exec", "env", "cwd", "umask",
+                  "policy", "stop_timeout", "start_timeout")
+_ERRORS = {"StartError": StartError, "MonitorError": MonitorError}
+
+
+def _caller_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def start(
+    file: str | os.PathLike[str],
+    args: Sequence[str] | None = None,
+    *,
+    strategy: str | Strategy = Strategy.DAEMON,
+    monitor: str = monitoring.DEFAULT,
+    options: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    exec: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    umask: int | None = None,
+    policy: RestartPolicy | Mapping[str, Any] | None = None,
+    stop_timeout: float = 10.0,
+    start_timeout: float = 30.0,
+    **unknown: Any,
+) -> Group:
+    """Launch ``file`` with ``args`` and keep it alive; return a handle on the group.
+
+    Returns once the target has been spawned. Raises a subclass of ``ImmortalError`` in the
+    caller for every problem, including an exec failure after detaching; nothing is left
+    behind then. ``strategy`` is ``"daemon"`` (default), ``"unattached"`` or
+    ``"development"``.
+    """
+    for key in unknown:
+        raise unknown_name("keyword argument", key, START_KEYWORDS)
+    strategy = Strategy.parse(strategy)
+    here = os.getcwd()
+    target_cwd = check_cwd(cwd)
+    target_env = check_env(env)
+    executable = check_exec(exec, here, target_env)
+    path = check_file(file, here, executable is not None)
+    arguments = check_args(args)
+    group_name = check_name(default_name(path) if name is None else name)
+    mask = check_umask(umask)
+    grace = check_timeout("stop_timeout", stop_timeout)
+    patience = check_timeout("start_timeout", start_timeout)
+    restart_policy = RestartPolicy.build(policy)
+    factory = monitoring.resolve(monitor)
+    checked = monitoring.check(factory, options)
+
+    directory = home() / group_name
+    check_socket_path(directory)
+    check_dir(directory)
+    log_path = monitoring.output_path(factory, checked, directory)
+    created = ensure_dir(directory)
+    try:
+        lock = Lock.take(directory)
+    except BaseException:
+        if created:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    spec = Spec(
+        name=group_name, file=path, args=arguments, strategy=strategy, monitor=monitor,
+        options=checked, env=target_env, cwd=target_cwd, directory=str(directory),
+        exec=executable, umask=_caller_umask() if mask is None else mask,
+        policy=restart_policy, stop_timeout=grace, start_timeout=patience,
+        log_path=log_path, sys_path=tuple(os.path.abspath(p or here) for p in sys.path),
+    )
+    try:
+        write_json(directory / "spec.json", spec.to_json())
+        return _launch(spec, lock)
+    except BaseException:
+        _clean(directory, created)
+        raise
+    finally:
+        lock.close()  # the roles hold the lock now (same open file description)
+
+
+def role_env() -> dict[str, str]:
+    """The roles' environment: ours, with this copy of immortal importable."""
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parent.parent)
+    paths = [package_root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def _launch(spec: Spec, lock: Lock) -> Group:
+    directory = Path(spec.directory)
+    development = spec.strategy == Strategy.DEVELOPMENT
+    role = "daemon" if spec.strategy == Strategy.DAEMON else "pump"
+    hs_r, hs_w = os.pipe()
+    fds: dict[str, Any] = {"handshake": hs_w, "lock": lock.fd}
+    keep = [hs_w, lock.fd]
+    parent_r = parent_w = None
+    if development:
+        parent_r, parent_w = os.pipe()
+        fds["parent"] = parent_r
+        keep.append(parent_r)
+    args = {"role": role, "dir": str(directory), "why": "pump start",
+            "detach": not development, "fds": fds}
+    argv = [sys.executable, "-m", "immortal._role", json.dumps(args)]
+    log = None if development else open(directory / f"{role}.log", "ab")
+    try:
+        popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                 pass_fds=keep, env=role_env(), cwd=str(directory),
+                                 start_new_session=not development)
+    finally:
+        os.close(hs_w)
+        if parent_r is not None:
+            os.close(parent_r)
+        if log is not None:
+            log.close()
+    pids: dict[str, tuple[int, int | None]] = {}
+    try:
+        _handshake(spec, hs_r, pids, popen)
+    except BaseException:
+        _kill_roles(pids, popen)
+        if parent_w is not None:
+            os.close(parent_w)
+        raise
+    finally:
+        os.close(hs_r)
+        if not development:
+            # The first process exits as soon as it has detached (double fork).
+            try:
+                popen.wait(timeout=spec.start_timeout)
+            except subprocess.TimeoutExpired:
+                pass
+    return Group(spec.name, directory, popen if development else None, parent_w)
+
+
+def _handshake(spec: Spec, fd: int, pids: dict[str, tuple[int, int | None]],
+               popen: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + spec.start_timeout
+    try:
+        for message in read_handshake(fd, deadline):
+            if "role" in message:
+                pids[message["role"]] = (message["pid"], message.get("start_time"))
+            elif "error" in message:
+                error = _ERRORS.get(message["error"], StartError)
+                raise error(message.get("message", "the group failed to start"))
+            elif message.get("ok"):
+                return
+    except TimeoutError:
+        raise StartError(f"group {spec.name!r} did not start within {spec.start_timeout:g} s "
+                         f"(start_timeout); see the logs in {spec.directory}") from None
+    raise StartError(f"group {spec.name!r} failed to start: {_logs_tail(spec)}")
+
+
+def _logs_tail(spec: Spec) -> str:
+    text = []
+    for log in ("daemon.log", "pump.log"):
+        try:
+            data = (Path(spec.directory) / log).read_bytes()[-2000:]
+        except OSError:
+            continue
+        if data.strip():
+            text.append(f"{log}: {data.decode('utf-8', 'replace').strip()}")
+    return "; ".join(text) or f"no message; see {spec.directory}"
+
+
+def _kill_roles(pids: dict[str, tuple[int, int | None]],
+                popen: subprocess.Popen[bytes]) -> None:
+    """Make sure no role of a failed start survives it (they report failure and exit)."""
+    deadline = time.monotonic() + 5.0
+    for role in ("daemon", "pump"):
+        if role not in pids:
+            continue
+        pid, start_time = pids[role]
+        while is_alive(pid, start_time) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if is_alive(pid, start_time):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    if popen.poll() is None:
+        try:
+            popen.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait()
+
+
+def _clean(directory: Path, created: bool) -> None:
+    if created:
+        shutil.rmtree(directory, ignore_errors=True)
+        return
+    for name in ("spec.json", "status.json"):
+        try:
+            os.unlink(directory / name)
+        except FileNotFoundError:
+            pass
+
+

@@ -1,0 +1,97 @@
+"""``immortal.Monitor``: the base class for monitors, with short method names.
+
+Subclass it, override what you need, and register the class under the entry point group
+``immortal.monitors`` (or name it as ``"package.module:Class"``)::
+
+    class Printer(immortal.Monitor):
+        @classmethod
+        def check(cls, options):
+            if "path" not in options:
+                raise ValueError("Printer needs option 'path'")
+        def stdout(self, line):
+            ...
+
+``check`` runs in the caller before anything detaches; every other method runs in the pump.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .events import ExitStatus
+
+
+class Monitor:
+    """Receives a group's output and events. Every method may be overridden; none must."""
+
+    #: The monitor's options, as returned by :meth:`check`.
+    options: Mapping[str, Any]
+    #: The group's name and instance directory.
+    name: str
+    directory: Path
+
+    def __init__(self, options: Mapping[str, Any], *, name: str = "",
+                 directory: Path | str = ".") -> None:
+        self.options = options
+        self.name = name
+        self.directory = Path(directory)
+
+    @classmethod
+    def check(cls, options: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """Validate ``options`` in the caller; raise (any exception) to refuse them.
+
+        Return the options to use, or None to keep them as given.
+        """
+        return None
+
+    @classmethod
+    def output_path(cls, options: Mapping[str, Any], directory: Path) -> str | None:
+        """The file this monitor writes the output to, if any (shown by ``run``, ``logs``)."""
+        return None
+
+    def setup(self, why: str, message: str | None) -> None:
+        """A pump starts: "pump start", "pump restart" (message: the dead pump's stderr)
+        or "daemon restart"."""
+
+    def spawn(self, pid: int) -> None:
+        """The group's first target was spawned."""
+
+    def respawn(self, pid: int) -> None:
+        """A new target was spawned after the previous one ended."""
+
+    def exit(self, status: ExitStatus) -> None:
+        """A target ended; ``str(status)`` reads "exited with status 1" or "killed by SIGKILL"."""
+
+    def stdout(self, line: bytes) -> None:
+        """A line of the target's stdout, without the newline."""
+
+    def stderr(self, line: bytes) -> None:
+        """A line of the target's stderr, without the newline."""
+
+    def shutdown(self, reason: str) -> None:
+        """The group ends (stopped, gave up, or a final exit code)."""
+
+    # The pluggy side: each hook calls the short method, so overriding the short name is
+    # all a subclass does (pluggy ignores an unmarked override of a marked method).
+    def monitor_setup(self, why: str, message: str | None) -> None:
+        self.setup(why, message)
+
+    def monitor_spawn(self, pid: int) -> None:
+        self.spawn(pid)
+
+    def monitor_respawn(self, pid: int) -> None:
+        self.respawn(pid)
+
+    def monitor_exit(self, status: ExitStatus) -> None:
+        self.exit(status)
+
+    def monitor_stdout(self, line: bytes) -> None:
+        self.stdout(line)
+
+    def monitor_stderr(self, line: bytes) -> None:
+        self.stderr(line)
+
+    def monitor_shutdown(self, reason: str) -> None:
+        self.shutdown(reason)

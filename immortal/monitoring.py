@@ -1,0 +1,201 @@
+"""The plugin host: find a monitor by name, run its ``check``, and call it in the pump.
+
+pluggy lives here and in ``hookspecs.py`` only. Only the monitor a group names is loaded,
+so a broken third-party plugin cannot break the others. Hooks are called one monitor at a
+time: pluggy would stop at the first exception, and the policy for a raising monitor is
+ours (report it on the pump's stderr, rate-limited, and go on).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+import time
+import traceback
+import types
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import MonitorError, MonitorNotFound, MonitorOptionsError, did_you_mean
+from .monitor import Monitor
+
+DEFAULT = "file"
+
+
+class _Manager(pluggy.PluginManager):
+    """Takes every ``monitor_*`` attribute as a hook implementation, marked or not."""
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith("monitor_"):
+            if callable(getattr(plugin, name, None)):
+                return {}
+        return opts
+
+
+def _manager() -> _Manager:
+    manager = _Manager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    return manager
+
+
+def installed() -> dict[str, metadata.EntryPoint]:
+    """The monitors installed under the entry point group, by name."""
+    return {ep.name: ep for ep in metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)}
+
+
+def resolve(name: object) -> Any:
+    """The monitor class or module that ``name`` designates, checked for shape."""
+    if isinstance(name, type) and issubclass(name, Monitor):
+        raise MonitorError(
+            f"'monitor' must be a name, not a class ({name.__module__}:{name.__qualname__} "
+            "given); pass monitor='package.module:Class' so the pump can import it")
+    if not isinstance(name, str) or not name:
+        raise MonitorError(f"'monitor' must be an installed monitor's name or "
+                           f"'package.module:Class' (got {name!r})")
+    available = installed()
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+            factory = module
+            for part in attr.split("."):
+                factory = getattr(factory, part)
+        except Exception as exc:
+            raise MonitorNotFound(f"monitor {name!r} cannot be imported: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+    elif name in available:
+        try:
+            factory = available[name].load()
+        except Exception as exc:
+            raise MonitorNotFound(
+                f"monitor {name!r} (entry point {available[name].value!r}) cannot be "
+                f"imported: {type(exc).__name__}: {exc}") from exc
+    else:
+        listed = ", ".join(sorted(available)) or "none"
+        raise MonitorNotFound(
+            f"monitor {name!r} is not installed{did_you_mean(name, available)}; installed "
+            f"monitors: {listed}; or name one as 'package.module:Class'")
+    _check_shape(name, factory)
+    return factory
+
+
+def _check_shape(name: str, factory: Any) -> None:
+    if isinstance(factory, type) and issubclass(factory, Monitor):
+        short = set(hookspecs.HOOKS) | {"output_path"}
+        for attr, value in vars(factory).items():
+            if attr.startswith("_") or attr in short or not callable(value):
+                continue
+            hint = did_you_mean(attr, short)
+            if hint:
+                raise MonitorError(f"monitor {name!r} defines {attr!r}, which is no monitor "
+                                   f"method{hint}")
+        return
+    if isinstance(factory, (types.ModuleType, type)) or callable(factory):
+        plugin = factory
+        if isinstance(factory, type):
+            plugin = factory  # a plain class with monitor_* methods; instantiated in the pump
+        manager = _manager()
+        try:
+            manager.register(plugin if not isinstance(plugin, type) else _probe(plugin))
+            manager.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise MonitorError(f"monitor {name!r} is not a valid monitor: {exc}") from exc
+        if not any(attr.startswith("monitor_") for attr in dir(factory)):
+            raise MonitorError(f"monitor {name!r} ({factory!r}) is not a monitor: subclass "
+                               "immortal.Monitor or define monitor_* hooks")
+        return
+    raise MonitorError(f"monitor {name!r} is not a monitor ({factory!r})")
+
+
+def _probe(cls: type) -> object:
+    """A stand-in with the class's functions, to validate hooks without instantiating."""
+    probe = types.SimpleNamespace()
+    for attr in dir(cls):
+        if attr.startswith("monitor_"):
+            function = getattr(cls, attr)
+            if inspect.isfunction(function):
+                setattr(probe, attr, types.MethodType(function, probe))
+    return probe
+
+
+def check(factory: Any, options: object) -> dict[str, Any]:
+    """Run the monitor's check in the caller; its refusal becomes MonitorOptionsError."""
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        raise MonitorOptionsError(f"'options' must be a mapping (got "
+                                  f"{type(options).__name__}: {options!r})")
+    options = dict(options)
+    checker = getattr(factory, "check", None) if isinstance(factory, type) and issubclass(
+        factory, Monitor) else getattr(factory, "monitor_check", None)
+    if checker is None:
+        return options
+    try:
+        result = checker(options)
+    except MonitorOptionsError:
+        raise
+    except Exception as exc:
+        raise MonitorOptionsError(str(exc) or type(exc).__name__) from exc
+    if result is None:
+        return options
+    if not isinstance(result, Mapping):
+        raise MonitorError(f"the monitor's check() must return a mapping or None "
+                           f"(got {type(result).__name__})")
+    return dict(result)
+
+
+def output_path(factory: Any, options: Mapping[str, Any], directory: Path) -> str | None:
+    if isinstance(factory, type) and issubclass(factory, Monitor):
+        return factory.output_path(options, directory)
+    return None
+
+
+class Host:
+    """The monitors of one pump; each hook is called on each monitor in isolation."""
+
+    def __init__(self, factory: Any, options: Mapping[str, Any], name: str,
+                 directory: Path) -> None:
+        if isinstance(factory, type) and issubclass(factory, Monitor):
+            plugin: object = factory(options, name=name, directory=directory)
+        elif isinstance(factory, type):
+            plugin = factory()
+        else:
+            plugin = factory
+        self._manager = _manager()
+        self._manager.register(plugin)
+        self._manager.check_pending()
+        self._calls = {hook: [impl.function for impl in
+                              getattr(self._manager.hook, f"monitor_{hook}").get_hookimpls()]
+                       for hook in hookspecs.HOOKS[1:]}
+        self._argnames = {hook: [tuple(impl.argnames) for impl in
+                                 getattr(self._manager.hook, f"monitor_{hook}").get_hookimpls()]
+                          for hook in hookspecs.HOOKS[1:]}
+        self._last_report: dict[str, float] = {}
+        self.errors = 0
+
+    def call(self, hook: str, strict: bool = False, **kwargs: Any) -> None:
+        """Call ``hook`` on each monitor; with ``strict`` the first exception propagates."""
+        for function, argnames in zip(self._calls[hook], self._argnames[hook]):
+            try:
+                function(*[kwargs[a] for a in argnames])
+            except Exception:
+                if strict:
+                    raise
+                self._report(hook)
+
+    def _report(self, hook: str) -> None:
+        self.errors += 1
+        now = time.monotonic()
+        if now - self._last_report.get(hook, -10.0) < 1.0:
+            return  # rate-limited: one traceback per hook per second
+        self._last_report[hook] = now
+        sys.stderr.write(f"immortal: monitor hook {hook!r} raised:\n")
+        traceback.print_exc(file=sys.stderr)
+        sys.stderr.flush()

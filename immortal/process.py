@@ -1,0 +1,137 @@
+"""One child process: spawn it in its own process group, signal it, and reap it.
+
+Exit notification is a pidfd (Linux ≥ 5.3): readable when the child dies, so the pump
+blocks in ``selectors`` instead of polling. Where there is no pidfd, SIGCHLD wakes the pump
+and ``waitpid(WNOHANG)`` reaps.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from .events import ExitStatus
+
+HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(os, "P_PIDFD")
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def set_subreaper() -> bool:
+    """Make orphaned descendants come back to this process (Linux); False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def reset_signals() -> None:
+    """Undo ignored and blocked signals inherited from the caller.
+
+    Both survive ``exec``; a target that ignores SIGTERM because its grandparent did
+    would make every stop wait for the KILL.
+    """
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    for number in signal.valid_signals():
+        if number in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            if signal.getsignal(number) == signal.SIG_IGN:
+                signal.signal(number, signal.SIG_DFL)
+        except (OSError, ValueError, RuntimeError):
+            pass
+
+
+def process_group_kwargs() -> dict[str, object]:
+    if sys.version_info >= (3, 11):
+        return {"process_group": 0}
+    return {"preexec_fn": os.setpgrp}  # pragma: no cover - Python 3.10
+
+
+class Child:
+    """A spawned child in its own process group; ``repr`` tells whether it runs."""
+
+    def __init__(self, pid: int, started_at: float, popen: subprocess.Popen[bytes] | None,
+                 own: bool = True) -> None:
+        self.pid = pid
+        self.started_at = started_at  # time.monotonic() at spawn
+        self.started_wall = time.time() - (time.monotonic() - started_at)
+        self.own = own  # False for a target adopted from a dead pump: the daemon reaps it
+        self.status: ExitStatus | None = None
+        self._popen = popen
+        self.pidfd = -1
+        if own and HAVE_PIDFD:
+            self.pidfd = os.pidfd_open(pid)
+
+    def __repr__(self) -> str:
+        if self.status is None:
+            return f"<Child running with PID {self.pid}>"
+        return f"<Child PID {self.pid} {self.status}>"
+
+    def kill_group(self, number: int) -> None:
+        """Signal the child's whole process group (it is its leader)."""
+        if self.status is not None and self.own:
+            return  # reaped: the pid may belong to someone else now
+        try:
+            os.killpg(self.pid, number)
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # pragma: no cover - the group leader changed uid
+            os.kill(self.pid, number)
+
+    def reap(self, now: float, close: bool = True) -> ExitStatus | None:
+        """Collect the exit status if the child has died, else None."""
+        if self.status is not None:
+            return self.status
+        uptime = now - self.started_at
+        if self.pidfd >= 0:
+            result = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | os.WNOHANG)
+            if result is None:
+                return None
+            status = ExitStatus.from_waitid(result, uptime)
+        else:
+            pid, raw = os.waitpid(self.pid, os.WNOHANG)
+            if pid == 0:
+                return None
+            status = ExitStatus.from_wait_status(pid, raw, uptime)
+        self.dead(status, close)
+        return status
+
+    def dead(self, status: ExitStatus, close: bool = True) -> None:
+        self.status = status
+        if self._popen is not None:
+            # Tell subprocess the child is reaped, or it would waitpid() a reused pid later.
+            self._popen.returncode = status.code if status.code is not None else -(
+                status.signal or 0)
+        if close:
+            self.close()
+
+    def close(self) -> None:
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+
+def spawn(argv: list[str], *, env: dict[str, str], cwd: str, umask: int | None,
+          stdout: int, stderr: int, pass_fds: tuple[int, ...] = ()) -> Child:
+    """Start ``argv`` (no shell) in a new process group; OSError if it cannot be executed."""
+    popen = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
+        umask=-1 if umask is None else umask, close_fds=True, pass_fds=pass_fds,
+        **process_group_kwargs(),  # type: ignore[arg-type]
+    )
+    return Child(popen.pid, time.monotonic(), popen)
+
+
+def exec_error(argv: list[str], exc: OSError) -> str:
+    return f"cannot execute {argv[0]!r}: {exc.strerror or exc}"
+
+
+def start_time(pid: int) -> int | None:
+    from .state import process_start_time
+
+    return process_start_time(pid)

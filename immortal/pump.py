@@ -1,0 +1,453 @@
+"""The pump: keeps the target alive and relays its output and events to the monitor.
+
+One pump per group at a time. It blocks in ``selectors`` on the target's pipes, the
+target's pidfd, a signal wake-up pipe and its lifelines (to the daemon, or to the caller in
+``development``); the restart decisions come from the pure machine in ``supervise.py``.
+
+Signals: SIGTERM/SIGINT stop the group (TERM, grace, KILL), SIGHUP restarts the target.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import random
+import selectors
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from . import monitoring, process, supervise
+from .detach import Handshake, detach
+from .events import ExitStatus, PUMP_START
+from .spec import Spec, Strategy
+from .state import process_start_time, read_json, write_json
+
+MAX_LINE = 64 * 1024  # longer lines are split into pieces of this size
+READ_SIZE = 64 * 1024
+PIPE_SIZE = 1024 * 1024  # how much a target may write while no pump reads
+MESSAGE_TAIL = 16 * 1024
+
+
+class Lines:
+    """Frames a byte stream into lines (without the newline) for one callback."""
+
+    def __init__(self, emit: Callable[[bytes], None]) -> None:
+        self._emit = emit
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._buffer + chunk if self._buffer else chunk
+        *lines, rest = data.split(b"\n")
+        for line in lines:
+            while len(line) > MAX_LINE:
+                self._emit(line[:MAX_LINE])
+                line = line[MAX_LINE:]
+            self._emit(line)
+        while len(rest) > MAX_LINE:
+            self._emit(rest[:MAX_LINE])
+            rest = rest[MAX_LINE:]
+        self._buffer = rest
+
+    def flush(self) -> None:
+        """Deliver a last line that has no newline (the target ended mid-line)."""
+        if self._buffer:
+            line, self._buffer = self._buffer, b""
+            self._emit(line)
+
+
+def make_pipe() -> tuple[int, int]:
+    r, w = os.pipe()
+    try:
+        fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+    except OSError:
+        pass  # over /proc/sys/fs/pipe-max-size for an unprivileged user: keep the default
+    os.set_blocking(r, False)
+    return r, w
+
+
+def read_tail(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - MESSAGE_TAIL))
+            data = handle.read()
+    except OSError:
+        return None
+    return data.decode("utf-8", "replace") or None
+
+
+class Pump:
+    def __init__(self, spec: Spec, args: dict[str, Any]) -> None:
+        self.spec = spec
+        self.args = args
+        self.directory = Path(spec.directory)
+        fds = args.get("fds", {})
+        self.handshake = Handshake(fds.get("handshake"))
+        self.lock_fd: int | None = fds.get("lock")
+        self.daemon_pid: int | None = args.get("daemon_pid")
+        self.echo = spec.strategy == Strategy.DEVELOPMENT
+        if fds.get("out"):
+            self.out_r, self.out_w = fds["out"]
+            self.err_r, self.err_w = fds["err"]
+            os.set_blocking(self.out_r, False)
+            os.set_blocking(self.err_r, False)
+        else:
+            self.out_r, self.out_w = make_pipe()
+            self.err_r, self.err_w = make_pipe()
+        self.lifeline: socket.socket | None = None
+        if fds.get("lifeline") is not None:
+            self.lifeline = socket.socket(fileno=fds["lifeline"])
+        self.parent_fd: int | None = fds.get("parent")
+        self.selector = selectors.DefaultSelector()
+        self.target: process.Child | None = None
+        self.watched = -1  # the pidfd registered in the selector
+        self.machine = supervise.State()
+        self.deadline: float | None = None
+        self.finished = False
+        self.host: monitoring.Host | None = None
+        self.previous = read_json(self.directory / "status.json") if args.get(
+            "why", PUMP_START) != PUMP_START else None
+        self.started_wall = (self.previous or {}).get("started_at") or time.time()
+        self.stdout_lines = Lines(lambda line: self._line("stdout", line))
+        self.stderr_lines = Lines(lambda line: self._line("stderr", line))
+
+    # ----------------------------------------------------------------- start-up
+    def run(self) -> int:
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(number, _ignore)
+        self.handshake.send(role="pump", pid=os.getpid(), start_time=process_start_time(
+            os.getpid()))
+        try:
+            factory = monitoring.resolve(self.spec.monitor)
+            self.host = monitoring.Host(factory, self.spec.options, self.spec.name,
+                                        self.directory)
+        except Exception as exc:
+            return self._fail("MonitorError", f"monitor {self.spec.monitor!r} failed to "
+                                              f"load in the pump: {exc}")
+        adopt = self.args.get("adopt")
+        why = self.args.get("why", PUMP_START)
+        message = read_tail(self.args.get("message_file"))
+        if adopt:
+            started = time.monotonic() - max(0.0, time.time() - adopt["started_wall"])
+            self.target = process.Child(adopt["pid"], started, None, own=False)
+            counters = self.previous or {}
+            self.machine = supervise.adopt(adopt["pid"], started, supervise.State(
+                restarts=int(counters.get("restarts", 0)),
+                spawned=int(counters.get("spawned", 0))))
+            actions: tuple[supervise.Action, ...] = ()
+        else:
+            counters = self.previous or {}
+            self.machine = supervise.State(restarts=int(counters.get("restarts", 0)),
+                                           spawned=int(counters.get("spawned", 0)))
+            actions = (supervise.Spawn("start" if why == PUMP_START else "exit"),)
+            try:
+                self.target = self._spawn()
+            except OSError as exc:
+                if why == PUMP_START:
+                    return self._fail("StartError", process.exec_error(
+                        self.spec.command(), exc))
+                self.machine, actions = supervise.step(
+                    self.spec.policy, self.machine, supervise.SpawnFailed(str(exc)),
+                    time.monotonic(), random.random())
+            else:
+                self.machine, _ = supervise.step(self.spec.policy, self.machine,
+                                                 supervise.Spawned(self.target.pid),
+                                                 time.monotonic(), random.random())
+                actions = ()
+        try:
+            self.host.call("setup", strict=why == PUMP_START, why=why, message=message)
+        except Exception as exc:
+            if self.target is not None and self.target.own:
+                self.target.kill_group(signal.SIGKILL)
+                while self.target.reap(time.monotonic()) is None:
+                    time.sleep(0.001)  # SIGKILL was sent: the reap is a matter of microseconds
+            return self._fail("StartError", f"monitor {self.spec.monitor!r} setup failed: "
+                                            f"{type(exc).__name__}: {exc}")
+        if self.target is not None and not adopt:
+            hook = "spawn" if self.machine.spawned <= 1 and why == PUMP_START else "respawn"
+            self.host.call(hook, pid=self.target.pid)
+            self._tell_daemon(target=self.target.pid, started_wall=self.target.started_wall)
+        self._write_status()
+        self.handshake.send(ok=True, target=self.target.pid if self.target else None)
+        self.handshake.close()
+        self._tell_daemon(started=True)
+
+        self.selector.register(wake_r, selectors.EVENT_READ, "signal")
+        self.selector.register(self.out_r, selectors.EVENT_READ, "stdout")
+        self.selector.register(self.err_r, selectors.EVENT_READ, "stderr")
+        if self.lifeline is not None:
+            self.selector.register(self.lifeline, selectors.EVENT_READ, "daemon")
+        if self.parent_fd is not None:
+            self.selector.register(self.parent_fd, selectors.EVENT_READ, "parent")
+        self._watch_target()
+        self._act(actions)
+        if adopt and adopt.get("exit"):
+            self._target_died(ExitStatus.from_json(adopt["exit"]))
+        return self._loop()
+
+    def _fail(self, kind: str, message: str) -> int:
+        self.handshake.send(error=kind, message=message)
+        sys.stderr.write(f"immortal: pump: {message}\n")
+        self._tell_daemon(failed=message)
+        return 1
+
+    # ----------------------------------------------------------------- main loop
+    def _loop(self) -> int:
+        while not self.finished:
+            timeout = None
+            if self.deadline is not None:
+                timeout = max(0.0, self.deadline - time.monotonic())
+            for key, _ in self.selector.select(timeout):
+                getattr(self, f"_on_{key.data}")(key.fileobj)
+                if self.finished:
+                    break
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                self._feed(supervise.Tick())
+        return 0
+
+    def _on_signal(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 512)
+        except BlockingIOError:
+            return
+        for number in data:
+            if number in (signal.SIGTERM, signal.SIGINT):
+                self._feed(supervise.Stop(self.spec.stop_timeout, "stop"))
+            elif number == signal.SIGHUP:
+                self._feed(supervise.Restart(self.spec.stop_timeout))
+            elif number == signal.SIGCHLD and not process.HAVE_PIDFD:
+                self._on_target(None)
+
+    def _on_stdout(self, fd: int) -> None:
+        self._read(fd, self.stdout_lines, 1)
+
+    def _on_stderr(self, fd: int) -> None:
+        self._read(fd, self.stderr_lines, 2)
+
+    def _read(self, fd: int, lines: Lines, echo_fd: int) -> bool:
+        try:
+            chunk = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return False
+        if not chunk:
+            return False
+        if self.echo:
+            _write_all(echo_fd, chunk)
+        lines.feed(chunk)
+        return True
+
+    def _drain(self) -> None:
+        """Deliver every byte written before the target died, then any last partial line."""
+        while self._read(self.out_r, self.stdout_lines, 1):
+            pass
+        while self._read(self.err_r, self.stderr_lines, 2):
+            pass
+        self.stdout_lines.flush()
+        self.stderr_lines.flush()
+
+    def _line(self, stream: str, line: bytes) -> None:
+        assert self.host is not None
+        self.host.call(stream, line=line)
+
+    def _on_target(self, fd: object) -> None:
+        if self.target is None or not self.target.own:
+            return
+        status = self.target.reap(time.monotonic(), close=False)
+        if status is not None:
+            self._target_died(status)
+
+    def _on_daemon(self, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._daemon_died()
+            return
+        message = json.loads(data)
+        reaped = message.get("reaped")
+        if reaped and self.target is not None and not self.target.own \
+                and reaped == self.target.pid:
+            status = ExitStatus.from_json(message["status"])
+            self.target.dead(status)
+            self._target_died(status)
+
+    def _on_parent(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 512)
+        except BlockingIOError:
+            return
+        if not data:
+            self.selector.unregister(fd)
+            self._feed(supervise.Stop(self.spec.stop_timeout, "caller exited"))
+
+    def _target_died(self, status: ExitStatus) -> None:
+        assert self.host is not None and self.target is not None
+        self._unwatch_target()
+        self.target = None
+        self._drain()
+        self.host.call("exit", status=status)
+        self._feed(supervise.Exited(status))
+
+    def _daemon_died(self) -> None:
+        """The daemon is gone: become the daemon, keeping the target and its pipes.
+
+        Same pid, so the target stays our child; the lock, the pipes and the target
+        survive the exec. The new daemon starts a fresh pump that adopts the target.
+        """
+        assert self.lifeline is not None
+        self.selector.unregister(self.lifeline)
+        self._drain()
+        if self.machine.phase in supervise.FINAL or self.machine.phase == supervise.STOPPING:
+            self.lifeline = None
+            return
+        from . import daemon  # the role we turn into
+
+        self._write_status()
+        sys.stderr.flush()
+        adopt = None
+        if self.target is not None:
+            adopt = {"pid": self.target.pid, "started_wall": self.target.started_wall}
+            self.target.close()
+        daemon.exec_daemon(self.spec, {
+            "why": "daemon restart", "adopt": adopt,
+            "fds": {"lock": self.lock_fd, "out": [self.out_r, self.out_w],
+                    "err": [self.err_r, self.err_w]},
+        })
+
+    # ----------------------------------------------------------------- actions
+    def _feed(self, event: supervise.Event) -> None:
+        self.machine, actions = supervise.step(self.spec.policy, self.machine, event,
+                                               time.monotonic(), random.random())
+        self._act(actions)
+        self._write_status()
+
+    def _act(self, actions: tuple[supervise.Action, ...]) -> None:
+        assert self.host is not None
+        for action in actions:
+            if isinstance(action, supervise.Spawn):
+                try:
+                    self.target = self._spawn()
+                except OSError as exc:
+                    self._feed(supervise.SpawnFailed(process.exec_error(self.spec.command(),
+                                                                        exc)))
+                    continue
+                self._watch_target()
+                self.machine, more = supervise.step(
+                    self.spec.policy, self.machine, supervise.Spawned(self.target.pid),
+                    time.monotonic(), random.random())
+                self._tell_daemon(target=self.target.pid, started_wall=self.target.started_wall)
+                self.host.call("respawn" if self.machine.spawned > 1 else "spawn",
+                               pid=self.target.pid)
+                self._act(more)
+            elif isinstance(action, supervise.Kill):
+                if self.target is not None:
+                    self.target.kill_group(action.signal)
+            elif isinstance(action, supervise.Wake):
+                self.deadline = action.at
+            elif isinstance(action, supervise.Finish):
+                self._finish(action)
+
+    def _finish(self, action: supervise.Finish) -> None:
+        assert self.host is not None
+        self.finished = True
+        reason = action.reason if action.phase == supervise.STOPPED else f"fatal: {action.reason}"
+        self._write_status()
+        self.host.call("shutdown", reason=reason)
+        self._tell_daemon(finish=action.phase, reason=reason)
+
+    def _spawn(self) -> process.Child:
+        return process.spawn(self.spec.command(), env=self.spec.target_env(),
+                             cwd=self.spec.cwd, umask=self.spec.umask,
+                             stdout=self.out_w, stderr=self.err_w)
+
+    def _watch_target(self) -> None:
+        if self.target is not None and self.target.pidfd >= 0:
+            self.selector.register(self.target.pidfd, selectors.EVENT_READ, "target")
+            self.watched = self.target.pidfd
+
+    def _unwatch_target(self) -> None:
+        # Before the pidfd is closed: a new pidfd may get the same number.
+        if self.watched >= 0:
+            self.selector.unregister(self.watched)
+            self.watched = -1
+        if self.target is not None:
+            self.target.close()
+
+    def _tell_daemon(self, **message: Any) -> None:
+        if self.lifeline is None:
+            return
+        try:
+            self.lifeline.send(json.dumps(message).encode())
+        except OSError:
+            pass  # the daemon is gone; its lifeline EOF is handled in the loop
+
+    # ----------------------------------------------------------------- status
+    def _write_status(self) -> None:
+        m = self.machine
+        pids = {"pump": os.getpid()}
+        if self.daemon_pid:
+            pids["daemon"] = self.daemon_pid
+        if self.target is not None and m.pid is not None:
+            pids["target"] = self.target.pid
+        next_at = None
+        if m.phase == supervise.BACKOFF and m.deadline is not None:
+            next_at = time.time() + (m.deadline - time.monotonic())
+        data = {
+            "name": self.spec.name, "state": m.phase, "strategy": self.spec.strategy.value,
+            "pids": pids,
+            "start_times": {role: process_start_time(pid) for role, pid in pids.items()},
+            "restarts": m.restarts, "spawned": m.spawned,
+            "last_exit": m.last_exit.to_json() if m.last_exit else None,
+            "next_restart_at": next_at, "reason": m.reason,
+            "started_at": self.started_wall,
+            "target_started_at": self.target.started_wall if self.target else None,
+            "output": self.spec.log_path, "directory": str(self.directory),
+        }
+        try:
+            write_json(self.directory / "status.json", data)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                sys.stderr.write(f"immortal: pump: cannot write status: {exc}\n")
+
+
+def _ignore(number: int, frame: object) -> None:
+    """The handler of the signals we take: the wake-up fd carries them to the loop."""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            import select
+
+            select.select([], [fd], [])
+        except OSError:
+            return  # the terminal went away; the monitor still gets every line
+
+
+def main(spec: Spec, args: dict[str, Any]) -> int:
+    process.reset_signals()
+    if args.get("detach"):
+        fds = args.get("fds", {})
+        keep = [fd for fd in (fds.get("handshake"), fds.get("lock")) if fd is not None]
+        detach(keep, str(Path(spec.directory) / "pump.log"))
+        process.set_subreaper()
+    return Pump(spec, args).run()

@@ -1,0 +1,293 @@
+"""The instance directory of a group: where it is, its lock, its files, and its ``Status``.
+
+``$IMMORTAL_HOME/<name>/`` (default ``$XDG_RUNTIME_DIR/immortal`` or
+``~/.local/state/immortal``) holds ``lock`` (an ``flock`` held for the group's life),
+``spec.json``, ``status.json`` (written atomically), the role logs and the default output.
+The directory is created 0700 and refused if it is a symlink, not ours, or writable by
+others.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import stat
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import AlreadyRunning, StateDirError
+from .events import ExitStatus
+
+SOCKET_NAME = "control.sock"
+UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
+
+
+def home() -> Path:
+    """The directory that holds one instance directory per group."""
+    env = os.environ.get("IMMORTAL_HOME")
+    if env:
+        return Path(env).absolute()
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return Path(runtime) / "immortal"
+    return Path.home() / ".local" / "state" / "immortal"
+
+
+def instance_dir(name: str, base: Path | None = None) -> Path:
+    return (base or home()) / name
+
+
+def check_socket_path(directory: Path) -> None:
+    path = os.fsencode(directory / SOCKET_NAME)
+    if len(path) > UNIX_PATH_MAX:
+        raise StateDirError(
+            f"the instance directory {str(directory)!r} is too deep: its control socket path "
+            f"would be {len(path)} bytes, over the {UNIX_PATH_MAX}-byte limit of unix sockets; "
+            "set IMMORTAL_HOME to a shorter path"
+        )
+
+
+def _check_safe(path: Path) -> None:
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode):
+        raise StateDirError(f"refusing {str(path)!r}: it is a symlink; remove it")
+    if not stat.S_ISDIR(info.st_mode):
+        raise StateDirError(f"refusing {str(path)!r}: it is not a directory")
+    if info.st_uid != os.getuid():
+        raise StateDirError(f"refusing {str(path)!r}: owned by uid {info.st_uid}, not us "
+                            f"(uid {os.getuid()})")
+    if info.st_mode & 0o022:
+        raise StateDirError(f"refusing {str(path)!r}: writable by group or others (mode "
+                            f"{stat.filemode(info.st_mode)}); run 'chmod go-w {path}'")
+
+
+def check_dir(directory: Path) -> None:
+    """Refuse an existing home or instance directory that is not safe to use."""
+    _check_safe(directory.parent)
+    _check_safe(directory)
+
+
+def ensure_dir(directory: Path) -> bool:
+    """Create the instance directory (0700) if needed; True if it was created."""
+    check_dir(directory)
+    directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        check_dir(directory)
+        return False
+    return True
+
+
+@dataclass
+class Lock:
+    """An exclusive ``flock`` on the instance directory's lock file.
+
+    The lock belongs to the open file description, so every process that inherits ``fd``
+    shares it, and it is released only when the last of them is gone.
+    """
+
+    fd: int
+
+    @classmethod
+    def take(cls, directory: Path) -> Lock:
+        fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            name = directory.name
+            status = read_status(directory)
+            pids = status.pids if status else {}
+            shown = ", ".join(f"{role} {pid}" for role, pid in pids.items()) or "unknown pids"
+            raise AlreadyRunning(
+                f"group {name!r} is already running ({shown}); stop it first with "
+                f"'immortal stop {name}' or choose another name", pids) from None
+        return cls(fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def is_locked(directory: Path) -> bool:
+    """True while some process holds the group's lock."""
+    try:
+        fd = os.open(directory / "lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        # A shared probe never blocks a holder, and an exclusive holder makes it fail.
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` atomically: a reader sees the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd) as handle:
+        try:
+            data = json.load(handle)
+        except ValueError:
+            return None
+    return data if isinstance(data, dict) else None
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` in clock ticks, or None if it does not exist.
+
+    A pid together with its start time names one process for good: pids are reused, start
+    times of a reused pid differ.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    fields = data[data.rindex(b")") + 2:].split()
+    if fields[0] == b"Z":
+        return None  # a zombie has exited; it only waits to be reaped
+    return int(fields[19])
+
+
+def parent_pid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    return int(data[data.rindex(b")") + 2:].split()[1])
+
+
+def is_alive(pid: int | None, start_time: int | None) -> bool:
+    """True if ``pid`` is still the very process that had ``start_time``."""
+    if not pid:
+        return False
+    if os.path.isdir("/proc/self"):
+        now = process_start_time(pid)
+        return now is not None and (start_time is None or now == start_time)
+    try:  # no /proc: best effort on other POSIX systems
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Status:
+    """A group's state as last written by its pump, and whether it is running now."""
+
+    name: str
+    state: str  #: spawning, running, backoff, restarting, stopping, stopped, fatal
+    running: bool = False
+    pids: dict[str, int] = field(default_factory=dict)
+    restarts: int = 0
+    spawned: int = 0
+    last_exit: ExitStatus | None = None
+    next_restart_at: float | None = None  #: wall clock time of the next spawn, in backoff
+    reason: str | None = None
+    strategy: str | None = None
+    started_at: float | None = None  #: wall clock time the group started
+    target_started_at: float | None = None
+    output: str | None = None
+    directory: str | None = None
+    start_times: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, name: str, data: Mapping[str, Any]) -> Status:
+        last = data.get("last_exit")
+        return cls(
+            name=name,
+            state=str(data.get("state", "unknown")),
+            pids={k: int(v) for k, v in (data.get("pids") or {}).items() if v},
+            restarts=int(data.get("restarts", 0)),
+            spawned=int(data.get("spawned", 0)),
+            last_exit=ExitStatus.from_json(last) if last else None,
+            next_restart_at=data.get("next_restart_at"),
+            reason=data.get("reason"),
+            strategy=data.get("strategy"),
+            started_at=data.get("started_at"),
+            target_started_at=data.get("target_started_at"),
+            output=data.get("output"),
+            directory=data.get("directory"),
+            start_times={k: int(v) for k, v in (data.get("start_times") or {}).items() if v},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "state": self.state, "running": self.running,
+            "pids": self.pids, "restarts": self.restarts, "spawned": self.spawned,
+            "last_exit": self.last_exit.to_json() if self.last_exit else None,
+            "next_restart_at": self.next_restart_at, "reason": self.reason,
+            "strategy": self.strategy, "started_at": self.started_at,
+            "target_started_at": self.target_started_at, "output": self.output,
+            "directory": self.directory, "start_times": self.start_times,
+        }
+
+    @property
+    def root(self) -> str:
+        """The role whose death ends the group: the daemon if there is one, else the pump."""
+        return "daemon" if "daemon" in self.pids else "pump"
+
+    def __str__(self) -> str:
+        lines = [f"{self.name}: {self.state}" + ("" if self.running else " (not running)")]
+        for role in ("daemon", "pump", "target"):
+            if role in self.pids and self.running:
+                lines.append(f"  {role:<8} pid {self.pids[role]}")
+        lines.append(f"  spawned  {self.spawned}, restarts {self.restarts}")
+        if self.target_started_at and self.running and self.state == "running":
+            lines.append(f"  up       {time.time() - self.target_started_at:.1f} s")
+        if self.last_exit:
+            lines.append(f"  last     {self.last_exit}")
+        if self.next_restart_at and self.state == "backoff":
+            lines.append(f"  next     in {max(0.0, self.next_restart_at - time.time()):.1f} s")
+        if self.reason and self.state in ("stopped", "fatal"):
+            lines.append(f"  reason   {self.reason}")
+        if self.output:
+            lines.append(f"  output   {self.output}")
+        return "\n".join(lines)
+
+
+def read_status(directory: Path) -> Status | None:
+    data = read_json(directory / "status.json")
+    if data is None:
+        return None
+    status = Status.from_json(directory.name, data)
+    root = status.root
+    # Proven by pid and start time, not by probing the lock: a probe could make a
+    # concurrent start() fail for a group that is not running.
+    status.running = is_alive(status.pids.get(root), status.start_times.get(root))
+    return status

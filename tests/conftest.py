@@ -1,0 +1,217 @@
+"""Shared fixtures: a private immortal home per test, and no process left behind.
+
+The pytest process makes itself a child subreaper, so every detached daemon and every
+orphan comes back to it: that is how the suite reaps them, and how it finds the ones a
+test left running (it kills them, and fails the test that left them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import immortal
+from immortal.process import set_subreaper
+
+HERE = Path(__file__).resolve().parent
+PROGRAMS = HERE / "programs"
+TALKER = str(PROGRAMS / "talker.py")
+SHORT = 10.0  # seconds: what "soon" means on a loaded 2-core machine
+LONG = 30.0
+
+SUBREAPER = set_subreaper()
+
+
+def descendants(root: int | None = None) -> list[int]:
+    """Every living descendant of ``root`` (default: this process), zombies excluded."""
+    found: list[int] = []
+    todo = [root or os.getpid()]
+    while todo:
+        pid = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/children") as handle:
+                    kids = [int(k) for k in handle.read().split()]
+            except OSError:
+                continue
+            for kid in kids:
+                todo.append(kid)
+                if _state(kid) not in (None, "Z"):
+                    found.append(kid)
+    return found
+
+
+def _state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    return data[data.rindex(b")") + 2:].split()[0].decode()
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace")[:200]
+    except OSError:
+        return "?"
+
+
+def reap_zombies() -> None:
+    """Reap the zombie children that came to us as subreaper (not subprocess's own)."""
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as handle:
+                kids = [int(k) for k in handle.read().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            if _state(kid) == "Z":
+                try:
+                    os.waitpid(kid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+
+
+def kill_leftovers(before: set[int]) -> list[str]:
+    left = [pid for pid in descendants() if pid not in before]
+    described = [f"{pid}: {cmdline(pid)}" for pid in left]
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + SHORT
+    while left and time.monotonic() < deadline:
+        reap_zombies()
+        left = [pid for pid in left if _state(pid) not in (None, "Z")]
+        time.sleep(0.01)
+    reap_zombies()
+    return described
+
+
+_leaks: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
+    before = set(descendants())
+    yield
+    leaked = kill_leftovers(before)
+    if leaked:
+        _leaks.extend(f"{request.node.nodeid}: {line}" for line in leaked)
+        pytest.fail("processes outlived the test (killed now):\n" + "\n".join(leaked),
+                    pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_outlives_the_suite() -> Iterator[None]:
+    before = set(descendants())
+    yield
+    leaked = kill_leftovers(before)
+    if leaked or _leaks:
+        pytest.fail("processes started by the suite outlived it:\n"
+                    + "\n".join([*_leaks, *leaked]), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private IMMORTAL_HOME, short enough for unix socket paths."""
+    path = Path(tempfile.mkdtemp(prefix="imh-", dir="/tmp"))
+    monkeypatch.setenv("IMMORTAL_HOME", str(path))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def started() -> Iterator[Callable[..., immortal.Group]]:
+    """``started(file, args, **kw)``: immortal.start, with a stop at teardown."""
+    groups: list[immortal.Group] = []
+
+    def start(*args: Any, **kwargs: Any) -> immortal.Group:
+        kwargs.setdefault("stop_timeout", 5.0)
+        group = immortal.start(*args, **kwargs)
+        groups.append(group)
+        return group
+
+    yield start
+    for group in groups:
+        group.stop(timeout=LONG)
+
+
+@pytest.fixture(scope="session")
+def recorder_installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Install the third-party recorder monitor (tests/recorder_dist) with pip."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+         "--no-build-isolation", "--no-index", "--target", str(target),
+         str(HERE / "recorder_dist")],
+        check=True, timeout=300,
+    )
+    return target
+
+
+@pytest.fixture
+def recorder(recorder_installed: Path, monkeypatch: pytest.MonkeyPatch,
+             tmp_path: Path) -> "Recording":
+    monkeypatch.syspath_prepend(str(recorder_installed))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(recorder_installed), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    import importlib
+
+    importlib.invalidate_caches()
+    return Recording(tmp_path / "events.jsonl")
+
+
+class Recording:
+    """The events the recorder monitor wrote, read back with deadlines."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"path": str(self.path)}
+
+    def events(self) -> list[dict[str, Any]]:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
+
+    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool],
+                 timeout: float = SHORT) -> list[dict[str, Any]]:
+        return wait_for(self.events, predicate, timeout,
+                        "the recorder's events")
+
+
+def wait_for(get: Callable[[], Any], predicate: Callable[[Any], bool],
+             timeout: float = SHORT, what: str = "the condition") -> Any:
+    """Poll ``get()`` until ``predicate`` holds; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    value = get()
+    while not predicate(value):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}; last seen: "
+                        f"{value!r}", pytrace=False)
+        time.sleep(0.01)
+        value = get()
+    return value

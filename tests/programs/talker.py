@@ -1,0 +1,53 @@
+"""A test target. Arguments (in order, any subset):
+  --out N      write lines 'out 1'..'out N' to stdout
+  --err N      write lines 'err 1'..'err N' to stderr
+  --partial S  write S to stdout with no newline
+  --exit C     then exit with code C (default: sleep until killed)
+  --ignore-term  ignore SIGTERM
+  --env NAME   print 'env NAME=<value>' on stdout
+  --cwd        print 'cwd <dir>'
+  --args       print 'args <json of sys.argv[1:]>'
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+
+argv = sys.argv[1:]
+code = None
+i = 0
+while i < len(argv):
+    flag = argv[i]
+    if flag == "--out":
+        i += 1
+        for n in range(1, int(argv[i]) + 1):
+            print(f"out {n}")
+    elif flag == "--err":
+        i += 1
+        for n in range(1, int(argv[i]) + 1):
+            print(f"err {n}", file=sys.stderr)
+    elif flag == "--partial":
+        i += 1
+        sys.stdout.write(argv[i])
+    elif flag == "--exit":
+        i += 1
+        code = int(argv[i])
+    elif flag == "--ignore-term":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    elif flag == "--env":
+        i += 1
+        print(f"env {argv[i]}={os.environ.get(argv[i])}")
+    elif flag == "--cwd":
+        print(f"cwd {os.getcwd()}")
+    elif flag == "--args":
+        print("args " + json.dumps(sys.argv[1:]))
+    i += 1
+sys.stdout.flush()
+sys.stderr.flush()
+if code is not None:
+    sys.exit(code)
+print("ready", flush=True)
+while True:
+    time.sleep(3600)

@@ -1,0 +1,377 @@
+"""Cell-by-cell tests of the restart state machine in ``immortal.supervise``.
+
+The machine is pure, so everything runs on a fake clock: ``now`` is a plain float, ``rand`` a
+constant, and there are no processes and no sleeps. Starting states are reached by driving the
+machine from ``initial()`` through real events, never by building a ``State`` by hand.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+
+import pytest
+
+from immortal.events import ExitStatus
+from immortal.spec import RestartPolicy
+from immortal.supervise import (
+    BACKOFF, FATAL, FINAL, PHASES, RESTARTING, RUNNING, SPAWNING, STOPPED, STOPPING,
+    Exited, Finish, Kill, Restart, Spawn, SpawnFailed, Spawned, State, Stop, Tick, Wake,
+    backoff_delay, initial, step,
+)
+
+ACTION_TYPES = (Spawn, Kill, Wake, Finish)
+TERM, KILL = Kill(signal.SIGTERM), Kill(signal.SIGKILL)
+CANCEL = Wake(None)
+STOP_DONE = Finish(STOPPED, "stop")
+CODE1 = ExitStatus(code=1)
+
+# jitter 0.2 with rand 0.5 spreads by exactly 1.0, so the first delay is exactly 0.5 s.
+P = RestartPolicy(min_uptime=1.0, backoff_initial=0.5, backoff_factor=2.0, backoff_max=30.0,
+                  jitter=0.2, max_restarts=3, window=60.0)
+R = 0.5
+
+
+def drive(policy, script, rand=R, start=None):
+    """Feed ``(now, event)`` pairs from ``start`` (default ``initial()``); return state, actions."""
+    state, actions = start or initial()
+    log = list(actions)
+    for now, event in script:
+        state, actions = step(policy, state, event, now, rand)
+        log.extend(actions)
+    return state, log
+
+
+# Every starting phase is reached by real steps; the last one always happens at t=10.0.
+BUILD = {
+    SPAWNING: [],
+    RUNNING: [(10.0, Spawned(100))],
+    BACKOFF: [(9.8, Spawned(100)), (10.0, Exited(CODE1))],  # quick death: wake at 10.5
+    RESTARTING: [(9.0, Spawned(100)), (10.0, Restart(5.0))],  # SIGKILL due at 15.0
+    STOPPING: [(9.0, Spawned(100)), (10.0, Stop(5.0))],  # SIGKILL due at 15.0
+    STOPPED: [(9.0, Spawned(100)), (9.5, Stop(5.0)), (10.0, Exited(CODE1))],
+    FATAL: [(0.0, Spawned(100)), (2.0, Exited(CODE1)), (2.0, Spawned(101)),
+            (4.0, Exited(CODE1)), (4.0, Spawned(102)), (6.0, Exited(CODE1)),
+            (6.0, Spawned(103)), (10.0, Exited(CODE1))],  # 4th death within 60 s
+}
+
+
+def build(phase, policy=P, rand=R):
+    return drive(policy, BUILD[phase], rand)[0]
+
+
+E, LATE = 10.25, 100.0  # before every deadline of the built states / after all of them
+EVENTS = {
+    "Spawned": (E, Spawned(200)),
+    "SpawnFailed": (E, SpawnFailed("ENOENT")),
+    "Exited quick": (E, Exited(CODE1)),
+    "Exited stable": (LATE, Exited(CODE1)),
+    "Tick early": (E, Tick()),
+    "Tick due": (LATE, Tick()),
+    "Stop": (E, Stop(5.0)),
+    "Stop grace=0": (E, Stop(0.0)),
+    "Restart": (E, Restart(5.0)),
+}
+
+TABLE = [
+    # phase      event            -> phase       actions
+    (SPAWNING, "Spawned", RUNNING, ()),
+    (SPAWNING, "SpawnFailed", BACKOFF, (Wake(E + 0.5),)),
+    (SPAWNING, "Exited quick", SPAWNING, ()),
+    (SPAWNING, "Exited stable", SPAWNING, ()),
+    (SPAWNING, "Tick early", SPAWNING, ()),
+    (SPAWNING, "Tick due", SPAWNING, ()),
+    (SPAWNING, "Stop", STOPPED, (CANCEL, STOP_DONE)),
+    (SPAWNING, "Stop grace=0", STOPPED, (CANCEL, STOP_DONE)),
+    (SPAWNING, "Restart", SPAWNING, ()),
+
+    (RUNNING, "Spawned", RUNNING, ()),
+    (RUNNING, "SpawnFailed", RUNNING, ()),  # not about our live target: ignored
+    (RUNNING, "Exited quick", BACKOFF, (Wake(E + 0.5),)),
+    (RUNNING, "Exited stable", SPAWNING, (CANCEL, Spawn("exit"))),
+    (RUNNING, "Tick early", RUNNING, ()),
+    (RUNNING, "Tick due", RUNNING, ()),
+    (RUNNING, "Stop", STOPPING, (TERM, Wake(E + 5.0))),
+    (RUNNING, "Stop grace=0", STOPPING, (TERM, Wake(E))),
+    (RUNNING, "Restart", RESTARTING, (TERM, Wake(E + 5.0))),
+
+    (BACKOFF, "Spawned", BACKOFF, ()),
+    (BACKOFF, "SpawnFailed", BACKOFF, ()),  # nothing is being spawned: ignored
+    (BACKOFF, "Exited quick", BACKOFF, ()),
+    (BACKOFF, "Exited stable", BACKOFF, ()),
+    (BACKOFF, "Tick early", BACKOFF, ()),
+    (BACKOFF, "Tick due", SPAWNING, (CANCEL, Spawn("exit"))),
+    (BACKOFF, "Stop", STOPPED, (CANCEL, STOP_DONE)),
+    (BACKOFF, "Stop grace=0", STOPPED, (CANCEL, STOP_DONE)),
+    (BACKOFF, "Restart", SPAWNING, (CANCEL, Spawn("manual"))),
+
+    (RESTARTING, "Spawned", RESTARTING, ()),
+    (RESTARTING, "SpawnFailed", RESTARTING, ()),  # the old target still runs: ignored
+    (RESTARTING, "Exited quick", SPAWNING, (CANCEL, Spawn("manual"))),
+    (RESTARTING, "Exited stable", SPAWNING, (CANCEL, Spawn("manual"))),
+    (RESTARTING, "Tick early", RESTARTING, ()),
+    (RESTARTING, "Tick due", RESTARTING, (KILL, CANCEL)),
+    (RESTARTING, "Stop", STOPPING, (Wake(15.0),)),  # SIGTERM already sent; keep the deadline
+    (RESTARTING, "Stop grace=0", STOPPING, (Wake(E),)),
+    (RESTARTING, "Restart", RESTARTING, ()),
+
+    (STOPPING, "Spawned", STOPPING, (TERM,)),
+    (STOPPING, "SpawnFailed", STOPPING, ()),  # the target still runs: wait for its death
+    (STOPPING, "Exited quick", STOPPED, (CANCEL, STOP_DONE)),
+    (STOPPING, "Exited stable", STOPPED, (CANCEL, STOP_DONE)),
+    (STOPPING, "Tick early", STOPPING, ()),
+    (STOPPING, "Tick due", STOPPING, (KILL, CANCEL)),
+    (STOPPING, "Stop", STOPPING, ()),
+    (STOPPING, "Stop grace=0", STOPPING, (KILL, CANCEL)),
+    (STOPPING, "Restart", STOPPING, ()),
+] + [(phase, name, phase, ()) for phase in FINAL for name in EVENTS]
+
+
+def test_builders_reach_their_phase():
+    for phase in PHASES:
+        assert build(phase).phase == phase
+    assert {row[0] for row in TABLE} == set(PHASES)
+    assert len(TABLE) == len(PHASES) * len(EVENTS)
+
+
+@pytest.mark.parametrize("phase, event, want_phase, want_actions", TABLE,
+                         ids=[f"{row[0]}-{row[1]}" for row in TABLE])
+def test_cell(phase, event, want_phase, want_actions):
+    now, ev = EVENTS[event]
+    state, actions = step(P, build(phase), ev, now, R)
+    assert (state.phase, actions) == (want_phase, want_actions)
+
+
+def test_initial_spawns_the_first_target():
+    state, actions = initial()
+    assert state.phase == SPAWNING and actions == (Spawn("start"),)
+    assert (state.restarts, state.spawned, state.attempts) == (0, 0, 0)
+
+
+# Restart timing -------------------------------------------------------------------------------
+
+def crash_loop(policy, deaths, rand=R, t=0.0, uptime=0.1, start=None):
+    """Let the target die ``deaths`` times after ``uptime`` s, restarting when it is due."""
+    state, _ = start or initial()
+    delays = []
+    for _ in range(deaths):
+        state, _ = step(policy, state, Spawned(100), t, rand)
+        t += uptime
+        state, actions = step(policy, state, Exited(CODE1), t, rand)
+        delays.append(state.delay)
+        if state.phase == BACKOFF:
+            assert actions == (Wake(t + state.delay),)
+            t = state.deadline
+            state, actions = step(policy, state, Tick(), t, rand)
+        assert actions[-1] == Spawn("exit") and state.phase == SPAWNING
+    return state, delays, t
+
+
+def test_stable_run_restarts_at_once_and_resets_attempts():
+    policy = RestartPolicy(jitter=0.0)
+    state, delays, t = crash_loop(policy, 3)
+    assert state.attempts == 3 and delays == [0.5, 1.0, 2.0]
+    state, _ = step(policy, state, Spawned(100), t, R)
+    state, actions = step(policy, state, Exited(CODE1), t + 1.0, R)
+    assert actions == (CANCEL, Spawn("exit"))  # uptime == min_uptime counts as stable
+    assert (state.phase, state.attempts, state.delay) == (SPAWNING, 0, 0.0)
+
+
+def test_crash_loop_forgiven_after_stable_run():
+    policy = RestartPolicy(jitter=0.0)
+    state, delays, t = crash_loop(policy, 4)
+    assert delays == [0.5, 1.0, 2.0, 4.0]
+    state, _, t = crash_loop(policy, 1, t=t, uptime=5.0, start=(state, ()))
+    assert state.attempts == 0
+    _, delays, _ = crash_loop(policy, 2, t=t, start=(state, ()))
+    assert delays == [0.5, 1.0]  # the backoff starts over
+
+
+def test_backoff_delay_is_exponential_and_capped():
+    policy = RestartPolicy(backoff_initial=0.5, backoff_factor=2.0, backoff_max=30.0, jitter=0)
+    got = [backoff_delay(policy, n, 0.5) for n in range(1, 10)]
+    assert got == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert backoff_delay(policy, 10**6, 0.999) == 30.0
+    steep = RestartPolicy(backoff_factor=100.0, backoff_max=86400.0, jitter=1.0)
+    assert backoff_delay(steep, 10**6, 0.999) == 86400.0
+
+
+@pytest.mark.parametrize("rand", [0.0, 0.5, 0.999])
+def test_jitter_bounds(rand):
+    policy = RestartPolicy(backoff_initial=0.5, backoff_factor=2.0, backoff_max=30.0, jitter=0.2)
+    for n in range(1, 12):
+        base = min(30.0, 0.5 * 2.0 ** (n - 1))
+        got = backoff_delay(policy, n, rand)
+        assert base * 0.8 - 1e-9 <= got <= min(30.0, base * 1.2) + 1e-9
+        want = {0.0: base * 0.8, 0.5: base, 0.999: min(30.0, base * (1 + 0.2 * 0.998))}[rand]
+        assert got == pytest.approx(want)
+
+
+@pytest.mark.parametrize("rand", [0.0, 0.5, 0.999])
+def test_machine_waits_the_backoff_delay(rand):
+    _, delays, _ = crash_loop(RestartPolicy(), 9, rand=rand)
+    want = [backoff_delay(RestartPolicy(), n, rand) for n in range(1, 10)]
+    assert delays == pytest.approx(want)
+
+
+def test_backoff_initial_zero_restarts_at_once():
+    policy = RestartPolicy(backoff_initial=0.0)
+    state, delays, _ = crash_loop(policy, 5)
+    assert delays == [0.0] * 5 and state.restarts == 5
+    state, actions = step(policy, state, SpawnFailed("ENOENT"), 9.0, R)
+    assert (state.phase, actions) == (SPAWNING, (CANCEL, Spawn("exit")))
+
+
+def test_spawn_failure_is_a_quick_death_even_with_min_uptime_zero():
+    """Module docstring: SpawnFailed ──► backoff (counted as a quick death)."""
+    policy = RestartPolicy(min_uptime=0.0, jitter=0.0)
+    state, actions = step(policy, initial()[0], SpawnFailed("ENOENT"), 5.0, R)
+    assert (state.phase, state.attempts, actions) == (BACKOFF, 1, (Wake(5.5),))
+
+
+# Giving up -----------------------------------------------------------------------------------
+
+def test_max_restarts_within_window_is_fatal():
+    policy = RestartPolicy(max_restarts=3, window=60.0)
+    state, _, t = crash_loop(policy, 3)  # three restarts are allowed
+    state, _ = step(policy, state, Spawned(100), t, R)
+    state, actions = step(policy, state, Exited(ExitStatus(signal=9)), t + 0.1, R)
+    assert state.phase == FATAL and state.restarts == 3
+    assert actions[0] == CANCEL and actions[1].phase == FATAL and len(actions) == 2
+    assert "max_restarts=3" in actions[1].reason and "SIGKILL" in actions[1].reason
+    assert state.reason == actions[1].reason
+
+
+def test_restarts_outside_the_window_do_not_count():
+    policy = RestartPolicy(max_restarts=2, window=10.0)
+    state, _, t = crash_loop(policy, 30, uptime=6.0)  # never two restarts in 10 s
+    assert state.phase == SPAWNING and state.restarts == 30 and len(state.recent) <= 2
+    state, _, t = crash_loop(policy, 2, t=t + 20.0, uptime=1.5, start=(state, ()))
+    state, _ = step(policy, state, Spawned(100), t, R)
+    state, actions = step(policy, state, Exited(CODE1), t + 1.5, R)
+    assert state.phase == FATAL and actions[-1].phase == FATAL
+
+
+def test_max_restarts_above_a_thousand_still_gives_up():
+    """RestartPolicy: more than max_restarts restarts within window gives up (max 10**6)."""
+    policy = RestartPolicy(min_uptime=0.0, max_restarts=1200, window=86400.0)
+    state, _ = initial()
+    for i in range(1300):
+        state, _ = step(policy, state, Spawned(100), i * 0.01, R)
+        state, actions = step(policy, state, Exited(CODE1), i * 0.01 + 0.005, R)
+        if state.phase == FATAL:
+            break
+    assert state.phase == FATAL and state.restarts == 1200
+
+
+@pytest.mark.parametrize("phase", FINAL)
+def test_final_phases_ignore_everything(phase):
+    state = build(phase)
+    for rand, (name, (now, event)) in itertools.product((0.0, 0.999), EVENTS.items()):
+        for when in (now, LATE * 10):
+            assert step(P, state, event, when, rand) == (state, ()), name
+
+
+def test_final_exit_code_stops_the_group():
+    policy = RestartPolicy(final_exit_codes={0, 78}, max_restarts=1)
+    state, _ = drive(policy, [(0.0, Spawned(100))])
+    state, actions = step(policy, state, Exited(ExitStatus(code=78)), 0.1, R)
+    assert state.phase == STOPPED and actions[0] == CANCEL and len(actions) == 2
+    assert actions[1].phase == STOPPED and "78" in actions[1].reason
+    assert state.reason == actions[1].reason and state.last_exit.code == 78
+    assert drive(policy, [(LATE, Tick()), (LATE, Restart(1.0))], start=(state, ()))[1] == []
+    # a code not in the set, or a death by signal, restarts as usual
+    _, actions = step(policy, build(RUNNING, policy), Exited(ExitStatus(signal=78)), 20.0, R)
+    assert actions == (CANCEL, Spawn("exit"))
+
+
+# Stop and restart ----------------------------------------------------------------------------
+
+def test_stop_during_backoff_is_never_followed_by_a_spawn():
+    state = build(BACKOFF)
+    state, actions = step(P, state, Stop(5.0, reason="shutdown"), E, R)
+    assert (state.phase, actions) == (STOPPED, (CANCEL, Finish(STOPPED, "shutdown")))
+    later = [(LATE, Tick()), (LATE, Restart(1.0)), (LATE, SpawnFailed("x")),
+             (LATE, Exited(CODE1)), (LATE, Tick())]
+    state, log = drive(P, later, start=(state, ()))
+    assert log == [] and state.phase == STOPPED
+
+
+def test_stop_while_running_escalates_then_finishes():
+    state, _ = drive(P, [(0.0, Spawned(100))])
+    state, actions = step(P, state, Stop(3.0, reason="bye"), 5.0, R)
+    assert (state.phase, actions) == (STOPPING, (TERM, Wake(8.0)))
+    assert step(P, state, Tick(), 7.9, R) == (state, ())
+    state, actions = step(P, state, Tick(), 8.0, R)
+    assert (state.phase, actions) == (STOPPING, (KILL, CANCEL))
+    assert step(P, state, Tick(), 9.0, R)[1] == ()  # escalates only once
+    state, actions = step(P, state, Exited(ExitStatus(signal=9)), 8.1, R)
+    assert (state.phase, actions) == (STOPPED, (CANCEL, Finish(STOPPED, "bye")))
+    assert state.pid is None and state.restarts == 0
+
+
+def test_restart_while_running_respawns_manually():
+    state, _ = drive(P, [(0.0, Spawned(100))])
+    state, actions = step(P, state, Restart(2.0), 5.0, R)
+    assert (state.phase, actions) == (RESTARTING, (TERM, Wake(7.0)))
+    state, actions = step(P, state, Exited(ExitStatus(signal=15)), 5.5, R)
+    assert (state.phase, actions) == (SPAWNING, (CANCEL, Spawn("manual")))
+    assert (state.restarts, state.attempts, state.pid) == (1, 0, None)
+    state, actions = step(P, state, Spawned(101), 5.6, R)
+    assert (state.phase, state.pid, state.spawned, actions) == (RUNNING, 101, 2, ())
+
+
+# Counters ------------------------------------------------------------------------------------
+
+def test_counters():
+    policy = RestartPolicy(jitter=0.0)
+    state, delays, t = crash_loop(policy, 3)
+    assert (state.restarts, state.spawned) == (3, 3)
+    state, _ = drive(policy, [(t, Spawned(7)), (t + 1, Restart(1.0)), (t + 2, Exited(CODE1)),
+                              (t + 2, Spawned(8))], start=(state, ()))
+    assert (state.phase, state.restarts, state.spawned, state.pid) == (RUNNING, 4, 5, 8)
+    state, _ = drive(policy, [(t + 3, Stop(1.0)),
+                              (t + 4, Exited(CODE1))], start=(state, ()))
+    assert (state.phase, state.restarts, state.spawned) == (STOPPED, 4, 5)
+
+
+@pytest.mark.parametrize("window", [1.0, 86400.0 * 365])
+def test_recent_stays_bounded(window):
+    policy = RestartPolicy(min_uptime=0.0, window=window)
+    state, _, _ = crash_loop(policy, 2500, uptime=0.01)
+    assert state.restarts == 2500
+    assert len(state.recent) <= (1000 if window > 100 else 102)
+    assert all(a <= b for a, b in zip(state.recent, state.recent[1:]))
+
+
+# Totality ------------------------------------------------------------------------------------
+
+POLICIES = [
+    P,
+    RestartPolicy(),
+    RestartPolicy(min_uptime=0.0, backoff_initial=0.0, jitter=0.0),
+    RestartPolicy(max_restarts=1, window=0.001, final_exit_codes={1}),
+    RestartPolicy(backoff_factor=100.0, backoff_max=86400.0, jitter=1.0, max_restarts=10**6),
+]
+ALL_EVENTS = list(EVENTS.values()) + [
+    (E, Exited(ExitStatus(signal=9))), (E, Exited(ExitStatus(code=0))),
+    (E, Stop(0.0, reason="")), (E, Restart(0.0)), (-1.0, Tick()), (1e12, Tick()),
+]
+
+
+def check(result):
+    state, actions = result
+    assert isinstance(state, State) and state.phase in PHASES
+    assert isinstance(actions, tuple) and all(isinstance(a, ACTION_TYPES) for a in actions)
+    if any(isinstance(a, Finish) for a in actions):
+        assert state.phase in FINAL
+    return state
+
+
+def test_machine_is_total():
+    """Every event in every phase, then every second event after it: no exception."""
+    for policy, rand, phase in itertools.product(POLICIES, (0.0, 0.5, 0.999), PHASES):
+        start = build(phase, policy if phase != FATAL else P, rand)
+        for (t1, first), (t2, second) in itertools.product(ALL_EVENTS, repeat=2):
+            state = check(step(policy, start, first, t1, rand))
+            check(step(policy, state, second, max(t1, t2), rand))
