@@ -143,15 +143,10 @@ class Pump:
         if adopt:
             started = time.monotonic() - max(0.0, time.time() - adopt["started_wall"])
             self.target = process.Child(adopt["pid"], started, None, own=False)
-            counters = self.previous or {}
-            self.machine = supervise.adopt(adopt["pid"], started, supervise.State(
-                restarts=int(counters.get("restarts", 0)),
-                spawned=int(counters.get("spawned", 0))))
+            self.machine = supervise.adopt(adopt["pid"], started, self._carried_over())
             actions: tuple[supervise.Action, ...] = ()
         else:
-            counters = self.previous or {}
-            self.machine = supervise.State(restarts=int(counters.get("restarts", 0)),
-                                           spawned=int(counters.get("spawned", 0)))
+            self.machine = self._carried_over()
             actions = (supervise.Spawn("start" if why == PUMP_START else "exit"),)
             try:
                 self.target = self._spawn()
@@ -197,6 +192,14 @@ class Pump:
         if adopt and adopt.get("exit"):
             self._target_died(ExitStatus.from_json(adopt["exit"]))
         return self._loop()
+
+    def _carried_over(self) -> supervise.State:
+        """The counters of the group so far, as the previous pump left them."""
+        previous = self.previous or {}
+        last = previous.get("last_exit")
+        return supervise.State(restarts=int(previous.get("restarts", 0)),
+                               spawned=int(previous.get("spawned", 0)),
+                               last_exit=ExitStatus.from_json(last) if last else None)
 
     def _fail(self, kind: str, message: str) -> int:
         self.handshake.send(error=kind, message=message)

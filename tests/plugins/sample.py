@@ -1,0 +1,53 @@
+"""Monitors named as 'package.module:Attr' in the tests (importable from tests/)."""
+
+import json
+import os
+
+import immortal
+from immortal import hookimpl
+
+
+class Noisy(immortal.Monitor):
+    """Raises in every output hook; writes events to options['path']."""
+
+    def _record(self, **data):
+        with open(self.options["path"], "a") as handle:
+            handle.write(json.dumps(data) + "\n")
+
+    def setup(self, why, message):
+        self._record(hook="setup", why=why)
+
+    def stdout(self, line):
+        raise RuntimeError(f"noisy monitor refuses {line!r}")
+
+    def exit(self, status):
+        self._record(hook="exit", text=str(status))
+
+    def respawn(self, pid):
+        self._record(hook="respawn", pid=pid)
+
+
+class Typo(immortal.Monitor):
+    def stdotu(self, line):
+        pass
+
+
+class FailingSetup(immortal.Monitor):
+    def setup(self, why, message):
+        raise OSError("cannot open the log sink")
+
+
+# A plain pluggy plugin: a module's worth of marked functions, as a namespace class.
+class PluggyStyle:
+    path = None
+
+    @staticmethod
+    @hookimpl
+    def monitor_check(options):
+        return {"path": os.path.abspath(options["path"])}
+
+
+class BadHook:
+    @staticmethod
+    def monitor_stdout(line, extra):
+        pass

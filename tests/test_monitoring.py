@@ -1,0 +1,100 @@
+"""The monitor contract: discovery, check in the caller, isolation, the file monitor."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+
+import pytest
+
+import immortal
+from conftest import TALKER, wait_for
+from immortal import monitoring
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_third_party_monitor_is_found_through_its_entry_point(recorder):
+    assert {"file", "recorder"} <= set(monitoring.installed())
+    factory = monitoring.resolve("recorder")
+    assert factory.__module__ == "immortal_recorder"
+    assert monitoring.resolve("file").__name__ == "FileMonitor"
+
+
+def test_third_party_monitor_receives_every_event(started, recorder):
+    group = started(TALKER, ["--out", "2", "--err", "1"], monitor="recorder",
+                    options=recorder.options, policy={"min_uptime": 0.0})
+    first = group.pids["target"]
+    recorder.wait_for(lambda ev: any(e.get("line") == "ready" for e in ev))
+    os.kill(first, signal.SIGTERM)
+    recorder.wait_for(lambda ev: any(e["hook"] == "respawn" for e in ev))
+    group.stop()
+    events = recorder.events()
+    hooks = [e["hook"] for e in events]
+    assert set(hooks) == {"setup", "spawn", "respawn", "exit", "stdout", "stderr", "shutdown"}
+    assert hooks[0] == "setup" and hooks[1] == "spawn" and hooks[-1] == "shutdown"
+    assert [e["line"] for e in events if e["hook"] == "stderr"][:1] == ["err 1"]
+    first_exit = next(e for e in events if e["hook"] == "exit")
+    assert first_exit["pid"] == first and first_exit["text"] == "killed by SIGTERM"
+
+
+def test_check_refusal_is_raised_verbatim_in_the_caller(recorder, home):
+    with pytest.raises(immortal.MonitorOptionsError, match="^recorder refuses: no way$"):
+        immortal.start(TALKER, monitor="recorder", options={"path": "x", "refuse": "no way"})
+    assert os.listdir(home) == []
+
+
+def test_module_class_form_and_isolation_of_a_raising_monitor(started, tmp_path):
+    path = tmp_path / "noisy.jsonl"
+    group = started(TALKER, ["--out", "3"], monitor="plugins.sample:Noisy",
+                    options={"path": str(path)}, policy={"min_uptime": 0.0})
+    pids = group.pids
+    log = group.directory / "pump.log"
+    # The monitor raises on every line; the pump reports it on its stderr and goes on.
+    wait_for(log.read_text, lambda text: "noisy monitor refuses b'out 1'" in text,
+             what="the monitor's traceback in pump.log")
+    os.kill(pids["target"], signal.SIGKILL)
+    wait_for(lambda: path.read_text() if path.exists() else "",
+             lambda text: '"respawn"' in text, what="a respawn after the kill")
+    status = group.status()
+    assert status.running and status.pids["pump"] == pids["pump"]
+
+
+def test_misspelled_monitor_method_is_refused():
+    with pytest.raises(immortal.MonitorError, match="did you mean 'stdout'"):
+        immortal.start(TALKER, monitor="plugins.sample:Typo")
+
+
+def test_invalid_pluggy_hook_is_refused():
+    with pytest.raises(immortal.MonitorError, match="monitor_stdout"):
+        immortal.start(TALKER, monitor="plugins.sample:BadHook")
+
+
+def test_setup_failure_is_raised_and_nothing_is_left(home):
+    with pytest.raises(immortal.StartError, match="cannot open the log sink"):
+        immortal.start(TALKER, monitor="plugins.sample:FailingSetup")
+    assert os.listdir(home) == []
+
+
+def test_file_monitor_writes_timestamped_lines_and_events(started, tmp_path):
+    out = tmp_path / "worker.log"
+    group = started(TALKER, ["--out", "2", "--err", "1"], options={"output": str(out)})
+    assert group.output == str(out)
+    text = wait_for(lambda: out.read_text() if out.exists() else "",
+                    lambda t: "stdout | ready" in t, what="the ready line")
+    lines = text.splitlines()
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    assert re.fullmatch(stamp + r" event  \| pump start", lines[0])
+    assert re.fullmatch(stamp + rf" event  \| spawn pid {group.pids['target']}", lines[1])
+    assert any(re.fullmatch(stamp + r" stdout \| out 1", line) for line in lines)
+    assert any(re.fullmatch(stamp + r" stderr \| err 1", line) for line in lines)
+    group.stop()
+    tail = out.read_text().splitlines()[-2:]
+    assert tail[0].endswith("killed by SIGTERM") and "exit pid" in tail[0]
+    assert tail[1].endswith("shutdown: stop")
+
+
+def test_file_monitor_default_output_is_in_the_instance_directory(started):
+    group = started(TALKER, [])
+    assert group.output == str(group.directory / "output.log")
