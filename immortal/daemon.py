@@ -48,22 +48,6 @@ def exec_daemon(spec: Spec, args: dict[str, Any]) -> None:
     os.execv(argv[0], argv)
 
 
-def children() -> list[int]:
-    """Our living children, as the kernel lists them (subreaper orphans included)."""
-    pids: list[int] = []
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return pids
-    for task in tasks:
-        try:
-            with open(f"/proc/self/task/{task}/children") as handle:
-                pids.extend(int(p) for p in handle.read().split())
-        except OSError:
-            continue
-    return pids
-
-
 class Daemon:
     def __init__(self, spec: Spec, args: dict[str, Any]) -> None:
         self.spec = spec
@@ -272,21 +256,7 @@ class Daemon:
 
     def _end(self) -> int:
         """The group ends: kill and reap whatever is left of it (escaped grandchildren)."""
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline:
-            left = children()
-            if not left:
-                break
-            for pid in left:  # our children: their pids cannot be reused until we reap them
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            for pid in left:
-                try:
-                    os.waitpid(pid, 0)
-                except ChildProcessError:
-                    pass
+        process.kill_children()
         return 0
 
 

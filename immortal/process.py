@@ -116,6 +116,56 @@ class Child:
             self.pidfd = -1
 
 
+def children() -> list[int]:
+    """Our children as the kernel lists them: orphans adopted as subreaper, and zombies."""
+    pids: list[int] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return pids
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/children") as handle:
+                pids.extend(int(p) for p in handle.read().split())
+        except OSError:
+            continue
+    return pids
+
+
+def reap_strays(keep: set[int]) -> None:
+    """Reap dead children other than ``keep`` (orphans that came to us as subreaper)."""
+    for pid in children():
+        if pid in keep:
+            continue
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def kill_children(timeout: float = 5.0) -> None:
+    """SIGKILL and reap every child left (escaped grandchildren, as subreaper).
+
+    They are our children, so their pids cannot be reused before we reap them: signalling
+    them is safe.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = children()
+        if not left:
+            return
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in left:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
 def spawn(argv: list[str], *, env: dict[str, str], cwd: str, umask: int | None,
           stdout: int, stderr: int, pass_fds: tuple[int, ...] = ()) -> Child:
     """Start ``argv`` (no shell) in a new process group; OSError if it cannot be executed."""

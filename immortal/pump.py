@@ -110,6 +110,7 @@ class Pump:
         self.selector = selectors.DefaultSelector()
         self.target: process.Child | None = None
         self.watched = -1  # the pidfd registered in the selector
+        self.subreaper = bool(args.get("subreaper"))  # root of the group: orphans come here
         self.machine = supervise.State()
         self.deadline: float | None = None
         self.finished = False
@@ -219,6 +220,8 @@ class Pump:
                     break
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 self._feed(supervise.Tick())
+        if self.subreaper:
+            process.kill_children()  # grandchildren that escaped the target's group
         return 0
 
     def _on_signal(self, fd: int) -> None:
@@ -231,8 +234,12 @@ class Pump:
                 self._feed(supervise.Stop(self.spec.stop_timeout, "stop"))
             elif number == signal.SIGHUP:
                 self._feed(supervise.Restart(self.spec.stop_timeout))
-            elif number == signal.SIGCHLD and not process.HAVE_PIDFD:
-                self._on_target(None)
+            elif number == signal.SIGCHLD:
+                if not process.HAVE_PIDFD:
+                    self._on_target(None)
+                if self.subreaper:
+                    keep = {self.target.pid} if self.target is not None else set()
+                    process.reap_strays(keep)
 
     def _on_stdout(self, fd: int) -> None:
         self._read(fd, self.stdout_lines, 1)
@@ -452,5 +459,7 @@ def main(spec: Spec, args: dict[str, Any]) -> int:
         fds = args.get("fds", {})
         keep = [fd for fd in (fds.get("handshake"), fds.get("lock")) if fd is not None]
         detach(keep, str(Path(spec.directory) / "pump.log"))
-        process.set_subreaper()
+    if args.get("daemon_pid") is None:
+        # No daemon above us: we are the group's root, and escaped grandchildren are ours.
+        args["subreaper"] = process.set_subreaper()
     return Pump(spec, args).run()

@@ -226,3 +226,15 @@ def test_partial_last_line_is_delivered_before_exit(started, recorder):
     assert hooks(events) == ["setup", "spawn", "stdout", "stdout", "exit", "shutdown"]
     assert outputs(events) == ["out 1", "no newline"]
     assert "exit code 0" in events[-1]["reason"]
+
+
+@pytest.mark.parametrize("strategy", ["daemon", "unattached", "development"])
+def test_stop_kills_escaped_grandchildren(strategy, started, recorder):
+    group = started(TALKER, ["--grandchild"], strategy=strategy, monitor="recorder",
+                    options=recorder.options)
+    events = recorder.wait_for(lambda ev: "ready" in outputs(ev))
+    grandchild = int(next(line for line in outputs(events)
+                          if line.startswith("grandchild")).split()[1])
+    assert os.getsid(grandchild) == grandchild  # it left the target's session and group
+    group.stop()
+    assert grandchild not in descendants()

@@ -7,11 +7,14 @@
   --env NAME   print 'env NAME=<value>' on stdout
   --cwd        print 'cwd <dir>'
   --args       print 'args <json of sys.argv[1:]>'
+  --grandchild start a child in a session of its own (escaping the process group),
+               print 'grandchild <pid>'
 """
 
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -41,6 +44,10 @@ while i < len(argv):
         print(f"env {argv[i]}={os.environ.get(argv[i])}")
     elif flag == "--cwd":
         print(f"cwd {os.getcwd()}")
+    elif flag == "--grandchild":
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"],
+                                 start_new_session=True)
+        print(f"grandchild {child.pid}")
     elif flag == "--args":
         print("args " + json.dumps(sys.argv[1:]))
     i += 1
