@@ -19,11 +19,15 @@ from .errors import ImmortalError, InvalidSpec, NotRunning, did_you_mean
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         if message.startswith("unrecognized arguments:"):
+            # Unknown options of a subcommand reach the top parser: suggest from all of them.
+            parsers = [self]
+            for action in self._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    parsers.extend(action.choices.values())
+            options = {o for p in parsers for a in p._actions for o in a.option_strings}
             words = message.split(":", 1)[1].split()
-            options = [o for a in self._actions for o in a.option_strings]
-            hints = "".join(did_you_mean(w, options) for w in words if w.startswith("-"))
-            message += hints
-        raise _Usage(f"{self.prog}: {message}")
+            message += "".join(did_you_mean(w, options) for w in words if w.startswith("-"))
+        raise _Usage(message)
 
 
 class _Usage(Exception):

@@ -105,8 +105,7 @@ def start(
     try:
         lock = Lock.take(directory)
     except BaseException:
-        if created:
-            shutil.rmtree(directory, ignore_errors=True)
+        _clean(directory, created)
         raise
     spec = Spec(
         name=group_name, file=path, args=arguments, strategy=strategy, monitor=monitor,
@@ -232,9 +231,10 @@ def _kill_roles(pids: dict[str, tuple[int, int | None]],
             popen.wait()
 
 
-def _clean(directory: Path, created: bool) -> None:
+def _clean(directory: Path, created: list[Path]) -> None:
+    """Remove what a failed start created: the directories it made, or its files."""
     if created:
-        shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(created[0], ignore_errors=True)  # the outermost one it made
         return
     for name in ("spec.json", "status.json"):
         try:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import AlreadyRunning, StateDirError
+from .errors import AlreadyRunning, InvalidSpec, StateDirError
 from .events import ExitStatus
 
 SOCKET_NAME = "control.sock"
@@ -45,7 +45,7 @@ def instance_dir(name: str, base: Path | None = None) -> Path:
 def check_socket_path(directory: Path) -> None:
     path = os.fsencode(directory / SOCKET_NAME)
     if len(path) > UNIX_PATH_MAX:
-        raise StateDirError(
+        raise InvalidSpec(
             f"the instance directory {str(directory)!r} is too deep: its control socket path "
             f"would be {len(path)} bytes, over the {UNIX_PATH_MAX}-byte limit of unix sockets; "
             "set IMMORTAL_HOME to a shorter path"
@@ -75,16 +75,18 @@ def check_dir(directory: Path) -> None:
     _check_safe(directory)
 
 
-def ensure_dir(directory: Path) -> bool:
-    """Create the instance directory (0700) if needed; True if it was created."""
+def ensure_dir(directory: Path) -> list[Path]:
+    """Create the instance directory (0700) and its missing parents; return those created."""
     check_dir(directory)
-    directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        os.mkdir(directory, 0o700)
-    except FileExistsError:
-        check_dir(directory)
-        return False
-    return True
+    created = []
+    for path in reversed([directory, *directory.parents]):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        created.append(path)
+    check_dir(directory)
+    return created
 
 
 @dataclass
