@@ -119,6 +119,10 @@ class Daemon:
         if why == PUMP_RESTART and log.exists():
             os.replace(log, self.directory / "pump.log.1")
         adopt = None
+        if (self.target_pid is not None and self.target_exit is None and self.stranger < 0
+                and parent_pid(self.target_pid) != os.getpid()):
+            # Not re-parented to us, so not alive as the old pump's orphan: already gone.
+            self.target_pid = self.target_started = None
         if self.target_pid is not None:
             adopt = {"pid": self.target_pid, "started_wall": self.target_started,
                      "exit": self.target_exit.to_json() if self.target_exit else None}
@@ -151,6 +155,9 @@ class Daemon:
             # The pump is dying; SIGCHLD tells when it is gone.
             self.selector.unregister(sock)
             return
+        self._handle_message(data)
+
+    def _handle_message(self, data: bytes) -> None:
         try:
             message = json.loads(data)
         except ValueError:
@@ -159,6 +166,8 @@ class Daemon:
             self.target_pid = message["target"]
             self.target_started = message.get("started_wall")
             self.target_exit = None
+        if message.get("exited") is not None and message["exited"] == self.target_pid:
+            self.target_pid = self.target_started = None
         if message.get("started"):
             self.started = True
         if "finish" in message:
@@ -169,6 +178,16 @@ class Daemon:
         self.pump.returncode = status.code if status.code is not None else -(status.signal or 0)
         self.pump = None
         if self.pump_sock is not None:
+            # What the pump said before it died (a target's death, its finish) still counts.
+            self.pump_sock.setblocking(False)
+            while True:
+                try:
+                    data = self.pump_sock.recv(65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                self._handle_message(data)
             try:
                 self.selector.unregister(self.pump_sock)
             except (KeyError, ValueError):

@@ -105,7 +105,8 @@ def start(
     try:
         lock = Lock.take(directory)
     except BaseException:
-        _clean(directory, created)
+        if created:  # else the directory is a running group's: touch nothing of it
+            _clean(directory, created)
         raise
     spec = Spec(
         name=group_name, file=path, args=arguments, strategy=strategy, monitor=monitor,

@@ -309,6 +309,7 @@ class Pump:
     def _target_died(self, status: ExitStatus) -> None:
         assert self.host is not None and self.target is not None
         self._unwatch_target()
+        self._tell_daemon(exited=self.target.pid)
         self.target = None
         self._drain()
         self.host.call("exit", status=status)

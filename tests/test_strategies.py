@@ -238,3 +238,16 @@ def test_stop_kills_escaped_grandchildren(strategy, started, recorder):
     assert os.getsid(grandchild) == grandchild  # it left the target's session and group
     group.stop()
     assert grandchild not in descendants()
+
+
+def test_pump_death_during_backoff_spawns_a_new_target(started, recorder):
+    group = started(TALKER, ["--exit", "1"], monitor="recorder", options=recorder.options,
+                    policy={"backoff_initial": 30.0, "jitter": 0.0, "min_uptime": 10})
+    status = wait_for(group.status, lambda s: s.state == "backoff", what="backoff")
+    dead_target = status.last_exit.pid
+    os.kill(status.pids["pump"], signal.SIGKILL)
+    events = recorder.wait_for(lambda ev: hooks(ev).count("spawn") + hooks(ev).count(
+        "respawn") >= 2)
+    assert events[-1]["pid"] != dead_target
+    final = group.stop()
+    assert final.state in ("stopped",)
