@@ -147,12 +147,13 @@ def _list(ns: argparse.Namespace) -> int:
         print("no groups")
         return 0
     print(f"{'NAME':<20} {'STATE':<11} {'TARGET':>8} {'RESTARTS':>8}")
+    final = ("stopped", "fatal")
     for s in found:
-        state = s.state if s.running else f"{s.state}*"
+        state = s.state if s.running or s.state in final else f"{s.state}*"
         target = s.pids.get("target", "-") if s.running else "-"
         print(f"{s.name:<20} {state:<11} {target!s:>8} {s.restarts:>8}")
-    if any(not s.running for s in found):
-        print("* not running")
+    if any(not s.running and s.state not in final for s in found):
+        print("* its processes are gone (killed without a stop); 'immortal run' starts it anew")
     return 0
 
 
