@@ -204,8 +204,19 @@ def _logs(ns: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    tail: list[str] = []
+    if "--" in words:
+        # Everything after the first '--' belongs to the target, verbatim: argparse would
+        # also drop a later '--' that the target may need.
+        at = words.index("--")
+        words, tail = words[:at], words[at + 1:]
     try:
-        ns = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        ns = parser.parse_args(words)
+        if tail:
+            if ns.command != "run":
+                raise _Usage(f"'--' passes arguments to a target; '{ns.command}' takes none")
+            ns.args = [*ns.args, *tail]
         return int(ns.handler(ns))
     except _Usage as exc:
         print(f"immortal: error: {exc}", file=sys.stderr)
