@@ -109,13 +109,16 @@ class Group:
 
     def wait(self, timeout: float | None = None) -> Status:
         """Wait until the group ends by itself (or by a stop from elsewhere)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         status = self.status()
-        if status.running:
+        while status.running:  # the root may change: a pump takes over from a dead daemon
+            remaining = None if deadline is None else deadline - time.monotonic()
             pid = status.pids[status.root]
-            if not self._wait_pid(pid, status.start_times.get(status.root), timeout):
+            if not self._wait_pid(pid, status.start_times.get(status.root), remaining):
                 raise StopTimeout(f"group {self.name!r} still runs after {timeout} s")
+            status = self.status()
         self._reap()
-        return self.status()
+        return status
 
     def _wait_pid(self, pid: int, start_time: int | None, timeout: float | None) -> bool:
         if self._popen is not None and self._popen.pid == pid:

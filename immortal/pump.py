@@ -26,12 +26,14 @@ from . import monitoring, process, supervise
 from .detach import Handshake, detach
 from .events import ExitStatus, PUMP_START
 from .spec import Spec, Strategy
-from .state import process_start_time, read_json, write_json
+from .state import is_alive, process_start_time, read_json, try_lock, wait_lock, write_json
 
 MAX_LINE = 64 * 1024  # longer lines are split into pieces of this size
 READ_SIZE = 64 * 1024
 PIPE_SIZE = 1024 * 1024  # how much a target may write while no pump reads
 MESSAGE_TAIL = 16 * 1024
+TARGET_LOCK = "target.lock"
+ORPHAN_WAIT = 5.0  # how long a spawn waits for a killed orphan to let go of target.lock
 
 
 class Lines:
@@ -355,8 +357,9 @@ class Pump:
                 try:
                     self.target = self._spawn()
                 except OSError as exc:
-                    self._feed(supervise.SpawnFailed(process.exec_error(self.spec.command(),
-                                                                        exc)))
+                    error = process.exec_error(self.spec.command(), exc)
+                    sys.stderr.write(f"immortal: pump: {error}\n")
+                    self._feed(supervise.SpawnFailed(error))
                     continue
                 self._watch_target()
                 self.machine, more = supervise.step(
@@ -383,9 +386,43 @@ class Pump:
         self._tell_daemon(finish=action.phase, reason=reason)
 
     def _spawn(self) -> process.Child:
-        return process.spawn(self.spec.command(), env=self.spec.target_env(),
-                             cwd=self.spec.cwd, umask=self.spec.umask,
-                             stdout=self.out_w, stderr=self.err_w)
+        """Spawn a target holding ``target.lock``: never two targets of one group.
+
+        The lock is the kernel's backstop: while any earlier target (or a descendant that
+        inherited its fd) lives, the lock is held and nothing new is spawned.
+        """
+        lock = try_lock(self.directory / TARGET_LOCK)
+        if lock is None and self._kill_orphan():
+            lock = wait_lock(self.directory / TARGET_LOCK, ORPHAN_WAIT)
+        if lock is None:
+            raise OSError(errno.EBUSY, "the previous target's descendants still hold "
+                          f"{TARGET_LOCK}; the spawn waits until they are gone")
+        try:
+            return process.spawn(self.spec.command(), env=self.spec.target_env(),
+                                 cwd=self.spec.cwd, umask=self.spec.umask,
+                                 stdout=self.out_w, stderr=self.err_w, pass_fds=(lock,))
+        finally:
+            os.close(lock)  # the target's copy holds it now
+
+    def _kill_orphan(self) -> bool:
+        """Kill a target left running by supervisors that all died (after proving it).
+
+        It is proved ours by the pid and kernel start time the last pump recorded.
+        """
+        previous = read_json(self.directory / "status.json") or {}
+        pid = (previous.get("pids") or {}).get("target")
+        started = (previous.get("start_times") or {}).get("target")
+        if not pid or (self.target is not None and self.target.pid == pid):
+            return False
+        if started is None or not is_alive(pid, started):
+            return False
+        sys.stderr.write(f"immortal: pump: killing target {pid} left running by a "
+                         "dead group (supervisors gone)\n")
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
 
     def _watch_target(self) -> None:
         if self.target is not None and self.target.pidfd >= 0:

@@ -124,6 +124,29 @@ class Lock:
             self.fd = -1
 
 
+def try_lock(path: Path) -> int | None:
+    """A new open file description of ``path`` with an exclusive flock, or None if held."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return None
+        raise
+    return fd
+
+
+def wait_lock(path: Path, timeout: float) -> int | None:
+    """``try_lock`` until it succeeds or ``timeout`` passes (a rare path: after a kill)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        fd = try_lock(path)
+        if fd is not None or time.monotonic() >= deadline:
+            return fd
+        time.sleep(0.01)
+
+
 def is_locked(directory: Path) -> bool:
     """True while some process holds the group's lock."""
     try:
@@ -259,9 +282,18 @@ class Status:
             "directory": self.directory, "start_times": self.start_times,
         }
 
+    def live_roles(self) -> list[str]:
+        """The supervisor roles of this group that are alive now, daemon first."""
+        return [role for role in ("daemon", "pump")
+                if is_alive(self.pids.get(role), self.start_times.get(role))]
+
     @property
     def root(self) -> str:
-        """The role whose death ends the group: the daemon if there is one, else the pump."""
+        """The role to signal: the daemon if it lives (or if there is none alive), else the
+        pump."""
+        live = self.live_roles()
+        if live:
+            return live[0]
         return "daemon" if "daemon" in self.pids else "pump"
 
     def __str__(self) -> str:
@@ -288,8 +320,8 @@ def read_status(directory: Path) -> Status | None:
     if data is None:
         return None
     status = Status.from_json(directory.name, data)
-    root = status.root
-    # Proven by pid and start time, not by probing the lock: a probe could make a
+    # Running while a supervisor of it lives (after a daemon death the pump takes over),
+    # proven by pid and start time, not by probing the lock: a probe could make a
     # concurrent start() fail for a group that is not running.
-    status.running = is_alive(status.pids.get(root), status.start_times.get(root))
+    status.running = bool(status.live_roles())
     return status

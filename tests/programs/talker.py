@@ -9,6 +9,8 @@
   --args       print 'args <json of sys.argv[1:]>'
   --grandchild start a child in a session of its own (escaping the process group),
                print 'grandchild <pid>'
+  --heir       start a child that inherits every fd (as a shell's 'cmd &' does),
+               print 'heir <pid>'
 """
 
 import json
@@ -48,6 +50,11 @@ while i < len(argv):
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"],
                                  start_new_session=True)
         print(f"grandchild {child.pid}")
+    elif flag == "--heir":
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"],
+                                 close_fds=False, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        print(f"heir {child.pid}")
     elif flag == "--args":
         print("args " + json.dumps(sys.argv[1:]))
     i += 1

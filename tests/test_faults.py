@@ -1,0 +1,134 @@
+"""Faults from docs RELIABILITY that are not chaos: both supervisors dying, stale state,
+a descendant holding the target lock, a full disk, crash-loop and idle cost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+import immortal
+from conftest import SHORT, TALKER, cmdline, descendants, wait_for
+from immortal.state import is_alive, process_start_time
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        fields = handle.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def lines(recorder, hook="stdout"):
+    return [e["line"] for e in recorder.events() if e["hook"] == hook]
+
+
+def test_both_supervisors_killed_then_run_again_kills_the_orphan(started, recorder):
+    group = started(TALKER, [], name="twice", monitor="recorder", options=recorder.options)
+    pids = group.pids
+    orphan_start = process_start_time(pids["target"])
+    os.kill(pids["daemon"], signal.SIGKILL)
+    os.kill(pids["pump"], signal.SIGKILL)
+    wait_for(group.status, lambda s: not s.running, what="the group to read as not running")
+    # The target survived both: it is an orphan now, still holding the target lock.
+    assert is_alive(pids["target"], orphan_start)
+    again = started(TALKER, [], name="twice", monitor="recorder", options=recorder.options)
+    new = again.pids
+    assert new["target"] != pids["target"]
+    assert not is_alive(pids["target"], orphan_start)
+    targets = [p for p in descendants() if "talker.py" in cmdline(p)]
+    assert targets == [new["target"]]
+
+
+def test_stale_state_after_killing_the_whole_group(started, recorder):
+    group = started(TALKER, [], name="stale", monitor="recorder", options=recorder.options)
+    pids = group.pids
+    for pid in pids.values():
+        os.kill(pid, signal.SIGKILL)
+    status = wait_for(group.status, lambda s: not s.running, what="not running")
+    assert status.state == "running"  # as last recorded; running=False says it is stale
+    with pytest.raises(immortal.NotRunning):
+        group.restart()
+    final = group.stop()  # signals nothing: the recorded pids are proven dead
+    assert not final.running
+    again = started(TALKER, [], name="stale", monitor="recorder", options=recorder.options)
+    assert again.status().running and again.pids["target"] not in pids.values()
+
+
+def test_a_descendant_holding_the_target_lock_delays_the_respawn(started, recorder):
+    group = started(TALKER, ["--heir"], monitor="recorder", options=recorder.options,
+                    policy={"min_uptime": 0.0, "backoff_initial": 0.05, "backoff_max": 0.2})
+    first = group.pids["target"]
+    heir = int(next(line.split()[1] for line in wait_for(
+        lambda: lines(recorder), lambda ls: any(x.startswith("heir ") for x in ls))
+        if line.startswith("heir ")))
+    os.kill(first, signal.SIGKILL)
+    status = wait_for(group.status, lambda s: s.last_exit is not None
+                      and s.last_exit.error is not None, what="a refused spawn")
+    assert "target.lock" in status.last_exit.error
+    assert "target" not in group.pids  # nothing was spawned beside the heir
+    os.kill(heir, signal.SIGKILL)
+    wait_for(group.status, lambda s: s.pids.get("target") not in (None, first),
+             what="the respawn once the heir is gone")
+
+
+def test_full_disk_does_not_hurt_the_target(started, tmp_path):
+    group = started(TALKER, ["--out", "5"], options={"output": "/dev/full"},
+                    policy={"min_uptime": 0.0})
+    pids = group.pids
+    log = group.directory / "pump.log"
+    text = wait_for(log.read_text, lambda t: "No space left on device" in t,
+                    what="the write failure report")
+    assert text.count("cannot write /dev/full") == 1  # rate-limited
+    status = group.status()
+    assert status.running and status.pids == pids and status.restarts == 0
+
+
+def test_removed_log_directory_recovers(started, tmp_path):
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    out = logdir / "out.log"
+    group = started(TALKER, [], options={"output": str(out)}, policy={"min_uptime": 0.0})
+    wait_for(lambda: out.read_text() if out.exists() else "", lambda t: "ready" in t)
+    out.unlink()
+    logdir.rmdir()
+    os.kill(group.pids["target"], signal.SIGKILL)  # events and lines while it is gone
+    wait_for(group.status, lambda s: s.restarts == 1 and s.state == "running")
+    logdir.mkdir()
+    os.kill(group.pids["target"], signal.SIGKILL)
+    text = wait_for(lambda: out.read_text() if out.exists() else "",
+                    lambda t: "ready" in t and "lines dropped" in t, timeout=SHORT,
+                    what="writing to resume in the recreated directory")
+    assert "output resumed" in text
+    assert group.status().running
+
+
+def test_crash_loop_costs_little_cpu(started):
+    group = started(TALKER, ["--exit", "1"],
+                    policy={"backoff_initial": 0.05, "backoff_max": 0.4})
+    wait_for(group.status, lambda s: s.restarts >= 3, what="a crash loop")
+    pids = group.pids
+    roles = [pids["daemon"], pids["pump"]]
+    before = sum(cpu_seconds(p) for p in roles)
+    begun = time.monotonic()
+    wait_for(lambda: time.monotonic() - begun, lambda elapsed: elapsed >= 3.0, timeout=SHORT)
+    used = sum(cpu_seconds(p) for p in roles) - before
+    # Several restarts a second, each a spawn: far from a busy loop (a core would be 3 s).
+    assert used < 0.6, f"daemon + pump used {used:.2f} s of CPU in 3 s of crash loop"
+
+
+def test_idle_group_uses_no_cpu(started):
+    group = started(TALKER, [])
+    wait_for(group.status, lambda s: s.state == "running")
+    pids = group.pids
+    roles = [pids["daemon"], pids["pump"]]
+    time_zero = time.monotonic()
+    wait_for(lambda: time.monotonic() - time_zero, lambda e: e >= 0.5)  # settle
+    before = sum(cpu_seconds(p) for p in roles)
+    begun = time.monotonic()
+    wait_for(lambda: time.monotonic() - begun, lambda elapsed: elapsed >= 3.0, timeout=SHORT)
+    used = sum(cpu_seconds(p) for p in roles) - before
+    assert used <= 0.02, f"idle daemon + pump used {used:.3f} s of CPU in 3 s"
