@@ -93,12 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     stop = sub.add_parser("stop", help="stop a group: TERM, grace period, KILL")
     stop.add_argument("name")
-    stop.add_argument("--timeout", type=float, metavar="S")
+    stop.add_argument("--timeout", type=float, metavar="S",
+                      help="grace period before KILL (default: the group's --stop-timeout)")
     stop.set_defaults(handler=_stop)
 
     restart = sub.add_parser("restart", help="restart a group's target")
     restart.add_argument("name")
+    restart.add_argument("--timeout", type=float, metavar="S",
+                         help="grace period before KILL (default: the group's)")
     restart.set_defaults(handler=_restart)
+
+    sig = sub.add_parser("signal", help="send a signal to a group's target (process group)")
+    sig.add_argument("name")
+    sig.add_argument("signal", help="a name (HUP, USR1, SIGUSR2...) or a number")
+    sig.set_defaults(handler=_signal)
+
+    reopen = sub.add_parser("reopen", help="make a group's monitors reopen their files")
+    reopen.add_argument("name")
+    reopen.set_defaults(handler=_reopen)
 
     logs = sub.add_parser("logs", help="print the end of a group's output file")
     logs.add_argument("name")
@@ -177,11 +189,28 @@ def _stop(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _signal(ns: argparse.Namespace) -> int:
+    from .group import attach
+
+    value = int(ns.signal) if ns.signal.isdigit() else ns.signal
+    attach(ns.name).signal(value)
+    print(f"sent {ns.signal} to {ns.name!r}'s target")
+    return 0
+
+
+def _reopen(ns: argparse.Namespace) -> int:
+    from .group import attach
+
+    attach(ns.name).reopen()
+    print(f"{ns.name!r}: monitors reopened their files")
+    return 0
+
+
 def _restart(ns: argparse.Namespace) -> int:
     from .group import attach
 
     group = attach(ns.name)
-    group.restart()
+    group.restart(ns.timeout)
     print(f"restarted {ns.name!r}: target pid {group.pids.get('target')}")
     return 0
 

@@ -22,12 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import process
+from . import control, process
 from .detach import Handshake, detach
 from .events import DAEMON_RESTART, PUMP_RESTART, PUMP_START, ExitStatus
 from .pump import make_pipe
 from .spec import Spec
-from .state import parent_pid, process_start_time
+from .errors import NotRunning
+from .state import SOCKET_NAME, parent_pid, process_start_time, read_json
 
 PUMP_RESTART_MIN = 0.05  # first delay when pumps keep dying at once; doubles to the max
 PUMP_RESTART_MAX = 5.0
@@ -93,19 +94,23 @@ class Daemon:
             self.started = True
             self._reap()  # the target may have died while we were exec'ing
             self._watch_stranger()
+        self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
+                                      self._command)
         self._start_pump(self.why, None)
         self.handshake.close()  # the pump holds its own copy and answers the caller
         while True:
-            timeout = None
-            if self.restart_at is not None:
-                timeout = max(0.0, self.restart_at - time.monotonic())
+            timeouts = [t for t in (self.restart_at, self.control.next_deadline()) if t]
+            timeout = max(0.0, min(timeouts) - time.monotonic()) if timeouts else None
             for key, _ in self.selector.select(timeout):
-                if key.data == "signal":
+                if callable(key.data):
+                    key.data(key.fileobj)  # the control socket
+                elif key.data == "signal":
                     self._on_signal(wake_r)
                 elif key.data == "stranger":
                     self._on_stranger()
                 else:
                     self._on_pump_message(key.fileobj)  # type: ignore[arg-type]
+            self.control.drop_idle()
             if self.restart_at is not None and time.monotonic() >= self.restart_at:
                 self.restart_at = None
                 self._start_pump(PUMP_RESTART, str(self.directory / "pump.log.1"))
@@ -273,8 +278,31 @@ class Daemon:
                 pass
         self.target_exit = status
 
+    def _command(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A control request: answered here (status) or passed on to the pump."""
+        cmd = request["cmd"]
+        if cmd == "status":
+            return {"status": read_json(self.directory / "status.json"),
+                    "daemon": os.getpid(), "pump": self.pump.pid if self.pump else None}
+        if cmd == "stop":
+            self.stopping = True
+            if self.pump is None:
+                self.restart_at = None  # between two pumps: nothing more to start
+                return {}
+        try:
+            if self.pump is None or self.pump_sock is None:
+                raise OSError("no pump is running right now (one is being restarted)")
+            self.pump_sock.send(json.dumps(request).encode())
+        except OSError as exc:
+            if cmd == "stop":
+                return {}  # the pump is ending already; the group ends with it
+            raise NotRunning(f"the pump cannot be reached ({exc}); try again in a moment") \
+                from None
+        return {}
+
     def _end(self) -> int:
         """The group ends: kill and reap whatever is left of it (escaped grandchildren)."""
+        self.control.close()
         process.kill_children()
         return 0
 

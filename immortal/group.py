@@ -14,10 +14,15 @@ import subprocess
 import time
 from pathlib import Path
 
+from typing import Any
+
+from . import control
 from .errors import NotRunning, StopTimeout
-from .state import Status, home, instance_dir, is_alive, read_json, read_status
+from .spec import check_timeout
+from .state import SOCKET_NAME, Status, home, instance_dir, is_alive, read_json, read_status
 
 POLL = 0.01  # how often a client re-reads status.json while it waits for a change
+MARGIN = 10.0  # seconds a client waits beyond a grace period before it uses SIGKILL
 
 
 class Group:
@@ -64,11 +69,22 @@ class Group:
                              f"start it with 'immortal run'")
         return status.pids[status.root], status
 
-    def restart(self, timeout: float = 30.0) -> None:
-        """Restart the target (TERM, grace, KILL, spawn); return once the new one runs."""
-        pid, before = self._root()
-        os.kill(pid, signal.SIGHUP)
-        deadline = time.monotonic() + timeout
+    def _request(self, cmd: str, **args: Any) -> dict[str, Any]:
+        return control.request(self.directory / SOCKET_NAME, {"cmd": cmd, **args})
+
+    def _grace(self, timeout: float | None) -> float:
+        if timeout is not None:
+            return check_timeout("timeout", timeout)
+        spec = read_json(self.directory / "spec.json") or {}
+        return float(spec.get("stop_timeout", 10.0))
+
+    def restart(self, timeout: float | None = None) -> None:
+        """Restart the target: TERM, ``timeout`` (default: the group's grace period), KILL,
+        spawn. Returns once the new target runs."""
+        _, before = self._root()
+        grace = self._grace(timeout)
+        self._request("restart", timeout=grace)
+        deadline = time.monotonic() + grace + MARGIN
         while time.monotonic() < deadline:
             now = self.status()
             if not now.running:
@@ -78,47 +94,75 @@ class Group:
                 return
             time.sleep(POLL)
         raise StopTimeout(f"group {self.name!r} did not restart its target within "
-                          f"{timeout:g} s")
+                          f"{grace + MARGIN:g} s")
+
+    def signal(self, number: int | str) -> None:
+        """Send a signal (a number or a name such as "USR1") to the target's process group."""
+        self._root()
+        self._request("signal", signal=control.parse_signal(number))
+
+    def reopen(self) -> None:
+        """Make the monitors reopen their files (after an external logrotate)."""
+        self._root()
+        self._request("reopen")
 
     def stop(self, timeout: float | None = None) -> Status:
-        """Stop the group: TERM to the target, grace period, KILL; returns when all is gone.
-
-        ``timeout`` bounds the wait (default: the group's grace period plus 10 s); past it
-        the group's processes are killed outright.
+        """Stop the group: TERM to the target's process group, ``timeout`` seconds of grace
+        (default: the group's ``stop_timeout``), then KILL. Returns when every process of
+        the group is gone; past the grace period plus a margin they are killed outright.
         """
         try:
             pid, status = self._root()
         except NotRunning:
             self._reap()
             return self.status()
-        spec = read_json(self.directory / "spec.json") or {}
-        if timeout is None:
-            timeout = float(spec.get("stop_timeout", 10.0)) + 10.0
-        os.kill(pid, signal.SIGTERM)
-        if not self._wait_pid(pid, status.start_times.get(status.root), timeout):
-            for role in ("target", "pump", "daemon"):
-                if role in status.pids and is_alive(status.pids[role],
-                                                    status.start_times.get(role)):
-                    try:
-                        os.kill(status.pids[role], signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-            self._wait_pid(pid, status.start_times.get(status.root), 5.0)
+        grace = self._grace(timeout)
+        try:
+            self._request("stop", timeout=grace)
+        except NotRunning:  # between two daemons: a signal does it with the default grace
+            os.kill(pid, signal.SIGTERM)
+        if not self._wait_gone(grace + MARGIN):
+            self.kill()
         self._reap()
         return self.status()
 
+    def kill(self) -> Status:
+        """SIGKILL every process of the group now (no grace); returns when they are gone."""
+        status = self.status()
+        for role in ("target", "pump", "daemon"):
+            if role in status.pids and is_alive(status.pids[role], status.start_times.get(role)):
+                try:
+                    os.kill(status.pids[role], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self._wait_gone(MARGIN)
+        self._reap()
+        return self.status()
+
+    def _wait_gone(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        status = self.status()
+        while status.running:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._wait_pid(status.pids[status.root], status.start_times.get(status.root),
+                           remaining)
+            status = self.status()
+        return True
+
     def wait(self, timeout: float | None = None) -> Status:
         """Wait until the group ends by itself (or by a stop from elsewhere)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        status = self.status()
-        while status.running:  # the root may change: a pump takes over from a dead daemon
-            remaining = None if deadline is None else deadline - time.monotonic()
-            pid = status.pids[status.root]
-            if not self._wait_pid(pid, status.start_times.get(status.root), remaining):
-                raise StopTimeout(f"group {self.name!r} still runs after {timeout} s")
+        if timeout is None:
             status = self.status()
+            while status.running:  # the root may change: a pump takes over from a dead daemon
+                self._wait_pid(status.pids[status.root], status.start_times.get(status.root),
+                               None)
+                status = self.status()
+        elif not self._wait_gone(timeout):
+            raise StopTimeout(f"group {self.name!r} still runs after {timeout} s")
         self._reap()
-        return status
+        return self.status()
 
     def _wait_pid(self, pid: int, start_time: int | None, timeout: float | None) -> bool:
         if self._popen is not None and self._popen.pid == pid:

@@ -59,8 +59,14 @@ def monitor_stderr(line: bytes) -> None:
 
 
 @hookspec
+def monitor_reopen() -> None:
+    """Reopen files (``immortal reopen NAME``, after an external logrotate)."""
+
+
+@hookspec
 def monitor_shutdown(reason: str) -> None:
     """The group ends: "stop", "fatal: ...", or a final exit code."""
 
 
-HOOKS = ("check", "setup", "spawn", "respawn", "exit", "stdout", "stderr", "shutdown")
+HOOKS = ("check", "setup", "spawn", "respawn", "exit", "stdout", "stderr", "reopen",
+         "shutdown")

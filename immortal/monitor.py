@@ -70,6 +70,9 @@ class Monitor:
     def stderr(self, line: bytes) -> None:
         """A line of the target's stderr, without the newline."""
 
+    def reopen(self) -> None:
+        """Reopen any file held open: it may have been rotated away (``immortal reopen``)."""
+
     def shutdown(self, reason: str) -> None:
         """The group ends (stopped, gave up, or a final exit code)."""
 
@@ -92,6 +95,9 @@ class Monitor:
 
     def monitor_stderr(self, line: bytes) -> None:
         self.stderr(line)
+
+    def monitor_reopen(self) -> None:
+        self.reopen()
 
     def monitor_shutdown(self, reason: str) -> None:
         self.shutdown(reason)

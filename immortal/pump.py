@@ -22,11 +22,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import monitoring, process, supervise
+from . import control, monitoring, process, supervise
 from .detach import Handshake, detach
 from .events import ExitStatus, PUMP_START
 from .spec import Spec, Strategy
-from .state import is_alive, process_start_time, read_json, try_lock, wait_lock, write_json
+from .errors import ImmortalError, NotRunning
+from .state import SOCKET_NAME, is_alive, process_start_time, read_json, try_lock, wait_lock, write_json
 
 MAX_LINE = 64 * 1024  # longer lines are split into pieces of this size
 READ_SIZE = 64 * 1024
@@ -113,6 +114,7 @@ class Pump:
         self.target: process.Child | None = None
         self.watched = -1  # the pidfd registered in the selector
         self.subreaper = bool(args.get("subreaper"))  # root of the group: orphans come here
+        self.control: control.Server | None = None  # served here when there is no daemon
         self.machine = supervise.State()
         self.deadline: float | None = None
         self.finished = False
@@ -179,6 +181,9 @@ class Pump:
             self.host.call(hook, pid=self.target.pid)
             self._tell_daemon(target=self.target.pid, started_wall=self.target.started_wall)
         self._write_status()
+        if self.daemon_pid is None:
+            self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
+                                          self.command)
         self.handshake.send(ok=True, target=self.target.pid if self.target else None)
         self.handshake.close()
         self._tell_daemon(started=True)
@@ -216,12 +221,24 @@ class Pump:
             timeout = None
             if self.deadline is not None:
                 timeout = max(0.0, self.deadline - time.monotonic())
+            if self.control is not None:
+                idle = self.control.next_deadline()
+                if idle is not None:
+                    wait = max(0.0, idle - time.monotonic())
+                    timeout = wait if timeout is None else min(timeout, wait)
             for key, _ in self.selector.select(timeout):
-                getattr(self, f"_on_{key.data}")(key.fileobj)
+                if callable(key.data):
+                    key.data(key.fileobj)  # the control socket
+                else:
+                    getattr(self, f"_on_{key.data}")(key.fileobj)
                 if self.finished:
                     break
+            if self.control is not None:
+                self.control.drop_idle()
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 self._feed(supervise.Tick())
+        if self.control is not None:
+            self.control.close()
         if self.subreaper:
             process.kill_children()  # grandchildren that escaped the target's group
         return 0
@@ -292,6 +309,12 @@ class Pump:
             self._daemon_died()
             return
         message = json.loads(data)
+        if "cmd" in message:
+            try:
+                self.command(message)
+            except ImmortalError as exc:
+                sys.stderr.write(f"immortal: pump: {message['cmd']}: {exc}\n")
+            return
         reaped = message.get("reaped")
         if reaped and self.target is not None and not self.target.own \
                 and reaped == self.target.pid:
@@ -342,6 +365,28 @@ class Pump:
             "fds": {"lock": self.lock_fd, "out": [self.out_r, self.out_w],
                     "err": [self.err_r, self.err_w]},
         })
+
+    # ----------------------------------------------------------------- control
+    def command(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Carry out a control request (checked by ``control.check_request``)."""
+        cmd = request["cmd"]
+        grace = request.get("timeout", self.spec.stop_timeout)
+        if cmd == "status":
+            return {"status": self._status_data()}
+        if cmd == "stop":
+            self._feed(supervise.Stop(float(grace), "stop"))
+        elif cmd == "restart":
+            if self.machine.phase in supervise.FINAL or self.machine.phase == supervise.STOPPING:
+                raise NotRunning("the group is stopping; it cannot restart")
+            self._feed(supervise.Restart(float(grace)))
+        elif cmd == "signal":
+            if self.target is None:
+                raise NotRunning(f"no target is running (state {self.machine.phase})")
+            self.target.kill_group(request["signal"])
+        elif cmd == "reopen":
+            assert self.host is not None
+            self.host.call("reopen")
+        return {}
 
     # ----------------------------------------------------------------- actions
     def _feed(self, event: supervise.Event) -> None:
@@ -447,6 +492,13 @@ class Pump:
 
     # ----------------------------------------------------------------- status
     def _write_status(self) -> None:
+        try:
+            write_json(self.directory / "status.json", self._status_data())
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                sys.stderr.write(f"immortal: pump: cannot write status: {exc}\n")
+
+    def _status_data(self) -> dict[str, Any]:
         m = self.machine
         pids = {"pump": os.getpid()}
         if self.daemon_pid:
@@ -467,11 +519,7 @@ class Pump:
             "target_started_at": self.target.started_wall if self.target else None,
             "output": self.spec.log_path, "directory": str(self.directory),
         }
-        try:
-            write_json(self.directory / "status.json", data)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                sys.stderr.write(f"immortal: pump: cannot write status: {exc}\n")
+        return data
 
 
 def _ignore(number: int, frame: object) -> None:
