@@ -9,7 +9,7 @@ Requests and answers are one JSON object per line. Only these commands exist::
     {"cmd": "reopen"}                     monitors reopen their files (after logrotate)
 
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The socket lives in
-the 0700 instance directory and is created 0600 under ``umask(0o077)`` (no bind-then-chmod
+the 0700 instance directory and is created 0600 under ``umask(0o177)`` (no bind-then-chmod
 window); every connection's ``SO_PEERCRED`` uid must be ours or root's; a request is at most
 64 KiB; a client idle for 10 s is dropped; garbage gets an error answer, never a crash.
 """
@@ -99,12 +99,12 @@ class Server:
         except FileNotFoundError:
             pass
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o077)
+        old = os.umask(0o177)
         try:
-            listener.bind(str(path))  # born 0600: there is no window to chmod
+            listener.bind(str(path))  # born 0600 (0777 & ~0177): there is no window to chmod
         finally:
             os.umask(old)
-        listener.listen(16)
+        listener.listen(64)
         listener.setblocking(False)
         self.listener = listener
         selector.register(listener, selectors.EVENT_READ, self._accept)
@@ -205,23 +205,39 @@ class Server:
         client.sock.close()
 
 
+def _connect(sock: socket.socket, path: Path, timeout: float) -> None:
+    # A unix socket with a timeout connects without blocking: a full backlog answers EAGAIN
+    # at once instead of waiting. Wait for room, as a blocking connect would.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            sock.connect(str(path))
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{str(path)!r}: the server's backlog stays full") from None
+            time.sleep(0.005)
+
+
 def request(path: Path, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
     """Send one command and return the answer; NotRunning if nobody serves the socket."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         try:
-            sock.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            _connect(sock, path, timeout)
+            sock.sendall((json.dumps(message) + "\n").encode())
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except (FileNotFoundError, ConnectionError) as exc:
+            # Refused or reset: nobody serves it, or its server died (a successor may be
+            # binding it anew within a moment).
             raise NotRunning(f"nobody answers on {str(path)!r}: the group is not running "
                              f"({exc.strerror})") from None
-        sock.sendall((json.dumps(message) + "\n").encode())
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
     finally:
         sock.close()
     if not data:

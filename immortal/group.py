@@ -23,6 +23,7 @@ from .state import SOCKET_NAME, Status, home, instance_dir, is_alive, read_json,
 
 POLL = 0.01  # how often a client re-reads status.json while it waits for a change
 MARGIN = 10.0  # seconds a client waits beyond a grace period before it uses SIGKILL
+RETRY = 3.0  # seconds a command is retried while nobody answers on the control socket
 
 
 class Group:
@@ -70,7 +71,15 @@ class Group:
         return status.pids[status.root], status
 
     def _request(self, cmd: str, **args: Any) -> dict[str, Any]:
-        return control.request(self.directory / SOCKET_NAME, {"cmd": cmd, **args})
+        """Send a command; retried for a moment while a dead daemon's successor binds."""
+        deadline = time.monotonic() + RETRY
+        while True:
+            try:
+                return control.request(self.directory / SOCKET_NAME, {"cmd": cmd, **args})
+            except NotRunning:
+                if time.monotonic() >= deadline or not self.status().running:
+                    raise
+            time.sleep(POLL)
 
     def _grace(self, timeout: float | None) -> float:
         if timeout is not None:
@@ -119,8 +128,13 @@ class Group:
         grace = self._grace(timeout)
         try:
             self._request("stop", timeout=grace)
-        except NotRunning:  # between two daemons: a signal does it with the default grace
-            os.kill(pid, signal.SIGTERM)
+        except NotRunning:  # no answer: a signal does it, with the group's own grace period
+            status = self.status()
+            if status.running:
+                try:
+                    os.kill(status.pids[status.root], signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
         if not self._wait_gone(grace + MARGIN):
             self.kill()
         self._reap()

@@ -9,6 +9,7 @@
   --args       print 'args <json of sys.argv[1:]>'
   --grandchild start a child in a session of its own (escaping the process group),
                print 'grandchild <pid>'
+  --trap SIG   print 'got SIG' each time signal SIG (e.g. USR1) arrives
   --heir       start a child that inherits every fd (as a shell's 'cmd &' does),
                print 'heir <pid>'
 """
@@ -50,6 +51,11 @@ while i < len(argv):
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"],
                                  start_new_session=True)
         print(f"grandchild {child.pid}")
+    elif flag == "--trap":
+        i += 1
+        name = argv[i]
+        signal.signal(getattr(signal, f"SIG{name}"),
+                      lambda number, frame, name=name: print(f"got {name}", flush=True))
     elif flag == "--heir":
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"],
                                  close_fds=False, stdout=subprocess.DEVNULL,
