@@ -2,7 +2,8 @@
 
 Layers (a module imports only from lower ones):
 0 errors, events · 1 spec, state, hookspecs, monitor · 2 process, supervise, detach,
-monitoring, group · 3 pump, daemon, launcher · 4 cli, __main__, this module.
+monitoring, control, group · 3 pump, daemon, launcher, manager · 4 cli, __main__, this
+module.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .events import ExitStatus
 from .group import Group, attach, groups
 from .hookspecs import hookimpl, hookspec
 from .launcher import start
+from .manager import Manager
 from .monitor import Monitor
 from .spec import RestartPolicy, Strategy
 from .state import Status
@@ -40,6 +42,7 @@ __all__ = [
     "ImmortalError",
     "InvalidSpec",
     "InvalidType",
+    "Manager",
     "Monitor",
     "MonitorError",
     "MonitorNotFound",

@@ -14,12 +14,24 @@ import subprocess
 import time
 from pathlib import Path
 
-from typing import Any
+import queue
+import threading
+from collections.abc import Iterator
+from typing import IO, Any
 
 from . import control
-from .errors import NotRunning, StopTimeout
+from .errors import InvalidSpec, NotRunning, StopTimeout
 from .spec import check_timeout
-from .state import SOCKET_NAME, Status, home, instance_dir, is_alive, read_json, read_status
+from .state import (
+    SOCKET_NAME,
+    Status,
+    clear_stale,
+    home,
+    instance_dir,
+    is_alive,
+    read_json,
+    read_status,
+)
 
 POLL = 0.01  # how often a client re-reads status.json while it waits for a change
 MARGIN = 10.0  # seconds a client waits beyond a grace period before it uses SIGKILL
@@ -36,6 +48,34 @@ class Group:
         self.directory = directory
         self._popen = popen  # the pump, in development: our child
         self._parent_fd = parent_fd  # development: closing it tells the pump we are gone
+        self._streams: dict[str, _Lines] = {}
+        if popen is not None:
+            for stream in ("stdout", "stderr"):
+                pipe = getattr(popen, stream)
+                if pipe is not None:
+                    self._streams[stream] = _Lines(pipe)
+
+    @property
+    def stdout(self) -> Iterator[bytes]:
+        """The target's stdout lines (with newlines), for a ``development`` group started
+        with ``capture=True``; ends when the group ends."""
+        return self._stream("stdout")
+
+    @property
+    def stderr(self) -> Iterator[bytes]:
+        """The target's stderr lines, as :attr:`stdout`."""
+        return self._stream("stderr")
+
+    def _stream(self, name: str) -> Iterator[bytes]:
+        if name not in self._streams:
+            raise InvalidSpec(f"group {self.name!r} does not capture its output: start it "
+                              "with strategy='development', capture=True")
+        return iter(self._streams[name])
+
+    @property
+    def pid(self) -> int | None:
+        """The target's pid, or None while no target runs."""
+        return self.pids.get("target")
 
     def __repr__(self) -> str:
         status = self.status()
@@ -56,7 +96,8 @@ class Group:
         return self.status().output
 
     def status(self) -> Status:
-        status = read_status(self.directory)
+        """The group's state now (a stale state left by a killed group is cleared)."""
+        status = clear_stale(self.directory)
         if status is None:
             return Status(self.name, "unknown", directory=str(self.directory))
         if self._popen is not None and self._popen.poll() is not None:
@@ -120,12 +161,14 @@ class Group:
         (default: the group's ``stop_timeout``), then KILL. Returns when every process of
         the group is gone; past the grace period plus a margin they are killed outright.
         """
-        try:
-            pid, status = self._root()
-        except NotRunning:
-            self._reap()
-            return self.status()
+        grace = self.begin_stop(timeout)
+        return self.finish_stop(grace)
+
+    def begin_stop(self, timeout: float | None = None) -> float:
+        """Ask the group to stop and return at once; returns the grace period in force."""
         grace = self._grace(timeout)
+        if not self.status().running:
+            return grace
         try:
             self._request("stop", timeout=grace)
         except NotRunning:  # no answer: a signal does it, with the group's own grace period
@@ -135,6 +178,10 @@ class Group:
                     os.kill(status.pids[status.root], signal.SIGTERM)
                 except ProcessLookupError:
                     pass
+        return grace
+
+    def finish_stop(self, grace: float) -> Status:
+        """Wait for a stop begun by :meth:`begin_stop`; KILL what outlives grace + margin."""
         if not self._wait_gone(grace + MARGIN):
             self.kill()
         self._reap()
@@ -215,6 +262,33 @@ class Group:
         if self._parent_fd is not None:
             os.close(self._parent_fd)
             self._parent_fd = None
+
+
+class _Lines:
+    """Lines of one of the pump's output pipes, read by a thread into a bounded queue.
+
+    Bounded on purpose: a caller that does not read makes the pump, then the target, wait
+    (backpressure) instead of growing memory.
+    """
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=1000)
+        self._thread = threading.Thread(target=self._pump, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, pipe: IO[bytes]) -> None:
+        with pipe:
+            for line in pipe:
+                self._queue.put(line)
+        self._queue.put(None)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            line = self._queue.get()
+            if line is None:
+                self._queue.put(None)  # every later iterator ends at once too
+                return
+            yield line
 
 
 def attach(name: str) -> Group:

@@ -27,7 +27,7 @@ from typing import Any
 
 from . import monitoring
 from .detach import read_handshake
-from .errors import ImmortalError, MonitorError, StartError, unknown_name
+from .errors import InvalidSpec, InvalidType, MonitorError, StartError, unknown_name
 from .group import Group
 from .spec import (
     RestartPolicy,
@@ -46,7 +46,7 @@ from .spec import (
 from .state import Lock, check_dir, check_socket_path, ensure_dir, home, is_alive, write_json
 
 START_KEYWORDS = ("strategy", "monitor", "options", "name", "exec", "env", "cwd", "umask",
-                  "policy", "stop_timeout", "start_timeout")
+                  "policy", "stop_timeout", "start_timeout", "capture")
 _ERRORS = {"StartError": StartError, "MonitorError": MonitorError}
 
 
@@ -71,6 +71,7 @@ def start(
     policy: RestartPolicy | Mapping[str, Any] | None = None,
     stop_timeout: float = 10.0,
     start_timeout: float = 30.0,
+    capture: bool = False,
     **unknown: Any,
 ) -> Group:
     """Launch ``file`` with ``args`` and keep it alive; return a handle on the group.
@@ -78,11 +79,18 @@ def start(
     Returns once the target has been spawned. Raises a subclass of ``ImmortalError`` in the
     caller for every problem, including an exec failure after detaching; nothing is left
     behind then. ``strategy`` is ``"daemon"`` (default), ``"unattached"`` or
-    ``"development"``.
+    ``"development"``. With ``capture=True`` (development only) the target's output comes
+    to ``group.stdout`` and ``group.stderr`` (iterators of lines) instead of the terminal.
     """
     for key in unknown:
         raise unknown_name("keyword argument", key, START_KEYWORDS)
     strategy = Strategy.parse(strategy)
+    if not isinstance(capture, bool):
+        raise InvalidType(f"'capture' must be a bool (got {type(capture).__name__}: "
+                          f"{capture!r})")
+    if capture and strategy != Strategy.DEVELOPMENT:
+        raise InvalidSpec(f"'capture' needs strategy='development' (got {strategy.value!r}): "
+                          "a detached group's output goes to its monitor")
     here = os.getcwd()
     target_cwd = check_cwd(cwd)
     target_env = check_env(env)
@@ -117,7 +125,7 @@ def start(
     )
     try:
         write_json(directory / "spec.json", spec.to_json())
-        return _launch(spec, lock)
+        return _launch(spec, lock, capture)
     except BaseException:
         _clean(directory, created)
         raise
@@ -134,7 +142,7 @@ def role_env() -> dict[str, str]:
     return env
 
 
-def _launch(spec: Spec, lock: Lock) -> Group:
+def _launch(spec: Spec, lock: Lock, capture: bool = False) -> Group:
     directory = Path(spec.directory)
     development = spec.strategy == Strategy.DEVELOPMENT
     role = "daemon" if spec.strategy == Strategy.DAEMON else "pump"
@@ -149,9 +157,10 @@ def _launch(spec: Spec, lock: Lock) -> Group:
     args = {"role": role, "dir": str(directory), "why": "pump start",
             "detach": not development, "fds": fds}
     argv = [sys.executable, "-m", "immortal._role", json.dumps(args)]
-    log = None if development else open(directory / f"{role}.log", "ab")
+    log: Any = None if development else open(directory / f"{role}.log", "ab")
+    out = subprocess.PIPE if capture else log
     try:
-        popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                  pass_fds=keep, env=role_env(), cwd=str(directory),
                                  start_new_session=not development)
     finally:

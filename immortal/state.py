@@ -297,7 +297,10 @@ class Status:
         return "daemon" if "daemon" in self.pids else "pump"
 
     def __str__(self) -> str:
-        lines = [f"{self.name}: {self.state}" + ("" if self.running else " (not running)")]
+        if self.reason == STALE:
+            lines = [f"{self.name}: not running ({STALE})"]
+        else:
+            lines = [f"{self.name}: {self.state}" + ("" if self.running else " (not running)")]
         for role in ("daemon", "pump", "target"):
             if role in self.pids and self.running:
                 lines.append(f"  {role:<8} pid {self.pids[role]}")
@@ -308,11 +311,37 @@ class Status:
             lines.append(f"  last     {self.last_exit}")
         if self.next_restart_at and self.state == "backoff":
             lines.append(f"  next     in {max(0.0, self.next_restart_at - time.time()):.1f} s")
-        if self.reason and self.state in ("stopped", "fatal"):
+        if self.reason and self.state in FINAL_STATES and self.reason != STALE:
             lines.append(f"  reason   {self.reason}")
         if self.output:
             lines.append(f"  output   {self.output}")
         return "\n".join(lines)
+
+
+STALE = "stale state removed: its processes were killed without a stop"
+FINAL_STATES = ("stopped", "fatal")
+
+
+def clear_stale(directory: Path) -> Status | None:
+    """The group's status; a state left by processes killed without a stop is rewritten
+    as stopped (under the group's lock, so that a group starting now is never touched)."""
+    status = read_status(directory)
+    if status is None or status.running or status.state in FINAL_STATES:
+        return status
+    lock = try_lock(directory / "lock")
+    if lock is None:
+        return status  # a group is starting, or its roles are still exiting
+    try:
+        data = read_json(directory / "status.json")
+        status = read_status(directory)
+        if data is None or status is None or status.running or status.state in FINAL_STATES:
+            return status
+        data.update(state="stopped", reason=STALE, pids={}, start_times={},
+                    next_restart_at=None)
+        write_json(directory / "status.json", data)
+    finally:
+        os.close(lock)
+    return read_status(directory)
 
 
 def read_status(directory: Path) -> Status | None:

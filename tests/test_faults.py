@@ -48,8 +48,10 @@ def test_stale_state_after_killing_the_whole_group(started, recorder):
     pids = group.pids
     for pid in pids.values():
         os.kill(pid, signal.SIGKILL)
-    status = wait_for(group.status, lambda s: not s.running, what="not running")
-    assert status.state == "running"  # as last recorded; running=False says it is stale
+    status = wait_for(group.status, lambda s: s.state == "stopped", what="stale state cleared")
+    assert not status.running and "stale state removed" in status.reason
+    assert str(status).splitlines()[0] == f"stale: not running ({status.reason})"
+    assert status.pids == {}  # nothing left that anyone could signal
     with pytest.raises(immortal.NotRunning):
         group.restart()
     final = group.stop()  # signals nothing: the recorded pids are proven dead

@@ -1,0 +1,121 @@
+"""The processman-style library layer, and 20 concurrent runs of one name."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import immortal
+from conftest import LONG, SHORT, TALKER, cmdline, descendants, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_manager_starts_lists_and_stops_all():
+    with immortal.Manager() as manager:
+        a = manager.start(TALKER, [], name="a", stop_timeout=5)
+        b = manager.start(TALKER, ["--ignore-term"], name="b", stop_timeout=0.5)
+        listed = manager.processes()
+        assert set(listed) == {"a", "b"}
+        listed.clear()  # a copy: the manager keeps its own
+        assert set(manager.processes()) == {"a", "b"}
+        pids = {**{f"a-{k}": v for k, v in a.pids.items()},
+                **{f"b-{k}": v for k, v in b.pids.items()}}
+        assert a.pid == a.pids["target"]
+        log = b.directory / "output.log"
+        wait_for(lambda: log.read_text() if log.exists() else "", lambda t: "ready" in t)
+        final = manager.stop_all()
+        assert final["a"].last_exit.signal == signal.SIGTERM
+        assert final["b"].last_exit.signal == signal.SIGKILL
+        assert not set(pids.values()) & set(descendants())
+        assert a.status().state == "stopped"  # and no restart after a programmatic stop
+
+
+def test_kill_all_and_shutdown():
+    manager = immortal.Manager()
+    try:
+        a = manager.start(TALKER, [], name="a")
+        final = manager.kill_all()
+        assert not final["a"].running
+        b = manager.start(TALKER, ["--ignore-term"], name="b", stop_timeout=60)
+        log = b.directory / "output.log"
+        wait_for(lambda: log.read_text() if log.exists() else "", lambda t: "ready" in t)
+        final = manager.shutdown(timeout=0.2)  # not the group's 60 s
+        assert final["b"].last_exit.signal == signal.SIGKILL and not final["b"].running
+        assert a.pid is None
+    finally:
+        manager.kill_all()
+        manager.close()
+
+
+def test_development_output_as_iterators(home):
+    group = immortal.start(TALKER, ["--out", "3", "--err", "2", "--exit", "0"],
+                           strategy="development", capture=True,
+                           policy={"final_exit_codes": [0]})
+    try:
+        out = list(group.stdout)
+        err = list(group.stderr)
+        assert out == [b"out 1\n", b"out 2\n", b"out 3\n"]
+        assert err == [b"err 1\n", b"err 2\n"]
+        assert group.wait(LONG).state == "stopped"
+    finally:
+        group.stop()
+
+
+def test_capture_needs_development():
+    with pytest.raises(immortal.InvalidSpec, match="development"):
+        immortal.start(TALKER, capture=True)
+
+
+def test_sigterm_to_a_manager_program_stops_its_groups(home):
+    program = (
+        "import sys, time, immortal\n"
+        "m = immortal.Manager()\n"
+        f"g = m.start({TALKER!r}, [], name='child', stop_timeout=5)\n"
+        "print(g.pids['target'], g.pids['daemon'], flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "IMMORTAL_HOME": str(home)})
+    try:
+        target, daemon = map(int, proc.stdout.readline().split())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(LONG) == -signal.SIGTERM
+        assert not {target, daemon} & set(descendants())
+        assert immortal.attach("child").status().state == "stopped"
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def test_twenty_concurrent_runs_make_one_group(home):
+    env = {**os.environ, "IMMORTAL_HOME": str(home)}
+    barrier = threading.Barrier(20)
+    results: list[subprocess.CompletedProcess[str]] = []
+
+    def run() -> None:
+        barrier.wait(SHORT)
+        results.append(subprocess.run(
+            [sys.executable, "-m", "immortal", "run", "--name", "x", TALKER],
+            capture_output=True, text=True, env=env, timeout=LONG))
+
+    threads = [threading.Thread(target=run) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(LONG + SHORT)
+    try:
+        codes = sorted(r.returncode for r in results)
+        assert codes == [0] + [4] * 19, [(r.returncode, r.stderr) for r in results]
+        refused = [r for r in results if r.returncode == 4]
+        assert all("already running" in r.stderr for r in refused)
+        talkers = [p for p in descendants() if TALKER in cmdline(p)]
+        assert len(talkers) == 1
+    finally:
+        immortal.attach("x").stop()
