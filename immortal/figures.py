@@ -1,0 +1,108 @@
+"""Figures of a group's living processes: memory, open fds and pipes, children, CPU time.
+
+The only module that imports ``psutil``: it reads these portably where parsing ``/proc`` by
+hand would not. A figure is given only for a process proven alive, by its pid together with
+the kernel start time ``status.json`` recorded for it (see ``state.process_start_time``):
+a pid alone may name a stranger that reused it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from .state import process_start_time
+
+if TYPE_CHECKING:
+    from .state import Status
+
+ROLES = ("daemon", "pump", "target")
+
+
+def _same(pid: int, start_time: int | None) -> bool:
+    now = process_start_time(pid)
+    if os.path.isdir("/proc/self"):
+        return now is not None and (start_time is None or now == start_time)
+    return psutil.pid_exists(pid)  # no /proc: best effort on other POSIX systems
+
+
+def _pipes(pid: int) -> int | None:
+    """How many of ``pid``'s open fds are pipes. psutil has no such count (its
+    ``open_files()`` lists regular files only), so this small part reads /proc by hand:
+    a pipe's fd links to ``pipe:[inode]``."""
+    directory = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return None
+    count = 0
+    for name in names:
+        try:
+            if os.readlink(f"{directory}/{name}").startswith("pipe:"):
+                count += 1
+        except OSError:
+            continue  # closed between the listing and the readlink
+    return count
+
+
+def _get(call: Any) -> Any:
+    """One figure; None where the system refuses it (a field we may not read)."""
+    try:
+        return call()
+    except (psutil.AccessDenied, NotImplementedError):
+        return None
+
+
+def figures(pid: int, start_time: int | None = None) -> dict[str, Any] | None:
+    """The figures of ``pid`` if it is alive and, when ``start_time`` (clock ticks, as in
+    ``status.json``'s ``start_times``) is given, still the process that started then.
+
+    Keys: ``pid``, ``rss`` (bytes), ``memory_percent`` (of physical memory), ``fds`` (open
+    file descriptors), ``pipes`` (how many of those are pipes), ``children`` (direct
+    children now), ``cpu`` (user + system seconds), ``started`` (wall clock, epoch
+    seconds). A figure the system does not give is None. Returns None if the process is
+    gone, is a zombie, or is another process that reused the pid.
+    """
+    if not pid or not _same(pid, start_time):
+        return None
+    try:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            memory = _get(process.memory_info)
+            percent = _get(process.memory_percent)
+            fds = _get(process.num_fds)
+            cpu = _get(process.cpu_times)
+            started = _get(process.create_time)
+            children = _get(process.children)
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    pipes = _pipes(pid)
+    # Read again: had the pid died and been reused while we read, the figures are a
+    # stranger's.
+    if not _same(pid, start_time):
+        return None
+    return {
+        "pid": pid,
+        "rss": memory.rss if memory is not None else None,
+        "memory_percent": round(percent, 3) if percent is not None else None,
+        "fds": fds,
+        "pipes": pipes,
+        "children": len(children) if children is not None else None,
+        "cpu": round(cpu.user + cpu.system, 3) if cpu is not None else None,
+        "started": started,
+    }
+
+
+def group_figures(status: Status) -> dict[str, dict[str, Any]]:
+    """The figures of the group's daemon, pump and target, for those proven alive now."""
+    found = {}
+    for role in ROLES:
+        pid = status.pids.get(role)
+        if not pid:
+            continue
+        values = figures(pid, status.start_times.get(role))
+        if values is not None:
+            found[role] = values
+    return found
