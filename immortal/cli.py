@@ -10,10 +10,19 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from .errors import ImmortalError, InvalidSpec, NotRunning, did_you_mean
+
+if TYPE_CHECKING:
+    from .state import Status
+
+ROLES = ("daemon", "pump", "target")
+FOLLOW_POLL = 0.1  # seconds between two looks at the output file in 'logs -f'
+FINAL = ("stopped", "fatal")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -114,7 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     logs = sub.add_parser("logs", help="print the end of a group's output file")
     logs.add_argument("name")
-    logs.add_argument("-n", "--lines", type=int, default=20)
+    logs.add_argument("-n", "--lines", type=int, default=20,
+                      help="how many of the last lines to print (default 20)")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="then print lines as they are appended, across rotations, until "
+                      "the group ends or Ctrl-C")
     logs.set_defaults(handler=_logs)
     return parser
 
@@ -148,32 +161,143 @@ def _run(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _human_duration(seconds: float) -> str:
+    """5s, 3m12s, 2h04m, 3d02h."""
+    total = max(0, int(seconds))
+    if total < 60:
+        return f"{total}s"
+    if total < 3600:
+        return f"{total // 60}m{total % 60:02d}s"
+    if total < 86400:
+        return f"{total // 3600}h{total % 3600 // 60:02d}m"
+    return f"{total // 86400}d{total % 86400 // 3600:02d}h"
+
+
+def _human_bytes(count: int) -> str:
+    """512B, 12.3K, 12.3M, 1.2G (powers of 1024)."""
+    value = float(count)
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            return f"{int(value)}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _iso(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return datetime.fromtimestamp(when).astimezone().isoformat(timespec="seconds")
+
+
+def _uptime(status: Status, figures: dict[str, dict[str, Any]]) -> float | None:
+    """Seconds the current target has run, if it runs now."""
+    target = figures.get("target")
+    if not status.running or target is None:
+        return None
+    started = status.target_started_at or target.get("started")
+    return None if started is None else max(0.0, time.time() - started)
+
+
+def _memory(figures: dict[str, dict[str, Any]]) -> int | None:
+    """The RSS of the group's living daemon, pump and target together, in bytes."""
+    sizes = [f["rss"] for f in figures.values() if f.get("rss") is not None]
+    return sum(sizes) if sizes else None
+
+
 def _list(ns: argparse.Namespace) -> int:
+    from .figures import group_figures
     from .group import groups
 
     found = groups()
+    rows = []
+    for s in found:
+        figures = group_figures(s) if s.running else {}
+        rows.append((s, figures, _uptime(s, figures), _memory(figures)))
     if ns.json:
-        print(json.dumps([s.to_json() for s in found], indent=1))
+        print(json.dumps([{**s.to_json(), "uptime": uptime, "memory": memory}
+                          for s, _, uptime, memory in rows], indent=1))
         return 0
     if not found:
         print("no groups")
         return 0
-    print(f"{'NAME':<20} {'STATE':<11} {'TARGET':>8} {'RESTARTS':>8}")
-    final = ("stopped", "fatal")
-    for s in found:
-        state = s.state if s.running or s.state in final else f"{s.state}*"
-        target = s.pids.get("target", "-") if s.running else "-"
-        print(f"{s.name:<20} {state:<11} {target!s:>8} {s.restarts:>8}")
-    if any(not s.running and s.state not in final for s in found):
+    # TARGET repeats the target's pid as a column of its own, for scripts that pick it out.
+    print(f"{'NAME':<20} {'STATE':<11} {'PIDS':<20} {'TARGET':>8} {'UPTIME':>7} "
+          f"{'RESTARTS':>8} {'MEMORY':>7}")
+    for s, figures, uptime, memory in rows:
+        state = s.state if s.running or s.state in FINAL else f"{s.state}*"
+        if s.running:
+            pids = "/".join(str(s.pids.get(role, "-")) for role in ROLES)
+            target = s.pids.get("target", "-")
+        else:
+            pids, target = "-", "-"
+        up = _human_duration(uptime) if uptime is not None else "-"
+        mem = _human_bytes(memory) if memory is not None else "-"
+        print(f"{s.name:<20} {state:<11} {pids:<20} {target!s:>8} {up:>7} {s.restarts:>8} "
+              f"{mem:>7}")
+    if any(not s.running and s.state not in FINAL for s in found):
         print("* its processes are gone (killed without a stop); 'immortal run' starts it anew")
     return 0
 
 
+def _role_line(role: str, pid: int | None, values: dict[str, Any] | None) -> str:
+    if values is None:
+        return f"  {role:<8} pid {pid} (gone)"
+    parts = [f"pid {pid}"]
+    if values.get("rss") is not None:
+        parts.append(f"memory {_human_bytes(values['rss'])}")
+    if values.get("fds") is not None:
+        pipes = values.get("pipes")
+        parts.append(f"fds {values['fds']}" + (f" ({pipes} pipes)" if pipes is not None
+                                                else ""))
+    if values.get("cpu") is not None:
+        cpu = values["cpu"]
+        parts.append(f"cpu {cpu:.2f}s" if cpu < 60 else f"cpu {_human_duration(cpu)}")
+    return f"  {role:<8} " + ", ".join(parts)
+
+
+def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> str:
+    lines = [f"{s.name}: {s.state}" + ("" if s.running else " (not running)")]
+    if s.reason and s.state in FINAL:
+        lines.append(f"  reason   {s.reason}")
+    if s.running:
+        for role in ROLES:
+            if role in s.pids:
+                lines.append(_role_line(role, s.pids[role], figures.get(role)))
+    children = figures.get("target", {}).get("children")
+    counts = [f"spawned {s.spawned}", f"restarts {s.restarts}"]
+    if children is not None:
+        counts.insert(0, f"children {children}")
+    lines.append("  " + ", ".join(counts))
+    if s.started_at:
+        lines.append(f"  started  {_iso(s.started_at)}")
+    lines.append(f"  now      {_iso(now)}")
+    uptime = _uptime(s, figures)
+    if uptime is not None:
+        lines.append(f"  up       {_human_duration(uptime)} (target)")
+    if s.last_exit:
+        lines.append(f"  last     {s.last_exit}")
+    if s.next_restart_at and s.state == "backoff" and s.running:
+        lines.append(f"  next     {_iso(s.next_restart_at)} "
+                     f"(in {max(0.0, s.next_restart_at - now):.1f} s)")
+    if s.output:
+        lines.append(f"  output   {s.output}")
+    return "\n".join(lines)
+
+
 def _status(ns: argparse.Namespace) -> int:
+    from .figures import group_figures
     from .group import attach
 
     status = attach(ns.name).status()
-    print(json.dumps(status.to_json(), indent=1) if ns.json else status)
+    now = time.time()
+    figures = group_figures(status) if status.running else {}
+    if ns.json:
+        target = figures.get("target")
+        print(json.dumps({**status.to_json(), "now": now, "uptime": _uptime(status, figures),
+                          "children": target.get("children") if target else None,
+                          "memory": _memory(figures), "figures": figures}, indent=1))
+    else:
+        print(_status_text(status, figures, now))
     return 0 if status.running else 3
 
 
@@ -215,19 +339,99 @@ def _restart(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _last_lines(handle: Any, count: int) -> bytes:
+    """The last ``count`` lines of a binary file (as ``readlines()[-count:]`` would give,
+    a last line without its newline included), read backwards from the end; leaves the
+    file positioned at its end."""
+    end = handle.seek(0, os.SEEK_END)
+    if count <= 0:
+        return b""
+    position, data = end, b""
+    # A final newline ends the last line; it does not start one: look before it.
+    while position > 0 and data[:-1].count(b"\n") < count:
+        step = min(65536, position)
+        position -= step
+        handle.seek(position)
+        data = handle.read(step) + data
+    handle.seek(end)
+    cut = len(data) - 1
+    for _ in range(count):
+        cut = data.rfind(b"\n", 0, cut)
+        if cut < 0:
+            return data
+    return data[cut + 1:]
+
+
+def _write(data: bytes) -> None:
+    if data:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+
 def _logs(ns: argparse.Namespace) -> int:
     from .group import attach
 
-    output = attach(ns.name).status().output
+    group = attach(ns.name)
+    output = group.status().output
     if not output:
         raise ImmortalError(f"group {ns.name!r}'s monitor declares no output file")
     try:
-        with open(output, "rb") as handle:
-            lines = handle.readlines()[-ns.lines:] if ns.lines > 0 else []
+        handle = open(output, "rb")
     except FileNotFoundError:
-        lines = []
-    sys.stdout.buffer.write(b"".join(lines))
+        handle = None
+    try:
+        if handle is not None:
+            sys.stdout.buffer.write(_last_lines(handle, ns.lines))
+        sys.stdout.flush()
+        if ns.follow:
+            handle = _follow(group, output, handle)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C ends a follow: that is how it is meant to end
+    except BrokenPipeError:
+        # The reader went away (e.g. '| head'): quietly, and without a second error at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    finally:
+        if handle is not None:
+            handle.close()
     return 0
+
+
+def _follow(group: Any, path: str, handle: Any) -> Any:
+    """Print what is appended to ``path`` until the group ends, as ``tail -F`` does: when
+    the path comes to name another file (a rotation), finish the old one and read the new
+    one from its start. A client, not a supervisor: it polls every ``FOLLOW_POLL`` seconds.
+    Returns the file it has open at the end (for the caller to close)."""
+    while True:
+        # Decide before reading: what the group wrote before it ended is then printed.
+        ended = not group.status().running
+        if handle is not None:
+            _write(handle.read())
+            try:
+                size = os.fstat(handle.fileno()).st_size
+                if size < handle.tell():  # truncated in place: start over, as tail does
+                    handle.seek(0)
+                    _write(handle.read())
+            except OSError:
+                pass
+        try:
+            current = os.stat(path)
+        except OSError:
+            current = None  # moved away and not yet reopened: keep reading the old file
+        if current is not None and (handle is None or not os.path.samestat(
+                current, os.fstat(handle.fileno()))):
+            try:
+                new = open(path, "rb")
+            except OSError:
+                new = None
+            if new is not None:
+                if handle is not None:
+                    _write(handle.read())  # the last lines written to the old file
+                    handle.close()
+                handle = new
+                _write(handle.read())
+        if ended:
+            return handle
+        time.sleep(FOLLOW_POLL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
