@@ -1,0 +1,400 @@
+"""Figures and following: ``status``, ``list`` and ``logs -f`` against real processes.
+
+The figures the CLI prints are checked against what /proc says for each pid. ``logs -f``
+runs as a subprocess whose stdout a thread reads into a queue, so every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import immortal
+from immortal.cli import main
+from conftest import LONG, SHORT, TALKER, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+ROLES = ("daemon", "pump", "target")
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(list(args))
+    return code, capsys.readouterr().out
+
+
+def proc_fds(pid: int) -> tuple[int, int]:
+    """(open fds, pipes among them) as /proc says."""
+    directory = f"/proc/{pid}/fd"
+    links = []
+    for name in os.listdir(directory):
+        try:
+            links.append(os.readlink(f"{directory}/{name}"))
+        except OSError:
+            continue
+    return len(links), sum(link.startswith("pipe:") for link in links)
+
+
+def proc_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def proc_children(pid: int) -> int:
+    count = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as handle:
+            count += len(handle.read().split())
+    return count
+
+
+def proc_state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    return data[data.rindex(b")") + 2:].split()[0].decode()
+
+
+def output_lines(group: immortal.Group) -> list[str]:
+    try:
+        return Path(group.output).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def wait_output(group: immortal.Group, text: str, count: int = 1) -> None:
+    wait_for(lambda: output_lines(group),
+             lambda lines: sum(line.endswith(f"| {text}") for line in lines) >= count,
+             SHORT, f"{count} x {text!r} in {group.output}")
+
+
+class Follower:
+    """``immortal logs NAME -f`` as a subprocess; its stdout lines arrive in a queue."""
+
+    def __init__(self, home: Path, name: str, *args: str) -> None:
+        env = {**os.environ, "IMMORTAL_HOME": str(home)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "immortal", "logs", name, "-f", *args], env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            self._queue.put(raw.decode("utf-8", "replace").rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_line(self, predicate, what: str, timeout: float = SHORT) -> str:
+        """The first new line that satisfies ``predicate``; fails after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(f"'logs -f' printed no {what} within {timeout} s; it printed: "
+                            f"{self.lines!r}", pytrace=False)
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                pytest.fail(f"'logs -f' ended before printing {what}; it printed: "
+                            f"{self.lines!r}", pytrace=False)
+            self.lines.append(line)
+            if predicate(line):
+                return line
+
+    def finish(self, timeout: float = SHORT) -> int:
+        """Its exit code, once it exits by itself within ``timeout``; the rest of its
+        output goes to ``lines``."""
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"'logs -f' still ran {timeout} s after the group ended; it printed "
+                        f"{self.lines!r}", pytrace=False)
+        self._thread.join(SHORT)
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.lines.append(line)
+        return code
+
+    def kill(self) -> None:
+        """End it if it still runs, and close its pipes (for a finally: block)."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(SHORT)
+        self._thread.join(SHORT)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+# --- status ------------------------------------------------------------------------------
+
+def test_status_json_figures_match_proc(started, capsys):
+    group = started(TALKER, ["--out", "2", "--grandchild"], name="fig")
+    wait_output(group, "ready")
+    pids = group.pids
+
+    before = {role: (proc_fds(pid), proc_rss(pid)) for role, pid in pids.items()}
+    code, out = cli(capsys, "status", "fig", "--json")
+    after = {role: (proc_fds(pid), proc_rss(pid)) for role, pid in pids.items()}
+    assert code == 0, out
+    data = json.loads(out)
+    assert data["state"] == "running" and data["running"] is True
+    assert data["pids"] == pids
+    assert set(data["figures"]) == set(ROLES)
+
+    for role, pid in pids.items():
+        shown = data["figures"][role]
+        assert shown["pid"] == pid
+        fds = {before[role][0][0], after[role][0][0]}
+        pipes = {before[role][0][1], after[role][0][1]}
+        assert shown["fds"] in fds, (role, shown, fds)
+        assert shown["pipes"] in pipes, (role, shown, pipes)
+        low = min(before[role][1], after[role][1])
+        high = max(before[role][1], after[role][1])
+        slack = max(1 << 20, high // 10)
+        assert low - slack <= shown["rss"] <= high + slack, (role, shown["rss"], low, high)
+        assert shown["children"] == proc_children(pid), (role, shown)
+        assert isinstance(shown["cpu"], float) and shown["cpu"] >= 0
+        assert abs(shown["started"] - time.time()) < LONG + 60
+
+    # The target writes to two pipes (stdout, stderr); its stdin is /dev/null.
+    assert data["figures"]["target"]["pipes"] >= 2
+    # The daemon's child is the pump, the pump's the target, the target's its grandchild.
+    assert data["figures"]["daemon"]["children"] == 1
+    assert data["figures"]["pump"]["children"] == 1
+    assert data["figures"]["target"]["children"] == 1
+    assert data["children"] == 1
+    assert data["memory"] == sum(data["figures"][role]["rss"] for role in ROLES)
+    assert 0 <= data["uptime"] < LONG + 60
+    assert abs(data["now"] - time.time()) < LONG
+
+
+def test_status_text(started, capsys):
+    group = started(TALKER, ["--out", "1"], name="text")
+    wait_output(group, "ready")
+    pids = group.pids
+    code, out = cli(capsys, "status", "text")
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0] == "text: running"
+    for role in ROLES:
+        line = next(line for line in lines if line.split()[:1] == [role])
+        assert re.fullmatch(rf"\s+{role}\s+pid {pids[role]}, memory \d+(\.\d)?[KMG], "
+                            r"fds \d+ \(\d+ pipes\), cpu \d+\.\d\ds", line), line
+    assert "  children 0, spawned 1, restarts 0" in lines
+    assert any(re.fullmatch(r"  started  \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", line)
+               for line in lines), out
+    assert any(line.startswith("  now      ") for line in lines), out
+    assert any(re.fullmatch(r"  up       \d+s \(target\)", line) for line in lines), out
+    assert f"  output   {group.output}" in lines
+
+    group.stop()
+    code, out = cli(capsys, "status", "text")
+    assert code == 3
+    lines = out.splitlines()
+    assert lines[0] == "text: stopped (not running)"
+    assert "  reason   stop" in lines
+    assert any(line.startswith("  last     killed by SIGTERM") for line in lines), out
+    assert not any("pid" in line for line in lines), out
+
+
+def test_status_in_backoff_shows_the_next_restart(started, capsys):
+    policy = {"backoff_initial": 30.0, "backoff_max": 30.0, "jitter": 0.0,
+              "min_uptime": 10.0}
+    group = started(TALKER, ["--exit", "3"], name="crashy", policy=policy)
+    wait_for(group.status, lambda s: s.state == "backoff", SHORT, "the backoff state")
+    before = time.time()
+    code, out = cli(capsys, "status", "crashy", "--json")
+    assert code == 0, out
+    data = json.loads(out)
+    assert data["state"] == "backoff" and data["running"] is True
+    assert data["last_exit"]["code"] == 3
+    assert "target" not in data["figures"] and set(data["figures"]) == {"daemon", "pump"}
+    assert data["uptime"] is None
+    assert before < data["next_restart_at"] <= before + 30.0 + 1.0
+
+    code, out = cli(capsys, "status", "crashy")
+    assert code == 0, out
+    assert out.splitlines()[0] == "crashy: backoff"
+    assert "  last     exited with status 3" in out.splitlines()
+    shown = re.search(r"^  next     (\S+) \(in (\d+\.\d) s\)$", out, re.M)
+    assert shown, out
+    from datetime import datetime
+    at = datetime.fromisoformat(shown.group(1)).timestamp()
+    assert abs(at - data["next_restart_at"]) < 1.0
+    assert 0 < float(shown.group(2)) <= 30.0
+
+
+# --- list --------------------------------------------------------------------------------
+
+def test_list_columns_and_json(started, capsys, home):
+    group = started(TALKER, ["--out", "1"], name="listed")
+    wait_output(group, "ready")
+    pids = group.pids
+    code, out = cli(capsys, "list")
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAME", "STATE", "PIDS", "TARGET", "UPTIME", "RESTARTS",
+                                "MEMORY"]
+    row = next(line.split() for line in lines[1:] if line.split()[0] == "listed")
+    name, state, shown_pids, target, uptime, restarts, memory = row
+    assert state == "running"
+    assert shown_pids == f"{pids['daemon']}/{pids['pump']}/{pids['target']}"
+    assert target == str(pids["target"])
+    assert re.fullmatch(r"\d+s|\d+m\d\ds", uptime), uptime
+    assert restarts == "0"
+    assert re.fullmatch(r"\d+\.\d[KMG]", memory), memory
+
+    code, out = cli(capsys, "list", "--json")
+    assert code == 0, out
+    entry = next(e for e in json.loads(out) if e["name"] == "listed")
+    assert entry["state"] == "running" and entry["running"] is True
+    assert entry["pids"] == pids and entry["restarts"] == 0
+    assert isinstance(entry["uptime"], float) and 0 <= entry["uptime"] < LONG + 60
+    total = sum(proc_rss(pid) for pid in pids.values())
+    assert isinstance(entry["memory"], int)
+    assert abs(entry["memory"] - total) <= max(3 << 20, total // 10), (entry["memory"], total)
+
+
+def test_list_marks_groups_whose_processes_vanished(started, capsys):
+    stopped = started(TALKER, ["--out", "1"], name="a-stopped")
+    killed = started(TALKER, ["--out", "1"], name="b-killed")
+    wait_output(stopped, "ready")
+    wait_output(killed, "ready")
+    stopped.stop()
+    # Killed without a stop: supervisors first, so that nothing records an end.
+    pids = killed.pids
+    for role in ("daemon", "pump", "target"):
+        os.kill(pids[role], signal.SIGKILL)
+    wait_for(lambda: [pid for pid in pids.values() if os.path.exists(f"/proc/{pid}")
+                      and proc_state(pid) != "Z"], lambda alive: not alive, SHORT,
+             "the killed group's processes to vanish")
+
+    code, out = cli(capsys, "list")
+    assert code == 0, out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:] if line.strip()}
+    assert rows["a-stopped"][1:3] == ["stopped", "-"]
+    assert rows["b-killed"][1] not in ("running", "stopped", "fatal")
+    assert rows["b-killed"][1].endswith("*") and rows["b-killed"][2] == "-"
+    assert rows["b-killed"][-1] == "-"  # no memory: nothing runs
+    assert out.splitlines()[-1].startswith("* its processes are gone")
+
+    code, out = cli(capsys, "list", "--json")
+    entries = {e["name"]: e for e in json.loads(out)}
+    assert entries["b-killed"]["running"] is False
+    assert entries["b-killed"]["memory"] is None and entries["b-killed"]["uptime"] is None
+
+
+def test_human_units():
+    from immortal.cli import _human_bytes, _human_duration
+
+    assert [_human_duration(s) for s in (0, 5, 59.9, 192, 3599, 7440, 86399, 266400)] == \
+        ["0s", "5s", "59s", "3m12s", "59m59s", "2h04m", "23h59m", "3d02h"]
+    assert [_human_bytes(n) for n in (0, 512, 1536, 12.3 * 2**20, 3 * 2**30)] == \
+        ["0B", "512B", "1.5K", "12.3M", "3.0G"]
+
+
+# --- logs -f -----------------------------------------------------------------------------
+
+def test_logs_follow_prints_new_lines_and_ends_with_the_group(started, home):
+    group = started(TALKER, ["--out", "3", "--trap", "USR1"], name="follow")
+    wait_output(group, "ready")
+    follower = Follower(home, "follow", "-n", "2")
+    try:
+        # The tail comes first; once 'ready' is printed, the follower is at the end.
+        follower.wait_line(lambda line: line.endswith("| ready"), "the tail's 'ready'")
+        assert follower.lines[0].endswith("| out 3")
+
+        for count in (1, 2):
+            group.signal("USR1")
+            follower.wait_line(lambda line: line.endswith("| got USR1"),
+                               f"'got USR1' number {count}")
+        assert follower.process.poll() is None, "it must keep following a running group"
+
+        group.stop()
+        assert follower.finish() == 0
+        assert follower.lines[-1].endswith("| shutdown: stop"), follower.lines
+        # Each line once, in the file's order.
+        text = Path(group.output).read_text().splitlines()
+        assert follower.lines == text[-len(follower.lines):]
+    finally:
+        follower.kill()
+
+
+def test_logs_follow_follows_a_rotation(started, home):
+    group = started(TALKER, ["--trap", "USR1"], name="rotate")
+    wait_output(group, "ready")
+    follower = Follower(home, "rotate", "-n", "1")
+    try:
+        follower.wait_line(lambda line: line.endswith("| ready"), "the tail's 'ready'")
+        group.signal("USR1")
+        follower.wait_line(lambda line: line.endswith("| got USR1"), "'got USR1' (old file)")
+
+        output = Path(group.output)
+        output.rename(output.with_name(output.name + ".1"))
+        code = subprocess.run([sys.executable, "-m", "immortal", "reopen", "rotate"],
+                              env={**os.environ, "IMMORTAL_HOME": str(home)},
+                              stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=LONG).returncode
+        assert code == 0
+        wait_for(output.exists, bool, SHORT, f"a new {output}")
+        group.signal("USR1")
+        follower.wait_line(lambda line: line.endswith("| got USR1"), "'got USR1' (new file)")
+        assert output.read_text().count("| got USR1") == 1  # it is the new file's line
+
+        group.stop()
+        assert follower.finish() == 0
+        assert follower.lines[-1].endswith("| shutdown: stop"), follower.lines
+        assert sum(line.endswith("| got USR1") for line in follower.lines) == 2
+    finally:
+        follower.kill()
+
+
+def test_logs_follow_of_a_stopped_group_prints_the_tail_and_exits(started, home, capsys):
+    group = started(TALKER, ["--out", "3"], name="over")
+    wait_output(group, "ready")
+    group.stop()
+    code, out = cli(capsys, "logs", "over", "-f", "-n", "2")
+    assert code == 0
+    assert out.splitlines() == Path(group.output).read_text().splitlines()[-2:]
+
+
+def test_logs_follow_ends_on_ctrl_c(started, home):
+    group = started(TALKER, ["--out", "1"], name="interrupt")
+    wait_output(group, "ready")
+    follower = Follower(home, "interrupt", "-n", "1")
+    try:
+        follower.wait_line(lambda line: line.endswith("| ready"), "the tail's 'ready'")
+        follower.process.send_signal(signal.SIGINT)
+        assert follower.finish() == 0
+        assert group.status().running
+    finally:
+        follower.kill()
