@@ -10,7 +10,6 @@ Signals: SIGTERM/SIGINT stop the group (TERM, grace, KILL), SIGHUP restarts the 
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import random
@@ -22,56 +21,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import control, monitoring, process, supervise
+from . import control, monitoring, process, relay, supervise
 from .detach import Handshake, detach
 from .events import ExitStatus, PUMP_START
 from .spec import Spec, Strategy
 from .errors import ImmortalError, NotRunning
 from .state import SOCKET_NAME, is_alive, process_start_time, read_json, try_lock, wait_lock, write_json
 
-MAX_LINE = 64 * 1024  # longer lines are split into pieces of this size
-READ_SIZE = 64 * 1024
-PIPE_SIZE = 1024 * 1024  # how much a target may write while no pump reads
 MESSAGE_TAIL = 16 * 1024
 TARGET_LOCK = "target.lock"
 ORPHAN_WAIT = 5.0  # how long a spawn waits for a killed orphan to let go of target.lock
-
-
-class Lines:
-    """Frames a byte stream into lines (without the newline) for one callback."""
-
-    def __init__(self, emit: Callable[[bytes], None]) -> None:
-        self._emit = emit
-        self._buffer = b""
-
-    def feed(self, chunk: bytes) -> None:
-        data = self._buffer + chunk if self._buffer else chunk
-        *lines, rest = data.split(b"\n")
-        for line in lines:
-            while len(line) > MAX_LINE:
-                self._emit(line[:MAX_LINE])
-                line = line[MAX_LINE:]
-            self._emit(line)
-        while len(rest) > MAX_LINE:
-            self._emit(rest[:MAX_LINE])
-            rest = rest[MAX_LINE:]
-        self._buffer = rest
-
-    def flush(self) -> None:
-        """Deliver a last line that has no newline (the target ended mid-line)."""
-        if self._buffer:
-            line, self._buffer = self._buffer, b""
-            self._emit(line)
-
-
-def make_pipe() -> tuple[int, int]:
-    r, w = os.pipe()
-    try:
-        fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
-    except OSError:
-        pass  # over /proc/sys/fs/pipe-max-size for an unprivileged user: keep the default
-    os.set_blocking(r, False)
-    return r, w
 
 
 def read_tail(path: str | None) -> str | None:
@@ -104,8 +63,11 @@ class Pump:
             os.set_blocking(self.out_r, False)
             os.set_blocking(self.err_r, False)
         else:
-            self.out_r, self.out_w = make_pipe()
-            self.err_r, self.err_w = make_pipe()
+            self.out_r, self.out_w = relay.make_pipe()
+            self.err_r, self.err_w = relay.make_pipe()
+        self.journal_fd: int = fds["journal"] if fds.get("journal") is not None \
+            else relay.make_journal()
+        self.journal = relay.open_journal(self.journal_fd)
         self.lifeline: socket.socket | None = None
         if fds.get("lifeline") is not None:
             self.lifeline = socket.socket(fileno=fds["lifeline"])
@@ -122,8 +84,12 @@ class Pump:
         self.previous = read_json(self.directory / "status.json") if args.get(
             "why", PUMP_START) != PUMP_START else None
         self.started_wall = (self.previous or {}).get("started_at") or time.time()
-        self.stdout_lines = Lines(lambda line: self._line("stdout", line))
-        self.stderr_lines = Lines(lambda line: self._line("stderr", line))
+        self.relays = (
+            relay.Relay(self.out_r, self.journal, 0, lambda line: self._line("stdout", line),
+                        1 if self.echo else None),
+            relay.Relay(self.err_r, self.journal, 1, lambda line: self._line("stderr", line),
+                        2 if self.echo else None),
+        )
 
     # ----------------------------------------------------------------- start-up
     def run(self) -> int:
@@ -176,6 +142,8 @@ class Pump:
                     time.sleep(0.001)  # SIGKILL was sent: the reap is a matter of microseconds
             return self._fail("StartError", f"monitor {self.spec.monitor!r} setup failed: "
                                             f"{type(exc).__name__}: {exc}")
+        for stream in self.relays:
+            stream.deliver()  # what a dead predecessor had read but not delivered
         if self.target is not None and not adopt:
             hook = "spawn" if self.machine.spawned <= 1 and why == PUMP_START else "respawn"
             self.host.call(hook, pid=self.target.pid)
@@ -261,31 +229,23 @@ class Pump:
                     process.reap_strays(keep)
 
     def _on_stdout(self, fd: int) -> None:
-        self._read(fd, self.stdout_lines, 1)
+        self.relays[0].read()
 
     def _on_stderr(self, fd: int) -> None:
-        self._read(fd, self.stderr_lines, 2)
+        self.relays[1].read()
 
-    def _read(self, fd: int, lines: Lines, echo_fd: int) -> bool:
-        try:
-            chunk = os.read(fd, READ_SIZE)
-        except BlockingIOError:
-            return False
-        if not chunk:
-            return False
-        if self.echo:
-            _write_all(echo_fd, chunk)
-        lines.feed(chunk)
-        return True
+    def _drain(self, final: bool = True) -> None:
+        """Deliver every byte written before the target died, then any last partial line.
 
-    def _drain(self) -> None:
-        """Deliver every byte written before the target died, then any last partial line."""
-        while self._read(self.out_r, self.stdout_lines, 1):
-            pass
-        while self._read(self.err_r, self.stderr_lines, 2):
-            pass
-        self.stdout_lines.flush()
-        self.stderr_lines.flush()
+        Not ``final`` (the pump hands over to a successor): a partial line stays in the
+        journal, to be completed and delivered whole by the next pump.
+        """
+        for stream in self.relays:
+            if final:
+                stream.drain()
+            else:
+                while stream.read():
+                    pass
 
     def _line(self, stream: str, line: bytes) -> None:
         assert self.host is not None
@@ -348,7 +308,7 @@ class Pump:
         """
         assert self.lifeline is not None
         self.selector.unregister(self.lifeline)
-        self._drain()
+        self._drain(final=False)
         if self.machine.phase in supervise.FINAL or self.machine.phase == supervise.STOPPING:
             self.lifeline = None
             return
@@ -363,7 +323,7 @@ class Pump:
         daemon.exec_daemon(self.spec, {
             "why": "daemon restart", "adopt": adopt,
             "fds": {"lock": self.lock_fd, "out": [self.out_r, self.out_w],
-                    "err": [self.err_r, self.err_w]},
+                    "err": [self.err_r, self.err_w], "journal": self.journal_fd},
         })
 
     # ----------------------------------------------------------------- control
@@ -524,19 +484,6 @@ class Pump:
 
 def _ignore(number: int, frame: object) -> None:
     """The handler of the signals we take: the wake-up fd carries them to the loop."""
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view):]
-        except BlockingIOError:
-            import select
-
-            select.select([], [fd], [])
-        except OSError:
-            return  # the terminal went away; the monitor still gets every line
 
 
 def main(spec: Spec, args: dict[str, Any]) -> int:

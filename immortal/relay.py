@@ -1,0 +1,162 @@
+"""Relaying the target's output: pipes, line framing, and a journal that outlives a pump.
+
+A pump reads a chunk from the pipe *into shared memory* (``os.readv`` straight into a
+``memfd`` mapping held by the daemon), records its length, then hands the whole lines to
+the monitors, recording after each line how far it got. A pump that dies at any point
+leaves the journal telling its successor which bytes it had taken from the pipe and not yet
+delivered: the successor delivers them first. What remains at risk is the instant between
+a syscall returning and the next 8-byte store (a line lost or repeated), instead of the
+whole delivery of a chunk.
+
+Journal layout, per stream: ``active`` (u64), then two buffers of ``length`` (u64),
+``done`` (u64) and ``CAPACITY`` bytes. Bytes ``[done, length)`` of the active buffer are
+read but not delivered. Compaction copies the undelivered tail into the other buffer and
+then flips ``active`` in one aligned store, so a death mid-copy loses nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import struct
+from collections.abc import Callable
+
+MAX_LINE = 64 * 1024  #: longer lines are delivered in pieces of this size
+READ_SIZE = 64 * 1024
+CAPACITY = READ_SIZE + MAX_LINE
+PIPE_SIZE = 1024 * 1024  #: how much a target may write while no pump reads
+_WORD = struct.Struct("=Q")
+_BUFFER = 16 + CAPACITY
+_STREAM = 8 + 2 * _BUFFER
+STREAMS = ("stdout", "stderr")
+SIZE = _STREAM * len(STREAMS)
+
+
+def make_pipe() -> tuple[int, int]:
+    """A pipe for one of the target's streams: read end non-blocking, 1 MiB if allowed."""
+    r, w = os.pipe()
+    try:
+        fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+    except OSError:
+        pass  # over /proc/sys/fs/pipe-max-size for an unprivileged user: keep the default
+    os.set_blocking(r, False)
+    return r, w
+
+
+def make_journal() -> int:
+    """A zeroed shared-memory file for the journal (an fd to pass from pump to pump)."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("immortal-journal", os.MFD_CLOEXEC)
+    else:  # pragma: no cover - no memfd: an unlinked temporary file does the same
+        import tempfile
+
+        fd = os.dup(tempfile.TemporaryFile().fileno())
+    os.ftruncate(fd, SIZE)
+    return fd
+
+
+class Relay:
+    """One stream of the target: pipe → journal → whole lines to ``emit``."""
+
+    def __init__(self, fd: int, journal: mmap.mmap, index: int,
+                 emit: Callable[[bytes], None], echo: int | None = None) -> None:
+        self.fd = fd
+        self._map = journal
+        self._base = index * _STREAM
+        self._emit = emit
+        self._echo = echo
+
+    # The journal's words and buffers.
+    def _get(self, offset: int) -> int:
+        return _WORD.unpack_from(self._map, offset)[0]
+
+    def _set(self, offset: int, value: int) -> None:
+        _WORD.pack_into(self._map, offset, value)
+
+    def _buffer(self, which: int | None = None) -> int:
+        if which is None:
+            which = self._get(self._base) & 1
+        return self._base + 8 + which * _BUFFER
+
+    # Reading and delivering.
+    def read(self) -> bool:
+        """Read one chunk from the pipe and deliver its whole lines; False when it was empty."""
+        buffer = self._buffer()
+        length = self._get(buffer)
+        view = memoryview(self._map)[buffer + 16 + length: buffer + 16 + CAPACITY]
+        try:
+            count = os.readv(self.fd, [view])
+        except BlockingIOError:
+            count = 0
+        finally:
+            view.release()
+        if count <= 0:
+            return False
+        self._set(buffer, length + count)  # from here on the bytes are the journal's
+        if self._echo is not None:
+            _write_all(self._echo, self._map[buffer + 16 + length: buffer + 16 + length + count])
+        self.deliver()
+        return True
+
+    def deliver(self, final: bool = False) -> None:
+        """Deliver every whole line not yet delivered; with ``final``, the partial one too."""
+        buffer = self._buffer()
+        length = self._get(buffer)
+        done = self._get(buffer + 8)
+        start = buffer + 16
+        while done < length:
+            end = self._map.find(b"\n", start + done, start + length)
+            if end < 0:
+                if length - done >= MAX_LINE:
+                    end = start + done + MAX_LINE - 1  # deliver a piece; no newline eaten
+                    line = self._map[start + done: end + 1]
+                    skip = len(line)
+                elif final:
+                    line = self._map[start + done: start + length]
+                    skip = len(line)
+                else:
+                    break
+            else:
+                line = self._map[start + done: end]
+                skip = len(line) + 1
+            self._emit(line)
+            done += skip
+            self._set(buffer + 8, done)  # delivered: a successor will not repeat it
+        if done:
+            self._compact(buffer, length, done)
+
+    def _compact(self, buffer: int, length: int, done: int) -> None:
+        """Move the undelivered tail to the other buffer's start; flip in one store."""
+        active = self._get(self._base)
+        other = self._buffer((active + 1) & 1)
+        tail = length - done
+        if tail:
+            self._map[other + 16: other + 16 + tail] = self._map[buffer + 16 + done:
+                                                                 buffer + 16 + length]
+        self._set(other, tail)
+        self._set(other + 8, 0)
+        self._set(self._base, active + 1)
+
+    def drain(self) -> None:
+        """The target is gone: deliver all it wrote, the last partial line included."""
+        while self.read():
+            pass
+        self.deliver(final=True)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            import select
+
+            select.select([], [fd], [])
+        except OSError:
+            return  # the terminal went away; the monitor still gets every line
+
+
+def open_journal(fd: int) -> mmap.mmap:
+    return mmap.mmap(fd, SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
