@@ -154,6 +154,13 @@ line a second or more after the last check.
     def stderr(self, line: bytes) -> None:
         self._write(b"stderr", line)
 
+    def reopen(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._reopen_if_needed()
+        self._event("reopened")
+
     def shutdown(self, reason: str) -> None:
         self._event(f"shutdown: {reason}")
         if self._file is not None:
