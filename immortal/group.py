@@ -35,6 +35,7 @@ from .state import (
 
 POLL = 0.01  # how often a client re-reads status.json while it waits for a change
 MARGIN = 10.0  # seconds a client waits beyond a grace period before it uses SIGKILL
+KILLED = "killed (SIGKILL, no grace period)"
 RETRY = 3.0  # seconds a command is retried while nobody answers on the control socket
 
 
@@ -190,14 +191,18 @@ class Group:
     def kill(self) -> Status:
         """SIGKILL every process of the group now (no grace); returns when they are gone."""
         status = self.status()
-        for role in ("target", "pump", "daemon"):
+        # Supervisors first, so that nothing respawns the target in between. (A pump that
+        # saw its daemon die keeps its pid when it becomes the daemon: the KILL still lands.)
+        for role in ("daemon", "pump", "target"):
             if role in status.pids and is_alive(status.pids[role], status.start_times.get(role)):
+                kill = os.killpg if role == "target" else os.kill  # the target leads its group
                 try:
-                    os.kill(status.pids[role], signal.SIGKILL)
-                except ProcessLookupError:
+                    kill(status.pids[role], signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
                     pass
         self._wait_gone(MARGIN)
         self._reap()
+        clear_stale(self.directory, KILLED)
         return self.status()
 
     def _wait_gone(self, timeout: float) -> bool:

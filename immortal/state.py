@@ -322,7 +322,7 @@ STALE = "stale state removed: its processes were killed without a stop"
 FINAL_STATES = ("stopped", "fatal")
 
 
-def clear_stale(directory: Path) -> Status | None:
+def clear_stale(directory: Path, reason: str = STALE) -> Status | None:
     """The group's status; a state left by processes killed without a stop is rewritten
     as stopped (under the group's lock, so that a group starting now is never touched)."""
     status = read_status(directory)
@@ -336,7 +336,7 @@ def clear_stale(directory: Path) -> Status | None:
         status = read_status(directory)
         if data is None or status is None or status.running or status.state in FINAL_STATES:
             return status
-        data.update(state="stopped", reason=STALE, pids={}, start_times={},
+        data.update(state="stopped", reason=reason, pids={}, start_times={},
                     next_restart_at=None)
         write_json(directory / "status.json", data)
     finally:
