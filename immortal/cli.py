@@ -43,6 +43,26 @@ class _Usage(Exception):
     pass
 
 
+class _MonitorAction(argparse.Action):
+    """``-m NAME``: one more monitor; the ``-o`` options after it are its own."""
+
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace,
+                 value: Any, option: str | None = None) -> None:
+        monitors = list(getattr(ns, self.dest) or [])
+        monitors.append([value, []])
+        setattr(ns, self.dest, monitors)
+
+
+class _OptionAction(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace,
+                 value: Any, option: str | None = None) -> None:
+        monitors = list(getattr(ns, self.dest) or [])
+        if not monitors:
+            monitors.append([None, []])  # the default monitor
+        monitors[-1][1].append(value)
+        setattr(ns, self.dest, monitors)
+
+
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
     result = {}
     for item in values or []:
@@ -73,9 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-n", "--name", help="group name (default: FILE's name)")
     run.add_argument("-s", "--strategy", default="daemon",
                      help="daemon (default), unattached or development")
-    run.add_argument("-m", "--monitor", default="file", help="monitor name (default: file)")
-    run.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
-                     help="a monitor option, e.g. -o output=app.log (repeatable)")
+    run.add_argument("-m", "--monitor", action=_MonitorAction, dest="monitors", default=[],
+                     help="a monitor by name (default: file); repeat for several")
+    run.add_argument("-o", "--option", action=_OptionAction, dest="monitors",
+                     metavar="KEY=VALUE",
+                     help="an option of the -m before it (or of the default monitor), "
+                          "e.g. -o output=app.log (repeatable)")
     run.add_argument("--exec", dest="executable", metavar="PATH",
                      help="interpreter to run FILE with")
     run.add_argument("--cwd", help="working directory of the target")
@@ -121,6 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     reopen.add_argument("name")
     reopen.set_defaults(handler=_reopen)
 
+    mons = sub.add_parser("monitors", help="list the installed monitors")
+    mons.add_argument("--json", action="store_true")
+    mons.set_defaults(handler=_monitors)
+
+    check = sub.add_parser("check", help="run monitors' check() on options, alone")
+    check.add_argument("-m", "--monitor", action=_MonitorAction, dest="monitors", default=[],
+                       help="a monitor by name (default: file); repeat for several")
+    check.add_argument("-o", "--option", action=_OptionAction, dest="monitors",
+                       metavar="KEY=VALUE", help="an option of the -m before it")
+    check.set_defaults(handler=_check)
+
     logs = sub.add_parser("logs", help="print the end of a group's output file")
     logs.add_argument("name")
     logs.add_argument("-n", "--lines", type=int, default=20,
@@ -132,6 +166,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _chosen(ns: argparse.Namespace) -> dict[str, Any]:
+    chosen: dict[str, Any] = {}
+    for name, pairs in ns.monitors or [[None, []]]:
+        name = name or "file"
+        if name in chosen:
+            raise InvalidSpec(f"monitor {name!r} is given twice; give each monitor once, "
+                              "with all its -o options after it")
+        chosen[name] = _pairs(pairs, "--option")
+    return chosen
+
+
+def _monitors(ns: argparse.Namespace) -> int:
+    from .monitoring import installed
+
+    rows = []
+    for name, entry in sorted(installed().items()):
+        dist = getattr(entry, "dist", None)
+        rows.append({"name": name, "object": entry.value,
+                     "distribution": dist.name if dist else None,
+                     "version": dist.version if dist else None})
+    if ns.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    for row in rows:
+        print(f"{row['name']:<16} {row['distribution'] or '?'} {row['version'] or ''}  "
+              f"({row['object']})")
+    return 0
+
+
+def _check(ns: argparse.Namespace) -> int:
+    from . import monitoring
+
+    for name, options in _chosen(ns).items():
+        factory = monitoring.resolve(name)
+        checked = monitoring.check(factory, options)
+        print(f"{name}: ok {json.dumps(checked, sort_keys=True)}")
+    return 0
+
+
 def _run(ns: argparse.Namespace) -> int:
     from .launcher import start
 
@@ -140,8 +213,8 @@ def _run(ns: argparse.Namespace) -> int:
         env = {**os.environ, **_pairs(ns.env, "--env")}
     policy = {"min_uptime": ns.min_uptime, "window": ns.window,
               "max_restarts": ns.max_restarts}
-    group = start(ns.file, ns.args, strategy=ns.strategy, monitor=ns.monitor,
-                  options=_pairs(ns.option, "--option"), name=ns.name, exec=ns.executable,
+    group = start(ns.file, ns.args, strategy=ns.strategy, monitors=_chosen(ns),
+                  name=ns.name, exec=ns.executable,
                   env=env, cwd=ns.cwd, umask=ns.umask, stop_timeout=ns.stop_timeout,
                   policy=policy)
     status = group.status()

@@ -27,7 +27,14 @@ from typing import Any
 
 from . import monitoring
 from .detach import read_handshake
-from .errors import InvalidSpec, InvalidType, MonitorError, StartError, unknown_name
+from .errors import (
+    InvalidSpec,
+    InvalidType,
+    MonitorError,
+    MonitorOptionsError,
+    StartError,
+    unknown_name,
+)
 from .group import Group
 from .spec import (
     RestartPolicy,
@@ -45,8 +52,8 @@ from .spec import (
 )
 from .state import Lock, check_dir, check_socket_path, ensure_dir, home, is_alive, write_json
 
-START_KEYWORDS = ("strategy", "monitor", "options", "name", "exec", "env", "cwd", "umask",
-                  "policy", "stop_timeout", "start_timeout", "capture")
+START_KEYWORDS = ("strategy", "monitor", "options", "monitors", "name", "exec", "env", "cwd",
+                  "umask", "policy", "stop_timeout", "start_timeout", "capture")
 _ERRORS = {"StartError": StartError, "MonitorError": MonitorError}
 
 
@@ -61,8 +68,9 @@ def start(
     args: Sequence[str] | None = None,
     *,
     strategy: str | Strategy = Strategy.DAEMON,
-    monitor: str = monitoring.DEFAULT,
+    monitor: str | None = None,
     options: Mapping[str, Any] | None = None,
+    monitors: Mapping[str, Mapping[str, Any] | None] | None = None,
     name: str | None = None,
     exec: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -79,7 +87,9 @@ def start(
     Returns once the target has been spawned. Raises a subclass of ``ImmortalError`` in the
     caller for every problem, including an exec failure after detaching; nothing is left
     behind then. ``strategy`` is ``"daemon"`` (default), ``"unattached"`` or
-    ``"development"``. With ``capture=True`` (development only) the target's output comes
+    ``"development"``. One monitor is ``monitor=`` (default ``"file"``) with its
+    ``options=``; several are ``monitors={"file": {...}, "jsonl": {...}}``, each with its own
+    options and its own ``check()``. With ``capture=True`` (development only) the target's output comes
     to ``group.stdout`` and ``group.stderr`` (iterators of lines) instead of the terminal.
     """
     for key in unknown:
@@ -102,13 +112,30 @@ def start(
     grace = check_timeout("stop_timeout", stop_timeout)
     patience = check_timeout("start_timeout", start_timeout)
     restart_policy = RestartPolicy.build(policy)
-    factory = monitoring.resolve(monitor)
-    checked = monitoring.check(factory, options)
+    if monitors is not None:
+        if monitor is not None or options is not None:
+            raise InvalidSpec("give either monitor= and options= (one monitor) or monitors= "
+                              "(a mapping of monitor names to their options), not both")
+        if not isinstance(monitors, Mapping):
+            raise InvalidType(f"'monitors' must be a mapping of monitor names to options "
+                              f"(got {type(monitors).__name__}: {monitors!r})")
+        wanted = dict(monitors)
+    else:
+        wanted = {monitor if monitor is not None else monitoring.DEFAULT: options}
+    chosen = []
+    for name, factory in monitoring.resolve_all(wanted):
+        try:
+            chosen.append((name, factory, monitoring.check(factory, wanted[name])))
+        except MonitorOptionsError as exc:
+            if len(wanted) == 1:
+                raise  # the monitor's own message, verbatim
+            raise MonitorOptionsError(f"monitor {name!r}: {exc}") from exc
 
     directory = home() / group_name
     check_socket_path(directory)
     check_dir(directory)
-    log_path = monitoring.output_path(factory, checked, directory)
+    log_path = next((path for path in (monitoring.output_path(factory, checked, directory)
+                                       for _, factory, checked in chosen) if path), None)
     created = ensure_dir(directory)
     try:
         lock = Lock.take(directory)
@@ -117,8 +144,8 @@ def start(
             _clean(directory, created)
         raise
     spec = Spec(
-        name=group_name, file=path, args=arguments, strategy=strategy, monitor=monitor,
-        options=checked, env=target_env, cwd=target_cwd, directory=str(directory),
+        name=group_name, file=path, args=arguments, strategy=strategy,
+        monitors=tuple((name, checked) for name, _, checked in chosen), env=target_env, cwd=target_cwd, directory=str(directory),
         exec=executable, umask=_caller_umask() if mask is None else mask,
         policy=restart_policy, stop_timeout=grace, start_timeout=patience,
         log_path=log_path, sys_path=tuple(os.path.abspath(p or here) for p in sys.path),

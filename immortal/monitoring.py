@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -157,45 +157,65 @@ def output_path(factory: Any, options: Mapping[str, Any], directory: Path) -> st
     return None
 
 
+def resolve_all(monitors: object) -> list[tuple[str, Any]]:
+    """``[(name, factory)]`` for a name, or for a mapping of names to options."""
+    if isinstance(monitors, Mapping):
+        if not monitors:
+            raise MonitorError("'monitors' names no monitor; give at least one, e.g. "
+                               "{'file': {}}")
+        return [(str(name), resolve(name)) for name in monitors]
+    return [(str(monitors), resolve(monitors))]
+
+
 class Host:
     """The monitors of one pump; each hook is called on each monitor in isolation."""
 
-    def __init__(self, factory: Any, options: Mapping[str, Any], name: str,
+    def __init__(self, monitors: Sequence[tuple[str, Any, Mapping[str, Any]]], name: str,
                  directory: Path) -> None:
-        if isinstance(factory, type) and issubclass(factory, Monitor):
-            plugin: object = factory(options, name=name, directory=directory)
-        elif isinstance(factory, type):
-            plugin = factory()
-        else:
-            plugin = factory
         self._manager = _manager()
-        self._manager.register(plugin)
+        self._names: dict[int, str] = {}
+        for monitor, factory, options in monitors:
+            if isinstance(factory, type) and issubclass(factory, Monitor):
+                plugin: object = factory(options, name=name, directory=directory)
+            elif isinstance(factory, type):
+                plugin = factory()
+            else:
+                plugin = factory
+            self._manager.register(plugin, name=f"{monitor}#{len(self._names)}")
+            self._names[id(plugin)] = monitor
         self._manager.check_pending()
-        self._calls = {hook: [impl.function for impl in
-                              getattr(self._manager.hook, f"monitor_{hook}").get_hookimpls()]
-                       for hook in hookspecs.HOOKS[1:]}
-        self._argnames = {hook: [tuple(impl.argnames) for impl in
-                                 getattr(self._manager.hook, f"monitor_{hook}").get_hookimpls()]
-                          for hook in hookspecs.HOOKS[1:]}
-        self._last_report: dict[str, float] = {}
+        self._calls: dict[str, list[tuple[str, Callable[..., Any], tuple[str, ...]]]] = {}
+        for hook in hookspecs.HOOKS[1:]:
+            # pluggy lists implementations last-registered first; we call in the order given.
+            impls = reversed(getattr(self._manager.hook, f"monitor_{hook}").get_hookimpls())
+            self._calls[hook] = [(self._names.get(id(impl.plugin), "?"), impl.function,
+                                  tuple(impl.argnames)) for impl in impls]
+        self._last_report: dict[tuple[str, str], float] = {}
         self.errors = 0
 
     def call(self, hook: str, strict: bool = False, **kwargs: Any) -> None:
-        """Call ``hook`` on each monitor; with ``strict`` the first exception propagates."""
-        for function, argnames in zip(self._calls[hook], self._argnames[hook]):
+        """Call ``hook`` on each monitor; with ``strict`` the first exception propagates,
+        as ``MonitorFailed`` naming the monitor."""
+        for monitor, function, argnames in self._calls[hook]:
             try:
                 function(*[kwargs[a] for a in argnames])
-            except Exception:
+            except Exception as exc:
                 if strict:
-                    raise
-                self._report(hook)
+                    raise MonitorFailed(monitor, exc) from exc
+                self._report(monitor, hook)
 
-    def _report(self, hook: str) -> None:
+    def _report(self, monitor: str, hook: str) -> None:
         self.errors += 1
         now = time.monotonic()
-        if now - self._last_report.get(hook, -10.0) < 1.0:
-            return  # rate-limited: one traceback per hook per second
-        self._last_report[hook] = now
-        sys.stderr.write(f"immortal: monitor hook {hook!r} raised:\n")
+        if now - self._last_report.get((monitor, hook), -10.0) < 1.0:
+            return  # rate-limited: one traceback per monitor and hook per second
+        self._last_report[(monitor, hook)] = now
+        sys.stderr.write(f"immortal: monitor {monitor!r} raised in {hook!r}:\n")
         traceback.print_exc(file=sys.stderr)
         sys.stderr.flush()
+
+
+class MonitorFailed(Exception):
+    def __init__(self, monitor: str, exc: Exception) -> None:
+        super().__init__(f"monitor {monitor!r}: {type(exc).__name__}: {exc}")
+        self.monitor = monitor

@@ -102,12 +102,13 @@ class Pump:
         self.handshake.send(role="pump", pid=os.getpid(), start_time=process_start_time(
             os.getpid()))
         try:
-            factory = monitoring.resolve(self.spec.monitor)
-            self.host = monitoring.Host(factory, self.spec.options, self.spec.name,
-                                        self.directory)
+            self.host = monitoring.Host(
+                [(name, monitoring.resolve(name), options)
+                 for name, options in self.spec.monitors],
+                self.spec.name, self.directory)
         except Exception as exc:
-            return self._fail("MonitorError", f"monitor {self.spec.monitor!r} failed to "
-                                              f"load in the pump: {exc}")
+            return self._fail("MonitorError", f"the monitors failed to load in the pump: "
+                                              f"{exc}")
         adopt = self.args.get("adopt")
         why = self.args.get("why", PUMP_START)
         message = read_tail(self.args.get("message_file"))
@@ -140,8 +141,7 @@ class Pump:
                 self.target.kill_group(signal.SIGKILL)
                 while self.target.reap(time.monotonic()) is None:
                     time.sleep(0.001)  # SIGKILL was sent: the reap is a matter of microseconds
-            return self._fail("StartError", f"monitor {self.spec.monitor!r} setup failed: "
-                                            f"{type(exc).__name__}: {exc}")
+            return self._fail("StartError", f"setup failed: {exc}")
         for stream in self.relays:
             stream.deliver()  # what a dead predecessor had read but not delivered
         if self.target is not None and not adopt:

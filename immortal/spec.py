@@ -246,8 +246,7 @@ class Spec:
     file: str
     args: tuple[str, ...]
     strategy: Strategy
-    monitor: str
-    options: Mapping[str, Any]
+    monitors: tuple[tuple[str, Mapping[str, Any]], ...]  #: (name, checked options), in order
     env: Mapping[str, str]
     cwd: str
     directory: str
@@ -284,7 +283,7 @@ class Spec:
         data["policy"] = self.policy.to_json()
         data["args"] = list(self.args)
         data["sys_path"] = list(self.sys_path)
-        data["options"] = dict(self.options)
+        data["monitors"] = [[name, dict(options)] for name, options in self.monitors]
         return data
 
     @classmethod
@@ -294,6 +293,7 @@ class Spec:
         values["policy"] = RestartPolicy(**values["policy"])
         values["args"] = tuple(values["args"])
         values["sys_path"] = tuple(values.get("sys_path", ()))
+        values["monitors"] = tuple((name, options) for name, options in values["monitors"])
         return cls(**values)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -98,3 +99,54 @@ def test_file_monitor_writes_timestamped_lines_and_events(started, tmp_path):
 def test_file_monitor_default_output_is_in_the_instance_directory(started):
     group = started(TALKER, [])
     assert group.output == str(group.directory / "output.log")
+
+
+def test_several_monitors_each_with_its_options(started, recorder, tmp_path):
+    out = tmp_path / "file.log"
+    group = started(TALKER, ["--out", "2"], monitors={"recorder": recorder.options,
+                                                     "file": {"output": str(out)}})
+    recorder.wait_for(lambda ev: any(e.get("line") == "ready" for e in ev))
+    text = wait_for(lambda: out.read_text() if out.exists() else "", lambda t: "ready" in t)
+    assert "stdout | out 1" in text
+    assert group.output == str(out)  # the first monitor that writes a file says where
+    group.stop()
+    assert [e["hook"] for e in recorder.events()][-1] == "shutdown"
+
+
+def test_several_monitors_refusals_name_the_monitor(recorder, home):
+    with pytest.raises(immortal.MonitorOptionsError, match="^monitor 'recorder': recorder "):
+        immortal.start(TALKER, monitors={"file": {}, "recorder": {}})
+    with pytest.raises(immortal.InvalidSpec, match="either monitor= and options="):
+        immortal.start(TALKER, monitor="file", monitors={"file": {}})
+    with pytest.raises(immortal.MonitorError, match="names no monitor"):
+        immortal.start(TALKER, monitors={})
+    assert os.listdir(home) == []
+
+
+def test_cli_monitors_and_check(recorder, capsys):
+    from immortal.cli import main
+
+    assert main(["monitors", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    by_name = {row["name"]: row for row in rows}
+    assert by_name["file"]["distribution"] == "immortal"
+    assert by_name["recorder"]["distribution"] == "immortal-recorder"
+    assert by_name["recorder"]["version"] == "1.0"
+    assert main(["check", "-m", "recorder", "-o", "path=x.jsonl"]) == 0
+    assert "recorder: ok" in capsys.readouterr().out
+    assert main(["check", "-m", "recorder", "-o", "path=x", "-o", "refuse=nope"]) == 2
+    assert capsys.readouterr().err == "immortal: error: recorder refuses: nope\n"
+
+
+def test_cli_options_belong_to_the_monitor_before_them(recorder, home, tmp_path):
+    from immortal.cli import main
+
+    out = tmp_path / "f.log"
+    code = main(["run", "-n", "two", "-m", "recorder", "-o", f"path={recorder.path}",
+                 "-m", "file", "-o", f"output={out}", TALKER])
+    try:
+        assert code == 0
+        recorder.wait_for(lambda ev: any(e.get("line") == "ready" for e in ev))
+        wait_for(lambda: out.read_text() if out.exists() else "", lambda t: "ready" in t)
+    finally:
+        immortal.attach("two").stop()
