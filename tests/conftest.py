@@ -136,7 +136,8 @@ def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="imh-", dir="/tmp"))
     monkeypatch.setenv("IMMORTAL_HOME", str(path))
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    if not os.environ.get("IMMORTAL_KEEP_HOME"):  # kept: to read the role logs by hand
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
