@@ -38,6 +38,13 @@ class ExitStatus:
     error: str | None = None
     pid: int | None = None
     uptime: float | None = None
+    #: The restart record: what the pump decided after this exit ("restart", "backoff",
+    #: "stop", "give up"), why, the delay before the next spawn and the number of quick
+    #: deaths in a row (0 after a stable run).
+    decision: str | None = None
+    reason: str | None = None
+    delay: float | None = None
+    attempt: int | None = None
 
     @classmethod
     def from_waitid(cls, result: os.waitid_result, uptime: float | None = None) -> ExitStatus:
@@ -79,5 +86,6 @@ class ExitStatus:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExitStatus:
-        fields = {k: data.get(k) for k in ("code", "signal", "error", "pid", "uptime")}
+        fields = {k: data.get(k) for k in ("code", "signal", "error", "pid", "uptime",
+                                           "decision", "reason", "delay", "attempt")}
         return cls(core_dumped=bool(data.get("core_dumped")), **fields)

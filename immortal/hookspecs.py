@@ -39,8 +39,9 @@ def monitor_spawn(pid: int) -> None:
 
 
 @hookspec
-def monitor_respawn(pid: int) -> None:
-    """A later target was spawned."""
+def monitor_respawn(pid: int, why: str) -> None:
+    """A later target was spawned; ``why`` is "exit" (the previous one died) or "manual"
+    (a restart was asked for)."""
 
 
 @hookspec

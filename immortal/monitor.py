@@ -16,11 +16,22 @@ Subclass it, override what you need, and register the class under the entry poin
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .events import ExitStatus
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_why(method: Any) -> bool:
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+    return "why" in parameters or any(p.kind == p.VAR_POSITIONAL for p in parameters.values())
 
 
 class Monitor:
@@ -58,8 +69,9 @@ class Monitor:
     def spawn(self, pid: int) -> None:
         """The group's first target was spawned."""
 
-    def respawn(self, pid: int) -> None:
-        """A new target was spawned after the previous one ended."""
+    def respawn(self, pid: int, why: str = "exit") -> None:
+        """A new target was spawned after the previous one ended; ``why`` is "exit" or
+        "manual". (An override may leave ``why`` out.)"""
 
     def exit(self, status: ExitStatus) -> None:
         """A target ended; ``str(status)`` reads "exited with status 1" or "killed by SIGKILL"."""
@@ -84,8 +96,11 @@ class Monitor:
     def monitor_spawn(self, pid: int) -> None:
         self.spawn(pid)
 
-    def monitor_respawn(self, pid: int) -> None:
-        self.respawn(pid)
+    def monitor_respawn(self, pid: int, why: str) -> None:
+        if _takes_why(type(self).respawn):
+            self.respawn(pid, why)
+        else:
+            self.respawn(pid)  # type: ignore[call-arg]
 
     def monitor_exit(self, status: ExitStatus) -> None:
         self.exit(status)

@@ -9,6 +9,7 @@ Signals: SIGTERM/SIGINT stop the group (TERM, grace, KILL), SIGHUP restarts the 
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -145,8 +146,10 @@ class Pump:
         for stream in self.relays:
             stream.deliver()  # what a dead predecessor had read but not delivered
         if self.target is not None and not adopt:
-            hook = "spawn" if self.machine.spawned <= 1 and why == PUMP_START else "respawn"
-            self.host.call(hook, pid=self.target.pid)
+            if self.machine.spawned <= 1 and why == PUMP_START:
+                self.host.call("spawn", pid=self.target.pid)
+            else:  # a successor pump found the target dead and spawned anew
+                self.host.call("respawn", pid=self.target.pid, why="exit")
             self._tell_daemon(target=self.target.pid, started_wall=self.target.started_wall)
         self._write_status()
         if self.daemon_pid is None:
@@ -297,8 +300,15 @@ class Pump:
         self._tell_daemon(exited=self.target.pid)
         self.target = None
         self._drain()
-        self.host.call("exit", status=status)
-        self._feed(supervise.Exited(status))
+        # Decide first, so that the exit event carries the decision (a restart record).
+        self.machine, actions = supervise.step(self.spec.policy, self.machine,
+                                               supervise.Exited(status), time.monotonic(),
+                                               random.random())
+        record = supervise.record(self.machine, status)
+        self.machine = dataclasses.replace(self.machine, last_exit=record)
+        self.host.call("exit", status=record)
+        self._act(actions)
+        self._write_status()
 
     def _daemon_died(self) -> None:
         """The daemon is gone: become the daemon, keeping the target and its pipes.
@@ -371,8 +381,10 @@ class Pump:
                     self.spec.policy, self.machine, supervise.Spawned(self.target.pid),
                     time.monotonic(), random.random())
                 self._tell_daemon(target=self.target.pid, started_wall=self.target.started_wall)
-                self.host.call("respawn" if self.machine.spawned > 1 else "spawn",
-                               pid=self.target.pid)
+                if self.machine.spawned > 1:
+                    self.host.call("respawn", pid=self.target.pid, why=action.why)
+                else:
+                    self.host.call("spawn", pid=self.target.pid)
                 self._act(more)
             elif isinstance(action, supervise.Kill):
                 if self.target is not None:

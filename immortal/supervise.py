@@ -128,6 +128,21 @@ def adopt(pid: int, started_at: float, template: State | None = None) -> State:
     return replace(base, phase=RUNNING, pid=pid, started_at=started_at, deadline=None)
 
 
+def record(state: State, status: ExitStatus) -> ExitStatus:
+    """``status`` completed with what the machine (already stepped) decided to do next."""
+    if state.phase == SPAWNING:
+        decision, reason = "restart", state.why
+    elif state.phase == BACKOFF:
+        decision, reason = "backoff", f"restart in {state.delay or 0:.3g} s"
+    elif state.phase == FATAL:
+        decision, reason = "give up", state.reason
+    else:
+        decision, reason = "stop", state.reason
+    return replace(status, attempt=state.attempts, decision=decision, reason=reason,
+                   delay=state.delay if state.phase == BACKOFF else (
+                       0.0 if state.phase == SPAWNING else None))
+
+
 def backoff_delay(policy: RestartPolicy, attempts: int, rand: float) -> float:
     """Delay before restart number ``attempts`` of a crash loop (attempts ≥ 1)."""
     if policy.backoff_initial <= 0:
@@ -217,7 +232,9 @@ def _exited(policy: RestartPolicy, state: State, status: ExitStatus, now: float,
 def _died(policy: RestartPolicy, state: State, status: ExitStatus, now: float,
           rand: float, quick: bool = False) -> Result:
     uptime = now - state.started_at if state.started_at is not None else 0.0
-    dead = replace(state, pid=None, last_exit=status)
+    stable = uptime >= policy.min_uptime and not quick
+    attempts = 0 if stable else state.attempts + 1  # quick deaths in a row
+    dead = replace(state, pid=None, last_exit=status, attempts=attempts)
     if status.code is not None and status.code in policy.final_exit_codes:
         reason = f"exit code {status.code} means do not restart"
         return (replace(dead, phase=STOPPED, deadline=None, reason=reason),
@@ -228,12 +245,10 @@ def _died(policy: RestartPolicy, state: State, status: ExitStatus, now: float,
                   f"(max_restarts={policy.max_restarts}); last: {status}")
         return (replace(dead, phase=FATAL, deadline=None, reason=reason, recent=recent),
                 (Wake(None), Finish(FATAL, reason)))
-    if uptime >= policy.min_uptime and not quick:
-        return _respawn(policy, replace(dead, attempts=0, delay=0.0, recent=recent), "exit",
-                        now)
-    attempts = state.attempts + 1
+    if stable:
+        return _respawn(policy, replace(dead, delay=0.0, recent=recent), "exit", now)
     delay = backoff_delay(policy, attempts, rand)
-    dead = replace(dead, attempts=attempts, delay=delay, recent=recent)
+    dead = replace(dead, delay=delay, recent=recent)
     if delay <= 0:
         return _respawn(policy, dead, "exit", now)
     deadline = now + delay

@@ -28,12 +28,12 @@ class Recorder(immortal.Monitor):
     def spawn(self, pid):
         self._record("spawn", pid=pid)
 
-    def respawn(self, pid):
-        self._record("respawn", pid=pid)
+    def respawn(self, pid, why):
+        self._record("respawn", pid=pid, why=why)
 
     def exit(self, status):
         self._record("exit", code=status.code, signal=status.signal, text=str(status),
-                     pid=status.pid)
+                     pid=status.pid, record=status.to_json())
 
     def stdout(self, line):
         if line == b"crash-pump" and self.options.get("crash_on_line"):
