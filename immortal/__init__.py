@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .errors import (
     AlreadyRunning,
+    ChannelError,
     ImmortalError,
     InvalidSpec,
     InvalidType,
@@ -37,6 +38,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyRunning",
+    "ChannelError",
     "ExitStatus",
     "Group",
     "ImmortalError",

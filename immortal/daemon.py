@@ -25,7 +25,7 @@ from typing import Any
 from . import control, process
 from .detach import Handshake, detach
 from .events import DAEMON_RESTART, PUMP_RESTART, PUMP_START, ExitStatus
-from .relay import make_journal, make_pipe
+from .relay import make_channel, make_journal, make_pipe
 from .spec import Spec
 from .errors import NotRunning
 from .state import SOCKET_NAME, parent_pid, process_start_time, read_json
@@ -42,7 +42,8 @@ def role_command(args: dict[str, Any]) -> list[str]:
 def exec_daemon(spec: Spec, args: dict[str, Any]) -> None:
     """Replace this process (a pump whose daemon died) with a daemon: same pid."""
     fds = args["fds"]
-    for fd in (fds.get("lock"), *fds["out"], *fds["err"], fds.get("journal")):
+    for fd in (fds.get("lock"), *fds["out"], *fds["err"], fds.get("journal"),
+               *(fds.get("channel") or ())):
         if fd is not None:
             os.set_inheritable(fd, True)
     argv = role_command({"role": "daemon", "dir": spec.directory, **args})
@@ -67,6 +68,13 @@ class Daemon:
         # The relay journal: what a pump read but did not deliver outlives it.
         self.journal = fds["journal"] if fds.get("journal") is not None else make_journal()
         os.set_inheritable(self.journal, False)
+        self.channel: list[int] | None = None  # both ends, held for the group's life
+        if fds.get("channel"):
+            self.channel = list(fds["channel"])
+            for fd in self.channel:
+                os.set_inheritable(fd, False)
+        elif spec.channel:
+            self.channel = list(make_channel())
         self.why: str = args.get("why", PUMP_START)
         adopt = args.get("adopt")
         self.target_pid: int | None = adopt["pid"] if adopt else None
@@ -135,12 +143,13 @@ class Daemon:
             adopt = {"pid": self.target_pid, "started_wall": self.target_started,
                      "exit": self.target_exit.to_json() if self.target_exit else None}
         fds: dict[str, Any] = {"out": list(self.out), "err": list(self.err),
-                               "journal": self.journal,
+                               "journal": self.journal, "channel": self.channel,
                                "lifeline": theirs.fileno(), "lock": self.lock_fd,
                                "handshake": self.handshake.fd}
         args = {"role": "pump", "dir": str(self.directory), "why": why, "adopt": adopt,
                 "message_file": message_file, "daemon_pid": os.getpid(), "fds": fds}
-        keep = [fd for fd in (*self.out, *self.err, self.journal, theirs.fileno(), self.lock_fd,
+        keep = [fd for fd in (*self.out, *self.err, self.journal, *(self.channel or ()),
+                              theirs.fileno(), self.lock_fd,
                               self.handshake.fd) if fd is not None]
         with open(log, "ab") as stderr:
             self.pump = subprocess.Popen(role_command(args), stdin=subprocess.DEVNULL,

@@ -13,7 +13,8 @@
     ├── AlreadyRunning                 a group of that name is running
     ├── NotRunning (LookupError)       no group of that name is running
     ├── StartError                     the group failed after detaching (exec error, monitor setup)
-    └── StopTimeout (TimeoutError)     a group did not go away in time
+    ├── StopTimeout (TimeoutError)     a group did not go away in time
+    └── ChannelError (OSError)         the message channel is missing, full or closed
 
 Each message names the field, what was expected, what was received, and what to do next.
 The CLI maps them to exit codes: usage/validation 2, runtime 1, not running 3, already running 4.
@@ -85,6 +86,10 @@ class StartError(ImmortalError):
 
 class StopTimeout(ImmortalError, TimeoutError):
     exit_code = 1
+
+
+class ChannelError(ImmortalError, OSError):
+    """The message channel is missing, closed, full, or got a value that is not JSON."""
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

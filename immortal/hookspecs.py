@@ -60,6 +60,17 @@ def monitor_stderr(line: bytes) -> None:
 
 
 @hookspec
+def monitor_message(message: Any) -> None:
+    """A JSON value the target sent on its message channel (``channel=True``)."""
+
+
+@hookspec
+def monitor_dropped(count: int) -> None:
+    """Backpressure "drop": ``count`` lines were skipped since the last call (at most one
+    call a second)."""
+
+
+@hookspec
 def monitor_reopen() -> None:
     """Reopen files (``immortal reopen NAME``, after an external logrotate)."""
 
@@ -69,5 +80,5 @@ def monitor_shutdown(reason: str) -> None:
     """The group ends: "stop", "fatal: ...", or a final exit code."""
 
 
-HOOKS = ("check", "setup", "spawn", "respawn", "exit", "stdout", "stderr", "reopen",
-         "shutdown")
+HOOKS = ("check", "setup", "spawn", "respawn", "exit", "stdout", "stderr", "dropped",
+         "message", "reopen", "shutdown")

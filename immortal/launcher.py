@@ -41,6 +41,7 @@ from .spec import (
     Spec,
     Strategy,
     check_args,
+    check_backpressure,
     check_cwd,
     check_env,
     check_exec,
@@ -53,7 +54,8 @@ from .spec import (
 from .state import Lock, check_dir, check_socket_path, ensure_dir, home, is_alive, write_json
 
 START_KEYWORDS = ("strategy", "monitor", "options", "monitors", "name", "exec", "env", "cwd",
-                  "umask", "policy", "stop_timeout", "start_timeout", "capture")
+                  "umask", "policy", "stop_timeout", "start_timeout", "capture", "backpressure",
+                  "channel")
 _ERRORS = {"StartError": StartError, "MonitorError": MonitorError}
 
 
@@ -80,6 +82,8 @@ def start(
     stop_timeout: float = 10.0,
     start_timeout: float = 30.0,
     capture: bool = False,
+    backpressure: str = "block",
+    channel: bool = False,
     **unknown: Any,
 ) -> Group:
     """Launch ``file`` with ``args`` and keep it alive; return a handle on the group.
@@ -89,12 +93,19 @@ def start(
     behind then. ``strategy`` is ``"daemon"`` (default), ``"unattached"`` or
     ``"development"``. One monitor is ``monitor=`` (default ``"file"``) with its
     ``options=``; several are ``monitors={"file": {...}, "jsonl": {...}}``, each with its own
-    options and its own ``check()``. With ``capture=True`` (development only) the target's output comes
+    options and its own ``check()``. ``backpressure="block"`` (default) makes the target
+    wait while the monitors are behind; ``"drop"`` skips lines instead and counts them.
+    ``channel=True`` opens a JSON message channel between the target and the monitors
+    (``immortal.channel``). With ``capture=True`` (development only) the target's output comes
     to ``group.stdout`` and ``group.stderr`` (iterators of lines) instead of the terminal.
     """
     for key in unknown:
         raise unknown_name("keyword argument", key, START_KEYWORDS)
     strategy = Strategy.parse(strategy)
+    pressure = check_backpressure(backpressure)
+    if not isinstance(channel, bool):
+        raise InvalidType(f"'channel' must be a bool (got {type(channel).__name__}: "
+                          f"{channel!r})")
     if not isinstance(capture, bool):
         raise InvalidType(f"'capture' must be a bool (got {type(capture).__name__}: "
                           f"{capture!r})")
@@ -148,6 +159,7 @@ def start(
         monitors=tuple((name, checked) for name, _, checked in chosen), env=target_env, cwd=target_cwd, directory=str(directory),
         exec=executable, umask=_caller_umask() if mask is None else mask,
         policy=restart_policy, stop_timeout=grace, start_timeout=patience,
+        backpressure=pressure, channel=channel,
         log_path=log_path, sys_path=tuple(os.path.abspath(p or here) for p in sys.path),
     )
     try:

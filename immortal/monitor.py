@@ -82,6 +82,26 @@ class Monitor:
     def stderr(self, line: bytes) -> None:
         """A line of the target's stderr, without the newline."""
 
+    def dropped(self, count: int) -> None:
+        """Backpressure "drop": ``count`` lines were skipped since the last call."""
+
+    def message(self, message: Any) -> None:
+        """A JSON value the target sent on its message channel (``channel=True``)."""
+
+    def send(self, message: Any) -> None:
+        """Send a JSON value to the target over its message channel (``channel=True``).
+
+        Raises ``immortal.ChannelError`` if the group has no channel or the target does
+        not read it (the channel is full).
+        """
+        sender = getattr(self, "_send", None)
+        if sender is None:
+            from .errors import ChannelError
+
+            raise ChannelError("this group has no message channel: start it with "
+                               "channel=True")
+        sender(message)
+
     def reopen(self) -> None:
         """Reopen any file held open: it may have been rotated away (``immortal reopen``)."""
 
@@ -110,6 +130,12 @@ class Monitor:
 
     def monitor_stderr(self, line: bytes) -> None:
         self.stderr(line)
+
+    def monitor_dropped(self, count: int) -> None:
+        self.dropped(count)
+
+    def monitor_message(self, message: Any) -> None:
+        self.message(message)
 
     def monitor_reopen(self) -> None:
         self.reopen()

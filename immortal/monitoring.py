@@ -171,12 +171,14 @@ class Host:
     """The monitors of one pump; each hook is called on each monitor in isolation."""
 
     def __init__(self, monitors: Sequence[tuple[str, Any, Mapping[str, Any]]], name: str,
-                 directory: Path) -> None:
+                 directory: Path, send: Callable[[Any], None] | None = None) -> None:
         self._manager = _manager()
         self._names: dict[int, str] = {}
         for monitor, factory, options in monitors:
             if isinstance(factory, type) and issubclass(factory, Monitor):
                 plugin: object = factory(options, name=name, directory=directory)
+                if send is not None:
+                    plugin._send = send  # type: ignore[attr-defined]
             elif isinstance(factory, type):
                 plugin = factory()
             else:

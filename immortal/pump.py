@@ -26,11 +26,12 @@ from . import control, monitoring, process, relay, supervise
 from .detach import Handshake, detach
 from .events import ExitStatus, PUMP_START
 from .spec import Spec, Strategy
-from .errors import ImmortalError, NotRunning
+from .errors import ChannelError, ImmortalError, NotRunning
 from .state import SOCKET_NAME, is_alive, process_start_time, read_json, try_lock, wait_lock, write_json
 
 MESSAGE_TAIL = 16 * 1024
 TARGET_LOCK = "target.lock"
+CHANNEL_ENV = "IMMORTAL_CHANNEL_FD"  #: names the target's end of the message channel
 ORPHAN_WAIT = 5.0  # how long a spawn waits for a killed orphan to let go of target.lock
 
 
@@ -69,6 +70,17 @@ class Pump:
         self.journal_fd: int = fds["journal"] if fds.get("journal") is not None \
             else relay.make_journal()
         self.journal = relay.open_journal(self.journal_fd)
+        self.channel: list[int] | None = None
+        if fds.get("channel"):
+            self.channel = list(fds["channel"])
+        elif spec.channel:
+            self.channel = list(relay.make_channel())
+        self.channel_sock = socket.socket(fileno=os.dup(self.channel[0])) \
+            if self.channel else None
+        if self.channel_sock is not None:
+            self.channel_sock.setblocking(False)
+        self.dropped_reported = 0
+        self.dropped_at = 0.0
         self.lifeline: socket.socket | None = None
         if fds.get("lifeline") is not None:
             self.lifeline = socket.socket(fileno=fds["lifeline"])
@@ -87,9 +99,9 @@ class Pump:
         self.started_wall = (self.previous or {}).get("started_at") or time.time()
         self.relays = (
             relay.Relay(self.out_r, self.journal, 0, lambda line: self._line("stdout", line),
-                        1 if self.echo else None),
+                        1 if self.echo else None, drop=spec.backpressure == "drop"),
             relay.Relay(self.err_r, self.journal, 1, lambda line: self._line("stderr", line),
-                        2 if self.echo else None),
+                        2 if self.echo else None, drop=spec.backpressure == "drop"),
         )
 
     # ----------------------------------------------------------------- start-up
@@ -106,7 +118,7 @@ class Pump:
             self.host = monitoring.Host(
                 [(name, monitoring.resolve(name), options)
                  for name, options in self.spec.monitors],
-                self.spec.name, self.directory)
+                self.spec.name, self.directory, self.send if self.channel else None)
         except Exception as exc:
             return self._fail("MonitorError", f"the monitors failed to load in the pump: "
                                               f"{exc}")
@@ -162,6 +174,8 @@ class Pump:
         self.selector.register(wake_r, selectors.EVENT_READ, "signal")
         self.selector.register(self.out_r, selectors.EVENT_READ, "stdout")
         self.selector.register(self.err_r, selectors.EVENT_READ, "stderr")
+        if self.channel_sock is not None:
+            self.selector.register(self.channel_sock, selectors.EVENT_READ, "channel")
         if self.lifeline is not None:
             self.selector.register(self.lifeline, selectors.EVENT_READ, "daemon")
         if self.parent_fd is not None:
@@ -233,9 +247,57 @@ class Pump:
 
     def _on_stdout(self, fd: int) -> None:
         self.relays[0].read()
+        self._report_dropped()
 
     def _on_stderr(self, fd: int) -> None:
         self.relays[1].read()
+        self._report_dropped()
+
+    def _report_dropped(self, force: bool = False) -> None:
+        """Backpressure "drop": tell the monitors how many lines were skipped, once a second."""
+        total = self.relays[0].dropped + self.relays[1].dropped
+        now = time.monotonic()
+        if total > self.dropped_reported and (force or now - self.dropped_at >= 1.0):
+            assert self.host is not None
+            self.host.call("dropped", count=total - self.dropped_reported)
+            self.dropped_reported = total
+            self.dropped_at = now
+            self._write_status()
+
+    def _on_channel(self, sock: socket.socket) -> None:
+        """A message from the target: one datagram, one JSON value."""
+        assert self.host is not None
+        for _ in range(64):  # a bounded batch, so output is not starved by a chatty target
+            try:
+                data = sock.recv(relay.MAX_MESSAGE)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not data:
+                return
+            try:
+                message = json.loads(data)
+            except ValueError:
+                sys.stderr.write(f"immortal: pump: the target sent a message that is not "
+                                 f"JSON: {data[:200]!r}\n")
+                continue
+            self.host.call("message", message=message)
+
+    def send(self, message: Any) -> None:
+        """Send a JSON value to the target (a monitor's ``send``)."""
+        if self.channel_sock is None:
+            raise ChannelError("this group has no message channel: start it with "
+                               "channel=True")
+        try:
+            data = json.dumps(message).encode()
+        except (TypeError, ValueError) as exc:
+            raise ChannelError(f"a channel message must be JSON: {exc}") from None
+        try:
+            self.channel_sock.send(data)
+        except BlockingIOError:
+            raise ChannelError("the target's channel is full: it does not read its "
+                               "messages") from None
+        except OSError as exc:
+            raise ChannelError(f"the channel cannot take the message: {exc}") from None
 
     def _drain(self, final: bool = True) -> None:
         """Deliver every byte written before the target died, then any last partial line.
@@ -333,7 +395,8 @@ class Pump:
         daemon.exec_daemon(self.spec, {
             "why": "daemon restart", "adopt": adopt,
             "fds": {"lock": self.lock_fd, "out": [self.out_r, self.out_w],
-                    "err": [self.err_r, self.err_w], "journal": self.journal_fd},
+                    "err": [self.err_r, self.err_w], "journal": self.journal_fd,
+                    "channel": self.channel},
         })
 
     # ----------------------------------------------------------------- control
@@ -397,6 +460,7 @@ class Pump:
     def _finish(self, action: supervise.Finish) -> None:
         assert self.host is not None
         self.finished = True
+        self._report_dropped(force=True)
         reason = action.reason if action.phase == supervise.STOPPED else f"fatal: {action.reason}"
         self._write_status()
         self.host.call("shutdown", reason=reason)
@@ -415,9 +479,14 @@ class Pump:
             raise OSError(errno.EBUSY, "the previous target's descendants still hold "
                           f"{TARGET_LOCK}; the spawn waits until they are gone")
         try:
-            return process.spawn(self.spec.command(), env=self.spec.target_env(),
-                                 cwd=self.spec.cwd, umask=self.spec.umask,
-                                 stdout=self.out_w, stderr=self.err_w, pass_fds=(lock,))
+            env = self.spec.target_env()
+            keep = [lock]
+            if self.channel:
+                env[CHANNEL_ENV] = str(self.channel[1])
+                keep.append(self.channel[1])
+            return process.spawn(self.spec.command(), env=env, cwd=self.spec.cwd,
+                                 umask=self.spec.umask, stdout=self.out_w, stderr=self.err_w,
+                                 pass_fds=tuple(keep))
         finally:
             os.close(lock)  # the target's copy holds it now
 
@@ -490,6 +559,7 @@ class Pump:
             "started_at": self.started_wall,
             "target_started_at": self.target.started_wall if self.target else None,
             "output": self.spec.log_path, "directory": str(self.directory),
+            "dropped": self.relays[0].dropped + self.relays[1].dropped,
         }
         return data
 

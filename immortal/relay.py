@@ -18,14 +18,19 @@ from __future__ import annotations
 
 import fcntl
 import mmap
+import socket
 import os
 import struct
+import sys
+import termios
 from collections.abc import Callable
 
 MAX_LINE = 64 * 1024  #: longer lines are delivered in pieces of this size
 READ_SIZE = 64 * 1024
 CAPACITY = READ_SIZE + MAX_LINE
 PIPE_SIZE = 1024 * 1024  #: how much a target may write while no pump reads
+MAX_MESSAGE = 64 * 1024  #: the largest message on the channel
+DROP_AT = 256 * 1024  #: backpressure "drop": lines are skipped while this much is waiting
 _WORD = struct.Struct("=Q")
 _BUFFER = 16 + CAPACITY
 _STREAM = 8 + 2 * _BUFFER
@@ -44,6 +49,24 @@ def make_pipe() -> tuple[int, int]:
     return r, w
 
 
+def _backlog(fd: int) -> int:
+    """Bytes waiting in the pipe (FIONREAD)."""
+    buffer = bytearray(4)
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, buffer)
+    except OSError:
+        return 0
+    return int.from_bytes(buffer, sys.byteorder)
+
+
+def make_channel() -> tuple[int, int]:
+    """The message channel: (our end, the target's end) of a SOCK_SEQPACKET pair, so that
+    every message arrives whole."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    return ours.detach(), theirs.detach()
+
+
 def make_journal() -> int:
     """A zeroed shared-memory file for the journal (an fd to pass from pump to pump)."""
     if hasattr(os, "memfd_create"):
@@ -60,12 +83,15 @@ class Relay:
     """One stream of the target: pipe → journal → whole lines to ``emit``."""
 
     def __init__(self, fd: int, journal: mmap.mmap, index: int,
-                 emit: Callable[[bytes], None], echo: int | None = None) -> None:
+                 emit: Callable[[bytes], None], echo: int | None = None,
+                 drop: bool = False) -> None:
         self.fd = fd
         self._map = journal
         self._base = index * _STREAM
         self._emit = emit
         self._echo = echo
+        self._drop = drop  # backpressure "drop": skip lines while the pipe is backed up
+        self.dropped = 0  #: lines skipped so far (backpressure "drop")
 
     # The journal's words and buffers.
     def _get(self, offset: int) -> int:
@@ -96,11 +122,14 @@ class Relay:
         self._set(buffer, length + count)  # from here on the bytes are the journal's
         if self._echo is not None:
             _write_all(self._echo, self._map[buffer + 16 + length: buffer + 16 + length + count])
-        self.deliver()
+        self.deliver(skip=self._drop and _backlog(self.fd) >= DROP_AT)
         return True
 
-    def deliver(self, final: bool = False) -> None:
-        """Deliver every whole line not yet delivered; with ``final``, the partial one too."""
+    def deliver(self, final: bool = False, skip: bool = False) -> None:
+        """Deliver every whole line not yet delivered; with ``final``, the partial one too.
+
+        With ``skip`` the lines are counted in ``dropped`` instead (the monitors are behind).
+        """
         buffer = self._buffer()
         length = self._get(buffer)
         done = self._get(buffer + 8)
@@ -111,17 +140,20 @@ class Relay:
                 if length - done >= MAX_LINE:
                     end = start + done + MAX_LINE - 1  # deliver a piece; no newline eaten
                     line = self._map[start + done: end + 1]
-                    skip = len(line)
+                    length_of = len(line)
                 elif final:
                     line = self._map[start + done: start + length]
-                    skip = len(line)
+                    length_of = len(line)
                 else:
                     break
             else:
                 line = self._map[start + done: end]
-                skip = len(line) + 1
-            self._emit(line)
-            done += skip
+                length_of = len(line) + 1
+            if skip:
+                self.dropped += 1
+            else:
+                self._emit(line)
+            done += length_of
             self._set(buffer + 8, done)  # delivered: a successor will not repeat it
         if done:
             self._compact(buffer, length, done)

@@ -257,6 +257,8 @@ class Spec:
     start_timeout: float = 30.0
     log_path: str | None = None
     sys_path: tuple[str, ...] = ()
+    backpressure: str = "block"  #: "block": the target waits for slow monitors; "drop"
+    channel: bool = False  #: a JSON message channel between the target and the monitors
 
     @property
     def is_python(self) -> bool:
@@ -295,6 +297,18 @@ class Spec:
         values["sys_path"] = tuple(values.get("sys_path", ()))
         values["monitors"] = tuple((name, options) for name, options in values["monitors"])
         return cls(**values)
+
+
+BACKPRESSURES = ("block", "drop")
+
+
+def check_backpressure(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidType(f"'backpressure' must be a str (got {type(value).__name__}: "
+                          f"{value!r})")
+    if value not in BACKPRESSURES:
+        raise unknown_name("backpressure", value, BACKPRESSURES)
+    return value
 
 
 def check_umask(value: object) -> int | None:

@@ -250,6 +250,7 @@ class Status:
     output: str | None = None
     directory: str | None = None
     start_times: dict[str, int] = field(default_factory=dict)
+    dropped: int = 0  #: lines skipped under backpressure "drop"
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> Status:
@@ -269,6 +270,7 @@ class Status:
             output=data.get("output"),
             directory=data.get("directory"),
             start_times={k: int(v) for k, v in (data.get("start_times") or {}).items() if v},
+            dropped=int(data.get("dropped") or 0),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -280,6 +282,7 @@ class Status:
             "strategy": self.strategy, "started_at": self.started_at,
             "target_started_at": self.target_started_at, "output": self.output,
             "directory": self.directory, "start_times": self.start_times,
+            "dropped": self.dropped,
         }
 
     def live_roles(self) -> list[str]:

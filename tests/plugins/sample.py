@@ -51,3 +51,34 @@ class BadHook:
     @staticmethod
     def monitor_stdout(line, extra):
         pass
+
+
+class Slow(immortal.Monitor):
+    """Works on every line (far slower than a target can write); counts what it saw."""
+
+    seen = 0
+    dropped_total = 0
+
+    def stdout(self, line):
+        import hashlib
+
+        digest = line
+        for _ in range(int(self.options.get("rounds", 30))):
+            digest = hashlib.sha256(digest).digest()
+        self.seen += 1
+
+    def dropped(self, count):
+        self.dropped_total += count
+
+    def shutdown(self, reason):
+        with open(self.options["path"], "w") as handle:
+            json.dump({"seen": self.seen, "dropped": self.dropped_total}, handle)
+
+
+class Echo(immortal.Monitor):
+    """Answers every channel message; records them."""
+
+    def message(self, message):
+        with open(self.options["path"], "a") as handle:
+            handle.write(json.dumps(message) + "\n")
+        self.send({"echo": message})

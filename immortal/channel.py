@@ -1,0 +1,63 @@
+"""The target's side of the message channel (a group started with ``channel=True``).
+
+    from immortal import channel
+    channel.send({"progress": 0.5})
+    reply = channel.receive(timeout=5)     # None when nothing came in time
+
+Each message is one JSON value in one datagram of a ``SOCK_SEQPACKET`` socket whose fd is
+named by the environment variable ``IMMORTAL_CHANNEL_FD``; a program in any language can use
+that fd the same way (one ``write`` of UTF-8 JSON per message, one ``read`` per message).
+Messages are at most 64 KiB. The channel outlives a pump restart; a message the pump had
+read but not yet handed to the monitors when it died is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+from typing import Any
+
+from .errors import ChannelError
+
+ENV = "IMMORTAL_CHANNEL_FD"
+MAX_MESSAGE = 64 * 1024
+_sock: socket.socket | None = None
+
+
+def _channel() -> socket.socket:
+    global _sock
+    if _sock is None:
+        value = os.environ.get(ENV)
+        if not value or not value.isdigit():
+            raise ChannelError(f"no message channel: ${ENV} is not set (start the group "
+                               "with channel=True)")
+        _sock = socket.socket(fileno=int(value))
+    return _sock
+
+
+def available() -> bool:
+    """True when this process was started with a message channel."""
+    return bool(os.environ.get(ENV, "").isdigit())
+
+
+def send(message: Any) -> None:
+    """Send one JSON value to the group's monitors (blocks while the channel is full)."""
+    data = json.dumps(message).encode()
+    if len(data) > MAX_MESSAGE:
+        raise ChannelError(f"a channel message is at most {MAX_MESSAGE} bytes "
+                           f"(got {len(data)})")
+    _channel().send(data)
+
+
+def receive(timeout: float | None = None) -> Any:
+    """The next JSON value a monitor sent, or None when none came within ``timeout``."""
+    sock = _channel()
+    ready, _, _ = select.select([sock], [], [], timeout)
+    if not ready:
+        return None
+    data = sock.recv(MAX_MESSAGE)
+    if not data:
+        raise ChannelError("the message channel is closed")
+    return json.loads(data)
