@@ -156,6 +156,7 @@ class Pump:
                     time.sleep(0.001)  # SIGKILL was sent: the reap is a matter of microseconds
             return self._fail("StartError", f"setup failed: {exc}")
         for stream in self.relays:
+            stream.recover()
             stream.deliver()  # what a dead predecessor had read but not delivered
         if self.target is not None and not adopt:
             if self.machine.spawned <= 1 and why == PUMP_START:

@@ -4,9 +4,10 @@ A pump reads a chunk from the pipe *into shared memory* (``os.readv`` straight i
 ``memfd`` mapping held by the daemon), records its length, then hands the whole lines to
 the monitors, recording after each line how far it got. A pump that dies at any point
 leaves the journal telling its successor which bytes it had taken from the pipe and not yet
-delivered: the successor delivers them first. What remains at risk is the instant between
-a syscall returning and the next 8-byte store (a line lost or repeated), instead of the
-whole delivery of a chunk.
+delivered: the successor delivers them first. Even a read whose length was not recorded yet
+is found: the journal past the recorded length is kept zeroed, so the bytes of that read are
+the non-zero ones. What remains at risk is a monitor's write that had happened when its pump
+died before recording it: that one line is delivered again.
 
 Journal layout, per stream: ``active`` (u64), then two buffers of ``length`` (u64),
 ``done`` (u64) and ``CAPACITY`` bytes. Bytes ``[done, length)`` of the active buffer are
@@ -159,7 +160,8 @@ class Relay:
             self._compact(buffer, length, done)
 
     def _compact(self, buffer: int, length: int, done: int) -> None:
-        """Move the undelivered tail to the other buffer's start; flip in one store."""
+        """Move the undelivered tail to the other buffer's start; flip in one store; then
+        zero what the old buffer used, so that it is all zeros when its turn comes again."""
         active = self._get(self._base)
         other = self._buffer((active + 1) & 1)
         tail = length - done
@@ -169,6 +171,24 @@ class Relay:
         self._set(other, tail)
         self._set(other + 8, 0)
         self._set(self._base, active + 1)
+        self._map[buffer + 16: buffer + 16 + length] = bytes(length)
+        self._set(buffer, 0)
+
+    def recover(self) -> None:
+        """Take over from a pump that died: find bytes it read but did not record.
+
+        Past ``length`` the active buffer holds zeros, except for a read that landed just
+        before its reader died: those bytes are the non-zero ones. (Trailing NUL bytes of
+        such a read cannot be told from the zeros; they are the one thing that can go.)
+        Then make sure the other buffer is zeros, as it should be.
+        """
+        buffer = self._buffer()
+        length = self._get(buffer)
+        unrecorded = self._map[buffer + 16 + length: buffer + 16 + CAPACITY].rstrip(b"\0")
+        if unrecorded:
+            self._set(buffer, length + len(unrecorded))
+        other = self._buffer((self._get(self._base) + 1) & 1)
+        self._map[other: other + _BUFFER] = bytes(_BUFFER)
 
     def drain(self) -> None:
         """The target is gone: deliver all it wrote, the last partial line included."""
