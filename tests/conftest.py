@@ -33,30 +33,35 @@ LONG = 30.0
 SUBREAPER = set_subreaper()
 
 
+def children_of(pid: int) -> list[int]:
+    """The children of ``pid`` as the kernel lists them (zombies included)."""
+    kids: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return kids
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                kids.extend(int(k) for k in handle.read().split())
+        except OSError:
+            continue
+    return kids
+
+
 def descendants(root: int | None = None) -> list[int]:
     """Every living descendant of ``root`` (default: this process), zombies excluded."""
     found: list[int] = []
     todo = [root or os.getpid()]
     while todo:
-        pid = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{task}/children") as handle:
-                    kids = [int(k) for k in handle.read().split()]
-            except OSError:
-                continue
-            for kid in kids:
-                todo.append(kid)
-                if _state(kid) not in (None, "Z"):
-                    found.append(kid)
+        for kid in children_of(todo.pop()):
+            todo.append(kid)
+            if proc_state(kid) not in (None, "Z"):
+                found.append(kid)
     return found
 
 
-def _state(pid: int) -> str | None:
+def proc_state(pid: int) -> str | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             data = handle.read()
@@ -75,18 +80,12 @@ def cmdline(pid: int) -> str:
 
 def reap_zombies() -> None:
     """Reap the zombie children that came to us as subreaper (not subprocess's own)."""
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/children") as handle:
-                kids = [int(k) for k in handle.read().split()]
-        except OSError:
-            continue
-        for kid in kids:
-            if _state(kid) == "Z":
-                try:
-                    os.waitpid(kid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
+    for kid in children_of(os.getpid()):
+        if proc_state(kid) == "Z":
+            try:
+                os.waitpid(kid, os.WNOHANG)
+            except ChildProcessError:
+                pass
 
 
 def kill_leftovers(before: set[int]) -> list[str]:
@@ -100,7 +99,7 @@ def kill_leftovers(before: set[int]) -> list[str]:
     deadline = time.monotonic() + SHORT
     while left and time.monotonic() < deadline:
         reap_zombies()
-        left = [pid for pid in left if _state(pid) not in (None, "Z")]
+        left = [pid for pid in left if proc_state(pid) not in (None, "Z")]
         time.sleep(0.01)
     reap_zombies()
     return described

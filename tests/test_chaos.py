@@ -43,7 +43,7 @@ from typing import Any
 import pytest
 
 import immortal
-from conftest import LONG, PROGRAMS, SHORT
+from conftest import LONG, PROGRAMS, SHORT, children_of
 from immortal.state import is_alive
 
 NUMBERED = str(PROGRAMS / "numbered.py")
@@ -109,22 +109,11 @@ def process_tree(root: int) -> list[Proc]:
     found: list[Proc] = []
     todo = [root]
     while todo:
-        pid = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{task}/children") as handle:
-                    kids = [int(k) for k in handle.read().split()]
-            except OSError:
-                continue
-            for kid in kids:
-                proc = read_proc(kid)
-                if proc is not None:
-                    found.append(proc)
-                    todo.append(kid)
+        for kid in children_of(todo.pop()):
+            proc = read_proc(kid)
+            if proc is not None:
+                found.append(proc)
+                todo.append(kid)
     return found
 
 

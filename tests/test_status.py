@@ -21,7 +21,7 @@ import pytest
 
 import immortal
 from immortal.cli import main
-from conftest import LONG, SHORT, TALKER, wait_for
+from conftest import LONG, SHORT, TALKER, children_of, proc_state, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,20 +57,7 @@ def proc_rss(pid: int) -> int:
 
 
 def proc_children(pid: int) -> int:
-    count = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as handle:
-            count += len(handle.read().split())
-    return count
-
-
-def proc_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    return data[data.rindex(b")") + 2:].split()[0].decode()
+    return len(children_of(pid))
 
 
 def output_lines(group: immortal.Group) -> list[str]:
