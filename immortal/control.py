@@ -37,6 +37,17 @@ MAX_CLIENTS = 32
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
+def receive(sock: socket.socket) -> bytes | None:
+    """What a non-blocking socket has for us: bytes, b"" at EOF (or a broken peer), or None
+    when nothing is there after all."""
+    try:
+        return sock.recv(65536)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
+
+
 def parse_signal(value: object) -> int:
     """A signal from a name ("HUP", "SIGHUP") or a number; InvalidSpec otherwise."""
     if isinstance(value, bool):
@@ -152,12 +163,9 @@ class Server:
         client = self.clients.get(sock.fileno())
         if client is None:
             return
-        try:
-            data = sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
+        data = receive(sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._drop(client)
             return

@@ -163,12 +163,9 @@ class Daemon:
             self.target_pid = self.target_exit = None  # handed over to the new pump
 
     def _on_pump_message(self, sock: socket.socket) -> None:
-        try:
-            data = sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
+        data = control.receive(sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             # The pump is dying; SIGCHLD tells when it is gone.
             self.selector.unregister(sock)

@@ -325,12 +325,9 @@ class Pump:
             self._target_died(status)
 
     def _on_daemon(self, sock: socket.socket) -> None:
-        try:
-            data = sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
+        data = control.receive(sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._daemon_died()
             return
