@@ -1,23 +1,39 @@
 """The default monitor: appends every output line and event, timestamped, to a file.
 
-Options: ``output`` — the file to append to (default: ``output.log`` in the group's instance
-directory). Each line reads ``2026-11-27T22:19:34.123Z stdout | text``; events read
+Options:
+
+``output``
+    the file to append to (default: ``output.log`` in the group's instance directory).
+``max_bytes``
+    rotate when a write would make the file larger than this many bytes; 0 (the default)
+    never rotates. A record is never split: one larger than ``max_bytes`` goes alone into a
+    fresh file.
+``backups``
+    how many rotated files to keep (default 5): ``output`` is renamed ``output.1``, the old
+    ``output.1`` becomes ``output.2``, and so on up to ``output.<backups>``; the oldest is
+    dropped. With 0, the full file is simply removed and a new one started.
+
+Integers may also be given as decimal strings (``immortal run -o max_bytes=1048576``).
+
+Each line reads ``2026-11-27T22:19:34.123Z stdout | text``; events read
 ``... event  | spawn pid 123``.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import immortal
 
-OPTIONS = ("output",)
+OPTIONS = ("output", "max_bytes", "backups")
+DEFAULT_BACKUPS = 5
 
 
 def _stamp() -> bytes:
@@ -30,6 +46,57 @@ ERROR_EVERY = 10.0  # seconds between two reports of the same write failure
 CHECK_EVERY = 1.0  # seconds between two checks, on output lines, that the path is our file
 
 
+def refuse_unknown(monitor: str, options: Mapping[str, Any], known: Iterable[str]) -> None:
+    """Refuse an option the monitor does not have, suggesting the closest one."""
+    known = tuple(known)
+    for key in options:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise immortal.MonitorOptionsError(
+                f"the {monitor} monitor has no option {key!r}{hint}; its options: "
+                + ", ".join(known))
+
+
+def count_option(monitor: str, options: Mapping[str, Any], key: str) -> int | None:
+    """A non-negative integer option (a decimal string is accepted, as the CLI gives);
+    None when absent or None (the default applies)."""
+    value = options.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdecimal():
+        return int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise immortal.MonitorOptionsError(
+            f"the {monitor} monitor's {key!r} must be a non-negative integer (got "
+            f"{type(value).__name__}: {value!r})")
+    if value < 0:
+        raise immortal.MonitorOptionsError(
+            f"the {monitor} monitor's {key!r} must be a non-negative integer (got {value})")
+    return value
+
+
+def output_option(monitor: str, output: object) -> str:
+    """The absolute path of a writable file ``output`` names, or MonitorOptionsError."""
+    if not isinstance(output, (str, os.PathLike)) or not os.fspath(output):
+        raise immortal.MonitorOptionsError(
+            f"the {monitor} monitor's 'output' must be a path (got {output!r})")
+    path = Path(os.path.abspath(os.fspath(output)))
+    if path.is_dir():
+        raise immortal.MonitorOptionsError(f"output {str(path)!r} is a directory; "
+                                           "give a file path")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise immortal.MonitorOptionsError(f"output {str(path)!r} is not writable")
+    elif not path.parent.is_dir():
+        raise immortal.MonitorOptionsError(
+            f"output {str(path)!r}: directory {str(path.parent)!r} does not exist")
+    elif not os.access(path.parent, os.W_OK | os.X_OK):
+        raise immortal.MonitorOptionsError(
+            f"output {str(path)!r}: directory {str(path.parent)!r} is not writable")
+    return str(path)
+
+
 class FileMonitor(immortal.Monitor):
     """Appends output and events with timestamps to ``options["output"]``.
 
@@ -37,50 +104,55 @@ class FileMonitor(immortal.Monitor):
     failure is reported on the pump's stderr at most every 10 s, and writing resumes (with a
     line saying how many were dropped) as soon as the file can be written again. If the file
     is removed or rotated away, it is reopened at its path at the next event, or at the next
-line a second or more after the last check.
+    line a second or more after the last check. With ``max_bytes`` it rotates the file itself.
+
+    Subclasses (the ``jsonl`` monitor) change the record format through ``_format_line``,
+    ``_format_event`` and ``_resumed``, and keep the writing, reopening and rotation.
     """
+
+    MONITOR = "file"  # as named in messages
+    DEFAULT_OUTPUT = "output.log"
 
     _file: BinaryIO | None = None
     _path: str = ""
+    _size = 0
+    _max_bytes = 0
+    _backups = DEFAULT_BACKUPS
     _dropped = 0
     _reported = -ERROR_EVERY
     _checked = 0.0
 
     @classmethod
     def check(cls, options: Mapping[str, Any]) -> Mapping[str, Any]:
-        for key in options:
-            if key not in OPTIONS:
-                close = difflib.get_close_matches(str(key), OPTIONS, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise immortal.MonitorOptionsError(
-                    f"the file monitor has no option {key!r}{hint}; its options: "
-                    + ", ".join(OPTIONS))
+        refuse_unknown(cls.MONITOR, options, OPTIONS)
+        checked: dict[str, Any] = {}
+        for key in ("max_bytes", "backups"):
+            value = count_option(cls.MONITOR, options, key)
+            if value is not None:
+                checked[key] = value
         output = options.get("output")
-        if output is None:
-            return {}
-        if not isinstance(output, (str, os.PathLike)) or not os.fspath(output):
-            raise immortal.MonitorOptionsError(
-                f"the file monitor's 'output' must be a path (got {output!r})")
-        path = Path(os.path.abspath(os.fspath(output)))
-        if path.is_dir():
-            raise immortal.MonitorOptionsError(f"output {str(path)!r} is a directory; "
-                                               "give a file path")
-        if path.exists():
-            if not os.access(path, os.W_OK):
-                raise immortal.MonitorOptionsError(f"output {str(path)!r} is not writable")
-        elif not path.parent.is_dir():
-            raise immortal.MonitorOptionsError(
-                f"output {str(path)!r}: directory {str(path.parent)!r} does not exist")
-        elif not os.access(path.parent, os.W_OK | os.X_OK):
-            raise immortal.MonitorOptionsError(
-                f"output {str(path)!r}: directory {str(path.parent)!r} is not writable")
-        return {"output": str(path)}
+        if output is not None:
+            checked["output"] = output_option(cls.MONITOR, output)
+        return checked
 
     @classmethod
     def output_path(cls, options: Mapping[str, Any], directory: Path) -> str:
-        return str(options.get("output") or Path(directory) / "output.log")
+        return str(options.get("output") or Path(directory) / cls.DEFAULT_OUTPUT)
 
-    def _write(self, kind: bytes, text: bytes, check: bool = False) -> None:
+    # ----------------------------------------------------------------- writing
+    def _open(self) -> None:
+        """Open the output for appending; raises OSError."""
+        # Unbuffered, append-only: every line is in the file when the hook returns.
+        handle = open(self._path, "ab", buffering=0)
+        try:
+            self._size = os.fstat(handle.fileno()).st_size
+        except OSError:
+            handle.close()
+            raise
+        self._file = handle
+
+    def _write(self, record: bytes, check: bool = False) -> None:
+        """Append one whole record (ending with a newline), or drop and count it."""
         now = time.monotonic()
         # Events are rare: check at each. Lines: at most once a second (a stat() per line
         # would double the cost of relaying).
@@ -90,10 +162,46 @@ line a second or more after the last check.
         if self._file is None:
             self._dropped += 1
             return
+        if 0 < self._max_bytes < self._size + len(record) and self._size > 0:
+            self._rotate()
+            if self._file is None:
+                self._dropped += 1
+                return
         try:
-            self._file.write(b"%s %s | %s\n" % (_stamp(), kind, text))
+            view = memoryview(record)
+            while view:
+                written = self._file.write(view)
+                if not written:
+                    raise OSError("short write")
+                self._size += written
+                view = view[written:]
         except OSError as exc:
             self._dropped += 1
+            self._fail(exc)
+
+    def _rotate(self) -> None:
+        """output → output.1 → ... → output.<backups> (the oldest dropped); a new output."""
+        assert self._file is not None
+        self._file.close()
+        self._file = None
+        path = self._path
+        try:
+            if self._backups == 0:
+                os.unlink(path)
+            else:
+                for n in range(self._backups - 1, 0, -1):
+                    older = f"{path}.{n}"
+                    if os.path.lexists(older):
+                        os.replace(older, f"{path}.{n + 1}")
+                os.replace(path, f"{path}.1")
+        except FileNotFoundError:
+            pass  # the output itself was removed meanwhile: a new one starts all the same
+        except OSError as exc:
+            self._fail(exc)
+            return
+        try:
+            self._open()
+        except OSError as exc:
             self._fail(exc)
 
     def _reopen_if_needed(self) -> None:
@@ -107,13 +215,13 @@ line a second or more after the last check.
             self._file.close()
             self._file = None
         try:
-            self._file = open(self._path, "ab", buffering=0)
+            self._open()
         except OSError as exc:
             self._fail(exc)
             return
         if self._dropped:
             dropped, self._dropped = self._dropped, 0
-            self._write(b"event ", b"output resumed; %d lines dropped while it failed" % dropped)
+            self._write(self._resumed(dropped))
 
     def _fail(self, exc: OSError) -> None:
         if self._file is not None:
@@ -122,47 +230,73 @@ line a second or more after the last check.
         now = time.monotonic()
         if now - self._reported >= ERROR_EVERY:
             self._reported = now
-            sys.stderr.write(f"immortal: file monitor: cannot write {self._path}: {exc}; "
-                             "dropping lines until it can\n")
+            sys.stderr.write(f"immortal: {self.MONITOR} monitor: cannot write {self._path}: "
+                             f"{exc}; dropping lines until it can\n")
             sys.stderr.flush()
 
-    def _event(self, text: str) -> None:
-        self._write(b"event ", text.encode(), check=True)
+    # ----------------------------------------------------------------- the format
+    def _format_line(self, stream: str, line: bytes) -> bytes:
+        return b"%s %s | %s\n" % (_stamp(), stream.encode(), line)
 
+    def _format_event(self, event: str, text: str, **fields: Any) -> bytes:
+        """One event record; ``text`` is the human form, ``fields`` the structured one."""
+        texts = [text]
+        if event == "setup" and fields.get("message"):
+            # The dead pump's stderr tail: one indented event line each, in one record.
+            texts += [f"  {line}" for line in fields["message"].rstrip("\n").splitlines()]
+        stamp = _stamp()
+        return b"".join(b"%s event  | %s\n" % (stamp, t.encode("utf-8", "replace"))
+                        for t in texts)
+
+    def _resumed(self, dropped: int) -> bytes:
+        return self._format_event("resumed", f"output resumed; {dropped} lines dropped while "
+                                  "it failed", dropped=dropped)
+
+    def _event(self, event: str, text: str, check: bool = True, **fields: Any) -> None:
+        self._write(self._format_event(event, text, **fields), check=check)
+
+    # ----------------------------------------------------------------- hooks
     def setup(self, why: str, message: str | None) -> None:
         self._path = self.output_path(self.options, self.directory)
-        # Unbuffered, append-only: every line is in the file when the hook returns.
-        self._file = open(self._path, "ab", buffering=0)
+        self._max_bytes = int(self.options.get("max_bytes") or 0)
+        backups = self.options.get("backups")
+        self._backups = DEFAULT_BACKUPS if backups is None else int(backups)
+        self._open()  # a failure here fails the start: the output cannot be written at all
         self._checked = time.monotonic()
-        self._event(why)
-        if message:
-            for line in message.rstrip("\n").splitlines():
-                self._event(f"  {line}")
+        self._event("setup", why, why=why, message=message)
 
     def spawn(self, pid: int) -> None:
-        self._event(f"spawn pid {pid}")
+        self._event("spawn", f"spawn pid {pid}", pid=pid)
 
-    def respawn(self, pid: int) -> None:
-        self._event(f"respawn pid {pid}")
+    def respawn(self, pid: int, why: str = "exit") -> None:
+        self._event("respawn", f"respawn pid {pid}", pid=pid, why=why)
 
     def exit(self, status: immortal.ExitStatus) -> None:
-        self._event(f"exit pid {status.pid}: {status}")
+        self._event("exit", f"exit pid {status.pid}: {status}", status=status)
 
     def stdout(self, line: bytes) -> None:
-        self._write(b"stdout", line)
+        self._write(self._format_line("stdout", line))
 
     def stderr(self, line: bytes) -> None:
-        self._write(b"stderr", line)
+        self._write(self._format_line("stderr", line))
+
+    def dropped(self, count: int) -> None:
+        self._event("dropped", f"dropped {count} lines (backpressure)", count=count)
+
+    def message(self, message: Any) -> None:
+        # As frequent as lines, perhaps: checked as lines are, not at each.
+        text = json.dumps(message, ensure_ascii=False, default=str)
+        self._event("message", f"message {text}", check=False, message=message)
 
     def reopen(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
         self._reopen_if_needed()
-        self._event("reopened")
+        self._event("reopen", "reopened")
 
     def shutdown(self, reason: str) -> None:
-        self._event(f"shutdown: {reason}")
+        self._event("shutdown", f"shutdown: {reason}", reason=reason)
         if self._file is not None:
             self._file.close()
             self._file = None
