@@ -1,0 +1,137 @@
+"""The ``console`` monitor: prefixed, coloured lines for development.
+
+Each stdout line goes to the pump's ``sys.stdout`` and each stderr line to its
+``sys.stderr``, prefixed with the group's name, the target's pid and the stream::
+
+    [worker 1234 stdout] listening on :8080
+    [worker 1234 stderr] warning: no cache
+
+Events go to ``sys.stderr``: ``[worker] spawn pid 1234``, ``[worker] exit pid 1234: killed by
+SIGTERM``. The line's bytes are written as they are (whatever their encoding); the pid
+reads ``?`` for a target adopted after a pump restart, which this monitor never saw spawn.
+
+The pump's stdout and stderr are your terminal with ``strategy="development"`` only; a
+detached pump's stderr is ``pump.log`` and its stdout ``/dev/null``. Note that in
+``development`` the pump also echoes the target's raw output to the same terminal.
+
+Option ``color``: ``"auto"`` (default: ANSI colour on a stream that is a terminal, unless
+the ``NO_COLOR`` environment variable is set and not empty), ``"always"`` or ``"never"``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+import immortal
+
+OPTIONS = ("color",)
+COLORS = ("auto", "always", "never")
+
+# SGR sequences for the prefix only; the target's own text is never altered.
+PREFIX = {"stdout": b"\x1b[36m", "stderr": b"\x1b[31m", "event": b"\x1b[1;35m"}
+RESET = b"\x1b[0m"
+
+
+def _colored(stream: TextIO | None, mode: str) -> bool:
+    if mode != "auto":
+        return mode == "always"
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return stream is not None and stream.isatty()
+    except (OSError, ValueError):
+        return False
+
+
+class ConsoleMonitor(immortal.Monitor):
+    """Writes each line, prefixed, to the pump's stdout or stderr; events to stderr."""
+
+    _pid: int | None = None
+    _color: dict[str, bool]
+    _dropped = 0  # writes that failed (terminal gone, closed pipe): nowhere to report them
+
+    @classmethod
+    def check(cls, options: Mapping[str, Any]) -> Mapping[str, Any]:
+        for key in options:
+            if key not in OPTIONS:
+                close = difflib.get_close_matches(str(key), OPTIONS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise immortal.MonitorOptionsError(
+                    f"the console monitor has no option {key!r}{hint}; its options: "
+                    + ", ".join(OPTIONS))
+        color = options.get("color", "auto")
+        if color not in COLORS:
+            raise immortal.MonitorOptionsError(
+                f"the console monitor's 'color' must be one of {', '.join(COLORS)} "
+                f"(got {color!r})")
+        return dict(options)
+
+    def setup(self, why: str, message: str | None) -> None:
+        mode = self.options.get("color", "auto")
+        self._color = {"stdout": _colored(sys.stdout, mode),
+                       "stderr": _colored(sys.stderr, mode)}
+        self._name = self.name.encode("utf-8", "replace")
+        self._event(why)
+        if message:
+            for line in message.rstrip("\n").splitlines():
+                self._event(f"  {line}")
+
+    def _write(self, stream: str, prefix: bytes, kind: str, text: bytes) -> None:
+        target = sys.stdout if stream == "stdout" else sys.stderr
+        if target is None:
+            return
+        if self._color[stream]:
+            prefix = PREFIX[kind] + prefix + RESET
+        data = prefix + b" " + text + b"\n"
+        try:
+            buffer = getattr(target, "buffer", None)
+            if buffer is not None:
+                target.flush()  # text written to it before stays before
+                buffer.write(data)
+                buffer.flush()
+            else:
+                target.write(data.decode("utf-8", "replace"))
+                target.flush()
+        except (OSError, ValueError):
+            self._dropped += 1
+
+    def _line(self, stream: str, line: bytes) -> None:
+        pid = b"?" if self._pid is None else b"%d" % self._pid
+        self._write(stream, b"[%s %s %s]" % (self._name, pid, stream.encode()), stream, line)
+
+    def _event(self, text: str) -> None:
+        self._write("stderr", b"[%s]" % self._name, "event", text.encode("utf-8", "replace"))
+
+    def spawn(self, pid: int) -> None:
+        self._pid = pid
+        self._event(f"spawn pid {pid}")
+
+    def respawn(self, pid: int, why: str = "exit") -> None:
+        self._pid = pid
+        self._event(f"respawn pid {pid}" + ("" if why == "exit" else f" ({why})"))
+
+    def exit(self, status: immortal.ExitStatus) -> None:
+        self._event(f"exit pid {status.pid}: {status}")
+
+    def stdout(self, line: bytes) -> None:
+        self._line("stdout", line)
+
+    def stderr(self, line: bytes) -> None:
+        self._line("stderr", line)
+
+    def dropped(self, count: int) -> None:
+        self._event(f"dropped {count} lines (backpressure)")
+
+    def message(self, message: Any) -> None:
+        self._event("message " + json.dumps(message, ensure_ascii=False, default=str))
+
+    def reopen(self) -> None:
+        self._event("reopen (nothing to reopen)")
+
+    def shutdown(self, reason: str) -> None:
+        self._event(f"shutdown: {reason}")

@@ -1,0 +1,97 @@
+"""The ``jsonl`` monitor: one JSON object per line, for programs to read.
+
+Options: ``output`` (default: ``output.jsonl`` in the group's instance directory), and
+``max_bytes`` and ``backups`` for rotation, exactly as the ``file`` monitor's. It writes as
+the ``file`` monitor does: a full disk or a removed directory drops (and counts) records
+instead of failing, and a file rotated away is reopened.
+
+Output lines::
+
+    {"stream": "stdout", "line": "text", "pid": 123, "generation": 1,
+     "mono": 5123.25, "time": "2026-11-27T22:19:34.123456+00:00"}
+
+``line`` is the line decoded as UTF-8 with ``errors="replace"`` (invalid bytes become
+U+FFFD), without its newline; a NUL or a ``\\r`` arrives escaped by JSON. ``pid`` is the
+target that wrote it (null when unknown, see below); ``generation`` counts the targets this
+monitor instance saw spawned (``spawn`` and ``respawn`` events). ``mono`` is
+``time.monotonic()`` in the pump, for intervals; ``time`` the wall clock in ISO 8601, UTC.
+
+Events carry ``event`` instead of ``stream``, the same ``pid``/``generation``/``mono``/``time``,
+and their own fields::
+
+    {"event": "setup", "why": "pump start", "message": null, ...}
+    {"event": "spawn", "pid": 123, ...}
+    {"event": "respawn", "pid": 124, "why": "exit", ...}      # or "manual" (a restart)
+    {"event": "exit", "pid": 123, "status": {... ExitStatus.to_json() ...}, ...}
+    {"event": "dropped", "count": 12, ...}      # backpressure "drop" skipped lines
+    {"event": "message", "message": <JSON value the target sent>, ...}   # channel=True
+    {"event": "reopen", ...}
+    {"event": "shutdown", "reason": "stop", ...}
+    {"event": "resumed", "dropped": 3, ...}     # writing works again after write failures
+
+After a ``"pump restart"`` or ``"daemon restart"`` setup, the new pump adopts the running
+target without a spawn event: this instance does not know that target's pid (``pid`` is
+null until the next spawn, or the adopted target's ``exit``, which carries it), nor how many
+targets came before (``generation`` starts again from 0).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import immortal
+
+from .file import FileMonitor
+
+
+def _now() -> dict[str, Any]:
+    return {"mono": time.monotonic(),
+            "time": datetime.now(timezone.utc).isoformat(timespec="microseconds")}
+
+
+def _json(data: Mapping[str, Any]) -> bytes:
+    # ensure_ascii: the file is plain ASCII whatever the target wrote (lone surrogates too).
+    return json.dumps(data, ensure_ascii=True, separators=(", ", ": "),
+                      default=str).encode("ascii") + b"\n"
+
+
+class JsonlMonitor(FileMonitor):
+    """Writes each output line and event as a JSON object on a line of its own."""
+
+    MONITOR = "jsonl"
+    DEFAULT_OUTPUT = "output.jsonl"
+
+    _pid: int | None = None
+    _generation = 0
+
+    def _format_line(self, stream: str, line: bytes) -> bytes:
+        return _json({"stream": stream, "line": line.decode("utf-8", "replace"),
+                      "pid": self._pid, "generation": self._generation, **_now()})
+
+    def _format_event(self, event: str, text: str, **fields: Any) -> bytes:
+        status = fields.pop("status", None)
+        if status is not None:
+            fields["status"] = status.to_json()
+            if status.pid is not None:
+                fields["pid"] = status.pid
+        fields.setdefault("pid", self._pid)
+        return _json({"event": event, **fields, "generation": self._generation, **_now()})
+
+    def spawn(self, pid: int) -> None:
+        self._pid = pid
+        self._generation += 1
+        super().spawn(pid)
+
+    def respawn(self, pid: int, why: str = "exit") -> None:
+        self._pid = pid
+        self._generation += 1
+        super().respawn(pid, why)
+
+    def exit(self, status: immortal.ExitStatus) -> None:
+        super().exit(status)
+        if status.pid is not None and status.pid == self._pid:
+            self._pid = None  # lines after this come from no target (none runs)
