@@ -1,0 +1,835 @@
+"""Issue 6's benchmark: immortal against a bare baseline and the anchors, in one run.
+
+Not a test. Run it with the project's venv (``.venv/bin/python bench/run.py --quick``); it
+writes ``docs/benchmarks.md`` (and the raw figures to ``bench/results/<mode>.json``).
+
+- ``--quick``: fewer rounds and smaller volumes; under two minutes.
+- ``--anchors``: install the anchors (supervisor and circus into the venv
+  ``/tmp/bench-anchors``, PM2 with ``npm install --prefix /tmp/bench-pm2 pm2``) where they
+  are missing, and measure them too. Without it, anchors already installed are measured and
+  missing ones are skipped with a note.
+- ``--profile``: also profile where start-up and restart time goes (``-X importtime`` of
+  each role, an ``strace`` timeline of ``immortal run``, ``py-spy`` on a crash-looping pump
+  and daemon) and put it in the report.
+- ``--only ROW,...``: measure only some rows (for working on one); the report says so.
+
+The target is ``bench/target.c``, compiled with gcc at bench time: it writes a
+CLOCK_MONOTONIC stamp to a FIFO as its first act, so recovery is measured from a death to the
+first instruction of the successor. Every process the bench starts is stopped before it
+exits: groups with ``stop()`` (``kill()`` if that fails), the anchors with their own
+shutdown and then SIGKILL, and last of all anything left whose command line names the bench's
+temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+if str(ROOT) not in sys.path:
+    sys.path.insert(1, str(ROOT))
+
+import anchors  # noqa: E402
+from common import (  # noqa: E402
+    Stamps, alive, build_target, cpu_ns, cpu_ticks_ms, pss_kb, summary, wakeups)
+
+import immortal  # noqa: E402
+from immortal import control  # noqa: E402
+
+PY = sys.executable
+ROWS = ("recovery", "crash", "start", "relay", "idle", "memory", "killed", "stop")
+LINE = 100  # bytes per relayed line, newline included
+
+
+class Mode:
+    def __init__(self, quick: bool) -> None:
+        self.quick = quick
+        self.name = "quick" if quick else "full"
+        self.rounds = 6 if quick else 12  # recovery rounds, half exits and half SIGKILLs
+        self.anchor_rounds = 2 if quick else 6
+        self.crash_windows = 2 if quick else 4
+        self.crash_window = 1.0 if quick else 2.0
+        self.cpu_window = 5.0 if quick else 20.0
+        self.idle_window = 5.0 if quick else 20.0
+        self.start_rounds = 4 if quick else 10
+        self.relay_mb = 20 if quick else 200
+        self.relay_rounds = 2 if quick else 3
+        self.groups = 10 if quick else 50
+        self.killed_rounds = 3 if quick else 8
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def ms(ns: int | float) -> float:
+    return ns / 1e6
+
+
+# ------------------------------------------------------------------ the subjects
+
+
+class Bench:
+    def __init__(self, mode: Mode, work: Path, use_anchors: list[anchors.Anchor],
+                 target: Path) -> None:
+        self.mode = mode
+        self.work = work
+        self.target = str(target)
+        self.anchors = use_anchors
+        self.samples: dict[str, dict[str, list[float]]] = {}
+        self.extra: dict[str, Any] = {}
+        self.notes: list[str] = []
+        self.bare: list[subprocess.Popen] = []
+        self.stamps: dict[str, Stamps] = {}
+
+    def fifo(self, subject: str, key: str) -> Stamps:
+        name = f"{subject}-{key}"
+        if name not in self.stamps:
+            self.stamps[name] = Stamps(self.work / f"{name}.fifo")
+        return self.stamps[name]
+
+    def add(self, row: str, subject: str, value: float) -> None:
+        self.samples.setdefault(row, {}).setdefault(subject, []).append(value)
+
+    # immortal
+    def im_start(self, name: str, args: list[str], **kwargs: Any) -> immortal.Group:
+        kwargs.setdefault("stop_timeout", 5)
+        return immortal.start(self.target, args, name=name, **kwargs)
+
+    @staticmethod
+    def im_pids(group: immortal.Group) -> list[int]:
+        pids = group.status().pids
+        return [pids[r] for r in ("daemon", "pump") if r in pids]
+
+    # the bare baseline: a shell loop
+    def bare_loop(self, args: list[str], stdout: Any = subprocess.DEVNULL) -> subprocess.Popen:
+        popen = subprocess.Popen(["sh", "-c", 'while :; do "$@"; done', "sh", self.target, *args],
+                                 stdin=subprocess.DEVNULL, stdout=stdout,
+                                 stderr=subprocess.DEVNULL, start_new_session=True)
+        self.bare.append(popen)
+        return popen
+
+    def bare_stop(self, popen: subprocess.Popen) -> None:
+        try:
+            os.killpg(popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        popen.wait()
+        if popen in self.bare:
+            self.bare.remove(popen)
+
+
+# ------------------------------------------------------------------ recovery, idle, memory, killed
+
+
+def recovery_idle_memory_killed(b: Bench, rows: set[str]) -> None:
+    """One stable target per subject, all running at once; deaths one at a time."""
+    m = b.mode
+    subjects: dict[str, dict[str, Any]] = {}
+    group = b.im_start("b-rec", ["stamp", str(b.fifo("immortal", "rec").path)])
+    subjects["immortal"] = {"stamps": b.fifo("immortal", "rec"), "pids": lambda: b.im_pids(group)}
+    loop = b.bare_loop(["stamp", str(b.fifo("bare", "rec").path)])
+    subjects["bare loop"] = {"stamps": b.fifo("bare", "rec"), "pids": lambda: [loop.pid]}
+    for anchor in b.anchors:
+        subjects[anchor.name] = {"stamps": b.fifo(anchor.name, "rec"),
+                                 "pids": anchor.supervisor_pids, "anchor": True}
+    for name, s in subjects.items():
+        if name in ("immortal", "bare loop"):
+            s["current"] = s["stamps"].wait("S", 15)[1]
+        else:
+            s["current"] = b.extra["anchor_cold"][name]["stamp"]
+    try:
+        if "recovery" in rows:
+            _recovery(b, subjects)
+        if "idle" in rows:
+            _idle(b, subjects)
+        if "memory" in rows:
+            _memory(b, subjects)
+        if "killed" in rows:
+            _killed(b, group, subjects["immortal"]["stamps"])
+    finally:
+        group.stop()
+        b.bare_stop(loop)
+
+
+def _recovery(b: Bench, subjects: dict[str, dict[str, Any]]) -> None:
+    """Each subject's target, once it has run > 1 s, exits (SIGUSR1: it stamps and exits 0)
+    or is SIGKILLed; the time until its successor's first instruction. Subjects take turns;
+    a slow subject's pending recovery overlaps the others' turns."""
+    m = b.mode
+    log(f"recovery: {m.rounds} rounds (anchors {m.anchor_rounds}), half exits, half SIGKILLs")
+    wanted = {n: (m.anchor_rounds if s.get("anchor") else m.rounds) for n, s in subjects.items()}
+    done = {n: 0 for n in subjects}
+    pending: dict[str, tuple[str, int, int]] = {}  # name -> (how, base ns, old pid)
+    deadline = time.monotonic() + 60 + 12 * max(wanted.values())
+    while any(done[n] < wanted[n] for n in subjects) or pending:
+        if time.monotonic() > deadline:
+            b.notes.append("recovery: gave up waiting for some successors (60 s + 12 s/round)")
+            break
+        progressed = False
+        for name, s in subjects.items():
+            if name in pending:
+                got = s["stamps"].read(0)
+                if got:
+                    _settle(b, name, s, pending, done, got)
+                    progressed = progressed or name not in pending
+                continue
+            if done[name] >= wanted[name]:
+                continue
+            _, pid, started = s["current"]
+            if time.monotonic_ns() - started < 1_100_000_000:
+                continue
+            how = "exit" if done[name] % 2 == 0 else "kill"
+            s["stamps"].clear()
+            if how == "kill":
+                base = time.monotonic_ns()
+                os.kill(pid, signal.SIGKILL)
+            else:
+                base = 0  # the target's own "E" stamp, just before it exits
+                os.kill(pid, signal.SIGUSR1)
+            pending[name] = (how, base, pid)
+            # A fast subject gets its successor before the next subject's turn; a slow
+            # one's recovery stays pending and overlaps the others' turns.
+            end = time.monotonic() + 0.05
+            while name in pending and time.monotonic() < end:
+                got = s["stamps"].read(max(0.0, end - time.monotonic()))
+                if got:
+                    _settle(b, name, s, pending, done, got)
+            progressed = True
+        if not progressed:
+            time.sleep(0.005)
+
+
+def _settle(b: Bench, name: str, s: dict[str, Any], pending: dict, done: dict,
+            got: list[tuple[str, int, int]]) -> None:
+    """Take the stamps of a pending recovery: the old target's "E", the successor's "S"."""
+    how, base, old = pending[name]
+    for kind, pid, ns in got:
+        if kind == "E" and pid == old and how == "exit" and base == 0:
+            base = ns
+        elif kind == "S" and base:
+            b.add(f"recovery {how}", name, ms(ns - base))
+            s["current"] = (kind, pid, ns)
+            del pending[name]
+            done[name] += 1
+            return
+    pending[name] = (how, base, old)
+
+
+def _idle(b: Bench, subjects: dict[str, dict[str, Any]]) -> None:
+    m = b.mode
+    log(f"idle: {m.idle_window:g} s of silent targets")
+    time.sleep(1.0)  # let the last recovery settle
+    for s in subjects.values():
+        s["stamps"].clear()
+    before = {}
+    for name, s in subjects.items():
+        pids = s["pids"]()
+        before[name] = (pids, sum(cpu_ns(p) for p in pids), sum(cpu_ticks_ms(p) for p in pids),
+                        sum(wakeups(p) for p in pids))
+    time.sleep(m.idle_window)
+    result = {}
+    for name, s in subjects.items():
+        pids, c0, t0, w0 = before[name]
+        now = s["pids"]()
+        if now != pids:
+            b.notes.append(f"idle: {name}'s supervisor pids changed during the window")
+        restarted = [x for x in s["stamps"].read(0) if x[0] == "S"]
+        result[name] = {"cpu_ms": ms(sum(cpu_ns(p) for p in pids) - c0),
+                        "ticks_ms": sum(cpu_ticks_ms(p) for p in pids) - t0,
+                        "wakeups": sum(wakeups(p) for p in pids) - w0,
+                        "pids": len(pids), "restarts": len(restarted)}
+    b.extra["idle"] = {"window": m.idle_window, "subjects": result}
+
+
+def _memory(b: Bench, subjects: dict[str, dict[str, Any]]) -> None:
+    m = b.mode
+    log(f"memory: PSS of one group, then of {m.groups} groups")
+    one = {}
+    for name, s in subjects.items():
+        pids = s["pids"]()
+        one[name] = {"pss_kb": sum(pss_kb(p) for p in pids), "pids": len(pids)}
+    many: dict[str, Any] = {}
+    groups = []
+    try:
+        for i in range(m.groups):
+            groups.append(b.im_start(f"b-mem-{i}", ["stamp", "-"]))
+        time.sleep(0.5)
+        per = []
+        for g in groups:
+            per.append(sum(pss_kb(p) for p in b.im_pids(g)))
+        many["immortal"] = {"pss_kb": sum(per), "groups": len(groups),
+                            "per_group_kb": [min(per), statistics.median(per), max(per)]}
+    finally:
+        _stop_groups(groups)
+    for anchor in b.anchors:
+        try:
+            anchor.start("many")
+            time.sleep(1.0)
+            many[anchor.name] = {"pss_kb": sum(pss_kb(p) for p in anchor.supervisor_pids()),
+                                 "groups": m.groups}
+            anchor.stop("many")
+        except Exception as exc:  # noqa: BLE001 - an anchor's failure is a note, not a crash
+            b.notes.append(f"memory: {anchor.name} with {m.groups} programs failed: {exc}")
+    b.extra["memory"] = {"one": one, "many": many}
+
+
+def _stop_groups(groups: list[immortal.Group]) -> None:
+    graces = []
+    for g in groups:
+        try:
+            graces.append((g, g.begin_stop()))
+        except Exception:  # noqa: BLE001
+            g.kill()
+    for g, grace in graces:
+        try:
+            g.finish_stop(grace)
+        except Exception:  # noqa: BLE001
+            g.kill()
+
+
+def _killed(b: Bench, group: immortal.Group, stamps: Stamps) -> None:
+    m = b.mode
+    log(f"pump/daemon killed: {m.killed_rounds} rounds each")
+    sock = group.directory / "control.sock"
+    status_file = group.directory / "status.json"
+    for r in range(m.killed_rounds):
+        for role in ("pump", "daemon"):
+            time.sleep(1.1)  # a stable pump: its successor starts at once
+            old = json.loads(status_file.read_text())["pids"]
+            stamps.clear()
+            t0 = time.monotonic_ns()
+            os.kill(old[role], signal.SIGKILL)
+            whole = _wait_whole(old, role, status_file, sock, 10.0)
+            t1 = time.monotonic_ns()
+            if whole is None:
+                b.notes.append(f"killed: the group was not whole within 10 s after its {role} "
+                               "was killed")
+                continue
+            b.add(f"{role} killed", "immortal", ms(t1 - t0))
+            new_targets = [x for x in stamps.read(0) if x[0] == "S"]
+            if new_targets or not alive(old["target"]) or whole["target"] != old["target"]:
+                b.notes.append(f"killed: the target was touched when the {role} was killed")
+
+
+def _wait_whole(old: dict[str, int], role: str, status_file: Path, sock: Path,
+                timeout: float) -> dict[str, int] | None:
+    """Until status.json names a new, living pump under a living daemon (the old pump's pid
+    after a daemon death: it became the daemon), the same target, and the daemon answers."""
+    deadline = time.monotonic() + timeout
+    want_daemon = old["daemon"] if role == "pump" else old["pump"]
+    while time.monotonic() < deadline:
+        try:
+            data = json.loads(status_file.read_text())
+        except (OSError, ValueError):
+            data = {}
+        pids = data.get("pids", {})
+        if (data.get("state") == "running" and pids.get("daemon") == want_daemon
+                and pids.get("pump") not in (None, old["pump"]) and alive(pids["pump"])
+                and pids.get("target") == old["target"]):
+            try:
+                answer = control.request(sock, {"cmd": "status"}, timeout=1.0)
+            except Exception:  # noqa: BLE001 - not answering yet
+                answer = {}
+            if answer.get("pump") == pids["pump"] and answer.get("daemon") == want_daemon:
+                return pids
+        time.sleep(0.0005)
+    return None
+
+
+# ------------------------------------------------------------------ crash loops
+
+
+def crash_loops(b: Bench) -> None:
+    m = b.mode
+    log(f"crash loop without backoff: {m.crash_windows} windows of {m.crash_window:g} s each")
+    for w in range(m.crash_windows):
+        order = ["immortal", "bare loop", *[a.name for a in b.anchors]]
+        if w % 2:
+            order.reverse()
+        for name in order:
+            stamps = b.fifo("bare" if name == "bare loop" else name, "crash")
+            stamps.clear()
+            anchor = next((a for a in b.anchors if a.name == name), None)
+            cpu_before = 0
+            pids: list[int] = []
+            if name == "immortal":
+                g = b.im_start("b-crash", ["crash", str(stamps.path)],
+                               policy={"min_uptime": 0, "backoff_initial": 0})
+                pids = b.im_pids(g)
+            elif name == "bare loop":
+                loop = b.bare_loop(["crash", str(stamps.path)])
+                pids = [loop.pid]
+            else:
+                assert anchor is not None
+                try:
+                    anchor.start("crash")
+                except Exception as exc:  # noqa: BLE001
+                    b.notes.append(f"crash loop: {name} failed to start it: {exc}")
+                    continue
+                pids = anchor.supervisor_pids()
+            cpu_before = sum(cpu_ns(p) for p in pids)
+            t_end = time.monotonic() + m.crash_window
+            starts: list[int] = []
+            while time.monotonic() < t_end:
+                starts += [x[2] for x in stamps.read(max(0.0, t_end - time.monotonic()))
+                           if x[0] == "S"]
+            cpu = sum(cpu_ns(p) for p in pids) - cpu_before
+            if name == "immortal":
+                g.stop()
+            elif name == "bare loop":
+                b.bare_stop(loop)
+            else:
+                anchor.stop("crash")
+            stamps.clear()
+            gaps = [ms(y - x) for x, y in zip(starts, starts[1:])]
+            for gap in gaps:
+                b.add("crash loop", name, gap)
+            if len(starts) > 1:
+                per = cpu / (len(starts) - 1)
+                b.extra.setdefault("crash_cpu_per_restart_us", {}).setdefault(name, []).append(
+                    per / 1000)
+
+    log(f"crash loop with the default policy: supervisor CPU over {m.cpu_window:g} s")
+    runs: dict[str, dict[str, Any]] = {}
+    g = b.im_start("b-crashdef", ["crash", str(b.fifo("immortal", "crashdef").path)])
+    runs["immortal"] = {"pids": b.im_pids(g), "stamps": b.fifo("immortal", "crashdef")}
+    for anchor in b.anchors:
+        try:
+            anchor.start("default")
+            runs[anchor.name] = {"pids": anchor.supervisor_pids(),
+                                 "stamps": b.fifo(anchor.name, "crashdef")}
+        except Exception as exc:  # noqa: BLE001
+            b.notes.append(f"crash loop (default policy): {anchor.name} failed: {exc}")
+    for r in runs.values():
+        r["cpu0"] = sum(cpu_ns(p) for p in r["pids"])
+    t0 = time.monotonic()
+    time.sleep(m.cpu_window)
+    wall = time.monotonic() - t0
+    result = {}
+    for name, r in runs.items():
+        cpu = sum(cpu_ns(p) for p in r["pids"]) - r["cpu0"]
+        restarts = len([x for x in r["stamps"].read(0) if x[0] == "S"])
+        result[name] = {"cpu_pct": 100 * cpu / 1e9 / wall, "cpu_ms": ms(cpu),
+                        "starts": restarts}
+    g.stop()
+    for anchor in b.anchors:
+        if anchor.name in runs:
+            try:
+                anchor.stop("default")
+            except Exception as exc:  # noqa: BLE001
+                b.notes.append(f"crash loop (default policy): {anchor.name} stop: {exc}")
+    b.extra["crash_default"] = {"window": m.cpu_window, "subjects": result}
+
+
+# ------------------------------------------------------------------ start and stop
+
+
+def start_stop(b: Bench) -> None:
+    m = b.mode
+    log(f"start and stop: {m.start_rounds} rounds")
+    env = dict(os.environ)
+    for r in range(m.start_rounds):
+        t0 = time.monotonic_ns()
+        subprocess.run([PY, "-c", "pass"], check=True)
+        b.add("start", "python -c pass", ms(time.monotonic_ns() - t0))
+
+        stamps = b.fifo("immortal", "run")
+        stamps.clear()
+        t0 = time.monotonic_ns()
+        subprocess.run([PY, "-m", "immortal", "run", b.target, "-n", "b-run", "--stop-timeout",
+                        "5", "--", "stamp", str(stamps.path)], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+        t1 = time.monotonic_ns()
+        first = stamps.wait("S", 10)[1]
+        b.add("start", "immortal run: first instruction", ms(first[2] - t0))
+        b.add("start", "immortal run: returns", ms(t1 - t0))
+        time.sleep(0.05)
+        t0 = time.monotonic_ns()
+        subprocess.run([PY, "-m", "immortal", "stop", "b-run"], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+        b.add("stop", "immortal stop (CLI)", ms(time.monotonic_ns() - t0))
+        if alive(first[1]):
+            b.notes.append("stop: the target outlived 'immortal stop'")
+
+        stamps = b.fifo("immortal", "start")
+        stamps.clear()
+        t0 = time.monotonic_ns()
+        g = b.im_start("b-start", ["stamp", str(stamps.path)])
+        t1 = time.monotonic_ns()
+        first = stamps.wait("S", 10)[1]
+        b.add("start", "start(): returns", ms(t1 - t0))
+        b.add("start", "start(): first instruction", ms(first[2] - t0))
+        time.sleep(0.05)
+        t0 = time.monotonic_ns()
+        g.stop()
+        b.add("stop", "Group.stop()", ms(time.monotonic_ns() - t0))
+
+        stamps = b.fifo("bare", "start")
+        stamps.clear()
+        t0 = time.monotonic_ns()
+        child = subprocess.Popen([b.target, "stamp", str(stamps.path)])
+        first = stamps.wait("S", 10)[1]
+        b.add("start", "bare exec: first instruction", ms(first[2] - t0))
+        time.sleep(0.05)
+        t0 = time.monotonic_ns()
+        child.terminate()
+        child.wait()
+        b.add("stop", "bare kill + wait", ms(time.monotonic_ns() - t0))
+
+        for anchor in b.anchors:
+            stamps = b.fifo(anchor.name, "ss")
+            stamps.clear()
+            try:
+                t0 = time.monotonic_ns()
+                anchor.start("ss")
+                t1 = time.monotonic_ns()
+                first = stamps.wait("S", 10)[1]
+                b.add("start", f"{anchor.name}: first instruction", ms(first[2] - t0))
+                b.add("start", f"{anchor.name}: returns", ms(t1 - t0))
+                time.sleep(0.05)
+                t0 = time.monotonic_ns()
+                anchor.stop("ss")
+                b.add("stop", anchor.name, ms(time.monotonic_ns() - t0))
+            except Exception as exc:  # noqa: BLE001
+                b.notes.append(f"start/stop: {anchor.name} failed: {exc}")
+
+
+# ------------------------------------------------------------------ relay
+
+
+RELAY_RE = re.compile(rb"\d{10} x{88}\n")
+MARKER = b"END-OF-RELAY"
+
+
+def count_lines(path: Path, offset: int, end: int) -> tuple[int, int]:
+    """Newlines, and intact target lines (index and 88 'x' unbroken), in [offset, end)."""
+    lines = intact = 0
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        left = end - offset
+        carry = b""
+        while left > 0:
+            chunk = handle.read(min(left, 16 << 20))
+            if not chunk:
+                break
+            left -= len(chunk)
+            data = carry + chunk
+            cut = data.rfind(b"\n") + 1
+            whole, carry = data[:cut], data[cut:]
+            lines += whole.count(b"\n")
+            intact += len(RELAY_RE.findall(whole)) + whole.count(MARKER + b"\n")
+    return lines, intact
+
+
+def _wait_marker(path: Path, offset: int, timeout: float) -> int:
+    """Poll (2 ms) until the marker line is past ``offset`` in ``path``; return the size."""
+    deadline = time.monotonic() + timeout
+    seen = offset
+    while time.monotonic() < deadline:
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size > seen:
+            with open(path, "rb") as handle:
+                handle.seek(max(offset, size - 400))
+                if MARKER in handle.read():
+                    return size
+            seen = size
+        time.sleep(0.002)
+    raise TimeoutError(f"no end marker in {path} within {timeout:g} s")
+
+
+def relay(b: Bench) -> None:
+    m = b.mode
+    count = m.relay_mb * 1_000_000 // LINE
+    log(f"relay: {m.relay_mb} MB ({count} lines of {LINE} bytes), {m.relay_rounds} rounds")
+    timeout = 60 + m.relay_mb * 2.0
+    results: dict[str, list[dict[str, Any]]] = {}
+    for r in range(m.relay_rounds):
+        order = ["bare redirect", "immortal file", "immortal python", *[a.name for a in b.anchors]]
+        if r % 2:
+            order.reverse()
+        for name in order:
+            key = {"bare redirect": "bare", "immortal file": "immortal",
+                   "immortal python": "immortalpy"}.get(name, name)
+            stamps = b.fifo(key, "relay")
+            stamps.clear()
+            out = b.work / f"{key}-relay.log"
+            done = b.work / f"{key}-relay.done"
+            args = ["lines", str(stamps.path), str(count)]
+            anchor = next((a for a in b.anchors if a.name == name), None)
+            stop: Callable[[], None]
+            pids: list[int] = []
+            try:
+                if name == "bare redirect":
+                    child = subprocess.Popen(
+                        ["sh", "-c", 'exec "$0" "$@" >> "$OUT"', b.target, *args],
+                        env=dict(os.environ, OUT=str(out)), start_new_session=True)
+                    b.bare.append(child)
+                    stop = lambda child=child: b.bare_stop(child)  # noqa: E731
+                elif name == "immortal file":
+                    g = b.im_start("b-relay", args, options={"output": str(out)})
+                    pids = b.im_pids(g)
+                    stop = g.stop
+                elif name == "immortal python":
+                    done.unlink(missing_ok=True)
+                    g = b.im_start("b-relaypy", args, monitor="bench_monitor:Counter",
+                                   options={"done": str(done)})
+                    pids = b.im_pids(g)
+                    stop = g.stop
+                else:
+                    assert anchor is not None
+                    anchor.start("relay")
+                    pids = anchor.supervisor_pids()
+                    stop = lambda anchor=anchor: anchor.stop("relay")  # noqa: E731
+            except Exception as exc:  # noqa: BLE001
+                b.notes.append(f"relay: {name} failed to start: {exc}")
+                continue
+            try:
+                target = stamps.wait("S", 20)[1]
+                offset = out.stat().st_size if out.exists() else 0
+                cpu0 = sum(cpu_ns(p) for p in pids)
+                t0 = time.monotonic_ns()
+                os.kill(target[1], signal.SIGUSR1)
+                if name == "immortal python":
+                    while not done.exists():
+                        if time.monotonic_ns() - t0 > timeout * 1e9:
+                            raise TimeoutError("the Counter monitor saw no end marker")
+                        time.sleep(0.002)
+                    end = 0
+                else:
+                    end = _wait_marker(out, offset, timeout)
+                t1 = time.monotonic_ns()
+                cpu = sum(cpu_ns(p) for p in pids) - cpu0
+                wrote = stamps.wait("E", 5)[1]
+                if name == "immortal python":
+                    seen = int(done.read_text())
+                    lines = intact = seen
+                else:
+                    lines, intact = count_lines(out, offset, end)
+                results.setdefault(name, []).append({
+                    "ms": ms(t1 - t0), "target_ms": ms(wrote[2] - t0), "lines": lines,
+                    "intact": intact, "lost": count - intact, "cpu_ms": ms(cpu)})
+                b.add("relay", name, ms(t1 - t0))
+            except Exception as exc:  # noqa: BLE001
+                b.notes.append(f"relay: {name} round {r + 1}: {exc}")
+            finally:
+                stop()
+                if out.exists():
+                    os.truncate(out, 0)
+    b.extra["relay"] = {"mb": m.relay_mb, "lines": count, "rounds": results}
+
+
+# ------------------------------------------------------------------ anchors
+
+
+def setup_anchors(b: Bench, classes: list[type[anchors.Anchor]]) -> None:
+    b.extra["anchor_cold"] = {}
+    for cls in classes:
+        progs = {
+            "rec": anchors.Prog("rec", [b.target, "stamp", str(b.fifo(cls.name, "rec").path)]),
+            "crash": anchors.Prog("crash", [b.target, "crash",
+                                            str(b.fifo(cls.name, "crash").path)], "crash"),
+            "default": anchors.Prog("default", [b.target, "crash",
+                                                str(b.fifo(cls.name, "crashdef").path)],
+                                    "default"),
+            "ss": anchors.Prog("ss", [b.target, "stamp", str(b.fifo(cls.name, "ss").path)]),
+            "relay": anchors.Prog("relay", [b.target, "lines", str(b.fifo(cls.name, "relay").path),
+                                            str(b.mode.relay_mb * 1_000_000 // LINE)],
+                                  "relay", output=str(b.work / f"{cls.name}-relay.log")),
+            "many": anchors.Prog("many", [b.target, "stamp", "-"], "many", count=b.mode.groups),
+        }
+        anchor = cls(b.work, progs)
+        if not anchor.available():
+            b.notes.append(f"{cls.name}: not installed (run with --anchors to install it)")
+            continue
+        try:
+            version = anchor.version()
+            stamps = b.fifo(cls.name, "rec")
+            t0 = time.monotonic_ns()
+            anchor.launch("rec")
+            t1 = time.monotonic_ns()
+            first = stamps.wait("S", 20)[1]
+        except Exception as exc:  # noqa: BLE001
+            b.notes.append(f"{cls.name}: skipped, it would not start: {exc}")
+            anchor.shutdown()
+            continue
+        b.extra["anchor_cold"][cls.name] = {"version": version, "returns_ms": ms(t1 - t0),
+                                            "first_ms": ms(first[2] - t0), "stamp": first}
+        b.anchors.append(anchor)
+        log(f"{cls.name}: {version}; cold start to first instruction {ms(first[2] - t0):.0f} ms")
+
+
+# ------------------------------------------------------------------ clean-up
+
+
+def cleanup(b: Bench | None, work: Path) -> list[str]:
+    """Stop every group in our home, every bare loop, every anchor; then kill anything left
+    whose command line names our temporary directory."""
+    notes = []
+    try:
+        for status in immortal.groups():
+            if status.running:
+                g = immortal.attach(status.name)
+                try:
+                    g.stop(timeout=2)
+                except Exception:  # noqa: BLE001
+                    g.kill()
+    except Exception as exc:  # noqa: BLE001
+        notes.append(f"cleanup of groups: {exc}")
+    if b is not None:
+        for popen in list(b.bare):
+            b.bare_stop(popen)
+        for anchor in b.anchors:
+            anchor.shutdown()
+            notes += anchor.notes
+    mark = str(work).encode()
+    me = os.getpid()
+    left = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read()
+        except OSError:
+            continue
+        if mark in cmdline:
+            left.append(int(entry))
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if left:
+        notes.append(f"cleanup: SIGKILLed {len(left)} leftover processes")
+    return notes
+
+
+# ------------------------------------------------------------------ main
+
+
+def machine() -> dict[str, str]:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "?"
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "immortal",
+                            "monitors"], capture_output=True, text=True).stdout.strip()
+    return {"cpu": model, "cores": str(os.cpu_count()), "kernel": platform.release(),
+            "python": platform.python_version(), "commit": commit + (" (+ local changes to "
+                                                                      "immortal/)" if dirty else ""),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "memory": _meminfo()}
+
+
+def _meminfo() -> str:
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        return f"{kb / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        return "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the short run (< 2 minutes)")
+    parser.add_argument("--anchors", action="store_true",
+                        help="install missing anchors into /tmp/bench-anchors, /tmp/bench-pm2")
+    parser.add_argument("--no-anchors", action="store_true", help="measure no anchor")
+    parser.add_argument("--profile", action="store_true", help="profile start and restart")
+    parser.add_argument("--only", help=f"comma-separated rows: {','.join(ROWS)}")
+    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
+    ns = parser.parse_args(argv)
+    rows = set(ROWS) if not ns.only else set(ns.only.split(","))
+    unknown = rows - set(ROWS)
+    if unknown:
+        parser.error(f"unknown rows: {', '.join(sorted(unknown))}")
+    mode = Mode(ns.quick)
+    began = time.monotonic()
+    notes: list[str] = []
+    if ns.anchors and not ns.no_anchors:
+        notes += anchors.install(log)
+    work = Path(tempfile.mkdtemp(prefix="imb-", dir="/tmp"))
+    os.environ["IMMORTAL_HOME"] = str(work / "home")
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(HERE), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]])
+    b: Bench | None = None
+    profile: dict[str, Any] = {}
+    try:
+        target, how = build_target(work)
+        b = Bench(mode, work, [], target)
+        b.notes += notes
+        if not ns.no_anchors:
+            setup_anchors(b, list(anchors.ALL))
+        if rows & {"recovery", "idle", "memory", "killed"}:
+            recovery_idle_memory_killed(b, rows)
+        if "crash" in rows:
+            crash_loops(b)
+        if rows & {"start", "stop"}:
+            start_stop(b)
+        if "relay" in rows:
+            relay(b)
+        if ns.profile:
+            import profiling
+
+            for anchor in b.anchors:  # quiet machine for the profiles
+                anchor.shutdown()
+            profile = profiling.run(b, log)
+    except BaseException:
+        traceback.print_exc()
+        raise
+    finally:
+        left = cleanup(b, work)
+        if b is not None:
+            b.notes += left
+            for stamps in b.stamps.values():
+                stamps.close()
+    elapsed = time.monotonic() - began
+    command = ".venv/bin/python bench/run.py" + "".join(f" {a}" for a in (argv if argv is not None
+                                                                else sys.argv[1:]))
+    results = {"mode": mode.name, "params": vars(mode), "rows": sorted(rows), "command": command,
+               "elapsed_s": elapsed, "machine": machine(), "target_build": how,
+               "samples": b.samples, "extra": {k: v for k, v in b.extra.items()},
+               "notes": b.notes, "profile": profile,
+               "anchors": {name: v["version"] for name, v in
+                           b.extra.get("anchor_cold", {}).items()}}
+    for v in results["extra"].get("anchor_cold", {}).values():
+        v.pop("stamp", None)
+    out_json = HERE / "results" / f"{mode.name}.json"
+    out_json.parent.mkdir(exist_ok=True)
+    out_json.write_text(json.dumps(results, indent=1, default=str))
+    import report
+
+    Path(ns.output).write_text(report.render(results))
+    shutil.rmtree(work, ignore_errors=True)
+    log(f"done in {elapsed:.0f} s: {ns.output}, {out_json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
