@@ -207,10 +207,12 @@ class FileMonitor(immortal.Monitor):
     def _reopen_if_needed(self) -> None:
         if self._file is not None:
             try:
-                same = os.path.samestat(os.stat(self._path), os.fstat(self._file.fileno()))
+                ours = os.fstat(self._file.fileno())
+                same = os.path.samestat(os.stat(self._path), ours)
             except OSError:
                 same = False
             if same:
+                self._size = ours.st_size  # another writer may append to the file too
                 return
             self._file.close()
             self._file = None
