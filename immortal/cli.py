@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import ImmortalError, InvalidSpec, NotRunning, did_you_mean
+from .state import STALE
 
 if TYPE_CHECKING:
     from .state import Status
@@ -329,8 +330,12 @@ def _role_line(role: str, pid: int | None, values: dict[str, Any] | None) -> str
 
 
 def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> str:
-    lines = [f"{s.name}: {s.state}" + ("" if s.running else " (not running)")]
-    if s.reason and s.state in FINAL:
+    if s.reason == STALE:
+        lines = [f"{s.name}: not running (stale state removed: its processes were killed "
+                 "without a stop)"]
+    else:
+        lines = [f"{s.name}: {s.state}" + ("" if s.running else " (not running)")]
+    if s.reason and s.state in FINAL and s.reason != STALE:
         lines.append(f"  reason   {s.reason}")
     if s.running:
         for role in ROLES:
