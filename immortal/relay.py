@@ -136,7 +136,8 @@ class Relay:
         done = self._get(buffer + 8)
         start = buffer + 16
         while done < length:
-            end = self._map.find(b"\n", start + done, start + length)
+            end = self._map.find(b"\n", start + done, min(start + length,
+                                                         start + done + MAX_LINE + 1))
             if end < 0:
                 if length - done >= MAX_LINE:
                     end = start + done + MAX_LINE - 1  # deliver a piece; no newline eaten

@@ -276,10 +276,6 @@ def test_invalid_utf8_nul_and_cr_never_crash_and_arrive(started, tmp_path, monit
     no_monitor_errors(group)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="immortal/relay.py Relay.deliver cuts a line into 64 KiB pieces only "
-                   "while its newline is not in the buffer yet: a longer line read together "
-                   "with its newline is delivered whole")
 def test_lines_longer_than_64_KiB_arrive_in_64_KiB_pieces(started, tmp_path):
     out = tmp_path / "long.jsonl"
     code = ("import os\nos.write(1, b'y' * 100000 + b'\\n')\nos.write(1, b'z' * 70000)\n"
