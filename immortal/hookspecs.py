@@ -39,6 +39,12 @@ def monitor_spawn(pid: int) -> None:
 
 
 @hookspec
+def monitor_adopt(pid: int) -> None:
+    """After a "pump restart" or "daemon restart" setup: the new pump took over the target
+    that was already running, with this pid (no spawn event comes for it)."""
+
+
+@hookspec
 def monitor_respawn(pid: int, why: str) -> None:
     """A later target was spawned; ``why`` is "exit" (the previous one died) or "manual"
     (a restart was asked for)."""
@@ -80,5 +86,5 @@ def monitor_shutdown(reason: str) -> None:
     """The group ends: "stop", "fatal: ...", or a final exit code."""
 
 
-HOOKS = ("check", "setup", "spawn", "respawn", "exit", "stdout", "stderr", "dropped",
+HOOKS = ("check", "setup", "spawn", "adopt", "respawn", "exit", "stdout", "stderr", "dropped",
          "message", "reopen", "shutdown")

@@ -42,6 +42,9 @@ class Monitor:
     #: The group's name and instance directory.
     name: str
     directory: Path
+    #: True for a monitor that shows the output on the terminal itself (``console``): in
+    #: ``development`` the pump then does not echo the raw output there as well.
+    terminal: bool = False
 
     def __init__(self, options: Mapping[str, Any], *, name: str = "",
                  directory: Path | str = ".") -> None:
@@ -68,6 +71,10 @@ class Monitor:
 
     def spawn(self, pid: int) -> None:
         """The group's first target was spawned."""
+
+    def adopt(self, pid: int) -> None:
+        """After a "pump restart" or "daemon restart" setup: the target already running,
+        taken over by the new pump (no spawn event comes for it)."""
 
     def respawn(self, pid: int, why: str = "exit") -> None:
         """A new target was spawned after the previous one ended; ``why`` is "exit" or
@@ -115,6 +122,9 @@ class Monitor:
 
     def monitor_spawn(self, pid: int) -> None:
         self.spawn(pid)
+
+    def monitor_adopt(self, pid: int) -> None:
+        self.adopt(pid)
 
     def monitor_respawn(self, pid: int, why: str) -> None:
         if _takes_why(type(self).respawn):

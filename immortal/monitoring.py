@@ -174,6 +174,7 @@ class Host:
                  directory: Path, send: Callable[[Any], None] | None = None) -> None:
         self._manager = _manager()
         self._names: dict[int, str] = {}
+        self.terminal = False  # some monitor shows the output on the terminal itself
         for monitor, factory, options in monitors:
             if isinstance(factory, type) and issubclass(factory, Monitor):
                 plugin: object = factory(options, name=name, directory=directory)
@@ -183,6 +184,7 @@ class Host:
                 plugin = factory()
             else:
                 plugin = factory
+            self.terminal = self.terminal or bool(getattr(plugin, "terminal", False))
             self._manager.register(plugin, name=f"{monitor}#{len(self._names)}")
             self._names[id(plugin)] = monitor
         self._manager.check_pending()

@@ -122,6 +122,9 @@ class Pump:
         except Exception as exc:
             return self._fail("MonitorError", f"the monitors failed to load in the pump: "
                                               f"{exc}")
+        if self.host.terminal:
+            for stream in self.relays:
+                stream.echo = None  # a monitor shows the output on the terminal already
         adopt = self.args.get("adopt")
         why = self.args.get("why", PUMP_START)
         message = read_tail(self.args.get("message_file"))
@@ -155,6 +158,8 @@ class Pump:
                 while self.target.reap(time.monotonic()) is None:
                     time.sleep(0.001)  # SIGKILL was sent: the reap is a matter of microseconds
             return self._fail("StartError", f"setup failed: {exc}")
+        if adopt:
+            self.host.call("adopt", pid=adopt["pid"])
         for stream in self.relays:
             stream.recover()
             stream.deliver()  # what a dead predecessor had read but not delivered

@@ -90,7 +90,7 @@ class Relay:
         self._map = journal
         self._base = index * _STREAM
         self._emit = emit
-        self._echo = echo
+        self.echo = echo  #: the fd that gets the raw bytes too (development), or None
         self._drop = drop  # backpressure "drop": skip lines while the pipe is backed up
         self.dropped = 0  #: lines skipped so far (backpressure "drop")
 
@@ -121,8 +121,8 @@ class Relay:
         if count <= 0:
             return False
         self._set(buffer, length + count)  # from here on the bytes are the journal's
-        if self._echo is not None:
-            _write_all(self._echo, self._map[buffer + 16 + length: buffer + 16 + length + count])
+        if self.echo is not None:
+            _write_all(self.echo, self._map[buffer + 16 + length: buffer + 16 + length + count])
         self.deliver(skip=self._drop and _backlog(self.fd) >= DROP_AT)
         return True
 

@@ -7,12 +7,13 @@ Each stdout line goes to the pump's ``sys.stdout`` and each stderr line to its
     [worker 1234 stderr] warning: no cache
 
 Events go to ``sys.stderr``: ``[worker] spawn pid 1234``, ``[worker] exit pid 1234: killed by
-SIGTERM``. The line's bytes are written as they are (whatever their encoding); the pid
-reads ``?`` for a target adopted after a pump restart, which this monitor never saw spawn.
+SIGTERM``. The line's bytes are written as they are (whatever their encoding); a target
+adopted after a pump restart is announced as ``[worker] adopt pid 1234``.
 
 The pump's stdout and stderr are your terminal with ``strategy="development"`` only; a
-detached pump's stderr is ``pump.log`` and its stdout ``/dev/null``. Note that in
-``development`` the pump also echoes the target's raw output to the same terminal.
+detached pump's stderr is ``pump.log`` and its stdout ``/dev/null``. With this monitor the
+pump does not echo the raw output there as well (``terminal = True``), so each line shows
+once, prefixed.
 
 Option ``color``: ``"auto"`` (default: ANSI colour on a stream that is a terminal, unless
 the ``NO_COLOR`` environment variable is set and not empty), ``"always"`` or ``"never"``.
@@ -49,6 +50,7 @@ def _colored(stream: TextIO | None, mode: str) -> bool:
 
 
 class ConsoleMonitor(immortal.Monitor):
+    terminal = True  # in development the pump leaves the terminal to us: no raw echo
     """Writes each line, prefixed, to the pump's stdout or stderr; events to stderr."""
 
     _pid: int | None = None
@@ -110,6 +112,10 @@ class ConsoleMonitor(immortal.Monitor):
     def spawn(self, pid: int) -> None:
         self._pid = pid
         self._event(f"spawn pid {pid}")
+
+    def adopt(self, pid: int) -> None:
+        self._pid = pid
+        self._event(f"adopt pid {pid}")
 
     def respawn(self, pid: int, why: str = "exit") -> None:
         self._pid = pid

@@ -270,6 +270,9 @@ class FileMonitor(immortal.Monitor):
     def spawn(self, pid: int) -> None:
         self._event("spawn", f"spawn pid {pid}", pid=pid)
 
+    def adopt(self, pid: int) -> None:
+        self._event("adopt", f"adopt pid {pid}", pid=pid)
+
     def respawn(self, pid: int, why: str = "exit") -> None:
         self._event("respawn", f"respawn pid {pid}", pid=pid, why=why)
 

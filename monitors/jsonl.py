@@ -86,6 +86,10 @@ class JsonlMonitor(FileMonitor):
         self._generation += 1
         super().spawn(pid)
 
+    def adopt(self, pid: int) -> None:
+        self._pid = pid  # the generation count of a dead pump is not known here
+        super().adopt(pid)
+
     def respawn(self, pid: int, why: str = "exit") -> None:
         self._pid = pid
         self._generation += 1

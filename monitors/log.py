@@ -190,6 +190,10 @@ class LoggingMonitor(immortal.Monitor):
         self._pid = pid
         self._event(logging.INFO, "spawn", f"spawn pid {pid}")
 
+    def adopt(self, pid: int) -> None:
+        self._pid = pid
+        self._event(logging.INFO, "adopt", f"adopt pid {pid}")
+
     def respawn(self, pid: int, why: str = "exit") -> None:
         self._pid = pid
         text = f"respawn pid {pid}" + ("" if why == "exit" else f" ({why})")

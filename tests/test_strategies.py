@@ -169,9 +169,10 @@ def test_pump_death_keeps_the_target(started, recorder):
     pids = group.pids
     recorder.wait_for(lambda ev: "ready" in outputs(ev))
     os.kill(pids["pump"], signal.SIGKILL)
-    events = recorder.wait_for(lambda ev: hooks(ev).count("setup") == 2)
-    setup = events[-1]
-    assert setup["why"] == "pump restart"
+    events = recorder.wait_for(lambda ev: "adopt" in hooks(ev))
+    setup = events[-2]
+    assert setup["hook"] == "setup" and setup["why"] == "pump restart"
+    assert events[-1] == {"hook": "adopt", "pump": events[-1]["pump"], "pid": pids["target"]}
     status = wait_for(group.status, lambda s: s.pids.get("pump") not in (None, pids["pump"]))
     assert status.pids["target"] == pids["target"]
     assert status.pids["daemon"] == pids["daemon"]

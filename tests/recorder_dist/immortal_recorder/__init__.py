@@ -28,6 +28,9 @@ class Recorder(immortal.Monitor):
     def spawn(self, pid):
         self._record("spawn", pid=pid)
 
+    def adopt(self, pid):
+        self._record("adopt", pid=pid)
+
     def respawn(self, pid, why):
         self._record("respawn", pid=pid, why=why)
 
