@@ -177,3 +177,20 @@ def test_manual_restart_is_recorded_as_such(started, recorder):
     group.stop()
     last = [e["record"] for e in recorder.events() if e["hook"] == "exit"][-1]
     assert last["decision"] == "stop" and last["reason"] == "stop"
+
+
+def test_a_monitor_raising_in_every_hook_harms_neither_target_nor_others(started, recorder):
+    group = started(TALKER, ["--out", "2"], policy={"min_uptime": 0.0},
+                    monitors={"plugins.sample:Raiser": {}, "recorder": recorder.options})
+    first = group.pids["target"]
+    recorder.wait_for(lambda ev: any(e.get("line") == "ready" for e in ev))
+    os.kill(group.pids["pump"], signal.SIGKILL)  # a "pump restart" setup that raises
+    recorder.wait_for(lambda ev: any(e["hook"] == "adopt" for e in ev))
+    os.kill(first, signal.SIGKILL)
+    recorder.wait_for(lambda ev: any(e["hook"] == "respawn" for e in ev))
+    group.reopen()
+    group.stop()
+    hooks = [e["hook"] for e in recorder.events()]
+    assert hooks[:2] == ["setup", "spawn"] and hooks[-1] == "shutdown"
+    assert {"adopt", "exit", "respawn", "stdout"} <= set(hooks)
+    assert "raised in 'stdout'" in (group.directory / "pump.log.1").read_text()

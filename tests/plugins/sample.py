@@ -82,3 +82,17 @@ class Echo(immortal.Monitor):
         with open(self.options["path"], "a") as handle:
             handle.write(json.dumps(message) + "\n")
         self.send({"echo": message})
+
+
+class Raiser(immortal.Monitor):
+    """Raises in every hook but the first setup (which would fail the start, by design)."""
+
+    def setup(self, why, message):
+        if why != "pump start":
+            raise RuntimeError("setup")
+
+    def _raise(self, *args, **kwargs):
+        raise RuntimeError("raiser")
+
+    spawn = respawn = exit = stdout = stderr = adopt = dropped = message = _raise
+    reopen = shutdown = _raise
