@@ -113,9 +113,15 @@ def render(r: dict[str, Any]) -> str:
         per = x.get("crash_cpu_per_restart_us", {})
         bare = med(sample("crash loop", "bare loop"))
         rows = []
+        starts = x.get("crash_starts", {})
         for subject in ["immortal", "bare loop", *anchors]:
             v = sample("crash loop", subject)
             if v is None:
+                if starts.get(subject):
+                    rows.append([subject, f"> {r['params']['crash_window']:g} s", "–",
+                                 f"{max(0, sum(starts[subject]) - len(starts[subject]))} "
+                                 f"(targets started per window: "
+                                 f"{', '.join(map(str, starts[subject]))})", "–", "–"])
                 continue
             rows.append([subject, f(med(v)), span(v), str(len(v)),
                          ratio(med(v), bare) if subject != "bare loop" else "1×",
@@ -135,8 +141,10 @@ def render(r: dict[str, Any]) -> str:
                      "started in that time. Goal: ≤ 2 % of a core.", ""]
             rows = []
             for subject, v in d["subjects"].items():
-                rows.append([subject, f"{v['cpu_pct']:.2f}", f(v["cpu_ms"]), str(v["starts"])])
-            body += table(["subject", "CPU % of a core", "CPU ms", "targets started"], rows)
+                rows.append([subject, f"{v['cpu_pct']:.2f}", f(v["cpu_ms"]), str(v["starts"]),
+                             v.get("said") or ""])
+            body += table(["subject", "CPU % of a core", "CPU ms", "targets started",
+                           "its control command said"], rows)
             im = d["subjects"].get("immortal")
             ok2 = None if im is None else im["cpu_pct"] <= 2.0
             body += ["", f"Verdict: {verdict(ok2)}.", ""]
@@ -214,7 +222,12 @@ def render(r: dict[str, Any]) -> str:
         lost = sum(u["lost"] for u in rounds.get("immortal file", []))
         ok = None if im is None or not bare else (im / bare <= 2.5 and lost == 0)
         body += ["", "supervisord writes the lines without a timestamp; circus and PM2 with "
-                 "one (`time_format`, `log_date_format`).", "", f"Verdict: {verdict(ok)}.", ""]
+                 "one (`time_format`, `log_date_format`)."]
+        for subject, examples in x.get("relay_damaged", {}).items():
+            if examples:
+                body += ["", f"{subject}: damaged lines look like this:", ""]
+                body += ["    " + e for e in examples]
+        body += ["", f"Verdict: {verdict(ok)}.", ""]
         summary.append(["relay, file monitor", "≤ 2.5× bare redirect, 0 lost",
                         f"{ratio(im, bare)} ({f(im)} ms vs {f(bare)} ms), {lost} lost",
                         verdict(ok)])
@@ -266,6 +279,10 @@ def render(r: dict[str, Any]) -> str:
                          f(many["pss_kb"] / 1024 / many["groups"]) if many else "–"])
         body += table(["subject", "PSS MB, one group", "processes", "PSS MB, many",
                        "groups", "per group MB"], rows)
+        roles = mem["one"].get("immortal", {}).get("roles")
+        if roles:
+            body += ["", "immortal's group: " + ", ".join(
+                f"{role} {f(kb / 1024)} MB" for role, kb in roles.items()) + "."]
         one = mem["one"].get("immortal", {}).get("pss_kb")
         many = mem["many"].get("immortal")
         per = many["pss_kb"] / many["groups"] if many else None
@@ -334,7 +351,8 @@ def render(r: dict[str, Any]) -> str:
         "baseline in the same run, interleaved, and the anchors (supervisord, circus, PM2) "
         "that installed.", "",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory']} RAM, Linux {m['kernel']}",
-        f"- Date: {m['date']}; mode **{r['mode']}**, {r['elapsed_s']:.0f} s",
+        f"- Date: {m['date']}; mode **{r['mode']}**, {r['elapsed_s']:.0f} s; load average "
+        f"at the end {m.get('load', '?')} (the machine is shared: other work adds noise)",
         f"- Versions: Python {m['python']}, immortal commit {m['commit']}"
         + "".join(f", {v}" for v in anchors.values()),
         f"- Command: `{r['command']}`",

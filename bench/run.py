@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -265,6 +266,14 @@ def _memory(b: Bench, subjects: dict[str, dict[str, Any]]) -> None:
     for name, s in subjects.items():
         pids = s["pids"]()
         one[name] = {"pss_kb": sum(pss_kb(p) for p in pids), "pids": len(pids)}
+    status = immortal.attach("b-rec").status()
+    one["immortal"]["roles"] = {role: pss_kb(status.pids[role]) for role in ("daemon", "pump")}
+    sleeper = subprocess.Popen([PY, "-c", "import time; time.sleep(60)"])
+    time.sleep(0.3)
+    one["python sleeping (floor of one interpreter)"] = {"pss_kb": pss_kb(sleeper.pid),
+                                                         "pids": 1}
+    sleeper.kill()
+    sleeper.wait()
     many: dict[str, Any] = {}
     groups = []
     try:
@@ -356,6 +365,13 @@ def _wait_whole(old: dict[str, int], role: str, status_file: Path, sock: Path,
 # ------------------------------------------------------------------ crash loops
 
 
+def _start_quietly(b: Bench, anchor: anchors.Anchor, key: str, record: dict) -> None:
+    try:
+        anchor.start(key)
+    except Exception as exc:  # noqa: BLE001 - e.g. supervisorctl's "spawn error" (FATAL)
+        record["said"] = str(exc).splitlines()[-1][-120:]
+
+
 def crash_loops(b: Bench) -> None:
     m = b.mode
     log(f"crash loop without backoff: {m.crash_windows} windows of {m.crash_window:g} s each")
@@ -398,6 +414,7 @@ def crash_loops(b: Bench) -> None:
             else:
                 anchor.stop("crash")
             stamps.clear()
+            b.extra.setdefault("crash_starts", {}).setdefault(name, []).append(len(starts))
             gaps = [ms(y - x) for x, y in zip(starts, starts[1:])]
             for gap in gaps:
                 b.add("crash loop", name, gap)
@@ -410,24 +427,29 @@ def crash_loops(b: Bench) -> None:
     runs: dict[str, dict[str, Any]] = {}
     g = b.im_start("b-crashdef", ["crash", str(b.fifo("immortal", "crashdef").path)])
     runs["immortal"] = {"pids": b.im_pids(g), "stamps": b.fifo("immortal", "crashdef")}
+    threads = []
     for anchor in b.anchors:
-        try:
-            anchor.start("default")
-            runs[anchor.name] = {"pids": anchor.supervisor_pids(),
-                                 "stamps": b.fifo(anchor.name, "crashdef")}
-        except Exception as exc:  # noqa: BLE001
-            b.notes.append(f"crash loop (default policy): {anchor.name} failed: {exc}")
+        # Their start commands may block until the program is given up (supervisorctl
+        # start waits for FATAL): run them beside the window, measure the daemon.
+        runs[anchor.name] = {"pids": anchor.supervisor_pids(),
+                             "stamps": b.fifo(anchor.name, "crashdef")}
+        threads.append(threading.Thread(target=_start_quietly,
+                                        args=(b, anchor, "default", runs[anchor.name])))
     for r in runs.values():
         r["cpu0"] = sum(cpu_ns(p) for p in r["pids"])
     t0 = time.monotonic()
+    for thread in threads:
+        thread.start()
     time.sleep(m.cpu_window)
     wall = time.monotonic() - t0
+    for thread in threads:
+        thread.join(60)
     result = {}
     for name, r in runs.items():
         cpu = sum(cpu_ns(p) for p in r["pids"]) - r["cpu0"]
         restarts = len([x for x in r["stamps"].read(0) if x[0] == "S"])
         result[name] = {"cpu_pct": 100 * cpu / 1e9 / wall, "cpu_ms": ms(cpu),
-                        "starts": restarts}
+                        "starts": restarts, "said": r.get("said", "")}
     g.stop()
     for anchor in b.anchors:
         if anchor.name in runs:
@@ -518,8 +540,10 @@ RELAY_RE = re.compile(rb"\d{10} x{88}\n")
 MARKER = b"END-OF-RELAY"
 
 
-def count_lines(path: Path, offset: int, end: int) -> tuple[int, int]:
-    """Newlines, and intact target lines (index and 88 'x' unbroken), in [offset, end)."""
+def count_lines(path: Path, offset: int, end: int,
+                examples: list[str] | None = None) -> tuple[int, int]:
+    """Newlines, and intact target lines (index and 88 'x' unbroken), in [offset, end);
+    the first two damaged lines go to ``examples``."""
     lines = intact = 0
     with open(path, "rb") as handle:
         handle.seek(offset)
@@ -534,7 +558,14 @@ def count_lines(path: Path, offset: int, end: int) -> tuple[int, int]:
             cut = data.rfind(b"\n") + 1
             whole, carry = data[:cut], data[cut:]
             lines += whole.count(b"\n")
-            intact += len(RELAY_RE.findall(whole)) + whole.count(MARKER + b"\n")
+            found = len(RELAY_RE.findall(whole)) + whole.count(MARKER + b"\n")
+            intact += found
+            if examples is not None and found < whole.count(b"\n") and len(examples) < 2:
+                for line in whole.split(b"\n"):
+                    if line and not RELAY_RE.search(line + b"\n") and MARKER not in line:
+                        examples.append(line[:160].decode("ascii", "replace"))
+                        if len(examples) >= 2:
+                            break
     return lines, intact
 
 
@@ -624,7 +655,8 @@ def relay(b: Bench) -> None:
                     seen = int(done.read_text())
                     lines = intact = seen
                 else:
-                    lines, intact = count_lines(out, offset, end)
+                    examples = b.extra.setdefault("relay_damaged", {}).setdefault(name, [])
+                    lines, intact = count_lines(out, offset, end, examples)
                 results.setdefault(name, []).append({
                     "ms": ms(t1 - t0), "target_ms": ms(wrote[2] - t0), "lines": lines,
                     "intact": intact, "lost": count - intact, "cpu_ms": ms(cpu)})
@@ -744,6 +776,7 @@ def machine() -> dict[str, str]:
             "python": platform.python_version(), "commit": commit + (" (+ local changes to "
                                                                       "immortal/)" if dirty else ""),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "load": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
             "memory": _meminfo()}
 
 
