@@ -56,13 +56,15 @@ def monitor_exit(status: Any) -> None:
 
 
 @hookspec
-def monitor_stdout(line: bytes) -> None:
-    """One line the target wrote to stdout, without its newline."""
+def monitor_stdout(line: bytes, offset: int) -> None:
+    """One line the target wrote to stdout, without its newline. ``offset`` is where it
+    starts in the group's stdout stream, counted across pumps and targets: a pump killed in
+    the instant after a monitor took a line delivers it again, at the same offset."""
 
 
 @hookspec
-def monitor_stderr(line: bytes) -> None:
-    """One line the target wrote to stderr, without its newline."""
+def monitor_stderr(line: bytes, offset: int) -> None:
+    """One line the target wrote to stderr, as ``monitor_stdout``."""
 
 
 @hookspec

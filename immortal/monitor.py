@@ -26,12 +26,14 @@ from .events import ExitStatus
 
 
 @functools.lru_cache(maxsize=None)
-def _takes_why(method: Any) -> bool:
+def _takes(method: Any, name: str) -> bool:
+    """Whether an override accepts the parameter ``name`` (added after it may have been
+    written)."""
     try:
         parameters = inspect.signature(method).parameters
     except (TypeError, ValueError):
         return False
-    return "why" in parameters or any(p.kind == p.VAR_POSITIONAL for p in parameters.values())
+    return name in parameters or any(p.kind == p.VAR_POSITIONAL for p in parameters.values())
 
 
 class Monitor:
@@ -83,11 +85,14 @@ class Monitor:
     def exit(self, status: ExitStatus) -> None:
         """A target ended; ``str(status)`` reads "exited with status 1" or "killed by SIGKILL"."""
 
-    def stdout(self, line: bytes) -> None:
-        """A line of the target's stdout, without the newline."""
+    def stdout(self, line: bytes, offset: int = 0) -> None:
+        """A line of the target's stdout, without the newline. ``offset`` is where it starts
+        in the group's stdout stream, across pumps and targets: store the last one you kept,
+        and a line repeated by a pump that died just after handing it to you (the same
+        offset again) can be skipped. (An override may leave ``offset`` out.)"""
 
-    def stderr(self, line: bytes) -> None:
-        """A line of the target's stderr, without the newline."""
+    def stderr(self, line: bytes, offset: int = 0) -> None:
+        """A line of the target's stderr, as :meth:`stdout`."""
 
     def dropped(self, count: int) -> None:
         """Backpressure "drop": ``count`` lines were skipped since the last call."""
@@ -127,7 +132,7 @@ class Monitor:
         self.adopt(pid)
 
     def monitor_respawn(self, pid: int, why: str) -> None:
-        if _takes_why(type(self).respawn):
+        if _takes(type(self).respawn, "why"):
             self.respawn(pid, why)
         else:
             self.respawn(pid)  # type: ignore[call-arg]
@@ -135,11 +140,17 @@ class Monitor:
     def monitor_exit(self, status: ExitStatus) -> None:
         self.exit(status)
 
-    def monitor_stdout(self, line: bytes) -> None:
-        self.stdout(line)
+    def monitor_stdout(self, line: bytes, offset: int) -> None:
+        if _takes(type(self).stdout, "offset"):
+            self.stdout(line, offset)
+        else:
+            self.stdout(line)  # type: ignore[call-arg]
 
-    def monitor_stderr(self, line: bytes) -> None:
-        self.stderr(line)
+    def monitor_stderr(self, line: bytes, offset: int) -> None:
+        if _takes(type(self).stderr, "offset"):
+            self.stderr(line, offset)
+        else:
+            self.stderr(line)  # type: ignore[call-arg]
 
     def monitor_dropped(self, count: int) -> None:
         self.dropped(count)

@@ -98,9 +98,11 @@ class Pump:
             "why", PUMP_START) != PUMP_START else None
         self.started_wall = (self.previous or {}).get("started_at") or time.time()
         self.relays = (
-            relay.Relay(self.out_r, self.journal, 0, lambda line: self._line("stdout", line),
+            relay.Relay(self.out_r, self.journal, 0,
+                        lambda line, offset: self._line("stdout", line, offset),
                         1 if self.echo else None, drop=spec.backpressure == "drop"),
-            relay.Relay(self.err_r, self.journal, 1, lambda line: self._line("stderr", line),
+            relay.Relay(self.err_r, self.journal, 1,
+                        lambda line, offset: self._line("stderr", line, offset),
                         2 if self.echo else None, drop=spec.backpressure == "drop"),
         )
 
@@ -318,9 +320,9 @@ class Pump:
                 while stream.read():
                     pass
 
-    def _line(self, stream: str, line: bytes) -> None:
+    def _line(self, stream: str, line: bytes, offset: int) -> None:
         assert self.host is not None
-        self.host.call(stream, line=line)
+        self.host.call(stream, line=line, offset=offset)
 
     def _on_target(self, fd: object) -> None:
         if self.target is None or not self.target.own:

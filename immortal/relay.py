@@ -9,9 +9,12 @@ is found: the journal past the recorded length is kept zeroed, so the bytes of t
 the non-zero ones. What remains at risk is a monitor's write that had happened when its pump
 died before recording it: that one line is delivered again.
 
-Journal layout, per stream: ``active`` (u64), then two buffers of ``length`` (u64),
-``done`` (u64) and ``CAPACITY`` bytes. Bytes ``[done, length)`` of the active buffer are
-read but not delivered. Compaction copies the undelivered tail into the other buffer and
+Journal layout, per stream: ``active`` (u64), then two buffers of ``length``, ``done`` and
+``origin`` (u64 each) and ``CAPACITY`` bytes. Bytes ``[done, length)`` of the active buffer
+are read but not delivered; ``origin`` is the stream offset of the buffer's first byte, so
+that every line has an offset that counts across pumps (``stdout(line, offset)``): a
+monitor that stores the offset of the last line it kept can skip the one line a dying pump
+may deliver twice, and so get each line exactly once. Compaction copies the undelivered tail into the other buffer and
 then flips ``active`` in one aligned store, so a death mid-copy loses nothing.
 """
 
@@ -33,7 +36,8 @@ PIPE_SIZE = 1024 * 1024  #: how much a target may write while no pump reads
 MAX_MESSAGE = 64 * 1024  #: the largest message on the channel
 DROP_AT = 256 * 1024  #: backpressure "drop": lines are skipped while this much is waiting
 _WORD = struct.Struct("=Q")
-_BUFFER = 16 + CAPACITY
+_HEAD = 24  # length, done, origin: three u64 words before each buffer's data
+_BUFFER = _HEAD + CAPACITY
 _STREAM = 8 + 2 * _BUFFER
 STREAMS = ("stdout", "stderr")
 SIZE = _STREAM * len(STREAMS)
@@ -84,7 +88,7 @@ class Relay:
     """One stream of the target: pipe → journal → whole lines to ``emit``."""
 
     def __init__(self, fd: int, journal: mmap.mmap, index: int,
-                 emit: Callable[[bytes], None], echo: int | None = None,
+                 emit: Callable[[bytes, int], None], echo: int | None = None,
                  drop: bool = False) -> None:
         self.fd = fd
         self._map = journal
@@ -111,7 +115,7 @@ class Relay:
         """Read one chunk from the pipe and deliver its whole lines; False when it was empty."""
         buffer = self._buffer()
         length = self._get(buffer)
-        view = memoryview(self._map)[buffer + 16 + length: buffer + 16 + CAPACITY]
+        view = memoryview(self._map)[buffer + _HEAD + length: buffer + _HEAD + CAPACITY]
         try:
             count = os.readv(self.fd, [view])
         except BlockingIOError:
@@ -122,7 +126,8 @@ class Relay:
             return False
         self._set(buffer, length + count)  # from here on the bytes are the journal's
         if self.echo is not None:
-            _write_all(self.echo, self._map[buffer + 16 + length: buffer + 16 + length + count])
+            fresh = buffer + _HEAD + length
+            _write_all(self.echo, self._map[fresh: fresh + count])
         self.deliver(skip=self._drop and _backlog(self.fd) >= DROP_AT)
         return True
 
@@ -134,7 +139,8 @@ class Relay:
         buffer = self._buffer()
         length = self._get(buffer)
         done = self._get(buffer + 8)
-        start = buffer + 16
+        origin = self._get(buffer + 16)
+        start = buffer + _HEAD
         while done < length:
             end = self._map.find(b"\n", start + done, min(start + length,
                                                          start + done + MAX_LINE + 1))
@@ -154,7 +160,7 @@ class Relay:
             if skip:
                 self.dropped += 1
             else:
-                self._emit(line)
+                self._emit(line, origin + done)
             done += length_of
             self._set(buffer + 8, done)  # delivered: a successor will not repeat it
         if done:
@@ -167,12 +173,13 @@ class Relay:
         other = self._buffer((active + 1) & 1)
         tail = length - done
         if tail:
-            self._map[other + 16: other + 16 + tail] = self._map[buffer + 16 + done:
-                                                                 buffer + 16 + length]
+            data = buffer + _HEAD
+            self._map[other + _HEAD: other + _HEAD + tail] = self._map[data + done: data + length]
         self._set(other, tail)
         self._set(other + 8, 0)
+        self._set(other + 16, self._get(buffer + 16) + done)
         self._set(self._base, active + 1)
-        self._map[buffer + 16: buffer + 16 + length] = bytes(length)
+        self._map[buffer + _HEAD: buffer + _HEAD + length] = bytes(length)
         self._set(buffer, 0)
 
     def recover(self) -> None:
@@ -185,7 +192,8 @@ class Relay:
         """
         buffer = self._buffer()
         length = self._get(buffer)
-        unrecorded = self._map[buffer + 16 + length: buffer + 16 + CAPACITY].rstrip(b"\0")
+        data = buffer + _HEAD
+        unrecorded = self._map[data + length: data + CAPACITY].rstrip(b"\0")
         if unrecorded:
             self._set(buffer, length + len(unrecorded))
         other = self._buffer((self._get(self._base) + 1) & 1)

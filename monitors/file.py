@@ -237,7 +237,7 @@ class FileMonitor(immortal.Monitor):
             sys.stderr.flush()
 
     # ----------------------------------------------------------------- the format
-    def _format_line(self, stream: str, line: bytes) -> bytes:
+    def _format_line(self, stream: str, line: bytes, offset: int) -> bytes:
         return b"%s %s | %s\n" % (_stamp(), stream.encode(), line)
 
     def _format_event(self, event: str, text: str, **fields: Any) -> bytes:
@@ -279,11 +279,11 @@ class FileMonitor(immortal.Monitor):
     def exit(self, status: immortal.ExitStatus) -> None:
         self._event("exit", f"exit pid {status.pid}: {status}", status=status)
 
-    def stdout(self, line: bytes) -> None:
-        self._write(self._format_line("stdout", line))
+    def stdout(self, line: bytes, offset: int = 0) -> None:
+        self._write(self._format_line("stdout", line, offset))
 
-    def stderr(self, line: bytes) -> None:
-        self._write(self._format_line("stderr", line))
+    def stderr(self, line: bytes, offset: int = 0) -> None:
+        self._write(self._format_line("stderr", line, offset))
 
     def dropped(self, count: int) -> None:
         self._event("dropped", f"dropped {count} lines (backpressure)", count=count)

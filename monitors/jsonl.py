@@ -7,7 +7,7 @@ instead of failing, and a file rotated away is reopened.
 
 Output lines::
 
-    {"stream": "stdout", "line": "text", "pid": 123, "generation": 1,
+    {"stream": "stdout", "line": "text", "offset": 4096, "pid": 123, "generation": 1,
      "mono": 5123.25, "time": "2026-11-27T22:19:34.123456+00:00"}
 
 ``line`` is the line decoded as UTF-8 with ``errors="replace"`` (invalid bytes become
@@ -15,6 +15,9 @@ U+FFFD), without its newline; a NUL or a ``\\r`` arrives escaped by JSON. ``pid`
 target that wrote it (null when unknown, see below); ``generation`` counts the targets this
 monitor instance saw spawned (``spawn`` and ``respawn`` events). ``mono`` is
 ``time.monotonic()`` in the pump, for intervals; ``time`` the wall clock in ISO 8601, UTC.
+``offset`` is where the line starts in the group's stream, counted across pumps and targets;
+after a pump or daemon restart this monitor reads the tail of its file and skips a line at
+an offset it already wrote (a dying pump's last line, handed over again): exactly once.
 
 Events carry ``event`` instead of ``stream``, the same ``pid``/``generation``/``mono``/``time``,
 and their own fields::
@@ -30,9 +33,8 @@ and their own fields::
     {"event": "resumed", "dropped": 3, ...}     # writing works again after write failures
 
 After a ``"pump restart"`` or ``"daemon restart"`` setup, the new pump adopts the running
-target without a spawn event: this instance does not know that target's pid (``pid`` is
-null until the next spawn, or the adopted target's ``exit``, which carries it), nor how many
-targets came before (``generation`` starts again from 0).
+target: an ``adopt`` event gives its pid; this instance does not know how many targets came
+before (``generation`` starts again from 0).
 """
 
 from __future__ import annotations
@@ -68,9 +70,55 @@ class JsonlMonitor(FileMonitor):
     _pid: int | None = None
     _generation = 0
 
-    def _format_line(self, stream: str, line: bytes) -> bytes:
+    _kept: dict[str, int] | None = None  # the last offset written, per stream
+
+    def setup(self, why: str, message: str | None) -> None:
+        self._kept = {"stdout": -1, "stderr": -1}
+        if why != "pump start":
+            self._kept.update(self._kept_offsets())
+        super().setup(why, message)
+
+    def _kept_offsets(self) -> dict[str, int]:
+        """The last offsets already in the file (its tail), to skip a line handed over
+        again by a pump that died just after giving it to us."""
+        kept: dict[str, int] = {}
+        try:
+            with open(self.output_path(self.options, self.directory), "rb") as handle:
+                handle.seek(0, 2)
+                handle.seek(max(0, handle.tell() - 256 * 1024))
+                tail = handle.read().splitlines()[1:]
+        except OSError:
+            return kept
+        for raw in tail:
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            stream, offset = record.get("stream"), record.get("offset")
+            if stream in ("stdout", "stderr") and isinstance(offset, int):
+                kept[stream] = max(kept.get(stream, -1), offset)
+        return kept
+
+    def stdout(self, line: bytes, offset: int = 0) -> None:
+        if self._fresh("stdout", offset):
+            super().stdout(line, offset)
+
+    def stderr(self, line: bytes, offset: int = 0) -> None:
+        if self._fresh("stderr", offset):
+            super().stderr(line, offset)
+
+    def _fresh(self, stream: str, offset: int) -> bool:
+        if self._kept is None:
+            return True
+        if offset <= self._kept[stream]:
+            return False  # already written, by us before the pump that gave it died
+        self._kept[stream] = offset
+        return True
+
+    def _format_line(self, stream: str, line: bytes, offset: int) -> bytes:
         return _json({"stream": stream, "line": line.decode("utf-8", "replace"),
-                      "pid": self._pid, "generation": self._generation, **_now()})
+                      "offset": offset, "pid": self._pid, "generation": self._generation,
+                      **_now()})
 
     def _format_event(self, event: str, text: str, **fields: Any) -> bytes:
         status = fields.pop("status", None)

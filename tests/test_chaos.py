@@ -433,9 +433,12 @@ def analyse_lines(events: list[dict[str, Any]], kills: list[Kill]) -> dict[str, 
     setups: list[tuple[int, str]] = []
     spawned_pids = set()
     exits: collections.Counter[int] = collections.Counter()
+    repeats = 0  # lines handed over again by a dying pump, skipped by offset
     for index, event in enumerate(events):
         hook = event.get("hook")
-        if hook == "setup":
+        if hook == "repeat":
+            repeats += 1
+        elif hook == "setup":
             setups.append((index, str(event.get("why"))))
         elif hook in ("spawn", "respawn"):
             spawned_pids.add(event.get("pid"))
@@ -528,6 +531,7 @@ def analyse_lines(events: list[dict[str, Any]], kills: list[Kill]) -> dict[str, 
         "lost_by_cause": dict(lost_by_cause),
         "lost_by_kill": {str(k): v for k, v in lost_by_kill.items()},
         "duplicated": duplicated,
+        "repeats_skipped": repeats,
         "reordered": reordered,
         "foreign": len(foreign),
         "gaps": gaps[:50],
@@ -614,6 +618,7 @@ def chaos(started: Any, recorder: Any, tmp_path: Path, kills: int, interval: flo
         "lines_lost_by_cause": lines["lost_by_cause"],
         "lines_lost_by_kill": lines["lost_by_kill"],
         "lines_duplicated": lines["duplicated"],
+        "lines_handed_over_again": lines["repeats_skipped"],
         "lines_reordered": lines["reordered"],
         "lines_foreign": lines["foreign"],
         "recorder_corrupt_lines": corrupt,

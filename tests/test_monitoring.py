@@ -194,3 +194,24 @@ def test_a_monitor_raising_in_every_hook_harms_neither_target_nor_others(started
     assert hooks[:2] == ["setup", "spawn"] and hooks[-1] == "shutdown"
     assert {"adopt", "exit", "respawn", "stdout"} <= set(hooks)
     assert "raised in 'stdout'" in (group.directory / "pump.log.1").read_text()
+
+
+def test_offsets_let_a_monitor_skip_a_line_handed_over_again(tmp_path):
+    """The offset contract, shown on the built-in jsonl monitor: after a pump restart it
+    skips lines at offsets already in its file (a dying pump's last line, repeated)."""
+    from immortal_monitors.jsonl import JsonlMonitor
+
+    out = tmp_path / "out.jsonl"
+    options = JsonlMonitor.check({"output": str(out)})
+    first = JsonlMonitor(options, name="g", directory=tmp_path)
+    first.setup("pump start", None)
+    first.stdout(b"one", 0)
+    first.stdout(b"two", 4)  # the pump dies right after this line, before recording it
+    second = JsonlMonitor(options, name="g", directory=tmp_path)
+    second.setup("pump restart", None)
+    second.stdout(b"two", 4)  # handed over again by the successor
+    second.stdout(b"three", 8)
+    second.shutdown("stop")
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    kept = [(x["line"], x["offset"]) for x in lines if "stream" in x]
+    assert kept == [("one", 0), ("two", 4), ("three", 8)]
