@@ -207,6 +207,7 @@ def test_offsets_let_a_monitor_skip_a_line_handed_over_again(tmp_path):
     first.setup("pump start", None)
     first.stdout(b"one", 0)
     first.stdout(b"two", 4)  # the pump dies right after this line, before recording it
+    first.shutdown("(the dead pump's file, closed here only to keep the test tidy)")
     second = JsonlMonitor(options, name="g", directory=tmp_path)
     second.setup("pump restart", None)
     second.stdout(b"two", 4)  # handed over again by the successor
