@@ -175,7 +175,8 @@ class Supervisord(Anchor):
         return (VENV / "bin" / "supervisord").exists()
 
     def version(self) -> str:
-        return _run([str(VENV / "bin" / "supervisord"), "--version"], 30).stdout.strip()
+        out = _run([str(VENV / "bin" / "supervisord"), "--version"], 30).stdout.strip()
+        return f"supervisord {out}"
 
     def _ctl(self, *args: str) -> None:
         result = _run([str(VENV / "bin" / "supervisorctl"), "-c", str(self.conf), *args], 120)

@@ -233,6 +233,8 @@ def _pyspy(pid: int, seconds: float, out: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+_ROOTS = ("_run_module_as_main ", "_run_code ", "<module> (immortal/_role.py)",
+          "main (immortal/", "Pump.run ", "Pump._loop ", "Daemon.run ")
 _FRAME = re.compile(r"^(.*) \((.*?)(?::\d+)?\)$")
 
 
@@ -263,7 +265,7 @@ def parse_pyspy(path: Path) -> dict[str, Any]:
     if not total:
         return {"samples": 0}
     inc = [(name, 100 * n / total) for name, n in inclusive.most_common()
-           if 100 * n / total < 97][:14]
+           if not name.startswith(_ROOTS)][:14]
     slf = [(name, 100 * n / total) for name, n in own.most_common(10)]
     return {"samples": total, "inclusive": inc, "self": slf}
 
@@ -319,6 +321,35 @@ def pyspy_relay(b: Any, mb: int = 20) -> dict[str, Any] | None:
         out.unlink(missing_ok=True)
 
 
+def memory_floors(b: Any) -> dict[str, float]:
+    """PSS (MB) of an idle interpreter after various imports: what a role's memory is made
+    of, and what it could be."""
+    from common import pss_kb
+
+    py = sys.executable
+    sleep = "import time; time.sleep(60)"
+    daemon_stdlib = "import json, selectors, socket, subprocess, signal, struct, mmap, fcntl; "
+    cases = {
+        "python (site, nothing imported)": [py, "-c", sleep],
+        "python -S (nothing imported)": [py, "-S", "-c", sleep],
+        "the daemon role's imports (`immortal._role`, `immortal.daemon`)":
+            [py, "-c", "import immortal._role, immortal.daemon; " + sleep],
+        "the pump role's imports and the `file` monitor resolved":
+            [py, "-c", "import immortal._role, immortal.pump, immortal.monitoring as m; "
+                       "m.resolve('file'); " + sleep],
+        "only the stdlib modules a daemon needs": [py, "-c", daemon_stdlib + sleep],
+        "the same with -S": [py, "-S", "-c", daemon_stdlib + sleep],
+    }
+    procs = {k: subprocess.Popen(v) for k, v in cases.items()}
+    try:
+        time.sleep(2.0)
+        return {k: pss_kb(p.pid) / 1024 for k, p in procs.items()}
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
+
+
 def run(b: Any, log: Callable[[str], None]) -> dict[str, Any]:
     log("profile: interpreter floors, import times, exec timeline, py-spy")
     py = sys.executable
@@ -332,7 +363,7 @@ def run(b: Any, log: Callable[[str], None]) -> dict[str, Any]:
                 [py, "-c", "import immortal.pump, immortal_monitors.file"]),
         }}
     for name, step in (("imports", imports), ("timeline", timeline),
-                       ("spawn", spawn_primitives),
+                       ("spawn", spawn_primitives), ("memory", memory_floors),
                        ("pyspy_crash", pyspy_crash), ("pyspy_relay", pyspy_relay)):
         try:
             prof[name] = step(b)
@@ -365,12 +396,18 @@ def render(p: dict[str, Any]) -> list[str]:
     if p.get("timeline") and p["timeline"].get("events"):
         out += ["`strace -f` timeline of `python -m immortal run` (execs, forks and exits; "
                 "strace slows each fork and exec, so the total is above the unstraced "
-                "median):", ""]
+                "median). The first role process detaches with DaemonContext's double fork: "
+                "\"fork of fork of daemon role\" is the daemon proper.", ""]
         out += ["| ms | Δ ms | event |", "|---|---|---|"]
         last = 0.0
         for t, what in p["timeline"]["events"]:
             out.append(f"| {f(t)} | {f(t - last)} | {what} |")
             last = t
+        out += [""]
+    if p.get("memory"):
+        out += ["PSS of an idle interpreter after some imports (MB):", "",
+                "| interpreter | PSS MB |", "|---|---|"]
+        out += [f"| {k} | {v:.1f} |" for k, v in p["memory"].items()]
         out += [""]
     if p.get("spawn"):
         out += ["Spawning the target from the bench's interpreter until its first "

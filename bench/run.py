@@ -62,7 +62,7 @@ class Mode:
     def __init__(self, quick: bool) -> None:
         self.quick = quick
         self.name = "quick" if quick else "full"
-        self.rounds = 6 if quick else 12  # recovery rounds, half exits and half SIGKILLs
+        self.rounds = 8 if quick else 16  # recovery rounds, half exits and half SIGKILLs
         self.anchor_rounds = 2 if quick else 6
         self.crash_windows = 2 if quick else 4
         self.crash_window = 1.0 if quick else 2.0
@@ -157,7 +157,11 @@ def recovery_idle_memory_killed(b: Bench, rows: set[str]) -> None:
             s["current"] = b.extra["anchor_cold"][name]["stamp"]
     try:
         if "recovery" in rows:
-            _recovery(b, subjects)
+            # immortal and the bare loop take turns first, on a machine where no anchor has
+            # a recovery pending; then the anchors (a slow one's pending recovery overlaps
+            # the other anchors' turns).
+            _recovery(b, {n: s for n, s in subjects.items() if not s.get("anchor")})
+            _recovery(b, {n: s for n, s in subjects.items() if s.get("anchor")})
         if "idle" in rows:
             _idle(b, subjects)
         if "memory" in rows:
@@ -174,7 +178,9 @@ def _recovery(b: Bench, subjects: dict[str, dict[str, Any]]) -> None:
     or is SIGKILLed; the time until its successor's first instruction. Subjects take turns;
     a slow subject's pending recovery overlaps the others' turns."""
     m = b.mode
-    log(f"recovery: {m.rounds} rounds (anchors {m.anchor_rounds}), half exits, half SIGKILLs")
+    if not subjects:
+        return
+    log(f"recovery of {', '.join(subjects)}: half exits, half SIGKILLs")
     wanted = {n: (m.anchor_rounds if s.get("anchor") else m.rounds) for n, s in subjects.items()}
     done = {n: 0 for n in subjects}
     pending: dict[str, tuple[str, int, int]] = {}  # name -> (how, base ns, old pid)
