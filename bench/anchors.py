@@ -138,6 +138,22 @@ class Anchor:
     def stop(self, key: str) -> None: ...
     def _shutdown(self) -> None: ...
 
+    def find_daemon(self) -> list[int]:
+        """Living processes whose command line names this anchor's directory (its daemon,
+        whatever pid it has now; its programs' command lines name other paths)."""
+        mark = (str(self.dir) + "/").encode()
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if mark in handle.read() and proc_alive(int(entry)):
+                        found.append(int(entry))
+            except OSError:
+                continue
+        return found
+
     def supervisor_pids(self) -> list[int]:
         """The anchor's own processes (not the programs it runs)."""
         return [p for p in self.daemon_pids if proc_alive(p)]

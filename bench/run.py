@@ -575,21 +575,31 @@ def count_lines(path: Path, offset: int, end: int,
     return lines, intact
 
 
-def _wait_marker(path: Path, offset: int, timeout: float) -> int:
-    """Poll (2 ms) until the marker line is past ``offset`` in ``path``; return the size."""
+def _wait_marker(path: Path, offset: int, timeout: float, stamps: Stamps,
+                 ends: list[tuple[str, int, int]]) -> tuple[int, int]:
+    """Poll (2 ms) until the last line is in ``path`` past ``offset``: (size, time ns).
+
+    The last line ends in the marker; where a subject cuts lines at its reads and puts a
+    prefix inside it, the marker is never whole: then the target's "E" stamp (it has
+    written everything) and 0.5 s without growth end the wait, at the last growth seen."""
     deadline = time.monotonic() + timeout
     seen = offset
+    grew = time.monotonic_ns()
     while time.monotonic() < deadline:
+        ends += [x for x in stamps.read(0) if x[0] == "E"]
         try:
             size = path.stat().st_size
         except FileNotFoundError:
             size = 0
+        now = time.monotonic_ns()
         if size > seen:
             with open(path, "rb") as handle:
                 handle.seek(max(offset, size - 400))
                 if MARKER in handle.read():
-                    return size
-            seen = size
+                    return size, now
+            seen, grew = size, now
+        elif ends and now - grew > 500_000_000:
+            return size, grew
         time.sleep(0.002)
     raise TimeoutError(f"no end marker in {path} within {timeout:g} s")
 
@@ -598,7 +608,7 @@ def relay(b: Bench) -> None:
     m = b.mode
     count = m.relay_mb * 1_000_000 // LINE
     log(f"relay: {m.relay_mb} MB ({count} lines of {LINE} bytes), {m.relay_rounds} rounds")
-    timeout = 60 + m.relay_mb * 2.0
+    timeout = 60 + m.relay_mb * 1.0
     results: dict[str, list[dict[str, Any]]] = {}
     for r in range(m.relay_rounds):
         order = ["bare redirect", "immortal file", "immortal python", *[a.name for a in b.anchors]]
@@ -646,17 +656,17 @@ def relay(b: Bench) -> None:
                 cpu0 = sum(cpu_ns(p) for p in pids)
                 t0 = time.monotonic_ns()
                 os.kill(target[1], signal.SIGUSR1)
+                ends: list[tuple[str, int, int]] = []
                 if name == "immortal python":
                     while not done.exists():
                         if time.monotonic_ns() - t0 > timeout * 1e9:
                             raise TimeoutError("the Counter monitor saw no end marker")
                         time.sleep(0.002)
-                    end = 0
+                    end, t1 = 0, time.monotonic_ns()
                 else:
-                    end = _wait_marker(out, offset, timeout)
-                t1 = time.monotonic_ns()
+                    end, t1 = _wait_marker(out, offset, timeout, stamps, ends)
                 cpu = sum(cpu_ns(p) for p in pids) - cpu0
-                wrote = stamps.wait("E", 5)[1]
+                wrote = ends[0] if ends else stamps.wait("E", 5)[1]
                 if name == "immortal python":
                     seen = int(done.read_text())
                     lines = intact = seen
@@ -674,6 +684,32 @@ def relay(b: Bench) -> None:
                 if out.exists():
                     os.truncate(out, 0)
     b.extra["relay"] = {"mb": m.relay_mb, "lines": count, "rounds": results}
+
+
+def anchors_killed(b: Bench) -> None:
+    """SIGKILL each anchor's daemon: does anything bring it back, what of its programs?"""
+    log("anchors' daemons killed")
+    result = {}
+    for anchor in b.anchors:
+        pids = anchor.supervisor_pids()
+        if not pids:
+            continue
+        programs = [p for pid in pids for p in anchors.descendants(pid)]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(2.0)
+        back = anchor.find_daemon()
+        left = [p for p in programs if alive(p)]
+        result[anchor.name] = {"programs": len(programs), "left_running": len(left),
+                               "daemon_back": bool(back)}
+        for pid in left:
+            try:
+                os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(
+                    pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        anchor.daemon_pids = []
+    b.extra["anchors_killed"] = result
 
 
 # ------------------------------------------------------------------ anchors
@@ -833,6 +869,8 @@ def main(argv: list[str] | None = None) -> int:
             start_stop(b)
         if "relay" in rows:
             relay(b)
+        if "killed" in rows and b.anchors:
+            anchors_killed(b)
         if ns.profile:
             import profiling
 
