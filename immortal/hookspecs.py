@@ -68,6 +68,13 @@ def monitor_stderr(line: bytes, offset: int) -> None:
 
 
 @hookspec
+def monitor_lines(stream: str, lines: list[bytes], offset: int) -> None:
+    """Several lines of one stream ("stdout" or "stderr") at once; ``offset`` is the first
+    one's. A monitor that has this hook gets its lines this way only (not through
+    ``monitor_stdout``/``monitor_stderr``), in one call per read of the pipe."""
+
+
+@hookspec
 def monitor_message(message: Any) -> None:
     """A JSON value the target sent on its message channel (``channel=True``)."""
 
@@ -88,5 +95,5 @@ def monitor_shutdown(reason: str) -> None:
     """The group ends: "stop", "fatal: ...", or a final exit code."""
 
 
-HOOKS = ("check", "setup", "spawn", "adopt", "respawn", "exit", "stdout", "stderr", "dropped",
+HOOKS = ("check", "setup", "spawn", "adopt", "respawn", "exit", "stdout", "stderr", "lines", "dropped",
          "message", "reopen", "shutdown")

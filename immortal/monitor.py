@@ -94,6 +94,25 @@ class Monitor:
     def stderr(self, line: bytes, offset: int = 0) -> None:
         """A line of the target's stderr, as :meth:`stdout`."""
 
+    def lines(self, stream: str, lines: list[bytes], offset: int) -> None:
+        """Several lines of ``stream`` at once (``offset`` is the first one's). By default,
+        :meth:`stdout` or :meth:`stderr` for each; override it to handle a batch in one go
+        (the ``file`` monitor writes a whole batch with one ``write``)."""
+        hook = self.stdout if stream == "stdout" else self.stderr
+        takes_offset = _takes(getattr(type(self), stream), "offset")
+        error: Exception | None = None
+        for line in lines:
+            try:
+                if takes_offset:
+                    hook(line, offset)
+                else:
+                    hook(line)  # type: ignore[call-arg]
+            except Exception as exc:  # the other lines still go; the first error is told
+                error = error or exc
+            offset += len(line) + 1
+        if error is not None:
+            raise error
+
     def dropped(self, count: int) -> None:
         """Backpressure "drop": ``count`` lines were skipped since the last call."""
 
@@ -151,6 +170,9 @@ class Monitor:
             self.stderr(line, offset)
         else:
             self.stderr(line)  # type: ignore[call-arg]
+
+    def monitor_lines(self, stream: str, lines: list[bytes], offset: int) -> None:
+        self.lines(stream, lines, offset)
 
     def monitor_dropped(self, count: int) -> None:
         self.dropped(count)

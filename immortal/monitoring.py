@@ -189,11 +189,14 @@ class Host:
             self._names[id(plugin)] = monitor
         self._manager.check_pending()
         self._calls: dict[str, list[tuple[str, Callable[..., Any], tuple[str, ...]]]] = {}
+        batched = {id(impl.plugin) for impl in self._manager.hook.monitor_lines.get_hookimpls()}
         for hook in hookspecs.HOOKS[1:]:
             # pluggy lists implementations last-registered first; we call in the order given.
             impls = reversed(getattr(self._manager.hook, f"monitor_{hook}").get_hookimpls())
             self._calls[hook] = [(self._names.get(id(impl.plugin), "?"), impl.function,
-                                  tuple(impl.argnames)) for impl in impls]
+                                  tuple(impl.argnames)) for impl in impls
+                                 if hook not in ("stdout", "stderr")
+                                 or id(impl.plugin) not in batched]
         self._last_report: dict[tuple[str, str], float] = {}
         self.errors = 0
 
@@ -207,6 +210,16 @@ class Host:
                 if strict:
                     raise MonitorFailed(monitor, exc) from exc
                 self._report(monitor, hook)
+
+    def lines(self, stream: str, lines: list[bytes], offset: int) -> None:
+        """Output lines: one call to each monitor with a batch hook, one per line to the
+        others, each line with its offset."""
+        if self._calls["lines"]:
+            self.call("lines", stream=stream, lines=lines, offset=offset)
+        if self._calls[stream]:
+            for line in lines:
+                self.call(stream, line=line, offset=offset)
+                offset += len(line) + 1
 
     def _report(self, monitor: str, hook: str) -> None:
         self.errors += 1

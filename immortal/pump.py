@@ -99,10 +99,10 @@ class Pump:
         self.started_wall = (self.previous or {}).get("started_at") or time.time()
         self.relays = (
             relay.Relay(self.out_r, self.journal, 0,
-                        lambda line, offset: self._line("stdout", line, offset),
+                        lambda lines, offset: self._lines("stdout", lines, offset),
                         1 if self.echo else None, drop=spec.backpressure == "drop"),
             relay.Relay(self.err_r, self.journal, 1,
-                        lambda line, offset: self._line("stderr", line, offset),
+                        lambda lines, offset: self._lines("stderr", lines, offset),
                         2 if self.echo else None, drop=spec.backpressure == "drop"),
         )
 
@@ -320,9 +320,9 @@ class Pump:
                 while stream.read():
                     pass
 
-    def _line(self, stream: str, line: bytes, offset: int) -> None:
+    def _lines(self, stream: str, lines: list[bytes], offset: int) -> None:
         assert self.host is not None
-        self.host.call(stream, line=line, offset=offset)
+        self.host.lines(stream, lines, offset)
 
     def _on_target(self, fd: object) -> None:
         if self.target is None or not self.target.own:

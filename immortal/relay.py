@@ -88,7 +88,7 @@ class Relay:
     """One stream of the target: pipe → journal → whole lines to ``emit``."""
 
     def __init__(self, fd: int, journal: mmap.mmap, index: int,
-                 emit: Callable[[bytes, int], None], echo: int | None = None,
+                 emit: Callable[[list[bytes], int], None], echo: int | None = None,
                  drop: bool = False) -> None:
         self.fd = fd
         self._map = journal
@@ -134,7 +134,9 @@ class Relay:
     def deliver(self, final: bool = False, skip: bool = False) -> None:
         """Deliver every whole line not yet delivered; with ``final``, the partial one too.
 
-        With ``skip`` the lines are counted in ``dropped`` instead (the monitors are behind).
+        Whole lines go out in batches, split at C speed (one ``emit`` per read, not per
+        line); an overlong line goes in pieces, one at a time. With ``skip`` the lines are
+        counted in ``dropped`` instead (the monitors are behind).
         """
         buffer = self._buffer()
         length = self._get(buffer)
@@ -142,27 +144,34 @@ class Relay:
         origin = self._get(buffer + 16)
         start = buffer + _HEAD
         while done < length:
-            end = self._map.find(b"\n", start + done, min(start + length,
-                                                         start + done + MAX_LINE + 1))
-            if end < 0:
-                if length - done >= MAX_LINE:
-                    end = start + done + MAX_LINE - 1  # deliver a piece; no newline eaten
-                    line = self._map[start + done: end + 1]
-                    length_of = len(line)
-                elif final:
-                    line = self._map[start + done: start + length]
-                    length_of = len(line)
-                else:
-                    break
+            data = self._map[start + done: start + length]
+            last = data.rfind(b"\n")
+            if last >= 0:
+                lines = data[:last].split(b"\n")
+                if max(map(len, lines)) <= MAX_LINE:
+                    if skip:
+                        self.dropped += len(lines)
+                    else:
+                        self._emit(lines, origin + done)
+                    done += last + 1
+                    self._set(buffer + 8, done)  # delivered: a successor will not repeat it
+                    continue
+            end = data.find(b"\n", 0, MAX_LINE + 1)
+            if end >= 0:
+                line, taken = data[:end], end + 1
+            elif len(data) >= MAX_LINE:
+                line = data[:MAX_LINE]  # a piece of an overlong line; no newline eaten
+                taken = MAX_LINE
+            elif final:
+                line, taken = data, len(data)
             else:
-                line = self._map[start + done: end]
-                length_of = len(line) + 1
+                break  # a partial line: it waits in the journal for its newline
             if skip:
                 self.dropped += 1
             else:
-                self._emit(line, origin + done)
-            done += length_of
-            self._set(buffer + 8, done)  # delivered: a successor will not repeat it
+                self._emit([line], origin + done)
+            done += taken
+            self._set(buffer + 8, done)
         if done:
             self._compact(buffer, length, done)
 

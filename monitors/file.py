@@ -279,6 +279,15 @@ class FileMonitor(immortal.Monitor):
     def exit(self, status: immortal.ExitStatus) -> None:
         self._event("exit", f"exit pid {status.pid}: {status}", status=status)
 
+    def lines(self, stream: str, lines: list[bytes], offset: int) -> None:
+        if type(self)._format_line is not FileMonitor._format_line or self._max_bytes:
+            # A subclass formats line by line; rotation decides record by record.
+            super().lines(stream, lines, offset)
+            return
+        # A whole batch: one timestamp, one join at C speed, one write.
+        prefix = b"%s %s | " % (_stamp(), stream.encode())
+        self._write(prefix + (b"\n" + prefix).join(lines) + b"\n")
+
     def stdout(self, line: bytes, offset: int = 0) -> None:
         self._write(self._format_line("stdout", line, offset))
 
