@@ -8,31 +8,67 @@ module.
 
 from __future__ import annotations
 
-from .errors import (
-    AlreadyRunning,
-    ChannelError,
-    ImmortalError,
-    InvalidSpec,
-    InvalidType,
-    MonitorError,
-    MonitorNotFound,
-    MonitorOptionsError,
-    NotRunning,
-    StartError,
-    StateDirError,
-    StopTimeout,
-    TargetNotExecutable,
-    TargetNotFound,
-    UnknownName,
-)
-from .events import ExitStatus
-from .group import Group, attach, groups
-from .hookspecs import hookimpl, hookspec
-from .launcher import start
-from .manager import Manager
-from .monitor import Monitor
-from .spec import RestartPolicy, Strategy
-from .state import Status
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the same names, for type checkers; at run time they load on first use
+    from .errors import (
+        AlreadyRunning,
+        ChannelError,
+        ImmortalError,
+        InvalidSpec,
+        InvalidType,
+        MonitorError,
+        MonitorNotFound,
+        MonitorOptionsError,
+        NotRunning,
+        StartError,
+        StateDirError,
+        StopTimeout,
+        TargetNotExecutable,
+        TargetNotFound,
+        UnknownName,
+    )
+    from .events import ExitStatus
+    from .group import Group, attach, groups
+    from .hookspecs import hookimpl, hookspec
+    from .launcher import start
+    from .manager import Manager
+    from .monitor import Monitor
+    from .spec import RestartPolicy, Strategy
+    from .state import Status
+
+# Where each public name lives. They are imported on first use (PEP 562), so that the
+# daemon and pump, which import this package to reach their own modules, do not pay for the
+# caller's side (launcher, pluggy's entry points...) at every start.
+_HOMES = {
+    **dict.fromkeys(("AlreadyRunning", "ChannelError", "ImmortalError", "InvalidSpec",
+                     "InvalidType", "MonitorError", "MonitorNotFound", "MonitorOptionsError",
+                     "NotRunning", "StartError", "StateDirError", "StopTimeout",
+                     "TargetNotExecutable", "TargetNotFound", "UnknownName"), "errors"),
+    "ExitStatus": "events",
+    **dict.fromkeys(("Group", "attach", "groups"), "group"),
+    **dict.fromkeys(("hookimpl", "hookspec"), "hookspecs"),
+    "start": "launcher",
+    "Manager": "manager",
+    "Monitor": "monitor",
+    **dict.fromkeys(("RestartPolicy", "Strategy"), "spec"),
+    "Status": "state",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'immortal' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __version__ = "0.1.0"
 
