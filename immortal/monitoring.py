@@ -97,21 +97,17 @@ def _check_shape(name: str, factory: Any) -> None:
                 raise MonitorError(f"monitor {name!r} defines {attr!r}, which is no monitor "
                                    f"method{hint}")
         return
-    if isinstance(factory, (types.ModuleType, type)) or callable(factory):
-        plugin = factory
-        if isinstance(factory, type):
-            plugin = factory  # a plain class with monitor_* methods; instantiated in the pump
-        manager = _manager()
-        try:
-            manager.register(plugin if not isinstance(plugin, type) else _probe(plugin))
-            manager.check_pending()
-        except pluggy.PluginValidationError as exc:
-            raise MonitorError(f"monitor {name!r} is not a valid monitor: {exc}") from exc
-        if not any(attr.startswith("monitor_") for attr in dir(factory)):
-            raise MonitorError(f"monitor {name!r} ({factory!r}) is not a monitor: subclass "
-                               "immortal.Monitor or define monitor_* hooks")
-        return
-    raise MonitorError(f"monitor {name!r} is not a monitor ({factory!r})")
+    if not any(attr.startswith("monitor_") for attr in dir(factory)):
+        raise MonitorError(f"monitor {name!r} ({factory!r}) is not a monitor: subclass "
+                           "immortal.Monitor or define monitor_* hooks")
+    # A module or an object with monitor_* functions; a plain class is instantiated in the
+    # pump, so a stand-in is checked here.
+    manager = _manager()
+    try:
+        manager.register(_probe(factory) if isinstance(factory, type) else factory)
+        manager.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise MonitorError(f"monitor {name!r} is not a valid monitor: {exc}") from exc
 
 
 def _probe(cls: type) -> object:
