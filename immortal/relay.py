@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import mmap
+import select
 import socket
 import os
 import struct
@@ -221,8 +222,6 @@ def _write_all(fd: int, data: bytes) -> None:
         try:
             view = view[os.write(fd, view):]
         except BlockingIOError:
-            import select
-
             select.select([], [fd], [])
         except OSError:
             return  # the terminal went away; the monitor still gets every line
