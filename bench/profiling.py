@@ -321,6 +321,41 @@ def pyspy_relay(b: Any, mb: int = 20) -> dict[str, Any] | None:
         out.unlink(missing_ok=True)
 
 
+def block_formatting(b: Any) -> dict[str, float]:
+    """ms per 20 MB of 100-byte lines, in 64 KiB blocks written to a file: ways for a
+    monitor to timestamp a block of lines, against writing the block as it is."""
+    line = b"0000000000 " + b"x" * 88 + b"\n"
+    block = line * 655
+    count = 20_000_000 // len(block)
+    prefix = b"2026-11-27T22:19:34.123Z stdout | "
+    path = b.work / "blocks.out"
+
+    def as_is(fd: int, data: bytes) -> None:
+        os.write(fd, data)
+
+    def split_join(fd: int, data: bytes) -> None:
+        lines = data[:data.rfind(b"\n")].split(b"\n")
+        max(map(len, lines))
+        os.write(fd, prefix + (b"\n" + prefix).join(lines) + b"\n")
+
+    def replace(fd: int, data: bytes) -> None:
+        os.write(fd, prefix + data[:-1].replace(b"\n", b"\n" + prefix) + b"\n")
+
+    result = {}
+    for name, step in (("the block as it is (what the bare redirect writes)", as_is),
+                       ("split into lines, check their length, join with the prefix, write "
+                        "(the file monitor's batch path)", split_join),
+                       ("`bytes.replace` of the newlines by newline + prefix, write", replace)):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        t0 = time.perf_counter()
+        for _ in range(count):
+            step(fd, bytes(block))
+        result[name] = (time.perf_counter() - t0) * 1000
+        os.close(fd)
+        path.unlink()
+    return result
+
+
 def memory_floors(b: Any) -> dict[str, float]:
     """PSS (MB) of an idle interpreter after various imports: what a role's memory is made
     of, and what it could be."""
@@ -364,6 +399,7 @@ def run(b: Any, log: Callable[[str], None]) -> dict[str, Any]:
         }}
     for name, step in (("imports", imports), ("timeline", timeline),
                        ("spawn", spawn_primitives), ("memory", memory_floors),
+                       ("blocks", block_formatting),
                        ("pyspy_crash", pyspy_crash), ("pyspy_relay", pyspy_relay)):
         try:
             prof[name] = step(b)
@@ -413,6 +449,11 @@ def render(p: dict[str, Any]) -> list[str]:
         out += ["Spawning the target from the bench's interpreter until its first "
                 "instruction, median of 100 each (ms):", "", "| how | ms |", "|---|---|"]
         out += [f"| {k} | {v:.3f} |" for k, v in p["spawn"].items()]
+        out += [""]
+    if p.get("blocks"):
+        out += ["Timestamping 20 MB of 100-byte lines in 64 KiB blocks and writing them to a "
+                "file, in the bench's interpreter (ms):", "", "| how | ms |", "|---|---|"]
+        out += [f"| {k} | {v:.1f} |" for k, v in p["blocks"].items()]
         out += [""]
     crash = p.get("pyspy_crash")
     if crash:
