@@ -8,7 +8,6 @@ and ``waitpid(WNOHANG)`` reaps.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import subprocess
@@ -25,7 +24,8 @@ def set_subreaper() -> bool:
     """Make orphaned descendants come back to this process (Linux); False elsewhere."""
     if not sys.platform.startswith("linux"):
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    # The C library this interpreter already has loaded (find_library would run ldconfig).
+    libc = ctypes.CDLL(None, use_errno=True)
     return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
