@@ -594,14 +594,29 @@ def _wait_marker(path: Path, offset: int, timeout: float, stamps: Stamps,
         now = time.monotonic_ns()
         if size > seen:
             with open(path, "rb") as handle:
-                handle.seek(max(offset, size - 400))
-                if MARKER in handle.read():
-                    return size, now
+                start = max(offset, size - 400)
+                handle.seek(start)
+                tail = handle.read()  # to the end, which may be past `size` by now
+                if MARKER in tail:
+                    return start + len(tail), now
             seen, grew = size, now
         elif ends and now - grew > 500_000_000:
             return size, grew
         time.sleep(0.002)
     raise TimeoutError(f"no end marker in {path} within {timeout:g} s")
+
+
+def _settled_size(path: Path, quiet: float = 0.3, limit: float = 10.0) -> int:
+    """The file's size once it has not grown for ``quiet`` seconds (at most ``limit``)."""
+    size = path.stat().st_size
+    still = time.monotonic()
+    deadline = still + limit
+    while time.monotonic() < deadline and time.monotonic() - still < quiet:
+        time.sleep(0.02)
+        now = path.stat().st_size
+        if now != size:
+            size, still = now, time.monotonic()
+    return size
 
 
 def relay(b: Bench) -> None:
@@ -676,6 +691,18 @@ def relay(b: Bench) -> None:
                 else:
                     examples = b.extra.setdefault("relay_damaged", {}).setdefault(name, [])
                     lines, intact = count_lines(out, offset, end, examples)
+                    if intact != count:
+                        # Count again once the output has settled: a shortfall that is
+                        # gone then was the measurement's (the end was seen early), not a
+                        # loss.
+                        final = _settled_size(out)
+                        again = count_lines(out, offset, final)
+                        if again != (lines, intact):
+                            b.notes.append(
+                                f"relay: {name} round {r + 1}: {again[1] - intact} more intact "
+                                "lines once the output settled than when its end was seen "
+                                "(counted after it settled)")
+                            lines, intact = again
                 results.setdefault(name, []).append({
                     "ms": ms(t1 - t0), "target_ms": ms(wrote[2] - t0), "lines": lines,
                     "intact": intact, "lost": count - intact, "cpu_ms": ms(cpu)})
