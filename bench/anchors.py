@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 VENV = Path(os.environ.get("BENCH_ANCHORS_VENV", "/tmp/bench-anchors"))

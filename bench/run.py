@@ -48,7 +48,7 @@ if str(ROOT) not in sys.path:
 
 import anchors  # noqa: E402
 from common import (  # noqa: E402
-    Stamps, alive, build_target, cpu_ns, cpu_ticks_ms, pss_kb, summary, wakeups)
+    Stamps, alive, build_target, cpu_ns, cpu_ticks_ms, pss_kb, wakeups)
 
 import immortal  # noqa: E402
 from immortal import control  # noqa: E402
@@ -141,7 +141,6 @@ class Bench:
 
 def recovery_idle_memory_killed(b: Bench, rows: set[str]) -> None:
     """One stable target per subject, all running at once; deaths one at a time."""
-    m = b.mode
     subjects: dict[str, dict[str, Any]] = {}
     group = b.im_start("b-rec", ["stamp", str(b.fifo("immortal", "rec").path)])
     subjects["immortal"] = {"stamps": b.fifo("immortal", "rec"), "pids": lambda: b.im_pids(group)}
@@ -724,7 +723,7 @@ def anchors_killed(b: Bench) -> None:
         pids = anchor.supervisor_pids()
         if not pids:
             continue
-        programs = [p for pid in pids for p in anchors.descendants(pid)]
+        programs = [p for pid in pids for p in anchors.descendants(pid) if alive(p)]
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         time.sleep(2.0)
@@ -860,6 +859,17 @@ def _meminfo() -> str:
         return "?"
 
 
+def _rounded(value: Any) -> Any:
+    """Floats to 4 significant decimals' worth (µs for ms figures): a smaller JSON file."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the short run (< 2 minutes)")
@@ -929,7 +939,7 @@ def main(argv: list[str] | None = None) -> int:
         v.pop("stamp", None)
     out_json = HERE / "results" / f"{mode.name}.json"
     out_json.parent.mkdir(exist_ok=True)
-    out_json.write_text(json.dumps(results, indent=1, default=str))
+    out_json.write_text(json.dumps(_rounded(results), separators=(",", ":"), default=str))
     import report
 
     Path(ns.output).write_text(report.render(results))
