@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import select
 import shutil
-import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -138,10 +137,3 @@ def alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def summary(values: list[float]) -> dict[str, float | int | None]:
-    if not values:
-        return {"n": 0, "median": None, "min": None, "max": None}
-    return {"n": len(values), "median": statistics.median(values), "min": min(values),
-            "max": max(values)}
