@@ -88,6 +88,7 @@ class Pump:
         self.selector = selectors.DefaultSelector()
         self.target: process.Child | None = None
         self.watched = -1  # the pidfd registered in the selector
+        self._start_times: dict[int, int | None] = {}
         self.subreaper = bool(args.get("subreaper"))  # root of the group: orphans come here
         self.control: control.Server | None = None  # served here when there is no daemon
         self.machine = supervise.State()
@@ -365,6 +366,7 @@ class Pump:
         assert self.host is not None and self.target is not None
         self._unwatch_target()
         self._tell_daemon(exited=self.target.pid)
+        self._start_times.pop(self.target.pid, None)  # the pid may come back as another
         self.target = None
         self._drain()
         # Decide first, so that the exit event carries the decision (a restart record).
@@ -544,6 +546,15 @@ class Pump:
             if exc.errno != errno.ENOENT:
                 sys.stderr.write(f"immortal: pump: cannot write status: {exc}\n")
 
+    def _start_time(self, pid: int) -> int | None:
+        """A process's kernel start time, read from /proc once per pid (not per write)."""
+        known = self._start_times.get(pid)
+        if known is None:
+            known = self._start_times[pid] = process_start_time(pid)
+            if len(self._start_times) > 8:  # only the daemon, the pump and targets matter
+                self._start_times = {pid: known}
+        return known
+
     def _status_data(self) -> dict[str, Any]:
         m = self.machine
         pids = {"pump": os.getpid()}
@@ -557,7 +568,7 @@ class Pump:
         data = {
             "name": self.spec.name, "state": m.phase, "strategy": self.spec.strategy.value,
             "pids": pids,
-            "start_times": {role: process_start_time(pid) for role, pid in pids.items()},
+            "start_times": {role: self._start_time(pid) for role, pid in pids.items()},
             "restarts": m.restarts, "spawned": m.spawned,
             "last_exit": m.last_exit.to_json() if m.last_exit else None,
             "next_restart_at": next_at, "reason": m.reason,

@@ -169,7 +169,7 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600)
     with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
+        json.dump(data, handle, separators=(",", ":"))  # compact: written at every event
     os.replace(tmp, path)
 
 
