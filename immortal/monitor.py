@@ -159,18 +159,8 @@ class Monitor:
     def monitor_exit(self, status: ExitStatus) -> None:
         self.exit(status)
 
-    def monitor_stdout(self, line: bytes, offset: int) -> None:
-        if _takes(type(self).stdout, "offset"):
-            self.stdout(line, offset)
-        else:
-            self.stdout(line)  # type: ignore[call-arg]
-
-    def monitor_stderr(self, line: bytes, offset: int) -> None:
-        if _takes(type(self).stderr, "offset"):
-            self.stderr(line, offset)
-        else:
-            self.stderr(line)  # type: ignore[call-arg]
-
+    # Output reaches a Monitor through monitor_lines only (its default calls stdout/stderr
+    # for each line), so there is no monitor_stdout/monitor_stderr glue here.
     def monitor_lines(self, stream: str, lines: list[bytes], offset: int) -> None:
         self.lines(stream, lines, offset)
 

@@ -21,7 +21,6 @@ the ``NO_COLOR`` environment variable is set and not empty), ``"always"`` or ``"
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import sys
@@ -29,6 +28,8 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 import immortal
+
+from .file import refuse_unknown
 
 OPTIONS = ("color",)
 COLORS = ("auto", "always", "never")
@@ -59,13 +60,7 @@ class ConsoleMonitor(immortal.Monitor):
 
     @classmethod
     def check(cls, options: Mapping[str, Any]) -> Mapping[str, Any]:
-        for key in options:
-            if key not in OPTIONS:
-                close = difflib.get_close_matches(str(key), OPTIONS, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise immortal.MonitorOptionsError(
-                    f"the console monitor has no option {key!r}{hint}; its options: "
-                    + ", ".join(OPTIONS))
+        refuse_unknown("console", options, OPTIONS)
         color = options.get("color", "auto")
         if color not in COLORS:
             raise immortal.MonitorOptionsError(

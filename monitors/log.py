@@ -41,6 +41,8 @@ from typing import Any
 
 import immortal
 
+from .file import refuse_unknown
+
 OPTIONS = ("logger", "stdout_level", "stderr_level", "config")
 DEFAULT_LEVELS = {"stdout_level": logging.INFO, "stderr_level": logging.WARNING}
 
@@ -125,13 +127,7 @@ class LoggingMonitor(immortal.Monitor):
 
     @classmethod
     def check(cls, options: Mapping[str, Any]) -> Mapping[str, Any]:
-        for key in options:
-            if key not in OPTIONS:
-                close = difflib.get_close_matches(str(key), OPTIONS, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise immortal.MonitorOptionsError(
-                    f"the logging monitor has no option {key!r}{hint}; its options: "
-                    + ", ".join(OPTIONS))
+        refuse_unknown("logging", options, OPTIONS)
         checked: dict[str, Any] = {}
         if "logger" in options:
             logger = options["logger"]
