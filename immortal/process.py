@@ -180,8 +180,3 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str, umask: int | None,
 def exec_error(argv: list[str], exc: OSError) -> str:
     return f"cannot execute {argv[0]!r}: {exc.strerror or exc}"
 
-
-def start_time(pid: int) -> int | None:
-    from .state import process_start_time
-
-    return process_start_time(pid)

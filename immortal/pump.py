@@ -20,7 +20,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import control, monitoring, process, relay, supervise
 from .detach import Handshake, detach

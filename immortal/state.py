@@ -101,21 +101,15 @@ class Lock:
 
     @classmethod
     def take(cls, directory: Path) -> Lock:
-        fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
+        fd = try_lock(directory / "lock")
+        if fd is None:
             name = directory.name
             status = read_status(directory)
             pids = status.pids if status else {}
             shown = ", ".join(f"{role} {pid}" for role, pid in pids.items()) or "unknown pids"
             raise AlreadyRunning(
                 f"group {name!r} is already running ({shown}); stop it first with "
-                f"'immortal stop {name}' or choose another name", pids) from None
+                f"'immortal stop {name}' or choose another name", pids)
         return cls(fd)
 
     def close(self) -> None:
@@ -147,22 +141,6 @@ def wait_lock(path: Path, timeout: float) -> int | None:
         time.sleep(0.01)
 
 
-def is_locked(directory: Path) -> bool:
-    """True while some process holds the group's lock."""
-    try:
-        fd = os.open(directory / "lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        # A shared probe never blocks a holder, and an exclusive holder makes it fail.
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` atomically: a reader sees the old file or the new one, never half."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -186,33 +164,32 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _stat(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (state first), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    return data[data.rindex(b")") + 2:].split()
+
+
 def process_start_time(pid: int) -> int | None:
     """The kernel's start time of ``pid`` in clock ticks, or None if it does not exist.
 
     A pid together with its start time names one process for good: pids are reused, start
     times of a reused pid differ.
     """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses: split after the last ')'.
-    fields = data[data.rindex(b")") + 2:].split()
-    if fields[0] == b"Z":
-        return None  # a zombie has exited; it only waits to be reaped
+    fields = _stat(pid)
+    if fields is None or fields[0] == b"Z":
+        return None  # gone, or a zombie: it has exited and only waits to be reaped
     return int(fields[19])
 
 
 def parent_pid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    return int(data[data.rindex(b")") + 2:].split()[1])
+    fields = _stat(pid)
+    return None if fields is None else int(fields[1])
 
 
 def is_alive(pid: int | None, start_time: int | None) -> bool:

@@ -7,15 +7,13 @@ import os
 import signal
 import socket
 import stat
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
 import immortal
-from conftest import LONG, SHORT, TALKER, wait_for
+from conftest import SHORT, TALKER, wait_for
 from immortal import control
 
 pytestmark = pytest.mark.timeout(120)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import immortal
-from conftest import LONG, SHORT, TALKER, cmdline, descendants, wait_for
+from conftest import LONG, TALKER, cmdline, descendants, wait_for
 from immortal.state import parent_pid
 
 pytestmark = pytest.mark.timeout(120)
