@@ -264,6 +264,8 @@ class Pump:
 
     def _report_dropped(self, force: bool = False) -> None:
         """Backpressure "drop": tell the monitors how many lines were skipped, once a second."""
+        if self.spec.backpressure != "drop":
+            return
         total = self.relays[0].dropped + self.relays[1].dropped
         now = time.monotonic()
         if total > self.dropped_reported and (force or now - self.dropped_at >= 1.0):

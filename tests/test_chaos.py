@@ -47,11 +47,7 @@ from conftest import LONG, PROGRAMS, SHORT, children_of
 from immortal.state import is_alive
 
 NUMBERED = str(PROGRAMS / "numbered.py")
-INTERVAL = 0.002  # seconds between two lines of the target (long tier)
-# The CI tier writes slower: a pump killed in the microseconds between a monitor's write and
-# the journal's record of it repeats that line (docs/reliability.md measures how rarely, at
-# INTERVAL); at a tenth of the rate, a red CI from that window becomes ten times rarer.
-CI_INTERVAL = 0.02
+INTERVAL = 0.002  # seconds between two lines of the target
 ROLES = ("daemon", "pump", "target")
 RECOVERY_BOUND = SHORT  # a kill must be repaired within this; covers the 5 s pump back-off
 POLL = 0.005  # how often the chaos loop re-reads status.json
@@ -653,7 +649,7 @@ def report(figures: dict[str, Any], problems: list[str], evidence: str) -> str:
 @pytest.mark.timeout(120)
 def test_chaos(started, recorder, tmp_path):
     """CI tier: about 30 random kills; everything must hold after each."""
-    figures, problems, evidence = chaos(started, recorder, tmp_path, CI_KILLS, CI_INTERVAL,
+    figures, problems, evidence = chaos(started, recorder, tmp_path, CI_KILLS, INTERVAL,
                                         fd_more=20)
     print(json.dumps({k: v for k, v in figures.items() if k != "problems"}, indent=1))
     assert not problems, report(figures, problems, evidence)
