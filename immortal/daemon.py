@@ -11,14 +11,16 @@ Signals: SIGTERM/SIGINT stop the group (passed to the pump), SIGHUP restarts the
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import os
 import selectors
 import signal
 import socket
-import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +82,7 @@ class Daemon:
         self.target_pid: int | None = adopt["pid"] if adopt else None
         self.target_started: float | None = adopt["started_wall"] if adopt else None
         self.target_exit: ExitStatus | None = None
-        self.pump: subprocess.Popen[bytes] | None = None
+        self.pump: _ForkedPump | None = None
         self.pump_started = 0.0
         self.pump_sock: socket.socket | None = None
         self.pump_failures = 0
@@ -151,10 +153,7 @@ class Daemon:
         keep = [fd for fd in (*self.out, *self.err, self.journal, *(self.channel or ()),
                               theirs.fileno(), self.lock_fd,
                               self.handshake.fd) if fd is not None]
-        with open(log, "ab") as stderr:
-            self.pump = subprocess.Popen(role_command(args), stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=stderr,
-                                         pass_fds=keep, cwd="/")
+        self.pump = _fork_pump(self.spec, args, keep, log)
         theirs.close()
         self.pump_sock = ours
         self.pump_started = time.monotonic()
@@ -315,6 +314,104 @@ class Daemon:
         self.control.close()
         process.kill_children()
         return 0
+
+
+class _ForkedPump:
+    """The pump as the daemon sees it: a pid, and how it ended."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def send_signal(self, number: int) -> None:
+        if self.returncode is None:  # not reaped yet, so the pid is still the pump's
+            os.kill(self.pid, number)
+
+
+_FROZEN: list[bool] = []
+_ROLE_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+
+
+def _fork_pump(spec: Spec, args: dict[str, Any], keep: list[int],
+               log: Path) -> _ForkedPump:
+    """Start the pump as a fork of this process, not as a fresh interpreter.
+
+    The daemon is ours and single-threaded, so a fork is safe here (never in the caller,
+    which may have threads). It saves an interpreter's start-up and the imports the two
+    share, and their pages count half to each in PSS. ``pump`` is imported before the
+    fork for the same reason; the monitor is imported only in the child.
+    """
+    from . import pump
+
+    if not _FROZEN:
+        # Once, before the first fork: the child's collector then leaves the pages of the
+        # objects both processes share alone (copy-on-write keeps them shared).
+        gc.freeze()
+        _FROZEN.append(True)
+    sys.stderr.flush()
+    # Blocked across the fork: the child must not run our handlers (they would write to
+    # our wake-up pipe), and it takes the default actions until the pump sets its own.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _ROLE_SIGNALS)
+    pid = os.fork()
+    if pid:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        return _ForkedPump(pid)
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        for number in _ROLE_SIGNALS:
+            signal.signal(number, signal.SIG_DFL)
+        _become_pump_fds(keep, log)
+        _title(f"immortal: pump {spec.directory}")
+        atexit._clear()  # the daemon's exit functions are not the pump's
+        code = pump.main(spec, args)
+        # What a fresh interpreter's exit would do for a monitor that left a buffered file
+        # open: the pump's objects are freed (cycles too), which flushes and closes them.
+        gc.collect()
+        atexit._run_exitfuncs()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            # Never return into the daemon's loop, and run none of its clean-up.
+            os._exit(code)
+    raise AssertionError("unreachable")
+
+
+def _title(title: str) -> None:
+    """What ps shows for a forked pump, whose argv is still the daemon's."""
+    try:
+        import setproctitle
+    except ImportError:  # pragma: no cover - a dependency; ps then shows the daemon's argv
+        return
+    setproctitle.setproctitle(title)
+
+
+def _become_pump_fds(keep: list[int], log: Path) -> None:
+    """stdin and stdout on /dev/null, stderr on pump.log, and none of the daemon's other
+    files: a pump holding the daemon's end of the lifeline, or its control socket, would
+    hide the daemon's death from itself and from clients."""
+    null = os.open(os.devnull, os.O_RDWR)
+    err = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(err, 2)
+    kept = {0, 1, 2, *keep}
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: every number up to the limit
+        fds = list(range(3, os.sysconf("SC_OPEN_MAX")))
+    for fd in fds:
+        if fd not in kept:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _ignore(number: int, frame: object) -> None:

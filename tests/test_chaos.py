@@ -120,6 +120,8 @@ def process_tree(root: int) -> list[Proc]:
 def role_of(argv: list[str]) -> str | None:
     if any(arg.endswith("numbered.py") for arg in argv):
         return "target"
+    if argv and argv[0].startswith("immortal: pump "):
+        return "pump"  # forked from the daemon, titled by setproctitle
     if "immortal._role" in argv:
         index = argv.index("immortal._role")
         try:
