@@ -15,15 +15,17 @@ import time
 import traceback
 import types
 from collections.abc import Callable, Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from . import hookspecs
+from . import entrypoints, hookspecs
 from .errors import MonitorError, MonitorNotFound, MonitorOptionsError, did_you_mean
 from .monitor import Monitor
+
+if TYPE_CHECKING:
+    from importlib import metadata
 
 DEFAULT = "file"
 
@@ -47,6 +49,9 @@ def _manager() -> _Manager:
 
 def installed() -> dict[str, metadata.EntryPoint]:
     """The monitors installed under the entry point group, by name."""
+    from importlib import metadata  # slow to import: only to list them all
+
+    
     return {ep.name: ep for ep in metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)}
 
 
@@ -59,30 +64,39 @@ def resolve(name: object) -> Any:
     if not isinstance(name, str) or not name:
         raise MonitorError(f"'monitor' must be an installed monitor's name or "
                            f"'package.module:Class' (got {name!r})")
-    available = installed()
     if ":" in name:
-        module_name, _, attr = name.partition(":")
         try:
-            module = importlib.import_module(module_name)
-            factory = module
-            for part in attr.split("."):
-                factory = getattr(factory, part)
+            factory = _load(name)
         except Exception as exc:
             raise MonitorNotFound(f"monitor {name!r} cannot be imported: "
                                   f"{type(exc).__name__}: {exc}") from exc
-    elif name in available:
+    else:
+        # The quick reader first; importlib.metadata (slow to import) only when it misses.
+        value = entrypoints.find(hookspecs.ENTRY_POINT_GROUP, name)
+        if value is None:
+            available = installed()
+            if name not in available:
+                listed = ", ".join(sorted(available)) or "none"
+                raise MonitorNotFound(
+                    f"monitor {name!r} is not installed{did_you_mean(name, available)}; "
+                    f"installed monitors: {listed}; or name one as 'package.module:Class'")
+            value = available[name].value
         try:
-            factory = available[name].load()
+            factory = _load(value)
         except Exception as exc:
             raise MonitorNotFound(
-                f"monitor {name!r} (entry point {available[name].value!r}) cannot be "
+                f"monitor {name!r} (entry point {value!r}) cannot be "
                 f"imported: {type(exc).__name__}: {exc}") from exc
-    else:
-        listed = ", ".join(sorted(available)) or "none"
-        raise MonitorNotFound(
-            f"monitor {name!r} is not installed{did_you_mean(name, available)}; installed "
-            f"monitors: {listed}; or name one as 'package.module:Class'")
     _check_shape(name, factory)
+    return factory
+
+
+def _load(reference: str) -> Any:
+    """The object ``package.module:Attr.sub`` names (what ``EntryPoint.load`` does)."""
+    module_name, _, attr = reference.partition(":")
+    factory: Any = importlib.import_module(module_name.strip())
+    for part in attr.strip().split(".") if attr.strip() else ():
+        factory = getattr(factory, part)
     return factory
 
 
