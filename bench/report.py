@@ -417,6 +417,7 @@ def render(r: dict[str, Any]) -> str:
         f"- Versions: Python {m['python']}, immortal commit {m['commit']}"
         + "".join(f", {v}" for v in anchors.values()),
         f"- Command: `{r['command']}`",
+        f"- immortal as measured: {m.get('install', 'the project venv')}",
         f"- Target: `bench/target.c`, built with `{r['target_build']}`", "",
         "## Summary", "",
     ]
