@@ -323,7 +323,7 @@ class _Lines:
 
 def attach(name: str) -> Group:
     """A handle on the group ``name`` started elsewhere (by another process or the CLI)."""
-    from .spec import check_name
+    from .names import check_name
 
     directory = instance_dir(check_name(name))
     if read_status(directory) is None:
