@@ -178,22 +178,24 @@ class Group:
         return self._finish_stop(grace, self.status())
 
     def _begin_stop(self, timeout: float | None) -> tuple[float, Status]:
-        """The grace period, and the status to wait from (read before the request: the
-        wait re-reads it whenever the process it waits for is gone)."""
+        """The grace period, and the status to wait from.
+
+        The request goes first, and what the wait needs (the status, spec.json's grace
+        period) is read while the group stops: a group that is not running does not
+        answer, and the status read then says so. Without a timeout the group applies its
+        own stop_timeout."""
         grace = None if timeout is None else self._grace(timeout)  # refuse a bad one first
-        status = self.status()
-        if status.running:
-            try:
-                # Without a timeout the group applies its own stop_timeout; spec.json is
-                # read below, while the group is already stopping.
-                self._request("stop", **({} if grace is None else {"timeout": grace}))
-            except NotRunning:  # no answer: a signal does it, with the group's own grace
-                status = self.status()
-                if status.running:
-                    try:
-                        os.kill(status.pids[status.root], signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass
+        try:
+            self._request("stop", **({} if grace is None else {"timeout": grace}))
+        except NotRunning:  # no answer: a signal does it, with the group's own grace
+            status = self.status()
+            if status.running:
+                try:
+                    os.kill(status.pids[status.root], signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        else:
+            status = self.status()
         return (self._grace(None) if grace is None else grace), status
 
     def _finish_stop(self, grace: float, status: Status) -> Status:
