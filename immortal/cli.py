@@ -17,7 +17,7 @@ from .state import STALE
 
 # A command is a fresh interpreter that pays for every import at each run: each handler
 # imports what it alone needs ('stop' needs group, control and state, not the launcher,
-# pluggy or the monitors), and typing is not imported at all.
+# pluggy or the monitors), and this module does not import typing at run time.
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
