@@ -1,17 +1,20 @@
 """immortal: keep a program alive, detached, with every line and event sent to a monitor.
 
 Layers (a module imports only from lower ones):
-0 errors, events · 1 spec, state, hookspecs, monitor · 2 process, supervise, detach,
+0 errors, events · 1 names, spec, state, hookspecs, monitor · 2 process, supervise, detach,
 monitoring, control, group · 3 pump, daemon, launcher, manager · 4 cli, __main__, this
 module.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+# Not typing's: importing typing costs milliseconds at every start of a command or role.
+# Type checkers read this as typing.TYPE_CHECKING.
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:  # the same names, for type checkers; at run time they load on first use
+    from typing import Any
+
     from .errors import (
         AlreadyRunning,
         ChannelError,
@@ -61,6 +64,8 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'immortal' has no attribute {name!r}")
+    import importlib
+
     value = getattr(importlib.import_module(f".{home}", __name__), name)
     globals()[name] = value
     return value

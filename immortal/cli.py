@@ -11,14 +11,19 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
 from .errors import ImmortalError, InvalidSpec, NotRunning, did_you_mean
 from .state import STALE
 
+# A command is a fresh interpreter that pays for every import at each run: each handler
+# imports what it alone needs ('stop' needs group, control and state, not the launcher,
+# pluggy or the monitors), and this module does not import typing at run time.
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
     from .state import Status
 
 ROLES = ("daemon", "pump", "target")
@@ -26,12 +31,41 @@ FOLLOW_POLL = 0.1  # seconds between two looks at the output file in 'logs -f'
 FINAL = ("stopped", "fatal")
 
 
+def _columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size().columns`` gives it ($COLUMNS,
+    else stdout's terminal, else 80), without importing shutil (and zlib, bz2, lzma with
+    it): argparse makes a formatter for every argument it adds."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         _columns() - 2 if width is None else width)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         if message.startswith("unrecognized arguments:"):
-            # Unknown options of a subcommand reach the top parser: suggest from all of them.
-            parsers = [self]
-            for action in self._actions:
+            # Unknown options of a subcommand reach the top parser: suggest from all of them
+            # (this parser may hold only the command given, see main()).
+            full = build_parser()
+            parsers = [full]
+            for action in full._actions:
                 if isinstance(action, argparse._SubParsersAction):
                     parsers.extend(action.choices.values())
             options = {o for p in parsers for a in p._actions for o in a.option_strings}
@@ -81,25 +115,22 @@ def _octal(text: str) -> int:
         raise argparse.ArgumentTypeError(f"umask must be octal, like 022 (got {text!r})")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="immortal", description="Keep a program alive, detached, with its "
-                     "output and events sent to a monitor.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
+def _add_monitor_options(parser: argparse.ArgumentParser, option_help: str) -> None:
+    parser.add_argument("-m", "--monitor", action=_MonitorAction, dest="monitors", default=[],
+                        help="a monitor by name (default: file); repeat for several")
+    parser.add_argument("-o", "--option", action=_OptionAction, dest="monitors",
+                        metavar="KEY=VALUE", help=option_help)
 
-    run = sub.add_parser("run", help="start FILE under supervision (detached by default)")
+
+def _run_parser(run: argparse.ArgumentParser) -> None:
     run.add_argument("file", metavar="FILE")
     run.add_argument("args", nargs="*", metavar="ARG",
                      help="arguments for FILE; put them after '--'")
     run.add_argument("-n", "--name", help="group name (default: FILE's name)")
     run.add_argument("-s", "--strategy", default="daemon",
                      help="daemon (default), unattached or development")
-    run.add_argument("-m", "--monitor", action=_MonitorAction, dest="monitors", default=[],
-                     help="a monitor by name (default: file); repeat for several")
-    run.add_argument("-o", "--option", action=_OptionAction, dest="monitors",
-                     metavar="KEY=VALUE",
-                     help="an option of the -m before it (or of the default monitor), "
-                          "e.g. -o output=app.log (repeatable)")
+    _add_monitor_options(run, "an option of the -m before it (or of the default monitor), "
+                              "e.g. -o output=app.log (repeatable)")
     run.add_argument("--exec", dest="executable", metavar="PATH",
                      help="interpreter to run FILE with")
     run.add_argument("--cwd", help="working directory of the target")
@@ -115,48 +146,54 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a run this long counts as stable: restart at once")
     run.set_defaults(handler=_run)
 
-    lst = sub.add_parser("list", help="list the groups")
+
+def _list_parser(lst: argparse.ArgumentParser) -> None:
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(handler=_list)
 
-    status = sub.add_parser("status", help="show a group's state")
+
+def _status_parser(status: argparse.ArgumentParser) -> None:
     status.add_argument("name")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=_status)
 
-    stop = sub.add_parser("stop", help="stop a group: TERM, grace period, KILL")
+
+def _stop_parser(stop: argparse.ArgumentParser) -> None:
     stop.add_argument("name")
     stop.add_argument("--timeout", type=float, metavar="S",
                       help="grace period before KILL (default: the group's --stop-timeout)")
     stop.set_defaults(handler=_stop)
 
-    restart = sub.add_parser("restart", help="restart a group's target")
+
+def _restart_parser(restart: argparse.ArgumentParser) -> None:
     restart.add_argument("name")
     restart.add_argument("--timeout", type=float, metavar="S",
                          help="grace period before KILL (default: the group's)")
     restart.set_defaults(handler=_restart)
 
-    sig = sub.add_parser("signal", help="send a signal to a group's target (process group)")
+
+def _signal_parser(sig: argparse.ArgumentParser) -> None:
     sig.add_argument("name")
     sig.add_argument("signal", help="a name (HUP, USR1, SIGUSR2...) or a number")
     sig.set_defaults(handler=_signal)
 
-    reopen = sub.add_parser("reopen", help="make a group's monitors reopen their files")
+
+def _reopen_parser(reopen: argparse.ArgumentParser) -> None:
     reopen.add_argument("name")
     reopen.set_defaults(handler=_reopen)
 
-    mons = sub.add_parser("monitors", help="list the installed monitors")
+
+def _monitors_parser(mons: argparse.ArgumentParser) -> None:
     mons.add_argument("--json", action="store_true")
     mons.set_defaults(handler=_monitors)
 
-    check = sub.add_parser("check", help="run monitors' check() on options, alone")
-    check.add_argument("-m", "--monitor", action=_MonitorAction, dest="monitors", default=[],
-                       help="a monitor by name (default: file); repeat for several")
-    check.add_argument("-o", "--option", action=_OptionAction, dest="monitors",
-                       metavar="KEY=VALUE", help="an option of the -m before it")
+
+def _check_parser(check: argparse.ArgumentParser) -> None:
+    _add_monitor_options(check, "an option of the -m before it")
     check.set_defaults(handler=_check)
 
-    logs = sub.add_parser("logs", help="print the end of a group's output file")
+
+def _logs_parser(logs: argparse.ArgumentParser) -> None:
     logs.add_argument("name")
     logs.add_argument("-n", "--lines", type=int, default=20,
                       help="how many of the last lines to print (default 20)")
@@ -164,6 +201,34 @@ def build_parser() -> argparse.ArgumentParser:
                       help="then print lines as they are appended, across rotations, until "
                       "the group ends or Ctrl-C")
     logs.set_defaults(handler=_logs)
+
+
+# Each command: its one-line help and what adds its arguments, in the order --help lists them.
+COMMANDS = {
+    "run": ("start FILE under supervision (detached by default)", _run_parser),
+    "list": ("list the groups", _list_parser),
+    "status": ("show a group's state", _status_parser),
+    "stop": ("stop a group: TERM, grace period, KILL", _stop_parser),
+    "restart": ("restart a group's target", _restart_parser),
+    "signal": ("send a signal to a group's target (process group)", _signal_parser),
+    "reopen": ("make a group's monitors reopen their files", _reopen_parser),
+    "monitors": ("list the installed monitors", _monitors_parser),
+    "check": ("run monitors' check() on options, alone", _check_parser),
+    "logs": ("print the end of a group's output file", _logs_parser),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or with ``command`` of that one alone: argparse takes
+    milliseconds to build them all, and a command line names one (the top-level --help,
+    which lists them all, comes with ``command=None``)."""
+    parser = _Parser(prog="immortal", description="Keep a program alive, detached, with its "
+                     "output and events sent to a monitor.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, (text, add_arguments) in COMMANDS.items():
+        if command is None or name == command:
+            add_arguments(sub.add_parser(name, help=text))
     return parser
 
 
@@ -260,6 +325,8 @@ def _human_bytes(count: int) -> str:
 def _iso(when: float | None) -> str | None:
     if when is None:
         return None
+    from datetime import datetime
+
     return datetime.fromtimestamp(when).astimezone().isoformat(timespec="seconds")
 
 
@@ -514,7 +581,6 @@ def _follow(group: Any, path: str, handle: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
     tail: list[str] = []
     if "--" in words:
@@ -522,6 +588,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # also drop a later '--' that the target may need.
         at = words.index("--")
         words, tail = words[:at], words[at + 1:]
+    # The top level has no option but --help: its first word is the command, if it is one.
+    parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
     try:
         ns = parser.parse_args(words)
         if tail:

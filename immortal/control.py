@@ -23,18 +23,22 @@ import signal
 import socket
 import struct
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 from .errors import ImmortalError, InvalidSpec, NotRunning
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any
+
+    Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 COMMANDS = ("status", "stop", "restart", "signal", "reopen")
 MAX_REQUEST = 64 * 1024
 IDLE = 10.0
 MAX_CLIENTS = 32
-
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def receive(sock: socket.socket) -> bytes | None:

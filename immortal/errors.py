@@ -22,8 +22,10 @@ The CLI maps them to exit codes: usage/validation 2, runtime 1, not running 3, a
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 class ImmortalError(Exception):
@@ -94,6 +96,8 @@ class ChannelError(ImmortalError, OSError):
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' when a close choice exists, else ''."""
+    import difflib  # only when a message is built: it is not cheap to import
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import asdict, dataclass
-from typing import Any
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 #: The ``why`` values a monitor's ``setup`` receives.
 PUMP_START = "pump start"

@@ -10,18 +10,10 @@ from __future__ import annotations
 import os
 import select
 import signal
-import subprocess
 import time
-from pathlib import Path
-
-import queue
-import threading
-from collections.abc import Iterator
-from typing import IO, Any
 
 from . import control
 from .errors import InvalidSpec, NotRunning, StopTimeout
-from .spec import check_timeout
 from .state import (
     SOCKET_NAME,
     Status,
@@ -32,6 +24,16 @@ from .state import (
     read_json,
     read_status,
 )
+
+# What 'immortal stop', 'status'... do not need is imported where it is used: a command
+# is a fresh interpreter, and every import is paid at each run.
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Iterator
+    from pathlib import Path
+    from typing import IO, Any
 
 POLL = 0.01  # how often a client re-reads status.json while it waits for a change
 MARGIN = 10.0  # seconds a client waits beyond a grace period before it uses SIGKILL
@@ -125,6 +127,8 @@ class Group:
 
     def _grace(self, timeout: float | None) -> float:
         if timeout is not None:
+            from .spec import check_timeout
+
             return check_timeout("timeout", timeout)
         spec = read_json(self.directory / "spec.json") or {}
         return float(spec.get("stop_timeout", 10.0))
@@ -162,31 +166,44 @@ class Group:
         (default: the group's ``stop_timeout``), then KILL. Returns when every process of
         the group is gone; past the grace period plus a margin they are killed outright.
         """
-        grace = self.begin_stop(timeout)
-        return self.finish_stop(grace)
+        grace, status = self._begin_stop(timeout)
+        return self._finish_stop(grace, status)
 
     def begin_stop(self, timeout: float | None = None) -> float:
         """Ask the group to stop and return at once; returns the grace period in force."""
-        grace = self._grace(timeout)
-        if not self.status().running:
-            return grace
+        return self._begin_stop(timeout)[0]
+
+    def finish_stop(self, grace: float) -> Status:
+        """Wait for a stop begun by :meth:`begin_stop`; KILL what outlives grace + margin."""
+        return self._finish_stop(grace, self.status())
+
+    def _begin_stop(self, timeout: float | None) -> tuple[float, Status]:
+        """The grace period, and the status to wait from.
+
+        The request goes first, and what the wait needs (the status, spec.json's grace
+        period) is read while the group stops: a group that is not running does not
+        answer, and the status read then says so. Without a timeout the group applies its
+        own stop_timeout."""
+        grace = None if timeout is None else self._grace(timeout)  # refuse a bad one first
         try:
-            self._request("stop", timeout=grace)
-        except NotRunning:  # no answer: a signal does it, with the group's own grace period
+            self._request("stop", **({} if grace is None else {"timeout": grace}))
+        except NotRunning:  # no answer: a signal does it, with the group's own grace
             status = self.status()
             if status.running:
                 try:
                     os.kill(status.pids[status.root], signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-        return grace
+        else:
+            status = self.status()
+        return (self._grace(None) if grace is None else grace), status
 
-    def finish_stop(self, grace: float) -> Status:
-        """Wait for a stop begun by :meth:`begin_stop`; KILL what outlives grace + margin."""
-        if not self._wait_gone(grace + MARGIN):
-            self.kill()
+    def _finish_stop(self, grace: float, status: Status) -> Status:
+        final = self._wait_gone(grace + MARGIN, status)
+        if final is None:
+            return self.kill()
         self._reap()
-        return self.status()
+        return final if self._popen is None else self.status()
 
     def kill(self) -> Status:
         """SIGKILL every process of the group now (no grace); returns when they are gone."""
@@ -200,38 +217,43 @@ class Group:
                     kill(status.pids[role], signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
-        self._wait_gone(MARGIN)
+        self._wait_gone(MARGIN, status)
         self._reap()
         clear_stale(self.directory, KILLED)
         return self.status()
 
-    def _wait_gone(self, timeout: float) -> bool:
+    def _wait_gone(self, timeout: float, status: Status | None = None) -> Status | None:
+        """The status once no process of the group runs (it is read again each time the
+        one waited for is gone: the root may change), or None after ``timeout``."""
         deadline = time.monotonic() + timeout
-        status = self.status()
+        if status is None:
+            status = self.status()
         while status.running:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return False
-            self._wait_pid(status.pids[status.root], status.start_times.get(status.root),
-                           remaining)
+                return None
+            root = status.root
+            self._wait_pid(status.pids[root], status.start_times.get(root), remaining)
             status = self.status()
-        return True
+        return status
 
     def wait(self, timeout: float | None = None) -> Status:
         """Wait until the group ends by itself (or by a stop from elsewhere)."""
         if timeout is None:
             status = self.status()
             while status.running:  # the root may change: a pump takes over from a dead daemon
-                self._wait_pid(status.pids[status.root], status.start_times.get(status.root),
-                               None)
+                root = status.root
+                self._wait_pid(status.pids[root], status.start_times.get(root), None)
                 status = self.status()
-        elif not self._wait_gone(timeout):
+        elif self._wait_gone(timeout) is None:
             raise StopTimeout(f"group {self.name!r} still runs after {timeout} s")
         self._reap()
         return self.status()
 
     def _wait_pid(self, pid: int, start_time: int | None, timeout: float | None) -> bool:
         if self._popen is not None and self._popen.pid == pid:
+            import subprocess  # loaded already: the caller started the pump with it
+
             try:
                 self._popen.wait(timeout)
                 return True
@@ -260,6 +282,8 @@ class Group:
 
     def _reap(self) -> None:
         if self._popen is not None:
+            import subprocess
+
             try:
                 self._popen.wait(5.0)
             except subprocess.TimeoutExpired:
@@ -277,6 +301,9 @@ class _Lines:
     """
 
     def __init__(self, pipe: IO[bytes]) -> None:
+        import queue
+        import threading
+
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=1000)
         self._thread = threading.Thread(target=self._pump, args=(pipe,), daemon=True)
         self._thread.start()
@@ -298,7 +325,7 @@ class _Lines:
 
 def attach(name: str) -> Group:
     """A handle on the group ``name`` started elsewhere (by another process or the CLI)."""
-    from .spec import check_name
+    from .names import check_name
 
     directory = instance_dir(check_name(name))
     if read_status(directory) is None:

@@ -24,6 +24,7 @@ from .errors import (
     TargetNotFound,
     unknown_name,
 )
+from .names import MAX_NAME, check_name  # noqa: F401  (spec's checks, kept importable here)
 
 
 class Strategy(str, enum.Enum):
@@ -124,22 +125,6 @@ class RestartPolicy:
         data = asdict(self)
         data["final_exit_codes"] = sorted(self.final_exit_codes)
         return data
-
-
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+@-]*")
-MAX_NAME = 64
-
-
-def check_name(name: object) -> str:
-    if not isinstance(name, str):
-        raise InvalidType(f"'name' must be a str (got {type(name).__name__}: {name!r})")
-    size = len(name.encode("utf-8", "surrogateescape"))
-    if not 0 < size <= MAX_NAME or not _NAME.fullmatch(name):
-        raise InvalidSpec(
-            f"'name' must be 1 to {MAX_NAME} bytes of letters, digits and ._+@- not starting "
-            f"with '.' or '-' (got {name!r}); pick another name with name=..."
-        )
-    return name
 
 
 def default_name(file: str) -> str:

@@ -15,13 +15,18 @@ import json
 import os
 import stat
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .errors import AlreadyRunning, InvalidSpec, StateDirError
-from .events import ExitStatus
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+    from .events import ExitStatus
 
 SOCKET_NAME = "control.sock"
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
@@ -232,6 +237,8 @@ class Status:
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> Status:
         last = data.get("last_exit")
+        if last:  # imported only then: a group that never lost a target does without
+            from .events import ExitStatus
         return cls(
             name=name,
             state=str(data.get("state", "unknown")),

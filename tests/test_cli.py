@@ -229,6 +229,40 @@ def test_status_and_stop_of_unknown_group(home, via):
     one_error_line(stop)
 
 
+# What a command that only talks to a running group must not import: the starting side
+# (the launcher, the monitors, pluggy and its entry points) costs tens of milliseconds at
+# every run. A guard against regressions, not a timing test (timings live in bench/).
+NOT_FOR_CONTROL = ("pluggy", "importlib.metadata", "immortal.launcher", "immortal.monitoring",
+                   "difflib")
+
+
+def imported(home: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run ``python -X importtime ARGS``: the result, and the modules it imported."""
+    env = {**os.environ, "IMMORTAL_HOME": str(home)}
+    result = subprocess.run([sys.executable, "-X", "importtime", *args], env=env,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=LONG)
+    prefix = "import time:"
+    rows = [line for line in result.stderr.splitlines() if line.startswith(prefix)]
+    return result, {row.rsplit("|", 1)[1].strip() for row in rows[1:]}  # [0]: the header
+
+
+def test_stop_and_status_import_only_what_they_use(home):
+    name = "lean"
+    try:
+        run(home, name, TALKER, [])
+        _, start_up = imported(home, "-c", "pass")  # whatever site imports is not ours
+        for command in ("status", "stop"):
+            result, modules = imported(home, "-m", "immortal", command, name)
+            assert result.returncode == 0, described(result)
+            assert "immortal.group" in modules, "no -X importtime output read"
+            extra = sorted(m for m in modules - start_up
+                           if any(m == n or m.startswith(f"{n}.") for n in NOT_FOR_CONTROL))
+            assert not extra, f"'immortal {command}' imported {extra}"
+    finally:
+        cleanup(home, name)
+
+
 def test_run_passes_double_dash_verbatim(home):
     """Only the first "--" belongs to immortal; a later one is the target's argument."""
     name = "dashes"
