@@ -9,7 +9,6 @@ Signals: SIGTERM/SIGINT stop the group (TERM, grace, KILL), SIGHUP restarts the 
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import os
@@ -376,7 +375,7 @@ class Pump:
                                                supervise.Exited(status), time.monotonic(),
                                                random.random())
         record = supervise.record(self.machine, status)
-        self.machine = dataclasses.replace(self.machine, last_exit=record)
+        self.machine = supervise.replace(self.machine, last_exit=record)
         self.host.call("exit", status=record)
         self._act(actions)
         self._write_status()
