@@ -352,9 +352,13 @@ def _fork_pump(spec: Spec, args: dict[str, Any], keep: list[int],
     # Blocked across the fork: the child must not run our handlers (they would write to
     # our wake-up pipe), and it takes the default actions until the pump sets its own.
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _ROLE_SIGNALS)
+    # The pump's argv is still ours: it takes this title once it has started (setproctitle
+    # imports logging, ~6 ms that the first start does not wait for).
+    args["title"] = f"immortal: pump {spec.directory}"
     pid = os.fork()
     if pid:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        process.import_title()  # while the pump starts: later forks share it
         return _ForkedPump(pid)
     code = 1
     try:
@@ -362,7 +366,6 @@ def _fork_pump(spec: Spec, args: dict[str, Any], keep: list[int],
         for number in _ROLE_SIGNALS:
             signal.signal(number, signal.SIG_DFL)
         _become_pump_fds(keep, log)
-        _title(f"immortal: pump {spec.directory}")
         atexit._clear()  # the daemon's exit functions are not the pump's
         code = pump.main(spec, args)
         # What a fresh interpreter's exit would do for a monitor that left a buffered file
@@ -381,15 +384,6 @@ def _fork_pump(spec: Spec, args: dict[str, Any], keep: list[int],
             # Never return into the daemon's loop, and run none of its clean-up.
             os._exit(code)
     raise AssertionError("unreachable")
-
-
-def _title(title: str) -> None:
-    """What ps shows for a forked pump, whose argv is still the daemon's."""
-    try:
-        import setproctitle
-    except ImportError:  # pragma: no cover - a dependency; ps then shows the daemon's argv
-        return
-    setproctitle.setproctitle(title)
 
 
 def _become_pump_fds(keep: list[int], log: Path) -> None:

@@ -29,6 +29,24 @@ def set_subreaper() -> bool:
     return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
+def import_title() -> None:
+    """Import what :func:`set_title` needs, ahead of time."""
+    try:
+        import setproctitle
+    except ImportError:  # pragma: no cover - a dependency
+        return
+    del setproctitle  # kept in sys.modules: that is the point
+
+
+def set_title(title: str) -> None:
+    """What ps shows for this process (a forked pump's argv is still the daemon's)."""
+    try:
+        import setproctitle
+    except ImportError:  # pragma: no cover - a dependency; ps then shows the daemon's argv
+        return
+    setproctitle.setproctitle(title)
+
+
 def reset_signals() -> None:
     """Undo ignored and blocked signals inherited from the caller.
 

@@ -177,6 +177,8 @@ class Pump:
                                           self.command)
         self.handshake.send(ok=True, target=self.target.pid if self.target else None)
         self.handshake.close()
+        if self.args.get("title"):
+            process.set_title(self.args["title"])
         self._tell_daemon(started=True)
 
         self.selector.register(wake_r, selectors.EVENT_READ, "signal")

@@ -33,6 +33,10 @@ def test_process_tree(strategy, started, recorder):
     if strategy == "daemon":
         assert set(pids) == {"daemon", "pump", "target"}
         assert parent_pid(pids["pump"]) == pids["daemon"]
+        # The pump is a fork of the daemon; ps tells them apart by its title.
+        wait_for(lambda: cmdline(pids["pump"]), lambda line: line.startswith("immortal: pump "),
+                 what="the pump's title")
+        assert '"role": "daemon"' in cmdline(pids["daemon"])
     else:
         assert set(pids) == {"pump", "target"}
     assert parent_pid(pids["target"]) == pids["pump"]
