@@ -6,15 +6,138 @@ whole path in a pump."""
 
 from __future__ import annotations
 
+import os
 import types
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import immortal
+from immortal import relay
 from immortal.monitoring import Host
 
 pytestmark = pytest.mark.timeout(120)
+
+MAX = relay.MAX_LINE
+
+
+class Pipe:
+    """A pipe and a journal as a pump has them, and a relay of the pipe's read end that
+    records what it emits."""
+
+    def __init__(self) -> None:
+        self.r, self.w = relay.make_pipe()
+        self.journal_fd = relay.make_journal()
+        self.journal = relay.open_journal(self.journal_fd)
+        self.emitted: list[tuple[bytes, int]] = []
+        self.relay = self.successor()
+
+    def successor(self, emit: Any = None) -> relay.Relay:
+        """A relay on the same pipe and journal (what the next pump builds)."""
+        return relay.Relay(self.r, self.journal, 0,
+                           emit or (lambda data, offset: self.emitted.append((data, offset))))
+
+    def feed(self, data: bytes, chunk: int) -> None:
+        """Write ``data`` in writes of ``chunk`` bytes, relaying all that is there after
+        each (the pipe never fills, so no write blocks)."""
+        for at in range(0, len(data), chunk):
+            os.write(self.w, data[at:at + chunk])
+            while self.relay.read():
+                pass
+
+    def end(self) -> None:
+        os.close(self.w)
+        self.w = -1
+        self.relay.drain()
+
+    def close(self) -> None:
+        self.journal.close()
+        for fd in (self.r, self.w, self.journal_fd):
+            if fd >= 0:
+                os.close(fd)
+
+
+@pytest.fixture
+def pipe() -> Iterator[Pipe]:
+    made = Pipe()
+    yield made
+    made.close()
+
+
+def lines_of(blocks: list[tuple[bytes, int]]) -> list[tuple[bytes, int]]:
+    """(line, offset) for every line of the blocks, offsets counted within each block."""
+    found = []
+    for data, offset in blocks:
+        assert data.endswith(b"\n")
+        for line in data[:-1].split(b"\n"):
+            found.append((line, offset))
+            offset += len(line) + 1
+    return found
+
+
+# ----------------------------------------------------------------- the relay
+def test_a_block_is_the_whole_lines_as_written_with_the_first_ones_offset(pipe):
+    pipe.feed(b"one\ntwo\nthr", 100)
+    assert pipe.emitted == [(b"one\ntwo\n", 0)]  # the partial line waits for its newline
+    pipe.feed(b"ee\n\nfour\n", 100)
+    assert pipe.emitted[1] == (b"three\n\nfour\n", 8)
+    pipe.feed(b"tail", 100)
+    pipe.end()
+    assert pipe.emitted[2] == (b"tail\n", 20)  # the last line, its newline added
+
+
+# Pieces of the overlong line, a line of exactly MAX_LINE (whole, however the reads cut
+# it), and a last line without its newline.
+OVERLONG = (b"a\n" + b"x" * (2 * MAX + 10) + b"\nb\n" + b"y" * MAX + b"\n"
+            + (b"0123456789" * 9 + b"\n") * 2000 + b"end")
+
+
+def expected_overlong() -> list[tuple[bytes, int]]:
+    expected = [(b"a", 0), (b"x" * MAX, 2), (b"x" * MAX, 2 + MAX), (b"x" * 10, 2 + 2 * MAX)]
+    at = 2 + 2 * MAX + 11
+    expected += [(b"b", at), (b"y" * MAX, at + 2)]
+    at += 2 + MAX + 1
+    for _ in range(2000):
+        expected.append((b"0123456789" * 9, at))
+        at += 91
+    return expected + [(b"end", at)]
+
+
+@pytest.mark.parametrize("chunk", [997, 4096, MAX, MAX + 1, len(OVERLONG)])
+def test_overlong_lines_go_in_pieces_whatever_the_reads(pipe, chunk):
+    pipe.feed(OVERLONG, chunk)
+    pipe.end()
+    assert lines_of(pipe.emitted) == expected_overlong()
+    for data, _ in pipe.emitted:  # a piece comes alone
+        assert data.count(b"\n") == 1 or max(map(len, data.split(b"\n"))) <= MAX
+
+
+class Died(Exception):
+    """The pump dies in the middle of handing a block over."""
+
+
+def test_a_successor_hands_over_again_only_what_was_not_recorded(pipe):
+    pipe.feed(b"one\ntwo\n", 100)
+    calls = []
+
+    def dying(data: bytes, offset: int) -> None:
+        calls.append((data, offset))
+        raise Died
+
+    pipe.relay = pipe.successor(dying)
+    with pytest.raises(Died):
+        pipe.feed(b"three\nfour\nfi", 100)
+    # The next pump takes the journal over and hands the unrecorded block over again, at
+    # the same offset; a monitor that keeps the last offset it stored skips it.
+    pipe.relay = pipe.successor()
+    pipe.relay.recover()
+    pipe.relay.deliver()
+    pipe.feed(b"ve\n", 100)
+    pipe.end()
+    assert calls == [(b"three\nfour\n", 8)]
+    assert pipe.emitted == [(b"one\ntwo\n", 0), (b"three\nfour\n", 8), (b"five\n", 19)]
+
 
 
 # ----------------------------------------------------------------- the host
