@@ -6,16 +6,22 @@ whole path in a pump."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import sys
 import types
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import immortal
+from conftest import LONG, wait_for
 from immortal import relay
 from immortal.monitoring import Host
+from immortal_monitors.file import FileMonitor
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -139,7 +145,6 @@ def test_a_successor_hands_over_again_only_what_was_not_recorded(pipe):
     assert pipe.emitted == [(b"one\ntwo\n", 0), (b"three\nfour\n", 8), (b"five\n", 19)]
 
 
-
 # ----------------------------------------------------------------- the host
 class BlockMonitor(immortal.Monitor):
     def block(self, stream, data, offset):
@@ -213,3 +218,87 @@ def test_a_monitor_calling_the_default_block_gets_its_lines(tmp_path):
     monitor.block("stdout", b"c\n\n", 9)
     assert got == [("lines", "stdout", [b"a", b"b"], 5), ("stdout", b"c", 9),
                    ("stdout", b"", 11)]
+
+
+# ----------------------------------------------------------------- the file monitor
+STAMP = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ", re.M)
+BLOCK = b"".join(b"line %d \x00 \xff \r\n" % i for i in range(500)) + b"\n" + b"z" * 300 + b"\n"
+
+
+def file_output(tmp_path: Path, name: str, feed: Any, **options: Any) -> bytes:
+    """What a file monitor writes for the calls ``feed(monitor)``, timestamps removed,
+    rotated files first."""
+    out = tmp_path / name
+    monitor = FileMonitor(FileMonitor.check({"output": str(out), **options}),
+                          name="g", directory=tmp_path)
+    monitor.setup("pump start", None)
+    feed(monitor)
+    monitor.shutdown("stop")
+    files = sorted(tmp_path.glob(f"{name}.*"), key=lambda p: -int(p.suffix[1:])) + [out]
+    return b"\n--\n".join(STAMP.sub(b"", f.read_bytes()) for f in files)
+
+
+def by_line(monitor: FileMonitor) -> None:
+    for line in BLOCK[:-1].split(b"\n"):
+        monitor.stdout(line)
+
+
+@pytest.mark.parametrize("options", [{}, {"max_bytes": 10_000_000},
+                                     {"max_bytes": 4000, "backups": 100}])
+def test_the_file_monitor_writes_a_block_as_it_writes_each_line(tmp_path, options):
+    per_line = file_output(tmp_path, "lines.log", by_line, **options)
+    as_block = file_output(tmp_path, "block.log", lambda m: m.block("stdout", BLOCK, 0),
+                           **options)
+    assert as_block == per_line
+    assert per_line.count(b"stdout | ") == 502
+    assert (b"--" in per_line) == (options.get("max_bytes") == 4000)  # it rotated
+
+
+# ----------------------------------------------------------------- in a pump
+TARGET = r"""
+import os, sys
+os.write(1, b"".join(b"line %d\n" % i for i in range(3000)))
+os.write(1, b"y" * 150000 + b"\nafter\n")
+os.write(1, b"partial end")
+sys.exit(7)
+"""
+STREAM = (b"".join(b"line %d\n" % i for i in range(3000)) + b"y" * 150000 + b"\nafter\n"
+          + b"partial end")
+
+
+def test_block_lines_and_file_monitors_in_one_pump(started, tmp_path):
+    paths = {name: tmp_path / f"{name}.jsonl" for name in ("block", "lines")}
+    out = tmp_path / "out.log"
+    started(sys.executable, ["-c", TARGET], monitors={
+        "plugins.outputs:BlockOnly": {"path": str(paths["block"])},
+        "plugins.outputs:LinesOnly": {"path": str(paths["lines"])},
+        "file": {"output": str(out)}}, policy={"final_exit_codes": [7], "min_uptime": 0.0})
+    for path in paths.values():
+        wait_for(lambda: path.read_text() if path.exists() else "",
+                 lambda text: '"shutdown"' in text, LONG, what=f"the shutdown in {path}")
+    records = {name: [json.loads(x) for x in path.read_text().splitlines()]
+               for name, path in paths.items()}
+    blocks = [(r["data"].encode("latin-1"), r["offset"]) for r in records["block"]
+              if r["hook"] == "block"]
+    from_lines = []
+    for batch in (r for r in records["lines"] if r["hook"] == "lines"):
+        offset = batch["offset"]
+        for line in (text.encode("latin-1") for text in batch["lines"]):
+            from_lines.append((line, offset))
+            offset += len(line) + 1
+    expected = [(b"line %d" % i, sum(len(b"line %d\n" % j) for j in range(i)))
+                for i in range(3000)]
+    at = len(b"".join(b"line %d\n" % i for i in range(3000)))
+    expected += [(b"y" * MAX, at), (b"y" * MAX, at + MAX), (b"y" * (150000 - 2 * MAX),
+                                                            at + 2 * MAX),
+                 (b"after", at + 150001), (b"partial end", at + 150007)]
+    assert lines_of(blocks) == from_lines == expected
+    # The bytes as written, but for the newlines after the pieces and the last line.
+    assert b"".join(data for data, _ in blocks) == STREAM[:at + 2 * MAX].replace(
+        b"y" * MAX, b"y" * MAX + b"\n") + STREAM[at + 2 * MAX:] + b"\n"
+    assert len(blocks) < len(expected) / 10  # whole reads, not lines
+    text = wait_for(lambda: out.read_bytes() if out.exists() else b"",
+                    lambda data: b"shutdown" in data, LONG, what="the file's shutdown")
+    written = [line.partition(b" | ")[2] for line in text.split(b"\n")
+               if b" stdout | " in line]
+    assert written == [line for line, _ in expected]
