@@ -70,8 +70,19 @@ def monitor_stderr(line: bytes, offset: int) -> None:
 @hookspec
 def monitor_lines(stream: str, lines: list[bytes], offset: int) -> None:
     """Several lines of one stream ("stdout" or "stderr") at once; ``offset`` is the first
-    one's. A monitor that has this hook gets its lines this way only (not through
-    ``monitor_stdout``/``monitor_stderr``), in one call per read of the pipe."""
+    one's. A monitor that has this hook (and not ``monitor_block``) gets its lines this way
+    only (not through ``monitor_stdout``/``monitor_stderr``), in one call per read of the
+    pipe."""
+
+
+@hookspec
+def monitor_block(stream: str, data: bytes, offset: int) -> None:
+    """Several lines of one stream at once as one ``bytes``: each line followed by a newline,
+    ``data`` ending with one; ``offset`` is the first line's. A piece of an overlong line, or
+    a final line the target did not end, comes alone, with a newline added. A monitor that
+    has this hook gets its output this way only (not through ``monitor_lines``,
+    ``monitor_stdout`` or ``monitor_stderr``): the lines are then never split apart unless
+    another monitor of the group wants them so."""
 
 
 @hookspec
@@ -95,5 +106,5 @@ def monitor_shutdown(reason: str) -> None:
     """The group ends: "stop", "fatal: ...", or a final exit code."""
 
 
-HOOKS = ("check", "setup", "spawn", "adopt", "respawn", "exit", "stdout", "stderr", "lines", "dropped",
-         "message", "reopen", "shutdown")
+HOOKS = ("check", "setup", "spawn", "adopt", "respawn", "exit", "stdout", "stderr", "lines",
+         "block", "dropped", "message", "reopen", "shutdown")

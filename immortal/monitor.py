@@ -95,9 +95,9 @@ class Monitor:
         """A line of the target's stderr, as :meth:`stdout`."""
 
     def lines(self, stream: str, lines: list[bytes], offset: int) -> None:
-        """Several lines of ``stream`` at once (``offset`` is the first one's). By default,
-        :meth:`stdout` or :meth:`stderr` for each; override it to handle a batch in one go
-        (the ``file`` monitor writes a whole batch with one ``write``)."""
+        """Several lines of ``stream`` at once (``offset`` is the first one's), as
+        :meth:`block` splits them. By default, :meth:`stdout` or :meth:`stderr` for each;
+        override it to handle a batch in one go."""
         hook = self.stdout if stream == "stdout" else self.stderr
         takes_offset = _takes(getattr(type(self), stream), "offset")
         error: Exception | None = None
@@ -112,6 +112,17 @@ class Monitor:
             offset += len(line) + 1
         if error is not None:
             raise error
+
+    def block(self, stream: str, data: bytes, offset: int) -> None:
+        """Several lines of ``stream`` as one ``bytes``: each line followed by ``b"\\n"``, so
+        ``data`` ends with one (a piece of an overlong line, or a last line the target did
+        not end, comes alone with a newline added); ``offset`` is the first line's. By
+        default, :meth:`lines` with the lines split apart; override it to handle the bytes
+        as they are (the ``file`` monitor prefixes each line with one ``replace``). A
+        monitor that overrides it gets its output this way only."""
+        lines = data.split(b"\n")
+        del lines[-1]  # the empty string after the last newline
+        self.lines(stream, lines, offset)
 
     def dropped(self, count: int) -> None:
         """Backpressure "drop": ``count`` lines were skipped since the last call."""
@@ -159,10 +170,14 @@ class Monitor:
     def monitor_exit(self, status: ExitStatus) -> None:
         self.exit(status)
 
-    # Output reaches a Monitor through monitor_lines only (its default calls stdout/stderr
-    # for each line), so there is no monitor_stdout/monitor_stderr glue here.
+    # Output reaches a Monitor through monitor_block if it overrides block (the host checks),
+    # else through monitor_lines (whose default calls stdout/stderr for each line), so
+    # there is no monitor_stdout/monitor_stderr glue here.
     def monitor_lines(self, stream: str, lines: list[bytes], offset: int) -> None:
         self.lines(stream, lines, offset)
+
+    def monitor_block(self, stream: str, data: bytes, offset: int) -> None:
+        self.block(stream, data, offset)
 
     def monitor_dropped(self, count: int) -> None:
         self.dropped(count)

@@ -199,14 +199,21 @@ class Host:
             self._names[id(plugin)] = monitor
         self._manager.check_pending()
         self._calls: dict[str, list[tuple[str, Callable[..., Any], tuple[str, ...]]]] = {}
-        batched = {id(impl.plugin) for impl in self._manager.hook.monitor_lines.get_hookimpls()}
-        for hook in hookspecs.HOOKS[1:]:
+        # Output reaches each monitor through one hook only, the first it has of: block,
+        # lines, stdout/stderr. Every Monitor has the block glue; only an override counts.
+        hook = self._manager.hook
+        blocks = {id(impl.plugin) for impl in hook.monitor_block.get_hookimpls()
+                  if not isinstance(impl.plugin, Monitor)
+                  or type(impl.plugin).block is not Monitor.block}
+        batched = blocks | {id(impl.plugin) for impl in hook.monitor_lines.get_hookimpls()}
+        excluded = {"lines": blocks, "stdout": batched, "stderr": batched}
+        for short in hookspecs.HOOKS[1:]:
             # pluggy lists implementations last-registered first; we call in the order given.
-            impls = reversed(getattr(self._manager.hook, f"monitor_{hook}").get_hookimpls())
-            self._calls[hook] = [(self._names.get(id(impl.plugin), "?"), impl.function,
-                                  tuple(impl.argnames)) for impl in impls
-                                 if hook not in ("stdout", "stderr")
-                                 or id(impl.plugin) not in batched]
+            impls = reversed(getattr(hook, f"monitor_{short}").get_hookimpls())
+            self._calls[short] = [(self._names.get(id(impl.plugin), "?"), impl.function,
+                                   tuple(impl.argnames)) for impl in impls
+                                  if (id(impl.plugin) in blocks if short == "block"
+                                      else id(impl.plugin) not in excluded.get(short, ()))]
         self._last_report: dict[tuple[str, str], float] = {}
         self.errors = 0
 
@@ -221,9 +228,20 @@ class Host:
                     raise MonitorFailed(monitor, exc) from exc
                 self._report(monitor, hook)
 
+    def block(self, stream: str, data: bytes, offset: int) -> None:
+        """Output: whole lines of ``stream`` as one ``bytes`` ending in a newline, ``offset``
+        the first line's. The monitors that take a block get it as it is; the lines are
+        split apart (once, at C speed) only if some monitor wants them so."""
+        if self._calls["block"]:
+            self.call("block", stream=stream, data=data, offset=offset)
+        if self._calls["lines"] or self._calls[stream]:
+            lines = data.split(b"\n")
+            del lines[-1]  # the empty string after the last newline
+            self.lines(stream, lines, offset)
+
     def lines(self, stream: str, lines: list[bytes], offset: int) -> None:
         """Output lines: one call to each monitor with a batch hook, one per line to the
-        others, each line with its offset."""
+        others, each line with its offset (none goes to a monitor that takes blocks)."""
         if self._calls["lines"]:
             self.call("lines", stream=stream, lines=lines, offset=offset)
         if self._calls[stream]:

@@ -324,9 +324,9 @@ class Pump:
                 while stream.read():
                     pass
 
-    def _lines(self, stream: str, lines: list[bytes], offset: int) -> None:
+    def _lines(self, stream: str, block: bytes, offset: int) -> None:
         assert self.host is not None
-        self.host.lines(stream, lines, offset)
+        self.host.block(stream, block, offset)
 
     def _on_target(self, fd: object) -> None:
         if self.target is None or not self.target.own:

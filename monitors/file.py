@@ -151,7 +151,7 @@ class FileMonitor(immortal.Monitor):
             raise
         self._file = handle
 
-    def _write(self, record: bytes, check: bool = False) -> None:
+    def _write(self, record: bytes | memoryview, check: bool = False) -> None:
         """Append one whole record (ending with a newline), or drop and count it."""
         now = time.monotonic()
         # Events are rare: check at each. Lines: at most once a second (a stat() per line
@@ -279,14 +279,18 @@ class FileMonitor(immortal.Monitor):
     def exit(self, status: immortal.ExitStatus) -> None:
         self._event("exit", f"exit pid {status.pid}: {status}", status=status)
 
-    def lines(self, stream: str, lines: list[bytes], offset: int) -> None:
-        if type(self)._format_line is not FileMonitor._format_line or self._max_bytes:
-            # A subclass formats line by line; rotation decides record by record.
-            super().lines(stream, lines, offset)
+    def block(self, stream: str, data: bytes, offset: int) -> None:
+        if type(self)._format_line is not FileMonitor._format_line:
+            super().block(stream, data, offset)  # a subclass formats line by line
             return
-        # A whole batch: one timestamp, one join at C speed, one write.
+        # A whole block: one timestamp, one replace at C speed, one write. The prefix goes
+        # after every newline, so the record is the prefix, then all but the last one.
         prefix = b"%s %s | " % (_stamp(), stream.encode())
-        self._write(prefix + (b"\n" + prefix).join(lines) + b"\n")
+        record = memoryview(prefix + data.replace(b"\n", b"\n" + prefix))[:-len(prefix)]
+        if 0 < self._max_bytes < self._size + len(record):
+            super().block(stream, data, offset)  # rotation decides record by record
+            return
+        self._write(record)
 
     def stdout(self, line: bytes, offset: int = 0) -> None:
         self._write(self._format_line("stdout", line, offset))

@@ -1,0 +1,304 @@
+"""Output as blocks: the relay hands whole lines over as one ``bytes`` with the first line's
+offset; each monitor gets them through the one hook it has (block, lines, stdout/stderr).
+
+The relay is driven by hand here, on a real pipe and a real journal; the last test runs the
+whole path in a pump."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import immortal
+from conftest import LONG, wait_for
+from immortal import relay
+from immortal.monitoring import Host
+from immortal_monitors.file import FileMonitor
+
+pytestmark = pytest.mark.timeout(120)
+
+MAX = relay.MAX_LINE
+
+
+class Pipe:
+    """A pipe and a journal as a pump has them, and a relay of the pipe's read end that
+    records what it emits."""
+
+    def __init__(self) -> None:
+        self.r, self.w = relay.make_pipe()
+        self.journal_fd = relay.make_journal()
+        self.journal = relay.open_journal(self.journal_fd)
+        self.emitted: list[tuple[bytes, int]] = []
+        self.relay = self.successor()
+
+    def successor(self, emit: Any = None) -> relay.Relay:
+        """A relay on the same pipe and journal (what the next pump builds)."""
+        return relay.Relay(self.r, self.journal, 0,
+                           emit or (lambda data, offset: self.emitted.append((data, offset))))
+
+    def feed(self, data: bytes, chunk: int) -> None:
+        """Write ``data`` in writes of ``chunk`` bytes, relaying all that is there after
+        each (the pipe never fills, so no write blocks)."""
+        for at in range(0, len(data), chunk):
+            os.write(self.w, data[at:at + chunk])
+            while self.relay.read():
+                pass
+
+    def end(self) -> None:
+        os.close(self.w)
+        self.w = -1
+        self.relay.drain()
+
+    def close(self) -> None:
+        self.journal.close()
+        for fd in (self.r, self.w, self.journal_fd):
+            if fd >= 0:
+                os.close(fd)
+
+
+@pytest.fixture
+def pipe() -> Iterator[Pipe]:
+    made = Pipe()
+    yield made
+    made.close()
+
+
+def lines_of(blocks: list[tuple[bytes, int]]) -> list[tuple[bytes, int]]:
+    """(line, offset) for every line of the blocks, offsets counted within each block."""
+    found = []
+    for data, offset in blocks:
+        assert data.endswith(b"\n")
+        for line in data[:-1].split(b"\n"):
+            found.append((line, offset))
+            offset += len(line) + 1
+    return found
+
+
+# ----------------------------------------------------------------- the relay
+def test_a_block_is_the_whole_lines_as_written_with_the_first_ones_offset(pipe):
+    pipe.feed(b"one\ntwo\nthr", 100)
+    assert pipe.emitted == [(b"one\ntwo\n", 0)]  # the partial line waits for its newline
+    pipe.feed(b"ee\n\nfour\n", 100)
+    assert pipe.emitted[1] == (b"three\n\nfour\n", 8)
+    pipe.feed(b"tail", 100)
+    pipe.end()
+    assert pipe.emitted[2] == (b"tail\n", 20)  # the last line, its newline added
+
+
+# Pieces of the overlong line, a line of exactly MAX_LINE (whole, however the reads cut
+# it), and a last line without its newline.
+OVERLONG = (b"a\n" + b"x" * (2 * MAX + 10) + b"\nb\n" + b"y" * MAX + b"\n"
+            + (b"0123456789" * 9 + b"\n") * 2000 + b"end")
+
+
+def expected_overlong() -> list[tuple[bytes, int]]:
+    expected = [(b"a", 0), (b"x" * MAX, 2), (b"x" * MAX, 2 + MAX), (b"x" * 10, 2 + 2 * MAX)]
+    at = 2 + 2 * MAX + 11
+    expected += [(b"b", at), (b"y" * MAX, at + 2)]
+    at += 2 + MAX + 1
+    for _ in range(2000):
+        expected.append((b"0123456789" * 9, at))
+        at += 91
+    return expected + [(b"end", at)]
+
+
+@pytest.mark.parametrize("chunk", [997, 4096, MAX, MAX + 1, len(OVERLONG)])
+def test_overlong_lines_go_in_pieces_whatever_the_reads(pipe, chunk):
+    pipe.feed(OVERLONG, chunk)
+    pipe.end()
+    assert lines_of(pipe.emitted) == expected_overlong()
+    for data, _ in pipe.emitted:  # a piece comes alone
+        assert data.count(b"\n") == 1 or max(map(len, data.split(b"\n"))) <= MAX
+
+
+class Died(Exception):
+    """The pump dies in the middle of handing a block over."""
+
+
+def test_a_successor_hands_over_again_only_what_was_not_recorded(pipe):
+    pipe.feed(b"one\ntwo\n", 100)
+    calls = []
+
+    def dying(data: bytes, offset: int) -> None:
+        calls.append((data, offset))
+        raise Died
+
+    pipe.relay = pipe.successor(dying)
+    with pytest.raises(Died):
+        pipe.feed(b"three\nfour\nfi", 100)
+    # The next pump takes the journal over and hands the unrecorded block over again, at
+    # the same offset; a monitor that keeps the last offset it stored skips it.
+    pipe.relay = pipe.successor()
+    pipe.relay.recover()
+    pipe.relay.deliver()
+    pipe.feed(b"ve\n", 100)
+    pipe.end()
+    assert calls == [(b"three\nfour\n", 8)]
+    assert pipe.emitted == [(b"one\ntwo\n", 0), (b"three\nfour\n", 8), (b"five\n", 19)]
+
+
+# ----------------------------------------------------------------- the host
+class BlockMonitor(immortal.Monitor):
+    def block(self, stream, data, offset):
+        self.options["got"].append(("block", stream, data, offset))
+
+    def lines(self, stream, lines, offset):  # never called: block comes first
+        self.options["got"].append(("lines", stream, lines, offset))
+
+
+class LinesMonitor(immortal.Monitor):
+    def lines(self, stream, lines, offset):
+        self.options["got"].append(("lines", stream, lines, offset))
+
+
+class StdoutMonitor(immortal.Monitor):
+    def stdout(self, line, offset):
+        self.options["got"].append(("stdout", line, offset))
+
+    def stderr(self, line, offset):
+        self.options["got"].append(("stderr", line, offset))
+
+
+class NoOffsetMonitor(immortal.Monitor):
+    def stdout(self, line):
+        self.options["got"].append(("stdout", line))
+
+
+def pluggy_style(got: list[Any], *hooks: str) -> object:
+    """A plain plugin object with only the named monitor_* functions."""
+    functions = {
+        "block": lambda stream, data, offset: got.append(("block", stream, data, offset)),
+        "lines": lambda stream, lines, offset: got.append(("lines", stream, lines, offset)),
+        "stdout": lambda line, offset: got.append(("stdout", line, offset)),
+        "stderr": lambda line, offset: got.append(("stderr", line, offset)),
+    }
+    return types.SimpleNamespace(**{f"monitor_{hook}": functions[hook] for hook in hooks})
+
+
+def test_each_monitor_gets_every_line_through_its_own_hook(tmp_path):
+    got: dict[str, list[Any]] = {name: [] for name in (
+        "block", "lines", "stdout", "no offset", "pluggy block", "pluggy lines",
+        "pluggy stdout")}
+    host = Host([
+        ("block", BlockMonitor, {"got": got["block"]}),
+        ("lines", LinesMonitor, {"got": got["lines"]}),
+        ("stdout", StdoutMonitor, {"got": got["stdout"]}),
+        ("no offset", NoOffsetMonitor, {"got": got["no offset"]}),
+        ("pluggy block", pluggy_style(got["pluggy block"], "block", "lines", "stdout"), {}),
+        ("pluggy lines", pluggy_style(got["pluggy lines"], "lines", "stdout"), {}),
+        ("pluggy stdout", pluggy_style(got["pluggy stdout"], "stdout", "stderr"), {}),
+    ], "g", tmp_path)
+    host.block("stdout", b"alpha\n\nbeta \r gamma\n", 1000)
+    host.block("stderr", b"oops\n", 7)
+    lines = [b"alpha", b"", b"beta \r gamma"]
+    assert got["block"] == got["pluggy block"] == [
+        ("block", "stdout", b"alpha\n\nbeta \r gamma\n", 1000), ("block", "stderr", b"oops\n", 7)]
+    assert got["lines"] == got["pluggy lines"] == [
+        ("lines", "stdout", lines, 1000), ("lines", "stderr", [b"oops"], 7)]
+    assert got["stdout"] == got["pluggy stdout"] == [
+        ("stdout", b"alpha", 1000), ("stdout", b"", 1006), ("stdout", b"beta \r gamma", 1007),
+        ("stderr", b"oops", 7)]
+    assert got["no offset"] == [("stdout", line) for line in lines]  # no stderr method
+
+
+def test_a_monitor_calling_the_default_block_gets_its_lines(tmp_path):
+    """Monitor.block, called directly or through super(), splits and calls lines."""
+    got: list[Any] = []
+    monitor = LinesMonitor({"got": got}, directory=tmp_path)
+    monitor.block("stdout", b"a\nb\n", 5)
+    monitor = StdoutMonitor({"got": got}, directory=tmp_path)
+    monitor.block("stdout", b"c\n\n", 9)
+    assert got == [("lines", "stdout", [b"a", b"b"], 5), ("stdout", b"c", 9),
+                   ("stdout", b"", 11)]
+
+
+# ----------------------------------------------------------------- the file monitor
+STAMP = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ", re.M)
+BLOCK = b"".join(b"line %d \x00 \xff \r\n" % i for i in range(500)) + b"\n" + b"z" * 300 + b"\n"
+
+
+def file_output(tmp_path: Path, name: str, feed: Any, **options: Any) -> bytes:
+    """What a file monitor writes for the calls ``feed(monitor)``, timestamps removed,
+    rotated files first."""
+    out = tmp_path / name
+    monitor = FileMonitor(FileMonitor.check({"output": str(out), **options}),
+                          name="g", directory=tmp_path)
+    monitor.setup("pump start", None)
+    feed(monitor)
+    monitor.shutdown("stop")
+    files = sorted(tmp_path.glob(f"{name}.*"), key=lambda p: -int(p.suffix[1:])) + [out]
+    return b"\n--\n".join(STAMP.sub(b"", f.read_bytes()) for f in files)
+
+
+def by_line(monitor: FileMonitor) -> None:
+    for line in BLOCK[:-1].split(b"\n"):
+        monitor.stdout(line)
+
+
+@pytest.mark.parametrize("options", [{}, {"max_bytes": 10_000_000},
+                                     {"max_bytes": 4000, "backups": 100}])
+def test_the_file_monitor_writes_a_block_as_it_writes_each_line(tmp_path, options):
+    per_line = file_output(tmp_path, "lines.log", by_line, **options)
+    as_block = file_output(tmp_path, "block.log", lambda m: m.block("stdout", BLOCK, 0),
+                           **options)
+    assert as_block == per_line
+    assert per_line.count(b"stdout | ") == 502
+    assert (b"--" in per_line) == (options.get("max_bytes") == 4000)  # it rotated
+
+
+# ----------------------------------------------------------------- in a pump
+TARGET = r"""
+import os, sys
+os.write(1, b"".join(b"line %d\n" % i for i in range(3000)))
+os.write(1, b"y" * 150000 + b"\nafter\n")
+os.write(1, b"partial end")
+sys.exit(7)
+"""
+STREAM = (b"".join(b"line %d\n" % i for i in range(3000)) + b"y" * 150000 + b"\nafter\n"
+          + b"partial end")
+
+
+def test_block_lines_and_file_monitors_in_one_pump(started, tmp_path):
+    paths = {name: tmp_path / f"{name}.jsonl" for name in ("block", "lines")}
+    out = tmp_path / "out.log"
+    started(sys.executable, ["-c", TARGET], monitors={
+        "plugins.outputs:BlockOnly": {"path": str(paths["block"])},
+        "plugins.outputs:LinesOnly": {"path": str(paths["lines"])},
+        "file": {"output": str(out)}}, policy={"final_exit_codes": [7], "min_uptime": 0.0})
+    for path in paths.values():
+        wait_for(lambda: path.read_text() if path.exists() else "",
+                 lambda text: '"shutdown"' in text, LONG, what=f"the shutdown in {path}")
+    records = {name: [json.loads(x) for x in path.read_text().splitlines()]
+               for name, path in paths.items()}
+    blocks = [(r["data"].encode("latin-1"), r["offset"]) for r in records["block"]
+              if r["hook"] == "block"]
+    from_lines = []
+    for batch in (r for r in records["lines"] if r["hook"] == "lines"):
+        offset = batch["offset"]
+        for line in (text.encode("latin-1") for text in batch["lines"]):
+            from_lines.append((line, offset))
+            offset += len(line) + 1
+    expected = [(b"line %d" % i, sum(len(b"line %d\n" % j) for j in range(i)))
+                for i in range(3000)]
+    at = len(b"".join(b"line %d\n" % i for i in range(3000)))
+    expected += [(b"y" * MAX, at), (b"y" * MAX, at + MAX), (b"y" * (150000 - 2 * MAX),
+                                                            at + 2 * MAX),
+                 (b"after", at + 150001), (b"partial end", at + 150007)]
+    assert lines_of(blocks) == from_lines == expected
+    # The bytes as written, but for the newlines after the pieces and the last line.
+    assert b"".join(data for data, _ in blocks) == STREAM[:at + 2 * MAX].replace(
+        b"y" * MAX, b"y" * MAX + b"\n") + STREAM[at + 2 * MAX:] + b"\n"
+    assert len(blocks) < len(expected) / 10  # whole reads, not lines
+    text = wait_for(lambda: out.read_bytes() if out.exists() else b"",
+                    lambda data: b"shutdown" in data, LONG, what="the file's shutdown")
+    written = [line.partition(b" | ")[2] for line in text.split(b"\n")
+               if b" stdout | " in line]
+    assert written == [line for line, _ in expected]
