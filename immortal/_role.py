@@ -1,18 +1,42 @@
 """Entry point of the daemon and pump roles: ``python -m immortal._role JSON``.
 
 Roles always start as fresh interpreters (never a fork of the caller, which may have
-threads). The JSON argument names the role, the instance directory and the fds passed in.
+threads). The JSON argument names the role, the instance directory and the fds passed in;
+``standby ROLE FD`` instead waits for them on a socket (``immortal/standby.py``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
+    if argv[1] == "standby":  # started ahead of time: see immortal/standby.py
+        return _standby(argv[2], int(argv[3]))
     args = json.loads(argv[1])
+    return _run(args)
+
+
+def _standby(role: str, sock_fd: int) -> int:
+    import importlib
+
+    from . import standby
+
+    # What the role will need, imported while the caller checks (the daemon forks the pump).
+    for module in ("spec", "state", *(("daemon",) if role == "daemon" else ()), "pump"):
+        importlib.import_module(f"immortal.{module}")
+    received = standby.wait(sock_fd)
+    if received is None:
+        return 0  # not needed after all: nothing was created
+    args, cwd = received
+    os.chdir(cwd)
+    return _run(args)
+
+
+def _run(args: dict) -> int:
     from .spec import Spec
     from .state import read_json
 
@@ -23,6 +47,8 @@ def main(argv: list[str]) -> int:
     spec = Spec.from_json(data)
     # The caller's import path, so that monitors named 'package.module:Class' import here too.
     sys.path.extend(p for p in spec.sys_path if p not in sys.path)
+    # What ps shows once the role has started (its argv may be a standby's, or a JSON blob).
+    args.setdefault("title", f"immortal: {args['role']} {args['dir']}")
     if args["role"] == "daemon":
         from . import daemon
 

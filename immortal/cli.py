@@ -272,6 +272,20 @@ def _check(ns: argparse.Namespace) -> int:
 
 
 def _run(ns: argparse.Namespace) -> int:
+    ready = None
+    if ns.strategy in ("daemon", "unattached"):
+        from . import standby
+
+        # The first role starts up while we import and check (it waits for our go).
+        ready = standby.prepare("daemon" if ns.strategy == "daemon" else "pump")
+    try:
+        return _run_checked(ns)
+    finally:
+        if ready is not None:
+            ready.cancel()  # not used: a check failed (or start() did not need it)
+
+
+def _run_checked(ns: argparse.Namespace) -> int:
     from .launcher import start
 
     env = None

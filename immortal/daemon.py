@@ -111,6 +111,7 @@ class Daemon:
                                       self._command)
         self._start_pump(self.why, None)
         self.handshake.close()  # the pump holds its own copy and answers the caller
+        process.set_title(f"immortal: daemon {self.directory}")  # while the pump starts
         while True:
             timeouts = [t for t in (self.restart_at, self.control.next_deadline()) if t]
             timeout = max(0.0, min(timeouts) - time.monotonic()) if timeouts else None

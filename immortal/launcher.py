@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import monitoring
+from . import monitoring, standby
 from .detach import read_handshake
 from .errors import (
     InvalidSpec,
@@ -172,15 +172,6 @@ def start(
         lock.close()  # the roles hold the lock now (same open file description)
 
 
-def role_env() -> dict[str, str]:
-    """The roles' environment: ours, with this copy of immortal importable."""
-    env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parent.parent)
-    paths = [package_root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    return env
-
-
 def _launch(spec: Spec, lock: Lock, capture: bool = False) -> Group:
     directory = Path(spec.directory)
     development = spec.strategy == Strategy.DEVELOPMENT
@@ -198,10 +189,17 @@ def _launch(spec: Spec, lock: Lock, capture: bool = False) -> Group:
     argv = [sys.executable, "-m", "immortal._role", json.dumps(args)]
     log: Any = None if development else open(directory / f"{role}.log", "ab")
     out = subprocess.PIPE if capture else log
+    ready = None if development else standby.claim(role)
     try:
-        popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                 pass_fds=keep, env=role_env(), cwd=str(directory),
-                                 start_new_session=not development)
+        if ready is not None and ready.go({**args, "fds": {k: v for k, v in fds.items()
+                                                         if k not in ("handshake", "lock")}},
+                                          {"handshake": hs_w, "lock": lock.fd,
+                                           "log": log.fileno()}, str(directory)):
+            popen = ready.popen
+        else:
+            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                     pass_fds=keep, env=standby.role_env(),
+                                     cwd=str(directory), start_new_session=not development)
     finally:
         os.close(hs_w)
         if parent_r is not None:

@@ -120,8 +120,9 @@ def process_tree(root: int) -> list[Proc]:
 def role_of(argv: list[str]) -> str | None:
     if any(arg.endswith("numbered.py") for arg in argv):
         return "target"
-    if argv and argv[0].startswith("immortal: pump "):
-        return "pump"  # forked from the daemon, titled by setproctitle
+    for role in ("pump", "daemon"):
+        if argv and argv[0].startswith(f"immortal: {role} "):
+            return role  # titled by setproctitle once started
     if "immortal._role" in argv:
         index = argv.index("immortal._role")
         try:
@@ -199,8 +200,12 @@ class Census(threading.Thread):
             if role is None:
                 continue
             parent = by_pid.get(proc.ppid)
-            if parent is not None and parent.argv == proc.argv and now - first < FORK_GRACE:
-                continue  # forked, not exec'd yet: the pump spawning a target, say
+            if parent is not None and now - first < FORK_GRACE and (
+                    parent.argv == proc.argv
+                    or role == "daemon" and role_of(parent.argv) == "daemon"):
+                # Forked, not exec'd yet (the pump spawning a target, say), or a pump forked
+                # from its daemon before either took its title: a daemon's child is no daemon.
+                continue
             counts[role] += 1
             members[role].append(proc)
         for role in ROLES:

@@ -36,7 +36,8 @@ def test_process_tree(strategy, started, recorder):
         # The pump is a fork of the daemon; ps tells them apart by its title.
         wait_for(lambda: cmdline(pids["pump"]), lambda line: line.startswith("immortal: pump "),
                  what="the pump's title")
-        assert '"role": "daemon"' in cmdline(pids["daemon"])
+        wait_for(lambda: cmdline(pids["daemon"]),
+                 lambda line: line.startswith("immortal: daemon "), what="the daemon's title")
     else:
         assert set(pids) == {"pump", "target"}
     assert parent_pid(pids["target"]) == pids["pump"]

@@ -1,0 +1,124 @@
+"""The first role's interpreter, started while the caller is still checking its input.
+
+``immortal run`` spends ≈ 35 ms importing and checking before it can start the first role,
+which then spends about as long starting up and importing. The two can overlap: the command
+starts the role at once, in standby. The role imports what it will need and waits on a
+socket. It creates nothing and detaches from nothing until the caller, its checks passed,
+sends it its arguments and files; if a check fails, the caller kills it (it has done
+nothing yet) and reaps it. If the caller dies first, the role reads end-of-file and exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
+
+FILES = ("handshake", "lock", "log")  #: what the caller sends along, in this order
+
+_pending: list[Standby] = []
+
+
+def role_env() -> dict[str, str]:
+    """The roles' environment: ours, with this copy of immortal importable."""
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parent.parent)
+    paths = [package_root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+class Standby:
+    """A role interpreter waiting for its arguments; see the module's docstring."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "immortal._role", "standby", role, str(theirs.fileno())],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                pass_fds=[theirs.fileno()], env=role_env(), cwd="/", start_new_session=True)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.sock: socket.socket | None = ours
+
+    def go(self, args: dict[str, Any], files: dict[str, int], cwd: str) -> bool:
+        """Hand the role its arguments and files; False if it is gone (start one anew)."""
+        sock, self.sock = self.sock, None
+        if sock is None:
+            return False
+        try:
+            message = json.dumps({"args": args, "cwd": cwd, "files": list(files)}).encode()
+            socket.send_fds(sock, [message], list(files.values()))
+            return True
+        except OSError:
+            self._end()
+            return False
+        finally:
+            sock.close()
+
+    def cancel(self) -> None:
+        """The caller's checks failed, or it was not needed: end the role, which has done
+        nothing, and reap it."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+            self._end()
+
+    def _end(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait()
+
+
+def prepare(role: str) -> Standby | None:
+    """Start ``role`` in standby for this process's next ``start()``; None if it cannot."""
+    try:
+        standby = Standby(role)
+    except OSError:
+        return None  # start() starts the role itself, as without a standby
+    _pending.append(standby)
+    return standby
+
+
+def claim(role: str) -> Standby | None:
+    """The standby prepared for ``role``, if any; from then on the caller's to use."""
+    for standby in _pending:
+        if standby.role == role and standby.sock is not None:
+            _pending.remove(standby)
+            return standby
+    return None
+
+
+def wait(sock_fd: int) -> tuple[dict[str, Any], str] | None:
+    """In the role: its arguments and working directory, once the caller sends them; the
+    files it sent are put in ``args["fds"]``, and the log becomes stdout and stderr."""
+    with socket.socket(fileno=sock_fd) as sock:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 1 << 20, len(FILES))
+        except OSError:
+            return None
+    if not data:
+        return None  # the caller went away, or found its input wrong
+    message = json.loads(data)
+    files = dict(zip(message["files"], fds))
+    args = message["args"]
+    log = files.pop("log", None)
+    if log is not None:
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+    args.setdefault("fds", {}).update(files)
+    return args, message["cwd"]
