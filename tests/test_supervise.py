@@ -7,7 +7,9 @@ machine from ``initial()`` through real events, never by building a ``State`` by
 
 from __future__ import annotations
 
+import copy
 import itertools
+import pickle
 import signal
 
 import pytest
@@ -17,7 +19,7 @@ from immortal.spec import RestartPolicy
 from immortal.supervise import (
     BACKOFF, FATAL, FINAL, PHASES, RESTARTING, RUNNING, SPAWNING, STOPPED, STOPPING,
     Exited, Finish, Kill, Restart, Spawn, SpawnFailed, Spawned, State, Stop, Tick, Wake,
-    backoff_delay, initial, step,
+    backoff_delay, initial, replace, step,
 )
 
 ACTION_TYPES = (Spawn, Kill, Wake, Finish)
@@ -375,3 +377,70 @@ def test_machine_is_total():
         for (t1, first), (t2, second) in itertools.product(ALL_EVENTS, repeat=2):
             state = check(step(policy, start, first, t1, rand))
             check(step(policy, state, second, max(t1, t2), rand))
+
+
+# Records: plain classes that behave as the frozen dataclasses they replace -----------------
+
+RECORDS = [State(), Spawned(1), SpawnFailed("ENOENT"), Exited(CODE1), Tick(), Stop(1.0),
+           Restart(1.0), Spawn("start"), Kill(1), Wake(1.0), Finish(STOPPED, "stop")]
+
+
+def test_records_are_equal_by_class_and_values():
+    again = [type(r)(*(getattr(r, f) for f in r.__match_args__)) for r in RECORDS]
+    assert again == RECORDS and [hash(r) for r in again] == [hash(r) for r in RECORDS]
+    assert len(set(RECORDS + again)) == len(RECORDS)
+    # The same values in another class are not equal: Spawned(1) is not Kill(1).
+    for a, b in itertools.permutations(RECORDS, 2):
+        assert a != b and not a == b
+    assert Spawn("a") != ("a",) and Stop(1.0) != Stop(1.0, "other")
+
+
+def test_records_take_their_fields_by_position_or_name():
+    assert Stop(2.0) == Stop(grace=2.0) == Stop(2.0, "stop") == Stop(reason="stop", grace=2.0)
+    state = State("running", 7, restarts=2)
+    assert (state.phase, state.pid, state.restarts, state.spawned, state.recent, state.why) == (
+        RUNNING, 7, 2, 0, (), "start")
+    assert Finish.__match_args__ == ("phase", "reason")
+    for make in (lambda: Spawn(), lambda: Spawn("a", "b"), lambda: Spawn("a", why="b"),
+                 lambda: Spawn(what="a"), lambda: Tick(1), lambda: Finish(STOPPED)):
+        with pytest.raises(TypeError):
+            make()
+
+
+def test_records_are_immutable():
+    for record in RECORDS:
+        for name in record.__match_args__ + ("other",):
+            with pytest.raises(AttributeError):
+                setattr(record, name, None)
+        for name in record.__match_args__:
+            with pytest.raises(AttributeError):
+                delattr(record, name)
+        assert not hasattr(record, "__dict__")
+        assert pickle.loads(pickle.dumps(record)) == record == copy.deepcopy(record)
+
+
+def test_record_repr_reads_like_a_dataclass():
+    assert repr(Spawn("start")) == "Spawn(why='start')"
+    assert repr(Tick()) == "Tick()"
+    assert repr(Stop(1.0)) == "Stop(grace=1.0, reason='stop')"
+    assert repr(Exited(CODE1)).startswith("Exited(status=ExitStatus(code=1, signal=None")
+    assert repr(State()) == (
+        "State(phase='spawning', pid=None, started_at=None, attempts=0, restarts=0, spawned=0, "
+        "recent=(), deadline=None, grace=0.0, last_exit=None, delay=None, reason=None, "
+        "why='start')")
+
+
+def test_replace_makes_a_changed_copy():
+    state = State()
+    running = replace(state, phase=RUNNING, pid=5)
+    assert (running.phase, running.pid, running.why) == (RUNNING, 5, "start")
+    assert state == State() and running == State(RUNNING, 5) and replace(Tick()) == Tick()
+    assert replace(Stop(1.0), reason="bye") == Stop(1.0, "bye")
+    # ExitStatus stays a dataclass; replace works on it too (pump.py and record() rely on it).
+    assert replace(CODE1, attempt=2, decision="backoff") == ExitStatus(
+        code=1, attempt=2, decision="backoff")
+    for record in (state, Tick(), Spawn("start"), CODE1):
+        with pytest.raises(TypeError, match="unexpected keyword argument 'nope'"):
+            replace(record, nope=1)
+    with pytest.raises(TypeError):
+        replace(object(), phase=RUNNING)
