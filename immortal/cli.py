@@ -272,17 +272,19 @@ def _check(ns: argparse.Namespace) -> int:
 
 
 def _run(ns: argparse.Namespace) -> int:
-    ready = None
-    if ns.strategy in ("daemon", "unattached"):
-        from . import standby
+    from . import standby
 
-        # The first role starts up while we import and check (it waits for our go).
-        ready = standby.prepare("daemon" if ns.strategy == "daemon" else "pump")
+    # The first role starts up while we import and check (it waits for our go); entry()
+    # has started it already, unless main() was called some other way.
+    role = {"daemon": "daemon", "unattached": "pump"}.get(ns.strategy)
+    ready = standby.pending(role) if role else None
+    if ready is None and role:
+        ready = standby.prepare(role)
     try:
         return _run_checked(ns)
     finally:
-        if ready is not None:
-            ready.cancel()  # not used: a check failed (or start() did not need it)
+        for waiting in standby.pending_all():
+            waiting.cancel()  # not used: a check failed (or a guess from argv was wrong)
 
 
 def _run_checked(ns: argparse.Namespace) -> int:

@@ -10,14 +10,13 @@ nothing yet) and reaps it. If the caller dies first, the role reads end-of-file 
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
+# This module is imported first thing by the command (see early()): json, pathlib and
+# typing wait until they are needed.
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 if TYPE_CHECKING:
     from typing import Any
@@ -30,7 +29,7 @@ _pending: list[Standby] = []
 def role_env() -> dict[str, str]:
     """The roles' environment: ours, with this copy of immortal importable."""
     env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parent.parent)
+    package_root = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
     paths = [package_root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return env
@@ -59,6 +58,8 @@ class Standby:
         sock, self.sock = self.sock, None
         if sock is None:
             return False
+        import json
+
         try:
             message = json.dumps({"args": args, "cwd": cwd, "files": list(files)}).encode()
             socket.send_fds(sock, [message], list(files.values()))
@@ -79,7 +80,7 @@ class Standby:
 
     def _end(self) -> None:
         if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGKILL)
+            self.popen.kill()
         self.popen.wait()
 
 
@@ -91,6 +92,35 @@ def prepare(role: str) -> Standby | None:
         return None  # start() starts the role itself, as without a standby
     _pending.append(standby)
     return standby
+
+
+def early(argv: list[str]) -> None:
+    """Prepare the first role of ``immortal run ARGV`` before the command imports anything
+    else; ``argv`` is only glanced at, and a wrong guess costs a standby that is cancelled."""
+    words = argv[:argv.index("--")] if "--" in argv else argv
+    if not words or words[0] != "run" or "-h" in words or "--help" in words:
+        return
+    strategy = "daemon"
+    for index, word in enumerate(words):
+        option, equals, value = word.partition("=")
+        if option == "-s" or len(option) >= 5 and "--strategy".startswith(option):
+            if not equals:
+                value = words[index + 1] if index + 1 < len(words) else ""
+            strategy = value
+        elif option.startswith("-s") and not option.startswith("--"):
+            strategy = word[2:]  # -sVALUE
+    if strategy in ("daemon", "unattached"):
+        prepare("daemon" if strategy == "daemon" else "pump")
+
+
+def pending(role: str) -> Standby | None:
+    """The standby prepared for ``role`` and not yet claimed, if any."""
+    return next((s for s in _pending if s.role == role and s.sock is not None), None)
+
+
+def pending_all() -> list[Standby]:
+    """Every standby prepared and not claimed (the caller cancels them when done)."""
+    return [s for s in _pending if s.sock is not None]
 
 
 def claim(role: str) -> Standby | None:
@@ -112,6 +142,8 @@ def wait(sock_fd: int) -> tuple[dict[str, Any], str] | None:
             return None
     if not data:
         return None  # the caller went away, or found its input wrong
+    import json
+
     message = json.loads(data)
     files = dict(zip(message["files"], fds))
     args = message["args"]

@@ -90,3 +90,27 @@ def test_the_command_starts_through_its_standby(home):
 def _cmdline(pid: int) -> str:
     with open(f"/proc/{pid}/cmdline", "rb") as handle:
         return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+@pytest.mark.parametrize("argv, role", [
+    (["run", "app.py"], "daemon"),
+    (["run", "-s", "unattached", "app.py"], "pump"),
+    (["run", "--strategy=unattached", "app.py"], "pump"),
+    (["run", "--strat", "daemon", "app.py"], "daemon"),
+    (["run", "-sunattached", "app.py"], "pump"),
+    (["run", "-s", "development", "app.py"], None),
+    (["run", "--strategy", "development", "app.py"], None),
+    (["run", "app.py", "--", "-s", "development"], "daemon"),  # the target's, not ours
+    (["run", "--help"], None),
+    (["status", "app"], None),
+    ([], None),
+])
+def test_the_command_line_is_glanced_at_for_the_role(argv, role):
+    standby.early(argv)
+    try:
+        prepared = standby.pending_all()
+        assert [s.role for s in prepared] == ([role] if role else [])
+    finally:
+        for waiting in standby.pending_all():
+            waiting.cancel()
+            assert waiting.popen.returncode is not None
