@@ -109,9 +109,9 @@ class Daemon:
             self._watch_stranger()
         self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                       self._command)
+        process.set_title(f"immortal: daemon {self.directory}")
         self._start_pump(self.why, None)
         self.handshake.close()  # the pump holds its own copy and answers the caller
-        process.set_title(f"immortal: daemon {self.directory}")  # while the pump starts
         while True:
             timeouts = [t for t in (self.restart_at, self.control.next_deadline()) if t]
             timeout = max(0.0, min(timeouts) - time.monotonic()) if timeouts else None
@@ -353,13 +353,11 @@ def _fork_pump(spec: Spec, args: dict[str, Any], keep: list[int],
     # Blocked across the fork: the child must not run our handlers (they would write to
     # our wake-up pipe), and it takes the default actions until the pump sets its own.
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _ROLE_SIGNALS)
-    # The pump's argv is still ours: it takes this title once it has started (setproctitle
-    # imports logging, ~6 ms that the first start does not wait for).
-    args["title"] = f"immortal: pump {spec.directory}"
+    process.import_title()  # shared with the pump, which takes its title at once
+    args.pop("title", None)
     pid = os.fork()
     if pid:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        process.import_title()  # while the pump starts: later forks share it
         return _ForkedPump(pid)
     code = 1
     try:
@@ -367,6 +365,7 @@ def _fork_pump(spec: Spec, args: dict[str, Any], keep: list[int],
         for number in _ROLE_SIGNALS:
             signal.signal(number, signal.SIG_DFL)
         _become_pump_fds(keep, log)
+        process.set_title(f"immortal: pump {spec.directory}")  # its argv is still ours
         atexit._clear()  # the daemon's exit functions are not the pump's
         code = pump.main(spec, args)
         # What a fresh interpreter's exit would do for a monitor that left a buffered file
