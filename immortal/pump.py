@@ -368,8 +368,8 @@ class Pump:
     def _target_died(self, status: ExitStatus) -> None:
         assert self.host is not None and self.target is not None
         self._unwatch_target()
-        self._tell_daemon(exited=self.target.pid)
-        self._start_times.pop(self.target.pid, None)  # the pid may come back as another
+        dead = self.target.pid
+        self._start_times.pop(dead, None)  # the pid may come back as another
         self.target = None
         self._drain()
         # Decide first, so that the exit event carries the decision (a restart record).
@@ -378,8 +378,18 @@ class Pump:
                                                random.random())
         record = supervise.record(self.machine, status)
         self.machine = supervise.replace(self.machine, last_exit=record)
+        spawned: process.Child | OSError | None = None
+        if actions and isinstance(actions[0], supervise.Spawn):
+            # An immediate restart: the successor first; telling the daemon and the
+            # monitors costs it nothing then. (Its output is read only once this returns,
+            # so the monitors still see 'exit' before any line of it.)
+            try:
+                spawned = self._spawn()
+            except OSError as exc:
+                spawned = exc
+        self._tell_daemon(exited=dead)
         self.host.call("exit", status=record)
-        self._act(actions)
+        self._act(actions, spawned)
         self._write_status()
 
     def _daemon_died(self) -> None:
@@ -438,12 +448,21 @@ class Pump:
         self._act(actions)
         self._write_status()
 
-    def _act(self, actions: tuple[supervise.Action, ...]) -> None:
+    def _act(self, actions: tuple[supervise.Action, ...],
+             spawned: process.Child | OSError | None = None) -> None:
+        """Carry out the machine's actions; ``spawned`` is what the first Spawn already
+        gave (see ``_target_died``)."""
         assert self.host is not None
         for action in actions:
             if isinstance(action, supervise.Spawn):
+                child, spawned = spawned, None
                 try:
-                    self.target = self._spawn()
+                    if child is None:
+                        self.target = self._spawn()
+                    elif isinstance(child, OSError):
+                        raise child
+                    else:
+                        self.target = child
                 except OSError as exc:
                     error = process.exec_error(self.spec.command(), exc)
                     sys.stderr.write(f"immortal: pump: {error}\n")
