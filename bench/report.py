@@ -226,11 +226,16 @@ def render(r: dict[str, Any]) -> str:
         body += table(["what", "median ms", "min – max ms", "n", "× python -c pass"], rows)
         run = med(sample("start", "immortal run: first instruction"))
         api = med(sample("start", "start(): returns"))
-        ok_run = None if run is None or not floor else (run <= 150 and run / floor <= 3)
+        # Two goals in one row: 150 ms, and the ratio the issue gives beside it (3× its
+        # machine's `python -c pass`). They part ways where the floor is small: see the notes.
+        ok_run = None if run is None else run <= 150
+        ok_ratio = None if run is None or not floor else run / floor <= 3
         ok_api = None if api is None else api <= 100
-        body += ["", f"Verdict: `run` {verdict(ok_run)}, `start()` {verdict(ok_api)}.", ""]
+        body += ["", f"Verdict: `run` {verdict(ok_run)} (≤ 150 ms), ≤ 3× `python -c pass` "
+                     f"{verdict(ok_ratio)}; `start()` {verdict(ok_api)}.", ""]
         summary.append(["`run` until first instruction", "≤ 150 ms, ≤ 3× `python -c pass`",
-                        f"{f(run)} ms ({ratio(run, floor)})", verdict(ok_run)])
+                        f"{f(run)} ms ({ratio(run, floor)})",
+                        f"{verdict(ok_run)} (150 ms); ratio {verdict(ok_ratio)}"])
         summary.append(["`start()`", "≤ 100 ms", f"{f(api)} ms (first instruction "
                         f"{f(med(sample('start', 'start(): first instruction')))} ms)",
                         verdict(ok_api)])
