@@ -144,7 +144,10 @@ def parse_strace(text: str, target: str) -> dict[str, Any]:
             first_pid = pid
         if call.startswith("execve(") and "= -1 " not in call and "resumed>" not in call:
             program = call.split('"')[1]
-            if "immortal._role" in call:
+            if "immortal._role" in call and '"standby"' in call:
+                # Started ahead by 'immortal run' (immortal/standby.py): argv names the role.
+                name = "daemon role (standby)" if '"daemon"' in call else "pump role (standby)"
+            elif "immortal._role" in call:
                 name = "daemon role" if '\\"role\\": \\"daemon\\"' in call else "pump role"
             elif program == target:
                 name = "target"
@@ -369,9 +372,9 @@ def memory_floors(b: Any) -> dict[str, float]:
         "python -S (nothing imported)": [py, "-S", "-c", sleep],
         "the daemon role's imports (`immortal._role`, `immortal.daemon`)":
             [py, "-c", "import immortal._role, immortal.daemon; " + sleep],
-        "the pump role's imports and the `file` monitor resolved":
-            [py, "-c", "import immortal._role, immortal.pump, immortal.monitoring as m; "
-                       "m.resolve('file'); " + sleep],
+        "the daemon role's imports, the pump's (forked from it) and the `file` monitor":
+            [py, "-c", "import immortal._role, immortal.daemon, immortal.pump, "
+                       "immortal.monitoring as m; m.resolve('file'); " + sleep],
         "only the stdlib modules a daemon needs": [py, "-c", daemon_stdlib + sleep],
         "the same with -S": [py, "-S", "-c", daemon_stdlib + sleep],
     }
@@ -432,8 +435,10 @@ def render(p: dict[str, Any]) -> list[str]:
     if p.get("timeline") and p["timeline"].get("events"):
         out += ["`strace -f` timeline of `python -m immortal run` (execs, forks and exits; "
                 "strace slows each fork and exec, so the total is above the unstraced "
-                "median). The first role process detaches with DaemonContext's double fork: "
-                "\"fork of fork of daemon role\" is the daemon proper.", ""]
+                "median). The command starts the first role in standby at once; the role "
+                "waits for the command's checks, then detaches with DaemonContext's double "
+                "fork (\"fork of fork of daemon role\" is the daemon proper), which forks "
+                "the pump (\"fork of fork of fork ...\"), which spawns the target.", ""]
         out += ["| ms | Δ ms | event |", "|---|---|---|"]
         last = 0.0
         for t, what in p["timeline"]["events"]:
