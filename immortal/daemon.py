@@ -345,6 +345,7 @@ def _fork_pump(spec: Spec, args: dict[str, Any], keep: list[int],
     from . import pump
 
     if not _FROZEN:
+        _preload_builtin_monitors(spec)
         # Once, before the first fork: the child's collector then leaves the pages of the
         # objects both processes share alone (copy-on-write keeps them shared).
         gc.freeze()
@@ -384,6 +385,25 @@ def _fork_pump(spec: Spec, args: dict[str, Any], keep: list[int],
             # Never return into the daemon's loop, and run none of its clean-up.
             os._exit(code)
     raise AssertionError("unreachable")
+
+
+def _preload_builtin_monitors(spec: Spec) -> None:
+    """Import the group's built-in monitors (ours, like this module) before the first fork,
+    so that their code is shared with every pump instead of copied into each: ≈ 1 MB of
+    PSS. Imported only, never called; any other monitor is imported by the pump alone."""
+    import importlib
+
+    from . import entrypoints
+    from .hookspecs import ENTRY_POINT_GROUP
+
+    for name, _ in spec.monitors:
+        value = name if ":" in name else entrypoints.find(ENTRY_POINT_GROUP, name)
+        module = (value or "").partition(":")[0].strip()
+        if module.startswith("immortal_monitors."):
+            try:
+                importlib.import_module(module)
+            except Exception:  # the pump reports it, as it would without this
+                pass
 
 
 def _become_pump_fds(keep: list[int], log: Path) -> None:
