@@ -390,7 +390,8 @@ def render(r: dict[str, Any]) -> str:
         body += ["## Stop", "",
                  "A target that exits on SIGTERM: the time until the stop returns (every "
                  "process of the group gone). `Group.stop()` from the running bench; `immortal "
-                 "stop` as a command (a fresh interpreter); a bare `terminate()` + `wait()` of "
+                 "stop` as a command (a fresh interpreter: the venv's `immortal` console "
+                 "script, as a user types it); a bare `terminate()` + `wait()` of "
                  "a child; the anchors' control commands (`supervisorctl stop`, `circusctl "
                  "stop`, `pm2 stop`: they return when the program is stopped, their daemon "
                  "keeps running). Goal: ≤ 50 ms.", ""]
