@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import asdict, dataclass
+
+from .records import Record, asdict
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -29,11 +30,11 @@ def signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-@dataclass(frozen=True)
-class ExitStatus:
+class ExitStatus(Record):
     """How a target ended: an exit code, a signal, or a failure to start.
 
     ``str()`` reads "exited with status 1", "killed by SIGKILL" or "failed to start: ...".
+    An immutable record (see immortal/records.py): an assignment raises ``AttributeError``.
     """
 
     code: int | None = None

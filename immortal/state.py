@@ -15,10 +15,10 @@ import json
 import os
 import stat
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import AlreadyRunning, InvalidSpec, StateDirError
+from .records import MutableRecord, field
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -94,8 +94,7 @@ def ensure_dir(directory: Path) -> list[Path]:
     return created
 
 
-@dataclass
-class Lock:
+class Lock(MutableRecord):
     """An exclusive ``flock`` on the instance directory's lock file.
 
     The lock belongs to the open file description, so every process that inherits ``fd``
@@ -213,9 +212,12 @@ def is_alive(pid: int | None, start_time: int | None) -> bool:
     return True
 
 
-@dataclass
-class Status:
-    """A group's state as last written by its pump, and whether it is running now."""
+class Status(MutableRecord):
+    """A group's state as last written by its pump, and whether it is running now.
+
+    A mutable record (see immortal/records.py), not a dataclass: ``dataclasses`` costs
+    ``immortal stop`` and ``status`` ≈ 8 ms to import.
+    """
 
     name: str
     state: str  #: spawning, running, backoff, restarting, stopping, stopped, fatal

@@ -21,19 +21,12 @@ wait is never followed by a spawn.
 
 from __future__ import annotations
 
-import dataclasses
 import signal
-from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Union
+from typing import Union
 
 from .events import ExitStatus
+from .records import Record, replace  # pump.py calls supervise.replace too
 from .spec import RestartPolicy
-
-if TYPE_CHECKING:
-    from typing import dataclass_transform  # typing has it from Python 3.11 on
-else:
-    def dataclass_transform(**_options: Any):  # only type checkers read it
-        return lambda cls: cls
 
 SPAWNING = "spawning"
 RUNNING = "running"
@@ -46,119 +39,10 @@ PHASES = (SPAWNING, RUNNING, BACKOFF, RESTARTING, STOPPING, STOPPED, FATAL)
 FINAL = (STOPPED, FATAL)
 
 
-# The state, events and actions are small immutable records. Not dataclasses: creating a
-# dataclass generates and execs its methods (≈ 0.35 ms a class, ≈ 4 ms for this module, on
-# the path of every group start). Here the fields are read from the class annotations, and
-# one set of methods, written once below (no code is generated), serves all the records.
-class _RecordType(type):
-    """Makes ``name: type = default`` lines into ``__slots__``, ``_fields`` and ``_defaults``."""
-
-    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any]):
-        if not bases:  # _Record itself
-            return super().__new__(mcs, name, bases, namespace)
-        own = tuple(namespace.get("__annotations__", ()))
-        fields = getattr(bases[0], "_fields", ()) + own  # a subclass adds to its base's
-        defaults = {**getattr(bases[0], "_defaults", {}),
-                    **{f: namespace.pop(f) for f in own if f in namespace}}
-        for before, after in zip(fields, fields[1:]):
-            if before in defaults and after not in defaults:
-                raise TypeError(f"non-default argument {after!r} follows default argument")
-        # _key(record) is what equality and hash compare: all its field values.
-        key = staticmethod(attrgetter(*fields) if fields else _no_fields)
-        namespace.update(__slots__=own, _fields=fields, _defaults=defaults, _key=key,
-                         __match_args__=fields)
-        return super().__new__(mcs, name, bases, namespace)
-
-
-def _no_fields(record: object) -> tuple[()]:
-    """The ``_key`` of a record without fields (``attrgetter()`` needs at least one)."""
-    return ()
-
-
-@dataclass_transform(eq_default=True, frozen_default=True)
-class _Record(metaclass=_RecordType):
-    """An immutable record like a frozen dataclass: ``__init__`` takes the fields in order
-    (positional or by name), equality and hash go by class and field values, and
-    :func:`replace` makes a changed copy."""
-
-    __slots__ = ()
-    _fields: tuple[str, ...] = ()
-    _defaults: dict[str, Any] = {}
-    _key = staticmethod(_no_fields)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        cls = type(self)
-        fields = cls._fields
-        if len(args) > len(fields):
-            raise TypeError(f"{cls.__qualname__}.__init__() takes {len(fields) + 1} positional "
-                            f"arguments but {len(args) + 1} were given")
-        setattr_ = object.__setattr__
-        for name, value in zip(fields, args):
-            setattr_(self, name, value)
-        if len(args) == len(fields) and not kwargs:
-            return
-        defaults = cls._defaults
-        missing = []
-        for name in fields[len(args):]:
-            if name in kwargs:
-                setattr_(self, name, kwargs.pop(name))
-            elif name in defaults:
-                setattr_(self, name, defaults[name])
-            else:
-                missing.append(name)
-        for name in kwargs:
-            how = "got multiple values for" if name in fields else "got an unexpected keyword"
-            raise TypeError(f"{cls.__qualname__}.__init__() {how} argument {name!r}")
-        if missing:
-            names = " and ".join(map(repr, missing))
-            plural = "s" if len(missing) > 1 else ""
-            raise TypeError(f"{cls.__qualname__}.__init__() missing {len(missing)} required "
-                            f"positional argument{plural}: {names}")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            key = self._key
-            return key(self) == key(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash((self.__class__, self._key(self)))
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
-        return f"{self.__class__.__qualname__}({fields})"
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
-
-    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
-        # For pickle and copy, which would otherwise set the slots through __setattr__.
-        return self.__class__, tuple([getattr(self, name) for name in self._fields])
-
-
-def replace(obj: Any, /, **changes: Any) -> Any:
-    """A copy of ``obj`` with some fields changed, as :func:`dataclasses.replace` makes it.
-
-    For the records here and for dataclasses such as :class:`ExitStatus`. An unknown field
-    is a :class:`TypeError`.
-    """
-    if not isinstance(obj, _Record):
-        return dataclasses.replace(obj, **changes)
-    cls = obj.__class__
-    new = object.__new__(cls)
-    setattr_ = object.__setattr__
-    for name in cls._fields:
-        setattr_(new, name, changes.pop(name) if name in changes else getattr(obj, name))
-    if changes:
-        raise TypeError(f"{cls.__qualname__}.__init__() got an unexpected keyword argument "
-                        f"{next(iter(changes))!r}")
-    return new
-
-
-class State(_Record):
+# The state, events and actions are small immutable records (see immortal/records.py): not
+# dataclasses, whose methods are generated and exec'd for each class (≈ 4 ms for this module,
+# on the path of every group start).
+class State(Record):
     phase: str = SPAWNING
     pid: int | None = None
     started_at: float | None = None  #: when the current target was spawned
@@ -175,28 +59,28 @@ class State(_Record):
 
 
 # Inputs
-class Spawned(_Record):
+class Spawned(Record):
     pid: int
 
 
-class SpawnFailed(_Record):
+class SpawnFailed(Record):
     error: str
 
 
-class Exited(_Record):
+class Exited(Record):
     status: ExitStatus
 
 
-class Tick(_Record):
+class Tick(Record):
     pass
 
 
-class Stop(_Record):
+class Stop(Record):
     grace: float
     reason: str = "stop"
 
 
-class Restart(_Record):
+class Restart(Record):
     grace: float
 
 
@@ -204,19 +88,19 @@ Event = Union[Spawned, SpawnFailed, Exited, Tick, Stop, Restart]
 
 
 # Actions
-class Spawn(_Record):
+class Spawn(Record):
     why: str  #: "start", "exit" or "manual"
 
 
-class Kill(_Record):
+class Kill(Record):
     signal: int  #: sent to the target's process group
 
 
-class Wake(_Record):
+class Wake(Record):
     at: float | None  #: deliver a Tick at this time; None cancels
 
 
-class Finish(_Record):
+class Finish(Record):
     phase: str
     reason: str
 

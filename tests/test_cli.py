@@ -233,7 +233,10 @@ def test_status_and_stop_of_unknown_group(home, via):
 # (the launcher, the monitors, pluggy and its entry points) costs tens of milliseconds at
 # every run. A guard against regressions, not a timing test (timings live in bench/).
 NOT_FOR_CONTROL = ("pluggy", "importlib.metadata", "immortal.launcher", "immortal.monitoring",
-                   "difflib")
+                   "difflib",
+                   # dataclasses imports inspect (ast, dis, tokenize): ≈ 8 ms; the status
+                   # and exit records are plain classes instead (immortal/records.py).
+                   "dataclasses", "inspect")
 
 
 def imported(home: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
@@ -252,13 +255,22 @@ def test_stop_and_status_import_only_what_they_use(home):
     try:
         run(home, name, TALKER, [])
         _, start_up = imported(home, "-c", "pass")  # whatever site imports is not ours
-        for command in ("status", "stop"):
-            result, modules = imported(home, "-m", "immortal", command, name)
-            assert result.returncode == 0, described(result)
-            assert "immortal.group" in modules, "no -X importtime output read"
+        # status and list of a running group, stop (its status then has a last exit), the
+        # same once it is stopped (status exits 3: not running), and of a group that does
+        # not exist.
+        commands = [("status", name, 0), ("list", None, 0), ("stop", name, 0),
+                    ("status", name, 3), ("list", None, 0), ("stop", "nothing", 3),
+                    ("status", "nothing", 3)]
+        for command, group, code in commands:
+            args = [command] if group is None else [command, group]
+            result, modules = imported(home, "-m", "immortal", *args)
+            assert result.returncode == code, described(result)
+            assert "immortal.state" in modules, "no -X importtime output read"
             extra = sorted(m for m in modules - start_up
                            if any(m == n or m.startswith(f"{n}.") for n in NOT_FOR_CONTROL))
-            assert not extra, f"'immortal {command}' imported {extra}"
+            assert not extra, f"'immortal {' '.join(args)}' imported {extra}"
+            if command == "stop" and code == 0:
+                assert "immortal.events" in modules, "the stopped status has no last exit"
     finally:
         cleanup(home, name)
 

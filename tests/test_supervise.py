@@ -382,7 +382,7 @@ def test_machine_is_total():
 # Records: plain classes that behave as the frozen dataclasses they replace -----------------
 
 RECORDS = [State(), Spawned(1), SpawnFailed("ENOENT"), Exited(CODE1), Tick(), Stop(1.0),
-           Restart(1.0), Spawn("start"), Kill(1), Wake(1.0), Finish(STOPPED, "stop")]
+           Restart(1.0), Spawn("start"), Kill(1), Wake(1.0), Finish(STOPPED, "stop"), CODE1]
 
 
 def test_records_are_equal_by_class_and_values():
@@ -436,7 +436,7 @@ def test_replace_makes_a_changed_copy():
     assert (running.phase, running.pid, running.why) == (RUNNING, 5, "start")
     assert state == State() and running == State(RUNNING, 5) and replace(Tick()) == Tick()
     assert replace(Stop(1.0), reason="bye") == Stop(1.0, "bye")
-    # ExitStatus stays a dataclass; replace works on it too (pump.py and record() rely on it).
+    # ExitStatus is a record too (immortal/records.py); pump.py and record() replace on it.
     assert replace(CODE1, attempt=2, decision="backoff") == ExitStatus(
         code=1, attempt=2, decision="backoff")
     for record in (state, Tick(), Spawn("start"), CODE1):
