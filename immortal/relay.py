@@ -103,8 +103,9 @@ def _keep_heap() -> None:
     global _HEAP_TUNED
     if not _HEAP_TUNED:
         _HEAP_TUNED = True
-        block = bytes(1 << 20)  # calloc'ed by mmap: its pages are never touched
-        del block  # freed: the limits go up
+        # Allocated (calloc'ed by mmap: its pages are never touched) and freed at once: the
+        # limits go up.
+        bytes(1 << 20)
 
 
 class Relay:
