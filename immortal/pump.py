@@ -379,7 +379,8 @@ class Pump:
         record = supervise.record(self.machine, status)
         self.machine = supervise.replace(self.machine, last_exit=record)
         spawned: process.Child | OSError | None = None
-        if actions and isinstance(actions[0], supervise.Spawn):
+        first = next((a for a in actions if not isinstance(a, supervise.Wake)), None)
+        if isinstance(first, supervise.Spawn):
             # An immediate restart: the successor first; telling the daemon and the
             # monitors costs it nothing then. (Its output is read only once this returns,
             # so the monitors still see 'exit' before any line of it.)
@@ -387,6 +388,11 @@ class Pump:
                 spawned = self._spawn()
             except OSError as exc:
                 spawned = exc
+            else:
+                # The successor has exec'd and is runnable, maybe on this CPU: let it run
+                # before the bookkeeping below (measured: its first instruction ~0.4 ms
+                # sooner).
+                os.sched_yield()
         self._tell_daemon(exited=dead)
         self.host.call("exit", status=record)
         self._act(actions, spawned)
