@@ -124,7 +124,7 @@ def _add_monitor_options(parser: argparse.ArgumentParser, option_help: str) -> N
 
 def _run_parser(run: argparse.ArgumentParser) -> None:
     run.add_argument("file", metavar="FILE")
-    run.add_argument("args", nargs="*", metavar="ARG",
+    run.add_argument("args", nargs="*", default=[], metavar="ARG",
                      help="arguments for FILE; put them after '--'")
     run.add_argument("-n", "--name", help="group name (default: FILE's name)")
     run.add_argument("-s", "--strategy", default="daemon",

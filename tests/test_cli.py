@@ -464,3 +464,12 @@ def test_output_option_and_env(home, tmp_path):
         assert logs.stdout.endswith("Z stdout | ready\n"), described(logs)
     finally:
         cleanup(home, name)
+
+
+@pytest.mark.parametrize("via", VIAS)
+def test_run_without_a_file_names_only_the_file(home, via):
+    result = immortal(home, "run", via=via)
+    assert result.returncode == 2, described(result)
+    assert result.stderr.strip().endswith("the following arguments are required: FILE"), \
+        described(result)
+    assert not list(home.iterdir())  # nothing created, and no standby left (see conftest)
