@@ -619,8 +619,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImmortalError as exc:
         print(f"immortal: error: {exc}", file=sys.stderr)
         return exc.exit_code
-
-
-def entry() -> None:
-    """The ``immortal`` console script."""
-    sys.exit(main())
