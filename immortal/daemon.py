@@ -417,15 +417,21 @@ def _become_pump_fds(keep: list[int], log: Path) -> None:
     os.dup2(err, 2)
     kept = {0, 1, 2, *keep}
     try:
-        fds = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:  # no /proc: every number up to the limit
-        fds = list(range(3, os.sysconf("SC_OPEN_MAX")))
-    for fd in fds:
+        open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: close the gaps between the kept ones, up to the limit
+        low = 3
+        for fd in sorted(kept):
+            if fd >= low:
+                os.closerange(low, fd)
+                low = fd + 1
+        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+        return
+    for fd in open_fds:
         if fd not in kept:
             try:
                 os.close(fd)
             except OSError:
-                pass
+                pass  # the listing's own fd, closed already
 
 
 def _ignore(number: int, frame: object) -> None:
