@@ -78,6 +78,15 @@ def cmdline(pid: int) -> str:
         return "?"
 
 
+def imported_after(code: str, watched: set[str]) -> set[str]:
+    """Which of the ``watched`` modules a fresh interpreter has imported after ``code``."""
+    probe = f"{code}\nimport sys\nprint(' '.join(sorted({watched!r} & set(sys.modules))))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
+
+
 def reap_zombies() -> None:
     """Reap the zombie children that came to us as subreaper (not subprocess's own)."""
     for kid in children_of(os.getpid()):

@@ -7,8 +7,6 @@ import copy
 import dataclasses
 import json
 import pickle
-import subprocess
-import sys
 
 import pytest
 
@@ -24,6 +22,7 @@ from immortal.records import (
     replace,
 )
 from immortal.state import Lock, Status, read_status, write_json
+from conftest import imported_after
 
 EXIT = ExitStatus(code=1, pid=5, uptime=0.5, decision="backoff", reason="r", delay=1.0,
                   attempt=2)
@@ -160,12 +159,8 @@ def test_constructors_take_the_same_arguments():
 
 def test_control_commands_do_not_import_dataclasses():
     """Importing state and events (what stop and status need) imports neither."""
-    code = ("import sys, immortal.state, immortal.events, immortal.records\n"
-            "print(' '.join(sorted({'dataclasses', 'inspect'} & set(sys.modules))))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=30)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ""
+    code = "import immortal.state, immortal.events, immortal.records"
+    assert imported_after(code, {"dataclasses", "inspect"}) == set()
 
 
 # The record machinery ------------------------------------------------------------------------
