@@ -329,7 +329,7 @@ class _ForkedPump:
             os.kill(self.pid, number)
 
 
-_FROZEN: list[bool] = []
+_frozen = False  # gc.freeze() done, before the first fork
 _ROLE_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 
 
@@ -344,18 +344,18 @@ def _fork_pump(spec: Spec, args: dict[str, Any], keep: list[int],
     """
     from . import pump
 
-    if not _FROZEN:
+    global _frozen
+    if not _frozen:
         _preload_builtin_monitors(spec)
         # Once, before the first fork: the child's collector then leaves the pages of the
         # objects both processes share alone (copy-on-write keeps them shared).
         gc.freeze()
-        _FROZEN.append(True)
+        _frozen = True
     sys.stderr.flush()
     # Blocked across the fork: the child must not run our handlers (they would write to
     # our wake-up pipe), and it takes the default actions until the pump sets its own.
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _ROLE_SIGNALS)
     process.import_title()  # shared with the pump, which takes its title at once
-    args.pop("title", None)
     pid = os.fork()
     if pid:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
