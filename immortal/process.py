@@ -29,17 +29,20 @@ def set_subreaper() -> bool:
     return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
-_title_module: list[object] = []
+_title_loaded = False
+_title_module: object = None  # setproctitle's extension, once loaded (None if it cannot be)
 
 
 def import_title() -> None:
     """Load what :func:`set_title` needs, ahead of time."""
-    if _title_module:
+    global _title_loaded, _title_module
+    if _title_loaded:
         return
+    _title_loaded = True
     try:
-        _title_module.append(_load_setproctitle())
+        _title_module = _load_setproctitle()
     except Exception:  # pragma: no cover - a dependency; ps then shows the argv as it is
-        _title_module.append(None)
+        _title_module = None
 
 
 def _load_setproctitle() -> object:
@@ -67,9 +70,8 @@ def _load_setproctitle() -> object:
 def set_title(title: str) -> None:
     """What ps shows for this process (a forked pump's argv is still the daemon's)."""
     import_title()
-    module = _title_module[0]
-    if module is not None:
-        module.setproctitle(title)  # type: ignore[attr-defined]
+    if _title_module is not None:
+        _title_module.setproctitle(title)  # type: ignore[attr-defined]
 
 
 def reset_signals() -> None:
