@@ -106,10 +106,11 @@ def _check_shape(name: str, factory: Any) -> None:
         for attr, value in vars(factory).items():
             if attr.startswith("_") or attr in short or not callable(value):
                 continue
-            hint = did_you_mean(attr, short)
-            if hint:
+            hook = _misspelt(attr, short)
+            if hook:
                 raise MonitorError(f"monitor {name!r} defines {attr!r}, which is no monitor "
-                                   f"method{hint}")
+                                   f"method (did you mean {hook!r}?); a helper of your own "
+                                   f"can be named '_{attr}'")
         return
     if not any(attr.startswith("monitor_") for attr in dir(factory)):
         raise MonitorError(f"monitor {name!r} ({factory!r}) is not a monitor: subclass "
@@ -122,6 +123,44 @@ def _check_shape(name: str, factory: Any) -> None:
         manager.check_pending()
     except pluggy.PluginValidationError as exc:
         raise MonitorError(f"monitor {name!r} is not a valid monitor: {exc}") from exc
+
+
+def _misspelt(word: str, hooks: set[str]) -> str | None:
+    """The hook ``word`` is one slip away from, if any: a letter dropped, added, changed or
+    swapped with its neighbour (``stdot``, ``spwan``, ``exitt``).
+
+    Stricter than a "did you mean" cut-off on purpose: a helper method is refused for it,
+    so names that only look alike (``open``, ``stop``, ``emit``, ``clock``), a hook's name
+    shortened or lengthened (``line``, ``spawned``, ``setup_file``) and a changed first letter
+    pass.
+    """
+    if len(word) < 4:
+        return None
+    for hook in sorted(hooks):
+        if word[0] != hook[0] or abs(len(word) - len(hook)) > 1:
+            continue
+        longer, shorter = (word, hook) if len(word) > len(hook) else (hook, word)
+        if longer.startswith(shorter):
+            if longer[-1] == longer[-2]:
+                return hook  # a doubled last letter: 'exitt'
+            continue  # 'line', 'blocks', 'messages': names of their own
+        if _one_edit(word, hook):
+            return hook
+    return None
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` differ by one insertion, deletion, swap of adjacent letters
+    or (in words of five letters or more) substitution."""
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        if len(diff) == 1:
+            return len(a) >= 5  # 'emit' is a word of its own, not a slip for 'exit'
+        return (len(diff) == 2 and diff[1] == diff[0] + 1
+                and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    if len(a) > len(b):
+        a, b = b, a
+    return any(b[:i] + b[i + 1:] == a for i in range(len(b)))
 
 
 def _probe(cls: type) -> object:

@@ -216,3 +216,19 @@ def test_offsets_let_a_monitor_skip_a_line_handed_over_again(tmp_path):
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     kept = [(x["line"], x["offset"]) for x in lines if "stream" in x]
     assert kept == [("one", 0), ("two", 4), ("three", 8)]
+
+
+@pytest.mark.parametrize("helper", ["open", "close", "stop", "emit", "lock", "clock", "line",
+                                    "blocks", "messages", "spawned", "setup_file", "reset"])
+def test_a_helper_method_that_only_looks_like_a_hook_is_accepted(helper):
+    cls = type("Helpful", (immortal.Monitor,), {helper: lambda self: None})
+    monitoring._check_shape("helpful", cls)  # no MonitorError
+
+
+@pytest.mark.parametrize("slip, hook", [("stdot", "stdout"), ("spwan", "spawn"),
+                                        ("exitt", "exit"), ("setpu", "setup"),
+                                        ("shutdwon", "shutdown"), ("stdaut", "stdout")])
+def test_a_method_one_slip_from_a_hook_is_refused(slip, hook):
+    cls = type("Slip", (immortal.Monitor,), {slip: lambda self: None})
+    with pytest.raises(immortal.MonitorError, match=f"did you mean '{hook}'.*'_{slip}'"):
+        monitoring._check_shape("slip", cls)
