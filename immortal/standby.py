@@ -77,6 +77,8 @@ class Standby:
             self.sock.close()
             self.sock = None
             self._end()
+        if self in _pending:
+            _pending.remove(self)
 
     def _end(self) -> None:
         if self.popen.poll() is None:
@@ -125,11 +127,10 @@ def pending_all() -> list[Standby]:
 
 def claim(role: str) -> Standby | None:
     """The standby prepared for ``role``, if any; from then on the caller's to use."""
-    for standby in _pending:
-        if standby.role == role and standby.sock is not None:
-            _pending.remove(standby)
-            return standby
-    return None
+    standby = pending(role)
+    if standby is not None:
+        _pending.remove(standby)
+    return standby
 
 
 def wait(sock_fd: int) -> tuple[dict[str, Any], str] | None:
