@@ -191,10 +191,9 @@ def _launch(spec: Spec, lock: Lock, capture: bool = False) -> Group:
     out = subprocess.PIPE if capture else log
     ready = None if development else standby.claim(role)
     try:
-        if ready is not None and ready.go({**args, "fds": {k: v for k, v in fds.items()
-                                                         if k not in ("handshake", "lock")}},
-                                          {"handshake": hs_w, "lock": lock.fd,
-                                           "log": log.fileno()}, str(directory)):
+        # A standby (immortal run) gets its files over its socket, not as inherited fds.
+        files = {"handshake": hs_w, "lock": lock.fd, "log": log.fileno()} if log else {}
+        if ready is not None and ready.go({**args, "fds": {}}, files, str(directory)):
             popen = ready.popen
         else:
             popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
