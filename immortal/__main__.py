@@ -5,23 +5,16 @@ import sys
 
 def entry() -> None:
     argv = sys.argv[1:]
-    if argv[:1] != ["run"]:
-        from .cli import main
+    if argv[:1] == ["run"]:
+        # First thing, before the command's own imports: 'immortal run' starts its first
+        # role now, so that it starts up while the command imports and checks its input
+        # (cli.main cancels it if it goes unused).
+        from . import standby
 
-        sys.exit(main(argv))
-    # First thing, before the command's own imports: 'immortal run' starts its first role
-    # now, so that the role starts up while the command imports and checks its input.
-    from . import standby
+        standby.early(argv)
+    from .cli import main
 
-    standby.early(argv)
-    try:
-        from .cli import main
-
-        code = main(argv)
-    finally:
-        for waiting in standby.pending_all():
-            waiting.cancel()  # argparse refused the command line, say: reap it
-    sys.exit(code)
+    sys.exit(main(argv))
 
 
 if __name__ == "__main__":

@@ -275,19 +275,11 @@ def _run(ns: argparse.Namespace) -> int:
     from . import standby
 
     # The first role starts up while we import and check (it waits for our go); entry()
-    # has started it already, unless main() was called some other way.
+    # has started it already, unless main() was called some other way. main() cancels it
+    # if start() does not use it.
     role = {"daemon": "daemon", "unattached": "pump"}.get(ns.strategy)
-    ready = standby.pending(role) if role else None
-    if ready is None and role:
-        ready = standby.prepare(role)
-    try:
-        return _run_checked(ns)
-    finally:
-        for waiting in standby.pending_all():
-            waiting.cancel()  # not used: a check failed (or a guess from argv was wrong)
-
-
-def _run_checked(ns: argparse.Namespace) -> int:
+    if role and standby.pending(role) is None:
+        standby.prepare(role)
     from .launcher import start
 
     env = None
@@ -619,3 +611,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImmortalError as exc:
         print(f"immortal: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    finally:
+        standby = sys.modules.get("immortal.standby")
+        if standby is not None:
+            for waiting in standby.pending_all():
+                waiting.cancel()  # unused: a check failed, or the guess from argv was wrong
