@@ -47,8 +47,6 @@ def _run(args: dict) -> int:
     spec = Spec.from_json(data)
     # The caller's import path, so that monitors named 'package.module:Class' import here too.
     sys.path.extend(p for p in spec.sys_path if p not in sys.path)
-    # What ps shows once the role has started (its argv may be a standby's, or a JSON blob).
-    args.setdefault("title", f"immortal: {args['role']} {args['dir']}")
     if args["role"] == "daemon":
         from . import daemon
 

@@ -177,8 +177,10 @@ class Pump:
                                           self.command)
         self.handshake.send(ok=True, target=self.target.pid if self.target else None)
         self.handshake.close()
-        if self.args.get("title"):
-            process.set_title(self.args["title"])
+        if self.daemon_pid is None:
+            # A fresh interpreter (unattached, development): its argv is a JSON blob. (A
+            # daemon's pump is its fork and was titled there.)
+            process.set_title(f"immortal: pump {self.directory}")
         self._tell_daemon(started=True)
 
         self.selector.register(wake_r, selectors.EVENT_READ, "signal")

@@ -72,7 +72,7 @@ def test_the_command_with_bad_input_leaves_no_standby_behind(home):
     assert not list(home.iterdir())
 
 
-def test_the_command_starts_through_its_standby(home):
+def test_a_group_started_by_the_command_has_a_titled_daemon(home):
     env = {**os.environ, "IMMORTAL_HOME": str(home)}
     result = subprocess.run([sys.executable, "-m", "immortal", "run", TALKER, "-n", "sb"],
                             capture_output=True, text=True, timeout=LONG, env=env)

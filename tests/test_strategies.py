@@ -33,13 +33,13 @@ def test_process_tree(strategy, started, recorder):
     if strategy == "daemon":
         assert set(pids) == {"daemon", "pump", "target"}
         assert parent_pid(pids["pump"]) == pids["daemon"]
-        # The pump is a fork of the daemon; ps tells them apart by its title.
-        wait_for(lambda: cmdline(pids["pump"]), lambda line: line.startswith("immortal: pump "),
-                 what="the pump's title")
         wait_for(lambda: cmdline(pids["daemon"]),
                  lambda line: line.startswith("immortal: daemon "), what="the daemon's title")
     else:
         assert set(pids) == {"pump", "target"}
+    # ps names the pump whatever its argv: the daemon's (a fork of it) or a JSON blob.
+    wait_for(lambda: cmdline(pids["pump"]), lambda line: line.startswith("immortal: pump "),
+             what="the pump's title")
     assert parent_pid(pids["target"]) == pids["pump"]
     if strategy == "development":
         assert parent_pid(pids["pump"]) == os.getpid()
