@@ -7,6 +7,7 @@ import select
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -76,20 +77,25 @@ class Stamps:
         os.close(self.fd)
 
 
-def cpu_ns(pid: int) -> int:
-    """CPU time of every thread of ``pid`` so far, in ns (schedstat: exact, not ticks)."""
-    total = 0
+def _sum_over_tasks(pid: int, name: str, count: Callable[[str], int]) -> int:
+    """``count`` applied to /proc/PID/task/*/NAME, summed over every thread of ``pid``."""
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return 0
+    total = 0
     for task in tasks:
         try:
-            with open(f"/proc/{pid}/task/{task}/schedstat") as handle:
-                total += int(handle.read().split()[0])
+            with open(f"/proc/{pid}/task/{task}/{name}") as handle:
+                total += count(handle.read())
         except (OSError, ValueError, IndexError):
             continue
     return total
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time of every thread of ``pid`` so far, in ns (schedstat: exact, not ticks)."""
+    return _sum_over_tasks(pid, "schedstat", lambda text: int(text.split()[0]))
 
 
 def cpu_ticks_ms(pid: int) -> float:
@@ -104,20 +110,9 @@ def cpu_ticks_ms(pid: int) -> float:
 
 def wakeups(pid: int) -> int:
     """Context switches of every thread so far (each wake-up of an idle process is one)."""
-    total = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return 0
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/status") as handle:
-                for line in handle:
-                    if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")):
-                        total += int(line.split()[1])
-        except OSError:
-            continue
-    return total
+    return _sum_over_tasks(pid, "status", lambda text: sum(
+        int(line.split()[1]) for line in text.splitlines()
+        if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt"))))
 
 
 def pss_kb(pid: int) -> int:

@@ -472,19 +472,19 @@ def render(p: dict[str, Any]) -> list[str]:
                 continue
             out += [f"{role}: {s['samples']} samples "
                     f"(≈ {s['samples'] / 997 / crash['seconds'] * 100:.0f} % of a core)", ""]
-            out += ["| inclusive % | function |", "|---|---|"]
-            out += [f"| {v:.0f} | `{n}` |" for n, v in s["inclusive"][:12]]
-            out += ["", "| self % | function |", "|---|---|"]
-            out += [f"| {v:.0f} | `{n}` |" for n, v in s["self"][:8]]
-            out += [""]
+            out += _pyspy_tables(s)
     relay = p.get("pyspy_relay")
     if relay and relay["pump"].get("samples"):
         s = relay["pump"]
         out += [f"`py-spy` on the pump relaying {relay['mb']} MB through the `file` monitor: "
                 f"{s['samples']} samples.", ""]
-        out += ["| inclusive % | function |", "|---|---|"]
-        out += [f"| {v:.0f} | `{n}` |" for n, v in s["inclusive"][:12]]
-        out += ["", "| self % | function |", "|---|---|"]
-        out += [f"| {v:.0f} | `{n}` |" for n, v in s["self"][:8]]
-        out += [""]
+        out += _pyspy_tables(s)
     return out
+
+
+def _pyspy_tables(s: dict[str, Any]) -> list[str]:
+    """The inclusive and self tables of one py-spy profile."""
+    return (["| inclusive % | function |", "|---|---|"]
+            + [f"| {v:.0f} | `{n}` |" for n, v in s["inclusive"][:12]]
+            + ["", "| self % | function |", "|---|---|"]
+            + [f"| {v:.0f} | `{n}` |" for n, v in s["self"][:8]] + [""])
