@@ -16,9 +16,27 @@ import sys
 _SUFFIXES = (".dist-info", ".egg-info")
 
 
+_found: dict[tuple[str, str, tuple[str, ...]], str] = {}
+
+
 def find(group: str, name: str) -> str | None:
     """The value (``module:attr``) of entry point ``name`` in ``group``: the first
-    distribution on ``sys.path`` that declares it, as ``importlib.metadata`` orders them."""
+    distribution on ``sys.path`` that declares it, as ``importlib.metadata`` orders them.
+
+    A name found is remembered for the process's life (for the same ``sys.path``), like the
+    module it names once imported: the daemon looks up the group's monitors before it forks
+    the pump, and every pump it forks finds them here instead of reading the files again.
+    """
+    key = (group, name, tuple(sys.path))
+    if key not in _found:
+        value = _scan(group, name)
+        if value is None:
+            return None
+        _found[key] = value
+    return _found[key]
+
+
+def _scan(group: str, name: str) -> str | None:
     seen: set[str] = set()
     for entry in sys.path:
         try:

@@ -62,3 +62,15 @@ def test_resolving_a_built_in_monitor_does_not_import_importlib_metadata() -> No
     code = "import immortal.monitoring as m; m.check(m.resolve('file'), {})"
     assert imported_after(code, {"importlib.metadata", "immortal_monitors.file"}) == {
         "immortal_monitors.file"}
+
+
+def test_a_name_found_is_remembered_for_the_same_path(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # What lets a pump forked from the daemon skip reading the files again.
+    _distribution(tmp_path, "kept", "[immortal.monitors]\nkept = kept.mon:Kept\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert entrypoints.find("immortal.monitors", "kept") == "kept.mon:Kept"
+    (tmp_path / "kept-1.0.dist-info" / "entry_points.txt").unlink()
+    assert entrypoints.find("immortal.monitors", "kept") == "kept.mon:Kept"
+    monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))  # another path: read again
+    assert entrypoints.find("immortal.monitors", "kept") is None
