@@ -13,9 +13,9 @@ and one set of methods, written once below (no code is generated), serves every 
         items: dict[str, int] = field(default_factory=dict)
 
 ``__init__`` takes the fields in order, by position or by name; equality goes by class and
-field values; ``repr`` reads as a dataclass's; :func:`replace`, :func:`asdict` and
-:func:`fields` stand for their ``dataclasses`` namesakes (``fields`` gives names). Records
-have ``__slots__``: no attribute other than the fields can be set.
+field values; ``repr`` reads as a dataclass's; :func:`replace` and :func:`asdict` stand
+for their ``dataclasses`` namesakes, and ``_fields`` lists the field names. Records have
+``__slots__``: no attribute other than the fields can be set.
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ else:
     def dataclass_transform(**_options):  # only type checkers read it
         return lambda cls: cls
 
-__all__ = ["FrozenRecordError", "MutableRecord", "Record", "asdict", "field", "fields",
-           "replace"]
+__all__ = ["FrozenRecordError", "MutableRecord", "Record", "asdict", "field", "replace"]
 
 
 class FrozenRecordError(AttributeError):
@@ -192,13 +191,6 @@ def replace(obj: Any, /, **changes: Any) -> Any:
         raise TypeError(f"{cls.__qualname__}.__init__() got an unexpected keyword argument "
                         f"{next(iter(changes))!r}")
     return new
-
-
-def fields(record: Any) -> tuple[str, ...]:
-    """The field names of a record or record class, in order."""
-    if isinstance(record, (_Base, _RecordType)):
-        return record._fields
-    raise TypeError("fields() takes a record or a record class")
 
 
 def asdict(record: Any) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from immortal.records import (
     Record,
     asdict,
     field,
-    fields,
     replace,
 )
 from immortal.state import Lock, Status, read_status, write_json
@@ -153,7 +152,7 @@ def test_constructors_take_the_same_arguments():
                  lambda: Status("g", "x", *range(20))):
         with pytest.raises(TypeError):
             make()
-    assert fields(Lock) == ("fd",) and fields(EXIT)[:3] == ("code", "signal", "core_dumped")
+    assert Lock._fields == ("fd",) and EXIT._fields[:3] == ("code", "signal", "core_dumped")
     assert Status.__match_args__[:2] == ("name", "state")
 
 
@@ -182,7 +181,7 @@ class Bag(MutableRecord):
 
 
 def test_subclasses_add_fields_and_stay_distinct():
-    assert fields(Point3) == ("x", "y", "z") and Point3(1, 2, 3).z == 3
+    assert Point3._fields == ("x", "y", "z") and Point3(1, 2, 3).z == 3
     assert Point(1, 2) != Point3(1, 2) and repr(Point3(1)) == "Point3(x=1, y=0, z=0)"
     bag = Bag("b")
     bag.items.append(1)
@@ -212,8 +211,6 @@ def test_asdict_copies_and_recurses():
     assert asdict(EXIT) == {k: v for k, v in json.loads(EXIT_JSON).items() if k != "text"}
     with pytest.raises(TypeError):
         asdict({"x": 1})
-    with pytest.raises(TypeError):
-        fields(object())
 
 
 def test_replace_on_records_and_dataclasses():
