@@ -174,3 +174,52 @@ def test_a_sticky_shared_directory_is_fine_when_the_entry_is_ours(home, monkeypa
     monkeypatch.setenv("IMMORTAL_HOME", str(theirs / "state"))
     with pytest.raises(immortal.StateDirError, match=f"owned by uid {STRANGER}"):
         started(TALKER, name="svc")
+
+
+# --------------------------------------------------------------- monitor outputs
+@pytest.mark.parametrize("monitor", ["file", "jsonl"])
+def test_an_output_in_a_strangers_directory_is_refused_in_the_caller(home, started,
+                                                                     monitor):
+    logs = strangers(home / "log-app")  # as /var/log/app, owned by the app user
+    with pytest.raises(immortal.MonitorOptionsError, match=f"owned by uid {STRANGER}"):
+        started(TALKER, monitor=monitor, options={"output": str(logs / "out.log")})
+
+
+def test_an_output_that_is_a_symlink_is_refused_in_the_caller(home, started, tmp_path):
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"")
+    link = home / "out.log"
+    link.symlink_to(target)
+    with pytest.raises(immortal.MonitorOptionsError, match="symlink"):
+        started(TALKER, options={"output": str(link)})
+    assert target.read_bytes() == b""
+
+
+@pytest.mark.parametrize("monitor", ["file", "jsonl"])
+def test_a_symlink_planted_at_a_rotation_gets_no_line(home, started, tmp_path, monitor):
+    """A shared sticky log directory (as /tmp): our output is moved away by a logrotate,
+    the stranger plants a link to a file of root's in its place before we reopen."""
+    os.chmod(home, 0o755)
+    logs = home / "logs"
+    logs.mkdir()
+    os.chmod(logs, 0o1777)
+    precious = tmp_path / "precious"
+    precious.write_bytes(b"root's\n")
+    output = logs / "out.log"
+    group = started(TALKER, ["--trap", "USR1"], monitor=monitor,
+                    options={"output": str(output)})
+    wait_for(output.read_bytes, lambda data: b"spawn" in data, what="the spawn event")
+    os.rename(output, logs / "out.log.1")
+    as_stranger(f"ln -s {precious} {output}")
+    group.reopen()
+    group.signal("USR1")
+    pump_log = group.directory / "pump.log"
+    wait_for(lambda: pump_log.read_bytes() if pump_log.exists() else b"",
+             lambda data: b"refusing" in data, what="the refusal in pump.log")
+    assert precious.read_bytes() == b"root's\n"
+    # Once the path is ours again, writing resumes and says how many lines were lost.
+    os.unlink(output)
+    group.signal("USR1")
+    wait_for(lambda: output.read_bytes() if output.exists() else b"",
+             lambda data: b"dropped" in data, what="the resumed record")
+    assert precious.read_bytes() == b"root's\n"
