@@ -208,7 +208,7 @@ def test_a_symlink_planted_at_a_rotation_gets_no_line(home, started, tmp_path, m
     output = logs / "out.log"
     group = started(TALKER, ["--trap", "USR1"], monitor=monitor,
                     options={"output": str(output)})
-    wait_for(output.read_bytes, lambda data: b"spawn" in data, what="the spawn event")
+    wait_for(output.read_bytes, lambda data: b"ready" in data, what="the ready line")
     os.rename(output, logs / "out.log.1")
     as_stranger(f"ln -s {precious} {output}")
     group.reopen()
@@ -222,4 +222,61 @@ def test_a_symlink_planted_at_a_rotation_gets_no_line(home, started, tmp_path, m
     group.signal("USR1")
     wait_for(lambda: output.read_bytes() if output.exists() else b"",
              lambda data: b"dropped" in data, what="the resumed record")
+    assert precious.read_bytes() == b"root's\n"
+
+
+def _dict_config(path: Path, log: Path) -> Path:
+    path.write_text(json.dumps({
+        "version": 1,
+        "formatters": {"plain": {"format": "%(message)s"}},
+        "handlers": {"file": {"class": "logging.FileHandler", "filename": str(log),
+                              "formatter": "plain"}},
+        "root": {"level": "DEBUG", "handlers": ["file"]},
+    }))
+    return path
+
+
+def test_a_logging_config_a_stranger_wrote_is_refused_in_the_caller(home, started,
+                                                                     tmp_path):
+    """A configuration names classes to import: one a stranger may write is code they run
+    as root."""
+    config = _dict_config(tmp_path / "logging.json", tmp_path / "app.log")
+    os.chown(config, STRANGER, STRANGER)
+    with pytest.raises(immortal.MonitorOptionsError, match=f"owned by uid {STRANGER}"):
+        started(TALKER, monitor="logging", options={"config": str(config)})
+    os.chown(config, 0, 0)
+    os.chmod(config, 0o666)
+    with pytest.raises(immortal.MonitorOptionsError, match="writable by group or others"):
+        started(TALKER, monitor="logging", options={"config": str(config)})
+
+
+def test_a_logging_handler_file_in_a_strangers_directory_is_refused(home, started,
+                                                                   tmp_path):
+    logs = strangers(home / "log-app")
+    config = _dict_config(tmp_path / "logging.json", logs / "app.log")
+    with pytest.raises(immortal.MonitorOptionsError, match=f"owned by uid {STRANGER}"):
+        started(TALKER, monitor="logging", options={"config": str(config)})
+    assert not (logs / "app.log").exists()
+
+
+def test_a_logging_handler_keeps_its_file_when_a_symlink_is_planted(home, started,
+                                                                    tmp_path):
+    os.chmod(home, 0o755)
+    logs = home / "logs"
+    logs.mkdir()
+    os.chmod(logs, 0o1777)
+    precious = tmp_path / "precious"
+    precious.write_bytes(b"root's\n")
+    log = logs / "app.log"
+    config = _dict_config(tmp_path / "logging.json", log)
+    group = started(TALKER, ["--trap", "USR1"], monitor="logging",
+                    options={"config": str(config)})
+    wait_for(log.read_bytes, lambda data: b"ready" in data, what="the ready record")
+    os.rename(log, logs / "app.log.1")
+    as_stranger(f"ln -s {precious} {log}")
+    group.reopen()
+    group.signal("USR1")
+    old = logs / "app.log.1"
+    wait_for(old.read_bytes, lambda data: b"got USR1" in data, what="the line, in the old file")
+    assert b"not reopened: refusing" in old.read_bytes()
     assert precious.read_bytes() == b"root's\n"
