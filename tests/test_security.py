@@ -280,3 +280,42 @@ def test_a_logging_handler_keeps_its_file_when_a_symlink_is_planted(home, starte
     wait_for(old.read_bytes, lambda data: b"got USR1" in data, what="the line, in the old file")
     assert b"not reopened: refusing" in old.read_bytes()
     assert precious.read_bytes() == b"root's\n"
+
+
+def test_logs_never_prints_through_a_planted_symlink(home, started, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"root's secret\n")
+    output = home / "out.log"
+    group = started(TALKER, monitor="jsonl", options={"output": str(output)}, name="svc")
+    wait_for(output.read_bytes, lambda data: b"ready" in data, what="the ready line")
+    group.stop(timeout=SHORT)
+    os.unlink(output)
+    output.symlink_to(secret)
+    result = subprocess.run([sys.executable, "-m", "immortal", "logs", "svc"],
+                            capture_output=True, text=True, timeout=SHORT)
+    assert "secret" not in result.stdout
+    assert result.returncode != 0 and "symlink" in result.stderr
+
+
+# --------------------------------------------------------------- the walk itself
+def test_the_walk_follows_symlinks_on_the_way(tmp_path):
+    from immortal.safety import check_path
+
+    theirs = strangers(tmp_path / "theirs")
+    (tmp_path / "link").symlink_to("theirs")  # a link of ours, to a directory of theirs
+    with pytest.raises(immortal.StateDirError, match=f"owned by uid {STRANGER}"):
+        check_path(tmp_path / "link" / "state")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "up").symlink_to("mine/../theirs")
+    with pytest.raises(immortal.StateDirError, match=f"owned by uid {STRANGER}"):
+        check_path(tmp_path / "up" / "x")
+    check_path(tmp_path / "mine" / ".." / "mine" / "not" / "there" / "yet")
+    (tmp_path / "loop").symlink_to("loop")
+    with pytest.raises(immortal.StateDirError, match="symbolic links"):
+        check_path(tmp_path / "loop" / "x")
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o777)  # writable by all, not sticky
+    with pytest.raises(immortal.StateDirError, match="writable by group or others"):
+        check_path(open_dir / "x")
+    assert theirs.exists()
