@@ -69,6 +69,8 @@ def test_start_refuses_a_home_under_a_strangers_directory(home, monkeypatch, sta
     with pytest.raises(immortal.StateDirError, match=f"owned by uid {STRANGER}"):
         started(TALKER, name="svc")
     assert not (state / "svc").exists()
+    with pytest.raises(immortal.StateDirError, match=f"owned by uid {STRANGER}"):
+        immortal.groups()
 
 
 def test_a_stranger_who_swaps_the_home_cannot_make_stop_kill_a_pid(home, monkeypatch,
