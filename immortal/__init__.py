@@ -1,8 +1,8 @@
 """immortal: keep a program alive, detached, with every line and event sent to a monitor.
 
 Layers (a module imports only from lower ones):
-0 errors, events · 1 names, spec, state, hookspecs, monitor · 2 process, supervise, detach,
-monitoring, control, group · 3 pump, daemon, launcher, manager · 4 cli, __main__, this
+0 errors, events, safety · 1 names, spec, state, hookspecs, monitor · 2 process, supervise,
+detach, monitoring, control, group · 3 pump, daemon, launcher, manager · 4 cli, __main__, this
 module.
 """
 

@@ -38,9 +38,16 @@ def _standby(role: str, sock_fd: int) -> int:
 
 def _run(args: dict) -> int:
     from .spec import Spec
-    from .state import read_json
+    from .state import check_dir, read_json
 
-    data = read_json(Path(args["dir"]) / "spec.json")
+    # Read again at each role start (a daemon exec'd after its death too): the directory
+    # and spec.json must still be ours, or a forged spec would name the modules we import.
+    try:
+        check_dir(Path(args["dir"]))
+        data = read_json(Path(args["dir"]) / "spec.json")
+    except OSError as exc:
+        sys.stderr.write(f"immortal: {args['role']}: {exc}\n")
+        return 1
     if data is None:
         sys.stderr.write(f"immortal: {args['role']}: no spec.json in {args['dir']}\n")
         return 1

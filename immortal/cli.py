@@ -529,9 +529,18 @@ def _logs(ns: argparse.Namespace) -> int:
     if not output:
         raise ImmortalError(f"group {ns.name!r}'s monitor declares no output file")
     try:
-        handle = open(output, "rb")
+        handle = _open_output(output)
     except FileNotFoundError:
         handle = None
+    except OSError as exc:
+        import errno
+
+        from .errors import StateDirError
+
+        if exc.errno != errno.ELOOP:
+            raise
+        raise StateDirError(f"refusing {output!r}: it is a symlink, which another user may "
+                            "have planted; the group's monitor does not write through it")
     try:
         if handle is not None:
             sys.stdout.buffer.write(_last_lines(handle, ns.lines))
@@ -547,6 +556,11 @@ def _logs(ns: argparse.Namespace) -> int:
         if handle is not None:
             handle.close()
     return 0
+
+
+def _open_output(path: str) -> Any:
+    """The output file, for reading; never through a symlink, as monitors write it."""
+    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
 
 
 def _follow(group: Any, path: str, handle: Any) -> Any:
@@ -573,7 +587,7 @@ def _follow(group: Any, path: str, handle: Any) -> Any:
         if current is not None and (handle is None or not os.path.samestat(
                 current, os.fstat(handle.fileno()))):
             try:
-                new = open(path, "rb")
+                new = _open_output(path)
             except OSError:
                 new = None
             if new is not None:

@@ -14,9 +14,11 @@ import time
 
 from . import control
 from .errors import InvalidSpec, NotRunning, StopTimeout
+from .safety import check_path, check_socket
 from .state import (
     SOCKET_NAME,
     Status,
+    check_dir,
     clear_stale,
     home,
     instance_dir,
@@ -119,6 +121,7 @@ class Group:
         deadline = time.monotonic() + RETRY
         while True:
             try:
+                check_socket(self.directory / SOCKET_NAME)
                 return control.request(self.directory / SOCKET_NAME, {"cmd": cmd, **args})
             except NotRunning:
                 if time.monotonic() >= deadline or not self.status().running:
@@ -328,6 +331,7 @@ def attach(name: str) -> Group:
     from .names import check_name
 
     directory = instance_dir(check_name(name))
+    check_dir(directory)  # what it reads, and the pids it signals, are ours or root's
     if read_status(directory) is None:
         raise NotRunning(f"no group named {name!r} in {str(home())!r}; 'immortal list' "
                          "shows the groups there")
@@ -337,6 +341,7 @@ def attach(name: str) -> Group:
 def groups() -> list[Status]:
     """The status of every group in the immortal home, running or not."""
     base = home()
+    check_path(base)
     try:
         names = sorted(os.listdir(base))
     except OSError:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .errors import AlreadyRunning, InvalidSpec, StateDirError
 from .records import MutableRecord, field
+from .safety import check_opened, check_path
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -75,7 +76,9 @@ def _check_safe(path: Path) -> None:
 
 
 def check_dir(directory: Path) -> None:
-    """Refuse an existing home or instance directory that is not safe to use."""
+    """Refuse an existing home or instance directory that is not safe to use, or one that
+    another user could swap: every directory on the way must be root's or ours."""
+    check_path(directory)
     _check_safe(directory.parent)
     _check_safe(directory)
 
@@ -126,6 +129,7 @@ def try_lock(path: Path) -> int | None:
     """A new open file description of ``path`` with an exclusive flock, or None if held."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
+        check_opened(fd, path)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         os.close(fd)
@@ -156,11 +160,14 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
+    """The object in ``path``, None if there is none; ``StateDirError`` if the file could
+    have been written by another user (its pids, or modules, are never believed then)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     with os.fdopen(fd) as handle:
+        check_opened(fd, path)
         try:
             data = json.load(handle)
         except ValueError:

@@ -22,6 +22,7 @@ Each line reads ``2026-11-27T22:19:34.123Z stdout | text``; events read
 from __future__ import annotations
 
 import difflib
+import errno
 import json
 import os
 import sys
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import immortal
+from immortal.safety import check_path, open_append
 
 OPTIONS = ("output", "max_bytes", "backups")
 DEFAULT_BACKUPS = 5
@@ -82,6 +84,16 @@ def output_option(monitor: str, output: object) -> str:
         raise immortal.MonitorOptionsError(
             f"the {monitor} monitor's 'output' must be a path (got {output!r})")
     path = Path(os.path.abspath(os.fspath(output)))
+    if path.is_symlink():
+        raise immortal.MonitorOptionsError(
+            f"output {str(path)!r} is a symlink; give the file it points to (outputs are "
+            "opened without following symlinks, which another user could plant)")
+    try:
+        check_path(path, immortal.MonitorOptionsError)
+    except immortal.MonitorOptionsError as exc:
+        raise immortal.MonitorOptionsError(
+            f"the {monitor} monitor's output: {exc}; write it in a directory of root's or "
+            "yours that nobody else may write") from None
     if path.is_dir():
         raise immortal.MonitorOptionsError(f"output {str(path)!r} is a directory; "
                                            "give a file path")
@@ -142,8 +154,10 @@ class FileMonitor(immortal.Monitor):
     # ----------------------------------------------------------------- writing
     def _open(self) -> None:
         """Open the output for appending; raises OSError."""
-        # Unbuffered, append-only: every line is in the file when the hook returns.
-        handle = open(self._path, "ab", buffering=0)
+        # Unbuffered, append-only: every line is in the file when the hook returns. Checked
+        # and opened again at each reopen: a rotation is when another user could plant a
+        # symlink or swap a directory on the way.
+        handle = os.fdopen(open_append(self._path), "ab", buffering=0)
         try:
             self._size = os.fstat(handle.fileno()).st_size
         except OSError:
@@ -232,6 +246,9 @@ class FileMonitor(immortal.Monitor):
         now = time.monotonic()
         if now - self._reported >= ERROR_EVERY:
             self._reported = now
+            if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
+                exc = OSError(f"refusing it: it is a symlink, which another user may have "
+                              "planted; remove it")
             sys.stderr.write(f"immortal: {self.MONITOR} monitor: cannot write {self._path}: "
                              f"{exc}; dropping lines until it can\n")
             sys.stderr.flush()

@@ -40,6 +40,7 @@ before (``generation`` starts again from 0).
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -83,7 +84,9 @@ class JsonlMonitor(FileMonitor):
         again by a pump that died just after giving it to us."""
         kept: dict[str, int] = {}
         try:
-            with open(self.output_path(self.options, self.directory), "rb") as handle:
+            path = self.output_path(self.options, self.directory)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)  # never a symlink
+            with os.fdopen(fd, "rb") as handle:
                 handle.seek(0, 2)
                 handle.seek(max(0, handle.tell() - 256 * 1024))
                 tail = handle.read().splitlines()[1:]

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import immortal
+from immortal.safety import check_opened, check_path
 
 from .file import refuse_unknown
 
@@ -76,6 +77,41 @@ def _is_json(path: Path) -> bool:
         return handle.read(4096).lstrip().startswith(b"{")
 
 
+def _trusted_config(path: Path) -> None:
+    """A configuration names classes to import and files to write: only root's or ours,
+    in a directory nobody else may change, is applied."""
+    try:
+        check_path(path, immortal.MonitorOptionsError)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            check_opened(fd, path, immortal.MonitorOptionsError)
+        finally:
+            os.close(fd)
+    except immortal.MonitorOptionsError as exc:
+        _refuse(f"config: {exc}")
+
+
+def _unsafe_file(path: str) -> str | None:
+    """Why a handler must not write ``path`` (a symlink, or a directory another user could
+    change on its way), or None."""
+    try:
+        if os.path.islink(path):
+            return f"refusing {path!r}: it is a symlink, which another user may have planted"
+        check_path(path, OSError)
+    except OSError as exc:
+        return str(exc)
+    return None
+
+
+def _handler_files(data: object) -> list[str]:
+    """The ``filename`` of every handler of a dictConfig dictionary."""
+    handlers = data.get("handlers") if isinstance(data, dict) else None
+    if not isinstance(handlers, dict):
+        return []
+    return [os.path.abspath(h["filename"]) for h in handlers.values()
+            if isinstance(h, dict) and isinstance(h.get("filename"), str)]
+
+
 def _config(value: object) -> str:
     """The absolute path of a logging configuration that parses."""
     if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
@@ -85,12 +121,17 @@ def _config(value: object) -> str:
         _refuse(f"config {str(path)!r} does not exist")
     if not path.is_file():
         _refuse(f"config {str(path)!r} is not a file")
+    _trusted_config(path)
     try:
         if _is_json(path):
             data = json.loads(path.read_text())
             if not isinstance(data, dict) or data.get("version") != 1:
                 _refuse(f"config {str(path)!r} is JSON but not a dictConfig dictionary "
                         "(an object with \"version\": 1)")
+            for filename in _handler_files(data):
+                why = _unsafe_file(filename)
+                if why:
+                    _refuse(f"config {str(path)!r}: a handler's file: {why}")
         else:
             parser = configparser.ConfigParser(interpolation=None)
             with open(path) as handle:
@@ -166,6 +207,15 @@ class LoggingMonitor(immortal.Monitor):
                     logging.config.dictConfig(json.load(handle))
             else:
                 logging.config.fileConfig(config, disable_existing_loggers=False)
+            # An INI file's handler arguments are Python expressions, not checked in the
+            # caller: its files are checked here, before any record is written to them.
+            for handler in _handlers():
+                if isinstance(handler, logging.FileHandler):
+                    why = _unsafe_file(handler.baseFilename)
+                    if why:
+                        handler.close()
+                        raise immortal.MonitorError(f"the logging monitor's config "
+                                                    f"{config!r}: a handler's file: {why}")
         elif not logging.getLogger().handlers:
             handler = logging.StreamHandler(sys.stderr)
             handler.setFormatter(logging.Formatter(
@@ -223,6 +273,10 @@ class LoggingMonitor(immortal.Monitor):
         # its stream is gone; WatchedFileHandler notices by itself.
         for handler in _handlers():
             if isinstance(handler, logging.FileHandler):
+                why = _unsafe_file(handler.baseFilename)
+                if why:  # it keeps writing the file it has open, and says why
+                    self._event(logging.ERROR, "reopen", f"not reopened: {why}")
+                    continue
                 handler.acquire()
                 try:
                     if handler.stream is not None:
