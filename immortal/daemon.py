@@ -439,7 +439,7 @@ def _ignore(number: int, frame: object) -> None:
 
 
 def main(spec: Spec, args: dict[str, Any]) -> int:
-    process.reset_signals()
+    process.role_signals()
     fds = args.get("fds", {})
     log = str(Path(spec.directory) / "daemon.log")
     if args.get("detach"):

@@ -74,18 +74,30 @@ def set_title(title: str) -> None:
         _title_module.setproctitle(title)  # type: ignore[attr-defined]
 
 
-def reset_signals() -> None:
-    """Undo ignored and blocked signals inherited from the caller.
+#: Ignored by the roles: a write to a control client that went away, to a closed pipe
+#: (``immortal run -s development ... | head``) or past a file-size limit then fails with
+#: EPIPE or EFBIG, which the role handles, instead of killing it.
+ROLE_IGNORED = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ")
+                     if hasattr(signal, name))
 
-    Both survive ``exec``; a target that ignores SIGTERM because its grandparent did
-    would make every stop wait for the KILL.
+
+def role_signals() -> None:
+    """Signal dispositions of a role (daemon or pump), whatever the caller left it.
+
+    Blocked signals are unblocked, and an ignored one is reset to its default, except the
+    two of ``ROLE_IGNORED``, which a role ignores. So the target, spawned by the pump, gets
+    every signal at its default: handlers are reset by ``exec``, and ``restore_signals``
+    resets SIGPIPE and SIGXFSZ in the child before ``exec`` (see :func:`spawn`). A target
+    ignoring SIGTERM because its grandparent did would make every stop wait for the KILL.
     """
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     for number in signal.valid_signals():
         if number in (signal.SIGKILL, signal.SIGSTOP):
             continue
         try:
-            if signal.getsignal(number) == signal.SIG_IGN:
+            if number in ROLE_IGNORED:
+                signal.signal(number, signal.SIG_IGN)
+            elif signal.getsignal(number) == signal.SIG_IGN:
                 signal.signal(number, signal.SIG_DFL)
         except (OSError, ValueError, RuntimeError):
             pass
@@ -217,6 +229,7 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str, umask: int | None,
     popen = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
         umask=-1 if umask is None else umask, close_fds=True, pass_fds=pass_fds,
+        restore_signals=True,  # SIGPIPE and SIGXFSZ, ignored by the roles, at their default
         **process_group_kwargs(),  # type: ignore[arg-type]
     )
     return Child(popen.pid, time.monotonic(), popen)

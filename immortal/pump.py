@@ -615,7 +615,7 @@ def _ignore(number: int, frame: object) -> None:
 
 
 def main(spec: Spec, args: dict[str, Any]) -> int:
-    process.reset_signals()
+    process.role_signals()
     if args.get("detach"):
         fds = args.get("fds", {})
         keep = [fd for fd in (fds.get("handshake"), fds.get("lock")) if fd is not None]
