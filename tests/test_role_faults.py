@@ -129,3 +129,157 @@ def test_a_file_size_limit_drops_lines_and_kills_no_pump(started, tmp_path):
              what="the pump to report EFBIG and go on")
     assert group.pids["pump"] == pids["pump"]
     assert group.status().restarts == 0
+
+
+# ----------------------------------------------------------------- E: bounded role logs
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_role_log_rate_limits_each_kind_and_summarises(tmp_path):
+    from immortal.rolelog import RoleLog
+
+    path = tmp_path / "role.log"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    clock = FakeClock()
+    log = RoleLog(str(path), fd=fd, cap=1 << 20, period=10.0, burst=2, clock=clock)
+    for n in range(100):
+        log.report("noisy", f"noisy {n}\n")
+        log.report("rare", f"rare {n}\n") if n % 50 == 0 else None
+    assert path.read_text() == "noisy 0\nrare 0\nnoisy 1\nrare 50\n"
+    clock.now += 10.0
+    log.report("noisy", "noisy again\n")
+    assert path.read_text().endswith(
+        "immortal: (98 similar messages suppressed)\nnoisy again\n")
+    log.report("noisy", "one more\n")
+    log.report("noisy", "suppressed\n")
+    log.flush_summaries()
+    assert path.read_text().endswith("one more\nimmortal: (1 similar messages suppressed)\n")
+    os.close(fd)
+
+
+def test_role_log_is_capped_by_rotation(tmp_path):
+    from immortal.rolelog import RoleLog
+
+    path = tmp_path / "role.log"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(fd, 100)  # stands for fd 2: rotation reopens the file onto it
+    os.close(fd)
+    log = RoleLog(str(path), fd=100, cap=1000)
+    for n in range(1000):
+        log.write(f"line {n:04}\n")
+    kept = path.read_text()
+    older = (tmp_path / "role.log.1").read_text()
+    assert len(kept) <= 1000 and len(older) <= 1000
+    assert kept.endswith("line 0999\n")
+    assert older.endswith(f"line {int(kept.split()[1]) - 1:04}\n")  # nothing lost between
+    os.write(100, b"direct\n")  # fd 100 was moved to the new file
+    assert path.read_text().endswith("direct\n")
+    os.close(100)
+
+
+def test_role_log_survives_failed_writes(tmp_path):
+    from immortal.rolelog import RoleLog
+
+    log = RoleLog(None, fd=os.open("/dev/full", os.O_WRONLY))
+    log.write("lost\n")
+    log.report("kind", "lost too\n")
+    assert log.lost == 2
+    os.close(log.fd)
+
+
+SPAMMER = """\
+import os, socket, sys
+sock = socket.socket(fileno=int(os.environ["IMMORTAL_CHANNEL_FD"]))
+for n in range(20000):
+    sock.send(b"not json " + str(n).encode() + b" " + b"x" * 200)
+print("sent", flush=True)
+import time
+time.sleep(3600)
+"""
+
+
+def test_a_target_flooding_the_channel_with_garbage_does_not_grow_pump_log(
+        started, tmp_path):
+    script = tmp_path / "spammer.py"
+    script.write_text(SPAMMER)
+    out = tmp_path / "out.log"
+    group = started(script, [], channel=True, options={"output": str(out)})
+    wait_for(lambda: read(out), lambda t: "sent" in t, timeout=60,
+             what="the target to send its garbage")
+    log = group.directory / "pump.log"
+    group.stop()
+    text = read(log)
+    size = len(text.encode()) + len(read(group.directory / "pump.log.1").encode())
+    assert size < 64 * 1024, f"pump.log grew to {size} bytes"
+    assert "not JSON" in text and "similar messages suppressed" in text
+
+
+# ----------------------------------------------------------------- B: a full disk
+@pytest.fixture
+def small_disk(home, monkeypatch):
+    """A 512 KiB tmpfs as IMMORTAL_HOME; skipped where it cannot be mounted."""
+    mount = home / "disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs",
+                             str(mount)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root and a mount namespace "
+                    f"that allows it): {result.stderr.strip()}")
+    monkeypatch.setenv("IMMORTAL_HOME", str(mount))
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill(directory) -> int:
+    """Fill the file system with one file; return the bytes written."""
+    total = 0
+    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            total += os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == 28, exc  # ENOSPC
+    finally:
+        os.close(fd)
+    return total
+
+
+def test_a_full_disk_kills_neither_roles_nor_target_and_recovers(small_disk, started,
+                                                                  tmp_path):
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    group = started(script, [], policy={"min_uptime": 0.0, "backoff_initial": 0.0})
+    pids = group.pids
+    out = group.directory / "output.log"
+    wait_for(lambda: read(out), lambda t: "line 10 " in t)
+    fill(small_disk)
+    for _ in range(3):  # deaths, spawns, status writes and log lines on a full disk
+        target = wait_for(lambda: [p for p in children(pids["pump"]) if p != -1],
+                          lambda kids: len(kids) == 1, what="the target")[0]
+        os.kill(target, signal.SIGKILL)
+        wait_for(lambda: children(pids["pump"]), lambda kids: kids and kids != [target],
+                 what="a new target")
+    assert {role: group.pids[role] for role in ("daemon", "pump")} == \
+        {role: pids[role] for role in ("daemon", "pump")}
+    cli = subprocess.run([sys.executable, "-m", "immortal", "status", group.name],
+                         capture_output=True, text=True, timeout=SHORT)
+    assert cli.returncode == 0 and "running" in cli.stdout, cli.stderr
+    assert not [p for p in os.listdir(group.directory) if p.endswith(".tmp")]
+    os.unlink(small_disk / "filler")  # space again: status and output resume
+    os.kill(children(pids["pump"])[0], signal.SIGKILL)
+    wait_for(group.status, lambda s: s.restarts >= 4 and s.state == "running",
+             what="status.json written again")
+    wait_for(lambda: read(out), lambda t: "output resumed" in t,
+             what="the output to resume")
+    assert group.pids["pump"] == pids["pump"]
+
+
+def children(pid: int) -> list[int]:
+    from conftest import children_of, proc_state
+
+    return [kid for kid in children_of(pid) if proc_state(kid) not in (None, "Z")]
