@@ -283,3 +283,101 @@ def children(pid: int) -> list[int]:
     from conftest import children_of, proc_state
 
     return [kid for kid in children_of(pid) if proc_state(kid) not in (None, "Z")]
+
+
+# ----------------------------------------------------------------- D: the control socket
+def connect_nowait(path) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        sock.connect(str(path))
+    except (BlockingIOError, ConnectionRefusedError):
+        sock.close()  # the backlog is full: this one does not get in
+        return None
+    return sock
+
+
+@pytest.fixture
+def many_files():
+    """Room for a thousand sockets in this process."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1500
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            pytest.skip(f"RLIMIT_NOFILE's hard limit {hard} is too low for 1,100 clients")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize("strategy", ["daemon", "unattached"])
+def test_idle_clients_and_a_flood_do_not_lock_out_stop(started, many_files, strategy):
+    group = started(TALKER, [], strategy=strategy)
+    path = group.directory / "control.sock"
+    idle = [s for s in (connect_nowait(path) for _ in range(100)) if s is not None]
+    flood = []
+    for _ in range(1000):
+        sock = connect_nowait(path)
+        if sock is not None:
+            try:
+                sock.send(b'{"cmd": "status"}\n')
+            except OSError:
+                pass
+            flood.append(sock)
+    try:
+        assert len(idle) >= 32  # the whole table, at least
+        begun = time.monotonic()
+        final = group.stop(timeout=2.0)
+        elapsed = time.monotonic() - begun
+        assert not final.running and final.state == "stopped"
+        assert elapsed < 2.0 + 5.0, f"stop took {elapsed:.1f} s"
+    finally:
+        for sock in idle + flood:
+            sock.close()
+
+
+def test_a_slow_client_is_dropped_however_its_bytes_trickle(started):
+    group = started(TALKER, [])
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(group.directory / "control.sock"))
+        sock.settimeout(0.2)
+        begun = time.monotonic()
+        closed = False
+        while time.monotonic() - begun < SHORT and not closed:
+            try:
+                sock.send(b" ")  # never a whole request
+                closed = sock.recv(1) == b""
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+        assert closed, "a client trickling bytes held its slot"
+        assert time.monotonic() - begun < control.IDLE + 5.0
+
+
+@pytest.mark.parametrize("strategy", ["daemon", "unattached"])
+def test_the_root_survives_running_out_of_files(started, strategy):
+    group = started(TALKER, [], strategy=strategy)
+    pids = group.pids
+    role = "daemon" if strategy == "daemon" else "pump"
+    born = process_start_time(pids[role])
+    resource.prlimit(pids[role], resource.RLIMIT_NOFILE, (32, 32))
+    path = group.directory / "control.sock"
+    flood = [s for s in (connect_nowait(path) for _ in range(300)) if s is not None]
+    try:
+        def status():
+            try:
+                return control.request(path, {"cmd": "status"}, timeout=2.0)
+            except Exception as exc:  # refused for want of files: asked again
+                return exc
+
+        answer = wait_for(status, lambda a: isinstance(a, dict) and a.get("ok"),
+                          what="a status answer while the flood holds the files")
+        assert answer["ok"]
+        assert is_alive(pids[role], born)
+        assert group.pids == pids
+    finally:
+        for sock in flood:
+            sock.close()
+    final = group.stop(timeout=2.0)
+    assert final.state == "stopped"
