@@ -31,7 +31,7 @@ import socket
 import struct
 import time
 
-from .errors import ImmortalError, InvalidSpec, NotRunning
+from .errors import ImmortalError, InvalidSpec, NoAnswer, NotRunning
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -283,12 +283,13 @@ def _connect(sock: socket.socket, path: Path, timeout: float) -> None:
             return
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"{str(path)!r}: the server's backlog stays full") from None
+                raise NoAnswer(f"{str(path)!r}: the server's backlog stays full") from None
             time.sleep(0.005)
 
 
 def request(path: Path, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-    """Send one command and return the answer; NotRunning if nobody serves the socket."""
+    """Send one command and return the answer; NotRunning if nobody serves the socket,
+    NoAnswer if its server does not answer within ``timeout`` (frozen, or swamped)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -306,6 +307,9 @@ def request(path: Path, message: dict[str, Any], timeout: float = 5.0) -> dict[s
             # binding it anew within a moment).
             raise NotRunning(f"nobody answers on {str(path)!r}: the group is not running "
                              f"({exc.strerror})") from None
+        except TimeoutError:
+            raise NoAnswer(f"no answer on {str(path)!r} within {timeout:g} s: the group's "
+                           "root process is frozen or swamped") from None
     finally:
         sock.close()
     if not data:

@@ -381,3 +381,44 @@ def test_the_root_survives_running_out_of_files(started, strategy):
             sock.close()
     final = group.stop(timeout=2.0)
     assert final.state == "stopped"
+
+
+# ----------------------------------------------------------------- C: a frozen root
+@pytest.mark.parametrize("how", ["api", "cli"])
+def test_a_frozen_daemon_does_not_make_the_group_unstoppable(started, how):
+    from immortal.group import MARGIN
+
+    group = started(TALKER, [], stop_timeout=1.0)
+    pids = group.pids
+    born = {role: process_start_time(pid) for role, pid in pids.items()}
+    os.kill(pids["daemon"], signal.SIGSTOP)
+    try:
+        begun = time.monotonic()
+        if how == "api":
+            final = group.stop()
+        else:
+            cli = subprocess.run([sys.executable, "-m", "immortal", "stop", group.name],
+                                 capture_output=True, text=True, timeout=60)
+            assert cli.returncode == 0, cli.stderr
+            final = group.status()
+        elapsed = time.monotonic() - begun
+    finally:
+        left = [role for role, pid in pids.items() if is_alive(pid, born[role])]
+        for role in left:  # after a failure: nothing stays frozen
+            os.kill(pids[role], signal.SIGKILL)
+    assert not left, f"still alive after the stop: {left}"
+    assert not final.running
+    assert elapsed < 1.0 + MARGIN + 3.0, f"the stop took {elapsed:.1f} s"
+
+
+def test_signal_reaches_the_target_when_the_daemon_is_frozen(started, tmp_path):
+    out = tmp_path / "out.log"
+    group = started(TALKER, ["--trap", "USR1"], options={"output": str(out)})
+    wait_for(lambda: read(out), lambda t: "ready" in t)
+    daemon = group.pids["daemon"]
+    os.kill(daemon, signal.SIGSTOP)
+    try:
+        group.signal("USR1")
+        wait_for(lambda: read(out), lambda t: "got USR1" in t)
+    finally:
+        os.kill(daemon, signal.SIGCONT)
