@@ -422,3 +422,29 @@ def test_signal_reaches_the_target_when_the_daemon_is_frozen(started, tmp_path):
         wait_for(lambda: read(out), lambda t: "got USR1" in t)
     finally:
         os.kill(daemon, signal.SIGCONT)
+
+
+IGNORING_MONITOR = """\
+import signal
+
+import immortal
+
+
+class Ignoring(immortal.Monitor):
+    def setup(self, why, message):
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+"""
+
+
+def test_a_signal_a_monitor_ignores_in_the_pump_is_not_ignored_by_the_target(
+        started, tmp_path, monkeypatch):
+    (tmp_path / "ignoring_monitor.py").write_text(IGNORING_MONITOR)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    group = started(TALKER, [], monitor="ignoring_monitor:Ignoring")
+    pids = group.pids
+    assert signal.SIGUSR1 in signal_mask(pids["pump"], "SigIgn")
+    assert signal_mask(pids["target"], "SigIgn") == set()
+    os.kill(pids["target"], signal.SIGKILL)  # a respawn too
+    status = wait_for(group.status, lambda s: s.pids.get("target", pids["target"])
+                      != pids["target"], what="the respawn")
+    assert signal_mask(status.pids["target"], "SigIgn") == set()
