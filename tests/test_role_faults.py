@@ -448,3 +448,15 @@ def test_a_signal_a_monitor_ignores_in_the_pump_is_not_ignored_by_the_target(
     status = wait_for(group.status, lambda s: s.pids.get("target", pids["target"])
                       != pids["target"], what="the respawn")
     assert signal_mask(status.pids["target"], "SigIgn") == set()
+
+
+def test_starting_on_a_full_disk_is_one_clear_error(small_disk):
+    import immortal
+
+    fill(small_disk)
+    with pytest.raises(immortal.StartError, match="No space left on device"):
+        immortal.start(TALKER, [], name="full")
+    cli = subprocess.run([sys.executable, "-m", "immortal", "run", "--name", "full2", TALKER],
+                         capture_output=True, text=True, timeout=SHORT * 3)
+    assert cli.returncode == 1 and cli.stderr.startswith("immortal: error: "), cli.stderr
+    assert "Traceback" not in cli.stderr
