@@ -257,26 +257,31 @@ def test_a_full_disk_kills_neither_roles_nor_target_and_recovers(small_disk, sta
     pids = group.pids
     out = group.directory / "output.log"
     wait_for(lambda: read(out), lambda t: "line 10 " in t)
+    born = process_start_time(pids["daemon"])
     fill(small_disk)
+    target = pids["target"]
+    os.kill(pids["pump"], signal.SIGKILL)  # the daemon logs it, and forks a new pump
+    pump = wait_for(lambda: [p for p in children(pids["daemon"]) if p not in
+                             (pids["pump"], target)],
+                    lambda kids: len(kids) == 1, what="a new pump")[0]
     for _ in range(3):  # deaths, spawns, status writes and log lines on a full disk
-        target = wait_for(lambda: [p for p in children(pids["pump"]) if p != -1],
-                          lambda kids: len(kids) == 1, what="the target")[0]
         os.kill(target, signal.SIGKILL)
-        wait_for(lambda: children(pids["pump"]), lambda kids: kids and kids != [target],
-                 what="a new target")
-    assert {role: group.pids[role] for role in ("daemon", "pump")} == \
-        {role: pids[role] for role in ("daemon", "pump")}
+        target = wait_for(lambda: children(pump),
+                          lambda kids: len(kids) == 1 and kids[0] != target,
+                          what="a new target")[0]
+    assert is_alive(pids["daemon"], born)
     cli = subprocess.run([sys.executable, "-m", "immortal", "status", group.name],
                          capture_output=True, text=True, timeout=SHORT)
     assert cli.returncode == 0 and "running" in cli.stdout, cli.stderr
     assert not [p for p in os.listdir(group.directory) if p.endswith(".tmp")]
     os.unlink(small_disk / "filler")  # space again: status and output resume
-    os.kill(children(pids["pump"])[0], signal.SIGKILL)
-    wait_for(group.status, lambda s: s.restarts >= 4 and s.state == "running",
-             what="status.json written again")
+    os.kill(target, signal.SIGKILL)
+    status = wait_for(group.status, lambda s: s.pids.get("pump") == pump
+                      and s.state == "running" and s.pids.get("target") not in (None, target),
+                      what=f"status.json written again (pump {pump}, old target {target})")
+    assert status.pids["daemon"] == pids["daemon"]
     wait_for(lambda: read(out), lambda t: "output resumed" in t,
              what="the output to resume")
-    assert group.pids["pump"] == pids["pump"]
 
 
 def children(pid: int) -> list[int]:
