@@ -208,7 +208,7 @@ class Group:
                     pass
         except NoAnswer:
             # The root is frozen or swamped: TERM to every supervisor (a live pump stops the
-            # target with the grace); whatever still lives past grace + margin gets KILL.
+            # target with the group's own grace); what still lives past grace + margin: KILL.
             status = self.status()
             for role in status.live_roles():
                 try:
