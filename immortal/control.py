@@ -11,11 +11,18 @@ Requests and answers are one JSON object per line. Only these commands exist::
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The socket lives in
 the 0700 instance directory and is created 0600 under ``umask(0o177)`` (no bind-then-chmod
 window); every connection's ``SO_PEERCRED`` uid must be ours or root's; a request is at most
-64 KiB; a client idle for 10 s is dropped; garbage gets an error answer, never a crash.
+64 KiB; garbage gets an error answer, never a crash.
+
+Nobody can lock the socket up: a client has ``IDLE`` seconds after it connects (or after
+its last answer) to send a whole request, however slowly its bytes come, or it is dropped;
+when ``MAX_CLIENTS`` are connected, a new one takes the place of the one that has waited
+longest; an answer the client does not read at once is its loss; and running out of files
+(``EMFILE`` from ``accept``) drops clients instead of killing the role.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import selectors
@@ -24,7 +31,7 @@ import socket
 import struct
 import time
 
-from .errors import ImmortalError, InvalidSpec, NotRunning
+from .errors import ImmortalError, InvalidSpec, NoAnswer, NotRunning
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -37,8 +44,11 @@ if TYPE_CHECKING:
 
 COMMANDS = ("status", "stop", "restart", "signal", "reopen")
 MAX_REQUEST = 64 * 1024
-IDLE = 10.0
+IDLE = 1.0  #: seconds a client has to send a whole request
 MAX_CLIENTS = 32
+PAUSE = 0.1  #: seconds the listener rests when no file is left and no client to drop
+#: accept() errors that mean "no file left for a new connection"
+NO_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 def receive(sock: socket.socket) -> bytes | None:
@@ -102,7 +112,7 @@ class _Client:
         self.refused = refused
         self.overflow = False  # inside a request over MAX_REQUEST, discarding it
         self.buffer = b""
-        self.seen = time.monotonic()
+        self.deadline = time.monotonic() + IDLE  # for a whole request; renewed by an answer
 
 
 class Server:
@@ -113,6 +123,8 @@ class Server:
         self.selector = selector
         self.handler = handler
         self.clients: dict[int, _Client] = {}
+        self.limit = MAX_CLIENTS  # lowered when the process runs out of files
+        self.paused_until: float | None = None  # the listener rests until then
         try:
             os.unlink(path)  # a socket left by a dead predecessor; we hold the group lock
         except FileNotFoundError:
@@ -129,21 +141,27 @@ class Server:
         selector.register(listener, selectors.EVENT_READ, self._accept)
 
     def next_deadline(self) -> float | None:
-        """When the oldest idle client must be dropped, for the loop's select timeout."""
-        if not self.clients:
-            return None
-        return min(c.seen for c in self.clients.values()) + IDLE
+        """When the loop must call :meth:`drop_idle` (a client's deadline, or the end of a
+        pause of the listener), for its select timeout; None while nobody is connected."""
+        times = [c.deadline for c in self.clients.values()]
+        if self.paused_until is not None:
+            times.append(self.paused_until)
+        return min(times) if times else None
 
     def drop_idle(self) -> None:
         now = time.monotonic()
         for client in list(self.clients.values()):
-            if now - client.seen >= IDLE:
+            if now >= client.deadline:
                 self._drop(client)
+        if self.paused_until is not None and now >= self.paused_until:
+            self.paused_until = None
+            self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
 
     def close(self) -> None:
         for client in list(self.clients.values()):
             self._drop(client)
-        self.selector.unregister(self.listener)
+        if self.paused_until is None:
+            self.selector.unregister(self.listener)
         self.listener.close()
         try:
             os.unlink(self.path)
@@ -155,16 +173,39 @@ class Server:
             sock, _ = listener.accept()
         except (BlockingIOError, InterruptedError):
             return
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        _, uid, _ = struct.unpack("3i", creds)
-        if len(self.clients) >= MAX_CLIENTS:
-            self._send(sock, {"ok": False, "error": "too many clients"})
+        except OSError as exc:
+            if exc.errno in NO_FILES:
+                self._out_of_files()
+            return  # else a connection that was reset before we took it
+        try:
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                    struct.calcsize("3i"))
+            sock.setblocking(False)
+        except OSError:
             sock.close()
             return
-        sock.setblocking(False)
+        _, uid, _ = struct.unpack("3i", creds)
+        while len(self.clients) >= self.limit:
+            self._drop(self._oldest())
         client = _Client(sock, refused=uid not in (os.getuid(), 0))
         self.clients[sock.fileno()] = client
         self.selector.register(sock, selectors.EVENT_READ, self._readable)
+
+    def _oldest(self) -> _Client:
+        return min(self.clients.values(), key=lambda c: c.deadline)
+
+    def _out_of_files(self) -> None:
+        """No file left for a connection: make room by dropping the clients that waited
+        longest (one for the newcomer, one for a file its answer may need to read), and
+        serve fewer at a time from now on. With no client to drop, the listener rests a
+        moment instead of waking the loop at once, again and again."""
+        if self.clients:
+            for _ in range(min(2, len(self.clients))):
+                self._drop(self._oldest())
+            self.limit = max(1, len(self.clients) + 1)
+            return
+        self.selector.unregister(self.listener)
+        self.paused_until = time.monotonic() + PAUSE
 
     def _readable(self, sock: socket.socket) -> None:
         client = self.clients.get(sock.fileno())
@@ -176,7 +217,6 @@ class Server:
         if not data:
             self._drop(client)
             return
-        client.seen = time.monotonic()
         if client.overflow:  # the rest of a request that is too long: discard to its end
             if b"\n" not in data:
                 return
@@ -206,23 +246,22 @@ class Server:
                 answer = {"ok": True, **self.handler(request)}
             except (ValueError, ImmortalError) as exc:  # JSON errors are ValueErrors
                 answer = {"ok": False, "error": str(exc)}
+            except OSError as exc:  # out of files, say, while reading status.json
+                answer = {"ok": False, "error": f"cannot answer now: {exc}"}
         return self._reply(client, answer)
 
     def _reply(self, client: _Client, answer: dict[str, Any]) -> bool:
-        if not self._send(client.sock, answer):
-            self._drop(client)
-            return False
-        return True
-
-    def _send(self, sock: socket.socket, answer: dict[str, Any]) -> bool:
         data = (json.dumps(answer) + "\n").encode()
         try:
-            sock.setblocking(True)
-            sock.settimeout(1.0)  # a client that does not read its answer is dropped
-            sock.sendall(data)
-            sock.setblocking(False)
+            # Never waits: a client that does not read its answers gets no more of our
+            # time (the socket's buffer holds many answers).
+            sent = client.sock.send(data)
         except OSError:
+            sent = -1
+        if sent != len(data):
+            self._drop(client)
             return False
+        client.deadline = time.monotonic() + IDLE
         return True
 
     def _drop(self, client: _Client) -> None:
@@ -244,12 +283,13 @@ def _connect(sock: socket.socket, path: Path, timeout: float) -> None:
             return
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"{str(path)!r}: the server's backlog stays full") from None
+                raise NoAnswer(f"{str(path)!r}: the server's backlog stays full") from None
             time.sleep(0.005)
 
 
 def request(path: Path, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-    """Send one command and return the answer; NotRunning if nobody serves the socket."""
+    """Send one command and return the answer; NotRunning if nobody serves the socket,
+    NoAnswer if its server does not answer within ``timeout`` (frozen, or swamped)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -267,6 +307,9 @@ def request(path: Path, message: dict[str, Any], timeout: float = 5.0) -> dict[s
             # binding it anew within a moment).
             raise NotRunning(f"nobody answers on {str(path)!r}: the group is not running "
                              f"({exc.strerror})") from None
+        except TimeoutError:
+            raise NoAnswer(f"no answer on {str(path)!r} within {timeout:g} s: the group's "
+                           "root process is frozen or swamped") from None
     finally:
         sock.close()
     if not data:

@@ -24,7 +24,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import control, process
+from . import control, process, rolelog
 from .detach import Handshake, detach
 from .events import DAEMON_RESTART, PUMP_RESTART, PUMP_START, ExitStatus
 from .relay import make_channel, make_journal, make_pipe
@@ -211,7 +211,7 @@ class Daemon:
             self.pump_sock = None
         if self.finished or self.stopping or not self.started:
             return  # the group ends
-        sys.stderr.write(f"immortal: daemon: pump {status}; starting a new one\n")
+        rolelog.report("pump", f"immortal: daemon: pump {status}; starting a new one\n")
         lived = time.monotonic() - self.pump_started
         self.pump_failures = 0 if lived >= PUMP_STABLE else self.pump_failures + 1
         delay = 0.0
@@ -439,7 +439,7 @@ def _ignore(number: int, frame: object) -> None:
 
 
 def main(spec: Spec, args: dict[str, Any]) -> int:
-    process.reset_signals()
+    process.role_signals()
     fds = args.get("fds", {})
     log = str(Path(spec.directory) / "daemon.log")
     if args.get("detach"):
@@ -449,5 +449,6 @@ def main(spec: Spec, args: dict[str, Any]) -> int:
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         os.dup2(fd, 2)
         os.close(fd)
+    rolelog.install(log)
     process.set_subreaper()
     return Daemon(spec, args).run()

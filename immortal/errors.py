@@ -14,6 +14,7 @@
     ├── NotRunning (LookupError)       no group of that name is running
     ├── StartError                     the group failed after detaching (exec error, monitor setup)
     ├── StopTimeout (TimeoutError)     a group did not go away in time
+    ├── NoAnswer (TimeoutError)        a group's control socket did not answer in time
     └── ChannelError (OSError)         the message channel is missing, full or closed
 
 Each message names the field, what was expected, what was received, and what to do next.
@@ -87,6 +88,12 @@ class StartError(ImmortalError):
 
 
 class StopTimeout(ImmortalError, TimeoutError):
+    exit_code = 1
+
+
+class NoAnswer(ImmortalError, TimeoutError):
+    """The group's root process (frozen, or swamped) did not answer its control socket."""
+
     exit_code = 1
 
 

@@ -13,7 +13,7 @@ import signal
 import time
 
 from . import control
-from .errors import InvalidSpec, NotRunning, StopTimeout
+from .errors import InvalidSpec, NoAnswer, NotRunning, StopTimeout
 from .safety import check_path, check_socket
 from .state import (
     SOCKET_NAME,
@@ -53,6 +53,7 @@ class Group:
         self.directory = directory
         self._popen = popen  # the pump, in development: our child
         self._parent_fd = parent_fd  # development: closing it tells the pump we are gone
+        self._stop_began: float | None = None  # when the stop being waited for was asked
         self._streams: dict[str, _Lines] = {}
         if popen is not None:
             for stream in ("stdout", "stderr"):
@@ -157,7 +158,17 @@ class Group:
     def signal(self, number: int | str) -> None:
         """Send a signal (a number or a name such as "USR1") to the target's process group."""
         self._root()
-        self._request("signal", signal=control.parse_signal(number))
+        value = control.parse_signal(number)
+        try:
+            self._request("signal", signal=value)
+        except NoAnswer:  # the root is frozen or swamped: signal the target ourselves
+            status = self.status()
+            pid = status.pids.get("target")
+            started = status.start_times.get("target")
+            if pid is None or started is None or not is_alive(pid, started):
+                raise NoAnswer(f"group {self.name!r} does not answer and runs no target "
+                               "that can be proven ours; try 'immortal stop'") from None
+            os.killpg(pid, value)
 
     def reopen(self) -> None:
         """Make the monitors reopen their files (after an external logrotate)."""
@@ -188,6 +199,7 @@ class Group:
         answer, and the status read then says so. Without a timeout the group applies its
         own stop_timeout."""
         grace = None if timeout is None else self._grace(timeout)  # refuse a bad one first
+        self._stop_began = time.monotonic()
         try:
             self._request("stop", **({} if grace is None else {"timeout": grace}))
         except NotRunning:  # no answer: a signal does it, with the group's own grace
@@ -197,12 +209,25 @@ class Group:
                     os.kill(status.pids[status.root], signal.SIGTERM)
                 except ProcessLookupError:
                     pass
+        except NoAnswer:
+            # The root is frozen or swamped: TERM to every supervisor (a live pump stops the
+            # target with the group's own grace); what still lives past grace + margin: KILL.
+            status = self.status()
+            for role in status.live_roles():
+                try:
+                    os.kill(status.pids[role], signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
         else:
             status = self.status()
         return (self._grace(None) if grace is None else grace), status
 
     def _finish_stop(self, grace: float, status: Status) -> Status:
-        final = self._wait_gone(grace + MARGIN, status)
+        budget = grace + MARGIN
+        if self._stop_began is not None:  # the margin counts from the request, answered or not
+            budget -= time.monotonic() - self._stop_began
+            self._stop_began = None
+        final = self._wait_gone(max(0.0, budget), status)
         if final is None:
             return self.kill()
         self._reap()

@@ -163,7 +163,11 @@ def start(
         log_path=log_path, sys_path=tuple(os.path.abspath(p or here) for p in sys.path),
     )
     try:
-        write_json(directory / "spec.json", spec.to_json())
+        try:
+            write_json(directory / "spec.json", spec.to_json())
+        except OSError as exc:  # a full disk, say: one clear error, nothing detached
+            raise StartError(f"cannot write {str(directory / 'spec.json')!r}: "
+                             f"{exc.strerror or exc}") from None
         return _launch(spec, lock, capture)
     except BaseException:
         _clean(directory, created)

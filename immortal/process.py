@@ -16,6 +16,11 @@ import time
 
 from .events import ExitStatus
 
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(os, "P_PIDFD")
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -74,18 +79,28 @@ def set_title(title: str) -> None:
         _title_module.setproctitle(title)  # type: ignore[attr-defined]
 
 
-def reset_signals() -> None:
-    """Undo ignored and blocked signals inherited from the caller.
+#: Ignored by the roles: a write to a control client that went away, to a closed pipe
+#: (``immortal run -s development ... | head``) or past a file-size limit then fails with
+#: EPIPE or EFBIG, which the role handles, instead of killing it.
+ROLE_IGNORED = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ")
+                     if hasattr(signal, name))
 
-    Both survive ``exec``; a target that ignores SIGTERM because its grandparent did
-    would make every stop wait for the KILL.
+
+def role_signals() -> None:
+    """Signal dispositions of a role (daemon or pump), whatever the caller left it.
+
+    Blocked signals are unblocked, and an ignored one is reset to its default, except the
+    two of ``ROLE_IGNORED``, which a role ignores. So the target, spawned by the pump, gets
+    every signal at its default: handlers are reset by ``exec``, and ``restore_signals``
+    resets SIGPIPE and SIGXFSZ in the child before ``exec`` (see :func:`spawn`). A target
+    ignoring SIGTERM because its grandparent did would make every stop wait for the KILL.
     """
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
-    for number in signal.valid_signals():
-        if number in (signal.SIGKILL, signal.SIGSTOP):
-            continue
+    for number in _CATCHABLE:
         try:
-            if signal.getsignal(number) == signal.SIG_IGN:
+            if number in ROLE_IGNORED:
+                signal.signal(number, signal.SIG_IGN)
+            elif signal.getsignal(number) == signal.SIG_IGN:
                 signal.signal(number, signal.SIG_DFL)
         except (OSError, ValueError, RuntimeError):
             pass
@@ -213,13 +228,51 @@ def kill_children(timeout: float = 5.0) -> None:
 
 def spawn(argv: list[str], *, env: dict[str, str], cwd: str, umask: int | None,
           stdout: int, stderr: int, pass_fds: tuple[int, ...] = ()) -> Child:
-    """Start ``argv`` (no shell) in a new process group; OSError if it cannot be executed."""
+    """Start ``argv`` (no shell) in a new process group; OSError if it cannot be executed.
+
+    The target gets every signal at its default and none blocked: see :func:`role_signals`.
+    """
+    kwargs = process_group_kwargs()
+    ignored = _ignored_since()
+    if ignored:  # a monitor ignored a signal in the pump: not for the target
+        kwargs = {"preexec_fn": _defaults(ignored, kwargs.get("preexec_fn"))}
+        if sys.version_info >= (3, 11):
+            kwargs["process_group"] = 0
     popen = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
         umask=-1 if umask is None else umask, close_fds=True, pass_fds=pass_fds,
-        **process_group_kwargs(),  # type: ignore[arg-type]
+        restore_signals=True,  # SIGPIPE and SIGXFSZ, ignored by the roles, at their default
+        **kwargs,  # type: ignore[arg-type]
     )
     return Child(popen.pid, time.monotonic(), popen)
+
+
+def _ignored_since() -> list[int]:
+    """Signals ignored in this role besides ``ROLE_IGNORED`` (set by a monitor: the role
+    reset the others when it started)."""
+    return [number for number in _CATCHABLE
+            if _getsignal(number) == signal.SIG_IGN and number not in ROLE_IGNORED]
+
+
+try:  # at every spawn: the C function's plain ints, without signal.py's enum per call
+    from _signal import getsignal as _getsignal
+except ImportError:  # pragma: no cover - not CPython
+    _getsignal = signal.getsignal
+
+
+_CATCHABLE = tuple(n for n in signal.valid_signals()
+                   if n not in (signal.SIGKILL, signal.SIGSTOP))
+
+
+def _defaults(numbers: list[int], then: Callable[[], object] | None) -> Callable[[], None]:
+    """What the child runs before ``exec``: these signals back to their default (a slower
+    spawn, without vfork, so only when needed)."""
+    def reset() -> None:
+        for number in numbers:
+            signal.signal(number, signal.SIG_DFL)
+        if then is not None:
+            then()
+    return reset
 
 
 def exec_error(argv: list[str], exc: OSError) -> str:

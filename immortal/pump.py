@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import control, monitoring, process, relay, supervise
+from . import control, monitoring, process, relay, rolelog, supervise
 from .detach import Handshake, detach
 from .events import ExitStatus, PUMP_START
 from .spec import Spec, Strategy
@@ -208,7 +208,7 @@ class Pump:
 
     def _fail(self, kind: str, message: str) -> int:
         self.handshake.send(error=kind, message=message)
-        sys.stderr.write(f"immortal: pump: {message}\n")
+        rolelog.report("failed", f"immortal: pump: {message}\n")
         self._tell_daemon(failed=message)
         return 1
 
@@ -291,8 +291,8 @@ class Pump:
             try:
                 message = json.loads(data)
             except ValueError:
-                sys.stderr.write(f"immortal: pump: the target sent a message that is not "
-                                 f"JSON: {data[:200]!r}\n")
+                rolelog.report("channel", f"immortal: pump: the target sent a message that "
+                                          f"is not JSON: {data[:200]!r}\n")
                 continue
             self.host.call("message", message=message)
 
@@ -349,7 +349,7 @@ class Pump:
             try:
                 self.command(message)
             except ImmortalError as exc:
-                sys.stderr.write(f"immortal: pump: {message['cmd']}: {exc}\n")
+                rolelog.report("command", f"immortal: pump: {message['cmd']}: {exc}\n")
             return
         reaped = message.get("reaped")
         if reaped and self.target is not None and not self.target.own \
@@ -473,7 +473,7 @@ class Pump:
                         self.target = child
                 except OSError as exc:
                     error = process.exec_error(self.spec.command(), exc)
-                    sys.stderr.write(f"immortal: pump: {error}\n")
+                    rolelog.report("spawn", f"immortal: pump: {error}\n")
                     self._feed(supervise.SpawnFailed(error))
                     continue
                 self._watch_target()
@@ -539,8 +539,8 @@ class Pump:
             return False
         if started is None or not is_alive(pid, started):
             return False
-        sys.stderr.write(f"immortal: pump: killing target {pid} left running by a "
-                         "dead group (supervisors gone)\n")
+        rolelog.report("orphan", f"immortal: pump: killing target {pid} left running by a "
+                       "dead group (supervisors gone)\n")
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -574,7 +574,7 @@ class Pump:
             write_json(self.directory / "status.json", self._status_data())
         except OSError as exc:
             if exc.errno != errno.ENOENT:
-                sys.stderr.write(f"immortal: pump: cannot write status: {exc}\n")
+                rolelog.report("status", f"immortal: pump: cannot write status: {exc}\n")
 
     def _start_time(self, pid: int) -> int | None:
         """A process's kernel start time, read from /proc once per pid (not per write)."""
@@ -615,11 +615,14 @@ def _ignore(number: int, frame: object) -> None:
 
 
 def main(spec: Spec, args: dict[str, Any]) -> int:
-    process.reset_signals()
+    process.role_signals()
     if args.get("detach"):
         fds = args.get("fds", {})
         keep = [fd for fd in (fds.get("handshake"), fds.get("lock")) if fd is not None]
         detach(keep, str(Path(spec.directory) / "pump.log"))
+    # Our own log when detached or forked by the daemon; the caller's stderr in development.
+    own = args.get("detach") or args.get("daemon_pid") is not None
+    rolelog.install(str(Path(spec.directory) / "pump.log") if own else None)
     if args.get("daemon_pid") is None:
         # No daemon above us: we are the group's root, and escaped grandchildren are ours.
         args["subreaper"] = process.set_subreaper()

@@ -150,13 +150,23 @@ def wait_lock(path: Path, timeout: float) -> int | None:
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` atomically: a reader sees the old file or the new one, never half."""
+    """Write ``data`` atomically: a reader sees the old file or the new one, never half.
+
+    OSError if it cannot (a full disk): the old file stays, and no temporary file is left
+    to take the space."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, separators=(",", ":"))  # compact: written at every event
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, separators=(",", ":"))  # compact: written at every event
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -334,7 +344,10 @@ def clear_stale(directory: Path, reason: str = STALE) -> Status | None:
             return status
         data.update(state="stopped", reason=reason, pids={}, start_times={},
                     next_restart_at=None)
-        write_json(directory / "status.json", data)
+        try:
+            write_json(directory / "status.json", data)
+        except OSError:  # a full disk: say it all the same, and rewrite it next time
+            return Status.from_json(directory.name, data)
     finally:
         os.close(lock)
     return read_status(directory)
