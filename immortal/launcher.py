@@ -33,6 +33,7 @@ from .errors import (
     MonitorError,
     MonitorOptionsError,
     StartError,
+    UnknownKeyword,
     unknown_name,
 )
 from .group import Group
@@ -100,7 +101,7 @@ def start(
     to ``group.stdout`` and ``group.stderr`` (iterators of lines) instead of the terminal.
     """
     for key in unknown:
-        raise unknown_name("keyword argument", key, START_KEYWORDS)
+        raise unknown_name("keyword argument", key, START_KEYWORDS, UnknownKeyword)
     strategy = Strategy.parse(strategy)
     pressure = check_backpressure(backpressure)
     if not isinstance(channel, bool):

@@ -187,7 +187,8 @@ CASES: dict[str, Case] = {
                              ("'deamon'", "did you mean 'daemon'", "'development'",
                               "'unattached'")),
     "strategy-not-str": Case(talker(strategy=1), WRONG_TYPE, ("'strategy'", "int")),
-    "keyword-unknown": Case(talker(stategy="daemon"), UNKNOWN,
+    # An unexpected keyword argument is a TypeError in Python; it stays an UnknownName.
+    "keyword-unknown": Case(talker(stategy="daemon"), (*UNKNOWN, TypeError),
                             ("'stategy'", "did you mean 'strategy'", "'stop_timeout'")),
     "policy-field-unknown": Case(talker(policy={"max_restart": 3}), UNKNOWN,
                                  ("'max_restart'", "did you mean 'max_restarts'")),
