@@ -266,7 +266,7 @@ def _check(ns: argparse.Namespace) -> int:
 
     for name, options in _chosen(ns).items():
         factory = monitoring.resolve(name)
-        checked = monitoring.check(factory, options)
+        checked = monitoring.check(factory, options, name)
         print(f"{name}: ok {json.dumps(checked, sort_keys=True)}")
     return 0
 

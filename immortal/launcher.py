@@ -137,7 +137,7 @@ def start(
     chosen = []
     for name, factory in monitoring.resolve_all(wanted):
         try:
-            chosen.append((name, factory, monitoring.check(factory, wanted[name])))
+            chosen.append((name, factory, monitoring.check(factory, wanted[name], name)))
         except MonitorOptionsError as exc:
             if len(wanted) == 1:
                 raise  # the monitor's own message, verbatim

@@ -232,3 +232,18 @@ def test_a_method_one_slip_from_a_hook_is_refused(slip, hook):
     cls = type("Slip", (immortal.Monitor,), {slip: lambda self: None})
     with pytest.raises(immortal.MonitorError, match=f"did you mean '{hook}'.*'_{slip}'"):
         monitoring._check_shape("slip", cls)
+
+
+@pytest.mark.parametrize("monitor, fragments", [
+    ("plugins.checks:PathOptions", ("PosixPath('/var/log/app.log')", "JSON", "'output'")),
+    ("plugins.checks:ListOptions", ("['output']", "mapping", "list")),
+])
+def test_check_returning_what_spec_json_cannot_hold_is_a_monitor_error(home, monitor,
+                                                                        fragments):
+    with pytest.raises(immortal.MonitorError) as info:
+        immortal.start(TALKER, monitor=monitor)
+    message = str(info.value)
+    assert repr(monitor) in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    assert os.listdir(home) == []
