@@ -303,6 +303,8 @@ def _run(ns: argparse.Namespace) -> int:
             final = group.stop()
         print(f"{group.name!r} ended: {final.state}"
               + (f" ({final.reason})" if final.reason else ""), file=sys.stderr)
+        if final.state == "fatal":
+            return 1  # it gave up: CI and service managers must see a failure
     else:
         print(f"stop it with: immortal stop {group.name}")
     return 0

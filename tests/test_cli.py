@@ -380,7 +380,8 @@ def test_development_stays_in_the_foreground_and_echoes(home):
                           "--max-restarts", "1", "--window", "60", TALKER,
                           "--", "--out", "2", "--exit", "1", timeout=LONG)
         elapsed = time.monotonic() - began
-        assert result.returncode == 0, described(result)
+        # A group that gave up is a failure that CI and service managers must see.
+        assert result.returncode == 1, described(result)
         assert elapsed < LONG
         started = Started(result)
         assert started.name == name, described(result)
