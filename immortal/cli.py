@@ -292,8 +292,11 @@ def _run(ns: argparse.Namespace) -> int:
                   env=env, cwd=ns.cwd, umask=ns.umask, stop_timeout=ns.stop_timeout,
                   policy=policy)
     status = group.status()
-    pids = ", ".join(f"{role} {pid}" for role, pid in status.pids.items())
-    print(f"started {group.name!r} ({ns.strategy}): {pids}")
+    pids = ", ".join(f"{role} {status.pids[role]}" for role in ROLES if role in status.pids)
+    interpreter = _interpreter(status)
+    # The interpreter is named: from a pipx install it is not the user's environment.
+    print(f"started {group.name!r} ({ns.strategy}"
+          + (f", with {interpreter}" if interpreter else "") + f"): {pids}")
     if status.output:
         print(f"output: {status.output}")
     if ns.strategy == "development":
@@ -372,7 +375,9 @@ def _list(ns: argparse.Namespace) -> int:
         print("no groups")
         return 0
     # TARGET repeats the target's pid as a column of its own, for scripts that pick it out.
-    print(f"{'NAME':<20} {'STATE':<11} {'PIDS':<20} {'TARGET':>8} {'UPTIME':>7} "
+    # A name longer than the column widens it: the columns stay aligned.
+    wide = max(20, *(len(s.name) for s in found))
+    print(f"{'NAME':<{wide}} {'STATE':<11} {'PIDS':<20} {'TARGET':>8} {'UPTIME':>7} "
           f"{'RESTARTS':>8} {'MEMORY':>7}")
     for s, figures, uptime, memory in rows:
         state = s.state if s.running or s.state in FINAL else f"{s.state}*"
@@ -383,7 +388,7 @@ def _list(ns: argparse.Namespace) -> int:
             pids, target = "-", "-"
         up = _human_duration(uptime) if uptime is not None else "-"
         mem = _human_bytes(memory) if memory is not None else "-"
-        print(f"{s.name:<20} {state:<11} {pids:<20} {target!s:>8} {up:>7} {s.restarts:>8} "
+        print(f"{s.name:<{wide}} {state:<11} {pids:<20} {target!s:>8} {up:>7} {s.restarts:>8} "
               f"{mem:>7}")
     if any(not s.running and s.state not in FINAL for s in found):
         print("* its processes are gone (killed without a stop); 'immortal run' starts it anew")
@@ -436,7 +441,23 @@ def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> s
                      f"(in {max(0.0, s.next_restart_at - now):.1f} s)")
     if s.output:
         lines.append(f"  output   {s.output}")
+    interpreter = _interpreter(s)
+    if interpreter:
+        lines.append(f"  exec     {interpreter}")
     return "\n".join(lines)
+
+
+def _interpreter(s: Status) -> str | None:
+    """What runs the group's FILE (a .py file's Python, or --exec), from its spec.json."""
+    from pathlib import Path
+
+    from .state import read_json
+
+    if not s.directory:
+        return None
+    spec = read_json(Path(s.directory) / "spec.json") or {}
+    value = spec.get("exec")
+    return value if isinstance(value, str) else None
 
 
 def _status(ns: argparse.Namespace) -> int:
@@ -450,7 +471,8 @@ def _status(ns: argparse.Namespace) -> int:
         target = figures.get("target")
         print(json.dumps({**status.to_json(), "now": now, "uptime": _uptime(status, figures),
                           "children": target.get("children") if target else None,
-                          "memory": _memory(figures), "figures": figures}, indent=1))
+                          "memory": _memory(figures), "exec": _interpreter(status),
+                          "figures": figures}, indent=1))
     else:
         print(_status_text(status, figures, now))
     return 0 if status.running else 3
@@ -473,7 +495,7 @@ def _signal(ns: argparse.Namespace) -> int:
 
     value = int(ns.signal) if ns.signal.isdigit() else ns.signal
     attach(ns.name).signal(value)
-    print(f"sent {ns.signal} to {ns.name!r}'s target")
+    print(f"sent {ns.signal} to the target of {ns.name!r}")
     return 0
 
 
@@ -526,10 +548,12 @@ def _write(data: bytes) -> None:
 def _logs(ns: argparse.Namespace) -> int:
     from .group import attach
 
+    if ns.lines < 0:
+        raise InvalidSpec(f"--lines must be 0 or more (got {ns.lines})")
     group = attach(ns.name)
     output = group.status().output
     if not output:
-        raise ImmortalError(f"group {ns.name!r}'s monitor declares no output file")
+        raise ImmortalError(f"the monitor of group {ns.name!r} declares no output file")
     try:
         handle = open(output, "rb")
     except FileNotFoundError:
@@ -589,6 +613,26 @@ def _follow(group: Any, path: str, handle: Any) -> Any:
         time.sleep(FOLLOW_POLL)
 
 
+# The library's names for what the command line calls an option or an argument: a
+# message that starts with a field ("'stop_timeout' must be...") speaks the CLI's words.
+RUN_WORDS = {"name": "--name", "file": "FILE", "exec": "--exec", "cwd": "--cwd",
+             "env": "--env", "umask": "--umask", "stop_timeout": "--stop-timeout",
+             "min_uptime": "--min-uptime", "window": "--window",
+             "max_restarts": "--max-restarts", "strategy": "--strategy",
+             "options": "--option", "monitor": "--monitor"}
+GROUP_WORDS = {"name": "NAME", "timeout": "--timeout"}
+
+
+def _cli_words(message: str, command: str) -> str:
+    import re  # loaded already by argparse
+
+    words = RUN_WORDS if command == "run" else GROUP_WORDS
+    field = re.match(r"'(\w+)'", message)
+    if field and field.group(1) in words:
+        message = words[field.group(1)] + message[field.end():]
+    return message.replace("(exec)", "(--exec)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     words = list(sys.argv[1:] if argv is None else argv)
@@ -611,7 +655,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"immortal: error: {exc}", file=sys.stderr)
         return 2
     except ImmortalError as exc:
-        print(f"immortal: error: {exc}", file=sys.stderr)
+        print(f"immortal: error: {_cli_words(str(exc), words[0] if words else '')}",
+              file=sys.stderr)
         return exc.exit_code
     finally:
         standby = sys.modules.get("immortal.standby")

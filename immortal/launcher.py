@@ -117,7 +117,7 @@ def start(
     target_cwd = check_cwd(cwd)
     target_env = check_env(env)
     executable = check_exec(exec, here, target_env)
-    path = check_file(file, here, executable is not None)
+    path = check_file(file, here, executable is not None, target_env)
     arguments = check_args(args)
     group_name = check_name(default_name(path) if name is None else name)
     mask = check_umask(umask)
@@ -158,7 +158,8 @@ def start(
     spec = Spec(
         name=group_name, file=path, args=arguments, strategy=strategy,
         monitors=tuple((name, checked) for name, _, checked in chosen), env=target_env, cwd=target_cwd, directory=str(directory),
-        exec=executable, umask=_caller_umask() if mask is None else mask,
+        # A .py file runs with the Python that runs us: recorded, so 'status' can name it.
+        exec=executable or (sys.executable if path.endswith(".py") else None), umask=_caller_umask() if mask is None else mask,
         policy=restart_policy, stop_timeout=grace, start_timeout=patience,
         backpressure=pressure, channel=channel,
         log_path=log_path, sys_path=tuple(os.path.abspath(p or here) for p in sys.path),

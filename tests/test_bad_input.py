@@ -153,6 +153,21 @@ CASES: dict[str, Case] = {
     "file-not-str": Case(lambda c: ((42,), {}),
                          WRONG_TYPE, ("'file'", "int", "42")),
     "file-nul": Case(file_("{tmp}/a\0b.py"), INVALID, ("'file'", "NUL")),
+    # A name without a slash that is not in the working directory is looked up on PATH.
+    "file-not-on-path": Case(file_("no-such-program-qz"), NOT_FOUND,
+                             ("'no-such-program-qz'", "PATH")),
+    # The exec of a script whose '#!' interpreter is missing fails with ENOENT, which reads
+    # as if the script were missing: name the interpreter, before anything detaches.
+    "shebang-interpreter-missing": Case(file_("{tmp}/prog"), NOT_FOUND,
+                                        ("{tmp}/prog", "'#!'", "'/no/such/interp'"),
+                                        setup=lambda c: _write(c.tmp / "prog",
+                                                               b"#!/no/such/interp -x\n",
+                                                               0o755)),
+    "shebang-interpreter-not-executable": Case(
+        file_("{tmp}/prog"), NOT_EXECUTABLE, ("{tmp}/prog", "'#!'", "{tmp}/interp", "-rw-r--r--"),
+        setup=lambda c: (_write(c.tmp / "interp", b"", 0o644),
+                         _write(c.tmp / "prog", b"#!" + str(c.tmp / "interp").encode() + b"\n",
+                                0o755))),
     # -- exec --------------------------------------------------------------------------------
     "exec-missing-path": Case(talker(exec="{tmp}/no/python3"), NOT_FOUND,
                               ("'exec'", "{tmp}/no/python3")),
@@ -369,14 +384,20 @@ def test_shell_metacharacters_are_passed_verbatim(started, home: Path, scratch: 
 
 # -- the command line ------------------------------------------------------------------------
 
+README = os.path.normpath(os.path.join(os.path.dirname(TALKER), "..", "..", "README.md"))
 CLI_CASES = {
     "missing-file": (["run", "/nonexistent/dir/app.py"], ["/nonexistent/dir/app.py"]),
     "unknown-strategy": (["run", TALKER, "-s", "deamon"], ["did you mean 'daemon'"]),
     "option-without-value": (["run", TALKER, "-o", "novalue"], ["--option", "'novalue'"]),
     "env-without-equals": (["run", TALKER, "-e", "NOVALUE"], ["--env", "'NOVALUE'"]),
     "unknown-monitor": (["run", TALKER, "-m", "fiel"], ["did you mean 'file'"]),
-    "bad-name": (["run", TALKER, "-n", "a/b"], ["'name'", "'a/b'"]),
-    "negative-stop-timeout": (["run", TALKER, "--stop-timeout", "-1"], ["'stop_timeout'"]),
+    "bad-name": (["run", TALKER, "-n", "a/b"], ["--name", "'a/b'"]),
+    "negative-stop-timeout": (["run", TALKER, "--stop-timeout", "-1"], ["--stop-timeout"]),
+    "negative-min-uptime": (["run", TALKER, "--min-uptime", "-1"], ["--min-uptime"]),
+    "zero-max-restarts": (["run", TALKER, "--max-restarts", "0"], ["--max-restarts"]),
+    "not-executable": (["run", README], [README, "--exec"]),
+    "bad-group-name": (["status", "a/b"], ["NAME", "'a/b'"]),
+    "negative-lines": (["logs", "x", "-n", "-1"], ["--lines", "-1"]),
     "unknown-option": (["run", TALKER, "--nmae", "x"], ["--nmae", "did you mean '--name'"]),
     "bad-umask": (["run", TALKER, "--umask", "999"], ["umask", "'999'"]),
 }
@@ -394,6 +415,10 @@ def test_cli_refuses_bad_input(argv: list[str], fragments: list[str], home: Path
     assert err.endswith("\n") and err.count("\n") == 1, f"not exactly one line: {err!r}"
     for fragment in fragments:
         assert fragment in err, f"stderr should mention {fragment!r}: {err!r}"
+    # The command line's words, not the library's: '--name', not 'name' or name=...
+    for word in ("'name'", "'stop_timeout'", "'min_uptime'", "'max_restarts'", "exec=",
+                 "name=", "''"):
+        assert word not in err, f"stderr should not say {word!r}: {err!r}"
     assert out == ""
     assert snapshot(home) == home_before
     assert not set(descendants()) - procs_before

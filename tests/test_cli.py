@@ -474,3 +474,55 @@ def test_run_without_a_file_names_only_the_file(home, via):
     assert result.stderr.strip().endswith("the following arguments are required: FILE"), \
         described(result)
     assert not list(home.iterdir())  # nothing created, and no standby left (see conftest)
+
+
+def test_messages_name_the_interpreter_align_long_names_and_quote_once(home):
+    name = "a-group-name-longer-than-twenty"
+    try:
+        started = run(home, name, TALKER, ["--trap", "USR1"])
+        first = started.result.stdout.splitlines()[0]
+        # A .py FILE runs with the interpreter that runs immortal: say which.
+        assert sys.executable in first, described(started.result)
+        assert re.findall(r"\b(daemon|pump|target) \d+", first) == ["daemon", "pump", "target"]
+        status = immortal(home, "status", name)
+        assert status.returncode == 0, described(status)
+        assert f"  exec     {sys.executable}" in status.stdout.splitlines(), described(status)
+        data = json.loads(immortal(home, "status", name, "--json").stdout)
+        assert data["exec"] == sys.executable
+
+        sent = immortal(home, "signal", name, "USR1")
+        assert sent.returncode == 0, described(sent)
+        assert sent.stdout == f"sent USR1 to the target of '{name}'\n", described(sent)
+        assert "''" not in sent.stdout
+
+        listed = immortal(home, "list")
+        header, *rows = listed.stdout.splitlines()
+        row = next(r for r in rows if r.startswith(name))
+        assert row[len(name)] == " " and row.index(row.split()[1]) == header.index("STATE"), \
+            listed.stdout
+        for column in ("PIDS", "TARGET", "RESTARTS"):
+            # Each later column starts at the same place in the header and the row.
+            at = header.index(column)
+            assert row[at - 1] == " " and header[at - 1] == " ", listed.stdout
+        assert len(row) == len(header), listed.stdout
+    finally:
+        cleanup(home, name)
+
+
+def test_a_file_without_a_slash_is_looked_up_on_path(home, tmp_path):
+    name = "sleeper"
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    try:
+        # Run from a directory with no 'sleep' in it: the name is found on PATH, as a shell,
+        # supervisord and subprocess find it.
+        env = {**os.environ, "IMMORTAL_HOME": str(home)}
+        result = subprocess.run([*COMMANDS["module"], "run", "--name", name, "sleep", "--",
+                                 "100"], env=env, cwd=tmp_path, stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, timeout=LONG)
+        assert result.returncode == 0, described(result)
+        started = Started(result)
+        assert os.path.realpath(f"/proc/{started.pids['target']}/exe") == \
+            os.path.realpath(sleep)
+    finally:
+        cleanup(home, name)
