@@ -78,6 +78,10 @@ class _Usage(Exception):
     pass
 
 
+class _Interrupted(Exception):
+    """Ctrl-C: one line that says what was left behind, exit 130 (128 + SIGINT)."""
+
+
 class _MonitorAction(argparse.Action):
     """``-m NAME``: one more monitor; the ``-o`` options after it are its own."""
 
@@ -484,10 +488,26 @@ def _stop(ns: argparse.Namespace) -> int:
     group = attach(ns.name)
     if not group.status().running:
         raise NotRunning(f"group {ns.name!r} is not running")
-    final = group.stop(ns.timeout)
+    try:
+        final = group.stop(ns.timeout)
+    except KeyboardInterrupt:
+        raise _Interrupted(_left_in(group)) from None
     print(f"stopped {ns.name!r}" + (f": last target {final.last_exit}" if final.last_exit
                                    else ""))
     return 0
+
+
+def _left_in(group: Any) -> str:
+    """What an interrupted stop leaves: the group finishes a stop it received by itself."""
+    status = group.status()
+    name = group.name
+    if not status.running:
+        return f"interrupted; group {name!r} is {status.state}"
+    if status.state == "stopping":
+        return (f"interrupted; group {name!r} is still stopping and finishes by itself "
+                f"(KILL after its grace period); 'immortal status {name}' shows it")
+    return (f"interrupted; group {name!r} still runs ({status.state}); "
+            f"'immortal stop {name}' stops it")
 
 
 def _signal(ns: argparse.Namespace) -> int:
@@ -644,20 +664,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         words, tail = words[:at], words[at + 1:]
     # The top level has no option but --help: its first word is the command, if it is one.
     parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
+    code = 0
     try:
         ns = parser.parse_args(words)
         if tail:
             if ns.command != "run":
                 raise _Usage(f"'--' passes arguments to a target; '{ns.command}' takes none")
             ns.args = [*ns.args, *tail]
-        return int(ns.handler(ns))
+        code = int(ns.handler(ns))
+        sys.stdout.flush()  # a reader that went away (| head) is met here, not at exit
+        return code
+    except BrokenPipeError:
+        # Quietly, as 'logs' does: the reader has what it wanted. The command's own code
+        # if it had finished; and no second error when Python flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return code
     except _Usage as exc:
         print(f"immortal: error: {exc}", file=sys.stderr)
         return 2
+    except _Interrupted as exc:
+        print(f"immortal: error: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("immortal: error: interrupted", file=sys.stderr)
+        return 130
     except ImmortalError as exc:
         print(f"immortal: error: {_cli_words(str(exc), words[0] if words else '')}",
               file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # not one of ours: still one line, never a traceback
+        print(f"immortal: error: {exc}", file=sys.stderr)
+        return 1
     finally:
         standby = sys.modules.get("immortal.standby")
         if standby is not None:

@@ -99,6 +99,14 @@ class ChannelError(ImmortalError, OSError):
     """The message channel is missing, closed, full, or got a value that is not JSON."""
 
 
+def unusable_home(exc: OSError, home: object) -> StateDirError:
+    """A StateDirError for an OSError met while creating or reading the immortal home."""
+    where = f" ({str(exc.filename)!r})" if exc.filename and str(exc.filename) != str(home) else ""
+    return StateDirError(f"the immortal home {str(home)!r} cannot be used: "
+                         f"{exc.strerror or exc}{where}; set IMMORTAL_HOME to a directory "
+                         "of yours")
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' when a close choice exists, else ''."""
     import difflib  # only when a message is built: it is not cheap to import

@@ -328,7 +328,13 @@ def attach(name: str) -> Group:
     from .names import check_name
 
     directory = instance_dir(check_name(name))
-    if read_status(directory) is None:
+    try:
+        status = read_status(directory)
+    except OSError as exc:  # a file in the home's path, a home not ours to read
+        from .errors import unusable_home
+
+        raise unusable_home(exc, directory.parent) from exc
+    if status is None:
         raise NotRunning(f"no group named {name!r} in {str(home())!r}; 'immortal list' "
                          "shows the groups there")
     return Group(name, directory)

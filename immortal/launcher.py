@@ -14,6 +14,7 @@ created and every process that was started:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,13 +22,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import monitoring, standby
 from .detach import read_handshake
 from .errors import (
+    ImmortalError,
     InvalidSpec,
     InvalidType,
     MonitorError,
@@ -35,6 +37,7 @@ from .errors import (
     StartError,
     UnknownKeyword,
     unknown_name,
+    unusable_home,
 )
 from .group import Group
 from .spec import (
@@ -145,12 +148,15 @@ def start(
 
     directory = home() / group_name
     check_socket_path(directory)
-    check_dir(directory)
+    with _home_errors(directory.parent):
+        check_dir(directory)
     log_path = next((path for path in (monitoring.output_path(factory, checked, directory)
                                        for _, factory, checked in chosen) if path), None)
-    created = ensure_dir(directory)
+    with _home_errors(directory.parent):
+        created = ensure_dir(directory)
     try:
-        lock = Lock.take(directory)
+        with _home_errors(directory.parent):
+            lock = Lock.take(directory)
     except BaseException:
         if created:  # else the directory is a running group's: touch nothing of it
             _clean(directory, created)
@@ -159,7 +165,8 @@ def start(
         name=group_name, file=path, args=arguments, strategy=strategy,
         monitors=tuple((name, checked) for name, _, checked in chosen), env=target_env, cwd=target_cwd, directory=str(directory),
         # A .py file runs with the Python that runs us: recorded, so 'status' can name it.
-        exec=executable or (sys.executable if path.endswith(".py") else None), umask=_caller_umask() if mask is None else mask,
+        exec=executable or (sys.executable if path.endswith(".py") else None),
+        umask=_caller_umask() if mask is None else mask,
         policy=restart_policy, stop_timeout=grace, start_timeout=patience,
         backpressure=pressure, channel=channel,
         log_path=log_path, sys_path=tuple(os.path.abspath(p or here) for p in sys.path),
@@ -172,6 +179,18 @@ def start(
         raise
     finally:
         lock.close()  # the roles hold the lock now (same open file description)
+
+
+@contextlib.contextmanager
+def _home_errors(base: Path) -> Iterator[None]:
+    """An OSError of the home itself (a file in its path, no permission, /proc) is a
+    StateDirError naming it; our own errors pass as they are."""
+    try:
+        yield
+    except ImmortalError:
+        raise
+    except OSError as exc:
+        raise unusable_home(exc, base) from exc
 
 
 def _launch(spec: Spec, lock: Lock, capture: bool = False) -> Group:

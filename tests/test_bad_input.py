@@ -87,6 +87,18 @@ def _deep_home(c: Ctx) -> None:
     c.monkeypatch.setenv("IMMORTAL_HOME", str(c.home / ("d" * 100)))
 
 
+def _home_at(path: str, *, file: str | None = None, directory: tuple[str, int] | None = None
+             ) -> Callable[[Ctx], None]:
+    """IMMORTAL_HOME at ``path`` (may use {tmp}), after making a file or a directory."""
+    def setup(c: Ctx) -> None:
+        if file is not None:
+            _write(Path(c.fmt(file)), b"", 0o644)
+        if directory is not None:
+            _mkdir(Path(c.fmt(directory[0])), directory[1])
+        c.monkeypatch.setenv("IMMORTAL_HOME", c.fmt(path))
+    return setup
+
+
 def _symlinked_instance(c: Ctx) -> None:
     _mkdir(c.tmp / "elsewhere", 0o700)
     os.symlink(c.tmp / "elsewhere", c.home / "talker")
@@ -273,6 +285,20 @@ CASES: dict[str, Case] = {
                                  setup=_deep_home),
     "cwd-missing": Case(talker(cwd="{tmp}/gone"), NOT_FOUND, ("'cwd'", "{tmp}/gone")),
     "cwd-a-file": Case(talker(cwd=TALKER), NOT_FOUND, ("'cwd'", TALKER)),
+    # -- an IMMORTAL_HOME that cannot be used: refused, not an OSError of the moment -------------
+    "home-in-proc": Case(talker(), UNSAFE_DIR, ("/proc/immortal-home", "IMMORTAL_HOME"),
+                         setup=_home_at("/proc/immortal-home")),
+    "home-under-a-file": Case(talker(), UNSAFE_DIR, ("{tmp}/afile/home", "IMMORTAL_HOME",
+                                                     "Not a directory"),
+                              setup=_home_at("{tmp}/afile/home", file="{tmp}/afile")),
+    "home-in-read-only-dir": Case(talker(), UNSAFE_DIR, ("{tmp}/ro/home", "IMMORTAL_HOME",
+                                                         "Permission denied"),
+                                  setup=_home_at("{tmp}/ro/home", directory=("{tmp}/ro", 0o555)),
+                                  as_nobody=True),
+    "home-of-another-user": Case(talker(), UNSAFE_DIR, ("{tmp}/private/home", "IMMORTAL_HOME"),
+                                 setup=_home_at("{tmp}/private/home",
+                                                directory=("{tmp}/private", 0o700)),
+                                 as_nobody=True),
     # -- the instance directory, made before the call ----------------------------------------
     "instance-dir-symlink": Case(talker(), UNSAFE_DIR, ("{home}/talker", "symlink"),
                                  setup=_symlinked_instance),

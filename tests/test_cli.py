@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -526,3 +527,68 @@ def test_a_file_without_a_slash_is_looked_up_on_path(home, tmp_path):
             os.path.realpath(sleep)
     finally:
         cleanup(home, name)
+
+
+@pytest.mark.parametrize("command", ["run", "status", "stop", "logs"])
+def test_an_unusable_home_is_one_line_and_exit_2(home, tmp_path, command):
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"")
+    args = ["run", TALKER] if command == "run" else [command, "talker"]
+    # A home that does not exist is no error for the commands that only read: no such group.
+    missing = 2 if command == "run" else 3
+    # (A home of another user's: test_bad_input, as 'nobody'; this interpreter may not be
+    # nobody's to run.)
+    for place, code in [("/proc/immortal-home", missing), (str(afile / "home"), 2)]:
+        env = {**os.environ, "IMMORTAL_HOME": place}
+        result = subprocess.run([*COMMANDS["module"], *args], env=env,
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                timeout=LONG)
+        assert result.returncode == code, described(result)
+        assert place in one_error_line(result)
+
+
+def test_a_reader_that_goes_away_is_no_error(home):
+    """'immortal status NAME | head' with head gone: no traceback, the command's own code."""
+    name = "piped"
+    try:
+        run(home, name, TALKER, [])
+        env = {**os.environ, "IMMORTAL_HOME": str(home)}
+        for args in (["status", name], ["status", name, "--json"], ["list"], ["list", "--json"],
+                     ["monitors"], ["monitors", "--json"]):
+            read, write = os.pipe()
+            os.close(read)  # the reader is gone before the first write
+            try:
+                result = subprocess.run([*COMMANDS["module"], *args], env=env,
+                                        stdin=subprocess.DEVNULL, stdout=write,
+                                        stderr=subprocess.PIPE, text=True, timeout=LONG)
+            finally:
+                os.close(write)
+            assert (result.returncode, result.stderr) == (0, ""), (args, result.stderr)
+    finally:
+        cleanup(home, name)
+
+
+def test_ctrl_c_during_stop_says_what_the_group_is_left_in(home):
+    name = "stubborn"
+    try:
+        run(home, name, TALKER, ["--ignore-term"], "--stop-timeout", "60")
+        env = {**os.environ, "IMMORTAL_HOME": str(home)}
+        stop = subprocess.Popen([*COMMANDS["module"], "stop", name], env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            status = home / name / "status.json"
+            wait_for(lambda: json.loads(status.read_text()).get("state"),
+                     lambda state: state == "stopping", SHORT, "the group stopping")
+            stop.send_signal(signal.SIGINT)
+            out, err = stop.communicate(timeout=LONG)
+        finally:
+            if stop.poll() is None:
+                stop.kill()
+                stop.wait()
+        result = subprocess.CompletedProcess(stop.args, stop.returncode, out, err)
+        assert stop.returncode == 130, described(result)
+        line = one_error_line(result)
+        assert "interrupted" in line and "stopping" in line, line
+    finally:
+        immortal(home, "stop", name, "--timeout", "0")
