@@ -73,7 +73,9 @@ class RestartPolicy:
     - A target that died sooner is restarted after ``backoff_initial * backoff_factor**(n-1)``
       seconds for its n-th quick death in a row, capped at ``backoff_max``, each delay spread
       by ±``jitter`` (a fraction) so that many groups do not restart in lockstep.
-      ``backoff_initial=0`` switches backoff off.
+      ``backoff_initial=0`` switches backoff off, but not the floor: a quick death is
+      always followed by at least 0.1 s (``supervise.QUICK_FLOOR``) before the restart.
+      With ``min_uptime=0`` every run counts as stable, and restarts at once.
     - With ``max_restarts`` set, more than that many restarts within ``window`` seconds
       gives up: the group's state becomes ``fatal`` and nothing is spawned again.
     - An exit code in ``final_exit_codes`` means "do not restart": the group stops.
