@@ -592,3 +592,23 @@ def test_ctrl_c_during_stop_says_what_the_group_is_left_in(home):
         assert "interrupted" in line and "stopping" in line, line
     finally:
         immortal(home, "stop", name, "--timeout", "0")
+
+
+@pytest.mark.parametrize("strategy", ["daemon", "unattached"])
+def test_signal_during_backoff_is_not_running(home, strategy):
+    """No target runs during a backoff wait: nothing can be sent, and the command says so
+    (the daemon used to forward the request and answer 'sent' before the pump refused)."""
+    name = f"waiting-{strategy}"
+    try:
+        result = immortal(home, "run", "--name", name, "--strategy", strategy,
+                          "--min-uptime", "10", TALKER, "--", "--exit", "1")
+        assert result.returncode == 0, described(result)
+        status = home / name / "status.json"
+        wait_for(lambda: json.loads(status.read_text()).get("state"),
+                 lambda state: state == "backoff", SHORT, "the backoff wait")
+        sent = immortal(home, "signal", name, "USR1")
+        assert sent.returncode == 1, described(sent)  # the group runs, and refuses
+        assert "no target is running" in one_error_line(sent)
+        assert sent.stdout == ""
+    finally:
+        cleanup(home, name)
