@@ -1,4 +1,4 @@
-"""Superseded by ``bench/run.py`` (issue 6): this runs its quick mode.
+"""Superseded by ``bench/run.py``: this runs its quick mode.
 
 ``.venv/bin/python bench/quick.py [ARGS]`` is ``.venv/bin/python bench/run.py --quick [ARGS]``;
 the figures go to ``docs/benchmarks.md``. ``bench/results-quick.md`` keeps the first

@@ -226,7 +226,7 @@ def render(r: dict[str, Any]) -> str:
         body += table(["what", "median ms", "min – max ms", "n", "× python -c pass"], rows)
         run = med(sample("start", "immortal run: first instruction"))
         api = med(sample("start", "start(): returns"))
-        # Two goals in one row: 150 ms, and the ratio the issue gives beside it (3× its
+        # Two goals in one row: 150 ms, and the ratio the goal gives beside it (3× its
         # machine's `python -c pass`). They part ways where the floor is small: see the notes.
         ok_run = None if run is None else run <= 150
         ok_ratio = None if run is None or not floor else run / floor <= 3
@@ -413,7 +413,7 @@ def render(r: dict[str, Any]) -> str:
     # ---------------------------------------------------------------- assemble
     head = [
         "# Benchmarks", "",
-        "Written by `bench/run.py` (issue 6: \"the fastest supervisor in its class\"); "
+        "Written by `bench/run.py` (its aim: \"the fastest supervisor in its class\"); "
         "re-run it rather than edit the figures. Each row measures immortal and a bare "
         "baseline in the same run, interleaved, and the anchors (supervisord, circus, PM2) "
         "that installed.", "",

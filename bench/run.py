@@ -1,4 +1,4 @@
-"""Issue 6's benchmark: immortal against a bare baseline and the anchors, in one run.
+"""The performance benchmark: immortal against a bare baseline and the anchors, in one run.
 
 Not a test. Run it with the project's venv (``.venv/bin/python bench/run.py --quick``); it
 writes ``docs/benchmarks.md`` (and the raw figures to ``bench/results/<mode>.json``).

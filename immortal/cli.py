@@ -78,6 +78,10 @@ class _Usage(Exception):
     pass
 
 
+class _Interrupted(Exception):
+    """Ctrl-C: one line that says what was left behind, exit 130 (128 + SIGINT)."""
+
+
 class _MonitorAction(argparse.Action):
     """``-m NAME``: one more monitor; the ``-o`` options after it are its own."""
 
@@ -266,7 +270,7 @@ def _check(ns: argparse.Namespace) -> int:
 
     for name, options in _chosen(ns).items():
         factory = monitoring.resolve(name)
-        checked = monitoring.check(factory, options)
+        checked = monitoring.check(factory, options, name)
         print(f"{name}: ok {json.dumps(checked, sort_keys=True)}")
     return 0
 
@@ -292,8 +296,11 @@ def _run(ns: argparse.Namespace) -> int:
                   env=env, cwd=ns.cwd, umask=ns.umask, stop_timeout=ns.stop_timeout,
                   policy=policy)
     status = group.status()
-    pids = ", ".join(f"{role} {pid}" for role, pid in status.pids.items())
-    print(f"started {group.name!r} ({ns.strategy}): {pids}")
+    pids = ", ".join(f"{role} {status.pids[role]}" for role in ROLES if role in status.pids)
+    interpreter = _interpreter(status)
+    # The interpreter is named: from a pipx install it is not the user's environment.
+    print(f"started {group.name!r} ({ns.strategy}"
+          + (f", with {interpreter}" if interpreter else "") + f"): {pids}")
     if status.output:
         print(f"output: {status.output}")
     if ns.strategy == "development":
@@ -303,6 +310,8 @@ def _run(ns: argparse.Namespace) -> int:
             final = group.stop()
         print(f"{group.name!r} ended: {final.state}"
               + (f" ({final.reason})" if final.reason else ""), file=sys.stderr)
+        if final.state == "fatal":
+            return 1  # it gave up: CI and service managers must see a failure
     else:
         print(f"stop it with: immortal stop {group.name}")
     return 0
@@ -370,7 +379,9 @@ def _list(ns: argparse.Namespace) -> int:
         print("no groups")
         return 0
     # TARGET repeats the target's pid as a column of its own, for scripts that pick it out.
-    print(f"{'NAME':<20} {'STATE':<11} {'PIDS':<20} {'TARGET':>8} {'UPTIME':>7} "
+    # A name longer than the column widens it: the columns stay aligned.
+    wide = max(20, *(len(s.name) for s in found))
+    print(f"{'NAME':<{wide}} {'STATE':<11} {'PIDS':<20} {'TARGET':>8} {'UPTIME':>7} "
           f"{'RESTARTS':>8} {'MEMORY':>7}")
     for s, figures, uptime, memory in rows:
         state = s.state if s.running or s.state in FINAL else f"{s.state}*"
@@ -381,7 +392,7 @@ def _list(ns: argparse.Namespace) -> int:
             pids, target = "-", "-"
         up = _human_duration(uptime) if uptime is not None else "-"
         mem = _human_bytes(memory) if memory is not None else "-"
-        print(f"{s.name:<20} {state:<11} {pids:<20} {target!s:>8} {up:>7} {s.restarts:>8} "
+        print(f"{s.name:<{wide}} {state:<11} {pids:<20} {target!s:>8} {up:>7} {s.restarts:>8} "
               f"{mem:>7}")
     if any(not s.running and s.state not in FINAL for s in found):
         print("* its processes are gone (killed without a stop); 'immortal run' starts it anew")
@@ -434,7 +445,23 @@ def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> s
                      f"(in {max(0.0, s.next_restart_at - now):.1f} s)")
     if s.output:
         lines.append(f"  output   {s.output}")
+    interpreter = _interpreter(s)
+    if interpreter:
+        lines.append(f"  exec     {interpreter}")
     return "\n".join(lines)
+
+
+def _interpreter(s: Status) -> str | None:
+    """What runs the group's FILE (a .py file's Python, or --exec), from its spec.json."""
+    from pathlib import Path
+
+    from .state import read_json
+
+    if not s.directory:
+        return None
+    spec = read_json(Path(s.directory) / "spec.json") or {}
+    value = spec.get("exec")
+    return value if isinstance(value, str) else None
 
 
 def _status(ns: argparse.Namespace) -> int:
@@ -448,7 +475,8 @@ def _status(ns: argparse.Namespace) -> int:
         target = figures.get("target")
         print(json.dumps({**status.to_json(), "now": now, "uptime": _uptime(status, figures),
                           "children": target.get("children") if target else None,
-                          "memory": _memory(figures), "figures": figures}, indent=1))
+                          "memory": _memory(figures), "exec": _interpreter(status),
+                          "figures": figures}, indent=1))
     else:
         print(_status_text(status, figures, now))
     return 0 if status.running else 3
@@ -460,10 +488,26 @@ def _stop(ns: argparse.Namespace) -> int:
     group = attach(ns.name)
     if not group.status().running:
         raise NotRunning(f"group {ns.name!r} is not running")
-    final = group.stop(ns.timeout)
+    try:
+        final = group.stop(ns.timeout)
+    except KeyboardInterrupt:
+        raise _Interrupted(_left_in(group)) from None
     print(f"stopped {ns.name!r}" + (f": last target {final.last_exit}" if final.last_exit
                                    else ""))
     return 0
+
+
+def _left_in(group: Any) -> str:
+    """What an interrupted stop leaves: the group finishes a stop it received by itself."""
+    status = group.status()
+    name = group.name
+    if not status.running:
+        return f"interrupted; group {name!r} is {status.state}"
+    if status.state == "stopping":
+        return (f"interrupted; group {name!r} is still stopping and finishes by itself "
+                f"(KILL after its grace period); 'immortal status {name}' shows it")
+    return (f"interrupted; group {name!r} still runs ({status.state}); "
+            f"'immortal stop {name}' stops it")
 
 
 def _signal(ns: argparse.Namespace) -> int:
@@ -471,7 +515,7 @@ def _signal(ns: argparse.Namespace) -> int:
 
     value = int(ns.signal) if ns.signal.isdigit() else ns.signal
     attach(ns.name).signal(value)
-    print(f"sent {ns.signal} to {ns.name!r}'s target")
+    print(f"sent {ns.signal} to the target of {ns.name!r}")
     return 0
 
 
@@ -524,10 +568,12 @@ def _write(data: bytes) -> None:
 def _logs(ns: argparse.Namespace) -> int:
     from .group import attach
 
+    if ns.lines < 0:
+        raise InvalidSpec(f"--lines must be 0 or more (got {ns.lines})")
     group = attach(ns.name)
     output = group.status().output
     if not output:
-        raise ImmortalError(f"group {ns.name!r}'s monitor declares no output file")
+        raise ImmortalError(f"the monitor of group {ns.name!r} declares no output file")
     try:
         handle = _open_output(output)
     except FileNotFoundError:
@@ -601,6 +647,26 @@ def _follow(group: Any, path: str, handle: Any) -> Any:
         time.sleep(FOLLOW_POLL)
 
 
+# The library's names for what the command line calls an option or an argument: a
+# message that starts with a field ("'stop_timeout' must be...") speaks the CLI's words.
+RUN_WORDS = {"name": "--name", "file": "FILE", "exec": "--exec", "cwd": "--cwd",
+             "env": "--env", "umask": "--umask", "stop_timeout": "--stop-timeout",
+             "min_uptime": "--min-uptime", "window": "--window",
+             "max_restarts": "--max-restarts", "strategy": "--strategy",
+             "options": "--option", "monitor": "--monitor"}
+GROUP_WORDS = {"name": "NAME", "timeout": "--timeout"}
+
+
+def _cli_words(message: str, command: str) -> str:
+    import re  # loaded already by argparse
+
+    words = RUN_WORDS if command == "run" else GROUP_WORDS
+    field = re.match(r"'(\w+)'", message)
+    if field and field.group(1) in words:
+        message = words[field.group(1)] + message[field.end():]
+    return message.replace("(exec)", "(--exec)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     words = list(sys.argv[1:] if argv is None else argv)
@@ -612,19 +678,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         words, tail = words[:at], words[at + 1:]
     # The top level has no option but --help: its first word is the command, if it is one.
     parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
+    code = 0
     try:
         ns = parser.parse_args(words)
         if tail:
             if ns.command != "run":
                 raise _Usage(f"'--' passes arguments to a target; '{ns.command}' takes none")
             ns.args = [*ns.args, *tail]
-        return int(ns.handler(ns))
+        code = int(ns.handler(ns))
+        sys.stdout.flush()  # a reader that went away (| head) is met here, not at exit
+        return code
+    except BrokenPipeError:
+        # Quietly, as 'logs' does: the reader has what it wanted. The command's own code
+        # if it had finished; and no second error when Python flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return code
     except _Usage as exc:
         print(f"immortal: error: {exc}", file=sys.stderr)
         return 2
-    except ImmortalError as exc:
+    except _Interrupted as exc:
         print(f"immortal: error: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("immortal: error: interrupted", file=sys.stderr)
+        return 130
+    except ImmortalError as exc:
+        print(f"immortal: error: {_cli_words(str(exc), words[0] if words else '')}",
+              file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # not one of ours: still one line, never a traceback
+        print(f"immortal: error: {exc}", file=sys.stderr)
+        return 1
     finally:
         standby = sys.modules.get("immortal.standby")
         if standby is not None:

@@ -294,6 +294,12 @@ class Daemon:
         if cmd == "status":
             return {"status": read_json(self.directory / "status.json"),
                     "daemon": os.getpid(), "pump": self.pump.pid if self.pump else None}
+        if cmd == "signal":
+            # The pump's answer does not come back through us: refuse here, from the last
+            # status the pump wrote, what it would refuse (no target during a backoff wait).
+            known = read_json(self.directory / "status.json") or {}
+            if not (known.get("pids") or {}).get("target"):
+                raise NotRunning(f"no target is running (state {known.get('state')})")
         if cmd == "stop":
             self.stopping = True
             if self.pump is None:

@@ -4,6 +4,7 @@
     ├── InvalidSpec (ValueError)       an argument of start()/run is out of its domain
     │   ├── InvalidType (TypeError)    ... or of the wrong type
     │   └── UnknownName (ValueError)   an unknown strategy, keyword or option (with "did you mean")
+    │       └── UnknownKeyword (TypeError)  an unexpected keyword argument, as Python has it
     ├── TargetNotFound (FileNotFoundError)   the file, exec or cwd does not exist
     ├── TargetNotExecutable (PermissionError) the file or exec cannot be run by us
     ├── MonitorError                   a monitor cannot be found, imported or used
@@ -45,6 +46,10 @@ class InvalidType(InvalidSpec, TypeError):
 
 class UnknownName(InvalidSpec):
     pass
+
+
+class UnknownKeyword(UnknownName, TypeError):
+    """An unknown keyword argument: Python calls that a TypeError, and so do we."""
 
 
 class TargetNotFound(ImmortalError, FileNotFoundError):
@@ -101,6 +106,14 @@ class ChannelError(ImmortalError, OSError):
     """The message channel is missing, closed, full, or got a value that is not JSON."""
 
 
+def unusable_home(exc: OSError, home: object) -> StateDirError:
+    """A StateDirError for an OSError met while creating or reading the immortal home."""
+    where = f" ({str(exc.filename)!r})" if exc.filename and str(exc.filename) != str(home) else ""
+    return StateDirError(f"the immortal home {str(home)!r} cannot be used: "
+                         f"{exc.strerror or exc}{where}; set IMMORTAL_HOME to a directory "
+                         "of yours")
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' when a close choice exists, else ''."""
     import difflib  # only when a message is built: it is not cheap to import
@@ -109,10 +122,11 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def unknown_name(what: str, word: str, choices: Iterable[str]) -> UnknownName:
-    """An UnknownName error listing the valid values, with a suggestion."""
+def unknown_name(what: str, word: str, choices: Iterable[str],
+                 kind: type[UnknownName] = UnknownName) -> UnknownName:
+    """An UnknownName error (or ``kind``) listing the valid values, with a suggestion."""
     choices = sorted(choices)
-    return UnknownName(
+    return kind(
         f"unknown {what} {word!r}{did_you_mean(word, choices)}; "
         f"valid: {', '.join(repr(c) for c in choices)}"
     )

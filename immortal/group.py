@@ -13,7 +13,7 @@ import signal
 import time
 
 from . import control
-from .errors import InvalidSpec, NoAnswer, NotRunning, StopTimeout
+from .errors import InvalidSpec, NoAnswer, NotRunning, StateDirError, StopTimeout
 from .safety import check_path, check_socket
 from .state import (
     SOCKET_NAME,
@@ -64,13 +64,21 @@ class Group:
     @property
     def stdout(self) -> Iterator[bytes]:
         """The target's stdout lines (with newlines), for a ``development`` group started
-        with ``capture=True``; ends when the group ends."""
+        with ``capture=True``; ends when the group ends. Once iterated, a stream that is not
+        read on makes the target wait; one never iterated keeps its latest 1,000 lines (see
+        :attr:`dropped`)."""
         return self._stream("stdout")
 
     @property
     def stderr(self) -> Iterator[bytes]:
         """The target's stderr lines, as :attr:`stdout`."""
         return self._stream("stderr")
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Lines dropped so far from each captured stream: a stream nobody iterates keeps
+        only its latest 1,000 lines, so that reading the other one never waits for it."""
+        return {name: lines.dropped for name, lines in self._streams.items()}
 
     def _stream(self, name: str) -> Iterator[bytes]:
         if name not in self._streams:
@@ -322,32 +330,55 @@ class Group:
 
 
 class _Lines:
-    """Lines of one of the pump's output pipes, read by a thread into a bounded queue.
+    """Lines of one of the pump's output pipes, read by a thread into a bounded buffer.
 
-    Bounded on purpose: a caller that does not read makes the pump, then the target, wait
-    (backpressure) instead of growing memory.
+    The two streams come through one pump: if an unread stream could make the pump wait,
+    reading the other would hang once the unread one is full. So a stream that nobody has
+    begun to iterate keeps only its latest ``LIMIT`` lines, dropping the oldest (counted in
+    ``dropped``); a stream that is being iterated makes the pump, then the target, wait while
+    it is full (backpressure), and memory stays bounded either way.
     """
 
+    LIMIT = 1000
+
     def __init__(self, pipe: IO[bytes]) -> None:
-        import queue
+        import collections
         import threading
 
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=1000)
+        self._lines: collections.deque[bytes] = collections.deque()
+        self._changed = threading.Condition()
+        self._reading = False  # an iterator has begun: full means wait, not drop
+        self._ended = False
+        self.dropped = 0
         self._thread = threading.Thread(target=self._pump, args=(pipe,), daemon=True)
         self._thread.start()
 
     def _pump(self, pipe: IO[bytes]) -> None:
         with pipe:
             for line in pipe:
-                self._queue.put(line)
-        self._queue.put(None)
+                with self._changed:
+                    while self._reading and len(self._lines) >= self.LIMIT:
+                        self._changed.wait()
+                    if len(self._lines) >= self.LIMIT:
+                        self._lines.popleft()
+                        self.dropped += 1
+                    self._lines.append(line)
+                    self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
 
     def __iter__(self) -> Iterator[bytes]:
+        with self._changed:
+            self._reading = True
         while True:
-            line = self._queue.get()
-            if line is None:
-                self._queue.put(None)  # every later iterator ends at once too
-                return
+            with self._changed:
+                while not self._lines and not self._ended:
+                    self._changed.wait()
+                if not self._lines:
+                    return  # every later iterator ends at once too
+                line = self._lines.popleft()
+                self._changed.notify_all()
             yield line
 
 
@@ -356,8 +387,16 @@ def attach(name: str) -> Group:
     from .names import check_name
 
     directory = instance_dir(check_name(name))
-    check_dir(directory)  # what it reads, and the pids it signals, are ours or root's
-    if read_status(directory) is None:
+    try:
+        check_dir(directory)  # what it reads, and the pids it signals, are ours or root's
+        status = read_status(directory)
+    except StateDirError:
+        raise
+    except OSError as exc:  # a file in the home's path, a home not ours to read
+        from .errors import unusable_home
+
+        raise unusable_home(exc, directory.parent) from exc
+    if status is None:
         raise NotRunning(f"no group named {name!r} in {str(home())!r}; 'immortal list' "
                          "shows the groups there")
     return Group(name, directory)

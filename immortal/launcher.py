@@ -14,6 +14,7 @@ created and every process that was started:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,19 +22,22 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import monitoring, standby
 from .detach import read_handshake
 from .errors import (
+    ImmortalError,
     InvalidSpec,
     InvalidType,
     MonitorError,
     MonitorOptionsError,
     StartError,
+    UnknownKeyword,
     unknown_name,
+    unusable_home,
 )
 from .group import Group
 from .spec import (
@@ -100,7 +104,7 @@ def start(
     to ``group.stdout`` and ``group.stderr`` (iterators of lines) instead of the terminal.
     """
     for key in unknown:
-        raise unknown_name("keyword argument", key, START_KEYWORDS)
+        raise unknown_name("keyword argument", key, START_KEYWORDS, UnknownKeyword)
     strategy = Strategy.parse(strategy)
     pressure = check_backpressure(backpressure)
     if not isinstance(channel, bool):
@@ -116,7 +120,7 @@ def start(
     target_cwd = check_cwd(cwd)
     target_env = check_env(env)
     executable = check_exec(exec, here, target_env)
-    path = check_file(file, here, executable is not None)
+    path = check_file(file, here, executable is not None, target_env)
     arguments = check_args(args)
     group_name = check_name(default_name(path) if name is None else name)
     mask = check_umask(umask)
@@ -136,7 +140,7 @@ def start(
     chosen = []
     for name, factory in monitoring.resolve_all(wanted):
         try:
-            chosen.append((name, factory, monitoring.check(factory, wanted[name])))
+            chosen.append((name, factory, monitoring.check(factory, wanted[name], name)))
         except MonitorOptionsError as exc:
             if len(wanted) == 1:
                 raise  # the monitor's own message, verbatim
@@ -144,12 +148,15 @@ def start(
 
     directory = home() / group_name
     check_socket_path(directory)
-    check_dir(directory)
+    with _home_errors(directory.parent):
+        check_dir(directory)
     log_path = next((path for path in (monitoring.output_path(factory, checked, directory)
                                        for _, factory, checked in chosen) if path), None)
-    created = ensure_dir(directory)
+    with _home_errors(directory.parent):
+        created = ensure_dir(directory)
     try:
-        lock = Lock.take(directory)
+        with _home_errors(directory.parent):
+            lock = Lock.take(directory)
     except BaseException:
         if created:  # else the directory is a running group's: touch nothing of it
             _clean(directory, created)
@@ -157,7 +164,9 @@ def start(
     spec = Spec(
         name=group_name, file=path, args=arguments, strategy=strategy,
         monitors=tuple((name, checked) for name, _, checked in chosen), env=target_env, cwd=target_cwd, directory=str(directory),
-        exec=executable, umask=_caller_umask() if mask is None else mask,
+        # A .py file runs with the Python that runs us: recorded, so 'status' can name it.
+        exec=executable or (sys.executable if path.endswith(".py") else None),
+        umask=_caller_umask() if mask is None else mask,
         policy=restart_policy, stop_timeout=grace, start_timeout=patience,
         backpressure=pressure, channel=channel,
         log_path=log_path, sys_path=tuple(os.path.abspath(p or here) for p in sys.path),
@@ -174,6 +183,18 @@ def start(
         raise
     finally:
         lock.close()  # the roles hold the lock now (same open file description)
+
+
+@contextlib.contextmanager
+def _home_errors(base: Path) -> Iterator[None]:
+    """An OSError of the home itself (a file in its path, no permission, /proc) is a
+    StateDirError naming it; our own errors pass as they are."""
+    try:
+        yield
+    except ImmortalError:
+        raise
+    except OSError as exc:
+        raise unusable_home(exc, base) from exc
 
 
 def _launch(spec: Spec, lock: Lock, capture: bool = False) -> Group:

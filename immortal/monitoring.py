@@ -174,8 +174,10 @@ def _probe(cls: type) -> object:
     return probe
 
 
-def check(factory: Any, options: object) -> dict[str, Any]:
-    """Run the monitor's check in the caller; its refusal becomes MonitorOptionsError."""
+def check(factory: Any, options: object, name: str | None = None) -> dict[str, Any]:
+    """Run the monitor's check in the caller; its refusal becomes MonitorOptionsError, and
+    a result that spec.json cannot hold (not a mapping, not JSON) a MonitorError naming the
+    monitor (``name``) and the value."""
     if options is None:
         options = {}
     if not isinstance(options, Mapping):
@@ -194,10 +196,27 @@ def check(factory: Any, options: object) -> dict[str, Any]:
         raise MonitorOptionsError(str(exc) or type(exc).__name__) from exc
     if result is None:
         return options
+    who = f"monitor {name!r}" if name else f"monitor {factory!r}"
     if not isinstance(result, Mapping):
-        raise MonitorError(f"the monitor's check() must return a mapping or None "
-                           f"(got {type(result).__name__})")
-    return dict(result)
+        raise MonitorError(f"{who}: check() must return a mapping of options or None "
+                           f"(got {type(result).__name__}: {result!r})")
+    result = dict(result)
+    _check_json(who, result)
+    return result
+
+
+def _check_json(who: str, options: dict[str, Any]) -> None:
+    """Refuse options that spec.json cannot hold, naming the first value that is not JSON."""
+    import json
+
+    for key, value in options.items():
+        try:
+            json.dumps({key: value})
+        except (TypeError, ValueError) as exc:
+            raise MonitorError(
+                f"{who}: check() returned option {key!r} = {value!r}, which is not JSON "
+                f"({exc}); return str, int, float, bool, None, lists and dicts "
+                "(e.g. str(path) for a path)") from None
 
 
 def output_path(factory: Any, options: Mapping[str, Any], directory: Path) -> str | None:

@@ -21,6 +21,6 @@ def check_name(name: object) -> str:
     if not 0 < size <= MAX_NAME or not _NAME.fullmatch(name):
         raise InvalidSpec(
             f"'name' must be 1 to {MAX_NAME} bytes of letters, digits and ._+@- not starting "
-            f"with '.' or '-' (got {name!r}); pick another name with name=..."
+            f"with '.' or '-' (got {name!r}); pick another name"
         )
     return name

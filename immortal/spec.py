@@ -73,7 +73,9 @@ class RestartPolicy:
     - A target that died sooner is restarted after ``backoff_initial * backoff_factor**(n-1)``
       seconds for its n-th quick death in a row, capped at ``backoff_max``, each delay spread
       by ±``jitter`` (a fraction) so that many groups do not restart in lockstep.
-      ``backoff_initial=0`` switches backoff off.
+      ``backoff_initial=0`` switches backoff off, but not the floor: a quick death is
+      always followed by at least 0.1 s (``supervise.QUICK_FLOOR``) before the restart.
+      With ``min_uptime=0`` every run counts as stable, and restarts at once.
     - With ``max_restarts`` set, more than that many restarts within ``window`` seconds
       gives up: the group's state becomes ``fatal`` and nothing is spawned again.
     - An exit code in ``final_exit_codes`` means "do not restart": the group stops.
@@ -169,25 +171,61 @@ def _mode(path: str) -> str:
     return stat.filemode(os.stat(path).st_mode)
 
 
-def check_file(file: object, cwd: str, has_exec: bool) -> str:
+def check_file(file: object, cwd: str, has_exec: bool,
+               env: Mapping[str, str] | None = None) -> str:
+    """The absolute path of the program to run. A name without a slash that is not in
+    ``cwd`` is looked up on the target's PATH, as a shell, supervisord and subprocess do."""
     if isinstance(file, os.PathLike):
         file = os.fspath(file)
     file = _check_str("'file'", file)
     if not file:
         raise InvalidSpec("'file' must be a path to the program to run (got '')")
     path = os.path.normpath(os.path.join(cwd, file))
+    if os.sep not in file and not os.path.exists(path):
+        search = (os.environ if env is None else env).get("PATH", os.defpath)
+        found = shutil.which(file, path=search)
+        if found is None:
+            raise TargetNotFound(f"'file' {file!r} is neither in {cwd!r} nor on PATH "
+                                 f"({search}); check the name, or give a path")
+        path = os.path.abspath(found)
     if not os.path.exists(path):
         raise TargetNotFound(f"'file' {path!r} does not exist; check the path")
     if os.path.isdir(path):
         raise TargetNotFound(f"'file' {path!r} is a directory; give the program inside it")
     if not os.access(path, os.R_OK):
         raise TargetNotExecutable(f"'file' {path!r} is not readable by us (mode {_mode(path)})")
-    if not path.endswith(".py") and not has_exec and not os.access(path, os.X_OK):
-        raise TargetNotExecutable(
-            f"'file' {path!r} is not executable (mode {_mode(path)}); "
-            f"run 'chmod +x {path}' or pass exec= the interpreter to run it with"
-        )
+    if not path.endswith(".py") and not has_exec:
+        if not os.access(path, os.X_OK):
+            raise TargetNotExecutable(
+                f"'file' {path!r} is not executable (mode {_mode(path)}); "
+                f"run 'chmod +x {path}' or give the interpreter to run it with (exec)"
+            )
+        _check_shebang(path)
     return path
+
+
+def _check_shebang(path: str) -> None:
+    """The interpreter a script names in its '#!' line must exist and be executable: the
+    exec's own error would be ENOENT, which reads as if the script itself were missing."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(256)
+    except OSError:
+        return  # the exec will say why
+    if not head.startswith(b"#!"):
+        return
+    words = head[2:].split(b"\n", 1)[0].split()
+    if not words:
+        return
+    interpreter = os.fsdecode(words[0])
+    if not os.path.exists(interpreter):
+        raise TargetNotFound(f"'file' {path!r} names the interpreter {interpreter!r} in its "
+                             "'#!' line, which does not exist; install it, fix the line, "
+                             "or give the interpreter to run it with (exec)")
+    if os.path.isdir(interpreter) or not os.access(interpreter, os.X_OK):
+        raise TargetNotExecutable(f"'file' {path!r} names the interpreter {interpreter!r} "
+                                  f"in its '#!' line, which is not an executable file "
+                                  f"(mode {_mode(interpreter)})")
 
 
 def check_exec(executable: object, cwd: str, env: Mapping[str, str]) -> str | None:
@@ -249,12 +287,16 @@ class Spec:
     def is_python(self) -> bool:
         return self.file.endswith(".py")
 
+    @property
+    def interpreter(self) -> str | None:
+        """What runs ``file``: ``exec``, else for a ``.py`` file the Python that runs
+        immortal (the roles run with the caller's), else None (the file itself)."""
+        return self.exec or (sys.executable if self.is_python else None)
+
     def command(self) -> list[str]:
         """The target's argv; never passed through a shell."""
-        if self.is_python:
-            return [self.exec or sys.executable, self.file, *self.args]
-        if self.exec:
-            return [self.exec, self.file, *self.args]
+        if self.interpreter:
+            return [self.interpreter, self.file, *self.args]
         return [self.file, *self.args]
 
     def target_env(self) -> dict[str, str]:

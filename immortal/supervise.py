@@ -38,6 +38,13 @@ FATAL = "fatal"
 PHASES = (SPAWNING, RUNNING, BACKOFF, RESTARTING, STOPPING, STOPPED, FATAL)
 FINAL = (STOPPED, FATAL)
 
+# The least delay before restarting a target that died quickly (ran less than min_uptime),
+# even with backoff switched off (backoff_initial=0): without it a target that exits at
+# once is respawned as fast as the pump can fork, keeping the pump busy and flooding the
+# monitor with events. s6 keeps a floor of its own between respawns for the same reason.
+# A stable run is restarted at once, whatever this says.
+QUICK_FLOOR = 0.1
+
 
 # The state, events and actions are small immutable records (see immortal/records.py): not
 # dataclasses, whose methods are generated and exec'd for each class (≈ 4 ms for this module,
@@ -239,10 +246,8 @@ def _died(policy: RestartPolicy, state: State, status: ExitStatus, now: float,
                 (Wake(None), Finish(FATAL, reason)))
     if stable:
         return _respawn(policy, replace(dead, delay=0.0, recent=recent), "exit", now)
-    delay = backoff_delay(policy, attempts, rand)
+    delay = max(QUICK_FLOOR, backoff_delay(policy, attempts, rand))
     dead = replace(dead, delay=delay, recent=recent)
-    if delay <= 0:
-        return _respawn(policy, dead, "exit", now)
     deadline = now + delay
     return replace(dead, phase=BACKOFF, deadline=deadline, why="exit"), (Wake(deadline),)
 

@@ -87,6 +87,18 @@ def _deep_home(c: Ctx) -> None:
     c.monkeypatch.setenv("IMMORTAL_HOME", str(c.home / ("d" * 100)))
 
 
+def _home_at(path: str, *, file: str | None = None, directory: tuple[str, int] | None = None
+             ) -> Callable[[Ctx], None]:
+    """IMMORTAL_HOME at ``path`` (may use {tmp}), after making a file or a directory."""
+    def setup(c: Ctx) -> None:
+        if file is not None:
+            _write(Path(c.fmt(file)), b"", 0o644)
+        if directory is not None:
+            _mkdir(Path(c.fmt(directory[0])), directory[1])
+        c.monkeypatch.setenv("IMMORTAL_HOME", c.fmt(path))
+    return setup
+
+
 def _symlinked_instance(c: Ctx) -> None:
     _mkdir(c.tmp / "elsewhere", 0o700)
     os.symlink(c.tmp / "elsewhere", c.home / "talker")
@@ -153,6 +165,21 @@ CASES: dict[str, Case] = {
     "file-not-str": Case(lambda c: ((42,), {}),
                          WRONG_TYPE, ("'file'", "int", "42")),
     "file-nul": Case(file_("{tmp}/a\0b.py"), INVALID, ("'file'", "NUL")),
+    # A name without a slash that is not in the working directory is looked up on PATH.
+    "file-not-on-path": Case(file_("no-such-program-qz"), NOT_FOUND,
+                             ("'no-such-program-qz'", "PATH")),
+    # The exec of a script whose '#!' interpreter is missing fails with ENOENT, which reads
+    # as if the script were missing: name the interpreter, before anything detaches.
+    "shebang-interpreter-missing": Case(file_("{tmp}/prog"), NOT_FOUND,
+                                        ("{tmp}/prog", "'#!'", "'/no/such/interp'"),
+                                        setup=lambda c: _write(c.tmp / "prog",
+                                                               b"#!/no/such/interp -x\n",
+                                                               0o755)),
+    "shebang-interpreter-not-executable": Case(
+        file_("{tmp}/prog"), NOT_EXECUTABLE, ("{tmp}/prog", "'#!'", "{tmp}/interp", "-rw-r--r--"),
+        setup=lambda c: (_write(c.tmp / "interp", b"", 0o644),
+                         _write(c.tmp / "prog", b"#!" + str(c.tmp / "interp").encode() + b"\n",
+                                0o755))),
     # -- exec --------------------------------------------------------------------------------
     "exec-missing-path": Case(talker(exec="{tmp}/no/python3"), NOT_FOUND,
                               ("'exec'", "{tmp}/no/python3")),
@@ -187,7 +214,8 @@ CASES: dict[str, Case] = {
                              ("'deamon'", "did you mean 'daemon'", "'development'",
                               "'unattached'")),
     "strategy-not-str": Case(talker(strategy=1), WRONG_TYPE, ("'strategy'", "int")),
-    "keyword-unknown": Case(talker(stategy="daemon"), UNKNOWN,
+    # An unexpected keyword argument is a TypeError in Python; it stays an UnknownName.
+    "keyword-unknown": Case(talker(stategy="daemon"), (*UNKNOWN, TypeError),
                             ("'stategy'", "did you mean 'strategy'", "'stop_timeout'")),
     "policy-field-unknown": Case(talker(policy={"max_restart": 3}), UNKNOWN,
                                  ("'max_restart'", "did you mean 'max_restarts'")),
@@ -257,6 +285,20 @@ CASES: dict[str, Case] = {
                                  setup=_deep_home),
     "cwd-missing": Case(talker(cwd="{tmp}/gone"), NOT_FOUND, ("'cwd'", "{tmp}/gone")),
     "cwd-a-file": Case(talker(cwd=TALKER), NOT_FOUND, ("'cwd'", TALKER)),
+    # -- an IMMORTAL_HOME that cannot be used: refused, not an OSError of the moment -------------
+    "home-in-proc": Case(talker(), UNSAFE_DIR, ("/proc/immortal-home", "IMMORTAL_HOME"),
+                         setup=_home_at("/proc/immortal-home")),
+    "home-under-a-file": Case(talker(), UNSAFE_DIR, ("{tmp}/afile/home", "IMMORTAL_HOME",
+                                                     "Not a directory"),
+                              setup=_home_at("{tmp}/afile/home", file="{tmp}/afile")),
+    "home-in-read-only-dir": Case(talker(), UNSAFE_DIR, ("{tmp}/ro/home", "IMMORTAL_HOME",
+                                                         "Permission denied"),
+                                  setup=_home_at("{tmp}/ro/home", directory=("{tmp}/ro", 0o555)),
+                                  as_nobody=True),
+    "home-of-another-user": Case(talker(), UNSAFE_DIR, ("{tmp}/private/home", "IMMORTAL_HOME"),
+                                 setup=_home_at("{tmp}/private/home",
+                                                directory=("{tmp}/private", 0o700)),
+                                 as_nobody=True),
     # -- the instance directory, made before the call ----------------------------------------
     "instance-dir-symlink": Case(talker(), UNSAFE_DIR, ("{home}/talker", "symlink"),
                                  setup=_symlinked_instance),
@@ -368,14 +410,20 @@ def test_shell_metacharacters_are_passed_verbatim(started, home: Path, scratch: 
 
 # -- the command line ------------------------------------------------------------------------
 
+README = os.path.normpath(os.path.join(os.path.dirname(TALKER), "..", "..", "README.md"))
 CLI_CASES = {
     "missing-file": (["run", "/nonexistent/dir/app.py"], ["/nonexistent/dir/app.py"]),
     "unknown-strategy": (["run", TALKER, "-s", "deamon"], ["did you mean 'daemon'"]),
     "option-without-value": (["run", TALKER, "-o", "novalue"], ["--option", "'novalue'"]),
     "env-without-equals": (["run", TALKER, "-e", "NOVALUE"], ["--env", "'NOVALUE'"]),
     "unknown-monitor": (["run", TALKER, "-m", "fiel"], ["did you mean 'file'"]),
-    "bad-name": (["run", TALKER, "-n", "a/b"], ["'name'", "'a/b'"]),
-    "negative-stop-timeout": (["run", TALKER, "--stop-timeout", "-1"], ["'stop_timeout'"]),
+    "bad-name": (["run", TALKER, "-n", "a/b"], ["--name", "'a/b'"]),
+    "negative-stop-timeout": (["run", TALKER, "--stop-timeout", "-1"], ["--stop-timeout"]),
+    "negative-min-uptime": (["run", TALKER, "--min-uptime", "-1"], ["--min-uptime"]),
+    "zero-max-restarts": (["run", TALKER, "--max-restarts", "0"], ["--max-restarts"]),
+    "not-executable": (["run", README], [README, "--exec"]),
+    "bad-group-name": (["status", "a/b"], ["NAME", "'a/b'"]),
+    "negative-lines": (["logs", "x", "-n", "-1"], ["--lines", "-1"]),
     "unknown-option": (["run", TALKER, "--nmae", "x"], ["--nmae", "did you mean '--name'"]),
     "bad-umask": (["run", TALKER, "--umask", "999"], ["umask", "'999'"]),
 }
@@ -393,6 +441,10 @@ def test_cli_refuses_bad_input(argv: list[str], fragments: list[str], home: Path
     assert err.endswith("\n") and err.count("\n") == 1, f"not exactly one line: {err!r}"
     for fragment in fragments:
         assert fragment in err, f"stderr should mention {fragment!r}: {err!r}"
+    # The command line's words, not the library's: '--name', not 'name' or name=...
+    for word in ("'name'", "'stop_timeout'", "'min_uptime'", "'max_restarts'", "exec=",
+                 "name=", "''"):
+        assert word not in err, f"stderr should not say {word!r}: {err!r}"
     assert out == ""
     assert snapshot(home) == home_before
     assert not set(descendants()) - procs_before

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -380,7 +381,8 @@ def test_development_stays_in_the_foreground_and_echoes(home):
                           "--max-restarts", "1", "--window", "60", TALKER,
                           "--", "--out", "2", "--exit", "1", timeout=LONG)
         elapsed = time.monotonic() - began
-        assert result.returncode == 0, described(result)
+        # A group that gave up is a failure that CI and service managers must see.
+        assert result.returncode == 1, described(result)
         assert elapsed < LONG
         started = Started(result)
         assert started.name == name, described(result)
@@ -473,3 +475,140 @@ def test_run_without_a_file_names_only_the_file(home, via):
     assert result.stderr.strip().endswith("the following arguments are required: FILE"), \
         described(result)
     assert not list(home.iterdir())  # nothing created, and no standby left (see conftest)
+
+
+def test_messages_name_the_interpreter_align_long_names_and_quote_once(home):
+    name = "a-group-name-longer-than-twenty"
+    try:
+        started = run(home, name, TALKER, ["--trap", "USR1"])
+        first = started.result.stdout.splitlines()[0]
+        # A .py FILE runs with the interpreter that runs immortal: say which.
+        assert sys.executable in first, described(started.result)
+        assert re.findall(r"\b(daemon|pump|target) \d+", first) == ["daemon", "pump", "target"]
+        status = immortal(home, "status", name)
+        assert status.returncode == 0, described(status)
+        assert f"  exec     {sys.executable}" in status.stdout.splitlines(), described(status)
+        data = json.loads(immortal(home, "status", name, "--json").stdout)
+        assert data["exec"] == sys.executable
+
+        sent = immortal(home, "signal", name, "USR1")
+        assert sent.returncode == 0, described(sent)
+        assert sent.stdout == f"sent USR1 to the target of '{name}'\n", described(sent)
+        assert "''" not in sent.stdout
+
+        listed = immortal(home, "list")
+        header, *rows = listed.stdout.splitlines()
+        row = next(r for r in rows if r.startswith(name))
+        assert row[len(name)] == " " and row.index(row.split()[1]) == header.index("STATE"), \
+            listed.stdout
+        for column in ("PIDS", "TARGET", "RESTARTS"):
+            # Each later column starts at the same place in the header and the row.
+            at = header.index(column)
+            assert row[at - 1] == " " and header[at - 1] == " ", listed.stdout
+        assert len(row) == len(header), listed.stdout
+    finally:
+        cleanup(home, name)
+
+
+def test_a_file_without_a_slash_is_looked_up_on_path(home, tmp_path):
+    name = "sleeper"
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    try:
+        # Run from a directory with no 'sleep' in it: the name is found on PATH, as a shell,
+        # supervisord and subprocess find it.
+        env = {**os.environ, "IMMORTAL_HOME": str(home)}
+        result = subprocess.run([*COMMANDS["module"], "run", "--name", name, "sleep", "--",
+                                 "100"], env=env, cwd=tmp_path, stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, timeout=LONG)
+        assert result.returncode == 0, described(result)
+        started = Started(result)
+        assert os.path.realpath(f"/proc/{started.pids['target']}/exe") == \
+            os.path.realpath(sleep)
+    finally:
+        cleanup(home, name)
+
+
+@pytest.mark.parametrize("command", ["run", "status", "stop", "logs"])
+def test_an_unusable_home_is_one_line_and_exit_2(home, tmp_path, command):
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"")
+    args = ["run", TALKER] if command == "run" else [command, "talker"]
+    # A home that does not exist is no error for the commands that only read: no such group.
+    missing = 2 if command == "run" else 3
+    # (A home of another user's: test_bad_input, as 'nobody'; this interpreter may not be
+    # nobody's to run.)
+    for place, code in [("/proc/immortal-home", missing), (str(afile / "home"), 2)]:
+        env = {**os.environ, "IMMORTAL_HOME": place}
+        result = subprocess.run([*COMMANDS["module"], *args], env=env,
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                timeout=LONG)
+        assert result.returncode == code, described(result)
+        assert place in one_error_line(result)
+
+
+def test_a_reader_that_goes_away_is_no_error(home):
+    """'immortal status NAME | head' with head gone: no traceback, the command's own code."""
+    name = "piped"
+    try:
+        run(home, name, TALKER, [])
+        env = {**os.environ, "IMMORTAL_HOME": str(home)}
+        for args in (["status", name], ["status", name, "--json"], ["list"], ["list", "--json"],
+                     ["monitors"], ["monitors", "--json"]):
+            read, write = os.pipe()
+            os.close(read)  # the reader is gone before the first write
+            try:
+                result = subprocess.run([*COMMANDS["module"], *args], env=env,
+                                        stdin=subprocess.DEVNULL, stdout=write,
+                                        stderr=subprocess.PIPE, text=True, timeout=LONG)
+            finally:
+                os.close(write)
+            assert (result.returncode, result.stderr) == (0, ""), (args, result.stderr)
+    finally:
+        cleanup(home, name)
+
+
+def test_ctrl_c_during_stop_says_what_the_group_is_left_in(home):
+    name = "stubborn"
+    try:
+        run(home, name, TALKER, ["--ignore-term"], "--stop-timeout", "60")
+        env = {**os.environ, "IMMORTAL_HOME": str(home)}
+        stop = subprocess.Popen([*COMMANDS["module"], "stop", name], env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            status = home / name / "status.json"
+            wait_for(lambda: json.loads(status.read_text()).get("state"),
+                     lambda state: state == "stopping", SHORT, "the group stopping")
+            stop.send_signal(signal.SIGINT)
+            out, err = stop.communicate(timeout=LONG)
+        finally:
+            if stop.poll() is None:
+                stop.kill()
+                stop.wait()
+        result = subprocess.CompletedProcess(stop.args, stop.returncode, out, err)
+        assert stop.returncode == 130, described(result)
+        line = one_error_line(result)
+        assert "interrupted" in line and "stopping" in line, line
+    finally:
+        immortal(home, "stop", name, "--timeout", "0")
+
+
+@pytest.mark.parametrize("strategy", ["daemon", "unattached"])
+def test_signal_during_backoff_is_not_running(home, strategy):
+    """No target runs during a backoff wait: nothing can be sent, and the command says so
+    (the daemon used to forward the request and answer 'sent' before the pump refused)."""
+    name = f"waiting-{strategy}"
+    try:
+        result = immortal(home, "run", "--name", name, "--strategy", strategy,
+                          "--min-uptime", "10", TALKER, "--", "--exit", "1")
+        assert result.returncode == 0, described(result)
+        status = home / name / "status.json"
+        wait_for(lambda: json.loads(status.read_text()).get("state"),
+                 lambda state: state == "backoff", SHORT, "the backoff wait")
+        sent = immortal(home, "signal", name, "USR1")
+        assert sent.returncode == 1, described(sent)  # the group runs, and refuses
+        assert "no target is running" in one_error_line(sent)
+        assert sent.stdout == ""
+    finally:
+        cleanup(home, name)

@@ -119,3 +119,27 @@ def test_twenty_concurrent_runs_make_one_group(home):
         assert len(talkers) == 1
     finally:
         immortal.attach("x").stop()
+
+
+def test_reading_stdout_alone_never_waits_for_unread_stderr(started):
+    """The README's loop reads web.stdout only: 20,000 lines on stderr first must not stall
+    it (a bounded queue per stream, the unread one full, made the pump and the target wait)."""
+    group = started(TALKER, ["--err", "20000", "--out", "3"], strategy="development",
+                    capture=True)
+    seen: list[bytes] = []
+
+    def read() -> None:
+        for line in group.stdout:
+            seen.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    wait_for(lambda: list(seen), lambda got: b"out 3\n" in got, SHORT,
+             "'out 3' on stdout while stderr is not read")
+    group.stop()
+    reader.join(SHORT)
+    assert not reader.is_alive(), "the stdout iterator did not end with the group"
+    # The unread stream kept its latest lines, within its bound; the rest were dropped.
+    kept = list(group.stderr)
+    assert kept and kept[-1] == b"err 20000\n"
+    assert len(kept) <= 1000 and group.dropped["stderr"] == 20000 - len(kept)

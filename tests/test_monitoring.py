@@ -154,14 +154,14 @@ def test_cli_options_belong_to_the_monitor_before_them(recorder, home, tmp_path)
 
 def test_exit_events_carry_a_restart_record(started, recorder):
     group = started(TALKER, ["--exit", "3"], monitor="recorder", options=recorder.options,
-                    policy={"backoff_initial": 0.05, "backoff_factor": 2.0, "jitter": 0.0,
+                    policy={"backoff_initial": 0.1, "backoff_factor": 2.0, "jitter": 0.0,
                             "max_restarts": 2, "window": 60})
     group.wait(30)
     events = recorder.events()
     exits = [e["record"] for e in events if e["hook"] == "exit"]
     assert [r["decision"] for r in exits] == ["backoff", "backoff", "give up"]
     assert [r["attempt"] for r in exits] == [1, 2, 3]
-    assert [r["delay"] for r in exits[:2]] == [0.05, 0.1]
+    assert [r["delay"] for r in exits[:2]] == [0.1, 0.2]  # not below supervise.QUICK_FLOOR
     assert all(r["code"] == 3 and r["uptime"] >= 0 and not r["core_dumped"] for r in exits)
     assert "max_restarts=2" in exits[-1]["reason"]
     assert [e["why"] for e in events if e["hook"] == "respawn"] == ["exit", "exit"]
@@ -232,3 +232,18 @@ def test_a_method_one_slip_from_a_hook_is_refused(slip, hook):
     cls = type("Slip", (immortal.Monitor,), {slip: lambda self: None})
     with pytest.raises(immortal.MonitorError, match=f"did you mean '{hook}'.*'_{slip}'"):
         monitoring._check_shape("slip", cls)
+
+
+@pytest.mark.parametrize("monitor, fragments", [
+    ("plugins.checks:PathOptions", ("PosixPath('/var/log/app.log')", "JSON", "'output'")),
+    ("plugins.checks:ListOptions", ("['output']", "mapping", "list")),
+])
+def test_check_returning_what_spec_json_cannot_hold_is_a_monitor_error(home, monitor,
+                                                                        fragments):
+    with pytest.raises(immortal.MonitorError) as info:
+        immortal.start(TALKER, monitor=monitor)
+    message = str(info.value)
+    assert repr(monitor) in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    assert os.listdir(home) == []

@@ -107,6 +107,22 @@ def test_exit_codes_and_backoff(started, recorder):
     assert group.status().restarts >= 2
 
 
+def test_a_crash_loop_without_backoff_keeps_the_floor(started):
+    """backoff_initial=0 with quick deaths: at most one restart per floor (was hundreds a
+    second, the pump busy and the monitor flooded); the loop still goes on."""
+    from immortal.supervise import QUICK_FLOOR
+
+    group = started("/bin/sh", ["-c", "exit 1"], policy={"backoff_initial": 0.0})
+    first = wait_for(group.status, lambda s: s.spawned >= 2, what="a second spawn")
+    began = time.monotonic()
+    time.sleep(1.0)  # a window to count restarts in, not a synchronisation
+    last = group.status()
+    elapsed = time.monotonic() - began
+    rate = (last.spawned - first.spawned) / elapsed
+    assert last.running and last.spawned > first.spawned, last
+    assert rate <= 1.5 / QUICK_FLOOR, f"{rate:.0f} spawns/s"
+
+
 def test_give_up_is_fatal_and_final(started, recorder):
     group = started(TALKER, ["--exit", "1"], monitor="recorder", options=recorder.options,
                     policy={"backoff_initial": 0.01, "max_restarts": 2, "window": 60})

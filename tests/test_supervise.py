@@ -19,7 +19,7 @@ from immortal.spec import RestartPolicy
 from immortal.supervise import (
     BACKOFF, FATAL, FINAL, PHASES, RESTARTING, RUNNING, SPAWNING, STOPPED, STOPPING,
     Exited, Finish, Kill, Restart, Spawn, SpawnFailed, Spawned, State, Stop, Tick, Wake,
-    backoff_delay, initial, replace, step,
+    QUICK_FLOOR, backoff_delay, initial, replace, step,
 )
 
 ACTION_TYPES = (Spawn, Kill, Wake, Finish)
@@ -216,12 +216,29 @@ def test_machine_waits_the_backoff_delay(rand):
     assert delays == pytest.approx(want)
 
 
-def test_backoff_initial_zero_restarts_at_once():
+def test_backoff_off_still_waits_the_floor_after_a_quick_death():
+    """backoff_initial=0 switches the exponential backoff off, not the floor: a target that
+    dies at once is restarted at most once per QUICK_FLOOR, not hundreds of times a second."""
     policy = RestartPolicy(backoff_initial=0.0)
-    state, delays, _ = crash_loop(policy, 5)
+    state, delays, t = crash_loop(policy, 5)
+    assert delays == [QUICK_FLOOR] * 5 and state.restarts == 5
+    state, actions = step(policy, state, SpawnFailed("ENOENT"), t, R)  # the spawn due now
+    assert (state.phase, actions) == (BACKOFF, (Wake(t + QUICK_FLOOR),))
+
+
+def test_a_tiny_backoff_is_raised_to_the_floor():
+    policy = RestartPolicy(backoff_initial=0.001, backoff_max=0.002, jitter=0.0)
+    _, delays, _ = crash_loop(policy, 4)
+    assert delays == [QUICK_FLOOR] * 4
+
+
+@pytest.mark.parametrize("min_uptime", [0.0, 1.0])
+def test_a_stable_run_restarts_at_once_without_backoff(min_uptime):
+    """The floor is for quick deaths only: a run of min_uptime or more restarts at once
+    (with min_uptime=0 every run is stable: the caller asked for no delay at all)."""
+    policy = RestartPolicy(min_uptime=min_uptime, backoff_initial=0.0)
+    state, delays, _ = crash_loop(policy, 5, uptime=min_uptime)
     assert delays == [0.0] * 5 and state.restarts == 5
-    state, actions = step(policy, state, SpawnFailed("ENOENT"), 9.0, R)
-    assert (state.phase, actions) == (SPAWNING, (CANCEL, Spawn("exit")))
 
 
 def test_spawn_failure_is_a_quick_death_even_with_min_uptime_zero():
