@@ -108,3 +108,6 @@ def monitor_shutdown(reason: str) -> None:
 
 HOOKS = ("check", "setup", "spawn", "adopt", "respawn", "exit", "stdout", "stderr", "lines",
          "block", "dropped", "message", "reopen", "shutdown")
+#: the hooks that are events, not output
+EVENTS = ("setup", "spawn", "adopt", "respawn", "exit", "dropped", "message", "reopen",
+          "shutdown")

@@ -234,7 +234,13 @@ class Status(MutableRecord):
     output: str | None = None
     directory: str | None = None
     start_times: dict[str, int] = field(default_factory=dict)
-    dropped: int = 0  #: lines skipped under backpressure "drop"
+    dropped: int = 0  #: lines skipped under backpressure "drop", all monitors together
+    #: per monitor, by name: ``{"dropped": lines it lost to backpressure "drop"}``
+    monitors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the pump no longer drains the target's output (see stall.py): ``{"since": wall clock
+    #: time, "monitor": the monitor whose call has not returned, or None, "monitor_since":
+    #: when that call began}``; None while output flows
+    stalled: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> Status:
@@ -257,6 +263,8 @@ class Status(MutableRecord):
             directory=data.get("directory"),
             start_times={k: int(v) for k, v in (data.get("start_times") or {}).items() if v},
             dropped=int(data.get("dropped") or 0),
+            monitors={str(k): dict(v) for k, v in (data.get("monitors") or {}).items()},
+            stalled=data.get("stalled") or None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -268,7 +276,7 @@ class Status(MutableRecord):
             "strategy": self.strategy, "started_at": self.started_at,
             "target_started_at": self.target_started_at, "output": self.output,
             "directory": self.directory, "start_times": self.start_times,
-            "dropped": self.dropped,
+            "dropped": self.dropped, "monitors": self.monitors, "stalled": self.stalled,
         }
 
     def live_roles(self) -> list[str]:
@@ -304,7 +312,26 @@ class Status(MutableRecord):
             lines.append(f"  reason   {self.reason}")
         if self.output:
             lines.append(f"  output   {self.output}")
+        if self.stalled and self.running:
+            lines.append(f"  stalled  {stall_text(self.stalled)}")
+        if self.dropped:
+            lines.append(f"  dropped  {self.dropped} lines (backpressure drop)")
+            for monitor, counts in self.monitors.items():
+                if counts.get("dropped"):
+                    lines.append(f"    {monitor}: dropped {counts['dropped']}")
         return "\n".join(lines)
+
+
+def stall_text(stalled: Mapping[str, Any]) -> str:
+    """"the pump has not drained the output for 12 s (monitor 'x' called 12 s ago)"."""
+    now = time.time()
+    text = (f"the pump has not drained the target's output for "
+            f"{max(0.0, now - float(stalled.get('since') or now)):.0f} s")
+    if stalled.get("monitor"):
+        since = float(stalled.get("monitor_since") or now)
+        text += (f"; monitor {stalled['monitor']!r} has not returned from a call made "
+                 f"{max(0.0, now - since):.0f} s ago")
+    return text
 
 
 STALE = "stale state removed: its processes were killed without a stop"

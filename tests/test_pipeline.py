@@ -87,7 +87,7 @@ def test_raising_monitor_over_many_lines(started, tmp_path):
     assert final.state == "stopped" and final.restarts == 0
     assert sampler.peak - sampler.first < BOUND
     log = (group.directory / "pump.log").read_text()
-    reports = log.count("raised in 'lines'")
+    reports = log.count("raised in 'stdout'")
     assert 1 <= reports <= 60  # rate-limited: one a second at most
 
 
