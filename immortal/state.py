@@ -365,6 +365,9 @@ def read_status(directory: Path) -> Status | None:
     if data is None:
         return None
     status = Status.from_json(directory.name, data)
+    if status.stalled is None:
+        # The daemon's word on a pump that no longer drains the output (stall.py).
+        status.stalled = read_json(directory / "stalled.json")
     # Running while a supervisor of it lives (after a daemon death the pump takes over),
     # proven by pid and start time, not by probing the lock: a probe could make a
     # concurrent start() fail for a group that is not running.
