@@ -409,7 +409,7 @@ def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> s
         lines = [f"{s.name}: not running (stale state removed: its processes were killed "
                  "without a stop)"]
     else:
-        lines = [f"{s.name}: {s.state}" + ("" if s.running else " (not running)")]
+        lines = [s.headline]
     if s.reason and s.state in FINAL and s.reason != STALE:
         lines.append(f"  reason   {s.reason}")
     if s.running:
@@ -434,7 +434,7 @@ def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> s
                      f"(in {max(0.0, s.next_restart_at - now):.1f} s)")
     if s.output:
         lines.append(f"  output   {s.output}")
-    return "\n".join(lines)
+    return "\n".join([*lines, *s.delivery_lines()])
 
 
 def _status(ns: argparse.Namespace) -> int:

@@ -297,7 +297,7 @@ class Status(MutableRecord):
         if self.reason == STALE:
             lines = [f"{self.name}: not running ({STALE})"]
         else:
-            lines = [f"{self.name}: {self.state}" + ("" if self.running else " (not running)")]
+            lines = [self.headline]
         for role in ("daemon", "pump", "target"):
             if role in self.pids and self.running:
                 lines.append(f"  {role:<8} pid {self.pids[role]}")
@@ -312,6 +312,18 @@ class Status(MutableRecord):
             lines.append(f"  reason   {self.reason}")
         if self.output:
             lines.append(f"  output   {self.output}")
+        return "\n".join([*lines, *self.delivery_lines()])
+
+    @property
+    def headline(self) -> str:
+        """"name: running", with "(stalled)" or "(not running)" when so."""
+        if not self.running:
+            return f"{self.name}: {self.state} (not running)"
+        return f"{self.name}: {self.state}" + (" (stalled)" if self.stalled else "")
+
+    def delivery_lines(self) -> list[str]:
+        """The status lines on the output's delivery: a stall, lines dropped per monitor."""
+        lines = []
         if self.stalled and self.running:
             lines.append(f"  stalled  {stall_text(self.stalled)}")
         if self.dropped:
@@ -319,7 +331,7 @@ class Status(MutableRecord):
             for monitor, counts in self.monitors.items():
                 if counts.get("dropped"):
                     lines.append(f"    {monitor}: dropped {counts['dropped']}")
-        return "\n".join(lines)
+        return lines
 
 
 def stall_text(stalled: Mapping[str, Any]) -> str:

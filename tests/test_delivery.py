@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -20,9 +21,9 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def numbered(count: int, then: str = "", steady: bool = False) -> list[str]:
-    """A target writing ``count`` numbered lines at once (``steady``: 1,000 at a time, a
+    """A target writing ``count`` numbered lines at once (``steady``: 100 at a time, a
     millisecond apart), then running ``then``, then waiting to be stopped."""
-    step = 1000 if steady else count
+    step = 100 if steady else count
     return ["-c", "import os, sys, time\n"
             f"for n in range(0, {count}, {step}):\n"
             f"    os.write(1, b''.join(b'line %06d\\n' % i for i in range(n, n + {step})))\n"
@@ -135,7 +136,12 @@ def test_drop_loses_only_the_slow_monitors_lines_and_status_counts_them(started,
     assert final.monitors == {"plugins.delivery:Lines": {"dropped": 0},
                               "plugins.delivery:Second": {"dropped": told}}
     assert final.dropped == told
-    assert "plugins.delivery:Second" in str(final) and f"dropped {told}" in str(final)
+    assert f"plugins.delivery:Second: dropped {told}" in str(final)
+    shown = subprocess.run([sys.executable, "-m", "immortal", "status", group.name],
+                           capture_output=True, text=True, timeout=LONG).stdout
+    assert f"dropped  {told} lines" in shown
+    assert f"plugins.delivery:Second: dropped {told}" in shown
+    assert "plugins.delivery:Lines: dropped" not in shown
 
 
 def test_with_drop_a_hanging_monitor_never_stalls_the_target(started, tmp_path):

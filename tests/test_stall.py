@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -40,6 +41,10 @@ def test_a_frozen_pump_shows_as_stalled_until_it_runs_again(started):
         assert status.stalled["monitor"] is None  # no monitor call under way: the pump
         assert frozen - 2 * stall.AFTER <= status.stalled["since"] <= time.time()
         assert "stalled  the pump has not drained" in str(status)
+        shown = subprocess.run([sys.executable, "-m", "immortal", "status", group.name],
+                               capture_output=True, text=True, timeout=LONG).stdout
+        assert f"{group.name}: running (stalled)" in shown
+        assert "stalled  the pump has not drained the target's output for" in shown
     finally:
         os.kill(pump, signal.SIGCONT)
     wait_for(group.status, lambda s: s.stalled is None, LONG, what="the stall to end")
