@@ -32,7 +32,7 @@ MESSAGE_TAIL = 16 * 1024
 TARGET_LOCK = "target.lock"
 CHANNEL_ENV = "IMMORTAL_CHANNEL_FD"  #: names the target's end of the message channel
 ORPHAN_WAIT = 5.0  # how long a spawn waits for a killed orphan to let go of target.lock
-MONITOR_GRACE = 1.0  # backpressure "drop": how long the last events may take to be handled
+MONITOR_GRACE = 1.0  # backpressure "drop": how long monitors may take to catch up at the end
 
 
 def read_tail(path: str | None) -> str | None:
@@ -408,7 +408,7 @@ class Pump:
             return
         from . import daemon  # the role we turn into
 
-        self._catch_up()
+        self._catch_up(MONITOR_GRACE)  # not more: nobody reads the pipes meanwhile
         self._write_status()
         sys.stderr.flush()
         adopt = None
@@ -492,7 +492,7 @@ class Pump:
     def _finish(self, action: supervise.Finish) -> None:
         assert self.host is not None
         self.finished = True
-        self._catch_up()
+        self._catch_up(self.spec.stop_timeout)
         self._report_dropped(force=True)
         reason = action.reason if action.phase == supervise.STOPPED else f"fatal: {action.reason}"
         self._write_status()
@@ -502,12 +502,12 @@ class Pump:
                              "more calls\n")
         self._tell_daemon(finish=action.phase, reason=reason)
 
-    def _catch_up(self) -> None:
-        """Backpressure "drop": the monitors' queues get the stop's grace time to empty."""
+    def _catch_up(self, timeout: float) -> None:
+        """Backpressure "drop": the monitors' queues get ``timeout`` seconds to empty."""
         assert self.host is not None
-        for name in self.host.catch_up(self.spec.stop_timeout):
+        for name in self.host.catch_up(timeout):
             sys.stderr.write(f"immortal: pump: monitor {name!r} had not taken all its lines "
-                             f"{self.spec.stop_timeout} s later; the rest were dropped\n")
+                             f"{timeout} s later; the rest were dropped\n")
 
     def _spawn(self) -> process.Child:
         """Spawn a target holding ``target.lock``: never two targets of one group.
