@@ -6,16 +6,16 @@ the monitors as one block, recording after each block how far it got. A pump tha
 any point leaves the journal telling its successor which bytes it had taken from the pipe
 and not yet delivered: the successor delivers them first. Even a read whose length was not
 recorded yet is found: the journal past the recorded length is kept zeroed, so the bytes of
-that read are the non-zero ones. What remains at risk is a monitor's write that had
-happened when its pump died before recording it: that block is delivered again, each line
-at the same offset.
+that read are the non-zero ones. Delivery is recorded per monitor too (the ledger, below):
+what remains at risk is a monitor's write that had happened when its pump died before
+recording it (one line, or the batch or block that call took, at the same offsets).
 
 Journal layout, per stream: ``active`` (u64), then two buffers of ``length``, ``done`` and
 ``origin`` (u64 each) and ``CAPACITY`` bytes. Bytes ``[done, length)`` of the active buffer
 are read but not delivered; ``origin`` is the stream offset of the buffer's first byte, so
 that every line has an offset that counts across pumps (``stdout(line, offset)``): a
-monitor that stores the offset of the last line it kept can skip the lines a dying pump
-may deliver twice, and so get each line exactly once. Compaction copies the undelivered
+monitor that stores the offset of the last line it kept can skip what a dying pump may
+deliver twice, and so get each line exactly once. Compaction copies the undelivered
 tail into the other buffer and then flips ``active`` in one aligned store, so a death
 mid-copy loses nothing.
 
