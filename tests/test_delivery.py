@@ -33,22 +33,27 @@ def numbered(count: int, then: str = "", steady: bool = False) -> list[str]:
 
 
 def seen(path: Path) -> list[bytes]:
+    """The numbered lines in a monitor's file (the ``file`` monitor's records too)."""
     try:
-        return [line for line in path.read_bytes().split(b"\n")[:-1]
-                if line.startswith(b"line ")]
+        data = path.read_bytes()
     except FileNotFoundError:
         return []
+    return [line.rpartition(b"| ")[2] if b" | " in line else line
+            for line in data.split(b"\n")[:-1] if b"line " in line]
 
 
 def repeated(lines: list[bytes]) -> int:
     return sum(n - 1 for n in Counter(lines).values())
 
 
-def test_a_pump_kill_during_a_backlog_repeats_no_line_to_any_monitor(started, tmp_path):
+@pytest.mark.parametrize("fast", ["plugins.delivery:Lines", "file"])
+def test_a_pump_kill_during_a_backlog_repeats_no_line_to_any_monitor(started, tmp_path,
+                                                                     fast):
     count = 20000  # several reads of the pipe: a backlog in the journal and the pipe
     paths = {"fast": tmp_path / "fast.txt", "slow": tmp_path / "slow.txt"}
+    option = "path" if fast.startswith("plugins") else "output"
     group = started(sys.executable, numbered(count), monitors={
-        "plugins.delivery:Lines": {"path": str(paths["fast"])},
+        fast: {option: str(paths["fast"])},
         "plugins.delivery:Second": {"path": str(paths["slow"]), "delay": 0.0003}})
     # One monitor has taken a block the other is still working through.
     wait_for(lambda: (len(seen(paths["fast"])), len(seen(paths["slow"]))),
