@@ -66,19 +66,26 @@ def test_a_hanging_monitor_is_named_in_the_status(started, tmp_path):
     wait_for(group.status, lambda s: s.stalled is None, LONG, what="the stall to end")
 
 
-def test_the_watch_costs_no_wake_up_while_quiet_and_few_while_output_flows(started):
+def test_the_watch_costs_no_wake_up_while_quiet_and_few_while_output_flows(started,
+                                                                            tmp_path):
     # A line every 20 ms for a while, then silence.
     target = ["-c", "import sys, time\nfor i in range(300):\n"
               "    print(i, flush=True); time.sleep(0.02)\ntime.sleep(3600)\n"]
-    group = started(sys.executable, target, options={"output": os.devnull})
+    out = tmp_path / "out.log"
+    group = started(sys.executable, target, options={"output": str(out)})
     daemon = group.pids["daemon"]
+    # Past the start-up messages from the pump: output flows.
+    wait_for(lambda: out.read_text() if out.exists() else "", lambda t: "stdout | 5" in t,
+             what="the first lines")
     begun, before = time.monotonic(), switches(daemon)
     wait_for(lambda: time.monotonic() - begun, lambda t: t >= 5.0, what="output flowing")
     flowing = switches(daemon) - before
     assert flowing <= 5.0 / stall.AFTER + 3, f"{flowing} wake-ups in 5 s of output"
     # Quiet: after at most two periods the daemon sleeps until the next output.
-    wait_for(lambda: time.monotonic() - begun, lambda t: t >= 6.0 + 2 * stall.AFTER + 1,
-             timeout=LONG, what="the target to go quiet")
+    wait_for(out.read_text, lambda t: "stdout | 299" in t, LONG, what="the last line")
+    begun = time.monotonic()
+    wait_for(lambda: time.monotonic() - begun, lambda t: t >= 2 * stall.AFTER + 1,
+             what="two periods")
     begun, before = time.monotonic(), switches(daemon)
     wait_for(lambda: time.monotonic() - begun, lambda t: t >= 3.0, what="a quiet while")
     assert switches(daemon) - before == 0
