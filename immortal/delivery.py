@@ -59,6 +59,8 @@ class Sink:
         self._line = line
         #: which streams it takes at all (a monitor of events only is never called on output)
         self.takes = tuple(bool(block or lines or line[s]) for s in (0, 1))
+        #: backpressure "drop": count in the ledger the lines it took (``Worker``)
+        self.counts = False
         self.errors = 0
         self._reported: dict[str, float] = {}
 
@@ -67,9 +69,12 @@ class Sink:
         what this monitor has already had."""
         ledger, slot = self._ledger, self.slot
         mark = ledger.mark(slot, stream)
-        if mark >= end:
-            return
-        if mark > offset:  # on a line boundary, in a block of whole lines
+        if mark > offset:  # it had these lines from a pump that died since
+            skipped = data if mark >= end else data[:mark - offset]  # on a line boundary
+            if self.counts:
+                ledger.add_taken(slot, skipped.count(b"\n"))  # as queued: not lost
+            if mark >= end:
+                return
             data, offset = data[mark - offset:], mark
         name = "stdout" if stream == 0 else "stderr"
         if self._block is not None or self._lines is not None:
@@ -82,6 +87,8 @@ class Sink:
             except Exception:
                 self._report("block" if self._block is not None else "lines")
             ledger.set_mark(slot, stream, end)
+            if self.counts:
+                ledger.add_taken(slot, data.count(b"\n"))
             ledger.set_busy(slot, 0)
             return
         call = self._line[stream]
@@ -97,6 +104,8 @@ class Sink:
             # The last line of a block with its newline added ends at ``end``, not past it.
             offset = min(offset + len(line) + 1, end)
             ledger.set_mark(slot, stream, offset)
+            if self.counts:
+                ledger.add_taken(slot, 1)
         ledger.set_busy(slot, 0)
 
     def event(self, hook: str, kwargs: dict[str, Any], strict: bool = False) -> None:
@@ -129,6 +138,7 @@ class Worker:
 
     def __init__(self, sink: Sink, ledger: Ledger, limit: int = QUEUE_BYTES) -> None:
         self.sink = sink
+        sink.counts = True
         self._ledger = ledger
         self._limit = limit
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
@@ -150,6 +160,7 @@ class Worker:
             self._bytes += len(data)
             self._queue.append((stream, data, offset, end))
             self._ready.notify()
+        self._ledger.add_queued(self.sink.slot, data.count(b"\n"))
 
     def event(self, hook: str, kwargs: dict[str, Any], strict: bool = False) -> None:
         """Queue an event (never dropped); a strict one is waited for, and raises."""
@@ -185,8 +196,19 @@ class Worker:
                     kept.append(item)
             self._queue = kept
             self._bytes = 0
+        self._lost(count)
+
+    def take_over(self) -> None:
+        """A new pump: what the last one had queued for this monitor and the monitor had
+        not taken died with it; count it as dropped, and tell the monitor."""
+        slot = self.sink.slot
+        self._lost(self._ledger.queued(slot) - self._ledger.taken(slot))
+
+    def _lost(self, count: int) -> None:
+        if count > 0:
             self.unreported += count
             self._ledger.add_dropped(self.sink.slot, count)
+            self._ledger.add_queued(self.sink.slot, -count)
 
     _busy = False
 

@@ -252,6 +252,8 @@ class Host:
                       for slot, (monitor, plugin) in enumerate(plugins)]
         self.workers = [delivery.Worker(sink, self.ledger) for sink in self.sinks] \
             if drop else None
+        for worker in self.workers or ():
+            worker.take_over()
         self._targets: list[Any] = self.workers or self.sinks
 
     @property
@@ -288,6 +290,12 @@ class Host:
                 worker.event("dropped", {"count": count})
                 told = True
         return told
+
+    def next_report(self) -> float | None:
+        """When ``report_dropped`` has lines to tell (``time.monotonic()``), or None."""
+        times = [worker.reported_at + 1.0 for worker in self.workers or ()
+                 if worker.unreported]
+        return min(times) if times else None
 
     def catch_up(self, timeout: float) -> list[str]:
         """Backpressure "drop", before the last events: give every monitor up to ``timeout``

@@ -223,6 +223,10 @@ class Pump:
                 if idle is not None:
                     wait = max(0.0, idle - time.monotonic())
                     timeout = wait if timeout is None else min(timeout, wait)
+            report = self.host.next_report() if self.host is not None else None
+            if report is not None:  # backpressure "drop": lines dropped, not told yet
+                wait = max(0.0, report - time.monotonic())
+                timeout = wait if timeout is None else min(timeout, wait)
             for key, _ in self.selector.select(timeout):
                 if callable(key.data):
                     key.data(key.fileobj)  # the control socket
@@ -232,6 +236,7 @@ class Pump:
                     break
             if self.control is not None:
                 self.control.drop_idle()
+            self._report_dropped()
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 self._feed(supervise.Tick())
         if self.control is not None:

@@ -24,7 +24,9 @@ of a pipe), then one slot per monitor of the group (the first ``SLOTS``, in the 
 group names them): how far each stream was delivered *to that monitor* (``mark``, the stream
 offset just past the last line it returned from, always on a line boundary), how many
 lines it lost to backpressure "drop" (``dropped``), and since when a call into it runs
-(``busy``, ``time.monotonic_ns()``, 0 between calls). A successor hands each monitor only
+(``busy``, ``time.monotonic_ns()``, 0 between calls), and with backpressure "drop" how many
+lines were queued for it and how many it took (``queued``, ``taken``: what a dead pump
+had queued and the monitor not taken is counted as dropped by the successor). A successor hands each monitor only
 the lines past its own mark, so a block one monitor had taken and another not yet reaches
 each exactly once. The daemon reads ``progress``, marks and ``busy`` to tell a pump that no
 longer drains its pipes (``stall.py``).
@@ -53,7 +55,7 @@ _BUFFER = _HEAD + CAPACITY
 _STREAM = 8 + 2 * _BUFFER
 STREAMS = ("stdout", "stderr")
 SLOTS = 64  #: monitors with a slot in the ledger; those past it are handed whole blocks again
-_SLOT = 32  # mark (stdout), mark (stderr), dropped, busy: four u64 words
+_SLOT = 48  # mark (stdout), mark (stderr), dropped, busy, queued, taken: six u64 words
 _LEDGER = _STREAM * len(STREAMS)
 SIZE = _LEDGER + 8 + SLOTS * _SLOT
 
@@ -316,6 +318,32 @@ class Ledger:
     def set_busy(self, slot: int, since: int) -> None:
         if slot < SLOTS:
             _WORD.pack_into(self._map, _LEDGER + 8 + slot * _SLOT + 24, since)
+
+    def queued(self, slot: int) -> int:
+        """Backpressure "drop": lines queued for monitor ``slot`` so far (by the pump's
+        thread only)."""
+        return self._word(slot, 32)
+
+    def add_queued(self, slot: int, count: int) -> None:
+        if slot < SLOTS:
+            self._put(slot, 32, self._word(slot, 32) + count)
+
+    def taken(self, slot: int) -> int:
+        """Backpressure "drop": of those, the lines monitor ``slot`` has taken (by its own
+        thread only: each word has one writer)."""
+        return self._word(slot, 40)
+
+    def add_taken(self, slot: int, count: int) -> None:
+        if slot < SLOTS:
+            self._put(slot, 40, self._word(slot, 40) + count)
+
+    def _word(self, slot: int, at: int) -> int:
+        if slot >= SLOTS:
+            return 0
+        return _WORD.unpack_from(self._map, _LEDGER + 8 + slot * _SLOT + at)[0]
+
+    def _put(self, slot: int, at: int, value: int) -> None:
+        _WORD.pack_into(self._map, _LEDGER + 8 + slot * _SLOT + at, value)
 
     def snapshot(self) -> bytes:
         """Progress and every slot, to compare with a later one: equal means no read and
