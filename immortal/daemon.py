@@ -103,7 +103,8 @@ class Daemon:
         for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(number, _ignore)
         self.selector.register(wake_r, selectors.EVENT_READ, "signal")
-        self.stall = stall.Watch((self.out[0], self.err[0]), Ledger(open_journal(self.journal)),
+        self.stall = stall.Watch((self.out[0], self.err[0]),
+                                 Ledger(open_journal(self.journal)),
                                  [name for name, _ in self.spec.monitors], self.directory)
         self.selector.register(self.stall, selectors.EVENT_READ, "stall")
         if self.why == DAEMON_RESTART:

@@ -26,9 +26,9 @@ offset just past the last line it returned from, always on a line boundary), how
 lines it lost to backpressure "drop" (``dropped``), and since when a call into it runs
 (``busy``, ``time.monotonic_ns()``, 0 between calls), and with backpressure "drop" how many
 lines were queued for it and how many it took (``queued``, ``taken``: what a dead pump
-had queued and the monitor not taken is counted as dropped by the successor). A successor hands each monitor only
-the lines past its own mark, so a block one monitor had taken and another not yet reaches
-each exactly once. The daemon reads ``progress``, marks and ``busy`` to tell a pump that no
+had queued and the monitor not taken is counted as dropped by the successor). A
+successor hands each monitor only the lines past its own mark, so a block one monitor had
+taken and another not yet reaches each exactly once. The daemon reads ``progress``, marks and ``busy`` to tell a pump that no
 longer drains its pipes (``stall.py``).
 """
 

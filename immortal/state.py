@@ -335,7 +335,8 @@ class Status(MutableRecord):
 
 
 def stall_text(stalled: Mapping[str, Any]) -> str:
-    """"the pump has not drained the output for 12 s (monitor 'x' called 12 s ago)"."""
+    """What ``stalled`` says, in words: for how long the pump has not drained the output
+    and, if a monitor call is under way, which monitor and since when."""
     now = time.time()
     text = (f"the pump has not drained the target's output for "
             f"{max(0.0, now - float(stalled.get('since') or now)):.0f} s")
@@ -377,11 +378,11 @@ def read_status(directory: Path) -> Status | None:
     if data is None:
         return None
     status = Status.from_json(directory.name, data)
-    if status.stalled is None:
-        # The daemon's word on a pump that no longer drains the output (stall.py).
-        status.stalled = read_json(directory / "stalled.json")
     # Running while a supervisor of it lives (after a daemon death the pump takes over),
     # proven by pid and start time, not by probing the lock: a probe could make a
     # concurrent start() fail for a group that is not running.
     status.running = bool(status.live_roles())
+    if status.running and status.stalled is None:
+        # The daemon's word on a pump that no longer drains the output (stall.py).
+        status.stalled = read_json(directory / "stalled.json")
     return status
