@@ -14,7 +14,9 @@ no wake-up at all while the target is quiet.
 A stalled pump is reported, not replaced. It is stopped on purpose (SIGSTOP, a debugger),
 or it waits in a monitor's call: a new pump would call the same monitor with the same
 lines, most likely to wait again, and killing the pump would throw away that monitor's
-state. Whoever reads the status can kill the pump; the daemon then starts a new one.
+state. Whoever reads the status can kill the pump; the daemon then starts a new one. (While
+the daemon waits to start a dead pump's successor, nobody drains the output either, and
+the status may say so; the new pump starts the watch afresh.)
 
 Without a daemon (``unattached``, ``development``) nothing watches the pump: a stall shows
 only as a target blocked in its writes and a status that does not change.
