@@ -420,7 +420,7 @@ def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> s
         lines = [f"{s.name}: not running (stale state removed: its processes were killed "
                  "without a stop)"]
     else:
-        lines = [f"{s.name}: {s.state}" + ("" if s.running else " (not running)")]
+        lines = [s.headline]
     if s.reason and s.state in FINAL and s.reason != STALE:
         lines.append(f"  reason   {s.reason}")
     if s.running:
@@ -448,7 +448,7 @@ def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> s
     interpreter = _interpreter(s)
     if interpreter:
         lines.append(f"  exec     {interpreter}")
-    return "\n".join(lines)
+    return "\n".join([*lines, *s.delivery_lines()])
 
 
 def _interpreter(s: Status) -> str | None:

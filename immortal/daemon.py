@@ -24,10 +24,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import control, process, rolelog
+from . import control, process, rolelog, stall
 from .detach import Handshake, detach
 from .events import DAEMON_RESTART, PUMP_RESTART, PUMP_START, ExitStatus
-from .relay import make_channel, make_journal, make_pipe
+from .relay import Ledger, make_channel, make_journal, make_pipe, open_journal
 from .spec import Spec
 from .errors import NotRunning
 from .state import SOCKET_NAME, parent_pid, process_start_time, read_json
@@ -103,6 +103,10 @@ class Daemon:
         for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(number, _ignore)
         self.selector.register(wake_r, selectors.EVENT_READ, "signal")
+        self.stall = stall.Watch((self.out[0], self.err[0]),
+                                 Ledger(open_journal(self.journal)),
+                                 [name for name, _ in self.spec.monitors], self.directory)
+        self.selector.register(self.stall, selectors.EVENT_READ, "stall")
         if self.why == DAEMON_RESTART:
             self.started = True
             self._reap()  # the target may have died while we were exec'ing
@@ -113,7 +117,8 @@ class Daemon:
         self._start_pump(self.why, None)
         self.handshake.close()  # the pump holds its own copy and answers the caller
         while True:
-            timeouts = [t for t in (self.restart_at, self.control.next_deadline()) if t]
+            timeouts = [t for t in (self.restart_at, self.control.next_deadline(),
+                                    self.stall.deadline) if t]
             timeout = max(0.0, min(timeouts) - time.monotonic()) if timeouts else None
             for key, _ in self.selector.select(timeout):
                 if callable(key.data):
@@ -122,9 +127,12 @@ class Daemon:
                     self._on_signal(wake_r)
                 elif key.data == "stranger":
                     self._on_stranger()
+                elif key.data == "stall":
+                    self.stall.ready()
                 else:
                     self._on_pump_message(key.fileobj)  # type: ignore[arg-type]
             self.control.drop_idle()
+            self.stall.tick()
             if self.restart_at is not None and time.monotonic() >= self.restart_at:
                 self.restart_at = None
                 self._start_pump(PUMP_RESTART, str(self.directory / "pump.log.1"))
@@ -155,6 +163,7 @@ class Daemon:
                               theirs.fileno(), self.lock_fd,
                               self.handshake.fd) if fd is not None]
         self.pump = _fork_pump(self.spec, args, keep, log)
+        self.stall.restart()
         theirs.close()
         self.pump_sock = ours
         self.pump_started = time.monotonic()
@@ -319,6 +328,7 @@ class Daemon:
     def _end(self) -> int:
         """The group ends: kill and reap whatever is left of it (escaped grandchildren)."""
         self.control.close()
+        self.stall.close()
         process.kill_children()
         return 0
 

@@ -59,7 +59,8 @@ def monitor_exit(status: Any) -> None:
 def monitor_stdout(line: bytes, offset: int) -> None:
     """One line the target wrote to stdout, without its newline. ``offset`` is where it
     starts in the group's stdout stream, counted across pumps and targets: a pump killed in
-    the instant after a monitor took a line delivers it again, at the same offset."""
+    the instant after a monitor returned from a line delivers it again, at the same offset
+    (each monitor's progress is recorded after each call, so nothing else is repeated)."""
 
 
 @hookspec
@@ -92,8 +93,8 @@ def monitor_message(message: Any) -> None:
 
 @hookspec
 def monitor_dropped(count: int) -> None:
-    """Backpressure "drop": ``count`` lines were skipped since the last call (at most one
-    call a second)."""
+    """Backpressure "drop": ``count`` of this monitor's lines were skipped since the last
+    call, its queue being full (at most one call a second)."""
 
 
 @hookspec
@@ -108,3 +109,6 @@ def monitor_shutdown(reason: str) -> None:
 
 HOOKS = ("check", "setup", "spawn", "adopt", "respawn", "exit", "stdout", "stderr", "lines",
          "block", "dropped", "message", "reopen", "shutdown")
+#: the hooks that are events, not output
+EVENTS = ("setup", "spawn", "adopt", "respawn", "exit", "dropped", "message", "reopen",
+          "shutdown")

@@ -87,9 +87,10 @@ class Monitor:
 
     def stdout(self, line: bytes, offset: int = 0) -> None:
         """A line of the target's stdout, without the newline. ``offset`` is where it starts
-        in the group's stdout stream, across pumps and targets: store the last one you kept,
-        and a line repeated by a pump that died just after handing it to you (the same
-        offset again) can be skipped. (An override may leave ``offset`` out.)"""
+        in the group's stdout stream, across pumps and targets. Each line reaches you once,
+        across pump deaths, but for a pump killed in the instant after you returned: store
+        the last offset you kept and skip a line at or before it to close that window too.
+        (An override may leave ``offset`` out.)"""
 
     def stderr(self, line: bytes, offset: int = 0) -> None:
         """A line of the target's stderr, as :meth:`stdout`."""
@@ -125,7 +126,8 @@ class Monitor:
         self.lines(stream, lines, offset)
 
     def dropped(self, count: int) -> None:
-        """Backpressure "drop": ``count`` lines were skipped since the last call."""
+        """Backpressure "drop": ``count`` of this monitor's lines were skipped since the last
+        call (its queue was full: it was behind)."""
 
     def message(self, message: Any) -> None:
         """A JSON value the target sent on its message channel (``channel=True``)."""

@@ -3,16 +3,16 @@
 pluggy lives here and in ``hookspecs.py`` only. Only the monitor a group names is loaded,
 so a broken third-party plugin cannot break the others. Hooks are called one monitor at a
 time: pluggy would stop at the first exception, and the policy for a raising monitor is
-ours (report it on the pump's stderr, rate-limited, and go on).
+ours (report it on the pump's stderr, rate-limited, and go on); ``delivery.py`` does the
+calling.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-import sys
+import mmap
 import time
-import traceback
 import types
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from . import entrypoints, hookspecs
+from . import delivery, entrypoints, hookspecs, relay
 from .errors import MonitorError, MonitorNotFound, MonitorOptionsError, did_you_mean
-from .monitor import Monitor
+from .monitor import Monitor, _takes
 
 if TYPE_CHECKING:
     from importlib import metadata
@@ -236,12 +236,21 @@ def resolve_all(monitors: object) -> list[tuple[str, Any]]:
 
 
 class Host:
-    """The monitors of one pump; each hook is called on each monitor in isolation."""
+    """The monitors of one pump; each hook is called on each monitor in isolation, in the
+    order the group names them.
+
+    Output is delivered per monitor (``delivery.Sink``): each gets a line exactly once,
+    across pumps, through the journal's ledger. With ``drop`` (backpressure "drop") each
+    monitor has a thread and a bounded queue of its own (``delivery.Worker``), so that a
+    slow or hanging monitor loses its own lines and delays neither the target nor the
+    other monitors.
+    """
 
     def __init__(self, monitors: Sequence[tuple[str, Any, Mapping[str, Any]]], name: str,
-                 directory: Path, send: Callable[[Any], None] | None = None) -> None:
-        self._manager = _manager()
-        self._names: dict[int, str] = {}
+                 directory: Path, send: Callable[[Any], None] | None = None,
+                 ledger: relay.Ledger | None = None, drop: bool = False) -> None:
+        manager = _manager()
+        plugins: list[tuple[str, object]] = []
         self.terminal = False  # some monitor shows the output on the terminal itself
         for monitor, factory, options in monitors:
             if isinstance(factory, type) and issubclass(factory, Monitor):
@@ -253,72 +262,134 @@ class Host:
             else:
                 plugin = factory
             self.terminal = self.terminal or bool(getattr(plugin, "terminal", False))
-            self._manager.register(plugin, name=f"{monitor}#{len(self._names)}")
-            self._names[id(plugin)] = monitor
-        self._manager.check_pending()
-        self._calls: dict[str, list[tuple[str, Callable[..., Any], tuple[str, ...]]]] = {}
-        # Output reaches each monitor through one hook only, the first it has of: block,
-        # lines, stdout/stderr. Every Monitor has the block glue; only an override counts.
-        hook = self._manager.hook
-        blocks = {id(impl.plugin) for impl in hook.monitor_block.get_hookimpls()
-                  if not isinstance(impl.plugin, Monitor)
-                  or type(impl.plugin).block is not Monitor.block}
-        batched = blocks | {id(impl.plugin) for impl in hook.monitor_lines.get_hookimpls()}
-        excluded = {"lines": blocks, "stdout": batched, "stderr": batched}
-        for short in hookspecs.HOOKS[1:]:
-            # pluggy lists implementations last-registered first; we call in the order given.
-            impls = reversed(getattr(hook, f"monitor_{short}").get_hookimpls())
-            self._calls[short] = [(self._names.get(id(impl.plugin), "?"), impl.function,
-                                   tuple(impl.argnames)) for impl in impls
-                                  if (id(impl.plugin) in blocks if short == "block"
-                                      else id(impl.plugin) not in excluded.get(short, ()))]
-        self._last_report: dict[tuple[str, str], float] = {}
-        self.errors = 0
+            manager.register(plugin, name=f"{monitor}#{len(plugins)}")
+            plugins.append((monitor, plugin))
+        manager.check_pending()
+        # Without a journal (a host driven by hand), a private ledger of the same shape.
+        self.ledger = ledger or relay.Ledger(mmap.mmap(-1, relay.SIZE))
+        self.sinks = [_sink(manager, monitor, plugin, slot, self.ledger)
+                      for slot, (monitor, plugin) in enumerate(plugins)]
+        self.workers = [delivery.Worker(sink, self.ledger) for sink in self.sinks] \
+            if drop else None
+        for worker in self.workers or ():
+            worker.take_over()
+        self._targets: list[Any] = self.workers or self.sinks
+
+    @property
+    def errors(self) -> int:
+        """Exceptions raised by the monitors so far in this pump."""
+        return sum(sink.errors for sink in self.sinks)
 
     def call(self, hook: str, strict: bool = False, **kwargs: Any) -> None:
         """Call ``hook`` on each monitor; with ``strict`` the first exception propagates,
         as ``MonitorFailed`` naming the monitor."""
-        for monitor, function, argnames in self._calls[hook]:
-            try:
-                function(*[kwargs[a] for a in argnames])
-            except Exception as exc:
-                if strict:
-                    raise MonitorFailed(monitor, exc) from exc
-                self._report(monitor, hook)
+        for target in self._targets:
+            target.event(hook, kwargs, strict)
 
-    def block(self, stream: str, data: bytes, offset: int) -> None:
-        """Output: whole lines of ``stream`` as one ``bytes`` ending in a newline, ``offset``
-        the first line's. The monitors that take a block get it as it is; the lines are
-        split apart (once, at C speed) only if some monitor wants them so."""
-        if self._calls["block"]:
-            self.call("block", stream=stream, data=data, offset=offset)
-        if self._calls["lines"] or self._calls[stream]:
-            lines = data.split(b"\n")
-            del lines[-1]  # the empty string after the last newline
-            self.lines(stream, lines, offset)
+    def block(self, stream: str, data: bytes, offset: int, end: int | None = None) -> None:
+        """Output: whole lines of ``stream`` as one ``bytes`` ending in a newline, from
+        stream offset ``offset`` to ``end`` (default ``offset + len(data)``; one less when
+        the relay added the newline). Each monitor gets the lines past its own mark."""
+        index = 0 if stream == "stdout" else 1
+        if end is None:
+            end = offset + len(data)
+        for target, sink in zip(self._targets, self.sinks):
+            if sink.takes[index]:
+                target.output(index, data, offset, end)
 
-    def lines(self, stream: str, lines: list[bytes], offset: int) -> None:
-        """Output lines: one call to each monitor with a batch hook, one per line to the
-        others, each line with its offset (none goes to a monitor that takes blocks)."""
-        if self._calls["lines"]:
-            self.call("lines", stream=stream, lines=lines, offset=offset)
-        if self._calls[stream]:
-            for line in lines:
-                self.call(stream, line=line, offset=offset)
-                offset += len(line) + 1
-
-    def _report(self, monitor: str, hook: str) -> None:
-        self.errors += 1
+    def report_dropped(self, force: bool = False) -> bool:
+        """Backpressure "drop": tell each monitor how many of its lines were dropped, at
+        most once a second (``force``: now). True if some monitor was told."""
+        told = False
         now = time.monotonic()
-        if now - self._last_report.get((monitor, hook), -10.0) < 1.0:
-            return  # rate-limited: one traceback per monitor and hook per second
-        self._last_report[(monitor, hook)] = now
-        sys.stderr.write(f"immortal: monitor {monitor!r} raised in {hook!r}:\n")
-        traceback.print_exc(file=sys.stderr)
-        sys.stderr.flush()
+        for worker in self.workers or ():
+            if worker.unreported and (force or now - worker.reported_at >= 1.0):
+                count, worker.unreported = worker.unreported, 0
+                worker.reported_at = now
+                worker.event("dropped", {"count": count})
+                told = True
+        return told
+
+    def next_report(self) -> float | None:
+        """When ``report_dropped`` has lines to tell (``time.monotonic()``), or None."""
+        times = [worker.reported_at + 1.0 for worker in self.workers or ()
+                 if worker.unreported]
+        return min(times) if times else None
+
+    def catch_up(self, timeout: float) -> list[str]:
+        """Backpressure "drop", before the last events: give every monitor up to ``timeout``
+        to take the output queued for it; what a monitor has not taken by then is dropped
+        (and counted), so that its last events reach it soon. The names of those monitors."""
+        late = self.flush(timeout)
+        for worker in self.workers or ():
+            if worker.sink.name in late:
+                worker.discard()
+        return late
+
+    def flush(self, timeout: float) -> list[str]:
+        """Backpressure "drop": wait up to ``timeout`` for every monitor's queue to empty;
+        the names of the monitors still busy."""
+        deadline = time.monotonic() + timeout
+        return [worker.sink.name for worker in self.workers or ()
+                if not worker.flush(deadline)]
+
+    def status(self) -> dict[str, Any]:
+        """Per monitor, what ``status`` shows: lines dropped (across pumps)."""
+        return {sink.name: {"dropped": self.ledger.dropped(sink.slot)} for sink in self.sinks}
 
 
-class MonitorFailed(Exception):
-    def __init__(self, monitor: str, exc: Exception) -> None:
-        super().__init__(f"monitor {monitor!r}: {type(exc).__name__}: {exc}")
-        self.monitor = monitor
+def _sink(manager: _Manager, monitor: str, plugin: object, slot: int,
+          ledger: relay.Ledger) -> delivery.Sink:
+    """How the host calls one monitor: its events, and output through the one hook it has
+    of block, lines, stdout/stderr (a Monitor's counts only if overridden)."""
+    hook = manager.hook
+    found: dict[str, Callable[..., Any]] = {}
+    for short in hookspecs.HOOKS[1:]:
+        for impl in getattr(hook, f"monitor_{short}").get_hookimpls():
+            if impl.plugin is plugin:
+                found[short] = _with_names(impl.function, tuple(impl.argnames))
+    events = {short: found[short] for short in hookspecs.EVENTS if short in found}
+    if isinstance(plugin, Monitor):
+        cls = type(plugin)
+        if cls.block is not Monitor.block:
+            return delivery.Sink(monitor, slot, ledger, events, block=plugin.block)
+        if cls.lines is not Monitor.lines:
+            return delivery.Sink(monitor, slot, ledger, events, lines=plugin.lines)
+        line = tuple(_line_call(getattr(plugin, stream), getattr(cls, stream))
+                     if getattr(cls, stream) is not getattr(Monitor, stream) else None
+                     for stream in ("stdout", "stderr"))
+        return delivery.Sink(monitor, slot, ledger, events, line=line)  # type: ignore[arg-type]
+    if "block" in found:
+        return delivery.Sink(monitor, slot, ledger, events, block=_positional(
+            found["block"], "stream", "data", "offset"))
+    if "lines" in found:
+        return delivery.Sink(monitor, slot, ledger, events, lines=_positional(
+            found["lines"], "stream", "lines", "offset"))
+    return delivery.Sink(monitor, slot, ledger, events, line=tuple(  # type: ignore[arg-type]
+        _positional(found[stream], "line", "offset") if stream in found else None
+        for stream in ("stdout", "stderr")))
+
+
+def _with_names(function: Callable[..., Any], argnames: tuple[str, ...]
+                ) -> Callable[..., Any]:
+    """``function`` called with keyword arguments, passing only those it names (as pluggy
+    does: an implementation may take fewer arguments than the specification)."""
+    def call(**kwargs: Any) -> Any:
+        return function(*[kwargs[a] for a in argnames])
+
+    call.argnames = argnames  # type: ignore[attr-defined]
+    return call
+
+
+def _positional(call: Callable[..., Any], *names: str) -> Callable[..., Any]:
+    return lambda *args: call(**dict(zip(names, args)))
+
+
+def _line_call(method: Callable[..., Any], function: Any) -> Callable[[bytes, int], Any]:
+    """A Monitor's ``stdout``/``stderr``, called with the offset if it takes one."""
+    if _takes(function, "offset"):
+        return method
+    return lambda line, offset: method(line)
+
+
+MonitorFailed = delivery.Failed

@@ -32,6 +32,7 @@ MESSAGE_TAIL = 16 * 1024
 TARGET_LOCK = "target.lock"
 CHANNEL_ENV = "IMMORTAL_CHANNEL_FD"  #: names the target's end of the message channel
 ORPHAN_WAIT = 5.0  # how long a spawn waits for a killed orphan to let go of target.lock
+MONITOR_GRACE = 1.0  # backpressure "drop": how long monitors may take to catch up at the end
 
 
 def read_tail(path: str | None) -> str | None:
@@ -78,8 +79,6 @@ class Pump:
             if self.channel else None
         if self.channel_sock is not None:
             self.channel_sock.setblocking(False)
-        self.dropped_reported = 0
-        self.dropped_at = 0.0
         self.lifeline: socket.socket | None = None
         if fds.get("lifeline") is not None:
             self.lifeline = socket.socket(fileno=fds["lifeline"])
@@ -99,11 +98,11 @@ class Pump:
         self.started_wall = (self.previous or {}).get("started_at") or time.time()
         self.relays = (
             relay.Relay(self.out_r, self.journal, 0,
-                        lambda lines, offset: self._lines("stdout", lines, offset),
-                        1 if self.echo else None, drop=spec.backpressure == "drop"),
+                        lambda data, offset, end: self._lines("stdout", data, offset, end),
+                        1 if self.echo else None),
             relay.Relay(self.err_r, self.journal, 1,
-                        lambda lines, offset: self._lines("stderr", lines, offset),
-                        2 if self.echo else None, drop=spec.backpressure == "drop"),
+                        lambda data, offset, end: self._lines("stderr", data, offset, end),
+                        2 if self.echo else None),
         )
 
     # ----------------------------------------------------------------- start-up
@@ -120,7 +119,8 @@ class Pump:
             self.host = monitoring.Host(
                 [(name, monitoring.resolve(name), options)
                  for name, options in self.spec.monitors],
-                self.spec.name, self.directory, self.send if self.channel else None)
+                self.spec.name, self.directory, self.send if self.channel else None,
+                relay.Ledger(self.journal), drop=self.spec.backpressure == "drop")
         except Exception as exc:
             return self._fail("MonitorError", f"the monitors failed to load in the pump: "
                                               f"{exc}")
@@ -223,6 +223,10 @@ class Pump:
                 if idle is not None:
                     wait = max(0.0, idle - time.monotonic())
                     timeout = wait if timeout is None else min(timeout, wait)
+            report = self.host.next_report() if self.host is not None else None
+            if report is not None:  # backpressure "drop": lines dropped, not told yet
+                wait = max(0.0, report - time.monotonic())
+                timeout = wait if timeout is None else min(timeout, wait)
             for key, _ in self.selector.select(timeout):
                 if callable(key.data):
                     key.data(key.fileobj)  # the control socket
@@ -232,6 +236,7 @@ class Pump:
                     break
             if self.control is not None:
                 self.control.drop_idle()
+            self._report_dropped()
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 self._feed(supervise.Tick())
         if self.control is not None:
@@ -266,16 +271,10 @@ class Pump:
         self._report_dropped()
 
     def _report_dropped(self, force: bool = False) -> None:
-        """Backpressure "drop": tell the monitors how many lines were skipped, once a second."""
-        if self.spec.backpressure != "drop":
-            return
-        total = self.relays[0].dropped + self.relays[1].dropped
-        now = time.monotonic()
-        if total > self.dropped_reported and (force or now - self.dropped_at >= 1.0):
-            assert self.host is not None
-            self.host.call("dropped", count=total - self.dropped_reported)
-            self.dropped_reported = total
-            self.dropped_at = now
+        """Backpressure "drop": tell each monitor how many of its lines were dropped, once
+        a second."""
+        assert self.host is not None
+        if self.host.report_dropped(force):
             self._write_status()
 
     def _on_channel(self, sock: socket.socket) -> None:
@@ -326,9 +325,9 @@ class Pump:
                 while stream.read():
                     pass
 
-    def _lines(self, stream: str, block: bytes, offset: int) -> None:
+    def _lines(self, stream: str, block: bytes, offset: int, end: int) -> None:
         assert self.host is not None
-        self.host.block(stream, block, offset)
+        self.host.block(stream, block, offset, end)
 
     def _on_target(self, fd: object) -> None:
         if self.target is None or not self.target.own:
@@ -414,6 +413,7 @@ class Pump:
             return
         from . import daemon  # the role we turn into
 
+        self._catch_up(MONITOR_GRACE)  # not more: nobody reads the pipes meanwhile
         self._write_status()
         sys.stderr.flush()
         adopt = None
@@ -497,11 +497,22 @@ class Pump:
     def _finish(self, action: supervise.Finish) -> None:
         assert self.host is not None
         self.finished = True
+        self._catch_up(self.spec.stop_timeout)
         self._report_dropped(force=True)
         reason = action.reason if action.phase == supervise.STOPPED else f"fatal: {action.reason}"
         self._write_status()
         self.host.call("shutdown", reason=reason)
+        for name in self.host.flush(MONITOR_GRACE):
+            sys.stderr.write(f"immortal: pump: monitor {name!r} is still busy; it gets no "
+                             "more calls\n")
         self._tell_daemon(finish=action.phase, reason=reason)
+
+    def _catch_up(self, timeout: float) -> None:
+        """Backpressure "drop": the monitors' queues get ``timeout`` seconds to empty."""
+        assert self.host is not None
+        for name in self.host.catch_up(timeout):
+            sys.stderr.write(f"immortal: pump: monitor {name!r} had not taken all its lines "
+                             f"{timeout} s later; the rest were dropped\n")
 
     def _spawn(self) -> process.Child:
         """Spawn a target holding ``target.lock``: never two targets of one group.
@@ -605,8 +616,11 @@ class Pump:
             "started_at": self.started_wall,
             "target_started_at": self.target.started_wall if self.target else None,
             "output": self.spec.log_path, "directory": str(self.directory),
-            "dropped": self.relays[0].dropped + self.relays[1].dropped,
         }
+        if self.host is not None:
+            monitors = self.host.status()
+            data["monitors"] = monitors
+            data["dropped"] = sum(m["dropped"] for m in monitors.values())
         return data
 
 

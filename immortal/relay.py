@@ -6,18 +6,30 @@ the monitors as one block, recording after each block how far it got. A pump tha
 any point leaves the journal telling its successor which bytes it had taken from the pipe
 and not yet delivered: the successor delivers them first. Even a read whose length was not
 recorded yet is found: the journal past the recorded length is kept zeroed, so the bytes of
-that read are the non-zero ones. What remains at risk is a monitor's write that had
-happened when its pump died before recording it: that block is delivered again, each line
-at the same offset.
+that read are the non-zero ones. Delivery is recorded per monitor too (the ledger, below):
+what remains at risk is a monitor's write that had happened when its pump died before
+recording it (one line, or the batch or block that call took, at the same offsets).
 
 Journal layout, per stream: ``active`` (u64), then two buffers of ``length``, ``done`` and
 ``origin`` (u64 each) and ``CAPACITY`` bytes. Bytes ``[done, length)`` of the active buffer
 are read but not delivered; ``origin`` is the stream offset of the buffer's first byte, so
 that every line has an offset that counts across pumps (``stdout(line, offset)``): a
-monitor that stores the offset of the last line it kept can skip the lines a dying pump
-may deliver twice, and so get each line exactly once. Compaction copies the undelivered
+monitor that stores the offset of the last line it kept can skip what a dying pump may
+deliver twice, and so get each line exactly once. Compaction copies the undelivered
 tail into the other buffer and then flips ``active`` in one aligned store, so a death
 mid-copy loses nothing.
+
+After the two streams comes the ledger: the pump's ``progress`` (u64, one more for each read
+of a pipe), then one slot per monitor of the group (the first ``SLOTS``, in the order the
+group names them): how far each stream was delivered *to that monitor* (``mark``, the stream
+offset just past the last line it returned from, always on a line boundary), how many
+lines it lost to backpressure "drop" (``dropped``), and since when a call into it runs
+(``busy``, ``time.monotonic_ns()``, 0 between calls), and with backpressure "drop" how many
+lines were queued for it and how many it took (``queued``, ``taken``: what a dead pump
+had queued and the monitor not taken is counted as dropped by the successor). A
+successor hands each monitor only the lines past its own mark, so a block one monitor had
+taken and another not yet reaches each exactly once. The daemon reads ``progress``, marks and ``busy`` to tell a pump that no
+longer drains its pipes (``stall.py``).
 """
 
 from __future__ import annotations
@@ -37,13 +49,15 @@ READ_SIZE = 64 * 1024
 CAPACITY = READ_SIZE + MAX_LINE
 PIPE_SIZE = 1024 * 1024  #: how much a target may write while no pump reads
 MAX_MESSAGE = 64 * 1024  #: the largest message on the channel
-DROP_AT = 256 * 1024  #: backpressure "drop": lines are skipped while this much is waiting
 _WORD = struct.Struct("=Q")
 _HEAD = 24  # length, done, origin: three u64 words before each buffer's data
 _BUFFER = _HEAD + CAPACITY
 _STREAM = 8 + 2 * _BUFFER
 STREAMS = ("stdout", "stderr")
-SIZE = _STREAM * len(STREAMS)
+SLOTS = 64  #: monitors with a slot in the ledger; those past it are handed whole blocks again
+_SLOT = 48  # mark (stdout), mark (stderr), dropped, busy, queued, taken: six u64 words
+_LEDGER = _STREAM * len(STREAMS)
+SIZE = _LEDGER + 8 + SLOTS * _SLOT
 
 
 def make_pipe() -> tuple[int, int]:
@@ -57,7 +71,7 @@ def make_pipe() -> tuple[int, int]:
     return r, w
 
 
-def _backlog(fd: int) -> int:
+def backlog(fd: int) -> int:
     """Bytes waiting in the pipe (FIONREAD)."""
     buffer = bytearray(4)
     try:
@@ -109,19 +123,17 @@ def _keep_heap() -> None:
 
 
 class Relay:
-    """One stream of the target: pipe → journal → blocks of whole lines to ``emit``, with
-    the stream offset of their first line."""
+    """One stream of the target: pipe → journal → blocks of whole lines to
+    ``emit(block, offset, end)``: the stream offsets of the first line and just past the last
+    (``offset + len(block)``, but one less for a block whose newline was added)."""
 
     def __init__(self, fd: int, journal: mmap.mmap, index: int,
-                 emit: Callable[[bytes, int], None], echo: int | None = None,
-                 drop: bool = False) -> None:
+                 emit: Callable[[bytes, int, int], None], echo: int | None = None) -> None:
         self.fd = fd
         self._map = journal
         self._base = index * _STREAM
         self._emit = emit
         self.echo = echo  #: the fd that gets the raw bytes too (development), or None
-        self._drop = drop  # backpressure "drop": skip lines while the pipe is backed up
-        self.dropped = 0  #: lines skipped so far (backpressure "drop")
         _keep_heap()
 
     # The journal's words and buffers.
@@ -151,19 +163,19 @@ class Relay:
         if count <= 0:
             return False
         self._set(buffer, length + count)  # from here on the bytes are the journal's
+        _WORD.pack_into(self._map, _LEDGER, _WORD.unpack_from(self._map, _LEDGER)[0] + 1)
         if self.echo is not None:
             fresh = buffer + _HEAD + length
             _write_all(self.echo, self._map[fresh: fresh + count])
-        self.deliver(skip=self._drop and _backlog(self.fd) >= DROP_AT)
+        self.deliver()
         return True
 
-    def deliver(self, final: bool = False, skip: bool = False) -> None:
+    def deliver(self, final: bool = False) -> None:
         """Deliver every whole line not yet delivered; with ``final``, the partial one too.
 
         Whole lines go out as one block, copied once from the journal as they lie there (one
         ``emit`` per read, not per line); an overlong line goes in pieces, one at a time,
-        each with a newline added. With ``skip`` the lines are counted in ``dropped``
-        instead (the monitors are behind).
+        each with a newline added.
         """
         buffer = self._buffer()
         start = buffer + _HEAD  # positions below are in the map, searched without a copy
@@ -185,10 +197,7 @@ class Relay:
                 block = self._map[at:cut] + b"\n"
             else:
                 break  # a partial line: it waits in the journal for its newline
-            if skip:
-                self.dropped += block.count(b"\n")
-            else:
-                self._emit(block, origin + at)
+            self._emit(block, origin + at, origin + cut)
             at = cut
             self._set(buffer + 8, at - start)  # delivered: a successor will not repeat it
         if at > start:
@@ -263,3 +272,80 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def open_journal(fd: int) -> mmap.mmap:
     return mmap.mmap(fd, SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+
+
+class Ledger:
+    """The ledger part of a journal: per monitor slot, marks, drops and the running call.
+
+    Each method is one or two 8-byte stores or loads in shared memory, no system call: cheap
+    enough to run around every monitor call.
+    """
+
+    def __init__(self, journal: mmap.mmap) -> None:
+        self._map = journal
+
+    def progress(self) -> int:
+        """How many reads of the pipes the pumps made so far."""
+        return _WORD.unpack_from(self._map, _LEDGER)[0]
+
+    def mark(self, slot: int, stream: int) -> int:
+        """How far ``stream`` (0 stdout, 1 stderr) was delivered to monitor ``slot``."""
+        if slot >= SLOTS:
+            return 0
+        return _WORD.unpack_from(self._map, _LEDGER + 8 + slot * _SLOT + stream * 8)[0]
+
+    def set_mark(self, slot: int, stream: int, offset: int) -> None:
+        if slot < SLOTS:
+            _WORD.pack_into(self._map, _LEDGER + 8 + slot * _SLOT + stream * 8, offset)
+
+    def dropped(self, slot: int) -> int:
+        """Lines monitor ``slot`` lost to backpressure "drop", across pumps."""
+        if slot >= SLOTS:
+            return 0
+        return _WORD.unpack_from(self._map, _LEDGER + 8 + slot * _SLOT + 16)[0]
+
+    def add_dropped(self, slot: int, count: int) -> None:
+        if slot < SLOTS:
+            _WORD.pack_into(self._map, _LEDGER + 8 + slot * _SLOT + 16,
+                            self.dropped(slot) + count)
+
+    def busy(self, slot: int) -> int:
+        """Since when (``time.monotonic_ns()``) a call into monitor ``slot`` runs; 0: none."""
+        if slot >= SLOTS:
+            return 0
+        return _WORD.unpack_from(self._map, _LEDGER + 8 + slot * _SLOT + 24)[0]
+
+    def set_busy(self, slot: int, since: int) -> None:
+        if slot < SLOTS:
+            _WORD.pack_into(self._map, _LEDGER + 8 + slot * _SLOT + 24, since)
+
+    def queued(self, slot: int) -> int:
+        """Backpressure "drop": lines queued for monitor ``slot`` so far (by the pump's
+        thread only)."""
+        return self._word(slot, 32)
+
+    def add_queued(self, slot: int, count: int) -> None:
+        if slot < SLOTS:
+            self._put(slot, 32, self._word(slot, 32) + count)
+
+    def taken(self, slot: int) -> int:
+        """Backpressure "drop": of those, the lines monitor ``slot`` has taken (by its own
+        thread only: each word has one writer)."""
+        return self._word(slot, 40)
+
+    def add_taken(self, slot: int, count: int) -> None:
+        if slot < SLOTS:
+            self._put(slot, 40, self._word(slot, 40) + count)
+
+    def _word(self, slot: int, at: int) -> int:
+        if slot >= SLOTS:
+            return 0
+        return _WORD.unpack_from(self._map, _LEDGER + 8 + slot * _SLOT + at)[0]
+
+    def _put(self, slot: int, at: int, value: int) -> None:
+        _WORD.pack_into(self._map, _LEDGER + 8 + slot * _SLOT + at, value)
+
+    def snapshot(self) -> bytes:
+        """Progress and every slot, to compare with a later one: equal means no read and
+        no monitor call returned in between."""
+        return self._map[_LEDGER:SIZE]

@@ -251,7 +251,13 @@ class Status(MutableRecord):
     output: str | None = None
     directory: str | None = None
     start_times: dict[str, int] = field(default_factory=dict)
-    dropped: int = 0  #: lines skipped under backpressure "drop"
+    dropped: int = 0  #: lines skipped under backpressure "drop", all monitors together
+    #: per monitor, by name: ``{"dropped": lines it lost to backpressure "drop"}``
+    monitors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the pump no longer drains the target's output (see stall.py): ``{"since": wall clock
+    #: time, "monitor": the monitor whose call has not returned, or None, "monitor_since":
+    #: when that call began}``; None while output flows
+    stalled: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> Status:
@@ -274,6 +280,8 @@ class Status(MutableRecord):
             directory=data.get("directory"),
             start_times={k: int(v) for k, v in (data.get("start_times") or {}).items() if v},
             dropped=int(data.get("dropped") or 0),
+            monitors={str(k): dict(v) for k, v in (data.get("monitors") or {}).items()},
+            stalled=data.get("stalled") or None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -285,7 +293,7 @@ class Status(MutableRecord):
             "strategy": self.strategy, "started_at": self.started_at,
             "target_started_at": self.target_started_at, "output": self.output,
             "directory": self.directory, "start_times": self.start_times,
-            "dropped": self.dropped,
+            "dropped": self.dropped, "monitors": self.monitors, "stalled": self.stalled,
         }
 
     def live_roles(self) -> list[str]:
@@ -306,7 +314,7 @@ class Status(MutableRecord):
         if self.reason == STALE:
             lines = [f"{self.name}: not running ({STALE})"]
         else:
-            lines = [f"{self.name}: {self.state}" + ("" if self.running else " (not running)")]
+            lines = [self.headline]
         for role in ("daemon", "pump", "target"):
             if role in self.pids and self.running:
                 lines.append(f"  {role:<8} pid {self.pids[role]}")
@@ -321,7 +329,39 @@ class Status(MutableRecord):
             lines.append(f"  reason   {self.reason}")
         if self.output:
             lines.append(f"  output   {self.output}")
-        return "\n".join(lines)
+        return "\n".join([*lines, *self.delivery_lines()])
+
+    @property
+    def headline(self) -> str:
+        """"name: running", with "(stalled)" or "(not running)" when so."""
+        if not self.running:
+            return f"{self.name}: {self.state} (not running)"
+        return f"{self.name}: {self.state}" + (" (stalled)" if self.stalled else "")
+
+    def delivery_lines(self) -> list[str]:
+        """The status lines on the output's delivery: a stall, lines dropped per monitor."""
+        lines = []
+        if self.stalled and self.running:
+            lines.append(f"  stalled  {stall_text(self.stalled)}")
+        if self.dropped:
+            lines.append(f"  dropped  {self.dropped} lines (backpressure drop)")
+            for monitor, counts in self.monitors.items():
+                if counts.get("dropped"):
+                    lines.append(f"    {monitor}: dropped {counts['dropped']}")
+        return lines
+
+
+def stall_text(stalled: Mapping[str, Any]) -> str:
+    """What ``stalled`` says, in words: for how long the pump has not drained the output
+    and, if a monitor call is under way, which monitor and since when."""
+    now = time.time()
+    text = (f"the pump has not drained the target's output for "
+            f"{max(0.0, now - float(stalled.get('since') or now)):.0f} s")
+    if stalled.get("monitor"):
+        since = float(stalled.get("monitor_since") or now)
+        text += (f"; monitor {stalled['monitor']!r} has not returned from a call made "
+                 f"{max(0.0, now - since):.0f} s ago")
+    return text
 
 
 STALE = "stale state removed: its processes were killed without a stop"
@@ -362,4 +402,7 @@ def read_status(directory: Path) -> Status | None:
     # proven by pid and start time, not by probing the lock: a probe could make a
     # concurrent start() fail for a group that is not running.
     status.running = bool(status.live_roles())
+    if status.running and status.stalled is None:
+        # The daemon's word on a pump that no longer drains the output (stall.py).
+        status.stalled = read_json(directory / "stalled.json")
     return status

@@ -37,12 +37,17 @@ class Pipe:
         self.journal_fd = relay.make_journal()
         self.journal = relay.open_journal(self.journal_fd)
         self.emitted: list[tuple[bytes, int]] = []
+        self.ends: list[int] = []  # where each emitted block ends in the stream
         self.relay = self.successor()
 
     def successor(self, emit: Any = None) -> relay.Relay:
         """A relay on the same pipe and journal (what the next pump builds)."""
         return relay.Relay(self.r, self.journal, 0,
-                           emit or (lambda data, offset: self.emitted.append((data, offset))))
+                           emit or self._record)
+
+    def _record(self, data: bytes, offset: int, end: int) -> None:
+        self.emitted.append((data, offset))
+        self.ends.append(end)
 
     def feed(self, data: bytes, chunk: int) -> None:
         """Write ``data`` in writes of ``chunk`` bytes, relaying all that is there after
@@ -91,6 +96,7 @@ def test_a_block_is_the_whole_lines_as_written_with_the_first_ones_offset(pipe):
     pipe.feed(b"tail", 100)
     pipe.end()
     assert pipe.emitted[2] == (b"tail\n", 20)  # the last line, its newline added
+    assert pipe.ends == [8, 20, 24]  # a newline the relay added is not in the stream
 
 
 # Pieces of the overlong line, a line of exactly MAX_LINE (whole, however the reads cut
@@ -115,6 +121,8 @@ def test_overlong_lines_go_in_pieces_whatever_the_reads(pipe, chunk):
     pipe.feed(OVERLONG, chunk)
     pipe.end()
     assert lines_of(pipe.emitted) == expected_overlong()
+    # Each block ends where the next begins: a piece's added newline is not in the stream.
+    assert pipe.ends[:-1] == [offset for _, offset in pipe.emitted[1:]]
     for data, _ in pipe.emitted:  # a piece comes alone
         assert data.count(b"\n") == 1 or max(map(len, data.split(b"\n"))) <= MAX
 
@@ -127,7 +135,7 @@ def test_a_successor_hands_over_again_only_what_was_not_recorded(pipe):
     pipe.feed(b"one\ntwo\n", 100)
     calls = []
 
-    def dying(data: bytes, offset: int) -> None:
+    def dying(data: bytes, offset: int, end: int) -> None:
         calls.append((data, offset))
         raise Died
 

@@ -193,7 +193,7 @@ def test_a_monitor_raising_in_every_hook_harms_neither_target_nor_others(started
     hooks = [e["hook"] for e in recorder.events()]
     assert hooks[:2] == ["setup", "spawn"] and hooks[-1] == "shutdown"
     assert {"adopt", "exit", "respawn", "stdout"} <= set(hooks)
-    assert "raised in 'lines'" in (group.directory / "pump.log.1").read_text()
+    assert "raised in 'stdout'" in (group.directory / "pump.log.1").read_text()
 
 
 def test_offsets_let_a_monitor_skip_a_line_handed_over_again(tmp_path):

@@ -28,7 +28,8 @@ EXIT = ExitStatus(code=1, pid=5, uptime=0.5, decision="backoff", reason="r", del
 KILLED = ExitStatus(signal=9, core_dumped=True)
 FAILED = ExitStatus(error="ENOENT")
 FULL = Status("g", "running", True, {"pump": 3}, 1, 2, EXIT, 3.0, None, "s", 1.0, 2.0, "o",
-              "/d", {"pump": 9}, 4)
+              "/d", {"pump": 9}, 4, {"file": {"dropped": 4}}, {"since": 5.0, "monitor": None,
+                                                                 "monitor_since": None})
 
 # What the dataclasses wrote (json.dumps of to_json()), byte for byte.
 EXIT_JSON = ('{"code": 1, "signal": null, "core_dumped": false, "error": null, "pid": 5, '
@@ -44,12 +45,13 @@ FULL_JSON = ('{"name": "g", "state": "running", "running": true, "pids": {"pump"
              '"restarts": 1, "spawned": 2, "last_exit": ' + EXIT_JSON + ', '
              '"next_restart_at": 3.0, "reason": null, "strategy": "s", "started_at": 1.0, '
              '"target_started_at": 2.0, "output": "o", "directory": "/d", '
-             '"start_times": {"pump": 9}, "dropped": 4}')
+             '"start_times": {"pump": 9}, "dropped": 4, "monitors": {"file": {"dropped": 4}}, '
+             '"stalled": {"since": 5.0, "monitor": null, "monitor_since": null}}')
 EMPTY_JSON = ('{"name": "x", "state": "stopped", "running": false, "pids": {}, '
               '"restarts": 0, "spawned": 0, "last_exit": null, "next_restart_at": null, '
               '"reason": null, "strategy": null, "started_at": null, '
               '"target_started_at": null, "output": null, "directory": null, '
-              '"start_times": {}, "dropped": 0}')
+              '"start_times": {}, "dropped": 0, "monitors": {}, "stalled": null}')
 
 
 # The public records: what they did as dataclasses ------------------------------------------
@@ -81,7 +83,8 @@ def test_repr_reads_as_the_dataclasses_did():
     assert repr(Status("x", "y")) == (
         "Status(name='x', state='y', running=False, pids={}, restarts=0, spawned=0, "
         "last_exit=None, next_restart_at=None, reason=None, strategy=None, started_at=None, "
-        "target_started_at=None, output=None, directory=None, start_times={}, dropped=0)")
+        "target_started_at=None, output=None, directory=None, start_times={}, dropped=0, "
+        "monitors={}, stalled=None)")
     assert repr(FULL).startswith("Status(name='g', state='running', running=True, "
                                  "pids={'pump': 3}, restarts=1, spawned=2, "
                                  "last_exit=ExitStatus(code=1, ")

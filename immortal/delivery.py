@@ -1,0 +1,238 @@
+"""Delivering output and events to one monitor: exactly once, in isolation, and with
+backpressure "drop" on a thread of its own.
+
+A ``Sink`` is one monitor as the host calls it: output through the one hook it takes it by
+(``block``, ``lines``, or ``stdout``/``stderr`` line by line), each call bracketed in the
+journal's ledger by "busy since" and, after it returns, the monitor's own mark: how far
+that stream has reached it. A block that starts below the mark (a successor pump hands
+over again what its predecessor had not recorded as done) is cut to the lines past it, so a
+monitor that takes lines one by one is repeated nothing, whatever the others had taken.
+
+With backpressure "drop" each sink sits behind a ``Worker``: a thread and a queue bounded
+in bytes of output. The pump only queues, so the target never waits on a monitor, even
+one that hangs; a full queue drops that monitor's lines, counted in its own ledger slot.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from .relay import PIPE_SIZE, Ledger
+
+#: backpressure "drop": a monitor's lines are dropped while this much output waits for it,
+#: as much as the pipe would hold for a target nobody reads
+QUEUE_BYTES = PIPE_SIZE
+REPORT_EVERY = 1.0  # seconds between two tracebacks of one monitor and hook
+
+
+class Failed(Exception):
+    """A strict call (``setup`` at "pump start") raised; names the monitor."""
+
+    def __init__(self, monitor: str, exc: BaseException) -> None:
+        super().__init__(f"monitor {monitor!r}: {type(exc).__name__}: {exc}")
+        self.monitor = monitor
+
+
+Line = Callable[[bytes, int], Any]
+
+
+class Sink:
+    """One monitor: its calls, its slot in the ledger, its error reports."""
+
+    def __init__(self, name: str, slot: int, ledger: Ledger,
+                 events: dict[str, Callable[..., Any]],
+                 block: Callable[[str, bytes, int], Any] | None = None,
+                 lines: Callable[[str, list[bytes], int], Any] | None = None,
+                 line: tuple[Line | None, Line | None] = (None, None)) -> None:
+        self.name = name
+        self.slot = slot
+        self._ledger = ledger
+        self._events = events  # hook name -> function taking the hook's keyword arguments
+        self._block = block
+        self._lines = lines
+        self._line = line
+        #: which streams it takes at all (a monitor of events only is never called on output)
+        self.takes = tuple(bool(block or lines or line[s]) for s in (0, 1))
+        #: backpressure "drop": count in the ledger the lines it took (``Worker``)
+        self.counts = False
+        self.errors = 0
+        self._reported: dict[str, float] = {}
+
+    def output(self, stream: int, data: bytes, offset: int, end: int) -> None:
+        """Whole lines of ``stream`` (0 stdout, 1 stderr) from ``offset`` to ``end``, less
+        what this monitor has already had."""
+        ledger, slot = self._ledger, self.slot
+        mark = ledger.mark(slot, stream)
+        if mark > offset:  # it had these lines from a pump that died since
+            skipped = data if mark >= end else data[:mark - offset]  # on a line boundary
+            if self.counts:
+                ledger.add_taken(slot, skipped.count(b"\n"))  # as queued: not lost
+            if mark >= end:
+                return
+            data, offset = data[mark - offset:], mark
+        name = "stdout" if stream == 0 else "stderr"
+        if self._block is not None or self._lines is not None:
+            ledger.set_busy(slot, time.monotonic_ns())
+            try:
+                if self._block is not None:
+                    self._block(name, data, offset)
+                else:
+                    self._lines(name, data.split(b"\n")[:-1], offset)  # type: ignore[misc]
+            except Exception:
+                self._report("block" if self._block is not None else "lines")
+            ledger.set_mark(slot, stream, end)
+            if self.counts:
+                ledger.add_taken(slot, data.count(b"\n"))
+            ledger.set_busy(slot, 0)
+            return
+        call = self._line[stream]
+        assert call is not None
+        lines = data.split(b"\n")
+        del lines[-1]
+        for line in lines:
+            ledger.set_busy(slot, time.monotonic_ns())
+            try:
+                call(line, offset)
+            except Exception:
+                self._report(name)
+            # The last line of a block with its newline added ends at ``end``, not past it.
+            offset = min(offset + len(line) + 1, end)
+            ledger.set_mark(slot, stream, offset)
+            if self.counts:
+                ledger.add_taken(slot, 1)
+        ledger.set_busy(slot, 0)
+
+    def event(self, hook: str, kwargs: dict[str, Any], strict: bool = False) -> None:
+        function = self._events.get(hook)
+        if function is None:
+            return
+        self._ledger.set_busy(self.slot, time.monotonic_ns())
+        try:
+            function(**kwargs)
+        except Exception as exc:
+            if strict:
+                raise Failed(self.name, exc) from exc
+            self._report(hook)
+        finally:
+            self._ledger.set_busy(self.slot, 0)
+
+    def _report(self, hook: str) -> None:
+        self.errors += 1
+        now = time.monotonic()
+        if now - self._reported.get(hook, -REPORT_EVERY) < REPORT_EVERY:
+            return  # rate-limited: one traceback per monitor and hook per second
+        self._reported[hook] = now
+        sys.stderr.write(f"immortal: monitor {self.name!r} raised in {hook!r}:\n")
+        traceback.print_exc(file=sys.stderr)
+        sys.stderr.flush()
+
+
+class Worker:
+    """A sink behind its own thread and a queue bounded in bytes (backpressure "drop")."""
+
+    def __init__(self, sink: Sink, ledger: Ledger, limit: int = QUEUE_BYTES) -> None:
+        self.sink = sink
+        sink.counts = True
+        self._ledger = ledger
+        self._limit = limit
+        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._bytes = 0  # output bytes queued
+        self._ready = threading.Condition(threading.Lock())
+        self.unreported = 0  # lines dropped since the last dropped() call was queued
+        self.reported_at = 0.0
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"monitor {sink.name}")
+        self._thread.start()
+
+    def output(self, stream: int, data: bytes, offset: int, end: int) -> None:
+        with self._ready:
+            if self._bytes and self._bytes + len(data) > self._limit:
+                count = data.count(b"\n")
+                self.unreported += count
+                self._ledger.add_dropped(self.sink.slot, count)
+                return
+            self._bytes += len(data)
+            self._queue.append((stream, data, offset, end))
+            self._ready.notify()
+        self._ledger.add_queued(self.sink.slot, data.count(b"\n"))
+
+    def event(self, hook: str, kwargs: dict[str, Any], strict: bool = False) -> None:
+        """Queue an event (never dropped); a strict one is waited for, and raises."""
+        done: list[BaseException | None] | None = [] if strict else None
+        with self._ready:
+            self._queue.append((hook, kwargs, done))
+            self._ready.notify()
+            if done is not None:
+                while not done:
+                    self._ready.wait()
+        if done and done[0] is not None:
+            raise done[0]
+
+    def flush(self, deadline: float) -> bool:
+        """Wait until the queue is empty or ``time.monotonic()`` passes ``deadline``."""
+        with self._ready:
+            while self._queue or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._ready.wait(left)
+        return True
+
+    def discard(self) -> None:
+        """Drop the output still queued (counted as dropped); events stay queued."""
+        with self._ready:
+            kept: collections.deque[tuple[Any, ...]] = collections.deque()
+            count = 0
+            for item in self._queue:
+                if len(item) == 4:
+                    count += item[1].count(b"\n")
+                else:
+                    kept.append(item)
+            self._queue = kept
+            self._bytes = 0
+        self._lost(count)
+
+    def take_over(self) -> None:
+        """A new pump: what the last one had queued for this monitor and the monitor had
+        not taken died with it; count it as dropped, and tell the monitor."""
+        slot = self.sink.slot
+        self._lost(self._ledger.queued(slot) - self._ledger.taken(slot))
+
+    def _lost(self, count: int) -> None:
+        if count > 0:
+            self.unreported += count
+            self._ledger.add_dropped(self.sink.slot, count)
+            self._ledger.add_queued(self.sink.slot, -count)
+
+    _busy = False
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queue:
+                    self._busy = False
+                    self._ready.notify_all()  # flush() waits for an empty queue
+                    self._ready.wait()
+                item = self._queue.popleft()
+                self._busy = True
+                if len(item) == 4:
+                    self._bytes -= len(item[1])
+            if len(item) == 4:
+                self.sink.output(*item)
+                continue
+            hook, kwargs, done = item
+            error: BaseException | None = None
+            try:
+                self.sink.event(hook, kwargs, strict=done is not None)
+            except Failed as exc:
+                error = exc
+            if done is not None:
+                with self._ready:
+                    done.append(error)
+                    self._ready.notify_all()
