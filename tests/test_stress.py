@@ -64,7 +64,6 @@ PERIOD = 0.01  # how often the census samples the process table
 FORK_GRACE = 1.0  # a fork that has not exec'd or taken its title yet is not counted
 RECOVERY = 20.0  # a group must be whole again within this (covers the pump's 5 s back-off)
 CLI_TIMEOUT = 60.0  # one command line; more is a hang
-STATUS_SLOW = 5.0  # an `immortal status` slower than this is reported
 ROLES = ("daemon", "pump", "target")
 MONITORS = ("file", "jsonl", "logging", "lines")  # checked for loss and duplicates
 LINE = re.compile(r"(out|err) (\d+\.[0-9a-f]+) (\d+)$")
@@ -183,7 +182,8 @@ class Roles:
 
 class Census(threading.Thread):
     """Samples the table every PERIOD: the most of each role alive at once, and when each
-    target instance was first and last seen alive. Reaps our zombies that were group roles."""
+    target instance was first and last seen alive. Reaps the zombies that came to us as
+    subreaper (never a command line's: ``subprocess`` waits for those)."""
 
     def __init__(self, roles: Roles) -> None:
         super().__init__(name="census", daemon=True)
@@ -199,7 +199,7 @@ class Census(threading.Thread):
         self.bare_ends: set[tuple[int, int]] = set()  # targets gone with no supervisor left
         self.bare_samples = 0  # samples with a target and no supervisor
         self._alive_targets: set[tuple[int, int]] = set()
-        self.known: set[int] = set()  # pids seen as a role: their zombies are ours to reap
+        self.commands: set[int] = set()  # our command lines' pids: never reaped here
         self.errors: list[str] = []
 
     def run(self) -> None:
@@ -220,11 +220,13 @@ class Census(threading.Thread):
         procs = table(self.me)
         for proc in procs:
             self.first_seen.setdefault(proc.key, now)
-            if proc.state == "Z" and proc.ppid == self.me and proc.pid in self.known:
-                try:
-                    os.waitpid(proc.pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
+            if proc.state == "Z" and proc.ppid == self.me:
+                with self.lock:
+                    if proc.pid not in self.commands:  # theirs: subprocess reaps them
+                        try:
+                            os.waitpid(proc.pid, os.WNOHANG)
+                        except ChildProcessError:
+                            pass
         live = self.roles.live(procs, now, self.first_seen)
         with self.lock:
             for role in ROLES:
@@ -233,8 +235,6 @@ class Census(threading.Thread):
                 if count > 1 and len(self.crowds) < 10:
                     self.crowds.append(f"{count} {role}s alive at once: " + "; ".join(
                         f"{p.pid} (parent {p.ppid}): {p.argv[:120]}" for p in live[role]))
-                for proc in live[role]:
-                    self.known.add(proc.pid)
             for proc in live["target"]:
                 self.targets.setdefault(proc.key, [now, now])[1] = now
             targets = {p.key for p in live["target"]}
@@ -266,11 +266,13 @@ class Figures:
     kills: collections.Counter = field(default_factory=collections.Counter)
     runs: collections.Counter = field(default_factory=collections.Counter)
     status_reads: int = 0
+    status_max_s: float = 0.0
     status_after_both_killed: list[str] = field(default_factory=list)
     recoveries: list[float] = field(default_factory=list)
     rebuilt_by_run: int = 0
     orphans: int = 0
     stops: int = 0
+    stops_during_starts: int = 0
 
 
 class Stress:
@@ -311,25 +313,33 @@ class Stress:
                 FDCLOSER, "--", "--interval", str(INTERVAL)]
 
     def cli(self, argv: list[str], timeout: float = CLI_TIMEOUT) -> tuple[int | None, str, str]:
+        with self.census.lock:  # registered before the census could see it die
+            child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=self.env)
+            self.census.commands.add(child.pid)
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, env=self.env,
-                                  timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
-            return None, out, f"timed out after {timeout} s"
-        return done.returncode, done.stdout, done.stderr
+            out, err = child.communicate(timeout=timeout)
+            code: int | None = child.returncode
+        except subprocess.TimeoutExpired:
+            child.kill()
+            out, err = child.communicate()
+            code, err = None, f"timed out after {timeout} s; {err}"
+        with self.census.lock:
+            self.census.commands.discard(child.pid)
+        return code, out, err
 
     def immortal(self, *args: str, timeout: float = CLI_TIMEOUT) -> tuple[int | None, str, str]:
         return self.cli([sys.executable, "-m", "immortal", *args], timeout)
 
     def status_read(self, context: str) -> str:
         began = time.monotonic()
-        code, out, err = self.immortal("status", NAME, timeout=SHORT * 2)
+        code, out, err = self.immortal("status", NAME)
         took = time.monotonic() - began
         self.figures.status_reads += 1
         first = (out.strip().splitlines() or [""])[0]
-        if code is None or took > STATUS_SLOW:
-            self.problems.append(f"{context}: `immortal status` took {took:.1f} s ({err})")
+        self.figures.status_max_s = max(self.figures.status_max_s, took)
+        if code is None:
+            self.problems.append(f"{context}: `immortal status` hangs: {err}")
         elif code not in (0, 3) or "Traceback" in err:
             self.problems.append(f"{context}: `immortal status` exit {code}: {err.strip()[-300:]}")
         return f"exit {code}, {took:.2f} s: {first} {err.strip()[:200]}".strip()
@@ -343,10 +353,20 @@ class Stress:
             code, _, err = self.cli(self.run_argv())
             results.append((code, err))
 
+        stopping = inject and self.rng.random() < 0.3
+        delay = self.rng.uniform(0.0, 0.6)
+
         def injector() -> None:
             barrier.wait(LONG)
-            time.sleep(self.rng.uniform(0.0, 0.6))
-            self.kill_random("start")
+            time.sleep(delay)
+            if stopping:  # a stop during the starts
+                code, _, err = self.immortal("stop", NAME, "--timeout", "5")
+                self.figures.stops_during_starts += 1
+                if code is None or "Traceback" in err:
+                    self.problems.append(f"`immortal stop` during {count} starts: exit {code}"
+                                         f": {err.strip()[-300:]}")
+            else:
+                self.kill_random("start")
 
         threads = [threading.Thread(target=one) for _ in range(count)]
         if inject:
@@ -357,7 +377,8 @@ class Stress:
         for thread in threads:
             thread.join(CLI_TIMEOUT + LONG)
         if inject:
-            self.windows.append((began, time.monotonic(), "starts with a kill fired in"))
+            self.windows.append((began, time.monotonic(), "starts with a stop fired in"
+                                 if stopping else "starts with a kill fired in"))
         codes = collections.Counter(code for code, _ in results)
         for code, _ in results:
             self.figures.runs[str(code)] += 1
@@ -487,10 +508,14 @@ class Stress:
 
     # ---- phases
     def round(self, index: int) -> None:
-        inject = bool(self.live()["daemon"] or self.live()["target"]) and \
-            self.rng.random() < 0.5
+        inject = self.rng.random() < 0.5
         began = time.monotonic()
+        orphans = len(self.orphan_keys)
         self.concurrent_runs(self.size.concurrency, inject)
+        if self.note_orphans() and len(self.orphan_keys) > orphans:
+            self.problems.append(f"round {index}: after {self.size.concurrency} runs"
+                                 f"{' and a fault fired in' if inject else ''}, a target "
+                                 f"runs with no supervisor")
         self.ensure_running(f"round {index}")
         if not self.wait_whole(f"round {index} after the runs", began):
             return
@@ -713,7 +738,9 @@ def stress(home: Path, tmp_path: Path, size: Size, full: bool) -> None:
         "rebuilt_by_run_after_both_supervisors_died": run.figures.rebuilt_by_run,
         "orphans": run.figures.orphans,
         "stops": run.figures.stops,
+        "stops_during_starts": run.figures.stops_during_starts,
         "status_reads": run.figures.status_reads,
+        "status_max_s": round(run.figures.status_max_s, 3),
         "status_after_both_killed": run.figures.status_after_both_killed[:10],
         "max_alive_at_a_sample": census.max_alive,
         "census_samples": census.samples,
