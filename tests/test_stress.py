@@ -91,11 +91,19 @@ def _full_size() -> Size:
     return Size(**values)
 
 
+_terminal: Any = None  # pytest's terminal reporter and capture manager: to write past capture
+
+
 def progress(text: str) -> None:
     """Shown on the terminal even while pytest captures output (a long run says where it is)."""
-    if ENABLED:
-        sys.__stderr__.write(f"[stress {time.strftime('%H:%M:%S')}] {text}\n")
-        sys.__stderr__.flush()
+    line = f"[stress {time.strftime('%H:%M:%S')}] {text}"
+    if ENABLED and _terminal is not None:
+        terminal, capture = _terminal
+        with capture.global_and_fixture_disabled():
+            terminal.write_line(line)
+            terminal.flush()
+    else:
+        print(line)
 
 
 # --------------------------------------------------------------------------- the table
@@ -775,7 +783,10 @@ def test_stress_smoke(home, tmp_path):
                                         "(50 rounds of 20 concurrent runs, 100 bursts of "
                                         "10 kills; up to 20 minutes)")
 @pytest.mark.timeout(2400)
-def test_stress_full(home, tmp_path):
+def test_stress_full(home, tmp_path, request):
     """Full size (or as IMMORTAL_STRESS_* say): figures to bench/results/ or
     $IMMORTAL_STRESS_REPORT."""
+    global _terminal
+    plugins = request.config.pluginmanager
+    _terminal = (plugins.getplugin("terminalreporter"), plugins.getplugin("capturemanager"))
     stress(home, tmp_path, _full_size(), full=True)
