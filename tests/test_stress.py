@@ -21,12 +21,15 @@ random among the live ones (found by their ``ps`` titles, ``immortal: daemon DIR
 A thread samples the process table below this process (a child subreaper) about every 10 ms.
 
 Checks: never two targets (nor two daemons or pumps) alive at one sample; every target that
-ended was either aimed at by a kill, ended by a ``stop``, orphaned (no supervisor left) or
-ended during starts into which a kill was fired — never by a supervisor's death alone;
-nothing of the group alive after the last ``stop``; per target instance and per monitor, no
-line missing below the highest line any monitor got, and no line twice (``console``: its
-stdout lines go to the detached pump's ``/dev/null`` and its stderr lines to ``pump.log``,
-which each pump restart rotates, so only duplicates among what survives are counted).
+ended was aimed at by a kill, ended by a ``stop``, orphaned (its daemon and pump both
+killed: a target that writes then dies of its next write, no reader being left) or ended
+during starts into which a fault was fired — never by a supervisor's death alone; no target
+left without a supervisor after a round's runs; nothing of the group alive after a ``stop``;
+per target instance and per monitor, no line missing below the highest line any monitor
+got, and no line twice. Lines missing for an orphaned target are counted apart (no process
+is left to deliver them). ``console`` is checked for duplicates only: its stdout lines go to
+the detached pump's ``/dev/null`` and its stderr lines to ``pump.log``, which each pump
+restart rotates.
 
 Sizes: a smoke size runs in the default suite (the harness itself stays exercised). The full
 size (50 rounds of 20 runs, 100 bursts of 10 kills) runs only with ``IMMORTAL_STRESS=1``;
