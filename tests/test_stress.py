@@ -731,17 +731,8 @@ def report_path(tmp_path: Path, full: bool) -> Path:
     return tmp_path / "stress.json"
 
 
-def stress(home: Path, tmp_path: Path, size: Size, full: bool) -> None:
-    seed = int(os.environ.get("IMMORTAL_STRESS_SEED")
-               or random.SystemRandom().randrange(2**32))
-    print(f"stress seed {seed} (IMMORTAL_STRESS_SEED={seed} replays the same choices)")
-    run = Stress(home, tmp_path, size, seed)
-    try:
-        run.execute()
-    finally:
-        if run.live()["daemon"] or run.live()["pump"]:
-            run.stop("clean-up")
-    elapsed = time.monotonic() - run.began
+def verdict(run: Stress) -> dict[str, Any]:
+    """Adds the census's and the monitors' problems to the run's; returns the figures."""
     problems = run.problems
     deaths, unsupervised = run.target_deaths()
     census = run.census
@@ -754,32 +745,31 @@ def stress(home: Path, tmp_path: Path, size: Size, full: bool) -> None:
         problems.append("crowds seen:\n    " + "\n    ".join(census.crowds))
     lines = analyse(monitor_numbers(run), unsupervised)
     for monitor, entry in lines.items():
-        if monitor.startswith("_"):
-            continue
-        if entry["lost"]:
+        if entry.get("lost"):
             problems.append(f"monitor {monitor}: {entry['lost']} lines lost, e.g. "
                             f"{entry['lost_examples']}")
-        if entry["duplicated"]:
+        if entry.get("duplicated"):
             problems.append(f"monitor {monitor}: {entry['duplicated']} lines duplicated, e.g."
                             f" {entry['duplicate_examples']}")
     if lines["file"]["lines"] == 0:
         problems.append("the file monitor got no line at all: the harness is broken")
     recoveries = sorted(run.figures.recoveries)
-    figures = {
-        "seed": seed,
-        "size": asdict(size),
-        "elapsed_s": round(elapsed, 1),
-        "kills_by_role": dict(run.figures.kills),
+    figures = run.figures
+    return {
+        "seed": figures.seed,
+        "size": figures.size,
+        "elapsed_s": round(time.monotonic() - run.began, 1),
+        "kills_by_role": dict(figures.kills),
         "kills_total": len(run.kills),
-        "run_exit_codes": dict(run.figures.runs),
-        "run_errors": run.figures.run_errors,
-        "rebuilt_by_run_after_both_supervisors_died": run.figures.rebuilt_by_run,
-        "orphans": run.figures.orphans,
-        "stops": run.figures.stops,
-        "stops_during_starts": run.figures.stops_during_starts,
-        "status_reads": run.figures.status_reads,
-        "status_max_s": round(run.figures.status_max_s, 3),
-        "status_after_both_killed": run.figures.status_after_both_killed[:10],
+        "run_exit_codes": dict(figures.runs),
+        "run_errors": figures.run_errors,
+        "rebuilt_by_run_after_both_supervisors_died": figures.rebuilt_by_run,
+        "orphans": figures.orphans,
+        "stops": figures.stops,
+        "stops_during_starts": figures.stops_during_starts,
+        "status_reads": figures.status_reads,
+        "status_max_s": round(figures.status_max_s, 3),
+        "status_after_both_killed": figures.status_after_both_killed[:10],
         "max_alive_at_a_sample": census.max_alive,
         "census_samples": census.samples,
         "target_instances": len(census.targets),
@@ -790,11 +780,26 @@ def stress(home: Path, tmp_path: Path, size: Size, full: bool) -> None:
         "monitors": {k: v for k, v in lines.items() if not k.startswith("_")},
         "problems": problems,
     }
+
+
+def stress(home: Path, tmp_path: Path, size: Size, full: bool) -> None:
+    seed = int(os.environ.get("IMMORTAL_STRESS_SEED")
+               or random.SystemRandom().randrange(2**32))
+    print(f"stress seed {seed} (IMMORTAL_STRESS_SEED={seed} replays the same choices)")
+    run = Stress(home, tmp_path, size, seed)
+    try:
+        run.execute()
+    finally:
+        if run.live()["daemon"] or run.live()["pump"]:
+            run.stop("clean-up")
+    figures = verdict(run)
+    problems = figures["problems"]
     destination = report_path(tmp_path, full)
     destination.parent.mkdir(parents=True, exist_ok=True)
     destination.write_text(json.dumps(figures, indent=1) + "\n")
     print(f"stress figures: {destination}")
-    progress(f"done in {elapsed:.0f} s, {len(problems)} problems; figures in {destination}")
+    progress(f"done in {figures['elapsed_s']:.0f} s, {len(problems)} problems; figures in "
+             f"{destination}")
     shown = {k: v for k, v in figures.items() if k != "problems"}
     assert not problems, (f"stress seed {seed}: {len(problems)} problems:\n- "
                           + "\n- ".join(problems[:40]) + "\nfigures: "
