@@ -1,0 +1,42 @@
+"""A line-by-line test monitor: overrides ``stdout(self, line)`` and ``stderr(self, line)``
+only (no offset, no ``lines``/``block``), and appends each line to ``options["path"]`` as
+``stdout <line>`` or ``stderr <line>``. Named as ``plugins.lines:LineByLine``.
+
+It keeps no state across pumps and skips nothing: it stores exactly what it was handed, so a
+line handed over twice shows twice.
+"""
+
+import os
+
+import immortal
+
+
+class LineByLine(immortal.Monitor):
+    _fd = None
+
+    @classmethod
+    def check(cls, options):
+        if "path" not in options:
+            raise ValueError("LineByLine needs option 'path'")
+        return {**options, "path": os.path.abspath(options["path"])}
+
+    def setup(self, why, message):
+        # One write(2) per line on an O_APPEND fd: a pump killed between two lines leaves
+        # whole lines only.
+        self._fd = os.open(self.options["path"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def _write(self, stream, line):
+        if self._fd is None:
+            self.setup("late", None)
+        os.write(self._fd, stream + b" " + line + b"\n")
+
+    def stdout(self, line):
+        self._write(b"stdout", line)
+
+    def stderr(self, line):
+        self._write(b"stderr", line)
+
+    def shutdown(self, reason):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
