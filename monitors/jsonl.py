@@ -17,7 +17,8 @@ monitor instance saw spawned (``spawn`` and ``respawn`` events). ``mono`` is
 ``time.monotonic()`` in the pump, for intervals; ``time`` the wall clock in ISO 8601, UTC.
 ``offset`` is where the line starts in the group's stream, counted across pumps and targets;
 after a pump or daemon restart this monitor reads the tail of its file and skips a line at
-an offset it already wrote (a dying pump's last line, handed over again): exactly once.
+an offset it already wrote since the group's last start (a dying pump's last line, handed
+over again): exactly once.
 
 Events carry ``event`` instead of ``stream``, the same ``pid``/``generation``/``mono``/``time``,
 and their own fields::
@@ -96,6 +97,11 @@ class JsonlMonitor(FileMonitor):
             try:
                 record = json.loads(raw)
             except ValueError:
+                continue
+            if record.get("event") == "setup" and record.get("why") == "pump start":
+                # Offsets start again at 0 with each start of the group: only this run's
+                # lines (those after its start) can be handed over again.
+                kept.clear()
                 continue
             stream, offset = record.get("stream"), record.get("offset")
             if stream in ("stdout", "stderr") and isinstance(offset, int):

@@ -211,6 +211,28 @@ def test_jsonl_after_a_pump_restart_knows_no_earlier_generation(started, tmp_pat
     assert group.pids["target"] == target
 
 
+def test_jsonl_after_a_pump_restart_skips_no_line_of_a_new_run(started, tmp_path):
+    """Offsets start again at 0 with each start: an earlier run's lines in the file must not
+    make a pump restart of the next run skip that run's lines."""
+    out = tmp_path / "out.jsonl"
+    numbered = str(Path(TALKER).parent / "numbered.py")
+    first = started(numbered, ["--interval", "0.002", "--count", "400"], monitor="jsonl",
+                    options={"output": str(out)}, name="again",
+                    policy={"final_exit_codes": [0]})
+    first.wait(LONG)
+    second = started(numbered, ["--interval", "0.002", "--count", "60"], monitor="jsonl",
+                     options={"output": str(out)}, name="again",
+                     policy={"final_exit_codes": [0]})
+    gen = wait_for(lambda: [e for e in jsonl(out) if e.get("event") == "spawn"],
+                   lambda ev: len(ev) == 2, what="the second run's spawn")[-1]["pid"]
+    os.kill(second.pids["pump"], signal.SIGKILL)
+    second.wait(LONG)
+    mine = [e["line"] for e in jsonl(out)
+            if "stream" in e and e["line"].split()[1].startswith(f"{gen}.")]
+    numbers = sorted(int(line.split()[2]) for line in mine)
+    assert numbers == list(range(1, 61)), numbers
+
+
 # ----------------------------------------------------------------- raw bytes
 def _file_lines(path: Path) -> dict[str, list[bytes]]:
     found: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
