@@ -78,11 +78,13 @@ def reset_signals() -> None:
     """Undo ignored and blocked signals inherited from the caller.
 
     Both survive ``exec``; a target that ignores SIGTERM because its grandparent did
-    would make every stop wait for the KILL.
+    would make every stop wait for the KILL. SIGPIPE stays ignored, as Python sets it: a
+    role that writes to a peer just gone (a dead pump's lifeline, a client) must get
+    EPIPE, not die of it. (The target gets the default back from ``subprocess``.)
     """
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     for number in signal.valid_signals():
-        if number in (signal.SIGKILL, signal.SIGSTOP):
+        if number in (signal.SIGKILL, signal.SIGSTOP, signal.SIGPIPE):
             continue
         try:
             if signal.getsignal(number) == signal.SIG_IGN:
@@ -159,6 +161,13 @@ class Child:
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
+
+
+def boot_ticks() -> int:
+    """Now, in the unit of a process's kernel start time (clock ticks since boot), so that
+    the two compare: a process started after this call has a start time no smaller."""
+    clock = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+    return int(time.clock_gettime(clock) * os.sysconf("SC_CLK_TCK"))
 
 
 def children() -> list[int]:
