@@ -33,7 +33,8 @@ from .errors import NotRunning
 from .state import SOCKET_NAME, parent_pid, process_start_time, read_json
 
 PUMP_RESTART_MIN = 0.05  # first delay when pumps keep dying at once; doubles to the max
-PUMP_RESTART_MAX = 5.0
+PUMP_RESTART_MAX = 5.0  # only while no target lives: with one, a pump restarts at once
+PUMP_RETRY_MAX = 0.5  # a pump that cannot be forked while a target lives: retried this often
 PUMP_STABLE = 1.0  # a pump that lived this long restarts at once
 
 
@@ -41,15 +42,70 @@ def role_command(args: dict[str, Any]) -> list[str]:
     return [sys.executable, "-m", "immortal._role", json.dumps(args)]
 
 
+def hand_over(spec: Spec, adopt: dict[str, Any] | None, fds: dict[str, Any]) -> None:
+    """Turn this process (a pump whose daemon died) into the daemon: same pid, so its
+    target stays its child. Never returns.
+
+    A successor pump is started first, as a fresh interpreter (this process holds monitor
+    code, maybe threads: no fork without exec), adopting the target as after a pump's death.
+    So while this process ``exec``s, two supervisors live: if this one dies now, the
+    successor sees its lifeline end and becomes the daemon in turn; if the successor dies,
+    the new daemon reaps it and starts another. If it cannot be started, the new daemon
+    starts a pump as usual.
+    """
+    args: dict[str, Any] = {"why": DAEMON_RESTART, "adopt": adopt, "fds": dict(fds)}
+    try:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    except OSError as exc:
+        sys.stderr.write(f"immortal: pump: cannot start a successor pump: {exc}\n")
+    else:
+        try:
+            args["pump"] = {"pid": _spawn_successor(spec, adopt, fds, theirs.fileno())}
+            args["fds"]["pump"] = ours.detach()
+        except OSError as exc:
+            sys.stderr.write(f"immortal: pump: cannot start a successor pump: {exc}\n")
+            ours.close()
+        theirs.close()
+    exec_daemon(spec, args)
+
+
+def _spawn_successor(spec: Spec, adopt: dict[str, Any] | None, fds: dict[str, Any],
+                     lifeline: int) -> int:
+    """A fresh pump, the child of this process (the daemon to be): its pid."""
+    import subprocess
+
+    pump_fds = {**fds, "lifeline": lifeline}
+    args = {"role": "pump", "dir": spec.directory, "why": DAEMON_RESTART, "fresh": True,
+            "adopt": dict(adopt, exit=None) if adopt else None, "message_file": None,
+            "daemon_pid": os.getpid(), "fds": pump_fds}
+    keep = [fd for fd in (fds.get("lock"), *fds["out"], *fds["err"], fds.get("journal"),
+                          *(fds.get("channel") or ()), lifeline) if fd is not None]
+    log = os.open(Path(spec.directory) / "pump.log",
+                  os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        child = subprocess.Popen(role_command(args), stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=log, close_fds=True,
+                                 pass_fds=keep)
+    finally:
+        os.close(log)
+    return child.pid
+
+
 def exec_daemon(spec: Spec, args: dict[str, Any]) -> None:
     """Replace this process (a pump whose daemon died) with a daemon: same pid."""
     fds = args["fds"]
     for fd in (fds.get("lock"), *fds["out"], *fds["err"], fds.get("journal"),
-               *(fds.get("channel") or ())):
+               *(fds.get("channel") or ()), fds.get("pump")):
         if fd is not None:
             os.set_inheritable(fd, True)
     argv = role_command({"role": "daemon", "dir": spec.directory, **args})
-    os.execv(argv[0], argv)
+    try:
+        os.execv(argv[0], argv)
+    except OSError as exc:
+        # The successor, if any, sees this process end and becomes the daemon itself.
+        sys.stderr.write(f"immortal: pump: cannot become the daemon: {exc}\n")
+        sys.stderr.flush()
+        os._exit(1)
 
 
 class Daemon:
@@ -86,12 +142,22 @@ class Daemon:
         self.pump_started = 0.0
         self.pump_sock: socket.socket | None = None
         self.pump_failures = 0
+        self.fork_failures = 0  # pump starts that failed in a row (fork: EAGAIN, ENOMEM)
+        self.spawning: int | None = None  # the pump is spawning a target: since (boot ticks)
+        self.restart_why = PUMP_RESTART
+        self.restart_message: str | None = None
         self.started = False  # the first pump reported success
         self.stopping = False
         self.finished = False
         self.restart_at: float | None = None
         self.stranger = -1
         self.selector = selectors.DefaultSelector()
+        if args.get("pump"):  # the successor our predecessor pump started (hand_over)
+            self.pump = _ForkedPump(args["pump"]["pid"])
+            self.pump_sock = socket.socket(fileno=fds["pump"])
+            self.pump_sock.set_inheritable(False)
+            self.pump_started = time.monotonic()
+            self.selector.register(self.pump_sock, selectors.EVENT_READ, "pump")
 
     def run(self) -> int:
         self.handshake.send(role="daemon", pid=os.getpid(),
@@ -110,9 +176,12 @@ class Daemon:
         self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                       self._command)
         process.set_title(f"immortal: daemon {self.directory}")
-        self._start_pump(self.why, None)
+        if self.pump is None and self.restart_at is None:
+            self._start_pump(self.why, None)
         self.handshake.close()  # the pump holds its own copy and answers the caller
         while True:
+            if self.pump is None and self.restart_at is None:
+                return self._end()
             timeouts = [t for t in (self.restart_at, self.control.next_deadline()) if t]
             timeout = max(0.0, min(timeouts) - time.monotonic()) if timeouts else None
             for key, _ in self.selector.select(timeout):
@@ -127,24 +196,23 @@ class Daemon:
             self.control.drop_idle()
             if self.restart_at is not None and time.monotonic() >= self.restart_at:
                 self.restart_at = None
-                self._start_pump(PUMP_RESTART, str(self.directory / "pump.log.1"))
-            if self.pump is None and self.restart_at is None:
-                return self._end()
+                self._start_pump(self.restart_why, self.restart_message)
 
     # ----------------------------------------------------------------- pump
     def _start_pump(self, why: str, message_file: str | None) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         log = self.directory / "pump.log"
         if why == PUMP_RESTART and log.exists():
             os.replace(log, self.directory / "pump.log.1")
         adopt = None
-        if (self.target_pid is not None and self.target_exit is None and self.stranger < 0
-                and parent_pid(self.target_pid) != os.getpid()):
-            # Not re-parented to us, so not alive as the old pump's orphan: already gone.
-            self.target_pid = self.target_started = None
+        self._target_left()
         if self.target_pid is not None:
             adopt = {"pid": self.target_pid, "started_wall": self.target_started,
                      "exit": self.target_exit.to_json() if self.target_exit else None}
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError as exc:  # out of fds
+            self._pump_not_started(why, message_file, exc)
+            return
         fds: dict[str, Any] = {"out": list(self.out), "err": list(self.err),
                                "journal": self.journal, "channel": self.channel,
                                "lifeline": theirs.fileno(), "lock": self.lock_fd,
@@ -154,13 +222,38 @@ class Daemon:
         keep = [fd for fd in (*self.out, *self.err, self.journal, *(self.channel or ()),
                               theirs.fileno(), self.lock_fd,
                               self.handshake.fd) if fd is not None]
-        self.pump = _fork_pump(self.spec, args, keep, log)
+        try:
+            self.pump = _fork_pump(self.spec, args, keep, log)
+        except OSError as exc:
+            ours.close()
+            theirs.close()
+            self._pump_not_started(why, message_file, exc)
+            return
         theirs.close()
+        if self.fork_failures:
+            sys.stderr.write(f"immortal: daemon: pump started after {self.fork_failures} "
+                             "failed attempts\n")
+            self.fork_failures = 0
         self.pump_sock = ours
         self.pump_started = time.monotonic()
         self.selector.register(ours, selectors.EVENT_READ, "pump")
         if self.target_exit is not None:
             self.target_pid = self.target_exit = None  # handed over to the new pump
+
+    def _pump_not_started(self, why: str, message_file: str | None, exc: OSError) -> None:
+        """The pump could not be started (fork: EAGAIN from a process limit, ENOMEM): try
+        again later, soon while a target lives; a first start fails instead."""
+        if not self.started:
+            self.handshake.send(error="StartError", message=f"cannot start the pump: {exc}")
+            return  # no pump, nothing to wait for: the group ends
+        self.fork_failures += 1
+        if self.fork_failures == 1:
+            sys.stderr.write(f"immortal: daemon: cannot start a pump ({exc}); retrying\n")
+        alive = self.target_pid is not None and self.target_exit is None
+        delay = min(PUMP_RETRY_MAX if alive else PUMP_RESTART_MAX,
+                    PUMP_RESTART_MIN * 2 ** min(self.fork_failures - 1, 16))
+        self.restart_at = time.monotonic() + delay
+        self.restart_why, self.restart_message = why, message_file
 
     def _on_pump_message(self, sock: socket.socket) -> None:
         data = control.receive(sock)
@@ -177,10 +270,13 @@ class Daemon:
             message = json.loads(data)
         except ValueError:
             return
+        if "spawning" in message:
+            self.spawning = message["spawning"]
         if "target" in message:
             self.target_pid = message["target"]
             self.target_started = message.get("started_wall")
             self.target_exit = None
+            self.spawning = None
         if message.get("exited") is not None and message["exited"] == self.target_pid:
             self.target_pid = self.target_started = None
         if message.get("started"):
@@ -215,9 +311,30 @@ class Daemon:
         lived = time.monotonic() - self.pump_started
         self.pump_failures = 0 if lived >= PUMP_STABLE else self.pump_failures + 1
         delay = 0.0
-        if self.pump_failures:
+        # While a target lives, no waiting with one supervisor: were the daemon to die in
+        # the wait, the target would be left to nobody. Quick deaths back off only without.
+        if self.pump_failures and not self._target_left():
             delay = min(PUMP_RESTART_MAX, PUMP_RESTART_MIN * 2 ** (self.pump_failures - 1))
         self.restart_at = time.monotonic() + delay
+        self.restart_why = PUMP_RESTART
+        self.restart_message = str(self.directory / "pump.log.1")
+
+    def _target_left(self) -> bool:
+        """After a pump's death: whether a target is left for the next pump to adopt.
+
+        A known target not re-parented to us is gone already. One the pump was spawning
+        but did not name (it died inside the spawn) is looked for among our children."""
+        if (self.target_pid is not None and self.target_exit is None and self.stranger < 0
+                and parent_pid(self.target_pid) != os.getpid()):
+            self.target_pid = self.target_started = None
+        if self.target_pid is None and self.spawning is not None and self.pump is None:
+            found = _find_orphan(self.spawning)
+            if found is not None:
+                sys.stderr.write(f"immortal: daemon: the dead pump's new target {found[0]} "
+                                 "is adopted\n")
+                self.target_pid, self.target_started = found
+            self.spawning = None
+        return self.target_pid is not None and self.target_exit is None
 
     # ----------------------------------------------------------------- signals, reaping
     def _on_signal(self, fd: int) -> None:
@@ -356,7 +473,11 @@ def _fork_pump(spec: Spec, args: dict[str, Any], keep: list[int],
     # our wake-up pipe), and it takes the default actions until the pump sets its own.
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _ROLE_SIGNALS)
     process.import_title()  # shared with the pump, which takes its title at once
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        raise
     if pid:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         return _ForkedPump(pid)
@@ -385,6 +506,33 @@ def _fork_pump(spec: Spec, args: dict[str, Any], keep: list[int],
             # Never return into the daemon's loop, and run none of its clean-up.
             os._exit(code)
     raise AssertionError("unreachable")
+
+
+def _find_orphan(since: int) -> tuple[int, float] | None:
+    """The target a pump spawned but died before naming: (pid, wall-clock start), or None.
+
+    It is our child now (re-parented to us, the subreaper), the leader of its own process
+    group in our session, and started since the pump said it would spawn (``since``, in
+    boot ticks); the newest if several. An escaped grandchild is none of these at once: one
+    in a session of its own leads that session; one that only made its own process group
+    was started before the spawn (its target was already dead then). Without /proc (no
+    list of children, no start times) nothing is found, and the new pump spawns anew.
+    """
+    session = os.getsid(0)
+    best: tuple[int, int] | None = None
+    for pid in process.children():
+        try:
+            if os.getpgid(pid) != pid or os.getsid(pid) != session:
+                continue
+        except OSError:
+            continue
+        start = process_start_time(pid)  # None for a zombie
+        if start is not None and start >= since and (best is None or start > best[1]):
+            best = (pid, start)
+    if best is None:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return best[0], time.time() - (process.boot_ticks() - best[1]) / ticks
 
 
 def _preload_builtin_monitors(spec: Spec) -> None:

@@ -170,18 +170,18 @@ class Pump:
                 self.host.call("spawn", pid=self.target.pid)
             else:  # a successor pump found the target dead and spawned anew
                 self.host.call("respawn", pid=self.target.pid, why="exit")
-            self._tell_daemon(target=self.target.pid, started_wall=self.target.started_wall)
         self._write_status()
         if self.daemon_pid is None:
             self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                           self.command)
+        # The daemon first: once the caller has its answer, a pump's death is a restart.
+        self._tell_daemon(started=True)
         self.handshake.send(ok=True, target=self.target.pid if self.target else None)
         self.handshake.close()
-        if self.daemon_pid is None:
-            # A fresh interpreter (unattached, development): its argv is a JSON blob. (A
-            # daemon's pump is its fork and was titled there.)
+        if self.daemon_pid is None or self.args.get("fresh"):
+            # A fresh interpreter (unattached, development, a pump's successor): its argv
+            # is a JSON blob. (A daemon's pump is its fork and was titled there.)
             process.set_title(f"immortal: pump {self.directory}")
-        self._tell_daemon(started=True)
 
         self.selector.register(wake_r, selectors.EVENT_READ, "signal")
         self.selector.register(self.out_r, selectors.EVENT_READ, "stdout")
@@ -404,7 +404,8 @@ class Pump:
         """The daemon is gone: become the daemon, keeping the target and its pipes.
 
         Same pid, so the target stays our child; the lock, the pipes and the target
-        survive the exec. The new daemon starts a fresh pump that adopts the target.
+        survive the exec. A successor pump, started just before the exec, adopts the
+        target (``daemon.hand_over``).
         """
         assert self.lifeline is not None
         self.selector.unregister(self.lifeline)
@@ -415,17 +416,17 @@ class Pump:
         from . import daemon  # the role we turn into
 
         self._write_status()
+        # What this process becomes (so that ps never shows two pumps in the hand-over).
+        process.set_title(f"immortal: daemon {self.directory}")
         sys.stderr.flush()
         adopt = None
         if self.target is not None:
             adopt = {"pid": self.target.pid, "started_wall": self.target.started_wall}
             self.target.close()
-        daemon.exec_daemon(self.spec, {
-            "why": "daemon restart", "adopt": adopt,
-            "fds": {"lock": self.lock_fd, "out": [self.out_r, self.out_w],
-                    "err": [self.err_r, self.err_w], "journal": self.journal_fd,
-                    "channel": self.channel},
-        })
+        daemon.hand_over(self.spec, adopt, {
+            "lock": self.lock_fd, "out": [self.out_r, self.out_w],
+            "err": [self.err_r, self.err_w], "journal": self.journal_fd,
+            "channel": self.channel})
 
     # ----------------------------------------------------------------- control
     def command(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -480,7 +481,6 @@ class Pump:
                 self.machine, more = supervise.step(
                     self.spec.policy, self.machine, supervise.Spawned(self.target.pid),
                     time.monotonic(), random.random())
-                self._tell_daemon(target=self.target.pid, started_wall=self.target.started_wall)
                 if self.machine.spawned > 1:
                     self.host.call("respawn", pid=self.target.pid, why=action.why)
                 else:
@@ -517,13 +517,26 @@ class Pump:
                           f"{TARGET_LOCK}; the spawn waits until they are gone")
         try:
             env = self.spec.target_env()
-            keep = [lock]
+            # The read ends too: if both supervisors die, the pipes outlive them while the
+            # target lives, so its writes block on a full pipe instead of killing it (EPIPE).
+            keep = [lock, self.out_r, self.err_r]
             if self.channel:
                 env[CHANNEL_ENV] = str(self.channel[1])
                 keep.append(self.channel[1])
-            return process.spawn(self.spec.command(), env=env, cwd=self.spec.cwd,
-                                 umask=self.spec.umask, stdout=self.out_w, stderr=self.err_w,
-                                 pass_fds=tuple(keep))
+            # The daemon hears of every target before anything that can fail or take time
+            # (a hook, a status write): a pump that dies after the spawn leaves a target the
+            # daemon hands to the next pump, never one nobody knows about. 'spawning' covers
+            # a death inside the spawn itself (see Daemon._find_orphan).
+            self._tell_daemon(spawning=process.boot_ticks())
+            try:
+                child = process.spawn(self.spec.command(), env=env, cwd=self.spec.cwd,
+                                      umask=self.spec.umask, stdout=self.out_w,
+                                      stderr=self.err_w, pass_fds=tuple(keep))
+            except OSError:
+                self._tell_daemon(spawning=None)
+                raise
+            self._tell_daemon(target=child.pid, started_wall=child.started_wall)
+            return child
         finally:
             os.close(lock)  # the target's copy holds it now
 
