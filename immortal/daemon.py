@@ -171,8 +171,12 @@ class Daemon:
         self.selector.register(wake_r, selectors.EVENT_READ, "signal")
         if self.why == DAEMON_RESTART:
             self.started = True
-            self._reap()  # the target may have died while we were exec'ing
-            self._watch_stranger()
+            self._watch_stranger()  # first: a pump reaped below must not think it gone
+            self._reap()  # the target, or the successor pump, may have died meanwhile
+            if self.pump_sock is not None:
+                # The successor writes its status once we are up: a group reads as whole
+                # only when its daemon can reap again.
+                self._tell_pump(hello=os.getpid())
         self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                       self._command)
         process.set_title(f"immortal: daemon {self.directory}")
@@ -254,6 +258,13 @@ class Daemon:
                     PUMP_RESTART_MIN * 2 ** min(self.fork_failures - 1, 16))
         self.restart_at = time.monotonic() + delay
         self.restart_why, self.restart_message = why, message_file
+
+    def _tell_pump(self, **message: Any) -> None:
+        try:
+            if self.pump_sock is not None:
+                self.pump_sock.send(json.dumps(message).encode())
+        except OSError:
+            pass  # the pump is dying; SIGCHLD tells when it is gone
 
     def _on_pump_message(self, sock: socket.socket) -> None:
         data = control.receive(sock)

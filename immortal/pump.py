@@ -170,7 +170,8 @@ class Pump:
                 self.host.call("spawn", pid=self.target.pid)
             else:  # a successor pump found the target dead and spawned anew
                 self.host.call("respawn", pid=self.target.pid, why="exit")
-        self._write_status()
+        if not self.args.get("fresh"):  # a successor writes it once its daemon is up
+            self._write_status()
         if self.daemon_pid is None:
             self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                           self.command)
@@ -345,6 +346,9 @@ class Pump:
             self._daemon_died()
             return
         message = json.loads(data)
+        if "hello" in message:  # the daemon we were started for is up (hand_over)
+            self._write_status()
+            return
         if "cmd" in message:
             try:
                 self.command(message)
