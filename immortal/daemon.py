@@ -42,9 +42,33 @@ def role_command(args: dict[str, Any]) -> list[str]:
     return [sys.executable, "-m", "immortal._role", json.dumps(args)]
 
 
+class HandOver(Exception):
+    """Raised by a pump whose daemon died, to become the daemon in the same process: it
+    unwinds the pump's frames (its objects are freed) up to ``pump.main``, which calls
+    :func:`become` with the daemon's arguments (``args[0]``)."""
+
+
+def become(spec: Spec, args: dict[str, Any]) -> int:
+    """Run the daemon in this process, a pump whose daemon died: no exec.
+
+    The pump is a fork of the daemon, so the daemon's code is here already, and the target
+    is its child. Only a single-threaded pump does this (a monitor's thread would run on in
+    the daemon, and the daemon forks): the daemon is up, and forks a new pump, as soon as
+    the pump's objects are freed. The monitor's modules stay imported, never called.
+    """
+    gc.collect()  # the monitors' objects: their files flushed and closed before any fork
+    sys.setrecursionlimit(sys.getrecursionlimit() + 16)  # each hand-over nests a few frames
+    fd = os.open(Path(spec.directory) / "daemon.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                 0o600)
+    os.dup2(fd, 2)
+    os.close(fd)
+    process.set_subreaper()
+    return Daemon(spec, args).run()
+
+
 def hand_over(spec: Spec, adopt: dict[str, Any] | None, fds: dict[str, Any]) -> None:
-    """Turn this process (a pump whose daemon died) into the daemon: same pid, so its
-    target stays its child. Never returns.
+    """Turn this process (a pump whose daemon died, with threads of a monitor's) into the
+    daemon by ``exec``: same pid, so its target stays its child. Never returns.
 
     A successor pump is started first, as a fresh interpreter (this process holds monitor
     code, maybe threads: no fork without exec), adopting the target as after a pump's death.
@@ -146,6 +170,7 @@ class Daemon:
         self.spawning: int | None = None  # the pump is spawning a target: since (boot ticks)
         self.restart_why = PUMP_RESTART
         self.restart_message: str | None = None
+        self.stop_request: dict[str, Any] | None = None  # for a pump started while stopping
         self.started = False  # the first pump reported success
         self.stopping = False
         self.finished = False
@@ -234,6 +259,9 @@ class Daemon:
             self._pump_not_started(why, message_file, exc)
             return
         theirs.close()
+        if self.stop_request is not None:
+            # A stop that came with no pump to carry it out (the target lives): this one.
+            self._tell_pump_on(ours, self.stop_request)
         if self.fork_failures:
             sys.stderr.write(f"immortal: daemon: pump started after {self.fork_failures} "
                              "failed attempts\n")
@@ -260,9 +288,13 @@ class Daemon:
         self.restart_why, self.restart_message = why, message_file
 
     def _tell_pump(self, **message: Any) -> None:
+        if self.pump_sock is not None:
+            self._tell_pump_on(self.pump_sock, message)
+
+    @staticmethod
+    def _tell_pump_on(sock: socket.socket, message: dict[str, Any]) -> None:
         try:
-            if self.pump_sock is not None:
-                self.pump_sock.send(json.dumps(message).encode())
+            sock.send(json.dumps(message).encode())
         except OSError:
             pass  # the pump is dying; SIGCHLD tells when it is gone
 
@@ -316,8 +348,14 @@ class Daemon:
                 pass
             self.pump_sock.close()
             self.pump_sock = None
-        if self.finished or self.stopping or not self.started:
+        if self.finished or not self.started:
             return  # the group ends
+        if self.stopping:
+            if self._target_left():  # a pump comes at once to stop it (TERM, grace, KILL)
+                self.restart_at = time.monotonic()
+                self.restart_why = PUMP_RESTART
+                self.restart_message = str(self.directory / "pump.log.1")
+            return  # else the group ends
         sys.stderr.write(f"immortal: daemon: pump {status}; starting a new one\n")
         lived = time.monotonic() - self.pump_started
         self.pump_failures = 0 if lived >= PUMP_STABLE else self.pump_failures + 1
@@ -355,11 +393,12 @@ class Daemon:
             return
         for number in data:
             if number in (signal.SIGTERM, signal.SIGINT):
-                self.stopping = True
                 if self.pump is not None:
+                    self.stopping = True
+                    self.stop_request = {"cmd": "stop"}
                     self.pump.send_signal(signal.SIGTERM)
                 else:
-                    self.restart_at = None
+                    self._stop_between_pumps({"cmd": "stop"})
             elif number == signal.SIGHUP and self.pump is not None:
                 self.pump.send_signal(signal.SIGHUP)
             elif number == signal.SIGCHLD:
@@ -423,10 +462,11 @@ class Daemon:
             return {"status": read_json(self.directory / "status.json"),
                     "daemon": os.getpid(), "pump": self.pump.pid if self.pump else None}
         if cmd == "stop":
-            self.stopping = True
             if self.pump is None:
-                self.restart_at = None  # between two pumps: nothing more to start
+                self._stop_between_pumps(request)
                 return {}
+            self.stopping = True
+            self.stop_request = request
         try:
             if self.pump is None or self.pump_sock is None:
                 raise OSError("no pump is running right now (one is being restarted)")
@@ -437,6 +477,16 @@ class Daemon:
             raise NotRunning(f"the pump cannot be reached ({exc}); try again in a moment") \
                 from None
         return {}
+
+    def _stop_between_pumps(self, request: dict[str, Any]) -> None:
+        """A stop while no pump runs: with a target alive, the next pump (started at once)
+        carries it out, as any stop; without one, nothing more is started."""
+        self.stopping = True
+        if self.restart_at is not None and self._target_left():
+            self.stop_request = request
+            self.restart_at = time.monotonic()
+        else:
+            self.restart_at = None
 
     def _end(self) -> int:
         """The group ends: kill and reap whatever is left of it (escaped grandchildren)."""

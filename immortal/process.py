@@ -170,6 +170,16 @@ def boot_ticks() -> int:
     return int(time.clock_gettime(clock) * os.sysconf("SC_CLK_TCK"))
 
 
+def threads() -> int:
+    """How many threads this process runs (C ones too, where /proc lists them)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading
+
+        return threading.active_count()
+
+
 def children() -> list[int]:
     """Our children as the kernel lists them: orphans adopted as subreaper, and zombies."""
     pids: list[int] = []

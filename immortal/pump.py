@@ -108,7 +108,7 @@ class Pump:
 
     # ----------------------------------------------------------------- start-up
     def run(self) -> int:
-        wake_r, wake_w = os.pipe()
+        wake_r, wake_w = self.wake = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
@@ -407,30 +407,41 @@ class Pump:
     def _daemon_died(self) -> None:
         """The daemon is gone: become the daemon, keeping the target and its pipes.
 
-        Same pid, so the target stays our child; the lock, the pipes and the target
-        survive the exec. A successor pump, started just before the exec, adopts the
-        target (``daemon.hand_over``).
+        Same pid, so the target stays our child. Single-threaded, this process becomes the
+        daemon in place (``daemon.become``), at once: what is in the pipes, and what it
+        read but did not deliver (the journal), is delivered by the pump the new daemon
+        forks. With a monitor's threads it ``exec``s instead, after a fresh successor pump
+        is started (``daemon.hand_over``).
         """
         assert self.lifeline is not None
         self.selector.unregister(self.lifeline)
-        self._drain(final=False)
         if self.machine.phase in supervise.FINAL or self.machine.phase == supervise.STOPPING:
+            self._drain(final=False)
             self.lifeline = None
             return
         from . import daemon  # the role we turn into
 
-        self._write_status()
         # What this process becomes (so that ps never shows two pumps in the hand-over).
         process.set_title(f"immortal: daemon {self.directory}")
-        sys.stderr.flush()
         adopt = None
         if self.target is not None:
             adopt = {"pid": self.target.pid, "started_wall": self.target.started_wall}
             self.target.close()
-        daemon.hand_over(self.spec, adopt, {
-            "lock": self.lock_fd, "out": [self.out_r, self.out_w],
-            "err": [self.err_r, self.err_w], "journal": self.journal_fd,
-            "channel": self.channel})
+        fds = {"lock": self.lock_fd, "out": [self.out_r, self.out_w],
+               "err": [self.err_r, self.err_w], "journal": self.journal_fd,
+               "channel": self.channel}
+        if process.threads() == 1:
+            # No thread of a monitor's to carry along: become the daemon in this process
+            # (see main), without an exec's start-up, while we alone supervise.
+            signal.set_wakeup_fd(-1)
+            self.selector.close()
+            for fd in self.wake:
+                os.close(fd)
+            raise daemon.HandOver({"why": "daemon restart", "adopt": adopt, "fds": fds})
+        self._drain(final=False)
+        self._write_status()
+        sys.stderr.flush()
+        daemon.hand_over(self.spec, adopt, fds)
 
     # ----------------------------------------------------------------- control
     def command(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -640,4 +651,10 @@ def main(spec: Spec, args: dict[str, Any]) -> int:
     if args.get("daemon_pid") is None:
         # No daemon above us: we are the group's root, and escaped grandchildren are ours.
         args["subreaper"] = process.set_subreaper()
-    return Pump(spec, args).run()
+    from .daemon import HandOver, become
+
+    try:
+        return Pump(spec, args).run()
+    except HandOver as change:  # the daemon died: this process becomes it
+        daemon_args = change.args[0]
+    return become(spec, daemon_args)

@@ -153,8 +153,9 @@ def test_the_daemon_killed_while_a_pump_restart_waits(started):
     whole_again(group, pids["target"], gone)
 
 
-def test_the_pump_killed_while_it_becomes_the_daemon(started):
-    group = started(TALKER, [], policy=FAST)
+def test_the_pump_killed_while_it_execs_into_the_daemon(started):
+    # A monitor's thread: the pump cannot become the daemon in place, it execs.
+    group = started(TALKER, [], policy=FAST, monitors={"plugins.deaths:Threaded": {}})
     pids = group.pids
     os.kill(pids["daemon"], signal.SIGKILL)
     # Once it has exec'd and before it is ready: a fresh interpreter's argv names the role.
@@ -230,3 +231,20 @@ def test_a_pump_that_cannot_be_forked_is_retried(started, pids_cgroup):
     (pids_cgroup / "pids.max").write_text("max")
     whole_again(group, pids["target"], {pids["pump"]})
     assert "Resource temporarily unavailable" in (group.directory / "daemon.log").read_text()
+
+
+def test_a_stop_between_two_pumps_still_stops_the_target(started, pids_cgroup, recorder):
+    group = started(TALKER, [], policy=FAST, monitor="recorder", options=recorder.options)
+    pids = group.pids
+    (pids_cgroup / "cgroup.procs").write_text(str(pids["daemon"]))
+    (pids_cgroup / "pids.max").write_text("1")  # the daemon cannot start the next pump
+    os.kill(pids["pump"], signal.SIGKILL)
+    wait_for(lambda: (group.directory / "daemon.log").read_text(),
+             lambda text: "cannot start a pump" in text, what="a refused pump start")
+    os.kill(pids["daemon"], signal.SIGTERM)  # the stop finds no pump to carry it out
+    assert is_alive(pids["target"], None)
+    (pids_cgroup / "pids.max").write_text("max")
+    events = recorder.wait_for(lambda es: any(e["hook"] == "shutdown" for e in es))
+    exits = [e for e in events if e["hook"] == "exit"]
+    assert [e["pid"] for e in exits] == [pids["target"]] and exits[0]["signal"] == signal.SIGTERM
+    wait_for(group.status, lambda s: not s.running, what="the group to end")

@@ -17,3 +17,12 @@ class DieInExit(immortal.Monitor):
             return
         os.close(fd)
         os._exit(70)
+
+
+class Threaded(immortal.Monitor):
+    """Runs a thread of its own in the pump, as a monitor that sends events out might."""
+
+    def setup(self, why, message):
+        import threading
+
+        threading.Thread(target=threading.Event().wait, daemon=True).start()
