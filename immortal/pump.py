@@ -127,6 +127,7 @@ class Pump:
         if self.host.terminal:
             for stream in self.relays:
                 stream.echo = None  # a monitor shows the output on the terminal already
+        self._check_daemon()
         adopt = self.args.get("adopt")
         why = self.args.get("why", PUMP_START)
         message = read_tail(self.args.get("message_file"))
@@ -162,6 +163,7 @@ class Pump:
             return self._fail("StartError", f"setup failed: {exc}")
         if adopt:
             self.host.call("adopt", pid=adopt["pid"])
+        self._check_daemon()
         for stream in self.relays:
             stream.recover()
             stream.deliver()  # what a dead predecessor had read but not delivered
@@ -404,6 +406,20 @@ class Pump:
         self._act(actions, spawned)
         self._write_status()
 
+    def _check_daemon(self) -> None:
+        """During start-up (long with a slow monitor), act on the daemon's death at once
+        rather than at the end of it: the target would have no other supervisor."""
+        if self.lifeline is None or self.machine.phase == supervise.STOPPING:
+            return
+        try:
+            data = self.lifeline.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._daemon_died()
+
     def _daemon_died(self) -> None:
         """The daemon is gone: become the daemon, keeping the target and its pipes.
 
@@ -414,7 +430,8 @@ class Pump:
         is started (``daemon.hand_over``).
         """
         assert self.lifeline is not None
-        self.selector.unregister(self.lifeline)
+        if self.lifeline.fileno() in self.selector.get_map():
+            self.selector.unregister(self.lifeline)
         if self.machine.phase in supervise.FINAL or self.machine.phase == supervise.STOPPING:
             self._drain(final=False)
             self.lifeline = None
@@ -427,6 +444,8 @@ class Pump:
         if self.target is not None:
             adopt = {"pid": self.target.pid, "started_wall": self.target.started_wall}
             self.target.close()
+        elif self.args.get("adopt"):  # still starting: the target we were to adopt
+            adopt = {k: self.args["adopt"][k] for k in ("pid", "started_wall")}
         fds = {"lock": self.lock_fd, "out": [self.out_r, self.out_w],
                "err": [self.err_r, self.err_w], "journal": self.journal_fd,
                "channel": self.channel}

@@ -20,7 +20,7 @@ pump's open fds after many target respawns equal those after 10.
 
 Mixed bursts (``test_mixed_bursts``): ``BURST_KILLS`` SIGKILLs about 100 ms apart, each to
 the daemon or the pump (chosen at random, whichever is current in the process table, not
-waiting for recovery, only for a survivor to have forked its new partner), then a wait
+waiting for recovery, only up to ``PARTNER_WAIT`` for a survivor to fork), then a wait
 until the group is whole: the target must be the same process, no line lost, doubled or
 reordered, never two targets.
 
@@ -63,6 +63,7 @@ FORK_GRACE = 1.0  # a fork that has not exec'd yet (its argv is its parent's) is
 CI_KILLS = 30
 BURST_KILLS = 10  # SIGKILLs to the daemon or the pump in one burst, about a second
 CI_BURSTS = 3
+PARTNER_WAIT = 0.3  # a burst's kill waits this long at most for a survivor to fork
 FD_SETTLE = 10  # target respawns before the first fd count
 LINE = re.compile(r"^(out|err) (\d+)\.([0-9a-f]+) (\d+)$")
 
@@ -775,14 +776,16 @@ def supervisors() -> dict[str, list[Proc]]:
 def burst(rng: random.Random, kills: int) -> list[str]:
     """``kills`` SIGKILLs, each to the current daemon or pump, chosen at random.
 
-    Each kill waits until both exist (a survivor has forked its new partner; it may not be
-    ready yet): killing the lone survivor before that ends the group by design (see
-    docs/design.md, "When a supervisor process dies", for how long that window lasts).
+    Each kill waits up to ``PARTNER_WAIT`` for both to exist (a survivor has forked its
+    new partner, not necessarily ready yet): killing the lone survivor before it could
+    fork ends the group by design (docs/design.md, "When a supervisor process dies", says
+    how long that window lasts), but a survivor that stays alone longer (waiting, exec'ing)
+    is killed all the same.
     """
     done = []
     for _ in range(kills):
         time.sleep(rng.uniform(0.05, 0.15))  # pacing, not synchronisation
-        deadline = time.monotonic() + SHORT
+        deadline = time.monotonic() + PARTNER_WAIT
         alive = supervisors()
         while not (alive["daemon"] and alive["pump"]) and time.monotonic() < deadline \
                 and (alive["daemon"] or alive["pump"]):
