@@ -33,8 +33,8 @@ from .errors import NotRunning
 from .state import SOCKET_NAME, parent_pid, process_start_time, read_json
 
 PUMP_RESTART_MIN = 0.05  # first delay when pumps keep dying at once; doubles to the max
-PUMP_RESTART_MAX = 5.0  # only while no target lives: with one, a pump restarts at once
-PUMP_RETRY_MAX = 0.5  # a pump that cannot be forked while a target lives: retried this often
+PUMP_RESTART_MAX = 5.0
+PUMP_RETRY_MAX = 0.5  # the cap instead while a target lives (pumps that fail by themselves)
 PUMP_STABLE = 1.0  # a pump that lived this long restarts at once
 
 
@@ -171,6 +171,7 @@ class Daemon:
         self.restart_why = PUMP_RESTART
         self.restart_message: str | None = None
         self.stop_request: dict[str, Any] | None = None  # for a pump started while stopping
+        self.stop_retried = False  # a pump died during the stop and another was started
         self.started = False  # the first pump reported success
         self.stopping = False
         self.finished = False
@@ -351,7 +352,10 @@ class Daemon:
         if self.finished or not self.started:
             return  # the group ends
         if self.stopping:
-            if self._target_left():  # a pump comes at once to stop it (TERM, grace, KILL)
+            if not self.stop_retried and self._target_left():
+                # A pump comes at once to stop the target (TERM, grace, KILL), once only:
+                # a pump that dies again (a monitor that kills it) ends the group.
+                self.stop_retried = True
                 self.restart_at = time.monotonic()
                 self.restart_why = PUMP_RESTART
                 self.restart_message = str(self.directory / "pump.log.1")
@@ -361,9 +365,13 @@ class Daemon:
         self.pump_failures = 0 if lived >= PUMP_STABLE else self.pump_failures + 1
         delay = 0.0
         # While a target lives, no waiting with one supervisor: were the daemon to die in
-        # the wait, the target would be left to nobody. Quick deaths back off only without.
-        if self.pump_failures and not self._target_left():
-            delay = min(PUMP_RESTART_MAX, PUMP_RESTART_MIN * 2 ** (self.pump_failures - 1))
+        # the wait, the target would be left to nobody. A pump killed from outside is
+        # replaced at once; pumps that keep failing by themselves (a monitor that crashes
+        # them) back off, capped lower while a target lives.
+        alive = self._target_left()
+        if self.pump_failures and not (alive and status.signal == signal.SIGKILL):
+            delay = min(PUMP_RETRY_MAX if alive else PUMP_RESTART_MAX,
+                        PUMP_RESTART_MIN * 2 ** min(self.pump_failures - 1, 16))
         self.restart_at = time.monotonic() + delay
         self.restart_why = PUMP_RESTART
         self.restart_message = str(self.directory / "pump.log.1")
@@ -482,7 +490,8 @@ class Daemon:
         """A stop while no pump runs: with a target alive, the next pump (started at once)
         carries it out, as any stop; without one, nothing more is started."""
         self.stopping = True
-        if self.restart_at is not None and self._target_left():
+        if self.restart_at is not None and not self.stop_retried and self._target_left():
+            self.stop_retried = True
             self.stop_request = request
             self.restart_at = time.monotonic()
         else:
