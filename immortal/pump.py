@@ -409,8 +409,8 @@ class Pump:
     def _check_daemon(self) -> None:
         """During start-up (long with a slow monitor), act on the daemon's death at once
         rather than at the end of it: the target would have no other supervisor."""
-        if self.lifeline is None or self.machine.phase == supervise.STOPPING:
-            return
+        if self.lifeline is None or self.args.get("why", PUMP_START) == PUMP_START:
+            return  # a first start answers its caller first
         try:
             data = self.lifeline.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
