@@ -34,6 +34,7 @@ from .state import SOCKET_NAME, parent_pid, process_start_time, read_json
 
 PUMP_RESTART_MIN = 0.05  # first delay when pumps keep dying at once; doubles to the max
 PUMP_RESTART_MAX = 5.0
+PUMP_RETRY_MAX = 0.5  # the cap instead while a target lives (pumps that fail by themselves)
 PUMP_STABLE = 1.0  # a pump that lived this long restarts at once
 
 
@@ -41,15 +42,94 @@ def role_command(args: dict[str, Any]) -> list[str]:
     return [sys.executable, "-m", "immortal._role", json.dumps(args)]
 
 
+class HandOver(Exception):
+    """Raised by a pump whose daemon died, to become the daemon in the same process: it
+    unwinds the pump's frames (its objects are freed) up to ``pump.main``, which calls
+    :func:`become` with the daemon's arguments (``args[0]``)."""
+
+
+def become(spec: Spec, args: dict[str, Any]) -> int:
+    """Run the daemon in this process, a pump whose daemon died: no exec.
+
+    The pump is a fork of the daemon, so the daemon's code is here already, and the target
+    is its child. Only a single-threaded pump does this (a monitor's thread would run on in
+    the daemon, and the daemon forks): the daemon is up, and forks a new pump, as soon as
+    the pump's objects are freed. The monitor's modules stay imported, never called.
+    """
+    gc.collect()  # the monitors' objects: their files flushed and closed before any fork
+    sys.setrecursionlimit(sys.getrecursionlimit() + 16)  # each hand-over nests a few frames
+    fd = os.open(Path(spec.directory) / "daemon.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                 0o600)
+    os.dup2(fd, 2)
+    os.close(fd)
+    process.set_subreaper()
+    return Daemon(spec, args).run()
+
+
+def hand_over(spec: Spec, adopt: dict[str, Any] | None, fds: dict[str, Any]) -> None:
+    """Turn this process (a pump whose daemon died, with threads of a monitor's) into the
+    daemon by ``exec``: same pid, so its target stays its child. Never returns.
+
+    A successor pump is started first, as a fresh interpreter (this process holds monitor
+    code, maybe threads: no fork without exec), adopting the target as after a pump's death.
+    So while this process ``exec``s, two supervisors live: if this one dies now, the
+    successor sees its lifeline end and becomes the daemon in turn; if the successor dies,
+    the new daemon reaps it and starts another. If it cannot be started, the new daemon
+    starts a pump as usual.
+    """
+    args: dict[str, Any] = {"why": DAEMON_RESTART, "adopt": adopt, "fds": dict(fds)}
+    try:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    except OSError as exc:
+        sys.stderr.write(f"immortal: pump: cannot start a successor pump: {exc}\n")
+    else:
+        try:
+            args["pump"] = {"pid": _spawn_successor(spec, adopt, fds, theirs.fileno())}
+            args["fds"]["pump"] = ours.detach()
+        except OSError as exc:
+            sys.stderr.write(f"immortal: pump: cannot start a successor pump: {exc}\n")
+            ours.close()
+        theirs.close()
+    exec_daemon(spec, args)
+
+
+def _spawn_successor(spec: Spec, adopt: dict[str, Any] | None, fds: dict[str, Any],
+                     lifeline: int) -> int:
+    """A fresh pump, the child of this process (the daemon to be): its pid."""
+    import subprocess
+
+    pump_fds = {**fds, "lifeline": lifeline}
+    args = {"role": "pump", "dir": spec.directory, "why": DAEMON_RESTART, "fresh": True,
+            "adopt": dict(adopt, exit=None) if adopt else None, "message_file": None,
+            "daemon_pid": os.getpid(), "fds": pump_fds}
+    keep = [fd for fd in (fds.get("lock"), *fds["out"], *fds["err"], fds.get("journal"),
+                          *(fds.get("channel") or ()), lifeline) if fd is not None]
+    log = os.open(Path(spec.directory) / "pump.log",
+                  os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        child = subprocess.Popen(role_command(args), stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=log, close_fds=True,
+                                 pass_fds=keep)
+    finally:
+        os.close(log)
+    return child.pid
+
+
 def exec_daemon(spec: Spec, args: dict[str, Any]) -> None:
     """Replace this process (a pump whose daemon died) with a daemon: same pid."""
     fds = args["fds"]
     for fd in (fds.get("lock"), *fds["out"], *fds["err"], fds.get("journal"),
-               *(fds.get("channel") or ())):
+               *(fds.get("channel") or ()), fds.get("pump")):
         if fd is not None:
             os.set_inheritable(fd, True)
     argv = role_command({"role": "daemon", "dir": spec.directory, **args})
-    os.execv(argv[0], argv)
+    try:
+        os.execv(argv[0], argv)
+    except OSError as exc:
+        # The successor, if any, sees this process end and becomes the daemon itself.
+        sys.stderr.write(f"immortal: pump: cannot become the daemon: {exc}\n")
+        sys.stderr.flush()
+        os._exit(1)
 
 
 class Daemon:
@@ -86,12 +166,24 @@ class Daemon:
         self.pump_started = 0.0
         self.pump_sock: socket.socket | None = None
         self.pump_failures = 0
+        self.fork_failures = 0  # pump starts that failed in a row (fork: EAGAIN, ENOMEM)
+        self.spawning: int | None = None  # the pump is spawning a target: since (boot ticks)
+        self.restart_why = PUMP_RESTART
+        self.restart_message: str | None = None
+        self.stop_request: dict[str, Any] | None = None  # for a pump started while stopping
+        self.stop_retried = False  # a pump died during the stop and another was started
         self.started = False  # the first pump reported success
         self.stopping = False
         self.finished = False
         self.restart_at: float | None = None
         self.stranger = -1
         self.selector = selectors.DefaultSelector()
+        if args.get("pump"):  # the successor our predecessor pump started (hand_over)
+            self.pump = _ForkedPump(args["pump"]["pid"])
+            self.pump_sock = socket.socket(fileno=fds["pump"])
+            self.pump_sock.set_inheritable(False)
+            self.pump_started = time.monotonic()
+            self.selector.register(self.pump_sock, selectors.EVENT_READ, "pump")
 
     def run(self) -> int:
         self.handshake.send(role="daemon", pid=os.getpid(),
@@ -109,14 +201,21 @@ class Daemon:
         self.selector.register(self.stall, selectors.EVENT_READ, "stall")
         if self.why == DAEMON_RESTART:
             self.started = True
-            self._reap()  # the target may have died while we were exec'ing
-            self._watch_stranger()
+            self._watch_stranger()  # first: a pump reaped below must not think it gone
+            self._reap()  # the target, or the successor pump, may have died meanwhile
+            if self.pump_sock is not None:
+                # The successor writes its status once we are up: a group reads as whole
+                # only when its daemon can reap again.
+                self._tell_pump(hello=os.getpid())
         self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                       self._command)
         process.set_title(f"immortal: daemon {self.directory}")
-        self._start_pump(self.why, None)
+        if self.pump is None and self.restart_at is None:
+            self._start_pump(self.why, None)
         self.handshake.close()  # the pump holds its own copy and answers the caller
         while True:
+            if self.pump is None and self.restart_at is None:
+                return self._end()
             timeouts = [t for t in (self.restart_at, self.control.next_deadline(),
                                     self.stall.deadline) if t]
             timeout = max(0.0, min(timeouts) - time.monotonic()) if timeouts else None
@@ -135,24 +234,23 @@ class Daemon:
             self.stall.tick()
             if self.restart_at is not None and time.monotonic() >= self.restart_at:
                 self.restart_at = None
-                self._start_pump(PUMP_RESTART, str(self.directory / "pump.log.1"))
-            if self.pump is None and self.restart_at is None:
-                return self._end()
+                self._start_pump(self.restart_why, self.restart_message)
 
     # ----------------------------------------------------------------- pump
     def _start_pump(self, why: str, message_file: str | None) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         log = self.directory / "pump.log"
         if why == PUMP_RESTART and log.exists():
             os.replace(log, self.directory / "pump.log.1")
         adopt = None
-        if (self.target_pid is not None and self.target_exit is None and self.stranger < 0
-                and parent_pid(self.target_pid) != os.getpid()):
-            # Not re-parented to us, so not alive as the old pump's orphan: already gone.
-            self.target_pid = self.target_started = None
+        self._target_left()
         if self.target_pid is not None:
             adopt = {"pid": self.target_pid, "started_wall": self.target_started,
                      "exit": self.target_exit.to_json() if self.target_exit else None}
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError as exc:  # out of fds
+            self._pump_not_started(why, message_file, exc)
+            return
         fds: dict[str, Any] = {"out": list(self.out), "err": list(self.err),
                                "journal": self.journal, "channel": self.channel,
                                "lifeline": theirs.fileno(), "lock": self.lock_fd,
@@ -162,14 +260,53 @@ class Daemon:
         keep = [fd for fd in (*self.out, *self.err, self.journal, *(self.channel or ()),
                               theirs.fileno(), self.lock_fd,
                               self.handshake.fd) if fd is not None]
-        self.pump = _fork_pump(self.spec, args, keep, log)
+        try:
+            self.pump = _fork_pump(self.spec, args, keep, log)
+        except OSError as exc:
+            ours.close()
+            theirs.close()
+            self._pump_not_started(why, message_file, exc)
+            return
         self.stall.restart()
         theirs.close()
+        if self.stop_request is not None:
+            # A stop that came with no pump to carry it out (the target lives): this one.
+            self._tell_pump_on(ours, self.stop_request)
+        if self.fork_failures:
+            sys.stderr.write(f"immortal: daemon: pump started after {self.fork_failures} "
+                             "failed attempts\n")
+            self.fork_failures = 0
         self.pump_sock = ours
         self.pump_started = time.monotonic()
         self.selector.register(ours, selectors.EVENT_READ, "pump")
         if self.target_exit is not None:
             self.target_pid = self.target_exit = None  # handed over to the new pump
+
+    def _pump_not_started(self, why: str, message_file: str | None, exc: OSError) -> None:
+        """The pump could not be started (fork: EAGAIN from a process limit, ENOMEM): try
+        again later, soon while a target lives; a first start fails instead."""
+        if not self.started:
+            self.handshake.send(error="StartError", message=f"cannot start the pump: {exc}")
+            return  # no pump, nothing to wait for: the group ends
+        self.fork_failures += 1
+        if self.fork_failures == 1:
+            rolelog.report("fork", f"immortal: daemon: cannot start a pump ({exc}); retrying\n")
+        alive = self.target_pid is not None and self.target_exit is None
+        delay = min(PUMP_RETRY_MAX if alive else PUMP_RESTART_MAX,
+                    PUMP_RESTART_MIN * 2 ** min(self.fork_failures - 1, 16))
+        self.restart_at = time.monotonic() + delay
+        self.restart_why, self.restart_message = why, message_file
+
+    def _tell_pump(self, **message: Any) -> None:
+        if self.pump_sock is not None:
+            self._tell_pump_on(self.pump_sock, message)
+
+    @staticmethod
+    def _tell_pump_on(sock: socket.socket, message: dict[str, Any]) -> None:
+        try:
+            sock.send(json.dumps(message).encode())
+        except OSError:
+            pass  # the pump is dying; SIGCHLD tells when it is gone
 
     def _on_pump_message(self, sock: socket.socket) -> None:
         data = control.receive(sock)
@@ -186,10 +323,13 @@ class Daemon:
             message = json.loads(data)
         except ValueError:
             return
+        if "spawning" in message:
+            self.spawning = message["spawning"]
         if "target" in message:
             self.target_pid = message["target"]
             self.target_started = message.get("started_wall")
             self.target_exit = None
+            self.spawning = None
         if message.get("exited") is not None and message["exited"] == self.target_pid:
             self.target_pid = self.target_started = None
         if message.get("started"):
@@ -218,15 +358,49 @@ class Daemon:
                 pass
             self.pump_sock.close()
             self.pump_sock = None
-        if self.finished or self.stopping or not self.started:
+        if self.finished or not self.started:
             return  # the group ends
+        if self.stopping:
+            if not self.stop_retried and self._target_left():
+                # A pump comes at once to stop the target (TERM, grace, KILL), once only:
+                # a pump that dies again (a monitor that kills it) ends the group.
+                self.stop_retried = True
+                self.restart_at = time.monotonic()
+                self.restart_why = PUMP_RESTART
+                self.restart_message = str(self.directory / "pump.log.1")
+            return  # else the group ends
         rolelog.report("pump", f"immortal: daemon: pump {status}; starting a new one\n")
         lived = time.monotonic() - self.pump_started
         self.pump_failures = 0 if lived >= PUMP_STABLE else self.pump_failures + 1
         delay = 0.0
-        if self.pump_failures:
-            delay = min(PUMP_RESTART_MAX, PUMP_RESTART_MIN * 2 ** (self.pump_failures - 1))
+        # While a target lives, no waiting with one supervisor: were the daemon to die in
+        # the wait, the target would be left to nobody. A pump killed from outside is
+        # replaced at once; pumps that keep failing by themselves (a monitor that crashes
+        # them) back off, capped lower while a target lives.
+        alive = self._target_left()
+        if self.pump_failures and not (alive and status.signal == signal.SIGKILL):
+            delay = min(PUMP_RETRY_MAX if alive else PUMP_RESTART_MAX,
+                        PUMP_RESTART_MIN * 2 ** min(self.pump_failures - 1, 16))
         self.restart_at = time.monotonic() + delay
+        self.restart_why = PUMP_RESTART
+        self.restart_message = str(self.directory / "pump.log.1")
+
+    def _target_left(self) -> bool:
+        """After a pump's death: whether a target is left for the next pump to adopt.
+
+        A known target not re-parented to us is gone already. One the pump was spawning
+        but did not name (it died inside the spawn) is looked for among our children."""
+        if (self.target_pid is not None and self.target_exit is None and self.stranger < 0
+                and parent_pid(self.target_pid) != os.getpid()):
+            self.target_pid = self.target_started = None
+        if self.target_pid is None and self.spawning is not None and self.pump is None:
+            found = _find_orphan(self.spawning)
+            if found is not None:
+                sys.stderr.write(f"immortal: daemon: the dead pump's new target {found[0]} "
+                                 "is adopted\n")
+                self.target_pid, self.target_started = found
+            self.spawning = None
+        return self.target_pid is not None and self.target_exit is None
 
     # ----------------------------------------------------------------- signals, reaping
     def _on_signal(self, fd: int) -> None:
@@ -236,11 +410,12 @@ class Daemon:
             return
         for number in data:
             if number in (signal.SIGTERM, signal.SIGINT):
-                self.stopping = True
                 if self.pump is not None:
+                    self.stopping = True
+                    self.stop_request = {"cmd": "stop"}
                     self.pump.send_signal(signal.SIGTERM)
                 else:
-                    self.restart_at = None
+                    self._stop_between_pumps({"cmd": "stop"})
             elif number == signal.SIGHUP and self.pump is not None:
                 self.pump.send_signal(signal.SIGHUP)
             elif number == signal.SIGCHLD:
@@ -310,10 +485,11 @@ class Daemon:
             if not (known.get("pids") or {}).get("target"):
                 raise NotRunning(f"no target is running (state {known.get('state')})")
         if cmd == "stop":
-            self.stopping = True
             if self.pump is None:
-                self.restart_at = None  # between two pumps: nothing more to start
+                self._stop_between_pumps(request)
                 return {}
+            self.stopping = True
+            self.stop_request = request
         try:
             if self.pump is None or self.pump_sock is None:
                 raise OSError("no pump is running right now (one is being restarted)")
@@ -324,6 +500,17 @@ class Daemon:
             raise NotRunning(f"the pump cannot be reached ({exc}); try again in a moment") \
                 from None
         return {}
+
+    def _stop_between_pumps(self, request: dict[str, Any]) -> None:
+        """A stop while no pump runs: with a target alive, the next pump (started at once)
+        carries it out, as any stop; without one, nothing more is started."""
+        self.stopping = True
+        if self.restart_at is not None and not self.stop_retried and self._target_left():
+            self.stop_retried = True
+            self.stop_request = request
+            self.restart_at = time.monotonic()
+        else:
+            self.restart_at = None
 
     def _end(self) -> int:
         """The group ends: kill and reap whatever is left of it (escaped grandchildren)."""
@@ -372,7 +559,11 @@ def _fork_pump(spec: Spec, args: dict[str, Any], keep: list[int],
     # our wake-up pipe), and it takes the default actions until the pump sets its own.
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _ROLE_SIGNALS)
     process.import_title()  # shared with the pump, which takes its title at once
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        raise
     if pid:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         return _ForkedPump(pid)
@@ -401,6 +592,33 @@ def _fork_pump(spec: Spec, args: dict[str, Any], keep: list[int],
             # Never return into the daemon's loop, and run none of its clean-up.
             os._exit(code)
     raise AssertionError("unreachable")
+
+
+def _find_orphan(since: int) -> tuple[int, float] | None:
+    """The target a pump spawned but died before naming: (pid, wall-clock start), or None.
+
+    It is our child now (re-parented to us, the subreaper), the leader of its own process
+    group in our session, and started since the pump said it would spawn (``since``, in
+    boot ticks); the newest if several. An escaped grandchild is none of these at once: one
+    in a session of its own leads that session; one that only made its own process group
+    was started before the spawn (its target was already dead then). Without /proc (no
+    list of children, no start times) nothing is found, and the new pump spawns anew.
+    """
+    session = os.getsid(0)
+    best: tuple[int, int] | None = None
+    for pid in process.children():
+        try:
+            if os.getpgid(pid) != pid or os.getsid(pid) != session:
+                continue
+        except OSError:
+            continue
+        start = process_start_time(pid)  # None for a zombie
+        if start is not None and start >= since and (best is None or start > best[1]):
+            best = (pid, start)
+    if best is None:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return best[0], time.time() - (process.boot_ticks() - best[1]) / ticks
 
 
 def _preload_builtin_monitors(spec: Spec) -> None:

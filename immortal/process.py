@@ -176,6 +176,23 @@ class Child:
             self.pidfd = -1
 
 
+def boot_ticks() -> int:
+    """Now, in the unit of a process's kernel start time (clock ticks since boot), so that
+    the two compare: a process started after this call has a start time no smaller."""
+    clock = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+    return int(time.clock_gettime(clock) * os.sysconf("SC_CLK_TCK"))
+
+
+def threads() -> int:
+    """How many threads this process runs (C ones too, where /proc lists them)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading
+
+        return threading.active_count()
+
+
 def children() -> list[int]:
     """Our children as the kernel lists them: orphans adopted as subreaper, and zombies."""
     pids: list[int] = []

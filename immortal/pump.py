@@ -107,7 +107,7 @@ class Pump:
 
     # ----------------------------------------------------------------- start-up
     def run(self) -> int:
-        wake_r, wake_w = os.pipe()
+        wake_r, wake_w = self.wake = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
@@ -127,6 +127,7 @@ class Pump:
         if self.host.terminal:
             for stream in self.relays:
                 stream.echo = None  # a monitor shows the output on the terminal already
+        self._check_daemon()
         adopt = self.args.get("adopt")
         why = self.args.get("why", PUMP_START)
         message = read_tail(self.args.get("message_file"))
@@ -162,6 +163,7 @@ class Pump:
             return self._fail("StartError", f"setup failed: {exc}")
         if adopt:
             self.host.call("adopt", pid=adopt["pid"])
+        self._check_daemon()
         for stream in self.relays:
             stream.recover()
             stream.deliver()  # what a dead predecessor had read but not delivered
@@ -170,18 +172,19 @@ class Pump:
                 self.host.call("spawn", pid=self.target.pid)
             else:  # a successor pump found the target dead and spawned anew
                 self.host.call("respawn", pid=self.target.pid, why="exit")
-            self._tell_daemon(target=self.target.pid, started_wall=self.target.started_wall)
-        self._write_status()
+        if not self.args.get("fresh"):  # a successor writes it once its daemon is up
+            self._write_status()
         if self.daemon_pid is None:
             self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                           self.command)
+        # The daemon first: once the caller has its answer, a pump's death is a restart.
+        self._tell_daemon(started=True)
         self.handshake.send(ok=True, target=self.target.pid if self.target else None)
         self.handshake.close()
-        if self.daemon_pid is None:
-            # A fresh interpreter (unattached, development): its argv is a JSON blob. (A
-            # daemon's pump is its fork and was titled there.)
+        if self.daemon_pid is None or self.args.get("fresh"):
+            # A fresh interpreter (unattached, development, a pump's successor): its argv
+            # is a JSON blob. (A daemon's pump is its fork and was titled there.)
             process.set_title(f"immortal: pump {self.directory}")
-        self._tell_daemon(started=True)
 
         self.selector.register(wake_r, selectors.EVENT_READ, "signal")
         self.selector.register(self.out_r, selectors.EVENT_READ, "stdout")
@@ -344,6 +347,9 @@ class Pump:
             self._daemon_died()
             return
         message = json.loads(data)
+        if "hello" in message:  # the daemon we were started for is up (hand_over)
+            self._write_status()
+            return
         if "cmd" in message:
             try:
                 self.command(message)
@@ -399,33 +405,64 @@ class Pump:
         self._act(actions, spawned)
         self._write_status()
 
+    def _check_daemon(self) -> None:
+        """During start-up (long with a slow monitor), act on the daemon's death at once
+        rather than at the end of it: the target would have no other supervisor."""
+        if self.lifeline is None or self.args.get("why", PUMP_START) == PUMP_START:
+            return  # a first start answers its caller first
+        try:
+            data = self.lifeline.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._daemon_died()
+
     def _daemon_died(self) -> None:
         """The daemon is gone: become the daemon, keeping the target and its pipes.
 
-        Same pid, so the target stays our child; the lock, the pipes and the target
-        survive the exec. The new daemon starts a fresh pump that adopts the target.
+        Same pid, so the target stays our child. Single-threaded, this process becomes the
+        daemon in place (``daemon.become``), at once: what is in the pipes, and what it
+        read but did not deliver (the journal), is delivered by the pump the new daemon
+        forks. With a monitor's threads it ``exec``s instead, after a fresh successor pump
+        is started (``daemon.hand_over``).
         """
         assert self.lifeline is not None
-        self.selector.unregister(self.lifeline)
-        self._drain(final=False)
+        if self.lifeline.fileno() in self.selector.get_map():
+            self.selector.unregister(self.lifeline)
         if self.machine.phase in supervise.FINAL or self.machine.phase == supervise.STOPPING:
+            self._drain(final=False)
             self.lifeline = None
             return
         from . import daemon  # the role we turn into
 
-        self._catch_up(MONITOR_GRACE)  # not more: nobody reads the pipes meanwhile
-        self._write_status()
-        sys.stderr.flush()
+        # What this process becomes (so that ps never shows two pumps in the hand-over).
+        process.set_title(f"immortal: daemon {self.directory}")
         adopt = None
         if self.target is not None:
             adopt = {"pid": self.target.pid, "started_wall": self.target.started_wall}
             self.target.close()
-        daemon.exec_daemon(self.spec, {
-            "why": "daemon restart", "adopt": adopt,
-            "fds": {"lock": self.lock_fd, "out": [self.out_r, self.out_w],
-                    "err": [self.err_r, self.err_w], "journal": self.journal_fd,
-                    "channel": self.channel},
-        })
+        elif self.args.get("adopt"):  # still starting: the target we were to adopt
+            adopt = {k: self.args["adopt"][k] for k in ("pid", "started_wall")}
+        fds = {"lock": self.lock_fd, "out": [self.out_r, self.out_w],
+               "err": [self.err_r, self.err_w], "journal": self.journal_fd,
+               "channel": self.channel}
+        if process.threads() == 1:
+            # No thread of a monitor's to carry along: become the daemon in this process
+            # (see main), without an exec's start-up, while we alone supervise.
+            signal.set_wakeup_fd(-1)
+            self.selector.close()
+            for fd in self.wake:
+                os.close(fd)
+            raise daemon.HandOver({"why": "daemon restart", "adopt": adopt, "fds": fds})
+        self._drain(final=False)
+        # The monitors' threads take what they were given before the successor starts (it
+        # would hand the same lines over again); not longer: nobody reads the pipes meanwhile.
+        self._catch_up(MONITOR_GRACE)
+        self._write_status()
+        sys.stderr.flush()
+        daemon.hand_over(self.spec, adopt, fds)
 
     # ----------------------------------------------------------------- control
     def command(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -480,7 +517,6 @@ class Pump:
                 self.machine, more = supervise.step(
                     self.spec.policy, self.machine, supervise.Spawned(self.target.pid),
                     time.monotonic(), random.random())
-                self._tell_daemon(target=self.target.pid, started_wall=self.target.started_wall)
                 if self.machine.spawned > 1:
                     self.host.call("respawn", pid=self.target.pid, why=action.why)
                 else:
@@ -528,13 +564,26 @@ class Pump:
                           f"{TARGET_LOCK}; the spawn waits until they are gone")
         try:
             env = self.spec.target_env()
-            keep = [lock]
+            # The read ends too: if both supervisors die, the pipes outlive them while the
+            # target lives, so its writes block on a full pipe instead of killing it (EPIPE).
+            keep = [lock, self.out_r, self.err_r]
             if self.channel:
                 env[CHANNEL_ENV] = str(self.channel[1])
                 keep.append(self.channel[1])
-            return process.spawn(self.spec.command(), env=env, cwd=self.spec.cwd,
-                                 umask=self.spec.umask, stdout=self.out_w, stderr=self.err_w,
-                                 pass_fds=tuple(keep))
+            # The daemon hears of every target before anything that can fail or take time
+            # (a hook, a status write): a pump that dies after the spawn leaves a target the
+            # daemon hands to the next pump, never one nobody knows about. 'spawning' covers
+            # a death inside the spawn itself (see Daemon._find_orphan).
+            self._tell_daemon(spawning=process.boot_ticks())
+            try:
+                child = process.spawn(self.spec.command(), env=env, cwd=self.spec.cwd,
+                                      umask=self.spec.umask, stdout=self.out_w,
+                                      stderr=self.err_w, pass_fds=tuple(keep))
+            except OSError:
+                self._tell_daemon(spawning=None)
+                raise
+            self._tell_daemon(target=child.pid, started_wall=child.started_wall)
+            return child
         finally:
             os.close(lock)  # the target's copy holds it now
 
@@ -640,4 +689,10 @@ def main(spec: Spec, args: dict[str, Any]) -> int:
     if args.get("daemon_pid") is None:
         # No daemon above us: we are the group's root, and escaped grandchildren are ours.
         args["subreaper"] = process.set_subreaper()
-    return Pump(spec, args).run()
+    from .daemon import HandOver, become
+
+    try:
+        return Pump(spec, args).run()
+    except HandOver as change:  # the daemon died: this process becomes it
+        daemon_args = change.args[0]
+    return become(spec, daemon_args)

@@ -18,6 +18,12 @@ the tail, after the last line the monitor got); each pump or daemon kill gives o
 ``setup`` with the matching reason; no zombie lives longer than 1 s; the daemon's and the
 pump's open fds after many target respawns equal those after 10.
 
+Mixed bursts (``test_mixed_bursts``): ``BURST_KILLS`` SIGKILLs about 100 ms apart, each to
+the daemon or the pump (chosen at random, whichever is current in the process table, not
+waiting for recovery, only up to ``PARTNER_WAIT`` for a survivor to fork), then a wait
+until the group is whole: the target must be the same process, no line lost, doubled or
+reordered, never two targets.
+
 Tiers: the default run does ``CI_KILLS`` kills. The long run (``IMMORTAL_CHAOS_KILLS=1000``)
 is skipped unless that variable is set; it writes its figures as JSON to
 ``$IMMORTAL_CHAOS_REPORT`` when that is set.
@@ -55,6 +61,9 @@ CENSUS_PERIOD = 0.01  # how often the census walks /proc
 ZOMBIE_AGE = 1.0  # a zombie older than this is a failure
 FORK_GRACE = 1.0  # a fork that has not exec'd yet (its argv is its parent's) is not counted
 CI_KILLS = 30
+BURST_KILLS = 10  # SIGKILLs to the daemon or the pump in one burst, about a second
+CI_BURSTS = 3
+PARTNER_WAIT = 0.3  # a burst's kill waits this long at most for a survivor to fork
 FD_SETTLE = 10  # target respawns before the first fd count
 LINE = re.compile(r"^(out|err) (\d+)\.([0-9a-f]+) (\d+)$")
 
@@ -743,3 +752,107 @@ def test_fds_stable_over_1000_respawns(started, recorder, tmp_path):
         assert len(late) == len(early), (
             f"the {role} held {len(early)} fds at spawned={early_n} and {len(late)} at "
             f"spawned={late_n}:\nearly: {early}\nlate:  {late}")
+
+
+# --------------------------------------------------------------------------- mixed bursts
+def supervisors() -> dict[str, list[Proc]]:
+    """The live daemons and pumps below this process, by role (a fork that has not yet
+    exec'd or taken its title is left out, as in the census)."""
+    procs = process_tree(os.getpid())
+    by_pid = {p.pid: p for p in procs}
+    found: dict[str, list[Proc]] = {"daemon": [], "pump": []}
+    for proc in procs:
+        role = role_of(proc.argv)
+        if proc.state == "Z" or role not in found:
+            continue
+        parent = by_pid.get(proc.ppid)
+        if parent is not None and (parent.argv == proc.argv or (
+                role == "daemon" and role_of(parent.argv) == "daemon")):
+            continue
+        found[role].append(proc)
+    return found
+
+
+def burst(rng: random.Random, kills: int) -> list[str]:
+    """``kills`` SIGKILLs, each to the current daemon or pump, chosen at random.
+
+    Each kill waits up to ``PARTNER_WAIT`` for both to exist (a survivor has forked its
+    new partner, not necessarily ready yet): killing the lone survivor before it could
+    fork ends the group by design (docs/design.md, "When a supervisor process dies", says
+    how long that window lasts), but a survivor that stays alone longer (waiting, exec'ing)
+    is killed all the same.
+    """
+    done = []
+    for _ in range(kills):
+        time.sleep(rng.uniform(0.05, 0.15))  # pacing, not synchronisation
+        deadline = time.monotonic() + PARTNER_WAIT
+        alive = supervisors()
+        while not (alive["daemon"] and alive["pump"]) and time.monotonic() < deadline \
+                and (alive["daemon"] or alive["pump"]):
+            time.sleep(0.001)
+            alive = supervisors()
+        roles = [role for role in ("daemon", "pump") if alive[role]]
+        if not roles:
+            done.append("nobody")
+            continue
+        role = rng.choice(roles)
+        victim = max(alive[role], key=lambda p: p.start)
+        try:
+            os.kill(victim.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        done.append(f"{role} {victim.pid}")
+    return done
+
+
+def mixed_bursts(started: Any, recorder: Any, tmp_path: Path, bursts: int) -> tuple[
+        list[str], dict[str, Any]]:
+    seed = int(os.environ.get("IMMORTAL_CHAOS_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"bursts seed {seed} (IMMORTAL_CHAOS_SEED={seed} replays the same choices)")
+    group = started(NUMBERED, ["--interval", str(INTERVAL)], strategy="daemon",
+                    name="bursts", monitor="recorder", options=recorder.options,
+                    policy={"min_uptime": 0.0}, cwd=tmp_path)
+    run = Chaos(group, recorder.path, seed)
+    census = Census()
+    census.start()
+    problems: list[str] = []
+    try:
+        run.start()
+        assert run.current is not None
+        target = run.current.pids["target"]
+        for number in range(bursts):
+            killed = burst(run.rng, BURST_KILLS)
+            status = run.wait_whole(None, LONG)
+            if status is None:
+                status = group.status()
+                problems.append(f"seed {seed}: burst #{number} ({', '.join(killed)}) not "
+                                f"recovered in {LONG} s: {status.state} {status.pids}\n"
+                                + tail(group.directory / "daemon.log") + "\n"
+                                + tail(group.directory / "pump.log") + "\nprocesses: "
+                                + "; ".join(p.describe() for p in process_tree(os.getpid())))
+                break
+            if status.pids["target"] != target:
+                problems.append(f"seed {seed}: burst #{number} ({', '.join(killed)}): the "
+                                f"target changed, {target} → {status.pids['target']}")
+                break
+    finally:
+        census.stop()
+        group.stop(timeout=LONG)
+    if census.max_alive["target"] > 1:
+        problems.append(f"{census.max_alive['target']} targets alive at once: "
+                        + "; ".join(census.crowds))
+    events, _ = run.events()
+    lines = analyse_lines(events, [])
+    for key in ("lost", "duplicated", "reordered", "foreign"):
+        if lines[key]:
+            problems.append(f"{lines[key]} lines {key}: {lines['gaps'][:5]}")
+    return problems, {"seed": seed, "max_alive": census.max_alive, "lines": lines["lines"],
+                      "crowds": census.crowds}
+
+
+@pytest.mark.timeout(240)
+def test_mixed_bursts(started, recorder, tmp_path):
+    """A few bursts of mixed daemon/pump kills: the group recovers, target and lines kept."""
+    problems, figures = mixed_bursts(started, recorder, tmp_path, CI_BURSTS)
+    print(json.dumps(figures, indent=1))
+    assert not problems, "\n".join(problems) + "\n" + json.dumps(figures, indent=1)

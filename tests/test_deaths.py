@@ -1,0 +1,250 @@
+"""A supervisor's death never touches the target, and never leaves two targets.
+
+Each test brings about one death (or two close together) at the worst moment found: a
+pump that dies between spawning a target and telling the daemon, a daemon that dies while
+it waits to restart a pump, a pump killed while it turns into the daemon, both supervisors
+killed while the target writes, and a daemon that cannot fork a new pump.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SHORT, TALKER, children_of, cmdline, descendants, proc_state, wait_for
+from immortal.state import is_alive, process_start_time
+
+pytestmark = pytest.mark.timeout(120)
+
+FAST = {"min_uptime": 0.0, "backoff_initial": 0.05, "backoff_max": 0.2}
+# A target that closes every inherited fd, target.lock included, as some daemons do.
+CLOSER = "import os, time; os.closerange(3, 65536); print('closer', flush=True); time.sleep(3600)"
+
+
+def targets(marker: str) -> list[int]:
+    """The live processes below us whose command line holds ``marker``."""
+    return [pid for pid in descendants() if marker in cmdline(pid)
+            and proc_state(pid) not in (None, "Z")]
+
+
+def logs(group) -> str:
+    """The roles' logs, as evidence for a failure."""
+    parts = []
+    for pid in children_of(os.getpid()):
+        if proc_state(pid) == "Z":
+            try:
+                parts.append(f"reaped {pid}: {os.waitpid(pid, os.WNOHANG)}")
+            except ChildProcessError:
+                pass
+    for name in ("daemon.log", "pump.log.1", "pump.log"):
+        try:
+            parts.append(f"--- {name}:\n" + (group.directory / name).read_text()[-3000:])
+        except OSError:
+            pass
+    return "\n".join(parts)
+
+
+def one_known_target(group, marker: str, old: int):
+    """Wait until the group runs a target other than ``old``, the only one alive."""
+    def settled(status):
+        pid = status.pids.get("target")
+        return (status.state == "running" and pid not in (None, old)
+                and is_alive(pid, status.start_times.get("target"))
+                and status.pids.get("pump") and is_alive(status.pids["pump"], None))
+    deadline = time.monotonic() + SHORT
+    status = group.status()
+    while not settled(status):
+        if time.monotonic() > deadline:
+            pytest.fail(f"no running group with a new target in {SHORT} s: {status}\n"
+                        + logs(group), pytrace=False)
+        time.sleep(0.01)
+        status = group.status()
+    alive = targets(marker)
+    assert alive == [status.pids["target"]], (
+        f"live targets {alive}, the group knows {status.pids}")
+    return status
+
+
+@pytest.mark.parametrize("program,args,marker", [
+    (TALKER, [], "talker.py"),
+    (sys.executable, ["-c", CLOSER], "closerange"),
+], ids=["holds-lock", "closes-fds"])
+def test_a_pump_dying_in_exit_leaves_its_new_target_known(started, tmp_path, program, args,
+                                                          marker):
+    group = started(program, args, policy=FAST,
+                    monitors={"plugins.deaths:DieInExit": {"once": str(tmp_path / "died")}})
+    first = group.pids
+    os.kill(first["target"], signal.SIGKILL)  # the pump spawns the next, then dies in exit
+    status = one_known_target(group, marker, first["target"])
+    assert (tmp_path / "died").exists() and status.pids["pump"] != first["pump"]
+    assert status.pids["daemon"] == first["daemon"]
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.002, 0.005, 0.01])
+def test_a_pump_killed_just_after_the_target(started, delay):
+    group = started(TALKER, [], policy=FAST)
+    pids = group.pids
+    os.kill(pids["target"], signal.SIGKILL)
+    time.sleep(delay)  # pacing: the pump is somewhere in its respawn
+    os.kill(pids["pump"], signal.SIGKILL)
+    one_known_target(group, "talker.py", pids["target"])
+
+
+def poll(get, predicate, timeout: float):
+    """``get()`` once ``predicate`` holds, or None after ``timeout`` (no failure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = get()
+        if predicate(value):
+            return value
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.001)
+
+
+def whole_again(group, target: int, gone: set[int]):
+    """Wait until a live daemon and pump (none of ``gone``) run ``target``, still alive."""
+    def whole(status):
+        pids = status.pids
+        return (status.state == "running" and pids.get("target") == target
+                and all(pids.get(role) and pids[role] not in gone
+                        and is_alive(pids[role], status.start_times.get(role))
+                        for role in ("daemon", "pump")))
+    deadline = time.monotonic() + SHORT
+    status = group.status()
+    while not whole(status):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the group is not whole again in {SHORT} s: {status}\n"
+                        + logs(group), pytrace=False)
+        time.sleep(0.01)
+        status = group.status()
+    assert is_alive(target, None)
+    return status
+
+
+def new_pump(group, old: int):
+    return wait_for(group.status, lambda s: s.pids.get("pump") not in (None, old)
+                    and is_alive(s.pids["pump"], s.start_times.get("pump")),
+                    what="a new pump")
+
+
+def test_the_daemon_killed_while_a_pump_restart_waits(started):
+    group = started(TALKER, [], policy=FAST)
+    pids = group.pids
+    gone = {pids["pump"]}
+    status = group.status()
+    for _ in range(6):  # quick pump deaths in a row: a daemon that waits waits longer each
+        os.kill(status.pids["pump"], signal.SIGKILL)
+        status = new_pump(group, status.pids["pump"])
+        gone.add(status.pids["pump"])
+    killed = status.pids["pump"]
+    os.kill(killed, signal.SIGKILL)
+    daemon = status.pids["daemon"]
+    # A target lives, so the next pump comes at once (a daemon that waits has none yet).
+    poll(lambda: [p for p in children_of(daemon)
+                  if p != killed and "immortal: pump" in cmdline(p)], bool, 0.5)
+    os.kill(daemon, signal.SIGKILL)
+    gone.add(daemon)
+    whole_again(group, pids["target"], gone)
+
+
+def test_the_pump_killed_while_it_execs_into_the_daemon(started):
+    # A monitor's thread: the pump cannot become the daemon in place, it execs.
+    group = started(TALKER, [], policy=FAST, monitors={"plugins.deaths:Threaded": {}})
+    pids = group.pids
+    os.kill(pids["daemon"], signal.SIGKILL)
+    # Once it has exec'd and before it is ready: a fresh interpreter's argv names the role.
+    assert poll(lambda: cmdline(pids["pump"]), lambda c: "immortal._role" in c, SHORT), \
+        "the pump never exec'd into the daemon"
+    os.kill(pids["pump"], signal.SIGKILL)
+    whole_again(group, pids["target"], {pids["daemon"], pids["pump"]})
+
+
+def syscalls_written(pid: int) -> int:
+    with open(f"/proc/{pid}/io") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("syscw"))
+
+
+def test_the_target_outlives_both_supervisors_while_it_writes(started):
+    numbered = str(Path(TALKER).parent / "numbered.py")
+    group = started(numbered, ["--interval", "0.002"], policy=FAST)
+    pids = group.pids
+    target = pids["target"]
+    wait_for(lambda: syscalls_written(target), lambda n: n >= 20, what="the target writing")
+    for role in ("daemon", "pump"):
+        os.kill(pids[role], signal.SIGKILL)
+    wait_for(lambda: [is_alive(pids[r], None) for r in ("daemon", "pump")], lambda a: not any(a),
+             what="both supervisors gone")
+    try:
+        written = syscalls_written(target)
+        # Alive and still writing: no reader left but its own, yet no EPIPE.
+        wait_for(lambda: syscalls_written(target) if is_alive(target, None) else None,
+                 lambda n: n is None or n >= written + 50, what="the target to go on writing")
+        assert is_alive(target, None), "the target died when its readers did"
+    finally:
+        os.kill(target, signal.SIGKILL)
+        wait_for(lambda: is_alive(target, None), lambda alive: not alive)
+
+
+@pytest.fixture
+def pids_cgroup():
+    """A pids cgroup of our own (cgroup v1 'pids' hierarchy), removed afterwards."""
+    base = Path("/sys/fs/cgroup/pids")
+    path = base / f"immortal-test-{os.getpid()}"
+    try:
+        path.mkdir()
+    except OSError as exc:
+        pytest.skip(f"no writable pids cgroup here ({exc})")
+    try:
+        if not (path / "pids.max").exists():
+            pytest.skip("the cgroup has no pids controller")
+        yield path
+    finally:
+        def empty():
+            for pid in (path / "cgroup.procs").read_text().split():
+                try:
+                    (base / "cgroup.procs").write_text(pid)
+                except OSError:
+                    pass  # gone meanwhile
+            try:
+                path.rmdir()
+            except OSError:
+                return False
+            return True
+        wait_for(empty, bool, what="the test cgroup to be removed")
+
+
+def test_a_pump_that_cannot_be_forked_is_retried(started, pids_cgroup):
+    group = started(TALKER, [], policy=FAST)
+    pids = group.pids
+    (pids_cgroup / "cgroup.procs").write_text(str(pids["daemon"]))
+    (pids_cgroup / "pids.max").write_text("1")  # the daemon alone: fork() fails, EAGAIN
+    os.kill(pids["pump"], signal.SIGKILL)
+    refused = lambda: int((pids_cgroup / "pids.events").read_text().split()[1])  # noqa: E731
+    wait_for(refused, lambda n: n >= 3, what="three refused forks")
+    assert is_alive(pids["daemon"], None) and is_alive(pids["target"], None)
+    (pids_cgroup / "pids.max").write_text("max")
+    whole_again(group, pids["target"], {pids["pump"]})
+    assert "Resource temporarily unavailable" in (group.directory / "daemon.log").read_text()
+
+
+def test_a_stop_between_two_pumps_still_stops_the_target(started, pids_cgroup, recorder):
+    group = started(TALKER, [], policy=FAST, monitor="recorder", options=recorder.options)
+    pids = group.pids
+    (pids_cgroup / "cgroup.procs").write_text(str(pids["daemon"]))
+    (pids_cgroup / "pids.max").write_text("1")  # the daemon cannot start the next pump
+    os.kill(pids["pump"], signal.SIGKILL)
+    wait_for(lambda: (group.directory / "daemon.log").read_text(),
+             lambda text: "cannot start a pump" in text, what="a refused pump start")
+    os.kill(pids["daemon"], signal.SIGTERM)  # the stop finds no pump to carry it out
+    assert is_alive(pids["target"], None)
+    (pids_cgroup / "pids.max").write_text("max")
+    events = recorder.wait_for(lambda es: any(e["hook"] == "shutdown" for e in es))
+    exits = [e for e in events if e["hook"] == "exit"]
+    assert [e["pid"] for e in exits] == [pids["target"]] and exits[0]["signal"] == signal.SIGTERM
+    wait_for(group.status, lambda s: not s.running, what="the group to end")
