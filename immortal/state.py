@@ -105,7 +105,7 @@ class Lock(MutableRecord):
 
     @classmethod
     def take(cls, directory: Path) -> Lock:
-        fd = try_lock(directory / "lock")
+        fd = try_lock(directory / "lock", same_file=True)
         if fd is None:
             name = directory.name
             status = read_status(directory)
@@ -122,17 +122,32 @@ class Lock(MutableRecord):
             self.fd = -1
 
 
-def try_lock(path: Path) -> int | None:
-    """A new open file description of ``path`` with an exclusive flock, or None if held."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
+def try_lock(path: Path, same_file: bool = False) -> int | None:
+    """A new open file description of ``path`` with an exclusive flock, or None if held.
+
+    With ``same_file``, the lock counts only if ``path`` still names the file locked: a
+    lock file replaced after it was opened (its directory removed and put back) is opened
+    again, so that two holders never lock two different files of one name.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return None
+            raise
+        if not same_file or _names(path, fd):
+            return fd
         os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return None
-        raise
-    return fd
+
+
+def _names(path: Path, fd: int) -> bool:
+    try:
+        return os.path.samestat(os.stat(path, follow_symlinks=False), os.fstat(fd))
+    except FileNotFoundError:
+        return False
 
 
 def wait_lock(path: Path, timeout: float) -> int | None:
