@@ -353,11 +353,26 @@ def _memory(figures: dict[str, dict[str, Any]]) -> int | None:
     return sum(sizes) if sizes else None
 
 
+def _with_orphans(found: list[Status]) -> None:
+    """Fill in ``orphans`` for the groups that do not run: one pass over the processes,
+    only when some group does not run."""
+    if all(s.running for s in found):
+        return
+    from .orphans import scan, token
+
+    carriers = scan()
+    for s in found:
+        if not s.running and s.directory:
+            s.orphans = [pid for pid, _ in carriers.get(token(s.directory), [])]
+
+
 def _list(ns: argparse.Namespace) -> int:
     from .figures import group_figures
     from .group import groups
+    from .state import home
 
     found = groups()
+    _with_orphans(found)
     rows = []
     for s in found:
         figures = group_figures(s) if s.running else {}
@@ -367,7 +382,7 @@ def _list(ns: argparse.Namespace) -> int:
                           for s, _, uptime, memory in rows], indent=1))
         return 0
     if not found:
-        print("no groups")
+        print(f"no groups in {home()}")
         return 0
     # TARGET repeats the target's pid as a column of its own, for scripts that pick it out.
     print(f"{'NAME':<20} {'STATE':<11} {'PIDS':<20} {'TARGET':>8} {'UPTIME':>7} "
@@ -377,14 +392,22 @@ def _list(ns: argparse.Namespace) -> int:
         if s.running:
             pids = "/".join(str(s.pids.get(role, "-")) for role in ROLES)
             target = s.pids.get("target", "-")
+        elif s.orphans:
+            state = "orphaned"
+            pids = "-/-/" + ",".join(map(str, s.orphans))
+            target = s.pids.get("target") if s.pids.get("target") in s.orphans else "-"
         else:
             pids, target = "-", "-"
         up = _human_duration(uptime) if uptime is not None else "-"
         mem = _human_bytes(memory) if memory is not None else "-"
         print(f"{s.name:<20} {state:<11} {pids:<20} {target!s:>8} {up:>7} {s.restarts:>8} "
               f"{mem:>7}")
-    if any(not s.running and s.state not in FINAL for s in found):
+    if any(s.orphans for s in found):
+        print("orphaned: its supervisors were killed but these processes run on; "
+              "'immortal stop NAME' ends them, and so does 'immortal run'")
+    if any(s.stale and not s.orphans for s in found):
         print("* its processes are gone (killed without a stop); 'immortal run' starts it anew")
+    print(f"home: {home()}")
     return 0
 
 
@@ -405,11 +428,7 @@ def _role_line(role: str, pid: int | None, values: dict[str, Any] | None) -> str
 
 
 def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> str:
-    if s.reason == STALE:
-        lines = [f"{s.name}: not running (stale state removed: its processes were killed "
-                 "without a stop)"]
-    else:
-        lines = [f"{s.name}: {s.state}" + ("" if s.running else " (not running)")]
+    lines = [s.headline()]
     if s.reason and s.state in FINAL and s.reason != STALE:
         lines.append(f"  reason   {s.reason}")
     if s.running:
@@ -434,6 +453,8 @@ def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> s
                      f"(in {max(0.0, s.next_restart_at - now):.1f} s)")
     if s.output:
         lines.append(f"  output   {s.output}")
+    if s.directory:
+        lines.append(f"  dir      {s.directory}")
     return "\n".join(lines)
 
 
@@ -441,7 +462,10 @@ def _status(ns: argparse.Namespace) -> int:
     from .figures import group_figures
     from .group import attach
 
-    status = attach(ns.name).status()
+    group = attach(ns.name)
+    status = group.status()
+    if not status.running:
+        status.orphans = group.orphans()
     now = time.time()
     figures = group_figures(status) if status.running else {}
     if ns.json:
@@ -458,11 +482,16 @@ def _stop(ns: argparse.Namespace) -> int:
     from .group import attach
 
     group = attach(ns.name)
-    if not group.status().running:
+    # A start under way is waited for, then stopped; a group whose supervisors were killed
+    # still has its processes ended.
+    if not group.wait_start().running and not group.orphans():
         raise NotRunning(f"group {ns.name!r} is not running")
     final = group.stop(ns.timeout)
     print(f"stopped {ns.name!r}" + (f": last target {final.last_exit}" if final.last_exit
                                    else ""))
+    if final.orphans:
+        print(f"ended {len(final.orphans)} process(es) left running without supervisors: "
+              + " ".join(map(str, final.orphans)))
     return 0
 
 

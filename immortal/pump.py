@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import control, monitoring, process, relay, supervise
+from . import control, monitoring, orphans, process, relay, supervise
 from .detach import Handshake, detach
 from .events import ExitStatus, PUMP_START
 from .spec import Spec, Strategy
@@ -509,6 +509,10 @@ class Pump:
         The lock is the kernel's backstop: while any earlier target (or a descendant that
         inherited its fd) lives, the lock is held and nothing new is spawned.
         """
+        # A new start of the name first ends what its last run left (its supervisors are
+        # gone: we hold the group lock), found by token even if it closed target.lock.
+        if self.machine.spawned == 0 and self.args.get("why", PUMP_START) == PUMP_START:
+            self._kill_orphan(fresh=True)
         lock = try_lock(self.directory / TARGET_LOCK)
         if lock is None and self._kill_orphan():
             lock = wait_lock(self.directory / TARGET_LOCK, ORPHAN_WAIT)
@@ -527,25 +531,27 @@ class Pump:
         finally:
             os.close(lock)  # the target's copy holds it now
 
-    def _kill_orphan(self) -> bool:
-        """Kill a target left running by supervisors that all died (after proving it).
+    def _kill_orphan(self, fresh: bool = False) -> bool:
+        """Kill what supervisors that all died left running (after proving it).
 
-        It is proved ours by the pid and kernel start time the last pump recorded.
+        ``fresh`` (a new start of the group): every process carrying the group's token,
+        each proved by its start time (``orphans``). Otherwise, or where no token can be
+        read, the target ``status.json`` recorded, proved by pid and start time.
         """
-        previous = read_json(self.directory / "status.json") or {}
-        pid = (previous.get("pids") or {}).get("target")
-        started = (previous.get("start_times") or {}).get("target")
-        if not pid or (self.target is not None and self.target.pid == pid):
-            return False
-        if started is None or not is_alive(pid, started):
-            return False
-        sys.stderr.write(f"immortal: pump: killing target {pid} left running by a "
-                         "dead group (supervisors gone)\n")
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+        found = orphans.find(self.directory) if fresh else []
+        if not found:
+            previous = read_json(self.directory / "status.json") or {}
+            pid = (previous.get("pids") or {}).get("target")
+            started = (previous.get("start_times") or {}).get("target")
+            if not pid or (self.target is not None and self.target.pid == pid):
+                return False
+            if started is None or not is_alive(pid, started):
+                return False
+            found = [(pid, started)]
+        pids = " ".join(str(pid) for pid, _ in found)
+        sys.stderr.write(f"immortal: pump: killing {pids} left running by a dead group "
+                         "(supervisors gone)\n")
+        return bool(orphans.end(found, ORPHAN_WAIT))
 
     def _watch_target(self) -> None:
         if self.target is not None and self.target.pidfd >= 0:

@@ -150,6 +150,31 @@ def _names(path: Path, fd: int) -> bool:
         return False
 
 
+def lock_held(path: Path) -> bool:
+    """Whether a process holds the flock on ``path``, found without taking it: a probe
+    that took it, however briefly, could make a concurrent ``start()`` fail.
+
+    Linux lists every lock in ``/proc/locks`` by device and inode; elsewhere the lock is
+    probed after all.
+    """
+    try:
+        info = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    try:
+        with open("/proc/locks") as handle:
+            text = handle.read()
+    except OSError:
+        fd = try_lock(path)
+        if fd is not None:
+            os.close(fd)
+        return fd is None
+    key = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; a waiter's line reads "1: -> ...".
+    return any(len(f) > 5 and f[1] == "FLOCK" and f[5] == key
+               for f in (line.split() for line in text.splitlines()))
+
+
 def wait_lock(path: Path, timeout: float) -> int | None:
     """``try_lock`` until it succeeds or ``timeout`` passes (a rare path: after a kill)."""
     deadline = time.monotonic() + timeout
@@ -250,6 +275,9 @@ class Status(MutableRecord):
     directory: str | None = None
     start_times: dict[str, int] = field(default_factory=dict)
     dropped: int = 0  #: lines skipped under backpressure "drop"
+    #: processes carrying the group's token while no supervisor of it runs (filled by the
+    #: callers that look for them: ``list``, ``status``; after a stop, those it ended)
+    orphans: list[int] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> Status:
@@ -283,8 +311,15 @@ class Status(MutableRecord):
             "strategy": self.strategy, "started_at": self.started_at,
             "target_started_at": self.target_started_at, "output": self.output,
             "directory": self.directory, "start_times": self.start_times,
-            "dropped": self.dropped,
+            "dropped": self.dropped, "orphans": self.orphans, "stale": self.stale,
         }
+
+    @property
+    def stale(self) -> bool:
+        """No supervisor runs, but the group did not end by a stop or by giving up: its
+        processes were killed. Its target may live on (see ``orphans``); the state stays
+        as it was until a stop or a new start of the name deals with it."""
+        return not self.running and self.state not in FINAL_STATES
 
     def live_roles(self) -> list[str]:
         """The supervisor roles of this group that are alive now, daemon first."""
@@ -300,11 +335,18 @@ class Status(MutableRecord):
             return live[0]
         return "daemon" if "daemon" in self.pids else "pump"
 
+    def headline(self) -> str:
+        """The first line of ``str()``: the name, the state and whether it runs."""
+        if self.stale:
+            left = (f"; left running: {' '.join(map(str, self.orphans))}" if self.orphans
+                    else "")
+            return f"{self.name}: not running ({GONE}{left})"
+        if self.reason == STALE and not self.running:
+            return f"{self.name}: not running ({self.reason})"
+        return f"{self.name}: {self.state}" + ("" if self.running else " (not running)")
+
     def __str__(self) -> str:
-        if self.reason == STALE:
-            lines = [f"{self.name}: not running ({STALE})"]
-        else:
-            lines = [f"{self.name}: {self.state}" + ("" if self.running else " (not running)")]
+        lines = [self.headline()]
         for role in ("daemon", "pump", "target"):
             if role in self.pids and self.running:
                 lines.append(f"  {role:<8} pid {self.pids[role]}")
@@ -313,7 +355,7 @@ class Status(MutableRecord):
             lines.append(f"  up       {time.time() - self.target_started_at:.1f} s")
         if self.last_exit:
             lines.append(f"  last     {self.last_exit}")
-        if self.next_restart_at and self.state == "backoff":
+        if self.next_restart_at and self.state == "backoff" and self.running:
             lines.append(f"  next     in {max(0.0, self.next_restart_at - time.time()):.1f} s")
         if self.reason and self.state in FINAL_STATES and self.reason != STALE:
             lines.append(f"  reason   {self.reason}")
@@ -322,17 +364,23 @@ class Status(MutableRecord):
         return "\n".join(lines)
 
 
+GONE = "its supervisors were killed without a stop"
 STALE = "stale state removed: its processes were killed without a stop"
+KILLED = "killed (SIGKILL, no grace period)"
 FINAL_STATES = ("stopped", "fatal")
 
 
 def clear_stale(directory: Path, reason: str = STALE) -> Status | None:
-    """The group's status; a state left by processes killed without a stop is rewritten
-    as stopped (under the group's lock, so that a group starting now is never touched)."""
+    """Record a group whose processes are all gone as stopped, with ``reason``.
+
+    Only a stop or a kill calls this, once it has ended what was left (reads never write:
+    the pids a read would erase are what a later start needs to find an orphan). Done
+    under the group's lock, so that a group starting now is never touched.
+    """
     status = read_status(directory)
     if status is None or status.running or status.state in FINAL_STATES:
         return status
-    lock = try_lock(directory / "lock")
+    lock = try_lock(directory / "lock", same_file=True)
     if lock is None:
         return status  # a group is starting, or its roles are still exiting
     try:

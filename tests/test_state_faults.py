@@ -53,3 +53,75 @@ def test_a_failed_start_keeps_the_home_it_created_and_the_lock_file(home, monkey
     # the lock file another start may have opened.
     assert os.listdir(base) == ["fails"]
     assert set(os.listdir(base / "fails")) <= {"lock", "target.lock"}
+
+
+QUIET = """\
+import os, sys, time
+if sys.argv[2] == "close":
+    os.closerange(3, 65536)  # as many daemons do: target.lock goes with the rest
+open(sys.argv[1], "w").close()
+while True:
+    time.sleep(3600)  # quiet: never writes to the pipes its dead supervisors held
+"""
+
+
+def quiet_orphan(started, tmp_path: Path, name: str, close: str):
+    """A group whose daemon and pump were SIGKILLed while its quiet target runs on."""
+    program = tmp_path / "quiet.py"
+    program.write_text(QUIET)
+    marker = tmp_path / "ready"
+    group = started(str(program), [str(marker), close], name=name)
+    wait_for(marker.exists, bool, what="the target to be ready")
+    pids = group.pids
+    target = (pids["target"], state.process_start_time(pids["target"]))
+    os.kill(pids["daemon"], signal.SIGKILL)
+    os.kill(pids["pump"], signal.SIGKILL)
+    wait_for(lambda: group.status().running, lambda running: not running,
+             what="the supervisors to be gone")
+    assert state.is_alive(*target)
+    marker.unlink()
+    return group, program, target
+
+
+def targets(program: Path) -> list[int]:
+    return [pid for pid in descendants() if str(program) in cmdline(pid)]
+
+
+def test_an_orphan_that_closed_its_fds_is_ended_by_the_next_run(started, tmp_path):
+    group, program, target = quiet_orphan(started, tmp_path, "closer", "close")
+    assert not os.path.exists(f"/proc/{target[0]}/fd/3")
+    again = started(str(program), [str(tmp_path / "ready"), "close"], name="closer")
+    assert not state.is_alive(*target)
+    assert targets(program) == [again.pids["target"]]
+
+
+def test_reads_keep_an_orphan_findable_and_list_and_stop_show_and_end_it(
+        started, tmp_path, capsys):
+    from immortal.cli import main
+
+    group, program, target = quiet_orphan(started, tmp_path, "reads", "keep")
+    # Every read: none may erase what the next start or stop needs.
+    repr(group)
+    assert group.status().stale and group.pids == {}
+    assert main(["status", "reads"]) == 3
+    shown = capsys.readouterr().out
+    assert f"left running: {target[0]}" in shown.splitlines()[0]
+    assert main(["list"]) == 0
+    row = next(line.split() for line in capsys.readouterr().out.splitlines()
+               if line.startswith("reads "))
+    assert row[1] == "orphaned" and row[2] == f"-/-/{target[0]}"
+    assert group.orphans() == [target[0]]
+    assert main(["stop", "reads"]) == 0
+    assert f"ended 1 process(es) left running without supervisors: {target[0]}" \
+        in capsys.readouterr().out
+    assert not state.is_alive(*target)
+    assert main(["stop", "reads"]) == 3  # nothing left to stop
+    assert immortal.attach("reads").status().state == "stopped"
+
+
+def test_after_a_status_read_the_next_run_ends_the_orphan(started, tmp_path):
+    group, program, target = quiet_orphan(started, tmp_path, "reread", "keep")
+    assert not immortal.attach("reread").status().running
+    again = started(str(program), [str(tmp_path / "ready"), "keep"], name="reread")
+    assert not state.is_alive(*target)
+    assert targets(program) == [again.pids["target"]]
