@@ -24,7 +24,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import control, process
+from . import control, orphans, process
 from .detach import Handshake, detach
 from .events import DAEMON_RESTART, PUMP_RESTART, PUMP_START, ExitStatus
 from .relay import make_channel, make_journal, make_pipe
@@ -314,6 +314,7 @@ class Daemon:
         """The group ends: kill and reap whatever is left of it (escaped grandchildren)."""
         self.control.close()
         process.kill_children()
+        orphans.end_group(self.directory)  # and those that went up with a dead daemon
         return 0
 
 

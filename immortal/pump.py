@@ -238,6 +238,7 @@ class Pump:
             self.control.close()
         if self.subreaper:
             process.kill_children()  # grandchildren that escaped the target's group
+            orphans.end_group(self.directory)  # and those that left our tree
         return 0
 
     def _on_signal(self, fd: int) -> None:

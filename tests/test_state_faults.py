@@ -125,3 +125,48 @@ def test_after_a_status_read_the_next_run_ends_the_orphan(started, tmp_path):
     again = started(str(program), [str(tmp_path / "ready"), "keep"], name="reread")
     assert not state.is_alive(*target)
     assert targets(program) == [again.pids["target"]]
+
+
+ESCAPER = """\
+import os, sys, time
+child = os.fork()
+if child == 0:  # a daemonising grandchild: new session, and its parent exits
+    os.setsid()
+    if os.fork() == 0:
+        with open(sys.argv[1] + ".tmp", "w") as handle:
+            handle.write(str(os.getpid()))
+        os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+        while True:
+            time.sleep(3600)
+    os._exit(0)
+os.waitpid(child, 0)
+while True:
+    time.sleep(3600)
+"""
+
+
+@pytest.mark.parametrize("how", ["stop", "sigterm"])
+def test_an_escaped_grandchild_is_ended_by_a_stop_after_a_daemon_restart(
+        started, tmp_path, how):
+    program = tmp_path / "escaper.py"
+    program.write_text(ESCAPER)
+    marker = tmp_path / "grandchild"
+    group = started(str(program), [str(marker)], name="escaper")
+    text = wait_for(lambda: marker.read_text() if marker.exists() else "", bool,
+                    what="the grandchild's pid")
+    grandchild = (int(text), state.process_start_time(int(text)))
+    pids = group.pids
+    # The grandchild went up to the daemon (the subreaper); the daemon dies, and with it
+    # the grandchild goes further up, out of the group's tree.
+    os.kill(pids["daemon"], signal.SIGKILL)
+    wait_for(group.status, lambda s: s.running and s.pids.get("daemon") == pids["pump"]
+             and s.pids.get("pump") not in (None, pids["pump"]), LONG,
+             "the pump to take over as the daemon, with a new pump")
+    assert state.is_alive(*grandchild)
+    if how == "stop":
+        group.stop()
+    else:  # the root ends the group by itself: it ends the leftovers too
+        os.kill(pids["pump"], signal.SIGTERM)
+        wait_for(group.status, lambda s: not s.running, LONG, "the group to end")
+    wait_for(lambda: state.is_alive(*grandchild), lambda alive: not alive, SHORT,
+             "the grandchild to be gone")
