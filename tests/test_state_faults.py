@@ -170,3 +170,61 @@ def test_an_escaped_grandchild_is_ended_by_a_stop_after_a_daemon_restart(
         wait_for(group.status, lambda s: not s.running, LONG, "the group to end")
     wait_for(lambda: state.is_alive(*grandchild), lambda alive: not alive, SHORT,
              "the grandchild to be gone")
+
+
+GATED = """\
+import os, time
+import immortal
+
+class Gated(immortal.Monitor):
+    '''Holds the start in 'setup' until the gate file exists.'''
+
+    @classmethod
+    def check(cls, options):
+        return dict(options)
+
+    def setup(self, why, message):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.options["gate"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+"""
+
+
+def test_a_stop_during_a_start_waits_for_it_then_stops_it(home, tmp_path, monkeypatch):
+    (tmp_path / "gated.py").write_text(GATED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    gate = tmp_path / "gate"
+    results: list[object] = []
+
+    def start() -> None:
+        try:
+            results.append(immortal.start(TALKER, name="gated", monitor="gated:Gated",
+                                          options={"gate": str(gate)}))
+        except Exception as exc:  # the test reads it below
+            results.append(exc)
+
+    import threading
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    try:
+        # spec.json is written once the start holds the group lock.
+        wait_for((home / "gated" / "spec.json").exists, bool,
+                 what="the start to hold the group lock")
+        stop = subprocess.Popen([sys.executable, "-m", "immortal", "stop", "gated"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(tmp_path)})
+        # The stop waits while the start is held in its monitor's setup.
+        with pytest.raises(subprocess.TimeoutExpired):
+            stop.wait(0.5)
+        gate.touch()
+        out, err = stop.communicate(timeout=LONG)
+        assert stop.returncode == 0, (out, err)
+        assert out.startswith("stopped 'gated'")
+    finally:
+        gate.touch()
+        thread.join(LONG)
+    group = results[0]
+    assert isinstance(group, immortal.Group), group
+    final = group.wait(SHORT)
+    assert final.state == "stopped" and not final.running
