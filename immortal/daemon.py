@@ -24,13 +24,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import control, orphans, process
+from . import control, dirwatch, orphans, process
 from .detach import Handshake, detach
 from .events import DAEMON_RESTART, PUMP_RESTART, PUMP_START, ExitStatus
 from .relay import make_channel, make_journal, make_pipe
 from .spec import Spec
 from .errors import NotRunning
-from .state import SOCKET_NAME, parent_pid, process_start_time, read_json
+from .state import SOCKET_NAME, parent_pid, process_start_time, read_json, write_json
 
 PUMP_RESTART_MIN = 0.05  # first delay when pumps keep dying at once; doubles to the max
 PUMP_RESTART_MAX = 5.0
@@ -109,6 +109,7 @@ class Daemon:
             self._watch_stranger()
         self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                       self._command)
+        dirwatch.keep(self.directory, self.selector, self.lock_fd, self._dir_restored)
         process.set_title(f"immortal: daemon {self.directory}")
         self._start_pump(self.why, None)
         self.handshake.close()  # the pump holds its own copy and answers the caller
@@ -309,6 +310,19 @@ class Daemon:
             raise NotRunning(f"the pump cannot be reached ({exc}); try again in a moment") \
                 from None
         return {}
+
+    def _dir_restored(self) -> None:
+        """The instance directory was removed and made again (``dirwatch``, which took
+        the lock anew): the socket, spec.json, and status.json from the pump."""
+        self.control.close()
+        self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
+                                      self._command)
+        write_json(self.directory / "spec.json", self.spec.to_json())
+        if self.pump_sock is not None:
+            try:
+                self.pump_sock.send(b'{"rewrite": true}')
+            except OSError:
+                pass  # a new pump writes status.json when it starts
 
     def _end(self) -> int:
         """The group ends: kill and reap whatever is left of it (escaped grandchildren)."""

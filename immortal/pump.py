@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import control, monitoring, orphans, process, relay, supervise
+from . import control, dirwatch, monitoring, orphans, process, relay, supervise
 from .detach import Handshake, detach
 from .events import ExitStatus, PUMP_START
 from .spec import Spec, Strategy
@@ -175,6 +175,7 @@ class Pump:
         if self.daemon_pid is None:
             self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                           self.command)
+            dirwatch.keep(self.directory, self.selector, self.lock_fd, self._dir_restored)
         self.handshake.send(ok=True, target=self.target.pid if self.target else None)
         self.handshake.close()
         if self.daemon_pid is None:
@@ -352,6 +353,9 @@ class Pump:
             except ImmortalError as exc:
                 sys.stderr.write(f"immortal: pump: {message['cmd']}: {exc}\n")
             return
+        if message.get("rewrite"):  # the daemon put the instance directory back
+            self._write_status()
+            return
         reaped = message.get("reaped")
         if reaped and self.target is not None and not self.target.own \
                 and reaped == self.target.pid:
@@ -427,6 +431,16 @@ class Pump:
                     "err": [self.err_r, self.err_w], "journal": self.journal_fd,
                     "channel": self.channel},
         })
+
+    def _dir_restored(self) -> None:
+        """As the group's root: the instance directory was removed and made again
+        (``dirwatch``, which took the lock anew); put back its other files."""
+        assert self.control is not None
+        self.control.close()
+        self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
+                                      self.command)
+        write_json(self.directory / "spec.json", self.spec.to_json())
+        self._write_status()
 
     # ----------------------------------------------------------------- control
     def command(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """The instance directory of a group: where it is, its lock, its files, and its ``Status``.
 
-``$IMMORTAL_HOME/<name>/`` (default ``$XDG_RUNTIME_DIR/immortal`` or
-``~/.local/state/immortal``) holds ``lock`` (an ``flock`` held for the group's life),
-``spec.json``, ``status.json`` (written atomically), the role logs and the default output.
+``<home>/<name>/`` (``home()``: ``$IMMORTAL_HOME`` or one fixed default per user) holds
+``lock`` (an ``flock`` held for the group's life), ``spec.json``, ``status.json`` (written
+atomically), the role logs and the default output.
 The directory is created 0700 and refused if it is a symlink, not ours, or writable by
 others.
 """
@@ -32,15 +32,43 @@ SOCKET_NAME = "control.sock"
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 
 
+ROOT_HOME = "/var/lib/immortal"
+
+
 def home() -> Path:
-    """The directory that holds one instance directory per group."""
-    env = os.environ.get("IMMORTAL_HOME")
+    """The directory that holds one instance directory per group.
+
+    One fixed place per user, whatever the caller's environment: ``$IMMORTAL_HOME``;
+    else, for root, ``/var/lib/immortal``; else ``$XDG_STATE_HOME/immortal``; else
+    ``~/.local/state/immortal``, ``~`` from the password database. Not
+    ``$XDG_RUNTIME_DIR``: cron, sudo and services run without it (a group started from a
+    login shell would be invisible to them, and started twice), and it is removed at
+    logout while the group runs on.
+    """
+    return default_home(os.environ, os.getuid())
+
+
+def default_home(environ: Mapping[str, str], uid: int) -> Path:
+    env = environ.get("IMMORTAL_HOME")
     if env:
         return Path(env).absolute()
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime):
-        return Path(runtime) / "immortal"
-    return Path.home() / ".local" / "state" / "immortal"
+    if uid == 0:
+        # sudo may keep the caller's $HOME or $XDG_STATE_HOME; a service may have none.
+        return Path(ROOT_HOME)
+    state = environ.get("XDG_STATE_HOME")
+    if state and os.path.isabs(state):  # the XDG spec ignores a relative path
+        return Path(state) / "immortal"
+    return _user_home(uid) / ".local" / "state" / "immortal"
+
+
+def _user_home(uid: int) -> Path:
+    """The home directory of ``uid``: not ``$HOME``, which 'su' without '-' keeps."""
+    import pwd
+
+    try:
+        return Path(pwd.getpwuid(uid).pw_dir)
+    except (KeyError, OSError):
+        return Path.home()
 
 
 def instance_dir(name: str, base: Path | None = None) -> Path:

@@ -228,3 +228,54 @@ def test_a_stop_during_a_start_waits_for_it_then_stops_it(home, tmp_path, monkey
     assert isinstance(group, immortal.Group), group
     final = group.wait(SHORT)
     assert final.state == "stopped" and not final.running
+
+
+@pytest.mark.parametrize("strategy, how", [("daemon", "remove"), ("unattached", "remove"),
+                                           ("daemon", "move")])
+def test_a_removed_instance_directory_is_put_back(started, home, strategy, how):
+    import shutil
+
+    group = started(TALKER, [], name="removed", strategy=strategy)
+    pids = group.pids
+    directory = home / "removed"
+    if how == "remove":
+        shutil.rmtree(directory)  # as a careless clean-up would
+    else:
+        os.rename(directory, home / "moved-away")
+    wait_for(lambda: sorted(os.listdir(directory)) if directory.exists() else [],
+             lambda names: {"lock", "control.sock", "spec.json", "status.json"} <= set(names),
+             what="the directory and its files to be put back")
+    assert state.try_lock(directory / "lock") is None  # the group holds the new lock
+    assert immortal.attach("removed").pids == pids
+    with pytest.raises(immortal.AlreadyRunning):
+        immortal.start(TALKER, name="removed")
+    final = group.stop()
+    assert final.state == "stopped" and not final.running
+
+
+def test_the_home_does_not_move_with_the_environment(tmp_path):
+    import pwd
+
+    login = {"XDG_RUNTIME_DIR": str(tmp_path), "HOME": "/elsewhere"}  # a login shell
+    cron = {"HOME": "/elsewhere"}  # cron, sudo, a service: no XDG_RUNTIME_DIR
+    user = 4242
+    try:
+        expected = Path(pwd.getpwuid(user).pw_dir) / ".local/state/immortal"
+    except KeyError:
+        expected = Path.home() / ".local/state/immortal"
+    assert state.default_home(login, user) == state.default_home(cron, user) == expected
+    assert state.default_home({"XDG_STATE_HOME": "/s"}, user) == Path("/s/immortal")
+    assert state.default_home({"XDG_STATE_HOME": "relative"}, user) == expected
+    assert state.default_home(login, 0) == state.default_home({}, 0) \
+        == Path("/var/lib/immortal")
+    assert state.default_home({"IMMORTAL_HOME": "/h", **login}, 0) == Path("/h")
+
+
+def test_status_and_list_show_where_the_groups_are(started, home, capsys):
+    from immortal.cli import main
+
+    started(TALKER, [], name="shown")
+    assert main(["status", "shown"]) == 0
+    assert f"  dir      {home / 'shown'}" in capsys.readouterr().out.splitlines()
+    assert main(["list"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"home: {home}"
