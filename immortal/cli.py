@@ -378,7 +378,8 @@ def _list(ns: argparse.Namespace) -> int:
         figures = group_figures(s) if s.running else {}
         rows.append((s, figures, _uptime(s, figures), _memory(figures)))
     if ns.json:
-        print(json.dumps([{**s.to_json(), "uptime": uptime, "memory": memory}
+        print(json.dumps([{**s.to_json(), "stale": s.stale, "orphans": s.orphans,
+                           "uptime": uptime, "memory": memory}
                           for s, _, uptime, memory in rows], indent=1))
         return 0
     if not found:
@@ -470,7 +471,9 @@ def _status(ns: argparse.Namespace) -> int:
     figures = group_figures(status) if status.running else {}
     if ns.json:
         target = figures.get("target")
-        print(json.dumps({**status.to_json(), "now": now, "uptime": _uptime(status, figures),
+        print(json.dumps({**status.to_json(), "stale": status.stale,
+                          "orphans": status.orphans, "now": now,
+                          "uptime": _uptime(status, figures),
                           "children": target.get("children") if target else None,
                           "memory": _memory(figures), "figures": figures}, indent=1))
     else:

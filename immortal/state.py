@@ -339,7 +339,7 @@ class Status(MutableRecord):
             "strategy": self.strategy, "started_at": self.started_at,
             "target_started_at": self.target_started_at, "output": self.output,
             "directory": self.directory, "start_times": self.start_times,
-            "dropped": self.dropped, "orphans": self.orphans, "stale": self.stale,
+            "dropped": self.dropped,
         }
 
     @property
