@@ -2,21 +2,20 @@
 
 A group whose directory vanished would be invisible (``list``, ``status``, ``stop`` find
 nothing) and its name free for a second group. The root role (the daemon, or the pump when
-it has no daemon) watches the directory with inotify for ``IN_DELETE_SELF`` and
-``IN_MOVE_SELF``; the watch's fd sits in the role's selector like any other, so an idle
-group still wakes up for nothing. When the directory goes, the role makes it again (0700,
-with its parents), takes the group lock on a fresh lock file, and lets the role put back
-its socket, ``spec.json`` and ``status.json`` (``restored``).
+it has no daemon) watches the directory and its parent with inotify (see ``Keeper``); the
+watch's fd sits in the role's selector like any other, so an idle group still wakes up for
+nothing. When the directory goes, the role makes it again (0700, with its parents), takes
+the group lock on a fresh lock file, and puts back its socket, ``spec.json`` and
+``status.json`` (``restored``).
 
 inotify is reached through ctypes (the standard library has no binding). Off Linux, or
-where inotify is refused (no libc symbol, too many watches), ``keep`` watches nothing and
-a removed directory stays removed until the next start of the name.
+where inotify is refused (no libc symbol, too many instances or watches), ``keep`` watches
+nothing and a removed directory stays removed until the next start of the name.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import selectors
 import struct
@@ -45,7 +44,9 @@ def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The C library this interpreter already has loaded (find_library would run
+        # ldconfig, and import subprocess to do it).
+        libc = ctypes.CDLL(None, use_errno=True)
         libc.inotify_init1, libc.inotify_add_watch, libc.inotify_rm_watch  # noqa: B018
     except (OSError, AttributeError):
         return None
