@@ -362,21 +362,37 @@ def _memory(figures: dict[str, dict[str, Any]]) -> int | None:
     return sum(sizes) if sizes else None
 
 
+def _with_orphans(found: list[Status]) -> None:
+    """Fill in ``orphans`` for the groups that do not run: one pass over the processes,
+    only when some group does not run."""
+    if all(s.running for s in found):
+        return
+    from .orphans import scan, token
+
+    carriers = scan()
+    for s in found:
+        if not s.running and s.directory:
+            s.orphans = [pid for pid, _ in carriers.get(token(s.directory), [])]
+
+
 def _list(ns: argparse.Namespace) -> int:
     from .figures import group_figures
     from .group import groups
+    from .state import home
 
     found = groups()
+    _with_orphans(found)
     rows = []
     for s in found:
         figures = group_figures(s) if s.running else {}
         rows.append((s, figures, _uptime(s, figures), _memory(figures)))
     if ns.json:
-        print(json.dumps([{**s.to_json(), "uptime": uptime, "memory": memory}
+        print(json.dumps([{**s.to_json(), "stale": s.stale, "orphans": s.orphans,
+                           "uptime": uptime, "memory": memory}
                           for s, _, uptime, memory in rows], indent=1))
         return 0
     if not found:
-        print("no groups")
+        print(f"no groups in {home()}")
         return 0
     # TARGET repeats the target's pid as a column of its own, for scripts that pick it out.
     # A name longer than the column widens it: the columns stay aligned.
@@ -388,14 +404,22 @@ def _list(ns: argparse.Namespace) -> int:
         if s.running:
             pids = "/".join(str(s.pids.get(role, "-")) for role in ROLES)
             target = s.pids.get("target", "-")
+        elif s.orphans:
+            state = "orphaned"
+            pids = "-/-/" + ",".join(map(str, s.orphans))
+            target = s.pids.get("target") if s.pids.get("target") in s.orphans else "-"
         else:
             pids, target = "-", "-"
         up = _human_duration(uptime) if uptime is not None else "-"
         mem = _human_bytes(memory) if memory is not None else "-"
         print(f"{s.name:<{wide}} {state:<11} {pids:<20} {target!s:>8} {up:>7} {s.restarts:>8} "
               f"{mem:>7}")
-    if any(not s.running and s.state not in FINAL for s in found):
+    if any(s.orphans for s in found):
+        print("orphaned: its supervisors were killed but these processes run on; "
+              "'immortal stop NAME' ends them, and so does 'immortal run'")
+    if any(s.stale and not s.orphans for s in found):
         print("* its processes are gone (killed without a stop); 'immortal run' starts it anew")
+    print(f"home: {home()}")
     return 0
 
 
@@ -416,11 +440,7 @@ def _role_line(role: str, pid: int | None, values: dict[str, Any] | None) -> str
 
 
 def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> str:
-    if s.reason == STALE:
-        lines = [f"{s.name}: not running (stale state removed: its processes were killed "
-                 "without a stop)"]
-    else:
-        lines = [s.headline]
+    lines = [s.headline()]
     if s.reason and s.state in FINAL and s.reason != STALE:
         lines.append(f"  reason   {s.reason}")
     if s.running:
@@ -448,6 +468,8 @@ def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> s
     interpreter = _interpreter(s)
     if interpreter:
         lines.append(f"  exec     {interpreter}")
+    if s.directory:
+        lines.append(f"  dir      {s.directory}")
     return "\n".join([*lines, *s.delivery_lines()])
 
 
@@ -468,12 +490,17 @@ def _status(ns: argparse.Namespace) -> int:
     from .figures import group_figures
     from .group import attach
 
-    status = attach(ns.name).status()
+    group = attach(ns.name)
+    status = group.status()
+    if not status.running:
+        status.orphans = group.orphans()
     now = time.time()
     figures = group_figures(status) if status.running else {}
     if ns.json:
         target = figures.get("target")
-        print(json.dumps({**status.to_json(), "now": now, "uptime": _uptime(status, figures),
+        print(json.dumps({**status.to_json(), "stale": status.stale,
+                          "orphans": status.orphans, "now": now,
+                          "uptime": _uptime(status, figures),
                           "children": target.get("children") if target else None,
                           "memory": _memory(figures), "exec": _interpreter(status),
                           "figures": figures}, indent=1))
@@ -486,7 +513,9 @@ def _stop(ns: argparse.Namespace) -> int:
     from .group import attach
 
     group = attach(ns.name)
-    if not group.status().running:
+    # A start under way is waited for, then stopped; a group whose supervisors were killed
+    # still has its processes ended.
+    if not group.wait_start().running and not group.orphans():
         raise NotRunning(f"group {ns.name!r} is not running")
     try:
         final = group.stop(ns.timeout)
@@ -494,6 +523,9 @@ def _stop(ns: argparse.Namespace) -> int:
         raise _Interrupted(_left_in(group)) from None
     print(f"stopped {ns.name!r}" + (f": last target {final.last_exit}" if final.last_exit
                                    else ""))
+    if final.orphans:
+        print(f"ended {len(final.orphans)} process(es) left running without supervisors: "
+              + " ".join(map(str, final.orphans)))
     return 0
 
 

@@ -24,13 +24,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import control, process, rolelog, stall
+from . import control, dirwatch, orphans, process, rolelog, stall
 from .detach import Handshake, detach
 from .events import DAEMON_RESTART, PUMP_RESTART, PUMP_START, ExitStatus
 from .relay import Ledger, make_channel, make_journal, make_pipe, open_journal
 from .spec import Spec
 from .errors import NotRunning
-from .state import SOCKET_NAME, parent_pid, process_start_time, read_json
+from .state import SOCKET_NAME, parent_pid, process_start_time, read_json, write_json
 
 PUMP_RESTART_MIN = 0.05  # first delay when pumps keep dying at once; doubles to the max
 PUMP_RESTART_MAX = 5.0
@@ -209,6 +209,7 @@ class Daemon:
                 self._tell_pump(hello=os.getpid())
         self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                       self._command)
+        dirwatch.keep(self.directory, self.selector, self.lock_fd, self._dir_restored)
         process.set_title(f"immortal: daemon {self.directory}")
         if self.pump is None and self.restart_at is None:
             self._start_pump(self.why, None)
@@ -512,11 +513,25 @@ class Daemon:
         else:
             self.restart_at = None
 
+    def _dir_restored(self) -> None:
+        """The instance directory was removed and made again (``dirwatch``, which took
+        the lock anew): the socket, spec.json, and status.json from the pump."""
+        self.control.close()
+        self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
+                                      self._command)
+        write_json(self.directory / "spec.json", self.spec.to_json())
+        if self.pump_sock is not None:
+            try:
+                self.pump_sock.send(b'{"rewrite": true}')
+            except OSError:
+                pass  # a new pump writes status.json when it starts
+
     def _end(self) -> int:
         """The group ends: kill and reap whatever is left of it (escaped grandchildren)."""
         self.control.close()
         self.stall.close()
         process.kill_children()
+        orphans.end_group(self.directory)  # and those that went up with a dead daemon
         return 0
 
 

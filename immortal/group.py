@@ -16,15 +16,19 @@ from . import control
 from .errors import InvalidSpec, NoAnswer, NotRunning, StateDirError, StopTimeout
 from .safety import check_path, check_socket
 from .state import (
+    KILLED,
     SOCKET_NAME,
+    STALE,
     Status,
     check_dir,
     clear_stale,
     home,
     instance_dir,
     is_alive,
+    lock_held,
     read_json,
     read_status,
+    try_lock,
 )
 
 # What 'immortal stop', 'status'... do not need is imported where it is used: a command
@@ -39,7 +43,6 @@ if TYPE_CHECKING:
 
 POLL = 0.01  # how often a client re-reads status.json while it waits for a change
 MARGIN = 10.0  # seconds a client waits beyond a grace period before it uses SIGKILL
-KILLED = "killed (SIGKILL, no grace period)"
 RETRY = 3.0  # seconds a command is retried while nobody answers on the control socket
 
 
@@ -110,12 +113,39 @@ class Group:
         return self.status().output
 
     def status(self) -> Status:
-        """The group's state now (a stale state left by a killed group is cleared)."""
-        status = clear_stale(self.directory)
+        """The group's state now. A read changes nothing: a group whose supervisors were
+        killed reads as ``stale``, its pids kept for the next start or stop to find."""
+        status = read_status(self.directory)
         if status is None:
             return Status(self.name, "unknown", directory=str(self.directory))
         if self._popen is not None and self._popen.poll() is not None:
             status.running = False
+        return status
+
+    def orphans(self) -> list[int]:
+        """Processes carrying the group's token (see immortal/orphans.py), found while no
+        supervisor of the group runs: a target whose supervisors were killed, or its
+        descendants. Empty while the group runs (they are its own), and off Linux."""
+        from . import orphans
+
+        if self.status().running:
+            return []
+        return [pid for pid, _ in orphans.find(self.directory)]
+
+    def wait_start(self) -> Status:
+        """The status once a start in progress has settled: while the group lock is held
+        but ``status.json`` shows no running group yet, a start is under way; it is waited
+        for (up to its ``start_timeout`` plus a margin) until the group runs, or the lock
+        is let go (the start failed)."""
+        status = self.status()
+        lock = self.directory / "lock"
+        if status.running or not lock_held(lock):
+            return status
+        spec = read_json(self.directory / "spec.json") or {}
+        deadline = time.monotonic() + float(spec.get("start_timeout") or 30.0) + MARGIN
+        while not status.running and lock_held(lock) and time.monotonic() < deadline:
+            time.sleep(POLL)
+            status = self.status()
         return status
 
     def _root(self) -> tuple[int, Status]:
@@ -188,11 +218,13 @@ class Group:
         (default: the group's ``stop_timeout``), then KILL. Returns when every process of
         the group is gone; past the grace period plus a margin they are killed outright.
         """
+        self.wait_start()
         grace, status = self._begin_stop(timeout)
         return self._finish_stop(grace, status)
 
     def begin_stop(self, timeout: float | None = None) -> float:
         """Ask the group to stop and return at once; returns the grace period in force."""
+        self.wait_start()
         return self._begin_stop(timeout)[0]
 
     def finish_stop(self, grace: float) -> Status:
@@ -239,7 +271,31 @@ class Group:
         if final is None:
             return self.kill()
         self._reap()
-        return final if self._popen is None else self.status()
+        return self._end_leftovers(STALE)
+
+    def _end_leftovers(self, reason: str) -> Status:
+        """Once no supervisor runs: end every process still carrying the group's token
+        (escaped grandchildren the daemon could not reach, a target whose supervisors were
+        killed), and record a group killed without a stop as stopped with ``reason``.
+
+        Under the group lock: a group started since then is never touched (its target
+        carries the same token). The lock is taken for a moment, so a start at that very
+        moment may be refused as already running.
+        """
+        from . import orphans
+
+        lock = try_lock(self.directory / "lock", same_file=True)
+        if lock is None:
+            return self.status()
+        try:
+            ended = orphans.end_group(self.directory)
+        finally:
+            os.close(lock)
+        final = clear_stale(self.directory, reason) or self.status()
+        if self._popen is not None and self._popen.poll() is not None:
+            final.running = False
+        final.orphans = ended
+        return final
 
     def kill(self) -> Status:
         """SIGKILL every process of the group now (no grace); returns when they are gone."""
@@ -255,8 +311,7 @@ class Group:
                     pass
         self._wait_gone(MARGIN, status)
         self._reap()
-        clear_stale(self.directory, KILLED)
-        return self.status()
+        return self._end_leftovers(KILLED)
 
     def _wait_gone(self, timeout: float, status: Status | None = None) -> Status | None:
         """The status once no process of the group runs (it is read again each time the
@@ -396,7 +451,8 @@ def attach(name: str) -> Group:
         from .errors import unusable_home
 
         raise unusable_home(exc, directory.parent) from exc
-    if status is None:
+    # The lock file alone: a first start is under way (stop waits for it).
+    if status is None and not os.path.exists(directory / "lock"):
         raise NotRunning(f"no group named {name!r} in {str(home())!r}; 'immortal list' "
                          "shows the groups there")
     return Group(name, directory)

@@ -1,7 +1,8 @@
 """``start()``: validate in the caller, take the lock, launch the first role, wait for it.
 
-Steps, in order; nothing is created before step 4, and a failure after it removes what was
-created and every process that was started:
+Steps, in order; nothing is created before step 4, and a failure after it ends every
+process that was started and removes the files it wrote (never a directory or a lock file:
+another start may have opened them):
 
 1. check every argument (``spec.py``), naming the field, the expectation and the value;
 2. find the monitor and run its ``check(options)`` here, in the caller;
@@ -17,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -153,14 +153,10 @@ def start(
     log_path = next((path for path in (monitoring.output_path(factory, checked, directory)
                                        for _, factory, checked in chosen) if path), None)
     with _home_errors(directory.parent):
-        created = ensure_dir(directory)
-    try:
-        with _home_errors(directory.parent):
-            lock = Lock.take(directory)
-    except BaseException:
-        if created:  # else the directory is a running group's: touch nothing of it
-            _clean(directory, created)
-        raise
+        created = bool(ensure_dir(directory))
+        # Losing the lock leaves everything as it is, even a directory this call created:
+        # the winner may have opened its lock file, or run in it already.
+        lock = Lock.take(directory)
     spec = Spec(
         name=group_name, file=path, args=arguments, strategy=strategy,
         monitors=tuple((name, checked) for name, _, checked in chosen), env=target_env, cwd=target_cwd, directory=str(directory),
@@ -302,12 +298,18 @@ def _kill_roles(pids: dict[str, tuple[int, int | None]],
             popen.wait()
 
 
-def _clean(directory: Path, created: list[Path]) -> None:
-    """Remove what a failed start created: the directories it made, or its files."""
+def _clean(directory: Path, created: bool) -> None:
+    """Remove what a failed start wrote, while it still holds the group lock.
+
+    Files only: never a directory (another start may have opened the lock file in it, or
+    another group may live in a parent this call created) and never a lock file (a start
+    that opened it would lock a file nobody else can find). The role logs go only if the
+    directory is this call's own.
+    """
+    names = ["spec.json", "status.json"]
     if created:
-        shutil.rmtree(created[0], ignore_errors=True)  # the outermost one it made
-        return
-    for name in ("spec.json", "status.json"):
+        names += ["daemon.log", "pump.log", "pump.log.1"]
+    for name in names:
         try:
             os.unlink(directory / name)
         except FileNotFoundError:

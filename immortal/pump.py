@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import control, monitoring, process, relay, rolelog, supervise
+from . import control, dirwatch, monitoring, orphans, process, relay, rolelog, supervise
 from .detach import Handshake, detach
 from .events import ExitStatus, PUMP_START
 from .spec import Spec, Strategy
@@ -177,6 +177,7 @@ class Pump:
         if self.daemon_pid is None:
             self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                           self.command)
+            dirwatch.keep(self.directory, self.selector, self.lock_fd, self._dir_restored)
         # The daemon first: once the caller has its answer, a pump's death is a restart.
         self._tell_daemon(started=True)
         self.handshake.send(ok=True, target=self.target.pid if self.target else None)
@@ -246,6 +247,7 @@ class Pump:
             self.control.close()
         if self.subreaper:
             process.kill_children()  # grandchildren that escaped the target's group
+            orphans.end_group(self.directory)  # and those that left our tree
         return 0
 
     def _on_signal(self, fd: int) -> None:
@@ -356,6 +358,9 @@ class Pump:
             except ImmortalError as exc:
                 rolelog.report("command", f"immortal: pump: {message['cmd']}: {exc}\n")
             return
+        if message.get("rewrite"):  # the daemon put the instance directory back
+            self._write_status()
+            return
         reaped = message.get("reaped")
         if reaped and self.target is not None and not self.target.own \
                 and reaped == self.target.pid:
@@ -464,6 +469,16 @@ class Pump:
         sys.stderr.flush()
         daemon.hand_over(self.spec, adopt, fds)
 
+    def _dir_restored(self) -> None:
+        """As the group's root: the instance directory was removed and made again
+        (``dirwatch``, which took the lock anew); put back its other files."""
+        assert self.control is not None
+        self.control.close()
+        self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
+                                      self.command)
+        write_json(self.directory / "spec.json", self.spec.to_json())
+        self._write_status()
+
     # ----------------------------------------------------------------- control
     def command(self, request: dict[str, Any]) -> dict[str, Any]:
         """Carry out a control request (checked by ``control.check_request``)."""
@@ -556,6 +571,10 @@ class Pump:
         The lock is the kernel's backstop: while any earlier target (or a descendant that
         inherited its fd) lives, the lock is held and nothing new is spawned.
         """
+        # A new start of the name first ends what its last run left (its supervisors are
+        # gone: we hold the group lock), found by token even if it closed target.lock.
+        if self.machine.spawned == 0 and self.args.get("why", PUMP_START) == PUMP_START:
+            self._kill_orphan(fresh=True)
         lock = try_lock(self.directory / TARGET_LOCK)
         if lock is None and self._kill_orphan():
             lock = wait_lock(self.directory / TARGET_LOCK, ORPHAN_WAIT)
@@ -587,25 +606,27 @@ class Pump:
         finally:
             os.close(lock)  # the target's copy holds it now
 
-    def _kill_orphan(self) -> bool:
-        """Kill a target left running by supervisors that all died (after proving it).
+    def _kill_orphan(self, fresh: bool = False) -> bool:
+        """Kill what supervisors that all died left running (after proving it).
 
-        It is proved ours by the pid and kernel start time the last pump recorded.
+        ``fresh`` (a new start of the group): every process carrying the group's token,
+        each proved by its start time (``orphans``). Otherwise, or where no token can be
+        read, the target ``status.json`` recorded, proved by pid and start time.
         """
-        previous = read_json(self.directory / "status.json") or {}
-        pid = (previous.get("pids") or {}).get("target")
-        started = (previous.get("start_times") or {}).get("target")
-        if not pid or (self.target is not None and self.target.pid == pid):
-            return False
-        if started is None or not is_alive(pid, started):
-            return False
-        rolelog.report("orphan", f"immortal: pump: killing target {pid} left running by a "
-                       "dead group (supervisors gone)\n")
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+        found = orphans.find(self.directory) if fresh else []
+        if not found:
+            previous = read_json(self.directory / "status.json") or {}
+            pid = (previous.get("pids") or {}).get("target")
+            started = (previous.get("start_times") or {}).get("target")
+            if not pid or (self.target is not None and self.target.pid == pid):
+                return False
+            if started is None or not is_alive(pid, started):
+                return False
+            found = [(pid, started)]
+        pids = " ".join(str(pid) for pid, _ in found)
+        rolelog.report("orphan", f"immortal: pump: killing {pids} left running by a dead "
+                       "group (supervisors gone)\n")
+        return bool(orphans.end(found, ORPHAN_WAIT))
 
     def _watch_target(self) -> None:
         if self.target is not None and self.target.pidfd >= 0:

@@ -300,7 +300,12 @@ class Spec:
         return [self.file, *self.args]
 
     def target_env(self) -> dict[str, str]:
+        from .orphans import TOKEN, token
+
         env = dict(self.env)
+        # Finds the target and its descendants after the supervisors die, whatever fds
+        # they closed (immortal/orphans.py); it replaces an outer group's token.
+        env[TOKEN] = token(self.directory)
         if self.is_python:
             # Buffered stdout is the first cause of "my logs are missing" under supervisors.
             env.setdefault("PYTHONUNBUFFERED", "1")

@@ -29,6 +29,9 @@ _pending: list[Standby] = []
 def role_env() -> dict[str, str]:
     """The roles' environment: ours, with this copy of immortal importable."""
     env = dict(os.environ)
+    # A group started from inside another group's target is not part of it: its roles do
+    # not carry that group's token (see immortal/orphans.py).
+    env.pop("IMMORTAL_GROUP_DIR", None)
     package_root = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
     paths = [package_root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))

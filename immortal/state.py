@@ -1,8 +1,8 @@
 """The instance directory of a group: where it is, its lock, its files, and its ``Status``.
 
-``$IMMORTAL_HOME/<name>/`` (default ``$XDG_RUNTIME_DIR/immortal`` or
-``~/.local/state/immortal``) holds ``lock`` (an ``flock`` held for the group's life),
-``spec.json``, ``status.json`` (written atomically), the role logs and the default output.
+``<home>/<name>/`` (``home()``: ``$IMMORTAL_HOME`` or one fixed default per user) holds
+``lock`` (an ``flock`` held for the group's life), ``spec.json``, ``status.json`` (written
+atomically), the role logs and the default output.
 The directory is created 0700 and refused if it is a symlink, not ours, or writable by
 others.
 """
@@ -33,15 +33,43 @@ SOCKET_NAME = "control.sock"
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 
 
+ROOT_HOME = "/var/lib/immortal"
+
+
 def home() -> Path:
-    """The directory that holds one instance directory per group."""
-    env = os.environ.get("IMMORTAL_HOME")
+    """The directory that holds one instance directory per group.
+
+    One fixed place per user, whatever the caller's environment: ``$IMMORTAL_HOME``;
+    else, for root, ``/var/lib/immortal``; else ``$XDG_STATE_HOME/immortal``; else
+    ``~/.local/state/immortal``, ``~`` from the password database. Not
+    ``$XDG_RUNTIME_DIR``: cron, sudo and services run without it (a group started from a
+    login shell would be invisible to them, and started twice), and it is removed at
+    logout while the group runs on.
+    """
+    return default_home(os.environ, os.getuid())
+
+
+def default_home(environ: Mapping[str, str], uid: int) -> Path:
+    env = environ.get("IMMORTAL_HOME")
     if env:
         return Path(env).absolute()
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime):
-        return Path(runtime) / "immortal"
-    return Path.home() / ".local" / "state" / "immortal"
+    if uid == 0:
+        # sudo may keep the caller's $HOME or $XDG_STATE_HOME; a service may have none.
+        return Path(ROOT_HOME)
+    state = environ.get("XDG_STATE_HOME")
+    if state and os.path.isabs(state):  # the XDG spec ignores a relative path
+        return Path(state) / "immortal"
+    return _user_home(uid) / ".local" / "state" / "immortal"
+
+
+def _user_home(uid: int) -> Path:
+    """The home directory of ``uid``: not ``$HOME``, which 'su' without '-' keeps."""
+    import pwd
+
+    try:
+        return Path(pwd.getpwuid(uid).pw_dir)
+    except (KeyError, OSError):
+        return Path.home()
 
 
 def instance_dir(name: str, base: Path | None = None) -> Path:
@@ -108,7 +136,7 @@ class Lock(MutableRecord):
 
     @classmethod
     def take(cls, directory: Path) -> Lock:
-        fd = try_lock(directory / "lock")
+        fd = try_lock(directory / "lock", same_file=True)
         if fd is None:
             name = directory.name
             status = read_status(directory)
@@ -125,18 +153,58 @@ class Lock(MutableRecord):
             self.fd = -1
 
 
-def try_lock(path: Path) -> int | None:
-    """A new open file description of ``path`` with an exclusive flock, or None if held."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        check_opened(fd, path)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
+def try_lock(path: Path, same_file: bool = False) -> int | None:
+    """A new open file description of ``path`` with an exclusive flock, or None if held.
+
+    With ``same_file``, the lock counts only if ``path`` still names the file locked: a
+    lock file replaced after it was opened (its directory removed and put back) is opened
+    again, so that two holders never lock two different files of one name.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            check_opened(fd, path)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return None
+            raise
+        if not same_file or _names(path, fd):
+            return fd
         os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return None
-        raise
-    return fd
+
+
+def _names(path: Path, fd: int) -> bool:
+    try:
+        return os.path.samestat(os.stat(path, follow_symlinks=False), os.fstat(fd))
+    except FileNotFoundError:
+        return False
+
+
+def lock_held(path: Path) -> bool:
+    """Whether a process holds the flock on ``path``, found without taking it: a probe
+    that took it, however briefly, could make a concurrent ``start()`` fail.
+
+    Linux lists every lock in ``/proc/locks`` by device and inode; elsewhere the lock is
+    probed after all.
+    """
+    try:
+        info = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    try:
+        with open("/proc/locks") as handle:
+            text = handle.read()
+    except OSError:
+        fd = try_lock(path)
+        if fd is not None:
+            os.close(fd)
+        return fd is None
+    key = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; a waiter's line reads "1: -> ...".
+    return any(len(f) > 5 and f[1] == "FLOCK" and f[5] == key
+               for f in (line.split() for line in text.splitlines()))
 
 
 def wait_lock(path: Path, timeout: float) -> int | None:
@@ -258,6 +326,9 @@ class Status(MutableRecord):
     #: time, "monitor": the monitor whose call has not returned, or None, "monitor_since":
     #: when that call began}``; None while output flows
     stalled: dict[str, Any] | None = None
+    #: processes carrying the group's token while no supervisor of it runs (filled by the
+    #: callers that look for them: ``list``, ``status``; after a stop, those it ended)
+    orphans: list[int] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> Status:
@@ -296,6 +367,13 @@ class Status(MutableRecord):
             "dropped": self.dropped, "monitors": self.monitors, "stalled": self.stalled,
         }
 
+    @property
+    def stale(self) -> bool:
+        """No supervisor runs, but the group did not end by a stop or by giving up: its
+        processes were killed. Its target may live on (see ``orphans``); the state stays
+        as it was until a stop or a new start of the name deals with it."""
+        return not self.running and self.state not in FINAL_STATES
+
     def live_roles(self) -> list[str]:
         """The supervisor roles of this group that are alive now, daemon first."""
         return [role for role in ("daemon", "pump")
@@ -310,11 +388,20 @@ class Status(MutableRecord):
             return live[0]
         return "daemon" if "daemon" in self.pids else "pump"
 
+    def headline(self) -> str:
+        """The first line of ``str()``: the name, the state and whether it runs."""
+        if self.stale:
+            left = (f"; left running: {' '.join(map(str, self.orphans))}" if self.orphans
+                    else "")
+            return f"{self.name}: not running ({GONE}{left})"
+        if self.reason == STALE and not self.running:
+            return f"{self.name}: not running ({self.reason})"
+        if not self.running:
+            return f"{self.name}: {self.state} (not running)"
+        return f"{self.name}: {self.state}" + (" (stalled)" if self.stalled else "")
+
     def __str__(self) -> str:
-        if self.reason == STALE:
-            lines = [f"{self.name}: not running ({STALE})"]
-        else:
-            lines = [self.headline]
+        lines = [self.headline()]
         for role in ("daemon", "pump", "target"):
             if role in self.pids and self.running:
                 lines.append(f"  {role:<8} pid {self.pids[role]}")
@@ -323,20 +410,13 @@ class Status(MutableRecord):
             lines.append(f"  up       {time.time() - self.target_started_at:.1f} s")
         if self.last_exit:
             lines.append(f"  last     {self.last_exit}")
-        if self.next_restart_at and self.state == "backoff":
+        if self.next_restart_at and self.state == "backoff" and self.running:
             lines.append(f"  next     in {max(0.0, self.next_restart_at - time.time()):.1f} s")
         if self.reason and self.state in FINAL_STATES and self.reason != STALE:
             lines.append(f"  reason   {self.reason}")
         if self.output:
             lines.append(f"  output   {self.output}")
         return "\n".join([*lines, *self.delivery_lines()])
-
-    @property
-    def headline(self) -> str:
-        """"name: running", with "(stalled)" or "(not running)" when so."""
-        if not self.running:
-            return f"{self.name}: {self.state} (not running)"
-        return f"{self.name}: {self.state}" + (" (stalled)" if self.stalled else "")
 
     def delivery_lines(self) -> list[str]:
         """The status lines on the output's delivery: a stall, lines dropped per monitor."""
@@ -364,17 +444,23 @@ def stall_text(stalled: Mapping[str, Any]) -> str:
     return text
 
 
+GONE = "its supervisors were killed without a stop"
 STALE = "stale state removed: its processes were killed without a stop"
+KILLED = "killed (SIGKILL, no grace period)"
 FINAL_STATES = ("stopped", "fatal")
 
 
 def clear_stale(directory: Path, reason: str = STALE) -> Status | None:
-    """The group's status; a state left by processes killed without a stop is rewritten
-    as stopped (under the group's lock, so that a group starting now is never touched)."""
+    """Record a group whose processes are all gone as stopped, with ``reason``.
+
+    Only a stop or a kill calls this, once it has ended what was left (reads never write:
+    the pids a read would erase are what a later start needs to find an orphan). Done
+    under the group's lock, so that a group starting now is never touched.
+    """
     status = read_status(directory)
     if status is None or status.running or status.state in FINAL_STATES:
         return status
-    lock = try_lock(directory / "lock")
+    lock = try_lock(directory / "lock", same_file=True)
     if lock is None:
         return status  # a group is starting, or its roles are still exiting
     try:

@@ -1,0 +1,142 @@
+"""Put a group's instance directory back when it is removed (or moved away) while it runs.
+
+A group whose directory vanished would be invisible (``list``, ``status``, ``stop`` find
+nothing) and its name free for a second group. The root role (the daemon, or the pump when
+it has no daemon) watches the directory and its parent with inotify (see ``Keeper``); the
+watch's fd sits in the role's selector like any other, so an idle group still wakes up for
+nothing. When the directory goes, the role makes it again (0700, with its parents), takes
+the group lock on a fresh lock file, and puts back its socket, ``spec.json`` and
+``status.json`` (``restored``).
+
+inotify is reached through ctypes (the standard library has no binding). Off Linux, or
+where inotify is refused (no libc symbol, too many instances or watches), ``keep`` watches
+nothing and a removed directory stays removed until the next start of the name.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import selectors
+import struct
+import sys
+
+from .errors import ImmortalError
+from .state import ensure_dir, try_lock
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+IN_MOVE_SELF = 0x00000800
+IN_DELETE_SELF = 0x00000400
+IN_DELETE = 0x00000200
+IN_MOVED_FROM = 0x00000040
+IN_ONLYDIR = 0x01000000
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        # The C library this interpreter already has loaded (find_library would run
+        # ldconfig, and import subprocess to do it).
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.inotify_init1, libc.inotify_add_watch, libc.inotify_rm_watch  # noqa: B018
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+class Keeper:
+    """Watches one instance directory and puts it back when it goes.
+
+    Two watches: the directory itself (moved away: ``IN_MOVE_SELF``), and its parent, for
+    the directory's removal (``IN_DELETE`` of its name, reported at once) or the parent's
+    own move. A removed directory's ``IN_DELETE_SELF`` alone would come late: not before
+    the last open file inside it (the role logs, the lock) is closed.
+    """
+
+    def __init__(self, libc: ctypes.CDLL, fd: int, directory: Path, lock_fd: int | None,
+                 restored: Callable[[], None]) -> None:
+        self.libc = libc
+        self.fd = fd
+        self.directory = directory
+        self.name = os.fsencode(directory.name)
+        self.lock_fd = lock_fd
+        self.restored = restored
+        self.wds: dict[int, str] = {}  # watch descriptor: "self" or "parent"
+
+    def watch(self) -> bool:
+        for wd in self.wds:
+            self.libc.inotify_rm_watch(self.fd, wd)  # a moved directory would keep it
+        self.wds = {}
+        for kind, path, mask in (
+                ("self", self.directory, IN_MOVE_SELF | IN_DELETE_SELF),
+                ("parent", self.directory.parent,
+                 IN_DELETE | IN_MOVED_FROM | IN_MOVE_SELF | IN_DELETE_SELF)):
+            wd = self.libc.inotify_add_watch(self.fd, os.fsencode(path), mask | IN_ONLYDIR)
+            if wd < 0:
+                return False
+            self.wds[wd] = kind
+        return True
+
+    def on_event(self, fd: object) -> None:
+        """The selector's callback: read the events; put the directory back if it went."""
+        gone = False
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            offset = 0
+            while offset + _EVENT.size <= len(data):
+                wd, mask, _, length = _EVENT.unpack_from(data, offset)
+                name = data[offset + _EVENT.size:offset + _EVENT.size + length].rstrip(b"\0")
+                offset += _EVENT.size + length
+                kind = self.wds.get(wd)
+                if kind == "self" or (kind == "parent" and (
+                        mask & (IN_MOVE_SELF | IN_DELETE_SELF) or name == self.name)):
+                    gone = True
+        if gone:
+            self.restore()
+
+    def restore(self) -> None:
+        try:
+            ensure_dir(self.directory)
+            if self.lock_fd is not None:
+                lock = try_lock(self.directory / "lock", same_file=True)
+                if lock is None:
+                    return  # ours still (a spurious event), or a new start took the name
+                os.dup2(lock, self.lock_fd, inheritable=False)
+                os.close(lock)
+            self.watch()
+        except (OSError, ImmortalError) as exc:
+            sys.stderr.write(f"immortal: cannot put back {self.directory}: {exc}\n")
+            return
+        sys.stderr.write(f"immortal: {self.directory} was removed; put back\n")
+        self.restored()
+
+
+def keep(directory: Path, selector: selectors.BaseSelector, lock_fd: int | None,
+         restored: Callable[[], None]) -> Keeper | None:
+    """Watch ``directory`` from ``selector``; when it goes, make it again, lock it on
+    ``lock_fd`` and call ``restored``. None where inotify is not available."""
+    libc = _libc()
+    if libc is None:
+        return None
+    fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+    if fd < 0:
+        return None
+    keeper = Keeper(libc, fd, directory, lock_fd, restored)
+    if not keeper.watch():
+        os.close(fd)
+        return None
+    selector.register(fd, selectors.EVENT_READ, keeper.on_event)
+    return keeper
+

@@ -1,0 +1,281 @@
+"""The fault model of the instance directory: one group per name, never two targets,
+nothing hidden. A start that loses cleans up nothing of the winner's; reads never destroy
+what a later start needs; orphans are found by the token in their environment."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import immortal
+from immortal import launcher, state
+from conftest import LONG, SHORT, TALKER, cmdline, descendants, wait_for
+
+
+def test_a_start_that_loses_the_lock_race_keeps_the_winners_directory(home, monkeypatch):
+    directory = home / "race"
+    held: list[int] = []
+    real = launcher.ensure_dir
+
+    def ensure_then_lose(path: Path) -> list[Path]:
+        created = real(path)  # this start creates the directory...
+        fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # ...and another start takes the lock first
+        held.append(fd)
+        return created
+
+    monkeypatch.setattr(launcher, "ensure_dir", ensure_then_lose)
+    try:
+        with pytest.raises(immortal.AlreadyRunning):
+            immortal.start(TALKER, name="race")
+        # The winner's lock file is still the one its directory holds: a third start
+        # finds it locked instead of creating a fresh one.
+        assert os.path.samestat(os.stat(directory / "lock"), os.fstat(held[0]))
+        assert state.try_lock(directory / "lock") is None
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+def test_a_failed_start_keeps_the_home_it_created_and_the_lock_file(home, monkeypatch):
+    base = home / "new-home"
+    monkeypatch.setenv("IMMORTAL_HOME", str(base))
+    with pytest.raises(immortal.StartError, match="cannot open the log sink"):
+        immortal.start(TALKER, name="fails", monitor="plugins.sample:FailingSetup")
+    # Another group may have been created in the new home meanwhile: it stays, and so does
+    # the lock file another start may have opened.
+    assert os.listdir(base) == ["fails"]
+    assert set(os.listdir(base / "fails")) <= {"lock", "target.lock"}
+
+
+QUIET = """\
+import os, sys, time
+if sys.argv[2] == "close":
+    os.closerange(3, 65536)  # as many daemons do: target.lock goes with the rest
+open(sys.argv[1], "w").close()
+while True:
+    time.sleep(3600)  # quiet: never writes to the pipes its dead supervisors held
+"""
+
+
+def quiet_orphan(started, tmp_path: Path, name: str, close: str):
+    """A group whose daemon and pump were SIGKILLed while its quiet target runs on."""
+    program = tmp_path / "quiet.py"
+    program.write_text(QUIET)
+    marker = tmp_path / "ready"
+    group = started(str(program), [str(marker), close], name=name)
+    wait_for(marker.exists, bool, what="the target to be ready")
+    pids = group.pids
+    target = (pids["target"], state.process_start_time(pids["target"]))
+    os.kill(pids["daemon"], signal.SIGKILL)
+    os.kill(pids["pump"], signal.SIGKILL)
+    wait_for(lambda: group.status().running, lambda running: not running,
+             what="the supervisors to be gone")
+    assert state.is_alive(*target)
+    marker.unlink()
+    return group, program, target
+
+
+def targets(program: Path) -> list[int]:
+    return [pid for pid in descendants() if str(program) in cmdline(pid)]
+
+
+def test_an_orphan_that_closed_its_fds_is_ended_by_the_next_run(started, tmp_path):
+    group, program, target = quiet_orphan(started, tmp_path, "closer", "close")
+    assert not os.path.exists(f"/proc/{target[0]}/fd/3")
+    again = started(str(program), [str(tmp_path / "ready"), "close"], name="closer")
+    assert not state.is_alive(*target)
+    assert targets(program) == [again.pids["target"]]
+
+
+def test_reads_keep_an_orphan_findable_and_list_and_stop_show_and_end_it(
+        started, tmp_path, capsys):
+    from immortal.cli import main
+
+    group, program, target = quiet_orphan(started, tmp_path, "reads", "keep")
+    # Every read: none may erase what the next start or stop needs.
+    repr(group)
+    assert group.status().stale and group.pids == {}
+    assert main(["status", "reads"]) == 3
+    shown = capsys.readouterr().out
+    assert f"left running: {target[0]}" in shown.splitlines()[0]
+    assert main(["list"]) == 0
+    row = next(line.split() for line in capsys.readouterr().out.splitlines()
+               if line.startswith("reads "))
+    assert row[1] == "orphaned" and row[2] == f"-/-/{target[0]}"
+    assert group.orphans() == [target[0]]
+    assert main(["stop", "reads"]) == 0
+    assert f"ended 1 process(es) left running without supervisors: {target[0]}" \
+        in capsys.readouterr().out
+    assert not state.is_alive(*target)
+    assert main(["stop", "reads"]) == 3  # nothing left to stop
+    assert immortal.attach("reads").status().state == "stopped"
+
+
+def test_after_a_status_read_the_next_run_ends_the_orphan(started, tmp_path):
+    group, program, target = quiet_orphan(started, tmp_path, "reread", "keep")
+    assert not immortal.attach("reread").status().running
+    again = started(str(program), [str(tmp_path / "ready"), "keep"], name="reread")
+    assert not state.is_alive(*target)
+    assert targets(program) == [again.pids["target"]]
+
+
+ESCAPER = """\
+import os, sys, time
+child = os.fork()
+if child == 0:  # a daemonising grandchild: new session, and its parent exits
+    os.setsid()
+    if os.fork() == 0:
+        with open(sys.argv[1] + ".tmp", "w") as handle:
+            handle.write(str(os.getpid()))
+        os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+        while True:
+            time.sleep(3600)
+    os._exit(0)
+os.waitpid(child, 0)
+while True:
+    time.sleep(3600)
+"""
+
+
+@pytest.mark.parametrize("how", ["stop", "sigterm"])
+def test_an_escaped_grandchild_is_ended_by_a_stop_after_a_daemon_restart(
+        started, tmp_path, how):
+    program = tmp_path / "escaper.py"
+    program.write_text(ESCAPER)
+    marker = tmp_path / "grandchild"
+    group = started(str(program), [str(marker)], name="escaper")
+    text = wait_for(lambda: marker.read_text() if marker.exists() else "", bool,
+                    what="the grandchild's pid")
+    grandchild = (int(text), state.process_start_time(int(text)))
+    pids = group.pids
+    # The grandchild went up to the daemon (the subreaper); the daemon dies, and with it
+    # the grandchild goes further up, out of the group's tree.
+    os.kill(pids["daemon"], signal.SIGKILL)
+    wait_for(group.status, lambda s: s.running and s.pids.get("daemon") == pids["pump"]
+             and s.pids.get("pump") not in (None, pids["pump"]), LONG,
+             "the pump to take over as the daemon, with a new pump")
+    assert state.is_alive(*grandchild)
+    if how == "stop":
+        group.stop()
+    else:  # the root ends the group by itself: it ends the leftovers too
+        os.kill(pids["pump"], signal.SIGTERM)
+        wait_for(group.status, lambda s: not s.running, LONG, "the group to end")
+    wait_for(lambda: state.is_alive(*grandchild), lambda alive: not alive, SHORT,
+             "the grandchild to be gone")
+
+
+GATED = """\
+import os, time
+import immortal
+
+class Gated(immortal.Monitor):
+    '''Holds the start in 'setup' until the gate file exists.'''
+
+    @classmethod
+    def check(cls, options):
+        return dict(options)
+
+    def setup(self, why, message):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.options["gate"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+"""
+
+
+def test_a_stop_during_a_start_waits_for_it_then_stops_it(home, tmp_path, monkeypatch):
+    (tmp_path / "gated.py").write_text(GATED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    gate = tmp_path / "gate"
+    results: list[object] = []
+
+    def start() -> None:
+        try:
+            results.append(immortal.start(TALKER, name="gated", monitor="gated:Gated",
+                                          options={"gate": str(gate)}))
+        except Exception as exc:  # the test reads it below
+            results.append(exc)
+
+    import threading
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    try:
+        # spec.json is written once the start holds the group lock.
+        wait_for((home / "gated" / "spec.json").exists, bool,
+                 what="the start to hold the group lock")
+        stop = subprocess.Popen([sys.executable, "-m", "immortal", "stop", "gated"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(tmp_path)})
+        # The stop waits while the start is held in its monitor's setup.
+        with pytest.raises(subprocess.TimeoutExpired):
+            stop.wait(0.5)
+        gate.touch()
+        out, err = stop.communicate(timeout=LONG)
+        assert stop.returncode == 0, (out, err)
+        assert out.startswith("stopped 'gated'")
+    finally:
+        gate.touch()
+        thread.join(LONG)
+    group = results[0]
+    assert isinstance(group, immortal.Group), group
+    final = group.wait(SHORT)
+    assert final.state == "stopped" and not final.running
+
+
+@pytest.mark.parametrize("strategy, how", [("daemon", "remove"), ("unattached", "remove"),
+                                           ("daemon", "move")])
+def test_a_removed_instance_directory_is_put_back(started, home, strategy, how):
+    import shutil
+
+    group = started(TALKER, [], name="removed", strategy=strategy)
+    pids = group.pids
+    directory = home / "removed"
+    if how == "remove":
+        shutil.rmtree(directory)  # as a careless clean-up would
+    else:
+        os.rename(directory, home / "moved-away")
+    wait_for(lambda: sorted(os.listdir(directory)) if directory.exists() else [],
+             lambda names: {"lock", "control.sock", "spec.json", "status.json"} <= set(names),
+             what="the directory and its files to be put back")
+    assert state.try_lock(directory / "lock") is None  # the group holds the new lock
+    assert immortal.attach("removed").pids == pids
+    with pytest.raises(immortal.AlreadyRunning):
+        immortal.start(TALKER, name="removed")
+    final = group.stop()
+    assert final.state == "stopped" and not final.running
+
+
+def test_the_home_does_not_move_with_the_environment(tmp_path):
+    import pwd
+
+    login = {"XDG_RUNTIME_DIR": str(tmp_path), "HOME": "/elsewhere"}  # a login shell
+    cron = {"HOME": "/elsewhere"}  # cron, sudo, a service: no XDG_RUNTIME_DIR
+    user = 4242
+    try:
+        expected = Path(pwd.getpwuid(user).pw_dir) / ".local/state/immortal"
+    except KeyError:
+        expected = Path.home() / ".local/state/immortal"
+    assert state.default_home(login, user) == state.default_home(cron, user) == expected
+    assert state.default_home({"XDG_STATE_HOME": "/s"}, user) == Path("/s/immortal")
+    assert state.default_home({"XDG_STATE_HOME": "relative"}, user) == expected
+    assert state.default_home(login, 0) == state.default_home({}, 0) \
+        == Path("/var/lib/immortal")
+    assert state.default_home({"IMMORTAL_HOME": "/h", **login}, 0) == Path("/h")
+
+
+def test_status_and_list_show_where_the_groups_are(started, home, capsys):
+    from immortal.cli import main
+
+    started(TALKER, [], name="shown")
+    assert main(["status", "shown"]) == 0
+    assert f"  dir      {home / 'shown'}" in capsys.readouterr().out.splitlines()
+    assert main(["list"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"home: {home}"
