@@ -658,7 +658,15 @@ def _preload_builtin_monitors(spec: Spec) -> None:
 def _become_pump_fds(keep: list[int], log: Path) -> None:
     """stdin and stdout on /dev/null, stderr on pump.log, and none of the daemon's other
     files: a pump holding the daemon's end of the lifeline, or its control socket, would
-    hide the daemon's death from itself and from clients."""
+    hide the daemon's death from itself and from clients.
+
+    Each of the daemon's other fds is pointed at /dev/null rather than closed: Python
+    objects of the daemon's (and, in a pump that became the daemon, a monitor's global
+    state, such as the handlers the ``logging`` monitor configured) still own those
+    numbers here. Closed, a number would be reused by the pump's own pipes and sockets,
+    and such an object closing "its" fd later (a monitor reconfiguring logging) would close
+    the pump's lifeline instead: the pump would take that for its daemon's death.
+    """
     null = os.open(os.devnull, os.O_RDWR)
     err = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.dup2(null, 0)
@@ -676,11 +684,14 @@ def _become_pump_fds(keep: list[int], log: Path) -> None:
         os.closerange(low, os.sysconf("SC_OPEN_MAX"))
         return
     for fd in open_fds:
-        if fd not in kept:
+        if fd not in kept and fd not in (null, err):
             try:
-                os.close(fd)
+                os.fstat(fd)
             except OSError:
-                pass  # the listing's own fd, closed already
+                continue  # the listing's own fd, closed already
+            os.dup2(null, fd, inheritable=False)
+    os.close(null)
+    os.close(err)
 
 
 def _ignore(number: int, frame: object) -> None:

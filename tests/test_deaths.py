@@ -8,6 +8,7 @@ killed while the target writes, and a daemon that cannot fork a new pump.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -248,3 +249,42 @@ def test_a_stop_between_two_pumps_still_stops_the_target(started, pids_cgroup, r
     exits = [e for e in events if e["hook"] == "exit"]
     assert [e["pid"] for e in exits] == [pids["target"]] and exits[0]["signal"] == signal.SIGTERM
     wait_for(group.status, lambda s: not s.running, what="the group to end")
+
+
+def test_a_pump_forked_by_a_pump_turned_daemon_keeps_its_lifeline(started, tmp_path):
+    """A pump that became the daemon keeps what its monitors hold in global state (the
+    ``logging`` monitor's configured handlers, with their open files). The pump it forks
+    reconfigures logging, which closes those handlers' fds: they must not be numbers the
+    new pump reuses for its own lifeline, or it takes its daemon for dead and becomes a
+    second daemon beside the first (and two pumps deliver every line twice)."""
+    log = tmp_path / "logging.txt"
+    config = tmp_path / "logging.json"
+    config.write_text(json.dumps({
+        "version": 1, "disable_existing_loggers": False,
+        "handlers": {"f": {"class": "logging.FileHandler", "filename": str(log)}},
+        "loggers": {"immortal": {"handlers": ["f"], "level": "DEBUG", "propagate": False}}}))
+    group = started(TALKER, ["--trap", "USR1"], monitors={
+        "file": {"output": str(tmp_path / "out.log")}, "jsonl": {"output": str(tmp_path / "o.jsonl")},
+        "logging": {"config": str(config)}, "console": {}})
+    wait_for(lambda: log.read_text() if log.exists() else "", lambda t: "ready" in t,
+             what="the first line through the logging monitor")
+    for _ in range(5):  # each time the pump becomes the daemon and forks a new pump
+        old = group.pids["daemon"]
+        pump = group.pids["pump"]
+        os.kill(old, signal.SIGKILL)
+        wait_for(group.status, lambda s: s.running and s.pids.get("daemon") == pump
+                 and s.pids.get("pump") not in (None, pump), what="the pump turned daemon")
+
+        def daemons():
+            title = f"immortal: daemon {group.directory}"
+            return [pid for pid in descendants() if cmdline(pid).startswith(title)
+                    and proc_state(pid) not in (None, "Z")]
+
+        # The new pump's monitor setup is what closed the fds: give it time to, then look.
+        wait_for(lambda: (group.status().state, daemons()),
+                 lambda v: v[0] == "running" and len(v[1]) == 1,
+                 what=f"one daemon and a running group\n{logs(group)}")
+    os.kill(group.pids["target"], signal.SIGUSR1)
+    wait_for(lambda: log.read_text(), lambda t: "got USR1" in t,
+             what=f"a line through the logging monitor after the hand-overs\n{logs(group)}")
+    assert "Logging error" not in logs(group)

@@ -206,6 +206,7 @@ class Census(threading.Thread):
         self.samples = 0
         self.max_alive = dict.fromkeys(ROLES, 0)
         self.crowds: list[str] = []
+        self.unconfirmed = 0  # samples whose crowd was gone when read again (see _confirmed)
         self.first_seen: dict[tuple[int, int], float] = {}
         self.targets: dict[tuple[int, int], list[float]] = {}  # key -> [first, last] alive
         self.bare_ends: set[tuple[int, int]] = set()  # targets gone with no supervisor left
@@ -227,6 +228,21 @@ class Census(threading.Thread):
         self.halt.set()
         self.join(LONG)
 
+    def _confirmed(self, procs: list[Proc]) -> list[Proc]:
+        """Those of ``procs`` still alive when read again. The walk of the table is not one
+        instant: a target read alive early in it may be dead and reaped, and its successor
+        born, by the time the walk reaches the successor. Read again, a real second target
+        (one nobody supervises, which runs on) is still there; the other kind is not, and
+        is counted apart as ``overlaps_unconfirmed``."""
+        still = []
+        for proc in procs:
+            again = read_proc(proc.pid)
+            if again is not None and again.state != "Z" and again.key == proc.key:
+                still.append(proc)
+        if len(still) < len(procs):
+            self.unconfirmed += 1
+        return still
+
     def sample(self) -> None:
         now = time.monotonic()
         procs = table(self.me)
@@ -240,6 +256,9 @@ class Census(threading.Thread):
                         except ChildProcessError:
                             pass
         live = self.roles.live(procs, now, self.first_seen)
+        for role in ROLES:
+            if len(live[role]) > 1:
+                live[role] = self._confirmed(live[role])
         with self.lock:
             for role in ROLES:
                 count = len(live[role])
@@ -771,6 +790,7 @@ def verdict(run: Stress) -> dict[str, Any]:
         "status_max_s": round(figures.status_max_s, 3),
         "status_after_both_killed": figures.status_after_both_killed[:10],
         "max_alive_at_a_sample": census.max_alive,
+        "overlaps_unconfirmed": census.unconfirmed,
         "census_samples": census.samples,
         "target_instances": len(census.targets),
         "target_ends": deaths,
