@@ -310,6 +310,10 @@ class Daemon:
             pass  # the pump is dying; SIGCHLD tells when it is gone
 
     def _on_pump_message(self, sock: socket.socket) -> None:
+        if sock is not self.pump_sock:
+            # Reported in the same batch as the SIGCHLD that reaped its pump: that reaping
+            # read what the pump had said and closed the socket already.
+            return
         data = control.receive(sock)
         if data is None:
             return
@@ -612,23 +616,26 @@ def _fork_pump(spec: Spec, args: dict[str, Any], keep: list[int],
 def _find_orphan(since: int) -> tuple[int, float] | None:
     """The target a pump spawned but died before naming: (pid, wall-clock start), or None.
 
-    It is our child now (re-parented to us, the subreaper), the leader of its own process
-    group in our session, and started since the pump said it would spawn (``since``, in
-    boot ticks); the newest if several. An escaped grandchild is none of these at once: one
-    in a session of its own leads that session; one that only made its own process group
-    was started before the spawn (its target was already dead then). Without /proc (no
-    list of children, no start times) nothing is found, and the new pump spawns anew.
+    It is our child now (re-parented to us, the subreaper), in our session, and started
+    since the pump said it would spawn (``since``, in boot ticks); the oldest if several,
+    since whatever it starts in turn is younger. It need not lead its process group yet: a
+    pump killed between its fork and the child's ``setpgid`` leaves a child that does so,
+    and execs the program, a moment later. An escaped grandchild in a session of its own is
+    left out; one born since the spawn is the target's, so younger than the target. Without
+    /proc (no list of children, no start times) nothing is found, and the new pump spawns
+    anew.
     """
     session = os.getsid(0)
     best: tuple[int, int] | None = None
     for pid in process.children():
         try:
-            if os.getpgid(pid) != pid or os.getsid(pid) != session:
+            if os.getsid(pid) != session:
                 continue
         except OSError:
             continue
         start = process_start_time(pid)  # None for a zombie
-        if start is not None and start >= since and (best is None or start > best[1]):
+        if start is not None and start >= since and (best is None or start < best[1]
+                                                     or (start == best[1] and pid < best[0])):
             best = (pid, start)
     if best is None:
         return None

@@ -50,13 +50,18 @@ def logs(group) -> str:
     return "\n".join(parts)
 
 
-def one_known_target(group, marker: str, old: int):
-    """Wait until the group runs a target other than ``old``, the only one alive."""
+def one_known_target(group, marker: str, old: int, old_pump: int | None = None):
+    """Wait until the group runs a target other than ``old``, the only one alive (and,
+    with ``old_pump``, a pump other than that one: its death has been dealt with)."""
     def settled(status):
+        # A target the daemon found half-spawned (its pump killed between fork and exec)
+        # may not have exec'd the program yet: settled once it runs it.
         pid = status.pids.get("target")
         return (status.state == "running" and pid not in (None, old)
                 and is_alive(pid, status.start_times.get("target"))
-                and status.pids.get("pump") and is_alive(status.pids["pump"], None))
+                and marker in cmdline(pid)
+                and status.pids.get("pump") not in (None, old_pump)
+                and is_alive(status.pids["pump"], None))
     deadline = time.monotonic() + SHORT
     status = group.status()
     while not settled(status):
@@ -67,7 +72,7 @@ def one_known_target(group, marker: str, old: int):
         status = group.status()
     alive = targets(marker)
     assert alive == [status.pids["target"]], (
-        f"live targets {alive}, the group knows {status.pids}")
+        f"live targets {alive}, the group knows {status.pids}\n{logs(group)}")
     return status
 
 
@@ -93,7 +98,7 @@ def test_a_pump_killed_just_after_the_target(started, delay):
     os.kill(pids["target"], signal.SIGKILL)
     time.sleep(delay)  # pacing: the pump is somewhere in its respawn
     os.kill(pids["pump"], signal.SIGKILL)
-    one_known_target(group, "talker.py", pids["target"])
+    one_known_target(group, "talker.py", pids["target"], pids["pump"])
 
 
 def poll(get, predicate, timeout: float):
