@@ -302,11 +302,11 @@ def test_list_marks_groups_whose_processes_vanished(started, capsys, home):
 
 
 def test_human_units():
-    from immortal.cli import _human_bytes, _human_duration
+    from immortal.render import human_bytes, human_duration
 
-    assert [_human_duration(s) for s in (0, 5, 59.9, 192, 3599, 7440, 86399, 266400)] == \
+    assert [human_duration(s) for s in (0, 5, 59.9, 192, 3599, 7440, 86399, 266400)] == \
         ["0s", "5s", "59s", "3m12s", "59m59s", "2h04m", "23h59m", "3d02h"]
-    assert [_human_bytes(n) for n in (0, 512, 1536, 12.3 * 2**20, 3 * 2**30)] == \
+    assert [human_bytes(n) for n in (0, 512, 1536, 12.3 * 2**20, 3 * 2**30)] == \
         ["0B", "512B", "1.5K", "12.3M", "3.0G"]
 
 
