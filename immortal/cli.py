@@ -243,6 +243,7 @@ def _chosen(ns: argparse.Namespace) -> dict[str, Any]:
 
 def _monitors(ns: argparse.Namespace) -> int:
     from .monitoring import installed
+    from .render import monitors_view
 
     rows = []
     for name, entry in sorted(installed().items()):
@@ -250,12 +251,8 @@ def _monitors(ns: argparse.Namespace) -> int:
         rows.append({"name": name, "object": entry.value,
                      "distribution": dist.name if dist else None,
                      "version": dist.version if dist else None})
-    if ns.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    for row in rows:
-        print(f"{row['name']:<16} {row['distribution'] or '?'} {row['version'] or ''}  "
-              f"({row['object']})")
+    if rows or ns.json:
+        print(monitors_view(rows, ns.json))
     return 0
 
 

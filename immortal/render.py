@@ -282,6 +282,16 @@ def _list_notes(found: list[Status]) -> list[str]:
     return notes
 
 
+# 'immortal monitors' ------------------------------------------------------------------------
+
+def monitors_view(rows: list[dict[str, Any]], as_json: bool = False) -> str:
+    """What 'immortal monitors' prints: one row per installed monitor."""
+    if as_json:
+        return json.dumps(rows, indent=1)
+    return "\n".join(f"{row['name']:<16} {row['distribution'] or '?'} {row['version'] or ''}  "
+                     f"({row['object']})" for row in rows)
+
+
 # 'immortal run' ------------------------------------------------------------------------------
 
 def started_view(name: str, strategy: str, s: Status) -> str:
