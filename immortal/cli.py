@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-
-
 def _columns() -> int:
     """The terminal's width as ``shutil.get_terminal_size().columns`` gives it ($COLUMNS,
     else stdout's terminal, else 80), without importing shutil (and zlib, bz2, lzma with
