@@ -71,7 +71,16 @@ def start(
     (``immortal.channel``). With ``capture=True`` (development only) the target's output comes
     to ``group.stdout`` and ``group.stderr`` (iterators of lines) instead of the terminal.
 
-    The steps, one call each, in the order of the module's docstring.
+    The steps (the module's docstring says more), one call each:
+
+    1. check every argument (``spec.build``);
+    2. find the monitors and check their options;
+    3. check the instance directory, and make the group's ``Spec`` in it;
+    4. create the directory and take the group's lock;
+    5. write ``spec.json``;
+    6. start the first role and wait on its handshake.
+
+    A failure in 5 or 6 removes what they wrote; our copy of the lock is let go either way.
     """
     request = build(file, args, strategy=strategy, monitor=monitor, options=options,
                     monitors=monitors, name=name, exec=exec, env=env, cwd=cwd, umask=umask,
