@@ -419,8 +419,13 @@ def test_follow_reads_appends_rotations_truncations_and_holds_an_unended_line(tm
 
     path = tmp_path / "out"
     path.write_bytes(b"1\n2\n3")
+
+    def append(data: bytes) -> None:
+        with path.open("ab") as handle:
+            handle.write(data)
+
     steps = iter([
-        lambda: path.open("ab").write(b"x\n4\n"),
+        lambda: append(b"x\n4\n"),
         lambda: (path.rename(tmp_path / "out.1"), path.write_bytes(b"new\npart")),
         lambda: path.write_bytes(b"t\n"),  # truncated in place: read again from its start
     ])
