@@ -8,13 +8,20 @@ def entry() -> None:
     if argv[:1] == ["run"]:
         # First thing, before the command's own imports: 'immortal run' starts its first
         # role now, so that it starts up while the command imports and checks its input
-        # (cli.main cancels it if it goes unused).
+        # (cancelled below if it goes unused).
         from . import standby
 
         standby.early(argv)
     from .cli import main
 
-    sys.exit(main(argv))
+    try:
+        code = main(argv)
+    finally:
+        standby = sys.modules.get("immortal.standby")
+        if standby is not None:
+            for waiting in standby.pending_all():
+                waiting.cancel()  # unused: a check failed, or the guess from argv was wrong
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,8 @@ import argparse
 import json
 import os
 import sys
-import time
 
 from .errors import ImmortalError, InvalidSpec, NotRunning, did_you_mean
-from .state import STALE
 
 # A command is a fresh interpreter that pays for every import at each run: each handler
 # imports what it alone needs ('stop' needs group, control and state, not the launcher,
@@ -23,12 +21,6 @@ TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
-
-    from .state import Status
-
-ROLES = ("daemon", "pump", "target")
-FOLLOW_POLL = 0.1  # seconds between two looks at the output file in 'logs -f'
-FINAL = ("stopped", "fatal")
 
 
 def _columns() -> int:
@@ -249,6 +241,7 @@ def _chosen(ns: argparse.Namespace) -> dict[str, Any]:
 
 def _monitors(ns: argparse.Namespace) -> int:
     from .monitoring import installed
+    from .render import monitors_view
 
     rows = []
     for name, entry in sorted(installed().items()):
@@ -256,12 +249,8 @@ def _monitors(ns: argparse.Namespace) -> int:
         rows.append({"name": name, "object": entry.value,
                      "distribution": dist.name if dist else None,
                      "version": dist.version if dist else None})
-    if ns.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    for row in rows:
-        print(f"{row['name']:<16} {row['distribution'] or '?'} {row['version'] or ''}  "
-              f"({row['object']})")
+    if rows or ns.json:
+        print(monitors_view(rows, ns.json))
     return 0
 
 
@@ -276,15 +265,8 @@ def _check(ns: argparse.Namespace) -> int:
 
 
 def _run(ns: argparse.Namespace) -> int:
-    from . import standby
-
-    # The first role starts up while we import and check (it waits for our go); entry()
-    # has started it already, unless main() was called some other way. main() cancels it
-    # if start() does not use it.
-    role = {"daemon": "daemon", "unattached": "pump"}.get(ns.strategy)
-    if role and standby.pending(role) is None:
-        standby.prepare(role)
     from .launcher import start
+    from .render import started_view
 
     env = None
     if ns.env:
@@ -295,14 +277,7 @@ def _run(ns: argparse.Namespace) -> int:
                   name=ns.name, exec=ns.executable,
                   env=env, cwd=ns.cwd, umask=ns.umask, stop_timeout=ns.stop_timeout,
                   policy=policy)
-    status = group.status()
-    pids = ", ".join(f"{role} {status.pids[role]}" for role in ROLES if role in status.pids)
-    interpreter = _interpreter(status)
-    # The interpreter is named: from a pipx install it is not the user's environment.
-    print(f"started {group.name!r} ({ns.strategy}"
-          + (f", with {interpreter}" if interpreter else "") + f"): {pids}")
-    if status.output:
-        print(f"output: {status.output}")
+    print(started_view(group.name, ns.strategy, group.status()))
     if ns.strategy == "development":
         try:
             final = group.wait()
@@ -317,195 +292,24 @@ def _run(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _human_duration(seconds: float) -> str:
-    """5s, 3m12s, 2h04m, 3d02h."""
-    total = max(0, int(seconds))
-    if total < 60:
-        return f"{total}s"
-    if total < 3600:
-        return f"{total // 60}m{total % 60:02d}s"
-    if total < 86400:
-        return f"{total // 3600}h{total % 3600 // 60:02d}m"
-    return f"{total // 86400}d{total % 86400 // 3600:02d}h"
-
-
-def _human_bytes(count: int) -> str:
-    """512B, 12.3K, 12.3M, 1.2G (powers of 1024)."""
-    value = float(count)
-    for unit in ("B", "K", "M", "G", "T"):
-        if value < 1024 or unit == "T":
-            return f"{int(value)}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def _iso(when: float | None) -> str | None:
-    if when is None:
-        return None
-    from datetime import datetime
-
-    return datetime.fromtimestamp(when).astimezone().isoformat(timespec="seconds")
-
-
-def _uptime(status: Status, figures: dict[str, dict[str, Any]]) -> float | None:
-    """Seconds the current target has run, if it runs now."""
-    target = figures.get("target")
-    if not status.running or target is None:
-        return None
-    started = status.target_started_at or target.get("started")
-    return None if started is None else max(0.0, time.time() - started)
-
-
-def _memory(figures: dict[str, dict[str, Any]]) -> int | None:
-    """The RSS of the group's living daemon, pump and target together, in bytes."""
-    sizes = [f["rss"] for f in figures.values() if f.get("rss") is not None]
-    return sum(sizes) if sizes else None
-
-
-def _with_orphans(found: list[Status]) -> None:
-    """Fill in ``orphans`` for the groups that do not run: one pass over the processes,
-    only when some group does not run."""
-    if all(s.running for s in found):
-        return
-    from .orphans import scan, token
-
-    carriers = scan()
-    for s in found:
-        if not s.running and s.directory:
-            s.orphans = [pid for pid, _ in carriers.get(token(s.directory), [])]
-
-
 def _list(ns: argparse.Namespace) -> int:
-    from .figures import group_figures
     from .group import groups
+    from .render import list_view
     from .state import home
 
-    found = groups()
-    _with_orphans(found)
-    rows = []
-    for s in found:
-        figures = group_figures(s) if s.running else {}
-        rows.append((s, figures, _uptime(s, figures), _memory(figures)))
-    if ns.json:
-        print(json.dumps([{**s.to_json(), "stale": s.stale, "orphans": s.orphans,
-                           "uptime": uptime, "memory": memory}
-                          for s, _, uptime, memory in rows], indent=1))
-        return 0
-    if not found:
-        print(f"no groups in {home()}")
-        return 0
-    # TARGET repeats the target's pid as a column of its own, for scripts that pick it out.
-    # A name longer than the column widens it: the columns stay aligned.
-    wide = max(20, *(len(s.name) for s in found))
-    print(f"{'NAME':<{wide}} {'STATE':<11} {'PIDS':<20} {'TARGET':>8} {'UPTIME':>7} "
-          f"{'RESTARTS':>8} {'MEMORY':>7}")
-    for s, figures, uptime, memory in rows:
-        state = s.state if s.running or s.state in FINAL else f"{s.state}*"
-        if s.running:
-            pids = "/".join(str(s.pids.get(role, "-")) for role in ROLES)
-            target = s.pids.get("target", "-")
-        elif s.orphans:
-            state = "orphaned"
-            pids = "-/-/" + ",".join(map(str, s.orphans))
-            target = s.pids.get("target") if s.pids.get("target") in s.orphans else "-"
-        else:
-            pids, target = "-", "-"
-        up = _human_duration(uptime) if uptime is not None else "-"
-        mem = _human_bytes(memory) if memory is not None else "-"
-        print(f"{s.name:<{wide}} {state:<11} {pids:<20} {target!s:>8} {up:>7} {s.restarts:>8} "
-              f"{mem:>7}")
-    if any(s.orphans for s in found):
-        print("orphaned: its supervisors were killed but these processes run on; "
-              "'immortal stop NAME' ends them, and so does 'immortal run'")
-    if any(s.stale and not s.orphans for s in found):
-        print("* its processes are gone (killed without a stop); 'immortal run' starts it anew")
-    print(f"home: {home()}")
+    print(list_view(groups(), home(), ns.json))
     return 0
 
 
-def _role_line(role: str, pid: int | None, values: dict[str, Any] | None) -> str:
-    if values is None:
-        return f"  {role:<8} pid {pid} (gone)"
-    parts = [f"pid {pid}"]
-    if values.get("rss") is not None:
-        parts.append(f"memory {_human_bytes(values['rss'])}")
-    if values.get("fds") is not None:
-        pipes = values.get("pipes")
-        parts.append(f"fds {values['fds']}" + (f" ({pipes} pipes)" if pipes is not None
-                                                else ""))
-    if values.get("cpu") is not None:
-        cpu = values["cpu"]
-        parts.append(f"cpu {cpu:.2f}s" if cpu < 60 else f"cpu {_human_duration(cpu)}")
-    return f"  {role:<8} " + ", ".join(parts)
-
-
-def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> str:
-    lines = [s.headline()]
-    if s.reason and s.state in FINAL and s.reason != STALE:
-        lines.append(f"  reason   {s.reason}")
-    if s.running:
-        for role in ROLES:
-            if role in s.pids:
-                lines.append(_role_line(role, s.pids[role], figures.get(role)))
-    children = figures.get("target", {}).get("children")
-    counts = [f"spawned {s.spawned}", f"restarts {s.restarts}"]
-    if children is not None:
-        counts.insert(0, f"children {children}")
-    lines.append("  " + ", ".join(counts))
-    if s.started_at:
-        lines.append(f"  started  {_iso(s.started_at)}")
-    lines.append(f"  now      {_iso(now)}")
-    uptime = _uptime(s, figures)
-    if uptime is not None:
-        lines.append(f"  up       {_human_duration(uptime)} (target)")
-    if s.last_exit:
-        lines.append(f"  last     {s.last_exit}")
-    if s.next_restart_at and s.state == "backoff" and s.running:
-        lines.append(f"  next     {_iso(s.next_restart_at)} "
-                     f"(in {max(0.0, s.next_restart_at - now):.1f} s)")
-    if s.output:
-        lines.append(f"  output   {s.output}")
-    interpreter = _interpreter(s)
-    if interpreter:
-        lines.append(f"  exec     {interpreter}")
-    if s.directory:
-        lines.append(f"  dir      {s.directory}")
-    return "\n".join([*lines, *s.delivery_lines()])
-
-
-def _interpreter(s: Status) -> str | None:
-    """What runs the group's FILE (a .py file's Python, or --exec), from its spec.json."""
-    from pathlib import Path
-
-    from .state import read_json
-
-    if not s.directory:
-        return None
-    spec = read_json(Path(s.directory) / "spec.json") or {}
-    value = spec.get("exec")
-    return value if isinstance(value, str) else None
-
-
 def _status(ns: argparse.Namespace) -> int:
-    from .figures import group_figures
     from .group import attach
+    from .render import status_view
 
     group = attach(ns.name)
     status = group.status()
     if not status.running:
         status.orphans = group.orphans()
-    now = time.time()
-    figures = group_figures(status) if status.running else {}
-    if ns.json:
-        target = figures.get("target")
-        print(json.dumps({**status.to_json(), "stale": status.stale,
-                          "orphans": status.orphans, "now": now,
-                          "uptime": _uptime(status, figures),
-                          "children": target.get("children") if target else None,
-                          "memory": _memory(figures), "exec": _interpreter(status),
-                          "figures": figures}, indent=1))
-    else:
-        print(_status_text(status, figures, now))
+    print(status_view(status, ns.json))
     return 0 if status.running else 3
 
 
@@ -568,115 +372,30 @@ def _restart(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _last_lines(handle: Any, count: int) -> bytes:
-    """The last ``count`` lines of a binary file (as ``readlines()[-count:]`` would give,
-    a last line without its newline included), read backwards from the end; leaves the
-    file positioned at its end."""
-    end = handle.seek(0, os.SEEK_END)
-    if count <= 0:
-        return b""
-    position, data = end, b""
-    # A final newline ends the last line; it does not start one: look before it.
-    while position > 0 and data[:-1].count(b"\n") < count:
-        step = min(65536, position)
-        position -= step
-        handle.seek(position)
-        data = handle.read(step) + data
-    handle.seek(end)
-    cut = len(data) - 1
-    for _ in range(count):
-        cut = data.rfind(b"\n", 0, cut)
-        if cut < 0:
-            return data
-    return data[cut + 1:]
-
-
-def _write(data: bytes) -> None:
-    if data:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-
-
 def _logs(ns: argparse.Namespace) -> int:
     from .group import attach
 
     if ns.lines < 0:
         raise InvalidSpec(f"--lines must be 0 or more (got {ns.lines})")
     group = attach(ns.name)
-    output = group.status().output
-    if not output:
-        raise ImmortalError(f"the monitor of group {ns.name!r} declares no output file")
+    lines = group.follow(ns.lines) if ns.follow else group.tail(ns.lines)
+    out = sys.stdout.buffer
     try:
-        handle = _open_output(output)
-    except FileNotFoundError:
-        handle = None
-    except OSError as exc:
-        import errno
-
-        from .errors import StateDirError
-
-        if exc.errno != errno.ELOOP:
-            raise
-        raise StateDirError(f"refusing {output!r}: it is a symlink, which another user may "
-                            "have planted; the group's monitor does not write through it")
-    try:
-        if handle is not None:
-            sys.stdout.buffer.write(_last_lines(handle, ns.lines))
+        for line in lines:
+            out.write(line)
+            if ns.follow:
+                out.flush()
         sys.stdout.flush()
-        if ns.follow:
-            handle = _follow(group, output, handle)
     except KeyboardInterrupt:
         pass  # Ctrl-C ends a follow: that is how it is meant to end
     except BrokenPipeError:
         # The reader went away (e.g. '| head'): quietly, and without a second error at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
-        if handle is not None:
-            handle.close()
+        close = getattr(lines, "close", None)
+        if close is not None:
+            close()  # a follow's file
     return 0
-
-
-def _open_output(path: str) -> Any:
-    """The output file, for reading; never through a symlink, as monitors write it."""
-    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
-
-
-def _follow(group: Any, path: str, handle: Any) -> Any:
-    """Print what is appended to ``path`` until the group ends, as ``tail -F`` does: when
-    the path comes to name another file (a rotation), finish the old one and read the new
-    one from its start. A client, not a supervisor: it polls every ``FOLLOW_POLL`` seconds.
-    Returns the file it has open at the end (for the caller to close)."""
-    while True:
-        # Decide before reading: what the group wrote before it ended is then printed.
-        ended = not group.status().running
-        if handle is not None:
-            _write(handle.read())
-            try:
-                size = os.fstat(handle.fileno()).st_size
-                if size < handle.tell():  # truncated in place: start over, as tail does
-                    handle.seek(0)
-                    _write(handle.read())
-            except OSError:
-                pass
-        try:
-            current = os.stat(path)
-        except OSError:
-            current = None  # moved away and not yet reopened: keep reading the old file
-        if current is not None and (handle is None or not os.path.samestat(
-                current, os.fstat(handle.fileno()))):
-            try:
-                new = _open_output(path)
-            except OSError:
-                new = None
-            if new is not None:
-                if handle is not None:
-                    _write(handle.read())  # the last lines written to the old file
-                    handle.close()
-                handle = new
-                _write(handle.read())
-        if ended:
-            return handle
-        time.sleep(FOLLOW_POLL)
 
 
 # The library's names for what the command line calls an option or an argument: a
@@ -741,8 +460,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # not one of ours: still one line, never a traceback
         print(f"immortal: error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        standby = sys.modules.get("immortal.standby")
-        if standby is not None:
-            for waiting in standby.pending_all():
-                waiting.cancel()  # unused: a check failed, or the guess from argv was wrong

@@ -13,7 +13,15 @@ import signal
 import time
 
 from . import control
-from .errors import InvalidSpec, NoAnswer, NotRunning, StateDirError, StopTimeout
+from .errors import (
+    ImmortalError,
+    InvalidSpec,
+    InvalidType,
+    NoAnswer,
+    NotRunning,
+    StateDirError,
+    StopTimeout,
+)
 from .safety import check_path, check_socket
 from .state import (
     KILLED,
@@ -111,6 +119,31 @@ class Group:
     def output(self) -> str | None:
         """The file the group's monitor writes the output to, if it says."""
         return self.status().output
+
+    def tail(self, lines: int = 20) -> Iterator[bytes]:
+        """The last ``lines`` lines of the group's output file (bytes, each with its newline,
+        a last line not yet ended without); none while the file does not exist. Raises
+        ``ImmortalError`` if the monitor declares no output file, ``StateDirError`` if the
+        file is a symlink (the monitor never writes through one)."""
+        from . import tailing
+
+        return tailing.tail(self._output_file(), _count(lines))
+
+    def follow(self, lines: int = 0) -> Iterator[bytes]:
+        """The last ``lines`` lines of the output file, then each line appended to it, as
+        ``tail -F`` does: across rotations (a new file of the same name is read from its
+        start) and truncations, until the group ends. It polls the file (``tailing``);
+        close the iterator to stop early. Raises as :meth:`tail`."""
+        from . import tailing
+
+        count = _count(lines)
+        return tailing.follow(self._output_file(), count, lambda: self.status().running)
+
+    def _output_file(self) -> str:
+        output = self.status().output
+        if not output:
+            raise ImmortalError(f"the monitor of group {self.name!r} declares no output file")
+        return output
 
     def status(self) -> Status:
         """The group's state now. A read changes nothing: a group whose supervisors were
@@ -435,6 +468,14 @@ class _Lines:
                 line = self._lines.popleft()
                 self._changed.notify_all()
             yield line
+
+
+def _count(lines: object) -> int:
+    if isinstance(lines, bool) or not isinstance(lines, int):
+        raise InvalidType(f"'lines' must be an int (got {type(lines).__name__}: {lines!r})")
+    if lines < 0:
+        raise InvalidSpec(f"'lines' must be 0 or more (got {lines})")
+    return lines
 
 
 def attach(name: str) -> Group:

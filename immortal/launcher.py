@@ -4,13 +4,14 @@ Steps, in order; nothing is created before step 4, and a failure after it ends e
 process that was started and removes the files it wrote (never a directory or a lock file:
 another start may have opened them):
 
-1. check every argument (``spec.py``), naming the field, the expectation and the value;
-2. find the monitor and run its ``check(options)`` here, in the caller;
+1. check every argument (``spec.build``), naming the field, the expectation and the value;
+2. find the monitors and run their ``check(options)`` here, in the caller;
 3. check the instance directory (not a symlink, ours, not writable by others);
 4. create it and take its lock (``AlreadyRunning`` if held; nothing of that group touched);
-5. write ``spec.json`` and start the first role as a fresh interpreter, handing it the lock
-   and the write end of a handshake pipe;
-6. wait on the handshake until the target has been spawned, or raise the role's error.
+5. write ``spec.json``;
+6. start the first role as a fresh interpreter (or hand a standby its arguments), with the
+   lock and the write end of a handshake pipe, and wait on the handshake until the target
+   has been spawned, or raise the role's error.
 """
 
 from __future__ import annotations
@@ -28,45 +29,12 @@ from typing import Any
 
 from . import monitoring, standby
 from .detach import read_handshake
-from .errors import (
-    ImmortalError,
-    InvalidSpec,
-    InvalidType,
-    MonitorError,
-    MonitorOptionsError,
-    StartError,
-    UnknownKeyword,
-    unknown_name,
-    unusable_home,
-)
+from .errors import ImmortalError, MonitorError, MonitorOptionsError, StartError, unusable_home
 from .group import Group
-from .spec import (
-    RestartPolicy,
-    Spec,
-    Strategy,
-    check_args,
-    check_backpressure,
-    check_cwd,
-    check_env,
-    check_exec,
-    check_file,
-    check_name,
-    check_timeout,
-    check_umask,
-    default_name,
-)
+from .spec import Request, RestartPolicy, Spec, Strategy, build
 from .state import Lock, check_dir, check_socket_path, ensure_dir, home, is_alive, write_json
 
-START_KEYWORDS = ("strategy", "monitor", "options", "monitors", "name", "exec", "env", "cwd",
-                  "umask", "policy", "stop_timeout", "start_timeout", "capture", "backpressure",
-                  "channel")
 _ERRORS = {"StartError": StartError, "MonitorError": MonitorError}
-
-
-def _caller_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def start(
@@ -102,41 +70,33 @@ def start(
     ``channel=True`` opens a JSON message channel between the target and the monitors
     (``immortal.channel``). With ``capture=True`` (development only) the target's output comes
     to ``group.stdout`` and ``group.stderr`` (iterators of lines) instead of the terminal.
+
+    The steps (the module's docstring says more), one call each:
+
+    1. check every argument (``spec.build``);
+    2. find the monitors and check their options;
+    3. check the instance directory, and make the group's ``Spec`` in it;
+    4. create the directory and take the group's lock;
+    5. write ``spec.json``;
+    6. start the first role and wait on its handshake.
+
+    A failure in 5 or 6 removes what they wrote; our copy of the lock is let go either way.
     """
-    for key in unknown:
-        raise unknown_name("keyword argument", key, START_KEYWORDS, UnknownKeyword)
-    strategy = Strategy.parse(strategy)
-    pressure = check_backpressure(backpressure)
-    if not isinstance(channel, bool):
-        raise InvalidType(f"'channel' must be a bool (got {type(channel).__name__}: "
-                          f"{channel!r})")
-    if not isinstance(capture, bool):
-        raise InvalidType(f"'capture' must be a bool (got {type(capture).__name__}: "
-                          f"{capture!r})")
-    if capture and strategy != Strategy.DEVELOPMENT:
-        raise InvalidSpec(f"'capture' needs strategy='development' (got {strategy.value!r}): "
-                          "a detached group's output goes to its monitor")
-    here = os.getcwd()
-    target_cwd = check_cwd(cwd)
-    target_env = check_env(env)
-    executable = check_exec(exec, here, target_env)
-    path = check_file(file, here, executable is not None, target_env)
-    arguments = check_args(args)
-    group_name = check_name(default_name(path) if name is None else name)
-    mask = check_umask(umask)
-    grace = check_timeout("stop_timeout", stop_timeout)
-    patience = check_timeout("start_timeout", start_timeout)
-    restart_policy = RestartPolicy.build(policy)
-    if monitors is not None:
-        if monitor is not None or options is not None:
-            raise InvalidSpec("give either monitor= and options= (one monitor) or monitors= "
-                              "(a mapping of monitor names to their options), not both")
-        if not isinstance(monitors, Mapping):
-            raise InvalidType(f"'monitors' must be a mapping of monitor names to options "
-                              f"(got {type(monitors).__name__}: {monitors!r})")
-        wanted = dict(monitors)
-    else:
-        wanted = {monitor if monitor is not None else monitoring.DEFAULT: options}
+    request = build(file, args, strategy=strategy, monitor=monitor, options=options,
+                    monitors=monitors, name=name, exec=exec, env=env, cwd=cwd, umask=umask,
+                    policy=policy, stop_timeout=stop_timeout, start_timeout=start_timeout,
+                    capture=capture, backpressure=backpressure, channel=channel, **unknown)
+    chosen = _check_monitors(request.monitors)
+    spec = _place(request, chosen)
+    lock, created = _take_directory(Path(spec.directory))
+    with _undone_on_failure(Path(spec.directory), created, lock):
+        _write_spec(spec)
+        return _launch(spec, lock, request.capture)
+
+
+def _check_monitors(wanted: dict[str, Any]) -> tuple[tuple[str, Any, dict[str, Any]], ...]:
+    """Step 2: ``(name, factory, checked options)`` of each monitor, found and checked
+    here; a monitor's own message comes verbatim when it is the only one."""
     chosen = []
     for name, factory in monitoring.resolve_all(wanted):
         try:
@@ -145,40 +105,52 @@ def start(
             if len(wanted) == 1:
                 raise  # the monitor's own message, verbatim
             raise MonitorOptionsError(f"monitor {name!r}: {exc}") from exc
+    return tuple(chosen)
 
-    directory = home() / group_name
+
+def _place(request: Request, chosen: tuple[tuple[str, Any, dict[str, Any]], ...]) -> Spec:
+    """Step 3: the group's Spec in its instance directory, once the directory (if it
+    exists) is found safe to use."""
+    directory = home() / request.name
     check_socket_path(directory)
     with _home_errors(directory.parent):
         check_dir(directory)
     log_path = next((path for path in (monitoring.output_path(factory, checked, directory)
                                        for _, factory, checked in chosen) if path), None)
+    monitors = tuple((name, checked) for name, _, checked in chosen)
+    return request.spec(str(directory), monitors, log_path)
+
+
+def _take_directory(directory: Path) -> tuple[Lock, bool]:
+    """Step 4: create the instance directory if needed and take its lock; the lock, and
+    whether this call created the directory."""
     with _home_errors(directory.parent):
         created = bool(ensure_dir(directory))
         # Losing the lock leaves everything as it is, even a directory this call created:
         # the winner may have opened its lock file, or run in it already.
-        lock = Lock.take(directory)
-    spec = Spec(
-        name=group_name, file=path, args=arguments, strategy=strategy,
-        monitors=tuple((name, checked) for name, _, checked in chosen), env=target_env, cwd=target_cwd, directory=str(directory),
-        # A .py file runs with the Python that runs us: recorded, so 'status' can name it.
-        exec=executable or (sys.executable if path.endswith(".py") else None),
-        umask=_caller_umask() if mask is None else mask,
-        policy=restart_policy, stop_timeout=grace, start_timeout=patience,
-        backpressure=pressure, channel=channel,
-        log_path=log_path, sys_path=tuple(os.path.abspath(p or here) for p in sys.path),
-    )
+        return Lock.take(directory), created
+
+
+@contextlib.contextmanager
+def _undone_on_failure(directory: Path, created: bool, lock: Lock) -> Iterator[None]:
+    """Steps 5 and 6 remove what they wrote if they fail, and let go of our copy of the
+    lock in any case (the roles hold it then: the same open file description)."""
     try:
-        try:
-            write_json(directory / "spec.json", spec.to_json())
-        except OSError as exc:  # a full disk, say: one clear error, nothing detached
-            raise StartError(f"cannot write {str(directory / 'spec.json')!r}: "
-                             f"{exc.strerror or exc}") from None
-        return _launch(spec, lock, capture)
+        yield
     except BaseException:
         _clean(directory, created)
         raise
     finally:
-        lock.close()  # the roles hold the lock now (same open file description)
+        lock.close()
+
+
+def _write_spec(spec: Spec) -> None:
+    """Step 5: ``spec.json``, which the roles read."""
+    path = Path(spec.directory) / "spec.json"
+    try:
+        write_json(path, spec.to_json())
+    except OSError as exc:  # a full disk, say: one clear error, nothing detached
+        raise StartError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
 
 
 @contextlib.contextmanager

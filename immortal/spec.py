@@ -22,6 +22,7 @@ from .errors import (
     InvalidType,
     TargetNotExecutable,
     TargetNotFound,
+    UnknownKeyword,
     unknown_name,
 )
 from .names import MAX_NAME, check_name  # noqa: F401  (spec's checks, kept importable here)
@@ -349,3 +350,136 @@ def check_umask(value: object) -> int | None:
 
 def check_timeout(name: str, value: object) -> float:
     return float(check_number(name, value, high=86400.0))
+
+
+# start()'s arguments, checked -----------------------------------------------------------------
+
+START_KEYWORDS = ("strategy", "monitor", "options", "monitors", "name", "exec", "env", "cwd",
+                  "umask", "policy", "stop_timeout", "start_timeout", "capture", "backpressure",
+                  "channel")
+
+
+@dataclass(frozen=True)
+class Request:
+    """The arguments of one ``start()``, each checked (``build``): all a ``Spec`` holds but
+    what comes from the monitors and the instance directory (see :meth:`spec`)."""
+
+    name: str
+    file: str
+    args: tuple[str, ...]
+    strategy: Strategy
+    monitors: dict[str, Any]  #: monitor name to its options as given, not yet checked
+    env: dict[str, str]
+    cwd: str
+    exec: str | None  #: what runs ``file``: ``exec``, or for a .py file our Python
+    umask: int
+    policy: RestartPolicy
+    stop_timeout: float
+    start_timeout: float
+    capture: bool
+    backpressure: str
+    channel: bool
+    sys_path: tuple[str, ...]
+
+    def spec(self, directory: str, monitors: tuple[tuple[str, Mapping[str, Any]], ...],
+             log_path: str | None) -> Spec:
+        """The group's ``Spec``, with its instance directory and its checked monitors."""
+        return Spec(
+            name=self.name, file=self.file, args=self.args, strategy=self.strategy,
+            monitors=monitors, env=self.env, cwd=self.cwd, directory=directory,
+            exec=self.exec, umask=self.umask, policy=self.policy,
+            stop_timeout=self.stop_timeout, start_timeout=self.start_timeout,
+            backpressure=self.backpressure, channel=self.channel, log_path=log_path,
+            sys_path=self.sys_path,
+        )
+
+
+def build(
+    file: str | os.PathLike[str],
+    args: Sequence[str] | None = None,
+    *,
+    strategy: str | Strategy = Strategy.DAEMON,
+    monitor: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    monitors: Mapping[str, Mapping[str, Any] | None] | None = None,
+    name: str | None = None,
+    exec: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    umask: int | None = None,
+    policy: RestartPolicy | Mapping[str, Any] | None = None,
+    stop_timeout: float = 10.0,
+    start_timeout: float = 30.0,
+    capture: bool = False,
+    backpressure: str = "block",
+    channel: bool = False,
+    **unknown: Any,
+) -> Request:
+    """Check every argument of ``start()`` (its keywords, its defaults), in the caller and
+    in a fixed order: the first error raised names the field, what was expected and what
+    was received. The monitors' own options are their ``check()``'s to judge."""
+    for key in unknown:
+        raise unknown_name("keyword argument", key, START_KEYWORDS, UnknownKeyword)
+    mode = _check_mode(strategy, backpressure, channel, capture)
+    here = os.getcwd()
+    target_cwd = check_cwd(cwd)
+    target_env = check_env(env)
+    executable = check_exec(exec, here, target_env)
+    path = check_file(file, here, executable is not None, target_env)
+    arguments = check_args(args)
+    group_name = check_name(default_name(path) if name is None else name)
+    mask = check_umask(umask)
+    grace = check_timeout("stop_timeout", stop_timeout)
+    patience = check_timeout("start_timeout", start_timeout)
+    restart_policy = RestartPolicy.build(policy)
+    wanted = _wanted_monitors(monitor, options, monitors)
+    return Request(
+        name=group_name, file=path, args=arguments, strategy=mode, monitors=wanted,
+        env=target_env, cwd=target_cwd,
+        # A .py file runs with the Python that runs us: recorded, so 'status' can name it.
+        exec=executable or (sys.executable if path.endswith(".py") else None),
+        umask=_caller_umask() if mask is None else mask, policy=restart_policy,
+        stop_timeout=grace, start_timeout=patience, capture=capture,
+        backpressure=backpressure, channel=channel,
+        sys_path=tuple(os.path.abspath(p or here) for p in sys.path),
+    )
+
+
+def _check_mode(strategy: object, backpressure: object, channel: object,
+                capture: object) -> Strategy:
+    """The strategy, once it, backpressure, channel and capture are checked together."""
+    mode = Strategy.parse(strategy)
+    check_backpressure(backpressure)
+    if not isinstance(channel, bool):
+        raise InvalidType(f"'channel' must be a bool (got {type(channel).__name__}: "
+                          f"{channel!r})")
+    if not isinstance(capture, bool):
+        raise InvalidType(f"'capture' must be a bool (got {type(capture).__name__}: "
+                          f"{capture!r})")
+    if capture and mode != Strategy.DEVELOPMENT:
+        raise InvalidSpec(f"'capture' needs strategy='development' (got {mode.value!r}): "
+                          "a detached group's output goes to its monitor")
+    return mode
+
+
+def _wanted_monitors(monitor: str | None, options: Mapping[str, Any] | None,
+                     monitors: object) -> dict[str, Any]:
+    """Monitor names to their options: one from ``monitor=`` and ``options=``, or many
+    from ``monitors=``, never both."""
+    if monitors is None:
+        from .monitoring import DEFAULT
+
+        return {monitor if monitor is not None else DEFAULT: options}
+    if monitor is not None or options is not None:
+        raise InvalidSpec("give either monitor= and options= (one monitor) or monitors= "
+                          "(a mapping of monitor names to their options), not both")
+    if not isinstance(monitors, Mapping):
+        raise InvalidType(f"'monitors' must be a mapping of monitor names to options "
+                          f"(got {type(monitors).__name__}: {monitors!r})")
+    return dict(monitors)
+
+
+def _caller_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -388,60 +388,10 @@ class Status(MutableRecord):
             return live[0]
         return "daemon" if "daemon" in self.pids else "pump"
 
-    def headline(self) -> str:
-        """The first line of ``str()``: the name, the state and whether it runs."""
-        if self.stale:
-            left = (f"; left running: {' '.join(map(str, self.orphans))}" if self.orphans
-                    else "")
-            return f"{self.name}: not running ({GONE}{left})"
-        if self.reason == STALE and not self.running:
-            return f"{self.name}: not running ({self.reason})"
-        if not self.running:
-            return f"{self.name}: {self.state} (not running)"
-        return f"{self.name}: {self.state}" + (" (stalled)" if self.stalled else "")
-
     def __str__(self) -> str:
-        lines = [self.headline()]
-        for role in ("daemon", "pump", "target"):
-            if role in self.pids and self.running:
-                lines.append(f"  {role:<8} pid {self.pids[role]}")
-        lines.append(f"  spawned  {self.spawned}, restarts {self.restarts}")
-        if self.target_started_at and self.running and self.state == "running":
-            lines.append(f"  up       {time.time() - self.target_started_at:.1f} s")
-        if self.last_exit:
-            lines.append(f"  last     {self.last_exit}")
-        if self.next_restart_at and self.state == "backoff" and self.running:
-            lines.append(f"  next     in {max(0.0, self.next_restart_at - time.time()):.1f} s")
-        if self.reason and self.state in FINAL_STATES and self.reason != STALE:
-            lines.append(f"  reason   {self.reason}")
-        if self.output:
-            lines.append(f"  output   {self.output}")
-        return "\n".join([*lines, *self.delivery_lines()])
+        from .render import summary  # the words live with the other renderings
 
-    def delivery_lines(self) -> list[str]:
-        """The status lines on the output's delivery: a stall, lines dropped per monitor."""
-        lines = []
-        if self.stalled and self.running:
-            lines.append(f"  stalled  {stall_text(self.stalled)}")
-        if self.dropped:
-            lines.append(f"  dropped  {self.dropped} lines (backpressure drop)")
-            for monitor, counts in self.monitors.items():
-                if counts.get("dropped"):
-                    lines.append(f"    {monitor}: dropped {counts['dropped']}")
-        return lines
-
-
-def stall_text(stalled: Mapping[str, Any]) -> str:
-    """What ``stalled`` says, in words: for how long the pump has not drained the output
-    and, if a monitor call is under way, which monitor and since when."""
-    now = time.time()
-    text = (f"the pump has not drained the target's output for "
-            f"{max(0.0, now - float(stalled.get('since') or now)):.0f} s")
-    if stalled.get("monitor"):
-        since = float(stalled.get("monitor_since") or now)
-        text += (f"; monitor {stalled['monitor']!r} has not returned from a call made "
-                 f"{max(0.0, now - since):.0f} s ago")
-    return text
+        return summary(self)
 
 
 GONE = "its supervisors were killed without a stop"

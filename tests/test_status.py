@@ -302,11 +302,11 @@ def test_list_marks_groups_whose_processes_vanished(started, capsys, home):
 
 
 def test_human_units():
-    from immortal.cli import _human_bytes, _human_duration
+    from immortal.render import human_bytes, human_duration
 
-    assert [_human_duration(s) for s in (0, 5, 59.9, 192, 3599, 7440, 86399, 266400)] == \
+    assert [human_duration(s) for s in (0, 5, 59.9, 192, 3599, 7440, 86399, 266400)] == \
         ["0s", "5s", "59s", "3m12s", "59m59s", "2h04m", "23h59m", "3d02h"]
-    assert [_human_bytes(n) for n in (0, 512, 1536, 12.3 * 2**20, 3 * 2**30)] == \
+    assert [human_bytes(n) for n in (0, 512, 1536, 12.3 * 2**20, 3 * 2**30)] == \
         ["0B", "512B", "1.5K", "12.3M", "3.0G"]
 
 
@@ -386,3 +386,61 @@ def test_logs_follow_ends_on_ctrl_c(started, home):
         assert group.status().running
     finally:
         follower.kill()
+
+
+# --- Group.tail and Group.follow (what 'logs' prints) ---------------------------------------
+
+def test_group_tail_and_follow_from_python(started, home):
+    group = started(TALKER, ["--out", "3", "--trap", "USR1"], name="py-follow")
+    wait_output(group, "ready")
+    text = Path(group.output).read_bytes().splitlines(keepends=True)
+    assert list(group.tail(2)) == text[-2:]
+    assert list(group.tail(0)) == []
+    with pytest.raises(immortal.InvalidSpec, match="'lines' must be 0 or more"):
+        group.tail(-1)
+    with pytest.raises(TypeError, match="'lines' must be an int"):
+        group.follow("3")
+    lines = group.follow(1)
+    try:
+        assert next(lines) == text[-1]
+        group.signal("USR1")
+        wait_output(group, "got USR1")  # in the file: the next line comes at the next look
+        assert next(lines).endswith(b"| got USR1\n")
+        group.stop()
+        rest = list(lines)  # ends with the group
+    finally:
+        lines.close()
+    assert rest and rest[-1].endswith(b"| shutdown: stop\n"), rest
+    assert Path(group.output).read_bytes().endswith(b"".join(rest))
+
+
+def test_follow_reads_appends_rotations_truncations_and_holds_an_unended_line(tmp_path):
+    from immortal import tailing
+
+    path = tmp_path / "out"
+    path.write_bytes(b"1\n2\n3")
+
+    def append(data: bytes) -> None:
+        with path.open("ab") as handle:
+            handle.write(data)
+
+    steps = iter([
+        lambda: append(b"x\n4\n"),
+        lambda: (path.rename(tmp_path / "out.1"), path.write_bytes(b"new\npart")),
+        lambda: path.write_bytes(b"t\n"),  # truncated in place: read again from its start
+    ])
+
+    def running() -> bool:
+        step = next(steps, None)
+        if step is None:
+            return False
+        step()
+        return True
+
+    assert list(tailing.tail(str(path), 2)) == [b"2\n", b"3"]
+    assert list(tailing.tail(str(tmp_path / "none"), 2)) == []
+    followed = list(tailing.follow(str(path), 1, running, poll=0))
+    assert followed == [b"3x\n", b"4\n", b"new\n", b"partt\n"]
+    (tmp_path / "link").symlink_to(path)
+    with pytest.raises(immortal.StateDirError, match="symlink"):
+        tailing.tail(str(tmp_path / "link"), 1)

@@ -1,0 +1,306 @@
+"""A group's state in words and in JSON: what ``list``, ``status`` and ``str(status)`` show.
+
+The one place that turns a ``Status`` (and the figures of its processes) into text. Light
+to import: ``stop`` and ``status`` are fresh interpreters that pay for every import, so
+``figures`` (psutil) and ``datetime`` are imported only by the functions that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from .state import FINAL_STATES, GONE, STALE, read_json
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+    from typing import Any
+
+    from .state import Status
+
+ROLES = ("daemon", "pump", "target")
+
+
+def human_duration(seconds: float) -> str:
+    """5s, 3m12s, 2h04m, 3d02h."""
+    total = max(0, int(seconds))
+    if total < 60:
+        return f"{total}s"
+    if total < 3600:
+        return f"{total // 60}m{total % 60:02d}s"
+    if total < 86400:
+        return f"{total // 3600}h{total % 3600 // 60:02d}m"
+    return f"{total // 86400}d{total % 86400 // 3600:02d}h"
+
+
+def human_bytes(count: int) -> str:
+    """512B, 12.3K, 12.3M, 1.2G (powers of 1024)."""
+    value = float(count)
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            return f"{int(value)}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _iso(when: float | None) -> str | None:
+    if when is None:
+        return None
+    from datetime import datetime
+
+    return datetime.fromtimestamp(when).astimezone().isoformat(timespec="seconds")
+
+
+# The words of a Status alone (``str(status)``) ------------------------------------------------
+
+def headline(s: Status) -> str:
+    """The first line of ``str(status)`` and of 'status': the name, the state and whether
+    it runs."""
+    if s.stale:
+        left = f"; left running: {' '.join(map(str, s.orphans))}" if s.orphans else ""
+        return f"{s.name}: not running ({GONE}{left})"
+    if s.reason == STALE and not s.running:
+        return f"{s.name}: not running ({s.reason})"
+    if not s.running:
+        return f"{s.name}: {s.state} (not running)"
+    return f"{s.name}: {s.state}" + (" (stalled)" if s.stalled else "")
+
+
+def summary(s: Status) -> str:
+    """``str(status)``: a few lines, from the status alone (no look at the processes)."""
+    lines = [headline(s)]
+    for role in ROLES:
+        if role in s.pids and s.running:
+            lines.append(f"  {role:<8} pid {s.pids[role]}")
+    lines.append(f"  spawned  {s.spawned}, restarts {s.restarts}")
+    if s.target_started_at and s.running and s.state == "running":
+        lines.append(f"  up       {time.time() - s.target_started_at:.1f} s")
+    if s.last_exit:
+        lines.append(f"  last     {s.last_exit}")
+    if s.next_restart_at and s.state == "backoff" and s.running:
+        lines.append(f"  next     in {max(0.0, s.next_restart_at - time.time()):.1f} s")
+    if s.reason and s.state in FINAL_STATES and s.reason != STALE:
+        lines.append(f"  reason   {s.reason}")
+    if s.output:
+        lines.append(f"  output   {s.output}")
+    return "\n".join([*lines, *delivery_lines(s)])
+
+
+def delivery_lines(s: Status) -> list[str]:
+    """The status lines on the output's delivery: a stall, lines dropped per monitor."""
+    lines = []
+    if s.stalled and s.running:
+        lines.append(f"  stalled  {stall_text(s.stalled)}")
+    if s.dropped:
+        lines.append(f"  dropped  {s.dropped} lines (backpressure drop)")
+        for monitor, counts in s.monitors.items():
+            if counts.get("dropped"):
+                lines.append(f"    {monitor}: dropped {counts['dropped']}")
+    return lines
+
+
+def stall_text(stalled: Mapping[str, Any]) -> str:
+    """What ``stalled`` says, in words: for how long the pump has not drained the output
+    and, if a monitor call is under way, which monitor and since when."""
+    now = time.time()
+    text = (f"the pump has not drained the target's output for "
+            f"{max(0.0, now - float(stalled.get('since') or now)):.0f} s")
+    if stalled.get("monitor"):
+        since = float(stalled.get("monitor_since") or now)
+        text += (f"; monitor {stalled['monitor']!r} has not returned from a call made "
+                 f"{max(0.0, now - since):.0f} s ago")
+    return text
+
+
+# What the figures of the living processes add ------------------------------------------------
+
+def uptime(s: Status, figures: dict[str, dict[str, Any]]) -> float | None:
+    """Seconds the current target has run, if it runs now."""
+    target = figures.get("target")
+    if not s.running or target is None:
+        return None
+    started = s.target_started_at or target.get("started")
+    return None if started is None else max(0.0, time.time() - started)
+
+
+def memory(figures: dict[str, dict[str, Any]]) -> int | None:
+    """The RSS of the group's living daemon, pump and target together, in bytes."""
+    sizes = [f["rss"] for f in figures.values() if f.get("rss") is not None]
+    return sum(sizes) if sizes else None
+
+
+def interpreter(s: Status) -> str | None:
+    """What runs the group's FILE (a .py file's Python, or --exec), from its spec.json."""
+    from pathlib import Path
+
+    if not s.directory:
+        return None
+    spec = read_json(Path(s.directory) / "spec.json") or {}
+    value = spec.get("exec")
+    return value if isinstance(value, str) else None
+
+
+def _figures(s: Status) -> dict[str, dict[str, Any]]:
+    if not s.running:
+        return {}
+    from .figures import group_figures
+
+    return group_figures(s)
+
+
+def _role_line(role: str, pid: int | None, values: dict[str, Any] | None) -> str:
+    if values is None:
+        return f"  {role:<8} pid {pid} (gone)"
+    parts = [f"pid {pid}"]
+    if values.get("rss") is not None:
+        parts.append(f"memory {human_bytes(values['rss'])}")
+    if values.get("fds") is not None:
+        pipes = values.get("pipes")
+        parts.append(f"fds {values['fds']}" + (f" ({pipes} pipes)" if pipes is not None
+                                                else ""))
+    if values.get("cpu") is not None:
+        cpu = values["cpu"]
+        parts.append(f"cpu {cpu:.2f}s" if cpu < 60 else f"cpu {human_duration(cpu)}")
+    return f"  {role:<8} " + ", ".join(parts)
+
+
+# 'immortal status' ---------------------------------------------------------------------------
+
+def status_view(s: Status, as_json: bool = False) -> str:
+    """What 'immortal status' prints: the status, with the figures of its processes."""
+    now = time.time()
+    figures = _figures(s)
+    if as_json:
+        target = figures.get("target")
+        return json.dumps({**s.to_json(), "stale": s.stale, "orphans": s.orphans, "now": now,
+                           "uptime": uptime(s, figures),
+                           "children": target.get("children") if target else None,
+                           "memory": memory(figures), "exec": interpreter(s),
+                           "figures": figures}, indent=1)
+    return _status_text(s, figures, now)
+
+
+def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> str:
+    lines = [headline(s)]
+    if s.reason and s.state in FINAL_STATES and s.reason != STALE:
+        lines.append(f"  reason   {s.reason}")
+    if s.running:
+        for role in ROLES:
+            if role in s.pids:
+                lines.append(_role_line(role, s.pids[role], figures.get(role)))
+    children = figures.get("target", {}).get("children")
+    counts = [f"spawned {s.spawned}", f"restarts {s.restarts}"]
+    if children is not None:
+        counts.insert(0, f"children {children}")
+    lines.append("  " + ", ".join(counts))
+    if s.started_at:
+        lines.append(f"  started  {_iso(s.started_at)}")
+    lines.append(f"  now      {_iso(now)}")
+    up = uptime(s, figures)
+    if up is not None:
+        lines.append(f"  up       {human_duration(up)} (target)")
+    if s.last_exit:
+        lines.append(f"  last     {s.last_exit}")
+    if s.next_restart_at and s.state == "backoff" and s.running:
+        lines.append(f"  next     {_iso(s.next_restart_at)} "
+                     f"(in {max(0.0, s.next_restart_at - now):.1f} s)")
+    if s.output:
+        lines.append(f"  output   {s.output}")
+    runs_with = interpreter(s)
+    if runs_with:
+        lines.append(f"  exec     {runs_with}")
+    if s.directory:
+        lines.append(f"  dir      {s.directory}")
+    return "\n".join([*lines, *delivery_lines(s)])
+
+
+# 'immortal list' -----------------------------------------------------------------------------
+
+def _with_orphans(found: list[Status]) -> None:
+    """Fill in ``orphans`` for the groups that do not run: one pass over the processes,
+    only when some group does not run."""
+    if all(s.running for s in found):
+        return
+    from .orphans import scan, token
+
+    carriers = scan()
+    for s in found:
+        if not s.running and s.directory:
+            s.orphans = [pid for pid, _ in carriers.get(token(s.directory), [])]
+
+
+def list_view(found: list[Status], home: Path, as_json: bool = False) -> str:
+    """What 'immortal list' prints for the groups ``found`` in ``home``."""
+    _with_orphans(found)
+    rows = []
+    for s in found:
+        figures = _figures(s)
+        rows.append((s, uptime(s, figures), memory(figures)))
+    if as_json:
+        return json.dumps([{**s.to_json(), "stale": s.stale, "orphans": s.orphans,
+                            "uptime": up, "memory": mem} for s, up, mem in rows], indent=1)
+    if not found:
+        return f"no groups in {home}"
+    return "\n".join([*_list_table(rows), *_list_notes(found), f"home: {home}"])
+
+
+def _list_table(rows: list[tuple[Status, float | None, int | None]]) -> list[str]:
+    # TARGET repeats the target's pid as a column of its own, for scripts that pick it out.
+    # A name longer than the column widens it: the columns stay aligned.
+    wide = max(20, *(len(s.name) for s, _, _ in rows))
+    lines = [f"{'NAME':<{wide}} {'STATE':<11} {'PIDS':<20} {'TARGET':>8} {'UPTIME':>7} "
+             f"{'RESTARTS':>8} {'MEMORY':>7}"]
+    for s, uptime_, memory_ in rows:
+        state = s.state if s.running or s.state in FINAL_STATES else f"{s.state}*"
+        if s.running:
+            pids = "/".join(str(s.pids.get(role, "-")) for role in ROLES)
+            target = s.pids.get("target", "-")
+        elif s.orphans:
+            state = "orphaned"
+            pids = "-/-/" + ",".join(map(str, s.orphans))
+            target = s.pids.get("target") if s.pids.get("target") in s.orphans else "-"
+        else:
+            pids, target = "-", "-"
+        up = human_duration(uptime_) if uptime_ is not None else "-"
+        mem = human_bytes(memory_) if memory_ is not None else "-"
+        lines.append(f"{s.name:<{wide}} {state:<11} {pids:<20} {target!s:>8} {up:>7} "
+                     f"{s.restarts:>8} {mem:>7}")
+    return lines
+
+
+def _list_notes(found: list[Status]) -> list[str]:
+    notes = []
+    if any(s.orphans for s in found):
+        notes.append("orphaned: its supervisors were killed but these processes run on; "
+                     "'immortal stop NAME' ends them, and so does 'immortal run'")
+    if any(s.stale and not s.orphans for s in found):
+        notes.append("* its processes are gone (killed without a stop); 'immortal run' "
+                     "starts it anew")
+    return notes
+
+
+# 'immortal monitors' ------------------------------------------------------------------------
+
+def monitors_view(rows: list[dict[str, Any]], as_json: bool = False) -> str:
+    """What 'immortal monitors' prints: one row per installed monitor."""
+    if as_json:
+        return json.dumps(rows, indent=1)
+    return "\n".join(f"{row['name']:<16} {row['distribution'] or '?'} {row['version'] or ''}  "
+                     f"({row['object']})" for row in rows)
+
+
+# 'immortal run' ------------------------------------------------------------------------------
+
+def started_view(name: str, strategy: str, s: Status) -> str:
+    """What 'immortal run' prints once the group has started."""
+    pids = ", ".join(f"{role} {s.pids[role]}" for role in ROLES if role in s.pids)
+    runs_with = interpreter(s)
+    # The interpreter is named: from a pipx install it is not the user's environment.
+    lines = [f"started {name!r} ({strategy}"
+             + (f", with {runs_with}" if runs_with else "") + f"): {pids}"]
+    if s.output:
+        lines.append(f"output: {s.output}")
+    return "\n".join(lines)

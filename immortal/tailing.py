@@ -1,0 +1,152 @@
+"""Reading a group's output file as ``tail`` and ``tail -F`` do: ``Group.tail`` and
+``Group.follow``, which 'immortal logs' prints.
+
+Lines are bytes, each with its newline; a last line not (yet) ended comes without one, and
+what they hold together is exactly the file's bytes. The file is never opened through a
+symlink, as the monitors never write through one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+from .errors import StateDirError
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import BinaryIO
+
+FOLLOW_POLL = 0.1  # seconds between two looks at the output file while following
+
+
+def _open(path: str) -> BinaryIO:
+    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
+
+
+def open_output(path: str) -> BinaryIO | None:
+    """The output file, for reading; None if there is none (yet)."""
+    try:
+        return _open(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise StateDirError(f"refusing {path!r}: it is a symlink, which another user may "
+                            "have planted; the group's monitor does not write through it"
+                            ) from None
+
+
+def last_lines(handle: BinaryIO, count: int) -> bytes:
+    """The last ``count`` lines of a binary file (as ``readlines()[-count:]`` would give,
+    a last line without its newline included), read backwards from the end; leaves the
+    file positioned at its end."""
+    end = handle.seek(0, os.SEEK_END)
+    if count <= 0:
+        return b""
+    position, data = end, b""
+    # A final newline ends the last line; it does not start one: look before it.
+    while position > 0 and data[:-1].count(b"\n") < count:
+        step = min(65536, position)
+        position -= step
+        handle.seek(position)
+        data = handle.read(step) + data
+    handle.seek(end)
+    cut = len(data) - 1
+    for _ in range(count):
+        cut = data.rfind(b"\n", 0, cut)
+        if cut < 0:
+            return data
+    return data[cut + 1:]
+
+
+def split(data: bytes) -> list[bytes]:
+    """``data`` as lines, each with its newline; a last piece without one as it is."""
+    parts = data.split(b"\n")
+    lines = [part + b"\n" for part in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
+
+
+def tail(path: str, count: int) -> Iterator[bytes]:
+    """The last ``count`` lines of ``path`` (none if it does not exist)."""
+    handle = open_output(path)
+    if handle is None:
+        return iter(())
+    with handle:
+        return iter(split(last_lines(handle, count)))
+
+
+def follow(path: str, count: int, running: Callable[[], bool],
+           poll: float = FOLLOW_POLL) -> Iterator[bytes]:
+    """The last ``count`` lines of ``path``, then every line appended to it until
+    ``running()`` turns false. The file is opened now (a symlink is refused now, not at
+    the first line); closing the iterator closes it."""
+    handle = open_output(path)
+    first = last_lines(handle, count) if handle is not None else b""
+    return _follow(path, handle, first, running, poll)
+
+
+def _follow(path: str, handle: BinaryIO | None, first: bytes, running: Callable[[], bool],
+            poll: float) -> Iterator[bytes]:
+    """As ``tail -F``: when the path comes to name another file (a rotation), finish the
+    old one and read the new one from its start. A reader, not a supervisor: it polls."""
+    rest = first  # the bytes of a line not ended yet
+    try:
+        while True:
+            # Decide before reading: what the group wrote before it ended is then read.
+            ended = not running()
+            data = _appended(handle)
+            new = _replaced(path, handle)
+            if new is not None:
+                if handle is not None:
+                    data += handle.read()  # the last lines written to the old file
+                    handle.close()
+                handle = new
+                data += _appended(handle)
+            lines = split(rest + data)
+            rest = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+            yield from lines
+            if ended:
+                if rest:
+                    yield rest
+                return
+            time.sleep(poll)
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def _appended(handle: BinaryIO | None) -> bytes:
+    """What was appended to the open file since the last read; a file truncated in place
+    is read again from its start, as tail does."""
+    if handle is None:
+        return b""
+    data = handle.read()
+    try:
+        if os.fstat(handle.fileno()).st_size < handle.tell():
+            handle.seek(0)
+            data += handle.read()
+    except OSError:
+        pass
+    return data
+
+
+def _replaced(path: str, handle: BinaryIO | None) -> BinaryIO | None:
+    """The file ``path`` names now, opened, if it is not ``handle``'s (a rotation, or the
+    first file); None while it is the same, or while nothing (or a symlink) is there."""
+    try:
+        current = os.stat(path)
+    except OSError:
+        return None  # moved away and not yet reopened: keep reading the old file
+    if handle is not None and os.path.samestat(current, os.fstat(handle.fileno())):
+        return None
+    try:
+        return _open(path)
+    except OSError:
+        return None
