@@ -55,7 +55,8 @@ from .spec import (
     check_umask,
     default_name,
 )
-from .state import Lock, check_dir, check_socket_path, ensure_dir, home, is_alive, write_json
+from ._linux import is_alive
+from .state import Lock, check_dir, check_socket_path, ensure_dir, home, write_json
 
 START_KEYWORDS = ("strategy", "monitor", "options", "monitors", "name", "exec", "env", "cwd",
                   "umask", "policy", "stop_timeout", "start_timeout", "capture", "backpressure",
