@@ -1,9 +1,9 @@
 """immortal: keep a program alive, detached, with every line and event sent to a monitor.
 
 Layers (a module imports only from lower ones):
-0 errors, events, safety · 1 names, spec, state, hookspecs, monitor · 2 process, supervise,
-detach, monitoring, control, group · 3 pump, daemon, launcher, manager · 4 cli, __main__, this
-module.
+0 errors, events, safety, _linux · 1 names, spec, state, hookspecs, monitor · 2 process,
+supervise, detach, monitoring, control, group · 3 pump, daemon, launcher, manager · 4 cli,
+__main__, this module.
 """
 
 from __future__ import annotations

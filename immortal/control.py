@@ -10,8 +10,8 @@ Requests and answers are one JSON object per line. Only these commands exist::
 
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The socket lives in
 the 0700 instance directory and is created 0600 under ``umask(0o177)`` (no bind-then-chmod
-window); every connection's ``SO_PEERCRED`` uid must be ours or root's; a request is at most
-64 KiB; garbage gets an error answer, never a crash.
+window); every connection's peer uid (``_linux.peer_uid``) must be ours or root's; a
+request is at most 64 KiB; garbage gets an error answer, never a crash.
 
 Nobody can lock the socket up: a client has ``IDLE`` seconds after it connects (or after
 its last answer) to send a whole request, however slowly its bytes come, or it is dropped;
@@ -28,9 +28,9 @@ import os
 import selectors
 import signal
 import socket
-import struct
 import time
 
+from ._linux import peer_uid
 from .errors import ImmortalError, InvalidSpec, NoAnswer, NotRunning
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
@@ -178,16 +178,14 @@ class Server:
                 self._out_of_files()
             return  # else a connection that was reset before we took it
         try:
-            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                    struct.calcsize("3i"))
+            uid = peer_uid(sock)
             sock.setblocking(False)
         except OSError:
             sock.close()
             return
-        _, uid, _ = struct.unpack("3i", creds)
         while len(self.clients) >= self.limit:
             self._drop(self._oldest())
-        client = _Client(sock, refused=uid not in (os.getuid(), 0))
+        client = _Client(sock, refused=uid is not None and uid not in (os.getuid(), 0))
         self.clients[sock.fileno()] = client
         self.selector.register(sock, selectors.EVENT_READ, self._readable)
 

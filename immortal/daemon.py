@@ -24,13 +24,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import control, dirwatch, orphans, process, rolelog, stall
+from . import _linux, control, dirwatch, orphans, process, rolelog, stall
 from .detach import Handshake, detach
 from .events import DAEMON_RESTART, PUMP_RESTART, PUMP_START, ExitStatus
 from .relay import Ledger, make_channel, make_journal, make_pipe, open_journal
 from .spec import Spec
 from .errors import NotRunning
-from .state import SOCKET_NAME, parent_pid, process_start_time, read_json, write_json
+from ._linux import parent_pid, process_start_time
+from .state import SOCKET_NAME, read_json, write_json
 
 PUMP_RESTART_MIN = 0.05  # first delay when pumps keep dying at once; doubles to the max
 PUMP_RESTART_MAX = 5.0
@@ -62,7 +63,7 @@ def become(spec: Spec, args: dict[str, Any]) -> int:
                  0o600)
     os.dup2(fd, 2)
     os.close(fd)
-    process.set_subreaper()
+    _linux.set_subreaper()
     return Daemon(spec, args).run()
 
 
@@ -210,7 +211,7 @@ class Daemon:
         self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                       self._command)
         dirwatch.keep(self.directory, self.selector, self.lock_fd, self._dir_restored)
-        process.set_title(f"immortal: daemon {self.directory}")
+        _linux.set_title(f"immortal: daemon {self.directory}")
         if self.pump is None and self.restart_at is None:
             self._start_pump(self.why, None)
         self.handshake.close()  # the pump holds its own copy and answers the caller
@@ -448,8 +449,10 @@ class Daemon:
         if pid is None or self.target_exit is not None or parent_pid(pid) == os.getpid():
             return
         try:
-            self.stranger = os.pidfd_open(pid)
-        except (OSError, AttributeError):
+            self.stranger = _linux.pidfd_open(pid)
+        except OSError:
+            self.stranger = -1
+        if self.stranger < 0:
             self._target_reaped(ExitStatus(pid=pid))
             return
         self.selector.register(self.stranger, selectors.EVENT_READ, "stranger")
@@ -577,7 +580,7 @@ def _fork_pump(spec: Spec, args: dict[str, Any], keep: list[int],
     # Blocked across the fork: the child must not run our handlers (they would write to
     # our wake-up pipe), and it takes the default actions until the pump sets its own.
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _ROLE_SIGNALS)
-    process.import_title()  # shared with the pump, which takes its title at once
+    _linux.import_title()  # shared with the pump, which takes its title at once
     try:
         pid = os.fork()
     except OSError:
@@ -592,7 +595,7 @@ def _fork_pump(spec: Spec, args: dict[str, Any], keep: list[int],
         for number in _ROLE_SIGNALS:
             signal.signal(number, signal.SIG_DFL)
         _become_pump_fds(keep, log)
-        process.set_title(f"immortal: pump {spec.directory}")  # its argv is still ours
+        _linux.set_title(f"immortal: pump {spec.directory}")  # its argv is still ours
         atexit._clear()  # the daemon's exit functions are not the pump's
         code = pump.main(spec, args)
         # What a fresh interpreter's exit would do for a monitor that left a buffered file
@@ -627,7 +630,7 @@ def _find_orphan(since: int) -> tuple[int, float] | None:
     """
     session = os.getsid(0)
     best: tuple[int, int] | None = None
-    for pid in process.children():
+    for pid in _linux.children():
         try:
             if os.getsid(pid) != session:
                 continue
@@ -640,7 +643,7 @@ def _find_orphan(since: int) -> tuple[int, float] | None:
     if best is None:
         return None
     ticks = os.sysconf("SC_CLK_TCK")
-    return best[0], time.time() - (process.boot_ticks() - best[1]) / ticks
+    return best[0], time.time() - (_linux.boot_ticks() - best[1]) / ticks
 
 
 def _preload_builtin_monitors(spec: Spec) -> None:
@@ -680,9 +683,8 @@ def _become_pump_fds(keep: list[int], log: Path) -> None:
     os.dup2(null, 1)
     os.dup2(err, 2)
     kept = {0, 1, 2, *keep}
-    try:
-        open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:  # no /proc: close the gaps between the kept ones, up to the limit
+    open_fds = _linux.open_fds()
+    if open_fds is None:  # not listed: close the gaps between the kept ones, up to the limit
         low = 3
         for fd in sorted(kept):
             if fd >= low:
@@ -717,5 +719,5 @@ def main(spec: Spec, args: dict[str, Any]) -> int:
         os.dup2(fd, 2)
         os.close(fd)
     rolelog.install(log)
-    process.set_subreaper()
+    _linux.set_subreaper()
     return Daemon(spec, args).run()

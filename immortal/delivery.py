@@ -61,7 +61,6 @@ class Sink:
         self.takes = tuple(bool(block or lines or line[s]) for s in (0, 1))
         #: backpressure "drop": count in the ledger the lines it took (``Worker``)
         self.counts = False
-        self.errors = 0
         self._reported: dict[str, float] = {}
 
     def output(self, stream: int, data: bytes, offset: int, end: int) -> None:
@@ -123,7 +122,6 @@ class Sink:
             self._ledger.set_busy(self.slot, 0)
 
     def _report(self, hook: str) -> None:
-        self.errors += 1
         now = time.monotonic()
         if now - self._reported.get(hook, -REPORT_EVERY) < REPORT_EVERY:
             return  # rate-limited: one traceback per monitor and hook per second

@@ -8,25 +8,27 @@ nothing. When the directory goes, the role makes it again (0700, with its parent
 the group lock on a fresh lock file, and puts back its socket, ``spec.json`` and
 ``status.json`` (``restored``).
 
-inotify is reached through ctypes (the standard library has no binding). Off Linux, or
-where inotify is refused (no libc symbol, too many instances or watches), ``keep`` watches
-nothing and a removed directory stays removed until the next start of the name.
+inotify is reached through ctypes (the standard library has no binding), in the C library
+``_linux.libc`` gives. Off Linux, or where inotify is refused (no libc symbol, too many
+instances or watches), ``keep`` watches nothing and a removed directory stays removed until
+the next start of the name.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import selectors
 import struct
 import sys
 
+from . import _linux
 from .errors import ImmortalError
 from .state import ensure_dir, try_lock
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
+    import ctypes
     from collections.abc import Callable
     from pathlib import Path
 
@@ -40,17 +42,14 @@ IN_CLOEXEC = os.O_CLOEXEC
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
 
 
-def _libc() -> ctypes.CDLL | None:
-    if not sys.platform.startswith("linux"):
-        return None
+def _inotify() -> ctypes.CDLL | None:
+    """The C library, if it has inotify (see ``_linux.libc``)."""
+    library = _linux.libc()
     try:
-        # The C library this interpreter already has loaded (find_library would run
-        # ldconfig, and import subprocess to do it).
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.inotify_init1, libc.inotify_add_watch, libc.inotify_rm_watch  # noqa: B018
-    except (OSError, AttributeError):
+        library.inotify_init1, library.inotify_add_watch, library.inotify_rm_watch  # noqa
+    except AttributeError:  # no library (not Linux), or one without inotify
         return None
-    return libc
+    return library
 
 
 class Keeper:
@@ -127,7 +126,7 @@ def keep(directory: Path, selector: selectors.BaseSelector, lock_fd: int | None,
          restored: Callable[[], None]) -> Keeper | None:
     """Watch ``directory`` from ``selector``; when it goes, make it again, lock it on
     ``lock_fd`` and call ``restored``. None where inotify is not available."""
-    libc = _libc()
+    libc = _inotify()
     if libc is None:
         return None
     fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 PUMP_START = "pump start"
 PUMP_RESTART = "pump restart"
 DAEMON_RESTART = "daemon restart"
-WHYS = (PUMP_START, PUMP_RESTART, DAEMON_RESTART)
 
 
 def signal_name(number: int) -> str:

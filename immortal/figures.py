@@ -1,50 +1,24 @@
 """Figures of a group's living processes: memory, open fds and pipes, children, CPU time.
 
-The only module that imports ``psutil``: it reads these portably where parsing ``/proc`` by
-hand would not. A figure is given only for a process proven alive, by its pid together with
-the kernel start time ``status.json`` recorded for it (see ``state.process_start_time``):
-a pid alone may name a stranger that reused it.
+The only module that imports ``psutil``: it reads these portably where reading the
+kernel's process files by hand would not (the count of pipes, which psutil lacks, comes
+from ``_linux.pipe_count``). A figure is given only for a process proven alive, by its pid
+together with the kernel start time ``status.json`` recorded for it (see
+``_linux.is_alive``): a pid alone may name a stranger that reused it.
 """
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from .state import process_start_time
+from ._linux import is_alive, pipe_count
 
 if TYPE_CHECKING:
     from .state import Status
 
 ROLES = ("daemon", "pump", "target")
-
-
-def _same(pid: int, start_time: int | None) -> bool:
-    now = process_start_time(pid)
-    if os.path.isdir("/proc/self"):
-        return now is not None and (start_time is None or now == start_time)
-    return psutil.pid_exists(pid)  # no /proc: best effort on other POSIX systems
-
-
-def _pipes(pid: int) -> int | None:
-    """How many of ``pid``'s open fds are pipes. psutil has no such count (its
-    ``open_files()`` lists regular files only), so this small part reads /proc by hand:
-    a pipe's fd links to ``pipe:[inode]``."""
-    directory = f"/proc/{pid}/fd"
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return None
-    count = 0
-    for name in names:
-        try:
-            if os.readlink(f"{directory}/{name}").startswith("pipe:"):
-                count += 1
-        except OSError:
-            continue  # closed between the listing and the readlink
-    return count
 
 
 def _get(call: Any) -> Any:
@@ -65,7 +39,7 @@ def figures(pid: int, start_time: int | None = None) -> dict[str, Any] | None:
     seconds). A figure the system does not give is None. Returns None if the process is
     gone, is a zombie, or is another process that reused the pid.
     """
-    if not pid or not _same(pid, start_time):
+    if not pid or not is_alive(pid, start_time):
         return None
     try:
         process = psutil.Process(pid)
@@ -78,10 +52,10 @@ def figures(pid: int, start_time: int | None = None) -> dict[str, Any] | None:
             children = _get(process.children)
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return None
-    pipes = _pipes(pid)
+    pipes = pipe_count(pid)
     # Read again: had the pid died and been reused while we read, the figures are a
     # stranger's.
-    if not _same(pid, start_time):
+    if not is_alive(pid, start_time):
         return None
     return {
         "pid": pid,

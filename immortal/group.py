@@ -13,6 +13,7 @@ import signal
 import time
 
 from . import control
+from ._linux import is_alive, pidfd_open
 from .errors import (
     ImmortalError,
     InvalidSpec,
@@ -32,7 +33,6 @@ from .state import (
     clear_stale,
     home,
     instance_dir,
-    is_alive,
     lock_held,
     read_json,
     read_status,
@@ -385,24 +385,24 @@ class Group:
                 return False
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            pidfd = os.pidfd_open(pid)
+            ends = pidfd_open(pid)  # readable when it ends
         except ProcessLookupError:
             return True
-        except (AttributeError, OSError):
-            pidfd = -1
+        except OSError:
+            ends = -1
         try:
             while is_alive(pid, start_time):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                if pidfd >= 0:
-                    select.select([pidfd], [], [], remaining)
+                if ends >= 0:
+                    select.select([ends], [], [], remaining)
                 else:
                     time.sleep(POLL)
             return True
         finally:
-            if pidfd >= 0:
-                os.close(pidfd)
+            if ends >= 0:
+                os.close(ends)
 
     def _reap(self) -> None:
         if self._popen is not None:

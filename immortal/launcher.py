@@ -31,8 +31,9 @@ from . import monitoring, standby
 from .detach import read_handshake
 from .errors import ImmortalError, MonitorError, MonitorOptionsError, StartError, unusable_home
 from .group import Group
+from ._linux import is_alive
 from .spec import Request, RestartPolicy, Spec, Strategy, build
-from .state import Lock, check_dir, check_socket_path, ensure_dir, home, is_alive, write_json
+from .state import Lock, check_dir, check_socket_path, ensure_dir, home, write_json
 
 _ERRORS = {"StartError": StartError, "MonitorError": MonitorError}
 

@@ -275,11 +275,6 @@ class Host:
             worker.take_over()
         self._targets: list[Any] = self.workers or self.sinks
 
-    @property
-    def errors(self) -> int:
-        """Exceptions raised by the monitors so far in this pump."""
-        return sum(sink.errors for sink in self.sinks)
-
     def call(self, hook: str, strict: bool = False, **kwargs: Any) -> None:
         """Call ``hook`` on each monitor; with ``strict`` the first exception propagates,
         as ``MonitorFailed`` naming the monitor."""

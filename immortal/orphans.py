@@ -12,8 +12,9 @@ A process counts only if it is ours (our uid; root's token holders of any uid, s
 target started as root may drop its privileges) and is signalled only while it is still
 the process found: its pid together with its kernel start time.
 
-Linux reads ``/proc/PID/environ``. Elsewhere ``find`` and ``scan`` find nothing: the group
-then relies on ``target.lock`` and the target pid ``status.json`` recorded.
+Processes' environments are read through ``_linux.environ_values``: off Linux ``find`` and
+``scan`` find nothing, and the group then relies on ``target.lock`` and the target pid
+``status.json`` recorded.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 import signal
 import time
 
-from .state import process_start_time
+from ._linux import environ_values, pidfd_open, process_start_time, signal_pidfd
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 TOKEN = "IMMORTAL_GROUP_DIR"  #: names the instance directory in a target's environment
-_PREFIX = b"\0" + TOKEN.encode() + b"="
 
 
 def token(directory: Path | str) -> str:
@@ -38,38 +38,13 @@ def token(directory: Path | str) -> str:
     return os.path.abspath(directory)
 
 
-def _environ(pid: str) -> bytes | None:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as handle:
-            return b"\0" + handle.read()
-    except OSError:
-        return None  # gone, a kernel thread, or not ours to read
-
-
 def scan() -> dict[str, list[tuple[int, int]]]:
     """Every process of ours that carries a token, by token value (empty off Linux)."""
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return {}
-    uid, me = os.getuid(), os.getpid()
     found: dict[str, list[tuple[int, int]]] = {}
-    for name in names:
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            if uid and os.stat(f"/proc/{name}").st_uid != uid:
-                continue
-        except OSError:
-            continue
-        environ = _environ(name)
-        at = -1 if environ is None else environ.find(_PREFIX)
-        if at < 0:
-            continue
-        value = environ[at + len(_PREFIX):].split(b"\0", 1)[0]
-        started = process_start_time(int(name))
+    for pid, value in environ_values(TOKEN, os.getuid()).items():
+        started = process_start_time(pid)
         if started is not None:
-            found.setdefault(os.fsdecode(value), []).append((int(name), started))
+            found.setdefault(os.fsdecode(value), []).append((pid, started))
     return found
 
 
@@ -81,18 +56,15 @@ def find(directory: Path | str) -> list[tuple[int, int]]:
 def _signal(pid: int, started: int, number: int) -> bool:
     """Signal ``pid`` if it is still the process that started at ``started``."""
     try:
-        fd = os.pidfd_open(pid)
+        fd = pidfd_open(pid)
     except ProcessLookupError:
         return False
-    except (AttributeError, OSError):
-        fd = -1  # no pidfds: a pid reused between the check and the kill is not excluded
+    except OSError:
+        fd = -1  # refused: see signal_pidfd
     try:
         if process_start_time(pid) != started:
             return False
-        if fd >= 0:
-            signal.pidfd_send_signal(fd, number)
-        else:
-            os.kill(pid, number)
+        signal_pidfd(fd, pid, number)
         return True
     except (ProcessLookupError, PermissionError):
         return False

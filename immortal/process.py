@@ -1,83 +1,25 @@
 """One child process: spawn it in its own process group, signal it, and reap it.
 
-Exit notification is a pidfd (Linux ≥ 5.3): readable when the child dies, so the pump
-blocks in ``selectors`` instead of polling. Where there is no pidfd, SIGCHLD wakes the pump
-and ``waitpid(WNOHANG)`` reaps.
+Exit notification is a pidfd (``_linux.pidfd_open``): readable when the child dies, so the
+pump blocks in ``selectors`` instead of polling. Where there is no pidfd, SIGCHLD wakes the
+pump and ``waitpid(WNOHANG)`` reaps.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
 
+from . import _linux
 from .events import ExitStatus
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(os, "P_PIDFD")
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def set_subreaper() -> bool:
-    """Make orphaned descendants come back to this process (Linux); False elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return False
-    # The C library this interpreter already has loaded (find_library would run ldconfig).
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-
-
-_title_loaded = False
-_title_module: object = None  # setproctitle's extension, once loaded (None if it cannot be)
-
-
-def import_title() -> None:
-    """Load what :func:`set_title` needs, ahead of time."""
-    global _title_loaded, _title_module
-    if _title_loaded:
-        return
-    _title_loaded = True
-    try:
-        _title_module = _load_setproctitle()
-    except Exception:  # pragma: no cover - a dependency; ps then shows the argv as it is
-        _title_module = None
-
-
-def _load_setproctitle() -> object:
-    """setproctitle's C extension, loaded without its package, whose ``__init__`` imports
-    logging only to report that the extension is missing: ≈ 6 ms and 2 MB per process."""
-    import importlib.machinery
-
-    found = importlib.machinery.PathFinder.find_spec("setproctitle")
-    if found is not None and found.submodule_search_locations:
-        for directory in found.submodule_search_locations:
-            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-                path = os.path.join(directory, "_setproctitle" + suffix)
-                if os.path.exists(path):
-                    name = "setproctitle._setproctitle"
-                    loader = importlib.machinery.ExtensionFileLoader(name, path)
-                    spec = importlib.machinery.ModuleSpec(name, loader, origin=path)
-                    module = loader.create_module(spec)
-                    loader.exec_module(module)
-                    return module
-    import setproctitle  # an unusual layout: the package as it comes
-
-    return setproctitle
-
-
-def set_title(title: str) -> None:
-    """What ps shows for this process (a forked pump's argv is still the daemon's)."""
-    import_title()
-    if _title_module is not None:
-        _title_module.setproctitle(title)  # type: ignore[attr-defined]
-
 
 #: Ignored by the roles: a write to a control client that went away, to a closed pipe
 #: (``immortal run -s development ... | head``) or past a file-size limit then fails with
@@ -124,8 +66,8 @@ class Child:
         self.status: ExitStatus | None = None
         self._popen = popen
         self.pidfd = -1
-        if own and HAVE_PIDFD:
-            self.pidfd = os.pidfd_open(pid)
+        if own and _linux.HAVE_PIDFD:
+            self.pidfd = _linux.pidfd_open(pid)
 
     def __repr__(self) -> str:
         if self.status is None:
@@ -149,7 +91,7 @@ class Child:
             return self.status
         uptime = now - self.started_at
         if self.pidfd >= 0:
-            result = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | os.WNOHANG)
+            result = _linux.wait_pidfd(self.pidfd)
             if result is None:
                 return None
             status = ExitStatus.from_waitid(result, uptime)
@@ -176,42 +118,9 @@ class Child:
             self.pidfd = -1
 
 
-def boot_ticks() -> int:
-    """Now, in the unit of a process's kernel start time (clock ticks since boot), so that
-    the two compare: a process started after this call has a start time no smaller."""
-    clock = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
-    return int(time.clock_gettime(clock) * os.sysconf("SC_CLK_TCK"))
-
-
-def threads() -> int:
-    """How many threads this process runs (C ones too, where /proc lists them)."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        import threading
-
-        return threading.active_count()
-
-
-def children() -> list[int]:
-    """Our children as the kernel lists them: orphans adopted as subreaper, and zombies."""
-    pids: list[int] = []
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return pids
-    for task in tasks:
-        try:
-            with open(f"/proc/self/task/{task}/children") as handle:
-                pids.extend(int(p) for p in handle.read().split())
-        except OSError:
-            continue
-    return pids
-
-
 def reap_strays(keep: set[int]) -> None:
     """Reap dead children other than ``keep`` (orphans that came to us as subreaper)."""
-    for pid in children():
+    for pid in _linux.children():
         if pid in keep:
             continue
         try:
@@ -228,7 +137,7 @@ def kill_children(timeout: float = 5.0) -> None:
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        left = children()
+        left = _linux.children()
         if not left:
             return
         for pid in left:

@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import control, dirwatch, monitoring, orphans, process, relay, rolelog, supervise
+from . import _linux, control, dirwatch, monitoring, orphans, process, relay, rolelog, supervise
 from .detach import Handshake, detach
 from .events import ExitStatus, PUMP_START
 from .spec import Spec, Strategy
 from .errors import ChannelError, ImmortalError, NotRunning
-from .state import SOCKET_NAME, is_alive, process_start_time, read_json, try_lock, wait_lock, write_json
+from ._linux import is_alive, process_start_time
+from .state import SOCKET_NAME, read_json, try_lock, wait_lock, write_json
 
 MESSAGE_TAIL = 16 * 1024
 TARGET_LOCK = "target.lock"
@@ -185,7 +186,7 @@ class Pump:
         if self.daemon_pid is None or self.args.get("fresh"):
             # A fresh interpreter (unattached, development, a pump's successor): its argv
             # is a JSON blob. (A daemon's pump is its fork and was titled there.)
-            process.set_title(f"immortal: pump {self.directory}")
+            _linux.set_title(f"immortal: pump {self.directory}")
 
         self.selector.register(wake_r, selectors.EVENT_READ, "signal")
         self.selector.register(self.out_r, selectors.EVENT_READ, "stdout")
@@ -261,7 +262,7 @@ class Pump:
             elif number == signal.SIGHUP:
                 self._feed(supervise.Restart(self.spec.stop_timeout))
             elif number == signal.SIGCHLD:
-                if not process.HAVE_PIDFD:
+                if not _linux.HAVE_PIDFD:
                     self._on_target(None)
                 if self.subreaper:
                     keep = {self.target.pid} if self.target is not None else set()
@@ -443,7 +444,7 @@ class Pump:
         from . import daemon  # the role we turn into
 
         # What this process becomes (so that ps never shows two pumps in the hand-over).
-        process.set_title(f"immortal: daemon {self.directory}")
+        _linux.set_title(f"immortal: daemon {self.directory}")
         adopt = None
         if self.target is not None:
             adopt = {"pid": self.target.pid, "started_wall": self.target.started_wall}
@@ -453,7 +454,7 @@ class Pump:
         fds = {"lock": self.lock_fd, "out": [self.out_r, self.out_w],
                "err": [self.err_r, self.err_w], "journal": self.journal_fd,
                "channel": self.channel}
-        if process.threads() == 1:
+        if _linux.threads() == 1:
             # No thread of a monitor's to carry along: become the daemon in this process
             # (see main), without an exec's start-up, while we alone supervise.
             signal.set_wakeup_fd(-1)
@@ -593,7 +594,7 @@ class Pump:
             # (a hook, a status write): a pump that dies after the spawn leaves a target the
             # daemon hands to the next pump, never one nobody knows about. 'spawning' covers
             # a death inside the spawn itself (see Daemon._find_orphan).
-            self._tell_daemon(spawning=process.boot_ticks())
+            self._tell_daemon(spawning=_linux.boot_ticks())
             try:
                 child = process.spawn(self.spec.command(), env=env, cwd=self.spec.cwd,
                                       umask=self.spec.umask, stdout=self.out_w,
@@ -709,7 +710,7 @@ def main(spec: Spec, args: dict[str, Any]) -> int:
     rolelog.install(str(Path(spec.directory) / "pump.log") if own else None)
     if args.get("daemon_pid") is None:
         # No daemon above us: we are the group's root, and escaped grandchildren are ours.
-        args["subreaper"] = process.set_subreaper()
+        args["subreaper"] = _linux.set_subreaper()
     from .daemon import HandOver, become
 
     try:

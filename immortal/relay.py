@@ -1,7 +1,7 @@
 """Relaying the target's output: pipes, line framing, and a journal that outlives a pump.
 
 A pump reads a chunk from the pipe *into shared memory* (``os.readv`` straight into a
-``memfd`` mapping held by the daemon), records its length, then hands the whole lines to
+mapping of a memory file held by the daemon), records its length, then hands the whole lines to
 the monitors as one block, recording after each block how far it got. A pump that dies at
 any point leaves the journal telling its successor which bytes it had taken from the pipe
 and not yet delivered: the successor delivers them first. Even a read whose length was not
@@ -34,15 +34,14 @@ longer drains its pipes (``stall.py``).
 
 from __future__ import annotations
 
-import fcntl
 import mmap
 import select
 import socket
 import os
 import struct
-import sys
-import termios
 from collections.abc import Callable
+
+from ._linux import memory_file, set_pipe_size
 
 MAX_LINE = 64 * 1024  #: longer lines are delivered in pieces of this size
 READ_SIZE = 64 * 1024
@@ -63,22 +62,9 @@ SIZE = _LEDGER + 8 + SLOTS * _SLOT
 def make_pipe() -> tuple[int, int]:
     """A pipe for one of the target's streams: read end non-blocking, 1 MiB if allowed."""
     r, w = os.pipe()
-    try:
-        fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
-    except OSError:
-        pass  # over /proc/sys/fs/pipe-max-size for an unprivileged user: keep the default
+    set_pipe_size(w, PIPE_SIZE)
     os.set_blocking(r, False)
     return r, w
-
-
-def backlog(fd: int) -> int:
-    """Bytes waiting in the pipe (FIONREAD)."""
-    buffer = bytearray(4)
-    try:
-        fcntl.ioctl(fd, termios.FIONREAD, buffer)
-    except OSError:
-        return 0
-    return int.from_bytes(buffer, sys.byteorder)
 
 
 def make_channel() -> tuple[int, int]:
@@ -91,14 +77,7 @@ def make_channel() -> tuple[int, int]:
 
 def make_journal() -> int:
     """A zeroed shared-memory file for the journal (an fd to pass from pump to pump)."""
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("immortal-journal", os.MFD_CLOEXEC)
-    else:  # pragma: no cover - no memfd: an unlinked temporary file does the same
-        import tempfile
-
-        fd = os.dup(tempfile.TemporaryFile().fileno())
-    os.ftruncate(fd, SIZE)
-    return fd
+    return memory_file("immortal-journal", SIZE)
 
 
 _HEAP_TUNED = False
@@ -110,7 +89,7 @@ def _keep_heap() -> None:
     Each read allocates and frees a few blocks of 64-200 KiB (the block, a monitor's copy of
     it). glibc's malloc serves blocks over 128 KiB with mmap and gives the top of its heap
     back to the kernel once 128 KiB are free there, so every read would fault its memory in
-    afresh: measured, half the relay's CPU. Freeing one mmap'ed block raises both limits
+    afresh, which costs the relay much of its CPU. Freeing one mmap'ed block raises both limits
     for the rest of the process (to its size, and twice that: the dynamic threshold of
     mallopt(3)). With another malloc it costs one allocation, nothing more.
     """

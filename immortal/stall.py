@@ -31,7 +31,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .relay import Ledger, backlog
+from ._linux import pipe_backlog
+from .relay import Ledger
 from .state import write_json
 
 AFTER = 3.0  #: seconds without progress, output waiting, before a pump counts as stalled
@@ -82,7 +83,7 @@ class Watch:
         if self.deadline is None or now < self.deadline:
             return
         snapshot = self._ledger.snapshot()
-        waiting = any(backlog(fd) for fd in self._fds)
+        waiting = any(pipe_backlog(fd) for fd in self._fds)
         if snapshot != self._seen:
             self._unstall()
             self._start(now, snapshot)  # output flows: check again, no re-arming

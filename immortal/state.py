@@ -17,6 +17,7 @@ import stat
 import time
 from pathlib import Path
 
+from ._linux import flock_held, is_alive
 from .errors import AlreadyRunning, InvalidSpec, StateDirError
 from .records import MutableRecord, field
 from .safety import check_opened, check_path
@@ -72,8 +73,8 @@ def _user_home(uid: int) -> Path:
         return Path.home()
 
 
-def instance_dir(name: str, base: Path | None = None) -> Path:
-    return (base or home()) / name
+def instance_dir(name: str) -> Path:
+    return home() / name
 
 
 def check_socket_path(directory: Path) -> None:
@@ -186,25 +187,20 @@ def lock_held(path: Path) -> bool:
     """Whether a process holds the flock on ``path``, found without taking it: a probe
     that took it, however briefly, could make a concurrent ``start()`` fail.
 
-    Linux lists every lock in ``/proc/locks`` by device and inode; elsewhere the lock is
-    probed after all.
+    Where the kernel's list of locks cannot be read (see ``_linux.flock_held``), the lock
+    is probed after all.
     """
     try:
         info = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
         return False
-    try:
-        with open("/proc/locks") as handle:
-            text = handle.read()
-    except OSError:
+    held = flock_held(info)
+    if held is None:
         fd = try_lock(path)
         if fd is not None:
             os.close(fd)
         return fd is None
-    key = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
-    # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; a waiter's line reads "1: -> ...".
-    return any(len(f) > 5 and f[1] == "FLOCK" and f[5] == key
-               for f in (line.split() for line in text.splitlines()))
+    return held
 
 
 def wait_lock(path: Path, timeout: float) -> int | None:
@@ -253,55 +249,11 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _stat(pid: int) -> list[bytes] | None:
-    """The fields of /proc/PID/stat after the command name (state first), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses: split after the last ')'.
-    return data[data.rindex(b")") + 2:].split()
-
-
-def process_start_time(pid: int) -> int | None:
-    """The kernel's start time of ``pid`` in clock ticks, or None if it does not exist.
-
-    A pid together with its start time names one process for good: pids are reused, start
-    times of a reused pid differ.
-    """
-    fields = _stat(pid)
-    if fields is None or fields[0] == b"Z":
-        return None  # gone, or a zombie: it has exited and only waits to be reaped
-    return int(fields[19])
-
-
-def parent_pid(pid: int) -> int | None:
-    fields = _stat(pid)
-    return None if fields is None else int(fields[1])
-
-
-def is_alive(pid: int | None, start_time: int | None) -> bool:
-    """True if ``pid`` is still the very process that had ``start_time``."""
-    if not pid:
-        return False
-    if os.path.isdir("/proc/self"):
-        now = process_start_time(pid)
-        return now is not None and (start_time is None or now == start_time)
-    try:  # no /proc: best effort on other POSIX systems
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Status(MutableRecord):
     """A group's state as last written by its pump, and whether it is running now.
 
-    A mutable record (see immortal/records.py), not a dataclass: ``dataclasses`` costs
-    ``immortal stop`` and ``status`` ≈ 8 ms to import.
+    A mutable record (see immortal/records.py), not a dataclass: importing ``dataclasses``
+    would slow down ``immortal stop`` and ``status``.
     """
 
     name: str

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import immortal
-from immortal.process import set_subreaper
+from immortal._linux import set_subreaper
 
 HERE = Path(__file__).resolve().parent
 PROGRAMS = HERE / "programs"

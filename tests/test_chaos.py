@@ -50,7 +50,7 @@ import pytest
 
 import immortal
 from conftest import LONG, PROGRAMS, SHORT, children_of
-from immortal.state import is_alive
+from immortal._linux import is_alive
 
 NUMBERED = str(PROGRAMS / "numbered.py")
 INTERVAL = 0.002  # seconds between two lines of the target

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SHORT, TALKER, children_of, cmdline, descendants, proc_state, wait_for
-from immortal.state import is_alive, process_start_time
+from immortal._linux import is_alive, process_start_time
 
 pytestmark = pytest.mark.timeout(120)
 

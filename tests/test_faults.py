@@ -11,7 +11,7 @@ import pytest
 
 import immortal
 from conftest import SHORT, TALKER, cmdline, descendants, wait_for
-from immortal.state import is_alive, process_start_time
+from immortal._linux import is_alive, process_start_time
 
 pytestmark = pytest.mark.timeout(120)
 

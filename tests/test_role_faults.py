@@ -15,7 +15,7 @@ import pytest
 
 from conftest import SHORT, TALKER, wait_for
 from immortal import control
-from immortal.state import is_alive, process_start_time
+from immortal._linux import is_alive, process_start_time
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -19,7 +19,7 @@ import pytest
 
 import immortal
 from immortal.spec import Spec, Strategy
-from immortal.state import process_start_time
+from immortal._linux import process_start_time
 
 from conftest import SHORT, TALKER, wait_for
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import immortal
-from immortal import launcher, state
+from immortal import _linux, launcher, state
 from conftest import LONG, SHORT, TALKER, cmdline, descendants, wait_for
 
 
@@ -73,12 +73,12 @@ def quiet_orphan(started, tmp_path: Path, name: str, close: str):
     group = started(str(program), [str(marker), close], name=name)
     wait_for(marker.exists, bool, what="the target to be ready")
     pids = group.pids
-    target = (pids["target"], state.process_start_time(pids["target"]))
+    target = (pids["target"], _linux.process_start_time(pids["target"]))
     os.kill(pids["daemon"], signal.SIGKILL)
     os.kill(pids["pump"], signal.SIGKILL)
     wait_for(lambda: group.status().running, lambda running: not running,
              what="the supervisors to be gone")
-    assert state.is_alive(*target)
+    assert _linux.is_alive(*target)
     marker.unlink()
     return group, program, target
 
@@ -91,7 +91,7 @@ def test_an_orphan_that_closed_its_fds_is_ended_by_the_next_run(started, tmp_pat
     group, program, target = quiet_orphan(started, tmp_path, "closer", "close")
     assert not os.path.exists(f"/proc/{target[0]}/fd/3")
     again = started(str(program), [str(tmp_path / "ready"), "close"], name="closer")
-    assert not state.is_alive(*target)
+    assert not _linux.is_alive(*target)
     assert targets(program) == [again.pids["target"]]
 
 
@@ -114,7 +114,7 @@ def test_reads_keep_an_orphan_findable_and_list_and_stop_show_and_end_it(
     assert main(["stop", "reads"]) == 0
     assert f"ended 1 process(es) left running without supervisors: {target[0]}" \
         in capsys.readouterr().out
-    assert not state.is_alive(*target)
+    assert not _linux.is_alive(*target)
     assert main(["stop", "reads"]) == 3  # nothing left to stop
     assert immortal.attach("reads").status().state == "stopped"
 
@@ -123,7 +123,7 @@ def test_after_a_status_read_the_next_run_ends_the_orphan(started, tmp_path):
     group, program, target = quiet_orphan(started, tmp_path, "reread", "keep")
     assert not immortal.attach("reread").status().running
     again = started(str(program), [str(tmp_path / "ready"), "keep"], name="reread")
-    assert not state.is_alive(*target)
+    assert not _linux.is_alive(*target)
     assert targets(program) == [again.pids["target"]]
 
 
@@ -154,7 +154,7 @@ def test_an_escaped_grandchild_is_ended_by_a_stop_after_a_daemon_restart(
     group = started(str(program), [str(marker)], name="escaper")
     text = wait_for(lambda: marker.read_text() if marker.exists() else "", bool,
                     what="the grandchild's pid")
-    grandchild = (int(text), state.process_start_time(int(text)))
+    grandchild = (int(text), _linux.process_start_time(int(text)))
     pids = group.pids
     # The grandchild went up to the daemon (the subreaper); the daemon dies, and with it
     # the grandchild goes further up, out of the group's tree.
@@ -162,13 +162,13 @@ def test_an_escaped_grandchild_is_ended_by_a_stop_after_a_daemon_restart(
     wait_for(group.status, lambda s: s.running and s.pids.get("daemon") == pids["pump"]
              and s.pids.get("pump") not in (None, pids["pump"]), LONG,
              "the pump to take over as the daemon, with a new pump")
-    assert state.is_alive(*grandchild)
+    assert _linux.is_alive(*grandchild)
     if how == "stop":
         group.stop()
     else:  # the root ends the group by itself: it ends the leftovers too
         os.kill(pids["pump"], signal.SIGTERM)
         wait_for(group.status, lambda s: not s.running, LONG, "the group to end")
-    wait_for(lambda: state.is_alive(*grandchild), lambda alive: not alive, SHORT,
+    wait_for(lambda: _linux.is_alive(*grandchild), lambda alive: not alive, SHORT,
              "the grandchild to be gone")
 
 

@@ -12,7 +12,7 @@ import pytest
 
 import immortal
 from conftest import LONG, TALKER, cmdline, descendants, imported_after, wait_for
-from immortal.state import parent_pid
+from immortal._linux import parent_pid
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -273,8 +273,8 @@ def test_pump_death_during_backoff_spawns_a_new_target(started, recorder):
 
 
 def test_a_title_costs_no_logging_import():
-    # setproctitle's package imports logging (~2 MB, ~6 ms per role); its extension alone
-    # does the job.
-    code = ("import immortal.process as p; p.set_title('immortal: pump /x')\n"
+    # setproctitle's package imports logging (memory and time in every role); its extension
+    # alone does the job.
+    code = ("import immortal._linux as p; p.set_title('immortal: pump /x')\n"
             "assert open('/proc/self/cmdline').read().startswith('immortal: pump /x')")
     assert imported_after(code, {"logging"}) == set()

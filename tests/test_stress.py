@@ -58,7 +58,8 @@ from typing import Any
 import pytest
 
 from conftest import HERE, LONG, PROGRAMS, SHORT, children_of
-from immortal.state import is_alive, read_status
+from immortal._linux import is_alive
+from immortal.state import read_status
 
 FDCLOSER = str(PROGRAMS / "fdcloser.py")
 NAME = "stress"

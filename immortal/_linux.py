@@ -1,0 +1,381 @@
+"""The platform seam: every call that only Linux answers, each with one fallback.
+
+The rest of the package asks this module, never ``/proc``, ``prctl``, pidfds, peer
+credentials, pipe sizes or memfds directly. Each function's docstring says what it does on
+Linux and, in its last paragraph, the one thing it does elsewhere (or where the kernel
+refuses): the package then works with less (no orphan search, polling instead of a pidfd,
+no process titles), never differently.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import sys
+import time
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    import ctypes
+    import socket
+
+LINUX = sys.platform.startswith("linux")
+
+#: Whether ``pidfd_open`` gives exit notification that ``wait_pidfd`` can collect.
+#: Without it (off Linux, or Linux before 5.3) a child's death is learnt from SIGCHLD.
+HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(os, "P_PIDFD")
+_PR_SET_CHILD_SUBREAPER = 36
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+# ------------------------------------------------------------------------ processes
+def _stat(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (state first), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    return data[data.rindex(b")") + 2:].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` in clock ticks, or None if it does not exist.
+
+    A pid together with its start time names one process for good: pids are reused, start
+    times of a reused pid differ.
+
+    Without /proc: None for every pid.
+    """
+    fields = _stat(pid)
+    if fields is None or fields[0] == b"Z":
+        return None  # gone, or a zombie: it has exited and only waits to be reaped
+    return int(fields[19])
+
+
+def parent_pid(pid: int) -> int | None:
+    """The parent of ``pid``, or None if it does not exist.
+
+    Without /proc: None for every pid.
+    """
+    fields = _stat(pid)
+    return None if fields is None else int(fields[1])
+
+
+def is_alive(pid: int | None, start_time: int | None) -> bool:
+    """True if ``pid`` is still the very process that had ``start_time`` (any process of
+    that pid when ``start_time`` is None); a zombie is not alive.
+
+    Without /proc: whether any process has that pid (``kill(pid, 0)``), whatever its start.
+    """
+    if not pid:
+        return False
+    if os.path.isdir("/proc/self"):
+        now = process_start_time(pid)
+        return now is not None and (start_time is None or now == start_time)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def boot_ticks() -> int:
+    """Now, in the unit of a process's kernel start time (clock ticks since boot), so that
+    the two compare: a process started after this call has a start time no smaller.
+
+    Without CLOCK_BOOTTIME: the monotonic clock, in the same unit.
+    """
+    clock = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+    return int(time.clock_gettime(clock) * os.sysconf("SC_CLK_TCK"))
+
+
+def threads() -> int:
+    """How many threads this process runs, C ones too.
+
+    Without /proc: the threads Python knows of (``threading.active_count``).
+    """
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading
+
+        return threading.active_count()
+
+
+def children() -> list[int]:
+    """Our children as the kernel lists them: orphans adopted as subreaper, and zombies.
+
+    Without /proc: an empty list.
+    """
+    pids: list[int] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return pids
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/children") as handle:
+                pids.extend(int(p) for p in handle.read().split())
+        except OSError:
+            continue
+    return pids
+
+
+def open_fds() -> list[int] | None:
+    """This process's open file descriptors (the listing's own one among them, closed by
+    the time the list is returned).
+
+    Without /proc: None; the caller then closes by ranges.
+    """
+    try:
+        return [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return None
+
+
+def pipe_count(pid: int) -> int | None:
+    """How many of ``pid``'s open fds are pipes (a pipe's fd links to ``pipe:[inode]``).
+
+    Without /proc, or for a process we may not look into: None.
+    """
+    directory = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return None
+    count = 0
+    for name in names:
+        try:
+            if os.readlink(f"{directory}/{name}").startswith("pipe:"):
+                count += 1
+        except OSError:
+            continue  # closed between the listing and the readlink
+    return count
+
+
+def environ_values(variable: str, uid: int) -> dict[int, bytes]:
+    """The value of ``variable`` in the environment of every process that has it (this
+    process excepted), by pid; only processes of ``uid`` unless ``uid`` is 0 (root's look
+    at every process). A process that is gone, or not ours to read, is left out.
+
+    Without /proc: an empty dict.
+    """
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return {}
+    prefix = b"\0" + variable.encode() + b"="
+    me = os.getpid()
+    found: dict[int, bytes] = {}
+    for name in names:
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            if uid and os.stat(f"/proc/{name}").st_uid != uid:
+                continue
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                environ = b"\0" + handle.read()
+        except OSError:
+            continue  # gone, a kernel thread, or not ours to read
+        at = environ.find(prefix)
+        if at >= 0:
+            found[int(name)] = environ[at + len(prefix):].split(b"\0", 1)[0]
+    return found
+
+
+def flock_held(info: os.stat_result) -> bool | None:
+    """Whether some process holds a ``flock`` on the file ``info`` describes, read from
+    the kernel's list of locks (by device and inode) without taking the lock.
+
+    Without /proc/locks: None; the caller then probes the lock itself.
+    """
+    try:
+        with open("/proc/locks") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    key = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; a waiter's line reads "1: -> ...".
+    return any(len(f) > 5 and f[1] == "FLOCK" and f[5] == key
+               for f in (line.split() for line in text.splitlines()))
+
+
+# ------------------------------------------------------------------------ pidfds
+def pidfd_open(pid: int) -> int:
+    """An fd that becomes readable when ``pid`` ends, and names that process only, even
+    once its pid is reused; ProcessLookupError if there is no such process, OSError if the
+    kernel refuses one.
+
+    Without pidfds: -1; the caller then polls, or learns of the death from SIGCHLD.
+    """
+    if not hasattr(os, "pidfd_open"):
+        return -1
+    return os.pidfd_open(pid)
+
+
+def wait_pidfd(fd: int) -> os.waitid_result | None:
+    """Reap the child of the pidfd ``fd`` if it has ended, without blocking; None if it
+    runs on.
+
+    Without pidfds: never called (``HAVE_PIDFD`` is False); callers use ``waitpid``.
+    """
+    return os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG)
+
+
+def signal_pidfd(fd: int, pid: int, number: int) -> None:
+    """Send signal ``number`` to the process of the pidfd ``fd`` (which cannot be another
+    that reused its pid).
+
+    Without a pidfd (``fd`` is -1): ``kill(pid)``, so a pid reused between the caller's
+    check and the signal is not excluded.
+    """
+    if fd >= 0:
+        import signal
+
+        signal.pidfd_send_signal(fd, number)
+    else:
+        os.kill(pid, number)
+
+
+# ------------------------------------------------------------------------ files and sockets
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end of the unix socket ``sock`` (as it was when
+    it connected); OSError if the kernel does not say.
+
+    Without ``SO_PEERCRED``: None; the caller then relies on the socket's private
+    directory.
+    """
+    import socket  # loaded already: the caller has a socket
+
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+def set_pipe_size(fd: int, size: int) -> None:
+    """Make the pipe of ``fd`` hold ``size`` bytes.
+
+    Where refused (no ``F_SETPIPE_SZ``, or over /proc/sys/fs/pipe-max-size for an
+    unprivileged user): the pipe keeps the system's default size.
+    """
+    try:
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
+    except OSError:
+        pass
+
+
+def pipe_backlog(fd: int) -> int:
+    """Bytes waiting in the pipe of ``fd`` (``FIONREAD``).
+
+    Where refused: 0.
+    """
+    import termios
+
+    buffer = bytearray(4)
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, buffer)
+    except OSError:
+        return 0
+    return int.from_bytes(buffer, sys.byteorder)
+
+
+def memory_file(name: str, size: int) -> int:
+    """A zeroed, unnamed, close-on-exec file of ``size`` bytes in memory (``memfd``), to
+    share by fd.
+
+    Without memfd: an unlinked temporary file, which does the same.
+    """
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    else:  # pragma: no cover - not Linux
+        import tempfile
+
+        fd = os.dup(tempfile.TemporaryFile().fileno())
+    os.ftruncate(fd, size)
+    return fd
+
+
+# ------------------------------------------------------------------------ the C library
+def libc() -> ctypes.CDLL | None:
+    """The C library this interpreter already has loaded, for the calls the standard
+    library has no binding of (``prctl``, inotify). ``find_library`` is not used: it would
+    run ldconfig, and import subprocess to do it.
+
+    Off Linux, or where it cannot be loaded: None.
+    """
+    if not LINUX:
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def set_subreaper() -> bool:
+    """Make orphaned descendants come back to this process, as to init: True if done.
+
+    Off Linux: False, and orphans go to init.
+    """
+    library = libc()
+    return library is not None and library.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+_title_loaded = False
+_title_module: object = None  # setproctitle's extension, once loaded (None if it cannot be)
+
+
+def import_title() -> None:
+    """Load what :func:`set_title` needs, ahead of time.
+
+    Without setproctitle: nothing is loaded, and titles are not set.
+    """
+    global _title_loaded, _title_module
+    if _title_loaded:
+        return
+    _title_loaded = True
+    try:
+        _title_module = _load_setproctitle()
+    except Exception:  # pragma: no cover - a dependency; ps then shows the argv as it is
+        _title_module = None
+
+
+def _load_setproctitle() -> object:
+    """setproctitle's C extension, loaded without its package, whose ``__init__`` imports
+    logging only to report that the extension is missing (time and memory in every role)."""
+    import importlib.machinery
+
+    found = importlib.machinery.PathFinder.find_spec("setproctitle")
+    if found is not None and found.submodule_search_locations:
+        for directory in found.submodule_search_locations:
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                path = os.path.join(directory, "_setproctitle" + suffix)
+                if os.path.exists(path):
+                    name = "setproctitle._setproctitle"
+                    loader = importlib.machinery.ExtensionFileLoader(name, path)
+                    spec = importlib.machinery.ModuleSpec(name, loader, origin=path)
+                    module = loader.create_module(spec)
+                    loader.exec_module(module)
+                    return module
+    import setproctitle  # an unusual layout: the package as it comes
+
+    return setproctitle
+
+
+def set_title(title: str) -> None:
+    """What ps shows for this process (a forked pump's argv is still the daemon's).
+
+    Without setproctitle: nothing; ps shows the argv as it is.
+    """
+    import_title()
+    if _title_module is not None:
+        _title_module.setproctitle(title)  # type: ignore[attr-defined]
