@@ -588,7 +588,7 @@ class Pump:
         for name in self.host.flush(MONITOR_GRACE):
             sys.stderr.write(f"immortal: pump: monitor {name!r} is still busy; it gets no "
                              "more calls\n")
-        self._tell_daemon(Finish(action.phase))
+        self._tell_daemon(Finish())
 
     def _catch_up(self, timeout: float) -> None:
         """Backpressure "drop": the monitors' queues get ``timeout`` seconds to empty."""

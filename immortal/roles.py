@@ -187,10 +187,9 @@ class Started(Message):
 
 
 class Finish(Message):
-    """The group ends (``phase``: stopped or fatal): no pump is started after this one."""
+    """The group ends (stopped, or given up): no pump is started after this one."""
 
     KEY = "finish"
-    phase: str
 
 
 # daemon ─► pump

@@ -18,7 +18,7 @@ from immortal.state import Status
 EXIT = ExitStatus(code=3, pid=42, uptime=1.5)
 
 MESSAGES = [Spawning(12345), Spawning(None), Target(42, 1700000000.5), Exited(42), Started(),
-            Finish("stopped"), Hello(), Rewrite(), Reaped(42, EXIT),
+            Finish(), Hello(), Rewrite(), Reaped(42, EXIT),
             Command({"cmd": "stop", "timeout": 2.0})]
 
 
@@ -30,7 +30,7 @@ def test_each_message_comes_back_as_it_was_sent(message):
 def test_the_wire_keeps_the_keys_each_side_reads():
     assert json.loads(Target(42, 1.5).to_bytes()) == {"target": 42, "started_wall": 1.5}
     assert json.loads(Spawning(None).to_bytes()) == {"spawning": None}
-    assert json.loads(Finish("fatal").to_bytes()) == {"finish": "fatal"}
+    assert json.loads(Finish().to_bytes()) == {"finish": True}
     assert json.loads(Started().to_bytes()) == {"started": True}
     assert json.loads(Command({"cmd": "signal", "signal": 1}).to_bytes()) == {
         "cmd": "signal", "signal": 1}
