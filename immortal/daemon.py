@@ -95,7 +95,7 @@ class Daemon:
         self.spawning: int | None = None  # the pump is spawning a target: since (boot ticks)
         self.restart_why = PUMP_RESTART
         self.restart_message: str | None = None
-        self.stop_request: dict[str, Any] | None = None  # for a pump started while stopping
+        self.stop_request: Command | None = None  # for a pump started while stopping
         self.stop_retried = False  # a pump died during the stop and another was started
         self.started = False  # the first pump reported success
         self.stopping = False
@@ -192,7 +192,7 @@ class Daemon:
         theirs.close()
         if self.stop_request is not None:
             # A stop that came with no pump to carry it out (the target lives): this one.
-            self._tell_pump_on(ours, Command(self.stop_request))
+            self._tell_pump_on(ours, self.stop_request)
         if self.fork_failures:
             sys.stderr.write(f"immortal: daemon: pump started after {self.fork_failures} "
                              "failed attempts\n")
@@ -331,7 +331,7 @@ class Daemon:
             if number in (signal.SIGTERM, signal.SIGINT):
                 if self.pump is not None:
                     self.stopping = True
-                    self.stop_request = {"cmd": "stop"}
+                    self.stop_request = Command({"cmd": "stop"})
                     self.pump.send_signal(signal.SIGTERM)
                 else:
                     self._stop_between_pumps({"cmd": "stop"})
@@ -407,7 +407,7 @@ class Daemon:
                 self._stop_between_pumps(request)
                 return {}
             self.stopping = True
-            self.stop_request = request
+            self.stop_request = Command(request)
         try:
             if self.pump is None or self.pump_sock is None:
                 raise OSError("no pump is running right now (one is being restarted)")
@@ -425,7 +425,7 @@ class Daemon:
         self.stopping = True
         if self.restart_at is not None and not self.stop_retried and self._target_left():
             self.stop_retried = True
-            self.stop_request = request
+            self.stop_request = Command(request)
             self.restart_at = time.monotonic()
         else:
             self.restart_at = None
