@@ -1,8 +1,9 @@
 """Entry point of the daemon and pump roles: ``python -m immortal._role JSON``.
 
 Roles always start as fresh interpreters (never a fork of the caller, which may have
-threads). The JSON argument names the role, the instance directory and the fds passed in;
-``standby ROLE FD`` instead waits for them on a socket (``immortal/standby.py``).
+threads). The JSON argument is a ``roles.RoleArgs``: the role, the instance directory, the
+fds passed in; ``standby ROLE FD`` instead waits for them on a socket
+(``immortal/standby.py``).
 """
 
 from __future__ import annotations
@@ -12,12 +13,17 @@ import os
 import sys
 from pathlib import Path
 
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+if TYPE_CHECKING:
+    from .roles import RoleArgs
+
 
 def main(argv: list[str]) -> int:
     if argv[1] == "standby":  # started ahead of time: see immortal/standby.py
         return _standby(argv[2], int(argv[3]))
-    args = json.loads(argv[1])
-    return _run(args)
+    from .roles import RoleArgs
+
+    return _run(RoleArgs.from_json(json.loads(argv[1])))
 
 
 def _standby(role: str, sock_fd: int) -> int:
@@ -33,34 +39,37 @@ def _standby(role: str, sock_fd: int) -> int:
         return 0  # not needed after all: nothing was created
     args, cwd = received
     os.chdir(cwd)
-    return _run(args)
+    from .roles import RoleArgs
+
+    return _run(RoleArgs.from_json(args))
 
 
-def _run(args: dict) -> int:
+def _run(args: RoleArgs) -> int:
     from .spec import Spec
     from .state import check_dir, read_json
 
     # Read again at each role start (a daemon exec'd after its death too): the directory
     # and spec.json must still be ours, or a forged spec would name the modules we import.
     try:
-        check_dir(Path(args["dir"]))
-        data = read_json(Path(args["dir"]) / "spec.json")
+        check_dir(Path(args.dir))
+        data = read_json(Path(args.dir) / "spec.json")
     except OSError as exc:
-        sys.stderr.write(f"immortal: {args['role']}: {exc}\n")
+        sys.stderr.write(f"immortal: {args.role}: {exc}\n")
         return 1
     if data is None:
-        sys.stderr.write(f"immortal: {args['role']}: no spec.json in {args['dir']}\n")
+        sys.stderr.write(f"immortal: {args.role}: no spec.json in {args.dir}\n")
         return 1
     spec = Spec.from_json(data)
     # The caller's import path, so that monitors named 'package.module:Class' import here too.
     sys.path.extend(p for p in spec.sys_path if p not in sys.path)
-    if args["role"] == "daemon":
-        from . import daemon
+    from . import daemon
 
+    if args.role == "daemon":
         return daemon.main(spec, args)
     from . import pump
 
-    return pump.main(spec, args)
+    # A pump whose daemon dies may become it in this process (daemon.become).
+    return pump.main(spec, args, daemon.become)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import atexit
 import gc
-import json
 import os
 import selectors
 import signal
@@ -26,11 +25,13 @@ from typing import Any
 
 from . import _linux, control, dirwatch, orphans, process, rolelog, stall
 from .detach import Handshake, detach
-from .events import DAEMON_RESTART, PUMP_RESTART, PUMP_START, ExitStatus
+from .events import DAEMON_RESTART, PUMP_RESTART, ExitStatus
 from .relay import Ledger, make_channel, make_journal, make_pipe, open_journal
 from .spec import Spec
 from .errors import NotRunning
 from ._linux import parent_pid, process_start_time
+from .roles import (Adopt, Command, Exited, Fds, Finish, Hello, Message, Reaped, Rewrite,
+                    RoleArgs, Spawning, Started, Target, decode)
 from .state import SOCKET_NAME, read_json, write_json
 
 PUMP_RESTART_MIN = 0.05  # first delay when pumps keep dying at once; doubles to the max
@@ -39,17 +40,7 @@ PUMP_RETRY_MAX = 0.5  # the cap instead while a target lives (pumps that fail by
 PUMP_STABLE = 1.0  # a pump that lived this long restarts at once
 
 
-def role_command(args: dict[str, Any]) -> list[str]:
-    return [sys.executable, "-m", "immortal._role", json.dumps(args)]
-
-
-class HandOver(Exception):
-    """Raised by a pump whose daemon died, to become the daemon in the same process: it
-    unwinds the pump's frames (its objects are freed) up to ``pump.main``, which calls
-    :func:`become` with the daemon's arguments (``args[0]``)."""
-
-
-def become(spec: Spec, args: dict[str, Any]) -> int:
+def become(spec: Spec, args: RoleArgs) -> int:
     """Run the daemon in this process, a pump whose daemon died: no exec.
 
     The pump is a fork of the daemon, so the daemon's code is here already, and the target
@@ -67,101 +58,35 @@ def become(spec: Spec, args: dict[str, Any]) -> int:
     return Daemon(spec, args).run()
 
 
-def hand_over(spec: Spec, adopt: dict[str, Any] | None, fds: dict[str, Any]) -> None:
-    """Turn this process (a pump whose daemon died, with threads of a monitor's) into the
-    daemon by ``exec``: same pid, so its target stays its child. Never returns.
-
-    A successor pump is started first, as a fresh interpreter (this process holds monitor
-    code, maybe threads: no fork without exec), adopting the target as after a pump's death.
-    So while this process ``exec``s, two supervisors live: if this one dies now, the
-    successor sees its lifeline end and becomes the daemon in turn; if the successor dies,
-    the new daemon reaps it and starts another. If it cannot be started, the new daemon
-    starts a pump as usual.
-    """
-    args: dict[str, Any] = {"why": DAEMON_RESTART, "adopt": adopt, "fds": dict(fds)}
-    try:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    except OSError as exc:
-        sys.stderr.write(f"immortal: pump: cannot start a successor pump: {exc}\n")
-    else:
-        try:
-            args["pump"] = {"pid": _spawn_successor(spec, adopt, fds, theirs.fileno())}
-            args["fds"]["pump"] = ours.detach()
-        except OSError as exc:
-            sys.stderr.write(f"immortal: pump: cannot start a successor pump: {exc}\n")
-            ours.close()
-        theirs.close()
-    exec_daemon(spec, args)
-
-
-def _spawn_successor(spec: Spec, adopt: dict[str, Any] | None, fds: dict[str, Any],
-                     lifeline: int) -> int:
-    """A fresh pump, the child of this process (the daemon to be): its pid."""
-    import subprocess
-
-    pump_fds = {**fds, "lifeline": lifeline}
-    args = {"role": "pump", "dir": spec.directory, "why": DAEMON_RESTART, "fresh": True,
-            "adopt": dict(adopt, exit=None) if adopt else None, "message_file": None,
-            "daemon_pid": os.getpid(), "fds": pump_fds}
-    keep = [fd for fd in (fds.get("lock"), *fds["out"], *fds["err"], fds.get("journal"),
-                          *(fds.get("channel") or ()), lifeline) if fd is not None]
-    log = os.open(Path(spec.directory) / "pump.log",
-                  os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        child = subprocess.Popen(role_command(args), stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=log, close_fds=True,
-                                 pass_fds=keep)
-    finally:
-        os.close(log)
-    return child.pid
-
-
-def exec_daemon(spec: Spec, args: dict[str, Any]) -> None:
-    """Replace this process (a pump whose daemon died) with a daemon: same pid."""
-    fds = args["fds"]
-    for fd in (fds.get("lock"), *fds["out"], *fds["err"], fds.get("journal"),
-               *(fds.get("channel") or ()), fds.get("pump")):
-        if fd is not None:
-            os.set_inheritable(fd, True)
-    argv = role_command({"role": "daemon", "dir": spec.directory, **args})
-    try:
-        os.execv(argv[0], argv)
-    except OSError as exc:
-        # The successor, if any, sees this process end and becomes the daemon itself.
-        sys.stderr.write(f"immortal: pump: cannot become the daemon: {exc}\n")
-        sys.stderr.flush()
-        os._exit(1)
-
-
 class Daemon:
-    def __init__(self, spec: Spec, args: dict[str, Any]) -> None:
+    def __init__(self, spec: Spec, args: RoleArgs) -> None:
         self.spec = spec
         self.directory = Path(spec.directory)
-        fds = args.get("fds", {})
-        self.handshake = Handshake(fds.get("handshake"))
-        self.lock_fd = fds.get("lock")
-        if fds.get("out"):
-            self.out = tuple(fds["out"])
-            self.err = tuple(fds["err"])
+        fds = args.fds
+        self.handshake = Handshake(fds.handshake)
+        self.lock_fd = fds.lock
+        if fds.out and fds.err:
+            self.out = fds.out
+            self.err = fds.err
             for fd in (*self.out, *self.err):
                 os.set_inheritable(fd, False)
         else:
             self.out = make_pipe()
             self.err = make_pipe()
         # The relay journal: what a pump read but did not deliver outlives it.
-        self.journal = fds["journal"] if fds.get("journal") is not None else make_journal()
+        self.journal = fds.journal if fds.journal is not None else make_journal()
         os.set_inheritable(self.journal, False)
         self.channel: list[int] | None = None  # both ends, held for the group's life
-        if fds.get("channel"):
-            self.channel = list(fds["channel"])
+        if fds.channel:
+            self.channel = list(fds.channel)
             for fd in self.channel:
                 os.set_inheritable(fd, False)
         elif spec.channel:
             self.channel = list(make_channel())
-        self.why: str = args.get("why", PUMP_START)
-        adopt = args.get("adopt")
-        self.target_pid: int | None = adopt["pid"] if adopt else None
-        self.target_started: float | None = adopt["started_wall"] if adopt else None
+        self.why: str = args.why
+        adopt = args.adopt
+        self.target_pid: int | None = adopt.pid if adopt else None
+        self.target_started: float | None = adopt.started_wall if adopt else None
         self.target_exit: ExitStatus | None = None
         self.pump: _ForkedPump | None = None
         self.pump_started = 0.0
@@ -171,7 +96,7 @@ class Daemon:
         self.spawning: int | None = None  # the pump is spawning a target: since (boot ticks)
         self.restart_why = PUMP_RESTART
         self.restart_message: str | None = None
-        self.stop_request: dict[str, Any] | None = None  # for a pump started while stopping
+        self.stop_request: Command | None = None  # for a pump started while stopping
         self.stop_retried = False  # a pump died during the stop and another was started
         self.started = False  # the first pump reported success
         self.stopping = False
@@ -179,9 +104,9 @@ class Daemon:
         self.restart_at: float | None = None
         self.stranger = -1
         self.selector = selectors.DefaultSelector()
-        if args.get("pump"):  # the successor our predecessor pump started (hand_over)
-            self.pump = _ForkedPump(args["pump"]["pid"])
-            self.pump_sock = socket.socket(fileno=fds["pump"])
+        if args.pump and fds.pump is not None:  # the successor our predecessor started
+            self.pump = _ForkedPump(args.pump)
+            self.pump_sock = socket.socket(fileno=fds.pump)
             self.pump_sock.set_inheritable(False)
             self.pump_started = time.monotonic()
             self.selector.register(self.pump_sock, selectors.EVENT_READ, "pump")
@@ -207,7 +132,7 @@ class Daemon:
             if self.pump_sock is not None:
                 # The successor writes its status once we are up: a group reads as whole
                 # only when its daemon can reap again.
-                self._tell_pump(hello=os.getpid())
+                self._tell_pump(Hello())
         self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                       self._command)
         dirwatch.keep(self.directory, self.selector, self.lock_fd, self._dir_restored)
@@ -246,24 +171,19 @@ class Daemon:
         adopt = None
         self._target_left()
         if self.target_pid is not None:
-            adopt = {"pid": self.target_pid, "started_wall": self.target_started,
-                     "exit": self.target_exit.to_json() if self.target_exit else None}
+            adopt = Adopt(self.target_pid, self.target_started, self.target_exit)
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         except OSError as exc:  # out of fds
             self._pump_not_started(why, message_file, exc)
             return
-        fds: dict[str, Any] = {"out": list(self.out), "err": list(self.err),
-                               "journal": self.journal, "channel": self.channel,
-                               "lifeline": theirs.fileno(), "lock": self.lock_fd,
-                               "handshake": self.handshake.fd}
-        args = {"role": "pump", "dir": str(self.directory), "why": why, "adopt": adopt,
-                "message_file": message_file, "daemon_pid": os.getpid(), "fds": fds}
-        keep = [fd for fd in (*self.out, *self.err, self.journal, *(self.channel or ()),
-                              theirs.fileno(), self.lock_fd,
-                              self.handshake.fd) if fd is not None]
+        fds = Fds(lock=self.lock_fd, out=self.out, err=self.err, journal=self.journal,
+                  channel=tuple(self.channel) if self.channel else None,
+                  lifeline=theirs.fileno(), handshake=self.handshake.fd)
+        args = RoleArgs("pump", str(self.directory), why, fds=fds, adopt=adopt,
+                        message_file=message_file, daemon_pid=os.getpid())
         try:
-            self.pump = _fork_pump(self.spec, args, keep, log)
+            self.pump = _fork_pump(self.spec, args, log)
         except OSError as exc:
             ours.close()
             theirs.close()
@@ -299,14 +219,14 @@ class Daemon:
         self.restart_at = time.monotonic() + delay
         self.restart_why, self.restart_message = why, message_file
 
-    def _tell_pump(self, **message: Any) -> None:
+    def _tell_pump(self, message: Message) -> None:
         if self.pump_sock is not None:
             self._tell_pump_on(self.pump_sock, message)
 
     @staticmethod
-    def _tell_pump_on(sock: socket.socket, message: dict[str, Any]) -> None:
+    def _tell_pump_on(sock: socket.socket, message: Message) -> None:
         try:
-            sock.send(json.dumps(message).encode())
+            sock.send(message.to_bytes())
         except OSError:
             pass  # the pump is dying; SIGCHLD tells when it is gone
 
@@ -325,22 +245,20 @@ class Daemon:
         self._handle_message(data)
 
     def _handle_message(self, data: bytes) -> None:
-        try:
-            message = json.loads(data)
-        except ValueError:
-            return
-        if "spawning" in message:
-            self.spawning = message["spawning"]
-        if "target" in message:
-            self.target_pid = message["target"]
-            self.target_started = message.get("started_wall")
+        message = decode(data)
+        if isinstance(message, Spawning):
+            self.spawning = message.since
+        elif isinstance(message, Target):
+            self.target_pid = message.pid
+            self.target_started = message.started_wall
             self.target_exit = None
             self.spawning = None
-        if message.get("exited") is not None and message["exited"] == self.target_pid:
-            self.target_pid = self.target_started = None
-        if message.get("started"):
+        elif isinstance(message, Exited):
+            if message.pid is not None and message.pid == self.target_pid:
+                self.target_pid = self.target_started = None
+        elif isinstance(message, Started):
             self.started = True
-        if "finish" in message:
+        elif isinstance(message, Finish):
             self.finished = True
 
     def _pump_died(self, status: ExitStatus) -> None:
@@ -418,7 +336,7 @@ class Daemon:
             if number in (signal.SIGTERM, signal.SIGINT):
                 if self.pump is not None:
                     self.stopping = True
-                    self.stop_request = {"cmd": "stop"}
+                    self.stop_request = Command({"cmd": "stop"})
                     self.pump.send_signal(signal.SIGTERM)
                 else:
                     self._stop_between_pumps({"cmd": "stop"})
@@ -472,8 +390,7 @@ class Daemon:
                                 uptime=max(0.0, time.time() - self.target_started))
         if self.pump is not None and self.pump_sock is not None:
             try:
-                self.pump_sock.send(json.dumps({"reaped": self.target_pid,
-                                                "status": status.to_json()}).encode())
+                self.pump_sock.send(Reaped(self.target_pid, status).to_bytes())
                 self.target_pid = None
                 return
             except OSError:
@@ -497,11 +414,11 @@ class Daemon:
                 self._stop_between_pumps(request)
                 return {}
             self.stopping = True
-            self.stop_request = request
+            self.stop_request = Command(request)
         try:
             if self.pump is None or self.pump_sock is None:
                 raise OSError("no pump is running right now (one is being restarted)")
-            self.pump_sock.send(json.dumps(request).encode())
+            self.pump_sock.send(Command(request).to_bytes())
         except OSError as exc:
             if cmd == "stop":
                 return {}  # the pump is ending already; the group ends with it
@@ -515,7 +432,7 @@ class Daemon:
         self.stopping = True
         if self.restart_at is not None and not self.stop_retried and self._target_left():
             self.stop_retried = True
-            self.stop_request = request
+            self.stop_request = Command(request)
             self.restart_at = time.monotonic()
         else:
             self.restart_at = None
@@ -529,7 +446,7 @@ class Daemon:
         write_json(self.directory / "spec.json", self.spec.to_json())
         if self.pump_sock is not None:
             try:
-                self.pump_sock.send(b'{"rewrite": true}')
+                self.pump_sock.send(Rewrite().to_bytes())
             except OSError:
                 pass  # a new pump writes status.json when it starts
 
@@ -558,8 +475,7 @@ _frozen = False  # gc.freeze() done, before the first fork
 _ROLE_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 
 
-def _fork_pump(spec: Spec, args: dict[str, Any], keep: list[int],
-               log: Path) -> _ForkedPump:
+def _fork_pump(spec: Spec, args: RoleArgs, log: Path) -> _ForkedPump:
     """Start the pump as a fork of this process, not as a fresh interpreter.
 
     The daemon is ours and single-threaded, so a fork is safe here (never in the caller,
@@ -594,10 +510,10 @@ def _fork_pump(spec: Spec, args: dict[str, Any], keep: list[int],
         signal.set_wakeup_fd(-1)
         for number in _ROLE_SIGNALS:
             signal.signal(number, signal.SIG_DFL)
-        _become_pump_fds(keep, log)
+        _become_pump_fds(args.fds.numbers(), log)
         _linux.set_title(f"immortal: pump {spec.directory}")  # its argv is still ours
         atexit._clear()  # the daemon's exit functions are not the pump's
-        code = pump.main(spec, args)
+        code = pump.main(spec, args, become)
         # What a fresh interpreter's exit would do for a monitor that left a buffered file
         # open: the pump's objects are freed (cycles too), which flushes and closes them.
         gc.collect()
@@ -707,13 +623,11 @@ def _ignore(number: int, frame: object) -> None:
     """The handler of the signals we take: the wake-up fd carries them to the loop."""
 
 
-def main(spec: Spec, args: dict[str, Any]) -> int:
+def main(spec: Spec, args: RoleArgs) -> int:
     process.role_signals()
-    fds = args.get("fds", {})
     log = str(Path(spec.directory) / "daemon.log")
-    if args.get("detach"):
-        keep = [fd for fd in (fds.get("handshake"), fds.get("lock")) if fd is not None]
-        detach(keep, log)
+    if args.detach:
+        detach(args.fds.numbers(), log)
     else:  # exec'd in place of a pump: stderr still points at the pump's log
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         os.dup2(fd, 2)

@@ -17,11 +17,9 @@ another start may have opened them):
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -32,6 +30,8 @@ from .detach import read_handshake
 from .errors import ImmortalError, MonitorError, MonitorOptionsError, StartError, unusable_home
 from .group import Group
 from ._linux import is_alive
+from .records import replace
+from .roles import Fds, RoleArgs, role_command
 from .spec import Request, RestartPolicy, Spec, Strategy, build
 from .state import Lock, check_dir, check_socket_path, ensure_dir, home, write_json
 
@@ -171,27 +171,23 @@ def _launch(spec: Spec, lock: Lock, capture: bool = False) -> Group:
     development = spec.strategy == Strategy.DEVELOPMENT
     role = "daemon" if spec.strategy == Strategy.DAEMON else "pump"
     hs_r, hs_w = os.pipe()
-    fds: dict[str, Any] = {"handshake": hs_w, "lock": lock.fd}
-    keep = [hs_w, lock.fd]
     parent_r = parent_w = None
     if development:
         parent_r, parent_w = os.pipe()
-        fds["parent"] = parent_r
-        keep.append(parent_r)
-    args = {"role": role, "dir": str(directory), "why": "pump start",
-            "detach": not development, "fds": fds}
-    argv = [sys.executable, "-m", "immortal._role", json.dumps(args)]
+    fds = Fds(handshake=hs_w, lock=lock.fd, parent=parent_r)
+    args = RoleArgs(role, str(directory), detach=not development, fds=fds)
     log: Any = None if development else open(directory / f"{role}.log", "ab")
     out = subprocess.PIPE if capture else log
     ready = None if development else standby.claim(role)
     try:
         # A standby (immortal run) gets its files over its socket, not as inherited fds.
         files = {"handshake": hs_w, "lock": lock.fd, "log": log.fileno()} if log else {}
-        if ready is not None and ready.go({**args, "fds": {}}, files, str(directory)):
+        if ready is not None and ready.go(replace(args, fds=Fds()).to_json(), files,
+                                          str(directory)):
             popen = ready.popen
         else:
-            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                     pass_fds=keep, env=standby.role_env(),
+            popen = subprocess.Popen(role_command(args), stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=out, pass_fds=fds.numbers(), env=standby.role_env(),
                                      cwd=str(directory), start_new_session=not development)
     finally:
         os.close(hs_w)

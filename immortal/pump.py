@@ -18,16 +18,19 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import _linux, control, dirwatch, monitoring, orphans, process, relay, rolelog, supervise
 from .detach import Handshake, detach
-from .events import ExitStatus, PUMP_START
+from .events import DAEMON_RESTART, PUMP_START, ExitStatus
 from .spec import Spec, Strategy
 from .errors import ChannelError, ImmortalError, NotRunning
 from ._linux import is_alive, process_start_time
-from .state import SOCKET_NAME, read_json, try_lock, wait_lock, write_json
+from .roles import (Adopt, Command, Exited, Fds, Finish, HandOver, Hello, Message, Reaped,
+                    Rewrite, RoleArgs, Spawning, Started, Target, decode, hand_over)
+from .state import SOCKET_NAME, Status, read_json, try_lock, wait_lock, write_json
 
 MESSAGE_TAIL = 16 * 1024
 TARGET_LOCK = "target.lock"
@@ -51,29 +54,29 @@ def read_tail(path: str | None) -> str | None:
 
 
 class Pump:
-    def __init__(self, spec: Spec, args: dict[str, Any]) -> None:
+    def __init__(self, spec: Spec, args: RoleArgs, subreaper: bool = False) -> None:
         self.spec = spec
         self.args = args
         self.directory = Path(spec.directory)
-        fds = args.get("fds", {})
-        self.handshake = Handshake(fds.get("handshake"))
-        self.lock_fd: int | None = fds.get("lock")
-        self.daemon_pid: int | None = args.get("daemon_pid")
+        fds = args.fds
+        self.handshake = Handshake(fds.handshake)
+        self.lock_fd: int | None = fds.lock
+        self.daemon_pid: int | None = args.daemon_pid
         self.echo = spec.strategy == Strategy.DEVELOPMENT
-        if fds.get("out"):
-            self.out_r, self.out_w = fds["out"]
-            self.err_r, self.err_w = fds["err"]
+        if fds.out and fds.err:
+            self.out_r, self.out_w = fds.out
+            self.err_r, self.err_w = fds.err
             os.set_blocking(self.out_r, False)
             os.set_blocking(self.err_r, False)
         else:
             self.out_r, self.out_w = relay.make_pipe()
             self.err_r, self.err_w = relay.make_pipe()
-        self.journal_fd: int = fds["journal"] if fds.get("journal") is not None \
+        self.journal_fd: int = fds.journal if fds.journal is not None \
             else relay.make_journal()
         self.journal = relay.open_journal(self.journal_fd)
         self.channel: list[int] | None = None
-        if fds.get("channel"):
-            self.channel = list(fds["channel"])
+        if fds.channel:
+            self.channel = list(fds.channel)
         elif spec.channel:
             self.channel = list(relay.make_channel())
         self.channel_sock = socket.socket(fileno=os.dup(self.channel[0])) \
@@ -81,21 +84,21 @@ class Pump:
         if self.channel_sock is not None:
             self.channel_sock.setblocking(False)
         self.lifeline: socket.socket | None = None
-        if fds.get("lifeline") is not None:
-            self.lifeline = socket.socket(fileno=fds["lifeline"])
-        self.parent_fd: int | None = fds.get("parent")
+        if fds.lifeline is not None:
+            self.lifeline = socket.socket(fileno=fds.lifeline)
+        self.parent_fd: int | None = fds.parent
         self.selector = selectors.DefaultSelector()
         self.target: process.Child | None = None
         self.watched = -1  # the pidfd registered in the selector
         self._start_times: dict[int, int | None] = {}
-        self.subreaper = bool(args.get("subreaper"))  # root of the group: orphans come here
+        self.subreaper = subreaper  # root of the group: orphans come here
         self.control: control.Server | None = None  # served here when there is no daemon
         self.machine = supervise.State()
         self.deadline: float | None = None
         self.finished = False
         self.host: monitoring.Host | None = None
-        self.previous = read_json(self.directory / "status.json") if args.get(
-            "why", PUMP_START) != PUMP_START else None
+        self.previous = read_json(self.directory / "status.json") \
+            if args.why != PUMP_START else None
         self.started_wall = (self.previous or {}).get("started_at") or time.time()
         self.relays = (
             relay.Relay(self.out_r, self.journal, 0,
@@ -108,14 +111,41 @@ class Pump:
 
     # ----------------------------------------------------------------- start-up
     def run(self) -> int:
+        self._take_signals()
+        self.handshake.send(role="pump", pid=os.getpid(), start_time=process_start_time(
+            os.getpid()))
+        error = self._load_monitors()
+        if error is not None:
+            return self._fail("MonitorError", error)
+        self._check_daemon()
+        try:
+            actions = self._first_target()
+        except OSError as exc:  # a first start fails instead
+            return self._fail("StartError", process.exec_error(self.spec.command(), exc))
+        try:
+            self._set_up()
+        except Exception as exc:
+            self._kill_own_target()
+            return self._fail("StartError", f"setup failed: {exc}")
+        self._answer()
+        self._watch()
+        self._act(actions)
+        adopt = self.args.adopt
+        if adopt is not None and adopt.exit is not None:
+            self._target_died(adopt.exit)
+        return self._loop()
+
+    def _take_signals(self) -> None:
+        """Our signals come through a wake-up pipe, to the loop."""
         wake_r, wake_w = self.wake = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(number, _ignore)
-        self.handshake.send(role="pump", pid=os.getpid(), start_time=process_start_time(
-            os.getpid()))
+
+    def _load_monitors(self) -> str | None:
+        """Import and create the monitors (``self.host``); the error if they fail."""
         try:
             self.host = monitoring.Host(
                 [(name, monitoring.resolve(name), options)
@@ -123,72 +153,83 @@ class Pump:
                 self.spec.name, self.directory, self.send if self.channel else None,
                 relay.Ledger(self.journal), drop=self.spec.backpressure == "drop")
         except Exception as exc:
-            return self._fail("MonitorError", f"the monitors failed to load in the pump: "
-                                              f"{exc}")
+            return f"the monitors failed to load in the pump: {exc}"
         if self.host.terminal:
             for stream in self.relays:
                 stream.echo = None  # a monitor shows the output on the terminal already
-        self._check_daemon()
-        adopt = self.args.get("adopt")
-        why = self.args.get("why", PUMP_START)
-        message = read_tail(self.args.get("message_file"))
-        if adopt:
-            started = time.monotonic() - max(0.0, time.time() - adopt["started_wall"])
-            self.target = process.Child(adopt["pid"], started, None, own=False)
-            self.machine = supervise.adopt(adopt["pid"], started, self._carried_over())
-            actions: tuple[supervise.Action, ...] = ()
-        else:
-            self.machine = self._carried_over()
-            actions = (supervise.Spawn("start" if why == PUMP_START else "exit"),)
-            try:
-                self.target = self._spawn()
-            except OSError as exc:
-                if why == PUMP_START:
-                    return self._fail("StartError", process.exec_error(
-                        self.spec.command(), exc))
-                self.machine, actions = supervise.step(
-                    self.spec.policy, self.machine, supervise.SpawnFailed(str(exc)),
-                    time.monotonic(), random.random())
-            else:
-                self.machine, _ = supervise.step(self.spec.policy, self.machine,
-                                                 supervise.Spawned(self.target.pid),
-                                                 time.monotonic(), random.random())
-                actions = ()
+        return None
+
+    def _first_target(self) -> tuple[supervise.Action, ...]:
+        """Adopt the target we were handed, or spawn one: the machine's first state, and
+        the actions left to carry out. An OSError only for a first start's failed spawn."""
+        adopt = self.args.adopt
+        why = self.args.why
+        if adopt is not None:
+            started = time.monotonic() - max(0.0, time.time() - adopt.started_wall)
+            self.target = process.Child(adopt.pid, started, None, own=False)
+            self.machine = supervise.adopt(adopt.pid, started, self._carried_over())
+            return ()
+        self.machine = self._carried_over()
         try:
-            self.host.call("setup", strict=why == PUMP_START, why=why, message=message)
-        except Exception as exc:
-            if self.target is not None and self.target.own:
-                self.target.kill_group(signal.SIGKILL)
-                while self.target.reap(time.monotonic()) is None:
-                    time.sleep(0.001)  # SIGKILL was sent: the reap is a matter of microseconds
-            return self._fail("StartError", f"setup failed: {exc}")
-        if adopt:
-            self.host.call("adopt", pid=adopt["pid"])
+            self.target = self._spawn()
+        except OSError as exc:
+            if why == PUMP_START:
+                raise
+            self.machine, actions = supervise.step(
+                self.spec.policy, self.machine, supervise.SpawnFailed(str(exc)),
+                time.monotonic(), random.random())
+            return actions
+        self.machine, _ = supervise.step(self.spec.policy, self.machine,
+                                         supervise.Spawned(self.target.pid),
+                                         time.monotonic(), random.random())
+        return ()
+
+    def _kill_own_target(self) -> None:
+        """A failed start: the target we spawned goes with it."""
+        if self.target is not None and self.target.own:
+            self.target.kill_group(signal.SIGKILL)
+            while self.target.reap(time.monotonic()) is None:
+                time.sleep(0.001)  # SIGKILL was sent: the reap is a matter of microseconds
+
+    def _set_up(self) -> None:
+        """The monitors' ``setup`` (and ``adopt``), then what a predecessor left."""
+        assert self.host is not None
+        adopt = self.args.adopt
+        why = self.args.why
+        message = read_tail(self.args.message_file)
+        self.host.call("setup", strict=why == PUMP_START, why=why, message=message)
+        if adopt is not None:
+            self.host.call("adopt", pid=adopt.pid)
         self._check_daemon()
         for stream in self.relays:
             stream.recover()
             stream.deliver()  # what a dead predecessor had read but not delivered
-        if self.target is not None and not adopt:
+        if self.target is not None and adopt is None:
             if self.machine.spawned <= 1 and why == PUMP_START:
                 self.host.call("spawn", pid=self.target.pid)
             else:  # a successor pump found the target dead and spawned anew
                 self.host.call("respawn", pid=self.target.pid, why="exit")
-        if not self.args.get("fresh"):  # a successor writes it once its daemon is up
+
+    def _answer(self) -> None:
+        """Up: the status written, the daemon and the caller told."""
+        if not self.args.fresh:  # a successor writes it once its daemon is up
             self._write_status()
         if self.daemon_pid is None:
             self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                           self.command)
             dirwatch.keep(self.directory, self.selector, self.lock_fd, self._dir_restored)
         # The daemon first: once the caller has its answer, a pump's death is a restart.
-        self._tell_daemon(started=True)
+        self._tell_daemon(Started())
         self.handshake.send(ok=True, target=self.target.pid if self.target else None)
         self.handshake.close()
-        if self.daemon_pid is None or self.args.get("fresh"):
+        if self.daemon_pid is None or self.args.fresh:
             # A fresh interpreter (unattached, development, a pump's successor): its argv
             # is a JSON blob. (A daemon's pump is its fork and was titled there.)
             _linux.set_title(f"immortal: pump {self.directory}")
 
-        self.selector.register(wake_r, selectors.EVENT_READ, "signal")
+    def _watch(self) -> None:
+        """What the loop waits on."""
+        self.selector.register(self.wake[0], selectors.EVENT_READ, "signal")
         self.selector.register(self.out_r, selectors.EVENT_READ, "stdout")
         self.selector.register(self.err_r, selectors.EVENT_READ, "stderr")
         if self.channel_sock is not None:
@@ -198,10 +239,6 @@ class Pump:
         if self.parent_fd is not None:
             self.selector.register(self.parent_fd, selectors.EVENT_READ, "parent")
         self._watch_target()
-        self._act(actions)
-        if adopt and adopt.get("exit"):
-            self._target_died(ExitStatus.from_json(adopt["exit"]))
-        return self._loop()
 
     def _carried_over(self) -> supervise.State:
         """The counters of the group so far, as the previous pump left them."""
@@ -214,7 +251,6 @@ class Pump:
     def _fail(self, kind: str, message: str) -> int:
         self.handshake.send(error=kind, message=message)
         rolelog.report("failed", f"immortal: pump: {message}\n")
-        self._tell_daemon(failed=message)
         return 1
 
     # ----------------------------------------------------------------- main loop
@@ -349,25 +385,21 @@ class Pump:
         if not data:
             self._daemon_died()
             return
-        message = json.loads(data)
-        if "hello" in message:  # the daemon we were started for is up (hand_over)
+        message = decode(data)
+        # Hello: the daemon we were started for is up (hand_over); Rewrite: it put the
+        # instance directory back.
+        if isinstance(message, (Hello, Rewrite)):
             self._write_status()
-            return
-        if "cmd" in message:
+        elif isinstance(message, Command):
             try:
-                self.command(message)
+                self.command(message.request)
             except ImmortalError as exc:
-                rolelog.report("command", f"immortal: pump: {message['cmd']}: {exc}\n")
-            return
-        if message.get("rewrite"):  # the daemon put the instance directory back
-            self._write_status()
-            return
-        reaped = message.get("reaped")
-        if reaped and self.target is not None and not self.target.own \
-                and reaped == self.target.pid:
-            status = ExitStatus.from_json(message["status"])
-            self.target.dead(status)
-            self._target_died(status)
+                rolelog.report("command", f"immortal: pump: {message.request['cmd']}: "
+                                          f"{exc}\n")
+        elif isinstance(message, Reaped) and message.pid and self.target is not None \
+                and not self.target.own and message.pid == self.target.pid:
+            self.target.dead(message.status)
+            self._target_died(message.status)
 
     def _on_parent(self, fd: int) -> None:
         try:
@@ -406,7 +438,7 @@ class Pump:
                 # before the bookkeeping below (measured: its first instruction ~0.4 ms
                 # sooner).
                 os.sched_yield()
-        self._tell_daemon(exited=dead)
+        self._tell_daemon(Exited(dead))
         self.host.call("exit", status=record)
         self._act(actions, spawned)
         self._write_status()
@@ -414,7 +446,7 @@ class Pump:
     def _check_daemon(self) -> None:
         """During start-up (long with a slow monitor), act on the daemon's death at once
         rather than at the end of it: the target would have no other supervisor."""
-        if self.lifeline is None or self.args.get("why", PUMP_START) == PUMP_START:
+        if self.lifeline is None or self.args.why == PUMP_START:
             return  # a first start answers its caller first
         try:
             data = self.lifeline.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
@@ -432,7 +464,7 @@ class Pump:
         daemon in place (``daemon.become``), at once: what is in the pipes, and what it
         read but did not deliver (the journal), is delivered by the pump the new daemon
         forks. With a monitor's threads it ``exec``s instead, after a fresh successor pump
-        is started (``daemon.hand_over``).
+        is started (``roles.hand_over``).
         """
         assert self.lifeline is not None
         if self.lifeline.fileno() in self.selector.get_map():
@@ -441,19 +473,17 @@ class Pump:
             self._drain(final=False)
             self.lifeline = None
             return
-        from . import daemon  # the role we turn into
-
         # What this process becomes (so that ps never shows two pumps in the hand-over).
         _linux.set_title(f"immortal: daemon {self.directory}")
         adopt = None
         if self.target is not None:
-            adopt = {"pid": self.target.pid, "started_wall": self.target.started_wall}
+            adopt = Adopt(self.target.pid, self.target.started_wall)
             self.target.close()
-        elif self.args.get("adopt"):  # still starting: the target we were to adopt
-            adopt = {k: self.args["adopt"][k] for k in ("pid", "started_wall")}
-        fds = {"lock": self.lock_fd, "out": [self.out_r, self.out_w],
-               "err": [self.err_r, self.err_w], "journal": self.journal_fd,
-               "channel": self.channel}
+        elif self.args.adopt is not None:  # still starting: the target we were to adopt
+            adopt = Adopt(self.args.adopt.pid, self.args.adopt.started_wall)
+        fds = Fds(lock=self.lock_fd, out=(self.out_r, self.out_w),
+                  err=(self.err_r, self.err_w), journal=self.journal_fd,
+                  channel=tuple(self.channel) if self.channel else None)
         if _linux.threads() == 1:
             # No thread of a monitor's to carry along: become the daemon in this process
             # (see main), without an exec's start-up, while we alone supervise.
@@ -461,14 +491,15 @@ class Pump:
             self.selector.close()
             for fd in self.wake:
                 os.close(fd)
-            raise daemon.HandOver({"why": "daemon restart", "adopt": adopt, "fds": fds})
+            raise HandOver(RoleArgs("daemon", str(self.directory), DAEMON_RESTART,
+                                    fds=fds, adopt=adopt))
         self._drain(final=False)
         # The monitors' threads take what they were given before the successor starts (it
         # would hand the same lines over again); not longer: nobody reads the pipes meanwhile.
         self._catch_up(MONITOR_GRACE)
         self._write_status()
         sys.stderr.flush()
-        daemon.hand_over(self.spec, adopt, fds)
+        hand_over(str(self.directory), adopt, fds)
 
     def _dir_restored(self) -> None:
         """As the group's root: the instance directory was removed and made again
@@ -557,7 +588,7 @@ class Pump:
         for name in self.host.flush(MONITOR_GRACE):
             sys.stderr.write(f"immortal: pump: monitor {name!r} is still busy; it gets no "
                              "more calls\n")
-        self._tell_daemon(finish=action.phase, reason=reason)
+        self._tell_daemon(Finish())
 
     def _catch_up(self, timeout: float) -> None:
         """Backpressure "drop": the monitors' queues get ``timeout`` seconds to empty."""
@@ -574,7 +605,7 @@ class Pump:
         """
         # A new start of the name first ends what its last run left (its supervisors are
         # gone: we hold the group lock), found by token even if it closed target.lock.
-        if self.machine.spawned == 0 and self.args.get("why", PUMP_START) == PUMP_START:
+        if self.machine.spawned == 0 and self.args.why == PUMP_START:
             self._kill_orphan(fresh=True)
         lock = try_lock(self.directory / TARGET_LOCK)
         if lock is None and self._kill_orphan():
@@ -594,15 +625,15 @@ class Pump:
             # (a hook, a status write): a pump that dies after the spawn leaves a target the
             # daemon hands to the next pump, never one nobody knows about. 'spawning' covers
             # a death inside the spawn itself (see Daemon._find_orphan).
-            self._tell_daemon(spawning=_linux.boot_ticks())
+            self._tell_daemon(Spawning(_linux.boot_ticks()))
             try:
                 child = process.spawn(self.spec.command(), env=env, cwd=self.spec.cwd,
                                       umask=self.spec.umask, stdout=self.out_w,
                                       stderr=self.err_w, pass_fds=tuple(keep))
             except OSError:
-                self._tell_daemon(spawning=None)
+                self._tell_daemon(Spawning(None))
                 raise
-            self._tell_daemon(target=child.pid, started_wall=child.started_wall)
+            self._tell_daemon(Target(child.pid, child.started_wall))
             return child
         finally:
             os.close(lock)  # the target's copy holds it now
@@ -642,11 +673,11 @@ class Pump:
         if self.target is not None:
             self.target.close()
 
-    def _tell_daemon(self, **message: Any) -> None:
+    def _tell_daemon(self, message: Message) -> None:
         if self.lifeline is None:
             return
         try:
-            self.lifeline.send(json.dumps(message).encode())
+            self.lifeline.send(message.to_bytes())
         except OSError:
             pass  # the daemon is gone; its lifeline EOF is handled in the loop
 
@@ -667,7 +698,8 @@ class Pump:
                 self._start_times = {pid: known}
         return known
 
-    def _status_data(self) -> dict[str, Any]:
+    def _status(self) -> Status:
+        """The group's state as ``status.json`` holds it (its one writer)."""
         m = self.machine
         pids = {"pump": os.getpid()}
         if self.daemon_pid:
@@ -677,44 +709,39 @@ class Pump:
         next_at = None
         if m.phase == supervise.BACKOFF and m.deadline is not None:
             next_at = time.time() + (m.deadline - time.monotonic())
-        data = {
-            "name": self.spec.name, "state": m.phase, "strategy": self.spec.strategy.value,
-            "pids": pids,
-            "start_times": {role: self._start_time(pid) for role, pid in pids.items()},
-            "restarts": m.restarts, "spawned": m.spawned,
-            "last_exit": m.last_exit.to_json() if m.last_exit else None,
-            "next_restart_at": next_at, "reason": m.reason,
-            "started_at": self.started_wall,
-            "target_started_at": self.target.started_wall if self.target else None,
-            "output": self.spec.log_path, "directory": str(self.directory),
-        }
+        status = Status(
+            name=self.spec.name, state=m.phase, strategy=self.spec.strategy.value, pids=pids,
+            start_times={role: self._start_time(pid) for role, pid in pids.items()},
+            restarts=m.restarts, spawned=m.spawned, last_exit=m.last_exit,
+            next_restart_at=next_at, reason=m.reason, started_at=self.started_wall,
+            target_started_at=self.target.started_wall if self.target else None,
+            output=self.spec.log_path, directory=str(self.directory))
         if self.host is not None:
-            monitors = self.host.status()
-            data["monitors"] = monitors
-            data["dropped"] = sum(m["dropped"] for m in monitors.values())
-        return data
+            status.monitors = self.host.status()
+            status.dropped = sum(m["dropped"] for m in status.monitors.values())
+        return status
+
+    def _status_data(self) -> dict[str, Any]:
+        return self._status().to_json(stored=True)
 
 
 def _ignore(number: int, frame: object) -> None:
     """The handler of the signals we take: the wake-up fd carries them to the loop."""
 
 
-def main(spec: Spec, args: dict[str, Any]) -> int:
+def main(spec: Spec, args: RoleArgs, become: Callable[[Spec, RoleArgs], int]) -> int:
+    """Run the pump; ``become`` runs the daemon in this process (``daemon.become``) if the
+    daemon dies and this pump can take its place without an exec."""
     process.role_signals()
-    if args.get("detach"):
-        fds = args.get("fds", {})
-        keep = [fd for fd in (fds.get("handshake"), fds.get("lock")) if fd is not None]
-        detach(keep, str(Path(spec.directory) / "pump.log"))
+    if args.detach:
+        detach(args.fds.numbers(), str(Path(spec.directory) / "pump.log"))
     # Our own log when detached or forked by the daemon; the caller's stderr in development.
-    own = args.get("detach") or args.get("daemon_pid") is not None
+    own = args.detach or args.daemon_pid is not None
     rolelog.install(str(Path(spec.directory) / "pump.log") if own else None)
-    if args.get("daemon_pid") is None:
-        # No daemon above us: we are the group's root, and escaped grandchildren are ours.
-        args["subreaper"] = _linux.set_subreaper()
-    from .daemon import HandOver, become
-
+    # No daemon above us: we are the group's root, and escaped grandchildren are ours.
+    subreaper = _linux.set_subreaper() if args.daemon_pid is None else False
     try:
-        return Pump(spec, args).run()
+        return Pump(spec, args, subreaper).run()
     except HandOver as change:  # the daemon died: this process becomes it
         daemon_args = change.args[0]
     return become(spec, daemon_args)

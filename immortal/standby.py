@@ -137,8 +137,9 @@ def claim(role: str) -> Standby | None:
 
 
 def wait(sock_fd: int) -> tuple[dict[str, Any], str] | None:
-    """In the role: its arguments and working directory, once the caller sends them; the
-    files it sent are put in ``args["fds"]``, and the log becomes stdout and stderr."""
+    """In the role: its arguments (the JSON of a ``roles.RoleArgs``) and working directory,
+    once the caller sends them; the files it sent are put in ``args["fds"]``, and the log
+    becomes stdout and stderr."""
     with socket.socket(fileno=sock_fd) as sock:
         try:
             data, fds, _, _ = socket.recv_fds(sock, 1 << 20, len(FILES))

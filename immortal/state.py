@@ -307,8 +307,11 @@ class Status(MutableRecord):
             stalled=data.get("stalled") or None,
         )
 
-    def to_json(self) -> dict[str, Any]:
-        return {
+    def to_json(self, *, stored: bool = False) -> dict[str, Any]:
+        """The record as JSON. ``stored``: as ``status.json`` holds it (the pump writes it
+        from this record), without what readers find out for themselves (``running``,
+        from the roles' liveness; ``stalled``, from ``stalled.json``)."""
+        data = {
             "name": self.name, "state": self.state, "running": self.running,
             "pids": self.pids, "restarts": self.restarts, "spawned": self.spawned,
             "last_exit": self.last_exit.to_json() if self.last_exit else None,
@@ -318,6 +321,9 @@ class Status(MutableRecord):
             "directory": self.directory, "start_times": self.start_times,
             "dropped": self.dropped, "monitors": self.monitors, "stalled": self.stalled,
         }
+        if stored:
+            del data["running"], data["stalled"]
+        return data
 
     @property
     def stale(self) -> bool:

@@ -1,0 +1,305 @@
+"""The role protocol: what a daemon or pump is started with, and what the two tell each other.
+
+A role starts as ``python -m immortal._role JSON`` (or is forked by the daemon) with a
+:class:`RoleArgs`: the role, the instance directory, why it starts, the target it adopts and
+the group's files (:class:`Fds`). Pump and daemon then talk over their lifeline, a
+``SOCK_SEQPACKET`` pair: one datagram, one JSON object, one message record below. Both
+roles import this module, never each other for the hand-over: a pump whose daemon died
+becomes the daemon here (:class:`HandOver`, raised to its caller, or :func:`hand_over`, an
+``exec``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from .events import DAEMON_RESTART, PUMP_START, ExitStatus
+from .records import Record, replace
+
+__all__ = ["Adopt", "Command", "Exited", "Fds", "Finish", "HandOver", "Hello", "Message",
+           "Reaped", "Rewrite", "RoleArgs", "Spawning", "Started", "Target", "decode",
+           "exec_daemon", "hand_over", "role_command"]
+
+_PAIRS = ("out", "err", "channel")  # the fds that come as (read end, write end)
+
+
+class Fds(Record):
+    """The group's files a role is handed (fd numbers), None where there is none."""
+
+    lock: int | None = None  #: the instance lock
+    out: tuple[int, int] | None = None  #: the target's stdout pipe (read, write)
+    err: tuple[int, int] | None = None  #: the target's stderr pipe
+    journal: int | None = None  #: the relay journal (what a pump read, not delivered)
+    channel: tuple[int, int] | None = None  #: the message channel (ours, the target's)
+    lifeline: int | None = None  #: the pump's end of its lifeline to the daemon
+    handshake: int | None = None  #: the write end of the caller's handshake pipe
+    parent: int | None = None  #: development: the caller's end-of-life pipe
+    pump: int | None = None  #: the daemon's end of a successor pump's lifeline
+
+    def numbers(self) -> list[int]:
+        """Every fd held here, in field order: the ones a role's process keeps or inherits."""
+        kept: list[int] = []
+        for name in self._fields:
+            value = getattr(self, name)
+            if isinstance(value, (tuple, list)):
+                kept.extend(value)
+            elif value is not None:
+                kept.append(value)
+        return kept
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: list(value) if isinstance(value, (tuple, list)) else value
+                for name in self._fields if (value := getattr(self, name)) is not None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Fds:
+        return cls(**{name: tuple(value) if name in _PAIRS and value else value
+                      for name, value in data.items() if name in cls._fields})
+
+
+class Adopt(Record):
+    """The target a new role takes over: its pid, its wall-clock start, and how it ended
+    if the daemon reaped it while no pump ran."""
+
+    pid: int
+    started_wall: float | None
+    exit: ExitStatus | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "started_wall": self.started_wall,
+                "exit": self.exit.to_json() if self.exit else None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Adopt:
+        last = data.get("exit")
+        return cls(data["pid"], data.get("started_wall"),
+                   ExitStatus.from_json(last) if last else None)
+
+
+class RoleArgs(Record):
+    """What a role starts with (the JSON of its command line)."""
+
+    role: str  #: "daemon" or "pump"
+    dir: str  #: the instance directory
+    why: str = PUMP_START  #: PUMP_START, PUMP_RESTART or DAEMON_RESTART
+    detach: bool = False  #: leave the caller first (a first role, not in development)
+    fds: Fds = Fds()
+    adopt: Adopt | None = None
+    message_file: str | None = None  #: a pump: the log whose tail tells why it restarts
+    daemon_pid: int | None = None  #: a pump: its daemon; None at the group's root
+    fresh: bool = False  #: a pump: a fresh interpreter started by a dying pump (hand_over)
+    pump: int | None = None  #: a daemon: the successor pump already running (hand_over)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in self._fields}
+        data["fds"] = self.fds.to_json()
+        data["adopt"] = self.adopt.to_json() if self.adopt else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RoleArgs:
+        values = {name: data[name] for name in cls._fields if name in data}
+        values["fds"] = Fds.from_json(data.get("fds") or {})
+        values["adopt"] = Adopt.from_json(data["adopt"]) if data.get("adopt") else None
+        return cls(**values)
+
+
+def role_command(args: RoleArgs) -> list[str]:
+    """The command line of a role started as a fresh interpreter."""
+    return [sys.executable, "-m", "immortal._role", json.dumps(args.to_json())]
+
+
+# ----------------------------------------------------------------- lifeline messages
+class Message(Record):
+    """A lifeline message. On the wire, a JSON object whose key ``KEY`` names the message
+    and carries its first field (``True`` for a message without fields); the other fields
+    follow under their names."""
+
+    KEY = ""
+
+    def to_json(self) -> dict[str, Any]:
+        fields = self._fields
+        data: dict[str, Any] = {self.KEY: getattr(self, fields[0]) if fields else True}
+        data.update((name, getattr(self, name)) for name in fields[1:])
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Message:
+        fields = cls._fields
+        if not fields:
+            return cls()
+        return cls(data[cls.KEY], *[data.get(name) for name in fields[1:]])
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_json()).encode()
+
+    @staticmethod
+    def from_bytes(data: bytes) -> Message | None:
+        """The message in ``data``; None if it is none (not JSON, or unknown)."""
+        try:
+            fields = json.loads(data)
+        except ValueError:
+            return None
+        if not isinstance(fields, dict):
+            return None
+        for kind in _MESSAGES:
+            if kind.KEY in fields:
+                return kind.from_json(fields)
+        return None
+
+
+decode = Message.from_bytes
+
+
+# pump ─► daemon
+class Spawning(Message):
+    """The pump is about to spawn a target (boot ticks before the spawn), or did not after
+    all (None): a pump that dies inside the spawn leaves a target the daemon can find."""
+
+    KEY = "spawning"
+    since: int | None
+
+
+class Target(Message):
+    """The pump spawned a target: the daemon knows it before anything else happens."""
+
+    KEY = "target"
+    pid: int
+    started_wall: float | None
+
+
+class Exited(Message):
+    """The pump's target ``pid`` died and was reaped by the pump."""
+
+    KEY = "exited"
+    pid: int
+
+
+class Started(Message):
+    """The pump answered the caller: from now on a pump's death is a restart."""
+
+    KEY = "started"
+
+
+class Finish(Message):
+    """The group ends (stopped, or given up): no pump is started after this one."""
+
+    KEY = "finish"
+
+
+# daemon ─► pump
+class Hello(Message):
+    """The daemon a dying pump exec'd into is up (``hand_over``): the successor pump
+    writes its status now."""
+
+    KEY = "hello"
+
+
+class Rewrite(Message):
+    """The daemon put the instance directory back: the pump writes its status again."""
+
+    KEY = "rewrite"
+
+
+class Reaped(Message):
+    """The daemon reaped the adopted target ``pid`` (the pump's target is not its child)."""
+
+    KEY = "reaped"
+    pid: int
+    status: ExitStatus
+
+    def to_json(self) -> dict[str, Any]:
+        return {self.KEY: self.pid, "status": self.status.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Reaped:
+        return cls(data[cls.KEY], ExitStatus.from_json(data["status"]))
+
+
+class Command(Message):
+    """A control request passed on to the pump, as ``control.check_request`` checked it."""
+
+    KEY = "cmd"
+    request: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.request)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Command:
+        return cls(data)
+
+
+_MESSAGES: tuple[type[Message], ...] = (Hello, Command, Rewrite, Reaped, Spawning, Target,
+                                        Exited, Started, Finish)
+
+
+# ----------------------------------------------------------------- the hand-over
+class HandOver(Exception):
+    """Raised by a pump whose daemon died, to become the daemon in the same process: it
+    unwinds the pump's frames (its objects are freed) up to ``pump.main``, which calls the
+    daemon's ``become`` with the daemon's :class:`RoleArgs` (``args[0]``)."""
+
+
+def hand_over(directory: str, adopt: Adopt | None, fds: Fds) -> None:
+    """Turn this process (a pump whose daemon died, with threads of a monitor's) into the
+    daemon by ``exec``: same pid, so its target stays its child. Never returns.
+
+    A successor pump is started first, as a fresh interpreter (this process holds monitor
+    code, maybe threads: no fork without exec), adopting the target as after a pump's death.
+    So while this process ``exec``s, two supervisors live: if this one dies now, the
+    successor sees its lifeline end and becomes the daemon in turn; if the successor dies,
+    the new daemon reaps it and starts another. If it cannot be started, the new daemon
+    starts a pump as usual.
+    """
+    args = RoleArgs("daemon", directory, DAEMON_RESTART, adopt=adopt, fds=fds)
+    try:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    except OSError as exc:
+        sys.stderr.write(f"immortal: pump: cannot start a successor pump: {exc}\n")
+    else:
+        try:
+            pid = _spawn_successor(directory, adopt, fds, theirs.fileno())
+            args = replace(args, pump=pid, fds=replace(fds, pump=ours.detach()))
+        except OSError as exc:
+            sys.stderr.write(f"immortal: pump: cannot start a successor pump: {exc}\n")
+            ours.close()
+        theirs.close()
+    exec_daemon(args)
+
+
+def _spawn_successor(directory: str, adopt: Adopt | None, fds: Fds, lifeline: int) -> int:
+    """A fresh pump, the child of this process (the daemon to be): its pid."""
+    import subprocess
+
+    args = RoleArgs("pump", directory, DAEMON_RESTART, fds=replace(fds, lifeline=lifeline),
+                    adopt=replace(adopt, exit=None) if adopt else None,
+                    daemon_pid=os.getpid(), fresh=True)
+    log = os.open(Path(directory) / "pump.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                  0o600)
+    try:
+        child = subprocess.Popen(role_command(args), stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=log, close_fds=True,
+                                 pass_fds=args.fds.numbers())
+    finally:
+        os.close(log)
+    return child.pid
+
+
+def exec_daemon(args: RoleArgs) -> None:
+    """Replace this process (a pump whose daemon died) with a daemon: same pid."""
+    for fd in args.fds.numbers():
+        os.set_inheritable(fd, True)
+    argv = role_command(args)
+    try:
+        os.execv(argv[0], argv)
+    except OSError as exc:
+        # The successor, if any, sees this process end and becomes the daemon itself.
+        sys.stderr.write(f"immortal: pump: cannot become the daemon: {exc}\n")
+        sys.stderr.flush()
+        os._exit(1)
