@@ -61,6 +61,10 @@ class Sink:
         self.takes = tuple(bool(block or lines or line[s]) for s in (0, 1))
         #: backpressure "drop": count in the ledger the lines it took (``Worker``)
         self.counts = False
+        #: backpressure "drop": set when the rest of its output is to be dropped, and what
+        #: counts the lines dropped so (``Worker``)
+        self.abandon: threading.Event | None = None
+        self.lost: Callable[[int], None] = lambda count: None
         self._reported: dict[str, float] = {}
 
     def output(self, stream: int, data: bytes, offset: int, end: int) -> None:
@@ -94,7 +98,12 @@ class Sink:
         assert call is not None
         lines = data.split(b"\n")
         del lines[-1]
-        for line in lines:
+        for index, line in enumerate(lines):
+            if self.abandon is not None and self.abandon.is_set():
+                # The group ends and this monitor is behind (``Worker.discard``): the rest
+                # of the block is dropped, so that its last events reach it soon.
+                self.lost(len(lines) - index)
+                break
             ledger.set_busy(slot, time.monotonic_ns())
             try:
                 call(line, offset)
@@ -137,6 +146,8 @@ class Worker:
     def __init__(self, sink: Sink, ledger: Ledger, limit: int = QUEUE_BYTES) -> None:
         self.sink = sink
         sink.counts = True
+        sink.abandon = threading.Event()
+        sink.lost = self._lost
         self._ledger = ledger
         self._limit = limit
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
@@ -183,7 +194,10 @@ class Worker:
         return True
 
     def discard(self) -> None:
-        """Drop the output still queued (counted as dropped); events stay queued."""
+        """Drop the output still queued (counted as dropped), and the rest of the block
+        being delivered; events stay queued."""
+        assert self.sink.abandon is not None
+        self.sink.abandon.set()
         with self._ready:
             kept: collections.deque[tuple[Any, ...]] = collections.deque()
             count = 0
@@ -204,9 +218,10 @@ class Worker:
 
     def _lost(self, count: int) -> None:
         if count > 0:
-            self.unreported += count
-            self._ledger.add_dropped(self.sink.slot, count)
-            self._ledger.add_queued(self.sink.slot, -count)
+            with self._ready:  # the monitor's thread counts here too (Sink.lost)
+                self.unreported += count
+                self._ledger.add_dropped(self.sink.slot, count)
+                self._ledger.add_queued(self.sink.slot, -count)
 
     _busy = False
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from importlib import metadata
 
 DEFAULT = "file"
+DISCARD_GRACE = 1.0  #: seconds a discarding monitor has to leave the block it is in
 
 
 class _Manager(pluggy.PluginManager):
@@ -319,6 +320,10 @@ class Host:
         for worker in self.workers or ():
             if worker.sink.name in late:
                 worker.discard()
+        if late:
+            # A discarding monitor drops the rest of the block it is in too: wait for that,
+            # so that the count of dropped lines is complete before it is reported.
+            self.flush(DISCARD_GRACE)
         return late
 
     def flush(self, timeout: float) -> list[str]:
