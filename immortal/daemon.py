@@ -50,10 +50,11 @@ def become(spec: Spec, args: RoleArgs) -> int:
     """
     gc.collect()  # the monitors' objects: their files flushed and closed before any fork
     sys.setrecursionlimit(sys.getrecursionlimit() + 16)  # each hand-over nests a few frames
-    fd = os.open(Path(spec.directory) / "daemon.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                 0o600)
+    log = Path(spec.directory) / "daemon.log"
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.dup2(fd, 2)
     os.close(fd)
+    rolelog.install(str(log))  # its rotation renames the daemon's log now, not the pump's
     _linux.set_subreaper()
     return Daemon(spec, args).run()
 
