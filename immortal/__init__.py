@@ -1,9 +1,10 @@
 """immortal: keep a program alive, detached, with every line and event sent to a monitor.
 
-Layers (a module imports only from lower ones):
-0 errors, events, safety, _linux · 1 names, spec, state, hookspecs, monitor · 2 process,
-supervise, detach, monitoring, control, group · 3 pump, daemon, launcher, manager · 4 cli,
-__main__, this module.
+Layers (a module imports only from lower ones; tests/test_layering.py checks it):
+0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby · 1 events,
+names, safety, channel, control, relay, orphans, figures, tailing · 2 process, monitor,
+roles, delivery, state · 3 monitoring, render, dirwatch, stall · 4 spec · 5 supervise,
+group · 6 pump, launcher · 7 daemon, manager, cli · 8 _role, __main__, __init__
 """
 
 from __future__ import annotations
