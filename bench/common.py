@@ -57,7 +57,7 @@ class Stamps:
         return got
 
     def wait(self, kind: str, timeout: float = 10.0) -> tuple[list[tuple[str, int, int]],
-                                                            tuple[str, int, int]]:
+                                                              tuple[str, int, int]]:
         """Read until a stamp of ``kind`` comes: (every stamp read, that stamp)."""
         deadline = time.monotonic() + timeout
         seen: list[tuple[str, int, int]] = []

@@ -232,7 +232,8 @@ def spawn_primitives(b: Any, n: int = 200) -> dict[str, float]:
 
 def _pyspy(pid: int, seconds: float, out: Path) -> subprocess.Popen:
     return subprocess.Popen([str(PYSPY), "record", "-p", str(pid), "-r", "997", "-d",
-                             str(max(1, round(seconds))), "-f", "raw", "-o", str(out), "--nonblocking"],
+                             str(max(1, round(seconds))), "-f", "raw", "-o", str(out),
+                             "--nonblocking"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -160,7 +160,8 @@ def render(r: dict[str, Any]) -> str:
                  "0}`; supervisord `startsecs=0`; circus `max_retry=-1`, `warmup_delay=0`; PM2 "
                  "`min_uptime=0`, `restart_delay=0`): a target that exits 1 at once; the time "
                  "between two successive first instructions, every restart of "
-                 f"{r['params']['crash_windows']} windows of {r['params']['crash_window']:g} s taken as a sample. Goal: ≤ 3 ms per "
+                 f"{r['params']['crash_windows']} windows of "
+                 f"{r['params']['crash_window']:g} s taken as a sample. Goal: ≤ 3 ms per "
                  "restart.", ""]
         per = x.get("crash_cpu_per_restart_us", {})
         bare = med(sample("crash loop", "bare loop"))
@@ -348,7 +349,8 @@ def render(r: dict[str, Any]) -> str:
         body += ["", f"Verdict: one group {verdict(ok1)}, {many['groups'] if many else '?'} "
                  f"groups {verdict(ok2)}.", ""]
         summary.append(["memory", "≤ 10 MB PSS per group",
-                        f"{f(one / 1024 if one else None)} MB alone, {f(per / 1024 if per else None)}"
+                        f"{f(one / 1024 if one else None)} MB alone, "
+                        f"{f(per / 1024 if per else None)}"
                         f" MB each of {many['groups'] if many else '?'}",
                         verdict(_all(ok1, ok2))])
 

@@ -872,7 +872,7 @@ def machine() -> dict[str, str]:
                             "monitors"], capture_output=True, text=True).stdout.strip()
     return {"cpu": model, "cores": str(os.cpu_count()), "kernel": platform.release(),
             "python": platform.python_version(), "commit": commit + (" (+ local changes to "
-                                                                      "immortal/)" if dirty else ""),
+                                                                     "immortal/)" if dirty else ""),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "load": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
             "memory": _meminfo(),
@@ -961,7 +961,7 @@ def main(argv: list[str] | None = None) -> int:
                 stamps.close()
     elapsed = time.monotonic() - began
     command = ".venv/bin/python bench/run.py" + "".join(f" {a}" for a in (argv if argv is not None
-                                                                else sys.argv[1:]))
+                                                                          else sys.argv[1:]))
     results = {"mode": mode.name, "params": vars(mode), "rows": sorted(rows), "command": command,
                "elapsed_s": elapsed, "machine": machine(), "target_build": how,
                "samples": b.samples, "extra": {k: v for k, v in b.extra.items()},

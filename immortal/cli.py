@@ -325,8 +325,8 @@ def _stop(ns: argparse.Namespace) -> int:
         final = group.stop(ns.timeout)
     except KeyboardInterrupt:
         raise _Interrupted(_left_in(group)) from None
-    print(f"stopped {ns.name!r}" + (f": last target {final.last_exit}" if final.last_exit
-                                   else ""))
+    print(f"stopped {ns.name!r}"
+          + (f": last target {final.last_exit}" if final.last_exit else ""))
     if final.orphans:
         print(f"ended {len(final.orphans)} process(es) left running without supervisors: "
               + " ".join(map(str, final.orphans)))

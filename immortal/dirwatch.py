@@ -138,4 +138,3 @@ def keep(directory: Path, selector: selectors.BaseSelector, lock_fd: int | None,
         return None
     selector.register(fd, selectors.EVENT_READ, keeper.on_event)
     return keeper
-

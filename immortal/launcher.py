@@ -283,5 +283,3 @@ def _clean(directory: Path, created: bool) -> None:
             os.unlink(directory / name)
         except FileNotFoundError:
             pass
-
-

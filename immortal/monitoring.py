@@ -52,7 +52,6 @@ def installed() -> dict[str, metadata.EntryPoint]:
     """The monitors installed under the entry point group, by name."""
     from importlib import metadata  # slow to import: only to list them all
 
-    
     return {ep.name: ep for ep in metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)}
 
 

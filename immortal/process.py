@@ -203,4 +203,3 @@ def _defaults(numbers: list[int], then: Callable[[], object] | None) -> Callable
 
 def exec_error(argv: list[str], exc: OSError) -> str:
     return f"cannot execute {argv[0]!r}: {exc.strerror or exc}"
-

@@ -28,8 +28,8 @@ lines it lost to backpressure "drop" (``dropped``), and since when a call into i
 lines were queued for it and how many it took (``queued``, ``taken``: what a dead pump
 had queued and the monitor not taken is counted as dropped by the successor). A
 successor hands each monitor only the lines past its own mark, so a block one monitor had
-taken and another not yet reaches each exactly once. The daemon reads ``progress``, marks and ``busy`` to tell a pump that no
-longer drains its pipes (``stall.py``).
+taken and another not yet reaches each exactly once. The daemon reads ``progress``, marks
+and ``busy`` to tell a pump that no longer drains its pipes (``stall.py``).
 """
 
 from __future__ import annotations

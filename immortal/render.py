@@ -159,8 +159,8 @@ def _role_line(role: str, pid: int | None, values: dict[str, Any] | None) -> str
         parts.append(f"memory {human_bytes(values['rss'])}")
     if values.get("fds") is not None:
         pipes = values.get("pipes")
-        parts.append(f"fds {values['fds']}" + (f" ({pipes} pipes)" if pipes is not None
-                                                else ""))
+        parts.append(f"fds {values['fds']}"
+                     + (f" ({pipes} pipes)" if pipes is not None else ""))
     if values.get("cpu") is not None:
         cpu = values["cpu"]
         parts.append(f"cpu {cpu:.2f}s" if cpu < 60 else f"cpu {human_duration(cpu)}")

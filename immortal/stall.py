@@ -139,4 +139,3 @@ class Watch:
     def close(self) -> None:
         self._unstall()
         self._epoll.close()
-

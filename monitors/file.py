@@ -247,7 +247,7 @@ class FileMonitor(immortal.Monitor):
         if now - self._reported >= ERROR_EVERY:
             self._reported = now
             if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
-                exc = OSError(f"refusing it: it is a symlink, which another user may have "
+                exc = OSError("refusing it: it is a symlink, which another user may have "
                               "planted; remove it")
             sys.stderr.write(f"immortal: {self.MONITOR} monitor: cannot write {self._path}: "
                              f"{exc}; dropping lines until it can\n")

@@ -314,7 +314,7 @@ def test_lines_longer_than_64_KiB_arrive_in_64_KiB_pieces(started, tmp_path):
 # ----------------------------------------------------------------- logging
 @pytest.mark.parametrize("form", ["json", "ini"])
 def test_logging_monitor_sends_records_through_the_configured_handlers(started, tmp_path,
-                                                                        form):
+                                                                       form):
     log = tmp_path / "app.log"
     fmt = "%(levelname)s|%(name)s|%(stream)s|%(pid)s|%(message)s"
     if form == "json":

@@ -673,7 +673,7 @@ def test_chaos(started, recorder, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(LONG_KILLS is None, reason="long chaos tier: set IMMORTAL_CHAOS_KILLS "
-                                                 "(e.g. 1000) to run it")
+                    "(e.g. 1000) to run it")
 @pytest.mark.timeout(300 + 3 * max(0, LONG_KILLS or 0))
 def test_chaos_long(started, recorder, tmp_path):
     """Long tier: IMMORTAL_CHAOS_KILLS kills; figures to $IMMORTAL_CHAOS_REPORT as JSON."""

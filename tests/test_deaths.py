@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SHORT, TALKER, children_of, cmdline, descendants, proc_state, wait_for
-from immortal._linux import is_alive, process_start_time
+from immortal._linux import is_alive
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -269,7 +269,8 @@ def test_a_pump_forked_by_a_pump_turned_daemon_keeps_its_lifeline(started, tmp_p
         "handlers": {"f": {"class": "logging.FileHandler", "filename": str(log)}},
         "loggers": {"immortal": {"handlers": ["f"], "level": "DEBUG", "propagate": False}}}))
     group = started(TALKER, ["--trap", "USR1"], monitors={
-        "file": {"output": str(tmp_path / "out.log")}, "jsonl": {"output": str(tmp_path / "o.jsonl")},
+        "file": {"output": str(tmp_path / "out.log")},
+        "jsonl": {"output": str(tmp_path / "o.jsonl")},
         "logging": {"config": str(config)}, "console": {}})
     wait_for(lambda: log.read_text() if log.exists() else "", lambda t: "ready" in t,
              what="the first line through the logging monitor")

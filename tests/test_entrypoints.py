@@ -65,7 +65,7 @@ def test_resolving_a_built_in_monitor_does_not_import_importlib_metadata() -> No
 
 
 def test_a_name_found_is_remembered_for_the_same_path(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # What lets a pump forked from the daemon skip reading the files again.
     _distribution(tmp_path, "kept", "[immortal.monitors]\nkept = kept.mon:Kept\n")
     monkeypatch.syspath_prepend(str(tmp_path))

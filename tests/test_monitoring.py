@@ -106,7 +106,7 @@ def test_file_monitor_default_output_is_in_the_instance_directory(started):
 def test_several_monitors_each_with_its_options(started, recorder, tmp_path):
     out = tmp_path / "file.log"
     group = started(TALKER, ["--out", "2"], monitors={"recorder": recorder.options,
-                                                     "file": {"output": str(out)}})
+                                                      "file": {"output": str(out)}})
     recorder.wait_for(lambda ev: any(e.get("line") == "ready" for e in ev))
     text = wait_for(lambda: out.read_text() if out.exists() else "", lambda t: "ready" in t)
     assert "stdout | out 1" in text
@@ -241,7 +241,7 @@ def test_a_method_one_slip_from_a_hook_is_refused(slip, hook):
     ("plugins.checks:ListOptions", ("['output']", "mapping", "list")),
 ])
 def test_check_returning_what_spec_json_cannot_hold_is_a_monitor_error(home, monitor,
-                                                                        fragments):
+                                                                       fragments):
     with pytest.raises(immortal.MonitorError) as info:
         immortal.start(TALKER, monitor=monitor)
     message = str(info.value)

@@ -29,7 +29,7 @@ KILLED = ExitStatus(signal=9, core_dumped=True)
 FAILED = ExitStatus(error="ENOENT")
 FULL = Status("g", "running", True, {"pump": 3}, 1, 2, EXIT, 3.0, None, "s", 1.0, 2.0, "o",
               "/d", {"pump": 9}, 4, {"file": {"dropped": 4}}, {"since": 5.0, "monitor": None,
-                                                                 "monitor_since": None})
+                                                               "monitor_since": None})
 
 # What the dataclasses wrote (json.dumps of to_json()), byte for byte.
 EXIT_JSON = ('{"code": 1, "signal": null, "core_dumped": false, "error": null, "pid": 5, '

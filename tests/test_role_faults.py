@@ -250,7 +250,7 @@ def fill(directory) -> int:
 
 
 def test_a_full_disk_kills_neither_roles_nor_target_and_recovers(small_disk, started,
-                                                                  tmp_path):
+                                                                 tmp_path):
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     group = started(script, [], policy={"min_uptime": 0.0, "backoff_initial": 0.0})

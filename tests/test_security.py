@@ -239,7 +239,7 @@ def _dict_config(path: Path, log: Path) -> Path:
 
 
 def test_a_logging_config_a_stranger_wrote_is_refused_in_the_caller(home, started,
-                                                                     tmp_path):
+                                                                    tmp_path):
     """A configuration names classes to import: one a stranger may write is code they run
     as root."""
     config = _dict_config(tmp_path / "logging.json", tmp_path / "app.log")
@@ -253,7 +253,7 @@ def test_a_logging_config_a_stranger_wrote_is_refused_in_the_caller(home, starte
 
 
 def test_a_logging_handler_file_in_a_strangers_directory_is_refused(home, started,
-                                                                   tmp_path):
+                                                                    tmp_path):
     logs = strangers(home / "log-app")
     config = _dict_config(tmp_path / "logging.json", logs / "app.log")
     with pytest.raises(immortal.MonitorOptionsError, match=f"owned by uid {STRANGER}"):

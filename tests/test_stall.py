@@ -67,7 +67,7 @@ def test_a_hanging_monitor_is_named_in_the_status(started, tmp_path):
 
 
 def test_the_watch_costs_no_wake_up_while_quiet_and_few_while_output_flows(started,
-                                                                            tmp_path):
+                                                                           tmp_path):
     # A line every 20 ms for a while, then silence.
     target = ["-c", "import sys, time\nfor i in range(300):\n"
               "    print(i, flush=True); time.sleep(0.02)\ntime.sleep(3600)\n"]

@@ -57,7 +57,7 @@ from typing import Any
 
 import pytest
 
-from conftest import HERE, LONG, PROGRAMS, SHORT, children_of
+from conftest import HERE, LONG, PROGRAMS, children_of
 from immortal._linux import is_alive
 from immortal.state import read_status
 
