@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +30,11 @@ while True:
 """
 
 
+# The target whose signal dispositions are read: not a Python program, which ignores SIGPIPE
+# and SIGXFSZ itself once its interpreter has started (a read would race that start).
+SLEEP = shutil.which("sleep") or "/bin/sleep"
+
+
 def signal_mask(pid: int, field: str) -> set[int]:
     """The signals of /proc/PID/status's ``field`` (SigIgn, SigBlk...)."""
     with open(f"/proc/{pid}/status") as handle:
@@ -50,7 +56,7 @@ def read(path) -> str:
 def test_roles_ignore_sigpipe_and_sigxfsz_and_the_target_gets_defaults(started):
     previous = signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # the caller's, inherited
     try:
-        group = started(TALKER, [])
+        group = started(SLEEP, ["3600"])
     finally:
         signal.signal(signal.SIGUSR2, previous)
     pids = group.pids
@@ -445,7 +451,7 @@ def test_a_signal_a_monitor_ignores_in_the_pump_is_not_ignored_by_the_target(
         started, tmp_path, monkeypatch):
     (tmp_path / "ignoring_monitor.py").write_text(IGNORING_MONITOR)
     monkeypatch.syspath_prepend(str(tmp_path))
-    group = started(TALKER, [], monitor="ignoring_monitor:Ignoring")
+    group = started(SLEEP, ["3600"], monitor="ignoring_monitor:Ignoring")
     pids = group.pids
     assert signal.SIGUSR1 in signal_mask(pids["pump"], "SigIgn")
     assert signal_mask(pids["target"], "SigIgn") == set()
