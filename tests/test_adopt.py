@@ -204,3 +204,30 @@ def test_unattached_the_next_run_adopts_the_orphan_of_a_killed_pump(
              what="a new target")
     final = again.stop(timeout=SHORT)
     assert final.state == "stopped" and targets(program) == []
+
+
+def test_run_says_it_adopted_the_target(started, tmp_path, recorder, capsys):
+    from immortal.cli import main
+
+    program, target, before, kwargs = orphan(started, tmp_path, recorder, "told")
+    capsys.readouterr()
+    try:
+        assert main(["run", "-n", "told", "-m", "recorder", "-o", f"path={recorder.path}",
+                     str(program)]) == 0
+        assert f"adopted running target {target[0]}" in capsys.readouterr().out
+    finally:
+        assert main(["stop", "told"]) == 0
+    assert not is_alive(*target)
+
+
+def test_a_pump_killed_after_the_adoption_hands_the_target_to_the_next(
+        started, tmp_path, recorder):
+    program, target, before, kwargs = orphan(started, tmp_path, recorder, "handed")
+    again = started(str(program), [], **kwargs)
+    pump = adopted(again, recorder, target)
+    os.kill(pump, signal.SIGKILL)
+    status = wait_for(again.status, lambda s: s.pids.get("pump") not in (None, pump),
+                      what="a new pump")
+    assert status.pids["target"] == target[0] and is_alive(*target)
+    final = again.stop(timeout=SHORT)
+    assert final.state == "stopped" and not is_alive(*target) and targets(program) == []
