@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import struct
 import sys
 import time
@@ -286,8 +287,6 @@ def reopen_pipe(pid: int, fd: int) -> tuple[int, int]:
     flags = os.O_NONBLOCK | os.O_CLOEXEC
     read = os.open(path, os.O_RDONLY | flags)
     try:
-        import stat
-
         if not stat.S_ISFIFO(os.fstat(read).st_mode):
             raise OSError(f"fd {fd} of process {pid} is not a pipe")
         write = os.open(path, os.O_WRONLY | flags)

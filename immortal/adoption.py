@@ -58,7 +58,7 @@ def decide(spec: Spec) -> Adopt | None:
     ticks = (status.get("start_times") or {}).get("target")
     if not isinstance(pid, int) or not isinstance(ticks, int):
         return None
-    if (pid, ticks) not in orphans.find(directory):
+    if not _linux.is_alive(pid, ticks) or (pid, ticks) not in orphans.find(directory):
         return None  # gone, or no proof it is the group's (no token: not Linux)
     why = _differs(spec, old)
     if why is not None:

@@ -56,6 +56,20 @@ def targets(program: Path) -> list[int]:
     return found
 
 
+def kill_supervisors(group) -> tuple[int, int]:
+    """SIGKILL every supervisor of ``group``; its target (pid, start time)."""
+    pids = group.pids
+    target = (pids["target"], process_start_time(pids["target"]))
+    roles = [pids[role] for role in ("daemon", "pump") if role in pids]
+    for pid in roles:  # stopped first: neither can react to the other's death
+        os.kill(pid, signal.SIGSTOP)
+    for pid in roles:
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: [is_alive(pid, None) for pid in roles], lambda alive: not any(alive),
+             what="the supervisors to be gone")
+    return target
+
+
 def orphan(started, tmp_path: Path, recorder, name: str, *args: str,
            strategy: str = "daemon", go: Path | None = None):
     """A group whose supervisors were all SIGKILLed while its counter target runs on;
@@ -70,15 +84,7 @@ def orphan(started, tmp_path: Path, recorder, name: str, *args: str,
     if go is not None:
         go.unlink()
         recorder.wait_for(lambda ev: any(e.get("line") == "paused" for e in ev))
-    pids = group.pids
-    target = (pids["target"], process_start_time(pids["target"]))
-    roles = [pids[role] for role in ("daemon", "pump") if role in pids]
-    for pid in roles:  # stopped first: neither can react to the other's death
-        os.kill(pid, signal.SIGSTOP)
-    for pid in roles:
-        os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: [is_alive(pid, None) for pid in roles], lambda alive: not any(alive),
-             what="the supervisors to be gone")
+    target = kill_supervisors(group)
     before = counted(recorder)
     if go is None:
         # Lines written while no supervisor runs wait in the pipe (looked at, never read).
@@ -231,3 +237,33 @@ def test_a_pump_killed_after_the_adoption_hands_the_target_to_the_next(
     assert status.pids["target"] == target[0] and is_alive(*target)
     final = again.stop(timeout=SHORT)
     assert final.state == "stopped" and not is_alive(*target) and targets(program) == []
+
+
+REDIRECTED = """\
+import os, time
+print("ready", flush=True)
+null = os.open(os.devnull, os.O_WRONLY)
+os.dup2(null, 1)  # its output no longer goes to the group's pipes
+os.dup2(null, 2)
+while True:
+    time.sleep(3600)
+"""
+
+
+def test_an_orphan_whose_output_is_no_pipe_any_more_is_ended_not_adopted(
+        started, tmp_path, recorder):
+    program = tmp_path / "redirected.py"
+    program.write_text(REDIRECTED)
+    kwargs = dict(name="nullout", monitor="recorder", options=recorder.options)
+    group = started(str(program), [], **kwargs)
+    recorder.wait_for(lambda ev: any(e.get("line") == "ready" for e in ev))
+    pid = group.pids["target"]
+    wait_for(lambda: os.readlink(f"/proc/{pid}/fd/2"), lambda link: link == os.devnull,
+             what="the target's output on /dev/null")
+    target = kill_supervisors(group)
+    again = started(str(program), [], **kwargs)
+    assert again.adopted is None and again.pids["target"] != target[0]
+    assert not is_alive(*target) and targets(program) == [again.pids["target"]]
+    log = (Path(again.status().directory) / "daemon.log").read_text()
+    assert f"cannot adopt the running target {target[0]} (fd 1 of process {target[0]} " \
+           "is not a pipe); it is ended and a new one spawned" in log
