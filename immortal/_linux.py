@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import struct
 import sys
 import time
@@ -270,6 +271,30 @@ def set_pipe_size(fd: int, size: int) -> None:
         fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
     except OSError:
         pass
+
+
+def reopen_pipe(pid: int, fd: int) -> tuple[int, int]:
+    """Both ends of the pipe ``pid`` has as its fd ``fd``: (read end, non-blocking; write
+    end, blocking), close-on-exec. Opening ``/proc/PID/fd/N`` of a pipe opens that same
+    pipe again, even once every other holder of its ends is gone.
+
+    The read end is opened first: it makes the write end's open succeed without waiting,
+    even for a process that closed every read end it held. OSError if ``fd`` is not a pipe,
+    or where it cannot be opened (off Linux, another user's process); the caller then
+    spawns anew instead of adopting.
+    """
+    path = f"/proc/{pid}/fd/{fd}"
+    flags = os.O_NONBLOCK | os.O_CLOEXEC
+    read = os.open(path, os.O_RDONLY | flags)
+    try:
+        if not stat.S_ISFIFO(os.fstat(read).st_mode):
+            raise OSError(f"fd {fd} of process {pid} is not a pipe")
+        write = os.open(path, os.O_WRONLY | flags)
+    except BaseException:
+        os.close(read)
+        raise
+    os.set_blocking(write, True)  # a spawned target's stdout: it must block when full
+    return read, write
 
 
 def pipe_backlog(fd: int) -> int:

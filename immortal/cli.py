@@ -278,6 +278,8 @@ def _run(ns: argparse.Namespace) -> int:
                   env=env, cwd=ns.cwd, umask=ns.umask, stop_timeout=ns.stop_timeout,
                   policy=policy)
     print(started_view(group.name, ns.strategy, group.status()))
+    if group.adopted:
+        print(f"adopted running target {group.adopted} (left by its dead supervisors)")
     if ns.strategy == "development":
         try:
             final = group.wait()

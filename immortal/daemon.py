@@ -23,7 +23,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import _linux, control, dirwatch, orphans, process, rolelog, stall
+from . import _linux, adoption, control, dirwatch, orphans, process, rolelog, stall
 from .detach import Handshake, detach
 from .events import DAEMON_RESTART, PUMP_RESTART, ExitStatus
 from .relay import Ledger, make_channel, make_journal, make_pipe, open_journal
@@ -61,6 +61,7 @@ def become(spec: Spec, args: RoleArgs) -> int:
 
 class Daemon:
     def __init__(self, spec: Spec, args: RoleArgs) -> None:
+        args = adoption.claim(args)  # a new start adopting an orphan: its pipes, reopened
         self.spec = spec
         self.directory = Path(spec.directory)
         fds = args.fds
@@ -134,6 +135,8 @@ class Daemon:
                 # The successor writes its status once we are up: a group reads as whole
                 # only when its daemon can reap again.
                 self._tell_pump(Hello())
+        elif self.target_pid is not None:
+            self._watch_stranger()  # an orphan adopted by a new start: not our child
         self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                       self._command)
         dirwatch.keep(self.directory, self.selector, self.lock_fd, self._dir_restored)

@@ -57,6 +57,10 @@ RETRY = 3.0  # seconds a command is retried while nobody answers on the control 
 class Group:
     """A group of processes keeping one target alive. ``repr`` says whether it runs."""
 
+    #: The pid of the running target the start that made this handle adopted, left by the
+    #: group's dead supervisors (``immortal.adoption``); None if it spawned one.
+    adopted: int | None = None
+
     def __init__(self, name: str, directory: Path,
                  popen: subprocess.Popen[bytes] | None = None,
                  parent_fd: int | None = None) -> None:

@@ -8,7 +8,9 @@ another start may have opened them):
 2. find the monitors and run their ``check(options)`` here, in the caller;
 3. check the instance directory (not a symlink, ours, not writable by others);
 4. create it and take its lock (``AlreadyRunning`` if held; nothing of that group touched);
-5. write ``spec.json``;
+5. look for a target the group's dead supervisors left running, to adopt if it runs the
+   same command (``adoption.decide``: it reads the old ``spec.json``), then write
+   ``spec.json``;
 6. start the first role as a fresh interpreter (or hand a standby its arguments), with the
    lock and the write end of a handshake pipe, and wait on the handshake until the target
    has been spawned, or raise the role's error.
@@ -25,13 +27,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import monitoring, standby
+from . import adoption, monitoring, standby
 from .detach import read_handshake
 from .errors import ImmortalError, MonitorError, MonitorOptionsError, StartError, unusable_home
 from .group import Group
 from ._linux import is_alive
 from .records import replace
-from .roles import Fds, RoleArgs, role_command
+from .roles import Adopt, Fds, RoleArgs, role_command
 from .spec import Request, RestartPolicy, Spec, Strategy, build
 from .state import Lock, check_dir, check_socket_path, ensure_dir, home, write_json
 
@@ -78,7 +80,7 @@ def start(
     2. find the monitors and check their options;
     3. check the instance directory, and make the group's ``Spec`` in it;
     4. create the directory and take the group's lock;
-    5. write ``spec.json``;
+    5. decide whether to adopt an orphaned target, and write ``spec.json``;
     6. start the first role and wait on its handshake.
 
     A failure in 5 or 6 removes what they wrote; our copy of the lock is let go either way.
@@ -91,8 +93,9 @@ def start(
     spec = _place(request, chosen)
     lock, created = _take_directory(Path(spec.directory))
     with _undone_on_failure(Path(spec.directory), created, lock):
+        adopt = adoption.decide(spec)
         _write_spec(spec)
-        return _launch(spec, lock, request.capture)
+        return _launch(spec, lock, request.capture, adopt)
 
 
 def _check_monitors(wanted: dict[str, Any]) -> tuple[tuple[str, Any, dict[str, Any]], ...]:
@@ -166,7 +169,8 @@ def _home_errors(base: Path) -> Iterator[None]:
         raise unusable_home(exc, base) from exc
 
 
-def _launch(spec: Spec, lock: Lock, capture: bool = False) -> Group:
+def _launch(spec: Spec, lock: Lock, capture: bool = False,
+            adopt: Adopt | None = None) -> Group:
     directory = Path(spec.directory)
     development = spec.strategy == Strategy.DEVELOPMENT
     role = "daemon" if spec.strategy == Strategy.DAEMON else "pump"
@@ -175,7 +179,7 @@ def _launch(spec: Spec, lock: Lock, capture: bool = False) -> Group:
     if development:
         parent_r, parent_w = os.pipe()
     fds = Fds(handshake=hs_w, lock=lock.fd, parent=parent_r)
-    args = RoleArgs(role, str(directory), detach=not development, fds=fds)
+    args = RoleArgs(role, str(directory), detach=not development, fds=fds, adopt=adopt)
     log: Any = None if development else open(directory / f"{role}.log", "ab")
     out = subprocess.PIPE if capture else log
     ready = None if development else standby.claim(role)
@@ -197,7 +201,7 @@ def _launch(spec: Spec, lock: Lock, capture: bool = False) -> Group:
             log.close()
     pids: dict[str, tuple[int, int | None]] = {}
     try:
-        _handshake(spec, hs_r, pids, popen)
+        adopted = _handshake(spec, hs_r, pids, popen)
     except BaseException:
         _kill_roles(pids, popen)
         if parent_w is not None:
@@ -211,11 +215,14 @@ def _launch(spec: Spec, lock: Lock, capture: bool = False) -> Group:
                 popen.wait(timeout=spec.start_timeout)
             except subprocess.TimeoutExpired:
                 pass
-    return Group(spec.name, directory, popen if development else None, parent_w)
+    group = Group(spec.name, directory, popen if development else None, parent_w)
+    group.adopted = adopted
+    return group
 
 
 def _handshake(spec: Spec, fd: int, pids: dict[str, tuple[int, int | None]],
-               popen: subprocess.Popen[bytes]) -> None:
+               popen: subprocess.Popen[bytes]) -> int | None:
+    """Wait for the first role's answer: the pid of the target it adopted, if it did."""
     deadline = time.monotonic() + spec.start_timeout
     try:
         for message in read_handshake(fd, deadline):
@@ -225,7 +232,7 @@ def _handshake(spec: Spec, fd: int, pids: dict[str, tuple[int, int | None]],
                 error = _ERRORS.get(message["error"], StartError)
                 raise error(message.get("message", "the group failed to start"))
             elif message.get("ok"):
-                return
+                return message["target"] if message.get("adopted") else None
     except TimeoutError:
         raise StartError(f"group {spec.name!r} did not start within {spec.start_timeout:g} s "
                          f"(start_timeout); see the logs in {spec.directory}") from None

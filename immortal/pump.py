@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import _linux, control, dirwatch, monitoring, orphans, process, relay, rolelog, supervise
+from . import (_linux, adoption, control, dirwatch, monitoring, orphans, process, relay,
+               rolelog, supervise)
 from .detach import Handshake, detach
 from .events import DAEMON_RESTART, PUMP_START, ExitStatus
 from .spec import Spec, Strategy
@@ -55,6 +56,7 @@ def read_tail(path: str | None) -> str | None:
 
 class Pump:
     def __init__(self, spec: Spec, args: RoleArgs, subreaper: bool = False) -> None:
+        args = adoption.claim(args)  # unattached, adopting an orphan: its pipes, reopened
         self.spec = spec
         self.args = args
         self.directory = Path(spec.directory)
@@ -167,7 +169,12 @@ class Pump:
         if adopt is not None:
             started = time.monotonic() - max(0.0, time.time() - adopt.started_wall)
             self.target = process.Child(adopt.pid, started, None, own=False)
-            self.machine = supervise.adopt(adopt.pid, started, self._carried_over())
+            if self.daemon_pid is None:  # adopted by a new start: nobody else watches it
+                self.target.pidfd = adoption.watch(adopt.pid)
+            template = self._carried_over()
+            if why == PUMP_START:  # adopted by a new start: the group's first target
+                template = supervise.replace(template, spawned=1)
+            self.machine = supervise.adopt(adopt.pid, started, template)
             return ()
         self.machine = self._carried_over()
         try:
@@ -220,7 +227,8 @@ class Pump:
             dirwatch.keep(self.directory, self.selector, self.lock_fd, self._dir_restored)
         # The daemon first: once the caller has its answer, a pump's death is a restart.
         self._tell_daemon(Started())
-        self.handshake.send(ok=True, target=self.target.pid if self.target else None)
+        self.handshake.send(ok=True, target=self.target.pid if self.target else None,
+                            adopted=self.args.adopt is not None and self.args.why == PUMP_START)
         self.handshake.close()
         if self.daemon_pid is None or self.args.fresh:
             # A fresh interpreter (unattached, development, a pump's successor): its argv
@@ -372,6 +380,13 @@ class Pump:
         self.host.block(stream, block, offset, end)
 
     def _on_target(self, fd: object) -> None:
+        if self.target is not None and not self.target.own and self.daemon_pid is None:
+            # Adopted by a new start, not our child: its pidfd says it ended, not how.
+            status = ExitStatus(pid=self.target.pid,
+                                uptime=time.monotonic() - self.target.started_at)
+            self.target.dead(status, close=False)
+            self._target_died(status)
+            return
         if self.target is None or not self.target.own:
             return
         status = self.target.reap(time.monotonic(), close=False)

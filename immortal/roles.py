@@ -63,22 +63,24 @@ class Fds(Record):
 
 
 class Adopt(Record):
-    """The target a new role takes over: its pid, its wall-clock start, and how it ended
-    if the daemon reaped it while no pump ran."""
+    """The target a new role takes over: its pid, its wall-clock start, how it ended if
+    the daemon reaped it while no pump ran, and its kernel start time when a new start of
+    the group adopts it (``adoption``: proved again there before its pipes are opened)."""
 
     pid: int
     started_wall: float | None
     exit: ExitStatus | None = None
+    ticks: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"pid": self.pid, "started_wall": self.started_wall,
-                "exit": self.exit.to_json() if self.exit else None}
+                "exit": self.exit.to_json() if self.exit else None, "ticks": self.ticks}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Adopt:
         last = data.get("exit")
         return cls(data["pid"], data.get("started_wall"),
-                   ExitStatus.from_json(last) if last else None)
+                   ExitStatus.from_json(last) if last else None, data.get("ticks"))
 
 
 class RoleArgs(Record):

@@ -26,7 +26,8 @@ def lines(recorder, hook="stdout"):
     return [e["line"] for e in recorder.events() if e["hook"] == hook]
 
 
-def test_both_supervisors_killed_then_run_again_kills_the_orphan(started, recorder):
+def test_both_supervisors_killed_then_a_run_of_another_command_kills_the_orphan(
+        started, recorder):
     group = started(TALKER, [], name="twice", monitor="recorder", options=recorder.options)
     # Quiet from here on: the orphan must not die of a write to its closed pipes.
     recorder.wait_for(lambda ev: any(e.get("line") == "ready" for e in ev))
@@ -40,7 +41,10 @@ def test_both_supervisors_killed_then_run_again_kills_the_orphan(started, record
     assert immortal.attach("twice").status().stale
     # The target survived both: it is an orphan now, still holding the target lock.
     assert is_alive(pids["target"], orphan_start)
-    again = started(TALKER, [], name="twice", monitor="recorder", options=recorder.options)
+    # Another command: the orphan is ended, not adopted (tests/test_adopt.py adopts).
+    again = started(TALKER, ["--cwd"], name="twice", monitor="recorder",
+                    options=recorder.options)
+    assert again.adopted is None
     new = again.pids
     assert new["target"] != pids["target"]
     assert not is_alive(pids["target"], orphan_start)

@@ -86,11 +86,14 @@ def targets(program: Path) -> list[int]:
     return [pid for pid in descendants() if str(program) in cmdline(pid)]
 
 
-def test_an_orphan_that_closed_its_fds_is_ended_by_the_next_run(started, tmp_path):
+def test_an_orphan_that_closed_its_fds_is_ended_by_a_run_of_another_command(
+        started, tmp_path):
     group, program, target = quiet_orphan(started, tmp_path, "closer", "close")
     assert not os.path.exists(f"/proc/{target[0]}/fd/3")
-    again = started(str(program), [str(tmp_path / "ready"), "close"], name="closer")
-    assert not _linux.is_alive(*target)
+    # Another command: not adopted (immortal/adoption.py), ended though target.lock is
+    # closed: found by its token.
+    again = started(str(program), [str(tmp_path / "ready"), "keep"], name="closer")
+    assert again.adopted is None and not _linux.is_alive(*target)
     assert targets(program) == [again.pids["target"]]
 
 
@@ -118,12 +121,13 @@ def test_reads_keep_an_orphan_findable_and_list_and_stop_show_and_end_it(
     assert immortal.attach("reads").status().state == "stopped"
 
 
-def test_after_a_status_read_the_next_run_ends_the_orphan(started, tmp_path):
+def test_after_a_status_read_the_next_run_adopts_the_orphan(started, tmp_path):
     group, program, target = quiet_orphan(started, tmp_path, "reread", "keep")
     assert not immortal.attach("reread").status().running
+    # The read kept what adopting needs: the recorded target and the old spec.
     again = started(str(program), [str(tmp_path / "ready"), "keep"], name="reread")
-    assert not _linux.is_alive(*target)
-    assert targets(program) == [again.pids["target"]]
+    assert again.adopted == target[0] and _linux.is_alive(*target)
+    assert targets(program) == [again.pids["target"]] == [target[0]]
 
 
 ESCAPER = """\

@@ -1,0 +1,155 @@
+"""A new start of a group adopts the target its dead supervisors left running.
+
+When the daemon and the pump of a group both die, the target runs on (it holds its pipes'
+read ends, so its writes block rather than fail). The next start of the name takes the
+group lock (they held it, so they are gone), and then, before ``spec.json`` is rewritten:
+
+1. ``decide`` (in the caller, lock held: two starts of one name never both look): the
+   target ``status.json`` recorded, proved alive by pid plus kernel start time and carrying
+   the group's token (``orphans``), is adopted if the new spec runs the same command
+   (argv, cwd, environment, umask). A changed command ends it instead, as does the
+   ``development`` strategy (its group lives as long as its caller): the first pump ends
+   every token carrier before its first spawn, and the role log says why.
+2. ``claim`` (in the first role, daemon or unattached pump): the target is proved again,
+   and its stdout and stderr pipes are opened anew through ``/proc/PID/fd/1`` and ``2``
+   (``_linux.reopen_pipe``): the same pipes, so every line still in them comes through.
+   Where that fails (off Linux, the target gone, fd 1 or 2 no longer a pipe) the role
+   drops the adoption: the target is ended and a new one spawned, as without adoption.
+
+The adopted target is not a child of ours: it is watched through a pidfd, and its exit
+status is unknown. Its message channel (``channel=True``) is lost: its peer end died with
+the supervisors, so its sends fail; a target spawned later by the group gets a new one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from . import _linux, orphans, rolelog
+from .errors import ImmortalError
+from .events import PUMP_START
+from .records import replace
+from .roles import Adopt, RoleArgs
+from .spec import Spec, Strategy
+from .state import read_json
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def decide(spec: Spec) -> Adopt | None:
+    """The orphan target of ``spec``'s group to adopt, or None (none, or one to end).
+
+    Called with the group lock held, before ``spec.json`` is rewritten: the old one tells
+    what the orphan runs."""
+    if spec.strategy == Strategy.DEVELOPMENT:
+        return None  # its group lives as long as its caller: the orphan is ended
+    directory = Path(spec.directory)
+    try:
+        status = read_json(directory / "status.json") or {}
+        old = read_json(directory / "spec.json")
+    except (OSError, ValueError, ImmortalError):  # unreadable, or not ours: not believed
+        return None
+    pid = (status.get("pids") or {}).get("target")
+    ticks = (status.get("start_times") or {}).get("target")
+    if not isinstance(pid, int) or not isinstance(ticks, int):
+        return None
+    if not _linux.is_alive(pid, ticks) or (pid, ticks) not in orphans.find(directory):
+        return None  # gone, or no proof it is the group's (no token: not Linux)
+    why = _differs(spec, old)
+    if why is not None:
+        role = "daemon" if spec.strategy == Strategy.DAEMON else "pump"
+        _note(directory / f"{role}.log", f"immortal: start: the target {pid} left running "
+              f"by a dead group is ended, not adopted: {why}\n")
+        return None
+    return Adopt(pid, _wall(ticks), ticks=ticks)
+
+
+def _differs(spec: Spec, old: dict[str, Any] | None) -> str | None:
+    """What makes ``spec`` run another command than the ``old`` spec.json; None if it
+    runs the same."""
+    if old is None:
+        return "its spec.json is gone"
+    try:
+        before = Spec.from_json(old)
+    except (TypeError, ValueError, KeyError) as exc:
+        return f"its spec.json cannot be read ({exc})"
+    for what, then, now in (("command", before.command(), spec.command()),
+                            ("cwd", before.cwd, spec.cwd),
+                            ("environment", before.target_env(), spec.target_env()),
+                            ("umask", before.umask, spec.umask)):
+        if then != now:
+            return f"its {what} changed"
+    return None
+
+
+def _wall(ticks: int) -> float:
+    """The wall-clock time of a kernel start time (clock ticks since boot)."""
+    return time.time() - (_linux.boot_ticks() - ticks) / os.sysconf("SC_CLK_TCK")
+
+
+def _note(path: Path, text: str) -> None:
+    """A line in a role log, written by the caller before the role starts."""
+    try:
+        with open(path, "a") as handle:
+            handle.write(text)
+    except OSError:
+        pass  # only a note: the start goes on
+
+
+def claim(args: RoleArgs) -> RoleArgs:
+    """``args`` of a first role with the adopted target's pipes opened as its ``out`` and
+    ``err``; without the adoption if they cannot be (the target is then ended and a new
+    one spawned). Any other ``args`` are returned as they are."""
+    adopt = args.adopt
+    if adopt is None or args.why != PUMP_START or args.fds.out or adopt.ticks is None:
+        return args
+    try:
+        if not _linux.HAVE_PIDFD:
+            raise OSError("no pidfd to learn when it ends (it is not our child)")
+        out, err = _reopen(adopt.pid, adopt.ticks)
+    except OSError as exc:
+        rolelog.report("adopt", f"immortal: {args.role}: cannot adopt the running target "
+                       f"{adopt.pid} ({exc}); it is ended and a new one spawned\n")
+        return replace(args, adopt=None)
+    rolelog.report("adopt", f"immortal: {args.role}: adopted the running target "
+                   f"{adopt.pid} left by a dead group\n")
+    return replace(args, fds=replace(args.fds, out=out, err=err))
+
+
+def _reopen(pid: int, ticks: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The target's stdout and stderr pipes, each (read end, write end), opened while it
+    is proved to be the process that started at ``ticks``, before and after."""
+    if _linux.process_start_time(pid) != ticks:
+        raise ProcessLookupError(f"process {pid} is gone")
+    opened: list[int] = []
+    try:
+        out = _linux.reopen_pipe(pid, 1)
+        opened.extend(out)
+        err = _linux.reopen_pipe(pid, 2)
+        opened.extend(err)
+        if os.fstat(out[0]).st_ino == os.fstat(err[0]).st_ino:
+            raise OSError(f"process {pid} writes stdout and stderr to one pipe: not ours")
+        if _linux.process_start_time(pid) != ticks:
+            raise ProcessLookupError(f"process {pid} ended while its pipes were opened")
+    except BaseException:
+        for fd in opened:
+            os.close(fd)
+        raise
+    return out, err
+
+
+def watch(pid: int) -> int:
+    """An fd that becomes readable when the adopted target ``pid`` ends: its pidfd (see
+    ``claim``: there are pidfds). A target gone already gets an fd readable at once (a
+    pipe whose write end is closed), so its end is handled as any other."""
+    try:
+        return _linux.pidfd_open(pid)
+    except OSError:
+        read, write = os.pipe()
+        os.close(write)
+        return read
