@@ -1,7 +1,7 @@
 """The pump: keeps the target alive and relays its output and events to the monitor.
 
-One pump per group at a time. It blocks in ``selectors`` on the target's pipes, the
-target's pidfd, a signal wake-up pipe and its lifelines (to the daemon, or to the caller in
+One pump per group at a time. Its loop (``loop.py``) blocks on the target's pipes, the
+target's pidfd, the signals and its lifelines (to the daemon, or to the caller in
 ``development``); the restart decisions come from the pure machine in ``supervise.py``.
 
 Signals: SIGTERM/SIGINT stop the group (TERM, grace, KILL), SIGHUP restarts the target.
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _linux, control, dirwatch, monitoring, orphans, process, relay, rolelog, supervise
+from .loop import Loop
 from .detach import Handshake, detach
 from .events import DAEMON_RESTART, PUMP_START, ExitStatus
 from .spec import Spec, Strategy
@@ -87,15 +88,15 @@ class Pump:
         if fds.lifeline is not None:
             self.lifeline = socket.socket(fileno=fds.lifeline)
         self.parent_fd: int | None = fds.parent
-        self.selector = selectors.DefaultSelector()
+        self.loop = Loop(selectors.DefaultSelector())
+        self.selector = self.loop.selector
         self.target: process.Child | None = None
         self.watched = -1  # the pidfd registered in the selector
         self._start_times: dict[int, int | None] = {}
         self.subreaper = subreaper  # root of the group: orphans come here
         self.control: control.Server | None = None  # served here when there is no daemon
         self.machine = supervise.State()
-        self.deadline: float | None = None
-        self.finished = False
+        self.deadline: float | None = None  # when the machine wants a Tick
         self.host: monitoring.Host | None = None
         self.previous = read_json(self.directory / "status.json") \
             if args.why != PUMP_START else None
@@ -136,13 +137,17 @@ class Pump:
         return self._loop()
 
     def _take_signals(self) -> None:
-        """Our signals come through a wake-up pipe, to the loop."""
-        wake_r, wake_w = self.wake = os.pipe()
-        os.set_blocking(wake_r, False)
-        os.set_blocking(wake_w, False)
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
-            signal.signal(number, _ignore)
+        """Our signals, carried out by the loop (until it runs, they wait)."""
+        self.loop.take_signals({
+            signal.SIGTERM: lambda: self._feed(supervise.Stop(self.spec.stop_timeout, "stop")),
+            signal.SIGINT: lambda: self._feed(supervise.Stop(self.spec.stop_timeout, "stop")),
+            signal.SIGHUP: lambda: self._feed(supervise.Restart(self.spec.stop_timeout)),
+            signal.SIGCHLD: self._on_child,
+        })
+
+    @property
+    def finished(self) -> bool:
+        return self.loop.stopped
 
     def _load_monitors(self) -> str | None:
         """Import and create the monitors (``self.host``); the error if they fail."""
@@ -228,17 +233,22 @@ class Pump:
             _linux.set_title(f"immortal: pump {self.directory}")
 
     def _watch(self) -> None:
-        """What the loop waits on."""
-        self.selector.register(self.wake[0], selectors.EVENT_READ, "signal")
-        self.selector.register(self.out_r, selectors.EVENT_READ, "stdout")
-        self.selector.register(self.err_r, selectors.EVENT_READ, "stderr")
+        """What the loop waits on, and its chores: the control clients' deadlines, the
+        dropped lines to tell (backpressure "drop"), the machine's Tick."""
+        loop = self.loop
+        loop.watch(self.out_r, self._on_stdout)
+        loop.watch(self.err_r, self._on_stderr)
         if self.channel_sock is not None:
-            self.selector.register(self.channel_sock, selectors.EVENT_READ, "channel")
+            loop.watch(self.channel_sock, self._on_channel)
         if self.lifeline is not None:
-            self.selector.register(self.lifeline, selectors.EVENT_READ, "daemon")
+            loop.watch(self.lifeline, self._on_daemon)
         if self.parent_fd is not None:
-            self.selector.register(self.parent_fd, selectors.EVENT_READ, "parent")
+            loop.watch(self.parent_fd, self._on_parent)
         self._watch_target()
+        loop.at(lambda: self.control.next_deadline() if self.control else None,
+                lambda: self.control.drop_idle() if self.control else None)
+        loop.at(lambda: self.host.next_report() if self.host else None, self._report_dropped)
+        loop.at(lambda: self.deadline, lambda: self._feed(supervise.Tick()))
 
     def _carried_over(self) -> supervise.State:
         """The counters of the group so far, as the previous pump left them."""
@@ -255,31 +265,7 @@ class Pump:
 
     # ----------------------------------------------------------------- main loop
     def _loop(self) -> int:
-        while not self.finished:
-            timeout = None
-            if self.deadline is not None:
-                timeout = max(0.0, self.deadline - time.monotonic())
-            if self.control is not None:
-                idle = self.control.next_deadline()
-                if idle is not None:
-                    wait = max(0.0, idle - time.monotonic())
-                    timeout = wait if timeout is None else min(timeout, wait)
-            report = self.host.next_report() if self.host is not None else None
-            if report is not None:  # backpressure "drop": lines dropped, not told yet
-                wait = max(0.0, report - time.monotonic())
-                timeout = wait if timeout is None else min(timeout, wait)
-            for key, _ in self.selector.select(timeout):
-                if callable(key.data):
-                    key.data(key.fileobj)  # the control socket
-                else:
-                    getattr(self, f"_on_{key.data}")(key.fileobj)
-                if self.finished:
-                    break
-            if self.control is not None:
-                self.control.drop_idle()
-            self._report_dropped()
-            if self.deadline is not None and time.monotonic() >= self.deadline:
-                self._feed(supervise.Tick())
+        self.loop.run()  # until _finish stops it
         if self.control is not None:
             self.control.close()
         if self.subreaper:
@@ -287,22 +273,12 @@ class Pump:
             orphans.end_group(self.directory)  # and those that left our tree
         return 0
 
-    def _on_signal(self, fd: int) -> None:
-        try:
-            data = os.read(fd, 512)
-        except BlockingIOError:
-            return
-        for number in data:
-            if number in (signal.SIGTERM, signal.SIGINT):
-                self._feed(supervise.Stop(self.spec.stop_timeout, "stop"))
-            elif number == signal.SIGHUP:
-                self._feed(supervise.Restart(self.spec.stop_timeout))
-            elif number == signal.SIGCHLD:
-                if not _linux.HAVE_PIDFD:
-                    self._on_target(None)
-                if self.subreaper:
-                    keep = {self.target.pid} if self.target is not None else set()
-                    process.reap_strays(keep)
+    def _on_child(self) -> None:
+        if not _linux.HAVE_PIDFD:
+            self._on_target(None)
+        if self.subreaper:
+            keep = {self.target.pid} if self.target is not None else set()
+            process.reap_strays(keep)
 
     def _on_stdout(self, fd: int) -> None:
         self.relays[0].read()
@@ -435,8 +411,7 @@ class Pump:
                 spawned = exc
             else:
                 # The successor has exec'd and is runnable, maybe on this CPU: let it run
-                # before the bookkeeping below (measured: its first instruction ~0.4 ms
-                # sooner).
+                # before the bookkeeping below.
                 os.sched_yield()
         self._tell_daemon(Exited(dead))
         self.host.call("exit", status=record)
@@ -487,10 +462,7 @@ class Pump:
         if _linux.threads() == 1:
             # No thread of a monitor's to carry along: become the daemon in this process
             # (see main), without an exec's start-up, while we alone supervise.
-            signal.set_wakeup_fd(-1)
-            self.selector.close()
-            for fd in self.wake:
-                os.close(fd)
+            self.loop.close()
             raise HandOver(RoleArgs("daemon", str(self.directory), DAEMON_RESTART,
                                     fds=fds, adopt=adopt))
         self._drain(final=False)
@@ -579,7 +551,7 @@ class Pump:
 
     def _finish(self, action: supervise.Finish) -> None:
         assert self.host is not None
-        self.finished = True
+        self.loop.stop()
         self._catch_up(self.spec.stop_timeout)
         self._report_dropped(force=True)
         reason = action.reason if action.phase == supervise.STOPPED else f"fatal: {action.reason}"
@@ -662,7 +634,7 @@ class Pump:
 
     def _watch_target(self) -> None:
         if self.target is not None and self.target.pidfd >= 0:
-            self.selector.register(self.target.pidfd, selectors.EVENT_READ, "target")
+            self.loop.watch(self.target.pidfd, self._on_target)
             self.watched = self.target.pidfd
 
     def _unwatch_target(self) -> None:
@@ -723,10 +695,6 @@ class Pump:
 
     def _status_data(self) -> dict[str, Any]:
         return self._status().to_json(stored=True)
-
-
-def _ignore(number: int, frame: object) -> None:
-    """The handler of the signals we take: the wake-up fd carries them to the loop."""
 
 
 def main(spec: Spec, args: RoleArgs, become: Callable[[Spec, RoleArgs], int]) -> int:
