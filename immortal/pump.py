@@ -24,6 +24,7 @@ from typing import Any
 
 from . import _linux, control, dirwatch, monitoring, orphans, process, relay, rolelog, supervise
 from .loop import Loop
+from .statusfile import StatusFile
 from .detach import Handshake, detach
 from .events import DAEMON_RESTART, PUMP_START, ExitStatus
 from .spec import Spec, Strategy
@@ -31,27 +32,12 @@ from .errors import ChannelError, ImmortalError, NotRunning
 from ._linux import is_alive, process_start_time
 from .roles import (Adopt, Command, Exited, Fds, Finish, HandOver, Hello, Message, Reaped,
                     Rewrite, RoleArgs, Spawning, Started, Target, decode, hand_over)
-from .state import SOCKET_NAME, Status, read_json, try_lock, wait_lock, write_json
+from .state import SOCKET_NAME, read_json, try_lock, wait_lock, write_json
 
-MESSAGE_TAIL = 16 * 1024
 TARGET_LOCK = "target.lock"
 CHANNEL_ENV = "IMMORTAL_CHANNEL_FD"  #: names the target's end of the message channel
 ORPHAN_WAIT = 5.0  # how long a spawn waits for a killed orphan to let go of target.lock
 MONITOR_GRACE = 1.0  # backpressure "drop": how long monitors may take to catch up at the end
-
-
-def read_tail(path: str | None) -> str | None:
-    if not path:
-        return None
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - MESSAGE_TAIL))
-            data = handle.read()
-    except OSError:
-        return None
-    return data.decode("utf-8", "replace") or None
 
 
 class Pump:
@@ -92,7 +78,6 @@ class Pump:
         self.selector = self.loop.selector
         self.target: process.Child | None = None
         self.watched = -1  # the pidfd registered in the selector
-        self._start_times: dict[int, int | None] = {}
         self.subreaper = subreaper  # root of the group: orphans come here
         self.control: control.Server | None = None  # served here when there is no daemon
         self.machine = supervise.State()
@@ -100,7 +85,8 @@ class Pump:
         self.host: monitoring.Host | None = None
         self.previous = read_json(self.directory / "status.json") \
             if args.why != PUMP_START else None
-        self.started_wall = (self.previous or {}).get("started_at") or time.time()
+        self.status_file = StatusFile(spec, (self.previous or {}).get("started_at")
+                                      or time.time(), self.daemon_pid)
         self.relays = (
             relay.Relay(self.out_r, self.journal, 0,
                         lambda data, offset, end: self._lines("stdout", data, offset, end),
@@ -201,7 +187,7 @@ class Pump:
         assert self.host is not None
         adopt = self.args.adopt
         why = self.args.why
-        message = read_tail(self.args.message_file)
+        message = rolelog.tail(self.args.message_file)
         self.host.call("setup", strict=why == PUMP_START, why=why, message=message)
         if adopt is not None:
             self.host.call("adopt", pid=adopt.pid)
@@ -390,7 +376,7 @@ class Pump:
         assert self.host is not None and self.target is not None
         self._unwatch_target()
         dead = self.target.pid
-        self._start_times.pop(dead, None)  # the pid may come back as another
+        self.status_file.forget(dead)
         self.target = None
         self._drain()
         # Decide first, so that the exit event carries the decision (a restart record).
@@ -655,46 +641,12 @@ class Pump:
 
     # ----------------------------------------------------------------- status
     def _write_status(self) -> None:
-        try:
-            write_json(self.directory / "status.json", self._status_data())
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                rolelog.report("status", f"immortal: pump: cannot write status: {exc}\n")
-
-    def _start_time(self, pid: int) -> int | None:
-        """A process's kernel start time, read from /proc once per pid (not per write)."""
-        known = self._start_times.get(pid)
-        if known is None:
-            known = self._start_times[pid] = process_start_time(pid)
-            if len(self._start_times) > 8:  # only the daemon, the pump and targets matter
-                self._start_times = {pid: known}
-        return known
-
-    def _status(self) -> Status:
-        """The group's state as ``status.json`` holds it (its one writer)."""
-        m = self.machine
-        pids = {"pump": os.getpid()}
-        if self.daemon_pid:
-            pids["daemon"] = self.daemon_pid
-        if self.target is not None and m.pid is not None:
-            pids["target"] = self.target.pid
-        next_at = None
-        if m.phase == supervise.BACKOFF and m.deadline is not None:
-            next_at = time.time() + (m.deadline - time.monotonic())
-        status = Status(
-            name=self.spec.name, state=m.phase, strategy=self.spec.strategy.value, pids=pids,
-            start_times={role: self._start_time(pid) for role, pid in pids.items()},
-            restarts=m.restarts, spawned=m.spawned, last_exit=m.last_exit,
-            next_restart_at=next_at, reason=m.reason, started_at=self.started_wall,
-            target_started_at=self.target.started_wall if self.target else None,
-            output=self.spec.log_path, directory=str(self.directory))
-        if self.host is not None:
-            status.monitors = self.host.status()
-            status.dropped = sum(m["dropped"] for m in status.monitors.values())
-        return status
+        self.status_file.write(self._status_data())
 
     def _status_data(self) -> dict[str, Any]:
-        return self._status().to_json(stored=True)
+        m = self.machine
+        backoff = m.deadline if m.phase == supervise.BACKOFF else None
+        return self.status_file.record(m, self.target, self.host, backoff).to_json(stored=True)
 
 
 def main(spec: Spec, args: RoleArgs, become: Callable[[Spec, RoleArgs], int]) -> int:
