@@ -10,7 +10,6 @@ Signals: SIGTERM/SIGINT stop the group (TERM, grace, KILL), SIGHUP restarts the 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import random
 import selectors
@@ -25,12 +24,13 @@ from typing import Any
 from . import _linux, control, dirwatch, monitoring, orphans, process, relay, rolelog, supervise
 from .loop import Loop
 from .statusfile import StatusFile
+from .streams import Streams
 from .detach import Handshake, detach
 from .events import DAEMON_RESTART, PUMP_START, ExitStatus
 from .spec import Spec, Strategy
-from .errors import ChannelError, ImmortalError, NotRunning
+from .errors import ImmortalError, NotRunning
 from ._linux import is_alive, process_start_time
-from .roles import (Adopt, Command, Exited, Fds, Finish, HandOver, Hello, Message, Reaped,
+from .roles import (Adopt, Command, Exited, Finish, HandOver, Hello, Message, Reaped,
                     Rewrite, RoleArgs, Spawning, Started, Target, decode, hand_over)
 from .state import SOCKET_NAME, read_json, try_lock, wait_lock, write_json
 
@@ -49,27 +49,11 @@ class Pump:
         self.handshake = Handshake(fds.handshake)
         self.lock_fd: int | None = fds.lock
         self.daemon_pid: int | None = args.daemon_pid
-        self.echo = spec.strategy == Strategy.DEVELOPMENT
-        if fds.out and fds.err:
-            self.out_r, self.out_w = fds.out
-            self.err_r, self.err_w = fds.err
-            os.set_blocking(self.out_r, False)
-            os.set_blocking(self.err_r, False)
-        else:
-            self.out_r, self.out_w = relay.make_pipe()
-            self.err_r, self.err_w = relay.make_pipe()
-        self.journal_fd: int = fds.journal if fds.journal is not None \
-            else relay.make_journal()
-        self.journal = relay.open_journal(self.journal_fd)
-        self.channel: list[int] | None = None
-        if fds.channel:
-            self.channel = list(fds.channel)
-        elif spec.channel:
-            self.channel = list(relay.make_channel())
-        self.channel_sock = socket.socket(fileno=os.dup(self.channel[0])) \
-            if self.channel else None
-        if self.channel_sock is not None:
-            self.channel_sock.setblocking(False)
+        self.streams = streams = Streams(fds, spec.channel,
+                                         spec.strategy == Strategy.DEVELOPMENT, self._lines)
+        self.out_r, self.out_w, self.err_r, self.err_w = (  # what a spawn hands the target
+            streams.out_r, streams.out_w, streams.err_r, streams.err_w)
+        self.channel = streams.channel
         self.lifeline: socket.socket | None = None
         if fds.lifeline is not None:
             self.lifeline = socket.socket(fileno=fds.lifeline)
@@ -87,14 +71,6 @@ class Pump:
             if args.why != PUMP_START else None
         self.status_file = StatusFile(spec, (self.previous or {}).get("started_at")
                                       or time.time(), self.daemon_pid)
-        self.relays = (
-            relay.Relay(self.out_r, self.journal, 0,
-                        lambda data, offset, end: self._lines("stdout", data, offset, end),
-                        1 if self.echo else None),
-            relay.Relay(self.err_r, self.journal, 1,
-                        lambda data, offset, end: self._lines("stderr", data, offset, end),
-                        2 if self.echo else None),
-        )
 
     # ----------------------------------------------------------------- start-up
     def run(self) -> int:
@@ -141,13 +117,12 @@ class Pump:
             self.host = monitoring.Host(
                 [(name, monitoring.resolve(name), options)
                  for name, options in self.spec.monitors],
-                self.spec.name, self.directory, self.send if self.channel else None,
-                relay.Ledger(self.journal), drop=self.spec.backpressure == "drop")
+                self.spec.name, self.directory, self.streams.send if self.channel else None,
+                relay.Ledger(self.streams.journal), drop=self.spec.backpressure == "drop")
         except Exception as exc:
             return f"the monitors failed to load in the pump: {exc}"
         if self.host.terminal:
-            for stream in self.relays:
-                stream.echo = None  # a monitor shows the output on the terminal already
+            self.streams.no_echo()
         return None
 
     def _first_target(self) -> tuple[supervise.Action, ...]:
@@ -192,9 +167,7 @@ class Pump:
         if adopt is not None:
             self.host.call("adopt", pid=adopt.pid)
         self._check_daemon()
-        for stream in self.relays:
-            stream.recover()
-            stream.deliver()  # what a dead predecessor had read but not delivered
+        self.streams.recover()
         if self.target is not None and adopt is None:
             if self.machine.spawned <= 1 and why == PUMP_START:
                 self.host.call("spawn", pid=self.target.pid)
@@ -224,8 +197,8 @@ class Pump:
         loop = self.loop
         loop.watch(self.out_r, self._on_stdout)
         loop.watch(self.err_r, self._on_stderr)
-        if self.channel_sock is not None:
-            loop.watch(self.channel_sock, self._on_channel)
+        if self.streams.channel_sock is not None:
+            loop.watch(self.streams.channel_sock, self._on_channel)
         if self.lifeline is not None:
             loop.watch(self.lifeline, self._on_daemon)
         if self.parent_fd is not None:
@@ -267,11 +240,11 @@ class Pump:
             process.reap_strays(keep)
 
     def _on_stdout(self, fd: int) -> None:
-        self.relays[0].read()
+        self.streams.relays[0].read()
         self._report_dropped()
 
     def _on_stderr(self, fd: int) -> None:
-        self.relays[1].read()
+        self.streams.relays[1].read()
         self._report_dropped()
 
     def _report_dropped(self, force: bool = False) -> None:
@@ -282,52 +255,9 @@ class Pump:
             self._write_status()
 
     def _on_channel(self, sock: socket.socket) -> None:
-        """A message from the target: one datagram, one JSON value."""
         assert self.host is not None
-        for _ in range(64):  # a bounded batch, so output is not starved by a chatty target
-            try:
-                data = sock.recv(relay.MAX_MESSAGE)
-            except (BlockingIOError, InterruptedError):
-                return
-            if not data:
-                return
-            try:
-                message = json.loads(data)
-            except ValueError:
-                rolelog.report("channel", f"immortal: pump: the target sent a message that "
-                                          f"is not JSON: {data[:200]!r}\n")
-                continue
-            self.host.call("message", message=message)
-
-    def send(self, message: Any) -> None:
-        """Send a JSON value to the target (a monitor's ``send``)."""
-        if self.channel_sock is None:
-            raise ChannelError("this group has no message channel: start it with "
-                               "channel=True")
-        try:
-            data = json.dumps(message).encode()
-        except (TypeError, ValueError) as exc:
-            raise ChannelError(f"a channel message must be JSON: {exc}") from None
-        try:
-            self.channel_sock.send(data)
-        except BlockingIOError:
-            raise ChannelError("the target's channel is full: it does not read its "
-                               "messages") from None
-        except OSError as exc:
-            raise ChannelError(f"the channel cannot take the message: {exc}") from None
-
-    def _drain(self, final: bool = True) -> None:
-        """Deliver every byte written before the target died, then any last partial line.
-
-        Not ``final`` (the pump hands over to a successor): a partial line stays in the
-        journal, to be completed and delivered whole by the next pump.
-        """
-        for stream in self.relays:
-            if final:
-                stream.drain()
-            else:
-                while stream.read():
-                    pass
+        host = self.host
+        self.streams.receive(lambda message: host.call("message", message=message))
 
     def _lines(self, stream: str, block: bytes, offset: int, end: int) -> None:
         assert self.host is not None
@@ -378,7 +308,7 @@ class Pump:
         dead = self.target.pid
         self.status_file.forget(dead)
         self.target = None
-        self._drain()
+        self.streams.drain()
         # Decide first, so that the exit event carries the decision (a restart record).
         self.machine, actions = supervise.step(self.spec.policy, self.machine,
                                                supervise.Exited(status), time.monotonic(),
@@ -431,7 +361,7 @@ class Pump:
         if self.lifeline.fileno() in self.selector.get_map():
             self.selector.unregister(self.lifeline)
         if self.machine.phase in supervise.FINAL or self.machine.phase == supervise.STOPPING:
-            self._drain(final=False)
+            self.streams.drain(final=False)
             self.lifeline = None
             return
         # What this process becomes (so that ps never shows two pumps in the hand-over).
@@ -442,16 +372,14 @@ class Pump:
             self.target.close()
         elif self.args.adopt is not None:  # still starting: the target we were to adopt
             adopt = Adopt(self.args.adopt.pid, self.args.adopt.started_wall)
-        fds = Fds(lock=self.lock_fd, out=(self.out_r, self.out_w),
-                  err=(self.err_r, self.err_w), journal=self.journal_fd,
-                  channel=tuple(self.channel) if self.channel else None)
+        fds = self.streams.fds(self.lock_fd)
         if _linux.threads() == 1:
             # No thread of a monitor's to carry along: become the daemon in this process
             # (see main), without an exec's start-up, while we alone supervise.
             self.loop.close()
             raise HandOver(RoleArgs("daemon", str(self.directory), DAEMON_RESTART,
                                     fds=fds, adopt=adopt))
-        self._drain(final=False)
+        self.streams.drain(final=False)
         # The monitors' threads take what they were given before the successor starts (it
         # would hand the same lines over again); not longer: nobody reads the pipes meanwhile.
         self._catch_up(MONITOR_GRACE)
