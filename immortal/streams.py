@@ -58,7 +58,7 @@ class Streams:
         """What a successor (a daemon, a pump) is handed."""
         return Fds(lock=lock, out=(self.out_r, self.out_w), err=(self.err_r, self.err_w),
                    journal=self.journal_fd,
-                   channel=tuple(self.channel) if self.channel else None)
+                   channel=(self.channel[0], self.channel[1]) if self.channel else None)
 
     def no_echo(self) -> None:
         """A monitor shows the output on the terminal already."""
