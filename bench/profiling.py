@@ -238,7 +238,8 @@ def _pyspy(pid: int, seconds: float, out: Path) -> subprocess.Popen:
 
 
 _ROOTS = ("_run_module_as_main ", "_run_code ", "<module> (immortal/_role.py)",
-          "main (immortal/", "Pump.run ", "Pump._loop ", "Daemon.run ")
+          "main (immortal/", "Pump.run ", "Pump._loop ", "Daemon.run ", "Loop.run ",
+          "Loop.turn ")
 _FRAME = re.compile(r"^(.*) \((.*?)(?::\d+)?\)$")
 
 

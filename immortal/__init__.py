@@ -1,10 +1,11 @@
 """immortal: keep a program alive, detached, with every line and event sent to a monitor.
 
 Layers (a module imports only from lower ones; tests/test_layering.py checks it):
-0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby · 1 events,
-names, safety, channel, control, relay, orphans, figures, tailing · 2 process, monitor,
-roles, delivery, state · 3 monitoring, render, dirwatch, stall · 4 spec · 5 supervise,
-group, adoption · 6 pump, launcher · 7 daemon, manager, cli · 8 _role, __main__, __init__
+0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop
+· 1 events, names, safety, channel, control, relay, orphans, figures, tailing · 2 process,
+monitor, roles, delivery, state · 3 monitoring, render, dirwatch, stall, statusfile, streams
+· 4 spec · 5 supervise, group, adoption · 6 pump, launcher · 7 daemon, manager, cli · 8 _role,
+__main__, __init__
 """
 
 from __future__ import annotations

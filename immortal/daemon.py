@@ -26,6 +26,7 @@ from typing import Any
 from . import _linux, adoption, control, dirwatch, orphans, process, rolelog, stall
 from .detach import Handshake, detach
 from .events import DAEMON_RESTART, PUMP_RESTART, ExitStatus
+from .loop import Loop
 from .relay import Ledger, make_channel, make_journal, make_pipe, open_journal
 from .spec import Spec
 from .errors import NotRunning
@@ -105,28 +106,25 @@ class Daemon:
         self.finished = False
         self.restart_at: float | None = None
         self.stranger = -1
-        self.selector = selectors.DefaultSelector()
+        self.loop = Loop(selectors.DefaultSelector())
+        self.selector = self.loop.selector
         if args.pump and fds.pump is not None:  # the successor our predecessor started
             self.pump = _ForkedPump(args.pump)
             self.pump_sock = socket.socket(fileno=fds.pump)
             self.pump_sock.set_inheritable(False)
             self.pump_started = time.monotonic()
-            self.selector.register(self.pump_sock, selectors.EVENT_READ, "pump")
+            self.loop.watch(self.pump_sock, self._on_pump_message)
 
     def run(self) -> int:
         self.handshake.send(role="daemon", pid=os.getpid(),
                             start_time=process_start_time(os.getpid()))
-        wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_r, False)
-        os.set_blocking(wake_w, False)
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
-            signal.signal(number, _ignore)
-        self.selector.register(wake_r, selectors.EVENT_READ, "signal")
+        self.loop.take_signals({signal.SIGTERM: self._on_stop_signal,
+                                signal.SIGINT: self._on_stop_signal,
+                                signal.SIGHUP: self._on_hangup, signal.SIGCHLD: self._reap})
         self.stall = stall.Watch((self.out[0], self.err[0]),
                                  Ledger(open_journal(self.journal)),
                                  [name for name, _ in self.spec.monitors], self.directory)
-        self.selector.register(self.stall, selectors.EVENT_READ, "stall")
+        self.loop.watch(self.stall, lambda _: self.stall.ready())
         if self.why == DAEMON_RESTART:
             self.started = True
             self._watch_stranger()  # first: a pump reaped below must not think it gone
@@ -144,28 +142,16 @@ class Daemon:
         if self.pump is None and self.restart_at is None:
             self._start_pump(self.why, None)
         self.handshake.close()  # the pump holds its own copy and answers the caller
-        while True:
-            if self.pump is None and self.restart_at is None:
-                return self._end()
-            timeouts = [t for t in (self.restart_at, self.control.next_deadline(),
-                                    self.stall.deadline) if t]
-            timeout = max(0.0, min(timeouts) - time.monotonic()) if timeouts else None
-            for key, _ in self.selector.select(timeout):
-                if callable(key.data):
-                    key.data(key.fileobj)  # the control socket
-                elif key.data == "signal":
-                    self._on_signal(wake_r)
-                elif key.data == "stranger":
-                    self._on_stranger()
-                elif key.data == "stall":
-                    self.stall.ready()
-                else:
-                    self._on_pump_message(key.fileobj)  # type: ignore[arg-type]
-            self.control.drop_idle()
-            self.stall.tick()
-            if self.restart_at is not None and time.monotonic() >= self.restart_at:
-                self.restart_at = None
-                self._start_pump(self.restart_why, self.restart_message)
+        self.loop.at(lambda: self.control.next_deadline(), lambda: self.control.drop_idle())
+        self.loop.at(lambda: self.stall.deadline, self.stall.tick)
+        self.loop.at(lambda: self.restart_at, self._restart_due)
+        while self.pump is not None or self.restart_at is not None:
+            self.loop.turn()
+        return self._end()
+
+    def _restart_due(self) -> None:
+        self.restart_at = None
+        self._start_pump(self.restart_why, self.restart_message)
 
     # ----------------------------------------------------------------- pump
     def _start_pump(self, why: str, message_file: str | None) -> None:
@@ -204,7 +190,7 @@ class Daemon:
             self.fork_failures = 0
         self.pump_sock = ours
         self.pump_started = time.monotonic()
-        self.selector.register(ours, selectors.EVENT_READ, "pump")
+        self.loop.watch(ours, self._on_pump_message)
         if self.target_exit is not None:
             self.target_pid = self.target_exit = None  # handed over to the new pump
 
@@ -331,23 +317,17 @@ class Daemon:
         return self.target_pid is not None and self.target_exit is None
 
     # ----------------------------------------------------------------- signals, reaping
-    def _on_signal(self, fd: int) -> None:
-        try:
-            data = os.read(fd, 512)
-        except BlockingIOError:
-            return
-        for number in data:
-            if number in (signal.SIGTERM, signal.SIGINT):
-                if self.pump is not None:
-                    self.stopping = True
-                    self.stop_request = Command({"cmd": "stop"})
-                    self.pump.send_signal(signal.SIGTERM)
-                else:
-                    self._stop_between_pumps({"cmd": "stop"})
-            elif number == signal.SIGHUP and self.pump is not None:
-                self.pump.send_signal(signal.SIGHUP)
-            elif number == signal.SIGCHLD:
-                self._reap()
+    def _on_stop_signal(self) -> None:
+        if self.pump is not None:
+            self.stopping = True
+            self.stop_request = Command({"cmd": "stop"})
+            self.pump.send_signal(signal.SIGTERM)
+        else:
+            self._stop_between_pumps({"cmd": "stop"})
+
+    def _on_hangup(self) -> None:
+        if self.pump is not None:
+            self.pump.send_signal(signal.SIGHUP)
 
     def _reap(self) -> None:
         while True:
@@ -377,9 +357,9 @@ class Daemon:
         if self.stranger < 0:
             self._target_reaped(ExitStatus(pid=pid))
             return
-        self.selector.register(self.stranger, selectors.EVENT_READ, "stranger")
+        self.loop.watch(self.stranger, self._on_stranger)
 
-    def _on_stranger(self) -> None:
+    def _on_stranger(self, fd: int) -> None:
         self.selector.unregister(self.stranger)
         os.close(self.stranger)
         self.stranger = -1
@@ -621,10 +601,6 @@ def _become_pump_fds(keep: list[int], log: Path) -> None:
             os.dup2(null, fd, inheritable=False)
     os.close(null)
     os.close(err)
-
-
-def _ignore(number: int, frame: object) -> None:
-    """The handler of the signals we take: the wake-up fd carries them to the loop."""
 
 
 def main(spec: Spec, args: RoleArgs) -> int:

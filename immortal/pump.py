@@ -1,7 +1,7 @@
 """The pump: keeps the target alive and relays its output and events to the monitor.
 
-One pump per group at a time. It blocks in ``selectors`` on the target's pipes, the
-target's pidfd, a signal wake-up pipe and its lifelines (to the daemon, or to the caller in
+One pump per group at a time. Its loop (``loop.py``) blocks on the target's pipes, the
+target's pidfd, the signals and its lifelines (to the daemon, or to the caller in
 ``development``); the restart decisions come from the pure machine in ``supervise.py``.
 
 Signals: SIGTERM/SIGINT stop the group (TERM, grace, KILL), SIGHUP restarts the target.
@@ -10,7 +10,6 @@ Signals: SIGTERM/SIGINT stop the group (TERM, grace, KILL), SIGHUP restarts the 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import random
 import selectors
@@ -24,34 +23,22 @@ from typing import Any
 
 from . import (_linux, adoption, control, dirwatch, monitoring, orphans, process, relay,
                rolelog, supervise)
+from .loop import Loop
+from .statusfile import StatusFile
+from .streams import Streams
 from .detach import Handshake, detach
 from .events import DAEMON_RESTART, PUMP_START, ExitStatus
 from .spec import Spec, Strategy
-from .errors import ChannelError, ImmortalError, NotRunning
+from .errors import ImmortalError, NotRunning
 from ._linux import is_alive, process_start_time
-from .roles import (Adopt, Command, Exited, Fds, Finish, HandOver, Hello, Message, Reaped,
+from .roles import (Adopt, Command, Exited, Finish, HandOver, Hello, Message, Reaped,
                     Rewrite, RoleArgs, Spawning, Started, Target, decode, hand_over)
-from .state import SOCKET_NAME, Status, read_json, try_lock, wait_lock, write_json
+from .state import SOCKET_NAME, read_json, try_lock, wait_lock, write_json
 
-MESSAGE_TAIL = 16 * 1024
 TARGET_LOCK = "target.lock"
 CHANNEL_ENV = "IMMORTAL_CHANNEL_FD"  #: names the target's end of the message channel
 ORPHAN_WAIT = 5.0  # how long a spawn waits for a killed orphan to let go of target.lock
 MONITOR_GRACE = 1.0  # backpressure "drop": how long monitors may take to catch up at the end
-
-
-def read_tail(path: str | None) -> str | None:
-    if not path:
-        return None
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - MESSAGE_TAIL))
-            data = handle.read()
-    except OSError:
-        return None
-    return data.decode("utf-8", "replace") or None
 
 
 class Pump:
@@ -64,52 +51,28 @@ class Pump:
         self.handshake = Handshake(fds.handshake)
         self.lock_fd: int | None = fds.lock
         self.daemon_pid: int | None = args.daemon_pid
-        self.echo = spec.strategy == Strategy.DEVELOPMENT
-        if fds.out and fds.err:
-            self.out_r, self.out_w = fds.out
-            self.err_r, self.err_w = fds.err
-            os.set_blocking(self.out_r, False)
-            os.set_blocking(self.err_r, False)
-        else:
-            self.out_r, self.out_w = relay.make_pipe()
-            self.err_r, self.err_w = relay.make_pipe()
-        self.journal_fd: int = fds.journal if fds.journal is not None \
-            else relay.make_journal()
-        self.journal = relay.open_journal(self.journal_fd)
-        self.channel: list[int] | None = None
-        if fds.channel:
-            self.channel = list(fds.channel)
-        elif spec.channel:
-            self.channel = list(relay.make_channel())
-        self.channel_sock = socket.socket(fileno=os.dup(self.channel[0])) \
-            if self.channel else None
-        if self.channel_sock is not None:
-            self.channel_sock.setblocking(False)
+        self.streams = streams = Streams(fds, spec.channel,
+                                         spec.strategy == Strategy.DEVELOPMENT, self._lines)
+        self.out_r, self.out_w, self.err_r, self.err_w = (  # what a spawn hands the target
+            streams.out_r, streams.out_w, streams.err_r, streams.err_w)
+        self.channel = streams.channel
         self.lifeline: socket.socket | None = None
         if fds.lifeline is not None:
             self.lifeline = socket.socket(fileno=fds.lifeline)
         self.parent_fd: int | None = fds.parent
-        self.selector = selectors.DefaultSelector()
+        self.loop = Loop(selectors.DefaultSelector())
+        self.selector = self.loop.selector
         self.target: process.Child | None = None
         self.watched = -1  # the pidfd registered in the selector
-        self._start_times: dict[int, int | None] = {}
         self.subreaper = subreaper  # root of the group: orphans come here
         self.control: control.Server | None = None  # served here when there is no daemon
         self.machine = supervise.State()
-        self.deadline: float | None = None
-        self.finished = False
+        self.deadline: float | None = None  # when the machine wants a Tick
         self.host: monitoring.Host | None = None
         self.previous = read_json(self.directory / "status.json") \
             if args.why != PUMP_START else None
-        self.started_wall = (self.previous or {}).get("started_at") or time.time()
-        self.relays = (
-            relay.Relay(self.out_r, self.journal, 0,
-                        lambda data, offset, end: self._lines("stdout", data, offset, end),
-                        1 if self.echo else None),
-            relay.Relay(self.err_r, self.journal, 1,
-                        lambda data, offset, end: self._lines("stderr", data, offset, end),
-                        2 if self.echo else None),
-        )
+        self.status_file = StatusFile(spec, (self.previous or {}).get("started_at")
+                                      or time.time(), self.daemon_pid)
 
     # ----------------------------------------------------------------- start-up
     def run(self) -> int:
@@ -138,13 +101,17 @@ class Pump:
         return self._loop()
 
     def _take_signals(self) -> None:
-        """Our signals come through a wake-up pipe, to the loop."""
-        wake_r, wake_w = self.wake = os.pipe()
-        os.set_blocking(wake_r, False)
-        os.set_blocking(wake_w, False)
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
-            signal.signal(number, _ignore)
+        """Our signals, carried out by the loop (until it runs, they wait)."""
+        self.loop.take_signals({
+            signal.SIGTERM: lambda: self._feed(supervise.Stop(self.spec.stop_timeout, "stop")),
+            signal.SIGINT: lambda: self._feed(supervise.Stop(self.spec.stop_timeout, "stop")),
+            signal.SIGHUP: lambda: self._feed(supervise.Restart(self.spec.stop_timeout)),
+            signal.SIGCHLD: self._on_child,
+        })
+
+    @property
+    def finished(self) -> bool:
+        return self.loop.stopped
 
     def _load_monitors(self) -> str | None:
         """Import and create the monitors (``self.host``); the error if they fail."""
@@ -152,13 +119,12 @@ class Pump:
             self.host = monitoring.Host(
                 [(name, monitoring.resolve(name), options)
                  for name, options in self.spec.monitors],
-                self.spec.name, self.directory, self.send if self.channel else None,
-                relay.Ledger(self.journal), drop=self.spec.backpressure == "drop")
+                self.spec.name, self.directory, self.streams.send if self.channel else None,
+                relay.Ledger(self.streams.journal), drop=self.spec.backpressure == "drop")
         except Exception as exc:
             return f"the monitors failed to load in the pump: {exc}"
         if self.host.terminal:
-            for stream in self.relays:
-                stream.echo = None  # a monitor shows the output on the terminal already
+            self.streams.no_echo()
         return None
 
     def _first_target(self) -> tuple[supervise.Action, ...]:
@@ -203,14 +169,12 @@ class Pump:
         assert self.host is not None
         adopt = self.args.adopt
         why = self.args.why
-        message = read_tail(self.args.message_file)
+        message = rolelog.tail(self.args.message_file)
         self.host.call("setup", strict=why == PUMP_START, why=why, message=message)
         if adopt is not None:
             self.host.call("adopt", pid=adopt.pid)
         self._check_daemon()
-        for stream in self.relays:
-            stream.recover()
-            stream.deliver()  # what a dead predecessor had read but not delivered
+        self.streams.recover()
         if self.target is not None and adopt is None:
             if self.machine.spawned <= 1 and why == PUMP_START:
                 self.host.call("spawn", pid=self.target.pid)
@@ -236,17 +200,22 @@ class Pump:
             _linux.set_title(f"immortal: pump {self.directory}")
 
     def _watch(self) -> None:
-        """What the loop waits on."""
-        self.selector.register(self.wake[0], selectors.EVENT_READ, "signal")
-        self.selector.register(self.out_r, selectors.EVENT_READ, "stdout")
-        self.selector.register(self.err_r, selectors.EVENT_READ, "stderr")
-        if self.channel_sock is not None:
-            self.selector.register(self.channel_sock, selectors.EVENT_READ, "channel")
+        """What the loop waits on, and its chores: the control clients' deadlines, the
+        dropped lines to tell (backpressure "drop"), the machine's Tick."""
+        loop = self.loop
+        loop.watch(self.out_r, self._on_stdout)
+        loop.watch(self.err_r, self._on_stderr)
+        if self.streams.channel_sock is not None:
+            loop.watch(self.streams.channel_sock, self._on_channel)
         if self.lifeline is not None:
-            self.selector.register(self.lifeline, selectors.EVENT_READ, "daemon")
+            loop.watch(self.lifeline, self._on_daemon)
         if self.parent_fd is not None:
-            self.selector.register(self.parent_fd, selectors.EVENT_READ, "parent")
+            loop.watch(self.parent_fd, self._on_parent)
         self._watch_target()
+        loop.at(lambda: self.control.next_deadline() if self.control else None,
+                lambda: self.control.drop_idle() if self.control else None)
+        loop.at(lambda: self.host.next_report() if self.host else None, self._report_dropped)
+        loop.at(lambda: self.deadline, lambda: self._feed(supervise.Tick()))
 
     def _carried_over(self) -> supervise.State:
         """The counters of the group so far, as the previous pump left them."""
@@ -263,31 +232,7 @@ class Pump:
 
     # ----------------------------------------------------------------- main loop
     def _loop(self) -> int:
-        while not self.finished:
-            timeout = None
-            if self.deadline is not None:
-                timeout = max(0.0, self.deadline - time.monotonic())
-            if self.control is not None:
-                idle = self.control.next_deadline()
-                if idle is not None:
-                    wait = max(0.0, idle - time.monotonic())
-                    timeout = wait if timeout is None else min(timeout, wait)
-            report = self.host.next_report() if self.host is not None else None
-            if report is not None:  # backpressure "drop": lines dropped, not told yet
-                wait = max(0.0, report - time.monotonic())
-                timeout = wait if timeout is None else min(timeout, wait)
-            for key, _ in self.selector.select(timeout):
-                if callable(key.data):
-                    key.data(key.fileobj)  # the control socket
-                else:
-                    getattr(self, f"_on_{key.data}")(key.fileobj)
-                if self.finished:
-                    break
-            if self.control is not None:
-                self.control.drop_idle()
-            self._report_dropped()
-            if self.deadline is not None and time.monotonic() >= self.deadline:
-                self._feed(supervise.Tick())
+        self.loop.run()  # until _finish stops it
         if self.control is not None:
             self.control.close()
         if self.subreaper:
@@ -295,29 +240,19 @@ class Pump:
             orphans.end_group(self.directory)  # and those that left our tree
         return 0
 
-    def _on_signal(self, fd: int) -> None:
-        try:
-            data = os.read(fd, 512)
-        except BlockingIOError:
-            return
-        for number in data:
-            if number in (signal.SIGTERM, signal.SIGINT):
-                self._feed(supervise.Stop(self.spec.stop_timeout, "stop"))
-            elif number == signal.SIGHUP:
-                self._feed(supervise.Restart(self.spec.stop_timeout))
-            elif number == signal.SIGCHLD:
-                if not _linux.HAVE_PIDFD:
-                    self._on_target(None)
-                if self.subreaper:
-                    keep = {self.target.pid} if self.target is not None else set()
-                    process.reap_strays(keep)
+    def _on_child(self) -> None:
+        if not _linux.HAVE_PIDFD:
+            self._on_target(None)
+        if self.subreaper:
+            keep = {self.target.pid} if self.target is not None else set()
+            process.reap_strays(keep)
 
     def _on_stdout(self, fd: int) -> None:
-        self.relays[0].read()
+        self.streams.relays[0].read()
         self._report_dropped()
 
     def _on_stderr(self, fd: int) -> None:
-        self.relays[1].read()
+        self.streams.relays[1].read()
         self._report_dropped()
 
     def _report_dropped(self, force: bool = False) -> None:
@@ -328,52 +263,9 @@ class Pump:
             self._write_status()
 
     def _on_channel(self, sock: socket.socket) -> None:
-        """A message from the target: one datagram, one JSON value."""
         assert self.host is not None
-        for _ in range(64):  # a bounded batch, so output is not starved by a chatty target
-            try:
-                data = sock.recv(relay.MAX_MESSAGE)
-            except (BlockingIOError, InterruptedError):
-                return
-            if not data:
-                return
-            try:
-                message = json.loads(data)
-            except ValueError:
-                rolelog.report("channel", f"immortal: pump: the target sent a message that "
-                                          f"is not JSON: {data[:200]!r}\n")
-                continue
-            self.host.call("message", message=message)
-
-    def send(self, message: Any) -> None:
-        """Send a JSON value to the target (a monitor's ``send``)."""
-        if self.channel_sock is None:
-            raise ChannelError("this group has no message channel: start it with "
-                               "channel=True")
-        try:
-            data = json.dumps(message).encode()
-        except (TypeError, ValueError) as exc:
-            raise ChannelError(f"a channel message must be JSON: {exc}") from None
-        try:
-            self.channel_sock.send(data)
-        except BlockingIOError:
-            raise ChannelError("the target's channel is full: it does not read its "
-                               "messages") from None
-        except OSError as exc:
-            raise ChannelError(f"the channel cannot take the message: {exc}") from None
-
-    def _drain(self, final: bool = True) -> None:
-        """Deliver every byte written before the target died, then any last partial line.
-
-        Not ``final`` (the pump hands over to a successor): a partial line stays in the
-        journal, to be completed and delivered whole by the next pump.
-        """
-        for stream in self.relays:
-            if final:
-                stream.drain()
-            else:
-                while stream.read():
-                    pass
+        host = self.host
+        self.streams.receive(lambda message: host.call("message", message=message))
 
     def _lines(self, stream: str, block: bytes, offset: int, end: int) -> None:
         assert self.host is not None
@@ -429,9 +321,9 @@ class Pump:
         assert self.host is not None and self.target is not None
         self._unwatch_target()
         dead = self.target.pid
-        self._start_times.pop(dead, None)  # the pid may come back as another
+        self.status_file.forget(dead)
         self.target = None
-        self._drain()
+        self.streams.drain()
         # Decide first, so that the exit event carries the decision (a restart record).
         self.machine, actions = supervise.step(self.spec.policy, self.machine,
                                                supervise.Exited(status), time.monotonic(),
@@ -450,8 +342,7 @@ class Pump:
                 spawned = exc
             else:
                 # The successor has exec'd and is runnable, maybe on this CPU: let it run
-                # before the bookkeeping below (measured: its first instruction ~0.4 ms
-                # sooner).
+                # before the bookkeeping below.
                 os.sched_yield()
         self._tell_daemon(Exited(dead))
         self.host.call("exit", status=record)
@@ -485,7 +376,7 @@ class Pump:
         if self.lifeline.fileno() in self.selector.get_map():
             self.selector.unregister(self.lifeline)
         if self.machine.phase in supervise.FINAL or self.machine.phase == supervise.STOPPING:
-            self._drain(final=False)
+            self.streams.drain(final=False)
             self.lifeline = None
             return
         # What this process becomes (so that ps never shows two pumps in the hand-over).
@@ -496,19 +387,14 @@ class Pump:
             self.target.close()
         elif self.args.adopt is not None:  # still starting: the target we were to adopt
             adopt = Adopt(self.args.adopt.pid, self.args.adopt.started_wall)
-        fds = Fds(lock=self.lock_fd, out=(self.out_r, self.out_w),
-                  err=(self.err_r, self.err_w), journal=self.journal_fd,
-                  channel=tuple(self.channel) if self.channel else None)
+        fds = self.streams.fds(self.lock_fd)
         if _linux.threads() == 1:
             # No thread of a monitor's to carry along: become the daemon in this process
             # (see main), without an exec's start-up, while we alone supervise.
-            signal.set_wakeup_fd(-1)
-            self.selector.close()
-            for fd in self.wake:
-                os.close(fd)
+            self.loop.close()
             raise HandOver(RoleArgs("daemon", str(self.directory), DAEMON_RESTART,
                                     fds=fds, adopt=adopt))
-        self._drain(final=False)
+        self.streams.drain(final=False)
         # The monitors' threads take what they were given before the successor starts (it
         # would hand the same lines over again); not longer: nobody reads the pipes meanwhile.
         self._catch_up(MONITOR_GRACE)
@@ -594,7 +480,7 @@ class Pump:
 
     def _finish(self, action: supervise.Finish) -> None:
         assert self.host is not None
-        self.finished = True
+        self.loop.stop()
         self._catch_up(self.spec.stop_timeout)
         self._report_dropped(force=True)
         reason = action.reason if action.phase == supervise.STOPPED else f"fatal: {action.reason}"
@@ -677,7 +563,7 @@ class Pump:
 
     def _watch_target(self) -> None:
         if self.target is not None and self.target.pidfd >= 0:
-            self.selector.register(self.target.pidfd, selectors.EVENT_READ, "target")
+            self.loop.watch(self.target.pidfd, self._on_target)
             self.watched = self.target.pidfd
 
     def _unwatch_target(self) -> None:
@@ -698,50 +584,12 @@ class Pump:
 
     # ----------------------------------------------------------------- status
     def _write_status(self) -> None:
-        try:
-            write_json(self.directory / "status.json", self._status_data())
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                rolelog.report("status", f"immortal: pump: cannot write status: {exc}\n")
-
-    def _start_time(self, pid: int) -> int | None:
-        """A process's kernel start time, read from /proc once per pid (not per write)."""
-        known = self._start_times.get(pid)
-        if known is None:
-            known = self._start_times[pid] = process_start_time(pid)
-            if len(self._start_times) > 8:  # only the daemon, the pump and targets matter
-                self._start_times = {pid: known}
-        return known
-
-    def _status(self) -> Status:
-        """The group's state as ``status.json`` holds it (its one writer)."""
-        m = self.machine
-        pids = {"pump": os.getpid()}
-        if self.daemon_pid:
-            pids["daemon"] = self.daemon_pid
-        if self.target is not None and m.pid is not None:
-            pids["target"] = self.target.pid
-        next_at = None
-        if m.phase == supervise.BACKOFF and m.deadline is not None:
-            next_at = time.time() + (m.deadline - time.monotonic())
-        status = Status(
-            name=self.spec.name, state=m.phase, strategy=self.spec.strategy.value, pids=pids,
-            start_times={role: self._start_time(pid) for role, pid in pids.items()},
-            restarts=m.restarts, spawned=m.spawned, last_exit=m.last_exit,
-            next_restart_at=next_at, reason=m.reason, started_at=self.started_wall,
-            target_started_at=self.target.started_wall if self.target else None,
-            output=self.spec.log_path, directory=str(self.directory))
-        if self.host is not None:
-            status.monitors = self.host.status()
-            status.dropped = sum(m["dropped"] for m in status.monitors.values())
-        return status
+        self.status_file.write(self._status_data())
 
     def _status_data(self) -> dict[str, Any]:
-        return self._status().to_json(stored=True)
-
-
-def _ignore(number: int, frame: object) -> None:
-    """The handler of the signals we take: the wake-up fd carries them to the loop."""
+        m = self.machine
+        backoff = m.deadline if m.phase == supervise.BACKOFF else None
+        return self.status_file.record(m, self.target, self.host, backoff).to_json(stored=True)
 
 
 def main(spec: Spec, args: RoleArgs, become: Callable[[Spec, RoleArgs], int]) -> int:

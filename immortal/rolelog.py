@@ -188,3 +188,22 @@ def install(path: str | None) -> RoleLog:
 def report(kind: str, text: str) -> None:
     """One message of ``kind`` on the role's log (rate-limited, never fatal)."""
     _log.report(kind, text)
+
+
+TAIL = 16 * 1024  #: what ``tail`` reads at most: the end of a dead role's log
+
+
+def tail(path: str | None) -> str | None:
+    """The last ``TAIL`` bytes of a role's log, as text (a dead pump's, for the next pump's
+    monitors); None if there is no such file or nothing in it."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - TAIL))
+            data = handle.read()
+    except OSError:
+        return None
+    return data.decode("utf-8", "replace") or None

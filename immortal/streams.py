@@ -1,0 +1,120 @@
+"""The target's output and message channel, as the pump holds them.
+
+stdout and stderr are two pipes, each read by a ``relay.Relay`` through the journal (what
+a pump read but did not deliver outlives it); the channel is a datagram socket pair, the
+pump's end here and the target's end passed to it. A pump forked by the daemon, or handed
+over, is given these files (``Fds``); an unattached or development pump makes them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from . import relay, rolelog
+from .errors import ChannelError
+from .roles import Fds
+
+#: where a stream's blocks go: (stream name, block, offset, end), see ``relay.Relay``
+Sink = Callable[[str, bytes, int, int], None]
+BATCH = 64  # messages taken at a time, so that output is not starved by a chatty target
+
+
+class Streams:
+    def __init__(self, fds: Fds, channel: bool, echo: bool, sink: Sink) -> None:
+        if fds.out and fds.err:
+            self.out_r, self.out_w = fds.out
+            self.err_r, self.err_w = fds.err
+            os.set_blocking(self.out_r, False)
+            os.set_blocking(self.err_r, False)
+        else:
+            self.out_r, self.out_w = relay.make_pipe()
+            self.err_r, self.err_w = relay.make_pipe()
+        self.journal_fd: int = fds.journal if fds.journal is not None \
+            else relay.make_journal()
+        self.journal = relay.open_journal(self.journal_fd)
+        self.channel: list[int] | None = None
+        if fds.channel:
+            self.channel = list(fds.channel)
+        elif channel:
+            self.channel = list(relay.make_channel())
+        self.channel_sock = socket.socket(fileno=os.dup(self.channel[0])) \
+            if self.channel else None
+        if self.channel_sock is not None:
+            self.channel_sock.setblocking(False)
+        self.relays = (
+            relay.Relay(self.out_r, self.journal, 0,
+                        lambda data, offset, end: sink("stdout", data, offset, end),
+                        1 if echo else None),
+            relay.Relay(self.err_r, self.journal, 1,
+                        lambda data, offset, end: sink("stderr", data, offset, end),
+                        2 if echo else None),
+        )
+
+    def fds(self, lock: int | None) -> Fds:
+        """What a successor (a daemon, a pump) is handed."""
+        return Fds(lock=lock, out=(self.out_r, self.out_w), err=(self.err_r, self.err_w),
+                   journal=self.journal_fd,
+                   channel=(self.channel[0], self.channel[1]) if self.channel else None)
+
+    def no_echo(self) -> None:
+        """A monitor shows the output on the terminal already."""
+        for stream in self.relays:
+            stream.echo = None
+
+    def recover(self) -> None:
+        """Deliver what a dead predecessor had read but not delivered (the journal)."""
+        for stream in self.relays:
+            stream.recover()
+            stream.deliver()
+
+    def drain(self, final: bool = True) -> None:
+        """Deliver every byte written before the target died, then any last partial line.
+
+        Not ``final`` (the pump hands over to a successor): a partial line stays in the
+        journal, to be completed and delivered whole by the next pump.
+        """
+        for stream in self.relays:
+            if final:
+                stream.drain()
+            else:
+                while stream.read():
+                    pass
+
+    def receive(self, deliver: Callable[[Any], None]) -> None:
+        """Messages from the target, each one datagram, one JSON value: a bounded batch."""
+        assert self.channel_sock is not None
+        for _ in range(BATCH):
+            try:
+                data = self.channel_sock.recv(relay.MAX_MESSAGE)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not data:
+                return
+            try:
+                message = json.loads(data)
+            except ValueError:
+                rolelog.report("channel", f"immortal: pump: the target sent a message that "
+                                          f"is not JSON: {data[:200]!r}\n")
+                continue
+            deliver(message)
+
+    def send(self, message: Any) -> None:
+        """Send a JSON value to the target (a monitor's ``send``)."""
+        if self.channel_sock is None:
+            raise ChannelError("this group has no message channel: start it with "
+                               "channel=True")
+        try:
+            data = json.dumps(message).encode()
+        except (TypeError, ValueError) as exc:
+            raise ChannelError(f"a channel message must be JSON: {exc}") from None
+        try:
+            self.channel_sock.send(data)
+        except BlockingIOError:
+            raise ChannelError("the target's channel is full: it does not read its "
+                               "messages") from None
+        except OSError as exc:
+            raise ChannelError(f"the channel cannot take the message: {exc}") from None
