@@ -7,9 +7,10 @@ group lock (they held it, so they are gone), and then, before ``spec.json`` is r
 1. ``decide`` (in the caller, lock held: two starts of one name never both look): the
    target ``status.json`` recorded, proved alive by pid plus kernel start time and carrying
    the group's token (``orphans``), is adopted if the new spec runs the same command
-   (argv, cwd, environment, umask). A changed command ends it instead, as does the
-   ``development`` strategy (its group lives as long as its caller): the first pump ends
-   every token carrier before its first spawn, and the role log says why.
+   (argv, cwd, umask; a changed environment applies from its next restart). A changed
+   command ends it instead, as does the ``development`` strategy (its group lives as long
+   as its caller): the first pump ends every token carrier before its first spawn, and
+   the role log says why.
 2. ``claim`` (in the first role, daemon or unattached pump): the target is proved again,
    and its stdout and stderr pipes are opened anew through ``/proc/PID/fd/1`` and ``2``
    (``_linux.reopen_pipe``): the same pipes, so every line still in them comes through.
@@ -66,6 +67,11 @@ def decide(spec: Spec) -> Adopt | None:
         _note(directory / f"{role}.log", f"immortal: start: the target {pid} left running "
               f"by a dead group is ended, not adopted: {why}\n")
         return None
+    if old is not None and Spec.from_json(old).target_env() != spec.target_env():
+        role = "daemon" if spec.strategy == Strategy.DAEMON else "pump"
+        _note(directory / f"{role}.log", f"immortal: start: the target {pid} is adopted with "
+              "the environment it was started with; this run's applies from its next "
+              "restart\n")
     return Adopt(pid, _wall(ticks), ticks=ticks)
 
 
@@ -78,9 +84,11 @@ def _differs(spec: Spec, old: dict[str, Any] | None) -> str | None:
         before = Spec.from_json(old)
     except (TypeError, ValueError, KeyError) as exc:
         return f"its spec.json cannot be read ({exc})"
+    # Not the environment: a run from another shell (another OLDPWD, SSH_TTY...) is the
+    # same program, and ending it for that would be the one thing adoption avoids. The new
+    # environment applies from its next restart (the role log says so).
     for what, then, now in (("command", before.command(), spec.command()),
                             ("cwd", before.cwd, spec.cwd),
-                            ("environment", before.target_env(), spec.target_env()),
                             ("umask", before.umask, spec.umask)):
         if then != now:
             return f"its {what} changed"

@@ -183,6 +183,16 @@ def test_a_changed_command_ends_the_orphan_and_spawns_anew(started, tmp_path, re
            "its command changed" in log
 
 
+def test_a_run_from_another_environment_adopts_the_orphan(started, tmp_path, recorder):
+    # Another shell, another environment: still the same program, so it is not killed;
+    # the new environment is the one of its next restart.
+    program, target, before, kwargs = orphan(started, tmp_path, recorder, "elsewhere")
+    again = started(str(program), [], **kwargs, env={**os.environ, "ANOTHER_SHELL": "1"})
+    adopted(again, recorder, target)
+    log = (Path(again.status().directory) / "daemon.log").read_text()
+    assert "adopted with the environment it was started with" in log
+
+
 def test_a_target_that_closed_every_inherited_fd_is_adopted(started, tmp_path, recorder):
     # Quiet while no supervisor runs: it closed the pipes' read ends it was given, so a
     # write with no reader left would kill it (EPIPE).
