@@ -9,6 +9,7 @@ importable from here.
 from __future__ import annotations
 
 import os
+import time
 
 from ._linux import is_alive
 from .errors import AlreadyRunning
@@ -166,8 +167,6 @@ class Status(MutableRecord):
         return "daemon" if "daemon" in self.pids else "pump"
 
     def __str__(self) -> str:
-        from .render import summary  # the words live with the other renderings
-
         return summary(self)
 
 
@@ -175,6 +174,7 @@ GONE = "its supervisors were killed without a stop"
 STALE = "stale state removed: its processes were killed without a stop"
 KILLED = "killed (SIGKILL, no grace period)"
 FINAL_STATES = ("stopped", "fatal")
+ROLES = ("daemon", "pump", "target")
 
 
 def clear_stale(directory: Path, reason: str = STALE) -> Status | None:
@@ -219,3 +219,64 @@ def read_status(directory: Path) -> Status | None:
         # The daemon's word on a pump that no longer drains the output (stall.py).
         status.stalled = read_json(directory / "stalled.json")
     return status
+
+
+# The words of a Status alone (``str(status)``; render.py adds the processes' figures) -----
+
+def headline(s: Status) -> str:
+    """The first line of ``str(status)`` and of 'status': the name, the state and whether
+    it runs."""
+    if s.stale:
+        left = f"; left running: {' '.join(map(str, s.orphans))}" if s.orphans else ""
+        return f"{s.name}: not running ({GONE}{left})"
+    if s.reason == STALE and not s.running:
+        return f"{s.name}: not running ({s.reason})"
+    if not s.running:
+        return f"{s.name}: {s.state} (not running)"
+    return f"{s.name}: {s.state}" + (" (stalled)" if s.stalled else "")
+
+
+def summary(s: Status) -> str:
+    """``str(status)``: a few lines, from the status alone (no look at the processes)."""
+    lines = [headline(s)]
+    for role in ROLES:
+        if role in s.pids and s.running:
+            lines.append(f"  {role:<8} pid {s.pids[role]}")
+    lines.append(f"  spawned  {s.spawned}, restarts {s.restarts}")
+    if s.target_started_at and s.running and s.state == "running":
+        lines.append(f"  up       {time.time() - s.target_started_at:.1f} s")
+    if s.last_exit:
+        lines.append(f"  last     {s.last_exit}")
+    if s.next_restart_at and s.state == "backoff" and s.running:
+        lines.append(f"  next     in {max(0.0, s.next_restart_at - time.time()):.1f} s")
+    if s.reason and s.state in FINAL_STATES and s.reason != STALE:
+        lines.append(f"  reason   {s.reason}")
+    if s.output:
+        lines.append(f"  output   {s.output}")
+    return "\n".join([*lines, *delivery_lines(s)])
+
+
+def delivery_lines(s: Status) -> list[str]:
+    """The status lines on the output's delivery: a stall, lines dropped per monitor."""
+    lines = []
+    if s.stalled and s.running:
+        lines.append(f"  stalled  {stall_text(s.stalled)}")
+    if s.dropped:
+        lines.append(f"  dropped  {s.dropped} lines (backpressure drop)")
+        for monitor, counts in s.monitors.items():
+            if counts.get("dropped"):
+                lines.append(f"    {monitor}: dropped {counts['dropped']}")
+    return lines
+
+
+def stall_text(stalled: Mapping[str, Any]) -> str:
+    """What ``stalled`` says, in words: for how long the pump has not drained the output
+    and, if a monitor call is under way, which monitor and since when."""
+    now = time.time()
+    text = (f"the pump has not drained the target's output for "
+            f"{max(0.0, now - float(stalled.get('since') or now)):.0f} s")
+    if stalled.get("monitor"):
+        since = float(stalled.get("monitor_since") or now)
+        text += (f"; monitor {stalled['monitor']!r} has not returned from a call made "
+                 f"{max(0.0, now - since):.0f} s ago")
+    return text
