@@ -391,7 +391,7 @@ class Daemon:
                                 uptime=max(0.0, time.time() - self.target_started))
         if self.pump is not None and self.pump_sock is not None:
             try:
-                self.pump_sock.send(Reaped(self.target_pid, status).to_bytes())
+                self.pump_sock.send(Reaped(self.target_pid, status).to_bytes())  # type: ignore[arg-type]  # noqa: E501 (set while adopted)
                 self.target_pid = None
                 return
             except OSError:

@@ -45,9 +45,11 @@ _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
 def _inotify() -> ctypes.CDLL | None:
     """The C library, if it has inotify (see ``_linux.libc``)."""
     library = _linux.libc()
+    if library is None:  # not Linux
+        return None
     try:
         library.inotify_init1, library.inotify_add_watch, library.inotify_rm_watch  # noqa
-    except AttributeError:  # no library (not Linux), or one without inotify
+    except AttributeError:  # a C library without inotify
         return None
     return library
 

@@ -165,7 +165,7 @@ class Pump:
         adopt = self.args.adopt
         why = self.args.why
         if adopt is not None:
-            started = time.monotonic() - max(0.0, time.time() - adopt.started_wall)
+            started = time.monotonic() - max(0.0, time.time() - adopt.started_wall)  # type: ignore[operator]  # noqa: E501 (a pump's target has one)
             self.target = process.Child(adopt.pid, started, None, own=False)
             self.machine = supervise.adopt(adopt.pid, started, self._carried_over())
             return ()

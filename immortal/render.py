@@ -198,7 +198,7 @@ def _list_table(rows: list[tuple[Status, float | None, int | None]]) -> list[str
         elif s.orphans:
             state = "orphaned"
             pids = "-/-/" + ",".join(map(str, s.orphans))
-            target = s.pids.get("target") if s.pids.get("target") in s.orphans else "-"
+            target = s.pids["target"] if s.pids.get("target") in s.orphans else "-"
         else:
             pids, target = "-", "-"
         up = human_duration(uptime_) if uptime_ is not None else "-"

@@ -90,7 +90,7 @@ class Status(MutableRecord):
     target_started_at: float | None = None
     output: str | None = None
     directory: str | None = None
-    start_times: dict[str, int] = field(default_factory=dict)
+    start_times: dict[str, int | None] = field(default_factory=dict)  #: None: not known
     dropped: int = 0  #: lines skipped under backpressure "drop", all monitors together
     #: per monitor, by name: ``{"dropped": lines it lost to backpressure "drop"}``
     monitors: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -129,6 +129,7 @@ def adopt(pid: int, started_at: float, template: State | None = None) -> State:
 
 def record(state: State, status: ExitStatus) -> ExitStatus:
     """``status`` completed with what the machine (already stepped) decided to do next."""
+    reason: str | None
     if state.phase == SPAWNING:
         decision, reason = "restart", state.why
     elif state.phase == BACKOFF:
