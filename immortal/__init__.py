@@ -10,8 +10,10 @@ cli · 8 _role, __main__, __init__
 
 from __future__ import annotations
 
-# Not typing's: importing typing costs milliseconds at every start of a command or role.
-# Type checkers read this as typing.TYPE_CHECKING.
+# Not typing's: 'immortal stop', 'status', 'list'... import nothing else that imports
+# typing, and would pay for it at every run (bench/notes.md). Modules that only the roles
+# import (which load typing anyway) use typing's. Type checkers read this as
+# typing.TYPE_CHECKING.
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:  # the same names, for type checkers; at run time they load on first use

@@ -20,12 +20,11 @@ import os
 import selectors
 import struct
 import sys
+from typing import TYPE_CHECKING  # loaded anyway: only role processes import this
 
 from . import _linux
 from .errors import ImmortalError
 from .state import ensure_dir, try_lock
-
-TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
     import ctypes

@@ -12,11 +12,10 @@ import signal
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING  # loaded anyway: only role processes import this
 
 from . import _linux
 from .events import ExitStatus
-
-TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
