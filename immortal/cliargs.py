@@ -187,8 +187,8 @@ COMMANDS = {
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser of every command, or with ``command`` of that one alone: argparse takes
-    milliseconds to build them all, and a command line names one (the top-level --help,
+    """The parser of every command, or with ``command`` of that one alone: argparse is slow
+    to build them all, and a command line names one (the top-level --help,
     which lists them all, comes with ``command=None``)."""
     parser = _Parser(prog="immortal", description="Keep a program alive, detached, with its "
                      "output and events sent to a monitor.")

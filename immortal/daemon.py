@@ -565,8 +565,8 @@ def _find_orphan(since: int) -> tuple[int, float] | None:
 
 def _preload_builtin_monitors(spec: Spec) -> None:
     """Import the group's built-in monitors (ours, like this module) before the first fork,
-    so that their code is shared with every pump instead of copied into each: ≈ 1 MB of
-    PSS. Imported only, never called; any other monitor is imported by the pump alone."""
+    so that their code is shared with every pump instead of copied into each (memory, in
+    PSS). Imported only, never called; any other monitor is imported by the pump alone."""
     import importlib
 
     from . import entrypoints

@@ -435,8 +435,7 @@ class Pump:
                 spawned = exc
             else:
                 # The successor has exec'd and is runnable, maybe on this CPU: let it run
-                # before the bookkeeping below (measured: its first instruction ~0.4 ms
-                # sooner).
+                # before the bookkeeping below (its first instruction comes sooner).
                 os.sched_yield()
         self._tell_daemon(Exited(dead))
         self.host.call("exit", status=record)

@@ -1,8 +1,8 @@
 """Records: small classes declared like dataclasses, without what dataclasses cost.
 
-Creating a dataclass generates and execs its methods (≈ 0.35 ms a class), and importing
-``dataclasses`` imports ``inspect`` (and with it ``ast``, ``dis``, ``tokenize``): ≈ 8 ms on
-the path of every ``immortal stop``. Here the fields are read from the class annotations,
+Creating a dataclass generates and execs its methods, and importing ``dataclasses`` imports
+``inspect`` (and with it ``ast``, ``dis``, ``tokenize``), on the path of every ``immortal
+stop`` (bench/notes.md weighs the two). Here the fields are read from the class annotations,
 and one set of methods, written once below (no code is generated), serves every record::
 
     class Point(Record):            # immutable and hashable, like @dataclass(frozen=True)
