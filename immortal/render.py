@@ -12,6 +12,7 @@ import json
 import time
 
 from .state import FINAL_STATES, ROLES, STALE, delivery_lines, headline, read_json
+from .state import stall_text, summary  # noqa: F401  (the words of a Status: importable here)
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
