@@ -614,3 +614,10 @@ def test_signal_during_backoff_is_not_running(home, strategy):
         assert sent.stdout == ""
     finally:
         cleanup(home, name)
+
+
+def test_every_command_parsed_has_a_handler():
+    """The parsers (cliargs.py) and what runs each command (cli.py) name the same commands."""
+    from immortal import cli, cliargs
+
+    assert list(cli.HANDLERS) == list(cliargs.COMMANDS)
