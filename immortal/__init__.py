@@ -1,17 +1,23 @@
 """immortal: keep a program alive, detached, with every line and event sent to a monitor.
 
 Layers (a module imports only from lower ones; tests/test_layering.py checks it):
-0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop
-· 1 events, names, safety, channel, control, relay, orphans, figures, tailing · 2 process,
-monitor, roles, delivery, state · 3 monitoring, render, dirwatch, stall, statusfile, streams
-· 4 spec · 5 supervise, group, adoption · 6 pump, launcher · 7 daemon, manager, cli · 8 _role,
-__main__, __init__
+0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop ·
+1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs ·
+2 process, monitor, roles, delivery, instance, checks ·
+3 monitoring, state, policy ·
+4 render, dirwatch, stall, spec, groupview, statusfile, streams ·
+5 supervise, group, adoption ·
+6 pump, launcher ·
+7 daemon, manager, cli ·
+8 _role, __main__, __init__
 """
 
 from __future__ import annotations
 
-# Not typing's: importing typing costs milliseconds at every start of a command or role.
-# Type checkers read this as typing.TYPE_CHECKING.
+# Not typing's: 'immortal stop', 'status', 'list'... import nothing else that imports
+# typing, and would pay for it at every run (bench/notes.md). Modules that only the roles
+# import (which load typing anyway) use typing's. Type checkers read this as
+# typing.TYPE_CHECKING.
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:  # the same names, for type checkers; at run time they load on first use

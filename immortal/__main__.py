@@ -17,9 +17,9 @@ def entry() -> None:
     try:
         code = main(argv)
     finally:
-        standby = sys.modules.get("immortal.standby")
-        if standby is not None:
-            for waiting in standby.pending_all():
+        loaded = sys.modules.get("immortal.standby")
+        if loaded is not None:
+            for waiting in loaded.pending_all():
                 waiting.cancel()  # unused: a check failed, or the guess from argv was wrong
     sys.exit(code)
 

@@ -258,7 +258,8 @@ def peer_uid(sock: socket.socket) -> int | None:
     if option is None:
         return None
     creds = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    uid: int = struct.unpack("3i", creds)[1]
+    return uid
 
 
 def set_pipe_size(fd: int, size: int) -> None:

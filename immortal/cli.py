@@ -1,4 +1,5 @@
-"""The command line: a thin translator from argv to the library, ``main(argv) -> int``.
+"""The command line: a thin translator from argv to the library, ``main(argv) -> int``:
+what each command does, and its exit code (the parsers are ``cliargs.py``'s).
 
 Exit codes (LSB-style): 0 ok, 1 runtime error, 2 usage or validation error, 3 not running,
 4 already running. Errors are one line on stderr: ``immortal: error: ...``.
@@ -11,7 +12,8 @@ import json
 import os
 import sys
 
-from .errors import ImmortalError, InvalidSpec, NotRunning, did_you_mean
+from .cliargs import COMMANDS, Usage, build_parser  # noqa: F401  (build_parser: kept here)
+from .errors import ImmortalError, InvalidSpec, NotRunning
 
 # A command is a fresh interpreter that pays for every import at each run: each handler
 # imports what it alone needs ('stop' needs group, control and state, not the launcher,
@@ -23,75 +25,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def _columns() -> int:
-    """The terminal's width as ``shutil.get_terminal_size().columns`` gives it ($COLUMNS,
-    else stdout's terminal, else 80), without importing shutil (and zlib, bz2, lzma with
-    it): argparse makes a formatter for every argument it adds."""
-    try:
-        columns = int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns or 80
-
-
-class _Formatter(argparse.HelpFormatter):
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None) -> None:
-        super().__init__(prog, indent_increment, max_help_position,
-                         _columns() - 2 if width is None else width)
-
-
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", _Formatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        if message.startswith("unrecognized arguments:"):
-            # Unknown options of a subcommand reach the top parser: suggest from all of them
-            # (this parser may hold only the command given, see main()).
-            full = build_parser()
-            parsers = [full]
-            for action in full._actions:
-                if isinstance(action, argparse._SubParsersAction):
-                    parsers.extend(action.choices.values())
-            options = {o for p in parsers for a in p._actions for o in a.option_strings}
-            words = message.split(":", 1)[1].split()
-            message += "".join(did_you_mean(w, options) for w in words if w.startswith("-"))
-        raise _Usage(message)
-
-
-class _Usage(Exception):
-    pass
-
-
 class _Interrupted(Exception):
     """Ctrl-C: one line that says what was left behind, exit 130 (128 + SIGINT)."""
-
-
-class _MonitorAction(argparse.Action):
-    """``-m NAME``: one more monitor; the ``-o`` options after it are its own."""
-
-    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace,
-                 value: Any, option: str | None = None) -> None:
-        monitors = list(getattr(ns, self.dest) or [])
-        monitors.append([value, []])
-        setattr(ns, self.dest, monitors)
-
-
-class _OptionAction(argparse.Action):
-    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace,
-                 value: Any, option: str | None = None) -> None:
-        monitors = list(getattr(ns, self.dest) or [])
-        if not monitors:
-            monitors.append([None, []])  # the default monitor
-        monitors[-1][1].append(value)
-        setattr(ns, self.dest, monitors)
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
@@ -102,130 +37,6 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
             raise InvalidSpec(f"{what} must look like KEY=VALUE (got {item!r})")
         result[key] = value
     return result
-
-
-def _octal(text: str) -> int:
-    try:
-        return int(text, 8)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"umask must be octal, like 022 (got {text!r})")
-
-
-def _add_monitor_options(parser: argparse.ArgumentParser, option_help: str) -> None:
-    parser.add_argument("-m", "--monitor", action=_MonitorAction, dest="monitors", default=[],
-                        help="a monitor by name (default: file); repeat for several")
-    parser.add_argument("-o", "--option", action=_OptionAction, dest="monitors",
-                        metavar="KEY=VALUE", help=option_help)
-
-
-def _run_parser(run: argparse.ArgumentParser) -> None:
-    run.add_argument("file", metavar="FILE")
-    run.add_argument("args", nargs="*", default=[], metavar="ARG",
-                     help="arguments for FILE; put them after '--'")
-    run.add_argument("-n", "--name", help="group name (default: FILE's name)")
-    run.add_argument("-s", "--strategy", default="daemon",
-                     help="daemon (default), unattached or development")
-    _add_monitor_options(run, "an option of the -m before it (or of the default monitor), "
-                              "e.g. -o output=app.log (repeatable)")
-    run.add_argument("--exec", dest="executable", metavar="PATH",
-                     help="interpreter to run FILE with")
-    run.add_argument("--cwd", help="working directory of the target")
-    run.add_argument("-e", "--env", action="append", metavar="KEY=VALUE",
-                     help="set a variable in the target's environment (repeatable)")
-    run.add_argument("--umask", type=_octal, help="umask of the target, in octal")
-    run.add_argument("--stop-timeout", type=float, default=10.0, metavar="S",
-                     help="grace period between TERM and KILL (default 10)")
-    run.add_argument("--max-restarts", type=int, metavar="N",
-                     help="give up after N restarts within --window seconds")
-    run.add_argument("--window", type=float, default=60.0, metavar="S")
-    run.add_argument("--min-uptime", type=float, default=1.0, metavar="S",
-                     help="a run this long counts as stable: restart at once")
-    run.set_defaults(handler=_run)
-
-
-def _list_parser(lst: argparse.ArgumentParser) -> None:
-    lst.add_argument("--json", action="store_true")
-    lst.set_defaults(handler=_list)
-
-
-def _status_parser(status: argparse.ArgumentParser) -> None:
-    status.add_argument("name")
-    status.add_argument("--json", action="store_true")
-    status.set_defaults(handler=_status)
-
-
-def _stop_parser(stop: argparse.ArgumentParser) -> None:
-    stop.add_argument("name")
-    stop.add_argument("--timeout", type=float, metavar="S",
-                      help="grace period before KILL (default: the group's --stop-timeout)")
-    stop.set_defaults(handler=_stop)
-
-
-def _restart_parser(restart: argparse.ArgumentParser) -> None:
-    restart.add_argument("name")
-    restart.add_argument("--timeout", type=float, metavar="S",
-                         help="grace period before KILL (default: the group's)")
-    restart.set_defaults(handler=_restart)
-
-
-def _signal_parser(sig: argparse.ArgumentParser) -> None:
-    sig.add_argument("name")
-    sig.add_argument("signal", help="a name (HUP, USR1, SIGUSR2...) or a number")
-    sig.set_defaults(handler=_signal)
-
-
-def _reopen_parser(reopen: argparse.ArgumentParser) -> None:
-    reopen.add_argument("name")
-    reopen.set_defaults(handler=_reopen)
-
-
-def _monitors_parser(mons: argparse.ArgumentParser) -> None:
-    mons.add_argument("--json", action="store_true")
-    mons.set_defaults(handler=_monitors)
-
-
-def _check_parser(check: argparse.ArgumentParser) -> None:
-    _add_monitor_options(check, "an option of the -m before it")
-    check.set_defaults(handler=_check)
-
-
-def _logs_parser(logs: argparse.ArgumentParser) -> None:
-    logs.add_argument("name")
-    logs.add_argument("-n", "--lines", type=int, default=20,
-                      help="how many of the last lines to print (default 20)")
-    logs.add_argument("-f", "--follow", action="store_true",
-                      help="then print lines as they are appended, across rotations, until "
-                      "the group ends or Ctrl-C")
-    logs.set_defaults(handler=_logs)
-
-
-# Each command: its one-line help and what adds its arguments, in the order --help lists them.
-COMMANDS = {
-    "run": ("start FILE under supervision (detached by default)", _run_parser),
-    "list": ("list the groups", _list_parser),
-    "status": ("show a group's state", _status_parser),
-    "stop": ("stop a group: TERM, grace period, KILL", _stop_parser),
-    "restart": ("restart a group's target", _restart_parser),
-    "signal": ("send a signal to a group's target (process group)", _signal_parser),
-    "reopen": ("make a group's monitors reopen their files", _reopen_parser),
-    "monitors": ("list the installed monitors", _monitors_parser),
-    "check": ("run monitors' check() on options, alone", _check_parser),
-    "logs": ("print the end of a group's output file", _logs_parser),
-}
-
-
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser of every command, or with ``command`` of that one alone: argparse takes
-    milliseconds to build them all, and a command line names one (the top-level --help,
-    which lists them all, comes with ``command=None``)."""
-    parser = _Parser(prog="immortal", description="Keep a program alive, detached, with its "
-                     "output and events sent to a monitor.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-    for name, (text, add_arguments) in COMMANDS.items():
-        if command is None or name == command:
-            add_arguments(sub.add_parser(name, help=text))
-    return parser
 
 
 def _chosen(ns: argparse.Namespace) -> dict[str, Any]:
@@ -400,6 +211,12 @@ def _logs(ns: argparse.Namespace) -> int:
     return 0
 
 
+# What runs each command of cliargs.COMMANDS.
+HANDLERS = {"run": _run, "list": _list, "status": _status, "stop": _stop, "restart": _restart,
+            "signal": _signal, "reopen": _reopen, "monitors": _monitors, "check": _check,
+            "logs": _logs}
+
+
 # The library's names for what the command line calls an option or an argument: a
 # message that starts with a field ("'stop_timeout' must be...") speaks the CLI's words.
 RUN_WORDS = {"name": "--name", "file": "FILE", "exec": "--exec", "cwd": "--cwd",
@@ -436,9 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ns = parser.parse_args(words)
         if tail:
             if ns.command != "run":
-                raise _Usage(f"'--' passes arguments to a target; '{ns.command}' takes none")
+                raise Usage(f"'--' passes arguments to a target; '{ns.command}' takes none")
             ns.args = [*ns.args, *tail]
-        code = int(ns.handler(ns))
+        code = int(HANDLERS[ns.command](ns))
         sys.stdout.flush()  # a reader that went away (| head) is met here, not at exit
         return code
     except BrokenPipeError:
@@ -446,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # if it had finished; and no second error when Python flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return code
-    except _Usage as exc:
+    except Usage as exc:
         print(f"immortal: error: {exc}", file=sys.stderr)
         return 2
     except _Interrupted as exc:

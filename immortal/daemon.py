@@ -374,7 +374,7 @@ class Daemon:
                                 uptime=max(0.0, time.time() - self.target_started))
         if self.pump is not None and self.pump_sock is not None:
             try:
-                self.pump_sock.send(Reaped(self.target_pid, status).to_bytes())
+                self.pump_sock.send(Reaped(self.target_pid, status).to_bytes())  # type: ignore[arg-type]  # noqa: E501 (set while adopted)
                 self.target_pid = None
                 return
             except OSError:
@@ -548,8 +548,8 @@ def _find_orphan(since: int) -> tuple[int, float] | None:
 
 def _preload_builtin_monitors(spec: Spec) -> None:
     """Import the group's built-in monitors (ours, like this module) before the first fork,
-    so that their code is shared with every pump instead of copied into each: ≈ 1 MB of
-    PSS. Imported only, never called; any other monitor is imported by the pump alone."""
+    so that their code is shared with every pump instead of copied into each (memory, in
+    PSS). Imported only, never called; any other monitor is imported by the pump alone."""
     import importlib
 
     from . import entrypoints

@@ -20,12 +20,11 @@ import os
 import selectors
 import struct
 import sys
+from typing import TYPE_CHECKING  # loaded anyway: only role processes import this
 
 from . import _linux
 from .errors import ImmortalError
 from .state import ensure_dir, try_lock
-
-TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
     import ctypes
@@ -45,9 +44,11 @@ _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
 def _inotify() -> ctypes.CDLL | None:
     """The C library, if it has inotify (see ``_linux.libc``)."""
     library = _linux.libc()
+    if library is None:  # not Linux
+        return None
     try:
         library.inotify_init1, library.inotify_add_watch, library.inotify_rm_watch  # noqa
-    except AttributeError:  # no library (not Linux), or one without inotify
+    except AttributeError:  # a C library without inotify
         return None
     return library
 

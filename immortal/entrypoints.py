@@ -1,6 +1,6 @@
 """Find one entry point by name without importing ``importlib.metadata``.
 
-``importlib.metadata`` costs ≈ 20–25 ms to import (``zipfile``, ``email``, ``csv``...), paid
+``importlib.metadata`` is slow to import (``zipfile``, ``email``, ``csv``...), a cost paid
 by the caller at every ``start()`` and again by the pump, to look up one name in one group.
 This reads the same files it would — ``entry_points.txt`` in the ``*.dist-info`` and
 ``*.egg-info`` directories on ``sys.path`` — for the common case. Whatever it does not find

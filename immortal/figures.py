@@ -9,13 +9,15 @@ together with the kernel start time ``status.json`` recorded for it (see
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import psutil
 
 from ._linux import is_alive, pipe_count
 
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
 if TYPE_CHECKING:
+    from typing import Any
+
     from .state import Status
 
 ROLES = ("daemon", "pump", "target")

@@ -12,14 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING  # loaded anyway: only role processes import this
 
 from . import _linux
 from .events import ExitStatus
 
-TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
-
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
 #: Ignored by the roles: a write to a control client that went away, to a closed pipe
 #: (``immortal run -s development ... | head``) or past a file-size limit then fails with
@@ -48,7 +48,7 @@ def role_signals() -> None:
             pass
 
 
-def process_group_kwargs() -> dict[str, object]:
+def process_group_kwargs() -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         return {"process_group": 0}
     return {"preexec_fn": os.setpgrp}  # pragma: no cover - Python 3.10
@@ -166,9 +166,9 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str, umask: int | None,
             kwargs["process_group"] = 0
     popen = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
-        umask=-1 if umask is None else umask, close_fds=True, pass_fds=pass_fds,
+        umask=-1 if umask is None else umask, close_fds=True, pass_fds=pass_fds, text=False,
         restore_signals=True,  # SIGPIPE and SIGXFSZ, ignored by the roles, at their default
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
     return Child(popen.pid, time.monotonic(), popen)
 
@@ -181,7 +181,7 @@ def _ignored_since() -> list[int]:
 
 
 try:  # at every spawn: the C function's plain ints, without signal.py's enum per call
-    from _signal import getsignal as _getsignal
+    from _signal import getsignal as _getsignal  # type: ignore[import-not-found]  # no stub
 except ImportError:  # pragma: no cover - not CPython
     _getsignal = signal.getsignal
 

@@ -133,7 +133,8 @@ class Pump:
         adopt = self.args.adopt
         why = self.args.why
         if adopt is not None:
-            started = time.monotonic() - max(0.0, time.time() - adopt.started_wall)
+            wall = adopt.started_wall if adopt.started_wall is not None else time.time()
+            started = time.monotonic() - max(0.0, time.time() - wall)
             self.target = process.Child(adopt.pid, started, None, own=False)
             if self.daemon_pid is None:  # adopted by a new start: nobody else watches it
                 self.target.pidfd = adoption.watch(adopt.pid)
@@ -281,9 +282,9 @@ class Pump:
             return
         if self.target is None or not self.target.own:
             return
-        status = self.target.reap(time.monotonic(), close=False)
-        if status is not None:
-            self._target_died(status)
+        reaped = self.target.reap(time.monotonic(), close=False)
+        if reaped is not None:
+            self._target_died(reaped)
 
     def _on_daemon(self, sock: socket.socket) -> None:
         data = control.receive(sock)

@@ -1,8 +1,8 @@
 """Records: small classes declared like dataclasses, without what dataclasses cost.
 
-Creating a dataclass generates and execs its methods (≈ 0.35 ms a class), and importing
-``dataclasses`` imports ``inspect`` (and with it ``ast``, ``dis``, ``tokenize``): ≈ 8 ms on
-the path of every ``immortal stop``. Here the fields are read from the class annotations,
+Creating a dataclass generates and execs its methods, and importing ``dataclasses`` imports
+``inspect`` (and with it ``ast``, ``dis``, ``tokenize``), on the path of every ``immortal
+stop`` (bench/notes.md weighs the two). Here the fields are read from the class annotations,
 and one set of methods, written once below (no code is generated), serves every record::
 
     class Point(Record):            # immutable and hashable, like @dataclass(frozen=True)
@@ -26,7 +26,11 @@ TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any, dataclass_transform  # typing has it from Python 3.11 on
+    from typing import Any, ClassVar, TypeVar
+
+    from typing_extensions import dataclass_transform  # typing has it from Python 3.11 on
+
+    _T = TypeVar("_T")
 else:
     def dataclass_transform(**_options):  # only type checkers read it
         return lambda cls: cls
@@ -62,11 +66,12 @@ class _RecordType(type):
     """Makes ``name: type = default`` lines into ``__slots__``, ``_fields``, ``_defaults``
     and ``_factories``."""
 
-    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any]):
+    def __new__(mcs, name: str, bases: tuple[type, ...],
+                namespace: dict[str, Any]) -> _RecordType:
         if namespace.get("__module__") == __name__:  # the bases defined here
             return super().__new__(mcs, name, bases, namespace)
         own = tuple(namespace.get("__annotations__", ()))
-        base = bases[0]
+        base: Any = bases[0]  # a record class: it has _fields, _defaults, _factories
         fields = base._fields + own  # a subclass adds to its base's
         defaults = {**base._defaults}
         factories = {**base._factories}
@@ -96,9 +101,9 @@ class _Base(metaclass=_RecordType):
     """What immutable and mutable records share."""
 
     __slots__ = ()
-    _fields = ()  # the field names, in order
-    _defaults = {}  # field name: default value
-    _factories = {}  # field name: callable making the default
+    _fields: ClassVar[tuple[str, ...]] = ()  # the field names, in order
+    _defaults: ClassVar[dict[str, Any]] = {}  # field name: default value
+    _factories: ClassVar[dict[str, Callable[[], Any]]] = {}  # field name: makes the default
     _key = staticmethod(_no_fields)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -173,7 +178,7 @@ class MutableRecord(_Base):
     __hash__ = None  # type: ignore[assignment]
 
 
-def replace(obj: Any, /, **changes: Any) -> Any:
+def replace(obj: _T, /, **changes: Any) -> _T:
     """A copy of ``obj`` with some fields changed, as :func:`dataclasses.replace` makes it.
 
     For records, and (importing ``dataclasses`` then) for dataclasses. An unknown field is a
@@ -181,7 +186,8 @@ def replace(obj: Any, /, **changes: Any) -> Any:
     """
     if not isinstance(obj, _Base):
         import dataclasses  # noqa: PLC0415 - only for a dataclass, such as a Spec
-        return dataclasses.replace(obj, **changes)
+        dataclass: Any = obj  # a dataclass, which the type checker cannot see here
+        return dataclasses.replace(dataclass, **changes)
     cls = obj.__class__
     new = object.__new__(cls)
     setattr_ = object.__setattr__

@@ -80,27 +80,6 @@ def make_journal() -> int:
     return memory_file("immortal-journal", SIZE)
 
 
-_HEAP_TUNED = False
-
-
-def _keep_heap() -> None:
-    """Make this process's malloc keep freed blocks of up to 1 MiB, once.
-
-    Each read allocates and frees a few blocks of 64-200 KiB (the block, a monitor's copy of
-    it). glibc's malloc serves blocks over 128 KiB with mmap and gives the top of its heap
-    back to the kernel once 128 KiB are free there, so every read would fault its memory in
-    afresh, which costs the relay much of its CPU. Freeing one mmap'ed block raises both limits
-    for the rest of the process (to its size, and twice that: the dynamic threshold of
-    mallopt(3)). With another malloc it costs one allocation, nothing more.
-    """
-    global _HEAP_TUNED
-    if not _HEAP_TUNED:
-        _HEAP_TUNED = True
-        # Allocated (calloc'ed by mmap: its pages are never touched) and freed at once: the
-        # limits go up.
-        bytes(1 << 20)
-
-
 class Relay:
     """One stream of the target: pipe → journal → blocks of whole lines to
     ``emit(block, offset, end)``: the stream offsets of the first line and just past the last
@@ -113,7 +92,6 @@ class Relay:
         self._base = index * _STREAM
         self._emit = emit
         self.echo = echo  #: the fd that gets the raw bytes too (development), or None
-        _keep_heap()
 
     # The journal's words and buffers.
     def _get(self, offset: int) -> int:

@@ -1,6 +1,7 @@
-"""A group's state in words and in JSON: what ``list``, ``status`` and ``str(status)`` show.
+"""A group's state in words and in JSON: what ``list`` and ``status`` show.
 
-The one place that turns a ``Status`` (and the figures of its processes) into text. Light
+Turns a ``Status`` and the figures of its processes into text; the words of a ``Status``
+alone (``str(status)``, the first lines of ``status``) are ``state.py``'s. Light
 to import: ``stop`` and ``status`` are fresh interpreters that pay for every import, so
 ``figures`` (psutil) and ``datetime`` are imported only by the functions that need them.
 """
@@ -10,18 +11,16 @@ from __future__ import annotations
 import json
 import time
 
-from .state import FINAL_STATES, GONE, STALE, read_json
+from .state import FINAL_STATES, ROLES, STALE, delivery_lines, headline, read_json
+from .state import stall_text, summary  # noqa: F401  (the words of a Status: importable here)
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
     from pathlib import Path
     from typing import Any
 
     from .state import Status
-
-ROLES = ("daemon", "pump", "target")
 
 
 def human_duration(seconds: float) -> str:
@@ -52,67 +51,6 @@ def _iso(when: float | None) -> str | None:
     from datetime import datetime
 
     return datetime.fromtimestamp(when).astimezone().isoformat(timespec="seconds")
-
-
-# The words of a Status alone (``str(status)``) ------------------------------------------------
-
-def headline(s: Status) -> str:
-    """The first line of ``str(status)`` and of 'status': the name, the state and whether
-    it runs."""
-    if s.stale:
-        left = f"; left running: {' '.join(map(str, s.orphans))}" if s.orphans else ""
-        return f"{s.name}: not running ({GONE}{left})"
-    if s.reason == STALE and not s.running:
-        return f"{s.name}: not running ({s.reason})"
-    if not s.running:
-        return f"{s.name}: {s.state} (not running)"
-    return f"{s.name}: {s.state}" + (" (stalled)" if s.stalled else "")
-
-
-def summary(s: Status) -> str:
-    """``str(status)``: a few lines, from the status alone (no look at the processes)."""
-    lines = [headline(s)]
-    for role in ROLES:
-        if role in s.pids and s.running:
-            lines.append(f"  {role:<8} pid {s.pids[role]}")
-    lines.append(f"  spawned  {s.spawned}, restarts {s.restarts}")
-    if s.target_started_at and s.running and s.state == "running":
-        lines.append(f"  up       {time.time() - s.target_started_at:.1f} s")
-    if s.last_exit:
-        lines.append(f"  last     {s.last_exit}")
-    if s.next_restart_at and s.state == "backoff" and s.running:
-        lines.append(f"  next     in {max(0.0, s.next_restart_at - time.time()):.1f} s")
-    if s.reason and s.state in FINAL_STATES and s.reason != STALE:
-        lines.append(f"  reason   {s.reason}")
-    if s.output:
-        lines.append(f"  output   {s.output}")
-    return "\n".join([*lines, *delivery_lines(s)])
-
-
-def delivery_lines(s: Status) -> list[str]:
-    """The status lines on the output's delivery: a stall, lines dropped per monitor."""
-    lines = []
-    if s.stalled and s.running:
-        lines.append(f"  stalled  {stall_text(s.stalled)}")
-    if s.dropped:
-        lines.append(f"  dropped  {s.dropped} lines (backpressure drop)")
-        for monitor, counts in s.monitors.items():
-            if counts.get("dropped"):
-                lines.append(f"    {monitor}: dropped {counts['dropped']}")
-    return lines
-
-
-def stall_text(stalled: Mapping[str, Any]) -> str:
-    """What ``stalled`` says, in words: for how long the pump has not drained the output
-    and, if a monitor call is under way, which monitor and since when."""
-    now = time.time()
-    text = (f"the pump has not drained the target's output for "
-            f"{max(0.0, now - float(stalled.get('since') or now)):.0f} s")
-    if stalled.get("monitor"):
-        since = float(stalled.get("monitor_since") or now)
-        text += (f"; monitor {stalled['monitor']!r} has not returned from a call made "
-                 f"{max(0.0, now - since):.0f} s ago")
-    return text
 
 
 # What the figures of the living processes add ------------------------------------------------
@@ -261,7 +199,7 @@ def _list_table(rows: list[tuple[Status, float | None, int | None]]) -> list[str
         elif s.orphans:
             state = "orphaned"
             pids = "-/-/" + ",".join(map(str, s.orphans))
-            target = s.pids.get("target") if s.pids.get("target") in s.orphans else "-"
+            target = s.pids["target"] if s.pids.get("target") in s.orphans else "-"
         else:
             pids, target = "-", "-"
         up = human_duration(uptime_) if uptime_ is not None else "-"

@@ -24,8 +24,7 @@ import io
 import os
 import sys
 import time
-
-TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+from typing import TYPE_CHECKING  # loaded anyway: only role processes import this
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -35,7 +35,7 @@ class Fds(Record):
     out: tuple[int, int] | None = None  #: the target's stdout pipe (read, write)
     err: tuple[int, int] | None = None  #: the target's stderr pipe
     journal: int | None = None  #: the relay journal (what a pump read, not delivered)
-    channel: tuple[int, int] | None = None  #: the message channel (ours, the target's)
+    channel: tuple[int, ...] | None = None  #: the message channel: (ours, the target's)
     lifeline: int | None = None  #: the pump's end of its lifeline to the daemon
     handshake: int | None = None  #: the write end of the caller's handshake pipe
     parent: int | None = None  #: development: the caller's end-of-life pipe
@@ -58,8 +58,9 @@ class Fds(Record):
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Fds:
-        return cls(**{name: tuple(value) if name in _PAIRS and value else value
-                      for name, value in data.items() if name in cls._fields})
+        values: dict[str, Any] = {name: tuple(value) if name in _PAIRS and value else value
+                                  for name, value in data.items() if name in cls._fields}
+        return cls(**values)
 
 
 class Adopt(Record):

@@ -1,6 +1,6 @@
 """The first role's interpreter, started while the caller is still checking its input.
 
-``immortal run`` spends ≈ 35 ms importing and checking before it can start the first role,
+``immortal run`` spends a while importing and checking before it can start the first role,
 which then spends about as long starting up and importing. The two can overlap: the command
 starts the role at once, in standby. The role imports what it will need and waits on a
 socket. It creates nothing and detaches from nothing until the caller, its checks passed,

@@ -1,129 +1,44 @@
-"""The instance directory of a group: where it is, its lock, its files, and its ``Status``.
+"""A group's ``Status``: the record its pump writes to ``status.json``, how a reader reads
+it (running or not, proven by pid and start time), its words (``str(status)``), and the
+group's ``Lock``.
 
-``<home>/<name>/`` (``home()``: ``$IMMORTAL_HOME`` or one fixed default per user) holds
-``lock`` (an ``flock`` held for the group's life), ``spec.json``, ``status.json`` (written
-atomically), the role logs and the default output.
-The directory is created 0700 and refused if it is a symlink, not ours, or writable by
-others.
+Where the files live and how they are written is ``instance.py``'s; its names stay
+importable from here.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import json
 import os
-import stat
 import time
-from pathlib import Path
 
-from ._linux import flock_held, is_alive
-from .errors import AlreadyRunning, InvalidSpec, StateDirError
+from ._linux import is_alive
+from .errors import AlreadyRunning
+from .instance import (  # noqa: F401  (the instance directory's names, kept importable here)
+    ROOT_HOME,
+    SOCKET_NAME,
+    UNIX_PATH_MAX,
+    check_dir,
+    check_socket_path,
+    default_home,
+    ensure_dir,
+    home,
+    instance_dir,
+    lock_held,
+    read_json,
+    try_lock,
+    wait_lock,
+    write_json,
+)
 from .records import MutableRecord, field
-from .safety import check_opened, check_path
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from pathlib import Path
     from typing import Any
 
     from .events import ExitStatus
-
-SOCKET_NAME = "control.sock"
-UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
-
-
-ROOT_HOME = "/var/lib/immortal"
-
-
-def home() -> Path:
-    """The directory that holds one instance directory per group.
-
-    One fixed place per user, whatever the caller's environment: ``$IMMORTAL_HOME``;
-    else, for root, ``/var/lib/immortal``; else ``$XDG_STATE_HOME/immortal``; else
-    ``~/.local/state/immortal``, ``~`` from the password database. Not
-    ``$XDG_RUNTIME_DIR``: cron, sudo and services run without it (a group started from a
-    login shell would be invisible to them, and started twice), and it is removed at
-    logout while the group runs on.
-    """
-    return default_home(os.environ, os.getuid())
-
-
-def default_home(environ: Mapping[str, str], uid: int) -> Path:
-    env = environ.get("IMMORTAL_HOME")
-    if env:
-        return Path(env).absolute()
-    if uid == 0:
-        # sudo may keep the caller's $HOME or $XDG_STATE_HOME; a service may have none.
-        return Path(ROOT_HOME)
-    state = environ.get("XDG_STATE_HOME")
-    if state and os.path.isabs(state):  # the XDG spec ignores a relative path
-        return Path(state) / "immortal"
-    return _user_home(uid) / ".local" / "state" / "immortal"
-
-
-def _user_home(uid: int) -> Path:
-    """The home directory of ``uid``: not ``$HOME``, which 'su' without '-' keeps."""
-    import pwd
-
-    try:
-        return Path(pwd.getpwuid(uid).pw_dir)
-    except (KeyError, OSError):
-        return Path.home()
-
-
-def instance_dir(name: str) -> Path:
-    return home() / name
-
-
-def check_socket_path(directory: Path) -> None:
-    path = os.fsencode(directory / SOCKET_NAME)
-    if len(path) > UNIX_PATH_MAX:
-        raise InvalidSpec(
-            f"the instance directory {str(directory)!r} is too deep: its control socket path "
-            f"would be {len(path)} bytes, over the {UNIX_PATH_MAX}-byte limit of unix sockets; "
-            "set IMMORTAL_HOME to a shorter path"
-        )
-
-
-def _check_safe(path: Path) -> None:
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISLNK(info.st_mode):
-        raise StateDirError(f"refusing {str(path)!r}: it is a symlink; remove it")
-    if not stat.S_ISDIR(info.st_mode):
-        raise StateDirError(f"refusing {str(path)!r}: it is not a directory")
-    if info.st_uid != os.getuid():
-        raise StateDirError(f"refusing {str(path)!r}: owned by uid {info.st_uid}, not us "
-                            f"(uid {os.getuid()})")
-    if info.st_mode & 0o022:
-        raise StateDirError(f"refusing {str(path)!r}: writable by group or others (mode "
-                            f"{stat.filemode(info.st_mode)}); run 'chmod go-w {path}'")
-
-
-def check_dir(directory: Path) -> None:
-    """Refuse an existing home or instance directory that is not safe to use, or one that
-    another user could swap: every directory on the way must be root's or ours."""
-    check_path(directory)
-    _check_safe(directory.parent)
-    _check_safe(directory)
-
-
-def ensure_dir(directory: Path) -> list[Path]:
-    """Create the instance directory (0700) and its missing parents; return those created."""
-    check_dir(directory)
-    created = []
-    for path in reversed([directory, *directory.parents]):
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            continue
-        created.append(path)
-    check_dir(directory)
-    return created
 
 
 class Lock(MutableRecord):
@@ -154,101 +69,6 @@ class Lock(MutableRecord):
             self.fd = -1
 
 
-def try_lock(path: Path, same_file: bool = False) -> int | None:
-    """A new open file description of ``path`` with an exclusive flock, or None if held.
-
-    With ``same_file``, the lock counts only if ``path`` still names the file locked: a
-    lock file replaced after it was opened (its directory removed and put back) is opened
-    again, so that two holders never lock two different files of one name.
-    """
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            check_opened(fd, path)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                return None
-            raise
-        if not same_file or _names(path, fd):
-            return fd
-        os.close(fd)
-
-
-def _names(path: Path, fd: int) -> bool:
-    try:
-        return os.path.samestat(os.stat(path, follow_symlinks=False), os.fstat(fd))
-    except FileNotFoundError:
-        return False
-
-
-def lock_held(path: Path) -> bool:
-    """Whether a process holds the flock on ``path``, found without taking it: a probe
-    that took it, however briefly, could make a concurrent ``start()`` fail.
-
-    Where the kernel's list of locks cannot be read (see ``_linux.flock_held``), the lock
-    is probed after all.
-    """
-    try:
-        info = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    held = flock_held(info)
-    if held is None:
-        fd = try_lock(path)
-        if fd is not None:
-            os.close(fd)
-        return fd is None
-    return held
-
-
-def wait_lock(path: Path, timeout: float) -> int | None:
-    """``try_lock`` until it succeeds or ``timeout`` passes (a rare path: after a kill)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        fd = try_lock(path)
-        if fd is not None or time.monotonic() >= deadline:
-            return fd
-        time.sleep(0.01)
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` atomically: a reader sees the old file or the new one, never half.
-
-    OSError if it cannot (a full disk): the old file stays, and no temporary file is left
-    to take the space."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, separators=(",", ":"))  # compact: written at every event
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """The object in ``path``, None if there is none; ``StateDirError`` if the file could
-    have been written by another user (its pids, or modules, are never believed then)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    with os.fdopen(fd) as handle:
-        check_opened(fd, path)
-        try:
-            data = json.load(handle)
-        except ValueError:
-            return None
-    return data if isinstance(data, dict) else None
-
-
 class Status(MutableRecord):
     """A group's state as last written by its pump, and whether it is running now.
 
@@ -270,7 +90,7 @@ class Status(MutableRecord):
     target_started_at: float | None = None
     output: str | None = None
     directory: str | None = None
-    start_times: dict[str, int] = field(default_factory=dict)
+    start_times: dict[str, int | None] = field(default_factory=dict)  #: None: not known
     dropped: int = 0  #: lines skipped under backpressure "drop", all monitors together
     #: per monitor, by name: ``{"dropped": lines it lost to backpressure "drop"}``
     monitors: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -347,8 +167,6 @@ class Status(MutableRecord):
         return "daemon" if "daemon" in self.pids else "pump"
 
     def __str__(self) -> str:
-        from .render import summary  # the words live with the other renderings
-
         return summary(self)
 
 
@@ -356,6 +174,7 @@ GONE = "its supervisors were killed without a stop"
 STALE = "stale state removed: its processes were killed without a stop"
 KILLED = "killed (SIGKILL, no grace period)"
 FINAL_STATES = ("stopped", "fatal")
+ROLES = ("daemon", "pump", "target")
 
 
 def clear_stale(directory: Path, reason: str = STALE) -> Status | None:
@@ -400,3 +219,64 @@ def read_status(directory: Path) -> Status | None:
         # The daemon's word on a pump that no longer drains the output (stall.py).
         status.stalled = read_json(directory / "stalled.json")
     return status
+
+
+# The words of a Status alone (``str(status)``; render.py adds the processes' figures) -----
+
+def headline(s: Status) -> str:
+    """The first line of ``str(status)`` and of 'status': the name, the state and whether
+    it runs."""
+    if s.stale:
+        left = f"; left running: {' '.join(map(str, s.orphans))}" if s.orphans else ""
+        return f"{s.name}: not running ({GONE}{left})"
+    if s.reason == STALE and not s.running:
+        return f"{s.name}: not running ({s.reason})"
+    if not s.running:
+        return f"{s.name}: {s.state} (not running)"
+    return f"{s.name}: {s.state}" + (" (stalled)" if s.stalled else "")
+
+
+def summary(s: Status) -> str:
+    """``str(status)``: a few lines, from the status alone (no look at the processes)."""
+    lines = [headline(s)]
+    for role in ROLES:
+        if role in s.pids and s.running:
+            lines.append(f"  {role:<8} pid {s.pids[role]}")
+    lines.append(f"  spawned  {s.spawned}, restarts {s.restarts}")
+    if s.target_started_at and s.running and s.state == "running":
+        lines.append(f"  up       {time.time() - s.target_started_at:.1f} s")
+    if s.last_exit:
+        lines.append(f"  last     {s.last_exit}")
+    if s.next_restart_at and s.state == "backoff" and s.running:
+        lines.append(f"  next     in {max(0.0, s.next_restart_at - time.time()):.1f} s")
+    if s.reason and s.state in FINAL_STATES and s.reason != STALE:
+        lines.append(f"  reason   {s.reason}")
+    if s.output:
+        lines.append(f"  output   {s.output}")
+    return "\n".join([*lines, *delivery_lines(s)])
+
+
+def delivery_lines(s: Status) -> list[str]:
+    """The status lines on the output's delivery: a stall, lines dropped per monitor."""
+    lines = []
+    if s.stalled and s.running:
+        lines.append(f"  stalled  {stall_text(s.stalled)}")
+    if s.dropped:
+        lines.append(f"  dropped  {s.dropped} lines (backpressure drop)")
+        for monitor, counts in s.monitors.items():
+            if counts.get("dropped"):
+                lines.append(f"    {monitor}: dropped {counts['dropped']}")
+    return lines
+
+
+def stall_text(stalled: Mapping[str, Any]) -> str:
+    """What ``stalled`` says, in words: for how long the pump has not drained the output
+    and, if a monitor call is under way, which monitor and since when."""
+    now = time.time()
+    text = (f"the pump has not drained the target's output for "
+            f"{max(0.0, now - float(stalled.get('since') or now)):.0f} s")
+    if stalled.get("monitor"):
+        since = float(stalled.get("monitor_since") or now)
+        text += (f"; monitor {stalled['monitor']!r} has not returned from a call made "
+                 f"{max(0.0, now - since):.0f} s ago")
+    return text

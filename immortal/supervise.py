@@ -47,8 +47,8 @@ QUICK_FLOOR = 0.1
 
 
 # The state, events and actions are small immutable records (see immortal/records.py): not
-# dataclasses, whose methods are generated and exec'd for each class (≈ 4 ms for this module,
-# on the path of every group start).
+# dataclasses, whose methods are generated and exec'd for each class (for this module, on the
+# path of every group start).
 class State(Record):
     phase: str = SPAWNING
     pid: int | None = None
@@ -129,6 +129,7 @@ def adopt(pid: int, started_at: float, template: State | None = None) -> State:
 
 def record(state: State, status: ExitStatus) -> ExitStatus:
     """``status`` completed with what the machine (already stepped) decided to do next."""
+    reason: str | None
     if state.phase == SPAWNING:
         decision, reason = "restart", state.why
     elif state.phase == BACKOFF:

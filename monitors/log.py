@@ -116,7 +116,7 @@ def _config(value: object) -> str:
     """The absolute path of a logging configuration that parses."""
     if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
         _refuse(f"'config' must be the path of a logging configuration file (got {value!r})")
-    path = Path(os.path.abspath(os.fspath(value)))  # type: ignore[arg-type]
+    path = Path(os.path.abspath(os.fspath(value)))  # type: ignore[arg-type, call-overload]
     if not path.exists():
         _refuse(f"config {str(path)!r} does not exist")
     if not path.is_file():

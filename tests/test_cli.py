@@ -235,9 +235,11 @@ def test_status_and_stop_of_unknown_group(home, via):
 # every run. A guard against regressions, not a timing test (timings live in bench/).
 NOT_FOR_CONTROL = ("pluggy", "importlib.metadata", "immortal.launcher", "immortal.monitoring",
                    "difflib",
-                   # dataclasses imports inspect (ast, dis, tokenize): ≈ 8 ms; the status
-                   # and exit records are plain classes instead (immortal/records.py).
-                   "dataclasses", "inspect")
+                   # dataclasses imports inspect (ast, dis, tokenize); the status and exit
+                   # records are plain classes instead (immortal/records.py).
+                   "dataclasses", "inspect",
+                   # nothing else these commands import imports typing (bench/notes.md)
+                   "typing")
 
 
 def imported(home: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
@@ -612,3 +614,10 @@ def test_signal_during_backoff_is_not_running(home, strategy):
         assert sent.stdout == ""
     finally:
         cleanup(home, name)
+
+
+def test_every_command_parsed_has_a_handler():
+    """The parsers (cliargs.py) and what runs each command (cli.py) name the same commands."""
+    from immortal import cli, cliargs
+
+    assert list(cli.HANDLERS) == list(cliargs.COMMANDS)

@@ -165,6 +165,16 @@ def test_control_commands_do_not_import_dataclasses():
     assert imported_after(code, {"dataclasses", "inspect"}) == set()
 
 
+def test_a_status_in_words_needs_no_renderer():
+    """``str(status)`` is the status module's own: the renderer (which sits above it) is not
+    imported for it."""
+    code = ("from immortal.state import Status\n"
+            "text = str(Status('g', 'stopped', reason='gave up', spawned=2, restarts=1))\n"
+            "assert text.splitlines() == ['g: stopped (not running)', "
+            "'  spawned  2, restarts 1', '  reason   gave up'], text")
+    assert imported_after(code, {"immortal.render"}) == set()
+
+
 # The record machinery ------------------------------------------------------------------------
 
 class Point(Record):

@@ -1,0 +1,189 @@
+"""The checks of the values a caller gives ``start()``: numbers in range, strings, the
+program, its interpreter, its working directory, its environment.
+
+Each check raises an error that names the field, what was expected and what was received.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import stat
+from collections.abc import Mapping, Sequence
+
+from .errors import InvalidSpec, InvalidType, TargetNotExecutable, TargetNotFound, unknown_name
+from .names import MAX_NAME
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def check_number(name: str, value: object, *, low: float = 0.0, high: float = math.inf,
+                 integer: bool = False, allow_none: bool = False) -> Any:
+    """Return ``value`` if it is a real number in [low, high], else raise naming the field."""
+    if value is None and allow_none:
+        return None
+    kind = "an int" if integer else "a number"
+    wanted = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, wanted):
+        raise InvalidType(f"{name!r} must be {kind} in [{low}, {high}] "
+                          f"(got {type(value).__name__}: {value!r})")
+    if isinstance(value, float) and math.isnan(value) or not low <= value <= high:
+        raise InvalidSpec(f"{name!r} must be {kind} in [{low}, {high}] (got {value!r})")
+    return value
+
+
+def default_name(file: str) -> str:
+    stem = os.path.splitext(os.path.basename(file))[0]
+    cleaned = re.sub(r"[^A-Za-z0-9._+@-]", "-", stem).lstrip(".-")[:MAX_NAME]
+    return cleaned or "target"
+
+
+def _check_str(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidType(f"{name} must be a str (got {type(value).__name__}: {value!r})")
+    if "\0" in value:
+        raise InvalidSpec(f"{name} must not contain a NUL byte (got {value!r})")
+    return value
+
+
+def check_args(args: object) -> tuple[str, ...]:
+    if args is None:
+        return ()
+    if isinstance(args, (str, bytes)) or not isinstance(args, Sequence):
+        raise InvalidType(f"'args' must be a list of str (got {type(args).__name__}: {args!r}); "
+                          "wrap a single argument in a list")
+    return tuple(_check_str(f"'args[{i}]'", a) for i, a in enumerate(args))
+
+
+def check_env(env: object) -> dict[str, str]:
+    if env is None:
+        return dict(os.environ)
+    if not isinstance(env, Mapping):
+        raise InvalidType(f"'env' must be a mapping of str to str "
+                          f"(got {type(env).__name__}: {env!r})")
+    result = {}
+    for key, value in env.items():
+        _check_str(f"'env' key {key!r}", key)
+        if not key or "=" in key:
+            raise InvalidSpec(f"'env' key must be non-empty and without '=' (got {key!r})")
+        result[key] = _check_str(f"'env[{key!r}]'", value)
+    return result
+
+
+def _mode(path: str) -> str:
+    return stat.filemode(os.stat(path).st_mode)
+
+
+def check_file(file: object, cwd: str, has_exec: bool,
+               env: Mapping[str, str] | None = None) -> str:
+    """The absolute path of the program to run. A name without a slash that is not in
+    ``cwd`` is looked up on the target's PATH, as a shell, supervisord and subprocess do."""
+    if isinstance(file, os.PathLike):
+        file = os.fspath(file)
+    file = _check_str("'file'", file)
+    if not file:
+        raise InvalidSpec("'file' must be a path to the program to run (got '')")
+    path = os.path.normpath(os.path.join(cwd, file))
+    if os.sep not in file and not os.path.exists(path):
+        search = (os.environ if env is None else env).get("PATH", os.defpath)
+        found = shutil.which(file, path=search)
+        if found is None:
+            raise TargetNotFound(f"'file' {file!r} is neither in {cwd!r} nor on PATH "
+                                 f"({search}); check the name, or give a path")
+        path = os.path.abspath(found)
+    if not os.path.exists(path):
+        raise TargetNotFound(f"'file' {path!r} does not exist; check the path")
+    if os.path.isdir(path):
+        raise TargetNotFound(f"'file' {path!r} is a directory; give the program inside it")
+    if not os.access(path, os.R_OK):
+        raise TargetNotExecutable(f"'file' {path!r} is not readable by us (mode {_mode(path)})")
+    if not path.endswith(".py") and not has_exec:
+        if not os.access(path, os.X_OK):
+            raise TargetNotExecutable(
+                f"'file' {path!r} is not executable (mode {_mode(path)}); "
+                f"run 'chmod +x {path}' or give the interpreter to run it with (exec)"
+            )
+        _check_shebang(path)
+    return path
+
+
+def _check_shebang(path: str) -> None:
+    """The interpreter a script names in its '#!' line must exist and be executable: the
+    exec's own error would be ENOENT, which reads as if the script itself were missing."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(256)
+    except OSError:
+        return  # the exec will say why
+    if not head.startswith(b"#!"):
+        return
+    words = head[2:].split(b"\n", 1)[0].split()
+    if not words:
+        return
+    interpreter = os.fsdecode(words[0])
+    if not os.path.exists(interpreter):
+        raise TargetNotFound(f"'file' {path!r} names the interpreter {interpreter!r} in its "
+                             "'#!' line, which does not exist; install it, fix the line, "
+                             "or give the interpreter to run it with (exec)")
+    if os.path.isdir(interpreter) or not os.access(interpreter, os.X_OK):
+        raise TargetNotExecutable(f"'file' {path!r} names the interpreter {interpreter!r} "
+                                  f"in its '#!' line, which is not an executable file "
+                                  f"(mode {_mode(interpreter)})")
+
+
+def check_exec(executable: object, cwd: str, env: Mapping[str, str]) -> str | None:
+    if executable is None:
+        return None
+    if isinstance(executable, os.PathLike):
+        executable = os.fspath(executable)
+    executable = _check_str("'exec'", executable)
+    if os.sep in executable:
+        path = os.path.normpath(os.path.join(cwd, executable))
+    else:
+        found = shutil.which(executable, path=env.get("PATH", os.defpath))
+        if found is None:
+            raise TargetNotFound(f"'exec' {executable!r} was not found on PATH")
+        path = os.path.abspath(found)
+    if not os.path.exists(path):
+        raise TargetNotFound(f"'exec' {path!r} does not exist")
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        raise TargetNotExecutable(f"'exec' {path!r} is not an executable file "
+                                  f"(mode {_mode(path)})")
+    return path
+
+
+def check_cwd(cwd: object) -> str:
+    if cwd is None:
+        return os.getcwd()
+    if isinstance(cwd, os.PathLike):
+        cwd = os.fspath(cwd)
+    cwd = _check_str("'cwd'", cwd)
+    path = os.path.abspath(cwd)
+    if not os.path.isdir(path):
+        raise TargetNotFound(f"'cwd' {path!r} is not an existing directory")
+    return path
+
+
+BACKPRESSURES = ("block", "drop")
+
+
+def check_backpressure(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidType(f"'backpressure' must be a str (got {type(value).__name__}: "
+                          f"{value!r})")
+    if value not in BACKPRESSURES:
+        raise unknown_name("backpressure", value, BACKPRESSURES)
+    return value
+
+
+def check_umask(value: object) -> int | None:
+    return check_number("umask", value, high=0o777, integer=True, allow_none=True)
+
+
+def check_timeout(name: str, value: object) -> float:
+    return float(check_number(name, value, high=86400.0))
