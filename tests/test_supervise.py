@@ -18,11 +18,12 @@ from immortal.events import ExitStatus
 from immortal.spec import RestartPolicy
 from immortal.supervise import (
     BACKOFF, FATAL, FINAL, PHASES, RESTARTING, RUNNING, SPAWNING, STOPPED, STOPPING,
-    Exited, Finish, Kill, Restart, Spawn, SpawnFailed, Spawned, State, Stop, Tick, Wake,
-    QUICK_FLOOR, backoff_delay, initial, replace, step,
+    EVENTS as EVENT_TYPES, TABLE as MACHINE, Exited, Finish, Hook, Kill, Phase, Restart, Spawn,
+    SpawnFailed, Spawned, State, Stop, Tick, Wake, QUICK_FLOOR, backoff_delay, carried_over,
+    ending, initial, refusal, replace, step,
 )
 
-ACTION_TYPES = (Spawn, Kill, Wake, Finish)
+ACTION_TYPES = (Spawn, Hook, Kill, Wake, Finish)
 TERM, KILL = Kill(signal.SIGTERM), Kill(signal.SIGKILL)
 CANCEL = Wake(None)
 STOP_DONE = Finish(STOPPED, "stop")
@@ -77,7 +78,7 @@ EVENTS = {
 
 TABLE = [
     # phase      event            -> phase       actions
-    (SPAWNING, "Spawned", RUNNING, ()),
+    (SPAWNING, "Spawned", RUNNING, (Hook("spawn", "start"),)),
     (SPAWNING, "SpawnFailed", BACKOFF, (Wake(E + 0.5),)),
     (SPAWNING, "Exited quick", SPAWNING, ()),
     (SPAWNING, "Exited stable", SPAWNING, ()),
@@ -117,7 +118,7 @@ TABLE = [
     (RESTARTING, "Stop grace=0", STOPPING, (Wake(E),)),
     (RESTARTING, "Restart", RESTARTING, ()),
 
-    (STOPPING, "Spawned", STOPPING, (TERM,)),
+    (STOPPING, "Spawned", STOPPING, (Hook("respawn", "start"), TERM)),
     (STOPPING, "SpawnFailed", STOPPING, ()),  # the target still runs: wait for its death
     (STOPPING, "Exited quick", STOPPED, (CANCEL, STOP_DONE)),
     (STOPPING, "Exited stable", STOPPED, (CANCEL, STOP_DONE)),
@@ -337,7 +338,8 @@ def test_restart_while_running_respawns_manually():
     assert (state.phase, actions) == (SPAWNING, (CANCEL, Spawn("manual")))
     assert (state.restarts, state.attempts, state.pid) == (1, 0, None)
     state, actions = step(P, state, Spawned(101), 5.6, R)
-    assert (state.phase, state.pid, state.spawned, actions) == (RUNNING, 101, 2, ())
+    assert (state.phase, state.pid, state.spawned) == (RUNNING, 101, 2)
+    assert actions == (Hook("respawn", "manual"),)
 
 
 # Counters ------------------------------------------------------------------------------------
@@ -396,6 +398,104 @@ def test_machine_is_total():
             check(step(policy, state, second, max(t1, t2), rand))
 
 
+def test_table_is_total():
+    """s6's actions[state][event]: one cell for every phase and every event, each a function."""
+    assert set(MACHINE) == set(Phase) and len(PHASES) == 7
+    for phase, cells in MACHINE.items():
+        assert len(cells) == len(EVENT_TYPES), phase
+        assert all(callable(cell) for cell in cells), phase
+    assert set(EVENT_TYPES) == {Spawned, SpawnFailed, Exited, Tick, Stop, Restart}
+    with pytest.raises(TypeError, match="not an event"):
+        step(P, State(), Spawn("start"), 0.0, R)
+
+
+def test_phases_are_the_strings_of_status_json():
+    """status.json, Status.state and the CLI compare phases with plain strings."""
+    import json
+
+    for phase in Phase:
+        assert phase == phase.value and hash(phase) == hash(phase.value)
+        assert f"{phase}" == str(phase) == phase.value
+        assert json.loads(json.dumps({"state": phase}, indent=1)) == {"state": phase.value}
+    assert (SPAWNING, RUNNING, BACKOFF, STOPPED, FATAL) == (
+        "spawning", "running", "backoff", "stopped", "fatal")
+    # a state whose phase came back as a plain string steps as the enum does
+    assert step(P, State("running", 7), Stop(1.0), 2.0, R) == step(
+        P, State(RUNNING, 7), Stop(1.0), 2.0, R)
+
+
+# Histories: (time, event, phase after, actions) replayed on a fake clock ---------------------
+
+HISTORIES = {
+    "crash loop, then stable runs restart at once": [
+        (0.0, Spawned(1), RUNNING, (Hook("spawn", "start"),)),
+        (0.2, Exited(CODE1), BACKOFF, (Wake(0.7),)),
+        (0.5, Tick(), BACKOFF, ()),  # early
+        (0.7, Tick(), SPAWNING, (CANCEL, Spawn("exit"))),
+        (0.7, Spawned(2), RUNNING, (Hook("respawn", "exit"),)),
+        (0.8, Exited(CODE1), BACKOFF, (Wake(1.8),)),  # second quick death: 1.0 s
+        (1.8, Tick(), SPAWNING, (CANCEL, Spawn("exit"))),
+        (1.8, Spawned(3), RUNNING, (Hook("respawn", "exit"),)),
+        (9.0, Exited(CODE1), SPAWNING, (CANCEL, Spawn("exit"))),
+        (9.0, Spawned(4), RUNNING, (Hook("respawn", "exit"),)),
+        (70.0, Exited(CODE1), SPAWNING, (CANCEL, Spawn("exit"))),  # 3 restarts, not in 60 s
+    ],
+    "a stop during the backoff ends it; nothing is spawned after": [
+        (0.0, Spawned(1), RUNNING, (Hook("spawn", "start"),)),
+        (0.1, Exited(CODE1), BACKOFF, (Wake(0.6),)),
+        (0.3, Stop(5.0, "bye"), STOPPED, (CANCEL, Finish(STOPPED, "bye"))),
+        (0.6, Tick(), STOPPED, ()),
+        (0.7, Restart(1.0), STOPPED, ()),
+    ],
+    "a restart, then a stop with no grace": [
+        (0.0, Spawned(1), RUNNING, (Hook("spawn", "start"),)),
+        (2.0, Restart(3.0), RESTARTING, (TERM, Wake(5.0))),
+        (5.0, Tick(), RESTARTING, (KILL, CANCEL)),
+        (5.1, Exited(ExitStatus(signal=9)), SPAWNING, (CANCEL, Spawn("manual"))),
+        (5.1, Spawned(2), RUNNING, (Hook("respawn", "manual"),)),
+        (6.0, Stop(0.0), STOPPING, (TERM, Wake(6.0))),
+        (6.0, Tick(), STOPPING, (KILL, CANCEL)),
+        (6.1, Exited(ExitStatus(signal=9)), STOPPED, (CANCEL, STOP_DONE)),
+    ],
+    "a spawn that fails backs off as a quick death": [
+        (0.0, SpawnFailed("EAGAIN"), BACKOFF, (Wake(0.5),)),
+        (0.5, Tick(), SPAWNING, (CANCEL, Spawn("exit"))),
+        (0.5, Spawned(1), RUNNING, (Hook("respawn", "exit"),)),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", HISTORIES)
+def test_history(name):
+    state, _ = initial()
+    for i, (now, event, phase, actions) in enumerate(HISTORIES[name]):
+        state, got = step(P, state, event, now, R)
+        assert (state.phase, got) == (phase, actions), f"step {i}: {event}"
+
+
+def test_a_successors_targets_are_never_the_groups_first():
+    """pump.py: a successor pump that spawns anew (its target died meanwhile) calls the
+    monitors' respawn hook, whatever its predecessor had counted."""
+    for spawned in (0, 3):
+        state = carried_over(restarts=2, spawned=spawned, last_exit=CODE1)
+        state, actions = step(P, state, Spawned(5), 1.0, R)
+        assert actions == (Hook("respawn", "exit"),) and state.spawned == spawned + 1
+        assert (state.restarts, state.last_exit) == (2, CODE1)
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_a_restart_is_refused_once_the_group_ends(phase):
+    """The pump answers a restart request with NotRunning where the machine refuses it."""
+    state = build(phase)
+    assert ending(state) == (phase in (STOPPING, STOPPED, FATAL))
+    assert (refusal(state, Restart(1.0)) is not None) == ending(state)
+    for _, event in EVENTS.values():
+        if not isinstance(event, Restart):
+            assert refusal(state, event) is None
+    if ending(state):  # what the pump would do if asked anyway: nothing
+        assert step(P, state, Restart(1.0), E, R)[1] == ()
+
+
 # Records: plain classes that behave as the frozen dataclasses they replace -----------------
 
 RECORDS = [State(), Spawned(1), SpawnFailed("ENOENT"), Exited(CODE1), Tick(), Stop(1.0),
@@ -442,9 +542,9 @@ def test_record_repr_reads_like_a_dataclass():
     assert repr(Stop(1.0)) == "Stop(grace=1.0, reason='stop')"
     assert repr(Exited(CODE1)).startswith("Exited(status=ExitStatus(code=1, signal=None")
     assert repr(State()) == (
-        "State(phase='spawning', pid=None, started_at=None, attempts=0, restarts=0, spawned=0, "
-        "recent=(), deadline=None, grace=0.0, last_exit=None, delay=None, reason=None, "
-        "why='start')")
+        "State(phase=<Phase.SPAWNING: 'spawning'>, pid=None, started_at=None, attempts=0, "
+        "restarts=0, spawned=0, recent=(), deadline=None, grace=0.0, last_exit=None, "
+        "delay=None, reason=None, why='start')")
 
 
 def test_replace_makes_a_changed_copy():
