@@ -23,7 +23,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import _linux, control, dirwatch, orphans, process, rolelog, stall
+from . import _linux, control, dirwatch, orphans, process, rolelog, stall, supervise
 from .detach import Handshake, detach
 from .events import DAEMON_RESTART, PUMP_RESTART, ExitStatus
 from .relay import Ledger, make_channel, make_journal, make_pipe, open_journal
@@ -34,10 +34,16 @@ from .roles import (Adopt, Command, Exited, Fds, Finish, Hello, Message, Reaped,
                     RoleArgs, Spawning, Started, Target, decode)
 from .state import SOCKET_NAME, read_json, write_json
 
-PUMP_RESTART_MIN = 0.05  # first delay when pumps keep dying at once; doubles to the max
-PUMP_RESTART_MAX = 5.0
-PUMP_RETRY_MAX = 0.5  # the cap instead while a target lives (pumps that fail by themselves)
-PUMP_STABLE = 1.0  # a pump that lived this long restarts at once
+# The daemon's policies for its pump (see supervise.PumpPolicy). A pump that lived a second
+# restarts at once; quicker deaths, and failed forks, back off from 0.05 s, doubling.
+PUMP_ALONE = supervise.PumpPolicy(min_uptime=1.0, backoff_initial=0.05, backoff_max=5.0)
+# While a target lives, no long wait with one supervisor: a lower cap, a pump killed from
+# outside replaced at once, and a stop with no pump to carry it out gets one (once only:
+# a pump that dies again during the stop, as one a monitor kills, ends the group).
+PUMP_WITH_TARGET = supervise.replace(PUMP_ALONE, backoff_max=0.5, killed_at_once=True,
+                                     stop_spawns=1)
+# A pump that finished, or one of a group that never started: its end is the group's.
+PUMP_LAST = supervise.replace(PUMP_ALONE, restart=False)
 
 
 def become(spec: Spec, args: RoleArgs) -> int:
@@ -92,17 +98,17 @@ class Daemon:
         self.pump: _ForkedPump | None = None
         self.pump_started = 0.0
         self.pump_sock: socket.socket | None = None
-        self.pump_failures = 0
-        self.fork_failures = 0  # pump starts that failed in a row (fork: EAGAIN, ENOMEM)
+        # The pump's supervision: the machine decides, the daemon carries out. A Spawn is
+        # carried out by the loop (``due``), with the role's why and message of ``next_start``.
+        self.machine = supervise.State()
+        self.due: supervise.Spawn | None = None
+        self.next_start: tuple[str, str | None] = (self.why, None)
+        self.fork_failures = 0  # in a row, for the log only
         self.spawning: int | None = None  # the pump is spawning a target: since (boot ticks)
-        self.restart_why = PUMP_RESTART
-        self.restart_message: str | None = None
-        self.stop_request: Command | None = None  # for a pump started while stopping
-        self.stop_retried = False  # a pump died during the stop and another was started
-        self.started = False  # the first pump reported success
-        self.stopping = False
-        self.finished = False
-        self.restart_at: float | None = None
+        self.stop_request: Command | None = None  # passed on to the pump that stops
+        self.stop_by_signal = False  # passed on as SIGTERM rather than as the request
+        self.started = False  # the first pump reported success: the caller has its answer
+        self.finished = False  # the pump said the group is over
         self.stranger = -1
         self.selector = selectors.DefaultSelector()
         if args.pump and fds.pump is not None:  # the successor our predecessor started
@@ -110,7 +116,13 @@ class Daemon:
             self.pump_sock = socket.socket(fileno=fds.pump)
             self.pump_sock.set_inheritable(False)
             self.pump_started = time.monotonic()
+            self.machine = supervise.adopt(args.pump, self.pump_started)
             self.selector.register(self.pump_sock, selectors.EVENT_READ, "pump")
+
+    @property
+    def restart_deadline(self) -> float | None:
+        """When the pump's supervision wants the loop back (0.0: at once), or None."""
+        return 0.0 if self.due is not None else self.machine.deadline
 
     def run(self) -> int:
         self.handshake.send(role="daemon", pid=os.getpid(),
@@ -138,14 +150,15 @@ class Daemon:
                                       self._command)
         dirwatch.keep(self.directory, self.selector, self.lock_fd, self._dir_restored)
         _linux.set_title(f"immortal: daemon {self.directory}")
-        if self.pump is None and self.restart_at is None:
-            self._start_pump(self.why, None)
+        if self.pump is None and self.machine == supervise.State():
+            self._feed(supervise.initial()[1])
+            self._start_pump()  # the first pump, at once
         self.handshake.close()  # the pump holds its own copy and answers the caller
         while True:
-            if self.pump is None and self.restart_at is None:
+            if self.pump is None and self.restart_deadline is None:
                 return self._end()
-            timeouts = [t for t in (self.restart_at, self.control.next_deadline(),
-                                    self.stall.deadline) if t]
+            timeouts = [t for t in (self.restart_deadline, self.control.next_deadline(),
+                                    self.stall.deadline) if t is not None]
             timeout = max(0.0, min(timeouts) - time.monotonic()) if timeouts else None
             for key, _ in self.selector.select(timeout):
                 if callable(key.data):
@@ -160,12 +173,50 @@ class Daemon:
                     self._on_pump_message(key.fileobj)  # type: ignore[arg-type]
             self.control.drop_idle()
             self.stall.tick()
-            if self.restart_at is not None and time.monotonic() >= self.restart_at:
-                self.restart_at = None
-                self._start_pump(self.restart_why, self.restart_message)
+            deadline = self.machine.deadline
+            if deadline is not None and time.monotonic() >= deadline:
+                self._step(supervise.Tick(), self._policy(self._target_alive()))
+            if self.due is not None:
+                self._start_pump()
 
     # ----------------------------------------------------------------- pump
-    def _start_pump(self, why: str, message_file: str | None) -> None:
+    def _policy(self, alive: bool) -> supervise.PumpPolicy:
+        """The policy for the pump's next event: whether its end is the group's, else
+        whether a target lives."""
+        if self.finished or not self.started:
+            return PUMP_LAST
+        return PUMP_WITH_TARGET if alive else PUMP_ALONE
+
+    def _target_alive(self) -> bool:
+        return self.target_pid is not None and self.target_exit is None
+
+    def _step(self, event: supervise.Event, policy: supervise.PumpPolicy) -> None:
+        self.machine, actions = supervise.step(policy, self.machine, event, time.monotonic(),
+                                               0.5)  # no jitter: rand is not read
+        self._feed(actions)
+
+    def _feed(self, actions: tuple[supervise.Action, ...]) -> None:
+        """Carry out the machine's actions (a Wake is read from the machine itself)."""
+        for action in actions:
+            if isinstance(action, supervise.Spawn):
+                self.due = action
+            elif isinstance(action, supervise.Kill):
+                self._pass_stop()
+            elif isinstance(action, supervise.Finish):
+                self.due = None  # the group ends with this pump
+
+    def _pass_stop(self) -> None:
+        """The stop, to the pump that carries it out."""
+        if self.pump is None or self.stop_request is None:
+            return
+        if self.stop_by_signal:
+            self.pump.send_signal(signal.SIGTERM)
+        else:
+            self._tell_pump(self.stop_request)
+
+    def _start_pump(self) -> None:
+        self.due = None
+        why, message_file = self.next_start
         log = self.directory / "pump.log"
         if why == PUMP_RESTART and log.exists():
             os.replace(log, self.directory / "pump.log.1")
@@ -176,7 +227,7 @@ class Daemon:
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         except OSError as exc:  # out of fds
-            self._pump_not_started(why, message_file, exc)
+            self._pump_not_started(exc)
             return
         fds = Fds(lock=self.lock_fd, out=self.out, err=self.err, journal=self.journal,
                   channel=tuple(self.channel) if self.channel else None,
@@ -188,13 +239,10 @@ class Daemon:
         except OSError as exc:
             ours.close()
             theirs.close()
-            self._pump_not_started(why, message_file, exc)
+            self._pump_not_started(exc)
             return
         self.stall.restart()
         theirs.close()
-        if self.stop_request is not None:
-            # A stop that came with no pump to carry it out (the target lives): this one.
-            self._tell_pump_on(ours, self.stop_request)
         if self.fork_failures:
             sys.stderr.write(f"immortal: daemon: pump started after {self.fork_failures} "
                              "failed attempts\n")
@@ -202,23 +250,23 @@ class Daemon:
         self.pump_sock = ours
         self.pump_started = time.monotonic()
         self.selector.register(ours, selectors.EVENT_READ, "pump")
+        # Started to carry out a stop (the machine answers Kill): the request, not a signal.
+        self.stop_by_signal = False
+        self._step(supervise.Spawned(self.pump.pid), self._policy(self._target_alive()))
         if self.target_exit is not None:
             self.target_pid = self.target_exit = None  # handed over to the new pump
 
-    def _pump_not_started(self, why: str, message_file: str | None, exc: OSError) -> None:
-        """The pump could not be started (fork: EAGAIN from a process limit, ENOMEM): try
-        again later, soon while a target lives; a first start fails instead."""
+    def _pump_not_started(self, exc: OSError) -> None:
+        """The pump could not be started (fork: EAGAIN from a process limit, ENOMEM): the
+        machine backs off and tries again, soon while a target lives; a first start fails."""
         if not self.started:
             self.handshake.send(error="StartError", message=f"cannot start the pump: {exc}")
-            return  # no pump, nothing to wait for: the group ends
-        self.fork_failures += 1
-        if self.fork_failures == 1:
-            rolelog.report("fork", f"immortal: daemon: cannot start a pump ({exc}); retrying\n")
-        alive = self.target_pid is not None and self.target_exit is None
-        delay = min(PUMP_RETRY_MAX if alive else PUMP_RESTART_MAX,
-                    PUMP_RESTART_MIN * 2 ** min(self.fork_failures - 1, 16))
-        self.restart_at = time.monotonic() + delay
-        self.restart_why, self.restart_message = why, message_file
+        else:
+            self.fork_failures += 1
+            if self.fork_failures == 1:
+                rolelog.report("fork", f"immortal: daemon: cannot start a pump ({exc}); "
+                               "retrying\n")
+        self._step(supervise.SpawnFailed(str(exc)), self._policy(self._target_alive()))
 
     def _tell_pump(self, message: Message) -> None:
         if self.pump_sock is not None:
@@ -283,32 +331,13 @@ class Daemon:
                 pass
             self.pump_sock.close()
             self.pump_sock = None
-        if self.finished or not self.started:
-            return  # the group ends
-        if self.stopping:
-            if not self.stop_retried and self._target_left():
-                # A pump comes at once to stop the target (TERM, grace, KILL), once only:
-                # a pump that dies again (a monitor that kills it) ends the group.
-                self.stop_retried = True
-                self.restart_at = time.monotonic()
-                self.restart_why = PUMP_RESTART
-                self.restart_message = str(self.directory / "pump.log.1")
-            return  # else the group ends
-        rolelog.report("pump", f"immortal: daemon: pump {status}; starting a new one\n")
-        lived = time.monotonic() - self.pump_started
-        self.pump_failures = 0 if lived >= PUMP_STABLE else self.pump_failures + 1
-        delay = 0.0
-        # While a target lives, no waiting with one supervisor: were the daemon to die in
-        # the wait, the target would be left to nobody. A pump killed from outside is
-        # replaced at once; pumps that keep failing by themselves (a monitor that crashes
-        # them) back off, capped lower while a target lives.
-        alive = self._target_left()
-        if self.pump_failures and not (alive and status.signal == signal.SIGKILL):
-            delay = min(PUMP_RETRY_MAX if alive else PUMP_RESTART_MAX,
-                        PUMP_RESTART_MIN * 2 ** min(self.pump_failures - 1, 16))
-        self.restart_at = time.monotonic() + delay
-        self.restart_why = PUMP_RESTART
-        self.restart_message = str(self.directory / "pump.log.1")
+        self.next_start = (PUMP_RESTART, str(self.directory / "pump.log.1"))
+        policy = self._policy(False)
+        if policy is not PUMP_LAST:
+            if self.machine.phase != supervise.STOPPING:
+                rolelog.report("pump", f"immortal: daemon: pump {status}; starting a new one\n")
+            policy = self._policy(self._target_left())
+        self._step(supervise.Exited(status), policy)
 
     def _target_left(self) -> bool:
         """After a pump's death: whether a target is left for the next pump to adopt.
@@ -335,12 +364,7 @@ class Daemon:
             return
         for number in data:
             if number in (signal.SIGTERM, signal.SIGINT):
-                if self.pump is not None:
-                    self.stopping = True
-                    self.stop_request = Command({"cmd": "stop"})
-                    self.pump.send_signal(signal.SIGTERM)
-                else:
-                    self._stop_between_pumps({"cmd": "stop"})
+                self._stop({"cmd": "stop"}, by_signal=True)
             elif number == signal.SIGHUP and self.pump is not None:
                 self.pump.send_signal(signal.SIGHUP)
             elif number == signal.SIGCHLD:
@@ -411,11 +435,8 @@ class Daemon:
             if not (known.get("pids") or {}).get("target"):
                 raise NotRunning(f"no target is running (state {known.get('state')})")
         if cmd == "stop":
-            if self.pump is None:
-                self._stop_between_pumps(request)
-                return {}
-            self.stopping = True
-            self.stop_request = Command(request)
+            self._stop(request, by_signal=False)
+            return {}  # a pump that cannot take it is ending already; the group with it
         try:
             if self.pump is None or self.pump_sock is None:
                 raise OSError("no pump is running right now (one is being restarted)")
@@ -427,16 +448,16 @@ class Daemon:
                 from None
         return {}
 
-    def _stop_between_pumps(self, request: dict[str, Any]) -> None:
-        """A stop while no pump runs: with a target alive, the next pump (started at once)
-        carries it out, as any stop; without one, nothing more is started."""
-        self.stopping = True
-        if self.restart_at is not None and not self.stop_retried and self._target_left():
-            self.stop_retried = True
-            self.stop_request = Command(request)
-            self.restart_at = time.monotonic()
-        else:
-            self.restart_at = None
+    def _stop(self, request: dict[str, Any], by_signal: bool) -> None:
+        """A stop: passed on to the pump; while none runs, with a target alive, the next
+        pump (started at once) carries it out, as any stop; without one, nothing more is
+        started. The machine decides which."""
+        self.stop_request = Command(request)
+        self.stop_by_signal = by_signal
+        alive = False
+        if self.pump is None and not supervise.ending(self.machine):
+            alive = self._target_left()
+        self._step(supervise.Stop(None), self._policy(alive))
 
     def _dir_restored(self) -> None:
         """The instance directory was removed and made again (``dirwatch``, which took

@@ -74,6 +74,7 @@ class State(Record):
     restarts: int = 0  #: respawns so far
     spawned: int = 0  #: targets spawned so far
     recent: tuple[float, ...] = ()  #: times of the latest restarts, for max_restarts
+    stop_spawns: int = 0  #: spawns made to carry out a stop (``PumpPolicy``)
     deadline: float | None = None  #: when a Tick is wanted
     grace: float = 0.0  #: grace period of the stop or restart in progress
     last_exit: ExitStatus | None = None
@@ -84,12 +85,19 @@ class State(Record):
 
 class PumpPolicy(Record):
     """The daemon's policy for its pump: the fields of ``RestartPolicy`` that the machine
-    reads, and two of its own.
+    reads, and some of its own (with a ``RestartPolicy`` the machine acts as these
+    defaults say). The daemon passes one or another as a target lives or not.
 
-    ``floor`` stands for ``QUICK_FLOOR``. ``killed_at_once``: a death by SIGKILL (from
-    outside: a pump never sends itself one) is replaced at once, however quick; the daemon
-    chooses the policy with it while a target lives, so that the target never waits with
-    one supervisor (were the daemon to die in the wait, it would be left to nobody).
+    - ``floor`` stands for ``QUICK_FLOOR``.
+    - ``killed_at_once``: a death by SIGKILL (from outside: a pump never sends itself one)
+      is replaced at once, however quick: while a target lives, it never waits with one
+      supervisor (were the daemon to die in the wait, it would be left to nobody).
+    - ``restart=False``: a death, or a failed spawn, ends the group (the pump said it
+      finished, or the group never started).
+    - ``stop_spawns``: how many may be spawned to carry out a stop when none runs (a stop
+      between pumps, or a pump that died during the stop, while a target lives: the next
+      pump stops it with its grace). The stop is passed on as ``Kill(SIGTERM)`` once one
+      runs; with ``Stop(grace=None)`` there is no deadline of the machine's own.
     """
 
     min_uptime: float = 1.0
@@ -102,6 +110,8 @@ class PumpPolicy(Record):
     final_exit_codes: frozenset[int] = frozenset()
     floor: float = 0.0
     killed_at_once: bool = False
+    restart: bool = True
+    stop_spawns: int = 0
 
 
 Policy = Union[RestartPolicy, PumpPolicy]
@@ -125,7 +135,7 @@ class Tick(Record):
 
 
 class Stop(Record):
-    grace: float
+    grace: float | None  #: None: told once spawned, the process stops by itself
     reason: str = "stop"
 
 
@@ -139,7 +149,7 @@ EVENTS = (Spawned, SpawnFailed, Exited, Tick, Stop, Restart)  #: the columns of 
 
 # Actions
 class Spawn(Record):
-    why: str  #: "start", "exit" or "manual"
+    why: str  #: "start", "exit", "manual", or "stop" (to carry out a stop)
 
 
 class Hook(Record):
@@ -252,6 +262,19 @@ def _spawned_while_stopping(policy: Policy, state: State, event: Spawned, now: f
     return running, (_hook(running), Kill(signal.SIGTERM))
 
 
+def _spawn_failed_stopping(policy: Policy, state: State, event: SpawnFailed, now: float,
+                           rand: float) -> Result:
+    if state.pid is not None:
+        return state, ()  # not about the process that still runs: wait for its death
+    # A spawn to carry out the stop failed: another, after the backoff.
+    attempts = state.attempts + 1
+    delay = max(_floor(policy), backoff_delay(policy, attempts, rand))
+    deadline = now + delay
+    return (replace(state, attempts=attempts, delay=delay, deadline=deadline,
+                    last_exit=ExitStatus(error=event.error, uptime=0.0)),
+            (Wake(deadline),))
+
+
 def _stray_spawn(policy: Policy, state: State, event: Spawned, now: float,
                  rand: float) -> Result:
     return _count(state, event, now), ()  # none was asked for: counted, nothing more
@@ -280,6 +303,8 @@ def _restarted(policy: Policy, state: State, event: Exited, now: float,
 
 
 def _stopped(policy: Policy, state: State, event: Exited, now: float, rand: float) -> Result:
+    if _may_spawn_to_stop(policy, state):  # the next one carries out the stop
+        return _spawn_to_stop(replace(state, pid=None, last_exit=event.status))
     final = replace(state, phase=STOPPED, pid=None, deadline=None, last_exit=event.status)
     return final, (Wake(None), Finish(STOPPED, state.reason or "stop"))
 
@@ -295,6 +320,8 @@ def _grace_over(policy: Policy, state: State, event: Tick, now: float,
                 rand: float) -> Result:
     if not _due(state, now):
         return state, ()
+    if state.pid is None:  # a spawn to carry out the stop failed: try again
+        return replace(state, deadline=None), (Wake(None), Spawn("stop"))
     # The grace period is over: escalate once, then wait for the death.
     return replace(state, deadline=None), (Kill(signal.SIGKILL), Wake(None))
 
@@ -304,6 +331,16 @@ def _stale_tick(policy: Policy, state: State, event: Tick, now: float,
     if not _due(state, now):
         return state, ()
     return replace(state, deadline=None), (Wake(None),)
+
+
+def _stop_waiting(policy: Policy, state: State, event: Stop, now: float,
+                  rand: float) -> Result:
+    if not _may_spawn_to_stop(policy, state):
+        return _stop_now(policy, state, event, now, rand)
+    stopping = replace(state, reason=event.reason)
+    if state.phase == SPAWNING:  # the spawn under way carries out the stop
+        return replace(stopping, phase=STOPPING, stop_spawns=state.stop_spawns + 1), ()
+    return _spawn_to_stop(stopping)
 
 
 def _stop_now(policy: Policy, state: State, event: Stop, now: float, rand: float) -> Result:
@@ -316,6 +353,9 @@ def _stop_running(policy: Policy, state: State, event: Stop, now: float,
                   rand: float) -> Result:
     if state.pid is None:
         return _stop_now(policy, state, event, now, rand)
+    if event.grace is None:
+        return (replace(state, phase=STOPPING, deadline=None, reason=event.reason),
+                (Kill(signal.SIGTERM), Wake(None)))
     deadline = now + event.grace
     return (replace(state, phase=STOPPING, deadline=deadline, grace=event.grace,
                     reason=event.reason),
@@ -327,14 +367,17 @@ def _stop_restarting(policy: Policy, state: State, event: Stop, now: float,
     if state.pid is None:
         return _stop_now(policy, state, event, now, rand)
     # SIGTERM was sent already: the earlier of the two deadlines stands.
-    deadline = min(state.deadline or now + event.grace, now + event.grace)
-    return (replace(state, phase=STOPPING, deadline=deadline, grace=event.grace,
+    grace = state.grace if event.grace is None else event.grace
+    deadline = min(state.deadline or now + grace, now + grace)
+    return (replace(state, phase=STOPPING, deadline=deadline, grace=grace,
                     reason=event.reason),
             (Wake(deadline),))
 
 
 def _stop_again(policy: Policy, state: State, event: Stop, now: float,
                 rand: float) -> Result:
+    if event.grace is None:  # passed on again, to the one that carries it out
+        return state, (Kill(signal.SIGTERM),) if state.pid is not None else ()
     if event.grace == 0 and (state.deadline is None or state.deadline > now):
         return replace(state, deadline=None), (Kill(signal.SIGKILL), Wake(None))
     return state, ()
@@ -360,15 +403,15 @@ TABLE: dict[Phase, tuple[Handler, ...]] = {
     #            Spawned                  SpawnFailed    Exited       Tick
     #            Stop                     Restart
     SPAWNING: (_first_target, _spawn_failed, _stray_exit, _stale_tick,
-               _stop_now, _nothing),  # restart: a spawn is under way already
+               _stop_waiting, _nothing),  # restart: a spawn is under way already
     RUNNING: (_stray_spawn, _nothing, _exited, _stale_tick,
               _stop_running, _restart_running),
     BACKOFF: (_stray_spawn, _nothing, _stray_exit, _backoff_over,
-              _stop_now, _restart_now),
+              _stop_waiting, _restart_now),
     RESTARTING: (_stray_spawn, _nothing, _restarted, _grace_over,
                  _stop_restarting, _nothing),
-    STOPPING: (_spawned_while_stopping, _nothing, _stopped, _grace_over,
-               _stop_again, _nothing),  # a spawn failed: the target still runs, wait
+    STOPPING: (_spawned_while_stopping, _spawn_failed_stopping, _stopped, _grace_over,
+               _stop_again, _nothing),
     STOPPED: (_nothing, _nothing, _nothing, _nothing, _nothing, _nothing),
     FATAL: (_nothing, _nothing, _nothing, _nothing, _nothing, _nothing),
 }
@@ -385,6 +428,20 @@ def _count(state: State, event: Spawned, now: float) -> State:
     return replace(state, pid=event.pid, started_at=now, spawned=state.spawned + 1)
 
 
+def _floor(policy: Policy) -> float:
+    return policy.floor if isinstance(policy, PumpPolicy) else QUICK_FLOOR
+
+
+def _may_spawn_to_stop(policy: Policy, state: State) -> bool:
+    return isinstance(policy, PumpPolicy) and state.stop_spawns < policy.stop_spawns
+
+
+def _spawn_to_stop(state: State) -> Result:
+    """None runs to carry out the stop: spawn one (it is told the stop once spawned)."""
+    return (replace(state, phase=STOPPING, deadline=None, stop_spawns=state.stop_spawns + 1),
+            (Wake(None), Spawn("stop")))
+
+
 def _hook(state: State) -> Hook:
     """The monitors' hook for the target just counted: the group's first, or another."""
     if state.spawned <= 1 and state.why == "start":
@@ -398,6 +455,10 @@ def _died(policy: Policy, state: State, status: ExitStatus, now: float,
     stable = uptime >= policy.min_uptime and not quick
     attempts = 0 if stable else state.attempts + 1  # quick deaths in a row
     dead = replace(state, pid=None, last_exit=status, attempts=attempts)
+    if isinstance(policy, PumpPolicy) and not policy.restart:
+        reason = "not restarted: it had finished, or the group never started"
+        return (replace(dead, phase=STOPPED, deadline=None, reason=reason),
+                (Wake(None), Finish(STOPPED, reason)))
     if status.code is not None and status.code in policy.final_exit_codes:
         reason = f"exit code {status.code} means do not restart"
         return (replace(dead, phase=STOPPED, deadline=None, reason=reason),
@@ -411,8 +472,7 @@ def _died(policy: Policy, state: State, status: ExitStatus, now: float,
     if stable or (isinstance(policy, PumpPolicy) and policy.killed_at_once and not quick
                   and status.signal == signal.SIGKILL):
         return _respawn(policy, replace(dead, delay=0.0, recent=recent), "exit", now)
-    floor = policy.floor if isinstance(policy, PumpPolicy) else QUICK_FLOOR
-    delay = max(floor, backoff_delay(policy, attempts, rand))
+    delay = max(_floor(policy), backoff_delay(policy, attempts, rand))
     dead = replace(dead, delay=delay, recent=recent)
     deadline = now + delay
     return replace(dead, phase=BACKOFF, deadline=deadline, why="exit"), (Wake(deadline),)
