@@ -629,7 +629,7 @@ class Pump:
             # The daemon hears of every target before anything that can fail or take time
             # (a hook, a status write): a pump that dies after the spawn leaves a target the
             # daemon hands to the next pump, never one nobody knows about. 'spawning' covers
-            # a death inside the spawn itself (see Daemon._find_orphan).
+            # a death inside the spawn itself (see orphans.find_spawned).
             self._tell_daemon(Spawning(_linux.boot_ticks()))
             try:
                 child = process.spawn(self.spec.command(), env=env, cwd=self.spec.cwd,
