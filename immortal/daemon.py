@@ -171,11 +171,17 @@ class Daemon:
                     self._on_pump_message(key.fileobj)  # type: ignore[arg-type]
             self.control.drop_idle()
             self.stall.tick()
-            deadline = self.machine.deadline
+            deadline = self.restart_deadline
             if deadline is not None and time.monotonic() >= deadline:
-                self._step(supervise.Tick(), self._policy(self._target_alive()))
-            if self.due is not None:
-                self._start_pump()
+                self._restart_due()
+
+    def _restart_due(self) -> None:
+        """At ``restart_deadline``: the machine's Tick if it is due, then a due spawn."""
+        deadline = self.machine.deadline
+        if deadline is not None and time.monotonic() >= deadline:
+            self._step(supervise.Tick(), self._policy(self._target_alive()))
+        if self.due is not None:
+            self._start_pump()
 
     # ----------------------------------------------------------------- pump
     def _policy(self, alive: bool) -> supervise.PumpPolicy:
