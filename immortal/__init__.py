@@ -3,8 +3,9 @@
 Layers (a module imports only from lower ones; tests/test_layering.py checks it):
 0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby · 1 events,
 names, safety, channel, control, relay, orphans, figures, tailing · 2 process, monitor,
-roles, delivery, state, machine · 3 monitoring, render, dirwatch, stall · 4 spec · 5 supervise,
-group · 6 pump, launcher · 7 forking, manager, cli · 8 daemon · 9 _role, __main__, __init__
+roles, delivery, state, machine · 3 monitoring, render, dirwatch, stall, kept · 4 spec ·
+5 supervise, group · 6 pump, launcher · 7 forking, manager, cli · 8 daemon · 9 _role,
+__main__, __init__
 """
 
 from __future__ import annotations

@@ -27,9 +27,10 @@ from .events import DAEMON_RESTART, PUMP_RESTART, ExitStatus
 from .relay import Ledger, make_channel, make_journal, make_pipe, open_journal
 from .spec import Spec
 from .errors import NotRunning
-from ._linux import parent_pid, process_start_time
-from .roles import (Adopt, Command, Exited, Fds, Finish, Hello, Message, Reaped, Rewrite,
-                    RoleArgs, Spawning, Started, Target, decode)
+from ._linux import process_start_time
+from .kept import KeptTarget
+from .roles import (Command, Fds, Finish, Hello, Message, Reaped, Rewrite, RoleArgs, Started,
+                    decode)
 from .state import SOCKET_NAME, read_json, write_json
 
 # The daemon's policies for its pump (see supervise.PumpPolicy). A pump that lived a second
@@ -90,9 +91,7 @@ class Daemon:
             self.channel = list(make_channel())
         self.why: str = args.why
         adopt = args.adopt
-        self.target_pid: int | None = adopt.pid if adopt else None
-        self.target_started: float | None = adopt.started_wall if adopt else None
-        self.target_exit: ExitStatus | None = None
+        self.target = KeptTarget(adopt)
         self.pump: forking.ForkedPump | None = None
         self.pump_started = 0.0
         self.pump_sock: socket.socket | None = None
@@ -102,12 +101,10 @@ class Daemon:
         self.due: supervise.Spawn | None = None
         self.next_start: tuple[str, str | None] = (self.why, None)
         self.fork_failures = 0  # in a row, for the log only
-        self.spawning: int | None = None  # the pump is spawning a target: since (boot ticks)
         self.stop_request: Command | None = None  # passed on to the pump that stops
         self.stop_by_signal = False  # passed on as SIGTERM rather than as the request
         self.started = False  # the first pump reported success: the caller has its answer
         self.finished = False  # the pump said the group is over
-        self.stranger = -1
         self.selector = selectors.DefaultSelector()
         if args.pump and fds.pump is not None:  # the successor our predecessor started
             self.pump = forking.ForkedPump(args.pump)
@@ -179,7 +176,7 @@ class Daemon:
         """At ``restart_deadline``: the machine's Tick if it is due, then a due spawn."""
         deadline = self.machine.deadline
         if deadline is not None and time.monotonic() >= deadline:
-            self._step(supervise.Tick(), self._policy(self._target_alive()))
+            self._step(supervise.Tick(), self._policy(self.target.alive()))
         if self.due is not None:
             self._start_pump()
 
@@ -190,9 +187,6 @@ class Daemon:
         if self.finished or not self.started:
             return PUMP_LAST
         return PUMP_WITH_TARGET if alive else PUMP_ALONE
-
-    def _target_alive(self) -> bool:
-        return self.target_pid is not None and self.target_exit is None
 
     def _step(self, event: supervise.Event, policy: supervise.PumpPolicy) -> None:
         self.machine, actions = supervise.step(policy, self.machine, event, time.monotonic(),
@@ -225,9 +219,8 @@ class Daemon:
         if why == PUMP_RESTART and log.exists():
             os.replace(log, self.directory / "pump.log.1")
         adopt = None
-        self._target_left()
-        if self.target_pid is not None:
-            adopt = Adopt(self.target_pid, self.target_started, self.target_exit)
+        self.target.left(self.pump is not None)
+        adopt = self.target.adopt()
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         except OSError as exc:  # out of fds
@@ -256,9 +249,8 @@ class Daemon:
         self.selector.register(ours, selectors.EVENT_READ, "pump")
         # Started to carry out a stop (the machine answers Kill): the request, not a signal.
         self.stop_by_signal = False
-        self._step(supervise.Spawned(self.pump.pid), self._policy(self._target_alive()))
-        if self.target_exit is not None:
-            self.target_pid = self.target_exit = None  # handed over to the new pump
+        self._step(supervise.Spawned(self.pump.pid), self._policy(self.target.alive()))
+        self.target.handed_over()
 
     def _pump_not_started(self, exc: OSError) -> None:
         """The pump could not be started (fork: EAGAIN from a process limit, ENOMEM): the
@@ -270,7 +262,7 @@ class Daemon:
             if self.fork_failures == 1:
                 rolelog.report("fork", f"immortal: daemon: cannot start a pump ({exc}); "
                                "retrying\n")
-        self._step(supervise.SpawnFailed(str(exc)), self._policy(self._target_alive()))
+        self._step(supervise.SpawnFailed(str(exc)), self._policy(self.target.alive()))
 
     def _tell_pump(self, message: Message) -> None:
         if self.pump_sock is not None:
@@ -299,17 +291,8 @@ class Daemon:
 
     def _handle_message(self, data: bytes) -> None:
         message = decode(data)
-        if isinstance(message, Spawning):
-            self.spawning = message.since
-        elif isinstance(message, Target):
-            self.target_pid = message.pid
-            self.target_started = message.started_wall
-            self.target_exit = None
-            self.spawning = None
-        elif isinstance(message, Exited):
-            if message.pid is not None and message.pid == self.target_pid:
-                self.target_pid = self.target_started = None
-        elif isinstance(message, Started):
+        self.target.heard(message)
+        if isinstance(message, Started):
             self.started = True
         elif isinstance(message, Finish):
             self.finished = True
@@ -340,25 +323,8 @@ class Daemon:
         if policy is not PUMP_LAST:
             if self.machine.phase != supervise.STOPPING:
                 rolelog.report("pump", f"immortal: daemon: pump {status}; starting a new one\n")
-            policy = self._policy(self._target_left())
+            policy = self._policy(self.target.left(self.pump is not None))
         self._step(supervise.Exited(status), policy)
-
-    def _target_left(self) -> bool:
-        """After a pump's death: whether a target is left for the next pump to adopt.
-
-        A known target not re-parented to us is gone already. One the pump was spawning
-        but did not name (it died inside the spawn) is looked for among our children."""
-        if (self.target_pid is not None and self.target_exit is None and self.stranger < 0
-                and parent_pid(self.target_pid) != os.getpid()):
-            self.target_pid = self.target_started = None
-        if self.target_pid is None and self.spawning is not None and self.pump is None:
-            found = orphans.find_spawned(self.spawning)
-            if found is not None:
-                sys.stderr.write(f"immortal: daemon: the dead pump's new target {found[0]} "
-                                 "is adopted\n")
-                self.target_pid, self.target_started = found
-            self.spawning = None
-        return self.target_pid is not None and self.target_exit is None
 
     # ----------------------------------------------------------------- signals, reaping
     def _on_signal(self, fd: int) -> None:
@@ -385,46 +351,35 @@ class Daemon:
             status = ExitStatus.from_wait_status(pid, raw)
             if self.pump is not None and pid == self.pump.pid:
                 self._pump_died(status)
-            elif pid == self.target_pid:
+            elif pid == self.target.pid:
                 self._target_reaped(status)
             # else: an orphaned grandchild, reaped so that no zombie stays
 
     def _watch_stranger(self) -> None:
-        """Watch an adopted target that is not our child (its daemon died after it had
-        adopted it, so it went to init): a pidfd tells when it ends, not how."""
-        pid = self.target_pid
-        if pid is None or self.target_exit is not None or parent_pid(pid) == os.getpid():
-            return
-        try:
-            self.stranger = _linux.pidfd_open(pid)
-        except OSError:
-            self.stranger = -1
-        if self.stranger < 0:
-            self._target_reaped(ExitStatus(pid=pid))
-            return
-        self.selector.register(self.stranger, selectors.EVENT_READ, "stranger")
+        """Watch an adopted target that is not our child (``KeptTarget.watch_stranger``)."""
+        ended = self.target.watch_stranger()
+        if ended is not None:
+            self._target_reaped(ended)
+        elif self.target.stranger >= 0:
+            self.selector.register(self.target.stranger, selectors.EVENT_READ, "stranger")
 
     def _on_stranger(self) -> None:
-        self.selector.unregister(self.stranger)
-        os.close(self.stranger)
-        self.stranger = -1
-        if self.target_pid is not None:
-            self._target_reaped(ExitStatus(pid=self.target_pid))
+        self.selector.unregister(self.target.stranger)
+        ended = self.target.stranger_ended()
+        if ended is not None:
+            self._target_reaped(ended)
 
     def _target_reaped(self, status: ExitStatus) -> None:
         """The adopted target died: tell its pump, or keep it for the next pump."""
-        if self.target_started is not None:
-            status = ExitStatus(code=status.code, signal=status.signal,
-                                core_dumped=status.core_dumped, pid=status.pid,
-                                uptime=max(0.0, time.time() - self.target_started))
+        status = self.target.reaped(status)
         if self.pump is not None and self.pump_sock is not None:
             try:
-                self.pump_sock.send(Reaped(self.target_pid, status).to_bytes())
-                self.target_pid = None
+                self.pump_sock.send(Reaped(self.target.pid, status).to_bytes())
+                self.target.pid = None
                 return
             except OSError:
                 pass
-        self.target_exit = status
+        self.target.exit = status
 
     def _command(self, request: dict[str, Any]) -> dict[str, Any]:
         """A control request: answered here (status) or passed on to the pump."""
@@ -460,7 +415,7 @@ class Daemon:
         self.stop_by_signal = by_signal
         alive = False
         if self.pump is None and not supervise.ending(self.machine):
-            alive = self._target_left()
+            alive = self.target.left(self.pump is not None)
         self._step(supervise.Stop(None), self._policy(alive))
 
     def _dir_restored(self) -> None:
