@@ -189,8 +189,9 @@ class Daemon:
         return PUMP_WITH_TARGET if alive else PUMP_ALONE
 
     def _step(self, event: supervise.Event, policy: supervise.PumpPolicy) -> None:
+        # The pump's policies have no jitter: any rand gives the same delays.
         self.machine, actions = supervise.step(policy, self.machine, event, time.monotonic(),
-                                               0.5)  # no jitter: rand is not read
+                                               0.5)
         self._feed(actions)
 
     def _feed(self, actions: tuple[supervise.Action, ...]) -> None:
@@ -218,7 +219,6 @@ class Daemon:
         log = self.directory / "pump.log"
         if why == PUMP_RESTART and log.exists():
             os.replace(log, self.directory / "pump.log.1")
-        adopt = None
         self.target.left(self.pump is not None)
         adopt = self.target.adopt()
         try:
@@ -266,14 +266,10 @@ class Daemon:
 
     def _tell_pump(self, message: Message) -> None:
         if self.pump_sock is not None:
-            self._tell_pump_on(self.pump_sock, message)
-
-    @staticmethod
-    def _tell_pump_on(sock: socket.socket, message: Message) -> None:
-        try:
-            sock.send(message.to_bytes())
-        except OSError:
-            pass  # the pump is dying; SIGCHLD tells when it is gone
+            try:
+                self.pump_sock.send(message.to_bytes())
+            except OSError:
+                pass  # the pump is dying; SIGCHLD tells when it is gone
 
     def _on_pump_message(self, sock: socket.socket) -> None:
         if sock is not self.pump_sock:
@@ -319,11 +315,11 @@ class Daemon:
             self.pump_sock.close()
             self.pump_sock = None
         self.next_start = (PUMP_RESTART, str(self.directory / "pump.log.1"))
-        policy = self._policy(False)
-        if policy is not PUMP_LAST:
+        policy = PUMP_LAST  # after a finish, or before a start: the group ends
+        if self.started and not self.finished:
             if self.machine.phase != supervise.STOPPING:
                 rolelog.report("pump", f"immortal: daemon: pump {status}; starting a new one\n")
-            policy = self._policy(self.target.left(self.pump is not None))
+            policy = self._policy(self.target.left(pump_running=False))
         self._step(supervise.Exited(status), policy)
 
     # ----------------------------------------------------------------- signals, reaping
@@ -401,8 +397,6 @@ class Daemon:
                 raise OSError("no pump is running right now (one is being restarted)")
             self.pump_sock.send(Command(request).to_bytes())
         except OSError as exc:
-            if cmd == "stop":
-                return {}  # the pump is ending already; the group ends with it
             raise NotRunning(f"the pump cannot be reached ({exc}); try again in a moment") \
                 from None
         return {}
@@ -415,7 +409,7 @@ class Daemon:
         self.stop_by_signal = by_signal
         alive = False
         if self.pump is None and not supervise.ending(self.machine):
-            alive = self.target.left(self.pump is not None)
+            alive = self.target.left(pump_running=False)
         self._step(supervise.Stop(None), self._policy(alive))
 
     def _dir_restored(self) -> None:
