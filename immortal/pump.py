@@ -125,6 +125,8 @@ class Pump:
         hooks = tuple(a for a in actions if isinstance(a, supervise.Hook))
         try:
             self._set_up(hooks)
+        except HandOver:
+            raise  # the daemon died meanwhile: this process becomes it (see main)
         except Exception as exc:
             self._kill_own_target()
             return self._fail("StartError", f"setup failed: {exc}")
