@@ -11,7 +11,6 @@ Signals: SIGTERM/SIGINT stop the group (passed to the pump), SIGHUP restarts the
 
 from __future__ import annotations
 
-import atexit
 import gc
 import os
 import selectors
@@ -19,26 +18,33 @@ import signal
 import socket
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
-from . import _linux, adoption, control, dirwatch, orphans, process, rolelog, stall
+from . import (_linux, adoption, control, dirwatch, forking, orphans, process, rolelog, stall,
+               supervise)
 from .detach import Handshake, detach
 from .events import DAEMON_RESTART, PUMP_RESTART, ExitStatus
 from .loop import Loop
 from .relay import Ledger, make_channel, make_journal, make_pipe, open_journal
 from .spec import Spec
 from .errors import NotRunning
-from ._linux import parent_pid, process_start_time
-from .roles import (Adopt, Command, Exited, Fds, Finish, Hello, Message, Reaped, Rewrite,
-                    RoleArgs, Spawning, Started, Target, decode)
+from ._linux import process_start_time
+from .kept import KeptTarget
+from .roles import (Command, Fds, Finish, Hello, Message, Reaped, Rewrite, RoleArgs, Started,
+                    decode)
 from .state import SOCKET_NAME, read_json, write_json
 
-PUMP_RESTART_MIN = 0.05  # first delay when pumps keep dying at once; doubles to the max
-PUMP_RESTART_MAX = 5.0
-PUMP_RETRY_MAX = 0.5  # the cap instead while a target lives (pumps that fail by themselves)
-PUMP_STABLE = 1.0  # a pump that lived this long restarts at once
+# The daemon's policies for its pump (see supervise.PumpPolicy). A pump that lived a second
+# restarts at once; quicker deaths, and failed forks, back off from 0.05 s, doubling.
+PUMP_ALONE = supervise.PumpPolicy(min_uptime=1.0, backoff_initial=0.05, backoff_max=5.0)
+# While a target lives, no long wait with one supervisor: a lower cap, a pump killed from
+# outside replaced at once, and a stop with no pump to carry it out gets one (once only:
+# a pump that dies again during the stop, as one a monitor kills, ends the group).
+PUMP_WITH_TARGET = supervise.replace(PUMP_ALONE, backoff_max=0.5, killed_at_once=True,
+                                     stop_spawns=1)
+# A pump that finished, or one of a group that never started: its end is the group's.
+PUMP_LAST = supervise.replace(PUMP_ALONE, restart=False)
 
 
 def become(spec: Spec, args: RoleArgs) -> int:
@@ -88,32 +94,34 @@ class Daemon:
             self.channel = list(make_channel())
         self.why: str = args.why
         adopt = args.adopt
-        self.target_pid: int | None = adopt.pid if adopt else None
-        self.target_started: float | None = adopt.started_wall if adopt else None
-        self.target_exit: ExitStatus | None = None
-        self.pump: _ForkedPump | None = None
+        self.target = KeptTarget(adopt)
+        self.pump: forking.ForkedPump | None = None
         self.pump_started = 0.0
         self.pump_sock: socket.socket | None = None
-        self.pump_failures = 0
-        self.fork_failures = 0  # pump starts that failed in a row (fork: EAGAIN, ENOMEM)
-        self.spawning: int | None = None  # the pump is spawning a target: since (boot ticks)
-        self.restart_why = PUMP_RESTART
-        self.restart_message: str | None = None
-        self.stop_request: Command | None = None  # for a pump started while stopping
-        self.stop_retried = False  # a pump died during the stop and another was started
-        self.started = False  # the first pump reported success
-        self.stopping = False
-        self.finished = False
-        self.restart_at: float | None = None
-        self.stranger = -1
+        # The pump's supervision: the machine decides, the daemon carries out. A Spawn is
+        # carried out by the loop (``due``), with the role's why and message of ``next_start``.
+        self.machine = supervise.State()
+        self.due: supervise.Spawn | None = None
+        self.next_start: tuple[str, str | None] = (self.why, None)
+        self.fork_failures = 0  # in a row, for the log only
+        self.stop_request: Command | None = None  # passed on to the pump that stops
+        self.stop_by_signal = False  # passed on as SIGTERM rather than as the request
+        self.started = False  # the first pump reported success: the caller has its answer
+        self.finished = False  # the pump said the group is over
         self.loop = Loop(selectors.DefaultSelector())
         self.selector = self.loop.selector
         if args.pump and fds.pump is not None:  # the successor our predecessor started
-            self.pump = _ForkedPump(args.pump)
+            self.pump = forking.ForkedPump(args.pump)
             self.pump_sock = socket.socket(fileno=fds.pump)
             self.pump_sock.set_inheritable(False)
             self.pump_started = time.monotonic()
+            self.machine = supervise.adopt(args.pump, self.pump_started)
             self.loop.watch(self.pump_sock, self._on_pump_message)
+
+    @property
+    def restart_deadline(self) -> float | None:
+        """When the pump's supervision wants the loop back (0.0: at once), or None."""
+        return 0.0 if self.due is not None else self.machine.deadline
 
     def run(self) -> int:
         self.handshake.send(role="daemon", pid=os.getpid(),
@@ -133,39 +141,76 @@ class Daemon:
                 # The successor writes its status once we are up: a group reads as whole
                 # only when its daemon can reap again.
                 self._tell_pump(Hello())
-        elif self.target_pid is not None:
+        elif self.target.pid is not None:
             self._watch_stranger()  # an orphan adopted by a new start: not our child
         self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                       self._command)
         dirwatch.keep(self.directory, self.selector, self.lock_fd, self._dir_restored)
         _linux.set_title(f"immortal: daemon {self.directory}")
-        if self.pump is None and self.restart_at is None:
-            self._start_pump(self.why, None)
+        if self.pump is None and self.machine == supervise.State():
+            self._feed(supervise.initial()[1])
+            self._start_pump()  # the first pump, at once
         self.handshake.close()  # the pump holds its own copy and answers the caller
         self.loop.at(lambda: self.control.next_deadline(), lambda: self.control.drop_idle())
         self.loop.at(lambda: self.stall.deadline, self.stall.tick)
-        self.loop.at(lambda: self.restart_at, self._restart_due)
-        while self.pump is not None or self.restart_at is not None:
+        self.loop.at(lambda: self.restart_deadline, self._restart_due)
+        while self.pump is not None or self.restart_deadline is not None:
             self.loop.turn()
         return self._end()
 
     def _restart_due(self) -> None:
-        self.restart_at = None
-        self._start_pump(self.restart_why, self.restart_message)
+        """At ``restart_deadline``: the machine's Tick if it is due, then a due spawn."""
+        deadline = self.machine.deadline
+        if deadline is not None and time.monotonic() >= deadline:
+            self._step(supervise.Tick(), self._policy(self.target.alive()))
+        if self.due is not None:
+            self._start_pump()
 
     # ----------------------------------------------------------------- pump
-    def _start_pump(self, why: str, message_file: str | None) -> None:
+    def _policy(self, alive: bool) -> supervise.PumpPolicy:
+        """The policy for the pump's next event: whether its end is the group's, else
+        whether a target lives."""
+        if self.finished or not self.started:
+            return PUMP_LAST
+        return PUMP_WITH_TARGET if alive else PUMP_ALONE
+
+    def _step(self, event: supervise.Event, policy: supervise.PumpPolicy) -> None:
+        # The pump's policies have no jitter: any rand gives the same delays.
+        self.machine, actions = supervise.step(policy, self.machine, event, time.monotonic(),
+                                               0.5)
+        self._feed(actions)
+
+    def _feed(self, actions: tuple[supervise.Action, ...]) -> None:
+        """Carry out the machine's actions (a Wake is read from the machine itself)."""
+        for action in actions:
+            if isinstance(action, supervise.Spawn):
+                self.due = action
+            elif isinstance(action, supervise.Kill):
+                self._pass_stop()
+            elif isinstance(action, supervise.Finish):
+                self.due = None  # the group ends with this pump
+
+    def _pass_stop(self) -> None:
+        """The stop, to the pump that carries it out."""
+        if self.pump is None or self.stop_request is None:
+            return
+        if self.stop_by_signal:
+            self.pump.send_signal(signal.SIGTERM)
+        else:
+            self._tell_pump(self.stop_request)
+
+    def _start_pump(self) -> None:
+        self.due = None
+        why, message_file = self.next_start
         log = self.directory / "pump.log"
         if why == PUMP_RESTART and log.exists():
             os.replace(log, self.directory / "pump.log.1")
-        adopt = None
-        self._target_left()
-        if self.target_pid is not None:
-            adopt = Adopt(self.target_pid, self.target_started, self.target_exit)
+        self.target.left(self.pump is not None)
+        adopt = self.target.adopt()
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         except OSError as exc:  # out of fds
-            self._pump_not_started(why, message_file, exc)
+            self._pump_not_started(exc)
             return
         fds = Fds(lock=self.lock_fd, out=self.out, err=self.err, journal=self.journal,
                   channel=tuple(self.channel) if self.channel else None,
@@ -173,17 +218,14 @@ class Daemon:
         args = RoleArgs("pump", str(self.directory), why, fds=fds, adopt=adopt,
                         message_file=message_file, daemon_pid=os.getpid())
         try:
-            self.pump = _fork_pump(self.spec, args, log)
+            self.pump = forking.fork_pump(self.spec, args, log, become)
         except OSError as exc:
             ours.close()
             theirs.close()
-            self._pump_not_started(why, message_file, exc)
+            self._pump_not_started(exc)
             return
         self.stall.restart()
         theirs.close()
-        if self.stop_request is not None:
-            # A stop that came with no pump to carry it out (the target lives): this one.
-            self._tell_pump_on(ours, self.stop_request)
         if self.fork_failures:
             sys.stderr.write(f"immortal: daemon: pump started after {self.fork_failures} "
                              "failed attempts\n")
@@ -191,34 +233,29 @@ class Daemon:
         self.pump_sock = ours
         self.pump_started = time.monotonic()
         self.loop.watch(ours, self._on_pump_message)
-        if self.target_exit is not None:
-            self.target_pid = self.target_exit = None  # handed over to the new pump
+        # Started to carry out a stop (the machine answers Kill): the request, not a signal.
+        self.stop_by_signal = False
+        self._step(supervise.Spawned(self.pump.pid), self._policy(self.target.alive()))
+        self.target.handed_over()
 
-    def _pump_not_started(self, why: str, message_file: str | None, exc: OSError) -> None:
-        """The pump could not be started (fork: EAGAIN from a process limit, ENOMEM): try
-        again later, soon while a target lives; a first start fails instead."""
+    def _pump_not_started(self, exc: OSError) -> None:
+        """The pump could not be started (fork: EAGAIN from a process limit, ENOMEM): the
+        machine backs off and tries again, soon while a target lives; a first start fails."""
         if not self.started:
             self.handshake.send(error="StartError", message=f"cannot start the pump: {exc}")
-            return  # no pump, nothing to wait for: the group ends
-        self.fork_failures += 1
-        if self.fork_failures == 1:
-            rolelog.report("fork", f"immortal: daemon: cannot start a pump ({exc}); retrying\n")
-        alive = self.target_pid is not None and self.target_exit is None
-        delay = min(PUMP_RETRY_MAX if alive else PUMP_RESTART_MAX,
-                    PUMP_RESTART_MIN * 2 ** min(self.fork_failures - 1, 16))
-        self.restart_at = time.monotonic() + delay
-        self.restart_why, self.restart_message = why, message_file
+        else:
+            self.fork_failures += 1
+            if self.fork_failures == 1:
+                rolelog.report("fork", f"immortal: daemon: cannot start a pump ({exc}); "
+                               "retrying\n")
+        self._step(supervise.SpawnFailed(str(exc)), self._policy(self.target.alive()))
 
     def _tell_pump(self, message: Message) -> None:
         if self.pump_sock is not None:
-            self._tell_pump_on(self.pump_sock, message)
-
-    @staticmethod
-    def _tell_pump_on(sock: socket.socket, message: Message) -> None:
-        try:
-            sock.send(message.to_bytes())
-        except OSError:
-            pass  # the pump is dying; SIGCHLD tells when it is gone
+            try:
+                self.pump_sock.send(message.to_bytes())
+            except OSError:
+                pass  # the pump is dying; SIGCHLD tells when it is gone
 
     def _on_pump_message(self, sock: socket.socket) -> None:
         if sock is not self.pump_sock:
@@ -236,17 +273,8 @@ class Daemon:
 
     def _handle_message(self, data: bytes) -> None:
         message = decode(data)
-        if isinstance(message, Spawning):
-            self.spawning = message.since
-        elif isinstance(message, Target):
-            self.target_pid = message.pid
-            self.target_started = message.started_wall
-            self.target_exit = None
-            self.spawning = None
-        elif isinstance(message, Exited):
-            if message.pid is not None and message.pid == self.target_pid:
-                self.target_pid = self.target_started = None
-        elif isinstance(message, Started):
+        self.target.heard(message)
+        if isinstance(message, Started):
             self.started = True
         elif isinstance(message, Finish):
             self.finished = True
@@ -272,58 +300,17 @@ class Daemon:
                 pass
             self.pump_sock.close()
             self.pump_sock = None
-        if self.finished or not self.started:
-            return  # the group ends
-        if self.stopping:
-            if not self.stop_retried and self._target_left():
-                # A pump comes at once to stop the target (TERM, grace, KILL), once only:
-                # a pump that dies again (a monitor that kills it) ends the group.
-                self.stop_retried = True
-                self.restart_at = time.monotonic()
-                self.restart_why = PUMP_RESTART
-                self.restart_message = str(self.directory / "pump.log.1")
-            return  # else the group ends
-        rolelog.report("pump", f"immortal: daemon: pump {status}; starting a new one\n")
-        lived = time.monotonic() - self.pump_started
-        self.pump_failures = 0 if lived >= PUMP_STABLE else self.pump_failures + 1
-        delay = 0.0
-        # While a target lives, no waiting with one supervisor: were the daemon to die in
-        # the wait, the target would be left to nobody. A pump killed from outside is
-        # replaced at once; pumps that keep failing by themselves (a monitor that crashes
-        # them) back off, capped lower while a target lives.
-        alive = self._target_left()
-        if self.pump_failures and not (alive and status.signal == signal.SIGKILL):
-            delay = min(PUMP_RETRY_MAX if alive else PUMP_RESTART_MAX,
-                        PUMP_RESTART_MIN * 2 ** min(self.pump_failures - 1, 16))
-        self.restart_at = time.monotonic() + delay
-        self.restart_why = PUMP_RESTART
-        self.restart_message = str(self.directory / "pump.log.1")
-
-    def _target_left(self) -> bool:
-        """After a pump's death: whether a target is left for the next pump to adopt.
-
-        A known target not re-parented to us is gone already. One the pump was spawning
-        but did not name (it died inside the spawn) is looked for among our children."""
-        if (self.target_pid is not None and self.target_exit is None and self.stranger < 0
-                and parent_pid(self.target_pid) != os.getpid()):
-            self.target_pid = self.target_started = None
-        if self.target_pid is None and self.spawning is not None and self.pump is None:
-            found = _find_orphan(self.spawning)
-            if found is not None:
-                sys.stderr.write(f"immortal: daemon: the dead pump's new target {found[0]} "
-                                 "is adopted\n")
-                self.target_pid, self.target_started = found
-            self.spawning = None
-        return self.target_pid is not None and self.target_exit is None
+        self.next_start = (PUMP_RESTART, str(self.directory / "pump.log.1"))
+        policy = PUMP_LAST  # after a finish, or before a start: the group ends
+        if self.started and not self.finished:
+            if self.machine.phase != supervise.STOPPING:
+                rolelog.report("pump", f"immortal: daemon: pump {status}; starting a new one\n")
+            policy = self._policy(self.target.left(pump_running=False))
+        self._step(supervise.Exited(status), policy)
 
     # ----------------------------------------------------------------- signals, reaping
     def _on_stop_signal(self) -> None:
-        if self.pump is not None:
-            self.stopping = True
-            self.stop_request = Command({"cmd": "stop"})
-            self.pump.send_signal(signal.SIGTERM)
-        else:
-            self._stop_between_pumps({"cmd": "stop"})
+        self._stop({"cmd": "stop"}, by_signal=True)
 
     def _on_hangup(self) -> None:
         if self.pump is not None:
@@ -340,46 +327,36 @@ class Daemon:
             status = ExitStatus.from_wait_status(pid, raw)
             if self.pump is not None and pid == self.pump.pid:
                 self._pump_died(status)
-            elif pid == self.target_pid:
+            elif pid == self.target.pid:
                 self._target_reaped(status)
             # else: an orphaned grandchild, reaped so that no zombie stays
 
     def _watch_stranger(self) -> None:
-        """Watch an adopted target that is not our child (its daemon died after it had
-        adopted it, so it went to init): a pidfd tells when it ends, not how."""
-        pid = self.target_pid
-        if pid is None or self.target_exit is not None or parent_pid(pid) == os.getpid():
-            return
-        try:
-            self.stranger = _linux.pidfd_open(pid)
-        except OSError:
-            self.stranger = -1
-        if self.stranger < 0:
-            self._target_reaped(ExitStatus(pid=pid))
-            return
-        self.loop.watch(self.stranger, self._on_stranger)
+        """Watch an adopted target that is not our child (``KeptTarget.watch_stranger``)."""
+        ended = self.target.watch_stranger()
+        if ended is not None:
+            self._target_reaped(ended)
+        elif self.target.stranger >= 0:
+            self.loop.watch(self.target.stranger, self._on_stranger)
 
     def _on_stranger(self, fd: int) -> None:
-        self.selector.unregister(self.stranger)
-        os.close(self.stranger)
-        self.stranger = -1
-        if self.target_pid is not None:
-            self._target_reaped(ExitStatus(pid=self.target_pid))
+        self.selector.unregister(self.target.stranger)
+        ended = self.target.stranger_ended()
+        if ended is not None:
+            self._target_reaped(ended)
 
     def _target_reaped(self, status: ExitStatus) -> None:
         """The adopted target died: tell its pump, or keep it for the next pump."""
-        if self.target_started is not None:
-            status = ExitStatus(code=status.code, signal=status.signal,
-                                core_dumped=status.core_dumped, pid=status.pid,
-                                uptime=max(0.0, time.time() - self.target_started))
-        if self.pump is not None and self.pump_sock is not None:
+        status = self.target.reaped(status)
+        pid = self.target.pid
+        if self.pump is not None and self.pump_sock is not None and pid is not None:
             try:
-                self.pump_sock.send(Reaped(self.target_pid, status).to_bytes())  # type: ignore[arg-type]  # noqa: E501 (set while adopted)
-                self.target_pid = None
+                self.pump_sock.send(Reaped(pid, status).to_bytes())
+                self.target.pid = None
                 return
             except OSError:
                 pass
-        self.target_exit = status
+        self.target.exit = status
 
     def _command(self, request: dict[str, Any]) -> dict[str, Any]:
         """A control request: answered here (status) or passed on to the pump."""
@@ -394,32 +371,27 @@ class Daemon:
             if not (known.get("pids") or {}).get("target"):
                 raise NotRunning(f"no target is running (state {known.get('state')})")
         if cmd == "stop":
-            if self.pump is None:
-                self._stop_between_pumps(request)
-                return {}
-            self.stopping = True
-            self.stop_request = Command(request)
+            self._stop(request, by_signal=False)
+            return {}  # a pump that cannot take it is ending already; the group with it
         try:
             if self.pump is None or self.pump_sock is None:
                 raise OSError("no pump is running right now (one is being restarted)")
             self.pump_sock.send(Command(request).to_bytes())
         except OSError as exc:
-            if cmd == "stop":
-                return {}  # the pump is ending already; the group ends with it
             raise NotRunning(f"the pump cannot be reached ({exc}); try again in a moment") \
                 from None
         return {}
 
-    def _stop_between_pumps(self, request: dict[str, Any]) -> None:
-        """A stop while no pump runs: with a target alive, the next pump (started at once)
-        carries it out, as any stop; without one, nothing more is started."""
-        self.stopping = True
-        if self.restart_at is not None and not self.stop_retried and self._target_left():
-            self.stop_retried = True
-            self.stop_request = Command(request)
-            self.restart_at = time.monotonic()
-        else:
-            self.restart_at = None
+    def _stop(self, request: dict[str, Any], by_signal: bool) -> None:
+        """A stop: passed on to the pump; while none runs, with a target alive, the next
+        pump (started at once) carries it out, as any stop; without one, nothing more is
+        started. The machine decides which."""
+        self.stop_request = Command(request)
+        self.stop_by_signal = by_signal
+        alive = False
+        if self.pump is None and not supervise.ending(self.machine):
+            alive = self.target.left(pump_running=False)
+        self._step(supervise.Stop(None), self._policy(alive))
 
     def _dir_restored(self) -> None:
         """The instance directory was removed and made again (``dirwatch``, which took
@@ -441,166 +413,6 @@ class Daemon:
         process.kill_children()
         orphans.end_group(self.directory)  # and those that went up with a dead daemon
         return 0
-
-
-class _ForkedPump:
-    """The pump as the daemon sees it: a pid, and how it ended."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.returncode: int | None = None
-
-    def send_signal(self, number: int) -> None:
-        if self.returncode is None:  # not reaped yet, so the pid is still the pump's
-            os.kill(self.pid, number)
-
-
-_frozen = False  # gc.freeze() done, before the first fork
-_ROLE_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
-
-
-def _fork_pump(spec: Spec, args: RoleArgs, log: Path) -> _ForkedPump:
-    """Start the pump as a fork of this process, not as a fresh interpreter.
-
-    The daemon is ours and single-threaded, so a fork is safe here (never in the caller,
-    which may have threads). It saves an interpreter's start-up and the imports the two
-    share, and their pages count half to each in PSS. ``pump`` is imported before the
-    fork for the same reason; the monitor is imported only in the child.
-    """
-    from . import pump
-
-    global _frozen
-    if not _frozen:
-        _preload_builtin_monitors(spec)
-        # Once, before the first fork: the child's collector then leaves the pages of the
-        # objects both processes share alone (copy-on-write keeps them shared).
-        gc.freeze()
-        _frozen = True
-    sys.stderr.flush()
-    # Blocked across the fork: the child must not run our handlers (they would write to
-    # our wake-up pipe), and it takes the default actions until the pump sets its own.
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _ROLE_SIGNALS)
-    _linux.import_title()  # shared with the pump, which takes its title at once
-    try:
-        pid = os.fork()
-    except OSError:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        raise
-    if pid:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        return _ForkedPump(pid)
-    code = 1
-    try:
-        signal.set_wakeup_fd(-1)
-        for number in _ROLE_SIGNALS:
-            signal.signal(number, signal.SIG_DFL)
-        _become_pump_fds(args.fds.numbers(), log)
-        _linux.set_title(f"immortal: pump {spec.directory}")  # its argv is still ours
-        atexit._clear()  # the daemon's exit functions are not the pump's
-        code = pump.main(spec, args, become)
-        # What a fresh interpreter's exit would do for a monitor that left a buffered file
-        # open: the pump's objects are freed (cycles too), which flushes and closes them.
-        gc.collect()
-        atexit._run_exitfuncs()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            # Never return into the daemon's loop, and run none of its clean-up.
-            os._exit(code)
-    raise AssertionError("unreachable")
-
-
-def _find_orphan(since: int) -> tuple[int, float] | None:
-    """The target a pump spawned but died before naming: (pid, wall-clock start), or None.
-
-    It is our child now (re-parented to us, the subreaper), in our session, and started
-    since the pump said it would spawn (``since``, in boot ticks); the oldest if several,
-    since whatever it starts in turn is younger. It need not lead its process group yet: a
-    pump killed between its fork and the child's ``setpgid`` leaves a child that does so,
-    and execs the program, a moment later. An escaped grandchild in a session of its own is
-    left out; one born since the spawn is the target's, so younger than the target. Without
-    /proc (no list of children, no start times) nothing is found, and the new pump spawns
-    anew.
-    """
-    session = os.getsid(0)
-    best: tuple[int, int] | None = None
-    for pid in _linux.children():
-        try:
-            if os.getsid(pid) != session:
-                continue
-        except OSError:
-            continue
-        start = process_start_time(pid)  # None for a zombie
-        if start is not None and start >= since and (best is None or start < best[1]
-                                                     or (start == best[1] and pid < best[0])):
-            best = (pid, start)
-    if best is None:
-        return None
-    ticks = os.sysconf("SC_CLK_TCK")
-    return best[0], time.time() - (_linux.boot_ticks() - best[1]) / ticks
-
-
-def _preload_builtin_monitors(spec: Spec) -> None:
-    """Import the group's built-in monitors (ours, like this module) before the first fork,
-    so that their code is shared with every pump instead of copied into each (memory, in
-    PSS). Imported only, never called; any other monitor is imported by the pump alone."""
-    import importlib
-
-    from . import entrypoints
-    from .hookspecs import ENTRY_POINT_GROUP
-
-    for name, _ in spec.monitors:
-        value = name if ":" in name else entrypoints.find(ENTRY_POINT_GROUP, name)
-        module = (value or "").partition(":")[0].strip()
-        if module.startswith("immortal_monitors."):
-            try:
-                importlib.import_module(module)
-            except Exception:  # the pump reports it, as it would without this
-                pass
-
-
-def _become_pump_fds(keep: list[int], log: Path) -> None:
-    """stdin and stdout on /dev/null, stderr on pump.log, and none of the daemon's other
-    files: a pump holding the daemon's end of the lifeline, or its control socket, would
-    hide the daemon's death from itself and from clients.
-
-    Each of the daemon's other fds is pointed at /dev/null rather than closed: Python
-    objects of the daemon's (and, in a pump that became the daemon, a monitor's global
-    state, such as the handlers the ``logging`` monitor configured) still own those
-    numbers here. Closed, a number would be reused by the pump's own pipes and sockets,
-    and such an object closing "its" fd later (a monitor reconfiguring logging) would close
-    the pump's lifeline instead: the pump would take that for its daemon's death.
-    """
-    null = os.open(os.devnull, os.O_RDWR)
-    err = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
-    os.dup2(err, 2)
-    kept = {0, 1, 2, *keep}
-    open_fds = _linux.open_fds()
-    if open_fds is None:  # not listed: close the gaps between the kept ones, up to the limit
-        low = 3
-        for fd in sorted(kept):
-            if fd >= low:
-                os.closerange(low, fd)
-                low = fd + 1
-        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
-        return
-    for fd in open_fds:
-        if fd not in kept and fd not in (null, err):
-            try:
-                os.fstat(fd)
-            except OSError:
-                continue  # the listing's own fd, closed already
-            os.dup2(null, fd, inheritable=False)
-    os.close(null)
-    os.close(err)
 
 
 def main(spec: Spec, args: RoleArgs) -> int:

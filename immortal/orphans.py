@@ -23,7 +23,8 @@ import os
 import signal
 import time
 
-from ._linux import environ_values, pidfd_open, process_start_time, signal_pidfd
+from ._linux import (boot_ticks, children, environ_values, pidfd_open, process_start_time,
+                     signal_pidfd)
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -89,3 +90,34 @@ def end(found: list[tuple[int, int]], timeout: float = 5.0) -> list[int]:
 def end_group(directory: Path | str, timeout: float = 5.0) -> list[int]:
     """End every process that still carries ``directory``'s token; the pids ended."""
     return end(find(directory), timeout)
+
+
+def find_spawned(since: int) -> tuple[int, float] | None:
+    """For the daemon: the target a pump spawned but died before naming, as (pid,
+    wall-clock start), or None.
+
+    It is our child now (re-parented to us, the subreaper), in our session, and started
+    since the pump said it would spawn (``since``, in boot ticks); the oldest if several,
+    since whatever it starts in turn is younger. It need not lead its process group yet: a
+    pump killed between its fork and the child's ``setpgid`` leaves a child that does so,
+    and execs the program, a moment later. An escaped grandchild in a session of its own is
+    left out; one born since the spawn is the target's, so younger than the target. Without
+    /proc (no list of children, no start times) nothing is found, and the new pump spawns
+    anew.
+    """
+    session = os.getsid(0)
+    best: tuple[int, int] | None = None
+    for pid in children():
+        try:
+            if os.getsid(pid) != session:
+                continue
+        except OSError:
+            continue
+        start = process_start_time(pid)  # None for a zombie
+        if start is not None and start >= since and (best is None or start < best[1]
+                                                     or (start == best[1] and pid < best[0])):
+            best = (pid, start)
+    if best is None:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return best[0], time.time() - (boot_ticks() - best[1]) / ticks

@@ -87,14 +87,17 @@ class Pump:
             actions = self._first_target()
         except OSError as exc:  # a first start fails instead
             return self._fail("StartError", process.exec_error(self.spec.command(), exc))
+        hooks = tuple(a for a in actions if isinstance(a, supervise.Hook))
         try:
-            self._set_up()
+            self._set_up(hooks)
+        except HandOver:
+            raise  # the daemon died meanwhile: this process becomes it (see main)
         except Exception as exc:
             self._kill_own_target()
             return self._fail("StartError", f"setup failed: {exc}")
         self._answer()
         self._watch()
-        self._act(actions)
+        self._act(tuple(a for a in actions if not isinstance(a, supervise.Hook)))
         adopt = self.args.adopt
         if adopt is not None and adopt.exit is not None:
             self._target_died(adopt.exit)
@@ -153,10 +156,10 @@ class Pump:
                 self.spec.policy, self.machine, supervise.SpawnFailed(str(exc)),
                 time.monotonic(), random.random())
             return actions
-        self.machine, _ = supervise.step(self.spec.policy, self.machine,
-                                         supervise.Spawned(self.target.pid),
-                                         time.monotonic(), random.random())
-        return ()
+        self.machine, actions = supervise.step(self.spec.policy, self.machine,
+                                               supervise.Spawned(self.target.pid),
+                                               time.monotonic(), random.random())
+        return actions  # the monitors' hook of the new target, carried out by _set_up
 
     def _kill_own_target(self) -> None:
         """A failed start: the target we spawned goes with it."""
@@ -165,8 +168,9 @@ class Pump:
             while self.target.reap(time.monotonic()) is None:
                 time.sleep(0.001)  # SIGKILL was sent: the reap is a matter of microseconds
 
-    def _set_up(self) -> None:
-        """The monitors' ``setup`` (and ``adopt``), then what a predecessor left."""
+    def _set_up(self, hooks: tuple[supervise.Action, ...]) -> None:
+        """The monitors' ``setup`` (and ``adopt``), then what a predecessor left, then the
+        ``hooks`` of a target spawned already (the machine chose spawn or respawn)."""
         assert self.host is not None
         adopt = self.args.adopt
         why = self.args.why
@@ -176,11 +180,7 @@ class Pump:
             self.host.call("adopt", pid=adopt.pid)
         self._check_daemon()
         self.streams.recover()
-        if self.target is not None and adopt is None:
-            if self.machine.spawned <= 1 and why == PUMP_START:
-                self.host.call("spawn", pid=self.target.pid)
-            else:  # a successor pump found the target dead and spawned anew
-                self.host.call("respawn", pid=self.target.pid, why="exit")
+        self._act(hooks)
 
     def _answer(self) -> None:
         """Up: the status written, the daemon and the caller told."""
@@ -220,11 +220,13 @@ class Pump:
 
     def _carried_over(self) -> supervise.State:
         """The counters of the group so far, as the previous pump left them."""
+        if self.args.why == PUMP_START:
+            return supervise.State()
         previous = self.previous or {}
         last = previous.get("last_exit")
-        return supervise.State(restarts=int(previous.get("restarts", 0)),
-                               spawned=int(previous.get("spawned", 0)),
-                               last_exit=ExitStatus.from_json(last) if last else None)
+        return supervise.carried_over(int(previous.get("restarts", 0)),
+                                      int(previous.get("spawned", 0)),
+                                      ExitStatus.from_json(last) if last else None)
 
     def _fail(self, kind: str, message: str) -> int:
         self.handshake.send(error=kind, message=message)
@@ -376,7 +378,7 @@ class Pump:
         assert self.lifeline is not None
         if self.lifeline.fileno() in self.selector.get_map():
             self.selector.unregister(self.lifeline)
-        if self.machine.phase in supervise.FINAL or self.machine.phase == supervise.STOPPING:
+        if supervise.ending(self.machine):
             self.streams.drain(final=False)
             self.lifeline = None
             return
@@ -423,9 +425,11 @@ class Pump:
         if cmd == "stop":
             self._feed(supervise.Stop(float(grace), "stop"))
         elif cmd == "restart":
-            if self.machine.phase in supervise.FINAL or self.machine.phase == supervise.STOPPING:
-                raise NotRunning("the group is stopping; it cannot restart")
-            self._feed(supervise.Restart(float(grace)))
+            restart = supervise.Restart(float(grace))
+            refused = supervise.refusal(self.machine, restart)
+            if refused is not None:
+                raise NotRunning(refused)
+            self._feed(restart)
         elif cmd == "signal":
             if self.target is None:
                 raise NotRunning(f"no target is running (state {self.machine.phase})")
@@ -466,11 +470,14 @@ class Pump:
                 self.machine, more = supervise.step(
                     self.spec.policy, self.machine, supervise.Spawned(self.target.pid),
                     time.monotonic(), random.random())
-                if self.machine.spawned > 1:
-                    self.host.call("respawn", pid=self.target.pid, why=action.why)
-                else:
-                    self.host.call("spawn", pid=self.target.pid)
                 self._act(more)
+            elif isinstance(action, supervise.Hook):
+                if self.target is None:
+                    continue
+                if action.name == "spawn":
+                    self.host.call("spawn", pid=self.target.pid)
+                else:
+                    self.host.call("respawn", pid=self.target.pid, why=action.why)
             elif isinstance(action, supervise.Kill):
                 if self.target is not None:
                     self.target.kill_group(action.signal)
@@ -526,7 +533,7 @@ class Pump:
             # The daemon hears of every target before anything that can fail or take time
             # (a hook, a status write): a pump that dies after the spawn leaves a target the
             # daemon hands to the next pump, never one nobody knows about. 'spawning' covers
-            # a death inside the spawn itself (see Daemon._find_orphan).
+            # a death inside the spawn itself (see orphans.find_spawned).
             self._tell_daemon(Spawning(_linux.boot_ticks()))
             try:
                 child = process.spawn(self.spec.command(), env=env, cwd=self.spec.cwd,

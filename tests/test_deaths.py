@@ -159,6 +159,20 @@ def test_the_daemon_killed_while_a_pump_restart_waits(started):
     whole_again(group, pids["target"], gone)
 
 
+def test_the_daemon_killed_while_a_new_pump_is_in_its_setup(started, tmp_path):
+    """The new pump finds its daemon dead once its monitors' setup returns: it becomes the
+    daemon, rather than taking that for a failed setup and leaving the target to nobody."""
+    mark = tmp_path / "in-setup"
+    group = started(TALKER, [], policy=FAST, monitors={
+        "plugins.deaths:SlowSetup": {"mark": str(mark), "delay": 1.0}})
+    pids = group.pids
+    os.kill(pids["pump"], signal.SIGKILL)
+    wait_for(mark.exists, bool, what="the new pump in its setup")
+    os.kill(pids["daemon"], signal.SIGKILL)
+    whole_again(group, pids["target"], {pids["pump"], pids["daemon"]})
+    assert "setup failed" not in (group.directory / "pump.log").read_text()
+
+
 def test_the_pump_killed_while_it_execs_into_the_daemon(started):
     # A monitor's thread: the pump cannot become the daemon in place, it execs.
     group = started(TALKER, [], policy=FAST, monitors={"plugins.deaths:Threaded": {}})

@@ -14,15 +14,17 @@ import signal
 
 import pytest
 
+from immortal.daemon import PUMP_ALONE, PUMP_LAST, PUMP_WITH_TARGET
 from immortal.events import ExitStatus
 from immortal.spec import RestartPolicy
 from immortal.supervise import (
     BACKOFF, FATAL, FINAL, PHASES, RESTARTING, RUNNING, SPAWNING, STOPPED, STOPPING,
-    Exited, Finish, Kill, Restart, Spawn, SpawnFailed, Spawned, State, Stop, Tick, Wake,
-    QUICK_FLOOR, backoff_delay, initial, replace, step,
+    EVENTS as EVENT_TYPES, TABLE as MACHINE, Exited, Finish, Hook, Kill, Phase, Restart, Spawn,
+    SpawnFailed, Spawned, State, Stop, Tick, Wake, QUICK_FLOOR, backoff_delay, carried_over,
+    ending, initial, refusal, replace, step,
 )
 
-ACTION_TYPES = (Spawn, Kill, Wake, Finish)
+ACTION_TYPES = (Spawn, Hook, Kill, Wake, Finish)
 TERM, KILL = Kill(signal.SIGTERM), Kill(signal.SIGKILL)
 CANCEL = Wake(None)
 STOP_DONE = Finish(STOPPED, "stop")
@@ -77,7 +79,7 @@ EVENTS = {
 
 TABLE = [
     # phase      event            -> phase       actions
-    (SPAWNING, "Spawned", RUNNING, ()),
+    (SPAWNING, "Spawned", RUNNING, (Hook("spawn", "start"),)),
     (SPAWNING, "SpawnFailed", BACKOFF, (Wake(E + 0.5),)),
     (SPAWNING, "Exited quick", SPAWNING, ()),
     (SPAWNING, "Exited stable", SPAWNING, ()),
@@ -117,7 +119,7 @@ TABLE = [
     (RESTARTING, "Stop grace=0", STOPPING, (Wake(E),)),
     (RESTARTING, "Restart", RESTARTING, ()),
 
-    (STOPPING, "Spawned", STOPPING, (TERM,)),
+    (STOPPING, "Spawned", STOPPING, (Hook("respawn", "start"), TERM)),
     (STOPPING, "SpawnFailed", STOPPING, ()),  # the target still runs: wait for its death
     (STOPPING, "Exited quick", STOPPED, (CANCEL, STOP_DONE)),
     (STOPPING, "Exited stable", STOPPED, (CANCEL, STOP_DONE)),
@@ -337,7 +339,8 @@ def test_restart_while_running_respawns_manually():
     assert (state.phase, actions) == (SPAWNING, (CANCEL, Spawn("manual")))
     assert (state.restarts, state.attempts, state.pid) == (1, 0, None)
     state, actions = step(P, state, Spawned(101), 5.6, R)
-    assert (state.phase, state.pid, state.spawned, actions) == (RUNNING, 101, 2, ())
+    assert (state.phase, state.pid, state.spawned) == (RUNNING, 101, 2)
+    assert actions == (Hook("respawn", "manual"),)
 
 
 # Counters ------------------------------------------------------------------------------------
@@ -371,10 +374,12 @@ POLICIES = [
     RestartPolicy(min_uptime=0.0, backoff_initial=0.0, jitter=0.0),
     RestartPolicy(max_restarts=1, window=0.001, final_exit_codes={1}),
     RestartPolicy(backoff_factor=100.0, backoff_max=86400.0, jitter=1.0, max_restarts=10**6),
+    PUMP_ALONE, PUMP_WITH_TARGET, PUMP_LAST,
 ]
 ALL_EVENTS = list(EVENTS.values()) + [
     (E, Exited(ExitStatus(signal=9))), (E, Exited(ExitStatus(code=0))),
-    (E, Stop(0.0, reason="")), (E, Restart(0.0)), (-1.0, Tick()), (1e12, Tick()),
+    (E, Stop(0.0, reason="")), (E, Stop(None)), (E, Restart(0.0)), (-1.0, Tick()),
+    (1e12, Tick()),
 ]
 
 
@@ -394,6 +399,227 @@ def test_machine_is_total():
         for (t1, first), (t2, second) in itertools.product(ALL_EVENTS, repeat=2):
             state = check(step(policy, start, first, t1, rand))
             check(step(policy, state, second, max(t1, t2), rand))
+
+
+def test_table_is_total():
+    """s6's actions[state][event]: one cell for every phase and every event, each a function."""
+    assert set(MACHINE) == set(Phase) and len(PHASES) == 7
+    for phase, cells in MACHINE.items():
+        assert len(cells) == len(EVENT_TYPES), phase
+        assert all(callable(cell) for cell in cells), phase
+    assert set(EVENT_TYPES) == {Spawned, SpawnFailed, Exited, Tick, Stop, Restart}
+    with pytest.raises(TypeError, match="not an event"):
+        step(P, State(), Spawn("start"), 0.0, R)
+
+
+def test_phases_are_the_strings_of_status_json():
+    """status.json, Status.state and the CLI compare phases with plain strings."""
+    import json
+
+    for phase in Phase:
+        assert phase == phase.value and hash(phase) == hash(phase.value)
+        assert f"{phase}" == str(phase) == phase.value
+        assert json.loads(json.dumps({"state": phase}, indent=1)) == {"state": phase.value}
+    assert (SPAWNING, RUNNING, BACKOFF, STOPPED, FATAL) == (
+        "spawning", "running", "backoff", "stopped", "fatal")
+    # a state whose phase came back as a plain string steps as the enum does
+    assert step(P, State("running", 7), Stop(1.0), 2.0, R) == step(
+        P, State(RUNNING, 7), Stop(1.0), 2.0, R)
+
+
+# Histories: (time, event, phase after, actions) replayed on a fake clock ---------------------
+
+HISTORIES = {
+    "crash loop, then stable runs restart at once": [
+        (0.0, Spawned(1), RUNNING, (Hook("spawn", "start"),)),
+        (0.2, Exited(CODE1), BACKOFF, (Wake(0.7),)),
+        (0.5, Tick(), BACKOFF, ()),  # early
+        (0.7, Tick(), SPAWNING, (CANCEL, Spawn("exit"))),
+        (0.7, Spawned(2), RUNNING, (Hook("respawn", "exit"),)),
+        (0.8, Exited(CODE1), BACKOFF, (Wake(1.8),)),  # second quick death: 1.0 s
+        (1.8, Tick(), SPAWNING, (CANCEL, Spawn("exit"))),
+        (1.8, Spawned(3), RUNNING, (Hook("respawn", "exit"),)),
+        (9.0, Exited(CODE1), SPAWNING, (CANCEL, Spawn("exit"))),
+        (9.0, Spawned(4), RUNNING, (Hook("respawn", "exit"),)),
+        (70.0, Exited(CODE1), SPAWNING, (CANCEL, Spawn("exit"))),  # 3 restarts, not in 60 s
+    ],
+    "a stop during the backoff ends it; nothing is spawned after": [
+        (0.0, Spawned(1), RUNNING, (Hook("spawn", "start"),)),
+        (0.1, Exited(CODE1), BACKOFF, (Wake(0.6),)),
+        (0.3, Stop(5.0, "bye"), STOPPED, (CANCEL, Finish(STOPPED, "bye"))),
+        (0.6, Tick(), STOPPED, ()),
+        (0.7, Restart(1.0), STOPPED, ()),
+    ],
+    "a restart, then a stop with no grace": [
+        (0.0, Spawned(1), RUNNING, (Hook("spawn", "start"),)),
+        (2.0, Restart(3.0), RESTARTING, (TERM, Wake(5.0))),
+        (5.0, Tick(), RESTARTING, (KILL, CANCEL)),
+        (5.1, Exited(ExitStatus(signal=9)), SPAWNING, (CANCEL, Spawn("manual"))),
+        (5.1, Spawned(2), RUNNING, (Hook("respawn", "manual"),)),
+        (6.0, Stop(0.0), STOPPING, (TERM, Wake(6.0))),
+        (6.0, Tick(), STOPPING, (KILL, CANCEL)),
+        (6.1, Exited(ExitStatus(signal=9)), STOPPED, (CANCEL, STOP_DONE)),
+    ],
+    "a spawn that fails backs off as a quick death": [
+        (0.0, SpawnFailed("EAGAIN"), BACKOFF, (Wake(0.5),)),
+        (0.5, Tick(), SPAWNING, (CANCEL, Spawn("exit"))),
+        (0.5, Spawned(1), RUNNING, (Hook("respawn", "exit"),)),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", HISTORIES)
+def test_history(name):
+    state, _ = initial()
+    for i, (now, event, phase, actions) in enumerate(HISTORIES[name]):
+        state, got = step(P, state, event, now, R)
+        assert (state.phase, got) == (phase, actions), f"step {i}: {event}"
+
+
+def test_a_successors_targets_are_never_the_groups_first():
+    """pump.py: a successor pump that spawns anew (its target died meanwhile) calls the
+    monitors' respawn hook, whatever its predecessor had counted."""
+    for spawned in (0, 3):
+        state = carried_over(restarts=2, spawned=spawned, last_exit=CODE1)
+        state, actions = step(P, state, Spawned(5), 1.0, R)
+        assert actions == (Hook("respawn", "exit"),) and state.spawned == spawned + 1
+        assert (state.restarts, state.last_exit) == (2, CODE1)
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_a_restart_is_refused_once_the_group_ends(phase):
+    """The pump answers a restart request with NotRunning where the machine refuses it."""
+    state = build(phase)
+    assert ending(state) == (phase in (STOPPING, STOPPED, FATAL))
+    assert (refusal(state, Restart(1.0)) is not None) == ending(state)
+    for _, event in EVENTS.values():
+        if not isinstance(event, Restart):
+            assert refusal(state, event) is None
+    if ending(state):  # what the pump would do if asked anyway: nothing
+        assert step(P, state, Restart(1.0), E, R)[1] == ()
+
+
+# The daemon's pump: the same machine, the daemon's policies (immortal/daemon.py) ----------
+
+ALONE, ALIVE, LAST = PUMP_ALONE, PUMP_WITH_TARGET, PUMP_LAST
+PUMP_KILLED = ExitStatus(signal=signal.SIGKILL)
+PASS_STOP = TERM  # to the daemon, Kill(SIGTERM) is: pass the stop on to the pump
+
+
+def rounded(actions):
+    """Wake times rounded: 0.22 + 0.1 is not 0.32 in floats."""
+    return tuple(Wake(round(a.at, 9)) if isinstance(a, Wake) and a.at else a for a in actions)
+
+
+def pump_running(t=0.0):
+    """The daemon's machine with its first pump forked at ``t``."""
+    return step(ALONE, initial()[0], Spawned(10), t, R)[0]
+
+
+def pump_deaths(policy, statuses, uptime=0.2):
+    """The delays the daemon waits after each quick death of a pump."""
+    state, t, delays = pump_running(), 0.0, []
+    for status in statuses:
+        t += uptime
+        state, actions = step(policy, state, Exited(status), t, R)
+        if state.phase == BACKOFF:
+            delays.append(round(state.deadline - t, 6))
+            t = state.deadline
+            state, actions = step(policy, state, Tick(), t, R)
+        else:
+            delays.append(0.0)
+        assert actions[-1] == Spawn("exit")
+        state, _ = step(policy, state, Spawned(10), t, R)
+    return state, delays
+
+
+def test_a_pump_that_lived_a_second_restarts_at_once():
+    for policy in (ALONE, ALIVE):
+        state, actions = step(policy, pump_running(), Exited(CODE1), 1.0, R)
+        assert (state.phase, actions, state.attempts) == (SPAWNING, (CANCEL, Spawn("exit")), 0)
+
+
+def test_quick_pump_deaths_back_off_from_a_twentieth_doubling_to_five_seconds():
+    _, delays = pump_deaths(ALONE, [CODE1] * 10)
+    assert delays == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0]
+
+
+def test_while_a_target_lives_the_pump_backoff_is_capped_at_half_a_second():
+    _, delays = pump_deaths(ALIVE, [CODE1] * 6)
+    assert delays == [0.05, 0.1, 0.2, 0.4, 0.5, 0.5]
+
+
+def test_a_pump_killed_from_outside_while_a_target_lives_is_replaced_at_once():
+    state, delays = pump_deaths(ALIVE, [PUMP_KILLED] * 3 + [CODE1])
+    assert delays == [0.0, 0.0, 0.0, 0.4]  # counted all the same: the fourth quick death
+    _, delays = pump_deaths(ALONE, [PUMP_KILLED] * 3)
+    assert delays == [0.05, 0.1, 0.2]  # with no target, a killed pump is one more death
+
+
+def test_a_failed_fork_backs_off_and_a_first_start_that_fails_ends_the_group():
+    state, actions = step(ALIVE, initial()[0], SpawnFailed("EAGAIN"), 0.0, R)
+    assert (state.phase, actions) == (BACKOFF, (Wake(0.05),))
+    state, actions = step(ALIVE, state, Tick(), 0.05, R)
+    state, actions = step(ALIVE, state, SpawnFailed("EAGAIN"), 0.05, R)
+    assert rounded(actions) == (Wake(0.15),)
+    state, actions = step(LAST, initial()[0], SpawnFailed("EAGAIN"), 0.0, R)
+    assert state.phase == STOPPED and actions[0] == CANCEL and actions[1].phase == STOPPED
+
+
+def test_a_pump_that_finished_ends_the_group():
+    for first in (pump_running(), step(ALONE, pump_running(), Stop(None), 0.5, R)[0]):
+        state, actions = step(LAST, first, Exited(CODE1), 5.0, R)
+        assert state.phase == STOPPED and actions[0] == CANCEL and len(actions) == 2
+
+
+PUMP_HISTORIES = {
+    "a pump that dies during the stop is replaced once, while a target lives": [
+        (1.0, Stop(None), ALONE, STOPPING, (PASS_STOP, CANCEL)),  # no deadline of ours
+        (1.5, Stop(None), ALONE, STOPPING, (PASS_STOP,)),  # every stop is passed on
+        (2.0, Exited(CODE1), ALIVE, STOPPING, (CANCEL, Spawn("stop"))),
+        (2.0, Spawned(11), ALIVE, STOPPING, (Hook("respawn", "start"), PASS_STOP)),
+        (3.0, Exited(CODE1), ALIVE, STOPPED, (CANCEL, STOP_DONE)),  # once only
+    ],
+    "a pump that dies during the stop, with no target, ends the group": [
+        (1.0, Stop(None), ALONE, STOPPING, (PASS_STOP, CANCEL)),
+        (2.0, Exited(CODE1), ALONE, STOPPED, (CANCEL, STOP_DONE)),
+    ],
+    "a stop during the backoff, with a target: a pump at once to carry it out": [
+        (0.2, Exited(CODE1), ALIVE, BACKOFF, (Wake(0.25),)),
+        (0.21, Stop(None), ALIVE, STOPPING, (CANCEL, Spawn("stop"))),
+        (0.21, Stop(None), ALIVE, STOPPING, ()),  # none runs yet: it is passed on later
+        (0.22, SpawnFailed("EAGAIN"), ALIVE, STOPPING, (Wake(0.32),)),  # the fork failed
+        (0.32, Tick(), ALIVE, STOPPING, (CANCEL, Spawn("stop"))),
+        (0.32, Spawned(11), ALIVE, STOPPING, (Hook("respawn", "exit"), PASS_STOP)),
+        (9.0, Exited(CODE1), ALIVE, STOPPED, (CANCEL, STOP_DONE)),
+    ],
+    "a stop during the backoff, with no target, ends the group": [
+        (0.2, Exited(CODE1), ALONE, BACKOFF, (Wake(0.25),)),
+        (0.21, Stop(None), ALONE, STOPPED, (CANCEL, STOP_DONE)),
+        (0.25, Tick(), ALONE, STOPPED, ()),
+    ],
+    "a stop while a restart is due: that pump carries it out": [
+        (1.2, Exited(CODE1), ALIVE, SPAWNING, (CANCEL, Spawn("exit"))),
+        (1.2, Stop(None), ALIVE, STOPPING, ()),
+        (1.2, Spawned(11), ALIVE, STOPPING, (Hook("respawn", "exit"), PASS_STOP)),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", PUMP_HISTORIES)
+def test_pump_history(name):
+    state = pump_running()
+    for i, (now, event, policy, phase, actions) in enumerate(PUMP_HISTORIES[name]):
+        state, got = step(policy, state, event, now, R)
+        assert (state.phase, rounded(got)) == (phase, actions), f"step {i}: {event}"
+
+
+def test_the_targets_policy_never_spawns_to_stop_nor_passes_a_stop_on():
+    """The PumpPolicy cells are the daemon's alone: with a RestartPolicy a stop between
+    targets is immediate, as the table above says."""
+    for phase in (SPAWNING, BACKOFF):
+        assert step(P, build(phase), Stop(5.0), E, R)[0].phase == STOPPED
+    assert step(P, build(STOPPING), Exited(CODE1), E, R)[0].phase == STOPPED
 
 
 # Records: plain classes that behave as the frozen dataclasses they replace -----------------
@@ -442,9 +668,9 @@ def test_record_repr_reads_like_a_dataclass():
     assert repr(Stop(1.0)) == "Stop(grace=1.0, reason='stop')"
     assert repr(Exited(CODE1)).startswith("Exited(status=ExitStatus(code=1, signal=None")
     assert repr(State()) == (
-        "State(phase='spawning', pid=None, started_at=None, attempts=0, restarts=0, spawned=0, "
-        "recent=(), deadline=None, grace=0.0, last_exit=None, delay=None, reason=None, "
-        "why='start')")
+        "State(phase=<Phase.SPAWNING: 'spawning'>, pid=None, started_at=None, attempts=0, "
+        "restarts=0, spawned=0, recent=(), stop_spawns=0, deadline=None, grace=0.0, "
+        "last_exit=None, delay=None, reason=None, why='start')")
 
 
 def test_replace_makes_a_changed_copy():

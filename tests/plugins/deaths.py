@@ -26,3 +26,16 @@ class Threaded(immortal.Monitor):
         import threading
 
         threading.Thread(target=threading.Event().wait, daemon=True).start()
+
+
+class SlowSetup(immortal.Monitor):
+    """A pump's successor takes ``options["delay"]`` seconds in ``setup`` (a first start
+    does not), having made the file ``options["mark"]`` as it begins."""
+
+    def setup(self, why, message):
+        if why == "pump start":
+            return
+        import time
+
+        open(self.options["mark"], "a").close()
+        time.sleep(self.options["delay"])  # the window a test kills the daemon in

@@ -1,0 +1,152 @@
+"""The daemon's pump, started as a fork of the daemon rather than a fresh interpreter.
+
+The child leaves the daemon's signals, files and exit functions behind and runs
+``pump.main``; the parent keeps a :class:`ForkedPump` (a pid, and how it ended).
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from . import _linux
+from .roles import RoleArgs
+from .spec import Spec
+
+
+class ForkedPump:
+    """The pump as the daemon sees it: a pid, and how it ended."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def send_signal(self, number: int) -> None:
+        if self.returncode is None:  # not reaped yet, so the pid is still the pump's
+            os.kill(self.pid, number)
+
+
+_frozen = False  # gc.freeze() done, before the first fork
+_ROLE_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+
+
+def fork_pump(spec: Spec, args: RoleArgs, log: Path,
+              become: Callable[[Spec, RoleArgs], int]) -> ForkedPump:
+    """Start the pump as a fork of this process, not as a fresh interpreter; ``become``
+    runs the daemon in the pump's process if its daemon dies (``daemon.become``).
+
+    The daemon is ours and single-threaded, so a fork is safe here (never in the caller,
+    which may have threads). It saves an interpreter's start-up and the imports the two
+    share, and their pages count half to each in PSS. ``pump`` is imported before the
+    fork for the same reason; the monitor is imported only in the child.
+    """
+    from . import pump
+
+    global _frozen
+    if not _frozen:
+        _preload_builtin_monitors(spec)
+        # Once, before the first fork: the child's collector then leaves the pages of the
+        # objects both processes share alone (copy-on-write keeps them shared).
+        gc.freeze()
+        _frozen = True
+    sys.stderr.flush()
+    # Blocked across the fork: the child must not run our handlers (they would write to
+    # our wake-up pipe), and it takes the default actions until the pump sets its own.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _ROLE_SIGNALS)
+    _linux.import_title()  # shared with the pump, which takes its title at once
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        raise
+    if pid:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        return ForkedPump(pid)
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        for number in _ROLE_SIGNALS:
+            signal.signal(number, signal.SIG_DFL)
+        _become_pump_fds(args.fds.numbers(), log)
+        _linux.set_title(f"immortal: pump {spec.directory}")  # its argv is still ours
+        atexit._clear()  # the daemon's exit functions are not the pump's
+        code = pump.main(spec, args, become)
+        # What a fresh interpreter's exit would do for a monitor that left a buffered file
+        # open: the pump's objects are freed (cycles too), which flushes and closes them.
+        gc.collect()
+        atexit._run_exitfuncs()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            # Never return into the daemon's loop, and run none of its clean-up.
+            os._exit(code)
+    raise AssertionError("unreachable")
+
+
+def _preload_builtin_monitors(spec: Spec) -> None:
+    """Import the group's built-in monitors (ours, like this module) before the first fork,
+    so that their code is shared with every pump instead of copied into each. Imported
+    only, never called; any other monitor is imported by the pump alone."""
+    import importlib
+
+    from . import entrypoints
+    from .hookspecs import ENTRY_POINT_GROUP
+
+    for name, _ in spec.monitors:
+        value = name if ":" in name else entrypoints.find(ENTRY_POINT_GROUP, name)
+        module = (value or "").partition(":")[0].strip()
+        if module.startswith("immortal_monitors."):
+            try:
+                importlib.import_module(module)
+            except Exception:  # the pump reports it, as it would without this
+                pass
+
+
+def _become_pump_fds(keep: list[int], log: Path) -> None:
+    """stdin and stdout on /dev/null, stderr on pump.log, and none of the daemon's other
+    files: a pump holding the daemon's end of the lifeline, or its control socket, would
+    hide the daemon's death from itself and from clients.
+
+    Each of the daemon's other fds is pointed at /dev/null rather than closed: Python
+    objects of the daemon's (and, in a pump that became the daemon, a monitor's global
+    state, such as the handlers the ``logging`` monitor configured) still own those
+    numbers here. Closed, a number would be reused by the pump's own pipes and sockets,
+    and such an object closing "its" fd later (a monitor reconfiguring logging) would close
+    the pump's lifeline instead: the pump would take that for its daemon's death.
+    """
+    null = os.open(os.devnull, os.O_RDWR)
+    err = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(err, 2)
+    kept = {0, 1, 2, *keep}
+    open_fds = _linux.open_fds()
+    if open_fds is None:  # not listed: close the gaps between the kept ones, up to the limit
+        low = 3
+        for fd in sorted(kept):
+            if fd >= low:
+                os.closerange(low, fd)
+                low = fd + 1
+        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+        return
+    for fd in open_fds:
+        if fd not in kept and fd not in (null, err):
+            try:
+                os.fstat(fd)
+            except OSError:
+                continue  # the listing's own fd, closed already
+            os.dup2(null, fd, inheritable=False)
+    os.close(null)
+    os.close(err)
