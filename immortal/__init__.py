@@ -4,13 +4,14 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
 0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop ·
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs ·
 2 process, monitor, roles, delivery, instance, checks, machine ·
-3 monitoring, state, policy, kept ·
+3 monitoring, state, policy, kept, link ·
 4 render, dirwatch, stall, spec, groupview, statusfile, streams ·
-5 supervise, group, adoption ·
-6 pump, launcher ·
-7 forking, manager, cli ·
-8 daemon ·
-9 _role, __main__, __init__
+5 supervise, group, adoption, spawner ·
+6 pumpstart ·
+7 pump, launcher ·
+8 forking, manager, cli ·
+9 daemon ·
+10 _role, __main__, __init__
 """
 
 from __future__ import annotations

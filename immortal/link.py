@@ -1,0 +1,77 @@
+"""A pump's lifeline to its daemon: what it tells, what it hears, and the daemon's loss.
+
+The lifeline is the pump's end of a ``SOCK_SEQPACKET`` pair (the messages are in
+``roles``); the daemon's death is its end-of-file. A pump whose daemon died takes its
+place (``take_over``): the target, a child of the pump, then keeps a supervisor at every
+moment.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Callable
+
+from . import _linux, control
+from .events import DAEMON_RESTART
+from .roles import Adopt, Fds, HandOver, Message, RoleArgs, decode, hand_over
+
+
+class DaemonLink:
+    """The pump's end of its lifeline; ``sock`` is None for a pump without a daemon
+    (``unattached``, ``development``) and once the daemon is gone."""
+
+    def __init__(self, fd: int | None) -> None:
+        self.sock = socket.socket(fileno=fd) if fd is not None else None
+
+    def tell(self, message: Message) -> None:
+        if self.sock is None:
+            return
+        try:
+            self.sock.send(message.to_bytes())
+        except OSError:
+            pass  # the daemon is gone; its lifeline's end-of-file is handled in the loop
+
+    def gone(self) -> bool:
+        """Whether the daemon is gone, seen without reading a message (during start-up)."""
+        if self.sock is None:
+            return False
+        try:
+            data = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            data = b""
+        return not data
+
+    def receive(self) -> tuple[bool, Message | None]:
+        """``(gone, message)`` when the lifeline is readable: the daemon's death, or one
+        message (None if there was none after all, or not one we know)."""
+        assert self.sock is not None
+        data = control.receive(self.sock)
+        if data is None:
+            return False, None
+        if not data:
+            return True, None
+        return False, decode(data)
+
+
+def take_over(directory: str, adopt: Adopt | None, fds: Fds,
+              close_loop: Callable[[], None], settle: Callable[[], None]) -> None:
+    """Make this pump, whose daemon died, the daemon; never returns.
+
+    Same pid, so the target stays its child. Single-threaded, the process becomes the
+    daemon in place (raising ``HandOver`` to ``pump.main``, which runs ``daemon.become``)
+    at once: what is in the pipes, and what it read but did not deliver (the journal), is
+    delivered by the pump the new daemon forks. With a monitor's threads it ``exec``s
+    instead (``roles.hand_over``), once ``settle`` has let the threads take what they were
+    given.
+    """
+    # What this process becomes (so that ps never shows two pumps in the hand-over).
+    _linux.set_title(f"immortal: daemon {directory}")
+    if _linux.threads() == 1:
+        close_loop()
+        raise HandOver(RoleArgs("daemon", directory, DAEMON_RESTART, fds=fds, adopt=adopt))
+    settle()
+    sys.stderr.flush()
+    hand_over(directory, adopt, fds)

@@ -1,0 +1,100 @@
+"""The target's spawn: never two targets of one group, and never one nobody knows about.
+
+A target is spawned holding ``target.lock``, the kernel's backstop: while any earlier
+target (or a descendant that inherited its fd) lives, the lock is held and nothing new is
+spawned. Before that, what a dead group left running is ended, once proved: on a new start
+every process carrying the group's token (``orphans``), otherwise the target
+``status.json`` recorded (pid and start time).
+
+The daemon hears of every target (``tell``) before anything that can fail or take time: a
+pump that dies after the spawn leaves a target the daemon hands to the next pump.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from . import _linux, orphans, process, rolelog
+from .roles import Message, Spawning, Target
+from .spec import Spec
+from .state import read_json, try_lock, wait_lock
+from .streams import Streams
+
+TARGET_LOCK = "target.lock"
+CHANNEL_ENV = "IMMORTAL_CHANNEL_FD"  #: names the target's end of the message channel
+ORPHAN_WAIT = 5.0  # how long a spawn waits for a killed orphan to let go of target.lock
+
+
+class Spawner:
+    """Spawns the targets of one group, with its pipes and channel (``streams``), telling
+    the daemon through ``tell``."""
+
+    def __init__(self, spec: Spec, streams: Streams, tell: Callable[[Message], None]) -> None:
+        self.spec = spec
+        self.directory = Path(spec.directory)
+        self.streams = streams
+        self.tell = tell
+
+    def spawn(self, fresh: bool, current: int | None) -> process.Child:
+        """A new target; ``fresh``: the first of a new start of the name, which first ends
+        what its last run left (its supervisors are gone: we hold the group lock), found
+        by token even if it closed target.lock. ``current``: our own target, never ended."""
+        if fresh:
+            self.end_orphans(fresh=True, current=current)
+        lock = try_lock(self.directory / TARGET_LOCK)
+        if lock is None and self.end_orphans(fresh=False, current=current):
+            lock = wait_lock(self.directory / TARGET_LOCK, ORPHAN_WAIT)
+        if lock is None:
+            raise OSError(errno.EBUSY, "the previous target's descendants still hold "
+                          f"{TARGET_LOCK}; the spawn waits until they are gone")
+        try:
+            return self._spawn_holding(lock)
+        finally:
+            os.close(lock)  # the target's copy holds it now
+
+    def _spawn_holding(self, lock: int) -> process.Child:
+        streams = self.streams
+        env = self.spec.target_env()
+        # The read ends too: if both supervisors die, the pipes outlive them while the
+        # target lives, so its writes block on a full pipe instead of killing it (EPIPE).
+        keep = [lock, streams.out_r, streams.err_r]
+        if streams.channel:
+            env[CHANNEL_ENV] = str(streams.channel[1])
+            keep.append(streams.channel[1])
+        # 'spawning' covers a death inside the spawn itself (see orphans.find_spawned).
+        self.tell(Spawning(_linux.boot_ticks()))
+        try:
+            child = process.spawn(self.spec.command(), env=env, cwd=self.spec.cwd,
+                                  umask=self.spec.umask, stdout=streams.out_w,
+                                  stderr=streams.err_w, pass_fds=tuple(keep))
+        except OSError:
+            self.tell(Spawning(None))
+            raise
+        self.tell(Target(child.pid, child.started_wall))
+        return child
+
+    def end_orphans(self, fresh: bool, current: int | None) -> bool:
+        """Kill what supervisors that all died left running (after proving it); whether
+        anything was.
+
+        ``fresh`` (a new start of the group): every process carrying the group's token,
+        each proved by its start time (``orphans``). Otherwise, or where no token can be
+        read, the target ``status.json`` recorded, proved by pid and start time.
+        """
+        found = orphans.find(self.directory) if fresh else []
+        if not found:
+            previous = read_json(self.directory / "status.json") or {}
+            pid = (previous.get("pids") or {}).get("target")
+            started = (previous.get("start_times") or {}).get("target")
+            if not pid or pid == current:
+                return False
+            if started is None or not _linux.is_alive(pid, started):
+                return False
+            found = [(pid, started)]
+        pids = " ".join(str(pid) for pid, _ in found)
+        rolelog.report("orphan", f"immortal: pump: killing {pids} left running by a dead "
+                       "group (supervisors gone)\n")
+        return bool(orphans.end(found, ORPHAN_WAIT))
