@@ -212,6 +212,16 @@ class Recording:
                         "the recorder's events")
 
 
+def kill_at_once(*pids: int) -> None:
+    """SIGKILL several processes of a group as if at one instant: each is stopped first, so
+    that none acts on another's death in between (a pump whose daemon dies becomes the
+    daemon and forks a new pump: the group would live on)."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+
+
 def wait_for(get: Callable[[], Any], predicate: Callable[[Any], bool],
              timeout: float = SHORT, what: str = "the condition") -> Any:
     """Poll ``get()`` until ``predicate`` holds; fail with the last value seen."""

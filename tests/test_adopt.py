@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHORT, descendants, wait_for
+from conftest import SHORT, descendants, kill_at_once, wait_for
 from immortal._linux import is_alive, pipe_backlog, process_start_time
 
 pytestmark = pytest.mark.timeout(120)
@@ -61,10 +61,7 @@ def kill_supervisors(group) -> tuple[int, int]:
     pids = group.pids
     target = (pids["target"], process_start_time(pids["target"]))
     roles = [pids[role] for role in ("daemon", "pump") if role in pids]
-    for pid in roles:  # stopped first: neither can react to the other's death
-        os.kill(pid, signal.SIGSTOP)
-    for pid in roles:
-        os.kill(pid, signal.SIGKILL)
+    kill_at_once(*roles)
     wait_for(lambda: [is_alive(pid, None) for pid in roles], lambda alive: not any(alive),
              what="the supervisors to be gone")
     return target

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import immortal
-from conftest import LONG, SHORT, TALKER, cmdline, descendants, wait_for
+from conftest import LONG, SHORT, TALKER, cmdline, descendants, kill_at_once, wait_for
 from immortal._linux import is_alive, process_start_time
 
 pytestmark = pytest.mark.timeout(120)
@@ -34,8 +34,7 @@ def test_both_supervisors_killed_then_a_run_of_another_command_kills_the_orphan(
     recorder.wait_for(lambda ev: any(e.get("line") == "ready" for e in ev))
     pids = group.pids
     orphan_start = process_start_time(pids["target"])
-    os.kill(pids["daemon"], signal.SIGKILL)
-    os.kill(pids["pump"], signal.SIGKILL)
+    kill_at_once(pids["daemon"], pids["pump"])
     wait_for(group.status, lambda s: not s.running, what="the group to read as not running")
     # Reads change nothing that the next start needs.
     repr(group)
@@ -56,8 +55,7 @@ def test_both_supervisors_killed_then_a_run_of_another_command_kills_the_orphan(
 def test_stale_state_after_killing_the_whole_group(started, recorder):
     group = started(TALKER, [], name="stale", monitor="recorder", options=recorder.options)
     pids = group.pids
-    for pid in pids.values():
-        os.kill(pid, signal.SIGKILL)
+    kill_at_once(*pids.values())
     status = wait_for(group.status, lambda s: not s.running, what="the group to stop running")
     assert status.stale and status.state not in ("stopped", "fatal")
     assert str(status).splitlines()[0] == \

@@ -15,7 +15,7 @@ import pytest
 
 import immortal
 from immortal import _linux, launcher, state
-from conftest import LONG, SHORT, TALKER, cmdline, descendants, wait_for
+from conftest import LONG, SHORT, TALKER, cmdline, descendants, kill_at_once, wait_for
 
 
 def test_a_start_that_loses_the_lock_race_keeps_the_winners_directory(home, monkeypatch):
@@ -73,8 +73,7 @@ def quiet_orphan(started, tmp_path: Path, name: str, close: str):
     wait_for(marker.exists, bool, what="the target to be ready")
     pids = group.pids
     target = (pids["target"], _linux.process_start_time(pids["target"]))
-    os.kill(pids["daemon"], signal.SIGKILL)
-    os.kill(pids["pump"], signal.SIGKILL)
+    kill_at_once(pids["daemon"], pids["pump"])
     wait_for(lambda: group.status().running, lambda running: not running,
              what="the supervisors to be gone")
     assert _linux.is_alive(*target)

@@ -21,7 +21,7 @@ import pytest
 
 import immortal
 from immortal.cli import main
-from conftest import LONG, SHORT, TALKER, children_of, proc_state, wait_for
+from conftest import LONG, SHORT, TALKER, children_of, kill_at_once, proc_state, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -279,8 +279,7 @@ def test_list_marks_groups_whose_processes_vanished(started, capsys, home):
     stopped.stop()
     # Killed without a stop: supervisors first, so that nothing records an end.
     pids = killed.pids
-    for role in ("daemon", "pump", "target"):
-        os.kill(pids[role], signal.SIGKILL)
+    kill_at_once(*(pids[role] for role in ("daemon", "pump", "target")))
     wait_for(lambda: [pid for pid in pids.values() if os.path.exists(f"/proc/{pid}")
                       and proc_state(pid) != "Z"], lambda alive: not alive, SHORT,
              "the killed group's processes to vanish")
