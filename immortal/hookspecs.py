@@ -86,6 +86,24 @@ def monitor_block(stream: str, data: bytes, offset: int) -> None:
     another monitor of the group wants them so."""
 
 
+@hookspec(firstresult=True)
+def monitor_position() -> int | None:
+    """Optional, with ``monitor_delivered``: where this monitor's output stands (a
+    non-negative integer below 2**64 of its own meaning, such as the size of its file), or
+    None. Called before each output call; the journal keeps it for ``monitor_delivered``."""
+
+
+@hookspec(firstresult=True)
+def monitor_delivered(stream: str, lines: list[bytes], offset: int,
+                      position: int | None) -> int | None:
+    """Optional: in a new pump, before ``monitor_setup``: the dead pump was killed in an
+    output call to this monitor (or just after it, before recording it). ``lines`` are
+    that call's lines of ``stream``, ``offset`` the first one's, ``position`` what
+    ``monitor_position`` returned before the call (None without it). Return how many of
+    ``lines``, from the first, the monitor's output already holds: those are not handed
+    over again; None when it cannot tell: all are (at least once)."""
+
+
 @hookspec
 def monitor_message(message: Any) -> None:
     """A JSON value the target sent on its message channel (``channel=True``)."""
@@ -108,7 +126,7 @@ def monitor_shutdown(reason: str) -> None:
 
 
 HOOKS = ("check", "setup", "spawn", "adopt", "respawn", "exit", "stdout", "stderr", "lines",
-         "block", "dropped", "message", "reopen", "shutdown")
+         "block", "position", "delivered", "dropped", "message", "reopen", "shutdown")
 #: the hooks that are events, not output
 EVENTS = ("setup", "spawn", "adopt", "respawn", "exit", "dropped", "message", "reopen",
           "shutdown")

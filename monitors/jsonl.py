@@ -108,6 +108,22 @@ class JsonlMonitor(FileMonitor):
                 kept[stream] = max(kept.get(stream, -1), offset)
         return kept
 
+    def position(self) -> int | None:
+        return None  # its records carry their offsets: delivered() reads those
+
+    def delivered(self, stream: str, lines: list[bytes], offset: int,
+                  position: int | None) -> int | None:
+        """How many of ``lines`` the file holds: those at or before the last offset of
+        ``stream`` in its tail."""
+        kept = self._kept_offsets().get(stream, -1)
+        count = 0
+        for line in lines:
+            if offset > kept:
+                break
+            count += 1
+            offset += len(line) + 1
+        return count
+
     def stdout(self, line: bytes, offset: int = 0) -> None:
         if self._fresh("stdout", offset):
             super().stdout(line, offset)
