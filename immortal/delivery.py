@@ -51,6 +51,7 @@ class Failed(Exception):
 
 
 Line = Callable[[bytes, int], Any]
+WITNESS_MAX = (1 << 64) - 1  #: positions from 0 to this, less one, are kept
 Position = Callable[[], "int | None"]
 Delivered = Callable[[str, "list[bytes]", int, "int | None"], "int | None"]
 
@@ -85,6 +86,8 @@ class Sink:
         self._lines = lines
         self._line = line
         self._position, self._delivered = doubt
+        #: stores the call in doubt before each output call, for a monitor that can tell
+        self._doubt = ledger.doubt_store(slot) if self._delivered is not None else None
         #: which streams it takes at all (a monitor of events only is never called on output)
         self.takes = tuple(bool(block or lines or line[s]) for s in (0, 1))
         #: backpressure "drop": count in the ledger the lines it took (``Worker``)
@@ -108,11 +111,11 @@ class Sink:
                 return
             data, offset = data[mark - offset:], mark
         name = "stdout" if stream == 0 else "stderr"
-        doubt = self._delivered is not None
+        doubt = self._doubt
         if self._block is not None or self._lines is not None:
             ledger.set_busy(slot, time.monotonic_ns())
-            if doubt:
-                self._doubt(stream, end)
+            if doubt is not None:
+                doubt(end << 1 | stream, self._witness())
             try:
                 if self._block is not None:
                     self._block(name, data, offset)
@@ -139,8 +142,8 @@ class Sink:
             ledger.set_busy(slot, time.monotonic_ns())
             # The last line of a block with its newline added ends at ``end``, not past it.
             after = min(offset + len(line) + 1, end)
-            if doubt:
-                self._doubt(stream, after)
+            if doubt is not None:
+                doubt(after << 1 | stream, self._witness())
             try:
                 call(line, offset)
             except Exception:
@@ -152,15 +155,17 @@ class Sink:
                 ledger.add_taken(slot, 1)
         ledger.set_busy(slot, 0)
 
-    def _doubt(self, stream: int, end: int) -> None:
-        """Before a call with lines of ``stream`` up to ``end``: the record "in doubt"."""
-        witness = None
-        if self._position is not None:
-            try:
-                witness = self._position()
-            except Exception:
-                self._report("position")
-        self._ledger.set_doubt(self.slot, stream, end, witness)
+    def _witness(self) -> int:
+        """What the ledger keeps of the monitor's position before a call: 1 + it, or 0."""
+        position = self._position
+        if position is None:
+            return 0
+        try:
+            value = position()
+        except Exception:
+            self._report("position")
+            return 0
+        return value + 1 if type(value) is int and 0 <= value < WITNESS_MAX else 0
 
     def settle(self) -> None:
         """In a successor pump, before ``setup``: the lines of a call the dead pump was in

@@ -38,6 +38,7 @@ and ``busy`` to tell a pump that no longer drains its pipes (``stall.py``).
 
 from __future__ import annotations
 
+import functools
 import mmap
 import select
 import socket
@@ -321,15 +322,14 @@ class Ledger:
         if slot < SLOTS:
             self._put(slot, 40, self._word(slot, 40) + count)
 
-    def set_doubt(self, slot: int, stream: int, end: int, witness: int | None) -> None:
-        """A call into monitor ``slot`` with the lines of ``stream`` up to ``end`` begins;
-        ``witness``: the monitor's position before it (``Monitor.position``), or None."""
-        if slot < SLOTS:
-            try:
-                _PAIR.pack_into(self._map, _LEDGER + 8 + slot * _SLOT + 48, end << 1 | stream,
-                                0 if witness is None else witness + 1)
-            except struct.error:  # no position a u64 holds: none
-                _PAIR.pack_into(self._map, _LEDGER + 8 + slot * _SLOT + 48, end << 1 | stream, 0)
+    def doubt_store(self, slot: int) -> Callable[[int, int], None] | None:
+        """For monitor ``slot``, a function storing the call in doubt in one 16-byte store:
+        ``store(end << 1 | stream, witness)``, before a call with the lines of ``stream``
+        up to ``end``; ``witness``: 1 + the monitor's position then (``Monitor.position``),
+        0 for none. None past ``SLOTS``."""
+        if slot >= SLOTS:
+            return None
+        return functools.partial(_PAIR.pack_into, self._map, _LEDGER + 8 + slot * _SLOT + 48)
 
     def doubt(self, slot: int) -> tuple[int, int, int | None] | None:
         """``(stream, end, witness)`` of a call into monitor ``slot`` that began and was not

@@ -185,7 +185,7 @@ class LoggingMonitor(immortal.Monitor):
     _pid: int | None = None
     _ready = False  # configured, in delivered() or setup(), whichever comes first
     _witness: logging.FileHandler | None = None  # whose file tells what was written
-    _seen: tuple[object, int] = (None, 0)  # the witness's stream and its file's inode
+    _seen: tuple[object, int, int] = (None, -1, 0)  # the witness's stream, fd and inode
 
     @classmethod
     def check(cls, options: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -227,8 +227,11 @@ class LoggingMonitor(immortal.Monitor):
             return None
         try:
             if self._seen[0] is not stream:
-                self._seen = (stream, os.fstat(stream.fileno()).st_ino)
-            return position_of(self._seen[1], stream.tell())
+                fd = stream.fileno()
+                self._seen = (stream, fd, os.fstat(fd).st_ino)
+            # The handler flushes each record: where the file's offset stands is where the
+            # next record goes (cheaper than the text stream's tell()).
+            return position_of(self._seen[2], os.lseek(self._seen[1], 0, os.SEEK_CUR))
         except (OSError, ValueError):
             return None
 
