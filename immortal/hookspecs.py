@@ -60,7 +60,8 @@ def monitor_stdout(line: bytes, offset: int) -> None:
     """One line the target wrote to stdout, without its newline. ``offset`` is where it
     starts in the group's stdout stream, counted across pumps and targets: a pump killed in
     the instant after a monitor returned from a line delivers it again, at the same offset
-    (each monitor's progress is recorded after each call, so nothing else is repeated)."""
+    (each monitor's progress is recorded after each call, so nothing else is repeated),
+    unless the monitor answers ``monitor_delivered``."""
 
 
 @hookspec
