@@ -188,10 +188,14 @@ class Sink:
             except Exception:
                 count = None
                 self._report("delivered")
-            if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+            if count is True:
+                count = len(lines)
+            if isinstance(count, int) and count > 0:
                 taken = lines[:min(count, len(lines))]
                 ledger.set_mark(slot, stream, min(start + sum(map(len, taken)) + len(taken),
                                                   end))
+                if ledger.queued(slot) > ledger.taken(slot):  # backpressure "drop": not lost
+                    ledger.add_taken(slot, len(taken))
         ledger.clear_doubt(slot)
 
     def event(self, hook: str, kwargs: dict[str, Any], strict: bool = False) -> None:

@@ -101,8 +101,9 @@ def monitor_delivered(stream: str, lines: list[bytes], offset: int,
     output call to this monitor (or just after it, before recording it). ``lines`` are
     that call's lines of ``stream``, ``offset`` the first one's, ``position`` what
     ``monitor_position`` returned before the call (None without it). Return how many of
-    ``lines``, from the first, the monitor's output already holds: those are not handed
-    over again; None when it cannot tell: all are (at least once)."""
+    ``lines``, from the first, the monitor's output already holds (True: all, False:
+    none): those are not handed over again; None when it cannot tell: all are (at least
+    once)."""
 
 
 @hookspec

@@ -138,9 +138,10 @@ class Monitor:
         an output call to you, or after it returned and before recording that it did.
         ``lines`` are that call's lines of ``stream`` (``offset`` the first one's),
         ``position`` what :meth:`position` returned before the call. Return how many of
-        them, from the first, your output holds: they are not handed over again, the rest
-        are. None (the default) when you cannot tell: all are handed over again, so a line
-        may reach you twice. Overriding it makes the pump record each call first."""
+        them, from the first, your output holds (True: all, False: none): they are not
+        handed over again, the rest are. None (the default) when you cannot tell: all are
+        handed over again, so a line may reach you twice. Overriding it makes the pump
+        record each call first."""
         return None
 
     def dropped(self, count: int) -> None:

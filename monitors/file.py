@@ -20,10 +20,10 @@ Each line reads ``2026-11-27T22:19:34.123Z stdout | text``; events read
 
 Each line is written once across pump kills: before each write the pump records the file's
 size (and inode); a pump killed around a write leaves its successor to read what lies in
-the file past that size, and hand over again only the lines that are not there
-(``delivered``). A write that rotated the file, or that went to a file replaced since (an
-outside rotation noticed in that very write), cannot be checked so: its lines are handed
-over again (at least once).
+that file past that size (renamed ``output.N`` if the call rotated it, then the files it
+started), and hand over again only the lines that are not there (``delivered``). A call
+whose rotation removed that file (``backups`` 0), or that found the file rotated away from
+outside, cannot be checked so: its lines are handed over again (at least once).
 """
 
 from __future__ import annotations
@@ -41,35 +41,11 @@ from typing import Any, BinaryIO
 import immortal
 from immortal.safety import check_path, open_append
 
+from . import readback
+
 OPTIONS = ("output", "max_bytes", "backups")
 DEFAULT_BACKUPS = 5
-
-
 STAMP = 24  # the width of a stamp: 2026-11-27T22:19:34.123Z
-_SIZE_BITS = 40  # a position: the inode's low 24 bits above the file's size
-_SIZE_MASK = (1 << _SIZE_BITS) - 1
-_INODE_MASK = (1 << 24) - 1
-
-
-def position_of(inode: int, size: int) -> int | None:
-    """A file's inode and size in one integer for the journal; None past a terabyte."""
-    return None if size > _SIZE_MASK else (inode & _INODE_MASK) << _SIZE_BITS | size
-
-
-def written_since(path: str, position: int | None, limit: int) -> bytes | None:
-    """Up to ``limit`` bytes of the file at ``path`` past the size ``position`` recorded,
-    if it is the same file (by inode); None if it is another or cannot be read."""
-    if position is None:
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)  # never a symlink
-        with os.fdopen(fd, "rb") as handle:
-            if os.fstat(fd).st_ino & _INODE_MASK != position >> _SIZE_BITS:
-                return None
-            handle.seek(position & _SIZE_MASK)
-            return handle.read(limit)
-    except OSError:
-        return None
 
 
 def _stamp() -> bytes:
@@ -346,28 +322,34 @@ class FileMonitor(immortal.Monitor):
         self._write(record)
 
     def position(self) -> int | None:
-        return position_of(self._inode, self._size) if self._file is not None else None
+        if self._file is None:
+            return None
+        return readback.position_of(self._inode, self._size)
 
     def delivered(self, stream: str, lines: list[bytes], offset: int,
                   position: int | None) -> int | None:
-        """How many of ``lines`` the file holds past ``position``: only the call in doubt
-        wrote there (this runs before setup writes), so a record of ``stream`` with the
-        line's text, whatever its stamp, is that line's. A ``resumed`` event that call
-        wrote first is passed over."""
+        """How many of ``lines`` the file holds past ``position`` (and the files a rotation
+        in that call started): only the call in doubt wrote there (this runs before setup
+        writes), so a record of ``stream`` with the line's text, whatever its stamp, is
+        that line's. A ``resumed`` event that call wrote first is passed over."""
         if type(self)._format_line is not FileMonitor._format_line:
             return None  # a subclass's format: its own to check
+        backups = self.options.get("backups")
+        files = readback.since(self.output_path(self.options, self.directory), position,
+                               DEFAULT_BACKUPS if backups is None else int(backups))
+        if files is None:
+            return None
         tag = b" %s | " % stream.encode()
         limit = sum(map(len, lines)) + len(lines) * (STAMP + len(tag) + 1) + 4096
-        data = written_since(self.output_path(self.options, self.directory), position, limit)
-        if data is None:
-            return None
         count = 0
-        for record in data.split(b"\n")[:-1]:  # whole records only
-            body = record[STAMP:]
-            if count < len(lines) and body == tag + lines[count]:
-                count += 1
-            elif count or not body.startswith(b" event  | "):
-                break
+        for path, start in files:
+            data = readback.read(path, start, limit)
+            for record in (data or b"").split(b"\n")[:-1]:  # whole records only
+                body = record[STAMP:]
+                if count < len(lines) and body == tag + lines[count]:
+                    count += 1
+                elif count or not body.startswith(b" event  | "):
+                    return count
         return count
 
     def stdout(self, line: bytes, offset: int = 0) -> None:

@@ -28,9 +28,10 @@ to start: WARNING. Each record's ``extra`` carries ``stream`` (``"stdout"``, ``"
 Across pump kills, each line reaches a file handler once: before each line the pump records
 how far the first file handler the logger reaches (``FileHandler`` and its rotating and
 watched kinds) had written; a pump killed around a line leaves its successor to look
-whether that file grew past it, and to hand the line over again only if not. Other handlers
-(a stream, syslog, the network) cannot be read back: a line in that instant may reach them
-twice, as may a line whose record rotated the file.
+whether that file grew past it (or, a ``RotatingFileHandler`` having rotated it in that
+record, whether the new file has it), and to hand the line over again only if not. Other
+handlers (a stream, syslog, the network) cannot be read back: a line in that instant may
+reach them twice, as may a file rotated otherwise in that very record.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ from typing import Any
 import immortal
 from immortal.safety import check_opened, check_path
 
-from .file import position_of, refuse_unknown, written_since
+from . import readback
+from .file import refuse_unknown
 
 OPTIONS = ("logger", "stdout_level", "stderr_level", "config")
 DEFAULT_LEVELS = {"stdout_level": logging.INFO, "stderr_level": logging.WARNING}
@@ -231,19 +233,24 @@ class LoggingMonitor(immortal.Monitor):
                 self._seen = (stream, fd, os.fstat(fd).st_ino)
             # The handler flushes each record: where the file's offset stands is where the
             # next record goes (cheaper than the text stream's tell()).
-            return position_of(self._seen[2], os.lseek(self._seen[1], 0, os.SEEK_CUR))
+            offset = os.lseek(self._seen[1], 0, os.SEEK_CUR)
+            return readback.position_of(self._seen[2], offset)
         except (OSError, ValueError):
             return None
 
     def delivered(self, stream: str, lines: list[bytes], offset: int,
                   position: int | None) -> int | None:
-        """Whether the witness file grew past ``position``: before setup, only the line in
-        doubt (one record: one line a call) can have written there."""
+        """Whether the witness file grew past ``position``, or a file its rotation in that
+        call started is not empty: before setup, only the line in doubt (one record: one
+        line a call) can have written there."""
         self._prepare()
         if self._witness is None:
             return None
-        data = written_since(self._witness.baseFilename, position, 1)
-        return None if data is None else len(data)
+        files = readback.since(self._witness.baseFilename, position,
+                               getattr(self._witness, "backupCount", 0))
+        if files is None:
+            return None
+        return int(any(readback.read(path, start, 1) for path, start in files))
 
     def setup(self, why: str, message: str | None) -> None:
         self._prepare()

@@ -160,10 +160,13 @@ class DiesOnce(FileMonitor):  # type: ignore[misc, valid-type]
             raise Died
 
 
+@pytest.mark.parametrize("max_bytes", [0, 240], ids=["no rotation", "rotating"])
 @pytest.mark.parametrize("die", ["before", "after"])
-def test_file_tells_a_written_block_from_an_unwritten_one_among_equal_lines(tmp_path, die):
+def test_file_tells_a_written_block_from_an_unwritten_one_among_equal_lines(
+        tmp_path, die, max_bytes):
     """Every line reads the same: only the file's size before the call, kept in the
-    journal, tells whether the call in doubt wrote."""
+    journal, tells whether the call in doubt wrote. With ``max_bytes`` the call rotates the
+    file after its second line: its records lie in two files."""
     journal = relay.open_journal(relay.make_journal())
     r, w = relay.make_pipe()
     out = tmp_path / "out.log"
@@ -171,8 +174,8 @@ def test_file_tells_a_written_block_from_an_unwritten_one_among_equal_lines(tmp_
     hosts: list[Host] = []
 
     def pump(cls: Any, why: str) -> relay.Relay:
-        host = Host([("file", cls, {"output": str(out), "die": die})], "g", tmp_path,
-                    ledger=relay.Ledger(journal))
+        options = {"output": str(out), "die": die, "max_bytes": max_bytes}
+        host = Host([("file", cls, options)], "g", tmp_path, ledger=relay.Ledger(journal))
         hosts.append(host)
         host.call("setup", why=why, message=None)
         return relay.Relay(r, journal, 0, lambda data, offset, end: host.block(
@@ -190,7 +193,9 @@ def test_file_tells_a_written_block_from_an_unwritten_one_among_equal_lines(tmp_
         successor.deliver()
         os.write(w, b"tock\n")
         successor.drain()
-        got = [record[24:] for record in out.read_bytes().split(b"\n")[:-1]]
+        files = sorted(tmp_path.glob("out.log.*"), reverse=True) + [out]
+        assert (len(files) > 1) == bool(max_bytes)
+        got = [record[24:] for path in files for record in path.read_bytes().split(b"\n")[:-1]]
         assert [g for g in got if b"stdout" in g] == [b" stdout | tick"] * 6 + [
             b" stdout | tock"]
     finally:
