@@ -5,6 +5,8 @@ its output holds of that call's lines (immortal/delivery.py, ``Sink.settle``).""
 from __future__ import annotations
 
 import json
+import logging
+import logging.handlers
 import os
 import random
 import signal
@@ -243,6 +245,68 @@ def test_a_plugin_with_monitor_delivered_is_asked_before_its_setup(tmp_path):
         successor.drain()
         assert plugin.kept == [b"a", b"b", b"die", b"c"]
     finally:
+        journal.close()
+        os.close(r)
+        os.close(w)
+
+
+LoggingMonitor = resolve("logging")
+
+
+class LogDiesOnce(LoggingMonitor):  # type: ignore[misc, valid-type]
+    """The ``logging`` monitor, whose third line kills its pump ``before`` or ``after``
+    the record is written."""
+
+    calls = 0
+
+    def stdout(self, line):
+        LogDiesOnce.calls += 1
+        if LogDiesOnce.calls == 3 and self.options["die"] == "before":
+            raise Died
+        super().stdout(line)
+        if LogDiesOnce.calls == 3:
+            raise Died
+
+
+@pytest.mark.parametrize("die", ["before", "after"])
+def test_logging_follows_a_record_that_rotated_its_file(tmp_path, die):
+    """The third record makes the RotatingFileHandler roll over: whether it was written is
+    read in the new file, the size kept before it being the old one's."""
+    path = tmp_path / "rotating.log"
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=12, backupCount=5)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(lambda record: record.stream != "event")  # lines alone: sizes known
+    logger = logging.getLogger(f"immortal.test-doubt-{die}")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    journal = relay.open_journal(relay.make_journal())
+    r, w = relay.make_pipe()
+    LogDiesOnce.calls = 0
+
+    def pump(cls: Any, why: str) -> relay.Relay:
+        options = {"logger": logger.name, "die": die}
+        host = Host([("logging", cls, options)], "g", tmp_path, ledger=relay.Ledger(journal))
+        host.call("setup", why=why, message=None)
+        return relay.Relay(r, journal, 0, lambda data, offset, end: host.block(
+            "stdout", data, offset, end))
+
+    try:
+        first = pump(LogDiesOnce, "pump start")
+        os.write(w, b"tick\n" * 3)
+        with pytest.raises(Died):
+            first.read()
+        successor = pump(LoggingMonitor, "pump restart")
+        successor.recover()
+        successor.deliver()
+        os.write(w, b"tock\n")
+        successor.drain()
+        assert (tmp_path / "rotating.log.1").exists()
+        files = sorted(tmp_path.glob("rotating.log.*"), reverse=True) + [path]
+        assert b"".join(f.read_bytes() for f in files) == b"tick\n" * 3 + b"tock\n"
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
         journal.close()
         os.close(r)
         os.close(w)
