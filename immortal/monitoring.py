@@ -352,19 +352,19 @@ def _sink(manager: _Manager, monitor: str, plugin: object, slot: int,
     events = {short: found[short] for short in hookspecs.EVENTS if short in found}
     if isinstance(plugin, Monitor):
         cls = type(plugin)
-        doubt = tuple(getattr(plugin, name) if getattr(cls, name) is not getattr(Monitor, name)
-                      else None for name in ("position", "delivered"))
+        position, delivered = (getattr(plugin, name) if getattr(cls, name) is not
+                               getattr(Monitor, name) else None
+                               for name in ("position", "delivered"))
+        doubt = (position, delivered)
         if cls.block is not Monitor.block:
-            return delivery.Sink(monitor, slot, ledger, events, block=plugin.block,
-                                 doubt=doubt)  # type: ignore[arg-type]
+            return delivery.Sink(monitor, slot, ledger, events, block=plugin.block, doubt=doubt)
         if cls.lines is not Monitor.lines:
-            return delivery.Sink(monitor, slot, ledger, events, lines=plugin.lines,
-                                 doubt=doubt)  # type: ignore[arg-type]
+            return delivery.Sink(monitor, slot, ledger, events, lines=plugin.lines, doubt=doubt)
         line = tuple(_line_call(getattr(plugin, stream), getattr(cls, stream))
                      if getattr(cls, stream) is not getattr(Monitor, stream) else None
                      for stream in ("stdout", "stderr"))
         return delivery.Sink(monitor, slot, ledger, events, line=line,  # type: ignore[arg-type]
-                             doubt=doubt)  # type: ignore[arg-type]
+                             doubt=doubt)
     doubt = (_positional(found["position"]) if "position" in found else None,
              _positional(found["delivered"], "stream", "lines", "offset", "position")
              if "delivered" in found else None)
