@@ -8,6 +8,15 @@ that stream has reached it. A block that starts below the mark (a successor pump
 over again what its predecessor had not recorded as done) is cut to the lines past it, so a
 monitor that takes lines one by one is repeated nothing, whatever the others had taken.
 
+What the marks cannot tell is a call that returned (the monitor wrote the line) in a pump
+killed before the mark was stored. For a monitor that can check its own output
+(``Monitor.delivered``), each call is preceded by a record "in doubt" in the ledger: the
+stream, the offset its lines end at, and the monitor's ``position`` then. A successor,
+before the monitors' setup, hands the lines of a call still in doubt to ``delivered`` on
+the new instance, which says how many of them its output holds: those are marked as
+delivered and not handed over again (``Sink.settle``). Without ``delivered``, or when it
+cannot tell (None), the lines are handed over again: at least once.
+
 With backpressure "drop" each sink sits behind a ``Worker``: a thread and a queue bounded
 in bytes of output. The pump only queues, so the target never waits on a monitor, even
 one that hangs; a full queue drops that monitor's lines, counted in its own ledger slot.
@@ -16,6 +25,8 @@ one that hangs; a full queue drops that monitor's lines, counted in its own ledg
 from __future__ import annotations
 
 import collections
+import os
+import signal
 import sys
 import threading
 import time
@@ -40,6 +51,22 @@ class Failed(Exception):
 
 
 Line = Callable[[bytes, int], Any]
+WITNESS_MAX = (1 << 64) - 1  #: positions from 0 to this, less one, are kept
+Position = Callable[[], "int | None"]
+Delivered = Callable[[str, "list[bytes]", int, "int | None"], "int | None"]
+
+#: A test hook, unset in use: the path of a file. A pump that removes it SIGKILLs itself
+#: just after a monitor's output call returned, before the monitor's mark is stored, the
+#: one instant whose delivery stays in doubt (the tests of ``Sink.settle`` aim at it).
+KILL_AFTER_CALL = os.environ.get("IMMORTAL_TEST_KILL_AFTER_CALL")
+
+
+def _kill_after_call() -> None:
+    try:
+        os.unlink(KILL_AFTER_CALL)  # type: ignore[arg-type]
+    except OSError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Sink:
@@ -49,7 +76,8 @@ class Sink:
                  events: dict[str, Callable[..., Any]],
                  block: Callable[[str, bytes, int], Any] | None = None,
                  lines: Callable[[str, list[bytes], int], Any] | None = None,
-                 line: tuple[Line | None, Line | None] = (None, None)) -> None:
+                 line: tuple[Line | None, Line | None] = (None, None),
+                 doubt: tuple[Position | None, Delivered | None] = (None, None)) -> None:
         self.name = name
         self.slot = slot
         self._ledger = ledger
@@ -57,6 +85,9 @@ class Sink:
         self._block = block
         self._lines = lines
         self._line = line
+        self._position, self._delivered = doubt
+        #: stores the call in doubt before each output call, for a monitor that can tell
+        self._doubt = ledger.doubt_store(slot) if self._delivered is not None else None
         #: which streams it takes at all (a monitor of events only is never called on output)
         self.takes = tuple(bool(block or lines or line[s]) for s in (0, 1))
         #: backpressure "drop": count in the ledger the lines it took (``Worker``)
@@ -80,8 +111,11 @@ class Sink:
                 return
             data, offset = data[mark - offset:], mark
         name = "stdout" if stream == 0 else "stderr"
+        doubt = self._doubt
         if self._block is not None or self._lines is not None:
             ledger.set_busy(slot, time.monotonic_ns())
+            if doubt is not None:
+                doubt(end << 1 | stream, self._witness())
             try:
                 if self._block is not None:
                     self._block(name, data, offset)
@@ -89,6 +123,7 @@ class Sink:
                     self._lines(name, data.split(b"\n")[:-1], offset)  # type: ignore[misc]
             except Exception:
                 self._report("block" if self._block is not None else "lines")
+            KILL_AFTER_CALL and _kill_after_call()  # a test hook (above): unset in use
             ledger.set_mark(slot, stream, end)
             if self.counts:
                 ledger.add_taken(slot, data.count(b"\n"))
@@ -105,16 +140,63 @@ class Sink:
                 self.lost(len(lines) - index)
                 break
             ledger.set_busy(slot, time.monotonic_ns())
+            # The last line of a block with its newline added ends at ``end``, not past it.
+            after = min(offset + len(line) + 1, end)
+            if doubt is not None:
+                doubt(after << 1 | stream, self._witness())
             try:
                 call(line, offset)
             except Exception:
                 self._report(name)
-            # The last line of a block with its newline added ends at ``end``, not past it.
-            offset = min(offset + len(line) + 1, end)
+            KILL_AFTER_CALL and _kill_after_call()  # a test hook (above): unset in use
+            offset = after
             ledger.set_mark(slot, stream, offset)
             if self.counts:
                 ledger.add_taken(slot, 1)
         ledger.set_busy(slot, 0)
+
+    def _witness(self) -> int:
+        """What the ledger keeps of the monitor's position before a call: 1 + it, or 0."""
+        position = self._position
+        if position is None:
+            return 0
+        try:
+            value = position()
+        except Exception:
+            self._report("position")
+            return 0
+        return value + 1 if type(value) is int and 0 <= value < WITNESS_MAX else 0
+
+    def settle(self) -> None:
+        """In a successor pump, before ``setup``: the lines of a call the dead pump was in
+        (or had returned from, unrecorded) that the monitor says it has are marked as its.
+        The rest is handed over again, as the lines past the mark always are."""
+        ledger, slot = self._ledger, self.slot
+        doubt = ledger.doubt(slot)
+        if doubt is None:
+            return
+        stream, end, witness = doubt
+        start = ledger.mark(slot, stream)
+        data = ledger.journal_bytes(stream, start, end)
+        if data is not None and self._delivered is not None:
+            lines = data.split(b"\n")
+            if not lines[-1]:
+                del lines[-1]  # else a piece, or a last line whose newline the relay adds
+            try:
+                count = self._delivered("stdout" if stream == 0 else "stderr", lines, start,
+                                        witness)
+            except Exception:
+                count = None
+                self._report("delivered")
+            if count is True:
+                count = len(lines)
+            if isinstance(count, int) and count > 0:
+                taken = lines[:min(count, len(lines))]
+                ledger.set_mark(slot, stream, min(start + sum(map(len, taken)) + len(taken),
+                                                  end))
+                if ledger.queued(slot) > ledger.taken(slot):  # backpressure "drop": not lost
+                    ledger.add_taken(slot, len(taken))
+        ledger.clear_doubt(slot)
 
     def event(self, hook: str, kwargs: dict[str, Any], strict: bool = False) -> None:
         function = self._events.get(hook)

@@ -60,7 +60,8 @@ def monitor_stdout(line: bytes, offset: int) -> None:
     """One line the target wrote to stdout, without its newline. ``offset`` is where it
     starts in the group's stdout stream, counted across pumps and targets: a pump killed in
     the instant after a monitor returned from a line delivers it again, at the same offset
-    (each monitor's progress is recorded after each call, so nothing else is repeated)."""
+    (each monitor's progress is recorded after each call, so nothing else is repeated),
+    unless the monitor answers ``monitor_delivered``."""
 
 
 @hookspec
@@ -86,6 +87,25 @@ def monitor_block(stream: str, data: bytes, offset: int) -> None:
     another monitor of the group wants them so."""
 
 
+@hookspec(firstresult=True)
+def monitor_position() -> int | None:
+    """Optional, with ``monitor_delivered``: where this monitor's output stands (a
+    non-negative integer below 2**64 of its own meaning, such as the size of its file), or
+    None. Called before each output call; the journal keeps it for ``monitor_delivered``."""
+
+
+@hookspec(firstresult=True)
+def monitor_delivered(stream: str, lines: list[bytes], offset: int,
+                      position: int | None) -> int | None:
+    """Optional: in a new pump, before ``monitor_setup``: the dead pump was killed in an
+    output call to this monitor (or just after it, before recording it). ``lines`` are
+    that call's lines of ``stream``, ``offset`` the first one's, ``position`` what
+    ``monitor_position`` returned before the call (None without it). Return how many of
+    ``lines``, from the first, the monitor's output already holds (True: all, False:
+    none): those are not handed over again; None when it cannot tell: all are (at least
+    once)."""
+
+
 @hookspec
 def monitor_message(message: Any) -> None:
     """A JSON value the target sent on its message channel (``channel=True``)."""
@@ -108,7 +128,7 @@ def monitor_shutdown(reason: str) -> None:
 
 
 HOOKS = ("check", "setup", "spawn", "adopt", "respawn", "exit", "stdout", "stderr", "lines",
-         "block", "dropped", "message", "reopen", "shutdown")
+         "block", "position", "delivered", "dropped", "message", "reopen", "shutdown")
 #: the hooks that are events, not output
 EVENTS = ("setup", "spawn", "adopt", "respawn", "exit", "dropped", "message", "reopen",
           "shutdown")

@@ -88,9 +88,9 @@ class Monitor:
     def stdout(self, line: bytes, offset: int = 0) -> None:
         """A line of the target's stdout, without the newline. ``offset`` is where it starts
         in the group's stdout stream, across pumps and targets. Each line reaches you once,
-        across pump deaths, but for a pump killed in the instant after you returned: store
-        the last offset you kept and skip a line at or before it to close that window too.
-        (An override may leave ``offset`` out.)"""
+        across pump deaths, but for a pump killed in the instant after you returned: to
+        close that window too, override :meth:`delivered` (or store the last offset you
+        kept and skip a line at or before it). (An override may leave ``offset`` out.)"""
 
     def stderr(self, line: bytes, offset: int = 0) -> None:
         """A line of the target's stderr, as :meth:`stdout`."""
@@ -124,6 +124,25 @@ class Monitor:
         lines = data.split(b"\n")
         del lines[-1]  # the empty string after the last newline
         self.lines(stream, lines, offset)
+
+    def position(self) -> int | None:
+        """With :meth:`delivered`: where your output stands before an output call (an
+        integer from 0 to 2**64 - 2 of your own meaning: the ``file`` monitor gives its
+        file's size), or None. Called before every output call: keep it cheap."""
+        return None
+
+    def delivered(self, stream: str, lines: list[bytes], offset: int,
+                  position: int | None) -> int | None:
+        """Whether your output holds lines a dead pump gave you: called in a new pump,
+        on a new instance, *before* :meth:`setup`, when the pump before was killed during
+        an output call to you, or after it returned and before recording that it did.
+        ``lines`` are that call's lines of ``stream`` (``offset`` the first one's),
+        ``position`` what :meth:`position` returned before the call. Return how many of
+        them, from the first, your output holds (True: all, False: none): they are not
+        handed over again, the rest are. None (the default) when you cannot tell: all are
+        handed over again, so a line may reach you twice. Overriding it makes the pump
+        record each call first."""
+        return None
 
     def dropped(self, count: int) -> None:
         """Backpressure "drop": ``count`` of this monitor's lines were skipped since the last

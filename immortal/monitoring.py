@@ -269,6 +269,8 @@ class Host:
         self.ledger = ledger or relay.Ledger(mmap.mmap(-1, relay.SIZE))
         self.sinks = [_sink(manager, monitor, plugin, slot, self.ledger)
                       for slot, (monitor, plugin) in enumerate(plugins)]
+        for sink in self.sinks:
+            sink.settle()  # a call a dead pump was in: before setup, which writes
         self.workers = [delivery.Worker(sink, self.ledger) for sink in self.sinks] \
             if drop else None
         for worker in self.workers or ():
@@ -350,23 +352,31 @@ def _sink(manager: _Manager, monitor: str, plugin: object, slot: int,
     events = {short: found[short] for short in hookspecs.EVENTS if short in found}
     if isinstance(plugin, Monitor):
         cls = type(plugin)
+        position, delivered = (getattr(plugin, name) if getattr(cls, name) is not
+                               getattr(Monitor, name) else None
+                               for name in ("position", "delivered"))
+        doubt = (position, delivered)
         if cls.block is not Monitor.block:
-            return delivery.Sink(monitor, slot, ledger, events, block=plugin.block)
+            return delivery.Sink(monitor, slot, ledger, events, block=plugin.block, doubt=doubt)
         if cls.lines is not Monitor.lines:
-            return delivery.Sink(monitor, slot, ledger, events, lines=plugin.lines)
+            return delivery.Sink(monitor, slot, ledger, events, lines=plugin.lines, doubt=doubt)
         line = tuple(_line_call(getattr(plugin, stream), getattr(cls, stream))
                      if getattr(cls, stream) is not getattr(Monitor, stream) else None
                      for stream in ("stdout", "stderr"))
-        return delivery.Sink(monitor, slot, ledger, events, line=line)  # type: ignore[arg-type]
+        return delivery.Sink(monitor, slot, ledger, events, line=line,  # type: ignore[arg-type]
+                             doubt=doubt)
+    doubt = (_positional(found["position"]) if "position" in found else None,
+             _positional(found["delivered"], "stream", "lines", "offset", "position")
+             if "delivered" in found else None)
     if "block" in found:
         return delivery.Sink(monitor, slot, ledger, events, block=_positional(
-            found["block"], "stream", "data", "offset"))
+            found["block"], "stream", "data", "offset"), doubt=doubt)
     if "lines" in found:
         return delivery.Sink(monitor, slot, ledger, events, lines=_positional(
-            found["lines"], "stream", "lines", "offset"))
+            found["lines"], "stream", "lines", "offset"), doubt=doubt)
     return delivery.Sink(monitor, slot, ledger, events, line=tuple(  # type: ignore[arg-type]
         _positional(found[stream], "line", "offset") if stream in found else None
-        for stream in ("stdout", "stderr")))
+        for stream in ("stdout", "stderr")), doubt=doubt)
 
 
 def _with_names(function: Callable[..., Any], argnames: tuple[str, ...]

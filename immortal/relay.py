@@ -26,7 +26,11 @@ offset just past the last line it returned from, always on a line boundary), how
 lines it lost to backpressure "drop" (``dropped``), and since when a call into it runs
 (``busy``, ``time.monotonic_ns()``, 0 between calls), and with backpressure "drop" how many
 lines were queued for it and how many it took (``queued``, ``taken``: what a dead pump
-had queued and the monitor not taken is counted as dropped by the successor). A
+had queued and the monitor not taken is counted as dropped by the successor), and the call
+in doubt (``doubt``: the stream and the offset its lines end at, stored before each call
+into a monitor that can tell what it received, with ``witness``, the monitor's own position
+then; a call whose end lies past the stream's mark had not been recorded as returned: its
+lines may or may not have reached the monitor, which a successor asks, ``delivery.py``). A
 successor hands each monitor only the lines past its own mark, so a block one monitor had
 taken and another not yet reaches each exactly once. The daemon reads ``progress``, marks
 and ``busy`` to tell a pump that no longer drains its pipes (``stall.py``).
@@ -34,6 +38,7 @@ and ``busy`` to tell a pump that no longer drains its pipes (``stall.py``).
 
 from __future__ import annotations
 
+import functools
 import mmap
 import select
 import socket
@@ -54,7 +59,8 @@ _BUFFER = _HEAD + CAPACITY
 _STREAM = 8 + 2 * _BUFFER
 STREAMS = ("stdout", "stderr")
 SLOTS = 64  #: monitors with a slot in the ledger; those past it are handed whole blocks again
-_SLOT = 48  # mark (stdout), mark (stderr), dropped, busy, queued, taken: six u64 words
+_SLOT = 64  # mark (stdout), mark (stderr), dropped, busy, queued, taken, doubt, witness: u64s
+_PAIR = struct.Struct("=QQ")
 _LEDGER = _STREAM * len(STREAMS)
 SIZE = _LEDGER + 8 + SLOTS * _SLOT
 
@@ -234,8 +240,8 @@ def open_journal(fd: int) -> mmap.mmap:
 class Ledger:
     """The ledger part of a journal: per monitor slot, marks, drops and the running call.
 
-    Each method is one or two 8-byte stores or loads in shared memory, no system call: cheap
-    enough to run around every monitor call.
+    Each method (but ``journal_bytes``, a copy) is one or two stores or loads of 8 or 16
+    bytes in shared memory, no system call: cheap enough to run around every monitor call.
     """
 
     def __init__(self, journal: mmap.mmap) -> None:
@@ -293,6 +299,42 @@ class Ledger:
     def add_taken(self, slot: int, count: int) -> None:
         if slot < SLOTS:
             self._put(slot, 40, self._word(slot, 40) + count)
+
+    def doubt_store(self, slot: int) -> Callable[[int, int], None] | None:
+        """For monitor ``slot``, a function storing the call in doubt in one 16-byte store:
+        ``store(end << 1 | stream, witness)``, before a call with the lines of ``stream``
+        up to ``end``; ``witness``: 1 + the monitor's position then (``Monitor.position``),
+        0 for none. None past ``SLOTS``."""
+        if slot >= SLOTS:
+            return None
+        return functools.partial(_PAIR.pack_into, self._map, _LEDGER + 8 + slot * _SLOT + 48)
+
+    def doubt(self, slot: int) -> tuple[int, int, int | None] | None:
+        """``(stream, end, witness)`` of a call into monitor ``slot`` that began and was not
+        recorded as returned (its end past the stream's mark), or None."""
+        if slot >= SLOTS:
+            return None
+        word, witness = _PAIR.unpack_from(self._map, _LEDGER + 8 + slot * _SLOT + 48)
+        stream, end = word & 1, word >> 1
+        if not word or self.mark(slot, stream) >= end:
+            return None
+        return stream, end, witness - 1 if witness else None
+
+    def clear_doubt(self, slot: int) -> None:
+        if slot < SLOTS:
+            _PAIR.pack_into(self._map, _LEDGER + 8 + slot * _SLOT + 48, 0, 0)
+
+    def journal_bytes(self, stream: int, start: int, end: int) -> bytes | None:
+        """The bytes of ``stream`` from offset ``start`` to ``end`` if the journal still
+        holds them (read and not yet compacted away), else None."""
+        base = stream * _STREAM
+        buffer = base + 8 + (_WORD.unpack_from(self._map, base)[0] & 1) * _BUFFER
+        length = _WORD.unpack_from(self._map, buffer)[0]
+        origin = _WORD.unpack_from(self._map, buffer + 16)[0]
+        if not origin <= start <= end <= origin + length:
+            return None
+        data = buffer + _HEAD - origin
+        return self._map[data + start: data + end]
 
     def _word(self, slot: int, at: int) -> int:
         if slot >= SLOTS:

@@ -15,6 +15,9 @@ detached pump's stderr is ``pump.log`` and its stdout ``/dev/null``. With this m
 pump does not echo the raw output there as well (``terminal = True``), so each line shows
 once, prefixed.
 
+It has no ``delivered``: a terminal cannot be read back, so a line it had written when its
+pump was killed, before the journal recorded it, is shown again (at least once).
+
 Option ``color``: ``"auto"`` (default: ANSI colour on a stream that is a terminal, unless
 the ``NO_COLOR`` environment variable is set and not empty), ``"always"`` or ``"never"``.
 """

@@ -17,6 +17,13 @@ Integers may also be given as decimal strings (``immortal run -o max_bytes=10485
 
 Each line reads ``2026-11-27T22:19:34.123Z stdout | text``; events read
 ``... event  | spawn pid 123``.
+
+Each line is written once across pump kills: before each write the pump records the file's
+size (and inode); a pump killed around a write leaves its successor to read what lies in
+that file past that size (renamed ``output.N`` if the call rotated it, then the files it
+started), and hand over again only the lines that are not there (``delivered``). A call
+whose rotation removed that file (``backups`` 0), or that found the file rotated away from
+outside, cannot be checked so: its lines are handed over again (at least once).
 """
 
 from __future__ import annotations
@@ -34,8 +41,11 @@ from typing import Any, BinaryIO
 import immortal
 from immortal.safety import check_path, open_append
 
+from . import readback
+
 OPTIONS = ("output", "max_bytes", "backups")
 DEFAULT_BACKUPS = 5
+STAMP = 24  # the width of a stamp: 2026-11-27T22:19:34.123Z
 
 
 def _stamp() -> bytes:
@@ -128,6 +138,7 @@ class FileMonitor(immortal.Monitor):
     _file: BinaryIO | None = None
     _path: str = ""
     _size = 0
+    _inode = 0
     _max_bytes = 0
     _backups = DEFAULT_BACKUPS
     _dropped = 0
@@ -159,10 +170,11 @@ class FileMonitor(immortal.Monitor):
         # symlink or swap a directory on the way.
         handle = os.fdopen(open_append(self._path), "ab", buffering=0)
         try:
-            self._size = os.fstat(handle.fileno()).st_size
+            stat = os.fstat(handle.fileno())
         except OSError:
             handle.close()
             raise
+        self._size, self._inode = stat.st_size, stat.st_ino
         self._file = handle
 
     def _write(self, record: bytes | memoryview, check: bool = False) -> None:
@@ -308,6 +320,37 @@ class FileMonitor(immortal.Monitor):
             super().block(stream, data, offset)  # rotation decides record by record
             return
         self._write(record)
+
+    def position(self) -> int | None:
+        if self._file is None:
+            return None
+        return readback.position_of(self._inode, self._size)
+
+    def delivered(self, stream: str, lines: list[bytes], offset: int,
+                  position: int | None) -> int | None:
+        """How many of ``lines`` the file holds past ``position`` (and the files a rotation
+        in that call started): only the call in doubt wrote there (this runs before setup
+        writes), so a record of ``stream`` with the line's text, whatever its stamp, is
+        that line's. A ``resumed`` event that call wrote first is passed over."""
+        if type(self)._format_line is not FileMonitor._format_line:
+            return None  # a subclass's format: its own to check
+        backups = self.options.get("backups")
+        files = readback.since(self.output_path(self.options, self.directory), position,
+                               DEFAULT_BACKUPS if backups is None else int(backups))
+        if files is None:
+            return None
+        tag = b" %s | " % stream.encode()
+        limit = sum(map(len, lines)) + len(lines) * (STAMP + len(tag) + 1) + 4096
+        count = 0
+        for path, start in files:
+            data = readback.read(path, start, limit)
+            for record in (data or b"").split(b"\n")[:-1]:  # whole records only
+                body = record[STAMP:]
+                if count < len(lines) and body == tag + lines[count]:
+                    count += 1
+                elif count or not body.startswith(b" event  | "):
+                    return count
+        return count
 
     def stdout(self, line: bytes, offset: int = 0) -> None:
         self._write(self._format_line("stdout", line, offset))

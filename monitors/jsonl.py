@@ -73,11 +73,12 @@ class JsonlMonitor(FileMonitor):
     _generation = 0
 
     _kept: dict[str, int] | None = None  # the last offset written, per stream
+    _tail: dict[str, int] | None = None  # the same, read from the file by delivered()
 
     def setup(self, why: str, message: str | None) -> None:
         self._kept = {"stdout": -1, "stderr": -1}
         if why != "pump start":
-            self._kept.update(self._kept_offsets())
+            self._kept.update(self._tail or self._kept_offsets())
         super().setup(why, message)
 
     def _kept_offsets(self) -> dict[str, int]:
@@ -107,6 +108,23 @@ class JsonlMonitor(FileMonitor):
             if stream in ("stdout", "stderr") and isinstance(offset, int):
                 kept[stream] = max(kept.get(stream, -1), offset)
         return kept
+
+    def position(self) -> int | None:
+        return None  # its records carry their offsets: delivered() reads those
+
+    def delivered(self, stream: str, lines: list[bytes], offset: int,
+                  position: int | None) -> int | None:
+        """How many of ``lines`` the file holds: those at or before the last offset of
+        ``stream`` in its tail."""
+        self._tail = self._kept_offsets()  # setup, next, needs it too: read once
+        kept = self._tail.get(stream, -1)
+        count = 0
+        for line in lines:
+            if offset > kept:
+                break
+            count += 1
+            offset += len(line) + 1
+        return count
 
     def stdout(self, line: bytes, offset: int = 0) -> None:
         if self._fresh("stdout", offset):

@@ -24,6 +24,14 @@ to start: WARNING. Each record's ``extra`` carries ``stream`` (``"stdout"``, ``"
 (``ExitStatus.to_json()``), a respawn's ``why``, a ``dropped`` one ``count`` and a
 ``message`` one ``data`` (the JSON value). Lines are decoded as UTF-8 with
 ``errors="replace"``. Backpressure ``dropped`` events are logged at WARNING.
+
+Across pump kills, each line reaches a file handler once: before each line the pump records
+how far the first file handler the logger reaches (``FileHandler`` and its rotating and
+watched kinds) had written; a pump killed around a line leaves its successor to look
+whether that file grew past it (or, a ``RotatingFileHandler`` having rotated it in that
+record, whether the new file has it), and to hand the line over again only if not. Other
+handlers (a stream, syslog, the network) cannot be read back: a line in that instant may
+reach them twice, as may a file rotated otherwise in that very record.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from typing import Any
 import immortal
 from immortal.safety import check_opened, check_path
 
+from . import readback
 from .file import refuse_unknown
 
 OPTIONS = ("logger", "stdout_level", "stderr_level", "config")
@@ -159,12 +168,26 @@ def _handlers() -> list[logging.Handler]:
     return list(found.values())
 
 
+def _first_file(logger: logging.Logger) -> logging.FileHandler | None:
+    """The first file handler a record of ``logger`` reaches, or None."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if isinstance(handler, logging.FileHandler):
+                return handler
+        current = current.parent if current.propagate else None
+    return None
+
+
 class LoggingMonitor(immortal.Monitor):
     """Forwards lines and events to the logger ``options.get("logger", "immortal.<name>")``."""
 
     _logger: logging.Logger
     _levels: dict[str, int]
     _pid: int | None = None
+    _ready = False  # configured, in delivered() or setup(), whichever comes first
+    _witness: logging.FileHandler | None = None  # whose file tells what was written
+    _seen: tuple[object, int, int] = (None, -1, 0)  # the witness's stream, fd and inode
 
     @classmethod
     def check(cls, options: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -183,7 +206,9 @@ class LoggingMonitor(immortal.Monitor):
             checked["config"] = _config(options["config"])
         return checked
 
-    def setup(self, why: str, message: str | None) -> None:
+    def _prepare(self) -> None:
+        if self._ready:
+            return
         self._levels = {key[:-len("_level")]: int(self.options.get(key, default))
                         for key, default in DEFAULT_LEVELS.items()}
         try:
@@ -195,6 +220,40 @@ class LoggingMonitor(immortal.Monitor):
             # and the records go wherever logging sends them.
             self._logger = logging.getLogger(self.options.get("logger")
                                              or f"immortal.{self.name}")
+            self._witness = _first_file(self._logger)
+        self._ready = True
+
+    def position(self) -> int | None:
+        stream = self._witness.stream if self._witness is not None else None
+        if stream is None:
+            return None
+        try:
+            if self._seen[0] is not stream:
+                fd = stream.fileno()
+                self._seen = (stream, fd, os.fstat(fd).st_ino)
+            # The handler flushes each record: where the file's offset stands is where the
+            # next record goes (cheaper than the text stream's tell()).
+            offset = os.lseek(self._seen[1], 0, os.SEEK_CUR)
+            return readback.position_of(self._seen[2], offset)
+        except (OSError, ValueError):
+            return None
+
+    def delivered(self, stream: str, lines: list[bytes], offset: int,
+                  position: int | None) -> int | None:
+        """Whether the witness file grew past ``position``, or a file its rotation in that
+        call started is not empty: before setup, only the line in doubt (one record: one
+        line a call) can have written there."""
+        self._prepare()
+        if self._witness is None:
+            return None
+        files = readback.since(self._witness.baseFilename, position,
+                               getattr(self._witness, "backupCount", 0))
+        if files is None:
+            return None
+        return int(any(readback.read(path, start, 1) for path, start in files))
+
+    def setup(self, why: str, message: str | None) -> None:
+        self._prepare()
         text = why if not message else f"{why}; the previous pump's stderr ended with:\n" \
             + message.rstrip("\n")
         self._event(logging.INFO, "setup", text)
