@@ -11,7 +11,6 @@ Signals: SIGTERM/SIGINT stop the group (passed to the pump), SIGHUP restarts the
 
 from __future__ import annotations
 
-import gc
 import os
 import selectors
 import signal
@@ -50,20 +49,38 @@ PUMP_LAST = supervise.replace(PUMP_ALONE, restart=False)
 def become(spec: Spec, args: RoleArgs) -> int:
     """Run the daemon in this process, a pump whose daemon died: no exec.
 
-    The pump is a fork of the daemon, so the daemon's code is here already, and the target
-    is its child. Only a single-threaded pump does this (a monitor's thread would run on in
-    the daemon, and the daemon forks): the daemon is up, and forks a new pump, as soon as
-    the pump's objects are freed. The monitor's modules stay imported, never called.
+    Only a single-threaded pump does this (a monitor's thread would run on in the daemon,
+    and the daemon forks); the target is its child. The daemon is up, and forks a new pump,
+    as soon as the pump's objects are freed. The monitor's modules stay imported, never
+    called. A pump forked by the daemon comes here through ``daemon.main`` (``Unwind``).
     """
-    gc.collect()  # the monitors' objects: their files flushed and closed before any fork
-    sys.setrecursionlimit(sys.getrecursionlimit() + 16)  # each hand-over nests a few frames
+    _take_over(spec, args)
+    return _run(spec, args)
+
+
+def _take_over(spec: Spec, args: RoleArgs) -> None:
+    """This process, a pump until now, becomes the daemon."""
+    # The pump's objects, and those of the daemon a forked pump came from: their files
+    # flushed and closed before any fork.
+    forking.thaw(args.fds.numbers())
     log = Path(spec.directory) / "daemon.log"
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.dup2(fd, 2)
     os.close(fd)
     rolelog.install(str(log))  # its rotation renames the daemon's log now, not the pump's
     _linux.set_subreaper()
-    return Daemon(spec, args).run()
+
+
+def _run(spec: Spec, args: RoleArgs) -> int:
+    """Run the daemon; each time a pump forked from it becomes the daemon (``Unwind``, in
+    the pump's process), run that one here, at the top of its stack: a loop, never a
+    nesting, however often the daemon dies."""
+    while True:
+        try:
+            return Daemon(spec, args).run()
+        except forking.Unwind as change:
+            spec, args = change.spec, change.role_args
+        _take_over(spec, args)
 
 
 class Daemon:
@@ -218,7 +235,7 @@ class Daemon:
         args = RoleArgs("pump", str(self.directory), why, fds=fds, adopt=adopt,
                         message_file=message_file, daemon_pid=os.getpid())
         try:
-            self.pump = forking.fork_pump(self.spec, args, log, become)
+            self.pump = forking.fork_pump(self.spec, args, log)
         except OSError as exc:
             ours.close()
             theirs.close()
@@ -426,4 +443,4 @@ def main(spec: Spec, args: RoleArgs) -> int:
         os.close(fd)
     rolelog.install(log)
     _linux.set_subreaper()
-    return Daemon(spec, args).run()
+    return _run(spec, args)

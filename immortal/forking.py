@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 
 from . import _linux
@@ -33,13 +32,58 @@ class ForkedPump:
 
 
 _frozen = False  # gc.freeze() done, before the first fork
+_inherited: list[int] = []  # in a forked pump: the daemon's fds it pointed at /dev/null
 _ROLE_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 
 
-def fork_pump(spec: Spec, args: RoleArgs, log: Path,
-              become: Callable[[Spec, RoleArgs], int]) -> ForkedPump:
-    """Start the pump as a fork of this process, not as a fresh interpreter; ``become``
-    runs the daemon in the pump's process if its daemon dies (``daemon.become``).
+class Unwind(BaseException):
+    """Raised in a forked pump whose daemon died, to become the daemon: it goes up through
+    the frames of the daemon it was forked from (never running their clean-up), to
+    ``daemon.main``, which runs the new daemon at the top of the stack. Run where the pump
+    was called instead, each daemon death would nest a daemon in the last one's frames,
+    keeping its objects and their files (pointed at /dev/null) for good: a group whose
+    daemon kept dying would run out of fds."""
+
+    def __init__(self, spec: Spec, args: RoleArgs) -> None:
+        super().__init__(spec, args)
+        self.spec = spec
+        self.role_args = args
+
+
+def thaw(keep: list[int]) -> None:
+    """In a pump that becomes the daemon, keeping the group's files ``keep``: the objects
+    frozen before its fork are collected now (the dead daemon's among them, closing the
+    files they own, all on /dev/null here), then the numbers no object owns (the dead
+    daemon's raw fds: its wake-up pipe, its inotify...), and the new daemon freezes its own
+    objects before its first fork. Only numbers still on /dev/null are closed: one a
+    monitor closed meanwhile may be the pump's own file now."""
+    global _frozen
+    gc.unfreeze()
+    gc.collect()
+    _frozen = False
+    try:
+        null = os.stat(os.devnull)
+    except OSError:
+        return
+    for fd in _inherited:
+        if fd in keep:
+            continue
+        try:
+            found = os.fstat(fd)
+        except OSError:
+            continue  # closed with its object
+        if (found.st_dev, found.st_ino) == (null.st_dev, null.st_ino):
+            os.close(fd)
+    _inherited.clear()
+
+
+def _unwind(spec: Spec, args: RoleArgs) -> int:
+    raise Unwind(spec, args)
+
+
+def fork_pump(spec: Spec, args: RoleArgs, log: Path) -> ForkedPump:
+    """Start the pump as a fork of this process, not as a fresh interpreter; if its daemon
+    dies, the pump becomes the daemon through ``Unwind``.
 
     The daemon is ours and single-threaded, so a fork is safe here (never in the caller,
     which may have threads). It saves an interpreter's start-up and the imports the two
@@ -69,6 +113,7 @@ def fork_pump(spec: Spec, args: RoleArgs, log: Path,
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         return ForkedPump(pid)
     code = 1
+    unwind = False
     try:
         signal.set_wakeup_fd(-1)
         for number in _ROLE_SIGNALS:
@@ -76,22 +121,26 @@ def fork_pump(spec: Spec, args: RoleArgs, log: Path,
         _become_pump_fds(args.fds.numbers(), log)
         _linux.set_title(f"immortal: pump {spec.directory}")  # its argv is still ours
         atexit._clear()  # the daemon's exit functions are not the pump's
-        code = pump.main(spec, args, become)
+        code = pump.main(spec, args, _unwind)
         # What a fresh interpreter's exit would do for a monitor that left a buffered file
         # open: the pump's objects are freed (cycles too), which flushes and closes them.
         gc.collect()
         atexit._run_exitfuncs()
+    except Unwind:
+        unwind = True
+        raise  # up to daemon.main: this process is the daemon now
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
         traceback.print_exc()
     finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            # Never return into the daemon's loop, and run none of its clean-up.
-            os._exit(code)
+        if not unwind:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                # Never return into the daemon's loop, and run none of its clean-up.
+                os._exit(code)
     raise AssertionError("unreachable")
 
 
@@ -148,5 +197,6 @@ def _become_pump_fds(keep: list[int], log: Path) -> None:
             except OSError:
                 continue  # the listing's own fd, closed already
             os.dup2(null, fd, inheritable=False)
+            _inherited.append(fd)
     os.close(null)
     os.close(err)

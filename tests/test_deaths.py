@@ -308,3 +308,21 @@ def test_a_pump_forked_by_a_pump_turned_daemon_keeps_its_lifeline(started, tmp_p
     wait_for(lambda: log.read_text(), lambda t: "got USR1" in t,
              what=f"a line through the logging monitor after the hand-overs\n{logs(group)}")
     assert "Logging error" not in logs(group)
+
+
+def test_a_daemon_killed_again_and_again_keeps_as_many_files(started):
+    # Each pump that became the daemon used to run it nested in the frames of the daemon it
+    # was forked from, whose files (on /dev/null in the pump) stayed open: a few fds more
+    # at each daemon death, until a group whose daemon kept dying ran out of them.
+    group = started(TALKER, [])
+    pids = group.pids
+    target = pids["target"]
+    first = len(os.listdir(f"/proc/{pids['daemon']}/fd"))
+    gone: set[int] = set()
+    for _ in range(12):
+        gone.add(pids["daemon"])
+        os.kill(pids["daemon"], signal.SIGKILL)
+        pids = whole_again(group, target, gone).pids
+    # The new daemon's files settle once its pump is forked (counted after, never before).
+    wait_for(lambda: len(os.listdir(f"/proc/{pids['daemon']}/fd")),
+             lambda count: count <= first, what=f"the daemon's fds to settle at {first}")
