@@ -11,6 +11,7 @@ Signals: SIGTERM/SIGINT stop the group (passed to the pump), SIGHUP restarts the
 
 from __future__ import annotations
 
+import gc
 import os
 import selectors
 import signal
@@ -60,9 +61,8 @@ def become(spec: Spec, args: RoleArgs) -> int:
 
 def _take_over(spec: Spec, args: RoleArgs) -> None:
     """This process, a pump until now, becomes the daemon."""
-    # The pump's objects, and those of the daemon a forked pump came from: their files
-    # flushed and closed before any fork.
-    forking.thaw(args.fds.numbers())
+    gc.collect()  # the monitors' objects: their files flushed and closed before any fork
+    forking.close_inherited(args.fds.numbers())
     log = Path(spec.directory) / "daemon.log"
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.dup2(fd, 2)

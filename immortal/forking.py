@@ -50,17 +50,15 @@ class Unwind(BaseException):
         self.role_args = args
 
 
-def thaw(keep: list[int]) -> None:
-    """In a pump that becomes the daemon, keeping the group's files ``keep``: the objects
-    frozen before its fork are collected now (the dead daemon's among them, closing the
-    files they own, all on /dev/null here), then the numbers no object owns (the dead
-    daemon's raw fds: its wake-up pipe, its inotify...), and the new daemon freezes its own
-    objects before its first fork. Only numbers still on /dev/null are closed: one a
-    monitor closed meanwhile may be the pump's own file now."""
-    global _frozen
-    gc.unfreeze()
-    gc.collect()
-    _frozen = False
+def close_inherited(keep: list[int]) -> None:
+    """In a pump that becomes the daemon, keeping the group's files ``keep``: close the
+    files of the dead daemon it was forked from, which it had pointed at /dev/null.
+
+    Their owners are the dead daemon's objects: those freed when their frames unwound
+    (``Unwind``) closed theirs already; the rest (in reference cycles) were frozen before
+    the fork (``gc.freeze``) and stay so, never collected, so nothing closes their numbers
+    again once they are reused. Only numbers still on /dev/null are closed, never one of
+    ``keep``: a number a monitor closed meanwhile may be the group's own file now."""
     try:
         null = os.stat(os.devnull)
     except OSError:
