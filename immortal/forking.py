@@ -11,6 +11,7 @@ import gc
 import os
 import signal
 import sys
+from collections.abc import Callable
 import traceback
 from pathlib import Path
 
@@ -110,6 +111,14 @@ def fork_pump(spec: Spec, args: RoleArgs, log: Path) -> ForkedPump:
     if pid:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         return ForkedPump(pid)
+    _be_the_pump(pump.main, spec, args, log)
+    raise AssertionError("unreachable")
+
+
+def _be_the_pump(run: Callable[[Spec, RoleArgs, Callable[[Spec, RoleArgs], int]], int],
+                 spec: Spec, args: RoleArgs, log: Path) -> None:
+    """The forked child: run the pump (``run``: ``pump.main``), then exit, never returning
+    into the daemon's loop; unless it becomes the daemon (``Unwind``, raised on)."""
     code = 1
     unwind = False
     try:
@@ -119,7 +128,7 @@ def fork_pump(spec: Spec, args: RoleArgs, log: Path) -> ForkedPump:
         _become_pump_fds(args.fds.numbers(), log)
         _linux.set_title(f"immortal: pump {spec.directory}")  # its argv is still ours
         atexit._clear()  # the daemon's exit functions are not the pump's
-        code = pump.main(spec, args, _unwind)
+        code = run(spec, args, _unwind)
         # What a fresh interpreter's exit would do for a monitor that left a buffered file
         # open: the pump's objects are freed (cycles too), which flushes and closes them.
         gc.collect()
@@ -139,7 +148,6 @@ def fork_pump(spec: Spec, args: RoleArgs, log: Path) -> ForkedPump:
             finally:
                 # Never return into the daemon's loop, and run none of its clean-up.
                 os._exit(code)
-    raise AssertionError("unreachable")
 
 
 def _preload_builtin_monitors(spec: Spec) -> None:
