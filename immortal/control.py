@@ -157,6 +157,12 @@ class Server:
             self.paused_until = None
             self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
 
+    def abandon(self) -> None:
+        """Close the sockets and nothing else (the path is another daemon's now)."""
+        for client in list(self.clients.values()):
+            client.sock.close()
+        self.listener.close()
+
     def close(self) -> None:
         for client in list(self.clients.values()):
             self._drop(client)

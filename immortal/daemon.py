@@ -62,7 +62,6 @@ def become(spec: Spec, args: RoleArgs) -> int:
 def _take_over(spec: Spec, args: RoleArgs) -> None:
     """This process, a pump until now, becomes the daemon."""
     gc.collect()  # the monitors' objects: their files flushed and closed before any fork
-    forking.close_inherited(args.fds.numbers())
     log = Path(spec.directory) / "daemon.log"
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.dup2(fd, 2)
@@ -126,6 +125,7 @@ class Daemon:
         self.started = False  # the first pump reported success: the caller has its answer
         self.finished = False  # the pump said the group is over
         self.loop = Loop(selectors.DefaultSelector())
+        self.keeper: dirwatch.Keeper | None = None
         self.selector = self.loop.selector
         if args.pump and fds.pump is not None:  # the successor our predecessor started
             self.pump = forking.ForkedPump(args.pump)
@@ -141,6 +141,34 @@ class Daemon:
         return 0.0 if self.due is not None else self.machine.deadline
 
     def run(self) -> int:
+        try:
+            return self._serve()
+        except forking.Unwind:
+            # Raised in a pump forked from this daemon, which becomes the daemon: here this
+            # object is the dead daemon, and its files (on /dev/null in the pump) go.
+            self._let_go()
+            raise
+
+    def _let_go(self) -> None:
+        """Close this daemon's own files, without any other clean-up (no socket path
+        removed, no status changed): in a pump forked from it, their numbers are on
+        /dev/null and nothing else owns them. Not the group's files: the pump holds those."""
+        control_server = getattr(self, "control", None)
+        if control_server is not None:
+            control_server.abandon()
+        if self.keeper is not None:
+            self.keeper.close()
+        watch = getattr(self, "stall", None)
+        if watch is not None:
+            watch.abandon()
+        if self.pump_sock is not None:
+            self.pump_sock.close()
+        if self.target.stranger >= 0:
+            os.close(self.target.stranger)
+            self.target.stranger = -1
+        self.loop.close()
+
+    def _serve(self) -> int:
         self.handshake.send(role="daemon", pid=os.getpid(),
                             start_time=process_start_time(os.getpid()))
         self.loop.take_signals({signal.SIGTERM: self._on_stop_signal,
@@ -162,7 +190,8 @@ class Daemon:
             self._watch_stranger()  # an orphan adopted by a new start: not our child
         self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                       self._command)
-        dirwatch.keep(self.directory, self.selector, self.lock_fd, self._dir_restored)
+        self.keeper = dirwatch.keep(self.directory, self.selector, self.lock_fd,
+                                    self._dir_restored)
         _linux.set_title(f"immortal: daemon {self.directory}")
         if self.pump is None and self.machine == supervise.State():
             self._feed(supervise.initial()[1])

@@ -72,6 +72,9 @@ class Keeper:
         self.restored = restored
         self.wds: dict[int, str] = {}  # watch descriptor: "self" or "parent"
 
+    def close(self) -> None:
+        os.close(self.fd)
+
     def watch(self) -> bool:
         for wd in self.wds:
             self.libc.inotify_rm_watch(self.fd, wd)  # a moved directory would keep it

@@ -33,7 +33,6 @@ class ForkedPump:
 
 
 _frozen = False  # gc.freeze() done, before the first fork
-_inherited: list[int] = []  # in a forked pump: the daemon's fds it pointed at /dev/null
 _ROLE_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 
 
@@ -49,31 +48,6 @@ class Unwind(BaseException):
         super().__init__(spec, args)
         self.spec = spec
         self.role_args = args
-
-
-def close_inherited(keep: list[int]) -> None:
-    """In a pump that becomes the daemon, keeping the group's files ``keep``: close the
-    files of the dead daemon it was forked from, which it had pointed at /dev/null.
-
-    Their owners are the dead daemon's objects: those freed when their frames unwound
-    (``Unwind``) closed theirs already; the rest (in reference cycles) were frozen before
-    the fork (``gc.freeze``) and stay so, never collected, so nothing closes their numbers
-    again once they are reused. Only numbers still on /dev/null are closed, never one of
-    ``keep``: a number a monitor closed meanwhile may be the group's own file now."""
-    try:
-        null = os.stat(os.devnull)
-    except OSError:
-        return
-    for fd in _inherited:
-        if fd in keep:
-            continue
-        try:
-            found = os.fstat(fd)
-        except OSError:
-            continue  # closed with its object
-        if (found.st_dev, found.st_ino) == (null.st_dev, null.st_ino):
-            os.close(fd)
-    _inherited.clear()
 
 
 def _unwind(spec: Spec, args: RoleArgs) -> int:
@@ -203,6 +177,5 @@ def _become_pump_fds(keep: list[int], log: Path) -> None:
             except OSError:
                 continue  # the listing's own fd, closed already
             os.dup2(null, fd, inheritable=False)
-            _inherited.append(fd)
     os.close(null)
     os.close(err)

@@ -136,6 +136,10 @@ class Watch:
         except OSError:
             pass
 
+    def abandon(self) -> None:
+        """Close the epoll and nothing else (``stalled.json`` is another daemon's now)."""
+        self._epoll.close()
+
     def close(self) -> None:
         self._unstall()
         self._epoll.close()

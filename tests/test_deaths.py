@@ -317,12 +317,19 @@ def test_a_daemon_killed_again_and_again_keeps_as_many_files(started):
     group = started(TALKER, [])
     pids = group.pids
     target = pids["target"]
-    first = len(os.listdir(f"/proc/{pids['daemon']}/fd"))
     gone: set[int] = set()
-    for _ in range(12):
+
+    def kill_the_daemon() -> dict[str, int]:
         gone.add(pids["daemon"])
         os.kill(pids["daemon"], signal.SIGKILL)
-        pids = whole_again(group, target, gone).pids
-    # The new daemon's files settle once its pump is forked (counted after, never before).
+        return whole_again(group, target, gone).pids
+
+    # From here on each daemon was a pump forked by a daemon that was a pump itself.
+    pids = kill_the_daemon()
+    pids = kill_the_daemon()
+    first = len(os.listdir(f"/proc/{pids['daemon']}/fd"))
+    for _ in range(12):
+        pids = kill_the_daemon()
+    # A new daemon's files settle once its pump is forked (counted after, never before).
     wait_for(lambda: len(os.listdir(f"/proc/{pids['daemon']}/fd")),
              lambda count: count <= first, what=f"the daemon's fds to settle at {first}")
