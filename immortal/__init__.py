@@ -11,7 +11,8 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
 7 pump, launcher ·
 8 forking, manager, cli ·
 9 daemon ·
-10 _role, __main__, __init__
+10 succession ·
+11 _role, __main__, __init__
 """
 
 from __future__ import annotations

@@ -62,14 +62,14 @@ def _run(args: RoleArgs) -> int:
     spec = Spec.from_json(data)
     # The caller's import path, so that monitors named 'package.module:Class' import here too.
     sys.path.extend(p for p in spec.sys_path if p not in sys.path)
-    from . import daemon
+    from . import succession
 
     if args.role == "daemon":
-        return daemon.main(spec, args)
+        return succession.main(spec, args)
     from . import pump
 
-    # A pump whose daemon dies may become it in this process (daemon.become).
-    return pump.main(spec, args, daemon.become)
+    # A pump whose daemon dies may become it in this process (succession.become).
+    return pump.main(spec, args, succession.become)
 
 
 if __name__ == "__main__":

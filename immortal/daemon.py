@@ -11,7 +11,6 @@ Signals: SIGTERM/SIGINT stop the group (passed to the pump), SIGHUP restarts the
 
 from __future__ import annotations
 
-import gc
 import os
 import selectors
 import signal
@@ -23,7 +22,7 @@ from typing import Any
 
 from . import (_linux, adoption, control, dirwatch, forking, orphans, process, rolelog, stall,
                supervise)
-from .detach import Handshake, detach
+from .detach import Handshake
 from .events import DAEMON_RESTART, PUMP_RESTART, ExitStatus
 from .loop import Loop
 from .relay import Ledger, make_channel, make_journal, make_pipe, open_journal
@@ -45,41 +44,6 @@ PUMP_WITH_TARGET = supervise.replace(PUMP_ALONE, backoff_max=0.5, killed_at_once
                                      stop_spawns=1)
 # A pump that finished, or one of a group that never started: its end is the group's.
 PUMP_LAST = supervise.replace(PUMP_ALONE, restart=False)
-
-
-def become(spec: Spec, args: RoleArgs) -> int:
-    """Run the daemon in this process, a pump whose daemon died: no exec.
-
-    Only a single-threaded pump does this (a monitor's thread would run on in the daemon,
-    and the daemon forks); the target is its child. The daemon is up, and forks a new pump,
-    as soon as the pump's objects are freed. The monitor's modules stay imported, never
-    called. A pump forked by the daemon comes here through ``daemon.main`` (``Unwind``).
-    """
-    _take_over(spec, args)
-    return _run(spec, args)
-
-
-def _take_over(spec: Spec, args: RoleArgs) -> None:
-    """This process, a pump until now, becomes the daemon."""
-    gc.collect()  # the monitors' objects: their files flushed and closed before any fork
-    log = Path(spec.directory) / "daemon.log"
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    os.dup2(fd, 2)
-    os.close(fd)
-    rolelog.install(str(log))  # its rotation renames the daemon's log now, not the pump's
-    _linux.set_subreaper()
-
-
-def _run(spec: Spec, args: RoleArgs) -> int:
-    """Run the daemon; each time a pump forked from it becomes the daemon (``Unwind``, in
-    the pump's process), run that one here, at the top of its stack: a loop, never a
-    nesting, however often the daemon dies."""
-    while True:
-        try:
-            return Daemon(spec, args).run()
-        except forking.Unwind as change:
-            spec, args = change.spec, change.role_args
-        _take_over(spec, args)
 
 
 class Daemon:
@@ -459,17 +423,3 @@ class Daemon:
         process.kill_children()
         orphans.end_group(self.directory)  # and those that went up with a dead daemon
         return 0
-
-
-def main(spec: Spec, args: RoleArgs) -> int:
-    process.role_signals()
-    log = str(Path(spec.directory) / "daemon.log")
-    if args.detach:
-        detach(args.fds.numbers(), log)
-    else:  # exec'd in place of a pump: stderr still points at the pump's log
-        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.dup2(fd, 2)
-        os.close(fd)
-    rolelog.install(log)
-    _linux.set_subreaper()
-    return _run(spec, args)

@@ -39,7 +39,7 @@ _ROLE_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 class Unwind(BaseException):
     """Raised in a forked pump whose daemon died, to become the daemon: it goes up through
     the frames of the daemon it was forked from (never running their clean-up), to
-    ``daemon.main``, which runs the new daemon at the top of the stack. Run where the pump
+    ``succession``, which runs the new daemon at the top of the stack. Run where the pump
     was called instead, each daemon death would nest a daemon in the last one's frames,
     keeping its objects and their files (pointed at /dev/null) for good: a group whose
     daemon kept dying would run out of fds."""
@@ -109,7 +109,7 @@ def _be_the_pump(run: Callable[[Spec, RoleArgs, Callable[[Spec, RoleArgs], int]]
         atexit._run_exitfuncs()
     except Unwind:
         unwind = True
-        raise  # up to daemon.main: this process is the daemon now
+        raise  # up to succession: this process is the daemon now
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:

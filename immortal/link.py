@@ -61,7 +61,7 @@ def take_over(directory: str, adopt: Adopt | None, fds: Fds,
     """Make this pump, whose daemon died, the daemon; never returns.
 
     Same pid, so the target stays its child. Single-threaded, the process becomes the
-    daemon in place (raising ``HandOver`` to ``pump.main``, which runs ``daemon.become``)
+    daemon in place (raising ``HandOver`` to ``pump.main``, which runs ``succession.become``)
     at once: what is in the pipes, and what it read but did not deliver (the journal), is
     delivered by the pump the new daemon forks. With a monitor's threads it ``exec``s
     instead (``roles.hand_over``), once ``settle`` has let the threads take what they were

@@ -343,7 +343,7 @@ class Pump(PumpStart):
 
 
 def main(spec: Spec, args: RoleArgs, become: Callable[[Spec, RoleArgs], int]) -> int:
-    """Run the pump; ``become`` runs the daemon in this process (``daemon.become``) if the
+    """Run the pump; ``become`` runs the daemon in this process (``succession.become``) if the
     daemon dies and this pump can take its place without an exec."""
     process.role_signals()
     if args.detach:
