@@ -109,19 +109,20 @@ def threads() -> int:
         return threading.active_count()
 
 
-def children() -> list[int]:
-    """Our children as the kernel lists them: orphans adopted as subreaper, and zombies.
+def children(pid: int | str = "self") -> list[int]:
+    """The children of ``pid`` (default: this process) as the kernel lists them: orphans
+    adopted as subreaper, and zombies.
 
     Without /proc: an empty list.
     """
     pids: list[int] = []
     try:
-        tasks = os.listdir("/proc/self/task")
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return pids
     for task in tasks:
         try:
-            with open(f"/proc/self/task/{task}/children") as handle:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
                 pids.extend(int(p) for p in handle.read().split())
         except OSError:
             continue

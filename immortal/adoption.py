@@ -61,29 +61,26 @@ def decide(spec: Spec) -> Adopt | None:
         return None
     if not _linux.is_alive(pid, ticks) or (pid, ticks) not in orphans.find(directory):
         return None  # gone, or no proof it is the group's (no token: not Linux)
-    why = _differs(spec, old)
-    if why is not None:
-        role = "daemon" if spec.strategy == Strategy.DAEMON else "pump"
-        _note(directory / f"{role}.log", f"immortal: start: the target {pid} left running "
-              f"by a dead group is ended, not adopted: {why}\n")
+    log = directory / ("daemon.log" if spec.strategy == Strategy.DAEMON else "pump.log")
+    before, why = _runs_the_same(spec, old)
+    if before is None:
+        _note(log, f"immortal: start: the target {pid} left running by a dead group is "
+              f"ended, not adopted: {why}\n")
         return None
-    if old is not None and Spec.from_json(old).target_env() != spec.target_env():
-        role = "daemon" if spec.strategy == Strategy.DAEMON else "pump"
-        _note(directory / f"{role}.log", f"immortal: start: the target {pid} is adopted with "
-              "the environment it was started with; this run's applies from its next "
-              "restart\n")
+    if before.target_env() != spec.target_env():
+        _note(log, f"immortal: start: the target {pid} is adopted with the environment it "
+              "was started with; this run's applies from its next restart\n")
     return Adopt(pid, _wall(ticks), ticks=ticks)
 
 
-def _differs(spec: Spec, old: dict[str, Any] | None) -> str | None:
-    """What makes ``spec`` run another command than the ``old`` spec.json; None if it
-    runs the same."""
+def _runs_the_same(spec: Spec, old: dict[str, Any] | None) -> tuple[Spec | None, str]:
+    """The ``old`` spec.json if ``spec`` runs the same command; else None, and why not."""
     if old is None:
-        return "its spec.json is gone"
+        return None, "its spec.json is gone"
     try:
         before = Spec.from_json(old)
     except (TypeError, ValueError, KeyError) as exc:
-        return f"its spec.json cannot be read ({exc})"
+        return None, f"its spec.json cannot be read ({exc})"
     # Not the environment: a run from another shell (another OLDPWD, SSH_TTY...) is the
     # same program, and ending it for that would be the one thing adoption avoids. The new
     # environment applies from its next restart (the role log says so).
@@ -91,8 +88,8 @@ def _differs(spec: Spec, old: dict[str, Any] | None) -> str | None:
                             ("cwd", before.cwd, spec.cwd),
                             ("umask", before.umask, spec.umask)):
         if then != now:
-            return f"its {what} changed"
-    return None
+            return None, f"its {what} changed"
+    return before, ""
 
 
 def _wall(ticks: int) -> float:

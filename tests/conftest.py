@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import immortal
-from immortal._linux import set_subreaper
+from immortal._linux import children, set_subreaper
 
 HERE = Path(__file__).resolve().parent
 PROGRAMS = HERE / "programs"
@@ -35,18 +35,7 @@ SUBREAPER = set_subreaper()
 
 def children_of(pid: int) -> list[int]:
     """The children of ``pid`` as the kernel lists them (zombies included)."""
-    kids: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return kids
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as handle:
-                kids.extend(int(k) for k in handle.read().split())
-        except OSError:
-            continue
-    return kids
+    return children(pid)
 
 
 def descendants(root: int | None = None) -> list[int]:
