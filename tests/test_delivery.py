@@ -46,9 +46,12 @@ def repeated(lines: list[bytes]) -> int:
     return sum(n - 1 for n in Counter(lines).values())
 
 
-@pytest.mark.parametrize("fast", ["plugins.delivery:Lines", "file"])
+@pytest.mark.parametrize("fast", ["plugins.delivery:Lines", "file", "plugins.delivery:Plain"])
 def test_a_pump_kill_during_a_backlog_repeats_no_line_to_any_monitor(started, tmp_path,
                                                                      fast):
+    """Each monitor resumes at its own mark; a monitor that can check its output
+    (``delivered``) is repeated nothing, one that cannot at most the line of the call the
+    kill fell after (``Plain``: at least once)."""
     count = 20000  # several reads of the pipe: a backlog in the journal and the pipe
     paths = {"fast": tmp_path / "fast.txt", "slow": tmp_path / "slow.txt"}
     option = "path" if fast.startswith("plugins") else "output"
@@ -63,9 +66,11 @@ def test_a_pump_kill_during_a_backlog_repeats_no_line_to_any_monitor(started, tm
         wait_for(lambda: len(set(seen(path))), lambda n: n == count, LONG,
                  what=f"every line at the {name} monitor")
     group.stop()
+    allowed = {"fast": 1 if fast.endswith(":Plain") else 0, "slow": 0}
     for name, path in paths.items():
         lines = seen(path)
-        assert repeated(lines) == 0, f"{name}: {repeated(lines)} lines handed over again"
+        assert repeated(lines) <= allowed[name], \
+            f"{name}: {repeated(lines)} lines handed over again"
         assert lines == sorted(lines), name
 
 

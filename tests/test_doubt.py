@@ -51,7 +51,7 @@ def _options(monitor: str, tmp_path: Path) -> tuple[Path, dict[str, Any]]:
             "root": {"level": "DEBUG", "handlers": ["file"]}}))
         return out, {"config": str(config)}
     out = tmp_path / f"{monitor}.out"
-    return out, {"output": str(out)}
+    return out, {"path" if monitor.startswith("plugins.") else "output": str(out)}
 
 
 def lines_in(monitor: str, out: Path) -> list[str]:
@@ -64,6 +64,8 @@ def lines_in(monitor: str, out: Path) -> list[str]:
         return [r["line"] for r in map(json.loads, records) if "stream" in r]
     if monitor == "logging":
         return [r.partition("|")[2] for r in records if r.startswith("stdout|")]
+    if monitor.startswith("plugins."):
+        return records  # the lines as they came
     return [r.partition(" | ")[2] for r in records if " stdout | " in r]
 
 
@@ -98,7 +100,7 @@ def finish(group: immortal.Group, monitors: dict[str, Path], stop: Path) -> None
     group.stop()
 
 
-@pytest.mark.parametrize("monitor", ["file", "logging", "jsonl"])
+@pytest.mark.parametrize("monitor", ["file", "logging", "jsonl", "plugins.delivery:Lines"])
 def test_a_pump_killed_just_after_a_monitor_returned_repeats_it_nothing(
         started, tmp_path, monkeypatch, monitor):
     """The test hook kills the pump in the one instant that was left: a monitor's call

@@ -1,6 +1,8 @@
 """Monitors for the delivery tests: each writes every line it gets to ``options["path"]``,
 one line per line, as the README's ``stdout(self, line)`` style does; named as
-``plugins.delivery:Class``."""
+``plugins.delivery:Class``. ``Lines`` can check its own file (``position``/``delivered``),
+so it is repeated nothing across pump kills; ``Plain`` cannot, so a pump killed between
+its write and the ledger's mark hands it that one line again (at least once)."""
 
 import os
 import time
@@ -24,6 +26,29 @@ class Lines(immortal.Monitor):
 
     def dropped(self, count):
         os.write(self._fd, b"dropped %d\n" % count)
+
+    def position(self):
+        return os.fstat(self._fd).st_size  # appends only: where the next line goes
+
+    def delivered(self, stream, lines, offset, position):
+        """How many of ``lines`` the file holds past ``position`` (the call in doubt wrote
+        there, and nothing since: this runs before setup)."""
+        with open(self.options["path"], "rb") as file:
+            file.seek(position or 0)
+            written = file.read().split(b"\n")[:-1]
+        count = 0
+        for line, there in zip(lines, written):
+            if line != there:
+                break
+            count += 1
+        return count
+
+
+class Plain(Lines):
+    """``Lines`` without a way to check its file: delivered at least once."""
+
+    position = immortal.Monitor.position
+    delivered = immortal.Monitor.delivered
 
 
 class Hang(immortal.Monitor):
