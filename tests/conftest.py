@@ -32,6 +32,14 @@ LONG = 30.0
 
 SUBREAPER = set_subreaper()
 
+# Tests press Ctrl-C on the commands they start (SIGINT), which inherit our dispositions: a
+# suite started in the background of a non-interactive shell ignores SIGINT and SIGQUIT (as
+# POSIX shells start asynchronous commands), and its commands would then ignore them too.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
 
 def children_of(pid: int) -> list[int]:
     """The children of ``pid`` as the kernel lists them (zombies included)."""
