@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
 import stat
 from collections.abc import Mapping, Sequence
 
@@ -91,7 +90,7 @@ def check_file(file: object, cwd: str, has_exec: bool,
     path = os.path.normpath(os.path.join(cwd, file))
     if os.sep not in file and not os.path.exists(path):
         search = (os.environ if env is None else env).get("PATH", os.defpath)
-        found = shutil.which(file, path=search)
+        found = _which(file, search)
         if found is None:
             raise TargetNotFound(f"'file' {file!r} is neither in {cwd!r} nor on PATH "
                                  f"({search}); check the name, or give a path")
@@ -145,7 +144,7 @@ def check_exec(executable: object, cwd: str, env: Mapping[str, str]) -> str | No
     if os.sep in executable:
         path = os.path.normpath(os.path.join(cwd, executable))
     else:
-        found = shutil.which(executable, path=env.get("PATH", os.defpath))
+        found = _which(executable, env.get("PATH", os.defpath))
         if found is None:
             raise TargetNotFound(f"'exec' {executable!r} was not found on PATH")
         path = os.path.abspath(found)
@@ -187,3 +186,12 @@ def check_umask(value: object) -> int | None:
 
 def check_timeout(name: str, value: object) -> float:
     return float(check_number(name, value, high=86400.0))
+
+
+def _which(name: str, search: str) -> str | None:
+    """``shutil.which``, imported here: the checks run in the caller, and the roles, which
+    import this module through ``spec``, would carry ``shutil`` and its compressors'
+    extensions for nothing (bench/notes.md)."""
+    import shutil  # noqa: PLC0415
+
+    return shutil.which(name, path=search)

@@ -30,7 +30,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -220,6 +219,8 @@ class Sink:
             return  # rate-limited: one traceback per monitor and hook per second
         self._reported[hook] = now
         sys.stderr.write(f"immortal: monitor {self.name!r} raised in {hook!r}:\n")
+        import traceback  # noqa: PLC0415 - a failure's path: the pump's pages, not every pump's
+
         traceback.print_exc(file=sys.stderr)
         sys.stderr.flush()
 

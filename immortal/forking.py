@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-import traceback
 from pathlib import Path
 
 from . import _linux
@@ -113,6 +112,8 @@ def _be_the_pump(run: Callable[[Spec, RoleArgs, Callable[[Spec, RoleArgs], int]]
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
+        import traceback  # noqa: PLC0415 - a failure's path: not loaded in every daemon
+
         traceback.print_exc()
     finally:
         if not unwind:

@@ -25,6 +25,13 @@ Clock = Callable[[], float]
 Provider = Callable[[], "float | None"]
 
 
+def draw() -> float:
+    """A number in [0, 1), as ``random.random()`` gives, for the machine's jitter: drawn
+    from ``os.urandom`` because the ``random`` module would cost every pump its pages and
+    two extension modules for one number per restart (bench/notes.md)."""
+    return int.from_bytes(os.urandom(7), "big") / (1 << 56)
+
+
 class Loop:
     """``selector`` is the role's: other parts (the control server) register on it too,
     with a callable as the key's data, which the loop calls with the file object."""

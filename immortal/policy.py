@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING  # loaded anyway: spec.py, which imports this, imports typing
 
 from .checks import check_number
 from .errors import InvalidType, unknown_name
+from .records import Record, asdict
 
 if TYPE_CHECKING:
     from typing import Any
 
 
-@dataclass(frozen=True)
-class RestartPolicy:
+class RestartPolicy(Record):
     """When and how fast the pump restarts a target that died.
 
     - A target that ran at least ``min_uptime`` seconds is restarted at once, and the crash
@@ -66,7 +65,7 @@ class RestartPolicy:
         if not isinstance(value, Mapping):
             raise InvalidType(f"'policy' must be a RestartPolicy or a mapping "
                               f"(got {type(value).__name__}: {value!r})")
-        known = {f.name for f in fields(cls)}
+        known = set(cls._fields)
         for key in value:
             if key not in known:
                 raise unknown_name("restart policy field", str(key), known)

@@ -10,7 +10,6 @@ Signals: SIGTERM/SIGINT stop the group (TERM, grace, KILL), SIGHUP restarts the 
 from __future__ import annotations
 
 import os
-import random
 import signal
 import socket
 import sys
@@ -24,6 +23,7 @@ from .detach import detach
 from .errors import ImmortalError, NotRunning
 from .events import PUMP_START, ExitStatus
 from .link import take_over
+from .loop import draw
 from .pumpstart import PumpStart
 from .roles import Adopt, Command, Exited, Finish, HandOver, Hello, Reaped, Rewrite, RoleArgs
 from .spec import Spec
@@ -158,7 +158,7 @@ class Pump(PumpStart):
         # Decide first, so that the exit event carries the decision (a restart record).
         self.machine, actions = supervise.step(self.spec.policy, self.machine,
                                                supervise.Exited(status), time.monotonic(),
-                                               random.random())
+                                               draw())
         record = supervise.record(self.machine, status)
         self.machine = supervise.replace(self.machine, last_exit=record)
         spawned: process.Child | OSError | None = None
@@ -251,7 +251,7 @@ class Pump(PumpStart):
     # ----------------------------------------------------------------- actions
     def _feed(self, event: supervise.Event) -> None:
         self.machine, actions = supervise.step(self.spec.policy, self.machine, event,
-                                               time.monotonic(), random.random())
+                                               time.monotonic(), draw())
         self._act(actions)
         self._write_status()
 
@@ -278,7 +278,7 @@ class Pump(PumpStart):
                 self._watch_target()
                 self.machine, more = supervise.step(
                     self.spec.policy, self.machine, supervise.Spawned(self.target.pid),
-                    time.monotonic(), random.random())
+                    time.monotonic(), draw())
                 self._act(more)
             elif isinstance(action, supervise.Hook):
                 if self.target is None:

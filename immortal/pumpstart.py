@@ -10,7 +10,6 @@ the error and ends the pump, taking a target it spawned with it.
 from __future__ import annotations
 
 import os
-import random
 import selectors
 import signal
 import time
@@ -22,7 +21,7 @@ from ._linux import process_start_time
 from .detach import Handshake
 from .events import PUMP_START, ExitStatus
 from .link import DaemonLink
-from .loop import Loop
+from .loop import Loop, draw
 from .roles import HandOver, RoleArgs, Started
 from .spawner import Spawner
 from .spec import Spec, Strategy
@@ -137,11 +136,11 @@ class PumpStart:
                 raise
             self.machine, actions = supervise.step(
                 self.spec.policy, self.machine, supervise.SpawnFailed(str(exc)),
-                time.monotonic(), random.random())
+                time.monotonic(), draw())
             return actions
         self.machine, actions = supervise.step(self.spec.policy, self.machine,
                                                supervise.Spawned(self.target.pid),
-                                               time.monotonic(), random.random())
+                                               time.monotonic(), draw())
         return actions  # the monitors' hook of the new target, carried out by _set_up
 
     def _kill_own_target(self) -> None:

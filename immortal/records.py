@@ -92,8 +92,9 @@ class _RecordType(type):
                 raise TypeError(f"non-default argument {after!r} follows default argument")
         # _key(record) is what equality and hash compare: all its field values.
         key = staticmethod(attrgetter(*fields) if fields else _no_fields)
+        check = namespace.get("__post_init__", getattr(base, "__post_init__", None))
         namespace.update(__slots__=own, _fields=fields, _defaults=defaults,
-                         _factories=factories, _key=key, __match_args__=fields)
+                         _factories=factories, _key=key, __match_args__=fields, _check=check)
         return super().__new__(mcs, name, bases, namespace)
 
 
@@ -105,6 +106,9 @@ class _Base(metaclass=_RecordType):
     _defaults: ClassVar[dict[str, Any]] = {}  # field name: default value
     _factories: ClassVar[dict[str, Callable[[], Any]]] = {}  # field name: makes the default
     _key = staticmethod(_no_fields)
+    #: the class's ``__post_init__``, called at the end of ``__init__`` as a dataclass's is
+    #: and by :func:`replace` (an immutable record's sets fields with ``object.__setattr__``)
+    _check: ClassVar[Callable[[Any], None] | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         cls = self.__class__
@@ -116,6 +120,8 @@ class _Base(metaclass=_RecordType):
         for name, value in zip(fields, args):
             setattr_(self, name, value)
         if len(args) == len(fields) and not kwargs:
+            if cls._check is not None:
+                cls._check(self)
             return
         defaults = cls._defaults
         missing = []
@@ -136,6 +142,8 @@ class _Base(metaclass=_RecordType):
             plural = "s" if len(missing) > 1 else ""
             raise TypeError(f"{cls.__qualname__}.__init__() missing {len(missing)} required "
                             f"positional argument{plural}: {names}")
+        if cls._check is not None:
+            cls._check(self)
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is self.__class__:
@@ -196,6 +204,8 @@ def replace(obj: _T, /, **changes: Any) -> _T:
     if changes:
         raise TypeError(f"{cls.__qualname__}.__init__() got an unexpected keyword argument "
                         f"{next(iter(changes))!r}")
+    if cls._check is not None:
+        cls._check(new)
     return new
 
 

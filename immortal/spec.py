@@ -12,7 +12,6 @@ import enum
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .checks import (  # noqa: F401  (the value checks, kept importable here)
@@ -31,6 +30,7 @@ from .checks import (  # noqa: F401  (the value checks, kept importable here)
 from .errors import InvalidSpec, InvalidType, UnknownKeyword, unknown_name
 from .names import MAX_NAME, check_name  # noqa: F401  (spec's checks, kept importable here)
 from .policy import RestartPolicy
+from .records import Record, asdict, field
 
 
 class Strategy(str, enum.Enum):
@@ -55,8 +55,7 @@ class Strategy(str, enum.Enum):
             raise unknown_name("strategy", value, [s.value for s in cls]) from None
 
 
-@dataclass(frozen=True)
-class Spec:
+class Spec(Record):
     """Everything the roles need to run one group; written to ``spec.json``."""
 
     name: str
@@ -132,8 +131,7 @@ START_KEYWORDS = ("strategy", "monitor", "options", "monitors", "name", "exec", 
                   "channel")
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(Record):
     """The arguments of one ``start()``, each checked (``build``): all a ``Spec`` holds but
     what comes from the monitors and the instance directory (see :meth:`spec`)."""
 
