@@ -2,9 +2,12 @@
 
 In order: the signals taken, the caller told the pump's pid, the monitors loaded, the first
 target adopted or spawned, the monitors' ``setup`` (and ``adopt``), what a dead predecessor
-left delivered, the caller answered; then the loop (``pump.Pump``, which carries out the
-machine's actions and reacts to what happens). A step that fails answers the caller with
-the error and ends the pump, taking a target it spawned with it.
+left delivered, the status written; then the loop (``pump.Pump``, which carries out the
+machine's actions and reacts to what happens). The caller is answered once the target is
+ready (``readiness``: at once for ``ready="spawn"``, else from the loop). A step that fails
+answers the caller with the error and ends the pump, taking a target it spawned with it; a
+target that dies before it is ready, or is not ready in time, stops the group, whose end
+answers the caller (``_fail_start``).
 """
 
 from __future__ import annotations

@@ -418,3 +418,35 @@ def test_run_takes_ready_and_ready_timeout(stopped_after: list[str]) -> None:
                   "--ready-timeout", "2")
     assert bad.returncode == 2
     assert "--ready 'uptime:9' can never be reached" in bad.stderr
+
+
+@pytest.mark.parametrize("role", ["pump", "daemon"])
+def test_a_supervisor_killed_during_the_wait_fails_the_start(home: Path, role: str) -> None:
+    """A pump killed before its target is ready ends the group (the daemon does not restart
+    a pump that never answered); a daemon killed then makes its pump give the start up."""
+    before = set(descendants())
+    status_file = home / "waits" / "status.json"
+
+    def kill() -> None:
+        deadline = time.monotonic() + SHORT
+        while time.monotonic() < deadline:
+            try:
+                pids = json.loads(status_file.read_text())["pids"]
+            except (OSError, ValueError, KeyError):
+                time.sleep(0.01)
+                continue
+            os.kill(pids[role], 9)
+            return
+
+    thread = threading.Thread(target=kill)
+    thread.start()
+    began = time.monotonic()
+    try:
+        with pytest.raises(immortal.StartError):
+            immortal.start(NOTIFIER, ["--no-ready"], name="waits", ready="notify",
+                           ready_timeout=LONG, stop_timeout=5.0)
+    finally:
+        thread.join(SHORT)
+    assert time.monotonic() - began < LONG
+    assert_nothing_left("waits", before)
+    assert not (home / "waits" / "notify.sock").exists()
