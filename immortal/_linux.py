@@ -66,6 +66,23 @@ def parent_pid(pid: int) -> int | None:
     return None if fields is None else int(fields[1])
 
 
+def descends_from(pid: int, ancestor: int) -> bool:
+    """Whether ``pid`` is ``ancestor`` or one of its living descendants (parents read
+    from /proc, up the tree).
+
+    Without /proc: only ``pid == ancestor``.
+    """
+    seen = 0
+    while pid > 1 and seen < 64:  # 64 generations: a loop in a racing /proc ends here
+        if pid == ancestor:
+            return True
+        parent = parent_pid(pid)
+        if parent is None:
+            return False
+        pid, seen = parent, seen + 1
+    return pid == ancestor
+
+
 def is_alive(pid: int | None, start_time: int | None) -> bool:
     """True if ``pid`` is still the very process that had ``start_time`` (any process of
     that pid when ``start_time`` is None); a zombie is not alive.
@@ -261,6 +278,46 @@ def peer_uid(sock: socket.socket) -> int | None:
     creds = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
     uid: int = struct.unpack("3i", creds)[1]
     return uid
+
+
+def pass_credentials(sock: socket.socket) -> bool:
+    """Have the kernel attach the sender's credentials to every datagram ``sock``
+    receives (``SO_PASSCRED``), for :func:`receive_from`; whether it will.
+
+    Without ``SO_PASSCRED``: False; senders are then not known (the caller relies on the
+    socket's private directory).
+    """
+    import socket  # loaded already: the caller has a socket
+
+    option = getattr(socket, "SO_PASSCRED", None)
+    if option is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, option, 1)
+    except OSError:
+        return False
+    return True
+
+
+def receive_from(sock: socket.socket, size: int) -> tuple[bytes, int | None]:
+    """One datagram of ``sock`` (at most ``size`` bytes) and the pid of its sender, as the
+    kernel tells it (``SCM_CREDENTIALS``, once :func:`pass_credentials` was set); BlockingIOError
+    when none waits.
+
+    Without credentials: the pid is None.
+    """
+    import socket  # loaded already: the caller has a socket
+
+    kind = getattr(socket, "SCM_CREDENTIALS", None)
+    if kind is None:
+        return sock.recv(size), None
+    creds = struct.calcsize("3i")
+    data, ancillary, _, _ = sock.recvmsg(size, socket.CMSG_SPACE(creds))
+    pid = None
+    for level, what, value in ancillary:
+        if level == socket.SOL_SOCKET and what == kind and len(value) >= creds:
+            pid = struct.unpack("3i", value[:creds])[0]
+    return data, pid
 
 
 def set_pipe_size(fd: int, size: int) -> None:

@@ -20,11 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import (_linux, adoption, control, dirwatch, forking, orphans, process, rolelog, stall,
-               supervise)
+from . import (_linux, adoption, control, dirwatch, forking, notify, orphans, process, rolelog,
+               stall, supervise)
 from .detach import Handshake
 from .events import DAEMON_RESTART, PUMP_RESTART, ExitStatus
 from .loop import Loop
+from .readiness import NOTIFY
 from .relay import Ledger, make_channel, make_journal, make_pipe, open_journal
 from .spec import Spec
 from .errors import NotRunning
@@ -72,6 +73,13 @@ class Daemon:
                 os.set_inheritable(fd, False)
         elif spec.channel:
             self.channel = list(make_channel())
+        # The sd_notify socket (ready="notify"): held here, a datagram sent while no pump
+        # runs waits in it for the next.
+        self.notify = fds.notify
+        if self.notify is not None:
+            os.set_inheritable(self.notify, False)
+        elif spec.ready == NOTIFY:
+            self.notify = notify.make(spec.directory)
         self.why: str = args.why
         adopt = args.adopt
         self.target = KeptTarget(adopt)
@@ -224,7 +232,7 @@ class Daemon:
             return
         fds = Fds(lock=self.lock_fd, out=self.out, err=self.err, journal=self.journal,
                   channel=tuple(self.channel) if self.channel else None,
-                  lifeline=theirs.fileno(), handshake=self.handshake.fd)
+                  lifeline=theirs.fileno(), handshake=self.handshake.fd, notify=self.notify)
         args = RoleArgs("pump", str(self.directory), why, fds=fds, adopt=adopt,
                         message_file=message_file, daemon_pid=os.getpid())
         try:
@@ -420,6 +428,8 @@ class Daemon:
         """The group ends: kill and reap whatever is left of it (escaped grandchildren)."""
         self.control.close()
         self.stall.close()
+        if self.notify is not None:
+            notify.remove(self.directory)
         process.kill_children()
         orphans.end_group(self.directory)  # and those that went up with a dead daemon
         return 0

@@ -13,7 +13,7 @@ another start may have opened them):
    ``spec.json``;
 6. start the first role as a fresh interpreter (or hand a standby its arguments), with the
    lock and the write end of a handshake pipe, and wait on the handshake until the target
-   has been spawned, or raise the role's error.
+   is ready (``readiness.py``), or raise the role's error.
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ from typing import Any
 from . import adoption, monitoring, standby
 from .detach import read_handshake
 from .errors import ImmortalError, MonitorError, MonitorOptionsError, StartError, unusable_home
+from .events import ExitStatus
 from .group import Group
 from ._linux import is_alive
+from .readiness import SPAWN
 from .records import replace
 from .roles import Adopt, Fds, RoleArgs, role_command
 from .spec import Request, RestartPolicy, Spec, Strategy, build
@@ -59,13 +61,19 @@ def start(
     capture: bool = False,
     backpressure: str = "block",
     channel: bool = False,
+    ready: str | None = None,
+    ready_timeout: float = 30.0,
     **unknown: Any,
 ) -> Group:
     """Launch ``file`` with ``args`` and keep it alive; return a handle on the group.
 
-    Returns once the target has been spawned. Raises a subclass of ``ImmortalError`` in the
-    caller for every problem, including an exec failure after detaching; nothing is left
-    behind then. ``strategy`` is ``"daemon"`` (default), ``"unattached"`` or
+    Returns once the target is *ready*: ``ready`` says when that is (``"spawn"``,
+    ``"uptime:S"``, ``"line:REGEX"``, ``"port:N"``, ``"notify"``; default ``$IMMORTAL_READY``,
+    else ``"uptime:1"``: alive one second), within ``ready_timeout`` seconds of its spawn.
+    Raises a subclass of ``ImmortalError`` in the caller for every problem, including an
+    exec failure after detaching, and ``StartError`` for a target that dies before it is
+    ready or is not ready in time (with its ``status`` and last ``stderr`` lines); nothing
+    is left behind then. ``strategy`` is ``"daemon"`` (default), ``"unattached"`` or
     ``"development"``. One monitor is ``monitor=`` (default ``"file"``) with its
     ``options=``; several are ``monitors={"file": {...}, "jsonl": {...}}``, each with its own
     options and its own ``check()``. ``backpressure="block"`` (default) makes the target
@@ -88,7 +96,8 @@ def start(
     request = build(file, args, strategy=strategy, monitor=monitor, options=options,
                     monitors=monitors, name=name, exec=exec, env=env, cwd=cwd, umask=umask,
                     policy=policy, stop_timeout=stop_timeout, start_timeout=start_timeout,
-                    capture=capture, backpressure=backpressure, channel=channel, **unknown)
+                    capture=capture, backpressure=backpressure, channel=channel, ready=ready,
+                    ready_timeout=ready_timeout, **unknown)
     chosen = _check_monitors(request.monitors)
     spec = _place(request, chosen)
     lock, created = _take_directory(Path(spec.directory))
@@ -223,20 +232,47 @@ def _launch(spec: Spec, lock: Lock, capture: bool = False,
 def _handshake(spec: Spec, fd: int, pids: dict[str, tuple[int, int | None]],
                popen: subprocess.Popen[bytes]) -> int | None:
     """Wait for the first role's answer: the pid of the target it adopted, if it did."""
-    deadline = time.monotonic() + spec.start_timeout
+    patience = _patience(spec)
+    deadline = time.monotonic() + patience
     try:
         for message in read_handshake(fd, deadline):
             if "role" in message:
                 pids[message["role"]] = (message["pid"], message.get("start_time"))
             elif "error" in message:
-                error = _ERRORS.get(message["error"], StartError)
-                raise error(message.get("message", "the group failed to start"))
+                raise _error(spec, message)
             elif message.get("ok"):
                 return message["target"] if message.get("adopted") else None
     except TimeoutError:
-        raise StartError(f"group {spec.name!r} did not start within {spec.start_timeout:g} s "
-                         f"(start_timeout); see the logs in {spec.directory}") from None
+        raise StartError(f"group {spec.name!r} did not start within {patience:g} s "
+                         f"(start_timeout{_READY_WAIT if spec.ready != SPAWN else ''}); "
+                         f"see the logs in {spec.directory}") from None
     raise StartError(f"group {spec.name!r} failed to start: {_logs_tail(spec)}")
+
+
+_READY_WAIT = " + ready_timeout + stop_timeout"
+
+
+def _patience(spec: Spec) -> float:
+    """How long the handshake may take: the roles' start, then (unless ready at its spawn)
+    the target's readiness and, if it fails, the stop of the target."""
+    if spec.ready == SPAWN:
+        return spec.start_timeout
+    return spec.start_timeout + spec.ready_timeout + spec.stop_timeout
+
+
+def _error(spec: Spec, message: dict[str, Any]) -> ImmortalError:
+    """The error a role reported; a target that was not ready comes with its exit status
+    and its last lines on stderr, shown under the message."""
+    error = _ERRORS.get(message.get("error", ""), StartError)
+    text = str(message.get("message") or "the group failed to start")
+    if error is not StartError or "status" not in message:
+        return error(text)
+    status = ExitStatus.from_json(message["status"]) if message.get("status") else None
+    lines = [str(line) for line in message.get("stderr") or []]
+    text = f"group {spec.name!r} failed to start: {text}"
+    if lines:
+        text += "; its last lines on stderr:\n" + "\n".join(f"  {line}" for line in lines)
+    return StartError(text, status, lines)
 
 
 def _logs_tail(spec: Spec) -> str:
@@ -282,7 +318,7 @@ def _clean(directory: Path, created: bool) -> None:
     that opened it would lock a file nobody else can find). The role logs go only if the
     directory is this call's own.
     """
-    names = ["spec.json", "status.json"]
+    names = ["spec.json", "status.json", "notify.sock"]
     if created:
         names += ["daemon.log", "pump.log", "pump.log.1"]
     for name in names:

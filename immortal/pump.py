@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import _linux, control, orphans, process, rolelog, supervise
+from . import _linux, control, notify, orphans, process, rolelog, supervise
 from .detach import detach
 from .errors import ImmortalError, NotRunning
 from .events import PUMP_START, ExitStatus
@@ -54,6 +54,8 @@ class Pump(PumpStart):
         loop.watch(self.streams.err_r, self._on_stderr)
         if self.streams.channel_sock is not None:
             loop.watch(self.streams.channel_sock, self._on_channel)
+        if self.streams.notify_sock is not None:
+            loop.watch(self.streams.notify_sock, self._on_notify)
         if self.link.sock is not None:
             loop.watch(self.link.sock, self._on_daemon)
         if self.parent_fd is not None:
@@ -63,12 +65,15 @@ class Pump(PumpStart):
                 lambda: self.control.drop_idle() if self.control else None)
         loop.at(lambda: self.host.next_report() if self.host else None, self._report_dropped)
         loop.at(lambda: self.deadline, lambda: self._feed(supervise.Tick()))
+        loop.at(self.ready.deadline, self.ready.due)
 
     # ----------------------------------------------------------------- main loop
     def _loop(self) -> int:
         self.loop.run()  # until _finish stops it
         if self.control is not None:
             self.control.close()
+        if self.daemon_pid is None and self.streams.notify_sock is not None:
+            notify.remove(self.directory)  # ours: no daemon holds it
         if self.subreaper:
             process.kill_children()  # grandchildren that escaped the target's group
             orphans.end_group(self.directory)  # and those that left our tree
@@ -101,9 +106,13 @@ class Pump(PumpStart):
         host = self.host
         self.streams.receive(lambda message: host.call("message", message=message))
 
+    def _on_notify(self, sock: socket.socket) -> None:
+        self.ready.on_notify(self.target.pid if self.target is not None else None)
+
     def _lines(self, stream: str, block: bytes, offset: int, end: int) -> None:
         assert self.host is not None
         self.host.block(stream, block, offset, end)
+        self.ready.lines(stream, block)  # the monitors first: they hold the line by then
 
     def _on_target(self, fd: object) -> None:
         if self.target is not None and not self.target.own and self.daemon_pid is None:
@@ -155,6 +164,8 @@ class Pump(PumpStart):
         self.status_file.forget(dead)
         self.target = None
         self.streams.drain()
+        # A death before readiness during a start gives the start up: the machine stops.
+        self.ready.exited(status)
         # Decide first, so that the exit event carries the decision (a restart record).
         self.machine, actions = supervise.step(self.spec.policy, self.machine,
                                                supervise.Exited(status), time.monotonic(),
@@ -193,6 +204,8 @@ class Pump(PumpStart):
         assert self.link.sock is not None
         if self.link.sock.fileno() in self.selector.get_map():
             self.selector.unregister(self.link.sock)
+        if self.pending and self.answered:
+            self._give_up("its daemon died during the start")
         if supervise.ending(self.machine):
             self.streams.drain(final=False)
             self.link.sock = None
@@ -307,6 +320,8 @@ class Pump(PumpStart):
             sys.stderr.write(f"immortal: pump: monitor {name!r} is still busy; it gets no "
                              "more calls\n")
         self.link.tell(Finish())
+        if self.pending:
+            self._fail_start()
 
     def _catch_up(self, timeout: float) -> None:
         """Backpressure "drop": the monitors' queues get ``timeout`` seconds to empty."""
@@ -317,7 +332,9 @@ class Pump(PumpStart):
 
     def _spawn(self) -> process.Child:
         fresh = self.machine.spawned == 0 and self.args.why == PUMP_START
-        return self.spawner.spawn(fresh, self.target.pid if self.target else None)
+        child = self.spawner.spawn(fresh, self.target.pid if self.target else None)
+        self.ready.spawned(child.started_at)
+        return child
 
     def _watch_target(self) -> None:
         if self.target is not None and self.target.pidfd >= 0:
@@ -339,7 +356,10 @@ class Pump(PumpStart):
     def _status_data(self) -> dict[str, Any]:
         m = self.machine
         backoff = m.deadline if m.phase == supervise.BACKOFF else None
-        return self.status_file.record(m, self.target, self.host, backoff).to_json(stored=True)
+        status = self.status_file.record(m, self.target, self.host, backoff)
+        status.ready = self.ready.ready and self.target is not None
+        status.notify_status = self.ready.notice
+        return status.to_json(stored=True)
 
 
 def main(spec: Spec, args: RoleArgs, become: Callable[[Spec, RoleArgs], int]) -> int:

@@ -2,9 +2,12 @@
 
 In order: the signals taken, the caller told the pump's pid, the monitors loaded, the first
 target adopted or spawned, the monitors' ``setup`` (and ``adopt``), what a dead predecessor
-left delivered, the caller answered; then the loop (``pump.Pump``, which carries out the
-machine's actions and reacts to what happens). A step that fails answers the caller with
-the error and ends the pump, taking a target it spawned with it.
+left delivered, the status written; then the loop (``pump.Pump``, which carries out the
+machine's actions and reacts to what happens). The caller is answered once the target is
+ready (``readiness``: at once for ``ready="spawn"``, else from the loop). A step that fails
+answers the caller with the error and ends the pump, taking a target it spawned with it; a
+target that dies before it is ready, or is not ready in time, stops the group, whose end
+answers the caller (``_fail_start``).
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ import signal
 import time
 from pathlib import Path
 
-from . import (_linux, adoption, control, dirwatch, monitoring, process, relay, rolelog,
-               supervise)
+from . import (_linux, adoption, control, dirwatch, monitoring, process, readiness, relay,
+               rolelog, supervise)
 from ._linux import process_start_time
 from .detach import Handshake
 from .events import PUMP_START, ExitStatus
 from .link import DaemonLink
 from .loop import Loop, draw
+from .readywatch import ReadyWatch
 from .roles import HandOver, RoleArgs, Started
 from .spawner import Spawner
 from .spec import Spec, Strategy
@@ -46,8 +50,10 @@ class PumpStart:
         self.handshake = Handshake(fds.handshake)
         self.lock_fd: int | None = fds.lock
         self.daemon_pid: int | None = args.daemon_pid
+        wants_notify = spec.ready == readiness.NOTIFY
         self.streams = streams = Streams(fds, spec.channel,
-                                         spec.strategy == Strategy.DEVELOPMENT, self._lines)
+                                         spec.strategy == Strategy.DEVELOPMENT, self._lines,
+                                         notify=spec.directory if wants_notify else None)
         self.channel = streams.channel
         self.link = DaemonLink(fds.lifeline)
         self.spawner = Spawner(spec, streams, self.link.tell)
@@ -65,6 +71,13 @@ class PumpStart:
             if args.why != PUMP_START else None
         self.status_file = StatusFile(spec, (self.previous or {}).get("started_at")
                                       or time.time(), self.daemon_pid)
+        # Readiness: a first start answers its caller once the target is ready (pending
+        # until then), or gives the start up (failure: why).
+        self.ready = ReadyWatch(spec.ready_mode, spec.ready_timeout, streams.notify_sock,
+                                self._ready_changed)
+        self.pending = args.why == PUMP_START
+        self.answered = False
+        self.failure: str | None = None
 
     def run(self) -> int:
         self._take_signals()
@@ -127,6 +140,7 @@ class PumpStart:
             if why == PUMP_START:  # adopted by a new start: the group's first target
                 template = supervise.replace(template, spawned=1)
             self.machine = supervise.adopt(adopt.pid, started, template)
+            self.ready.spawned(started, *self._was_ready(adopt.pid))
             return ()
         self.machine = self._carried_over()
         try:
@@ -165,22 +179,79 @@ class PumpStart:
         self._act(hooks)
 
     def _answer(self) -> None:
-        """Up: the status written, the daemon and the caller told."""
+        """Up: the status written; the daemon and the caller told once the target is ready
+        (``_ready_changed``: it may come later, or not at all)."""
         if not self.args.fresh:  # a successor writes it once its daemon is up
             self._write_status()
         if self.daemon_pid is None:
             self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                           self.command)
             dirwatch.keep(self.directory, self.selector, self.lock_fd, self._dir_restored)
-        # The daemon first: once the caller has its answer, a pump's death is a restart.
-        self.link.tell(Started())
-        self.handshake.send(ok=True, target=self.target.pid if self.target else None,
-                            adopted=self.args.adopt is not None and self.args.why == PUMP_START)
-        self.handshake.close()
+        self.answered = True
+        if not self.pending or self.ready.ready:
+            self._started()
         if self.daemon_pid is None or self.args.fresh:
             # A fresh interpreter (unattached, development, a pump's successor): its argv
             # is a JSON blob. (A daemon's pump is its fork and was titled there.)
             _linux.set_title(f"immortal: pump {self.directory}")
+
+    def _started(self) -> None:
+        """The start is over: the daemon told, then the caller (once the caller has its
+        answer, a pump's death is a restart)."""
+        self.pending = False
+        self.link.tell(Started())
+        self.handshake.send(ok=True, target=self.target.pid if self.target else None,
+                            adopted=self.args.adopt is not None and self.args.why == PUMP_START)
+        self.handshake.close()
+
+    def _ready_changed(self, state: readiness.Readiness) -> None:
+        """The current target became ready, or failed to: during a start the caller gets
+        its answer, or the start is given up; afterwards, it is recorded (and a time limit
+        passed is logged: the restart policy goes on as for any target)."""
+        if not self.answered:
+            return  # _answer looks at it
+        if state.ready:
+            self._write_status()  # first: a caller that has its answer reads it
+            if self.pending:
+                self._started()
+        elif state.state == readiness.FAILED:
+            if self.pending:
+                self._give_up(state.reason or "not ready")
+            elif state.exit is None:
+                rolelog.report("ready", f"immortal: pump: {state.reason}\n")
+                self._write_status()
+
+    def _give_up(self, reason: str) -> None:
+        """A start whose target will not be ready: the group stops (TERM, grace, KILL), and
+        its end (``_fail_start``) answers the caller."""
+        if self.failure is None:
+            self.failure = reason
+        self._feed(supervise.Stop(self.spec.stop_timeout, f"start failed: {reason}"))
+
+    def _fail_start(self) -> None:
+        """The group ended before its target was ready: the caller gets why, with the
+        target's exit status and its last lines on stderr."""
+        self.pending = False
+        last = self.machine.last_exit
+        reason = self.failure or (f"it was stopped before its target was ready "
+                                  f"({self.machine.reason or 'stop'})")
+        current = self.ready.current
+        if last is not None and (current is None or current.exit is None):
+            reason += f"; it was stopped: {last}"  # how it ended: the time limit's stop
+        self.handshake.send(error="StartError", message=reason,
+                            status=last.to_json() if last else None,
+                            stderr=list(current.stderr) if current else [])
+        self.handshake.close()
+
+    def _was_ready(self, pid: int) -> tuple[bool, str | None]:
+        """Whether an adopted target was ready, and its last notify STATUS text: one a new
+        start adopts ran before (ready); a successor's, as the last status.json says."""
+        if self.args.why == PUMP_START:
+            return True, None
+        previous = self.previous or {}
+        same = (previous.get("pids") or {}).get("target") == pid
+        return same and bool(previous.get("ready")), \
+            previous.get("notify_status") if same else None
 
     def _carried_over(self) -> supervise.State:
         """The counters of the group so far, as the previous pump left them."""
@@ -208,6 +279,9 @@ class PumpStart:
         raise NotImplementedError
 
     def _act(self, actions: tuple[supervise.Action, ...]) -> None:
+        raise NotImplementedError
+
+    def _feed(self, event: supervise.Event) -> None:
         raise NotImplementedError
 
     def _target_died(self, status: ExitStatus) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 
-from .state import FINAL_STATES, ROLES, STALE, delivery_lines, headline, read_json
+from .state import FINAL_STATES, ROLES, STALE, delivery_lines, headline, read_json, ready_lines
 from .state import stall_text, summary  # noqa: F401  (the words of a Status: importable here)
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
@@ -140,6 +140,7 @@ def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> s
     up = uptime(s, figures)
     if up is not None:
         lines.append(f"  up       {human_duration(up)} (target)")
+    lines.extend(ready_lines(s))
     if s.last_exit:
         lines.append(f"  last     {s.last_exit}")
     if s.next_restart_at and s.state == "backoff" and s.running:

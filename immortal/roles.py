@@ -40,6 +40,7 @@ class Fds(Record):
     handshake: int | None = None  #: the write end of the caller's handshake pipe
     parent: int | None = None  #: development: the caller's end-of-life pipe
     pump: int | None = None  #: the daemon's end of a successor pump's lifeline
+    notify: int | None = None  #: the sd_notify socket (ready="notify"), bound in the directory
 
     def numbers(self) -> list[int]:
         """Every fd held here, in field order: the ones a role's process keeps or inherits."""

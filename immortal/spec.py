@@ -27,6 +27,7 @@ from .checks import (  # noqa: F401  (the value checks, kept importable here)
     check_umask,
     default_name,
 )
+from . import notify, readiness
 from .errors import InvalidSpec, InvalidType, UnknownKeyword, unknown_name
 from .names import MAX_NAME, check_name  # noqa: F401  (spec's checks, kept importable here)
 from .policy import RestartPolicy
@@ -75,6 +76,9 @@ class Spec(Record):
     sys_path: tuple[str, ...] = ()
     backpressure: str = "block"  #: "block": the target waits for slow monitors; "drop"
     channel: bool = False  #: a JSON message channel between the target and the monitors
+    # Readiness (readiness.py): when start() returns, and how long it may wait for that.
+    ready: str = readiness.DEFAULT  #: the mode, in its canonical form
+    ready_timeout: float = 30.0
 
     @property
     def is_python(self) -> bool:
@@ -102,7 +106,13 @@ class Spec(Record):
         if self.is_python:
             # Buffered stdout is the first cause of "my logs are missing" under supervisors.
             env.setdefault("PYTHONUNBUFFERED", "1")
+        if self.ready == readiness.NOTIFY:
+            env[notify.ENV] = notify.path(self.directory)
         return env
+
+    @property
+    def ready_mode(self) -> readiness.Mode:
+        return readiness.parse(self.ready)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -128,7 +138,7 @@ class Spec(Record):
 
 START_KEYWORDS = ("strategy", "monitor", "options", "monitors", "name", "exec", "env", "cwd",
                   "umask", "policy", "stop_timeout", "start_timeout", "capture", "backpressure",
-                  "channel")
+                  "channel", "ready", "ready_timeout")
 
 
 class Request(Record):
@@ -151,6 +161,8 @@ class Request(Record):
     backpressure: str
     channel: bool
     sys_path: tuple[str, ...]
+    ready: str  #: the readiness mode, checked, in its canonical form
+    ready_timeout: float
 
     def spec(self, directory: str, monitors: tuple[tuple[str, Mapping[str, Any]], ...],
              log_path: str | None) -> Spec:
@@ -161,7 +173,7 @@ class Request(Record):
             exec=self.exec, umask=self.umask, policy=self.policy,
             stop_timeout=self.stop_timeout, start_timeout=self.start_timeout,
             backpressure=self.backpressure, channel=self.channel, log_path=log_path,
-            sys_path=self.sys_path,
+            sys_path=self.sys_path, ready=self.ready, ready_timeout=self.ready_timeout,
         )
 
 
@@ -184,6 +196,8 @@ def build(
     capture: bool = False,
     backpressure: str = "block",
     channel: bool = False,
+    ready: str | None = None,
+    ready_timeout: float = 30.0,
     **unknown: Any,
 ) -> Request:
     """Check every argument of ``start()`` (its keywords, its defaults), in the caller and
@@ -204,6 +218,7 @@ def build(
     patience = check_timeout("start_timeout", start_timeout)
     restart_policy = RestartPolicy.build(policy)
     wanted = _wanted_monitors(monitor, options, monitors)
+    readiness_mode, ready_limit = check_ready(ready, ready_timeout)
     return Request(
         name=group_name, file=path, args=arguments, strategy=mode, monitors=wanted,
         env=target_env, cwd=target_cwd,
@@ -213,6 +228,7 @@ def build(
         stop_timeout=grace, start_timeout=patience, capture=capture,
         backpressure=backpressure, channel=channel,
         sys_path=tuple(os.path.abspath(p or here) for p in sys.path),
+        ready=readiness_mode, ready_timeout=ready_limit,
     )
 
 
@@ -248,6 +264,28 @@ def _wanted_monitors(monitor: str | None, options: Mapping[str, Any] | None,
         raise InvalidType(f"'monitors' must be a mapping of monitor names to options "
                           f"(got {type(monitors).__name__}: {monitors!r})")
     return dict(monitors)
+
+
+def check_ready(ready: object, timeout: object) -> tuple[str, float]:
+    """The readiness mode (canonical) and its time limit. ``ready=None`` is the operator's
+    ``$IMMORTAL_READY``, else ``uptime:1``."""
+    limit = check_timeout("ready_timeout", timeout)
+    if limit <= 0:
+        raise InvalidSpec(f"'ready_timeout' must be more than 0 (got {timeout!r})")
+    if ready is None:
+        value = os.environ.get(readiness.ENV)
+        mode = readiness.parse(value, readiness.ENV) if value else \
+            readiness.parse(readiness.DEFAULT)
+    else:
+        mode = readiness.parse(ready)
+    if mode.kind == readiness.PORT and mode.port is None:
+        raise InvalidSpec("'ready' 'port' waits on the group's first listen address, and "
+                          "this group listens on none; name the port: 'port:N'")
+    if mode.kind == readiness.UPTIME and mode.seconds >= limit:
+        raise InvalidSpec(f"'ready' {str(mode)!r} can never be reached within "
+                          f"ready_timeout={limit:g} s; raise 'ready_timeout' above "
+                          f"{mode.seconds:g}")
+    return str(mode), limit
 
 
 def _caller_umask() -> int:

@@ -101,6 +101,10 @@ class Status(MutableRecord):
     #: processes carrying the group's token while no supervisor of it runs (filled by the
     #: callers that look for them: ``list``, ``status``; after a stop, those it ended)
     orphans: list[int] = field(default_factory=list)
+    #: whether the current target is ready (see readiness.py); False while none runs
+    ready: bool = False
+    #: the current target's last sd_notify ``STATUS=`` text (ready="notify"), if any
+    notify_status: str | None = None
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> Status:
@@ -125,6 +129,8 @@ class Status(MutableRecord):
             dropped=int(data.get("dropped") or 0),
             monitors={str(k): dict(v) for k, v in (data.get("monitors") or {}).items()},
             stalled=data.get("stalled") or None,
+            ready=bool(data.get("ready")),
+            notify_status=data.get("notify_status"),
         )
 
     def to_json(self, *, stored: bool = False) -> dict[str, Any]:
@@ -140,6 +146,7 @@ class Status(MutableRecord):
             "target_started_at": self.target_started_at, "output": self.output,
             "directory": self.directory, "start_times": self.start_times,
             "dropped": self.dropped, "monitors": self.monitors, "stalled": self.stalled,
+            "ready": self.ready, "notify_status": self.notify_status,
         }
         if stored:
             del data["running"], data["stalled"]
@@ -245,6 +252,7 @@ def summary(s: Status) -> str:
     lines.append(f"  spawned  {s.spawned}, restarts {s.restarts}")
     if s.target_started_at and s.running and s.state == "running":
         lines.append(f"  up       {time.time() - s.target_started_at:.1f} s")
+    lines.extend(ready_lines(s))
     if s.last_exit:
         lines.append(f"  last     {s.last_exit}")
     if s.next_restart_at and s.state == "backoff" and s.running:
@@ -254,6 +262,16 @@ def summary(s: Status) -> str:
     if s.output:
         lines.append(f"  output   {s.output}")
     return "\n".join([*lines, *delivery_lines(s)])
+
+
+def ready_lines(s: Status) -> list[str]:
+    """The status lines on the current target's readiness, and its notify STATUS text."""
+    if not s.running or "target" not in s.pids:
+        return []
+    lines = [f"  ready    {'yes' if s.ready else 'not yet'}"]
+    if s.notify_status:
+        lines.append(f"  notify   {s.notify_status}")
+    return lines
 
 
 def delivery_lines(s: Status) -> list[str]:

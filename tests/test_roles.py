@@ -74,7 +74,7 @@ def test_status_json_keeps_its_keys():
     assert set(stored) == {
         "name", "state", "pids", "restarts", "spawned", "last_exit", "next_restart_at",
         "reason", "strategy", "started_at", "target_started_at", "output", "directory",
-        "start_times", "dropped", "monitors"}
+        "start_times", "dropped", "monitors", "ready", "notify_status"}
 
 
 def _imports(module: str) -> set[str]:
