@@ -14,6 +14,7 @@
     ├── AlreadyRunning                 a group of that name is running
     ├── NotRunning (LookupError)       no group of that name is running
     ├── StartError                     the group failed after detaching (exec error, monitor setup)
+    │   └── ListenError                a listen address cannot be bound (in use, not allowed)
     ├── StopTimeout (TimeoutError)     a group did not go away in time
     ├── NoAnswer (TimeoutError)        a group's control socket did not answer in time
     └── ChannelError (OSError)         the message channel is missing, full or closed
@@ -90,6 +91,15 @@ class NotRunning(ImmortalError, LookupError):
 
 class StartError(ImmortalError):
     exit_code = 1
+
+
+class ListenError(StartError):
+    """A listen address cannot be bound (in use, not ours to take, an unknown host); raised
+    in the caller, before anything detaches. ``address`` is the address, as given."""
+
+    def __init__(self, message: str, address: str = "") -> None:
+        super().__init__(message)
+        self.address = address
 
 
 class StopTimeout(ImmortalError, TimeoutError):
