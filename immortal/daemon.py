@@ -30,6 +30,7 @@ from .spec import Spec
 from .errors import NotRunning
 from ._linux import process_start_time
 from .kept import KeptTarget
+from . import listen as listening
 from .roles import (Command, Fds, Finish, Hello, Message, Reaped, Rewrite, RoleArgs, Started,
                     decode)
 from .state import SOCKET_NAME, read_json, write_json
@@ -72,6 +73,9 @@ class Daemon:
                 os.set_inheritable(fd, False)
         elif spec.channel:
             self.channel = list(make_channel())
+        # The listen sockets, at fds 3, 4, ... (listen.settle): held for the group's life,
+        # handed to every pump, never accepted on.
+        self.listen = fds.listen
         self.why: str = args.why
         adopt = args.adopt
         self.target = KeptTarget(adopt)
@@ -224,7 +228,7 @@ class Daemon:
             return
         fds = Fds(lock=self.lock_fd, out=self.out, err=self.err, journal=self.journal,
                   channel=tuple(self.channel) if self.channel else None,
-                  lifeline=theirs.fileno(), handshake=self.handshake.fd)
+                  lifeline=theirs.fileno(), handshake=self.handshake.fd, listen=self.listen)
         args = RoleArgs("pump", str(self.directory), why, fds=fds, adopt=adopt,
                         message_file=message_file, daemon_pid=os.getpid())
         try:
@@ -422,4 +426,7 @@ class Daemon:
         self.stall.close()
         process.kill_children()
         orphans.end_group(self.directory)  # and those that went up with a dead daemon
+        if self.listen:
+            listening.close(self.listen)
+            listening.release(self.spec.listen)
         return 0

@@ -27,6 +27,7 @@ from .checks import (  # noqa: F401  (the value checks, kept importable here)
     check_umask,
     default_name,
 )
+from .addresses import check_listen
 from .errors import InvalidSpec, InvalidType, UnknownKeyword, unknown_name
 from .names import MAX_NAME, check_name  # noqa: F401  (spec's checks, kept importable here)
 from .policy import RestartPolicy
@@ -75,6 +76,9 @@ class Spec(Record):
     sys_path: tuple[str, ...] = ()
     backpressure: str = "block"  #: "block": the target waits for slow monitors; "drop"
     channel: bool = False  #: a JSON message channel between the target and the monitors
+    #: the addresses the group listens on, in order, as bound (``listen.py``): the
+    #: targets' fds 3, 4, ... by socket activation
+    listen: tuple[str, ...] = ()
 
     @property
     def is_python(self) -> bool:
@@ -111,6 +115,7 @@ class Spec(Record):
         data["args"] = list(self.args)
         data["sys_path"] = list(self.sys_path)
         data["monitors"] = [[name, dict(options)] for name, options in self.monitors]
+        data["listen"] = list(self.listen)
         return data
 
     @classmethod
@@ -121,6 +126,7 @@ class Spec(Record):
         values["args"] = tuple(values["args"])
         values["sys_path"] = tuple(values.get("sys_path", ()))
         values["monitors"] = tuple((name, options) for name, options in values["monitors"])
+        values["listen"] = tuple(values.get("listen", ()))
         return cls(**values)
 
 
@@ -128,7 +134,8 @@ class Spec(Record):
 
 START_KEYWORDS = ("strategy", "monitor", "options", "monitors", "name", "exec", "env", "cwd",
                   "umask", "policy", "stop_timeout", "start_timeout", "capture", "backpressure",
-                  "channel")
+                  "channel",
+                  "listen")
 
 
 class Request(Record):
@@ -151,6 +158,7 @@ class Request(Record):
     backpressure: str
     channel: bool
     sys_path: tuple[str, ...]
+    listen: tuple[str, ...]  #: the addresses, checked (unix paths made absolute), not bound
 
     def spec(self, directory: str, monitors: tuple[tuple[str, Mapping[str, Any]], ...],
              log_path: str | None) -> Spec:
@@ -162,6 +170,7 @@ class Request(Record):
             stop_timeout=self.stop_timeout, start_timeout=self.start_timeout,
             backpressure=self.backpressure, channel=self.channel, log_path=log_path,
             sys_path=self.sys_path,
+            listen=self.listen,
         )
 
 
@@ -184,6 +193,7 @@ def build(
     capture: bool = False,
     backpressure: str = "block",
     channel: bool = False,
+    listen: Sequence[str] | None = None,
     **unknown: Any,
 ) -> Request:
     """Check every argument of ``start()`` (its keywords, its defaults), in the caller and
@@ -204,6 +214,7 @@ def build(
     patience = check_timeout("start_timeout", start_timeout)
     restart_policy = RestartPolicy.build(policy)
     wanted = _wanted_monitors(monitor, options, monitors)
+    addresses = check_listen(listen, here)
     return Request(
         name=group_name, file=path, args=arguments, strategy=mode, monitors=wanted,
         env=target_env, cwd=target_cwd,
@@ -213,6 +224,7 @@ def build(
         stop_timeout=grace, start_timeout=patience, capture=capture,
         backpressure=backpressure, channel=channel,
         sys_path=tuple(os.path.abspath(p or here) for p in sys.path),
+        listen=addresses,
     )
 
 
