@@ -122,6 +122,10 @@ def _run_parser(run: argparse.ArgumentParser) -> None:
     run.add_argument("--window", type=float, default=60.0, metavar="S")
     run.add_argument("--min-uptime", type=float, default=1.0, metavar="S",
                      help="a run this long counts as stable: restart at once")
+    run.add_argument("--listen", action="append", metavar="ADDR",
+                     help="a socket to bind once and pass to the target by socket "
+                     "activation (fds 3, 4, ..., LISTEN_FDS): tcp://HOST:PORT or "
+                     "unix:PATH (repeatable, in order)")
 
 
 def _list_parser(lst: argparse.ArgumentParser) -> None:

@@ -101,6 +101,8 @@ class Status(MutableRecord):
     #: processes carrying the group's token while no supervisor of it runs (filled by the
     #: callers that look for them: ``list``, ``status``; after a stop, those it ended)
     orphans: list[int] = field(default_factory=list)
+    #: the addresses the group listens on, as bound (a port 0 as the port it got)
+    listen: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> Status:
@@ -125,6 +127,7 @@ class Status(MutableRecord):
             dropped=int(data.get("dropped") or 0),
             monitors={str(k): dict(v) for k, v in (data.get("monitors") or {}).items()},
             stalled=data.get("stalled") or None,
+            listen=[str(address) for address in data.get("listen") or ()],
         )
 
     def to_json(self, *, stored: bool = False) -> dict[str, Any]:
@@ -140,6 +143,7 @@ class Status(MutableRecord):
             "target_started_at": self.target_started_at, "output": self.output,
             "directory": self.directory, "start_times": self.start_times,
             "dropped": self.dropped, "monitors": self.monitors, "stalled": self.stalled,
+            "listen": self.listen,
         }
         if stored:
             del data["running"], data["stalled"]
@@ -251,6 +255,8 @@ def summary(s: Status) -> str:
         lines.append(f"  next     in {max(0.0, s.next_restart_at - time.time()):.1f} s")
     if s.reason and s.state in FINAL_STATES and s.reason != STALE:
         lines.append(f"  reason   {s.reason}")
+    if s.listen:
+        lines.append(f"  listen   {', '.join(s.listen)}")
     if s.output:
         lines.append(f"  output   {s.output}")
     return "\n".join([*lines, *delivery_lines(s)])
