@@ -3,8 +3,8 @@
 Layers (a module imports only from lower ones; tests/test_layering.py checks it):
 0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop ·
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
-  rolling, readiness, notify ·
-2 process, monitor, roles, delivery, instance, checks, machine ·
+  rolling, readiness, notify, addresses ·
+2 process, monitor, roles, delivery, instance, checks, machine, listen ·
 3 monitoring, state, policy, kept, link ·
 4 render, dirwatch, stall, spec, groupview, statusfile, streams ·
 5 supervise, group, adoption, spawner, readywatch ·
@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the same names, for type checkers; at run time they load on
         ImmortalError,
         InvalidSpec,
         InvalidType,
+        ListenError,
         MonitorError,
         MonitorNotFound,
         MonitorOptionsError,
@@ -59,9 +60,10 @@ if TYPE_CHECKING:  # the same names, for type checkers; at run time they load on
 # caller's side (launcher, pluggy's entry points...) at every start.
 _HOMES = {
     **dict.fromkeys(("AlreadyRunning", "ChannelError", "ImmortalError", "InvalidSpec",
-                     "InvalidType", "MonitorError", "MonitorNotFound", "MonitorOptionsError",
-                     "NoAnswer", "NotRunning", "StartError", "StateDirError", "StopTimeout",
-                     "TargetNotExecutable", "TargetNotFound", "UnknownName"), "errors"),
+                     "InvalidType", "ListenError", "MonitorError", "MonitorNotFound",
+                     "MonitorOptionsError", "NoAnswer", "NotRunning", "StartError",
+                     "StateDirError", "StopTimeout", "TargetNotExecutable", "TargetNotFound",
+                     "UnknownName"), "errors"),
     "ExitStatus": "events",
     **dict.fromkeys(("Group", "attach", "groups"), "group"),
     **dict.fromkeys(("hookimpl", "hookspec"), "hookspecs"),
@@ -98,6 +100,7 @@ __all__ = [
     "ImmortalError",
     "InvalidSpec",
     "InvalidType",
+    "ListenError",
     "Manager",
     "Monitor",
     "MonitorError",

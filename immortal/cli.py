@@ -87,7 +87,8 @@ def _run(ns: argparse.Namespace) -> int:
     group = start(ns.file, ns.args, strategy=ns.strategy, monitors=_chosen(ns),
                   name=ns.name, exec=ns.executable,
                   env=env, cwd=ns.cwd, umask=ns.umask, stop_timeout=ns.stop_timeout,
-                  policy=policy, ready=ns.ready, ready_timeout=ns.ready_timeout)
+                  policy=policy, ready=ns.ready, ready_timeout=ns.ready_timeout,
+                  listen=ns.listen)
     print(started_view(group.name, ns.strategy, group.status()))
     if group.adopted:
         print(f"adopted running target {group.adopted} (left by its dead supervisors)")

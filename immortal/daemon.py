@@ -31,6 +31,7 @@ from .spec import Spec
 from .errors import NotRunning
 from ._linux import process_start_time
 from .kept import KeptTarget
+from . import listen as listening
 from .roles import (Command, Fds, Finish, Hello, Message, Reaped, Rewrite, RoleArgs, Started,
                     decode)
 from .state import SOCKET_NAME, read_json, write_json
@@ -80,6 +81,9 @@ class Daemon:
             os.set_inheritable(self.notify, False)
         elif spec.ready == NOTIFY:
             self.notify = notify.make(spec.directory)
+        # The listen sockets, at fds 3, 4, ... (listen.settle): held for the group's life,
+        # handed to every pump, never accepted on.
+        self.listen = fds.listen
         self.why: str = args.why
         adopt = args.adopt
         self.target = KeptTarget(adopt)
@@ -232,7 +236,8 @@ class Daemon:
             return
         fds = Fds(lock=self.lock_fd, out=self.out, err=self.err, journal=self.journal,
                   channel=tuple(self.channel) if self.channel else None,
-                  lifeline=theirs.fileno(), handshake=self.handshake.fd, notify=self.notify)
+                  lifeline=theirs.fileno(), handshake=self.handshake.fd, notify=self.notify,
+                  listen=self.listen)
         args = RoleArgs("pump", str(self.directory), why, fds=fds, adopt=adopt,
                         message_file=message_file, daemon_pid=os.getpid())
         try:
@@ -432,4 +437,7 @@ class Daemon:
             notify.remove(self.directory)
         process.kill_children()
         orphans.end_group(self.directory)  # and those that went up with a dead daemon
+        if self.listen:
+            listening.close(self.listen)
+            listening.release(self.spec.listen)
         return 0

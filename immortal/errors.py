@@ -14,7 +14,8 @@
     ├── AlreadyRunning                 a group of that name is running
     ├── NotRunning (LookupError)       no group of that name is running
     ├── StartError                     the group failed after detaching (exec error, monitor
-    │                                  setup, a target that died or was not ready in time)
+    │   │                              setup, a target that died or was not ready in time)
+    │   └── ListenError                a listen address cannot be bound (in use, not allowed)
     ├── StopTimeout (TimeoutError)     a group did not go away in time
     ├── NoAnswer (TimeoutError)        a group's control socket did not answer in time
     └── ChannelError (OSError)         the message channel is missing, full or closed
@@ -103,6 +104,15 @@ class StartError(ImmortalError):
         super().__init__(message)
         self.status = status  #: the target's ExitStatus, when it was spawned
         self.stderr = list(stderr)
+
+
+class ListenError(StartError):
+    """A listen address cannot be bound (in use, not ours to take, an unknown host); raised
+    in the caller, before anything detaches. ``address`` is the address, as given."""
+
+    def __init__(self, message: str, address: str = "") -> None:
+        super().__init__(message)
+        self.address = address
 
 
 class StopTimeout(ImmortalError, TimeoutError):

@@ -27,7 +27,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import adoption, monitoring, standby
+from . import adoption, monitoring, orphans, standby
+from . import listen as listening
 from .detach import read_handshake
 from .errors import ImmortalError, MonitorError, MonitorOptionsError, StartError, unusable_home
 from .events import ExitStatus
@@ -63,6 +64,7 @@ def start(
     channel: bool = False,
     ready: str | None = None,
     ready_timeout: float = 30.0,
+    listen: Sequence[str] | None = None,
     **unknown: Any,
 ) -> Group:
     """Launch ``file`` with ``args`` and keep it alive; return a handle on the group.
@@ -81,6 +83,9 @@ def start(
     ``channel=True`` opens a JSON message channel between the target and the monitors
     (``immortal.channel``). With ``capture=True`` (development only) the target's output comes
     to ``group.stdout`` and ``group.stderr`` (iterators of lines) instead of the terminal.
+    ``listen=["tcp://0.0.0.0:8000", "unix:/run/app.sock"]`` binds those sockets here, once,
+    and hands them to every target by systemd socket activation (fds 3, 4, ...,
+    ``LISTEN_FDS``, ``LISTEN_PID``, ``LISTEN_FDNAMES``); ``ListenError`` if one cannot be.
 
     The steps (the module's docstring says more), one call each:
 
@@ -88,7 +93,8 @@ def start(
     2. find the monitors and check their options;
     3. check the instance directory, and make the group's ``Spec`` in it;
     4. create the directory and take the group's lock;
-    5. decide whether to adopt an orphaned target, and write ``spec.json``;
+    5. decide whether to adopt an orphaned target, bind the listen sockets, and write
+       ``spec.json``;
     6. start the first role and wait on its handshake.
 
     A failure in 5 or 6 removes what they wrote; our copy of the lock is let go either way.
@@ -97,14 +103,15 @@ def start(
                     monitors=monitors, name=name, exec=exec, env=env, cwd=cwd, umask=umask,
                     policy=policy, stop_timeout=stop_timeout, start_timeout=start_timeout,
                     capture=capture, backpressure=backpressure, channel=channel, ready=ready,
-                    ready_timeout=ready_timeout, **unknown)
+                    ready_timeout=ready_timeout, listen=listen, **unknown)
     chosen = _check_monitors(request.monitors)
     spec = _place(request, chosen)
     lock, created = _take_directory(Path(spec.directory))
     with _undone_on_failure(Path(spec.directory), created, lock):
         adopt = adoption.decide(spec)
-        _write_spec(spec)
-        return _launch(spec, lock, request.capture, adopt)
+        with _listening(spec) as (spec, sockets):
+            _write_spec(spec)
+            return _launch(spec, lock, request.capture, adopt, sockets)
 
 
 def _check_monitors(wanted: dict[str, Any]) -> tuple[tuple[str, Any, dict[str, Any]], ...]:
@@ -157,6 +164,41 @@ def _undone_on_failure(directory: Path, created: bool, lock: Lock) -> Iterator[N
         lock.close()
 
 
+@contextlib.contextmanager
+def _listening(spec: Spec) -> Iterator[tuple[Spec, tuple[int, ...]]]:
+    """Step 5: the listen sockets, bound here (``listen.bind``), and the spec with the
+    addresses as bound. Our copies are closed once the first role has its own; a failed
+    start also removes the unix socket files nobody listens on any more
+    (``listen.release``)."""
+    if not spec.listen:
+        yield spec, ()
+        return
+    _end_orphans(spec)
+    sockets, bound = listening.bind(spec.listen)
+    try:
+        yield replace(spec, listen=bound), tuple(sock.fileno() for sock in sockets)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        listening.release(bound)
+        raise
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _end_orphans(spec: Spec) -> None:
+    """A target its dead supervisors left running holds the group's old listen sockets:
+    it is ended (proved by token and start time) before they are bound again. Never
+    adopted (``adoption.decide``): the sockets the new start binds are not its own."""
+    found = orphans.find(spec.directory)
+    if found:
+        pids = " ".join(str(pid) for pid, _ in found)
+        adoption.note(spec, f"immortal: start: killing {pids} left running by a dead group "
+                      "(its listen sockets are bound anew)\n")
+        orphans.end(found)
+
+
 def _write_spec(spec: Spec) -> None:
     """Step 5: ``spec.json``, which the roles read."""
     path = Path(spec.directory) / "spec.json"
@@ -179,7 +221,7 @@ def _home_errors(base: Path) -> Iterator[None]:
 
 
 def _launch(spec: Spec, lock: Lock, capture: bool = False,
-            adopt: Adopt | None = None) -> Group:
+            adopt: Adopt | None = None, sockets: tuple[int, ...] = ()) -> Group:
     directory = Path(spec.directory)
     development = spec.strategy == Strategy.DEVELOPMENT
     role = "daemon" if spec.strategy == Strategy.DAEMON else "pump"
@@ -187,7 +229,7 @@ def _launch(spec: Spec, lock: Lock, capture: bool = False,
     parent_r = parent_w = None
     if development:
         parent_r, parent_w = os.pipe()
-    fds = Fds(handshake=hs_w, lock=lock.fd, parent=parent_r)
+    fds = Fds(handshake=hs_w, lock=lock.fd, parent=parent_r, listen=sockets or None)
     args = RoleArgs(role, str(directory), detach=not development, fds=fds, adopt=adopt)
     log: Any = None if development else open(directory / f"{role}.log", "ab")
     out = subprocess.PIPE if capture else log
@@ -196,7 +238,7 @@ def _launch(spec: Spec, lock: Lock, capture: bool = False,
         # A standby (immortal run) gets its files over its socket, not as inherited fds.
         files = {"handshake": hs_w, "lock": lock.fd, "log": log.fileno()} if log else {}
         if ready is not None and ready.go(replace(args, fds=Fds()).to_json(), files,
-                                          str(directory)):
+                                          str(directory), sockets):
             popen = ready.popen
         else:
             popen = subprocess.Popen(role_command(args), stdin=subprocess.DEVNULL, stdout=out,

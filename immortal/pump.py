@@ -25,6 +25,8 @@ from .events import PUMP_START, ExitStatus
 from .link import take_over
 from .loop import draw
 from .pumpstart import PumpStart
+from .records import replace
+from . import listen as listening
 from .roles import Adopt, Command, Exited, Finish, HandOver, Hello, Reaped, Rewrite, RoleArgs
 from .spec import Spec
 from .state import SOCKET_NAME, write_json
@@ -77,6 +79,11 @@ class Pump(PumpStart):
         if self.subreaper:
             process.kill_children()  # grandchildren that escaped the target's group
             orphans.end_group(self.directory)  # and those that left our tree
+        if self.listen and (self.daemon_pid is None or self.link.sock is None):
+            # The group's root (no daemon, or it died while the group ended): the socket
+            # files go with the group.
+            listening.close(self.listen)
+            listening.release(self.spec.listen)
         return 0
 
     def _on_child(self) -> None:
@@ -216,8 +223,8 @@ class Pump(PumpStart):
             self.target.close()
         elif self.args.adopt is not None:  # still starting: the target we were to adopt
             adopt = Adopt(self.args.adopt.pid, self.args.adopt.started_wall)
-        take_over(str(self.directory), adopt, self.streams.fds(self.lock_fd),
-                  self.loop.close, self._settle)
+        fds = replace(self.streams.fds(self.lock_fd), listen=self.listen)
+        take_over(str(self.directory), adopt, fds, self.loop.close, self._settle)
 
     def _settle(self) -> None:
         """Before an exec into the daemon: the monitors' threads take what they were given

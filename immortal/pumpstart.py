@@ -56,7 +56,8 @@ class PumpStart:
                                          notify=spec.directory if wants_notify else None)
         self.channel = streams.channel
         self.link = DaemonLink(fds.lifeline)
-        self.spawner = Spawner(spec, streams, self.link.tell)
+        self.listen = fds.listen  # at fds 3, 4, ...: the daemon holds them too, if any
+        self.spawner = Spawner(spec, streams, self.link.tell, fds.listen or ())
         self.parent_fd: int | None = fds.parent
         self.loop = Loop(selectors.DefaultSelector())
         self.selector = self.loop.selector

@@ -6,8 +6,8 @@ A mode says what "ready" means (``parse`` checks it in the caller):
 - ``uptime:S``: alive S seconds (the default, ``uptime:1``, as supervisord's
   ``startsecs=1``);
 - ``line:REGEX``: a line of its stdout matches (``re.search`` on the decoded line);
-- ``port:N``: a TCP connection to 127.0.0.1:N succeeds (``port``: the group's first listen
-  address, which needs ``listen=``);
+- ``port:N``: a TCP connection to 127.0.0.1:N succeeds (plain ``port`` parses, and the
+  caller's checks refuse it: ``spec.check_ready``);
 - ``notify``: it sends ``READY=1`` over the sd_notify socket (``notify.py``).
 
 :class:`Readiness` follows one target: a pure object fed with what happens to it (spawned
@@ -50,7 +50,7 @@ class Mode(Record):
     kind: str
     seconds: float = 0.0  #: uptime
     pattern: str | None = None  #: line
-    port: int | None = None  #: port (None: the group's first listen address)
+    port: int | None = None  #: port (None: plain ``port``, refused by the caller's checks)
 
     def __str__(self) -> str:
         if self.kind == UPTIME:

@@ -146,6 +146,8 @@ def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> s
     if s.next_restart_at and s.state == "backoff" and s.running:
         lines.append(f"  next     {_iso(s.next_restart_at)} "
                      f"(in {max(0.0, s.next_restart_at - now):.1f} s)")
+    if s.listen:
+        lines.append(f"  listen   {', '.join(s.listen)}")
     if s.output:
         lines.append(f"  output   {s.output}")
     runs_with = interpreter(s)
@@ -190,8 +192,10 @@ def _list_table(rows: list[tuple[Status, float | None, int | None]]) -> list[str
     # TARGET repeats the target's pid as a column of its own, for scripts that pick it out.
     # A name longer than the column widens it: the columns stay aligned.
     wide = max(20, *(len(s.name) for s, _, _ in rows))
+    # LISTEN, last, only when a group listens: the columns before it stay as they were.
+    listens = any(s.listen for s, _, _ in rows)
     lines = [f"{'NAME':<{wide}} {'STATE':<11} {'PIDS':<20} {'TARGET':>8} {'UPTIME':>7} "
-             f"{'RESTARTS':>8} {'MEMORY':>7}"]
+             f"{'RESTARTS':>8} {'MEMORY':>7}" + ("  LISTEN" if listens else "")]
     for s, uptime_, memory_ in rows:
         state = s.state if s.running or s.state in FINAL_STATES else f"{s.state}*"
         if s.running:
@@ -206,7 +210,8 @@ def _list_table(rows: list[tuple[Status, float | None, int | None]]) -> list[str
         up = human_duration(uptime_) if uptime_ is not None else "-"
         mem = human_bytes(memory_) if memory_ is not None else "-"
         lines.append(f"{s.name:<{wide}} {state:<11} {pids:<20} {target!s:>8} {up:>7} "
-                     f"{s.restarts:>8} {mem:>7}")
+                     f"{s.restarts:>8} {mem:>7}"
+                     + (f"  {','.join(s.listen) or '-'}" if listens else ""))
     return lines
 
 
@@ -240,6 +245,8 @@ def started_view(name: str, strategy: str, s: Status) -> str:
     # The interpreter is named: from a pipx install it is not the user's environment.
     lines = [f"started {name!r} ({strategy}"
              + (f", with {runs_with}" if runs_with else "") + f"): {pids}"]
+    if s.listen:
+        lines.append(f"listening on: {', '.join(s.listen)}")
     if s.output:
         lines.append(f"output: {s.output}")
     return "\n".join(lines)

@@ -25,7 +25,7 @@ __all__ = ["Adopt", "Command", "Exited", "Fds", "Finish", "HandOver", "Hello", "
            "Reaped", "Rewrite", "RoleArgs", "Spawning", "Started", "Target", "decode",
            "exec_daemon", "hand_over", "role_command"]
 
-_PAIRS = ("out", "err", "channel")  # the fds that come as (read end, write end)
+_TUPLES = ("out", "err", "channel", "listen")  # the fields that hold several fds
 
 
 class Fds(Record):
@@ -41,6 +41,8 @@ class Fds(Record):
     parent: int | None = None  #: development: the caller's end-of-life pipe
     pump: int | None = None  #: the daemon's end of a successor pump's lifeline
     notify: int | None = None  #: the sd_notify socket (ready="notify"), bound in the directory
+    #: the listen sockets, in order: at fds 3, 4, ... in every role (``listen.settle``)
+    listen: tuple[int, ...] | None = None
 
     def numbers(self) -> list[int]:
         """Every fd held here, in field order: the ones a role's process keeps or inherits."""
@@ -59,9 +61,21 @@ class Fds(Record):
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Fds:
-        values: dict[str, Any] = {name: tuple(value) if name in _PAIRS and value else value
+        values: dict[str, Any] = {name: tuple(value) if name in _TUPLES and value else value
                                   for name, value in data.items() if name in cls._fields}
         return cls(**values)
+
+    def renumbered(self, moved: dict[int, int]) -> Fds:
+        """The same files after some moved to other numbers (``{old: new}``)."""
+        values: dict[str, Any] = {}
+        for name in self._fields:
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                value = tuple(moved.get(fd, fd) for fd in value)
+            elif value is not None:
+                value = moved.get(value, value)
+            values[name] = value
+        return Fds(**values)
 
 
 class Adopt(Record):

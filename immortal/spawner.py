@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import _linux, orphans, process, rolelog
+from .listen import activation
 from .roles import Message, Spawning, Target
 from .spec import Spec
 from .state import read_json, try_lock, wait_lock
@@ -32,11 +33,13 @@ class Spawner:
     """Spawns the targets of one group, with its pipes and channel (``streams``), telling
     the daemon through ``tell``."""
 
-    def __init__(self, spec: Spec, streams: Streams, tell: Callable[[Message], None]) -> None:
+    def __init__(self, spec: Spec, streams: Streams, tell: Callable[[Message], None],
+                 listen: tuple[int, ...] = ()) -> None:
         self.spec = spec
         self.directory = Path(spec.directory)
         self.streams = streams
         self.tell = tell
+        self.listen = listen  #: the listen sockets, at fds 3, 4, ... (listen.settle)
 
     def spawn(self, fresh: bool, current: int | None) -> process.Child:
         """A new target; ``fresh``: the first of a new start of the name, which first ends
@@ -57,10 +60,18 @@ class Spawner:
 
     def _spawn_holding(self, lock: int) -> process.Child:
         streams = self.streams
-        env = self.spec.target_env()
+        if len(self.listen) != len(self.spec.listen):
+            raise OSError(errno.EBADF, f"{len(self.spec.listen)} listen sockets expected, "
+                          f"{len(self.listen)} held")
+        given = activation(self.listen, self.spec.listen, 0, self.spec.name)
+        env = given.environ(self.spec.target_env())
         # The read ends too: if both supervisors die, the pipes outlive them while the
         # target lives, so its writes block on a full pipe instead of killing it (EPIPE).
         keep = [lock, streams.out_r, streams.err_r]
+        for theirs, ours in given.fds.items():
+            if theirs != ours:  # every role keeps them there: nothing is moved in the child
+                raise OSError(errno.EBADF, f"listen socket {ours} is not at fd {theirs}")
+            keep.append(ours)
         if streams.channel:
             env[CHANNEL_ENV] = str(streams.channel[1])
             keep.append(streams.channel[1])
@@ -69,7 +80,8 @@ class Spawner:
         try:
             child = process.spawn(self.spec.command(), env=env, cwd=self.spec.cwd,
                                   umask=self.spec.umask, stdout=streams.out_w,
-                                  stderr=streams.err_w, pass_fds=tuple(keep))
+                                  stderr=streams.err_w, pass_fds=tuple(keep),
+                                  pid_variable="LISTEN_PID" if given.pid else None)
         except OSError:
             self.tell(Spawning(None))
             raise

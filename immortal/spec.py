@@ -28,6 +28,8 @@ from .checks import (  # noqa: F401  (the value checks, kept importable here)
     default_name,
 )
 from . import notify, readiness
+from .addresses import check_listen
+from .addresses import parse as parse_address
 from .errors import InvalidSpec, InvalidType, UnknownKeyword, unknown_name
 from .names import MAX_NAME, check_name  # noqa: F401  (spec's checks, kept importable here)
 from .policy import RestartPolicy
@@ -79,6 +81,9 @@ class Spec(Record):
     # Readiness (readiness.py): when start() returns, and how long it may wait for that.
     ready: str = readiness.DEFAULT  #: the mode, in its canonical form
     ready_timeout: float = 30.0
+    #: the addresses the group listens on, in order, as bound (``listen.py``): the
+    #: targets' fds 3, 4, ... by socket activation
+    listen: tuple[str, ...] = ()
 
     @property
     def is_python(self) -> bool:
@@ -121,6 +126,7 @@ class Spec(Record):
         data["args"] = list(self.args)
         data["sys_path"] = list(self.sys_path)
         data["monitors"] = [[name, dict(options)] for name, options in self.monitors]
+        data["listen"] = list(self.listen)
         return data
 
     @classmethod
@@ -131,6 +137,7 @@ class Spec(Record):
         values["args"] = tuple(values["args"])
         values["sys_path"] = tuple(values.get("sys_path", ()))
         values["monitors"] = tuple((name, options) for name, options in values["monitors"])
+        values["listen"] = tuple(values.get("listen", ()))
         return cls(**values)
 
 
@@ -138,7 +145,7 @@ class Spec(Record):
 
 START_KEYWORDS = ("strategy", "monitor", "options", "monitors", "name", "exec", "env", "cwd",
                   "umask", "policy", "stop_timeout", "start_timeout", "capture", "backpressure",
-                  "channel", "ready", "ready_timeout")
+                  "channel", "ready", "ready_timeout", "listen")
 
 
 class Request(Record):
@@ -163,6 +170,7 @@ class Request(Record):
     sys_path: tuple[str, ...]
     ready: str  #: the readiness mode, checked, in its canonical form
     ready_timeout: float
+    listen: tuple[str, ...]  #: the addresses, checked (unix paths made absolute), not bound
 
     def spec(self, directory: str, monitors: tuple[tuple[str, Mapping[str, Any]], ...],
              log_path: str | None) -> Spec:
@@ -174,6 +182,7 @@ class Request(Record):
             stop_timeout=self.stop_timeout, start_timeout=self.start_timeout,
             backpressure=self.backpressure, channel=self.channel, log_path=log_path,
             sys_path=self.sys_path, ready=self.ready, ready_timeout=self.ready_timeout,
+            listen=self.listen,
         )
 
 
@@ -198,6 +207,7 @@ def build(
     channel: bool = False,
     ready: str | None = None,
     ready_timeout: float = 30.0,
+    listen: Sequence[str] | None = None,
     **unknown: Any,
 ) -> Request:
     """Check every argument of ``start()`` (its keywords, its defaults), in the caller and
@@ -218,7 +228,9 @@ def build(
     patience = check_timeout("start_timeout", start_timeout)
     restart_policy = RestartPolicy.build(policy)
     wanted = _wanted_monitors(monitor, options, monitors)
-    readiness_mode, ready_limit = check_ready(ready, ready_timeout)
+    readiness_mode, ready_limit = check_ready(ready, ready_timeout, bool(listen))
+    addresses = check_listen(listen, here)
+    _check_probe(readiness_mode, addresses, here)
     return Request(
         name=group_name, file=path, args=arguments, strategy=mode, monitors=wanted,
         env=target_env, cwd=target_cwd,
@@ -229,6 +241,7 @@ def build(
         backpressure=backpressure, channel=channel,
         sys_path=tuple(os.path.abspath(p or here) for p in sys.path),
         ready=readiness_mode, ready_timeout=ready_limit,
+        listen=addresses,
     )
 
 
@@ -266,9 +279,9 @@ def _wanted_monitors(monitor: str | None, options: Mapping[str, Any] | None,
     return dict(monitors)
 
 
-def check_ready(ready: object, timeout: object) -> tuple[str, float]:
+def check_ready(ready: object, timeout: object, listens: bool = False) -> tuple[str, float]:
     """The readiness mode (canonical) and its time limit. ``ready=None`` is the operator's
-    ``$IMMORTAL_READY``, else ``uptime:1``."""
+    ``$IMMORTAL_READY``, else ``uptime:1``. ``listens``: the group has listen sockets."""
     limit = check_timeout("ready_timeout", timeout)
     if limit <= 0:
         raise InvalidSpec(f"'ready_timeout' must be more than 0 (got {timeout!r})")
@@ -279,8 +292,10 @@ def check_ready(ready: object, timeout: object) -> tuple[str, float]:
     else:
         mode = readiness.parse(ready)
     if mode.kind == readiness.PORT and mode.port is None:
-        raise InvalidSpec("'ready' 'port' waits on the group's first listen address, and "
-                          "this group listens on none; name the port: 'port:N'")
+        if listens:
+            raise InvalidSpec(_HELD)
+        raise InvalidSpec("'ready' 'port' waits on a port the target binds: name the port, "
+                          "'port:N'")
     if mode.kind == readiness.UPTIME and mode.seconds >= limit:
         raise InvalidSpec(f"'ready' {str(mode)!r} can never be reached within "
                           f"ready_timeout={limit:g} s; raise 'ready_timeout' above "
@@ -292,3 +307,21 @@ def _caller_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+# A connect to a socket the supervisors hold listening succeeds before any target accepts
+# (the kernel completes it into the backlog): it would call every target ready at once.
+_HELD = ("'ready' cannot probe a port the group listens on: the supervisors hold that "
+         "socket, so a connect succeeds before the target accepts; use 'notify', "
+         "'line:REGEX' or 'uptime:S' (or 'port:N' on another port the target binds)")
+
+
+def _check_probe(mode: str, addresses: tuple[str, ...], cwd: str) -> None:
+    """``port:N`` on one of the group's own listen ports: refused (see ``_HELD``)."""
+    if not mode.startswith(readiness.PORT + ":"):
+        return
+    port = int(mode.partition(":")[2])
+    for text in addresses:
+        address = parse_address(text, cwd)
+        if address.kind == "tcp" and address.port == port:
+            raise InvalidSpec(_HELD)

@@ -105,6 +105,8 @@ class Status(MutableRecord):
     ready: bool = False
     #: the current target's last sd_notify ``STATUS=`` text (ready="notify"), if any
     notify_status: str | None = None
+    #: the addresses the group listens on, as bound (a port 0 as the port it got)
+    listen: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> Status:
@@ -131,6 +133,7 @@ class Status(MutableRecord):
             stalled=data.get("stalled") or None,
             ready=bool(data.get("ready")),
             notify_status=data.get("notify_status"),
+            listen=[str(address) for address in data.get("listen") or ()],
         )
 
     def to_json(self, *, stored: bool = False) -> dict[str, Any]:
@@ -147,6 +150,7 @@ class Status(MutableRecord):
             "directory": self.directory, "start_times": self.start_times,
             "dropped": self.dropped, "monitors": self.monitors, "stalled": self.stalled,
             "ready": self.ready, "notify_status": self.notify_status,
+            "listen": self.listen,
         }
         if stored:
             del data["running"], data["stalled"]
@@ -259,6 +263,8 @@ def summary(s: Status) -> str:
         lines.append(f"  next     in {max(0.0, s.next_restart_at - time.time()):.1f} s")
     if s.reason and s.state in FINAL_STATES and s.reason != STALE:
         lines.append(f"  reason   {s.reason}")
+    if s.listen:
+        lines.append(f"  listen   {', '.join(s.listen)}")
     if s.output:
         lines.append(f"  output   {s.output}")
     return "\n".join([*lines, *delivery_lines(s)])

@@ -56,7 +56,8 @@ class StatusFile:
             restarts=m.restarts, spawned=m.spawned, last_exit=m.last_exit,
             next_restart_at=next_at, reason=m.reason, started_at=self.started_wall,
             target_started_at=target.started_wall if target else None,
-            output=self.spec.log_path, directory=self.directory)
+            output=self.spec.log_path, directory=self.directory,
+            listen=list(self.spec.listen))
         if host is not None:
             status.monitors = host.status()
             status.dropped = sum(m["dropped"] for m in status.monitors.values())

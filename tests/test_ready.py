@@ -360,6 +360,8 @@ def test_immortal_ready_sets_the_default(monkeypatch: pytest.MonkeyPatch,
 
 @pytest.mark.parametrize("kwargs, words", [
     ({"ready": "port"}, "name the port"),
+    ({"ready": "port", "listen": ["tcp://127.0.0.1:0"]}, "before the target accepts"),
+    ({"ready": "port:8123", "listen": ["tcp://127.0.0.1:8123"]}, "before the target accepts"),
     ({"ready": "uptime:30"}, "can never be reached"),
     ({"ready": "spawn", "ready_timeout": 0}, "more than 0"),
     ({"ready": "spawn", "ready_timeout": "5"}, "'ready_timeout' must be a number"),
