@@ -89,9 +89,14 @@ def _run(ns: argparse.Namespace) -> int:
                   env=env, cwd=ns.cwd, umask=ns.umask, stop_timeout=ns.stop_timeout,
                   policy=policy, ready=ns.ready, ready_timeout=ns.ready_timeout,
                   listen=ns.listen)
-    print(started_view(group.name, ns.strategy, group.status()))
+    # In development the target's output is this command's stdout, written by the pump while
+    # we print: our words go to stderr, so that they never land inside a line of its output
+    # (a long line reaches a pipe in several writes) and '| grep' sees the target's alone.
+    ours = sys.stderr if ns.strategy == "development" else sys.stdout
+    print(started_view(group.name, ns.strategy, group.status()), file=ours)
     if group.adopted:
-        print(f"adopted running target {group.adopted} (left by its dead supervisors)")
+        print(f"adopted running target {group.adopted} (left by its dead supervisors)",
+              file=ours)
     if ns.strategy == "development":
         try:
             final = group.wait()

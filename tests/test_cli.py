@@ -81,7 +81,8 @@ class Started:
 
     def __init__(self, result: subprocess.CompletedProcess[str]) -> None:
         self.result = result
-        lines = result.stdout.splitlines()
+        # A development run says it on stderr (its stdout is the target's).
+        lines = result.stdout.splitlines() + result.stderr.splitlines()
         first = next((line for line in lines if line.startswith("started ")), "")
         found = re.match(r"started '([^']+)'", first)
         self.name = found.group(1) if found else None
@@ -393,6 +394,9 @@ def test_development_stays_in_the_foreground_and_echoes(home):
         # Two runs of the target (the first and the one restart), each echoed to our stdout.
         lines = result.stdout.splitlines()
         assert lines.count("out 1") == 2 and lines.count("out 2") == 2, described(result)
+        # Its stdout is the target's alone: the command's own words are on stderr.
+        assert not [line for line in lines if line.startswith(("started ", "output: "))], \
+            described(result)
         assert "ended: fatal" in result.stderr, described(result)
 
         # The group is over when the command returns.
