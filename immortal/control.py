@@ -4,8 +4,9 @@ Requests and answers are one JSON object per line. Only these commands exist::
 
     {"cmd": "status"}
     {"cmd": "stop", "timeout": 10.0}      grace period before KILL (optional)
-    {"cmd": "restart", "timeout": 10.0}
-    {"cmd": "signal", "signal": "USR1"}   to the target's process group
+    {"cmd": "restart", "timeout": 10.0}  every instance, or "instance": K alone
+    {"cmd": "signal", "signal": "USR1"}   to the target's process group (each instance's, or
+                                          "instance": K's alone)
     {"cmd": "reopen"}                     monitors reopen their files (after logrotate)
 
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The socket lives in
@@ -89,8 +90,8 @@ def check_request(request: object) -> dict[str, Any]:
     cmd = request.get("cmd")
     if cmd not in COMMANDS:
         raise InvalidSpec(f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
-    allowed = {"cmd"} | {"stop": {"timeout"}, "restart": {"timeout"},
-                         "signal": {"signal"}}.get(cmd, set())
+    allowed = {"cmd"} | {"stop": {"timeout"}, "restart": {"timeout", "instance"},
+                         "signal": {"signal", "instance"}}.get(cmd, set())
     extra = set(request) - allowed
     if extra:
         raise InvalidSpec(f"command {cmd!r} takes no {', '.join(sorted(extra))}")
@@ -99,6 +100,11 @@ def check_request(request: object) -> dict[str, Any]:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
                 or not 0 <= timeout <= 86400:
             raise InvalidSpec(f"'timeout' must be a number in [0, 86400] (got {timeout!r})")
+    if "instance" in request:
+        instance = request["instance"]
+        if isinstance(instance, bool) or not isinstance(instance, int) or instance < 0:
+            raise InvalidSpec(f"'instance' must be an instance number, 0 or more (got "
+                              f"{instance!r})")
     if cmd == "signal":
         request["signal"] = parse_signal(request.get("signal"))
     return request

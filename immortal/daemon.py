@@ -31,8 +31,8 @@ from .errors import NotRunning
 from ._linux import process_start_time
 from .kept import KeptTarget
 from .roles import (Command, Fds, Finish, Hello, Message, Reaped, Rewrite, RoleArgs, Started,
-                    decode)
-from .state import SOCKET_NAME, read_json, write_json
+                    decode, split_adopts)
+from .state import SOCKET_NAME, read_json, running_targets, write_json
 
 # The daemon's policies for its pump (see supervise.PumpPolicy). A pump that lived a second
 # restarts at once; quicker deaths, and failed forks, back off from 0.05 s, doubling.
@@ -65,6 +65,12 @@ class Daemon:
         # The relay journal: what a pump read but did not deliver outlives it.
         self.journal = fds.journal if fds.journal is not None else make_journal()
         os.set_inheritable(self.journal, False)
+        # The same files for each other instance of a group of several (``workers``).
+        self.more = [*(fds.more or ())]
+        while len(self.more) < spec.workers - 1:
+            self.more.append((*make_pipe(), *make_pipe(), make_journal()))
+        for fd in (fd for files in self.more for fd in files):
+            os.set_inheritable(fd, False)
         self.channel: list[int] | None = None  # both ends, held for the group's life
         if fds.channel:
             self.channel = list(fds.channel)
@@ -73,8 +79,8 @@ class Daemon:
         elif spec.channel:
             self.channel = list(make_channel())
         self.why: str = args.why
-        adopt = args.adopt
-        self.target = KeptTarget(adopt)
+        adopts = args.adopts()
+        self.targets = [KeptTarget(adopts.get(k), k) for k in range(1 + len(self.more))]
         self.pump: forking.ForkedPump | None = None
         self.pump_started = 0.0
         self.pump_sock: socket.socket | None = None
@@ -127,9 +133,10 @@ class Daemon:
             watch.abandon()
         if self.pump_sock is not None:
             self.pump_sock.close()
-        if self.target.stranger >= 0:
-            os.close(self.target.stranger)
-            self.target.stranger = -1
+        for target in self.targets:
+            if target.stranger >= 0:
+                os.close(target.stranger)
+                target.stranger = -1
         self.loop.close()
 
     def _serve(self) -> int:
@@ -138,9 +145,11 @@ class Daemon:
         self.loop.take_signals({signal.SIGTERM: self._on_stop_signal,
                                 signal.SIGINT: self._on_stop_signal,
                                 signal.SIGHUP: self._on_hangup, signal.SIGCHLD: self._reap})
-        self.stall = stall.Watch((self.out[0], self.err[0]),
-                                 Ledger(open_journal(self.journal)),
-                                 [name for name, _ in self.spec.monitors], self.directory)
+        self.stall = stall.Watch(
+            (self.out[0], self.err[0], *(fd for files in self.more for fd in files[0:3:2])),
+            [Ledger(open_journal(journal))
+             for journal in (self.journal, *(files[4] for files in self.more))],
+            [name for name, _ in self.spec.monitors], self.directory)
         self.loop.watch(self.stall, lambda _: self.stall.ready())
         if self.why == DAEMON_RESTART:
             self.started = True
@@ -150,7 +159,7 @@ class Daemon:
                 # The successor writes its status once we are up: a group reads as whole
                 # only when its daemon can reap again.
                 self._tell_pump(Hello())
-        elif self.target.pid is not None:
+        elif any(target.pid is not None for target in self.targets):
             self._watch_stranger()  # an orphan adopted by a new start: not our child
         self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                       self._command)
@@ -172,9 +181,24 @@ class Daemon:
         """At ``restart_deadline``: the machine's Tick if it is due, then a due spawn."""
         deadline = self.machine.deadline
         if deadline is not None and time.monotonic() >= deadline:
-            self._step(supervise.Tick(), self._policy(self.target.alive()))
+            self._step(supervise.Tick(), self._policy(self._alive()))
         if self.due is not None:
             self._start_pump()
+
+    # ----------------------------------------------------------------- targets
+    def _alive(self) -> bool:
+        """Whether a target of the group lives (as far as the pumps said)."""
+        return any(target.alive() for target in self.targets)
+
+    def _left(self, pump_running: bool) -> bool:
+        """After a pump's death: whether a target is left for the next pump to adopt
+        (``KeptTarget.left``, for each instance)."""
+        left = False
+        for target in self.targets:
+            others = frozenset(t.pid for t in self.targets
+                               if t is not target and t.pid is not None)
+            left = target.left(pump_running, others) or left
+        return left
 
     # ----------------------------------------------------------------- pump
     def _policy(self, alive: bool) -> supervise.PumpPolicy:
@@ -215,8 +239,9 @@ class Daemon:
         log = self.directory / "pump.log"
         if why == PUMP_RESTART and log.exists():
             os.replace(log, self.directory / "pump.log.1")
-        self.target.left(self.pump is not None)
-        adopt = self.target.adopt()
+        self._left(self.pump is not None)
+        adopts = {k: adopt for k, target in enumerate(self.targets)
+                  if (adopt := target.adopt()) is not None}
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         except OSError as exc:  # out of fds
@@ -224,9 +249,10 @@ class Daemon:
             return
         fds = Fds(lock=self.lock_fd, out=self.out, err=self.err, journal=self.journal,
                   channel=tuple(self.channel) if self.channel else None,
-                  lifeline=theirs.fileno(), handshake=self.handshake.fd)
-        args = RoleArgs("pump", str(self.directory), why, fds=fds, adopt=adopt,
-                        message_file=message_file, daemon_pid=os.getpid())
+                  lifeline=theirs.fileno(), handshake=self.handshake.fd,
+                  more=tuple(self.more) or None)
+        args = RoleArgs("pump", str(self.directory), why, fds=fds, message_file=message_file,
+                        daemon_pid=os.getpid(), **split_adopts(adopts))
         try:
             self.pump = forking.fork_pump(self.spec, args, log)
         except OSError as exc:
@@ -245,8 +271,9 @@ class Daemon:
         self.loop.watch(ours, self._on_pump_message)
         # Started to carry out a stop (the machine answers Kill): the request, not a signal.
         self.stop_by_signal = False
-        self._step(supervise.Spawned(self.pump.pid), self._policy(self.target.alive()))
-        self.target.handed_over()
+        self._step(supervise.Spawned(self.pump.pid), self._policy(self._alive()))
+        for target in self.targets:
+            target.handed_over()
 
     def _pump_not_started(self, exc: OSError) -> None:
         """The pump could not be started (fork: EAGAIN from a process limit, ENOMEM): the
@@ -258,7 +285,7 @@ class Daemon:
             if self.fork_failures == 1:
                 rolelog.report("fork", f"immortal: daemon: cannot start a pump ({exc}); "
                                "retrying\n")
-        self._step(supervise.SpawnFailed(str(exc)), self._policy(self.target.alive()))
+        self._step(supervise.SpawnFailed(str(exc)), self._policy(self._alive()))
 
     def _tell_pump(self, message: Message) -> None:
         if self.pump_sock is not None:
@@ -283,7 +310,8 @@ class Daemon:
 
     def _handle_message(self, data: bytes) -> None:
         message = decode(data)
-        self.target.heard(message)
+        for target in self.targets:
+            target.heard(message)
         if isinstance(message, Started):
             self.started = True
         elif isinstance(message, Finish):
@@ -315,7 +343,7 @@ class Daemon:
         if self.started and not self.finished:
             if self.machine.phase != supervise.STOPPING:
                 rolelog.report("pump", f"immortal: daemon: pump {status}; starting a new one\n")
-            policy = self._policy(self.target.left(pump_running=False))
+            policy = self._policy(self._left(pump_running=False))
         self._step(supervise.Exited(status), policy)
 
     # ----------------------------------------------------------------- signals, reaping
@@ -337,36 +365,44 @@ class Daemon:
             status = ExitStatus.from_wait_status(pid, raw)
             if self.pump is not None and pid == self.pump.pid:
                 self._pump_died(status)
-            elif pid == self.target.pid:
-                self._target_reaped(status)
+                continue
+            for target in self.targets:
+                if pid == target.pid:
+                    self._target_reaped(target, status)
+                    break
             # else: an orphaned grandchild, reaped so that no zombie stays
 
     def _watch_stranger(self) -> None:
-        """Watch an adopted target that is not our child (``KeptTarget.watch_stranger``)."""
-        ended = self.target.watch_stranger()
-        if ended is not None:
-            self._target_reaped(ended)
-        elif self.target.stranger >= 0:
-            self.loop.watch(self.target.stranger, self._on_stranger)
+        """Watch the adopted targets that are not our children
+        (``KeptTarget.watch_stranger``)."""
+        for target in self.targets:
+            ended = target.watch_stranger()
+            if ended is not None:
+                self._target_reaped(target, ended)
+            elif target.stranger >= 0:
+                self.loop.watch(target.stranger, self._on_stranger)
 
     def _on_stranger(self, fd: int) -> None:
-        self.selector.unregister(self.target.stranger)
-        ended = self.target.stranger_ended()
-        if ended is not None:
-            self._target_reaped(ended)
+        for target in self.targets:
+            if target.stranger == fd:
+                self.selector.unregister(fd)
+                ended = target.stranger_ended()
+                if ended is not None:
+                    self._target_reaped(target, ended)
+                return
 
-    def _target_reaped(self, status: ExitStatus) -> None:
-        """The adopted target died: tell its pump, or keep it for the next pump."""
-        status = self.target.reaped(status)
-        pid = self.target.pid
+    def _target_reaped(self, target: KeptTarget, status: ExitStatus) -> None:
+        """An adopted target died: tell its pump, or keep it for the next pump."""
+        status = target.reaped(status)
+        pid = target.pid
         if self.pump is not None and self.pump_sock is not None and pid is not None:
             try:
                 self.pump_sock.send(Reaped(pid, status).to_bytes())
-                self.target.pid = None
+                target.pid = None
                 return
             except OSError:
                 pass
-        self.target.exit = status
+        target.exit = status
 
     def _command(self, request: dict[str, Any]) -> dict[str, Any]:
         """A control request: answered here (status) or passed on to the pump."""
@@ -378,7 +414,7 @@ class Daemon:
             # The pump's answer does not come back through us: refuse here, from the last
             # status the pump wrote, what it would refuse (no target during a backoff wait).
             known = read_json(self.directory / "status.json") or {}
-            if not (known.get("pids") or {}).get("target"):
+            if not running_targets(known, request.get("instance")):
                 raise NotRunning(f"no target is running (state {known.get('state')})")
         if cmd == "stop":
             self._stop(request, by_signal=False)
@@ -400,7 +436,7 @@ class Daemon:
         self.stop_by_signal = by_signal
         alive = False
         if self.pump is None and not supervise.ending(self.machine):
-            alive = self.target.left(pump_running=False)
+            alive = self._left(pump_running=False)
         self._step(supervise.Stop(None), self._policy(alive))
 
     def _dir_restored(self) -> None:

@@ -1,4 +1,5 @@
-"""The group's target as the daemon knows it, and keeps it between pumps.
+"""A target of the group as the daemon knows it, and keeps it between pumps: one per
+instance of the group's program (``workers``).
 
 Each pump names its target to the daemon before anything can fail (``spawning``, then its
 pid and start). When a pump dies, the target is re-parented to the daemon (a subreaper),
@@ -19,7 +20,8 @@ from .roles import Adopt, Exited, Message, Spawning, Target
 
 
 class KeptTarget:
-    def __init__(self, adopt: Adopt | None) -> None:
+    def __init__(self, adopt: Adopt | None, instance: int = 0) -> None:
+        self.instance = instance
         self.pid: int | None = adopt.pid if adopt else None
         self.started: float | None = adopt.started_wall if adopt else None  #: wall clock
         self.exit: ExitStatus | None = None  #: reaped while no pump could be told
@@ -30,7 +32,11 @@ class KeptTarget:
         return self.pid is not None and self.exit is None
 
     def heard(self, message: Message | None) -> None:
-        """What a pump said of its target (other messages are not about it)."""
+        """What a pump said of its target (other messages, and those about another
+        instance's, are not about it)."""
+        if not isinstance(message, (Spawning, Target, Exited)) \
+                or message.instance != self.instance:
+            return
         if isinstance(message, Spawning):
             self.spawning = message.since
         elif isinstance(message, Target):
@@ -42,16 +48,17 @@ class KeptTarget:
             if message.pid is not None and message.pid == self.pid:
                 self.pid = self.started = None
 
-    def left(self, pump_running: bool) -> bool:
+    def left(self, pump_running: bool, others: frozenset[int] = frozenset()) -> bool:
         """After a pump's death: whether a target is left for the next pump to adopt.
 
         A known target not re-parented to us is gone already. One the pump was spawning
-        but did not name (it died inside the spawn) is looked for among our children."""
+        but did not name (it died inside the spawn) is looked for among our children,
+        leaving out ``others`` (the other instances' targets)."""
         if (self.pid is not None and self.exit is None and self.stranger < 0
                 and _linux.parent_pid(self.pid) != os.getpid()):
             self.pid = self.started = None
         if self.pid is None and self.spawning is not None and not pump_running:
-            found = orphans.find_spawned(self.spawning)
+            found = orphans.find_spawned(self.spawning, others)
             if found is not None:
                 sys.stderr.write(f"immortal: daemon: the dead pump's new target {found[0]} "
                                  "is adopted\n")
@@ -61,7 +68,9 @@ class KeptTarget:
 
     def adopt(self) -> Adopt | None:
         """What the next pump is to adopt: the target, with its exit if it died meanwhile."""
-        return Adopt(self.pid, self.started, self.exit) if self.pid is not None else None
+        if self.pid is None:
+            return None
+        return Adopt(self.pid, self.started, self.exit, instance=self.instance)
 
     def handed_over(self) -> None:
         """The next pump was started: a dead target's exit is its to report now."""

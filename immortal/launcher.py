@@ -59,6 +59,7 @@ def start(
     capture: bool = False,
     backpressure: str = "block",
     channel: bool = False,
+    workers: int = 1,
     **unknown: Any,
 ) -> Group:
     """Launch ``file`` with ``args`` and keep it alive; return a handle on the group.
@@ -71,7 +72,10 @@ def start(
     options and its own ``check()``. ``backpressure="block"`` (default) makes the target
     wait while the monitors are behind; ``"drop"`` skips lines instead and counts them.
     ``channel=True`` opens a JSON message channel between the target and the monitors
-    (``immortal.channel``). With ``capture=True`` (development only) the target's output comes
+    (``immortal.channel``). ``workers=N`` runs N instances of the program, each
+    supervised on its own (restarted on its own death, with its own backoff), by one daemon
+    and one pump; each gets ``IMMORTAL_INSTANCE`` (0 to N-1) and ``IMMORTAL_GROUP`` in its
+    environment. With ``capture=True`` (development only) the target's output comes
     to ``group.stdout`` and ``group.stderr`` (iterators of lines) instead of the terminal.
 
     The steps (the module's docstring says more), one call each:
@@ -88,7 +92,8 @@ def start(
     request = build(file, args, strategy=strategy, monitor=monitor, options=options,
                     monitors=monitors, name=name, exec=exec, env=env, cwd=cwd, umask=umask,
                     policy=policy, stop_timeout=stop_timeout, start_timeout=start_timeout,
-                    capture=capture, backpressure=backpressure, channel=channel, **unknown)
+                    capture=capture, backpressure=backpressure, channel=channel,
+                    workers=workers, **unknown)
     chosen = _check_monitors(request.monitors)
     spec = _place(request, chosen)
     lock, created = _take_directory(Path(spec.directory))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from . import _linux, control
 from .events import DAEMON_RESTART
-from .roles import Adopt, Fds, HandOver, Message, RoleArgs, decode, hand_over
+from .roles import Adopt, Fds, HandOver, Message, RoleArgs, decode, hand_over, split_adopts
 
 
 class DaemonLink:
@@ -56,14 +56,14 @@ class DaemonLink:
         return False, decode(data)
 
 
-def take_over(directory: str, adopt: Adopt | None, fds: Fds,
+def take_over(directory: str, adopts: dict[int, Adopt], fds: Fds,
               close_loop: Callable[[], None], settle: Callable[[], None]) -> None:
     """Make this pump, whose daemon died, the daemon; never returns.
 
-    Same pid, so the target stays its child. Single-threaded, the process becomes the
-    daemon in place (raising ``HandOver`` to ``pump.main``, which runs ``succession.become``)
-    at once: what is in the pipes, and what it read but did not deliver (the journal), is
-    delivered by the pump the new daemon forks. With a monitor's threads it ``exec``s
+    Same pid, so the targets (``adopts``, by instance) stay its children. Single-threaded,
+    the process becomes the daemon in place (raising ``HandOver`` to ``pump.main``, which
+    runs ``succession.become``) at once: what is in the pipes, and what it read but did
+    not deliver (the journal), is delivered by the pump the new daemon forks. With a monitor's threads it ``exec``s
     instead (``roles.hand_over``), once ``settle`` has let the threads take what they were
     given.
     """
@@ -71,7 +71,8 @@ def take_over(directory: str, adopt: Adopt | None, fds: Fds,
     _linux.set_title(f"immortal: daemon {directory}")
     if _linux.threads() == 1:
         close_loop()
-        raise HandOver(RoleArgs("daemon", directory, DAEMON_RESTART, fds=fds, adopt=adopt))
+        raise HandOver(RoleArgs("daemon", directory, DAEMON_RESTART, fds=fds,
+                                **split_adopts(adopts)))
     settle()
     sys.stderr.flush()
-    hand_over(directory, adopt, fds)
+    hand_over(directory, adopts, fds)

@@ -1,10 +1,11 @@
 """The pump's state and its start-up, step by step (``PumpStart.run``).
 
 In order: the signals taken, the caller told the pump's pid, the monitors loaded, the first
-target adopted or spawned, the monitors' ``setup`` (and ``adopt``), what a dead predecessor
-left delivered, the caller answered; then the loop (``pump.Pump``, which carries out the
-machine's actions and reacts to what happens). A step that fails answers the caller with
-the error and ends the pump, taking a target it spawned with it.
+target of each instance (``workers.Instance``) adopted or spawned, the monitors' ``setup``
+(and ``adopt``), what a dead predecessor left delivered, the caller answered; then the loop
+(``pump.Pump``, which carries out each instance's machine's actions and reacts to what
+happens). A step that fails answers the caller with the error and ends the pump, taking the
+targets it spawned with it.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from .spec import Spec, Strategy
 from .state import SOCKET_NAME, read_json
 from .statusfile import StatusFile
 from .streams import Streams
+from .workers import Instance, shown
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 
@@ -46,25 +49,41 @@ class PumpStart:
         self.handshake = Handshake(fds.handshake)
         self.lock_fd: int | None = fds.lock
         self.daemon_pid: int | None = args.daemon_pid
-        self.streams = streams = Streams(fds, spec.channel,
-                                         spec.strategy == Strategy.DEVELOPMENT, self._lines)
-        self.channel = streams.channel
+        development = spec.strategy == Strategy.DEVELOPMENT
+        # One set of pipes and journal per instance; the channel is instance 0's.
+        self.instances = [
+            Instance(k, Streams(fds.instance(k), spec.channel and k == 0, development,
+                                self._sink(k)))
+            for k in range(max(spec.workers, 1 + len(fds.more or ())))]
+        self.streams = self.instances[0].streams
+        self.channel = self.streams.channel
         self.link = DaemonLink(fds.lifeline)
-        self.spawner = Spawner(spec, streams, self.link.tell)
+        self.spawner = Spawner(spec, self.link.tell)
         self.parent_fd: int | None = fds.parent
         self.loop = Loop(selectors.DefaultSelector())
         self.selector = self.loop.selector
-        self.target: process.Child | None = None
-        self.watched = -1  # the pidfd registered in the selector
         self.subreaper = subreaper  # root of the group: orphans come here
         self.control: control.Server | None = None  # served here when there is no daemon
-        self.machine = supervise.State()
-        self.deadline: float | None = None  # when the machine wants a Tick
         self.host: monitoring.Host | None = None
         self.previous = read_json(self.directory / "status.json") \
             if args.why != PUMP_START else None
         self.status_file = StatusFile(spec, (self.previous or {}).get("started_at")
                                       or time.time(), self.daemon_pid)
+        if self.previous and self.previous.get("last_exit"):
+            self.status_file.last_exit = ExitStatus.from_json(self.previous["last_exit"])
+
+    def _sink(self, k: int) -> Callable[[str, bytes, int, int], None]:
+        """Where instance ``k``'s lines go: the monitors, told the instance."""
+        return lambda stream, block, offset, end: self._lines(k, stream, block, offset, end)
+
+    @property
+    def shown(self) -> Callable[[Instance], int | None]:
+        """The number of an instance as monitors are told it (None in a group of one)."""
+        count = len(self.instances)
+        return lambda inst: shown(inst.k, count)
+
+    def _own_pids(self) -> set[int]:
+        return {inst.target.pid for inst in self.instances if inst.target is not None}
 
     def run(self) -> int:
         self._take_signals()
@@ -74,13 +93,16 @@ class PumpStart:
         if error is not None:
             return self._fail("MonitorError", error)
         self._check_daemon()
+        firsts: list[tuple[Instance, tuple[supervise.Action, ...]]] = []
         try:
-            actions = self._first_target()
+            for inst in self.instances:
+                firsts.append((inst, self._first_target(inst)))
         except OSError as exc:  # a first start fails instead
+            self._kill_own_target()
             return self._fail("StartError", process.exec_error(self.spec.command(), exc))
-        hooks = tuple(a for a in actions if isinstance(a, supervise.Hook))
         try:
-            self._set_up(hooks)
+            self._set_up([(inst, tuple(a for a in actions if isinstance(a, supervise.Hook)))
+                          for inst, actions in firsts])
         except HandOver:
             raise  # the daemon died meanwhile: this process becomes it (see main)
         except Exception as exc:
@@ -88,10 +110,14 @@ class PumpStart:
             return self._fail("StartError", f"setup failed: {exc}")
         self._answer()
         self._watch()
-        self._act(tuple(a for a in actions if not isinstance(a, supervise.Hook)))
-        adopt = self.args.adopt
-        if adopt is not None and adopt.exit is not None:
-            self._target_died(adopt.exit)
+        for inst, actions in firsts:
+            self._act(inst, tuple(a for a in actions if not isinstance(a, supervise.Hook)))
+        adopts = self.args.adopts()
+        for inst in self.instances:
+            adopt = adopts.get(inst.k)
+            if adopt is not None and adopt.exit is not None and inst.target is not None \
+                    and inst.target.pid == adopt.pid:
+                self._target_died(inst, adopt.exit)
         return self._loop()
 
     @property
@@ -105,64 +131,73 @@ class PumpStart:
                 [(name, monitoring.resolve(name), options)
                  for name, options in self.spec.monitors],
                 self.spec.name, self.directory, self.streams.send if self.channel else None,
-                relay.Ledger(self.streams.journal), drop=self.spec.backpressure == "drop")
+                [relay.Ledger(inst.streams.journal) for inst in self.instances],
+                drop=self.spec.backpressure == "drop")
         except Exception as exc:
             return f"the monitors failed to load in the pump: {exc}"
         if self.host.terminal:
-            self.streams.no_echo()
+            for inst in self.instances:
+                inst.streams.no_echo()
         return None
 
-    def _first_target(self) -> tuple[supervise.Action, ...]:
-        """Adopt the target we were handed, or spawn one: the machine's first state, and
-        the actions left to carry out. An OSError only for a first start's failed spawn."""
-        adopt = self.args.adopt
+    def _first_target(self, inst: Instance) -> tuple[supervise.Action, ...]:
+        """Adopt the target of ``inst`` we were handed, or spawn one: its machine's first
+        state, and the actions left to carry out. An OSError only for a first start's
+        failed spawn."""
+        adopt = self.args.adopts().get(inst.k)
         why = self.args.why
         if adopt is not None:
             wall = adopt.started_wall if adopt.started_wall is not None else time.time()
             started = time.monotonic() - max(0.0, time.time() - wall)
-            self.target = process.Child(adopt.pid, started, None, own=False)
+            inst.target = process.Child(adopt.pid, started, None, own=False)
             if self.daemon_pid is None:  # adopted by a new start: nobody else watches it
-                self.target.pidfd = adoption.watch(adopt.pid)
-            template = self._carried_over()
+                inst.target.pidfd = adoption.watch(adopt.pid)
+            template = self._carried_over(inst.k)
             if why == PUMP_START:  # adopted by a new start: the group's first target
                 template = supervise.replace(template, spawned=1)
-            self.machine = supervise.adopt(adopt.pid, started, template)
+            inst.machine = supervise.adopt(adopt.pid, started, template)
             return ()
-        self.machine = self._carried_over()
+        inst.machine = self._carried_over(inst.k)
         try:
-            self.target = self._spawn()
+            inst.target = self._spawn(inst)
         except OSError as exc:
             if why == PUMP_START:
                 raise
-            self.machine, actions = supervise.step(
-                self.spec.policy, self.machine, supervise.SpawnFailed(str(exc)),
+            inst.machine, actions = supervise.step(
+                self.spec.policy, inst.machine, supervise.SpawnFailed(str(exc)),
                 time.monotonic(), draw())
             return actions
-        self.machine, actions = supervise.step(self.spec.policy, self.machine,
-                                               supervise.Spawned(self.target.pid),
+        inst.machine, actions = supervise.step(self.spec.policy, inst.machine,
+                                               supervise.Spawned(inst.target.pid),
                                                time.monotonic(), draw())
         return actions  # the monitors' hook of the new target, carried out by _set_up
 
     def _kill_own_target(self) -> None:
-        """A failed start: the target we spawned goes with it."""
-        if self.target is not None and self.target.own:
-            self.target.kill_group(signal.SIGKILL)
-            while self.target.reap(time.monotonic()) is None:
-                time.sleep(0.001)  # SIGKILL was sent: the reap is a matter of microseconds
+        """A failed start: the targets we spawned go with it."""
+        for inst in self.instances:
+            target = inst.target
+            if target is not None and target.own:
+                target.kill_group(signal.SIGKILL)
+                while target.reap(time.monotonic()) is None:
+                    time.sleep(0.001)  # SIGKILL was sent: the reap takes microseconds
 
-    def _set_up(self, hooks: tuple[supervise.Action, ...]) -> None:
+    def _set_up(self, hooks: list[tuple[Instance, tuple[supervise.Action, ...]]]) -> None:
         """The monitors' ``setup`` (and ``adopt``), then what a predecessor left, then the
-        ``hooks`` of a target spawned already (the machine chose spawn or respawn)."""
+        ``hooks`` of the targets spawned already (each machine chose spawn or respawn)."""
         assert self.host is not None
-        adopt = self.args.adopt
+        adopts = self.args.adopts()
         why = self.args.why
         message = rolelog.tail(self.args.message_file)
         self.host.call("setup", strict=why == PUMP_START, why=why, message=message)
-        if adopt is not None:
-            self.host.call("adopt", pid=adopt.pid)
+        for inst in self.instances:
+            adopt = adopts.get(inst.k)
+            if adopt is not None:
+                self.host.call("adopt", pid=adopt.pid, instance=self.shown(inst))
         self._check_daemon()
-        self.streams.recover()
-        self._act(hooks)
+        for inst in self.instances:
+            inst.streams.recover()
+        for inst, actions in hooks:
+            self._act(inst, actions)
 
     def _answer(self) -> None:
         """Up: the status written, the daemon and the caller told."""
@@ -174,7 +209,8 @@ class PumpStart:
             dirwatch.keep(self.directory, self.selector, self.lock_fd, self._dir_restored)
         # The daemon first: once the caller has its answer, a pump's death is a restart.
         self.link.tell(Started())
-        self.handshake.send(ok=True, target=self.target.pid if self.target else None,
+        first = self.instances[0].target
+        self.handshake.send(ok=True, target=first.pid if first else None,
                             adopted=self.args.adopt is not None and self.args.why == PUMP_START)
         self.handshake.close()
         if self.daemon_pid is None or self.args.fresh:
@@ -182,11 +218,15 @@ class PumpStart:
             # is a JSON blob. (A daemon's pump is its fork and was titled there.)
             _linux.set_title(f"immortal: pump {self.directory}")
 
-    def _carried_over(self) -> supervise.State:
-        """The counters of the group so far, as the previous pump left them."""
+    def _carried_over(self, k: int) -> supervise.State:
+        """The counters of instance ``k`` so far, as the previous pump left them (a group
+        of one's are the group's)."""
         if self.args.why == PUMP_START:
             return supervise.State()
         previous = self.previous or {}
+        if previous.get("instances"):
+            previous = next((entry for entry in previous["instances"]
+                             if isinstance(entry, dict) and entry.get("instance") == k), {})
         last = previous.get("last_exit")
         return supervise.carried_over(int(previous.get("restarts", 0)),
                                       int(previous.get("spawned", 0)),
@@ -207,19 +247,19 @@ class PumpStart:
     def _watch(self) -> None:
         raise NotImplementedError
 
-    def _act(self, actions: tuple[supervise.Action, ...]) -> None:
+    def _act(self, inst: Instance, actions: tuple[supervise.Action, ...]) -> None:
         raise NotImplementedError
 
-    def _target_died(self, status: ExitStatus) -> None:
+    def _target_died(self, inst: Instance, status: ExitStatus) -> None:
         raise NotImplementedError
 
     def _loop(self) -> int:
         raise NotImplementedError
 
-    def _spawn(self) -> process.Child:
+    def _spawn(self, inst: Instance) -> process.Child:
         raise NotImplementedError
 
-    def _lines(self, stream: str, block: bytes, offset: int, end: int) -> None:
+    def _lines(self, k: int, stream: str, block: bytes, offset: int, end: int) -> None:
         raise NotImplementedError
 
     def _write_status(self) -> None:

@@ -23,7 +23,7 @@ from .records import Record, replace
 
 __all__ = ["Adopt", "Command", "Exited", "Fds", "Finish", "HandOver", "Hello", "Message",
            "Reaped", "Rewrite", "RoleArgs", "Spawning", "Started", "Target", "decode",
-           "exec_daemon", "hand_over", "role_command"]
+           "exec_daemon", "hand_over", "role_command", "split_adopts"]
 
 _PAIRS = ("out", "err", "channel")  # the fds that come as (read end, write end)
 
@@ -40,26 +40,53 @@ class Fds(Record):
     handshake: int | None = None  #: the write end of the caller's handshake pipe
     parent: int | None = None  #: development: the caller's end-of-life pipe
     pump: int | None = None  #: the daemon's end of a successor pump's lifeline
+    #: the files of instances 1, 2... of a group of several (``workers``), each
+    #: ``(out read, out write, err read, err write, journal)``; instance 0's are above
+    more: tuple[tuple[int, int, int, int, int], ...] | None = None
 
     def numbers(self) -> list[int]:
         """Every fd held here, in field order: the ones a role's process keeps or inherits."""
         kept: list[int] = []
         for name in self._fields:
             value = getattr(self, name)
-            if isinstance(value, (tuple, list)):
+            if name == "more":
+                for files in value or ():
+                    kept.extend(files)
+            elif isinstance(value, (tuple, list)):
                 kept.extend(value)
             elif value is not None:
                 kept.append(value)
         return kept
 
+    def instance(self, k: int) -> Fds:
+        """The files of instance ``k`` as instance 0's fields (``out``, ``err``,
+        ``journal``), with the group's own (lock, channel...) for instance 0 only; empty
+        fields for an instance not held here."""
+        if k == 0:
+            return replace(self, more=None)
+        if not self.more or k > len(self.more):
+            return Fds()
+        out_r, out_w, err_r, err_w, journal = self.more[k - 1]
+        return Fds(out=(out_r, out_w), err=(err_r, err_w), journal=journal)
+
     def to_json(self) -> dict[str, Any]:
-        return {name: list(value) if isinstance(value, (tuple, list)) else value
-                for name in self._fields if (value := getattr(self, name)) is not None}
+        data: dict[str, Any] = {}
+        for name in self._fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if name == "more":
+                data[name] = [list(files) for files in value]
+            else:
+                data[name] = list(value) if isinstance(value, (tuple, list)) else value
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Fds:
         values: dict[str, Any] = {name: tuple(value) if name in _PAIRS and value else value
                                   for name, value in data.items() if name in cls._fields}
+        if values.get("more"):
+            values["more"] = tuple(tuple(files) for files in values["more"])
         return cls(**values)
 
 
@@ -72,16 +99,19 @@ class Adopt(Record):
     started_wall: float | None
     exit: ExitStatus | None = None
     ticks: int | None = None
+    instance: int = 0  #: which instance of the group's program (``workers``)
 
     def to_json(self) -> dict[str, Any]:
         return {"pid": self.pid, "started_wall": self.started_wall,
-                "exit": self.exit.to_json() if self.exit else None, "ticks": self.ticks}
+                "exit": self.exit.to_json() if self.exit else None, "ticks": self.ticks,
+                "instance": self.instance}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Adopt:
         last = data.get("exit")
         return cls(data["pid"], data.get("started_wall"),
-                   ExitStatus.from_json(last) if last else None, data.get("ticks"))
+                   ExitStatus.from_json(last) if last else None, data.get("ticks"),
+                   int(data.get("instance") or 0))
 
 
 class RoleArgs(Record):
@@ -97,11 +127,20 @@ class RoleArgs(Record):
     daemon_pid: int | None = None  #: a pump: its daemon; None at the group's root
     fresh: bool = False  #: a pump: a fresh interpreter started by a dying pump (hand_over)
     pump: int | None = None  #: a daemon: the successor pump already running (hand_over)
+    also: tuple[Adopt, ...] = ()  #: the targets of instances 1, 2... to adopt (``workers``)
+
+    def adopts(self) -> dict[int, Adopt]:
+        """Every target to adopt, by instance: ``adopt`` (instance 0's) and ``also``."""
+        found = {adopt.instance: adopt for adopt in self.also}
+        if self.adopt is not None:
+            found[0] = self.adopt
+        return found
 
     def to_json(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self._fields}
         data["fds"] = self.fds.to_json()
         data["adopt"] = self.adopt.to_json() if self.adopt else None
+        data["also"] = [adopt.to_json() for adopt in self.also]
         return data
 
     @classmethod
@@ -109,7 +148,14 @@ class RoleArgs(Record):
         values = {name: data[name] for name in cls._fields if name in data}
         values["fds"] = Fds.from_json(data.get("fds") or {})
         values["adopt"] = Adopt.from_json(data["adopt"]) if data.get("adopt") else None
+        values["also"] = tuple(Adopt.from_json(adopt) for adopt in data.get("also") or ())
         return cls(**values)
+
+
+def split_adopts(adopts: dict[int, Adopt]) -> dict[str, Any]:
+    """``adopts`` by instance as ``RoleArgs``' fields ``adopt`` and ``also``."""
+    return {"adopt": adopts.get(0),
+            "also": tuple(adopts[k] for k in sorted(adopts) if k != 0)}
 
 
 def role_command(args: RoleArgs) -> list[str]:
@@ -129,6 +175,8 @@ class Message(Record):
         fields = self._fields
         data: dict[str, Any] = {self.KEY: getattr(self, fields[0]) if fields else True}
         data.update((name, getattr(self, name)) for name in fields[1:])
+        if not data.get("instance", 1):
+            del data["instance"]  # instance 0, a group of one's: as the wire always read
         return data
 
     @classmethod
@@ -136,7 +184,10 @@ class Message(Record):
         fields = cls._fields
         if not fields:
             return cls()
-        return cls(data[cls.KEY], *[data.get(name) for name in fields[1:]])
+        rest = [data.get(name) for name in fields[1:]]
+        if fields[-1] == "instance":
+            rest[-1] = int(rest[-1] or 0)
+        return cls(data[cls.KEY], *rest)
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_json()).encode()
@@ -166,6 +217,7 @@ class Spawning(Message):
 
     KEY = "spawning"
     since: int | None
+    instance: int = 0
 
 
 class Target(Message):
@@ -174,6 +226,7 @@ class Target(Message):
     KEY = "target"
     pid: int
     started_wall: float | None
+    instance: int = 0
 
 
 class Exited(Message):
@@ -181,6 +234,7 @@ class Exited(Message):
 
     KEY = "exited"
     pid: int
+    instance: int = 0
 
 
 class Started(Message):
@@ -249,7 +303,7 @@ class HandOver(Exception):
     daemon's ``become`` with the daemon's :class:`RoleArgs` (``args[0]``)."""
 
 
-def hand_over(directory: str, adopt: Adopt | None, fds: Fds) -> None:
+def hand_over(directory: str, adopts: dict[int, Adopt], fds: Fds) -> None:
     """Turn this process (a pump whose daemon died, with threads of a monitor's) into the
     daemon by ``exec``: same pid, so its target stays its child. Never returns.
 
@@ -260,14 +314,14 @@ def hand_over(directory: str, adopt: Adopt | None, fds: Fds) -> None:
     the new daemon reaps it and starts another. If it cannot be started, the new daemon
     starts a pump as usual.
     """
-    args = RoleArgs("daemon", directory, DAEMON_RESTART, adopt=adopt, fds=fds)
+    args = RoleArgs("daemon", directory, DAEMON_RESTART, fds=fds, **split_adopts(adopts))
     try:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     except OSError as exc:
         sys.stderr.write(f"immortal: pump: cannot start a successor pump: {exc}\n")
     else:
         try:
-            pid = _spawn_successor(directory, adopt, fds, theirs.fileno())
+            pid = _spawn_successor(directory, adopts, fds, theirs.fileno())
             args = replace(args, pump=pid, fds=replace(fds, pump=ours.detach()))
         except OSError as exc:
             sys.stderr.write(f"immortal: pump: cannot start a successor pump: {exc}\n")
@@ -276,13 +330,14 @@ def hand_over(directory: str, adopt: Adopt | None, fds: Fds) -> None:
     exec_daemon(args)
 
 
-def _spawn_successor(directory: str, adopt: Adopt | None, fds: Fds, lifeline: int) -> int:
+def _spawn_successor(directory: str, adopts: dict[int, Adopt], fds: Fds,
+                     lifeline: int) -> int:
     """A fresh pump, the child of this process (the daemon to be): its pid."""
     import subprocess
 
+    alive = {k: replace(adopt, exit=None) for k, adopt in adopts.items()}
     args = RoleArgs("pump", directory, DAEMON_RESTART, fds=replace(fds, lifeline=lifeline),
-                    adopt=replace(adopt, exit=None) if adopt else None,
-                    daemon_pid=os.getpid(), fresh=True)
+                    daemon_pid=os.getpid(), fresh=True, **split_adopts(alive))
     log = os.open(Path(directory) / "pump.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT,
                   0o600)
     try:

@@ -25,6 +25,7 @@ from .checks import (  # noqa: F401  (the value checks, kept importable here)
     check_number,
     check_timeout,
     check_umask,
+    check_workers,
     default_name,
 )
 from .errors import InvalidSpec, InvalidType, UnknownKeyword, unknown_name
@@ -75,6 +76,7 @@ class Spec(Record):
     sys_path: tuple[str, ...] = ()
     backpressure: str = "block"  #: "block": the target waits for slow monitors; "drop"
     channel: bool = False  #: a JSON message channel between the target and the monitors
+    workers: int = 1  #: instances of the program the group runs, each supervised on its own
 
     @property
     def is_python(self) -> bool:
@@ -92,13 +94,16 @@ class Spec(Record):
             return [self.interpreter, self.file, *self.args]
         return [self.file, *self.args]
 
-    def target_env(self) -> dict[str, str]:
+    def target_env(self, instance: int = 0) -> dict[str, str]:
+        """The environment of the target of ``instance`` (0 for a group of one)."""
         from .orphans import TOKEN, token
 
         env = dict(self.env)
         # Finds the target and its descendants after the supervisors die, whatever fds
         # they closed (immortal/orphans.py); it replaces an outer group's token.
         env[TOKEN] = token(self.directory)
+        env[GROUP_ENV] = self.name
+        env[INSTANCE_ENV] = str(instance)
         if self.is_python:
             # Buffered stdout is the first cause of "my logs are missing" under supervisors.
             env.setdefault("PYTHONUNBUFFERED", "1")
@@ -106,6 +111,8 @@ class Spec(Record):
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        if self.workers == 1:
+            del data["workers"]  # a group of one's spec.json, as it always read
         data["strategy"] = self.strategy.value
         data["policy"] = self.policy.to_json()
         data["args"] = list(self.args)
@@ -128,7 +135,9 @@ class Spec(Record):
 
 START_KEYWORDS = ("strategy", "monitor", "options", "monitors", "name", "exec", "env", "cwd",
                   "umask", "policy", "stop_timeout", "start_timeout", "capture", "backpressure",
-                  "channel")
+                  "channel", "workers")
+GROUP_ENV = "IMMORTAL_GROUP"  #: the group's name, in each target's environment
+INSTANCE_ENV = "IMMORTAL_INSTANCE"  #: the target's instance number (0 for a group of one)
 
 
 class Request(Record):
@@ -151,6 +160,7 @@ class Request(Record):
     backpressure: str
     channel: bool
     sys_path: tuple[str, ...]
+    workers: int = 1
 
     def spec(self, directory: str, monitors: tuple[tuple[str, Mapping[str, Any]], ...],
              log_path: str | None) -> Spec:
@@ -161,7 +171,7 @@ class Request(Record):
             exec=self.exec, umask=self.umask, policy=self.policy,
             stop_timeout=self.stop_timeout, start_timeout=self.start_timeout,
             backpressure=self.backpressure, channel=self.channel, log_path=log_path,
-            sys_path=self.sys_path,
+            sys_path=self.sys_path, workers=self.workers,
         )
 
 
@@ -184,6 +194,7 @@ def build(
     capture: bool = False,
     backpressure: str = "block",
     channel: bool = False,
+    workers: int = 1,
     **unknown: Any,
 ) -> Request:
     """Check every argument of ``start()`` (its keywords, its defaults), in the caller and
@@ -192,6 +203,10 @@ def build(
     for key in unknown:
         raise unknown_name("keyword argument", key, START_KEYWORDS, UnknownKeyword)
     mode = _check_mode(strategy, backpressure, channel, capture)
+    count = check_workers(workers)
+    if channel and count > 1:
+        raise InvalidSpec(f"'channel' works with one instance only (got workers={count}): "
+                          "a monitor's send() would not know which instance to reach")
     here = os.getcwd()
     target_cwd = check_cwd(cwd)
     target_env = check_env(env)
@@ -212,7 +227,7 @@ def build(
         umask=_caller_umask() if mask is None else mask, policy=restart_policy,
         stop_timeout=grace, start_timeout=patience, capture=capture,
         backpressure=backpressure, channel=channel,
-        sys_path=tuple(os.path.abspath(p or here) for p in sys.path),
+        sys_path=tuple(os.path.abspath(p or here) for p in sys.path), workers=count,
     )
 
 

@@ -69,6 +69,53 @@ class Lock(MutableRecord):
             self.fd = -1
 
 
+class InstanceStatus(MutableRecord):
+    """One instance of a group of several (``workers``), as ``status.json`` lists it
+    under ``instances``: ``NAME:K`` in ``list`` and ``status``."""
+
+    instance: int
+    state: str  #: the phase of its own restart machine
+    pid: int | None = None  #: its target, while one runs
+    start_time: int | None = None  #: the target's kernel start time
+    started_at: float | None = None  #: wall clock time its target started
+    restarts: int = 0
+    spawned: int = 0
+    last_exit: ExitStatus | None = None
+    next_restart_at: float | None = None  #: wall clock time of its next spawn, in backoff
+    reason: str | None = None  #: why it ended, in a final phase
+
+    def to_json(self) -> dict[str, Any]:
+        return {"instance": self.instance, "state": self.state, "pid": self.pid,
+                "start_time": self.start_time, "started_at": self.started_at,
+                "restarts": self.restarts, "spawned": self.spawned,
+                "last_exit": self.last_exit.to_json() if self.last_exit else None,
+                "next_restart_at": self.next_restart_at, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> InstanceStatus:
+        last = data.get("last_exit")
+        if last:
+            from .events import ExitStatus
+        return cls(instance=int(data.get("instance") or 0),
+                   state=str(data.get("state", "unknown")),
+                   pid=data.get("pid") or None, start_time=data.get("start_time"),
+                   started_at=data.get("started_at"), restarts=int(data.get("restarts", 0)),
+                   spawned=int(data.get("spawned", 0)),
+                   last_exit=ExitStatus.from_json(last) if last else None,
+                   next_restart_at=data.get("next_restart_at"), reason=data.get("reason"))
+
+
+def running_targets(data: Mapping[str, Any], instance: int | None = None) -> list[int]:
+    """The target pids ``status.json``'s ``data`` records (of ``instance`` alone, if
+    given): ``pids["target"]`` in a group of one, each instance's in a group of several."""
+    listed = data.get("instances") or []
+    if not listed:
+        pid = (data.get("pids") or {}).get("target")
+        return [pid] if pid and instance in (None, 0) else []
+    return [entry["pid"] for entry in listed if isinstance(entry, dict) and entry.get("pid")
+            and instance in (None, entry.get("instance"))]
+
+
 class Status(MutableRecord):
     """A group's state as last written by its pump, and whether it is running now.
 
@@ -101,6 +148,9 @@ class Status(MutableRecord):
     #: processes carrying the group's token while no supervisor of it runs (filled by the
     #: callers that look for them: ``list``, ``status``; after a stop, those it ended)
     orphans: list[int] = field(default_factory=list)
+    #: a group of several instances of its program (``workers`` > 1): each one's state;
+    #: empty for a group of one, whose target is ``pids["target"]``
+    instances: list[InstanceStatus] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> Status:
@@ -125,6 +175,8 @@ class Status(MutableRecord):
             dropped=int(data.get("dropped") or 0),
             monitors={str(k): dict(v) for k, v in (data.get("monitors") or {}).items()},
             stalled=data.get("stalled") or None,
+            instances=[InstanceStatus.from_json(entry) for entry in data.get("instances") or ()
+                       if isinstance(entry, dict)],
         )
 
     def to_json(self, *, stored: bool = False) -> dict[str, Any]:
@@ -141,6 +193,8 @@ class Status(MutableRecord):
             "directory": self.directory, "start_times": self.start_times,
             "dropped": self.dropped, "monitors": self.monitors, "stalled": self.stalled,
         }
+        if self.instances:
+            data["instances"] = [entry.to_json() for entry in self.instances]
         if stored:
             del data["running"], data["stalled"]
         return data
