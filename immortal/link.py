@@ -63,9 +63,9 @@ def take_over(directory: str, adopts: dict[int, Adopt], fds: Fds,
     Same pid, so the targets (``adopts``, by instance) stay its children. Single-threaded,
     the process becomes the daemon in place (raising ``HandOver`` to ``pump.main``, which
     runs ``succession.become``) at once: what is in the pipes, and what it read but did
-    not deliver (the journal), is delivered by the pump the new daemon forks. With a monitor's threads it ``exec``s
-    instead (``roles.hand_over``), once ``settle`` has let the threads take what they were
-    given.
+    not deliver (the journal), is delivered by the pump the new daemon forks. With a
+    monitor's threads it ``exec``s instead (``roles.hand_over``), once ``settle`` has let
+    the threads take what they were given.
     """
     # What this process becomes (so that ps never shows two pumps in the hand-over).
     _linux.set_title(f"immortal: daemon {directory}")
