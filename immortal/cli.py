@@ -87,7 +87,7 @@ def _run(ns: argparse.Namespace) -> int:
     group = start(ns.file, ns.args, strategy=ns.strategy, monitors=_chosen(ns),
                   name=ns.name, exec=ns.executable,
                   env=env, cwd=ns.cwd, umask=ns.umask, stop_timeout=ns.stop_timeout,
-                  policy=policy)
+                  policy=policy, workers=ns.workers)
     print(started_view(group.name, ns.strategy, group.status()))
     if group.adopted:
         print(f"adopted running target {group.adopted} (left by its dead supervisors)")
@@ -159,12 +159,25 @@ def _left_in(group: Any) -> str:
             f"'immortal stop {name}' stops it")
 
 
+def _address(text: str) -> tuple[str, int | None]:
+    """``NAME`` (the whole group) or ``NAME:K`` (its instance K): a name has no colon."""
+    name, colon, number = text.partition(":")
+    if not colon:
+        return name, None
+    if not number.isdecimal():
+        raise InvalidSpec(f"NAME[:K] must name an instance by its number, e.g. "
+                          f"{name}:0 (got {text!r})")
+    return name, int(number)
+
+
 def _signal(ns: argparse.Namespace) -> int:
     from .group import attach
 
+    name, instance = _address(ns.name)
     value = int(ns.signal) if ns.signal.isdigit() else ns.signal
-    attach(ns.name).signal(value)
-    print(f"sent {ns.signal} to the target of {ns.name!r}")
+    attach(name).signal(value, instance=instance)
+    whom = f"instance {instance}" if instance is not None else "the target"
+    print(f"sent {ns.signal} to {whom} of {name!r}")
     return 0
 
 
@@ -179,9 +192,16 @@ def _reopen(ns: argparse.Namespace) -> int:
 def _restart(ns: argparse.Namespace) -> int:
     from .group import attach
 
-    group = attach(ns.name)
-    group.restart(ns.timeout)
-    print(f"restarted {ns.name!r}: target pid {group.pids.get('target')}")
+    name, instance = _address(ns.name)
+    group = attach(name)
+    group.restart(ns.timeout, instance=instance)
+    status = group.status()
+    if status.instances:
+        pids = ", ".join(f"{name}:{entry.instance} {entry.pid}" for entry in status.instances
+                         if instance in (None, entry.instance))
+        print(f"restarted {ns.name!r}: target pids {pids}")
+    else:
+        print(f"restarted {name!r}: target pid {group.pids.get('target')}")
     return 0
 
 
@@ -223,8 +243,9 @@ RUN_WORDS = {"name": "--name", "file": "FILE", "exec": "--exec", "cwd": "--cwd",
              "env": "--env", "umask": "--umask", "stop_timeout": "--stop-timeout",
              "min_uptime": "--min-uptime", "window": "--window",
              "max_restarts": "--max-restarts", "strategy": "--strategy",
+             "workers": "--workers",
              "options": "--option", "monitor": "--monitor"}
-GROUP_WORDS = {"name": "NAME", "timeout": "--timeout"}
+GROUP_WORDS = {"name": "NAME", "timeout": "--timeout", "instance": "NAME:K"}
 
 
 def _cli_words(message: str, command: str) -> str:

@@ -296,6 +296,12 @@ def summary(s: Status) -> str:
     for role in ROLES:
         if role in s.pids and s.running:
             lines.append(f"  {role:<8} pid {s.pids[role]}")
+    if s.running:
+        for entry in s.instances:  # a group of several: each instance
+            label = f"{s.name}:{entry.instance}"
+            target = f"pid {entry.pid}" if entry.pid else "no target"
+            lines.append(f"  {label:<8} {target}, {entry.state}, restarts {entry.restarts}"
+                         + (f", last {entry.last_exit}" if entry.last_exit else ""))
     lines.append(f"  spawned  {s.spawned}, restarts {s.restarts}")
     if s.target_started_at and s.running and s.state == "running":
         lines.append(f"  up       {time.time() - s.target_started_at:.1f} s")
