@@ -29,7 +29,7 @@ from .relay import Ledger, make_channel, make_journal, make_pipe, open_journal
 from .spec import Spec
 from .errors import NotRunning
 from ._linux import process_start_time
-from .kept import KeptTarget
+from .kept import KeptTarget, KeptTargets
 from .roles import (Command, Fds, Finish, Hello, Message, Reaped, Rewrite, RoleArgs, Started,
                     decode, split_adopts)
 from .state import SOCKET_NAME, read_json, running_targets, write_json
@@ -79,8 +79,7 @@ class Daemon:
         elif spec.channel:
             self.channel = list(make_channel())
         self.why: str = args.why
-        adopts = args.adopts()
-        self.targets = [KeptTarget(adopts.get(k), k) for k in range(1 + len(self.more))]
+        self.targets = KeptTargets(args.adopts(), 1 + len(self.more))
         self.pump: forking.ForkedPump | None = None
         self.pump_started = 0.0
         self.pump_sock: socket.socket | None = None
@@ -181,24 +180,9 @@ class Daemon:
         """At ``restart_deadline``: the machine's Tick if it is due, then a due spawn."""
         deadline = self.machine.deadline
         if deadline is not None and time.monotonic() >= deadline:
-            self._step(supervise.Tick(), self._policy(self._alive()))
+            self._step(supervise.Tick(), self._policy(self.targets.alive()))
         if self.due is not None:
             self._start_pump()
-
-    # ----------------------------------------------------------------- targets
-    def _alive(self) -> bool:
-        """Whether a target of the group lives (as far as the pumps said)."""
-        return any(target.alive() for target in self.targets)
-
-    def _left(self, pump_running: bool) -> bool:
-        """After a pump's death: whether a target is left for the next pump to adopt
-        (``KeptTarget.left``, for each instance)."""
-        left = False
-        for target in self.targets:
-            others = frozenset(t.pid for t in self.targets
-                               if t is not target and t.pid is not None)
-            left = target.left(pump_running, others) or left
-        return left
 
     # ----------------------------------------------------------------- pump
     def _policy(self, alive: bool) -> supervise.PumpPolicy:
@@ -239,9 +223,8 @@ class Daemon:
         log = self.directory / "pump.log"
         if why == PUMP_RESTART and log.exists():
             os.replace(log, self.directory / "pump.log.1")
-        self._left(self.pump is not None)
-        adopts = {k: adopt for k, target in enumerate(self.targets)
-                  if (adopt := target.adopt()) is not None}
+        self.targets.left(self.pump is not None)
+        adopts = self.targets.adopts()
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         except OSError as exc:  # out of fds
@@ -271,9 +254,8 @@ class Daemon:
         self.loop.watch(ours, self._on_pump_message)
         # Started to carry out a stop (the machine answers Kill): the request, not a signal.
         self.stop_by_signal = False
-        self._step(supervise.Spawned(self.pump.pid), self._policy(self._alive()))
-        for target in self.targets:
-            target.handed_over()
+        self._step(supervise.Spawned(self.pump.pid), self._policy(self.targets.alive()))
+        self.targets.handed_over()
 
     def _pump_not_started(self, exc: OSError) -> None:
         """The pump could not be started (fork: EAGAIN from a process limit, ENOMEM): the
@@ -285,7 +267,7 @@ class Daemon:
             if self.fork_failures == 1:
                 rolelog.report("fork", f"immortal: daemon: cannot start a pump ({exc}); "
                                "retrying\n")
-        self._step(supervise.SpawnFailed(str(exc)), self._policy(self._alive()))
+        self._step(supervise.SpawnFailed(str(exc)), self._policy(self.targets.alive()))
 
     def _tell_pump(self, message: Message) -> None:
         if self.pump_sock is not None:
@@ -310,8 +292,7 @@ class Daemon:
 
     def _handle_message(self, data: bytes) -> None:
         message = decode(data)
-        for target in self.targets:
-            target.heard(message)
+        self.targets.heard(message)
         if isinstance(message, Started):
             self.started = True
         elif isinstance(message, Finish):
@@ -343,7 +324,7 @@ class Daemon:
         if self.started and not self.finished:
             if self.machine.phase != supervise.STOPPING:
                 rolelog.report("pump", f"immortal: daemon: pump {status}; starting a new one\n")
-            policy = self._policy(self._left(pump_running=False))
+            policy = self._policy(self.targets.left(pump_running=False))
         self._step(supervise.Exited(status), policy)
 
     # ----------------------------------------------------------------- signals, reaping
@@ -366,10 +347,9 @@ class Daemon:
             if self.pump is not None and pid == self.pump.pid:
                 self._pump_died(status)
                 continue
-            for target in self.targets:
-                if pid == target.pid:
-                    self._target_reaped(target, status)
-                    break
+            target = self.targets.by_pid(pid)
+            if target is not None:
+                self._target_reaped(target, status)
             # else: an orphaned grandchild, reaped so that no zombie stays
 
     def _watch_stranger(self) -> None:
@@ -383,13 +363,12 @@ class Daemon:
                 self.loop.watch(target.stranger, self._on_stranger)
 
     def _on_stranger(self, fd: int) -> None:
-        for target in self.targets:
-            if target.stranger == fd:
-                self.selector.unregister(fd)
-                ended = target.stranger_ended()
-                if ended is not None:
-                    self._target_reaped(target, ended)
-                return
+        target = self.targets.by_stranger(fd)
+        if target is not None:
+            self.selector.unregister(fd)
+            ended = target.stranger_ended()
+            if ended is not None:
+                self._target_reaped(target, ended)
 
     def _target_reaped(self, target: KeptTarget, status: ExitStatus) -> None:
         """An adopted target died: tell its pump, or keep it for the next pump."""
@@ -436,7 +415,7 @@ class Daemon:
         self.stop_by_signal = by_signal
         alive = False
         if self.pump is None and not supervise.ending(self.machine):
-            alive = self._left(pump_running=False)
+            alive = self.targets.left(pump_running=False)
         self._step(supervise.Stop(None), self._policy(alive))
 
     def _dir_restored(self) -> None:

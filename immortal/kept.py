@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
 
 from . import _linux, orphans
 from .events import ExitStatus
@@ -102,3 +103,49 @@ class KeptTarget:
         os.close(self.stranger)
         self.stranger = -1
         return ExitStatus(pid=self.pid) if self.pid is not None else None
+
+
+class KeptTargets:
+    """The targets of every instance of the group's program (``workers``), one
+    :class:`KeptTarget` each, in the order of their numbers."""
+
+    def __init__(self, adopts: dict[int, Adopt], count: int) -> None:
+        self.each = [KeptTarget(adopts.get(k), k) for k in range(count)]
+
+    def __iter__(self) -> Iterator[KeptTarget]:
+        return iter(self.each)
+
+    def __len__(self) -> int:
+        return len(self.each)
+
+    def alive(self) -> bool:
+        """Whether a target of the group lives (as far as the pumps said)."""
+        return any(target.alive() for target in self.each)
+
+    def heard(self, message: Message | None) -> None:
+        for target in self.each:
+            target.heard(message)
+
+    def left(self, pump_running: bool) -> bool:
+        """After a pump's death: whether a target is left for the next pump to adopt
+        (``KeptTarget.left``, for each instance, none taken for another's)."""
+        left = False
+        for target in self.each:
+            others = frozenset(t.pid for t in self.each if t is not target and t.pid is not None)
+            left = target.left(pump_running, others) or left
+        return left
+
+    def adopts(self) -> dict[int, Adopt]:
+        """What the next pump is to adopt, by instance."""
+        return {target.instance: adopt for target in self.each
+                if (adopt := target.adopt()) is not None}
+
+    def handed_over(self) -> None:
+        for target in self.each:
+            target.handed_over()
+
+    def by_pid(self, pid: int) -> KeptTarget | None:
+        return next((target for target in self.each if target.pid == pid), None)
+
+    def by_stranger(self, fd: int) -> KeptTarget | None:
+        return next((target for target in self.each if target.stranger == fd), None)

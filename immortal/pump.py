@@ -23,15 +23,12 @@ from . import _linux, control, orphans, process, relay, rolelog, supervise
 from .detach import detach
 from .errors import ImmortalError, NotRunning
 from .events import PUMP_START, ExitStatus
-from .link import take_over
 from .loop import draw
-from .pumpstart import PumpStart
-from .roles import Adopt, Command, Exited, Finish, HandOver, Hello, Reaped, Rewrite, RoleArgs
+from .pumpstart import MONITOR_GRACE, PumpStart
+from .roles import Command, Exited, Finish, HandOver, Hello, Reaped, Rewrite, RoleArgs
 from .spec import Spec
 from .state import SOCKET_NAME, write_json
 from .workers import Instance, group_phase, shown
-
-MONITOR_GRACE = 1.0  # backpressure "drop": how long monitors may take to catch up at the end
 
 
 class Pump(PumpStart):
@@ -202,50 +199,6 @@ class Pump(PumpStart):
         self.link.tell(Exited(dead, inst.k))
         self.host.call("exit", status=record, instance=self.shown(inst))
         self._act(inst, actions, spawned)
-        self._write_status()
-
-    def _check_daemon(self) -> None:
-        """During start-up (long with a slow monitor), act on the daemon's death at once
-        rather than at the end of it: the targets would have no other supervisor. A first
-        start answers its caller first."""
-        if self.args.why != PUMP_START and self.link.gone():
-            self._daemon_died()
-
-    def _ending(self) -> bool:
-        """The group is stopping or has ended: no instance will be spawned again."""
-        return all(supervise.ending(inst.machine) for inst in self.instances)
-
-    def _daemon_died(self) -> None:
-        """The daemon is gone: become the daemon, keeping the targets and their pipes
-        (``link.take_over``); a group that is ending just ends."""
-        assert self.link.sock is not None
-        if self.link.sock.fileno() in self.selector.get_map():
-            self.selector.unregister(self.link.sock)
-        if self._ending():
-            for inst in self.instances:
-                inst.streams.drain(final=False)
-            self.link.sock = None
-            return
-        adopts: dict[int, Adopt] = {}
-        handed = self.args.adopts()
-        for inst in self.instances:
-            if inst.target is not None:
-                adopts[inst.k] = Adopt(inst.target.pid, inst.target.started_wall,
-                                       instance=inst.k)
-                inst.target.close()
-            elif inst.k in handed:  # still starting: the target we were to adopt
-                adopts[inst.k] = Adopt(handed[inst.k].pid, handed[inst.k].started_wall,
-                                       instance=inst.k)
-        fds = self.streams.fds(self.lock_fd, [inst.streams for inst in self.instances[1:]])
-        take_over(str(self.directory), adopts, fds, self.loop.close, self._settle)
-
-    def _settle(self) -> None:
-        """Before an exec into the daemon: the monitors' threads take what they were given
-        (the successor would hand the same lines over again); not longer: nobody reads the
-        pipes meanwhile."""
-        for inst in self.instances:
-            inst.streams.drain(final=False)
-        self._catch_up(MONITOR_GRACE)
         self._write_status()
 
     def _dir_restored(self) -> None:

@@ -5,7 +5,7 @@ target of each instance (``workers.Instance``) adopted or spawned, the monitors'
 (and ``adopt``), what a dead predecessor left delivered, the caller answered; then the loop
 (``pump.Pump``, which carries out each instance's machine's actions and reacts to what
 happens). A step that fails answers the caller with the error and ends the pump, taking the
-targets it spawned with it.
+targets it spawned with it. Here too: the daemon's death, at any step (``_daemon_died``).
 """
 
 from __future__ import annotations
@@ -21,15 +21,17 @@ from . import (_linux, adoption, control, dirwatch, monitoring, process, relay, 
 from ._linux import process_start_time
 from .detach import Handshake
 from .events import PUMP_START, ExitStatus
-from .link import DaemonLink
+from .link import DaemonLink, take_over
 from .loop import Loop, draw
-from .roles import HandOver, RoleArgs, Started
+from .roles import Adopt, HandOver, RoleArgs, Started
 from .spawner import Spawner
 from .spec import Spec, Strategy
 from .state import SOCKET_NAME, read_json
 from .statusfile import StatusFile
 from .streams import Streams
 from .workers import Instance, shown
+
+MONITOR_GRACE = 1.0  # backpressure "drop": how long monitors may take to catch up at the end
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -218,6 +220,50 @@ class PumpStart:
             # is a JSON blob. (A daemon's pump is its fork and was titled there.)
             _linux.set_title(f"immortal: pump {self.directory}")
 
+    def _check_daemon(self) -> None:
+        """During start-up (long with a slow monitor), act on the daemon's death at once
+        rather than at the end of it: the targets would have no other supervisor. A first
+        start answers its caller first."""
+        if self.args.why != PUMP_START and self.link.gone():
+            self._daemon_died()
+
+    def _ending(self) -> bool:
+        """The group is stopping or has ended: no instance will be spawned again."""
+        return all(supervise.ending(inst.machine) for inst in self.instances)
+
+    def _daemon_died(self) -> None:
+        """The daemon is gone: become the daemon, keeping the targets and their pipes
+        (``link.take_over``); a group that is ending just ends."""
+        assert self.link.sock is not None
+        if self.link.sock.fileno() in self.selector.get_map():
+            self.selector.unregister(self.link.sock)
+        if self._ending():
+            for inst in self.instances:
+                inst.streams.drain(final=False)
+            self.link.sock = None
+            return
+        adopts: dict[int, Adopt] = {}
+        handed = self.args.adopts()
+        for inst in self.instances:
+            if inst.target is not None:
+                adopts[inst.k] = Adopt(inst.target.pid, inst.target.started_wall,
+                                       instance=inst.k)
+                inst.target.close()
+            elif inst.k in handed:  # still starting: the target we were to adopt
+                adopts[inst.k] = Adopt(handed[inst.k].pid, handed[inst.k].started_wall,
+                                       instance=inst.k)
+        fds = self.streams.fds(self.lock_fd, [inst.streams for inst in self.instances[1:]])
+        take_over(str(self.directory), adopts, fds, self.loop.close, self._settle)
+
+    def _settle(self) -> None:
+        """Before an exec into the daemon: the monitors' threads take what they were given
+        (the successor would hand the same lines over again); not longer: nobody reads the
+        pipes meanwhile."""
+        for inst in self.instances:
+            inst.streams.drain(final=False)
+        self._catch_up(MONITOR_GRACE)
+        self._write_status()
+
     def _carried_over(self, k: int) -> supervise.State:
         """The counters of instance ``k`` so far, as the previous pump left them (a group
         of one's are the group's)."""
@@ -241,9 +287,6 @@ class PumpStart:
     def _take_signals(self) -> None:
         raise NotImplementedError
 
-    def _check_daemon(self) -> None:
-        raise NotImplementedError
-
     def _watch(self) -> None:
         raise NotImplementedError
 
@@ -254,6 +297,9 @@ class PumpStart:
         raise NotImplementedError
 
     def _loop(self) -> int:
+        raise NotImplementedError
+
+    def _catch_up(self, timeout: float) -> None:
         raise NotImplementedError
 
     def _spawn(self, inst: Instance) -> process.Child:
