@@ -7,7 +7,7 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
 3 monitoring, state, policy, kept, link, workers ·
 4 render, dirwatch, stall, spec, groupview, statusfile, streams ·
 5 supervise, group, adoption, spawner ·
-6 pumpstart ·
+6 pumpstart, scaling ·
 7 pump, launcher ·
 8 forking, manager, cli ·
 9 daemon ·

@@ -205,6 +205,16 @@ def _restart(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _scale(ns: argparse.Namespace) -> int:
+    from .group import attach
+
+    status = attach(ns.name).scale(ns.workers, ns.timeout)
+    pids = ", ".join(f"{ns.name}:{e.instance} {e.pid}" for e in status.instances) \
+        or f"target {status.pids.get('target')}"
+    print(f"{ns.name!r} runs {ns.workers} instance(s): {pids}")
+    return 0
+
+
 def _logs(ns: argparse.Namespace) -> int:
     from .group import attach
 
@@ -234,7 +244,7 @@ def _logs(ns: argparse.Namespace) -> int:
 # What runs each command of cliargs.COMMANDS.
 HANDLERS = {"run": _run, "list": _list, "status": _status, "stop": _stop, "restart": _restart,
             "signal": _signal, "reopen": _reopen, "monitors": _monitors, "check": _check,
-            "logs": _logs}
+            "logs": _logs, "scale": _scale}
 
 
 # The library's names for what the command line calls an option or an argument: a
@@ -245,7 +255,7 @@ RUN_WORDS = {"name": "--name", "file": "FILE", "exec": "--exec", "cwd": "--cwd",
              "max_restarts": "--max-restarts", "strategy": "--strategy",
              "workers": "--workers",
              "options": "--option", "monitor": "--monitor"}
-GROUP_WORDS = {"name": "NAME", "timeout": "--timeout", "instance": "NAME:K"}
+GROUP_WORDS = {"name": "NAME", "timeout": "--timeout", "instance": "NAME:K", "workers": "N"}
 
 
 def _cli_words(message: str, command: str) -> str:

@@ -154,6 +154,14 @@ def _signal_parser(sig: argparse.ArgumentParser) -> None:
     sig.add_argument("signal", help="a name (HUP, USR1, SIGUSR2...) or a number")
 
 
+def _scale_parser(scale: argparse.ArgumentParser) -> None:
+    scale.add_argument("name")
+    scale.add_argument("workers", type=int, metavar="N",
+                       help="how many instances to run: more are spawned, the highest retire")
+    scale.add_argument("--timeout", type=float, metavar="S",
+                       help="grace period of the instances that retire (default: the group's)")
+
+
 def _reopen_parser(reopen: argparse.ArgumentParser) -> None:
     reopen.add_argument("name")
 
@@ -184,6 +192,7 @@ COMMANDS = {
     "restart": ("restart a group's target", _restart_parser),
     "signal": ("send a signal to a group's target (process group)", _signal_parser),
     "reopen": ("make a group's monitors reopen their files", _reopen_parser),
+    "scale": ("run N instances of a group's program", _scale_parser),
     "monitors": ("list the installed monitors", _monitors_parser),
     "check": ("run monitors' check() on options, alone", _check_parser),
     "logs": ("print the end of a group's output file", _logs_parser),

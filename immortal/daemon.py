@@ -30,8 +30,10 @@ from .spec import Spec
 from .errors import NotRunning
 from ._linux import process_start_time
 from .kept import KeptTarget, KeptTargets
-from .roles import (Command, Fds, Finish, Hello, Message, Reaped, Rewrite, RoleArgs, Started,
-                    decode, split_adopts)
+from .checks import check_workers
+from .records import replace
+from .roles import (Command, Fds, Finish, Grow, Hello, Message, Reaped, Retire, Retired,
+                    Rewrite, RoleArgs, Started, decode, split_adopts)
 from .state import SOCKET_NAME, read_json, running_targets, write_json
 
 # The daemon's policies for its pump (see supervise.PumpPolicy). A pump that lived a second
@@ -144,11 +146,8 @@ class Daemon:
         self.loop.take_signals({signal.SIGTERM: self._on_stop_signal,
                                 signal.SIGINT: self._on_stop_signal,
                                 signal.SIGHUP: self._on_hangup, signal.SIGCHLD: self._reap})
-        self.stall = stall.Watch(
-            (self.out[0], self.err[0], *(fd for files in self.more for fd in files[0:3:2])),
-            [Ledger(open_journal(journal))
-             for journal in (self.journal, *(files[4] for files in self.more))],
-            [name for name, _ in self.spec.monitors], self.directory)
+        self.stall = stall.Watch(*self._watched(), [name for name, _ in self.spec.monitors],
+                                 self.directory)
         self.loop.watch(self.stall, lambda _: self.stall.ready())
         if self.why == DAEMON_RESTART:
             self.started = True
@@ -175,6 +174,12 @@ class Daemon:
         while self.pump is not None or self.restart_deadline is not None:
             self.loop.turn()
         return self._end()
+
+    def _watched(self) -> tuple[list[int], list[Ledger]]:
+        """What the stall watch looks at: every instance's pipes (read ends) and ledger."""
+        return ([self.out[0], self.err[0], *(fd for files in self.more for fd in files[0:3:2])],
+                [Ledger(open_journal(journal))
+                 for journal in (self.journal, *(files[4] for files in self.more))])
 
     def _restart_due(self) -> None:
         """At ``restart_deadline``: the machine's Tick if it is due, then a due spawn."""
@@ -293,7 +298,9 @@ class Daemon:
     def _handle_message(self, data: bytes) -> None:
         message = decode(data)
         self.targets.heard(message)
-        if isinstance(message, Started):
+        if isinstance(message, Retired):
+            self._retired(message.workers)
+        elif isinstance(message, Started):
             self.started = True
         elif isinstance(message, Finish):
             self.finished = True
@@ -398,6 +405,8 @@ class Daemon:
         if cmd == "stop":
             self._stop(request, by_signal=False)
             return {}  # a pump that cannot take it is ending already; the group with it
+        if cmd == "scale":
+            return self._scale(check_workers(request["workers"]))
         try:
             if self.pump is None or self.pump_sock is None:
                 raise OSError("no pump is running right now (one is being restarted)")
@@ -418,13 +427,71 @@ class Daemon:
             alive = self.targets.left(pump_running=False)
         self._step(supervise.Stop(None), self._policy(alive))
 
+    # ----------------------------------------------------------------- scale
+    def _scale(self, workers: int) -> dict[str, Any]:
+        """Run ``workers`` instances: the files of the new ones made and kept here, each
+        sent to the pump (``Grow``), which spawns it; or the highest told to retire
+        (``Retire``), whose files go once the pump says they ended (``Retired``). A pump
+        started meanwhile finds the same in the spec and the files it is handed."""
+        if len(self.targets) > self.spec.workers:
+            raise NotRunning("instances are still retiring after the last scale; try again "
+                             "in a moment")
+        if self.pump is None or self.pump_sock is None or supervise.ending(self.machine):
+            raise NotRunning("no pump is running right now (one is being restarted, or the "
+                             "group ends); try again in a moment")
+        before = self.spec.workers
+        if workers == before:
+            return {}
+        made: list[tuple[int, int, int, int, int]] = []
+        try:
+            for _ in range(before, workers):
+                made.append((*make_pipe(), *make_pipe(), make_journal()))
+        except OSError:
+            for fd in (fd for files in made for fd in files):
+                os.close(fd)
+            raise
+        for fd in (fd for files in made for fd in files):
+            os.set_inheritable(fd, False)
+        self.spec = replace(self.spec, workers=workers)
+        self._write_spec()
+        if workers < before:
+            self._tell_pump(Retire(workers))
+            return {}
+        self.more.extend(made)
+        for _ in made:
+            self.targets.add()
+        self.stall.pipes(*self._watched())
+        for k in range(before, workers):
+            try:
+                socket.send_fds(self.pump_sock, [Grow(k).to_bytes()], list(self.more[k - 1]))
+            except OSError:
+                pass  # the pump is dying: the next one is handed them all
+        return {}
+
+    def _retired(self, workers: int) -> None:
+        """The pump's instances from ``workers`` on have ended: their files go."""
+        if workers != self.spec.workers or workers >= len(self.targets):
+            return  # not the scale in force
+        gone = self.more[workers - 1:]
+        del self.more[workers - 1:]
+        self.targets.drop(workers)
+        self.stall.pipes(*self._watched())
+        for fd in (fd for files in gone for fd in files):
+            os.close(fd)
+
+    def _write_spec(self) -> None:
+        try:
+            write_json(self.directory / "spec.json", self.spec.to_json())
+        except OSError as exc:  # the group runs on as asked; readers see the old count
+            rolelog.report("spec", f"immortal: daemon: cannot write spec.json: {exc}\n")
+
     def _dir_restored(self) -> None:
         """The instance directory was removed and made again (``dirwatch``, which took
         the lock anew): the socket, spec.json, and status.json from the pump."""
         self.control.close()
         self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                       self._command)
-        write_json(self.directory / "spec.json", self.spec.to_json())
+        self._write_spec()
         if self.pump_sock is not None:
             try:
                 self.pump_sock.send(Rewrite().to_bytes())

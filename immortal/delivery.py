@@ -115,6 +115,11 @@ class Sink:
             self._told = instance
             self._tell(instance)
 
+    def forget(self, count: int) -> None:
+        """The instances from ``count`` on are gone: no store into their journals."""
+        for index in [index for index in self._doubts if index >= count]:
+            del self._doubts[index]
+
     def _doubt_store(self, index: int) -> Callable[[int, int], None] | None:
         if self._delivered is None:
             return None

@@ -147,5 +147,13 @@ class KeptTargets:
     def by_pid(self, pid: int) -> KeptTarget | None:
         return next((target for target in self.each if target.pid == pid), None)
 
+    def add(self) -> None:
+        """One more instance (a scale up), with no target yet."""
+        self.each.append(KeptTarget(None, len(self.each)))
+
+    def drop(self, count: int) -> None:
+        """The instances from ``count`` on have retired (a scale down)."""
+        del self.each[count:]
+
     def by_stranger(self, fd: int) -> KeptTarget | None:
         return next((target for target in self.each if target.stranger == fd), None)

@@ -274,9 +274,8 @@ class Host:
             ledger = [ledger]
         self.ledgers = list(ledger or [relay.Ledger(mmap.mmap(-1, relay.SIZE))])
         self.ledger = self.ledgers[0]
-        for _, plugin in plugins:
-            if isinstance(plugin, Monitor):
-                plugin.workers = len(self.ledgers)
+        self.plugins = [plugin for _, plugin in plugins]
+        self._count_workers()
         self.sinks = [_sink(manager, monitor, plugin, slot, self.ledger, self.ledgers)
                       for slot, (monitor, plugin) in enumerate(plugins)]
         for sink in self.sinks:
@@ -286,6 +285,23 @@ class Host:
         for worker in self.workers or ():
             worker.take_over()
         self._targets: list[Any] = self.workers or self.sinks
+
+    def _count_workers(self) -> None:
+        for plugin in self.plugins:
+            if isinstance(plugin, Monitor):
+                plugin.workers = len(self.ledgers)
+
+    def add_ledger(self, ledger: relay.Ledger) -> None:
+        """One more instance of the program (a scale up), with its journal's ledger."""
+        self.ledgers.append(ledger)  # the sinks share this list
+        self._count_workers()
+
+    def drop_ledgers(self, count: int) -> None:
+        """The instances from ``count`` on are gone (a scale down)."""
+        del self.ledgers[count:]
+        for sink in self.sinks:
+            sink.forget(count)
+        self._count_workers()
 
     def call(self, hook: str, strict: bool = False, **kwargs: Any) -> None:
         """Call ``hook`` on each monitor; with ``strict`` the first exception propagates,

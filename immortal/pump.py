@@ -24,14 +24,17 @@ from .detach import detach
 from .errors import ImmortalError, NotRunning
 from .events import PUMP_START, ExitStatus
 from .loop import draw
+from .checks import check_workers
 from .pumpstart import MONITOR_GRACE, PumpStart
-from .roles import Command, Exited, Finish, HandOver, Hello, Reaped, Rewrite, RoleArgs
+from .roles import (Command, Exited, Finish, Grow, HandOver, Hello, Reaped, Retire, Rewrite,
+                    RoleArgs)
+from .scaling import Scaling
 from .spec import Spec
 from .state import SOCKET_NAME, write_json
 from .workers import Instance, group_phase, shown
 
 
-class Pump(PumpStart):
+class Pump(PumpStart, Scaling):
     """The running pump: carries out each instance's machine's actions, and turns what
     happens (a target's death, output, signals, control requests, its daemon's death) into
     events of the instance they are about, or of all (a stop)."""
@@ -149,6 +152,10 @@ class Pump(PumpStart):
             except ImmortalError as exc:
                 rolelog.report("command", f"immortal: pump: {message.request['cmd']}: "
                                           f"{exc}\n")
+        elif isinstance(message, Grow):
+            self.grow(message.instance, message.fds)
+        elif isinstance(message, Retire):
+            self.retire(message.workers)
         elif isinstance(message, Reaped) and message.pid:
             for inst in self.instances:
                 target = inst.target
@@ -239,6 +246,8 @@ class Pump(PumpStart):
         elif cmd == "reopen":
             assert self.host is not None
             self.host.call("reopen")
+        elif cmd == "scale":  # as the group's root (a daemon does it with its files)
+            self.scale(check_workers(request["workers"]))
         return {}
 
     def _addressed(self, k: int | None) -> list[Instance]:
@@ -306,6 +315,7 @@ class Pump(PumpStart):
             elif isinstance(action, supervise.Wake):
                 inst.deadline = action.at
             elif isinstance(action, supervise.Finish):
+                self.retired()  # the last of the instances retiring, maybe
                 if all(other.final for other in self.instances) and not self.finished:
                     self._finish(action)
 

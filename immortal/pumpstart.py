@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 class PumpStart:
     """What a pump holds, and how it starts; ``pump.Pump`` runs it."""
 
+    retire: Callable[[int], None]  #: a scale down (``scaling.Scaling``)
+
     def __init__(self, spec: Spec, args: RoleArgs, subreaper: bool = False) -> None:
         args = adoption.claim(args)  # unattached, adopting an orphan: its pipes, reopened
         self.spec = spec
@@ -65,6 +67,7 @@ class PumpStart:
         self.loop = Loop(selectors.DefaultSelector())
         self.selector = self.loop.selector
         self.subreaper = subreaper  # root of the group: orphans come here
+        self.retiring: int | None = None  # a scale down: the instances from this on retire
         self.control: control.Server | None = None  # served here when there is no daemon
         self.host: monitoring.Host | None = None
         self.previous = read_json(self.directory / "status.json") \
@@ -114,6 +117,8 @@ class PumpStart:
         self._watch()
         for inst, actions in firsts:
             self._act(inst, tuple(a for a in actions if not isinstance(a, supervise.Hook)))
+        if len(self.instances) > self.spec.workers:  # a scale down its predecessor began
+            self.retire(self.spec.workers)
         adopts = self.args.adopts()
         for inst in self.instances:
             adopt = adopts.get(inst.k)

@@ -21,9 +21,10 @@ from typing import Any
 from .events import DAEMON_RESTART, PUMP_START, ExitStatus
 from .records import Record, replace
 
-__all__ = ["Adopt", "Command", "Exited", "Fds", "Finish", "HandOver", "Hello", "Message",
-           "Reaped", "Rewrite", "RoleArgs", "Spawning", "Started", "Target", "decode",
-           "exec_daemon", "hand_over", "role_command", "split_adopts"]
+__all__ = ["Adopt", "Command", "Exited", "Fds", "Finish", "Grow", "HandOver", "Hello",
+           "Message", "Reaped", "Retire", "Retired", "Rewrite", "RoleArgs", "Spawning",
+           "Started", "Target", "decode", "exec_daemon", "hand_over", "role_command",
+           "split_adopts"]
 
 _PAIRS = ("out", "err", "channel")  # the fds that come as (read end, write end)
 
@@ -249,7 +250,40 @@ class Finish(Message):
     KEY = "finish"
 
 
+class Retired(Message):
+    """The instances from ``workers`` on (a scale down) have ended: the daemon lets go of
+    their files."""
+
+    KEY = "retired"
+    workers: int
+
+
 # daemon ─► pump
+class Grow(Message):
+    """A scale up: instance ``instance`` is to run, its files (out read, out write, err
+    read, err write, journal: made and kept by the daemon) sent with the message
+    (``SCM_RIGHTS``)."""
+
+    KEY = "grow"
+    instance: int
+    fds: tuple[int, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {self.KEY: self.instance}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Grow:
+        return cls(int(data[cls.KEY]))
+
+
+class Retire(Message):
+    """A scale down: the instances from ``workers`` on stop (TERM, grace, KILL), and are
+    gone once ended (``Retired``)."""
+
+    KEY = "retire"
+    workers: int
+
+
 class Hello(Message):
     """The daemon a dying pump exec'd into is up (``hand_over``): the successor pump
     writes its status now."""
@@ -292,8 +326,8 @@ class Command(Message):
         return cls(data)
 
 
-_MESSAGES: tuple[type[Message], ...] = (Hello, Command, Rewrite, Reaped, Spawning, Target,
-                                        Exited, Started, Finish)
+_MESSAGES: tuple[type[Message], ...] = (Hello, Command, Rewrite, Reaped, Grow, Retire,
+                                        Spawning, Target, Exited, Started, Finish, Retired)
 
 
 # ----------------------------------------------------------------- the hand-over

@@ -69,6 +69,20 @@ class Watch:
     def fileno(self) -> int:
         return self._epoll.fileno()
 
+    def pipes(self, fds: Sequence[int], ledgers: Sequence[Ledger]) -> None:
+        """Watch these pipes and ledgers from now on (a group scaled up or down), before
+        any of the old ones is closed."""
+        for fd in self._fds:
+            try:
+                self._epoll.unregister(fd)
+            except OSError:
+                pass
+        self._fds = tuple(fds)
+        self._ledgers = tuple(ledgers)
+        self._ledger = self._ledgers[0]
+        for fd in self._fds:
+            self._epoll.register(fd, _ONESHOT)
+
     def ready(self) -> None:
         """Output waits in a pipe (the one-shot fired): look again in ``after`` seconds."""
         self._epoll.poll(0)  # consume the event; the fd stays disarmed until re-armed

@@ -67,6 +67,15 @@ class Streams:
         """This instance's files as ``Fds.more`` lists them."""
         return self.out_r, self.out_w, self.err_r, self.err_w, self.journal_fd
 
+    def close(self) -> None:
+        """Let go of this instance's files (it retired): the pipes, the journal and the
+        channel."""
+        for fd in (self.out_r, self.out_w, self.err_r, self.err_w, self.journal_fd):
+            os.close(fd)
+        self.journal.close()
+        if self.channel_sock is not None:
+            self.channel_sock.close()
+
     def no_echo(self) -> None:
         """A monitor shows the output on the terminal already."""
         for stream in self.relays:

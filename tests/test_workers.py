@@ -198,3 +198,24 @@ def test_the_cli_addresses_one_instance_as_name_colon_k(started, capsys):
     assert re.search(rf"^api:2 +running +{now[2]}", listed, re.M), listed
     assert main(["signal", "api:7", "USR1"]) == 2
     assert main(["restart", "api:x"]) == 2
+
+
+def test_scale_up_keeps_the_running_and_down_retires_the_highest(started, capsys):
+    group = start(started, 2, name="pool", stop_timeout=2.0)
+    before = pids(running(group, 2))
+    grown = group.scale(4)
+    assert {k: pids(grown)[k] for k in (0, 1)} == before
+    after = pids(running(group, 4))
+    # The daemon holds the new instances' files: a new pump adopts all four.
+    pump = group.status().pids["pump"]
+    os.kill(pump, signal.SIGKILL)
+    whole(group, after, {pump})
+    assert main(["scale", "pool", "1"]) == 0
+    assert "'pool' runs 1 instance(s): target " in capsys.readouterr().out
+    status = group.status()
+    assert status.instances == [] and status.pids["target"] == after[0]  # a group of one
+    assert not any(is_alive(after[k], None) for k in (1, 2, 3))
+    text = output(group).decode()
+    assert all(f"event:{k}  | exit pid {after[k]}: killed by SIGTERM" in text for k in (1, 2, 3))
+    with pytest.raises(immortal.InvalidSpec, match="'workers' must be from 1 to"):
+        group.scale(0)
