@@ -243,8 +243,8 @@ def _logs(ns: argparse.Namespace) -> int:
 
 # What runs each command of cliargs.COMMANDS.
 HANDLERS = {"run": _run, "list": _list, "status": _status, "stop": _stop, "restart": _restart,
-            "signal": _signal, "reopen": _reopen, "monitors": _monitors, "check": _check,
-            "logs": _logs, "scale": _scale}
+            "signal": _signal, "reopen": _reopen, "scale": _scale, "monitors": _monitors,
+            "check": _check, "logs": _logs}
 
 
 # The library's names for what the command line calls an option or an argument: a
