@@ -219,3 +219,18 @@ def test_scale_up_keeps_the_running_and_down_retires_the_highest(started, capsys
     assert all(f"event:{k}  | exit pid {after[k]}: killed by SIGTERM" in text for k in (1, 2, 3))
     with pytest.raises(immortal.InvalidSpec, match="'workers' must be from 1 to"):
         group.scale(0)
+
+
+def test_a_daemon_killed_under_a_pump_with_monitor_threads_keeps_every_instance(started):
+    """Backpressure "drop" runs a thread per monitor in the pump, which then exec's into
+    the daemon (``roles.hand_over``) instead of becoming it in place: every instance's
+    files and target go through the exec and the fresh successor pump."""
+    group = start(started, 3, backpressure="drop")
+    before = pids(running(group, 3))
+    daemon = group.status().pids["daemon"]
+    os.kill(daemon, signal.SIGKILL)
+    after = whole(group, before, {daemon})
+    assert [e.restarts for e in after.instances] == [0, 0, 0]
+    assert main(["signal", f"{group.name}:2", "USR1"]) == 0
+    wait_for(lambda: output(group), lambda out: b"stdout:2 | usr1 2" in out, SHORT,
+             what="instance 2's USR1 through the new pump")
