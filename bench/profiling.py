@@ -77,7 +77,8 @@ def imports(b: Any) -> dict[str, Any]:
     stamps = b.fifo("immortal", "prof")
     env = dict(os.environ)
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "immortal",
-                           "run", b.target, "-n", "b-prof-imp", "--", "stamp", "-"],
+                           "run", b.target, "-n", "b-prof-imp", "--ready", "spawn", "--",
+                           "stamp", "-"],
                           capture_output=True, text=True, env=env)
     result["caller (python -m immortal run)"] = summarize_imports(parse_importtime(proc.stderr))
     try:
@@ -107,8 +108,8 @@ def timeline(b: Any) -> dict[str, Any] | None:
     stamps.clear()
     argv = [strace, "-f", "-ttt", "-qq", "-s", "400", "--seccomp-bpf", "-e",
             "trace=execve,clone,clone3,vfork,fork,exit_group", "-o", str(out),
-            sys.executable, "-m", "immortal", "run", b.target, "-n", "b-prof-run", "--",
-            "stamp", str(stamps.path)]
+            sys.executable, "-m", "immortal", "run", b.target, "-n", "b-prof-run", "--ready",
+            "spawn", "--", "stamp", str(stamps.path)]
     tracer = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         stamps.wait("S", 20)

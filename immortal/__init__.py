@@ -2,11 +2,12 @@
 
 Layers (a module imports only from lower ones; tests/test_layering.py checks it):
 0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop ·
-1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs ·
-2 process, monitor, roles, delivery, instance, checks, machine ·
+1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
+  rolling, readiness, notify, addresses ·
+2 process, monitor, roles, delivery, instance, checks, machine, listen ·
 3 monitoring, state, policy, kept, link, workers ·
 4 render, dirwatch, stall, spec, groupview, statusfile, streams ·
-5 supervise, group, adoption, spawner ·
+5 supervise, group, adoption, spawner, readywatch, answer ·
 6 pumpstart, scaling ·
 7 pump, launcher ·
 8 forking, manager, cli ·
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # the same names, for type checkers; at run time they load on
         ImmortalError,
         InvalidSpec,
         InvalidType,
+        ListenError,
         MonitorError,
         MonitorNotFound,
         MonitorOptionsError,
@@ -58,9 +60,10 @@ if TYPE_CHECKING:  # the same names, for type checkers; at run time they load on
 # caller's side (launcher, pluggy's entry points...) at every start.
 _HOMES = {
     **dict.fromkeys(("AlreadyRunning", "ChannelError", "ImmortalError", "InvalidSpec",
-                     "InvalidType", "MonitorError", "MonitorNotFound", "MonitorOptionsError",
-                     "NoAnswer", "NotRunning", "StartError", "StateDirError", "StopTimeout",
-                     "TargetNotExecutable", "TargetNotFound", "UnknownName"), "errors"),
+                     "InvalidType", "ListenError", "MonitorError", "MonitorNotFound",
+                     "MonitorOptionsError", "NoAnswer", "NotRunning", "StartError",
+                     "StateDirError", "StopTimeout", "TargetNotExecutable", "TargetNotFound",
+                     "UnknownName"), "errors"),
     "ExitStatus": "events",
     **dict.fromkeys(("Group", "attach", "groups"), "group"),
     **dict.fromkeys(("hookimpl", "hookspec"), "hookspecs"),
@@ -97,6 +100,7 @@ __all__ = [
     "ImmortalError",
     "InvalidSpec",
     "InvalidType",
+    "ListenError",
     "Manager",
     "Monitor",
     "MonitorError",

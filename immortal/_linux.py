@@ -263,6 +263,46 @@ def peer_uid(sock: socket.socket) -> int | None:
     return uid
 
 
+def pass_credentials(sock: socket.socket) -> bool:
+    """Have the kernel attach the sender's credentials to every datagram ``sock``
+    receives (``SO_PASSCRED``), for :func:`receive_from`; whether it will.
+
+    Without ``SO_PASSCRED``: False; senders are then not known (the caller relies on the
+    socket's private directory).
+    """
+    import socket  # loaded already: the caller has a socket
+
+    option = getattr(socket, "SO_PASSCRED", None)
+    if option is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, option, 1)
+    except OSError:
+        return False
+    return True
+
+
+def receive_from(sock: socket.socket, size: int) -> tuple[bytes, int | None]:
+    """One datagram of ``sock`` (at most ``size`` bytes) and the pid of its sender, as the
+    kernel tells it (``SCM_CREDENTIALS``, once :func:`pass_credentials` was set); BlockingIOError
+    when none waits.
+
+    Without credentials: the pid is None.
+    """
+    import socket  # loaded already: the caller has a socket
+
+    kind = getattr(socket, "SCM_CREDENTIALS", None)
+    if kind is None:
+        return sock.recv(size), None
+    creds = struct.calcsize("3i")
+    data, ancillary, _, _ = sock.recvmsg(size, socket.CMSG_SPACE(creds))
+    pid = None
+    for level, what, value in ancillary:
+        if level == socket.SOL_SOCKET and what == kind and len(value) >= creds:
+            pid = struct.unpack("3i", value[:creds])[0]
+    return data, pid
+
+
 def set_pipe_size(fd: int, size: int) -> None:
     """Make the pipe of ``fd`` hold ``size`` bytes.
 

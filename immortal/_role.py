@@ -45,6 +45,13 @@ def _standby(role: str, sock_fd: int) -> int:
 
 
 def _run(args: RoleArgs) -> int:
+    if args.fds.listen:
+        try:
+            args = _settle(args)
+        except OSError as exc:
+            sys.stderr.write(f"immortal: {args.role}: cannot place the listen sockets: "
+                             f"{exc}\n")
+            return 1
     from .spec import Spec
     from .state import check_dir, read_json
 
@@ -70,6 +77,18 @@ def _run(args: RoleArgs) -> int:
 
     # A pump whose daemon dies may become it in this process (succession.become).
     return pump.main(spec, args, succession.become)
+
+
+def _settle(args: RoleArgs) -> RoleArgs:
+    """The listen sockets at fds 3, 4, ... (``listen.settle``), before anything else is
+    opened: a spawn then passes them where the target finds them, moving nothing."""
+    from .listen import settle
+    from .records import replace
+
+    fds = args.fds
+    assert fds.listen is not None
+    others = [fd for fd in fds.numbers() if fd not in fds.listen]
+    return replace(args, fds=fds.renumbered(settle(fds.listen, others)))
 
 
 if __name__ == "__main__":

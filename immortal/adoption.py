@@ -66,15 +66,14 @@ def decide(spec: Spec) -> Adopt | None:
         return None
     if not _linux.is_alive(pid, ticks) or (pid, ticks) not in orphans.find(directory):
         return None  # gone, or no proof it is the group's (no token: not Linux)
-    log = directory / ("daemon.log" if spec.strategy == Strategy.DAEMON else "pump.log")
     before, why = _runs_the_same(spec, old)
     if before is None:
-        _note(log, f"immortal: start: the target {pid} left running by a dead group is "
-              f"ended, not adopted: {why}\n")
+        note(spec, f"immortal: start: the target {pid} left running by a dead group is "
+             f"ended, not adopted: {why}\n")
         return None
     if before.target_env() != spec.target_env():
-        _note(log, f"immortal: start: the target {pid} is adopted with the environment it "
-              "was started with; this run's applies from its next restart\n")
+        note(spec, f"immortal: start: the target {pid} is adopted with the environment it "
+             "was started with; this run's applies from its next restart\n")
     return Adopt(pid, _wall(ticks), ticks=ticks)
 
 
@@ -89,6 +88,10 @@ def _runs_the_same(spec: Spec, old: dict[str, Any] | None) -> tuple[Spec | None,
     # Not the environment: a run from another shell (another OLDPWD, SSH_TTY...) is the
     # same program, and ending it for that would be the one thing adoption avoids. The new
     # environment applies from its next restart (the role log says so).
+    if before.listen or spec.listen:
+        # Its sockets would have to be taken from it (pidfd_getfd: ptrace rights), and a
+        # new start binds its own: it is ended before they are bound (launcher).
+        return None, "a group that listens binds its sockets anew"
     for what, then, now in (("command", before.command(), spec.command()),
                             ("cwd", before.cwd, spec.cwd),
                             ("umask", before.umask, spec.umask)):
@@ -102,10 +105,11 @@ def _wall(ticks: int) -> float:
     return time.time() - (_linux.boot_ticks() - ticks) / os.sysconf("SC_CLK_TCK")
 
 
-def _note(path: Path, text: str) -> None:
-    """A line in a role log, written by the caller before the role starts."""
+def note(spec: Spec, text: str) -> None:
+    """A line in the first role's log, written by the caller before the role starts."""
+    log = "daemon.log" if spec.strategy == Strategy.DAEMON else "pump.log"
     try:
-        with open(path, "a") as handle:
+        with open(Path(spec.directory) / log, "a") as handle:
             handle.write(text)
     except OSError:
         pass  # only a note: the start goes on

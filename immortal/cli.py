@@ -87,7 +87,8 @@ def _run(ns: argparse.Namespace) -> int:
     group = start(ns.file, ns.args, strategy=ns.strategy, monitors=_chosen(ns),
                   name=ns.name, exec=ns.executable,
                   env=env, cwd=ns.cwd, umask=ns.umask, stop_timeout=ns.stop_timeout,
-                  policy=policy, workers=ns.workers)
+                  policy=policy, ready=ns.ready, ready_timeout=ns.ready_timeout,
+                  listen=ns.listen, workers=ns.workers)
     print(started_view(group.name, ns.strategy, group.status()))
     if group.adopted:
         print(f"adopted running target {group.adopted} (left by its dead supervisors)")
@@ -253,8 +254,8 @@ RUN_WORDS = {"name": "--name", "file": "FILE", "exec": "--exec", "cwd": "--cwd",
              "env": "--env", "umask": "--umask", "stop_timeout": "--stop-timeout",
              "min_uptime": "--min-uptime", "window": "--window",
              "max_restarts": "--max-restarts", "strategy": "--strategy",
-             "workers": "--workers",
-             "options": "--option", "monitor": "--monitor"}
+             "workers": "--workers", "options": "--option", "monitor": "--monitor",
+             "ready": "--ready", "ready_timeout": "--ready-timeout"}
 GROUP_WORDS = {"name": "NAME", "timeout": "--timeout", "instance": "NAME:K", "workers": "N"}
 
 

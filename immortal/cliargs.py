@@ -124,6 +124,17 @@ def _run_parser(run: argparse.ArgumentParser) -> None:
     run.add_argument("--window", type=float, default=60.0, metavar="S")
     run.add_argument("--min-uptime", type=float, default=1.0, metavar="S",
                      help="a run this long counts as stable: restart at once")
+    run.add_argument("--ready", metavar="MODE",
+                     help="when the target counts as started, and 'run' returns: spawn, "
+                     "uptime:S, line:REGEX, port:N or notify (default: $IMMORTAL_READY, "
+                     "else uptime:1)")
+    run.add_argument("--ready-timeout", type=float, default=30.0, metavar="S",
+                     help="fail the start if the target is not ready S seconds after its "
+                     "spawn (default 30)")
+    run.add_argument("--listen", action="append", metavar="ADDR",
+                     help="a socket to bind once and pass to the target by socket "
+                     "activation (fds 3, 4, ..., LISTEN_FDS): tcp://HOST:PORT or "
+                     "unix:PATH (repeatable, in order)")
 
 
 def _list_parser(lst: argparse.ArgumentParser) -> None:

@@ -20,17 +20,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import (_linux, adoption, control, dirwatch, forking, orphans, process, rolelog, stall,
-               supervise)
+from . import (_linux, adoption, control, dirwatch, forking, notify, orphans, process, rolelog,
+               stall, supervise)
 from .detach import Handshake
 from .events import DAEMON_RESTART, PUMP_RESTART, ExitStatus
 from .loop import Loop
+from .readiness import NOTIFY
 from .relay import Ledger, make_channel, make_journal, make_pipe, open_journal
 from .spec import Spec
 from .errors import NotRunning
 from ._linux import process_start_time
 from .kept import KeptTarget, KeptTargets
 from .checks import check_workers
+from . import listen as listening
 from .records import replace
 from .roles import (Command, Fds, Finish, Grow, Hello, Message, Reaped, Retire, Retired,
                     Rewrite, RoleArgs, Started, decode, split_adopts)
@@ -80,6 +82,16 @@ class Daemon:
                 os.set_inheritable(fd, False)
         elif spec.channel:
             self.channel = list(make_channel())
+        # The sd_notify socket (ready="notify"): held here, a datagram sent while no pump
+        # runs waits in it for the next.
+        self.notify = fds.notify
+        if self.notify is not None:
+            os.set_inheritable(self.notify, False)
+        elif spec.ready == NOTIFY:
+            self.notify = notify.make(spec.directory)
+        # The listen sockets, at fds 3, 4, ... (listen.settle): held for the group's life,
+        # handed to every pump, never accepted on.
+        self.listen = fds.listen
         self.why: str = args.why
         self.targets = KeptTargets(args.adopts(), 1 + len(self.more))
         self.pump: forking.ForkedPump | None = None
@@ -237,8 +249,8 @@ class Daemon:
             return
         fds = Fds(lock=self.lock_fd, out=self.out, err=self.err, journal=self.journal,
                   channel=tuple(self.channel) if self.channel else None,
-                  lifeline=theirs.fileno(), handshake=self.handshake.fd,
-                  more=tuple(self.more) or None)
+                  lifeline=theirs.fileno(), handshake=self.handshake.fd, notify=self.notify,
+                  listen=self.listen, more=tuple(self.more) or None)
         args = RoleArgs("pump", str(self.directory), why, fds=fds, message_file=message_file,
                         daemon_pid=os.getpid(), **split_adopts(adopts))
         try:
@@ -502,6 +514,11 @@ class Daemon:
         """The group ends: kill and reap whatever is left of it (escaped grandchildren)."""
         self.control.close()
         self.stall.close()
+        if self.notify is not None:
+            notify.remove(self.directory)
         process.kill_children()
         orphans.end_group(self.directory)  # and those that went up with a dead daemon
+        if self.listen:
+            listening.close(self.listen)
+            listening.release(self.spec.listen)
         return 0

@@ -13,7 +13,9 @@
     ├── StateDirError (PermissionError)      the instance directory is unsafe
     ├── AlreadyRunning                 a group of that name is running
     ├── NotRunning (LookupError)       no group of that name is running
-    ├── StartError                     the group failed after detaching (exec error, monitor setup)
+    ├── StartError                     the group failed after detaching (exec error, monitor
+    │   │                              setup, a target that died or was not ready in time)
+    │   └── ListenError                a listen address cannot be bound (in use, not allowed)
     ├── StopTimeout (TimeoutError)     a group did not go away in time
     ├── NoAnswer (TimeoutError)        a group's control socket did not answer in time
     └── ChannelError (OSError)         the message channel is missing, full or closed
@@ -28,6 +30,8 @@ TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+    from .events import ExitStatus
 
 
 class ImmortalError(Exception):
@@ -89,7 +93,26 @@ class NotRunning(ImmortalError, LookupError):
 
 
 class StartError(ImmortalError):
+    """The group failed after detaching: an exec error, a monitor's ``setup``, or a target
+    that died, or was not ready in time, before it was ready (``status``: how it ended, an
+    ``ExitStatus``; ``stderr``: its last lines on stderr). The group is gone then."""
+
     exit_code = 1
+
+    def __init__(self, message: str, status: ExitStatus | None = None,
+                 stderr: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.status = status  #: the target's ExitStatus, when it was spawned
+        self.stderr = list(stderr)
+
+
+class ListenError(StartError):
+    """A listen address cannot be bound (in use, not ours to take, an unknown host); raised
+    in the caller, before anything detaches. ``address`` is the address, as given."""
+
+    def __init__(self, message: str, address: str = "") -> None:
+        super().__init__(message)
+        self.address = address
 
 
 class StopTimeout(ImmortalError, TimeoutError):

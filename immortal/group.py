@@ -134,25 +134,27 @@ class Group(GroupView):
         """Run ``workers`` instances of the program: new ones are spawned (numbered on from
         the highest), or the highest retire (TERM, ``timeout``, default the group's grace
         period, then KILL). Returns the status once the group runs that many, each
-        running."""
+        running and ready (the group's ``ready`` mode, as ``start()`` waits for it)."""
         from .checks import check_workers
 
         check_workers(workers)
         self._root()
         grace = self._grace(timeout)
         self._request("scale", workers=workers)
-        deadline = time.monotonic() + grace + MARGIN
+        patience = grace + float((read_json(self.directory / "spec.json") or {})
+                                 .get("ready_timeout", 30.0)) + MARGIN
+        deadline = time.monotonic() + patience
         while time.monotonic() < deadline:
             now = self.status()
             if not now.running:
                 raise NotRunning(f"group {self.name!r} ended during the scale "
                                  f"(state {now.state})")
-            if (len(now.instances) or 1) == workers and now.state == "running" and all(
-                    entry.state == "running" for entry in now.instances):
+            if (len(now.instances) or 1) == workers and now.state == "running" and now.ready \
+                    and all(entry.state == "running" for entry in now.instances):
                 return now
             time.sleep(POLL)
-        raise StopTimeout(f"group {self.name!r} does not run {workers} instance(s) within "
-                          f"{grace + MARGIN:g} s")
+        raise StopTimeout(f"group {self.name!r} does not run {workers} ready instance(s) "
+                          f"within {patience:g} s")
 
     def reopen(self) -> None:
         """Make the monitors reopen their files (after an external logrotate)."""

@@ -13,7 +13,7 @@ another start may have opened them):
    ``spec.json``;
 6. start the first role as a fresh interpreter (or hand a standby its arguments), with the
    lock and the write end of a handshake pipe, and wait on the handshake until the target
-   has been spawned, or raise the role's error.
+   is ready (``readiness.py``), or raise the role's error.
 """
 
 from __future__ import annotations
@@ -27,11 +27,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import adoption, monitoring, standby
+from . import adoption, monitoring, orphans, standby
+from . import listen as listening
 from .detach import read_handshake
 from .errors import ImmortalError, MonitorError, MonitorOptionsError, StartError, unusable_home
+from .events import ExitStatus
 from .group import Group
 from ._linux import is_alive
+from .readiness import SPAWN
 from .records import replace
 from .roles import Adopt, Fds, RoleArgs, role_command
 from .spec import Request, RestartPolicy, Spec, Strategy, build
@@ -59,14 +62,22 @@ def start(
     capture: bool = False,
     backpressure: str = "block",
     channel: bool = False,
+    ready: str | None = None,
+    ready_timeout: float = 30.0,
+    listen: Sequence[str] | None = None,
     workers: int = 1,
     **unknown: Any,
 ) -> Group:
     """Launch ``file`` with ``args`` and keep it alive; return a handle on the group.
 
-    Returns once the target has been spawned. Raises a subclass of ``ImmortalError`` in the
-    caller for every problem, including an exec failure after detaching; nothing is left
-    behind then. ``strategy`` is ``"daemon"`` (default), ``"unattached"`` or
+    Returns once the target is *ready* (with ``workers=N``, every instance's): ``ready``
+    says when that is (``"spawn"``, ``"uptime:S"``, ``"line:REGEX"``, ``"port:N"``,
+    ``"notify"``; default ``$IMMORTAL_READY``, else ``"uptime:1"``: alive one second),
+    within ``ready_timeout`` seconds of its spawn. Raises a subclass of ``ImmortalError`` in
+    the caller for every problem, including an exec failure after detaching, and
+    ``StartError`` for a target that dies before it is ready or is not ready in time (with
+    its ``status`` and last ``stderr`` lines; the instance named); nothing is left behind
+    then. ``strategy`` is ``"daemon"`` (default), ``"unattached"`` or
     ``"development"``. One monitor is ``monitor=`` (default ``"file"``) with its
     ``options=``; several are ``monitors={"file": {...}, "jsonl": {...}}``, each with its own
     options and its own ``check()``. ``backpressure="block"`` (default) makes the target
@@ -75,8 +86,12 @@ def start(
     (``immortal.channel``). ``workers=N`` runs N instances of the program, each
     supervised on its own (restarted on its own death, with its own backoff), by one daemon
     and one pump; each gets ``IMMORTAL_INSTANCE`` (0 to N-1) and ``IMMORTAL_GROUP`` in its
-    environment. With ``capture=True`` (development only) the target's output comes
-    to ``group.stdout`` and ``group.stderr`` (iterators of lines) instead of the terminal.
+    environment, and the same listen sockets. With ``capture=True`` (development only) the
+    target's output comes to ``group.stdout`` and ``group.stderr`` (iterators of lines)
+    instead of the terminal.
+    ``listen=["tcp://0.0.0.0:8000", "unix:/run/app.sock"]`` binds those sockets here, once,
+    and hands them to every target by systemd socket activation (fds 3, 4, ...,
+    ``LISTEN_FDS``, ``LISTEN_PID``, ``LISTEN_FDNAMES``); ``ListenError`` if one cannot be.
 
     The steps (the module's docstring says more), one call each:
 
@@ -84,7 +99,8 @@ def start(
     2. find the monitors and check their options;
     3. check the instance directory, and make the group's ``Spec`` in it;
     4. create the directory and take the group's lock;
-    5. decide whether to adopt an orphaned target, and write ``spec.json``;
+    5. decide whether to adopt an orphaned target, bind the listen sockets, and write
+       ``spec.json``;
     6. start the first role and wait on its handshake.
 
     A failure in 5 or 6 removes what they wrote; our copy of the lock is let go either way.
@@ -92,15 +108,16 @@ def start(
     request = build(file, args, strategy=strategy, monitor=monitor, options=options,
                     monitors=monitors, name=name, exec=exec, env=env, cwd=cwd, umask=umask,
                     policy=policy, stop_timeout=stop_timeout, start_timeout=start_timeout,
-                    capture=capture, backpressure=backpressure, channel=channel,
-                    workers=workers, **unknown)
+                    capture=capture, backpressure=backpressure, channel=channel, ready=ready,
+                    ready_timeout=ready_timeout, listen=listen, workers=workers, **unknown)
     chosen = _check_monitors(request.monitors)
     spec = _place(request, chosen)
     lock, created = _take_directory(Path(spec.directory))
     with _undone_on_failure(Path(spec.directory), created, lock):
         adopt = adoption.decide(spec)
-        _write_spec(spec)
-        return _launch(spec, lock, request.capture, adopt)
+        with _listening(spec) as (spec, sockets):
+            _write_spec(spec)
+            return _launch(spec, lock, request.capture, adopt, sockets)
 
 
 def _check_monitors(wanted: dict[str, Any]) -> tuple[tuple[str, Any, dict[str, Any]], ...]:
@@ -153,6 +170,41 @@ def _undone_on_failure(directory: Path, created: bool, lock: Lock) -> Iterator[N
         lock.close()
 
 
+@contextlib.contextmanager
+def _listening(spec: Spec) -> Iterator[tuple[Spec, tuple[int, ...]]]:
+    """Step 5: the listen sockets, bound here (``listen.bind``), and the spec with the
+    addresses as bound. Our copies are closed once the first role has its own; a failed
+    start also removes the unix socket files nobody listens on any more
+    (``listen.release``)."""
+    if not spec.listen:
+        yield spec, ()
+        return
+    _end_orphans(spec)
+    sockets, bound = listening.bind(spec.listen)
+    try:
+        yield replace(spec, listen=bound), tuple(sock.fileno() for sock in sockets)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        listening.release(bound)
+        raise
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _end_orphans(spec: Spec) -> None:
+    """A target its dead supervisors left running holds the group's old listen sockets:
+    it is ended (proved by token and start time) before they are bound again. Never
+    adopted (``adoption.decide``): the sockets the new start binds are not its own."""
+    found = orphans.find(spec.directory)
+    if found:
+        pids = " ".join(str(pid) for pid, _ in found)
+        adoption.note(spec, f"immortal: start: killing {pids} left running by a dead group "
+                      "(its listen sockets are bound anew)\n")
+        orphans.end(found)
+
+
 def _write_spec(spec: Spec) -> None:
     """Step 5: ``spec.json``, which the roles read."""
     path = Path(spec.directory) / "spec.json"
@@ -175,7 +227,7 @@ def _home_errors(base: Path) -> Iterator[None]:
 
 
 def _launch(spec: Spec, lock: Lock, capture: bool = False,
-            adopt: Adopt | None = None) -> Group:
+            adopt: Adopt | None = None, sockets: tuple[int, ...] = ()) -> Group:
     directory = Path(spec.directory)
     development = spec.strategy == Strategy.DEVELOPMENT
     role = "daemon" if spec.strategy == Strategy.DAEMON else "pump"
@@ -183,7 +235,7 @@ def _launch(spec: Spec, lock: Lock, capture: bool = False,
     parent_r = parent_w = None
     if development:
         parent_r, parent_w = os.pipe()
-    fds = Fds(handshake=hs_w, lock=lock.fd, parent=parent_r)
+    fds = Fds(handshake=hs_w, lock=lock.fd, parent=parent_r, listen=sockets or None)
     args = RoleArgs(role, str(directory), detach=not development, fds=fds, adopt=adopt)
     log: Any = None if development else open(directory / f"{role}.log", "ab")
     out = subprocess.PIPE if capture else log
@@ -192,7 +244,7 @@ def _launch(spec: Spec, lock: Lock, capture: bool = False,
         # A standby (immortal run) gets its files over its socket, not as inherited fds.
         files = {"handshake": hs_w, "lock": lock.fd, "log": log.fileno()} if log else {}
         if ready is not None and ready.go(replace(args, fds=Fds()).to_json(), files,
-                                          str(directory)):
+                                          str(directory), sockets):
             popen = ready.popen
         else:
             popen = subprocess.Popen(role_command(args), stdin=subprocess.DEVNULL, stdout=out,
@@ -228,20 +280,47 @@ def _launch(spec: Spec, lock: Lock, capture: bool = False,
 def _handshake(spec: Spec, fd: int, pids: dict[str, tuple[int, int | None]],
                popen: subprocess.Popen[bytes]) -> int | None:
     """Wait for the first role's answer: the pid of the target it adopted, if it did."""
-    deadline = time.monotonic() + spec.start_timeout
+    patience = _patience(spec)
+    deadline = time.monotonic() + patience
     try:
         for message in read_handshake(fd, deadline):
             if "role" in message:
                 pids[message["role"]] = (message["pid"], message.get("start_time"))
             elif "error" in message:
-                error = _ERRORS.get(message["error"], StartError)
-                raise error(message.get("message", "the group failed to start"))
+                raise _error(spec, message)
             elif message.get("ok"):
                 return message["target"] if message.get("adopted") else None
     except TimeoutError:
-        raise StartError(f"group {spec.name!r} did not start within {spec.start_timeout:g} s "
-                         f"(start_timeout); see the logs in {spec.directory}") from None
+        raise StartError(f"group {spec.name!r} did not start within {patience:g} s "
+                         f"(start_timeout{_READY_WAIT if spec.ready != SPAWN else ''}); "
+                         f"see the logs in {spec.directory}") from None
     raise StartError(f"group {spec.name!r} failed to start: {_logs_tail(spec)}")
+
+
+_READY_WAIT = " + ready_timeout + stop_timeout"
+
+
+def _patience(spec: Spec) -> float:
+    """How long the handshake may take: the roles' start, then (unless ready at its spawn)
+    the target's readiness and, if it fails, the stop of the target."""
+    if spec.ready == SPAWN:
+        return spec.start_timeout
+    return spec.start_timeout + spec.ready_timeout + spec.stop_timeout
+
+
+def _error(spec: Spec, message: dict[str, Any]) -> ImmortalError:
+    """The error a role reported; a target that was not ready comes with its exit status
+    and its last lines on stderr, shown under the message."""
+    error = _ERRORS.get(message.get("error", ""), StartError)
+    text = str(message.get("message") or "the group failed to start")
+    if error is not StartError or "status" not in message:
+        return error(text)
+    status = ExitStatus.from_json(message["status"]) if message.get("status") else None
+    lines = [str(line) for line in message.get("stderr") or []]
+    text = f"group {spec.name!r} failed to start: {text}"
+    if lines:
+        text += "; its last lines on stderr:\n" + "\n".join(f"  {line}" for line in lines)
+    return StartError(text, status, lines)
 
 
 def _logs_tail(spec: Spec) -> str:
@@ -287,7 +366,7 @@ def _clean(directory: Path, created: bool) -> None:
     that opened it would lock a file nobody else can find). The role logs go only if the
     directory is this call's own.
     """
-    names = ["spec.json", "status.json"]
+    names = ["spec.json", "status.json", "notify.sock"]
     if created:
         names += ["daemon.log", "pump.log", "pump.log.1"]
     for name in names:

@@ -153,19 +153,28 @@ def kill_children(timeout: float = 5.0) -> None:
 
 
 def spawn(argv: list[str], *, env: dict[str, str], cwd: str, umask: int | None,
-          stdout: int, stderr: int, pass_fds: tuple[int, ...] = ()) -> Child:
+          stdout: int, stderr: int, pass_fds: tuple[int, ...] = (),
+          pid_variable: str | None = None) -> Child:
     """Start ``argv`` (no shell) in a new process group; OSError if it cannot be executed.
 
     The target gets every signal at its default and none blocked: see :func:`role_signals`.
+    ``pid_variable`` (socket activation's ``LISTEN_PID``) is set in ``env`` to the
+    target's own pid: see :func:`_environment`.
     """
     kwargs = process_group_kwargs()
+    steps = []
+    if pid_variable is not None:
+        steps.append(_environment(env, pid_variable))
     ignored = _ignored_since()
     if ignored:  # a monitor ignored a signal in the pump: not for the target
-        kwargs = {"preexec_fn": _defaults(ignored, kwargs.get("preexec_fn"))}
+        steps.append(_defaults(ignored))
+    if steps:  # a slower spawn (no vfork), so only when needed
+        kwargs = {"preexec_fn": _chain(*steps, kwargs.get("preexec_fn"))}
         if sys.version_info >= (3, 11):
             kwargs["process_group"] = 0
     popen = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
+        argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+        env=None if pid_variable is not None else env, cwd=cwd,
         umask=-1 if umask is None else umask, close_fds=True, pass_fds=pass_fds, text=False,
         restore_signals=True,  # SIGPIPE and SIGXFSZ, ignored by the roles, at their default
         **kwargs,
@@ -190,15 +199,39 @@ _CATCHABLE = tuple(n for n in signal.valid_signals()
                    if n not in (signal.SIGKILL, signal.SIGSTOP))
 
 
-def _defaults(numbers: list[int], then: Callable[[], object] | None) -> Callable[[], None]:
-    """What the child runs before ``exec``: these signals back to their default (a slower
-    spawn, without vfork, so only when needed)."""
+def _defaults(numbers: list[int]) -> Callable[[], None]:
+    """What the child runs before ``exec``: these signals back to their default."""
     def reset() -> None:
         for number in numbers:
             signal.signal(number, signal.SIG_DFL)
-        if then is not None:
-            then()
     return reset
+
+
+def _environment(env: dict[str, str], pid_variable: str) -> Callable[[], None]:
+    """What the child runs before ``exec``: its environment made ``env``, with
+    ``pid_variable`` its own pid, known only once forked. subprocess is then given no
+    environment of its own (``env=None``), so its ``execve`` passes this one: a shell
+    between the two (``LISTEN_PID=$$; exec "$@"``) would keep the pid too, but adds
+    variables of its own (``PWD``, ``SHLVL``...), and an exec failure would be its exit
+    status instead of subprocess's OSError."""
+    encoded = [(os.fsencode(key), os.fsencode(value)) for key, value in env.items()]
+    name = os.fsencode(pid_variable)
+
+    def place() -> None:
+        for old in list(os.environ):
+            os.unsetenv(old)
+        for key, value in encoded:
+            os.putenv(key, value)
+        os.putenv(name, str(os.getpid()).encode())
+    return place
+
+
+def _chain(*steps: Callable[[], object] | None) -> Callable[[], None]:
+    def run() -> None:
+        for step in steps:
+            if step is not None:
+                step()
+    return run
 
 
 def exec_error(argv: list[str], exc: OSError) -> str:

@@ -1,9 +1,10 @@
 """The pump: keeps the target alive and relays its output and events to the monitor.
 
 One pump per group at a time, for every instance of its program (``workers``). Its loop
-(``loop.py``) blocks on the targets' pipes and pidfds, the signals and its lifelines (to
-the daemon, or to the caller in ``development``); the restart decisions come from the pure
-machine in ``supervise.py``, one machine per instance.
+(``loop.py``) blocks on the targets' pipes and pidfds, the notify socket, the signals and
+its lifelines (to the daemon, or to the caller in ``development``); the restart decisions
+come from the pure machine in ``supervise.py``, one machine per instance, and each
+instance's readiness is its own ``readywatch.ReadyWatch``.
 
 Signals: SIGTERM/SIGINT stop the group (TERM, grace, KILL), SIGHUP restarts the target.
 """
@@ -19,13 +20,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import _linux, control, orphans, process, relay, rolelog, supervise
+from . import _linux, control, notify, orphans, process, relay, rolelog, supervise
+from . import listen as listening
 from .detach import detach
 from .errors import ImmortalError, NotRunning
 from .events import PUMP_START, ExitStatus
 from .loop import draw
 from .checks import check_workers
 from .pumpstart import MONITOR_GRACE, PumpStart
+from .readywatch import route
 from .roles import (Command, Exited, Finish, Grow, HandOver, Hello, Reaped, Retire, Rewrite,
                     RoleArgs)
 from .scaling import Scaling
@@ -59,6 +62,8 @@ class Pump(PumpStart, Scaling):
             self._watch_streams(inst)
         if self.streams.channel_sock is not None:
             loop.watch(self.streams.channel_sock, self._on_channel)
+        if self.streams.notify_sock is not None:
+            loop.watch(self.streams.notify_sock, self._on_notify)
         if self.link.sock is not None:
             loop.watch(self.link.sock, self._on_daemon)
         if self.parent_fd is not None:
@@ -69,6 +74,7 @@ class Pump(PumpStart, Scaling):
                 lambda: self.control.drop_idle() if self.control else None)
         loop.at(lambda: self.host.next_report() if self.host else None, self._report_dropped)
         loop.at(self._next_tick, self._ticks)
+        loop.at(self._next_ready, self._ready_due)
 
     def _watch_streams(self, inst: Instance) -> None:
         relays = inst.streams.relays
@@ -86,14 +92,34 @@ class Pump(PumpStart, Scaling):
             if inst.deadline is not None and inst.deadline <= now:
                 self._feed(inst, supervise.Tick())
 
+    def _next_ready(self) -> float | None:
+        """When the first of the readiness watches wants the clock (or a probe), or None."""
+        due = [at for at in (inst.ready.deadline() for inst in self.instances)
+               if at is not None]
+        return min(due) if due else None
+
+    def _ready_due(self) -> None:
+        now = time.monotonic()
+        for inst in list(self.instances):
+            at = inst.ready.deadline()
+            if at is not None and at <= now:
+                inst.ready.due()
+
     # ----------------------------------------------------------------- main loop
     def _loop(self) -> int:
         self.loop.run()  # until _finish stops it
         if self.control is not None:
             self.control.close()
+        if self.daemon_pid is None and self.streams.notify_sock is not None:
+            notify.remove(self.directory)  # ours: no daemon holds it
         if self.subreaper:
             process.kill_children()  # grandchildren that escaped the target's group
             orphans.end_group(self.directory)  # and those that left our tree
+        if self.listen and (self.daemon_pid is None or self.link.sock is None):
+            # The group's root (no daemon, or it died while the group ended): the socket
+            # files go with the group.
+            listening.close(self.listen)
+            listening.release(self.spec.listen)
         return 0
 
     def _on_child(self) -> None:
@@ -119,9 +145,15 @@ class Pump(PumpStart, Scaling):
         host = self.host
         self.streams.receive(lambda message: host.call("message", message=message))
 
+    def _on_notify(self, sock: socket.socket) -> None:
+        route(sock, {inst.target.pid: inst.ready for inst in self.instances
+                     if inst.target is not None})
+
     def _lines(self, k: int, stream: str, block: bytes, offset: int, end: int) -> None:
         assert self.host is not None
         self.host.block(stream, block, offset, end, shown(k, len(self.instances)))
+        if k < len(self.instances):  # the monitors first: they hold the line by then
+            self.instances[k].ready.lines(stream, block)
 
     def _on_target(self, inst: Instance, fd: object) -> None:
         target = inst.target
@@ -180,6 +212,8 @@ class Pump(PumpStart, Scaling):
         self.status_file.forget(dead)
         inst.target = None
         inst.streams.drain()
+        # A death before readiness during a start gives the start up: every machine stops.
+        inst.ready.exited(status)
         # Decide first, so that the exit event carries the decision (a restart record).
         inst.machine, actions = supervise.step(self.spec.policy, inst.machine,
                                                supervise.Exited(status), time.monotonic(),
@@ -276,6 +310,9 @@ class Pump(PumpStart, Scaling):
                 self._feed(inst, event, write=False)
         self._write_status()
 
+    def _stop_all(self, reason: str) -> None:
+        self._feed_all(supervise.Stop(self.spec.stop_timeout, reason))
+
     def _act(self, inst: Instance, actions: tuple[supervise.Action, ...],
              spawned: process.Child | OSError | None = None) -> None:
         """Carry out the actions of ``inst``'s machine; ``spawned`` is what the first
@@ -332,6 +369,8 @@ class Pump(PumpStart, Scaling):
             sys.stderr.write(f"immortal: pump: monitor {name!r} is still busy; it gets no "
                              "more calls\n")
         self.link.tell(Finish())
+        if self.pending:
+            self._fail_start()
 
     def _catch_up(self, timeout: float) -> None:
         """Backpressure "drop": the monitors' queues get ``timeout`` seconds to empty."""
@@ -344,7 +383,9 @@ class Pump(PumpStart, Scaling):
         # The first spawn of a new start first ends what the name's last run left.
         fresh = self.args.why == PUMP_START and not any(
             other.machine.spawned or other.target is not None for other in self.instances)
-        return self.spawner.spawn(inst.k, inst.streams, fresh, self._own_pids())
+        child = self.spawner.spawn(inst.k, inst.streams, fresh, self._own_pids())
+        inst.ready.spawned(child.started_at)
+        return child
 
     def _watch_target(self, inst: Instance) -> None:
         if inst.target is not None and inst.target.pidfd >= 0:

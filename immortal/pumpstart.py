@@ -2,10 +2,13 @@
 
 In order: the signals taken, the caller told the pump's pid, the monitors loaded, the first
 target of each instance (``workers.Instance``) adopted or spawned, the monitors' ``setup``
-(and ``adopt``), what a dead predecessor left delivered, the caller answered; then the loop
+(and ``adopt``), what a dead predecessor left delivered, the status written; then the loop
 (``pump.Pump``, which carries out each instance's machine's actions and reacts to what
-happens). A step that fails answers the caller with the error and ends the pump, taking the
-targets it spawned with it. Here too: the daemon's death, at any step (``_daemon_died``).
+happens). The caller is answered once every instance's target is ready (``readiness``: at
+once for ``ready="spawn"``, else from the loop; ``answer.StartAnswer``). A step that fails
+answers the caller with the error and ends the pump, taking the targets it spawned with it;
+a target that dies before it is ready, or is not ready in time, stops the group, whose end
+answers the caller. Here too: the daemon's death, at any step (``_daemon_died``).
 """
 
 from __future__ import annotations
@@ -16,14 +19,17 @@ import signal
 import time
 from pathlib import Path
 
-from . import (_linux, adoption, control, dirwatch, monitoring, process, relay, rolelog,
-               supervise)
+from . import (_linux, adoption, control, dirwatch, monitoring, process, readiness, relay,
+               rolelog, supervise)
 from ._linux import process_start_time
 from .detach import Handshake
 from .events import PUMP_START, ExitStatus
+from .answer import StartAnswer
 from .link import DaemonLink, take_over
 from .loop import Loop, draw
-from .roles import Adopt, HandOver, RoleArgs, Started
+from .readywatch import ReadyWatch
+from .records import replace
+from .roles import Adopt, HandOver, RoleArgs
 from .spawner import Spawner
 from .spec import Spec, Strategy
 from .state import SOCKET_NAME, read_json
@@ -39,7 +45,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-class PumpStart:
+class PumpStart(StartAnswer):
     """What a pump holds, and how it starts; ``pump.Pump`` runs it."""
 
     retire: Callable[[int], None]  #: a scale down (``scaling.Scaling``)
@@ -54,15 +60,19 @@ class PumpStart:
         self.lock_fd: int | None = fds.lock
         self.daemon_pid: int | None = args.daemon_pid
         development = spec.strategy == Strategy.DEVELOPMENT
-        # One set of pipes and journal per instance; the channel is instance 0's.
+        # One set of pipes and journal per instance; the channel and the notify socket are
+        # the group's, held with instance 0's.
+        notify = spec.directory if spec.ready == readiness.NOTIFY else None
         self.instances = [
             Instance(k, Streams(fds.instance(k), spec.channel and k == 0, development,
-                                self._sink(k)))
+                                self._sink(k), notify if k == 0 else None),
+                     self._ready_watch(k))
             for k in range(max(spec.workers, 1 + len(fds.more or ())))]
         self.streams = self.instances[0].streams
         self.channel = self.streams.channel
         self.link = DaemonLink(fds.lifeline)
-        self.spawner = Spawner(spec, self.link.tell)
+        self.listen = fds.listen  # at fds 3, 4, ...: the daemon holds them too, if any
+        self.spawner = Spawner(spec, self.link.tell, fds.listen or ())
         self.parent_fd: int | None = fds.parent
         self.loop = Loop(selectors.DefaultSelector())
         self.selector = self.loop.selector
@@ -76,10 +86,23 @@ class PumpStart:
                                       or time.time(), self.daemon_pid)
         if self.previous and self.previous.get("last_exit"):
             self.status_file.last_exit = ExitStatus.from_json(self.previous["last_exit"])
+        # Readiness: a first start answers its caller once every target is ready (pending
+        # until then), or gives the start up (answer.StartAnswer).
+        self.pending = args.why == PUMP_START
+        self.answered = False
+        self.failure: str | None = None
+        self.failed: Instance | None = None
 
     def _sink(self, k: int) -> Callable[[str, bytes, int, int], None]:
         """Where instance ``k``'s lines go: the monitors, told the instance."""
         return lambda stream, block, offset, end: self._lines(k, stream, block, offset, end)
+
+    def _ready_watch(self, k: int) -> ReadyWatch:
+        """Instance ``k``'s readiness, which tells ``_ready_changed`` of its moves."""
+        def changed(state: readiness.Readiness) -> None:
+            if k < len(self.instances):
+                self._ready_changed(self.instances[k], state)
+        return ReadyWatch(self.spec.ready_mode, self.spec.ready_timeout, changed)
 
     @property
     def shown(self) -> Callable[[Instance], int | None]:
@@ -163,6 +186,7 @@ class PumpStart:
             if why == PUMP_START:  # adopted by a new start: the group's first target
                 template = supervise.replace(template, spawned=1)
             inst.machine = supervise.adopt(adopt.pid, started, template)
+            inst.ready.spawned(started, *self._was_ready(inst.k, adopt.pid))
             return ()
         inst.machine = self._carried_over(inst.k)
         try:
@@ -207,19 +231,15 @@ class PumpStart:
             self._act(inst, actions)
 
     def _answer(self) -> None:
-        """Up: the status written, the daemon and the caller told."""
+        """Up: the status written; the daemon and the caller told once every target is
+        ready (``_ready_changed``: it may come later, or not at all)."""
         if not self.args.fresh:  # a successor writes it once its daemon is up
             self._write_status()
         if self.daemon_pid is None:
             self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                           self.command)
             dirwatch.keep(self.directory, self.selector, self.lock_fd, self._dir_restored)
-        # The daemon first: once the caller has its answer, a pump's death is a restart.
-        self.link.tell(Started())
-        first = self.instances[0].target
-        self.handshake.send(ok=True, target=first.pid if first else None,
-                            adopted=self.args.adopt is not None and self.args.why == PUMP_START)
-        self.handshake.close()
+        self._answer_once_ready()
         if self.daemon_pid is None or self.args.fresh:
             # A fresh interpreter (unattached, development, a pump's successor): its argv
             # is a JSON blob. (A daemon's pump is its fork and was titled there.)
@@ -242,6 +262,8 @@ class PumpStart:
         assert self.link.sock is not None
         if self.link.sock.fileno() in self.selector.get_map():
             self.selector.unregister(self.link.sock)
+        if self.pending and self.answered:
+            self._give_up(None, "its daemon died during the start")
         if self._ending():
             for inst in self.instances:
                 inst.streams.drain(final=False)
@@ -257,7 +279,9 @@ class PumpStart:
             elif inst.k in handed:  # still starting: the target we were to adopt
                 adopts[inst.k] = Adopt(handed[inst.k].pid, handed[inst.k].started_wall,
                                        instance=inst.k)
-        fds = self.streams.fds(self.lock_fd, [inst.streams for inst in self.instances[1:]])
+        fds = replace(self.streams.fds(self.lock_fd,
+                                       [inst.streams for inst in self.instances[1:]]),
+                      listen=self.listen)
         take_over(str(self.directory), adopts, fds, self.loop.close, self._settle)
 
     def _settle(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 
-from .state import FINAL_STATES, ROLES, STALE, delivery_lines, headline, read_json
+from .state import FINAL_STATES, ROLES, STALE, delivery_lines, headline, read_json, ready_lines
 from .state import stall_text, summary  # noqa: F401  (the words of a Status: importable here)
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
@@ -109,7 +109,8 @@ def _instance_line(name: str, entry: InstanceStatus, figures: dict[str, dict[str
                    now: float) -> str:
     """One instance of a group of several: ``web:2    pid 123, running, up 5s, ...``."""
     values = figures.get(f"instance:{entry.instance}")
-    parts = [f"pid {entry.pid}" if entry.pid else "no target", entry.state]
+    parts = [f"pid {entry.pid}" if entry.pid else "no target",
+             entry.state + (" (not ready)" if entry.pid and not entry.ready else "")]
     if entry.pid and entry.started_at:
         parts.append(f"up {human_duration(now - entry.started_at)}")
     if entry.state == "backoff" and entry.next_restart_at:
@@ -117,6 +118,8 @@ def _instance_line(name: str, entry: InstanceStatus, figures: dict[str, dict[str
     parts.append(f"restarts {entry.restarts}")
     if values and values.get("rss") is not None:
         parts.append(f"memory {human_bytes(values['rss'])}")
+    if entry.notify_status:
+        parts.append(f"notify {entry.notify_status!r}")
     if entry.last_exit:
         parts.append(f"last {entry.last_exit}")
     if entry.reason and entry.state in FINAL_STATES:
@@ -161,11 +164,14 @@ def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> s
     up = uptime(s, figures)
     if up is not None:
         lines.append(f"  up       {human_duration(up)} (target)")
+    lines.extend(ready_lines(s))
     if s.last_exit:
         lines.append(f"  last     {s.last_exit}")
     if s.next_restart_at and s.state == "backoff" and s.running:
         lines.append(f"  next     {_iso(s.next_restart_at)} "
                      f"(in {max(0.0, s.next_restart_at - now):.1f} s)")
+    if s.listen:
+        lines.append(f"  listen   {', '.join(s.listen)}")
     if s.output:
         lines.append(f"  output   {s.output}")
     runs_with = interpreter(s)
@@ -210,8 +216,10 @@ def _list_table(rows: list[tuple[Status, float | None, int | None]]) -> list[str
     # TARGET repeats the target's pid as a column of its own, for scripts that pick it out.
     # A name longer than the column widens it: the columns stay aligned.
     wide = max(20, *(len(s.name) for s, _, _ in rows))
+    # LISTEN, last, only when a group listens: the columns before it stay as they were.
+    listens = any(s.listen for s, _, _ in rows)
     lines = [f"{'NAME':<{wide}} {'STATE':<11} {'PIDS':<20} {'TARGET':>8} {'UPTIME':>7} "
-             f"{'RESTARTS':>8} {'MEMORY':>7}"]
+             f"{'RESTARTS':>8} {'MEMORY':>7}" + ("  LISTEN" if listens else "")]
     for s, uptime_, memory_ in rows:
         state = s.state if s.running or s.state in FINAL_STATES else f"{s.state}*"
         if s.running:
@@ -226,7 +234,8 @@ def _list_table(rows: list[tuple[Status, float | None, int | None]]) -> list[str
         up = human_duration(uptime_) if uptime_ is not None else "-"
         mem = human_bytes(memory_) if memory_ is not None else "-"
         lines.append(f"{s.name:<{wide}} {state:<11} {pids:<20} {target!s:>8} {up:>7} "
-                     f"{s.restarts:>8} {mem:>7}")
+                     f"{s.restarts:>8} {mem:>7}"
+                     + (f"  {','.join(s.listen) or '-'}" if listens else ""))
         if s.running:
             lines.extend(_instance_row(s, entry, wide) for entry in s.instances)
     return lines
@@ -272,6 +281,8 @@ def started_view(name: str, strategy: str, s: Status) -> str:
     # The interpreter is named: from a pipx install it is not the user's environment.
     lines = [f"started {name!r} ({strategy}"
              + (f", with {runs_with}" if runs_with else "") + f"): {pids}"]
+    if s.listen:
+        lines.append(f"listening on: {', '.join(s.listen)}")
     if s.output:
         lines.append(f"output: {s.output}")
     return "\n".join(lines)

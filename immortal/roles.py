@@ -26,7 +26,7 @@ __all__ = ["Adopt", "Command", "Exited", "Fds", "Finish", "Grow", "HandOver", "H
            "Started", "Target", "decode", "exec_daemon", "hand_over", "role_command",
            "split_adopts"]
 
-_PAIRS = ("out", "err", "channel")  # the fds that come as (read end, write end)
+_TUPLES = ("out", "err", "channel", "listen")  # the fields that hold several fds
 
 
 class Fds(Record):
@@ -41,6 +41,9 @@ class Fds(Record):
     handshake: int | None = None  #: the write end of the caller's handshake pipe
     parent: int | None = None  #: development: the caller's end-of-life pipe
     pump: int | None = None  #: the daemon's end of a successor pump's lifeline
+    notify: int | None = None  #: the sd_notify socket (ready="notify"), bound in the directory
+    #: the listen sockets, in order: at fds 3, 4, ... in every role (``listen.settle``)
+    listen: tuple[int, ...] | None = None
     #: the files of instances 1, 2... of a group of several (``workers``), each
     #: ``(out read, out write, err read, err write, journal)``; instance 0's are above
     more: tuple[tuple[int, int, int, int, int], ...] | None = None
@@ -84,11 +87,25 @@ class Fds(Record):
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Fds:
-        values: dict[str, Any] = {name: tuple(value) if name in _PAIRS and value else value
+        values: dict[str, Any] = {name: tuple(value) if name in _TUPLES and value else value
                                   for name, value in data.items() if name in cls._fields}
         if values.get("more"):
             values["more"] = tuple(tuple(files) for files in values["more"])
         return cls(**values)
+
+    def renumbered(self, moved: dict[int, int]) -> Fds:
+        """The same files after some moved to other numbers (``{old: new}``)."""
+        values: dict[str, Any] = {}
+        for name in self._fields:
+            value = getattr(self, name)
+            if name == "more" and value:
+                value = tuple(tuple(moved.get(fd, fd) for fd in files) for files in value)
+            elif isinstance(value, tuple):
+                value = tuple(moved.get(fd, fd) for fd in value)
+            elif value is not None:
+                value = moved.get(value, value)
+            values[name] = value
+        return Fds(**values)
 
 
 class Adopt(Record):

@@ -2,7 +2,9 @@
 
 Up: each new instance gets its pipes and journal (made and kept by the daemon, which sends
 them over the lifeline, ``Grow``; made here by a pump without a daemon) and its first
-target, spawned as a group's first is (the monitors get ``spawn`` for it). Down: the
+target, spawned as a group's first is (the monitors get ``spawn`` for it), with its own
+readiness: the pump answers at once, and ``Group.scale`` waits in the caller until
+``status.json`` shows every instance running and ready. Down: the
 highest instances retire, each stopped as a stop does it (TERM, the group's grace, KILL);
 once all have ended they are dropped, their files closed, and the daemon told
 (``Retired``), which closes its own copies. A pump started while instances retire (its
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from .link import DaemonLink
     from .loop import Loop
     from .monitoring import Host
+    from .readywatch import ReadyWatch
     from .spec import Spec
 
 RETIRED = "retired"  #: the reason a retired instance's machine ends with
@@ -79,7 +82,7 @@ class Scaling:
                           self._sink(k))
         if self.host.terminal:
             streams.no_echo()
-        inst = Instance(k, streams)
+        inst = Instance(k, streams, self._ready_watch(k))
         self.instances.append(inst)
         self.spec = replace(self.spec, workers=max(self.spec.workers, k + 1))
         self.host.add_ledger(relay.Ledger(streams.journal))
@@ -133,6 +136,9 @@ class Scaling:
         raise NotImplementedError
 
     def _watch_streams(self, inst: Instance) -> None:
+        raise NotImplementedError
+
+    def _ready_watch(self, k: int) -> ReadyWatch:
         raise NotImplementedError
 
     def _spawn(self, inst: Instance) -> process.Child:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _linux, orphans, process, rolelog
+from .listen import activation
 from .roles import Message, Spawning, Target
 from .spec import Spec
 from .state import read_json, running_targets, try_lock, wait_lock
@@ -36,13 +37,15 @@ def lock_name(instance: int) -> str:
 
 
 class Spawner:
-    """Spawns the targets of one group, each instance's with its own pipes (``Streams``),
-    telling the daemon through ``tell``."""
+    """Spawns the targets of one group, each instance's with its own pipes (``Streams``)
+    and the group's listen sockets, telling the daemon through ``tell``."""
 
-    def __init__(self, spec: Spec, tell: Callable[[Message], None]) -> None:
+    def __init__(self, spec: Spec, tell: Callable[[Message], None],
+                 listen: tuple[int, ...] = ()) -> None:
         self.spec = spec
         self.directory = Path(spec.directory)
         self.tell = tell
+        self.listen = listen  #: the listen sockets, at fds 3, 4, ... (listen.settle)
 
     def spawn(self, instance: int, streams: Streams, fresh: bool,
               current: Collection[int]) -> process.Child:
@@ -65,10 +68,20 @@ class Spawner:
             os.close(lock)  # the target's copy holds it now
 
     def _spawn_holding(self, instance: int, streams: Streams, lock: int) -> process.Child:
-        env = self.spec.target_env(instance)
+        if len(self.listen) != len(self.spec.listen):
+            raise OSError(errno.EBADF, f"{len(self.spec.listen)} listen sockets expected, "
+                          f"{len(self.listen)} held")
+        # The environment has one author per part: the group's (Spec.target_env), and this
+        # spawn's (its instance, its sockets: listen.activation).
+        given = activation(self.listen, self.spec.listen, instance, self.spec.name)
+        env = given.environ(self.spec.target_env())
         # The read ends too: if both supervisors die, the pipes outlive them while the
         # target lives, so its writes block on a full pipe instead of killing it (EPIPE).
         keep = [lock, streams.out_r, streams.err_r]
+        for theirs, ours in given.fds.items():
+            if theirs != ours:  # every role keeps them there: nothing is moved in the child
+                raise OSError(errno.EBADF, f"listen socket {ours} is not at fd {theirs}")
+            keep.append(ours)
         if streams.channel:
             env[CHANNEL_ENV] = str(streams.channel[1])
             keep.append(streams.channel[1])
@@ -77,7 +90,8 @@ class Spawner:
         try:
             child = process.spawn(self.spec.command(), env=env, cwd=self.spec.cwd,
                                   umask=self.spec.umask, stdout=streams.out_w,
-                                  stderr=streams.err_w, pass_fds=tuple(keep))
+                                  stderr=streams.err_w, pass_fds=tuple(keep),
+                                  pid_variable="LISTEN_PID" if given.pid else None)
         except OSError:
             self.tell(Spawning(None, instance))
             raise

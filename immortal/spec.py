@@ -28,6 +28,9 @@ from .checks import (  # noqa: F401  (the value checks, kept importable here)
     check_workers,
     default_name,
 )
+from . import notify, readiness
+from .addresses import check_listen
+from .addresses import parse as parse_address
 from .errors import InvalidSpec, InvalidType, UnknownKeyword, unknown_name
 from .names import MAX_NAME, check_name  # noqa: F401  (spec's checks, kept importable here)
 from .policy import RestartPolicy
@@ -76,6 +79,12 @@ class Spec(Record):
     sys_path: tuple[str, ...] = ()
     backpressure: str = "block"  #: "block": the target waits for slow monitors; "drop"
     channel: bool = False  #: a JSON message channel between the target and the monitors
+    # Readiness (readiness.py): when start() returns, and how long it may wait for that.
+    ready: str = readiness.DEFAULT  #: the mode, in its canonical form
+    ready_timeout: float = 30.0
+    #: the addresses the group listens on, in order, as bound (``listen.py``): the
+    #: targets' fds 3, 4, ... by socket activation
+    listen: tuple[str, ...] = ()
     workers: int = 1  #: instances of the program the group runs, each supervised on its own
 
     @property
@@ -94,20 +103,25 @@ class Spec(Record):
             return [self.interpreter, self.file, *self.args]
         return [self.file, *self.args]
 
-    def target_env(self, instance: int = 0) -> dict[str, str]:
-        """The environment of the target of ``instance`` (0 for a group of one)."""
+    def target_env(self) -> dict[str, str]:
+        """The environment of every target of the group; what one spawn adds (its
+        instance, its sockets) is ``listen.activation``'s."""
         from .orphans import TOKEN, token
 
         env = dict(self.env)
         # Finds the target and its descendants after the supervisors die, whatever fds
         # they closed (immortal/orphans.py); it replaces an outer group's token.
         env[TOKEN] = token(self.directory)
-        env[GROUP_ENV] = self.name
-        env[INSTANCE_ENV] = str(instance)
         if self.is_python:
             # Buffered stdout is the first cause of "my logs are missing" under supervisors.
             env.setdefault("PYTHONUNBUFFERED", "1")
+        if self.ready == readiness.NOTIFY:
+            env[notify.ENV] = notify.path(self.directory)
         return env
+
+    @property
+    def ready_mode(self) -> readiness.Mode:
+        return readiness.parse(self.ready)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -118,6 +132,7 @@ class Spec(Record):
         data["args"] = list(self.args)
         data["sys_path"] = list(self.sys_path)
         data["monitors"] = [[name, dict(options)] for name, options in self.monitors]
+        data["listen"] = list(self.listen)
         return data
 
     @classmethod
@@ -128,6 +143,7 @@ class Spec(Record):
         values["args"] = tuple(values["args"])
         values["sys_path"] = tuple(values.get("sys_path", ()))
         values["monitors"] = tuple((name, options) for name, options in values["monitors"])
+        values["listen"] = tuple(values.get("listen", ()))
         return cls(**values)
 
 
@@ -135,9 +151,7 @@ class Spec(Record):
 
 START_KEYWORDS = ("strategy", "monitor", "options", "monitors", "name", "exec", "env", "cwd",
                   "umask", "policy", "stop_timeout", "start_timeout", "capture", "backpressure",
-                  "channel", "workers")
-GROUP_ENV = "IMMORTAL_GROUP"  #: the group's name, in each target's environment
-INSTANCE_ENV = "IMMORTAL_INSTANCE"  #: the target's instance number (0 for a group of one)
+                  "channel", "ready", "ready_timeout", "listen", "workers")
 
 
 class Request(Record):
@@ -160,6 +174,9 @@ class Request(Record):
     backpressure: str
     channel: bool
     sys_path: tuple[str, ...]
+    ready: str  #: the readiness mode, checked, in its canonical form
+    ready_timeout: float
+    listen: tuple[str, ...]  #: the addresses, checked (unix paths made absolute), not bound
     workers: int = 1
 
     def spec(self, directory: str, monitors: tuple[tuple[str, Mapping[str, Any]], ...],
@@ -171,7 +188,8 @@ class Request(Record):
             exec=self.exec, umask=self.umask, policy=self.policy,
             stop_timeout=self.stop_timeout, start_timeout=self.start_timeout,
             backpressure=self.backpressure, channel=self.channel, log_path=log_path,
-            sys_path=self.sys_path, workers=self.workers,
+            sys_path=self.sys_path, ready=self.ready, ready_timeout=self.ready_timeout,
+            listen=self.listen, workers=self.workers,
         )
 
 
@@ -194,6 +212,9 @@ def build(
     capture: bool = False,
     backpressure: str = "block",
     channel: bool = False,
+    ready: str | None = None,
+    ready_timeout: float = 30.0,
+    listen: Sequence[str] | None = None,
     workers: int = 1,
     **unknown: Any,
 ) -> Request:
@@ -219,6 +240,13 @@ def build(
     patience = check_timeout("start_timeout", start_timeout)
     restart_policy = RestartPolicy.build(policy)
     wanted = _wanted_monitors(monitor, options, monitors)
+    readiness_mode, ready_limit = check_ready(ready, ready_timeout, bool(listen))
+    addresses = check_listen(listen, here)
+    _check_probe(readiness_mode, addresses, here)
+    if count > 1 and readiness_mode.startswith(readiness.PORT + ":"):
+        raise InvalidSpec(f"'ready' {readiness_mode!r} works with one instance only (got "
+                          f"workers={count}): one port that accepts cannot say which "
+                          "instance is ready; use 'line:REGEX' or 'notify'")
     return Request(
         name=group_name, file=path, args=arguments, strategy=mode, monitors=wanted,
         env=target_env, cwd=target_cwd,
@@ -227,7 +255,9 @@ def build(
         umask=_caller_umask() if mask is None else mask, policy=restart_policy,
         stop_timeout=grace, start_timeout=patience, capture=capture,
         backpressure=backpressure, channel=channel,
-        sys_path=tuple(os.path.abspath(p or here) for p in sys.path), workers=count,
+        sys_path=tuple(os.path.abspath(p or here) for p in sys.path),
+        ready=readiness_mode, ready_timeout=ready_limit,
+        listen=addresses, workers=count,
     )
 
 
@@ -265,7 +295,49 @@ def _wanted_monitors(monitor: str | None, options: Mapping[str, Any] | None,
     return dict(monitors)
 
 
+def check_ready(ready: object, timeout: object, listens: bool = False) -> tuple[str, float]:
+    """The readiness mode (canonical) and its time limit. ``ready=None`` is the operator's
+    ``$IMMORTAL_READY``, else ``uptime:1``. ``listens``: the group has listen sockets."""
+    limit = check_timeout("ready_timeout", timeout)
+    if limit <= 0:
+        raise InvalidSpec(f"'ready_timeout' must be more than 0 (got {timeout!r})")
+    if ready is None:
+        value = os.environ.get(readiness.ENV)
+        mode = readiness.parse(value, readiness.ENV) if value else \
+            readiness.parse(readiness.DEFAULT)
+    else:
+        mode = readiness.parse(ready)
+    if mode.kind == readiness.PORT and mode.port is None:
+        if listens:
+            raise InvalidSpec(_HELD)
+        raise InvalidSpec("'ready' 'port' waits on a port the target binds: name the port, "
+                          "'port:N'")
+    if mode.kind == readiness.UPTIME and mode.seconds >= limit:
+        raise InvalidSpec(f"'ready' {str(mode)!r} can never be reached within "
+                          f"ready_timeout={limit:g} s; raise 'ready_timeout' above "
+                          f"{mode.seconds:g}")
+    return str(mode), limit
+
+
 def _caller_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+# A connect to a socket the supervisors hold listening succeeds before any target accepts
+# (the kernel completes it into the backlog): it would call every target ready at once.
+_HELD = ("'ready' cannot probe a port the group listens on: the supervisors hold that "
+         "socket, so a connect succeeds before the target accepts; use 'notify', "
+         "'line:REGEX' or 'uptime:S' (or 'port:N' on another port the target binds)")
+
+
+def _check_probe(mode: str, addresses: tuple[str, ...], cwd: str) -> None:
+    """``port:N`` on one of the group's own listen ports: refused (see ``_HELD``)."""
+    if not mode.startswith(readiness.PORT + ":"):
+        return
+    port = int(mode.partition(":")[2])
+    for text in addresses:
+        address = parse_address(text, cwd)
+        if address.kind == "tcp" and address.port == port:
+            raise InvalidSpec(_HELD)

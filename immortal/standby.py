@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 FILES = ("handshake", "lock", "log")  #: what the caller sends along, in this order
+LISTEN_MAX = 64  #: listen sockets sent after them at most (addresses.MAX_LISTEN)
 
 _pending: list[Standby] = []
 
@@ -56,16 +57,19 @@ class Standby:
             theirs.close()
         self.sock: socket.socket | None = ours
 
-    def go(self, args: dict[str, Any], files: dict[str, int], cwd: str) -> bool:
-        """Hand the role its arguments and files; False if it is gone (start one anew)."""
+    def go(self, args: dict[str, Any], files: dict[str, int], cwd: str,
+           listen: tuple[int, ...] = ()) -> bool:
+        """Hand the role its arguments and files, then the ``listen`` sockets, in order;
+        False if it is gone (start one anew)."""
         sock, self.sock = self.sock, None
         if sock is None:
             return False
         import json
 
         try:
-            message = json.dumps({"args": args, "cwd": cwd, "files": list(files)}).encode()
-            socket.send_fds(sock, [message], list(files.values()))
+            message = json.dumps({"args": args, "cwd": cwd, "files": list(files),
+                                  "listen": len(listen)}).encode()
+            socket.send_fds(sock, [message], [*files.values(), *listen])
             return True
         except OSError:
             self._end()
@@ -138,11 +142,11 @@ def claim(role: str) -> Standby | None:
 
 def wait(sock_fd: int) -> tuple[dict[str, Any], str] | None:
     """In the role: its arguments (the JSON of a ``roles.RoleArgs``) and working directory,
-    once the caller sends them; the files it sent are put in ``args["fds"]``, and the log
-    becomes stdout and stderr."""
+    once the caller sends them; the files it sent are put in ``args["fds"]`` (the listen
+    sockets as ``listen``), and the log becomes stdout and stderr."""
     with socket.socket(fileno=sock_fd) as sock:
         try:
-            data, fds, _, _ = socket.recv_fds(sock, 1 << 20, len(FILES))
+            data, fds, _, _ = socket.recv_fds(sock, 1 << 20, len(FILES) + LISTEN_MAX)
         except OSError:
             return None
     if not data:
@@ -150,7 +154,10 @@ def wait(sock_fd: int) -> tuple[dict[str, Any], str] | None:
     import json
 
     message = json.loads(data)
-    files = dict(zip(message["files"], fds))
+    named = len(message["files"])
+    files: dict[str, Any] = dict(zip(message["files"], fds[:named]))
+    if message.get("listen"):
+        files["listen"] = fds[named:]
     args = message["args"]
     log = files.pop("log", None)
     if log is not None:

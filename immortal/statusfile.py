@@ -55,11 +55,12 @@ class StatusFile:
     def record(self, instances: Sequence[Instance], host: Host | None) -> Status:
         """The group's state: a group of one's from its one machine and target, as it
         always read; a group of several's from all, with each instance's own under
-        ``instances``."""
+        ``instances`` (ready: every instance is)."""
         if len(instances) == 1:
             status = self._one(instances[0])
         else:
             status = self._several(instances)
+        status.listen = list(self.spec.listen)
         if host is not None:
             status.monitors = host.status()
             status.dropped = sum(m["dropped"] for m in status.monitors.values())
@@ -82,7 +83,8 @@ class StatusFile:
             restarts=m.restarts, spawned=m.spawned, last_exit=m.last_exit,
             next_restart_at=_backoff_until(m), reason=m.reason, started_at=self.started_wall,
             target_started_at=target.started_wall if target else None,
-            output=self.spec.log_path, directory=self.directory)
+            output=self.spec.log_path, directory=self.directory,
+            ready=inst.ready.ready and target is not None, notify_status=inst.ready.notice)
 
     def _several(self, instances: Sequence[Instance]) -> Status:
         pids = self._pids()
@@ -95,7 +97,8 @@ class StatusFile:
                 start_time=self._start_time(pid) if pid else None,
                 started_at=target.started_wall if pid and target else None,
                 restarts=m.restarts, spawned=m.spawned, last_exit=m.last_exit,
-                next_restart_at=_backoff_until(m), reason=m.reason))
+                next_restart_at=_backoff_until(m), reason=m.reason,
+                ready=inst.ready.ready and pid is not None, notify_status=inst.ready.notice))
         phase = group_phase(inst.machine.phase for inst in instances)
         reasons = [inst.machine.reason for inst in instances if inst.machine.reason]
         return Status(
@@ -104,7 +107,7 @@ class StatusFile:
             restarts=sum(e.restarts for e in each), spawned=sum(e.spawned for e in each),
             last_exit=self.last_exit, reason=reasons[-1] if reasons else None,
             started_at=self.started_wall, output=self.spec.log_path,
-            directory=self.directory, instances=each)
+            directory=self.directory, instances=each, ready=all(e.ready for e in each))
 
     def write(self, data: dict[str, Any]) -> None:
         try:

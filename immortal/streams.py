@@ -1,9 +1,11 @@
 """A target's output and message channel, as the pump holds them: one ``Streams`` per
-instance of the group's program (``workers``), the channel with instance 0's only.
+instance of the group's program (``workers``), the channel and the notify socket with
+instance 0's only.
 
 stdout and stderr are two pipes, each read by a ``relay.Relay`` through the journal (what
 a pump read but did not deliver outlives it); the channel is a datagram socket pair, the
-pump's end here and the target's end passed to it. A pump forked by the daemon, or handed
+pump's end here and the target's end passed to it; the notify socket (``notify.py``) is
+bound in the instance directory. A pump forked by the daemon, or handed
 over, is given these files (``Fds``); an unattached or development pump makes them.
 """
 
@@ -17,6 +19,7 @@ from typing import Any
 
 from . import relay, rolelog
 from .errors import ChannelError
+from .notify import make as make_notify
 from .roles import Fds
 
 #: where a stream's blocks go: (stream name, block, offset, end), see ``relay.Relay``
@@ -25,7 +28,11 @@ BATCH = 64  # messages taken at a time, so that output is not starved by a chatt
 
 
 class Streams:
-    def __init__(self, fds: Fds, channel: bool, echo: bool, sink: Sink) -> None:
+    """``notify``: the instance directory of a group whose targets tell their readiness
+    (``notify.py``), where the socket is made if it was not handed over."""
+
+    def __init__(self, fds: Fds, channel: bool, echo: bool, sink: Sink,
+                 notify: str | None = None) -> None:
         if fds.out and fds.err:
             self.out_r, self.out_w = fds.out
             self.err_r, self.err_w = fds.err
@@ -46,6 +53,12 @@ class Streams:
             if self.channel else None
         if self.channel_sock is not None:
             self.channel_sock.setblocking(False)
+        self.notify_fd: int | None = fds.notify
+        if self.notify_fd is None and notify is not None:
+            self.notify_fd = make_notify(notify)
+        # A dup, as for the channel: the fd itself outlives this object (a hand-over).
+        self.notify_sock = socket.socket(fileno=os.dup(self.notify_fd)) \
+            if self.notify_fd is not None else None
         self.relays = (
             relay.Relay(self.out_r, self.journal, 0,
                         lambda data, offset, end: sink("stdout", data, offset, end),
@@ -61,6 +74,7 @@ class Streams:
         return Fds(lock=lock, out=(self.out_r, self.out_w), err=(self.err_r, self.err_w),
                    journal=self.journal_fd,
                    channel=(self.channel[0], self.channel[1]) if self.channel else None,
+                   notify=self.notify_fd,
                    more=tuple(other.files() for other in others) or None)
 
     def files(self) -> tuple[int, int, int, int, int]:

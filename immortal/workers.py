@@ -2,8 +2,9 @@
 
 A group runs ``workers`` instances of its program under one daemon and one pump. The pump
 keeps one :class:`Instance` for each: its own pipes and journal (``Streams``), its own
-target, and its own restart machine (``supervise``: the machine is pure, so each instance
-simply has its own state, its own restart record and backoff). A group of one is instance
+target, its own restart machine (``supervise``: the machine is pure, so each instance
+simply has its own state, its own restart record and backoff) and its own readiness
+(``readywatch.ReadyWatch``). A group of one is instance
 0 alone, stored and shown as groups always were.
 
 An instance is keyed by ``(program, k)``: ``program`` is 0 while a group runs one program
@@ -22,16 +23,18 @@ TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init
 
 if TYPE_CHECKING:
     from .process import Child
+    from .readywatch import ReadyWatch
     from .streams import Streams
 
 
 class Instance:
-    """One instance of the program: its streams, its target, its machine."""
+    """One instance of the program: its streams, its target, its machine, its readiness."""
 
-    def __init__(self, k: int, streams: Streams, program: int = 0) -> None:
+    def __init__(self, k: int, streams: Streams, ready: ReadyWatch, program: int = 0) -> None:
         self.program = program  #: which program of the group (0: a group runs one)
         self.k = k  #: its number among the program's instances, from 0
         self.streams = streams
+        self.ready = ready  #: its current target's readiness
         self.target: Child | None = None
         self.machine = State()
         self.deadline: float | None = None  #: when its machine wants a Tick

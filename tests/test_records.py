@@ -31,7 +31,8 @@ FULL = Status("g", "running", True, {"pump": 3}, 1, 2, EXIT, 3.0, None, "s", 1.0
               "/d", {"pump": 9}, 4, {"file": {"dropped": 4}}, {"since": 5.0, "monitor": None,
                                                                "monitor_since": None})
 
-# What the dataclasses wrote (json.dumps of to_json()), byte for byte.
+# What the dataclasses wrote (json.dumps of to_json()), byte for byte; and the fields added
+# since, at the end (readiness, listen).
 EXIT_JSON = ('{"code": 1, "signal": null, "core_dumped": false, "error": null, "pid": 5, '
              '"uptime": 0.5, "decision": "backoff", "reason": "r", "delay": 1.0, '
              '"attempt": 2, "text": "exited with status 1"}')
@@ -46,12 +47,14 @@ FULL_JSON = ('{"name": "g", "state": "running", "running": true, "pids": {"pump"
              '"next_restart_at": 3.0, "reason": null, "strategy": "s", "started_at": 1.0, '
              '"target_started_at": 2.0, "output": "o", "directory": "/d", '
              '"start_times": {"pump": 9}, "dropped": 4, "monitors": {"file": {"dropped": 4}}, '
-             '"stalled": {"since": 5.0, "monitor": null, "monitor_since": null}}')
+             '"stalled": {"since": 5.0, "monitor": null, "monitor_since": null}, '
+             '"ready": false, "notify_status": null, "listen": []}')
 EMPTY_JSON = ('{"name": "x", "state": "stopped", "running": false, "pids": {}, '
               '"restarts": 0, "spawned": 0, "last_exit": null, "next_restart_at": null, '
               '"reason": null, "strategy": null, "started_at": null, '
               '"target_started_at": null, "output": null, "directory": null, '
-              '"start_times": {}, "dropped": 0, "monitors": {}, "stalled": null}')
+              '"start_times": {}, "dropped": 0, "monitors": {}, "stalled": null, '
+              '"ready": false, "notify_status": null, "listen": []}')
 
 
 # The public records: what they did as dataclasses ------------------------------------------
@@ -84,7 +87,8 @@ def test_repr_reads_as_the_dataclasses_did():
         "Status(name='x', state='y', running=False, pids={}, restarts=0, spawned=0, "
         "last_exit=None, next_restart_at=None, reason=None, strategy=None, started_at=None, "
         "target_started_at=None, output=None, directory=None, start_times={}, dropped=0, "
-        "monitors={}, stalled=None, orphans=[], instances=[])")
+        "monitors={}, stalled=None, orphans=[], ready=False, notify_status=None, listen=[], "
+        "instances=[])")
     assert repr(FULL).startswith("Status(name='g', state='running', running=True, "
                                  "pids={'pump': 3}, restarts=1, spawned=2, "
                                  "last_exit=ExitStatus(code=1, ")
@@ -152,7 +156,7 @@ def test_constructors_take_the_same_arguments():
     assert ExitStatus(1) == ExitStatus(code=1)
     for make in (lambda: Status("g"), lambda: Status(), lambda: ExitStatus(nope=1),
                  lambda: ExitStatus(1, code=1), lambda: Lock(), lambda: Lock(1, 2),
-                 lambda: Status("g", "x", *range(20))):
+                 lambda: Status("g", "x", *range(40))):
         with pytest.raises(TypeError):
             make()
     assert Lock._fields == ("fd",) and EXIT._fields[:3] == ("code", "signal", "core_dumped")

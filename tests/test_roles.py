@@ -63,10 +63,15 @@ def test_a_short_command_line_takes_the_defaults():
 
 def test_the_fds_to_keep_are_every_fd_held():
     fds = Fds(lock=3, out=(4, 5), err=(6, 7), journal=8, channel=None, handshake=12,
-              pump=13)
-    assert fds.numbers() == [3, 4, 5, 6, 7, 8, 12, 13]
+              pump=13, listen=(14, 15))
+    assert fds.numbers() == [3, 4, 5, 6, 7, 8, 12, 13, 14, 15]
     assert Fds().numbers() == []
     assert Fds.from_json(fds.to_json()) == fds
+
+
+def test_fds_renumbered_follow_the_files_that_moved():
+    fds = Fds(lock=3, out=(9, 5), listen=(10, 4))
+    assert fds.renumbered({3: 11, 10: 3, 4: 4}) == Fds(lock=11, out=(9, 5), listen=(3, 4))
 
 
 def test_status_json_keeps_its_keys():
@@ -74,7 +79,7 @@ def test_status_json_keeps_its_keys():
     assert set(stored) == {
         "name", "state", "pids", "restarts", "spawned", "last_exit", "next_restart_at",
         "reason", "strategy", "started_at", "target_started_at", "output", "directory",
-        "start_times", "dropped", "monitors"}
+        "start_times", "dropped", "monitors", "ready", "notify_status", "listen"}
 
 
 def _imports(module: str) -> set[str]:
