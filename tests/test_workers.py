@@ -1,20 +1,27 @@
 """A group of several instances of its program (``workers``): each instance supervised on
 its own by one daemon and one pump, the fault model held for all of them, each line of
-each instance delivered once and marked with its instance, and ``NAME:K`` addressing."""
+each instance delivered once and marked with its instance, and ``NAME:K`` addressing; with
+socket activation (every instance serving the same sockets) and readiness (the start
+answered once every instance is ready)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
+import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 import immortal
-from conftest import LONG, SHORT, wait_for
+from conftest import LONG, PROGRAMS, SHORT, descendants, proc_state, wait_for
 from immortal._linux import is_alive
 from immortal.cli import main
 
@@ -234,3 +241,177 @@ def test_a_daemon_killed_under_a_pump_with_monitor_threads_keeps_every_instance(
     assert main(["signal", f"{group.name}:2", "USR1"]) == 0
     wait_for(lambda: output(group), lambda out: b"stdout:2 | usr1 2" in out, SHORT,
              what="instance 2's USR1 through the new pump")
+
+
+# --- with socket activation -----------------------------------------------------------------
+
+LISTENER = str(PROGRAMS / "listener.py")
+CURL = shutil.which("curl")
+
+
+def curl(address: str, path: str = "/") -> dict:
+    """GET ``path`` from the HTTP server at ``address`` (``tcp://HOST:PORT``) with curl."""
+    result = subprocess.run([CURL, "-sS", "--fail", "--max-time", str(SHORT),
+                             f"http://{address[len('tcp://'):]}{path}"],
+                            capture_output=True, text=True, timeout=SHORT + 5)
+    assert result.returncode == 0, f"curl {address}{path}: {result.stderr}"
+    return json.loads(result.stdout)
+
+
+def each_answers(address: str, want: dict[int, int]) -> None:
+    """Every instance (``want``: instance to pid) answers on ``address``: rounds of
+    concurrent requests that each hold their connection a moment, so that a busy instance
+    leaves the next connection to another, until every instance was seen."""
+    seen: dict[int, int] = {}
+    deadline = time.monotonic() + LONG
+    with ThreadPoolExecutor(len(want)) as pool:
+        while seen != want:
+            assert time.monotonic() < deadline, f"answers seen: {seen}, wanted: {want}"
+            for answer in pool.map(lambda _: curl(address, "/?hold=0.3"), want):
+                k = int(answer["instance"])
+                assert answer["pid"] == want[k]
+                assert answer["env"]["LISTEN_PID"] == str(want[k])
+                assert answer["env"]["LISTEN_FDS"] == "1"
+                assert answer["fd"] == 3 and answer["env"]["IMMORTAL_GROUP"] == "web"
+                seen[k] = answer["pid"]
+
+
+def idle_stopped(pid: int) -> None:
+    """SIGSTOP ``pid`` at a moment it holds no client's connection (its only socket is the
+    listening one at fd 3): a stopped process accepts nothing, so what it leaves in the
+    backlog is served by the others."""
+    deadline = time.monotonic() + LONG
+    while True:
+        os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: proc_state(pid), lambda state: state == "T", SHORT,
+                 what=f"process {pid} stopped")
+        sockets = [fd for fd in os.listdir(f"/proc/{pid}/fd")
+                   if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")]
+        if sockets == ["3"]:
+            return
+        assert time.monotonic() < deadline, f"process {pid} always holds a connection"
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.005)  # not a synchronisation: a chance for it to finish its request
+
+
+@pytest.mark.skipif(CURL is None, reason="needs curl")
+def test_four_instances_serve_one_port_and_a_killed_one_refuses_no_client(started):
+    group = started(LISTENER, workers=4, name="web", listen=["tcp://127.0.0.1:0"],
+                    ready="line:^serving", policy={"min_uptime": 0.0})
+    status = group.status()
+    assert status.ready and all(entry.ready for entry in status.instances)
+    address = status.listen[0]
+    before = pids(status)
+    # One socket: the same kernel object at fd 3 in every instance.
+    assert len({os.readlink(f"/proc/{pid}/fd/3") for pid in before.values()}) == 1
+    each_answers(address, before)
+
+    done = threading.Event()
+    results: list[str | None] = []  # None: answered; else the error
+
+    def clients() -> None:
+        while not done.is_set():
+            try:
+                curl(address)
+                results.append(None)
+            except AssertionError as exc:
+                results.append(str(exc))
+
+    loop = threading.Thread(target=clients)
+    loop.start()
+    try:
+        wait_for(lambda: len(results), lambda n: n >= 20, LONG, what="requests before")
+        idle_stopped(before[1])
+        os.kill(before[1], signal.SIGKILL)
+        killed_at = len(results)
+        after = wait_for(group.status, lambda s: pids(s).get(1) not in (None, before[1])
+                         and s.instances[1].ready, LONG, what="instance 1 again, ready")
+        wait_for(lambda: len(results), lambda n: n >= killed_at + 20, LONG,
+                 what="requests after")
+    finally:
+        done.set()
+        loop.join(LONG)
+    assert [error for error in results if error] == []
+    assert {k: pids(after)[k] for k in (0, 2, 3)} == {k: before[k] for k in (0, 2, 3)}
+    each_answers(address, pids(after))
+
+
+# --- with readiness ---------------------------------------------------------------------------
+
+# Instance K says it is up after K * 0.3 s, once it has left a mark; with "die" instance 1
+# dies first, with a few lines on stderr.
+UP_LATE = """\
+import os, sys, time
+k = int(os.environ["IMMORTAL_INSTANCE"])
+if sys.argv[1:2] == ["die"] and k == 1:
+    for n in range(3):
+        print(f"instance {k} fails {n}", file=sys.stderr, flush=True)
+    sys.exit(3)
+time.sleep(0.3 * k)
+open(os.path.join(sys.argv[2], f"up.{k}"), "w").close()
+print(f"up {k}", flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+def test_start_returns_once_every_instance_printed_its_line(started, tmp_path):
+    group = started(sys.executable, ["-c", UP_LATE, "live", str(tmp_path)], workers=3,
+                    ready=r"line:^up \d$", ready_timeout=LONG)
+    # Each instance marks the file before it prints: the answer came after all three.
+    assert sorted(os.listdir(tmp_path)) == ["up.0", "up.1", "up.2"]
+    status = group.status()
+    assert status.ready and [e.ready for e in status.instances] == [True, True, True]
+    assert "ready    yes" in str(status)
+
+
+def test_an_instance_dead_before_ready_fails_the_start_and_leaves_nothing(tmp_path):
+    before = set(descendants())
+    with pytest.raises(immortal.StartError) as caught:
+        immortal.start(sys.executable, ["-c", UP_LATE, "die", str(tmp_path)], workers=3,
+                       name="dies", ready=r"line:^up \d$", ready_timeout=LONG,
+                       stop_timeout=5.0)
+    error = caught.value
+    assert "instance 1: its target exited with status 3 before it was ready" in str(error)
+    assert error.status is not None and error.status.code == 3 and error.status.instance == 1
+    assert error.stderr == [f"instance 1 fails {n}" for n in range(3)]
+    assert set(descendants()) - before == set()
+    assert "dies" not in [s.name for s in immortal.groups()]
+    assert not immortal.attach("dies").status().running
+
+
+def test_a_scale_up_waits_for_the_new_instances_to_be_ready(started, tmp_path):
+    group = started(sys.executable, ["-c", UP_LATE, "live", str(tmp_path)], workers=1,
+                    ready=r"line:^up \d$", ready_timeout=LONG)
+    status = group.scale(3)
+    assert sorted(os.listdir(tmp_path)) == ["up.0", "up.1", "up.2"]
+    assert status.ready and [e.ready for e in status.instances] == [True, True, True]
+
+
+def test_a_port_probe_is_refused_with_several_instances():
+    with pytest.raises(immortal.InvalidSpec, match="'ready' 'port:8080' works with one "
+                       "instance only"):
+        immortal.start(sys.executable, ["-c", "pass"], workers=2, ready="port:8080")
+
+
+# Each instance tells sd_notify it is ready, with its own STATUS text; instance 2 through a
+# child of its own, as systemd-notify would.
+NOTIFIES = """\
+import os, socket, time
+k = os.environ["IMMORTAL_INSTANCE"]
+if k != "2" or os.fork() == 0:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(f"READY=1\\nSTATUS=instance {k} up".encode(), os.environ["NOTIFY_SOCKET"])
+while True:
+    time.sleep(3600)
+"""
+
+
+def test_notify_counts_for_the_instance_whose_target_sent_it(started):
+    group = started(sys.executable, ["-c", NOTIFIES], workers=3, ready="notify",
+                    ready_timeout=LONG)
+    status = group.status()
+    assert status.ready
+    assert [(e.ready, e.notify_status) for e in status.instances] == [
+        (True, f"instance {k} up") for k in range(3)]
+    assert "notify 'instance 1 up'" in str(status)
