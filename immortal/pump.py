@@ -23,10 +23,10 @@ from typing import Any
 from . import _linux, control, notify, orphans, process, relay, rolelog, supervise
 from . import listen as listening
 from .detach import detach
-from .errors import ImmortalError, NotRunning
+from .errors import ImmortalError
 from .events import PUMP_START, ExitStatus
 from .loop import draw
-from .checks import check_workers
+from .pumpcontrol import PumpControl
 from .pumpstart import MONITOR_GRACE, PumpStart
 from .readywatch import route
 from .roles import (Command, Exited, Finish, Grow, HandOver, Hello, Reaped, Retire, Rewrite,
@@ -37,10 +37,11 @@ from .state import SOCKET_NAME, write_json
 from .workers import Instance, group_phase, shown
 
 
-class Pump(PumpStart, Scaling):
+class Pump(PumpStart, Scaling, PumpControl):
     """The running pump: carries out each instance's machine's actions, and turns what
     happens (a target's death, output, signals, control requests, its daemon's death) into
-    events of the instance they are about, or of all (a stop)."""
+    events of the instance they are about, or of all (a stop). Its parts: ``PumpStart``
+    (its state, its start-up), ``Scaling``, ``PumpControl`` (control requests)."""
 
     # ----------------------------------------------------------------- the loop
     def _take_signals(self) -> None:
@@ -251,47 +252,6 @@ class Pump(PumpStart, Scaling):
                                       self.command)
         write_json(self.directory / "spec.json", self.spec.to_json())
         self._write_status()
-
-    # ----------------------------------------------------------------- control
-    def command(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Carry out a control request (checked by ``control.check_request``); a restart
-        or a signal goes to every instance, or to ``request["instance"]`` alone."""
-        cmd = request["cmd"]
-        grace = request.get("timeout", self.spec.stop_timeout)
-        if cmd == "status":
-            return {"status": self._status_data()}
-        if cmd == "stop":
-            self._feed_all(supervise.Stop(float(grace), "stop"))
-        elif cmd == "restart":
-            restart = supervise.Restart(float(grace))
-            chosen = self._addressed(request.get("instance"))
-            refused = [supervise.refusal(inst.machine, restart) for inst in chosen]
-            if all(refused):
-                raise NotRunning(str(refused[0]))
-            self._feed_all(restart, chosen)
-        elif cmd == "signal":
-            live = [inst for inst in self._addressed(request.get("instance"))
-                    if inst.target is not None]
-            if not live:
-                raise NotRunning(f"no target is running (state {self._phase()})")
-            for inst in live:
-                assert inst.target is not None
-                inst.target.kill_group(request["signal"])
-        elif cmd == "reopen":
-            assert self.host is not None
-            self.host.call("reopen")
-        elif cmd == "scale":  # as the group's root (a daemon does it with its files)
-            self.scale(check_workers(request["workers"]))
-        return {}
-
-    def _addressed(self, k: int | None) -> list[Instance]:
-        """The instances a request is for: all, or instance ``k``."""
-        if k is None:
-            return list(self.instances)
-        if not 0 <= k < len(self.instances):
-            raise NotRunning(f"the group has no instance {k} (it runs instances 0 to "
-                             f"{len(self.instances) - 1})")
-        return [self.instances[k]]
 
     # ----------------------------------------------------------------- actions
     def _feed(self, inst: Instance, event: supervise.Event, write: bool = True) -> None:

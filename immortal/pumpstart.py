@@ -49,6 +49,7 @@ class PumpStart(StartAnswer):
     """What a pump holds, and how it starts; ``pump.Pump`` runs it."""
 
     retire: Callable[[int], None]  #: a scale down (``scaling.Scaling``)
+    command: Callable[[dict[str, Any]], dict[str, Any]]  #: ``pumpcontrol.PumpControl``
 
     def __init__(self, spec: Spec, args: RoleArgs, subreaper: bool = False) -> None:
         args = adoption.claim(args)  # unattached, adopting an orphan: its pipes, reopened
@@ -341,7 +342,4 @@ class PumpStart(StartAnswer):
         raise NotImplementedError
 
     def _dir_restored(self) -> None:
-        raise NotImplementedError
-
-    def command(self, request: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
