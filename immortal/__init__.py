@@ -5,7 +5,7 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
   rolling, readiness, notify, addresses ·
 2 process, monitor, roles, delivery, instance, checks, machine, listen ·
-3 monitoring, state, policy, kept, link, workers ·
+3 monitoring, state, policy, kept, keptfiles, link, workers ·
 4 render, dirwatch, stall, spec, groupview, statusfile, streams ·
 5 supervise, group, adoption, spawner, readywatch, answer ·
 6 pumpstart, scaling, pumpcontrol ·

@@ -20,21 +20,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import (_linux, adoption, control, dirwatch, forking, notify, orphans, process, rolelog,
-               stall, supervise)
+from . import (_linux, adoption, control, dirwatch, forking, orphans, process, rolelog, stall,
+               supervise)
 from .detach import Handshake
 from .events import DAEMON_RESTART, PUMP_RESTART, ExitStatus
 from .loop import Loop
-from .readiness import NOTIFY
-from .relay import Ledger, make_channel, make_journal, make_pipe, open_journal
+from .relay import Ledger, open_journal
 from .spec import Spec
 from .errors import NotRunning
 from ._linux import process_start_time
 from .kept import KeptTarget, KeptTargets
+from .keptfiles import KeptFiles
 from .checks import check_workers
-from . import listen as listening
 from .records import replace
-from .roles import (Command, Fds, Finish, Grow, Hello, Message, Reaped, Retire, Retired,
+from .roles import (Command, Finish, Grow, Hello, Message, Reaped, Retire, Retired,
                     Rewrite, RoleArgs, Started, decode, split_adopts)
 from .state import SOCKET_NAME, read_json, running_targets, write_json
 
@@ -58,42 +57,10 @@ class Daemon:
         fds = args.fds
         self.handshake = Handshake(fds.handshake)
         self.lock_fd = fds.lock
-        if fds.out and fds.err:
-            self.out = fds.out
-            self.err = fds.err
-            for fd in (*self.out, *self.err):
-                os.set_inheritable(fd, False)
-        else:
-            self.out = make_pipe()
-            self.err = make_pipe()
-        # The relay journal: what a pump read but did not deliver outlives it.
-        self.journal = fds.journal if fds.journal is not None else make_journal()
-        os.set_inheritable(self.journal, False)
-        # The same files for each other instance of a group of several (``workers``).
-        self.more = [*(fds.more or ())]
-        while len(self.more) < spec.workers - 1:
-            self.more.append((*make_pipe(), *make_pipe(), make_journal()))
-        for fd in (fd for files in self.more for fd in files):
-            os.set_inheritable(fd, False)
-        self.channel: list[int] | None = None  # both ends, held for the group's life
-        if fds.channel:
-            self.channel = list(fds.channel)
-            for fd in self.channel:
-                os.set_inheritable(fd, False)
-        elif spec.channel:
-            self.channel = list(make_channel())
-        # The sd_notify socket (ready="notify"): held here, a datagram sent while no pump
-        # runs waits in it for the next.
-        self.notify = fds.notify
-        if self.notify is not None:
-            os.set_inheritable(self.notify, False)
-        elif spec.ready == NOTIFY:
-            self.notify = notify.make(spec.directory)
-        # The listen sockets, at fds 3, 4, ... (listen.settle): held for the group's life,
-        # handed to every pump, never accepted on.
-        self.listen = fds.listen
+        # Each instance's pipes and journal, the channel, the notify and listen sockets.
+        self.files = KeptFiles(fds, spec)
         self.why: str = args.why
-        self.targets = KeptTargets(args.adopts(), 1 + len(self.more))
+        self.targets = KeptTargets(args.adopts(), self.files.count)
         self.pump: forking.ForkedPump | None = None
         self.pump_started = 0.0
         self.pump_sock: socket.socket | None = None
@@ -189,9 +156,8 @@ class Daemon:
 
     def _watched(self) -> tuple[list[int], list[Ledger]]:
         """What the stall watch looks at: every instance's pipes (read ends) and ledger."""
-        return ([self.out[0], self.err[0], *(fd for files in self.more for fd in files[0:3:2])],
-                [Ledger(open_journal(journal))
-                 for journal in (self.journal, *(files[4] for files in self.more))])
+        pipes, journals = self.files.watched()
+        return pipes, [Ledger(open_journal(journal)) for journal in journals]
 
     def _restart_due(self) -> None:
         """At ``restart_deadline``: the machine's Tick if it is due, then a due spawn."""
@@ -247,10 +213,8 @@ class Daemon:
         except OSError as exc:  # out of fds
             self._pump_not_started(exc)
             return
-        fds = Fds(lock=self.lock_fd, out=self.out, err=self.err, journal=self.journal,
-                  channel=tuple(self.channel) if self.channel else None,
-                  lifeline=theirs.fileno(), handshake=self.handshake.fd, notify=self.notify,
-                  listen=self.listen, more=tuple(self.more) or None)
+        fds = self.files.fds(lock=self.lock_fd, lifeline=theirs.fileno(),
+                             handshake=self.handshake.fd)
         args = RoleArgs("pump", str(self.directory), why, fds=fds, message_file=message_file,
                         daemon_pid=os.getpid(), **split_adopts(adopts))
         try:
@@ -454,28 +418,20 @@ class Daemon:
         before = self.spec.workers
         if workers == before:
             return {}
-        made: list[tuple[int, int, int, int, int]] = []
-        try:
-            for _ in range(before, workers):
-                made.append((*make_pipe(), *make_pipe(), make_journal()))
-        except OSError:
-            for fd in (fd for files in made for fd in files):
-                os.close(fd)
-            raise
-        for fd in (fd for files in made for fd in files):
-            os.set_inheritable(fd, False)
+        made = self.files.make(workers - before)
         self.spec = replace(self.spec, workers=workers)
         self._write_spec()
         if workers < before:
             self._tell_pump(Retire(workers))
             return {}
-        self.more.extend(made)
+        self.files.more.extend(made)
         for _ in made:
             self.targets.add()
         self.stall.pipes(*self._watched())
         for k in range(before, workers):
             try:
-                socket.send_fds(self.pump_sock, [Grow(k).to_bytes()], list(self.more[k - 1]))
+                socket.send_fds(self.pump_sock, [Grow(k).to_bytes()],
+                                list(self.files.more[k - 1]))
             except OSError:
                 pass  # the pump is dying: the next one is handed them all
         return {}
@@ -484,12 +440,10 @@ class Daemon:
         """The pump's instances from ``workers`` on have ended: their files go."""
         if workers != self.spec.workers or workers >= len(self.targets):
             return  # not the scale in force
-        gone = self.more[workers - 1:]
-        del self.more[workers - 1:]
+        gone = self.files.drop(workers)
         self.targets.drop(workers)
         self.stall.pipes(*self._watched())
-        for fd in (fd for files in gone for fd in files):
-            os.close(fd)
+        KeptFiles.close(gone)
 
     def _write_spec(self) -> None:
         try:
@@ -514,11 +468,7 @@ class Daemon:
         """The group ends: kill and reap whatever is left of it (escaped grandchildren)."""
         self.control.close()
         self.stall.close()
-        if self.notify is not None:
-            notify.remove(self.directory)
         process.kill_children()
         orphans.end_group(self.directory)  # and those that went up with a dead daemon
-        if self.listen:
-            listening.close(self.listen)
-            listening.release(self.spec.listen)
+        self.files.end(self.spec)
         return 0
