@@ -5,10 +5,10 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
   rolling, readiness, notify, addresses ·
 2 process, monitor, roles, delivery, instance, checks, machine, listen ·
-3 monitoring, state, policy, kept, link ·
+3 monitoring, state, policy, kept, keptfiles, link, workers ·
 4 render, dirwatch, stall, spec, groupview, statusfile, streams ·
-5 supervise, group, adoption, spawner, readywatch ·
-6 pumpstart ·
+5 supervise, group, adoption, spawner, readywatch, answer ·
+6 pumpstart, scaling, pumpcontrol ·
 7 pump, launcher ·
 8 forking, manager, cli ·
 9 daemon ·

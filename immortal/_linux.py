@@ -66,23 +66,6 @@ def parent_pid(pid: int) -> int | None:
     return None if fields is None else int(fields[1])
 
 
-def descends_from(pid: int, ancestor: int) -> bool:
-    """Whether ``pid`` is ``ancestor`` or one of its living descendants (parents read
-    from /proc, up the tree).
-
-    Without /proc: only ``pid == ancestor``.
-    """
-    seen = 0
-    while pid > 1 and seen < 64:  # 64 generations: a loop in a racing /proc ends here
-        if pid == ancestor:
-            return True
-        parent = parent_pid(pid)
-        if parent is None:
-            return False
-        pid, seen = parent, seen + 1
-    return pid == ancestor
-
-
 def is_alive(pid: int | None, start_time: int | None) -> bool:
     """True if ``pid`` is still the very process that had ``start_time`` (any process of
     that pid when ``start_time`` is None); a zombie is not alive.

@@ -17,6 +17,9 @@ group lock (they held it, so they are gone), and then, before ``spec.json`` is r
    Where that fails (off Linux, the target gone, fd 1 or 2 no longer a pipe) the role
    drops the adoption: the target is ended and a new one spawned, as without adoption.
 
+A group of several instances (``workers`` > 1), or one whose last run had several, adopts
+nothing: its first pump ends every token carrier, as for a changed command.
+
 The adopted target is not a child of ours: it is watched through a pidfd, and its exit
 status is unknown. Its message channel (``channel=True``) is lost: its peer end died with
 the supervisors, so its sends fail; a target spawned later by the group gets a new one.
@@ -49,6 +52,8 @@ def decide(spec: Spec) -> Adopt | None:
     what the orphan runs."""
     if spec.strategy == Strategy.DEVELOPMENT:
         return None  # its group lives as long as its caller: the orphan is ended
+    if spec.workers > 1:
+        return None  # a group of several instances ends its orphans (none is adopted)
     directory = Path(spec.directory)
     try:
         status = read_json(directory / "status.json") or {}

@@ -188,6 +188,18 @@ def check_timeout(name: str, value: object) -> float:
     return float(check_number(name, value, high=86400.0))
 
 
+MAX_WORKERS = 1024  #: instances of one group's program at most (each holds pipes and a journal)
+
+
+def check_workers(value: object, name: str = "workers") -> int:
+    """How many instances of the program a group runs: an int from 1 to ``MAX_WORKERS``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidType(f"{name!r} must be an int (got {type(value).__name__}: {value!r})")
+    if not 1 <= value <= MAX_WORKERS:
+        raise InvalidSpec(f"{name!r} must be from 1 to {MAX_WORKERS} (got {value})")
+    return value
+
+
 def _which(name: str, search: str) -> str | None:
     """``shutil.which``, imported here: the checks run in the caller, and the roles, which
     import this module through ``spec``, would carry ``shutil`` and its compressors'

@@ -88,7 +88,7 @@ def _run(ns: argparse.Namespace) -> int:
                   name=ns.name, exec=ns.executable,
                   env=env, cwd=ns.cwd, umask=ns.umask, stop_timeout=ns.stop_timeout,
                   policy=policy, ready=ns.ready, ready_timeout=ns.ready_timeout,
-                  listen=ns.listen)
+                  listen=ns.listen, workers=ns.workers)
     # In development the target's output is this command's stdout, written by the pump while
     # we print: our words go to stderr, so that they never land inside a line of its output
     # (a long line reaches a pipe in several writes) and '| grep' sees the target's alone.
@@ -165,12 +165,25 @@ def _left_in(group: Any) -> str:
             f"'immortal stop {name}' stops it")
 
 
+def _address(text: str) -> tuple[str, int | None]:
+    """``NAME`` (the whole group) or ``NAME:K`` (its instance K): a name has no colon."""
+    name, colon, number = text.partition(":")
+    if not colon:
+        return name, None
+    if not number.isdecimal():
+        raise InvalidSpec(f"NAME[:K] must name an instance by its number, e.g. "
+                          f"{name}:0 (got {text!r})")
+    return name, int(number)
+
+
 def _signal(ns: argparse.Namespace) -> int:
     from .group import attach
 
+    name, instance = _address(ns.name)
     value = int(ns.signal) if ns.signal.isdigit() else ns.signal
-    attach(ns.name).signal(value)
-    print(f"sent {ns.signal} to the target of {ns.name!r}")
+    attach(name).signal(value, instance=instance)
+    whom = f"instance {instance}" if instance is not None else "the target"
+    print(f"sent {ns.signal} to {whom} of {name!r}")
     return 0
 
 
@@ -185,9 +198,26 @@ def _reopen(ns: argparse.Namespace) -> int:
 def _restart(ns: argparse.Namespace) -> int:
     from .group import attach
 
-    group = attach(ns.name)
-    group.restart(ns.timeout)
-    print(f"restarted {ns.name!r}: target pid {group.pids.get('target')}")
+    name, instance = _address(ns.name)
+    group = attach(name)
+    group.restart(ns.timeout, instance=instance)
+    status = group.status()
+    if status.instances:
+        pids = ", ".join(f"{name}:{entry.instance} {entry.pid}" for entry in status.instances
+                         if instance in (None, entry.instance))
+        print(f"restarted {ns.name!r}: target pids {pids}")
+    else:
+        print(f"restarted {name!r}: target pid {group.pids.get('target')}")
+    return 0
+
+
+def _scale(ns: argparse.Namespace) -> int:
+    from .group import attach
+
+    status = attach(ns.name).scale(ns.workers, ns.timeout)
+    pids = ", ".join(f"{ns.name}:{e.instance} {e.pid}" for e in status.instances) \
+        or f"target {status.pids.get('target')}"
+    print(f"{ns.name!r} runs {ns.workers} instance(s): {pids}")
     return 0
 
 
@@ -219,8 +249,8 @@ def _logs(ns: argparse.Namespace) -> int:
 
 # What runs each command of cliargs.COMMANDS.
 HANDLERS = {"run": _run, "list": _list, "status": _status, "stop": _stop, "restart": _restart,
-            "signal": _signal, "reopen": _reopen, "monitors": _monitors, "check": _check,
-            "logs": _logs}
+            "signal": _signal, "reopen": _reopen, "scale": _scale, "monitors": _monitors,
+            "check": _check, "logs": _logs}
 
 
 # The library's names for what the command line calls an option or an argument: a
@@ -229,9 +259,9 @@ RUN_WORDS = {"name": "--name", "file": "FILE", "exec": "--exec", "cwd": "--cwd",
              "env": "--env", "umask": "--umask", "stop_timeout": "--stop-timeout",
              "min_uptime": "--min-uptime", "window": "--window",
              "max_restarts": "--max-restarts", "strategy": "--strategy",
-             "options": "--option", "monitor": "--monitor", "ready": "--ready",
-             "ready_timeout": "--ready-timeout"}
-GROUP_WORDS = {"name": "NAME", "timeout": "--timeout"}
+             "workers": "--workers", "options": "--option", "monitor": "--monitor",
+             "ready": "--ready", "ready_timeout": "--ready-timeout"}
+GROUP_WORDS = {"name": "NAME", "timeout": "--timeout", "instance": "NAME:K", "workers": "N"}
 
 
 def _cli_words(message: str, command: str) -> str:

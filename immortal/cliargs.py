@@ -115,6 +115,8 @@ def _run_parser(run: argparse.ArgumentParser) -> None:
     run.add_argument("-e", "--env", action="append", metavar="KEY=VALUE",
                      help="set a variable in the target's environment (repeatable)")
     run.add_argument("--umask", type=_octal, help="umask of the target, in octal")
+    run.add_argument("-w", "--workers", type=int, default=1, metavar="N",
+                     help="run N instances of FILE, each restarted on its own (default 1)")
     run.add_argument("--stop-timeout", type=float, default=10.0, metavar="S",
                      help="grace period between TERM and KILL (default 10)")
     run.add_argument("--max-restarts", type=int, metavar="N",
@@ -151,14 +153,24 @@ def _stop_parser(stop: argparse.ArgumentParser) -> None:
 
 
 def _restart_parser(restart: argparse.ArgumentParser) -> None:
-    restart.add_argument("name")
+    restart.add_argument("name", metavar="NAME[:K]",
+                         help="the group (every instance), or its instance K alone")
     restart.add_argument("--timeout", type=float, metavar="S",
                          help="grace period before KILL (default: the group's)")
 
 
 def _signal_parser(sig: argparse.ArgumentParser) -> None:
-    sig.add_argument("name")
+    sig.add_argument("name", metavar="NAME[:K]",
+                     help="the group (every instance), or its instance K alone")
     sig.add_argument("signal", help="a name (HUP, USR1, SIGUSR2...) or a number")
+
+
+def _scale_parser(scale: argparse.ArgumentParser) -> None:
+    scale.add_argument("name")
+    scale.add_argument("workers", type=int, metavar="N",
+                       help="how many instances to run: more are spawned, the highest retire")
+    scale.add_argument("--timeout", type=float, metavar="S",
+                       help="grace period of the instances that retire (default: the group's)")
 
 
 def _reopen_parser(reopen: argparse.ArgumentParser) -> None:
@@ -191,6 +203,7 @@ COMMANDS = {
     "restart": ("restart a group's target", _restart_parser),
     "signal": ("send a signal to a group's target (process group)", _signal_parser),
     "reopen": ("make a group's monitors reopen their files", _reopen_parser),
+    "scale": ("run N instances of a group's program", _scale_parser),
     "monitors": ("list the installed monitors", _monitors_parser),
     "check": ("run monitors' check() on options, alone", _check_parser),
     "logs": ("print the end of a group's output file", _logs_parser),

@@ -4,9 +4,11 @@ Requests and answers are one JSON object per line. Only these commands exist::
 
     {"cmd": "status"}
     {"cmd": "stop", "timeout": 10.0}      grace period before KILL (optional)
-    {"cmd": "restart", "timeout": 10.0}
-    {"cmd": "signal", "signal": "USR1"}   to the target's process group
+    {"cmd": "restart", "timeout": 10.0}  every instance, or "instance": K alone
+    {"cmd": "signal", "signal": "USR1"}   to the target's process group (each instance's, or
+                                          "instance": K's alone)
     {"cmd": "reopen"}                     monitors reopen their files (after logrotate)
+    {"cmd": "scale", "workers": 4}        run 4 instances: more started, the highest retired
 
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The socket lives in
 the 0700 instance directory and is created 0600 under ``umask(0o177)`` (no bind-then-chmod
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
 
     Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
-COMMANDS = ("status", "stop", "restart", "signal", "reopen")
+COMMANDS = ("status", "stop", "restart", "signal", "reopen", "scale")
 MAX_REQUEST = 64 * 1024
 IDLE = 1.0  #: seconds a client has to send a whole request
 MAX_CLIENTS = 32
@@ -89,8 +91,8 @@ def check_request(request: object) -> dict[str, Any]:
     cmd = request.get("cmd")
     if cmd not in COMMANDS:
         raise InvalidSpec(f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
-    allowed = {"cmd"} | {"stop": {"timeout"}, "restart": {"timeout"},
-                         "signal": {"signal"}}.get(cmd, set())
+    allowed = {"cmd"} | {"stop": {"timeout"}, "restart": {"timeout", "instance"},
+                         "signal": {"signal", "instance"}, "scale": {"workers"}}.get(cmd, set())
     extra = set(request) - allowed
     if extra:
         raise InvalidSpec(f"command {cmd!r} takes no {', '.join(sorted(extra))}")
@@ -99,8 +101,18 @@ def check_request(request: object) -> dict[str, Any]:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
                 or not 0 <= timeout <= 86400:
             raise InvalidSpec(f"'timeout' must be a number in [0, 86400] (got {timeout!r})")
+    if "instance" in request:
+        instance = request["instance"]
+        if isinstance(instance, bool) or not isinstance(instance, int) or instance < 0:
+            raise InvalidSpec(f"'instance' must be an instance number, 0 or more (got "
+                              f"{instance!r})")
     if cmd == "signal":
         request["signal"] = parse_signal(request.get("signal"))
+    if cmd == "scale":
+        workers = request.get("workers")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise InvalidSpec(f"'workers' must be a number of instances, 1 or more (got "
+                              f"{workers!r})")
     return request
 
 

@@ -20,21 +20,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import (_linux, adoption, control, dirwatch, forking, notify, orphans, process, rolelog,
-               stall, supervise)
+from . import (_linux, adoption, control, dirwatch, forking, orphans, process, rolelog, stall,
+               supervise)
 from .detach import Handshake
 from .events import DAEMON_RESTART, PUMP_RESTART, ExitStatus
 from .loop import Loop
-from .readiness import NOTIFY
-from .relay import Ledger, make_channel, make_journal, make_pipe, open_journal
+from .relay import Ledger, open_journal
 from .spec import Spec
 from .errors import NotRunning
 from ._linux import process_start_time
-from .kept import KeptTarget
-from . import listen as listening
-from .roles import (Command, Fds, Finish, Hello, Message, Reaped, Rewrite, RoleArgs, Started,
-                    decode)
-from .state import SOCKET_NAME, read_json, write_json
+from .kept import KeptTarget, KeptTargets
+from .keptfiles import KeptFiles
+from .checks import check_workers
+from .records import replace
+from .roles import (Command, Finish, Grow, Hello, Message, Reaped, Retire, Retired,
+                    Rewrite, RoleArgs, Started, decode, split_adopts)
+from .state import SOCKET_NAME, read_json, running_targets, write_json
 
 # The daemon's policies for its pump (see supervise.PumpPolicy). A pump that lived a second
 # restarts at once; quicker deaths, and failed forks, back off from 0.05 s, doubling.
@@ -56,37 +57,10 @@ class Daemon:
         fds = args.fds
         self.handshake = Handshake(fds.handshake)
         self.lock_fd = fds.lock
-        if fds.out and fds.err:
-            self.out = fds.out
-            self.err = fds.err
-            for fd in (*self.out, *self.err):
-                os.set_inheritable(fd, False)
-        else:
-            self.out = make_pipe()
-            self.err = make_pipe()
-        # The relay journal: what a pump read but did not deliver outlives it.
-        self.journal = fds.journal if fds.journal is not None else make_journal()
-        os.set_inheritable(self.journal, False)
-        self.channel: list[int] | None = None  # both ends, held for the group's life
-        if fds.channel:
-            self.channel = list(fds.channel)
-            for fd in self.channel:
-                os.set_inheritable(fd, False)
-        elif spec.channel:
-            self.channel = list(make_channel())
-        # The sd_notify socket (ready="notify"): held here, a datagram sent while no pump
-        # runs waits in it for the next.
-        self.notify = fds.notify
-        if self.notify is not None:
-            os.set_inheritable(self.notify, False)
-        elif spec.ready == NOTIFY:
-            self.notify = notify.make(spec.directory)
-        # The listen sockets, at fds 3, 4, ... (listen.settle): held for the group's life,
-        # handed to every pump, never accepted on.
-        self.listen = fds.listen
+        # Each instance's pipes and journal, the channel, the notify and listen sockets.
+        self.files = KeptFiles(fds, spec)
         self.why: str = args.why
-        adopt = args.adopt
-        self.target = KeptTarget(adopt)
+        self.targets = KeptTargets(args.adopts(), self.files.count)
         self.pump: forking.ForkedPump | None = None
         self.pump_started = 0.0
         self.pump_sock: socket.socket | None = None
@@ -139,9 +113,10 @@ class Daemon:
             watch.abandon()
         if self.pump_sock is not None:
             self.pump_sock.close()
-        if self.target.stranger >= 0:
-            os.close(self.target.stranger)
-            self.target.stranger = -1
+        for target in self.targets:
+            if target.stranger >= 0:
+                os.close(target.stranger)
+                target.stranger = -1
         self.loop.close()
 
     def _serve(self) -> int:
@@ -150,9 +125,8 @@ class Daemon:
         self.loop.take_signals({signal.SIGTERM: self._on_stop_signal,
                                 signal.SIGINT: self._on_stop_signal,
                                 signal.SIGHUP: self._on_hangup, signal.SIGCHLD: self._reap})
-        self.stall = stall.Watch((self.out[0], self.err[0]),
-                                 Ledger(open_journal(self.journal)),
-                                 [name for name, _ in self.spec.monitors], self.directory)
+        self.stall = stall.Watch(*self._watched(), [name for name, _ in self.spec.monitors],
+                                 self.directory)
         self.loop.watch(self.stall, lambda _: self.stall.ready())
         if self.why == DAEMON_RESTART:
             self.started = True
@@ -162,7 +136,7 @@ class Daemon:
                 # The successor writes its status once we are up: a group reads as whole
                 # only when its daemon can reap again.
                 self._tell_pump(Hello())
-        elif self.target.pid is not None:
+        elif any(target.pid is not None for target in self.targets):
             self._watch_stranger()  # an orphan adopted by a new start: not our child
         self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                       self._command)
@@ -180,11 +154,16 @@ class Daemon:
             self.loop.turn()
         return self._end()
 
+    def _watched(self) -> tuple[list[int], list[Ledger]]:
+        """What the stall watch looks at: every instance's pipes (read ends) and ledger."""
+        pipes, journals = self.files.watched()
+        return pipes, [Ledger(open_journal(journal)) for journal in journals]
+
     def _restart_due(self) -> None:
         """At ``restart_deadline``: the machine's Tick if it is due, then a due spawn."""
         deadline = self.machine.deadline
         if deadline is not None and time.monotonic() >= deadline:
-            self._step(supervise.Tick(), self._policy(self.target.alive()))
+            self._step(supervise.Tick(), self._policy(self.targets.alive()))
         if self.due is not None:
             self._start_pump()
 
@@ -227,19 +206,17 @@ class Daemon:
         log = self.directory / "pump.log"
         if why == PUMP_RESTART and log.exists():
             os.replace(log, self.directory / "pump.log.1")
-        self.target.left(self.pump is not None)
-        adopt = self.target.adopt()
+        self.targets.left(self.pump is not None)
+        adopts = self.targets.adopts()
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         except OSError as exc:  # out of fds
             self._pump_not_started(exc)
             return
-        fds = Fds(lock=self.lock_fd, out=self.out, err=self.err, journal=self.journal,
-                  channel=tuple(self.channel) if self.channel else None,
-                  lifeline=theirs.fileno(), handshake=self.handshake.fd, notify=self.notify,
-                  listen=self.listen)
-        args = RoleArgs("pump", str(self.directory), why, fds=fds, adopt=adopt,
-                        message_file=message_file, daemon_pid=os.getpid())
+        fds = self.files.fds(lock=self.lock_fd, lifeline=theirs.fileno(),
+                             handshake=self.handshake.fd)
+        args = RoleArgs("pump", str(self.directory), why, fds=fds, message_file=message_file,
+                        daemon_pid=os.getpid(), **split_adopts(adopts))
         try:
             self.pump = forking.fork_pump(self.spec, args, log)
         except OSError as exc:
@@ -258,8 +235,8 @@ class Daemon:
         self.loop.watch(ours, self._on_pump_message)
         # Started to carry out a stop (the machine answers Kill): the request, not a signal.
         self.stop_by_signal = False
-        self._step(supervise.Spawned(self.pump.pid), self._policy(self.target.alive()))
-        self.target.handed_over()
+        self._step(supervise.Spawned(self.pump.pid), self._policy(self.targets.alive()))
+        self.targets.handed_over()
 
     def _pump_not_started(self, exc: OSError) -> None:
         """The pump could not be started (fork: EAGAIN from a process limit, ENOMEM): the
@@ -271,7 +248,7 @@ class Daemon:
             if self.fork_failures == 1:
                 rolelog.report("fork", f"immortal: daemon: cannot start a pump ({exc}); "
                                "retrying\n")
-        self._step(supervise.SpawnFailed(str(exc)), self._policy(self.target.alive()))
+        self._step(supervise.SpawnFailed(str(exc)), self._policy(self.targets.alive()))
 
     def _tell_pump(self, message: Message) -> None:
         if self.pump_sock is not None:
@@ -296,8 +273,10 @@ class Daemon:
 
     def _handle_message(self, data: bytes) -> None:
         message = decode(data)
-        self.target.heard(message)
-        if isinstance(message, Started):
+        self.targets.heard(message)
+        if isinstance(message, Retired):
+            self._retired(message.workers)
+        elif isinstance(message, Started):
             self.started = True
         elif isinstance(message, Finish):
             self.finished = True
@@ -328,7 +307,7 @@ class Daemon:
         if self.started and not self.finished:
             if self.machine.phase != supervise.STOPPING:
                 rolelog.report("pump", f"immortal: daemon: pump {status}; starting a new one\n")
-            policy = self._policy(self.target.left(pump_running=False))
+            policy = self._policy(self.targets.left(pump_running=False))
         self._step(supervise.Exited(status), policy)
 
     # ----------------------------------------------------------------- signals, reaping
@@ -350,36 +329,42 @@ class Daemon:
             status = ExitStatus.from_wait_status(pid, raw)
             if self.pump is not None and pid == self.pump.pid:
                 self._pump_died(status)
-            elif pid == self.target.pid:
-                self._target_reaped(status)
+                continue
+            target = self.targets.by_pid(pid)
+            if target is not None:
+                self._target_reaped(target, status)
             # else: an orphaned grandchild, reaped so that no zombie stays
 
     def _watch_stranger(self) -> None:
-        """Watch an adopted target that is not our child (``KeptTarget.watch_stranger``)."""
-        ended = self.target.watch_stranger()
-        if ended is not None:
-            self._target_reaped(ended)
-        elif self.target.stranger >= 0:
-            self.loop.watch(self.target.stranger, self._on_stranger)
+        """Watch the adopted targets that are not our children
+        (``KeptTarget.watch_stranger``)."""
+        for target in self.targets:
+            ended = target.watch_stranger()
+            if ended is not None:
+                self._target_reaped(target, ended)
+            elif target.stranger >= 0:
+                self.loop.watch(target.stranger, self._on_stranger)
 
     def _on_stranger(self, fd: int) -> None:
-        self.selector.unregister(self.target.stranger)
-        ended = self.target.stranger_ended()
-        if ended is not None:
-            self._target_reaped(ended)
+        target = self.targets.by_stranger(fd)
+        if target is not None:
+            self.selector.unregister(fd)
+            ended = target.stranger_ended()
+            if ended is not None:
+                self._target_reaped(target, ended)
 
-    def _target_reaped(self, status: ExitStatus) -> None:
-        """The adopted target died: tell its pump, or keep it for the next pump."""
-        status = self.target.reaped(status)
-        pid = self.target.pid
+    def _target_reaped(self, target: KeptTarget, status: ExitStatus) -> None:
+        """An adopted target died: tell its pump, or keep it for the next pump."""
+        status = target.reaped(status)
+        pid = target.pid
         if self.pump is not None and self.pump_sock is not None and pid is not None:
             try:
                 self.pump_sock.send(Reaped(pid, status).to_bytes())
-                self.target.pid = None
+                target.pid = None
                 return
             except OSError:
                 pass
-        self.target.exit = status
+        target.exit = status
 
     def _command(self, request: dict[str, Any]) -> dict[str, Any]:
         """A control request: answered here (status) or passed on to the pump."""
@@ -391,11 +376,13 @@ class Daemon:
             # The pump's answer does not come back through us: refuse here, from the last
             # status the pump wrote, what it would refuse (no target during a backoff wait).
             known = read_json(self.directory / "status.json") or {}
-            if not (known.get("pids") or {}).get("target"):
+            if not running_targets(known, request.get("instance")):
                 raise NotRunning(f"no target is running (state {known.get('state')})")
         if cmd == "stop":
             self._stop(request, by_signal=False)
             return {}  # a pump that cannot take it is ending already; the group with it
+        if cmd == "scale":
+            return self._scale(check_workers(request["workers"]))
         try:
             if self.pump is None or self.pump_sock is None:
                 raise OSError("no pump is running right now (one is being restarted)")
@@ -413,8 +400,56 @@ class Daemon:
         self.stop_by_signal = by_signal
         alive = False
         if self.pump is None and not supervise.ending(self.machine):
-            alive = self.target.left(pump_running=False)
+            alive = self.targets.left(pump_running=False)
         self._step(supervise.Stop(None), self._policy(alive))
+
+    # ----------------------------------------------------------------- scale
+    def _scale(self, workers: int) -> dict[str, Any]:
+        """Run ``workers`` instances: the files of the new ones made and kept here, each
+        sent to the pump (``Grow``), which spawns it; or the highest told to retire
+        (``Retire``), whose files go once the pump says they ended (``Retired``). A pump
+        started meanwhile finds the same in the spec and the files it is handed."""
+        if len(self.targets) > self.spec.workers:
+            raise NotRunning("instances are still retiring after the last scale; try again "
+                             "in a moment")
+        if self.pump is None or self.pump_sock is None or supervise.ending(self.machine):
+            raise NotRunning("no pump is running right now (one is being restarted, or the "
+                             "group ends); try again in a moment")
+        before = self.spec.workers
+        if workers == before:
+            return {}
+        made = self.files.make(workers - before)
+        self.spec = replace(self.spec, workers=workers)
+        self._write_spec()
+        if workers < before:
+            self._tell_pump(Retire(workers))
+            return {}
+        self.files.more.extend(made)
+        for _ in made:
+            self.targets.add()
+        self.stall.pipes(*self._watched())
+        for k in range(before, workers):
+            try:
+                socket.send_fds(self.pump_sock, [Grow(k).to_bytes()],
+                                list(self.files.more[k - 1]))
+            except OSError:
+                pass  # the pump is dying: the next one is handed them all
+        return {}
+
+    def _retired(self, workers: int) -> None:
+        """The pump's instances from ``workers`` on have ended: their files go."""
+        if workers != self.spec.workers or workers >= len(self.targets):
+            return  # not the scale in force
+        gone = self.files.drop(workers)
+        self.targets.drop(workers)
+        self.stall.pipes(*self._watched())
+        KeptFiles.close(gone)
+
+    def _write_spec(self) -> None:
+        try:
+            write_json(self.directory / "spec.json", self.spec.to_json())
+        except OSError as exc:  # the group runs on as asked; readers see the old count
+            rolelog.report("spec", f"immortal: daemon: cannot write spec.json: {exc}\n")
 
     def _dir_restored(self) -> None:
         """The instance directory was removed and made again (``dirwatch``, which took
@@ -422,7 +457,7 @@ class Daemon:
         self.control.close()
         self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                       self._command)
-        write_json(self.directory / "spec.json", self.spec.to_json())
+        self._write_spec()
         if self.pump_sock is not None:
             try:
                 self.pump_sock.send(Rewrite().to_bytes())
@@ -433,11 +468,7 @@ class Daemon:
         """The group ends: kill and reap whatever is left of it (escaped grandchildren)."""
         self.control.close()
         self.stall.close()
-        if self.notify is not None:
-            notify.remove(self.directory)
         process.kill_children()
         orphans.end_group(self.directory)  # and those that went up with a dead daemon
-        if self.listen:
-            listening.close(self.listen)
-            listening.release(self.spec.listen)
+        self.files.end(self.spec)
         return 0

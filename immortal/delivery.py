@@ -76,17 +76,29 @@ class Sink:
                  block: Callable[[str, bytes, int], Any] | None = None,
                  lines: Callable[[str, list[bytes], int], Any] | None = None,
                  line: tuple[Line | None, Line | None] = (None, None),
-                 doubt: tuple[Position | None, Delivered | None] = (None, None)) -> None:
+                 doubt: tuple[Position | None, Delivered | None] = (None, None),
+                 ledgers: list[Ledger] | None = None,
+                 tell: Callable[[int | None], None] | None = None,
+                 with_instance: bool = False) -> None:
         self.name = name
         self.slot = slot
         self._ledger = ledger
+        #: one ledger per instance of the group's program (``workers``): each instance's
+        #: marks and call in doubt are in its own journal; the first is ``ledger``, which
+        #: also holds this monitor's counts and "busy since"
+        self._ledgers = ledgers if ledgers is not None else [ledger]
+        #: tells the monitor which instance the next call is about (``Monitor.instance``)
+        self._tell = tell
+        self._told: int | None = None
+        #: the output and ``delivered`` functions take the instance as a last argument
+        self._with_instance = with_instance
         self._events = events  # hook name -> function taking the hook's keyword arguments
         self._block = block
         self._lines = lines
         self._line = line
         self._position, self._delivered = doubt
-        #: stores the call in doubt before each output call, for a monitor that can tell
-        self._doubt = ledger.doubt_store(slot) if self._delivered is not None else None
+        #: store the call in doubt before each output call, for a monitor that can tell
+        self._doubts: dict[int, Callable[[int, int], None] | None] = {}
         #: which streams it takes at all (a monitor of events only is never called on output)
         self.takes = tuple(bool(block or lines or line[s]) for s in (0, 1))
         #: backpressure "drop": count in the ledger the lines it took (``Worker``)
@@ -97,11 +109,32 @@ class Sink:
         self.lost: Callable[[int], None] = lambda count: None
         self._reported: dict[str, float] = {}
 
-    def output(self, stream: int, data: bytes, offset: int, end: int) -> None:
+    def _instance(self, instance: int | None) -> None:
+        """Tell the monitor which instance the next call is about, if that changed."""
+        if self._tell is not None and instance != self._told:
+            self._told = instance
+            self._tell(instance)
+
+    def forget(self, count: int) -> None:
+        """The instances from ``count`` on are gone: no store into their journals."""
+        for index in [index for index in self._doubts if index >= count]:
+            del self._doubts[index]
+
+    def _doubt_store(self, index: int) -> Callable[[int, int], None] | None:
+        if self._delivered is None:
+            return None
+        if index not in self._doubts:
+            self._doubts[index] = self._ledgers[index].doubt_store(self.slot)
+        return self._doubts[index]
+
+    def output(self, stream: int, data: bytes, offset: int, end: int,
+               instance: int | None = None) -> None:
         """Whole lines of ``stream`` (0 stdout, 1 stderr) from ``offset`` to ``end``, less
-        what this monitor has already had."""
+        what this monitor has already had; of ``instance`` in a group of several (its
+        streams and marks are its own), None in a group of one."""
         ledger, slot = self._ledger, self.slot
-        mark = ledger.mark(slot, stream)
+        marks = self._ledgers[instance or 0]
+        mark = marks.mark(slot, stream)
         if mark > offset:  # it had these lines from a pump that died since
             skipped = data if mark >= end else data[:mark - offset]  # on a line boundary
             if self.counts:
@@ -110,21 +143,24 @@ class Sink:
                 return
             data, offset = data[mark - offset:], mark
         name = "stdout" if stream == 0 else "stderr"
-        doubt = self._doubt
+        doubt = self._doubt_store(instance or 0)
+        self._instance(instance)
+        extra = (instance,) if self._with_instance else ()
         if self._block is not None or self._lines is not None:
             ledger.set_busy(slot, time.monotonic_ns())
             if doubt is not None:
                 doubt(end << 1 | stream, self._witness())
             try:
                 if self._block is not None:
-                    self._block(name, data, offset)
+                    self._block(name, data, offset, *extra)
                 else:
-                    self._lines(name, data.split(b"\n")[:-1], offset)  # type: ignore[misc]
+                    self._lines(name, data.split(b"\n")[:-1], offset,  # type: ignore[misc]
+                                *extra)
             except Exception:
                 self._report("block" if self._block is not None else "lines")
             if KILL_AFTER_CALL:  # a test hook (above): unset in use
                 _kill_after_call()
-            ledger.set_mark(slot, stream, end)
+            marks.set_mark(slot, stream, end)
             if self.counts:
                 ledger.add_taken(slot, data.count(b"\n"))
             ledger.set_busy(slot, 0)
@@ -145,13 +181,13 @@ class Sink:
             if doubt is not None:
                 doubt(after << 1 | stream, self._witness())
             try:
-                call(line, offset)
+                call(line, offset, *extra)
             except Exception:
                 self._report(name)
             if KILL_AFTER_CALL:  # a test hook (above): unset in use
                 _kill_after_call()
             offset = after
-            ledger.set_mark(slot, stream, offset)
+            marks.set_mark(slot, stream, offset)
             if self.counts:
                 ledger.add_taken(slot, 1)
         ledger.set_busy(slot, 0)
@@ -171,21 +207,28 @@ class Sink:
     def settle(self) -> None:
         """In a successor pump, before ``setup``: the lines of a call the dead pump was in
         (or had returned from, unrecorded) that the monitor says it has are marked as its.
-        The rest is handed over again, as the lines past the mark always are."""
+        The rest is handed over again, as the lines past the mark always are. (One call at
+        most: calls into a monitor come one at a time, whichever instance's lines.)"""
+        for index, marks in enumerate(self._ledgers):
+            self._settle(marks, index if len(self._ledgers) > 1 else None)
+
+    def _settle(self, marks: Ledger, instance: int | None) -> None:
         ledger, slot = self._ledger, self.slot
-        doubt = ledger.doubt(slot)
+        doubt = marks.doubt(slot)
         if doubt is None:
             return
         stream, end, witness = doubt
-        start = ledger.mark(slot, stream)
-        data = ledger.journal_bytes(stream, start, end)
+        start = marks.mark(slot, stream)
+        data = marks.journal_bytes(stream, start, end)
         if data is not None and self._delivered is not None:
             lines = data.split(b"\n")
             if not lines[-1]:
                 del lines[-1]  # else a piece, or a last line whose newline the relay adds
+            self._instance(instance)
+            extra = (instance,) if self._with_instance else ()
             try:
                 count = self._delivered("stdout" if stream == 0 else "stderr", lines, start,
-                                        witness)
+                                        witness, *extra)
             except Exception:
                 count = None
                 self._report("delivered")
@@ -193,16 +236,17 @@ class Sink:
                 count = len(lines)
             if isinstance(count, int) and count > 0:
                 taken = lines[:min(count, len(lines))]
-                ledger.set_mark(slot, stream, min(start + sum(map(len, taken)) + len(taken),
-                                                  end))
+                marks.set_mark(slot, stream, min(start + sum(map(len, taken)) + len(taken),
+                                                 end))
                 if ledger.queued(slot) > ledger.taken(slot):  # backpressure "drop": not lost
                     ledger.add_taken(slot, len(taken))
-        ledger.clear_doubt(slot)
+        marks.clear_doubt(slot)
 
     def event(self, hook: str, kwargs: dict[str, Any], strict: bool = False) -> None:
         function = self._events.get(hook)
         if function is None:
             return
+        self._instance(kwargs.get("instance"))
         self._ledger.set_busy(self.slot, time.monotonic_ns())
         try:
             function(**kwargs)
@@ -225,6 +269,9 @@ class Sink:
         sys.stderr.flush()
 
 
+_OUTPUT = 5  # the length of an output item in a Worker's queue (an event's is 3)
+
+
 class Worker:
     """A sink behind its own thread and a queue bounded in bytes (backpressure "drop")."""
 
@@ -244,7 +291,8 @@ class Worker:
                                         name=f"monitor {sink.name}")
         self._thread.start()
 
-    def output(self, stream: int, data: bytes, offset: int, end: int) -> None:
+    def output(self, stream: int, data: bytes, offset: int, end: int,
+               instance: int | None = None) -> None:
         with self._ready:
             if self._bytes and self._bytes + len(data) > self._limit:
                 count = data.count(b"\n")
@@ -252,7 +300,7 @@ class Worker:
                 self._ledger.add_dropped(self.sink.slot, count)
                 return
             self._bytes += len(data)
-            self._queue.append((stream, data, offset, end))
+            self._queue.append((stream, data, offset, end, instance))
             self._ready.notify()
         self._ledger.add_queued(self.sink.slot, data.count(b"\n"))
 
@@ -287,7 +335,7 @@ class Worker:
             kept: collections.deque[tuple[Any, ...]] = collections.deque()
             count = 0
             for item in self._queue:
-                if len(item) == 4:
+                if len(item) == _OUTPUT:
                     count += item[1].count(b"\n")
                 else:
                     kept.append(item)
@@ -319,9 +367,9 @@ class Worker:
                     self._ready.wait()
                 item = self._queue.popleft()
                 self._busy = True
-                if len(item) == 4:
+                if len(item) == _OUTPUT:
                     self._bytes -= len(item[1])
-            if len(item) == 4:
+            if len(item) == _OUTPUT:
                 self.sink.output(*item)
                 continue
             hook, kwargs, done = item

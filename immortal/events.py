@@ -49,6 +49,9 @@ class ExitStatus(Record):
     reason: str | None = None
     delay: float | None = None
     attempt: int | None = None
+    #: Which instance of the group's program it was, in a group of several (``workers``);
+    #: None in a group of one.
+    instance: int | None = None
 
     @classmethod
     def from_waitid(cls, result: os.waitid_result, uptime: float | None = None) -> ExitStatus:
@@ -85,11 +88,14 @@ class ExitStatus(Record):
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        if self.instance is None:
+            del data["instance"]  # a group of one's, as it always read
         data["text"] = str(self)
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExitStatus:
         fields = {k: data.get(k) for k in ("code", "signal", "error", "pid", "uptime",
-                                           "decision", "reason", "delay", "attempt")}
+                                           "decision", "reason", "delay", "attempt",
+                                           "instance")}
         return cls(core_dumped=bool(data.get("core_dumped")), **fields)

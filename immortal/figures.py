@@ -81,4 +81,14 @@ def group_figures(status: Status) -> dict[str, dict[str, Any]]:
         values = figures(pid, status.start_times.get(role))
         if values is not None:
             found[role] = values
+    for entry in status.instances:  # a group of several: each instance's target
+        if entry.pid:
+            values = figures(entry.pid, entry.start_time)
+            if values is not None:
+                found[instance_key(entry.instance)] = values
     return found
+
+
+def instance_key(k: int) -> str:
+    """Where ``group_figures`` puts the figures of instance ``k``'s target."""
+    return f"instance:{k}"

@@ -15,7 +15,7 @@ import time
 
 from . import control
 from ._linux import is_alive
-from .errors import NoAnswer, NotRunning, StateDirError, StopTimeout
+from .errors import InvalidSpec, InvalidType, NoAnswer, NotRunning, StateDirError, StopTimeout
 from .groupview import MARGIN, POLL, GroupView
 from .safety import check_path, check_socket
 from .state import (
@@ -76,38 +76,85 @@ class Group(GroupView):
         spec = read_json(self.directory / "spec.json") or {}
         return float(spec.get("stop_timeout", 10.0))
 
-    def restart(self, timeout: float | None = None) -> None:
+    def restart(self, timeout: float | None = None, instance: int | None = None) -> None:
         """Restart the target: TERM, ``timeout`` (default: the group's grace period), KILL,
-        spawn. Returns once the new target runs."""
+        spawn; in a group of several instances (``workers``), every instance at once, or
+        ``instance`` alone. Returns once the new targets run."""
         _, before = self._root()
+        chosen = self._instance(instance, before)
         grace = self._grace(timeout)
-        self._request("restart", timeout=grace)
+        self._request("restart", timeout=grace, **({} if chosen is None else
+                                                   {"instance": chosen}))
         deadline = time.monotonic() + grace + MARGIN
         while time.monotonic() < deadline:
             now = self.status()
             if not now.running:
                 raise NotRunning(f"group {self.name!r} ended during the restart "
                                  f"(state {now.state})")
-            if now.spawned > before.spawned and now.state == "running":
+            if _restarted(before, now, chosen):
                 return
             time.sleep(POLL)
         raise StopTimeout(f"group {self.name!r} did not restart its target within "
                           f"{grace + MARGIN:g} s")
 
-    def signal(self, number: int | str) -> None:
-        """Send a signal (a number or a name such as "USR1") to the target's process group."""
-        self._root()
+    def _instance(self, instance: int | None, status: Status) -> int | None:
+        """``instance`` checked against the group's instances (None: all of them)."""
+        if instance is None:
+            return None
+        if isinstance(instance, bool) or not isinstance(instance, int):
+            raise InvalidType(f"'instance' must be an int (got {type(instance).__name__}: "
+                              f"{instance!r})")
+        count = len(status.instances) or 1
+        if not 0 <= instance < count:
+            raise InvalidSpec(f"'instance' must be from 0 to {count - 1}: group "
+                              f"{self.name!r} runs {count} instance(s) (got {instance})")
+        return instance
+
+    def signal(self, number: int | str, instance: int | None = None) -> None:
+        """Send a signal (a number or a name such as "USR1") to the target's process group;
+        in a group of several instances (``workers``), to each one's, or to ``instance``'s
+        alone."""
+        _, status = self._root()
+        chosen = self._instance(instance, status)
         value = control.parse_signal(number)
         try:
-            self._request("signal", signal=value)
-        except NoAnswer:  # the root is frozen or swamped: signal the target ourselves
+            self._request("signal", signal=value,
+                          **({} if chosen is None else {"instance": chosen}))
+        except NoAnswer:  # the root is frozen or swamped: signal the targets ourselves
             status = self.status()
-            pid = status.pids.get("target")
-            started = status.start_times.get("target")
-            if pid is None or started is None or not is_alive(pid, started):
+            proven = [(pid, started) for pid, started in _targets(status, chosen)
+                      if started is not None and is_alive(pid, started)]
+            if not proven:
                 raise NoAnswer(f"group {self.name!r} does not answer and runs no target "
                                "that can be proven ours; try 'immortal stop'") from None
-            os.killpg(pid, value)
+            for pid, _ in proven:
+                os.killpg(pid, value)
+
+    def scale(self, workers: int, timeout: float | None = None) -> Status:
+        """Run ``workers`` instances of the program: new ones are spawned (numbered on from
+        the highest), or the highest retire (TERM, ``timeout``, default the group's grace
+        period, then KILL). Returns the status once the group runs that many, each
+        running and ready (the group's ``ready`` mode, as ``start()`` waits for it)."""
+        from .checks import check_workers
+
+        check_workers(workers)
+        self._root()
+        grace = self._grace(timeout)
+        self._request("scale", workers=workers)
+        patience = grace + float((read_json(self.directory / "spec.json") or {})
+                                 .get("ready_timeout", 30.0)) + MARGIN
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            now = self.status()
+            if not now.running:
+                raise NotRunning(f"group {self.name!r} ended during the scale "
+                                 f"(state {now.state})")
+            if (len(now.instances) or 1) == workers and now.state == "running" and now.ready \
+                    and all(entry.state == "running" for entry in now.instances):
+                return now
+            time.sleep(POLL)
+        raise StopTimeout(f"group {self.name!r} does not run {workers} ready instance(s) "
+                          f"within {patience:g} s")
 
     def reopen(self) -> None:
         """Make the monitors reopen their files (after an external logrotate)."""
@@ -203,16 +250,41 @@ class Group(GroupView):
         status = self.status()
         # Supervisors first, so that nothing respawns the target in between. (A pump that
         # saw its daemon die keeps its pid when it becomes the daemon: the KILL still lands.)
-        for role in ("daemon", "pump", "target"):
+        for role in ("daemon", "pump"):
             if role in status.pids and is_alive(status.pids[role], status.start_times.get(role)):
-                kill = os.killpg if role == "target" else os.kill  # the target leads its group
                 try:
-                    kill(status.pids[role], signal.SIGKILL)
+                    os.kill(status.pids[role], signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        for pid, started in _targets(status, None):
+            if is_alive(pid, started):
+                try:
+                    os.killpg(pid, signal.SIGKILL)  # the target leads its process group
                 except (ProcessLookupError, PermissionError):
                     pass
         self._wait_gone(MARGIN, status)
         self._reap()
         return self._end_leftovers(KILLED)
+
+
+def _targets(status: Status, instance: int | None) -> list[tuple[int, int | None]]:
+    """The targets ``status`` records, each (pid, start time): the group's one, or each
+    instance's (``instance``'s alone, if given)."""
+    if status.instances:
+        return [(entry.pid, entry.start_time) for entry in status.instances
+                if entry.pid and instance in (None, entry.instance)]
+    pid = status.pids.get("target")
+    return [(pid, status.start_times.get("target"))] if pid else []
+
+
+def _restarted(before: Status, now: Status, instance: int | None) -> bool:
+    """Whether ``now`` shows the restart asked in ``before``: each instance restarted
+    (``instance`` alone, if given) and running again."""
+    if not before.instances or not now.instances:
+        return now.spawned > before.spawned and now.state == "running"
+    then = {entry.instance: entry.spawned for entry in before.instances}
+    return all(entry.spawned > then.get(entry.instance, 0) and entry.state == "running"
+               for entry in now.instances if instance in (None, entry.instance))
 
 
 def attach(name: str) -> Group:

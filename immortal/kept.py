@@ -1,4 +1,5 @@
-"""The group's target as the daemon knows it, and keeps it between pumps.
+"""A target of the group as the daemon knows it, and keeps it between pumps: one per
+instance of the group's program (``workers``).
 
 Each pump names its target to the daemon before anything can fail (``spawning``, then its
 pid and start). When a pump dies, the target is re-parented to the daemon (a subreaper),
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
 
 from . import _linux, orphans
 from .events import ExitStatus
@@ -19,7 +21,8 @@ from .roles import Adopt, Exited, Message, Spawning, Target
 
 
 class KeptTarget:
-    def __init__(self, adopt: Adopt | None) -> None:
+    def __init__(self, adopt: Adopt | None, instance: int = 0) -> None:
+        self.instance = instance
         self.pid: int | None = adopt.pid if adopt else None
         self.started: float | None = adopt.started_wall if adopt else None  #: wall clock
         self.exit: ExitStatus | None = None  #: reaped while no pump could be told
@@ -30,7 +33,11 @@ class KeptTarget:
         return self.pid is not None and self.exit is None
 
     def heard(self, message: Message | None) -> None:
-        """What a pump said of its target (other messages are not about it)."""
+        """What a pump said of its target (other messages, and those about another
+        instance's, are not about it)."""
+        if not isinstance(message, (Spawning, Target, Exited)) \
+                or message.instance != self.instance:
+            return
         if isinstance(message, Spawning):
             self.spawning = message.since
         elif isinstance(message, Target):
@@ -42,16 +49,17 @@ class KeptTarget:
             if message.pid is not None and message.pid == self.pid:
                 self.pid = self.started = None
 
-    def left(self, pump_running: bool) -> bool:
+    def left(self, pump_running: bool, others: frozenset[int] = frozenset()) -> bool:
         """After a pump's death: whether a target is left for the next pump to adopt.
 
         A known target not re-parented to us is gone already. One the pump was spawning
-        but did not name (it died inside the spawn) is looked for among our children."""
+        but did not name (it died inside the spawn) is looked for among our children,
+        leaving out ``others`` (the other instances' targets)."""
         if (self.pid is not None and self.exit is None and self.stranger < 0
                 and _linux.parent_pid(self.pid) != os.getpid()):
             self.pid = self.started = None
         if self.pid is None and self.spawning is not None and not pump_running:
-            found = orphans.find_spawned(self.spawning)
+            found = orphans.find_spawned(self.spawning, others)
             if found is not None:
                 sys.stderr.write(f"immortal: daemon: the dead pump's new target {found[0]} "
                                  "is adopted\n")
@@ -61,7 +69,9 @@ class KeptTarget:
 
     def adopt(self) -> Adopt | None:
         """What the next pump is to adopt: the target, with its exit if it died meanwhile."""
-        return Adopt(self.pid, self.started, self.exit) if self.pid is not None else None
+        if self.pid is None:
+            return None
+        return Adopt(self.pid, self.started, self.exit, instance=self.instance)
 
     def handed_over(self) -> None:
         """The next pump was started: a dead target's exit is its to report now."""
@@ -93,3 +103,57 @@ class KeptTarget:
         os.close(self.stranger)
         self.stranger = -1
         return ExitStatus(pid=self.pid) if self.pid is not None else None
+
+
+class KeptTargets:
+    """The targets of every instance of the group's program (``workers``), one
+    :class:`KeptTarget` each, in the order of their numbers."""
+
+    def __init__(self, adopts: dict[int, Adopt], count: int) -> None:
+        self.each = [KeptTarget(adopts.get(k), k) for k in range(count)]
+
+    def __iter__(self) -> Iterator[KeptTarget]:
+        return iter(self.each)
+
+    def __len__(self) -> int:
+        return len(self.each)
+
+    def alive(self) -> bool:
+        """Whether a target of the group lives (as far as the pumps said)."""
+        return any(target.alive() for target in self.each)
+
+    def heard(self, message: Message | None) -> None:
+        for target in self.each:
+            target.heard(message)
+
+    def left(self, pump_running: bool) -> bool:
+        """After a pump's death: whether a target is left for the next pump to adopt
+        (``KeptTarget.left``, for each instance, none taken for another's)."""
+        left = False
+        for target in self.each:
+            others = frozenset(t.pid for t in self.each if t is not target and t.pid is not None)
+            left = target.left(pump_running, others) or left
+        return left
+
+    def adopts(self) -> dict[int, Adopt]:
+        """What the next pump is to adopt, by instance."""
+        return {target.instance: adopt for target in self.each
+                if (adopt := target.adopt()) is not None}
+
+    def handed_over(self) -> None:
+        for target in self.each:
+            target.handed_over()
+
+    def by_pid(self, pid: int) -> KeptTarget | None:
+        return next((target for target in self.each if target.pid == pid), None)
+
+    def add(self) -> None:
+        """One more instance (a scale up), with no target yet."""
+        self.each.append(KeptTarget(None, len(self.each)))
+
+    def drop(self, count: int) -> None:
+        """The instances from ``count`` on have retired (a scale down)."""
+        del self.each[count:]
+
+    def by_stranger(self, fd: int) -> KeptTarget | None:
+        return next((target for target in self.each if target.stranger == fd), None)

@@ -65,24 +65,30 @@ def start(
     ready: str | None = None,
     ready_timeout: float = 30.0,
     listen: Sequence[str] | None = None,
+    workers: int = 1,
     **unknown: Any,
 ) -> Group:
     """Launch ``file`` with ``args`` and keep it alive; return a handle on the group.
 
-    Returns once the target is *ready*: ``ready`` says when that is (``"spawn"``,
-    ``"uptime:S"``, ``"line:REGEX"``, ``"port:N"``, ``"notify"``; default ``$IMMORTAL_READY``,
-    else ``"uptime:1"``: alive one second), within ``ready_timeout`` seconds of its spawn.
-    Raises a subclass of ``ImmortalError`` in the caller for every problem, including an
-    exec failure after detaching, and ``StartError`` for a target that dies before it is
-    ready or is not ready in time (with its ``status`` and last ``stderr`` lines); nothing
-    is left behind then. ``strategy`` is ``"daemon"`` (default), ``"unattached"`` or
+    Returns once the target is *ready* (with ``workers=N``, every instance's): ``ready``
+    says when that is (``"spawn"``, ``"uptime:S"``, ``"line:REGEX"``, ``"port:N"``,
+    ``"notify"``; default ``$IMMORTAL_READY``, else ``"uptime:1"``: alive one second),
+    within ``ready_timeout`` seconds of its spawn. Raises a subclass of ``ImmortalError`` in
+    the caller for every problem, including an exec failure after detaching, and
+    ``StartError`` for a target that dies before it is ready or is not ready in time (with
+    its ``status`` and last ``stderr`` lines; the instance named); nothing is left behind
+    then. ``strategy`` is ``"daemon"`` (default), ``"unattached"`` or
     ``"development"``. One monitor is ``monitor=`` (default ``"file"``) with its
     ``options=``; several are ``monitors={"file": {...}, "jsonl": {...}}``, each with its own
     options and its own ``check()``. ``backpressure="block"`` (default) makes the target
     wait while the monitors are behind; ``"drop"`` skips lines instead and counts them.
     ``channel=True`` opens a JSON message channel between the target and the monitors
-    (``immortal.channel``). With ``capture=True`` (development only) the target's output comes
-    to ``group.stdout`` and ``group.stderr`` (iterators of lines) instead of the terminal.
+    (``immortal.channel``). ``workers=N`` runs N instances of the program, each
+    supervised on its own (restarted on its own death, with its own backoff), by one daemon
+    and one pump; each gets ``IMMORTAL_INSTANCE`` (0 to N-1) and ``IMMORTAL_GROUP`` in its
+    environment, and the same listen sockets. With ``capture=True`` (development only) the
+    target's output comes to ``group.stdout`` and ``group.stderr`` (iterators of lines)
+    instead of the terminal.
     ``listen=["tcp://0.0.0.0:8000", "unix:/run/app.sock"]`` binds those sockets here, once,
     and hands them to every target by systemd socket activation (fds 3, 4, ...,
     ``LISTEN_FDS``, ``LISTEN_PID``, ``LISTEN_FDNAMES``); ``ListenError`` if one cannot be.
@@ -103,7 +109,7 @@ def start(
                     monitors=monitors, name=name, exec=exec, env=env, cwd=cwd, umask=umask,
                     policy=policy, stop_timeout=stop_timeout, start_timeout=start_timeout,
                     capture=capture, backpressure=backpressure, channel=channel, ready=ready,
-                    ready_timeout=ready_timeout, listen=listen, **unknown)
+                    ready_timeout=ready_timeout, listen=listen, workers=workers, **unknown)
     chosen = _check_monitors(request.monitors)
     spec = _place(request, chosen)
     lock, created = _take_directory(Path(spec.directory))

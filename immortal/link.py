@@ -8,13 +8,18 @@ moment.
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from collections.abc import Callable
 
-from . import _linux, control
+from . import _linux
 from .events import DAEMON_RESTART
-from .roles import Adopt, Fds, HandOver, Message, RoleArgs, decode, hand_over
+from .records import replace
+from .roles import (Adopt, Fds, Grow, HandOver, Message, RoleArgs, decode, hand_over,
+                    split_adopts)
+
+GROW_FDS = 5  #: the files a ``Grow`` comes with: an instance's two pipes and journal
 
 
 class DaemonLink:
@@ -46,32 +51,44 @@ class DaemonLink:
 
     def receive(self) -> tuple[bool, Message | None]:
         """``(gone, message)`` when the lifeline is readable: the daemon's death, or one
-        message (None if there was none after all, or not one we know)."""
+        message (None if there was none after all, or not one we know). A ``Grow``
+        carries the files that came with it; files with any other message are closed."""
         assert self.sock is not None
-        data = control.receive(self.sock)
-        if data is None:
+        try:
+            data, fds, _, _ = socket.recv_fds(self.sock, 65536, GROW_FDS)
+        except (BlockingIOError, InterruptedError):
             return False, None
+        except OSError:
+            data, fds = b"", []
         if not data:
+            for fd in fds:
+                os.close(fd)
             return True, None
-        return False, decode(data)
+        message = decode(data)
+        if isinstance(message, Grow) and len(fds) == GROW_FDS:
+            return False, replace(message, fds=tuple(fds))
+        for fd in fds:
+            os.close(fd)
+        return False, None if isinstance(message, Grow) else message
 
 
-def take_over(directory: str, adopt: Adopt | None, fds: Fds,
+def take_over(directory: str, adopts: dict[int, Adopt], fds: Fds,
               close_loop: Callable[[], None], settle: Callable[[], None]) -> None:
     """Make this pump, whose daemon died, the daemon; never returns.
 
-    Same pid, so the target stays its child. Single-threaded, the process becomes the
-    daemon in place (raising ``HandOver`` to ``pump.main``, which runs ``succession.become``)
-    at once: what is in the pipes, and what it read but did not deliver (the journal), is
-    delivered by the pump the new daemon forks. With a monitor's threads it ``exec``s
-    instead (``roles.hand_over``), once ``settle`` has let the threads take what they were
-    given.
+    Same pid, so the targets (``adopts``, by instance) stay its children. Single-threaded,
+    the process becomes the daemon in place (raising ``HandOver`` to ``pump.main``, which
+    runs ``succession.become``) at once: what is in the pipes, and what it read but did
+    not deliver (the journal), is delivered by the pump the new daemon forks. With a
+    monitor's threads it ``exec``s instead (``roles.hand_over``), once ``settle`` has let
+    the threads take what they were given.
     """
     # What this process becomes (so that ps never shows two pumps in the hand-over).
     _linux.set_title(f"immortal: daemon {directory}")
     if _linux.threads() == 1:
         close_loop()
-        raise HandOver(RoleArgs("daemon", directory, DAEMON_RESTART, fds=fds, adopt=adopt))
+        raise HandOver(RoleArgs("daemon", directory, DAEMON_RESTART, fds=fds,
+                                **split_adopts(adopts)))
     settle()
     sys.stderr.flush()
-    hand_over(directory, adopt, fds)
+    hand_over(directory, adopts, fds)

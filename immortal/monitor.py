@@ -44,6 +44,12 @@ class Monitor:
     #: The group's name and instance directory.
     name: str
     directory: Path
+    #: How many instances of its program the group runs (``workers``), and which one the
+    #: call under way is about (output, spawn, adopt, respawn, exit, delivered): 0, 1...
+    #: in a group of several; None in a group of one, and during the group's own events
+    #: (setup, shutdown...). Offsets count in each instance's own streams.
+    workers: int = 1
+    instance: int | None = None
     #: True for a monitor that shows the output on the terminal itself (``console``): in
     #: ``development`` the pump then does not echo the raw output there as well.
     terminal: bool = False

@@ -9,6 +9,7 @@ calling.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import mmap
@@ -248,7 +249,8 @@ class Host:
 
     def __init__(self, monitors: Sequence[tuple[str, Any, Mapping[str, Any]]], name: str,
                  directory: Path, send: Callable[[Any], None] | None = None,
-                 ledger: relay.Ledger | None = None, drop: bool = False) -> None:
+                 ledger: relay.Ledger | Sequence[relay.Ledger] | None = None,
+                 drop: bool = False) -> None:
         manager = _manager()
         plugins: list[tuple[str, object]] = []
         self.terminal = False  # some monitor shows the output on the terminal itself
@@ -266,8 +268,15 @@ class Host:
             plugins.append((monitor, plugin))
         manager.check_pending()
         # Without a journal (a host driven by hand), a private ledger of the same shape.
-        self.ledger = ledger or relay.Ledger(mmap.mmap(-1, relay.SIZE))
-        self.sinks = [_sink(manager, monitor, plugin, slot, self.ledger)
+        # With several instances of the program (``workers``), one journal each: the
+        # first one's ledger holds the monitors' counts.
+        if isinstance(ledger, relay.Ledger):
+            ledger = [ledger]
+        self.ledgers = list(ledger or [relay.Ledger(mmap.mmap(-1, relay.SIZE))])
+        self.ledger = self.ledgers[0]
+        self.plugins = [plugin for _, plugin in plugins]
+        self._count_workers()
+        self.sinks = [_sink(manager, monitor, plugin, slot, self.ledger, self.ledgers)
                       for slot, (monitor, plugin) in enumerate(plugins)]
         for sink in self.sinks:
             sink.settle()  # a call a dead pump was in: before setup, which writes
@@ -277,22 +286,41 @@ class Host:
             worker.take_over()
         self._targets: list[Any] = self.workers or self.sinks
 
+    def _count_workers(self) -> None:
+        for plugin in self.plugins:
+            if isinstance(plugin, Monitor):
+                plugin.workers = len(self.ledgers)
+
+    def add_ledger(self, ledger: relay.Ledger) -> None:
+        """One more instance of the program (a scale up), with its journal's ledger."""
+        self.ledgers.append(ledger)  # the sinks share this list
+        self._count_workers()
+
+    def drop_ledgers(self, count: int) -> None:
+        """The instances from ``count`` on are gone (a scale down)."""
+        del self.ledgers[count:]
+        for sink in self.sinks:
+            sink.forget(count)
+        self._count_workers()
+
     def call(self, hook: str, strict: bool = False, **kwargs: Any) -> None:
         """Call ``hook`` on each monitor; with ``strict`` the first exception propagates,
         as ``MonitorFailed`` naming the monitor."""
         for target in self._targets:
             target.event(hook, kwargs, strict)
 
-    def block(self, stream: str, data: bytes, offset: int, end: int | None = None) -> None:
+    def block(self, stream: str, data: bytes, offset: int, end: int | None = None,
+              instance: int | None = None) -> None:
         """Output: whole lines of ``stream`` as one ``bytes`` ending in a newline, from
         stream offset ``offset`` to ``end`` (default ``offset + len(data)``; one less when
-        the relay added the newline). Each monitor gets the lines past its own mark."""
+        the relay added the newline), of ``instance`` in a group of several (None in a
+        group of one). Each monitor gets the lines past its own mark."""
         index = 0 if stream == "stdout" else 1
         if end is None:
             end = offset + len(data)
         for target, sink in zip(self._targets, self.sinks):
             if sink.takes[index]:
-                target.output(index, data, offset, end)
+                target.output(index, data, offset, end, instance)
 
     def report_dropped(self, force: bool = False) -> bool:
         """Backpressure "drop": tell each monitor how many of its lines were dropped, at
@@ -340,9 +368,11 @@ class Host:
 
 
 def _sink(manager: _Manager, monitor: str, plugin: object, slot: int,
-          ledger: relay.Ledger) -> delivery.Sink:
+          ledger: relay.Ledger, ledgers: list[relay.Ledger]) -> delivery.Sink:
     """How the host calls one monitor: its events, and output through the one hook it has
-    of block, lines, stdout/stderr (a Monitor's counts only if overridden)."""
+    of block, lines, stdout/stderr (a Monitor's counts only if overridden). A Monitor is
+    told the instance of each call in its ``instance``; a plain plugin, as an argument its
+    hooks may name."""
     hook = manager.hook
     found: dict[str, Callable[..., Any]] = {}
     for short in hookspecs.HOOKS[1:]:
@@ -350,33 +380,38 @@ def _sink(manager: _Manager, monitor: str, plugin: object, slot: int,
             if impl.plugin is plugin:
                 found[short] = _with_names(impl.function, tuple(impl.argnames))
     events = {short: found[short] for short in hookspecs.EVENTS if short in found}
+    shared: dict[str, Any] = {"ledgers": ledgers}
     if isinstance(plugin, Monitor):
         cls = type(plugin)
         position, delivered = (getattr(plugin, name) if getattr(cls, name) is not
                                getattr(Monitor, name) else None
                                for name in ("position", "delivered"))
         doubt = (position, delivered)
+        shared["tell"] = functools.partial(setattr, plugin, "instance")
         if cls.block is not Monitor.block:
-            return delivery.Sink(monitor, slot, ledger, events, block=plugin.block, doubt=doubt)
+            return delivery.Sink(monitor, slot, ledger, events, block=plugin.block, doubt=doubt,
+                                 **shared)
         if cls.lines is not Monitor.lines:
-            return delivery.Sink(monitor, slot, ledger, events, lines=plugin.lines, doubt=doubt)
+            return delivery.Sink(monitor, slot, ledger, events, lines=plugin.lines, doubt=doubt,
+                                 **shared)
         line = tuple(_line_call(getattr(plugin, stream), getattr(cls, stream))
                      if getattr(cls, stream) is not getattr(Monitor, stream) else None
                      for stream in ("stdout", "stderr"))
         return delivery.Sink(monitor, slot, ledger, events, line=line,  # type: ignore[arg-type]
-                             doubt=doubt)
+                             doubt=doubt, **shared)
+    shared["with_instance"] = True
     doubt = (_positional(found["position"]) if "position" in found else None,
-             _positional(found["delivered"], "stream", "lines", "offset", "position")
-             if "delivered" in found else None)
+             _positional(found["delivered"], "stream", "lines", "offset", "position",
+                         "instance") if "delivered" in found else None)
     if "block" in found:
         return delivery.Sink(monitor, slot, ledger, events, block=_positional(
-            found["block"], "stream", "data", "offset"), doubt=doubt)
+            found["block"], "stream", "data", "offset", "instance"), doubt=doubt, **shared)
     if "lines" in found:
         return delivery.Sink(monitor, slot, ledger, events, lines=_positional(
-            found["lines"], "stream", "lines", "offset"), doubt=doubt)
+            found["lines"], "stream", "lines", "offset", "instance"), doubt=doubt, **shared)
     return delivery.Sink(monitor, slot, ledger, events, line=tuple(  # type: ignore[arg-type]
-        _positional(found[stream], "line", "offset") if stream in found else None
-        for stream in ("stdout", "stderr")), doubt=doubt)
+        _positional(found[stream], "line", "offset", "instance") if stream in found else None
+        for stream in ("stdout", "stderr")), doubt=doubt, **shared)
 
 
 def _with_names(function: Callable[..., Any], argnames: tuple[str, ...]

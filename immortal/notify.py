@@ -7,13 +7,15 @@ target finds in ``NOTIFY_SOCKET``. The group's root makes it (the daemon, which 
 across pumps, so that a datagram sent while no pump runs waits for the next; a pump with no
 daemon makes its own), and the pump reads it. A path, never the abstract namespace: the
 directory's permissions guard it. Each datagram carries its sender's pid (``SO_PASSCRED``),
-so that the pump takes the word of its target, or of a descendant of it, only.
+so that the pump takes the word of its targets, or of their descendants, only: each
+datagram counts for the instance whose target sent it (``speaks_for``).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Collection
 from pathlib import Path
 
 from . import _linux
@@ -85,10 +87,18 @@ def receive(sock: socket.socket) -> list[tuple[int | None, dict[str, str]]]:
     return found
 
 
-def trusted(sender: int | None, target: int | None) -> bool:
-    """Whether a datagram of ``sender`` speaks for the running ``target``: sent by it or by
-    a living descendant of it (a helper such as ``systemd-notify``). Without credentials
-    (``sender`` None) the socket's private directory is the only guard."""
+def speaks_for(sender: int | None, targets: Collection[int]) -> int | None:
+    """Which of the running ``targets`` (pids) a datagram of ``sender`` speaks for: the one
+    it is, or the one it descends from (a helper such as ``systemd-notify``); None if none.
+    Without credentials (``sender`` None) only a lone target is known."""
     if sender is None:
-        return True
-    return target is not None and _linux.descends_from(sender, target)
+        return next(iter(targets)) if len(targets) == 1 else None
+    pid, seen = sender, 0
+    while pid > 1 and seen < 64:  # 64 generations: a loop in a racing /proc ends here
+        if pid in targets:
+            return pid
+        parent = _linux.parent_pid(pid)
+        if parent is None:
+            return None
+        pid, seen = parent, seen + 1
+    return pid if pid in targets else None

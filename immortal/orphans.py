@@ -29,6 +29,7 @@ from ._linux import (boot_ticks, children, environ_values, pidfd_open, process_s
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
     from pathlib import Path
 
 TOKEN = "IMMORTAL_GROUP_DIR"  #: names the instance directory in a target's environment
@@ -92,7 +93,7 @@ def end_group(directory: Path | str, timeout: float = 5.0) -> list[int]:
     return end(find(directory), timeout)
 
 
-def find_spawned(since: int) -> tuple[int, float] | None:
+def find_spawned(since: int, others: Collection[int] = ()) -> tuple[int, float] | None:
     """For the daemon: the target a pump spawned but died before naming, as (pid,
     wall-clock start), or None.
 
@@ -103,11 +104,13 @@ def find_spawned(since: int) -> tuple[int, float] | None:
     and execs the program, a moment later. An escaped grandchild in a session of its own is
     left out; one born since the spawn is the target's, so younger than the target. Without
     /proc (no list of children, no start times) nothing is found, and the new pump spawns
-    anew.
+    anew. ``others``: the known targets of the group's other instances, never this one.
     """
     session = os.getsid(0)
     best: tuple[int, int] | None = None
     for pid in children():
+        if pid in others:
+            continue
         try:
             if os.getsid(pid) != session:
                 continue

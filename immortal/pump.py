@@ -1,8 +1,10 @@
 """The pump: keeps the target alive and relays its output and events to the monitor.
 
-One pump per group at a time. Its loop (``loop.py``) blocks on the target's pipes, the
-target's pidfd, the signals and its lifelines (to the daemon, or to the caller in
-``development``); the restart decisions come from the pure machine in ``supervise.py``.
+One pump per group at a time, for every instance of its program (``workers``). Its loop
+(``loop.py``) blocks on the targets' pipes and pidfds, the notify socket, the signals and
+its lifelines (to the daemon, or to the caller in ``development``); the restart decisions
+come from the pure machine in ``supervise.py``, one machine per instance, and each
+instance's readiness is its own ``readywatch.ReadyWatch``.
 
 Signals: SIGTERM/SIGINT stop the group (TERM, grace, KILL), SIGHUP restarts the target.
 """
@@ -18,42 +20,47 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import _linux, control, notify, orphans, process, rolelog, supervise
-from .detach import detach
-from .errors import ImmortalError, NotRunning
-from .events import PUMP_START, ExitStatus
-from .link import take_over
-from .loop import draw
-from .pumpstart import PumpStart
-from .records import replace
+from . import _linux, control, notify, orphans, process, relay, rolelog, supervise
 from . import listen as listening
-from .roles import Adopt, Command, Exited, Finish, HandOver, Hello, Reaped, Rewrite, RoleArgs
+from .detach import detach
+from .errors import ImmortalError
+from .events import PUMP_START, ExitStatus
+from .loop import draw
+from .pumpcontrol import PumpControl
+from .pumpstart import MONITOR_GRACE, PumpStart
+from .readywatch import route
+from .roles import (Command, Exited, Finish, Grow, HandOver, Hello, Reaped, Retire, Rewrite,
+                    RoleArgs)
+from .scaling import Scaling
 from .spec import Spec
 from .state import SOCKET_NAME, write_json
+from .workers import Instance, group_phase, shown
 
-MONITOR_GRACE = 1.0  # backpressure "drop": how long monitors may take to catch up at the end
 
-
-class Pump(PumpStart):
-    """The running pump: carries out the machine's actions, and turns what happens (a
-    target's death, output, signals, control requests, its daemon's death) into events."""
+class Pump(PumpStart, Scaling, PumpControl):
+    """The running pump: carries out each instance's machine's actions, and turns what
+    happens (a target's death, output, signals, control requests, its daemon's death) into
+    events of the instance they are about, or of all (a stop). Its parts: ``PumpStart``
+    (its state, its start-up), ``Scaling``, ``PumpControl`` (control requests)."""
 
     # ----------------------------------------------------------------- the loop
     def _take_signals(self) -> None:
         """Our signals, carried out by the loop (until it runs, they wait)."""
         self.loop.take_signals({
-            signal.SIGTERM: lambda: self._feed(supervise.Stop(self.spec.stop_timeout, "stop")),
-            signal.SIGINT: lambda: self._feed(supervise.Stop(self.spec.stop_timeout, "stop")),
-            signal.SIGHUP: lambda: self._feed(supervise.Restart(self.spec.stop_timeout)),
+            signal.SIGTERM: lambda: self._feed_all(
+                supervise.Stop(self.spec.stop_timeout, "stop")),
+            signal.SIGINT: lambda: self._feed_all(
+                supervise.Stop(self.spec.stop_timeout, "stop")),
+            signal.SIGHUP: lambda: self._feed_all(supervise.Restart(self.spec.stop_timeout)),
             signal.SIGCHLD: self._on_child,
         })
 
     def _watch(self) -> None:
         """What the loop waits on, and its chores: the control clients' deadlines, the
-        dropped lines to tell (backpressure "drop"), the machine's Tick."""
+        dropped lines to tell (backpressure "drop"), the machines' Ticks."""
         loop = self.loop
-        loop.watch(self.streams.out_r, self._on_stdout)
-        loop.watch(self.streams.err_r, self._on_stderr)
+        for inst in self.instances:
+            self._watch_streams(inst)
         if self.streams.channel_sock is not None:
             loop.watch(self.streams.channel_sock, self._on_channel)
         if self.streams.notify_sock is not None:
@@ -62,12 +69,42 @@ class Pump(PumpStart):
             loop.watch(self.link.sock, self._on_daemon)
         if self.parent_fd is not None:
             loop.watch(self.parent_fd, self._on_parent)
-        self._watch_target()
+        for inst in self.instances:
+            self._watch_target(inst)
         loop.at(lambda: self.control.next_deadline() if self.control else None,
                 lambda: self.control.drop_idle() if self.control else None)
         loop.at(lambda: self.host.next_report() if self.host else None, self._report_dropped)
-        loop.at(lambda: self.deadline, lambda: self._feed(supervise.Tick()))
-        loop.at(self.ready.deadline, self.ready.due)
+        loop.at(self._next_tick, self._ticks)
+        loop.at(self._next_ready, self._ready_due)
+
+    def _watch_streams(self, inst: Instance) -> None:
+        relays = inst.streams.relays
+        self.loop.watch(inst.streams.out_r, lambda fd: self._on_output(relays[0]))
+        self.loop.watch(inst.streams.err_r, lambda fd: self._on_output(relays[1]))
+
+    def _next_tick(self) -> float | None:
+        """When the first of the machines wants a Tick, or None."""
+        due = [inst.deadline for inst in self.instances if inst.deadline is not None]
+        return min(due) if due else None
+
+    def _ticks(self) -> None:
+        now = time.monotonic()
+        for inst in list(self.instances):
+            if inst.deadline is not None and inst.deadline <= now:
+                self._feed(inst, supervise.Tick())
+
+    def _next_ready(self) -> float | None:
+        """When the first of the readiness watches wants the clock (or a probe), or None."""
+        due = [at for at in (inst.ready.deadline() for inst in self.instances)
+               if at is not None]
+        return min(due) if due else None
+
+    def _ready_due(self) -> None:
+        now = time.monotonic()
+        for inst in list(self.instances):
+            at = inst.ready.deadline()
+            if at is not None and at <= now:
+                inst.ready.due()
 
     # ----------------------------------------------------------------- main loop
     def _loop(self) -> int:
@@ -88,17 +125,13 @@ class Pump(PumpStart):
 
     def _on_child(self) -> None:
         if not _linux.HAVE_PIDFD:
-            self._on_target(None)
+            for inst in list(self.instances):
+                self._on_target(inst, None)
         if self.subreaper:
-            keep = {self.target.pid} if self.target is not None else set()
-            process.reap_strays(keep)
+            process.reap_strays(self._own_pids())
 
-    def _on_stdout(self, fd: int) -> None:
-        self.streams.relays[0].read()
-        self._report_dropped()
-
-    def _on_stderr(self, fd: int) -> None:
-        self.streams.relays[1].read()
+    def _on_output(self, stream: relay.Relay) -> None:
+        stream.read()
         self._report_dropped()
 
     def _report_dropped(self, force: bool = False) -> None:
@@ -114,26 +147,28 @@ class Pump(PumpStart):
         self.streams.receive(lambda message: host.call("message", message=message))
 
     def _on_notify(self, sock: socket.socket) -> None:
-        self.ready.on_notify(self.target.pid if self.target is not None else None)
+        route(sock, {inst.target.pid: inst.ready for inst in self.instances
+                     if inst.target is not None})
 
-    def _lines(self, stream: str, block: bytes, offset: int, end: int) -> None:
+    def _lines(self, k: int, stream: str, block: bytes, offset: int, end: int) -> None:
         assert self.host is not None
-        self.host.block(stream, block, offset, end)
-        self.ready.lines(stream, block)  # the monitors first: they hold the line by then
+        self.host.block(stream, block, offset, end, shown(k, len(self.instances)))
+        if k < len(self.instances):  # the monitors first: they hold the line by then
+            self.instances[k].ready.lines(stream, block)
 
-    def _on_target(self, fd: object) -> None:
-        if self.target is not None and not self.target.own and self.daemon_pid is None:
+    def _on_target(self, inst: Instance, fd: object) -> None:
+        target = inst.target
+        if target is not None and not target.own and self.daemon_pid is None:
             # Adopted by a new start, not our child: its pidfd says it ended, not how.
-            status = ExitStatus(pid=self.target.pid,
-                                uptime=time.monotonic() - self.target.started_at)
-            self.target.dead(status, close=False)
-            self._target_died(status)
+            status = ExitStatus(pid=target.pid, uptime=time.monotonic() - target.started_at)
+            target.dead(status, close=False)
+            self._target_died(inst, status)
             return
-        if self.target is None or not self.target.own:
+        if target is None or not target.own:
             return
-        reaped = self.target.reap(time.monotonic(), close=False)
+        reaped = target.reap(time.monotonic(), close=False)
         if reaped is not None:
-            self._target_died(reaped)
+            self._target_died(inst, reaped)
 
     def _on_daemon(self, sock: socket.socket) -> None:
         gone, message = self.link.receive()
@@ -150,10 +185,17 @@ class Pump(PumpStart):
             except ImmortalError as exc:
                 rolelog.report("command", f"immortal: pump: {message.request['cmd']}: "
                                           f"{exc}\n")
-        elif isinstance(message, Reaped) and message.pid and self.target is not None \
-                and not self.target.own and message.pid == self.target.pid:
-            self.target.dead(message.status)
-            self._target_died(message.status)
+        elif isinstance(message, Grow):
+            self.grow(message.instance, message.fds)
+        elif isinstance(message, Retire):
+            self.retire(message.workers)
+        elif isinstance(message, Reaped) and message.pid:
+            for inst in self.instances:
+                target = inst.target
+                if target is not None and not target.own and message.pid == target.pid:
+                    target.dead(message.status)
+                    self._target_died(inst, message.status)
+                    break
 
     def _on_parent(self, fd: int) -> None:
         try:
@@ -162,23 +204,26 @@ class Pump(PumpStart):
             return
         if not data:
             self.selector.unregister(fd)
-            self._feed(supervise.Stop(self.spec.stop_timeout, "caller exited"))
+            self._feed_all(supervise.Stop(self.spec.stop_timeout, "caller exited"))
 
-    def _target_died(self, status: ExitStatus) -> None:
-        assert self.host is not None and self.target is not None
-        self._unwatch_target()
-        dead = self.target.pid
+    def _target_died(self, inst: Instance, status: ExitStatus) -> None:
+        assert self.host is not None and inst.target is not None
+        self._unwatch_target(inst)
+        dead = inst.target.pid
         self.status_file.forget(dead)
-        self.target = None
-        self.streams.drain()
-        # A death before readiness during a start gives the start up: the machine stops.
-        self.ready.exited(status)
+        inst.target = None
+        inst.streams.drain()
+        # A death before readiness during a start gives the start up: every machine stops.
+        inst.ready.exited(status)
         # Decide first, so that the exit event carries the decision (a restart record).
-        self.machine, actions = supervise.step(self.spec.policy, self.machine,
+        inst.machine, actions = supervise.step(self.spec.policy, inst.machine,
                                                supervise.Exited(status), time.monotonic(),
                                                draw())
-        record = supervise.record(self.machine, status)
-        self.machine = supervise.replace(self.machine, last_exit=record)
+        record = supervise.record(inst.machine, status)
+        if self.shown(inst) is not None:
+            record = supervise.replace(record, instance=inst.k)
+        inst.machine = supervise.replace(inst.machine, last_exit=record)
+        self.status_file.last_exit = record
         spawned: process.Child | OSError | None = None
         first = next((a for a in actions if not isinstance(a, supervise.Wake)), None)
         if isinstance(first, supervise.Spawn):
@@ -186,52 +231,16 @@ class Pump(PumpStart):
             # monitors costs it nothing then. (Its output is read only once this returns,
             # so the monitors still see 'exit' before any line of it.)
             try:
-                spawned = self._spawn()
+                spawned = self._spawn(inst)
             except OSError as exc:
                 spawned = exc
             else:
                 # The successor has exec'd and is runnable, maybe on this CPU: let it run
                 # before the bookkeeping below.
                 os.sched_yield()
-        self.link.tell(Exited(dead))
-        self.host.call("exit", status=record)
-        self._act(actions, spawned)
-        self._write_status()
-
-    def _check_daemon(self) -> None:
-        """During start-up (long with a slow monitor), act on the daemon's death at once
-        rather than at the end of it: the target would have no other supervisor. A first
-        start answers its caller first."""
-        if self.args.why != PUMP_START and self.link.gone():
-            self._daemon_died()
-
-    def _daemon_died(self) -> None:
-        """The daemon is gone: become the daemon, keeping the target and its pipes
-        (``link.take_over``); a group that is ending just ends."""
-        assert self.link.sock is not None
-        if self.link.sock.fileno() in self.selector.get_map():
-            self.selector.unregister(self.link.sock)
-        if self.pending and self.answered:
-            self._give_up("its daemon died during the start")
-        if supervise.ending(self.machine):
-            self.streams.drain(final=False)
-            self.link.sock = None
-            return
-        adopt = None
-        if self.target is not None:
-            adopt = Adopt(self.target.pid, self.target.started_wall)
-            self.target.close()
-        elif self.args.adopt is not None:  # still starting: the target we were to adopt
-            adopt = Adopt(self.args.adopt.pid, self.args.adopt.started_wall)
-        fds = replace(self.streams.fds(self.lock_fd), listen=self.listen)
-        take_over(str(self.directory), adopt, fds, self.loop.close, self._settle)
-
-    def _settle(self) -> None:
-        """Before an exec into the daemon: the monitors' threads take what they were given
-        (the successor would hand the same lines over again); not longer: nobody reads the
-        pipes meanwhile."""
-        self.streams.drain(final=False)
-        self._catch_up(MONITOR_GRACE)
+        self.link.tell(Exited(dead, inst.k))
+        self.host.call("exit", status=record, instance=self.shown(inst))
+        self._act(inst, actions, spawned)
         self._write_status()
 
     def _dir_restored(self) -> None:
@@ -244,83 +253,76 @@ class Pump(PumpStart):
         write_json(self.directory / "spec.json", self.spec.to_json())
         self._write_status()
 
-    # ----------------------------------------------------------------- control
-    def command(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Carry out a control request (checked by ``control.check_request``)."""
-        cmd = request["cmd"]
-        grace = request.get("timeout", self.spec.stop_timeout)
-        if cmd == "status":
-            return {"status": self._status_data()}
-        if cmd == "stop":
-            self._feed(supervise.Stop(float(grace), "stop"))
-        elif cmd == "restart":
-            restart = supervise.Restart(float(grace))
-            refused = supervise.refusal(self.machine, restart)
-            if refused is not None:
-                raise NotRunning(refused)
-            self._feed(restart)
-        elif cmd == "signal":
-            if self.target is None:
-                raise NotRunning(f"no target is running (state {self.machine.phase})")
-            self.target.kill_group(request["signal"])
-        elif cmd == "reopen":
-            assert self.host is not None
-            self.host.call("reopen")
-        return {}
-
     # ----------------------------------------------------------------- actions
-    def _feed(self, event: supervise.Event) -> None:
-        self.machine, actions = supervise.step(self.spec.policy, self.machine, event,
+    def _feed(self, inst: Instance, event: supervise.Event, write: bool = True) -> None:
+        inst.machine, actions = supervise.step(self.spec.policy, inst.machine, event,
                                                time.monotonic(), draw())
-        self._act(actions)
+        self._act(inst, actions)
+        if write:
+            self._write_status()
+
+    def _feed_all(self, event: supervise.Event,
+                  chosen: list[Instance] | None = None) -> None:
+        """``event`` for every instance (or those ``chosen``), all at once: a stop's TERM
+        reaches every target before any grace period runs."""
+        for inst in list(self.instances if chosen is None else chosen):
+            if not self.finished:
+                self._feed(inst, event, write=False)
         self._write_status()
 
-    def _act(self, actions: tuple[supervise.Action, ...],
+    def _stop_all(self, reason: str) -> None:
+        self._feed_all(supervise.Stop(self.spec.stop_timeout, reason))
+
+    def _act(self, inst: Instance, actions: tuple[supervise.Action, ...],
              spawned: process.Child | OSError | None = None) -> None:
-        """Carry out the machine's actions; ``spawned`` is what the first Spawn already
-        gave (see ``_target_died``)."""
+        """Carry out the actions of ``inst``'s machine; ``spawned`` is what the first
+        Spawn already gave (see ``_target_died``)."""
         assert self.host is not None
         for action in actions:
             if isinstance(action, supervise.Spawn):
                 child, spawned = spawned, None
                 try:
                     if child is None:
-                        self.target = self._spawn()
+                        inst.target = self._spawn(inst)
                     elif isinstance(child, OSError):
                         raise child
                     else:
-                        self.target = child
+                        inst.target = child
                 except OSError as exc:
                     error = process.exec_error(self.spec.command(), exc)
                     rolelog.report("spawn", f"immortal: pump: {error}\n")
-                    self._feed(supervise.SpawnFailed(error))
+                    self._feed(inst, supervise.SpawnFailed(error))
                     continue
-                self._watch_target()
-                self.machine, more = supervise.step(
-                    self.spec.policy, self.machine, supervise.Spawned(self.target.pid),
+                self._watch_target(inst)
+                inst.machine, more = supervise.step(
+                    self.spec.policy, inst.machine, supervise.Spawned(inst.target.pid),
                     time.monotonic(), draw())
-                self._act(more)
+                self._act(inst, more)
             elif isinstance(action, supervise.Hook):
-                if self.target is None:
+                if inst.target is None:
                     continue
                 if action.name == "spawn":
-                    self.host.call("spawn", pid=self.target.pid)
+                    self.host.call("spawn", pid=inst.target.pid, instance=self.shown(inst))
                 else:
-                    self.host.call("respawn", pid=self.target.pid, why=action.why)
+                    self.host.call("respawn", pid=inst.target.pid, why=action.why,
+                                   instance=self.shown(inst))
             elif isinstance(action, supervise.Kill):
-                if self.target is not None:
-                    self.target.kill_group(action.signal)
+                if inst.target is not None:
+                    inst.target.kill_group(action.signal)
             elif isinstance(action, supervise.Wake):
-                self.deadline = action.at
+                inst.deadline = action.at
             elif isinstance(action, supervise.Finish):
-                self._finish(action)
+                self.retired()  # the last of the instances retiring, maybe
+                if all(other.final for other in self.instances) and not self.finished:
+                    self._finish(action)
 
     def _finish(self, action: supervise.Finish) -> None:
         assert self.host is not None
         self.loop.stop()
         self._catch_up(self.spec.stop_timeout)
         self._report_dropped(force=True)
-        reason = action.reason if action.phase == supervise.STOPPED else f"fatal: {action.reason}"
+        phase = self._phase()
+        reason = action.reason if phase == supervise.STOPPED else f"fatal: {action.reason}"
         self._write_status()
         self.host.call("shutdown", reason=reason)
         for name in self.host.flush(MONITOR_GRACE):
@@ -337,36 +339,36 @@ class Pump(PumpStart):
             sys.stderr.write(f"immortal: pump: monitor {name!r} had not taken all its lines "
                              f"{timeout} s later; the rest were dropped\n")
 
-    def _spawn(self) -> process.Child:
-        fresh = self.machine.spawned == 0 and self.args.why == PUMP_START
-        child = self.spawner.spawn(fresh, self.target.pid if self.target else None)
-        self.ready.spawned(child.started_at)
+    def _spawn(self, inst: Instance) -> process.Child:
+        # The first spawn of a new start first ends what the name's last run left.
+        fresh = self.args.why == PUMP_START and not any(
+            other.machine.spawned or other.target is not None for other in self.instances)
+        child = self.spawner.spawn(inst.k, inst.streams, fresh, self._own_pids())
+        inst.ready.spawned(child.started_at)
         return child
 
-    def _watch_target(self) -> None:
-        if self.target is not None and self.target.pidfd >= 0:
-            self.loop.watch(self.target.pidfd, self._on_target)
-            self.watched = self.target.pidfd
+    def _watch_target(self, inst: Instance) -> None:
+        if inst.target is not None and inst.target.pidfd >= 0:
+            self.loop.watch(inst.target.pidfd, lambda fd: self._on_target(inst, fd))
+            inst.watched = inst.target.pidfd
 
-    def _unwatch_target(self) -> None:
+    def _unwatch_target(self, inst: Instance) -> None:
         # Before the pidfd is closed: a new pidfd may get the same number.
-        if self.watched >= 0:
-            self.selector.unregister(self.watched)
-            self.watched = -1
-        if self.target is not None:
-            self.target.close()
+        if inst.watched >= 0:
+            self.selector.unregister(inst.watched)
+            inst.watched = -1
+        if inst.target is not None:
+            inst.target.close()
 
     # ----------------------------------------------------------------- status
+    def _phase(self) -> supervise.Phase:
+        return group_phase(inst.machine.phase for inst in self.instances)
+
     def _write_status(self) -> None:
         self.status_file.write(self._status_data())
 
     def _status_data(self) -> dict[str, Any]:
-        m = self.machine
-        backoff = m.deadline if m.phase == supervise.BACKOFF else None
-        status = self.status_file.record(m, self.target, self.host, backoff)
-        status.ready = self.ready.ready and self.target is not None
-        status.notify_status = self.ready.notice
-        return status.to_json(stored=True)
+        return self.status_file.record(self.instances, self.host).to_json(stored=True)
 
 
 def main(spec: Spec, args: RoleArgs, become: Callable[[Spec, RoleArgs], int]) -> int:

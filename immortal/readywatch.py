@@ -1,16 +1,20 @@
-"""The pump's side of readiness: the current target's ``Readiness`` fed with what the pump
-sees (its output, its notify datagrams, its death, the clock, a probe of its port).
+"""The pump's side of readiness: each instance's current ``Readiness`` fed with what the
+pump sees of its target (its output, its notify datagrams, its death, the clock, a probe of
+its port).
 
-The pump makes one ``Readiness`` per target (``spawned``) and is told through ``changed``
-when the target's state moves (ready, or failed): during a start it then answers the caller
-or gives the start up; afterwards it records the state in ``status.json``.
+The pump holds one ``ReadyWatch`` per instance (``workers``; a group of one has one), which
+makes a ``Readiness`` at each spawn of that instance and tells ``changed`` when the target's
+state moves (ready, or failed): during a start the pump then answers the caller once every
+instance is ready, or gives the start up; afterwards it records the state in
+``status.json``. The notify socket is the group's: ``route`` reads it and hands each
+datagram to the watch of the target that sent it.
 """
 
 from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from . import notify, rolelog
 from .events import ExitStatus
@@ -29,15 +33,14 @@ def connects(port: int) -> bool:
 
 
 class ReadyWatch:
-    """``changed(readiness)`` is called once each time the current target's state moves."""
+    """One instance's readiness: ``changed(readiness)`` is called once each time its
+    current target's state moves."""
 
-    def __init__(self, mode: Mode, timeout: float, notify_sock: socket.socket | None,
-                 changed: Callable[[Readiness], None],
+    def __init__(self, mode: Mode, timeout: float, changed: Callable[[Readiness], None],
                  clock: Callable[[], float] = time.monotonic,
                  probe: Callable[[int], bool] = connects) -> None:
         self.mode = mode
         self.timeout = timeout
-        self.notify_sock = notify_sock
         self.changed = changed
         self.clock = clock
         self.probe = probe
@@ -75,18 +78,11 @@ class ReadyWatch:
                 break
         self.check()
 
-    def on_notify(self, target: int | None) -> None:
-        """The notify socket is readable; ``target``: the pid of the running target."""
-        assert self.notify_sock is not None
-        for sender, fields in notify.receive(self.notify_sock):
-            if not notify.trusted(sender, target):
-                rolelog.report("notify", f"immortal: pump: a notify message from process "
-                               f"{sender}, not the target ({target}) or one of its "
-                               "descendants, was ignored\n")
-                continue
-            if self.current is not None:
-                self.current.notified(fields)
-        self.check()
+    def notified(self, fields: Mapping[str, str]) -> None:
+        """A notify datagram of the current target (or of a descendant of it)."""
+        if self.current is not None:
+            self.current.notified(fields)
+            self.check()
 
     def exited(self, status: ExitStatus) -> None:
         if self.current is not None:
@@ -113,3 +109,17 @@ class ReadyWatch:
         if current is not None and current.state != self._seen:
             self._seen = current.state
             self.changed(current)
+
+
+def route(sock: socket.socket, watches: Mapping[int, ReadyWatch]) -> None:
+    """The notify socket is readable: each datagram goes to the watch of the running
+    target (``watches``, by target pid) that sent it, or one of whose descendants did; one
+    from any other process is ignored, and logged."""
+    for sender, fields in notify.receive(sock):
+        pid = notify.speaks_for(sender, watches)
+        if pid is None:
+            rolelog.report("notify", f"immortal: pump: a notify message from process "
+                           f"{sender}, not a target ({' '.join(map(str, watches)) or 'none'})"
+                           " or one of its descendants, was ignored\n")
+            continue
+        watches[pid].notified(fields)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
-    from .state import Status
+    from .state import InstanceStatus, Status
 
 
 def human_duration(seconds: float) -> str:
@@ -105,6 +105,29 @@ def _role_line(role: str, pid: int | None, values: dict[str, Any] | None) -> str
     return f"  {role:<8} " + ", ".join(parts)
 
 
+def _instance_line(name: str, entry: InstanceStatus, figures: dict[str, dict[str, Any]],
+                   now: float) -> str:
+    """One instance of a group of several: ``web:2    pid 123, running, up 5s, ...``."""
+    values = figures.get(f"instance:{entry.instance}")
+    parts = [f"pid {entry.pid}" if entry.pid else "no target",
+             entry.state + (" (not ready)" if entry.pid and not entry.ready else "")]
+    if entry.pid and entry.started_at:
+        parts.append(f"up {human_duration(now - entry.started_at)}")
+    if entry.state == "backoff" and entry.next_restart_at:
+        parts.append(f"next in {max(0.0, entry.next_restart_at - now):.1f} s")
+    parts.append(f"restarts {entry.restarts}")
+    if values and values.get("rss") is not None:
+        parts.append(f"memory {human_bytes(values['rss'])}")
+    if entry.notify_status:
+        parts.append(f"notify {entry.notify_status!r}")
+    if entry.last_exit:
+        parts.append(f"last {entry.last_exit}")
+    if entry.reason and entry.state in FINAL_STATES:
+        parts.append(f"reason {entry.reason}")
+    label = f"{name}:{entry.instance}"
+    return f"  {label:<8} " + ", ".join(parts)
+
+
 # 'immortal status' ---------------------------------------------------------------------------
 
 def status_view(s: Status, as_json: bool = False) -> str:
@@ -129,6 +152,7 @@ def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> s
         for role in ROLES:
             if role in s.pids:
                 lines.append(_role_line(role, s.pids[role], figures.get(role)))
+        lines.extend(_instance_line(s.name, entry, figures, now) for entry in s.instances)
     children = figures.get("target", {}).get("children")
     counts = [f"spawned {s.spawned}", f"restarts {s.restarts}"]
     if children is not None:
@@ -212,7 +236,18 @@ def _list_table(rows: list[tuple[Status, float | None, int | None]]) -> list[str
         lines.append(f"{s.name:<{wide}} {state:<11} {pids:<20} {target!s:>8} {up:>7} "
                      f"{s.restarts:>8} {mem:>7}"
                      + (f"  {','.join(s.listen) or '-'}" if listens else ""))
+        if s.running:
+            lines.extend(_instance_row(s, entry, wide) for entry in s.instances)
     return lines
+
+
+def _instance_row(s: Status, entry: InstanceStatus, wide: int) -> str:
+    """A row of ``list`` for one instance of a group of several: ``web:2``."""
+    label = f"{s.name}:{entry.instance}"
+    up = human_duration(time.time() - entry.started_at) \
+        if entry.pid and entry.started_at else "-"
+    return (f"{label:<{wide}} {entry.state:<11} {'':<20} {entry.pid or '-'!s:>8} {up:>7} "
+            f"{entry.restarts:>8} {'-':>7}")
 
 
 def _list_notes(found: list[Status]) -> list[str]:
@@ -240,7 +275,8 @@ def monitors_view(rows: list[dict[str, Any]], as_json: bool = False) -> str:
 
 def started_view(name: str, strategy: str, s: Status) -> str:
     """What 'immortal run' prints once the group has started."""
-    pids = ", ".join(f"{role} {s.pids[role]}" for role in ROLES if role in s.pids)
+    pids = ", ".join([*(f"{role} {s.pids[role]}" for role in ROLES if role in s.pids),
+                      *(f"{name}:{e.instance} {e.pid}" for e in s.instances if e.pid)])
     runs_with = interpreter(s)
     # The interpreter is named: from a pipx install it is not the user's environment.
     lines = [f"started {name!r} ({strategy}"

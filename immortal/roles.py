@@ -21,9 +21,10 @@ from typing import Any
 from .events import DAEMON_RESTART, PUMP_START, ExitStatus
 from .records import Record, replace
 
-__all__ = ["Adopt", "Command", "Exited", "Fds", "Finish", "HandOver", "Hello", "Message",
-           "Reaped", "Rewrite", "RoleArgs", "Spawning", "Started", "Target", "decode",
-           "exec_daemon", "hand_over", "role_command"]
+__all__ = ["Adopt", "Command", "Exited", "Fds", "Finish", "Grow", "HandOver", "Hello",
+           "Message", "Reaped", "Retire", "Retired", "Rewrite", "RoleArgs", "Spawning",
+           "Started", "Target", "decode", "exec_daemon", "hand_over", "role_command",
+           "split_adopts"]
 
 _TUPLES = ("out", "err", "channel", "listen")  # the fields that hold several fds
 
@@ -43,26 +44,53 @@ class Fds(Record):
     notify: int | None = None  #: the sd_notify socket (ready="notify"), bound in the directory
     #: the listen sockets, in order: at fds 3, 4, ... in every role (``listen.settle``)
     listen: tuple[int, ...] | None = None
+    #: the files of instances 1, 2... of a group of several (``workers``), each
+    #: ``(out read, out write, err read, err write, journal)``; instance 0's are above
+    more: tuple[tuple[int, int, int, int, int], ...] | None = None
 
     def numbers(self) -> list[int]:
         """Every fd held here, in field order: the ones a role's process keeps or inherits."""
         kept: list[int] = []
         for name in self._fields:
             value = getattr(self, name)
-            if isinstance(value, (tuple, list)):
+            if name == "more":
+                for files in value or ():
+                    kept.extend(files)
+            elif isinstance(value, (tuple, list)):
                 kept.extend(value)
             elif value is not None:
                 kept.append(value)
         return kept
 
+    def instance(self, k: int) -> Fds:
+        """The files of instance ``k`` as instance 0's fields (``out``, ``err``,
+        ``journal``), with the group's own (lock, channel...) for instance 0 only; empty
+        fields for an instance not held here."""
+        if k == 0:
+            return replace(self, more=None)
+        if not self.more or k > len(self.more):
+            return Fds()
+        out_r, out_w, err_r, err_w, journal = self.more[k - 1]
+        return Fds(out=(out_r, out_w), err=(err_r, err_w), journal=journal)
+
     def to_json(self) -> dict[str, Any]:
-        return {name: list(value) if isinstance(value, (tuple, list)) else value
-                for name in self._fields if (value := getattr(self, name)) is not None}
+        data: dict[str, Any] = {}
+        for name in self._fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if name == "more":
+                data[name] = [list(files) for files in value]
+            else:
+                data[name] = list(value) if isinstance(value, (tuple, list)) else value
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Fds:
         values: dict[str, Any] = {name: tuple(value) if name in _TUPLES and value else value
                                   for name, value in data.items() if name in cls._fields}
+        if values.get("more"):
+            values["more"] = tuple(tuple(files) for files in values["more"])
         return cls(**values)
 
     def renumbered(self, moved: dict[int, int]) -> Fds:
@@ -70,7 +98,9 @@ class Fds(Record):
         values: dict[str, Any] = {}
         for name in self._fields:
             value = getattr(self, name)
-            if isinstance(value, tuple):
+            if name == "more" and value:
+                value = tuple(tuple(moved.get(fd, fd) for fd in files) for files in value)
+            elif isinstance(value, tuple):
                 value = tuple(moved.get(fd, fd) for fd in value)
             elif value is not None:
                 value = moved.get(value, value)
@@ -87,16 +117,19 @@ class Adopt(Record):
     started_wall: float | None
     exit: ExitStatus | None = None
     ticks: int | None = None
+    instance: int = 0  #: which instance of the group's program (``workers``)
 
     def to_json(self) -> dict[str, Any]:
         return {"pid": self.pid, "started_wall": self.started_wall,
-                "exit": self.exit.to_json() if self.exit else None, "ticks": self.ticks}
+                "exit": self.exit.to_json() if self.exit else None, "ticks": self.ticks,
+                "instance": self.instance}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Adopt:
         last = data.get("exit")
         return cls(data["pid"], data.get("started_wall"),
-                   ExitStatus.from_json(last) if last else None, data.get("ticks"))
+                   ExitStatus.from_json(last) if last else None, data.get("ticks"),
+                   int(data.get("instance") or 0))
 
 
 class RoleArgs(Record):
@@ -112,11 +145,20 @@ class RoleArgs(Record):
     daemon_pid: int | None = None  #: a pump: its daemon; None at the group's root
     fresh: bool = False  #: a pump: a fresh interpreter started by a dying pump (hand_over)
     pump: int | None = None  #: a daemon: the successor pump already running (hand_over)
+    also: tuple[Adopt, ...] = ()  #: the targets of instances 1, 2... to adopt (``workers``)
+
+    def adopts(self) -> dict[int, Adopt]:
+        """Every target to adopt, by instance: ``adopt`` (instance 0's) and ``also``."""
+        found = {adopt.instance: adopt for adopt in self.also}
+        if self.adopt is not None:
+            found[0] = self.adopt
+        return found
 
     def to_json(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self._fields}
         data["fds"] = self.fds.to_json()
         data["adopt"] = self.adopt.to_json() if self.adopt else None
+        data["also"] = [adopt.to_json() for adopt in self.also]
         return data
 
     @classmethod
@@ -124,7 +166,14 @@ class RoleArgs(Record):
         values = {name: data[name] for name in cls._fields if name in data}
         values["fds"] = Fds.from_json(data.get("fds") or {})
         values["adopt"] = Adopt.from_json(data["adopt"]) if data.get("adopt") else None
+        values["also"] = tuple(Adopt.from_json(adopt) for adopt in data.get("also") or ())
         return cls(**values)
+
+
+def split_adopts(adopts: dict[int, Adopt]) -> dict[str, Any]:
+    """``adopts`` by instance as ``RoleArgs``' fields ``adopt`` and ``also``."""
+    return {"adopt": adopts.get(0),
+            "also": tuple(adopts[k] for k in sorted(adopts) if k != 0)}
 
 
 def role_command(args: RoleArgs) -> list[str]:
@@ -144,6 +193,8 @@ class Message(Record):
         fields = self._fields
         data: dict[str, Any] = {self.KEY: getattr(self, fields[0]) if fields else True}
         data.update((name, getattr(self, name)) for name in fields[1:])
+        if not data.get("instance", 1):
+            del data["instance"]  # instance 0, a group of one's: as the wire always read
         return data
 
     @classmethod
@@ -151,7 +202,10 @@ class Message(Record):
         fields = cls._fields
         if not fields:
             return cls()
-        return cls(data[cls.KEY], *[data.get(name) for name in fields[1:]])
+        rest = [data.get(name) for name in fields[1:]]
+        if fields[-1] == "instance":
+            rest[-1] = int(rest[-1] or 0)
+        return cls(data[cls.KEY], *rest)
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_json()).encode()
@@ -181,6 +235,7 @@ class Spawning(Message):
 
     KEY = "spawning"
     since: int | None
+    instance: int = 0
 
 
 class Target(Message):
@@ -189,6 +244,7 @@ class Target(Message):
     KEY = "target"
     pid: int
     started_wall: float | None
+    instance: int = 0
 
 
 class Exited(Message):
@@ -196,6 +252,7 @@ class Exited(Message):
 
     KEY = "exited"
     pid: int
+    instance: int = 0
 
 
 class Started(Message):
@@ -210,7 +267,40 @@ class Finish(Message):
     KEY = "finish"
 
 
+class Retired(Message):
+    """The instances from ``workers`` on (a scale down) have ended: the daemon lets go of
+    their files."""
+
+    KEY = "retired"
+    workers: int
+
+
 # daemon ─► pump
+class Grow(Message):
+    """A scale up: instance ``instance`` is to run, its files (out read, out write, err
+    read, err write, journal: made and kept by the daemon) sent with the message
+    (``SCM_RIGHTS``)."""
+
+    KEY = "grow"
+    instance: int
+    fds: tuple[int, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {self.KEY: self.instance}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Grow:
+        return cls(int(data[cls.KEY]))
+
+
+class Retire(Message):
+    """A scale down: the instances from ``workers`` on stop (TERM, grace, KILL), and are
+    gone once ended (``Retired``)."""
+
+    KEY = "retire"
+    workers: int
+
+
 class Hello(Message):
     """The daemon a dying pump exec'd into is up (``hand_over``): the successor pump
     writes its status now."""
@@ -253,8 +343,8 @@ class Command(Message):
         return cls(data)
 
 
-_MESSAGES: tuple[type[Message], ...] = (Hello, Command, Rewrite, Reaped, Spawning, Target,
-                                        Exited, Started, Finish)
+_MESSAGES: tuple[type[Message], ...] = (Hello, Command, Rewrite, Reaped, Grow, Retire,
+                                        Spawning, Target, Exited, Started, Finish, Retired)
 
 
 # ----------------------------------------------------------------- the hand-over
@@ -264,7 +354,7 @@ class HandOver(Exception):
     daemon's ``become`` with the daemon's :class:`RoleArgs` (``args[0]``)."""
 
 
-def hand_over(directory: str, adopt: Adopt | None, fds: Fds) -> None:
+def hand_over(directory: str, adopts: dict[int, Adopt], fds: Fds) -> None:
     """Turn this process (a pump whose daemon died, with threads of a monitor's) into the
     daemon by ``exec``: same pid, so its target stays its child. Never returns.
 
@@ -275,14 +365,14 @@ def hand_over(directory: str, adopt: Adopt | None, fds: Fds) -> None:
     the new daemon reaps it and starts another. If it cannot be started, the new daemon
     starts a pump as usual.
     """
-    args = RoleArgs("daemon", directory, DAEMON_RESTART, adopt=adopt, fds=fds)
+    args = RoleArgs("daemon", directory, DAEMON_RESTART, fds=fds, **split_adopts(adopts))
     try:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     except OSError as exc:
         sys.stderr.write(f"immortal: pump: cannot start a successor pump: {exc}\n")
     else:
         try:
-            pid = _spawn_successor(directory, adopt, fds, theirs.fileno())
+            pid = _spawn_successor(directory, adopts, fds, theirs.fileno())
             args = replace(args, pump=pid, fds=replace(fds, pump=ours.detach()))
         except OSError as exc:
             sys.stderr.write(f"immortal: pump: cannot start a successor pump: {exc}\n")
@@ -291,13 +381,14 @@ def hand_over(directory: str, adopt: Adopt | None, fds: Fds) -> None:
     exec_daemon(args)
 
 
-def _spawn_successor(directory: str, adopt: Adopt | None, fds: Fds, lifeline: int) -> int:
+def _spawn_successor(directory: str, adopts: dict[int, Adopt], fds: Fds,
+                     lifeline: int) -> int:
     """A fresh pump, the child of this process (the daemon to be): its pid."""
     import subprocess
 
+    alive = {k: replace(adopt, exit=None) for k, adopt in adopts.items()}
     args = RoleArgs("pump", directory, DAEMON_RESTART, fds=replace(fds, lifeline=lifeline),
-                    adopt=replace(adopt, exit=None) if adopt else None,
-                    daemon_pid=os.getpid(), fresh=True)
+                    daemon_pid=os.getpid(), fresh=True, **split_adopts(alive))
     log = os.open(Path(directory) / "pump.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT,
                   0o600)
     try:

@@ -1,10 +1,11 @@
-"""The target's spawn: never two targets of one group, and never one nobody knows about.
+"""The target's spawn: never two targets of one instance, and never one nobody knows about.
 
-A target is spawned holding ``target.lock``, the kernel's backstop: while any earlier
-target (or a descendant that inherited its fd) lives, the lock is held and nothing new is
-spawned. Before that, what a dead group left running is ended, once proved: on a new start
-every process carrying the group's token (``orphans``), otherwise the target
-``status.json`` recorded (pid and start time).
+A target is spawned holding ``target.lock`` (instance k > 0 of a group of several:
+``target.K.lock``), the kernel's backstop: while any earlier target of that instance (or a
+descendant that inherited its fd) lives, the lock is held and nothing new is spawned.
+Before that, what a dead group left running is ended, once proved: on a new start every
+process carrying the group's token (``orphans``), otherwise the target ``status.json``
+recorded for that instance (pid and start time).
 
 The daemon hears of every target (``tell``) before anything that can fail or take time: a
 pump that dies after the spawn leaves a target the daemon hands to the next pump.
@@ -14,14 +15,15 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import Any
 
 from . import _linux, orphans, process, rolelog
 from .listen import activation
 from .roles import Message, Spawning, Target
 from .spec import Spec
-from .state import read_json, try_lock, wait_lock
+from .state import read_json, running_targets, try_lock, wait_lock
 from .streams import Streams
 
 TARGET_LOCK = "target.lock"
@@ -29,41 +31,49 @@ CHANNEL_ENV = "IMMORTAL_CHANNEL_FD"  #: names the target's end of the message ch
 ORPHAN_WAIT = 5.0  # how long a spawn waits for a killed orphan to let go of target.lock
 
 
-class Spawner:
-    """Spawns the targets of one group, with its pipes and channel (``streams``), telling
-    the daemon through ``tell``."""
+def lock_name(instance: int) -> str:
+    """The file whose lock a target of ``instance`` holds."""
+    return TARGET_LOCK if instance == 0 else f"target.{instance}.lock"
 
-    def __init__(self, spec: Spec, streams: Streams, tell: Callable[[Message], None],
+
+class Spawner:
+    """Spawns the targets of one group, each instance's with its own pipes (``Streams``)
+    and the group's listen sockets, telling the daemon through ``tell``."""
+
+    def __init__(self, spec: Spec, tell: Callable[[Message], None],
                  listen: tuple[int, ...] = ()) -> None:
         self.spec = spec
         self.directory = Path(spec.directory)
-        self.streams = streams
         self.tell = tell
         self.listen = listen  #: the listen sockets, at fds 3, 4, ... (listen.settle)
 
-    def spawn(self, fresh: bool, current: int | None) -> process.Child:
-        """A new target; ``fresh``: the first of a new start of the name, which first ends
-        what its last run left (its supervisors are gone: we hold the group lock), found
-        by token even if it closed target.lock. ``current``: our own target, never ended."""
+    def spawn(self, instance: int, streams: Streams, fresh: bool,
+              current: Collection[int]) -> process.Child:
+        """A new target of ``instance``, on its ``streams``; ``fresh``: the first of a new
+        start of the name, which first ends what its last run left (its supervisors are
+        gone: we hold the group lock), found by token even if it closed target.lock.
+        ``current``: our own targets, never ended."""
         if fresh:
             self.end_orphans(fresh=True, current=current)
-        lock = try_lock(self.directory / TARGET_LOCK)
-        if lock is None and self.end_orphans(fresh=False, current=current):
-            lock = wait_lock(self.directory / TARGET_LOCK, ORPHAN_WAIT)
+        name = lock_name(instance)
+        lock = try_lock(self.directory / name)
+        if lock is None and self.end_orphans(fresh=False, current=current, instance=instance):
+            lock = wait_lock(self.directory / name, ORPHAN_WAIT)
         if lock is None:
             raise OSError(errno.EBUSY, "the previous target's descendants still hold "
-                          f"{TARGET_LOCK}; the spawn waits until they are gone")
+                          f"{name}; the spawn waits until they are gone")
         try:
-            return self._spawn_holding(lock)
+            return self._spawn_holding(instance, streams, lock)
         finally:
             os.close(lock)  # the target's copy holds it now
 
-    def _spawn_holding(self, lock: int) -> process.Child:
-        streams = self.streams
+    def _spawn_holding(self, instance: int, streams: Streams, lock: int) -> process.Child:
         if len(self.listen) != len(self.spec.listen):
             raise OSError(errno.EBADF, f"{len(self.spec.listen)} listen sockets expected, "
                           f"{len(self.listen)} held")
-        given = activation(self.listen, self.spec.listen, 0, self.spec.name)
+        # The environment has one author per part: the group's (Spec.target_env), and this
+        # spawn's (its instance, its sockets: listen.activation).
+        given = activation(self.listen, self.spec.listen, instance, self.spec.name)
         env = given.environ(self.spec.target_env())
         # The read ends too: if both supervisors die, the pipes outlive them while the
         # target lives, so its writes block on a full pipe instead of killing it (EPIPE).
@@ -76,32 +86,33 @@ class Spawner:
             env[CHANNEL_ENV] = str(streams.channel[1])
             keep.append(streams.channel[1])
         # 'spawning' covers a death inside the spawn itself (see orphans.find_spawned).
-        self.tell(Spawning(_linux.boot_ticks()))
+        self.tell(Spawning(_linux.boot_ticks(), instance))
         try:
             child = process.spawn(self.spec.command(), env=env, cwd=self.spec.cwd,
                                   umask=self.spec.umask, stdout=streams.out_w,
                                   stderr=streams.err_w, pass_fds=tuple(keep),
                                   pid_variable="LISTEN_PID" if given.pid else None)
         except OSError:
-            self.tell(Spawning(None))
+            self.tell(Spawning(None, instance))
             raise
-        self.tell(Target(child.pid, child.started_wall))
+        self.tell(Target(child.pid, child.started_wall, instance))
         return child
 
-    def end_orphans(self, fresh: bool, current: int | None) -> bool:
+    def end_orphans(self, fresh: bool, current: Collection[int], instance: int = 0) -> bool:
         """Kill what supervisors that all died left running (after proving it); whether
         anything was.
 
         ``fresh`` (a new start of the group): every process carrying the group's token,
-        each proved by its start time (``orphans``). Otherwise, or where no token can be
-        read, the target ``status.json`` recorded, proved by pid and start time.
+        each proved by its start time (``orphans``), but ``current``. Otherwise, or where
+        no token can be read, the target of ``instance`` that ``status.json`` recorded,
+        proved by pid and start time.
         """
-        found = orphans.find(self.directory) if fresh else []
+        found = [(pid, started) for pid, started in orphans.find(self.directory)
+                 if pid not in current] if fresh else []
         if not found:
             previous = read_json(self.directory / "status.json") or {}
-            pid = (previous.get("pids") or {}).get("target")
-            started = (previous.get("start_times") or {}).get("target")
-            if not pid or pid == current:
+            pid, started = _recorded(previous, instance)
+            if not pid or pid in current:
                 return False
             if started is None or not _linux.is_alive(pid, started):
                 return False
@@ -110,3 +121,14 @@ class Spawner:
         rolelog.report("orphan", f"immortal: pump: killing {pids} left running by a dead "
                        "group (supervisors gone)\n")
         return bool(orphans.end(found, ORPHAN_WAIT))
+
+
+def _recorded(status: dict[str, Any], instance: int) -> tuple[int | None, int | None]:
+    """The pid and start time of ``instance``'s target as ``status.json`` recorded it."""
+    for entry in status.get("instances") or ():
+        if isinstance(entry, dict) and entry.get("instance") == instance:
+            return entry.get("pid"), entry.get("start_time")
+    if status.get("instances") or instance != 0:
+        return None, None
+    pids = running_targets(status)
+    return (pids[0] if pids else None), (status.get("start_times") or {}).get("target")

@@ -25,6 +25,7 @@ from .checks import (  # noqa: F401  (the value checks, kept importable here)
     check_number,
     check_timeout,
     check_umask,
+    check_workers,
     default_name,
 )
 from . import notify, readiness
@@ -84,6 +85,7 @@ class Spec(Record):
     #: the addresses the group listens on, in order, as bound (``listen.py``): the
     #: targets' fds 3, 4, ... by socket activation
     listen: tuple[str, ...] = ()
+    workers: int = 1  #: instances of the program the group runs, each supervised on its own
 
     @property
     def is_python(self) -> bool:
@@ -102,6 +104,8 @@ class Spec(Record):
         return [self.file, *self.args]
 
     def target_env(self) -> dict[str, str]:
+        """The environment of every target of the group; what one spawn adds (its
+        instance, its sockets) is ``listen.activation``'s."""
         from .orphans import TOKEN, token
 
         env = dict(self.env)
@@ -121,6 +125,8 @@ class Spec(Record):
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        if self.workers == 1:
+            del data["workers"]  # a group of one's spec.json, as it always read
         data["strategy"] = self.strategy.value
         data["policy"] = self.policy.to_json()
         data["args"] = list(self.args)
@@ -145,7 +151,7 @@ class Spec(Record):
 
 START_KEYWORDS = ("strategy", "monitor", "options", "monitors", "name", "exec", "env", "cwd",
                   "umask", "policy", "stop_timeout", "start_timeout", "capture", "backpressure",
-                  "channel", "ready", "ready_timeout", "listen")
+                  "channel", "ready", "ready_timeout", "listen", "workers")
 
 
 class Request(Record):
@@ -171,6 +177,7 @@ class Request(Record):
     ready: str  #: the readiness mode, checked, in its canonical form
     ready_timeout: float
     listen: tuple[str, ...]  #: the addresses, checked (unix paths made absolute), not bound
+    workers: int = 1
 
     def spec(self, directory: str, monitors: tuple[tuple[str, Mapping[str, Any]], ...],
              log_path: str | None) -> Spec:
@@ -182,7 +189,7 @@ class Request(Record):
             stop_timeout=self.stop_timeout, start_timeout=self.start_timeout,
             backpressure=self.backpressure, channel=self.channel, log_path=log_path,
             sys_path=self.sys_path, ready=self.ready, ready_timeout=self.ready_timeout,
-            listen=self.listen,
+            listen=self.listen, workers=self.workers,
         )
 
 
@@ -208,6 +215,7 @@ def build(
     ready: str | None = None,
     ready_timeout: float = 30.0,
     listen: Sequence[str] | None = None,
+    workers: int = 1,
     **unknown: Any,
 ) -> Request:
     """Check every argument of ``start()`` (its keywords, its defaults), in the caller and
@@ -216,6 +224,10 @@ def build(
     for key in unknown:
         raise unknown_name("keyword argument", key, START_KEYWORDS, UnknownKeyword)
     mode = _check_mode(strategy, backpressure, channel, capture)
+    count = check_workers(workers)
+    if channel and count > 1:
+        raise InvalidSpec(f"'channel' works with one instance only (got workers={count}): "
+                          "a monitor's send() would not know which instance to reach")
     here = os.getcwd()
     target_cwd = check_cwd(cwd)
     target_env = check_env(env)
@@ -231,6 +243,10 @@ def build(
     readiness_mode, ready_limit = check_ready(ready, ready_timeout, bool(listen))
     addresses = check_listen(listen, here)
     _check_probe(readiness_mode, addresses, here)
+    if count > 1 and readiness_mode.startswith(readiness.PORT + ":"):
+        raise InvalidSpec(f"'ready' {readiness_mode!r} works with one instance only (got "
+                          f"workers={count}): one port that accepts cannot say which "
+                          "instance is ready; use 'line:REGEX' or 'notify'")
     return Request(
         name=group_name, file=path, args=arguments, strategy=mode, monitors=wanted,
         env=target_env, cwd=target_cwd,
@@ -241,7 +257,7 @@ def build(
         backpressure=backpressure, channel=channel,
         sys_path=tuple(os.path.abspath(p or here) for p in sys.path),
         ready=readiness_mode, ready_timeout=ready_limit,
-        listen=addresses,
+        listen=addresses, workers=count,
     )
 
 

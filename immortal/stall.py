@@ -44,11 +44,15 @@ class Watch:
     """The daemon's watch on its pump. Register ``fileno()`` for reading; call ``ready()``
     when it is readable and ``tick()`` once ``deadline`` has passed."""
 
-    def __init__(self, fds: Sequence[int], ledger: Ledger, monitors: Sequence[str],
+    def __init__(self, fds: Sequence[int], ledger: Ledger | Sequence[Ledger],
+                 monitors: Sequence[str],
                  directory: Path, after: float = AFTER,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._fds = tuple(fds)
-        self._ledger = ledger
+        # One journal per instance of a group of several (``workers``); the first holds
+        # the monitors' "busy since" words.
+        self._ledgers = (ledger,) if isinstance(ledger, Ledger) else tuple(ledger)
+        self._ledger = self._ledgers[0]
         self._monitors = tuple(monitors)
         self._path = directory / FILE
         self._after = after
@@ -64,6 +68,20 @@ class Watch:
 
     def fileno(self) -> int:
         return self._epoll.fileno()
+
+    def pipes(self, fds: Sequence[int], ledgers: Sequence[Ledger]) -> None:
+        """Watch these pipes and ledgers from now on (a group scaled up or down), before
+        any of the old ones is closed."""
+        for fd in self._fds:
+            try:
+                self._epoll.unregister(fd)
+            except OSError:
+                pass
+        self._fds = tuple(fds)
+        self._ledgers = tuple(ledgers)
+        self._ledger = self._ledgers[0]
+        for fd in self._fds:
+            self._epoll.register(fd, _ONESHOT)
 
     def ready(self) -> None:
         """Output waits in a pipe (the one-shot fired): look again in ``after`` seconds."""
@@ -82,7 +100,7 @@ class Watch:
         now = self._clock()
         if self.deadline is None or now < self.deadline:
             return
-        snapshot = self._ledger.snapshot()
+        snapshot = self._snapshot()
         waiting = any(pipe_backlog(fd) for fd in self._fds)
         if snapshot != self._seen:
             self._unstall()
@@ -96,9 +114,12 @@ class Watch:
             self._arm()
 
     def _start(self, now: float, snapshot: bytes | None = None) -> None:
-        self._seen = self._ledger.snapshot() if snapshot is None else snapshot
+        self._seen = self._snapshot() if snapshot is None else snapshot
         self._seen_at = now
         self.deadline = now + self._after
+
+    def _snapshot(self) -> bytes:
+        return b"".join(ledger.snapshot() for ledger in self._ledgers)
 
     def _arm(self) -> None:
         for fd in self._fds:

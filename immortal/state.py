@@ -69,6 +69,57 @@ class Lock(MutableRecord):
             self.fd = -1
 
 
+class InstanceStatus(MutableRecord):
+    """One instance of a group of several (``workers``), as ``status.json`` lists it
+    under ``instances``: ``NAME:K`` in ``list`` and ``status``."""
+
+    instance: int
+    state: str  #: the phase of its own restart machine
+    pid: int | None = None  #: its target, while one runs
+    start_time: int | None = None  #: the target's kernel start time
+    started_at: float | None = None  #: wall clock time its target started
+    restarts: int = 0
+    spawned: int = 0
+    last_exit: ExitStatus | None = None
+    next_restart_at: float | None = None  #: wall clock time of its next spawn, in backoff
+    reason: str | None = None  #: why it ended, in a final phase
+    ready: bool = False  #: whether its current target is ready (readiness.py)
+    notify_status: str | None = None  #: its target's last sd_notify ``STATUS=`` text
+
+    def to_json(self) -> dict[str, Any]:
+        return {"instance": self.instance, "state": self.state, "pid": self.pid,
+                "start_time": self.start_time, "started_at": self.started_at,
+                "restarts": self.restarts, "spawned": self.spawned,
+                "last_exit": self.last_exit.to_json() if self.last_exit else None,
+                "next_restart_at": self.next_restart_at, "reason": self.reason,
+                "ready": self.ready, "notify_status": self.notify_status}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> InstanceStatus:
+        last = data.get("last_exit")
+        if last:
+            from .events import ExitStatus
+        return cls(instance=int(data.get("instance") or 0),
+                   state=str(data.get("state", "unknown")),
+                   pid=data.get("pid") or None, start_time=data.get("start_time"),
+                   started_at=data.get("started_at"), restarts=int(data.get("restarts", 0)),
+                   spawned=int(data.get("spawned", 0)),
+                   last_exit=ExitStatus.from_json(last) if last else None,
+                   next_restart_at=data.get("next_restart_at"), reason=data.get("reason"),
+                   ready=bool(data.get("ready")), notify_status=data.get("notify_status"))
+
+
+def running_targets(data: Mapping[str, Any], instance: int | None = None) -> list[int]:
+    """The target pids ``status.json``'s ``data`` records (of ``instance`` alone, if
+    given): ``pids["target"]`` in a group of one, each instance's in a group of several."""
+    listed = data.get("instances") or []
+    if not listed:
+        pid = (data.get("pids") or {}).get("target")
+        return [pid] if pid and instance in (None, 0) else []
+    return [entry["pid"] for entry in listed if isinstance(entry, dict) and entry.get("pid")
+            and instance in (None, entry.get("instance"))]
+
+
 class Status(MutableRecord):
     """A group's state as last written by its pump, and whether it is running now.
 
@@ -101,12 +152,16 @@ class Status(MutableRecord):
     #: processes carrying the group's token while no supervisor of it runs (filled by the
     #: callers that look for them: ``list``, ``status``; after a stop, those it ended)
     orphans: list[int] = field(default_factory=list)
-    #: whether the current target is ready (see readiness.py); False while none runs
+    #: whether the current target is ready (see readiness.py); False while none runs. A
+    #: group of several: every instance is (each one's own is in ``instances``)
     ready: bool = False
     #: the current target's last sd_notify ``STATUS=`` text (ready="notify"), if any
     notify_status: str | None = None
     #: the addresses the group listens on, as bound (a port 0 as the port it got)
     listen: list[str] = field(default_factory=list)
+    #: a group of several instances of its program (``workers`` > 1): each one's state;
+    #: empty for a group of one, whose target is ``pids["target"]``
+    instances: list[InstanceStatus] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> Status:
@@ -134,6 +189,8 @@ class Status(MutableRecord):
             ready=bool(data.get("ready")),
             notify_status=data.get("notify_status"),
             listen=[str(address) for address in data.get("listen") or ()],
+            instances=[InstanceStatus.from_json(entry) for entry in data.get("instances") or ()
+                       if isinstance(entry, dict)],
         )
 
     def to_json(self, *, stored: bool = False) -> dict[str, Any]:
@@ -152,6 +209,8 @@ class Status(MutableRecord):
             "ready": self.ready, "notify_status": self.notify_status,
             "listen": self.listen,
         }
+        if self.instances:
+            data["instances"] = [entry.to_json() for entry in self.instances]
         if stored:
             del data["running"], data["stalled"]
         return data
@@ -253,6 +312,13 @@ def summary(s: Status) -> str:
     for role in ROLES:
         if role in s.pids and s.running:
             lines.append(f"  {role:<8} pid {s.pids[role]}")
+    if s.running:
+        for entry in s.instances:  # a group of several: each instance
+            label = f"{s.name}:{entry.instance}"
+            target = f"pid {entry.pid}" if entry.pid else "no target"
+            lines.append(f"  {label:<8} {target}, {entry.state}{instance_ready(entry)}, "
+                         f"restarts {entry.restarts}"
+                         + (f", last {entry.last_exit}" if entry.last_exit else ""))
     lines.append(f"  spawned  {s.spawned}, restarts {s.restarts}")
     if s.target_started_at and s.running and s.state == "running":
         lines.append(f"  up       {time.time() - s.target_started_at:.1f} s")
@@ -271,13 +337,23 @@ def summary(s: Status) -> str:
 
 
 def ready_lines(s: Status) -> list[str]:
-    """The status lines on the current target's readiness, and its notify STATUS text."""
-    if not s.running or "target" not in s.pids:
+    """The status lines on the current target's readiness, and its notify STATUS text (a
+    group of several: whether every instance is ready, each one's on its own line)."""
+    if not s.running or ("target" not in s.pids and not s.instances):
         return []
     lines = [f"  ready    {'yes' if s.ready else 'not yet'}"]
     if s.notify_status:
         lines.append(f"  notify   {s.notify_status}")
     return lines
+
+
+def instance_ready(entry: InstanceStatus) -> str:
+    """What an instance's line says of its readiness: nothing once ready or without a
+    target, else that it is not yet; its notify STATUS text if it sent one."""
+    text = " (not ready)" if entry.pid and not entry.ready else ""
+    if entry.notify_status:
+        text += f", notify {entry.notify_status!r}"
+    return text
 
 
 def delivery_lines(s: Status) -> list[str]:

@@ -15,17 +15,29 @@ from typing import Any
 
 from . import rolelog
 from ._linux import process_start_time
-from .state import Status, write_json
+from .machine import BACKOFF
+from .state import InstanceStatus, Status, write_json
+from .workers import group_phase
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .events import ExitStatus
+    from .machine import State
     from .monitoring import Host
-    from .process import Child
     from .spec import Spec
-    from .supervise import State
+    from .workers import Instance
 
 FILE = "status.json"
+
+
+def _backoff_until(m: State) -> float | None:
+    """When the next spawn is due, in a backoff (wall clock)."""
+    if m.phase != BACKOFF or m.deadline is None:
+        return None
+    return time.time() + (m.deadline - time.monotonic())
 
 
 class StatusFile:
@@ -35,33 +47,67 @@ class StatusFile:
         self.directory = str(Path(spec.directory))
         self.started_wall = started_wall
         self.daemon_pid = daemon_pid
+        #: the last exit of any instance (a group of several; a group of one's is its
+        #: machine's)
+        self.last_exit: ExitStatus | None = None
         self._start_times: dict[int, int | None] = {}
 
-    def record(self, machine: State, target: Child | None, host: Host | None,
-               backoff_until: float | None) -> Status:
-        """The group's state; ``backoff_until``: when the next spawn is due, in a backoff
-        (``time.monotonic()``)."""
-        m = machine
-        pids = {"pump": os.getpid()}
-        if self.daemon_pid:
-            pids["daemon"] = self.daemon_pid
-        if target is not None and m.pid is not None:
-            pids["target"] = target.pid
-        next_at = None
-        if backoff_until is not None:
-            next_at = time.time() + (backoff_until - time.monotonic())
-        status = Status(
-            name=self.spec.name, state=m.phase, strategy=self.spec.strategy.value, pids=pids,
-            start_times={role: self._start_time(pid) for role, pid in pids.items()},
-            restarts=m.restarts, spawned=m.spawned, last_exit=m.last_exit,
-            next_restart_at=next_at, reason=m.reason, started_at=self.started_wall,
-            target_started_at=target.started_wall if target else None,
-            output=self.spec.log_path, directory=self.directory,
-            listen=list(self.spec.listen))
+    def record(self, instances: Sequence[Instance], host: Host | None) -> Status:
+        """The group's state: a group of one's from its one machine and target, as it
+        always read; a group of several's from all, with each instance's own under
+        ``instances`` (ready: every instance is)."""
+        if len(instances) == 1:
+            status = self._one(instances[0])
+        else:
+            status = self._several(instances)
+        status.listen = list(self.spec.listen)
         if host is not None:
             status.monitors = host.status()
             status.dropped = sum(m["dropped"] for m in status.monitors.values())
         return status
+
+    def _pids(self) -> dict[str, int]:
+        pids = {"pump": os.getpid()}
+        if self.daemon_pid:
+            pids["daemon"] = self.daemon_pid
+        return pids
+
+    def _one(self, inst: Instance) -> Status:
+        m, target = inst.machine, inst.target
+        pids = self._pids()
+        if target is not None and m.pid is not None:
+            pids["target"] = target.pid
+        return Status(
+            name=self.spec.name, state=m.phase, strategy=self.spec.strategy.value, pids=pids,
+            start_times={role: self._start_time(pid) for role, pid in pids.items()},
+            restarts=m.restarts, spawned=m.spawned, last_exit=m.last_exit,
+            next_restart_at=_backoff_until(m), reason=m.reason, started_at=self.started_wall,
+            target_started_at=target.started_wall if target else None,
+            output=self.spec.log_path, directory=self.directory,
+            ready=inst.ready.ready and target is not None, notify_status=inst.ready.notice)
+
+    def _several(self, instances: Sequence[Instance]) -> Status:
+        pids = self._pids()
+        each = []
+        for inst in instances:
+            m, target = inst.machine, inst.target
+            pid = target.pid if target is not None and m.pid is not None else None
+            each.append(InstanceStatus(
+                instance=inst.k, state=m.phase, pid=pid,
+                start_time=self._start_time(pid) if pid else None,
+                started_at=target.started_wall if pid and target else None,
+                restarts=m.restarts, spawned=m.spawned, last_exit=m.last_exit,
+                next_restart_at=_backoff_until(m), reason=m.reason,
+                ready=inst.ready.ready and pid is not None, notify_status=inst.ready.notice))
+        phase = group_phase(inst.machine.phase for inst in instances)
+        reasons = [inst.machine.reason for inst in instances if inst.machine.reason]
+        return Status(
+            name=self.spec.name, state=phase, strategy=self.spec.strategy.value, pids=pids,
+            start_times={role: self._start_time(pid) for role, pid in pids.items()},
+            restarts=sum(e.restarts for e in each), spawned=sum(e.spawned for e in each),
+            last_exit=self.last_exit, reason=reasons[-1] if reasons else None,
+            started_at=self.started_wall, output=self.spec.log_path,
+            directory=self.directory, instances=each, ready=all(e.ready for e in each))
 
     def write(self, data: dict[str, Any]) -> None:
         try:
@@ -79,6 +125,7 @@ class StatusFile:
         known = self._start_times.get(pid)
         if known is None:
             known = self._start_times[pid] = process_start_time(pid)
-            if len(self._start_times) > 8:  # only the daemon, the pump and targets matter
+            if len(self._start_times) > 8 + 2 * self.spec.workers:
+                # only the daemon, the pump and the targets matter
                 self._start_times = {pid: known}
         return known

@@ -1,4 +1,6 @@
-"""The target's output and message channel, as the pump holds them.
+"""A target's output and message channel, as the pump holds them: one ``Streams`` per
+instance of the group's program (``workers``), the channel and the notify socket with
+instance 0's only.
 
 stdout and stderr are two pipes, each read by a ``relay.Relay`` through the journal (what
 a pump read but did not deliver outlives it); the channel is a datagram socket pair, the
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import relay, rolelog
@@ -66,12 +68,27 @@ class Streams:
                         2 if echo else None),
         )
 
-    def fds(self, lock: int | None) -> Fds:
-        """What a successor (a daemon, a pump) is handed."""
+    def fds(self, lock: int | None, others: Sequence[Streams] = ()) -> Fds:
+        """What a successor (a daemon, a pump) is handed: these files (instance 0's), and
+        those of the ``others`` instances."""
         return Fds(lock=lock, out=(self.out_r, self.out_w), err=(self.err_r, self.err_w),
                    journal=self.journal_fd,
                    channel=(self.channel[0], self.channel[1]) if self.channel else None,
-                   notify=self.notify_fd)
+                   notify=self.notify_fd,
+                   more=tuple(other.files() for other in others) or None)
+
+    def files(self) -> tuple[int, int, int, int, int]:
+        """This instance's files as ``Fds.more`` lists them."""
+        return self.out_r, self.out_w, self.err_r, self.err_w, self.journal_fd
+
+    def close(self) -> None:
+        """Let go of this instance's files (it retired): the pipes, the journal and the
+        channel."""
+        for fd in (self.out_r, self.out_w, self.err_r, self.err_w, self.journal_fd):
+            os.close(fd)
+        self.journal.close()
+        if self.channel_sock is not None:
+            self.channel_sock.close()
 
     def no_echo(self) -> None:
         """A monitor shows the output on the terminal already."""

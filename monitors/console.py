@@ -32,6 +32,7 @@ from typing import Any, TextIO
 
 import immortal
 
+from . import PerInstance
 from .file import refuse_unknown
 
 OPTIONS = ("color",)
@@ -57,7 +58,7 @@ class ConsoleMonitor(immortal.Monitor):
     terminal = True  # in development the pump leaves the terminal to us: no raw echo
     """Writes each line, prefixed, to the pump's stdout or stderr; events to stderr."""
 
-    _pid: int | None = None
+    _pid = PerInstance()  # each instance's target, in a group of several
     _color: dict[str, bool]
     _dropped = 0  # writes that failed (terminal gone, closed pipe): nowhere to report them
 
@@ -100,12 +101,19 @@ class ConsoleMonitor(immortal.Monitor):
         except (OSError, ValueError):
             self._dropped += 1
 
+    def _who(self) -> bytes:
+        """The group's name, and in a group of several the instance: ``web:2``."""
+        if self.instance is None:
+            return self._name
+        return b"%s:%d" % (self._name, self.instance)
+
     def _line(self, stream: str, line: bytes) -> None:
         pid = b"?" if self._pid is None else b"%d" % self._pid
-        self._write(stream, b"[%s %s %s]" % (self._name, pid, stream.encode()), stream, line)
+        self._write(stream, b"[%s %s %s]" % (self._who(), pid, stream.encode()), stream, line)
 
     def _event(self, text: str) -> None:
-        self._write("stderr", b"[%s]" % self._name, "event", text.encode("utf-8", "replace"))
+        self._write("stderr", b"[%s]" % self._who(), "event",
+                    text.encode("utf-8", "replace"))
 
     def spawn(self, pid: int) -> None:
         self._pid = pid

@@ -16,7 +16,9 @@ Options:
 Integers may also be given as decimal strings (``immortal run -o max_bytes=1048576``).
 
 Each line reads ``2026-11-27T22:19:34.123Z stdout | text``; events read
-``... event  | spawn pid 123``.
+``... event  | spawn pid 123``. In a group running several instances of its program
+(``workers``), the lines and events of instance 2 read ``... stdout:2 | text`` and
+``... event:2  | spawn pid 123``.
 
 Each line is written once across pump kills: before each write the pump records the file's
 size (and inode); a pump killed around a write leaves its successor to read what lies in
@@ -266,8 +268,16 @@ class FileMonitor(immortal.Monitor):
             sys.stderr.flush()
 
     # ----------------------------------------------------------------- the format
+    def _tag(self, kind: str) -> bytes:
+        """``stdout``, ``event `` (padded to the streams' width) or, for instance 2 of a
+        group of several, ``stdout:2``, ``event:2 ``."""
+        pad = " " * (6 - len(kind))
+        if self.instance is not None:
+            kind = f"{kind}:{self.instance}"
+        return (kind + pad).encode()
+
     def _format_line(self, stream: str, line: bytes, offset: int) -> bytes:
-        return b"%s %s | %s\n" % (_stamp(), stream.encode(), line)
+        return b"%s %s | %s\n" % (_stamp(), self._tag(stream), line)
 
     def _format_event(self, event: str, text: str, **fields: Any) -> bytes:
         """One event record; ``text`` is the human form, ``fields`` the structured one."""
@@ -276,7 +286,8 @@ class FileMonitor(immortal.Monitor):
             # The dead pump's stderr tail: one indented event line each, in one record.
             texts += [f"  {line}" for line in fields["message"].rstrip("\n").splitlines()]
         stamp = _stamp()
-        return b"".join(b"%s event  | %s\n" % (stamp, t.encode("utf-8", "replace"))
+        tag = self._tag("event")
+        return b"".join(b"%s %s | %s\n" % (stamp, tag, t.encode("utf-8", "replace"))
                         for t in texts)
 
     def _resumed(self, dropped: int) -> bytes:
@@ -314,7 +325,7 @@ class FileMonitor(immortal.Monitor):
             return
         # A whole block: one timestamp, one replace at C speed, one write. The prefix goes
         # after every newline, so the record is the prefix, then all but the last one.
-        prefix = b"%s %s | " % (_stamp(), stream.encode())
+        prefix = b"%s %s | " % (_stamp(), self._tag(stream))
         record = memoryview(prefix + data.replace(b"\n", b"\n" + prefix))[:-len(prefix)]
         if 0 < self._max_bytes < self._size + len(record):
             super().block(stream, data, offset)  # rotation decides record by record
@@ -339,7 +350,7 @@ class FileMonitor(immortal.Monitor):
                                DEFAULT_BACKUPS if backups is None else int(backups))
         if files is None:
             return None
-        tag = b" %s | " % stream.encode()
+        tag = b" %s | " % self._tag(stream)
         limit = sum(map(len, lines)) + len(lines) * (STAMP + len(tag) + 1) + 4096
         count = 0
         for path, start in files:
@@ -348,7 +359,7 @@ class FileMonitor(immortal.Monitor):
                 body = record[STAMP:]
                 if count < len(lines) and body == tag + lines[count]:
                     count += 1
-                elif count or not body.startswith(b" event  | "):
+                elif count or not body.startswith(b" %s | " % self._tag("event")):
                     return count
         return count
 

@@ -15,6 +15,9 @@ U+FFFD), without its newline; a NUL or a ``\\r`` arrives escaped by JSON. ``pid`
 target that wrote it (null when unknown, see below); ``generation`` counts the targets this
 monitor instance saw spawned (``spawn`` and ``respawn`` events). ``mono`` is
 ``time.monotonic()`` in the pump, for intervals; ``time`` the wall clock in ISO 8601, UTC.
+In a group running several instances of its program (``workers``), the records of lines and
+of an instance's events carry ``"instance": K``; each instance's ``pid``, ``generation``
+and ``offset`` count on their own.
 ``offset`` is where the line starts in the group's stream, counted across pumps and targets;
 after a pump or daemon restart this monitor reads the tail of its file and skips a line at
 an offset it already wrote since the group's last start (a dying pump's last line, handed
@@ -49,6 +52,7 @@ from typing import Any
 
 import immortal
 
+from . import PerInstance
 from .file import FileMonitor
 
 
@@ -63,16 +67,21 @@ def _json(data: Mapping[str, Any]) -> bytes:
                       default=str).encode("ascii") + b"\n"
 
 
+def _key(stream: str, instance: object) -> str:
+    """Where the last offset of ``stream`` is kept: per instance in a group of several."""
+    return stream if instance is None else f"{stream}:{instance}"
+
+
 class JsonlMonitor(FileMonitor):
     """Writes each output line and event as a JSON object on a line of its own."""
 
     MONITOR = "jsonl"
     DEFAULT_OUTPUT = "output.jsonl"
 
-    _pid: int | None = None
-    _generation = 0
+    _pid = PerInstance()  # each instance's target, in a group of several
+    _generation = PerInstance(0)
 
-    _kept: dict[str, int] | None = None  # the last offset written, per stream
+    _kept: dict[str, int] | None = None  # the last offset written, per stream (``_key``)
     _tail: dict[str, int] | None = None  # the same, read from the file by delivered()
 
     def setup(self, why: str, message: str | None) -> None:
@@ -106,7 +115,8 @@ class JsonlMonitor(FileMonitor):
                 continue
             stream, offset = record.get("stream"), record.get("offset")
             if stream in ("stdout", "stderr") and isinstance(offset, int):
-                kept[stream] = max(kept.get(stream, -1), offset)
+                key = _key(stream, record.get("instance"))
+                kept[key] = max(kept.get(key, -1), offset)
         return kept
 
     def position(self) -> int | None:
@@ -117,7 +127,7 @@ class JsonlMonitor(FileMonitor):
         """How many of ``lines`` the file holds: those at or before the last offset of
         ``stream`` in its tail."""
         self._tail = self._kept_offsets()  # setup, next, needs it too: read once
-        kept = self._tail.get(stream, -1)
+        kept = self._tail.get(_key(stream, self.instance), -1)
         count = 0
         for line in lines:
             if offset > kept:
@@ -137,15 +147,18 @@ class JsonlMonitor(FileMonitor):
     def _fresh(self, stream: str, offset: int) -> bool:
         if self._kept is None:
             return True
-        if offset <= self._kept[stream]:
+        key = _key(stream, self.instance)  # each instance's offsets count on their own
+        if offset <= self._kept.get(key, -1):
             return False  # already written, by us before the pump that gave it died
-        self._kept[stream] = offset
+        self._kept[key] = offset
         return True
 
     def _format_line(self, stream: str, line: bytes, offset: int) -> bytes:
-        return _json({"stream": stream, "line": line.decode("utf-8", "replace"),
-                      "offset": offset, "pid": self._pid, "generation": self._generation,
-                      **_now()})
+        record = {"stream": stream, "line": line.decode("utf-8", "replace"),
+                  "offset": offset, "pid": self._pid, "generation": self._generation}
+        if self.instance is not None:
+            record["instance"] = self.instance
+        return _json({**record, **_now()})
 
     def _format_event(self, event: str, text: str, **fields: Any) -> bytes:
         status = fields.pop("status", None)
@@ -154,6 +167,8 @@ class JsonlMonitor(FileMonitor):
             if status.pid is not None:
                 fields["pid"] = status.pid
         fields.setdefault("pid", self._pid)
+        if self.instance is not None:
+            fields["instance"] = self.instance
         return _json({"event": event, **fields, "generation": self._generation, **_now()})
 
     def spawn(self, pid: int) -> None:

@@ -19,7 +19,8 @@ Options:
 
 Events are logged at INFO, except an exit with a non-zero code, by a signal, or a failure
 to start: WARNING. Each record's ``extra`` carries ``stream`` (``"stdout"``, ``"stderr"`` or
-``"event"``), ``pid`` (the target's, None when unknown), ``group`` (the group's name) and
+``"event"``), ``pid`` (the target's, None when unknown), ``group`` (the group's name),
+``instance`` (which instance of the program, in a group of several; else None) and
 ``event`` (the event's name, None for lines); an exit's record also has ``status``
 (``ExitStatus.to_json()``), a respawn's ``why``, a ``dropped`` one ``count`` and a
 ``message`` one ``data`` (the JSON value). Lines are decoded as UTF-8 with
@@ -50,7 +51,7 @@ from typing import Any
 import immortal
 from immortal.safety import check_opened, check_path
 
-from . import readback
+from . import PerInstance, readback
 from .file import refuse_unknown
 
 OPTIONS = ("logger", "stdout_level", "stderr_level", "config")
@@ -184,7 +185,7 @@ class LoggingMonitor(immortal.Monitor):
 
     _logger: logging.Logger
     _levels: dict[str, int]
-    _pid: int | None = None
+    _pid = PerInstance()  # each instance's target, in a group of several
     _ready = False  # configured, in delivered() or setup(), whichever comes first
     _witness: logging.FileHandler | None = None  # whose file tells what was written
     _seen: tuple[object, int, int] = (None, -1, 0)  # the witness's stream, fd and inode
@@ -284,12 +285,13 @@ class LoggingMonitor(immortal.Monitor):
 
     def _event(self, level: int, event: str, text: str, **extra: Any) -> None:
         self._logger.log(level, text, extra={"stream": "event", "pid": self._pid,
-                                             "group": self.name, "event": event, **extra})
+                                             "group": self.name, "event": event,
+                                             "instance": self.instance, **extra})
 
     def _line(self, stream: str, line: bytes) -> None:
         self._logger.log(self._levels[stream], line.decode("utf-8", "replace"),
                          extra={"stream": stream, "pid": self._pid, "group": self.name,
-                                "event": None})
+                                "event": None, "instance": self.instance})
 
     def spawn(self, pid: int) -> None:
         self._pid = pid

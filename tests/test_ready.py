@@ -181,7 +181,7 @@ def test_the_watch_probes_on_its_clock_and_tells_each_change_once() -> None:
         probes.append(port)
         return next(answers)
 
-    watch = ReadyWatch(parse("port:9"), 30.0, None, lambda r: told.append(r.state),
+    watch = ReadyWatch(parse("port:9"), 30.0, lambda r: told.append(r.state),
                        clock=lambda: now[0], probe=probe)
     assert watch.deadline() is None
     watch.spawned(0.0)

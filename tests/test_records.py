@@ -82,12 +82,13 @@ def test_status_round_trips_through_status_json(tmp_path):
 def test_repr_reads_as_the_dataclasses_did():
     assert repr(EXIT) == ("ExitStatus(code=1, signal=None, core_dumped=False, error=None, "
                           "pid=5, uptime=0.5, decision='backoff', reason='r', delay=1.0, "
-                          "attempt=2)")
+                          "attempt=2, instance=None)")
     assert repr(Status("x", "y")) == (
         "Status(name='x', state='y', running=False, pids={}, restarts=0, spawned=0, "
         "last_exit=None, next_restart_at=None, reason=None, strategy=None, started_at=None, "
         "target_started_at=None, output=None, directory=None, start_times={}, dropped=0, "
-        "monitors={}, stalled=None, orphans=[], ready=False, notify_status=None, listen=[])")
+        "monitors={}, stalled=None, orphans=[], ready=False, notify_status=None, listen=[], "
+        "instances=[])")
     assert repr(FULL).startswith("Status(name='g', state='running', running=True, "
                                  "pids={'pump': 3}, restarts=1, spawned=2, "
                                  "last_exit=ExitStatus(code=1, ")
@@ -224,7 +225,8 @@ def test_asdict_copies_and_recurses():
     assert data == {"name": "b", "items": [1], "tags": {"p": {"x": 1, "y": 0}},
                     "where": {"x": 2, "y": 0, "z": 0}}
     assert data["items"] is not bag.items
-    assert asdict(EXIT) == {k: v for k, v in json.loads(EXIT_JSON).items() if k != "text"}
+    assert asdict(EXIT) == {**{k: v for k, v in json.loads(EXIT_JSON).items() if k != "text"},
+                            "instance": None}
     with pytest.raises(TypeError):
         asdict({"x": 1})
 

@@ -2,9 +2,11 @@
 
 It takes fds 3 .. 3 + LISTEN_FDS - 1 (``socket.socket(fileno=...)``) and refuses to run
 (exit 3, a line on stderr) unless ``LISTEN_PID`` is its own pid. Every GET is answered
-with a JSON object: its pid, the fd the request came in on, the environment and the open
-fds it saw at start (each fd's ``/proc`` link), and each listen socket's family and
-address. It prints 'serving <pid>' once it accepts.
+with a JSON object: its pid, its instance (``IMMORTAL_INSTANCE``), the fd the request came
+in on, the environment and the open fds it saw at start (each fd's ``/proc`` link), and
+each listen socket's family and address. ``GET /?hold=S`` holds the connection S seconds
+before answering (it serves one at a time: the next connection goes to another instance).
+It prints 'serving <pid>' once it accepts.
 
   --state FILE  append its pid to FILE; if FILE already had one (a restart), wait
                 --delay seconds before accepting: clients connect meanwhile
@@ -18,6 +20,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 
 SEEN_ENV = dict(os.environ)
 SEEN_FDS = {int(fd): os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
@@ -50,7 +53,11 @@ def describe(sock: socket.socket) -> dict:
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = json.dumps({"pid": os.getpid(), "fd": self.server.socket.fileno(),
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        if "hold" in query:
+            time.sleep(float(query["hold"][0]))
+        body = json.dumps({"pid": os.getpid(), "instance": os.environ.get("IMMORTAL_INSTANCE"),
+                           "fd": self.server.socket.fileno(),
                            "env": SEEN_ENV, "fds": SEEN_FDS,
                            "sockets": [describe(s) for s in sockets]}).encode()
         self.send_response(200)
