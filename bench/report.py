@@ -353,6 +353,7 @@ def render(r: dict[str, Any]) -> str:
                         f"{f(per / 1024 if per else None)}"
                         f" MB each of {many['groups'] if many else '?'}",
                         verdict(_all(ok1, ok2))])
+        body += _workers_memory(mem, summary)
 
     # ---------------------------------------------------------------- killed
     if s.get("pump killed") or s.get("daemon killed"):
@@ -447,6 +448,30 @@ def render(r: dict[str, Any]) -> str:
     if notes.exists():
         tail += ["", notes.read_text().rstrip(), ""]
     return "\n".join(head + [""] + body + tail).rstrip() + "\n"
+
+
+def _workers_memory(mem: dict, summary: list) -> list[str]:
+    """The row of one group of N instances: its supervisors' PSS against an anchor's with N
+    programs, and the cost of each instance beyond the first (against one group of one)."""
+    workers = mem["many"].get("immortal, one group of workers")
+    one = mem["one"].get("immortal", {}).get("pss_kb")
+    if not workers or not one:
+        return []
+    n = workers["instances"]
+    total = workers["pss_kb"] / 1024
+    each = (workers["pss_kb"] - one) / 1024 / max(n - 1, 1)
+    anchors = {name: v["pss_kb"] / 1024 for name, v in mem["many"].items()
+               if not name.startswith("immortal")}
+    ok = total <= 16 and each <= 0.3
+    lines = [f"One group of {n} instances (`workers={n}`): immortal's daemon and pump "
+             f"{f(total)} MB PSS together, {each * 1024:.0f} kB per instance beyond the "
+             "first (goal for 50: ≤ 16 MB, ≤ 0.3 MB each)"
+             + "".join(f"; {name} {f(v)} MB with {n} programs" for name, v in anchors.items())
+             + f". Verdict: {verdict(ok)}.", ""]
+    summary.append([f"memory, {n} workers", "≤ 16 MB for 50, ≤ 0.3 MB each beyond the first",
+                    f"{f(total)} MB, {each * 1024:.0f} kB each",
+                    verdict(ok)])
+    return lines
 
 
 if __name__ == "__main__":

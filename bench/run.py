@@ -320,6 +320,7 @@ def _memory(b: Bench, subjects: dict[str, dict[str, Any]]) -> None:
                             "per_group_kb": [min(per), statistics.median(per), max(per)]}
     finally:
         _stop_groups(groups)
+    many["immortal, one group of workers"] = _workers_memory(b, m.groups)
     for anchor in b.anchors:
         try:
             anchor.start("many")
@@ -330,6 +331,18 @@ def _memory(b: Bench, subjects: dict[str, dict[str, Any]]) -> None:
         except Exception as exc:  # noqa: BLE001 - an anchor's failure is a note, not a crash
             b.notes.append(f"memory: {anchor.name} with {m.groups} programs failed: {exc}")
     b.extra["memory"] = {"one": one, "many": many}
+
+
+def _workers_memory(b: Bench, count: int) -> dict[str, Any]:
+    """PSS of the daemon and pump of one group running ``count`` instances (as many as the
+    groups above, and as the anchors' programs)."""
+    group = b.im_start("b-mem-workers", ["stamp", "-"], workers=count)
+    try:
+        time.sleep(0.5)
+        return {"pss_kb": sum(pss_kb(p) for p in b.im_pids(group)), "groups": 1,
+                "instances": count}
+    finally:
+        _stop_groups([group])
 
 
 def _stop_groups(groups: list[immortal.Group]) -> None:

@@ -182,22 +182,33 @@ class Relay:
         self._map[buffer + _HEAD: buffer + _HEAD + length] = bytes(length)
         self._set(buffer, 0)
 
-    def recover(self) -> None:
+    def recover(self, journal_fd: int | None = None) -> None:
         """Take over from a pump that died: find bytes it read but did not record.
 
         Past ``length`` the active buffer holds zeros, except for a read that landed just
         before its reader died: those bytes are the non-zero ones. (Trailing NUL bytes of
         such a read cannot be told from the zeros; they are the one thing that can go.)
         Then make sure the other buffer is zeros, as it should be.
+
+        Both are looked at through ``journal_fd`` (the journal's file) when given: reading
+        shared memory through the mapping gives each page it reads memory of its own, and a
+        journal nobody wrote much into would then cost its whole size in every group.
         """
         buffer = self._buffer()
         length = self._get(buffer)
         data = buffer + _HEAD
-        unrecorded = self._map[data + length: data + CAPACITY].rstrip(b"\0")
+        unrecorded = self._peek(journal_fd, data + length, CAPACITY - length).rstrip(b"\0")
         if unrecorded:
             self._set(buffer, length + len(unrecorded))
         other = self._buffer((self._get(self._base) + 1) & 1)
-        self._map[other: other + _BUFFER] = bytes(_BUFFER)
+        self._map[other: other + _HEAD] = bytes(_HEAD)
+        if self._peek(journal_fd, other + _HEAD, CAPACITY).strip(b"\0"):
+            self._map[other + _HEAD: other + _BUFFER] = bytes(CAPACITY)
+
+    def _peek(self, journal_fd: int | None, start: int, length: int) -> bytes:
+        if journal_fd is None:
+            return self._map[start: start + length]
+        return os.pread(journal_fd, length, start)
 
     def drain(self) -> None:
         """The target is gone: deliver all it wrote, the last partial line included."""

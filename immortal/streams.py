@@ -98,7 +98,7 @@ class Streams:
     def recover(self) -> None:
         """Deliver what a dead predecessor had read but not delivered (the journal)."""
         for stream in self.relays:
-            stream.recover()
+            stream.recover(self.journal_fd)
             stream.deliver()
 
     def drain(self, final: bool = True) -> None:

@@ -153,6 +153,44 @@ def test_a_successor_hands_over_again_only_what_was_not_recorded(pipe):
     assert pipe.emitted == [(b"one\ntwo\n", 0), (b"three\nfour\n", 8), (b"five\n", 19)]
 
 
+def resident_kb(mapping_name: str) -> int:
+    """Resident memory of this process's mappings of the file ``mapping_name``."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and ":" not in fields[0]:
+                inside = mapping_name in line
+            elif inside and fields[0] == "Rss:":
+                total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="reads /proc/self/smaps")
+@pytest.mark.parametrize("unrecorded", [b"", b"six\nseven\n"])
+def test_recovery_reads_the_journal_through_its_file(pipe, unrecorded):
+    """A successor finds the bytes a dead pump read but did not record, and leaves the pages
+    nobody wrote into without memory: reading shared memory through the mapping would give
+    every page of the journal memory of its own, in every group."""
+    pipe.feed(b"one\ntwo\n", 100)
+    if unrecorded:  # a read that landed in the journal just before its reader died
+        os.write(pipe.w, unrecorded)
+        buffer = pipe.relay._buffer()
+        length = pipe.relay._get(buffer)
+        view = memoryview(pipe.journal)[buffer + 24 + length: buffer + 24 + relay.CAPACITY]
+        os.readv(pipe.r, [view])
+        view.release()
+    before = resident_kb("immortal-journal")
+    pipe.relay = pipe.successor()
+    pipe.relay.recover(pipe.journal_fd)
+    pipe.relay.deliver()
+    assert resident_kb("immortal-journal") == before
+    pipe.feed(b"eight\n", 100)
+    pipe.end()
+    assert b"".join(data for data, _ in pipe.emitted) == \
+        b"one\ntwo\n" + unrecorded + b"eight\n"
+
+
 # ----------------------------------------------------------------- the host
 class BlockMonitor(immortal.Monitor):
     def block(self, stream, data, offset):
