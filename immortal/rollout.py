@@ -177,6 +177,11 @@ class Rollout:
         if status is None:
             return
         self._forget(repl)
+        if self.host is not None:
+            inst = self.instances[repl.k] if repl.k < len(self.instances) else None
+            record = replace(status, decision="stop", reason="a rolling restart's replacement",
+                             instance=self.shown(inst) if inst is not None else None)
+            self.host.call("exit", status=record, instance=record.instance)
         if self.roll is not None and self.roll.pending(repl.k):
             repl.ready.exited(status)  # a failure, through _replacement_changed
             if self.roll.pending(repl.k):

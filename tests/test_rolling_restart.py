@@ -18,6 +18,7 @@ import pytest
 
 import immortal
 from conftest import LONG, PROGRAMS, SHORT, children_of, cmdline, wait_for
+from immortal._linux import is_alive
 from immortal.cli import main
 
 pytestmark = pytest.mark.timeout(120)
@@ -182,3 +183,50 @@ def test_a_stop_during_a_roll_stops_old_and_new(web, tmp_path):
         open(f"/proc/{replacement}/stat").read().split()[2] == "Z"
     for pid in pids(status).values():
         assert not os.path.exists(f"/proc/{pid}")
+
+
+def test_a_group_of_one_that_listens_rolls_too(started):
+    group = started(LISTENER, ["--graceful"], name="one", listen=["tcp://127.0.0.1:0"],
+                    ready="line:^serving", stop_timeout=SHORT)
+    before = group.pids["target"]
+    with traffic(group) as running:
+        group.restart()
+    assert group.pids["target"] != before
+    assert group.status().roll["state"] == "done"
+    assert running.failures == []
+    assert 1 <= running.most <= 2
+
+
+@pytest.mark.parametrize("role", ["pump", "daemon"])
+def test_a_supervisor_killed_during_a_roll_aborts_it(started, tmp_path, role):
+    """The old processes serve on; the replacement is ended; the caller told."""
+    # Each replacement waits 3 s before it serves (and says so): time to kill the role.
+    group = started(LISTENER, ["--graceful", "--state", str(tmp_path / "pids"),
+                               "--delay", "3"], workers=2, name="web",
+                    listen=["tcp://127.0.0.1:0"], ready="line:^serving",
+                    ready_timeout=LONG, stop_timeout=SHORT)
+    before = pids(group.status())
+    outcome: list[BaseException | None] = []
+
+    def restart() -> None:
+        try:
+            group.restart()
+            outcome.append(None)
+        except BaseException as exc:  # what the caller of a roll sees
+            outcome.append(exc)
+
+    with traffic(group) as running:
+        caller = threading.Thread(target=restart)
+        caller.start()
+        rolling = wait_for(group.status, lambda s: (s.roll or {}).get("replacements"), SHORT,
+                           what="a replacement spawned")
+        replacement, started_at = next(iter(rolling.roll["replacements"].values()))
+        os.kill(rolling.pids[role], signal.SIGKILL)
+        caller.join(LONG)
+        assert len(outcome) == 1 and isinstance(outcome[0], immortal.StartError), outcome
+        assert "died during the rolling restart" in str(outcome[0])
+        wait_for(lambda: is_alive(replacement, started_at), lambda alive: not alive, SHORT,
+                 what="the replacement ended")
+        assert pids(group.status()) == before
+    assert running.failures == []
+    assert all(is_alive(pid, None) for pid in before.values())
