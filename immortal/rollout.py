@@ -188,8 +188,11 @@ class Rollout:
                 self._failed(repl.k, f"its replacement {status}", list(
                     repl.ready.current.stderr if repl.ready.current else ()))
         self._write_status()
-        if self.finish_waiting is not None and not self.replacements:
-            self._finish(self.finish_waiting)
+        waiting, self.finish_waiting = self.finish_waiting, None
+        if waiting is not None and not self.replacements:
+            self._finish(waiting)
+        else:
+            self.finish_waiting = waiting
 
     def _forget(self, repl: Replacement, close: bool = True) -> None:
         """``repl`` is no longer the roll's: dead (``close``: its pidfd too), or the
@@ -254,7 +257,8 @@ class Rollout:
         the machines' to stop."""
         if self.roll is not None and not self.roll.finished and self.roll_info is not None:
             self.roll.finished = True
-            self.roll_info.update(state=FAILED_ROLL, why="the group was stopped")
+            self.roll.why = "the group was stopped"  # the replacements' deaths: no failure
+            self.roll_info.update(state=FAILED_ROLL, why=self.roll.why)
         self.old_kill_at.clear()
         for repl in list(self.replacements.values()):
             if repl.child.status is None:

@@ -230,3 +230,15 @@ def test_a_supervisor_killed_during_a_roll_aborts_it(started, tmp_path, role):
         assert pids(group.status()) == before
     assert running.failures == []
     assert all(is_alive(pid, None) for pid in before.values())
+
+
+def test_all_at_once_is_the_old_restart_and_a_bad_batch_is_refused(web, capsys):
+    before = pids(web.status())
+    with pytest.raises(immortal.InvalidSpec, match="'batch'"):
+        web.restart(batch=0)
+    assert main(["restart", "web", "--batch", "0"]) == 2
+    assert "'batch'" in capsys.readouterr().err
+    web.restart(all_at_once=True)
+    status = web.status()
+    assert status.roll is None  # no roll was made
+    assert not set(pids(status).values()) & set(before.values())
