@@ -8,7 +8,7 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
 3 monitoring, state, policy, kept, keptfiles, link, workers ·
 4 render, dirwatch, stall, spec, groupview, statusfile, streams ·
 5 supervise, group, adoption, spawner, readywatch, answer ·
-6 pumpstart, scaling, pumpcontrol ·
+6 pumpstart, scaling, pumpcontrol, rollout ·
 7 pump, launcher ·
 8 forking, manager, cli ·
 9 daemon ·

@@ -200,7 +200,7 @@ def _restart(ns: argparse.Namespace) -> int:
 
     name, instance = _address(ns.name)
     group = attach(name)
-    group.restart(ns.timeout, instance=instance)
+    group.restart(ns.timeout, instance=instance, batch=ns.batch, all_at_once=ns.all_at_once)
     status = group.status()
     if status.instances:
         pids = ", ".join(f"{name}:{entry.instance} {entry.pid}" for entry in status.instances

@@ -4,7 +4,8 @@ Requests and answers are one JSON object per line. Only these commands exist::
 
     {"cmd": "status"}
     {"cmd": "stop", "timeout": 10.0}      grace period before KILL (optional)
-    {"cmd": "restart", "timeout": 10.0}  every instance, or "instance": K alone
+    {"cmd": "restart", "timeout": 10.0}  every instance, or "instance": K alone; rolling
+                                         ("batch": K) unless "all_at_once": true
     {"cmd": "signal", "signal": "USR1"}   to the target's process group (each instance's, or
                                           "instance": K's alone)
     {"cmd": "reopen"}                     monitors reopen their files (after logrotate)
@@ -91,7 +92,8 @@ def check_request(request: object) -> dict[str, Any]:
     cmd = request.get("cmd")
     if cmd not in COMMANDS:
         raise InvalidSpec(f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
-    allowed = {"cmd"} | {"stop": {"timeout"}, "restart": {"timeout", "instance"},
+    allowed = {"cmd"} | {"stop": {"timeout"},
+                         "restart": {"timeout", "instance", "batch", "all_at_once"},
                          "signal": {"signal", "instance"}, "scale": {"workers"}}.get(cmd, set())
     extra = set(request) - allowed
     if extra:
@@ -106,6 +108,13 @@ def check_request(request: object) -> dict[str, Any]:
         if isinstance(instance, bool) or not isinstance(instance, int) or instance < 0:
             raise InvalidSpec(f"'instance' must be an instance number, 0 or more (got "
                               f"{instance!r})")
+    if "batch" in request:
+        batch = request["batch"]
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise InvalidSpec(f"'batch' must be an int, 1 or more (got {batch!r})")
+    if not isinstance(request.get("all_at_once", False), bool):
+        raise InvalidSpec(f"'all_at_once' must be true or false (got "
+                          f"{request['all_at_once']!r})")
     if cmd == "signal":
         request["signal"] = parse_signal(request.get("signal"))
     if cmd == "scale":

@@ -6,7 +6,9 @@ it is a child subreaper: when a pump dies, the target is re-parented to the daem
 starts a new pump that adopts the target (same pid, same pipes, nothing lost that was still
 in the pipe), and reaps the target for that pump when it dies.
 
-Signals: SIGTERM/SIGINT stop the group (passed to the pump), SIGHUP restarts the target.
+Signals: SIGTERM/SIGINT stop the group (passed to the pump); SIGHUP restarts it as
+``immortal restart NAME`` does (rolling for a group of several or one that listens). Not
+SIGCONT: it is also what resumes a process stopped by SIGSTOP, which must not restart.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .events import DAEMON_RESTART, PUMP_RESTART, ExitStatus
 from .loop import Loop
 from .relay import Ledger, open_journal
 from .spec import Spec
-from .errors import NotRunning
+from .errors import ImmortalError, NotRunning
 from ._linux import process_start_time
 from .kept import KeptTarget, KeptTargets
 from .keptfiles import KeptFiles
@@ -315,8 +317,11 @@ class Daemon:
         self._stop({"cmd": "stop"}, by_signal=True)
 
     def _on_hangup(self) -> None:
-        if self.pump is not None:
-            self.pump.send_signal(signal.SIGHUP)
+        """SIGHUP: a restart, rolling where the pump rolls (``rollout``)."""
+        try:
+            self._command({"cmd": "restart"})
+        except ImmortalError as exc:
+            rolelog.report("command", f"immortal: daemon: restart: {exc}\n")
 
     def _reap(self) -> None:
         while True:
@@ -378,6 +383,10 @@ class Daemon:
             known = read_json(self.directory / "status.json") or {}
             if not running_targets(known, request.get("instance")):
                 raise NotRunning(f"no target is running (state {known.get('state')})")
+        if cmd in ("restart", "scale") and \
+                ((read_json(self.directory / "status.json") or {}).get("roll") or {}).get(
+                    "state") == "rolling":
+            raise NotRunning("a rolling restart is in progress; wait for it to end")
         if cmd == "stop":
             self._stop(request, by_signal=False)
             return {}  # a pump that cannot take it is ending already; the group with it

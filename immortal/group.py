@@ -15,7 +15,8 @@ import time
 
 from . import control
 from ._linux import is_alive
-from .errors import InvalidSpec, InvalidType, NoAnswer, NotRunning, StateDirError, StopTimeout
+from .errors import (InvalidSpec, InvalidType, NoAnswer, NotRunning, StartError, StateDirError,
+                     StopTimeout)
 from .groupview import MARGIN, POLL, GroupView
 from .safety import check_path, check_socket
 from .state import (
@@ -76,15 +77,26 @@ class Group(GroupView):
         spec = read_json(self.directory / "spec.json") or {}
         return float(spec.get("stop_timeout", 10.0))
 
-    def restart(self, timeout: float | None = None, instance: int | None = None) -> None:
+    def restart(self, timeout: float | None = None, instance: int | None = None,
+                batch: int = 1, all_at_once: bool = False) -> None:
         """Restart the target: TERM, ``timeout`` (default: the group's grace period), KILL,
-        spawn; in a group of several instances (``workers``), every instance at once, or
-        ``instance`` alone. Returns once the new targets run."""
+        spawn. A group of several instances (``workers``), or one that listens, rolls
+        (docs/workers.md): each instance (or ``instance`` alone) is replaced ``batch`` at a
+        time, its old process retired once its replacement is ready; a replacement that
+        fails aborts the roll (``StartError``: which instance, why, its last lines on
+        stderr), the old processes serving on. ``all_at_once``: every instance restarted
+        at once instead. Returns once the new targets run (and, rolling, are ready)."""
         _, before = self._root()
         chosen = self._instance(instance, before)
         grace = self._grace(timeout)
-        self._request("restart", timeout=grace, **({} if chosen is None else
-                                                   {"instance": chosen}))
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise InvalidSpec(f"'batch' must be an int, 1 or more (got {batch!r})")
+        several = len(before.instances) > 1 or bool(before.listen)
+        if several and not all_at_once:
+            self._roll(before, chosen, grace, batch)
+            return
+        self._request("restart", timeout=grace, all_at_once=True,
+                      **({} if chosen is None else {"instance": chosen}))
         deadline = time.monotonic() + grace + MARGIN
         while time.monotonic() < deadline:
             now = self.status()
@@ -96,6 +108,36 @@ class Group(GroupView):
             time.sleep(POLL)
         raise StopTimeout(f"group {self.name!r} did not restart its target within "
                           f"{grace + MARGIN:g} s")
+
+    def _roll(self, before: Status, chosen: int | None, grace: float, batch: int) -> None:
+        """A rolling restart: asked, then followed in ``status.json``'s ``roll``."""
+        if (before.roll or {}).get("state") == "rolling":
+            raise NotRunning(f"group {self.name!r}: a rolling restart is in progress; wait "
+                             "for it to end")
+        last = int((before.roll or {}).get("id", 0))
+        self._request("restart", timeout=grace, batch=batch,
+                      **({} if chosen is None else {"instance": chosen}))
+        spec = read_json(self.directory / "spec.json") or {}
+        slots = 1 if chosen is not None else max(len(before.instances), 1)
+        steps = -(-slots // batch)
+        deadline = time.monotonic() + MARGIN + steps * (
+            grace + float(spec.get("ready_timeout", 30.0)) + MARGIN)
+        while time.monotonic() < deadline:
+            now = self.status()
+            roll = now.roll or {}
+            if int(roll.get("id", 0)) > last and roll.get("state") != "rolling":
+                if roll.get("state") == "done":
+                    return
+                lines = "".join(f"\n  {line}" for line in roll.get("stderr") or ())
+                raise StartError(f"group {self.name!r}: the rolling restart was aborted: "
+                                 f"{roll.get('why')}; the old processes keep serving"
+                                 + (f"; its last lines on stderr:{lines}" if lines else ""),
+                                 stderr=roll.get("stderr") or ())
+            if not now.running:
+                raise NotRunning(f"group {self.name!r} ended during the rolling restart "
+                                 f"(state {now.state})")
+            time.sleep(POLL)
+        raise StopTimeout(f"group {self.name!r} did not end its rolling restart in time")
 
     def _instance(self, instance: int | None, status: Status) -> int | None:
         """``instance`` checked against the group's instances (None: all of them)."""

@@ -6,7 +6,8 @@ its lifelines (to the daemon, or to the caller in ``development``); the restart 
 come from the pure machine in ``supervise.py``, one machine per instance, and each
 instance's readiness is its own ``readywatch.ReadyWatch``.
 
-Signals: SIGTERM/SIGINT stop the group (TERM, grace, KILL), SIGHUP restarts the target.
+Signals: SIGTERM/SIGINT stop the group (TERM, grace, KILL), SIGHUP restarts the target
+(every instance at once; SIGHUP to the daemon rolls, see ``rollout``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .events import PUMP_START, ExitStatus
 from .loop import draw
 from .pumpcontrol import PumpControl
 from .pumpstart import MONITOR_GRACE, PumpStart
+from .rollout import Rollout
 from .readywatch import route
 from .roles import (Command, Exited, Finish, Grow, HandOver, Hello, Reaped, Retire, Rewrite,
                     RoleArgs)
@@ -37,11 +39,12 @@ from .state import SOCKET_NAME, write_json
 from .workers import Instance, group_phase, shown
 
 
-class Pump(PumpStart, Scaling, PumpControl):
+class Pump(PumpStart, Scaling, PumpControl, Rollout):
     """The running pump: carries out each instance's machine's actions, and turns what
     happens (a target's death, output, signals, control requests, its daemon's death) into
     events of the instance they are about, or of all (a stop). Its parts: ``PumpStart``
-    (its state, its start-up), ``Scaling``, ``PumpControl`` (control requests)."""
+    (its state, its start-up), ``Scaling``, ``PumpControl`` (control requests),
+    ``Rollout`` (a rolling restart)."""
 
     # ----------------------------------------------------------------- the loop
     def _take_signals(self) -> None:
@@ -76,6 +79,7 @@ class Pump(PumpStart, Scaling, PumpControl):
         loop.at(lambda: self.host.next_report() if self.host else None, self._report_dropped)
         loop.at(self._next_tick, self._ticks)
         loop.at(self._next_ready, self._ready_due)
+        loop.at(self.roll_deadline, self.roll_due)
 
     def _watch_streams(self, inst: Instance) -> None:
         relays = inst.streams.relays
@@ -147,14 +151,15 @@ class Pump(PumpStart, Scaling, PumpControl):
         self.streams.receive(lambda message: host.call("message", message=message))
 
     def _on_notify(self, sock: socket.socket) -> None:
-        route(sock, {inst.target.pid: inst.ready for inst in self.instances
-                     if inst.target is not None})
+        route(sock, {**{inst.target.pid: inst.ready for inst in self.instances
+                        if inst.target is not None}, **self.roll_watches()})
 
     def _lines(self, k: int, stream: str, block: bytes, offset: int, end: int) -> None:
         assert self.host is not None
         self.host.block(stream, block, offset, end, shown(k, len(self.instances)))
         if k < len(self.instances):  # the monitors first: they hold the line by then
             self.instances[k].ready.lines(stream, block)
+            self.roll_lines(k, stream, block)
 
     def _on_target(self, inst: Instance, fd: object) -> None:
         target = inst.target
@@ -208,6 +213,8 @@ class Pump(PumpStart, Scaling, PumpControl):
 
     def _target_died(self, inst: Instance, status: ExitStatus) -> None:
         assert self.host is not None and inst.target is not None
+        if self.old_gone(inst, status):  # retired by a roll: its replacement takes over
+            return
         self._unwatch_target(inst)
         dead = inst.target.pid
         self.status_file.forget(dead)
@@ -264,7 +271,9 @@ class Pump(PumpStart, Scaling, PumpControl):
     def _feed_all(self, event: supervise.Event,
                   chosen: list[Instance] | None = None) -> None:
         """``event`` for every instance (or those ``chosen``), all at once: a stop's TERM
-        reaches every target before any grace period runs."""
+        reaches every target before any grace period runs (and a roll's replacements')."""
+        if isinstance(event, supervise.Stop) and chosen is None:
+            self.abort_roll(event.grace)
         for inst in list(self.instances if chosen is None else chosen):
             if not self.finished:
                 self._feed(inst, event, write=False)
@@ -314,7 +323,10 @@ class Pump(PumpStart, Scaling, PumpControl):
             elif isinstance(action, supervise.Finish):
                 self.retired()  # the last of the instances retiring, maybe
                 if all(other.final for other in self.instances) and not self.finished:
-                    self._finish(action)
+                    if self.replacements:  # a roll's, being stopped: _finish once gone
+                        self.finish_waiting = action
+                    else:
+                        self._finish(action)
 
     def _finish(self, action: supervise.Finish) -> None:
         assert self.host is not None
@@ -368,7 +380,9 @@ class Pump(PumpStart, Scaling, PumpControl):
         self.status_file.write(self._status_data())
 
     def _status_data(self) -> dict[str, Any]:
-        return self.status_file.record(self.instances, self.host).to_json(stored=True)
+        status = self.status_file.record(self.instances, self.host)
+        status.roll = self.roll_info
+        return status.to_json(stored=True)
 
 
 def main(spec: Spec, args: RoleArgs, become: Callable[[Spec, RoleArgs], int]) -> int:

@@ -1,5 +1,6 @@
 """The pump's answers to control requests (``control.check_request`` checked them): a
-status, a stop, a restart or a signal of every instance or of one (``NAME:K``), a reopen of
+status, a stop, a restart (a rolling one: ``rollout``) or a signal of every instance or of
+one (``NAME:K``), a reopen of
 the monitors' files, and a scale (as the group's root: a daemon scales with its files).
 """
 
@@ -30,6 +31,14 @@ class PumpControl:
     _status_data: Callable[[], dict[str, Any]]
     _feed_all: Callable[..., None]  #: an event for every instance, or those chosen
     _phase: Callable[[], supervise.Phase]
+    start_roll: Callable[[list[int], int, float], int]  #: ``rollout.Rollout``
+    roll_running: bool
+
+    def rolls(self, request: dict[str, Any]) -> bool:
+        """Whether a restart request is carried out as a rolling restart: a group of
+        several instances, or one that listens, unless ``all_at_once`` is asked."""
+        several = len(self.instances) > 1 or bool(self.spec.listen)
+        return several and not request.get("all_at_once")
 
     def command(self, request: dict[str, Any]) -> dict[str, Any]:
         """Carry out a control request; a restart or a signal goes to every instance, or
@@ -40,7 +49,13 @@ class PumpControl:
             return {"status": self._status_data()}
         if cmd == "stop":
             self._feed_all(supervise.Stop(float(grace), "stop"))
+        elif cmd == "restart" and self.rolls(request):
+            chosen = self._addressed(request.get("instance"))
+            return {"roll": self.start_roll([inst.k for inst in chosen],
+                                            int(request.get("batch", 1)), float(grace))}
         elif cmd == "restart":
+            if self.roll_running:
+                raise NotRunning("a rolling restart is in progress; wait for it to end")
             restart = supervise.Restart(float(grace))
             chosen = self._addressed(request.get("instance"))
             refused = [supervise.refusal(inst.machine, restart) for inst in chosen]
@@ -59,6 +74,8 @@ class PumpControl:
             assert self.host is not None
             self.host.call("reopen")
         elif cmd == "scale":
+            if self.roll_running:
+                raise NotRunning("a rolling restart is in progress; wait for it to end")
             self.scale(check_workers(request["workers"]))
         return {}
 

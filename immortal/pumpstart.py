@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from . import (_linux, adoption, control, dirwatch, monitoring, process, readiness, relay,
-               rolelog, supervise)
+               rolelog, rolling, supervise)
 from ._linux import process_start_time
 from .detach import Handshake
 from .events import PUMP_START, ExitStatus
@@ -50,6 +50,7 @@ class PumpStart(StartAnswer):
 
     retire: Callable[[int], None]  #: a scale down (``scaling.Scaling``)
     command: Callable[[dict[str, Any]], dict[str, Any]]  #: ``pumpcontrol.PumpControl``
+    end_leftover_roll: Callable[[set[int]], None]  #: ``rollout.Rollout``
 
     def __init__(self, spec: Spec, args: RoleArgs, subreaper: bool = False) -> None:
         args = adoption.claim(args)  # unattached, adopting an orphan: its pipes, reopened
@@ -93,6 +94,13 @@ class PumpStart(StartAnswer):
         self.answered = False
         self.failure: str | None = None
         self.failed: Instance | None = None
+        # A rolling restart (rollout.Rollout).
+        self.roll: rolling.Roll | None = None
+        self.roll_info: dict[str, Any] | None = None
+        self.roll_grace = spec.stop_timeout
+        self.replacements: dict[int, Any] = {}  #: rollout.Replacement, by slot
+        self.old_kill_at: dict[int, float] = {}
+        self.finish_waiting: supervise.Finish | None = None
 
     def _sink(self, k: int) -> Callable[[str, bytes, int, int], None]:
         """Where instance ``k``'s lines go: the monitors, told the instance."""
@@ -112,7 +120,8 @@ class PumpStart(StartAnswer):
         return lambda inst: shown(inst.k, count)
 
     def _own_pids(self) -> set[int]:
-        return {inst.target.pid for inst in self.instances if inst.target is not None}
+        return {inst.target.pid for inst in self.instances if inst.target is not None} | {
+            repl.child.pid for repl in self.replacements.values()}
 
     def run(self) -> int:
         self._take_signals()
@@ -122,6 +131,7 @@ class PumpStart(StartAnswer):
         if error is not None:
             return self._fail("MonitorError", error)
         self._check_daemon()
+        self.end_leftover_roll({adopt.pid for adopt in self.args.adopts().values()})
         firsts: list[tuple[Instance, tuple[supervise.Action, ...]]] = []
         try:
             for inst in self.instances:
@@ -313,7 +323,7 @@ class PumpStart(StartAnswer):
         rolelog.report("failed", f"immortal: pump: {message}\n")
         return 1
 
-    # What the running pump provides (pump.Pump).
+    # What the running pump provides (pump.Pump, rollout.Rollout).
     def _take_signals(self) -> None:
         raise NotImplementedError
 

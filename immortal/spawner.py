@@ -26,14 +26,15 @@ from .spec import Spec
 from .state import read_json, running_targets, try_lock, wait_lock
 from .streams import Streams
 
-TARGET_LOCK = "target.lock"
 CHANNEL_ENV = "IMMORTAL_CHANNEL_FD"  #: names the target's end of the message channel
 ORPHAN_WAIT = 5.0  # how long a spawn waits for a killed orphan to let go of target.lock
 
 
-def lock_name(instance: int) -> str:
-    """The file whose lock a target of ``instance`` holds."""
-    return TARGET_LOCK if instance == 0 else f"target.{instance}.lock"
+def lock_name(instance: int, beside: bool = False) -> str:
+    """The file whose lock a target of ``instance`` holds; ``beside``: the one its
+    replacement in a rolling restart holds while the old target lives (``rollout``)."""
+    base = "target" if instance == 0 else f"target.{instance}"
+    return f"{base}.next.lock" if beside else f"{base}.lock"
 
 
 class Spawner:
@@ -67,7 +68,30 @@ class Spawner:
         finally:
             os.close(lock)  # the target's copy holds it now
 
-    def _spawn_holding(self, instance: int, streams: Streams, lock: int) -> process.Child:
+    def spawn_beside(self, instance: int, streams: Streams) -> process.Child:
+        """A replacement for ``instance``'s target, spawned while it still runs (a rolling
+        restart): on the same pipes and sockets, holding the slot's second lock
+        (``lock_name(instance, beside=True)``), so that a slot never has more than its
+        target and one replacement. The daemon is not told: until the old target is gone
+        the replacement is the pump's alone (``rollout``)."""
+        name = lock_name(instance, beside=True)
+        lock = try_lock(self.directory / name)
+        if lock is None:
+            raise OSError(errno.EBUSY, f"{name} is held: an earlier replacement of instance "
+                          f"{instance}, or a descendant of it, still runs")
+        try:
+            return self._spawn_holding(instance, streams, lock, tell=False)
+        finally:
+            os.close(lock)
+
+    def swap_locks(self, instance: int) -> None:
+        """The old target of ``instance`` is gone: its replacement's lock becomes the
+        slot's (a rename: the replacement's open file holds it under the new name)."""
+        os.replace(self.directory / lock_name(instance, beside=True),
+                   self.directory / lock_name(instance))
+
+    def _spawn_holding(self, instance: int, streams: Streams, lock: int,
+                       tell: bool = True) -> process.Child:
         if len(self.listen) != len(self.spec.listen):
             raise OSError(errno.EBADF, f"{len(self.spec.listen)} listen sockets expected, "
                           f"{len(self.listen)} held")
@@ -86,16 +110,19 @@ class Spawner:
             env[CHANNEL_ENV] = str(streams.channel[1])
             keep.append(streams.channel[1])
         # 'spawning' covers a death inside the spawn itself (see orphans.find_spawned).
-        self.tell(Spawning(_linux.boot_ticks(), instance))
+        if tell:
+            self.tell(Spawning(_linux.boot_ticks(), instance))
         try:
             child = process.spawn(self.spec.command(), env=env, cwd=self.spec.cwd,
                                   umask=self.spec.umask, stdout=streams.out_w,
                                   stderr=streams.err_w, pass_fds=tuple(keep),
                                   pid_variable="LISTEN_PID" if given.pid else None)
         except OSError:
-            self.tell(Spawning(None, instance))
+            if tell:
+                self.tell(Spawning(None, instance))
             raise
-        self.tell(Target(child.pid, child.started_wall, instance))
+        if tell:
+            self.tell(Target(child.pid, child.started_wall, instance))
         return child
 
     def end_orphans(self, fresh: bool, current: Collection[int], instance: int = 0) -> bool:

@@ -162,6 +162,10 @@ class Status(MutableRecord):
     #: a group of several instances of its program (``workers`` > 1): each one's state;
     #: empty for a group of one, whose target is ``pids["target"]``
     instances: list[InstanceStatus] = field(default_factory=list)
+    #: the last rolling restart (see rollout.py): ``id``, ``state`` (rolling, done,
+    #: failed), ``why``, ``instance`` and ``stderr`` of a failure, ``replaced``...; None
+    #: before any
+    roll: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> Status:
@@ -191,6 +195,7 @@ class Status(MutableRecord):
             listen=[str(address) for address in data.get("listen") or ()],
             instances=[InstanceStatus.from_json(entry) for entry in data.get("instances") or ()
                        if isinstance(entry, dict)],
+            roll=data.get("roll") if isinstance(data.get("roll"), dict) else None,
         )
 
     def to_json(self, *, stored: bool = False) -> dict[str, Any]:
@@ -211,6 +216,8 @@ class Status(MutableRecord):
         }
         if self.instances:
             data["instances"] = [entry.to_json() for entry in self.instances]
+        if self.roll is not None:
+            data["roll"] = self.roll
         if stored:
             del data["running"], data["stalled"]
         return data

@@ -11,6 +11,9 @@ It prints 'serving <pid>' once it accepts.
   --state FILE  append its pid to FILE; if FILE already had one (a restart), wait
                 --delay seconds before accepting: clients connect meanwhile
   --delay S     (default 0.5)
+  --broken FILE  exit 4 at start, a line on stderr, if FILE exists (a broken release)
+  --graceful    on SIGTERM, answer the request in hand and exit 0 (an accept that another
+                instance won gives up after 0.1 s: SO_RCVTIMEO, so that the exit is prompt)
 """
 
 import http.server
@@ -29,6 +32,12 @@ SEEN_FDS = {int(fd): os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/p
 argv = sys.argv[1:]
 state = argv[argv.index("--state") + 1] if "--state" in argv else None
 delay = float(argv[argv.index("--delay") + 1]) if "--delay" in argv else 0.5
+broken = argv[argv.index("--broken") + 1] if "--broken" in argv else None
+graceful = "--graceful" in argv
+
+if broken is not None and os.path.exists(broken):
+    print(f"broken: {broken} exists", file=sys.stderr, flush=True)
+    sys.exit(4)
 
 if os.environ.get("LISTEN_PID") != str(os.getpid()):
     print(f"LISTEN_PID is {os.environ.get('LISTEN_PID')!r}, not {os.getpid()}",
@@ -82,5 +91,13 @@ class Server(http.server.HTTPServer):
 servers = [Server(sock) for sock in sockets]
 for server in servers[1:]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
+if graceful:
+    import signal
+    import struct
+
+    for sock in sockets:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 100000))
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
+        target=servers[0].shutdown, daemon=True).start())
 print(f"serving {os.getpid()}", flush=True)
-servers[0].serve_forever()
+servers[0].serve_forever(poll_interval=0.05 if graceful else 0.5)

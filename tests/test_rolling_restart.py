@@ -1,0 +1,244 @@
+"""A rolling restart of real servers on one socket (``rollout``, docs/workers.md): four
+instances of the stdlib server taking its socket by socket activation, a client asking as
+fast as it can meanwhile, and a sampler of the pump's children: every instance replaced,
+no request failed, never more than N + batch processes of the program; a broken release
+aborts the roll with the old processes serving; SIGHUP to the daemon rolls."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import immortal
+from conftest import LONG, PROGRAMS, SHORT, children_of, cmdline, wait_for
+from immortal._linux import is_alive
+from immortal.cli import main
+
+pytestmark = pytest.mark.timeout(120)
+
+LISTENER = str(PROGRAMS / "listener.py")
+
+
+def pids(status: immortal.Status) -> dict[int, int]:
+    return {entry.instance: entry.pid for entry in status.instances if entry.pid}
+
+
+class Traffic:
+    """A client asking as fast as it can, and a sampler counting the program's processes
+    (the pump's children running the listener), until ``done``."""
+
+    def __init__(self, address: str, pump: int) -> None:
+        host, port = address[len("tcp://"):].rsplit(":", 1)
+        self.host, self.port, self.pump = host, int(port), pump
+        self.answered = 0
+        self.failures: list[str] = []
+        self.most = 0
+        self.done = threading.Event()
+
+    def client(self) -> None:
+        while not self.done.is_set():
+            connection = http.client.HTTPConnection(self.host, self.port, timeout=SHORT)
+            try:
+                connection.request("GET", "/")
+                response = connection.getresponse()
+                response.read()
+                if response.status == 200:
+                    self.answered += 1
+                else:
+                    self.failures.append(f"status {response.status}")
+            except OSError as exc:
+                self.failures.append(repr(exc))
+            finally:
+                connection.close()
+
+    def sampler(self) -> None:
+        while not self.done.is_set():
+            alive = 0
+            for pid in children_of(self.pump):
+                try:
+                    alive += "listener.py" in cmdline(pid)
+                except OSError:
+                    pass
+            self.most = max(self.most, alive)
+            self.done.wait(0.002)
+
+    def requests(self, more: int) -> None:
+        """Wait until ``more`` requests more were answered."""
+        start = self.answered
+        wait_for(lambda: self.answered, lambda n: n >= start + more, LONG,
+                 what=f"{more} requests answered")
+
+
+@contextmanager
+def traffic(group: immortal.Group) -> Iterator[Traffic]:
+    status = group.status()
+    running = Traffic(status.listen[0], status.pids["pump"])
+    threads = [threading.Thread(target=running.client), threading.Thread(target=running.sampler)]
+    for thread in threads:
+        thread.start()
+    try:
+        running.requests(20)
+        yield running
+        running.requests(20)
+    finally:
+        running.done.set()
+        for thread in threads:
+            thread.join(LONG)
+
+
+@pytest.fixture
+def web(started: Callable[..., immortal.Group], tmp_path: Path) -> immortal.Group:
+    """Four instances on one port, ready once they print 'serving', each answering the
+    request in hand on TERM; broken while ``tmp_path / "broken"`` exists."""
+    return started(LISTENER, ["--graceful", "--broken", str(tmp_path / "broken")],
+                   workers=4, name="web", listen=["tcp://127.0.0.1:0"],
+                   ready="line:^serving", ready_timeout=SHORT, stop_timeout=SHORT)
+
+
+def test_a_roll_replaces_every_instance_refusing_no_request(web):
+    before = pids(web.status())
+    with traffic(web) as running:
+        answered = running.answered
+        assert main(["restart", "web"]) == 0
+        assert running.answered > answered  # the client was served during the roll
+        after = pids(web.status())
+        assert set(after) == {0, 1, 2, 3}
+        assert not set(after.values()) & set(before.values())
+    assert running.failures == []
+    assert 4 <= running.most <= 5, f"{running.most} processes of the program alive at once"
+    status = web.status()
+    assert status.roll["state"] == "done" and sorted(status.roll["replaced"]) == [0, 1, 2, 3]
+    assert all(entry.ready and entry.state == "running" for entry in status.instances)
+    # Each instance's lock file is held by its new process; no replacement lock is.
+    directory = Path(status.directory)
+    assert {p.name for p in directory.glob("target*.next.lock")} <= {
+        "target.next.lock", *(f"target.{k}.next.lock" for k in range(1, 4))}
+
+
+def test_a_batch_of_two_and_one_instance_alone(web):
+    before = pids(web.status())
+    with traffic(web) as running:
+        web.restart(batch=2)
+        middle = pids(web.status())
+        web.restart(instance=2)
+    after = pids(web.status())
+    assert not set(middle.values()) & set(before.values())
+    assert after[2] != middle[2] and {k: after[k] for k in (0, 1, 3)} == \
+        {k: middle[k] for k in (0, 1, 3)}
+    assert running.failures == []
+    assert running.most <= 6, f"{running.most} processes of the program alive at once"
+
+
+def test_a_broken_release_aborts_the_roll_and_the_old_ones_serve(web, tmp_path, capsys):
+    before = pids(web.status())
+    (tmp_path / "broken").write_text("")
+    with traffic(web) as running:
+        with pytest.raises(immortal.StartError, match="instance 0") as failure:
+            web.restart()
+        assert "exited with status 4" in str(failure.value)
+        assert failure.value.stderr and "broken:" in failure.value.stderr[-1]
+        assert pids(web.status()) == before
+        assert main(["restart", "web"]) == 1
+        assert "rolling restart was aborted" in capsys.readouterr().err
+    assert pids(web.status()) == before
+    assert running.failures == []
+    assert running.most <= 5
+    (tmp_path / "broken").unlink()
+    web.restart()  # and a good release after it
+    assert not set(pids(web.status()).values()) & set(before.values())
+
+
+def test_sighup_to_the_daemon_rolls_and_a_second_roll_is_refused(web):
+    before = pids(web.status())
+    status = web.status()
+    with traffic(web) as running:
+        os.kill(status.pids["daemon"], signal.SIGHUP)
+        rolling = wait_for(web.status, lambda s: (s.roll or {}).get("state") == "rolling",
+                           SHORT, what="the roll under way")
+        with pytest.raises(immortal.NotRunning, match="in progress"):
+            web.restart()
+        assert rolling.roll["id"] == 1
+        done = wait_for(web.status, lambda s: (s.roll or {}).get("state") == "done", LONG,
+                        what="the roll done")
+    assert not set(pids(done).values()) & set(before.values())
+    assert running.failures == []
+    assert running.most <= 5
+
+
+def test_a_stop_during_a_roll_stops_old_and_new(web, tmp_path):
+    status = web.status()
+    os.kill(status.pids["daemon"], signal.SIGHUP)
+    rolling = wait_for(web.status, lambda s: (s.roll or {}).get("replacements"), SHORT,
+                       what="a replacement spawned")
+    replacement = int(next(iter(rolling.roll["replacements"].values()))[0])
+    web.stop()
+    assert not os.path.exists(f"/proc/{replacement}") or \
+        open(f"/proc/{replacement}/stat").read().split()[2] == "Z"
+    for pid in pids(status).values():
+        assert not os.path.exists(f"/proc/{pid}")
+
+
+def test_a_group_of_one_that_listens_rolls_too(started):
+    group = started(LISTENER, ["--graceful"], name="one", listen=["tcp://127.0.0.1:0"],
+                    ready="line:^serving", stop_timeout=SHORT)
+    before = group.pids["target"]
+    with traffic(group) as running:
+        group.restart()
+    assert group.pids["target"] != before
+    assert group.status().roll["state"] == "done"
+    assert running.failures == []
+    assert 1 <= running.most <= 2
+
+
+@pytest.mark.parametrize("role", ["pump", "daemon"])
+def test_a_supervisor_killed_during_a_roll_aborts_it(started, tmp_path, role):
+    """The old processes serve on; the replacement is ended; the caller told."""
+    # Each replacement waits 3 s before it serves (and says so): time to kill the role.
+    group = started(LISTENER, ["--graceful", "--state", str(tmp_path / "pids"),
+                               "--delay", "3"], workers=2, name="web",
+                    listen=["tcp://127.0.0.1:0"], ready="line:^serving",
+                    ready_timeout=LONG, stop_timeout=SHORT)
+    before = pids(group.status())
+    outcome: list[BaseException | None] = []
+
+    def restart() -> None:
+        try:
+            group.restart()
+            outcome.append(None)
+        except BaseException as exc:  # what the caller of a roll sees
+            outcome.append(exc)
+
+    with traffic(group) as running:
+        caller = threading.Thread(target=restart)
+        caller.start()
+        rolling = wait_for(group.status, lambda s: (s.roll or {}).get("replacements"), SHORT,
+                           what="a replacement spawned")
+        replacement, started_at = next(iter(rolling.roll["replacements"].values()))
+        os.kill(rolling.pids[role], signal.SIGKILL)
+        caller.join(LONG)
+        assert len(outcome) == 1 and isinstance(outcome[0], immortal.StartError), outcome
+        assert "died during the rolling restart" in str(outcome[0])
+        wait_for(lambda: is_alive(replacement, started_at), lambda alive: not alive, SHORT,
+                 what="the replacement ended")
+        assert pids(group.status()) == before
+    assert running.failures == []
+    assert all(is_alive(pid, None) for pid in before.values())
+
+
+def test_all_at_once_is_the_old_restart_and_a_bad_batch_is_refused(web, capsys):
+    before = pids(web.status())
+    with pytest.raises(immortal.InvalidSpec, match="'batch'"):
+        web.restart(batch=0)
+    assert main(["restart", "web", "--batch", "0"]) == 2
+    assert "'batch'" in capsys.readouterr().err
+    web.restart(all_at_once=True)
+    status = web.status()
+    assert status.roll is None  # no roll was made
+    assert not set(pids(status).values()) & set(before.values())
