@@ -577,7 +577,10 @@ def test_a_reader_that_goes_away_is_no_error(home):
 def test_ctrl_c_during_stop_says_what_the_group_is_left_in(home):
     name = "stubborn"
     try:
-        run(home, name, TALKER, ["--ignore-term"], "--stop-timeout", "60")
+        # Ready once it says so: by then it ignores TERM (at the spawn it may not yet, and
+        # the stop would end it at once).
+        run(home, name, TALKER, ["--ignore-term"], "--stop-timeout", "60",
+            "--ready", "line:^ready")
         env = {**os.environ, "IMMORTAL_HOME": str(home)}
         stop = subprocess.Popen([*COMMANDS["module"], "stop", name], env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -242,3 +242,33 @@ def test_all_at_once_is_the_old_restart_and_a_bad_batch_is_refused(web, capsys):
     status = web.status()
     assert status.roll is None  # no roll was made
     assert not set(pids(status).values()) & set(before.values())
+
+
+def test_the_promise_across_a_roll_and_every_kill(web):
+    """Four servers on one socket, a client asking as fast as it can: a rolling restart, the
+    pump killed, the daemon killed and one instance killed, and not one request fails."""
+    from test_workers import idle_stopped
+
+    with traffic(web) as running:
+        before = pids(web.status())
+        web.restart()
+        rolled = pids(web.status())
+        assert set(rolled) == {0, 1, 2, 3} and not set(rolled.values()) & set(before.values())
+        assert 4 <= running.most <= 5, f"{running.most} processes of the program alive at once"
+        for role in ("pump", "daemon"):
+            old = web.status().pids[role]
+            os.kill(old, signal.SIGKILL)
+            wait_for(lambda: web.status().pids.get(role), lambda pid: pid and pid != old,
+                     LONG, what=f"a new {role}")
+            running.requests(20)
+            assert pids(web.status()) == rolled, f"the {role}'s death touched an instance"
+        victim = rolled[2]
+        idle_stopped(victim)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: pids(web.status()).get(2), lambda pid: pid and pid != victim, LONG,
+                 what="instance 2 respawned")
+        wait_for(lambda: web.status().ready, bool, LONG, what="instance 2 ready again")
+    assert running.failures == []
+    after = pids(web.status())
+    assert {k: pid for k, pid in after.items() if k != 2} == \
+        {k: pid for k, pid in rolled.items() if k != 2}
