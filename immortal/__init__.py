@@ -10,7 +10,7 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
 5 supervise, group, adoption, spawner, readywatch, answer ·
 6 pumpstart, scaling, pumpcontrol, rollout ·
 7 pump, launcher ·
-8 forking, manager, cli ·
+8 forking, manager, cli, daemonscale ·
 9 daemon ·
 10 succession ·
 11 _role, __main__, __init__

@@ -34,10 +34,10 @@ from ._linux import process_start_time
 from .kept import KeptTarget, KeptTargets
 from .keptfiles import KeptFiles
 from .checks import check_workers
-from .records import replace
-from .roles import (Command, Finish, Grow, Hello, Message, Reaped, Retire, Retired,
-                    Rewrite, RoleArgs, Started, decode, split_adopts)
-from .state import SOCKET_NAME, read_json, running_targets, write_json
+from .daemonscale import Scaling
+from .roles import (Command, Finish, Hello, Message, Reaped, Retired, Rewrite, RoleArgs,
+                    Started, decode, split_adopts)
+from .state import SOCKET_NAME, read_json, running_targets
 
 # The daemon's policies for its pump (see supervise.PumpPolicy). A pump that lived a second
 # restarts at once; quicker deaths, and failed forks, back off from 0.05 s, doubling.
@@ -51,7 +51,7 @@ PUMP_WITH_TARGET = supervise.replace(PUMP_ALONE, backoff_max=0.5, killed_at_once
 PUMP_LAST = supervise.replace(PUMP_ALONE, restart=False)
 
 
-class Daemon:
+class Daemon(Scaling):
     def __init__(self, spec: Spec, args: RoleArgs) -> None:
         args = adoption.claim(args)  # a new start adopting an orphan: its pipes, reopened
         self.spec = spec
@@ -411,54 +411,6 @@ class Daemon:
         if self.pump is None and not supervise.ending(self.machine):
             alive = self.targets.left(pump_running=False)
         self._step(supervise.Stop(None), self._policy(alive))
-
-    # ----------------------------------------------------------------- scale
-    def _scale(self, workers: int) -> dict[str, Any]:
-        """Run ``workers`` instances: the files of the new ones made and kept here, each
-        sent to the pump (``Grow``), which spawns it; or the highest told to retire
-        (``Retire``), whose files go once the pump says they ended (``Retired``). A pump
-        started meanwhile finds the same in the spec and the files it is handed."""
-        if len(self.targets) > self.spec.workers:
-            raise NotRunning("instances are still retiring after the last scale; try again "
-                             "in a moment")
-        if self.pump is None or self.pump_sock is None or supervise.ending(self.machine):
-            raise NotRunning("no pump is running right now (one is being restarted, or the "
-                             "group ends); try again in a moment")
-        before = self.spec.workers
-        if workers == before:
-            return {}
-        made = self.files.make(workers - before)
-        self.spec = replace(self.spec, workers=workers)
-        self._write_spec()
-        if workers < before:
-            self._tell_pump(Retire(workers))
-            return {}
-        self.files.more.extend(made)
-        for _ in made:
-            self.targets.add()
-        self.stall.pipes(*self._watched())
-        for k in range(before, workers):
-            try:
-                socket.send_fds(self.pump_sock, [Grow(k).to_bytes()],
-                                list(self.files.more[k - 1]))
-            except OSError:
-                pass  # the pump is dying: the next one is handed them all
-        return {}
-
-    def _retired(self, workers: int) -> None:
-        """The pump's instances from ``workers`` on have ended: their files go."""
-        if workers != self.spec.workers or workers >= len(self.targets):
-            return  # not the scale in force
-        gone = self.files.drop(workers)
-        self.targets.drop(workers)
-        self.stall.pipes(*self._watched())
-        KeptFiles.close(gone)
-
-    def _write_spec(self) -> None:
-        try:
-            write_json(self.directory / "spec.json", self.spec.to_json())
-        except OSError as exc:  # the group runs on as asked; readers see the old count
-            rolelog.report("spec", f"immortal: daemon: cannot write spec.json: {exc}\n")
 
     def _dir_restored(self) -> None:
         """The instance directory was removed and made again (``dirwatch``, which took
