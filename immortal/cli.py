@@ -226,8 +226,10 @@ def _logs(ns: argparse.Namespace) -> int:
 
     if ns.lines < 0:
         raise InvalidSpec(f"--lines must be 0 or more (got {ns.lines})")
-    group = attach(ns.name)
-    lines = group.follow(ns.lines) if ns.follow else group.tail(ns.lines)
+    name, instance = _address(ns.name)
+    group = attach(name)
+    lines = (group.follow(ns.lines, instance) if ns.follow
+             else group.tail(ns.lines, instance))
     out = sys.stdout.buffer
     try:
         for line in lines:

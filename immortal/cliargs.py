@@ -190,7 +190,7 @@ def _check_parser(check: argparse.ArgumentParser) -> None:
 
 
 def _logs_parser(logs: argparse.ArgumentParser) -> None:
-    logs.add_argument("name")
+    logs.add_argument("name", help="NAME, or NAME:K for instance K's lines alone")
     logs.add_argument("-n", "--lines", type=int, default=20,
                       help="how many of the last lines to print (default 20)")
     logs.add_argument("-f", "--follow", action="store_true",

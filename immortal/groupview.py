@@ -21,7 +21,7 @@ TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init
 
 if TYPE_CHECKING:
     import subprocess
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
     from typing import IO
 
@@ -95,24 +95,28 @@ class GroupView:
         """The file the group's monitor writes the output to, if it says."""
         return self.status().output
 
-    def tail(self, lines: int = 20) -> Iterator[bytes]:
+    def tail(self, lines: int = 20, instance: int | None = None) -> Iterator[bytes]:
         """The last ``lines`` lines of the group's output file (bytes, each with its newline,
         a last line not yet ended without); none while the file does not exist. Raises
         ``ImmortalError`` if the monitor declares no output file, ``StateDirError`` if the
-        file is a symlink (the monitor never writes through one)."""
-        from . import tailing
-
-        return tailing.tail(self._output_file(), _count(lines))
-
-    def follow(self, lines: int = 0) -> Iterator[bytes]:
-        """The last ``lines`` lines of the output file, then each line appended to it, as
-        ``tail -F`` does: across rotations (a new file of the same name is read from its
-        start) and truncations, until the group ends. It polls the file (``tailing``);
-        close the iterator to stop early. Raises as :meth:`tail`."""
+        file is a symlink (the monitor never writes through one). ``instance``: the lines
+        and events of that instance only, in a group of several (the ``file`` monitor marks
+        them ``stdout:K``, ``event:K``)."""
         from . import tailing
 
         count = _count(lines)
-        return tailing.follow(self._output_file(), count, lambda: self.status().running)
+        return tailing.tail(self._output_file(), count, _of_instance(instance))
+
+    def follow(self, lines: int = 0, instance: int | None = None) -> Iterator[bytes]:
+        """The last ``lines`` lines of the output file, then each line appended to it, as
+        ``tail -F`` does: across rotations (a new file of the same name is read from its
+        start) and truncations, until the group ends. It polls the file (``tailing``);
+        close the iterator to stop early. Raises as :meth:`tail`; ``instance`` as there."""
+        from . import tailing
+
+        count = _count(lines)
+        return tailing.follow(self._output_file(), count, lambda: self.status().running,
+                              keep=_of_instance(instance))
 
     def _output_file(self) -> str:
         output = self.status().output
@@ -286,3 +290,19 @@ def _count(lines: object) -> int:
     if lines < 0:
         raise InvalidSpec(f"'lines' must be 0 or more (got {lines})")
     return lines
+
+
+def _of_instance(instance: int | None) -> Callable[[bytes], bool] | None:
+    """Whether a line of the ``file`` monitor's output is instance ``instance``'s: its tag,
+    after the time stamp, reads ``stdout:K``, ``stderr:K`` or ``event:K``. None: every
+    line."""
+    if instance is None:
+        return None
+    if isinstance(instance, bool) or not isinstance(instance, int) or instance < 0:
+        raise InvalidType(f"'instance' must be an int of 0 or more (got {instance!r})")
+    tags = {b"%s:%d" % (kind, instance) for kind in (b"stdout", b"stderr", b"event")}
+
+    def keep(line: bytes) -> bool:
+        tag = line.partition(b" ")[2].partition(b"|")[0]  # after the stamp, before the text
+        return tag.strip() in tags
+    return keep

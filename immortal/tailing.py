@@ -64,6 +64,19 @@ def last_lines(handle: BinaryIO, count: int) -> bytes:
     return data[cut + 1:]
 
 
+def last_kept(handle: BinaryIO, count: int, keep: Callable[[bytes], bool]) -> bytes:
+    """The last ``count`` lines of a binary file that ``keep`` takes, read backwards from the
+    end a growing number of lines at a time; leaves the file positioned at its end."""
+    ask = max(count, 1) * 4
+    while True:
+        data = last_lines(handle, ask)
+        lines = split(data)
+        kept = [line for line in lines if keep(line)]
+        if len(kept) >= count or len(lines) < ask:
+            return b"".join(kept[len(kept) - count:] if count else [])
+        ask *= 4
+
+
 def split(data: bytes) -> list[bytes]:
     """``data`` as lines, each with its newline; a last piece without one as it is."""
     parts = data.split(b"\n")
@@ -73,27 +86,38 @@ def split(data: bytes) -> list[bytes]:
     return lines
 
 
-def tail(path: str, count: int) -> Iterator[bytes]:
-    """The last ``count`` lines of ``path`` (none if it does not exist)."""
+def tail(path: str, count: int, keep: Callable[[bytes], bool] | None = None
+         ) -> Iterator[bytes]:
+    """The last ``count`` lines of ``path`` (none if it does not exist); with ``keep``, of
+    the lines it takes."""
     handle = open_output(path)
     if handle is None:
         return iter(())
     with handle:
-        return iter(split(last_lines(handle, count)))
+        return iter(split(last_lines(handle, count) if keep is None
+                          else last_kept(handle, count, keep)))
 
 
 def follow(path: str, count: int, running: Callable[[], bool],
-           poll: float = FOLLOW_POLL) -> Iterator[bytes]:
+           poll: float = FOLLOW_POLL, keep: Callable[[bytes], bool] | None = None
+           ) -> Iterator[bytes]:
     """The last ``count`` lines of ``path``, then every line appended to it until
-    ``running()`` turns false. The file is opened now (a symlink is refused now, not at
-    the first line); closing the iterator closes it."""
+    ``running()`` turns false; with ``keep``, only the lines it takes. The file is opened
+    now (a symlink is refused now, not at the first line); closing the iterator closes
+    it."""
     handle = open_output(path)
-    first = last_lines(handle, count) if handle is not None else b""
-    return _follow(path, handle, first, running, poll)
+    first = b""
+    if handle is not None:
+        first = last_lines(handle, count) if keep is None else last_kept(handle, count, keep)
+    return _follow(path, handle, first, running, poll, keep or _every)
+
+
+def _every(line: bytes) -> bool:
+    return True
 
 
 def _follow(path: str, handle: BinaryIO | None, first: bytes, running: Callable[[], bool],
-            poll: float) -> Iterator[bytes]:
+            poll: float, keep: Callable[[bytes], bool] = _every) -> Iterator[bytes]:
     """As ``tail -F``: when the path comes to name another file (a rotation), finish the
     old one and read the new one from its start. A reader, not a supervisor: it polls."""
     rest = first  # the bytes of a line not ended yet
@@ -111,9 +135,9 @@ def _follow(path: str, handle: BinaryIO | None, first: bytes, running: Callable[
                 data += _appended(handle)
             lines = split(rest + data)
             rest = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
-            yield from lines
+            yield from (line for line in lines if keep(line))
             if ended:
-                if rest:
+                if rest and keep(rest):
                     yield rest
                 return
             time.sleep(poll)

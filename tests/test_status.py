@@ -443,3 +443,31 @@ def test_follow_reads_appends_rotations_truncations_and_holds_an_unended_line(tm
     (tmp_path / "link").symlink_to(path)
     with pytest.raises(immortal.StateDirError, match="symlink"):
         tailing.tail(str(tmp_path / "link"), 1)
+
+
+def test_tail_and_follow_keep_one_instances_lines(tmp_path):
+    """``logs NAME:K``: the last lines of one instance, found however far back they are,
+    then its new lines alone."""
+    from immortal import tailing
+
+    path = tmp_path / "output.log"
+    lines = [b"2026-01-01T00:00:00.000Z stdout:%d | n %d\n" % (n % 3, n) for n in range(300)]
+    path.write_bytes(b"".join(lines) + b"2026-01-01T00:00:00.000Z event   | pump start\n")
+
+    def mine(line: bytes) -> bool:
+        return b" stdout:2 |" in line
+
+    assert list(tailing.tail(str(path), 2, mine)) == [lines[296], lines[299]]
+    assert list(tailing.tail(str(path), 0, mine)) == []
+    assert len(list(tailing.tail(str(path), 500, mine))) == 100
+    ended = []
+    followed = tailing.follow(str(path), 1, lambda: not ended, poll=0.001, keep=mine)
+    try:
+        assert next(followed) == lines[299]
+        with path.open("ab") as out:
+            out.write(b"2026-01-01T00:00:01.000Z stdout:1 | other\n"
+                      b"2026-01-01T00:00:01.000Z stdout:2 | next\n")
+        ended.append(True)
+        assert list(followed) == [b"2026-01-01T00:00:01.000Z stdout:2 | next\n"]
+    finally:
+        followed.close()

@@ -205,6 +205,15 @@ def test_the_cli_addresses_one_instance_as_name_colon_k(started, capsys):
     assert re.search(rf"^api:2 +running +{now[2]}", listed, re.M), listed
     assert main(["signal", "api:7", "USR1"]) == 2
     assert main(["restart", "api:x"]) == 2
+    # logs NAME:K: that instance's lines and events alone, from the file's end.
+    assert main(["logs", "api:1", "-n", "3"]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert len(shown) == 3 and all(" stdout:1 | " in line or " event:1 " in line
+                                   for line in shown), shown
+    assert any("usr1 1" in line for line in shown), shown
+    mine = list(group.tail(1000, instance=2))
+    assert mine and all(b" stdout:2 | " in line or b" event:2 " in line for line in mine)
+    assert any(b"spawn pid %d" % now[2] in line for line in mine)
 
 
 def test_scale_up_keeps_the_running_and_down_retires_the_highest(started, capsys):
