@@ -355,6 +355,8 @@ def render(r: dict[str, Any]) -> str:
                         verdict(_all(ok1, ok2))])
         body += _workers_memory(mem, summary)
 
+    body += _rolling(x.get("rolling"), summary)
+
     # ---------------------------------------------------------------- killed
     if s.get("pump killed") or s.get("daemon killed"):
         body += ["## Pump or daemon killed", "",
@@ -472,6 +474,32 @@ def _workers_memory(mem: dict, summary: list) -> list[str]:
                     f"{f(total)} MB, {each * 1024:.0f} kB each",
                     verdict(ok)])
     return lines
+
+
+def _rolling(roll: dict | None, summary: list) -> list[str]:
+    """The rolling-restart row: failed requests, and the time per worker against the
+    server's readiness time + 20 ms."""
+    if not roll:
+        return []
+    per = statistics.median(roll["per_worker_ms"])
+    limit = roll["readiness_ms"] + 20
+    ok = roll["failed"] == 0 and per <= limit
+    summary.append([f"rolling restart, {roll['workers']} workers",
+                    "0 failed requests; ≤ readiness + 20 ms per worker",
+                    f"{roll['failed']} failed of {roll['answered'] + roll['failed']}; "
+                    f"{f(per)} ms per worker (readiness {f(roll['readiness_ms'])} ms)",
+                    verdict(ok)])
+    return ["## Rolling restart", "",
+            f"{roll['workers']} instances of a stdlib HTTP server (`tests/programs/listener.py`"
+            ", `--graceful`) on one socket (`listen=`), ready on their 'serving' line; a "
+            "client asks as fast as it can (one connection per request) while the group is "
+            f"rolled {roll['rounds']} times (`Group.restart()`). Readiness time: how much "
+            "longer `start()` waits for the 'serving' line than for the spawn. Goal: 0 "
+            "failed requests, a worker replaced in ≤ its readiness time + 20 ms.", "",
+            f"Per worker: median {f(per)} ms (min {f(min(roll['per_worker_ms']))}, max "
+            f"{f(max(roll['per_worker_ms']))}); readiness {f(roll['readiness_ms'])} ms; "
+            f"requests answered {roll['answered']}, failed {roll['failed']}. "
+            f"Verdict: {verdict(ok)}.", ""]
 
 
 if __name__ == "__main__":

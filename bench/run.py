@@ -80,7 +80,7 @@ from immortal import control  # noqa: E402
 
 PY = sys.executable
 SCRIPT = str(Path(PY).parent / "immortal")  # the console script of this interpreter's venv
-ROWS = ("recovery", "crash", "start", "relay", "idle", "memory", "killed", "stop")
+ROWS = ("recovery", "crash", "start", "relay", "idle", "memory", "killed", "stop", "rolling")
 LINE = 100  # bytes per relayed line, newline included
 
 
@@ -959,6 +959,10 @@ def main(argv: list[str] | None = None) -> int:
             relay(b)
         if "killed" in rows and b.anchors:
             anchors_killed(b)
+        if "rolling" in rows:
+            import rolling
+
+            b.extra["rolling"] = rolling.run(3 if ns.quick else 10, log)
         if ns.profile:
             import profiling
 
