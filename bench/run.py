@@ -143,8 +143,12 @@ class Bench:
 
     @staticmethod
     def im_pids(group: immortal.Group) -> list[int]:
+        """immortal's own processes of ``group``: daemon, pump and pipe holder."""
+        from immortal import orphans
+
         pids = group.status().pids
-        return [pids[r] for r in ("daemon", "pump") if r in pids]
+        return [*(pids[r] for r in ("daemon", "pump") if r in pids),
+                *(pid for pid, _ in orphans.holders(group.directory))]
 
     # the bare baseline: a shell loop
     def bare_loop(self, args: list[str], stdout: Any = subprocess.DEVNULL) -> subprocess.Popen:

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import (_linux, adoption, control, dirwatch, forking, orphans, process, rolelog, stall,
-               supervise)
+from . import (_linux, adoption, control, dirwatch, forking, holder, orphans, process, rolelog,
+               stall, supervise)
 from .detach import Handshake
 from .events import DAEMON_RESTART, PUMP_RESTART, ExitStatus
 from .loop import Loop
@@ -148,6 +148,9 @@ class Daemon(Scaling):
         if self.pump is None and self.machine == supervise.State():
             self._feed(supervise.initial()[1])
             self._start_pump()  # the first pump, at once
+        self._hold()
+        # A dead daemon's holder, or one a group whose supervisors all died left behind.
+        holder.end_others(str(self.directory), self.targets.holder)
         self.handshake.close()  # the pump holds its own copy and answers the caller
         self.loop.at(lambda: self.control.next_deadline(), lambda: self.control.drop_idle())
         self.loop.at(lambda: self.stall.deadline, self.stall.tick)
@@ -335,10 +338,27 @@ class Daemon(Scaling):
             if self.pump is not None and pid == self.pump.pid:
                 self._pump_died(status)
                 continue
+            if pid == self.targets.holder:
+                self.targets.holder = None
+                # Killed: replaced. Ended by itself (it could not start): not again.
+                if status.signal is not None and not supervise.ending(self.machine):
+                    self._hold()
+                continue
             target = self.targets.by_pid(pid)
             if target is not None:
                 self._target_reaped(target, status)
             # else: an orphaned grandchild, reaped so that no zombie stays
+
+    def _hold(self) -> None:
+        """A pipe holder for every read end (``holder``), in place of the one before."""
+        old = self.targets.holder
+        try:
+            self.targets.holder = holder.start(str(self.directory), self.files.held())
+        except OSError as exc:  # a process limit: the supervisors hold the pipes as before
+            rolelog.report("fork", f"immortal: daemon: cannot start a pipe holder ({exc})\n")
+            return
+        if old is not None:
+            os.kill(old, signal.SIGKILL)  # our child, not reaped yet: its pid is its own
 
     def _watch_stranger(self) -> None:
         """Watch the adopted targets that are not our children

@@ -39,6 +39,9 @@ class Scaling:
     def _tell_pump(self, message: Message) -> None:
         raise NotImplementedError  # the daemon's
 
+    def _hold(self) -> None:
+        raise NotImplementedError  # the daemon's: a pipe holder for every read end
+
     def _scale(self, workers: int) -> dict[str, Any]:
         """Run ``workers`` instances: the files of the new ones made and kept here, each
         sent to the pump (``Grow``), which spawns it; or the highest told to retire
@@ -63,6 +66,7 @@ class Scaling:
         for _ in made:
             self.targets.add()
         self.stall.pipes(*self._watched())
+        self._hold()
         for k in range(before, workers):
             try:
                 socket.send_fds(self.pump_sock, [Grow(k).to_bytes()],

@@ -111,6 +111,7 @@ class KeptTargets:
 
     def __init__(self, adopts: dict[int, Adopt], count: int) -> None:
         self.each = [KeptTarget(adopts.get(k), k) for k in range(count)]
+        self.holder: int | None = None  #: the pipe holder's pid: a child never a target
 
     def __iter__(self) -> Iterator[KeptTarget]:
         return iter(self.each)
@@ -131,7 +132,9 @@ class KeptTargets:
         (``KeptTarget.left``, for each instance, none taken for another's)."""
         left = False
         for target in self.each:
-            others = frozenset(t.pid for t in self.each if t is not target and t.pid is not None)
+            others = frozenset([*(t.pid for t in self.each
+                                  if t is not target and t.pid is not None),
+                                *([self.holder] if self.holder else [])])
             left = target.left(pump_running, others) or left
         return left
 

@@ -64,6 +64,10 @@ class KeptFiles:
         return ([self.out[0], self.err[0], *(fd for files in self.more for fd in files[0:3:2])],
                 [self.journal, *(files[4] for files in self.more)])
 
+    def held(self) -> list[int]:
+        """What a pipe holder holds (``holder``): every read end a target writes to."""
+        return [*self.watched()[0], *(self.channel[:1] if self.channel else ())]
+
     @staticmethod
     def make(count: int) -> list[Files]:
         """The files of ``count`` new instances, not inheritable (none if one fails)."""

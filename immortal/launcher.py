@@ -197,7 +197,7 @@ def _end_orphans(spec: Spec) -> None:
     """A target its dead supervisors left running holds the group's old listen sockets:
     it is ended (proved by token and start time) before they are bound again. Never
     adopted (``adoption.decide``): the sockets the new start binds are not its own."""
-    found = orphans.find(spec.directory)
+    found = orphans.find(spec.directory, holders=True)
     if found:
         pids = " ".join(str(pid) for pid, _ in found)
         adoption.note(spec, f"immortal: start: killing {pids} left running by a dead group "
@@ -260,7 +260,7 @@ def _launch(spec: Spec, lock: Lock, capture: bool = False,
     try:
         adopted = _handshake(spec, hs_r, pids, popen)
     except BaseException:
-        _kill_roles(pids, popen)
+        _kill_roles(pids, popen, directory)
         if parent_w is not None:
             os.close(parent_w)
         raise
@@ -336,8 +336,9 @@ def _logs_tail(spec: Spec) -> str:
 
 
 def _kill_roles(pids: dict[str, tuple[int, int | None]],
-                popen: subprocess.Popen[bytes]) -> None:
-    """Make sure no role of a failed start survives it (they report failure and exit)."""
+                popen: subprocess.Popen[bytes], directory: Path) -> None:
+    """Make sure no role of a failed start survives it (they report failure and exit),
+    nor the pipe holder a daemon killed meanwhile could not end."""
     deadline = time.monotonic() + 5.0
     for role in ("daemon", "pump"):
         if role not in pids:
@@ -356,6 +357,7 @@ def _kill_roles(pids: dict[str, tuple[int, int | None]],
         except subprocess.TimeoutExpired:
             popen.kill()
             popen.wait()
+    orphans.end(orphans.holders(directory))
 
 
 def _clean(directory: Path, created: bool) -> None:

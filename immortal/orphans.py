@@ -40,19 +40,43 @@ def token(directory: Path | str) -> str:
     return os.path.abspath(directory)
 
 
-def scan() -> dict[str, list[tuple[int, int]]]:
-    """Every process of ours that carries a token, by token value (empty off Linux)."""
+def scan(holders: bool = False) -> dict[str, list[tuple[int, int]]]:
+    """Every process of ours that carries a token, by token value (empty off Linux); the
+    groups' pipe holders (``holder``) only with ``holders``."""
     found: dict[str, list[tuple[int, int]]] = {}
     for pid, value in environ_values(TOKEN, os.getuid()).items():
         started = process_start_time(pid)
-        if started is not None:
-            found.setdefault(os.fsdecode(value), []).append((pid, started))
+        directory = os.fsdecode(value)
+        if started is not None and (holders or not _is_holder(pid, directory)):
+            found.setdefault(directory, []).append((pid, started))
     return found
 
 
-def find(directory: Path | str) -> list[tuple[int, int]]:
-    """The living processes of ours that carry ``directory``'s token."""
-    return scan().get(token(directory), [])
+def holder_title(directory: Path | str) -> str:
+    """The title of a group's pipe holder (``holder``), which carries the token too."""
+    return f"immortal: holder {token(directory)}"
+
+
+def _is_holder(pid: int, directory: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().split(b"\0", 1)[0] == holder_title(directory).encode()
+    except OSError:
+        return False
+
+
+def find(directory: Path | str, holders: bool = False) -> list[tuple[int, int]]:
+    """The living processes of ours that carry ``directory``'s token: its targets and
+    their descendants; with ``holders``, its pipe holders too (every process of the group
+    left when no supervisor runs)."""
+    return scan(holders).get(token(directory), [])
+
+
+def holders(directory: Path | str) -> list[tuple[int, int]]:
+    """The group's pipe holders alive."""
+    value = token(directory)
+    return [(pid, started) for pid, started in scan(holders=True).get(value, [])
+            if _is_holder(pid, value)]
 
 
 def _signal(pid: int, started: int, number: int) -> bool:
@@ -89,8 +113,11 @@ def end(found: list[tuple[int, int]], timeout: float = 5.0) -> list[int]:
 
 
 def end_group(directory: Path | str, timeout: float = 5.0) -> list[int]:
-    """End every process that still carries ``directory``'s token; the pids ended."""
-    return end(find(directory), timeout)
+    """End every process that still carries ``directory``'s token, pipe holders too; the
+    pids ended but the holders' (a holder is the group's own, as a supervisor is)."""
+    every = find(directory, holders=True)
+    held = {pid for pid, _ in every if _is_holder(pid, token(directory))}
+    return [pid for pid in end(every, timeout) if pid not in held]
 
 
 def find_spawned(since: int, others: Collection[int] = ()) -> tuple[int, float] | None:

@@ -21,9 +21,10 @@ random among the live ones (found by their ``ps`` titles, ``immortal: daemon DIR
 A thread samples the process table below this process (a child subreaper) about every 10 ms.
 
 Checks: never two targets (nor two daemons or pumps) alive at one sample; every target that
-ended was aimed at by a kill, ended by a ``stop``, orphaned (its daemon and pump both
-killed: a target that writes then dies of its next write, no reader being left) or ended
-during starts into which a fault was fired — never by a supervisor's death alone; no target
+ended was aimed at by a kill, ended by a ``stop``, or ended during starts into which a fault
+was fired (or by the run that rebuilt a group with no supervisor left) — never by a
+supervisor's death, not even its daemon and pump killed together (the pipe holder keeps its
+pipes readable until the next run adopts it); no target
 left without a supervisor after a round's runs; nothing of the group alive after a ``stop``;
 per target instance and per monitor, no line missing below the highest line any monitor
 got, and no line twice. Lines missing for an orphaned target are counted apart (no process
@@ -640,14 +641,18 @@ class Stress:
                            if t0 - 2 * PERIOD <= last <= t1 + 2 * PERIOD), None)
             if key in aimed:
                 counts["aimed at"] += 1
-            elif key in self.orphan_keys or (key in self.census.bare_ends
-                                             and self.both_killed(last)):
-                counts["orphaned: daemon and pump killed"] += 1
-                unsupervised.add(key[0])
             elif window is not None:
                 counts[window] += 1
                 if window.startswith("repair"):
                     unsupervised.add(key[0])
+            elif key in self.orphan_keys or (key in self.census.bare_ends
+                                             and self.both_killed(last)):
+                # Its pipes are held for it (the holder): it waits for the next run.
+                counts["unexplained: died with its daemon and pump"] += 1
+                unsupervised.add(key[0])
+                self.problems.append(
+                    f"target {key[0]} died after its daemon and pump were killed (last seen "
+                    f"{last - self.began:.2f} s into the run): a supervisor's death killed it")
             else:
                 why = ("its supervisors died, though no kill hit both"
                        if key in self.census.bare_ends else "its supervisors lived on")
