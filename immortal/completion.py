@@ -54,7 +54,7 @@ def _file(config: str | None) -> tuple[str | None, list[str], list[str]]:
     programs = data.get("programs")
     envs = data.get("env")
     name = data.get("name") or os.path.basename(os.path.dirname(os.path.abspath(path)))
-    return (str(name), sorted(programs) if isinstance(programs, dict) else [],
+    return (str(name), list(programs) if isinstance(programs, dict) else [],
             sorted(envs) if isinstance(envs, dict) else [])
 
 

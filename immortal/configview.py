@@ -41,4 +41,6 @@ def _row(key: str, setting: Setting) -> tuple[str, str]:
         source += " (the file's directory)"
     elif key == "cwd" and setting.source.kind == "default":
         source += " (the file's directory)"
+    if key == "umask" and isinstance(setting.value, int):
+        return f"{key} = 0o{setting.value:03o}", source  # as TOML writes it
     return f"{key} = {json.dumps(setting.value, ensure_ascii=False)}", source
