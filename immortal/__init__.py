@@ -4,7 +4,7 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
 0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop,
   tomlkeys ·
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
-  rolling, readiness, notify, addresses, envfile, completionscripts ·
+  rolling, readiness, notify, addresses, envfile, completionscripts, configkeys ·
 2 process, monitor, roles, delivery, instance, checks, machine, listen, configfile ·
 3 monitoring, state, policy, kept, keptfiles, link, workers, completion ·
 4 render, dirwatch, stall, spec, groupview, statusfile, streams ·

@@ -27,13 +27,12 @@ from .configcheck import DEFAULTS, Program, Setting, check_program  # noqa: F401
 from .configfile import (CLI, DEFAULT, ENV_FILE, FILE, FILE_NAME, VARIABLE, ConfigError,
                          Document, Layer, Problem, Source, parse)
 from .configfile import overrides as command_line
-from .errors import ImmortalError, unknown_name
+from .errors import ImmortalError, did_you_mean
 from .names import check_name
 from .records import Record
 from .spec import Strategy
 
 ENV_NAME = "IMMORTAL_ENV"  #: the environment to use when -E names none
-VARIABLES = (readiness.ENV,)  #: the environment variables that override the file
 GROUP_DEFAULTS: dict[str, Any] = {"strategy": "daemon", "start_timeout": 30.0}
 
 
@@ -158,9 +157,9 @@ class _Loader:
         known = self.document.envs
         if env_name is not None and env_name not in known:
             listed = ", ".join(sorted(known)) or "none (add an [env.NAME] table)"
-            self.problems.append(Problem(source, "env", str(unknown_name(
-                "environment", env_name, known)).split("; valid:")[0] + f"; the file's "
-                f"environments: {listed}"))
+            self.problems.append(Problem(source, "env", f"unknown environment {env_name!r}"
+                                         f"{did_you_mean(env_name, known)}; the file's "
+                                         f"environments: {listed}"))
         return Setting(env_name, source)
 
     def _variables(self, cli: Layer) -> Layer:

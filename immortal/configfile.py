@@ -12,6 +12,7 @@ and checks the values themselves.
 
 from __future__ import annotations
 
+from .configkeys import GROUP_KEYS, POLICY_KEYS, PROGRAM_KEYS, Bad, got, variable
 from .errors import InvalidSpec, did_you_mean
 from .names import check_name
 from .records import Record
@@ -92,104 +93,6 @@ def _order(problem: Problem) -> tuple[int, int, str]:
     return rank, problem.source.line or 0, problem.key
 
 
-# The types of the values ------------------------------------------------------------------
-
-class _Bad(Exception):
-    """A value of the wrong type: the message says what was expected."""
-
-
-def _got(value: object) -> str:
-    kinds = {str: "a string", bool: "a boolean", int: "an integer", float: "a float",
-             list: "an array", dict: "a table"}
-    shown = repr(value) if not isinstance(value, (dict, list)) or len(repr(value)) < 40 \
-        else repr(value)[:37] + "..."
-    return f"got {kinds.get(type(value), type(value).__name__)}: {shown}"
-
-
-def _string(value: object) -> str:
-    if not isinstance(value, str):
-        raise _Bad(f"expected a string ({_got(value)})")
-    return value
-
-
-def _number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Bad(f"expected a number of seconds ({_got(value)})")
-    return value
-
-
-def _integer(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Bad(f"expected an integer ({_got(value)})")
-    return value
-
-
-def _boolean(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise _Bad(f"expected true or false ({_got(value)})")
-    return value
-
-
-def _strings(value: object) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _Bad(f"expected an array of strings ({_got(value)})")
-    return value
-
-
-def _listen(value: object) -> list[str]:
-    """One address, or an array of them."""
-    if isinstance(value, str):
-        return [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _Bad(f"expected an address or an array of addresses, like "
-                   f"['tcp://0.0.0.0:8000'] ({_got(value)})")
-    return value
-
-
-def _umask(value: object) -> int:
-    """An integer (``0o022``), or its octal digits as a string (``"022"``)."""
-    if isinstance(value, str) and value and set(value) <= set("01234567"):
-        return int(value, 8)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Bad(f"expected an octal integer like 0o022, or a string like \"022\" "
-                   f"({_got(value)})")
-    return value
-
-
-def _codes(value: object) -> list[int]:
-    if not isinstance(value, list) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise _Bad(f"expected an array of exit codes, like [0, 3] ({_got(value)})")
-    return value
-
-
-def _variable(value: object) -> str:
-    """An environment variable's value: a string, or a number written as one."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise _Bad(f"expected a string ({_got(value)})")
-    return str(value)
-
-
-#: A program's keys: start()'s keywords (``instances`` spells ``workers``), and env_file.
-PROGRAM_KEYS: dict[str, Callable[[Any], Any]] = {
-    "file": _string, "args": _strings, "exec": _string, "cwd": _string, "env": dict,
-    "env_file": _string, "umask": _umask, "workers": _integer, "instances": _integer,
-    "listen": _listen, "ready": _string, "ready_timeout": _number,
-    "stop_timeout": _number, "policy": dict, "monitors": dict, "backpressure": _string,
-    "channel": _boolean,
-}
-#: RestartPolicy's fields (tests/test_config.py checks that they are all here).
-POLICY_KEYS: dict[str, Callable[[Any], Any]] = {
-    "min_uptime": _number, "backoff_initial": _number, "backoff_factor": _number,
-    "backoff_max": _number, "jitter": _number, "max_restarts": _integer, "window": _number,
-    "final_exit_codes": _codes,
-}
-#: The group's keys, at the top of the file or of an environment.
-GROUP_KEYS: dict[str, Callable[[Any], Any]] = {
-    "name": _string, "strategy": _string, "start_timeout": _number, "programs": dict,
-}
-
-
 # Checking one layer -----------------------------------------------------------------------
 
 class Layer:
@@ -238,7 +141,7 @@ class Layer:
         doc = self.prefix + ("programs",)
         if not isinstance(programs, dict):
             self.problem(doc, f"expected a table of programs, like [programs.web] "
-                         f"({_got(programs)})")
+                         f"({got(programs)})")
             return
         for name, table in programs.items():
             try:
@@ -248,7 +151,7 @@ class Layer:
                              "digits and ._+@- not starting with '.' or '-'")
                 continue
             if not isinstance(table, dict):
-                self.problem(doc + (name,), f"expected a table ({_got(table)})")
+                self.problem(doc + (name,), f"expected a table ({got(table)})")
                 continue
             self.tree.setdefault("programs", {}).setdefault(name, {})
             self.sources[("programs", name)] = self.where(doc + (name,))
@@ -279,7 +182,7 @@ class Layer:
     def _table(self, path: tuple[str, ...], table: object,
                keys: dict[str, Callable[[Any], Any]], what: str) -> None:
         if not isinstance(table, dict):
-            self.problem(self.prefix + path, f"expected a table ({_got(table)})")
+            self.problem(self.prefix + path, f"expected a table ({got(table)})")
             return
         for key, value in table.items():
             if key not in keys:
@@ -290,13 +193,13 @@ class Layer:
     def _monitors(self, path: tuple[str, ...], table: object) -> None:
         if not isinstance(table, dict):
             self.problem(self.prefix + path, f"expected a table of monitors, each with its "
-                         f"options, like [programs.web.monitors.file] ({_got(table)})")
+                         f"options, like [programs.web.monitors.file] ({got(table)})")
             return
         for name, options in table.items():
             at = path + (name,)
             if not isinstance(options, dict):
                 self.problem(self.prefix + at, f"expected a table of the monitor's options, "
-                             f"{{}} for none ({_got(options)})")
+                             f"{{}} for none ({got(options)})")
             elif not options:
                 self.put(at, {}, self.prefix + at)
             else:
@@ -307,7 +210,7 @@ class Layer:
         """The target's variables; a table in it: the variables of one environment."""
         if not isinstance(table, dict):
             self.problem(self.prefix + path, f"expected a table of variables, like "
-                         f"[programs.web.env] ({_got(table)})")
+                         f"[programs.web.env] ({got(table)})")
             return
         for key, value in table.items():
             if isinstance(value, dict):
@@ -316,7 +219,7 @@ class Layer:
                 self.problem(self.prefix + path + (key,), "a variable's name must be "
                              "non-empty, without '=' or NUL")
             else:
-                self._value(path + (key,), value, _variable)
+                self._value(path + (key,), value, variable)
 
     def _program_env(self, path: tuple[str, ...], name: str, table: dict[str, Any]) -> None:
         doc = self.prefix + path + (name,)
@@ -333,7 +236,7 @@ class Layer:
     def variables(self, program: str, name: str, table: dict[str, Any]) -> None:
         """The file's ``[programs.PROGRAM.env.NAME]``, into this layer (environment NAME's)."""
         for key, value in table.items():
-            self._value(("programs", program, "env", key), value, _variable,
+            self._value(("programs", program, "env", key), value, variable,
                         ("programs", program, "env", name, key))
 
     def _value(self, path: tuple[str, ...], value: object, check: Callable[[Any], Any],
@@ -341,7 +244,7 @@ class Layer:
         doc = self.prefix + path if doc is None else doc
         try:
             self.put(path, check(value), doc)
-        except _Bad as exc:
+        except Bad as exc:
             self.problem(doc, str(exc))
 
     def _unknown(self, path: tuple[str, ...], known: Iterable[str], hint: str = "",
@@ -379,7 +282,7 @@ def parse(path: str, text: str) -> Document:
     envs_table = data.get("env", {})
     if not isinstance(envs_table, dict):
         problems.append(Problem(where(("env",)), "env", f"expected a table of environments, "
-                                f"like [env.production] ({_got(envs_table)})"))
+                                f"like [env.production] ({got(envs_table)})"))
         envs_table = {}
     base = Layer(where, (), problems, envs_table)
     base.group(data)
@@ -391,7 +294,7 @@ def parse(path: str, text: str) -> Document:
                         "strategy, start_timeout and programs")
         else:
             layer.problem(("env", name), f"expected a table, like [env.{name}] "
-                          f"({_got(table)})")
+                          f"({got(table)})")
         for program, variables in base.program_envs.get(name, {}).items():
             layer.variables(program, name, variables)
         envs[name] = layer

@@ -35,7 +35,8 @@ def immortal(home: Path, cwd: Path, *args: str,
 
 
 def described(result: subprocess.CompletedProcess[str]) -> str:
-    return f"exit {result.returncode}\n--- stdout ---\n{result.stdout}--- stderr ---\n{result.stderr}"
+    return (f"exit {result.returncode}\n--- stdout ---\n{result.stdout}"
+            f"--- stderr ---\n{result.stderr}")
 
 
 @pytest.fixture
