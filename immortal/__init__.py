@@ -1,15 +1,16 @@
 """immortal: keep a program alive, detached, with every line and event sent to a monitor.
 
 Layers (a module imports only from lower ones; tests/test_layering.py checks it):
-0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop ·
+0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop,
+  tomlkeys ·
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
-  rolling, readiness, notify, addresses ·
-2 process, monitor, roles, delivery, instance, checks, machine, listen, holder ·
-3 monitoring, state, policy, kept, keptfiles, link, workers ·
+  rolling, readiness, notify, addresses, envfile, completionscripts, configkeys ·
+2 process, monitor, roles, delivery, instance, checks, machine, listen, configfile, holder ·
+3 monitoring, state, policy, kept, keptfiles, link, workers, completion ·
 4 render, dirwatch, stall, spec, groupview, statusfile, streams ·
-5 supervise, group, adoption, spawner, readywatch, answer ·
-6 pumpstart, scaling, pumpcontrol, rollout ·
-7 pump, launcher ·
+5 supervise, group, adoption, spawner, readywatch, answer, configcheck ·
+6 pumpstart, scaling, pumpcontrol, rollout, config ·
+7 pump, launcher, configview ·
 8 forking, manager, cli, daemonscale ·
 9 daemon ·
 10 succession ·

@@ -12,7 +12,8 @@ import json
 import os
 import sys
 
-from .cliargs import COMMANDS, Usage, build_parser  # noqa: F401  (build_parser: kept here)
+from .cliargs import (COMMANDS, POLICY_OPTIONS, Usage,  # noqa: F401  (build_parser: kept here)
+                      build_parser)
 from .errors import ImmortalError, InvalidSpec, NotRunning
 
 # A command is a fresh interpreter that pays for every import at each run: each handler
@@ -27,6 +28,14 @@ if TYPE_CHECKING:
 
 class _Interrupted(Exception):
     """Ctrl-C: one line that says what was left behind, exit 130 (128 + SIGINT)."""
+
+
+class _Problems(Exception):
+    """Everything wrong with a configuration file: one error line each, exit 2."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
@@ -75,20 +84,29 @@ def _check(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _env_file(path: str | None) -> dict[str, str]:
+    if path is None:
+        return {}
+    from .envfile import read
+
+    return {key: value for key, value, _ in read(path)}
+
+
 def _run(ns: argparse.Namespace) -> int:
     from .launcher import start
     from .render import started_view
 
     env = None
-    if ns.env:
-        env = {**os.environ, **_pairs(ns.env, "--env")}
-    policy = {"min_uptime": ns.min_uptime, "window": ns.window,
-              "max_restarts": ns.max_restarts}
+    if ns.env or ns.env_file:
+        env = {**os.environ, **_env_file(ns.env_file), **_pairs(ns.env, "--env")}
+    policy = {key: getattr(ns, key) for key in POLICY_OPTIONS
+              if getattr(ns, key) is not None}
     group = start(ns.file, ns.args, strategy=ns.strategy, monitors=_chosen(ns),
                   name=ns.name, exec=ns.executable,
                   env=env, cwd=ns.cwd, umask=ns.umask, stop_timeout=ns.stop_timeout,
-                  policy=policy, ready=ns.ready, ready_timeout=ns.ready_timeout,
-                  listen=ns.listen, workers=ns.workers)
+                  start_timeout=ns.start_timeout, policy=policy, ready=ns.ready,
+                  ready_timeout=ns.ready_timeout, listen=ns.listen, workers=ns.workers,
+                  backpressure=ns.backpressure, channel=ns.channel)
     # In development the target's output is this command's stdout, written by the pump while
     # we print: our words go to stderr, so that they never land inside a line of its output
     # (a long line reaches a pipe in several writes) and '| grep' sees the target's alone.
@@ -249,10 +267,59 @@ def _logs(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _loaded(ns: argparse.Namespace) -> Any:
+    """The configuration file the options name, loaded (ConfigError: what is wrong)."""
+    from .config import load
+    from .configfile import ConfigError, parse_value
+
+    pairs = []
+    for item in ns.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidSpec(f"--set must look like KEY=VALUE, e.g. "
+                              f"programs.web.workers=4 (got {item!r})")
+        pairs.append((key.strip(), parse_value(value)))
+    try:
+        return load(ns.config, ns.env_name, overrides=pairs)
+    except ConfigError as exc:
+        raise _Problems(exc.lines()) from None
+
+
+def _config(ns: argparse.Namespace) -> int:
+    from .configview import config_view
+
+    print(config_view(_loaded(ns), ns.json))
+    return 0
+
+
+def _validate(ns: argparse.Namespace) -> int:
+    config = _loaded(ns)
+    programs = ", ".join(config.programs)
+    environment = config.environment.value
+    print(f"{config.path}: ok: group {config.name.value!r}, programs {programs}"
+          + (f", environment {environment!r}" if environment else ""))
+    return 0
+
+
+def _completion(ns: argparse.Namespace) -> int:
+    from . import completion
+
+    if ns.names:
+        names = completion.names(ns.names, ns.config)
+        if names:
+            print("\n".join(names))
+        return 0
+    if ns.shell is None:
+        raise Usage("name a shell: 'immortal completion bash' or 'immortal completion zsh'")
+    print(completion.script(ns.shell), end="")
+    return 0
+
+
 # What runs each command of cliargs.COMMANDS.
 HANDLERS = {"run": _run, "list": _list, "status": _status, "stop": _stop, "restart": _restart,
             "signal": _signal, "reopen": _reopen, "scale": _scale, "monitors": _monitors,
-            "check": _check, "logs": _logs}
+            "check": _check, "logs": _logs, "config": _config, "validate": _validate,
+            "completion": _completion}
 
 
 # The library's names for what the command line calls an option or an argument: a
@@ -262,7 +329,11 @@ RUN_WORDS = {"name": "--name", "file": "FILE", "exec": "--exec", "cwd": "--cwd",
              "min_uptime": "--min-uptime", "window": "--window",
              "max_restarts": "--max-restarts", "strategy": "--strategy",
              "workers": "--workers", "options": "--option", "monitor": "--monitor",
-             "ready": "--ready", "ready_timeout": "--ready-timeout"}
+             "ready": "--ready", "ready_timeout": "--ready-timeout",
+             "start_timeout": "--start-timeout", "backoff_initial": "--backoff-initial",
+             "backoff_factor": "--backoff-factor", "backoff_max": "--backoff-max",
+             "jitter": "--jitter", "final_exit_codes": "--final-exit-codes",
+             "backpressure": "--backpressure", "channel": "--channel"}
 GROUP_WORDS = {"name": "NAME", "timeout": "--timeout", "instance": "NAME:K", "workers": "N"}
 
 
@@ -308,6 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Interrupted as exc:
         print(f"immortal: error: {exc}", file=sys.stderr)
         return 130
+    except _Problems as exc:
+        for line in exc.lines:
+            print(f"immortal: error: {line}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("immortal: error: interrupted", file=sys.stderr)
         return 130

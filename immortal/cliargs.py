@@ -35,7 +35,9 @@ def _columns() -> int:
     return columns or 80
 
 
-class _Formatter(argparse.HelpFormatter):
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Help as wide as the terminal; descriptions and epilogs (the examples) as written."""
+
     def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
                  width: int | None = None) -> None:
         super().__init__(prog, indent_increment, max_help_position,
@@ -93,6 +95,14 @@ def _octal(text: str) -> int:
         raise argparse.ArgumentTypeError(f"umask must be octal, like 022 (got {text!r})")
 
 
+def _codes(text: str) -> list[int]:
+    try:
+        return [int(code) for code in text.split(",") if code.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"exit codes must be integers separated by commas, "
+                                         f"like 0,3 (got {text!r})")
+
+
 def _add_monitor_options(parser: argparse.ArgumentParser, option_help: str) -> None:
     parser.add_argument("-m", "--monitor", action=_MonitorAction, dest="monitors", default=[],
                         help="a monitor by name (default: file); repeat for several")
@@ -114,16 +124,18 @@ def _run_parser(run: argparse.ArgumentParser) -> None:
     run.add_argument("--cwd", help="working directory of the target")
     run.add_argument("-e", "--env", action="append", metavar="KEY=VALUE",
                      help="set a variable in the target's environment (repeatable)")
+    run.add_argument("--env-file", metavar="FILE",
+                     help="variables for the target's environment, KEY=VALUE lines (-e "
+                     "options win)")
     run.add_argument("--umask", type=_octal, help="umask of the target, in octal")
-    run.add_argument("-w", "--workers", type=int, default=1, metavar="N",
+    run.add_argument("-w", "--workers", "--instances", type=int, default=1, metavar="N",
                      help="run N instances of FILE, each restarted on its own (default 1)")
     run.add_argument("--stop-timeout", type=float, default=10.0, metavar="S",
                      help="grace period between TERM and KILL (default 10)")
-    run.add_argument("--max-restarts", type=int, metavar="N",
-                     help="give up after N restarts within --window seconds")
-    run.add_argument("--window", type=float, default=60.0, metavar="S")
-    run.add_argument("--min-uptime", type=float, default=1.0, metavar="S",
-                     help="a run this long counts as stable: restart at once")
+    run.add_argument("--start-timeout", type=float, default=30.0, metavar="S",
+                     help="how long the supervisors may take to start up and answer, before "
+                     "the target's readiness (default 30)")
+    _policy_options(run)
     run.add_argument("--ready", metavar="MODE",
                      help="when the target counts as started, and 'run' returns: spawn, "
                      "uptime:S, line:REGEX, port:N or notify (default: $IMMORTAL_READY, "
@@ -135,6 +147,49 @@ def _run_parser(run: argparse.ArgumentParser) -> None:
                      help="a socket to bind once and pass to the target by socket "
                      "activation (fds 3, 4, ..., LISTEN_FDS): tcp://HOST:PORT or "
                      "unix:PATH (repeatable, in order)")
+    run.add_argument("--backpressure", default="block", metavar="MODE",
+                     help="block (default): the target waits while the monitors are "
+                     "behind; drop: lines are dropped and counted instead")
+    run.add_argument("--channel", action="store_true",
+                     help="open a JSON message channel between the target and the monitors")
+
+
+def _policy_options(run: argparse.ArgumentParser) -> None:
+    """The restart policy's fields; unset ones keep RestartPolicy's defaults."""
+    policy = run.add_argument_group("restart policy")
+    policy.add_argument("--min-uptime", type=float, metavar="S",
+                        help="a run this long counts as stable: restart at once (default 1)")
+    policy.add_argument("--backoff-initial", type=float, metavar="S",
+                        help="the first delay after a quick death (default 0.5; 0: none)")
+    policy.add_argument("--backoff-factor", type=float, metavar="F",
+                        help="each further quick death multiplies the delay (default 2)")
+    policy.add_argument("--backoff-max", type=float, metavar="S",
+                        help="the delay's ceiling (default 30)")
+    policy.add_argument("--jitter", type=float, metavar="F",
+                        help="spread each delay by this fraction, up or down (default 0.2)")
+    policy.add_argument("--max-restarts", type=int, metavar="N",
+                        help="give up after N restarts within --window seconds")
+    policy.add_argument("--window", type=float, metavar="S",
+                        help="the window of --max-restarts (default 60)")
+    policy.add_argument("--final-exit-codes", type=_codes, metavar="CODES",
+                        help="exit codes that mean 'do not restart', e.g. 0,3 (the group "
+                        "stops)")
+
+
+POLICY_OPTIONS = ("min_uptime", "backoff_initial", "backoff_factor", "backoff_max", "jitter",
+                  "max_restarts", "window", "final_exit_codes")
+
+
+def _config_options(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help="the configuration file (default: immortal.toml here)")
+    parser.add_argument("-E", "--env-name", metavar="NAME",
+                        help="the environment whose tables apply (default: $IMMORTAL_ENV)")
+    if overrides:
+        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            dest="overrides", help="override a value of the file, KEY "
+                            "dotted as there (programs.web.workers=4); VALUE is TOML, or "
+                            "else a string (repeatable)")
 
 
 def _list_parser(lst: argparse.ArgumentParser) -> None:
@@ -198,6 +253,24 @@ def _logs_parser(logs: argparse.ArgumentParser) -> None:
                       "the group ends or Ctrl-C")
 
 
+def _config_parser(config: argparse.ArgumentParser) -> None:
+    _config_options(config)
+    config.add_argument("--json", action="store_true")
+
+
+def _validate_parser(validate: argparse.ArgumentParser) -> None:
+    _config_options(validate)
+
+
+def _completion_parser(completion: argparse.ArgumentParser) -> None:
+    completion.add_argument("shell", nargs="?", choices=("bash", "zsh"), metavar="SHELL",
+                            help="bash or zsh")
+    # What the generated scripts call back for names: not for people to type.
+    completion.add_argument("--names", choices=("groups", "programs", "envs"),
+                            help=argparse.SUPPRESS)
+    completion.add_argument("-c", "--config", metavar="FILE", help=argparse.SUPPRESS)
+
+
 # Each command: its one-line help and what adds its arguments, in the order --help lists them.
 COMMANDS = {
     "run": ("start FILE under supervision (detached by default)", _run_parser),
@@ -211,6 +284,34 @@ COMMANDS = {
     "monitors": ("list the installed monitors", _monitors_parser),
     "check": ("run monitors' check() on options, alone", _check_parser),
     "logs": ("print the end of a group's output file", _logs_parser),
+    "config": ("print the effective configuration of immortal.toml, with each value's "
+               "source", _config_parser),
+    "validate": ("check immortal.toml without starting anything", _validate_parser),
+    "completion": ("print a shell completion script (bash or zsh)", _completion_parser),
+}
+
+# An example or two per command, shown at the end of its --help.
+EXAMPLES = {
+    "run": """\
+  immortal run worker.py -- --queue jobs       # detached; arguments after '--'
+  immortal run -w 4 --listen tcp://0.0.0.0:8000 --ready line:serving server.py
+  immortal run -s development --max-restarts 5 --final-exit-codes 0 job.py""",
+    "list": "  immortal list\n  immortal list --json",
+    "status": "  immortal status worker\n  immortal status worker --json",
+    "stop": "  immortal stop worker\n  immortal stop worker --timeout 30",
+    "restart": "  immortal restart worker        # rolling, one instance at a time\n"
+               "  immortal restart worker:2      # instance 2 alone",
+    "signal": "  immortal signal worker USR1\n  immortal signal worker:0 HUP",
+    "reopen": "  immortal reopen worker         # after logrotate moved the output file",
+    "scale": "  immortal scale worker 8",
+    "monitors": "  immortal monitors\n  immortal monitors --json",
+    "check": "  immortal check -m file -o output=/var/log/app.log",
+    "logs": "  immortal logs worker -n 100\n  immortal logs worker:1 -f",
+    "config": "  immortal config\n  immortal config -E production --set programs.web.workers=8"
+              "\n  immortal config -c deploy/immortal.toml --json",
+    "validate": "  immortal validate && echo ok\n  immortal validate -E production",
+    "completion": "  source <(immortal completion bash)       # in ~/.bashrc\n"
+                  "  immortal completion zsh > \"${fpath[1]}/_immortal\"",
 }
 
 
@@ -218,11 +319,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or with ``command`` of that one alone: argparse is slow
     to build them all, and a command line names one (the top-level --help,
     which lists them all, comes with ``command=None``)."""
+    from . import __version__
+
     parser = _Parser(prog="immortal", description="Keep a program alive, detached, with its "
-                     "output and events sent to a monitor.")
+                     "output and events sent to a monitor.",
+                     epilog="examples:\n  immortal run worker.py\n  immortal status worker\n"
+                     "  immortal stop worker\n\n'immortal COMMAND --help' shows a command's "
+                     "options and examples.")
+    parser.add_argument("--version", action="version", version=f"immortal {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, (text, add_arguments) in COMMANDS.items():
         if command is None or name == command:
-            add_arguments(sub.add_parser(name, help=text))
+            add_arguments(sub.add_parser(name, help=text, description=text[:1].upper()
+                                         + text[1:] + ".",
+                                         epilog="examples:\n" + EXAMPLES[name]))
     return parser

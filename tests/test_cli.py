@@ -240,7 +240,9 @@ NOT_FOR_CONTROL = ("pluggy", "importlib.metadata", "immortal.launcher", "immorta
                    # records are plain classes instead (immortal/records.py).
                    "dataclasses", "inspect",
                    # nothing else these commands import imports typing (bench/notes.md)
-                   "typing")
+                   "typing",
+                   # the configuration file is for the commands that read it
+                   "tomllib", "immortal.config", "immortal.configfile")
 
 
 def imported(home: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:

@@ -1,0 +1,201 @@
+"""One program of a configuration file, checked value by value: its ``start()`` keyword
+arguments, and each value's source.
+
+Every value is checked on its own, with ``start()``'s own checks (``checks.py``,
+``readiness``, ``addresses``, each ``RestartPolicy`` field alone), so that each bad value
+is reported, at its line; the checks that weigh several values together (``spec.build``)
+and the monitors' ``check()`` run once the values are each good.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from . import monitoring, readiness
+from .addresses import check_listen
+from .checks import (check_backpressure, check_cwd, check_env, check_exec, check_file,
+                     check_timeout, check_umask, check_workers)
+from .configfile import DEFAULT, Problem, Source
+from .errors import ImmortalError
+from .policy import RestartPolicy
+from .records import Record
+from .spec import build
+
+#: A program's defaults (``start()``'s; ``cwd``: the file's directory).
+DEFAULTS: dict[str, Any] = {
+    "args": [], "exec": None, "cwd": None, "env_file": None, "umask": None, "workers": 1,
+    "listen": [], "ready": readiness.DEFAULT, "ready_timeout": 30.0, "stop_timeout": 10.0,
+    "backpressure": "block", "channel": False,
+}
+DEFAULT_MONITORS: dict[str, Any] = {"file": {}}
+ORDER = ("file", "args", "exec", "cwd", "env_file", "env", "umask", "workers", "listen", "ready",
+         "ready_timeout", "stop_timeout", "policy", "monitors", "backpressure", "channel")
+
+
+class Setting(Record):
+    """One value of the effective configuration, and where it came from."""
+
+    value: Any
+    source: Source
+
+
+class Program(Record):
+    """One program: ``kwargs``, its ``start()`` keyword arguments (``env``: the caller's
+    environment with ``variables`` on top); ``settings``, each value with its source, by
+    dotted key (``workers``, ``policy.max_restarts``, ``env.PORT``,
+    ``monitors.file.output``), in the order ``immortal config`` shows them."""
+
+    name: str
+    kwargs: dict[str, Any]
+    settings: dict[str, Setting]
+    variables: dict[str, str]  #: what the configuration adds to the target's environment
+
+
+class _Program:
+    """The checks of one program, each problem added to ``problems``."""
+
+    def __init__(self, name: str, table: Mapping[str, Any],
+                 sources: Mapping[tuple[str, ...], Source], source: Source, base: str,
+                 problems: list[Problem]) -> None:
+        self.name = name
+        self.table = table
+        self.sources = sources
+        self.source = source  #: the program's table
+        self.base = base
+        self.problems = problems
+        self.settings: dict[str, Setting] = {}
+        self.bad = False
+
+    def problem(self, key: str, message: str, source: Source | None = None) -> None:
+        self.bad = True
+        where = source or self.sources.get(tuple(key.split(".")), self.source)
+        shown = f"programs.{self.name}" + (f".{key}" if key else "")
+        self.problems.append(Problem(where, shown, message))
+
+    def value(self, key: str, check: Callable[[Any], Any] | None = None) -> Any:
+        """The value of ``key`` (or its default), recorded with its source; what ``check``
+        makes of it, or the value itself (kept, and reported, if the check refuses it)."""
+        value = self.table.get(key, DEFAULTS.get(key))
+        self.settings[key] = Setting(value, self.sources.get((key,), Source(DEFAULT)))
+        if check is None or value is None:
+            return value
+        try:
+            checked = check(value)
+        except ImmortalError as exc:
+            self.problem(key, str(exc))
+            return value
+        self.settings[key] = Setting(checked, self.settings[key].source)
+        return checked
+
+    def ordered(self) -> dict[str, Setting]:
+        """The settings in the order of ``ORDER``, a key's sub-keys with it in the order
+        they were recorded."""
+        rank = {key: index for index, key in enumerate(ORDER)}
+        return dict(sorted(self.settings.items(), key=lambda item: rank[item[0].split(".")[0]]))
+
+
+def check_program(name: str, table: Mapping[str, Any],
+                  sources: Mapping[tuple[str, ...], Source], source: Source, base: str,
+                  environ: Mapping[str, str], problems: list[Problem],
+                  check_monitors: bool = True) -> Program:
+    """The program ``name`` of the merged configuration (``table``), its values' sources
+    (paths relative to the program), its table's ``source``; ``base``: the file's
+    directory. Problems go to ``problems``."""
+    one = _Program(name, table, sources, source, base, problems)
+    if "file" not in table:
+        one.problem("file", "missing: the program to run, like file = \"web.py\"", source)
+    variables = {key: value for key, value in table.get("env", {}).items()}
+    try:
+        target_env = check_env({**environ, **variables})
+    except ImmortalError as exc:
+        one.problem("env", str(exc))
+        target_env = dict(environ)
+    executable = one.value("exec", lambda v: check_exec(v, base, target_env))
+    has_exec = executable is not None
+    kwargs: dict[str, Any] = {
+        "file": one.value("file", lambda v: check_file(v, base, has_exec, target_env)),
+        "args": one.value("args"),
+        "exec": executable,
+    }
+    cwd = one.value("cwd", lambda v: check_cwd(os.path.join(base, v)))
+    kwargs["cwd"] = base if cwd is None else cwd
+    one.settings["cwd"] = Setting(kwargs["cwd"], one.settings["cwd"].source)
+
+    one.value("env_file")
+    for key in sorted(variables):
+        one.settings[f"env.{key}"] = Setting(variables[key], sources[("env", key)])
+    kwargs["env"] = target_env
+    kwargs.update(
+        umask=one.value("umask", check_umask),
+        workers=one.value("workers", check_workers),
+        listen=one.value("listen", lambda v: list(check_listen(v, base))),
+        ready=one.value("ready", lambda v: str(readiness.parse(v))),
+        ready_timeout=one.value("ready_timeout",
+                                lambda v: check_timeout("ready_timeout", v)),
+        stop_timeout=one.value("stop_timeout", lambda v: check_timeout("stop_timeout", v)),
+        policy=_policy(one),
+        monitors=_monitors(one),
+        backpressure=one.value("backpressure", check_backpressure),
+        channel=one.value("channel"),
+    )
+    if not one.bad:
+        _together(one, kwargs)
+    if check_monitors:
+        _check_monitors(one, kwargs["monitors"])
+    return Program(name, kwargs, one.ordered(), variables)
+
+
+def _policy(one: _Program) -> dict[str, Any]:
+    """Each field of the restart policy, checked alone (the others at their defaults)."""
+    given = one.table.get("policy", {})
+    policy = {}
+    for field in RestartPolicy._fields:
+        value = given.get(field, RestartPolicy._defaults[field])
+        if field == "final_exit_codes":
+            value = sorted(value)
+        key = f"policy.{field}"
+        one.settings[key] = Setting(value, one.sources.get(("policy", field), Source(DEFAULT)))
+        try:
+            RestartPolicy(**{field: value})
+        except ImmortalError as exc:
+            one.problem(key, str(exc))
+        policy[field] = value
+    return policy
+
+
+def _monitors(one: _Program) -> dict[str, Any]:
+    monitors = one.table.get("monitors") or DEFAULT_MONITORS
+    default = "monitors" not in one.table
+    for monitor, options in monitors.items():
+        if not options:
+            one.settings[f"monitors.{monitor}"] = Setting(
+                {}, Source(DEFAULT) if default else one.sources[("monitors", monitor)])
+        for key, value in options.items():
+            one.settings[f"monitors.{monitor}.{key}"] = Setting(
+                value, one.sources[("monitors", monitor, key)])
+    return {monitor: dict(options) for monitor, options in monitors.items()}
+
+
+def _together(one: _Program, kwargs: dict[str, Any]) -> None:
+    """The checks of ``start()`` that weigh several values together (``spec.build``)."""
+    try:
+        build(**kwargs)
+    except ImmortalError as exc:
+        field = re.match(r"'(\w+)'", str(exc))
+        key = field.group(1) if field and field.group(1) in one.settings else ""
+        one.problem(key, str(exc), None if key else one.source)
+
+
+def _check_monitors(one: _Program, monitors: Mapping[str, Any]) -> None:
+    """Each monitor found, and its ``check()`` run on its options, as ``start()`` does."""
+    for monitor, options in monitors.items():
+        where = [s.source for k, s in one.settings.items()
+                 if k == f"monitors.{monitor}" or k.startswith(f"monitors.{monitor}.")]
+        source = min(where, key=lambda s: s.line or 0) if where else one.source
+        try:
+            monitoring.check(monitoring.resolve(monitor), options, monitor)
+        except ImmortalError as exc:
+            one.problem(f"monitors.{monitor}", str(exc), source)

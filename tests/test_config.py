@@ -1,0 +1,368 @@
+"""immortal.toml, read directly: where keys are written (tomlkeys), environment files, the
+schema against start()'s own keywords and defaults, the precedence chain, and every kind of
+bad file reported at its line, all at once. One real group started from a loaded file.
+
+The command line's side (``immortal config``, ``validate``, ``completion``) is
+tests/test_config_cli.py.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import immortal
+from immortal import config, configcheck, configfile, envfile, spec
+from immortal.configfile import CLI, DEFAULT, ENV_FILE, ENV_TABLE, FILE, VARIABLE, ConfigError
+from immortal.tomlkeys import key_lines, line_of
+
+from conftest import TALKER, wait_for
+
+ENVIRON = {"PATH": os.defpath}  # no IMMORTAL_READY, no IMMORTAL_ENV: the tests say theirs
+
+
+def project(tmp_path: Path, text: str, name: str = "shop", **files: str) -> Path:
+    """A project directory ``name`` holding immortal.toml (``text``), web.py, worker.py and
+    ``files``; the file's path."""
+    directory = tmp_path / name
+    directory.mkdir()
+    for program in ("web.py", "worker.py", "cron.py"):
+        shutil.copy(TALKER, directory / program)
+    for file_name, content in files.items():
+        (directory / file_name.replace("_", ".")).write_text(textwrap.dedent(content))
+    path = directory / "immortal.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def load(path: Path, env_name: str | None = None, environ: dict[str, str] | None = None,
+         **kwargs: Any) -> config.Config:
+    return config.load(path, env_name, environ={**ENVIRON, **(environ or {})}, **kwargs)
+
+
+def problems(path: Path, **kwargs: Any) -> list[configfile.Problem]:
+    with pytest.raises(ConfigError) as caught:
+        load(path, **kwargs)
+    return caught.value.problems
+
+
+# --- where keys are written ------------------------------------------------------------------
+
+def test_key_lines_follow_every_toml_form():
+    text = textwrap.dedent('''\
+        # a comment with = and [brackets]
+        name = "shop"
+        "strategy" = 'daemon'
+        [programs.web]
+        file = "web.py"   # trailing comment
+        args = ["--port",
+           "8000", # inside an array
+        ]
+        doc = """
+        [not.a.table]
+        x = 1
+        """
+        monitors = { file = { output = "x" }, "a.b" = {} }
+        policy.max_restarts = 5
+
+        [programs.web.env.production]
+        DEBUG = "0"
+        [[items]]
+        a = 1
+        [[items]]
+        a = 2
+        ''')
+    import tomllib
+
+    tomllib.loads(text)
+    lines = key_lines(text)
+    assert lines[("name",)] == 2
+    assert lines[("strategy",)] == 3
+    assert lines[("programs", "web")] == 4
+    assert lines[("programs", "web", "args", 1)] == 7
+    assert lines[("programs", "web", "monitors", "file", "output")] == 13
+    assert lines[("programs", "web", "monitors", "a.b")] == 13
+    assert lines[("programs", "web", "policy", "max_restarts")] == 14
+    assert lines[("programs", "web", "env", "production", "DEBUG")] == 17
+    assert lines[("items", 1, "a")] == 21
+    assert ("not", "a", "table") not in lines, "a string's content is no table"
+    assert line_of(lines, ("programs", "web", "nothere")) == 4  # its table's header
+    assert line_of(lines, ("programs",)) == 4  # a table implied by its sub-tables
+
+
+# --- environment files -----------------------------------------------------------------------
+
+def test_env_files_read_key_value_lines():
+    text = "# comment\n\nA=1\nexport B = two words \nC='quoted # not a comment'\nD=\"x\"\nE=\n"
+    assert envfile.parse(text, ".env") == [
+        ("A", "1", 3), ("B", "two words", 4), ("C", "quoted # not a comment", 5),
+        ("D", "x", 6), ("E", "", 7)]
+    with pytest.raises(envfile.EnvFileError) as caught:
+        envfile.parse("A=1\nnot a variable\n", ".env")
+    assert caught.value.line == 2
+    assert ".env:2" in str(caught.value)
+
+
+# --- the schema is start()'s -----------------------------------------------------------------
+
+def test_every_start_option_has_a_key_and_the_same_default():
+    parameters = inspect.signature(spec.build).parameters
+    group_level = {"name", "strategy", "start_timeout"}
+    python_only = {"monitor", "options", "capture", "unknown"}  # monitors= covers the first two
+    options = set(parameters) - group_level - python_only
+    assert options <= set(configfile.PROGRAM_KEYS), "start() options the file cannot give"
+    assert set(configfile.POLICY_KEYS) == set(immortal.RestartPolicy._fields)
+    # None in start() means the same as the file's default here.
+    same = {"args": [], "listen": [], "ready": "uptime:1"}
+    for key, default in configcheck.DEFAULTS.items():
+        if key in parameters:
+            expected = parameters[key].default
+            assert default == (same[key] if key in same else expected), key
+    for key, default in config.GROUP_DEFAULTS.items():
+        assert parameters[key].default == default, key
+
+
+# --- precedence ------------------------------------------------------------------------------
+
+CHAIN = '''\
+    strategy = "unattached"
+
+    [programs.web]
+    file = "web.py"
+    workers = 2
+    stop_timeout = 5
+    ready = "line:serving"
+    ready_timeout = 20
+
+    [programs.web.env]
+    LEVEL = "file"
+
+    [programs.web.env.production]
+    LEVEL = "production"
+
+    [env.production]
+    strategy = "daemon"
+    programs.web.workers = 4
+    programs.web.stop_timeout = 7
+    '''
+
+
+def test_precedence_defaults_file_environment_variables_command_line(tmp_path):
+    path = project(tmp_path, CHAIN)
+    loaded = load(path, "production", {"IMMORTAL_READY": "spawn"},
+                  overrides=[("programs.web.workers", 8)])
+    web = loaded.programs["web"].settings
+
+    def seen(key: str) -> tuple[Any, str]:
+        return web[key].value, web[key].source.kind
+
+    assert seen("policy.window") == (60.0, DEFAULT)  # 1. built-in
+    assert seen("ready_timeout") == (20, FILE)  # 2. file
+    assert seen("stop_timeout") == (7, ENV_TABLE)  # 3. environment beats file
+    assert seen("env.LEVEL") == ("production", ENV_TABLE)
+    assert seen("ready") == ("spawn", VARIABLE)  # 4. variable beats file
+    assert seen("workers") == (8, CLI)  # 5. command line beats environment
+    assert (loaded.strategy.value, loaded.strategy.source.kind) == ("daemon", ENV_TABLE)
+    assert str(web["ready_timeout"].source) == "file:8"
+    assert str(web["stop_timeout"].source) == "env.production:19"
+    assert str(web["env.LEVEL"].source) == "env.production:14"
+    assert str(web["ready"].source) == "$IMMORTAL_READY"
+    assert str(web["workers"].source) == "command line"
+    kwargs = loaded.programs["web"].kwargs
+    assert (kwargs["workers"], kwargs["stop_timeout"], kwargs["ready"]) == (8, 7, "spawn")
+    assert kwargs["env"]["LEVEL"] == "production" and kwargs["env"]["PATH"] == os.defpath
+    # Without the environment, the variable or the command line: the file's own values.
+    plain = load(path).programs["web"].settings
+    assert (plain["workers"].value, plain["ready"].value, plain["env.LEVEL"].value) == (
+        2, "line:serving", "file")
+
+
+def test_the_environment_comes_from_the_option_else_immortal_env(tmp_path):
+    path = project(tmp_path, CHAIN + "\n[env.staging]\nprograms.web.workers = 3\n")
+    assert load(path, environ={"IMMORTAL_ENV": "staging"}).programs["web"].kwargs[
+        "workers"] == 3
+    chosen = load(path, "production", {"IMMORTAL_ENV": "staging"})
+    assert chosen.programs["web"].kwargs["workers"] == 4
+    assert chosen.environment.source.kind == CLI
+    assert load(path, environ={"IMMORTAL_ENV": "staging"}).environment.source == \
+        configfile.Source(VARIABLE, name="IMMORTAL_ENV")
+    assert load(path).environment.value is None
+
+
+def test_environment_variables_of_a_program_by_layer(tmp_path):
+    path = project(tmp_path, '''\
+        [programs.web]
+        file = "web.py"
+        env_file = ".env"
+        [programs.web.env]
+        B = "table"
+        PORT = 8000
+        [env.production.programs.web]
+        env_file = ".env.production"
+        ''', _env="A=env-file\nB=env-file\nC=env-file\n", _env_production="A=prod-file\n")
+    web = load(path).programs["web"]
+    assert web.variables == {"A": "env-file", "B": "table", "C": "env-file", "PORT": "8000"}
+    assert str(web.settings["env.A"].source) == "env_file .env:1"
+    # The production env_file replaces the first one's variables; the file's table stays.
+    production = load(path, "production", overrides=[("programs.web.env.C", "cli")])
+    assert production.programs["web"].variables == {
+        "A": "prod-file", "B": "table", "C": "cli", "PORT": "8000"}
+    assert production.programs["web"].settings["env.A"].source.kind == ENV_FILE
+
+
+def test_paths_are_relative_to_the_file_and_instances_spells_workers(tmp_path, monkeypatch):
+    path = project(tmp_path, '''\
+        name = "shop-test"
+        [programs.web]
+        file = "web.py"
+        cwd = "data"
+        instances = 3
+        listen = "unix:web.sock"
+        umask = "027"
+        ''')
+    (path.parent / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    loaded = config.load(path.name, environ=ENVIRON, cwd=str(path.parent))
+    kwargs = loaded.programs["web"].kwargs
+    assert kwargs["file"] == str(path.parent / "web.py")
+    assert kwargs["cwd"] == str(path.parent / "data")
+    assert kwargs["listen"] == [f"unix:{path.parent / 'web.sock'}"]
+    assert (kwargs["workers"], kwargs["umask"]) == (3, 0o27)
+    assert loaded.programs["web"].settings["workers"].source == configfile.Source(FILE, 5)
+    assert loaded.name.value == "shop-test"
+    assert load(project(tmp_path, "[programs.a]\nfile = 'web.py'\n", "other")).name.value \
+        == "other"  # the directory's name by default
+
+
+# --- bad files -------------------------------------------------------------------------------
+
+BAD = {
+    "syntax": ("[programs.web]\nfile = \"web.py\"\nworkers = = 2\n", 3, "TOML syntax error"),
+    "unknown-top-key": ("stratgy = \"daemon\"\n[programs.web]\nfile = \"web.py\"\n", 1,
+                        "did you mean 'strategy'"),
+    "unknown-program-key": ("[programs.web]\nfile = \"web.py\"\n\nworkrs = 2\n", 4,
+                            "did you mean 'workers'"),
+    "unknown-policy-field": ("[programs.web]\nfile = \"web.py\"\n[programs.web.policy]\n"
+                             "backof_max = 3\n", 4, "did you mean 'backoff_max'"),
+    "wrong-type": ("[programs.web]\nfile = \"web.py\"\nworkers = \"4\"\n", 3,
+                   "expected an integer"),
+    "wrong-type-in-env": ("[programs.web]\nfile = \"web.py\"\n[env.production]\n"
+                          "programs.web.channel = 1\n", 4, "expected true or false"),
+    "out-of-range": ("[programs.web]\nfile = \"web.py\"\nstop_timeout = -1\n", 3,
+                     "'stop_timeout' must be"),
+    "missing-program-file": ("[programs.web]\nfile = \"nope.py\"\n", 2, "'nope.py'"),
+    "no-file-key": ("[programs.web]\nworkers = 2\n", 1, "missing"),
+    "bad-ready": ("[programs.web]\nfile = \"web.py\"\nready = \"lin:x\"\n", 3,
+                  "did you mean 'line'"),
+    "undeclared-environment": ("[env.production]\n[programs.web]\nfile = \"web.py\"\n"
+                               "[programs.web.env.prodution]\nA = \"1\"\n", 4,
+                               "did you mean 'production'"),
+    "both-spellings": ("[programs.web]\nfile = \"web.py\"\nworkers = 2\ninstances = 2\n", 4,
+                       "not both"),
+    "missing-env-file": ("[programs.web]\nfile = \"web.py\"\nenv_file = \"no.env\"\n", 3,
+                         "no.env"),
+    "bad-monitor": ("[programs.web]\nfile = \"web.py\"\n[programs.web.monitors.fiel]\n", 3,
+                    "did you mean 'file'"),
+    "together": ("[programs.web]\nfile = \"web.py\"\nready = \"uptime:5\"\n"
+                 "ready_timeout = 2\n", 3, "can never be reached"),
+}
+
+
+@pytest.mark.parametrize("text, line, fragment", list(BAD.values()), ids=list(BAD))
+def test_each_bad_file_is_reported_at_its_line(tmp_path, text, line, fragment):
+    found = problems(project(tmp_path, text))
+    assert len(found) == 1, found
+    assert found[0].source.line == line, found
+    assert fragment in found[0].message, found
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    path = project(tmp_path, '''\
+        stratgy = "daemon"
+        [programs.web]
+        file = "web.py"
+        workers = 0
+        [programs.web.policy]
+        max_restarts = "5"
+        [programs.api]
+        file = "nope.py"
+        channel = "yes"
+        ''')
+    found = problems(path, env_name="prod", overrides=[("programs.web.wrkers", 1)],
+                     environ={"IMMORTAL_READY": "bogus"})
+    where = sorted((str(p.source), p.key) for p in found)
+    assert where == sorted([
+        ("file:1", "stratgy"), ("file:4", "programs.web.workers"),
+        ("file:6", "programs.web.policy.max_restarts"), ("file:8", "programs.api.file"),
+        ("file:9", "programs.api.channel"), ("command line", "env"),
+        ("command line", "programs.web.wrkers"),
+        ("$IMMORTAL_READY", "programs.web.ready"), ("$IMMORTAL_READY", "programs.api.ready"),
+    ])
+    text = str(ConfigError(str(path), found))
+    assert f"{path}:4: programs.web.workers: " in text
+
+
+def test_a_directory_name_that_is_no_group_name_asks_for_name(tmp_path):
+    found = problems(project(tmp_path, "[programs.web]\nfile = \"web.py\"\n", "my shop"))
+    assert [p.key for p in found] == ["name"]
+    assert "set name =" in found[0].message
+
+
+def test_no_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="no immortal.toml in"):
+        config.load(cwd=str(tmp_path), environ=ENVIRON)
+
+
+# --- a loaded file starts a real group -------------------------------------------------------
+
+def test_a_loaded_program_starts_as_start_would(tmp_path, started, home):
+    path = project(tmp_path, '''\
+        name = "fromfile"
+        [programs.web]
+        file = "web.py"
+        args = ["--env", "GREETING", "--cwd"]
+        ready = "spawn"
+        stop_timeout = 5
+        [programs.web.env]
+        GREETING = "hello"
+        [programs.web.policy]
+        final_exit_codes = [3]
+        ''')
+    loaded = load(path)
+    group = started(**loaded.start_kwargs("web"))
+    assert group.name == "fromfile"
+    output = home / "fromfile" / "output.log"
+    wait_for(lambda: output.read_text() if output.exists() else "",
+             lambda text: "env GREETING=hello" in text and f"cwd {path.parent}" in text,
+             what="the target's environment and directory")
+    written = json.loads((home / "fromfile" / "spec.json").read_text())
+    assert written["policy"]["final_exit_codes"] == [3]
+    assert written["cwd"] == str(path.parent)
+
+
+def test_the_documented_example_is_valid(tmp_path):
+    """docs/config.md's complete example loads, as written (its log directory moved here)."""
+    import re
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "config.md"
+    example = re.search(r"```toml\n(.*?)```", docs.read_text(), re.S)
+    assert example is not None
+    logs = tmp_path / "log"
+    logs.mkdir()
+    path = project(tmp_path, example.group(1).replace("/var/log/shop", str(logs)),
+                   _env="SECRET=x\n", cron_sh="#!/bin/sh\nexit 0\n")
+    (path.parent / "cron.sh").chmod(0o755)
+    (path.parent / ".venv" / "bin").mkdir(parents=True)
+    (path.parent / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    loaded = load(path, "production")
+    assert list(loaded.programs) == ["web", "worker", "cron"]
+    assert loaded.programs["web"].kwargs["workers"] == 8
+    assert loaded.programs["web"].variables["LOG_LEVEL"] == "warning"
