@@ -3,12 +3,12 @@
 Layers (a module imports only from lower ones; tests/test_layering.py checks it):
 0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop ·
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
-  rolling, readiness, notify, addresses ·
+  rolling, readiness, notify, addresses, privileges, filewatch, memwatch ·
 2 process, monitor, roles, delivery, instance, checks, machine, listen ·
 3 monitoring, state, policy, kept, keptfiles, link, workers ·
 4 render, dirwatch, stall, spec, groupview, statusfile, streams ·
 5 supervise, group, adoption, spawner, readywatch, answer ·
-6 pumpstart, scaling, pumpcontrol, rollout ·
+6 pumpstart, scaling, pumpcontrol, rollout, pumpops ·
 7 pump, launcher ·
 8 forking, manager, cli, daemonscale ·
 9 daemon ·

@@ -88,7 +88,10 @@ def _run(ns: argparse.Namespace) -> int:
                   name=ns.name, exec=ns.executable,
                   env=env, cwd=ns.cwd, umask=ns.umask, stop_timeout=ns.stop_timeout,
                   policy=policy, ready=ns.ready, ready_timeout=ns.ready_timeout,
-                  listen=ns.listen, workers=ns.workers)
+                  listen=ns.listen, workers=ns.workers, user=ns.user, group=ns.group,
+                  watch=ns.watch, ignore=ns.ignore, watch_delay=ns.watch_delay,
+                  memory_limit=ns.memory_limit, memory_window=ns.memory_window,
+                  memory_children=ns.memory_children, comment=ns.comment)
     # In development the target's output is this command's stdout, written by the pump while
     # we print: our words go to stderr, so that they never land inside a line of its output
     # (a long line reaches a pipe in several writes) and '| grep' sees the target's alone.
@@ -262,7 +265,11 @@ RUN_WORDS = {"name": "--name", "file": "FILE", "exec": "--exec", "cwd": "--cwd",
              "min_uptime": "--min-uptime", "window": "--window",
              "max_restarts": "--max-restarts", "strategy": "--strategy",
              "workers": "--workers", "options": "--option", "monitor": "--monitor",
-             "ready": "--ready", "ready_timeout": "--ready-timeout"}
+             "ready": "--ready", "ready_timeout": "--ready-timeout", "user": "--user",
+             "group": "--group", "watch": "--watch", "ignore": "--ignore",
+             "watch_delay": "--watch-delay", "memory_limit": "--memory-limit",
+             "memory_window": "--memory-window", "memory_children": "--memory-children",
+             "comment": "--comment"}
 GROUP_WORDS = {"name": "NAME", "timeout": "--timeout", "instance": "NAME:K", "workers": "N"}
 
 
