@@ -5,7 +5,7 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
   rolling, readiness, notify, addresses, privileges, filewatch, memwatch ·
 2 process, monitor, roles, delivery, instance, checks, machine, listen ·
-3 monitoring, state, policy, kept, keptfiles, link, workers ·
+3 execute, monitoring, state, policy, kept, keptfiles, link, workers ·
 4 render, dirwatch, stall, spec, groupview, statusfile, streams ·
 5 supervise, group, adoption, spawner, readywatch, answer ·
 6 pumpstart, scaling, pumpcontrol, rollout, pumpops ·
@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the same names, for type checkers; at run time they load on
     from .errors import (
         AlreadyRunning,
         ChannelError,
+        ExecTimeout,
         ImmortalError,
         InvalidSpec,
         InvalidType,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:  # the same names, for type checkers; at run time they load on
         MonitorOptionsError,
         NoAnswer,
         NotRunning,
+        OutputTooLarge,
         StartError,
         StateDirError,
         StopTimeout,
@@ -47,6 +49,7 @@ if TYPE_CHECKING:  # the same names, for type checkers; at run time they load on
         UnknownName,
     )
     from .events import ExitStatus
+    from .execute import ExecResult, exec
     from .group import Group, attach, groups
     from .hookspecs import hookimpl, hookspec
     from .launcher import start
@@ -59,12 +62,13 @@ if TYPE_CHECKING:  # the same names, for type checkers; at run time they load on
 # daemon and pump, which import this package to reach their own modules, do not pay for the
 # caller's side (launcher, pluggy's entry points...) at every start.
 _HOMES = {
-    **dict.fromkeys(("AlreadyRunning", "ChannelError", "ImmortalError", "InvalidSpec",
-                     "InvalidType", "ListenError", "MonitorError", "MonitorNotFound",
-                     "MonitorOptionsError", "NoAnswer", "NotRunning", "StartError",
-                     "StateDirError", "StopTimeout", "TargetNotExecutable", "TargetNotFound",
-                     "UnknownName"), "errors"),
+    **dict.fromkeys(("AlreadyRunning", "ChannelError", "ExecTimeout", "ImmortalError",
+                     "InvalidSpec", "InvalidType", "ListenError", "MonitorError",
+                     "MonitorNotFound", "MonitorOptionsError", "NoAnswer", "NotRunning",
+                     "OutputTooLarge", "StartError", "StateDirError", "StopTimeout",
+                     "TargetNotExecutable", "TargetNotFound", "UnknownName"), "errors"),
     "ExitStatus": "events",
+    **dict.fromkeys(("ExecResult", "exec"), "execute"),
     **dict.fromkeys(("Group", "attach", "groups"), "group"),
     **dict.fromkeys(("hookimpl", "hookspec"), "hookspecs"),
     "start": "launcher",
@@ -95,6 +99,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AlreadyRunning",
     "ChannelError",
+    "ExecResult",
+    "ExecTimeout",
     "ExitStatus",
     "Group",
     "ImmortalError",
@@ -108,6 +114,7 @@ __all__ = [
     "MonitorOptionsError",
     "NoAnswer",
     "NotRunning",
+    "OutputTooLarge",
     "RestartPolicy",
     "StartError",
     "StateDirError",
@@ -118,6 +125,7 @@ __all__ = [
     "TargetNotFound",
     "UnknownName",
     "attach",
+    "exec",
     "groups",
     "hookimpl",
     "hookspec",

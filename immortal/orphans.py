@@ -50,6 +50,17 @@ def scan() -> dict[str, list[tuple[int, int]]]:
     return found
 
 
+def carrying(variable: str) -> list[tuple[int, int]]:
+    """The living processes of ours (root: of any user) whose environment has
+    ``variable``, with their start times (none off Linux)."""
+    found = []
+    for pid in environ_values(variable, os.getuid()):
+        started = process_start_time(pid)
+        if started is not None:
+            found.append((pid, started))
+    return found
+
+
 def find(directory: Path | str) -> list[tuple[int, int]]:
     """The living processes of ours that carry ``directory``'s token."""
     return scan().get(token(directory), [])
