@@ -70,6 +70,13 @@ def test_bad_memory_options_are_refused_in_the_caller(home: Path, kwargs: dict[s
     assert not (home / "badmem").exists()
 
 
+def test_the_cli_names_its_options(home: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "immortal", "run", "--memory-limit", "lots",
+                             sys.executable], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "immortal: error: --memory-limit must be a size" in result.stderr
+
+
 def test_the_interval() -> None:
     assert memwatch.interval(10.0) == 1.0
     assert memwatch.interval(1.0) == 0.25

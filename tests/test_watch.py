@@ -5,6 +5,7 @@ watched group costs no wake-up."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -81,8 +82,8 @@ def test_ignore_by_name_below_the_watched_directory_and_by_path() -> None:
     assert not ignore.ignored("/r/.git/hooks/pre-commit", "/r/.git/hooks")
 
 
-def test_the_checks(tmp_path: Path) -> None:
-    os.chdir(tmp_path)
+def test_the_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "src").mkdir()
     paths, globs, delay = filewatch.check(["src", "src/**/*.py"], ["*.log", "out/x"], 0.2,
                                           str(tmp_path))
@@ -103,10 +104,11 @@ def test_the_checks(tmp_path: Path) -> None:
     ({"watch": ["."], "watch_delay": "1"}, immortal.InvalidType, "'watch_delay' must be"),
 ])
 def test_bad_watch_options_are_refused_in_the_caller(home: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
                                                      kwargs: dict[str, object],
                                                      error: type[Exception],
                                                      fragment: str) -> None:
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(error) as caught:
         immortal.start(sys.executable, QUIET, name="badwatch", **kwargs)
     assert fragment in str(caught.value)
@@ -165,20 +167,20 @@ def test_a_thousand_writes_in_a_second_give_one_restart(started, tmp_path: Path)
     (tmp_path / "src").mkdir()
     module = tmp_path / "src" / "m.py"
     module.write_text("0")
-    group = started(sys.executable, QUIET, watch=[f"{tmp_path}/src/*.py"], watch_delay=0.5)
+    group = started(sys.executable, QUIET, watch=[f"{tmp_path}/src/*.py"], watch_delay=1.0)
     first = group.pids["target"]
     begun = time.monotonic()
     for i in range(1000):
         with open(module, "w") as handle:
             handle.write(str(i))
-        # Spread over a second: every write lands within watch_delay of the last.
+        # Spread over a second: every write lands well within watch_delay of the last.
         pause = begun + (i + 1) / 1000 - time.monotonic()
         if pause > 0:
             time.sleep(pause)
     wait_for(group.status, lambda s: s.pids.get("target") not in (None, first), SHORT,
              what="the restart")
     settled = time.monotonic()
-    wait_for(lambda: time.monotonic() - settled, lambda t: t >= 1.5, what="a quiet while")
+    wait_for(lambda: time.monotonic() - settled, lambda t: t >= 2.0, what="a quiet while")
     status = group.status()
     assert status.spawned == 2 and status.restarts == 1, status
 
@@ -208,6 +210,14 @@ def test_a_group_that_listens_rolls_on_a_change(started, tmp_path: Path) -> None
     status = wait_for(group.status, lambda s: (s.roll or {}).get("state") == "done", SHORT,
                       what="the rolling restart")
     assert status.pids["target"] != first
+
+
+def test_the_cli_names_its_options(home: Path, tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "immortal", "run", "--watch",
+                             str(tmp_path / "nothere"), sys.executable], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"immortal: error: --watch '{tmp_path}/nothere'" in result.stderr
 
 
 def test_unattached_the_pump_watches_alone(started, tmp_path: Path) -> None:
