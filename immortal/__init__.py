@@ -4,12 +4,13 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
 0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop,
   tomlkeys ·
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
-  rolling, readiness, notify, addresses, envfile, completionscripts, configkeys ·
+  rolling, readiness, notify, addresses, envfile, completionscripts, configkeys,
+  privileges, filewatch, memwatch ·
 2 process, monitor, roles, delivery, instance, checks, machine, listen, configfile, holder ·
-3 monitoring, state, policy, kept, keptfiles, link, workers, completion ·
+3 execute, monitoring, state, policy, kept, keptfiles, link, workers, completion ·
 4 render, dirwatch, stall, spec, groupview, statusfile, streams ·
 5 supervise, group, adoption, spawner, readywatch, answer, configcheck ·
-6 pumpstart, scaling, pumpcontrol, rollout, config ·
+6 pumpstart, scaling, pumpcontrol, rollout, pumpops, config ·
 7 pump, launcher, configview ·
 8 forking, manager, cli, daemonscale ·
 9 daemon ·
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # the same names, for type checkers; at run time they load on
     from .errors import (
         AlreadyRunning,
         ChannelError,
+        ExecTimeout,
         ImmortalError,
         InvalidSpec,
         InvalidType,
@@ -40,6 +42,7 @@ if TYPE_CHECKING:  # the same names, for type checkers; at run time they load on
         MonitorOptionsError,
         NoAnswer,
         NotRunning,
+        OutputTooLarge,
         StartError,
         StateDirError,
         StopTimeout,
@@ -48,6 +51,7 @@ if TYPE_CHECKING:  # the same names, for type checkers; at run time they load on
         UnknownName,
     )
     from .events import ExitStatus
+    from .execute import ExecResult, exec
     from .group import Group, attach, groups
     from .hookspecs import hookimpl, hookspec
     from .launcher import start
@@ -60,12 +64,13 @@ if TYPE_CHECKING:  # the same names, for type checkers; at run time they load on
 # daemon and pump, which import this package to reach their own modules, do not pay for the
 # caller's side (launcher, pluggy's entry points...) at every start.
 _HOMES = {
-    **dict.fromkeys(("AlreadyRunning", "ChannelError", "ImmortalError", "InvalidSpec",
-                     "InvalidType", "ListenError", "MonitorError", "MonitorNotFound",
-                     "MonitorOptionsError", "NoAnswer", "NotRunning", "StartError",
-                     "StateDirError", "StopTimeout", "TargetNotExecutable", "TargetNotFound",
-                     "UnknownName"), "errors"),
+    **dict.fromkeys(("AlreadyRunning", "ChannelError", "ExecTimeout", "ImmortalError",
+                     "InvalidSpec", "InvalidType", "ListenError", "MonitorError",
+                     "MonitorNotFound", "MonitorOptionsError", "NoAnswer", "NotRunning",
+                     "OutputTooLarge", "StartError", "StateDirError", "StopTimeout",
+                     "TargetNotExecutable", "TargetNotFound", "UnknownName"), "errors"),
     "ExitStatus": "events",
+    **dict.fromkeys(("ExecResult", "exec"), "execute"),
     **dict.fromkeys(("Group", "attach", "groups"), "group"),
     **dict.fromkeys(("hookimpl", "hookspec"), "hookspecs"),
     "start": "launcher",
@@ -96,6 +101,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AlreadyRunning",
     "ChannelError",
+    "ExecResult",
+    "ExecTimeout",
     "ExitStatus",
     "Group",
     "ImmortalError",
@@ -109,6 +116,7 @@ __all__ = [
     "MonitorOptionsError",
     "NoAnswer",
     "NotRunning",
+    "OutputTooLarge",
     "RestartPolicy",
     "StartError",
     "StateDirError",
@@ -119,6 +127,7 @@ __all__ = [
     "TargetNotFound",
     "UnknownName",
     "attach",
+    "exec",
     "groups",
     "hookimpl",
     "hookspec",

@@ -208,6 +208,41 @@ def flock_held(info: os.stat_result) -> bool | None:
                for f in (line.split() for line in text.splitlines()))
 
 
+def rss(pid: int) -> int | None:
+    """The resident memory of ``pid`` in bytes (``/proc/PID/statm``), or None if it does
+    not exist.
+
+    Without /proc: None for every pid.
+    """
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as handle:
+            fields = handle.read().split()
+    except OSError:
+        return None
+    try:
+        return int(fields[1]) * _PAGE
+    except (IndexError, ValueError):
+        return None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` in the tree the kernel keeps (children, theirs...);
+    one that left it (re-parented to a subreaper or init) is not among them.
+
+    Without /proc: an empty list.
+    """
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for kid in children(todo.pop()):
+            found.append(kid)
+            todo.append(kid)
+    return found
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
 # ------------------------------------------------------------------------ pidfds
 def pidfd_open(pid: int) -> int:
     """An fd that becomes readable when ``pid`` ends, and names that process only, even
@@ -395,6 +430,51 @@ def set_subreaper() -> bool:
     """
     library = libc()
     return library is not None and library.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+#: inotify's event bits, as <sys/inotify.h> has them.
+IN_MODIFY = 0x00000002
+IN_ATTRIB = 0x00000004
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_FROM = 0x00000040
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+IN_ISDIR = 0x40000000
+INOTIFY_EVENT = struct.Struct("iIII")  #: wd, mask, cookie, len (then len bytes of name)
+
+
+def inotify() -> ctypes.CDLL | None:
+    """The C library, if it has inotify (``inotify_init1``, ``inotify_add_watch``,
+    ``inotify_rm_watch``; the standard library has no binding).
+
+    Off Linux, or a C library without inotify: None; nothing is then watched.
+    """
+    library = libc()
+    if library is None:
+        return None
+    try:
+        library.inotify_init1, library.inotify_add_watch, library.inotify_rm_watch  # noqa
+    except AttributeError:
+        return None
+    return library
+
+
+def inotify_events(data: bytes) -> list[tuple[int, int, bytes]]:
+    """The events of one read of an inotify fd: (watch descriptor, mask, name)."""
+    events = []
+    offset = 0
+    while offset + INOTIFY_EVENT.size <= len(data):
+        wd, mask, _, length = INOTIFY_EVENT.unpack_from(data, offset)
+        start = offset + INOTIFY_EVENT.size
+        events.append((wd, mask, data[start:start + length].rstrip(b"\0")))
+        offset = start + length
+    return events
 
 
 _title_loaded = False

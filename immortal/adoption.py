@@ -7,7 +7,7 @@ group lock (they held it, so they are gone), and then, before ``spec.json`` is r
 1. ``decide`` (in the caller, lock held: two starts of one name never both look): the
    target ``status.json`` recorded, proved alive by pid plus kernel start time and carrying
    the group's token (``orphans``), is adopted if the new spec runs the same command
-   (argv, cwd, umask; a changed environment applies from its next restart). A changed
+   (argv, cwd, umask, user; a changed environment applies from its next restart). A changed
    command ends it instead, as does the ``development`` strategy (its group lives as long
    as its caller): the first pump ends every token carrier before its first spawn, and
    the role log says why.
@@ -94,7 +94,8 @@ def _runs_the_same(spec: Spec, old: dict[str, Any] | None) -> tuple[Spec | None,
         return None, "a group that listens binds its sockets anew"
     for what, then, now in (("command", before.command(), spec.command()),
                             ("cwd", before.cwd, spec.cwd),
-                            ("umask", before.umask, spec.umask)):
+                            ("umask", before.umask, spec.umask),
+                            ("user", (before.user, before.group), (spec.user, spec.group))):
         if then != now:
             return None, f"its {what} changed"
     return before, ""

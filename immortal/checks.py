@@ -188,6 +188,21 @@ def check_timeout(name: str, value: object) -> float:
     return float(check_number(name, value, high=86400.0))
 
 
+MAX_COMMENT = 200  #: characters of a comment at most (it is shown in process titles)
+
+
+def check_comment(value: object) -> str | None:
+    """A label for the operator: one line of printable text, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidType(f"'comment' must be a str (got {type(value).__name__}: {value!r})")
+    if not value.isprintable() or len(value) > MAX_COMMENT:
+        raise InvalidSpec(f"'comment' must be one line of printable text, at most "
+                          f"{MAX_COMMENT} characters (got {value!r})")
+    return value or None
+
+
 MAX_WORKERS = 1024  #: instances of one group's program at most (each holds pipes and a journal)
 
 

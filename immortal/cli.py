@@ -106,7 +106,11 @@ def _run(ns: argparse.Namespace) -> int:
                   env=env, cwd=ns.cwd, umask=ns.umask, stop_timeout=ns.stop_timeout,
                   start_timeout=ns.start_timeout, policy=policy, ready=ns.ready,
                   ready_timeout=ns.ready_timeout, listen=ns.listen, workers=ns.workers,
-                  backpressure=ns.backpressure, channel=ns.channel)
+                  backpressure=ns.backpressure, channel=ns.channel, user=ns.user,
+                  group=ns.group, watch=ns.watch, ignore=ns.ignore,
+                  watch_delay=ns.watch_delay, memory_limit=ns.memory_limit,
+                  memory_window=ns.memory_window, memory_children=ns.memory_children,
+                  comment=ns.comment)
     # In development the target's output is this command's stdout, written by the pump while
     # we print: our words go to stderr, so that they never land inside a line of its output
     # (a long line reaches a pipe in several writes) and '| grep' sees the target's alone.
@@ -333,7 +337,11 @@ RUN_WORDS = {"name": "--name", "file": "FILE", "exec": "--exec", "cwd": "--cwd",
              "start_timeout": "--start-timeout", "backoff_initial": "--backoff-initial",
              "backoff_factor": "--backoff-factor", "backoff_max": "--backoff-max",
              "jitter": "--jitter", "final_exit_codes": "--final-exit-codes",
-             "backpressure": "--backpressure", "channel": "--channel"}
+             "backpressure": "--backpressure", "channel": "--channel", "user": "--user",
+             "group": "--group", "watch": "--watch", "ignore": "--ignore",
+             "watch_delay": "--watch-delay", "memory_limit": "--memory-limit",
+             "memory_window": "--memory-window", "memory_children": "--memory-children",
+             "comment": "--comment"}
 GROUP_WORDS = {"name": "NAME", "timeout": "--timeout", "instance": "NAME:K", "workers": "N"}
 
 

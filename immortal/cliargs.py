@@ -152,6 +152,7 @@ def _run_parser(run: argparse.ArgumentParser) -> None:
                      "behind; drop: lines are dropped and counted instead")
     run.add_argument("--channel", action="store_true",
                      help="open a JSON message channel between the target and the monitors")
+    _operator_options(run)
 
 
 def _policy_options(run: argparse.ArgumentParser) -> None:
@@ -190,6 +191,27 @@ def _config_options(parser: argparse.ArgumentParser, overrides: bool = True) -> 
                             dest="overrides", help="override a value of the file, KEY "
                             "dotted as there (programs.web.workers=4); VALUE is TOML, or "
                             "else a string (repeatable)")
+
+
+def _operator_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument("--user", help="run the target as USER (root only; listen sockets are "
+                     "bound first, as root)")
+    run.add_argument("--group", help="with --user: the target's group (default: USER's)")
+    run.add_argument("--watch", action="append", metavar="PATH",
+                     help="restart the program when a file here changes: a path or a glob "
+                     "(*, ?, [..], **) (repeatable)")
+    run.add_argument("--ignore", action="append", metavar="GLOB",
+                     help="changes that do not count, by name (*.log) or path (repeatable)")
+    run.add_argument("--watch-delay", type=float, metavar="S",
+                     help="restart once the files were quiet S seconds (default 0.5)")
+    run.add_argument("--memory-limit", metavar="SIZE",
+                     help="restart a target whose memory stays over SIZE (300M, 1.5G)")
+    run.add_argument("--memory-window", type=float, metavar="S",
+                     help="for S seconds (default 10)")
+    run.add_argument("--memory-children", action="store_true",
+                     help="count the target's descendants' memory too")
+    run.add_argument("--comment", help="a label shown in the supervisors' process titles "
+                     "and given to the target as IMMORTAL_COMMENT")
 
 
 def _list_parser(lst: argparse.ArgumentParser) -> None:

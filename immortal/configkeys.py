@@ -80,6 +80,13 @@ def _codes(value: object) -> list[int]:
     return value
 
 
+def _size(value: object) -> str | int:
+    """A memory size: bytes, or a string with a unit ("300M", "1.5G")."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise Bad(f"expected a size like \"300M\" or a number of bytes ({got(value)})")
+    return value
+
+
 def variable(value: object) -> str:
     """An environment variable's value: a string, or a number written as one."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -93,7 +100,9 @@ PROGRAM_KEYS: dict[str, Callable[[Any], Any]] = {
     "env_file": _string, "umask": _umask, "workers": _integer, "instances": _integer,
     "listen": _listen, "ready": _string, "ready_timeout": _number,
     "stop_timeout": _number, "policy": dict, "monitors": dict, "backpressure": _string,
-    "channel": _boolean,
+    "channel": _boolean, "user": _string, "group": _string, "watch": _strings,
+    "ignore": _strings, "watch_delay": _number, "memory_limit": _size,
+    "memory_window": _number, "memory_children": _boolean, "comment": _string,
 }
 #: RestartPolicy's fields (tests/test_config.py checks that they are all here).
 POLICY_KEYS: dict[str, Callable[[Any], Any]] = {

@@ -144,7 +144,7 @@ class Daemon(Scaling):
                                       self._command)
         self.keeper = dirwatch.keep(self.directory, self.selector, self.lock_fd,
                                     self._dir_restored)
-        _linux.set_title(f"immortal: daemon {self.directory}")
+        _linux.set_title(self.spec.title("daemon"))
         if self.pump is None and self.machine == supervise.State():
             self._feed(supervise.initial()[1])
             self._start_pump()  # the first pump, at once

@@ -9,7 +9,7 @@ the group lock on a fresh lock file, and puts back its socket, ``spec.json`` and
 ``status.json`` (``restored``).
 
 inotify is reached through ctypes (the standard library has no binding), in the C library
-``_linux.libc`` gives. Off Linux, or where inotify is refused (no libc symbol, too many
+``_linux.inotify`` gives. Off Linux, or where inotify is refused (no libc symbol, too many
 instances or watches), ``keep`` watches nothing and a removed directory stays removed until
 the next start of the name.
 """
@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import os
 import selectors
-import struct
 import sys
 from typing import TYPE_CHECKING  # loaded anyway: only role processes import this
 
 from . import _linux
+from ._linux import (IN_DELETE, IN_DELETE_SELF, IN_MOVE_SELF, IN_MOVED_FROM, IN_ONLYDIR,
+                     inotify_events)
 from .errors import ImmortalError
 from .state import ensure_dir, try_lock
 
@@ -31,26 +32,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-IN_MOVE_SELF = 0x00000800
-IN_DELETE_SELF = 0x00000400
-IN_DELETE = 0x00000200
-IN_MOVED_FROM = 0x00000040
-IN_ONLYDIR = 0x01000000
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
-_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
-
-
-def _inotify() -> ctypes.CDLL | None:
-    """The C library, if it has inotify (see ``_linux.libc``)."""
-    library = _linux.libc()
-    if library is None:  # not Linux
-        return None
-    try:
-        library.inotify_init1, library.inotify_add_watch, library.inotify_rm_watch  # noqa
-    except AttributeError:  # a C library without inotify
-        return None
-    return library
 
 
 class Keeper:
@@ -97,11 +80,7 @@ class Keeper:
                 data = os.read(self.fd, 65536)
             except BlockingIOError:
                 break
-            offset = 0
-            while offset + _EVENT.size <= len(data):
-                wd, mask, _, length = _EVENT.unpack_from(data, offset)
-                name = data[offset + _EVENT.size:offset + _EVENT.size + length].rstrip(b"\0")
-                offset += _EVENT.size + length
+            for wd, mask, name in inotify_events(data):
                 kind = self.wds.get(wd)
                 if kind == "self" or (kind == "parent" and (
                         mask & (IN_MOVE_SELF | IN_DELETE_SELF) or name == self.name)):
@@ -130,7 +109,7 @@ def keep(directory: Path, selector: selectors.BaseSelector, lock_fd: int | None,
          restored: Callable[[], None]) -> Keeper | None:
     """Watch ``directory`` from ``selector``; when it goes, make it again, lock it on
     ``lock_fd`` and call ``restored``. None where inotify is not available."""
-    libc = _inotify()
+    libc = _linux.inotify()
     if libc is None:
         return None
     fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)

@@ -18,6 +18,8 @@
     │   └── ListenError                a listen address cannot be bound (in use, not allowed)
     ├── StopTimeout (TimeoutError)     a group did not go away in time
     ├── NoAnswer (TimeoutError)        a group's control socket did not answer in time
+    ├── ExecTimeout (TimeoutError)     immortal.exec: the program outlived its timeout
+    ├── OutputTooLarge                 immortal.exec: it wrote more than max_buffer
     └── ChannelError (OSError)         the message channel is missing, full or closed
 
 Each message names the field, what was expected, what was received, and what to do next.
@@ -123,6 +125,27 @@ class NoAnswer(ImmortalError, TimeoutError):
     """The group's root process (frozen, or swamped) did not answer its control socket."""
 
     exit_code = 1
+
+
+class _ExecEnded(ImmortalError):
+    """``immortal.exec`` ended the program early: ``stdout`` and ``stderr`` hold what it
+    wrote until then, ``status`` how it ended (killed, with everything it started)."""
+
+    def __init__(self, message: str, stdout: bytes = b"", stderr: bytes = b"",
+                 status: ExitStatus | None = None) -> None:
+        super().__init__(message)
+        self.stdout = stdout
+        self.stderr = stderr
+        self.status = status
+
+
+class ExecTimeout(_ExecEnded, TimeoutError):
+    """The program ran past ``timeout``: it was killed, with every process it started."""
+
+
+class OutputTooLarge(_ExecEnded):
+    """The program wrote more than ``max_buffer`` bytes: it was killed, with every
+    process it started."""
 
 
 class ChannelError(ImmortalError, OSError):

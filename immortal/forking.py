@@ -99,7 +99,7 @@ def _be_the_pump(run: Callable[[Spec, RoleArgs, Callable[[Spec, RoleArgs], int]]
         for number in _ROLE_SIGNALS:
             signal.signal(number, signal.SIG_DFL)
         _become_pump_fds(args.fds.numbers(), log)
-        _linux.set_title(f"immortal: pump {spec.directory}")  # its argv is still ours
+        _linux.set_title(spec.title("pump"))  # its argv is still ours
         atexit._clear()  # the daemon's exit functions are not the pump's
         code = run(spec, args, _unwind)
         # What a fresh interpreter's exit would do for a monitor that left a buffered file

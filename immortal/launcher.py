@@ -66,6 +66,15 @@ def start(
     ready_timeout: float = 30.0,
     listen: Sequence[str] | None = None,
     workers: int = 1,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    watch: Sequence[str] | None = None,
+    ignore: Sequence[str] | None = None,
+    watch_delay: float | None = None,
+    memory_limit: int | str | None = None,
+    memory_window: float | None = None,
+    memory_children: bool = False,
+    comment: str | None = None,
     **unknown: Any,
 ) -> Group:
     """Launch ``file`` with ``args`` and keep it alive; return a handle on the group.
@@ -93,6 +102,14 @@ def start(
     and hands them to every target by systemd socket activation (fds 3, 4, ...,
     ``LISTEN_FDS``, ``LISTEN_PID``, ``LISTEN_FDNAMES``); ``ListenError`` if one cannot be.
 
+    The operator's options (docs/cli.md has a section on each): ``user=``/``group=`` run
+    the targets as that user (root only; the sockets are bound first, as root);
+    ``watch=[paths or globs]`` restarts the program when one changes (``ignore=`` globs,
+    ``watch_delay`` seconds of quiet first); ``memory_limit="300M"`` restarts a target
+    whose memory stays over it for ``memory_window`` seconds (``memory_children``: its
+    descendants' counted); ``comment=`` labels the supervisors' process titles and is the
+    targets' ``IMMORTAL_COMMENT``.
+
     The steps (the module's docstring says more), one call each:
 
     1. check every argument (``spec.build``);
@@ -109,7 +126,10 @@ def start(
                     monitors=monitors, name=name, exec=exec, env=env, cwd=cwd, umask=umask,
                     policy=policy, stop_timeout=stop_timeout, start_timeout=start_timeout,
                     capture=capture, backpressure=backpressure, channel=channel, ready=ready,
-                    ready_timeout=ready_timeout, listen=listen, workers=workers, **unknown)
+                    ready_timeout=ready_timeout, listen=listen, workers=workers, user=user,
+                    group=group, watch=watch, ignore=ignore, watch_delay=watch_delay,
+                    memory_limit=memory_limit, memory_window=memory_window,
+                    memory_children=memory_children, comment=comment, **unknown)
     chosen = _check_monitors(request.monitors)
     spec = _place(request, chosen)
     lock, created = _take_directory(Path(spec.directory))

@@ -73,7 +73,8 @@ class DaemonLink:
 
 
 def take_over(directory: str, adopts: dict[int, Adopt], fds: Fds,
-              close_loop: Callable[[], None], settle: Callable[[], None]) -> None:
+              close_loop: Callable[[], None], settle: Callable[[], None],
+              title: str | None = None) -> None:
     """Make this pump, whose daemon died, the daemon; never returns.
 
     Same pid, so the targets (``adopts``, by instance) stay its children. Single-threaded,
@@ -84,7 +85,7 @@ def take_over(directory: str, adopts: dict[int, Adopt], fds: Fds,
     the threads take what they were given.
     """
     # What this process becomes (so that ps never shows two pumps in the hand-over).
-    _linux.set_title(f"immortal: daemon {directory}")
+    _linux.set_title(title or f"immortal: daemon {directory}")
     if _linux.threads() == 1:
         close_loop()
         raise HandOver(RoleArgs("daemon", directory, DAEMON_RESTART, fds=fds,

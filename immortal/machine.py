@@ -112,6 +112,7 @@ class Stop(Record):
 
 class Restart(Record):
     grace: float
+    why: str = "manual"  #: the restart record's reason: "manual", "watch", "memory"
 
 
 Event = Union[Spawned, SpawnFailed, Exited, Tick, Stop, Restart]
@@ -120,7 +121,7 @@ EVENTS = (Spawned, SpawnFailed, Exited, Tick, Stop, Restart)  #: the columns of 
 
 # Actions
 class Spawn(Record):
-    why: str  #: "start", "exit", "manual", or "stop" (to carry out a stop)
+    why: str  #: "start", "exit", "manual" (or a restart's own why), or "stop"
 
 
 class Hook(Record):

@@ -52,6 +52,17 @@ def scan(holders: bool = False) -> dict[str, list[tuple[int, int]]]:
     return found
 
 
+def carrying(variable: str) -> list[tuple[int, int]]:
+    """The living processes of ours (root: of any user) whose environment has
+    ``variable``, with their start times (none off Linux)."""
+    found = []
+    for pid in environ_values(variable, os.getuid()):
+        started = process_start_time(pid)
+        if started is not None:
+            found.append((pid, started))
+    return found
+
+
 def holder_title(directory: Path | str) -> str:
     """The title of a group's pipe holder (``holder``), which carries the token too."""
     return f"immortal: holder {token(directory)}"

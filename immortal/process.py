@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from .privileges import Drop
+
 #: Ignored by the roles: a write to a control client that went away, to a closed pipe
 #: (``immortal run -s development ... | head``) or past a file-size limit then fails with
 #: EPIPE or EFBIG, which the role handles, instead of killing it.
@@ -154,14 +156,18 @@ def kill_children(timeout: float = 5.0) -> None:
 
 def spawn(argv: list[str], *, env: dict[str, str], cwd: str, umask: int | None,
           stdout: int, stderr: int, pass_fds: tuple[int, ...] = (),
-          pid_variable: str | None = None) -> Child:
+          pid_variable: str | None = None, drop: Drop | None = None) -> Child:
     """Start ``argv`` (no shell) in a new process group; OSError if it cannot be executed.
 
     The target gets every signal at its default and none blocked: see :func:`role_signals`.
     ``pid_variable`` (socket activation's ``LISTEN_PID``) is set in ``env`` to the
-    target's own pid: see :func:`_environment`.
+    target's own pid: see :func:`_environment`. ``drop``: the user it runs as
+    (``privileges``), set in the child before its ``exec`` by subprocess's C code: the
+    supplementary groups, then the gid, then the uid.
     """
     kwargs = process_group_kwargs()
+    if drop is not None:
+        kwargs.update(user=drop.uid, group=drop.gid, extra_groups=list(drop.groups))
     steps = []
     if pid_variable is not None:
         steps.append(_environment(env, pid_variable))
@@ -169,7 +175,7 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str, umask: int | None,
     if ignored:  # a monitor ignored a signal in the pump: not for the target
         steps.append(_defaults(ignored))
     if steps:  # a slower spawn (no vfork), so only when needed
-        kwargs = {"preexec_fn": _chain(*steps, kwargs.get("preexec_fn"))}
+        kwargs["preexec_fn"] = _chain(*steps, kwargs.get("preexec_fn"))
         if sys.version_info >= (3, 11):
             kwargs["process_group"] = 0
     popen = subprocess.Popen(
@@ -235,4 +241,8 @@ def _chain(*steps: Callable[[], object] | None) -> Callable[[], None]:
 
 
 def exec_error(argv: list[str], exc: OSError) -> str:
+    """What a failed spawn says: subprocess names the working directory when it could not
+    enter it (a target running as another user may not), else the program."""
+    if exc.filename is not None and exc.filename != argv[0]:
+        return f"cannot enter the working directory {exc.filename!r}: {exc.strerror or exc}"
     return f"cannot execute {argv[0]!r}: {exc.strerror or exc}"

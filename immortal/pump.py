@@ -28,6 +28,7 @@ from .errors import ImmortalError
 from .events import PUMP_START, ExitStatus
 from .loop import draw
 from .pumpcontrol import PumpControl
+from .pumpops import Operations
 from .pumpstart import MONITOR_GRACE, PumpStart
 from .rollout import Rollout
 from .readywatch import route
@@ -39,12 +40,12 @@ from .state import SOCKET_NAME, write_json
 from .workers import Instance, group_phase, shown
 
 
-class Pump(PumpStart, Scaling, PumpControl, Rollout):
+class Pump(PumpStart, Scaling, PumpControl, Rollout, Operations):
     """The running pump: carries out each instance's machine's actions, and turns what
     happens (a target's death, output, signals, control requests, its daemon's death) into
     events of the instance they are about, or of all (a stop). Its parts: ``PumpStart``
     (its state, its start-up), ``Scaling``, ``PumpControl`` (control requests),
-    ``Rollout`` (a rolling restart)."""
+    ``Rollout`` (a rolling restart), ``Operations`` (the watches of files and memory)."""
 
     # ----------------------------------------------------------------- the loop
     def _take_signals(self) -> None:
@@ -113,6 +114,7 @@ class Pump(PumpStart, Scaling, PumpControl, Rollout):
     # ----------------------------------------------------------------- main loop
     def _loop(self) -> int:
         self.loop.run()  # until _finish stops it
+        self.close_operations()
         if self.control is not None:
             self.control.close()
         if self.daemon_pid is None and self.streams.notify_sock is not None:

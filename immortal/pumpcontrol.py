@@ -56,7 +56,7 @@ class PumpControl:
         elif cmd == "restart":
             if self.roll_running:
                 raise NotRunning("a rolling restart is in progress; wait for it to end")
-            restart = supervise.Restart(float(grace))
+            restart = supervise.Restart(float(grace), request.get("why", "manual"))
             chosen = self._addressed(request.get("instance"))
             refused = [supervise.refusal(inst.machine, restart) for inst in chosen]
             if all(refused):

@@ -51,6 +51,8 @@ class PumpStart(StartAnswer):
     retire: Callable[[int], None]  #: a scale down (``scaling.Scaling``)
     command: Callable[[dict[str, Any]], dict[str, Any]]  #: ``pumpcontrol.PumpControl``
     end_leftover_roll: Callable[[set[int]], None]  #: ``rollout.Rollout``
+    watch_operations: Callable[[], None]  #: ``pumpops.Operations``
+    close_operations: Callable[[], None]
 
     def __init__(self, spec: Spec, args: RoleArgs, subreaper: bool = False) -> None:
         args = adoption.claim(args)  # unattached, adopting an orphan: its pipes, reopened
@@ -132,6 +134,9 @@ class PumpStart(StartAnswer):
             return self._fail("MonitorError", error)
         self._check_daemon()
         self.end_leftover_roll({adopt.pid for adopt in self.args.adopts().values()})
+        # Before the first spawn: a change once it has started is never missed (one
+        # before it may restart it once more).
+        self.watch_operations()
         firsts: list[tuple[Instance, tuple[supervise.Action, ...]]] = []
         try:
             for inst in self.instances:
@@ -254,7 +259,7 @@ class PumpStart(StartAnswer):
         if self.daemon_pid is None or self.args.fresh:
             # A fresh interpreter (unattached, development, a pump's successor): its argv
             # is a JSON blob. (A daemon's pump is its fork and was titled there.)
-            _linux.set_title(f"immortal: pump {self.directory}")
+            _linux.set_title(self.spec.title("pump"))
 
     def _check_daemon(self) -> None:
         """During start-up (long with a slow monitor), act on the daemon's death at once
@@ -293,7 +298,14 @@ class PumpStart(StartAnswer):
         fds = replace(self.streams.fds(self.lock_fd,
                                        [inst.streams for inst in self.instances[1:]]),
                       listen=self.listen)
-        take_over(str(self.directory), adopts, fds, self.loop.close, self._settle)
+        take_over(str(self.directory), adopts, fds, self._close_loop, self._settle,
+                  self.spec.title("daemon"))
+
+    def _close_loop(self) -> None:
+        """Before this process becomes the daemon in place: the loop and the pump's own
+        watches go (the daemon's loop is a new one)."""
+        self.loop.close()
+        self.close_operations()
 
     def _settle(self) -> None:
         """Before an exec into the daemon: the monitors' threads take what they were given

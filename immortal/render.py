@@ -12,6 +12,7 @@ import json
 import time
 
 from .state import FINAL_STATES, ROLES, STALE, delivery_lines, headline, read_json, ready_lines
+from .state import last_text
 from .state import stall_text, summary  # noqa: F401  (the words of a Status: importable here)
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
@@ -121,7 +122,7 @@ def _instance_line(name: str, entry: InstanceStatus, figures: dict[str, dict[str
     if entry.notify_status:
         parts.append(f"notify {entry.notify_status!r}")
     if entry.last_exit:
-        parts.append(f"last {entry.last_exit}")
+        parts.append(f"last {last_text(entry.last_exit)}")
     if entry.reason and entry.state in FINAL_STATES:
         parts.append(f"reason {entry.reason}")
     label = f"{name}:{entry.instance}"
@@ -129,6 +130,18 @@ def _instance_line(name: str, entry: InstanceStatus, figures: dict[str, dict[str
 
 
 # 'immortal status' ---------------------------------------------------------------------------
+
+def operator_lines(s: Status) -> list[str]:
+    """What the group listens on, who its targets run as, its label."""
+    lines = []
+    if s.listen:
+        lines.append(f"  listen   {', '.join(s.listen)}")
+    if s.user:
+        lines.append(f"  user     {s.user}")
+    if s.comment:
+        lines.append(f"  comment  {s.comment}")
+    return lines
+
 
 def status_view(s: Status, as_json: bool = False) -> str:
     """What 'immortal status' prints: the status, with the figures of its processes."""
@@ -166,12 +179,11 @@ def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> s
         lines.append(f"  up       {human_duration(up)} (target)")
     lines.extend(ready_lines(s))
     if s.last_exit:
-        lines.append(f"  last     {s.last_exit}")
+        lines.append(f"  last     {last_text(s.last_exit)}")
     if s.next_restart_at and s.state == "backoff" and s.running:
         lines.append(f"  next     {_iso(s.next_restart_at)} "
                      f"(in {max(0.0, s.next_restart_at - now):.1f} s)")
-    if s.listen:
-        lines.append(f"  listen   {', '.join(s.listen)}")
+    lines.extend(operator_lines(s))
     if s.output:
         lines.append(f"  output   {s.output}")
     runs_with = interpreter(s)

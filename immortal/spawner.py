@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from . import _linux, orphans, process, rolelog
+from . import _linux, orphans, privileges, process, rolelog
 from .listen import activation
 from .roles import Message, Spawning, Target
 from .spec import Spec
@@ -99,6 +99,9 @@ class Spawner:
         # spawn's (its instance, its sockets: listen.activation).
         given = activation(self.listen, self.spec.listen, instance, self.spec.name)
         env = given.environ(self.spec.target_env())
+        # Who it runs as, looked up at each spawn: a user removed since is a failed spawn.
+        drop = privileges.resolve(self.spec.user, self.spec.group) \
+            if self.spec.user is not None else None
         # The read ends too: if both supervisors die, the pipes outlive them while the
         # target lives, so its writes block on a full pipe instead of killing it (EPIPE).
         keep = [lock, streams.out_r, streams.err_r]
@@ -116,7 +119,8 @@ class Spawner:
             child = process.spawn(self.spec.command(), env=env, cwd=self.spec.cwd,
                                   umask=self.spec.umask, stdout=streams.out_w,
                                   stderr=streams.err_w, pass_fds=tuple(keep),
-                                  pid_variable="LISTEN_PID" if given.pid else None)
+                                  pid_variable="LISTEN_PID" if given.pid else None,
+                                  drop=drop)
         except OSError:
             if tell:
                 self.tell(Spawning(None, instance))

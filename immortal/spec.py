@@ -18,6 +18,7 @@ from .checks import (  # noqa: F401  (the value checks, kept importable here)
     BACKPRESSURES,
     check_args,
     check_backpressure,
+    check_comment,
     check_cwd,
     check_env,
     check_exec,
@@ -28,7 +29,7 @@ from .checks import (  # noqa: F401  (the value checks, kept importable here)
     check_workers,
     default_name,
 )
-from . import notify, readiness
+from . import filewatch, memwatch, notify, privileges, readiness
 from .addresses import check_listen
 from .addresses import parse as parse_address
 from .errors import InvalidSpec, InvalidType, UnknownKeyword, unknown_name
@@ -86,6 +87,17 @@ class Spec(Record):
     #: targets' fds 3, 4, ... by socket activation
     listen: tuple[str, ...] = ()
     workers: int = 1  #: instances of the program the group runs, each supervised on its own
+    # The operator's options (docs/cli.md): who the target runs as (privileges.py), the
+    # files whose change restarts it (filewatch.py), its memory limit (memwatch.py), a label.
+    user: str | None = None
+    group: str | None = None
+    watch: tuple[str, ...] = ()  #: absolute paths and globs
+    ignore: tuple[str, ...] = ()
+    watch_delay: float = filewatch.DEFAULT_DELAY
+    memory_limit: int | None = None  #: bytes
+    memory_window: float = memwatch.DEFAULT_WINDOW
+    memory_children: bool = False
+    comment: str | None = None
 
     @property
     def is_python(self) -> bool:
@@ -117,7 +129,16 @@ class Spec(Record):
             env.setdefault("PYTHONUNBUFFERED", "1")
         if self.ready == readiness.NOTIFY:
             env[notify.ENV] = notify.path(self.directory)
+        if self.user is not None:
+            env.update(privileges.login_env(self.user))
+        if self.comment is not None:
+            env[COMMENT_ENV] = self.comment
         return env
+
+    def title(self, role: str) -> str:
+        """What ``ps`` shows for a supervisor of the group (``role``: daemon or pump)."""
+        title = f"immortal: {role} {self.directory}"
+        return f"{title} [{self.comment}]" if self.comment else title
 
     @property
     def ready_mode(self) -> readiness.Mode:
@@ -133,6 +154,8 @@ class Spec(Record):
         data["sys_path"] = list(self.sys_path)
         data["monitors"] = [[name, dict(options)] for name, options in self.monitors]
         data["listen"] = list(self.listen)
+        data["watch"] = list(self.watch)
+        data["ignore"] = list(self.ignore)
         return data
 
     @classmethod
@@ -144,6 +167,8 @@ class Spec(Record):
         values["sys_path"] = tuple(values.get("sys_path", ()))
         values["monitors"] = tuple((name, options) for name, options in values["monitors"])
         values["listen"] = tuple(values.get("listen", ()))
+        values["watch"] = tuple(values.get("watch", ()))
+        values["ignore"] = tuple(values.get("ignore", ()))
         return cls(**values)
 
 
@@ -151,7 +176,10 @@ class Spec(Record):
 
 START_KEYWORDS = ("strategy", "monitor", "options", "monitors", "name", "exec", "env", "cwd",
                   "umask", "policy", "stop_timeout", "start_timeout", "capture", "backpressure",
-                  "channel", "ready", "ready_timeout", "listen", "workers")
+                  "channel", "ready", "ready_timeout", "listen", "workers", "user", "group",
+                  "watch", "ignore", "watch_delay", "memory_limit", "memory_window",
+                  "memory_children", "comment")
+COMMENT_ENV = "IMMORTAL_COMMENT"  #: the group's comment, in its targets' environment
 
 
 class Request(Record):
@@ -178,6 +206,7 @@ class Request(Record):
     ready_timeout: float
     listen: tuple[str, ...]  #: the addresses, checked (unix paths made absolute), not bound
     workers: int = 1
+    operations: dict[str, Any] = field(default_factory=dict)  #: the Spec's operator options
 
     def spec(self, directory: str, monitors: tuple[tuple[str, Mapping[str, Any]], ...],
              log_path: str | None) -> Spec:
@@ -189,7 +218,7 @@ class Request(Record):
             stop_timeout=self.stop_timeout, start_timeout=self.start_timeout,
             backpressure=self.backpressure, channel=self.channel, log_path=log_path,
             sys_path=self.sys_path, ready=self.ready, ready_timeout=self.ready_timeout,
-            listen=self.listen, workers=self.workers,
+            listen=self.listen, workers=self.workers, **self.operations,
         )
 
 
@@ -216,6 +245,15 @@ def build(
     ready_timeout: float = 30.0,
     listen: Sequence[str] | None = None,
     workers: int = 1,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    watch: Sequence[str] | None = None,
+    ignore: Sequence[str] | None = None,
+    watch_delay: float | None = None,
+    memory_limit: int | str | None = None,
+    memory_window: float | None = None,
+    memory_children: bool = False,
+    comment: str | None = None,
     **unknown: Any,
 ) -> Request:
     """Check every argument of ``start()`` (its keywords, its defaults), in the caller and
@@ -247,6 +285,8 @@ def build(
         raise InvalidSpec(f"'ready' {readiness_mode!r} works with one instance only (got "
                           f"workers={count}): one port that accepts cannot say which "
                           "instance is ready; use 'line:REGEX' or 'notify'")
+    operations = _operations(user, group, watch, ignore, watch_delay, memory_limit,
+                             memory_window, memory_children, comment, here, readiness_mode)
     return Request(
         name=group_name, file=path, args=arguments, strategy=mode, monitors=wanted,
         env=target_env, cwd=target_cwd,
@@ -257,8 +297,25 @@ def build(
         backpressure=backpressure, channel=channel,
         sys_path=tuple(os.path.abspath(p or here) for p in sys.path),
         ready=readiness_mode, ready_timeout=ready_limit,
-        listen=addresses, workers=count,
+        listen=addresses, workers=count, operations=operations,
     )
+
+
+def _operations(user: object, group: object, watch: object, ignore: object, delay: object,
+                limit: object, window: object, children: object, comment: object,
+                here: str, ready: str) -> dict[str, Any]:
+    """The operator's options, checked, as the ``Spec``'s fields."""
+    user_name, group_name = privileges.check(user, group)
+    if user_name is not None and ready == readiness.NOTIFY:
+        raise InvalidSpec(f"'ready' 'notify' does not work with 'user' (got user="
+                          f"{user!r}): the notify socket lives in the group's private "
+                          "directory, which the user cannot reach; use 'line:REGEX', "
+                          "'port:N' or 'uptime:S'")
+    paths, globs, seconds = filewatch.check(watch, ignore, delay, here)
+    size, span, tree = memwatch.check(limit, window, children)
+    return {"user": user_name, "group": group_name, "watch": paths, "ignore": globs,
+            "watch_delay": seconds, "memory_limit": size, "memory_window": span,
+            "memory_children": tree, "comment": check_comment(comment)}
 
 
 def _check_mode(strategy: object, backpressure: object, channel: object,

@@ -166,6 +166,8 @@ class Status(MutableRecord):
     #: failed), ``why``, ``instance`` and ``stderr`` of a failure, ``replaced``...; None
     #: before any
     roll: dict[str, Any] | None = None
+    comment: str | None = None  #: the group's label (``comment=``)
+    user: str | None = None  #: who its targets run as (``user=``), if not its supervisors
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> Status:
@@ -196,6 +198,8 @@ class Status(MutableRecord):
             instances=[InstanceStatus.from_json(entry) for entry in data.get("instances") or ()
                        if isinstance(entry, dict)],
             roll=data.get("roll") if isinstance(data.get("roll"), dict) else None,
+            comment=data.get("comment"),
+            user=data.get("user"),
         )
 
     def to_json(self, *, stored: bool = False) -> dict[str, Any]:
@@ -218,6 +222,9 @@ class Status(MutableRecord):
             data["instances"] = [entry.to_json() for entry in self.instances]
         if self.roll is not None:
             data["roll"] = self.roll
+        for key in ("comment", "user"):  # only when set: a plain group's reads as it did
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
         if stored:
             del data["running"], data["stalled"]
         return data
@@ -325,13 +332,14 @@ def summary(s: Status) -> str:
             target = f"pid {entry.pid}" if entry.pid else "no target"
             lines.append(f"  {label:<8} {target}, {entry.state}{instance_ready(entry)}, "
                          f"restarts {entry.restarts}"
-                         + (f", last {entry.last_exit}" if entry.last_exit else ""))
+                         + (f", last {last_text(entry.last_exit)}" if entry.last_exit
+                            else ""))
     lines.append(f"  spawned  {s.spawned}, restarts {s.restarts}")
     if s.target_started_at and s.running and s.state == "running":
         lines.append(f"  up       {time.time() - s.target_started_at:.1f} s")
     lines.extend(ready_lines(s))
     if s.last_exit:
-        lines.append(f"  last     {s.last_exit}")
+        lines.append(f"  last     {last_text(s.last_exit)}")
     if s.next_restart_at and s.state == "backoff" and s.running:
         lines.append(f"  next     in {max(0.0, s.next_restart_at - time.time()):.1f} s")
     if s.reason and s.state in FINAL_STATES and s.reason != STALE:
@@ -341,6 +349,16 @@ def summary(s: Status) -> str:
     if s.output:
         lines.append(f"  output   {s.output}")
     return "\n".join([*lines, *delivery_lines(s)])
+
+
+#: The reasons of restarts the operator's options asked for, as 'status' words them.
+RESTARTED = {"memory": "over its memory limit", "watch": "a watched file changed"}
+
+
+def last_text(last: ExitStatus) -> str:
+    """How the last target ended, and why it was restarted if an option asked for it."""
+    why = RESTARTED.get(last.reason or "") if last.decision == "restart" else None
+    return f"{last} (restarted: {why})" if why else str(last)
 
 
 def ready_lines(s: Status) -> list[str]:

@@ -61,6 +61,8 @@ class StatusFile:
         else:
             status = self._several(instances)
         status.listen = list(self.spec.listen)
+        status.comment = self.spec.comment
+        status.user = self.spec.user
         if host is not None:
             status.monitors = host.status()
             status.dropped = sum(m["dropped"] for m in status.monitors.values())

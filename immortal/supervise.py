@@ -180,7 +180,7 @@ def _exited(policy: Policy, state: State, event: Exited, now: float, rand: float
 def _restarted(policy: Policy, state: State, event: Exited, now: float,
                rand: float) -> Result:
     return _respawn(policy, replace(state, pid=None, last_exit=event.status, attempts=0,
-                                    delay=0.0), "manual", now)
+                                    delay=0.0), state.why, now)
 
 
 def _stopped(policy: Policy, state: State, event: Exited, now: float, rand: float) -> Result:
@@ -268,14 +268,14 @@ def _restart_running(policy: Policy, state: State, event: Restart, now: float,
                      rand: float) -> Result:
     deadline = now + event.grace
     return (replace(state, phase=RESTARTING, deadline=deadline, grace=event.grace,
-                    why="manual"),
+                    why=event.why),
             (Kill(signal.SIGTERM), Wake(deadline)))
 
 
 def _restart_now(policy: Policy, state: State, event: Restart, now: float,
                  rand: float) -> Result:
-    return (replace(state, phase=SPAWNING, deadline=None, attempts=0, why="manual"),
-            (Wake(None), Spawn("manual")))
+    return (replace(state, phase=SPAWNING, deadline=None, attempts=0, why=event.why),
+            (Wake(None), Spawn(event.why)))
 
 
 # s6-supervise's actions[state][event]: every cell filled, even with a no-op. Columns in

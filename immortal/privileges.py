@@ -1,0 +1,115 @@
+"""Targets run as another user: ``user=`` and ``group=``, checked in the caller, applied at
+each spawn.
+
+The supervisors stay root: they hold the group's files (the lock, ``status.json``, the
+journal, all root's, in a 0700 directory), bind the listen sockets (in the caller, before
+anything detaches: ports below 1024 included), signal and reap the targets, and take over
+from one another. Only the target drops its privileges, in the child between the ``fork``
+and the ``exec`` (subprocess's ``user``, ``group`` and ``extra_groups``, carried out by its
+C code in that order): the supplementary groups become exactly the user's
+(``os.getgrouplist``, what ``initgroups`` sets), then the gid, then the uid. Its pipes, its
+``target.lock`` and its sockets are open files it inherits, so it needs no right on the
+directory. ``HOME``, ``USER`` and ``LOGNAME`` are the user's (``Spec.target_env``).
+
+The names are looked up again at each spawn (:func:`resolve`): a user removed since the
+start is a failed spawn, retried with backoff, never a target left running as root.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import os
+import pwd
+
+from .errors import InvalidSpec, InvalidType
+from .records import Record
+
+
+class Drop(Record):
+    """Who a target runs as: what the child sets before its ``exec``."""
+
+    name: str  #: the user's name (``USER``, ``LOGNAME``)
+    uid: int
+    gid: int
+    groups: tuple[int, ...]  #: the supplementary groups: the user's, as initgroups sets
+    home: str
+
+
+def _user_entry(value: str | int) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwuid(value) if isinstance(value, int) else pwd.getpwnam(value)
+    except KeyError:
+        return None
+
+
+def _group_entry(value: str | int) -> grp.struct_group | None:
+    try:
+        return grp.getgrgid(value) if isinstance(value, int) else grp.getgrnam(value)
+    except KeyError:
+        return None
+
+
+def _name_or_id(field: str, value: object) -> str | int:
+    """A name, or a number (an int, or a str of digits)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidType(f"{field!r} must be a name or a number (got "
+                          f"{type(value).__name__}: {value!r})")
+    if isinstance(value, str):
+        if not value or "\0" in value:
+            raise InvalidSpec(f"{field!r} must be a name or a number (got {value!r})")
+        return int(value) if value.isdecimal() else value
+    if value < 0:
+        raise InvalidSpec(f"{field!r} must be a name or a number from 0 (got {value})")
+    return value
+
+
+def check(user: object, group: object) -> tuple[str | None, str | None]:
+    """``user`` and ``group`` checked in the caller: both exist, and we are root (only
+    root may change a process's user). Their names, as stored in the spec."""
+    if user is None and group is None:
+        return None, None
+    if user is None:
+        raise InvalidSpec(f"'group' needs 'user' (got group={group!r} alone): the target's "
+                          "supplementary groups are its user's")
+    wanted = _name_or_id("user", user)
+    if os.geteuid() != 0:
+        raise InvalidSpec(f"'user' needs root: only root may run a target as another user "
+                          f"(got user={user!r}, we run as uid {os.geteuid()}); start the "
+                          "group as root, or leave 'user' out")
+    entry = _user_entry(wanted)
+    if entry is None:
+        raise InvalidSpec(f"'user' {user!r} does not exist (no such user in the password "
+                          "database)")
+    if group is None:
+        return entry.pw_name, None
+    found = _group_entry(_name_or_id("group", group))
+    if found is None:
+        raise InvalidSpec(f"'group' {group!r} does not exist (no such group in the group "
+                          "database)")
+    return entry.pw_name, found.gr_name
+
+
+def login_env(user: str) -> dict[str, str]:
+    """``HOME``, ``USER`` and ``LOGNAME`` of ``user`` (none if it is gone: its spawn
+    fails anyway, in :func:`resolve`)."""
+    entry = _user_entry(user)
+    if entry is None:
+        return {}
+    return {"HOME": entry.pw_dir, "USER": entry.pw_name, "LOGNAME": entry.pw_name}
+
+
+def resolve(user: str, group: str | None) -> Drop:
+    """Who to run as, looked up now (at a spawn); OSError if the user or the group is gone
+    (the spawn fails, and is retried)."""
+    entry = _user_entry(user)
+    if entry is None:
+        raise OSError(errno.ENOENT, f"the user {user!r} no longer exists")
+    gid = entry.pw_gid
+    if group is not None:
+        found = _group_entry(group)
+        if found is None:
+            raise OSError(errno.ENOENT, f"the group {group!r} no longer exists")
+        gid = found.gr_gid
+    name = entry.pw_name
+    return Drop(name, entry.pw_uid, gid, tuple(os.getgrouplist(name, gid)), entry.pw_dir)

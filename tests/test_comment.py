@@ -1,0 +1,69 @@
+"""comment=: a label in the supervisors' process titles and in the targets' environment
+(IMMORTAL_COMMENT), the targets' argv untouched."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import immortal
+from conftest import LONG, TALKER, cmdline, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def environ(pid: int) -> dict[str, str]:
+    data = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in data.decode().split("\0") if "=" in item)
+
+
+@pytest.mark.parametrize("strategy", ["daemon", "unattached"])
+def test_the_comment_labels_the_supervisors_and_reaches_the_target(started, strategy: str):
+    group = started(TALKER, ["--out", "1"], comment="billing api, blue", name="labelled",
+                    strategy=strategy)
+    for role in ("daemon", "pump"):
+        if role in group.pids:
+            title = f"immortal: {role} {group.directory} [billing api, blue]"
+            wait_for(lambda: cmdline(group.pids[role]), lambda line: line.startswith(title),
+                     what=f"the {role}'s title")
+    target = group.pids["target"]
+    assert environ(target)["IMMORTAL_COMMENT"] == "billing api, blue"
+    raw = Path(f"/proc/{target}/cmdline").read_bytes().split(b"\0")[:-1]
+    assert [part.decode() for part in raw] == [sys.executable, TALKER, "--out", "1"]
+    assert "comment  billing api, blue" in subprocess.run(
+        [sys.executable, "-m", "immortal", "status", "labelled"], capture_output=True,
+        text=True, timeout=60).stdout
+    assert group.status().comment == "billing api, blue"
+
+
+def test_without_a_comment_titles_and_environment_are_as_before(started):
+    group = started(TALKER, name="plain")
+    title = f"immortal: daemon {group.directory}"
+    wait_for(lambda: cmdline(group.pids["daemon"]), lambda line: line.strip() == title,
+             what="the daemon's title")
+    assert "IMMORTAL_COMMENT" not in environ(group.pids["target"])
+
+
+def test_the_cli_takes_a_comment(home: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "immortal", "run", "--comment", "from cli",
+                             "-n", "clicomment", TALKER], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    try:
+        group = immortal.attach("clicomment")
+        assert environ(group.pids["target"])["IMMORTAL_COMMENT"] == "from cli"
+    finally:
+        immortal.attach("clicomment").stop(LONG)
+
+
+@pytest.mark.parametrize("comment, error", [
+    (5, immortal.InvalidType), ("two\nlines", immortal.InvalidSpec),
+    ("x" * 201, immortal.InvalidSpec),
+])
+def test_a_bad_comment_is_refused(home: Path, comment: object, error: type[Exception]):
+    with pytest.raises(error, match="'comment' must be"):
+        immortal.start(TALKER, comment=comment, name="badcomment")
+    assert not (home / "badcomment").exists()
