@@ -1,5 +1,6 @@
-"""The rolling-restart row: four workers of a stdlib HTTP server on one socket, a client
-asking as fast as it can, rolled several times. Not a test: figures for bench/run.py.
+"""The workers' rows: four workers of a stdlib HTTP server on one socket, a client asking
+as fast as it can; the group rolled several times (``run``), or one instance SIGKILLed at a
+time (``crashed``). Not a test: figures for bench/run.py.
 
 Per round: the time the roll took per worker, against the server's readiness time, and
 the requests that failed during the roll. The goal: 0 failed, and a worker replaced in at
@@ -16,7 +17,9 @@ time does).
 from __future__ import annotations
 
 import http.client
+import os
 import shutil
+import signal
 import statistics
 import tempfile
 import threading
@@ -133,3 +136,81 @@ def run(rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
             "per_worker_ms": per_worker, "answered": client.answered,
             "failed": client.failed, "pump_cpu_ms_per_roll": cpu,
             "pump_wakeups_per_roll": wakes, "ready_in_roll_ms": in_roll}
+
+
+def _idle_stopped(pid: int) -> None:
+    """SIGSTOP ``pid`` at a moment it holds no client's connection (its only socket is the
+    listening one at fd 3): a request it had in hand would die with it, and the row
+    measures what the others do meanwhile, not that loss."""
+    while True:
+        os.kill(pid, signal.SIGSTOP)
+        while _state(pid) not in ("T", None):
+            time.sleep(0.0005)
+        sockets = [fd for fd in os.listdir(f"/proc/{pid}/fd")
+                   if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")]
+        if sockets == ["3"]:
+            return
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.005)
+
+
+def _state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    return data[data.rindex(b")") + 2:].split()[0].decode()
+
+
+def _replaced(path: Path, k: int, since_ns: int, timeout: float = 10.0) -> tuple[int, int]:
+    """When the pump spawned instance ``k``'s successor after ``since_ns``, and when it saw
+    it say it serves (the Timeline monitor's notes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        spawned: dict[int, int] = {}
+        for line in path.read_text().splitlines():
+            ns, what, instance, pid = line.split()
+            if int(ns) < since_ns or instance != str(k):
+                continue
+            if what == "spawn":
+                spawned[int(pid)] = int(ns)
+            elif int(pid) in spawned:
+                return spawned[int(pid)], int(ns)
+        time.sleep(0.001)  # a bench, not a test
+    raise TimeoutError(f"instance {k} was not ready again within {timeout} s")
+
+
+def crashed(rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """One instance SIGKILLed at a time (each in turn, idle, after 1.1 s of uptime) while
+    the client asks: the time to its successor's spawn and to its 'serving' line, and the
+    requests that failed (the others serve meanwhile: none should)."""
+    log(f"one crashed instance: {WORKERS} workers of a stdlib HTTP server, {rounds} SIGKILLs "
+        "under a client")
+    notes = Path(tempfile.mkdtemp(prefix="b-crash-")) / "timeline"
+    notes.touch()
+    group = _start("b-crash", "line:^serving", WORKERS, monitor="bench_monitor:Timeline",
+                   options={"path": str(notes)})
+    client = Client(group.status().listen[0])
+    spawn_ms: list[float] = []
+    ready_ms: list[float] = []
+    try:
+        for turn in range(rounds):
+            k = turn % WORKERS
+            entry = next(e for e in group.status().instances if e.instance == k)
+            uptime = time.time() - (entry.started_at or 0.0)
+            time.sleep(max(0.0, 1.1 - uptime))  # a stable run: restarted at once
+            client.served_since(client.answered)
+            _idle_stopped(entry.pid)
+            killed = time.monotonic_ns()
+            os.kill(entry.pid, signal.SIGKILL)
+            spawned, serving = _replaced(notes, k, killed)
+            spawn_ms.append((spawned - killed) / 1e6)
+            ready_ms.append((serving - killed) / 1e6)
+        client.served_since(client.answered)
+    finally:
+        client.stop()
+        group.stop()
+        shutil.rmtree(notes.parent, ignore_errors=True)
+    return {"workers": WORKERS, "rounds": rounds, "spawn_ms": spawn_ms, "ready_ms": ready_ms,
+            "answered": client.answered, "failed": client.failed}
