@@ -103,7 +103,7 @@ def web(started: Callable[..., immortal.Group], tmp_path: Path) -> immortal.Grou
                    ready="line:^serving", ready_timeout=SHORT, stop_timeout=SHORT)
 
 
-def test_a_roll_replaces_every_instance_refusing_no_request(web):
+def test_a_roll_replaces_every_instance_refusing_no_request(web, capsys):
     before = pids(web.status())
     with traffic(web) as running:
         answered = running.answered
@@ -116,6 +116,9 @@ def test_a_roll_replaces_every_instance_refusing_no_request(web):
     assert 4 <= running.most <= 6, f"{running.most} processes of the program alive at once"
     status = web.status()
     assert status.roll["state"] == "done" and sorted(status.roll["replaced"]) == [0, 1, 2, 3]
+    capsys.readouterr()
+    assert main(["status", "web"]) == 0
+    assert "  roll     #1 done: 4 of 4 replaced\n" in capsys.readouterr().out
     assert all(entry.ready and entry.state == "running" for entry in status.instances)
     # Each instance's lock file is held by its new process; no replacement lock is.
     directory = Path(status.directory)
@@ -199,7 +202,7 @@ def test_a_group_of_one_that_listens_rolls_too(started):
 
 
 @pytest.mark.parametrize("role", ["pump", "daemon"])
-def test_a_supervisor_killed_during_a_roll_aborts_it(started, tmp_path, role):
+def test_a_supervisor_killed_during_a_roll_aborts_it(started, tmp_path, role, capsys):
     """The old processes serve on; the replacement is ended; the caller told."""
     # Each replacement waits 3 s before it serves (and says so): time to kill the role.
     group = started(LISTENER, ["--graceful", "--state", str(tmp_path / "pids"),
@@ -222,6 +225,9 @@ def test_a_supervisor_killed_during_a_roll_aborts_it(started, tmp_path, role):
         rolling = wait_for(group.status, lambda s: (s.roll or {}).get("replacements"), SHORT,
                            what="a replacement spawned")
         replacement, started_at = next(iter(rolling.roll["replacements"].values()))
+        assert main(["status", "web"]) == 0
+        assert (f"  roll     #1 rolling (batch 1): 0 of 2 replaced; replacing web:0 pid "
+                f"{replacement}\n") in capsys.readouterr().out
         os.kill(rolling.pids[role], signal.SIGKILL)
         caller.join(LONG)
         assert len(outcome) == 1 and isinstance(outcome[0], immortal.StartError), outcome
