@@ -56,9 +56,12 @@ Action = Replace | Retire | Cancel | Finished
 
 
 class Roll:
-    """One rolling restart of ``slots`` (in that order), ``batch`` at a time."""
+    """One rolling restart of ``slots`` (in that order), ``batch`` at a time. A roll that a
+    dead pump's successor resumes (``rollout``) names the slots replaced already
+    (``replaced``), and those whose replacement it took over (``adopt``)."""
 
-    def __init__(self, slots: Sequence[int], batch: int = 1) -> None:
+    def __init__(self, slots: Sequence[int], batch: int = 1,
+                 replaced: Sequence[int] = ()) -> None:
         if batch < 1:
             raise ValueError(f"batch must be 1 or more (got {batch})")
         if len(set(slots)) != len(slots):
@@ -67,7 +70,7 @@ class Roll:
         self._waiting = list(slots)  #: slots not started yet, in order
         self._spawned: set[int] = set()  #: replacements spawned, not ready yet
         self._retiring: set[int] = set()  #: replacements ready, old process stopping
-        self._replaced: list[int] = []  #: slots whose old process is gone
+        self._replaced: list[int] = list(replaced)  #: slots whose old process is gone
         self.why: str | None = None  #: why the roll was aborted, once it is
         self.finished = False
 
@@ -93,6 +96,13 @@ class Roll:
     def begin(self) -> list[Action]:
         """The first replacements to spawn."""
         return self._fill()
+
+    def adopt(self, slot: int) -> None:
+        """``slot`` has a replacement already (spawned by a pump that died): it is in
+        flight, as if ``Replace(slot)`` had been answered; ``ready`` and ``failed`` follow."""
+        if slot in self._waiting:
+            self._waiting.remove(slot)
+        self._spawned.add(slot)
 
     def ready(self, slot: int) -> list[Action]:
         """The replacement of ``slot`` is ready: its old process is retired, and the window

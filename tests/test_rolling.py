@@ -162,3 +162,17 @@ def test_random_orders_keep_the_bounds(seed):
     if done.why is None:
         assert sorted(done.replaced) == list(range(n))
     assert group.old | group.ready >= set(range(n)) - set(done.replaced) - {fail_at}
+
+
+def test_a_resumed_roll_takes_over_replacements_in_flight():
+    """A dead pump's successor: slot 0 replaced already, slot 1's replacement ready (its
+    old process to retire again), slot 2's not ready yet; slot 3 waits for the window."""
+    roll = Roll([1, 2, 3], batch=2, replaced=[0])
+    roll.adopt(1)
+    roll.adopt(2)
+    assert roll.begin() == []  # two starting: the window is full
+    assert roll.ready(1) == [Retire(1), Replace(3)]  # 1 drains: one more may start
+    assert roll.ready(2) == [Retire(2)]
+    assert roll.old_gone(1) == [] and roll.old_gone(2) == []
+    assert roll.ready(3) == [Retire(3)]
+    assert roll.old_gone(3) == [Finished((0, 1, 2, 3))]
