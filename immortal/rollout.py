@@ -27,8 +27,8 @@ import time
 
 from . import _linux, adoption, orphans, process, rolelog, rolling, supervise
 from .errors import NotRunning
-from .listen import INSTANCE_ENV
 from .events import ExitStatus
+from .listen import INSTANCE_ENV
 from .readiness import FAILED, Readiness
 from .readywatch import ReadyWatch
 from .records import replace
@@ -105,7 +105,8 @@ class Rollout:
         self.roll = rolling.Roll(slots, batch)
         self.roll_info = {"id": ident, "state": ROLLING, "batch": batch, "slots": slots,
                           "replaced": [], "why": None, "instance": None, "stderr": [],
-                          "replacements": {}, "ready": [], "since": _linux.boot_ticks()}
+                          "replacements": {}, "ready": [], "since": _linux.boot_ticks(),
+                          "grace": grace}
         self._roll_act(self.roll.begin())
         self._write_status()
         return ident
@@ -341,7 +342,7 @@ class Rollout:
         replaced = [k for k in left.get("replaced") or () if k < count] + [
             k for k, (pid, _) in alive.items() if adopted.get(k) == pid]
         slots = [k for k in left.get("slots") or () if k < count and k not in replaced]
-        self.roll_grace = self.spec.stop_timeout
+        self.roll_grace = float(left.get("grace") or self.spec.stop_timeout)
         self.roll = rolling.Roll(slots, int(left.get("batch") or 1), replaced)
         self.roll_info = {**left, "replaced": replaced, "replacements": {}, "ready": []}
         ready = set(left.get("ready") or ())
