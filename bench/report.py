@@ -356,6 +356,7 @@ def render(r: dict[str, Any]) -> str:
         body += _workers_memory(mem, summary)
 
     body += _rolling(x.get("rolling"), summary)
+    body += _instance(x.get("instance"), sample("recovery kill", "immortal"), summary)
 
     # ---------------------------------------------------------------- killed
     if s.get("pump killed") or s.get("daemon killed"):
@@ -478,28 +479,68 @@ def _workers_memory(mem: dict, summary: list) -> list[str]:
 
 def _rolling(roll: dict | None, summary: list) -> list[str]:
     """The rolling-restart row: failed requests, and the time per worker against the
-    server's readiness time + 20 ms."""
+    server's readiness time + 20 ms (its readiness in the roll itself too)."""
     if not roll:
         return []
     per = statistics.median(roll["per_worker_ms"])
     limit = roll["readiness_ms"] + 20
     ok = roll["failed"] == 0 and per <= limit
+    in_roll = [v for v in roll.get("ready_in_roll_ms") or () if v == v]  # NaN: none seen
+    added = [p - r for p, r in zip(roll["per_worker_ms"], roll.get("ready_in_roll_ms") or ())
+             if r == r]
     summary.append([f"rolling restart, {roll['workers']} workers",
                     "0 failed requests; ≤ readiness + 20 ms per worker",
                     f"{roll['failed']} failed of {roll['answered'] + roll['failed']}; "
-                    f"{f(per)} ms per worker (readiness {f(roll['readiness_ms'])} ms)",
+                    f"{f(per)} ms per worker (readiness {f(roll['readiness_ms'])} ms"
+                    + (f", {f(statistics.median(added))} ms over the replacements' own"
+                       if added else "") + ")",
                     verdict(ok)])
-    return ["## Rolling restart", "",
-            f"{roll['workers']} instances of a stdlib HTTP server (`tests/programs/listener.py`"
-            ", `--graceful`) on one socket (`listen=`), ready on their 'serving' line; a "
-            "client asks as fast as it can (one connection per request) while the group is "
-            f"rolled {roll['rounds']} times (`Group.restart()`). Readiness time: how much "
-            "longer `start()` waits for the 'serving' line than for the spawn. Goal: 0 "
-            "failed requests, a worker replaced in ≤ its readiness time + 20 ms.", "",
-            f"Per worker: median {f(per)} ms (min {f(min(roll['per_worker_ms']))}, max "
-            f"{f(max(roll['per_worker_ms']))}); readiness {f(roll['readiness_ms'])} ms; "
-            f"requests answered {roll['answered']}, failed {roll['failed']}. "
-            f"Verdict: {verdict(ok)}.", ""]
+    lines = ["## Rolling restart", "",
+             f"{roll['workers']} instances of a stdlib HTTP server (`tests/programs/listener.py`"
+             ", `--graceful`) on one socket (`listen=`), ready on their 'serving' line; a "
+             "client asks as fast as it can (one connection per request) while the group is "
+             f"rolled {roll['rounds']} times (`Group.restart()`). Readiness time: how much "
+             "longer `start()` waits for the 'serving' line than for the spawn, measured "
+             "between the rolls while the client runs. Goal: 0 failed requests, a worker "
+             "replaced in ≤ its readiness time + 20 ms.", "",
+             f"Per worker: median {f(per)} ms (min {f(min(roll['per_worker_ms']))}, max "
+             f"{f(max(roll['per_worker_ms']))}); readiness {f(roll['readiness_ms'])} ms; "
+             f"requests answered {roll['answered']}, failed {roll['failed']}. "
+             f"Verdict: {verdict(ok)}."]
+    if added:
+        lines.append(
+            f"The replacements' own readiness in the rolls (spawn to 'serving', as the pump "
+            f"saw it): median {f(statistics.median(in_roll))} ms; the roll per worker beyond "
+            f"it (what the supervisor adds): median {f(statistics.median(added))} ms. The "
+            f"pump's CPU time per roll: median "
+            f"{f(statistics.median(roll['pump_cpu_ms_per_roll']))} ms, its wake-ups "
+            f"{f(statistics.median(roll['pump_wakeups_per_roll']))}.")
+    return [*lines, ""]
+
+
+def _instance(crash: dict | None, single: list[float] | None, summary: list) -> list[str]:
+    """One crashed instance of four serving under a client: its successor's spawn and
+    readiness, the failed requests, against the single-target recovery row."""
+    if not crash:
+        return []
+    spawn, ready = statistics.median(crash["spawn_ms"]), statistics.median(crash["ready_ms"])
+    alone = (f" (a single target SIGKILLed, to its successor's first instruction: "
+             f"{f(statistics.median(single))} ms)" if single else "")
+    ok = crash["failed"] == 0
+    summary.append([f"one crashed instance of {crash['workers']}", "0 failed requests",
+                    f"{crash['failed']} failed of {crash['answered'] + crash['failed']}; "
+                    f"spawned in {f(spawn)} ms, ready in {f(ready)} ms", verdict(ok)])
+    return ["## One crashed instance", "",
+            f"{crash['workers']} instances of the rolling row's server under the same client; "
+            f"one at a time is SIGKILLed ({crash['rounds']} times, each instance in turn, at a "
+            "moment it holds no client's connection: a request in hand dies with it), and "
+            "the pump restarts it. From the SIGKILL: until the pump's `respawn` hook (its "
+            "successor spawned) and until its 'serving' line (the Timeline monitor's notes). "
+            "Goal: 0 failed requests, the others serving meanwhile.", "",
+            f"To the spawn: median {f(spawn)} ms (min {f(min(crash['spawn_ms']))}, max "
+            f"{f(max(crash['spawn_ms']))}){alone}; to ready: median {f(ready)} ms; requests "
+            f"answered {crash['answered']}, failed {crash['failed']}. Verdict: {verdict(ok)}.",
+            ""]
 
 
 if __name__ == "__main__":

@@ -80,7 +80,8 @@ from immortal import control  # noqa: E402
 
 PY = sys.executable
 SCRIPT = str(Path(PY).parent / "immortal")  # the console script of this interpreter's venv
-ROWS = ("recovery", "crash", "start", "relay", "idle", "memory", "killed", "stop", "rolling")
+ROWS = ("recovery", "crash", "start", "relay", "idle", "memory", "killed", "stop", "rolling",
+        "instance")
 LINE = 100  # bytes per relayed line, newline included
 
 
@@ -963,10 +964,13 @@ def main(argv: list[str] | None = None) -> int:
             relay(b)
         if "killed" in rows and b.anchors:
             anchors_killed(b)
-        if "rolling" in rows:
+        if rows & {"rolling", "instance"}:
             import rolling
 
-            b.extra["rolling"] = rolling.run(3 if ns.quick else 10, log)
+            if "rolling" in rows:
+                b.extra["rolling"] = rolling.run(3 if ns.quick else 10, log)
+            if "instance" in rows:
+                b.extra["instance"] = rolling.crashed(8 if ns.quick else 24, log)
         if ns.profile:
             import profiling
 

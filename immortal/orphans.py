@@ -162,3 +162,31 @@ def find_spawned(since: int, others: Collection[int] = ()) -> tuple[int, float] 
         return None
     ticks = os.sysconf("SC_CLK_TCK")
     return best[0], time.time() - (boot_ticks() - best[1]) / ticks
+
+
+def spawned_by(parent: int, since: int, directory: Path | str, variable: str,
+               known: Collection[int] = ()) -> dict[str, tuple[int, int]]:
+    """The processes a dead pump spawned and named to nobody, by the value of ``variable``
+    in their environment (the instance): children of ``parent`` now (the subreaper that
+    took them), leading their own process group, carrying ``directory``'s token, started
+    since ``since`` (boot ticks), not ``known``; the oldest for each value. Off Linux,
+    nothing."""
+    ours = b"\0" + TOKEN.encode() + b"=" + os.fsencode(token(directory)) + b"\0"
+    prefix = b"\0" + variable.encode() + b"="
+    found: dict[str, tuple[int, int]] = {}
+    for pid in children(parent):
+        try:
+            if pid in known or os.getpgid(pid) != pid:
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                environ = b"\0" + handle.read() + b"\0"
+        except OSError:
+            continue
+        at = environ.find(prefix)
+        started = process_start_time(pid)
+        if ours not in environ or at < 0 or started is None or started < since:
+            continue
+        value = os.fsdecode(environ[at + len(prefix):].split(b"\0", 1)[0])
+        if value not in found or started < found[value][1]:
+            found[value] = (pid, started)
+    return found

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -161,17 +162,22 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str, umask: int | None,
 
     The target gets every signal at its default and none blocked: see :func:`role_signals`.
     ``pid_variable`` (socket activation's ``LISTEN_PID``) is set in ``env`` to the
-    target's own pid: see :func:`_environment`. ``drop``: the user it runs as
-    (``privileges``), set in the child before its ``exec`` by subprocess's C code: the
-    supplementary groups, then the gid, then the uid.
+    target's own pid: by ``/bin/sh`` where that is exact (:func:`_through_shell`), else in
+    a forked child (:func:`_environment`). ``drop``: the user it runs as (``privileges``),
+    set in the child before its ``exec`` by subprocess's C code: the supplementary groups,
+    then the gid, then the uid.
     """
     kwargs = process_group_kwargs()
     if drop is not None:
         kwargs.update(user=drop.uid, group=drop.gid, extra_groups=list(drop.groups))
     steps = []
+    ignored = _ignored_since()
+    if pid_variable is not None and not ignored:
+        through = _through_shell(argv, env, pid_variable)
+        if through is not None:
+            argv, pid_variable = through, None
     if pid_variable is not None:
         steps.append(_environment(env, pid_variable))
-    ignored = _ignored_since()
     if ignored:  # a monitor ignored a signal in the pump: not for the target
         steps.append(_defaults(ignored))
     if steps:  # a slower spawn (no vfork), so only when needed
@@ -216,10 +222,8 @@ def _defaults(numbers: list[int]) -> Callable[[], None]:
 def _environment(env: dict[str, str], pid_variable: str) -> Callable[[], None]:
     """What the child runs before ``exec``: its environment made ``env``, with
     ``pid_variable`` its own pid, known only once forked. subprocess is then given no
-    environment of its own (``env=None``), so its ``execve`` passes this one: a shell
-    between the two (``LISTEN_PID=$$; exec "$@"``) would keep the pid too, but adds
-    variables of its own (``PWD``, ``SHLVL``...), and an exec failure would be its exit
-    status instead of subprocess's OSError."""
+    environment of its own (``env=None``), so its ``execve`` passes this one. The spawn a
+    shell can make exact instead is :func:`_through_shell`'s."""
     encoded = [(os.fsencode(key), os.fsencode(value)) for key, value in env.items()]
     name = os.fsencode(pid_variable)
 
@@ -230,6 +234,59 @@ def _environment(env: dict[str, str], pid_variable: str) -> Callable[[], None]:
             os.putenv(key, value)
         os.putenv(name, str(os.getpid()).encode())
     return place
+
+
+SHELL = "/bin/sh"
+#: Variables a POSIX shell sets itself whatever its environment said (PWD is put back).
+_SHELL_OWNS = ("PPID", "OPTIND", "IFS")
+_shell_is_dash: bool | None = None
+
+
+def _through_shell(argv: list[str], env: dict[str, str], pid_variable: str) -> list[str] | None:
+    """``argv`` through ``/bin/sh``, which sets ``pid_variable`` to its own pid (``$$``)
+    and ``exec``s ``argv`` unchanged (never parsed: ``"$0" "$@"``), or None where that
+    would not be exactly the same ``exec`` as a fork's (see :func:`_environment`).
+
+    A fork whose child runs Python before its ``exec`` costs the pump (and the target's
+    recovery) milliseconds, more on a busy machine, where the child waits for a CPU between
+    its steps; ``/bin/sh`` is spawned as any target (``vfork``). Exact only with dash,
+    which adds nothing to the environment but ``PWD`` (put back, or unset, here), drops
+    variables whose names are not a shell's, and resets ``_SHELL_OWNS``: any of those in
+    ``env`` take the fork. So does a file that is not an executable with ``#!`` or ELF
+    magic: dash would run any other as a shell script, where ``exec`` fails with ENOEXEC,
+    and says a missing file with exit status 127, not subprocess's OSError.
+    """
+    global _shell_is_dash
+    if _shell_is_dash is None:
+        _shell_is_dash = os.path.basename(os.path.realpath(SHELL)) == "dash"
+    if not _shell_is_dash or not argv[0].startswith("/") or not _executable(argv[0]):
+        return None
+    if any(not (name.isascii() and name.isidentifier()) or name in _SHELL_OWNS
+           for name in env):
+        return None
+    if "PWD" in env:
+        return [SHELL, "-c", f'PWD=$1; shift; export {pid_variable}=$$; exec "$0" "$@"',
+                argv[0], env["PWD"], *argv[1:]]
+    return [SHELL, "-c", f'unset PWD; export {pid_variable}=$$; exec "$0" "$@"', *argv]
+
+
+def _executable(path: str) -> bool:
+    """Whether ``path`` is a file we may execute that starts with ``#!`` or ELF magic."""
+    if not os.access(path, os.X_OK):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        head = os.pread(fd, 4, 0)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return head == b"\x7fELF" or head.startswith(b"#!")
 
 
 def _chain(*steps: Callable[[], object] | None) -> Callable[[], None]:

@@ -50,7 +50,8 @@ class PumpStart(StartAnswer):
 
     retire: Callable[[int], None]  #: a scale down (``scaling.Scaling``)
     command: Callable[[dict[str, Any]], dict[str, Any]]  #: ``pumpcontrol.PumpControl``
-    end_leftover_roll: Callable[[set[int]], None]  #: ``rollout.Rollout``
+    resume_roll: Callable[[dict[int, int]], None]  #: ``rollout.Rollout``
+    continue_roll: Callable[[], None]
     watch_operations: Callable[[], None]  #: ``pumpops.Operations``
     close_operations: Callable[[], None]
 
@@ -133,7 +134,7 @@ class PumpStart(StartAnswer):
         if error is not None:
             return self._fail("MonitorError", error)
         self._check_daemon()
-        self.end_leftover_roll({adopt.pid for adopt in self.args.adopts().values()})
+        self.resume_roll({k: adopt.pid for k, adopt in self.args.adopts().items()})
         # Before the first spawn: a change once it has started is never missed (one
         # before it may restart it once more).
         self.watch_operations()
@@ -158,6 +159,7 @@ class PumpStart(StartAnswer):
             self._act(inst, tuple(a for a in actions if not isinstance(a, supervise.Hook)))
         if len(self.instances) > self.spec.workers:  # a scale down its predecessor began
             self.retire(self.spec.workers)
+        self.continue_roll()  # before the deaths below: a retired old target's is a swap
         adopts = self.args.adopts()
         for inst in self.instances:
             adopt = adopts.get(inst.k)

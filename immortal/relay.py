@@ -10,8 +10,11 @@ that read are the non-zero ones. Delivery is recorded per monitor too (the ledge
 what remains at risk is a monitor's write that had happened when its pump died before
 recording it (one line, or the batch or block that call took, at the same offsets).
 
-Journal layout, per stream: ``active`` (u64), then two buffers of ``length``, ``done`` and
-``origin`` (u64 each) and ``CAPACITY`` bytes. Bytes ``[done, length)`` of the active buffer
+Journal layout, per stream: ``active`` (u64), then two buffers, each a head of ``length``,
+``done`` and ``origin`` (u64 each) and ``CAPACITY`` bytes of data. Every head, and the
+ledger below, lie in the journal's first page, and the data in the pages after it: a
+journal whose target writes nothing has that one page resident, not one per head (a group
+of many instances holds a journal per instance). Bytes ``[done, length)`` of the active buffer
 are read but not delivered; ``origin`` is the stream offset of the buffer's first byte, so
 that every line has an offset that counts across pumps (``stdout(line, offset)``): a
 monitor that stores the offset of the last line it kept can skip what a dying pump may
@@ -19,7 +22,7 @@ deliver twice, and so get each line exactly once. Compaction copies the undelive
 tail into the other buffer and then flips ``active`` in one aligned store, so a death
 mid-copy loses nothing.
 
-After the two streams comes the ledger: the pump's ``progress`` (u64, one more for each read
+After the two streams' heads comes the ledger: the pump's ``progress`` (u64, one more for each read
 of a pipe), then one slot per monitor of the group (the first ``SLOTS``, in the order the
 group names them): how far each stream was delivered *to that monitor* (``mark``, the stream
 offset just past the last line it returned from, always on a line boundary), how many
@@ -54,15 +57,19 @@ CAPACITY = READ_SIZE + MAX_LINE
 PIPE_SIZE = 1024 * 1024  #: how much a target may write while no pump reads
 MAX_MESSAGE = 64 * 1024  #: the largest message on the channel
 _WORD = struct.Struct("=Q")
-_HEAD = 24  # length, done, origin: three u64 words before each buffer's data
-_BUFFER = _HEAD + CAPACITY
-_STREAM = 8 + 2 * _BUFFER
+_HEAD = 24  # length, done, origin: three u64 words, each buffer's head
+_STREAM = 8 + 2 * _HEAD  # a stream's heads: active, then its two buffers'
 STREAMS = ("stdout", "stderr")
-SLOTS = 64  #: monitors with a slot in the ledger; those past it are handed whole blocks again
+#: monitors with a slot in the ledger; those past it are handed whole blocks again. As many
+#: as the first page holds with the heads: the ledger is read at every stall check.
+SLOTS = 62
 _SLOT = 64  # mark (stdout), mark (stderr), dropped, busy, queued, taken, doubt, witness: u64s
 _PAIR = struct.Struct("=QQ")
 _LEDGER = _STREAM * len(STREAMS)
-SIZE = _LEDGER + 8 + SLOTS * _SLOT
+_LEDGER_END = _LEDGER + 8 + SLOTS * _SLOT
+_PAGE = 4096
+_DATA = _PAGE  # the buffers' data, from the second page on
+SIZE = _DATA + 2 * len(STREAMS) * CAPACITY
 
 
 def make_pipe() -> tuple[int, int]:
@@ -107,16 +114,22 @@ class Relay:
         _WORD.pack_into(self._map, offset, value)
 
     def _buffer(self, which: int | None = None) -> int:
+        """Where the head of buffer ``which`` (the active one: None) lies."""
         if which is None:
             which = self._get(self._base) & 1
-        return self._base + 8 + which * _BUFFER
+        return self._base + 8 + which * _HEAD
+
+    def _data(self, buffer: int) -> int:
+        """Where the data of the buffer whose head is at ``buffer`` lies."""
+        return _data(buffer)
 
     # Reading and delivering.
     def read(self) -> bool:
         """Read one chunk from the pipe and deliver its whole lines; False when it was empty."""
         buffer = self._buffer()
         length = self._get(buffer)
-        view = memoryview(self._map)[buffer + _HEAD + length: buffer + _HEAD + CAPACITY]
+        data = _data(buffer)
+        view = memoryview(self._map)[data + length: data + CAPACITY]
         try:
             count = os.readv(self.fd, [view])
         except BlockingIOError:
@@ -128,7 +141,7 @@ class Relay:
         self._set(buffer, length + count)  # from here on the bytes are the journal's
         _WORD.pack_into(self._map, _LEDGER, _WORD.unpack_from(self._map, _LEDGER)[0] + 1)
         if self.echo is not None:
-            fresh = buffer + _HEAD + length
+            fresh = data + length
             _write_all(self.echo, self._map[fresh: fresh + count])
         self.deliver()
         return True
@@ -141,7 +154,7 @@ class Relay:
         each with a newline added.
         """
         buffer = self._buffer()
-        start = buffer + _HEAD  # positions below are in the map, searched without a copy
+        start = _data(buffer)  # positions below are in the map, searched without a copy
         length = start + self._get(buffer)
         done = start + self._get(buffer + 8)
         origin = self._get(buffer + 16) - start  # plus a position: its stream offset
@@ -172,14 +185,15 @@ class Relay:
         active = self._get(self._base)
         other = self._buffer((active + 1) & 1)
         tail = length - done
+        data = _data(buffer)
         if tail:
-            data = buffer + _HEAD
-            self._map[other + _HEAD: other + _HEAD + tail] = self._map[data + done: data + length]
+            there = _data(other)
+            self._map[there: there + tail] = self._map[data + done: data + length]
         self._set(other, tail)
         self._set(other + 8, 0)
         self._set(other + 16, self._get(buffer + 16) + done)
         self._set(self._base, active + 1)
-        self._map[buffer + _HEAD: buffer + _HEAD + length] = bytes(length)
+        self._map[data: data + length] = bytes(length)
         self._set(buffer, 0)
 
     def recover(self, journal_fd: int | None = None) -> None:
@@ -196,14 +210,15 @@ class Relay:
         """
         buffer = self._buffer()
         length = self._get(buffer)
-        data = buffer + _HEAD
+        data = _data(buffer)
         unrecorded = self._peek(journal_fd, data + length, CAPACITY - length).rstrip(b"\0")
         if unrecorded:
             self._set(buffer, length + len(unrecorded))
         other = self._buffer((self._get(self._base) + 1) & 1)
         self._map[other: other + _HEAD] = bytes(_HEAD)
-        if self._peek(journal_fd, other + _HEAD, CAPACITY).strip(b"\0"):
-            self._map[other + _HEAD: other + _BUFFER] = bytes(CAPACITY)
+        there = _data(other)
+        if self._peek(journal_fd, there, CAPACITY).strip(b"\0"):
+            self._map[there: there + CAPACITY] = bytes(CAPACITY)
 
     def _peek(self, journal_fd: int | None, start: int, length: int) -> bytes:
         if journal_fd is None:
@@ -215,6 +230,13 @@ class Relay:
         while self.read():
             pass
         self.deliver(final=True)
+
+
+def _data(buffer: int) -> int:
+    """Where the data of the buffer whose head is at ``buffer`` lies: the buffers in the
+    order of their heads, after the first page."""
+    stream, at = divmod(buffer, _STREAM)
+    return _DATA + (2 * stream + (at - 8) // _HEAD) * CAPACITY
 
 
 def _whole_lines(data: mmap.mmap, at: int, last: int) -> int:
@@ -339,12 +361,12 @@ class Ledger:
         """The bytes of ``stream`` from offset ``start`` to ``end`` if the journal still
         holds them (read and not yet compacted away), else None."""
         base = stream * _STREAM
-        buffer = base + 8 + (_WORD.unpack_from(self._map, base)[0] & 1) * _BUFFER
+        buffer = base + 8 + (_WORD.unpack_from(self._map, base)[0] & 1) * _HEAD
         length = _WORD.unpack_from(self._map, buffer)[0]
         origin = _WORD.unpack_from(self._map, buffer + 16)[0]
         if not origin <= start <= end <= origin + length:
             return None
-        data = buffer + _HEAD - origin
+        data = _data(buffer) - origin
         return self._map[data + start: data + end]
 
     def _word(self, slot: int, at: int) -> int:
@@ -358,4 +380,4 @@ class Ledger:
     def snapshot(self) -> bytes:
         """Progress and every slot, to compare with a later one: equal means no read and
         no monitor call returned in between."""
-        return self._map[_LEDGER:SIZE]
+        return self._map[_LEDGER:_LEDGER_END]

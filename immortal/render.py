@@ -178,6 +178,7 @@ def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> s
     if up is not None:
         lines.append(f"  up       {human_duration(up)} (target)")
     lines.extend(ready_lines(s))
+    lines.extend(roll_lines(s))
     if s.last_exit:
         lines.append(f"  last     {last_text(s.last_exit)}")
     if s.next_restart_at and s.state == "backoff" and s.running:
@@ -192,6 +193,24 @@ def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> s
     if s.directory:
         lines.append(f"  dir      {s.directory}")
     return "\n".join([*lines, *delivery_lines(s)])
+
+
+def roll_lines(s: Status) -> list[str]:
+    """The line on the group's last rolling restart (``rollout``): in progress, with the
+    replacements under way, or how it ended."""
+    roll = s.roll
+    if not roll or not s.running and roll.get("state") == "rolling":
+        return []
+    slots = roll.get("slots") or []
+    done = f"{len(roll.get('replaced') or [])} of {len(slots)} replaced"
+    head = f"  roll     #{roll.get('id')} {roll.get('state')}"
+    if roll.get("state") == "rolling":
+        under_way = ", ".join(f"{s.name}:{k} pid {pid}" for k, (pid, _) in sorted(
+            (roll.get("replacements") or {}).items(), key=lambda item: int(item[0])))
+        return [f"{head} (batch {roll.get('batch')}): {done}"
+                + (f"; replacing {under_way}" if under_way else "")]
+    why = roll.get("why")
+    return [f"{head}: {done}" + (f"; {why}" if why else "")]
 
 
 # 'immortal list' -----------------------------------------------------------------------------

@@ -11,18 +11,24 @@ the other replacements not yet ready are stopped, the old targets keep serving.
 
 What a caller sees is ``status.json``'s ``roll``: its ``id``, ``state`` (rolling, done,
 failed), ``why``, the failed ``instance`` and its last ``stderr`` lines, the slots
-``replaced``, and the live ``replacements`` (pid and start time, by instance). A pump that
-dies during a roll leaves those: its successor ends them (proved by their start time) and
-marks the roll failed; the old targets, handed to it as always, keep serving.
+``replaced``, the live ``replacements`` (pid and start time, by instance) and those of
+them ``ready``. A pump that dies during a roll leaves those, and its successor resumes the
+roll from them (``resume_roll``): it takes over the replacements still alive (proved by
+their start time; they are the daemon's children now, whose pidfds tell their end), each
+ready or still waiting to be, retires again the old targets of those that are ready, and
+replaces the slots left; the old targets, handed to it as always, keep serving meanwhile.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
-from . import _linux, orphans, process, rolelog, rolling, supervise
+from . import _linux, adoption, orphans, process, rolelog, rolling, supervise
 from .errors import NotRunning
+from .events import ExitStatus
+from .listen import INSTANCE_ENV
 from .readiness import FAILED, Readiness
 from .readywatch import ReadyWatch
 from .records import replace
@@ -32,10 +38,10 @@ TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
     from selectors import BaseSelector
     from typing import Any
 
-    from .events import ExitStatus
     from .link import DaemonLink
     from .loop import Loop
     from .monitoring import Host
@@ -70,6 +76,8 @@ class Rollout:
     status_file: StatusFile
     previous: dict[str, Any] | None
     retiring: int | None
+    daemon_pid: int | None
+    directory: Path
     shown: Callable[[Instance], int | None]
 
     roll: rolling.Roll | None  #: the roll in progress, or the last one
@@ -97,7 +105,8 @@ class Rollout:
         self.roll = rolling.Roll(slots, batch)
         self.roll_info = {"id": ident, "state": ROLLING, "batch": batch, "slots": slots,
                           "replaced": [], "why": None, "instance": None, "stderr": [],
-                          "replacements": {}}
+                          "replacements": {}, "ready": [], "since": _linux.boot_ticks(),
+                          "grace": grace}
         self._roll_act(self.roll.begin())
         self._write_status()
         return ident
@@ -136,6 +145,7 @@ class Rollout:
         self._write_status()  # first: a successor of a pump that dies now finds it
         self.host.call("respawn", pid=child.pid, why="roll", instance=self.shown(inst))
         if watch.ready:  # ready="spawn"
+            self._ready_noted(k)
             self._roll_act(self.roll.ready(k))
 
     def _replacement_changed(self, k: int, state: Readiness) -> None:
@@ -144,12 +154,20 @@ class Rollout:
         if repl is None:
             return
         if state.ready:
+            self._ready_noted(k)
             self._roll_act(self.roll.ready(k))
         elif state.state == FAILED:
             self._failed(k, state.reason or "not ready", list(state.stderr))
             if repl.child.status is None:
                 self._cancel(k)
         self._write_status()
+
+    def _ready_noted(self, k: int) -> None:
+        """Recorded before its old target is retired: a successor of a pump that dies then
+        retires it again, instead of waiting for a readiness it would not see anew."""
+        if self.roll_info is not None and k not in self.roll_info.setdefault("ready", []):
+            self.roll_info["ready"].append(k)
+            self._write_status()
 
     def _failed(self, k: int, why: str, stderr: list[str]) -> None:
         assert self.roll is not None and self.roll_info is not None
@@ -173,9 +191,14 @@ class Rollout:
             repl.child.kill_group(signal.SIGTERM)
 
     def _replacement_died(self, repl: Replacement) -> None:
-        status = repl.child.reap(time.monotonic(), close=False)
-        if status is None:
-            return
+        if repl.child.own:
+            status = repl.child.reap(time.monotonic(), close=False)
+            if status is None:
+                return
+        else:  # taken over from a dead pump: its pidfd says it ended, not how
+            status = ExitStatus(pid=repl.child.pid,
+                                uptime=time.monotonic() - repl.child.started_at)
+            repl.child.dead(status, close=False)
         self._forget(repl)
         if self.host is not None:
             inst = self.instances[repl.k] if repl.k < len(self.instances) else None
@@ -204,6 +227,8 @@ class Rollout:
         self.replacements.pop(repl.k, None)
         if self.roll_info is not None:
             self.roll_info["replacements"].pop(str(repl.k), None)
+            if repl.k in self.roll_info.get("ready", ()):
+                self.roll_info["ready"].remove(repl.k)
 
     def old_gone(self, inst: Instance, status: ExitStatus) -> bool:
         """The target of ``inst`` died: whether it was one a roll retired (its
@@ -237,6 +262,8 @@ class Rollout:
         except OSError as exc:
             rolelog.report("roll", f"immortal: pump: instance {k}: lock swap: {exc}\n")
         child = repl.child
+        if not child.own and self.daemon_pid is not None:
+            child.close()  # the daemon reaps it and tells us, as any target it handed us
         inst.target = child
         self.link.tell(Target(child.pid, child.started_wall, k))
         self._watch_target(inst)
@@ -299,20 +326,71 @@ class Rollout:
                 if target is not None:
                     target.kill_group(signal.SIGKILL)
 
-    def end_leftover_roll(self, adopted: set[int]) -> None:
-        """A successor pump: replacements its predecessor left running are ended (proved
-        by their start time), and the roll is marked failed."""
+    def resume_roll(self, adopted: dict[int, int]) -> None:
+        """A successor pump: the roll its predecessor left in progress, taken over (see the
+        module's docstring); carried on by ``continue_roll`` once the loop watches.
+        ``adopted``: the targets we were handed, by instance."""
         left = (self.previous or {}).get("roll")
         if not isinstance(left, dict) or left.get("state") != ROLLING:
             return
-        found = [(int(pid), int(started)) for pid, started
-                 in (left.get("replacements") or {}).values()
-                 if started is not None and int(pid) not in adopted]
-        if found:
-            orphans.end(found)
-        self.roll_info = {**left, "state": FAILED_ROLL, "replacements": {},
-                          "why": "the pump died during the rolling restart; the old targets "
-                                 "kept serving"}
+        count = len(self.instances)
+        alive = {int(key): (int(pid), int(started)) for key, (pid, started)
+                 in (left.get("replacements") or {}).items()
+                 if started is not None and _linux.is_alive(pid, started)}
+        alive.update(self._unrecorded(left, alive, adopted))
+        # One the daemon hands us as its slot's target had taken the slot already.
+        replaced = [k for k in left.get("replaced") or () if k < count] + [
+            k for k, (pid, _) in alive.items() if adopted.get(k) == pid]
+        slots = [k for k in left.get("slots") or () if k < count and k not in replaced]
+        self.roll_grace = float(left.get("grace") or self.spec.stop_timeout)
+        self.roll = rolling.Roll(slots, int(left.get("batch") or 1), replaced)
+        self.roll_info = {**left, "replaced": replaced, "replacements": {}, "ready": []}
+        ready = set(left.get("ready") or ())
+        for k, (pid, started) in alive.items():
+            if k in slots:
+                self._take_over(k, pid, started, k in ready)
+        leftover = [found for k, found in alive.items()
+                    if k not in slots and adopted.get(k) != found[0]]
+        if leftover:  # of slots retired by a scale meanwhile: nobody's
+            orphans.end(leftover)
+
+    def _unrecorded(self, left: dict[str, Any], alive: dict[int, tuple[int, int]],
+                    adopted: dict[int, int]) -> dict[int, tuple[int, int]]:
+        """Replacements the dead pump spawned but died before recording: its parent's
+        children now, found by their token and instance (``orphans.spawned_by``)."""
+        if self.daemon_pid is None or left.get("since") is None:
+            return {}
+        known = {pid for pid, _ in alive.values()} | set(adopted.values())
+        found = orphans.spawned_by(self.daemon_pid, int(left["since"]), self.directory,
+                                   INSTANCE_ENV, known)
+        return {int(k): found[k] for k in found if k.isdigit() and int(k) not in alive}
+
+    def _take_over(self, k: int, pid: int, started: int, ready: bool) -> None:
+        """The replacement of ``k`` a dead pump spawned, alive: ours to follow."""
+        assert self.roll is not None and self.roll_info is not None
+        age = max(0.0, (_linux.boot_ticks() - started) / os.sysconf("SC_CLK_TCK"))
+        child = process.Child(pid, time.monotonic() - age, None, own=False)
+        child.pidfd = adoption.watch(pid)
+        watch = ReadyWatch(self.spec.ready_mode, self.spec.ready_timeout,
+                           lambda state: self._replacement_changed(k, state))
+        watch.spawned(child.started_at, ready)
+        repl = self.replacements[k] = Replacement(k, child, watch)
+        self.loop.watch(child.pidfd, lambda fd: self._replacement_died(repl))
+        self.roll.adopt(k)
+        self.roll_info["replacements"][str(k)] = [pid, started]
+        if watch.ready:  # known so, or ready="spawn"
+            self.roll_info["ready"].append(k)
+
+    def continue_roll(self) -> None:
+        """A resumed roll goes on: the old targets of the replacements that are ready are
+        retired (again), the slots left are replaced."""
+        roll = self.roll
+        if roll is None or roll.finished or self.roll_info is None:
+            return
+        for k in list(self.roll_info["ready"]):
+            self._roll_act(roll.ready(k))
+        self._roll_act(roll.begin())
+        self._write_status()
 
     # What the pump provides.
     def _write_status(self) -> None:

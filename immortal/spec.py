@@ -110,7 +110,8 @@ class Spec(Record):
         return self.exec or (sys.executable if self.is_python else None)
 
     def command(self) -> list[str]:
-        """The target's argv; never passed through a shell."""
+        """The target's argv; never parsed by a shell (``process.spawn`` may exec it from
+        one, as ``"$0" "$@"``)."""
         if self.interpreter:
             return [self.interpreter, self.file, *self.args]
         return [self.file, *self.args]

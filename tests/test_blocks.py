@@ -177,7 +177,8 @@ def test_recovery_reads_the_journal_through_its_file(pipe, unrecorded):
         os.write(pipe.w, unrecorded)
         buffer = pipe.relay._buffer()
         length = pipe.relay._get(buffer)
-        view = memoryview(pipe.journal)[buffer + 24 + length: buffer + 24 + relay.CAPACITY]
+        data = pipe.relay._data(buffer)
+        view = memoryview(pipe.journal)[data + length: data + relay.CAPACITY]
         os.readv(pipe.r, [view])
         view.release()
     before = resident_kb("immortal-journal")
@@ -189,6 +190,32 @@ def test_recovery_reads_the_journal_through_its_file(pipe, unrecorded):
     pipe.end()
     assert b"".join(data for data, _ in pipe.emitted) == \
         b"one\ntwo\n" + unrecorded + b"eight\n"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="reads /proc/self/smaps")
+def test_an_idle_journal_is_one_page():
+    """A journal whose target writes nothing costs one page, whatever its pump did with it:
+    both streams recovered (a successor), read from, their monitor's marks set. Every head
+    and the ledger share the first page; a group of many instances holds one per instance."""
+    fd = relay.make_journal()
+    journal = relay.open_journal(fd)
+    r, w = relay.make_pipe()
+    try:
+        before = resident_kb("immortal-journal")
+        for index in range(len(relay.STREAMS)):
+            stream = relay.Relay(r, journal, index, lambda data, offset, end: None)
+            stream.recover(fd)
+            stream.read()
+            stream.deliver()
+        ledger = relay.Ledger(journal)
+        ledger.set_mark(0, 1, 0)
+        ledger.set_busy(1, 0)
+        ledger.snapshot()
+        assert resident_kb("immortal-journal") - before == 4
+    finally:
+        journal.close()
+        for each in (fd, r, w):
+            os.close(each)
 
 
 # ----------------------------------------------------------------- the host

@@ -7,6 +7,7 @@ standard library. Every request goes to this machine's loopback or a unix socket
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import os
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 
 import immortal
-from immortal import addresses, listen, standby
+from immortal import addresses, listen, process, standby
 from conftest import LONG, PROGRAMS, SHORT, TALKER, kill_at_once, proc_state, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -150,6 +151,39 @@ def test_settle_moves_the_sockets_to_3_and_the_other_files_out_of_the_way():
 
 
 # --- a server and its clients --------------------------------------------------------------
+
+@pytest.mark.parametrize("extra", [{"PWD": "/not/where/it/runs"}, {"A-B": "1", "PPID": "7"}])
+def test_the_environment_is_the_groups_exactly_however_the_target_is_spawned(started, extra):
+    """LISTEN_PID is set by a shell that execs the target where it adds nothing (dash), else
+    by the forked child: either way the target sees the group's environment, no more (a
+    shell's PWD, its own PPID) and no less (names a shell would drop)."""
+    mine = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8",
+            "IMMORTAL_HOME": os.environ["IMMORTAL_HOME"], **extra}
+    group = started(LISTENER, listen=["tcp://127.0.0.1:0"], name="web", env=mine)
+    seen = get(group.status().listen[0])
+    target = group.pids["target"]
+    assert seen["env"] == {
+        **mine, "IMMORTAL_GROUP_DIR": str(Path(os.environ["IMMORTAL_HOME"]) / "web"),
+        "PYTHONUNBUFFERED": "1", "IMMORTAL_GROUP": "web", "IMMORTAL_INSTANCE": "0",
+        "LISTEN_FDS": "1", "LISTEN_PID": str(target),
+        "LISTEN_FDNAMES": seen["env"]["LISTEN_FDNAMES"]}
+
+
+@pytest.mark.parametrize("content, error", [(b"echo not a program\n", errno.ENOEXEC),
+                                            (None, errno.ENOENT)])
+def test_a_file_that_cannot_be_executed_is_an_oserror_with_a_pid_variable(tmp_path, content,
+                                                                          error):
+    """The shell that sets LISTEN_PID would run a file without '#!' as a script, and say a
+    missing one with its exit status: those take the fork, whose exec fails as any spawn's."""
+    path = tmp_path / "program"
+    if content is not None:
+        path.write_bytes(content)
+        path.chmod(0o700)
+    with pytest.raises(OSError) as failure:
+        process.spawn([str(path)], env={"PATH": "/bin"}, cwd=str(tmp_path), umask=None,
+                      stdout=1, stderr=2, pid_variable="LISTEN_PID")
+    assert failure.value.errno == error
+
 
 @pytest.mark.parametrize("strategy", ["daemon", "unattached", "development"])
 def test_a_stdlib_server_takes_its_sockets_by_socket_activation(started, tmp_path, strategy):
