@@ -2,13 +2,9 @@
 
 For each instance (a *slot*), a replacement is spawned beside the process it replaces; only
 once the replacement is ready is the old one retired (TERM, grace, KILL), so that a slot
-always has a process serving. At most ``batch`` replacements are starting at once, and the
-window slides as soon as an old process is *told* to go, not once it is gone: a server's
-graceful exit (the request in hand, its interpreter's exit) then overlaps the next
-replacement's start instead of adding to it. What that costs is bounded: a group of N
-instances has at most N + ``batch`` processes serving or starting, and the old ones still
-draining count toward a second bound, N + 2 × ``batch`` processes alive (two per slot at
-most): a server that drains slowly holds the window until one of them is gone.
+always has a process serving. At most ``batch`` replacements are in flight at once (a
+window that slides: the next slot's replacement starts as soon as a retired process is
+gone), so a group of N instances never has more than N + ``batch`` processes alive.
 
 A replacement that fails (it dies, or is not ready in time) aborts the roll: no other slot
 is touched, the replacements not yet ready are cancelled, and the processes they were to
@@ -79,16 +75,6 @@ class Roll:
         """Replacements alive beside the processes they replace."""
         return len(self._spawned) + len(self._retiring)
 
-    @property
-    def starting(self) -> int:
-        """Replacements spawned and not ready yet."""
-        return len(self._spawned)
-
-    @property
-    def draining(self) -> int:
-        """Old processes told to go and not gone yet."""
-        return len(self._retiring)
-
     def pending(self, slot: int) -> bool:
         """Whether ``slot`` has a replacement in flight (spawned or its old one retiring)."""
         return slot in self._spawned or slot in self._retiring
@@ -105,13 +91,12 @@ class Roll:
         self._spawned.add(slot)
 
     def ready(self, slot: int) -> list[Action]:
-        """The replacement of ``slot`` is ready: its old process is retired, and the window
-        slides (the next replacement is spawned while the old process drains)."""
+        """The replacement of ``slot`` is ready: its old process is retired."""
         if slot not in self._spawned:
             return []  # cancelled, or not ours: nothing to do
         self._spawned.discard(slot)
         self._retiring.add(slot)
-        return [Retire(slot), *self._fill()]
+        return [Retire(slot)]
 
     def failed(self, slot: int, why: str) -> list[Action]:
         """The replacement of ``slot`` died or was not ready in time: the roll is aborted."""
@@ -129,8 +114,7 @@ class Roll:
 
     def old_gone(self, slot: int) -> list[Action]:
         """The old process of ``slot`` has exited after its retirement: its replacement
-        serves the slot now, and one more old process may drain (the window slides if
-        draining ones held it)."""
+        serves the slot now, and the window slides to the next slot."""
         if slot not in self._retiring:
             return []
         self._retiring.discard(slot)
@@ -139,8 +123,7 @@ class Roll:
 
     def _fill(self) -> list[Action]:
         actions: list[Action] = []
-        while (self._waiting and self.why is None and self.starting < self.batch
-               and self.in_flight < 2 * self.batch):
+        while self._waiting and self.why is None and self.in_flight < self.batch:
             slot = self._waiting.pop(0)
             self._spawned.add(slot)
             actions.append(Replace(slot))

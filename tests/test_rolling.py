@@ -1,8 +1,7 @@
 """The rolling restart's plan (immortal/rolling.py), driven by hand: no process, no clock.
 
 A small simulation plays the pump: it counts the processes alive and checks after every
-step that the group never has fewer than N serving, more than N + batch serving or
-starting, or more than N + 2 × batch alive (the old ones draining count there)."""
+step that the group never has fewer than N serving or more than N + batch alive."""
 
 from __future__ import annotations
 
@@ -38,9 +37,7 @@ class Group:
             else:
                 self.finished.append(action)
         alive = len(self.old) + len(self.new)
-        assert alive <= self.n + 2 * self.batch, f"{alive} alive"
-        live = len(self.old - self.retiring) + len(self.new)
-        assert live <= self.n + self.batch, f"{live} serving or starting"
+        assert alive <= self.n + self.batch, f"{alive} alive"
         serving = {s for s in range(self.n) if s in self.old or s in self.ready}
         assert len(serving) == self.n or self.finished, f"a slot without a process: {serving}"
 
@@ -53,30 +50,14 @@ def test_one_at_a_time_replaces_every_slot_in_order():
     for slot in range(4):
         group.ready.add(slot)
         actions = roll.ready(slot)
-        # The next replacement starts while the old process drains.
-        assert actions == [Retire(slot)] + ([Replace(slot + 1)] if slot < 3 else [])
+        assert actions == [Retire(slot)]
         group.apply(actions)
         group.old.discard(slot)
         actions = roll.old_gone(slot)
         group.apply(actions)
-        assert actions == ([] if slot < 3 else [Finished((0, 1, 2, 3))])
+        expected = [Replace(slot + 1)] if slot < 3 else [Finished((0, 1, 2, 3))]
+        assert actions == expected
     assert roll.finished and roll.why is None
-
-
-def test_a_slow_drainer_holds_the_window():
-    """Two old processes draining at once (batch 1): no replacement starts until one is
-    gone, so never more than N + 2 processes."""
-    roll, group = Roll([0, 1, 2]), Group(3, 1)
-    group.apply(roll.begin())
-    group.ready.add(0)
-    assert roll.ready(0) == [Retire(0), Replace(1)]
-    group.apply([Retire(0), Replace(1)])
-    group.ready.add(1)
-    assert roll.ready(1) == [Retire(1)]  # old 0 still drains: slot 2 waits
-    group.apply([Retire(1)])
-    assert (roll.starting, roll.draining) == (0, 2)
-    group.old.discard(1)
-    assert roll.old_gone(1) == [Replace(2)]
 
 
 def test_a_batch_keeps_that_many_in_flight_and_slides():
@@ -85,22 +66,18 @@ def test_a_batch_keeps_that_many_in_flight_and_slides():
     assert actions == [Replace(0), Replace(1)]
     group.apply(actions)
     group.ready.add(1)
-    actions = roll.ready(1)
-    assert actions == [Retire(1), Replace(2)]  # the window slides without waiting for slot 0
-    group.apply(actions)
-    assert (roll.starting, roll.draining) == (2, 1)
+    group.apply(roll.ready(1))
     group.old.discard(1)
-    group.retiring.discard(1)
-    assert roll.old_gone(1) == []
+    assert roll.old_gone(1) == [Replace(2)]  # the window slides without waiting for slot 0
     assert roll.in_flight == 2
 
 
 def test_a_failed_replacement_aborts_and_cancels_those_not_ready():
     roll = Roll(range(6), batch=3)
     assert roll.begin() == [Replace(0), Replace(1), Replace(2)]
-    assert roll.ready(0) == [Retire(0), Replace(3)]
+    assert roll.ready(0) == [Retire(0)]
     actions = roll.failed(1, "exited with status 1")
-    assert actions == [Cancel(2), Cancel(3)]  # slot 0 goes on: its replacement is ready
+    assert actions == [Cancel(2)]  # slot 0 goes on: its replacement is ready
     assert roll.why == "instance 1: exited with status 1"
     assert not roll.finished
     assert roll.old_gone(0) == [Finished((0,), "instance 1: exited with status 1")]
@@ -170,9 +147,10 @@ def test_a_resumed_roll_takes_over_replacements_in_flight():
     roll = Roll([1, 2, 3], batch=2, replaced=[0])
     roll.adopt(1)
     roll.adopt(2)
-    assert roll.begin() == []  # two starting: the window is full
-    assert roll.ready(1) == [Retire(1), Replace(3)]  # 1 drains: one more may start
+    assert roll.begin() == []  # two in flight: the window is full
+    assert roll.ready(1) == [Retire(1)]
     assert roll.ready(2) == [Retire(2)]
-    assert roll.old_gone(1) == [] and roll.old_gone(2) == []
+    assert roll.old_gone(1) == [Replace(3)]  # one slot done: the window slides
+    assert roll.old_gone(2) == []
     assert roll.ready(3) == [Retire(3)]
     assert roll.old_gone(3) == [Finished((0, 1, 2, 3))]
