@@ -7,39 +7,44 @@ so that its writes only block when both supervisors are killed together. A targe
 closes every inherited fd when it starts (as many daemons do) drops those: killed together,
 the two supervisors would take it down with them at its next write.
 
-The holder, started by the daemon, holds the read ends besides, and nothing else: not the
-lock, not a write end, no socket. The target's writes then block on a full pipe, as any
-target's do, until the next start adopts it (``adoption``). It is ``sleep`` under the title
-``immortal: holder DIR``, not an interpreter: a fork of the daemon would come to own every
-page the daemon writes to after the fork, and a fresh interpreter costs a dozen times what
-``sleep`` does (bench/notes.md). It makes no wake-up at all.
+The holder, started by the daemon, holds the read ends besides, and each instance's journal,
+and nothing else: not the lock, not a write end, no socket. The target's writes then block
+on a full pipe, as any target's do, until the next start adopts it (``adoption``), which
+also takes the journal from the holder: what the dead pump had read but not delivered is
+delivered then, instead of dying with the two supervisors. It is ``sleep`` under the
+title ``immortal: holder DIR``, not an interpreter: a fork of the daemon would come to own
+every page the daemon writes to after the fork, and a fresh interpreter costs a dozen
+times what ``sleep`` does (bench/notes.md). It makes no wake-up at all.
 
-It carries the group's token, so that whatever finds the group's processes after its
-supervisors died finds it too: ``list`` shows it, ``stop`` and the next start end it (a
-group whose target also died leaves nothing else behind). The searches for the target
-leave it out (``orphans.find``), and it runs in a session of its own, so that a daemon
+It carries the group's token, so that whatever ends the group's processes after its
+supervisors died ends it too (``stop``, the next start). The searches for the target, and
+what ``list`` and ``status`` show as left running, leave it out (``orphans.find``): it is
+the group's own, as a supervisor is. It runs in a session of its own, so that a daemon
 looking for the target a dying pump was spawning (``orphans.find_spawned``) never takes it
 for that target. The daemon ends it with the group, and ends any other holder of the group
-(a dead daemon's) once its own holds the pipes.
+(a dead daemon's, or one beside an adopted target) once its own holds the files.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import signal
 
 from . import orphans
 from .orphans import TOKEN, holder_title, token
 
+#: where a start adopting the target finds its journal in the holder (``KeptFiles.held``)
+JOURNAL_FD = 3
 #: where ``sleep`` is looked for (no PATH search: the daemon's PATH is the caller's)
 _SLEEP = ("/bin/sleep", "/usr/bin/sleep")
 #: as long as any ``sleep`` takes (BSD's has no "infinity")
 _FOREVER = "2147483647"
 
 
-def start(directory: str, read_ends: list[int]) -> int:
-    """Start a holder of ``read_ends``; its pid. OSError if it cannot be started.
+def start(directory: str, held: list[int]) -> int:
+    """Start a holder of ``held`` (``KeptFiles.held``); its pid. OSError if it cannot be started.
 
     Only from the daemon: a single-threaded process (a fork of one with threads could
     leave a lock held in the child).
@@ -62,9 +67,7 @@ def start(directory: str, read_ends: list[int]) -> int:
         return pid
     try:  # nothing of Python's runs here but what the exec needs
         os.setsid()
-        _keep_only(read_ends)
-        for fd in read_ends:
-            os.set_inheritable(fd, True)
+        _place(held)
         for number in _DEFAULTS:
             signal.signal(number, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
@@ -77,21 +80,21 @@ def start(directory: str, read_ends: list[int]) -> int:
 _DEFAULTS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ)
 
 
-def _keep_only(read_ends: list[int]) -> None:
-    """0, 1 and 2 on /dev/null, ``read_ends`` kept, every other fd closed: a write end
-    held here would keep the pipe open for writers after the group; the lock or the
-    control socket would hide the daemon's death."""
+def _place(held: list[int]) -> None:
+    """0, 1 and 2 on /dev/null, ``held`` at 3, 4, ... in order (inheritable), every other
+    fd closed: a write end held here would keep a pipe open for writers after the group;
+    the lock or the control socket would hide the daemon's death."""
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         if fd != null:
             os.dup2(null, fd)
-    kept = {0, 1, 2, *read_ends}
-    low = 3
-    for fd in sorted(kept):
-        if fd >= low:
-            os.closerange(low, fd)
-            low = fd + 1
-    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+    # Copied above every source and destination first, so that no move overwrites a
+    # file still to be moved.
+    floor = max([3 + len(held), null, *held]) + 1
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in held]
+    for at, fd in enumerate(moved, start=3):
+        os.dup2(fd, at, inheritable=True)
+    os.closerange(3 + len(held), os.sysconf("SC_OPEN_MAX"))
 
 
 def end_others(directory: str, keep: int | None) -> None:
