@@ -31,7 +31,7 @@ import os
 import time
 from pathlib import Path
 
-from . import _linux, orphans, rolelog
+from . import _linux, holder, orphans, relay, rolelog
 from .errors import ImmortalError
 from .events import PUMP_START
 from .records import replace
@@ -74,7 +74,9 @@ def decide(spec: Spec) -> Adopt | None:
     if before.target_env() != spec.target_env():
         note(spec, f"immortal: start: the target {pid} is adopted with the environment it "
              "was started with; this run's applies from its next restart\n")
-    return Adopt(pid, _wall(ticks), ticks=ticks)
+    same = before.to_json()
+    return Adopt(pid, _wall(ticks), ticks=ticks,
+                 journal=same["monitors"] == spec.to_json()["monitors"])
 
 
 def _runs_the_same(spec: Spec, old: dict[str, Any] | None) -> tuple[Spec | None, str]:
@@ -131,9 +133,33 @@ def claim(args: RoleArgs) -> RoleArgs:
         rolelog.report("adopt", f"immortal: {args.role}: cannot adopt the running target "
                        f"{adopt.pid} ({exc}); it is ended and a new one spawned\n")
         return replace(args, adopt=None)
+    journal = _held_journal(args.dir) if adopt.journal else None
     rolelog.report("adopt", f"immortal: {args.role}: adopted the running target "
-                   f"{adopt.pid} left by a dead group\n")
-    return replace(args, fds=replace(args.fds, out=out, err=err))
+                   f"{adopt.pid} left by a dead group"
+                   f"{', and its journal' if journal is not None else ''}\n")
+    return replace(args, fds=replace(args.fds, out=out, err=err, journal=journal))
+
+
+def _held_journal(directory: str) -> int | None:
+    """The dead group's journal, opened through its pipe holder (``holder``): the lines
+    its pump had read but not delivered are delivered by the new one. None if no holder
+    of the group is left, or what it holds is not a journal."""
+    for pid, started in orphans.holders(directory):
+        path = f"/proc/{pid}/fd/{holder.JOURNAL_FD}"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            ours = (os.readlink(path).startswith("/memfd:immortal-journal")
+                    and os.fstat(fd).st_size == relay.SIZE
+                    and _linux.process_start_time(pid) == started)
+        except OSError:
+            ours = False
+        if ours:
+            return fd
+        os.close(fd)
+    return None
 
 
 def _reopen(pid: int, ticks: int) -> tuple[tuple[int, int], tuple[int, int]]:

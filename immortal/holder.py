@@ -7,20 +7,22 @@ so that its writes only block when both supervisors are killed together. A targe
 closes every inherited fd when it starts (as many daemons do) drops those: killed together,
 the two supervisors would take it down with them at its next write.
 
-The holder, started by the daemon, holds the read ends besides, and nothing else: not the
-lock, not a write end, no socket. The target's writes then block on a full pipe, as any
-target's do, until the next start adopts it (``adoption``). It is ``sleep`` under the title
-``immortal: holder DIR``, not an interpreter: a fork of the daemon would come to own every
-page the daemon writes to after the fork, and a fresh interpreter costs a dozen times what
-``sleep`` does (bench/notes.md). It makes no wake-up at all.
+The holder, started by the daemon, holds the read ends besides, and each instance's journal,
+and nothing else: not the lock, not a write end, no socket. The target's writes then block
+on a full pipe, as any target's do, until the next start adopts it (``adoption``), which
+also takes the journal from the holder: what the dead pump had read but not delivered is
+delivered then, instead of dying with the two supervisors. It is ``sleep`` under the
+title ``immortal: holder DIR``, not an interpreter: a fork of the daemon would come to own
+every page the daemon writes to after the fork, and a fresh interpreter costs a dozen
+times what ``sleep`` does (bench/notes.md). It makes no wake-up at all.
 
-It carries the group's token, so that whatever finds the group's processes after its
-supervisors died finds it too: ``list`` shows it, ``stop`` and the next start end it (a
-group whose target also died leaves nothing else behind). The searches for the target
-leave it out (``orphans.find``), and it runs in a session of its own, so that a daemon
+It carries the group's token, so that whatever ends the group's processes after its
+supervisors died ends it too (``stop``, the next start). The searches for the target, and
+what ``list`` and ``status`` show as left running, leave it out (``orphans.find``): it is
+the group's own, as a supervisor is. It runs in a session of its own, so that a daemon
 looking for the target a dying pump was spawning (``orphans.find_spawned``) never takes it
 for that target. The daemon ends it with the group, and ends any other holder of the group
-(a dead daemon's) once its own holds the pipes.
+(a dead daemon's, or one beside an adopted target) once its own holds the files.
 """
 
 from __future__ import annotations
@@ -29,69 +31,69 @@ import errno
 import os
 import signal
 
-from . import orphans
+from . import _linux, orphans
 from .orphans import TOKEN, holder_title, token
 
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
+
+#: where a start adopting the target finds its journal in the holder (``KeptFiles.held``)
+JOURNAL_FD = 3
 #: where ``sleep`` is looked for (no PATH search: the daemon's PATH is the caller's)
 _SLEEP = ("/bin/sleep", "/usr/bin/sleep")
 #: as long as any ``sleep`` takes (BSD's has no "infinity")
 _FOREVER = "2147483647"
 
 
-def start(directory: str, read_ends: list[int]) -> int:
-    """Start a holder of ``read_ends``; its pid. OSError if it cannot be started.
+def start(directory: str, held: list[int]) -> int:
+    """Start a holder of ``held`` (``KeptFiles.held``); its pid. OSError if it cannot be
+    started.
 
-    Only from the daemon: a single-threaded process (a fork of one with threads could
-    leave a lock held in the child).
+    By ``posix_spawn``: no Python runs in the child, and it never wears the daemon's
+    title (a fork would, until its exec: a census of the group's processes would see two
+    daemons).
     """
     program = next((path for path in _SLEEP if os.access(path, os.X_OK)), None)
     if program is None:
         raise FileNotFoundError(errno.ENOENT, "no sleep program found", _SLEEP[0])
-    argv = [holder_title(directory), _FOREVER]
-    env = {TOKEN: token(directory)}
-    # Blocked across the fork: the child must not run the daemon's handlers (they write to
-    # its wake-up pipe) before the exec resets them.
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFAULTS + (signal.SIGCHLD,))
-    try:
-        pid = os.fork()
-    except OSError:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        raise
-    if pid:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        return pid
-    try:  # nothing of Python's runs here but what the exec needs
-        os.setsid()
-        _keep_only(read_ends)
-        for fd in read_ends:
-            os.set_inheritable(fd, True)
-        for number in _DEFAULTS:
-            signal.signal(number, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())
-        os.execve(program, argv, env)
-    finally:
-        os._exit(127)
+    return os.posix_spawn(program, [holder_title(directory), _FOREVER],
+                          {TOKEN: token(directory)}, file_actions=_placed(held),
+                          setsid=True, setsigmask=(), setsigdef=_DEFAULTS)
 
 
-#: what the roles ignore or handle, back to the defaults for ``sleep`` (SIGTERM ends it)
-_DEFAULTS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ)
+#: what the roles ignore, back to the defaults for ``sleep`` (SIGTERM ends it; a handled
+#: signal is at its default after any exec)
+_DEFAULTS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def _keep_only(read_ends: list[int]) -> None:
-    """0, 1 and 2 on /dev/null, ``read_ends`` kept, every other fd closed: a write end
-    held here would keep the pipe open for writers after the group; the lock or the
+def _placed(held: list[int]) -> list[tuple[Any, ...]]:
+    """The child's file actions: 0, 1 and 2 on /dev/null, ``held`` at 3, 4, ... in order,
+    every other inheritable fd of ours closed (the others close at the exec): a write end
+    held there would keep a pipe open for writers after the group; the lock or the
     control socket would hide the daemon's death."""
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        if fd != null:
-            os.dup2(null, fd)
-    kept = {0, 1, 2, *read_ends}
-    low = 3
-    for fd in sorted(kept):
-        if fd >= low:
-            os.closerange(low, fd)
-            low = fd + 1
-    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+    listed = _linux.open_fds()
+    if listed is None:  # not listed: every fd the listing would give, up to the limit
+        listed = list(range(os.sysconf("SC_OPEN_MAX")))
+    ours = [fd for fd in listed if fd > 2 and _inheritable(fd)]
+    # Copied above every source and destination first, so that no move overwrites a
+    # file still to be moved.
+    above = max([2 + len(held), *held, *ours]) + 1
+    actions: list[tuple[Any, ...]] = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDWR, 0),
+                                      (os.POSIX_SPAWN_DUP2, 0, 1), (os.POSIX_SPAWN_DUP2, 0, 2)]
+    actions += [(os.POSIX_SPAWN_DUP2, fd, above + i) for i, fd in enumerate(held)]
+    actions += [(os.POSIX_SPAWN_DUP2, above + i, 3 + i) for i in range(len(held))]
+    actions += [(os.POSIX_SPAWN_CLOSE, above + i) for i in range(len(held))]
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in ours if fd >= 3 + len(held)]
+    return actions
+
+
+def _inheritable(fd: int) -> bool:
+    try:
+        return os.get_inheritable(fd)
+    except OSError:
+        return False  # the listing's own fd, closed already
 
 
 def end_others(directory: str, keep: int | None) -> None:

@@ -65,8 +65,13 @@ class KeptFiles:
                 [self.journal, *(files[4] for files in self.more)])
 
     def held(self) -> list[int]:
-        """What a pipe holder holds (``holder``): every read end a target writes to."""
-        return [*self.watched()[0], *(self.channel[:1] if self.channel else ())]
+        """What a pipe holder holds (``holder``), in its order: per instance its journal
+        and its pipes' read ends, then the channel's end; instance 0's journal first, so
+        that a start adopting the target finds it at the holder's fd 3."""
+        held = [self.journal, self.out[0], self.err[0]]
+        for files in self.more:
+            held.extend((files[4], files[0], files[2]))
+        return [*held, *(self.channel[:1] if self.channel else ())]
 
     @staticmethod
     def make(count: int) -> list[Files]:

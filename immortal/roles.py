@@ -118,18 +118,21 @@ class Adopt(Record):
     exit: ExitStatus | None = None
     ticks: int | None = None
     instance: int = 0  #: which instance of the group's program (``workers``)
+    #: a new start: the dead group's journal is to be taken from its pipe holder (its
+    #: monitors are the same, so its ledger's slots mean the same)
+    journal: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"pid": self.pid, "started_wall": self.started_wall,
                 "exit": self.exit.to_json() if self.exit else None, "ticks": self.ticks,
-                "instance": self.instance}
+                "instance": self.instance, "journal": self.journal}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Adopt:
         last = data.get("exit")
         return cls(data["pid"], data.get("started_wall"),
                    ExitStatus.from_json(last) if last else None, data.get("ticks"),
-                   int(data.get("instance") or 0))
+                   int(data.get("instance") or 0), bool(data.get("journal")))
 
 
 class RoleArgs(Record):

@@ -1,18 +1,21 @@
 """The pipe holder: a target that closed every inherited fd outlives both supervisors
-killed together, writing on, and the next start adopts it; the holder never outlives the
-group, and a holder killed is replaced."""
+killed together, writing on, and the next start adopts it with the journal the holder
+kept (nothing the dead pump had read is lost); the holder never outlives the group, and a
+holder killed is replaced."""
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 
 import pytest
 
-from conftest import SHORT, kill_at_once, proc_state, wait_for
+from conftest import LONG, SHORT, kill_at_once, proc_state, wait_for
 from immortal import orphans
 from immortal._linux import is_alive
-from test_adopt import adopted, no_gap, orphan, targets
+from test_adopt import adopted, kill_supervisors, no_gap, orphan, targets
+from test_delivery import numbered, seen
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -68,3 +71,21 @@ def test_a_killed_holder_is_replaced_and_a_stop_ends_it(started, tmp_path):
              what="one holder after a scale")
     group.stop(timeout=SHORT)
     assert holders(group) == []
+
+
+def test_what_the_dead_pump_read_but_did_not_deliver_is_delivered_after_the_adoption(
+        started, tmp_path):
+    # A slow monitor works through a backlog: lines sit in the journal (read by the pump,
+    # not delivered yet) and in the pipe when daemon and pump are killed together.
+    count = 20000
+    path = tmp_path / "slow.txt"
+    kwargs = dict(name="backlog", monitors={"plugins.delivery:Lines": {
+        "path": str(path), "delay": 0.0003}})
+    group = started(sys.executable, numbered(count), **kwargs)
+    wait_for(lambda: len(seen(path)), lambda n: 200 <= n, LONG, what="the first lines")
+    target = kill_supervisors(group)
+    again = started(sys.executable, numbered(count), **kwargs)
+    assert again.adopted == target[0]
+    lines = wait_for(lambda: seen(path), lambda lines: len(lines) >= count, LONG,
+                     what="every line")
+    assert lines == [b"line %06d" % n for n in range(count)]
