@@ -148,9 +148,10 @@ class Daemon(Scaling):
         if self.pump is None and self.machine == supervise.State():
             self._feed(supervise.initial()[1])
             self._start_pump()  # the first pump, at once
-        self._hold()
-        # A dead daemon's holder, or one a group whose supervisors all died left behind.
-        holder.end_others(str(self.directory), self.targets.holder)
+        if holder.enabled():
+            self._hold()
+            # A dead daemon's holder, or one a group whose supervisors all died left behind.
+            holder.end_others(str(self.directory), self.targets.holder)
         self.handshake.close()  # the pump holds its own copy and answers the caller
         self.loop.at(lambda: self.control.next_deadline(), lambda: self.control.drop_idle())
         self.loop.at(lambda: self.stall.deadline, self.stall.tick)
@@ -351,6 +352,8 @@ class Daemon(Scaling):
 
     def _hold(self) -> None:
         """A pipe holder for every read end (``holder``), in place of the one before."""
+        if not holder.enabled():
+            return
         old = self.targets.holder
         try:
             self.targets.holder = holder.start(str(self.directory), self.files.held())

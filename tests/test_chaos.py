@@ -211,9 +211,12 @@ class Census(threading.Thread):
             parent = by_pid.get(proc.ppid)
             if parent is not None and now - first < FORK_GRACE and (
                     parent.argv == proc.argv
-                    or role == "daemon" and role_of(parent.argv) == "daemon"):
+                    or role == "daemon" and role_of(parent.argv) in ("daemon", "pump")):
                 # Forked, not exec'd yet (the pump spawning a target, say), or a pump forked
                 # from its daemon before either took its title: a daemon's child is no daemon.
+                # Nor a pump's: a pump becoming the daemon forks its successor and starts
+                # the pipe holder, both showing its new title while the parent was read
+                # with its old one (two reads of /proc, not one instant).
                 continue
             counts[role] += 1
             members[role].append(proc)

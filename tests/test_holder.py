@@ -12,12 +12,18 @@ import sys
 import pytest
 
 from conftest import LONG, SHORT, kill_at_once, proc_state, wait_for
-from immortal import orphans
+from immortal import holder, orphans
 from immortal._linux import is_alive
 from test_adopt import adopted, kill_supervisors, no_gap, orphan, targets
 from test_delivery import numbered, seen
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True)
+def with_holder(monkeypatch):
+    """The holder is off by default (``holder.ENV``): on for these tests."""
+    monkeypatch.setenv(holder.ENV, "1")
 
 
 def holders(group) -> list[int]:
