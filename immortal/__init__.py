@@ -4,16 +4,17 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
 0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop ·
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
   rolling, readiness, notify, addresses ·
-2 process, monitor, roles, delivery, instance, checks, machine, listen ·
+2 process, monitor, roles, delivery, instance, checks, machine, listen, sdnotify ·
 3 monitoring, state, policy, kept, keptfiles, link, workers ·
 4 render, dirwatch, stall, spec, groupview, statusfile, streams ·
 5 supervise, group, adoption, spawner, readywatch, answer ·
 6 pumpstart, scaling, pumpcontrol, rollout ·
 7 pump, launcher ·
-8 forking, manager, cli, daemonscale ·
+8 forking, manager, daemonscale, foreground ·
 9 daemon ·
-10 succession ·
-11 _role, __main__, __init__
+10 fgdaemon ·
+11 succession, cli ·
+12 _role, __main__, __init__
 """
 
 from __future__ import annotations

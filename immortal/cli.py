@@ -83,12 +83,20 @@ def _run(ns: argparse.Namespace) -> int:
     if ns.env:
         env = {**os.environ, **_pairs(ns.env, "--env")}
     policy = {"min_uptime": ns.min_uptime, "window": ns.window,
-              "max_restarts": ns.max_restarts}
-    group = start(ns.file, ns.args, strategy=ns.strategy, monitors=_chosen(ns),
-                  name=ns.name, exec=ns.executable,
-                  env=env, cwd=ns.cwd, umask=ns.umask, stop_timeout=ns.stop_timeout,
-                  policy=policy, ready=ns.ready, ready_timeout=ns.ready_timeout,
-                  listen=ns.listen, workers=ns.workers)
+              "max_restarts": ns.max_restarts,
+              "final_exit_codes": tuple(ns.final_exit_codes or ())}
+    options = dict(monitors=_chosen(ns), name=ns.name, exec=ns.executable, env=env,
+                   cwd=ns.cwd, umask=ns.umask, stop_timeout=ns.stop_timeout, policy=policy,
+                   ready=ns.ready, ready_timeout=ns.ready_timeout, listen=ns.listen,
+                   workers=ns.workers)
+    if ns.foreground:
+        from .foreground import start as run_here
+
+        run_here(ns.file, ns.args, strategy=ns.strategy, console=ns.console, **options)
+    if ns.console is not None:
+        raise InvalidSpec("--console goes with --foreground (a detached group's output "
+                          "goes to its monitors; -s development shows it on the terminal)")
+    group = start(ns.file, ns.args, strategy=ns.strategy, **options)
     # In development the target's output is this command's stdout, written by the pump while
     # we print: our words go to stderr, so that they never land inside a line of its output
     # (a long line reaches a pipe in several writes) and '| grep' sees the target's alone.

@@ -135,6 +135,22 @@ def _run_parser(run: argparse.ArgumentParser) -> None:
                      help="a socket to bind once and pass to the target by socket "
                      "activation (fds 3, 4, ..., LISTEN_FDS): tcp://HOST:PORT or "
                      "unix:PATH (repeatable, in order)")
+    run.add_argument("--final-exit-code", type=int, action="append", metavar="N",
+                     dest="final_exit_codes",
+                     help="an exit code that means 'do not restart': the group ends "
+                     "(repeatable)")
+    _foreground_options(run)
+
+
+def _foreground_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--foreground", action="store_true",
+                        help="run the group in this process, in the foreground, until it "
+                        "ends (for systemd, a container's entry point, a terminal): no "
+                        "detaching; exit 0 after a stop, 1 if it gives up")
+    parser.add_argument("--console", action=argparse.BooleanOptionalAction, default=None,
+                        help="with --foreground: echo the targets' output on this "
+                        "command's stdout and stderr too (default: when stdout is a "
+                        "terminal)")
 
 
 def _list_parser(lst: argparse.ArgumentParser) -> None:

@@ -142,3 +142,39 @@ def keep(directory: Path, selector: selectors.BaseSelector, lock_fd: int | None,
         return None
     selector.register(fd, selectors.EVENT_READ, keeper.on_event)
     return keeper
+
+
+IN_MOVED_TO = 0x00000080
+
+
+def watch_names(directory: Path, mask: int = IN_MOVED_TO | IN_DELETE) -> int | None:
+    """An inotify fd (non-blocking, close-on-exec) on the entries of ``directory``: with
+    the default ``mask``, a file replaced there (``os.replace``, as every JSON file of
+    ours is written) or removed. None where inotify is not available."""
+    libc = _inotify()
+    if libc is None:
+        return None
+    fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+    if fd < 0:
+        return None
+    if libc.inotify_add_watch(fd, os.fsencode(directory), mask | IN_ONLYDIR) < 0:
+        os.close(fd)
+        return None
+    return fd
+
+
+def names(fd: int) -> set[bytes]:
+    """The names the events waiting on ``fd`` (``watch_names``) are about."""
+    found: set[bytes] = set()
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return found
+        if not data:
+            return found
+        offset = 0
+        while offset + _EVENT.size <= len(data):
+            _, _, _, length = _EVENT.unpack_from(data, offset)
+            found.add(data[offset + _EVENT.size:offset + _EVENT.size + length].rstrip(b"\0"))
+            offset += _EVENT.size + length

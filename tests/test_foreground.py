@@ -1,0 +1,190 @@
+"""``immortal run --foreground``: the command's own process is the group's daemon.
+
+Real commands in subprocesses, real signals: the foreground process is the daemon (same
+pid as the command started), stays until the group ends, and its exit code says how:
+0 after a requested stop, 1 when the group gives up or fails to start, the target's own
+code when it ended on a final exit code. The control socket works against it as against
+a detached group; a pump killed is replaced; ``--console`` echoes the output.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import LONG, SHORT, TALKER, wait_for
+from immortal._linux import is_alive, process_start_time
+from immortal.state import read_status
+
+pytestmark = pytest.mark.timeout(120)
+
+COMMAND = [sys.executable, "-m", "immortal"]
+
+
+class Foreground:
+    """A running ``immortal run --foreground`` and what it printed."""
+
+    def __init__(self, popen: subprocess.Popen[str], home: Path, name: str) -> None:
+        self.popen = popen
+        self.home = home
+        self.name = name
+        self.out = ""
+        self.err = ""
+
+    @property
+    def directory(self) -> Path:
+        return self.home / self.name
+
+    def status(self) -> object:
+        return read_status(self.directory)
+
+    def ready(self) -> None:
+        """Wait until the group runs with a ready target."""
+        wait_for(lambda: read_status(self.directory),
+                 lambda s: s is not None and s.running and s.ready and s.state == "running",
+                 LONG, f"group {self.name!r} running and ready")
+
+    def wait(self, timeout: float = LONG) -> int:
+        self.out, self.err = self.popen.communicate(timeout=timeout)
+        return self.popen.returncode
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*COMMAND, *args], env={**os.environ,
+                              "IMMORTAL_HOME": str(self.home)}, capture_output=True,
+                              text=True, timeout=LONG, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def foreground(home: Path) -> Iterator[Callable[..., Foreground]]:
+    """``foreground(name, *run_options, target..., env=..., prefix=...)``: start one; at
+    teardown, a SIGTERM (then a KILL) to whatever still runs."""
+    started: list[Foreground] = []
+
+    def start(name: str, *words: str, env: dict[str, str] | None = None,
+              prefix: list[str] | None = None) -> Foreground:
+        popen = subprocess.Popen([*(prefix or []), *COMMAND, "run", "--foreground", "-n",
+                                  name, *words],
+                                 env={**os.environ, "IMMORTAL_HOME": str(home), **(env or {})},
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        fg = Foreground(popen, home, name)
+        started.append(fg)
+        return fg
+
+    yield start
+    for fg in started:
+        if fg.popen.poll() is None:
+            fg.popen.send_signal(signal.SIGTERM)
+            try:
+                fg.popen.communicate(timeout=LONG)
+            except subprocess.TimeoutExpired:
+                fg.popen.kill()
+                fg.popen.communicate()
+
+
+def described(fg: Foreground) -> str:
+    return f"exit {fg.popen.returncode}\n--- stdout ---\n{fg.out}--- stderr ---\n{fg.err}"
+
+
+def test_the_command_is_the_daemon_and_a_stop_ends_it_with_0(foreground):
+    fg = foreground("fg", "--stop-timeout", "5", TALKER, "--", "--out", "2", "--trap", "USR1")
+    fg.ready()
+    status = read_status(fg.directory)
+    assert status.pids["daemon"] == fg.popen.pid  # no fork: the command itself
+    assert status.pids["pump"] != fg.popen.pid
+    listed = fg.cli("status", "fg")
+    assert listed.returncode == 0 and "running" in listed.stdout, listed
+    sent = fg.cli("signal", "fg", "USR1")
+    assert sent.returncode == 0, sent
+    output = fg.directory / "output.log"
+    wait_for(lambda: output.read_text() if output.exists() else "", lambda t: "got USR1" in t)
+    stopped = fg.cli("stop", "fg")
+    assert stopped.returncode == 0, stopped
+    assert fg.wait() == 0, described(fg)
+    assert "started 'fg' (foreground" in fg.err and "'fg' ended: stopped (stop)" in fg.err
+    assert fg.out == ""  # no console: stdout is not a terminal here
+
+
+def test_sigterm_and_sigint_stop_the_group_within_its_grace_and_exit_0(foreground):
+    for number in (signal.SIGTERM, signal.SIGINT):
+        name = f"term{int(number)}"
+        # Ready once it says so: it ignores TERM by then.
+        fg = foreground(name, "--stop-timeout", "2", "--ready", "line:^out 1", TALKER, "--",
+                        "--ignore-term", "--out", "1")
+        fg.ready()
+        target = read_status(fg.directory).pids["target"]
+        began = time.monotonic()
+        fg.popen.send_signal(number)
+        assert fg.wait() == 0, described(fg)
+        assert time.monotonic() - began < 2 + SHORT
+        assert not is_alive(target, None)
+        assert "killed by SIGKILL" in (fg.directory / "output.log").read_text()
+
+
+def test_a_pump_killed_is_replaced_and_the_target_kept(foreground):
+    fg = foreground("pumped", TALKER)
+    fg.ready()
+    before = read_status(fg.directory)
+    os.kill(before.pids["pump"], signal.SIGKILL)
+    after = wait_for(lambda: read_status(fg.directory),
+                     lambda s: s.pids.get("pump") not in (None, before.pids["pump"]),
+                     LONG, "a new pump")
+    assert after.pids["target"] == before.pids["target"] and fg.popen.poll() is None
+    fg.popen.send_signal(signal.SIGTERM)
+    assert fg.wait() == 0, described(fg)
+
+
+def test_giving_up_exits_1(foreground):
+    fg = foreground("fatal", "--max-restarts", "1", "--min-uptime", "5", TALKER, "--",
+                    "--exit", "3")
+    assert fg.wait() == 1, described(fg)
+    assert "ended: fatal" in fg.err
+
+
+def test_a_final_exit_code_of_the_one_target_is_the_exit_code(foreground):
+    fg = foreground("final", "--final-exit-code", "7", TALKER, "--", "--exit", "7")
+    assert fg.wait() == 7, described(fg)
+    assert "exit code 7 means do not restart" in fg.err
+
+
+def test_a_failed_start_exits_1_with_the_reason(foreground):
+    fg = foreground("broken", "--ready", "uptime:3", "--ready-timeout", "10", TALKER, "--",
+                    "--err", "1", "--exit", "2")
+    assert fg.wait() == 1, described(fg)
+    assert "immortal: error: group 'broken' failed to start" in fg.err and "err 1" in fg.err
+
+
+def test_bad_input_is_refused_before_anything(foreground, home):
+    fg = foreground("bad", "-s", "development", TALKER)
+    assert fg.wait() == 2, described(fg)
+    assert "cannot run in the foreground" in fg.err
+    assert not (home / "bad").exists()
+
+
+def test_console_echoes_the_output_and_the_monitor_still_gets_it(foreground):
+    fg = foreground("echo", "--console", TALKER, "--", "--out", "3", "--err", "2")
+    output = fg.directory / "output.log"
+    wait_for(lambda: output.read_text() if output.exists() else "",
+             lambda t: "out 3" in t and "err 2" in t)
+    fg.popen.send_signal(signal.SIGTERM)
+    assert fg.wait() == 0, described(fg)
+    assert fg.out.splitlines()[:3] == ["out 1", "out 2", "out 3"]
+    assert "err 1\nerr 2\n" in fg.err
+
+
+def test_the_process_keeps_its_pid_and_title(foreground):
+    fg = foreground("titled", TALKER)
+    fg.ready()
+    pid = fg.popen.pid
+    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+        assert handle.read().startswith(b"immortal: daemon ")
+    assert process_start_time(pid) is not None
+    fg.popen.send_signal(signal.SIGTERM)
+    assert fg.wait() == 0, described(fg)
