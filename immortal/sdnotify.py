@@ -65,6 +65,7 @@ class Notifier:
         self._send = send
         self.watchdog = watchdog  #: the interval, in seconds; None: no pings asked
         self.clock = clock
+        self.since = clock()  # a first ping is due from then (a fixed time, not "now")
         self.last_ping: float | None = None
         self.shown: str | None = None  #: the last STATUS= sent
         self.stopping_sent = False
@@ -114,7 +115,7 @@ class Notifier:
         if self.watchdog is None or not healthy or self.stopping_sent:
             return None
         if self.last_ping is None:
-            return self.clock()
+            return self.since
         return self.last_ping + self.watchdog / 2
 
     def ping(self) -> None:

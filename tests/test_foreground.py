@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LONG, SHORT, TALKER, wait_for
+from conftest import LONG, SHORT, TALKER, children_of, descendants, proc_state, wait_for
 from immortal._linux import is_alive, process_start_time
 from immortal.state import read_status
 
@@ -81,12 +81,15 @@ def foreground(home: Path) -> Iterator[Callable[..., Foreground]]:
     yield start
     for fg in started:
         if fg.popen.poll() is None:
-            fg.popen.send_signal(signal.SIGTERM)
+            # The daemon itself (unshare(1) passes no signal on to its child).
+            for pid in [fg.popen.pid, *children_of(fg.popen.pid)]:
+                os.kill(pid, signal.SIGTERM)
             try:
                 fg.popen.communicate(timeout=LONG)
             except subprocess.TimeoutExpired:
-                fg.popen.kill()
-                fg.popen.communicate()
+                for pid in [fg.popen.pid, *descendants(fg.popen.pid)]:
+                    os.kill(pid, signal.SIGKILL)
+                fg.popen.communicate(timeout=LONG)
 
 
 def described(fg: Foreground) -> str:
@@ -187,4 +190,96 @@ def test_the_process_keeps_its_pid_and_title(foreground):
         assert handle.read().startswith(b"immortal: daemon ")
     assert process_start_time(pid) is not None
     fg.popen.send_signal(signal.SIGTERM)
+    assert fg.wait() == 0, described(fg)
+
+
+# --- as PID 1, in a PID namespace (a container's init) -------------------------------------
+
+INIT_CHILD = str(Path(__file__).resolve().parent / "programs" / "init_child.py")
+UNSHARE = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc"]
+
+
+def _namespaces_usable(home: Path) -> str | None:
+    """Why a PID namespace cannot be used here (None: it can): unshare missing or refused,
+    or immortal's ownership checks refusing the home seen from inside (an unprivileged
+    user namespace shows files of root's as nobody's)."""
+    probe = "from pathlib import Path; from immortal.safety import check_path; " \
+            f"check_path(Path({str(home)!r}))"
+    try:
+        result = subprocess.run([*UNSHARE, sys.executable, "-c", probe], capture_output=True,
+                                text=True, timeout=LONG, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return "unshare(1) is not installed"
+    if result.returncode != 0:
+        return f"{' '.join(UNSHARE)} does not work here: {result.stderr.strip()[-300:]}"
+    return None
+
+
+@pytest.fixture
+def init(home: Path, foreground: Callable[..., Foreground]) -> Callable[..., Foreground]:
+    """``init(name, *words)``: a foreground group as PID 1 of a new PID namespace."""
+    reason = _namespaces_usable(home)
+    if reason is not None:
+        pytest.skip(reason)
+    return lambda name, *words: foreground(name, *words, prefix=UNSHARE)
+
+
+def host_pid_of_init(fg: Foreground) -> int:
+    """The daemon's pid as we see it (PID 1 inside): unshare's one child."""
+    return wait_for(lambda: children_of(fg.popen.pid), lambda kids: len(kids) == 1,
+                    SHORT, "unshare's child")[0]
+
+
+def lines(fg: Foreground) -> str:
+    output = fg.directory / "output.log"
+    return output.read_text() if output.exists() else ""
+
+
+def test_as_pid_1_sigterm_stops_the_group_within_its_grace_and_exits_0(init):
+    fg = init("init", "--stop-timeout", "2", "--ready", "line:^ready", INIT_CHILD)
+    wait_for(lambda: lines(fg), lambda text: "ready" in text, LONG, "the target's 'ready'")
+    daemon = host_pid_of_init(fg)
+    with open(f"/proc/{daemon}/status") as handle:
+        assert [line.split()[-1] for line in handle if line.startswith("NSpid:")] == ["1"]
+    began = time.monotonic()
+    os.kill(daemon, signal.SIGTERM)
+    assert fg.wait() == 0, described(fg)
+    assert time.monotonic() - began < 2 + SHORT
+    assert "shutdown: stop" in lines(fg)
+
+
+def test_as_pid_1_a_sigterm_from_inside_the_namespace_is_taken(init):
+    fg = init("inside", "--ready", "line:^ready", INIT_CHILD)
+    text = wait_for(lambda: lines(fg), lambda text: "ready" in text, LONG, "'ready'")
+    target = int(text.split("stdout | ready ")[1].split()[0])  # its pid inside: not ours
+    daemon = host_pid_of_init(fg)
+    pump = children_of(daemon)[0]
+    host_target = children_of(pump)[0]
+    assert target != host_target
+    os.kill(host_target, signal.SIGUSR2)  # it sends SIGTERM to its PID 1
+    assert fg.wait() == 0, described(fg)
+    assert "shutdown: stop" in lines(fg)
+
+
+def test_as_pid_1_a_hundred_orphans_leave_no_zombie(init):
+    fg = init("orphans", "--ready", "line:^ready", INIT_CHILD, "--", "100")
+    wait_for(lambda: lines(fg), lambda text: "ready" in text, LONG, "the target's 'ready'")
+    daemon = host_pid_of_init(fg)
+    # They came to PID 1 (the daemon), beside its pump.
+    wait_for(lambda: children_of(daemon), lambda kids: len(kids) == 101, SHORT,
+             "the 100 orphans among PID 1's children")
+    pump = next(kid for kid in children_of(daemon) if children_of(kid))
+    os.kill(daemon, signal.SIGUSR1)  # passed on to the target, which lets them go
+    wait_for(lambda: lines(fg), lambda text: "got USR1" in text, SHORT, "'got USR1'")
+    left = wait_for(lambda: children_of(daemon), lambda kids: kids == [pump], SHORT,
+                    "every orphan reaped")
+    assert [proc_state(kid) for kid in left] != ["Z"]
+    assert fg.popen.poll() is None  # and the group runs on, its pump the same
+    target = children_of(pump)[0]
+    os.kill(pump, signal.SIGKILL)  # a pump death among the orphans' is still seen as one
+    # The target comes to PID 1, which hands it to a new pump.
+    wait_for(lambda: children_of(daemon), lambda kids: len(kids) == 2 and target in kids
+             and pump not in kids, LONG, "a new pump")
+    wait_for(lambda: lines(fg), lambda text: "adopt pid" in text, LONG, "the adoption")
+    os.kill(daemon, signal.SIGTERM)
     assert fg.wait() == 0, described(fg)
