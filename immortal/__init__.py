@@ -3,16 +3,16 @@
 Layers (a module imports only from lower ones; tests/test_layering.py checks it):
 0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop ·
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
-  rolling, readiness, notify, addresses ·
+  rolling, readiness, notify, addresses, units ·
 2 process, monitor, roles, delivery, instance, checks, machine, listen, sdnotify ·
 3 monitoring, state, policy, kept, keptfiles, link, workers ·
-4 render, dirwatch, stall, spec, groupview, statusfile, streams ·
+4 render, dirwatch, stall, spec, groupview, statusfile, streams, metrics ·
 5 supervise, group, adoption, spawner, readywatch, answer ·
 6 pumpstart, scaling, pumpcontrol, rollout ·
 7 pump, launcher ·
 8 forking, manager, daemonscale, foreground ·
-9 daemon ·
-10 fgdaemon ·
+9 daemon, recorded ·
+10 fgdaemon, clisvc ·
 11 succession, cli ·
 12 _role, __main__, __init__
 """

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 
+from . import clisvc
 from .cliargs import COMMANDS, Usage, build_parser  # noqa: F401  (build_parser: kept here)
 from .errors import ImmortalError, InvalidSpec, NotRunning
 
@@ -137,6 +138,8 @@ def _status(ns: argparse.Namespace) -> int:
     if not status.running:
         status.orphans = group.orphans()
     print(status_view(status, ns.json))
+    if ns.ready:  # a readiness probe: running is not enough
+        return 0 if status.running and status.ready else 3
     return 0 if status.running else 3
 
 
@@ -260,7 +263,9 @@ def _logs(ns: argparse.Namespace) -> int:
 # What runs each command of cliargs.COMMANDS.
 HANDLERS = {"run": _run, "list": _list, "status": _status, "stop": _stop, "restart": _restart,
             "signal": _signal, "reopen": _reopen, "scale": _scale, "monitors": _monitors,
-            "check": _check, "logs": _logs}
+            "check": _check, "logs": _logs, "startup": clisvc.startup,
+            "start-recorded": clisvc.start_recorded, "save": clisvc.save,
+            "resurrect": clisvc.resurrect, "metrics": clisvc.metrics}
 
 
 # The library's names for what the command line calls an option or an argument: a

@@ -160,6 +160,9 @@ def _list_parser(lst: argparse.ArgumentParser) -> None:
 def _status_parser(status: argparse.ArgumentParser) -> None:
     status.add_argument("name")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--ready", action="store_true",
+                        help="exit 0 only if the group runs and every target is ready "
+                        "(3 otherwise): a readiness probe")
 
 
 def _stop_parser(stop: argparse.ArgumentParser) -> None:
@@ -214,6 +217,33 @@ def _logs_parser(logs: argparse.ArgumentParser) -> None:
                       "the group ends or Ctrl-C")
 
 
+def _startup_parser(startup: argparse.ArgumentParser) -> None:
+    startup.add_argument("manager", choices=["systemd"], help="the service manager")
+    startup.add_argument("name", help="a group that exists (its spec.json is its record)")
+    startup.add_argument("--user", action="store_true",
+                         help="a unit for 'systemctl --user' (default: a system unit)")
+    startup.add_argument("--install", action="store_true",
+                         help="write the unit (~/.config/systemd/user/ or "
+                         "/etc/systemd/system/) and enable it, instead of printing it")
+    startup.add_argument("--no-enable", dest="enable", action="store_false",
+                         help="with --install: write the unit only")
+    startup.add_argument("--unit-dir", metavar="DIR",
+                         help="with --install: write the unit in DIR instead")
+
+
+def _start_recorded_parser(again: argparse.ArgumentParser) -> None:
+    again.add_argument("name", help="a group that exists (its spec.json is its record)")
+    _foreground_options(again)
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _metrics_parser(metrics: argparse.ArgumentParser) -> None:
+    metrics.add_argument("name", nargs="?", help="one group (default: every group)")
+
+
 # Each command: its one-line help and what adds its arguments, in the order --help lists them.
 COMMANDS = {
     "run": ("start FILE under supervision (detached by default)", _run_parser),
@@ -227,6 +257,13 @@ COMMANDS = {
     "monitors": ("list the installed monitors", _monitors_parser),
     "check": ("run monitors' check() on options, alone", _check_parser),
     "logs": ("print the end of a group's output file", _logs_parser),
+    "startup": ("print (or install) a systemd unit that runs a group in the foreground",
+                _startup_parser),
+    "start-recorded": ("start a group again from its record (its spec.json)",
+                       _start_recorded_parser),
+    "save": ("record the running groups, for 'resurrect'", _no_arguments),
+    "resurrect": ("start the groups 'save' recorded that do not run", _no_arguments),
+    "metrics": ("print the groups' figures as OpenMetrics text", _metrics_parser),
 }
 
 

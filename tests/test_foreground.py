@@ -283,3 +283,22 @@ def test_as_pid_1_a_hundred_orphans_leave_no_zombie(init):
     wait_for(lambda: lines(fg), lambda text: "adopt pid" in text, LONG, "the adoption")
     os.kill(daemon, signal.SIGTERM)
     assert fg.wait() == 0, described(fg)
+
+
+def test_a_foreground_daemon_killed_leaves_its_pump_the_daemon(foreground, home):
+    """Not the foreground's word any more (its command is dead: the caller sees the KILL),
+    but the group's: the pump takes over as any daemon's does, and runs on detached."""
+    fg = foreground("orphaned", "--console", TALKER)
+    fg.ready()
+    before = read_status(fg.directory)
+    os.kill(fg.popen.pid, signal.SIGKILL)
+    assert fg.popen.wait(timeout=LONG) == -signal.SIGKILL
+    after = wait_for(lambda: read_status(fg.directory),
+                     lambda s: s.running and s.pids.get("daemon") == before.pids["pump"]
+                     and s.pids.get("pump") not in (None, before.pids["pump"]), LONG,
+                     "the pump become the daemon, with a pump of its own")
+    assert after.pids["target"] == before.pids["target"]
+    stopped = fg.cli("stop", "orphaned")
+    assert stopped.returncode == 0, stopped
+    fg.wait()  # the console's end: the last pump held it
+    assert "ready" in fg.out  # echoed on the console
