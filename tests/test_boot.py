@@ -263,3 +263,34 @@ def test_metrics_are_openmetrics_per_instance(home, stopped_at_end):
                for s in f.samples}
     assert stopped[("immortal_up", (("group", "m1"),))] == 0
     assert not any(name == "immortal_uptime_seconds" for name, _ in stopped)
+
+
+def test_a_failed_start_from_the_record_keeps_the_record(home, stopped_at_end):
+    """A unit restarted after a failure (here an address in use) must find it again."""
+    stopped_at_end.append("held")
+    ok(cli(home, "run", "-n", "held", "--listen", "tcp://127.0.0.1:0", TALKER))
+    address = read_status(home / "held").listen[0]
+    ok(cli(home, "stop", "held"))
+    record_before = (home / "held" / "spec.json").read_text()
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", int(address.rsplit(":", 1)[1])))
+    squatter.listen()
+    try:
+        failed = cli(home, "start-recorded", "held")
+        assert failed.returncode == 1 and "tcp://127.0.0.1" in failed.stderr, failed
+        assert (home / "held" / "spec.json").read_text() == record_before
+    finally:
+        squatter.close()
+    ok(cli(home, "start-recorded", "held"))
+    assert read_status(home / "held").listen == [address]
+
+
+def test_unit_words_are_quoted_as_systemd_reads_them():
+    from immortal.units import quote
+
+    assert quote("/usr/bin/immortal") == "/usr/bin/immortal"
+    assert quote("a b") == '"a b"'
+    assert quote('say "hi"\\') == '"say \\"hi\\"\\\\"'
+    assert quote("100%") == "100%%" and quote("$HOME") == "$$HOME"
+    assert quote("K=$v", variables=False) == "K=$v"
