@@ -106,7 +106,7 @@ def start_recorded(ns: argparse.Namespace) -> int:
 
 
 def save(ns: argparse.Namespace) -> int:
-    """Record every running group in saved.json, for ``resurrect``."""
+    """Record every running group in .saved.json, for ``resurrect``."""
     from .recorded import save as record_all, saved_path
 
     kept, left = record_all()

@@ -360,6 +360,8 @@ def groups() -> list[Status]:
         return []
     found = []
     for name in names:
+        if name.startswith("."):
+            continue  # not a group's (no group name starts with a dot): '.saved.json'
         status = read_status(base / name)
         if status is not None:
             found.append(status)

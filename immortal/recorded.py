@@ -11,7 +11,7 @@ caller had, for monitors named ``package.module:Class``).
   what a systemd unit's ``ExecStart`` runs (``units``). A start that fails puts the record
   back (``launcher``), so a unit restarted after a failure (an address in use at boot)
   still finds it.
-- ``save()``: the records of the groups running now, in ``saved.json`` in the home;
+- ``save()``: the records of the groups running now, in ``.saved.json`` in the home;
   ``resurrect()`` starts each of them that does not run (PM2's ``save``/``resurrect``).
   A ``development`` group lives and dies with its caller: it is not saved.
 """
@@ -32,7 +32,8 @@ from .launcher import start
 from .spec import Spec, Strategy
 from .state import check_dir, home, read_json, write_json
 
-SAVED = "saved.json"  #: in the home: the groups ``save`` recorded
+#: ``save``'s record, in the home (a leading dot: no group's name)
+SAVED = ".saved.json"
 
 
 def arguments(spec: Spec) -> dict[str, Any]:
@@ -112,7 +113,7 @@ def saved_path() -> Path:
 
 
 def save() -> tuple[list[str], list[str]]:
-    """Record every running group (``saved.json``); the names saved, and those left out
+    """Record every running group (``.saved.json``); the names saved, and those left out
     (development groups)."""
     kept, left = [], []
     records = []

@@ -183,7 +183,10 @@ def test_save_then_resurrect_after_everything_was_killed(home, stopped_at_end):
            "--final-exit-code", "5", TALKER))
     options = {name: same_options(name) for name in ("web", "jobs")}
     said = ok(cli(home, "save"))
-    assert "saved 2 group(s)" in said and (home / "saved.json").exists()
+    assert "saved 2 group(s)" in said and (home / ".saved.json").exists()
+    listed = ok(cli(home, "list"))  # the record is no group of the home's
+    assert [line.split()[0] for line in listed.splitlines()[1:-1]] == ["jobs", "web", "web:0",
+                                                                       "web:1"], listed
     for name in ("web", "jobs"):
         kill_everything(home, name)
         assert not read_status(home / name).running
