@@ -177,6 +177,11 @@ class ForegroundDaemon(Daemon):
     # ----------------------------------------------------------------- the end
     def _end(self) -> int:
         super()._end()
+        # The group is over: a late signal (a second Ctrl-C, a manager's SIGTERM again)
+        # must not turn the exit code into a death by it, as it would once the
+        # interpreter's exit put its handlers back to the defaults.
+        for number in SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
         if self.notifier is not None:
             self.notifier.stopping()
         os.close(self.answers)

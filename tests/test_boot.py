@@ -149,10 +149,12 @@ def test_startup_of_a_group_that_does_not_exist_is_exit_3(home):
 
 # --- start-recorded, save, resurrect ---------------------------------------------------------
 
-def test_start_recorded_starts_a_stopped_group_again_with_its_options(home, stopped_at_end):
+def test_start_recorded_starts_a_stopped_group_again_with_its_options(home, tmp_path,
+                                                                      stopped_at_end):
     stopped_at_end.append("rec")
     ok(cli(home, "run", "-n", "rec", "-w", "2", "-e", "FOO=bar", "--stop-timeout", "3",
-           "--max-restarts", "9", "-o", "output=rec.txt", TALKER, "--", "--env", "FOO"))
+           "--max-restarts", "9", "-o", f"output={tmp_path / 'rec.txt'}", TALKER, "--",
+           "--env", "FOO"))
     before = same_options("rec")
     ok(cli(home, "stop", "rec"))
     said = ok(cli(home, "start-recorded", "rec"))

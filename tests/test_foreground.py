@@ -302,3 +302,17 @@ def test_a_foreground_daemon_killed_leaves_its_pump_the_daemon(foreground, home)
     assert stopped.returncode == 0, stopped
     fg.wait()  # the console's end: the last pump held it
     assert "ready" in fg.out  # echoed on the console
+
+
+def test_signals_after_the_end_do_not_change_the_exit_code(foreground):
+    """A second Ctrl-C or SIGTERM while the command exits (its group over) leaves its 0."""
+    fg = foreground("twice", TALKER)
+    fg.ready()
+    fg.popen.send_signal(signal.SIGTERM)
+    while fg.popen.poll() is None:  # as fast as we can, until it has exited
+        for number in (signal.SIGTERM, signal.SIGINT):
+            try:
+                fg.popen.send_signal(number)
+            except ProcessLookupError:
+                break
+    assert fg.wait() == 0, described(fg)
