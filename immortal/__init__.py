@@ -5,17 +5,19 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
   tomlkeys ·
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
   rolling, readiness, notify, addresses, envfile, completionscripts, configkeys,
-  privileges, filewatch, memwatch ·
-2 process, monitor, roles, delivery, instance, checks, machine, listen, configfile, holder ·
+  privileges, filewatch, memwatch, units ·
+2 process, monitor, roles, delivery, instance, checks, machine, listen, configfile, holder,
+  sdnotify ·
 3 execute, monitoring, state, policy, kept, keptfiles, link, workers, completion ·
-4 render, dirwatch, stall, spec, groupview, statusfile, streams ·
+4 render, dirwatch, stall, spec, groupview, statusfile, streams, metrics ·
 5 supervise, group, adoption, spawner, readywatch, answer, configcheck ·
 6 pumpstart, scaling, pumpcontrol, rollout, pumpops, config ·
 7 pump, launcher, configview ·
-8 forking, manager, cli, daemonscale ·
-9 daemon ·
-10 succession ·
-11 _role, __main__, __init__
+8 forking, manager, daemonscale, foreground ·
+9 daemon, recorded ·
+10 fgdaemon, clisvc ·
+11 succession, cli ·
+12 _role, __main__, __init__
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 
+from . import clisvc
 from .cliargs import (COMMANDS, POLICY_OPTIONS, Usage,  # noqa: F401  (build_parser: kept here)
                       build_parser)
 from .errors import ImmortalError, InvalidSpec, NotRunning
@@ -101,16 +102,23 @@ def _run(ns: argparse.Namespace) -> int:
         env = {**os.environ, **_env_file(ns.env_file), **_pairs(ns.env, "--env")}
     policy = {key: getattr(ns, key) for key in POLICY_OPTIONS
               if getattr(ns, key) is not None}
-    group = start(ns.file, ns.args, strategy=ns.strategy, monitors=_chosen(ns),
-                  name=ns.name, exec=ns.executable,
-                  env=env, cwd=ns.cwd, umask=ns.umask, stop_timeout=ns.stop_timeout,
-                  start_timeout=ns.start_timeout, policy=policy, ready=ns.ready,
-                  ready_timeout=ns.ready_timeout, listen=ns.listen, workers=ns.workers,
-                  backpressure=ns.backpressure, channel=ns.channel, user=ns.user,
-                  group=ns.group, watch=ns.watch, ignore=ns.ignore,
-                  watch_delay=ns.watch_delay, memory_limit=ns.memory_limit,
-                  memory_window=ns.memory_window, memory_children=ns.memory_children,
-                  comment=ns.comment)
+    options = dict(monitors=_chosen(ns), name=ns.name, exec=ns.executable, env=env,
+                   cwd=ns.cwd, umask=ns.umask, stop_timeout=ns.stop_timeout,
+                   start_timeout=ns.start_timeout, policy=policy, ready=ns.ready,
+                   ready_timeout=ns.ready_timeout, listen=ns.listen, workers=ns.workers,
+                   backpressure=ns.backpressure, channel=ns.channel, user=ns.user,
+                   group=ns.group, watch=ns.watch, ignore=ns.ignore,
+                   watch_delay=ns.watch_delay, memory_limit=ns.memory_limit,
+                   memory_window=ns.memory_window, memory_children=ns.memory_children,
+                   comment=ns.comment)
+    if ns.foreground:
+        from .foreground import start as run_here
+
+        run_here(ns.file, ns.args, strategy=ns.strategy, console=ns.console, **options)
+    if ns.console is not None:
+        raise InvalidSpec("--console goes with --foreground (a detached group's output "
+                          "goes to its monitors; -s development shows it on the terminal)")
+    group = start(ns.file, ns.args, strategy=ns.strategy, **options)
     # In development the target's output is this command's stdout, written by the pump while
     # we print: our words go to stderr, so that they never land inside a line of its output
     # (a long line reaches a pipe in several writes) and '| grep' sees the target's alone.
@@ -151,6 +159,8 @@ def _status(ns: argparse.Namespace) -> int:
     if not status.running:
         status.orphans = group.orphans()
     print(status_view(status, ns.json))
+    if ns.ready:  # a readiness probe: running is not enough
+        return 0 if status.running and status.ready else 3
     return 0 if status.running else 3
 
 
@@ -323,7 +333,9 @@ def _completion(ns: argparse.Namespace) -> int:
 HANDLERS = {"run": _run, "list": _list, "status": _status, "stop": _stop, "restart": _restart,
             "signal": _signal, "reopen": _reopen, "scale": _scale, "monitors": _monitors,
             "check": _check, "logs": _logs, "config": _config, "validate": _validate,
-            "completion": _completion}
+            "completion": _completion, "startup": clisvc.startup,
+            "start-recorded": clisvc.start_recorded, "save": clisvc.save,
+            "resurrect": clisvc.resurrect, "metrics": clisvc.metrics}
 
 
 # The library's names for what the command line calls an option or an argument: a

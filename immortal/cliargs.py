@@ -153,6 +153,7 @@ def _run_parser(run: argparse.ArgumentParser) -> None:
     run.add_argument("--channel", action="store_true",
                      help="open a JSON message channel between the target and the monitors")
     _operator_options(run)
+    _foreground_options(run)
 
 
 def _policy_options(run: argparse.ArgumentParser) -> None:
@@ -214,6 +215,17 @@ def _operator_options(run: argparse.ArgumentParser) -> None:
                      "and given to the target as IMMORTAL_COMMENT")
 
 
+def _foreground_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--foreground", action="store_true",
+                        help="run the group in this process, in the foreground, until it "
+                        "ends (for systemd, a container's entry point, a terminal): no "
+                        "detaching; exit 0 after a stop, 1 if it gives up")
+    parser.add_argument("--console", action=argparse.BooleanOptionalAction, default=None,
+                        help="with --foreground: echo the targets' output on this "
+                        "command's stdout and stderr too (default: when stdout is a "
+                        "terminal)")
+
+
 def _list_parser(lst: argparse.ArgumentParser) -> None:
     lst.add_argument("--json", action="store_true")
 
@@ -221,6 +233,9 @@ def _list_parser(lst: argparse.ArgumentParser) -> None:
 def _status_parser(status: argparse.ArgumentParser) -> None:
     status.add_argument("name")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--ready", action="store_true",
+                        help="exit 0 only if the group runs and every target is ready "
+                        "(3 otherwise): a readiness probe")
 
 
 def _stop_parser(stop: argparse.ArgumentParser) -> None:
@@ -293,6 +308,33 @@ def _completion_parser(completion: argparse.ArgumentParser) -> None:
     completion.add_argument("-c", "--config", metavar="FILE", help=argparse.SUPPRESS)
 
 
+def _startup_parser(startup: argparse.ArgumentParser) -> None:
+    startup.add_argument("manager", choices=["systemd"], help="the service manager")
+    startup.add_argument("name", help="a group that exists (its spec.json is its record)")
+    startup.add_argument("--user", action="store_true",
+                         help="a unit for 'systemctl --user' (default: a system unit)")
+    startup.add_argument("--install", action="store_true",
+                         help="write the unit (~/.config/systemd/user/ or "
+                         "/etc/systemd/system/) and enable it, instead of printing it")
+    startup.add_argument("--no-enable", dest="enable", action="store_false",
+                         help="with --install: write the unit only")
+    startup.add_argument("--unit-dir", metavar="DIR",
+                         help="with --install: write the unit in DIR instead")
+
+
+def _start_recorded_parser(again: argparse.ArgumentParser) -> None:
+    again.add_argument("name", help="a group that exists (its spec.json is its record)")
+    _foreground_options(again)
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _metrics_parser(metrics: argparse.ArgumentParser) -> None:
+    metrics.add_argument("name", nargs="?", help="one group (default: every group)")
+
+
 # Each command: its one-line help and what adds its arguments, in the order --help lists them.
 COMMANDS = {
     "run": ("start FILE under supervision (detached by default)", _run_parser),
@@ -310,6 +352,13 @@ COMMANDS = {
                "source", _config_parser),
     "validate": ("check immortal.toml without starting anything", _validate_parser),
     "completion": ("print a shell completion script (bash or zsh)", _completion_parser),
+    "startup": ("print (or install) a systemd unit that runs a group in the foreground",
+                _startup_parser),
+    "start-recorded": ("start a group again from its record (its spec.json)",
+                       _start_recorded_parser),
+    "save": ("record the running groups, for 'resurrect'", _no_arguments),
+    "resurrect": ("start the groups 'save' recorded that do not run", _no_arguments),
+    "metrics": ("print the groups' figures as OpenMetrics text", _metrics_parser),
 }
 
 # An example or two per command, shown at the end of its --help.
@@ -334,6 +383,13 @@ EXAMPLES = {
     "validate": "  immortal validate && echo ok\n  immortal validate -E production",
     "completion": "  source <(immortal completion bash)       # in ~/.bashrc\n"
                   "  immortal completion zsh > \"${fpath[1]}/_immortal\"",
+    "startup": "  immortal startup systemd worker\n"
+               "  immortal startup systemd --user worker --install",
+    "start-recorded": "  immortal start-recorded worker\n"
+                      "  immortal start-recorded --foreground worker   # a unit's ExecStart",
+    "save": "  immortal save",
+    "resurrect": "  immortal resurrect            # after a reboot, the groups 'save' recorded",
+    "metrics": "  immortal metrics\n  immortal metrics worker > /var/lib/node_exporter/w.prom",
 }
 
 

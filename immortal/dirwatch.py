@@ -22,8 +22,8 @@ import sys
 from typing import TYPE_CHECKING  # loaded anyway: only role processes import this
 
 from . import _linux
-from ._linux import (IN_DELETE, IN_DELETE_SELF, IN_MOVE_SELF, IN_MOVED_FROM, IN_ONLYDIR,
-                     inotify_events)
+from ._linux import (IN_DELETE, IN_DELETE_SELF, IN_MOVE_SELF, IN_MOVED_FROM, IN_MOVED_TO,
+                     IN_ONLYDIR, inotify_events)
 from .errors import ImmortalError
 from .state import ensure_dir, try_lock
 
@@ -121,3 +121,32 @@ def keep(directory: Path, selector: selectors.BaseSelector, lock_fd: int | None,
         return None
     selector.register(fd, selectors.EVENT_READ, keeper.on_event)
     return keeper
+
+
+def watch_names(directory: Path, mask: int = IN_MOVED_TO | IN_DELETE) -> int | None:
+    """An inotify fd (non-blocking, close-on-exec) on the entries of ``directory``: with
+    the default ``mask``, a file replaced there (``os.replace``, as every JSON file of
+    ours is written) or removed. None where inotify is not available."""
+    libc = _linux.inotify()
+    if libc is None:
+        return None
+    fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+    if fd < 0:
+        return None
+    if libc.inotify_add_watch(fd, os.fsencode(directory), mask | IN_ONLYDIR) < 0:
+        os.close(fd)
+        return None
+    return fd
+
+
+def names(fd: int) -> set[bytes]:
+    """The names the events waiting on ``fd`` (``watch_names``) are about."""
+    found: set[bytes] = set()
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return found
+        if not data:
+            return found
+        found.update(name.rstrip(b"\0") for _, _, name in inotify_events(data))

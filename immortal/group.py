@@ -103,7 +103,7 @@ class Group(GroupView):
             if not now.running:
                 raise NotRunning(f"group {self.name!r} ended during the restart "
                                  f"(state {now.state})")
-            if _restarted(before, now, chosen):
+            if restarted(before, now, chosen):
                 return
             time.sleep(POLL)
         raise StopTimeout(f"group {self.name!r} did not restart its target within "
@@ -319,7 +319,7 @@ def _targets(status: Status, instance: int | None) -> list[tuple[int, int | None
     return [(pid, status.start_times.get("target"))] if pid else []
 
 
-def _restarted(before: Status, now: Status, instance: int | None) -> bool:
+def restarted(before: Status, now: Status, instance: int | None) -> bool:
     """Whether ``now`` shows the restart asked in ``before``: each instance restarted
     (``instance`` alone, if given) and running again."""
     if not before.instances or not now.instances:
@@ -360,6 +360,8 @@ def groups() -> list[Status]:
         return []
     found = []
     for name in names:
+        if name.startswith("."):
+            continue  # not a group's (no group name starts with a dot): '.saved.json'
         status = read_status(base / name)
         if status is not None:
             found.append(status)

@@ -44,8 +44,10 @@ class KeptFiles:
             self.notify = notify.make(spec.directory)
         # Held for the group's life, handed to every pump, never accepted on.
         self.listen = fds.listen
+        # The foreground's console (``--console``): every pump echoes the output there.
+        self.console = fds.console
         for fd in (*self.out, *self.err, self.journal, *(self.channel or ()),
-                   *([] if self.notify is None else [self.notify])):
+                   *([] if self.notify is None else [self.notify]), *(self.console or ())):
             os.set_inheritable(fd, False)
 
     @property
@@ -57,7 +59,7 @@ class KeptFiles:
         """What a pump is handed: these files, with ``others`` (the lock, its lifeline...)."""
         return Fds(out=self.out, err=self.err, journal=self.journal, channel=self.channel,
                    notify=self.notify, listen=self.listen, more=tuple(self.more) or None,
-                   **others)
+                   console=self.console, **others)
 
     def watched(self) -> tuple[list[int], list[int]]:
         """Every instance's pipes' read ends, and journals (what the stall watch reads)."""

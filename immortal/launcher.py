@@ -38,7 +38,8 @@ from .readiness import SPAWN
 from .records import replace
 from .roles import Adopt, Fds, RoleArgs, role_command
 from .spec import Request, RestartPolicy, Spec, Strategy, build
-from .state import Lock, check_dir, check_socket_path, ensure_dir, home, write_json
+from .state import (Lock, check_dir, check_socket_path, ensure_dir, home, read_json,
+                    write_json)
 
 _ERRORS = {"StartError": StartError, "MonitorError": MonitorError}
 
@@ -130,14 +131,33 @@ def start(
                     group=group, watch=watch, ignore=ignore, watch_delay=watch_delay,
                     memory_limit=memory_limit, memory_window=memory_window,
                     memory_children=memory_children, comment=comment, **unknown)
-    chosen = _check_monitors(request.monitors)
-    spec = _place(request, chosen)
-    lock, created = _take_directory(Path(spec.directory))
-    with _undone_on_failure(Path(spec.directory), created, lock):
+    spec = plan(request)
+    with prepared(spec) as (spec, lock, adopt, sockets):
+        return _launch(spec, lock, request.capture, adopt, sockets)
+
+
+def plan(request: Request) -> Spec:
+    """Steps 2 and 3: the group's ``Spec``, its monitors found and checked, its instance
+    directory found safe to use. Nothing is created."""
+    return _place(request, _check_monitors(request.monitors))
+
+
+@contextlib.contextmanager
+def prepared(spec: Spec) -> Iterator[tuple[Spec, Lock, Adopt | None, tuple[int, ...]]]:
+    """Steps 4 and 5: the directory made and locked, the orphan to adopt decided, the listen
+    sockets bound and ``spec.json`` written; yields the spec as written, the lock, the
+    target to adopt and the sockets' fds, for step 6 (a detached first role, or the
+    daemon role ``exec``'d in the caller: ``foreground``). A failure inside removes what
+    they wrote; our copies of the lock and the sockets are closed when it ends."""
+    directory = Path(spec.directory)
+    lock, created = _take_directory(directory)
+    before: dict[str, Any] = {}
+    with _undone_on_failure(directory, created, lock, before):
         adopt = adoption.decide(spec)
+        before.update(read_json(directory / "spec.json") or {})
         with _listening(spec) as (spec, sockets):
             _write_spec(spec)
-            return _launch(spec, lock, request.capture, adopt, sockets)
+            yield spec, lock, adopt, sockets
 
 
 def _check_monitors(wanted: dict[str, Any]) -> tuple[tuple[str, Any, dict[str, Any]], ...]:
@@ -178,13 +198,15 @@ def _take_directory(directory: Path) -> tuple[Lock, bool]:
 
 
 @contextlib.contextmanager
-def _undone_on_failure(directory: Path, created: bool, lock: Lock) -> Iterator[None]:
-    """Steps 5 and 6 remove what they wrote if they fail, and let go of our copy of the
-    lock in any case (the roles hold it then: the same open file description)."""
+def _undone_on_failure(directory: Path, created: bool, lock: Lock,
+                       before: dict[str, Any] | None = None) -> Iterator[None]:
+    """Steps 5 and 6 remove what they wrote if they fail (``before``: the spec.json that
+    was there, put back), and let go of our copy of the lock in any case (the roles hold it
+    then: the same open file description)."""
     try:
         yield
     except BaseException:
-        _clean(directory, created)
+        _clean(directory, created, before)
         raise
     finally:
         lock.close()
@@ -307,7 +329,7 @@ def _handshake(spec: Spec, fd: int, pids: dict[str, tuple[int, int | None]],
             if "role" in message:
                 pids[message["role"]] = (message["pid"], message.get("start_time"))
             elif "error" in message:
-                raise _error(spec, message)
+                raise answer_error(spec, message)
             elif message.get("ok"):
                 return message["target"] if message.get("adopted") else None
     except TimeoutError:
@@ -328,7 +350,7 @@ def _patience(spec: Spec) -> float:
     return spec.start_timeout + spec.ready_timeout + spec.stop_timeout
 
 
-def _error(spec: Spec, message: dict[str, Any]) -> ImmortalError:
+def answer_error(spec: Spec, message: dict[str, Any]) -> ImmortalError:
     """The error a role reported; a target that was not ready comes with its exit status
     and its last lines on stderr, shown under the message."""
     error = _ERRORS.get(message.get("error", ""), StartError)
@@ -380,13 +402,15 @@ def _kill_roles(pids: dict[str, tuple[int, int | None]],
     orphans.end(orphans.holders(directory))
 
 
-def _clean(directory: Path, created: bool) -> None:
+def _clean(directory: Path, created: bool, before: dict[str, Any] | None = None) -> None:
     """Remove what a failed start wrote, while it still holds the group lock.
 
     Files only: never a directory (another start may have opened the lock file in it, or
     another group may live in a parent this call created) and never a lock file (a start
     that opened it would lock a file nobody else can find). The role logs go only if the
-    directory is this call's own.
+    directory is this call's own. A ``spec.json`` a stopped group had left (``before``) is
+    put back: a recorded group (``immortal start-recorded``, a systemd unit's) can be
+    started again from it after a start that failed (an address in use at boot).
     """
     names = ["spec.json", "status.json", "notify.sock"]
     if created:
@@ -396,3 +420,8 @@ def _clean(directory: Path, created: bool) -> None:
             os.unlink(directory / name)
         except FileNotFoundError:
             pass
+    if before:
+        try:
+            write_json(directory / "spec.json", before)
+        except OSError:
+            pass  # a full disk: the record is lost, as the start was

@@ -22,6 +22,9 @@ from . import _linux
 
 NAME = "notify.sock"
 ENV = "NOTIFY_SOCKET"
+#: what a service manager (systemd) sets for the process it started, immortal itself when
+#: it runs in the foreground: never passed on to a target (``sdnotify``)
+MANAGER_ENV = (ENV, "WATCHDOG_USEC", "WATCHDOG_PID")
 MAX_DATAGRAM = 4096  # as systemd reads them
 BATCH = 64  # datagrams taken at a time, so that output is not starved by a chatty target
 

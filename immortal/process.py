@@ -31,16 +31,18 @@ ROLE_IGNORED = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ")
                      if hasattr(signal, name))
 
 
-def role_signals() -> None:
+def role_signals(blocked: tuple[int, ...] = ()) -> None:
     """Signal dispositions of a role (daemon or pump), whatever the caller left it.
 
-    Blocked signals are unblocked, and an ignored one is reset to its default, except the
-    two of ``ROLE_IGNORED``, which a role ignores. So the target, spawned by the pump, gets
-    every signal at its default: handlers are reset by ``exec``, and ``restore_signals``
-    resets SIGPIPE and SIGXFSZ in the child before ``exec`` (see :func:`spawn`). A target
-    ignoring SIGTERM because its grandparent did would make every stop wait for the KILL.
+    Blocked signals are unblocked (but ``blocked``, left pending for the role's loop to
+    take: a daemon run in the foreground), and an ignored one is reset to its default,
+    except the two of ``ROLE_IGNORED``, which a role ignores. So the target, spawned by the
+    pump, gets every signal at its default: handlers are reset by ``exec``, and
+    ``restore_signals`` resets SIGPIPE and SIGXFSZ in the child before ``exec`` (see
+    :func:`spawn`). A target ignoring SIGTERM because its grandparent did would make every
+    stop wait for the KILL.
     """
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     for number in _CATCHABLE:
         try:
             if number in ROLE_IGNORED:

@@ -69,7 +69,8 @@ class PumpStart(StartAnswer):
         # the group's, held with instance 0's.
         notify = spec.directory if spec.ready == readiness.NOTIFY else None
         self.instances = [
-            Instance(k, Streams(fds.instance(k), spec.channel and k == 0, development,
+            Instance(k, Streams(fds.instance(k), spec.channel and k == 0,
+                                (1, 2) if development else fds.console,
                                 self._sink(k), notify if k == 0 else None),
                      self._ready_watch(k))
             for k in range(max(spec.workers, 1 + len(fds.more or ())))]
@@ -183,7 +184,8 @@ class PumpStart(StartAnswer):
                 drop=self.spec.backpressure == "drop")
         except Exception as exc:
             return f"the monitors failed to load in the pump: {exc}"
-        if self.host.terminal:
+        if self.host.terminal and self.spec.strategy == Strategy.DEVELOPMENT:
+            # (Its terminal is the pump's own stdout: the foreground's console echo stays.)
             for inst in self.instances:
                 inst.streams.no_echo()
         return None

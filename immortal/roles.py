@@ -26,7 +26,7 @@ __all__ = ["Adopt", "Command", "Exited", "Fds", "Finish", "Grow", "HandOver", "H
            "Started", "Target", "decode", "exec_daemon", "hand_over", "role_command",
            "split_adopts"]
 
-_TUPLES = ("out", "err", "channel", "listen")  # the fields that hold several fds
+_TUPLES = ("out", "err", "channel", "listen", "console")  # the fields that hold several fds
 
 
 class Fds(Record):
@@ -47,6 +47,9 @@ class Fds(Record):
     #: the files of instances 1, 2... of a group of several (``workers``), each
     #: ``(out read, out write, err read, err write, journal)``; instance 0's are above
     more: tuple[tuple[int, int, int, int, int], ...] | None = None
+    #: a group run in the foreground with ``--console``: the command's own stdout and
+    #: stderr, where every pump echoes the targets' raw output (``foreground``)
+    console: tuple[int, int] | None = None
 
     def numbers(self) -> list[int]:
         """Every fd held here, in field order: the ones a role's process keeps or inherits."""
@@ -149,6 +152,9 @@ class RoleArgs(Record):
     fresh: bool = False  #: a pump: a fresh interpreter started by a dying pump (hand_over)
     pump: int | None = None  #: a daemon: the successor pump already running (hand_over)
     also: tuple[Adopt, ...] = ()  #: the targets of instances 1, 2... to adopt (``workers``)
+    #: a daemon: the command's own process, run in the foreground (``foreground``): no
+    #: detaching, its stderr kept, its exit code the group's end (``fgdaemon``)
+    foreground: bool = False
 
     def adopts(self) -> dict[int, Adopt]:
         """Every target to adopt, by instance: ``adopt`` (instance 0's) and ``also``."""

@@ -21,7 +21,6 @@ from .errors import NotRunning
 from .loop import draw
 from .records import replace
 from .roles import Fds, Retired
-from .spec import Strategy
 from .state import write_json
 from .streams import Streams
 from .workers import Instance
@@ -78,10 +77,7 @@ class Scaling:
             return
         given = Fds(out=(fds[0], fds[1]), err=(fds[2], fds[3]), journal=fds[4]) if fds \
             else Fds()
-        streams = Streams(given, False, self.spec.strategy == Strategy.DEVELOPMENT,
-                          self._sink(k))
-        if self.host.terminal:
-            streams.no_echo()
+        streams = Streams(given, False, self.instances[0].streams.echo, self._sink(k))
         inst = Instance(k, streams, self._ready_watch(k))
         self.instances.append(inst)
         self.spec = replace(self.spec, workers=max(self.spec.workers, k + 1))

@@ -122,6 +122,11 @@ class Spec(Record):
         from .orphans import TOKEN, token
 
         env = dict(self.env)
+        # A service manager's words to whoever it started (immortal, run in the foreground
+        # under systemd): a target answering them would speak for immortal. A target gets
+        # a NOTIFY_SOCKET of the group's own only (ready="notify", below).
+        for name in notify.MANAGER_ENV:
+            env.pop(name, None)
         # Finds the target and its descendants after the supervisors die, whatever fds
         # they closed (immortal/orphans.py); it replaces an outer group's token.
         env[TOKEN] = token(self.directory)

@@ -109,6 +109,8 @@ def early(argv: list[str]) -> None:
     words = argv[:argv.index("--")] if "--" in argv else argv
     if not words or words[0] != "run" or "-h" in words or "--help" in words:
         return
+    if any(len(word) >= 6 and "--foreground".startswith(word) for word in words):
+        return  # the command's own process becomes the daemon: nothing to start ahead
     strategy = "daemon"
     for index, word in enumerate(words):
         option, equals, value = word.partition("=")

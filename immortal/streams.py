@@ -28,10 +28,12 @@ BATCH = 64  # messages taken at a time, so that output is not starved by a chatt
 
 
 class Streams:
-    """``notify``: the instance directory of a group whose targets tell their readiness
+    """``echo``: the fds that get the raw output too, stdout's and stderr's (the pump's own
+    1 and 2 in ``development``, the command's console in the foreground), or None.
+    ``notify``: the instance directory of a group whose targets tell their readiness
     (``notify.py``), where the socket is made if it was not handed over."""
 
-    def __init__(self, fds: Fds, channel: bool, echo: bool, sink: Sink,
+    def __init__(self, fds: Fds, channel: bool, echo: tuple[int, int] | None, sink: Sink,
                  notify: str | None = None) -> None:
         if fds.out and fds.err:
             self.out_r, self.out_w = fds.out
@@ -59,13 +61,15 @@ class Streams:
         # A dup, as for the channel: the fd itself outlives this object (a hand-over).
         self.notify_sock = socket.socket(fileno=os.dup(self.notify_fd)) \
             if self.notify_fd is not None else None
+        self.console = fds.console  # handed on to a successor as they came
+        self.echo = echo
         self.relays = (
             relay.Relay(self.out_r, self.journal, 0,
                         lambda data, offset, end: sink("stdout", data, offset, end),
-                        1 if echo else None),
+                        echo[0] if echo else None),
             relay.Relay(self.err_r, self.journal, 1,
                         lambda data, offset, end: sink("stderr", data, offset, end),
-                        2 if echo else None),
+                        echo[1] if echo else None),
         )
 
     def fds(self, lock: int | None, others: Sequence[Streams] = ()) -> Fds:
@@ -74,7 +78,7 @@ class Streams:
         return Fds(lock=lock, out=(self.out_r, self.out_w), err=(self.err_r, self.err_w),
                    journal=self.journal_fd,
                    channel=(self.channel[0], self.channel[1]) if self.channel else None,
-                   notify=self.notify_fd,
+                   notify=self.notify_fd, console=self.console,
                    more=tuple(other.files() for other in others) or None)
 
     def files(self) -> tuple[int, int, int, int, int]:
@@ -92,6 +96,7 @@ class Streams:
 
     def no_echo(self) -> None:
         """A monitor shows the output on the terminal already."""
+        self.echo = None
         for stream in self.relays:
             stream.echo = None
 

@@ -1,11 +1,11 @@
 """The daemon's succession: how a process becomes the group's daemon, and stays it.
 
-A process becomes the daemon in three ways: started as one (``main``, a detached first role
-or a pump that ``exec``'d into it); a pump started as a fresh interpreter whose daemon died
-(``become``, from ``pump.main``); and a pump forked by the daemon whose daemon died, whose
-``forking.Unwind`` comes up here through the frames of the daemon it was forked from. Each
-runs the daemon at the top of its stack, in a loop (``_run``): however often the daemon
-dies, nothing nests.
+A process becomes the daemon in three ways: started as one (``main``, a detached first role,
+a pump that ``exec``'d into it, or the command's own process in the foreground:
+``fgdaemon``); a pump started as a fresh interpreter whose daemon died (``become``, from
+``pump.main``); and a pump forked by the daemon whose daemon died, whose ``forking.Unwind``
+comes up here through the frames of the daemon it was forked from. Each runs the daemon at
+the top of its stack, in a loop (``_run``): however often the daemon dies, nothing nests.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pathlib import Path
 from . import _linux, forking, process, rolelog
 from .daemon import Daemon
 from .detach import detach
+from .fgdaemon import ForegroundDaemon
+from .foreground import SIGNALS
 from .roles import RoleArgs
 from .spec import Spec
 
@@ -44,19 +46,29 @@ def _take_over(spec: Spec, args: RoleArgs) -> None:
     _linux.set_subreaper()
 
 
-def _run(spec: Spec, args: RoleArgs) -> int:
-    """Run the daemon; each time a pump forked from it becomes the daemon (``Unwind``, in
-    the pump's process), run that one here, at the top of its stack: a loop, never a
-    nesting, however often the daemon dies."""
+def _run(spec: Spec, args: RoleArgs, first: type[Daemon] = Daemon) -> int:
+    """Run the daemon (``first``: the foreground's, for the command's own process); each
+    time a pump forked from it becomes the daemon (``Unwind``, in the pump's process), run
+    that one here, at the top of its stack: a loop, never a nesting, however often the
+    daemon dies. A pump that takes over is a plain daemon, whoever its predecessor was."""
+    kind = first
     while True:
         try:
-            return Daemon(spec, args).run()
+            return kind(spec, args).run()
         except forking.Unwind as change:
             spec, args = change.spec, change.role_args
+        kind = Daemon
         _take_over(spec, args)
 
 
 def main(spec: Spec, args: RoleArgs) -> int:
+    if args.foreground:
+        # The command's own process (``foreground``): no detaching, and its stderr stays
+        # where the command's was (a terminal, the journal, a container's log).
+        process.role_signals(blocked=SIGNALS)  # pending until its loop takes them
+        rolelog.install(None)
+        _linux.set_subreaper()
+        return _run(spec, args, ForegroundDaemon)
     process.role_signals()
     log = str(Path(spec.directory) / "daemon.log")
     if args.detach:

@@ -128,9 +128,31 @@ def test_a_successor_hands_each_monitor_only_the_lines_past_its_own_mark(tmp_pat
 FLOOD = 200_000  # 2.4 MB: more than the pipe and a monitor's queue hold
 
 
+def paced(count: int, fast: Path, then: str) -> list[str]:
+    """A target writing ``count`` numbered lines, 100 at a time, never more than 10000
+    (120 KB) ahead of what the monitor writing ``fast`` has written: that monitor never
+    falls a queue (1 MiB) behind, however loaded the machine (an unpaced flood made it
+    drop lines, or not empty its queue by the end, on a loaded machine)."""
+    return ["-c", "import os, sys, time\n"
+            f"def seen():\n"
+            f"    try:\n"
+            f"        return os.stat({str(fast)!r}).st_size // 12\n"
+            f"    except FileNotFoundError:\n"
+            f"        return 0\n"
+            f"for n in range(0, {count}, 100):\n"
+            f"    os.write(1, b''.join(b'line %06d\\n' % i for i in range(n, n + 100)))\n"
+            f"    deadline = time.monotonic() + 60\n"
+            f"    while seen() < n + 100 - 10000 and time.monotonic() < deadline:\n"
+            f"        time.sleep(0.001)\n"
+            f"deadline = time.monotonic() + 60\n"
+            f"while seen() < {count} and time.monotonic() < deadline:\n"
+            f"    time.sleep(0.001)\n"
+            f"{then}\n"]
+
+
 def test_drop_loses_only_the_slow_monitors_lines_and_status_counts_them(started, tmp_path):
     paths = {"fast": tmp_path / "fast.txt", "slow": tmp_path / "slow.txt"}
-    group = started(sys.executable, numbered(FLOOD, "sys.exit(0)", steady=True),
+    group = started(sys.executable, paced(FLOOD, paths["fast"], "sys.exit(0)"),
                     backpressure="drop", policy={"final_exit_codes": [0]}, stop_timeout=1.0,
                     monitors={
                         "plugins.delivery:Lines": {"path": str(paths["fast"])},

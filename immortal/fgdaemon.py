@@ -1,0 +1,241 @@
+"""The daemon of a group run in the foreground: the command's own process (``foreground``).
+
+A ``Daemon`` in every way (it forks and keeps the pump, holds the group's files, serves the
+control socket, reaps), with what being the command's own process asks for:
+
+- **Signals**, each taken explicitly (a PID 1, a container's init, would otherwise lose
+  those it has no handler for: the kernel drops them): SIGTERM and SIGINT stop the group
+  (TERM, the grace period, KILL), SIGHUP restarts it as ``immortal restart`` does (rolling
+  for a group of several or one that listens), SIGUSR1 and SIGUSR2 are passed on to the
+  targets (every instance's process group).
+- **Orphans**: as a subreaper (as PID 1, for the whole namespace) it reaps every process
+  that comes to it at SIGCHLD (``Daemon._reap``, which tells its pump's death and an
+  adopted target's from an orphan's: theirs are never lost to it).
+- **Its words**, on its own stderr (a terminal, the journal, a container's log): the start's
+  answer (the handshake a ``start()`` caller reads comes to a pipe of its own): "started",
+  or the start's error; at the end, ``'NAME' ended: STATE (REASON)``.
+- **systemd** (``sdnotify``), with ``NOTIFY_SOCKET`` in its environment: ``READY=1`` once
+  every target is ready, ``STATUS=`` on each change of ``status.json`` (watched with
+  inotify), ``RELOADING=1`` then ``READY=1`` around a SIGHUP's restart, ``STOPPING=1``,
+  and ``WATCHDOG=1`` while healthy (a pump runs and drains the output).
+- **Its exit code** (``exit_code``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from typing import Any
+
+from . import dirwatch, rolelog
+from .daemon import Daemon
+from .detach import Handshake
+from .errors import ImmortalError
+from .foreground import SIGNALS
+from .group import restarted
+from .launcher import answer_error
+from .render import started_view
+from .roles import RoleArgs
+from .sdnotify import Notifier
+from .spec import Spec
+from .state import FINAL_STATES, Status, read_status
+
+WATCHED = (b"status.json", b"stalled.json")  #: the files whose changes STATUS= follows
+
+
+class ForegroundDaemon(Daemon):
+    def __init__(self, spec: Spec, args: RoleArgs) -> None:
+        super().__init__(spec, args)
+        # The first pump answers the start here (see the module's docstring).
+        self.answers, write_end = os.pipe()
+        self.handshake = Handshake(write_end)
+        self.heard = b""
+        self.failure: str | None = None  #: the start's error, if it failed
+        self.stop_asked = False  #: a stop was requested (a signal, 'immortal stop')
+        self.notifier = Notifier.from_environ()
+        self.reload_from: Status | None = None  #: a SIGHUP's restart under way: from what
+        self.status_fd: int | None = None
+
+    # ----------------------------------------------------------------- the loop
+    def _serve(self) -> int:
+        self.loop.take_signals({
+            signal.SIGTERM: self._on_stop_signal, signal.SIGINT: self._on_stop_signal,
+            signal.SIGHUP: self._on_hangup, signal.SIGCHLD: self._reap,
+            signal.SIGUSR1: lambda: self._pass_on(signal.SIGUSR1),
+            signal.SIGUSR2: lambda: self._pass_on(signal.SIGUSR2)})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # blocked since the exec
+        self.loop.watch(self.answers, self._on_answer)
+        notifier = self.notifier
+        if notifier is not None:
+            self._watch_status()
+            self.loop.at(lambda: notifier.next_ping(self._healthy()), notifier.ping)
+        return super()._serve()
+
+    def _watch_status(self) -> None:
+        if self.status_fd is not None:
+            self.selector.unregister(self.status_fd)
+            os.close(self.status_fd)
+        self.status_fd = dirwatch.watch_names(self.directory)
+        if self.status_fd is not None:
+            self.loop.watch(self.status_fd, self._on_status)
+
+    def _healthy(self) -> bool:
+        """A pump runs and drains the output: what the watchdog's pings vouch for."""
+        return self.pump is not None and self.stall.stalled is None
+
+    def _let_go(self) -> None:
+        for fd in (self.answers, self.status_fd):
+            if fd is not None:
+                os.close(fd)
+        self.status_fd = None
+        super()._let_go()
+
+    def _dir_restored(self) -> None:
+        super()._dir_restored()
+        if self.notifier is not None:
+            self._watch_status()  # the old watch was on the directory that went
+
+    # ----------------------------------------------------------------- the start's answer
+    def _on_answer(self, fd: int) -> None:
+        data = os.read(fd, 65536)
+        if not data:
+            self.selector.unregister(fd)
+            return
+        *lines, self.heard = (self.heard + data).split(b"\n")
+        for line in lines:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(message, dict):
+                self._answered(message)
+
+    def _answered(self, message: dict[str, Any]) -> None:
+        if "error" in message:
+            self.failure = str(answer_error(self.spec, message))
+            rolelog.report("answer", f"immortal: error: {self.failure}\n")
+        elif message.get("ok"):
+            status = read_status(self.directory)
+            if status is not None:
+                rolelog.report("answer", started_view(self.spec.name, "foreground", status)
+                               + f"\nstop it with Ctrl-C, 'kill {os.getpid()}' or "
+                               f"'immortal stop {self.spec.name}'\n")
+            if self.notifier is not None:
+                self.notifier.ready(summary(status))
+
+    # ----------------------------------------------------------------- signals, requests
+    def _pass_on(self, number: int) -> None:
+        """SIGUSR1, SIGUSR2: to every target, as ``immortal signal NAME`` sends them."""
+        try:
+            self._command({"cmd": "signal", "signal": int(number)})
+        except ImmortalError as exc:
+            rolelog.report("command", f"immortal: daemon: {signal.Signals(number).name}: "
+                                      f"{exc}\n")
+
+    def _on_hangup(self) -> None:
+        """SIGHUP: a restart, as for any daemon; systemd hears of it (``RELOADING=1``,
+        then ``READY=1`` once the new targets are ready, or at once if it is refused)."""
+        before = read_status(self.directory)
+        if self.notifier is not None:
+            self.notifier.reloading()
+        try:
+            self._command({"cmd": "restart"})
+        except ImmortalError as exc:
+            rolelog.report("command", f"immortal: daemon: restart: {exc}\n")
+            before = None
+        if before is None:  # refused, or no status to follow it in: nothing to wait for
+            if self.notifier is not None:
+                self.notifier.ready()
+            return
+        self.reload_from = before
+
+    def _stop(self, request: dict[str, Any], by_signal: bool) -> None:
+        self.stop_asked = True
+        if self.notifier is not None:
+            self.notifier.stopping()
+        super()._stop(request, by_signal)
+
+    def _handle_message(self, data: bytes) -> None:
+        super()._handle_message(data)
+        if self.finished and self.notifier is not None:
+            self.notifier.stopping()  # the group ends by itself (fatal, a final exit code)
+
+    def _on_status(self, fd: int) -> None:
+        """``status.json`` (or ``stalled.json``) changed: systemd's STATUS= line, and the
+        end of a reload."""
+        if not dirwatch.names(fd) & set(WATCHED) or self.notifier is None:
+            return
+        status = read_status(self.directory)
+        if status is None:
+            return
+        self.notifier.status(summary(status))
+        if self.reload_from is not None and reloaded(self.reload_from, status):
+            self.reload_from = None
+            self.notifier.ready()
+
+    # ----------------------------------------------------------------- the end
+    def _end(self) -> int:
+        super()._end()
+        # The group is over: a late signal (a second Ctrl-C, a manager's SIGTERM again)
+        # must not turn the exit code into a death by it, as it would once the
+        # interpreter's exit put its handlers back to the defaults.
+        for number in SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
+        if self.notifier is not None:
+            self.notifier.stopping()
+        os.close(self.answers)
+        if self.status_fd is not None:
+            os.close(self.status_fd)
+        status = read_status(self.directory)
+        if status is not None:
+            rolelog.report("answer", f"{self.spec.name!r} ended: {status.state}"
+                           + (f" ({status.reason})" if status.reason else "") + "\n")
+        return exit_code(status, self.failure is not None, self.stop_asked, self.spec)
+
+
+def exit_code(status: Status | None, failed: bool, stop_asked: bool, spec: Spec) -> int:
+    """The foreground's exit code: 0 once the group stopped (a requested stop, or every
+    instance ended on a final exit code); 1 if its start failed, it gave up (``fatal``) or
+    it ended without a final phase (its pump could not go on); the target's own code when
+    a group of one ended by itself on one of its ``final_exit_codes``."""
+    if failed or status is None or status.state != "stopped":
+        return 1
+    last = status.last_exit
+    if not stop_asked and spec.workers == 1 and last is not None and last.code is not None \
+            and last.code in spec.policy.final_exit_codes:
+        return last.code
+    return 0
+
+
+def summary(status: Status | None) -> str:
+    """A group's state on one line, for systemd's STATUS=."""
+    if status is None:
+        return "starting"
+    parts = [status.state]
+    if status.instances:
+        ready = sum(1 for entry in status.instances if entry.ready)
+        parts.append(f"{ready}/{len(status.instances)} instances ready")
+    elif "target" in status.pids:
+        parts.append(f"target pid {status.pids['target']}"
+                     + ("" if status.ready else " (not ready)"))
+    parts.append(f"restarts {status.restarts}")
+    if status.stalled:
+        parts.append("output stalled")
+    if status.dropped:
+        parts.append(f"{status.dropped} lines dropped")
+    if status.reason and status.state in FINAL_STATES:
+        parts.append(status.reason)
+    return "; ".join(parts)
+
+
+def reloaded(before: Status, now: Status) -> bool:
+    """Whether ``now`` shows the end of the restart a SIGHUP asked in ``before``: a
+    rolling restart over (done or aborted: the old targets serve on), or every instance
+    restarted, running and ready; or the group no longer running."""
+    if not now.running or now.state in FINAL_STATES:
+        return True
+    roll, last = now.roll or {}, before.roll or {}
+    if int(roll.get("id", 0)) > int(last.get("id", 0)):
+        return roll.get("state") != "rolling"
+    return restarted(before, now, None) and now.ready

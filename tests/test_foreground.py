@@ -1,0 +1,318 @@
+"""``immortal run --foreground``: the command's own process is the group's daemon.
+
+Real commands in subprocesses, real signals: the foreground process is the daemon (same
+pid as the command started), stays until the group ends, and its exit code says how:
+0 after a requested stop, 1 when the group gives up or fails to start, the target's own
+code when it ended on a final exit code. The control socket works against it as against
+a detached group; a pump killed is replaced; ``--console`` echoes the output.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import LONG, SHORT, TALKER, children_of, descendants, proc_state, wait_for
+from immortal._linux import is_alive, process_start_time
+from immortal.state import read_status
+
+pytestmark = pytest.mark.timeout(120)
+
+COMMAND = [sys.executable, "-m", "immortal"]
+
+
+class Foreground:
+    """A running ``immortal run --foreground`` and what it printed."""
+
+    def __init__(self, popen: subprocess.Popen[str], home: Path, name: str) -> None:
+        self.popen = popen
+        self.home = home
+        self.name = name
+        self.out = ""
+        self.err = ""
+
+    @property
+    def directory(self) -> Path:
+        return self.home / self.name
+
+    def status(self) -> object:
+        return read_status(self.directory)
+
+    def ready(self) -> None:
+        """Wait until the group runs with a ready target."""
+        wait_for(lambda: read_status(self.directory),
+                 lambda s: s is not None and s.running and s.ready and s.state == "running",
+                 LONG, f"group {self.name!r} running and ready")
+
+    def wait(self, timeout: float = LONG) -> int:
+        self.out, self.err = self.popen.communicate(timeout=timeout)
+        return self.popen.returncode
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*COMMAND, *args], env={**os.environ,
+                              "IMMORTAL_HOME": str(self.home)}, capture_output=True,
+                              text=True, timeout=LONG, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def foreground(home: Path) -> Iterator[Callable[..., Foreground]]:
+    """``foreground(name, *run_options, target..., env=..., prefix=...)``: start one; at
+    teardown, a SIGTERM (then a KILL) to whatever still runs."""
+    started: list[Foreground] = []
+
+    def start(name: str, *words: str, env: dict[str, str] | None = None,
+              prefix: list[str] | None = None) -> Foreground:
+        popen = subprocess.Popen([*(prefix or []), *COMMAND, "run", "--foreground", "-n",
+                                  name, *words],
+                                 env={**os.environ, "IMMORTAL_HOME": str(home), **(env or {})},
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        fg = Foreground(popen, home, name)
+        started.append(fg)
+        return fg
+
+    yield start
+    for fg in started:
+        if fg.popen.poll() is None:
+            # The daemon itself (unshare(1) passes no signal on to its child).
+            for pid in [fg.popen.pid, *children_of(fg.popen.pid)]:
+                os.kill(pid, signal.SIGTERM)
+            try:
+                fg.popen.communicate(timeout=LONG)
+            except subprocess.TimeoutExpired:
+                for pid in [fg.popen.pid, *descendants(fg.popen.pid)]:
+                    os.kill(pid, signal.SIGKILL)
+                fg.popen.communicate(timeout=LONG)
+
+
+def described(fg: Foreground) -> str:
+    return f"exit {fg.popen.returncode}\n--- stdout ---\n{fg.out}--- stderr ---\n{fg.err}"
+
+
+def test_the_command_is_the_daemon_and_a_stop_ends_it_with_0(foreground):
+    fg = foreground("fg", "--stop-timeout", "5", TALKER, "--", "--out", "2", "--trap", "USR1")
+    fg.ready()
+    status = read_status(fg.directory)
+    assert status.pids["daemon"] == fg.popen.pid  # no fork: the command itself
+    assert status.pids["pump"] != fg.popen.pid
+    listed = fg.cli("status", "fg")
+    assert listed.returncode == 0 and "running" in listed.stdout, listed
+    sent = fg.cli("signal", "fg", "USR1")
+    assert sent.returncode == 0, sent
+    output = fg.directory / "output.log"
+    wait_for(lambda: output.read_text() if output.exists() else "", lambda t: "got USR1" in t)
+    stopped = fg.cli("stop", "fg")
+    assert stopped.returncode == 0, stopped
+    assert fg.wait() == 0, described(fg)
+    assert "started 'fg' (foreground" in fg.err and "'fg' ended: stopped (stop)" in fg.err
+    assert fg.out == ""  # no console: stdout is not a terminal here
+
+
+def test_sigterm_and_sigint_stop_the_group_within_its_grace_and_exit_0(foreground):
+    for number in (signal.SIGTERM, signal.SIGINT):
+        name = f"term{int(number)}"
+        # Ready once it says so: it ignores TERM by then.
+        fg = foreground(name, "--stop-timeout", "2", "--ready", "line:^out 1", TALKER, "--",
+                        "--ignore-term", "--out", "1")
+        fg.ready()
+        target = read_status(fg.directory).pids["target"]
+        began = time.monotonic()
+        fg.popen.send_signal(number)
+        assert fg.wait() == 0, described(fg)
+        assert time.monotonic() - began < 2 + SHORT
+        assert not is_alive(target, None)
+        assert "killed by SIGKILL" in (fg.directory / "output.log").read_text()
+
+
+def test_a_pump_killed_is_replaced_and_the_target_kept(foreground):
+    fg = foreground("pumped", TALKER)
+    fg.ready()
+    before = read_status(fg.directory)
+    os.kill(before.pids["pump"], signal.SIGKILL)
+    after = wait_for(lambda: read_status(fg.directory),
+                     lambda s: s.pids.get("pump") not in (None, before.pids["pump"]),
+                     LONG, "a new pump")
+    assert after.pids["target"] == before.pids["target"] and fg.popen.poll() is None
+    fg.popen.send_signal(signal.SIGTERM)
+    assert fg.wait() == 0, described(fg)
+
+
+def test_giving_up_exits_1(foreground):
+    fg = foreground("fatal", "--max-restarts", "1", "--min-uptime", "5", TALKER, "--",
+                    "--exit", "3")
+    assert fg.wait() == 1, described(fg)
+    assert "ended: fatal" in fg.err
+
+
+def test_a_final_exit_code_of_the_one_target_is_the_exit_code(foreground):
+    fg = foreground("final", "--final-exit-codes", "7", TALKER, "--", "--exit", "7")
+    assert fg.wait() == 7, described(fg)
+    assert "exit code 7 means do not restart" in fg.err
+
+
+def test_a_failed_start_exits_1_with_the_reason(foreground):
+    fg = foreground("broken", "--ready", "uptime:3", "--ready-timeout", "10", TALKER, "--",
+                    "--err", "1", "--exit", "2")
+    assert fg.wait() == 1, described(fg)
+    assert "immortal: error: group 'broken' failed to start" in fg.err and "err 1" in fg.err
+
+
+def test_bad_input_is_refused_before_anything(foreground, home):
+    fg = foreground("bad", "-s", "development", TALKER)
+    assert fg.wait() == 2, described(fg)
+    assert "cannot run in the foreground" in fg.err
+    assert not (home / "bad").exists()
+
+
+def test_console_echoes_the_output_and_the_monitor_still_gets_it(foreground):
+    fg = foreground("echo", "--console", TALKER, "--", "--out", "3", "--err", "2")
+    output = fg.directory / "output.log"
+    wait_for(lambda: output.read_text() if output.exists() else "",
+             lambda t: "out 3" in t and "err 2" in t)
+    fg.popen.send_signal(signal.SIGTERM)
+    assert fg.wait() == 0, described(fg)
+    assert fg.out.splitlines()[:3] == ["out 1", "out 2", "out 3"]
+    assert "err 1\nerr 2\n" in fg.err
+
+
+def test_the_process_keeps_its_pid_and_title(foreground):
+    fg = foreground("titled", TALKER)
+    fg.ready()
+    pid = fg.popen.pid
+    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+        assert handle.read().startswith(b"immortal: daemon ")
+    assert process_start_time(pid) is not None
+    fg.popen.send_signal(signal.SIGTERM)
+    assert fg.wait() == 0, described(fg)
+
+
+# --- as PID 1, in a PID namespace (a container's init) -------------------------------------
+
+INIT_CHILD = str(Path(__file__).resolve().parent / "programs" / "init_child.py")
+UNSHARE = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc"]
+
+
+def _namespaces_usable(home: Path) -> str | None:
+    """Why a PID namespace cannot be used here (None: it can): unshare missing or refused,
+    or immortal's ownership checks refusing the home seen from inside (an unprivileged
+    user namespace shows files of root's as nobody's)."""
+    probe = "from pathlib import Path; from immortal.safety import check_path; " \
+            f"check_path(Path({str(home)!r}))"
+    try:
+        result = subprocess.run([*UNSHARE, sys.executable, "-c", probe], capture_output=True,
+                                text=True, timeout=LONG, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return "unshare(1) is not installed"
+    if result.returncode != 0:
+        return f"{' '.join(UNSHARE)} does not work here: {result.stderr.strip()[-300:]}"
+    return None
+
+
+@pytest.fixture
+def init(home: Path, foreground: Callable[..., Foreground]) -> Callable[..., Foreground]:
+    """``init(name, *words)``: a foreground group as PID 1 of a new PID namespace."""
+    reason = _namespaces_usable(home)
+    if reason is not None:
+        pytest.skip(reason)
+    return lambda name, *words: foreground(name, *words, prefix=UNSHARE)
+
+
+def host_pid_of_init(fg: Foreground) -> int:
+    """The daemon's pid as we see it (PID 1 inside): unshare's one child."""
+    return wait_for(lambda: children_of(fg.popen.pid), lambda kids: len(kids) == 1,
+                    SHORT, "unshare's child")[0]
+
+
+def lines(fg: Foreground) -> str:
+    output = fg.directory / "output.log"
+    return output.read_text() if output.exists() else ""
+
+
+def test_as_pid_1_sigterm_stops_the_group_within_its_grace_and_exits_0(init):
+    fg = init("init", "--stop-timeout", "2", "--ready", "line:^ready", INIT_CHILD)
+    wait_for(lambda: lines(fg), lambda text: "ready" in text, LONG, "the target's 'ready'")
+    daemon = host_pid_of_init(fg)
+    with open(f"/proc/{daemon}/status") as handle:
+        assert [line.split()[-1] for line in handle if line.startswith("NSpid:")] == ["1"]
+    began = time.monotonic()
+    os.kill(daemon, signal.SIGTERM)
+    assert fg.wait() == 0, described(fg)
+    assert time.monotonic() - began < 2 + SHORT
+    assert "shutdown: stop" in lines(fg)
+
+
+def test_as_pid_1_a_sigterm_from_inside_the_namespace_is_taken(init):
+    fg = init("inside", "--ready", "line:^ready", INIT_CHILD)
+    text = wait_for(lambda: lines(fg), lambda text: "ready" in text, LONG, "'ready'")
+    target = int(text.split("stdout | ready ")[1].split()[0])  # its pid inside: not ours
+    daemon = host_pid_of_init(fg)
+    pump = children_of(daemon)[0]
+    host_target = children_of(pump)[0]
+    assert target != host_target
+    os.kill(host_target, signal.SIGUSR2)  # it sends SIGTERM to its PID 1
+    assert fg.wait() == 0, described(fg)
+    assert "shutdown: stop" in lines(fg)
+
+
+def test_as_pid_1_a_hundred_orphans_leave_no_zombie(init):
+    fg = init("orphans", "--ready", "line:^ready", INIT_CHILD, "--", "100")
+    wait_for(lambda: lines(fg), lambda text: "ready" in text, LONG, "the target's 'ready'")
+    daemon = host_pid_of_init(fg)
+    # They came to PID 1 (the daemon), beside its pump.
+    wait_for(lambda: children_of(daemon), lambda kids: len(kids) == 101, SHORT,
+             "the 100 orphans among PID 1's children")
+    pump = next(kid for kid in children_of(daemon) if children_of(kid))
+    os.kill(daemon, signal.SIGUSR1)  # passed on to the target, which lets them go
+    wait_for(lambda: lines(fg), lambda text: "got USR1" in text, SHORT, "'got USR1'")
+    left = wait_for(lambda: children_of(daemon), lambda kids: kids == [pump], SHORT,
+                    "every orphan reaped")
+    assert [proc_state(kid) for kid in left] != ["Z"]
+    assert fg.popen.poll() is None  # and the group runs on, its pump the same
+    target = children_of(pump)[0]
+    os.kill(pump, signal.SIGKILL)  # a pump death among the orphans' is still seen as one
+    # The target comes to PID 1, which hands it to a new pump.
+    wait_for(lambda: children_of(daemon), lambda kids: len(kids) == 2 and target in kids
+             and pump not in kids, LONG, "a new pump")
+    wait_for(lambda: lines(fg), lambda text: "adopt pid" in text, LONG, "the adoption")
+    os.kill(daemon, signal.SIGTERM)
+    assert fg.wait() == 0, described(fg)
+
+
+def test_a_foreground_daemon_killed_leaves_its_pump_the_daemon(foreground, home):
+    """Not the foreground's word any more (its command is dead: the caller sees the KILL),
+    but the group's: the pump takes over as any daemon's does, and runs on detached."""
+    fg = foreground("orphaned", "--console", TALKER)
+    fg.ready()
+    before = read_status(fg.directory)
+    os.kill(fg.popen.pid, signal.SIGKILL)
+    assert fg.popen.wait(timeout=LONG) == -signal.SIGKILL
+    after = wait_for(lambda: read_status(fg.directory),
+                     lambda s: s.running and s.pids.get("daemon") == before.pids["pump"]
+                     and s.pids.get("pump") not in (None, before.pids["pump"]), LONG,
+                     "the pump become the daemon, with a pump of its own")
+    assert after.pids["target"] == before.pids["target"]
+    stopped = fg.cli("stop", "orphaned")
+    assert stopped.returncode == 0, stopped
+    fg.wait()  # the console's end: the last pump held it
+    assert "ready" in fg.out  # echoed on the console
+
+
+def test_signals_after_the_end_do_not_change_the_exit_code(foreground):
+    """A second Ctrl-C or SIGTERM while the command exits (its group over) leaves its 0."""
+    fg = foreground("twice", TALKER)
+    fg.ready()
+    fg.popen.send_signal(signal.SIGTERM)
+    while fg.popen.poll() is None:  # as fast as we can, until it has exited
+        for number in (signal.SIGTERM, signal.SIGINT):
+            try:
+                fg.popen.send_signal(number)
+            except ProcessLookupError:
+                break
+    assert fg.wait() == 0, described(fg)
