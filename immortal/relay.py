@@ -46,7 +46,7 @@ import os
 import struct
 from collections.abc import Callable
 
-from ._linux import memory_file, set_pipe_size
+from ._linux import keep_heap, memory_file, set_pipe_size
 
 MAX_LINE = 64 * 1024  #: longer lines are delivered in pieces of this size
 READ_SIZE = 64 * 1024
@@ -55,14 +55,19 @@ PIPE_SIZE = 1024 * 1024  #: how much a target may write while no pump reads
 MAX_MESSAGE = 64 * 1024  #: the largest message on the channel
 _WORD = struct.Struct("=Q")
 _HEAD = 24  # length, done, origin: three u64 words before each buffer's data
+_HEADS = struct.Struct("=QQQ")
 _BUFFER = _HEAD + CAPACITY
 _STREAM = 8 + 2 * _BUFFER
 STREAMS = ("stdout", "stderr")
+#: the relay's copies come and go at every read: malloc keeps this much of them (_linux)
+HEAP_KEPT = 4 * 1024 * 1024
+HEAP_MAPPED = 1024 * 1024
 SLOTS = 64  #: monitors with a slot in the ledger; those past it are handed whole blocks again
 _SLOT = 64  # mark (stdout), mark (stderr), dropped, busy, queued, taken, doubt, witness: u64s
 _PAIR = struct.Struct("=QQ")
 _LEDGER = _STREAM * len(STREAMS)
 SIZE = _LEDGER + 8 + SLOTS * _SLOT
+_ZEROS = memoryview(bytes(CAPACITY))  # what a used buffer is wiped with, never a new copy
 
 
 def make_pipe() -> tuple[int, int]:
@@ -98,6 +103,9 @@ class Relay:
         self._base = index * _STREAM
         self._emit = emit
         self.echo = echo  #: the fd that gets the raw bytes too (development), or None
+        #: the last read filled the journal's room: the pipe may hold more right away
+        self.more = False
+        keep_heap(HEAP_KEPT, HEAP_MAPPED)
 
     # The journal's words and buffers.
     def _get(self, offset: int) -> int:
@@ -114,23 +122,25 @@ class Relay:
     # Reading and delivering.
     def read(self) -> bool:
         """Read one chunk from the pipe and deliver its whole lines; False when it was empty."""
-        buffer = self._buffer()
-        length = self._get(buffer)
-        view = memoryview(self._map)[buffer + _HEAD + length: buffer + _HEAD + CAPACITY]
+        journal = self._map
+        buffer = self._base + 8 + (_WORD.unpack_from(journal, self._base)[0] & 1) * _BUFFER
+        length = _WORD.unpack_from(journal, buffer)[0]
+        data = buffer + _HEAD
+        view = memoryview(journal)[data + length: data + CAPACITY]
         try:
             count = os.readv(self.fd, [view])
         except BlockingIOError:
             count = 0
         finally:
             view.release()
+        self.more = count == CAPACITY - length
         if count <= 0:
             return False
-        self._set(buffer, length + count)  # from here on the bytes are the journal's
-        _WORD.pack_into(self._map, _LEDGER, _WORD.unpack_from(self._map, _LEDGER)[0] + 1)
+        _WORD.pack_into(journal, buffer, length + count)  # from here on the bytes are ours
+        _WORD.pack_into(journal, _LEDGER, _WORD.unpack_from(journal, _LEDGER)[0] + 1)
         if self.echo is not None:
-            fresh = buffer + _HEAD + length
-            _write_all(self.echo, self._map[fresh: fresh + count])
-        self.deliver()
+            _write_all(self.echo, journal[data + length: data + length + count])
+        self._deliver(buffer, False)
         return True
 
     def deliver(self, final: bool = False) -> None:
@@ -140,47 +150,50 @@ class Relay:
         ``emit`` per read, not per line); an overlong line goes in pieces, one at a time,
         each with a newline added.
         """
-        buffer = self._buffer()
+        self._deliver(self._buffer(), final)
+
+    def _deliver(self, buffer: int, final: bool) -> None:
+        journal = self._map
         start = buffer + _HEAD  # positions below are in the map, searched without a copy
-        length = start + self._get(buffer)
-        done = start + self._get(buffer + 8)
-        origin = self._get(buffer + 16) - start  # plus a position: its stream offset
-        last = self._map.rfind(b"\n", done, length)
-        at = done
+        length, done, origin = _HEADS.unpack_from(journal, buffer)
+        length += start
+        at = done + start
+        origin -= start  # plus a position: its stream offset
+        last = journal.rfind(b"\n", at, length)
         while at < length:
-            cut = _whole_lines(self._map, at, last)
+            cut = _whole_lines(journal, at, last)
             if cut > at:
-                block = self._map[at:cut]
+                block = journal[at:cut]
             elif length - at > MAX_LINE:
                 # An overlong line: no newline in the MAX_LINE + 1 bytes from `at`.
                 cut = at + MAX_LINE
-                block = self._map[at:cut] + b"\n"
+                block = journal[at:cut] + b"\n"
             elif final:
                 cut = length
-                block = self._map[at:cut] + b"\n"
+                block = journal[at:cut] + b"\n"
             else:
                 break  # a partial line: it waits in the journal for its newline
             self._emit(block, origin + at, origin + cut)
             at = cut
-            self._set(buffer + 8, at - start)  # delivered: a successor will not repeat it
+            _WORD.pack_into(journal, buffer + 8, at - start)  # delivered: not repeated
         if at > start:
             self._compact(buffer, length - start, at - start)
 
     def _compact(self, buffer: int, length: int, done: int) -> None:
         """Move the undelivered tail to the other buffer's start; flip in one store; then
         zero what the old buffer used, so that it is all zeros when its turn comes again."""
-        active = self._get(self._base)
-        other = self._buffer((active + 1) & 1)
+        journal = self._map
+        active = _WORD.unpack_from(journal, self._base)[0]
+        other = self._base + 8 + ((active + 1) & 1) * _BUFFER
         tail = length - done
         if tail:
             data = buffer + _HEAD
-            self._map[other + _HEAD: other + _HEAD + tail] = self._map[data + done: data + length]
-        self._set(other, tail)
-        self._set(other + 8, 0)
-        self._set(other + 16, self._get(buffer + 16) + done)
-        self._set(self._base, active + 1)
-        self._map[buffer + _HEAD: buffer + _HEAD + length] = bytes(length)
-        self._set(buffer, 0)
+            journal[other + _HEAD: other + _HEAD + tail] = journal[data + done: data + length]
+        origin = _WORD.unpack_from(journal, buffer + 16)[0]
+        _HEADS.pack_into(journal, other, tail, 0, origin + done)
+        _WORD.pack_into(journal, self._base, active + 1)
+        journal[buffer + _HEAD: buffer + _HEAD + length] = _ZEROS[:length]
+        _WORD.pack_into(journal, buffer, 0)
 
     def recover(self, journal_fd: int | None = None) -> None:
         """Take over from a pump that died: find bytes it read but did not record.
