@@ -257,6 +257,10 @@ def _write_all(fd: int, data: bytes) -> None:
             return  # the terminal went away; the monitor still gets every line
 
 
+def _nothing(value: int) -> None:
+    """A store into the ledger of a monitor past ``SLOTS``: none."""
+
+
 def open_journal(fd: int) -> mmap.mmap:
     return mmap.mmap(fd, SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 
@@ -285,6 +289,14 @@ class Ledger:
         if slot < SLOTS:
             _WORD.pack_into(self._map, _LEDGER + 8 + slot * _SLOT + stream * 8, offset)
 
+    def mark_store(self, slot: int, stream: int) -> Callable[[int], None]:
+        """``set_mark(slot, stream, offset)`` as one call of ``offset``, for a loop over
+        lines."""
+        if slot >= SLOTS:
+            return _nothing
+        return functools.partial(_WORD.pack_into, self._map, _LEDGER + 8 + slot * _SLOT
+                                 + stream * 8)
+
     def dropped(self, slot: int) -> int:
         """Lines monitor ``slot`` lost to backpressure "drop", across pumps."""
         if slot >= SLOTS:
@@ -305,6 +317,12 @@ class Ledger:
     def set_busy(self, slot: int, since: int) -> None:
         if slot < SLOTS:
             _WORD.pack_into(self._map, _LEDGER + 8 + slot * _SLOT + 24, since)
+
+    def busy_store(self, slot: int) -> Callable[[int], None]:
+        """``set_busy(slot, since)`` as one call of ``since``."""
+        if slot >= SLOTS:
+            return _nothing
+        return functools.partial(_WORD.pack_into, self._map, _LEDGER + 8 + slot * _SLOT + 24)
 
     def queued(self, slot: int) -> int:
         """Backpressure "drop": lines queued for monitor ``slot`` so far (by the pump's
