@@ -228,9 +228,14 @@ class Supervisord(Anchor):
         _run([str(VENV / "bin" / "supervisord"), "-c", str(self.conf)], 60)
         deadline = time.monotonic() + 10
         pidfile = d / "supervisord.pid"
-        while not pidfile.exists() and time.monotonic() < deadline:
-            time.sleep(0.005)
-        self.daemon_pids = [int(pidfile.read_text())]
+        while True:  # the file may exist a moment before its pid is written into it
+            try:
+                self.daemon_pids = [int(pidfile.read_text())]
+                return
+            except (OSError, ValueError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
 
     def start(self, key: str) -> None:
         target = f"{key}:*" if self.progs[key].kind == "many" else key

@@ -89,6 +89,11 @@ def anchor_cells(r: dict[str, Any]) -> dict[str, str]:
     cells["relay, file monitor"] = join({
         n: f"{ratio(med([u['ms'] for u in rel[n]]), bare)}, "
            f"{sum(u['lost'] for u in rel[n])} lost or damaged" for n in names if rel.get(n)})
+    busy = x.get("busylog", {}).get("rounds", {})
+    cells["relay, busy stdio, file monitor"] = join({
+        n: f"{f(med([u['ms'] for u in busy[n]]))} ms, "
+           f"{sum(u['lost'] + u['doubled'] for u in busy[n])} lost or doubled"
+        for n in names if busy.get(n)})
     idle = x.get("idle", {}).get("subjects", {})
     cells["idle"] = join({n: f"{idle[n]['cpu_ms']:.2f} ms, {idle[n]['wakeups']} wake-ups"
                           for n in names if n in idle})
@@ -296,6 +301,11 @@ def render(r: dict[str, Any]) -> str:
         body += ["", f"Verdict: {verdict(ok)}.", ""]
         summary.append(["relay, Python monitor", "≤ 12× bare redirect",
                         f"{ratio(im, bare)} ({f(im)} ms)", verdict(ok)])
+
+    if x.get("busylog"):
+        import busylog
+
+        body += busylog.render(x["busylog"], summary)
 
     # ---------------------------------------------------------------- idle
     if x.get("idle"):

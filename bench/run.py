@@ -72,6 +72,7 @@ if EDITABLE and str(ROOT) not in sys.path:
     sys.path.insert(1, str(ROOT))
 
 import anchors  # noqa: E402
+import busylog  # noqa: E402
 from common import (  # noqa: E402
     Stamps, alive, build_target, cpu_ns, cpu_ticks_ms, pss_kb, wakeups)
 
@@ -80,8 +81,8 @@ from immortal import control  # noqa: E402
 
 PY = sys.executable
 SCRIPT = str(Path(PY).parent / "immortal")  # the console script of this interpreter's venv
-ROWS = ("recovery", "crash", "start", "relay", "idle", "memory", "killed", "stop", "rolling",
-        "instance")
+ROWS = ("recovery", "crash", "start", "relay", "busylog", "idle", "memory", "killed", "stop",
+        "rolling", "instance")
 LINE = 100  # bytes per relayed line, newline included
 
 
@@ -98,6 +99,8 @@ class Mode:
         self.start_rounds = 4 if quick else 10
         self.relay_mb = 20 if quick else 200
         self.relay_rounds = 2 if quick else 3
+        self.busylog_lines = 200_000 if quick else 2_000_000  # bench/busylog.py
+        self.busylog_rounds = 2 if quick else 5
         self.groups = 10 if quick else 50
         self.killed_rounds = 3 if quick else 8
 
@@ -806,6 +809,10 @@ def setup_anchors(b: Bench, classes: list[type[anchors.Anchor]]) -> None:
                                             str(b.mode.relay_mb * 1_000_000 // LINE)],
                                   "relay", output=str(b.work / f"{cls.name}-relay.log")),
             "many": anchors.Prog("many", [b.target, "stamp", "-"], "many", count=b.mode.groups),
+            busylog.ROW: anchors.Prog(busylog.ROW, [
+                b.target, "stdio", str(b.fifo(cls.name, busylog.ROW).path),
+                str(b.mode.busylog_lines)], "relay",
+                output=str(b.work / f"{cls.name}-{busylog.ROW}.log")),
         }
         anchor = cls(b.work, progs)
         if not anchor.available():
@@ -962,6 +969,8 @@ def main(argv: list[str] | None = None) -> int:
             start_stop(b)
         if "relay" in rows:
             relay(b)
+        if busylog.ROW in rows:
+            busylog.run(b, mode.busylog_lines, mode.busylog_rounds, log)
         if "killed" in rows and b.anchors:
             anchors_killed(b)
         if rows & {"rolling", "instance"}:

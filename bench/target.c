@@ -11,6 +11,9 @@
  *   target lines PATH N      stamp "S"; wait for SIGUSR1; write N lines of 100 bytes to
  *                            stdout (99 characters and a newline, the last one ending in
  *                            END-OF-RELAY) in 64 KiB writes; stamp "E"; wait for SIGTERM
+ *   target stdio PATH N      the same lines, written as a busy program logs: one fwrite
+ *                            per line through stdio with a 64 KiB buffer (so the writes
+ *                            are 64 KiB and cut lines anywhere), as fast as it can
  *
  * PATH "-" means no stamps.
  */
@@ -94,10 +97,39 @@ static int lines(long long count) {
     for (;;) pause();
 }
 
+/* The index of each line counted in its ten digits as an odometer: no printf per line,
+ * which would cost the writer more than the relay it measures. */
+static int stdio_lines(long long count) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    int sig;
+    sigwait(&set, &sig);
+    static char vbuf[64 * 1024];
+    setvbuf(stdout, vbuf, _IOFBF, sizeof vbuf);
+    enum { LINE = 100 };
+    char line[LINE];
+    memset(line, 'x', LINE - 1);
+    memset(line, '0', 10);
+    line[10] = ' ';
+    line[LINE - 1] = '\n';
+    for (long long i = 0; i < count; i++) {
+        if (i == count - 1) memcpy(line + LINE - 1 - 12, "END-OF-RELAY", 12);
+        if (fwrite(line, 1, LINE, stdout) != LINE) return 2;
+        for (int d = 9; d >= 0; d--) {
+            if (line[d] != '9') { line[d]++; break; }
+            line[d] = '0';
+        }
+    }
+    if (fflush(stdout) != 0) return 2;
+    stamp('E', now_ns());
+    for (;;) pause();
+}
+
 int main(int argc, char **argv) {
     long long t = now_ns();
     if (argc < 3) {
-        fprintf(stderr, "usage: target stamp|crash|lines PATH [N]\n");
+        fprintf(stderr, "usage: target stamp|crash|lines|stdio PATH [N]\n");
         return 2;
     }
     stamp_path = argv[2];
@@ -106,13 +138,14 @@ int main(int argc, char **argv) {
         stamp('S', t);
         _exit(1);
     }
-    if (strcmp(argv[1], "lines") == 0) {
+    if (strcmp(argv[1], "lines") == 0 || strcmp(argv[1], "stdio") == 0) {
         sigset_t set;  /* before the stamp: the bench may signal as soon as it sees it */
         sigemptyset(&set);
         sigaddset(&set, SIGUSR1);
         sigprocmask(SIG_BLOCK, &set, NULL);
         stamp('S', t);
-        return lines(argc > 3 ? atoll(argv[3]) : 0);
+        long long n = argc > 3 ? atoll(argv[3]) : 0;
+        return argv[1][0] == 'l' ? lines(n) : stdio_lines(n);
     }
     signal(SIGUSR1, on_usr1);
     stamp('S', t);

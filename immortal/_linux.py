@@ -423,6 +423,31 @@ def libc() -> ctypes.CDLL | None:
         return None
 
 
+_M_TRIM_THRESHOLD = -1  # mallopt(3)'s parameters, from glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
+_heap_kept = False
+
+
+def keep_heap(kept: int, mapped: int) -> None:
+    """Make malloc keep up to ``kept`` bytes freed at the top of the heap, and serve blocks
+    below ``mapped`` bytes from the heap, for the rest of the process (once).
+
+    glibc gives the top of its heap back to the kernel once 128 KiB are free there, and
+    serves larger blocks with mmap, so a process that allocates and frees a few blocks of
+    100-300 KiB per read (the relay's copies) would fault their pages in afresh at every
+    read. The memory kept is bounded by ``kept``. Off glibc (no ``mallopt``): nothing.
+    """
+    global _heap_kept
+    if _heap_kept:
+        return
+    _heap_kept = True
+    library = libc()
+    mallopt = getattr(library, "mallopt", None) if library is not None else None
+    if mallopt is not None:
+        mallopt(_M_TRIM_THRESHOLD, kept)
+        mallopt(_M_MMAP_THRESHOLD, mapped)
+
+
 def set_subreaper() -> bool:
     """Make orphaned descendants come back to this process, as to init: True if done.
 

@@ -49,7 +49,7 @@ class Failed(Exception):
         self.monitor = monitor
 
 
-Line = Callable[[bytes, int], Any]
+Line = Callable[..., Any]  # (line, offset) or, where it takes no offset, (line)
 WITNESS_MAX = (1 << 64) - 1  #: positions from 0 to this, less one, are kept
 Position = Callable[[], "int | None"]
 Delivered = Callable[[str, "list[bytes]", int, "int | None"], "int | None"]
@@ -79,7 +79,8 @@ class Sink:
                  doubt: tuple[Position | None, Delivered | None] = (None, None),
                  ledgers: list[Ledger] | None = None,
                  tell: Callable[[int | None], None] | None = None,
-                 with_instance: bool = False) -> None:
+                 with_instance: bool = False,
+                 offsets: tuple[bool, bool] = (True, True)) -> None:
         self.name = name
         self.slot = slot
         self._ledger = ledger
@@ -96,6 +97,9 @@ class Sink:
         self._block = block
         self._lines = lines
         self._line = line
+        #: whether each line hook takes the offset (an override may leave it out)
+        self._offsets = offsets
+        self._busy_store = ledger.busy_store(slot)
         self._position, self._delivered = doubt
         #: store the call in doubt before each output call, for a monitor that can tell
         self._doubts: dict[int, Callable[[int, int], None] | None] = {}
@@ -165,32 +169,50 @@ class Sink:
                 ledger.add_taken(slot, data.count(b"\n"))
             ledger.set_busy(slot, 0)
             return
+        self._each_line(stream, name, data, offset, end, marks, doubt, extra)
+
+    def _each_line(self, stream: int, name: str, data: bytes, offset: int, end: int,
+                   marks: Ledger, doubt: Callable[[int, int], None] | None,
+                   extra: tuple[Any, ...]) -> None:
+        """A monitor of lines, line by line: "busy since" before each call, its mark after
+        each. Everything a line needs is looked up once per block: a line costs the call
+        and two stores into the ledger."""
         call = self._line[stream]
         assert call is not None
+        takes_offset = self._offsets[stream]
+        set_busy = self._busy_store
+        set_mark = marks.mark_store(self.slot, stream)
+        counted = self._ledger.add_taken if self.counts else None
+        abandon, kill, now = self.abandon, KILL_AFTER_CALL, time.monotonic_ns
         lines = data.split(b"\n")
         del lines[-1]
         for index, line in enumerate(lines):
-            if self.abandon is not None and self.abandon.is_set():
+            if abandon is not None and abandon.is_set():
                 # The group ends and this monitor is behind (``Worker.discard``): the rest
                 # of the block is dropped, so that its last events reach it soon.
                 self.lost(len(lines) - index)
                 break
-            ledger.set_busy(slot, time.monotonic_ns())
+            set_busy(now())
             # The last line of a block with its newline added ends at ``end``, not past it.
-            after = min(offset + len(line) + 1, end)
+            after = offset + len(line) + 1
+            if after > end:
+                after = end
             if doubt is not None:
                 doubt(after << 1 | stream, self._witness())
             try:
-                call(line, offset, *extra)
+                if takes_offset:
+                    call(line, offset, *extra)
+                else:
+                    call(line, *extra)
             except Exception:
                 self._report(name)
-            if KILL_AFTER_CALL:  # a test hook (above): unset in use
+            if kill:  # a test hook (above): unset in use
                 _kill_after_call()
             offset = after
-            marks.set_mark(slot, stream, offset)
-            if self.counts:
-                ledger.add_taken(slot, 1)
-        ledger.set_busy(slot, 0)
+            set_mark(offset)
+            if counted is not None:
+                counted(self.slot, 1)
+        set_busy(0)
 
     def _witness(self) -> int:
         """What the ledger keeps of the monitor's position before a call: 1 + it, or 0."""

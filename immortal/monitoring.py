@@ -394,11 +394,14 @@ def _sink(manager: _Manager, monitor: str, plugin: object, slot: int,
         if cls.lines is not Monitor.lines:
             return delivery.Sink(monitor, slot, ledger, events, lines=plugin.lines, doubt=doubt,
                                  **shared)
-        line = tuple(_line_call(getattr(plugin, stream), getattr(cls, stream))
+        line = tuple(getattr(plugin, stream)
                      if getattr(cls, stream) is not getattr(Monitor, stream) else None
                      for stream in ("stdout", "stderr"))
+        # An override may leave the offset out: called with the line alone then.
+        offsets = tuple(_takes(getattr(cls, stream), "offset")
+                        for stream in ("stdout", "stderr"))
         return delivery.Sink(monitor, slot, ledger, events, line=line,  # type: ignore[arg-type]
-                             doubt=doubt, **shared)
+                             offsets=offsets, doubt=doubt, **shared)  # type: ignore[arg-type]
     shared["with_instance"] = True
     doubt = (_positional(found["position"]) if "position" in found else None,
              _positional(found["delivered"], "stream", "lines", "offset", "position",
@@ -422,18 +425,26 @@ def _with_names(function: Callable[..., Any], argnames: tuple[str, ...]
         return function(*[kwargs[a] for a in argnames])
 
     call.argnames = argnames  # type: ignore[attr-defined]
+    call.function = function  # type: ignore[attr-defined]
     return call
 
 
 def _positional(call: Callable[..., Any], *names: str) -> Callable[..., Any]:
-    return lambda *args: call(**dict(zip(names, args)))
+    """``call`` (from ``_with_names``) taking the arguments ``names`` by position.
 
-
-def _line_call(method: Callable[..., Any], function: Any) -> Callable[[bytes, int], Any]:
-    """A Monitor's ``stdout``/``stderr``, called with the offset if it takes one."""
-    if _takes(function, "offset"):
-        return method
-    return lambda line, offset: method(line)
+    Output hooks run once per line or block: the implementation is called directly with
+    the arguments it names, in its own order, not through a mapping of keywords."""
+    argnames = getattr(call, "argnames", None)
+    function = getattr(call, "function", None)
+    if argnames is None or function is None or not set(argnames) <= set(names):
+        return lambda *args: call(**dict(zip(names, args)))
+    if argnames == names:
+        return function  # type: ignore[no-any-return]
+    if argnames == names[:len(argnames)]:
+        count = len(argnames)
+        return lambda *args: function(*args[:count])
+    where = [names.index(name) for name in argnames]
+    return lambda *args: function(*[args[index] for index in where])
 
 
 MonitorFailed = delivery.Failed

@@ -39,6 +39,9 @@ from .spec import Spec
 from .state import SOCKET_NAME, write_json
 from .workers import Instance, group_phase, shown
 
+#: reads of one pipe per wake-up at most, while it stays full: its size, then the other fds
+READS_PER_WAKE = relay.PIPE_SIZE // relay.READ_SIZE
+
 
 class Pump(PumpStart, Scaling, PumpControl, Rollout, Operations):
     """The running pump: carries out each instance's machine's actions, and turns what
@@ -137,7 +140,11 @@ class Pump(PumpStart, Scaling, PumpControl, Rollout, Operations):
             process.reap_strays(self._own_pids())
 
     def _on_output(self, stream: relay.Relay) -> None:
-        stream.read()
+        # While the target keeps the pipe full, up to a pipe's worth of reads per wake-up:
+        # not a turn of the loop (its wait, every deadline asked again) for each.
+        for _ in range(READS_PER_WAKE):
+            if not stream.read() or not stream.more or self.loop.stopped:
+                break
         self._report_dropped()
 
     def _report_dropped(self, force: bool = False) -> None:

@@ -13,6 +13,7 @@ answers the caller. Here too: the daemon's death, at any step (``_daemon_died``)
 
 from __future__ import annotations
 
+import functools
 import os
 import selectors
 import signal
@@ -108,7 +109,7 @@ class PumpStart(StartAnswer):
 
     def _sink(self, k: int) -> Callable[[str, bytes, int, int], None]:
         """Where instance ``k``'s lines go: the monitors, told the instance."""
-        return lambda stream, block, offset, end: self._lines(k, stream, block, offset, end)
+        return functools.partial(self._lines, k)  # called once per read: no frame of its own
 
     def _ready_watch(self, k: int) -> ReadyWatch:
         """Instance ``k``'s readiness, which tells ``_ready_changed`` of its moves."""

@@ -49,7 +49,7 @@ import os
 import struct
 from collections.abc import Callable
 
-from ._linux import memory_file, set_pipe_size
+from ._linux import keep_heap, memory_file, set_pipe_size
 
 MAX_LINE = 64 * 1024  #: longer lines are delivered in pieces of this size
 READ_SIZE = 64 * 1024
@@ -70,6 +70,11 @@ _LEDGER_END = _LEDGER + 8 + SLOTS * _SLOT
 _PAGE = 4096
 _DATA = _PAGE  # the buffers' data, from the second page on
 SIZE = _DATA + 2 * len(STREAMS) * CAPACITY
+_HEADS = struct.Struct("=QQQ")
+#: the relay's copies come and go at every read: malloc keeps this much of them (_linux)
+HEAP_KEPT = 4 * 1024 * 1024
+HEAP_MAPPED = 1024 * 1024
+_ZEROS = memoryview(bytes(CAPACITY))  # what a used buffer is wiped with, never a new copy
 
 
 def make_pipe() -> tuple[int, int]:
@@ -105,6 +110,9 @@ class Relay:
         self._base = index * _STREAM
         self._emit = emit
         self.echo = echo  #: the fd that gets the raw bytes too (development), or None
+        #: the last read filled the journal's room: the pipe may hold more right away
+        self.more = False
+        keep_heap(HEAP_KEPT, HEAP_MAPPED)
 
     # The journal's words and buffers.
     def _get(self, offset: int) -> int:
@@ -126,24 +134,25 @@ class Relay:
     # Reading and delivering.
     def read(self) -> bool:
         """Read one chunk from the pipe and deliver its whole lines; False when it was empty."""
-        buffer = self._buffer()
-        length = self._get(buffer)
+        journal = self._map
+        buffer = self._base + 8 + (_WORD.unpack_from(journal, self._base)[0] & 1) * _HEAD
+        length = _WORD.unpack_from(journal, buffer)[0]
         data = _data(buffer)
-        view = memoryview(self._map)[data + length: data + CAPACITY]
+        view = memoryview(journal)[data + length: data + CAPACITY]
         try:
             count = os.readv(self.fd, [view])
         except BlockingIOError:
             count = 0
         finally:
             view.release()
+        self.more = count == CAPACITY - length
         if count <= 0:
             return False
-        self._set(buffer, length + count)  # from here on the bytes are the journal's
-        _WORD.pack_into(self._map, _LEDGER, _WORD.unpack_from(self._map, _LEDGER)[0] + 1)
+        _WORD.pack_into(journal, buffer, length + count)  # from here on the bytes are ours
+        _WORD.pack_into(journal, _LEDGER, _WORD.unpack_from(journal, _LEDGER)[0] + 1)
         if self.echo is not None:
-            fresh = data + length
-            _write_all(self.echo, self._map[fresh: fresh + count])
-        self.deliver()
+            _write_all(self.echo, journal[data + length: data + length + count])
+        self._deliver(buffer, False)
         return True
 
     def deliver(self, final: bool = False) -> None:
@@ -153,48 +162,51 @@ class Relay:
         ``emit`` per read, not per line); an overlong line goes in pieces, one at a time,
         each with a newline added.
         """
-        buffer = self._buffer()
+        self._deliver(self._buffer(), final)
+
+    def _deliver(self, buffer: int, final: bool) -> None:
+        journal = self._map
         start = _data(buffer)  # positions below are in the map, searched without a copy
-        length = start + self._get(buffer)
-        done = start + self._get(buffer + 8)
-        origin = self._get(buffer + 16) - start  # plus a position: its stream offset
-        last = self._map.rfind(b"\n", done, length)
-        at = done
+        length, done, origin = _HEADS.unpack_from(journal, buffer)
+        length += start
+        at = done + start
+        origin -= start  # plus a position: its stream offset
+        last = journal.rfind(b"\n", at, length)
         while at < length:
-            cut = _whole_lines(self._map, at, last)
+            cut = _whole_lines(journal, at, last)
             if cut > at:
-                block = self._map[at:cut]
+                block = journal[at:cut]
             elif length - at > MAX_LINE:
                 # An overlong line: no newline in the MAX_LINE + 1 bytes from `at`.
                 cut = at + MAX_LINE
-                block = self._map[at:cut] + b"\n"
+                block = journal[at:cut] + b"\n"
             elif final:
                 cut = length
-                block = self._map[at:cut] + b"\n"
+                block = journal[at:cut] + b"\n"
             else:
                 break  # a partial line: it waits in the journal for its newline
             self._emit(block, origin + at, origin + cut)
             at = cut
-            self._set(buffer + 8, at - start)  # delivered: a successor will not repeat it
+            _WORD.pack_into(journal, buffer + 8, at - start)  # delivered: not repeated
         if at > start:
             self._compact(buffer, length - start, at - start)
 
     def _compact(self, buffer: int, length: int, done: int) -> None:
         """Move the undelivered tail to the other buffer's start; flip in one store; then
         zero what the old buffer used, so that it is all zeros when its turn comes again."""
-        active = self._get(self._base)
-        other = self._buffer((active + 1) & 1)
+        journal = self._map
+        active = _WORD.unpack_from(journal, self._base)[0]
+        other = self._base + 8 + ((active + 1) & 1) * _HEAD
         tail = length - done
         data = _data(buffer)
         if tail:
             there = _data(other)
-            self._map[there: there + tail] = self._map[data + done: data + length]
-        self._set(other, tail)
-        self._set(other + 8, 0)
-        self._set(other + 16, self._get(buffer + 16) + done)
-        self._set(self._base, active + 1)
-        self._map[data: data + length] = bytes(length)
-        self._set(buffer, 0)
+            journal[there: there + tail] = journal[data + done: data + length]
+        origin = _WORD.unpack_from(journal, buffer + 16)[0]
+        _HEADS.pack_into(journal, other, tail, 0, origin + done)
+        _WORD.pack_into(journal, self._base, active + 1)
+        journal[data: data + length] = _ZEROS[:length]
+        _WORD.pack_into(journal, buffer, 0)
 
     def recover(self, journal_fd: int | None = None) -> None:
         """Take over from a pump that died: find bytes it read but did not record.
@@ -266,6 +278,10 @@ def _write_all(fd: int, data: bytes) -> None:
             return  # the terminal went away; the monitor still gets every line
 
 
+def _nothing(value: int) -> None:
+    """A store into the ledger of a monitor past ``SLOTS``: none."""
+
+
 def open_journal(fd: int) -> mmap.mmap:
     return mmap.mmap(fd, SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 
@@ -294,6 +310,14 @@ class Ledger:
         if slot < SLOTS:
             _WORD.pack_into(self._map, _LEDGER + 8 + slot * _SLOT + stream * 8, offset)
 
+    def mark_store(self, slot: int, stream: int) -> Callable[[int], None]:
+        """``set_mark(slot, stream, offset)`` as one call of ``offset``, for a loop over
+        lines."""
+        if slot >= SLOTS:
+            return _nothing
+        return functools.partial(_WORD.pack_into, self._map, _LEDGER + 8 + slot * _SLOT
+                                 + stream * 8)
+
     def dropped(self, slot: int) -> int:
         """Lines monitor ``slot`` lost to backpressure "drop", across pumps."""
         if slot >= SLOTS:
@@ -314,6 +338,12 @@ class Ledger:
     def set_busy(self, slot: int, since: int) -> None:
         if slot < SLOTS:
             _WORD.pack_into(self._map, _LEDGER + 8 + slot * _SLOT + 24, since)
+
+    def busy_store(self, slot: int) -> Callable[[int], None]:
+        """``set_busy(slot, since)`` as one call of ``since``."""
+        if slot >= SLOTS:
+            return _nothing
+        return functools.partial(_WORD.pack_into, self._map, _LEDGER + 8 + slot * _SLOT + 24)
 
     def queued(self, slot: int) -> int:
         """Backpressure "drop": lines queued for monitor ``slot`` so far (by the pump's

@@ -11,6 +11,7 @@ over, is given these files (``Fds``); an unattached or development pump makes th
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -64,11 +65,9 @@ class Streams:
         self.console = fds.console  # handed on to a successor as they came
         self.echo = echo
         self.relays = (
-            relay.Relay(self.out_r, self.journal, 0,
-                        lambda data, offset, end: sink("stdout", data, offset, end),
+            relay.Relay(self.out_r, self.journal, 0, functools.partial(sink, "stdout"),
                         echo[0] if echo else None),
-            relay.Relay(self.err_r, self.journal, 1,
-                        lambda data, offset, end: sink("stderr", data, offset, end),
+            relay.Relay(self.err_r, self.journal, 1, functools.partial(sink, "stderr"),
                         echo[1] if echo else None),
         )
 

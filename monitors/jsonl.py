@@ -46,8 +46,12 @@ from __future__ import annotations
 import json
 import os
 import time
+from bisect import bisect_right
+from itertools import accumulate, repeat
+from operator import add
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 import immortal
@@ -65,6 +69,11 @@ def _json(data: Mapping[str, Any]) -> bytes:
     # ensure_ascii: the file is plain ASCII whatever the target wrote (lone surrogates too).
     return json.dumps(data, ensure_ascii=True, separators=(", ", ": "),
                       default=str).encode("ascii") + b"\n"
+
+
+_text = encode_basestring_ascii  # a str as JSON, as ``_json`` writes it
+_LINE = "\0line\0"  # stand-ins in a record made once per block
+_OFFSET = -918273645546372819
 
 
 def _key(stream: str, instance: object) -> str:
@@ -135,6 +144,41 @@ class JsonlMonitor(FileMonitor):
             count += 1
             offset += len(line) + 1
         return count
+
+    def block(self, stream: str, data: bytes, offset: int) -> None:
+        """A block of lines: one timestamp, one record made for the block, each line's text
+        encoded into it and one write, with no Python-level step per line.
+
+        The block is decoded whole: a newline ends an invalid UTF-8 sequence as the end of
+        a line decoded alone does, so each line's text is the same."""
+        lengths = list(map(len, data.split(b"\n")))
+        del lengths[-1]
+        texts = data.decode("utf-8", "replace").split("\n")
+        del texts[-1]
+        starts = list(accumulate(map(add, lengths, repeat(1)), initial=offset))
+        key = _key(stream, self.instance)
+        kept = -1 if self._kept is None else self._kept.get(key, -1)
+        skip = bisect_right(starts, kept, 0, len(texts))  # written before a pump died
+        if skip == len(texts):
+            return
+        record = "".join(map(self._template(stream).__mod__,
+                             zip(map(_text, texts[skip:]), starts[skip:]))).encode("ascii")
+        if 0 < self._max_bytes < self._size + len(record):
+            immortal.Monitor.block(self, stream, data, offset)  # rotation: record by record
+            return
+        if self._kept is not None:
+            self._kept[key] = starts[-2]
+        self._write(record)
+
+    def _template(self, stream: str) -> str:
+        """The record of a line of ``stream`` now, as ``_format_line`` makes it, with
+        ``%s`` for the line's JSON text and ``%d`` for its offset."""
+        record = {"stream": stream, "line": _LINE, "offset": _OFFSET, "pid": self._pid,
+                  "generation": self._generation}
+        if self.instance is not None:
+            record["instance"] = self.instance
+        text = _json({**record, **_now()}).decode("ascii").replace("%", "%%")
+        return text.replace(_text(_LINE), "%s", 1).replace(str(_OFFSET), "%d", 1)
 
     def stdout(self, line: bytes, offset: int = 0) -> None:
         if self._fresh("stdout", offset):

@@ -11,7 +11,7 @@ import os
 import re
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from conftest import LONG, wait_for
 from immortal import relay
 from immortal.monitoring import Host
 from immortal_monitors.file import FileMonitor
+from immortal_monitors.jsonl import JsonlMonitor
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -325,6 +326,74 @@ def test_the_file_monitor_writes_a_block_as_it_writes_each_line(tmp_path, option
     assert as_block == per_line
     assert per_line.count(b"stdout | ") == 502
     assert (b"--" in per_line) == (options.get("max_bytes") == 4000)  # it rotated
+
+
+# Lines that JSON escapes, that are not UTF-8 (a sequence cut by its newline), that look
+# like format strings; and lines a dead pump's successor hands over again.
+TRICKY = (b'a "quoted" \\ back\\slash %d %s %% \t tab\n'
+          + b"cut \xe2\x82\nnext \xff\xfe bad \x00 nul \r cr\n"
+          + "\u00e9t\u00e9 \u2028 \U0001f600 \\ud800\n".encode() + b"\n" + b"z" * 300 + b"\n")
+TIMES = re.compile(rb', "mono": [0-9.e+-]+, "time": "[^"]+"')
+
+
+def jsonl_output(tmp_path: Path, name: str, feed: Any, **options: Any) -> bytes:
+    out = tmp_path / name
+    monitor = JsonlMonitor(JsonlMonitor.check({"output": str(out), **options}), name="g",
+                           directory=tmp_path)
+    monitor.setup("pump start", None)
+    monitor.spawn(4321)
+    feed(monitor)
+    monitor.shutdown("stop")
+    files = sorted(tmp_path.glob(f"{name}.*"), key=lambda p: -int(p.suffix[1:])) + [out]
+    return b"\n--\n".join(TIMES.sub(b"", f.read_bytes()) for f in files)
+
+
+def jsonl_by_line(data: bytes, offset: int) -> Callable[[JsonlMonitor], None]:
+    def feed(monitor: JsonlMonitor) -> None:
+        at = offset
+        for line in data[:-1].split(b"\n"):
+            monitor.stdout(line, at)
+            at += len(line) + 1
+    return feed
+
+
+@pytest.mark.parametrize("options", [{}, {"max_bytes": 1500, "backups": 100}])
+@pytest.mark.parametrize("instance", [None, 2])
+def test_the_jsonl_monitor_writes_a_block_as_it_writes_each_line(tmp_path, options, instance):
+    def block(monitor: JsonlMonitor) -> None:
+        monitor.instance = instance
+        monitor.block("stdout", TRICKY * 3, 100)
+
+    def lines(monitor: JsonlMonitor) -> None:
+        monitor.instance = instance
+        jsonl_by_line(TRICKY * 3, 100)(monitor)
+
+    per_line = jsonl_output(tmp_path, "lines.jsonl", lines, **options)
+    as_block = jsonl_output(tmp_path, "block.jsonl", block, **options)
+    assert as_block == per_line
+    records = [json.loads(x) for x in per_line.split(b"\n") if x.startswith(b"{")]
+    texts = [r["line"] for r in records if "line" in r]
+    assert texts[:6] == ['a "quoted" \\ back\\slash %d %s %% \t tab', "cut \ufffd",
+                         "next \ufffd\ufffd bad \x00 nul \r cr",
+                         "\u00e9t\u00e9 \u2028 \U0001f600 \\ud800", "", "z" * 300]
+    assert (b"--" in per_line) == ("max_bytes" in options)  # it rotated
+
+
+def test_the_jsonl_monitor_skips_the_lines_of_a_block_it_wrote_before(tmp_path):
+    """A successor hands over a block whose first lines this monitor already wrote (its
+    file's tail says so): the rest only, whatever the cut."""
+    data = b"".join(b"line %d\n" % i for i in range(10))
+    at = [sum(len(b"line %d\n" % j) for j in range(i)) for i in range(10)]
+
+    def twice(monitor: JsonlMonitor) -> None:
+        jsonl_by_line(data[:at[4]], 0)(monitor)
+        monitor._kept = {"stdout": at[3]}
+        monitor.block("stdout", data, 0)
+        monitor.block("stdout", data, 0)  # all of it written: nothing
+
+    output = jsonl_output(tmp_path, "again.jsonl", twice)
+    lines = [json.loads(x)["line"] for x in output.split(b"\n") if b'"line"' in x]
+    assert lines == [f"line {i}" for i in range(10)]
 
 
 # ----------------------------------------------------------------- in a pump
