@@ -1,17 +1,18 @@
 """immortal: keep a program alive, detached, with every line and event sent to a monitor.
 
 Layers (a module imports only from lower ones; tests/test_layering.py checks it):
-0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop ·
+0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop,
+  phases ·
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
   rolling, readiness, notify, addresses ·
 2 process, monitor, roles, delivery, instance, checks, machine, listen ·
 3 monitoring, state, policy, kept, keptfiles, link, workers ·
 4 render, dirwatch, stall, spec, groupview, statusfile, streams ·
-5 supervise, group, adoption, spawner, readywatch, answer ·
-6 pumpstart, scaling, pumpcontrol, rollout ·
-7 pump, launcher ·
-8 forking, manager, cli, daemonscale ·
-9 daemon ·
+5 supervise, adoption, spawner, readywatch, answer, request, groupstop ·
+6 pumpstart, scaling, pumpcontrol, rollout, programs ·
+7 pump, group ·
+8 forking, launcher, daemonscale ·
+9 daemon, manager, cli ·
 10 succession ·
 11 _role, __main__, __init__
 """
@@ -49,7 +50,8 @@ if TYPE_CHECKING:  # the same names, for type checkers; at run time they load on
     from .events import ExitStatus
     from .group import Group, attach, groups
     from .hookspecs import hookimpl, hookspec
-    from .launcher import start
+    from .launcher import start, start_group
+    from .programs import Applied
     from .manager import Manager
     from .monitor import Monitor
     from .spec import RestartPolicy, Strategy
@@ -67,7 +69,8 @@ _HOMES = {
     "ExitStatus": "events",
     **dict.fromkeys(("Group", "attach", "groups"), "group"),
     **dict.fromkeys(("hookimpl", "hookspec"), "hookspecs"),
-    "start": "launcher",
+    **dict.fromkeys(("start", "start_group"), "launcher"),
+    "Applied": "programs",
     "Manager": "manager",
     "Monitor": "monitor",
     **dict.fromkeys(("RestartPolicy", "Strategy"), "spec"),
@@ -94,6 +97,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyRunning",
+    "Applied",
     "ChannelError",
     "ExitStatus",
     "Group",
@@ -122,4 +126,5 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "start",
+    "start_group",
 ]

@@ -250,13 +250,14 @@ class Host:
     def __init__(self, monitors: Sequence[tuple[str, Any, Mapping[str, Any]]], name: str,
                  directory: Path, send: Callable[[Any], None] | None = None,
                  ledger: relay.Ledger | Sequence[relay.Ledger] | None = None,
-                 drop: bool = False) -> None:
+                 drop: bool = False, program: str | None = None) -> None:
         manager = _manager()
         plugins: list[tuple[str, object]] = []
         self.terminal = False  # some monitor shows the output on the terminal itself
         for monitor, factory, options in monitors:
             if isinstance(factory, type) and issubclass(factory, Monitor):
                 plugin: object = factory(options, name=name, directory=directory)
+                plugin.program = program  # type: ignore[attr-defined]
                 if send is not None:
                     plugin._send = send  # type: ignore[attr-defined]
             elif isinstance(factory, type):

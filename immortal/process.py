@@ -154,15 +154,18 @@ def kill_children(timeout: float = 5.0) -> None:
 
 def spawn(argv: list[str], *, env: dict[str, str], cwd: str, umask: int | None,
           stdout: int, stderr: int, pass_fds: tuple[int, ...] = (),
-          pid_variable: str | None = None) -> Child:
+          pid_variable: str | None = None, moved: dict[int, int] | None = None) -> Child:
     """Start ``argv`` (no shell) in a new process group; OSError if it cannot be executed.
 
     The target gets every signal at its default and none blocked: see :func:`role_signals`.
     ``pid_variable`` (socket activation's ``LISTEN_PID``) is set in ``env`` to the
-    target's own pid: see :func:`_environment`.
+    target's own pid: see :func:`_environment`. ``moved``: fds the child gets at other
+    numbers (``{theirs: ours}``, each ``theirs`` below its ``ours``): see :func:`_moves`.
     """
     kwargs = process_group_kwargs()
     steps = []
+    if moved:
+        steps.append(_moves(moved))
     if pid_variable is not None:
         steps.append(_environment(env, pid_variable))
     ignored = _ignored_since()
@@ -223,6 +226,21 @@ def _environment(env: dict[str, str], pid_variable: str) -> Callable[[], None]:
         for key, value in encoded:
             os.putenv(key, value)
         os.putenv(name, str(os.getpid()).encode())
+    return place
+
+
+def _moves(moved: dict[int, int]) -> Callable[[], None]:
+    """What the child runs before ``exec``: ``dup2`` of each of our fds to the number the
+    target wants it at, lowest first. Safe only as the roles place them: every listen
+    socket of the group at fds 3, 4, ... (``listen.settle``), a later program's above an
+    earlier one's. A destination then holds another program's socket (not subprocess's
+    error pipe, nor the target's other files, which the kernel gave numbers above them
+    all), and a source is never overwritten before it is copied."""
+    pairs = sorted(moved.items())
+
+    def place() -> None:
+        for theirs, ours in pairs:
+            os.dup2(ours, theirs)  # the copy is inheritable; ours stays close-on-exec
     return place
 
 

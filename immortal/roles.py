@@ -16,17 +16,24 @@ import os
 import socket
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from .events import DAEMON_RESTART, PUMP_START, ExitStatus
 from .records import Record, replace
 
-__all__ = ["Adopt", "Command", "Exited", "Fds", "Finish", "Grow", "HandOver", "Hello",
-           "Message", "Reaped", "Retire", "Retired", "Rewrite", "RoleArgs", "Spawning",
-           "Started", "Target", "decode", "exec_daemon", "hand_over", "role_command",
-           "split_adopts"]
+__all__ = ["Adopt", "Command", "Exited", "Fds", "Files", "Finish", "Grow", "HandOver",
+           "Hello", "Key", "Message", "Reaped", "Reload", "Retire", "Retired", "Rewrite",
+           "RoleArgs", "Spawning", "Started", "Target", "decode", "exec_daemon", "hand_over",
+           "role_command", "split_adopts"]
 
 _TUPLES = ("out", "err", "channel", "listen")  # the fields that hold several fds
+
+#: an instance of a group: its program's name ("" for a group's one program) and its
+#: number among that program's instances
+Key = tuple[str, int]
+#: one instance's files: out read, out write, err read, err write, journal
+Files = tuple[int, int, int, int, int]
 
 
 class Fds(Record):
@@ -46,7 +53,10 @@ class Fds(Record):
     listen: tuple[int, ...] | None = None
     #: the files of instances 1, 2... of a group of several (``workers``), each
     #: ``(out read, out write, err read, err write, journal)``; instance 0's are above
-    more: tuple[tuple[int, int, int, int, int], ...] | None = None
+    more: tuple[Files, ...] | None = None
+    #: the files of the other instances, each ``(program, k, *Files)``: those of a group of
+    #: several programs (``start_group``), every one of them
+    named: tuple[tuple[Any, ...], ...] | None = None
 
     def numbers(self) -> list[int]:
         """Every fd held here, in field order: the ones a role's process keeps or inherits."""
@@ -56,21 +66,52 @@ class Fds(Record):
             if name == "more":
                 for files in value or ():
                     kept.extend(files)
+            elif name == "named":
+                for entry in value or ():
+                    kept.extend(entry[2:])
             elif isinstance(value, (tuple, list)):
                 kept.extend(value)
             elif value is not None:
                 kept.append(value)
         return kept
 
-    def instance(self, k: int) -> Fds:
-        """The files of instance ``k`` as instance 0's fields (``out``, ``err``,
-        ``journal``), with the group's own (lock, channel...) for instance 0 only; empty
+    def instances(self) -> dict[Key, Files]:
+        """Every instance's files held here, by instance."""
+        found: dict[Key, Files] = {}
+        if self.out and self.err and self.journal is not None:
+            found[("", 0)] = (*self.out, *self.err, self.journal)
+        for k, files in enumerate(self.more or (), 1):
+            found[("", k)] = files
+        for program, k, out_r, out_w, err_r, err_w, journal in self.named or ():
+            found[(str(program), int(k))] = (out_r, out_w, err_r, err_w, journal)
+        return found
+
+    def with_instances(self, files: dict[Key, Files]) -> Fds:
+        """These fds with ``files`` as the instances' (a group's one program's instance 0
+        as ``out``, ``err`` and ``journal``, its next ones as ``more``, the others as
+        ``named``)."""
+        first = files.get(("", 0))
+        more: list[Files] = []
+        while ("", len(more) + 1) in files and first is not None:
+            more.append(files[("", len(more) + 1)])
+        plain = {("", k) for k in range(len(more) + 1)} if first is not None else set()
+        named = tuple((program, k, *files[(program, k)])
+                      for program, k in sorted(files) if (program, k) not in plain)
+        return replace(self, out=first[0:2] if first else None,
+                       err=first[2:4] if first else None,
+                       journal=first[4] if first else None, more=tuple(more) or None,
+                       named=named or None)
+
+    def instance(self, key: Key) -> Fds:
+        """The files of instance ``key`` as a group of one's fields (``out``, ``err``,
+        ``journal``), with the group's own (lock, channel...) for ``("", 0)`` only; empty
         fields for an instance not held here."""
-        if k == 0:
-            return replace(self, more=None)
-        if not self.more or k > len(self.more):
+        if key == ("", 0):
+            return replace(self, more=None, named=None)
+        files = self.instances().get(key)
+        if files is None:
             return Fds()
-        out_r, out_w, err_r, err_w, journal = self.more[k - 1]
+        out_r, out_w, err_r, err_w, journal = files
         return Fds(out=(out_r, out_w), err=(err_r, err_w), journal=journal)
 
     def to_json(self) -> dict[str, Any]:
@@ -79,7 +120,7 @@ class Fds(Record):
             value = getattr(self, name)
             if value is None:
                 continue
-            if name == "more":
+            if name in ("more", "named"):
                 data[name] = [list(files) for files in value]
             else:
                 data[name] = list(value) if isinstance(value, (tuple, list)) else value
@@ -89,8 +130,9 @@ class Fds(Record):
     def from_json(cls, data: dict[str, Any]) -> Fds:
         values: dict[str, Any] = {name: tuple(value) if name in _TUPLES and value else value
                                   for name, value in data.items() if name in cls._fields}
-        if values.get("more"):
-            values["more"] = tuple(tuple(files) for files in values["more"])
+        for name in ("more", "named"):
+            if values.get(name):
+                values[name] = tuple(tuple(files) for files in values[name])
         return cls(**values)
 
     def renumbered(self, moved: dict[int, int]) -> Fds:
@@ -100,6 +142,9 @@ class Fds(Record):
             value = getattr(self, name)
             if name == "more" and value:
                 value = tuple(tuple(moved.get(fd, fd) for fd in files) for files in value)
+            elif name == "named" and value:
+                value = tuple((*entry[:2], *(moved.get(fd, fd) for fd in entry[2:]))
+                              for entry in value)
             elif isinstance(value, tuple):
                 value = tuple(moved.get(fd, fd) for fd in value)
             elif value is not None:
@@ -117,19 +162,24 @@ class Adopt(Record):
     started_wall: float | None
     exit: ExitStatus | None = None
     ticks: int | None = None
-    instance: int = 0  #: which instance of the group's program (``workers``)
+    instance: int = 0  #: which instance of its program (``workers``)
+    program: str = ""  #: which program of a group of several ("": a group's one program)
+
+    @property
+    def key(self) -> Key:
+        return self.program, self.instance
 
     def to_json(self) -> dict[str, Any]:
         return {"pid": self.pid, "started_wall": self.started_wall,
                 "exit": self.exit.to_json() if self.exit else None, "ticks": self.ticks,
-                "instance": self.instance}
+                "instance": self.instance, "program": self.program}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Adopt:
         last = data.get("exit")
         return cls(data["pid"], data.get("started_wall"),
                    ExitStatus.from_json(last) if last else None, data.get("ticks"),
-                   int(data.get("instance") or 0))
+                   int(data.get("instance") or 0), str(data.get("program") or ""))
 
 
 class RoleArgs(Record):
@@ -145,13 +195,13 @@ class RoleArgs(Record):
     daemon_pid: int | None = None  #: a pump: its daemon; None at the group's root
     fresh: bool = False  #: a pump: a fresh interpreter started by a dying pump (hand_over)
     pump: int | None = None  #: a daemon: the successor pump already running (hand_over)
-    also: tuple[Adopt, ...] = ()  #: the targets of instances 1, 2... to adopt (``workers``)
+    also: tuple[Adopt, ...] = ()  #: the other instances' targets to adopt (``workers``)
 
-    def adopts(self) -> dict[int, Adopt]:
+    def adopts(self) -> dict[Key, Adopt]:
         """Every target to adopt, by instance: ``adopt`` (instance 0's) and ``also``."""
-        found = {adopt.instance: adopt for adopt in self.also}
+        found = {adopt.key: adopt for adopt in self.also}
         if self.adopt is not None:
-            found[0] = self.adopt
+            found[("", 0)] = self.adopt
         return found
 
     def to_json(self) -> dict[str, Any]:
@@ -170,10 +220,10 @@ class RoleArgs(Record):
         return cls(**values)
 
 
-def split_adopts(adopts: dict[int, Adopt]) -> dict[str, Any]:
+def split_adopts(adopts: dict[Key, Adopt]) -> dict[str, Any]:
     """``adopts`` by instance as ``RoleArgs``' fields ``adopt`` and ``also``."""
-    return {"adopt": adopts.get(0),
-            "also": tuple(adopts[k] for k in sorted(adopts) if k != 0)}
+    return {"adopt": adopts.get(("", 0)),
+            "also": tuple(adopts[key] for key in sorted(adopts) if key != ("", 0))}
 
 
 def role_command(args: RoleArgs) -> list[str]:
@@ -195,6 +245,8 @@ class Message(Record):
         data.update((name, getattr(self, name)) for name in fields[1:])
         if not data.get("instance", 1):
             del data["instance"]  # instance 0, a group of one's: as the wire always read
+        if not data.get("program", 1):
+            del data["program"]  # a group's one program
         return data
 
     @classmethod
@@ -202,9 +254,8 @@ class Message(Record):
         fields = cls._fields
         if not fields:
             return cls()
-        rest = [data.get(name) for name in fields[1:]]
-        if fields[-1] == "instance":
-            rest[-1] = int(rest[-1] or 0)
+        rest = [_DEFAULTS[name](data.get(name)) if name in _DEFAULTS else data.get(name)
+                for name in fields[1:]]
         return cls(data[cls.KEY], *rest)
 
     def to_bytes(self) -> bytes:
@@ -226,6 +277,8 @@ class Message(Record):
 
 
 decode = Message.from_bytes
+_DEFAULTS: dict[str, Callable[[Any], Any]] = {"instance": lambda value: int(value or 0),
+                                              "program": lambda value: str(value or "")}
 
 
 # pump ─► daemon
@@ -236,6 +289,7 @@ class Spawning(Message):
     KEY = "spawning"
     since: int | None
     instance: int = 0
+    program: str = ""
 
 
 class Target(Message):
@@ -245,6 +299,7 @@ class Target(Message):
     pid: int
     started_wall: float | None
     instance: int = 0
+    program: str = ""
 
 
 class Exited(Message):
@@ -253,6 +308,7 @@ class Exited(Message):
     KEY = "exited"
     pid: int
     instance: int = 0
+    program: str = ""
 
 
 class Started(Message):
@@ -268,11 +324,12 @@ class Finish(Message):
 
 
 class Retired(Message):
-    """The instances from ``workers`` on (a scale down) have ended: the daemon lets go of
-    their files."""
+    """The instances of ``program`` from ``workers`` on (a scale down; 0: a program
+    removed) have ended: the daemon lets go of their files."""
 
     KEY = "retired"
     workers: int
+    program: str = ""
 
 
 # daemon ─► pump
@@ -283,22 +340,31 @@ class Grow(Message):
 
     KEY = "grow"
     instance: int
+    program: str = ""
     fds: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {self.KEY: self.instance}
+        return {self.KEY: self.instance, **({"program": self.program} if self.program else {})}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Grow:
-        return cls(int(data[cls.KEY]))
+        return cls(int(data[cls.KEY]), str(data.get("program") or ""))
 
 
 class Retire(Message):
-    """A scale down: the instances from ``workers`` on stop (TERM, grace, KILL), and are
-    gone once ended (``Retired``)."""
+    """A scale down: the instances of ``program`` from ``workers`` on stop (TERM, grace,
+    KILL), and are gone once ended (``Retired``)."""
 
     KEY = "retire"
     workers: int
+    program: str = ""
+
+
+class Reload(Message):
+    """``spec.json`` changed (``Group.apply``): the pump reads it again, taking each
+    program's new definition and the programs added (whose instances follow, ``Grow``)."""
+
+    KEY = "reload"
 
 
 class Hello(Message):
@@ -344,7 +410,8 @@ class Command(Message):
 
 
 _MESSAGES: tuple[type[Message], ...] = (Hello, Command, Rewrite, Reaped, Grow, Retire,
-                                        Spawning, Target, Exited, Started, Finish, Retired)
+                                        Reload, Spawning, Target, Exited, Started, Finish,
+                                        Retired)
 
 
 # ----------------------------------------------------------------- the hand-over
@@ -354,7 +421,7 @@ class HandOver(Exception):
     daemon's ``become`` with the daemon's :class:`RoleArgs` (``args[0]``)."""
 
 
-def hand_over(directory: str, adopts: dict[int, Adopt], fds: Fds) -> None:
+def hand_over(directory: str, adopts: dict[Key, Adopt], fds: Fds) -> None:
     """Turn this process (a pump whose daemon died, with threads of a monitor's) into the
     daemon by ``exec``: same pid, so its target stays its child. Never returns.
 
@@ -381,7 +448,7 @@ def hand_over(directory: str, adopts: dict[int, Adopt], fds: Fds) -> None:
     exec_daemon(args)
 
 
-def _spawn_successor(directory: str, adopts: dict[int, Adopt], fds: Fds,
+def _spawn_successor(directory: str, adopts: dict[Key, Adopt], fds: Fds,
                      lifeline: int) -> int:
     """A fresh pump, the child of this process (the daemon to be): its pid."""
     import subprocess

@@ -25,26 +25,26 @@ from .records import Record
 class Replace(Record):
     """Spawn a replacement for ``slot``, beside the process that serves it now."""
 
-    slot: int
+    slot: int | str
 
 
 class Retire(Record):
     """Stop the old process of ``slot`` (TERM, grace, KILL): its replacement is ready."""
 
-    slot: int
+    slot: int | str
 
 
 class Cancel(Record):
     """Stop the replacement of ``slot``, not ready yet: the roll is aborted."""
 
-    slot: int
+    slot: int | str
 
 
 class Finished(Record):
     """Nothing is left in flight. ``why`` is None when every slot was replaced, else why
     the roll was aborted (and ``replaced`` says which slots were)."""
 
-    replaced: tuple[int, ...]
+    replaced: tuple[int | str, ...]
     why: str | None = None
 
 
@@ -54,16 +54,16 @@ Action = Replace | Retire | Cancel | Finished
 class Roll:
     """One rolling restart of ``slots`` (in that order), ``batch`` at a time."""
 
-    def __init__(self, slots: Sequence[int], batch: int = 1) -> None:
+    def __init__(self, slots: Sequence[int | str], batch: int = 1) -> None:
         if batch < 1:
             raise ValueError(f"batch must be 1 or more (got {batch})")
         if len(set(slots)) != len(slots):
             raise ValueError(f"slots must be distinct (got {list(slots)})")
         self.batch = batch
-        self._waiting = list(slots)  #: slots not started yet, in order
-        self._spawned: set[int] = set()  #: replacements spawned, not ready yet
-        self._retiring: set[int] = set()  #: replacements ready, old process stopping
-        self._replaced: list[int] = []  #: slots whose old process is gone
+        self._waiting: list[int | str] = list(slots)  #: slots not started yet, in order
+        self._spawned: set[int | str] = set()  #: replacements spawned, not ready yet
+        self._retiring: set[int | str] = set()  #: replacements ready, old process stopping
+        self._replaced: list[int | str] = []  #: slots whose old process is gone
         self.why: str | None = None  #: why the roll was aborted, once it is
         self.finished = False
 
@@ -72,7 +72,7 @@ class Roll:
         """Replacements alive beside the processes they replace."""
         return len(self._spawned) + len(self._retiring)
 
-    def pending(self, slot: int) -> bool:
+    def pending(self, slot: int | str) -> bool:
         """Whether ``slot`` has a replacement in flight (spawned or its old one retiring)."""
         return slot in self._spawned or slot in self._retiring
 
@@ -80,7 +80,7 @@ class Roll:
         """The first replacements to spawn."""
         return self._fill()
 
-    def ready(self, slot: int) -> list[Action]:
+    def ready(self, slot: int | str) -> list[Action]:
         """The replacement of ``slot`` is ready: its old process is retired."""
         if slot not in self._spawned:
             return []  # cancelled, or not ours: nothing to do
@@ -88,7 +88,7 @@ class Roll:
         self._retiring.add(slot)
         return [Retire(slot)]
 
-    def failed(self, slot: int, why: str) -> list[Action]:
+    def failed(self, slot: int | str, why: str) -> list[Action]:
         """The replacement of ``slot`` died or was not ready in time: the roll is aborted."""
         if slot not in self._spawned and slot not in self._retiring:
             return []
@@ -102,7 +102,7 @@ class Roll:
             self._spawned.clear()
         return actions + self._end()
 
-    def old_gone(self, slot: int) -> list[Action]:
+    def old_gone(self, slot: int | str) -> list[Action]:
         """The old process of ``slot`` has exited after its retirement: its replacement
         serves the slot now, and the window slides to the next slot."""
         if slot not in self._retiring:

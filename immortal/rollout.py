@@ -1,5 +1,9 @@
 """A rolling restart carried out by the pump: ``rolling.Roll`` decides, this acts.
 
+A slot is an instance: ``K`` in a group's one program, ``PROGRAM:K`` in a group of several
+programs (``Instance.slot``); a roll may take instances of several programs, each replaced
+with its own program's definition, readiness and (unless the request names one) grace.
+
 A replacement of instance K is spawned beside K's target (``Spawner.spawn_beside``): it is
 instance K (``IMMORTAL_INSTANCE``, the listen sockets), writes to K's pipes (its lines reach
 the monitors as K's, and are journaled as K's), holds K's second lock and has a readiness
@@ -38,11 +42,11 @@ if TYPE_CHECKING:
     from .events import ExitStatus
     from .link import DaemonLink
     from .loop import Loop
-    from .monitoring import Host
-    from .spawner import Spawner
     from .spec import Spec
     from .statusfile import StatusFile
-    from .workers import Instance
+    from .workers import Instance, Run
+
+    Slot = int | str
 
 ROLLING, DONE, FAILED_ROLL = "rolling", "done", "failed"
 
@@ -50,7 +54,7 @@ ROLLING, DONE, FAILED_ROLL = "rolling", "done", "failed"
 class Replacement:
     """One replacement in flight: its process, its readiness, when to KILL it (cancelled)."""
 
-    def __init__(self, k: int, child: process.Child, ready: ReadyWatch) -> None:
+    def __init__(self, k: Slot, child: process.Child, ready: ReadyWatch) -> None:
         self.k = k
         self.child = child
         self.ready = ready
@@ -61,39 +65,53 @@ class Rollout:
     """What the pump (``pump.Pump``) does to roll; the rest it provides."""
 
     spec: Spec
-    instances: list[Instance]
-    host: Host | None
+    runs: dict[str, Run]
+
+    @property
+    def instances(self) -> list[Instance]:  # the pump's: every program's
+        raise NotImplementedError
+
     link: DaemonLink
     loop: Loop
     selector: BaseSelector
-    spawner: Spawner
     status_file: StatusFile
     previous: dict[str, Any] | None
-    retiring: int | None
     shown: Callable[[Instance], int | None]
 
     roll: rolling.Roll | None  #: the roll in progress, or the last one
     roll_info: dict[str, Any] | None  #: status.json's ``roll``
-    roll_grace: float
-    replacements: dict[int, Replacement]  #: by slot
-    old_kill_at: dict[int, float]  #: the slots whose old target retires: when it gets KILL
+    roll_grace: float | None  #: the roll's grace period; None: each program's own
+    replacements: dict[Slot, Replacement]  #: by slot
+    old_kill_at: dict[Slot, float]  #: the slots whose old target retires: when it gets KILL
     finish_waiting: supervise.Finish | None  #: the group ended: it waits for replacements
 
     @property
     def roll_running(self) -> bool:
         return self.roll is not None and not self.roll.finished
 
-    def start_roll(self, slots: list[int], batch: int, grace: float) -> int:
-        """Replace the targets of ``slots``, ``batch`` at a time; the roll's id."""
+    def _slot(self, slot: Slot) -> Instance | None:
+        """The instance of ``slot``, if it is still there."""
+        return next((inst for inst in self.instances if inst.slot == slot), None)
+
+    def _grace(self, slot: Slot) -> float:
+        inst = self._slot(slot)
+        if self.roll_grace is not None or inst is None:
+            return self.roll_grace or 0.0
+        return inst.run.spec.stop_timeout
+
+    def start_roll(self, chosen: list[Instance], batch: int, grace: float | None) -> int:
+        """Replace the targets of the ``chosen`` instances, ``batch`` at a time; the
+        roll's id. ``grace``: of the old targets (None: each program's own)."""
         if self.roll_running or self.replacements:
             raise NotRunning("a rolling restart is in progress; wait for it to end")
-        if self.retiring is not None:
+        if any(run.retiring is not None for run in self.runs.values()):
             raise NotRunning("instances are still retiring after the last scale; try again "
                              "in a moment")
         if all(supervise.ending(inst.machine) for inst in self.instances):
             raise NotRunning("the group is stopping; it cannot restart")
         ident = int((self.roll_info or (self.previous or {}).get("roll") or {}).get("id", 0)) + 1
         self.roll_grace = grace
+        slots = [inst.slot for inst in chosen]
         self.roll = rolling.Roll(slots, batch)
         self.roll_info = {"id": ident, "state": ROLLING, "batch": batch, "slots": slots,
                           "replaced": [], "why": None, "instance": None, "stderr": [],
@@ -117,13 +135,17 @@ class Rollout:
                     rolelog.report("roll", f"immortal: pump: rolling restart aborted: "
                                    f"{action.why}\n")
 
-    def _replace(self, k: int) -> None:
-        assert self.roll is not None and self.host is not None and self.roll_info is not None
-        inst = self.instances[k]
-        watch = ReadyWatch(self.spec.ready_mode, self.spec.ready_timeout,
+    def _replace(self, k: Slot) -> None:
+        assert self.roll is not None and self.roll_info is not None
+        inst = self._slot(k)
+        if inst is None or inst.run.host is None:
+            self._failed(k, "it is gone", [])
+            return
+        view = inst.run.spec
+        watch = ReadyWatch(view.ready_mode, view.ready_timeout,
                            lambda state: self._replacement_changed(k, state))
         try:
-            child = self.spawner.spawn_beside(k, inst.streams)
+            child = inst.run.spawner.spawn_beside(inst.k, inst.streams)
         except OSError as exc:
             self._failed(k, f"its replacement could not be spawned: {exc.strerror or exc}", [])
             return
@@ -134,11 +156,11 @@ class Rollout:
         self.roll_info["replacements"][str(k)] = [child.pid,
                                                   _linux.process_start_time(child.pid)]
         self._write_status()  # first: a successor of a pump that dies now finds it
-        self.host.call("respawn", pid=child.pid, why="roll", instance=self.shown(inst))
+        inst.run.host.call("respawn", pid=child.pid, why="roll", instance=self.shown(inst))
         if watch.ready:  # ready="spawn"
             self._roll_act(self.roll.ready(k))
 
-    def _replacement_changed(self, k: int, state: Readiness) -> None:
+    def _replacement_changed(self, k: Slot, state: Readiness) -> None:
         assert self.roll is not None
         repl = self.replacements.get(k)
         if repl is None:
@@ -151,25 +173,26 @@ class Rollout:
                 self._cancel(k)
         self._write_status()
 
-    def _failed(self, k: int, why: str, stderr: list[str]) -> None:
+    def _failed(self, k: Slot, why: str, stderr: list[str]) -> None:
         assert self.roll is not None and self.roll_info is not None
         if self.roll_info["instance"] is None and self.roll.why is None:
             self.roll_info.update(instance=k, stderr=stderr)
         self._roll_act(self.roll.failed(k, why))
 
-    def _retire_old(self, k: int) -> None:
+    def _retire_old(self, k: Slot) -> None:
         """The replacement of ``k`` is ready: its old target goes (TERM, grace, KILL)."""
-        target = self.instances[k].target
+        inst = self._slot(k)
+        target = inst.target if inst is not None else None
         if target is None:  # died meanwhile, waiting for its restart: no one to retire
             self._swap(k, None)
             return
-        self.old_kill_at[k] = time.monotonic() + self.roll_grace
+        self.old_kill_at[k] = time.monotonic() + self._grace(k)
         target.kill_group(signal.SIGTERM)
 
-    def _cancel(self, k: int) -> None:
+    def _cancel(self, k: Slot) -> None:
         repl = self.replacements.get(k)
         if repl is not None and repl.child.status is None and repl.kill_at is None:
-            repl.kill_at = time.monotonic() + self.roll_grace
+            repl.kill_at = time.monotonic() + self._grace(k)
             repl.child.kill_group(signal.SIGTERM)
 
     def _replacement_died(self, repl: Replacement) -> None:
@@ -177,11 +200,11 @@ class Rollout:
         if status is None:
             return
         self._forget(repl)
-        if self.host is not None:
-            inst = self.instances[repl.k] if repl.k < len(self.instances) else None
+        inst = self._slot(repl.k)
+        if inst is not None and inst.run.host is not None:
             record = replace(status, decision="stop", reason="a rolling restart's replacement",
-                             instance=self.shown(inst) if inst is not None else None)
-            self.host.call("exit", status=record, instance=record.instance)
+                             instance=self.shown(inst))
+            inst.run.host.call("exit", status=record, instance=record.instance)
         if self.roll is not None and self.roll.pending(repl.k):
             repl.ready.exited(status)  # a failure, through _replacement_changed
             if self.roll.pending(repl.k):
@@ -208,7 +231,7 @@ class Rollout:
     def old_gone(self, inst: Instance, status: ExitStatus) -> bool:
         """The target of ``inst`` died: whether it was one a roll retired (its
         replacement takes the slot), else the machine decides as for any death."""
-        k = inst.k
+        k = inst.slot
         repl = self.replacements.get(k)
         if k not in self.old_kill_at or repl is None or repl.child.status is not None:
             self.old_kill_at.pop(k, None)
@@ -217,10 +240,10 @@ class Rollout:
         self._swap(k, status)
         return True
 
-    def _swap(self, k: int, status: ExitStatus | None) -> None:
+    def _swap(self, k: Slot, status: ExitStatus | None) -> None:
         """The replacement of ``k`` becomes its target."""
-        assert self.roll is not None and self.host is not None
-        inst = self.instances[k]
+        inst = self._slot(k)
+        assert self.roll is not None and inst is not None and inst.run.host is not None
         repl = self.replacements[k]
         record = None
         if status is not None and inst.target is not None:
@@ -228,17 +251,17 @@ class Rollout:
             self._unwatch_target(inst)
             self.status_file.forget(dead)
             inst.streams.drain()
-            self.link.tell(Exited(dead, k))
+            self.link.tell(Exited(dead, inst.k, inst.program))
             record = replace(status, decision="stop", reason="replaced (rolling restart)",
                              instance=self.shown(inst))
         self._forget(repl, close=False)
         try:
-            self.spawner.swap_locks(k)
+            inst.run.spawner.swap_locks(inst.k)
         except OSError as exc:
             rolelog.report("roll", f"immortal: pump: instance {k}: lock swap: {exc}\n")
         child = repl.child
         inst.target = child
-        self.link.tell(Target(child.pid, child.started_wall, k))
+        self.link.tell(Target(child.pid, child.started_wall, inst.k, inst.program))
         self._watch_target(inst)
         machine = inst.machine
         template = replace(machine, spawned=machine.spawned + 1, restarts=machine.restarts + 1,
@@ -248,7 +271,7 @@ class Rollout:
         inst.ready.spawned(child.started_at, True, repl.ready.notice)
         if record is not None:
             self.status_file.last_exit = record
-            self.host.call("exit", status=record, instance=self.shown(inst))
+            inst.run.host.call("exit", status=record, instance=self.shown(inst))
         self._roll_act(self.roll.old_gone(k))
         self._write_status()
 
@@ -262,11 +285,11 @@ class Rollout:
         self.old_kill_at.clear()
         for repl in list(self.replacements.values()):
             if repl.child.status is None:
-                repl.kill_at = time.monotonic() + (self.roll_grace if grace is None
+                repl.kill_at = time.monotonic() + (self._grace(repl.k) if grace is None
                                                    else grace)
                 repl.child.kill_group(signal.SIGTERM)
 
-    def roll_lines(self, k: int, stream: str, block: bytes) -> None:
+    def roll_lines(self, k: Slot, stream: str, block: bytes) -> None:
         """Output of slot ``k`` while its replacement waits to be ready: for its
         readiness (the slot's pipes are shared: see docs/workers.md)."""
         repl = self.replacements.get(k)
@@ -293,7 +316,8 @@ class Rollout:
                 repl.kill_at = None
                 repl.child.kill_group(signal.SIGKILL)
         for k, at in list(self.old_kill_at.items()):
-            target = self.instances[k].target
+            inst = self._slot(k)
+            target = inst.target if inst is not None else None
             if at <= now:
                 self.old_kill_at[k] = float("inf")  # KILL once, then wait for the death
                 if target is not None:

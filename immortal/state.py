@@ -29,6 +29,7 @@ from .instance import (  # noqa: F401  (the instance directory's names, kept imp
     wait_lock,
     write_json,
 )
+from .phases import combined
 from .records import MutableRecord, field
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
@@ -85,9 +86,16 @@ class InstanceStatus(MutableRecord):
     reason: str | None = None  #: why it ended, in a final phase
     ready: bool = False  #: whether its current target is ready (readiness.py)
     notify_status: str | None = None  #: its target's last sd_notify ``STATUS=`` text
+    program: str | None = None  #: its program, in a group of several programs
+
+    @property
+    def label(self) -> str:
+        """``K``, or ``PROGRAM:K`` in a group of several programs."""
+        return f"{self.program}:{self.instance}" if self.program else str(self.instance)
 
     def to_json(self) -> dict[str, Any]:
-        return {"instance": self.instance, "state": self.state, "pid": self.pid,
+        return {**({"program": self.program} if self.program else {}),
+                "instance": self.instance, "state": self.state, "pid": self.pid,
                 "start_time": self.start_time, "started_at": self.started_at,
                 "restarts": self.restarts, "spawned": self.spawned,
                 "last_exit": self.last_exit.to_json() if self.last_exit else None,
@@ -101,6 +109,7 @@ class InstanceStatus(MutableRecord):
             from .events import ExitStatus
         return cls(instance=int(data.get("instance") or 0),
                    state=str(data.get("state", "unknown")),
+                   program=data.get("program") or None,
                    pid=data.get("pid") or None, start_time=data.get("start_time"),
                    started_at=data.get("started_at"), restarts=int(data.get("restarts", 0)),
                    spawned=int(data.get("spawned", 0)),
@@ -109,15 +118,18 @@ class InstanceStatus(MutableRecord):
                    ready=bool(data.get("ready")), notify_status=data.get("notify_status"))
 
 
-def running_targets(data: Mapping[str, Any], instance: int | None = None) -> list[int]:
-    """The target pids ``status.json``'s ``data`` records (of ``instance`` alone, if
-    given): ``pids["target"]`` in a group of one, each instance's in a group of several."""
+def running_targets(data: Mapping[str, Any], instance: int | None = None,
+                    program: str | None = None) -> list[int]:
+    """The target pids ``status.json``'s ``data`` records (of ``program``'s and
+    ``instance`` alone, if given): ``pids["target"]`` in a group of one, each instance's in
+    a group of several."""
     listed = data.get("instances") or []
     if not listed:
         pid = (data.get("pids") or {}).get("target")
-        return [pid] if pid and instance in (None, 0) else []
+        return [pid] if pid and instance in (None, 0) and not program else []
     return [entry["pid"] for entry in listed if isinstance(entry, dict) and entry.get("pid")
-            and instance in (None, entry.get("instance"))]
+            and instance in (None, entry.get("instance"))
+            and program in (None, entry.get("program"))]
 
 
 class Status(MutableRecord):
@@ -222,6 +234,15 @@ class Status(MutableRecord):
             del data["running"], data["stalled"]
         return data
 
+    def programs(self) -> dict[str, list[InstanceStatus]]:
+        """A group of several programs (``start_group``): each program's instances, by
+        name, in order; empty for a group of one program."""
+        found: dict[str, list[InstanceStatus]] = {}
+        for entry in self.instances:
+            if entry.program:
+                found.setdefault(entry.program, []).append(entry)
+        return found
+
     @property
     def stale(self) -> bool:
         """No supervisor runs, but the group did not end by a stop or by giving up: its
@@ -315,13 +336,13 @@ def headline(s: Status) -> str:
 
 def summary(s: Status) -> str:
     """``str(status)``: a few lines, from the status alone (no look at the processes)."""
-    lines = [headline(s)]
+    lines = [headline(s), *program_lines(s)]
     for role in ROLES:
         if role in s.pids and s.running:
             lines.append(f"  {role:<8} pid {s.pids[role]}")
     if s.running:
         for entry in s.instances:  # a group of several: each instance
-            label = f"{s.name}:{entry.instance}"
+            label = instance_label(s.name, entry)
             target = f"pid {entry.pid}" if entry.pid else "no target"
             lines.append(f"  {label:<8} {target}, {entry.state}{instance_ready(entry)}, "
                          f"restarts {entry.restarts}"
@@ -341,6 +362,25 @@ def summary(s: Status) -> str:
     if s.output:
         lines.append(f"  output   {s.output}")
     return "\n".join([*lines, *delivery_lines(s)])
+
+
+def instance_label(name: str, entry: InstanceStatus) -> str:
+    """How ``list`` and ``status`` name an instance: ``GROUP:K``, or ``GROUP/PROGRAM:K`` in
+    a group of several programs (the address the commands take)."""
+    if entry.program:
+        return f"{name}/{entry.program}:{entry.instance}"
+    return f"{name}:{entry.instance}"
+
+
+def program_lines(s: Status) -> list[str]:
+    """A group of several programs: a line per program, its state and instances."""
+    lines = []
+    for program, entries in s.programs().items():
+        ready = "" if all(e.ready for e in entries) or not s.running else " (not ready)"
+        state = combined(e.state for e in entries)
+        lines.append(f"  {s.name}/{program}: {state}{ready}, {len(entries)} instance(s), "
+                     f"restarts {sum(e.restarts for e in entries)}")
+    return lines
 
 
 def ready_lines(s: Status) -> list[str]:
