@@ -20,9 +20,7 @@ from .errors import InvalidSpec, InvalidType, NoAnswer, NotRunning, StartError, 
 from .errors import StopTimeout
 from .groupstop import RETRY, GroupStop, targets_of
 from .groupview import MARGIN, POLL
-from .programs import Applied, build_programs, compare
 from .safety import check_path
-from .spec import Spec, program_dir
 from .state import Status, check_dir, ensure_dir, home, instance_dir, read_json, read_status
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
@@ -30,6 +28,8 @@ TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
+
+    from .programs import Applied
 
 __all__ = ["MARGIN", "POLL", "RETRY", "Group", "attach", "groups"]
 
@@ -242,6 +242,10 @@ class Group(GroupStop):
         (the same processes). Returns once it is all done: what became of each program.
         A listening program cannot be added or removed, nor its addresses changed (they
         are bound once, for the group's life)."""
+        # The caller's side of a start (the monitors, their checks): imported only here.
+        from .programs import build_programs, compare
+        from .spec import Spec, program_dir
+
         _, status = self._root()
         spec = Spec.from_json(read_json(self.directory / "spec.json") or {})
         if not spec.several:

@@ -36,6 +36,8 @@ class KeptFiles:
     def __init__(self, fds: Fds, spec: Spec) -> None:
         #: every instance's files, by instance
         self.each: dict[Key, Files] = dict(fds.instances())
+        if ("", 0) not in self.each and fds.out and fds.err:  # an orphan's, reopened
+            self.each[("", 0)] = (*fds.out, *fds.err, make_journal())
         missing = [key for key in wanted(spec) if key not in self.each]
         self.each.update(zip(missing, self.make(len(missing))))
         self.channel: tuple[int, ...] | None = fds.channel or (
