@@ -4,12 +4,12 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
 0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop,
   phases ·
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
-  rolling, readiness, notify, addresses ·
-2 process, monitor, roles, delivery, instance, checks, machine, listen ·
+  rolling, readiness, notify, addresses, rolefds ·
+2 process, monitor, roles, delivery, instance, checks, machine, listen, statewords ·
 3 monitoring, state, policy, kept, keptfiles, link, workers ·
 4 render, dirwatch, stall, spec, groupview, statusfile, streams ·
 5 supervise, adoption, spawner, readywatch, answer, request, groupstop ·
-6 pumpstart, scaling, pumpcontrol, rollout, programs ·
+6 pumpstart, scaling, pumpcontrol, rollout, programs, pumphosts ·
 7 pump, group ·
 8 forking, launcher, daemonscale ·
 9 daemon, manager, cli ·

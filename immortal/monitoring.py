@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 DEFAULT = "file"
 DISCARD_GRACE = 1.0  #: seconds a discarding monitor has to leave the block it is in
+#: backpressure "drop": how long monitors may take to catch up at the end
+MONITOR_GRACE = 1.0
 
 
 class _Manager(pluggy.PluginManager):

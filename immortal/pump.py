@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,8 @@ from .errors import ImmortalError
 from .events import PUMP_START, ExitStatus
 from .loop import draw
 from .pumpcontrol import PumpControl
-from .pumpstart import MONITOR_GRACE, PumpStart
+from .pumphosts import Hosts
+from .pumpstart import PumpStart
 from .rollout import Rollout
 from .readywatch import route
 from .roles import (Command, Exited, Finish, Grow, HandOver, Hello, Reaped, Reload, Retire,
@@ -40,12 +40,12 @@ from .state import SOCKET_NAME, write_json
 from .workers import Instance, Run, group_phase
 
 
-class Pump(PumpStart, Scaling, PumpControl, Rollout):
+class Pump(PumpStart, Hosts, Scaling, PumpControl, Rollout):
     """The running pump: carries out each instance's machine's actions, and turns what
     happens (a target's death, output, signals, control requests, its daemon's death) into
     events of the instance they are about, or of all (a stop). Its parts: ``PumpStart``
-    (its state, its start-up), ``Scaling``, ``PumpControl`` (control requests),
-    ``Rollout`` (a rolling restart)."""
+    (its state, its start-up), ``Hosts`` (each program's monitors), ``Scaling`` (a scale,
+    an apply), ``PumpControl`` (control requests), ``Rollout`` (a rolling restart)."""
 
     # ----------------------------------------------------------------- the loop
     def _take_signals(self) -> None:
@@ -139,19 +139,6 @@ class Pump(PumpStart, Scaling, PumpControl, Rollout):
     def _on_output(self, stream: relay.Relay) -> None:
         stream.read()
         self._report_dropped()
-
-    def _report_dropped(self, force: bool = False) -> None:
-        """Backpressure "drop": tell each monitor how many of its lines were dropped, once
-        a second."""
-        told = [run.host.report_dropped(force) for run in self.runs.values()
-                if run.host is not None]
-        if any(told):
-            self._write_status()
-
-    def _next_report(self) -> float | None:
-        due = [at for at in (run.host.next_report() for run in self.runs.values()
-                             if run.host is not None) if at is not None]
-        return min(due) if due else None
 
     def _on_channel(self, sock: socket.socket) -> None:
         host = self.instances[0].run.host
@@ -360,23 +347,6 @@ class Pump(PumpStart, Scaling, PumpControl, Rollout):
         self.link.tell(Finish())
         if self.pending:
             self._fail_start()
-
-    def shut_down(self, run: Run, reason: str) -> None:
-        """The last event of ``run``'s monitors."""
-        if run.host is None:
-            return
-        run.host.call("shutdown", reason=reason)
-        for name in run.host.flush(MONITOR_GRACE):
-            sys.stderr.write(f"immortal: pump: monitor {name!r} is still busy; it gets no "
-                             "more calls\n")
-
-    def _catch_up(self, timeout: float, run: Run | None = None) -> None:
-        """Backpressure "drop": the monitors' queues (``run``'s, else every program's)
-        get ``timeout`` seconds to empty."""
-        for each in [run] if run is not None else list(self.runs.values()):
-            for name in each.host.catch_up(timeout) if each.host is not None else ():
-                sys.stderr.write(f"immortal: pump: monitor {name!r} had not taken all its "
-                                 f"lines {timeout} s later; the rest were dropped\n")
 
     def _spawn(self, inst: Instance) -> process.Child:
         # The first spawn of a new start first ends what the name's last run left.

@@ -21,14 +21,15 @@ import signal
 import time
 from pathlib import Path
 
-from . import (_linux, adoption, control, dirwatch, monitoring, process, readiness, relay,
-               rolelog, rolling, supervise)
+from . import (_linux, adoption, control, dirwatch, process, readiness, rolelog, rolling,
+               supervise)
 from ._linux import process_start_time
 from .detach import Handshake
 from .events import PUMP_START, ExitStatus
 from .answer import StartAnswer
 from .link import DaemonLink, take_over
 from .loop import Loop, draw
+from .monitoring import MONITOR_GRACE
 from .readywatch import ReadyWatch
 from .records import replace
 from .roles import Adopt, Fds, HandOver, Key, RoleArgs
@@ -39,7 +40,6 @@ from .statusfile import StatusFile
 from .streams import Streams
 from .workers import Instance, Run
 
-MONITOR_GRACE = 1.0  # backpressure "drop": how long monitors may take to catch up at the end
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -199,31 +199,6 @@ class PumpStart(StartAnswer):
     def finished(self) -> bool:
         return self.loop.stopped
 
-    def _load_monitors(self) -> str | None:
-        """Import and create each program's monitors (``Run.host``); the error if they
-        fail."""
-        for run in self.runs.values():
-            try:
-                self.load_host(run)
-            except Exception as exc:
-                return self._named_spec(run.spec,
-                                        f"the monitors failed to load in the pump: {exc}")
-        return None
-
-    def load_host(self, run: Run) -> None:
-        """The monitors of ``run``, on its instances' journals."""
-        view = run.spec
-        assert self.streams is not None
-        run.host = monitoring.Host(
-            [(name, monitoring.resolve(name), options) for name, options in view.monitors],
-            self.spec.name, view.program_dir,
-            self.streams.send if self.channel and not self.spec.several else None,
-            [relay.Ledger(inst.streams.journal) for inst in run.instances],
-            drop=view.backpressure == "drop", program=view.program or None)
-        if run.host.terminal:
-            for inst in run.instances:
-                inst.streams.no_echo()
-
     def _named_spec(self, view: Spec, text: str) -> str:
         """``text`` about a program, naming it in a group of several programs."""
         return f"program {view.program!r}: {text}" if view.program else text
@@ -375,7 +350,13 @@ class PumpStart(StartAnswer):
         rolelog.report("failed", f"immortal: pump: {message}\n")
         return 1
 
-    # What the running pump provides (pump.Pump, rollout.Rollout).
+    # What the running pump provides (pump.Pump, pumphosts.Hosts, rollout.Rollout).
+    def _load_monitors(self) -> str | None:
+        raise NotImplementedError
+
+    def load_host(self, run: Run) -> None:
+        raise NotImplementedError
+
     def _take_signals(self) -> None:
         raise NotImplementedError
 
@@ -391,7 +372,7 @@ class PumpStart(StartAnswer):
     def _loop(self) -> int:
         raise NotImplementedError
 
-    def _catch_up(self, timeout: float) -> None:
+    def _catch_up(self, timeout: float, run: Run | None = None) -> None:
         raise NotImplementedError
 
     def _spawn(self, inst: Instance) -> process.Child:
