@@ -40,12 +40,12 @@ from .state import SOCKET_NAME, write_json
 from .workers import Instance, Run, group_phase
 
 
-class Pump(PumpStart, Hosts, Scaling, PumpControl, Rollout):
+class Pump(Hosts, PumpStart, Scaling, PumpControl, Rollout):
     """The running pump: carries out each instance's machine's actions, and turns what
     happens (a target's death, output, signals, control requests, its daemon's death) into
-    events of the instance they are about, or of all (a stop). Its parts: ``PumpStart``
-    (its state, its start-up), ``Hosts`` (each program's monitors), ``Scaling`` (a scale,
-    an apply), ``PumpControl`` (control requests), ``Rollout`` (a rolling restart)."""
+    events of the instance they are about, or of all (a stop). Its parts: ``Hosts`` (each
+    program's monitors), ``PumpStart`` (its state, its start-up), ``Scaling`` (a scale, an
+    apply), ``PumpControl`` (control requests), ``Rollout`` (a rolling restart)."""
 
     # ----------------------------------------------------------------- the loop
     def _take_signals(self) -> None:

@@ -13,6 +13,8 @@ from .monitoring import MONITOR_GRACE
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .spec import Spec
     from .streams import Streams
     from .workers import Run
@@ -26,6 +28,10 @@ class Hosts:
     runs: dict[str, Run]
     streams: Streams | None
     channel: list[int] | None
+    # What the pump provides (no stubs here: this part comes first in the pump's bases,
+    # and they would hide its own).
+    _named_spec: Callable[[Spec, str], str]
+    _write_status: Callable[[], None]
 
     def _load_monitors(self) -> str | None:
         """Import and create each program's monitors (``Run.host``); the error if they
@@ -81,10 +87,3 @@ class Hosts:
             for name in each.host.catch_up(timeout) if each.host is not None else ():
                 sys.stderr.write(f"immortal: pump: monitor {name!r} had not taken all its "
                                  f"lines {timeout} s later; the rest were dropped\n")
-
-    # What the pump provides.
-    def _named_spec(self, view: Spec, text: str) -> str:
-        raise NotImplementedError
-
-    def _write_status(self) -> None:
-        raise NotImplementedError
