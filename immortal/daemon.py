@@ -398,7 +398,7 @@ class Daemon(Scaling):
         if cmd == "scale":
             return self._scale(check_workers(request["workers"]), request.get("program", ""))
         if cmd == "apply":
-            return self._apply(request["programs"])
+            return self._apply(request["file"])
         try:
             if self.pump is None or self.pump_sock is None:
                 raise OSError("no pump is running right now (one is being restarted)")

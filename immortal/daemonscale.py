@@ -23,7 +23,7 @@ from .keptfiles import KeptFiles
 from .records import replace
 from .relay import Ledger
 from .roles import Grow, Message, Reload, Retire
-from .spec import Program, Spec
+from .spec import Spec, read_applied
 from .stall import Watch
 from .state import write_json
 
@@ -92,15 +92,15 @@ class Scaling:
             except OSError:
                 pass  # the pump is dying: the next one is handed them all
 
-    def _apply(self, programs: list[Any]) -> dict[str, Any]:
-        """The group's programs become ``programs`` (their JSON, checked by the caller):
-        added ones started, removed ones retired, changed ones taken by the pump for their
-        next spawns; what became of each, by name."""
+    def _apply(self, file: str) -> dict[str, Any]:
+        """The group's programs become those of ``file`` (their JSON, checked by the
+        caller, in the instance directory): added ones started, removed ones retired,
+        changed ones taken by the pump for their next spawns."""
         if not self.spec.several:
             raise InvalidSpec(f"group {self.spec.name!r} runs one program (start()); apply "
                               "changes a group of several programs (start_group())")
         self._ready_for_change()
-        new = [Program.from_json(data) for data in programs]
+        new = read_applied(self.directory, file)
         names = {p.name for p in new}
         old = {p.name: p for p in self.spec.programs}
         kept = [*new, *(p for p in self.spec.programs if p.name not in names)]

@@ -21,12 +21,13 @@ from .errors import StopTimeout
 from .groupstop import RETRY, GroupStop, targets_of
 from .groupview import MARGIN, POLL
 from .safety import check_path
-from .state import Status, check_dir, ensure_dir, home, instance_dir, read_json, read_status
+from .state import (Status, check_dir, ensure_dir, home, instance_dir, read_json, read_status,
+                    write_json)
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from typing import Any
 
     from .programs import Applied
@@ -255,7 +256,7 @@ class Group(GroupStop):
         applied, sending = compare(spec, new)
         for name in applied.added:
             ensure_dir(program_dir(spec.directory, name))
-        self._request("apply", programs=[p.to_json() for p in sending])
+        self._hand(sending)
         ready = max([p.ready_timeout + p.stop_timeout for p in (*new, *spec.programs)])
         self._settled({**{p.name: p.workers for p in sending},
                        **{name: 0 for name in applied.removed}},
@@ -265,11 +266,24 @@ class Group(GroupStop):
             try:
                 self._roll(self.status(), None, timeout, 1, name, rolling=True)
             except StartError as exc:  # the old definition back, as the old ones run
-                back = [old[p.name] if p.name == name else p for p in sending]
-                self._request("apply", programs=[p.to_json() for p in back])
+                self._hand([old[p.name] if p.name == name else p for p in sending])
                 raise StartError(f"{exc}; program {name!r} keeps its old definition",
                                  exc.status, exc.stderr) from None
         return applied
+
+    def _hand(self, programs: Sequence[Any]) -> None:
+        """Ask the group to run ``programs`` (``Program`` records): in a file of its
+        directory (each program has its environment: a request would be too small), named
+        in the request, removed by the group once read (or here, if it never was)."""
+        name = f"apply.{os.urandom(8).hex()}.json"
+        write_json(self.directory / name, {"programs": [p.to_json() for p in programs]})
+        try:
+            self._request("apply", file=name)
+        finally:
+            try:
+                os.unlink(self.directory / name)
+            except FileNotFoundError:
+                pass
 
 
 def _given(**values: Any) -> dict[str, Any]:

@@ -32,7 +32,7 @@ class PumpControl:
         raise NotImplementedError
 
     scale: Callable[[int, str], None]  #: ``scaling.Scaling``
-    apply: Callable[[list[Any]], dict[str, Any]]  #: ``scaling.Scaling``
+    apply: Callable[[str], dict[str, Any]]  #: ``scaling.Scaling``
     _status_data: Callable[[], dict[str, Any]]
     _feed_all: Callable[..., None]  #: an event for every instance, or those chosen
     _stop_all: Callable[..., None]
@@ -89,7 +89,7 @@ class PumpControl:
         elif cmd == "apply":
             if self.roll_running:
                 raise NotRunning("a rolling restart is in progress; wait for it to end")
-            return self.apply(request["programs"])
+            return self.apply(request["file"])
         return {}
 
     def _addressed(self, request: dict[str, Any]) -> list[Instance]:

@@ -185,17 +185,17 @@ class Scaling:
                 self.retire(run, 0)
         self._write_status()
 
-    def apply(self, programs: list[Any]) -> dict[str, Any]:
-        """A pump without a daemon: the group's programs become ``programs`` (their JSON),
-        the files of the new instances made here."""
-        from .spec import Program
+    def apply(self, file: str) -> dict[str, Any]:
+        """A pump without a daemon: the group's programs become those of ``file`` (their
+        JSON, in the instance directory), the files of the new instances made here."""
+        from .spec import read_applied
 
         if not self.spec.several:
             raise NotRunning(f"group {self.spec.name!r} runs one program; apply changes a "
                              "group of several programs")
         if any(run.retiring is not None for run in self.runs.values()):
             raise NotRunning("instances are still retiring; try again in a moment")
-        new = [Program.from_json(data) for data in programs]
+        new = read_applied(self.directory, file)
         names = {p.name for p in new}
         gone = tuple(replace(p, workers=0) for p in self.spec.programs if p.name not in names)
         spec = Spec.of_programs(self.spec.name, self.spec.strategy, self.spec.directory,

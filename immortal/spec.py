@@ -301,3 +301,29 @@ def program_dir(directory: str | os.PathLike[str], program: str) -> Path:
     output): the instance directory itself for a group's one program ("")."""
     base = Path(directory)
     return base / PROGRAMS_DIR / program if program else base
+
+
+def read_applied(directory: str | os.PathLike[str], file: str) -> list[Program]:
+    """The programs an apply's caller wrote to ``file`` in the instance directory (believed
+    only if ours: ``read_json``), the file removed."""
+    from .errors import InvalidSpec
+    from .instance import read_json
+
+    path = Path(directory) / file
+    try:
+        data = read_json(path)
+    except OSError as exc:
+        raise InvalidSpec(f"the apply's programs cannot be read: {exc}") from None
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    programs = (data or {}).get("programs")
+    if not isinstance(programs, list) or not programs \
+            or not all(isinstance(p, dict) for p in programs):
+        raise InvalidSpec(f"{file} holds no programs")
+    try:
+        return [Program.from_json(p) for p in programs]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidSpec(f"{file} holds a program that cannot be read ({exc})") from None

@@ -100,11 +100,6 @@ class InstanceStatus(MutableRecord):
     notify_status: str | None = None  #: its target's last sd_notify ``STATUS=`` text
     program: str | None = None  #: its program, in a group of several programs
 
-    @property
-    def label(self) -> str:
-        """``K``, or ``PROGRAM:K`` in a group of several programs."""
-        return f"{self.program}:{self.instance}" if self.program else str(self.instance)
-
     def to_json(self) -> dict[str, Any]:
         return {**({"program": self.program} if self.program else {}),
                 "instance": self.instance, "state": self.state, "pid": self.pid,

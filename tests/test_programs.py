@@ -416,3 +416,16 @@ def test_two_listening_programs_each_get_their_own_socket_at_fd_3(group_started)
             (3, ports[1]), (4, ports[2])]
         assert a["fds"]["3"] not in seen["fds"].values()  # a's socket is not b's
     assert b2["fd"] == 4 and b["fd"] == 3
+
+
+def test_a_development_group_of_programs_runs_and_stops(home):
+    group = immortal.start_group("dev", {"a": worker("x"), "b": worker("y", workers=2)},
+                                 strategy="development")
+    try:
+        status = running(group, {"a": 1, "b": 2})
+        assert "daemon" not in status.pids
+        assert sorted(children_of(status.pids["pump"])) == sorted(
+            e.pid for e in status.instances)
+    finally:
+        final = group.stop(timeout=LONG)
+    assert final.state == "stopped" and not final.running
