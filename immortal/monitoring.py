@@ -365,6 +365,12 @@ class Host:
         return [worker.sink.name for worker in self.workers or ()
                 if not worker.flush(deadline)]
 
+    def close(self) -> None:
+        """No more calls (a program removed, or its monitors replaced): the threads of
+        backpressure "drop" end once they have taken what was queued."""
+        for worker in self.workers or ():
+            worker.stop()
+
     def status(self) -> dict[str, Any]:
         """Per monitor, what ``status`` shows: lines dropped (across pumps)."""
         return {sink.name: {"dropped": self.ledger.dropped(sink.slot)} for sink in self.sinks}

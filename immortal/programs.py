@@ -15,6 +15,7 @@ from .addresses import parse as parse_address
 from .checks import check_timeout
 from .errors import ImmortalError, InvalidSpec, InvalidType, UnknownKeyword, unknown_name
 from .names import check_name
+from .readiness import NOTIFY
 from .records import Record, replace
 from .request import START_KEYWORDS, build, check_monitors, check_probe
 from .spec import Program, Spec, Strategy, program_dir
@@ -173,6 +174,10 @@ def compare(old: Spec, new: tuple[Program, ...]) -> tuple[Applied, tuple[Program
             scaled.append(name)
         else:
             unchanged.append(name)
+    if not any(p.ready == NOTIFY for p in old.programs) \
+            and any(p.ready == NOTIFY for p in new):
+        raise InvalidSpec("'ready' 'notify' needs the group's notify socket, made when the "
+                          "group starts if a program uses it; stop and start the group")
     removed = [name for name in before if name not in after]
     for name in removed:
         if before[name].listen:

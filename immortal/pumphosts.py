@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import sys
 
-from . import monitoring, relay
+from . import monitoring, relay, rolelog
+from .events import PUMP_START
 from .monitoring import MONITOR_GRACE
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
@@ -71,14 +72,37 @@ class Hosts:
                              if run.host is not None) if at is not None]
         return min(due) if due else None
 
+    def replace_host(self, run: Run, reason: str) -> None:
+        """``run``'s monitors changed (an apply; ``run.spec`` has the new ones): the old
+        ones told ``shutdown(reason)`` and let go, then the new ones loaded on the same
+        journals (each starting where the one in its slot had got to) and set up."""
+        self.shut_down(run, reason)
+        self.start_host(run)
+
+    def start_host(self, run: Run) -> None:
+        """The monitors of a program that joins a running pump (an apply, or its new
+        monitors): loaded and set up; if they fail, the program runs on without any,
+        and the pump's log says why."""
+        try:
+            self.load_host(run)
+            assert run.host is not None
+            run.host.call("setup", why=PUMP_START, message=None)
+        except Exception as exc:
+            rolelog.report("monitors", f"immortal: pump: program {run.name!r}: its monitors "
+                           f"failed ({exc}); it runs without them\n")
+            run.host = monitoring.Host([], self.spec.name, run.spec.program_dir, None,
+                                       [relay.Ledger(inst.streams.journal)
+                                        for inst in run.instances], program=run.name or None)
+
     def shut_down(self, run: Run, reason: str) -> None:
-        """The last event of ``run``'s monitors."""
+        """The last event of ``run``'s monitors; no call follows."""
         if run.host is None:
             return
         run.host.call("shutdown", reason=reason)
         for name in run.host.flush(MONITOR_GRACE):
             sys.stderr.write(f"immortal: pump: monitor {name!r} is still busy; it gets no "
                              "more calls\n")
+        run.host.close()
 
     def _catch_up(self, timeout: float, run: Run | None = None) -> None:
         """Backpressure "drop": the monitors' queues (``run``'s, else every program's)

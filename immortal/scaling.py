@@ -15,7 +15,8 @@ An apply (``Reload``): the pump reads ``spec.json`` again. A program it does not
 joins (its monitors loaded once its first instance comes, which gets ``setup`` then); one
 whose definition changed takes the new one for its next spawns (the caller then rolls it);
 one with no instance left to run (``workers`` 0: removed) retires them all, and goes once
-they have ended, its monitors told ``shutdown``.
+they have ended, its monitors told ``shutdown``. A program whose monitors changed has its
+old ones told ``shutdown`` and its new ones set up, on the same journals.
 """
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ from __future__ import annotations
 import os
 import time
 
-from . import process, relay, rolelog, supervise
+from . import process, relay, supervise
 from .errors import NotRunning
-from .events import PUMP_START
 from .loop import draw
 from .records import replace
 from .roles import Fds, Retired
-from .spec import Spec
+from .spec import Spec, read_applied
 from .state import read_json, write_json
 from .workers import Instance, Run
 
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 RETIRED = "retired"  #: the reason a retired instance's machine ends with
 REMOVED = "removed from the group"  #: the reason a removed program's monitors are given
+MONITORS_CHANGED = "its monitors were changed"  #: the reason replaced monitors are given
 
 
 class Scaling:
@@ -98,13 +99,7 @@ class Scaling:
         inst = self.add_instance(run, k, given)
         run.spec = replace(run.spec, workers=max(run.spec.workers, k + 1))
         if run.host is None:  # a program added by an apply: its monitors, now
-            try:
-                self.load_host(run)
-                assert run.host is not None
-                run.host.call("setup", why=PUMP_START, message=None)
-            except Exception as exc:  # reported; its instances run on, unmonitored
-                rolelog.report("monitors", f"immortal: pump: program {program!r}: its "
-                               f"monitors failed: {exc}\n")
+            self.start_host(run)
         else:
             run.host.add_ledger(relay.Ledger(inst.streams.journal))
             if run.host.terminal:
@@ -179,8 +174,12 @@ class Scaling:
             if run is None:
                 self.add_run(view)
                 continue
+            watched = (view.monitors, view.backpressure)
+            changed = watched != (run.spec.monitors, run.spec.backpressure)
             run.spec = view
             run.spawner.spec = view
+            if changed and run.host is not None:
+                self.replace_host(run, MONITORS_CHANGED)
             if view.workers == 0 and run.instances and run.retiring is None:
                 self.retire(run, 0)
         self._write_status()
@@ -188,8 +187,6 @@ class Scaling:
     def apply(self, file: str) -> dict[str, Any]:
         """A pump without a daemon: the group's programs become those of ``file`` (their
         JSON, in the instance directory), the files of the new instances made here."""
-        from .spec import read_applied
-
         if not self.spec.several:
             raise NotRunning(f"group {self.spec.name!r} runs one program; apply changes a "
                              "group of several programs")
@@ -219,7 +216,10 @@ class Scaling:
     def add_instance(self, run: Run, k: int, files: Fds) -> Instance:
         raise NotImplementedError
 
-    def load_host(self, run: Run) -> None:
+    def start_host(self, run: Run) -> None:
+        raise NotImplementedError
+
+    def replace_host(self, run: Run, reason: str) -> None:
         raise NotImplementedError
 
     def shut_down(self, run: Run, reason: str) -> None:

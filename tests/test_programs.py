@@ -384,6 +384,8 @@ def test_bad_group_arguments_and_bad_applies(group_started, started, home):
         group.apply({"a": {**worker(), "wokers": 2}})
     with pytest.raises(immortal.InvalidSpec, match="cannot be added to a running group"):
         group.apply({"a": worker(), "c": {**worker(), "listen": ["tcp://127.0.0.1:0"]}})
+    with pytest.raises(immortal.InvalidSpec, match="needs the group's notify socket"):
+        group.apply({"a": {**worker(), "ready": "notify"}, "b": worker()})
     with pytest.raises(immortal.InvalidSpec, match="name the one of instance 0"):
         group.restart(instance=0)
     with pytest.raises(immortal.InvalidSpec, match="name the one to scale"):
@@ -429,3 +431,22 @@ def test_a_development_group_of_programs_runs_and_stops(home):
     finally:
         final = group.stop(timeout=LONG)
     assert final.state == "stopped" and not final.running
+
+
+@pytest.mark.parametrize("backpressure", ["block", "drop"])
+def test_apply_replaces_a_programs_monitors(group_started, tmp_path, backpressure):
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    group = group_started("mon", {
+        "a": worker("x", options={"output": str(first)}, backpressure=backpressure),
+        "b": worker("y")})
+    before = pids(running(group, {"a": 1, "b": 1}))
+    applied = group.apply({"a": worker("x", options={"output": str(second)},
+                                       backpressure=backpressure), "b": worker("y")})
+    assert applied.actions() == {"a": "rolled", "b": "unchanged"}
+    now = pids(running(group, {"a": 1, "b": 1}))
+    assert now[("b", 0)] == before[("b", 0)] and now[("a", 0)] != before[("a", 0)]
+    wait_for(lambda: output(second), lambda out: b"event  | pump start" in out
+             and b"stdout | i=0 p=a x" in out, SHORT, what="the new monitor's lines")
+    assert b"shutdown: its monitors were changed" in output(first)
+    assert outputs(group)["a"] == str(second)
+    assert group.status().monitors == {"a/file": {"dropped": 0}, "b/file": {"dropped": 0}}
