@@ -116,6 +116,8 @@ class Spawner:
         env = given.environ(self.spec.target_env())
         if self.spec.program:
             env[PROGRAM_ENV] = self.spec.program
+        else:  # a group of one, started by an outer group's program: not that program
+            env.pop(PROGRAM_ENV, None)
         # Who it runs as, looked up at each spawn: a user removed since is a failed spawn.
         drop = privileges.resolve(self.spec.user, self.spec.group) \
             if self.spec.user is not None else None

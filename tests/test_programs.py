@@ -593,3 +593,13 @@ def test_a_programs_roll_survives_a_supervisors_death(group_started, tmp_path, r
     assert after[("web", 0)] == replacement  # taken over, not spawned again
     assert after[("job", 0)] == before[("job", 0)]
     assert after[("web", 1)] not in (None, before[("web", 1)])
+
+
+def test_a_group_of_one_started_by_a_program_is_no_program(started):
+    """A target of a group of one does not inherit its starter's IMMORTAL_PROGRAM (a
+    resumed roll, among others, tells a program's instances by it)."""
+    group = started(sys.executable, ["-c", PROGRAM, "inner"], name="inner",
+                    env={**os.environ, "IMMORTAL_PROGRAM": "outer"}, ready="line:^i=")
+    log = group.directory / "output.log"
+    wait_for(lambda: output(log), lambda out: b"i=0 p=- inner" in out, SHORT,
+             what="the target's line, with no program")
