@@ -15,6 +15,7 @@ import sys
 from .cliargs import (COMMANDS, POLICY_OPTIONS, Usage,  # noqa: F401  (build_parser: kept here)
                       build_parser)
 from .errors import ImmortalError, InvalidSpec, NotRunning
+from .names import address, whom
 
 # A command is a fresh interpreter that pays for every import at each run: each handler
 # imports what it alone needs ('stop' needs group, control and state, not the launcher,
@@ -191,38 +192,13 @@ def _left_in(group: Any) -> str:
             f"'immortal stop {name}' stops it")
 
 
-def _address(text: str) -> tuple[str, str | None, int | None]:
-    """``NAME`` (the whole group), ``NAME:K`` (its instance K), ``GROUP/PROGRAM`` (a
-    program of a group of several programs) or ``GROUP/PROGRAM:K`` (its instance K): names
-    have no colon and no slash."""
-    where, colon, number = text.partition(":")
-    name, slash, program = where.partition("/")
-    if slash and not program:
-        raise InvalidSpec(f"GROUP/PROGRAM must name a program after the slash, e.g. "
-                          f"{name}/web (got {text!r})")
-    if colon and not number.isdecimal():
-        raise InvalidSpec(f"NAME[:K] must name an instance by its number, e.g. "
-                          f"{where}:0 (got {text!r})")
-    return name, program or None, int(number) if colon else None
-
-
-def _whom(name: str, program: str | None, instance: int | None) -> str:
-    """The words for an address: "instance 2 of 'web'", "program 'api' of 'site'"..."""
-    if program is not None and instance is not None:
-        return f"instance {instance} of program {program!r} of {name!r}"
-    if program is not None:
-        return f"program {program!r} of {name!r}"
-    return f"{'instance ' + str(instance) if instance is not None else 'the target'} of " \
-           f"{name!r}"
-
-
 def _signal(ns: argparse.Namespace) -> int:
     from .group import attach
 
-    name, program, instance = _address(ns.name)
+    name, program, instance = address(ns.name)
     value = int(ns.signal) if ns.signal.isdigit() else ns.signal
     attach(name).signal(value, instance=instance, program=program)
-    print(f"sent {ns.signal} to {_whom(name, program, instance)}")
+    print(f"sent {ns.signal} to {whom(name, program, instance)}")
     return 0
 
 
@@ -239,7 +215,7 @@ def _restart(ns: argparse.Namespace) -> int:
 
     from .state import instance_label
 
-    name, program, instance = _address(ns.name)
+    name, program, instance = address(ns.name)
     group = attach(name)
     group.restart(ns.timeout, instance=instance, batch=ns.batch, all_at_once=ns.all_at_once,
                   program=program)
@@ -260,7 +236,7 @@ def _scale(ns: argparse.Namespace) -> int:
 
     from .state import instance_label
 
-    name, program, instance = _address(ns.name)
+    name, program, instance = address(ns.name)
     if instance is not None:
         raise InvalidSpec(f"scale takes a group's NAME, or GROUP/PROGRAM, not an instance "
                           f"(got {ns.name!r})")
@@ -277,7 +253,7 @@ def _logs(ns: argparse.Namespace) -> int:
 
     if ns.lines < 0:
         raise InvalidSpec(f"--lines must be 0 or more (got {ns.lines})")
-    name, program, instance = _address(ns.name)
+    name, program, instance = address(ns.name)
     group = attach(name)
     lines = (group.follow(ns.lines, instance, program) if ns.follow
              else group.tail(ns.lines, instance, program))

@@ -611,8 +611,10 @@ def test_signal_during_backoff_is_not_running(home, strategy):
     (the daemon used to forward the request and answer 'sent' before the pump refused)."""
     name = f"waiting-{strategy}"
     try:
+        # A long backoff: the wait still holds when the signal comes from a loaded machine.
         result = immortal(home, "run", "--name", name, "--strategy", strategy,
-                          "--min-uptime", "10", TALKER, "--", "--exit", "1")
+                          "--min-uptime", "10", "--backoff-initial", "60", TALKER, "--",
+                          "--exit", "1")
         assert result.returncode == 0, described(result)
         status = home / name / "status.json"
         wait_for(lambda: json.loads(status.read_text()).get("state"),
