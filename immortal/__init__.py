@@ -2,22 +2,24 @@
 
 Layers (a module imports only from lower ones; tests/test_layering.py checks it):
 0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop,
-  tomlkeys ·
+  tomlkeys, phases ·
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
   rolling, readiness, notify, addresses, envfile, completionscripts, configkeys,
-  privileges, filewatch, memwatch, units ·
+  privileges, filewatch, memwatch, rolefds, units ·
 2 process, monitor, roles, delivery, instance, checks, machine, listen, configfile, holder,
-  sdnotify ·
+  statewords, sdnotify ·
 3 execute, monitoring, state, policy, kept, keptfiles, link, workers, completion ·
 4 render, dirwatch, stall, spec, groupview, statusfile, streams, metrics ·
-5 supervise, group, adoption, spawner, readywatch, answer, configcheck ·
-6 pumpstart, scaling, pumpcontrol, rollout, pumpops, config ·
-7 pump, launcher, configview ·
-8 forking, manager, daemonscale, foreground ·
-9 daemon, recorded ·
-10 fgdaemon, clisvc ·
-11 succession, cli ·
-12 _role, __main__, __init__
+5 supervise, adoption, spawner, readywatch, answer, request, groupstop ·
+6 pumpstart, scaling, pumpcontrol, rollout, rollresume, programs, pumphosts, pumpops,
+  configcheck ·
+7 pump, group, config, configview ·
+8 forking, launcher, daemonscale ·
+9 daemon, manager, foreground ·
+10 recorded, fgdaemon ·
+11 clisvc, succession ·
+12 cli ·
+13 _role, __main__, __init__
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ if TYPE_CHECKING:  # the same names, for type checkers; at run time they load on
     from .execute import ExecResult, exec
     from .group import Group, attach, groups
     from .hookspecs import hookimpl, hookspec
-    from .launcher import start
+    from .launcher import start, start_group
+    from .programs import Applied
     from .manager import Manager
     from .monitor import Monitor
     from .spec import RestartPolicy, Strategy
@@ -75,7 +78,8 @@ _HOMES = {
     **dict.fromkeys(("ExecResult", "exec"), "execute"),
     **dict.fromkeys(("Group", "attach", "groups"), "group"),
     **dict.fromkeys(("hookimpl", "hookspec"), "hookspecs"),
-    "start": "launcher",
+    **dict.fromkeys(("start", "start_group"), "launcher"),
+    "Applied": "programs",
     "Manager": "manager",
     "Monitor": "monitor",
     **dict.fromkeys(("RestartPolicy", "Strategy"), "spec"),
@@ -102,6 +106,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyRunning",
+    "Applied",
     "ChannelError",
     "ExecResult",
     "ExecTimeout",
@@ -134,4 +139,5 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "start",
+    "start_group",
 ]

@@ -52,7 +52,7 @@ def decide(spec: Spec) -> Adopt | None:
     what the orphan runs."""
     if spec.strategy == Strategy.DEVELOPMENT:
         return None  # its group lives as long as its caller: the orphan is ended
-    if spec.workers > 1:
+    if spec.workers > 1 or spec.several:
         return None  # a group of several instances ends its orphans (none is adopted)
     directory = Path(spec.directory)
     try:
@@ -90,6 +90,8 @@ def _runs_the_same(spec: Spec, old: dict[str, Any] | None) -> tuple[Spec | None,
     # Not the environment: a run from another shell (another OLDPWD, SSH_TTY...) is the
     # same program, and ending it for that would be the one thing adoption avoids. The new
     # environment applies from its next restart (the role log says so).
+    if before.several:
+        return None, "it ran a group of several programs"
     if before.listen or spec.listen:
         # Its sockets would have to be taken from it (pidfd_getfd: ptrace rights), and a
         # new start binds its own: it is ended before they are bound (launcher).

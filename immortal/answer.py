@@ -37,7 +37,11 @@ class StartAnswer:
     provides."""
 
     args: RoleArgs
-    instances: list[Instance]
+
+    @property
+    def instances(self) -> list[Instance]:  # the pump's: every program's
+        raise NotImplementedError
+
     handshake: Handshake
     link: DaemonLink
     previous: dict[str, Any] | None
@@ -83,8 +87,13 @@ class StartAnswer:
                 self._write_status()
 
     def _named(self, inst: Instance, text: str | None) -> str:
-        """``text`` about ``inst``, naming it in a group of several."""
-        return f"instance {inst.k}: {text}" if len(self.instances) > 1 else str(text)
+        """``text`` about ``inst``, naming it in a group of several (its program too, in
+        a group of several programs)."""
+        if inst.program and len(inst.run.instances) == 1:
+            return f"program {inst.program!r}: {text}"
+        if inst.program or len(self.instances) > 1:
+            return f"instance {inst.slot}: {text}"
+        return str(text)
 
     def _give_up(self, inst: Instance | None, reason: str) -> None:
         """A start that will not be ready (for ``inst``, or for all): the group stops, and
@@ -113,15 +122,16 @@ class StartAnswer:
                             stderr=list(current.stderr) if current else [])
         self.handshake.close()
 
-    def _was_ready(self, k: int, pid: int) -> tuple[bool, str | None]:
-        """Whether the adopted target ``pid`` of instance ``k`` was ready, and its last
-        notify STATUS text: one a new start adopts ran before (ready); a successor's, as
-        the last status.json says."""
+    def _was_ready(self, inst: Instance, pid: int) -> tuple[bool, str | None]:
+        """Whether the adopted target ``pid`` of ``inst`` was ready, and its last notify
+        STATUS text: one a new start adopts ran before (ready); a successor's, as the last
+        status.json says."""
         if self.args.why == PUMP_START:
             return True, None
         previous = self.previous or {}
         for entry in previous.get("instances") or ():
-            if isinstance(entry, dict) and entry.get("instance") == k:
+            if isinstance(entry, dict) and entry.get("instance") == inst.k \
+                    and (entry.get("program") or "") == inst.program:
                 previous = {"pids": {"target": entry.get("pid")}, **entry}
                 break
         same = (previous.get("pids") or {}).get("target") == pid

@@ -16,6 +16,7 @@ from . import clisvc
 from .cliargs import (COMMANDS, POLICY_OPTIONS, Usage,  # noqa: F401  (build_parser: kept here)
                       build_parser)
 from .errors import ImmortalError, InvalidSpec, NotRunning
+from .names import address, whom
 
 # A command is a fresh interpreter that pays for every import at each run: each handler
 # imports what it alone needs ('stop' needs group, control and state, not the launcher,
@@ -167,6 +168,10 @@ def _status(ns: argparse.Namespace) -> int:
 def _stop(ns: argparse.Namespace) -> int:
     from .group import attach
 
+    if "/" in ns.name or ":" in ns.name:
+        raise InvalidSpec(f"stop takes a group's NAME: it stops the whole group (got "
+                          f"{ns.name!r}); a program leaves a running group by an apply "
+                          "without it")
     group = attach(ns.name)
     # A start under way is waited for, then stopped; a group whose supervisors were killed
     # still has its processes ended.
@@ -197,25 +202,13 @@ def _left_in(group: Any) -> str:
             f"'immortal stop {name}' stops it")
 
 
-def _address(text: str) -> tuple[str, int | None]:
-    """``NAME`` (the whole group) or ``NAME:K`` (its instance K): a name has no colon."""
-    name, colon, number = text.partition(":")
-    if not colon:
-        return name, None
-    if not number.isdecimal():
-        raise InvalidSpec(f"NAME[:K] must name an instance by its number, e.g. "
-                          f"{name}:0 (got {text!r})")
-    return name, int(number)
-
-
 def _signal(ns: argparse.Namespace) -> int:
     from .group import attach
 
-    name, instance = _address(ns.name)
+    name, program, instance = address(ns.name)
     value = int(ns.signal) if ns.signal.isdigit() else ns.signal
-    attach(name).signal(value, instance=instance)
-    whom = f"instance {instance}" if instance is not None else "the target"
-    print(f"sent {ns.signal} to {whom} of {name!r}")
+    attach(name).signal(value, instance=instance, program=program)
+    print(f"sent {ns.signal} to {whom(name, program, instance)}")
     return 0
 
 
@@ -230,13 +223,18 @@ def _reopen(ns: argparse.Namespace) -> int:
 def _restart(ns: argparse.Namespace) -> int:
     from .group import attach
 
-    name, instance = _address(ns.name)
+    from .state import instance_label
+
+    name, program, instance = address(ns.name)
     group = attach(name)
-    group.restart(ns.timeout, instance=instance, batch=ns.batch, all_at_once=ns.all_at_once)
+    group.restart(ns.timeout, instance=instance, batch=ns.batch, all_at_once=ns.all_at_once,
+                  program=program)
     status = group.status()
     if status.instances:
-        pids = ", ".join(f"{name}:{entry.instance} {entry.pid}" for entry in status.instances
-                         if instance in (None, entry.instance))
+        pids = ", ".join(f"{instance_label(name, entry)} {entry.pid}"
+                         for entry in status.instances
+                         if instance in (None, entry.instance)
+                         and program in (None, entry.program))
         print(f"restarted {ns.name!r}: target pids {pids}")
     else:
         print(f"restarted {name!r}: target pid {group.pids.get('target')}")
@@ -246,8 +244,15 @@ def _restart(ns: argparse.Namespace) -> int:
 def _scale(ns: argparse.Namespace) -> int:
     from .group import attach
 
-    status = attach(ns.name).scale(ns.workers, ns.timeout)
-    pids = ", ".join(f"{ns.name}:{e.instance} {e.pid}" for e in status.instances) \
+    from .state import instance_label
+
+    name, program, instance = address(ns.name)
+    if instance is not None:
+        raise InvalidSpec(f"scale takes a group's NAME, or GROUP/PROGRAM, not an instance "
+                          f"(got {ns.name!r})")
+    status = attach(name).scale(ns.workers, ns.timeout, program=program)
+    pids = ", ".join(f"{instance_label(name, e)} {e.pid}" for e in status.instances
+                     if program in (None, e.program)) \
         or f"target {status.pids.get('target')}"
     print(f"{ns.name!r} runs {ns.workers} instance(s): {pids}")
     return 0
@@ -258,10 +263,10 @@ def _logs(ns: argparse.Namespace) -> int:
 
     if ns.lines < 0:
         raise InvalidSpec(f"--lines must be 0 or more (got {ns.lines})")
-    name, instance = _address(ns.name)
+    name, program, instance = address(ns.name)
     group = attach(name)
-    lines = (group.follow(ns.lines, instance) if ns.follow
-             else group.tail(ns.lines, instance))
+    lines = (group.follow(ns.lines, instance, program) if ns.follow
+             else group.tail(ns.lines, instance, program))
     out = sys.stdout.buffer
     try:
         for line in lines:
@@ -354,7 +359,8 @@ RUN_WORDS = {"name": "--name", "file": "FILE", "exec": "--exec", "cwd": "--cwd",
              "watch_delay": "--watch-delay", "memory_limit": "--memory-limit",
              "memory_window": "--memory-window", "memory_children": "--memory-children",
              "comment": "--comment"}
-GROUP_WORDS = {"name": "NAME", "timeout": "--timeout", "instance": "NAME:K", "workers": "N"}
+GROUP_WORDS = {"name": "NAME", "timeout": "--timeout", "instance": "NAME:K", "workers": "N",
+               "program": "GROUP/PROGRAM"}
 
 
 def _cli_words(message: str, command: str) -> str:

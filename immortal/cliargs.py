@@ -246,7 +246,8 @@ def _stop_parser(stop: argparse.ArgumentParser) -> None:
 
 def _restart_parser(restart: argparse.ArgumentParser) -> None:
     restart.add_argument("name", metavar="NAME[:K]",
-                         help="the group (every instance), or its instance K alone")
+                         help="the group (every instance), or its instance K alone; in a "
+                         "group of several programs, GROUP/PROGRAM[:K]")
     restart.add_argument("--timeout", type=float, metavar="S",
                          help="grace period before KILL (default: the group's)")
     restart.add_argument("--batch", type=int, metavar="K", default=1,
@@ -257,12 +258,14 @@ def _restart_parser(restart: argparse.ArgumentParser) -> None:
 
 def _signal_parser(sig: argparse.ArgumentParser) -> None:
     sig.add_argument("name", metavar="NAME[:K]",
-                     help="the group (every instance), or its instance K alone")
+                     help="the group (every instance), or its instance K alone; in a "
+                     "group of several programs, GROUP/PROGRAM[:K]")
     sig.add_argument("signal", help="a name (HUP, USR1, SIGUSR2...) or a number")
 
 
 def _scale_parser(scale: argparse.ArgumentParser) -> None:
-    scale.add_argument("name")
+    scale.add_argument("name", metavar="NAME",
+                       help="the group; in a group of several programs, GROUP/PROGRAM")
     scale.add_argument("workers", type=int, metavar="N",
                        help="how many instances to run: more are spawned, the highest retire")
     scale.add_argument("--timeout", type=float, metavar="S",
@@ -282,7 +285,8 @@ def _check_parser(check: argparse.ArgumentParser) -> None:
 
 
 def _logs_parser(logs: argparse.ArgumentParser) -> None:
-    logs.add_argument("name", help="NAME, or NAME:K for instance K's lines alone")
+    logs.add_argument("name", help="NAME, or NAME:K for instance K's lines alone; in a "
+                      "group of several programs, GROUP/PROGRAM[:K]")
     logs.add_argument("-n", "--lines", type=int, default=20,
                       help="how many of the last lines to print (default 20)")
     logs.add_argument("-f", "--follow", action="store_true",

@@ -3,7 +3,7 @@ arguments, and each value's source.
 
 Every value is checked on its own, with ``start()``'s own checks (``checks.py``,
 ``readiness``, ``addresses``, each ``RestartPolicy`` field alone), so that each bad value
-is reported, at its line; the checks that weigh several values together (``spec.build``)
+is reported, at its line; the checks that weigh several values together (``request.build``)
 and the monitors' ``check()`` run once the values are each good.
 """
 
@@ -14,25 +14,31 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import monitoring, readiness
+from . import filewatch, memwatch, monitoring, privileges, readiness
 from .addresses import check_listen
-from .checks import (check_backpressure, check_cwd, check_env, check_exec, check_file,
-                     check_timeout, check_umask, check_workers)
+from .checks import (check_backpressure, check_comment, check_cwd, check_env, check_exec,
+                     check_file, check_timeout, check_umask, check_workers)
 from .configfile import DEFAULT, Problem, Source
 from .errors import ImmortalError
 from .policy import RestartPolicy
 from .records import Record
-from .spec import build
+from .request import build
 
+#: The operator's options (``request.build``'s checks, ``Program``'s fields).
+OPERATOR_KEYS = ("user", "group", "watch", "ignore", "watch_delay", "memory_limit",
+                 "memory_window", "memory_children", "comment")
 #: A program's defaults (``start()``'s; ``cwd``: the file's directory).
 DEFAULTS: dict[str, Any] = {
     "args": [], "exec": None, "cwd": None, "env_file": None, "umask": None, "workers": 1,
     "listen": [], "ready": readiness.DEFAULT, "ready_timeout": 30.0, "stop_timeout": 10.0,
-    "backpressure": "block", "channel": False,
+    "backpressure": "block", "channel": False, "user": None, "group": None, "watch": None,
+    "ignore": None, "watch_delay": None, "memory_limit": None, "memory_window": None,
+    "memory_children": False, "comment": None,
 }
 DEFAULT_MONITORS: dict[str, Any] = {"file": {}}
 ORDER = ("file", "args", "exec", "cwd", "env_file", "env", "umask", "workers", "listen", "ready",
-         "ready_timeout", "stop_timeout", "policy", "monitors", "backpressure", "channel")
+         "ready_timeout", "stop_timeout", "policy", "monitors", "backpressure", "channel",
+         *OPERATOR_KEYS)
 
 
 class Setting(Record):
@@ -141,11 +147,27 @@ def check_program(name: str, table: Mapping[str, Any],
         backpressure=one.value("backpressure", check_backpressure),
         channel=one.value("channel"),
     )
+    kwargs.update(_operations(one, base))
     if not one.bad:
         _together(one, kwargs)
     if check_monitors:
         _check_monitors(one, kwargs["monitors"])
     return Program(name, kwargs, one.ordered(), variables)
+
+
+def _operations(one: _Program, base: str) -> dict[str, Any]:
+    """The operator's options: those checkable alone checked here (a watched path is
+    relative to the file's directory); the rest weighed together (``_together``)."""
+    def watched(value: Any) -> list[str]:
+        paths = [os.path.join(base, entry) if isinstance(entry, str) else entry
+                 for entry in value]
+        return list(filewatch.check(paths, None, None, base)[0])
+
+    checks: dict[str, Callable[[Any], Any]] = {
+        "user": lambda v: privileges.check(v, None)[0], "watch": watched,
+        "memory_limit": lambda v: memwatch.parse_size("memory_limit", v),
+        "comment": check_comment}
+    return {key: one.value(key, checks.get(key)) for key in OPERATOR_KEYS}
 
 
 def _policy(one: _Program) -> dict[str, Any]:
@@ -180,7 +202,7 @@ def _monitors(one: _Program) -> dict[str, Any]:
 
 
 def _together(one: _Program, kwargs: dict[str, Any]) -> None:
-    """The checks of ``start()`` that weigh several values together (``spec.build``)."""
+    """The checks of ``start()`` that weigh several values together (``request.build``)."""
     try:
         build(**kwargs)
     except ImmortalError as exc:

@@ -10,6 +10,12 @@ Requests and answers are one JSON object per line. Only these commands exist::
                                           "instance": K's alone)
     {"cmd": "reopen"}                     monitors reopen their files (after logrotate)
     {"cmd": "scale", "workers": 4}        run 4 instances: more started, the highest retired
+    {"cmd": "apply", "file": "apply.X.json"}  a group of several programs: its new ones,
+                                          in that file of its directory (``programs``)
+
+restart, signal and scale take "program": NAME in a group of several programs (restart,
+signal: its instances alone; with "instance": K, its instance K); restart takes "rolling":
+true to roll even a program of one instance that does not listen (an apply's).
 
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The socket lives in
 the 0700 instance directory and is created 0600 under ``umask(0o177)`` (no bind-then-chmod
@@ -45,7 +51,20 @@ if TYPE_CHECKING:
 
     Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
-COMMANDS = ("status", "stop", "restart", "signal", "reopen", "scale")
+COMMANDS = ("status", "stop", "restart", "signal", "reopen", "scale", "apply")
+#: the file an apply's programs come in, in the group's directory (a request has 64 KiB,
+#: and each program its environment)
+
+
+def apply_file(name: object) -> bool:
+    """Whether ``name`` is an apply's file: ``apply.ID.json``, ID of 1 to 32 hex digits."""
+    if not isinstance(name, str) or not name.startswith("apply.") \
+            or not name.endswith(".json"):
+        return False
+    ident = name[len("apply."):-len(".json")]
+    return 0 < len(ident) <= 32 and all(c in "0123456789abcdef" for c in ident)
+
+
 MAX_REQUEST = 64 * 1024
 IDLE = 1.0  #: seconds a client has to send a whole request
 MAX_CLIENTS = 32
@@ -93,8 +112,11 @@ def check_request(request: object) -> dict[str, Any]:
     if cmd not in COMMANDS:
         raise InvalidSpec(f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
     allowed = {"cmd"} | {"stop": {"timeout"},
-                         "restart": {"timeout", "instance", "batch", "all_at_once"},
-                         "signal": {"signal", "instance"}, "scale": {"workers"}}.get(cmd, set())
+                         "restart": {"timeout", "instance", "batch", "all_at_once", "program",
+                                     "rolling"},
+                         "signal": {"signal", "instance", "program"},
+                         "scale": {"workers", "program"},
+                         "apply": {"file"}}.get(cmd, set())
     extra = set(request) - allowed
     if extra:
         raise InvalidSpec(f"command {cmd!r} takes no {', '.join(sorted(extra))}")
@@ -112,9 +134,14 @@ def check_request(request: object) -> dict[str, Any]:
         batch = request["batch"]
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise InvalidSpec(f"'batch' must be an int, 1 or more (got {batch!r})")
-    if not isinstance(request.get("all_at_once", False), bool):
-        raise InvalidSpec(f"'all_at_once' must be true or false (got "
-                          f"{request['all_at_once']!r})")
+    for flag in ("all_at_once", "rolling"):
+        if not isinstance(request.get(flag, False), bool):
+            raise InvalidSpec(f"{flag!r} must be true or false (got {request[flag]!r})")
+    if "program" in request and not isinstance(request["program"], str):
+        raise InvalidSpec(f"'program' must be a program's name (got {request['program']!r})")
+    if cmd == "apply" and not apply_file(request.get("file")):
+        raise InvalidSpec(f"'file' must name an apply.ID.json file of the group's directory "
+                          f"(got {request.get('file')!r})")
     if cmd == "signal":
         request["signal"] = parse_signal(request.get("signal"))
     if cmd == "scale":

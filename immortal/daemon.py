@@ -62,7 +62,7 @@ class Daemon(Scaling):
         # Each instance's pipes and journal, the channel, the notify and listen sockets.
         self.files = KeptFiles(fds, spec)
         self.why: str = args.why
-        self.targets = KeptTargets(args.adopts(), self.files.count)
+        self.targets = KeptTargets(args.adopts(), self.files.keys())
         self.pump: forking.ForkedPump | None = None
         self.pump_started = 0.0
         self.pump_sock: socket.socket | None = None
@@ -127,8 +127,8 @@ class Daemon(Scaling):
         self.loop.take_signals({signal.SIGTERM: self._on_stop_signal,
                                 signal.SIGINT: self._on_stop_signal,
                                 signal.SIGHUP: self._on_hangup, signal.SIGCHLD: self._reap})
-        self.stall = stall.Watch(*self._watched(), [name for name, _ in self.spec.monitors],
-                                 self.directory)
+        pipes, ledgers, busy = self._watched()
+        self.stall = stall.Watch(pipes, ledgers, [], self.directory, busy=busy)
         self.loop.watch(self.stall, lambda _: self.stall.ready())
         if self.why == DAEMON_RESTART:
             self.started = True
@@ -160,10 +160,15 @@ class Daemon(Scaling):
             self.loop.turn()
         return self._end()
 
-    def _watched(self) -> tuple[list[int], list[Ledger]]:
-        """What the stall watch looks at: every instance's pipes (read ends) and ledger."""
+    def _watched(self) -> tuple[list[int], list[Ledger], list[tuple[Ledger, list[str]]]]:
+        """What the stall watch looks at: every instance's pipes (read ends) and ledger,
+        and where each program's monitors say they are busy (its instance 0's ledger)."""
         pipes, journals = self.files.watched()
-        return pipes, [Ledger(open_journal(journal)) for journal in journals]
+        ledgers = [Ledger(open_journal(journal)) for journal in journals]
+        by_key = dict(zip(self.files.keys(), ledgers))
+        busy = [(by_key[(view.program, 0)], [name for name, _ in view.monitors])
+                for view in self.spec.each() if (view.program, 0) in by_key]
+        return pipes, ledgers, busy
 
     def _restart_due(self) -> None:
         """At ``restart_deadline``: the machine's Tick if it is due, then a due spawn."""
@@ -281,7 +286,7 @@ class Daemon(Scaling):
         message = decode(data)
         self.targets.heard(message)
         if isinstance(message, Retired):
-            self._retired(message.workers)
+            self._retired(message.workers, message.program)
         elif isinstance(message, Started):
             self.started = True
         elif isinstance(message, Finish):
@@ -404,9 +409,9 @@ class Daemon(Scaling):
             # The pump's answer does not come back through us: refuse here, from the last
             # status the pump wrote, what it would refuse (no target during a backoff wait).
             known = read_json(self.directory / "status.json") or {}
-            if not running_targets(known, request.get("instance")):
+            if not running_targets(known, request.get("instance"), request.get("program")):
                 raise NotRunning(f"no target is running (state {known.get('state')})")
-        if cmd in ("restart", "scale") and \
+        if cmd in ("restart", "scale", "apply") and \
                 ((read_json(self.directory / "status.json") or {}).get("roll") or {}).get(
                     "state") == "rolling":
             raise NotRunning("a rolling restart is in progress; wait for it to end")
@@ -414,7 +419,9 @@ class Daemon(Scaling):
             self._stop(request, by_signal=False)
             return {}  # a pump that cannot take it is ending already; the group with it
         if cmd == "scale":
-            return self._scale(check_workers(request["workers"]))
+            return self._scale(check_workers(request["workers"]), request.get("program", ""))
+        if cmd == "apply":
+            return self._apply(request["file"])
         try:
             if self.pump is None or self.pump_sock is None:
                 raise OSError("no pump is running right now (one is being restarted)")

@@ -365,6 +365,12 @@ class Worker:
             self._bytes = 0
         self._lost(count)
 
+    def stop(self) -> None:
+        """No more calls: the thread ends once it has taken what was queued."""
+        with self._ready:
+            self._queue.append(())
+            self._ready.notify()
+
     def take_over(self) -> None:
         """A new pump: what the last one had queued for this monitor and the monitor had
         not taken died with it; count it as dropped, and tell the monitor."""
@@ -388,6 +394,10 @@ class Worker:
                     self._ready.notify_all()  # flush() waits for an empty queue
                     self._ready.wait()
                 item = self._queue.popleft()
+                if not item:  # stop()
+                    self._busy = False
+                    self._ready.notify_all()
+                    return
                 self._busy = True
                 if len(item) == _OUTPUT:
                     self._bytes -= len(item[1])

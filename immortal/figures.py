@@ -85,10 +85,11 @@ def group_figures(status: Status) -> dict[str, dict[str, Any]]:
         if entry.pid:
             values = figures(entry.pid, entry.start_time)
             if values is not None:
-                found[instance_key(entry.instance)] = values
+                found[instance_key(entry.instance, entry.program)] = values
     return found
 
 
-def instance_key(k: int) -> str:
-    """Where ``group_figures`` puts the figures of instance ``k``'s target."""
-    return f"instance:{k}"
+def instance_key(k: int, program: str | None = None) -> str:
+    """Where ``group_figures`` puts the figures of instance ``k``'s target (of
+    ``program``'s, in a group of several programs)."""
+    return f"instance:{program}:{k}" if program else f"instance:{k}"

@@ -30,8 +30,9 @@ from typing import Any, NoReturn
 from . import standby
 from .errors import InvalidSpec, StartError
 from .launcher import plan, prepared
+from .request import build
 from .roles import Fds, RoleArgs, role_command
-from .spec import Spec, Strategy, build
+from .spec import Spec, Strategy
 
 #: what the daemon takes in the foreground, blocked from the exec until it does
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -63,6 +64,9 @@ def run(spec: Spec, *, console: bool | None = None) -> NoReturn:
     returns; raises before the ``exec`` as ``start()`` would."""
     if spec.strategy != Strategy.DAEMON:
         raise InvalidSpec(f"'strategy' {spec.strategy.value!r} cannot run in the foreground")
+    if spec.several:
+        raise InvalidSpec(f"group {spec.name!r} runs several programs (start_group()): only "
+                          "a group of one program runs in the foreground")
     if console is None:
         console = _is_terminal(1)
     for waiting in standby.pending_all():

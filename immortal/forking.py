@@ -134,7 +134,7 @@ def _preload_builtin_monitors(spec: Spec) -> None:
     from . import entrypoints
     from .hookspecs import ENTRY_POINT_GROUP
 
-    for name, _ in spec.monitors:
+    for name, _ in (monitor for view in spec.each() for monitor in view.monitors):
         value = name if ":" in name else entrypoints.find(ENTRY_POINT_GROUP, name)
         module = (value or "").partition(":")[0].strip()
         if module.startswith("immortal_monitors."):

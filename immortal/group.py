@@ -3,125 +3,101 @@
 The handle talks to the group through its instance directory and signals to its root
 process (the daemon, or the pump when there is no daemon), after proving by start time that
 the pid still names that process. What it reads (status, output, waiting for the end) is
-``groupview.GroupView``'s; what it asks (restart, signal, reopen, stop, kill) is here, with
-signals as the fallback when the root does not answer.
+``groupview.GroupView``'s; how a request reaches the group, and how it stops, is
+``groupstop.GroupStop``'s; what else it asks (restart, signal, scale, reopen, and a new set
+of programs: ``apply``) is here. In a group of several programs (``start_group``) a
+request may name a program (``program=``), and an instance of it.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 from . import control
 from ._linux import is_alive
-from .errors import (InvalidSpec, InvalidType, NoAnswer, NotRunning, StartError, StateDirError,
-                     StopTimeout)
-from .groupview import MARGIN, POLL, GroupView
-from .safety import check_path, check_socket
-from .state import (
-    KILLED,
-    SOCKET_NAME,
-    STALE,
-    Status,
-    check_dir,
-    clear_stale,
-    home,
-    instance_dir,
-    read_json,
-    read_status,
-    try_lock,
-)
+from .errors import InvalidSpec, InvalidType, NoAnswer, NotRunning, StartError, StateDirError
+from .errors import StopTimeout
+from .groupstop import RETRY, GroupStop, targets_of
+from .groupview import MARGIN, POLL
+from .safety import check_path
+from .state import (Status, check_dir, ensure_dir, home, instance_dir, read_json, read_status,
+                    write_json)
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from typing import Any
+
+    from .programs import Applied
 
 __all__ = ["MARGIN", "POLL", "RETRY", "Group", "attach", "groups"]
 
-RETRY = 3.0  # seconds a command is retried while nobody answers on the control socket
 
-
-class Group(GroupView):
-    """A group of processes keeping one target alive. ``repr`` says whether it runs."""
+class Group(GroupStop):
+    """A group of processes keeping its targets alive. ``repr`` says whether it runs."""
 
     #: The pid of the running target the start that made this handle adopted, left by the
     #: group's dead supervisors (``immortal.adoption``); None if it spawned one.
     adopted: int | None = None
 
-    def _root(self) -> tuple[int, Status]:
-        status = self.status()
-        if not status.running:
-            raise NotRunning(f"group {self.name!r} is not running (state {status.state}); "
-                             f"start it with 'immortal run'")
-        return status.pids[status.root], status
-
-    def _request(self, cmd: str, **args: Any) -> dict[str, Any]:
-        """Send a command; retried for a moment while a dead daemon's successor binds."""
-        deadline = time.monotonic() + RETRY
-        while True:
-            try:
-                check_socket(self.directory / SOCKET_NAME)
-                return control.request(self.directory / SOCKET_NAME, {"cmd": cmd, **args})
-            except NotRunning:
-                if time.monotonic() >= deadline or not self.status().running:
-                    raise
-            time.sleep(POLL)
-
-    def _grace(self, timeout: float | None) -> float:
-        if timeout is not None:
-            from .checks import check_timeout
-
-            return check_timeout("timeout", timeout)
+    @property
+    def programs(self) -> list[str]:
+        """The names of the group's programs (``start_group``); empty for a group of one
+        program (``start``)."""
         spec = read_json(self.directory / "spec.json") or {}
-        return float(spec.get("stop_timeout", 10.0))
+        return [str(p.get("name")) for p in spec.get("programs") or () if p.get("workers")]
 
     def restart(self, timeout: float | None = None, instance: int | None = None,
-                batch: int = 1, all_at_once: bool = False) -> None:
+                batch: int = 1, all_at_once: bool = False,
+                program: str | None = None) -> None:
         """Restart the target: TERM, ``timeout`` (default: the group's grace period), KILL,
         spawn. A group of several instances (``workers``), or one that listens, rolls
         (docs/workers.md): each instance (or ``instance`` alone) is replaced ``batch`` at a
         time, its old process retired once its replacement is ready; a replacement that
         fails aborts the roll (``StartError``: which instance, why, its last lines on
         stderr), the old processes serving on. ``all_at_once``: every instance restarted
-        at once instead. Returns once the new targets run (and, rolling, are ready)."""
+        at once instead. ``program``: that program's instances alone, in a group of
+        several programs. Returns once the new targets run (and, rolling, are ready)."""
         _, before = self._root()
-        chosen = self._instance(instance, before)
-        grace = self._grace(timeout)
+        program = self._program(program, before)
+        chosen = self._instance(instance, before, program)
+        grace = self._grace(timeout, program)
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise InvalidSpec(f"'batch' must be an int, 1 or more (got {batch!r})")
-        several = len(before.instances) > 1 or bool(before.listen)
-        if several and not all_at_once:
-            self._roll(before, chosen, grace, batch)
+        mine = _of(before, program)
+        if (len(mine) > 1 or self._listens(program)) and not all_at_once:
+            self._roll(before, chosen, grace, batch, program)
             return
-        self._request("restart", timeout=grace, all_at_once=True,
-                      **({} if chosen is None else {"instance": chosen}))
+        self._request("restart", all_at_once=True,
+                      **_given(timeout=grace, instance=chosen, program=program))
         deadline = time.monotonic() + grace + MARGIN
         while time.monotonic() < deadline:
             now = self.status()
             if not now.running:
                 raise NotRunning(f"group {self.name!r} ended during the restart "
                                  f"(state {now.state})")
-            if restarted(before, now, chosen):
+            if restarted(before, now, chosen, program):
                 return
             time.sleep(POLL)
         raise StopTimeout(f"group {self.name!r} did not restart its target within "
                           f"{grace + MARGIN:g} s")
 
-    def _roll(self, before: Status, chosen: int | None, grace: float, batch: int) -> None:
+    def _roll(self, before: Status, chosen: int | None, grace: float | None, batch: int,
+              program: str | None = None, rolling: bool = False) -> None:
         """A rolling restart: asked, then followed in ``status.json``'s ``roll``."""
         if (before.roll or {}).get("state") == "rolling":
             raise NotRunning(f"group {self.name!r}: a rolling restart is in progress; wait "
                              "for it to end")
         last = int((before.roll or {}).get("id", 0))
-        self._request("restart", timeout=grace, batch=batch,
-                      **({} if chosen is None else {"instance": chosen}))
-        spec = read_json(self.directory / "spec.json") or {}
-        slots = 1 if chosen is not None else max(len(before.instances), 1)
+        self._request("restart", batch=batch, **_given(
+            timeout=grace, instance=chosen, program=program, rolling=rolling or None))
+        slots = 1 if chosen is not None else max(len(_of(before, program)), 1)
         steps = -(-slots // batch)
         deadline = time.monotonic() + MARGIN + steps * (
-            grace + float(spec.get("ready_timeout", 30.0)) + MARGIN)
+            self._grace(grace, program) + self._spec_value("ready_timeout", program)
+            + MARGIN)
         while time.monotonic() < deadline:
             now = self.status()
             roll = now.roll or {}
@@ -139,32 +115,59 @@ class Group(GroupView):
             time.sleep(POLL)
         raise StopTimeout(f"group {self.name!r} did not end its rolling restart in time")
 
-    def _instance(self, instance: int | None, status: Status) -> int | None:
-        """``instance`` checked against the group's instances (None: all of them)."""
+    def _program(self, program: str | None, status: Status) -> str | None:
+        """``program`` checked against the group's programs (None: all of them)."""
+        if program is None:
+            return None
+        if not isinstance(program, str):
+            raise InvalidType(f"'program' must be a str (got {type(program).__name__}: "
+                              f"{program!r})")
+        names = self.programs
+        if not names:
+            raise InvalidSpec(f"group {self.name!r} runs one program (started by start()); "
+                              f"it has no program {program!r}")
+        if program not in names:
+            from .errors import did_you_mean
+
+            raise InvalidSpec(f"group {self.name!r} has no program {program!r}"
+                              f"{did_you_mean(program, names)}; its programs: "
+                              + ", ".join(names))
+        return program
+
+    def _instance(self, instance: int | None, status: Status,
+                  program: str | None = None) -> int | None:
+        """``instance`` checked against the group's instances (None: all of them); in a
+        group of several programs, against ``program``'s."""
         if instance is None:
             return None
         if isinstance(instance, bool) or not isinstance(instance, int):
             raise InvalidType(f"'instance' must be an int (got {type(instance).__name__}: "
                               f"{instance!r})")
-        count = len(status.instances) or 1
+        if program is None and status.programs():
+            raise InvalidSpec(f"group {self.name!r} runs several programs: name the one of "
+                              f"instance {instance} (program=..., GROUP/PROGRAM:K)")
+        count = len(_of(status, program)) or 1
         if not 0 <= instance < count:
-            raise InvalidSpec(f"'instance' must be from 0 to {count - 1}: group "
-                              f"{self.name!r} runs {count} instance(s) (got {instance})")
+            whose = f"program {program!r} of group {self.name!r}" if program \
+                else f"group {self.name!r}"
+            raise InvalidSpec(f"'instance' must be from 0 to {count - 1}: {whose} runs "
+                              f"{count} instance(s) (got {instance})")
         return instance
 
-    def signal(self, number: int | str, instance: int | None = None) -> None:
+    def signal(self, number: int | str, instance: int | None = None,
+               program: str | None = None) -> None:
         """Send a signal (a number or a name such as "USR1") to the target's process group;
         in a group of several instances (``workers``), to each one's, or to ``instance``'s
-        alone."""
+        alone; in a group of several programs, to ``program``'s alone, if given."""
         _, status = self._root()
-        chosen = self._instance(instance, status)
+        program = self._program(program, status)
+        chosen = self._instance(instance, status, program)
         value = control.parse_signal(number)
         try:
-            self._request("signal", signal=value,
-                          **({} if chosen is None else {"instance": chosen}))
+            self._request("signal", signal=value, **_given(instance=chosen, program=program))
         except NoAnswer:  # the root is frozen or swamped: signal the targets ourselves
             status = self.status()
-            proven = [(pid, started) for pid, started in _targets(status, chosen)
+            proven = [(pid, started) for pid, started in targets_of(status, chosen, program)
                       if started is not None and is_alive(pid, started)]
             if not proven:
                 raise NoAnswer(f"group {self.name!r} does not answer and runs no target "
@@ -172,161 +175,148 @@ class Group(GroupView):
             for pid, _ in proven:
                 os.killpg(pid, value)
 
-    def scale(self, workers: int, timeout: float | None = None) -> Status:
-        """Run ``workers`` instances of the program: new ones are spawned (numbered on from
-        the highest), or the highest retire (TERM, ``timeout``, default the group's grace
-        period, then KILL). Returns the status once the group runs that many, each
-        running and ready (the group's ``ready`` mode, as ``start()`` waits for it)."""
+    def scale(self, workers: int, timeout: float | None = None,
+              program: str | None = None) -> Status:
+        """Run ``workers`` instances of the program (in a group of several programs, of
+        ``program``): new ones are spawned (numbered on from the highest), or the highest
+        retire (TERM, ``timeout``, default the group's grace period, then KILL). Returns
+        the status once the group runs that many, each running and ready (the group's
+        ``ready`` mode, as ``start()`` waits for it)."""
         from .checks import check_workers
 
         check_workers(workers)
-        self._root()
-        grace = self._grace(timeout)
-        self._request("scale", workers=workers)
-        patience = grace + float((read_json(self.directory / "spec.json") or {})
-                                 .get("ready_timeout", 30.0)) + MARGIN
+        _, status = self._root()
+        program = self._program(program, status)
+        if program is None and status.programs():
+            raise InvalidSpec(f"group {self.name!r} runs several programs: name the one to "
+                              "scale (program=..., GROUP/PROGRAM)")
+        grace = self._grace(timeout, program)
+        self._request("scale", workers=workers, **_given(program=program))
+        return self._settled({program or "": workers},
+                             grace + self._spec_value("ready_timeout", program) + MARGIN,
+                             f"does not run {workers} ready instance(s)")
+
+    def _settled(self, counts: dict[str, int], patience: float, what: str) -> Status:
+        """The status once each program of ``counts`` runs that many instances (0: gone),
+        each running and ready; StopTimeout past ``patience``."""
         deadline = time.monotonic() + patience
         while time.monotonic() < deadline:
             now = self.status()
             if not now.running:
-                raise NotRunning(f"group {self.name!r} ended during the scale "
-                                 f"(state {now.state})")
-            if (len(now.instances) or 1) == workers and now.state == "running" and now.ready \
-                    and all(entry.state == "running" for entry in now.instances):
+                raise NotRunning(f"group {self.name!r} ended (state {now.state})")
+            if all(_runs(now, program, count) for program, count in counts.items()):
                 return now
             time.sleep(POLL)
-        raise StopTimeout(f"group {self.name!r} does not run {workers} ready instance(s) "
-                          f"within {patience:g} s")
+        raise StopTimeout(f"group {self.name!r} {what} within {patience:g} s")
+
+    def _listens(self, program: str | None) -> bool:
+        """Whether the group (``program``, if given) listens on an address."""
+        spec = read_json(self.directory / "spec.json") or {}
+        if not spec.get("programs"):
+            return bool(spec.get("listen"))
+        return any(p.get("listen") for p in spec["programs"]
+                   if program in (None, p.get("name")))
+
+    def _spec_value(self, key: str, program: str | None) -> float:
+        """A number of the group's spec.json (of ``program``'s, or the largest of its
+        programs')."""
+        spec = read_json(self.directory / "spec.json") or {}
+        default = {"ready_timeout": 30.0, "stop_timeout": 10.0}[key]
+        if not spec.get("programs"):
+            return float(spec.get(key, default))
+        return max(float(p.get(key, default)) for p in spec["programs"]
+                   if program in (None, p.get("name")))
 
     def reopen(self) -> None:
         """Make the monitors reopen their files (after an external logrotate)."""
         self._root()
         self._request("reopen")
 
-    def stop(self, timeout: float | None = None) -> Status:
-        """Stop the group: TERM to the target's process group, ``timeout`` seconds of grace
-        (default: the group's ``stop_timeout``), then KILL. Returns when every process of
-        the group is gone; past the grace period plus a margin they are killed outright.
-        """
-        self.wait_start()
-        grace, status = self._begin_stop(timeout)
-        return self._finish_stop(grace, status)
+    def apply(self, programs: Mapping[str, Mapping[str, Any]], *,
+              timeout: float | None = None) -> Applied:
+        """Change a running group of several programs (``start_group``) to ``programs``
+        (as ``start_group`` takes them, checked the same way first): the programs added
+        are started, those removed stopped (TERM, their grace period, KILL), those whose
+        definition changed rolled (a rolling restart with the new one: a replacement that
+        fails aborts it, the old processes serving on and the old definition put back,
+        ``StartError``), those whose count alone changed scaled, the others untouched
+        (the same processes). Returns once it is all done: what became of each program.
+        A listening program cannot be added or removed, nor its addresses changed (they
+        are bound once, for the group's life)."""
+        # The caller's side of a start (the monitors, their checks): imported only here.
+        from .programs import build_programs, compare
+        from .spec import Spec, program_dir
 
-    def begin_stop(self, timeout: float | None = None) -> float:
-        """Ask the group to stop and return at once; returns the grace period in force."""
-        self.wait_start()
-        return self._begin_stop(timeout)[0]
+        _, status = self._root()
+        spec = Spec.from_json(read_json(self.directory / "spec.json") or {})
+        if not spec.several:
+            raise InvalidSpec(f"group {self.name!r} runs one program (started by start()); "
+                              "apply changes a group of several programs (start_group())")
+        new = build_programs(self.name, programs, spec.strategy, spec.directory)
+        applied, sending = compare(spec, new)
+        for name in applied.added:
+            ensure_dir(program_dir(spec.directory, name))
+        self._hand(sending)
+        ready = max([p.ready_timeout + p.stop_timeout for p in (*new, *spec.programs)])
+        self._settled({**{p.name: p.workers for p in sending},
+                       **{name: 0 for name in applied.removed}},
+                      ready + MARGIN, "did not take its new programs")
+        old = {p.name: p for p in spec.programs}
+        for name in applied.changed:
+            try:
+                self._roll(self.status(), None, timeout, 1, name, rolling=True)
+            except StartError as exc:  # the old definition back, as the old ones run
+                self._hand([old[p.name] if p.name == name else p for p in sending])
+                raise StartError(f"{exc}; program {name!r} keeps its old definition",
+                                 exc.status, exc.stderr) from None
+        return applied
 
-    def finish_stop(self, grace: float) -> Status:
-        """Wait for a stop begun by :meth:`begin_stop`; KILL what outlives grace + margin."""
-        return self._finish_stop(grace, self.status())
-
-    def _begin_stop(self, timeout: float | None) -> tuple[float, Status]:
-        """The grace period, and the status to wait from.
-
-        The request goes first, and what the wait needs (the status, spec.json's grace
-        period) is read while the group stops: a group that is not running does not
-        answer, and the status read then says so. Without a timeout the group applies its
-        own stop_timeout."""
-        grace = None if timeout is None else self._grace(timeout)  # refuse a bad one first
-        self._stop_began = time.monotonic()
+    def _hand(self, programs: Sequence[Any]) -> None:
+        """Ask the group to run ``programs`` (``Program`` records): in a file of its
+        directory (each program has its environment: a request would be too small), named
+        in the request, removed by the group once read (or here, if it never was)."""
+        name = f"apply.{os.urandom(8).hex()}.json"
+        write_json(self.directory / name, {"programs": [p.to_json() for p in programs]})
         try:
-            self._request("stop", **({} if grace is None else {"timeout": grace}))
-        except NotRunning:  # no answer: a signal does it, with the group's own grace
-            status = self.status()
-            if status.running:
-                try:
-                    os.kill(status.pids[status.root], signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        except NoAnswer:
-            # The root is frozen or swamped: TERM to every supervisor (a live pump stops the
-            # target with the group's own grace); what still lives past grace + margin: KILL.
-            status = self.status()
-            for role in status.live_roles():
-                try:
-                    os.kill(status.pids[role], signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        else:
-            status = self.status()
-        return (self._grace(None) if grace is None else grace), status
-
-    def _finish_stop(self, grace: float, status: Status) -> Status:
-        budget = grace + MARGIN
-        if self._stop_began is not None:  # the margin counts from the request, answered or not
-            budget -= time.monotonic() - self._stop_began
-            self._stop_began = None
-        final = self._wait_gone(max(0.0, budget), status)
-        if final is None:
-            return self.kill()
-        self._reap()
-        return self._end_leftovers(STALE)
-
-    def _end_leftovers(self, reason: str) -> Status:
-        """Once no supervisor runs: end every process still carrying the group's token
-        (escaped grandchildren the daemon could not reach, a target whose supervisors were
-        killed), and record a group killed without a stop as stopped with ``reason``.
-
-        Under the group lock: a group started since then is never touched (its target
-        carries the same token). The lock is taken for a moment, so a start at that very
-        moment may be refused as already running.
-        """
-        from . import orphans
-
-        lock = try_lock(self.directory / "lock", same_file=True)
-        if lock is None:
-            return self.status()
-        try:
-            ended = orphans.end_group(self.directory)
+            self._request("apply", file=name)
         finally:
-            os.close(lock)
-        final = clear_stale(self.directory, reason) or self.status()
-        if self._popen is not None and self._popen.poll() is not None:
-            final.running = False
-        final.orphans = ended
-        return final
-
-    def kill(self) -> Status:
-        """SIGKILL every process of the group now (no grace); returns when they are gone."""
-        status = self.status()
-        # Supervisors first, so that nothing respawns the target in between. (A pump that
-        # saw its daemon die keeps its pid when it becomes the daemon: the KILL still lands.)
-        for role in ("daemon", "pump"):
-            if role in status.pids and is_alive(status.pids[role], status.start_times.get(role)):
-                try:
-                    os.kill(status.pids[role], signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        for pid, started in _targets(status, None):
-            if is_alive(pid, started):
-                try:
-                    os.killpg(pid, signal.SIGKILL)  # the target leads its process group
-                except (ProcessLookupError, PermissionError):
-                    pass
-        self._wait_gone(MARGIN, status)
-        self._reap()
-        return self._end_leftovers(KILLED)
+            try:
+                os.unlink(self.directory / name)
+            except FileNotFoundError:
+                pass
 
 
-def _targets(status: Status, instance: int | None) -> list[tuple[int, int | None]]:
-    """The targets ``status`` records, each (pid, start time): the group's one, or each
-    instance's (``instance``'s alone, if given)."""
-    if status.instances:
-        return [(entry.pid, entry.start_time) for entry in status.instances
-                if entry.pid and instance in (None, entry.instance)]
-    pid = status.pids.get("target")
-    return [(pid, status.start_times.get("target"))] if pid else []
+def _given(**values: Any) -> dict[str, Any]:
+    """The arguments given (not None), for a request."""
+    return {key: value for key, value in values.items() if value is not None}
 
 
-def restarted(before: Status, now: Status, instance: int | None) -> bool:
+def _of(status: Status, program: str | None) -> list[Any]:
+    """The instances ``status`` lists of ``program`` (all, if None)."""
+    return [entry for entry in status.instances if program in (None, entry.program)]
+
+
+def _runs(status: Status, program: str, count: int) -> bool:
+    """Whether ``status`` shows ``program`` with ``count`` instances, each running and
+    ready (0: the program gone)."""
+    if program and count == 0:
+        return program not in status.programs()
+    mine = _of(status, program or None) if program else status.instances
+    return (len(mine) or (1 if not program else 0)) == count and all(
+        entry.state == "running" and entry.ready for entry in mine) and (
+        bool(mine) or (status.state == "running" and status.ready))
+
+
+def restarted(before: Status, now: Status, instance: int | None,
+              program: str | None = None) -> bool:
     """Whether ``now`` shows the restart asked in ``before``: each instance restarted
-    (``instance`` alone, if given) and running again."""
+    (``program``'s, ``instance`` alone, if given) and running again."""
     if not before.instances or not now.instances:
         return now.spawned > before.spawned and now.state == "running"
-    then = {entry.instance: entry.spawned for entry in before.instances}
-    return all(entry.spawned > then.get(entry.instance, 0) and entry.state == "running"
-               for entry in now.instances if instance in (None, entry.instance))
+    then = {(entry.program, entry.instance): entry.spawned for entry in before.instances}
+    return all(entry.spawned > then.get((entry.program, entry.instance), 0)
+               and entry.state == "running" for entry in now.instances
+               if instance in (None, entry.instance) and program in (None, entry.program))
 
 
 def attach(name: str) -> Group:

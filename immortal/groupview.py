@@ -95,19 +95,22 @@ class GroupView:
         """The file the group's monitor writes the output to, if it says."""
         return self.status().output
 
-    def tail(self, lines: int = 20, instance: int | None = None) -> Iterator[bytes]:
+    def tail(self, lines: int = 20, instance: int | None = None,
+             program: str | None = None) -> Iterator[bytes]:
         """The last ``lines`` lines of the group's output file (bytes, each with its newline,
         a last line not yet ended without); none while the file does not exist. Raises
         ``ImmortalError`` if the monitor declares no output file, ``StateDirError`` if the
         file is a symlink (the monitor never writes through one). ``instance``: the lines
         and events of that instance only, in a group of several (the ``file`` monitor marks
-        them ``stdout:K``, ``event:K``)."""
+        them ``stdout:K``, ``event:K``). ``program``: in a group of several programs, the
+        file of that program's monitor (each program has its own)."""
         from . import tailing
 
         count = _count(lines)
-        return tailing.tail(self._output_file(), count, _of_instance(instance))
+        return tailing.tail(self._output_file(program), count, _of_instance(instance))
 
-    def follow(self, lines: int = 0, instance: int | None = None) -> Iterator[bytes]:
+    def follow(self, lines: int = 0, instance: int | None = None,
+               program: str | None = None) -> Iterator[bytes]:
         """The last ``lines`` lines of the output file, then each line appended to it, as
         ``tail -F`` does: across rotations (a new file of the same name is read from its
         start) and truncations, until the group ends. It polls the file (``tailing``);
@@ -115,14 +118,25 @@ class GroupView:
         from . import tailing
 
         count = _count(lines)
-        return tailing.follow(self._output_file(), count, lambda: self.status().running,
-                              keep=_of_instance(instance))
+        return tailing.follow(self._output_file(program), count,
+                              lambda: self.status().running, keep=_of_instance(instance))
 
-    def _output_file(self) -> str:
-        output = self.status().output
+    def _output_file(self, program: str | None = None) -> str:
+        spec = read_json(self.directory / "spec.json") or {}
+        listed = {str(p.get("name")): p.get("log_path") for p in spec.get("programs") or ()}
+        if program is None and listed:
+            raise InvalidSpec(f"group {self.name!r} runs several programs, each with its "
+                              "own output: name one (program=..., GROUP/PROGRAM); its "
+                              "programs: " + ", ".join(listed))
+        if program is not None and program not in listed:
+            raise InvalidSpec(f"group {self.name!r} has no program {program!r}"
+                              + (f"; its programs: {', '.join(listed)}" if listed else ""))
+        output = listed[program] if program is not None else self.status().output
         if not output:
-            raise ImmortalError(f"the monitor of group {self.name!r} declares no output file")
-        return output
+            what = f"program {program!r} of group" if program else "group"
+            raise ImmortalError(f"the monitor of {what} {self.name!r} declares no output "
+                                "file")
+        return str(output)
 
     def status(self) -> Status:
         """The group's state now. A read changes nothing: a group whose supervisors were

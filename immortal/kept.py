@@ -1,5 +1,5 @@
 """A target of the group as the daemon knows it, and keeps it between pumps: one per
-instance of the group's program (``workers``).
+instance of each of the group's programs (``workers``).
 
 Each pump names its target to the daemon before anything can fail (``spawning``, then its
 pid and start). When a pump dies, the target is re-parented to the daemon (a subreaper),
@@ -17,12 +17,13 @@ from collections.abc import Iterator
 
 from . import _linux, orphans
 from .events import ExitStatus
-from .roles import Adopt, Exited, Message, Spawning, Target
+from .roles import Adopt, Exited, Key, Message, Spawning, Target
 
 
 class KeptTarget:
-    def __init__(self, adopt: Adopt | None, instance: int = 0) -> None:
+    def __init__(self, adopt: Adopt | None, instance: int = 0, program: str = "") -> None:
         self.instance = instance
+        self.program = program
         self.pid: int | None = adopt.pid if adopt else None
         self.started: float | None = adopt.started_wall if adopt else None  #: wall clock
         self.exit: ExitStatus | None = None  #: reaped while no pump could be told
@@ -36,7 +37,7 @@ class KeptTarget:
         """What a pump said of its target (other messages, and those about another
         instance's, are not about it)."""
         if not isinstance(message, (Spawning, Target, Exited)) \
-                or message.instance != self.instance:
+                or message.instance != self.instance or message.program != self.program:
             return
         if isinstance(message, Spawning):
             self.spawning = message.since
@@ -71,7 +72,12 @@ class KeptTarget:
         """What the next pump is to adopt: the target, with its exit if it died meanwhile."""
         if self.pid is None:
             return None
-        return Adopt(self.pid, self.started, self.exit, instance=self.instance)
+        return Adopt(self.pid, self.started, self.exit, instance=self.instance,
+                     program=self.program)
+
+    @property
+    def key(self) -> Key:
+        return self.program, self.instance
 
     def handed_over(self) -> None:
         """The next pump was started: a dead target's exit is its to report now."""
@@ -106,11 +112,11 @@ class KeptTarget:
 
 
 class KeptTargets:
-    """The targets of every instance of the group's program (``workers``), one
-    :class:`KeptTarget` each, in the order of their numbers."""
+    """The targets of every instance of the group's programs (``workers``), one
+    :class:`KeptTarget` each."""
 
-    def __init__(self, adopts: dict[int, Adopt], count: int) -> None:
-        self.each = [KeptTarget(adopts.get(k), k) for k in range(count)]
+    def __init__(self, adopts: dict[Key, Adopt], keys: list[Key]) -> None:
+        self.each = [KeptTarget(adopts.get(key), key[1], key[0]) for key in keys]
         self.holder: int | None = None  #: the pipe holder's pid: a child never a target
 
     def __iter__(self) -> Iterator[KeptTarget]:
@@ -138,9 +144,9 @@ class KeptTargets:
             left = target.left(pump_running, others) or left
         return left
 
-    def adopts(self) -> dict[int, Adopt]:
+    def adopts(self) -> dict[Key, Adopt]:
         """What the next pump is to adopt, by instance."""
-        return {target.instance: adopt for target in self.each
+        return {target.key: adopt for target in self.each
                 if (adopt := target.adopt()) is not None}
 
     def handed_over(self) -> None:
@@ -150,13 +156,18 @@ class KeptTargets:
     def by_pid(self, pid: int) -> KeptTarget | None:
         return next((target for target in self.each if target.pid == pid), None)
 
-    def add(self) -> None:
+    def add(self, key: Key) -> None:
         """One more instance (a scale up), with no target yet."""
-        self.each.append(KeptTarget(None, len(self.each)))
+        self.each.append(KeptTarget(None, key[1], key[0]))
 
-    def drop(self, count: int) -> None:
-        """The instances from ``count`` on have retired (a scale down)."""
-        del self.each[count:]
+    def drop(self, program: str, workers: int) -> None:
+        """The instances of ``program`` from ``workers`` on have retired (a scale down)."""
+        self.each = [target for target in self.each
+                     if target.program != program or target.instance < workers]
+
+    def count(self, program: str) -> int:
+        """How many instances of ``program`` are kept."""
+        return sum(1 for target in self.each if target.program == program)
 
     def by_stranger(self, fd: int) -> KeptTarget | None:
         return next((target for target in self.each if target.stranger == fd), None)

@@ -1,10 +1,12 @@
 """The group's files the daemon keeps for the group's life and hands to every pump.
 
-Each instance's two pipes (both ends) and relay journal: instance 0's as ``Fds.out``,
-``err`` and ``journal``, instance K's as ``Fds.more[K-1]``; and the group's own: the
-message channel (both ends), the sd_notify socket (``ready="notify"``) and the listen
-sockets (at fds 3, 4, ...). Those a predecessor handed over are taken as they are (made
-not inheritable: a pump is given them by number); the others are made here.
+Each instance's two pipes (both ends) and relay journal, by instance (``roles.Key``: a
+group's one program's instance 0 travels as ``Fds.out``, ``err`` and ``journal``, its next
+ones as ``Fds.more``, a group of several programs' as ``Fds.named``); and the group's own:
+the message channel (both ends), the sd_notify socket (``ready="notify"``, one for all the
+programs) and the listen sockets (every program's, at fds 3, 4, ...). Those a predecessor
+handed over are taken as they are (made not inheritable: a pump is given them by number);
+the others are made here.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from . import notify
 from . import listen as listening
 from .readiness import NOTIFY
 from .relay import make_channel, make_journal, make_pipe
-from .roles import Fds
+from .roles import Fds, Files, Key
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -24,55 +26,57 @@ if TYPE_CHECKING:
 
     from .spec import Spec
 
-#: one instance's files as ``Fds.more`` lists them: out read, out write, err read, err
-#: write, journal
-Files = tuple[int, int, int, int, int]
+
+def wanted(spec: Spec) -> list[Key]:
+    """The instances ``spec`` runs, in order: each program's, numbered from 0."""
+    return [(view.program, k) for view in spec.each() for k in range(view.workers)]
 
 
 class KeptFiles:
     def __init__(self, fds: Fds, spec: Spec) -> None:
-        self.out, self.err = (fds.out, fds.err) if fds.out and fds.err \
-            else (make_pipe(), make_pipe())
-        self.journal = fds.journal if fds.journal is not None else make_journal()
-        self.more: list[Files] = [*(fds.more or ())]
-        self.more.extend(self.make(spec.workers - 1 - len(self.more)))
+        #: every instance's files, by instance
+        self.each: dict[Key, Files] = dict(fds.instances())
+        if ("", 0) not in self.each and fds.out and fds.err:  # an orphan's, reopened
+            self.each[("", 0)] = (*fds.out, *fds.err, make_journal())
+        missing = [key for key in wanted(spec) if key not in self.each]
+        self.each.update(zip(missing, self.make(len(missing))))
         self.channel: tuple[int, ...] | None = fds.channel or (
-            make_channel() if spec.channel else None)
+            make_channel() if spec.channel and not spec.several else None)
         # The sd_notify socket: a datagram sent while no pump runs waits in it for the next.
         self.notify = fds.notify
-        if self.notify is None and spec.ready == NOTIFY:
+        if self.notify is None and any(view.ready == NOTIFY for view in spec.each()):
             self.notify = notify.make(spec.directory)
         # Held for the group's life, handed to every pump, never accepted on.
         self.listen = fds.listen
         # The foreground's console (``--console``): every pump echoes the output there.
         self.console = fds.console
-        for fd in (*self.out, *self.err, self.journal, *(self.channel or ()),
-                   *([] if self.notify is None else [self.notify]), *(self.console or ())):
+        for fd in (*(fd for files in self.each.values() for fd in files),
+                   *(self.channel or ()), *([] if self.notify is None else [self.notify]),
+                   *(self.console or ())):
             os.set_inheritable(fd, False)
 
-    @property
-    def count(self) -> int:
+    def keys(self) -> list[Key]:
         """The instances whose files are kept."""
-        return 1 + len(self.more)
+        return sorted(self.each)
 
     def fds(self, **others: Any) -> Fds:
         """What a pump is handed: these files, with ``others`` (the lock, its lifeline...)."""
-        return Fds(out=self.out, err=self.err, journal=self.journal, channel=self.channel,
-                   notify=self.notify, listen=self.listen, more=tuple(self.more) or None,
-                   console=self.console, **others)
+        return Fds(channel=self.channel, notify=self.notify, listen=self.listen,
+                   console=self.console, **others).with_instances(self.each)
 
     def watched(self) -> tuple[list[int], list[int]]:
-        """Every instance's pipes' read ends, and journals (what the stall watch reads)."""
-        return ([self.out[0], self.err[0], *(fd for files in self.more for fd in files[0:3:2])],
-                [self.journal, *(files[4] for files in self.more)])
+        """Every instance's pipes' read ends, and journals (what the stall watch reads),
+        each program's instance 0 first among its own."""
+        files = [self.each[key] for key in self.keys()]
+        return ([fd for each in files for fd in each[0:3:2]], [each[4] for each in files])
 
     def held(self) -> list[int]:
-        """What a pipe holder holds (``holder``), in its order: per instance its journal
-        and its pipes' read ends, then the channel's end; instance 0's journal first, so
-        that a start adopting the target finds it at the holder's fd 3."""
-        held = [self.journal, self.out[0], self.err[0]]
-        for files in self.more:
-            held.extend((files[4], files[0], files[2]))
+        """What a pipe holder holds (``holder``), in its order: per instance (of every
+        program, by key) its journal and its pipes' read ends, then the channel's end; a
+        group of one program's instance 0's journal first, so that a start adopting the
+        target finds it at the holder's fd 3."""
+        held = [fd for files in (self.each[key] for key in self.keys())
+                for fd in (files[4], files[0], files[2])]
         return [*held, *(self.channel[:1] if self.channel else ())]
 
     @staticmethod
@@ -89,12 +93,11 @@ class KeptFiles:
             os.set_inheritable(fd, False)
         return made
 
-    def drop(self, workers: int) -> list[Files]:
-        """The instances from ``workers`` on retired: their files, no longer kept (to be
-        closed once nothing watches them: ``close``)."""
-        gone = self.more[workers - 1:]
-        del self.more[workers - 1:]
-        return gone
+    def drop(self, program: str, workers: int) -> list[Files]:
+        """The instances of ``program`` from ``workers`` on retired: their files, no
+        longer kept (to be closed once nothing watches them: ``close``)."""
+        gone = [key for key in self.each if key[0] == program and key[1] >= workers]
+        return [self.each.pop(key) for key in sorted(gone)]
 
     @staticmethod
     def close(gone: list[Files]) -> None:
@@ -108,4 +111,4 @@ class KeptFiles:
             notify.remove(spec.directory)
         if self.listen:
             listening.close(self.listen)
-            listening.release(spec.listen)
+            listening.release(spec.listening)

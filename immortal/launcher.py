@@ -4,7 +4,7 @@ Steps, in order; nothing is created before step 4, and a failure after it ends e
 process that was started and removes the files it wrote (never a directory or a lock file:
 another start may have opened them):
 
-1. check every argument (``spec.build``), naming the field, the expectation and the value;
+1. check every argument (``request.build``), naming the field, the expectation and the value;
 2. find the monitors and run their ``check(options)`` here, in the caller;
 3. check the instance directory (not a symlink, ours, not writable by others);
 4. create it and take its lock (``AlreadyRunning`` if held; nothing of that group touched);
@@ -30,14 +30,15 @@ from typing import Any
 from . import adoption, monitoring, orphans, standby
 from . import listen as listening
 from .detach import read_handshake
-from .errors import ImmortalError, MonitorError, MonitorOptionsError, StartError, unusable_home
+from .errors import ImmortalError, MonitorError, StartError, unusable_home
 from .events import ExitStatus
 from .group import Group
 from ._linux import is_alive
 from .readiness import SPAWN
 from .records import replace
 from .roles import Adopt, Fds, RoleArgs, role_command
-from .spec import Request, RestartPolicy, Spec, Strategy, build
+from .request import Request, build, check_monitors
+from .spec import RestartPolicy, Spec, Strategy
 from .state import (Lock, check_dir, check_socket_path, ensure_dir, home, read_json,
                     write_json)
 
@@ -113,7 +114,7 @@ def start(
 
     The steps (the module's docstring says more), one call each:
 
-    1. check every argument (``spec.build``);
+    1. check every argument (``request.build``);
     2. find the monitors and check their options;
     3. check the instance directory, and make the group's ``Spec`` in it;
     4. create the directory and take the group's lock;
@@ -139,7 +140,7 @@ def start(
 def plan(request: Request) -> Spec:
     """Steps 2 and 3: the group's ``Spec``, its monitors found and checked, its instance
     directory found safe to use. Nothing is created."""
-    return _place(request, _check_monitors(request.monitors))
+    return _place(request, check_monitors(request.monitors))
 
 
 @contextlib.contextmanager
@@ -160,18 +161,38 @@ def prepared(spec: Spec) -> Iterator[tuple[Spec, Lock, Adopt | None, tuple[int, 
             yield spec, lock, adopt, sockets
 
 
-def _check_monitors(wanted: dict[str, Any]) -> tuple[tuple[str, Any, dict[str, Any]], ...]:
-    """Step 2: ``(name, factory, checked options)`` of each monitor, found and checked
-    here; a monitor's own message comes verbatim when it is the only one."""
-    chosen = []
-    for name, factory in monitoring.resolve_all(wanted):
-        try:
-            chosen.append((name, factory, monitoring.check(factory, wanted[name], name)))
-        except MonitorOptionsError as exc:
-            if len(wanted) == 1:
-                raise  # the monitor's own message, verbatim
-            raise MonitorOptionsError(f"monitor {name!r}: {exc}") from exc
-    return tuple(chosen)
+def start_group(name: str, programs: Mapping[str, Mapping[str, Any]], *,
+                strategy: str | Strategy = Strategy.DAEMON,
+                start_timeout: float = 30.0) -> Group:
+    """Launch a group of several programs under one daemon and one pump; return a handle.
+
+    ``programs`` maps each program's name to its options: every keyword of ``start()``
+    but the group's (``strategy``, ``name``, ``start_timeout``, ``capture``), with ``file``
+    (and ``args``) among them, e.g. ``{"web": {"file": "server.py", "workers": 4,
+    "listen": ["tcp://0.0.0.0:8000"]}, "worker": {"file": "worker.py"}}``. Each program has
+    its own instances, restart policy, readiness and monitors (``Monitor.program`` names
+    it); its targets get ``IMMORTAL_PROGRAM``. Every argument is checked here first, the
+    error naming the program and the field (``channel`` is for a group of one program, and
+    two programs may not listen on one address). Returns once every instance of every
+    program is ready; ``StartError`` leaves nothing behind, as ``start()``'s.
+    """
+    from .names import check_name
+    from .programs import build_group
+    from .spec import program_dir
+
+    directory = home() / check_name(name)
+    spec = build_group(name, programs, strategy, start_timeout, str(directory))
+    check_socket_path(directory)
+    with _home_errors(directory.parent):
+        check_dir(directory)
+    lock, created = _take_directory(directory)
+    with _undone_on_failure(directory, created, lock):
+        with _home_errors(directory.parent):
+            for view in spec.each():
+                ensure_dir(program_dir(directory, view.program))
+        with _listening(spec) as (spec, sockets):
+            _write_spec(spec)
+            return _launch(spec, lock, False, None, sockets)
 
 
 def _place(request: Request, chosen: tuple[tuple[str, Any, dict[str, Any]], ...]) -> Spec:
@@ -218,13 +239,13 @@ def _listening(spec: Spec) -> Iterator[tuple[Spec, tuple[int, ...]]]:
     addresses as bound. Our copies are closed once the first role has its own; a failed
     start also removes the unix socket files nobody listens on any more
     (``listen.release``)."""
-    if not spec.listen:
+    if not spec.listening:
         yield spec, ()
         return
     _end_orphans(spec)
-    sockets, bound = listening.bind(spec.listen)
+    sockets, bound = listening.bind(spec.listening)
     try:
-        yield replace(spec, listen=bound), tuple(sock.fileno() for sock in sockets)
+        yield spec.bound(bound), tuple(sock.fileno() for sock in sockets)
     except BaseException:
         for sock in sockets:
             sock.close()
@@ -334,7 +355,7 @@ def _handshake(spec: Spec, fd: int, pids: dict[str, tuple[int, int | None]],
                 return message["target"] if message.get("adopted") else None
     except TimeoutError:
         raise StartError(f"group {spec.name!r} did not start within {patience:g} s "
-                         f"(start_timeout{_READY_WAIT if spec.ready != SPAWN else ''}); "
+                         f"(start_timeout{_READY_WAIT if _waits(spec) else ''}); "
                          f"see the logs in {spec.directory}") from None
     raise StartError(f"group {spec.name!r} failed to start: {_logs_tail(spec)}")
 
@@ -342,12 +363,18 @@ def _handshake(spec: Spec, fd: int, pids: dict[str, tuple[int, int | None]],
 _READY_WAIT = " + ready_timeout + stop_timeout"
 
 
+def _waits(spec: Spec) -> bool:
+    """Whether the start waits for a readiness other than the spawn."""
+    return any(view.ready != SPAWN for view in spec.each())
+
+
 def _patience(spec: Spec) -> float:
     """How long the handshake may take: the roles' start, then (unless ready at its spawn)
-    the target's readiness and, if it fails, the stop of the target."""
-    if spec.ready == SPAWN:
-        return spec.start_timeout
-    return spec.start_timeout + spec.ready_timeout + spec.stop_timeout
+    the target's readiness and, if it fails, the stop of the target (the longest of its
+    programs')."""
+    return spec.start_timeout + max(0.0 if view.ready == SPAWN else
+                                    view.ready_timeout + view.stop_timeout
+                                    for view in spec.each())
 
 
 def answer_error(spec: Spec, message: dict[str, Any]) -> ImmortalError:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from . import _linux
 from .events import DAEMON_RESTART
 from .records import replace
-from .roles import (Adopt, Fds, Grow, HandOver, Message, RoleArgs, decode, hand_over,
+from .roles import (Adopt, Fds, Grow, HandOver, Key, Message, RoleArgs, decode, hand_over,
                     split_adopts)
 
 GROW_FDS = 5  #: the files a ``Grow`` comes with: an instance's two pipes and journal
@@ -72,7 +72,7 @@ class DaemonLink:
         return False, None if isinstance(message, Grow) else message
 
 
-def take_over(directory: str, adopts: dict[int, Adopt], fds: Fds,
+def take_over(directory: str, adopts: dict[Key, Adopt], fds: Fds,
               close_loop: Callable[[], None], settle: Callable[[], None],
               title: str | None = None) -> None:
     """Make this pump, whose daemon died, the daemon; never returns.

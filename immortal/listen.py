@@ -39,6 +39,7 @@ FIRST = 3  #: SD_LISTEN_FDS_START: the first socket's fd in the target
 PROTOCOL = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 GROUP_ENV = "IMMORTAL_GROUP"  #: the group's name, in every target's environment
 INSTANCE_ENV = "IMMORTAL_INSTANCE"  #: the target's instance number (0: a single target)
+PROGRAM_ENV = "IMMORTAL_PROGRAM"  #: the target's program, in a group of several programs
 
 
 class Activation(Record):

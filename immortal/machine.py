@@ -8,10 +8,12 @@ group start.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
 from typing import Union
 
 from .events import ExitStatus
+from .phases import combined
 from .records import Record
 
 
@@ -146,3 +148,8 @@ class Finish(Record):
 
 
 Action = Union[Spawn, Hook, Kill, Wake, Finish]
+
+
+def group_phase(phases: Iterable[str]) -> Phase:
+    """The group's phase, from its instances' (``phases.combined``)."""
+    return Phase(combined(phases))

@@ -50,6 +50,10 @@ class Monitor:
     #: (setup, shutdown...). Offsets count in each instance's own streams.
     workers: int = 1
     instance: int | None = None
+    #: The program whose output and events these are, in a group of several programs
+    #: (``start_group``: each program has monitors of its own); None in a group of one.
+    #: Set before ``setup``.
+    program: str | None = None
     #: True for a monitor that shows the output on the terminal itself (``console``): in
     #: ``development`` the pump then does not echo the raw output there as well.
     terminal: bool = False

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 DEFAULT = "file"
 DISCARD_GRACE = 1.0  #: seconds a discarding monitor has to leave the block it is in
+#: backpressure "drop": how long monitors may take to catch up at the end
+MONITOR_GRACE = 1.0
 
 
 class _Manager(pluggy.PluginManager):
@@ -250,13 +252,14 @@ class Host:
     def __init__(self, monitors: Sequence[tuple[str, Any, Mapping[str, Any]]], name: str,
                  directory: Path, send: Callable[[Any], None] | None = None,
                  ledger: relay.Ledger | Sequence[relay.Ledger] | None = None,
-                 drop: bool = False) -> None:
+                 drop: bool = False, program: str | None = None) -> None:
         manager = _manager()
         plugins: list[tuple[str, object]] = []
         self.terminal = False  # some monitor shows the output on the terminal itself
         for monitor, factory, options in monitors:
             if isinstance(factory, type) and issubclass(factory, Monitor):
                 plugin: object = factory(options, name=name, directory=directory)
+                plugin.program = program  # type: ignore[attr-defined]
                 if send is not None:
                     plugin._send = send  # type: ignore[attr-defined]
             elif isinstance(factory, type):
@@ -361,6 +364,12 @@ class Host:
         deadline = time.monotonic() + timeout
         return [worker.sink.name for worker in self.workers or ()
                 if not worker.flush(deadline)]
+
+    def close(self) -> None:
+        """No more calls (a program removed, or its monitors replaced): the threads of
+        backpressure "drop" end once they have taken what was queued."""
+        for worker in self.workers or ():
+            worker.stop()
 
     def status(self) -> dict[str, Any]:
         """Per monitor, what ``status`` shows: lines dropped (across pumps)."""

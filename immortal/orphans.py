@@ -29,7 +29,7 @@ from ._linux import (boot_ticks, children, environ_values, pidfd_open, process_s
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Sequence
     from pathlib import Path
 
 TOKEN = "IMMORTAL_GROUP_DIR"  #: names the instance directory in a target's environment
@@ -164,15 +164,15 @@ def find_spawned(since: int, others: Collection[int] = ()) -> tuple[int, float] 
     return best[0], time.time() - (boot_ticks() - best[1]) / ticks
 
 
-def spawned_by(parent: int, since: int, directory: Path | str, variable: str,
+def spawned_by(parent: int, since: int, directory: Path | str, variables: Sequence[str],
                known: Collection[int] = ()) -> dict[str, tuple[int, int]]:
-    """The processes a dead pump spawned and named to nobody, by the value of ``variable``
-    in their environment (the instance): children of ``parent`` now (the subreaper that
-    took them), leading their own process group, carrying ``directory``'s token, started
-    since ``since`` (boot ticks), not ``known``; the oldest for each value. Off Linux,
-    nothing."""
+    """The processes a dead pump spawned and named to nobody, by the values of
+    ``variables`` in their environment, those set joined by ":" (the slot: ``K``, or
+    ``PROGRAM:K`` where the program is set): children of ``parent`` now (the subreaper
+    that took them), leading their own process group, carrying ``directory``'s token,
+    started since ``since`` (boot ticks), not ``known``; the oldest for each slot; the last
+    variable must be set. Off Linux, nothing."""
     ours = b"\0" + TOKEN.encode() + b"=" + os.fsencode(token(directory)) + b"\0"
-    prefix = b"\0" + variable.encode() + b"="
     found: dict[str, tuple[int, int]] = {}
     for pid in children(parent):
         try:
@@ -182,11 +182,21 @@ def spawned_by(parent: int, since: int, directory: Path | str, variable: str,
                 environ = b"\0" + handle.read() + b"\0"
         except OSError:
             continue
-        at = environ.find(prefix)
+        values = [_variable(environ, name) for name in variables]
         started = process_start_time(pid)
-        if ours not in environ or at < 0 or started is None or started < since:
+        if ours not in environ or not values or values[-1] is None or started is None \
+                or started < since:
             continue
-        value = os.fsdecode(environ[at + len(prefix):].split(b"\0", 1)[0])
+        value = ":".join(v for v in values if v is not None)
         if value not in found or started < found[value][1]:
             found[value] = (pid, started)
     return found
+
+
+def _variable(environ: bytes, name: str) -> str | None:
+    """The value of ``name`` in ``environ`` (NUL-separated, with a NUL at each end)."""
+    prefix = b"\0" + name.encode() + b"="
+    at = environ.find(prefix)
+    if at < 0:
+        return None
+    return os.fsdecode(environ[at + len(prefix):].split(b"\0", 1)[0])

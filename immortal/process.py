@@ -159,7 +159,8 @@ def kill_children(timeout: float = 5.0) -> None:
 
 def spawn(argv: list[str], *, env: dict[str, str], cwd: str, umask: int | None,
           stdout: int, stderr: int, pass_fds: tuple[int, ...] = (),
-          pid_variable: str | None = None, drop: Drop | None = None) -> Child:
+          pid_variable: str | None = None, drop: Drop | None = None,
+          moved: dict[int, int] | None = None) -> Child:
     """Start ``argv`` (no shell) in a new process group; OSError if it cannot be executed.
 
     The target gets every signal at its default and none blocked: see :func:`role_signals`.
@@ -167,17 +168,20 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str, umask: int | None,
     target's own pid: by ``/bin/sh`` where that is exact (:func:`_through_shell`), else in
     a forked child (:func:`_environment`). ``drop``: the user it runs as (``privileges``),
     set in the child before its ``exec`` by subprocess's C code: the supplementary groups,
-    then the gid, then the uid.
+    then the gid, then the uid. ``moved``: fds the child gets at other numbers
+    (``{theirs: ours}``, each ``theirs`` below its ``ours``): see :func:`_moves`.
     """
     kwargs = process_group_kwargs()
     if drop is not None:
         kwargs.update(user=drop.uid, group=drop.gid, extra_groups=list(drop.groups))
     steps = []
     ignored = _ignored_since()
-    if pid_variable is not None and not ignored:
+    if pid_variable is not None and not ignored and not moved:
         through = _through_shell(argv, env, pid_variable)
         if through is not None:
             argv, pid_variable = through, None
+    if moved:  # in a forked child: no shell can place them
+        steps.append(_moves(moved))
     if pid_variable is not None:
         steps.append(_environment(env, pid_variable))
     if ignored:  # a monitor ignored a signal in the pump: not for the target
@@ -289,6 +293,21 @@ def _executable(path: str) -> bool:
     finally:
         os.close(fd)
     return head == b"\x7fELF" or head.startswith(b"#!")
+
+
+def _moves(moved: dict[int, int]) -> Callable[[], None]:
+    """What the child runs before ``exec``: ``dup2`` of each of our fds to the number the
+    target wants it at, lowest first. Safe only as the roles place them: every listen
+    socket of the group at fds 3, 4, ... (``listen.settle``), a later program's above an
+    earlier one's. A destination then holds another program's socket (not subprocess's
+    error pipe, nor the target's other files, which the kernel gave numbers above them
+    all), and a source is never overwritten before it is copied."""
+    pairs = sorted(moved.items())
+
+    def place() -> None:
+        for theirs, ours in pairs:
+            os.dup2(ours, theirs)  # the copy is inheritable; ours stays close-on-exec
+    return place
 
 
 def _chain(*steps: Callable[[], object] | None) -> Callable[[], None]:

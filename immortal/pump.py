@@ -1,6 +1,7 @@
 """The pump: keeps the target alive and relays its output and events to the monitor.
 
-One pump per group at a time, for every instance of its program (``workers``). Its loop
+One pump per group at a time, for every instance of each of its programs (``workers``,
+``programs``: each program with its own monitors, policy and readiness). Its loop
 (``loop.py``) blocks on the targets' pipes and pidfds, the notify socket, the signals and
 its lifelines (to the daemon, or to the caller in ``development``); the restart decisions
 come from the pure machine in ``supervise.py``, one machine per instance, and each
@@ -15,7 +16,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,37 +28,40 @@ from .errors import ImmortalError
 from .events import PUMP_START, ExitStatus
 from .loop import draw
 from .pumpcontrol import PumpControl
+from .pumphosts import Hosts
 from .pumpops import Operations
-from .pumpstart import MONITOR_GRACE, PumpStart
+from .pumpstart import PumpStart
 from .rollout import Rollout
+from .rollresume import RollResume
 from .readywatch import route
-from .roles import (Command, Exited, Finish, Grow, HandOver, Hello, Reaped, Retire, Rewrite,
-                    RoleArgs)
+from .roles import (Command, Exited, Finish, Grow, HandOver, Hello, Reaped, Reload, Retire,
+                    Rewrite, RoleArgs)
 from .scaling import Scaling
 from .spec import Spec
 from .state import SOCKET_NAME, write_json
-from .workers import Instance, group_phase, shown
+from .workers import Instance, Run, group_phase
 
 #: reads of one pipe per wake-up at most, while it stays full: its size, then the other fds
 READS_PER_WAKE = relay.PIPE_SIZE // relay.READ_SIZE
 
 
-class Pump(PumpStart, Scaling, PumpControl, Rollout, Operations):
+class Pump(Hosts, PumpStart, Scaling, PumpControl, Rollout, RollResume, Operations):
     """The running pump: carries out each instance's machine's actions, and turns what
     happens (a target's death, output, signals, control requests, its daemon's death) into
-    events of the instance they are about, or of all (a stop). Its parts: ``PumpStart``
-    (its state, its start-up), ``Scaling``, ``PumpControl`` (control requests),
-    ``Rollout`` (a rolling restart), ``Operations`` (the watches of files and memory)."""
+    events of the instance they are about, or of all (a stop). Its parts: ``Hosts`` (each
+    program's monitors), ``PumpStart`` (its state, its start-up), ``Scaling`` (a scale, an
+    apply), ``PumpControl`` (control requests), ``Rollout`` (a rolling restart),
+    ``RollResume`` (one a dead pump left), ``Operations`` (each program's watches of
+    files and memory)."""
 
     # ----------------------------------------------------------------- the loop
     def _take_signals(self) -> None:
         """Our signals, carried out by the loop (until it runs, they wait)."""
         self.loop.take_signals({
-            signal.SIGTERM: lambda: self._feed_all(
-                supervise.Stop(self.spec.stop_timeout, "stop")),
-            signal.SIGINT: lambda: self._feed_all(
-                supervise.Stop(self.spec.stop_timeout, "stop")),
-            signal.SIGHUP: lambda: self._feed_all(supervise.Restart(self.spec.stop_timeout)),
+            signal.SIGTERM: lambda: self._stop_all("stop"),
+            signal.SIGINT: lambda: self._stop_all("stop"),
+            signal.SIGHUP: lambda: self._feed_all(
+                lambda inst: supervise.Restart(inst.run.spec.stop_timeout)),
             signal.SIGCHLD: self._on_child,
         })
 
@@ -68,6 +71,7 @@ class Pump(PumpStart, Scaling, PumpControl, Rollout, Operations):
         loop = self.loop
         for inst in self.instances:
             self._watch_streams(inst)
+        assert self.streams is not None
         if self.streams.channel_sock is not None:
             loop.watch(self.streams.channel_sock, self._on_channel)
         if self.streams.notify_sock is not None:
@@ -80,7 +84,7 @@ class Pump(PumpStart, Scaling, PumpControl, Rollout, Operations):
             self._watch_target(inst)
         loop.at(lambda: self.control.next_deadline() if self.control else None,
                 lambda: self.control.drop_idle() if self.control else None)
-        loop.at(lambda: self.host.next_report() if self.host else None, self._report_dropped)
+        loop.at(self._next_report, self._report_dropped)
         loop.at(self._next_tick, self._ticks)
         loop.at(self._next_ready, self._ready_due)
         loop.at(self.roll_deadline, self.roll_due)
@@ -120,7 +124,8 @@ class Pump(PumpStart, Scaling, PumpControl, Rollout, Operations):
         self.close_operations()
         if self.control is not None:
             self.control.close()
-        if self.daemon_pid is None and self.streams.notify_sock is not None:
+        if self.daemon_pid is None and self.streams is not None \
+                and self.streams.notify_sock is not None:
             notify.remove(self.directory)  # ours: no daemon holds it
         if self.subreaper:
             process.kill_children()  # grandchildren that escaped the target's group
@@ -129,7 +134,7 @@ class Pump(PumpStart, Scaling, PumpControl, Rollout, Operations):
             # The group's root (no daemon, or it died while the group ended): the socket
             # files go with the group.
             listening.close(self.listen)
-            listening.release(self.spec.listen)
+            listening.release(self.spec.listening)
         return 0
 
     def _on_child(self) -> None:
@@ -147,28 +152,23 @@ class Pump(PumpStart, Scaling, PumpControl, Rollout, Operations):
                 break
         self._report_dropped()
 
-    def _report_dropped(self, force: bool = False) -> None:
-        """Backpressure "drop": tell each monitor how many of its lines were dropped, once
-        a second."""
-        assert self.host is not None
-        if self.host.report_dropped(force):
-            self._write_status()
-
     def _on_channel(self, sock: socket.socket) -> None:
-        assert self.host is not None
-        host = self.host
+        host = self.instances[0].run.host
+        assert host is not None and self.streams is not None
         self.streams.receive(lambda message: host.call("message", message=message))
 
     def _on_notify(self, sock: socket.socket) -> None:
         route(sock, {**{inst.target.pid: inst.ready for inst in self.instances
                         if inst.target is not None}, **self.roll_watches()})
 
-    def _lines(self, k: int, stream: str, block: bytes, offset: int, end: int) -> None:
-        assert self.host is not None
-        self.host.block(stream, block, offset, end, shown(k, len(self.instances)))
-        if k < len(self.instances):  # the monitors first: they hold the line by then
-            self.instances[k].ready.lines(stream, block)
-            self.roll_lines(k, stream, block)
+    def _lines(self, run: Run, k: int, stream: str, block: bytes, offset: int,
+               end: int) -> None:
+        if run.host is not None:
+            run.host.block(stream, block, offset, end, k if len(run.instances) > 1 else None)
+        if k < len(run.instances):  # the monitors first: they hold the line by then
+            inst = run.instances[k]
+            inst.ready.lines(stream, block)
+            self.roll_lines(inst.slot, stream, block)
 
     def _on_target(self, inst: Instance, fd: object) -> None:
         target = inst.target
@@ -200,9 +200,13 @@ class Pump(PumpStart, Scaling, PumpControl, Rollout, Operations):
                 rolelog.report("command", f"immortal: pump: {message.request['cmd']}: "
                                           f"{exc}\n")
         elif isinstance(message, Grow):
-            self.grow(message.instance, message.fds)
+            self.grow(message.program, message.instance, message.fds)
         elif isinstance(message, Retire):
-            self.retire(message.workers)
+            run = self.runs.get(message.program)
+            if run is not None:
+                self.retire(run, message.workers)
+        elif isinstance(message, Reload):
+            self.reload()
         elif isinstance(message, Reaped) and message.pid:
             for inst in self.instances:
                 target = inst.target
@@ -218,10 +222,11 @@ class Pump(PumpStart, Scaling, PumpControl, Rollout, Operations):
             return
         if not data:
             self.selector.unregister(fd)
-            self._feed_all(supervise.Stop(self.spec.stop_timeout, "caller exited"))
+            self._stop_all("caller exited")
 
     def _target_died(self, inst: Instance, status: ExitStatus) -> None:
-        assert self.host is not None and inst.target is not None
+        host = inst.run.host
+        assert host is not None and inst.target is not None
         if self.old_gone(inst, status):  # retired by a roll: its replacement takes over
             return
         self._unwatch_target(inst)
@@ -232,7 +237,7 @@ class Pump(PumpStart, Scaling, PumpControl, Rollout, Operations):
         # A death before readiness during a start gives the start up: every machine stops.
         inst.ready.exited(status)
         # Decide first, so that the exit event carries the decision (a restart record).
-        inst.machine, actions = supervise.step(self.spec.policy, inst.machine,
+        inst.machine, actions = supervise.step(inst.run.spec.policy, inst.machine,
                                                supervise.Exited(status), time.monotonic(),
                                                draw())
         record = supervise.record(inst.machine, status)
@@ -254,8 +259,8 @@ class Pump(PumpStart, Scaling, PumpControl, Rollout, Operations):
                 # The successor has exec'd and is runnable, maybe on this CPU: let it run
                 # before the bookkeeping below.
                 os.sched_yield()
-        self.link.tell(Exited(dead, inst.k))
-        self.host.call("exit", status=record, instance=self.shown(inst))
+        self.link.tell(Exited(dead, inst.k, inst.program))
+        host.call("exit", status=record, instance=self.shown(inst))
         self._act(inst, actions, spawned)
         self._write_status()
 
@@ -271,31 +276,35 @@ class Pump(PumpStart, Scaling, PumpControl, Rollout, Operations):
 
     # ----------------------------------------------------------------- actions
     def _feed(self, inst: Instance, event: supervise.Event, write: bool = True) -> None:
-        inst.machine, actions = supervise.step(self.spec.policy, inst.machine, event,
+        inst.machine, actions = supervise.step(inst.run.spec.policy, inst.machine, event,
                                                time.monotonic(), draw())
         self._act(inst, actions)
         if write:
             self._write_status()
 
-    def _feed_all(self, event: supervise.Event,
+    def _feed_all(self, event: supervise.Event | Callable[[Instance], supervise.Event],
                   chosen: list[Instance] | None = None) -> None:
         """``event`` for every instance (or those ``chosen``), all at once: a stop's TERM
-        reaches every target before any grace period runs (and a roll's replacements')."""
-        if isinstance(event, supervise.Stop) and chosen is None:
-            self.abort_roll(event.grace)
+        reaches every target before any grace period runs (and a roll's replacements').
+        ``event`` may be made for each instance (its program's grace period)."""
+        each = event if callable(event) else (lambda inst: event)
         for inst in list(self.instances if chosen is None else chosen):
             if not self.finished:
-                self._feed(inst, event, write=False)
+                self._feed(inst, each(inst), write=False)
         self._write_status()
 
-    def _stop_all(self, reason: str) -> None:
-        self._feed_all(supervise.Stop(self.spec.stop_timeout, reason))
+    def _stop_all(self, reason: str, grace: float | None = None) -> None:
+        """Every instance stops, each with ``grace``, else its program's own."""
+        self.abort_roll(grace)
+        self._feed_all(lambda inst: supervise.Stop(
+            inst.run.spec.stop_timeout if grace is None else grace, reason))
 
     def _act(self, inst: Instance, actions: tuple[supervise.Action, ...],
              spawned: process.Child | OSError | None = None) -> None:
         """Carry out the actions of ``inst``'s machine; ``spawned`` is what the first
         Spawn already gave (see ``_target_died``)."""
-        assert self.host is not None
+        host = inst.run.host
+        assert host is not None
         for action in actions:
             if isinstance(action, supervise.Spawn):
                 child, spawned = spawned, None
@@ -307,30 +316,30 @@ class Pump(PumpStart, Scaling, PumpControl, Rollout, Operations):
                     else:
                         inst.target = child
                 except OSError as exc:
-                    error = process.exec_error(self.spec.command(), exc)
+                    error = process.exec_error(inst.run.spec.command(), exc)
                     rolelog.report("spawn", f"immortal: pump: {error}\n")
                     self._feed(inst, supervise.SpawnFailed(error))
                     continue
                 self._watch_target(inst)
                 inst.machine, more = supervise.step(
-                    self.spec.policy, inst.machine, supervise.Spawned(inst.target.pid),
+                    inst.run.spec.policy, inst.machine, supervise.Spawned(inst.target.pid),
                     time.monotonic(), draw())
                 self._act(inst, more)
             elif isinstance(action, supervise.Hook):
                 if inst.target is None:
                     continue
                 if action.name == "spawn":
-                    self.host.call("spawn", pid=inst.target.pid, instance=self.shown(inst))
+                    host.call("spawn", pid=inst.target.pid, instance=self.shown(inst))
                 else:
-                    self.host.call("respawn", pid=inst.target.pid, why=action.why,
-                                   instance=self.shown(inst))
+                    host.call("respawn", pid=inst.target.pid, why=action.why,
+                              instance=self.shown(inst))
             elif isinstance(action, supervise.Kill):
                 if inst.target is not None:
                     inst.target.kill_group(action.signal)
             elif isinstance(action, supervise.Wake):
                 inst.deadline = action.at
             elif isinstance(action, supervise.Finish):
-                self.retired()  # the last of the instances retiring, maybe
+                self.retired(inst.run)  # the last of the instances retiring, maybe
                 if all(other.final for other in self.instances) and not self.finished:
                     if self.replacements:  # a roll's, being stopped: _finish once gone
                         self.finish_waiting = action
@@ -338,33 +347,24 @@ class Pump(PumpStart, Scaling, PumpControl, Rollout, Operations):
                         self._finish(action)
 
     def _finish(self, action: supervise.Finish) -> None:
-        assert self.host is not None
         self.loop.stop()
-        self._catch_up(self.spec.stop_timeout)
+        for run in self.runs.values():
+            self._catch_up(run.spec.stop_timeout, run)
         self._report_dropped(force=True)
         phase = self._phase()
         reason = action.reason if phase == supervise.STOPPED else f"fatal: {action.reason}"
         self._write_status()
-        self.host.call("shutdown", reason=reason)
-        for name in self.host.flush(MONITOR_GRACE):
-            sys.stderr.write(f"immortal: pump: monitor {name!r} is still busy; it gets no "
-                             "more calls\n")
+        for run in self.runs.values():
+            self.shut_down(run, reason)
         self.link.tell(Finish())
         if self.pending:
             self._fail_start()
-
-    def _catch_up(self, timeout: float) -> None:
-        """Backpressure "drop": the monitors' queues get ``timeout`` seconds to empty."""
-        assert self.host is not None
-        for name in self.host.catch_up(timeout):
-            sys.stderr.write(f"immortal: pump: monitor {name!r} had not taken all its lines "
-                             f"{timeout} s later; the rest were dropped\n")
 
     def _spawn(self, inst: Instance) -> process.Child:
         # The first spawn of a new start first ends what the name's last run left.
         fresh = self.args.why == PUMP_START and not any(
             other.machine.spawned or other.target is not None for other in self.instances)
-        child = self.spawner.spawn(inst.k, inst.streams, fresh, self._own_pids())
+        child = inst.run.spawner.spawn(inst.k, inst.streams, fresh, self._own_pids())
         inst.ready.spawned(child.started_at)
         return child
 
@@ -389,7 +389,7 @@ class Pump(PumpStart, Scaling, PumpControl, Rollout, Operations):
         self.status_file.write(self._status_data())
 
     def _status_data(self) -> dict[str, Any]:
-        status = self.status_file.record(self.instances, self.host)
+        status = self.status_file.record(list(self.runs.values()))
         status.roll = self.roll_info
         return status.to_json(stored=True)
 

@@ -1,7 +1,8 @@
 """The pump's answers to control requests (``control.check_request`` checked them): a
-status, a stop, a restart (a rolling one: ``rollout``) or a signal of every instance or of
-one (``NAME:K``), a reopen of
-the monitors' files, and a scale (as the group's root: a daemon scales with its files).
+status, a stop, a restart (a rolling one: ``rollout``) or a signal of every instance, of a
+program's (``GROUP/PROGRAM``) or of one (``NAME:K``, ``GROUP/PROGRAM:K``), a reopen of the
+monitors' files, a scale and an apply (as the group's root: a daemon does those with its
+files).
 """
 
 from __future__ import annotations
@@ -16,74 +17,97 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-    from .monitoring import Host
     from .spec import Spec
-    from .workers import Instance
+    from .workers import Instance, Run
 
 
 class PumpControl:
     """What the pump (``pump.Pump``) does with a control request; the rest it provides."""
 
     spec: Spec
-    instances: list[Instance]
-    host: Host | None
-    scale: Callable[[int], None]  #: ``scaling.Scaling``
+    runs: dict[str, Run]
+
+    @property
+    def instances(self) -> list[Instance]:  # the pump's: every program's
+        raise NotImplementedError
+
+    scale: Callable[[int, str], None]  #: ``scaling.Scaling``
+    apply: Callable[[str], dict[str, Any]]  #: ``scaling.Scaling``
     _status_data: Callable[[], dict[str, Any]]
     _feed_all: Callable[..., None]  #: an event for every instance, or those chosen
+    _stop_all: Callable[..., None]
     _phase: Callable[[], supervise.Phase]
-    start_roll: Callable[[list[int], int, float], int]  #: ``rollout.Rollout``
+    start_roll: Callable[[list[Instance], int, float | None], int]  #: ``rollout.Rollout``
     roll_running: bool
 
-    def rolls(self, request: dict[str, Any]) -> bool:
-        """Whether a restart request is carried out as a rolling restart: a group of
-        several instances, or one that listens, unless ``all_at_once`` is asked."""
-        several = len(self.instances) > 1 or bool(self.spec.listen)
-        return several and not request.get("all_at_once")
+    def rolls(self, request: dict[str, Any], chosen: list[Instance]) -> bool:
+        """Whether a restart request is carried out as a rolling restart: asked
+        (``rolling``), or for several instances of a program, or one that listens, unless
+        ``all_at_once`` is asked."""
+        if request.get("all_at_once"):
+            return False
+        several = any(len(inst.run.instances) > 1 or inst.run.spec.listen for inst in chosen)
+        return several or bool(request.get("rolling"))
 
     def command(self, request: dict[str, Any]) -> dict[str, Any]:
         """Carry out a control request; a restart or a signal goes to every instance, or
-        to ``request["instance"]`` alone."""
+        to those ``request["program"]`` and ``request["instance"]`` name."""
         cmd = request["cmd"]
-        grace = request.get("timeout", self.spec.stop_timeout)
+        grace = request.get("timeout")
         if cmd == "status":
             return {"status": self._status_data()}
         if cmd == "stop":
-            self._feed_all(supervise.Stop(float(grace), "stop"))
-        elif cmd == "restart" and self.rolls(request):
-            chosen = self._addressed(request.get("instance"))
-            return {"roll": self.start_roll([inst.k for inst in chosen],
-                                            int(request.get("batch", 1)), float(grace))}
+            self._stop_all("stop", None if grace is None else float(grace))
         elif cmd == "restart":
+            chosen = self._addressed(request)
+            if self.rolls(request, chosen):
+                return {"roll": self.start_roll(chosen, int(request.get("batch", 1)),
+                                                None if grace is None else float(grace))}
             if self.roll_running:
                 raise NotRunning("a rolling restart is in progress; wait for it to end")
-            restart = supervise.Restart(float(grace), request.get("why", "manual"))
-            chosen = self._addressed(request.get("instance"))
-            refused = [supervise.refusal(inst.machine, restart) for inst in chosen]
+            why = request.get("why", "manual")  # the operator's, or a watch's
+            refused = [supervise.refusal(inst.machine, supervise.Restart(0.0, why))
+                       for inst in chosen]
             if all(refused):
                 raise NotRunning(str(refused[0]))
-            self._feed_all(restart, chosen)
+            self._feed_all(lambda inst: supervise.Restart(
+                inst.run.spec.stop_timeout if grace is None else float(grace), why), chosen)
         elif cmd == "signal":
-            live = [inst for inst in self._addressed(request.get("instance"))
-                    if inst.target is not None]
+            live = [inst for inst in self._addressed(request) if inst.target is not None]
             if not live:
                 raise NotRunning(f"no target is running (state {self._phase()})")
             for inst in live:
                 assert inst.target is not None
                 inst.target.kill_group(request["signal"])
         elif cmd == "reopen":
-            assert self.host is not None
-            self.host.call("reopen")
+            for run in self.runs.values():
+                if run.host is not None:
+                    run.host.call("reopen")
         elif cmd == "scale":
             if self.roll_running:
                 raise NotRunning("a rolling restart is in progress; wait for it to end")
-            self.scale(check_workers(request["workers"]))
+            self.scale(check_workers(request["workers"]), request.get("program", ""))
+        elif cmd == "apply":
+            if self.roll_running:
+                raise NotRunning("a rolling restart is in progress; wait for it to end")
+            return self.apply(request["file"])
         return {}
 
-    def _addressed(self, k: int | None) -> list[Instance]:
-        """The instances a request is for: all, or instance ``k``."""
+    def _addressed(self, request: dict[str, Any]) -> list[Instance]:
+        """The instances a request is for: all, a program's, or one instance."""
+        program, k = request.get("program"), request.get("instance")
+        if program is None:
+            if k is not None and self.spec.several:
+                raise NotRunning("name the program of the instance (GROUP/PROGRAM:K)")
+            chosen = list(self.instances)
+        else:
+            run = self.runs.get(program)
+            if run is None:
+                raise NotRunning(f"group {self.spec.name!r} has no program {program!r}")
+            chosen = list(run.instances)
         if k is None:
-            return list(self.instances)
-        if not 0 <= k < len(self.instances):
+            return chosen
+        if not 0 <= k < len(chosen):
             raise NotRunning(f"the group has no instance {k} (it runs instances 0 to "
-                             f"{len(self.instances) - 1})")
-        return [self.instances[k]]
+                             f"{len(chosen) - 1})")
+        return [chosen[k]]

@@ -1,7 +1,9 @@
 """The pump's state and its start-up, step by step (``PumpStart.run``).
 
-In order: the signals taken, the caller told the pump's pid, the monitors loaded, the first
-target of each instance (``workers.Instance``) adopted or spawned, the monitors' ``setup``
+The pump runs each program of the group (``workers.Run``: a group of one runs one) with its
+own monitors, spawner and instances. In order: the signals taken, the caller told the
+pump's pid, each program's monitors loaded, the first target of each instance
+(``workers.Instance``) adopted or spawned, the monitors' ``setup``
 (and ``adopt``), what a dead predecessor left delivered, the status written; then the loop
 (``pump.Pump``, which carries out each instance's machine's actions and reacts to what
 happens). The caller is answered once every instance's target is ready (``readiness``: at
@@ -20,25 +22,25 @@ import signal
 import time
 from pathlib import Path
 
-from . import (_linux, adoption, control, dirwatch, monitoring, process, readiness, relay,
-               rolelog, rolling, supervise)
+from . import (_linux, adoption, control, dirwatch, process, readiness, rolelog, rolling,
+               supervise)
 from ._linux import process_start_time
 from .detach import Handshake
 from .events import PUMP_START, ExitStatus
 from .answer import StartAnswer
 from .link import DaemonLink, take_over
 from .loop import Loop, draw
+from .monitoring import MONITOR_GRACE
 from .readywatch import ReadyWatch
 from .records import replace
-from .roles import Adopt, HandOver, RoleArgs
+from .roles import Adopt, Fds, HandOver, Key, RoleArgs
 from .spawner import Spawner
 from .spec import Spec, Strategy
 from .state import SOCKET_NAME, read_json
 from .statusfile import StatusFile
 from .streams import Streams
-from .workers import Instance, shown
+from .workers import Instance, Run
 
-MONITOR_GRACE = 1.0  # backpressure "drop": how long monitors may take to catch up at the end
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,9 +51,9 @@ if TYPE_CHECKING:
 class PumpStart(StartAnswer):
     """What a pump holds, and how it starts; ``pump.Pump`` runs it."""
 
-    retire: Callable[[int], None]  #: a scale down (``scaling.Scaling``)
+    retire: Callable[[Run, int], None]  #: a scale down (``scaling.Scaling``)
     command: Callable[[dict[str, Any]], dict[str, Any]]  #: ``pumpcontrol.PumpControl``
-    resume_roll: Callable[[dict[int, int]], None]  #: ``rollout.Rollout``
+    resume_roll: Callable[[dict[Key, int]], None]  #: ``rollresume.RollResume``
     continue_roll: Callable[[], None]
     watch_operations: Callable[[], None]  #: ``pumpops.Operations``
     close_operations: Callable[[], None]
@@ -65,32 +67,29 @@ class PumpStart(StartAnswer):
         self.handshake = Handshake(fds.handshake)
         self.lock_fd: int | None = fds.lock
         self.daemon_pid: int | None = args.daemon_pid
-        development = spec.strategy == Strategy.DEVELOPMENT
-        # One set of pipes and journal per instance; the channel and the notify socket are
-        # the group's, held with instance 0's.
-        notify = spec.directory if spec.ready == readiness.NOTIFY else None
-        self.instances = [
-            Instance(k, Streams(fds.instance(k), spec.channel and k == 0,
-                                (1, 2) if development else fds.console,
-                                self._sink(k), notify if k == 0 else None),
-                     self._ready_watch(k))
-            for k in range(max(spec.workers, 1 + len(fds.more or ())))]
-        self.streams = self.instances[0].streams
-        self.channel = self.streams.channel
         self.link = DaemonLink(fds.lifeline)
         self.listen = fds.listen  # at fds 3, 4, ...: the daemon holds them too, if any
-        self.spawner = Spawner(spec, self.link.tell, fds.listen or ())
+        self.runs: dict[str, Run] = {}
+        self.streams: Streams | None = None  # the first instance's: channel, notify socket
+        handed = fds.instances()
+        for view in spec.each():
+            run = self.add_run(view)
+            count = max([view.workers, *(k + 1 for program, k in handed
+                                         if program == view.program)])
+            for k in range(count):
+                self.add_instance(run, k, fds.instance((view.program, k)))
+        assert self.streams is not None
+        self.channel: list[int] | None = self.streams.channel
         self.parent_fd: int | None = fds.parent
-        self.loop = Loop(selectors.DefaultSelector())
-        self.selector = self.loop.selector
-        self.subreaper = subreaper  # root of the group: orphans come here
-        self.retiring: int | None = None  # a scale down: the instances from this on retire
+        self.loop: Loop = Loop(selectors.DefaultSelector())
+        self.selector: selectors.BaseSelector = self.loop.selector
+        self.subreaper: bool = subreaper  # root of the group: orphans come here
         self.control: control.Server | None = None  # served here when there is no daemon
-        self.host: monitoring.Host | None = None
+        self.setting_up: Spec | None = None  # the program whose monitors' setup runs
         self.previous = read_json(self.directory / "status.json") \
             if args.why != PUMP_START else None
-        self.status_file = StatusFile(spec, (self.previous or {}).get("started_at")
-                                      or time.time(), self.daemon_pid)
+        self.status_file: StatusFile = StatusFile(
+            spec, (self.previous or {}).get("started_at") or time.time(), self.daemon_pid)
         if self.previous and self.previous.get("last_exit"):
             self.status_file.last_exit = ExitStatus.from_json(self.previous["last_exit"])
         # Readiness: a first start answers its caller once every target is ready (pending
@@ -102,27 +101,60 @@ class PumpStart(StartAnswer):
         # A rolling restart (rollout.Rollout).
         self.roll: rolling.Roll | None = None
         self.roll_info: dict[str, Any] | None = None
-        self.roll_grace = spec.stop_timeout
-        self.replacements: dict[int, Any] = {}  #: rollout.Replacement, by slot
-        self.old_kill_at: dict[int, float] = {}
+        self.roll_grace: float | None = None
+        self.replacements: dict[Any, Any] = {}  #: rollout.Replacement, by slot
+        self.old_kill_at: dict[Any, float] = {}
         self.finish_waiting: supervise.Finish | None = None
 
-    def _sink(self, k: int) -> Callable[[str, bytes, int, int], None]:
-        """Where instance ``k``'s lines go: the monitors, told the instance."""
-        return functools.partial(self._lines, k)  # called once per read: no frame of its own
+    @property
+    def instances(self) -> list[Instance]:
+        """Every instance of every program, program by program."""
+        return [inst for run in self.runs.values() for inst in run.instances]
 
-    def _ready_watch(self, k: int) -> ReadyWatch:
+    def add_run(self, view: Spec) -> Run:
+        """A program of the group (``view``: its spec), with no instance yet."""
+        offset = self.spec.listen_offset(view.program)
+        sockets = (self.listen or ())[offset:offset + len(view.listen)]
+        run = self.runs[view.program] = Run(
+            view, Spawner(view, self.link.tell, tuple(sockets), offset))
+        return run
+
+    def add_instance(self, run: Run, k: int, files: Fds) -> Instance:
+        """Instance ``k`` of ``run``, on ``files`` (none: made here). The group's first
+        holds the channel and the notify socket."""
+        first = self.streams is None
+        console = self.args.fds.console
+        if first:
+            files = replace(files, channel=files.channel or self.args.fds.channel,
+                            notify=files.notify or self.args.fds.notify, console=console)
+        notify = self.spec.directory if first and any(
+            view.ready == readiness.NOTIFY for view in self.spec.each()) else None
+        # The raw output goes to the pump's own stdout and stderr in development, to the
+        # command's console in the foreground.
+        echo = (1, 2) if self.spec.strategy == Strategy.DEVELOPMENT else console
+        streams = Streams(files, first and run.spec.channel and not self.spec.several, echo,
+                          self._sink(run, k), notify)
+        if first:
+            self.streams = streams
+        inst = Instance(k, streams, self._ready_watch(run, k), run)
+        run.instances.append(inst)
+        return inst
+
+    def _sink(self, run: Run, k: int) -> Callable[[str, bytes, int, int], None]:
+        """Where instance ``k``'s lines go: its program's monitors, told the instance."""
+        # Called once per read: no frame of its own.
+        return functools.partial(self._lines, run, k)
+
+    def _ready_watch(self, run: Run, k: int) -> ReadyWatch:
         """Instance ``k``'s readiness, which tells ``_ready_changed`` of its moves."""
         def changed(state: readiness.Readiness) -> None:
-            if k < len(self.instances):
-                self._ready_changed(self.instances[k], state)
-        return ReadyWatch(self.spec.ready_mode, self.spec.ready_timeout, changed)
+            if k < len(run.instances):
+                self._ready_changed(run.instances[k], state)
+        return ReadyWatch(run.spec.ready_mode, run.spec.ready_timeout, changed)
 
-    @property
-    def shown(self) -> Callable[[Instance], int | None]:
-        """The number of an instance as monitors are told it (None in a group of one)."""
-        count = len(self.instances)
-        return lambda inst: shown(inst.k, count)
+    def shown(self, inst: Instance) -> int | None:
+        """The number of an instance as monitors are told it (None in a program of one)."""
+        return inst.run.shown(inst)
 
     def _own_pids(self) -> set[int]:
         return {inst.target.pid for inst in self.instances if inst.target is not None} | {
@@ -146,7 +178,9 @@ class PumpStart(StartAnswer):
                 firsts.append((inst, self._first_target(inst)))
         except OSError as exc:  # a first start fails instead
             self._kill_own_target()
-            return self._fail("StartError", process.exec_error(self.spec.command(), exc))
+            failed = self.instances[len(firsts)].run.spec
+            return self._fail("StartError", self._named_spec(
+                failed, process.exec_error(failed.command(), exc)))
         try:
             self._set_up([(inst, tuple(a for a in actions if isinstance(a, supervise.Hook)))
                           for inst, actions in firsts])
@@ -154,17 +188,19 @@ class PumpStart(StartAnswer):
             raise  # the daemon died meanwhile: this process becomes it (see main)
         except Exception as exc:
             self._kill_own_target()
-            return self._fail("StartError", f"setup failed: {exc}")
+            failed = self.setting_up or self.spec
+            return self._fail("StartError", self._named_spec(failed, f"setup failed: {exc}"))
         self._answer()
         self._watch()
         for inst, actions in firsts:
             self._act(inst, tuple(a for a in actions if not isinstance(a, supervise.Hook)))
-        if len(self.instances) > self.spec.workers:  # a scale down its predecessor began
-            self.retire(self.spec.workers)
+        for run in list(self.runs.values()):
+            if len(run.instances) > run.spec.workers:  # a scale down its predecessor began
+                self.retire(run, run.spec.workers)
         self.continue_roll()  # before the deaths below: a retired old target's is a swap
         adopts = self.args.adopts()
         for inst in self.instances:
-            adopt = adopts.get(inst.k)
+            adopt = adopts.get(inst.key)
             if adopt is not None and adopt.exit is not None and inst.target is not None \
                     and inst.target.pid == adopt.pid:
                 self._target_died(inst, adopt.exit)
@@ -174,28 +210,15 @@ class PumpStart(StartAnswer):
     def finished(self) -> bool:
         return self.loop.stopped
 
-    def _load_monitors(self) -> str | None:
-        """Import and create the monitors (``self.host``); the error if they fail."""
-        try:
-            self.host = monitoring.Host(
-                [(name, monitoring.resolve(name), options)
-                 for name, options in self.spec.monitors],
-                self.spec.name, self.directory, self.streams.send if self.channel else None,
-                [relay.Ledger(inst.streams.journal) for inst in self.instances],
-                drop=self.spec.backpressure == "drop")
-        except Exception as exc:
-            return f"the monitors failed to load in the pump: {exc}"
-        if self.host.terminal and self.spec.strategy == Strategy.DEVELOPMENT:
-            # (Its terminal is the pump's own stdout: the foreground's console echo stays.)
-            for inst in self.instances:
-                inst.streams.no_echo()
-        return None
+    def _named_spec(self, view: Spec, text: str) -> str:
+        """``text`` about a program, naming it in a group of several programs."""
+        return f"program {view.program!r}: {text}" if view.program else text
 
     def _first_target(self, inst: Instance) -> tuple[supervise.Action, ...]:
         """Adopt the target of ``inst`` we were handed, or spawn one: its machine's first
         state, and the actions left to carry out. An OSError only for a first start's
         failed spawn."""
-        adopt = self.args.adopts().get(inst.k)
+        adopt = self.args.adopts().get(inst.key)
         why = self.args.why
         if adopt is not None:
             wall = adopt.started_wall if adopt.started_wall is not None else time.time()
@@ -203,23 +226,23 @@ class PumpStart(StartAnswer):
             inst.target = process.Child(adopt.pid, started, None, own=False)
             if self.daemon_pid is None:  # adopted by a new start: nobody else watches it
                 inst.target.pidfd = adoption.watch(adopt.pid)
-            template = self._carried_over(inst.k)
+            template = self._carried_over(inst)
             if why == PUMP_START:  # adopted by a new start: the group's first target
                 template = supervise.replace(template, spawned=1)
             inst.machine = supervise.adopt(adopt.pid, started, template)
-            inst.ready.spawned(started, *self._was_ready(inst.k, adopt.pid))
+            inst.ready.spawned(started, *self._was_ready(inst, adopt.pid))
             return ()
-        inst.machine = self._carried_over(inst.k)
+        inst.machine = self._carried_over(inst)
         try:
             inst.target = self._spawn(inst)
         except OSError as exc:
             if why == PUMP_START:
                 raise
             inst.machine, actions = supervise.step(
-                self.spec.policy, inst.machine, supervise.SpawnFailed(str(exc)),
+                inst.run.spec.policy, inst.machine, supervise.SpawnFailed(str(exc)),
                 time.monotonic(), draw())
             return actions
-        inst.machine, actions = supervise.step(self.spec.policy, inst.machine,
+        inst.machine, actions = supervise.step(inst.run.spec.policy, inst.machine,
                                                supervise.Spawned(inst.target.pid),
                                                time.monotonic(), draw())
         return actions  # the monitors' hook of the new target, carried out by _set_up
@@ -236,15 +259,18 @@ class PumpStart(StartAnswer):
     def _set_up(self, hooks: list[tuple[Instance, tuple[supervise.Action, ...]]]) -> None:
         """The monitors' ``setup`` (and ``adopt``), then what a predecessor left, then the
         ``hooks`` of the targets spawned already (each machine chose spawn or respawn)."""
-        assert self.host is not None
         adopts = self.args.adopts()
         why = self.args.why
         message = rolelog.tail(self.args.message_file)
-        self.host.call("setup", strict=why == PUMP_START, why=why, message=message)
+        for run in self.runs.values():
+            assert run.host is not None
+            self.setting_up = run.spec
+            run.host.call("setup", strict=why == PUMP_START, why=why, message=message)
+        self.setting_up = None
         for inst in self.instances:
-            adopt = adopts.get(inst.k)
-            if adopt is not None:
-                self.host.call("adopt", pid=adopt.pid, instance=self.shown(inst))
+            adopt = adopts.get(inst.key)
+            if adopt is not None and inst.run.host is not None:
+                inst.run.host.call("adopt", pid=adopt.pid, instance=self.shown(inst))
         self._check_daemon()
         for inst in self.instances:
             inst.streams.recover()
@@ -290,19 +316,21 @@ class PumpStart(StartAnswer):
                 inst.streams.drain(final=False)
             self.link.sock = None
             return
-        adopts: dict[int, Adopt] = {}
+        adopts: dict[Key, Adopt] = {}
         handed = self.args.adopts()
         for inst in self.instances:
             if inst.target is not None:
-                adopts[inst.k] = Adopt(inst.target.pid, inst.target.started_wall,
-                                       instance=inst.k)
+                adopts[inst.key] = Adopt(inst.target.pid, inst.target.started_wall,
+                                         instance=inst.k, program=inst.program)
                 inst.target.close()
-            elif inst.k in handed:  # still starting: the target we were to adopt
-                adopts[inst.k] = Adopt(handed[inst.k].pid, handed[inst.k].started_wall,
-                                       instance=inst.k)
-        fds = replace(self.streams.fds(self.lock_fd,
-                                       [inst.streams for inst in self.instances[1:]]),
-                      listen=self.listen)
+            elif inst.key in handed:  # still starting: the target we were to adopt
+                adopts[inst.key] = replace(handed[inst.key], exit=None, ticks=None,
+                                           journal=False)
+        assert self.streams is not None
+        group = self.streams.fds(self.lock_fd)
+        fds = Fds(lock=self.lock_fd, channel=group.channel, notify=group.notify,
+                  listen=self.listen, console=group.console).with_instances(
+            {inst.key: inst.streams.files() for inst in self.instances})
         take_over(str(self.directory), adopts, fds, self._close_loop, self._settle,
                   self.spec.title("daemon"))
 
@@ -321,15 +349,16 @@ class PumpStart(StartAnswer):
         self._catch_up(MONITOR_GRACE)
         self._write_status()
 
-    def _carried_over(self, k: int) -> supervise.State:
-        """The counters of instance ``k`` so far, as the previous pump left them (a group
-        of one's are the group's)."""
+    def _carried_over(self, inst: Instance) -> supervise.State:
+        """The counters of ``inst`` so far, as the previous pump left them (a group of
+        one's are the group's)."""
         if self.args.why == PUMP_START:
             return supervise.State()
         previous = self.previous or {}
         if previous.get("instances"):
             previous = next((entry for entry in previous["instances"]
-                             if isinstance(entry, dict) and entry.get("instance") == k), {})
+                             if isinstance(entry, dict) and entry.get("instance") == inst.k
+                             and (entry.get("program") or "") == inst.program), {})
         last = previous.get("last_exit")
         return supervise.carried_over(int(previous.get("restarts", 0)),
                                       int(previous.get("spawned", 0)),
@@ -340,7 +369,13 @@ class PumpStart(StartAnswer):
         rolelog.report("failed", f"immortal: pump: {message}\n")
         return 1
 
-    # What the running pump provides (pump.Pump, rollout.Rollout).
+    # What the running pump provides (pump.Pump, pumphosts.Hosts, rollout.Rollout).
+    def _load_monitors(self) -> str | None:
+        raise NotImplementedError
+
+    def load_host(self, run: Run) -> None:
+        raise NotImplementedError
+
     def _take_signals(self) -> None:
         raise NotImplementedError
 
@@ -356,13 +391,14 @@ class PumpStart(StartAnswer):
     def _loop(self) -> int:
         raise NotImplementedError
 
-    def _catch_up(self, timeout: float) -> None:
+    def _catch_up(self, timeout: float, run: Run | None = None) -> None:
         raise NotImplementedError
 
     def _spawn(self, inst: Instance) -> process.Child:
         raise NotImplementedError
 
-    def _lines(self, k: int, stream: str, block: bytes, offset: int, end: int) -> None:
+    def _lines(self, run: Run, k: int, stream: str, block: bytes, offset: int,
+               end: int) -> None:
         raise NotImplementedError
 
     def _write_status(self) -> None:

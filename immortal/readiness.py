@@ -7,7 +7,7 @@ A mode says what "ready" means (``parse`` checks it in the caller):
   ``startsecs=1``);
 - ``line:REGEX``: a line of its stdout matches (``re.search`` on the decoded line);
 - ``port:N``: a TCP connection to 127.0.0.1:N succeeds (plain ``port`` parses, and the
-  caller's checks refuse it: ``spec.check_ready``);
+  caller's checks refuse it: ``request.check_ready``);
 - ``notify``: it sends ``READY=1`` over the sd_notify socket (``notify.py``).
 
 :class:`Readiness` follows one target: a pure object fed with what happens to it (spawned

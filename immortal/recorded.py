@@ -85,6 +85,7 @@ def start_again(spec: Spec) -> Group:
     if spec.strategy == Strategy.DEVELOPMENT:
         raise InvalidSpec(f"group {spec.name!r} ran in development (it lived and died with "
                           "its caller): start it with 'immortal run' instead")
+    _one_program(spec)
     with _import_path(spec):
         return start(**arguments(spec))
 
@@ -95,12 +96,21 @@ def start_recorded(name: str, *, in_foreground: bool = False,
     with ``in_foreground``, in this process (``foreground.start``: never returns), as the
     daemon strategy whatever the record says."""
     spec = record(name)
+    _one_program(spec)
     if not in_foreground:
         return start_again(spec)
     given = arguments(spec)
     given.pop("strategy")
     with _import_path(spec):
         _foreground(given, console)
+
+
+def _one_program(spec: Spec) -> None:
+    """A group of several programs is not started again from its record (yet)."""
+    if spec.several:
+        raise InvalidSpec(f"group {spec.name!r} runs several programs (start_group()): its "
+                          "record starts a group of one program only; start it with "
+                          "start_group() or its config file")
 
 
 def _foreground(given: dict[str, Any], console: bool | None) -> NoReturn:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import time
 
-from .state import FINAL_STATES, ROLES, STALE, delivery_lines, headline, read_json, ready_lines
-from .state import last_text
+from .state import (FINAL_STATES, ROLES, STALE, delivery_lines, headline, instance_label,
+                    last_text, program_lines, read_json, ready_lines)
 from .state import stall_text, summary  # noqa: F401  (the words of a Status: importable here)
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
@@ -82,6 +82,17 @@ def interpreter(s: Status) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def outputs(s: Status) -> dict[str, str]:
+    """A group of several programs: each program's output file, from its spec.json."""
+    from pathlib import Path
+
+    if not s.directory:
+        return {}
+    spec = read_json(Path(s.directory) / "spec.json") or {}
+    return {str(p.get("name")): str(p["log_path"]) for p in spec.get("programs") or ()
+            if p.get("log_path")}
+
+
 def _figures(s: Status) -> dict[str, dict[str, Any]]:
     if not s.running:
         return {}
@@ -109,7 +120,8 @@ def _role_line(role: str, pid: int | None, values: dict[str, Any] | None) -> str
 def _instance_line(name: str, entry: InstanceStatus, figures: dict[str, dict[str, Any]],
                    now: float) -> str:
     """One instance of a group of several: ``web:2    pid 123, running, up 5s, ...``."""
-    values = figures.get(f"instance:{entry.instance}")
+    values = figures.get(f"instance:{entry.program}:{entry.instance}" if entry.program
+                         else f"instance:{entry.instance}")
     parts = [f"pid {entry.pid}" if entry.pid else "no target",
              entry.state + (" (not ready)" if entry.pid and not entry.ready else "")]
     if entry.pid and entry.started_at:
@@ -125,7 +137,7 @@ def _instance_line(name: str, entry: InstanceStatus, figures: dict[str, dict[str
         parts.append(f"last {last_text(entry.last_exit)}")
     if entry.reason and entry.state in FINAL_STATES:
         parts.append(f"reason {entry.reason}")
-    label = f"{name}:{entry.instance}"
+    label = instance_label(name, entry)
     return f"  {label:<8} " + ", ".join(parts)
 
 
@@ -158,7 +170,7 @@ def status_view(s: Status, as_json: bool = False) -> str:
 
 
 def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> str:
-    lines = [headline(s)]
+    lines = [headline(s), *program_lines(s)]
     if s.reason and s.state in FINAL_STATES and s.reason != STALE:
         lines.append(f"  reason   {s.reason}")
     if s.running:
@@ -187,6 +199,7 @@ def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> s
     lines.extend(operator_lines(s))
     if s.output:
         lines.append(f"  output   {s.output}")
+    lines.extend(f"  output   {program}: {path}" for program, path in outputs(s).items())
     runs_with = interpreter(s)
     if runs_with:
         lines.append(f"  exec     {runs_with}")
@@ -205,12 +218,24 @@ def roll_lines(s: Status) -> list[str]:
     done = f"{len(roll.get('replaced') or [])} of {len(slots)} replaced"
     head = f"  roll     #{roll.get('id')} {roll.get('state')}"
     if roll.get("state") == "rolling":
-        under_way = ", ".join(f"{s.name}:{k} pid {pid}" for k, (pid, _) in sorted(
-            (roll.get("replacements") or {}).items(), key=lambda item: int(item[0])))
+        under_way = ", ".join(f"{_slot_address(s.name, k)} pid {pid}" for k, (pid, _) in
+                              sorted((roll.get("replacements") or {}).items(),
+                                     key=lambda item: _slot_order(item[0])))
         return [f"{head} (batch {roll.get('batch')}): {done}"
                 + (f"; replacing {under_way}" if under_way else "")]
     why = roll.get("why")
     return [f"{head}: {done}" + (f"; {why}" if why else "")]
+
+
+def _slot_address(name: str, slot: str) -> str:
+    """A roll's slot (``K``, or ``PROGRAM:K`` in a group of several programs) as the
+    commands address it: ``NAME:K``, ``GROUP/PROGRAM:K``."""
+    return f"{name}/{slot}" if ":" in slot else f"{name}:{slot}"
+
+
+def _slot_order(slot: str) -> tuple[str, int]:
+    program, _, number = slot.rpartition(":")
+    return program, int(number) if number.isdecimal() else -1
 
 
 # 'immortal list' -----------------------------------------------------------------------------
@@ -246,7 +271,8 @@ def list_view(found: list[Status], home: Path, as_json: bool = False) -> str:
 def _list_table(rows: list[tuple[Status, float | None, int | None]]) -> list[str]:
     # TARGET repeats the target's pid as a column of its own, for scripts that pick it out.
     # A name longer than the column widens it: the columns stay aligned.
-    wide = max(20, *(len(s.name) for s, _, _ in rows))
+    wide = max(20, *(len(s.name) for s, _, _ in rows),
+               *(len(instance_label(s.name, e)) for s, _, _ in rows for e in s.instances))
     # LISTEN, last, only when a group listens: the columns before it stay as they were.
     listens = any(s.listen for s, _, _ in rows)
     lines = [f"{'NAME':<{wide}} {'STATE':<11} {'PIDS':<20} {'TARGET':>8} {'UPTIME':>7} "
@@ -268,13 +294,27 @@ def _list_table(rows: list[tuple[Status, float | None, int | None]]) -> list[str
                      f"{s.restarts:>8} {mem:>7}"
                      + (f"  {','.join(s.listen) or '-'}" if listens else ""))
         if s.running:
+            lines.extend(_program_row(s, program, entries, wide)
+                         for program, entries in s.programs().items())
             lines.extend(_instance_row(s, entry, wide) for entry in s.instances)
     return lines
 
 
+def _program_row(s: Status, program: str, entries: list[InstanceStatus], wide: int) -> str:
+    """A row of ``list`` for one program of a group of several programs: ``site/web``,
+    its state and its instances' restarts."""
+    from .phases import combined
+
+    label = f"{s.name}/{program}"
+    return (f"{label:<{wide}} {combined(e.state for e in entries):<11} "
+            f"{f'{len(entries)} instance(s)':<20} {'-':>8} {'-':>7} "
+            f"{sum(e.restarts for e in entries):>8} {'-':>7}")
+
+
 def _instance_row(s: Status, entry: InstanceStatus, wide: int) -> str:
-    """A row of ``list`` for one instance of a group of several: ``web:2``."""
-    label = f"{s.name}:{entry.instance}"
+    """A row of ``list`` for one instance of a group of several: ``web:2``, or
+    ``site/web:2`` in a group of several programs."""
+    label = instance_label(s.name, entry)
     up = human_duration(time.time() - entry.started_at) \
         if entry.pid and entry.started_at else "-"
     return (f"{label:<{wide}} {entry.state:<11} {'':<20} {entry.pid or '-'!s:>8} {up:>7} "
@@ -307,7 +347,7 @@ def monitors_view(rows: list[dict[str, Any]], as_json: bool = False) -> str:
 def started_view(name: str, strategy: str, s: Status) -> str:
     """What 'immortal run' prints once the group has started."""
     pids = ", ".join([*(f"{role} {s.pids[role]}" for role in ROLES if role in s.pids),
-                      *(f"{name}:{e.instance} {e.pid}" for e in s.instances if e.pid)])
+                      *(f"{instance_label(name, e)} {e.pid}" for e in s.instances if e.pid)])
     runs_with = interpreter(s)
     # The interpreter is named: from a pipx install it is not the user's environment.
     lines = [f"started {name!r} ({strategy}"
@@ -316,4 +356,5 @@ def started_view(name: str, strategy: str, s: Status) -> str:
         lines.append(f"listening on: {', '.join(s.listen)}")
     if s.output:
         lines.append(f"output: {s.output}")
+    lines.extend(f"output: {program}: {path}" for program, path in outputs(s).items())
     return "\n".join(lines)

@@ -1,8 +1,8 @@
 """The role protocol: what a daemon or pump is started with, and what the two tell each other.
 
 A role starts as ``python -m immortal._role JSON`` (or is forked by the daemon) with a
-:class:`RoleArgs`: the role, the instance directory, why it starts, the target it adopts and
-the group's files (:class:`Fds`). Pump and daemon then talk over their lifeline, a
+:class:`RoleArgs`: the role, the instance directory, why it starts, the targets it adopts
+and the group's files (``rolefds.Fds``). Pump and daemon then talk over their lifeline, a
 ``SOCK_SEQPACKET`` pair: one datagram, one JSON object, one message record below. Both
 roles import this module, never each other for the hand-over: a pump whose daemon died
 becomes the daemon here (:class:`HandOver`, raised to its caller, or :func:`hand_over`, an
@@ -16,99 +16,17 @@ import os
 import socket
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from .events import DAEMON_RESTART, PUMP_START, ExitStatus
 from .records import Record, replace
+from .rolefds import Fds, Files, Key
 
-__all__ = ["Adopt", "Command", "Exited", "Fds", "Finish", "Grow", "HandOver", "Hello",
-           "Message", "Reaped", "Retire", "Retired", "Rewrite", "RoleArgs", "Spawning",
-           "Started", "Target", "decode", "exec_daemon", "hand_over", "role_command",
-           "split_adopts"]
-
-_TUPLES = ("out", "err", "channel", "listen", "console")  # the fields that hold several fds
-
-
-class Fds(Record):
-    """The group's files a role is handed (fd numbers), None where there is none."""
-
-    lock: int | None = None  #: the instance lock
-    out: tuple[int, int] | None = None  #: the target's stdout pipe (read, write)
-    err: tuple[int, int] | None = None  #: the target's stderr pipe
-    journal: int | None = None  #: the relay journal (what a pump read, not delivered)
-    channel: tuple[int, ...] | None = None  #: the message channel: (ours, the target's)
-    lifeline: int | None = None  #: the pump's end of its lifeline to the daemon
-    handshake: int | None = None  #: the write end of the caller's handshake pipe
-    parent: int | None = None  #: development: the caller's end-of-life pipe
-    pump: int | None = None  #: the daemon's end of a successor pump's lifeline
-    notify: int | None = None  #: the sd_notify socket (ready="notify"), bound in the directory
-    #: the listen sockets, in order: at fds 3, 4, ... in every role (``listen.settle``)
-    listen: tuple[int, ...] | None = None
-    #: the files of instances 1, 2... of a group of several (``workers``), each
-    #: ``(out read, out write, err read, err write, journal)``; instance 0's are above
-    more: tuple[tuple[int, int, int, int, int], ...] | None = None
-    #: a group run in the foreground with ``--console``: the command's own stdout and
-    #: stderr, where every pump echoes the targets' raw output (``foreground``)
-    console: tuple[int, int] | None = None
-
-    def numbers(self) -> list[int]:
-        """Every fd held here, in field order: the ones a role's process keeps or inherits."""
-        kept: list[int] = []
-        for name in self._fields:
-            value = getattr(self, name)
-            if name == "more":
-                for files in value or ():
-                    kept.extend(files)
-            elif isinstance(value, (tuple, list)):
-                kept.extend(value)
-            elif value is not None:
-                kept.append(value)
-        return kept
-
-    def instance(self, k: int) -> Fds:
-        """The files of instance ``k`` as instance 0's fields (``out``, ``err``,
-        ``journal``), with the group's own (lock, channel...) for instance 0 only; empty
-        fields for an instance not held here."""
-        if k == 0:
-            return replace(self, more=None)
-        if not self.more or k > len(self.more):
-            return Fds()
-        out_r, out_w, err_r, err_w, journal = self.more[k - 1]
-        return Fds(out=(out_r, out_w), err=(err_r, err_w), journal=journal)
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {}
-        for name in self._fields:
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if name == "more":
-                data[name] = [list(files) for files in value]
-            else:
-                data[name] = list(value) if isinstance(value, (tuple, list)) else value
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Fds:
-        values: dict[str, Any] = {name: tuple(value) if name in _TUPLES and value else value
-                                  for name, value in data.items() if name in cls._fields}
-        if values.get("more"):
-            values["more"] = tuple(tuple(files) for files in values["more"])
-        return cls(**values)
-
-    def renumbered(self, moved: dict[int, int]) -> Fds:
-        """The same files after some moved to other numbers (``{old: new}``)."""
-        values: dict[str, Any] = {}
-        for name in self._fields:
-            value = getattr(self, name)
-            if name == "more" and value:
-                value = tuple(tuple(moved.get(fd, fd) for fd in files) for files in value)
-            elif isinstance(value, tuple):
-                value = tuple(moved.get(fd, fd) for fd in value)
-            elif value is not None:
-                value = moved.get(value, value)
-            values[name] = value
-        return Fds(**values)
+__all__ = ["Adopt", "Command", "Exited", "Fds", "Files", "Finish", "Grow", "HandOver",
+           "Hello", "Key", "Message", "Reaped", "Reload", "Retire", "Retired", "Rewrite",
+           "RoleArgs", "Spawning", "Started", "Target", "decode", "exec_daemon", "hand_over",
+           "role_command", "split_adopts"]
 
 
 class Adopt(Record):
@@ -120,22 +38,28 @@ class Adopt(Record):
     started_wall: float | None
     exit: ExitStatus | None = None
     ticks: int | None = None
-    instance: int = 0  #: which instance of the group's program (``workers``)
+    instance: int = 0  #: which instance of its program (``workers``)
     #: a new start: the dead group's journal is to be taken from its pipe holder (its
     #: monitors are the same, so its ledger's slots mean the same)
     journal: bool = False
+    program: str = ""  #: which program of a group of several ("": a group's one program)
+
+    @property
+    def key(self) -> Key:
+        return self.program, self.instance
 
     def to_json(self) -> dict[str, Any]:
         return {"pid": self.pid, "started_wall": self.started_wall,
                 "exit": self.exit.to_json() if self.exit else None, "ticks": self.ticks,
-                "instance": self.instance, "journal": self.journal}
+                "instance": self.instance, "journal": self.journal, "program": self.program}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Adopt:
         last = data.get("exit")
         return cls(data["pid"], data.get("started_wall"),
                    ExitStatus.from_json(last) if last else None, data.get("ticks"),
-                   int(data.get("instance") or 0), bool(data.get("journal")))
+                   int(data.get("instance") or 0), bool(data.get("journal")),
+                   str(data.get("program") or ""))
 
 
 class RoleArgs(Record):
@@ -151,16 +75,16 @@ class RoleArgs(Record):
     daemon_pid: int | None = None  #: a pump: its daemon; None at the group's root
     fresh: bool = False  #: a pump: a fresh interpreter started by a dying pump (hand_over)
     pump: int | None = None  #: a daemon: the successor pump already running (hand_over)
-    also: tuple[Adopt, ...] = ()  #: the targets of instances 1, 2... to adopt (``workers``)
+    also: tuple[Adopt, ...] = ()  #: the other instances' targets to adopt (``workers``)
     #: a daemon: the command's own process, run in the foreground (``foreground``): no
     #: detaching, its stderr kept, its exit code the group's end (``fgdaemon``)
     foreground: bool = False
 
-    def adopts(self) -> dict[int, Adopt]:
+    def adopts(self) -> dict[Key, Adopt]:
         """Every target to adopt, by instance: ``adopt`` (instance 0's) and ``also``."""
-        found = {adopt.instance: adopt for adopt in self.also}
+        found = {adopt.key: adopt for adopt in self.also}
         if self.adopt is not None:
-            found[0] = self.adopt
+            found[("", 0)] = self.adopt
         return found
 
     def to_json(self) -> dict[str, Any]:
@@ -179,10 +103,10 @@ class RoleArgs(Record):
         return cls(**values)
 
 
-def split_adopts(adopts: dict[int, Adopt]) -> dict[str, Any]:
+def split_adopts(adopts: dict[Key, Adopt]) -> dict[str, Any]:
     """``adopts`` by instance as ``RoleArgs``' fields ``adopt`` and ``also``."""
-    return {"adopt": adopts.get(0),
-            "also": tuple(adopts[k] for k in sorted(adopts) if k != 0)}
+    return {"adopt": adopts.get(("", 0)),
+            "also": tuple(adopts[key] for key in sorted(adopts) if key != ("", 0))}
 
 
 def role_command(args: RoleArgs) -> list[str]:
@@ -204,6 +128,8 @@ class Message(Record):
         data.update((name, getattr(self, name)) for name in fields[1:])
         if not data.get("instance", 1):
             del data["instance"]  # instance 0, a group of one's: as the wire always read
+        if not data.get("program", 1):
+            del data["program"]  # a group's one program
         return data
 
     @classmethod
@@ -211,9 +137,8 @@ class Message(Record):
         fields = cls._fields
         if not fields:
             return cls()
-        rest = [data.get(name) for name in fields[1:]]
-        if fields[-1] == "instance":
-            rest[-1] = int(rest[-1] or 0)
+        rest = [_DEFAULTS[name](data.get(name)) if name in _DEFAULTS else data.get(name)
+                for name in fields[1:]]
         return cls(data[cls.KEY], *rest)
 
     def to_bytes(self) -> bytes:
@@ -235,6 +160,8 @@ class Message(Record):
 
 
 decode = Message.from_bytes
+_DEFAULTS: dict[str, Callable[[Any], Any]] = {"instance": lambda value: int(value or 0),
+                                              "program": lambda value: str(value or "")}
 
 
 # pump ─► daemon
@@ -245,6 +172,7 @@ class Spawning(Message):
     KEY = "spawning"
     since: int | None
     instance: int = 0
+    program: str = ""
 
 
 class Target(Message):
@@ -254,6 +182,7 @@ class Target(Message):
     pid: int
     started_wall: float | None
     instance: int = 0
+    program: str = ""
 
 
 class Exited(Message):
@@ -262,6 +191,7 @@ class Exited(Message):
     KEY = "exited"
     pid: int
     instance: int = 0
+    program: str = ""
 
 
 class Started(Message):
@@ -277,11 +207,12 @@ class Finish(Message):
 
 
 class Retired(Message):
-    """The instances from ``workers`` on (a scale down) have ended: the daemon lets go of
-    their files."""
+    """The instances of ``program`` from ``workers`` on (a scale down; 0: a program
+    removed) have ended: the daemon lets go of their files."""
 
     KEY = "retired"
     workers: int
+    program: str = ""
 
 
 # daemon ─► pump
@@ -292,22 +223,31 @@ class Grow(Message):
 
     KEY = "grow"
     instance: int
+    program: str = ""
     fds: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {self.KEY: self.instance}
+        return {self.KEY: self.instance, **({"program": self.program} if self.program else {})}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Grow:
-        return cls(int(data[cls.KEY]))
+        return cls(int(data[cls.KEY]), str(data.get("program") or ""))
 
 
 class Retire(Message):
-    """A scale down: the instances from ``workers`` on stop (TERM, grace, KILL), and are
-    gone once ended (``Retired``)."""
+    """A scale down: the instances of ``program`` from ``workers`` on stop (TERM, grace,
+    KILL), and are gone once ended (``Retired``)."""
 
     KEY = "retire"
     workers: int
+    program: str = ""
+
+
+class Reload(Message):
+    """``spec.json`` changed (``Group.apply``): the pump reads it again, taking each
+    program's new definition and the programs added (whose instances follow, ``Grow``)."""
+
+    KEY = "reload"
 
 
 class Hello(Message):
@@ -353,7 +293,8 @@ class Command(Message):
 
 
 _MESSAGES: tuple[type[Message], ...] = (Hello, Command, Rewrite, Reaped, Grow, Retire,
-                                        Spawning, Target, Exited, Started, Finish, Retired)
+                                        Reload, Spawning, Target, Exited, Started, Finish,
+                                        Retired)
 
 
 # ----------------------------------------------------------------- the hand-over
@@ -363,7 +304,7 @@ class HandOver(Exception):
     daemon's ``become`` with the daemon's :class:`RoleArgs` (``args[0]``)."""
 
 
-def hand_over(directory: str, adopts: dict[int, Adopt], fds: Fds) -> None:
+def hand_over(directory: str, adopts: dict[Key, Adopt], fds: Fds) -> None:
     """Turn this process (a pump whose daemon died, with threads of a monitor's) into the
     daemon by ``exec``: same pid, so its target stays its child. Never returns.
 
@@ -390,7 +331,7 @@ def hand_over(directory: str, adopts: dict[int, Adopt], fds: Fds) -> None:
     exec_daemon(args)
 
 
-def _spawn_successor(directory: str, adopts: dict[int, Adopt], fds: Fds,
+def _spawn_successor(directory: str, adopts: dict[Key, Adopt], fds: Fds,
                      lifeline: int) -> int:
     """A fresh pump, the child of this process (the daemon to be): its pid."""
     import subprocess

@@ -21,30 +21,35 @@ from collections.abc import Sequence
 
 from .records import Record
 
+#: a slot's name: an instance's number, or ``PROGRAM:k`` in a group of several programs
+Slot = int | str
+#: a roll's states, as status.json's ``roll`` records them (``rollout``)
+ROLLING, DONE, FAILED_ROLL = "rolling", "done", "failed"
+
 
 class Replace(Record):
     """Spawn a replacement for ``slot``, beside the process that serves it now."""
 
-    slot: int
+    slot: Slot
 
 
 class Retire(Record):
     """Stop the old process of ``slot`` (TERM, grace, KILL): its replacement is ready."""
 
-    slot: int
+    slot: Slot
 
 
 class Cancel(Record):
     """Stop the replacement of ``slot``, not ready yet: the roll is aborted."""
 
-    slot: int
+    slot: Slot
 
 
 class Finished(Record):
     """Nothing is left in flight. ``why`` is None when every slot was replaced, else why
     the roll was aborted (and ``replaced`` says which slots were)."""
 
-    replaced: tuple[int, ...]
+    replaced: tuple[Slot, ...]
     why: str | None = None
 
 
@@ -56,17 +61,17 @@ class Roll:
     dead pump's successor resumes (``rollout``) names the slots replaced already
     (``replaced``), and those whose replacement it took over (``adopt``)."""
 
-    def __init__(self, slots: Sequence[int], batch: int = 1,
-                 replaced: Sequence[int] = ()) -> None:
+    def __init__(self, slots: Sequence[Slot], batch: int = 1,
+                 replaced: Sequence[Slot] = ()) -> None:
         if batch < 1:
             raise ValueError(f"batch must be 1 or more (got {batch})")
         if len(set(slots)) != len(slots):
             raise ValueError(f"slots must be distinct (got {list(slots)})")
         self.batch = batch
-        self._waiting = list(slots)  #: slots not started yet, in order
-        self._spawned: set[int] = set()  #: replacements spawned, not ready yet
-        self._retiring: set[int] = set()  #: replacements ready, old process stopping
-        self._replaced: list[int] = list(replaced)  #: slots whose old process is gone
+        self._waiting: list[Slot] = list(slots)  #: slots not started yet, in order
+        self._spawned: set[Slot] = set()  #: replacements spawned, not ready yet
+        self._retiring: set[Slot] = set()  #: replacements ready, old process stopping
+        self._replaced: list[Slot] = list(replaced)  #: slots whose old process is gone
         self.why: str | None = None  #: why the roll was aborted, once it is
         self.finished = False
 
@@ -75,7 +80,7 @@ class Roll:
         """Replacements alive beside the processes they replace."""
         return len(self._spawned) + len(self._retiring)
 
-    def pending(self, slot: int) -> bool:
+    def pending(self, slot: Slot) -> bool:
         """Whether ``slot`` has a replacement in flight (spawned or its old one retiring)."""
         return slot in self._spawned or slot in self._retiring
 
@@ -83,14 +88,14 @@ class Roll:
         """The first replacements to spawn."""
         return self._fill()
 
-    def adopt(self, slot: int) -> None:
+    def adopt(self, slot: Slot) -> None:
         """``slot`` has a replacement already (spawned by a pump that died): it is in
         flight, as if ``Replace(slot)`` had been answered; ``ready`` and ``failed`` follow."""
         if slot in self._waiting:
             self._waiting.remove(slot)
         self._spawned.add(slot)
 
-    def ready(self, slot: int) -> list[Action]:
+    def ready(self, slot: Slot) -> list[Action]:
         """The replacement of ``slot`` is ready: its old process is retired."""
         if slot not in self._spawned:
             return []  # cancelled, or not ours: nothing to do
@@ -98,7 +103,7 @@ class Roll:
         self._retiring.add(slot)
         return [Retire(slot)]
 
-    def failed(self, slot: int, why: str) -> list[Action]:
+    def failed(self, slot: Slot, why: str) -> list[Action]:
         """The replacement of ``slot`` died or was not ready in time: the roll is aborted."""
         if slot not in self._spawned and slot not in self._retiring:
             return []
@@ -112,7 +117,7 @@ class Roll:
             self._spawned.clear()
         return actions + self._end()
 
-    def old_gone(self, slot: int) -> list[Action]:
+    def old_gone(self, slot: Slot) -> list[Action]:
         """The old process of ``slot`` has exited after its retirement: its replacement
         serves the slot now, and the window slides to the next slot."""
         if slot not in self._retiring:

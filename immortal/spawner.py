@@ -1,7 +1,8 @@
 """The target's spawn: never two targets of one instance, and never one nobody knows about.
 
 A target is spawned holding ``target.lock`` (instance k > 0 of a group of several:
-``target.K.lock``), the kernel's backstop: while any earlier target of that instance (or a
+``target.K.lock``; in a group of several programs, in each program's own directory,
+``programs/NAME``), the kernel's backstop: while any earlier target of that instance (or a
 descendant that inherited its fd) lives, the lock is held and nothing new is spawned.
 Before that, what a dead group left running is ended, once proved: on a new start every
 process carrying the group's token (``orphans``), otherwise the target ``status.json``
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _linux, orphans, privileges, process, rolelog
-from .listen import activation
+from .listen import PROGRAM_ENV, activation
 from .roles import Message, Spawning, Target
 from .spec import Spec
 from .state import read_json, running_targets, try_lock, wait_lock
@@ -38,15 +39,28 @@ def lock_name(instance: int, beside: bool = False) -> str:
 
 
 class Spawner:
-    """Spawns the targets of one group, each instance's with its own pipes (``Streams``)
-    and the group's listen sockets, telling the daemon through ``tell``."""
+    """Spawns the targets of one program of a group (``spec``: its view), each instance's
+    with its own pipes (``Streams``) and the program's listen sockets, telling the daemon
+    through ``tell``."""
 
     def __init__(self, spec: Spec, tell: Callable[[Message], None],
-                 listen: tuple[int, ...] = ()) -> None:
+                 listen: tuple[int, ...] = (), offset: int = 0) -> None:
         self.spec = spec
         self.directory = Path(spec.directory)
         self.tell = tell
-        self.listen = listen  #: the listen sockets, at fds 3, 4, ... (listen.settle)
+        #: the program's listen sockets: the group's from fd 3 + ``offset`` on
+        #: (``listen.settle`` put them all at fds 3, 4, ...)
+        self.listen = listen
+        self.offset = offset
+
+    @property
+    def locks(self) -> Path:
+        """Where its targets' locks are: its program's directory, made if need be (a
+        removed instance directory is put back without it)."""
+        where = self.spec.program_dir
+        if where != self.directory and not where.is_dir():
+            where.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return where
 
     def spawn(self, instance: int, streams: Streams, fresh: bool,
               current: Collection[int]) -> process.Child:
@@ -57,9 +71,10 @@ class Spawner:
         if fresh:
             self.end_orphans(fresh=True, current=current)
         name = lock_name(instance)
-        lock = try_lock(self.directory / name)
+        locks = self.locks
+        lock = try_lock(locks / name)
         if lock is None and self.end_orphans(fresh=False, current=current, instance=instance):
-            lock = wait_lock(self.directory / name, ORPHAN_WAIT)
+            lock = wait_lock(locks / name, ORPHAN_WAIT)
         if lock is None:
             raise OSError(errno.EBUSY, "the previous target's descendants still hold "
                           f"{name}; the spawn waits until they are gone")
@@ -75,7 +90,7 @@ class Spawner:
         target and one replacement. The daemon is not told: until the old target is gone
         the replacement is the pump's alone (``rollout``)."""
         name = lock_name(instance, beside=True)
-        lock = try_lock(self.directory / name)
+        lock = try_lock(self.locks / name)
         if lock is None:
             raise OSError(errno.EBUSY, f"{name} is held: an earlier replacement of instance "
                           f"{instance}, or a descendant of it, still runs")
@@ -87,8 +102,8 @@ class Spawner:
     def swap_locks(self, instance: int) -> None:
         """The old target of ``instance`` is gone: its replacement's lock becomes the
         slot's (a rename: the replacement's open file holds it under the new name)."""
-        os.replace(self.directory / lock_name(instance, beside=True),
-                   self.directory / lock_name(instance))
+        os.replace(self.locks / lock_name(instance, beside=True),
+                   self.locks / lock_name(instance))
 
     def _spawn_holding(self, instance: int, streams: Streams, lock: int,
                        tell: bool = True) -> process.Child:
@@ -99,34 +114,43 @@ class Spawner:
         # spawn's (its instance, its sockets: listen.activation).
         given = activation(self.listen, self.spec.listen, instance, self.spec.name)
         env = given.environ(self.spec.target_env())
+        if self.spec.program:
+            env[PROGRAM_ENV] = self.spec.program
+        else:  # a group of one, started by an outer group's program: not that program
+            env.pop(PROGRAM_ENV, None)
         # Who it runs as, looked up at each spawn: a user removed since is a failed spawn.
         drop = privileges.resolve(self.spec.user, self.spec.group) \
             if self.spec.user is not None else None
         # The read ends too: if both supervisors die, the pipes outlive them while the
         # target lives, so its writes block on a full pipe instead of killing it (EPIPE).
         keep = [lock, streams.out_r, streams.err_r]
+        moved: dict[int, int] = {}
         for theirs, ours in given.fds.items():
-            if theirs != ours:  # every role keeps them there: nothing is moved in the child
-                raise OSError(errno.EBADF, f"listen socket {ours} is not at fd {theirs}")
-            keep.append(ours)
+            if ours != theirs + self.offset:
+                raise OSError(errno.EBADF, f"listen socket {ours} is not at fd "
+                              f"{theirs + self.offset}")
+            if theirs != ours:  # a later program's: moved down in the child (process.spawn)
+                moved[theirs] = ours
+            keep.append(theirs)
         if streams.channel:
             env[CHANNEL_ENV] = str(streams.channel[1])
             keep.append(streams.channel[1])
         # 'spawning' covers a death inside the spawn itself (see orphans.find_spawned).
+        program = self.spec.program
         if tell:
-            self.tell(Spawning(_linux.boot_ticks(), instance))
+            self.tell(Spawning(_linux.boot_ticks(), instance, program))
         try:
             child = process.spawn(self.spec.command(), env=env, cwd=self.spec.cwd,
                                   umask=self.spec.umask, stdout=streams.out_w,
                                   stderr=streams.err_w, pass_fds=tuple(keep),
                                   pid_variable="LISTEN_PID" if given.pid else None,
-                                  drop=drop)
+                                  drop=drop, moved=moved)
         except OSError:
             if tell:
-                self.tell(Spawning(None, instance))
+                self.tell(Spawning(None, instance, program))
             raise
         if tell:
-            self.tell(Target(child.pid, child.started_wall, instance))
+            self.tell(Target(child.pid, child.started_wall, instance, program))
         return child
 
     def end_orphans(self, fresh: bool, current: Collection[int], instance: int = 0) -> bool:
@@ -142,7 +166,7 @@ class Spawner:
                  if pid not in current] if fresh else []
         if not found:
             previous = read_json(self.directory / "status.json") or {}
-            pid, started = _recorded(previous, instance)
+            pid, started = _recorded(previous, instance, self.spec.program)
             if not pid or pid in current:
                 return False
             if started is None or not _linux.is_alive(pid, started):
@@ -154,12 +178,15 @@ class Spawner:
         return bool(orphans.end(found, ORPHAN_WAIT))
 
 
-def _recorded(status: dict[str, Any], instance: int) -> tuple[int | None, int | None]:
-    """The pid and start time of ``instance``'s target as ``status.json`` recorded it."""
+def _recorded(status: dict[str, Any], instance: int,
+              program: str = "") -> tuple[int | None, int | None]:
+    """The pid and start time of ``instance``'s target (of ``program``) as ``status.json``
+    recorded it."""
     for entry in status.get("instances") or ():
-        if isinstance(entry, dict) and entry.get("instance") == instance:
+        if isinstance(entry, dict) and entry.get("instance") == instance \
+                and (entry.get("program") or "") == program:
             return entry.get("pid"), entry.get("start_time")
-    if status.get("instances") or instance != 0:
+    if status.get("instances") or instance != 0 or program:
         return None, None
     pids = running_targets(status)
     return (pids[0] if pids else None), (status.get("start_times") or {}).get("target")

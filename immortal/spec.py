@@ -1,9 +1,11 @@
-"""What to run and how: a frozen, validated ``Spec``, the ``Strategy``, and ``build``, which
-checks every argument of ``start()``.
+"""What to run and how: a frozen ``Spec``, its ``Program`` records and the ``Strategy``.
 
-Everything a caller can get wrong is checked in the caller, before anything detaches: the
-values by ``checks.py``, the restart policy by ``policy.py`` (both importable from here).
-Each check raises an error that names the field, what was expected and what was received.
+A group runs one program (``start()``: the ``Spec``'s own fields describe it, and
+``spec.json`` reads as it always did) or several (``start_group()``: ``Spec.programs``, one
+``Program`` record each, by name). Every part of the roles that runs one program works on a
+*view* (``Spec.view``): a ``Spec`` whose own fields are that program's, with the group's
+name, strategy and directory, so that one program of a group runs exactly as a group of one
+runs its program. What a caller can get wrong is checked in the caller (``request.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import enum
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from .checks import (  # noqa: F401  (the value checks, kept importable here)
@@ -30,12 +33,13 @@ from .checks import (  # noqa: F401  (the value checks, kept importable here)
     default_name,
 )
 from . import filewatch, memwatch, notify, privileges, readiness
-from .addresses import check_listen
-from .addresses import parse as parse_address
-from .errors import InvalidSpec, InvalidType, UnknownKeyword, unknown_name
+from .errors import InvalidType, unknown_name
 from .names import MAX_NAME, check_name  # noqa: F401  (spec's checks, kept importable here)
 from .policy import RestartPolicy
-from .records import Record, asdict, field
+from .records import Record, field, replace
+
+PROGRAMS_DIR = "programs"  #: where the named programs' own files live, one directory each
+COMMENT_ENV = "IMMORTAL_COMMENT"  #: the program's comment, in its targets' environment
 
 
 class Strategy(str, enum.Enum):
@@ -60,8 +64,84 @@ class Strategy(str, enum.Enum):
             raise unknown_name("strategy", value, [s.value for s in cls]) from None
 
 
+class Program(Record):
+    """One program of a group of several (``start_group``): every option of ``start()``
+    that is the program's own, under its ``name``."""
+
+    name: str
+    file: str
+    args: tuple[str, ...]
+    monitors: tuple[tuple[str, Mapping[str, Any]], ...]  #: (name, checked options), in order
+    env: Mapping[str, str]
+    cwd: str
+    exec: str | None = None
+    umask: int | None = None
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    stop_timeout: float = 10.0
+    log_path: str | None = None
+    backpressure: str = "block"
+    channel: bool = False
+    ready: str = readiness.DEFAULT
+    ready_timeout: float = 30.0
+    listen: tuple[str, ...] = ()
+    workers: int = 1  #: 0: the program is being removed (``Group.apply``), its instances retire
+    # The operator's options (docs/cli.md): who the targets run as (privileges.py), the
+    # files whose change restarts them (filewatch.py), their memory limit (memwatch.py), a
+    # label.
+    user: str | None = None
+    group: str | None = None
+    watch: tuple[str, ...] = ()  #: absolute paths and globs
+    ignore: tuple[str, ...] = ()
+    watch_delay: float = filewatch.DEFAULT_DELAY
+    memory_limit: int | None = None  #: bytes
+    memory_window: float = memwatch.DEFAULT_WINDOW
+    memory_children: bool = False
+    comment: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in self._fields}
+        return _program_json(self, data)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Program:
+        values = {name: data[name] for name in cls._fields if name in data}
+        values["args"] = tuple(values.get("args", ()))
+        values["policy"] = RestartPolicy(**values.get("policy", {}))
+        return cls(**_program_values(values))
+
+    def target_side(self) -> Program:
+        """The program without what a rolling restart does not change (its count of
+        instances): two programs equal here run their targets the same way."""
+        return replace(self, workers=1)
+
+
+#: the fields of a ``Spec`` that are its program's (the others are the group's)
+PROGRAM_FIELDS = tuple(name for name in Program._fields if name != "name")
+
+
+def _program_json(program: Program | Spec, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a program's fields) as JSON takes them."""
+    data["args"] = list(program.args)
+    data["env"] = dict(program.env)
+    data["policy"] = program.policy.to_json()
+    data["monitors"] = [[name, dict(options)] for name, options in program.monitors]
+    for key in ("listen", "watch", "ignore"):
+        data[key] = list(getattr(program, key))
+    return data
+
+
+def _program_values(values: dict[str, Any]) -> dict[str, Any]:
+    """A program's fields read from JSON, as the records hold them."""
+    values["monitors"] = tuple((name, options) for name, options in values["monitors"])
+    for key in ("listen", "watch", "ignore"):
+        values[key] = tuple(values.get(key, ()))
+    return values
+
+
 class Spec(Record):
-    """Everything the roles need to run one group; written to ``spec.json``."""
+    """Everything the roles need to run one group; written to ``spec.json``. Its own
+    program fields describe its one program (``programs`` empty), or, in a group of several
+    programs, the first of ``programs`` (use ``view`` or ``each`` there)."""
 
     name: str
     file: str
@@ -87,17 +167,98 @@ class Spec(Record):
     #: targets' fds 3, 4, ... by socket activation
     listen: tuple[str, ...] = ()
     workers: int = 1  #: instances of the program the group runs, each supervised on its own
-    # The operator's options (docs/cli.md): who the target runs as (privileges.py), the
-    # files whose change restarts it (filewatch.py), its memory limit (memwatch.py), a label.
+    # The operator's options (``Program`` says what each is).
     user: str | None = None
     group: str | None = None
-    watch: tuple[str, ...] = ()  #: absolute paths and globs
+    watch: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
     watch_delay: float = filewatch.DEFAULT_DELAY
-    memory_limit: int | None = None  #: bytes
+    memory_limit: int | None = None
     memory_window: float = memwatch.DEFAULT_WINDOW
     memory_children: bool = False
     comment: str | None = None
+    #: a group of several programs (``start_group``): each one's record, in order
+    programs: tuple[Program, ...] = ()
+    #: the program a view is of (``view``); "" for a group's one program, and for a group
+    program: str = ""
+
+    @classmethod
+    def of_programs(cls, name: str, strategy: Strategy, directory: str,
+                    programs: tuple[Program, ...], start_timeout: float = 30.0,
+                    sys_path: tuple[str, ...] = ()) -> Spec:
+        """The spec of a group of several programs (its own program fields: the first's)."""
+        first = programs[0]
+        return cls(name=name, strategy=strategy, directory=directory,
+                   start_timeout=start_timeout, sys_path=sys_path, programs=programs,
+                   **{key: getattr(first, key) for key in PROGRAM_FIELDS})
+
+    @property
+    def several(self) -> bool:
+        """A group of several programs, named (``start_group``)."""
+        return bool(self.programs)
+
+    def view(self, program: str) -> Spec:
+        """The spec of ``program`` alone: its fields, the group's name and directory."""
+        if not self.programs:
+            if program:
+                raise KeyError(program)
+            return self
+        found = next((p for p in self.programs if p.name == program), None)
+        if found is None:
+            raise KeyError(program)
+        return replace(self, programs=(), program=program,
+                       **{key: getattr(found, key) for key in PROGRAM_FIELDS})
+
+    def each(self) -> list[Spec]:
+        """A view of each program, in order (a group of one: itself)."""
+        return [self.view(p.name) for p in self.programs] if self.programs else [self]
+
+    def names(self) -> list[str]:
+        """The programs' names, in order ("" alone for a group's one program)."""
+        return [p.name for p in self.programs] if self.programs else [""]
+
+    def replaced(self, program: str, **changes: Any) -> Spec:
+        """This spec with fields of ``program`` changed (a scale)."""
+        if not self.programs:
+            return replace(self, **changes)
+        programs = tuple(replace(p, **changes) if p.name == program else p
+                         for p in self.programs)
+        return type(self).of_programs(self.name, self.strategy, self.directory, programs,
+                                      self.start_timeout, self.sys_path)
+
+    @property
+    def listening(self) -> tuple[str, ...]:
+        """Every address the group listens on: its programs' in order, each program's
+        sockets following the last one's (the roles hold them all at fds 3, 4, ...)."""
+        if not self.programs:
+            return self.listen
+        return tuple(address for p in self.programs for address in p.listen)
+
+    def bound(self, addresses: tuple[str, ...]) -> Spec:
+        """This spec with ``listening`` as bound (a port 0 as the port it got)."""
+        if not self.programs:
+            return replace(self, listen=addresses)
+        programs, at = [], 0
+        for p in self.programs:
+            programs.append(replace(p, listen=addresses[at:at + len(p.listen)]))
+            at += len(p.listen)
+        return type(self).of_programs(self.name, self.strategy, self.directory,
+                                      tuple(programs), self.start_timeout, self.sys_path)
+
+    def listen_offset(self, program: str) -> int:
+        """Where the sockets of ``program`` start among ``listening``."""
+        offset = 0
+        for p in self.programs:
+            if p.name == program:
+                return offset
+            offset += len(p.listen)
+        return 0
+
+    @property
+    def program_dir(self) -> Path:
+        """Where the files of this view's program live: the instance directory for a
+        group's one program, ``programs/NAME`` in it for a named one."""
+        return program_dir(self.directory, self.program)
 
     @property
     def is_python(self) -> bool:
@@ -142,265 +303,77 @@ class Spec(Record):
         return env
 
     def title(self, role: str) -> str:
-        """What ``ps`` shows for a supervisor of the group (``role``: daemon or pump)."""
+        """What ``ps`` shows for a supervisor of the group (``role``: daemon or pump), with
+        its programs' comments."""
         title = f"immortal: {role} {self.directory}"
-        return f"{title} [{self.comment}]" if self.comment else title
+        labels = ", ".join(dict.fromkeys(c for c in self.comments() if c))
+        return f"{title} [{labels}]" if labels else title
+
+    def comments(self) -> list[str | None]:
+        """Each program's comment, in order."""
+        return [p.comment for p in self.programs] if self.programs else [self.comment]
 
     @property
     def ready_mode(self) -> readiness.Mode:
         return readiness.parse(self.ready)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        if self.programs:  # the group's fields, and each program's
+            return {"name": self.name, "strategy": self.strategy.value,
+                    "directory": self.directory, "start_timeout": self.start_timeout,
+                    "sys_path": list(self.sys_path),
+                    "programs": [p.to_json() for p in self.programs]}
+        data = {name: getattr(self, name) for name in self._fields
+                if name not in ("programs", "program")}
         if self.workers == 1:
             del data["workers"]  # a group of one's spec.json, as it always read
         data["strategy"] = self.strategy.value
-        data["policy"] = self.policy.to_json()
-        data["args"] = list(self.args)
         data["sys_path"] = list(self.sys_path)
-        data["monitors"] = [[name, dict(options)] for name, options in self.monitors]
-        data["listen"] = list(self.listen)
-        data["watch"] = list(self.watch)
-        data["ignore"] = list(self.ignore)
-        return data
+        return _program_json(self, data)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Spec:
+        if data.get("programs"):
+            return cls.of_programs(
+                data["name"], Strategy(data["strategy"]), data["directory"],
+                tuple(Program.from_json(p) for p in data["programs"]),
+                float(data.get("start_timeout", 30.0)), tuple(data.get("sys_path", ())))
         values = dict(data)
         values["strategy"] = Strategy(values["strategy"])
         values["policy"] = RestartPolicy(**values["policy"])
         values["args"] = tuple(values["args"])
         values["sys_path"] = tuple(values.get("sys_path", ()))
-        values["monitors"] = tuple((name, options) for name, options in values["monitors"])
-        values["listen"] = tuple(values.get("listen", ()))
-        values["watch"] = tuple(values.get("watch", ()))
-        values["ignore"] = tuple(values.get("ignore", ()))
-        return cls(**values)
+        return cls(**_program_values(values))
 
 
-# start()'s arguments, checked -----------------------------------------------------------------
-
-START_KEYWORDS = ("strategy", "monitor", "options", "monitors", "name", "exec", "env", "cwd",
-                  "umask", "policy", "stop_timeout", "start_timeout", "capture", "backpressure",
-                  "channel", "ready", "ready_timeout", "listen", "workers", "user", "group",
-                  "watch", "ignore", "watch_delay", "memory_limit", "memory_window",
-                  "memory_children", "comment")
-COMMENT_ENV = "IMMORTAL_COMMENT"  #: the group's comment, in its targets' environment
+def program_dir(directory: str | os.PathLike[str], program: str) -> Path:
+    """The directory of ``program``'s own files (its targets' locks, its monitors' default
+    output): the instance directory itself for a group's one program ("")."""
+    base = Path(directory)
+    return base / PROGRAMS_DIR / program if program else base
 
 
-class Request(Record):
-    """The arguments of one ``start()``, each checked (``build``): all a ``Spec`` holds but
-    what comes from the monitors and the instance directory (see :meth:`spec`)."""
+def read_applied(directory: str | os.PathLike[str], file: str) -> list[Program]:
+    """The programs an apply's caller wrote to ``file`` in the instance directory (believed
+    only if ours: ``read_json``), the file removed."""
+    from .errors import InvalidSpec
+    from .instance import read_json
 
-    name: str
-    file: str
-    args: tuple[str, ...]
-    strategy: Strategy
-    monitors: dict[str, Any]  #: monitor name to its options as given, not yet checked
-    env: dict[str, str]
-    cwd: str
-    exec: str | None  #: what runs ``file``: ``exec``, or for a .py file our Python
-    umask: int
-    policy: RestartPolicy
-    stop_timeout: float
-    start_timeout: float
-    capture: bool
-    backpressure: str
-    channel: bool
-    sys_path: tuple[str, ...]
-    ready: str  #: the readiness mode, checked, in its canonical form
-    ready_timeout: float
-    listen: tuple[str, ...]  #: the addresses, checked (unix paths made absolute), not bound
-    workers: int = 1
-    operations: dict[str, Any] = field(default_factory=dict)  #: the Spec's operator options
-
-    def spec(self, directory: str, monitors: tuple[tuple[str, Mapping[str, Any]], ...],
-             log_path: str | None) -> Spec:
-        """The group's ``Spec``, with its instance directory and its checked monitors."""
-        return Spec(
-            name=self.name, file=self.file, args=self.args, strategy=self.strategy,
-            monitors=monitors, env=self.env, cwd=self.cwd, directory=directory,
-            exec=self.exec, umask=self.umask, policy=self.policy,
-            stop_timeout=self.stop_timeout, start_timeout=self.start_timeout,
-            backpressure=self.backpressure, channel=self.channel, log_path=log_path,
-            sys_path=self.sys_path, ready=self.ready, ready_timeout=self.ready_timeout,
-            listen=self.listen, workers=self.workers, **self.operations,
-        )
-
-
-def build(
-    file: str | os.PathLike[str],
-    args: Sequence[str] | None = None,
-    *,
-    strategy: str | Strategy = Strategy.DAEMON,
-    monitor: str | None = None,
-    options: Mapping[str, Any] | None = None,
-    monitors: Mapping[str, Mapping[str, Any] | None] | None = None,
-    name: str | None = None,
-    exec: str | os.PathLike[str] | None = None,
-    env: Mapping[str, str] | None = None,
-    cwd: str | os.PathLike[str] | None = None,
-    umask: int | None = None,
-    policy: RestartPolicy | Mapping[str, Any] | None = None,
-    stop_timeout: float = 10.0,
-    start_timeout: float = 30.0,
-    capture: bool = False,
-    backpressure: str = "block",
-    channel: bool = False,
-    ready: str | None = None,
-    ready_timeout: float = 30.0,
-    listen: Sequence[str] | None = None,
-    workers: int = 1,
-    user: str | int | None = None,
-    group: str | int | None = None,
-    watch: Sequence[str] | None = None,
-    ignore: Sequence[str] | None = None,
-    watch_delay: float | None = None,
-    memory_limit: int | str | None = None,
-    memory_window: float | None = None,
-    memory_children: bool = False,
-    comment: str | None = None,
-    **unknown: Any,
-) -> Request:
-    """Check every argument of ``start()`` (its keywords, its defaults), in the caller and
-    in a fixed order: the first error raised names the field, what was expected and what
-    was received. The monitors' own options are their ``check()``'s to judge."""
-    for key in unknown:
-        raise unknown_name("keyword argument", key, START_KEYWORDS, UnknownKeyword)
-    mode = _check_mode(strategy, backpressure, channel, capture)
-    count = check_workers(workers)
-    if channel and count > 1:
-        raise InvalidSpec(f"'channel' works with one instance only (got workers={count}): "
-                          "a monitor's send() would not know which instance to reach")
-    here = os.getcwd()
-    target_cwd = check_cwd(cwd)
-    target_env = check_env(env)
-    executable = check_exec(exec, here, target_env)
-    path = check_file(file, here, executable is not None, target_env)
-    arguments = check_args(args)
-    group_name = check_name(default_name(path) if name is None else name)
-    mask = check_umask(umask)
-    grace = check_timeout("stop_timeout", stop_timeout)
-    patience = check_timeout("start_timeout", start_timeout)
-    restart_policy = RestartPolicy.build(policy)
-    wanted = _wanted_monitors(monitor, options, monitors)
-    readiness_mode, ready_limit = check_ready(ready, ready_timeout, bool(listen))
-    addresses = check_listen(listen, here)
-    _check_probe(readiness_mode, addresses, here)
-    if count > 1 and readiness_mode.startswith(readiness.PORT + ":"):
-        raise InvalidSpec(f"'ready' {readiness_mode!r} works with one instance only (got "
-                          f"workers={count}): one port that accepts cannot say which "
-                          "instance is ready; use 'line:REGEX' or 'notify'")
-    operations = _operations(user, group, watch, ignore, watch_delay, memory_limit,
-                             memory_window, memory_children, comment, here, readiness_mode)
-    return Request(
-        name=group_name, file=path, args=arguments, strategy=mode, monitors=wanted,
-        env=target_env, cwd=target_cwd,
-        # A .py file runs with the Python that runs us: recorded, so 'status' can name it.
-        exec=executable or (sys.executable if path.endswith(".py") else None),
-        umask=_caller_umask() if mask is None else mask, policy=restart_policy,
-        stop_timeout=grace, start_timeout=patience, capture=capture,
-        backpressure=backpressure, channel=channel,
-        sys_path=tuple(os.path.abspath(p or here) for p in sys.path),
-        ready=readiness_mode, ready_timeout=ready_limit,
-        listen=addresses, workers=count, operations=operations,
-    )
-
-
-def _operations(user: object, group: object, watch: object, ignore: object, delay: object,
-                limit: object, window: object, children: object, comment: object,
-                here: str, ready: str) -> dict[str, Any]:
-    """The operator's options, checked, as the ``Spec``'s fields."""
-    user_name, group_name = privileges.check(user, group)
-    if user_name is not None and ready == readiness.NOTIFY:
-        raise InvalidSpec(f"'ready' 'notify' does not work with 'user' (got user="
-                          f"{user!r}): the notify socket lives in the group's private "
-                          "directory, which the user cannot reach; use 'line:REGEX', "
-                          "'port:N' or 'uptime:S'")
-    paths, globs, seconds = filewatch.check(watch, ignore, delay, here)
-    size, span, tree = memwatch.check(limit, window, children)
-    return {"user": user_name, "group": group_name, "watch": paths, "ignore": globs,
-            "watch_delay": seconds, "memory_limit": size, "memory_window": span,
-            "memory_children": tree, "comment": check_comment(comment)}
-
-
-def _check_mode(strategy: object, backpressure: object, channel: object,
-                capture: object) -> Strategy:
-    """The strategy, once it, backpressure, channel and capture are checked together."""
-    mode = Strategy.parse(strategy)
-    check_backpressure(backpressure)
-    if not isinstance(channel, bool):
-        raise InvalidType(f"'channel' must be a bool (got {type(channel).__name__}: "
-                          f"{channel!r})")
-    if not isinstance(capture, bool):
-        raise InvalidType(f"'capture' must be a bool (got {type(capture).__name__}: "
-                          f"{capture!r})")
-    if capture and mode != Strategy.DEVELOPMENT:
-        raise InvalidSpec(f"'capture' needs strategy='development' (got {mode.value!r}): "
-                          "a detached group's output goes to its monitor")
-    return mode
-
-
-def _wanted_monitors(monitor: str | None, options: Mapping[str, Any] | None,
-                     monitors: object) -> dict[str, Any]:
-    """Monitor names to their options: one from ``monitor=`` and ``options=``, or many
-    from ``monitors=``, never both."""
-    if monitors is None:
-        from .monitoring import DEFAULT
-
-        return {monitor if monitor is not None else DEFAULT: options}
-    if monitor is not None or options is not None:
-        raise InvalidSpec("give either monitor= and options= (one monitor) or monitors= "
-                          "(a mapping of monitor names to their options), not both")
-    if not isinstance(monitors, Mapping):
-        raise InvalidType(f"'monitors' must be a mapping of monitor names to options "
-                          f"(got {type(monitors).__name__}: {monitors!r})")
-    return dict(monitors)
-
-
-def check_ready(ready: object, timeout: object, listens: bool = False) -> tuple[str, float]:
-    """The readiness mode (canonical) and its time limit. ``ready=None`` is the operator's
-    ``$IMMORTAL_READY``, else ``uptime:1``. ``listens``: the group has listen sockets."""
-    limit = check_timeout("ready_timeout", timeout)
-    if limit <= 0:
-        raise InvalidSpec(f"'ready_timeout' must be more than 0 (got {timeout!r})")
-    if ready is None:
-        value = os.environ.get(readiness.ENV)
-        mode = readiness.parse(value, readiness.ENV) if value else \
-            readiness.parse(readiness.DEFAULT)
-    else:
-        mode = readiness.parse(ready)
-    if mode.kind == readiness.PORT and mode.port is None:
-        if listens:
-            raise InvalidSpec(_HELD)
-        raise InvalidSpec("'ready' 'port' waits on a port the target binds: name the port, "
-                          "'port:N'")
-    if mode.kind == readiness.UPTIME and mode.seconds >= limit:
-        raise InvalidSpec(f"'ready' {str(mode)!r} can never be reached within "
-                          f"ready_timeout={limit:g} s; raise 'ready_timeout' above "
-                          f"{mode.seconds:g}")
-    return str(mode), limit
-
-
-def _caller_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-# A connect to a socket the supervisors hold listening succeeds before any target accepts
-# (the kernel completes it into the backlog): it would call every target ready at once.
-_HELD = ("'ready' cannot probe a port the group listens on: the supervisors hold that "
-         "socket, so a connect succeeds before the target accepts; use 'notify', "
-         "'line:REGEX' or 'uptime:S' (or 'port:N' on another port the target binds)")
-
-
-def _check_probe(mode: str, addresses: tuple[str, ...], cwd: str) -> None:
-    """``port:N`` on one of the group's own listen ports: refused (see ``_HELD``)."""
-    if not mode.startswith(readiness.PORT + ":"):
-        return
-    port = int(mode.partition(":")[2])
-    for text in addresses:
-        address = parse_address(text, cwd)
-        if address.kind == "tcp" and address.port == port:
-            raise InvalidSpec(_HELD)
+    path = Path(directory) / file
+    try:
+        data = read_json(path)
+    except OSError as exc:
+        raise InvalidSpec(f"the apply's programs cannot be read: {exc}") from None
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    programs = (data or {}).get("programs")
+    if not isinstance(programs, list) or not programs \
+            or not all(isinstance(p, dict) for p in programs):
+        raise InvalidSpec(f"{file} holds no programs")
+    try:
+        return [Program.from_json(p) for p in programs]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidSpec(f"{file} holds a program that cannot be read ({exc})") from None

@@ -47,13 +47,14 @@ class Watch:
     def __init__(self, fds: Sequence[int], ledger: Ledger | Sequence[Ledger],
                  monitors: Sequence[str],
                  directory: Path, after: float = AFTER,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 busy: Sequence[tuple[Ledger, Sequence[str]]] | None = None) -> None:
         self._fds = tuple(fds)
         # One journal per instance of a group of several (``workers``); the first holds
-        # the monitors' "busy since" words.
+        # the monitors' "busy since" words (each program's first, in a group of several
+        # programs: ``busy``, its ledger and its monitors).
         self._ledgers = (ledger,) if isinstance(ledger, Ledger) else tuple(ledger)
-        self._ledger = self._ledgers[0]
-        self._monitors = tuple(monitors)
+        self._busy = list(busy) if busy is not None else [(self._ledgers[0], tuple(monitors))]
         self._path = directory / FILE
         self._after = after
         self._clock = clock
@@ -69,7 +70,8 @@ class Watch:
     def fileno(self) -> int:
         return self._epoll.fileno()
 
-    def pipes(self, fds: Sequence[int], ledgers: Sequence[Ledger]) -> None:
+    def pipes(self, fds: Sequence[int], ledgers: Sequence[Ledger],
+              busy: Sequence[tuple[Ledger, Sequence[str]]] | None = None) -> None:
         """Watch these pipes and ledgers from now on (a group scaled up or down), before
         any of the old ones is closed."""
         for fd in self._fds:
@@ -79,7 +81,8 @@ class Watch:
                 pass
         self._fds = tuple(fds)
         self._ledgers = tuple(ledgers)
-        self._ledger = self._ledgers[0]
+        names = self._busy[0][1]
+        self._busy = list(busy) if busy is not None else [(self._ledgers[0], names)]
         for fd in self._fds:
             self._epoll.register(fd, _ONESHOT)
 
@@ -135,11 +138,14 @@ class Watch:
         self.stalled = {"since": wall - (self._clock() - self._seen_at), "monitor": None,
                         "monitor_since": None}
         now_ns = time.monotonic_ns()
-        for slot, name in enumerate(self._monitors):
-            busy = self._ledger.busy(slot)
-            if busy:
-                self.stalled.update(monitor=name,
-                                    monitor_since=wall - (now_ns - busy) / 1e9)
+        for ledger, monitors in self._busy:
+            for slot, name in enumerate(monitors):
+                busy = ledger.busy(slot)
+                if busy:
+                    self.stalled.update(monitor=name,
+                                        monitor_since=wall - (now_ns - busy) / 1e9)
+                    break
+            if self.stalled["monitor"] is not None:
                 break
         try:
             write_json(self._path, self.stalled)

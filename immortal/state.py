@@ -1,15 +1,13 @@
 """A group's ``Status``: the record its pump writes to ``status.json``, how a reader reads
-it (running or not, proven by pid and start time), its words (``str(status)``), and the
-group's ``Lock``.
+it (running or not, proven by pid and start time), and the group's ``Lock``.
 
-Where the files live and how they are written is ``instance.py``'s; its names stay
-importable from here.
+Where the files live and how they are written is ``instance.py``'s, the words of a status
+(``str(status)``) ``statewords.py``'s; their names stay importable from here.
 """
 
 from __future__ import annotations
 
 import os
-import time
 
 from ._linux import is_alive
 from .errors import AlreadyRunning
@@ -30,6 +28,22 @@ from .instance import (  # noqa: F401  (the instance directory's names, kept imp
     write_json,
 )
 from .records import MutableRecord, field
+from .statewords import (  # noqa: F401  (the words of a Status, kept importable here)
+    FINAL_STATES,
+    GONE,
+    KILLED,
+    ROLES,
+    STALE,
+    delivery_lines,
+    headline,
+    instance_label,
+    instance_ready,
+    last_text,
+    program_lines,
+    ready_lines,
+    stall_text,
+    summary,
+)
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -85,9 +99,11 @@ class InstanceStatus(MutableRecord):
     reason: str | None = None  #: why it ended, in a final phase
     ready: bool = False  #: whether its current target is ready (readiness.py)
     notify_status: str | None = None  #: its target's last sd_notify ``STATUS=`` text
+    program: str | None = None  #: its program, in a group of several programs
 
     def to_json(self) -> dict[str, Any]:
-        return {"instance": self.instance, "state": self.state, "pid": self.pid,
+        return {**({"program": self.program} if self.program else {}),
+                "instance": self.instance, "state": self.state, "pid": self.pid,
                 "start_time": self.start_time, "started_at": self.started_at,
                 "restarts": self.restarts, "spawned": self.spawned,
                 "last_exit": self.last_exit.to_json() if self.last_exit else None,
@@ -101,6 +117,7 @@ class InstanceStatus(MutableRecord):
             from .events import ExitStatus
         return cls(instance=int(data.get("instance") or 0),
                    state=str(data.get("state", "unknown")),
+                   program=data.get("program") or None,
                    pid=data.get("pid") or None, start_time=data.get("start_time"),
                    started_at=data.get("started_at"), restarts=int(data.get("restarts", 0)),
                    spawned=int(data.get("spawned", 0)),
@@ -109,15 +126,18 @@ class InstanceStatus(MutableRecord):
                    ready=bool(data.get("ready")), notify_status=data.get("notify_status"))
 
 
-def running_targets(data: Mapping[str, Any], instance: int | None = None) -> list[int]:
-    """The target pids ``status.json``'s ``data`` records (of ``instance`` alone, if
-    given): ``pids["target"]`` in a group of one, each instance's in a group of several."""
+def running_targets(data: Mapping[str, Any], instance: int | None = None,
+                    program: str | None = None) -> list[int]:
+    """The target pids ``status.json``'s ``data`` records (of ``program``'s and
+    ``instance`` alone, if given): ``pids["target"]`` in a group of one, each instance's in
+    a group of several."""
     listed = data.get("instances") or []
     if not listed:
         pid = (data.get("pids") or {}).get("target")
-        return [pid] if pid and instance in (None, 0) else []
+        return [pid] if pid and instance in (None, 0) and not program else []
     return [entry["pid"] for entry in listed if isinstance(entry, dict) and entry.get("pid")
-            and instance in (None, entry.get("instance"))]
+            and instance in (None, entry.get("instance"))
+            and program in (None, entry.get("program"))]
 
 
 class Status(MutableRecord):
@@ -229,6 +249,15 @@ class Status(MutableRecord):
             del data["running"], data["stalled"]
         return data
 
+    def programs(self) -> dict[str, list[InstanceStatus]]:
+        """A group of several programs (``start_group``): each program's instances, by
+        name, in order; empty for a group of one program."""
+        found: dict[str, list[InstanceStatus]] = {}
+        for entry in self.instances:
+            if entry.program:
+                found.setdefault(entry.program, []).append(entry)
+        return found
+
     @property
     def stale(self) -> bool:
         """No supervisor runs, but the group did not end by a stop or by giving up: its
@@ -252,13 +281,6 @@ class Status(MutableRecord):
 
     def __str__(self) -> str:
         return summary(self)
-
-
-GONE = "its supervisors were killed without a stop"
-STALE = "stale state removed: its processes were killed without a stop"
-KILLED = "killed (SIGKILL, no grace period)"
-FINAL_STATES = ("stopped", "fatal")
-ROLES = ("daemon", "pump", "target")
 
 
 def clear_stale(directory: Path, reason: str = STALE) -> Status | None:
@@ -303,105 +325,3 @@ def read_status(directory: Path) -> Status | None:
         # The daemon's word on a pump that no longer drains the output (stall.py).
         status.stalled = read_json(directory / "stalled.json")
     return status
-
-
-# The words of a Status alone (``str(status)``; render.py adds the processes' figures) -----
-
-def headline(s: Status) -> str:
-    """The first line of ``str(status)`` and of 'status': the name, the state and whether
-    it runs."""
-    if s.stale:
-        left = f"; left running: {' '.join(map(str, s.orphans))}" if s.orphans else ""
-        return f"{s.name}: not running ({GONE}{left})"
-    if s.reason == STALE and not s.running:
-        return f"{s.name}: not running ({s.reason})"
-    if not s.running:
-        return f"{s.name}: {s.state} (not running)"
-    return f"{s.name}: {s.state}" + (" (stalled)" if s.stalled else "")
-
-
-def summary(s: Status) -> str:
-    """``str(status)``: a few lines, from the status alone (no look at the processes)."""
-    lines = [headline(s)]
-    for role in ROLES:
-        if role in s.pids and s.running:
-            lines.append(f"  {role:<8} pid {s.pids[role]}")
-    if s.running:
-        for entry in s.instances:  # a group of several: each instance
-            label = f"{s.name}:{entry.instance}"
-            target = f"pid {entry.pid}" if entry.pid else "no target"
-            lines.append(f"  {label:<8} {target}, {entry.state}{instance_ready(entry)}, "
-                         f"restarts {entry.restarts}"
-                         + (f", last {last_text(entry.last_exit)}" if entry.last_exit
-                            else ""))
-    lines.append(f"  spawned  {s.spawned}, restarts {s.restarts}")
-    if s.target_started_at and s.running and s.state == "running":
-        lines.append(f"  up       {time.time() - s.target_started_at:.1f} s")
-    lines.extend(ready_lines(s))
-    if s.last_exit:
-        lines.append(f"  last     {last_text(s.last_exit)}")
-    if s.next_restart_at and s.state == "backoff" and s.running:
-        lines.append(f"  next     in {max(0.0, s.next_restart_at - time.time()):.1f} s")
-    if s.reason and s.state in FINAL_STATES and s.reason != STALE:
-        lines.append(f"  reason   {s.reason}")
-    if s.listen:
-        lines.append(f"  listen   {', '.join(s.listen)}")
-    if s.output:
-        lines.append(f"  output   {s.output}")
-    return "\n".join([*lines, *delivery_lines(s)])
-
-
-#: The reasons of restarts the operator's options asked for, as 'status' words them.
-RESTARTED = {"memory": "over its memory limit", "watch": "a watched file changed"}
-
-
-def last_text(last: ExitStatus) -> str:
-    """How the last target ended, and why it was restarted if an option asked for it."""
-    why = RESTARTED.get(last.reason or "") if last.decision == "restart" else None
-    return f"{last} (restarted: {why})" if why else str(last)
-
-
-def ready_lines(s: Status) -> list[str]:
-    """The status lines on the current target's readiness, and its notify STATUS text (a
-    group of several: whether every instance is ready, each one's on its own line)."""
-    if not s.running or ("target" not in s.pids and not s.instances):
-        return []
-    lines = [f"  ready    {'yes' if s.ready else 'not yet'}"]
-    if s.notify_status:
-        lines.append(f"  notify   {s.notify_status}")
-    return lines
-
-
-def instance_ready(entry: InstanceStatus) -> str:
-    """What an instance's line says of its readiness: nothing once ready or without a
-    target, else that it is not yet; its notify STATUS text if it sent one."""
-    text = " (not ready)" if entry.pid and not entry.ready else ""
-    if entry.notify_status:
-        text += f", notify {entry.notify_status!r}"
-    return text
-
-
-def delivery_lines(s: Status) -> list[str]:
-    """The status lines on the output's delivery: a stall, lines dropped per monitor."""
-    lines = []
-    if s.stalled and s.running:
-        lines.append(f"  stalled  {stall_text(s.stalled)}")
-    if s.dropped:
-        lines.append(f"  dropped  {s.dropped} lines (backpressure drop)")
-        for monitor, counts in s.monitors.items():
-            if counts.get("dropped"):
-                lines.append(f"    {monitor}: dropped {counts['dropped']}")
-    return lines
-
-
-def stall_text(stalled: Mapping[str, Any]) -> str:
-    """What ``stalled`` says, in words: for how long the pump has not drained the output
-    and, if a monitor call is under way, which monitor and since when."""
-    now = time.time()
-    text = (f"the pump has not drained the target's output for "
-            f"{max(0.0, now - float(stalled.get('since') or now)):.0f} s")
-    if stalled.get("monitor"):
-        since = float(stalled.get("monitor_since") or now)
-        text += (f"; monitor {stalled['monitor']!r} has not returned from a call made "
-                 f"{max(0.0, now - since):.0f} s ago")
-    return text

@@ -26,9 +26,8 @@ if TYPE_CHECKING:
 
     from .events import ExitStatus
     from .machine import State
-    from .monitoring import Host
     from .spec import Spec
-    from .workers import Instance
+    from .workers import Instance, Run
 
 FILE = "status.json"
 
@@ -38,6 +37,18 @@ def _backoff_until(m: State) -> float | None:
     if m.phase != BACKOFF or m.deadline is None:
         return None
     return time.time() + (m.deadline - time.monotonic())
+
+
+def _labelled(runs: Sequence[Run], key: str) -> str | None:
+    """A program's ``comment`` or ``user``; in a group of several programs, each one's
+    that has it, named (``web: www-data, worker: jobs``)."""
+    found = [(run.name, getattr(run.spec, key)) for run in runs
+             if getattr(run.spec, key) is not None]
+    if not found:
+        return None
+    if len(found) == 1 and not found[0][0]:
+        return str(found[0][1])
+    return ", ".join(f"{name}: {value}" for name, value in found)
 
 
 class StatusFile:
@@ -52,20 +63,27 @@ class StatusFile:
         self.last_exit: ExitStatus | None = None
         self._start_times: dict[int, int | None] = {}
 
-    def record(self, instances: Sequence[Instance], host: Host | None) -> Status:
+    def record(self, runs: Sequence[Run]) -> Status:
         """The group's state: a group of one's from its one machine and target, as it
         always read; a group of several's from all, with each instance's own under
-        ``instances`` (ready: every instance is)."""
-        if len(instances) == 1:
+        ``instances`` (ready: every instance is), and in a group of several programs each
+        program's under ``programs``."""
+        instances = [inst for run in runs for inst in run.instances]
+        several = bool(self.spec.programs)
+        if len(instances) == 1 and not several:
             status = self._one(instances[0])
         else:
             status = self._several(instances)
-        status.listen = list(self.spec.listen)
-        status.comment = self.spec.comment
-        status.user = self.spec.user
-        if host is not None:
-            status.monitors = host.status()
-            status.dropped = sum(m["dropped"] for m in status.monitors.values())
+        status.listen = list(self.spec.listening)
+        status.comment, status.user = _labelled(runs, "comment"), _labelled(runs, "user")
+        for run in runs:
+            if run.host is not None:
+                for name, counts in run.host.status().items():
+                    key = f"{run.name}/{name}" if run.name else name
+                    status.monitors[key] = counts
+        status.dropped = sum(m["dropped"] for m in status.monitors.values())
+        if several:
+            status.output = None  # each program's is its own (spec.json)
         return status
 
     def _pids(self) -> dict[str, int]:
@@ -95,7 +113,7 @@ class StatusFile:
             m, target = inst.machine, inst.target
             pid = target.pid if target is not None and m.pid is not None else None
             each.append(InstanceStatus(
-                instance=inst.k, state=m.phase, pid=pid,
+                instance=inst.k, program=inst.program or None, state=m.phase, pid=pid,
                 start_time=self._start_time(pid) if pid else None,
                 started_at=target.started_wall if pid and target else None,
                 restarts=m.restarts, spawned=m.spawned, last_exit=m.last_exit,
@@ -127,7 +145,7 @@ class StatusFile:
         known = self._start_times.get(pid)
         if known is None:
             known = self._start_times[pid] = process_start_time(pid)
-            if len(self._start_times) > 8 + 2 * self.spec.workers:
+            if len(self._start_times) > 8 + 2 * sum(v.workers for v in self.spec.each()):
                 # only the daemon, the pump and the targets matter
                 self._start_times = {pid: known}
         return known

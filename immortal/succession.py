@@ -31,12 +31,13 @@ def become(spec: Spec, args: RoleArgs) -> int:
     as soon as the pump's objects are freed. The monitor's modules stay imported, never
     called. A pump forked by the daemon comes here through ``_run`` (``Unwind``).
     """
-    _take_over(spec, args)
+    spec = _take_over(spec, args)
     return _run(spec, args)
 
 
-def _take_over(spec: Spec, args: RoleArgs) -> None:
-    """This process, a pump until now, becomes the daemon."""
+def _take_over(spec: Spec, args: RoleArgs) -> Spec:
+    """This process, a pump until now, becomes the daemon; the group's spec as the dead
+    daemon last wrote it (a scale or an apply since this pump started changed it)."""
     gc.collect()  # the monitors' objects: their files flushed and closed before any fork
     log = Path(spec.directory) / "daemon.log"
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -44,6 +45,20 @@ def _take_over(spec: Spec, args: RoleArgs) -> None:
     os.close(fd)
     rolelog.install(str(log))  # its rotation renames the daemon's log now, not the pump's
     _linux.set_subreaper()
+    return _latest(spec)
+
+
+def _latest(spec: Spec) -> Spec:
+    """``spec.json`` read again (if it is still ours and readable), else ``spec``."""
+    from .state import check_dir, read_json
+
+    try:
+        check_dir(Path(spec.directory))
+        data = read_json(Path(spec.directory) / "spec.json")
+        return Spec.from_json(data) if data else spec
+    except Exception as exc:  # the pump's own copy will do
+        rolelog.report("spec", f"immortal: daemon: spec.json not read again ({exc})\n")
+        return spec
 
 
 def _run(spec: Spec, args: RoleArgs, first: type[Daemon] = Daemon) -> int:
@@ -58,7 +73,7 @@ def _run(spec: Spec, args: RoleArgs, first: type[Daemon] = Daemon) -> int:
         except forking.Unwind as change:
             spec, args = change.spec, change.role_args
         kind = Daemon
-        _take_over(spec, args)
+        spec = _take_over(spec, args)
 
 
 def main(spec: Spec, args: RoleArgs) -> int:

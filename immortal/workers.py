@@ -1,37 +1,62 @@
-"""The instances of a group's program, as its pump holds them (``workers``).
+"""The instances of a group's programs, as its pump holds them (``workers``, ``programs``).
 
-A group runs ``workers`` instances of its program under one daemon and one pump. The pump
-keeps one :class:`Instance` for each: its own pipes and journal (``Streams``), its own
-target, its own restart machine (``supervise``: the machine is pure, so each instance
-simply has its own state, its own restart record and backoff) and its own readiness
-(``readywatch.ReadyWatch``). A group of one is instance
-0 alone, stored and shown as groups always were.
+A group runs ``workers`` instances of each of its programs under one daemon and one pump.
+The pump keeps one :class:`Run` per program (its view of the spec, its monitors, its
+spawner, its instances) and one :class:`Instance` per instance: its own pipes and journal
+(``Streams``), its own target, its own restart machine (``supervise``: the machine is pure,
+so each instance simply has its own state, its own restart record and backoff) and its own
+readiness (``readywatch.ReadyWatch``). A group of one is instance 0 of its one program
+(named ""), stored and shown as groups always were.
 
-An instance is keyed by ``(program, k)``: ``program`` is 0 while a group runs one program
-(a group of several programs would number them), ``k`` counts from 0. What the group shows
-of them together (``group_phase``) is here too.
+An instance is keyed by ``(program, k)`` (``roles.Key``): ``program`` is "" for a group's
+one program, ``k`` counts from 0 in each program. What the group shows of them together
+(``group_phase``) is here too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from .machine import BACKOFF, FATAL, FINAL, RESTARTING, RUNNING, SPAWNING, STOPPED, STOPPING
-from .machine import Phase, State
+from .machine import FINAL, State, group_phase  # noqa: F401  (group_phase: kept here)
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
+    from .filewatch import FileWatch
+    from .memwatch import MemoryWatch
+    from .monitoring import Host
     from .process import Child
     from .readywatch import ReadyWatch
+    from .spawner import Spawner
+    from .spec import Spec
     from .streams import Streams
 
 
-class Instance:
-    """One instance of the program: its streams, its target, its machine, its readiness."""
+class Run:
+    """One program of the group as the pump runs it."""
 
-    def __init__(self, k: int, streams: Streams, ready: ReadyWatch, program: int = 0) -> None:
-        self.program = program  #: which program of the group (0: a group runs one)
+    def __init__(self, spec: Spec, spawner: Spawner) -> None:
+        self.name = spec.program  #: "" for a group's one program
+        self.spec = spec  #: its view (``Spec.view``): its own fields, the group's name
+        self.spawner = spawner
+        self.host: Host | None = None  #: its monitors, once loaded
+        self.instances: list[Instance] = []  #: by number
+        self.retiring: int | None = None  #: a scale down: the instances from this on retire
+        self.files: FileWatch | None = None  #: its ``watch=`` (``pumpops``), once watched
+        self.memory: MemoryWatch | None = None  #: its ``memory_limit=``
+
+    def shown(self, inst: Instance) -> int | None:
+        """The number monitors and exit statuses are given for ``inst`` (``shown``)."""
+        return shown(inst.k, len(self.instances))
+
+    def __repr__(self) -> str:
+        return f"<Run {self.name!r} {len(self.instances)} instance(s)>"
+
+
+class Instance:
+    """One instance of a program: its streams, its target, its machine, its readiness."""
+
+    def __init__(self, k: int, streams: Streams, ready: ReadyWatch, run: Run) -> None:
+        self.run = run  #: its program
+        self.program = run.name  #: its program's name ("": a group's one program)
         self.k = k  #: its number among the program's instances, from 0
         self.streams = streams
         self.ready = ready  #: its current target's readiness
@@ -41,8 +66,14 @@ class Instance:
         self.watched = -1  #: its target's pidfd, registered in the loop's selector
 
     @property
-    def key(self) -> tuple[int, int]:
+    def key(self) -> tuple[str, int]:
         return self.program, self.k
+
+    @property
+    def slot(self) -> int | str:
+        """Its name in a rolling restart and in the words about it: ``k``, or
+        ``PROGRAM:k`` in a group of several programs."""
+        return label(self.program, self.k)
 
     @property
     def final(self) -> bool:
@@ -50,25 +81,17 @@ class Instance:
         return self.machine.phase in FINAL
 
     def __repr__(self) -> str:
-        return f"<Instance {self.k} {self.machine.phase} target {self.target!r}>"
+        return f"<Instance {self.slot} {self.machine.phase} target {self.target!r}>"
+
+
+def label(program: str, k: int) -> int | str:
+    """Instance ``k`` of ``program`` in words: ``k`` for a group's one program, else
+    ``PROGRAM:k``."""
+    return f"{program}:{k}" if program else k
 
 
 def shown(k: int, count: int) -> int | None:
-    """The instance number monitors and exit statuses are given: ``k`` in a group of
-    several, None in a group of one (whose lines and events read as they always did)."""
+    """The instance number monitors and exit statuses are given: ``k`` in a program of
+    several instances, None in one of one (whose lines and events read as they always
+    did)."""
     return k if count > 1 else None
-
-
-def group_phase(phases: Iterable[Phase]) -> Phase:
-    """The group's phase, from its instances': one instance's own; for several, the
-    phase they share, else stopping while any stops, running while any runs, then the
-    first of spawning, restarting, backoff; once all have ended, fatal if any gave up."""
-    every = list(phases)
-    if len(set(every)) == 1:
-        return every[0]
-    if all(phase in FINAL for phase in every):
-        return FATAL if FATAL in every else STOPPED
-    for phase in (STOPPING, RUNNING, SPAWNING, RESTARTING, BACKOFF):
-        if phase in every:
-            return phase
-    return every[0]

@@ -6,7 +6,8 @@ file — receive the target's output, configured by a file you already have.
 Options:
 
 ``logger``
-    the logger's name (default ``immortal.<group name>``).
+    the logger's name (default ``immortal.<group name>``; in a group of several programs,
+    ``immortal.<group name>.<program>``).
 ``stdout_level``, ``stderr_level``
     the level of stdout lines (default ``INFO``) and of stderr lines (default
     ``WARNING``): a level name (any case) or a number.
@@ -20,7 +21,8 @@ Options:
 Events are logged at INFO, except an exit with a non-zero code, by a signal, or a failure
 to start: WARNING. Each record's ``extra`` carries ``stream`` (``"stdout"``, ``"stderr"`` or
 ``"event"``), ``pid`` (the target's, None when unknown), ``group`` (the group's name),
-``instance`` (which instance of the program, in a group of several; else None) and
+``instance`` (which instance of the program, in a group of several; else None),
+``program`` (the program's name, in a group of several programs; else None) and
 ``event`` (the event's name, None for lines); an exit's record also has ``status``
 (``ExitStatus.to_json()``), a respawn's ``why``, a ``dropped`` one ``count`` and a
 ``message`` one ``data`` (the JSON value). Lines are decoded as UTF-8 with
@@ -219,8 +221,9 @@ class LoggingMonitor(immortal.Monitor):
             # before it (disable_existing_loggers). A configuration that fails raises: at
             # "pump start" the start fails with its message; later, the pump reports it
             # and the records go wherever logging sends them.
-            self._logger = logging.getLogger(self.options.get("logger")
-                                             or f"immortal.{self.name}")
+            self._logger = logging.getLogger(
+                self.options.get("logger") or ".".join(
+                    ["immortal", self.name, *([self.program] if self.program else [])]))
             self._witness = _first_file(self._logger)
         self._ready = True
 
@@ -286,12 +289,14 @@ class LoggingMonitor(immortal.Monitor):
     def _event(self, level: int, event: str, text: str, **extra: Any) -> None:
         self._logger.log(level, text, extra={"stream": "event", "pid": self._pid,
                                              "group": self.name, "event": event,
-                                             "instance": self.instance, **extra})
+                                             "instance": self.instance,
+                                             "program": self.program, **extra})
 
     def _line(self, stream: str, line: bytes) -> None:
         self._logger.log(self._levels[stream], line.decode("utf-8", "replace"),
                          extra={"stream": stream, "pid": self._pid, "group": self.name,
-                                "event": None, "instance": self.instance})
+                                "event": None, "instance": self.instance,
+                                "program": self.program})
 
     def spawn(self, pid: int) -> None:
         self._pid = pid

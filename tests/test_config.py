@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 
 import immortal
-from immortal import config, configcheck, configfile, envfile, spec
+from immortal import config, configcheck, configfile, configkeys, envfile, request, spec
 from immortal.configfile import CLI, DEFAULT, ENV_FILE, ENV_TABLE, FILE, VARIABLE, ConfigError
 from immortal.tomlkeys import key_lines, line_of
 
-from conftest import TALKER, wait_for
+from conftest import LONG, TALKER, wait_for
 
 ENVIRON = {"PATH": os.defpath}  # no IMMORTAL_READY, no IMMORTAL_ENV: the tests say theirs
 
@@ -114,7 +114,7 @@ def test_env_files_read_key_value_lines():
 # --- the schema is start()'s -----------------------------------------------------------------
 
 def test_every_start_option_has_a_key_and_the_same_default():
-    parameters = inspect.signature(spec.build).parameters
+    parameters = inspect.signature(request.build).parameters
     group_level = {"name", "strategy", "start_timeout"}
     python_only = {"monitor", "options", "capture", "unknown"}  # monitors= covers the first two
     options = set(parameters) - group_level - python_only
@@ -128,6 +128,56 @@ def test_every_start_option_has_a_key_and_the_same_default():
             assert default == (same[key] if key in same else expected), key
     for key, default in config.GROUP_DEFAULTS.items():
         assert parameters[key].default == default, key
+
+
+def test_a_programs_keys_are_its_record_s_fields():
+    """Every field of a program of start_group() (``spec.Program``) has its key in the
+    file, and every key of the file is one (``instances``: ``workers``; ``env_file``: the
+    ``env``; ``log_path``: the monitors')."""
+    fields = set(spec.Program._fields) - {"name", "log_path"}
+    assert set(configkeys.PROGRAM_KEYS) - {"instances", "env_file"} == fields
+    assert set(configcheck.ORDER) - {"env_file"} == fields
+
+
+def test_the_operators_options_reach_the_programs(tmp_path):
+    path = project(tmp_path, '''\
+        [programs.web]
+        file = "web.py"
+        watch = ["web.py", "conf/**/*.toml"]
+        ignore = ["*.swp"]
+        watch_delay = 0.2
+        memory_limit = "300M"
+        comment = "the shop's front"
+        [programs.worker]
+        file = "worker.py"
+        memory_limit = 400000000
+        memory_window = 5
+        memory_children = true
+        ''')
+    (path.parent / "conf").mkdir()
+    loaded = load(path)
+    web, worker = (loaded.programs[name].kwargs for name in ("web", "worker"))
+    assert web["watch"] == [str(path.parent / "web.py"), str(path.parent / "conf/**/*.toml")]
+    assert (web["ignore"], web["watch_delay"], web["memory_limit"], web["comment"]) == (
+        ["*.swp"], 0.2, 300 << 20, "the shop's front")
+    assert (worker["memory_limit"], worker["memory_window"], worker["memory_children"]) == (
+        400000000, 5, True)
+    assert loaded.programs["web"].settings["comment"].source.line == 7
+    from immortal.programs import build_programs
+
+    made = {p.name: p for p in build_programs("shop", loaded.programs_kwargs(),
+                                              spec.Strategy.DAEMON, str(tmp_path / "d"))}
+    assert made["web"].watch == tuple(web["watch"]) and made["web"].comment == web["comment"]
+    assert made["worker"].memory_window == 5.0 and made["worker"].watch == ()
+    for key, value, words in (("watch_delay", "1", "needs 'watch'"),
+                              ("memory_limit", '"lots"', "must be a size")):
+        bad = project(tmp_path, f'''\
+            [programs.web]
+            file = "web.py"
+            {key} = {value}
+            ''', name=f"bad_{key}")
+        found = {p.key: p.message for p in problems(bad)}
+        assert words in found[f"programs.web.{key}"], found
 
 
 # --- precedence ------------------------------------------------------------------------------
@@ -348,6 +398,32 @@ def test_a_loaded_program_starts_as_start_would(tmp_path, started, home):
     assert written["cwd"] == str(path.parent)
 
 
+def test_a_loaded_file_starts_its_programs_as_one_group(tmp_path, home):
+    path = project(tmp_path, '''\
+        name = "fromgroup"
+        [programs.web]
+        file = "web.py"
+        ready = "spawn"
+        comment = "front"
+        [programs.worker]
+        file = "worker.py"
+        instances = 2
+        ready = "spawn"
+        ''')
+    loaded = load(path)
+    group = immortal.start_group(loaded.name.value, loaded.programs_kwargs(),
+                                 **loaded.group_kwargs())
+    try:
+        status = wait_for(group.status, lambda s: s.running and len(
+            [e for e in s.instances if e.pid]) == 3, LONG, what="three instances")
+        assert group.programs == ["web", "worker"]
+        assert [(e.program, e.instance) for e in status.instances] == [
+            ("web", 0), ("worker", 0), ("worker", 1)]
+        assert status.comment == "web: front"
+    finally:
+        group.stop(timeout=LONG)
+
+
 def test_the_documented_example_is_valid(tmp_path):
     """docs/config.md's complete example loads, as written (its log directory moved here)."""
     import re
@@ -360,9 +436,17 @@ def test_the_documented_example_is_valid(tmp_path):
     path = project(tmp_path, example.group(1).replace("/var/log/shop", str(logs)),
                    _env="SECRET=x\n", cron_sh="#!/bin/sh\nexit 0\n")
     (path.parent / "cron.sh").chmod(0o755)
+    (path.parent / "templates").mkdir()  # a watched directory must exist
     (path.parent / ".venv" / "bin").mkdir(parents=True)
     (path.parent / ".venv" / "bin" / "python").symlink_to(sys.executable)
     loaded = load(path, "production")
     assert list(loaded.programs) == ["web", "worker", "cron"]
+    # What start_group() takes: each program checked as it would check it.
+    from immortal.programs import build_programs
+
+    made = build_programs(loaded.name.value, loaded.programs_kwargs(),
+                          spec.Strategy(loaded.strategy.value), str(tmp_path / "shop.d"))
+    assert [p.name for p in made] == ["web", "worker", "cron"]
+    assert [p.workers for p in made] == [8, 2, 1]
     assert loaded.programs["web"].kwargs["workers"] == 8
     assert loaded.programs["web"].variables["LOG_LEVEL"] == "warning"

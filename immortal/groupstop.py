@@ -1,0 +1,181 @@
+"""Ending a group (``stop``, ``kill``), and what every request of a handle needs: the
+group's root process, the control socket, the grace period.
+
+The handle talks to the group through its instance directory and signals to its root
+process (the daemon, or the pump when there is no daemon), after proving by start time that
+the pid still names that process; signals are the fallback when the root does not answer.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from . import control
+from ._linux import is_alive
+from .errors import NoAnswer, NotRunning
+from .groupview import MARGIN, POLL, GroupView
+from .safety import check_socket
+from .state import KILLED, SOCKET_NAME, STALE, Status, clear_stale, read_json, try_lock
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
+
+RETRY = 3.0  # seconds a command is retried while nobody answers on the control socket
+
+
+class GroupStop(GroupView):
+    """A handle's requests to the group: how they reach it, and how the group ends (see
+    :class:`immortal.group.Group` for the others)."""
+
+    def _root(self) -> tuple[int, Status]:
+        status = self.status()
+        if not status.running:
+            raise NotRunning(f"group {self.name!r} is not running (state {status.state}); "
+                             f"start it with 'immortal run'")
+        return status.pids[status.root], status
+
+    def _request(self, cmd: str, **args: Any) -> dict[str, Any]:
+        """Send a command; retried for a moment while a dead daemon's successor binds."""
+        deadline = time.monotonic() + RETRY
+        while True:
+            try:
+                check_socket(self.directory / SOCKET_NAME)
+                return control.request(self.directory / SOCKET_NAME, {"cmd": cmd, **args})
+            except NotRunning:
+                if time.monotonic() >= deadline or not self.status().running:
+                    raise
+            time.sleep(POLL)
+
+    def _grace(self, timeout: float | None, program: str | None = None) -> float:
+        """``timeout`` checked, else the group's grace period (``program``'s, or the
+        longest of its programs')."""
+        if timeout is not None:
+            from .checks import check_timeout
+
+            return check_timeout("timeout", timeout)
+        spec = read_json(self.directory / "spec.json") or {}
+        if spec.get("programs"):
+            return max(float(p.get("stop_timeout", 10.0)) for p in spec["programs"]
+                       if program in (None, p.get("name")))
+        return float(spec.get("stop_timeout", 10.0))
+
+    def stop(self, timeout: float | None = None) -> Status:
+        """Stop the group: TERM to the target's process group, ``timeout`` seconds of grace
+        (default: the group's ``stop_timeout``), then KILL. Returns when every process of
+        the group is gone; past the grace period plus a margin they are killed outright.
+        """
+        self.wait_start()
+        grace, status = self._begin_stop(timeout)
+        return self._finish_stop(grace, status)
+
+    def begin_stop(self, timeout: float | None = None) -> float:
+        """Ask the group to stop and return at once; returns the grace period in force."""
+        self.wait_start()
+        return self._begin_stop(timeout)[0]
+
+    def finish_stop(self, grace: float) -> Status:
+        """Wait for a stop begun by :meth:`begin_stop`; KILL what outlives grace + margin."""
+        return self._finish_stop(grace, self.status())
+
+    def _begin_stop(self, timeout: float | None) -> tuple[float, Status]:
+        """The grace period, and the status to wait from.
+
+        The request goes first, and what the wait needs (the status, spec.json's grace
+        period) is read while the group stops: a group that is not running does not
+        answer, and the status read then says so. Without a timeout the group applies its
+        own stop_timeout."""
+        grace = None if timeout is None else self._grace(timeout)  # refuse a bad one first
+        self._stop_began = time.monotonic()
+        try:
+            self._request("stop", **({} if grace is None else {"timeout": grace}))
+        except NotRunning:  # no answer: a signal does it, with the group's own grace
+            status = self.status()
+            if status.running:
+                try:
+                    os.kill(status.pids[status.root], signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        except NoAnswer:
+            # The root is frozen or swamped: TERM to every supervisor (a live pump stops the
+            # target with the group's own grace); what still lives past grace + margin: KILL.
+            status = self.status()
+            for role in status.live_roles():
+                try:
+                    os.kill(status.pids[role], signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        else:
+            status = self.status()
+        return (self._grace(None) if grace is None else grace), status
+
+    def _finish_stop(self, grace: float, status: Status) -> Status:
+        budget = grace + MARGIN
+        if self._stop_began is not None:  # the margin counts from the request, answered or not
+            budget -= time.monotonic() - self._stop_began
+            self._stop_began = None
+        final = self._wait_gone(max(0.0, budget), status)
+        if final is None:
+            return self.kill()
+        self._reap()
+        return self._end_leftovers(STALE)
+
+    def _end_leftovers(self, reason: str) -> Status:
+        """Once no supervisor runs: end every process still carrying the group's token
+        (escaped grandchildren the daemon could not reach, a target whose supervisors were
+        killed), and record a group killed without a stop as stopped with ``reason``.
+
+        Under the group lock: a group started since then is never touched (its target
+        carries the same token). The lock is taken for a moment, so a start at that very
+        moment may be refused as already running.
+        """
+        from . import orphans
+
+        lock = try_lock(self.directory / "lock", same_file=True)
+        if lock is None:
+            return self.status()
+        try:
+            ended = orphans.end_group(self.directory)
+        finally:
+            os.close(lock)
+        final = clear_stale(self.directory, reason) or self.status()
+        if self._popen is not None and self._popen.poll() is not None:
+            final.running = False
+        final.orphans = ended
+        return final
+
+    def kill(self) -> Status:
+        """SIGKILL every process of the group now (no grace); returns when they are gone."""
+        status = self.status()
+        # Supervisors first, so that nothing respawns the target in between. (A pump that
+        # saw its daemon die keeps its pid when it becomes the daemon: the KILL still lands.)
+        for role in ("daemon", "pump"):
+            if role in status.pids and is_alive(status.pids[role], status.start_times.get(role)):
+                try:
+                    os.kill(status.pids[role], signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        for pid, started in targets_of(status, None):
+            if is_alive(pid, started):
+                try:
+                    os.killpg(pid, signal.SIGKILL)  # the target leads its process group
+                except (ProcessLookupError, PermissionError):
+                    pass
+        self._wait_gone(MARGIN, status)
+        self._reap()
+        return self._end_leftovers(KILLED)
+
+
+def targets_of(status: Status, instance: int | None,
+               program: str | None = None) -> list[tuple[int, int | None]]:
+    """The targets ``status`` records, each (pid, start time): the group's one, or each
+    instance's (``program``'s, ``instance``'s alone, if given)."""
+    if status.instances:
+        return [(entry.pid, entry.start_time) for entry in status.instances
+                if entry.pid and instance in (None, entry.instance)
+                and program in (None, entry.program)]
+    pid = status.pids.get("target")
+    return [(pid, status.start_times.get("target"))] if pid else []
