@@ -105,16 +105,24 @@ class Keeper:
         self.restored()
 
 
-def keep(directory: Path, selector: selectors.BaseSelector, lock_fd: int | None,
-         restored: Callable[[], None]) -> Keeper | None:
-    """Watch ``directory`` from ``selector``; when it goes, make it again, lock it on
-    ``lock_fd`` and call ``restored``. None where inotify is not available."""
+def _open() -> tuple[ctypes.CDLL, int] | None:
+    """The C library and a new inotify fd (non-blocking, close-on-exec), or None where
+    inotify is not available."""
     libc = _linux.inotify()
     if libc is None:
         return None
     fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-    if fd < 0:
+    return None if fd < 0 else (libc, fd)
+
+
+def keep(directory: Path, selector: selectors.BaseSelector, lock_fd: int | None,
+         restored: Callable[[], None]) -> Keeper | None:
+    """Watch ``directory`` from ``selector``; when it goes, make it again, lock it on
+    ``lock_fd`` and call ``restored``. None where inotify is not available."""
+    opened = _open()
+    if opened is None:
         return None
+    libc, fd = opened
     keeper = Keeper(libc, fd, directory, lock_fd, restored)
     if not keeper.watch():
         os.close(fd)
@@ -127,12 +135,10 @@ def watch_names(directory: Path, mask: int = IN_MOVED_TO | IN_DELETE) -> int | N
     """An inotify fd (non-blocking, close-on-exec) on the entries of ``directory``: with
     the default ``mask``, a file replaced there (``os.replace``, as every JSON file of
     ours is written) or removed. None where inotify is not available."""
-    libc = _linux.inotify()
-    if libc is None:
+    opened = _open()
+    if opened is None:
         return None
-    fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-    if fd < 0:
-        return None
+    libc, fd = opened
     if libc.inotify_add_watch(fd, os.fsencode(directory), mask | IN_ONLYDIR) < 0:
         os.close(fd)
         return None
