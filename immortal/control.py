@@ -11,7 +11,8 @@ Requests and answers are one JSON object per line. Only these commands exist::
     {"cmd": "reopen"}                     monitors reopen their files (after logrotate)
     {"cmd": "scale", "workers": 4}        run 4 instances: more started, the highest retired
     {"cmd": "apply", "file": "apply.X.json"}  a group of several programs: its new ones,
-                                          in that file of its directory (``programs``)
+                                          in that file of its directory (``programs``);
+                                          "rolls": the programs the caller rolls next
 
 restart, signal and scale take "program": NAME in a group of several programs (restart,
 signal: its instances alone; with "instance": K, its instance K); restart takes "rolling":
@@ -116,7 +117,7 @@ def check_request(request: object) -> dict[str, Any]:
                                      "rolling"},
                          "signal": {"signal", "instance", "program"},
                          "scale": {"workers", "program"},
-                         "apply": {"file"}}.get(cmd, set())
+                         "apply": {"file", "rolls"}}.get(cmd, set())
     extra = set(request) - allowed
     if extra:
         raise InvalidSpec(f"command {cmd!r} takes no {', '.join(sorted(extra))}")
@@ -142,6 +143,9 @@ def check_request(request: object) -> dict[str, Any]:
     if cmd == "apply" and not apply_file(request.get("file")):
         raise InvalidSpec(f"'file' must name an apply.ID.json file of the group's directory "
                           f"(got {request.get('file')!r})")
+    rolls = request.get("rolls", [])
+    if not isinstance(rolls, list) or not all(isinstance(name, str) for name in rolls):
+        raise InvalidSpec(f"'rolls' must be a list of programs' names (got {rolls!r})")
     if cmd == "signal":
         request["signal"] = parse_signal(request.get("signal"))
     if cmd == "scale":

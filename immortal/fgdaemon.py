@@ -15,9 +15,11 @@ control socket, reaps), with what being the command's own process asks for:
   answer (the handshake a ``start()`` caller reads comes to a pipe of its own): "started",
   or the start's error; at the end, ``'NAME' ended: STATE (REASON)``.
 - **systemd** (``sdnotify``), with ``NOTIFY_SOCKET`` in its environment: ``READY=1`` once
-  every target is ready, ``STATUS=`` on each change of ``status.json`` (watched with
-  inotify), ``RELOADING=1`` then ``READY=1`` around a SIGHUP's restart, ``STOPPING=1``,
-  and ``WATCHDOG=1`` while healthy (a pump runs and drains the output).
+  every target is ready (of every program, in a group of several), ``STATUS=`` on each
+  change of ``status.json`` (watched with inotify), ``RELOADING=1`` then ``READY=1`` around
+  a SIGHUP's restart and around an apply (``Group.apply``: its programs at their counts,
+  each instance ready, those it changed rolled), ``STOPPING=1``, and ``WATCHDOG=1`` while
+  healthy (a pump runs and drains the output).
 - **Its exit code** (``exit_code``).
 """
 
@@ -33,7 +35,7 @@ from .daemon import Daemon
 from .detach import Handshake
 from .errors import ImmortalError
 from .foreground import SIGNALS
-from .group import restarted
+from .group import restarted, settled
 from .launcher import answer_error
 from .render import started_view
 from .roles import RoleArgs
@@ -54,7 +56,9 @@ class ForegroundDaemon(Daemon):
         self.failure: str | None = None  #: the start's error, if it failed
         self.stop_asked = False  #: a stop was requested (a signal, 'immortal stop')
         self.notifier = Notifier.from_environ()
-        self.reload_from: Status | None = None  #: a SIGHUP's restart under way: from what
+        self.reload_from: Status | None = None  #: a reload under way: from what
+        #: an apply's reload: the programs it changed (None: a SIGHUP's restart)
+        self.reload_changed: set[str] | None = None
         self.status_fd: int | None = None
 
     # ----------------------------------------------------------------- the loop
@@ -148,7 +152,25 @@ class ForegroundDaemon(Daemon):
             if self.notifier is not None:
                 self.notifier.ready()
             return
-        self.reload_from = before
+        self.reload_from, self.reload_changed = before, None
+
+    def _command(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A control request; an apply (``Group.apply``) is a reload for systemd, from the
+        request until the group has settled on its new programs."""
+        if request["cmd"] != "apply" or self.notifier is None:
+            return super()._command(request)
+        before = read_status(self.directory)
+        answer = super()._command(request)
+        # The programs its caller rolls next: the reload is over once they are (or a roll
+        # of theirs is aborted: its caller's undo, an apply of the old definitions, then
+        # rolls nothing).
+        rolls = set(request.get("rolls", ())) & {p.name for p in self.spec.programs}
+        if self.reload_from is None and before is not None:
+            self.notifier.reloading()
+            self.reload_from = before
+        self.reload_changed = rolls
+        self._reload_over(before)  # an apply that changes nothing is over at once
+        return answer
 
     def _stop(self, request: dict[str, Any], by_signal: bool) -> None:
         self.stop_asked = True
@@ -170,8 +192,16 @@ class ForegroundDaemon(Daemon):
         if status is None:
             return
         self.notifier.status(summary(status))
-        if self.reload_from is not None and reloaded(self.reload_from, status):
-            self.reload_from = None
+        self._reload_over(status)
+
+    def _reload_over(self, status: Status | None) -> None:
+        """``READY=1`` if ``status`` shows the end of the reload under way."""
+        before, changed = self.reload_from, self.reload_changed
+        if before is None or status is None or self.notifier is None:
+            return
+        if reloaded(before, status) if changed is None else \
+                applied(before, status, changed, self.spec):
+            self.reload_from = self.reload_changed = None
             self.notifier.ready()
 
     # ----------------------------------------------------------------- the end
@@ -198,12 +228,13 @@ def exit_code(status: Status | None, failed: bool, stop_asked: bool, spec: Spec)
     """The foreground's exit code: 0 once the group stopped (a requested stop, or every
     instance ended on a final exit code); 1 if its start failed, it gave up (``fatal``) or
     it ended without a final phase (its pump could not go on); the target's own code when
-    a group of one ended by itself on one of its ``final_exit_codes``."""
+    a group of one program and one instance ended by itself on one of its
+    ``final_exit_codes``."""
     if failed or status is None or status.state != "stopped":
         return 1
     last = status.last_exit
-    if not stop_asked and spec.workers == 1 and last is not None and last.code is not None \
-            and last.code in spec.policy.final_exit_codes:
+    if not stop_asked and not spec.several and spec.workers == 1 and last is not None \
+            and last.code is not None and last.code in spec.policy.final_exit_codes:
         return last.code
     return 0
 
@@ -239,3 +270,22 @@ def reloaded(before: Status, now: Status) -> bool:
     if int(roll.get("id", 0)) > int(last.get("id", 0)):
         return roll.get("state") != "rolling"
     return restarted(before, now, None) and now.ready
+
+
+def applied(before: Status, now: Status, changed: set[str], spec: Spec) -> bool:
+    """Whether ``now`` shows the end of the apply that began in ``before``: each program
+    at its count (``spec``'s), every instance running and ready, and each program rolled
+    (``changed``) running targets started since, or a roll aborted (the apply's caller
+    puts the old definition back: the old processes serve on); or the group no longer
+    running."""
+    if not now.running or now.state in FINAL_STATES:
+        return True
+    roll, last = now.roll or {}, before.roll or {}
+    if roll.get("state") == "rolling" or \
+            not settled(now, {p.name: p.workers for p in spec.programs}):
+        return False
+    if int(roll.get("id", 0)) > int(last.get("id", 0)) and roll.get("state") != "done":
+        return True
+    then = {(e.program, e.pid, e.start_time) for e in before.instances}
+    return all((e.program, e.pid, e.start_time) not in then for e in now.instances
+               if e.program in changed)

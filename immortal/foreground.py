@@ -2,14 +2,15 @@
 
 ``immortal run --foreground`` is for whoever supervises immortal itself: systemd (a
 ``Type=notify`` service whose main process is immortal), a container (immortal as PID 1),
-a terminal. Everything ``start()`` checks is checked here, in the caller, in the same
-order (``launcher``: the arguments, the monitors, the directory, the lock, an orphan to
-adopt, the listen sockets, ``spec.json``). Then, instead of a detached first role (a
-double fork), this process ``exec``s the daemon role (``python -m immortal._role``) in
-place: the same pid (systemd's ``MAINPID``, the container's PID 1), no fork, a fresh
-interpreter (whatever threads or files the caller had are gone; the listen sockets land at
-fds 3, 4... as in any role). The daemon forks its pump as always, so a pump's death is
-survived; it stays in the foreground until the group ends, and its exit code says how
+a terminal; ``start_group`` runs a group of several programs so (as ``launcher``'s takes
+them). Everything ``start()`` checks is checked here, in the caller, in the same order
+(``launcher``: the arguments, the monitors, the directory, the lock, an orphan to adopt,
+the listen sockets, ``spec.json``). Then, instead of a detached first role (a double
+fork), this process ``exec``s the daemon role (``python -m immortal._role``) in place: the
+same pid (systemd's ``MAINPID``, the container's PID 1), no fork, a fresh interpreter
+(whatever threads or files the caller had are gone; the listen sockets land at fds 3,
+4... as in any role). The daemon forks its pump as always, so a pump's death is survived;
+it stays in the foreground until the group ends, and its exit code says how
 (``fgdaemon``). The control socket, ``status``, ``stop``, ``signal``... work as for any
 group.
 
@@ -24,12 +25,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from . import standby
 from .errors import InvalidSpec, StartError
-from .launcher import plan, prepared
+from .launcher import plan, plan_group, prepared
 from .request import build
 from .roles import Fds, RoleArgs, role_command
 from .spec import Spec, Strategy
@@ -57,16 +58,23 @@ def start(file: str | os.PathLike[str], args: Sequence[str] | None = None, *,
     run(plan(build(file, args, **keywords)), console=console)
 
 
+def start_group(name: str, programs: Mapping[str, Mapping[str, Any]], *,
+                start_timeout: float = 30.0, console: bool | None = None) -> NoReturn:
+    """Run a group of several programs as ``start_group()`` would (``programs`` as it
+    takes them), but in this process, in the foreground, as ``start`` does a group of one:
+    it becomes the group's daemon, says ``READY=1`` once every instance of every program is
+    ready, and ends with the group. Never returns; bad input raises before anything is
+    created."""
+    run(plan_group(name, programs, Strategy.DAEMON, start_timeout), console=console)
+
+
 def run(spec: Spec, *, console: bool | None = None) -> NoReturn:
-    """Run the group ``spec`` describes (a checked ``Spec``, as ``launcher.plan`` makes
-    it, or one recorded in a ``spec.json``) in this process, in the foreground: take its
-    lock, bind its sockets, write ``spec.json``, then ``exec`` the daemon role. Never
-    returns; raises before the ``exec`` as ``start()`` would."""
+    """Run the group ``spec`` describes (a checked ``Spec``, as ``launcher.plan`` or
+    ``plan_group`` makes it, or one recorded in a ``spec.json``) in this process, in the
+    foreground: take its lock, bind its sockets, write ``spec.json``, then ``exec`` the
+    daemon role. Never returns; raises before the ``exec`` as ``start()`` would."""
     if spec.strategy != Strategy.DAEMON:
         raise InvalidSpec(f"'strategy' {spec.strategy.value!r} cannot run in the foreground")
-    if spec.several:
-        raise InvalidSpec(f"group {spec.name!r} runs several programs (start_group()): only "
-                          "a group of one program runs in the foreground")
     if console is None:
         console = _is_terminal(1)
     for waiting in standby.pending_all():

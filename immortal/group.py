@@ -204,7 +204,7 @@ class Group(GroupStop):
             now = self.status()
             if not now.running:
                 raise NotRunning(f"group {self.name!r} ended (state {now.state})")
-            if all(_runs(now, program, count) for program, count in counts.items()):
+            if settled(now, counts):
                 return now
             time.sleep(POLL)
         raise StopTimeout(f"group {self.name!r} {what} within {patience:g} s")
@@ -256,7 +256,7 @@ class Group(GroupStop):
         applied, sending = compare(spec, new)
         for name in applied.added:
             ensure_dir(program_dir(spec.directory, name))
-        self._hand(sending)
+        self._hand(sending, applied.changed)
         ready = max([p.ready_timeout + p.stop_timeout for p in (*new, *spec.programs)])
         self._settled({**{p.name: p.workers for p in sending},
                        **{name: 0 for name in applied.removed}},
@@ -266,19 +266,21 @@ class Group(GroupStop):
             try:
                 self._roll(self.status(), None, timeout, 1, name, rolling=True)
             except StartError as exc:  # the old definition back, as the old ones run
-                self._hand([old[p.name] if p.name == name else p for p in sending])
+                self._hand([old[p.name] if p.name == name else p for p in sending], ())
                 raise StartError(f"{exc}; program {name!r} keeps its old definition",
                                  exc.status, exc.stderr) from None
         return applied
 
-    def _hand(self, programs: Sequence[Any]) -> None:
+    def _hand(self, programs: Sequence[Any], rolls: Sequence[str]) -> None:
         """Ask the group to run ``programs`` (``Program`` records): in a file of its
         directory (each program has its environment: a request would be too small), named
-        in the request, removed by the group once read (or here, if it never was)."""
+        in the request, removed by the group once read (or here, if it never was). The
+        request names the programs rolled next (``rolls``): a daemon in the foreground
+        tells systemd its reload is over once they are."""
         name = f"apply.{os.urandom(8).hex()}.json"
         write_json(self.directory / name, {"programs": [p.to_json() for p in programs]})
         try:
-            self._request("apply", file=name)
+            self._request("apply", file=name, rolls=list(rolls))
         finally:
             try:
                 os.unlink(self.directory / name)
@@ -294,6 +296,12 @@ def _given(**values: Any) -> dict[str, Any]:
 def _of(status: Status, program: str | None) -> list[Any]:
     """The instances ``status`` lists of ``program`` (all, if None)."""
     return [entry for entry in status.instances if program in (None, entry.program)]
+
+
+def settled(status: Status, counts: Mapping[str, int]) -> bool:
+    """Whether ``status`` shows each program of ``counts`` with that many instances, each
+    running and ready (0: the program gone)."""
+    return all(_runs(status, program, count) for program, count in counts.items())
 
 
 def _runs(status: Status, program: str, count: int) -> bool:

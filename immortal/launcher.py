@@ -156,6 +156,10 @@ def prepared(spec: Spec) -> Iterator[tuple[Spec, Lock, Adopt | None, tuple[int, 
     with _undone_on_failure(directory, created, lock, before):
         adopt = adoption.decide(spec)
         before.update(read_json(directory / "spec.json") or {})
+        if spec.several:
+            with _home_errors(directory.parent):
+                for view in spec.each():
+                    ensure_dir(view.program_dir)
         with _listening(spec) as (spec, sockets):
             _write_spec(spec)
             yield spec, lock, adopt, sockets
@@ -176,23 +180,24 @@ def start_group(name: str, programs: Mapping[str, Mapping[str, Any]], *,
     two programs may not listen on one address). Returns once every instance of every
     program is ready; ``StartError`` leaves nothing behind, as ``start()``'s.
     """
+    spec = plan_group(name, programs, strategy, start_timeout)
+    with prepared(spec) as (spec, lock, _, sockets):
+        return _launch(spec, lock, False, None, sockets)
+
+
+def plan_group(name: object, programs: object, strategy: object,
+               start_timeout: object) -> Spec:
+    """``plan`` for a group of several programs: its ``Spec``, every argument checked, its
+    instance directory found safe to use. Nothing is created."""
     from .names import check_name
     from .programs import build_group
-    from .spec import program_dir
 
     directory = home() / check_name(name)
     spec = build_group(name, programs, strategy, start_timeout, str(directory))
     check_socket_path(directory)
     with _home_errors(directory.parent):
         check_dir(directory)
-    lock, created = _take_directory(directory)
-    with _undone_on_failure(directory, created, lock):
-        with _home_errors(directory.parent):
-            for view in spec.each():
-                ensure_dir(program_dir(directory, view.program))
-        with _listening(spec) as (spec, sockets):
-            _write_spec(spec)
-            return _launch(spec, lock, False, None, sockets)
+    return spec
 
 
 def _place(request: Request, chosen: tuple[tuple[str, Any, dict[str, Any]], ...]) -> Spec:

@@ -608,16 +608,3 @@ def test_a_group_of_one_started_by_a_program_is_no_program(started):
     log = group.directory / "output.log"
     wait_for(lambda: output(log), lambda out: b"i=0 p=- inner" in out, SHORT,
              what="the target's line, with no program")
-
-
-def test_a_group_of_several_programs_is_refused_in_the_foreground(home):
-    """``immortal run --foreground`` runs a group of one program: several are refused in
-    the caller, before anything is created."""
-    from immortal import foreground
-    from immortal.programs import build_group
-
-    spec = build_group("fg", {"a": worker("one"), "b": worker("two")}, "daemon", 30.0,
-                       str(home / "fg"))
-    with pytest.raises(immortal.InvalidSpec, match="several programs"):
-        foreground.run(spec)
-    assert not (home / "fg").exists()
