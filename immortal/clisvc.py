@@ -35,9 +35,11 @@ def startup(ns: argparse.Namespace) -> int:
     # A group made from a config file (-c FILE) would pass its own command line here:
     # units.exec_start(NAME, command=[immortal, "-c", FILE, "up", "--foreground", ...]).
     command = units.exec_start(spec.name)
+    views = spec.each()  # a group of several programs: the longest of its programs'
     text = units.render(
-        spec.name, command, user=ns.user, stop_timeout=spec.stop_timeout,
-        start_timeout=spec.start_timeout + spec.ready_timeout + spec.stop_timeout,
+        spec.name, command, user=ns.user, stop_timeout=max(v.stop_timeout for v in views),
+        start_timeout=spec.start_timeout + max(v.ready_timeout + v.stop_timeout
+                                               for v in views),
         environment={"IMMORTAL_HOME": str(home())},
         run_as=None if ns.user or os.geteuid() == 0 else _user_name())
     if not ns.install:

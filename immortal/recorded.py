@@ -2,12 +2,14 @@
 ``resurrect``.
 
 Every group's ``spec.json`` records how it was started, every option checked (its monitors'
-options as their ``check()`` returned them, its environment, its addresses as bound), and
-stays after the group ends. ``arguments`` turns it back into ``start()``'s keyword
-arguments, so a group started from its record runs as it did (with the import path its
-caller had, for monitors named ``package.module:Class``).
+options as their ``check()`` returned them, its environment, its addresses as bound, the
+operator's options), and stays after the group ends. ``arguments`` turns it back into
+``start()``'s keyword arguments (``programs``, for a group of several programs, into
+``start_group()``'s), so a group started from its record runs as it did (with the import
+path its caller had, for monitors named ``package.module:Class``).
 
-- ``start_recorded(NAME)``: the group again, detached or (``foreground``) in this process:
+- ``start_recorded(NAME)``: the group again, detached or (``foreground``) in this process
+  (``foreground.start``, or ``start_group`` for a group of several programs):
   what a systemd unit's ``ExecStart`` runs (``units``). A start that fails puts the record
   back (``launcher``), so a unit restarted after a failure (an address in use at boot)
   still finds it.
@@ -28,8 +30,8 @@ from typing import Any, NoReturn
 from . import foreground
 from .errors import ImmortalError, InvalidSpec, NotRunning
 from .group import Group, attach, groups
-from .launcher import start
-from .spec import Spec, Strategy
+from .launcher import start, start_group
+from .spec import Program, Spec, Strategy
 from .state import check_dir, home, read_json, write_json
 
 #: ``save``'s record, in the home (a leading dot: no group's name)
@@ -38,16 +40,37 @@ SAVED = ".saved.json"
 
 def arguments(spec: Spec) -> dict[str, Any]:
     """``start()``'s keyword arguments (``file`` and ``args`` among them) that start the
-    group ``spec`` records again, with the same options."""
+    group of one program ``spec`` records again, with the same options."""
+    return {"strategy": spec.strategy.value, "name": spec.name,
+            "start_timeout": spec.start_timeout, **options(spec)}
+
+
+def programs(spec: Spec) -> dict[str, dict[str, Any]]:
+    """``start_group()``'s ``programs`` that start the group of several programs ``spec``
+    records again, each with its options (a program an apply was removing left out)."""
+    return {p.name: options(p) for p in spec.programs if p.workers}
+
+
+def options(program: Spec | Program) -> dict[str, Any]:
+    """A program's options as ``start()`` takes them, and ``start_group()`` each
+    program's: every one the record holds (its ``log_path`` follows from its monitors; a
+    watch delay or a memory window, recorded at their defaults, only with what they are
+    for: alone, they are refused)."""
     return {
-        "file": spec.file, "args": list(spec.args), "strategy": spec.strategy.value,
-        "monitors": {name: dict(options) for name, options in spec.monitors},
-        "name": spec.name, "exec": spec.exec, "env": dict(spec.env), "cwd": spec.cwd,
-        "umask": spec.umask, "policy": spec.policy.to_json(),
-        "stop_timeout": spec.stop_timeout, "start_timeout": spec.start_timeout,
-        "backpressure": spec.backpressure, "channel": spec.channel, "ready": spec.ready,
-        "ready_timeout": spec.ready_timeout, "listen": list(spec.listen) or None,
-        "workers": spec.workers,
+        "file": program.file, "args": list(program.args),
+        "monitors": {name: dict(given) for name, given in program.monitors},
+        "exec": program.exec, "env": dict(program.env), "cwd": program.cwd,
+        "umask": program.umask, "policy": program.policy.to_json(),
+        "stop_timeout": program.stop_timeout, "backpressure": program.backpressure,
+        "channel": program.channel, "ready": program.ready,
+        "ready_timeout": program.ready_timeout, "listen": list(program.listen) or None,
+        "workers": program.workers, "user": program.user, "group": program.group,
+        "watch": list(program.watch), "ignore": list(program.ignore),
+        "watch_delay": program.watch_delay if program.watch else None,
+        "memory_limit": program.memory_limit,
+        "memory_window": None if program.memory_limit is None else program.memory_window,
+        "memory_children": program.memory_children,
+        "comment": program.comment,
     }
 
 
@@ -85,35 +108,32 @@ def start_again(spec: Spec) -> Group:
     if spec.strategy == Strategy.DEVELOPMENT:
         raise InvalidSpec(f"group {spec.name!r} ran in development (it lived and died with "
                           "its caller): start it with 'immortal run' instead")
-    _one_program(spec)
     with _import_path(spec):
+        if spec.several:
+            return start_group(spec.name, programs(spec), strategy=spec.strategy,
+                               start_timeout=spec.start_timeout)
         return start(**arguments(spec))
 
 
 def start_recorded(name: str, *, in_foreground: bool = False,
                    console: bool | None = None) -> Group:
     """``immortal start-recorded NAME``: the group ``name`` started again from its record;
-    with ``in_foreground``, in this process (``foreground.start``: never returns), as the
-    daemon strategy whatever the record says."""
+    with ``in_foreground``, in this process (``foreground.start``, or
+    ``foreground.start_group``: never returns), as the daemon strategy whatever the record
+    says."""
     spec = record(name)
-    _one_program(spec)
     if not in_foreground:
         return start_again(spec)
+    with _import_path(spec):
+        _foreground(spec, console)
+
+
+def _foreground(spec: Spec, console: bool | None) -> NoReturn:
+    if spec.several:
+        foreground.start_group(spec.name, programs(spec), start_timeout=spec.start_timeout,
+                               console=console)
     given = arguments(spec)
     given.pop("strategy")
-    with _import_path(spec):
-        _foreground(given, console)
-
-
-def _one_program(spec: Spec) -> None:
-    """A group of several programs is not started again from its record (yet)."""
-    if spec.several:
-        raise InvalidSpec(f"group {spec.name!r} runs several programs (start_group()): its "
-                          "record starts a group of one program only; start it with "
-                          "start_group() or its config file")
-
-
-def _foreground(given: dict[str, Any], console: bool | None) -> NoReturn:
     foreground.start(given.pop("file"), given.pop("args"), console=console, **given)
 
 
