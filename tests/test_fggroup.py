@@ -163,6 +163,25 @@ def test_an_apply_that_changes_nothing_is_over_at_once(run, manager):
     assert fg.wait() == 0, described(fg)
 
 
+def test_sighup_rolls_every_program_and_is_a_reload(run, manager):
+    fg = run("hup", {"web": program(workers=2), "jobs": program()},
+             env={"NOTIFY_SOCKET": str(manager.path)})
+    before = manager.wait_for("READY=1")
+    old = {e.pid for e in read_status(fg.directory).instances}
+    fg.popen.send_signal(signal.SIGHUP)
+    heard = wait_for(lambda: manager.heard()[len(before):],
+                     lambda got: any(m.startswith("RELOADING=1") for m in got)
+                     and readies(got) == 1, LONG, "RELOADING=1 then READY=1")
+    reloading = next(i for i, m in enumerate(heard) if m.startswith("RELOADING=1"))
+    assert readies(heard[reloading:]) == 1  # READY=1 after it
+    status = read_status(fg.directory)
+    assert (status.roll or {}).get("state") == "done"
+    now = {e.pid for e in status.instances}
+    assert len(now) == 3 and not now & old  # every instance of every program replaced
+    fg.popen.send_signal(signal.SIGTERM)
+    assert fg.wait() == 0, described(fg)
+
+
 def test_exit_codes_of_a_group_of_several(run):
     finals = {"policy": {"final_exit_codes": [7]}}
     done = run("done", {"a": program("--exit", "7", **finals),
