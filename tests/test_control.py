@@ -106,6 +106,8 @@ def test_garbage_is_answered_and_status_still_answers(started, strategy):
     garbage = [b"not json\n", b"[1, 2]\n", b'"stop"\n', b"{}\n", b'{"cmd": "exec"}\n',
                b'{"cmd": "stop", "timeout": "now"}\n', b'{"cmd": "stop", "timeout": -1}\n',
                b'{"cmd": "signal", "signal": "NOPE"}\n', b'{"cmd": "status", "x": 1}\n',
+               b'{"cmd": "apply", "file": "apply.ab.json", "rolls": "web"}\n',
+               b'{"cmd": "apply", "file": "apply.ab.json", "rolls": [1]}\n',
                b"\xff\xfe\n", b'{"cmd": "__class__"}\n'] * 20
     answers = talk(path, *garbage)
     assert all(a["ok"] is False and a["error"] for a in answers)
@@ -182,3 +184,11 @@ def test_stop_with_a_per_call_grace(started):
     final = group.stop(timeout=0.3)
     assert time.monotonic() - begun < 30  # the group's 60 s grace was not used
     assert final.last_exit.signal == signal.SIGKILL
+
+
+def test_an_apply_names_the_programs_its_caller_rolls_next():
+    request = {"cmd": "apply", "file": "apply.ab.json", "rolls": ["web"]}
+    assert control.check_request(dict(request)) == request
+    for wrong in ("web", [1], None):
+        with pytest.raises(immortal.InvalidSpec, match="'rolls' must be a list of programs' names"):
+            control.check_request({**request, "rolls": wrong})
