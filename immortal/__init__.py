@@ -14,12 +14,13 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
 6 pumpstart, scaling, pumpcontrol, rollout, rollresume, programs, pumphosts, pumpops,
   configcheck ·
 7 pump, group, config, configview ·
-8 forking, launcher, daemonscale ·
-9 daemon, manager, foreground ·
+8 forking, launcher, daemonscale, forget ·
+9 daemon, manager, foreground, fileverbs ·
 10 recorded, fgdaemon ·
 11 clisvc, succession ·
-12 cli ·
-13 _role, __main__, __init__
+12 clifile, clinames ·
+13 cli ·
+14 _role, __main__, __init__
 """
 
 from __future__ import annotations

@@ -230,8 +230,24 @@ def _list_parser(lst: argparse.ArgumentParser) -> None:
     lst.add_argument("--json", action="store_true")
 
 
+def _names(parser: argparse.ArgumentParser, what: str) -> None:
+    """Several groups by name, or ``--all`` of the home; a bare PROGRAM of the
+    configuration file (``-c``, else immortal.toml here) is that file's GROUP/PROGRAM."""
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"the group(s) to {what}; GROUP/PROGRAM, or a program of the "
+                        "configuration file by its name")
+    parser.add_argument("--all", action="store_true", help=f"{what} every group of the home")
+    _file_option(parser)
+
+
+def _file_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help="the configuration file whose programs a bare PROGRAM names "
+                        "(default: immortal.toml here, if any)")
+
+
 def _status_parser(status: argparse.ArgumentParser) -> None:
-    status.add_argument("name")
+    _names(status, "show")
     status.add_argument("--json", action="store_true")
     status.add_argument("--ready", action="store_true",
                         help="exit 0 only if the group runs and every target is ready "
@@ -239,15 +255,19 @@ def _status_parser(status: argparse.ArgumentParser) -> None:
 
 
 def _stop_parser(stop: argparse.ArgumentParser) -> None:
-    stop.add_argument("name")
+    _names(stop, "stop")
     stop.add_argument("--timeout", type=float, metavar="S",
                       help="grace period before KILL (default: the group's --stop-timeout)")
 
 
 def _restart_parser(restart: argparse.ArgumentParser) -> None:
-    restart.add_argument("name", metavar="NAME[:K]",
+    restart.add_argument("names", nargs="*", metavar="NAME[:K]",
                          help="the group (every instance), or its instance K alone; in a "
-                         "group of several programs, GROUP/PROGRAM[:K]")
+                         "group of several programs, GROUP/PROGRAM[:K], or a program of "
+                         "the configuration file by its name")
+    restart.add_argument("--all", action="store_true", help="restart every running group "
+                         "of the home")
+    _file_option(restart)
     restart.add_argument("--timeout", type=float, metavar="S",
                          help="grace period before KILL (default: the group's)")
     restart.add_argument("--batch", type=int, metavar="K", default=1,
@@ -259,7 +279,9 @@ def _restart_parser(restart: argparse.ArgumentParser) -> None:
 def _signal_parser(sig: argparse.ArgumentParser) -> None:
     sig.add_argument("name", metavar="NAME[:K]",
                      help="the group (every instance), or its instance K alone; in a "
-                     "group of several programs, GROUP/PROGRAM[:K]")
+                     "group of several programs, GROUP/PROGRAM[:K], or a program of the "
+                     "configuration file by its name")
+    _file_option(sig)
     sig.add_argument("signal", help="a name (HUP, USR1, SIGUSR2...) or a number")
 
 
@@ -286,7 +308,9 @@ def _check_parser(check: argparse.ArgumentParser) -> None:
 
 def _logs_parser(logs: argparse.ArgumentParser) -> None:
     logs.add_argument("name", help="NAME, or NAME:K for instance K's lines alone; in a "
-                      "group of several programs, GROUP/PROGRAM[:K]")
+                      "group of several programs, GROUP/PROGRAM[:K], or a program of the "
+                      "configuration file by its name")
+    _file_option(logs)
     logs.add_argument("-n", "--lines", type=int, default=20,
                       help="how many of the last lines to print (default 20)")
     logs.add_argument("-f", "--follow", action="store_true",
@@ -331,6 +355,38 @@ def _start_recorded_parser(again: argparse.ArgumentParser) -> None:
     _foreground_options(again)
 
 
+def _start_parser(start: argparse.ArgumentParser) -> None:
+    start.add_argument("names", nargs="+", metavar="NAME",
+                       help="a stopped group (its spec.json is its record)")
+    _foreground_options(start)
+
+
+def _up_parser(up: argparse.ArgumentParser) -> None:
+    up.add_argument("programs", nargs="*", metavar="PROGRAM",
+                    help="the file's programs to start (default: all of them)")
+    _config_options(up)
+    _foreground_options(up)
+
+
+def _down_parser(down: argparse.ArgumentParser) -> None:
+    down.add_argument("programs", nargs="*", metavar="PROGRAM",
+                      help="the programs to stop (default: the whole group)")
+    _config_options(down, overrides=False)
+    down.add_argument("--timeout", type=float, metavar="S",
+                      help="grace period before KILL (default: the group's)")
+
+
+def _reload_parser(reload: argparse.ArgumentParser) -> None:
+    _config_options(reload)
+    reload.add_argument("--timeout", type=float, metavar="S",
+                        help="grace period of the old processes a roll retires "
+                        "(default: each program's)")
+
+
+def _forget_parser(forget: argparse.ArgumentParser) -> None:
+    forget.add_argument("names", nargs="+", metavar="NAME", help="a stopped group")
+
+
 def _no_arguments(parser: argparse.ArgumentParser) -> None:
     pass
 
@@ -342,6 +398,13 @@ def _metrics_parser(metrics: argparse.ArgumentParser) -> None:
 # Each command: its one-line help and what adds its arguments, in the order --help lists them.
 COMMANDS = {
     "run": ("start FILE under supervision (detached by default)", _run_parser),
+    "up": ("start the group of immortal.toml, or programs of it", _up_parser),
+    "down": ("stop the group of immortal.toml, or programs of it", _down_parser),
+    "reload": ("apply immortal.toml to its running group: new programs started, removed "
+               "ones stopped, changed ones rolled, the others untouched", _reload_parser),
+    "start": ("start stopped groups again from their record (their spec.json)",
+              _start_parser),
+    "forget": ("remove stopped groups from the home, with their files", _forget_parser),
     "list": ("list the groups", _list_parser),
     "status": ("show a group's state", _status_parser),
     "stop": ("stop a group: TERM, grace period, KILL", _stop_parser),
@@ -358,7 +421,7 @@ COMMANDS = {
     "completion": ("print a shell completion script (bash or zsh)", _completion_parser),
     "startup": ("print (or install) a systemd unit that runs a group in the foreground",
                 _startup_parser),
-    "start-recorded": ("start a group again from its record (its spec.json)",
+    "start-recorded": ("start a group again from its record: 'start' of one group",
                        _start_recorded_parser),
     "save": ("record the running groups, for 'resurrect'", _no_arguments),
     "resurrect": ("start the groups 'save' recorded that do not run", _no_arguments),
@@ -371,11 +434,22 @@ EXAMPLES = {
   immortal run worker.py -- --queue jobs       # detached; arguments after '--'
   immortal run -w 4 --listen tcp://0.0.0.0:8000 --ready line:serving server.py
   immortal run -s development --max-restarts 5 --final-exit-codes 0 job.py""",
+    "up": "  immortal up                     # immortal.toml here, every program\n"
+          "  immortal up -E production web   # one program, production's values\n"
+          "  immortal up -c deploy/immortal.toml --set programs.web.workers=8",
+    "down": "  immortal down\n  immortal down worker            # one program; the rest run on",
+    "reload": "  immortal reload                 # after editing immortal.toml\n"
+              "  immortal reload -E production",
+    "start": "  immortal start worker\n  immortal start --foreground worker   # a unit's ExecStart",
+    "forget": "  immortal forget worker          # a stopped group, gone from 'list'",
     "list": "  immortal list\n  immortal list --json",
-    "status": "  immortal status worker\n  immortal status worker --json",
-    "stop": "  immortal stop worker\n  immortal stop worker --timeout 30",
+    "status": "  immortal status worker\n  immortal status web worker --json\n"
+              "  immortal status --all",
+    "stop": "  immortal stop worker\n  immortal stop worker --timeout 30\n"
+            "  immortal stop --all",
     "restart": "  immortal restart worker        # rolling, one instance at a time\n"
-               "  immortal restart worker:2      # instance 2 alone",
+               "  immortal restart worker:2      # instance 2 alone\n"
+               "  immortal restart web           # program web of immortal.toml's group",
     "signal": "  immortal signal worker USR1\n  immortal signal worker:0 HUP",
     "reopen": "  immortal reopen worker         # after logrotate moved the output file",
     "scale": "  immortal scale worker 8",

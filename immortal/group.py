@@ -244,16 +244,32 @@ class Group(GroupStop):
         A listening program cannot be added or removed, nor its addresses changed (they
         are bound once, for the group's life)."""
         # The caller's side of a start (the monitors, their checks): imported only here.
-        from .programs import build_programs, compare
-        from .spec import Spec, program_dir
+        from .programs import build_programs
 
-        _, status = self._root()
+        spec = self.running_spec()
+        return self.apply_built(build_programs(self.name, programs, spec.strategy,
+                                               spec.directory), timeout=timeout)
+
+    def running_spec(self) -> Any:
+        """The ``Spec`` of a running group of several programs (its ``spec.json``, which
+        an apply rewrites); NotRunning, or InvalidSpec for a group of one program."""
+        from .spec import Spec
+
+        self._root()
         spec = Spec.from_json(read_json(self.directory / "spec.json") or {})
         if not spec.several:
             raise InvalidSpec(f"group {self.name!r} runs one program (started by start()); "
                               "apply changes a group of several programs (start_group())")
-        new = build_programs(self.name, programs, spec.strategy, spec.directory)
-        applied, sending = compare(spec, new)
+        return spec
+
+    def apply_built(self, new: Sequence[Any], *, timeout: float | None = None) -> Applied:
+        """``apply`` of ``Program`` records already built and checked (``build_programs``,
+        or the group's own from ``running_spec``)."""
+        from .programs import compare
+        from .spec import program_dir
+
+        spec = self.running_spec()
+        applied, sending = compare(spec, tuple(new))
         for name in applied.added:
             ensure_dir(program_dir(spec.directory, name))
         self._hand(sending)

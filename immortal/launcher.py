@@ -178,10 +178,17 @@ def start_group(name: str, programs: Mapping[str, Mapping[str, Any]], *,
     """
     from .names import check_name
     from .programs import build_group
-    from .spec import program_dir
 
     directory = home() / check_name(name)
-    spec = build_group(name, programs, strategy, start_timeout, str(directory))
+    return launch_group(build_group(name, programs, strategy, start_timeout, str(directory)))
+
+
+def launch_group(spec: Spec) -> Group:
+    """``start_group``'s launch of a group of several programs built and checked
+    (``programs.build_group``)."""
+    from .spec import program_dir
+
+    directory = Path(spec.directory)
     check_socket_path(directory)
     with _home_errors(directory.parent):
         check_dir(directory)
