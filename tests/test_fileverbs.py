@@ -196,17 +196,23 @@ def test_bad_names_and_a_group_that_does_not_run(home, shop):
         assert "group 'shop'" in result.stderr and "is not running" in result.stderr
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("[programs.web]\nfile = 'listener.py'\nworkres = 2\n", "did you mean 'workers'"),
-    ("[programs.web]\nfile = 'nope.py'\n", "'nope.py'"),
-    ("[programs.web\n", "TOML syntax error"),
-])
-def test_up_with_a_bad_file_starts_nothing(home, shop, text, fragment):
+@pytest.mark.parametrize("text, where, fragment", [
+    ("[programs.web]\nfile = 'listener.py'\nworkres = 2\n", "immortal.toml:3",
+     "did you mean 'workers'"),
+    ("[programs.web]\nfile = 'listener.py'\nargs = '--port'\n", "immortal.toml:3",
+     "expected an array of strings"),
+    ("[programs.web]\nfile = 'nope.py'\n", "immortal.toml:2", "'nope.py'"),
+    ("[programs.web\n", "immortal.toml:1", "TOML syntax error"),
+    ("[programs.web]\nfile = 'listener.py'\n[env.staging]\n", "command line",
+     "unknown environment 'production'"),
+], ids=["unknown-key", "wrong-type", "missing-file", "syntax", "unknown-environment"])
+def test_up_with_a_bad_file_starts_nothing(home, shop, text, where, fragment):
     write(shop, text)
-    result = immortal(home, shop, "up")
+    result = immortal(home, shop, "up", *(["-E", "production"] if "[env." in text else []))
     assert result.returncode == 2, described(result)
-    assert result.stderr.startswith("immortal: error: immortal.toml:")
+    assert result.stderr.startswith(f"immortal: error: {where}"), described(result)
     assert fragment in result.stderr
+    assert len(result.stderr.splitlines()) == 1, described(result)
     assert not (home / "shop").exists()
 
 
