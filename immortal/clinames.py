@@ -128,17 +128,20 @@ def status(ns: argparse.Namespace) -> int:
     from .render import status_view
 
     views, code = [], 0
-    for name in names(ns, running_only=False):
+    chosen = names(ns, running_only=False)
+    for name in chosen:
         try:
             status = _status_of(name)
         except ImmortalError as exc:
+            if len(chosen) == 1:
+                raise  # the command's one error, in its words (cli.main)
             print(f"immortal: error: {exc}", file=sys.stderr)
             code = code or exc.exit_code
             continue
         views.append(status_view(status, ns.json))
         ok = status.running and (status.ready or not ns.ready)  # --ready: a readiness probe
         code = code or (0 if ok else 3)
-    if ns.json and len(ns.names) != 1:
+    if ns.json and (ns.all or len(chosen) != 1):
         print("[" + ",\n".join(views) + "]")
     elif views:
         print("\n\n".join(views))
