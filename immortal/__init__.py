@@ -17,10 +17,11 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
 8 forking, launcher, daemonscale, forget ·
 9 daemon, manager, foreground, fileverbs ·
 10 recorded, fgdaemon ·
-11 clisvc, succession ·
-12 clifile, clinames ·
-13 cli ·
-14 _role, __main__, __init__
+11 clifile, succession ·
+12 clisvc ·
+13 clinames ·
+14 cli ·
+15 _role, __main__, __init__
 """
 
 from __future__ import annotations

@@ -69,6 +69,21 @@ class Usage(Exception):
     pass
 
 
+class _Intermixed(_Parser):
+    """A command whose optional positional may follow its options."""
+
+    _inside = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._inside:  # parse_known_intermixed_args's own passes
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
 class _MonitorAction(argparse.Action):
     """``-m NAME``: one more monitor; the ``-o`` options after it are its own."""
 
@@ -339,7 +354,16 @@ def _completion_parser(completion: argparse.ArgumentParser) -> None:
 
 def _startup_parser(startup: argparse.ArgumentParser) -> None:
     startup.add_argument("manager", choices=["systemd"], help="the service manager")
-    startup.add_argument("name", help="a group that exists (its spec.json is its record)")
+    startup.add_argument("name", nargs="?", help="a group that exists (its spec.json is its "
+                         "record); or, with -c, none: the configuration file's group")
+    startup.add_argument("-c", "--config", metavar="FILE",
+                         help="a unit that runs this configuration file's group ('immortal "
+                         "up --foreground -c FILE'; ExecReload 'immortal reload -c FILE')")
+    startup.add_argument("-E", "--env-name", metavar="NAME",
+                         help="with -c: the environment whose tables apply")
+    # NAME may come after the options ('startup systemd --user NAME'): argparse gives an
+    # optional positional nothing once an option follows the first one, unless intermixed.
+    startup.__class__ = _Intermixed
     startup.add_argument("--user", action="store_true",
                          help="a unit for 'systemctl --user' (default: a system unit)")
     startup.add_argument("--install", action="store_true",

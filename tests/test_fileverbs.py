@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -252,3 +253,34 @@ def test_start_a_stopped_group_by_name_and_forget_it(home, tmp_path):
     gone = immortal(home, tmp_path, "forget", "job")
     assert gone.returncode == 3, described(gone)
     assert immortal(home, tmp_path, "start", "job").returncode == 3
+
+
+ANALYZE = shutil.which("systemd-analyze")
+
+
+@pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
+@pytest.mark.parametrize("user", [False, True], ids=["system", "user"])
+def test_a_unit_for_a_configuration_file(home, shop, tmp_path, user):
+    """'startup systemd -c FILE': the unit runs 'up --foreground' of the file's group and
+    reloads it with 'reload', the file and environment named; systemd accepts it."""
+    text = ok(immortal(home, shop, "startup", "systemd", *(["--user"] if user else []),
+                       "-c", "immortal.toml", "-E", "production"))
+    fields = {key: value for key, _, value in
+              (line.partition("=") for line in text.splitlines()) if value}
+    config = str(shop / "immortal.toml")
+    assert fields["ExecStart"].split()[-6:] == ["up", "--foreground", "-c", config, "-E",
+                                                "production"]
+    assert fields["ExecReload"].split()[-5:] == ["reload", "-c", config, "-E", "production"]
+    assert fields["TimeoutStopSec"] == "10"  # the longest stop_timeout, and a margin
+    assert fields["Type"] == "notify" and fields["KillMode"] == "mixed"
+    path = tmp_path / "immortal-shop.service"
+    path.write_text(text)
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    verified = subprocess.run(
+        [ANALYZE, *(["--user"] if user else []), "verify", str(path)],
+        env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)}, capture_output=True, text=True,
+        timeout=LONG)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    both = immortal(home, shop, "startup", "systemd", "shop", "-c", "immortal.toml")
+    assert both.returncode == 2 and "not both" in both.stderr
