@@ -1,7 +1,7 @@
 """immortal: keep a program alive, detached, with every line and event sent to a monitor.
 
 Layers (a module imports only from lower ones; tests/test_layering.py checks it):
-0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop,
+0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop, jobstop,
   tomlkeys, phases ·
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
   rolling, readiness, notify, addresses, envfile, completionscripts, configkeys,
