@@ -36,8 +36,10 @@ from .keptfiles import KeptFiles
 from .checks import check_workers
 from .daemonscale import Scaling
 from .roles import (Command, Finish, Hello, Message, Reaped, Retired, Rewrite, RoleArgs,
-                    Started, decode, split_adopts)
+                    Spare, Started, Target, decode, split_adopts)
 from .state import SOCKET_NAME, read_json, running_targets
+
+SPARE_FDS = 4  #: the files a ``Spare`` comes with: an instance's spare pipes, both ends
 
 # The daemon's policies for its pump (see supervise.PumpPolicy). A pump that lived a second
 # restarts at once; quicker deaths, and failed forks, back off from 0.05 s, doubling.
@@ -277,19 +279,31 @@ class Daemon(Scaling):
             # Reported in the same batch as the SIGCHLD that reaped its pump: that reaping
             # read what the pump had said and closed the socket already.
             return
-        data = control.receive(sock)
-        if data is None:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 65536, SPARE_FDS)
+        except (BlockingIOError, InterruptedError):
             return
+        except OSError:
+            data, fds = b"", []
         if not data:
             # The pump is dying; SIGCHLD tells when it is gone.
             self.selector.unregister(sock)
             return
-        self._handle_message(data)
+        self._handle_message(data, fds)
 
-    def _handle_message(self, data: bytes) -> None:
+    def _handle_message(self, data: bytes, fds: list[int] | None = None) -> None:
         message = decode(data)
+        if isinstance(message, Spare):
+            self.files.keep_spare((message.program, message.instance), fds or [])
+            return
+        for fd in fds or ():  # files with any other message are none of ours
+            os.close(fd)
         self.targets.heard(message)
-        if isinstance(message, Retired):
+        if isinstance(message, Target) and message.swap:
+            self.files.swap((message.program, message.instance))
+            self.stall.pipes(*self._watched())
+            self._hold()
+        elif isinstance(message, Retired):
             self._retired(message.workers, message.program)
         elif isinstance(message, Started):
             self.started = True
@@ -305,12 +319,12 @@ class Daemon(Scaling):
             self.pump_sock.setblocking(False)
             while True:
                 try:
-                    data = self.pump_sock.recv(65536)
+                    data, fds, _, _ = socket.recv_fds(self.pump_sock, 65536, SPARE_FDS)
                 except OSError:
                     break
                 if not data:
                     break
-                self._handle_message(data)
+                self._handle_message(data, fds)
             try:
                 self.selector.unregister(self.pump_sock)
             except (KeyError, ValueError):

@@ -159,8 +159,8 @@ class ForegroundDaemon(Daemon):
             self.notifier.stopping()
         super()._stop(request, by_signal)
 
-    def _handle_message(self, data: bytes) -> None:
-        super()._handle_message(data)
+    def _handle_message(self, data: bytes, fds: list[int] | None = None) -> None:
+        super()._handle_message(data, fds)
         if self.finished and self.notifier is not None:
             self.notifier.stopping()  # the group ends by itself (fatal, a final exit code)
 
