@@ -1,13 +1,13 @@
 """immortal: keep a program alive, detached, with every line and event sent to a monitor.
 
 Layers (a module imports only from lower ones; tests/test_layering.py checks it):
-0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop,
+0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop, jobstop,
   tomlkeys, phases, cliexamples ·
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
   rolling, readiness, notify, addresses, envfile, completionscripts, configkeys,
   privileges, filewatch, memwatch, rolefds, units ·
 2 process, monitor, roles, delivery, instance, checks, machine, listen, configfile, holder,
-  statewords, sdnotify ·
+  statewords, sdnotify, spare ·
 3 execute, monitoring, state, policy, kept, keptfiles, link, workers, completion ·
 4 render, dirwatch, stall, spec, groupview, statusfile, streams, metrics ·
 5 supervise, adoption, spawner, readywatch, answer, request, groupstop ·
