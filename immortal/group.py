@@ -120,7 +120,7 @@ class Group(GroupStop):
             if not now.running:
                 raise NotRunning(f"group {self.name!r} ended during the rolling restart "
                                  f"(state {now.state})")
-            changes.wait(POLL)
+            changes.wait()
         raise StopTimeout(f"group {self.name!r} did not end its rolling restart in time")
 
     def _program(self, program: str | None, status: Status) -> str | None:
@@ -317,8 +317,11 @@ def _runs(status: Status, program: str, count: int) -> bool:
 
 class Changes:
     """Wakes a client that follows ``status.json`` as soon as the pump replaces it
-    (inotify on the instance directory), instead of at its next poll; where inotify is not
-    available, or misses a change (the directory put back), the poll still comes."""
+    (inotify on the instance directory), instead of at its next poll. Where inotify is not
+    available it polls every ``POLL``; where it is, it still looks every ``WATCHED`` (a
+    change missed: the directory put back, a group that ended without a word)."""
+
+    WATCHED = 10 * POLL
 
     def __init__(self, directory: Path) -> None:
         from ._linux import IN_MOVED_TO
@@ -326,13 +329,13 @@ class Changes:
 
         self.fd = watch_names(directory, IN_MOVED_TO)
 
-    def wait(self, timeout: float) -> None:
+    def wait(self) -> None:
         if self.fd is None:
-            time.sleep(timeout)
+            time.sleep(POLL)
             return
         from .dirwatch import names
 
-        if select.select([self.fd], [], [], timeout)[0]:
+        if select.select([self.fd], [], [], self.WATCHED)[0]:
             names(self.fd)  # read: the next wait is for the next change
 
     def __enter__(self) -> Changes:
