@@ -190,9 +190,10 @@ class Rollout:
         if repl is None:
             return
         if state.ready:
-            self._ready_noted(k)
+            self._ready_noted(k)  # written there, before the old target is told to go
             self._roll_act(self.roll.ready(k))
-        elif state.state == FAILED:
+            return
+        if state.state == FAILED:
             self._failed(k, state.reason or "not ready", list(state.stderr))
             if repl.child.status is None:
                 self._cancel(k)
