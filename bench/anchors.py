@@ -52,16 +52,23 @@ def install(log=print) -> list[str]:
         result = _run([str(VENV / "bin" / "pip"), "install", "-q", package])
         if result.returncode:
             notes.append(f"pip install {package} failed: {result.stdout.strip()[-300:]}")
-    if not (PM2_PREFIX / "node_modules" / ".bin" / "pm2").exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            notes.append("npm not found: PM2 skipped")
-        else:
-            log(f"npm install --prefix {PM2_PREFIX} pm2 ...")
-            result = _run([npm, "install", "--prefix", str(PM2_PREFIX), "pm2"])
-            if result.returncode:
-                notes.append(f"npm install pm2 failed: {result.stdout.strip()[-300:]}")
-    return notes
+    missing = install_pm2(log)
+    return notes + ([missing] if missing else [])
+
+
+def install_pm2(log=print) -> str | None:
+    """PM2 into ``PM2_PREFIX`` with npm, if it is not there; why it is not, if it cannot be
+    (None: it is there)."""
+    if (PM2_PREFIX / "node_modules" / ".bin" / "pm2").exists():
+        return None
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        return "npm or node not found: PM2 skipped"
+    log(f"npm install --prefix {PM2_PREFIX} pm2 ...")
+    result = _run([npm, "install", "--prefix", str(PM2_PREFIX), "pm2"])
+    if result.returncode:
+        return f"npm install pm2 failed: {result.stdout.strip()[-300:]}"
+    return None
 
 
 @dataclass

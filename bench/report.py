@@ -108,6 +108,12 @@ def anchor_cells(r: dict[str, Any]) -> dict[str, str]:
     cells["stop: `Group.stop()`"] = join({n: f"{f(med(stop[n]))} ms" for n in names
                                           if n in stop}) + " (their stop command)"
     cells["stop: `immortal stop`"] = cells["stop: `Group.stop()`"]
+    pm2 = x.get("rolling_pm2") or {}
+    if pm2.get("per_worker_ms"):
+        cells[f"rolling restart, {pm2['workers']} workers"] = (
+            f"pm2 reload {f(med(pm2['net_per_worker_ms']['default']))} ms per worker beyond "
+            f"its command's start-up (readiness {f(pm2['readiness_ms'])} ms), "
+            f"{pm2['failed']} failed")
     return cells
 
 
@@ -366,6 +372,7 @@ def render(r: dict[str, Any]) -> str:
         body += _workers_memory(mem, summary)
 
     body += _rolling(x.get("rolling"), summary)
+    body += _rolling_pm2(x.get("rolling_pm2"))
     body += _instance(x.get("instance"), sample("recovery kill", "immortal"), summary)
 
     # ---------------------------------------------------------------- killed
@@ -521,11 +528,36 @@ def _rolling(roll: dict | None, summary: list) -> list[str]:
         lines.append(
             f"The replacements' own readiness in the rolls (spawn to 'serving', as the pump "
             f"saw it): median {f(statistics.median(in_roll))} ms; the roll per worker beyond "
-            f"it (what the supervisor adds): median {f(statistics.median(added))} ms. The "
+            f"it (the old process's exit, TERM to gone, and the supervisor's own steps: "
+            f"see the notes): median {f(statistics.median(added))} ms. The "
             f"pump's CPU time per roll: median "
             f"{f(statistics.median(roll['pump_cpu_ms_per_roll']))} ms, its wake-ups "
             f"{f(statistics.median(roll['pump_wakeups_per_roll']))}.")
     return [*lines, ""]
+
+
+def _rolling_pm2(pm2: dict | None) -> list[str]:
+    """The rolling row's anchor: PM2's cluster reload (bench/pm2roll.py)."""
+    if not pm2:
+        return []
+    if pm2.get("skipped"):
+        return [f"PM2's cluster reload: not measured ({pm2['skipped']}).", ""]
+    rows = [[way, f(med(pm2["per_worker_ms"][way])),
+             f(med(pm2["net_per_worker_ms"][way])),
+             f(min(pm2["net_per_worker_ms"][way])) + " – "
+             + f(max(pm2["net_per_worker_ms"][way])),
+             str(pm2["failed_by_way"][way])] for way in pm2["per_worker_ms"]]
+    return [f"The anchor, in the same run: {pm2['version']}, `pm2 reload` of "
+            f"{pm2['workers']} workers of a Node HTTP server (`bench/http_server.js`) in "
+            f"cluster mode, under the same client, {pm2['rounds']} reloads each way: PM2's "
+            "default (2 workers at a time: up to N + 2 processes) and `--parallel 1` "
+            "(N + 1). The command's own start-up (`pm2 pid`: "
+            f"{f(pm2['command_ms'])} ms) is taken off for the net figure. The server's "
+            f"readiness without PM2 (`node http_server.js` to its 'serving' line): "
+            f"{f(pm2['readiness_ms'])} ms. Requests answered during the row "
+            f"{pm2['answered']}, failed {pm2['failed']}.", "",
+            *table(["pm2 reload", "per worker ms (median)", "net of the command (median)",
+                    "net min – max", "failed requests"], rows), ""]
 
 
 def _instance(crash: dict | None, single: list[float] | None, summary: list) -> list[str]:

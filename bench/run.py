@@ -7,7 +7,8 @@ writes ``docs/benchmarks.md`` (and the raw figures to ``bench/results/<mode>.jso
 - ``--anchors``: install the anchors (supervisor and circus into the venv
   ``/tmp/bench-anchors``, PM2 with ``npm install --prefix /tmp/bench-pm2 pm2``) where they
   are missing, and measure them too. Without it, anchors already installed are measured and
-  missing ones are skipped with a note.
+  missing ones are skipped with a note; but the rolling row installs PM2 itself when it is
+  missing (its anchor, ``pm2 reload``: bench/pm2roll.py), and says so when it cannot.
 - ``--profile``: also profile where start-up and restart time goes (``-X importtime`` of
   each role, an ``strace`` timeline of ``immortal run``, ``py-spy`` on a crash-looping pump
   and daemon) and put it in the report.
@@ -959,7 +960,7 @@ def main(argv: list[str] | None = None) -> int:
         target, how = build_target(work)
         b = Bench(mode, work, [], target)
         b.notes += notes
-        if not ns.no_anchors:
+        if not ns.no_anchors and rows - {"rolling", "instance"}:  # those two have their own
             setup_anchors(b, list(anchors.ALL))
         if rows & {"recovery", "idle", "memory", "killed"}:
             recovery_idle_memory_killed(b, rows)
@@ -978,6 +979,12 @@ def main(argv: list[str] | None = None) -> int:
 
             if "rolling" in rows:
                 b.extra["rolling"] = rolling.run(3 if ns.quick else 10, log)
+                if not ns.no_anchors:  # PM2's cluster reload, installed here if missing
+                    import pm2roll
+
+                    b.extra["rolling_pm2"] = pm2roll.run(3 if ns.quick else 6, log)
+                    if b.extra["rolling_pm2"].get("skipped"):
+                        b.notes.append(f"rolling row, PM2: {b.extra['rolling_pm2']['skipped']}")
             if "instance" in rows:
                 b.extra["instance"] = rolling.crashed(8 if ns.quick else 24, log)
         if ns.profile:

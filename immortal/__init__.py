@@ -1,25 +1,27 @@
 """immortal: keep a program alive, detached, with every line and event sent to a monitor.
 
 Layers (a module imports only from lower ones; tests/test_layering.py checks it):
-0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop,
-  tomlkeys, phases ·
+0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop, jobstop,
+  tomlkeys, phases, cliexamples ·
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
   rolling, readiness, notify, addresses, envfile, completionscripts, configkeys,
   privileges, filewatch, memwatch, rolefds, units ·
 2 process, monitor, roles, delivery, instance, checks, machine, listen, configfile, holder,
-  statewords, sdnotify ·
+  statewords, sdnotify, spare ·
 3 execute, monitoring, state, policy, kept, keptfiles, link, workers, completion ·
 4 render, dirwatch, stall, spec, groupview, statusfile, streams, metrics ·
 5 supervise, adoption, spawner, readywatch, answer, request, groupstop ·
 6 pumpstart, scaling, pumpcontrol, rollout, rollresume, programs, pumphosts, pumpops,
   configcheck ·
 7 pump, group, config, configview ·
-8 forking, launcher, daemonscale ·
-9 daemon, manager, foreground ·
+8 forking, launcher, daemonscale, forget ·
+9 daemon, manager, foreground, fileverbs ·
 10 recorded, fgdaemon ·
-11 clisvc, succession ·
-12 cli ·
-13 _role, __main__, __init__
+11 clifile, succession ·
+12 clisvc ·
+13 clinames ·
+14 cli ·
+15 _role, __main__, __init__
 """
 
 from __future__ import annotations

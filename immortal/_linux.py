@@ -9,6 +9,7 @@ no process titles), never differently.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -21,6 +22,7 @@ TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init
 if TYPE_CHECKING:
     import ctypes
     import socket
+    from typing import Any
 
 LINUX = sys.platform.startswith("linux")
 
@@ -387,6 +389,38 @@ def pipe_backlog(fd: int) -> int:
     except OSError:
         return 0
     return int.from_bytes(buffer, sys.byteorder)
+
+
+_tee: Any = None
+
+
+def tee(source: int, dest: int, count: int) -> int:
+    """Copy up to ``count`` of the bytes waiting in the pipe of ``source`` into the pipe of
+    ``dest``, leaving them in ``source`` (``tee(2)``, non-blocking): how many; 0 when
+    ``source`` is empty or ``dest`` full.
+
+    Where there is no ``tee``: OSError (ENOSYS).
+    """
+    global _tee
+    if _tee is None:
+        import ctypes
+
+        library = libc()
+        function = getattr(library, "tee", None) if library is not None else None
+        if function is None:
+            raise OSError(errno.ENOSYS, "tee is not available")
+        function.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint)
+        function.restype = ctypes.c_ssize_t
+        _tee = function
+    copied = int(_tee(source, dest, count, os.SPLICE_F_NONBLOCK))
+    if copied < 0:
+        import ctypes
+
+        number = ctypes.get_errno()
+        if number == errno.EAGAIN:
+            return 0
+        raise OSError(number, os.strerror(number))
+    return copied
 
 
 def memory_file(name: str, size: int) -> int:

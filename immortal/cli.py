@@ -12,10 +12,10 @@ import json
 import os
 import sys
 
-from . import clisvc
+from . import clifile, clinames, clisvc
 from .cliargs import (COMMANDS, POLICY_OPTIONS, Usage,  # noqa: F401  (build_parser: kept here)
                       build_parser)
-from .errors import ImmortalError, InvalidSpec, NotRunning
+from .errors import ImmortalError, InvalidSpec
 from .names import address, whom
 
 # A command is a fresh interpreter that pays for every import at each run: each handler
@@ -26,18 +26,6 @@ TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
-
-
-class _Interrupted(Exception):
-    """Ctrl-C: one line that says what was left behind, exit 130 (128 + SIGINT)."""
-
-
-class _Problems(Exception):
-    """Everything wrong with a configuration file: one error line each, exit 2."""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines))
-        self.lines = lines
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
@@ -151,61 +139,11 @@ def _list(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _status(ns: argparse.Namespace) -> int:
-    from .group import attach
-    from .render import status_view
-
-    group = attach(ns.name)
-    status = group.status()
-    if not status.running:
-        status.orphans = group.orphans()
-    print(status_view(status, ns.json))
-    if ns.ready:  # a readiness probe: running is not enough
-        return 0 if status.running and status.ready else 3
-    return 0 if status.running else 3
-
-
-def _stop(ns: argparse.Namespace) -> int:
-    from .group import attach
-
-    if "/" in ns.name or ":" in ns.name:
-        raise InvalidSpec(f"stop takes a group's NAME: it stops the whole group (got "
-                          f"{ns.name!r}); a program leaves a running group by an apply "
-                          "without it")
-    group = attach(ns.name)
-    # A start under way is waited for, then stopped; a group whose supervisors were killed
-    # still has its processes ended.
-    if not group.wait_start().running and not group.orphans():
-        raise NotRunning(f"group {ns.name!r} is not running")
-    try:
-        final = group.stop(ns.timeout)
-    except KeyboardInterrupt:
-        raise _Interrupted(_left_in(group)) from None
-    print(f"stopped {ns.name!r}"
-          + (f": last target {final.last_exit}" if final.last_exit else ""))
-    if final.orphans:
-        print(f"ended {len(final.orphans)} process(es) left running without supervisors: "
-              + " ".join(map(str, final.orphans)))
-    return 0
-
-
-def _left_in(group: Any) -> str:
-    """What an interrupted stop leaves: the group finishes a stop it received by itself."""
-    status = group.status()
-    name = group.name
-    if not status.running:
-        return f"interrupted; group {name!r} is {status.state}"
-    if status.state == "stopping":
-        return (f"interrupted; group {name!r} is still stopping and finishes by itself "
-                f"(KILL after its grace period); 'immortal status {name}' shows it")
-    return (f"interrupted; group {name!r} still runs ({status.state}); "
-            f"'immortal stop {name}' stops it")
-
-
 def _signal(ns: argparse.Namespace) -> int:
+    from .clinames import resolve
     from .group import attach
 
-    name, program, instance = address(ns.name)
+    name, program, instance = address(resolve(ns.name, ns.config))
     value = int(ns.signal) if ns.signal.isdigit() else ns.signal
     attach(name).signal(value, instance=instance, program=program)
     print(f"sent {ns.signal} to {whom(name, program, instance)}")
@@ -261,9 +199,11 @@ def _scale(ns: argparse.Namespace) -> int:
 def _logs(ns: argparse.Namespace) -> int:
     from .group import attach
 
+    from .clinames import resolve
+
     if ns.lines < 0:
         raise InvalidSpec(f"--lines must be 0 or more (got {ns.lines})")
-    name, program, instance = address(ns.name)
+    name, program, instance = address(resolve(ns.name, ns.config))
     group = attach(name)
     lines = (group.follow(ns.lines, instance, program) if ns.follow
              else group.tail(ns.lines, instance, program))
@@ -286,40 +226,6 @@ def _logs(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _loaded(ns: argparse.Namespace) -> Any:
-    """The configuration file the options name, loaded (ConfigError: what is wrong)."""
-    from .config import load
-    from .configfile import ConfigError, parse_value
-
-    pairs = []
-    for item in ns.overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidSpec(f"--set must look like KEY=VALUE, e.g. "
-                              f"programs.web.workers=4 (got {item!r})")
-        pairs.append((key.strip(), parse_value(value)))
-    try:
-        return load(ns.config, ns.env_name, overrides=pairs)
-    except ConfigError as exc:
-        raise _Problems(exc.lines()) from None
-
-
-def _config(ns: argparse.Namespace) -> int:
-    from .configview import config_view
-
-    print(config_view(_loaded(ns), ns.json))
-    return 0
-
-
-def _validate(ns: argparse.Namespace) -> int:
-    config = _loaded(ns)
-    programs = ", ".join(config.programs)
-    environment = config.environment.value
-    print(f"{config.path}: ok: group {config.name.value!r}, programs {programs}"
-          + (f", environment {environment!r}" if environment else ""))
-    return 0
-
-
 def _completion(ns: argparse.Namespace) -> int:
     from . import completion
 
@@ -335,9 +241,12 @@ def _completion(ns: argparse.Namespace) -> int:
 
 
 # What runs each command of cliargs.COMMANDS.
-HANDLERS = {"run": _run, "list": _list, "status": _status, "stop": _stop, "restart": _restart,
+HANDLERS = {"run": _run, "up": clifile.up, "down": clifile.down, "reload": clifile.reload,
+            "start": clinames.start, "forget": clinames.forget, "list": _list,
+            "status": clinames.status, "stop": clinames.several(clinames.stop),
+            "restart": clinames.several(_restart),
             "signal": _signal, "reopen": _reopen, "scale": _scale, "monitors": _monitors,
-            "check": _check, "logs": _logs, "config": _config, "validate": _validate,
+            "check": _check, "logs": _logs, "config": clifile.config, "validate": clifile.validate,
             "completion": _completion, "startup": clisvc.startup,
             "start-recorded": clisvc.start_recorded, "save": clisvc.save,
             "resurrect": clisvc.resurrect, "metrics": clisvc.metrics}
@@ -402,10 +311,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Usage as exc:
         print(f"immortal: error: {exc}", file=sys.stderr)
         return 2
-    except _Interrupted as exc:
+    except clinames.Interrupted as exc:
         print(f"immortal: error: {exc}", file=sys.stderr)
         return 130
-    except _Problems as exc:
+    except clifile.Problems as exc:
         for line in exc.lines:
             print(f"immortal: error: {line}", file=sys.stderr)
         return 2

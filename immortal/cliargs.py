@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 
+from .cliexamples import EXAMPLES
 from .errors import did_you_mean
 
 # 'immortal stop' is a fresh interpreter that pays for every import: this module does not
@@ -66,6 +67,21 @@ class _Parser(argparse.ArgumentParser):
 
 class Usage(Exception):
     pass
+
+
+class _Intermixed(_Parser):
+    """A command whose optional positional may follow its options."""
+
+    _inside = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._inside:  # parse_known_intermixed_args's own passes
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
 
 
 class _MonitorAction(argparse.Action):
@@ -230,8 +246,24 @@ def _list_parser(lst: argparse.ArgumentParser) -> None:
     lst.add_argument("--json", action="store_true")
 
 
+def _names(parser: argparse.ArgumentParser, what: str) -> None:
+    """Several groups by name, or ``--all`` of the home; a bare PROGRAM of the
+    configuration file (``-c``, else immortal.toml here) is that file's GROUP/PROGRAM."""
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"the group(s) to {what}; GROUP/PROGRAM, or a program of the "
+                        "configuration file by its name")
+    parser.add_argument("--all", action="store_true", help=f"{what} every group of the home")
+    _file_option(parser)
+
+
+def _file_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help="the configuration file whose programs a bare PROGRAM names "
+                        "(default: immortal.toml here, if any)")
+
+
 def _status_parser(status: argparse.ArgumentParser) -> None:
-    status.add_argument("name")
+    _names(status, "show")
     status.add_argument("--json", action="store_true")
     status.add_argument("--ready", action="store_true",
                         help="exit 0 only if the group runs and every target is ready "
@@ -239,15 +271,19 @@ def _status_parser(status: argparse.ArgumentParser) -> None:
 
 
 def _stop_parser(stop: argparse.ArgumentParser) -> None:
-    stop.add_argument("name")
+    _names(stop, "stop")
     stop.add_argument("--timeout", type=float, metavar="S",
                       help="grace period before KILL (default: the group's --stop-timeout)")
 
 
 def _restart_parser(restart: argparse.ArgumentParser) -> None:
-    restart.add_argument("name", metavar="NAME[:K]",
+    restart.add_argument("names", nargs="*", metavar="NAME[:K]",
                          help="the group (every instance), or its instance K alone; in a "
-                         "group of several programs, GROUP/PROGRAM[:K]")
+                         "group of several programs, GROUP/PROGRAM[:K], or a program of "
+                         "the configuration file by its name")
+    restart.add_argument("--all", action="store_true", help="restart every running group "
+                         "of the home")
+    _file_option(restart)
     restart.add_argument("--timeout", type=float, metavar="S",
                          help="grace period before KILL (default: the group's)")
     restart.add_argument("--batch", type=int, metavar="K", default=1,
@@ -259,7 +295,9 @@ def _restart_parser(restart: argparse.ArgumentParser) -> None:
 def _signal_parser(sig: argparse.ArgumentParser) -> None:
     sig.add_argument("name", metavar="NAME[:K]",
                      help="the group (every instance), or its instance K alone; in a "
-                     "group of several programs, GROUP/PROGRAM[:K]")
+                     "group of several programs, GROUP/PROGRAM[:K], or a program of the "
+                     "configuration file by its name")
+    _file_option(sig)
     sig.add_argument("signal", help="a name (HUP, USR1, SIGUSR2...) or a number")
 
 
@@ -286,7 +324,9 @@ def _check_parser(check: argparse.ArgumentParser) -> None:
 
 def _logs_parser(logs: argparse.ArgumentParser) -> None:
     logs.add_argument("name", help="NAME, or NAME:K for instance K's lines alone; in a "
-                      "group of several programs, GROUP/PROGRAM[:K]")
+                      "group of several programs, GROUP/PROGRAM[:K], or a program of the "
+                      "configuration file by its name")
+    _file_option(logs)
     logs.add_argument("-n", "--lines", type=int, default=20,
                       help="how many of the last lines to print (default 20)")
     logs.add_argument("-f", "--follow", action="store_true",
@@ -314,7 +354,16 @@ def _completion_parser(completion: argparse.ArgumentParser) -> None:
 
 def _startup_parser(startup: argparse.ArgumentParser) -> None:
     startup.add_argument("manager", choices=["systemd"], help="the service manager")
-    startup.add_argument("name", help="a group that exists (its spec.json is its record)")
+    startup.add_argument("name", nargs="?", help="a group that exists (its spec.json is its "
+                         "record); or, with -c, none: the configuration file's group")
+    startup.add_argument("-c", "--config", metavar="FILE",
+                         help="a unit that runs this configuration file's group ('immortal "
+                         "up --foreground -c FILE'; ExecReload 'immortal reload -c FILE')")
+    startup.add_argument("-E", "--env-name", metavar="NAME",
+                         help="with -c: the environment whose tables apply")
+    # NAME may come after the options ('startup systemd --user NAME'): argparse gives an
+    # optional positional nothing once an option follows the first one, unless intermixed.
+    startup.__class__ = _Intermixed
     startup.add_argument("--user", action="store_true",
                          help="a unit for 'systemctl --user' (default: a system unit)")
     startup.add_argument("--install", action="store_true",
@@ -331,6 +380,38 @@ def _start_recorded_parser(again: argparse.ArgumentParser) -> None:
     _foreground_options(again)
 
 
+def _start_parser(start: argparse.ArgumentParser) -> None:
+    start.add_argument("names", nargs="+", metavar="NAME",
+                       help="a stopped group (its spec.json is its record)")
+    _foreground_options(start)
+
+
+def _up_parser(up: argparse.ArgumentParser) -> None:
+    up.add_argument("programs", nargs="*", metavar="PROGRAM",
+                    help="the file's programs to start (default: all of them)")
+    _config_options(up)
+    _foreground_options(up)
+
+
+def _down_parser(down: argparse.ArgumentParser) -> None:
+    down.add_argument("programs", nargs="*", metavar="PROGRAM",
+                      help="the programs to stop (default: the whole group)")
+    _config_options(down, overrides=False)
+    down.add_argument("--timeout", type=float, metavar="S",
+                      help="grace period before KILL (default: the group's)")
+
+
+def _reload_parser(reload: argparse.ArgumentParser) -> None:
+    _config_options(reload)
+    reload.add_argument("--timeout", type=float, metavar="S",
+                        help="grace period of the old processes a roll retires "
+                        "(default: each program's)")
+
+
+def _forget_parser(forget: argparse.ArgumentParser) -> None:
+    forget.add_argument("names", nargs="+", metavar="NAME", help="a stopped group")
+
+
 def _no_arguments(parser: argparse.ArgumentParser) -> None:
     pass
 
@@ -342,6 +423,13 @@ def _metrics_parser(metrics: argparse.ArgumentParser) -> None:
 # Each command: its one-line help and what adds its arguments, in the order --help lists them.
 COMMANDS = {
     "run": ("start FILE under supervision (detached by default)", _run_parser),
+    "up": ("start the group of immortal.toml, or programs of it", _up_parser),
+    "down": ("stop the group of immortal.toml, or programs of it", _down_parser),
+    "reload": ("apply immortal.toml to its running group: new programs started, removed "
+               "ones stopped, changed ones rolled, the others untouched", _reload_parser),
+    "start": ("start stopped groups again from their record (their spec.json)",
+              _start_parser),
+    "forget": ("remove stopped groups from the home, with their files", _forget_parser),
     "list": ("list the groups", _list_parser),
     "status": ("show a group's state", _status_parser),
     "stop": ("stop a group: TERM, grace period, KILL", _stop_parser),
@@ -358,42 +446,11 @@ COMMANDS = {
     "completion": ("print a shell completion script (bash or zsh)", _completion_parser),
     "startup": ("print (or install) a systemd unit that runs a group in the foreground",
                 _startup_parser),
-    "start-recorded": ("start a group again from its record (its spec.json)",
+    "start-recorded": ("start a group again from its record: 'start' of one group",
                        _start_recorded_parser),
     "save": ("record the running groups, for 'resurrect'", _no_arguments),
     "resurrect": ("start the groups 'save' recorded that do not run", _no_arguments),
     "metrics": ("print the groups' figures as OpenMetrics text", _metrics_parser),
-}
-
-# An example or two per command, shown at the end of its --help.
-EXAMPLES = {
-    "run": """\
-  immortal run worker.py -- --queue jobs       # detached; arguments after '--'
-  immortal run -w 4 --listen tcp://0.0.0.0:8000 --ready line:serving server.py
-  immortal run -s development --max-restarts 5 --final-exit-codes 0 job.py""",
-    "list": "  immortal list\n  immortal list --json",
-    "status": "  immortal status worker\n  immortal status worker --json",
-    "stop": "  immortal stop worker\n  immortal stop worker --timeout 30",
-    "restart": "  immortal restart worker        # rolling, one instance at a time\n"
-               "  immortal restart worker:2      # instance 2 alone",
-    "signal": "  immortal signal worker USR1\n  immortal signal worker:0 HUP",
-    "reopen": "  immortal reopen worker         # after logrotate moved the output file",
-    "scale": "  immortal scale worker 8",
-    "monitors": "  immortal monitors\n  immortal monitors --json",
-    "check": "  immortal check -m file -o output=/var/log/app.log",
-    "logs": "  immortal logs worker -n 100\n  immortal logs worker:1 -f",
-    "config": "  immortal config\n  immortal config -E production --set programs.web.workers=8"
-              "\n  immortal config -c deploy/immortal.toml --json",
-    "validate": "  immortal validate && echo ok\n  immortal validate -E production",
-    "completion": "  source <(immortal completion bash)       # in ~/.bashrc\n"
-                  "  immortal completion zsh > \"${fpath[1]}/_immortal\"",
-    "startup": "  immortal startup systemd worker\n"
-               "  immortal startup systemd --user worker --install",
-    "start-recorded": "  immortal start-recorded worker\n"
-                      "  immortal start-recorded --foreground worker   # a unit's ExecStart",
-    "save": "  immortal save",
-    "resurrect": "  immortal resurrect            # after a reboot, the groups 'save' recorded",
-    "metrics": "  immortal metrics\n  immortal metrics worker > /var/lib/node_exporter/w.prom",
 }
 
 

@@ -31,22 +31,30 @@ def startup(ns: argparse.Namespace) -> int:
     from .recorded import record
     from .state import home
 
-    spec = record(ns.name)
-    # A group made from a config file (-c FILE) would pass its own command line here:
-    # units.exec_start(NAME, command=[immortal, "-c", FILE, "up", "--foreground", ...]).
-    command = units.exec_start(spec.name)
-    views = spec.each()  # a group of several programs: the longest of its programs'
+    if ns.config is not None:
+        if ns.name is not None:
+            raise InvalidSpec("name a group or give -c FILE (its group), not both")
+        group, command, reload, stop, start = _from_file(ns)
+    elif ns.name is None:
+        raise InvalidSpec("name a group ('immortal startup systemd NAME'), or give its "
+                          "configuration file ('immortal startup systemd -c FILE')")
+    elif ns.env_name is not None:
+        raise InvalidSpec("-E goes with -c FILE")
+    else:
+        spec = record(ns.name)
+        group, command, reload = spec.name, units.exec_start(spec.name), None
+        views = spec.each()  # a group of several programs: the longest of its programs'
+        stop = max(v.stop_timeout for v in views)
+        start = spec.start_timeout + max(v.ready_timeout + v.stop_timeout for v in views)
     text = units.render(
-        spec.name, command, user=ns.user, stop_timeout=max(v.stop_timeout for v in views),
-        start_timeout=spec.start_timeout + max(v.ready_timeout + v.stop_timeout
-                                               for v in views),
-        environment={"IMMORTAL_HOME": str(home())},
+        group, command, user=ns.user, stop_timeout=stop, start_timeout=start,
+        environment={"IMMORTAL_HOME": str(home())}, reload=reload,
         run_as=None if ns.user or os.geteuid() == 0 else _user_name())
     if not ns.install:
         sys.stdout.write(text)
         return 0
     directory = Path(ns.unit_dir) if ns.unit_dir else Path(units.unit_dir(ns.user))
-    name = units.unit_name(spec.name)
+    name = units.unit_name(group)
     path = _write_unit(directory, name, text)
     print(f"wrote {path}")
     manager = ["systemctl", *(["--user"] if ns.user else [])]
@@ -60,12 +68,32 @@ def startup(ns: argparse.Namespace) -> int:
             raise StartError(f"{' '.join(manager)} enable {name} failed: "
                              f"{(done.stderr or done.stdout).strip()}")
         print(f"enabled {name}")
-    print(f"a group runs once: stop the detached one first ('immortal stop {spec.name}'), "
+    print(f"a group runs once: stop the detached one first ('immortal stop {group}'), "
           f"then '{' '.join(manager)} start {name}'")
     if ns.user:
         print("to run it without a login session (and at boot): "
               f"'loginctl enable-linger {_user_name()}'")
     return 0
+
+
+def _from_file(ns: argparse.Namespace) -> tuple[str, list[str], list[str], float, float]:
+    """A configuration file's unit: its group's name, ExecStart ('up --foreground') and
+    ExecReload ('reload') with the file's absolute path (and the environment chosen), and
+    how long systemd waits for a stop and for a start (every program ready)."""
+    from . import units
+    from .clifile import loaded
+
+    ns.overrides = []
+    config = loaded(ns)
+    chosen = ["-c", config.path]
+    if config.environment.value:
+        chosen += ["-E", config.environment.value]
+    programs = [p.kwargs for p in config.programs.values()]
+    stop = max(float(p.get("stop_timeout") or 10.0) for p in programs)
+    ready = max(float(p.get("ready_timeout") or 30.0) for p in programs)
+    return (config.name.value, [*units.immortal_command(), "up", "--foreground", *chosen],
+            [*units.immortal_command(), "reload", *chosen], stop,
+            float(config.start_timeout.value) + ready + stop)
 
 
 def _user_name() -> str:

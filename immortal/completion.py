@@ -18,7 +18,8 @@ from .instance import home
 #: scripts know (files, directories, groups, envs, signals), or a list of words.
 VALUES: dict[str, str | tuple[str, ...]] = {
     "config": "files", "env_file": "files", "executable": "files", "file": "files",
-    "cwd": "directories", "name": "groups", "env_name": "envs", "signal": "signals",
+    "cwd": "directories", "name": "groups", "names": "groups", "programs": "programs",
+    "env_name": "envs", "signal": "signals",
     "strategy": ("daemon", "unattached", "development"), "backpressure": ("block", "drop"),
     "shell": ("bash", "zsh"),
 }
@@ -36,13 +37,13 @@ def names(kind: str, config: str | None = None) -> list[str]:
                            if os.path.exists(os.path.join(base, entry, "spec.json")))
         except OSError:
             found = []
-        group, programs, _ = _file(config)
+        group, programs, _ = file_names(config)
         return found + [f"{group}/{program}" for program in programs if group]
-    group, programs, envs = _file(config)
+    group, programs, envs = file_names(config)
     return programs if kind == "programs" else envs
 
 
-def _file(config: str | None) -> tuple[str | None, list[str], list[str]]:
+def file_names(config: str | None) -> tuple[str | None, list[str], list[str]]:
     """The group name, programs and environments of a configuration file, as written."""
 
     path = config or FILE_NAME
@@ -67,13 +68,18 @@ class _Command:
         self.flags: list[str] = []
         self.valued: dict[str, str | tuple[str, ...]] = {}  # option: what completes its value
         self.positionals: list[str | tuple[str, ...]] = []
+        #: what completes every positional from the last one on (NAME...), if anything
+        self.rest: str | tuple[str, ...] = ""
         self.helps: dict[str, str] = {}
         for action in parser._actions:
             if action.help == argparse.SUPPRESS:
                 continue
             what = VALUES.get(action.dest, "")
             if not action.option_strings:
-                self.positionals.append(what if action.nargs != "*" else "")
+                repeated = action.nargs in ("*", "+")
+                self.positionals.append(what if not repeated or name != "run" else "")
+                if repeated and name != "run":
+                    self.rest = what
                 continue
             for option in action.option_strings:
                 self.helps[option] = (action.help or "").split(";")[0]

@@ -82,7 +82,7 @@ def _bash_action(what: str | tuple[str, ...]) -> str:
         return 'compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur"))'
     if what == "directories":
         return 'compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur"))'
-    if what in ("groups", "envs"):
+    if what in ("groups", "envs", "programs"):
         return f'COMPREPLY=($(compgen -W "$(_immortal_names {what})" -- "$cur"))'
     if what == "signals":
         return f'COMPREPLY=($(compgen -W "{SIGNALS}" -- "$cur"))'
@@ -99,6 +99,8 @@ def bash(commands: Sequence[_Command]) -> str:
         for index, what in enumerate(command.positionals):
             if what:
                 positionals.append(f'        "{command.name} {index}") {_bash_action(what)} ;;')
+        if command.rest:  # NAME...: every position from there on
+            positionals.append(f'        "{command.name} "*) {_bash_action(command.rest)} ;;')
         valued.append(f'        {command.name}) echo "{" ".join(command.valued)}" ;;')
         flags.append(f'        {command.name}) echo "{" ".join(command.flags)}" ;;')
     return _BASH_HEAD % {"commands": " ".join(c.name for c in commands),
@@ -161,7 +163,8 @@ def _zsh_action(what: str | tuple[str, ...]) -> str:
     if isinstance(what, tuple):
         return f"({' '.join(what)})"
     return {"files": "_files", "directories": "_files -/", "groups": "_immortal_names groups",
-            "envs": "_immortal_names envs", "signals": f"({SIGNALS})"}.get(what, " ")
+            "envs": "_immortal_names envs", "programs": "_immortal_names programs",
+            "signals": f"({SIGNALS})"}.get(what, " ")
 
 
 def _zsh_help(text: str) -> str:
@@ -179,6 +182,8 @@ def zsh(commands: Sequence[_Command], described: Mapping[str, tuple[str, object]
         for index, what in enumerate(command.positionals):
             if command.name == "run" and index == 1:
                 specs.append("'*:argument:_files'")
+            elif command.rest and index == len(command.positionals) - 1:
+                specs.append(f"'*:argument:{_quoted(_zsh_action(command.rest))}'")
             else:
                 specs.append(f"'{index + 1}:argument:{_quoted(_zsh_action(what))}'")
         arms.append(f"    {command.name})\n      _arguments -S \\\n        "

@@ -6,9 +6,9 @@ it is a child subreaper: when a pump dies, the target is re-parented to the daem
 starts a new pump that adopts the target (same pid, same pipes, nothing lost that was still
 in the pipe), and reaps the target for that pump when it dies.
 
-Signals: SIGTERM/SIGINT stop the group (passed to the pump); SIGHUP restarts it as
-``immortal restart NAME`` does (rolling for a group of several or one that listens). Not
-SIGCONT: it is also what resumes a process stopped by SIGSTOP, which must not restart.
+Signals: SIGTERM/SIGINT stop the group (passed to the pump); SIGHUP and SIGCONT restart
+it as ``immortal restart NAME`` does (rolling for a group of several or one that listens),
+except the SIGCONT that resumes a job-control stop (``jobstop``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import (_linux, adoption, control, dirwatch, forking, holder, orphans, process, rolelog,
-               stall, supervise)
+from . import (_linux, adoption, control, dirwatch, forking, holder, jobstop, orphans, process,
+               rolelog, stall, supervise)
 from .detach import Handshake
 from .events import DAEMON_RESTART, PUMP_RESTART, ExitStatus
 from .loop import Loop
@@ -36,8 +36,10 @@ from .keptfiles import KeptFiles
 from .checks import check_workers
 from .daemonscale import Scaling
 from .roles import (Command, Finish, Hello, Message, Reaped, Retired, Rewrite, RoleArgs,
-                    Started, decode, split_adopts)
+                    Spare, Started, Target, decode, split_adopts)
 from .state import SOCKET_NAME, read_json, running_targets
+
+SPARE_FDS = 4  #: the files a ``Spare`` comes with: an instance's spare pipes, both ends
 
 # The daemon's policies for its pump (see supervise.PumpPolicy). A pump that lived a second
 # restarts at once; quicker deaths, and failed forks, back off from 0.05 s, doubling.
@@ -74,6 +76,7 @@ class Daemon(Scaling):
         self.fork_failures = 0  # in a row, for the log only
         self.stop_request: Command | None = None  # passed on to the pump that stops
         self.stop_by_signal = False  # passed on as SIGTERM rather than as the request
+        self.restart_asked = False  # by a signal (SIGHUP, SIGCONT), carried out after it
         self.started = False  # the first pump reported success: the caller has its answer
         self.finished = False  # the pump said the group is over
         self.loop = Loop(selectors.DefaultSelector())
@@ -126,7 +129,10 @@ class Daemon(Scaling):
                             start_time=process_start_time(os.getpid()))
         self.loop.take_signals({signal.SIGTERM: self._on_stop_signal,
                                 signal.SIGINT: self._on_stop_signal,
-                                signal.SIGHUP: self._on_hangup, signal.SIGCHLD: self._reap})
+                                signal.SIGHUP: self._on_hangup, signal.SIGCHLD: self._reap,
+                                signal.SIGCONT: self._on_continue})
+        self.job_stops = jobstop.take()
+        self.loop.at(lambda: 0.0 if self.restart_asked else None, self._restart_asked)
         pipes, ledgers, busy = self._watched()
         self.stall = stall.Watch(pipes, ledgers, [], self.directory, busy=busy)
         self.loop.watch(self.stall, lambda _: self.stall.ready())
@@ -273,19 +279,31 @@ class Daemon(Scaling):
             # Reported in the same batch as the SIGCHLD that reaped its pump: that reaping
             # read what the pump had said and closed the socket already.
             return
-        data = control.receive(sock)
-        if data is None:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 65536, SPARE_FDS)
+        except (BlockingIOError, InterruptedError):
             return
+        except OSError:
+            data, fds = b"", []
         if not data:
             # The pump is dying; SIGCHLD tells when it is gone.
             self.selector.unregister(sock)
             return
-        self._handle_message(data)
+        self._handle_message(data, fds)
 
-    def _handle_message(self, data: bytes) -> None:
+    def _handle_message(self, data: bytes, fds: list[int] | None = None) -> None:
         message = decode(data)
+        if isinstance(message, Spare):
+            self.files.keep_spare((message.program, message.instance), fds or [])
+            return
+        for fd in fds or ():  # files with any other message are none of ours
+            os.close(fd)
         self.targets.heard(message)
-        if isinstance(message, Retired):
+        if isinstance(message, Target) and message.swap:
+            self.files.swap((message.program, message.instance))
+            self.stall.pipes(*self._watched())
+            self._hold()
+        elif isinstance(message, Retired):
             self._retired(message.workers, message.program)
         elif isinstance(message, Started):
             self.started = True
@@ -301,12 +319,12 @@ class Daemon(Scaling):
             self.pump_sock.setblocking(False)
             while True:
                 try:
-                    data = self.pump_sock.recv(65536)
+                    data, fds, _, _ = socket.recv_fds(self.pump_sock, 65536, SPARE_FDS)
                 except OSError:
                     break
                 if not data:
                     break
-                self._handle_message(data)
+                self._handle_message(data, fds)
             try:
                 self.selector.unregister(self.pump_sock)
             except (KeyError, ValueError):
@@ -325,8 +343,30 @@ class Daemon(Scaling):
     def _on_stop_signal(self) -> None:
         self._stop({"cmd": "stop"}, by_signal=True)
 
+    def _on_continue(self) -> None:
+        """SIGCONT: a restart as SIGHUP's, unless it resumes a stop we took (``jobstop``)."""
+        if not self.job_stops.resumed():
+            self._on_hangup()
+
     def _on_hangup(self) -> None:
-        """SIGHUP: a restart, rolling where the pump rolls (``rollout``)."""
+        """SIGHUP: a restart, rolling where the pump rolls (``rollout``), once the signals
+        that came with it are taken (``_restart_asked``)."""
+        self.restart_asked = True
+
+    def _restart_asked(self) -> None:
+        """The restart a signal asked, at the end of the loop's turn: not once a stop was
+        asked. A service manager sends SIGCONT right after its SIGTERM (systemd does), and
+        a process handles signals that are pending together from the last sent, so the
+        SIGCONT can come first: taken at once, its restart would reach the pump before the
+        stop."""
+        self.restart_asked = False
+        if self.stop_request is not None or supervise.ending(self.machine):
+            rolelog.report("command", "immortal: daemon: a restart signal during the stop "
+                                      "was ignored\n")
+            return
+        self._restart_signal()
+
+    def _restart_signal(self) -> None:
         try:
             self._command({"cmd": "restart"})
         except ImmortalError as exc:

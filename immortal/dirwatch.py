@@ -19,13 +19,16 @@ from __future__ import annotations
 import os
 import selectors
 import sys
-from typing import TYPE_CHECKING  # loaded anyway: only role processes import this
 
 from . import _linux
 from ._linux import (IN_DELETE, IN_DELETE_SELF, IN_MOVE_SELF, IN_MOVED_FROM, IN_MOVED_TO,
                      IN_ONLYDIR, inotify_events)
 from .errors import ImmortalError
 from .state import ensure_dir, try_lock
+
+# typing's, without importing typing: a client that follows a roll imports this module
+# (group.Changes), and commands import what they use alone (see immortal/__init__.py)
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     import ctypes

@@ -5,9 +5,10 @@ control socket, reaps), with what being the command's own process asks for:
 
 - **Signals**, each taken explicitly (a PID 1, a container's init, would otherwise lose
   those it has no handler for: the kernel drops them): SIGTERM and SIGINT stop the group
-  (TERM, the grace period, KILL), SIGHUP restarts it as ``immortal restart`` does (rolling
-  for a group of several or one that listens), SIGUSR1 and SIGUSR2 are passed on to the
-  targets (every instance's process group).
+  (TERM, the grace period, KILL), SIGHUP and SIGCONT restart it as ``immortal restart``
+  does (rolling for a group of several or one that listens; not the SIGCONT of ``fg`` or
+  ``bg`` after a Ctrl-Z: ``jobstop``), SIGUSR1 and SIGUSR2 are passed on to the targets
+  (every instance's process group).
 - **Orphans**: as a subreaper (as PID 1, for the whole namespace) it reaps every process
   that comes to it at SIGCHLD (``Daemon._reap``, which tells its pump's death and an
   adopted target's from an orphan's: theirs are never lost to it).
@@ -17,9 +18,9 @@ control socket, reaps), with what being the command's own process asks for:
 - **systemd** (``sdnotify``), with ``NOTIFY_SOCKET`` in its environment: ``READY=1`` once
   every target is ready (of every program, in a group of several), ``STATUS=`` on each
   change of ``status.json`` (watched with inotify), ``RELOADING=1`` then ``READY=1`` around
-  a SIGHUP's restart and around an apply (``Group.apply``: its programs at their counts,
-  each instance ready, those it changed rolled), ``STOPPING=1``, and ``WATCHDOG=1`` while
-  healthy (a pump runs and drains the output).
+  a SIGHUP's (or SIGCONT's) restart and around an apply (``Group.apply``: its programs at
+  their counts, each instance ready, those it changed rolled), ``STOPPING=1``, and
+  ``WATCHDOG=1`` while healthy (a pump runs and drains the output).
 - **Its exit code** (``exit_code``).
 """
 
@@ -66,6 +67,7 @@ class ForegroundDaemon(Daemon):
         self.loop.take_signals({
             signal.SIGTERM: self._on_stop_signal, signal.SIGINT: self._on_stop_signal,
             signal.SIGHUP: self._on_hangup, signal.SIGCHLD: self._reap,
+            signal.SIGCONT: self._on_continue,
             signal.SIGUSR1: lambda: self._pass_on(signal.SIGUSR1),
             signal.SIGUSR2: lambda: self._pass_on(signal.SIGUSR2)})
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # blocked since the exec
@@ -137,9 +139,10 @@ class ForegroundDaemon(Daemon):
             rolelog.report("command", f"immortal: daemon: {signal.Signals(number).name}: "
                                       f"{exc}\n")
 
-    def _on_hangup(self) -> None:
-        """SIGHUP: a restart, as for any daemon; systemd hears of it (``RELOADING=1``,
-        then ``READY=1`` once the new targets are ready, or at once if it is refused)."""
+    def _restart_signal(self) -> None:
+        """SIGHUP, SIGCONT: a restart, as for any daemon; systemd hears of it
+        (``RELOADING=1``, then ``READY=1`` once the new targets are ready, or at once if it
+        is refused)."""
         before = read_status(self.directory)
         if self.notifier is not None:
             self.notifier.reloading()
@@ -178,8 +181,8 @@ class ForegroundDaemon(Daemon):
             self.notifier.stopping()
         super()._stop(request, by_signal)
 
-    def _handle_message(self, data: bytes) -> None:
-        super()._handle_message(data)
+    def _handle_message(self, data: bytes, fds: list[int] | None = None) -> None:
+        super()._handle_message(data, fds)
         if self.finished and self.notifier is not None:
             self.notifier.stopping()  # the group ends by itself (fatal, a final exit code)
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from . import _linux
+from . import _linux, jobstop
 from .roles import RoleArgs
 from .spec import Spec
 
@@ -32,7 +32,8 @@ class ForkedPump:
 
 
 _frozen = False  # gc.freeze() done, before the first fork
-_ROLE_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+_ROLE_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD,
+                 signal.SIGCONT, *jobstop.SIGNALS)
 
 
 class Unwind(BaseException):

@@ -12,6 +12,7 @@ request may name a program (``program=``), and an instance of it.
 from __future__ import annotations
 
 import os
+import select
 import time
 
 from . import control
@@ -28,6 +29,7 @@ TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from pathlib import Path
     from typing import Any
 
     from .programs import Applied
@@ -91,8 +93,14 @@ class Group(GroupStop):
             raise NotRunning(f"group {self.name!r}: a rolling restart is in progress; wait "
                              "for it to end")
         last = int((before.roll or {}).get("id", 0))
-        self._request("restart", batch=batch, **_given(
-            timeout=grace, instance=chosen, program=program, rolling=rolling or None))
+        with Changes(self.directory) as changes:  # watched before the roll can end
+            self._request("restart", batch=batch, **_given(
+                timeout=grace, instance=chosen, program=program, rolling=rolling or None))
+            self._follow_roll(before, last, chosen, grace, batch, program, changes)
+
+    def _follow_roll(self, before: Status, last: int, chosen: int | None,
+                     grace: float | None, batch: int, program: str | None,
+                     changes: Changes) -> None:
         slots = 1 if chosen is not None else max(len(_of(before, program)), 1)
         steps = -(-slots // batch)
         deadline = time.monotonic() + MARGIN + steps * (
@@ -112,7 +120,7 @@ class Group(GroupStop):
             if not now.running:
                 raise NotRunning(f"group {self.name!r} ended during the rolling restart "
                                  f"(state {now.state})")
-            time.sleep(POLL)
+            changes.wait()
         raise StopTimeout(f"group {self.name!r} did not end its rolling restart in time")
 
     def _program(self, program: str | None, status: Status) -> str | None:
@@ -244,16 +252,32 @@ class Group(GroupStop):
         A listening program cannot be added or removed, nor its addresses changed (they
         are bound once, for the group's life)."""
         # The caller's side of a start (the monitors, their checks): imported only here.
-        from .programs import build_programs, compare
-        from .spec import Spec, program_dir
+        from .programs import build_programs
 
-        _, status = self._root()
+        spec = self.running_spec()
+        return self.apply_built(build_programs(self.name, programs, spec.strategy,
+                                               spec.directory), timeout=timeout)
+
+    def running_spec(self) -> Any:
+        """The ``Spec`` of a running group of several programs (its ``spec.json``, which
+        an apply rewrites); NotRunning, or InvalidSpec for a group of one program."""
+        from .spec import Spec
+
+        self._root()
         spec = Spec.from_json(read_json(self.directory / "spec.json") or {})
         if not spec.several:
             raise InvalidSpec(f"group {self.name!r} runs one program (started by start()); "
                               "apply changes a group of several programs (start_group())")
-        new = build_programs(self.name, programs, spec.strategy, spec.directory)
-        applied, sending = compare(spec, new)
+        return spec
+
+    def apply_built(self, new: Sequence[Any], *, timeout: float | None = None) -> Applied:
+        """``apply`` of ``Program`` records already built and checked (``build_programs``,
+        or the group's own from ``running_spec``)."""
+        from .programs import compare
+        from .spec import program_dir
+
+        spec = self.running_spec()
+        applied, sending = compare(spec, tuple(new))
         for name in applied.added:
             ensure_dir(program_dir(spec.directory, name))
         self._hand(sending, applied.changed)
@@ -313,6 +337,38 @@ def _runs(status: Status, program: str, count: int) -> bool:
     return (len(mine) or (1 if not program else 0)) == count and all(
         entry.state == "running" and entry.ready for entry in mine) and (
         bool(mine) or (status.state == "running" and status.ready))
+
+
+class Changes:
+    """Wakes a client that follows ``status.json`` as soon as the pump replaces it
+    (inotify on the instance directory), instead of at its next poll. Where inotify is not
+    available it polls every ``POLL``; where it is, it still looks every ``WATCHED`` (a
+    change missed: the directory put back, a group that ended without a word)."""
+
+    WATCHED = 10 * POLL
+
+    def __init__(self, directory: Path) -> None:
+        from ._linux import IN_MOVED_TO
+        from .dirwatch import watch_names
+
+        self.fd = watch_names(directory, IN_MOVED_TO)
+
+    def wait(self) -> None:
+        if self.fd is None:
+            time.sleep(POLL)
+            return
+        from .dirwatch import names
+
+        if select.select([self.fd], [], [], self.WATCHED)[0]:
+            names(self.fd)  # read: the next wait is for the next change
+
+    def __enter__(self) -> Changes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def restarted(before: Status, now: Status, instance: int | None,

@@ -192,7 +192,9 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
                  0o600)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, separators=(",", ":"))  # compact: written at every event
+            # compact: written at every event; dumps, not dump: json.dump encodes in
+            # Python, piece by piece, json.dumps with the C encoder in one go
+            handle.write(json.dumps(data, separators=(",", ":")))
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -132,6 +132,11 @@ def start(
                     group=group, watch=watch, ignore=ignore, watch_delay=watch_delay,
                     memory_limit=memory_limit, memory_window=memory_window,
                     memory_children=memory_children, comment=comment, **unknown)
+    return launch(request)
+
+
+def launch(request: Request) -> Group:
+    """Steps 2 to 6 of ``start()``, for its arguments checked (``request.build``)."""
     spec = plan(request)
     with prepared(spec) as (spec, lock, adopt, sockets):
         return _launch(spec, lock, request.capture, adopt, sockets)
@@ -180,20 +185,34 @@ def start_group(name: str, programs: Mapping[str, Mapping[str, Any]], *,
     two programs may not listen on one address). Returns once every instance of every
     program is ready; ``StartError`` leaves nothing behind, as ``start()``'s.
     """
-    spec = plan_group(name, programs, strategy, start_timeout)
-    with prepared(spec) as (spec, lock, _, sockets):
-        return _launch(spec, lock, False, None, sockets)
+    return launch_group(_built(name, programs, strategy, start_timeout))
 
 
 def plan_group(name: object, programs: object, strategy: object,
                start_timeout: object) -> Spec:
     """``plan`` for a group of several programs: its ``Spec``, every argument checked, its
     instance directory found safe to use. Nothing is created."""
+    return _group_placed(_built(name, programs, strategy, start_timeout))
+
+
+def launch_group(spec: Spec) -> Group:
+    """``start_group``'s launch of a group of several programs built and checked
+    (``programs.build_group``)."""
+    with prepared(_group_placed(spec)) as (spec, lock, _, sockets):
+        return _launch(spec, lock, False, None, sockets)
+
+
+def _built(name: object, programs: object, strategy: object, start_timeout: object) -> Spec:
     from .names import check_name
     from .programs import build_group
 
     directory = home() / check_name(name)
-    spec = build_group(name, programs, strategy, start_timeout, str(directory))
+    return build_group(name, programs, strategy, start_timeout, str(directory))
+
+
+def _group_placed(spec: Spec) -> Spec:
+    """A group of several programs' instance directory, found safe to use (step 3)."""
+    directory = Path(spec.directory)
     check_socket_path(directory)
     with _home_errors(directory.parent):
         check_dir(directory)

@@ -37,6 +37,15 @@ class DaemonLink:
         except OSError:
             pass  # the daemon is gone; its lifeline's end-of-file is handled in the loop
 
+    def tell_fds(self, message: Message, fds: list[int]) -> None:
+        """``message`` with ``fds`` (``SCM_RIGHTS``): the daemon keeps its own copies."""
+        if self.sock is None:
+            return
+        try:
+            socket.send_fds(self.sock, [message.to_bytes()], fds)
+        except OSError:
+            pass  # the daemon is gone; its lifeline's end-of-file is handled in the loop
+
     def gone(self) -> bool:
         """Whether the daemon is gone, seen without reading a message (during start-up)."""
         if self.sock is None:

@@ -88,6 +88,11 @@ class Pump(Hosts, PumpStart, Scaling, PumpControl, Rollout, RollResume, Operatio
         loop.at(self._next_tick, self._ticks)
         loop.at(self._next_ready, self._ready_due)
         loop.at(self.roll_deadline, self.roll_due)
+        loop.watch(self.spares.fd, lambda _: self.spares.ready())
+        loop.at(lambda: self.spares.retry_at, self.spares.due)
+        for inst in self.instances:
+            if inst.streams.spare is not None:
+                self.spares.add(inst.streams)
 
     def _watch_streams(self, inst: Instance) -> None:
         relays = inst.streams.relays
@@ -166,9 +171,7 @@ class Pump(Hosts, PumpStart, Scaling, PumpControl, Rollout, RollResume, Operatio
         if run.host is not None:
             run.host.block(stream, block, offset, end, k if len(run.instances) > 1 else None)
         if k < len(run.instances):  # the monitors first: they hold the line by then
-            inst = run.instances[k]
-            inst.ready.lines(stream, block)
-            self.roll_lines(inst.slot, stream, block)
+            run.instances[k].ready.lines(stream, block)
 
     def _on_target(self, inst: Instance, fd: object) -> None:
         target = inst.target

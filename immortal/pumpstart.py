@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import (_linux, adoption, control, dirwatch, process, readiness, rolelog, rolling,
                supervise)
+from .spare import Spares
 from ._linux import process_start_time
 from .detach import Handshake
 from .events import PUMP_START, ExitStatus
@@ -78,6 +79,9 @@ class PumpStart(StartAnswer):
                                          if program == view.program)])
             for k in range(count):
                 self.add_instance(run, k, fds.instance((view.program, k)))
+        self.spares = Spares()  # the instances' spare pipes, for a roll's replacements
+        for inst in self.instances:
+            inst.streams.spare = fds.spares().get(inst.key)
         assert self.streams is not None
         self.channel: list[int] | None = self.streams.channel
         self.parent_fd: int | None = fds.parent
@@ -330,7 +334,8 @@ class PumpStart(StartAnswer):
         group = self.streams.fds(self.lock_fd)
         fds = Fds(lock=self.lock_fd, channel=group.channel, notify=group.notify,
                   listen=self.listen, console=group.console).with_instances(
-            {inst.key: inst.streams.files() for inst in self.instances})
+            {inst.key: inst.streams.files() for inst in self.instances}).with_spares(
+            {inst.key: inst.streams.spare for inst in self.instances if inst.streams.spare})
         take_over(str(self.directory), adopts, fds, self._close_loop, self._settle,
                   self.spec.title("daemon"))
 
@@ -339,6 +344,7 @@ class PumpStart(StartAnswer):
         watches go (the daemon's loop is a new one)."""
         self.loop.close()
         self.close_operations()
+        self.spares.close()
 
     def _settle(self) -> None:
         """Before an exec into the daemon: the monitors' threads take what they were given

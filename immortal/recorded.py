@@ -30,7 +30,9 @@ from typing import Any, NoReturn
 from . import foreground
 from .errors import ImmortalError, InvalidSpec, NotRunning
 from .group import Group, attach, groups
-from .launcher import start, start_group
+from .launcher import launch, launch_group, plan, plan_group
+from .records import replace
+from .request import Request, build
 from .spec import Program, Spec, Strategy
 from .state import check_dir, home, read_json, write_json
 
@@ -110,9 +112,8 @@ def start_again(spec: Spec) -> Group:
                           "its caller): start it with 'immortal run' instead")
     with _import_path(spec):
         if spec.several:
-            return start_group(spec.name, programs(spec), strategy=spec.strategy,
-                               start_timeout=spec.start_timeout)
-        return start(**arguments(spec))
+            return launch_group(_planned(spec, spec.strategy))
+        return launch(_request(spec, spec.strategy))
 
 
 def start_recorded(name: str, *, in_foreground: bool = False,
@@ -128,13 +129,28 @@ def start_recorded(name: str, *, in_foreground: bool = False,
         _foreground(spec, console)
 
 
+def _request(spec: Spec, strategy: Strategy) -> Request:
+    """The group of one program ``spec`` records, its arguments checked anew (``start()``'s
+    checks), with the import path it records (not the one of this process, whose directory
+    is not the group's caller's)."""
+    return replace(build(**{**arguments(spec), "strategy": strategy}), sys_path=spec.sys_path)
+
+
+def _planned(spec: Spec, strategy: Strategy) -> Spec:
+    """The group of several programs ``spec`` records, planned anew (``start_group()``'s
+    checks), with what ``start_group()`` takes no keyword for as recorded: its import path,
+    and the names of each program's environment its configuration file set
+    (``fileverbs``)."""
+    new = plan_group(spec.name, programs(spec), strategy, spec.start_timeout)
+    kept = {p.name: p.variables for p in spec.programs}
+    return replace(new, sys_path=spec.sys_path, programs=tuple(
+        replace(p, variables=kept[p.name]) for p in new.programs))
+
+
 def _foreground(spec: Spec, console: bool | None) -> NoReturn:
-    if spec.several:
-        foreground.start_group(spec.name, programs(spec), start_timeout=spec.start_timeout,
-                               console=console)
-    given = arguments(spec)
-    given.pop("strategy")
-    foreground.start(given.pop("file"), given.pop("args"), console=console, **given)
+    if spec.several:  # as foreground.start_group, from the record
+        foreground.run(_planned(spec, Strategy.DAEMON), console=console)
+    foreground.run(plan(_request(spec, Strategy.DAEMON)), console=console)
 
 
 # ----------------------------------------------------------------- save, resurrect

@@ -4,7 +4,8 @@ A role keeps or inherits these numbers (``numbers``); a fresh interpreter finds 
 JSON arguments, a forked pump in its parent's memory. Each instance's two pipes and
 journal are keyed by instance (``Key``: its program, "" for a group's one program, and its
 number): a group's one program's instance 0 as ``out``, ``err`` and ``journal``, its next
-ones as ``more``, a group of several programs' as ``named``.
+ones as ``more``, a group of several programs' as ``named``; an instance's spare pipes
+(``spare``: where a rolling restart's replacement writes, ``spare.py``) as ``spare``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from .records import Record, replace
 
-__all__ = ["Fds", "Files", "Key"]
+__all__ = ["Fds", "Files", "Key", "Pipes"]
 
 _TUPLES = ("out", "err", "channel", "listen", "console")  # the fields that hold several fds
 
@@ -22,6 +23,8 @@ _TUPLES = ("out", "err", "channel", "listen", "console")  # the fields that hold
 Key = tuple[str, int]
 #: one instance's files: out read, out write, err read, err write, journal
 Files = tuple[int, int, int, int, int]
+#: an instance's spare pipes: out read, out write, err read, err write
+Pipes = tuple[int, int, int, int]
 
 
 class Fds(Record):
@@ -48,6 +51,9 @@ class Fds(Record):
     #: a group run in the foreground with ``--console``: the command's own stdout and
     #: stderr, where every pump echoes the targets' raw output (``foreground``)
     console: tuple[int, int] | None = None
+    #: the spare pipes of the instances that have some (``spare.py``), each
+    #: ``(program, k, *Pipes)``
+    spare: tuple[tuple[Any, ...], ...] | None = None
 
     def numbers(self) -> list[int]:
         """Every fd held here, in field order: the ones a role's process keeps or inherits."""
@@ -57,7 +63,7 @@ class Fds(Record):
             if name == "more":
                 for files in value or ():
                     kept.extend(files)
-            elif name == "named":
+            elif name in ("named", "spare"):
                 for entry in value or ():
                     kept.extend(entry[2:])
             elif isinstance(value, (tuple, list)):
@@ -76,6 +82,16 @@ class Fds(Record):
         for program, k, out_r, out_w, err_r, err_w, journal in self.named or ():
             found[(str(program), int(k))] = (out_r, out_w, err_r, err_w, journal)
         return found
+
+    def spares(self) -> dict[Key, Pipes]:
+        """Every instance's spare pipes held here, by instance."""
+        return {(str(program), int(k)): (out_r, out_w, err_r, err_w)
+                for program, k, out_r, out_w, err_r, err_w in self.spare or ()}
+
+    def with_spares(self, pipes: dict[Key, Pipes]) -> Fds:
+        """These fds with ``pipes`` as the instances' spare pipes."""
+        return replace(self, spare=tuple((program, k, *pipes[(program, k)])
+                                         for program, k in sorted(pipes)) or None)
 
     def with_instances(self, files: dict[Key, Files]) -> Fds:
         """These fds with ``files`` as the instances' (a group's one program's instance 0
@@ -98,7 +114,7 @@ class Fds(Record):
         ``journal``), with the group's own (lock, channel...) for ``("", 0)`` only; empty
         fields for an instance not held here."""
         if key == ("", 0):
-            return replace(self, more=None, named=None)
+            return replace(self, more=None, named=None, spare=None)
         files = self.instances().get(key)
         if files is None:
             return Fds()
@@ -111,7 +127,7 @@ class Fds(Record):
             value = getattr(self, name)
             if value is None:
                 continue
-            if name in ("more", "named"):
+            if name in ("more", "named", "spare"):
                 data[name] = [list(files) for files in value]
             else:
                 data[name] = list(value) if isinstance(value, (tuple, list)) else value
@@ -121,7 +137,7 @@ class Fds(Record):
     def from_json(cls, data: dict[str, Any]) -> Fds:
         values: dict[str, Any] = {name: tuple(value) if name in _TUPLES and value else value
                                   for name, value in data.items() if name in cls._fields}
-        for name in ("more", "named"):
+        for name in ("more", "named", "spare"):
             if values.get(name):
                 values[name] = tuple(tuple(files) for files in values[name])
         return cls(**values)
@@ -133,7 +149,7 @@ class Fds(Record):
             value = getattr(self, name)
             if name == "more" and value:
                 value = tuple(tuple(moved.get(fd, fd) for fd in files) for files in value)
-            elif name == "named" and value:
+            elif name in ("named", "spare") and value:
                 value = tuple((*entry[:2], *(moved.get(fd, fd) for fd in entry[2:]))
                               for entry in value)
             elif isinstance(value, tuple):

@@ -25,8 +25,8 @@ from .rolefds import Fds, Files, Key
 
 __all__ = ["Adopt", "Command", "Exited", "Fds", "Files", "Finish", "Grow", "HandOver",
            "Hello", "Key", "Message", "Reaped", "Reload", "Retire", "Retired", "Rewrite",
-           "RoleArgs", "Spawning", "Started", "Target", "decode", "exec_daemon", "hand_over",
-           "role_command", "split_adopts"]
+           "RoleArgs", "Spare", "Spawning", "Started", "Target", "decode", "exec_daemon",
+           "hand_over", "role_command", "split_adopts"]
 
 
 class Adopt(Record):
@@ -161,7 +161,8 @@ class Message(Record):
 
 decode = Message.from_bytes
 _DEFAULTS: dict[str, Callable[[Any], Any]] = {"instance": lambda value: int(value or 0),
-                                              "program": lambda value: str(value or "")}
+                                              "program": lambda value: str(value or ""),
+                                              "swap": bool}
 
 
 # pump ─► daemon
@@ -176,12 +177,32 @@ class Spawning(Message):
 
 
 class Target(Message):
-    """The pump spawned a target: the daemon knows it before anything else happens."""
+    """The pump spawned a target: the daemon knows it before anything else happens. With
+    ``swap``: a rolling restart's replacement took its slot, writing to the slot's spare
+    pipes, which are now the slot's pipes (and its old pipes the spare ones)."""
 
     KEY = "target"
     pid: int
     started_wall: float | None
     instance: int = 0
+    program: str = ""
+    swap: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        if not self.swap:
+            del data["swap"]  # as the wire always read
+        return data
+
+
+class Spare(Message):
+    """The spare pipes of an instance (``spare.py``), made by the pump before it spawns a
+    rolling restart's replacement on them, sent with the message (``SCM_RIGHTS``: out
+    read, out write, err read, err write): the daemon keeps them as it keeps the slot's
+    pipes."""
+
+    KEY = "spare"
+    instance: int
     program: str = ""
 
 
@@ -294,7 +315,7 @@ class Command(Message):
 
 _MESSAGES: tuple[type[Message], ...] = (Hello, Command, Rewrite, Reaped, Grow, Retire,
                                         Reload, Spawning, Target, Exited, Started, Finish,
-                                        Retired)
+                                        Retired, Spare)
 
 
 # ----------------------------------------------------------------- the hand-over

@@ -5,13 +5,16 @@ programs (``Instance.slot``); a roll may take instances of several programs, eac
 with its own program's definition, readiness and (unless the request names one) grace.
 
 A replacement of instance K is spawned beside K's target (``Spawner.spawn_beside``): it is
-instance K (``IMMORTAL_INSTANCE``, the listen sockets), writes to K's pipes (its lines reach
-the monitors as K's, and are journaled as K's), holds K's second lock and has a readiness
-of its own. Once it is ready the old target is retired (TERM, the grace period, KILL); once
-the old one is gone the replacement *is* K's target: the locks are swapped, the daemon is
-told (``Exited`` of the old, ``Target`` of the new), K's machine takes it as its running
-target. A replacement that dies, or is not ready in time, aborts the roll (``Roll.failed``):
-the other replacements not yet ready are stopped, the old targets keep serving.
+instance K (``IMMORTAL_INSTANCE``, the listen sockets), writes to K's spare pipes, whose
+lines are moved into K's pipes (``spare``: they reach the monitors as K's, and are
+journaled as K's) once its readiness has seen them (its own lines only, never the old
+target's), and holds K's second lock. Once it is ready the old target is retired (TERM, the
+grace period, KILL); once the old one is gone the replacement *is* K's target: the locks
+are swapped, and the pipes (the spare ones are K's from then on), the daemon is told
+(``Exited`` of the old, ``Target(swap=True)`` of the new), K's machine takes it as its
+running target. A replacement that dies, or is not ready in time, aborts the roll
+(``Roll.failed``): the other replacements not yet ready are stopped, the old targets keep
+serving.
 
 What a caller sees is ``status.json``'s ``roll``: its ``id``, ``state`` (rolling, done,
 failed), ``why``, the failed ``instance`` and its last ``stderr`` lines, the slots
@@ -26,13 +29,13 @@ from __future__ import annotations
 import signal
 import time
 
-from . import _linux, process, rolelog, rolling, supervise
+from . import _linux, process, rolelog, rolling, spare, supervise
 from .errors import NotRunning
 from .events import ExitStatus
 from .readiness import FAILED, Readiness
 from .readywatch import ReadyWatch
 from .records import replace
-from .roles import Exited, Target
+from .roles import Exited, Spare, Target
 from .rolling import DONE, FAILED_ROLL, ROLLING, Slot
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
 
     from .link import DaemonLink
     from .loop import Loop
+    from .spare import Spares
     from .spec import Spec
     from .statusfile import StatusFile
     from .workers import Instance, Run
@@ -71,6 +75,7 @@ class Rollout:
 
     link: DaemonLink
     loop: Loop
+    spares: Spares
     selector: BaseSelector
     status_file: StatusFile
     previous: dict[str, Any] | None
@@ -145,6 +150,7 @@ class Rollout:
         watch = ReadyWatch(view.ready_mode, view.ready_timeout,
                            lambda state: self._replacement_changed(k, state))
         try:
+            self._spare(inst)
             child = inst.run.spawner.spawn_beside(inst.k, inst.streams)
         except OSError as exc:
             self._failed(k, f"its replacement could not be spawned: {exc.strerror or exc}", [])
@@ -159,9 +165,21 @@ class Rollout:
             self._ready_noted(k)
             self._roll_act(self.roll.ready(k))
 
+    def _spare(self, inst: Instance) -> None:
+        """The spare pipes of ``inst``, made (and handed to the daemon) at its first roll."""
+        streams = inst.streams
+        if streams.spare is None:
+            streams.spare = spare.make()
+            self.link.tell_fds(Spare(inst.k, inst.program), list(streams.spare))
+            self.spares.add(streams)
+
     def _follow(self, k: Slot, child: process.Child, watch: ReadyWatch) -> Replacement:
-        """``child`` is the replacement of ``k`` in flight: its death watched."""
+        """``child`` is the replacement of ``k`` in flight: its death watched, its lines
+        read by its readiness."""
         repl = self.replacements[k] = Replacement(k, child, watch)
+        inst = self._slot(k)
+        if inst is not None:
+            inst.streams.seen = watch.lines
         if child.pidfd >= 0:
             self.loop.watch(child.pidfd, lambda fd: self._replacement_died(repl))
         return repl
@@ -172,9 +190,10 @@ class Rollout:
         if repl is None:
             return
         if state.ready:
-            self._ready_noted(k)
+            self._ready_noted(k)  # written there, before the old target is told to go
             self._roll_act(self.roll.ready(k))
-        elif state.state == FAILED:
+            return
+        if state.state == FAILED:
             self._failed(k, state.reason or "not ready", list(state.stderr))
             if repl.child.status is None:
                 self._cancel(k)
@@ -218,8 +237,12 @@ class Rollout:
             status = ExitStatus(pid=repl.child.pid,
                                 uptime=time.monotonic() - repl.child.started_at)
             repl.child.dead(status, close=False)
-        self._forget(repl)
         inst = self._slot(repl.k)
+        if inst is not None and inst.streams.spare is not None:
+            # Its last lines: seen by its readiness (its last words on stderr), and
+            # delivered before its exit.
+            self.spares.move(inst.streams, final=True)
+        self._forget(repl)
         if inst is not None and inst.run.host is not None:
             record = replace(status, decision="stop", reason="a rolling restart's replacement",
                              instance=self.shown(inst))
@@ -244,6 +267,9 @@ class Rollout:
         if close:
             repl.child.close()
         self.replacements.pop(repl.k, None)
+        inst = self._slot(repl.k)
+        if inst is not None:
+            inst.streams.seen = None
         if self.roll_info is not None:
             self.roll_info["replacements"].pop(str(repl.k), None)
             if repl.k in self.roll_info.get("ready", ()):
@@ -271,10 +297,10 @@ class Rollout:
             dead = inst.target.pid
             self._unwatch_target(inst)
             self.status_file.forget(dead)
-            inst.streams.drain()
             self.link.tell(Exited(dead, inst.k, inst.program))
             record = replace(status, decision="stop", reason="replaced (rolling restart)",
                              instance=self.shown(inst))
+        swapped = self._swap_pipes(inst)
         self._forget(repl, close=False)
         try:
             inst.run.spawner.swap_locks(inst.k)
@@ -284,7 +310,7 @@ class Rollout:
         if not child.own and self.daemon_pid is not None:
             child.close()  # the daemon reaps it and tells us, as any target it handed us
         inst.target = child
-        self.link.tell(Target(child.pid, child.started_wall, inst.k, inst.program))
+        self.link.tell(Target(child.pid, child.started_wall, inst.k, inst.program, swapped))
         self._watch_target(inst)
         machine = inst.machine
         template = replace(machine, spawned=machine.spawned + 1, restarts=machine.restarts + 1,
@@ -297,6 +323,22 @@ class Rollout:
             inst.run.host.call("exit", status=record, instance=self.shown(inst))
         self._roll_act(self.roll.old_gone(k))
         self._write_status()
+
+    def _swap_pipes(self, inst: Instance) -> bool:
+        """The slot's pipes drained (its old target is gone), its spare pipes, which the
+        replacement writes to, are its pipes from now on, and the old ones the spare;
+        whether they were (a slot has spare pipes once a replacement was spawned)."""
+        streams = inst.streams
+        streams.drain()
+        if streams.spare is None:
+            return False
+        self.spares.remove(streams)
+        for fd in (streams.out_r, streams.err_r):
+            self.selector.unregister(fd)
+        streams.swap_spare()
+        self._watch_streams(inst)
+        self.spares.add(streams)
+        return True
 
     def abort_roll(self, grace: float | None) -> None:
         """A stop: the replacements stop too (TERM, ``grace``, KILL); the old targets are
@@ -311,13 +353,6 @@ class Rollout:
                 repl.kill_at = time.monotonic() + (self._grace(repl.k) if grace is None
                                                    else grace)
                 repl.child.kill_group(signal.SIGTERM)
-
-    def roll_lines(self, k: Slot, stream: str, block: bytes) -> None:
-        """Output of slot ``k`` while its replacement waits to be ready: for its
-        readiness (the slot's pipes are shared: see docs/workers.md)."""
-        repl = self.replacements.get(k)
-        if repl is not None:
-            repl.ready.lines(stream, block)
 
     def roll_watches(self) -> dict[int, ReadyWatch]:
         return {repl.child.pid: repl.ready for repl in self.replacements.values()}
@@ -357,4 +392,7 @@ class Rollout:
         raise NotImplementedError
 
     def _unwatch_target(self, inst: Instance) -> None:
+        raise NotImplementedError
+
+    def _watch_streams(self, inst: Instance) -> None:
         raise NotImplementedError

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
     from .link import DaemonLink
     from .loop import Loop
+    from .spare import Spares
 
 RETIRED = "retired"  #: the reason a retired instance's machine ends with
 REMOVED = "removed from the group"  #: the reason a removed program's monitors are given
@@ -75,6 +76,7 @@ class Scaling:
     loop: Loop
     selector: BaseSelector
     daemon_pid: int | None
+    spares: Spares
 
     def scale(self, workers: int, program: str = "") -> None:
         """A pump without a daemon: run ``workers`` instances of ``program``, the new
@@ -151,6 +153,7 @@ class Scaling:
             for fd in (inst.streams.out_r, inst.streams.err_r):
                 if fd in self.selector.get_map():
                     self.selector.unregister(fd)
+            self.spares.remove(inst.streams)
             inst.streams.drain()
         gone = run.instances[workers:]
         del run.instances[workers:]

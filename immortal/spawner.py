@@ -23,6 +23,7 @@ from typing import Any
 from . import _linux, orphans, privileges, process, rolelog
 from .listen import PROGRAM_ENV, activation
 from .roles import Message, Spawning, Target
+from .rolefds import Pipes
 from .spec import Spec
 from .state import read_json, running_targets, try_lock, wait_lock
 from .streams import Streams
@@ -85,17 +86,20 @@ class Spawner:
 
     def spawn_beside(self, instance: int, streams: Streams) -> process.Child:
         """A replacement for ``instance``'s target, spawned while it still runs (a rolling
-        restart): on the same pipes and sockets, holding the slot's second lock
+        restart): on the slot's spare pipes (``spare``: its lines are told from the old
+        target's) and the same sockets, holding the slot's second lock
         (``lock_name(instance, beside=True)``), so that a slot never has more than its
         target and one replacement. The daemon is not told: until the old target is gone
         the replacement is the pump's alone (``rollout``)."""
+        assert streams.spare is not None
         name = lock_name(instance, beside=True)
         lock = try_lock(self.locks / name)
         if lock is None:
             raise OSError(errno.EBUSY, f"{name} is held: an earlier replacement of instance "
                           f"{instance}, or a descendant of it, still runs")
         try:
-            return self._spawn_holding(instance, streams, lock, tell=False)
+            return self._spawn_holding(instance, streams, lock, tell=False,
+                                       pipes=streams.spare)
         finally:
             os.close(lock)
 
@@ -106,7 +110,11 @@ class Spawner:
                    self.locks / lock_name(instance))
 
     def _spawn_holding(self, instance: int, streams: Streams, lock: int,
-                       tell: bool = True) -> process.Child:
+                       tell: bool = True, pipes: Pipes | None = None) -> process.Child:
+        """``pipes``: the ones it writes to (out read, out write, err read, err write), if
+        not the slot's."""
+        out_r, out_w, err_r, err_w = pipes or (streams.out_r, streams.out_w, streams.err_r,
+                                               streams.err_w)
         if len(self.listen) != len(self.spec.listen):
             raise OSError(errno.EBADF, f"{len(self.spec.listen)} listen sockets expected, "
                           f"{len(self.listen)} held")
@@ -123,7 +131,7 @@ class Spawner:
             if self.spec.user is not None else None
         # The read ends too: if both supervisors die, the pipes outlive them while the
         # target lives, so its writes block on a full pipe instead of killing it (EPIPE).
-        keep = [lock, streams.out_r, streams.err_r]
+        keep = [lock, out_r, err_r]
         moved: dict[int, int] = {}
         for theirs, ours in given.fds.items():
             if ours != theirs + self.offset:
@@ -141,8 +149,8 @@ class Spawner:
             self.tell(Spawning(_linux.boot_ticks(), instance, program))
         try:
             child = process.spawn(self.spec.command(), env=env, cwd=self.spec.cwd,
-                                  umask=self.spec.umask, stdout=streams.out_w,
-                                  stderr=streams.err_w, pass_fds=tuple(keep),
+                                  umask=self.spec.umask, stdout=out_w,
+                                  stderr=err_w, pass_fds=tuple(keep),
                                   pid_variable="LISTEN_PID" if given.pid else None,
                                   drop=drop, moved=moved)
         except OSError:

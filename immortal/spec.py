@@ -97,6 +97,9 @@ class Program(Record):
     memory_window: float = memwatch.DEFAULT_WINDOW
     memory_children: bool = False
     comment: str | None = None
+    #: the names in ``env`` a configuration file set (``immortal up``): the rest is the
+    #: environment its group was started in, which a ``reload`` keeps (``fileverbs``)
+    variables: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self._fields}
@@ -125,7 +128,7 @@ def _program_json(program: Program | Spec, data: dict[str, Any]) -> dict[str, An
     data["env"] = dict(program.env)
     data["policy"] = program.policy.to_json()
     data["monitors"] = [[name, dict(options)] for name, options in program.monitors]
-    for key in ("listen", "watch", "ignore"):
+    for key in ("listen", "watch", "ignore", "variables"):
         data[key] = list(getattr(program, key))
     return data
 
@@ -133,7 +136,7 @@ def _program_json(program: Program | Spec, data: dict[str, Any]) -> dict[str, An
 def _program_values(values: dict[str, Any]) -> dict[str, Any]:
     """A program's fields read from JSON, as the records hold them."""
     values["monitors"] = tuple((name, options) for name, options in values["monitors"])
-    for key in ("listen", "watch", "ignore"):
+    for key in ("listen", "watch", "ignore", "variables"):
         values[key] = tuple(values.get(key, ()))
     return values
 
@@ -177,6 +180,7 @@ class Spec(Record):
     memory_window: float = memwatch.DEFAULT_WINDOW
     memory_children: bool = False
     comment: str | None = None
+    variables: tuple[str, ...] = ()
     #: a group of several programs (``start_group``): each one's record, in order
     programs: tuple[Program, ...] = ()
     #: the program a view is of (``view``); "" for a group's one program, and for a group

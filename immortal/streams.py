@@ -6,7 +6,8 @@ stdout and stderr are two pipes, each read by a ``relay.Relay`` through the jour
 a pump read but did not deliver outlives it); the channel is a datagram socket pair, the
 pump's end here and the target's end passed to it; the notify socket (``notify.py``) is
 bound in the instance directory. A pump forked by the daemon, or handed
-over, is given these files (``Fds``); an unattached or development pump makes them.
+over, is given these files (``Fds``); an unattached or development pump makes them. An
+instance that was rolled has spare pipes too (``spare``), where a replacement writes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from . import relay, rolelog
 from .errors import ChannelError
 from .notify import make as make_notify
 from .roles import Fds
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from .rolefds import Pipes
 
 #: where a stream's blocks go: (stream name, block, offset, end), see ``relay.Relay``
 Sink = Callable[[str, bytes, int, int], None]
@@ -70,6 +76,29 @@ class Streams:
             relay.Relay(self.err_r, self.journal, 1, functools.partial(sink, "stderr"),
                         echo[1] if echo else None),
         )
+        #: the spare pipes (``spare``), once a roll made them: out read, out write, err
+        #: read, err write
+        self.spare: Pipes | None = None
+        #: how many bytes at the head of each spare pipe ``seen`` was given already
+        self.spare_fed = [0, 0]
+        #: what reads the spare pipes' lines: a replacement's readiness, while one runs
+        self.seen: Callable[[str, bytes], None] | None = None
+
+    @property
+    def writes(self) -> tuple[int, int]:
+        """The write ends of the slot's pipes (stdout's, stderr's)."""
+        return self.out_w, self.err_w
+
+    def swap_spare(self) -> None:
+        """The spare pipes become the slot's (read by the relays), its pipes the spare."""
+        assert self.spare is not None
+        old = (self.out_r, self.out_w, self.err_r, self.err_w)
+        self.out_r, self.out_w, self.err_r, self.err_w = self.spare
+        os.set_blocking(self.out_r, False)
+        os.set_blocking(self.err_r, False)
+        self.spare = old
+        self.spare_fed = [0, 0]
+        self.relays[0].fd, self.relays[1].fd = self.out_r, self.err_r
 
     def fds(self, lock: int | None, others: Sequence[Streams] = ()) -> Fds:
         """What a successor (a daemon, a pump) is handed: these files (instance 0's), and
@@ -87,7 +116,8 @@ class Streams:
     def close(self) -> None:
         """Let go of this instance's files (it retired): the pipes, the journal and the
         channel."""
-        for fd in (self.out_r, self.out_w, self.err_r, self.err_w, self.journal_fd):
+        for fd in (self.out_r, self.out_w, self.err_r, self.err_w, self.journal_fd,
+                   *(self.spare or ())):
             os.close(fd)
         self.journal.close()
         if self.channel_sock is not None:

@@ -9,8 +9,10 @@ their grace period; what is left after that is killed), ``Restart=on-failure`` (
 exits non-zero when the group gives up), ``ExecReload`` a SIGHUP (a rolling restart),
 ``TimeoutStopSec`` from the group's ``stop_timeout``.
 
-A group from a config file (``immortal -c FILE``) is made by another command line: the
-caller passes it as ``command`` (``exec_start``); this module only writes what it is given.
+A group from a configuration file (``startup systemd -c FILE``) is made by another command
+line, ``immortal up --foreground -c FILE``, and reloaded by ``immortal reload -c FILE`` (the
+file read again, its changes applied): the caller passes them as ``command`` and
+``reload``; this module only writes what it is given.
 Quoting follows systemd.syntax(7): each word in double quotes where it needs them, ``$``
 and ``%`` escaped so that systemd expands nothing of ours.
 """
@@ -65,10 +67,11 @@ def quote(word: str, variables: bool = True) -> str:
 
 def render(group: str, command: Sequence[str], *, user: bool, stop_timeout: float,
            start_timeout: float, environment: dict[str, str] | None = None,
-           run_as: str | None = None) -> str:
+           run_as: str | None = None, reload: Sequence[str] | None = None) -> str:
     """The unit's text. ``user``: a ``systemctl --user`` unit (wanted by
     ``default.target``), else a system one (``multi-user.target``; ``run_as``: its
-    ``User=``). ``start_timeout``: how long immortal may take to say it is ready."""
+    ``User=``). ``start_timeout``: how long immortal may take to say it is ready.
+    ``reload``: ExecReload's command line (default: a SIGHUP, a rolling restart)."""
     lines = [
         "[Unit]",
         f"Description=immortal group {group}",
@@ -78,7 +81,8 @@ def render(group: str, command: Sequence[str], *, user: bool, stop_timeout: floa
         "Type=notify",
         "NotifyAccess=main",
         "ExecStart=" + " ".join(quote(word) for word in command),
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=" + (" ".join(quote(word) for word in reload) if reload
+                         else "/bin/kill -HUP $MAINPID"),
         "KillMode=mixed",
         "Restart=on-failure",
         f"TimeoutStartSec={math.ceil(start_timeout) + MARGIN}",

@@ -428,7 +428,7 @@ CLI_CASES = {
     "negative-min-uptime": (["run", TALKER, "--min-uptime", "-1"], ["--min-uptime"]),
     "zero-max-restarts": (["run", TALKER, "--max-restarts", "0"], ["--max-restarts"]),
     "not-executable": (["run", README], [README, "--exec"]),
-    "bad-group-name": (["status", "a/b"], ["NAME", "'a/b'"]),
+    "bad-group-name": (["status", "a!b"], ["NAME", "'a!b'"]),
     "negative-lines": (["logs", "x", "-n", "-1"], ["--lines", "-1"]),
     "unknown-option": (["run", TALKER, "--nmae", "x"], ["--nmae", "did you mean '--name'"]),
     "bad-umask": (["run", TALKER, "--umask", "999"], ["umask", "'999'"]),

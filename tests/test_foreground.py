@@ -68,12 +68,14 @@ def foreground(home: Path) -> Iterator[Callable[..., Foreground]]:
     started: list[Foreground] = []
 
     def start(name: str, *words: str, env: dict[str, str] | None = None,
-              prefix: list[str] | None = None) -> Foreground:
+              prefix: list[str] | None = None, job: bool = False) -> Foreground:
+        """``job``: in a process group of its own, as a shell runs a job."""
         popen = subprocess.Popen([*(prefix or []), *COMMAND, "run", "--foreground", "-n",
                                   name, *words],
                                  env={**os.environ, "IMMORTAL_HOME": str(home), **(env or {})},
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
+                                 stderr=subprocess.PIPE, text=True,
+                                 process_group=0 if job else None)
         fg = Foreground(popen, home, name)
         started.append(fg)
         return fg
@@ -302,6 +304,52 @@ def test_a_foreground_daemon_killed_leaves_its_pump_the_daemon(foreground, home)
     assert stopped.returncode == 0, stopped
     fg.wait()  # the console's end: the last pump held it
     assert "ready" in fg.out  # echoed on the console
+
+
+def test_ctrl_z_then_fg_stops_the_job_and_resumes_it_without_a_restart(foreground):
+    """What a terminal sends the foreground job (SIGTSTP to its process group: the daemon
+    and its pump), then what ``fg`` sends (SIGCONT to the group): both stop, both go on,
+    nothing is restarted; a SIGCONT of its own afterwards rolls the group, as SIGHUP."""
+    fg = foreground("job", "-w", "2", TALKER, job=True)
+    fg.ready()
+    before = read_status(fg.directory)
+    daemon, pump = before.pids["daemon"], before.pids["pump"]
+    targets = {entry.pid for entry in before.instances}
+    for _ in range(2):
+        os.killpg(daemon, signal.SIGTSTP)
+        for pid in (daemon, pump):
+            wait_for(lambda: proc_state(pid), lambda state: state == "T", SHORT,
+                     what=f"process {pid} stopped")
+        os.killpg(daemon, signal.SIGCONT)
+        for pid in (daemon, pump):  # back asleep in its loop: the SIGCONT was taken
+            wait_for(lambda: proc_state(pid), lambda state: state == "S", SHORT,
+                     what=f"process {pid} resumed")
+    # Passed on to the pump after whatever the SIGCONTs asked: a second roll would be
+    # refused, a first one would make this roll #2.
+    restarted = fg.cli("restart", "job")
+    assert restarted.returncode == 0, restarted
+    middle = read_status(fg.directory)
+    assert middle.roll["id"] == 1 and middle.roll["state"] == "done"
+    assert not {entry.pid for entry in middle.instances} & targets
+    assert (middle.pids["daemon"], middle.pids["pump"]) == (daemon, pump)
+    os.kill(daemon, signal.SIGCONT)
+    done = wait_for(lambda: read_status(fg.directory),
+                    lambda s: (s.roll or {}).get("id") == 2 and s.roll["state"] == "done",
+                    LONG, "roll #2 done")
+    assert not {entry.pid for entry in done.instances} & {e.pid for e in middle.instances}
+    fg.popen.send_signal(signal.SIGTERM)
+    assert fg.wait() == 0, described(fg)
+
+
+def test_sigterm_then_sigcont_as_systemd_sends_them_stops_without_a_roll(foreground):
+    fg = foreground("unit", "-w", "2", "--stop-timeout", "2", TALKER)
+    fg.ready()
+    fg.popen.send_signal(signal.SIGTERM)
+    fg.popen.send_signal(signal.SIGCONT)
+    assert fg.wait() == 0, described(fg)
+    final = read_status(fg.directory)
+    assert final.state == "stopped" and final.roll is None, final
+    assert "restart signal during the stop was ignored" in fg.err
 
 
 def test_signals_after_the_end_do_not_change_the_exit_code(foreground):

@@ -324,12 +324,17 @@ def test_addresses_on_the_command_line(group_started, capsys):
     assert all(row in listed for row in ("cli/web ", "cli/web:2", "cli/job:0"))
     assert main(["status", "cli"]) == 0
     assert "cli/job: running" in capsys.readouterr().out
-    assert main(["stop", "cli/web"]) == 2
-    assert "it stops the whole group" in capsys.readouterr().err
+    assert main(["stop", "cli/web:1"]) == 2
+    assert "it stops the whole group, or that program" in capsys.readouterr().err
     assert main(["signal", "cli/nosuch", "USR1"]) == 2
     assert "has no program 'nosuch'" in capsys.readouterr().err
     assert main(["signal", "cli:0", "USR1"]) == 2
     assert "name the one of instance 0" in capsys.readouterr().err
+    assert main(["stop", "cli/web"]) == 0  # that program alone; the group runs on
+    assert capsys.readouterr().out == "stopped cli/web\n"
+    assert main(["status", "cli"]) == 0
+    shown = capsys.readouterr().out
+    assert "cli/job: running" in shown and "cli/web" not in shown
 
 
 def test_a_program_not_ready_fails_the_start_naming_it_and_leaves_nothing(home):

@@ -67,10 +67,12 @@ def again_the_same(home: Path, name: str, before: dict[str, Any]) -> None:
 def test_the_record_gives_back_every_keyword_of_start():
     """A new keyword of ``start()`` (or field of a program) must reach the record's
     arguments: what ``start()`` takes beside them is ``capture`` (development only) and
-    the other spelling of ``monitors``."""
+    the other spelling of ``monitors``; what a program records beside them follows from
+    them (``log_path``) or is kept as recorded (``variables``: a configuration file's)."""
     keywords = set(inspect.signature(start).parameters) - {"unknown"}
     assert keywords - set(arguments(record_of_one())) == {"capture", "monitor", "options"}
-    assert set(options(record_of_one())) == set(Program._fields) - {"name", "log_path"}
+    assert set(options(record_of_one())) == set(Program._fields) - {"name", "log_path",
+                                                                    "variables"}
 
 
 def record_of_one() -> Any:
@@ -253,3 +255,30 @@ def test_a_failed_start_of_a_group_of_several_from_its_record_keeps_it(
         squatter.close()
     ok(cli(home, "start-recorded", "held2"))
     assert read_status(home / "held2").listen == [address]
+
+
+def test_a_configuration_files_group_keeps_what_its_file_set(home, tmp_path, stopped_at_end):
+    """``immortal up``'s group records which names of each program's environment the file
+    set (a later ``reload`` keeps the rest): its record starts it with them again."""
+    from test_config_cli import immortal, write
+
+    stopped_at_end.append("conf")
+    write(tmp_path, f'''\
+        name = "conf"
+
+        [programs.a]
+        file = "{TALKER}"
+        ready = "spawn"
+
+        [programs.a.env]
+        QUEUE = "jobs"
+
+        [programs.b]
+        file = "{TALKER}"
+        ready = "spawn"
+        ''')
+    up = immortal(home, tmp_path, "up")
+    assert up.returncode == 0, up.stderr
+    before = recorded(home, "conf")
+    assert before["programs"][0]["variables"] == ["QUEUE"]
+    again_the_same(home, "conf", before)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import SHORT, TALKER, wait_for
+from conftest import SHORT, TALKER, proc_state, wait_for
 from immortal import control, orphans
 from immortal._linux import is_alive, process_start_time
 
@@ -68,12 +68,21 @@ def test_roles_ignore_sigpipe_and_sigxfsz_and_the_target_gets_defaults(started):
     assert signal_mask(pids["target"], "SigBlk") == set()
 
 
+def freeze(pid: int, number: int) -> None:
+    """Stop ``pid`` with ``number`` and wait until it is stopped."""
+    os.kill(pid, number)
+    wait_for(lambda: proc_state(pid), lambda state: state == "T", SHORT,
+             what=f"process {pid} stopped")
+
+
 @pytest.mark.parametrize("strategy", ["daemon", "unattached"])
 def test_a_client_gone_before_its_answer_does_not_kill_the_root(started, strategy):
     group = started(TALKER, [], strategy=strategy)
     pids = group.pids
     root = pids["daemon" if strategy == "daemon" else "pump"]
-    os.kill(root, signal.SIGSTOP)  # so that the client is gone when the answer is written
+    # So that the client is gone when the answer is written: the daemon stopped as a job
+    # (a SIGSTOP's SIGCONT would restart its group), the pump by SIGSTOP.
+    freeze(root, signal.SIGTSTP if strategy == "daemon" else signal.SIGSTOP)
     try:
         for _ in range(3):
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -428,7 +437,7 @@ def test_signal_reaches_the_target_when_the_daemon_is_frozen(started, tmp_path):
     group = started(TALKER, ["--trap", "USR1"], options={"output": str(out)})
     wait_for(lambda: read(out), lambda t: "ready" in t)
     daemon = group.pids["daemon"]
-    os.kill(daemon, signal.SIGSTOP)
+    freeze(daemon, signal.SIGTSTP)  # resumed without a restart (a SIGSTOP's SIGCONT rolls)
     try:
         group.signal("USR1")
         wait_for(lambda: read(out), lambda t: "got USR1" in t)

@@ -2,7 +2,8 @@
 instances of the stdlib server taking its socket by socket activation, a client asking as
 fast as it can meanwhile, and a sampler of the pump's children: every instance replaced,
 no request failed, never more than N + batch processes of the program; a broken release
-aborts the roll with the old processes serving; SIGHUP to the daemon rolls."""
+aborts the roll with the old processes serving; SIGHUP and SIGCONT to the daemon roll, not
+the SIGCONT that resumes a job-control stop."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import immortal
-from conftest import LONG, PROGRAMS, SHORT, children_of, cmdline, wait_for
+from conftest import LONG, PROGRAMS, SHORT, children_of, cmdline, proc_state, wait_for
 from immortal._linux import is_alive
 from immortal.cli import main
 
@@ -174,6 +175,63 @@ def test_sighup_to_the_daemon_rolls_and_a_second_roll_is_refused(web):
     assert not set(pids(done).values()) & set(before.values())
     assert running.failures == []
     assert running.most <= 5
+
+
+def test_sigcont_to_the_daemon_rolls_one_instance_at_a_time(started, recorder):
+    group = started(LISTENER, ["--graceful"], workers=2, name="web",
+                    listen=["tcp://127.0.0.1:0"], ready="line:^serving",
+                    ready_timeout=LONG, stop_timeout=SHORT, monitor="recorder",
+                    options=recorder.options)
+    before = pids(group.status())
+    with traffic(group) as running:
+        os.kill(group.status().pids["daemon"], signal.SIGCONT)
+        done = wait_for(group.status, lambda s: (s.roll or {}).get("state") == "done", LONG,
+                        what="the roll done")
+    after = pids(done)
+    assert done.roll["id"] == 1 and sorted(done.roll["replaced"]) == [0, 1]
+    assert set(after) == {0, 1} and not set(after.values()) & set(before.values())
+    assert running.failures == []
+    assert running.most <= 3, f"{running.most} processes of the program alive at once"
+    # One by one: each old process is gone before the next replacement is spawned.
+    events = recorder.wait_for(lambda found: sum(
+        event["hook"] == "exit" and event["pid"] in before.values() for event in found) == 2)
+    steps = [(event["hook"], event["pid"]) for event in events
+             if (event["hook"] == "respawn" and event["why"] == "roll")
+             or (event["hook"] == "exit" and event["pid"] in before.values())]
+    assert [hook for hook, _ in steps] == ["respawn", "exit", "respawn", "exit"], steps
+    assert {steps[0][1], steps[2][1]} == set(after.values())
+    assert {steps[1][1], steps[3][1]} == set(before.values())
+
+
+def stopped_as_a_job(pid: int) -> None:
+    """Ctrl-Z as a terminal sends it (SIGTSTP), then what ``fg`` sends (SIGCONT), each
+    waited for: stopped, then back asleep in its loop (it took the SIGCONT)."""
+    os.kill(pid, signal.SIGTSTP)
+    wait_for(lambda: proc_state(pid), lambda state: state == "T", SHORT,
+             what=f"process {pid} stopped")
+    os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: proc_state(pid), lambda state: state == "S", SHORT,
+             what=f"process {pid} resumed, back in its loop")
+
+
+def test_the_sigcont_that_resumes_a_job_stop_does_not_roll(started):
+    group = started(LISTENER, ["--graceful"], workers=2, name="web",
+                    listen=["tcp://127.0.0.1:0"], ready="line:^serving",
+                    ready_timeout=LONG, stop_timeout=SHORT)
+    status = group.status()
+    before, daemon = pids(status), status.pids["daemon"]
+    stopped_as_a_job(daemon)
+    stopped_as_a_job(daemon)  # twice: each stop's own SIGCONT is known
+    # Had a SIGCONT rolled, this restart (the daemon passes it on after them) would be
+    # refused as a second roll, or be roll #2.
+    group.restart()
+    middle = group.status()
+    assert middle.roll["id"] == 1 and middle.pids["daemon"] == daemon
+    assert not set(pids(middle).values()) & set(before.values())
+    os.kill(daemon, signal.SIGCONT)  # a SIGCONT of its own, after all that: a roll
+    done = wait_for(group.status, lambda s: (s.roll or {}).get("id") == 2
+                    and s.roll["state"] == "done", LONG, what="roll #2 done")
+    assert not set(pids(done).values()) & set(pids(middle).values())
 
 
 def test_a_stop_during_a_roll_stops_old_and_new(web, tmp_path):

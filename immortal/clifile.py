@@ -1,0 +1,108 @@
+"""The commands of the configuration file: its group's (``up``, ``down``, ``reload``) and
+the file's own (``config``, ``validate``). ``cli.py`` runs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import InvalidSpec
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def up(ns: argparse.Namespace) -> int:
+    from . import fileverbs
+
+    config = loaded(ns)
+    if ns.console is not None and not ns.foreground:
+        raise InvalidSpec("--console goes with --foreground")
+    if ns.foreground:
+        return _up_here(ns, config)
+    outcome = fileverbs.up(config, ns.programs)
+    # In development the group's output is this command's stdout: our words on stderr.
+    development = config.strategy.value == "development"
+    ours = sys.stderr if development else sys.stdout
+    for line in fileverbs.describe(outcome):
+        print(line, file=ours)
+    if not development:
+        return 0
+    try:
+        final = outcome.group.wait()
+    except KeyboardInterrupt:
+        final = outcome.group.stop()
+    print(f"{outcome.group.name!r} ended: {final.state}"
+          + (f" ({final.reason})" if final.reason else ""), file=sys.stderr)
+    return 1 if final.state == "fatal" else 0
+
+
+def _up_here(ns: argparse.Namespace, config: Any) -> int:
+    """``up --foreground``: refused until foreground mode runs a group of several
+    programs (``run --foreground`` runs one)."""
+    raise InvalidSpec("up --foreground is not available yet: a group of several programs "
+                      "does not run in the foreground; use 'immortal up' (detached)")
+
+
+def down(ns: argparse.Namespace) -> int:
+    from . import fileverbs
+
+    ns.overrides = []  # down takes no --set: the file names the group, nothing else counts
+    outcome = fileverbs.down(loaded(ns, check_monitors=False), ns.programs, ns.timeout)
+    for line in fileverbs.describe(outcome):
+        print(line)
+    return 0
+
+
+def reload(ns: argparse.Namespace) -> int:
+    from . import fileverbs
+
+    outcome = fileverbs.reload(loaded(ns), ns.timeout)
+    for line in fileverbs.describe(outcome):
+        print(line)
+    return 0
+
+
+def loaded(ns: argparse.Namespace, check_monitors: bool = True) -> Any:
+    """The configuration file the options name, loaded (ConfigError: what is wrong)."""
+    from .config import load
+    from .configfile import ConfigError, parse_value
+
+    pairs = []
+    for item in ns.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidSpec(f"--set must look like KEY=VALUE, e.g. "
+                              f"programs.web.workers=4 (got {item!r})")
+        pairs.append((key.strip(), parse_value(value)))
+    try:
+        return load(ns.config, ns.env_name, overrides=pairs, check_monitors=check_monitors)
+    except ConfigError as exc:
+        raise Problems(exc.lines()) from None
+
+
+def config(ns: argparse.Namespace) -> int:
+    from .configview import config_view
+
+    print(config_view(loaded(ns), ns.json))
+    return 0
+
+
+def validate(ns: argparse.Namespace) -> int:
+    config = loaded(ns)
+    programs = ", ".join(config.programs)
+    environment = config.environment.value
+    print(f"{config.path}: ok: group {config.name.value!r}, programs {programs}"
+          + (f", environment {environment!r}" if environment else ""))
+    return 0
+
+
+class Problems(Exception):
+    """Everything wrong with a configuration file: one error line each, exit 2."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines

@@ -1,0 +1,206 @@
+"""The configuration file's group, by its verbs: ``up``, ``down`` and ``reload``.
+
+One file is one group (``config.Config``): ``up`` starts it (``start_group``) or, if it
+runs, starts the programs of the file it does not run yet, leaving the others untouched;
+``down`` stops it, or some of its programs (an apply without them); ``reload`` makes the
+running group match the file (``Group.apply``: new programs started, removed ones stopped,
+changed ones rolled, unchanged ones untouched). What cannot change in a running group (its
+strategy, its start timeout, a listening program's addresses) is said, not done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .config import Config
+from .configfile import DEFAULT
+from .errors import AlreadyRunning, ImmortalError, InvalidSpec, NotRunning, did_you_mean
+from .group import Group, attach
+from .names import check_name
+from .programs import Applied
+from .records import Record, replace
+from .spec import Program, Spec
+from .state import home
+
+#: what became of a program: ``started`` (by this call), ``running`` (it was, untouched),
+#: and ``Applied.actions()``'s words for a reload or a down of some programs
+Actions = dict[str, str]
+
+
+class Outcome(Record):
+    """What ``up``, ``down`` or ``reload`` did: the group, and each program's action."""
+
+    group: Group
+    actions: Actions
+    notes: tuple[str, ...] = ()  #: what the file asks that a running group cannot take
+
+
+def chosen(config: Config, programs: Sequence[str]) -> list[str]:
+    """``programs`` checked against the file's (all of them if none is named), in the
+    file's order; InvalidSpec for a name the file does not have."""
+    for name in programs:
+        if name not in config.programs:
+            raise InvalidSpec(f"{config.path}: no program {name!r}; the file has "
+                              f"{', '.join(config.programs)}"
+                              + did_you_mean(name, config.programs))
+    return [name for name in config.programs if not programs or name in programs]
+
+
+def current(name: str) -> Group | None:
+    """The running group ``name`` (a start under way waited for), or None."""
+    try:
+        group = attach(name)
+    except NotRunning:
+        return None
+    return group if group.wait_start().running else None
+
+
+def up(config: Config, programs: Sequence[str] = ()) -> Outcome:
+    """Start the file's group with ``programs`` (default: all of the file's); if it runs,
+    start those of them it does not run, from the file, and leave the others as they are
+    (``reload`` applies the file's changes to them)."""
+    from .launcher import launch_group
+    from .programs import build_group
+
+    names = chosen(config, programs)
+    group = current(config.name.value)
+    if group is None:
+        kwargs = config.programs_kwargs()
+        spec = build_group(config.name.value, {p: kwargs[p] for p in names},
+                           config.strategy.value, config.start_timeout.value,
+                           str(home() / check_name(config.name.value)))
+        try:
+            group = launch_group(replace(spec, programs=tuple(
+                replace(p, variables=tuple(config.programs[p.name].variables))
+                for p in spec.programs)))
+        except AlreadyRunning:  # another start won the race: add to the group it started
+            group = current(config.name.value)
+            if group is None:
+                raise
+        else:
+            return Outcome(group, {p: "started" for p in names}, _group_notes(config, group))
+    spec = group.running_spec()
+    live = {p.name: p for p in spec.programs if p.workers}
+    missing = [p for p in names if p not in live]
+    if missing:
+        group.apply_built([*live.values(), *built(config, missing, spec)])
+    return Outcome(group, {p: "started" if p in missing else "running" for p in names},
+                   _group_notes(config, group))
+
+
+def built(config: Config, names: Sequence[str], spec: Spec) -> list[Program]:
+    """The ``Program`` records of the file's ``names``, for the running group ``spec``.
+
+    What the file does not say is what the group runs with: a program the group runs
+    keeps the environment its group was started in (the file's own variables taken anew:
+    those it set before and no longer sets go), and its interpreter if the file names
+    none. A reload from another shell, with another environment, changes nothing else.
+    """
+    from .programs import build_programs
+
+    kwargs = config.programs_kwargs()
+    running = {p.name: p for p in spec.programs}
+    made = []
+    for program in build_programs(spec.name, {p: kwargs[p] for p in names}, spec.strategy,
+                                  spec.directory):
+        variables = config.programs[program.name].variables
+        program = replace(program, variables=tuple(variables))
+        old = running.get(program.name)
+        if old is not None:
+            kept = {k: v for k, v in old.env.items() if k not in old.variables}
+            given = config.programs[program.name].settings.get("exec")
+            program = replace(program, env={**kept, **variables},
+                              exec=program.exec if given is not None
+                              and given.source.kind != DEFAULT else old.exec)
+        made.append(program)
+    return made
+
+
+def down(config: Config, programs: Sequence[str] = (), timeout: float | None = None
+         ) -> Outcome:
+    """Stop the file's group (``timeout``: its grace period; the processes its dead
+    supervisors left are ended too), or ``programs`` of it alone (each with its own
+    ``stop_timeout``); NotRunning if it does not run."""
+    name = config.name.value
+    if programs:
+        chosen(config, programs)
+        group = current(name)
+        if group is None:
+            raise NotRunning(f"group {name!r} (of {config.path}) is not running")
+        return Outcome(group, without(group, programs, timeout))
+    try:
+        group = attach(name)
+    except NotRunning:
+        raise NotRunning(f"group {name!r} (of {config.path}) is not running") from None
+    if not group.wait_start().running and not group.orphans():
+        raise NotRunning(f"group {name!r} (of {config.path}) is not running")
+    every = list(group.programs) or [name]
+    group.stop(timeout)
+    return Outcome(group, {p: "stopped" for p in every})
+
+
+def without(group: Group, programs: Sequence[str], timeout: float | None = None) -> Actions:
+    """Stop ``programs`` of the running ``group`` (an apply without them); the whole
+    group if none of its programs would be left."""
+    spec = group.running_spec()
+    live = [p for p in spec.programs if p.workers]
+    names = {p.name for p in live}
+    for program in programs:
+        if program not in names:
+            raise NotRunning(f"program {program!r} of {group.name!r} is not running"
+                             + did_you_mean(program, names))
+    left = [p for p in live if p.name not in programs]
+    if not left:
+        group.stop(timeout)
+        return {p.name: "stopped" for p in live}
+    applied = group.apply_built(left, timeout=timeout)
+    return {p: "stopped" for p in applied.removed}
+
+
+def reload(config: Config, timeout: float | None = None) -> Outcome:
+    """Make the running file's group match the file: ``Group.apply`` of its programs."""
+    group = current(config.name.value)
+    if group is None:
+        raise NotRunning(f"group {config.name.value!r} (of {config.path}) is not running; "
+                         "'immortal up' starts it")
+    spec = group.running_spec()
+    applied: Applied = group.apply_built(built(config, list(config.programs), spec),
+                                         timeout=timeout)
+    actions = applied.actions()
+    order = [*config.programs, *applied.removed]  # the file's order, then the removed
+    return Outcome(group, {p: actions[p] for p in order if p in actions},
+                   _group_notes(config, group))
+
+
+def _group_notes(config: Config, group: Group) -> tuple[str, ...]:
+    """The group's own settings of the file that differ from those it runs with: they take
+    effect at the next start ('down', then 'up')."""
+    try:
+        spec = group.running_spec()
+    except ImmortalError:
+        return ()
+    notes = []
+    for key, running in (("strategy", spec.strategy.value),
+                         ("start_timeout", spec.start_timeout)):
+        wanted = getattr(config, key).value
+        if wanted != running:
+            notes.append(f"{key} {wanted!r} ({getattr(config, key).source}) applies at the "
+                         f"group's next start: it runs with {running!r}")
+    return tuple(notes)
+
+
+def describe(outcome: Outcome) -> list[str]:
+    """One line per program: what became of it, with its instances' pids."""
+    name = outcome.group.name
+    try:
+        status = outcome.group.status()
+    except ImmortalError:
+        status = None
+    lines = []
+    for program, action in outcome.actions.items():
+        pids = [] if status is None else [
+            f"{name}/{program}:{entry.instance} {entry.pid}" for entry in status.instances
+            if entry.program == program and entry.pid]
+        lines.append(f"{action} {name}/{program}"
+                     + (f": {', '.join(pids)}" if pids and action != "stopped" else ""))
+    return lines + [f"note: {note}" for note in outcome.notes]

@@ -1,0 +1,286 @@
+"""``immortal up``, ``down``, ``reload`` on a real immortal.toml, a program of the file by its
+bare name, several names and ``--all``, ``start NAME`` and ``forget``: real ``immortal``
+commands, real servers and a real HTTP client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import LONG, PROGRAMS, TALKER, wait_for
+from test_config_cli import described, immortal, write
+
+pytestmark = pytest.mark.timeout(240)
+
+SHOP = '''\
+    [programs.web]
+    file = "listener.py"
+    workers = 2
+    listen = ["tcp://127.0.0.1:0"]
+    ready = "line:serving"
+    stop_timeout = 5
+
+    [programs.worker]
+    file = "worker.py"
+    args = ["--env", "QUEUE", "--out", "1"]
+    stop_timeout = 5
+
+    [programs.worker.env]
+    QUEUE = "jobs"
+
+    [programs.worker.env.production]
+    QUEUE = "jobs-prod"
+
+    [programs.audit]
+    file = "audit.py"
+    args = ["--out", "2"]
+    stop_timeout = 5
+    monitors = { logging = {} }
+
+    [env.production]
+    programs.web.workers = 4
+    programs.worker.args = ["--env", "QUEUE", "--out", "3"]
+    '''
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Path:
+    directory = tmp_path / "shop"
+    directory.mkdir()
+    shutil.copy(PROGRAMS / "listener.py", directory / "listener.py")
+    for program in ("worker.py", "audit.py"):
+        shutil.copy(TALKER, directory / program)
+    write(directory, SHOP)
+    return directory
+
+
+@pytest.fixture(autouse=True)
+def stopped_at_the_end(home, tmp_path):
+    """Every group the test started is stopped, even after a failure."""
+    yield
+    immortal(home, tmp_path, "stop", "--all")
+
+
+def ok(result, code: int = 0) -> str:
+    assert result.returncode == code, described(result)
+    return result.stdout
+
+
+def pids(home: Path, cwd: Path, name: str = "shop") -> dict[str, int]:
+    """Each instance's pid, by its address ('shop/web:0')."""
+    data = json.loads(ok(immortal(home, cwd, "status", name, "--json")))
+    return {f"{name}/{e['program']}:{e['instance']}": e["pid"] for e in data["instances"]}
+
+
+def address(home: Path, cwd: Path) -> str:
+    data = json.loads(ok(immortal(home, cwd, "status", "shop", "--json")))
+    return data["listen"][0].replace("tcp://", "http://")
+
+
+def get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=LONG) as answer:
+        return json.loads(answer.read())
+
+
+def output(home: Path, program: str) -> str:
+    path = home / "shop" / "programs" / program / "output.log"
+    return path.read_text() if path.exists() else ""
+
+
+def test_up_config_reload_down_with_environment_and_command_line(home, shop):
+    """The file's three programs started by 'up -E production' with a command line
+    override; 'config' shows where each value came from; a reload after one program was
+    edited rolls that one alone (even run from another environment); 'down' ends all."""
+    override = ("--set", "programs.web.workers=3")
+    result = immortal(home, shop, "up", "-E", "production", *override)
+    out = ok(result)
+    assert re.search(r"^started shop/web: shop/web:0 \d+, shop/web:1 \d+, shop/web:2 \d+$",
+                     out, re.M), out
+    assert "started shop/worker" in out and "started shop/audit" in out
+    before = pids(home, shop)
+    assert sorted(before) == ["shop/audit:0", "shop/web:0", "shop/web:1", "shop/web:2",
+                              "shop/worker:0"]
+
+    served = {get(address(home, shop))["pid"] for _ in range(6)}
+    assert served <= {before[f"shop/web:{k}"] for k in range(3)}
+    wait_for(lambda: output(home, "worker"), lambda text: "out 3" in text, LONG,
+             "the production args")
+    assert "env QUEUE=jobs-prod" in output(home, "worker")
+
+    shown = ok(immortal(home, shop, "config", "-E", "production", *override, "--json"))
+    programs = json.loads(shown)["programs"]
+    assert programs["web"]["workers"]["source"] == "command line"
+    assert programs["worker"]["args"]["source"].startswith("env.production:")
+    assert programs["worker"]["env.QUEUE"]["source"].startswith("env.production:")
+    assert programs["audit"]["args"]["source"] == "file:21"
+    assert programs["web"]["stop_timeout"]["source"] == "file:6"
+
+    text = (shop / "immortal.toml").read_text()
+    write(shop, text.replace('"--out", "3"]', '"--out", "4"]'))
+    again = immortal(home, shop, "reload", "-E", "production", *override,
+                     ANOTHER_SHELL="1", TERM="dumb")
+    lines = ok(again).splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "unchanged shop/web", "rolled shop/worker", "unchanged shop/audit"], described(again)
+    after = pids(home, shop)
+    assert after["shop/worker:0"] != before["shop/worker:0"]
+    assert {k: v for k, v in after.items() if "worker" not in k} == \
+        {k: v for k, v in before.items() if "worker" not in k}
+    wait_for(lambda: output(home, "worker"), lambda text: "out 4" in text, LONG,
+             "the new args")
+
+    ok(immortal(home, shop, "down"))
+    assert ok(immortal(home, shop, "status", "shop"), 3).startswith("shop: stopped")
+    assert all(not os.path.exists(f"/proc/{pid}") for pid in after.values())
+
+
+def test_up_of_some_programs_then_the_rest_leaves_the_first_untouched(home, shop):
+    """'up PROGRAM' starts the group with it alone; a later 'up' adds the others it can:
+    a program that listens is bound when the group starts, and is refused, clearly."""
+    out = ok(immortal(home, shop, "up", "worker"))
+    assert out.startswith("started shop/worker: shop/worker:0 ")
+    first = pids(home, shop)
+    assert list(first) == ["shop/worker:0"]
+    out = ok(immortal(home, shop, "up", "audit", "worker"))
+    assert [line.split(":")[0] for line in out.splitlines()] == [
+        "running shop/worker", "started shop/audit"]
+    assert pids(home, shop)["shop/worker:0"] == first["shop/worker:0"]
+    listening = immortal(home, shop, "up")
+    assert listening.returncode == 2, described(listening)
+    assert "program 'web': 'listen' addresses are bound when the group starts" in \
+        listening.stderr
+    assert sorted(pids(home, shop)) == ["shop/audit:0", "shop/worker:0"]
+    ok(immortal(home, shop, "down"))
+
+
+def test_a_program_by_its_bare_name(home, shop):
+    """status, restart, logs, stop and up of PROGRAM: the file's group's program."""
+    ok(immortal(home, shop, "up"))
+    before = pids(home, shop)
+    status = ok(immortal(home, shop, "status", "worker"))
+    assert "shop/worker:0" in status and "shop/web:0" not in status
+    restarted = ok(immortal(home, shop, "restart", "worker"))
+    assert restarted.startswith("restarted 'shop/worker'")
+    now = pids(home, shop)
+    assert now["shop/worker:0"] != before["shop/worker:0"]
+    assert now["shop/web:1"] == before["shop/web:1"]
+    wait_for(lambda: ok(immortal(home, shop, "logs", "worker")),
+             lambda text: "env QUEUE=jobs" in text, LONG, "the worker's lines")
+    assert ok(immortal(home, shop, "stop", "worker")) == "stopped shop/worker\n"
+    assert "shop/worker:0" not in pids(home, shop)
+    assert not os.path.exists(f"/proc/{now['shop/worker:0']}")
+    missing = immortal(home, shop, "down", "worker")
+    assert missing.returncode == 3, described(missing)
+    assert "program 'worker' of 'shop' is not running" in missing.stderr
+    ok(immortal(home, shop, "up", "worker"))
+    ok(immortal(home, shop, "down", "audit"))
+    assert sorted(pids(home, shop)) == ["shop/web:0", "shop/web:1", "shop/worker:0"]
+    ok(immortal(home, shop, "down"))
+
+
+def test_bad_names_and_a_group_that_does_not_run(home, shop):
+    typo = immortal(home, shop, "up", "wroker")
+    assert typo.returncode == 2, described(typo)
+    assert "no program 'wroker'" in typo.stderr and "did you mean 'worker'" in typo.stderr
+    assert not (home / "shop").exists()
+    for command in ("reload", "down"):
+        result = immortal(home, shop, command)
+        assert result.returncode == 3, described(result)
+        assert "group 'shop'" in result.stderr and "is not running" in result.stderr
+
+
+@pytest.mark.parametrize("text, where, fragment", [
+    ("[programs.web]\nfile = 'listener.py'\nworkres = 2\n", "immortal.toml:3",
+     "did you mean 'workers'"),
+    ("[programs.web]\nfile = 'listener.py'\nargs = '--port'\n", "immortal.toml:3",
+     "expected an array of strings"),
+    ("[programs.web]\nfile = 'nope.py'\n", "immortal.toml:2", "'nope.py'"),
+    ("[programs.web\n", "immortal.toml:1", "TOML syntax error"),
+    ("[programs.web]\nfile = 'listener.py'\n[env.staging]\n", "command line",
+     "unknown environment 'production'"),
+], ids=["unknown-key", "wrong-type", "missing-file", "syntax", "unknown-environment"])
+def test_up_with_a_bad_file_starts_nothing(home, shop, text, where, fragment):
+    write(shop, text)
+    result = immortal(home, shop, "up", *(["-E", "production"] if "[env." in text else []))
+    assert result.returncode == 2, described(result)
+    assert result.stderr.startswith(f"immortal: error: {where}"), described(result)
+    assert fragment in result.stderr
+    assert len(result.stderr.splitlines()) == 1, described(result)
+    assert not (home / "shop").exists()
+
+
+def test_several_names_and_all(home, shop, tmp_path):
+    for name in ("one", "two"):
+        ok(immortal(home, tmp_path, "run", "--name", name, "--stop-timeout", "5", TALKER))
+    both = json.loads(ok(immortal(home, tmp_path, "status", "one", "two", "--json")))
+    assert [s["name"] for s in both] == ["one", "two"]
+    missing = immortal(home, tmp_path, "status", "one", "three")
+    assert missing.returncode == 3, described(missing)
+    assert "one: running" in missing.stdout and "'three'" in missing.stderr
+    assert ok(immortal(home, tmp_path, "restart", "--all")).count("restarted") == 2
+    both_names = immortal(home, tmp_path, "stop", "one", "--all")
+    assert both_names.returncode == 2
+    out = ok(immortal(home, tmp_path, "stop", "--all"))
+    assert "stopped 'one'" in out and "stopped 'two'" in out
+    assert immortal(home, tmp_path, "stop", "--all").returncode == 3
+    listed = immortal(home, tmp_path, "status", "--all")
+    assert listed.returncode == 3 and "one: stopped" in listed.stdout
+
+
+def test_start_a_stopped_group_by_name_and_forget_it(home, tmp_path):
+    ok(immortal(home, tmp_path, "run", "--name", "job", "--stop-timeout", "5", TALKER, "--",
+                "--out", "1"))
+    refused = immortal(home, tmp_path, "forget", "job")
+    assert refused.returncode == 4, described(refused)
+    assert "is running" in refused.stderr
+    ok(immortal(home, tmp_path, "stop", "job"))
+    started = ok(immortal(home, tmp_path, "start", "job"))
+    assert started.startswith("started 'job'")
+    again = immortal(home, tmp_path, "start", "job")
+    assert again.returncode == 4, described(again)
+    ok(immortal(home, tmp_path, "stop", "job"))
+    assert ok(immortal(home, tmp_path, "forget", "job")).startswith("forgot 'job'")
+    assert not (home / "job").exists()
+    assert "no groups" in ok(immortal(home, tmp_path, "list"))
+    gone = immortal(home, tmp_path, "forget", "job")
+    assert gone.returncode == 3, described(gone)
+    assert immortal(home, tmp_path, "start", "job").returncode == 3
+
+
+ANALYZE = shutil.which("systemd-analyze")
+
+
+@pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
+@pytest.mark.parametrize("user", [False, True], ids=["system", "user"])
+def test_a_unit_for_a_configuration_file(home, shop, tmp_path, user):
+    """'startup systemd -c FILE': the unit runs 'up --foreground' of the file's group and
+    reloads it with 'reload', the file and environment named; systemd accepts it."""
+    text = ok(immortal(home, shop, "startup", "systemd", *(["--user"] if user else []),
+                       "-c", "immortal.toml", "-E", "production"))
+    fields = {key: value for key, _, value in
+              (line.partition("=") for line in text.splitlines()) if value}
+    config = str(shop / "immortal.toml")
+    assert fields["ExecStart"].split()[-6:] == ["up", "--foreground", "-c", config, "-E",
+                                                "production"]
+    assert fields["ExecReload"].split()[-5:] == ["reload", "-c", config, "-E", "production"]
+    assert fields["TimeoutStopSec"] == "10"  # the longest stop_timeout, and a margin
+    assert fields["Type"] == "notify" and fields["KillMode"] == "mixed"
+    path = tmp_path / "immortal-shop.service"
+    path.write_text(text)
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    verified = subprocess.run(
+        [ANALYZE, *(["--user"] if user else []), "verify", str(path)],
+        env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)}, capture_output=True, text=True,
+        timeout=LONG)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    both = immortal(home, shop, "startup", "systemd", "shop", "-c", "immortal.toml")
+    assert both.returncode == 2 and "not both" in both.stderr

@@ -1,0 +1,100 @@
+"""A rolling restart's ``line:`` readiness reads the replacement's own lines (``spare``):
+never a line its old process prints meanwhile; and every line of both reaches the
+monitors once, as their instance's, through supervisors' deaths during the roll too."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+import immortal
+from conftest import LONG, PROGRAMS, SHORT, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+GENERATIONS = str(PROGRAMS / "generations.py")
+
+
+def pids(status: immortal.Status) -> dict[int, int]:
+    return {entry.instance: entry.pid for entry in status.instances if entry.pid}
+
+
+def test_a_ready_line_of_the_old_process_does_not_make_the_replacement_ready(
+        started, tmp_path):
+    group = started(GENERATIONS, [str(tmp_path / "state"), "--old-ready", "--interval",
+                                  "0.05"], workers=2, name="gen", ready="line:^serving",
+                    ready_timeout=2.0, stop_timeout=SHORT)
+    before = pids(group.status())
+    with pytest.raises(immortal.StartError, match="instance 0") as failure:
+        group.restart()
+    assert "not ready within 2" in str(failure.value), failure.value
+    status = group.status()
+    assert status.roll["state"] == "failed" and status.roll["replaced"] == []
+    assert pids(status) == before  # the old processes serve on
+
+
+def test_a_replacement_that_prints_the_ready_line_is_ready(started, tmp_path):
+    group = started(GENERATIONS, [str(tmp_path / "state"), "--old-ready", "--new-ready",
+                                  "--delay", "0.3", "--interval", "0.05"], workers=2,
+                    name="gen", ready="line:^serving", ready_timeout=LONG,
+                    stop_timeout=SHORT)
+    before = pids(group.status())
+    group.restart()
+    status = group.status()
+    assert status.roll["state"] == "done" and sorted(status.roll["replaced"]) == [0, 1]
+    assert not set(pids(status).values()) & set(before.values())
+
+
+def delivered(path: Path) -> dict[int, dict[int, list[tuple[int, str]]]]:
+    """The numbered lines the jsonl monitor wrote: by pid, (instance, stream) of each n."""
+    found: dict[int, dict[int, list[tuple[int, str]]]] = {}
+    for raw in path.read_text().splitlines():
+        record = json.loads(raw)
+        words = str(record.get("line", "")).split()
+        if record.get("stream") in ("stdout", "stderr") and len(words) == 3 \
+                and words[0] == "line":
+            found.setdefault(int(words[1]), {}).setdefault(int(words[2]), []).append(
+                (record.get("instance", 0), record["stream"]))
+    return found
+
+
+@pytest.mark.parametrize("killed", [None, "pump", "daemon"])
+def test_every_line_of_the_old_and_the_new_process_reaches_the_monitor_once(
+        started, tmp_path, killed):
+    output = tmp_path / "out.jsonl"
+    # The replacements are ready a second after their spawn: time to kill a supervisor.
+    group = started(GENERATIONS, [str(tmp_path / "state"), "--old-ready", "--new-ready",
+                                  "--delay", "1", "--interval", "0.002"], workers=2,
+                    name="gen", ready="line:^serving", ready_timeout=LONG,
+                    stop_timeout=SHORT, monitor="jsonl", options={"output": str(output)})
+    before = pids(group.status())
+    if killed is None:
+        group.restart(batch=2)
+    else:
+        victim = group.status().pids[killed]
+        os.kill(group.status().pids["daemon"], signal.SIGHUP)
+        wait_for(group.status, lambda s: (s.roll or {}).get("replacements"), SHORT,
+                 what="a replacement spawned")
+        os.kill(victim, signal.SIGKILL)
+        wait_for(group.status, lambda s: (s.roll or {}).get("state") == "done"
+                 and s.pids.get(killed) not in (None, victim), LONG, what="the roll done")
+    after = pids(group.status())
+    assert not set(after.values()) & set(before.values())
+    group.stop()
+    lines = delivered(output)
+    for k in (0, 1):
+        for pid in (before[k], after[k]):
+            numbers = lines.get(pid, {})
+            assert numbers, f"no line of process {pid} (instance {k})"
+            top = max(numbers)
+            missing = [n for n in range(1, top + 1) if n not in numbers]
+            assert not missing, f"process {pid}: lines {missing[:10]} missing"
+            twice = {n: seen for n, seen in numbers.items() if len(seen) != 1}
+            assert not twice, f"process {pid}: lines delivered more than once: {twice}"
+            streams = {n: ("stdout" if n % 2 else "stderr") for n in numbers}
+            assert all(seen == [(k, streams[n])] for n, seen in numbers.items()), \
+                f"process {pid}: a line attributed to another instance or stream"
