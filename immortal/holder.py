@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
 #: set to "1" in the environment of the process that starts a group (the daemon inherits
 #: it) to give the group a pipe holder. Off by default while a fault seen in the chaos tier
-#: with it (two targets of one group alive at a sample, 1 run in 3) is not explained.
+#: with it (two targets of one group alive at a sample: a living adopted target taken for
+#: ended, docs/reliability.md) is not explained.
 ENV = "IMMORTAL_PIPE_HOLDER"
 
 
