@@ -135,18 +135,27 @@ def claim(args: RoleArgs) -> RoleArgs:
         rolelog.report("adopt", f"immortal: {args.role}: cannot adopt the running target "
                        f"{adopt.pid} ({exc}); it is ended and a new one spawned\n")
         return replace(args, adopt=None)
-    journal = _held_journal(args.dir) if adopt.journal else None
+    journal = _held_journal(args.dir, out[0], err[0]) if adopt.journal else None
     rolelog.report("adopt", f"immortal: {args.role}: adopted the running target "
                    f"{adopt.pid} left by a dead group"
                    f"{', and its journal' if journal is not None else ''}\n")
     return replace(args, fds=replace(args.fds, out=out, err=err, journal=journal))
 
 
-def _held_journal(directory: str) -> int | None:
+def _held_journal(directory: str, out: int, err: int) -> int | None:
     """The dead group's journal, opened through its pipe holder (``holder``): the lines
     its pump had read but not delivered are delivered by the new one. None if no holder
-    of the group is left, or what it holds is not a journal."""
-    for pid, started in orphans.holders(directory):
+    of the group holds the journal of the pipes ``out`` and ``err`` (the target's, as
+    reopened).
+
+    Only the journal held beside those very pipes, by the newest such holder: an older
+    holder (a group whose target died with its supervisors, and whose successor's daemon
+    died before it ended that holder) holds another journal, whose lines are not this
+    target's and whose taking would lose what the dead pump had read."""
+    pipes = (os.fstat(out).st_ino, os.fstat(err).st_ino)
+    found = sorted(orphans.holders(directory), key=lambda each: (each[1], each[0]),
+                   reverse=True)
+    for pid, started in found:
         path = f"/proc/{pid}/fd/{holder.JOURNAL_FD}"
         try:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
@@ -155,6 +164,8 @@ def _held_journal(directory: str) -> int | None:
         try:
             ours = (os.readlink(path).startswith("/memfd:immortal-journal")
                     and os.fstat(fd).st_size == relay.SIZE
+                    and tuple(os.stat(f"/proc/{pid}/fd/{number}").st_ino
+                              for number in holder.PIPE_FDS) == pipes
                     and _linux.process_start_time(pid) == started)
         except OSError:
             ours = False

@@ -33,6 +33,7 @@ from .errors import ImmortalError, NotRunning
 from ._linux import process_start_time
 from .kept import KeptTarget, KeptTargets
 from .keptfiles import KeptFiles
+from .holder import PAUSE
 from .checks import check_workers
 from .daemonscale import Scaling
 from .roles import (Command, Finish, Hello, Message, Reaped, Retired, Rewrite, RoleArgs,
@@ -151,11 +152,17 @@ class Daemon(Scaling):
         self.keeper = dirwatch.keep(self.directory, self.selector, self.lock_fd,
                                     self._dir_restored)
         _linux.set_title(self.spec.title("daemon"))
+        # The holder first: a target the first pump spawns (one that closes every inherited
+        # fd) must never have pipes that only the two supervisors read.
+        self._hold()
         if self.pump is None and self.machine == supervise.State():
             self._feed(supervise.initial()[1])
             self._start_pump()  # the first pump, at once
+        if PAUSE:
+            holder.pause_at("pump")  # a test hook: unset in use
         if holder.enabled():
-            self._hold()
+            if PAUSE:
+                holder.pause_at("others")
             # A dead daemon's holder, or one a group whose supervisors all died left behind.
             holder.end_others(str(self.directory), self.targets.holder)
         self.handshake.close()  # the pump holds its own copy and answers the caller

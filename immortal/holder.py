@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
 #: set to "1" in the environment of the process that starts a group (the daemon inherits
 #: it) to give the group a pipe holder. Off by default while a fault seen in the chaos tier
-#: with it (two targets of one group alive at a sample, 1 run in 3) is not explained.
+#: with it (two targets of one group alive at a sample: a living adopted target taken for
+#: ended, docs/reliability.md) is not explained.
 ENV = "IMMORTAL_PIPE_HOLDER"
 
 
@@ -52,6 +53,8 @@ def enabled() -> bool:
 
 #: where a start adopting the target finds its journal in the holder (``KeptFiles.held``)
 JOURNAL_FD = 3
+#: and the read ends of the pipes that journal goes with (stdout's, stderr's)
+PIPE_FDS = (4, 5)
 #: where ``sleep`` is looked for (no PATH search: the daemon's PATH is the caller's)
 _SLEEP = ("/bin/sleep", "/usr/bin/sleep")
 #: as long as any ``sleep`` takes (BSD's has no "infinity")
@@ -105,6 +108,25 @@ def _inheritable(fd: int) -> bool:
         return os.get_inheritable(fd)
     except OSError:
         return False  # the listing's own fd, closed already
+
+
+#: A test hook, unset in use: ``"POINT PATH"``. The daemon that reaches ``POINT`` of its
+#: start (``"pump"``: its first pump forked; ``"others"``: about to end the other holders)
+#: and removes the file ``PATH`` stops itself (SIGSTOP) there, so that a test can kill it
+#: and its pump together at that instant, whatever the pump does meanwhile.
+PAUSE = os.environ.get("IMMORTAL_TEST_DAEMON_PAUSE")
+
+
+def pause_at(point: str) -> None:
+    """The test hook above: unset in use."""
+    name, _, path = (PAUSE or "").partition(" ")
+    if name != point:
+        return
+    try:
+        os.unlink(path)
+    except OSError:
+        return
+    os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def end_others(directory: str, keep: int | None) -> None:

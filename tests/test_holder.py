@@ -14,7 +14,7 @@ import pytest
 from conftest import LONG, SHORT, kill_at_once, proc_state, wait_for
 from immortal import holder, orphans
 from immortal._linux import is_alive
-from test_adopt import adopted, kill_supervisors, no_gap, orphan, targets
+from test_adopt import COUNTER, adopted, counted, kill_supervisors, no_gap, orphan, targets
 from test_delivery import numbered, seen
 
 pytestmark = pytest.mark.timeout(120)
@@ -94,4 +94,80 @@ def test_what_the_dead_pump_read_but_did_not_deliver_is_delivered_after_the_adop
     assert again.adopted == target[0]
     lines = wait_for(lambda: seen(path), lambda lines: len(lines) >= count, LONG,
                      what="every line")
+    assert lines == [b"line %06d" % n for n in range(count)]
+
+
+def bytes_written(pid: int) -> int:
+    with open(f"/proc/{pid}/io") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("wchar"))
+
+
+def pause(monkeypatch, tmp_path, point: str):
+    """The next daemon to reach ``point`` of its start stops itself there (the test hook
+    ``holder.PAUSE``); returns that daemon's pid once it has."""
+    flag = tmp_path / f"pause-{point}"
+    flag.write_text("")
+    monkeypatch.setenv("IMMORTAL_TEST_DAEMON_PAUSE", f"{point} {flag}")
+
+    def paused(group) -> int:
+        daemon = group.pids["daemon"]
+        wait_for(lambda: (flag.exists(), proc_state(daemon)),
+                 lambda seen: seen == (False, "T"), what="the daemon to stop at " + point)
+        return daemon
+    return paused
+
+
+def test_a_target_spawned_while_its_new_daemon_is_held_up_outlives_both_supervisors(
+        started, tmp_path, recorder, monkeypatch):
+    # Daemon and pump killed together at the first instant the pump may spawn: the target,
+    # which closes every inherited fd, must already have its pipes held, or its next
+    # write fails with no reader left (EPIPE).
+    program = tmp_path / "counter.py"
+    program.write_text(COUNTER)
+    paused = pause(monkeypatch, tmp_path, "pump")
+    kwargs = dict(name="early", monitor="recorder", options=recorder.options)
+    group = started(str(program), ["close"], **kwargs)
+    paused(group)
+    wait_for(lambda: counted(recorder), lambda ns: len(ns) >= 3, what="the first lines")
+    target = kill_supervisors(group)
+    before = counted(recorder)
+    # Bytes written (a failed write counts none): three more lines, or its end.
+    written = bytes_written(target[0])
+    wait_for(lambda: bytes_written(target[0]) if is_alive(*target) else None,
+             lambda count: count is None or count >= written + 3 * len("n 10\n"),
+             what="three more lines of the orphan, or its end")
+    assert is_alive(*target), "the orphan died at its next write: its pipes had no reader"
+    again = started(str(program), ["close"], **kwargs)
+    no_gap(recorder, before, adopted(again, recorder, target))
+
+
+def test_a_start_adopts_the_journal_of_the_targets_pipes_not_an_older_holders(
+        started, tmp_path, monkeypatch):
+    # A holder left by a group whose target died with its supervisors holds that group's
+    # journal; the next group's daemon and pump die together before it ended that holder,
+    # with lines read but not delivered in their journal. The start that adopts the new
+    # target must take the new journal, whichever holder is older.
+    quiet = tmp_path / "quiet.py"
+    quiet.write_text("import time\ntime.sleep(600)\n")
+    first = started(str(quiet), [], name="stale", monitors={"plugins.delivery:Lines": {
+        "path": str(tmp_path / "first.txt")}})
+    left = wait_for(lambda: holders(first), lambda found: len(found) == 1, what="a holder")
+    pids = first.pids
+    kill_at_once(pids["daemon"], pids["pump"], pids["target"])
+    wait_for(first.status, lambda s: not s.running, what="the first group to stop running")
+    count = 20000
+    path = tmp_path / "slow.txt"
+    kwargs = dict(name="stale", monitors={"plugins.delivery:Lines": {
+        "path": str(path), "delay": 0.0003}})
+    paused = pause(monkeypatch, tmp_path, "others")
+    group = started(sys.executable, numbered(count), **kwargs)
+    paused(group)
+    assert len(holders(group)) == 2 and left[0] in holders(group)
+    wait_for(lambda: len(seen(path)), lambda n: 200 <= n, LONG, what="the first lines")
+    target = kill_supervisors(group)
+    again = started(sys.executable, numbered(count), **kwargs)
+    assert again.adopted == target[0]
+    last = b"line %06d" % (count - 1)
+    lines = wait_for(lambda: seen(path), lambda lines: last in lines, LONG,
+                     what="the last line")
     assert lines == [b"line %06d" % n for n in range(count)]
