@@ -41,10 +41,11 @@ def up(ns: argparse.Namespace) -> int:
 
 
 def _up_here(ns: argparse.Namespace, config: Any) -> int:
-    """``up --foreground``: refused until foreground mode runs a group of several
-    programs (``run --foreground`` runs one)."""
-    raise InvalidSpec("up --foreground is not available yet: a group of several programs "
-                      "does not run in the foreground; use 'immortal up' (detached)")
+    """``up --foreground``: this process becomes the group's daemon until the group ends
+    (as ``run --foreground``; a unit's ExecStart from ``startup systemd -c``)."""
+    from . import fileverbs
+
+    fileverbs.in_foreground(config, ns.programs, ns.console)
 
 
 def down(ns: argparse.Namespace) -> int:

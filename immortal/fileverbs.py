@@ -11,6 +11,7 @@ strategy, its start timeout, a listening program's addresses) is said, not done.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .config import Config
 from .configfile import DEFAULT
@@ -63,16 +64,14 @@ def up(config: Config, programs: Sequence[str] = ()) -> Outcome:
     from .programs import build_group
 
     names = chosen(config, programs)
+    kwargs = config.programs_kwargs()
     group = current(config.name.value)
     if group is None:
-        kwargs = config.programs_kwargs()
         spec = build_group(config.name.value, {p: kwargs[p] for p in names},
                            config.strategy.value, config.start_timeout.value,
                            str(home() / check_name(config.name.value)))
         try:
-            group = launch_group(replace(spec, programs=tuple(
-                replace(p, variables=tuple(config.programs[p.name].variables))
-                for p in spec.programs)))
+            group = launch_group(with_variables(spec, config))
         except AlreadyRunning:  # another start won the race: add to the group it started
             group = current(config.name.value)
             if group is None:
@@ -86,6 +85,31 @@ def up(config: Config, programs: Sequence[str] = ()) -> Outcome:
         group.apply_built([*live.values(), *built(config, missing, spec)])
     return Outcome(group, {p: "started" if p in missing else "running" for p in names},
                    _group_notes(config, group))
+
+
+def with_variables(spec: Spec, config: Config) -> Spec:
+    """``spec`` (a group of the file's programs) with the names each program's environment
+    has from the file (``Program.variables``), for a later ``reload``."""
+    return replace(spec, programs=tuple(
+        replace(p, variables=tuple(config.programs[p.name].variables)) for p in spec.programs))
+
+
+def in_foreground(config: Config, programs: Sequence[str] = (),
+                  console: bool | None = None) -> NoReturn:
+    """``up --foreground``: the file's group (or ``programs`` of it) run in this process,
+    which becomes its daemon until the group ends (``foreground.run``); never returns.
+    As the ``daemon`` strategy, whatever the file says."""
+    from .foreground import run
+    from .launcher import plan_group
+
+    names = chosen(config, programs)
+    if current(config.name.value) is not None:
+        raise AlreadyRunning(f"group {config.name.value!r} is already running (detached); "
+                             "--foreground runs a group in this process: stop it first")
+    kwargs = config.programs_kwargs()
+    spec = plan_group(config.name.value, {p: kwargs[p] for p in names}, "daemon",
+                      config.start_timeout.value)
+    run(with_variables(spec, config), console=console)
 
 
 def built(config: Config, names: Sequence[str], spec: Spec) -> list[Program]:

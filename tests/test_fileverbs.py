@@ -284,3 +284,56 @@ def test_a_unit_for_a_configuration_file(home, shop, tmp_path, user):
     assert verified.returncode == 0, verified.stdout + verified.stderr
     both = immortal(home, shop, "startup", "systemd", "shop", "-c", "immortal.toml")
     assert both.returncode == 2 and "not both" in both.stderr
+
+
+def test_up_in_the_foreground_under_a_service_manager(home, shop, tmp_path):
+    """'up --foreground' (a unit's ExecStart from 'startup systemd -c'): this process is
+    the file's group's daemon; READY=1 once every program is ready; 'reload' (ExecReload)
+    is RELOADING=1 then READY=1, rolling the program edited alone; SIGTERM stops it, exit 0."""
+    import signal
+    import socket
+    import sys
+
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    manager.bind(str(tmp_path / "notify"))
+    manager.settimeout(LONG)
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("IMMORTAL_ENV", "IMMORTAL_READY")}  # as immortal() runs commands
+    env.update(IMMORTAL_HOME=str(home), NOTIFY_SOCKET=str(tmp_path / "notify"))
+    service = subprocess.Popen([sys.executable, "-m", "immortal", "up", "--foreground",
+                                "-E", "production"], cwd=shop, env=env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        heard: list[str] = []
+
+        def until(word: str) -> None:
+            while not any(m.startswith(word) for m in heard):
+                heard.append(manager.recv(4096).decode())
+
+        until("READY=1")
+        status = json.loads(ok(immortal(home, shop, "status", "shop", "--json")))
+        assert status["pids"]["daemon"] == service.pid
+        before = pids(home, shop)
+        assert sorted(before) == ["shop/audit:0", *(f"shop/web:{k}" for k in range(4)),
+                                  "shop/worker:0"]
+        heard.clear()
+        text = (shop / "immortal.toml").read_text()
+        write(shop, text.replace('"--out", "3"]', '"--out", "5"]'))
+        lines = ok(immortal(home, shop, "reload", "-E", "production")).splitlines()
+        assert [line.split(":")[0] for line in lines] == [
+            "unchanged shop/web", "rolled shop/worker", "unchanged shop/audit"]
+        until("READY=1")
+        assert any(m.startswith("RELOADING=1") for m in heard), heard
+        after = pids(home, shop)
+        assert after["shop/web:3"] == before["shop/web:3"]
+        assert after["shop/worker:0"] != before["shop/worker:0"]
+        service.send_signal(signal.SIGTERM)
+        until("STOPPING=1")
+        service.communicate(timeout=LONG)
+        assert service.returncode == 0
+    finally:
+        manager.close()
+        if service.poll() is None:
+            service.kill()
+            service.communicate()
