@@ -99,25 +99,26 @@ def test_up_config_reload_down_with_environment_and_command_line(home, shop):
     """The file's three programs started by 'up -E production' with a command line
     override; 'config' shows where each value came from; a reload after one program was
     edited rolls that one alone (even run from another environment); 'down' ends all."""
-    override = ("--set", "programs.web.workers=3")
+    override = ("--set", "programs.audit.stop_timeout=7")
     result = immortal(home, shop, "up", "-E", "production", *override)
     out = ok(result)
-    assert re.search(r"^started shop/web: shop/web:0 \d+, shop/web:1 \d+, shop/web:2 \d+$",
-                     out, re.M), out
+    assert re.search(r"^started shop/web: shop/web:0 \d+, shop/web:1 \d+, shop/web:2 \d+, "
+                     r"shop/web:3 \d+$", out, re.M), out
     assert "started shop/worker" in out and "started shop/audit" in out
     before = pids(home, shop)
-    assert sorted(before) == ["shop/audit:0", "shop/web:0", "shop/web:1", "shop/web:2",
+    assert sorted(before) == ["shop/audit:0", *(f"shop/web:{k}" for k in range(4)),
                               "shop/worker:0"]
 
-    served = {get(address(home, shop))["pid"] for _ in range(6)}
-    assert served <= {before[f"shop/web:{k}"] for k in range(3)}
+    served = {get(address(home, shop))["pid"] for _ in range(8)}
+    assert served <= {before[f"shop/web:{k}"] for k in range(4)}
     wait_for(lambda: output(home, "worker"), lambda text: "out 3" in text, LONG,
              "the production args")
     assert "env QUEUE=jobs-prod" in output(home, "worker")
 
     shown = ok(immortal(home, shop, "config", "-E", "production", *override, "--json"))
     programs = json.loads(shown)["programs"]
-    assert programs["web"]["workers"]["source"] == "command line"
+    assert programs["audit"]["stop_timeout"]["source"] == "command line"
+    assert programs["web"]["workers"]["source"].startswith("env.production:")
     assert programs["worker"]["args"]["source"].startswith("env.production:")
     assert programs["worker"]["env.QUEUE"]["source"].startswith("env.production:")
     assert programs["audit"]["args"]["source"] == "file:21"
