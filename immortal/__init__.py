@@ -15,8 +15,8 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
   configcheck ·
 7 pump, group, config, configview ·
 8 forking, launcher, daemonscale, forget ·
-9 daemon, manager, foreground, fileverbs ·
-10 recorded, fgdaemon ·
+9 daemon, manager, foreground ·
+10 recorded, fgdaemon, fileverbs ·
 11 clifile, succession ·
 12 clisvc ·
 13 clinames ·
