@@ -84,8 +84,11 @@ def test_file_monitor_writes_timestamped_lines_and_events(started, tmp_path):
     out = tmp_path / "worker.log"
     group = started(TALKER, ["--out", "2", "--err", "1"], options={"output": str(out)})
     assert group.output == str(out)
+    # stdout and stderr are two pipes, read as each is ready: nothing orders the lines of
+    # one against the other's, so "ready" may be in the file before "err 1" is.
     text = wait_for(lambda: out.read_text() if out.exists() else "",
-                    lambda t: "stdout | ready" in t, what="the ready line")
+                    lambda t: "stdout | ready" in t and "stderr | err 1" in t,
+                    what="the ready line and the stderr line")
     lines = text.splitlines()
     stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
     assert re.fullmatch(stamp + r" event  \| pump start", lines[0])
