@@ -83,6 +83,7 @@ class Streams:
         self.spare_fed = [0, 0]
         #: what reads the spare pipes' lines: a replacement's readiness, while one runs
         self.seen: Callable[[str, bytes], None] | None = None
+        self.recovered = False  #: a dead predecessor's unrecorded bytes were taken
 
     @property
     def writes(self) -> tuple[int, int]:
@@ -130,7 +131,10 @@ class Streams:
             stream.echo = None
 
     def recover(self) -> None:
-        """Deliver what a dead predecessor had read but not delivered (the journal)."""
+        """Deliver what a dead predecessor had read but not delivered (the journal); once."""
+        if self.recovered:
+            return
+        self.recovered = True
         for stream in self.relays:
             stream.recover(self.journal_fd)
             stream.deliver()
@@ -140,7 +144,12 @@ class Streams:
 
         Not ``final`` (the pump hands over to a successor): a partial line stays in the
         journal, to be completed and delivered whole by the next pump.
+
+        A successor that drains before its set-up recovered (its daemon died meanwhile,
+        the group ending) recovers first: a read lands where a dead predecessor's
+        unrecorded bytes lie, and would write over them.
         """
+        self.recover()
         for stream in self.relays:
             if final:
                 stream.drain()

@@ -154,6 +154,40 @@ def test_a_successor_hands_over_again_only_what_was_not_recorded(pipe):
     assert pipe.emitted == [(b"one\ntwo\n", 0), (b"three\nfour\n", 8), (b"five\n", 19)]
 
 
+def test_a_successor_draining_before_its_set_up_keeps_what_its_predecessor_read():
+    """A successor pump whose daemon dies during its set-up, the group ending, drains the
+    pipes at once (a hand-over), before its set-up would have recovered the journal: what
+    the dead pump had read but not recorded must not be written over by that drain."""
+    from immortal.rolefds import Fds
+    from immortal.streams import Streams
+
+    out, err, journal = relay.make_pipe(), relay.make_pipe(), relay.make_journal()
+    got: list[bytes] = []
+
+    def sink(stream: str, data: bytes, offset: int, end: int) -> None:
+        got.append(bytes(data))
+
+    fds = Fds(out=out, err=err, journal=journal)
+    dead = Streams(fds, False, None, sink)
+    os.write(out[1], b"one\n")
+    dead.relays[0].read()
+    # Its last read: in the journal, past the length it recorded, when it died.
+    os.write(out[1], b"two\nthree\n")
+    relay_ = dead.relays[0]
+    buffer = relay_._buffer()
+    start = relay_._data(buffer) + relay_._get(buffer)
+    view = memoryview(dead.journal)[start: start + relay.CAPACITY // 2]
+    os.readv(out[0], [view])
+    view.release()
+    os.write(out[1], b"four\n")
+    successor = Streams(fds, False, None, sink)
+    successor.drain(final=False)  # the daemon died during its set-up
+    successor.recover()  # what its set-up then does
+    assert b"".join(got) == b"one\ntwo\nthree\nfour\n"
+    for fd in (*out, *err, journal):
+        os.close(fd)
+
+
 def resident_kb(mapping_name: str) -> int:
     """Resident memory of this process's mappings of the file ``mapping_name``."""
     total, inside = 0, False
