@@ -2,7 +2,7 @@
 
 Layers (a module imports only from lower ones; tests/test_layering.py checks it):
 0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop, jobstop,
-  tomlkeys, phases, cliexamples ·
+  tomlkeys, phases, cliexamples, runargs ·
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
   rolling, readiness, notify, addresses, envfile, completionscripts, configkeys,
   privileges, filewatch, memwatch, rolefds, units ·

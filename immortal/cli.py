@@ -13,10 +13,10 @@ import os
 import sys
 
 from . import clifile, clinames, clisvc
-from .cliargs import (COMMANDS, POLICY_OPTIONS, Usage,  # noqa: F401  (build_parser: kept here)
-                      build_parser)
+from .cliargs import COMMANDS, Usage, build_parser  # noqa: F401  (build_parser: kept here)
 from .errors import ImmortalError, InvalidSpec
 from .names import address, whom
+from .runargs import POLICY_OPTIONS
 
 # A command is a fresh interpreter that pays for every import at each run: each handler
 # imports what it alone needs ('stop' needs group, control and state, not the launcher,
