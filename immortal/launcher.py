@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import adoption, monitoring, orphans, standby
+from . import adoption, monitorload, orphans, standby
 from . import listen as listening
 from .detach import read_handshake
 from .errors import ImmortalError, MonitorError, StartError, unusable_home
@@ -226,7 +226,7 @@ def _place(request: Request, chosen: tuple[tuple[str, Any, dict[str, Any]], ...]
     check_socket_path(directory)
     with _home_errors(directory.parent):
         check_dir(directory)
-    log_path = next((path for path in (monitoring.output_path(factory, checked, directory)
+    log_path = next((path for path in (monitorload.output_path(factory, checked, directory)
                                        for _, factory, checked in chosen) if path), None)
     monitors = tuple((name, checked) for name, _, checked in chosen)
     return request.spec(str(directory), monitors, log_path)
