@@ -377,7 +377,8 @@ def memory_floors(b: Any) -> dict[str, float]:
             [py, "-c", "import immortal._role, immortal.daemon; " + sleep],
         "the daemon role's imports, the pump's (forked from it) and the `file` monitor":
             [py, "-c", "import immortal._role, immortal.daemon, immortal.pump, "
-                       "immortal.monitoring as m; m.resolve('file'); " + sleep],
+                       "immortal.monitoring, immortal.monitorload as m; m.resolve('file'); "
+                       + sleep],
         "only the stdlib modules a daemon needs": [py, "-c", daemon_stdlib + sleep],
         "the same with -S": [py, "-S", "-c", daemon_stdlib + sleep],
     }

@@ -2,26 +2,27 @@
 
 Layers (a module imports only from lower ones; tests/test_layering.py checks it):
 0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop, jobstop,
-  tomlkeys, phases, cliexamples ·
+  tomlkeys, phases, cliexamples, runargs ·
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
   rolling, readiness, notify, addresses, envfile, completionscripts, configkeys,
   privileges, filewatch, memwatch, rolefds, units ·
 2 process, monitor, roles, delivery, instance, checks, machine, listen, configfile, holder,
   statewords, sdnotify, spare ·
-3 execute, monitoring, state, policy, kept, keptfiles, link, workers, completion ·
-4 render, dirwatch, stall, spec, groupview, statusfile, streams, metrics ·
+3 execute, monitorload, state, policy, kept, keptfiles, link, workers, completion ·
+4 monitoring, render, dirwatch, stall, spec, groupview, statusfile, streams, metrics ·
 5 supervise, adoption, spawner, readywatch, answer, request, groupstop ·
 6 pumpstart, scaling, pumpcontrol, rollout, rollresume, programs, pumphosts, pumpops,
-  configcheck ·
+  configcheck, prepare ·
 7 pump, group, config, configview ·
-8 forking, launcher, daemonscale, forget ·
-9 daemon, manager, foreground ·
-10 recorded, fgdaemon, fileverbs ·
-11 clifile, succession ·
-12 clisvc ·
-13 clinames ·
-14 cli ·
-15 _role, __main__, __init__
+8 forking, firstrole, daemonscale, forget ·
+9 daemon, launcher, groupstart ·
+10 manager, foreground ·
+11 recorded, fgdaemon, fileverbs ·
+12 clifile, succession ·
+13 clisvc ·
+14 clinames ·
+15 cli ·
+16 _role, __main__, __init__
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ if TYPE_CHECKING:  # the same names, for type checkers; at run time they load on
     from .events import ExitStatus
     from .execute import ExecResult, exec
     from .group import Group, attach, groups
+    from .groupstart import start_group
     from .hookspecs import hookimpl, hookspec
-    from .launcher import start, start_group
+    from .launcher import start
     from .programs import Applied
     from .manager import Manager
     from .monitor import Monitor
@@ -80,7 +82,8 @@ _HOMES = {
     **dict.fromkeys(("ExecResult", "exec"), "execute"),
     **dict.fromkeys(("Group", "attach", "groups"), "group"),
     **dict.fromkeys(("hookimpl", "hookspec"), "hookspecs"),
-    **dict.fromkeys(("start", "start_group"), "launcher"),
+    "start": "launcher",
+    "start_group": "groupstart",
     "Applied": "programs",
     "Manager": "manager",
     "Monitor": "monitor",

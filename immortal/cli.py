@@ -13,10 +13,10 @@ import os
 import sys
 
 from . import clifile, clinames, clisvc
-from .cliargs import (COMMANDS, POLICY_OPTIONS, Usage,  # noqa: F401  (build_parser: kept here)
-                      build_parser)
+from .cliargs import COMMANDS, Usage, build_parser  # noqa: F401  (build_parser: kept here)
 from .errors import ImmortalError, InvalidSpec
 from .names import address, whom
+from .runargs import POLICY_OPTIONS
 
 # A command is a fresh interpreter that pays for every import at each run: each handler
 # imports what it alone needs ('stop' needs group, control and state, not the launcher,
@@ -50,7 +50,7 @@ def _chosen(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def _monitors(ns: argparse.Namespace) -> int:
-    from .monitoring import installed
+    from .monitorload import installed
     from .render import monitors_view
 
     rows = []
@@ -65,11 +65,11 @@ def _monitors(ns: argparse.Namespace) -> int:
 
 
 def _check(ns: argparse.Namespace) -> int:
-    from . import monitoring
+    from . import monitorload
 
     for name, options in _chosen(ns).items():
-        factory = monitoring.resolve(name)
-        checked = monitoring.check(factory, options, name)
+        factory = monitorload.resolve(name)
+        checked = monitorload.check(factory, options, name)
         print(f"{name}: ok {json.dumps(checked, sort_keys=True)}")
     return 0
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import filewatch, memwatch, monitoring, privileges, readiness
+from . import filewatch, memwatch, monitorload, privileges, readiness
 from .addresses import check_listen
 from .checks import (check_backpressure, check_comment, check_cwd, check_env, check_exec,
                      check_file, check_timeout, check_umask, check_workers)
@@ -218,6 +218,6 @@ def _check_monitors(one: _Program, monitors: Mapping[str, Any]) -> None:
                  if k == f"monitors.{monitor}" or k.startswith(f"monitors.{monitor}.")]
         source = min(where, key=lambda s: s.line or 0) if where else one.source
         try:
-            monitoring.check(monitoring.resolve(monitor), options, monitor)
+            monitorload.check(monitorload.resolve(monitor), options, monitor)
         except ImmortalError as exc:
             one.problem(f"monitors.{monitor}", str(exc), source)

@@ -35,9 +35,9 @@ from . import dirwatch, rolelog
 from .daemon import Daemon
 from .detach import Handshake
 from .errors import ImmortalError
+from .firstrole import answer_error
 from .foreground import SIGNALS
 from .group import restarted, settled
-from .launcher import answer_error
 from .render import started_view
 from .roles import RoleArgs
 from .sdnotify import Notifier

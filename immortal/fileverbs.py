@@ -60,7 +60,7 @@ def up(config: Config, programs: Sequence[str] = ()) -> Outcome:
     """Start the file's group with ``programs`` (default: all of the file's); if it runs,
     start those of them it does not run, from the file, and leave the others as they are
     (``reload`` applies the file's changes to them)."""
-    from .launcher import launch_group
+    from .groupstart import launch_group
     from .programs import build_group
 
     names = chosen(config, programs)
@@ -100,7 +100,7 @@ def in_foreground(config: Config, programs: Sequence[str] = (),
     which becomes its daemon until the group ends (``foreground.run``); never returns.
     As the ``daemon`` strategy, whatever the file says."""
     from .foreground import run
-    from .launcher import plan_group
+    from .groupstart import plan_group
 
     names = chosen(config, programs)
     if current(config.name.value) is not None:

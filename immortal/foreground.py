@@ -2,8 +2,8 @@
 
 ``immortal run --foreground`` is for whoever supervises immortal itself: systemd (a
 ``Type=notify`` service whose main process is immortal), a container (immortal as PID 1),
-a terminal; ``start_group`` runs a group of several programs so (as ``launcher``'s takes
-them). Everything ``start()`` checks is checked here, in the caller, in the same order
+a terminal; ``start_group`` runs a group of several programs so (as ``groupstart``'s
+takes them). Everything ``start()`` checks is checked here, in the caller, in the same order
 (``launcher``: the arguments, the monitors, the directory, the lock, an orphan to adopt,
 the listen sockets, ``spec.json``). Then, instead of a detached first role (a double
 fork), this process ``exec``s the daemon role (``python -m immortal._role``) in place: the
@@ -30,7 +30,9 @@ from typing import Any, NoReturn
 
 from . import standby
 from .errors import InvalidSpec, StartError
-from .launcher import plan, plan_group, prepared
+from .groupstart import plan_group
+from .launcher import plan
+from .prepare import prepared
 from .request import build
 from .roles import Fds, RoleArgs, role_command
 from .spec import Spec, Strategy

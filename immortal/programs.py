@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from . import monitoring
+from . import monitorload
 from .addresses import parse as parse_address
 from .checks import check_timeout
 from .errors import ImmortalError, InvalidSpec, InvalidType, UnknownKeyword, unknown_name
@@ -84,7 +84,7 @@ def build_programs(group: str, programs: object, strategy: Strategy,
         except ImmortalError as exc:
             raise _named(name, exc) from exc
         where = program_dir(directory, name)
-        log_path = next((path for path in (monitoring.output_path(factory, checked, where)
+        log_path = next((path for path in (monitorload.output_path(factory, checked, where)
                                            for _, factory, checked in chosen) if path), None)
         monitors = tuple((monitor, checked) for monitor, _, checked in chosen)
         made.append(request.program(name, monitors, log_path))

@@ -30,7 +30,8 @@ from typing import Any, NoReturn
 from . import foreground
 from .errors import ImmortalError, InvalidSpec, NotRunning
 from .group import Group, attach, groups
-from .launcher import launch, launch_group, plan, plan_group
+from .groupstart import launch_group, plan_group
+from .launcher import launch, plan
 from .records import replace
 from .request import Request, build
 from .spec import Program, Spec, Strategy

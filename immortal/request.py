@@ -201,7 +201,7 @@ def _wanted_monitors(monitor: str | None, options: Mapping[str, Any] | None,
     """Monitor names to their options: one from ``monitor=`` and ``options=``, or many
     from ``monitors=``, never both."""
     if monitors is None:
-        from .monitoring import DEFAULT
+        from .monitorload import DEFAULT
 
         return {monitor if monitor is not None else DEFAULT: options}
     if monitor is not None or options is not None:
@@ -264,12 +264,12 @@ def check_probe(mode: str, addresses: Sequence[str], cwd: str) -> None:
 def check_monitors(wanted: dict[str, Any]) -> tuple[tuple[str, Any, dict[str, Any]], ...]:
     """``(name, factory, checked options)`` of each monitor, found and checked here; a
     monitor's own message comes verbatim when it is the only one."""
-    from . import monitoring
+    from . import monitorload
 
     chosen = []
-    for name, factory in monitoring.resolve_all(wanted):
+    for name, factory in monitorload.resolve_all(wanted):
         try:
-            chosen.append((name, factory, monitoring.check(factory, wanted[name], name)))
+            chosen.append((name, factory, monitorload.check(factory, wanted[name], name)))
         except MonitorOptionsError as exc:
             if len(wanted) == 1:
                 raise  # the monitor's own message, verbatim

@@ -19,7 +19,7 @@ import pytest
 
 import immortal
 from conftest import LONG, SHORT, TALKER, wait_for
-from immortal import monitoring
+from immortal import monitorload
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -118,7 +118,7 @@ def test_file_rotation_at_the_size_limit_keeps_n_backups(started, tmp_path, back
 
 
 def test_file_rotation_options_from_the_cli_are_decimal_strings():
-    factory = monitoring.resolve("file")
+    factory = monitorload.resolve("file")
     assert factory.check({"max_bytes": "1048576", "backups": "2"}) == {
         "max_bytes": 1048576, "backups": 2}
     assert factory.check({}) == {}

@@ -235,7 +235,8 @@ def test_status_and_stop_of_unknown_group(home, via):
 # (the launcher, the monitors, pluggy and its entry points) costs tens of milliseconds at
 # every run. A guard against regressions, not a timing test (timings live in bench/).
 NOT_FOR_CONTROL = ("pluggy", "importlib.metadata", "immortal.launcher", "immortal.monitoring",
-                   "difflib",
+                   "immortal.groupstart", "immortal.prepare", "immortal.firstrole",
+                   "immortal.monitorload", "difflib",
                    # dataclasses imports inspect (ast, dis, tokenize); the status and exit
                    # records are plain classes instead (immortal/records.py).
                    "dataclasses", "inspect",

@@ -21,7 +21,8 @@ import pytest
 import immortal
 from conftest import LONG, wait_for
 from immortal import relay
-from immortal.monitoring import Host, resolve
+from immortal.monitoring import Host
+from immortal.monitorload import resolve
 
 pytestmark = pytest.mark.timeout(300)
 

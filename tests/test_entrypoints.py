@@ -59,7 +59,7 @@ def test_an_unreadable_or_missing_entry_is_skipped(tmp_path: Path,
 
 
 def test_resolving_a_built_in_monitor_does_not_import_importlib_metadata() -> None:
-    code = "import immortal.monitoring as m; m.check(m.resolve('file'), {})"
+    code = "import immortal.monitorload as m; m.check(m.resolve('file'), {})"
     assert imported_after(code, {"importlib.metadata", "immortal_monitors.file"}) == {
         "immortal_monitors.file"}
 

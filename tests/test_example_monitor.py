@@ -13,7 +13,7 @@ import pytest
 
 import immortal
 from conftest import HERE, LONG, TALKER, wait_for
-from immortal import monitoring
+from immortal import monitorload
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,8 +48,8 @@ def read_json(path: Path) -> object:
 
 
 def test_the_example_is_found_by_its_entry_point_name(linecount):
-    assert "linecount" in monitoring.installed()
-    factory = monitoring.resolve("linecount")
+    assert "linecount" in monitorload.installed()
+    factory = monitorload.resolve("linecount")
     assert factory.__module__ == "immortal_linecount" and factory.__name__ == "LineCount"
 
 

@@ -11,16 +11,16 @@ import pytest
 
 import immortal
 from conftest import TALKER, wait_for
-from immortal import monitoring
+from immortal import monitorload
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def test_third_party_monitor_is_found_through_its_entry_point(recorder):
-    assert {"file", "recorder"} <= set(monitoring.installed())
-    factory = monitoring.resolve("recorder")
+    assert {"file", "recorder"} <= set(monitorload.installed())
+    factory = monitorload.resolve("recorder")
     assert factory.__module__ == "immortal_recorder"
-    assert monitoring.resolve("file").__name__ == "FileMonitor"
+    assert monitorload.resolve("file").__name__ == "FileMonitor"
 
 
 def test_third_party_monitor_receives_every_event(started, recorder):
@@ -227,7 +227,7 @@ def test_offsets_let_a_monitor_skip_a_line_handed_over_again(tmp_path):
                                     "blocks", "messages", "spawned", "setup_file", "reset"])
 def test_a_helper_method_that_only_looks_like_a_hook_is_accepted(helper):
     cls = type("Helpful", (immortal.Monitor,), {helper: lambda self: None})
-    monitoring._check_shape("helpful", cls)  # no MonitorError
+    monitorload._check_shape("helpful", cls)  # no MonitorError
 
 
 @pytest.mark.parametrize("slip, hook", [("stdot", "stdout"), ("spwan", "spawn"),
@@ -236,7 +236,7 @@ def test_a_helper_method_that_only_looks_like_a_hook_is_accepted(helper):
 def test_a_method_one_slip_from_a_hook_is_refused(slip, hook):
     cls = type("Slip", (immortal.Monitor,), {slip: lambda self: None})
     with pytest.raises(immortal.MonitorError, match=f"did you mean '{hook}'.*'_{slip}'"):
-        monitoring._check_shape("slip", cls)
+        monitorload._check_shape("slip", cls)
 
 
 @pytest.mark.parametrize("monitor, fragments", [

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 import immortal
-from immortal import _linux, launcher, state
+from immortal import _linux, prepare, state
 from conftest import LONG, SHORT, TALKER, cmdline, descendants, kill_at_once, wait_for
 
 
 def test_a_start_that_loses_the_lock_race_keeps_the_winners_directory(home, monkeypatch):
     directory = home / "race"
     held: list[int] = []
-    real = launcher.ensure_dir
+    real = prepare.ensure_dir
 
     def ensure_then_lose(path: Path) -> list[Path]:
         created = real(path)  # this start creates the directory...
@@ -30,7 +30,7 @@ def test_a_start_that_loses_the_lock_race_keeps_the_winners_directory(home, monk
         held.append(fd)
         return created
 
-    monkeypatch.setattr(launcher, "ensure_dir", ensure_then_lose)
+    monkeypatch.setattr(prepare, "ensure_dir", ensure_then_lose)
     try:
         with pytest.raises(immortal.AlreadyRunning):
             immortal.start(TALKER, name="race")

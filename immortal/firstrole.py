@@ -1,0 +1,172 @@
+"""Step 6 of a start (``launcher.py``'s docstring lists them): the first role started as
+a fresh interpreter (or a standby handed its arguments), with the group's lock and the
+write end of a handshake pipe, and its handshake read until the target is ready
+(``readiness.py``) or the role reports why it is not. A start that fails here leaves no
+role running; the files it wrote are ``prepare.py``'s to remove.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from . import orphans, standby
+from .detach import read_handshake
+from .errors import ImmortalError, MonitorError, StartError
+from .events import ExitStatus
+from .group import Group
+from ._linux import is_alive
+from .readiness import SPAWN
+from .records import replace
+from .roles import Adopt, Fds, RoleArgs, role_command
+from .spec import Spec, Strategy
+from .state import Lock
+
+_ERRORS = {"StartError": StartError, "MonitorError": MonitorError}
+
+
+def start_roles(spec: Spec, lock: Lock, capture: bool = False,
+                adopt: Adopt | None = None, sockets: tuple[int, ...] = ()) -> Group:
+    """Step 6: start the first role (the daemon, or the pump without one) and wait on its
+    handshake; a handle on the group once its target is ready. ``capture`` (development
+    only): the role's output comes to the handle's ``stdout`` and ``stderr``."""
+    directory = Path(spec.directory)
+    development = spec.strategy == Strategy.DEVELOPMENT
+    role = "daemon" if spec.strategy == Strategy.DAEMON else "pump"
+    hs_r, hs_w = os.pipe()
+    parent_r = parent_w = None
+    if development:
+        parent_r, parent_w = os.pipe()
+    fds = Fds(handshake=hs_w, lock=lock.fd, parent=parent_r, listen=sockets or None)
+    args = RoleArgs(role, str(directory), detach=not development, fds=fds, adopt=adopt)
+    log: Any = None if development else open(directory / f"{role}.log", "ab")
+    out = subprocess.PIPE if capture else log
+    ready = None if development else standby.claim(role)
+    try:
+        # A standby (immortal run) gets its files over its socket, not as inherited fds.
+        files = {"handshake": hs_w, "lock": lock.fd, "log": log.fileno()} if log else {}
+        if ready is not None and ready.go(replace(args, fds=Fds()).to_json(), files,
+                                          str(directory), sockets):
+            popen = ready.popen
+        else:
+            popen = subprocess.Popen(role_command(args), stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=out, pass_fds=fds.numbers(), env=standby.role_env(),
+                                     cwd=str(directory), start_new_session=not development)
+    finally:
+        os.close(hs_w)
+        if parent_r is not None:
+            os.close(parent_r)
+        if log is not None:
+            log.close()
+    pids: dict[str, tuple[int, int | None]] = {}
+    try:
+        adopted = _handshake(spec, hs_r, pids, popen)
+    except BaseException:
+        _kill_roles(pids, popen, directory)
+        if parent_w is not None:
+            os.close(parent_w)
+        raise
+    finally:
+        os.close(hs_r)
+        if not development:
+            # The first process exits as soon as it has detached (double fork).
+            try:
+                popen.wait(timeout=spec.start_timeout)
+            except subprocess.TimeoutExpired:
+                pass
+    group = Group(spec.name, directory, popen if development else None, parent_w)
+    group.adopted = adopted
+    return group
+
+
+def _handshake(spec: Spec, fd: int, pids: dict[str, tuple[int, int | None]],
+               popen: subprocess.Popen[bytes]) -> int | None:
+    """Wait for the first role's answer: the pid of the target it adopted, if it did."""
+    patience = _patience(spec)
+    deadline = time.monotonic() + patience
+    try:
+        for message in read_handshake(fd, deadline):
+            if "role" in message:
+                pids[message["role"]] = (message["pid"], message.get("start_time"))
+            elif "error" in message:
+                raise answer_error(spec, message)
+            elif message.get("ok"):
+                return message["target"] if message.get("adopted") else None
+    except TimeoutError:
+        raise StartError(f"group {spec.name!r} did not start within {patience:g} s "
+                         f"(start_timeout{_READY_WAIT if _waits(spec) else ''}); "
+                         f"see the logs in {spec.directory}") from None
+    raise StartError(f"group {spec.name!r} failed to start: {_logs_tail(spec)}")
+
+
+_READY_WAIT = " + ready_timeout + stop_timeout"
+
+
+def _waits(spec: Spec) -> bool:
+    """Whether the start waits for a readiness other than the spawn."""
+    return any(view.ready != SPAWN for view in spec.each())
+
+
+def _patience(spec: Spec) -> float:
+    """How long the handshake may take: the roles' start, then (unless ready at its spawn)
+    the target's readiness and, if it fails, the stop of the target (the longest of its
+    programs')."""
+    return spec.start_timeout + max(0.0 if view.ready == SPAWN else
+                                    view.ready_timeout + view.stop_timeout
+                                    for view in spec.each())
+
+
+def answer_error(spec: Spec, message: dict[str, Any]) -> ImmortalError:
+    """The error a role reported; a target that was not ready comes with its exit status
+    and its last lines on stderr, shown under the message."""
+    error = _ERRORS.get(message.get("error", ""), StartError)
+    text = str(message.get("message") or "the group failed to start")
+    if error is not StartError or "status" not in message:
+        return error(text)
+    status = ExitStatus.from_json(message["status"]) if message.get("status") else None
+    lines = [str(line) for line in message.get("stderr") or []]
+    text = f"group {spec.name!r} failed to start: {text}"
+    if lines:
+        text += "; its last lines on stderr:\n" + "\n".join(f"  {line}" for line in lines)
+    return StartError(text, status, lines)
+
+
+def _logs_tail(spec: Spec) -> str:
+    text = []
+    for log in ("daemon.log", "pump.log"):
+        try:
+            data = (Path(spec.directory) / log).read_bytes()[-2000:]
+        except OSError:
+            continue
+        if data.strip():
+            text.append(f"{log}: {data.decode('utf-8', 'replace').strip()}")
+    return "; ".join(text) or f"no message; see {spec.directory}"
+
+
+def _kill_roles(pids: dict[str, tuple[int, int | None]],
+                popen: subprocess.Popen[bytes], directory: Path) -> None:
+    """Make sure no role of a failed start survives it (they report failure and exit),
+    nor the pipe holder a daemon killed meanwhile could not end."""
+    deadline = time.monotonic() + 5.0
+    for role in ("daemon", "pump"):
+        if role not in pids:
+            continue
+        pid, start_time = pids[role]
+        while is_alive(pid, start_time) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if is_alive(pid, start_time):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    if popen.poll() is None:
+        try:
+            popen.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait()
+    orphans.end(orphans.holders(directory))
