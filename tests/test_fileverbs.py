@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -141,6 +142,45 @@ def test_up_config_reload_down_with_environment_and_command_line(home, shop):
     ok(immortal(home, shop, "down"))
     assert ok(immortal(home, shop, "status", "shop"), 3).startswith("shop: stopped")
     assert all(not os.path.exists(f"/proc/{pid}") for pid in after.values())
+
+
+#: a reload in a process of its own, counting the opens of the group's spec.json (argv[1])
+COUNTED_RELOAD = """
+import sys
+from immortal import fileverbs
+from immortal.config import load
+
+config = load()
+opened = []
+sys.addaudithook(lambda event, args: opened.append(args[0])
+                 if event == "open" and args and str(args[0]) == sys.argv[1] else None)
+outcome = fileverbs.reload(config)
+reads = len(opened)  # before describe()
+print(reads, *fileverbs.describe(outcome), sep="\\n")
+"""
+
+
+def test_a_reload_reads_the_running_spec_once(home, shop):
+    """'reload' reads the group's spec.json once: the running definitions it builds the
+    file's programs for are those it compares them with, and those its notes compare the
+    file's group settings with (the file asks for another start_timeout: a note)."""
+    ok(immortal(home, shop, "up", "worker", "audit"))
+    # The file's group without its listener, and a start_timeout the group does not run with.
+    worker_and_audit = SHOP[SHOP.index("    [programs.worker]"):SHOP.index("    [env.")]
+    write(shop, "    start_timeout = 20\n\n" + worker_and_audit + "    [env.production]\n")
+    spec = home / "shop" / "spec.json"
+    counted = subprocess.run([sys.executable, "-c", COUNTED_RELOAD, str(spec)], cwd=shop,
+                             env={**{k: v for k, v in os.environ.items()
+                                     if k not in ("IMMORTAL_ENV", "IMMORTAL_READY")},
+                                  "IMMORTAL_HOME": str(home)},  # as immortal() runs 'up'
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                             timeout=LONG)
+    lines = ok(counted).splitlines()
+    assert [line.split(":")[0] for line in lines[1:]] == [
+        "unchanged shop/worker", "unchanged shop/audit", "note"], described(counted)
+    assert "start_timeout 20" in lines[-1], lines
+    assert lines[0] == "1", described(counted)
+    ok(immortal(home, shop, "down"))
 
 
 def test_up_of_some_programs_then_the_rest_leaves_the_first_untouched(home, shop):
@@ -293,7 +333,6 @@ def test_up_in_the_foreground_under_a_service_manager(home, shop, tmp_path):
     is RELOADING=1 then READY=1, rolling the program edited alone; SIGTERM stops it, exit 0."""
     import signal
     import socket
-    import sys
 
     manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     manager.bind(str(tmp_path / "notify"))
