@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -227,6 +228,60 @@ def test_a_program_by_its_bare_name(home, shop):
     ok(immortal(home, shop, "down"))
 
 
+PAIR = '''\
+    name = "pair"
+
+    [programs.front]
+    file = "front.py"
+    workers = 2
+    stop_timeout = 5
+
+    [programs.back]
+    file = "back.py"
+    stop_timeout = 5
+    '''
+
+
+def test_status_of_one_program_shows_what_is_that_programs(home, tmp_path):
+    """'status GROUP/PROGRAM': the group's name and state, then the program's instances,
+    spawns, restarts, readiness and output alone; not the group's supervisors, start or
+    directory, nor the other program's instances, restarts or output."""
+    directory = tmp_path / "pair"
+    directory.mkdir()
+    for program in ("front.py", "back.py"):
+        shutil.copy(TALKER, directory / program)
+    write(directory, PAIR, "pair.toml")
+    ok(immortal(home, directory, "up", "-c", "pair.toml"))
+    back = pids(home, directory, "pair")["pair/back:0"]
+    os.kill(back, signal.SIGKILL)  # back's one restart; front's instances run on
+    wait_for(lambda: json.loads(ok(immortal(home, directory, "status", "pair", "--json"))),
+             lambda data: all(e["pid"] not in (None, back) and e["ready"]
+                              for e in data["instances"]), LONG, "back's new target, ready")
+
+    result = immortal(home, directory, "status", "pair/back")
+    text = ok(result)
+    lines = text.splitlines()
+    assert lines[0] == "pair: running", described(result)
+    assert lines[1].startswith("  pair/back: running, 1 instance(s), restarts 1"), text
+    assert re.search(r"^  pair/back:0 +pid \d+, running", text, re.M), text
+    assert "front" not in text, text
+    assert "  spawned 2, restarts 1" in lines, text  # the group's: spawned 4
+    assert [line for line in lines if line.startswith("  output")] == [
+        f"  output   {home / 'pair' / 'programs' / 'back' / 'output.log'}"], text
+    for group_line in ("  daemon", "  pump", "  started", "  dir"):
+        assert not any(line.startswith(group_line) for line in lines), text
+
+    data = json.loads(ok(immortal(home, directory, "status", "pair/back", "--json")))
+    assert (data["name"], data["program"], data["state"]) == ("pair", "back", "running")
+    assert [e["program"] for e in data["instances"]] == ["back"]
+    assert (data["spawned"], data["restarts"]) == (2, 1)
+    assert data["pids"] == {} and set(data["figures"]) == {"instance:back:0"}
+    assert data["output"].endswith("/back/output.log")
+    group = json.loads(ok(immortal(home, directory, "status", "pair", "--json")))
+    assert (group["spawned"], group["restarts"], len(group["instances"])) == (4, 1, 3)
+    ok(immortal(home, directory, "down", "-c", "pair.toml"))
+
+
 def test_bad_names_and_a_group_that_does_not_run(home, shop):
     typo = immortal(home, shop, "up", "wroker")
     assert typo.returncode == 2, described(typo)
@@ -331,7 +386,6 @@ def test_up_in_the_foreground_under_a_service_manager(home, shop, tmp_path):
     """'up --foreground' (a unit's ExecStart from 'startup systemd -c'): this process is
     the file's group's daemon; READY=1 once every program is ready; 'reload' (ExecReload)
     is RELOADING=1 then READY=1, rolling the program edited alone; SIGTERM stops it, exit 0."""
-    import signal
     import socket
 
     manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
