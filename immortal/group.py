@@ -302,12 +302,13 @@ class Group(GroupStop):
         """Ask the group to run ``programs`` (``Program`` records): in a file of its
         directory (each program has its environment: a request would be too small), named
         in the request, removed by the group once read (or here, if it never was). The
-        request names the programs rolled next (``rolls``): a daemon in the foreground
-        tells systemd its reload is over once they are."""
+        request names the programs rolled next (``rolls``) and who rolls them (``caller``,
+        this process): a daemon in the foreground tells systemd its reload is over once
+        they are, or once their caller has gone without asking."""
         name = f"apply.{os.urandom(8).hex()}.json"
         write_json(self.directory / name, {"programs": [p.to_json() for p in programs]})
         try:
-            self._request("apply", file=name, rolls=list(rolls))
+            self._request("apply", file=name, rolls=list(rolls), caller=os.getpid())
         finally:
             try:
                 os.unlink(self.directory / name)
