@@ -1,7 +1,10 @@
 """The performance benchmark: immortal against a bare baseline and the anchors, in one run.
 
 Not a test. Run it with the project's venv (``.venv/bin/python bench/run.py --quick``); it
-writes ``docs/benchmarks.md`` (and the raw figures to ``bench/results/<mode>.json``).
+writes ``docs/benchmarks.md`` (and the raw figures to ``bench/results/<mode>.json``). It
+measures a regular install of this checkout (``pip install .``), made in a directory of the
+run's own under ``/tmp`` and removed when it ends: two runs at once, of this checkout or of
+another, never measure each other's code. ``--editable`` measures the project's venv as it is.
 
 - ``--quick``: fewer rounds and smaller volumes; under two minutes.
 - ``--anchors``: install the anchors (supervisor and circus into the venv
@@ -12,7 +15,12 @@ writes ``docs/benchmarks.md`` (and the raw figures to ``bench/results/<mode>.jso
 - ``--profile``: also profile where start-up and restart time goes (``-X importtime`` of
   each role, an ``strace`` timeline of ``immortal run``, ``py-spy`` on a crash-looping pump
   and daemon) and put it in the report.
-- ``--only ROW,...``: measure only some rows (for working on one); the report says so.
+- ``--only ROW,...``: measure only some rows (for working on one). The figures go to a file
+  of their own, ``bench/results/ROW[-ROW...]-only[-quick]-<UTC time>.json``;
+  ``docs/benchmarks.md`` and ``bench/results/<mode>.json`` (the last whole run's) are left as
+  they are, and a report (of those rows alone) is written only where ``--output`` says.
+- ``--dry-run``: say what the run would measure and where it would install and write, and
+  stop there (nothing installed, started or written).
 
 The target is ``bench/target.c``, compiled with gcc at bench time: it writes a
 CLOCK_MONOTONIC stamp to a FIFO as its first act, so recovery is measured from a death to the
@@ -43,31 +51,46 @@ from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-INSTALLED = Path("/tmp/bench-immortal")  # a regular install of this checkout, re-made per run
+RESULTS = HERE / "results"  #: the figures of each run, as JSON
+REPORT = ROOT / "docs" / "benchmarks.md"  #: the report of the last whole run
+INSTALL_PREFIX = "bench-immortal-"  #: the run's own install: /tmp/bench-immortal-XXXXXXXX
 EDITABLE = "--editable" in sys.argv
 
 
-def _run_installed() -> None:
-    """Re-run this bench under a regular (``pip install .``) install of this checkout.
+def _run_installed(argv: list[str]) -> int:
+    """Run this bench again, with ``argv``, under a regular (``pip install .``) install of
+    this checkout in a directory of this run's own, removed once that run ends (however it
+    ends: this process waits for it); its exit code.
 
     The project's venv is an editable install, whose import hook costs every interpreter
     ≈ 8 ms of ``site`` (it imports ``pathlib``, ``urllib``...): a cost of the development
     set-up, not of immortal as users install it (the README's first command). ``--editable``
-    measures the project's venv as it is.
+    measures the project's venv as it is. A directory per run: a shared one would have a
+    run measure the code another run (of another checkout) installed there meanwhile.
     """
-    python = INSTALLED / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(INSTALLED)], check=True)
+    where = Path(tempfile.mkdtemp(prefix=INSTALL_PREFIX, dir="/tmp"))
+    python = where / "bin" / "python"
+    try:
+        log(f"installing this checkout into {where} (removed at the end)")
+        subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", str(ROOT)], check=True)
-    # Always this checkout's code, whatever an earlier run installed.
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps",
-                    "--force-reinstall", str(ROOT)], check=True, stdout=subprocess.DEVNULL)
-    os.environ["IMMORTAL_BENCH_INSTALLED"] = str(INSTALLED)
-    os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
+        run = subprocess.Popen([str(python), str(Path(__file__).resolve()), *argv],
+                               env={**os.environ, "IMMORTAL_BENCH_INSTALLED": str(where)})
+        # Ctrl-C reaches the run too (one process group) and it stops what it started:
+        # wait for it. A SIGTERM to this process alone is passed on.
+        signal.signal(signal.SIGINT, lambda number, frame: None)
+        signal.signal(signal.SIGTERM, lambda number, frame: run.send_signal(number))
+        code = run.wait()
+        return 128 - code if code < 0 else code  # killed by a signal: as a shell says it
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
 
 
-if __name__ == "__main__" and not EDITABLE and not os.environ.get("IMMORTAL_BENCH_INSTALLED"):
-    _run_installed()
+def _interrupted(number: int, frame: Any) -> None:
+    """SIGTERM: the run ends as on Ctrl-C, stopping every process it started."""
+    raise KeyboardInterrupt(f"signal {number}")
+
+
 sys.path.insert(0, str(HERE))
 if EDITABLE and str(ROOT) not in sys.path:
     sys.path.insert(1, str(ROOT))
@@ -904,7 +927,8 @@ def machine() -> dict[str, str]:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "load": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
             "memory": _meminfo(),
-            "install": (f"a regular install of this checkout (`pip install .` into {INSTALLED})"
+            "install": ("a regular install of this checkout (`pip install .` into a "
+                        "directory of the run's own)"
                         if os.environ.get("IMMORTAL_BENCH_INSTALLED") else
                         "the project's venv as it is (editable install), `--editable`")}
 
@@ -935,17 +959,34 @@ def main(argv: list[str] | None = None) -> int:
                         help="install missing anchors into /tmp/bench-anchors, /tmp/bench-pm2")
     parser.add_argument("--no-anchors", action="store_true", help="measure no anchor")
     parser.add_argument("--profile", action="store_true", help="profile start and restart")
-    parser.add_argument("--only", help=f"comma-separated rows: {','.join(ROWS)}")
-    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--only", help=f"comma-separated rows: {','.join(ROWS)} (figures to "
+                                       "a file of their own; no report unless --output)")
+    parser.add_argument("--output", help=f"the report (default: {REPORT.relative_to(ROOT)}; "
+                                         "none with --only)")
     parser.add_argument("--editable", action="store_true",
                         help=f"measure the project's venv as it is (default: a regular install "
-                             f"of this checkout in {INSTALLED})")
-    ns = parser.parse_args(argv)
+                             f"of this checkout in /tmp/{INSTALL_PREFIX}*, removed at the end)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="say what would be measured, installed and written; do nothing")
+    args = sys.argv[1:] if argv is None else argv
+    ns = parser.parse_args(args)
     rows = set(ROWS) if not ns.only else set(ns.only.split(","))
     unknown = rows - set(ROWS)
     if unknown:
         parser.error(f"unknown rows: {', '.join(sorted(unknown))}")
     mode = Mode(ns.quick)
+    out_json, report_path = destinations(mode, rows if ns.only else None, ns.output)
+    if ns.dry_run:
+        installed = os.environ.get("IMMORTAL_BENCH_INSTALLED")
+        print(f"rows: {', '.join(r for r in ROWS if r in rows)} ({mode.name})\n"
+              f"install: " + ("the project's venv as it is (--editable)" if ns.editable else
+                              installed or f"this checkout into /tmp/{INSTALL_PREFIX}*, "
+                                           "removed at the end")
+              + f"\nfigures: {out_json}\nreport: {report_path or 'none'}")
+        return 0
+    if not ns.editable and not os.environ.get("IMMORTAL_BENCH_INSTALLED"):
+        return _run_installed(args)
+    signal.signal(signal.SIGTERM, _interrupted)  # as Ctrl-C: what it started is stopped
     began = time.monotonic()
     notes: list[str] = []
     if ns.anchors and not ns.no_anchors:
@@ -1003,8 +1044,7 @@ def main(argv: list[str] | None = None) -> int:
             for stamps in b.stamps.values():
                 stamps.close()
     elapsed = time.monotonic() - began
-    command = ".venv/bin/python bench/run.py" + "".join(f" {a}" for a in (argv if argv is not None
-                                                                          else sys.argv[1:]))
+    command = ".venv/bin/python bench/run.py" + "".join(f" {a}" for a in args)
     results = {"mode": mode.name, "params": vars(mode), "rows": sorted(rows), "command": command,
                "elapsed_s": elapsed, "machine": machine(), "target_build": how,
                "samples": b.samples, "extra": {k: v for k, v in b.extra.items()},
@@ -1013,15 +1053,30 @@ def main(argv: list[str] | None = None) -> int:
                            b.extra.get("anchor_cold", {}).items()}}
     for v in results["extra"].get("anchor_cold", {}).values():
         v.pop("stamp", None)
-    out_json = HERE / "results" / f"{mode.name}.json"
     out_json.parent.mkdir(exist_ok=True)
     out_json.write_text(json.dumps(_rounded(results), separators=(",", ":"), default=str))
-    import report
+    if report_path is not None:
+        import report
 
-    Path(ns.output).write_text(report.render(results))
+        report_path.write_text(report.render(results))
     shutil.rmtree(work, ignore_errors=True)
-    log(f"done in {elapsed:.0f} s: {ns.output}, {out_json}")
+    log(f"done in {elapsed:.0f} s: "
+        + ", ".join(str(path) for path in (report_path, out_json) if path is not None))
     return 0
+
+
+def destinations(mode: Mode, only: set[str] | None, output: str | None
+                 ) -> tuple[Path, Path | None]:
+    """Where a run's figures go, and its report (None: none). A whole run's figures are
+    ``bench/results/<mode>.json`` and its report ``docs/benchmarks.md``; a run of some rows
+    (``only``) keeps its figures in a file of its own, named after them and the time it began, and
+    writes a report only to ``output``: a partial run never replaces a whole one's."""
+    if only is None:
+        return RESULTS / f"{mode.name}.json", Path(output) if output else REPORT
+    stamp = time.strftime("%Y%m%dT%H%MZ", time.gmtime())
+    name = "-".join(r for r in ROWS if r in only) + "-only" \
+        + ("-quick" if mode.quick else "") + f"-{stamp}.json"
+    return RESULTS / name, Path(output) if output else None
 
 
 if __name__ == "__main__":

@@ -131,15 +131,20 @@ def status(ns: argparse.Namespace) -> int:
     chosen = names(ns, running_only=False)
     for name in chosen:
         try:
-            status = _status_of(name)
+            status, program = _status_of(name)
         except ImmortalError as exc:
             if len(chosen) == 1:
                 raise  # the command's one error, in its words (cli.main)
             print(f"immortal: error: {exc}", file=sys.stderr)
             code = code or exc.exit_code
             continue
-        views.append(status_view(status, ns.json))
-        ok = status.running and (status.ready or not ns.ready)  # --ready: a readiness probe
+        views.append(status_view(status, ns.json, program))
+        running, ready = status.running, status.ready
+        if program is not None:  # the program's: one of its instances runs; each is ready
+            mine = status.programs()[program]
+            running = running and any(entry.state == "running" for entry in mine)
+            ready = all(entry.ready for entry in mine)
+        ok = running and (ready or not ns.ready)  # --ready: a readiness probe
         code = code or (0 if ok else 3)
     if ns.json and (ns.all or len(chosen) != 1):
         print("[" + ",\n".join(views) + "]")
@@ -148,8 +153,9 @@ def status(ns: argparse.Namespace) -> int:
     return code
 
 
-def _status_of(text: str) -> Any:
-    """The status of a group, or of one program of it (GROUP/PROGRAM: its instances)."""
+def _status_of(text: str) -> tuple[Any, str | None]:
+    """The status of the group ``text`` names, and the program it names (GROUP/PROGRAM),
+    checked to be one the group runs; None for a group's NAME."""
     from .group import attach
 
     name, program, instance = address(text)
@@ -159,14 +165,9 @@ def _status_of(text: str) -> Any:
     status = group.status()
     if not status.running:
         status.orphans = group.orphans()
-    if program is not None:
-        if program not in status.programs():
-            raise NotRunning(f"group {name!r} runs no program {program!r}")
-        status.instances = status.programs()[program]
-        status.ready = all(entry.ready for entry in status.instances)
-        status.running = status.running and any(
-            entry.state == "running" for entry in status.instances)
-    return status
+    if program is not None and program not in status.programs():
+        raise NotRunning(f"group {name!r} runs no program {program!r}")
+    return status, program
 
 
 def stop(ns: argparse.Namespace) -> int:

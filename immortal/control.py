@@ -12,7 +12,8 @@ Requests and answers are one JSON object per line. Only these commands exist::
     {"cmd": "scale", "workers": 4}        run 4 instances: more started, the highest retired
     {"cmd": "apply", "file": "apply.X.json"}  a group of several programs: its new ones,
                                           in that file of its directory (``programs``);
-                                          "rolls": the programs the caller rolls next
+                                          "rolls": the programs the caller rolls next;
+                                          "caller": its pid (it rolls them while it lives)
 
 restart, signal and scale take "program": NAME in a group of several programs (restart,
 signal: its instances alone; with "instance": K, its instance K); restart takes "rolling":
@@ -117,7 +118,7 @@ def check_request(request: object) -> dict[str, Any]:
                                      "rolling"},
                          "signal": {"signal", "instance", "program"},
                          "scale": {"workers", "program"},
-                         "apply": {"file", "rolls"}}.get(cmd, set())
+                         "apply": {"file", "rolls", "caller"}}.get(cmd, set())
     extra = set(request) - allowed
     if extra:
         raise InvalidSpec(f"command {cmd!r} takes no {', '.join(sorted(extra))}")
@@ -146,6 +147,10 @@ def check_request(request: object) -> dict[str, Any]:
     rolls = request.get("rolls", [])
     if not isinstance(rolls, list) or not all(isinstance(name, str) for name in rolls):
         raise InvalidSpec(f"'rolls' must be a list of programs' names (got {rolls!r})")
+    if "caller" in request:
+        caller = request["caller"]
+        if isinstance(caller, bool) or not isinstance(caller, int) or caller < 1:
+            raise InvalidSpec(f"'caller' must be a process id, 1 or more (got {caller!r})")
     if cmd == "signal":
         request["signal"] = parse_signal(request.get("signal"))
     if cmd == "scale":

@@ -19,8 +19,10 @@ control socket, reaps), with what being the command's own process asks for:
   every target is ready (of every program, in a group of several), ``STATUS=`` on each
   change of ``status.json`` (watched with inotify), ``RELOADING=1`` then ``READY=1`` around
   a SIGHUP's (or SIGCONT's) restart and around an apply (``Group.apply``: its programs at
-  their counts, each instance ready, those it changed rolled), ``STOPPING=1``, and
-  ``WATCHDOG=1`` while healthy (a pump runs and drains the output).
+  their counts, each instance ready, those it changed rolled; or, if the apply's caller
+  goes away before it rolled them, at once, with a ``STATUS=`` that says so: nobody will
+  ask for those rolls), ``STOPPING=1``, and ``WATCHDOG=1`` while healthy (a pump runs and
+  drains the output).
 - **Its exit code** (``exit_code``).
 """
 
@@ -31,7 +33,7 @@ import os
 import signal
 from typing import Any
 
-from . import dirwatch, rolelog
+from . import _linux, dirwatch, rolelog
 from .daemon import Daemon
 from .detach import Handshake
 from .errors import ImmortalError
@@ -60,6 +62,10 @@ class ForegroundDaemon(Daemon):
         self.reload_from: Status | None = None  #: a reload under way: from what
         #: an apply's reload: the programs it changed (None: a SIGHUP's restart)
         self.reload_changed: set[str] | None = None
+        #: an apply's reload whose caller went away before its rolls: why it ends so
+        self.abandoned: str | None = None
+        #: the apply's caller, while it has programs to roll: its pid and a pidfd on it
+        self.caller: tuple[int, int] | None = None
         self.status_fd: int | None = None
 
     # ----------------------------------------------------------------- the loop
@@ -91,10 +97,11 @@ class ForegroundDaemon(Daemon):
         return self.pump is not None and self.stall.stalled is None
 
     def _let_go(self) -> None:
-        for fd in (self.answers, self.status_fd):
+        caller = None if self.caller is None else self.caller[1]
+        for fd in (self.answers, self.status_fd, caller):
             if fd is not None:
                 os.close(fd)
-        self.status_fd = None
+        self.status_fd = self.caller = None
         super()._let_go()
 
     def _dir_restored(self) -> None:
@@ -171,9 +178,50 @@ class ForegroundDaemon(Daemon):
         if self.reload_from is None and before is not None:
             self.notifier.reloading()
             self.reload_from = before
-        self.reload_changed = rolls
+        self.reload_changed, self.abandoned = rolls, None
+        self._watch_caller(request.get("caller") if rolls else None)
         self._reload_over(before)  # an apply that changes nothing is over at once
         return answer
+
+    def _watch_caller(self, pid: int | None) -> None:
+        """Watch the apply's caller (``pid``) while the reload waits for its rolls: they
+        are its to ask for, and if it goes away first (killed, or given up while the group
+        took its programs) nobody will (``_caller_gone``). A kernel without pidfds: the
+        reload waits for the rolls alone."""
+        self._unwatch_caller()
+        if pid is None or self.reload_from is None:
+            return
+        try:
+            fd = _linux.pidfd_open(pid)
+        except ProcessLookupError:
+            self._caller_gone(pid)  # gone already, between its request and now
+            return
+        except OSError:
+            return
+        if fd >= 0:
+            self.caller = pid, fd
+            self.loop.watch(fd, lambda _: self._caller_gone(pid))
+
+    def _unwatch_caller(self) -> None:
+        if self.caller is not None:
+            self.selector.unregister(self.caller[1])
+            os.close(self.caller[1])
+            self.caller = None
+
+    def _caller_gone(self, pid: int) -> None:
+        """The apply's caller ended before its reload did: the rolls it did not ask for
+        will not come, and the reload ends once no roll is under way (one it asked for
+        ends by itself). If it asked for each, the reload ends with the last, as ever."""
+        self._unwatch_caller()
+        before, changed = self.reload_from, self.reload_changed
+        if before is None or not changed:
+            return
+        status = read_status(self.directory)
+        left = sorted(changed) if status is None else unrolled(before, status, changed)
+        if left:
+            self.abandoned = (f"reload abandoned: the apply's caller (pid {pid}) went away "
+                              f"before rolling {', '.join(left)}")
+            self._reload_over(status)
 
     def _stop(self, request: dict[str, Any], by_signal: bool) -> None:
         self.stop_asked = True
@@ -198,14 +246,22 @@ class ForegroundDaemon(Daemon):
         self._reload_over(status)
 
     def _reload_over(self, status: Status | None) -> None:
-        """``READY=1`` if ``status`` shows the end of the reload under way."""
+        """``READY=1`` if ``status`` shows the end of the reload under way (with the
+        ``STATUS=`` of an abandoned one)."""
         before, changed = self.reload_from, self.reload_changed
         if before is None or status is None or self.notifier is None:
             return
-        if reloaded(before, status) if changed is None else \
-                applied(before, status, changed, self.spec):
-            self.reload_from = self.reload_changed = None
-            self.notifier.ready()
+        if self.abandoned is not None:
+            over = not status.running or (status.roll or {}).get("state") != "rolling"
+        elif changed is None:
+            over = reloaded(before, status)
+        else:
+            over = applied(before, status, changed, self.spec)
+        if over:
+            why = self.abandoned
+            self.reload_from = self.reload_changed = self.abandoned = None
+            self._unwatch_caller()
+            self.notifier.ready(why)
 
     # ----------------------------------------------------------------- the end
     def _end(self) -> int:
@@ -218,8 +274,9 @@ class ForegroundDaemon(Daemon):
         if self.notifier is not None:
             self.notifier.stopping()
         os.close(self.answers)
-        if self.status_fd is not None:
-            os.close(self.status_fd)
+        for fd in (self.status_fd, None if self.caller is None else self.caller[1]):
+            if fd is not None:
+                os.close(fd)
         status = read_status(self.directory)
         if status is not None:
             rolelog.report("answer", f"{self.spec.name!r} ended: {status.state}"
@@ -292,3 +349,14 @@ def applied(before: Status, now: Status, changed: set[str], spec: Spec) -> bool:
     then = {(e.program, e.pid, e.start_time) for e in before.instances}
     return all((e.program, e.pid, e.start_time) not in then for e in now.instances
                if e.program in changed)
+
+
+def unrolled(before: Status, now: Status, changed: set[str]) -> list[str]:
+    """The programs of ``changed`` (an apply's, begun in ``before``) that ``now`` shows
+    neither rolled (each instance a target started since) nor rolling."""
+    roll = now.roll or {}
+    rolling = {str(slot).rpartition(":")[0] for slot in roll.get("slots") or ()} \
+        if roll.get("state") == "rolling" else set()
+    then = {(e.program, e.pid, e.start_time) for e in before.instances}
+    return sorted(name for name in changed if name not in rolling and any(
+        (e.program, e.pid, e.start_time) in then for e in now.instances if e.program == name))

@@ -77,14 +77,14 @@ def up(config: Config, programs: Sequence[str] = ()) -> Outcome:
             if group is None:
                 raise
         else:
-            return Outcome(group, {p: "started" for p in names}, _group_notes(config, group))
+            return Outcome(group, {p: "started" for p in names}, _group_notes(config, spec))
     spec = group.running_spec()
     live = {p.name: p for p in spec.programs if p.workers}
     missing = [p for p in names if p not in live]
     if missing:
-        group.apply_built([*live.values(), *built(config, missing, spec)])
+        group.apply_built([*live.values(), *built(config, missing, spec)], spec=spec)
     return Outcome(group, {p: "started" if p in missing else "running" for p in names},
-                   _group_notes(config, group))
+                   _group_notes(config, spec))
 
 
 def with_variables(spec: Spec, config: Config) -> Spec:
@@ -177,32 +177,31 @@ def without(group: Group, programs: Sequence[str], timeout: float | None = None)
     if not left:
         group.stop(timeout)
         return {p.name: "stopped" for p in live}
-    applied = group.apply_built(left, timeout=timeout)
+    applied = group.apply_built(left, timeout=timeout, spec=spec)
     return {p: "stopped" for p in applied.removed}
 
 
 def reload(config: Config, timeout: float | None = None) -> Outcome:
-    """Make the running file's group match the file: ``Group.apply`` of its programs."""
+    """Make the running file's group match the file: ``Group.apply`` of its programs.
+    The group's ``spec.json`` is read once: the programs are built from it, compared with
+    it, and the notes say how the file's group settings differ from it."""
     group = current(config.name.value)
     if group is None:
         raise NotRunning(f"group {config.name.value!r} (of {config.path}) is not running; "
                          "'immortal up' starts it")
     spec = group.running_spec()
     applied: Applied = group.apply_built(built(config, list(config.programs), spec),
-                                         timeout=timeout)
+                                         timeout=timeout, spec=spec)
     actions = applied.actions()
     order = [*config.programs, *applied.removed]  # the file's order, then the removed
     return Outcome(group, {p: actions[p] for p in order if p in actions},
-                   _group_notes(config, group))
+                   _group_notes(config, spec))
 
 
-def _group_notes(config: Config, group: Group) -> tuple[str, ...]:
-    """The group's own settings of the file that differ from those it runs with: they take
-    effect at the next start ('down', then 'up')."""
-    try:
-        spec = group.running_spec()
-    except ImmortalError:
-        return ()
+def _group_notes(config: Config, spec: Spec) -> tuple[str, ...]:
+    """The group's own settings of the file that differ from those it runs with (``spec``,
+    its running one: an apply changes its programs, never these): they take effect at the
+    next start ('down', then 'up')."""
     notes = []
     for key, running in (("strategy", spec.strategy.value),
                          ("start_timeout", spec.start_timeout)):

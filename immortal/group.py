@@ -256,7 +256,7 @@ class Group(GroupStop):
 
         spec = self.running_spec()
         return self.apply_built(build_programs(self.name, programs, spec.strategy,
-                                               spec.directory), timeout=timeout)
+                                               spec.directory), timeout=timeout, spec=spec)
 
     def running_spec(self) -> Any:
         """The ``Spec`` of a running group of several programs (its ``spec.json``, which
@@ -270,13 +270,16 @@ class Group(GroupStop):
                               "apply changes a group of several programs (start_group())")
         return spec
 
-    def apply_built(self, new: Sequence[Any], *, timeout: float | None = None) -> Applied:
+    def apply_built(self, new: Sequence[Any], *, timeout: float | None = None,
+                    spec: Any = None) -> Applied:
         """``apply`` of ``Program`` records already built and checked (``build_programs``,
-        or the group's own from ``running_spec``)."""
+        or the group's own from ``running_spec``). ``spec``: the ``running_spec`` they were
+        built from, if the caller read it (they are compared with it; else it is read)."""
         from .programs import compare
         from .spec import program_dir
 
-        spec = self.running_spec()
+        if spec is None:
+            spec = self.running_spec()
         applied, sending = compare(spec, tuple(new))
         for name in applied.added:
             ensure_dir(program_dir(spec.directory, name))
@@ -299,12 +302,13 @@ class Group(GroupStop):
         """Ask the group to run ``programs`` (``Program`` records): in a file of its
         directory (each program has its environment: a request would be too small), named
         in the request, removed by the group once read (or here, if it never was). The
-        request names the programs rolled next (``rolls``): a daemon in the foreground
-        tells systemd its reload is over once they are."""
+        request names the programs rolled next (``rolls``) and who rolls them (``caller``,
+        this process): a daemon in the foreground tells systemd its reload is over once
+        they are, or once their caller has gone without asking."""
         name = f"apply.{os.urandom(8).hex()}.json"
         write_json(self.directory / name, {"programs": [p.to_json() for p in programs]})
         try:
-            self._request("apply", file=name, rolls=list(rolls))
+            self._request("apply", file=name, rolls=list(rolls), caller=os.getpid())
         finally:
             try:
                 os.unlink(self.directory / name)

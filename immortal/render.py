@@ -155,8 +155,12 @@ def operator_lines(s: Status) -> list[str]:
     return lines
 
 
-def status_view(s: Status, as_json: bool = False) -> str:
-    """What 'immortal status' prints: the status, with the figures of its processes."""
+def status_view(s: Status, as_json: bool = False, program: str | None = None) -> str:
+    """What 'immortal status' prints: the status, with the figures of its processes;
+    ``program``: what of it is that program's alone (``of_program``, 'status
+    GROUP/PROGRAM')."""
+    if program is not None:
+        s = of_program(s, program)
     now = time.time()
     figures = _figures(s)
     if as_json:
@@ -165,8 +169,33 @@ def status_view(s: Status, as_json: bool = False) -> str:
                            "uptime": uptime(s, figures),
                            "children": target.get("children") if target else None,
                            "memory": memory(figures), "exec": interpreter(s),
-                           "figures": figures}, indent=1)
+                           "figures": figures,
+                           **({} if program is None else {"program": program})}, indent=1)
     return _status_text(s, figures, now)
+
+
+def of_program(s: Status, program: str) -> Status:
+    """The part of a group's status that is ``program``'s (a program of a group of
+    several): the group's name, state and liveness (its first line), then the program's
+    instances, with their spawns, restarts and readiness, its output file, its monitors'
+    dropped lines, and the group's last roll if it rolled this program. Not the group's
+    supervisors, start, directory, addresses or label (``status NAME`` shows them), nor
+    what is another program's; not the group's last exit either (each instance has its
+    own)."""
+    from .state import Status
+
+    entries = s.programs().get(program, [])
+    roll = s.roll if any(str(slot).startswith(f"{program}:")
+                         for slot in (s.roll or {}).get("slots") or ()) else None
+    monitors = {name: counts for name, counts in s.monitors.items()
+                if name.startswith(f"{program}/")}
+    return Status(name=s.name, state=s.state, running=s.running, reason=s.reason,
+                  strategy=s.strategy, stalled=s.stalled, orphans=s.orphans,
+                  instances=entries, spawned=sum(e.spawned for e in entries),
+                  restarts=sum(e.restarts for e in entries),
+                  ready=bool(entries) and all(e.ready for e in entries),
+                  output=outputs(s).get(program), roll=roll, monitors=monitors,
+                  dropped=sum(int(c.get("dropped") or 0) for c in monitors.values()))
 
 
 def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> str:

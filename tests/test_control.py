@@ -186,9 +186,14 @@ def test_stop_with_a_per_call_grace(started):
     assert final.last_exit.signal == signal.SIGKILL
 
 
-def test_an_apply_names_the_programs_its_caller_rolls_next():
-    request = {"cmd": "apply", "file": "apply.ab.json", "rolls": ["web"]}
+def test_an_apply_names_the_programs_its_caller_rolls_next_and_the_caller():
+    request = {"cmd": "apply", "file": "apply.ab.json", "rolls": ["web"], "caller": 4321}
     assert control.check_request(dict(request)) == request
     for wrong in ("web", [1], None):
         with pytest.raises(immortal.InvalidSpec, match="'rolls' must be a list of programs' names"):
             control.check_request({**request, "rolls": wrong})
+    for wrong in ("4321", 0, -1, True, 1.5, None):
+        with pytest.raises(immortal.InvalidSpec, match="'caller' must be a process id"):
+            control.check_request({**request, "caller": wrong})
+    with pytest.raises(immortal.InvalidSpec, match="command 'scale' takes no caller"):
+        control.check_request({"cmd": "scale", "workers": 2, "caller": 4321})

@@ -163,6 +163,52 @@ def test_an_apply_that_changes_nothing_is_over_at_once(run, manager):
     assert fg.wait() == 0, described(fg)
 
 
+#: an apply's caller in a process of its own: ``Group.apply`` of the programs argv[2] (JSON)
+#: to the group argv[1]
+APPLY = ("import json, sys\nfrom immortal.group import attach\n"
+         "attach(sys.argv[1]).apply(json.loads(sys.argv[2]), timeout=60)\n")
+
+
+def test_an_apply_whose_caller_goes_away_before_its_rolls_ends_the_reload(run, manager,
+                                                                          home):
+    """The apply's caller killed while it waits for the group to take its programs (extra,
+    added, is not ready yet), before it asked for the roll of jobs: nobody will ask for
+    it, and the reload ends there (READY=1, a STATUS= that says so), not at systemd's
+    reload timeout. jobs keeps its old process; extra runs."""
+    fg = run("gone", {"web": program(), "jobs": program()},
+             env={"NOTIFY_SOCKET": str(manager.path)})
+    manager.wait_for("READY=1")
+    jobs = read_status(fg.directory).programs()["jobs"][0].pid
+    programs = {"web": program(), "jobs": program("--out", "2"),
+                "extra": program("--trap", "USR1", ready="line:^got USR1")}
+    caller = subprocess.Popen([sys.executable, "-c", APPLY, "gone", json.dumps(programs)],
+                              env={**os.environ, "IMMORTAL_HOME": str(home)},
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        reloading = manager.wait_for("RELOADING=1", LONG)
+        begun = next(i for i, m in enumerate(reloading) if m.startswith("RELOADING=1"))
+        wait_for(lambda: read_status(fg.directory).programs().get("extra"),
+                 lambda extra: extra and extra[0].pid and not extra[0].ready, LONG,
+                 "extra running, not ready: its caller waits for it, jobs not rolled yet")
+        assert readies(manager.heard()[begun:]) == 0
+        caller.kill()
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+        caller.communicate(timeout=LONG)
+    heard = wait_for(lambda: manager.heard()[begun:], lambda got: readies(got) == 1, SHORT,
+                     "READY=1 once the apply's caller is gone")
+    ready = next(m for m in heard if m.split("\n")[0] == "READY=1")
+    assert f"STATUS=reload abandoned: the apply's caller (pid {caller.pid}) went away " \
+           "before rolling jobs" in ready, heard
+    status = read_status(fg.directory)
+    assert status.programs()["jobs"][0].pid == jobs  # never rolled: nobody asked
+    assert status.programs()["extra"][0].pid
+    fg.popen.send_signal(signal.SIGTERM)
+    assert fg.wait() == 0, described(fg)
+
+
 def test_sighup_rolls_every_program_and_is_a_reload(run, manager):
     fg = run("hup", {"web": program(workers=2), "jobs": program()},
              env={"NOTIFY_SOCKET": str(manager.path)})

@@ -9,7 +9,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -143,6 +145,45 @@ def test_up_config_reload_down_with_environment_and_command_line(home, shop):
     assert all(not os.path.exists(f"/proc/{pid}") for pid in after.values())
 
 
+#: a reload in a process of its own, counting the opens of the group's spec.json (argv[1])
+COUNTED_RELOAD = """
+import sys
+from immortal import fileverbs
+from immortal.config import load
+
+config = load()
+opened = []
+sys.addaudithook(lambda event, args: opened.append(args[0])
+                 if event == "open" and args and str(args[0]) == sys.argv[1] else None)
+outcome = fileverbs.reload(config)
+reads = len(opened)  # before describe()
+print(reads, *fileverbs.describe(outcome), sep="\\n")
+"""
+
+
+def test_a_reload_reads_the_running_spec_once(home, shop):
+    """'reload' reads the group's spec.json once: the running definitions it builds the
+    file's programs for are those it compares them with, and those its notes compare the
+    file's group settings with (the file asks for another start_timeout: a note)."""
+    ok(immortal(home, shop, "up", "worker", "audit"))
+    # The file's group without its listener, and a start_timeout the group does not run with.
+    worker_and_audit = SHOP[SHOP.index("    [programs.worker]"):SHOP.index("    [env.")]
+    write(shop, "    start_timeout = 20\n\n" + worker_and_audit + "    [env.production]\n")
+    spec = home / "shop" / "spec.json"
+    counted = subprocess.run([sys.executable, "-c", COUNTED_RELOAD, str(spec)], cwd=shop,
+                             env={**{k: v for k, v in os.environ.items()
+                                     if k not in ("IMMORTAL_ENV", "IMMORTAL_READY")},
+                                  "IMMORTAL_HOME": str(home)},  # as immortal() runs 'up'
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                             timeout=LONG)
+    lines = ok(counted).splitlines()
+    assert [line.split(":")[0] for line in lines[1:]] == [
+        "unchanged shop/worker", "unchanged shop/audit", "note"], described(counted)
+    assert "start_timeout 20" in lines[-1], lines
+    assert lines[0] == "1", described(counted)
+    ok(immortal(home, shop, "down"))
+
+
 def test_up_of_some_programs_then_the_rest_leaves_the_first_untouched(home, shop):
     """'up PROGRAM' starts the group with it alone; a later 'up' adds the others it can:
     a program that listens is bound when the group starts, and is refused, clearly."""
@@ -185,6 +226,60 @@ def test_a_program_by_its_bare_name(home, shop):
     ok(immortal(home, shop, "down", "audit"))
     assert sorted(pids(home, shop)) == ["shop/web:0", "shop/web:1", "shop/worker:0"]
     ok(immortal(home, shop, "down"))
+
+
+PAIR = '''\
+    name = "pair"
+
+    [programs.front]
+    file = "front.py"
+    workers = 2
+    stop_timeout = 5
+
+    [programs.back]
+    file = "back.py"
+    stop_timeout = 5
+    '''
+
+
+def test_status_of_one_program_shows_what_is_that_programs(home, tmp_path):
+    """'status GROUP/PROGRAM': the group's name and state, then the program's instances,
+    spawns, restarts, readiness and output alone; not the group's supervisors, start or
+    directory, nor the other program's instances, restarts or output."""
+    directory = tmp_path / "pair"
+    directory.mkdir()
+    for program in ("front.py", "back.py"):
+        shutil.copy(TALKER, directory / program)
+    write(directory, PAIR, "pair.toml")
+    ok(immortal(home, directory, "up", "-c", "pair.toml"))
+    back = pids(home, directory, "pair")["pair/back:0"]
+    os.kill(back, signal.SIGKILL)  # back's one restart; front's instances run on
+    wait_for(lambda: json.loads(ok(immortal(home, directory, "status", "pair", "--json"))),
+             lambda data: all(e["pid"] not in (None, back) and e["ready"]
+                              for e in data["instances"]), LONG, "back's new target, ready")
+
+    result = immortal(home, directory, "status", "pair/back")
+    text = ok(result)
+    lines = text.splitlines()
+    assert lines[0] == "pair: running", described(result)
+    assert lines[1].startswith("  pair/back: running, 1 instance(s), restarts 1"), text
+    assert re.search(r"^  pair/back:0 +pid \d+, running", text, re.M), text
+    assert "front" not in text, text
+    assert "  spawned 2, restarts 1" in lines, text  # the group's: spawned 4
+    assert [line for line in lines if line.startswith("  output")] == [
+        f"  output   {home / 'pair' / 'programs' / 'back' / 'output.log'}"], text
+    for group_line in ("  daemon", "  pump", "  started", "  dir"):
+        assert not any(line.startswith(group_line) for line in lines), text
+
+    data = json.loads(ok(immortal(home, directory, "status", "pair/back", "--json")))
+    assert (data["name"], data["program"], data["state"]) == ("pair", "back", "running")
+    assert [e["program"] for e in data["instances"]] == ["back"]
+    assert (data["spawned"], data["restarts"]) == (2, 1)
+    assert data["pids"] == {} and set(data["figures"]) == {"instance:back:0"}
+    assert data["output"].endswith("/back/output.log")
+    group = json.loads(ok(immortal(home, directory, "status", "pair", "--json")))
+    assert (group["spawned"], group["restarts"], len(group["instances"])) == (4, 1, 3)
+    ok(immortal(home, directory, "down", "-c", "pair.toml"))
 
 
 def test_bad_names_and_a_group_that_does_not_run(home, shop):
@@ -291,9 +386,7 @@ def test_up_in_the_foreground_under_a_service_manager(home, shop, tmp_path):
     """'up --foreground' (a unit's ExecStart from 'startup systemd -c'): this process is
     the file's group's daemon; READY=1 once every program is ready; 'reload' (ExecReload)
     is RELOADING=1 then READY=1, rolling the program edited alone; SIGTERM stops it, exit 0."""
-    import signal
     import socket
-    import sys
 
     manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     manager.bind(str(tmp_path / "notify"))
