@@ -197,10 +197,17 @@ class Census(threading.Thread):
                     except ChildProcessError:
                         pass
                     continue
+                parent = by_pid.get(proc.ppid)
+                if parent is not None and not parent.argv:
+                    # Its parent is exiting (its memory is gone already): a killed role
+                    # whose exit the kernel holds up (an inotify fd's release waits for an
+                    # SRCU grace period, long under load). Nobody can reap the zombie until
+                    # that exit ends; then it comes to us. Its age counts from then.
+                    self.first_seen[proc.key] = now
+                    continue
                 age = now - first
                 self.max_zombie_age = max(self.max_zombie_age, age)
                 if age > ZOMBIE_AGE and proc.key not in self.old_zombies:
-                    parent = by_pid.get(proc.ppid)
                     self.old_zombies[proc.key] = (
                         f"zombie {proc.pid} (parent {parent.describe() if parent else proc.ppid}"
                         f") older than {ZOMBIE_AGE} s")
