@@ -126,6 +126,24 @@ def process_tree(root: int) -> list[Proc]:
     return found
 
 
+def still_alive(procs: list[Proc]) -> list[Proc]:
+    """Those of ``procs`` (read in one walk of the tree) that are still the same living
+    processes when read again after it.
+
+    A walk reads one process after another, over milliseconds on a loaded machine: a target
+    read alive early in it can die, be reaped and replaced before the walk reaches its
+    successor's pump, and the walk then holds both. A process alive at its first read and
+    again at its second lived all the while between; so the ones found again were all alive
+    at once, at the instant between the walk's last read and the first read again.
+    """
+    again = []
+    for proc in procs:
+        now = read_proc(proc.pid)
+        if now is not None and now.start == proc.start and now.state not in ("Z", "X"):
+            again.append(proc)
+    return again
+
+
 def role_of(argv: list[str]) -> str | None:
     if any(arg.endswith("numbered.py") for arg in argv):
         return "target"
@@ -164,6 +182,7 @@ class Census(threading.Thread):
         self.crowd_keys: set[frozenset[tuple[int, int]]] = set()
         self.first_seen: dict[tuple[int, int], float] = {}
         self.old_zombies: dict[tuple[int, int], str] = {}
+        self.unconfirmed = 0  # samples whose crowd was gone when read again (still_alive)
         self.max_zombie_age = 0.0
         self.errors: list[str] = []
 
@@ -228,6 +247,10 @@ class Census(threading.Thread):
             counts[role] += 1
             members[role].append(proc)
         for role in ROLES:
+            if counts[role] > 1:
+                confirmed = still_alive(members[role])
+                self.unconfirmed += len(confirmed) < counts[role]
+                members[role], counts[role] = confirmed, len(confirmed)
             self.max_alive[role] = max(self.max_alive[role], counts[role])
             crowd = frozenset(p.key for p in members[role])
             if counts[role] > 1 and crowd not in self.crowd_keys and len(self.crowds) < 10:
@@ -646,6 +669,7 @@ def chaos(started: Any, recorder: Any, tmp_path: Path, kills: int, interval: flo
         "recorder_corrupt_lines": corrupt,
         "max_alive": census.max_alive,
         "census_samples": census.samples,
+        "census_crowds_unconfirmed": census.unconfirmed,
         "zombies_over_1s": len(census.old_zombies),
         "max_zombie_age_s": round(census.max_zombie_age, 3),
         "fd": {role: {k: v for k, v in entry.items() if not k.endswith("_listing")}
