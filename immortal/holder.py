@@ -39,16 +39,15 @@ TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init
 if TYPE_CHECKING:
     from typing import Any
 
-#: set to "1" in the environment of the process that starts a group (the daemon inherits
-#: it) to give the group a pipe holder. Off by default while a fault seen in the chaos tier
-#: with it (two targets of one group alive at a sample: a living adopted target taken for
-#: ended, docs/reliability.md) is not explained.
+#: set to "0" in the environment of the process that starts a group (the daemon inherits
+#: it) to run the group without a pipe holder: a process fewer, and a target that closes
+#: every inherited fd then dies at its next write when both supervisors are killed together.
 ENV = "IMMORTAL_PIPE_HOLDER"
 
 
 def enabled() -> bool:
-    """Whether this daemon's groups get a pipe holder (``ENV``)."""
-    return os.environ.get(ENV) == "1"
+    """Whether this daemon's groups get a pipe holder (``ENV``): yes unless it says "0"."""
+    return os.environ.get(ENV, "1") != "0"
 
 
 #: where a start adopting the target finds its journal in the holder (``KeptFiles.held``)

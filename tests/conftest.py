@@ -52,6 +52,18 @@ def children_of(pid: int) -> list[int]:
     return children(pid)
 
 
+def without_holder(pids: list[int]) -> list[int]:
+    """``pids`` but a group's pipe holder (``immortal/holder.py``), a child of its daemon
+    beside the pump, which holds the targets' pipes and runs nothing."""
+    def holder(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                return handle.read().startswith(b"immortal: holder ")
+        except OSError:
+            return False
+    return [pid for pid in pids if not holder(pid)]
+
+
 def descendants(root: int | None = None) -> list[int]:
     """Every living descendant of ``root`` (default: this process), zombies excluded."""
     found: list[int] = []

@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from conftest import LONG, SHORT, TALKER, children_of, descendants, proc_state, wait_for
+from conftest import (LONG, SHORT, TALKER, children_of, descendants, proc_state, wait_for,
+                      without_holder)
 from immortal.group import attach
 from immortal.state import read_status
 from test_foreground import INIT_CHILD, UNSHARE, Foreground, _namespaces_usable, described
@@ -276,14 +277,14 @@ def test_as_pid_1_orphans_are_reaped_and_sigterm_stops_every_program(run, home):
                       SHORT, "unshare's child")[0]
     with open(f"/proc/{daemon}/status") as handle:
         assert [line.split()[-1] for line in handle if line.startswith("NSpid:")] == ["1"]
-    wait_for(lambda: children_of(daemon), lambda kids: len(kids) == 21, SHORT,
+    wait_for(lambda: without_holder(children_of(daemon)), lambda kids: len(kids) == 21, SHORT,
              "the 20 orphans among PID 1's children")
     pump = next(kid for kid in children_of(daemon) if children_of(kid))
     os.kill(daemon, signal.SIGUSR1)  # to every target: init lets its orphans go
     wait_for(lambda: output(fg, "web"), lambda text: text.count("got USR1") == 2, SHORT,
              "each web instance's 'got USR1'")
-    left = wait_for(lambda: children_of(daemon), lambda kids: kids == [pump], SHORT,
-                    "every orphan reaped")
+    left = wait_for(lambda: without_holder(children_of(daemon)), lambda kids: kids == [pump],
+                    SHORT, "every orphan reaped")
     assert proc_state(left[0]) != "Z"
     targets = children_of(pump)
     assert len(targets) == 3

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LONG, SHORT, TALKER, children_of, descendants, proc_state, wait_for
+from conftest import (LONG, SHORT, TALKER, children_of, descendants, proc_state, wait_for,
+                      without_holder)
 from immortal._linux import is_alive, process_start_time
 from immortal.state import read_status
 
@@ -255,7 +256,7 @@ def test_as_pid_1_a_sigterm_from_inside_the_namespace_is_taken(init):
     text = wait_for(lambda: lines(fg), lambda text: "ready" in text, LONG, "'ready'")
     target = int(text.split("stdout | ready ")[1].split()[0])  # its pid inside: not ours
     daemon = host_pid_of_init(fg)
-    pump = children_of(daemon)[0]
+    pump = without_holder(children_of(daemon))[0]
     host_target = children_of(pump)[0]
     assert target != host_target
     os.kill(host_target, signal.SIGUSR2)  # it sends SIGTERM to its PID 1
@@ -267,21 +268,21 @@ def test_as_pid_1_a_hundred_orphans_leave_no_zombie(init):
     fg = init("orphans", "--ready", "line:^ready", INIT_CHILD, "--", "100")
     wait_for(lambda: lines(fg), lambda text: "ready" in text, LONG, "the target's 'ready'")
     daemon = host_pid_of_init(fg)
-    # They came to PID 1 (the daemon), beside its pump.
-    wait_for(lambda: children_of(daemon), lambda kids: len(kids) == 101, SHORT,
+    # They came to PID 1 (the daemon), beside its pump (and its pipe holder).
+    wait_for(lambda: without_holder(children_of(daemon)), lambda kids: len(kids) == 101, SHORT,
              "the 100 orphans among PID 1's children")
     pump = next(kid for kid in children_of(daemon) if children_of(kid))
     os.kill(daemon, signal.SIGUSR1)  # passed on to the target, which lets them go
     wait_for(lambda: lines(fg), lambda text: "got USR1" in text, SHORT, "'got USR1'")
-    left = wait_for(lambda: children_of(daemon), lambda kids: kids == [pump], SHORT,
-                    "every orphan reaped")
+    left = wait_for(lambda: without_holder(children_of(daemon)), lambda kids: kids == [pump],
+                    SHORT, "every orphan reaped")
     assert [proc_state(kid) for kid in left] != ["Z"]
     assert fg.popen.poll() is None  # and the group runs on, its pump the same
     target = children_of(pump)[0]
     os.kill(pump, signal.SIGKILL)  # a pump death among the orphans' is still seen as one
     # The target comes to PID 1, which hands it to a new pump.
-    wait_for(lambda: children_of(daemon), lambda kids: len(kids) == 2 and target in kids
-             and pump not in kids, LONG, "a new pump")
+    wait_for(lambda: without_holder(children_of(daemon)), lambda kids: len(kids) == 2
+             and target in kids and pump not in kids, LONG, "a new pump")
     wait_for(lambda: lines(fg), lambda text: "adopt pid" in text, LONG, "the adoption")
     os.kill(daemon, signal.SIGTERM)
     assert fg.wait() == 0, described(fg)

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(autouse=True)
 def with_holder(monkeypatch):
-    """The holder is off by default (``holder.ENV``): on for these tests."""
-    monkeypatch.setenv(holder.ENV, "1")
+    """The holder is on by default (``holder.ENV`` unset): as a user's groups run."""
+    monkeypatch.delenv(holder.ENV, raising=False)
 
 
 def holders(group) -> list[int]:
@@ -77,6 +77,16 @@ def test_a_killed_holder_is_replaced_and_a_stop_ends_it(started, tmp_path):
              what="one holder after a scale")
     group.stop(timeout=SHORT)
     assert holders(group) == []
+
+
+def test_a_group_started_with_the_holder_turned_off_has_none(started, tmp_path, monkeypatch):
+    monkeypatch.setenv(holder.ENV, "0")
+    program = tmp_path / "quiet.py"
+    program.write_text("import time\ntime.sleep(600)\n")
+    group = started(str(program), [], name="unheld")
+    assert group.status().running
+    assert holders(group) == []
+    group.stop(timeout=SHORT)
 
 
 def test_what_the_dead_pump_read_but_did_not_deliver_is_delivered_after_the_adoption(

@@ -174,8 +174,9 @@ def test_status_json_figures_match_proc(started, capsys):
 
     # The target writes to two pipes (stdout, stderr); its stdin is /dev/null.
     assert data["figures"]["target"]["pipes"] >= 2
-    # The daemon's child is the pump, the pump's the target, the target's its grandchild.
-    assert data["figures"]["daemon"]["children"] == 1
+    # The daemon's children are the pump and the pipe holder, the pump's the target, the
+    # target's its grandchild.
+    assert data["figures"]["daemon"]["children"] == 2
     assert data["figures"]["pump"]["children"] == 1
     assert data["figures"]["target"]["children"] == 1
     assert data["children"] == 1
