@@ -20,6 +20,11 @@ group lock (they held it, so they are gone), and then, before ``spec.json`` is r
 A group of several instances (``workers`` > 1), or one whose last run had several, adopts
 nothing: its first pump ends every token carrier, as for a changed command.
 
+A start that adopts no target (it died with its supervisors, or is ended now) still takes
+the journal the dead group's pipe holder kept, where the monitors are the same
+(``leftover``): what the dead pump had read but not handed to every monitor comes first,
+each monitor from its own mark, its last partial line whole.
+
 The adopted target is not a child of ours: it is watched through a pidfd, and its exit
 status is unknown. Its message channel (``channel=True``) is lost: its peer end died with
 the supervisors, so its sends fail; a target spawned later by the group gets a new one.
@@ -79,6 +84,23 @@ def decide(spec: Spec) -> Adopt | None:
                  journal=same["monitors"] == spec.to_json()["monitors"])
 
 
+def leftover(spec: Spec, old: dict[str, Any]) -> bool:
+    """Whether a start that adopts no target is to take the journal its dead group's pipe
+    holder kept (``claim``): a group of one instance of one program, as before, with the
+    same monitors (the journal's ledger holds each one's mark by its place in the list).
+
+    Its target died with its supervisors, or is ended now: what its pump had read but not
+    handed to every monitor (killed in the middle of a block, the first monitors had it,
+    the others not) is in that journal, and is delivered whole before the new target's
+    lines, each monitor from its own mark. Without it those lines were lost for the
+    others."""
+    if spec.strategy == Strategy.DEVELOPMENT or spec.workers > 1 or spec.several:
+        return False
+    if not old or old.get("programs") or int(old.get("workers") or 1) > 1:
+        return False
+    return bool(old.get("monitors") == spec.to_json()["monitors"])
+
+
 def _runs_the_same(spec: Spec, old: dict[str, Any] | None) -> tuple[Spec | None, str]:
     """The ``old`` spec.json if ``spec`` runs the same command; else None, and why not."""
     if old is None:
@@ -125,6 +147,9 @@ def claim(args: RoleArgs) -> RoleArgs:
     ``err``; without the adoption if they cannot be (the target is then ended and a new
     one spawned). Any other ``args`` are returned as they are."""
     adopt = args.adopt
+    if adopt is None and args.leftover and args.why == PUMP_START \
+            and args.fds.journal is None:
+        return _claim_journal(args)
     if adopt is None or args.why != PUMP_START or args.fds.out or adopt.ticks is None:
         return args
     try:
@@ -142,6 +167,44 @@ def claim(args: RoleArgs) -> RoleArgs:
     return replace(args, fds=replace(args.fds, out=out, err=err, journal=journal))
 
 
+def _claim_journal(args: RoleArgs) -> RoleArgs:
+    """``args`` with the journal of the group's newest pipe holder (``leftover``), or
+    without ``leftover`` if no holder keeps one."""
+    found = sorted(orphans.holders(args.dir), key=lambda each: (each[1], each[0]),
+                   reverse=True)
+    for pid, started in found:
+        journal = _journal_of(pid, started)
+        if journal is not None:
+            rolelog.report("adopt", f"immortal: {args.role}: took the journal of the dead "
+                           "group's pipe holder: its last target's undelivered lines "
+                           "come first\n")
+            return replace(args, fds=replace(args.fds, journal=journal))
+    return replace(args, leftover=False)
+
+
+def _journal_of(pid: int, started: int, pipes: tuple[int, int] | None = None) -> int | None:
+    """The journal the pipe holder ``pid`` (started at ``started``) keeps, opened; None if
+    it is not one (or, with ``pipes``, not kept beside pipes of those inodes)."""
+    path = f"/proc/{pid}/fd/{holder.JOURNAL_FD}"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        ours = (os.readlink(path).startswith("/memfd:immortal-journal")
+                and os.fstat(fd).st_size == relay.SIZE
+                and (pipes is None
+                     or tuple(os.stat(f"/proc/{pid}/fd/{number}").st_ino
+                              for number in holder.PIPE_FDS) == pipes)
+                and _linux.process_start_time(pid) == started)
+    except OSError:
+        ours = False
+    if ours:
+        return fd
+    os.close(fd)
+    return None
+
+
 def _held_journal(directory: str, out: int, err: int) -> int | None:
     """The dead group's journal, opened through its pipe holder (``holder``): the lines
     its pump had read but not delivered are delivered by the new one. None if no holder
@@ -156,22 +219,9 @@ def _held_journal(directory: str, out: int, err: int) -> int | None:
     found = sorted(orphans.holders(directory), key=lambda each: (each[1], each[0]),
                    reverse=True)
     for pid, started in found:
-        path = f"/proc/{pid}/fd/{holder.JOURNAL_FD}"
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            ours = (os.readlink(path).startswith("/memfd:immortal-journal")
-                    and os.fstat(fd).st_size == relay.SIZE
-                    and tuple(os.stat(f"/proc/{pid}/fd/{number}").st_ino
-                              for number in holder.PIPE_FDS) == pipes
-                    and _linux.process_start_time(pid) == started)
-        except OSError:
-            ours = False
-        if ours:
+        fd = _journal_of(pid, started, pipes)
+        if fd is not None:
             return fd
-        os.close(fd)
     return None
 
 

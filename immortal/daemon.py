@@ -65,6 +65,7 @@ class Daemon(Scaling):
         # Each instance's pipes and journal, the channel, the notify and listen sockets.
         self.files = KeptFiles(fds, spec)
         self.why: str = args.why
+        self.leftover = args.leftover  # for the first pump alone (``adoption.leftover``)
         self.targets = KeptTargets(args.adopts(), self.files.keys())
         self.pump: forking.ForkedPump | None = None
         self.pump_started = 0.0
@@ -240,7 +241,8 @@ class Daemon(Scaling):
         fds = self.files.fds(lock=self.lock_fd, lifeline=theirs.fileno(),
                              handshake=self.handshake.fd)
         args = RoleArgs("pump", str(self.directory), why, fds=fds, message_file=message_file,
-                        daemon_pid=os.getpid(), **split_adopts(adopts))
+                        daemon_pid=os.getpid(), leftover=self.leftover,
+                        **split_adopts(adopts))
         try:
             self.pump = forking.fork_pump(self.spec, args, log)
         except OSError as exc:
@@ -249,6 +251,7 @@ class Daemon(Scaling):
             self._pump_not_started(exc)
             return
         self.stall.restart()
+        self.leftover = False
         theirs.close()
         if self.fork_failures:
             sys.stderr.write(f"immortal: daemon: pump started after {self.fork_failures} "

@@ -30,7 +30,8 @@ _ERRORS = {"StartError": StartError, "MonitorError": MonitorError}
 
 
 def start_roles(spec: Spec, lock: Lock, capture: bool = False,
-                adopt: Adopt | None = None, sockets: tuple[int, ...] = ()) -> Group:
+                adopt: Adopt | None = None, sockets: tuple[int, ...] = (),
+                leftover: bool = False) -> Group:
     """Step 6: start the first role (the daemon, or the pump without one) and wait on its
     handshake; a handle on the group once its target is ready. ``capture`` (development
     only): the role's output comes to the handle's ``stdout`` and ``stderr``."""
@@ -42,7 +43,8 @@ def start_roles(spec: Spec, lock: Lock, capture: bool = False,
     if development:
         parent_r, parent_w = os.pipe()
     fds = Fds(handshake=hs_w, lock=lock.fd, parent=parent_r, listen=sockets or None)
-    args = RoleArgs(role, str(directory), detach=not development, fds=fds, adopt=adopt)
+    args = RoleArgs(role, str(directory), detach=not development, fds=fds, adopt=adopt,
+                    leftover=leftover)
     log: Any = None if development else open(directory / f"{role}.log", "ab")
     out = subprocess.PIPE if capture else log
     ready = None if development else standby.claim(role)

@@ -81,9 +81,10 @@ def run(spec: Spec, *, console: bool | None = None) -> NoReturn:
         console = _is_terminal(1)
     for waiting in standby.pending_all():
         waiting.cancel()  # 'immortal run' prepared one: this process is the role instead
-    with prepared(spec) as (spec, lock, adopt, sockets):
+    with prepared(spec) as (spec, lock, adopt, sockets, leftover):
         fds = Fds(lock=lock.fd, listen=sockets or None, console=_console() if console else None)
-        args = RoleArgs("daemon", spec.directory, fds=fds, adopt=adopt, foreground=True)
+        args = RoleArgs("daemon", spec.directory, fds=fds, adopt=adopt, foreground=True,
+                        leftover=leftover)
         _exec(args)
     raise AssertionError("unreachable")  # _exec never returns
 

@@ -47,7 +47,7 @@ def plan_group(name: object, programs: object, strategy: object,
 def launch_group(spec: Spec) -> Group:
     """``start_group``'s launch of a group of several programs built and checked
     (``programs.build_group``)."""
-    with prepared(_group_placed(spec)) as (spec, lock, _, sockets):
+    with prepared(_group_placed(spec)) as (spec, lock, _, sockets, _):
         return start_roles(spec, lock, False, None, sockets)
 
 

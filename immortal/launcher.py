@@ -98,8 +98,8 @@ def start(
 def launch(request: Request) -> Group:
     """Steps 2 to 6 of ``start()``, for its arguments checked (``request.build``)."""
     spec = plan(request)
-    with prepared(spec) as (spec, lock, adopt, sockets):
-        return start_roles(spec, lock, request.capture, adopt, sockets)
+    with prepared(spec) as (spec, lock, adopt, sockets, leftover):
+        return start_roles(spec, lock, request.capture, adopt, sockets, leftover)
 
 
 def plan(request: Request) -> Spec:

@@ -30,25 +30,27 @@ def check_place(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def prepared(spec: Spec) -> Iterator[tuple[Spec, Lock, Adopt | None, tuple[int, ...]]]:
+def prepared(spec: Spec) -> Iterator[tuple[Spec, Lock, Adopt | None, tuple[int, ...], bool]]:
     """Steps 4 and 5: the directory made and locked, the orphan to adopt decided, the listen
     sockets bound and ``spec.json`` written; yields the spec as written, the lock, the
-    target to adopt and the sockets' fds, for step 6 (a detached first role, or the
-    daemon role ``exec``'d in the caller: ``foreground``). A failure inside removes what
-    they wrote; our copies of the lock and the sockets are closed when it ends."""
+    target to adopt, the sockets' fds and whether a dead group's journal is to be taken
+    (``adoption.leftover``), for step 6 (a detached first role, or the daemon role
+    ``exec``'d in the caller: ``foreground``). A failure inside removes what they wrote;
+    our copies of the lock and the sockets are closed when it ends."""
     directory = Path(spec.directory)
     lock, created = _take_directory(directory)
     before: dict[str, Any] = {}
     with _undone_on_failure(directory, created, lock, before):
         adopt = adoption.decide(spec)
         before.update(read_json(directory / "spec.json") or {})
+        leftover = adopt is None and adoption.leftover(spec, before)
         if spec.several:
             with _home_errors(directory.parent):
                 for view in spec.each():
                     ensure_dir(view.program_dir)
         with _listening(spec) as (spec, sockets):
             _write_spec(spec)
-            yield spec, lock, adopt, sockets
+            yield spec, lock, adopt, sockets, leftover
 
 
 def _take_directory(directory: Path) -> tuple[Lock, bool]:

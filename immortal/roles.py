@@ -76,6 +76,10 @@ class RoleArgs(Record):
     fresh: bool = False  #: a pump: a fresh interpreter started by a dying pump (hand_over)
     pump: int | None = None  #: a daemon: the successor pump already running (hand_over)
     also: tuple[Adopt, ...] = ()  #: the other instances' targets to adopt (``workers``)
+    #: a first role and its first pump: the journal a dead group's pipe holder kept is
+    #: this group's, its last target's undelivered lines delivered whole at set-up
+    #: (``adoption.leftover``)
+    leftover: bool = False
     #: a daemon: the command's own process, run in the foreground (``foreground``): no
     #: detaching, its stderr kept, its exit code the group's end (``fgdaemon``)
     foreground: bool = False
