@@ -21,9 +21,11 @@ A group of several instances (``workers`` > 1), or one whose last run had severa
 nothing: its first pump ends every token carrier, as for a changed command.
 
 A start that adopts no target (it died with its supervisors, or is ended now) still takes
-the journal the dead group's pipe holder kept, where the monitors are the same
-(``leftover``): what the dead pump had read but not handed to every monitor comes first,
-each monitor from its own mark, its last partial line whole.
+the pipes and the journal the dead group's pipe holder kept, where the monitors are the
+same (``leftover``): what the dead pump had read but not handed to every monitor, and
+what the target wrote after its pump died, come first, each monitor from its own mark.
+The new target writes after them in the same pipes (a last line the dead one left
+without its newline is joined to the new one's first).
 
 The adopted target is not a child of ours: it is watched through a pidfd, and its exit
 status is unknown. Its message channel (``channel=True``) is lost: its peer end died with
@@ -91,9 +93,9 @@ def leftover(spec: Spec, old: dict[str, Any]) -> bool:
 
     Its target died with its supervisors, or is ended now: what its pump had read but not
     handed to every monitor (killed in the middle of a block, the first monitors had it,
-    the others not) is in that journal, and is delivered whole before the new target's
-    lines, each monitor from its own mark. Without it those lines were lost for the
-    others."""
+    the others not) is in that journal, and what it wrote after its pump died is in its
+    pipes; both are delivered before the new target's lines, each monitor from its own
+    mark. Without them those lines were lost."""
     if spec.strategy == Strategy.DEVELOPMENT or spec.workers > 1 or spec.several:
         return False
     if not old or old.get("programs") or int(old.get("workers") or 1) > 1:
@@ -168,17 +170,28 @@ def claim(args: RoleArgs) -> RoleArgs:
 
 
 def _claim_journal(args: RoleArgs) -> RoleArgs:
-    """``args`` with the journal of the group's newest pipe holder (``leftover``), or
-    without ``leftover`` if no holder keeps one."""
+    """``args`` with the journal and the pipes of the group's newest pipe holder
+    (``leftover``): the new target writes after what the dead one left in them. Without
+    ``leftover`` if no holder keeps them."""
     found = sorted(orphans.holders(args.dir), key=lambda each: (each[1], each[0]),
                    reverse=True)
     for pid, started in found:
         journal = _journal_of(pid, started)
-        if journal is not None:
-            rolelog.report("adopt", f"immortal: {args.role}: took the journal of the dead "
-                           "group's pipe holder: its last target's undelivered lines "
-                           "come first\n")
-            return replace(args, fds=replace(args.fds, journal=journal))
+        if journal is None:
+            continue
+        opened: list[int] = []
+        try:
+            out = _linux.reopen_pipe(pid, holder.PIPE_FDS[0])
+            opened.extend(out)
+            err = _linux.reopen_pipe(pid, holder.PIPE_FDS[1])
+        except OSError:
+            for fd in (*opened, journal):
+                os.close(fd)
+            continue
+        rolelog.report("adopt", f"immortal: {args.role}: took the pipes and the journal of "
+                       "the dead group's pipe holder: its last target's undelivered lines "
+                       "come first\n")
+        return replace(args, fds=replace(args.fds, out=out, err=err, journal=journal))
     return replace(args, leftover=False)
 
 

@@ -43,8 +43,6 @@ class KeptFiles:
         self.spare: dict[Key, Pipes] = fds.spares()
         if ("", 0) not in self.each and fds.out and fds.err:  # an orphan's, reopened
             self.each[("", 0)] = (*fds.out, *fds.err, make_journal())
-        elif ("", 0) not in self.each and fds.journal is not None:  # a dead group's
-            self.each[("", 0)] = (*make_pipe(), *make_pipe(), fds.journal)
         missing = [key for key in wanted(spec) if key not in self.each]
         self.each.update(zip(missing, self.make(len(missing))))
         self.channel: tuple[int, ...] | None = fds.channel or (

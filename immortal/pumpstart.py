@@ -277,9 +277,7 @@ class PumpStart(StartAnswer):
                 inst.run.host.call("adopt", pid=adopt.pid, instance=self.shown(inst))
         self._check_daemon()
         for inst in self.instances:
-            # A dead group's journal (``adoption.leftover``): its target is gone, so its
-            # last partial line too, lest the new target's first line be joined to it.
-            inst.streams.recover(final=self.args.leftover and inst.key == ("", 0))
+            inst.streams.recover()
         for inst, actions in hooks:
             self._act(inst, actions)
 

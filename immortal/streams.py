@@ -130,15 +130,14 @@ class Streams:
         for stream in self.relays:
             stream.echo = None
 
-    def recover(self, final: bool = False) -> None:
-        """Deliver what a dead predecessor had read but not delivered (the journal); once.
-        With ``final``, a last partial line too (its writer is gone)."""
+    def recover(self) -> None:
+        """Deliver what a dead predecessor had read but not delivered (the journal); once."""
         if self.recovered:
             return
         self.recovered = True
         for stream in self.relays:
             stream.recover(self.journal_fd)
-            stream.deliver(final)
+            stream.deliver()
 
     def drain(self, final: bool = True) -> None:
         """Deliver every byte written before the target died, then any last partial line.

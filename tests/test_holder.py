@@ -184,29 +184,32 @@ def test_a_start_adopts_the_journal_of_the_targets_pipes_not_an_older_holders(
 
 
 WAITER = """import os, sys, time
-go = sys.argv[1]
-deadline = time.monotonic() + 120
-while not os.path.exists(go) and time.monotonic() < deadline:
-    time.sleep(0.01)
-os.write(1, b"".join(b"line %06d\\n" % n for n in range(5)) + b"line 000005")
+def wait(path):
+    deadline = time.monotonic() + 120
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+wait(sys.argv[1])
+os.write(1, b"".join(b"line %06d\\n" % n for n in range(5)) + b"line 000")
+wait(sys.argv[2])
+os.write(1, b"005\\nline 000006\\n")
 time.sleep(600)
 """
 
 
-def test_a_fresh_start_delivers_what_a_dead_group_left_in_its_held_journal(
+def test_a_fresh_start_delivers_what_a_dead_group_left_in_its_holder(
         started, tmp_path, monkeypatch):
     # The pump dies in the middle of a block: the first monitor (`file`) had it, the line
-    # monitor after it not yet; its daemon and its target die too. The next start adopts
-    # no target, but takes the journal the holder kept: the line monitor gets those lines
-    # (and the last partial one, whole), and `file` is not given them again.
+    # monitor after it not yet. The target writes on into its pipes (the holder reads
+    # them), then dies with its daemon. The next start adopts no target, but takes the
+    # holder's pipes and journal: the line monitor gets every line, `file` each once.
     program = tmp_path / "waiter.py"
     program.write_text(WAITER)
-    go, kill = tmp_path / "go", tmp_path / "kill-after-call"
+    go, more, kill = tmp_path / "go", tmp_path / "more", tmp_path / "kill-after-call"
     log, lines = tmp_path / "file.log", tmp_path / "lines.txt"
     monitors = {"file": {"output": str(log)}, "plugins.delivery:Lines": {"path": str(lines)}}
     paused = pause(monkeypatch, tmp_path, "pump")
     monkeypatch.setenv("IMMORTAL_TEST_KILL_AFTER_CALL", str(kill))
-    group = started(str(program), [str(go)], name="leftover", monitors=monitors)
+    group = started(str(program), [str(go), str(more)], name="leftover", monitors=monitors)
     daemon = paused(group)
     pump, target = group.pids["pump"], group.pids["target"]
     kill.write_text("")
@@ -214,6 +217,10 @@ def test_a_fresh_start_delivers_what_a_dead_group_left_in_its_held_journal(
     wait_for(lambda: proc_state(pump), lambda state: state in (None, "Z"),
              what="the pump to kill itself after the first monitor's call")
     assert lines.read_bytes() == b""  # the line monitor had nothing of that block
+    written = bytes_written(target)
+    more.write_text("")
+    wait_for(lambda: bytes_written(target), lambda count: count > written,
+             what="the target's lines written with no pump to read them")
     kill_at_once(daemon, target)
     wait_for(group.status, lambda s: not s.running, what="the group to stop running")
     monkeypatch.delenv("IMMORTAL_TEST_DAEMON_PAUSE")
@@ -221,9 +228,9 @@ def test_a_fresh_start_delivers_what_a_dead_group_left_in_its_held_journal(
     quiet = tmp_path / "quiet.py"
     quiet.write_text("import time\ntime.sleep(600)\n")
     again = started(str(quiet), [], name="leftover", monitors=monitors)
-    expected = [b"line %06d" % n for n in range(6)]
-    wait_for(lambda: seen(lines), lambda got: len(got) >= 6, LONG,
+    expected = [b"line %06d" % n for n in range(7)]
+    wait_for(lambda: seen(lines), lambda got: len(got) >= 7, LONG,
              what="the dead group's lines in the line monitor")
+    again.stop(timeout=SHORT)
     assert seen(lines) == expected
     assert seen(log) == expected  # once each: the block it had is not given again
-    again.stop(timeout=SHORT)
