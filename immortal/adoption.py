@@ -44,7 +44,7 @@ from .events import PUMP_START
 from .records import replace
 from .roles import Adopt, RoleArgs
 from .spec import Spec, Strategy
-from .state import read_json
+from .state import FINAL_STATES, STALE, read_json
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -100,7 +100,15 @@ def leftover(spec: Spec, old: dict[str, Any]) -> bool:
         return False
     if not old or old.get("programs") or int(old.get("workers") or 1) > 1:
         return False
-    return bool(old.get("monitors") == spec.to_json()["monitors"])
+    if old.get("monitors") != spec.to_json()["monitors"]:
+        return False
+    # A group that ended by itself (a stop, or its restarts given up) ended its holder:
+    # no search of /proc for one at every such start.
+    try:
+        status = read_json(Path(spec.directory) / "status.json") or {}
+    except (OSError, ValueError, ImmortalError):
+        return True
+    return not (status.get("state") in FINAL_STATES and status.get("reason") != STALE)
 
 
 def _runs_the_same(spec: Spec, old: dict[str, Any] | None) -> tuple[Spec | None, str]:
