@@ -14,7 +14,7 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
 6 pumpstart, scaling, pumpcontrol, rollout, rollresume, programs, pumphosts, pumpops,
   configcheck, prepare ·
 7 pump, group, config, configview ·
-8 forking, firstrole, daemonscale, forget ·
+8 forking, firstrole, daemonscale, daemonhold, daemoncontrol, forget ·
 9 daemon, launcher, groupstart ·
 10 manager, foreground ·
 11 recorded, fgdaemon, fileverbs ·

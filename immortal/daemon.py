@@ -20,7 +20,6 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from . import (_linux, adoption, control, dirwatch, forking, holder, jobstop, orphans, process,
                rolelog, stall, supervise)
@@ -29,16 +28,17 @@ from .events import DAEMON_RESTART, PUMP_RESTART, ExitStatus
 from .loop import Loop
 from .relay import Ledger, open_journal
 from .spec import Spec
-from .errors import ImmortalError, NotRunning
+from .errors import ImmortalError
 from ._linux import process_start_time
-from .kept import KeptTarget, KeptTargets
+from .kept import KeptTargets
 from .keptfiles import KeptFiles
 from .holder import PAUSE
-from .checks import check_workers
+from .daemoncontrol import Answering
+from .daemonhold import Holding
 from .daemonscale import Scaling
-from .roles import (Command, Finish, Hello, Message, Reaped, Retired, Rewrite, RoleArgs,
+from .roles import (Command, Finish, Hello, Message, Retired, Rewrite, RoleArgs,
                     Spare, Started, Target, decode, split_adopts)
-from .state import SOCKET_NAME, read_json, running_targets
+from .state import SOCKET_NAME
 
 SPARE_FDS = 4  #: the files a ``Spare`` comes with: an instance's spare pipes, both ends
 
@@ -54,7 +54,7 @@ PUMP_WITH_TARGET = supervise.replace(PUMP_ALONE, backoff_max=0.5, killed_at_once
 PUMP_LAST = supervise.replace(PUMP_ALONE, restart=False)
 
 
-class Daemon(Scaling):
+class Daemon(Holding, Scaling, Answering):
     def __init__(self, spec: Spec, args: RoleArgs) -> None:
         args = adoption.claim(args)  # a new start adopting an orphan: its pipes, reopened
         self.spec = spec
@@ -381,116 +381,6 @@ class Daemon(Scaling):
             self._command({"cmd": "restart"})
         except ImmortalError as exc:
             rolelog.report("command", f"immortal: daemon: restart: {exc}\n")
-
-    def _reap(self) -> None:
-        while True:
-            try:
-                pid, raw = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            status = ExitStatus.from_wait_status(pid, raw)
-            if self.pump is not None and pid == self.pump.pid:
-                self._pump_died(status)
-                continue
-            if pid == self.targets.holder:
-                self.targets.holder = None
-                # Killed: replaced. Ended by itself (it could not start): not again.
-                if status.signal is not None and not supervise.ending(self.machine):
-                    self._hold()
-                continue
-            target = self.targets.by_pid(pid)
-            if target is not None:
-                self._target_reaped(target, status)
-            # else: an orphaned grandchild, reaped so that no zombie stays
-
-    def _hold(self) -> None:
-        """A pipe holder for every read end (``holder``), in place of the one before."""
-        if not holder.enabled():
-            return
-        old = self.targets.holder
-        try:
-            self.targets.holder = holder.start(str(self.directory), self.files.held())
-        except OSError as exc:  # a process limit: the supervisors hold the pipes as before
-            rolelog.report("fork", f"immortal: daemon: cannot start a pipe holder ({exc})\n")
-            return
-        if old is not None:
-            os.kill(old, signal.SIGKILL)  # our child, not reaped yet: its pid is its own
-
-    def _watch_stranger(self) -> None:
-        """Watch the adopted targets that are not our children
-        (``KeptTarget.watch_stranger``)."""
-        for target in self.targets:
-            ended = target.watch_stranger()
-            if ended is not None:
-                self._target_reaped(target, ended)
-            elif target.stranger >= 0:
-                self.loop.watch(target.stranger, self._on_stranger)
-
-    def _on_stranger(self, fd: int) -> None:
-        target = self.targets.by_stranger(fd)
-        if target is not None:
-            self.selector.unregister(fd)
-            ended = target.stranger_ended()
-            if ended is not None:
-                self._target_reaped(target, ended)
-
-    def _target_reaped(self, target: KeptTarget, status: ExitStatus) -> None:
-        """An adopted target died: tell its pump, or keep it for the next pump."""
-        status = target.reaped(status)
-        pid = target.pid
-        if self.pump is not None and self.pump_sock is not None and pid is not None:
-            try:
-                self.pump_sock.send(Reaped(pid, status).to_bytes())
-                target.pid = None
-                return
-            except OSError:
-                pass
-        target.exit = status
-
-    def _command(self, request: dict[str, Any]) -> dict[str, Any]:
-        """A control request: answered here (status) or passed on to the pump."""
-        cmd = request["cmd"]
-        if cmd == "status":
-            return {"status": read_json(self.directory / "status.json"),
-                    "daemon": os.getpid(), "pump": self.pump.pid if self.pump else None}
-        if cmd == "signal":
-            # The pump's answer does not come back through us: refuse here, from the last
-            # status the pump wrote, what it would refuse (no target during a backoff wait).
-            known = read_json(self.directory / "status.json") or {}
-            if not running_targets(known, request.get("instance"), request.get("program")):
-                raise NotRunning(f"no target is running (state {known.get('state')})")
-        if cmd in ("restart", "scale", "apply") and \
-                ((read_json(self.directory / "status.json") or {}).get("roll") or {}).get(
-                    "state") == "rolling":
-            raise NotRunning("a rolling restart is in progress; wait for it to end")
-        if cmd == "stop":
-            self._stop(request, by_signal=False)
-            return {}  # a pump that cannot take it is ending already; the group with it
-        if cmd == "scale":
-            return self._scale(check_workers(request["workers"]), request.get("program", ""))
-        if cmd == "apply":
-            return self._apply(request["file"])
-        try:
-            if self.pump is None or self.pump_sock is None:
-                raise OSError("no pump is running right now (one is being restarted)")
-            self.pump_sock.send(Command(request).to_bytes())
-        except OSError as exc:
-            raise NotRunning(f"the pump cannot be reached ({exc}); try again in a moment") \
-                from None
-        return {}
-
-    def _stop(self, request: dict[str, Any], by_signal: bool) -> None:
-        """A stop: passed on to the pump; while none runs, with a target alive, the next
-        pump (started at once) carries it out, as any stop; without one, nothing more is
-        started. The machine decides which."""
-        self.stop_request = Command(request)
-        self.stop_by_signal = by_signal
-        alive = False
-        if self.pump is None and not supervise.ending(self.machine):
-            alive = self.targets.left(pump_running=False)
-        self._step(supervise.Stop(None), self._policy(alive))
 
     def _dir_restored(self) -> None:
         """The instance directory was removed and made again (``dirwatch``, which took
