@@ -11,7 +11,9 @@ import http.client
 import json
 import os
 import signal
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -125,6 +127,18 @@ def test_a_roll_replaces_every_instance_refusing_no_request(web, capsys):
     directory = Path(status.directory)
     assert {p.name for p in directory.glob("target*.next.lock")} <= {
         "target.next.lock", *(f"target.{k}.next.lock" for k in range(1, 4))}
+
+
+def test_the_graceful_server_answers_a_client_slow_to_send_its_request(web):
+    """The server the rolls are tested with gives up an accept another instance won after
+    a moment; a connection it did accept must wait for its request however long the client
+    takes (a loaded machine), or the rolls' "no request failed" would fail for it."""
+    host, port = web.status().listen[0][len("tcp://"):].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=LONG) as sock:
+        time.sleep(0.5)  # the slow client itself, longer than the accept's give-up
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        answer = sock.makefile("rb").read()
+    assert answer.startswith(b"HTTP/1.0 200"), answer[:200]
 
 
 def test_a_batch_of_two_and_one_instance_alone(web):

@@ -20,6 +20,7 @@ import http.server
 import json
 import os
 import socket
+import struct
 import sys
 import threading
 import time
@@ -34,6 +35,7 @@ state = argv[argv.index("--state") + 1] if "--state" in argv else None
 delay = float(argv[argv.index("--delay") + 1]) if "--delay" in argv else 0.5
 broken = argv[argv.index("--broken") + 1] if "--broken" in argv else None
 graceful = "--graceful" in argv
+NO_TIMEOUT = struct.pack("ll", 0, 0)
 
 if broken is not None and os.path.exists(broken):
     print(f"broken: {broken} exists", file=sys.stderr, flush=True)
@@ -87,13 +89,20 @@ class Server(http.server.HTTPServer):
         super().__init__(("", 0), Handler, bind_and_activate=False)
         self.socket = sock  # bound and listening already: taken as it is
 
+    def get_request(self) -> tuple:
+        connection, address = self.socket.accept()
+        if graceful:
+            # An accepted socket inherits the listening one's SO_RCVTIMEO: a client slow to
+            # send its request (a loaded machine) would be closed on without an answer.
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, NO_TIMEOUT)
+        return connection, address
+
 
 servers = [Server(sock) for sock in sockets]
 for server in servers[1:]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
 if graceful:
     import signal
-    import struct
 
     for sock in sockets:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 100000))
