@@ -89,6 +89,7 @@ class Proc:
     state: str
     start: int
     argv: list[str]
+    pgrp: int = 0
 
     @property
     def key(self) -> tuple[int, int]:
@@ -110,7 +111,7 @@ def read_proc(pid: int) -> Proc | None:
     argv = [a.decode(errors="replace") for a in raw.split(b"\0")]
     if argv and argv[-1] == "":
         argv.pop()
-    return Proc(pid, int(fields[1]), fields[0].decode(), int(fields[19]), argv)
+    return Proc(pid, int(fields[1]), fields[0].decode(), int(fields[19]), argv, int(fields[2]))
 
 
 def process_tree(root: int) -> list[Proc]:
@@ -139,7 +140,8 @@ def still_alive(procs: list[Proc]) -> list[Proc]:
     again = []
     for proc in procs:
         now = read_proc(proc.pid)
-        if now is not None and now.start == proc.start and now.state not in ("Z", "X"):
+        if now is not None and now.start == proc.start and now.state not in ("Z", "X") \
+                and role_of(now.argv) == role_of(proc.argv):  # not a fork exec'd since
             again.append(proc)
     return again
 
@@ -232,7 +234,9 @@ class Census(threading.Thread):
                         f") older than {ZOMBIE_AGE} s")
                 continue
             role = role_of(proc.argv)
-            if role is None:
+            if role is None or role == "pump" and proc.pgrp == proc.pid:
+                # (A pump is never a process group's leader: that is a target being
+                # spawned, not exec'd yet, whose pump may have died: the daemon's child.)
                 continue
             parent = by_pid.get(proc.ppid)
             if parent is not None and now - first < FORK_GRACE and (

@@ -30,9 +30,9 @@ per target instance and per monitor, no line missing below the highest line any 
 got, and no line twice. Lines missing for an orphaned target are counted apart (no process
 is left to deliver them), as is the one line a monitor that cannot tell what it holds (no
 ``delivered``: ``lines``, ``console``) may get twice when its pump is killed between that
-line's call and the journal's record of it (``AT_LEAST_ONCE``). ``console`` is checked for duplicates only: its stdout lines go to
-the detached pump's ``/dev/null`` and its stderr lines to ``pump.log``, which each pump
-restart rotates.
+line's call and the journal's record of it (``AT_LEAST_ONCE``). ``console`` is checked for
+duplicates only: its stdout lines go to the detached pump's ``/dev/null`` and its stderr
+lines to ``pump.log``, which each pump restart rotates.
 
 Sizes: a smoke size runs in the default suite (the harness itself stays exercised). The full
 size (50 rounds of 20 runs, 100 bursts of 10 kills) runs only with ``IMMORTAL_STRESS=1``;
@@ -130,6 +130,7 @@ class Proc:
     start: int
     argv: str
     script: str  # argv[1]: the script an interpreter runs
+    pgrp: int = 0
 
     @property
     def key(self) -> tuple[int, int]:
@@ -147,7 +148,7 @@ def read_proc(pid: int) -> Proc | None:
     fields = stat[stat.rindex(b")") + 2:].split()
     words = raw.decode(errors="replace").split("\0")
     return Proc(pid, int(fields[1]), fields[0].decode(), int(fields[19]),
-                " ".join(words).strip(), words[1] if len(words) > 1 else "")
+                " ".join(words).strip(), words[1] if len(words) > 1 else "", int(fields[2]))
 
 
 def table(root: int) -> list[Proc]:
@@ -192,6 +193,11 @@ class Roles:
         for proc in procs:
             role = self.of(proc)
             if role is None or proc.state == "Z":
+                continue
+            if role == "pump" and proc.pgrp == proc.pid:
+                # A target being spawned: the (v)fork of a pump, in a process group of its
+                # own already, not exec'd yet; its pump may have died meanwhile, and it is
+                # then the daemon's child (a pump is never a group's leader).
                 continue
             parent = by_pid.get(proc.ppid)
             if parent is not None and parent.argv == proc.argv:
@@ -239,16 +245,18 @@ class Census(threading.Thread):
         self.halt.set()
         self.join(LONG)
 
-    def _confirmed(self, procs: list[Proc]) -> list[Proc]:
-        """Those of ``procs`` still alive when read again. The walk of the table is not one
-        instant: a target read alive early in it may be dead and reaped, and its successor
-        born, by the time the walk reaches the successor. Read again, a real second target
-        (one nobody supervises, which runs on) is still there; the other kind is not, and
-        is counted apart as ``overlaps_unconfirmed``."""
+    def _confirmed(self, procs: list[Proc], role: str) -> list[Proc]:
+        """Those of ``procs`` still alive, and still of ``role``, when read again. The walk
+        of the table is not one instant: a target read alive early in it may be dead and
+        reaped, and its successor born, by the time the walk reaches the successor. Read
+        again, a real second target (one nobody supervises, which runs on) is still there;
+        the other kind is not, and is counted apart as ``overlaps_unconfirmed``. Nor is a
+        fork that wore its parent's title at the first read and has exec'd since."""
         still = []
         for proc in procs:
             again = read_proc(proc.pid)
-            if again is not None and again.state != "Z" and again.key == proc.key:
+            if again is not None and again.state != "Z" and again.key == proc.key \
+                    and self.roles.of(again) == role:
                 still.append(proc)
         if len(still) < len(procs):
             self.unconfirmed += 1
@@ -269,7 +277,7 @@ class Census(threading.Thread):
         live = self.roles.live(procs, now, self.first_seen)
         for role in ROLES:
             if len(live[role]) > 1:
-                live[role] = self._confirmed(live[role])
+                live[role] = self._confirmed(live[role], role)
         with self.lock:
             for role in ROLES:
                 count = len(live[role])
