@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -93,7 +94,7 @@ class ConsoleMonitor(immortal.Monitor):
             buffer = getattr(target, "buffer", None)
             if buffer is not None:
                 target.flush()  # text written to it before stays before
-                buffer.write(data)
+                _write_all(buffer, data)
                 buffer.flush()
             else:
                 target.write(data.decode("utf-8", "replace"))
@@ -147,3 +148,21 @@ class ConsoleMonitor(immortal.Monitor):
 
     def shutdown(self, reason: str) -> None:
         self._event(f"shutdown: {reason}")
+
+
+def _write_all(buffer: Any, data: bytes) -> None:
+    """All of ``data`` to ``buffer``. Under ``PYTHONUNBUFFERED`` (``-u``) the binary layer
+    of stdout is the file itself, whose ``write`` may take part of a long line only (a
+    signal, a SIGCHLD say, during a write to a full pipe); a terminal or pipe another
+    program made non-blocking takes none at times."""
+    view = memoryview(data)
+    while view:
+        try:
+            written = buffer.write(view)
+        except BlockingIOError as exc:  # a buffered layer: what it took is counted
+            written = exc.characters_written
+            select.select([], [buffer.fileno()], [])
+        if written is None:  # a non-blocking file that took nothing
+            select.select([], [buffer.fileno()], [])
+            written = 0
+        view = view[written:]

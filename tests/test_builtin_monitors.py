@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -10,6 +11,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -492,3 +494,34 @@ def test_bad_options_are_refused_in_the_caller(home, tmp_path, monitor, options,
     with pytest.raises(immortal.MonitorOptionsError, match=re.escape(message)):
         immortal.start(TALKER, monitor=monitor, options=options)
     assert os.listdir(home) == []
+
+
+def test_console_monitor_writes_a_long_line_whole_through_an_unbuffered_stdout(monkeypatch):
+    """Under PYTHONUNBUFFERED (common in containers) the pump's stdout has no buffered
+    layer: one write to a full pipe may take part of a line. A non-blocking pipe makes that
+    happen at once; the line must still arrive whole."""
+    from monitors.console import ConsoleMonitor
+
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    raw = io.FileIO(write_end, "w", closefd=False)
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, write_through=True))
+    got = bytearray()
+
+    def drain() -> None:
+        while chunk := os.read(read_end, 65536):
+            got.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        monitor = ConsoleMonitor({"color": "never"}, name="dev")
+        monitor.setup("pump start", None)
+        monitor.spawn(42)
+        monitor.stdout(b"x" * 300_000)
+        monitor.stdout(b"after")
+    finally:
+        os.close(write_end)
+        reader.join(LONG)
+        os.close(read_end)
+    assert bytes(got) == b"[dev 42 stdout] " + b"x" * 300_000 + b"\n[dev 42 stdout] after\n"
