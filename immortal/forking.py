@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from . import _linux, jobstop, plainsignals
+from . import _linux, jobstop, monitorload, plainsignals
 from .roles import RoleArgs
 from .spec import Spec
 
@@ -68,6 +68,7 @@ def fork_pump(spec: Spec, args: RoleArgs, log: Path) -> ForkedPump:
     global _frozen
     if not _frozen:
         _preload_builtin_monitors(spec)
+        monitorload.prepare(len(spec.each()))  # the pump's hosts' plugin managers
         # Once, before the first fork: the child's collector then leaves the pages of the
         # objects both processes share alone (copy-on-write keeps them shared).
         gc.freeze()
