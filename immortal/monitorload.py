@@ -28,9 +28,14 @@ DEFAULT = "file"
 
 
 class MonitorManager(pluggy.PluginManager):
-    """Takes every ``monitor_*`` attribute as a hook implementation, marked or not."""
+    """Takes every ``monitor_*`` attribute as a hook implementation, marked or not; never a
+    dunder (``__init__``, ``__eq__``...), which pluggy would look up statically, one by one,
+    on the monitor's classes and ``object``: in a forked pump, pages of theirs it shares
+    with its daemon, each then copied."""
 
     def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            return None
         opts = super().parse_hookimpl_opts(plugin, name)
         if opts is None and name.startswith("monitor_"):
             if callable(getattr(plugin, name, None)):
