@@ -1,11 +1,11 @@
 """immortal: keep a program alive, detached, with every line and event sent to a monitor.
 
 Layers (a module imports only from lower ones; tests/test_layering.py checks it):
-0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, loop, jobstop,
+0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, standby, plainsignals,
   tomlkeys, phases, cliexamples, runargs ·
 1 events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
   rolling, readiness, notify, addresses, envfile, completionscripts, configkeys,
-  privileges, filewatch, memwatch, rolefds, units ·
+  privileges, filewatch, memwatch, rolefds, units, loop, jobstop ·
 2 process, monitor, roles, delivery, instance, checks, machine, listen, configfile, holder,
   statewords, sdnotify, spare ·
 3 execute, monitorload, state, policy, kept, keptfiles, link, workers, completion ·

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from . import _linux, jobstop
+from . import _linux, jobstop, monitorload, plainsignals
 from .roles import RoleArgs
 from .spec import Spec
 
@@ -68,6 +68,7 @@ def fork_pump(spec: Spec, args: RoleArgs, log: Path) -> ForkedPump:
     global _frozen
     if not _frozen:
         _preload_builtin_monitors(spec)
+        monitorload.prepare(len(spec.each()))  # the pump's hosts' plugin managers
         # Once, before the first fork: the child's collector then leaves the pages of the
         # objects both processes share alone (copy-on-write keeps them shared).
         gc.freeze()
@@ -75,15 +76,15 @@ def fork_pump(spec: Spec, args: RoleArgs, log: Path) -> ForkedPump:
     sys.stderr.flush()
     # Blocked across the fork: the child must not run our handlers (they would write to
     # our wake-up pipe), and it takes the default actions until the pump sets its own.
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _ROLE_SIGNALS)
+    previous = plainsignals.mask(signal.SIG_BLOCK, _ROLE_SIGNALS)
     _linux.import_title()  # shared with the pump, which takes its title at once
     try:
         pid = os.fork()
     except OSError:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        plainsignals.mask(signal.SIG_SETMASK, previous)
         raise
     if pid:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        plainsignals.mask(signal.SIG_SETMASK, previous)
         return ForkedPump(pid)
     _be_the_pump(pump.main, spec, args, log)
     raise AssertionError("unreachable")
@@ -98,7 +99,7 @@ def _be_the_pump(run: Callable[[Spec, RoleArgs, Callable[[Spec, RoleArgs], int]]
     try:
         signal.set_wakeup_fd(-1)
         for number in _ROLE_SIGNALS:
-            signal.signal(number, signal.SIG_DFL)
+            plainsignals.handle(number, plainsignals.SIG_DFL)
         _become_pump_fds(args.fds.numbers(), log)
         _linux.set_title(spec.title("pump"))  # its argv is still ours
         atexit._clear()  # the daemon's exit functions are not the pump's

@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 import signal
 
+from . import plainsignals
+
 #: the stop signals a process can catch
 SIGNALS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 
@@ -51,5 +53,5 @@ def take() -> JobStops:
     """Catch this process's job-control stops from now on (see the module's docstring)."""
     stops = JobStops()
     for number in SIGNALS:
-        signal.signal(number, stops.stop)
+        plainsignals.handle(number, stops.stop)
     return stops

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import plainsignals
+
 Clock = Callable[[], float]
 Provider = Callable[[], "float | None"]
 
@@ -63,7 +65,7 @@ class Loop:
             self.watch(wake_r, self._on_wake)
         self._signals.update(callbacks)
         for number in callbacks:
-            signal.signal(number, _ignore)
+            plainsignals.handle(number, _ignore)
 
     def stop(self) -> None:
         """End ``run`` after this turn (its due deadlines are still called)."""

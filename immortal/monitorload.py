@@ -28,9 +28,14 @@ DEFAULT = "file"
 
 
 class MonitorManager(pluggy.PluginManager):
-    """Takes every ``monitor_*`` attribute as a hook implementation, marked or not."""
+    """Takes every ``monitor_*`` attribute as a hook implementation, marked or not; never a
+    dunder (``__init__``, ``__eq__``...), which pluggy would look up statically, one by one,
+    on the monitor's classes and ``object``: in a forked pump, pages of theirs it shares
+    with its daemon, each then copied."""
 
     def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            return None
         opts = super().parse_hookimpl_opts(plugin, name)
         if opts is None and name.startswith("monitor_"):
             if callable(getattr(plugin, name, None)):
@@ -38,8 +43,25 @@ class MonitorManager(pluggy.PluginManager):
         return opts
 
 
+_ready: list[MonitorManager] = []  #: made ahead by ``prepare``, each taken once
+
+
+def prepare(count: int) -> None:
+    """Make ``count`` plugin managers ahead, for ``plugin_manager`` to hand out: the daemon
+    does, before it forks its pump, which takes them for its programs' monitors. Making one
+    runs pluggy's and inspect's code over the hook specifications; a pump that did it after
+    the fork would copy each page of theirs it touched, pages it shares with its daemon."""
+    while len(_ready) < count:
+        _ready.append(_new_manager())
+
+
 def plugin_manager() -> MonitorManager:
-    """A plugin manager with the monitor hooks' specifications (``hookspecs.py``)."""
+    """A plugin manager with the monitor hooks' specifications (``hookspecs.py``), one
+    ``prepare`` made if any is left (the monitors register on it: never handed out twice)."""
+    return _ready.pop() if _ready else _new_manager()
+
+
+def _new_manager() -> MonitorManager:
     manager = MonitorManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     return manager

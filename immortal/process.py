@@ -15,7 +15,7 @@ import sys
 import time
 from typing import TYPE_CHECKING  # loaded anyway: only role processes import this
 
-from . import _linux
+from . import _linux, plainsignals
 from .events import ExitStatus
 
 if TYPE_CHECKING:
@@ -42,13 +42,13 @@ def role_signals(blocked: tuple[int, ...] = ()) -> None:
     :func:`spawn`). A target ignoring SIGTERM because its grandparent did would make every
     stop wait for the KILL.
     """
-    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    plainsignals.mask(signal.SIG_SETMASK, blocked)
     for number in _CATCHABLE:
         try:
             if number in ROLE_IGNORED:
-                signal.signal(number, signal.SIG_IGN)
-            elif signal.getsignal(number) == signal.SIG_IGN:
-                signal.signal(number, signal.SIG_DFL)
+                plainsignals.handle(number, plainsignals.SIG_IGN)
+            elif plainsignals.handler_of(number) == plainsignals.SIG_IGN:
+                plainsignals.handle(number, plainsignals.SIG_DFL)
         except (OSError, ValueError, RuntimeError):
             pass
 
@@ -203,14 +203,9 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str, umask: int | None,
 def _ignored_since() -> list[int]:
     """Signals ignored in this role besides ``ROLE_IGNORED`` (set by a monitor: the role
     reset the others when it started)."""
-    return [number for number in _CATCHABLE
-            if _getsignal(number) == signal.SIG_IGN and number not in ROLE_IGNORED]
-
-
-try:  # at every spawn: the C function's plain ints, without signal.py's enum per call
-    from _signal import getsignal as _getsignal  # type: ignore[import-not-found]  # no stub
-except ImportError:  # pragma: no cover - not CPython
-    _getsignal = signal.getsignal
+    return [number for number in _CATCHABLE  # at every spawn: plain ints, no enum per call
+            if plainsignals.handler_of(number) == plainsignals.SIG_IGN
+            and number not in ROLE_IGNORED]
 
 
 _CATCHABLE = tuple(n for n in signal.valid_signals()

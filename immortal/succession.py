@@ -17,8 +17,6 @@ from pathlib import Path
 from . import _linux, forking, process, rolelog
 from .daemon import Daemon
 from .detach import detach
-from .fgdaemon import ForegroundDaemon
-from .foreground import SIGNALS
 from .roles import RoleArgs
 from .spec import Spec
 
@@ -79,7 +77,12 @@ def _run(spec: Spec, args: RoleArgs, first: type[Daemon] = Daemon) -> int:
 def main(spec: Spec, args: RoleArgs) -> int:
     if args.foreground:
         # The command's own process (``foreground``): no detaching, and its stderr stays
-        # where the command's was (a terminal, the journal, a container's log).
+        # where the command's was (a terminal, the journal, a container's log). Imported
+        # here only: they bring the caller's modules (a start's), which a detached daemon
+        # would carry, and share with every pump it forks, for nothing.
+        from .fgdaemon import ForegroundDaemon
+        from .foreground import SIGNALS
+
         process.role_signals(blocked=SIGNALS)  # pending until its loop takes them
         rolelog.install(None)
         _linux.set_subreaper()

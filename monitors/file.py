@@ -30,7 +30,6 @@ outside, cannot be checked so: its lines are handed over again (at least once).
 
 from __future__ import annotations
 
-import difflib
 import errno
 import json
 import os
@@ -70,6 +69,8 @@ def refuse_unknown(monitor: str, options: Mapping[str, Any], known: Iterable[str
     known = tuple(known)
     for key in options:
         if key not in known:
+            import difflib  # only for the message: not loaded in every pump
+
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise immortal.MonitorOptionsError(

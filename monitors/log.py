@@ -40,7 +40,6 @@ reach them twice, as may a file rotated otherwise in that very record.
 from __future__ import annotations
 
 import configparser
-import difflib
 import json
 import logging
 import logging.config
@@ -74,6 +73,8 @@ def _level(key: str, value: object) -> int:
         if isinstance(number, int):
             return number
         names = [logging.getLevelName(n) for n in (10, 20, 30, 40, 50)]
+        import difflib  # only for the message
+
         close = difflib.get_close_matches(text.upper(), names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         _refuse(f"{key!r} must be a level name such as {', '.join(names)}, or a number "

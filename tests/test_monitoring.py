@@ -223,6 +223,29 @@ def test_offsets_let_a_monitor_skip_a_line_handed_over_again(tmp_path):
     assert kept == [("one", 0), ("two", 4), ("three", 8)]
 
 
+def test_plugin_managers_made_ahead_are_each_handed_out_once():
+    # The daemon makes its pump's ahead, before the fork (forking.fork_pump).
+    monitorload.prepare(2)
+    first, second, third = (monitorload.plugin_manager() for _ in range(3))
+    assert len({id(first), id(second), id(third)}) == 3
+    for manager in (first, second, third):
+        assert hasattr(manager.hook, "monitor_stdout")  # the specifications are there
+        assert not manager.get_plugins()
+
+
+def test_a_dunder_is_never_a_hook_but_a_monitor_hook_is():
+    manager = monitorload.plugin_manager()
+
+    class Plain:
+        def monitor_stdout(self, line: bytes) -> None: ...
+
+    plain = Plain()
+    assert manager.parse_hookimpl_opts(plain, "__init__") is None
+    assert manager.parse_hookimpl_opts(plain, "monitor_stdout") == {}
+    manager.register(plain)
+    assert [impl.plugin for impl in manager.hook.monitor_stdout.get_hookimpls()] == [plain]
+
+
 @pytest.mark.parametrize("helper", ["open", "close", "stop", "emit", "lock", "clock", "line",
                                     "blocks", "messages", "spawned", "setup_file", "reset"])
 def test_a_helper_method_that_only_looks_like_a_hook_is_accepted(helper):

@@ -278,3 +278,14 @@ def test_a_title_costs_no_logging_import():
     code = ("import immortal._linux as p; p.set_title('immortal: pump /x')\n"
             "assert open('/proc/self/cmdline').read().startswith('immortal: pump /x')")
     assert imported_after(code, {"logging"}) == set()
+
+
+def test_a_detached_daemon_carries_none_of_the_callers_modules():
+    # What a daemon imports, it shares with every pump it forks, but pays for: the
+    # foreground daemon's modules (a start's, the Group handle's) and difflib (a refused
+    # option's message) are loaded only where they are used.
+    code = ("import immortal.spec, immortal.state, immortal.daemon, immortal.pump\n"
+            "import immortal.succession, immortal_monitors.file")
+    assert imported_after(code, {"immortal.fgdaemon", "immortal.foreground",
+                                 "immortal.launcher", "immortal.group", "immortal.groupstart",
+                                 "immortal.firstrole", "difflib"}) == set()

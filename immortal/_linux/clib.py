@@ -13,13 +13,24 @@ if TYPE_CHECKING:
 LINUX = sys.platform.startswith("linux")
 
 
+_library: list[ctypes.CDLL | None] = []  # the one loaded, once looked for
+
+
 def libc() -> ctypes.CDLL | None:
     """The C library this interpreter already has loaded, for the calls the standard
     library has no binding of (``prctl``, inotify). ``find_library`` is not used: it would
     run ldconfig, and import subprocess to do it.
 
+    Loaded once per process: each ``CDLL`` makes a class of its own, and the daemon's one,
+    made before it forks, is the pump's too (the pump that made its own paid for its pages).
     Off Linux, or where it cannot be loaded: None.
     """
+    if not _library:
+        _library.append(_load())
+    return _library[0]
+
+
+def _load() -> ctypes.CDLL | None:
     if not LINUX:
         return None
     import ctypes
