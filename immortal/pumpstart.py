@@ -284,6 +284,12 @@ class PumpStart(StartAnswer):
     def _answer(self) -> None:
         """Up: the status written; the daemon and the caller told once every target is
         ready (``_ready_changed``: it may come later, or not at all)."""
+        if self.daemon_pid is None or self.args.fresh:
+            # A fresh interpreter (unattached, development, a pump's successor): its argv
+            # is a JSON blob. (A daemon's pump is its fork and was titled there.) Titled
+            # before the caller is answered: a start that finds the group's lock file gone
+            # knows it runs by its supervisors' titles (``state.Lock``).
+            _linux.set_title(self.spec.title("pump"))
         if not self.args.fresh:  # a successor writes it once its daemon is up
             self._write_status()
         if self.daemon_pid is None:
@@ -291,10 +297,6 @@ class PumpStart(StartAnswer):
                                           self.command)
             dirwatch.keep(self.directory, self.selector, self.lock_fd, self._dir_restored)
         self._answer_once_ready()
-        if self.daemon_pid is None or self.args.fresh:
-            # A fresh interpreter (unattached, development, a pump's successor): its argv
-            # is a JSON blob. (A daemon's pump is its fork and was titled there.)
-            _linux.set_title(self.spec.title("pump"))
 
     def _check_daemon(self) -> None:
         """During start-up (long with a slow monitor), act on the daemon's death at once

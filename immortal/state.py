@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
-from ._linux import is_alive
-from .errors import AlreadyRunning
+from ._linux import is_alive, titled
+from .errors import AlreadyRunning, ImmortalError
 from .instance import (  # noqa: F401  (the instance directory's names, kept importable here)
     ROOT_HOME,
     SOCKET_NAME,
@@ -66,10 +66,16 @@ class Lock(MutableRecord):
 
     @classmethod
     def take(cls, directory: Path) -> Lock:
+        """The group's lock; AlreadyRunning if it runs. Its supervisors hold the lock; and
+        where its lock file was removed while it ran (the lock then guards a file nobody
+        else opens), a supervisor that ``status.json`` names and that still lives, with
+        its title, is the proof that it runs."""
         fd = try_lock(directory / "lock", same_file=True)
-        if fd is None:
+        status = read_status(directory) if fd is None else _supervised(directory)
+        if fd is None or status is not None:
+            if fd is not None:
+                os.close(fd)
             name = directory.name
-            status = read_status(directory)
             pids = status.pids if status else {}
             shown = ", ".join(f"{role} {pid}" for role, pid in pids.items()) or "unknown pids"
             raise AlreadyRunning(
@@ -310,6 +316,21 @@ def clear_stale(directory: Path, reason: str = STALE) -> Status | None:
     finally:
         os.close(lock)
     return read_status(directory)
+
+
+def _supervised(directory: Path) -> Status | None:
+    """The status of the group in ``directory`` if a supervisor it names lives (pid,
+    start time, and the role's title for this directory), else None."""
+    try:
+        status = read_status(directory)
+    except (OSError, ValueError, ImmortalError):
+        return None
+    if status is None:
+        return None
+    for role in status.live_roles():
+        if titled(status.pids[role], f"immortal: {role} {directory}"):
+            return status
+    return None
 
 
 def read_status(directory: Path) -> Status | None:

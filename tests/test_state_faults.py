@@ -255,6 +255,27 @@ def test_a_removed_instance_directory_is_put_back(started, home, strategy, how):
     assert final.state == "stopped" and not final.running
 
 
+@pytest.mark.parametrize("strategy", ["daemon", "unattached"])
+def test_a_removed_lock_file_lets_no_second_group_start(started, home, strategy):
+    """Only the lock file removed (a clean-up of old files, an ``rm -rf`` that raced the
+    group's own writes): the lock the group holds guards a file nobody else opens. The
+    supervisor status.json names, alive with its title, still proves the group runs."""
+    group = started(TALKER, [], name="nolock", strategy=strategy)
+    directory = home / "nolock"
+    os.unlink(directory / "lock")
+    with pytest.raises(immortal.AlreadyRunning, match="already running"):
+        immortal.start(TALKER, name="nolock")
+    result = subprocess.run([sys.executable, "-m", "immortal", "run", "--name", "nolock",
+                             TALKER], capture_output=True, text=True, timeout=LONG)
+    assert result.returncode == 4, result.stderr
+    root = "daemon" if strategy == "daemon" else "pump"
+    titled = [pid for pid in descendants(os.getpid()) + [*group.pids.values()]
+              if _linux.titled(pid, f"immortal: {root} {directory}")]
+    assert set(titled) == {group.pids[root]}
+    final = group.stop()
+    assert final.state == "stopped" and not final.running
+
+
 def test_the_home_does_not_move_with_the_environment(tmp_path):
     import pwd
 

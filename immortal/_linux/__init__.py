@@ -27,7 +27,8 @@ from .fsevents import (IN_ATTRIB, IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DELET
                        IN_MOVED_TO, IN_ONLYDIR, IN_Q_OVERFLOW, INOTIFY_EVENT, inotify,
                        inotify_events)
 from .procfs import (boot_ticks, children, descendants, environ_values, flock_held, is_alive,
-                     open_fds, parent_pid, pipe_count, process_start_time, rss, threads)
+                     open_fds, parent_pid, pipe_count, process_start_time, rss, threads,
+                     titled)
 from .reaping import HAVE_PIDFD, pidfd_open, set_subreaper, signal_pidfd, wait_pidfd
 from .titles import import_title, set_title
 
@@ -77,5 +78,6 @@ __all__ = [
     "signal_pidfd",
     "tee",
     "threads",
+    "titled",
     "wait_pidfd",
 ]

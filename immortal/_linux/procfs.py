@@ -167,6 +167,17 @@ def environ_values(variable: str, uid: int) -> dict[int, bytes]:
     return found
 
 
+def titled(pid: int, title: str) -> bool:
+    """Whether ``ps`` shows ``pid`` as ``title`` (a role's, as ``set_title`` set it, maybe
+    followed by `` [labels]``). A process that is exiting has no command line left."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            shown = handle.read().split(b"\0", 1)[0].rstrip().decode(errors="replace")
+    except OSError:
+        return False
+    return shown == title or shown.startswith(title + " [")
+
+
 def flock_held(info: os.stat_result) -> bool | None:
     """Whether some process holds a ``flock`` on the file ``info`` describes, read from
     the kernel's list of locks (by device and inode) without taking the lock.
