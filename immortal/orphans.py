@@ -24,7 +24,7 @@ import signal
 import time
 
 from ._linux import (boot_ticks, children, environ_values, pidfd_open, process_start_time,
-                     signal_pidfd)
+                     shown_title, signal_pidfd)
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -68,12 +68,21 @@ def holder_title(directory: Path | str) -> str:
     return f"immortal: holder {token(directory)}"
 
 
+def role_title(role: str, directory: Path | str, labels: str = "") -> str:
+    """The title of a group's supervisor (``role``: daemon or pump), with its programs'
+    comments as ``labels``."""
+    title = f"immortal: {role} {directory}"
+    return f"{title} [{labels}]" if labels else title
+
+
+def wears_title(pid: int, role: str, directory: Path | str) -> bool:
+    """Whether ``pid`` wears the title of ``directory``'s ``role``, whatever its labels."""
+    shown, title = shown_title(pid), role_title(role, directory)
+    return shown is not None and (shown == title or shown.startswith(title + " ["))
+
+
 def _is_holder(pid: int, directory: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().split(b"\0", 1)[0] == holder_title(directory).encode()
-    except OSError:
-        return False
+    return shown_title(pid) == holder_title(directory)
 
 
 def find(directory: Path | str, holders: bool = False) -> list[tuple[int, int]]:

@@ -34,6 +34,7 @@ from .checks import (  # noqa: F401  (the value checks, kept importable here)
 )
 from . import filewatch, memwatch, notify, privileges, readiness
 from .errors import InvalidType, unknown_name
+from .orphans import role_title
 from .names import MAX_NAME, check_name  # noqa: F401  (spec's checks, kept importable here)
 from .policy import RestartPolicy
 from .records import Record, field, replace
@@ -309,9 +310,8 @@ class Spec(Record):
     def title(self, role: str) -> str:
         """What ``ps`` shows for a supervisor of the group (``role``: daemon or pump), with
         its programs' comments."""
-        title = f"immortal: {role} {self.directory}"
-        labels = ", ".join(dict.fromkeys(c for c in self.comments() if c))
-        return f"{title} [{labels}]" if labels else title
+        return role_title(role, self.directory,
+                          ", ".join(dict.fromkeys(c for c in self.comments() if c)))
 
     def comments(self) -> list[str | None]:
         """Each program's comment, in order."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from ._linux import is_alive, titled
+from ._linux import is_alive
 from .errors import AlreadyRunning, ImmortalError
 from .instance import (  # noqa: F401  (the instance directory's names, kept importable here)
     ROOT_HOME,
@@ -321,6 +321,8 @@ def clear_stale(directory: Path, reason: str = STALE) -> Status | None:
 def _supervised(directory: Path) -> Status | None:
     """The status of the group in ``directory`` if a supervisor it names lives (pid,
     start time, and the role's title for this directory), else None."""
+    from .orphans import wears_title  # a start's alone: `immortal status` does without it
+
     try:
         status = read_status(directory)
     except (OSError, ValueError, ImmortalError):
@@ -328,7 +330,7 @@ def _supervised(directory: Path) -> Status | None:
     if status is None:
         return None
     for role in status.live_roles():
-        if titled(status.pids[role], f"immortal: {role} {directory}"):
+        if wears_title(status.pids[role], role, directory):
             return status
     return None
 

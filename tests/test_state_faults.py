@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import immortal
-from immortal import _linux, prepare, state
+from immortal import _linux, orphans, prepare, state
 from conftest import LONG, SHORT, TALKER, cmdline, descendants, kill_at_once, wait_for
 
 
@@ -270,7 +270,7 @@ def test_a_removed_lock_file_lets_no_second_group_start(started, home, strategy)
     assert result.returncode == 4, result.stderr
     root = "daemon" if strategy == "daemon" else "pump"
     titled = [pid for pid in descendants(os.getpid()) + [*group.pids.values()]
-              if _linux.titled(pid, f"immortal: {root} {directory}")]
+              if orphans.wears_title(pid, root, directory)]
     assert set(titled) == {group.pids[root]}
     final = group.stop()
     assert final.state == "stopped" and not final.running

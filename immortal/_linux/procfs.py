@@ -167,15 +167,14 @@ def environ_values(variable: str, uid: int) -> dict[int, bytes]:
     return found
 
 
-def titled(pid: int, title: str) -> bool:
-    """Whether ``ps`` shows ``pid`` as ``title`` (a role's, as ``set_title`` set it, maybe
-    followed by `` [labels]``). A process that is exiting has no command line left."""
+def shown_title(pid: int) -> str | None:
+    """What ``ps`` shows ``pid`` as: its first argument, or the title ``set_title`` gave it
+    (empty for a process that is exiting: its command line goes first). None if unreadable."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            shown = handle.read().split(b"\0", 1)[0].rstrip().decode(errors="replace")
+            return handle.read().split(b"\0", 1)[0].rstrip().decode(errors="replace")
     except OSError:
-        return False
-    return shown == title or shown.startswith(title + " [")
+        return None
 
 
 def flock_held(info: os.stat_result) -> bool | None:
