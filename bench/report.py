@@ -500,11 +500,13 @@ def _rolling(roll: dict | None, summary: list) -> list[str]:
     if not roll:
         return []
     per = statistics.median(roll["per_worker_ms"])
-    limit = roll["readiness_ms"] + 20
-    ok = roll["failed"] == 0 and per <= limit
     in_roll = [v for v in roll.get("ready_in_roll_ms") or () if v == v]  # NaN: none seen
     added = [p - r for p, r in zip(roll["per_worker_ms"], roll.get("ready_in_roll_ms") or ())
              if r == r]
+    # "Its readiness time" is best the replacements' own in that roll, paired roll by roll:
+    # the start()-based figure differs two starts measured apart, and moves with the load.
+    beyond = statistics.median(added) if added else per - roll["readiness_ms"]
+    ok = roll["failed"] == 0 and beyond <= 20
     summary.append([f"rolling restart, {roll['workers']} workers",
                     "0 failed requests; ≤ readiness + 20 ms per worker",
                     f"{roll['failed']} failed of {roll['answered'] + roll['failed']}; "
@@ -519,7 +521,8 @@ def _rolling(roll: dict | None, summary: list) -> list[str]:
              f"rolled {roll['rounds']} times (`Group.restart()`). Readiness time: how much "
              "longer `start()` waits for the 'serving' line than for the spawn, measured "
              "between the rolls while the client runs. Goal: 0 failed requests, a worker "
-             "replaced in ≤ its readiness time + 20 ms.", "",
+             "replaced in ≤ its readiness time + 20 ms, judged against the replacements' own "
+             "readiness in each roll (below) where the monitor saw it.", "",
              f"Per worker: median {f(per)} ms (min {f(min(roll['per_worker_ms']))}, max "
              f"{f(max(roll['per_worker_ms']))}); readiness {f(roll['readiness_ms'])} ms; "
              f"requests answered {roll['answered']}, failed {roll['failed']}. "

@@ -12,15 +12,17 @@ It prints 'serving <pid>' once it accepts.
                 --delay seconds before accepting: clients connect meanwhile
   --delay S     (default 0.5)
   --broken FILE  exit 4 at start, a line on stderr, if FILE exists (a broken release)
-  --graceful    on SIGTERM, answer the request in hand and exit 0 (an accept that another
-                instance won gives up after 0.1 s: SO_RCVTIMEO, so that the exit is prompt)
+  --graceful    on SIGTERM, answer the request in hand and exit 0 at once; it serves every
+                socket from one loop, non-blocking (as gunicorn's workers do: an accept
+                that another instance won returns at once)
 """
 
 import http.server
 import json
 import os
+import select
+import signal
 import socket
-import struct
 import sys
 import threading
 import time
@@ -35,7 +37,6 @@ state = argv[argv.index("--state") + 1] if "--state" in argv else None
 delay = float(argv[argv.index("--delay") + 1]) if "--delay" in argv else 0.5
 broken = argv[argv.index("--broken") + 1] if "--broken" in argv else None
 graceful = "--graceful" in argv
-NO_TIMEOUT = struct.pack("ll", 0, 0)
 
 if broken is not None and os.path.exists(broken):
     print(f"broken: {broken} exists", file=sys.stderr, flush=True)
@@ -89,24 +90,38 @@ class Server(http.server.HTTPServer):
         super().__init__(("", 0), Handler, bind_and_activate=False)
         self.socket = sock  # bound and listening already: taken as it is
 
-    def get_request(self) -> tuple:
-        connection, address = self.socket.accept()
-        if graceful:
-            # An accepted socket inherits the listening one's SO_RCVTIMEO: a client slow to
-            # send its request (a loaded machine) would be closed on without an answer.
-            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, NO_TIMEOUT)
-        return connection, address
+
+def serve_gracefully(servers: list[Server]) -> None:
+    """Serve every socket until SIGTERM, then return: between two requests, never in one.
+    The handler only wakes the loop (``set_wakeup_fd``), so a request in hand is answered."""
+    wake, woken = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(woken)
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    by_fd = {server.socket.fileno(): server for server in servers}
+    for server in servers:
+        server.socket.setblocking(False)
+    print(f"serving {os.getpid()}", flush=True)
+    while True:
+        readable, _, _ = select.select([wake, *by_fd], [], [])
+        if wake in readable:
+            return
+        for fd in readable:
+            server = by_fd[fd]
+            try:
+                connection, address = server.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                continue  # another instance took it
+            server.process_request(connection, address)
 
 
 servers = [Server(sock) for sock in sockets]
+if graceful:
+    serve_gracefully(servers)
+    # Nothing is left to finish once the last request is answered: the interpreter's own
+    # clean-up (most of a graceful exit's time, see docs/benchmarks.md) is skipped.
+    sys.stdout.flush()
+    os._exit(0)
 for server in servers[1:]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
-if graceful:
-    import signal
-
-    for sock in sockets:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 100000))
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
-        target=servers[0].shutdown, daemon=True).start())
 print(f"serving {os.getpid()}", flush=True)
-servers[0].serve_forever(poll_interval=0.05 if graceful else 0.5)
+servers[0].serve_forever()
