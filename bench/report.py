@@ -372,6 +372,7 @@ def render(r: dict[str, Any]) -> str:
         body += _workers_memory(mem, summary)
 
     body += _rolling(x.get("rolling"), summary)
+    body += _rolling_finalizing(x.get("rolling_finalizing"))
     body += _rolling_pm2(x.get("rolling_pm2"))
     body += _instance(x.get("instance"), sample("recovery kill", "immortal"), summary)
 
@@ -537,6 +538,23 @@ def _rolling(roll: dict | None, summary: list) -> list[str]:
             f"{f(statistics.median(roll['pump_cpu_ms_per_roll']))} ms, its wake-ups "
             f"{f(statistics.median(roll['pump_wakeups_per_roll']))}.")
     return [*lines, ""]
+
+
+def _rolling_finalizing(roll: dict | None) -> list[str]:
+    """The same roll, the server exiting through CPython's finalization (``--finalize``):
+    most Python servers end so, and their exit is part of each slot (N + 1 alive at most)."""
+    if not roll:
+        return []
+    added = [p - r for p, r in zip(roll["per_worker_ms"], roll.get("ready_in_roll_ms") or ())
+             if r == r]
+    return [f"The same roll with the server ending through CPython's finalization "
+            f"(`--graceful --finalize`, `sys.exit` where the row's server calls `os._exit` once "
+            f"it answered what it had in hand; the old process must be gone before the next "
+            f"replacement starts, so its exit is part of each slot): per worker median "
+            f"{f(statistics.median(roll['per_worker_ms']))} ms"
+            + (f", {f(statistics.median(added))} ms over the replacements' own readiness"
+               if added else "")
+            + f"; requests answered {roll['answered']}, failed {roll['failed']}.", ""]
 
 
 def _rolling_pm2(pm2: dict | None) -> list[str]:

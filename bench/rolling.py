@@ -34,8 +34,15 @@ SERVER = str(Path(__file__).resolve().parent.parent / "tests" / "programs" / "li
 WORKERS = 4
 
 
-def _start(name: str, ready: str, workers: int = 1, **more: Any) -> immortal.Group:
-    return immortal.start(SERVER, ["--graceful"], name=name, workers=workers, ready=ready,
+#: the server's flags: it exits at once once it answered what it had in hand (``os._exit``);
+#: ``run(finalize=True)`` measures it exiting through CPython's finalization instead
+GRACEFUL = ["--graceful"]
+FINALIZING = ["--graceful", "--finalize"]
+
+
+def _start(name: str, ready: str, workers: int = 1, args: list[str] = GRACEFUL,
+           **more: Any) -> immortal.Group:
+    return immortal.start(SERVER, args, name=name, workers=workers, ready=ready,
                           listen=["tcp://127.0.0.1:0"], stop_timeout=5, **more)
 
 
@@ -55,12 +62,12 @@ def _in_roll(path: Path, began_ns: int) -> list[float]:
     return spans
 
 
-def readiness_spans() -> dict[str, float]:
+def readiness_spans(args: list[str]) -> dict[str, float]:
     """One start waiting for the server's 'serving' line, one waiting for its spawn."""
     spans = {}
     for ready in ("spawn", "line:^serving"):
         began = time.monotonic()
-        group = _start("b-ready", ready)
+        group = _start("b-ready", ready, args=args)
         spans[ready] = time.monotonic() - began
         group.stop()
     return spans
@@ -101,11 +108,12 @@ class Client:
         self.thread.join(30)
 
 
-def run(rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
-    log(f"rolling restart: {WORKERS} workers of a stdlib HTTP server, {rounds} rolls under "
-        "a client")
+def run(rounds: int, log: Callable[[str], None], finalize: bool = False) -> dict[str, Any]:
+    args = FINALIZING if finalize else GRACEFUL
+    log(f"rolling restart: {WORKERS} workers of a stdlib HTTP server ({' '.join(args)}), "
+        f"{rounds} rolls under a client")
     notes = Path(tempfile.mkdtemp(prefix="b-roll-")) / "timeline"
-    group = _start("b-roll", "line:^serving", WORKERS, monitor="bench_monitor:Timeline",
+    group = _start("b-roll", "line:^serving", WORKERS, args, monitor="bench_monitor:Timeline",
                    options={"path": str(notes)})
     client = Client(group.status().listen[0])
     per_worker: list[float] = []
@@ -115,7 +123,7 @@ def run(rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
     wakes: list[int] = []
     try:
         for _ in range(rounds):
-            for ready, span in readiness_spans().items():
+            for ready, span in readiness_spans(args).items():
                 spans[ready].append(span)
             client.served_since(client.answered)
             pump = group.status().pids["pump"]
@@ -132,7 +140,7 @@ def run(rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
         group.stop()
         shutil.rmtree(notes.parent, ignore_errors=True)
     ready = 1000 * (statistics.median(spans["line:^serving"]) - statistics.median(spans["spawn"]))
-    return {"workers": WORKERS, "rounds": rounds, "readiness_ms": ready,
+    return {"workers": WORKERS, "rounds": rounds, "server": args, "readiness_ms": ready,
             "per_worker_ms": per_worker, "answered": client.answered,
             "failed": client.failed, "pump_cpu_ms_per_roll": cpu,
             "pump_wakeups_per_roll": wakes, "ready_in_roll_ms": in_roll}

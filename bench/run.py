@@ -1020,6 +1020,8 @@ def main(argv: list[str] | None = None) -> int:
 
             if "rolling" in rows:
                 b.extra["rolling"] = rolling.run(3 if ns.quick else 10, log)
+                b.extra["rolling_finalizing"] = rolling.run(3 if ns.quick else 10, log,
+                                                            finalize=True)
                 if not ns.no_anchors:  # PM2's cluster reload, installed here if missing
                     import pm2roll
 

@@ -12,9 +12,12 @@ It prints 'serving <pid>' once it accepts.
                 --delay seconds before accepting: clients connect meanwhile
   --delay S     (default 0.5)
   --broken FILE  exit 4 at start, a line on stderr, if FILE exists (a broken release)
-  --graceful    on SIGTERM, answer the request in hand and exit 0 at once; it serves every
-                socket from one loop, non-blocking (as gunicorn's workers do: an accept
-                that another instance won returns at once)
+  --graceful    on SIGTERM, answer the request in hand and exit 0 at once (``os._exit``:
+                nothing is left to clean up); it serves every socket from one loop,
+                non-blocking (as gunicorn's workers do: an accept that another instance
+                won returns at once)
+  --finalize    with --graceful, exit through ``sys.exit`` instead: CPython's finalization,
+                as most Python servers end
 """
 
 import http.server
@@ -37,6 +40,7 @@ state = argv[argv.index("--state") + 1] if "--state" in argv else None
 delay = float(argv[argv.index("--delay") + 1]) if "--delay" in argv else 0.5
 broken = argv[argv.index("--broken") + 1] if "--broken" in argv else None
 graceful = "--graceful" in argv
+finalize = "--finalize" in argv
 
 if broken is not None and os.path.exists(broken):
     print(f"broken: {broken} exists", file=sys.stderr, flush=True)
@@ -117,6 +121,8 @@ def serve_gracefully(servers: list[Server]) -> None:
 servers = [Server(sock) for sock in sockets]
 if graceful:
     serve_gracefully(servers)
+    if finalize:
+        sys.exit(0)
     # Nothing is left to finish once the last request is answered: the interpreter's own
     # clean-up (most of a graceful exit's time, see docs/benchmarks.md) is skipped.
     sys.stdout.flush()
