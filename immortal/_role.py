@@ -14,11 +14,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING  # loaded anyway: only role processes import this
 
+from . import bytecode
+
 if TYPE_CHECKING:
     from .roles import RoleArgs
 
 
 def main(argv: list[str]) -> int:
+    bytecode.settle()  # first: it may fill the cache and re-execute this process
     if argv[1] == "standby":  # started ahead of time: see immortal/standby.py
         return _standby(argv[2], int(argv[3]))
     from .roles import RoleArgs

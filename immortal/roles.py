@@ -19,6 +19,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
+from . import bytecode
 from .events import DAEMON_RESTART, PUMP_START, ExitStatus
 from .records import Record, replace
 from .rolefds import Fds, Files, Key
@@ -115,7 +116,7 @@ def split_adopts(adopts: dict[Key, Adopt]) -> dict[str, Any]:
 
 def role_command(args: RoleArgs) -> list[str]:
     """The command line of a role started as a fresh interpreter."""
-    return [sys.executable, "-m", "immortal._role", json.dumps(args.to_json())]
+    return [*bytecode.interpreter(), "-m", "immortal._role", json.dumps(args.to_json())]
 
 
 # ----------------------------------------------------------------- lifeline messages

@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
+
+from . import bytecode
 
 # This module is imported first thing by the command (see early()): json, pathlib and
 # typing wait until they are needed.
@@ -47,7 +48,8 @@ class Standby:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "immortal._role", "standby", role, str(theirs.fileno())],
+                [*bytecode.interpreter(), "-m", "immortal._role", "standby", role,
+                 str(theirs.fileno())],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 pass_fds=[theirs.fileno()], env=role_env(), cwd="/", start_new_session=True)
         except BaseException:
