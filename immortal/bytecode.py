@@ -66,19 +66,34 @@ def interpreter() -> list[str]:
 
 
 def settle() -> None:
-    """A role's first step: with a cold cache, fill it and re-execute (no return)."""
+    """A role's first step: with a cold cache, fill it and re-execute (no return): with
+    ``-OO`` if the cache took it, else as a plain interpreter."""
     if sys.flags.optimize < 2 or not sys.pycache_prefix:
         return  # a plain interpreter: nothing to settle
     # Only into our own cache (pycache_prefix), whatever PYTHONDONTWRITEBYTECODE says: it
     # is there to keep sources' directories clean, and is inherited from the caller.
     sys.dont_write_bytecode = False
-    if WARMED in sys._xoptions or _stamp_ok():
+    prefix = sys.pycache_prefix
+    if WARMED in sys._xoptions or _stamp_ok(prefix):
         return
-    _fill()
-    argv = [sys.executable, "-X", WARMED, *sys.orig_argv[1:]]
+    if _fill(prefix):
+        argv = [sys.executable, "-X", WARMED, *sys.orig_argv[1:]]
+    else:
+        # A cache that takes no file (a full disk): -OO would compile every module at
+        # every start, and keep the compiler's leftovers; a plain interpreter reads pip's.
+        sys.stderr.write(f"immortal: the bytecode cache {prefix} cannot be written: this "
+                         "role runs as a plain interpreter\n")
+        argv = [sys.executable, *plain(sys.orig_argv[1:])]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], argv)
+
+
+def plain(options: list[str]) -> list[str]:
+    """A role's command line (after the interpreter) without ``interpreter``'s options."""
+    if options[:2] == ["-OO", "-X"] and options[2:3] and options[2].startswith("pycache_prefix="):
+        return options[3:]
+    return options
 
 
 def _key() -> str:
@@ -88,23 +103,26 @@ def _key() -> str:
     return f"{sys.hexversion} {sys.executable} {here} {stamps[0]} {stamps[1]}\n"
 
 
-def _stamp_path() -> str:
+def stamp_path(prefix: str) -> str:
+    """The file that says the cache ``prefix`` was filled for this interpreter and copy."""
     # FNV-1a: hashlib would load OpenSSL into every role for one short name.
     digest = 0xCBF29CE484222325
     for byte in _key().encode():
         digest = ((digest ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return os.path.join(sys.pycache_prefix or "", f"filled-{digest:016x}")
+    return os.path.join(prefix, f"filled-{digest:016x}")
 
 
-def _stamp_ok() -> bool:
+def _stamp_ok(prefix: str) -> bool:
     try:
-        with open(_stamp_path()) as handle:
+        with open(stamp_path(prefix)) as handle:
             return handle.read() == _key()
     except OSError:
         return False
 
 
-def _fill() -> None:
+def _fill(prefix: str) -> bool:
+    """Every module a role may need imported (so written to the cache), then the stamp;
+    whether the stamp was written."""
     import importlib
     import pkgutil
 
@@ -126,14 +144,19 @@ def _fill() -> None:
         except ImportError:
             pass
     _write_loaded()
+    path = stamp_path(prefix)
+    scratch = f"{path}.{os.getpid()}"
     try:
-        path = _stamp_path()
-        scratch = f"{path}.{os.getpid()}"
         with open(scratch, "w") as handle:
             handle.write(_key())
         os.replace(scratch, path)
     except OSError:
-        pass  # the next role fills it again: never worse than a plain interpreter
+        try:
+            os.unlink(scratch)
+        except OSError:
+            pass
+        return False
+    return True
 
 
 def _write_loaded() -> None:

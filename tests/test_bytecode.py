@@ -83,3 +83,26 @@ def test_the_role_interpreter_is_optimized_with_a_cache_of_its_own(cache):
     assert command == [sys.executable, "-OO", "-X",
                        f"pycache_prefix={cache / 'immortal' / 'bytecode'}"]
     assert (cache / "immortal" / "bytecode").is_dir()
+
+
+def test_a_cache_that_takes_no_stamp_leaves_the_roles_plain(started, cache, tmp_path):
+    # As on a full disk: the fill cannot record itself. The role then re-executes as a
+    # plain interpreter (compiling every module at every start would cost more), says so
+    # in its log, and the group runs.
+    prefix = cache / "immortal" / "bytecode"
+    prefix.mkdir(parents=True)
+    Path(bytecode.stamp_path(str(prefix))).mkdir()  # a file cannot replace it
+    program = tmp_path / "flags.py"
+    program.write_text(FLAGS)
+    group = started(str(program), name="full")
+    assert "flags 0 None" in _flags_line(group)
+    assert group.status().running
+    log = (group.directory / "daemon.log").read_text()
+    assert "cannot be written: this role runs as a plain interpreter" in log
+    assert not list(prefix.glob("filled-*.*"))  # no scratch file left
+
+
+def test_plain_takes_the_interpreters_options_off():
+    assert bytecode.plain(["-OO", "-X", "pycache_prefix=/c", "-m", "immortal._role", "{}"]) \
+        == ["-m", "immortal._role", "{}"]
+    assert bytecode.plain(["-m", "immortal._role", "{}"]) == ["-m", "immortal._role", "{}"]
