@@ -32,6 +32,9 @@ _SKIPPED = ("immortal.__main__", "immortal._role")
 #: what the roles import inside functions, not at a module's import (missed here, a module
 #: is compiled by the first role that imports it, and written then)
 _LATER = ("ctypes", "daemon")
+#: the role interpreter's options (``interpreter``), the cache's path after the last
+_OPTIONS = ("-OO", "-X")
+_PREFIX = "pycache_prefix="
 
 
 def cache_dir() -> str | None:
@@ -62,7 +65,7 @@ def interpreter() -> list[str]:
     path = cache_dir()
     if path is None:
         return [sys.executable]
-    return [sys.executable, "-OO", "-X", f"pycache_prefix={path}"]
+    return [sys.executable, *_OPTIONS, f"{_PREFIX}{path}"]
 
 
 def settle() -> None:
@@ -91,8 +94,10 @@ def settle() -> None:
 
 def plain(options: list[str]) -> list[str]:
     """A role's command line (after the interpreter) without ``interpreter``'s options."""
-    if options[:2] == ["-OO", "-X"] and options[2:3] and options[2].startswith("pycache_prefix="):
-        return options[3:]
+    count = len(_OPTIONS)
+    if options[:count] == list(_OPTIONS) and options[count:count + 1] \
+            and options[count].startswith(_PREFIX):
+        return options[count + 1:]
     return options
 
 
