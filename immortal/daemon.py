@@ -150,7 +150,7 @@ class Daemon(Holding, Scaling, Answering):
             self._watch_stranger()  # an orphan adopted by a new start: not our child
         self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                       self._command)
-        self.keeper = dirwatch.keep(self.directory, self.selector, self.lock_fd,
+        self.keeper = dirwatch.keep(self.directory, self.loop, self.lock_fd,
                                     self._dir_restored)
         _linux.set_title(self.spec.title("daemon"))
         # The holder first: a target the first pump spawns (one that closes every inherited
@@ -382,14 +382,16 @@ class Daemon(Holding, Scaling, Answering):
         except ImmortalError as exc:
             rolelog.report("command", f"immortal: daemon: restart: {exc}\n")
 
-    def _dir_restored(self) -> None:
-        """The instance directory was removed and made again (``dirwatch``, which took
-        the lock anew): the socket, spec.json, and status.json from the pump."""
-        self.control.close()
-        self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
-                                      self._command)
-        self._write_spec()
-        if self.pump_sock is not None:
+    def _dir_restored(self, missing: set[str]) -> None:
+        """The instance directory, or files of it, were removed and ``dirwatch`` put back
+        the lock: the socket, spec.json, and status.json from the pump, those ``missing``."""
+        if SOCKET_NAME in missing:
+            self.control.close()
+            self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
+                                          self._command)
+        if "spec.json" in missing:
+            self._write_spec()
+        if "status.json" in missing and self.pump_sock is not None:
             try:
                 self.pump_sock.send(Rewrite().to_bytes())
             except OSError:

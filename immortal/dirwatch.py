@@ -6,7 +6,13 @@ it has no daemon) watches the directory and its parent with inotify (see ``Keepe
 watch's fd sits in the role's selector like any other, so an idle group still wakes up for
 nothing. When the directory goes, the role makes it again (0700, with its parents), takes
 the group lock on a fresh lock file, and puts back its socket, ``spec.json`` and
-``status.json`` (``restored``).
+``status.json`` (``restored``). The same for those files alone, removed from a directory
+that stays (a clean-up of old files; an ``rm -rf`` that lost a race with the group's own
+writes and left the directory): without them ``stop NAME`` finds nothing to stop. Those
+are put back a moment after the last removal (``SETTLE``), once any ``rm -rf`` in progress
+has removed the directory too, which it could not do if they were back already: a one-shot
+deadline after an event, never a poll. Only a removal is watched: a file renamed away is
+not put back (every status write is a rename into the directory, and would wake the role).
 
 inotify is reached through ctypes (the standard library has no binding), in the C library
 ``_linux.inotify`` gives. Off Linux, or where inotify is refused (no libc symbol, too many
@@ -17,14 +23,14 @@ the next start of the name.
 from __future__ import annotations
 
 import os
-import selectors
 import sys
+import time
 
 from . import _linux
 from ._linux import (IN_DELETE, IN_DELETE_SELF, IN_MOVE_SELF, IN_MOVED_FROM, IN_MOVED_TO,
-                     IN_ONLYDIR, inotify_events)
+                     IN_ONLYDIR, IN_Q_OVERFLOW, inotify_events)
 from .errors import ImmortalError
-from .state import ensure_dir, try_lock
+from .state import SOCKET_NAME, ensure_dir, names_file, try_lock
 
 # typing's, without importing typing: a client that follows a roll imports this module
 # (group.Changes), and commands import what they use alone (see immortal/__init__.py)
@@ -35,21 +41,33 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from .loop import Loop
+
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
+LOCK = "lock"
+#: the files of a running group that are put back when removed
+KEPT = (LOCK, SOCKET_NAME, "spec.json", "status.json")
+_KEPT_NAMES = frozenset(os.fsencode(name) for name in KEPT)
+#: how long files removed from the directory wait to be put back, from the last removal:
+#: an ``rm -rf`` of the directory goes on to remove it meanwhile, and is not made to fail
+SETTLE = 0.2
 
 
 class Keeper:
-    """Watches one instance directory and puts it back when it goes.
+    """Watches one instance directory and puts it back when it goes, or the files of
+    ``KEPT`` when they go.
 
-    Two watches: the directory itself (moved away: ``IN_MOVE_SELF``), and its parent, for
-    the directory's removal (``IN_DELETE`` of its name, reported at once) or the parent's
-    own move. A removed directory's ``IN_DELETE_SELF`` alone would come late: not before
-    the last open file inside it (the role logs, the lock) is closed.
+    Two watches: the directory itself (moved away: ``IN_MOVE_SELF``; a file of it removed:
+    ``IN_DELETE``), and its parent, for the directory's removal (``IN_DELETE`` of its name,
+    reported at once) or the parent's own move. A removed directory's ``IN_DELETE_SELF``
+    alone would come late: not before the last open file inside it (the role logs, the
+    lock) is closed. ``restored`` is called with the names of ``KEPT`` that were missing:
+    the role puts back those that are its own to write (the socket, the JSON files).
     """
 
     def __init__(self, libc: ctypes.CDLL, fd: int, directory: Path, lock_fd: int | None,
-                 restored: Callable[[], None]) -> None:
+                 restored: Callable[[set[str]], None]) -> None:
         self.libc = libc
         self.fd = fd
         self.directory = directory
@@ -57,6 +75,8 @@ class Keeper:
         self.lock_fd = lock_fd
         self.restored = restored
         self.wds: dict[int, str] = {}  # watch descriptor: "self" or "parent"
+        #: when files removed are put back (``settle``), None while none is
+        self.due: float | None = None
 
     def close(self) -> None:
         os.close(self.fd)
@@ -66,7 +86,7 @@ class Keeper:
             self.libc.inotify_rm_watch(self.fd, wd)  # a moved directory would keep it
         self.wds = {}
         for kind, path, mask in (
-                ("self", self.directory, IN_MOVE_SELF | IN_DELETE_SELF),
+                ("self", self.directory, IN_MOVE_SELF | IN_DELETE_SELF | IN_DELETE),
                 ("parent", self.directory.parent,
                  IN_DELETE | IN_MOVED_FROM | IN_MOVE_SELF | IN_DELETE_SELF)):
             wd = self.libc.inotify_add_watch(self.fd, os.fsencode(path), mask | IN_ONLYDIR)
@@ -76,8 +96,9 @@ class Keeper:
         return True
 
     def on_event(self, fd: object) -> None:
-        """The selector's callback: read the events; put the directory back if it went."""
-        gone = False
+        """The selector's callback: read the events; put the directory back if it went,
+        else the files of ``KEPT`` that went."""
+        gone = files = False
         while True:
             try:
                 data = os.read(self.fd, 65536)
@@ -85,27 +106,70 @@ class Keeper:
                 break
             for wd, mask, name in inotify_events(data):
                 kind = self.wds.get(wd)
-                if kind == "self" or (kind == "parent" and (
+                if mask & IN_Q_OVERFLOW:
+                    files = True  # events were lost: look
+                elif kind == "self" and mask & IN_DELETE:
+                    files = files or name in _KEPT_NAMES  # another file's removal: nothing
+                elif kind == "self" or (kind == "parent" and (
                         mask & (IN_MOVE_SELF | IN_DELETE_SELF) or name == self.name)):
                     gone = True
         if gone:
+            self.due = None
             self.restore()
+        elif files:
+            self.due = time.monotonic() + SETTLE
+
+    def settle(self) -> None:
+        """The loop's deadline (``due``): put back the files removed, if the directory
+        itself is still there (else its own event puts it all back)."""
+        self.due = None
+        if os.path.isdir(self.directory):
+            self.put_back()
 
     def restore(self) -> None:
+        """The directory went: make it again, with the lock, and the role's files."""
         try:
             ensure_dir(self.directory)
-            if self.lock_fd is not None:
-                lock = try_lock(self.directory / "lock", same_file=True)
-                if lock is None:
-                    return  # ours still (a spurious event), or a new start took the name
-                os.dup2(lock, self.lock_fd, inheritable=False)
-                os.close(lock)
+            if self.lock_fd is not None and names_file(self.directory / LOCK, self.lock_fd):
+                return  # a spurious event: the directory and our lock file are there
+            if not self._lock():
+                return
             self.watch()
         except (OSError, ImmortalError) as exc:
             sys.stderr.write(f"immortal: cannot put back {self.directory}: {exc}\n")
             return
         sys.stderr.write(f"immortal: {self.directory} was removed; put back\n")
-        self.restored()
+        self.restored(set(KEPT))
+
+    def put_back(self) -> None:
+        """Files of ``KEPT`` went from the directory: put back those still missing (the
+        role's own writes, this one's included, raise events of their own)."""
+        missing = {name for name in KEPT if not os.path.lexists(self.directory / name)}
+        if not missing:
+            return
+        try:
+            if LOCK in missing and not self._lock():
+                return
+        except (OSError, ImmortalError) as exc:
+            sys.stderr.write(f"immortal: cannot put back the lock in {self.directory}: "
+                             f"{exc}\n")
+            return
+        shown = ", ".join(name for name in KEPT if name in missing)
+        sys.stderr.write(f"immortal: {shown} removed from {self.directory}; put back\n")
+        self.restored(missing)
+
+    def _lock(self) -> bool:
+        """Lock a fresh lock file on the role's lock fd; False if a new start holds it."""
+        if self.lock_fd is None:
+            return True
+        if names_file(self.directory / LOCK, self.lock_fd):
+            return True  # ours still (a spurious event)
+        lock = try_lock(self.directory / LOCK, same_file=True)
+        if lock is None:
+            return False  # a new start took the name (it finds us by our titles)
+        os.dup2(lock, self.lock_fd, inheritable=False)
+        os.close(lock)
+        return True
 
 
 def _open() -> tuple[ctypes.CDLL, int] | None:
@@ -118,10 +182,11 @@ def _open() -> tuple[ctypes.CDLL, int] | None:
     return None if fd < 0 else (libc, fd)
 
 
-def keep(directory: Path, selector: selectors.BaseSelector, lock_fd: int | None,
-         restored: Callable[[], None]) -> Keeper | None:
-    """Watch ``directory`` from ``selector``; when it goes, make it again, lock it on
-    ``lock_fd`` and call ``restored``. None where inotify is not available."""
+def keep(directory: Path, loop: Loop, lock_fd: int | None,
+         restored: Callable[[set[str]], None]) -> Keeper | None:
+    """Watch ``directory`` from ``loop``; when it goes, make it again, lock it on
+    ``lock_fd`` and call ``restored``; the same for the files of ``KEPT``. None where
+    inotify is not available."""
     opened = _open()
     if opened is None:
         return None
@@ -130,7 +195,8 @@ def keep(directory: Path, selector: selectors.BaseSelector, lock_fd: int | None,
     if not keeper.watch():
         os.close(fd)
         return None
-    selector.register(fd, selectors.EVENT_READ, keeper.on_event)
+    loop.watch(fd, keeper.on_event)
+    loop.at(lambda: keeper.due, keeper.settle)
     return keeper
 
 

@@ -104,10 +104,10 @@ class ForegroundDaemon(Daemon):
         self.status_fd = self.caller = None
         super()._let_go()
 
-    def _dir_restored(self) -> None:
-        super()._dir_restored()
+    def _dir_restored(self, missing: set[str]) -> None:
+        super()._dir_restored(missing)
         if self.notifier is not None:
-            self._watch_status()  # the old watch was on the directory that went
+            self._watch_status()  # the old watch may be on a directory that went
 
     # ----------------------------------------------------------------- the start's answer
     def _on_answer(self, fd: int) -> None:

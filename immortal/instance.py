@@ -140,12 +140,13 @@ def try_lock(path: Path, same_file: bool = False) -> int | None:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 return None
             raise
-        if not same_file or _names(path, fd):
+        if not same_file or names_file(path, fd):
             return fd
         os.close(fd)
 
 
-def _names(path: Path, fd: int) -> bool:
+def names_file(path: Path, fd: int) -> bool:
+    """Whether ``path`` names the file open on ``fd`` (not removed, not replaced)."""
     try:
         return os.path.samestat(os.stat(path, follow_symlinks=False), os.fstat(fd))
     except FileNotFoundError:

@@ -267,15 +267,21 @@ class Pump(Hosts, PumpStart, Scaling, PumpControl, Rollout, RollResume, Operatio
         self._act(inst, actions, spawned)
         self._write_status()
 
-    def _dir_restored(self) -> None:
-        """As the group's root: the instance directory was removed and made again
-        (``dirwatch``, which took the lock anew); put back its other files."""
+    def _dir_restored(self, missing: set[str]) -> None:
+        """As the group's root: the instance directory, or files of it, were removed and
+        ``dirwatch`` put back the lock; put back those of its other files ``missing``."""
         assert self.control is not None
-        self.control.close()
-        self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
-                                      self.command)
-        write_json(self.directory / "spec.json", self.spec.to_json())
-        self._write_status()
+        if SOCKET_NAME in missing:
+            self.control.close()
+            self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
+                                          self.command)
+        if "spec.json" in missing:
+            try:
+                write_json(self.directory / "spec.json", self.spec.to_json())
+            except OSError as exc:  # a full disk: the group runs on without it
+                rolelog.report("spec", f"immortal: pump: cannot write spec.json: {exc}\n")
+        if "status.json" in missing:
+            self._write_status()
 
     # ----------------------------------------------------------------- actions
     def _feed(self, inst: Instance, event: supervise.Event, write: bool = True) -> None:

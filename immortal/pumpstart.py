@@ -295,7 +295,7 @@ class PumpStart(StartAnswer):
         if self.daemon_pid is None:
             self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                           self.command)
-            dirwatch.keep(self.directory, self.selector, self.lock_fd, self._dir_restored)
+            dirwatch.keep(self.directory, self.loop, self.lock_fd, self._dir_restored)
         self._answer_once_ready()
 
     def _check_daemon(self) -> None:
@@ -412,5 +412,5 @@ class PumpStart(StartAnswer):
     def _write_status(self) -> None:
         raise NotImplementedError
 
-    def _dir_restored(self) -> None:
+    def _dir_restored(self, missing: set[str]) -> None:
         raise NotImplementedError

@@ -22,6 +22,7 @@ from .instance import (  # noqa: F401  (the instance directory's names, kept imp
     home,
     instance_dir,
     lock_held,
+    names_file,
     read_json,
     try_lock,
     wait_lock,

@@ -276,6 +276,45 @@ def test_a_removed_lock_file_lets_no_second_group_start(started, home, strategy)
     assert final.state == "stopped" and not final.running
 
 
+@pytest.mark.parametrize("strategy", ["daemon", "unattached"])
+def test_files_removed_from_a_running_groups_directory_are_put_back(started, home, strategy):
+    """The directory stays, its files go (an ``rm -rf`` that lost a race with the group's own
+    writes, a clean-up of old files): the group puts back its lock, socket and JSON files,
+    and stays one group that ``stop NAME`` finds."""
+    group = started(TALKER, [], name="nofiles", strategy=strategy)
+    pids = group.pids
+    directory = home / "nofiles"
+    kept = {"lock", "control.sock", "spec.json", "status.json"}
+    for name in kept:
+        os.unlink(directory / name)
+    wait_for(lambda: set(os.listdir(directory)), lambda names: kept <= names,
+             what="the group's files to be put back")
+    assert state.try_lock(directory / "lock") is None  # the group holds the new lock
+    assert immortal.attach("nofiles").pids == pids
+    with pytest.raises(immortal.AlreadyRunning):
+        immortal.start(TALKER, name="nofiles")
+    log = "daemon.log" if strategy == "daemon" else "pump.log"
+    assert "put back" in (directory / log).read_text()
+    result = subprocess.run([sys.executable, "-m", "immortal", "stop", "nofiles"],
+                            capture_output=True, text=True, timeout=LONG)
+    assert result.returncode == 0, result.stderr
+    assert not any(_linux.is_alive(pid, None) for pid in pids.values())
+    assert group.status().state == "stopped"
+
+
+def test_a_removed_status_file_alone_is_put_back_and_the_socket_kept(started, home):
+    """One file removed: that one is written again, and the control socket, which was not
+    removed, is the same socket (its clients are not dropped)."""
+    group = started(TALKER, [], name="nostatus")
+    directory = home / "nostatus"
+    sock = os.stat(directory / "control.sock").st_ino
+    os.unlink(directory / "status.json")
+    wait_for(lambda: (directory / "status.json").exists(), lambda there: there,
+             what="status.json to be put back")
+    assert os.stat(directory / "control.sock").st_ino == sock
+    assert group.status().pids == group.pids
+
+
 def test_the_home_does_not_move_with_the_environment(tmp_path):
     import pwd
 
