@@ -25,7 +25,9 @@ the pipes and the journal the dead group's pipe holder kept, where the monitors 
 same (``leftover``): what the dead pump had read but not handed to every monitor, and
 what the target wrote after its pump died, come first, each monitor from its own mark.
 The new target writes after them in the same pipes (a last line the dead one left
-without its newline is joined to the new one's first).
+without its newline is joined to the new one's first). A group of one program's several
+instances takes each instance's, instance k's for the new instance k; an instance the
+new start does not run (fewer ``workers``) leaves its lines untaken.
 
 The adopted target is not a child of ours: it is watched through a pidfd, and its exit
 status is unknown. Its message channel (``channel=True``) is lost: its peer end died with
@@ -87,18 +89,18 @@ def decide(spec: Spec) -> Adopt | None:
 
 
 def leftover(spec: Spec, old: dict[str, Any]) -> bool:
-    """Whether a start that adopts no target is to take the journal its dead group's pipe
-    holder kept (``claim``): a group of one instance of one program, as before, with the
-    same monitors (the journal's ledger holds each one's mark by its place in the list).
+    """Whether a start that adopts no target is to take the journals its dead group's pipe
+    holder kept (``claim``): a group of one program, as before, with the same monitors
+    (a journal's ledger holds each one's mark by its place in the list).
 
     Its target died with its supervisors, or is ended now: what its pump had read but not
     handed to every monitor (killed in the middle of a block, the first monitors had it,
     the others not) is in that journal, and what it wrote after its pump died is in its
     pipes; both are delivered before the new target's lines, each monitor from its own
     mark. Without them those lines were lost."""
-    if spec.strategy == Strategy.DEVELOPMENT or spec.workers > 1 or spec.several:
+    if spec.strategy == Strategy.DEVELOPMENT or spec.several:
         return False
-    if not old or old.get("programs") or int(old.get("workers") or 1) > 1:
+    if not old or old.get("programs"):
         return False
     if old.get("monitors") != spec.to_json()["monitors"]:
         return False
@@ -152,14 +154,15 @@ def note(spec: Spec, text: str) -> None:
         pass  # only a note: the start goes on
 
 
-def claim(args: RoleArgs) -> RoleArgs:
+def claim(args: RoleArgs, workers: int = 1) -> RoleArgs:
     """``args`` of a first role with the adopted target's pipes opened as its ``out`` and
     ``err``; without the adoption if they cannot be (the target is then ended and a new
-    one spawned). Any other ``args`` are returned as they are."""
+    one spawned); or, adopting none, with the files of the ``workers`` instances the dead
+    group's pipe holder kept (``leftover``). Any other ``args`` are returned as they are."""
     adopt = args.adopt
     if adopt is None and args.leftover and args.why == PUMP_START \
             and args.fds.journal is None:
-        return _claim_journal(args)
+        return _claim_journal(args, workers)
     if adopt is None or args.why != PUMP_START or args.fds.out or adopt.ticks is None:
         return args
     try:
@@ -177,36 +180,55 @@ def claim(args: RoleArgs) -> RoleArgs:
     return replace(args, fds=replace(args.fds, out=out, err=err, journal=journal))
 
 
-def _claim_journal(args: RoleArgs) -> RoleArgs:
-    """``args`` with the journal and the pipes of the group's newest pipe holder
-    (``leftover``): the new target writes after what the dead one left in them. Without
-    ``leftover`` if no holder keeps them."""
+def _claim_journal(args: RoleArgs, workers: int) -> RoleArgs:
+    """``args`` with the journals and the pipes of the group's newest pipe holder
+    (``leftover``), instance k's for instance k: each new target writes after what the
+    dead one left in them. Without ``leftover`` if no holder keeps them."""
     found = sorted(orphans.holders(args.dir), key=lambda each: (each[1], each[0]),
                    reverse=True)
     for pid, started in found:
-        journal = _journal_of(pid, started)
-        if journal is None:
+        files = _held_files(pid, started, workers)
+        if not files:
             continue
-        opened: list[int] = []
-        try:
-            out = _linux.reopen_pipe(pid, holder.PIPE_FDS[0])
-            opened.extend(out)
-            err = _linux.reopen_pipe(pid, holder.PIPE_FDS[1])
-        except OSError:
-            for fd in (*opened, journal):
-                os.close(fd)
-            continue
-        rolelog.report("adopt", f"immortal: {args.role}: took the pipes and the journal of "
-                       "the dead group's pipe holder: its last target's undelivered lines "
-                       "come first\n")
-        return replace(args, fds=replace(args.fds, out=out, err=err, journal=journal))
+        rolelog.report("adopt", f"immortal: {args.role}: took the pipes and the journal"
+                       f"{'s' if len(files) > 1 else ''} of the dead group's pipe holder: "
+                       "its last targets' undelivered lines come first\n")
+        return replace(args, fds=args.fds.with_instances(
+            {("", k): each for k, each in enumerate(files)}))
     return replace(args, leftover=False)
 
 
-def _journal_of(pid: int, started: int, pipes: tuple[int, int] | None = None) -> int | None:
-    """The journal the pipe holder ``pid`` (started at ``started``) keeps, opened; None if
-    it is not one (or, with ``pipes``, not kept beside pipes of those inodes)."""
-    path = f"/proc/{pid}/fd/{holder.JOURNAL_FD}"
+def _held_files(pid: int, started: int, workers: int) -> list[tuple[int, int, int, int, int]]:
+    """The files of the first ``workers`` instances the pipe holder ``pid`` keeps (each its
+    journal and its pipes' read ends, from ``holder.JOURNAL_FD`` on: ``KeptFiles.held``),
+    opened: (out read, out write, err read, err write, journal) each; as many as it
+    keeps, from instance 0, up to one that cannot be opened."""
+    files: list[tuple[int, int, int, int, int]] = []
+    step = 1 + len(holder.PIPE_FDS)
+    for k in range(workers):
+        at = holder.JOURNAL_FD + k * step
+        journal = _journal_of(pid, started, at=at)
+        if journal is None:
+            break
+        opened: list[int] = []
+        try:
+            out = _linux.reopen_pipe(pid, at + 1)
+            opened.extend(out)
+            err = _linux.reopen_pipe(pid, at + 2)
+        except OSError:
+            for fd in (*opened, journal):
+                os.close(fd)
+            break
+        files.append((*out, *err, journal))
+    return files
+
+
+def _journal_of(pid: int, started: int, pipes: tuple[int, int] | None = None,
+                at: int = holder.JOURNAL_FD) -> int | None:
+    """The journal the pipe holder ``pid`` (started at ``started``) keeps at fd ``at``,
+    opened; None if it is not one (or, with ``pipes``, not kept beside pipes of those
+    inodes)."""
+    path = f"/proc/{pid}/fd/{at}"
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except OSError:

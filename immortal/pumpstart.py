@@ -60,7 +60,8 @@ class PumpStart(StartAnswer):
     close_operations: Callable[[], None]
 
     def __init__(self, spec: Spec, args: RoleArgs, subreaper: bool = False) -> None:
-        args = adoption.claim(args)  # unattached, adopting an orphan: its pipes, reopened
+        # unattached, adopting an orphan: its pipes, reopened; or a dead group's files
+        args = adoption.claim(args, spec.workers)
         self.spec = spec
         self.args = args
         self.directory = Path(spec.directory)

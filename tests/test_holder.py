@@ -234,3 +234,48 @@ def test_a_fresh_start_delivers_what_a_dead_group_left_in_its_holder(
     again.stop(timeout=SHORT)
     assert seen(lines) == expected
     assert seen(log) == expected  # once each: the block it had is not given again
+
+
+WORKER = """import os, sys, time
+k = os.environ["IMMORTAL_INSTANCE"].encode()
+os.write(1, b"".join(b"line %s-%06d\\n" % (k, n) for n in range(3)))
+deadline = time.monotonic() + 120
+while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
+    time.sleep(0.01)
+os.write(1, b"".join(b"line %s-%06d\\n" % (k, n) for n in range(3, 6)))
+time.sleep(600)
+"""
+
+
+def test_a_fresh_start_of_workers_delivers_what_each_dead_instance_left_in_the_holder(
+        started, tmp_path):
+    # Both supervisors of a group of three die; each worker writes on into its pipes,
+    # which the holder keeps. The next start (another command: the workers are ended,
+    # none adopted) takes every instance's pipes and journal: no line of any is lost, and
+    # none comes twice.
+    program = tmp_path / "worker.py"
+    program.write_text(WORKER)
+    more = tmp_path / "more"
+    log, lines = tmp_path / "file.log", tmp_path / "lines.txt"
+    monitors = {"file": {"output": str(log)}, "plugins.delivery:Lines": {"path": str(lines)}}
+    group = started(str(program), [str(more)], name="workleft", workers=3, monitors=monitors)
+    wait_for(lambda: seen(lines), lambda got: len(got) == 9, LONG, what="the first lines")
+    workers = [entry.pid for entry in group.status().instances]
+    assert len(workers) == 3 and all(workers)
+    written = {pid: bytes_written(pid) for pid in workers}
+    kill_at_once(group.pids["daemon"], group.pids["pump"])
+    wait_for(group.status, lambda s: not s.running, what="the group to stop running")
+    more.write_text("")
+    for pid in workers:
+        wait_for(lambda: bytes_written(pid), lambda count: count > written[pid],
+                 what="each worker's lines written with no pump to read them")
+    quiet = tmp_path / "quiet.py"
+    quiet.write_text("import time\ntime.sleep(600)\n")
+    again = started(str(quiet), [], name="workleft", workers=3, monitors=monitors)
+    expected = sorted(b"line %d-%06d" % (k, n) for k in range(3) for n in range(6))
+    wait_for(lambda: seen(lines), lambda got: len(got) >= 18, LONG,
+             what="the dead workers' lines in the line monitor")
+    again.stop(timeout=SHORT)
+    assert sorted(seen(lines)) == expected
+    assert sorted(seen(log)) == expected
+    assert not any(is_alive(pid, None) for pid in workers)
