@@ -5,7 +5,9 @@ It takes fds 3 .. 3 + LISTEN_FDS - 1 (``socket.socket(fileno=...)``) and refuses
 with a JSON object: its pid, its instance (``IMMORTAL_INSTANCE``), the fd the request came
 in on, the environment and the open fds it saw at start (each fd's ``/proc`` link), and
 each listen socket's family and address. ``GET /?hold=S`` holds the connection S seconds
-before answering (it serves one at a time: the next connection goes to another instance).
+before answering, ``GET /?until=PATH`` until PATH exists (at most a minute; it makes
+``PATH.<its pid>`` first, to say it holds one); it serves one at a time: the next
+connection goes to another instance.
 It prints 'serving <pid>' once it accepts.
 
   --state FILE  append its pid to FILE; if FILE already had one (a restart), wait
@@ -72,6 +74,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
         if "hold" in query:
             time.sleep(float(query["hold"][0]))
+        if "until" in query:
+            open(f"{query['until'][0]}.{os.getpid()}", "w").close()
+            deadline = time.monotonic() + 60
+            while not os.path.exists(query["until"][0]) and time.monotonic() < deadline:
+                time.sleep(0.01)
         body = json.dumps({"pid": os.getpid(), "instance": os.environ.get("IMMORTAL_INSTANCE"),
                            "fd": self.server.socket.fileno(),
                            "env": SEEN_ENV, "fds": SEEN_FDS,
