@@ -77,8 +77,40 @@ def role_title(role: str, directory: Path | str, labels: str = "") -> str:
 
 def wears_title(pid: int, role: str, directory: Path | str) -> bool:
     """Whether ``pid`` wears the title of ``directory``'s ``role``, whatever its labels."""
-    shown, title = shown_title(pid), role_title(role, directory)
-    return shown is not None and (shown == title or shown.startswith(title + " ["))
+    shown = shown_title(pid)
+    return shown is not None and _titles(shown, role, directory)
+
+
+def _titles(shown: str, role: str, directory: Path | str) -> bool:
+    """Whether the title ``shown`` is ``directory``'s ``role``'s, whatever its labels."""
+    title = role_title(role, directory)
+    return shown == title or shown.startswith(title + " [")
+
+
+def supervisors(directory: Path | str) -> dict[str, int]:
+    """The living processes of ours (root: of any user) that wear the title of
+    ``directory``'s daemon or pump, by role (empty off Linux, or without titles): a
+    group's supervisors found without its files. A scan of every process: for the rare
+    start that finds a group's lock file gone (``state.Lock``)."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return {}
+    me, uid = os.getpid(), os.getuid()
+    found: dict[str, int] = {}
+    for name in names:
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            if uid and os.stat(f"/proc/{name}").st_uid != uid:
+                continue
+        except OSError:
+            continue
+        shown = shown_title(int(name))
+        for role in ("daemon", "pump"):
+            if shown is not None and role not in found and _titles(shown, role, directory):
+                found[role] = int(name)
+    return found
 
 
 def _is_holder(pid: int, directory: str) -> bool:

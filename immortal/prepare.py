@@ -60,7 +60,7 @@ def _take_directory(directory: Path) -> tuple[Lock, bool]:
         created = bool(ensure_dir(directory))
         # Losing the lock leaves everything as it is, even a directory this call created:
         # the winner may have opened its lock file, or run in it already.
-        return Lock.take(directory), created
+        return Lock.take(directory, created), created
 
 
 @contextlib.contextmanager

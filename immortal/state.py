@@ -66,18 +66,22 @@ class Lock(MutableRecord):
     fd: int
 
     @classmethod
-    def take(cls, directory: Path) -> Lock:
+    def take(cls, directory: Path, created: bool = False) -> Lock:
         """The group's lock; AlreadyRunning if it runs. Its supervisors hold the lock; and
         where its lock file was removed while it ran (the lock then guards a file nobody
         else opens), a supervisor that ``status.json`` names and that still lives, with
-        its title, is the proof that it runs."""
+        its title, is the proof that it runs; or, ``status.json`` removed too, a process
+        wearing a supervisor's title for this directory, searched for when the lock file
+        is missing from a directory this start did not create (``created``)."""
+        missing = not created and not os.path.lexists(directory / "lock")
         fd = try_lock(directory / "lock", same_file=True)
         status = read_status(directory) if fd is None else _supervised(directory)
-        if fd is None or status is not None:
+        titled = _titled(directory) if fd is not None and status is None and missing else {}
+        if fd is None or status is not None or titled:
             if fd is not None:
                 os.close(fd)
             name = directory.name
-            pids = status.pids if status else {}
+            pids = status.pids if status else titled
             shown = ", ".join(f"{role} {pid}" for role, pid in pids.items()) or "unknown pids"
             raise AlreadyRunning(
                 f"group {name!r} is already running ({shown}); stop it first with "
@@ -317,6 +321,13 @@ def clear_stale(directory: Path, reason: str = STALE) -> Status | None:
     finally:
         os.close(lock)
     return read_status(directory)
+
+
+def _titled(directory: Path) -> dict[str, int]:
+    """The processes wearing the titles of ``directory``'s supervisors, by role."""
+    from .orphans import supervisors  # a start's alone, and a rare one
+
+    return supervisors(directory)
 
 
 def _supervised(directory: Path) -> Status | None:

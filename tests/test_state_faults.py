@@ -302,6 +302,34 @@ def test_files_removed_from_a_running_groups_directory_are_put_back(started, hom
     assert group.status().state == "stopped"
 
 
+@pytest.mark.parametrize("strategy", ["daemon", "unattached"])
+def test_a_start_before_the_files_are_back_finds_the_group_by_its_titles(
+        started, home, strategy):
+    """Lock file and status.json both removed, and a start comes before the group puts
+    them back (its supervisors are stopped here, so that it cannot): the start takes the
+    new lock file, finds no status, and still refuses, for the processes that wear the
+    group's supervisors' titles."""
+    group = started(TALKER, [], name="bare", strategy=strategy)
+    directory = home / "bare"
+    roles = [pid for role, pid in group.pids.items() if role in ("daemon", "pump")]
+    for pid in roles:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        for name in ("lock", "control.sock", "spec.json", "status.json"):
+            os.unlink(directory / name)
+        with pytest.raises(immortal.AlreadyRunning, match="already running"):
+            immortal.start(TALKER, name="bare")
+    finally:
+        for pid in roles:
+            os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: set(os.listdir(directory)),
+             lambda names: {"lock", "status.json", "control.sock"} <= names,
+             what="the group's files to be put back")
+    assert immortal.attach("bare").pids == group.pids
+    final = group.stop()
+    assert final.state == "stopped" and not final.running
+
+
 def test_a_removed_status_file_alone_is_put_back_and_the_socket_kept(started, home):
     """One file removed: that one is written again, and the control socket, which was not
     removed, is the same socket (its clients are not dropped)."""
