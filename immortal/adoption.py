@@ -25,9 +25,10 @@ the pipes and the journal the dead group's pipe holder kept, where the monitors 
 same (``leftover``): what the dead pump had read but not handed to every monitor, and
 what the target wrote after its pump died, come first, each monitor from its own mark.
 The new target writes after them in the same pipes (a last line the dead one left
-without its newline is joined to the new one's first). A group of one program's several
-instances takes each instance's, instance k's for the new instance k; an instance the
-new start does not run (fewer ``workers``) leaves its lines untaken.
+without its newline is joined to the new one's first). A group of several instances
+takes each instance's for the same instance of the new start; one the new start does not
+run (fewer ``workers`` of a group of one program) leaves its lines untaken, and a group
+of several programs takes them only with the same programs, each with as many instances.
 
 The adopted target is not a child of ours: it is watched through a pidfd, and its exit
 status is unknown. Its message channel (``channel=True``) is lost: its peer end died with
@@ -44,7 +45,9 @@ from . import _linux, holder, orphans, relay, rolelog
 from .errors import ImmortalError
 from .events import PUMP_START
 from .records import replace
-from .roles import Adopt, RoleArgs
+from .keptfiles import wanted
+from .rolefds import Files
+from .roles import Adopt, Key, RoleArgs
 from .spec import Spec, Strategy
 from .state import FINAL_STATES, STALE, read_json
 
@@ -90,19 +93,22 @@ def decide(spec: Spec) -> Adopt | None:
 
 def leftover(spec: Spec, old: dict[str, Any]) -> bool:
     """Whether a start that adopts no target is to take the journals its dead group's pipe
-    holder kept (``claim``): a group of one program, as before, with the same monitors
-    (a journal's ledger holds each one's mark by its place in the list).
+    holder kept (``claim``): with the same monitors (a journal's ledger holds each one's
+    mark by its place in the list); a group of several programs, with the same programs,
+    each with as many instances (the holder keeps each instance's files in their order).
 
     Its target died with its supervisors, or is ended now: what its pump had read but not
     handed to every monitor (killed in the middle of a block, the first monitors had it,
     the others not) is in that journal, and what it wrote after its pump died is in its
     pipes; both are delivered before the new target's lines, each monitor from its own
     mark. Without them those lines were lost."""
-    if spec.strategy == Strategy.DEVELOPMENT or spec.several:
+    if spec.strategy == Strategy.DEVELOPMENT or not old:
         return False
-    if not old or old.get("programs"):
+    try:
+        before = Spec.from_json(old)
+    except (TypeError, ValueError, KeyError):
         return False
-    if old.get("monitors") != spec.to_json()["monitors"]:
+    if _layout(before, spec.several) != _layout(spec, spec.several):
         return False
     # A group that ended by itself (a stop, or its restarts given up) ended its holder:
     # no search of /proc for one at every such start.
@@ -111,6 +117,14 @@ def leftover(spec: Spec, old: dict[str, Any]) -> bool:
     except (OSError, ValueError, ImmortalError):
         return True
     return not (status.get("state") in FINAL_STATES and status.get("reason") != STALE)
+
+
+def _layout(spec: Spec, counted: bool) -> list[tuple[Any, ...]]:
+    """What the journals of ``spec``'s instances depend on: each program's name and
+    monitors, and with ``counted`` its number of instances (a group of one program takes
+    as many of its dead instances' files as it runs)."""
+    return [(view.program, view.monitors, view.workers if counted else None)
+            for view in spec.each()]
 
 
 def _runs_the_same(spec: Spec, old: dict[str, Any] | None) -> tuple[Spec | None, str]:
@@ -154,15 +168,15 @@ def note(spec: Spec, text: str) -> None:
         pass  # only a note: the start goes on
 
 
-def claim(args: RoleArgs, workers: int = 1) -> RoleArgs:
+def claim(args: RoleArgs, spec: Spec) -> RoleArgs:
     """``args`` of a first role with the adopted target's pipes opened as its ``out`` and
     ``err``; without the adoption if they cannot be (the target is then ended and a new
-    one spawned); or, adopting none, with the files of the ``workers`` instances the dead
+    one spawned); or, adopting none, with the files of ``spec``'s instances the dead
     group's pipe holder kept (``leftover``). Any other ``args`` are returned as they are."""
     adopt = args.adopt
     if adopt is None and args.leftover and args.why == PUMP_START \
-            and args.fds.journal is None:
-        return _claim_journal(args, workers)
+            and not args.fds.instances():
+        return _claim_journal(args, sorted(wanted(spec)))
     if adopt is None or args.why != PUMP_START or args.fds.out or adopt.ticks is None:
         return args
     try:
@@ -180,32 +194,32 @@ def claim(args: RoleArgs, workers: int = 1) -> RoleArgs:
     return replace(args, fds=replace(args.fds, out=out, err=err, journal=journal))
 
 
-def _claim_journal(args: RoleArgs, workers: int) -> RoleArgs:
+def _claim_journal(args: RoleArgs, keys: list[Key]) -> RoleArgs:
     """``args`` with the journals and the pipes of the group's newest pipe holder
-    (``leftover``), instance k's for instance k: each new target writes after what the
-    dead one left in them. Without ``leftover`` if no holder keeps them."""
+    (``leftover``), each instance's for the same instance (``keys``, in the holder's
+    order): each new target writes after what the dead one left in them. Without
+    ``leftover`` if no holder keeps them."""
     found = sorted(orphans.holders(args.dir), key=lambda each: (each[1], each[0]),
                    reverse=True)
     for pid, started in found:
-        files = _held_files(pid, started, workers)
+        files = _held_files(pid, started, len(keys))
         if not files:
             continue
         rolelog.report("adopt", f"immortal: {args.role}: took the pipes and the journal"
                        f"{'s' if len(files) > 1 else ''} of the dead group's pipe holder: "
                        "its last targets' undelivered lines come first\n")
-        return replace(args, fds=args.fds.with_instances(
-            {("", k): each for k, each in enumerate(files)}))
+        return replace(args, fds=args.fds.with_instances(dict(zip(keys, files))))
     return replace(args, leftover=False)
 
 
-def _held_files(pid: int, started: int, workers: int) -> list[tuple[int, int, int, int, int]]:
-    """The files of the first ``workers`` instances the pipe holder ``pid`` keeps (each its
+def _held_files(pid: int, started: int, count: int) -> list[Files]:
+    """The files of the first ``count`` instances the pipe holder ``pid`` keeps (each its
     journal and its pipes' read ends, from ``holder.JOURNAL_FD`` on: ``KeptFiles.held``),
     opened: (out read, out write, err read, err write, journal) each; as many as it
-    keeps, from instance 0, up to one that cannot be opened."""
-    files: list[tuple[int, int, int, int, int]] = []
+    keeps, from the first, up to one that cannot be opened."""
+    files: list[Files] = []
     step = 1 + len(holder.PIPE_FDS)
-    for k in range(workers):
+    for k in range(count):
         at = holder.JOURNAL_FD + k * step
         journal = _journal_of(pid, started, at=at)
         if journal is None:

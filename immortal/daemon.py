@@ -57,7 +57,7 @@ PUMP_LAST = supervise.replace(PUMP_ALONE, restart=False)
 class Daemon(Holding, Scaling, Answering):
     def __init__(self, spec: Spec, args: RoleArgs) -> None:
         # a new start adopting an orphan: its pipes, reopened; or a dead group's files
-        args = adoption.claim(args, spec.workers)
+        args = adoption.claim(args, spec)
         self.spec = spec
         self.directory = Path(spec.directory)
         fds = args.fds

@@ -47,8 +47,8 @@ def plan_group(name: object, programs: object, strategy: object,
 def launch_group(spec: Spec) -> Group:
     """``start_group``'s launch of a group of several programs built and checked
     (``programs.build_group``)."""
-    with prepared(_group_placed(spec)) as (spec, lock, _, sockets, _):
-        return start_roles(spec, lock, False, None, sockets)
+    with prepared(_group_placed(spec)) as (spec, lock, _, sockets, leftover):
+        return start_roles(spec, lock, False, None, sockets, leftover)
 
 
 def _built(name: object, programs: object, strategy: object, start_timeout: object) -> Spec:

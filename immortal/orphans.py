@@ -24,7 +24,7 @@ import signal
 import time
 
 from ._linux import (boot_ticks, children, environ_values, pidfd_open, process_start_time,
-                     shown_title, signal_pidfd)
+                     processes, shown_title, signal_pidfd)
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -92,24 +92,12 @@ def supervisors(directory: Path | str) -> dict[str, int]:
     ``directory``'s daemon or pump, by role (empty off Linux, or without titles): a
     group's supervisors found without its files. A scan of every process: for the rare
     start that finds a group's lock file gone (``state.Lock``)."""
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return {}
-    me, uid = os.getpid(), os.getuid()
     found: dict[str, int] = {}
-    for name in names:
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            if uid and os.stat(f"/proc/{name}").st_uid != uid:
-                continue
-        except OSError:
-            continue
-        shown = shown_title(int(name))
+    for pid in processes(os.getuid()):
+        shown = shown_title(pid)
         for role in ("daemon", "pump"):
             if shown is not None and role not in found and _titles(shown, role, directory):
-                found[role] = int(name)
+                found[role] = pid
     return found
 
 

@@ -61,7 +61,7 @@ class PumpStart(StartAnswer):
 
     def __init__(self, spec: Spec, args: RoleArgs, subreaper: bool = False) -> None:
         # unattached, adopting an orphan: its pipes, reopened; or a dead group's files
-        args = adoption.claim(args, spec.workers)
+        args = adoption.claim(args, spec)
         self.spec = spec
         self.args = args
         self.directory = Path(spec.directory)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -247,6 +248,21 @@ time.sleep(600)
 """
 
 
+def supervisors_die_and_targets_write_on(group, more: Path) -> list[int]:
+    """Kill the daemon and the pump of ``group`` together, then let each of its targets
+    (``WORKER``) write its next lines (``more``) with no pump to read them; their pids."""
+    targets = [entry.pid for entry in group.status().instances]
+    assert all(targets)
+    written = {pid: bytes_written(pid) for pid in targets}
+    kill_at_once(group.pids["daemon"], group.pids["pump"])
+    wait_for(group.status, lambda s: not s.running, what="the group to stop running")
+    more.write_text("")
+    for pid in targets:
+        wait_for(lambda: bytes_written(pid), lambda count: count > written[pid],
+                 what="each target's lines written with no pump to read them")
+    return targets
+
+
 def test_a_fresh_start_of_workers_delivers_what_each_dead_instance_left_in_the_holder(
         started, tmp_path):
     # Both supervisors of a group of three die; each worker writes on into its pipes,
@@ -260,15 +276,8 @@ def test_a_fresh_start_of_workers_delivers_what_each_dead_instance_left_in_the_h
     monitors = {"file": {"output": str(log)}, "plugins.delivery:Lines": {"path": str(lines)}}
     group = started(str(program), [str(more)], name="workleft", workers=3, monitors=monitors)
     wait_for(lambda: seen(lines), lambda got: len(got) == 9, LONG, what="the first lines")
-    workers = [entry.pid for entry in group.status().instances]
-    assert len(workers) == 3 and all(workers)
-    written = {pid: bytes_written(pid) for pid in workers}
-    kill_at_once(group.pids["daemon"], group.pids["pump"])
-    wait_for(group.status, lambda s: not s.running, what="the group to stop running")
-    more.write_text("")
-    for pid in workers:
-        wait_for(lambda: bytes_written(pid), lambda count: count > written[pid],
-                 what="each worker's lines written with no pump to read them")
+    workers = supervisors_die_and_targets_write_on(group, more)
+    assert len(workers) == 3
     quiet = tmp_path / "quiet.py"
     quiet.write_text("import time\ntime.sleep(600)\n")
     again = started(str(quiet), [], name="workleft", workers=3, monitors=monitors)
@@ -279,3 +288,43 @@ def test_a_fresh_start_of_workers_delivers_what_each_dead_instance_left_in_the_h
     assert sorted(seen(lines)) == expected
     assert sorted(seen(log)) == expected
     assert not any(is_alive(pid, None) for pid in workers)
+
+
+def test_a_fresh_start_of_several_programs_delivers_what_each_dead_instance_left(tmp_path, home):
+    # The same for a group of two programs (one of two instances): each instance's pipes
+    # and journal go to the same instance of the same program.
+    import immortal
+
+    program = tmp_path / "worker.py"
+    program.write_text(WORKER)
+    more = tmp_path / "more"
+    quiet = tmp_path / "quiet.py"
+    quiet.write_text("import time\ntime.sleep(600)\n")
+
+    def programs(file: Path, args: list[str]) -> dict:
+        return {name: {"file": str(file), "args": args, "workers": workers,
+                       "monitors": {"file": {"output": str(tmp_path / f"{name}.log")},
+                                    "plugins.delivery:Lines":
+                                        {"path": str(tmp_path / f"{name}.txt")}}}
+                for name, workers in (("a", 2), ("b", 1))}
+
+    made = []
+    try:
+        group = immortal.start_group("twoleft", programs(program, [str(more)]))
+        made.append(group)
+        for name, workers in (("a", 2), ("b", 1)):
+            wait_for(lambda: seen(tmp_path / f"{name}.txt"),
+                     lambda got: len(got) == 3 * workers, LONG, what="the first lines")
+        supervisors_die_and_targets_write_on(group, more)
+        made.append(immortal.start_group("twoleft", programs(quiet, [])))
+        for name, workers in (("a", 2), ("b", 1)):
+            expected = sorted(b"line %d-%06d" % (k, n) for k in range(workers)
+                              for n in range(6))
+            wait_for(lambda: sorted(seen(tmp_path / f"{name}.txt")),
+                     lambda got: got == expected, LONG,
+                     what=f"program {name}'s dead lines, each once; daemon.log: "
+                          + (home / "twoleft" / "daemon.log").read_text()[-2000:])
+            assert sorted(seen(tmp_path / f"{name}.log")) == expected
+    finally:
+        for group in made:
+            group.stop(timeout=SHORT)

@@ -27,8 +27,8 @@ from .fsevents import (IN_ATTRIB, IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DELET
                        IN_MOVED_TO, IN_ONLYDIR, IN_Q_OVERFLOW, INOTIFY_EVENT, inotify,
                        inotify_events)
 from .procfs import (boot_ticks, children, descendants, environ_values, flock_held, is_alive,
-                     open_fds, parent_pid, pipe_count, process_start_time, rss, shown_title,
-                     threads)
+                     open_fds, parent_pid, pipe_count, process_start_time, processes, rss,
+                     shown_title, threads)
 from .reaping import HAVE_PIDFD, pidfd_open, set_subreaper, signal_pidfd, wait_pidfd
 from .titles import import_title, set_title
 
@@ -69,6 +69,7 @@ __all__ = [
     "pipe_backlog",
     "pipe_count",
     "process_start_time",
+    "processes",
     "receive_from",
     "reopen_pipe",
     "rss",

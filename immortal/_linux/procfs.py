@@ -137,33 +137,45 @@ def pipe_count(pid: int) -> int | None:
     return count
 
 
-def environ_values(variable: str, uid: int) -> dict[int, bytes]:
-    """The value of ``variable`` in the environment of every process that has it (this
-    process excepted), by pid; only processes of ``uid`` unless ``uid`` is 0 (root's look
-    at every process). A process that is gone, or not ours to read, is left out.
-
-    Without /proc: an empty dict.
-    """
+def processes(uid: int) -> list[int]:
+    """Every process (this one excepted) of ``uid``, or of any user if ``uid`` is 0 (root's
+    look at every process); none without /proc. One may be gone by the time it is read."""
     try:
         names = os.listdir("/proc")
     except OSError:
-        return {}
-    prefix = b"\0" + variable.encode() + b"="
+        return []
     me = os.getpid()
-    found: dict[int, bytes] = {}
+    found = []
     for name in names:
         if not name.isdigit() or int(name) == me:
             continue
         try:
             if uid and os.stat(f"/proc/{name}").st_uid != uid:
                 continue
-            with open(f"/proc/{name}/environ", "rb") as handle:
+        except OSError:
+            continue  # gone
+        found.append(int(name))
+    return found
+
+
+def environ_values(variable: str, uid: int) -> dict[int, bytes]:
+    """The value of ``variable`` in the environment of every process that has it (this
+    process excepted), by pid; only processes of ``uid`` unless ``uid`` is 0. A process
+    that is gone, or not ours to read, is left out.
+
+    Without /proc: an empty dict.
+    """
+    prefix = b"\0" + variable.encode() + b"="
+    found: dict[int, bytes] = {}
+    for pid in processes(uid):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
                 environ = b"\0" + handle.read()
         except OSError:
             continue  # gone, a kernel thread, or not ours to read
         at = environ.find(prefix)
         if at >= 0:
-            found[int(name)] = environ[at + len(prefix):].split(b"\0", 1)[0]
+            found[pid] = environ[at + len(prefix):].split(b"\0", 1)[0]
     return found
 
 
