@@ -159,11 +159,10 @@ class Keeper:
         self.restored(missing)
 
     def _lock(self) -> bool:
-        """Lock a fresh lock file on the role's lock fd; False if a new start holds it."""
+        """Lock a fresh lock file on the role's lock fd (ours is gone from the directory);
+        False if a new start holds it."""
         if self.lock_fd is None:
             return True
-        if names_file(self.directory / LOCK, self.lock_fd):
-            return True  # ours still (a spurious event)
         lock = try_lock(self.directory / LOCK, same_file=True)
         if lock is None:
             return False  # a new start took the name (it finds us by our titles)
