@@ -206,7 +206,7 @@ def _claim_journal(args: RoleArgs, keys: list[Key]) -> RoleArgs:
         if not files:
             continue
         rolelog.report("adopt", f"immortal: {args.role}: took the pipes and the journal"
-                       f"{'s' if len(files) > 1 else ''} of the dead group's pipe holder: "
+                       f"{'s' if len(files) > 1 else ''} of the dead group's pipe holder {pid}: "
                        "its last targets' undelivered lines come first\n")
         return replace(args, fds=args.fds.with_instances(dict(zip(keys, files))))
     return replace(args, leftover=False)

@@ -48,6 +48,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -832,6 +833,17 @@ def verdict(run: Stress) -> dict[str, Any]:
     }
 
 
+def keep_logs(directory: Path, report: Path) -> Path:
+    """The group's role logs (every adoption, leftover taken, recovery and restart is
+    written there), copied beside a failed run's report: the test's directory goes."""
+    kept = report.with_name(report.stem + "-logs")
+    kept.mkdir(parents=True, exist_ok=True)
+    for log in sorted(directory.glob("*.log*")):
+        if log.name.startswith(("daemon", "pump")):
+            shutil.copy2(log, kept / log.name)
+    return kept
+
+
 def stress(home: Path, tmp_path: Path, size: Size, full: bool) -> None:
     seed = int(os.environ.get("IMMORTAL_STRESS_SEED")
                or random.SystemRandom().randrange(2**32))
@@ -848,6 +860,9 @@ def stress(home: Path, tmp_path: Path, size: Size, full: bool) -> None:
     destination.parent.mkdir(parents=True, exist_ok=True)
     destination.write_text(json.dumps(figures, indent=1) + "\n")
     print(f"stress figures: {destination}")
+    if problems:
+        kept = keep_logs(run.directory, destination)
+        print(f"the group's role logs: {kept}")
     progress(f"done in {figures['elapsed_s']:.0f} s, {len(problems)} problems; figures in "
              f"{destination}")
     shown = {k: v for k, v in figures.items() if k != "problems"}
