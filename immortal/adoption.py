@@ -72,12 +72,10 @@ def decide(spec: Spec) -> Adopt | None:
         old = read_json(directory / "spec.json")
     except (OSError, ValueError, ImmortalError):  # unreadable, or not ours: not believed
         return None
-    pid = (status.get("pids") or {}).get("target")
-    ticks = (status.get("start_times") or {}).get("target")
-    if not isinstance(pid, int) or not isinstance(ticks, int):
+    found = _orphan(directory, status, old)
+    if found is None:
         return None
-    if not _linux.is_alive(pid, ticks) or (pid, ticks) not in orphans.find(directory):
-        return None  # gone, or no proof it is the group's (no token: not Linux)
+    pid, ticks = found
     before, why = _runs_the_same(spec, old)
     if before is None:
         note(spec, f"immortal: start: the target {pid} left running by a dead group is "
@@ -89,6 +87,40 @@ def decide(spec: Spec) -> Adopt | None:
     same = before.to_json()
     return Adopt(pid, _wall(ticks), ticks=ticks,
                  journal=same["monitors"] == spec.to_json()["monitors"])
+
+
+def _orphan(directory: Path, status: dict[str, Any],
+            old: dict[str, Any] | None) -> tuple[int, int] | None:
+    """The dead group's living target, as (pid, start time): the one ``status.json``
+    names, proved by its start time and the group's token; else the one its pump spawned
+    and had not written there yet when both supervisors died (the status follows a spawn
+    by a moment). None if none, or no proof it is the group's (no token: not Linux)."""
+    carriers = orphans.find(directory)
+    pid = (status.get("pids") or {}).get("target")
+    ticks = (status.get("start_times") or {}).get("target")
+    if isinstance(pid, int) and isinstance(ticks, int) and (pid, ticks) in carriers \
+            and _linux.is_alive(pid, ticks):
+        return pid, ticks
+    try:
+        before = Spec.from_json(old) if old else None
+    except (TypeError, ValueError, KeyError):
+        return None
+    if before is None or before.workers > 1 or before.several:
+        return None
+    command = before.command()
+    # A target leads a process group of its own and runs the group's command; what it
+    # starts carries the token too, but stays in its group (or runs another program).
+    # The oldest: a descendant is younger than the target that started it.
+    leaders = sorted((started, pid) for pid, started in carriers
+                     if _leads_group(pid) and _linux.command_line(pid) == command)
+    return (leaders[0][1], leaders[0][0]) if leaders else None
+
+
+def _leads_group(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except OSError:
+        return False
 
 
 def leftover(spec: Spec, old: dict[str, Any]) -> bool:

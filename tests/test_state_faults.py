@@ -369,3 +369,31 @@ def test_status_and_list_show_where_the_groups_are(started, home, capsys):
     assert f"  dir      {home / 'shown'}" in capsys.readouterr().out.splitlines()
     assert main(["list"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == f"home: {home}"
+
+
+def test_a_target_spawned_just_before_both_supervisors_died_is_adopted(started, tmp_path):
+    """``status.json`` names a spawn a moment after it: supervisors killed in that moment
+    leave it naming the target before. The next run adopts the one that runs (found by the
+    group's token, leading its own process group, running the group's command), instead of
+    ending it as a stranger."""
+    program = tmp_path / "quiet.py"
+    program.write_text(QUIET)
+    marker = tmp_path / "ready"
+    group = started(str(program), [str(marker), "keep"], name="lagged")
+    wait_for(marker.exists, bool, what="the target to be ready")
+    status_file = Path(group.directory) / "status.json"
+    before = status_file.read_text()
+    first = group.pids["target"]
+    marker.unlink()
+    os.kill(first, signal.SIGKILL)
+    wait_for(marker.exists, bool, LONG, "the respawned target to be ready")
+    pids = wait_for(lambda: group.pids, lambda p: p.get("target") not in (None, first),
+                    what="the respawn in the status")
+    target = (pids["target"], _linux.process_start_time(pids["target"]))
+    kill_at_once(pids["daemon"], pids["pump"])
+    wait_for(lambda: group.status().running, lambda running: not running,
+             what="the supervisors to be gone")
+    status_file.write_text(before)  # as the pump left it had it died before its write
+    again = started(str(program), [str(marker), "keep"], name="lagged")
+    assert again.adopted == target[0] and _linux.is_alive(*target)
+    assert targets(program) == [target[0]]

@@ -26,9 +26,9 @@ from .fsevents import (IN_ATTRIB, IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DELET
                        IN_IGNORED, IN_ISDIR, IN_MODIFY, IN_MOVE_SELF, IN_MOVED_FROM,
                        IN_MOVED_TO, IN_ONLYDIR, IN_Q_OVERFLOW, INOTIFY_EVENT, inotify,
                        inotify_events)
-from .procfs import (boot_ticks, children, descendants, environ_values, flock_held, is_alive,
-                     open_fds, parent_pid, pipe_count, process_start_time, processes, rss,
-                     shown_title, threads)
+from .procfs import (boot_ticks, children, command_line, descendants, environ_values,
+                     flock_held, is_alive, open_fds, parent_pid, pipe_count,
+                     process_start_time, processes, rss, shown_title, threads)
 from .reaping import HAVE_PIDFD, pidfd_open, set_subreaper, signal_pidfd, wait_pidfd
 from .titles import import_title, set_title
 
@@ -51,6 +51,7 @@ __all__ = [
     "LINUX",
     "boot_ticks",
     "children",
+    "command_line",
     "descendants",
     "environ_values",
     "flock_held",

@@ -189,6 +189,17 @@ def shown_title(pid: int) -> str | None:
         return None
 
 
+def command_line(pid: int) -> list[str] | None:
+    """The arguments ``pid`` runs with, as its last ``exec`` was given them (or as it
+    rewrote them); None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return None
+    return [os.fsdecode(arg) for arg in raw.split(b"\0")[:-1]]
+
+
 def flock_held(info: os.stat_result) -> bool | None:
     """Whether some process holds a ``flock`` on the file ``info`` describes, read from
     the kernel's list of locks (by device and inode) without taking the lock.
