@@ -182,19 +182,31 @@ class Server:
         self.clients: dict[int, _Client] = {}
         self.limit = MAX_CLIENTS  # lowered when the process runs out of files
         self.paused_until: float | None = None  # the listener rests until then
-        try:
-            os.unlink(path)  # a socket left by a dead predecessor; we hold the group lock
-        except FileNotFoundError:
-            pass
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
+        self.listener = listener
+        #: the socket is in place; not when the directory cannot be written (made
+        #: read-only or immutable under a running group): the role then supervises on
+        #: without it, and a client falls back to signals, as for a frozen daemon
+        self.bound = False
         try:
-            listener.bind(str(path))  # born 0600 (0777 & ~0177): there is no window to chmod
-        finally:
-            os.umask(old)
+            try:
+                os.unlink(path)  # a socket left by a dead predecessor; we hold the group lock
+            except FileNotFoundError:
+                pass
+            old = os.umask(0o177)
+            try:
+                listener.bind(str(path))  # born 0600 (0777 & ~0177): no window to chmod
+            finally:
+                os.umask(old)
+        except OSError as exc:
+            from . import rolelog  # noqa: PLC0415 - a failure's path: clients never load it
+
+            rolelog.report("control", f"immortal: cannot make the control socket {path} "
+                           f"({exc}); the group runs on without it\n")
+            return
+        self.bound = True
         listener.listen(64)
         listener.setblocking(False)
-        self.listener = listener
         selector.register(listener, selectors.EVENT_READ, self._accept)
 
     def next_deadline(self) -> float | None:
@@ -223,13 +235,16 @@ class Server:
     def close(self) -> None:
         for client in list(self.clients.values()):
             self._drop(client)
+        if not self.bound:
+            self.listener.close()
+            return
         if self.paused_until is None:
             self.selector.unregister(self.listener)
         self.listener.close()
         try:
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # gone, or the directory is no longer ours to write
 
     def _accept(self, listener: socket.socket) -> None:
         try:

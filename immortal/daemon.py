@@ -231,7 +231,10 @@ class Daemon(Holding, Scaling, Answering):
         why, message_file = self.next_start
         log = self.directory / "pump.log"
         if why == PUMP_RESTART and log.exists():
-            os.replace(log, self.directory / "pump.log.1")
+            try:
+                os.replace(log, self.directory / "pump.log.1")
+            except OSError:
+                pass  # a directory we can no longer write: the new pump appends instead
         self.targets.left(self.pump is not None)
         adopts = self.targets.adopts()
         try:

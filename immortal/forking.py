@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from . import _linux, jobstop, monitorload, plainsignals
+from . import _linux, jobstop, monitorload, plainsignals, rolelog
 from .roles import RoleArgs
 from .spec import Spec
 
@@ -159,7 +159,7 @@ def _become_pump_fds(keep: list[int], log: Path) -> None:
     the pump's lifeline instead: the pump would take that for its daemon's death.
     """
     null = os.open(os.devnull, os.O_RDWR)
-    err = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    err = rolelog.open_for(log)
     os.dup2(null, 0)
     os.dup2(null, 1)
     os.dup2(err, 2)

@@ -90,6 +90,7 @@ class Pump(Hosts, PumpStart, Scaling, PumpControl, Rollout, RollResume, Operatio
         loop.at(self.roll_deadline, self.roll_due)
         loop.watch(self.spares.fd, lambda _: self.spares.ready())
         loop.at(lambda: self.spares.retry_at, self.spares.due)
+        loop.at(lambda: self.status_file.retry_at, self._write_status)
         for inst in self.instances:
             if inst.streams.spare is not None:
                 self.spares.add(inst.streams)

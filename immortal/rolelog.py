@@ -184,6 +184,16 @@ def install(path: str | None) -> RoleLog:
     return _log
 
 
+def open_for(path: str | os.PathLike[str]) -> int:
+    """A new role's log, ``path``, opened for appending (its stderr to be); else, in a
+    directory that can no longer be written, a copy of this role's own stderr: a role
+    never dies of its log."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError:
+        return os.dup(2)
+
+
 def report(kind: str, text: str) -> None:
     """One message of ``kind`` on the role's log (rate-limited, never fatal)."""
     _log.report(kind, text)

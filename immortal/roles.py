@@ -19,7 +19,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-from . import bytecode
+from . import bytecode, rolelog
 from .events import DAEMON_RESTART, PUMP_START, ExitStatus
 from .records import Record, replace
 from .rolefds import Fds, Files, Key
@@ -365,8 +365,7 @@ def _spawn_successor(directory: str, adopts: dict[Key, Adopt], fds: Fds,
     alive = {k: replace(adopt, exit=None) for k, adopt in adopts.items()}
     args = RoleArgs("pump", directory, DAEMON_RESTART, fds=replace(fds, lifeline=lifeline),
                     daemon_pid=os.getpid(), fresh=True, **split_adopts(alive))
-    log = os.open(Path(directory) / "pump.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                  0o600)
+    log = rolelog.open_for(Path(directory) / "pump.log")
     try:
         child = subprocess.Popen(role_command(args), stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=log, close_fds=True,

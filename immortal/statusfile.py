@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from .workers import Instance, Run
 
 FILE = "status.json"
+#: a failed write is tried again after this many seconds, doubled at each failure up to
+#: ``RETRY_MAX``: a few writes a minute while the disk is full, none once it has room
+RETRY_FIRST = 1.0
+RETRY_MAX = 30.0
 
 
 def _backoff_until(m: State) -> float | None:
@@ -62,6 +66,9 @@ class StatusFile:
         #: machine's)
         self.last_exit: ExitStatus | None = None
         self._start_times: dict[int, int | None] = {}
+        #: when a failed write is to be tried again (monotonic); None while none failed
+        self.retry_at: float | None = None
+        self._retry_after = RETRY_FIRST
 
     def record(self, runs: Sequence[Run]) -> Status:
         """The group's state: a group of one's from its one machine and target, as it
@@ -130,11 +137,20 @@ class StatusFile:
             directory=self.directory, instances=each, ready=all(e.ready for e in each))
 
     def write(self, data: dict[str, Any]) -> None:
+        """Write ``data``; a failed write (a full disk, a directory made read-only) is
+        written again at ``retry_at`` by the pump's loop, later each time, until one
+        succeeds: ``status`` and ``stop`` would otherwise read pids dead for good
+        (supervisors replaced meanwhile) once the disk has room again."""
         try:
             write_json(self.path, data)
         except OSError as exc:
             if exc.errno != errno.ENOENT:
                 rolelog.report("status", f"immortal: pump: cannot write status: {exc}\n")
+                self.retry_at = time.monotonic() + self._retry_after
+                self._retry_after = min(2 * self._retry_after, RETRY_MAX)
+            return
+        self.retry_at = None
+        self._retry_after = RETRY_FIRST
 
     def forget(self, pid: int) -> None:
         """A dead target's pid: it may come back as another process."""

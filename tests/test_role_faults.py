@@ -481,3 +481,55 @@ def test_starting_on_a_full_disk_is_one_clear_error(small_disk):
                          capture_output=True, text=True, timeout=SHORT * 3)
     assert cli.returncode == 1 and cli.stderr.startswith("immortal: error: "), cli.stderr
     assert "Traceback" not in cli.stderr
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """``make(directory)``: the directory made immutable (``chattr +i``: no entry can be
+    made, removed or renamed in it), as a read-only remount would; undone at the end.
+    Skipped where the file system or the user cannot."""
+    made: list = []
+
+    def make(directory) -> None:
+        result = subprocess.run(["chattr", "+i", str(directory)], capture_output=True,
+                                text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot make a directory immutable here: {result.stderr.strip()}")
+        made.append(directory)
+
+    def undo() -> None:
+        while made:
+            subprocess.run(["chattr", "-i", str(made.pop())], check=True)
+
+    make.undo = undo
+    yield make
+    undo()
+
+
+def test_supervisors_replaced_in_a_directory_they_cannot_write_keep_the_group(
+        started, tmp_path, immutable):
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    group = started(script, [])
+    pids = group.pids
+    target = pids["target"]
+    immutable(group.directory)
+    # pump.log cannot be rotated nor control.sock made again: before, the daemon died of
+    # the first and the pump taking over of the second, leaving the target unsupervised.
+    os.kill(pids["pump"], signal.SIGKILL)
+    holders = {pid for pid, _ in orphans.holders(group.directory)}
+    pump = wait_for(lambda: [p for p in children(pids["daemon"]) if p not in
+                             (pids["pump"], target, *holders)],
+                    lambda kids: len(kids) == 1, what="a new pump")[0]
+    os.kill(pids["daemon"], signal.SIGKILL)
+    successor = wait_for(lambda: children(pump), lambda kids: any(
+        orphans.wears_title(kid, "pump", group.directory) for kid in kids),
+        what="the pump to take over as the daemon, with a pump of its own")
+    assert is_alive(pump, None) and is_alive(target, None)
+    immutable.undo()
+    # No event follows: the failed status writes are tried again by themselves.
+    status = wait_for(group.status, lambda s: s.running and s.pids.get("daemon") == pump,
+                      what="status.json written again once the directory can be")
+    assert status.pids["pump"] in successor and status.pids["target"] == target
+    group.stop()
+    assert not is_alive(target, None) and not is_alive(pump, None)
