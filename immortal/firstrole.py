@@ -45,6 +45,7 @@ def start_roles(spec: Spec, lock: Lock, capture: bool = False,
     fds = Fds(handshake=hs_w, lock=lock.fd, parent=parent_r, listen=sockets or None)
     args = RoleArgs(role, str(directory), detach=not development, fds=fds, adopt=adopt,
                     leftover=leftover)
+    logged = _log_sizes(directory)
     log: Any = None if development else open(directory / f"{role}.log", "ab")
     out = subprocess.PIPE if capture else log
     ready = None if development else standby.claim(role)
@@ -66,9 +67,9 @@ def start_roles(spec: Spec, lock: Lock, capture: bool = False,
             log.close()
     pids: dict[str, tuple[int, int | None]] = {}
     try:
-        adopted = _handshake(spec, hs_r, pids, popen)
+        adopted = _handshake(spec, hs_r, pids, popen, logged)
     except BaseException:
-        _kill_roles(pids, popen, directory)
+        _kill_roles(pids, popen, directory, adopt is None)
         if parent_w is not None:
             os.close(parent_w)
         raise
@@ -86,7 +87,7 @@ def start_roles(spec: Spec, lock: Lock, capture: bool = False,
 
 
 def _handshake(spec: Spec, fd: int, pids: dict[str, tuple[int, int | None]],
-               popen: subprocess.Popen[bytes]) -> int | None:
+               popen: subprocess.Popen[bytes], logged: dict[str, int]) -> int | None:
     """Wait for the first role's answer: the pid of the target it adopted, if it did."""
     patience = _patience(spec)
     deadline = time.monotonic() + patience
@@ -102,7 +103,7 @@ def _handshake(spec: Spec, fd: int, pids: dict[str, tuple[int, int | None]],
         raise StartError(f"group {spec.name!r} did not start within {patience:g} s "
                          f"(start_timeout{_READY_WAIT if _waits(spec) else ''}); "
                          f"see the logs in {spec.directory}") from None
-    raise StartError(f"group {spec.name!r} failed to start: {_logs_tail(spec)}")
+    raise StartError(f"group {spec.name!r} failed to start: {_logs_tail(spec, logged)}")
 
 
 _READY_WAIT = " + ready_timeout + stop_timeout"
@@ -137,22 +138,43 @@ def answer_error(spec: Spec, message: dict[str, Any]) -> ImmortalError:
     return StartError(text, status, lines)
 
 
-def _logs_tail(spec: Spec) -> str:
-    text = []
-    for log in ("daemon.log", "pump.log"):
+_LOGS = ("daemon.log", "pump.log")
+
+
+def _log_sizes(directory: Path) -> dict[str, int]:
+    """How long the role logs are before this start: what it adds is what it says."""
+    sizes = {}
+    for log in _LOGS:
         try:
-            data = (Path(spec.directory) / log).read_bytes()[-2000:]
+            sizes[log] = (directory / log).stat().st_size
+        except OSError:
+            sizes[log] = 0
+    return sizes
+
+
+def _logs_tail(spec: Spec, logged: dict[str, int]) -> str:
+    """What the roles of this start wrote to their logs (not what an earlier run did),
+    the end of it; or that they died without a word (killed)."""
+    text = []
+    for log in _LOGS:
+        try:
+            with open(Path(spec.directory) / log, "rb") as handle:
+                handle.seek(logged.get(log, 0))
+                data = handle.read()[-2000:]
         except OSError:
             continue
         if data.strip():
             text.append(f"{log}: {data.decode('utf-8', 'replace').strip()}")
-    return "; ".join(text) or f"no message; see {spec.directory}"
+    return "; ".join(text) or ("its supervisors ended before it was ready, without a "
+                               f"message (killed?); see {spec.directory}")
 
 
 def _kill_roles(pids: dict[str, tuple[int, int | None]],
-                popen: subprocess.Popen[bytes], directory: Path) -> None:
+                popen: subprocess.Popen[bytes], directory: Path, targets: bool) -> None:
     """Make sure no role of a failed start survives it (they report failure and exit),
-    nor the pipe holder a daemon killed meanwhile could not end."""
+    nor the pipe holder a daemon killed meanwhile could not end; with ``targets``, nor a
+    target its roles spawned and could not end, killed first (a start that adopted one
+    leaves it, as its roles do)."""
     deadline = time.monotonic() + 5.0
     for role in ("daemon", "pump"):
         if role not in pids:
@@ -171,4 +193,5 @@ def _kill_roles(pids: dict[str, tuple[int, int | None]],
         except subprocess.TimeoutExpired:
             popen.kill()
             popen.wait()
-    orphans.end(orphans.holders(directory))
+    orphans.end(orphans.find(directory, holders=True) if targets
+                else orphans.holders(directory))

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import immortal
-from conftest import LONG, PROGRAMS, SHORT, TALKER, descendants, wait_for
+from conftest import LONG, PROGRAMS, SHORT, TALKER, descendants, kill_at_once, wait_for
 from immortal import readiness
 from immortal.events import ExitStatus
 from immortal.readiness import FAILED, READY, WAITING, Mode, Readiness, parse
@@ -422,10 +422,12 @@ def test_run_takes_ready_and_ready_timeout(stopped_after: list[str]) -> None:
     assert "--ready 'uptime:9' can never be reached" in bad.stderr
 
 
-@pytest.mark.parametrize("role", ["pump", "daemon"])
+@pytest.mark.parametrize("role", ["pump", "daemon", "both"])
 def test_a_supervisor_killed_during_the_wait_fails_the_start(home: Path, role: str) -> None:
     """A pump killed before its target is ready ends the group (the daemon does not restart
-    a pump that never answered); a daemon killed then makes its pump give the start up."""
+    a pump that never answered); a daemon killed then makes its pump give the start up;
+    both killed at once, the caller ends the target they could not (it was left running,
+    unlisted)."""
     before = set(descendants())
     status_file = home / "waits" / "status.json"
 
@@ -437,14 +439,17 @@ def test_a_supervisor_killed_during_the_wait_fails_the_start(home: Path, role: s
             except (OSError, ValueError, KeyError):
                 time.sleep(0.01)
                 continue
-            os.kill(pids[role], 9)
+            if role == "both":
+                kill_at_once(pids["daemon"], pids["pump"])
+            else:
+                os.kill(pids[role], 9)
             return
 
     thread = threading.Thread(target=kill)
     thread.start()
     began = time.monotonic()
     try:
-        with pytest.raises(immortal.StartError):
+        with pytest.raises(immortal.StartError) as failed:
             immortal.start(NOTIFIER, ["--no-ready"], name="waits", ready="notify",
                            ready_timeout=LONG, stop_timeout=5.0)
     finally:
@@ -452,3 +457,5 @@ def test_a_supervisor_killed_during_the_wait_fails_the_start(home: Path, role: s
     assert time.monotonic() - began < LONG
     assert_nothing_left("waits", before)
     assert not (home / "waits" / "notify.sock").exists()
+    if role == "both":
+        assert "without a message (killed?)" in str(failed.value)
