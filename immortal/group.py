@@ -21,6 +21,7 @@ from .errors import InvalidSpec, InvalidType, NoAnswer, NotRunning, StartError, 
 from .errors import StopTimeout
 from .groupstop import RETRY, GroupStop, targets_of
 from .groupview import MARGIN, POLL
+from .instance import lock_held
 from .safety import check_path
 from .state import (Status, check_dir, ensure_dir, home, instance_dir, read_json, read_status,
                     write_json)
@@ -401,8 +402,10 @@ def attach(name: str) -> Group:
         from .errors import unusable_home
 
         raise unusable_home(exc, directory.parent) from exc
-    # The lock file alone: a first start is under way (stop waits for it).
-    if status is None and not os.path.exists(directory / "lock"):
+    # The lock file alone, held: a first start is under way (stop waits for it). Not held,
+    # with no spec.json: what a failed start left (its lock file, its output), no group.
+    if status is None and not (lock_held(directory / "lock")
+                               or os.path.exists(directory / "spec.json")):
         raise NotRunning(f"no group named {name!r} in {str(home())!r}; 'immortal list' "
                          "shows the groups there")
     return Group(name, directory)

@@ -55,7 +55,10 @@ def assert_nothing_left(name: str, before: set[int]) -> None:
     """A failed start leaves no process and no group of the name."""
     assert set(descendants()) - before == set()
     assert name not in [s.name for s in immortal.groups()]
-    assert not immortal.attach(name).status().running
+    try:
+        assert not immortal.attach(name).status().running
+    except immortal.NotRunning:
+        pass  # no group of the name at all
 
 
 # ----------------------------------------------------------------- the pure object
@@ -407,6 +410,10 @@ def test_a_syntax_error_makes_run_exit_1_with_the_traceback(
     assert_nothing_left("broken", before)
     listed = run_cli("list", "--json")
     assert "broken" not in [g["name"] for g in json.loads(listed.stdout)]
+    # What the failed start left (its lock file, its output) is no group: `status` says
+    # so, as for a name never used, not that its supervisors were killed.
+    shown = run_cli("status", "broken")
+    assert "no group named 'broken'" in shown.stderr and "killed" not in shown.stdout, shown
 
 
 def test_run_takes_ready_and_ready_timeout(stopped_after: list[str]) -> None:
