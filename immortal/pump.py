@@ -238,8 +238,10 @@ class Pump(Hosts, PumpStart, Scaling, PumpControl, Rollout, RollResume, Operatio
         self.status_file.forget(dead)
         inst.target = None
         inst.streams.drain()
-        # A death before readiness during a start gives the start up: every machine stops.
-        inst.ready.exited(status)
+        # A death before readiness during a start gives the start up: every machine stops;
+        # but for an exit on a final code, which ends the instance as done.
+        inst.ready.exited(status, status.code is not None
+                          and status.code in inst.run.spec.policy.final_exit_codes)
         # Decide first, so that the exit event carries the decision (a restart record).
         inst.machine, actions = supervise.step(inst.run.spec.policy, inst.machine,
                                                supervise.Exited(status), time.monotonic(),

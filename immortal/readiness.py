@@ -176,9 +176,14 @@ class Readiness:
         self._probe_at = now + self._interval
         self._interval = min(PROBE_MAX, self._interval * 2)
 
-    def exited(self, status: ExitStatus) -> None:
-        """The target died (whether or not it had been ready)."""
+    def exited(self, status: ExitStatus, final: bool = False) -> None:
+        """The target died (whether or not it had been ready); ``final``: on one of its
+        ``final_exit_codes``, its work done (a job quicker than its readiness), which counts
+        as ready: the start succeeded, and the group ends as that code says."""
         if self.state != WAITING:
+            return
+        if final:
+            self.state = READY
             return
         self.state = FAILED
         self.exit = status

@@ -84,9 +84,9 @@ class ReadyWatch:
             self.current.notified(fields)
             self.check()
 
-    def exited(self, status: ExitStatus) -> None:
+    def exited(self, status: ExitStatus, final: bool = False) -> None:
         if self.current is not None:
-            self.current.exited(status)
+            self.current.exited(status, final)
             self.check()
 
     def deadline(self) -> float | None:

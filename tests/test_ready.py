@@ -466,3 +466,21 @@ def test_a_supervisor_killed_during_the_wait_fails_the_start(home: Path, role: s
     assert not (home / "waits" / "notify.sock").exists()
     if role == "both":
         assert "without a message (killed?)" in str(failed.value)
+
+
+def test_a_job_done_on_a_final_exit_code_before_ready_is_a_successful_start(
+        tmp_path: Path, stopped_after: list[str]) -> None:
+    """A job quicker than its readiness: its exit on one of ``final_exit_codes`` is its
+    work done, not a failed start (the README's ``--final-exit-codes 0`` job)."""
+    job = script(tmp_path, "job.py", "print('done')\n")
+    group = immortal.start(job, [], name="quickjob", ready="uptime:5",
+                           policy={"final_exit_codes": [0]}, stop_timeout=5.0)
+    status = wait_for(group.status, lambda s: not s.running, what="the job to end")
+    assert status.state == "stopped" and status.last_exit.code == 0
+    stopped_after.append("clijob")
+    result = run_cli("run", "-s", "development", "--final-exit-codes", "0", "--max-restarts",
+                     "5", "--ready", "uptime:5", "-n", "clijob", job)
+    assert result.returncode == 0, result
+    assert "done" in result.stdout
+    failed = run_cli("run", "-s", "development", "--ready", "uptime:5", "-n", "clijob", job)
+    assert failed.returncode == 1 and "before it was ready" in failed.stderr
