@@ -52,7 +52,7 @@ def names(ns: argparse.Namespace, running_only: bool = True) -> list[str]:
         from .group import attach, groups
 
         found = [s.name for s in groups()
-                 if not running_only or s.running or attach(s.name).orphans()]
+                 if not running_only or s.running or attach(s.name).left_behind()]
         if not found:
             raise NotRunning("no group " + ("runs" if running_only else "exists") +
                              " in the home; 'immortal list' shows them")
@@ -187,7 +187,7 @@ def stop(ns: argparse.Namespace) -> int:
         return 0
     # A start under way is waited for, then stopped; a group whose supervisors were killed
     # still has its processes ended.
-    if not group.wait_start().running and not group.orphans():
+    if not group.wait_start().running and not group.left_behind():
         raise NotRunning(f"group {name!r} is not running")
     try:
         final = group.stop(ns.timeout)

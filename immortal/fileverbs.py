@@ -156,7 +156,7 @@ def down(config: Config, programs: Sequence[str] = (), timeout: float | None = N
         group = attach(name)
     except NotRunning:
         raise NotRunning(f"group {name!r} (of {config.path}) is not running") from None
-    if not group.wait_start().running and not group.orphans():
+    if not group.wait_start().running and not group.left_behind():
         raise NotRunning(f"group {name!r} (of {config.path}) is not running")
     every = list(group.programs) or [name]
     group.stop(timeout)

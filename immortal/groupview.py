@@ -158,6 +158,14 @@ class GroupView:
             return []
         return [pid for pid, _ in orphans.find(self.directory)]
 
+    def left_behind(self) -> bool:
+        """Whether processes of the group run without its supervisors: :meth:`orphans`, or
+        only its pipe holder (whose target died after them), which a stop ends too."""
+        from . import orphans
+
+        return bool(self.orphans() or (not self.status().running
+                                       and orphans.holders(self.directory)))
+
     def wait_start(self) -> Status:
         """The status once a start in progress has settled: while the group lock is held
         but ``status.json`` shows no running group yet, a start is under way; it is waited

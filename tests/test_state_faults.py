@@ -397,3 +397,21 @@ def test_a_target_spawned_just_before_both_supervisors_died_is_adopted(started, 
     again = started(str(program), [str(marker), "keep"], name="lagged")
     assert again.adopted == target[0] and _linux.is_alive(*target)
     assert targets(program) == [target[0]]
+
+
+def test_stop_ends_a_pipe_holder_whose_target_died_after_its_supervisors(
+        started, tmp_path, capsys):
+    """Daemon and pump killed, then the target: only the holder is left. ``stop`` (one
+    name, or ``--all``) ends it, rather than saying the group is not running."""
+    from immortal.cli import main
+
+    for argv in (["stop", "holderonly"], ["stop", "--all"]):
+        group, program, target = quiet_orphan(started, tmp_path, "holderonly", "keep")
+        holders = orphans.holders(group.directory)
+        assert holders
+        os.kill(target[0], signal.SIGKILL)
+        wait_for(lambda: _linux.is_alive(*target), lambda alive: not alive,
+                 what="the target to be gone")
+        assert main(argv) == 0, capsys.readouterr()
+        assert not [h for h in holders if _linux.is_alive(*h)]
+        assert orphans.holders(group.directory) == []
