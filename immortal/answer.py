@@ -63,8 +63,11 @@ class StartAnswer:
             self._started()
 
     def _started(self) -> None:
-        """The start is over: the daemon told, then the caller."""
-        self.pending = False
+        """The start is over: the status says so, then the daemon is told, then the
+        caller (who may read the status at once)."""
+        if self.pending:
+            self.pending = False
+            self._write_status()
         self.link.tell(Started())
         first = self.instances[0].target
         self.handshake.send(ok=True, target=first.pid if first else None,
@@ -76,9 +79,10 @@ class StartAnswer:
         if not self.answered:
             return  # _answer_once_ready looks at them all
         if state.ready:
-            self._write_status()  # first: a caller that has its answer reads it
             if self.pending and self.all_ready:
                 self._started()
+            else:
+                self._write_status()
         elif state.state == FAILED:
             if self.pending:
                 self._give_up(inst, state.reason or "not ready")

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import subprocess
     from collections.abc import Callable, Iterator
     from pathlib import Path
-    from typing import IO
+    from typing import IO, Any
 
 POLL = 0.01  # how often a client re-reads status.json while it waits for a change
 MARGIN = 10.0  # seconds a client waits beyond a grace period before it uses SIGKILL
@@ -168,16 +168,18 @@ class GroupView:
 
     def wait_start(self) -> Status:
         """The status once a start in progress has settled: while the group lock is held
-        but ``status.json`` shows no running group yet, a start is under way; it is waited
-        for (up to its ``start_timeout`` plus a margin) until the group runs, or the lock
-        is let go (the start failed)."""
+        but ``status.json`` shows no running group yet, or one whose first start still
+        waits for its targets to be ready (``starting``), a start is under way; it is
+        waited for (up to as long as that start may wait, plus a margin) until the group
+        runs and is started, or the lock is let go (the start failed)."""
         status = self.status()
         lock = self.directory / "lock"
-        if status.running or not lock_held(lock):
+        if (status.running and not status.starting) or not lock_held(lock):
             return status
-        spec = read_json(self.directory / "spec.json") or {}
-        deadline = time.monotonic() + float(spec.get("start_timeout") or 30.0) + MARGIN
-        while not status.running and lock_held(lock) and time.monotonic() < deadline:
+        deadline = time.monotonic() + _start_patience(
+            read_json(self.directory / "spec.json") or {}) + MARGIN
+        while (not status.running or status.starting) and lock_held(lock) \
+                and time.monotonic() < deadline:
             time.sleep(POLL)
             status = self.status()
         return status
@@ -328,3 +330,13 @@ def _of_instance(instance: int | None) -> Callable[[bytes], bool] | None:
         tag = line.partition(b" ")[2].partition(b"|")[0]  # after the stamp, before the text
         return tag.strip() in tags
     return keep
+
+
+def _start_patience(spec: dict[str, Any]) -> float:
+    """How long a start of the group ``spec`` (spec.json's) may take: its roles' start,
+    its targets' readiness, and a failed one's stop (as the caller of the start waits)."""
+    programs = [entry for entry in spec.get("programs") or () if isinstance(entry, dict)]
+    each = programs or [spec]
+    ready = max(float(view.get("ready_timeout") or 0.0) + float(view.get("stop_timeout") or 0.0)
+                for view in each)
+    return float(spec.get("start_timeout") or 30.0) + ready

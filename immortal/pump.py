@@ -403,6 +403,7 @@ class Pump(Hosts, PumpStart, Scaling, PumpControl, Rollout, RollResume, Operatio
     def _status_data(self) -> dict[str, Any]:
         status = self.status_file.record(list(self.runs.values()))
         status.roll = self.roll_info
+        status.starting = self.pending
         return status.to_json(stored=True)
 
 

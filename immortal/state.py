@@ -199,6 +199,9 @@ class Status(MutableRecord):
     roll: dict[str, Any] | None = None
     comment: str | None = None  #: the group's label (``comment=``)
     user: str | None = None  #: who its targets run as (``user=``), if not its supervisors
+    #: a first start under way: its caller waits for every target to be ready (a stop
+    #: then waits for that start, ``wait_start``)
+    starting: bool = False
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> Status:
@@ -231,6 +234,7 @@ class Status(MutableRecord):
             roll=data.get("roll") if isinstance(data.get("roll"), dict) else None,
             comment=data.get("comment"),
             user=data.get("user"),
+            starting=bool(data.get("starting")),
         )
 
     def to_json(self, *, stored: bool = False) -> dict[str, Any]:
@@ -256,6 +260,8 @@ class Status(MutableRecord):
         for key in ("comment", "user"):  # only when set: a plain group's reads as it did
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
+        if self.starting:
+            data["starting"] = True
         if stored:
             del data["running"], data["stalled"]
         return data

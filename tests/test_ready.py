@@ -484,3 +484,31 @@ def test_a_job_done_on_a_final_exit_code_before_ready_is_a_successful_start(
     assert "done" in result.stdout
     failed = run_cli("run", "-s", "development", "--ready", "uptime:5", "-n", "clijob", job)
     assert failed.returncode == 1 and "before it was ready" in failed.stderr
+
+
+def test_a_stop_during_the_readiness_wait_waits_for_that_start(
+        home: Path, tmp_path: Path, stopped_after: list[str]) -> None:
+    """A stop while ``run`` waits for its target to be ready waits for that start, then
+    stops the group: the start succeeds and the group ends as stopped (before, the stop
+    went in first: the start failed, its target 'killed by SIGTERM before it was ready',
+    and the group read as killed without a stop)."""
+    stopped_after.append("waited")
+    sleeper = script(tmp_path, "sleeper.py", "import time\nwhile True:\n    time.sleep(1)\n")
+    run = subprocess.Popen([sys.executable, "-m", "immortal", "run", "-n", "waited",
+                            "--ready", "uptime:2", sleeper], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        status_file = home / "waited" / "status.json"
+        wait_for(lambda: status_file.exists() and json.loads(status_file.read_text()),
+                 lambda data: bool(data) and "target" in data.get("pids", {}),
+                 what="the target spawned, not yet ready")
+        stop = run_cli("stop", "waited")
+        out, err = run.communicate(timeout=LONG)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, err
+    assert stop.returncode == 0, stop
+    status = immortal.attach("waited").status()
+    assert status.state == "stopped" and not status.stale, status

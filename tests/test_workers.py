@@ -386,7 +386,8 @@ def test_an_instance_dead_before_ready_fails_the_start_and_leaves_nothing(tmp_pa
     assert error.stderr == [f"instance 1 fails {n}" for n in range(3)]
     assert set(descendants()) - before == set()
     assert "dies" not in [s.name for s in immortal.groups()]
-    assert not immortal.attach("dies").status().running
+    with pytest.raises(immortal.NotRunning, match="no group named 'dies'"):
+        immortal.attach("dies")  # what the failed start left is no group
 
 
 def test_a_scale_up_waits_for_the_new_instances_to_be_ready(started, tmp_path):
