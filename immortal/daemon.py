@@ -33,12 +33,12 @@ from ._linux import process_start_time
 from .kept import KeptTargets
 from .keptfiles import KeptFiles
 from .holder import PAUSE
-from .daemoncontrol import Answering
+from .daemoncontrol import OVERRULED, Answering
 from .daemonhold import Holding
 from .daemonscale import Scaling
 from .roles import (Command, Finish, Hello, Message, Retired, Rewrite, RoleArgs,
                     Spare, Started, Target, decode, split_adopts)
-from .state import SOCKET_NAME
+from .state import SOCKET_NAME, read_json, write_stopped
 
 SPARE_FDS = 4  #: the files a ``Spare`` comes with: an instance's spare pipes, both ends
 
@@ -171,6 +171,7 @@ class Daemon(Holding, Scaling, Answering):
         self.loop.at(lambda: self.control.next_deadline(), lambda: self.control.drop_idle())
         self.loop.at(lambda: self.stall.deadline, self.stall.tick)
         self.loop.at(lambda: self.restart_deadline, self._restart_due)
+        self.loop.at(lambda: self.stop_overdue_at, self._stop_overdue)
         while self.pump is not None or self.restart_deadline is not None:
             self.loop.turn()
         return self._end()
@@ -347,7 +348,7 @@ class Daemon(Holding, Scaling, Answering):
             self.pump_sock = None
         self.next_start = (PUMP_RESTART, str(self.directory / "pump.log.1"))
         policy = PUMP_LAST  # after a finish, or before a start: the group ends
-        if self.started and not self.finished:
+        if self.started and not self.finished and not self.overruled:
             if self.machine.phase != supervise.STOPPING:
                 rolelog.report("pump", f"immortal: daemon: pump {status}; starting a new one\n")
             policy = self._policy(self.targets.left(pump_running=False))
@@ -408,4 +409,7 @@ class Daemon(Holding, Scaling, Answering):
         process.kill_children()
         orphans.end_group(self.directory)  # and those that went up with a dead daemon
         self.files.end(self.spec)
+        if self.overruled:  # its pump, the status's writer, was killed with the stop undone
+            write_stopped(self.directory, read_json(self.directory / "status.json") or {},
+                          OVERRULED)
         return 0

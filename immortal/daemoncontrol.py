@@ -7,16 +7,24 @@ on to the pump.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
-from . import supervise
+from . import rolelog, supervise
 from .checks import check_workers
 from .errors import NotRunning
 from .kept import KeptTargets
 from .roles import Command
+from .spec import Spec
 from .state import read_json, running_targets
+
+#: seconds past a stop's grace period before the daemon kills what its pump did not end
+STOP_MARGIN = 5.0
+#: the group's end then, in status.json
+OVERRULED = "stop: its pump did not end it in time (a monitor that does not return?); killed"
 
 
 class Answering:
@@ -29,6 +37,12 @@ class Answering:
     machine: supervise.State
     stop_request: Command | None
     stop_by_signal: bool
+    spec: Spec
+    #: when a stop whose pump has not ended is overruled (``_stop_overdue``), or None
+    stop_overdue_at: float | None = None
+    #: the stop was overruled: the pump's death ends the group, no pump is started again
+    #: (it would hand the same lines to the same monitor)
+    overruled = False
 
     def _step(self, event: supervise.Event, policy: supervise.PumpPolicy) -> None:
         raise NotImplementedError  # the daemon's
@@ -77,10 +91,36 @@ class Answering:
     def _stop(self, request: dict[str, Any], by_signal: bool) -> None:
         """A stop: passed on to the pump; while none runs, with a target alive, the next
         pump (started at once) carries it out, as any stop; without one, nothing more is
-        started. The machine decides which."""
+        started. The machine decides which. A pump that has not ended by the grace period
+        plus a margin (``_stop_overdue``) is overruled."""
         self.stop_request = Command(request)
         self.stop_by_signal = by_signal
+        if self.stop_overdue_at is None:
+            grace = request.get("timeout")
+            if not isinstance(grace, (int, float)):
+                grace = max(view.stop_timeout for view in self.spec.each())
+            self.stop_overdue_at = time.monotonic() + grace + STOP_MARGIN
         alive = False
         if self.pump is None and not supervise.ending(self.machine):
             alive = self.targets.left(pump_running=False)
         self._step(supervise.Stop(None), self._policy(alive))
+
+    def _stop_overdue(self) -> None:
+        """The stop's grace and margin are over and the pump still runs: it cannot carry
+        the stop out (a monitor call that never returns holds its loop). Its targets are
+        killed here, then the pump: a stop by a signal (a service manager's, a foreground
+        daemon's Ctrl-C) ends the group as a client's stop would."""
+        self.stop_overdue_at = None
+        if self.pump is None:
+            return
+        self.overruled = True
+        rolelog.report("stop", "immortal: daemon: the pump did not end the stop in time "
+                               "(a monitor that does not return?): its targets and the pump "
+                               "are killed\n")
+        for target in self.targets:
+            if target.pid is not None:
+                try:
+                    os.killpg(target.pid, signal.SIGKILL)  # it leads its process group
+                except (ProcessLookupError, PermissionError):
+                    pass
+        self.pump.send_signal(signal.SIGKILL)

@@ -300,6 +300,18 @@ class Status(MutableRecord):
         return summary(self)
 
 
+def write_stopped(directory: Path, data: dict[str, Any], reason: str) -> bool:
+    """Write ``data`` (status.json's, as read) as a group stopped with ``reason``, its
+    processes gone; False if it cannot be written (a full disk: rewritten next time)."""
+    data.update(state="stopped", reason=reason, pids={}, start_times={},
+                next_restart_at=None)
+    try:
+        write_json(directory / "status.json", data)
+    except OSError:
+        return False
+    return True
+
+
 def clear_stale(directory: Path, reason: str = STALE) -> Status | None:
     """Record a group whose processes are all gone as stopped, with ``reason``.
 
@@ -318,12 +330,8 @@ def clear_stale(directory: Path, reason: str = STALE) -> Status | None:
         status = read_status(directory)
         if data is None or status is None or status.running or status.state in FINAL_STATES:
             return status
-        data.update(state="stopped", reason=reason, pids={}, start_times={},
-                    next_restart_at=None)
-        try:
-            write_json(directory / "status.json", data)
-        except OSError:  # a full disk: say it all the same, and rewrite it next time
-            return Status.from_json(directory.name, data)
+        if not write_stopped(directory, data, reason):
+            return Status.from_json(directory.name, data)  # said all the same
     finally:
         os.close(lock)
     return read_status(directory)

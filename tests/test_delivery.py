@@ -14,6 +14,8 @@ import pytest
 
 import immortal
 from conftest import LONG, wait_for
+from immortal._linux import is_alive
+from immortal.daemoncontrol import STOP_MARGIN
 from immortal import relay
 from immortal.monitoring import Host
 
@@ -217,3 +219,25 @@ def test_with_drop_lines_a_killed_pump_had_queued_count_as_dropped(started, tmp_
     # Exact but for a kill between a line's write and the count of it: one line both ways.
     assert 20000 - 1 <= got + told <= 20000 + 1
     assert final.monitors["plugins.delivery:Second"] == {"dropped": told}
+
+
+def test_a_stop_by_signal_ends_the_group_though_a_monitor_hangs(started, tmp_path):
+    """SIGTERM to the daemon (a service manager's stop) while the pump is held in a monitor
+    call that never returns: the daemon kills the targets and the pump once the grace
+    period and a margin are over, and starts no pump again. Before, the group ran on."""
+    release = tmp_path / "release"
+    group = started(sys.executable, numbered(FLOOD, steady=True), stop_timeout=1.0,
+                    monitors={"plugins.delivery:HangAt": {"release": str(release),
+                                                          "at": 300}})
+    try:
+        wait_for(group.status, lambda s: s.stalled, LONG, what="the pump held by the monitor")
+        pids = group.pids
+        os.kill(pids["daemon"], signal.SIGTERM)
+        wait_for(lambda: [pid for pid in pids.values() if is_alive(pid, None)],
+                 lambda alive: not alive, 1.0 + STOP_MARGIN + LONG,
+                 what="the daemon, the pump and the target to be gone")
+        status = group.status()
+        assert not status.running and status.state == "stopped", status
+        assert "did not end it in time" in (status.reason or "")
+    finally:
+        release.touch()

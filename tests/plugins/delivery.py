@@ -59,5 +59,18 @@ class Hang(immortal.Monitor):
             time.sleep(0.01)
 
 
+class HangAt(immortal.Monitor):
+    """Hangs in its ``options["at"]``-th line, until the file ``options["release"]``
+    exists: after the start, in the middle of the output."""
+
+    seen = 0
+
+    def stdout(self, line):
+        self.seen += 1
+        if self.seen == int(self.options["at"]):
+            while not os.path.exists(self.options["release"]):
+                time.sleep(0.01)
+
+
 class Second(Lines):
     """The same, under another name: a group names each monitor once."""
