@@ -412,17 +412,21 @@ def attach(name: str) -> Group:
 
 
 def groups() -> list[Status]:
-    """The status of every group in the immortal home, running or not."""
+    """The status of every group in the immortal home, running or not: each command that
+    walks the home (``list``, ``metrics``, ``save``, ``--all``) walks it here. What else
+    lies there (a file someone left, ``.saved.json``) is passed over."""
     base = home()
     check_path(base)
     try:
-        names = sorted(os.listdir(base))
+        with os.scandir(base) as entries:
+            # Not a group's: a name with a dot first (no group's has one: '.saved.json'),
+            # and whatever is no directory, whose status.json would be an ENOTDIR error.
+            names = sorted(entry.name for entry in entries
+                           if not entry.name.startswith(".") and entry.is_dir())
     except OSError:
         return []
     found = []
     for name in names:
-        if name.startswith("."):
-            continue  # not a group's (no group name starts with a dot): '.saved.json'
         status = read_status(base / name)
         if status is not None:
             found.append(status)

@@ -113,8 +113,9 @@ class GroupView:
                program: str | None = None) -> Iterator[bytes]:
         """The last ``lines`` lines of the output file, then each line appended to it, as
         ``tail -F`` does: across rotations (a new file of the same name is read from its
-        start) and truncations, until the group ends. It polls the file (``tailing``);
-        close the iterator to stop early. Raises as :meth:`tail`; ``instance`` as there."""
+        start, once the monitor writes there and the old file's end is read) and
+        truncations, until the group ends. It polls the file (``tailing``); close the
+        iterator to stop early. Raises as :meth:`tail`; ``instance`` as there."""
         from . import tailing
 
         count = _count(lines)

@@ -119,7 +119,13 @@ def _every(line: bytes) -> bool:
 def _follow(path: str, handle: BinaryIO | None, first: bytes, running: Callable[[], bool],
             poll: float, keep: Callable[[bytes], bool] = _every) -> Iterator[bytes]:
     """As ``tail -F``: when the path comes to name another file (a rotation), finish the
-    old one and read the new one from its start. A reader, not a supervisor: it polls."""
+    old one and read the new one from its start. A reader, not a supervisor: it polls.
+
+    The old file is finished only once the writer has moved: logrotate's ``create`` makes
+    the new file before the monitor reopens its path (at ``immortal reopen``, or its own
+    check a second later), and until then the monitor appends to the renamed file. So the
+    new file is taken when it holds data: the writer wrote there, so it has let go of the
+    old file, whose end is then read once more, and nothing written to it is missed."""
     rest = first  # the bytes of a line not ended yet
     try:
         while True:
@@ -163,14 +169,27 @@ def _appended(handle: BinaryIO | None) -> bytes:
 
 def _replaced(path: str, handle: BinaryIO | None) -> BinaryIO | None:
     """The file ``path`` names now, opened, if it is not ``handle``'s (a rotation, or the
-    first file); None while it is the same, or while nothing (or a symlink) is there."""
+    first file) and, in a rotation, the writer has written to it; None while it is the
+    same, while the new one is empty, or while nothing (or a symlink) is there."""
     try:
         current = os.stat(path)
     except OSError:
         return None  # moved away and not yet reopened: keep reading the old file
-    if handle is not None and os.path.samestat(current, os.fstat(handle.fileno())):
+    if handle is not None and not _moved(current, handle):
         return None
     try:
-        return _open(path)
+        new = _open(path)
     except OSError:
         return None
+    # What was opened may not be what was looked at (a second rotation in between): the
+    # open file itself decides.
+    if handle is not None and not _moved(os.fstat(new.fileno()), handle):
+        new.close()
+        return None
+    return new
+
+
+def _moved(current: os.stat_result, handle: BinaryIO) -> bool:
+    """Whether the writer has gone from ``handle``'s file to ``current``: another file,
+    which it has written to (an empty one is logrotate's ``create``, not reopened yet)."""
+    return current.st_size > 0 and not os.path.samestat(current, os.fstat(handle.fileno()))

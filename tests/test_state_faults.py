@@ -371,6 +371,32 @@ def test_status_and_list_show_where_the_groups_are(started, home, capsys):
     assert capsys.readouterr().out.splitlines()[-1] == f"home: {home}"
 
 
+@pytest.mark.parametrize("command, shows", [
+    (["list"], "kept "), (["metrics"], 'immortal_up{group="kept"} 1'),
+    (["save"], "saved 1 group(s)"), (["stop", "--all"], "stopped 'kept'"),
+], ids=["list", "metrics", "save", "stop --all"])
+def test_a_stray_file_in_the_home_is_no_group(started, home, capsys, command, shows):
+    """What else lies in the home (a note, a link to it, a socket) is passed over by the
+    commands that walk it, which go on to the groups there."""
+    import socket
+
+    from immortal.cli import main
+
+    started(TALKER, [], name="kept")
+    (home / "notes.txt").write_text("not a group\n")
+    (home / "notes-link").symlink_to(home / "notes.txt")
+    stray = socket.socket(socket.AF_UNIX)
+    try:
+        stray.bind(str(home / "stray.sock"))
+        capsys.readouterr()
+        code = main(command)
+        out, err = capsys.readouterr()
+    finally:
+        stray.close()
+    assert (code, err) == (0, "")
+    assert shows in out
+
+
 def test_a_target_spawned_just_before_both_supervisors_died_is_adopted(started, tmp_path):
     """``status.json`` names a spawn a moment after it: supervisors killed in that moment
     leave it naming the target before. The next run adopts the one that runs (found by the

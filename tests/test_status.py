@@ -10,6 +10,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -366,6 +367,86 @@ def test_logs_follow_follows_a_rotation(started, home):
         follower.kill()
 
 
+NUMBERED = str(Path(TALKER).parent / "numbered.py")
+LOGROTATE = shutil.which("logrotate") or shutil.which("/usr/sbin/logrotate")
+
+
+def rotated(output: Path) -> list[Path]:
+    """``output.N`` ... ``output.1``: the rotated files, oldest first."""
+    return sorted(output.parent.glob(output.name + ".*"), reverse=True,
+                  key=lambda path: int(path.name.rsplit(".", 1)[1]))
+
+
+def rotate_externally(output: Path, name: str, home: Path, reopen: bool, work: Path) -> None:
+    """Rotate ``output`` as logrotate's ``create`` does (rename, then a new empty file),
+    with ``immortal reopen NAME`` as its postrotate if ``reopen``: logrotate itself where it
+    is installed (its configuration and state in ``work``), else the same steps by hand."""
+    if LOGROTATE is None:
+        for old in rotated(output):  # output.2 -> output.3, ..., then output -> output.1
+            number = int(old.name.rsplit(".", 1)[1])
+            old.rename(old.with_name(f"{output.name}.{number + 1}"))
+        output.rename(output.with_name(output.name + ".1"))
+        output.touch(mode=0o600)  # unless the monitor made it first, at its own check
+        if reopen:
+            run_cli(home, "reopen", name)
+        return
+    script = (f"    postrotate\n        IMMORTAL_HOME='{home}' '{sys.executable}' -m immortal "
+              f"reopen {name} >/dev/null\n    endscript\n" if reopen else "")
+    config = work / "logrotate.conf"
+    config.write_text(f'"{output}" {{\n    rotate 20\n    create\n{script}}}\n')
+    done = subprocess.run([LOGROTATE, "--force", "--state", str(work / "logrotate.state"),
+                           str(config)], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=LONG)
+    assert done.returncode == 0, done.stderr
+
+
+def run_cli(home: Path, *args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "immortal", *args],
+                          env={**os.environ, "IMMORTAL_HOME": str(home)},
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=LONG)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("reopen", [True, False], ids=["create+reopen", "create"])
+def test_logs_follow_loses_no_line_at_a_logrotate_create(started, home, tmp_path, reopen):
+    """logrotate's ``create`` renames the file and makes a new empty one while the monitor
+    still writes the old one (until ``immortal reopen``, or its own check a second later):
+    the follower prints every line once, the old file's last ones before the new file's."""
+    group = started(NUMBERED, ["--interval", "0.002"], name="lograte")
+    output = Path(group.output)
+    wait_for(lambda: output_lines(group), lambda lines: any("| out " in line for line in lines),
+             SHORT, f"a numbered line in {output}")
+    follower = Follower(home, "lograte", "-n", "0")
+    try:
+        follower.wait_line(lambda line: "| err " in line, "a numbered line")
+        for _ in range(3):
+            rotate_externally(output, "lograte", home, reopen, tmp_path)
+            # The monitor writes the new file, and the follower has printed from it: then
+            # the next rotation.
+            first = wait_for(lambda: [line for line in output_lines(group) if "| out " in line],
+                             bool, SHORT, f"a numbered line in the new {output}")[0]
+            follower.wait_line(lambda line: line == first, f"the new file's {first!r}")
+        group.stop()
+        assert follower.finish() == 0
+    finally:
+        follower.kill()
+
+    files = [line for path in [*rotated(output), output]
+             for line in path.read_text().splitlines()]
+    numbers = [int(line.rsplit(" ", 1)[1]) for line in files if "| out " in line
+               or "| err " in line]
+    # stdout's and stderr's lines come through two pipes: in order each, not together
+    assert sorted(numbers) == list(range(1, len(numbers) + 1)), \
+        "the files themselves miss lines: the test's rotation is not what it should be"
+    start = files.index(follower.lines[0])
+    lost = len(set(files[start:]) - set(follower.lines))
+    doubled = len(follower.lines) - len(set(follower.lines))
+    assert (lost, doubled) == (0, 0), f"{lost} lines lost, {doubled} printed twice"
+    assert follower.lines == files[start:]
+    assert follower.lines[-1].endswith("| shutdown: stop")
+
+
 def test_logs_follow_of_a_stopped_group_prints_the_tail_and_exits(started, home, capsys):
     group = started(TALKER, ["--out", "3"], name="over")
     wait_output(group, "ready")
@@ -444,6 +525,36 @@ def test_follow_reads_appends_rotations_truncations_and_holds_an_unended_line(tm
     (tmp_path / "link").symlink_to(path)
     with pytest.raises(immortal.StateDirError, match="symlink"):
         tailing.tail(str(tmp_path / "link"), 1)
+
+
+def test_follow_reads_the_old_file_until_the_writer_moves_to_the_new_one(tmp_path):
+    """logrotate's ``create``: the new file is there, empty, before the monitor reopens;
+    what the monitor still appends to the renamed file is printed, then the new file."""
+    from immortal import tailing
+
+    path = tmp_path / "out"
+    path.write_bytes(b"1\n")
+    writer = path.open("ab", buffering=0)  # the monitor's handle: it follows the rename
+    steps = iter([
+        lambda: (path.rename(tmp_path / "out.1"), path.write_bytes(b"")),  # create
+        lambda: writer.write(b"2\n"),  # before the reopen: into the renamed file
+        lambda: writer.write(b"3\n"),
+        lambda: (writer.close(), path.write_bytes(b"4\n")),  # reopened, and writing there
+        lambda: None,
+    ])
+
+    def running() -> bool:
+        step = next(steps, None)
+        if step is None:
+            return False
+        step()
+        return True
+
+    try:
+        assert list(tailing.follow(str(path), 1, running, poll=0)) == [
+            b"1\n", b"2\n", b"3\n", b"4\n"]
+    finally:
+        writer.close()
 
 
 def test_tail_and_follow_keep_one_instances_lines(tmp_path):
