@@ -142,26 +142,6 @@ class Group(GroupStop):
                               + ", ".join(names))
         return program
 
-    def _instance(self, instance: int | None, status: Status,
-                  program: str | None = None) -> int | None:
-        """``instance`` checked against the group's instances (None: all of them); in a
-        group of several programs, against ``program``'s."""
-        if instance is None:
-            return None
-        if isinstance(instance, bool) or not isinstance(instance, int):
-            raise InvalidType(f"'instance' must be an int (got {type(instance).__name__}: "
-                              f"{instance!r})")
-        if program is None and status.programs():
-            raise InvalidSpec(f"group {self.name!r} runs several programs: name the one of "
-                              f"instance {instance} (program=..., GROUP/PROGRAM:K)")
-        count = len(_of(status, program)) or 1
-        if not 0 <= instance < count:
-            whose = f"program {program!r} of group {self.name!r}" if program \
-                else f"group {self.name!r}"
-            raise InvalidSpec(f"'instance' must be from 0 to {count - 1}: {whose} runs "
-                              f"{count} instance(s) (got {instance})")
-        return instance
-
     def signal(self, number: int | str, instance: int | None = None,
                program: str | None = None) -> None:
         """Send a signal (a number or a name such as "USR1") to the target's process group;

@@ -216,6 +216,25 @@ def test_the_cli_addresses_one_instance_as_name_colon_k(started, capsys):
     assert any(b"spawn pid %d" % now[2] in line for line in mine)
 
 
+def test_logs_of_an_instance_the_group_does_not_have_is_refused(started, capsys):
+    """As signal and restart refuse it, rather than print nothing and succeed."""
+    group = start(started, 4, name="four")
+    running(group, 4)
+    capsys.readouterr()
+    assert main(["logs", "four:9"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "NAME:K must be from 0 to 3: group 'four' runs 4 instance(s) (got 9)" \
+        in captured.err, captured.err
+    for read in (group.tail, group.follow):
+        with pytest.raises(immortal.InvalidSpec, match="'instance' must be from 0 to 3"):
+            read(instance=4)
+    group.stop()
+    # A stopped group keeps its instances, and their lines: K is checked against them.
+    assert main(["logs", "four:3", "-n", "1"]) == 0
+    assert " event:3 " in capsys.readouterr().out
+
+
 def test_scale_up_keeps_the_running_and_down_retires_the_highest(started, capsys):
     group = start(started, 2, name="pool", stop_timeout=2.0)
     before = pids(running(group, 2))
