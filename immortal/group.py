@@ -52,16 +52,22 @@ class Group(GroupStop):
         return [str(p.get("name")) for p in spec.get("programs") or () if p.get("workers")]
 
     def restart(self, timeout: float | None = None, instance: int | None = None,
-                batch: int = 1, all_at_once: bool = False,
+                batch: int | None = None, all_at_once: bool = False,
                 program: str | None = None) -> None:
         """Restart the target: TERM, ``timeout`` (default: the group's grace period), KILL,
         spawn. A group of several instances (``workers``), or one that listens, rolls
         (docs/workers.md): each instance (or ``instance`` alone) is replaced ``batch`` at a
-        time, its old process retired once its replacement is ready; a replacement that
-        fails aborts the roll (``StartError``: which instance, why, its last lines on
-        stderr), the old processes serving on. ``all_at_once``: every instance restarted
-        at once instead. ``program``: that program's instances alone, in a group of
-        several programs. Returns once the new targets run (and, rolling, are ready)."""
+        time (default 1), its old process retired once its replacement is ready; a
+        replacement that fails aborts the roll (``StartError``: which instance, why, its
+        last lines on stderr), the old processes serving on. ``all_at_once``: every
+        instance restarted at once instead (with a ``batch`` too: ``InvalidSpec``).
+        ``program``: that program's instances alone, in a group of several programs.
+        Returns once the new targets run (and, rolling, are ready)."""
+        if all_at_once and batch is not None:
+            raise InvalidSpec(f"'batch' sets the pace of a rolling restart, 'all_at_once' "
+                              f"restarts every instance at once instead: give one or the "
+                              f"other (got batch={batch!r}, all_at_once=True)")
+        batch = 1 if batch is None else batch
         _, before = self._root()
         program = self._program(program, before)
         chosen = self._instance(instance, before, program)

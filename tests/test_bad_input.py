@@ -432,6 +432,8 @@ CLI_CASES = {
     "negative-lines": (["logs", "x", "-n", "-1"], ["--lines", "-1"]),
     "unknown-option": (["run", TALKER, "--nmae", "x"], ["--nmae", "did you mean '--name'"]),
     "bad-umask": (["run", TALKER, "--umask", "999"], ["umask", "'999'"]),
+    "batch-and-all-at-once": (["restart", "x", "--batch", "2", "--all-at-once"],
+                              ["--batch", "--all-at-once", "not allowed"]),
 }
 
 

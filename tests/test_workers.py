@@ -181,6 +181,16 @@ def test_restart_of_all_and_of_one(started):
         group.signal("USR1", instance=3)
 
 
+def test_a_batch_with_all_at_once_is_refused_before_anything_restarts(started):
+    group = start(started, 2)
+    before = pids(running(group, 2))
+    with pytest.raises(immortal.InvalidSpec, match="give one or the other "
+                       r"\(got batch=2, all_at_once=True\)"):
+        group.restart(batch=2, all_at_once=True)
+    assert pids(group.status()) == before
+    assert group.status().roll is None
+
+
 def test_the_cli_addresses_one_instance_as_name_colon_k(started, capsys):
     group = start(started, 3, name="api", policy={"min_uptime": 0.0})
     before = pids(running(group, 3))
