@@ -9,8 +9,9 @@ the whole start up: every instance stops (TERM, grace, KILL), and the group's en
 the caller with that instance's reason, exit status and last lines on stderr
 (``_fail_start``), so nothing is left. After the start a change is only recorded in
 ``status.json`` (a time limit passed is logged too): the restart policy goes on as for any
-target. A scale's new instances are not waited for here: ``Group.scale`` waits in the
-caller until the status shows every instance ready.
+target. A new ``STATUS=`` text is recorded as it comes, ready or not. A scale's new
+instances are not waited for here: ``Group.scale`` waits in the caller until the status
+shows every instance ready.
 """
 
 from __future__ import annotations
@@ -89,6 +90,12 @@ class StartAnswer:
             elif state.exit is None:
                 rolelog.report("ready", f"immortal: pump: {self._named(inst, state.reason)}\n")
                 self._write_status()
+
+    def _notice_changed(self, inst: Instance) -> None:
+        """The current target of ``inst`` sent a new STATUS text, its state unmoved: it is
+        recorded (before the start-up steps are over, their own write records it)."""
+        if self.answered:
+            self._write_status()
 
     def _named(self, inst: Instance, text: str | None) -> str:
         """``text`` about ``inst``, naming it in a group of several (its program too, in

@@ -22,18 +22,41 @@ if TYPE_CHECKING:
 
 
 def check_number(name: str, value: object, *, low: float = 0.0, high: float = math.inf,
-                 integer: bool = False, allow_none: bool = False) -> Any:
-    """Return ``value`` if it is a real number in [low, high], else raise naming the field."""
+                 integer: bool = False, allow_none: bool = False, above: bool = False,
+                 items: bool = False) -> Any:
+    """Return ``value`` if it is a real number in [low, high] (``above``: more than
+    ``low``), else raise naming the field; ``items``: ``value`` is one of the field's items.
+    The message starts with the field, which the command line turns into its option."""
     if value is None and allow_none:
         return None
-    kind = "an int" if integer else "a number"
+    kind = ("ints" if items else "an int") if integer else ("numbers" if items else "a number")
     wanted = (int,) if integer else (int, float)
+    span = _span(low, high, above)
     if isinstance(value, bool) or not isinstance(value, wanted):
-        raise InvalidType(f"{name!r} must be {kind} in [{low}, {high}] "
+        raise InvalidType(f"{name!r} must be {kind} {span} "
                           f"(got {type(value).__name__}: {value!r})")
-    if isinstance(value, float) and math.isnan(value) or not low <= value <= high:
-        raise InvalidSpec(f"{name!r} must be {kind} in [{low}, {high}] (got {value!r})")
+    if isinstance(value, float) and math.isnan(value) or not low <= value <= high \
+            or above and value == low:
+        raise InvalidSpec(f"{name!r} must be {kind} {span} (got {_shown(value)})")
     return value
+
+
+def _span(low: float, high: float, above: bool) -> str:
+    """The range as the user would write it: ``in [0, 255]``, ``1 or more``, ``more than
+    0 and at most 86400``."""
+    if above:
+        return f"more than {_shown(low)}" + (
+            f" and at most {_shown(high)}" if high != math.inf else "")
+    if high == math.inf:
+        return f"{_shown(low)} or more"
+    return f"in [{_shown(low)}, {_shown(high)}]"
+
+
+def _shown(number: float) -> str:
+    """``number`` as a user writes it: 86400.0 as 86400, 0.5 as 0.5."""
+    if isinstance(number, float) and number.is_integer():
+        return str(int(number))
+    return repr(number)
 
 
 def default_name(file: str) -> str:
@@ -184,8 +207,9 @@ def check_umask(value: object) -> int | None:
     return check_number("umask", value, high=0o777, integer=True, allow_none=True)
 
 
-def check_timeout(name: str, value: object) -> float:
-    return float(check_number(name, value, high=86400.0))
+def check_timeout(name: str, value: object, above_zero: bool = False) -> float:
+    """Seconds, from 0 (``above_zero``: more than 0) to a day."""
+    return float(check_number(name, value, high=86400.0, above=above_zero))
 
 
 MAX_COMMENT = 200  #: characters of a comment at most (it is shown in process titles)

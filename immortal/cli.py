@@ -269,7 +269,7 @@ RUN_WORDS = {"name": "--name", "file": "FILE", "exec": "--exec", "cwd": "--cwd",
              "memory_window": "--memory-window", "memory_children": "--memory-children",
              "comment": "--comment"}
 GROUP_WORDS = {"name": "NAME", "timeout": "--timeout", "instance": "NAME:K", "workers": "N",
-               "program": "GROUP/PROGRAM"}
+               "program": "GROUP/PROGRAM", "batch": "--batch"}
 
 
 def _cli_words(message: str, command: str) -> str:

@@ -142,10 +142,11 @@ def _restart_parser(restart: argparse.ArgumentParser) -> None:
     _file_option(restart)
     restart.add_argument("--timeout", type=float, metavar="S",
                          help="grace period before KILL (default: the group's)")
-    restart.add_argument("--batch", type=int, metavar="K", default=1,
-                         help="a rolling restart replaces K instances at a time (default 1)")
-    restart.add_argument("--all-at-once", action="store_true",
-                         help="restart every instance at once, not rolling")
+    pace = restart.add_mutually_exclusive_group()
+    pace.add_argument("--batch", type=int, metavar="K",
+                      help="a rolling restart replaces K instances at a time (default 1)")
+    pace.add_argument("--all-at-once", action="store_true",
+                      help="restart every instance at once, not rolling")
 
 
 def _signal_parser(sig: argparse.ArgumentParser) -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 def startup(ns: argparse.Namespace) -> int:
     """Print (or ``--install``) the systemd unit that runs group NAME in the foreground."""
+    import shlex
     import subprocess
     from pathlib import Path
 
@@ -68,8 +69,9 @@ def startup(ns: argparse.Namespace) -> int:
             raise StartError(f"{' '.join(manager)} enable {name} failed: "
                              f"{(done.stderr or done.stdout).strip()}")
         print(f"enabled {name}")
+    # A name with an escape holds a backslash: quoted, as the shell must be given it.
     print(f"a group runs once: stop the detached one first ('immortal stop {group}'), "
-          f"then '{' '.join(manager)} start {name}'")
+          f"then start the unit: {shlex.join([*manager, 'start', name])}")
     if ns.user:
         print("to run it without a login session (and at boot): "
               f"'loginctl enable-linger {_user_name()}'")

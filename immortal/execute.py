@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 
 from . import _linux, orphans
 from .checks import check_args, check_cwd, check_env, check_file, check_number
-from .errors import ExecTimeout, InvalidSpec, OutputTooLarge
+from .errors import ExecTimeout, OutputTooLarge
 from .events import ExitStatus
 from .records import Record
 
@@ -238,7 +238,6 @@ def exec(file: str | os.PathLike[str], args: Sequence[str] | None = None, *,
 def check_limits(timeout: object, max_buffer: object) -> tuple[float | None, int | None]:
     """``timeout`` (seconds, more than 0) and ``max_buffer`` (bytes), each None or
     checked."""
-    limit = None if timeout is None else float(check_number("timeout", timeout, high=86400.0))
-    if limit is not None and limit <= 0:
-        raise InvalidSpec(f"'timeout' must be more than 0 seconds (got {timeout!r})")
+    limit = None if timeout is None else float(check_number("timeout", timeout, high=86400.0,
+                                                            above=True))
     return limit, check_number("max_buffer", max_buffer, integer=True, allow_none=True)

@@ -53,16 +53,22 @@ class Group(GroupStop):
         return [str(p.get("name")) for p in spec.get("programs") or () if p.get("workers")]
 
     def restart(self, timeout: float | None = None, instance: int | None = None,
-                batch: int = 1, all_at_once: bool = False,
+                batch: int | None = None, all_at_once: bool = False,
                 program: str | None = None) -> None:
         """Restart the target: TERM, ``timeout`` (default: the group's grace period), KILL,
         spawn. A group of several instances (``workers``), or one that listens, rolls
         (docs/workers.md): each instance (or ``instance`` alone) is replaced ``batch`` at a
-        time, its old process retired once its replacement is ready; a replacement that
-        fails aborts the roll (``StartError``: which instance, why, its last lines on
-        stderr), the old processes serving on. ``all_at_once``: every instance restarted
-        at once instead. ``program``: that program's instances alone, in a group of
-        several programs. Returns once the new targets run (and, rolling, are ready)."""
+        time (default 1), its old process retired once its replacement is ready; a
+        replacement that fails aborts the roll (``StartError``: which instance, why, its
+        last lines on stderr), the old processes serving on. ``all_at_once``: every
+        instance restarted at once instead (with a ``batch`` too: ``InvalidSpec``).
+        ``program``: that program's instances alone, in a group of several programs.
+        Returns once the new targets run (and, rolling, are ready)."""
+        if all_at_once and batch is not None:
+            raise InvalidSpec(f"'batch' sets the pace of a rolling restart, 'all_at_once' "
+                              f"restarts every instance at once instead: give one or the "
+                              f"other (got batch={batch!r}, all_at_once=True)")
+        batch = 1 if batch is None else batch
         _, before = self._root()
         program = self._program(program, before)
         chosen = self._instance(instance, before, program)
@@ -142,26 +148,6 @@ class Group(GroupStop):
                               f"{did_you_mean(program, names)}; its programs: "
                               + ", ".join(names))
         return program
-
-    def _instance(self, instance: int | None, status: Status,
-                  program: str | None = None) -> int | None:
-        """``instance`` checked against the group's instances (None: all of them); in a
-        group of several programs, against ``program``'s."""
-        if instance is None:
-            return None
-        if isinstance(instance, bool) or not isinstance(instance, int):
-            raise InvalidType(f"'instance' must be an int (got {type(instance).__name__}: "
-                              f"{instance!r})")
-        if program is None and status.programs():
-            raise InvalidSpec(f"group {self.name!r} runs several programs: name the one of "
-                              f"instance {instance} (program=..., GROUP/PROGRAM:K)")
-        count = len(_of(status, program)) or 1
-        if not 0 <= instance < count:
-            whose = f"program {program!r} of group {self.name!r}" if program \
-                else f"group {self.name!r}"
-            raise InvalidSpec(f"'instance' must be from 0 to {count - 1}: {whose} runs "
-                              f"{count} instance(s) (got {instance})")
-        return instance
 
     def signal(self, number: int | str, instance: int | None = None,
                program: str | None = None) -> None:

@@ -102,11 +102,14 @@ class GroupView:
         ``ImmortalError`` if the monitor declares no output file, ``StateDirError`` if the
         file is a symlink (the monitor never writes through one). ``instance``: the lines
         and events of that instance only, in a group of several (the ``file`` monitor marks
-        them ``stdout:K``, ``event:K``). ``program``: in a group of several programs, the
-        file of that program's monitor (each program has its own)."""
+        them ``stdout:K``, ``event:K``; ``InvalidSpec`` if the group has no instance K).
+        ``program``: in a group of several programs, the file of that program's monitor
+        (each program has its own)."""
         from . import tailing
 
         count = _count(lines)
+        if instance is not None:
+            self._instance(instance, self.status(), program)
         return tailing.tail(self._output_file(program), count, _of_instance(instance))
 
     def follow(self, lines: int = 0, instance: int | None = None,
@@ -119,8 +122,30 @@ class GroupView:
         from . import tailing
 
         count = _count(lines)
+        if instance is not None:
+            self._instance(instance, self.status(), program)
         return tailing.follow(self._output_file(program), count,
                               lambda: self.status().running, keep=_of_instance(instance))
+
+    def _instance(self, instance: int | None, status: Status,
+                  program: str | None = None) -> int | None:
+        """``instance`` checked against the group's instances (None: all of them); in a
+        group of several programs, against ``program``'s."""
+        if instance is None:
+            return None
+        if isinstance(instance, bool) or not isinstance(instance, int):
+            raise InvalidType(f"'instance' must be an int (got {type(instance).__name__}: "
+                              f"{instance!r})")
+        if program is None and status.programs():
+            raise InvalidSpec(f"group {self.name!r} runs several programs: name the one of "
+                              f"instance {instance} (program=..., GROUP/PROGRAM:K)")
+        count = len([e for e in status.instances if program in (None, e.program)]) or 1
+        if not 0 <= instance < count:
+            whose = f"program {program!r} of group {self.name!r}" if program \
+                else f"group {self.name!r}"
+            raise InvalidSpec(f"'instance' must be from 0 to {count - 1}: {whose} runs "
+                              f"{count} instance(s) (got {instance})")
+        return instance
 
     def _output_file(self, program: str | None = None) -> str:
         spec = read_json(self.directory / "spec.json") or {}

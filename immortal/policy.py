@@ -52,7 +52,7 @@ class RestartPolicy(Record):
             raise InvalidType(f"'final_exit_codes' must be a set of ints in [0, 255] "
                               f"(got {type(codes).__name__}: {codes!r})")
         for code in codes:
-            check_number("final_exit_codes item", code, high=255, integer=True)
+            check_number("final_exit_codes", code, high=255, integer=True, items=True)
         object.__setattr__(self, "final_exit_codes", frozenset(codes))
 
     @classmethod

@@ -151,11 +151,17 @@ class PumpStart(StartAnswer):
         return functools.partial(self._lines, run, k)
 
     def _ready_watch(self, run: Run, k: int) -> ReadyWatch:
-        """Instance ``k``'s readiness, which tells ``_ready_changed`` of its moves."""
+        """Instance ``k``'s readiness, which tells ``_ready_changed`` of its moves and
+        ``_notice_changed`` of its new STATUS texts."""
         def changed(state: readiness.Readiness) -> None:
             if k < len(run.instances):
                 self._ready_changed(run.instances[k], state)
-        return ReadyWatch(run.spec.ready_mode, run.spec.ready_timeout, changed)
+
+        def noticed(state: readiness.Readiness) -> None:
+            if k < len(run.instances):
+                self._notice_changed(run.instances[k])
+        return ReadyWatch(run.spec.ready_mode, run.spec.ready_timeout, changed,
+                          noticed=noticed)
 
     def shown(self, inst: Instance) -> int | None:
         """The number of an instance as monitors are told it (None in a program of one)."""

@@ -6,8 +6,10 @@ The pump holds one ``ReadyWatch`` per instance (``workers``; a group of one has 
 makes a ``Readiness`` at each spawn of that instance and tells ``changed`` when the target's
 state moves (ready, or failed): during a start the pump then answers the caller once every
 instance is ready, or gives the start up; afterwards it records the state in
-``status.json``. The notify socket is the group's: ``route`` reads it and hands each
-datagram to the watch of the target that sent it.
+``status.json``. A new ``STATUS=`` text with no move of the state is told to ``noticed``,
+which records it too: ``status`` shows the text before and after the target is ready, and
+the status is rewritten only when a datagram comes. The notify socket is the group's:
+``route`` reads it and hands each datagram to the watch of the target that sent it.
 """
 
 from __future__ import annotations
@@ -34,18 +36,22 @@ def connects(port: int) -> bool:
 
 class ReadyWatch:
     """One instance's readiness: ``changed(readiness)`` is called once each time its
-    current target's state moves."""
+    current target's state moves, ``noticed(readiness)`` (if given) each time its
+    ``STATUS=`` text changes while the state stays."""
 
     def __init__(self, mode: Mode, timeout: float, changed: Callable[[Readiness], None],
                  clock: Callable[[], float] = time.monotonic,
-                 probe: Callable[[int], bool] = connects) -> None:
+                 probe: Callable[[int], bool] = connects,
+                 noticed: Callable[[Readiness], None] | None = None) -> None:
         self.mode = mode
         self.timeout = timeout
         self.changed = changed
+        self.noticed = noticed
         self.clock = clock
         self.probe = probe
         self.current: Readiness | None = None
         self._seen: str | None = None
+        self._seen_notice: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -66,6 +72,7 @@ class ReadyWatch:
         current.notice = notice
         self.current = current
         self._seen = current.state
+        self._seen_notice = notice
 
     def lines(self, stream: str, block: bytes) -> None:
         """A block of whole lines of the target's ``stream``, while its readiness is open."""
@@ -104,11 +111,18 @@ class ReadyWatch:
         self.check()
 
     def check(self) -> None:
-        """Tell ``changed`` if the current target's state moved since last told."""
+        """Tell ``changed`` if the current target's state moved since last told, else
+        ``noticed`` if its text did (a move is recorded with the text it came with)."""
         current = self.current
-        if current is not None and current.state != self._seen:
+        if current is None:
+            return
+        notice_moved = current.notice != self._seen_notice
+        self._seen_notice = current.notice
+        if current.state != self._seen:
             self._seen = current.state
             self.changed(current)
+        elif notice_moved and self.noticed is not None:
+            self.noticed(current)
 
 
 def route(sock: socket.socket, watches: Mapping[int, ReadyWatch]) -> None:

@@ -216,9 +216,7 @@ def _wanted_monitors(monitor: str | None, options: Mapping[str, Any] | None,
 def check_ready(ready: object, timeout: object, listens: bool = False) -> tuple[str, float]:
     """The readiness mode (canonical) and its time limit. ``ready=None`` is the operator's
     ``$IMMORTAL_READY``, else ``uptime:1``. ``listens``: the group has listen sockets."""
-    limit = check_timeout("ready_timeout", timeout)
-    if limit <= 0:
-        raise InvalidSpec(f"'ready_timeout' must be more than 0 (got {timeout!r})")
+    limit = check_timeout("ready_timeout", timeout, above_zero=True)
     if ready is None:
         value = os.environ.get(readiness.ENV)
         mode = readiness.parse(value, readiness.ENV) if value else \

@@ -145,7 +145,7 @@ UNKNOWN = (immortal.UnknownName, ValueError)
 NO_MONITOR = (immortal.MonitorNotFound, LookupError)
 OPTIONS_REFUSED = (immortal.MonitorOptionsError, ValueError)
 UNSAFE_DIR = (immortal.StateDirError, PermissionError)
-RANGE = "[0.0, 86400.0]"
+RANGE = "[0, 86400]"
 
 CASES: dict[str, Case] = {
     # -- the file ----------------------------------------------------------------------------
@@ -236,9 +236,19 @@ CASES: dict[str, Case] = {
     "policy-max_restarts-0": Case(talker(policy={"max_restarts": 0}), INVALID,
                                   ("'max_restarts'", "[1, 1000000]", "0")),
     "policy-backoff_factor-0.5": Case(talker(policy={"backoff_factor": 0.5}), INVALID,
-                                      ("'backoff_factor'", "[1.0, 100.0]", "0.5")),
+                                      ("'backoff_factor'", "[1, 100]", "0.5")),
     "policy-jitter-str": Case(talker(policy={"jitter": "0.1"}), WRONG_TYPE,
-                              ("'jitter'", "[0.0, 1.0]", "'0.1'")),
+                              ("'jitter'", "[0, 1]", "'0.1'")),
+    # Bounds as a user writes them, the field by its own name, 0 and below in one wording.
+    "policy-final_exit_codes-300": Case(talker(policy={"final_exit_codes": [0, 300]}), INVALID,
+                                        exact="'final_exit_codes' must be ints in [0, 255] "
+                                        "(got 300)"),
+    "ready_timeout-0": Case(talker(ready_timeout=0.0), INVALID,
+                            exact="'ready_timeout' must be a number more than 0 and at most "
+                            "86400 (got 0)"),
+    "ready_timeout-negative": Case(talker(ready_timeout=-3), INVALID,
+                                   exact="'ready_timeout' must be a number more than 0 and at "
+                                   "most 86400 (got -3)"),
     # -- monitors ----------------------------------------------------------------------------
     "monitor-not-installed": Case(talker(monitor="fiel"), NO_MONITOR,
                                   ("'fiel'", "not installed", "did you mean 'file'",
@@ -432,6 +442,16 @@ CLI_CASES = {
     "negative-lines": (["logs", "x", "-n", "-1"], ["--lines", "-1"]),
     "unknown-option": (["run", TALKER, "--nmae", "x"], ["--nmae", "did you mean '--name'"]),
     "bad-umask": (["run", TALKER, "--umask", "999"], ["umask", "'999'"]),
+    "batch-and-all-at-once": (["restart", "x", "--batch", "2", "--all-at-once"],
+                              ["--batch", "--all-at-once", "not allowed"]),
+    "final-exit-code-too-big": (["run", TALKER, "--final-exit-codes", "0,300"],
+                                ["--final-exit-codes must be ints in [0, 255] (got 300)"]),
+    "zero-ready-timeout": (["run", TALKER, "--ready-timeout", "0"],
+                           ["--ready-timeout must be a number more than 0 and at most 86400 "
+                            "(got 0)"]),
+    "negative-ready-timeout": (["run", TALKER, "--ready-timeout", "-3"],
+                               ["--ready-timeout must be a number more than 0 and at most "
+                                "86400 (got -3)"]),
 }
 
 
@@ -449,7 +469,7 @@ def test_cli_refuses_bad_input(argv: list[str], fragments: list[str], home: Path
         assert fragment in err, f"stderr should mention {fragment!r}: {err!r}"
     # The command line's words, not the library's: '--name', not 'name' or name=...
     for word in ("'name'", "'stop_timeout'", "'min_uptime'", "'max_restarts'", "exec=",
-                 "name=", "''"):
+                 "name=", "''", "final_exit_codes", "ready_timeout", ".0]", ".0,"):
         assert word not in err, f"stderr should not say {word!r}: {err!r}"
     assert out == ""
     assert snapshot(home) == home_before

@@ -7,6 +7,8 @@ own OpenMetrics parser."""
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import immortal
 from conftest import LONG, SHORT, TALKER, kill_at_once, wait_for
 from immortal._linux import is_alive
 from immortal.recorded import arguments, record
@@ -86,6 +89,42 @@ def test_a_unit_for_a_group_passes_systemd_analyze_verify(home, tmp_path, user,
                               env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)},
                               capture_output=True, text=True, timeout=LONG)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+@needs_analyze
+@pytest.mark.parametrize("name, unit", [("x+y", "immortal-x\\x2by.service"),
+                                        ("a@b.c-d", "immortal-a@b.c-d.service")])
+def test_a_unit_for_a_name_systemd_escapes_passes_systemd_analyze_verify(
+        home, tmp_path, name, unit, stopped_at_end):
+    """A '+' is no character of a unit name: the unit is named with systemd's escape; '@',
+    '.' and '-' are, and stay."""
+    stopped_at_end.append(name)
+    ok(cli(home, "run", "-n", name, TALKER))
+    units = tmp_path / "units"
+    said = ok(cli(home, "startup", "systemd", "--install", "--no-enable", "--unit-dir",
+                  str(units), name))
+    assert os.listdir(units) == [unit]
+    assert f"wrote {units / unit}" in said
+    assert f"systemctl start {shlex.quote(unit)}" in said  # as a shell takes it
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    verified = subprocess.run([ANALYZE, "verify", str(units / unit)],
+                              env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)},
+                              capture_output=True, text=True, timeout=LONG)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_unit_names_keep_to_systemds_rules():
+    """systemd.unit(5): letters, digits, ':-_.\\' and one '@', at most 255 bytes; every
+    character a group name may hold."""
+    from immortal.units import unit_name
+
+    allowed = re.compile(r"[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.service")
+    for name in ("web", "x+y", "a@b", "a.b-c_d", "A" + "+" * 40):
+        assert allowed.fullmatch(unit_name(name)), unit_name(name)
+    assert unit_name("x+y") == "immortal-x\\x2by.service"  # as systemd-escape writes it
+    with pytest.raises(immortal.InvalidSpec, match="more than systemd takes"):
+        unit_name("A" + "+" * 63)
 
 
 def test_the_units_command_line_runs_the_group_in_the_foreground(home, tmp_path,

@@ -106,7 +106,7 @@ def test_a_caller_that_is_no_subreaper_ends_the_tree_too() -> None:
 def test_bad_arguments_are_refused_before_anything_runs(tmp_path: Path) -> None:
     with pytest.raises(immortal.TargetNotFound):
         immortal.exec(tmp_path / "missing")
-    with pytest.raises(immortal.InvalidSpec, match="'timeout' must be more than 0"):
+    with pytest.raises(immortal.InvalidSpec, match="'timeout' must be a number more than 0 "):
         immortal.exec("true", timeout=0)
     with pytest.raises(immortal.InvalidType, match="'max_buffer'"):
         immortal.exec("true", max_buffer=1.5)

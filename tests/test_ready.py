@@ -198,6 +198,19 @@ def test_the_watch_probes_on_its_clock_and_tells_each_change_once() -> None:
     assert told == [READY]
 
 
+def test_the_watch_tells_a_new_status_text_without_a_move() -> None:
+    moves: list[str] = []
+    texts: list[str | None] = []
+    watch = ReadyWatch(parse("notify"), 30.0, lambda r: moves.append(r.state),
+                       noticed=lambda r: texts.append(r.notice))
+    watch.spawned(0.0)
+    watch.notified({"STATUS": "warming up"})
+    watch.notified({"STATUS": "warming up"})  # the same text: nothing to record
+    watch.notified({"READY": "1", "STATUS": "first"})  # a move, told with its text
+    watch.notified({"STATUS": "second"})
+    assert moves == [READY] and texts == ["warming up", "second"]
+
+
 # ----------------------------------------------------------------- each mode, real processes
 
 def test_spawn_returns_at_the_spawn(started: Callable[..., immortal.Group]) -> None:
@@ -253,6 +266,93 @@ def test_notify_returns_on_ready_and_status_shows_its_text(
     assert sock.is_socket() and (sock.stat().st_mode & 0o777) == 0o600
     group.stop()
     assert not sock.exists()
+
+
+# A target that sends STATUS= texts on its own datagrams, each when the test lets it (a file
+# named after the step and its instance): one before READY=1, READY=1 alone, one after.
+STAGED = """\
+import os, socket, sys, time
+here, k = sys.argv[1], os.environ["IMMORTAL_INSTANCE"]
+def notify(text):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(text.encode(), os.environ["NOTIFY_SOCKET"])
+def allowed(step):
+    deadline = time.monotonic() + 120
+    while not os.path.exists(os.path.join(here, f"{step}.{k}")):
+        if time.monotonic() > deadline:
+            sys.exit(f"never allowed to {step}")
+        time.sleep(0.01)
+allowed("warm")
+notify(f"STATUS=warming up {k}")
+allowed("ready")
+notify("READY=1")
+allowed("serve")
+notify(f"STATUS=serving {k}")
+while True:
+    time.sleep(3600)
+"""
+
+
+def notices(status: immortal.Status) -> list[str | None]:
+    """Each instance's STATUS text as ``status`` shows it."""
+    return [e.notify_status for e in status.instances] or [status.notify_status]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_status_text_sent_alone_is_shown_before_and_after_ready(
+        tmp_path: Path, workers: int) -> None:
+    """A datagram with only STATUS= is recorded when it comes, for each instance: nothing
+    else rewrites the status meanwhile (READY=1 comes alone, later)."""
+    outcome: list[object] = []
+
+    def start() -> None:
+        try:
+            outcome.append(immortal.start(
+                sys.executable, ["-c", STAGED, str(tmp_path)], name="staged",
+                workers=workers, ready="notify", ready_timeout=LONG, stop_timeout=5.0))
+        except Exception as exc:  # the test fails on it below
+            outcome.append(exc)
+
+    def status() -> immortal.Status | None:
+        try:
+            return immortal.attach("staged").status()
+        except immortal.NotRunning:  # not yet
+            return None
+
+    def texts() -> list[str | None]:
+        seen = status()
+        return notices(seen) if seen is not None else []
+
+    def allow(step: str, k: int) -> None:
+        (tmp_path / f"{step}.{k}").touch()
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    try:
+        wait_for(status, lambda s: s is not None and s.running and not s.ready and all(
+            [e.pid for e in s.instances] or [s.pids.get("target")]), LONG,
+            "every target spawned")
+        for k in range(workers):
+            allow("warm", k)
+        wait_for(texts, lambda seen: seen == [f"warming up {k}" for k in range(workers)],
+                 SHORT, "the texts sent before ready")
+        for k in range(workers):
+            allow("ready", k)
+        thread.join(LONG)
+        assert [type(each) for each in outcome] == [immortal.Group], outcome
+        for k in range(workers):
+            allow("serve", k)
+            wait_for(texts, lambda seen: seen == [
+                f"serving {j}" if j <= k else f"warming up {j}" for j in range(workers)],
+                SHORT, f"instance {k}'s text sent after ready")
+    finally:
+        for step in ("warm", "ready", "serve"):  # a failed test's start ends at once
+            for k in range(workers):
+                allow(step, k)
+        thread.join(LONG)
+        for each in outcome:
+            if isinstance(each, immortal.Group):
+                each.stop(timeout=LONG)
 
 
 def test_notify_from_a_descendant_counts(started: Callable[..., immortal.Group]) -> None:

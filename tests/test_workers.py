@@ -181,6 +181,16 @@ def test_restart_of_all_and_of_one(started):
         group.signal("USR1", instance=3)
 
 
+def test_a_batch_with_all_at_once_is_refused_before_anything_restarts(started):
+    group = start(started, 2)
+    before = pids(running(group, 2))
+    with pytest.raises(immortal.InvalidSpec, match="give one or the other "
+                       r"\(got batch=2, all_at_once=True\)"):
+        group.restart(batch=2, all_at_once=True)
+    assert pids(group.status()) == before
+    assert group.status().roll is None
+
+
 def test_the_cli_addresses_one_instance_as_name_colon_k(started, capsys):
     group = start(started, 3, name="api", policy={"min_uptime": 0.0})
     before = pids(running(group, 3))
@@ -214,6 +224,25 @@ def test_the_cli_addresses_one_instance_as_name_colon_k(started, capsys):
     mine = list(group.tail(1000, instance=2))
     assert mine and all(b" stdout:2 | " in line or b" event:2 " in line for line in mine)
     assert any(b"spawn pid %d" % now[2] in line for line in mine)
+
+
+def test_logs_of_an_instance_the_group_does_not_have_is_refused(started, capsys):
+    """As signal and restart refuse it, rather than print nothing and succeed."""
+    group = start(started, 4, name="four")
+    running(group, 4)
+    capsys.readouterr()
+    assert main(["logs", "four:9"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "NAME:K must be from 0 to 3: group 'four' runs 4 instance(s) (got 9)" \
+        in captured.err, captured.err
+    for read in (group.tail, group.follow):
+        with pytest.raises(immortal.InvalidSpec, match="'instance' must be from 0 to 3"):
+            read(instance=4)
+    group.stop()
+    # A stopped group keeps its instances, and their lines: K is checked against them.
+    assert main(["logs", "four:3", "-n", "1"]) == 0
+    assert " event:3 " in capsys.readouterr().out
 
 
 def test_scale_up_keeps_the_running_and_down_retires_the_highest(started, capsys):
