@@ -190,9 +190,10 @@ class FileMonitor(immortal.Monitor):
         self._write_parts((record,), len(record), check)
 
     def _write_parts(self, parts: Sequence[bytes | memoryview], size: int,
-                     check: bool = False) -> None:
-        """Append the record that ``parts`` (``size`` bytes in all) make, with one system
-        call (``writev``), or drop and count it."""
+                     check: bool = False, lines: int = 1) -> None:
+        """Append the record that ``parts`` (``size`` bytes in all, ``lines`` lines) make,
+        with one system call (``writev``), or drop and count its lines. A record that
+        failed half-way is cut off again: the next one starts on a line of its own."""
         now = time.monotonic()
         # Events are rare: check at each. Lines: at most once a second (a stat() per line
         # would double the cost of relaying).
@@ -200,21 +201,33 @@ class FileMonitor(immortal.Monitor):
             self._checked = now
             self._reopen_if_needed()
         if self._file is None:
-            self._dropped += 1
+            self._dropped += lines
             return
         if 0 < self._max_bytes < self._size + size and self._size > 0:
             self._rotate()
             if self._file is None:
-                self._dropped += 1
+                self._dropped += lines
                 return
+        before = self._size
         try:
             written = os.writev(self._file.fileno(), parts)
             self._size += written
             if written < size:  # a short write (a full disk, a size limit): the rest
                 self._write_rest(parts, written)
         except OSError as exc:
-            self._dropped += 1
+            self._dropped += lines
+            if self._size > before:
+                self._cut(before)
             self._fail(exc)
+
+    def _cut(self, size: int) -> None:
+        """Take back the part of a record that was written before the write failed."""
+        assert self._file is not None
+        try:
+            os.ftruncate(self._file.fileno(), size)
+            self._size = size
+        except OSError:
+            pass  # the next record's line may then follow the part on the same line
 
     def _write_rest(self, parts: Sequence[bytes | memoryview], written: int) -> None:
         """After a short write of ``written`` bytes: the rest of ``parts``, or OSError."""
@@ -272,6 +285,10 @@ class FileMonitor(immortal.Monitor):
         if self._dropped:
             dropped, self._dropped = self._dropped, 0
             self._write(self._resumed(dropped))
+            if self._file is None:
+                # A full disk opens a file all the same: the note failed, and the count
+                # goes on from where it was (the note itself is no line of the target's).
+                self._dropped = dropped
 
     def _fail(self, exc: OSError) -> None:
         if self._file is not None:
@@ -352,7 +369,8 @@ class FileMonitor(immortal.Monitor):
         if 0 < self._max_bytes < self._size + size:
             super().block(stream, data, offset)  # rotation decides record by record
             return
-        self._write_parts((prefix, memoryview(body)[:size - len(prefix)]), size)
+        self._write_parts((prefix, memoryview(body)[:size - len(prefix)]), size,
+                          lines=data.count(b"\n"))
 
     def position(self) -> int | None:
         if self._file is None:

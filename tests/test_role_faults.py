@@ -4,6 +4,7 @@ a file-size limit, a full disk), its own logs, and a control socket under attack
 from __future__ import annotations
 
 import os
+import re
 import resource
 import shutil
 import signal
@@ -14,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import SHORT, TALKER, proc_state, wait_for
+from conftest import LONG, SHORT, TALKER, proc_state, wait_for
 from immortal import control, orphans
 from immortal._linux import is_alive, process_start_time
 
@@ -296,8 +297,55 @@ def test_a_full_disk_kills_neither_roles_nor_target_and_recovers(small_disk, sta
                       and s.state == "running" and s.pids.get("target") not in (None, target),
                       what=f"status.json written again (pump {pump}, old target {target})")
     assert status.pids["daemon"] == pids["daemon"]
-    wait_for(lambda: read(out), lambda t: "output resumed" in t,
-             what="the output to resume")
+    text = wait_for(lambda: read(out), lambda t: "output resumed" in t,
+                    what="the output to resume")
+    assert_whole_records(text)
+
+
+def assert_whole_records(text: str) -> None:
+    """Every record of a ``file`` monitor's output whole: one cut by a full disk is taken
+    back, not left for the next record to be glued to."""
+    records = text.splitlines()
+    broken = [r for r in records
+              if not re.match(r"\d{4}-\d\d-\d\dT\S+ (stdout|stderr|event ) \| ", r)]
+    assert not broken, broken[:3]
+
+
+COUNTER = """\
+import os, sys, time
+n = 0
+while True:
+    n += 1
+    print(f"line {n} " + "x" * 100, flush=True)
+    if n % 100 == 0:
+        with open(sys.argv[1] + ".tmp", "w") as handle:
+            handle.write(str(n))
+        os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+    time.sleep(0.001)
+"""
+
+
+def test_lines_a_full_disk_drops_are_counted_one_by_one(small_disk, started, tmp_path):
+    """The ``file`` monitor's "output resumed; N lines dropped" counts lines, not the
+    blocks it writes at once (it said 2 where hundreds were missing)."""
+    script = tmp_path / "counter.py"
+    script.write_text(COUNTER)
+    count = tmp_path / "count"  # off the small disk: the target's own count of its lines
+    group = started(script, [str(count)])
+    out = group.directory / "output.log"
+    wait_for(lambda: read(out), lambda t: "line 10 " in t)
+    fill(small_disk)
+    at = wait_for(lambda: int(read(count) or 0), bool, what="the target's count")
+    wait_for(lambda: int(read(count) or 0), lambda n: n >= at + 500, LONG,
+             what="lines written while the disk is full")
+    os.unlink(small_disk / "filler")
+    text = wait_for(lambda: read(out), lambda t: "output resumed" in t,
+                    what="the output to resume")
+    assert_whole_records(text)
+    numbers = [int(n) for n in re.findall(r"\| line (\d+) ", text)]
+    missing = len(set(range(1, max(numbers) + 1)) - set(numbers))
+    dropped = sum(int(d) for d in re.findall(r"output resumed; (\d+) lines dropped", text))
+    assert missing >= 500 and dropped == missing, (missing, dropped)
 
 
 def children(pid: int) -> list[int]:
