@@ -120,8 +120,11 @@ class Group(GroupStop):
                 if roll.get("state") == "done":
                     return
                 lines = "".join(f"\n  {line}" for line in roll.get("stderr") or ())
+                # Stopped, the group has nothing left serving; else the old processes do.
+                serving = "" if now.state in ("stopping", "stopped") or not now.running \
+                    else "; the old processes keep serving"
                 raise StartError(f"group {self.name!r}: the rolling restart was aborted: "
-                                 f"{roll.get('why')}; the old processes keep serving"
+                                 f"{roll.get('why')}{serving}"
                                  + (f"; its last lines on stderr:{lines}" if lines else ""),
                                  stderr=roll.get("stderr") or ())
             if not now.running:

@@ -412,3 +412,28 @@ def test_the_promise_across_a_roll_and_every_kill(web):
     after = pids(web.status())
     assert {k: pid for k, pid in after.items() if k != 2} == \
         {k: pid for k, pid in rolled.items() if k != 2}
+
+
+def test_a_roll_a_stop_ends_says_nothing_keeps_serving(started, tmp_path):
+    """The caller of a roll that a stop ends is told so, not that the old processes keep
+    serving (none does: the group is stopped)."""
+    group = started(LISTENER, ["--graceful", "--delay", "1"], workers=2, name="web",
+                    listen=["tcp://127.0.0.1:0"], ready="line:^serving",
+                    ready_timeout=LONG, stop_timeout=SHORT)
+    failed: list[BaseException] = []
+
+    def roll() -> None:
+        try:
+            group.restart()
+        except (immortal.StartError, immortal.NotRunning) as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=roll)
+    thread.start()
+    try:
+        wait_for(group.status, lambda s: (s.roll or {}).get("replacements"), SHORT,
+                 what="a replacement spawned")
+        group.stop()
+    finally:
+        thread.join(LONG)
+    assert failed and "keep serving" not in str(failed[0]), failed
