@@ -18,7 +18,7 @@ import time
 from . import control
 from ._linux import is_alive
 from .errors import InvalidSpec, InvalidType, NoAnswer, NotRunning, StartError, StateDirError
-from .errors import StopTimeout
+from .errors import ImmortalError, StopTimeout
 from .groupstop import RETRY, GroupStop, targets_of
 from .groupview import MARGIN, POLL
 from .instance import lock_held
@@ -189,14 +189,34 @@ class Group(GroupStop):
             raise InvalidSpec(f"group {self.name!r} runs several programs: name the one to "
                               "scale (program=..., GROUP/PROGRAM)")
         grace = self._grace(timeout, program)
+        had = len(_of(status, program)) or 1
         self._request("scale", workers=workers, **_given(program=program))
-        return self._settled({program or "": workers},
-                             grace + self._spec_value("ready_timeout", program) + MARGIN,
-                             f"does not run {workers} ready instance(s)")
+        try:
+            return self._settled({program or "": workers},
+                                 grace + self._spec_value("ready_timeout", program) + MARGIN,
+                                 f"does not run {workers} ready instance(s)",
+                                 (program, had) if workers > had else None)
+        except StartError as exc:
+            self._scale_back(had, program)
+            raise StartError(f"{exc}; scaled back to {had}", exc.status, exc.stderr) from None
+        except StopTimeout as exc:
+            self._scale_back(had, program)
+            raise StopTimeout(f"{exc}; scaled back to {had}") from None
 
-    def _settled(self, counts: dict[str, int], patience: float, what: str) -> Status:
+    def _scale_back(self, had: int, program: str | None) -> None:
+        """As a failed start leaves nothing and a failed roll keeps the old: a scale up
+        that failed retires its new instances, rather than leave them restarting."""
+        try:
+            self._request("scale", workers=had, **_given(program=program))
+        except ImmortalError:
+            pass  # the group ended, or cannot be asked: nothing more to undo
+
+    def _settled(self, counts: dict[str, int], patience: float, what: str,
+                 new: tuple[str | None, int] | None = None) -> Status:
         """The status once each program of ``counts`` runs that many instances (0: gone),
-        each running and ready; StopTimeout past ``patience``."""
+        each running and ready; StopTimeout past ``patience``. ``new``: (program, the
+        count before a scale up): a new instance whose target died before it was ready
+        fails at once (StartError), as in a start."""
         deadline = time.monotonic() + patience
         while time.monotonic() < deadline:
             now = self.status()
@@ -204,6 +224,12 @@ class Group(GroupStop):
                 raise NotRunning(f"group {self.name!r} ended (state {now.state})")
             if settled(now, counts):
                 return now
+            dead = [entry for entry in _of(now, new[0]) if entry.instance >= new[1]
+                    and entry.last_exit is not None and not entry.ready] if new else []
+            if dead:
+                raise StartError(f"group {self.name!r}: instance {dead[0].instance}: its "
+                                 f"target {dead[0].last_exit} before it was ready",
+                                 dead[0].last_exit)
             time.sleep(POLL)
         raise StopTimeout(f"group {self.name!r} {what} within {patience:g} s")
 

@@ -454,3 +454,21 @@ def test_notify_counts_for_the_instance_whose_target_sent_it(started):
     assert [(e.ready, e.notify_status) for e in status.instances] == [
         (True, f"instance {k} up") for k in range(3)]
     assert "notify 'instance 1 up'" in str(status)
+
+
+def test_a_scale_up_whose_new_instance_dies_fails_at_once_and_is_undone(started, tmp_path):
+    """A new instance dead before it is ready fails the scale at once, as in a start (not
+    after the whole grace period and ``ready_timeout``), and the scale is undone: no
+    instance is left restarting in a loop."""
+    group = started(sys.executable, ["-c", UP_LATE, "die", str(tmp_path)], workers=1,
+                    ready=r"line:^up \d$", ready_timeout=LONG, stop_timeout=LONG)
+    began = time.monotonic()
+    with pytest.raises(immortal.StartError) as caught:
+        group.scale(3)
+    assert time.monotonic() - began < LONG
+    assert "instance 1: its target exited with status 3 before it was ready" in str(
+        caught.value) and "scaled back to 1" in str(caught.value)
+    assert caught.value.status is not None and caught.value.status.code == 3
+    status = wait_for(group.status, lambda s: not s.instances and s.ready, LONG,
+                      what="the group back to one instance")
+    assert status.state == "running"
