@@ -495,6 +495,19 @@ def test_group_tail_and_follow_from_python(started, home):
     assert Path(group.output).read_bytes().endswith(b"".join(rest))
 
 
+def stepping(steps):
+    """A follower's ``running()`` that takes the next of ``steps`` at each call, and ends
+    after the last."""
+    def running() -> bool:
+        step = next(steps, None)
+        if step is None:
+            return False
+        step()
+        return True
+
+    return running
+
+
 def test_follow_reads_appends_rotations_truncations_and_holds_an_unended_line(tmp_path):
     from immortal import tailing
 
@@ -511,12 +524,7 @@ def test_follow_reads_appends_rotations_truncations_and_holds_an_unended_line(tm
         lambda: path.write_bytes(b"t\n"),  # truncated in place: read again from its start
     ])
 
-    def running() -> bool:
-        step = next(steps, None)
-        if step is None:
-            return False
-        step()
-        return True
+    running = stepping(steps)
 
     assert list(tailing.tail(str(path), 2)) == [b"2\n", b"3"]
     assert list(tailing.tail(str(tmp_path / "none"), 2)) == []
@@ -543,12 +551,7 @@ def test_follow_reads_the_old_file_until_the_writer_moves_to_the_new_one(tmp_pat
         lambda: None,
     ])
 
-    def running() -> bool:
-        step = next(steps, None)
-        if step is None:
-            return False
-        step()
-        return True
+    running = stepping(steps)
 
     try:
         assert list(tailing.follow(str(path), 1, running, poll=0)) == [
