@@ -39,7 +39,8 @@ from .detach import Handshake
 from .errors import ImmortalError
 from .firstrole import answer_error
 from .foreground import SIGNALS
-from .group import restarted, settled
+from .group import restarted
+from .settling import settled
 from .render import started_view
 from .roles import RoleArgs
 from .sdnotify import Notifier

@@ -15,7 +15,7 @@ import os
 import select
 import time
 
-from . import control
+from . import control, settling
 from ._linux import is_alive
 from .errors import InvalidSpec, InvalidType, NoAnswer, NotRunning, StartError, StateDirError
 from .errors import ImmortalError, StopTimeout
@@ -75,7 +75,7 @@ class Group(GroupStop):
         grace = self._grace(timeout, program)
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise InvalidSpec(f"'batch' must be an int, 1 or more (got {batch!r})")
-        mine = _of(before, program)
+        mine = settling.of(before, program)
         if (len(mine) > 1 or self._listens(program)) and not all_at_once:
             self._roll(before, chosen, grace, batch, program)
             return
@@ -108,7 +108,7 @@ class Group(GroupStop):
     def _follow_roll(self, before: Status, last: int, chosen: int | None,
                      grace: float | None, batch: int, program: str | None,
                      changes: Changes) -> None:
-        slots = 1 if chosen is not None else max(len(_of(before, program)), 1)
+        slots = 1 if chosen is not None else max(len(settling.of(before, program)), 1)
         steps = -(-slots // batch)
         deadline = time.monotonic() + MARGIN + steps * (
             self._grace(grace, program) + self._spec_value("ready_timeout", program)
@@ -189,7 +189,7 @@ class Group(GroupStop):
             raise InvalidSpec(f"group {self.name!r} runs several programs: name the one to "
                               "scale (program=..., GROUP/PROGRAM)")
         grace = self._grace(timeout, program)
-        had = len(_of(status, program)) or 1
+        had = len(settling.of(status, program)) or 1
         self._request("scale", workers=workers, **_given(program=program))
         try:
             return self._settled({program or "": workers},
@@ -213,25 +213,7 @@ class Group(GroupStop):
 
     def _settled(self, counts: dict[str, int], patience: float, what: str,
                  new: tuple[str | None, int] | None = None) -> Status:
-        """The status once each program of ``counts`` runs that many instances (0: gone),
-        each running and ready; StopTimeout past ``patience``. ``new``: (program, the
-        count before a scale up): a new instance whose target died before it was ready
-        fails at once (StartError), as in a start."""
-        deadline = time.monotonic() + patience
-        while time.monotonic() < deadline:
-            now = self.status()
-            if not now.running:
-                raise NotRunning(f"group {self.name!r} ended (state {now.state})")
-            if settled(now, counts):
-                return now
-            dead = [entry for entry in _of(now, new[0]) if entry.instance >= new[1]
-                    and entry.last_exit is not None and not entry.ready] if new else []
-            if dead:
-                raise StartError(f"group {self.name!r}: instance {dead[0].instance}: its "
-                                 f"target {dead[0].last_exit} before it was ready",
-                                 dead[0].last_exit)
-            time.sleep(POLL)
-        raise StopTimeout(f"group {self.name!r} {what} within {patience:g} s")
+        return settling.wait(self.status, self.name, counts, patience, what, new)
 
     def _listens(self, program: str | None) -> bool:
         """Whether the group (``program``, if given) listens on an address."""
@@ -335,28 +317,6 @@ class Group(GroupStop):
 def _given(**values: Any) -> dict[str, Any]:
     """The arguments given (not None), for a request."""
     return {key: value for key, value in values.items() if value is not None}
-
-
-def _of(status: Status, program: str | None) -> list[Any]:
-    """The instances ``status`` lists of ``program`` (all, if None)."""
-    return [entry for entry in status.instances if program in (None, entry.program)]
-
-
-def settled(status: Status, counts: Mapping[str, int]) -> bool:
-    """Whether ``status`` shows each program of ``counts`` with that many instances, each
-    running and ready (0: the program gone)."""
-    return all(_runs(status, program, count) for program, count in counts.items())
-
-
-def _runs(status: Status, program: str, count: int) -> bool:
-    """Whether ``status`` shows ``program`` with ``count`` instances, each running and
-    ready (0: the program gone)."""
-    if program and count == 0:
-        return program not in status.programs()
-    mine = _of(status, program or None) if program else status.instances
-    return (len(mine) or (1 if not program else 0)) == count and all(
-        entry.state == "running" and entry.ready for entry in mine) and (
-        bool(mine) or (status.state == "running" and status.ready))
 
 
 class Changes:
