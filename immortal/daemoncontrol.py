@@ -38,6 +38,7 @@ class Answering:
     stop_request: Command | None
     stop_by_signal: bool
     spec: Spec
+    started: bool  #: the first pump answered its start
     #: when a stop whose pump has not ended is overruled (``_stop_overdue``), or None
     stop_overdue_at: float | None = None
     #: the stop was overruled: the pump's death ends the group, no pump is started again
@@ -61,7 +62,8 @@ class Answering:
         cmd = request["cmd"]
         if cmd == "status":
             return {"status": read_json(self.directory / "status.json"),
-                    "daemon": os.getpid(), "pump": self.pump.pid if self.pump else None}
+                    "daemon": os.getpid(), "pump": self.pump.pid if self.pump else None,
+                    "started": self.started}
         if cmd == "signal":
             # The pump's answer does not come back through us: refuse here, from the last
             # status the pump wrote, what it would refuse (no target during a backoff wait).

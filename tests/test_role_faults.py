@@ -581,3 +581,32 @@ def test_supervisors_replaced_in_a_directory_they_cannot_write_keep_the_group(
     assert status.pids["pump"] in successor and status.pids["target"] == target
     group.stop()
     assert not is_alive(target, None) and not is_alive(pump, None)
+
+
+def test_supervisors_replaced_on_a_full_disk_read_as_running_and_stop_at_once(
+        small_disk, started, tmp_path):
+    """Pump and daemon killed while the disk is full: their successors cannot write
+    status.json, which names the dead ones. ``status`` still reads the group as running
+    (the daemon serving its socket says so), and ``stop`` does not wait as for a start
+    under way (it waited as long as a start may take: 80 s) but stops it at once."""
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    group = started(script, [], stop_timeout=2.0)
+    pids = group.pids
+    target = pids["target"]
+    fill(small_disk)
+    os.kill(pids["pump"], signal.SIGKILL)
+    holders = {pid for pid, _ in orphans.holders(group.directory)}
+    pump = wait_for(lambda: [p for p in children(pids["daemon"]) if p not in
+                             (pids["pump"], target, *holders)],
+                    lambda kids: len(kids) == 1, what="a new pump")[0]
+    os.kill(pids["daemon"], signal.SIGKILL)
+    wait_for(lambda: children(pump), lambda kids: any(
+        orphans.wears_title(kid, "pump", group.directory) for kid in kids),
+        what="the pump to take over as the daemon, with a pump of its own")
+    status = wait_for(group.status, lambda s: s.running, what="the group read as running")
+    assert status.pids["daemon"] == pump
+    began = time.monotonic()
+    group.stop()
+    assert time.monotonic() - began < 2.0 + SHORT
+    assert not is_alive(pump, None) and not is_alive(target, None)
