@@ -7,10 +7,13 @@ role running; the files it wrote are ``prepare.py``'s to remove.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +70,8 @@ def start_roles(spec: Spec, lock: Lock, capture: bool = False,
             log.close()
     pids: dict[str, tuple[int, int | None]] = {}
     try:
-        adopted = _handshake(spec, hs_r, pids, popen, logged)
+        with _sigterm_raises():
+            adopted = _handshake(spec, hs_r, pids, popen, logged)
     except BaseException:
         _kill_roles(pids, popen, directory, adopt is None)
         if parent_w is not None:
@@ -84,6 +88,47 @@ def start_roles(spec: Spec, lock: Lock, capture: bool = False,
     group = Group(spec.name, directory, popen if development else None, parent_w)
     group.adopted = adopted
     return group
+
+
+class Terminated(BaseException):
+    """A SIGTERM came while the caller waited for its start (``_sigterm_raises``)."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While the caller waits for the start: a SIGTERM ends the start as Ctrl-C does (its
+    roles and target killed, its files removed), raised as ``Terminated``; ``passed_on``
+    then gives it to whoever had it before. Only in the main thread, and not where it is
+    ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous in (signal.SIG_IGN, None):
+        yield
+        return
+
+    def terminated(number: int, frame: Any) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def passed_on() -> Iterator[None]:
+    """Around a whole start: a SIGTERM that ended it (``Terminated``, once everything of
+    the start is undone) is raised again for whoever had it before: by default the process
+    ends of it now, as without a start under way; a ``Manager`` stops its other groups
+    first. Else (a handler that returns) it is a ``StartError``."""
+    try:
+        yield
+    except Terminated:
+        signal.raise_signal(signal.SIGTERM)
+        raise StartError("the start was ended by a SIGTERM; nothing of it is left") from None
 
 
 def _handshake(spec: Spec, fd: int, pids: dict[str, tuple[int, int | None]],

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .firstrole import start_roles
+from .firstrole import passed_on, start_roles
 from .group import Group
 from .prepare import check_place, prepared
 from .spec import Spec, Strategy
@@ -47,7 +47,7 @@ def plan_group(name: object, programs: object, strategy: object,
 def launch_group(spec: Spec) -> Group:
     """``start_group``'s launch of a group of several programs built and checked
     (``programs.build_group``)."""
-    with prepared(_group_placed(spec)) as (spec, lock, _, sockets, leftover):
+    with passed_on(), prepared(_group_placed(spec)) as (spec, lock, _, sockets, leftover):
         return start_roles(spec, lock, False, None, sockets, leftover)
 
 

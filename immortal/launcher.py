@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import monitorload
-from .firstrole import start_roles
+from .firstrole import passed_on, start_roles
 from .group import Group
 from .prepare import check_place, prepared
 from .request import Request, build, check_monitors
@@ -98,7 +98,7 @@ def start(
 def launch(request: Request) -> Group:
     """Steps 2 to 6 of ``start()``, for its arguments checked (``request.build``)."""
     spec = plan(request)
-    with prepared(spec) as (spec, lock, adopt, sockets, leftover):
+    with passed_on(), prepared(spec) as (spec, lock, adopt, sockets, leftover):
         return start_roles(spec, lock, request.capture, adopt, sockets, leftover)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -612,3 +613,44 @@ def test_a_stop_during_the_readiness_wait_waits_for_that_start(
     assert stop.returncode == 0, stop
     status = immortal.attach("waited").status()
     assert status.state == "stopped" and not status.stale, status
+
+
+MANAGED = """\
+import sys, immortal
+with immortal.Manager() as manager:
+    manager.start(sys.argv[1], name="first", ready="spawn", stop_timeout=5.0)
+    manager.start(sys.argv[1], name="second", ready="uptime:25", stop_timeout=5.0)
+"""
+
+
+@pytest.mark.parametrize("how", ["cli", "manager"])
+def test_a_sigterm_during_the_readiness_wait_leaves_nothing(
+        home: Path, tmp_path: Path, how: str) -> None:
+    """SIGTERM to the caller while it waits for readiness (``timeout 10 immortal run``, a
+    service manager's stop, a Manager's program): the start is ended as Ctrl-C ends it,
+    then the caller ends of the signal (a Manager stops its other groups first). Before,
+    the group went on to become ready, unlisted by nobody."""
+    before = set(descendants())
+    sleeper = script(tmp_path, "sleeper.py", "import time\nwhile True:\n    time.sleep(1)\n")
+    name = "second" if how == "manager" else "termed"
+    if how == "cli":
+        argv = ["-m", "immortal", "run", "-n", name, "--ready", "uptime:25", sleeper]
+    else:
+        argv = ["-c", MANAGED, sleeper]
+    caller = subprocess.Popen([sys.executable, *argv], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        status_file = home / name / "status.json"
+        wait_for(lambda: status_file.exists() and json.loads(status_file.read_text()),
+                 lambda data: bool(data) and "target" in data.get("pids", {}), LONG,
+                 what="the target spawned, not yet ready")
+        caller.send_signal(signal.SIGTERM)
+        caller.communicate(timeout=LONG)
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait()
+    assert caller.returncode == -signal.SIGTERM
+    wait_for(lambda: set(descendants()) - before, lambda left: not left, LONG,
+             what="nothing of the groups left")
+    assert [s.name for s in immortal.groups() if s.running] == []
