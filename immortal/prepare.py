@@ -40,9 +40,11 @@ def prepared(spec: Spec) -> Iterator[tuple[Spec, Lock, Adopt | None, tuple[int, 
     directory = Path(spec.directory)
     lock, created = _take_directory(directory)
     before: dict[str, Any] = {}
-    with _undone_on_failure(directory, created, lock, before):
+    status: dict[str, Any] = {}
+    with _undone_on_failure(directory, created, lock, before, status):
         adopt = adoption.decide(spec)
         before.update(read_json(directory / "spec.json") or {})
+        status.update(read_json(directory / "status.json") or {} if before else {})
         leftover = adopt is None and adoption.leftover(spec, before)
         if spec.several:
             with _home_errors(directory.parent):
@@ -65,14 +67,15 @@ def _take_directory(directory: Path) -> tuple[Lock, bool]:
 
 @contextlib.contextmanager
 def _undone_on_failure(directory: Path, created: bool, lock: Lock,
-                       before: dict[str, Any] | None = None) -> Iterator[None]:
+                       before: dict[str, Any] | None = None,
+                       status: dict[str, Any] | None = None) -> Iterator[None]:
     """Steps 5 and 6 remove what they wrote if they fail (``before``: the spec.json that
-    was there, put back), and let go of our copy of the lock in any case (the roles hold it
-    then: the same open file description)."""
+    was there, put back, with its ``status``), and let go of our copy of the lock in any
+    case (the roles hold it then: the same open file description)."""
     try:
         yield
     except BaseException:
-        _clean(directory, created, before)
+        _clean(directory, created, before, status)
         raise
     finally:
         lock.close()
@@ -134,7 +137,8 @@ def _home_errors(base: Path) -> Iterator[None]:
         raise unusable_home(exc, base) from exc
 
 
-def _clean(directory: Path, created: bool, before: dict[str, Any] | None = None) -> None:
+def _clean(directory: Path, created: bool, before: dict[str, Any] | None = None,
+           status: dict[str, Any] | None = None) -> None:
     """Remove what a failed start wrote, while it still holds the group lock.
 
     Files only: never a directory (another start may have opened the lock file in it, or
@@ -142,7 +146,8 @@ def _clean(directory: Path, created: bool, before: dict[str, Any] | None = None)
     that opened it would lock a file nobody else can find). The role logs go only if the
     directory is this call's own. A ``spec.json`` a stopped group had left (``before``) is
     put back: a recorded group (``immortal start-recorded``, a systemd unit's) can be
-    started again from it after a start that failed (an address in use at boot).
+    started again from it after a start that failed (an address in use at boot); and its
+    ``status``, so that the group stays listed as it last ran.
     """
     names = ["spec.json", "status.json", "notify.sock"]
     if created:
@@ -155,5 +160,7 @@ def _clean(directory: Path, created: bool, before: dict[str, Any] | None = None)
     if before:
         try:
             write_json(directory / "spec.json", before)
+            if status:  # the group as it last ran, still listed as it was
+                write_json(directory / "status.json", status)
         except OSError:
             pass  # a full disk: the record is lost, as the start was

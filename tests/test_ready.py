@@ -654,3 +654,17 @@ def test_a_sigterm_during_the_readiness_wait_leaves_nothing(
     wait_for(lambda: set(descendants()) - before, lambda left: not left, LONG,
              what="nothing of the groups left")
     assert [s.name for s in immortal.groups() if s.running] == []
+
+
+def test_a_failed_start_under_a_stopped_groups_name_keeps_that_group_listed(
+        tmp_path: Path, started: Callable[..., immortal.Group]) -> None:
+    """The stopped group's spec.json was put back, but not its status: it vanished from
+    ``list``, and ``status`` said its supervisors were killed."""
+    sleeper = script(tmp_path, "sleeper.py", "import time\nwhile True:\n    time.sleep(1)\n")
+    crash = script(tmp_path, "crash.py", "import sys\nsys.exit(3)\n")
+    started(sleeper, [], name="kept", ready="spawn").stop()
+    with pytest.raises(immortal.StartError):
+        immortal.start(crash, [], name="kept", ready="uptime:1", stop_timeout=5.0)
+    listed = {s.name: s for s in immortal.groups()}
+    assert "kept" in listed and listed["kept"].state == "stopped", listed.get("kept")
+    assert not listed["kept"].stale
