@@ -9,9 +9,9 @@ Options:
     never rotates. A record is never split: one larger than ``max_bytes`` goes alone into a
     fresh file.
 ``backups``
-    how many rotated files to keep (default 5): ``output`` is renamed ``output.1``, the old
-    ``output.1`` becomes ``output.2``, and so on up to ``output.<backups>``; the oldest is
-    dropped. With 0, the full file is simply removed and a new one started.
+    how many rotated files to keep (default 5, at most 1000): ``output`` is renamed
+    ``output.1``, the old ``output.1`` becomes ``output.2``, and so on up to
+    ``output.<backups>``; the oldest is dropped. With 0, the full file is simply removed and a new one started.
 
 Integers may also be given as decimal strings (``immortal run -o max_bytes=1048576``).
 
@@ -46,6 +46,7 @@ from . import readback
 
 OPTIONS = ("output", "max_bytes", "backups")
 DEFAULT_BACKUPS = 5
+MAX_BACKUPS = 1000  #: more rotated files than anyone keeps by count
 STAMP = 24  # the width of a stamp: 2026-11-27T22:19:34.123Z
 
 
@@ -161,6 +162,12 @@ class FileMonitor(immortal.Monitor):
             value = count_option(cls.MONITOR, options, key)
             if value is not None:
                 checked[key] = value
+        if checked.get("backups", 0) > MAX_BACKUPS:
+            # Each rotation looks at every name up to output.<backups>: a huge count
+            # holds the pump in one call for seconds.
+            raise immortal.MonitorOptionsError(
+                f"the {cls.MONITOR} monitor's 'backups' must be at most {MAX_BACKUPS} "
+                f"(got {checked['backups']})")
         output = options.get("output")
         if output is not None:
             checked["output"] = output_option(cls.MONITOR, output)

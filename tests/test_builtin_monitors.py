@@ -462,6 +462,9 @@ REFUSALS = [
     ("file", {"max_bytes": 1.5}, "'max_bytes' must be a non-negative integer (got float"),
     ("file", {"max_bytes": "10M"}, "'max_bytes' must be a non-negative integer (got str"),
     ("file", {"backups": -3}, "the file monitor's 'backups' must be a non-negative integer"),
+    ("file", {"backups": 10**7}, "the file monitor's 'backups' must be at most 1000 (got "
+                                 "10000000)"),
+    ("jsonl", {"backups": "5000"}, "the jsonl monitor's 'backups' must be at most 1000"),
     ("file", {"max_byte": 10}, "the file monitor has no option 'max_byte' (did you mean "
                                "'max_bytes'?)"),
     ("file", {"output": "/nonexistent-dir/x.log"}, "does not exist"),
