@@ -121,7 +121,7 @@ def _handler_files(data: object) -> list[str]:
     handlers = data.get("handlers") if isinstance(data, dict) else None
     if not isinstance(handlers, dict):
         return []
-    return [os.path.abspath(h["filename"]) for h in handlers.values()
+    return [h["filename"] for h in handlers.values()
             if isinstance(h, dict) and isinstance(h.get("filename"), str)]
 
 
@@ -142,6 +142,11 @@ def _config(value: object) -> str:
                 _refuse(f"config {str(path)!r} is JSON but not a dictConfig dictionary "
                         "(an object with \"version\": 1)")
             for filename in _handler_files(data):
+                if not os.path.isabs(filename):
+                    # The pump runs in "/": checked here against our directory, it would
+                    # check a file the handler never writes.
+                    _refuse(f"config {str(path)!r}: a handler's filename {filename!r} is "
+                            "relative: give an absolute path (the pump runs in '/')")
                 why = _unsafe_file(filename)
                 if why:
                     _refuse(f"config {str(path)!r}: a handler's file: {why}")

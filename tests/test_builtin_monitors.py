@@ -450,6 +450,12 @@ def _versionless(tmp: Path) -> str:
     return str(tmp / "v.json")
 
 
+def _relative_handler(tmp: Path) -> str:
+    (tmp / "rel.json").write_text(json.dumps({"version": 1, "handlers": {"f": {
+        "class": "logging.FileHandler", "filename": "out.log"}}}))
+    return str(tmp / "rel.json")
+
+
 def _not_ini(tmp: Path) -> str:
     (tmp / "x.ini").write_text("[loggers]\nkeys=root\n")
     return str(tmp / "x.ini")
@@ -480,6 +486,8 @@ REFUSALS = [
     ("logging", {"config": "/nonexistent.json"}, "config '/nonexistent.json' does not exist"),
     ("logging", {"config": _bad_json}, "does not parse"),
     ("logging", {"config": _versionless}, "not a dictConfig dictionary"),
+    ("logging", {"config": _relative_handler}, "a handler's filename 'out.log' is relative: "
+                                               "give an absolute path (the pump runs in '/')"),
     ("logging", {"config": _not_ini}, "is no fileConfig INI file (no section [handlers], "
                                       "[formatters])"),
     ("logging", {"level": "INFO"}, "the logging monitor has no option 'level'"),
