@@ -313,9 +313,17 @@ def _chain(*steps: Callable[[], object] | None) -> Callable[[], None]:
     return run
 
 
+class Held(OSError):
+    """A spawn refused before any exec: the slot's lock is held by what the last target
+    left running (``spawner``)."""
+
+
 def exec_error(argv: list[str], exc: OSError) -> str:
     """What a failed spawn says: subprocess names the working directory when it could not
-    enter it (a target running as another user may not), else the program."""
+    enter it (a target running as another user may not), else the program; a spawn
+    refused before any exec (``Held``) says why."""
+    if isinstance(exc, Held):
+        return str(exc.strerror)
     if exc.filename is not None and exc.filename != argv[0]:
         return f"cannot enter the working directory {exc.filename!r}: {exc.strerror or exc}"
     return f"cannot execute {argv[0]!r}: {exc.strerror or exc}"

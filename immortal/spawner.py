@@ -77,8 +77,10 @@ class Spawner:
         if lock is None and self.end_orphans(fresh=False, current=current, instance=instance):
             lock = wait_lock(locks / name, ORPHAN_WAIT)
         if lock is None:
-            raise OSError(errno.EBUSY, "the previous target's descendants still hold "
-                          f"{name}; the spawn waits until they are gone")
+            raise process.Held(errno.EBUSY, f"the last target's descendants still hold "
+                               f"{name} (did it daemonize itself? run it in the "
+                               "foreground): no new target while they live; tried again "
+                               "as the restart policy says")
         try:
             return self._spawn_holding(instance, streams, lock)
         finally:

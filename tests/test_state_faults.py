@@ -441,3 +441,25 @@ def test_stop_ends_a_pipe_holder_whose_target_died_after_its_supervisors(
         assert main(argv) == 0, capsys.readouterr()
         assert not [h for h in holders if _linux.is_alive(*h)]
         assert orphans.holders(group.directory) == []
+
+
+DAEMONIZER = """\
+import os, sys, time
+if os.fork() == 0:  # the program daemonizes itself: its child runs on, the parent exits
+    os.setsid()
+    while True:
+        time.sleep(3600)
+"""
+
+
+def test_a_target_that_daemonizes_itself_is_told_so(started, tmp_path):
+    """Its child holds the slot's lock: no new target while it lives. What the group says
+    names that, not a program that 'cannot execute'."""
+    program = tmp_path / "daemonizer.py"
+    program.write_text(DAEMONIZER)
+    group = started(str(program), [], name="forks", ready="spawn",
+                    policy={"min_uptime": 0.0, "backoff_initial": 0.0, "max_restarts": 2})
+    status = wait_for(group.status, lambda s: s.state == "fatal", LONG,
+                      what="the restarts given up")
+    text = f"{status.reason} {status.last_exit}"
+    assert "did it daemonize itself?" in text and "cannot execute" not in text, text
