@@ -71,7 +71,9 @@ def start(
     and one pump; each gets ``IMMORTAL_INSTANCE`` (0 to N-1) and ``IMMORTAL_GROUP`` in its
     environment, and the same listen sockets. With ``capture=True`` (development only) the
     target's output comes to ``group.stdout`` and ``group.stderr`` (iterators of lines)
-    instead of the terminal.
+    instead of the terminal. ``env=`` is the target's whole environment (default: the
+    caller's); to add to the caller's, as the command line's ``-e`` does, pass
+    ``{**os.environ, "KEY": "value"}``.
     ``listen=["tcp://0.0.0.0:8000", "unix:/run/app.sock"]`` binds those sockets here, once,
     and hands them to every target by systemd socket activation (fds 3, 4, ...,
     ``LISTEN_FDS``, ``LISTEN_PID``, ``LISTEN_FDNAMES``); ``ListenError`` if one cannot be.
