@@ -11,7 +11,8 @@ Options:
 ``backups``
     how many rotated files to keep (default 5, at most 1000): ``output`` is renamed
     ``output.1``, the old ``output.1`` becomes ``output.2``, and so on up to
-    ``output.<backups>``; the oldest is dropped. With 0, the full file is simply removed and a new one started.
+    ``output.<backups>``; the oldest is dropped. With 0, the full file is simply removed
+    and a new one started.
 
 Integers may also be given as decimal strings (``immortal run -o max_bytes=1048576``).
 

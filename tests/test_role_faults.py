@@ -604,8 +604,10 @@ def test_supervisors_replaced_on_a_full_disk_read_as_running_and_stop_at_once(
     wait_for(lambda: children(pump), lambda kids: any(
         orphans.wears_title(kid, "pump", group.directory) for kid in kids),
         what="the pump to take over as the daemon, with a pump of its own")
-    status = wait_for(group.status, lambda s: s.running, what="the group read as running")
-    assert status.pids["daemon"] == pump
+    wait_for(lambda: is_alive(pids["daemon"], None), lambda alive: not alive,
+             what="the old daemon gone")
+    wait_for(group.status, lambda s: s.running and s.pids.get("daemon") == pump,
+             what="the group read as running, under its new daemon")
     began = time.monotonic()
     group.stop()
     assert time.monotonic() - began < 2.0 + SHORT
