@@ -531,6 +531,21 @@ def test_starting_on_a_full_disk_is_one_clear_error(small_disk):
     assert "Traceback" not in cli.stderr
 
 
+def replace_supervisors(group, pids, target) -> tuple[int, list[int]]:
+    """The pump killed, then the daemon: the new pump takes over as the daemon and forks
+    a pump of its own. That new daemon's pid, and its children."""
+    os.kill(pids["pump"], signal.SIGKILL)
+    holders = {pid for pid, _ in orphans.holders(group.directory)}
+    pump = wait_for(lambda: [p for p in children(pids["daemon"]) if p not in
+                             (pids["pump"], target, *holders)],
+                    lambda kids: len(kids) == 1, what="a new pump")[0]
+    os.kill(pids["daemon"], signal.SIGKILL)
+    kids = wait_for(lambda: children(pump), lambda kids: any(
+        orphans.wears_title(kid, "pump", group.directory) for kid in kids),
+        what="the pump to take over as the daemon, with a pump of its own")
+    return pump, kids
+
+
 @pytest.fixture
 def immutable(tmp_path):
     """``make(directory)``: the directory made immutable (``chattr +i``: no entry can be
@@ -564,15 +579,7 @@ def test_supervisors_replaced_in_a_directory_they_cannot_write_keep_the_group(
     immutable(group.directory)
     # pump.log cannot be rotated nor control.sock made again: before, the daemon died of
     # the first and the pump taking over of the second, leaving the target unsupervised.
-    os.kill(pids["pump"], signal.SIGKILL)
-    holders = {pid for pid, _ in orphans.holders(group.directory)}
-    pump = wait_for(lambda: [p for p in children(pids["daemon"]) if p not in
-                             (pids["pump"], target, *holders)],
-                    lambda kids: len(kids) == 1, what="a new pump")[0]
-    os.kill(pids["daemon"], signal.SIGKILL)
-    successor = wait_for(lambda: children(pump), lambda kids: any(
-        orphans.wears_title(kid, "pump", group.directory) for kid in kids),
-        what="the pump to take over as the daemon, with a pump of its own")
+    pump, successor = replace_supervisors(group, pids, target)
     assert is_alive(pump, None) and is_alive(target, None)
     immutable.undo()
     # No event follows: the failed status writes are tried again by themselves.
@@ -595,15 +602,7 @@ def test_supervisors_replaced_on_a_full_disk_read_as_running_and_stop_at_once(
     pids = group.pids
     target = pids["target"]
     fill(small_disk)
-    os.kill(pids["pump"], signal.SIGKILL)
-    holders = {pid for pid, _ in orphans.holders(group.directory)}
-    pump = wait_for(lambda: [p for p in children(pids["daemon"]) if p not in
-                             (pids["pump"], target, *holders)],
-                    lambda kids: len(kids) == 1, what="a new pump")[0]
-    os.kill(pids["daemon"], signal.SIGKILL)
-    wait_for(lambda: children(pump), lambda kids: any(
-        orphans.wears_title(kid, "pump", group.directory) for kid in kids),
-        what="the pump to take over as the daemon, with a pump of its own")
+    pump, _ = replace_supervisors(group, pids, target)
     wait_for(lambda: is_alive(pids["daemon"], None), lambda alive: not alive,
              what="the old daemon gone")
     wait_for(group.status, lambda s: s.running and s.pids.get("daemon") == pump,
