@@ -94,7 +94,11 @@ def _orphan(directory: Path, status: dict[str, Any],
     """The dead group's living target, as (pid, start time): the one ``status.json``
     names, proved by its start time and the group's token; else the one its pump spawned
     and had not written there yet when both supervisors died (the status follows a spawn
-    by a moment). None if none, or no proof it is the group's (no token: not Linux)."""
+    by a moment). None if none, or no proof it is the group's (no token: not Linux).
+    A group that ended by itself (a stop, its restarts given up) ended its targets: no
+    search of /proc at every start of such a group."""
+    if status.get("state") in FINAL_STATES and status.get("reason") != STALE:
+        return None
     carriers = orphans.find(directory)
     pid = (status.get("pids") or {}).get("target")
     ticks = (status.get("start_times") or {}).get("target")
