@@ -7,6 +7,7 @@ pump and ``waitpid(WNOHANG)`` reaps.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import stat
@@ -326,4 +327,9 @@ def exec_error(argv: list[str], exc: OSError) -> str:
         return str(exc.strerror)
     if exc.filename is not None and exc.filename != argv[0]:
         return f"cannot enter the working directory {exc.filename!r}: {exc.strerror or exc}"
+    if exc.errno == errno.ENOEXEC:
+        # binfmt_misc may run other formats: only the exec can tell, so only it says so.
+        return (f"cannot execute {argv[0]!r}: {exc.strerror}: it is not a program this "
+                "system runs, nor a script starting with a '#!' line; add one (e.g. "
+                "'#!/bin/sh'), or give its interpreter (--exec)")
     return f"cannot execute {argv[0]!r}: {exc.strerror or exc}"
