@@ -193,8 +193,8 @@ CASES: dict[str, Case] = {
                                 ("'exec'", "{tmp}", "drwxr-xr-x")),
     # -- a file that cannot be executed: only the exec after detaching finds out -------------
     **{f"cannot-exec-{s}": Case(file_("{tmp}/garbage", strategy=s), (immortal.StartError,),
-                                ("{tmp}/garbage", os.strerror(errno.ENOEXEC), "'#!' line", "--exec"),
-                                setup=_garbage)
+                                ("{tmp}/garbage", os.strerror(errno.ENOEXEC), "'#!' line",
+                                 "--exec"), setup=_garbage)
        for s in STRATEGIES},
     # -- args --------------------------------------------------------------------------------
     "args-a-str": Case(file_(TALKER, "--out 3"), WRONG_TYPE, ("'args'", "str", "--out 3")),
