@@ -164,7 +164,7 @@ def check(watch: object, ignore: object, delay: object,
         needed = pattern(entry).root if _WILD.search(entry) else entry
         if not os.path.exists(needed):
             raise TargetNotFound(f"'watch' {entry!r}: {needed!r} does not exist; check the "
-                                 "path (a relative one starts from the current directory)")
+                                 f"path (a relative one starts from {cwd})")
     return entries, tuple(globs), seconds
 
 

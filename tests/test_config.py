@@ -171,7 +171,9 @@ def test_the_operators_options_reach_the_programs(tmp_path):
     assert made["web"].watch == tuple(web["watch"]) and made["web"].comment == web["comment"]
     assert made["worker"].memory_window == 5.0 and made["worker"].watch == ()
     for key, value, words in (("watch_delay", "1", "needs 'watch'"),
-                              ("memory_limit", '"lots"', "must be a size")):
+                              ("memory_limit", '"lots"', "must be a size"),
+                              # the file's directory, not the command's
+                              ("watch", '["gone/*.py"]', f"starts from {tmp_path}/bad_watch)")):
         bad = project(tmp_path, f'''\
             [programs.web]
             file = "web.py"
