@@ -351,6 +351,20 @@ def test_start_a_stopped_group_by_name_and_forget_it(home, tmp_path):
     assert immortal(home, tmp_path, "start", "job").returncode == 3
 
 
+@pytest.mark.parametrize("command, name, fragment", [
+    ("start", "web", "(got 'web': program 'web' of 'shop'); 'immortal up web' starts it"),
+    ("start", "shop/web", "'immortal up web' starts it again from its file"),
+    ("forget", "shop/worker:0", "'immortal forget shop' removes the stopped group"),
+])
+def test_start_and_forget_of_a_program_say_what_acts_on_it(home, shop, command, name,
+                                                           fragment):
+    """A program stopped by 'stop shop/web' is started again by 'up web', not 'start':
+    said so, rather than a name refused as badly spelt ('pick another name')."""
+    refused = immortal(home, shop, command, name)
+    assert refused.returncode == 2, described(refused)
+    assert fragment in refused.stderr and "pick another name" not in refused.stderr
+
+
 ANALYZE = shutil.which("systemd-analyze")
 
 
