@@ -80,7 +80,10 @@ def loaded(ns: argparse.Namespace, check_monitors: bool = True) -> Any:
                               f"programs.web.workers=4 (got {item!r})")
         pairs.append((key.strip(), parse_value(value)))
     try:
-        return load(ns.config, ns.env_name, overrides=pairs, check_monitors=check_monitors)
+        # Every command that loads the file with its monitors runs it as one group (up),
+        # or says whether it can (validate, config, startup): the group's checks too.
+        return load(ns.config, ns.env_name, overrides=pairs, check_monitors=check_monitors,
+                    as_group=check_monitors)
     except ConfigError as exc:
         raise Problems(exc.lines()) from None
 

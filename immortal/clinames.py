@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from .errors import ImmortalError, InvalidSpec, NotRunning
-from .names import address
+from .names import address, whom
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -28,14 +28,15 @@ def start(ns: argparse.Namespace) -> int:
 
     if ns.foreground and len(ns.names) > 1:
         raise InvalidSpec("--foreground starts one group in this process: name one")
-    return each(ns.names, lambda name: clisvc.start_recorded(_one(ns, name)))
+    return each(ns.names, lambda name: clisvc.start_recorded(
+        _one(ns, _whole_group("start", name))))
 
 
 def forget(ns: argparse.Namespace) -> int:
     from .forget import forget as remove
 
     def one(name: str) -> int:
-        directory = remove(name)
+        directory = remove(_whole_group("forget", name))
         print(f"forgot {name!r} ({directory} removed)")
         return 0
 
@@ -92,6 +93,24 @@ def resolve(text: str, config: str | None = None) -> str:
     if group is None or name not in programs:
         return text
     return f"{group}/{name}" + ("" if instance is None else f":{instance}")
+
+
+def _whole_group(command: str, text: str) -> str:
+    """``text``, the NAME of a group for ``start`` or ``forget``; a program's or an
+    instance's address (a bare PROGRAM of the file included) is refused with what acts
+    on it instead, not as a group name that is badly spelt."""
+    name, program, instance = address(resolve(text))
+    if program is None and instance is None:
+        return text
+    what = whom(name, program, instance)
+    if command == "start":
+        again = (f"'immortal up {program}' starts it again from its file, " if program
+                 else f"'immortal scale {name} N' runs more instances, ")
+        raise InvalidSpec(f"'immortal start' takes a stopped group's NAME (got {text!r}: "
+                          f"{what}); {again}'immortal start {name}' the stopped group")
+    raise InvalidSpec(f"'immortal forget' takes a stopped group's NAME (got {text!r}: "
+                      f"{what}); a program or an instance stopped is gone from its group "
+                      f"already; 'immortal forget {name}' removes the stopped group")
 
 
 def each(addresses: list[str], run: Callable[[str], int]) -> int:

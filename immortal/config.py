@@ -18,6 +18,7 @@ directory, which is also each program's default ``cwd``. Every problem is collec
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -92,7 +93,7 @@ def find(path: str | os.PathLike[str] | None = None, cwd: str | None = None) -> 
 
 def load(path: str | os.PathLike[str] | None = None, env_name: str | None = None, *,
          overrides: Iterable[tuple[str, Any]] = (), environ: Mapping[str, str] | None = None,
-         cwd: str | None = None, check_monitors: bool = True) -> Config:
+         cwd: str | None = None, check_monitors: bool = True, as_group: bool = False) -> Config:
     """Read, merge and check a configuration file; every problem at once as ConfigError.
 
     ``path``: the file (default ``immortal.toml`` in ``cwd``, default the current
@@ -100,7 +101,9 @@ def load(path: str | os.PathLike[str] | None = None, env_name: str | None = None
     none); ``overrides``: the command line's ``(dotted key, value)`` pairs, in order;
     ``environ``: the environment variables (default ``os.environ``), which the targets'
     environments start from; ``check_monitors``: also find each monitor and run its
-    ``check()`` on its options.
+    ``check()`` on its options; ``as_group``: also check the programs together, as
+    ``start_group()`` will run them (``up``): a ``channel``, an address two programs
+    ``listen`` on, a ``port:N`` probe of an address the group holds.
     """
     environ = os.environ if environ is None else environ
     chosen = find(path, cwd)
@@ -114,7 +117,10 @@ def load(path: str | os.PathLike[str] | None = None, env_name: str | None = None
     document = parse(shown, text)
     if document.problems and not document.base.tree:
         raise ConfigError(shown, document.problems)  # a syntax error: nothing to go on
-    return _Loader(document, chosen, environ, check_monitors).load(env_name, overrides)
+    loaded = _Loader(document, chosen, environ, check_monitors).load(env_name, overrides)
+    if as_group:
+        _check_as_group(loaded, shown)
+    return loaded
 
 
 class _Loader:
@@ -233,6 +239,26 @@ class _Loader:
                    if path[:2] == ("programs", name) and len(path) > 2}
         return check_program(name, table, sources, self.sources[("programs", name)],
                              self.base, self.environ, self.problems, self.check_monitors)
+
+
+def _check_as_group(loaded: Config, shown: str) -> None:
+    """What ``start_group()`` refuses of programs that are each good alone, found before
+    ``up`` or ``validate`` says the file is good: ConfigError at the program's key."""
+    from .programs import build_programs
+
+    try:
+        build_programs(loaded.name.value, loaded.programs_kwargs(),
+                       Strategy.parse(loaded.strategy.value), loaded.directory)
+    except ImmortalError as exc:
+        named = re.match(r"program '([^']+)': (.*)", str(exc), re.S)
+        program = loaded.programs.get(named.group(1)) if named else None
+        if named is None or program is None:
+            raise ConfigError(shown, [Problem(Source(DEFAULT), "", str(exc))]) from None
+        message = named.group(2)
+        field = re.match(r"'(\w+)'", message)
+        key = field.group(1) if field and field.group(1) in program.settings else "file"
+        raise ConfigError(shown, [Problem(program.settings[key].source,
+                                          f"programs.{program.name}.{key}", message)]) from None
 
 
 def _deep_merge(into: dict[str, Any], layer: Mapping[str, Any]) -> None:

@@ -156,15 +156,22 @@ def check_program(name: str, table: Mapping[str, Any],
 
 
 def _operations(one: _Program, base: str) -> dict[str, Any]:
-    """The operator's options: those checkable alone checked here (a watched path is
-    relative to the file's directory); the rest weighed together (``_together``)."""
+    """The operator's options: those checkable alone checked here (a watched path, and an
+    ignored one with a ``/``, is relative to the file's directory, not to wherever the
+    command runs); the rest weighed together (``_together``)."""
     def watched(value: Any) -> list[str]:
         paths = [os.path.join(base, entry) if isinstance(entry, str) else entry
                  for entry in value]
         return list(filewatch.check(paths, None, None, base)[0])
 
+    def ignored(value: Any) -> list[Any]:
+        # A glob without a '/' matches a component anywhere below: it stays as it is.
+        return [os.path.normpath(os.path.join(base, entry))
+                if isinstance(entry, str) and "/" in entry.rstrip("/") else entry
+                for entry in value]
+
     checks: dict[str, Callable[[Any], Any]] = {
-        "user": lambda v: privileges.check(v, None)[0], "watch": watched,
+        "user": lambda v: privileges.check(v, None)[0], "watch": watched, "ignore": ignored,
         "memory_limit": lambda v: memwatch.parse_size("memory_limit", v),
         "comment": check_comment}
     return {key: one.value(key, checks.get(key)) for key in OPERATOR_KEYS}

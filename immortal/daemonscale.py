@@ -16,7 +16,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from . import rolelog, supervise
+from . import _linux, rolelog, supervise
 from .errors import InvalidSpec, NotRunning
 from .kept import KeptTargets
 from .keptfiles import KeptFiles
@@ -116,6 +116,7 @@ class Scaling:
             self.spec.name, self.spec.strategy, self.spec.directory,
             tuple(p if p.name in names else replace(p, workers=0) for p in kept),
             self.spec.start_timeout, self.spec.sys_path)
+        _linux.set_title(self.spec.title("daemon"))  # ps shows the programs' comments as they are
         self._write_spec()
         self._tell_pump(Reload())
         for name, (before, after) in counts.items():
@@ -142,6 +143,7 @@ class Scaling:
                 self.spec = Spec.of_programs(self.spec.name, self.spec.strategy,
                                              self.spec.directory, left,
                                              self.spec.start_timeout, self.spec.sys_path)
+                _linux.set_title(self.spec.title("daemon"))  # without the removed one's comment
                 self._write_spec()
 
     def _write_spec(self) -> None:

@@ -117,8 +117,9 @@ def built(config: Config, names: Sequence[str], spec: Spec) -> list[Program]:
 
     What the file does not say is what the group runs with: a program the group runs
     keeps the environment its group was started in (the file's own variables taken anew:
-    those it set before and no longer sets go), and its interpreter if the file names
-    none. A reload from another shell, with another environment, changes nothing else.
+    those it set before and no longer sets go), and its interpreter and its umask if the
+    file names none. A reload from another shell, with another environment or umask (a
+    unit's ExecReload, cron), changes nothing else.
     """
     from .programs import build_programs
 
@@ -132,10 +133,14 @@ def built(config: Config, names: Sequence[str], spec: Spec) -> list[Program]:
         old = running.get(program.name)
         if old is not None:
             kept = {k: v for k, v in old.env.items() if k not in old.variables}
-            given = config.programs[program.name].settings.get("exec")
+            settings = config.programs[program.name].settings
+
+            def given(key: str) -> bool:
+                return key in settings and settings[key].source.kind != DEFAULT
+
             program = replace(program, env={**kept, **variables},
-                              exec=program.exec if given is not None
-                              and given.source.kind != DEFAULT else old.exec)
+                              exec=program.exec if given("exec") else old.exec,
+                              umask=program.umask if given("umask") else old.umask)
         made.append(program)
     return made
 

@@ -164,7 +164,7 @@ def check(watch: object, ignore: object, delay: object,
         needed = pattern(entry).root if _WILD.search(entry) else entry
         if not os.path.exists(needed):
             raise TargetNotFound(f"'watch' {entry!r}: {needed!r} does not exist; check the "
-                                 "path (a relative one starts from the current directory)")
+                                 f"path (a relative one starts from {cwd})")
     return entries, tuple(globs), seconds
 
 
@@ -228,9 +228,13 @@ class FileWatch:
     def _root_of(self, path: str) -> str:
         return next((p.root for p in self.patterns if _under(path, p.root)), path)
 
-    def _add(self, directory: str, recursive: bool) -> None:
-        """Watch ``directory`` (and, ``recursive``, every directory below it not ignored)."""
+    def _add(self, directory: str, recursive: bool, look: bool = False) -> bool:
+        """Watch ``directory`` (and, ``recursive``, every directory below it not ignored);
+        with ``look``, whether a path already below it matches: a directory made with its
+        files at once (``mkdir -p``, an unpacked tarball, a checkout) or moved in holds
+        files whose events came before its watch did."""
         assert self.libc is not None
+        found = False
         todo = [directory]
         while todo:
             path = todo.pop()
@@ -250,9 +254,15 @@ class FileWatch:
             except OSError:
                 continue
             for entry in entries:
-                if entry.is_dir(follow_symlinks=False) and not self.ignore.ignored(
-                        entry.path, self._root_of(entry.path)):
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if not (is_dir or look) or self.ignore.ignored(entry.path,
+                                                               self._root_of(entry.path)):
+                    continue
+                if is_dir:
                     todo.append(entry.path)
+                if look and not found:
+                    found = any(p.matches(entry.path) for p in self.patterns)
+        return found
 
     def on_ready(self, fd: object = None) -> None:
         """The selector's callback: read the events; a change that matches puts the
@@ -287,8 +297,8 @@ class FileWatch:
             return False
         if mask & _linux.IN_ISDIR and mask & (_linux.IN_CREATE | _linux.IN_MOVED_TO):
             recursive = [p for p in self.patterns if p.recursive and _under(path, p.root)]
-            if recursive:
-                self._add(path, True)
+            if recursive and self._add(path, True, look=True):
+                return True
         return any(p.matches(path) for p in self.patterns)
 
     def deadline(self) -> float | None:

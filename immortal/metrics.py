@@ -2,7 +2,9 @@
 files (``status.json``), for a scraper that runs a command (node_exporter's textfile
 collector, a cron job writing a ``.prom`` file, an exec probe). No server stays resident.
 
-Each group is labelled ``group``, each instance ``instance`` (``"0"`` for a group of one):
+Each group is labelled ``group``, each instance ``instance`` (``"0"`` for a group of one)
+and, in a group of several programs, ``program`` (each program numbers its instances from
+0, so an instance is its program and its number):
 
 - ``immortal_up``: a supervisor of the group runs (1) or not (0);
 - ``immortal_state``: the phase of each instance's restart machine (a stateset: one sample
@@ -11,7 +13,8 @@ Each group is labelled ``group``, each instance ``instance`` (``"0"`` for a grou
 - ``immortal_restarts_total``, ``immortal_spawned_total``: counters, per instance;
 - ``immortal_uptime_seconds``: how long the instance's current target has run (only for a
   running target);
-- ``immortal_dropped_lines_total``: lines each monitor lost to ``backpressure="drop"``;
+- ``immortal_dropped_lines_total``: lines each monitor lost to ``backpressure="drop"``
+  (labelled ``monitor``, and ``program`` in a group of several programs);
 - ``immortal_stalled``: the pump no longer drains the output (``stall.py``).
 
 The text follows the OpenMetrics exposition format: families not interleaved, counters'
@@ -60,13 +63,14 @@ def samples(status: Status, now: float) -> list[Sample]:
     found: list[Sample] = [("immortal_up", group, 1 if status.running else 0),
                            ("immortal_stalled", group, 1 if status.stalled else 0)]
     if status.instances:
-        each = [(str(e.instance), e.state, e.ready, e.restarts, e.spawned,
-                 e.started_at if e.pid else None) for e in status.instances]
+        each = [({"program": e.program} if e.program else {}, str(e.instance), e.state,
+                 e.ready, e.restarts, e.spawned, e.started_at if e.pid else None)
+                for e in status.instances]
     else:
-        each = [("0", status.state, status.ready, status.restarts, status.spawned,
+        each = [({}, "0", status.state, status.ready, status.restarts, status.spawned,
                  status.target_started_at if "target" in status.pids else None)]
-    for instance, state, ready, restarts, spawned, started in each:
-        labels = {**group, "instance": instance}
+    for program, instance, state, ready, restarts, spawned, started in each:
+        labels = {**group, **program, "instance": instance}
         for phase in PHASES:
             found.append(("immortal_state", {**labels, "immortal_state": phase},
                           1 if phase == state else 0))
@@ -75,9 +79,11 @@ def samples(status: Status, now: float) -> list[Sample]:
                   ("immortal_spawned", labels, spawned)]
         if started is not None and status.running and state == "running":
             found.append(("immortal_uptime_seconds", labels, max(0.0, now - started)))
-    for monitor, counts in sorted(status.monitors.items()):
-        found.append(("immortal_dropped_lines", {**group, "monitor": monitor},
-                      int(counts.get("dropped") or 0)))
+    for key, counts in sorted(status.monitors.items()):
+        named, _, monitor = key.rpartition("/")  # "web/file" in a group of programs
+        found.append(("immortal_dropped_lines",
+                      {**group, **({"program": named} if named else {}),
+                       "monitor": monitor}, int(counts.get("dropped") or 0)))
     return found
 
 

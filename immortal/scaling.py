@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 
-from . import process, relay, supervise
+from . import _linux, process, relay, supervise
 from .errors import NotRunning
 from .loop import draw
 from .records import replace
@@ -172,6 +172,7 @@ class Scaling:
             self.spec = Spec.of_programs(self.spec.name, self.spec.strategy,
                                          self.spec.directory, left, self.spec.start_timeout,
                                          self.spec.sys_path)
+            _linux.set_title(self.spec.title("pump"))  # without the removed one's comment
             if self.daemon_pid is None:  # the group's root: spec.json is ours to write
                 write_json(self.directory / "spec.json", self.spec.to_json())
 
@@ -185,6 +186,7 @@ class Scaling:
                 return
             spec = Spec.from_json(data)
         self.spec = spec
+        _linux.set_title(spec.title("pump"))  # ps shows the programs' comments as they are
         for view in spec.each():
             run = self.runs.get(view.program)
             if run is None:

@@ -309,6 +309,27 @@ def test_metrics_are_openmetrics_per_instance(home, stopped_at_end):
     assert not any(name == "immortal_uptime_seconds" for name, _ in stopped)
 
 
+def test_metrics_of_a_group_of_programs_name_each_program(home, stopped_at_end):
+    """Each program numbers its instances from 0: without a program label, web:0 and
+    worker:0 would be one series twice, and a scraper refuses the whole text."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    stopped_at_end.append("site")
+    immortal.start_group("site", {
+        "web": {"file": TALKER, "workers": 2, "ready": "spawn", "stop_timeout": 5.0},
+        "worker": {"file": TALKER, "ready": "spawn", "stop_timeout": 5.0}})
+    text = ok(cli(home, "metrics", "site"))
+    values = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+              for family in text_string_to_metric_families(text)
+              for sample in family.samples}
+    for program, instance in (("web", "0"), ("web", "1"), ("worker", "0")):
+        labels = (("group", "site"), ("instance", instance), ("program", program))
+        assert values[("immortal_spawned_total", labels)] == 1
+    for program in ("web", "worker"):
+        key = (("group", "site"), ("monitor", "file"), ("program", program))
+        assert values[("immortal_dropped_lines_total", key)] == 0
+
+
 def test_a_failed_start_from_the_record_keeps_the_record(home, stopped_at_end):
     """A unit restarted after a failure (here an address in use) must find it again."""
     stopped_at_end.append("held")

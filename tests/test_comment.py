@@ -67,3 +67,31 @@ def test_a_bad_comment_is_refused(home: Path, comment: object, error: type[Excep
     with pytest.raises(error, match="'comment' must be"):
         immortal.start(TALKER, comment=comment, name="badcomment")
     assert not (home / "badcomment").exists()
+
+
+@pytest.mark.parametrize("strategy", ["daemon", "unattached"])
+def test_the_titles_follow_the_comments_an_apply_changes(home: Path, strategy: str):
+    """A reload that relabels a program, or removes a labelled one, relabels ps too."""
+    def program(comment: str) -> dict[str, object]:
+        return {"file": TALKER, "ready": "spawn", "stop_timeout": 5.0, "comment": comment}
+
+    group = immortal.start_group("relabelled", {"web": program("blue"),
+                                                "worker": program("jobs")},
+                                 strategy=strategy)
+    try:
+        roles = [role for role in ("daemon", "pump") if role in group.pids]
+
+        def titled(text: str) -> None:
+            for role in roles:
+                wait_for(lambda: cmdline(group.pids[role]),
+                         lambda line: line.startswith(
+                             f"immortal: {role} {group.directory} [{text}]"),
+                         what=f"the {role}'s title [{text}]")
+
+        titled("blue, jobs")
+        group.apply({"web": program("green"), "worker": program("jobs")})
+        titled("green, jobs")
+        group.apply({"web": program("green")})
+        titled("green")
+    finally:
+        group.stop(LONG)

@@ -171,7 +171,9 @@ def test_the_operators_options_reach_the_programs(tmp_path):
     assert made["web"].watch == tuple(web["watch"]) and made["web"].comment == web["comment"]
     assert made["worker"].memory_window == 5.0 and made["worker"].watch == ()
     for key, value, words in (("watch_delay", "1", "needs 'watch'"),
-                              ("memory_limit", '"lots"', "must be a size")):
+                              ("memory_limit", '"lots"', "must be a size"),
+                              # the file's directory, not the command's
+                              ("watch", '["gone/*.py"]', f"starts from {tmp_path}/bad_watch)")):
         bad = project(tmp_path, f'''\
             [programs.web]
             file = "web.py"
@@ -291,6 +293,25 @@ def test_paths_are_relative_to_the_file_and_instances_spells_workers(tmp_path, m
     assert loaded.name.value == "shop-test"
     assert load(project(tmp_path, "[programs.a]\nfile = 'web.py'\n", "other")).name.value \
         == "other"  # the directory's name by default
+
+
+def test_an_ignored_path_is_relative_to_the_file_as_the_watched_one(tmp_path, monkeypatch):
+    """Run from another directory (a unit's reload, cron), the program ignores the same
+    files, and its definition does not change with the command's directory."""
+    path = project(tmp_path, '''\
+        [programs.web]
+        file = "web.py"
+        watch = ["src"]
+        ignore = ["src/generated/*", "*.log", "build/"]
+        ''')
+    (path.parent / "src").mkdir()
+    monkeypatch.chdir(tmp_path)
+    from immortal.programs import build_programs
+
+    kwargs = load(path).programs_kwargs()
+    made = build_programs("shop", kwargs, spec.Strategy.DAEMON, str(tmp_path / "d"))
+    assert made[0].ignore == (str(path.parent / "src/generated/*"), "*.log", "build/")
+    assert made[0].watch == (str(path.parent / "src"),)
 
 
 # --- bad files -------------------------------------------------------------------------------

@@ -103,6 +103,12 @@ BAD_FILES = {
                    "expected an array of strings"),
     "missing-program": ("[programs.web]\n\nfile = 'nope.py'\n", 3, "'nope.py'"),
     "bad-value": ("[programs.web]\nfile = 'web.py'\nworkers = 0\n", 3, "'workers' must be"),
+    # good alone, refused together: 'up' starts the file's programs as one group
+    "listen-twice": ("[programs.web]\nfile = 'web.py'\nlisten = ['unix:s.sock']\n"
+                     "[programs.worker]\nfile = 'worker.py'\nlisten = ['unix:s.sock']\n", 6,
+                     "is program 'web''s already"),
+    "channel": ("[programs.web]\nfile = 'web.py'\n[programs.worker]\nfile = 'worker.py'\n"
+                "channel = true\n", 5, "programs.worker.channel: 'channel' works in a group"),
 }
 
 

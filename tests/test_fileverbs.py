@@ -184,6 +184,29 @@ def test_a_reload_reads_the_running_spec_once(home, shop):
     ok(immortal(home, shop, "down"))
 
 
+def test_a_reload_with_another_umask_changes_no_program(home, shop):
+    """A program whose umask the file does not set keeps the one its group was started
+    with: a reload from a shell (a unit, cron) with another umask rolls nothing."""
+    def run(*args: str, umask: int) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("IMMORTAL_ENV", "IMMORTAL_READY")}
+        return subprocess.run([sys.executable, "-m", "immortal", *args], cwd=shop,
+                              env={**env, "IMMORTAL_HOME": str(home)}, umask=umask,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=LONG)
+
+    ok(run("up", "worker", umask=0o022))
+    before = pids(home, shop)["shop/worker:0"]
+    write(shop, SHOP[SHOP.index("    [programs.worker]"):SHOP.index("    [programs.audit]")]
+          + "    [env.production]\n")
+    out = ok(run("reload", umask=0o077))
+    assert out.startswith("unchanged shop/worker"), out
+    assert pids(home, shop)["shop/worker:0"] == before
+    status = Path(f"/proc/{before}/status").read_text()
+    assert re.search(r"^Umask:\s+0022$", status, re.M), status
+    ok(immortal(home, shop, "down"))
+
+
 def test_up_of_some_programs_then_the_rest_leaves_the_first_untouched(home, shop):
     """'up PROGRAM' starts the group with it alone; a later 'up' adds the others it can:
     a program that listens is bound when the group starts, and is refused, clearly."""
@@ -349,6 +372,20 @@ def test_start_a_stopped_group_by_name_and_forget_it(home, tmp_path):
     gone = immortal(home, tmp_path, "forget", "job")
     assert gone.returncode == 3, described(gone)
     assert immortal(home, tmp_path, "start", "job").returncode == 3
+
+
+@pytest.mark.parametrize("command, name, fragment", [
+    ("start", "web", "(got 'web': program 'web' of 'shop'); 'immortal up web' starts it"),
+    ("start", "shop/web", "'immortal up web' starts it again from its file"),
+    ("forget", "shop/worker:0", "'immortal forget shop' removes the stopped group"),
+])
+def test_start_and_forget_of_a_program_say_what_acts_on_it(home, shop, command, name,
+                                                           fragment):
+    """A program stopped by 'stop shop/web' is started again by 'up web', not 'start':
+    said so, rather than a name refused as badly spelt ('pick another name')."""
+    refused = immortal(home, shop, command, name)
+    assert refused.returncode == 2, described(refused)
+    assert fragment in refused.stderr and "pick another name" not in refused.stderr
 
 
 ANALYZE = shutil.which("systemd-analyze")

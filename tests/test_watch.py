@@ -145,6 +145,35 @@ def test_a_burst_of_changes_asks_for_one_restart_once_quiet(tmp_path: Path) -> N
         watch.close()
 
 
+def test_a_directory_made_with_its_files_at_once_is_a_change(tmp_path: Path) -> None:
+    """The files of a directory made (or moved in) before the pump reads its creation raise
+    their events before the directory has a watch: what is found in it counts."""
+    (tmp_path / "src").mkdir()
+    clock = Clock()
+    watch = FileWatch([f"{tmp_path}/src/**/*.py"], [], 0.5, clock)
+    assert watch.start()
+    try:
+        (tmp_path / "src" / "docs" / "deep").mkdir(parents=True)
+        (tmp_path / "src" / "docs" / "deep" / "notes.txt").write_text("no match")
+        (tmp_path / "src" / "__pycache__").mkdir()
+        (tmp_path / "src" / "__pycache__" / "m.py").write_text("ignored")
+        watch.on_ready()
+        assert watch.deadline() is None
+        (tmp_path / "src" / "pkg" / "sub").mkdir(parents=True)
+        (tmp_path / "src" / "pkg" / "sub" / "m.py").write_text("x")
+        watch.on_ready()
+        assert watch.deadline() == clock.now + 0.5
+        clock.now += 0.5
+        assert watch.take()
+        (tmp_path / "unpacked").mkdir()
+        (tmp_path / "unpacked" / "n.py").write_text("x")
+        os.rename(tmp_path / "unpacked", tmp_path / "src" / "moved")
+        watch.on_ready()
+        assert watch.deadline() == clock.now + 0.5
+    finally:
+        watch.close()
+
+
 # --- a group that watches ------------------------------------------------------------------
 def test_editing_a_watched_file_restarts_the_target(started, tmp_path: Path) -> None:
     source = tmp_path / "app.cfg"
