@@ -21,7 +21,7 @@ import pytest
 
 import immortal
 from immortal import config, configcheck, configfile, configkeys, envfile, request, spec
-from immortal.configfile import CLI, DEFAULT, ENV_FILE, ENV_TABLE, FILE, VARIABLE, ConfigError
+from immortal.configfile import CLI, DEFAULT, ENV_FILE, ENV_TABLE, FILE, VARIABLE, ConfigError, toml
 from immortal.tomlkeys import key_lines, line_of
 
 from conftest import LONG, TALKER, wait_for
@@ -80,9 +80,7 @@ def test_key_lines_follow_every_toml_form():
         [[items]]
         a = 2
         ''')
-    import tomllib
-
-    tomllib.loads(text)
+    toml().loads(text)
     lines = key_lines(text)
     assert lines[("name",)] == 2
     assert lines[("strategy",)] == 3

@@ -22,6 +22,7 @@ import pytest
 from conftest import (LONG, SHORT, TALKER, children_of, descendants, proc_state, wait_for,
                       without_holder)
 from immortal._linux import is_alive, process_start_time
+from immortal.process import process_group_kwargs
 from immortal.state import read_status
 
 pytestmark = pytest.mark.timeout(120)
@@ -76,7 +77,7 @@ def foreground(home: Path) -> Iterator[Callable[..., Foreground]]:
                                  env={**os.environ, "IMMORTAL_HOME": str(home), **(env or {})},
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True,
-                                 process_group=0 if job else None)
+                                 **(process_group_kwargs() if job else {}))
         fg = Foreground(popen, home, name)
         started.append(fg)
         return fg
