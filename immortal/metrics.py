@@ -2,7 +2,9 @@
 files (``status.json``), for a scraper that runs a command (node_exporter's textfile
 collector, a cron job writing a ``.prom`` file, an exec probe). No server stays resident.
 
-Each group is labelled ``group``, each instance ``instance`` (``"0"`` for a group of one):
+Each group is labelled ``group``, each instance ``instance`` (``"0"`` for a group of one)
+and, in a group of several programs, ``program`` (each program numbers its instances from
+0, so without it two samples would share their labels, which a scraper refuses):
 
 - ``immortal_up``: a supervisor of the group runs (1) or not (0);
 - ``immortal_state``: the phase of each instance's restart machine (a stateset: one sample
@@ -60,13 +62,13 @@ def samples(status: Status, now: float) -> list[Sample]:
     found: list[Sample] = [("immortal_up", group, 1 if status.running else 0),
                            ("immortal_stalled", group, 1 if status.stalled else 0)]
     if status.instances:
-        each = [(str(e.instance), e.state, e.ready, e.restarts, e.spawned,
+        each = [(e.program, str(e.instance), e.state, e.ready, e.restarts, e.spawned,
                  e.started_at if e.pid else None) for e in status.instances]
     else:
-        each = [("0", status.state, status.ready, status.restarts, status.spawned,
+        each = [(None, "0", status.state, status.ready, status.restarts, status.spawned,
                  status.target_started_at if "target" in status.pids else None)]
-    for instance, state, ready, restarts, spawned, started in each:
-        labels = {**group, "instance": instance}
+    for program, instance, state, ready, restarts, spawned, started in each:
+        labels = {**group, **({"program": program} if program else {}), "instance": instance}
         for phase in PHASES:
             found.append(("immortal_state", {**labels, "immortal_state": phase},
                           1 if phase == state else 0))

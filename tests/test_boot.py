@@ -309,6 +309,25 @@ def test_metrics_are_openmetrics_per_instance(home, stopped_at_end):
     assert not any(name == "immortal_uptime_seconds" for name, _ in stopped)
 
 
+def test_metrics_of_several_programs_name_the_program(home, stopped_at_end):
+    """Each program numbers its instances from 0: without a program label two samples
+    would share their labels, and a scraper keeps one of them (or refuses the text)."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    stopped_at_end.append("two")
+    immortal.start_group("two", {"web": {"file": TALKER, "ready": "spawn"},
+                                 "bg": {"file": TALKER, "ready": "spawn", "workers": 2}})
+    text = ok(cli(home, "metrics", "two"))
+    lines = [line.rpartition(" ")[0] for line in text.splitlines()
+             if not line.startswith("#")]
+    assert len(lines) == len(set(lines)), text
+    ready = {tuple(sorted(sample.labels.items())) for family in
+             text_string_to_metric_families(text) if family.name == "immortal_ready"
+             for sample in family.samples}
+    assert ready == {(("group", "two"), ("instance", k), ("program", program))
+                     for program, k in (("web", "0"), ("bg", "0"), ("bg", "1"))}
+
+
 def test_a_failed_start_from_the_record_keeps_the_record(home, stopped_at_end):
     """A unit restarted after a failure (here an address in use) must find it again."""
     stopped_at_end.append("held")
