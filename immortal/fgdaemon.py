@@ -152,16 +152,20 @@ class ForegroundDaemon(Daemon):
         (``RELOADING=1``, then ``READY=1`` once the new targets are ready, or at once if it
         is refused)."""
         before = read_status(self.directory)
-        if self.notifier is not None:
+        if not self.started:
+            # During the start: systemd hears READY=1 once the new targets are ready, as
+            # it would have of the first; no reload around it.
+            before = None
+        if self.notifier is not None and before is not None:
             self.notifier.reloading()
         try:
             self._command({"cmd": "restart"})
         except ImmortalError as exc:
             rolelog.report("command", f"immortal: daemon: restart: {exc}\n")
-            before = None
-        if before is None:  # refused, or no status to follow it in: nothing to wait for
-            if self.notifier is not None:
-                self.notifier.ready()
+            if self.notifier is not None and before is not None:
+                self.notifier.ready()  # refused: the reload is over
+            return
+        if before is None:  # no reload to follow (the start, or no status yet)
             return
         self.reload_from, self.reload_changed = before, None
 
