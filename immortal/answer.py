@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from . import rolelog
 from .events import PUMP_START
+from .machine import RESTARTING, STOPPING
 from .readiness import FAILED
 from .roles import Started
-from .machine import RESTARTING
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -87,8 +87,12 @@ class StartAnswer:
             else:
                 self._write_status()
         elif state.state == FAILED:
-            if self.pending and state.exit is not None and inst.machine.phase == RESTARTING:
-                return  # killed by a restart asked during the start: its new target decides
+            if self.pending and state.exit is not None and \
+                    inst.machine.phase in (RESTARTING, STOPPING):
+                # Killed by a restart or a stop asked during the start, not dead of its
+                # own: the restart's new target decides; the stop's end answers the
+                # caller (``_fail_start``: stopped before its target was ready).
+                return
             if self.pending:
                 self._give_up(inst, state.reason or "not ready")
             elif state.exit is None:

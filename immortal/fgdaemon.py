@@ -127,6 +127,13 @@ class ForegroundDaemon(Daemon):
 
     def _answered(self, message: dict[str, Any]) -> None:
         if "error" in message:
+            status = read_status(self.directory)
+            if self.stop_asked and status is not None and status.reason == "stop":
+                # Ended by the stop asked during the start (a container stopped at once),
+                # not by a failure of its own: no error, and the exit code a stop's.
+                rolelog.report("answer", f"{self.spec.name!r} was stopped before it was "
+                                         "ready\n")
+                return
             self.failure = str(answer_error(self.spec, message))
             rolelog.report("answer", f"immortal: error: {self.failure}\n")
         elif message.get("ok"):
@@ -290,11 +297,11 @@ class ForegroundDaemon(Daemon):
 
 
 def exit_code(status: Status | None, failed: bool, stop_asked: bool, spec: Spec) -> int:
-    """The foreground's exit code: 0 once the group stopped (a requested stop, or every
-    instance ended on a final exit code); 1 if its start failed, it gave up (``fatal``) or
-    it ended without a final phase (its pump could not go on); the target's own code when
-    a group of one program and one instance ended by itself on one of its
-    ``final_exit_codes``."""
+    """The foreground's exit code: 0 once the group stopped (a requested stop, one during
+    the start too, or every instance ended on a final exit code); 1 if its start failed,
+    it gave up (``fatal``) or it ended without a final phase (its pump could not go on);
+    the target's own code when a group of one program and one instance ended by itself on
+    one of its ``final_exit_codes``."""
     if failed or status is None or status.state != "stopped":
         return 1
     last = status.last_exit
