@@ -126,12 +126,16 @@ def _follow(path: str, handle: BinaryIO | None, first: bytes, running: Callable[
     check a second later), and until then the monitor appends to the renamed file. So the
     new file is taken when it holds data: the writer wrote there, so it has let go of the
     old file, whose end is then read once more, and nothing written to it is missed."""
-    rest = first  # the bytes of a line not ended yet
+    # The bytes of a line not ended yet: the file's, read last (a shrink is measured
+    # against them), so the whole lines of ``first`` go first.
+    lines = split(first)
+    rest = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
     try:
+        yield from (line for line in lines if keep(line))
         while True:
             # Decide before reading: what the group wrote before it ended is then read.
             ended = not running()
-            data = _appended(handle)
+            data = _appended(handle, rest)
             new = _replaced(path, handle)
             if new is not None:
                 if handle is not None:
@@ -139,7 +143,7 @@ def _follow(path: str, handle: BinaryIO | None, first: bytes, running: Callable[
                     handle.close()
                 handle = new
                 data += _appended(handle)
-            lines = split(rest + data)
+            lines = split(data)
             rest = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
             yield from (line for line in lines if keep(line))
             if ended:
@@ -152,18 +156,28 @@ def _follow(path: str, handle: BinaryIO | None, first: bytes, running: Callable[
             handle.close()
 
 
-def _appended(handle: BinaryIO | None) -> bytes:
-    """What was appended to the open file since the last read; a file truncated in place
-    is read again from its start, as tail does."""
+def _appended(handle: BinaryIO | None, unended: bytes = b"") -> bytes:
+    """``unended`` (the bytes last read from the open file and not yet handed out: a line
+    without its newline) and what was appended since. A file that shrank had a record
+    taken back, if it still holds every line handed out: a monitor whose write failed
+    half-way (a full disk) cuts the part it wrote, which is then cut from ``unended`` as
+    well, and reading goes on from there. Otherwise it was truncated in place, and is read
+    again from its start, as tail does."""
     if handle is None:
-        return b""
-    data = handle.read()
+        return unended
+    data = unended + handle.read()
     try:
-        if os.fstat(handle.fileno()).st_size < handle.tell():
-            handle.seek(0)
-            data += handle.read()
+        size = os.fstat(handle.fileno()).st_size
     except OSError:
-        pass
+        return data
+    end = handle.tell()
+    if size < end:
+        start = end - len(data)  # the end of the last line handed out
+        if size >= start:
+            handle.seek(size)
+            return data[:size - start]
+        handle.seek(0)
+        data += handle.read()
     return data
 
 
