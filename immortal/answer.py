@@ -7,17 +7,19 @@ is told ``Started`` and then the caller ``ok`` (once the caller has its answer, 
 death is a restart). A target that dies before it is ready, or is not ready in time, gives
 the whole start up: every instance stops (TERM, grace, KILL), and the group's end answers
 the caller with that instance's reason, exit status and last lines on stderr
-(``_fail_start``), so nothing is left. After the start a change is only recorded in
-``status.json`` (a time limit passed is logged too): the restart policy goes on as for any
-target. A new ``STATUS=`` text is recorded as it comes, ready or not. A scale's new
-instances are not waited for here: ``Group.scale`` waits in the caller until the status
-shows every instance ready.
+(``_fail_start``), so nothing is left. One that a restart asked during the start kills
+does not: the start waits for its new target as it did for the first. After the start a
+change is only recorded in ``status.json`` (a time limit passed is logged too): the restart
+policy goes on as for any target. A new ``STATUS=`` text is recorded as it comes, ready
+or not. A scale's new instances are not waited for here: ``Group.scale`` waits in the
+caller until the status shows every instance ready.
 """
 
 from __future__ import annotations
 
 from . import rolelog
 from .events import PUMP_START
+from .machine import RESTARTING, STOPPING
 from .readiness import FAILED
 from .roles import Started
 
@@ -85,6 +87,12 @@ class StartAnswer:
             else:
                 self._write_status()
         elif state.state == FAILED:
+            if self.pending and state.exit is not None and \
+                    inst.machine.phase in (RESTARTING, STOPPING):
+                # Killed by a restart or a stop asked during the start, not dead of its
+                # own: the restart's new target decides; the stop's end answers the
+                # caller (``_fail_start``: stopped before its target was ready).
+                return
             if self.pending:
                 self._give_up(inst, state.reason or "not ready")
             elif state.exit is None:

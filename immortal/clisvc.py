@@ -60,13 +60,16 @@ def startup(ns: argparse.Namespace) -> int:
     print(f"wrote {path}")
     manager = ["systemctl", *(["--user"] if ns.user else [])]
     if ns.enable:
+        # A directory of one's own is not one systemd searches: enabled by its path, the
+        # unit is linked there as well; by its name, systemd would not find it.
+        unit = os.path.abspath(path) if ns.unit_dir else name
         try:
-            done = subprocess.run([*manager, "enable", name], stdin=subprocess.DEVNULL,
+            done = subprocess.run([*manager, "enable", unit], stdin=subprocess.DEVNULL,
                                   capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise StartError(f"cannot run {' '.join(manager)} enable {name}: {exc}") from None
+            raise StartError(f"cannot run {' '.join(manager)} enable {unit}: {exc}") from None
         if done.returncode != 0:
-            raise StartError(f"{' '.join(manager)} enable {name} failed: "
+            raise StartError(f"{' '.join(manager)} enable {unit} failed: "
                              f"{(done.stderr or done.stdout).strip()}")
         print(f"enabled {name}")
     # A name with an escape holds a backslash: quoted, as the shell must be given it.

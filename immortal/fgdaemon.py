@@ -127,6 +127,13 @@ class ForegroundDaemon(Daemon):
 
     def _answered(self, message: dict[str, Any]) -> None:
         if "error" in message:
+            status = read_status(self.directory)
+            if self.stop_asked and status is not None and status.reason == "stop":
+                # Ended by the stop asked during the start (a container stopped at once),
+                # not by a failure of its own: no error, and the exit code a stop's.
+                rolelog.report("answer", f"{self.spec.name!r} was stopped before it was "
+                                         "ready\n")
+                return
             self.failure = str(answer_error(self.spec, message))
             rolelog.report("answer", f"immortal: error: {self.failure}\n")
         elif message.get("ok"):
@@ -152,16 +159,20 @@ class ForegroundDaemon(Daemon):
         (``RELOADING=1``, then ``READY=1`` once the new targets are ready, or at once if it
         is refused)."""
         before = read_status(self.directory)
-        if self.notifier is not None:
+        if not self.started:
+            # During the start: systemd hears READY=1 once the new targets are ready, as
+            # it would have of the first; no reload around it.
+            before = None
+        if self.notifier is not None and before is not None:
             self.notifier.reloading()
         try:
             self._command({"cmd": "restart"})
         except ImmortalError as exc:
             rolelog.report("command", f"immortal: daemon: restart: {exc}\n")
-            before = None
-        if before is None:  # refused, or no status to follow it in: nothing to wait for
-            if self.notifier is not None:
-                self.notifier.ready()
+            if self.notifier is not None and before is not None:
+                self.notifier.ready()  # refused: the reload is over
+            return
+        if before is None:  # no reload to follow (the start, or no status yet)
             return
         self.reload_from, self.reload_changed = before, None
 
@@ -286,11 +297,11 @@ class ForegroundDaemon(Daemon):
 
 
 def exit_code(status: Status | None, failed: bool, stop_asked: bool, spec: Spec) -> int:
-    """The foreground's exit code: 0 once the group stopped (a requested stop, or every
-    instance ended on a final exit code); 1 if its start failed, it gave up (``fatal``) or
-    it ended without a final phase (its pump could not go on); the target's own code when
-    a group of one program and one instance ended by itself on one of its
-    ``final_exit_codes``."""
+    """The foreground's exit code: 0 once the group stopped (a requested stop, one during
+    the start too, or every instance ended on a final exit code); 1 if its start failed,
+    it gave up (``fatal``) or it ended without a final phase (its pump could not go on);
+    the target's own code when a group of one program and one instance ended by itself on
+    one of its ``final_exit_codes``."""
     if failed or status is None or status.state != "stopped":
         return 1
     last = status.last_exit

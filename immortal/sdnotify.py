@@ -85,7 +85,13 @@ class Notifier:
         self._send("\n".join(lines).encode())
 
     def ready(self, status: str | None = None) -> None:
-        """``READY=1`` (the start is over, or a reload), with a status line if given."""
+        """``READY=1`` (the start is over, or a reload), with a status line if given; not
+        once ``STOPPING=1`` was sent: a reload that a stop cut short ends with the group,
+        and systemd, told the service stops, must not hear it is back in service."""
+        if self.stopping_sent:
+            if status is not None:
+                self.status(status)
+            return
         lines = ["READY=1"]
         if status is not None and status != self.shown:
             self.shown = status

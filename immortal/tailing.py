@@ -125,21 +125,29 @@ def _follow(path: str, handle: BinaryIO | None, first: bytes, running: Callable[
     the new file before the monitor reopens its path (at ``immortal reopen``, or its own
     check a second later), and until then the monitor appends to the renamed file. So the
     new file is taken when it holds data: the writer wrote there, so it has let go of the
-    old file, whose end is then read once more, and nothing written to it is missed."""
-    rest = first  # the bytes of a line not ended yet
+    old file, whose end is then read once more, and nothing written to it is missed. A
+    writer that rotated more than once between two looks (the ``file`` monitor's
+    ``max_bytes`` under a burst) left the files in between as ``PATH.1``, ``PATH.2``...:
+    those are read too (``_rotated_between``)."""
+    # The bytes of a line not ended yet: the file's, read last (a shrink is measured
+    # against them), so the whole lines of ``first`` go first.
+    lines = split(first)
+    rest = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
     try:
+        yield from (line for line in lines if keep(line))
         while True:
             # Decide before reading: what the group wrote before it ended is then read.
             ended = not running()
-            data = _appended(handle)
+            data = _appended(handle, rest)
             new = _replaced(path, handle)
             if new is not None:
                 if handle is not None:
                     data += handle.read()  # the last lines written to the old file
+                    data += _rotated_between(path, handle, new)
                     handle.close()
                 handle = new
                 data += _appended(handle)
-            lines = split(rest + data)
+            lines = split(data)
             rest = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
             yield from (line for line in lines if keep(line))
             if ended:
@@ -152,19 +160,72 @@ def _follow(path: str, handle: BinaryIO | None, first: bytes, running: Callable[
             handle.close()
 
 
-def _appended(handle: BinaryIO | None) -> bytes:
-    """What was appended to the open file since the last read; a file truncated in place
-    is read again from its start, as tail does."""
+def _appended(handle: BinaryIO | None, unended: bytes = b"") -> bytes:
+    """``unended`` (the bytes last read from the open file and not yet handed out: a line
+    without its newline) and what was appended since. A file that shrank had a record
+    taken back, if it still holds every line handed out: a monitor whose write failed
+    half-way (a full disk) cuts the part it wrote, which is then cut from ``unended`` as
+    well, and reading goes on from there. Otherwise it was truncated in place, and is read
+    again from its start, as tail does."""
     if handle is None:
-        return b""
-    data = handle.read()
+        return unended
+    data = unended + handle.read()
     try:
-        if os.fstat(handle.fileno()).st_size < handle.tell():
-            handle.seek(0)
-            data += handle.read()
+        size = os.fstat(handle.fileno()).st_size
     except OSError:
-        pass
+        return data
+    end = handle.tell()
+    if size < end:
+        start = end - len(data)  # the end of the last line handed out
+        if size >= start:
+            handle.seek(size)
+            return data[:size - start]
+        handle.seek(0)
+        data += handle.read()
     return data
+
+
+MAX_ROTATED = 1000  #: the numbered files looked at for the old one (the monitors' most)
+
+
+def _rotated_between(path: str, old: BinaryIO, new: BinaryIO) -> bytes:
+    """What the files rotated between ``old``'s file and ``new``'s hold, oldest first:
+    found as ``PATH.1``, ``PATH.2``... up to the old file (a rotation meanwhile only moves
+    them up, to be met again further on). Nothing if the old file is not among them (it is
+    ``PATH.1``: nothing in between; or rotated otherwise: logrotate's ``dateext``,
+    ``compress``, a file removed)."""
+    seen = {_identity(os.fstat(new.fileno()))}
+    target = _identity(os.fstat(old.fileno()))
+    between: list[BinaryIO] = []
+    missing = 0
+    try:
+        for n in range(1, MAX_ROTATED + 1):
+            try:
+                handle = _open(f"{path}.{n}")
+            except OSError:
+                # A rotation renames from the oldest down: one name is missing while it
+                # runs (its file is one further on already). Two in a row: the end.
+                missing += 1
+                if missing == 2:
+                    return b""
+                continue
+            missing = 0
+            found = _identity(os.fstat(handle.fileno()))
+            if found == target or found in seen:
+                handle.close()
+                if found == target:
+                    return b"".join(each.read() for each in reversed(between))
+                continue
+            seen.add(found)
+            between.append(handle)
+        return b""
+    finally:
+        for handle in between:
+            handle.close()
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int]:
+    return stat.st_dev, stat.st_ino
 
 
 def _replaced(path: str, handle: BinaryIO | None) -> BinaryIO | None:

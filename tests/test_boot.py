@@ -177,8 +177,13 @@ def test_install_writes_the_unit_and_enables_it(home, tmp_path, stopped_at_end):
     (fake / "systemctl").chmod(0o755)
     said = ok(cli(home, "startup", "systemd", "--user", "--install", "--unit-dir",
                   str(units), "inst", env={"PATH": f"{fake}:{os.environ['PATH']}"}))
-    assert asked.read_text() == "--user enable immortal-inst.service\n"
+    # By its path: systemd does not search a directory of one's own for a name.
+    assert asked.read_text() == f"--user enable {path}\n"
     assert "enabled immortal-inst.service" in said and "enable-linger" in said
+    asked.unlink()
+    ok(cli(home, "startup", "systemd", "--user", "--install", "inst",
+           env={"PATH": f"{fake}:{os.environ['PATH']}", "HOME": str(tmp_path)}))
+    assert asked.read_text() == "--user enable immortal-inst.service\n"
 
 
 def test_startup_of_a_group_that_does_not_exist_is_exit_3(home):

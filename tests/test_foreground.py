@@ -168,6 +168,38 @@ def test_a_failed_start_exits_1_with_the_reason(foreground):
     assert "immortal: error: group 'broken' failed to start" in fg.err and "err 1" in fg.err
 
 
+def test_a_sigterm_during_the_start_is_a_stop_and_exits_0(foreground):
+    """A container stopped right after it started: the targets' deaths are the stop's,
+    not a failed start (before: 'failed to start: its target killed by SIGTERM before
+    it was ready', exit 1, and a systemd unit left failed)."""
+    fg = foreground("early", "--ready", "line:^never", TALKER)
+    wait_for(fg.status, lambda s: s is not None and "target" in s.pids, LONG,
+             "the target spawned, not yet ready")
+    fg.popen.send_signal(signal.SIGTERM)
+    assert fg.wait() == 0, described(fg)
+    assert "error" not in fg.err and "'early' was stopped before it was ready" in fg.err
+    assert "'early' ended: stopped (stop)" in fg.err
+
+
+def test_a_sighup_during_the_start_restarts_and_the_start_goes_on(foreground):
+    fg = foreground("hupped", "--ready", "line:^got USR1", TALKER, "--", "--trap", "USR1",
+                    "--out", "1")
+    first = wait_for(fg.status, lambda s: s is not None and "target" in s.pids, LONG,
+                     "the target spawned, not yet ready").pids["target"]
+    fg.popen.send_signal(signal.SIGHUP)
+    second = wait_for(fg.status, lambda s: s.pids.get("target") not in (None, first), LONG,
+                      "a new target").pids["target"]
+    log = fg.directory / "output.log"
+    wait_for(log.read_text, lambda text: "out 1" in text.partition(f"spawn pid {second}")[2],
+             LONG, "the new target's trap set")
+    os.kill(second, signal.SIGUSR1)
+    fg.ready()
+    assert fg.popen.poll() is None
+    fg.popen.send_signal(signal.SIGTERM)
+    assert fg.wait() == 0, described(fg)
+    assert "started 'hupped'" in fg.err and "error" not in fg.err
+
+
 def test_bad_input_is_refused_before_anything(foreground, home):
     fg = foreground("bad", "-s", "development", TALKER)
     assert fg.wait() == 2, described(fg)

@@ -615,6 +615,39 @@ def test_a_stop_during_the_readiness_wait_waits_for_that_start(
     assert status.state == "stopped" and not status.stale, status
 
 
+def test_a_restart_during_the_readiness_wait_restarts_and_the_start_goes_on(
+        home: Path, stopped_after: list[str]) -> None:
+    """``immortal restart`` while ``run`` waits for its target to be ready: the target is
+    replaced and the start waits for the new one (before, the restart's TERM counted as a
+    death before readiness: the start failed, and the group was gone)."""
+    stopped_after.append("redone")
+    run = subprocess.Popen([sys.executable, "-m", "immortal", "run", "-n", "redone",
+                            "--ready", "line:^got USR1", TALKER, "--", "--trap", "USR1",
+                            "--out", "1"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        status_file = home / "redone" / "status.json"
+        first = wait_for(lambda: status_file.exists() and json.loads(status_file.read_text()),
+                         lambda data: bool(data) and "target" in data.get("pids", {}),
+                         what="the target spawned, not yet ready")["pids"]["target"]
+        restart = run_cli("restart", "redone")
+        assert restart.returncode == 0, restart.stderr
+        second = immortal.attach("redone").status().pids["target"]
+        assert second != first and run.poll() is None
+        log = home / "redone" / "output.log"
+        wait_for(log.read_text, lambda text: "out 1" in text.partition(f"spawn pid {second}")[2],
+                 what="the new target's trap set")
+        os.kill(second, signal.SIGUSR1)
+        out, err = run.communicate(timeout=LONG)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, err
+    status = immortal.attach("redone").status()
+    assert status.running and status.ready and status.pids["target"] == second, status
+
+
 MANAGED = """\
 import sys, immortal
 with immortal.Manager() as manager:

@@ -78,6 +78,16 @@ def test_status_only_when_it_changes_stopping_once_reloading_stamped():
                     b"RELOADING=1\nMONOTONIC_USEC=100000000", b"STOPPING=1"]
 
 
+def test_no_ready_once_stopping_a_reload_cut_short_by_a_stop():
+    sent: list[bytes] = []
+    notifier = Notifier(sent.append, None, Clock())
+    notifier.ready("running")
+    notifier.reloading()
+    notifier.stopping()  # the stop came during the rolling restart
+    notifier.ready("stopping")  # the reload is over: the group ends
+    assert sent[-2:] == [b"STOPPING=1", b"STATUS=stopping"]
+
+
 # --- a foreground group and a stand-in for systemd --------------------------------------------
 
 class Manager:

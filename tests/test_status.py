@@ -560,6 +560,62 @@ def test_follow_reads_the_old_file_until_the_writer_moves_to_the_new_one(tmp_pat
         writer.close()
 
 
+def test_follow_takes_back_a_record_the_monitor_cut_without_reading_again(tmp_path):
+    """On a full disk the ``file`` monitor's write can stop half-way; it then cuts the part
+    it wrote (``ftruncate``). A follower that had read that part saw the file shrink and
+    read it all again from its start: every line printed twice."""
+    from immortal import tailing
+
+    path = tmp_path / "out"
+    path.write_bytes(b"1\n")
+    writer = os.open(path, os.O_WRONLY | os.O_APPEND)
+    steps = iter([
+        lambda: os.write(writer, b"2\n3\n"),
+        lambda: os.write(writer, b"event | out"),  # a short write: the follower reads it
+        lambda: os.ftruncate(writer, 6),  # and the monitor takes it back
+        lambda: os.write(writer, b"4\n"),
+        lambda: None,
+    ])
+    try:
+        followed = list(tailing.follow(str(path), 1, stepping(steps), poll=0))
+    finally:
+        os.close(writer)
+    assert followed == [b"1\n", b"2\n", b"3\n", b"4\n"], followed
+
+
+@pytest.mark.parametrize("midway", [False, True])
+def test_follow_reads_the_files_rotated_between_two_looks(tmp_path, midway):
+    """The file monitor's ``max_bytes`` under a burst rotates more than once between two
+    looks of the follower: it printed the old file and the newest, never those in
+    between. ``midway``: the follower looks while a rotation renames (``PATH.1`` gone)."""
+    from immortal import tailing
+
+    path = tmp_path / "out"
+    path.write_bytes(b"1\n")
+
+    def rotate(text: bytes) -> None:
+        for n in (2, 1):
+            if (tmp_path / f"out.{n}").exists():
+                (tmp_path / f"out.{n}").rename(tmp_path / f"out.{n + 1}")
+        path.rename(tmp_path / "out.1")
+        path.write_bytes(text)
+
+    def twice() -> None:
+        with path.open("ab") as handle:
+            handle.write(b"2\n")
+        rotate(b"3\n")
+        rotate(b"4\n")
+        rotate(b"5\n")
+        if midway:  # the next rotation has moved out.1 on and not yet out
+            (tmp_path / "out.3").rename(tmp_path / "out.4")
+            (tmp_path / "out.2").rename(tmp_path / "out.3")
+            (tmp_path / "out.1").rename(tmp_path / "out.2")
+
+    steps = iter([twice, lambda: None])
+    followed = list(tailing.follow(str(path), 1, stepping(steps), poll=0))
+    assert followed == [b"1\n", b"2\n", b"3\n", b"4\n", b"5\n"], followed
+
+
 def test_tail_and_follow_keep_one_instances_lines(tmp_path):
     """``logs NAME:K``: the last lines of one instance, found however far back they are,
     then its new lines alone."""
