@@ -195,25 +195,34 @@ class Group(GroupStop):
             return self._settled({program or "": workers},
                                  grace + self._spec_value("ready_timeout", program) + MARGIN,
                                  f"does not run {workers} ready instance(s)",
-                                 (program, had) if workers > had else None)
+                                 (program, had) if workers > had else None,
+                                 {program or "": had})
         except StartError as exc:
-            self._scale_back(had, program)
-            raise StartError(f"{exc}; scaled back to {had}", exc.status, exc.stderr) from None
+            back = self._scale_back(had, program, workers)
+            raise StartError(f"{exc}; {back}", exc.status, exc.stderr) from None
         except StopTimeout as exc:
-            self._scale_back(had, program)
-            raise StopTimeout(f"{exc}; scaled back to {had}") from None
+            raise StopTimeout(f"{exc}; {self._scale_back(had, program, workers)}") from None
 
-    def _scale_back(self, had: int, program: str | None) -> None:
+    def _scale_back(self, had: int, program: str | None, asked: int) -> str:
         """As a failed start leaves nothing and a failed roll keeps the old: a scale up
-        that failed retires its new instances, rather than leave them restarting."""
+        that failed retires its new instances, rather than leave them restarting (unless
+        another command has set another count since: that one stands). What was done."""
+        try:
+            settling.check_counts(self.directory, self.name, {program or "": asked},
+                                  {program or "": had})
+        except ImmortalError:
+            return "not scaled back: another command set another count meanwhile"
         try:
             self._request("scale", workers=had, **_given(program=program))
         except ImmortalError:
             pass  # the group ended, or cannot be asked: nothing more to undo
+        return f"scaled back to {had}"
 
     def _settled(self, counts: dict[str, int], patience: float, what: str,
-                 new: tuple[str | None, int] | None = None) -> Status:
-        return settling.wait(self.status, self.name, counts, patience, what, new)
+                 new: tuple[str | None, int] | None = None,
+                 before: dict[str, int] | None = None) -> Status:
+        return settling.wait(self.status, self.name, counts, patience, what, new,
+                             None if before is None else (self.directory, before))
 
     def _listens(self, program: str | None) -> bool:
         """Whether the group (``program``, if given) listens on an address."""

@@ -427,6 +427,39 @@ def test_a_scale_up_waits_for_the_new_instances_to_be_ready(started, tmp_path):
     assert status.ready and [e.ready for e in status.instances] == [True, True, True]
 
 
+# Instances 0 and 1 say they are up; the others never do.
+TWO_UP = """\
+import os, time
+k = int(os.environ["IMMORTAL_INSTANCE"])
+if k < 2:
+    print(f"up {k}", flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+def test_a_scale_overtaken_by_another_fails_at_once_and_undoes_nothing(started):
+    """Two scales at once: the one overtaken fails at once, naming the count the other
+    set, and leaves it (before, it waited out its patience, then "scaled back" over the
+    other's count)."""
+    group = started(sys.executable, ["-c", TWO_UP], workers=2, ready=r"line:^up \d$",
+                    ready_timeout=SHORT, stop_timeout=1)
+    spec = group.directory / "spec.json"
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(group.scale, 4)
+        wait_for(lambda: json.loads(spec.read_text()).get("workers"), lambda n: n == 4,
+                 SHORT, what="the first scale asked")
+        assert immortal.attach(group.name).scale(1).instances == []
+        began = time.monotonic()
+        with pytest.raises(immortal.ImmortalError,
+                           match="scaled to 1 instance\\(s\\) by another command") as caught:
+            first.result(timeout=LONG)
+    assert time.monotonic() - began < SHORT
+    assert not isinstance(caught.value, (immortal.StartError, immortal.StopTimeout))
+    assert "workers" not in json.loads(spec.read_text())  # a group of one again
+    assert group.status().instances == []
+
+
 def test_a_port_probe_is_refused_with_several_instances():
     with pytest.raises(immortal.InvalidSpec, match="'ready' 'port:8080' works with one "
                        "instance only"):
