@@ -33,6 +33,9 @@ def wait(status: Callable[[], Status], name: str, counts: Mapping[str, int],
             raise NotRunning(f"group {name!r} ended (state {now.state})")
         if settled(now, counts):
             return now
+        if now.state == "stopping" and now.reason == "stop":  # its instances die: not theirs
+            raise NotRunning(f"group {name!r} was stopped (by a stop) before the change was "
+                             f"done; nothing was undone")
         if before is not None:
             check_counts(before[0], name, counts, before[1])
         dead = [entry for entry in of(now, new[0]) if entry.instance >= new[1]

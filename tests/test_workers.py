@@ -427,11 +427,13 @@ def test_a_scale_up_waits_for_the_new_instances_to_be_ready(started, tmp_path):
     assert status.ready and [e.ready for e in status.instances] == [True, True, True]
 
 
-# Instances 0 and 1 say they are up; the others never do.
+# Instances 0 and 1 say they are up (and with "stubborn", ignore SIGTERM); the others never do.
 TWO_UP = """\
-import os, time
+import os, signal, sys, time
 k = int(os.environ["IMMORTAL_INSTANCE"])
 if k < 2:
+    if sys.argv[1:] == ["stubborn"]:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     print(f"up {k}", flush=True)
 while True:
     time.sleep(3600)
@@ -458,6 +460,24 @@ def test_a_scale_overtaken_by_another_fails_at_once_and_undoes_nothing(started):
     assert not isinstance(caught.value, (immortal.StartError, immortal.StopTimeout))
     assert "workers" not in json.loads(spec.read_text())  # a group of one again
     assert group.status().instances == []
+
+
+def test_a_scale_cut_short_by_a_stop_says_so_and_blames_no_instance(started):
+    """A stop during a scale up: the scale says the group was stopped, not that its new
+    instances died before they were ready (the stop killed them), nor that it scaled back."""
+    group = started(sys.executable, ["-c", TWO_UP, "stubborn"], workers=2,
+                    ready=r"line:^up \d$", ready_timeout=SHORT, stop_timeout=2)
+    spec = group.directory / "spec.json"
+    with ThreadPoolExecutor(2) as pool:
+        scaling = pool.submit(group.scale, 4)
+        wait_for(lambda: json.loads(spec.read_text()).get("workers"), lambda n: n == 4,
+                 SHORT, what="the scale asked")
+        stopping = pool.submit(immortal.attach(group.name).stop)
+        with pytest.raises(immortal.NotRunning, match="was stopped") as caught:
+            scaling.result(timeout=LONG)
+        stopping.result(timeout=LONG)
+    assert "before it was ready" not in str(caught.value)
+    assert "scaled back" not in str(caught.value)
 
 
 def test_a_port_probe_is_refused_with_several_instances():
