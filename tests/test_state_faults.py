@@ -54,6 +54,24 @@ def test_a_failed_start_keeps_the_home_it_created_and_the_lock_file(home, monkey
     assert set(os.listdir(base / "fails")) <= {"lock", "target.lock"}
 
 
+def test_a_start_refused_by_a_command_holding_the_lock_names_no_dead_pid(started, home):
+    """A stopped group's lock held by another command (a forget or a start under way): a
+    start is refused, naming no pid of the group's last run (long dead, maybe reused by
+    now: it named them as the group's running supervisors) but what holds the lock."""
+    group = started(TALKER, [], name="held")
+    old = group.pids
+    group.stop()
+    fd = os.open(home / "held" / "lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as 'immortal forget held' holds it while it works
+    try:
+        with pytest.raises(immortal.AlreadyRunning, match="by another command") as caught:
+            immortal.start(TALKER, name="held")
+    finally:
+        os.close(fd)
+    assert not any(str(pid) in str(caught.value) for pid in old.values())
+    assert caught.value.pids == {}
+
+
 QUIET = """\
 import os, sys, time
 if sys.argv[2] == "close":
