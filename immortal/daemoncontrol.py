@@ -17,6 +17,7 @@ from . import rolelog, supervise
 from .checks import check_workers
 from .errors import NotRunning
 from .kept import KeptTargets
+from .pumpcontrol import STARTING
 from .roles import Command
 from .spec import Spec
 from .state import read_json, running_targets
@@ -70,10 +71,13 @@ class Answering:
             known = read_json(self.directory / "status.json") or {}
             if not running_targets(known, request.get("instance"), request.get("program")):
                 raise NotRunning(f"no target is running (state {known.get('state')})")
-        if cmd in ("restart", "scale", "apply") and \
-                ((read_json(self.directory / "status.json") or {}).get("roll") or {}).get(
-                    "state") == "rolling":
-            raise NotRunning("a rolling restart is in progress; wait for it to end")
+        if cmd in ("restart", "scale", "apply"):
+            # As the pump last said: a client that waits for the start reads the same file.
+            known = read_json(self.directory / "status.json") or {}
+            if known.get("starting"):
+                raise NotRunning(STARTING)
+            if (known.get("roll") or {}).get("state") == "rolling":
+                raise NotRunning("a rolling restart is in progress; wait for it to end")
         if cmd == "stop":
             self._stop(request, by_signal=False)
             return {}  # a pump that cannot take it is ending already; the group with it

@@ -32,7 +32,9 @@ class GroupStop(GroupView):
     :class:`immortal.group.Group` for the others)."""
 
     def _root(self) -> tuple[int, Status]:
-        status = self.status()
+        # A request during a start waits for it, as a stop does: a restart or a scale of
+        # targets not yet ready would fail that start.
+        status = self.wait_start()
         if not status.running:
             raise NotRunning(f"group {self.name!r} is not running (state {status.state}); "
                              f"start it with 'immortal run'")
