@@ -21,7 +21,7 @@ from .errors import InvalidSpec, InvalidType, NoAnswer, NotRunning, StartError, 
 from .errors import ImmortalError, StopTimeout
 from .groupstop import RETRY, GroupStop, targets_of
 from .groupview import MARGIN, POLL
-from .instance import lock_held
+from .instance import lock_held, try_lock
 from .safety import check_path
 from .state import (Status, check_dir, ensure_dir, home, instance_dir, read_json, read_status,
                     write_json)
@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     from .programs import Applied
 
 __all__ = ["MARGIN", "POLL", "RETRY", "Group", "attach", "groups"]
+
+#: Held by the caller of an apply (``Group.apply``: ``reload``, ``up``) from its request to
+#: its last roll: two at once would each compare the programs with what the other changes.
+APPLY_LOCK = "apply.lock"
 
 
 class Group(GroupStop):
@@ -280,13 +284,25 @@ class Group(GroupStop):
     def apply_built(self, new: Sequence[Any], *, timeout: float | None = None,
                     spec: Any = None) -> Applied:
         """``apply`` of ``Program`` records already built and checked (``build_programs``,
-        or the group's own from ``running_spec``). ``spec``: the ``running_spec`` they were
-        built from, if the caller read it (they are compared with it; else it is read)."""
+        or the group's own from ``running_spec``). One at a time: another apply in progress
+        is refused (``NotRunning``). ``spec``: the ``running_spec`` they were built from;
+        they are compared with the group's programs as read once the change is this one's
+        (the same, unless another change came in between)."""
+        held = try_lock(self.directory / APPLY_LOCK)
+        if held is None:
+            raise NotRunning(f"group {self.name!r}: another change of its programs (a "
+                             "reload, an up) is in progress; wait for it to end")
+        try:
+            # Compared with the programs the group runs now: one read before the lock may
+            # be an earlier change's.
+            return self._apply_held(new, timeout, self.running_spec())
+        finally:
+            os.close(held)
+
+    def _apply_held(self, new: Sequence[Any], timeout: float | None, spec: Any) -> Applied:
         from .programs import compare
         from .spec import program_dir
 
-        if spec is None:
-            spec = self.running_spec()
         applied, sending = compare(spec, tuple(new))
         for name in applied.added:
             ensure_dir(program_dir(spec.directory, name))
@@ -294,7 +310,8 @@ class Group(GroupStop):
         ready = max([p.ready_timeout + p.stop_timeout for p in (*new, *spec.programs)])
         self._settled({**{p.name: p.workers for p in sending},
                        **{name: 0 for name in applied.removed}},
-                      ready + MARGIN, "did not take its new programs")
+                      ready + MARGIN, "did not take its new programs", None,
+                      {p.name: p.workers for p in spec.programs})
         old = {p.name: p for p in spec.programs}
         for name in applied.changed:
             try:

@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.request
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -292,6 +293,39 @@ def test_apply_with_a_broken_change_keeps_the_old_definition(group_started, tmp_
     assert pids(running(group, {"a": 1, "b": 1})) == before
     spec = json.loads((group.directory / "spec.json").read_text())
     assert [p["args"][-1] for p in spec["programs"]] == ["fine", "other"]
+
+
+GATED = """\
+import os, sys, time
+while not os.path.exists(sys.argv[1] + os.environ["IMMORTAL_INSTANCE"]):
+    time.sleep(0.05)
+print("i=gated", flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+def test_an_apply_while_another_is_in_progress_is_refused(group_started, tmp_path):
+    """Two applies at once (two ``reload``s): the second is refused while the first runs,
+    until its instances are ready. Before, it went through: each compared the programs
+    with what the other was changing, the last to write won, and each reported its own
+    file as applied (the first waited out its patience for a count no longer asked)."""
+    gate = tmp_path / "gate"
+    Path(f"{gate}0").touch()
+    gated = {"file": sys.executable, "args": ["-c", GATED, str(gate)], "ready": "line:^i=",
+             "stop_timeout": 5.0}
+    group = group_started("twice", {"a": gated, "b": worker("two")})
+    running(group, {"a": 1, "b": 1})
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(group.apply, {"a": {**gated, "workers": 2}, "b": worker("two")})
+        wait_for(group.status, lambda s: len(s.instances) == 3, LONG,
+                 what="the first apply's new instance")
+        with pytest.raises(immortal.NotRunning, match="another change of its programs"):
+            immortal.attach("twice").apply({"a": gated, "b": worker("three")})
+        Path(f"{gate}1").touch()
+        assert first.result(timeout=LONG).actions() == {"a": "scaled", "b": "unchanged"}
+    spec = json.loads((group.directory / "spec.json").read_text())
+    assert [p["args"][-1] for p in spec["programs"]] == [str(gate), "two"]
 
 
 def test_addresses_on_the_command_line(group_started, capsys):
