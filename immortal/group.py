@@ -300,12 +300,14 @@ class Group(GroupStop):
             os.close(held)
 
     def _apply_held(self, new: Sequence[Any], timeout: float | None, spec: Any) -> Applied:
-        from .programs import compare
+        from .programs import compare, note_unrolled, unrolled
         from .spec import program_dir
 
-        applied, sending = compare(spec, tuple(new))
+        applied, sending = compare(spec, tuple(new), unrolled(self.directory))
         for name in applied.added:
             ensure_dir(program_dir(spec.directory, name))
+        left = list(applied.changed)  # what this caller has yet to roll, kept in a file
+        note_unrolled(self.directory, left)
         self._hand(sending, applied.changed)
         ready = max([p.ready_timeout + p.stop_timeout for p in (*new, *spec.programs)])
         self._settled({**{p.name: p.workers for p in sending},
@@ -318,8 +320,11 @@ class Group(GroupStop):
                 self._roll(self.status(), None, timeout, 1, name, rolling=True)
             except StartError as exc:  # the old definition back, as the old ones run
                 self._hand([old[p.name] if p.name == name else p for p in sending], ())
+                note_unrolled(self.directory, left[1:])
                 raise StartError(f"{exc}; program {name!r} keeps its old definition",
                                  exc.status, exc.stderr) from None
+            left.remove(name)
+            note_unrolled(self.directory, left)
         return applied
 
     def _hand(self, programs: Sequence[Any], rolls: Sequence[str]) -> None:

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -326,6 +327,40 @@ def test_an_apply_while_another_is_in_progress_is_refused(group_started, tmp_pat
         assert first.result(timeout=LONG).actions() == {"a": "scaled", "b": "unchanged"}
     spec = json.loads((group.directory / "spec.json").read_text())
     assert [p["args"][-1] for p in spec["programs"]] == [str(gate), "two"]
+
+
+# An apply from another process (as ``immortal reload`` is), which prints what it did; with
+# "die", its caller dies where it would ask for its first roll (a reload killed there).
+APPLIES = """\
+import json, os, signal, sys
+import immortal
+from immortal.group import Group
+if sys.argv[3:] == ["die"]:
+    Group._roll = lambda *_, **__: os.kill(os.getpid(), signal.SIGKILL)
+print(json.dumps(immortal.attach(sys.argv[1]).apply(json.loads(sys.argv[2])).actions()))
+"""
+
+
+def test_a_change_whose_apply_died_before_its_roll_is_rolled_by_the_next(group_started):
+    """A reload killed between the group taking the new definition and its roll: the old
+    processes run on, and the next apply of the same file rolls them (before, it found
+    the definition unchanged, and they ran the old one until they died)."""
+    group = group_started("halfway", {"a": worker("one"), "b": worker("two")})
+    before = pids(running(group, {"a": 1, "b": 1}))
+    new = json.dumps({"a": worker("one-more"), "b": worker("two")})
+
+    def apply(*how: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", APPLIES, "halfway", new, *how],
+                              capture_output=True, text=True, timeout=LONG)
+
+    assert apply("die").returncode == -signal.SIGKILL
+    assert pids(group.status()) == before
+    # (b differs by the environment of the caller: this process's, then the other's.)
+    assert json.loads(apply().stdout)["a"] == "rolled"
+    now = pids(running(group, {"a": 1, "b": 1}))
+    assert now[("a", 0)] != before[("a", 0)]
+    assert Path(f"/proc/{now[('a', 0)]}/cmdline").read_bytes().endswith(b"\0one-more\0")
+    assert json.loads(apply().stdout) == {"a": "unchanged", "b": "unchanged"}
 
 
 def test_addresses_on_the_command_line(group_started, capsys):
