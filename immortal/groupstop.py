@@ -35,6 +35,13 @@ class GroupStop(GroupView):
         # A request during a start waits for it, as a stop does: a restart or a scale of
         # targets not yet ready would fail that start.
         status = self.wait_start()
+        if not status.running and status.stale:  # its last state is the one it was killed in
+            left = " ".join(str(pid) for pid in self.orphans())
+            raise NotRunning(f"group {self.name!r} is not running: its supervisors were "
+                             "killed without a stop" + (f" (left running: {left})" if left
+                                                        else "")
+                             + f"; 'immortal stop {self.name}' ends what they left, "
+                             "'immortal run' starts it anew")
         if not status.running:
             raise NotRunning(f"group {self.name!r} is not running (state {status.state}); "
                              f"start it with 'immortal run'")

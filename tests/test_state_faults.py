@@ -443,6 +443,22 @@ def test_a_target_spawned_just_before_both_supervisors_died_is_adopted(started, 
     assert targets(program) == [target[0]]
 
 
+def test_a_request_to_a_group_whose_supervisors_were_killed_says_so(started):
+    """Daemon and pump killed, the target left running: a restart (or scale, signal,
+    reopen) says the supervisors were killed, names what they left and how to end it;
+    before, it said the group 'is not running (state running)'."""
+    group = started(TALKER, [], name="headless")
+    pids = group.pids
+    kill_at_once(pids["daemon"], pids["pump"])
+    wait_for(lambda: group.status().running, lambda running: not running,
+             what="the supervisors to be gone")
+    for request in (group.restart, lambda: group.scale(2), lambda: group.signal("USR1")):
+        with pytest.raises(immortal.NotRunning, match="its supervisors were killed") as caught:
+            request()
+        assert f"left running: {pids['target']}" in str(caught.value)
+        assert "state running" not in str(caught.value)
+
+
 def test_stop_ends_a_pipe_holder_whose_target_died_after_its_supervisors(
         started, tmp_path, capsys):
     """Daemon and pump killed, then the target: only the holder is left. ``stop`` (one
