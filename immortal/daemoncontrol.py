@@ -58,6 +58,9 @@ class Answering:
     def _apply(self, file: str) -> dict[str, Any]:
         raise NotImplementedError  # daemonscale's
 
+    def _not_retiring(self) -> None:
+        raise NotImplementedError  # daemonscale's
+
     def _command(self, request: dict[str, Any]) -> dict[str, Any]:
         """A control request: answered here (status) or passed on to the pump."""
         cmd = request["cmd"]
@@ -78,6 +81,8 @@ class Answering:
                 raise NotRunning(STARTING)
             if (known.get("roll") or {}).get("state") == "rolling":
                 raise NotRunning("a rolling restart is in progress; wait for it to end")
+        if cmd == "restart" and not request.get("all_at_once"):
+            self._not_retiring()  # the pump would refuse to roll, and not be heard
         if cmd == "stop":
             self._stop(request, by_signal=False)
             return {}  # a pump that cannot take it is ending already; the group with it

@@ -480,6 +480,24 @@ def test_a_scale_cut_short_by_a_stop_says_so_and_blames_no_instance(started):
     assert "scaled back" not in str(caught.value)
 
 
+def test_a_roll_while_a_scale_down_still_retires_is_refused_at_once(started):
+    """A rolling restart asked while the last scale's instances still retire: refused at
+    once, with why. Before, the pump refused it in its log alone, and the caller waited
+    minutes for a roll that never began, then said it did not end in time."""
+    group = start(started, 3, "stubborn", stop_timeout=3)
+    running(group, 3)
+    with ThreadPoolExecutor(1) as pool:
+        scaling = pool.submit(group.scale, 1)
+        wait_for(group.status, lambda s: any(e.state == "stopping" for e in s.instances),
+                 SHORT, what="instances retiring")
+        began = time.monotonic()
+        with pytest.raises(immortal.ImmortalError, match="still retiring"):
+            group.restart()
+        assert time.monotonic() - began < SHORT
+        scaling.result(timeout=LONG)
+    group.stop(timeout=1)  # it ignores TERM: not the fixture's long grace
+
+
 def test_a_port_probe_is_refused_with_several_instances():
     with pytest.raises(immortal.InvalidSpec, match="'ready' 'port:8080' works with one "
                        "instance only"):
