@@ -39,12 +39,20 @@ def wait(status: Callable[[], Status], name: str, counts: Mapping[str, int],
         if before is not None:
             check_counts(before[0], name, counts, before[1])
         dead = [entry for entry in of(now, new[0]) if entry.instance >= new[1]
-                and entry.last_exit is not None and not entry.ready] if new else []
+                and entry.last_exit is not None and not entry.ready
+                and not _asked(entry.last_exit)] if new else []
         if dead:
             raise StartError(f"group {name!r}: instance {dead[0].instance}: its target "
                              f"{dead[0].last_exit} before it was ready", dead[0].last_exit)
         time.sleep(POLL)
     raise StopTimeout(f"group {name!r} {what} within {patience:g} s")
+
+
+def _asked(status: Any) -> bool:
+    """Whether an exit was a restart someone asked for (``restart``, a watched file, the
+    memory limit), not a death of the target's own: it is spawned again at once, and its
+    readiness waited for anew."""
+    return status.decision == "restart" and status.reason not in (None, "exit")
 
 
 def check_counts(directory: Path, name: str, counts: Mapping[str, int],

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -496,6 +497,38 @@ def test_a_roll_while_a_scale_down_still_retires_is_refused_at_once(started):
         assert time.monotonic() - began < SHORT
         scaling.result(timeout=LONG)
     group.stop(timeout=1)  # it ignores TERM: not the fixture's long grace
+
+
+# Instance K says it is up once the file GATE.K exists.
+GATED = """\
+import os, sys, time
+k = os.environ["IMMORTAL_INSTANCE"]
+while not os.path.exists(sys.argv[1] + "." + k):
+    time.sleep(0.05)
+print(f"up {k}", flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+def test_a_restart_during_a_scale_up_does_not_fail_it(started, tmp_path):
+    """``restart --all-at-once`` while a scale up waits for its new instance: the instance
+    is restarted, and the scale waits for the new target (before, it failed, blaming the
+    instance 'killed by SIGTERM before it was ready', and scaled the group back)."""
+    gate = tmp_path / "gate"
+    Path(f"{gate}.0").touch()
+    group = started(sys.executable, ["-c", GATED, str(gate)], workers=1,
+                    ready=r"line:^up \d$", ready_timeout=LONG, stop_timeout=1)
+    with ThreadPoolExecutor(1) as pool:
+        scaling = pool.submit(group.scale, 2)
+        wait_for(group.status, lambda s: len(s.instances) == 2 and s.instances[1].pid,
+                 SHORT, what="the new instance spawned")
+        first = group.status().instances[1].pid
+        immortal.attach(group.name).restart(all_at_once=True)
+        wait_for(group.status, lambda s: s.instances[1].pid not in (None, first), SHORT,
+                 what="the new instance restarted")
+        Path(f"{gate}.1").touch()
+        assert [e.ready for e in scaling.result(timeout=LONG).instances] == [True, True]
 
 
 def test_a_port_probe_is_refused_with_several_instances():
