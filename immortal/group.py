@@ -21,7 +21,7 @@ from .errors import InvalidSpec, InvalidType, NoAnswer, NotRunning, StartError, 
 from .errors import ImmortalError, StopTimeout
 from .groupstop import RETRY, GroupStop, targets_of
 from .groupview import MARGIN, POLL
-from .instance import lock_held, try_lock
+from .instance import lock_held
 from .safety import check_path
 from .state import (Status, check_dir, ensure_dir, home, instance_dir, read_json, read_status,
                     write_json)
@@ -36,10 +36,6 @@ if TYPE_CHECKING:
     from .programs import Applied
 
 __all__ = ["MARGIN", "POLL", "RETRY", "Group", "attach", "groups"]
-
-#: Held by the caller of an apply (``Group.apply``: ``reload``, ``up``) from its request to
-#: its last roll: two at once would each compare the programs with what the other changes.
-APPLY_LOCK = "apply.lock"
 
 
 class Group(GroupStop):
@@ -288,16 +284,12 @@ class Group(GroupStop):
         is refused (``NotRunning``). ``spec``: the ``running_spec`` they were built from;
         they are compared with the group's programs as read once the change is this one's
         (the same, unless another change came in between)."""
-        held = try_lock(self.directory / APPLY_LOCK)
-        if held is None:
-            raise NotRunning(f"group {self.name!r}: another change of its programs (a "
-                             "reload, an up) is in progress; wait for it to end")
-        try:
-            # Compared with the programs the group runs now: one read before the lock may
-            # be an earlier change's.
+        from .programs import one_change
+
+        with one_change(self.directory, self.name):
+            # Compared with the programs the group runs now: one read before the change
+            # was this one's may be an earlier change's.
             return self._apply_held(new, timeout, self.running_spec())
-        finally:
-            os.close(held)
 
     def _apply_held(self, new: Sequence[Any], timeout: float | None, spec: Any) -> Applied:
         from .programs import compare, note_unrolled, unrolled

@@ -6,15 +6,18 @@ listen address). Then ``Spec.of_programs``, and what an apply changes (``Applied
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import monitorload
 from .addresses import parse as parse_address
 from .checks import check_timeout
-from .errors import ImmortalError, InvalidSpec, InvalidType, UnknownKeyword, unknown_name
+from .errors import (ImmortalError, InvalidSpec, InvalidType, NotRunning, UnknownKeyword,
+                     unknown_name)
+from .instance import try_lock
 from .names import check_name
 from .readiness import NOTIFY
 from .records import Record, replace
@@ -31,6 +34,9 @@ MAX_PROGRAMS = 64
 #: The programs an apply's caller has yet to roll (``Group.apply``), in the group's
 #: directory: a caller killed before it rolled them leaves them to the next apply.
 UNROLLED = "apply.unrolled.json"
+#: Held by the caller of an apply (``reload``, ``up``) from its request to its last roll:
+#: two at once would each compare the programs with what the other changes.
+APPLY_LOCK = "apply.lock"
 
 
 def _named(program: str, exc: ImmortalError) -> ImmortalError:
@@ -218,3 +224,17 @@ def note_unrolled(directory: Path, names: Sequence[str]) -> None:
         os.unlink(directory / UNROLLED)
     except FileNotFoundError:
         pass
+
+
+@contextlib.contextmanager
+def one_change(directory: Path, name: str) -> Iterator[None]:
+    """The group's apply lock, held while the caller changes its programs; NotRunning if
+    another caller holds it."""
+    held = try_lock(directory / APPLY_LOCK)
+    if held is None:
+        raise NotRunning(f"group {name!r}: another change of its programs (a reload, an "
+                         "up) is in progress; wait for it to end")
+    try:
+        yield
+    finally:
+        os.close(held)
