@@ -11,6 +11,7 @@ request may name a program (``program=``), and an instance of it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import time
@@ -29,7 +30,7 @@ from .state import (Status, check_dir, ensure_dir, home, instance_dir, read_json
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
     from pathlib import Path
     from typing import Any
 
@@ -44,6 +45,7 @@ class Group(GroupStop):
     #: The pid of the running target the start that made this handle adopted, left by the
     #: group's dead supervisors (``immortal.adoption``); None if it spawned one.
     adopted: int | None = None
+    _changing = False  #: within :meth:`changing`
 
     @property
     def programs(self) -> list[str]:
@@ -261,9 +263,27 @@ class Group(GroupStop):
         # The caller's side of a start (the monitors, their checks): imported only here.
         from .programs import build_programs
 
-        spec = self.running_spec()
-        return self.apply_built(build_programs(self.name, programs, spec.strategy,
-                                               spec.directory), timeout=timeout, spec=spec)
+        with self.changing():
+            spec = self.running_spec()
+            return self.apply_built(build_programs(self.name, programs, spec.strategy,
+                                                   spec.directory), timeout=timeout, spec=spec)
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[None]:
+        """The group's programs changed by this handle alone, from the read of its running
+        ones (``running_spec``) to an apply's last roll: another change in progress is
+        refused (``NotRunning``). Within it, a change read no other's programs."""
+        from .programs import one_change
+
+        if self._changing:
+            yield
+            return
+        with one_change(self.directory, self.name):
+            self._changing = True
+            try:
+                yield
+            finally:
+                self._changing = False
 
     def running_spec(self) -> Any:
         """The ``Spec`` of a running group of several programs (its ``spec.json``, which
@@ -280,16 +300,12 @@ class Group(GroupStop):
     def apply_built(self, new: Sequence[Any], *, timeout: float | None = None,
                     spec: Any = None) -> Applied:
         """``apply`` of ``Program`` records already built and checked (``build_programs``,
-        or the group's own from ``running_spec``). One at a time: another apply in progress
-        is refused (``NotRunning``). ``spec``: the ``running_spec`` they were built from;
-        they are compared with the group's programs as read once the change is this one's
-        (the same, unless another change came in between)."""
-        from .programs import one_change
-
-        with one_change(self.directory, self.name):
-            # Compared with the programs the group runs now: one read before the change
-            # was this one's may be an earlier change's.
-            return self._apply_held(new, timeout, self.running_spec())
+        or the group's own from ``running_spec``), within :meth:`changing` (taken here if
+        the caller has not). ``spec``: the ``running_spec`` they were built from, read
+        within it (else it is read here), and compared with them."""
+        with self.changing():
+            return self._apply_held(new, timeout,
+                                    self.running_spec() if spec is None else spec)
 
     def _apply_held(self, new: Sequence[Any], timeout: float | None, spec: Any) -> Applied:
         from .programs import compare, note_unrolled, unrolled
