@@ -17,6 +17,7 @@ from . import rolelog, supervise
 from .checks import check_workers
 from .errors import NotRunning
 from .kept import KeptTargets
+from .pumpcontrol import STARTING
 from .roles import Command
 from .spec import Spec
 from .state import read_json, running_targets
@@ -57,6 +58,20 @@ class Answering:
     def _apply(self, file: str) -> dict[str, Any]:
         raise NotImplementedError  # daemonscale's
 
+    def _not_retiring(self) -> None:
+        raise NotImplementedError  # daemonscale's
+
+    def _rolls(self, request: dict[str, Any]) -> bool:
+        """Whether the pump would carry out a restart request as a rolling restart
+        (``PumpControl.rolls``), from the spec: during the first start nothing has changed
+        its counts."""
+        if request.get("all_at_once"):
+            return False
+        chosen = [view for view in self.spec.each()
+                  if request.get("program") in (None, view.program)]
+        return bool(request.get("rolling")) or any(view.workers > 1 or view.listen
+                                                   for view in chosen)
+
     def _command(self, request: dict[str, Any]) -> dict[str, Any]:
         """A control request: answered here (status) or passed on to the pump."""
         cmd = request["cmd"]
@@ -70,10 +85,15 @@ class Answering:
             known = read_json(self.directory / "status.json") or {}
             if not running_targets(known, request.get("instance"), request.get("program")):
                 raise NotRunning(f"no target is running (state {known.get('state')})")
-        if cmd in ("restart", "scale", "apply") and \
-                ((read_json(self.directory / "status.json") or {}).get("roll") or {}).get(
-                    "state") == "rolling":
-            raise NotRunning("a rolling restart is in progress; wait for it to end")
+        if cmd in ("restart", "scale", "apply"):
+            # As the pump last said: a client that waits for the start reads the same file.
+            known = read_json(self.directory / "status.json") or {}
+            if known.get("starting") and (cmd != "restart" or self._rolls(request)):
+                raise NotRunning(STARTING)
+            if (known.get("roll") or {}).get("state") == "rolling":
+                raise NotRunning("a rolling restart is in progress; wait for it to end")
+        if cmd == "restart" and not request.get("all_at_once"):
+            self._not_retiring()  # the pump would refuse to roll, and not be heard
         if cmd == "stop":
             self._stop(request, by_signal=False)
             return {}  # a pump that cannot take it is ending already; the group with it

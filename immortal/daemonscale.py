@@ -50,12 +50,16 @@ class Scaling:
     def _hold(self) -> None:
         raise NotImplementedError  # the daemon's: a pipe holder for every read end
 
-    def _ready_for_change(self) -> None:
-        """A scale or an apply needs a running pump, and no instance still retiring."""
+    def _not_retiring(self) -> None:
+        """NotRunning while instances of the last scale are still retiring."""
         for view in self.spec.each():
             if self.targets.count(view.program) > view.workers:
                 raise NotRunning("instances are still retiring after the last scale; try "
                                  "again in a moment")
+
+    def _ready_for_change(self) -> None:
+        """A scale or an apply needs a running pump, and no instance still retiring."""
+        self._not_retiring()
         if self.pump is None or self.pump_sock is None or supervise.ending(self.machine):
             raise NotRunning("no pump is running right now (one is being restarted, or the "
                              "group ends); try again in a moment")

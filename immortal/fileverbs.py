@@ -78,11 +78,12 @@ def up(config: Config, programs: Sequence[str] = ()) -> Outcome:
                 raise
         else:
             return Outcome(group, {p: "started" for p in names}, _group_notes(config, spec))
-    spec = group.running_spec()
-    live = {p.name: p for p in spec.programs if p.workers}
-    missing = [p for p in names if p not in live]
-    if missing:
-        group.apply_built([*live.values(), *built(config, missing, spec)], spec=spec)
+    with group.changing():  # no other change between this read and the apply
+        spec = group.running_spec()
+        live = {p.name: p for p in spec.programs if p.workers}
+        missing = [p for p in names if p not in live]
+        if missing:
+            group.apply_built([*live.values(), *built(config, missing, spec)], spec=spec)
     return Outcome(group, {p: "started" if p in missing else "running" for p in names},
                    _group_notes(config, spec))
 
@@ -171,19 +172,20 @@ def down(config: Config, programs: Sequence[str] = (), timeout: float | None = N
 def without(group: Group, programs: Sequence[str], timeout: float | None = None) -> Actions:
     """Stop ``programs`` of the running ``group`` (an apply without them); the whole
     group if none of its programs would be left."""
-    spec = group.running_spec()
-    live = [p for p in spec.programs if p.workers]
-    names = {p.name for p in live}
-    for program in programs:
-        if program not in names:
-            raise NotRunning(f"program {program!r} of {group.name!r} is not running"
-                             + did_you_mean(program, names))
-    left = [p for p in live if p.name not in programs]
-    if not left:
-        group.stop(timeout)
-        return {p.name: "stopped" for p in live}
-    applied = group.apply_built(left, timeout=timeout, spec=spec)
-    return {p: "stopped" for p in applied.removed}
+    with group.changing():  # no other change between this read and the apply
+        spec = group.running_spec()
+        live = [p for p in spec.programs if p.workers]
+        names = {p.name for p in live}
+        for program in programs:
+            if program not in names:
+                raise NotRunning(f"program {program!r} of {group.name!r} is not running"
+                                 + did_you_mean(program, names))
+        left = [p for p in live if p.name not in programs]
+        if left:
+            applied = group.apply_built(left, timeout=timeout, spec=spec)
+            return {p: "stopped" for p in applied.removed}
+    group.stop(timeout)
+    return {p.name: "stopped" for p in live}
 
 
 def reload(config: Config, timeout: float | None = None) -> Outcome:
@@ -194,9 +196,10 @@ def reload(config: Config, timeout: float | None = None) -> Outcome:
     if group is None:
         raise NotRunning(f"group {config.name.value!r} (of {config.path}) is not running; "
                          "'immortal up' starts it")
-    spec = group.running_spec()
-    applied: Applied = group.apply_built(built(config, list(config.programs), spec),
-                                         timeout=timeout, spec=spec)
+    with group.changing():  # no other change between this read and the apply
+        spec = group.running_spec()
+        applied: Applied = group.apply_built(built(config, list(config.programs), spec),
+                                             timeout=timeout, spec=spec)
     actions = applied.actions()
     order = [*config.programs, *applied.removed]  # the file's order, then the removed
     return Outcome(group, {p: actions[p] for p in order if p in actions},

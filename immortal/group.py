@@ -11,6 +11,7 @@ request may name a program (``program=``), and an instance of it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import time
@@ -29,7 +30,7 @@ from .state import (Status, check_dir, ensure_dir, home, instance_dir, read_json
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
     from pathlib import Path
     from typing import Any
 
@@ -44,6 +45,7 @@ class Group(GroupStop):
     #: The pid of the running target the start that made this handle adopted, left by the
     #: group's dead supervisors (``immortal.adoption``); None if it spawned one.
     adopted: int | None = None
+    _changing = False  #: within :meth:`changing`
 
     @property
     def programs(self) -> list[str]:
@@ -69,7 +71,7 @@ class Group(GroupStop):
                               f"restarts every instance at once instead: give one or the "
                               f"other (got batch={batch!r}, all_at_once=True)")
         batch = 1 if batch is None else batch
-        _, before = self._root()
+        _, before = self._root(wait=False)
         program = self._program(program, before)
         chosen = self._instance(instance, before, program)
         grace = self._grace(timeout, program)
@@ -77,6 +79,8 @@ class Group(GroupStop):
             raise InvalidSpec(f"'batch' must be an int, 1 or more (got {batch!r})")
         mine = settling.of(before, program)
         if (len(mine) > 1 or self._listens(program)) and not all_at_once:
+            if before.starting:
+                _, before = self._root()
             self._roll(before, chosen, grace, batch, program)
             return
         self._request("restart", all_at_once=True,
@@ -157,7 +161,7 @@ class Group(GroupStop):
         """Send a signal (a number or a name such as "USR1") to the target's process group;
         in a group of several instances (``workers``), to each one's, or to ``instance``'s
         alone; in a group of several programs, to ``program``'s alone, if given."""
-        _, status = self._root()
+        _, status = self._root(wait=False)
         program = self._program(program, status)
         chosen = self._instance(instance, status, program)
         value = control.parse_signal(number)
@@ -195,25 +199,34 @@ class Group(GroupStop):
             return self._settled({program or "": workers},
                                  grace + self._spec_value("ready_timeout", program) + MARGIN,
                                  f"does not run {workers} ready instance(s)",
-                                 (program, had) if workers > had else None)
+                                 (program, had) if workers > had else None,
+                                 {program or "": had})
         except StartError as exc:
-            self._scale_back(had, program)
-            raise StartError(f"{exc}; scaled back to {had}", exc.status, exc.stderr) from None
+            back = self._scale_back(had, program, workers)
+            raise StartError(f"{exc}; {back}", exc.status, exc.stderr) from None
         except StopTimeout as exc:
-            self._scale_back(had, program)
-            raise StopTimeout(f"{exc}; scaled back to {had}") from None
+            raise StopTimeout(f"{exc}; {self._scale_back(had, program, workers)}") from None
 
-    def _scale_back(self, had: int, program: str | None) -> None:
+    def _scale_back(self, had: int, program: str | None, asked: int) -> str:
         """As a failed start leaves nothing and a failed roll keeps the old: a scale up
-        that failed retires its new instances, rather than leave them restarting."""
+        that failed retires its new instances, rather than leave them restarting (unless
+        another command has set another count since: that one stands). What was done."""
+        try:
+            settling.check_counts(self.directory, self.name, {program or "": asked},
+                                  {program or "": had})
+        except ImmortalError:
+            return "not scaled back: another command set another count meanwhile"
         try:
             self._request("scale", workers=had, **_given(program=program))
         except ImmortalError:
             pass  # the group ended, or cannot be asked: nothing more to undo
+        return f"scaled back to {had}"
 
     def _settled(self, counts: dict[str, int], patience: float, what: str,
-                 new: tuple[str | None, int] | None = None) -> Status:
-        return settling.wait(self.status, self.name, counts, patience, what, new)
+                 new: tuple[str | None, int] | None = None,
+                 before: dict[str, int] | None = None) -> Status:
+        return settling.wait(self.status, self.name, counts, patience, what, new,
+                             None if before is None else (self.directory, before))
 
     def _listens(self, program: str | None) -> bool:
         """Whether the group (``program``, if given) listens on an address."""
@@ -235,7 +248,7 @@ class Group(GroupStop):
 
     def reopen(self) -> None:
         """Make the monitors reopen their files (after an external logrotate)."""
-        self._root()
+        self._root(wait=False)
         self._request("reopen")
 
     def apply(self, programs: Mapping[str, Mapping[str, Any]], *,
@@ -252,9 +265,27 @@ class Group(GroupStop):
         # The caller's side of a start (the monitors, their checks): imported only here.
         from .programs import build_programs
 
-        spec = self.running_spec()
-        return self.apply_built(build_programs(self.name, programs, spec.strategy,
-                                               spec.directory), timeout=timeout, spec=spec)
+        with self.changing():
+            spec = self.running_spec()
+            return self.apply_built(build_programs(self.name, programs, spec.strategy,
+                                                   spec.directory), timeout=timeout, spec=spec)
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[None]:
+        """The group's programs changed by this handle alone, from the read of its running
+        ones (``running_spec``) to an apply's last roll: another change in progress is
+        refused (``NotRunning``). Within it, a change read no other's programs."""
+        from .programs import one_change
+
+        if self._changing:
+            yield
+            return
+        with one_change(self.directory, self.name):
+            self._changing = True
+            try:
+                yield
+            finally:
+                self._changing = False
 
     def running_spec(self) -> Any:
         """The ``Spec`` of a running group of several programs (its ``spec.json``, which
@@ -271,29 +302,39 @@ class Group(GroupStop):
     def apply_built(self, new: Sequence[Any], *, timeout: float | None = None,
                     spec: Any = None) -> Applied:
         """``apply`` of ``Program`` records already built and checked (``build_programs``,
-        or the group's own from ``running_spec``). ``spec``: the ``running_spec`` they were
-        built from, if the caller read it (they are compared with it; else it is read)."""
-        from .programs import compare
+        or the group's own from ``running_spec``), within :meth:`changing` (taken here if
+        the caller has not). ``spec``: the ``running_spec`` they were built from, read
+        within it (else it is read here), and compared with them."""
+        with self.changing():
+            return self._apply_held(new, timeout,
+                                    self.running_spec() if spec is None else spec)
+
+    def _apply_held(self, new: Sequence[Any], timeout: float | None, spec: Any) -> Applied:
+        from .programs import compare, note_unrolled, unrolled
         from .spec import program_dir
 
-        if spec is None:
-            spec = self.running_spec()
-        applied, sending = compare(spec, tuple(new))
+        applied, sending = compare(spec, tuple(new), unrolled(self.directory))
         for name in applied.added:
             ensure_dir(program_dir(spec.directory, name))
+        left = list(applied.changed)  # what this caller has yet to roll, kept in a file
+        note_unrolled(self.directory, left)
         self._hand(sending, applied.changed)
         ready = max([p.ready_timeout + p.stop_timeout for p in (*new, *spec.programs)])
         self._settled({**{p.name: p.workers for p in sending},
                        **{name: 0 for name in applied.removed}},
-                      ready + MARGIN, "did not take its new programs")
+                      ready + MARGIN, "did not take its new programs", None,
+                      {p.name: p.workers for p in spec.programs})
         old = {p.name: p for p in spec.programs}
         for name in applied.changed:
             try:
                 self._roll(self.status(), None, timeout, 1, name, rolling=True)
             except StartError as exc:  # the old definition back, as the old ones run
                 self._hand([old[p.name] if p.name == name else p for p in sending], ())
+                note_unrolled(self.directory, left[1:])
                 raise StartError(f"{exc}; program {name!r} keeps its old definition",
                                  exc.status, exc.stderr) from None
+            left.remove(name)
+            note_unrolled(self.directory, left)
         return applied
 
     def _hand(self, programs: Sequence[Any], rolls: Sequence[str]) -> None:

@@ -31,8 +31,18 @@ class GroupStop(GroupView):
     """A handle's requests to the group: how they reach it, and how the group ends (see
     :class:`immortal.group.Group` for the others)."""
 
-    def _root(self) -> tuple[int, Status]:
-        status = self.status()
+    def _root(self, wait: bool = True) -> tuple[int, Status]:
+        """The root's pid and the status; ``wait``: once a start in progress has settled,
+        as a stop waits for it (a scale or a roll of targets not yet ready would fail that
+        start; a plain restart, a signal or a reopen need not wait)."""
+        status = self.wait_start() if wait else self.status()
+        if not status.running and status.stale:  # its last state is the one it was killed in
+            left = " ".join(str(pid) for pid in self.orphans())
+            raise NotRunning(f"group {self.name!r} is not running: its supervisors were "
+                             "killed without a stop" + (f" (left running: {left})" if left
+                                                        else "")
+                             + f"; 'immortal stop {self.name}' ends what they left, "
+                             "'immortal run' starts it anew")
         if not status.running:
             raise NotRunning(f"group {self.name!r} is not running (state {status.state}); "
                              f"start it with 'immortal run'")

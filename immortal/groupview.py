@@ -12,7 +12,7 @@ import select
 import time
 
 from ._linux import is_alive, pidfd_open
-from .errors import ImmortalError, InvalidSpec, InvalidType, StopTimeout
+from .errors import ImmortalError, InvalidSpec, InvalidType, NotRunning, StopTimeout
 from .state import Status, lock_held, read_json, read_status
 
 # What 'immortal stop', 'status'... do not need is imported where it is used: a command
@@ -157,7 +157,13 @@ class GroupView:
         if program is not None and program not in listed:
             raise InvalidSpec(f"group {self.name!r} has no program {program!r}"
                               + (f"; its programs: {', '.join(listed)}" if listed else ""))
-        output = listed[program] if program is not None else self.status().output
+        # A group of one names its file in status.json, and in spec.json from before its
+        # first status (a start under way): the file its monitor declared, either way.
+        output = listed[program] if program is not None \
+            else self.status().output or spec.get("log_path")
+        if not output and not spec:
+            raise NotRunning(f"group {self.name!r} has no record yet (a start of it has just "
+                             "begun) or any more (it was forgotten); try again in a moment")
         if not output:
             what = f"program {program!r} of group" if program else "group"
             raise ImmortalError(f"the monitor of {what} {self.name!r} declares no output "

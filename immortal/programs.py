@@ -6,19 +6,24 @@ listen address). Then ``Spec.of_programs``, and what an apply changes (``Applied
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from . import monitorload
 from .addresses import parse as parse_address
 from .checks import check_timeout
-from .errors import ImmortalError, InvalidSpec, InvalidType, UnknownKeyword, unknown_name
+from .errors import (ImmortalError, InvalidSpec, InvalidType, NotRunning, UnknownKeyword,
+                     unknown_name)
+from .instance import try_lock
 from .names import check_name
 from .readiness import NOTIFY
 from .records import Record, replace
 from .request import START_KEYWORDS, build, check_monitors, check_probe
 from .spec import Program, Spec, Strategy, program_dir
+from .state import read_json, write_json
 
 #: the keywords of ``start()`` that are the group's, not a program's
 GROUP_KEYWORDS = ("strategy", "name", "start_timeout", "capture")
@@ -26,6 +31,12 @@ GROUP_KEYWORDS = ("strategy", "name", "start_timeout", "capture")
 PROGRAM_KEYWORDS = ("file", "args", *(key for key in START_KEYWORDS
                                       if key not in GROUP_KEYWORDS))
 MAX_PROGRAMS = 64
+#: The programs an apply's caller has yet to roll (``Group.apply``), in the group's
+#: directory: a caller killed before it rolled them leaves them to the next apply.
+UNROLLED = "apply.unrolled.json"
+#: Held by the caller of an apply (``reload``, ``up``) from its request to its last roll:
+#: two at once would each compare the programs with what the other changes.
+APPLY_LOCK = "apply.lock"
 
 
 def _named(program: str, exc: ImmortalError) -> ImmortalError:
@@ -147,10 +158,12 @@ class Applied(Record):
                 for program in getattr(self, field)}
 
 
-def compare(old: Spec, new: tuple[Program, ...]) -> tuple[Applied, tuple[Program, ...]]:
+def compare(old: Spec, new: tuple[Program, ...],
+            unrolled: tuple[str, ...] = ()) -> tuple[Applied, tuple[Program, ...]]:
     """What changes from the group ``old`` to the programs ``new``, and ``new`` with the
     addresses as bound; what cannot change in a running group (its listen addresses, bound
-    once) is refused."""
+    once) is refused. A program of ``unrolled`` (its processes still run the definition
+    before ``old``'s) is changed, whatever ``new`` says."""
     before = {p.name: p for p in old.programs if p.workers}
     after = {p.name: p for p in new}
     changed, scaled, unchanged, programs = [], [], [], []
@@ -168,7 +181,7 @@ def compare(old: Spec, new: tuple[Program, ...]) -> tuple[Applied, tuple[Program
                               "a running group (they are bound once; stop and start it)")
         p = replace(p, listen=was.listen)
         programs.append(p)
-        if p.target_side() != was.target_side():
+        if p.target_side() != was.target_side() or name in unrolled:
             changed.append(name)
         elif p.workers != was.workers:
             scaled.append(name)
@@ -193,3 +206,35 @@ def _same_bound(bound: tuple[str, ...], asked: tuple[str, ...]) -> bool:
     return len(bound) == len(asked) and all(
         b == a or (a.endswith(":0") and b.rsplit(":", 1)[0] == a.rsplit(":", 1)[0])
         for b, a in zip(bound, asked))
+
+
+def unrolled(directory: Path) -> tuple[str, ...]:
+    """The programs an earlier apply changed and its caller did not roll (killed first)."""
+    data = read_json(directory / UNROLLED)
+    names = data.get("programs") if isinstance(data, dict) else None
+    return tuple(n for n in names if isinstance(n, str)) if isinstance(names, list) else ()
+
+
+def note_unrolled(directory: Path, names: Sequence[str]) -> None:
+    """Record the programs this apply's caller has yet to roll (none: the record goes)."""
+    if names:
+        write_json(directory / UNROLLED, {"programs": list(names)})
+        return
+    try:
+        os.unlink(directory / UNROLLED)
+    except FileNotFoundError:
+        pass
+
+
+@contextlib.contextmanager
+def one_change(directory: Path, name: str) -> Iterator[None]:
+    """The group's apply lock, held while the caller changes its programs; NotRunning if
+    another caller holds it."""
+    held = try_lock(directory / APPLY_LOCK)
+    if held is None:
+        raise NotRunning(f"group {name!r}: another change of its programs (a reload, an "
+                         "up) is in progress; wait for it to end")
+    try:
+        yield
+    finally:
+        os.close(held)

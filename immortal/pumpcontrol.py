@@ -11,6 +11,12 @@ from . import supervise
 from .checks import check_workers
 from .errors import NotRunning
 
+#: Why a rolling restart, a scale or an apply is refused during the group's first start:
+#: it would stop targets that are not ready yet, and so fail that start. (A plain
+#: restart is taken: the start waits for its new targets, ``answer.StartAnswer``.)
+STARTING = ("the group is still starting (not every target is ready yet); try again once "
+            "its start has returned")
+
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
@@ -39,6 +45,7 @@ class PumpControl:
     _phase: Callable[[], supervise.Phase]
     start_roll: Callable[[list[Instance], int, float | None], int]  #: ``rollout.Rollout``
     roll_running: bool
+    pending: bool  #: a first start whose caller still waits (``answer.StartAnswer``)
 
     def rolls(self, request: dict[str, Any], chosen: list[Instance]) -> bool:
         """Whether a restart request is carried out as a rolling restart: asked
@@ -56,11 +63,15 @@ class PumpControl:
         grace = request.get("timeout")
         if cmd == "status":
             return {"status": self._status_data()}
+        if cmd in ("scale", "apply") and self.pending:
+            raise NotRunning(STARTING)
         if cmd == "stop":
             self._stop_all("stop", None if grace is None else float(grace))
         elif cmd == "restart":
             chosen = self._addressed(request)
             if self.rolls(request, chosen):
+                if self.pending:  # a plain restart's new target is waited for instead
+                    raise NotRunning(STARTING)
                 return {"roll": self.start_roll(chosen, int(request.get("batch", 1)),
                                                 None if grace is None else float(grace))}
             if self.roll_running:

@@ -5,23 +5,27 @@ from __future__ import annotations
 
 import time
 
-from .errors import NotRunning, StartError, StopTimeout
+from .errors import ImmortalError, NotRunning, StartError, StopTimeout
 from .groupview import POLL
-from .state import Status
+from .state import Status, read_json
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from pathlib import Path
     from typing import Any
 
 
 def wait(status: Callable[[], Status], name: str, counts: Mapping[str, int],
-         patience: float, what: str, new: tuple[str | None, int] | None = None) -> Status:
+         patience: float, what: str, new: tuple[str | None, int] | None = None,
+         before: tuple[Path, Mapping[str, int]] | None = None) -> Status:
     """The status once each program of ``counts`` runs that many instances (0: gone),
     each running and ready; StopTimeout past ``patience``. ``new``: (program, the count
     before a scale up): a new instance whose target died before it was ready fails at once
-    (StartError), as in a start."""
+    (StartError), as in a start. ``before``: the group's directory and the counts it had,
+    for ``check_counts``: another command that set another count meanwhile makes the wait
+    moot (an ImmortalError at once, and nothing of that command's to undo)."""
     deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
         now = status()
@@ -29,13 +33,55 @@ def wait(status: Callable[[], Status], name: str, counts: Mapping[str, int],
             raise NotRunning(f"group {name!r} ended (state {now.state})")
         if settled(now, counts):
             return now
+        if now.state == "stopping" and now.reason == "stop":  # its instances die: not theirs
+            raise NotRunning(f"group {name!r} was stopped (by a stop) before the change was "
+                             f"done; nothing was undone")
+        if before is not None:
+            check_counts(before[0], name, counts, before[1])
         dead = [entry for entry in of(now, new[0]) if entry.instance >= new[1]
-                and entry.last_exit is not None and not entry.ready] if new else []
+                and entry.last_exit is not None and not entry.ready
+                and not _asked(entry.last_exit)] if new else []
         if dead:
             raise StartError(f"group {name!r}: instance {dead[0].instance}: its target "
                              f"{dead[0].last_exit} before it was ready", dead[0].last_exit)
         time.sleep(POLL)
     raise StopTimeout(f"group {name!r} {what} within {patience:g} s")
+
+
+def _asked(status: Any) -> bool:
+    """Whether an exit was a restart someone asked for (``restart``, a watched file, the
+    memory limit), not a death of the target's own: it is spawned again at once, and its
+    readiness waited for anew."""
+    return status.decision == "restart" and status.reason not in (None, "exit")
+
+
+def check_counts(directory: Path, name: str, counts: Mapping[str, int],
+                 before: Mapping[str, int]) -> None:
+    """An ImmortalError if the group's ``spec.json`` records, for one of its programs,
+    neither the count asked (``counts``) nor the one it had (``before``: a group that could
+    not write its spec keeps it): another command set it since this one asked."""
+    for program, count in counts.items():
+        now = recorded(directory, program)
+        if now is not None and now not in (count, before.get(program, count)):
+            what = f"program {program!r} of group {name!r}" if program else f"group {name!r}"
+            raise ImmortalError(
+                f"{what} was scaled to {now} instance(s) by another command while this "
+                f"change to {count} waited for them; it stays at {now} (scale it again "
+                f"for {count})")
+
+
+def recorded(directory: Path, program: str) -> int | None:
+    """How many instances of ``program`` ("": the group's one program) the group's
+    ``spec.json`` records; None if it cannot tell."""
+    spec = read_json(directory / "spec.json")
+    if not isinstance(spec, dict):
+        return None
+    if not spec.get("programs"):  # a group of one program's: 1 unsaid
+        value = spec.get("workers", 1) if not program else None
+    else:
+        value = next((entry.get("workers", 1) for entry in spec["programs"]
+                      if isinstance(entry, dict) and entry.get("name") == program), None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def of(status: Status, program: str | None) -> list[Any]:

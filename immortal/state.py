@@ -75,14 +75,19 @@ class Lock(MutableRecord):
         is missing from a directory this start did not create (``created``)."""
         missing = not created and not os.path.lexists(directory / "lock")
         fd = try_lock(directory / "lock", same_file=True)
-        status = read_status(directory) if fd is None else _supervised(directory)
-        titled = _titled(directory) if fd is not None and status is None and missing else {}
+        status = _supervised(directory)
+        titled = _titled(directory) if status is None and (fd is None or missing) else {}
         if fd is None or status is not None or titled:
             if fd is not None:
                 os.close(fd)
             name = directory.name
             pids = status.pids if status else titled
-            shown = ", ".join(f"{role} {pid}" for role, pid in pids.items()) or "unknown pids"
+            if not pids:  # held by a command, not by supervisors: no pid of its to name
+                raise AlreadyRunning(
+                    f"group {name!r} is being started, stopped or forgotten by another "
+                    f"command, which holds its lock; try again in a moment, or choose "
+                    f"another name")
+            shown = ", ".join(f"{role} {pid}" for role, pid in pids.items())
             raise AlreadyRunning(
                 f"group {name!r} is already running ({shown}); stop it first with "
                 f"'immortal stop {name}' or choose another name", pids)

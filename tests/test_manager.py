@@ -114,7 +114,9 @@ def test_twenty_concurrent_runs_make_one_group(home):
         codes = sorted(r.returncode for r in results)
         assert codes == [0] + [4] * 19, [(r.returncode, r.stderr) for r in results]
         refused = [r for r in results if r.returncode == 4]
-        assert all("already running" in r.stderr for r in refused)
+        # Refused by the winner's supervisors, or by its lock before they are known.
+        assert all("already running" in r.stderr or "being started" in r.stderr
+                   for r in refused)
         talkers = [p for p in descendants() if TALKER in cmdline(p)]
         assert len(talkers) == 1
     finally:

@@ -10,11 +10,13 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -292,6 +294,73 @@ def test_apply_with_a_broken_change_keeps_the_old_definition(group_started, tmp_
     assert pids(running(group, {"a": 1, "b": 1})) == before
     spec = json.loads((group.directory / "spec.json").read_text())
     assert [p["args"][-1] for p in spec["programs"]] == ["fine", "other"]
+
+
+GATED = """\
+import os, sys, time
+while not os.path.exists(sys.argv[1] + os.environ["IMMORTAL_INSTANCE"]):
+    time.sleep(0.05)
+print("i=gated", flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+def test_an_apply_while_another_is_in_progress_is_refused(group_started, tmp_path):
+    """Two applies at once (two ``reload``s): the second is refused while the first runs,
+    until its instances are ready. Before, it went through: each compared the programs
+    with what the other was changing, the last to write won, and each reported its own
+    file as applied (the first waited out its patience for a count no longer asked)."""
+    gate = tmp_path / "gate"
+    Path(f"{gate}0").touch()
+    gated = {"file": sys.executable, "args": ["-c", GATED, str(gate)], "ready": "line:^i=",
+             "stop_timeout": 5.0}
+    group = group_started("twice", {"a": gated, "b": worker("two")})
+    running(group, {"a": 1, "b": 1})
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(group.apply, {"a": {**gated, "workers": 2}, "b": worker("two")})
+        wait_for(group.status, lambda s: len(s.instances) == 3, LONG,
+                 what="the first apply's new instance")
+        with pytest.raises(immortal.NotRunning, match="another change of its programs"):
+            immortal.attach("twice").apply({"a": gated, "b": worker("three")})
+        Path(f"{gate}1").touch()
+        assert first.result(timeout=LONG).actions() == {"a": "scaled", "b": "unchanged"}
+    spec = json.loads((group.directory / "spec.json").read_text())
+    assert [p["args"][-1] for p in spec["programs"]] == [str(gate), "two"]
+
+
+# An apply from another process (as ``immortal reload`` is), which prints what it did; with
+# "die", its caller dies where it would ask for its first roll (a reload killed there).
+APPLIES = """\
+import json, os, signal, sys
+import immortal
+from immortal.group import Group
+if sys.argv[3:] == ["die"]:
+    Group._roll = lambda *_, **__: os.kill(os.getpid(), signal.SIGKILL)
+print(json.dumps(immortal.attach(sys.argv[1]).apply(json.loads(sys.argv[2])).actions()))
+"""
+
+
+def test_a_change_whose_apply_died_before_its_roll_is_rolled_by_the_next(group_started):
+    """A reload killed between the group taking the new definition and its roll: the old
+    processes run on, and the next apply of the same file rolls them (before, it found
+    the definition unchanged, and they ran the old one until they died)."""
+    group = group_started("halfway", {"a": worker("one"), "b": worker("two")})
+    before = pids(running(group, {"a": 1, "b": 1}))
+    new = json.dumps({"a": worker("one-more"), "b": worker("two")})
+
+    def apply(*how: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", APPLIES, "halfway", new, *how],
+                              capture_output=True, text=True, timeout=LONG)
+
+    assert apply("die").returncode == -signal.SIGKILL
+    assert pids(group.status()) == before
+    # (b differs by the environment of the caller: this process's, then the other's.)
+    assert json.loads(apply().stdout)["a"] == "rolled"
+    now = pids(running(group, {"a": 1, "b": 1}))
+    assert now[("a", 0)] != before[("a", 0)]
+    assert Path(f"/proc/{now[('a', 0)]}/cmdline").read_bytes().endswith(b"\0one-more\0")
+    assert json.loads(apply().stdout) == {"a": "unchanged", "b": "unchanged"}
 
 
 def test_addresses_on_the_command_line(group_started, capsys):

@@ -648,6 +648,37 @@ def test_a_restart_during_the_readiness_wait_restarts_and_the_start_goes_on(
     assert status.running and status.ready and status.pids["target"] == second, status
 
 
+@pytest.mark.parametrize("command", [["restart"], ["restart", "--all-at-once"],
+                                     ["scale", "1"]])
+def test_a_restart_or_scale_during_the_readiness_wait_leaves_the_start_whole(
+        home: Path, tmp_path: Path, stopped_after: list[str], command: list[str]) -> None:
+    """A rolling restart or a scale while ``run`` waits for its targets to be ready waits
+    for that start, as a stop does, then does its job; a restart of every instance at once
+    replaces them, and the start waits for the new ones. Before, each stopped targets not
+    yet ready: the start failed ('its target killed by SIGTERM before it was ready'), the
+    command said the group had ended, and nothing was left running."""
+    name = f"busy-{len(stopped_after)}-{command[-1].strip('-')}"
+    stopped_after.append(name)
+    sleeper = script(tmp_path, "sleeper.py", "import time\nwhile True:\n    time.sleep(1)\n")
+    run = subprocess.Popen([sys.executable, "-m", "immortal", "run", "-n", name, "-w", "2",
+                            "--ready", "uptime:2", "--stop-timeout", "2", sleeper],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        status_file = home / name / "status.json"
+        wait_for(lambda: status_file.exists() and json.loads(status_file.read_text()),
+                 lambda data: bool(data) and all(e.get("pid") for e in data.get(
+                     "instances") or [{}]), what="the targets spawned, not yet ready")
+        done = run_cli(command[0], name, *command[1:])
+        out, err = run.communicate(timeout=LONG)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, err
+    assert done.returncode == 0, done
+    assert immortal.attach(name).status().running
+
+
 MANAGED = """\
 import sys, immortal
 with immortal.Manager() as manager:

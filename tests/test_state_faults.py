@@ -54,6 +54,24 @@ def test_a_failed_start_keeps_the_home_it_created_and_the_lock_file(home, monkey
     assert set(os.listdir(base / "fails")) <= {"lock", "target.lock"}
 
 
+def test_a_start_refused_by_a_command_holding_the_lock_names_no_dead_pid(started, home):
+    """A stopped group's lock held by another command (a forget or a start under way): a
+    start is refused, naming no pid of the group's last run (long dead, maybe reused by
+    now: it named them as the group's running supervisors) but what holds the lock."""
+    group = started(TALKER, [], name="held")
+    old = group.pids
+    group.stop()
+    fd = os.open(home / "held" / "lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as 'immortal forget held' holds it while it works
+    try:
+        with pytest.raises(immortal.AlreadyRunning, match="by another command") as caught:
+            immortal.start(TALKER, name="held")
+    finally:
+        os.close(fd)
+    assert not any(str(pid) in str(caught.value) for pid in old.values())
+    assert caught.value.pids == {}
+
+
 QUIET = """\
 import os, sys, time
 if sys.argv[2] == "close":
@@ -423,6 +441,22 @@ def test_a_target_spawned_just_before_both_supervisors_died_is_adopted(started, 
     again = started(str(program), [str(marker), "keep"], name="lagged")
     assert again.adopted == target[0] and _linux.is_alive(*target)
     assert targets(program) == [target[0]]
+
+
+def test_a_request_to_a_group_whose_supervisors_were_killed_says_so(started):
+    """Daemon and pump killed, the target left running: a restart (or scale, signal,
+    reopen) says the supervisors were killed, names what they left and how to end it;
+    before, it said the group 'is not running (state running)'."""
+    group = started(TALKER, [], name="headless")
+    pids = group.pids
+    kill_at_once(pids["daemon"], pids["pump"])
+    wait_for(lambda: group.status().running, lambda running: not running,
+             what="the supervisors to be gone")
+    for request in (group.restart, lambda: group.scale(2), lambda: group.signal("USR1")):
+        with pytest.raises(immortal.NotRunning, match="its supervisors were killed") as caught:
+            request()
+        assert f"left running: {pids['target']}" in str(caught.value)
+        assert "state running" not in str(caught.value)
 
 
 def test_stop_ends_a_pipe_holder_whose_target_died_after_its_supervisors(

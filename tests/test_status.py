@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -493,6 +494,28 @@ def test_group_tail_and_follow_from_python(started, home):
         lines.close()
     assert rest and rest[-1].endswith(b"| shutdown: stop\n"), rest
     assert Path(group.output).read_bytes().endswith(b"".join(rest))
+
+
+def test_tail_during_a_start_finds_the_file_the_monitor_declared(started, home):
+    """``tail`` (``immortal logs``) while another thread starts the group: before the
+    group's first status.json, its record names the file; never "declares no output file"
+    (the file monitor declares one)."""
+    errors: list[str] = []
+    looks = 0
+    with ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(started, sys.executable,
+                               ["-c", "import time; time.sleep(0.5); print('up', flush=True)"
+                                "; time.sleep(3600)"], name="early", ready="line:^up$")
+        while not starting.done() or looks == 0:
+            try:
+                list(immortal.attach("early").tail(1))
+                looks += 1
+            except immortal.NotRunning:
+                pass  # no directory yet, or no record yet
+            except immortal.ImmortalError as exc:
+                errors.append(str(exc))
+        starting.result(timeout=LONG)
+    assert errors == []
 
 
 def stepping(steps):

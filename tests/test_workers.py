@@ -17,6 +17,7 @@ import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -425,6 +426,109 @@ def test_a_scale_up_waits_for_the_new_instances_to_be_ready(started, tmp_path):
     status = group.scale(3)
     assert sorted(os.listdir(tmp_path)) == ["up.0", "up.1", "up.2"]
     assert status.ready and [e.ready for e in status.instances] == [True, True, True]
+
+
+# Instances 0 and 1 say they are up (and with "stubborn", ignore SIGTERM); the others never do.
+TWO_UP = """\
+import os, signal, sys, time
+k = int(os.environ["IMMORTAL_INSTANCE"])
+if k < 2:
+    if sys.argv[1:] == ["stubborn"]:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print(f"up {k}", flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+def test_a_scale_overtaken_by_another_fails_at_once_and_undoes_nothing(started):
+    """Two scales at once: the one overtaken fails at once, naming the count the other
+    set, and leaves it (before, it waited out its patience, then "scaled back" over the
+    other's count)."""
+    group = started(sys.executable, ["-c", TWO_UP], workers=2, ready=r"line:^up \d$",
+                    ready_timeout=SHORT, stop_timeout=1)
+    spec = group.directory / "spec.json"
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(group.scale, 4)
+        wait_for(lambda: json.loads(spec.read_text()).get("workers"), lambda n: n == 4,
+                 SHORT, what="the first scale asked")
+        assert immortal.attach(group.name).scale(1).instances == []
+        began = time.monotonic()
+        with pytest.raises(immortal.ImmortalError,
+                           match="scaled to 1 instance\\(s\\) by another command") as caught:
+            first.result(timeout=LONG)
+    assert time.monotonic() - began < SHORT
+    assert not isinstance(caught.value, (immortal.StartError, immortal.StopTimeout))
+    assert "workers" not in json.loads(spec.read_text())  # a group of one again
+    assert group.status().instances == []
+
+
+def test_a_scale_cut_short_by_a_stop_says_so_and_blames_no_instance(started):
+    """A stop during a scale up: the scale says the group was stopped, not that its new
+    instances died before they were ready (the stop killed them), nor that it scaled back."""
+    group = started(sys.executable, ["-c", TWO_UP, "stubborn"], workers=2,
+                    ready=r"line:^up \d$", ready_timeout=SHORT, stop_timeout=2)
+    spec = group.directory / "spec.json"
+    with ThreadPoolExecutor(2) as pool:
+        scaling = pool.submit(group.scale, 4)
+        wait_for(lambda: json.loads(spec.read_text()).get("workers"), lambda n: n == 4,
+                 SHORT, what="the scale asked")
+        stopping = pool.submit(immortal.attach(group.name).stop)
+        with pytest.raises(immortal.NotRunning, match="was stopped") as caught:
+            scaling.result(timeout=LONG)
+        stopping.result(timeout=LONG)
+    assert "before it was ready" not in str(caught.value)
+    assert "scaled back" not in str(caught.value)
+
+
+def test_a_roll_while_a_scale_down_still_retires_is_refused_at_once(started):
+    """A rolling restart asked while the last scale's instances still retire: refused at
+    once, with why. Before, the pump refused it in its log alone, and the caller waited
+    minutes for a roll that never began, then said it did not end in time."""
+    group = start(started, 3, "stubborn", stop_timeout=3)
+    running(group, 3)
+    with ThreadPoolExecutor(1) as pool:
+        scaling = pool.submit(group.scale, 1)
+        wait_for(group.status, lambda s: any(e.state == "stopping" for e in s.instances),
+                 SHORT, what="instances retiring")
+        began = time.monotonic()
+        with pytest.raises(immortal.ImmortalError, match="still retiring"):
+            group.restart()
+        assert time.monotonic() - began < SHORT
+        scaling.result(timeout=LONG)
+    group.stop(timeout=1)  # it ignores TERM: not the fixture's long grace
+
+
+# Instance K says it is up once the file GATE.K exists.
+GATED = """\
+import os, sys, time
+k = os.environ["IMMORTAL_INSTANCE"]
+while not os.path.exists(sys.argv[1] + "." + k):
+    time.sleep(0.05)
+print(f"up {k}", flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+def test_a_restart_during_a_scale_up_does_not_fail_it(started, tmp_path):
+    """``restart --all-at-once`` while a scale up waits for its new instance: the instance
+    is restarted, and the scale waits for the new target (before, it failed, blaming the
+    instance 'killed by SIGTERM before it was ready', and scaled the group back)."""
+    gate = tmp_path / "gate"
+    Path(f"{gate}.0").touch()
+    group = started(sys.executable, ["-c", GATED, str(gate)], workers=1,
+                    ready=r"line:^up \d$", ready_timeout=LONG, stop_timeout=1)
+    with ThreadPoolExecutor(1) as pool:
+        scaling = pool.submit(group.scale, 2)
+        wait_for(group.status, lambda s: len(s.instances) == 2 and s.instances[1].pid,
+                 SHORT, what="the new instance spawned")
+        first = group.status().instances[1].pid
+        immortal.attach(group.name).restart(all_at_once=True)
+        wait_for(group.status, lambda s: s.instances[1].pid not in (None, first), SHORT,
+                 what="the new instance restarted")
+        Path(f"{gate}.1").touch()
+        assert [e.ready for e in scaling.result(timeout=LONG).instances] == [True, True]
 
 
 def test_a_port_probe_is_refused_with_several_instances():
