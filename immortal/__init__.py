@@ -13,16 +13,17 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
 5 supervise, adoption, spawner, readywatch, answer, request, groupstop, settling ·
 6 pumpstart, scaling, pumpcontrol, rollout, rollresume, programs, pumphosts, pumpops,
   configcheck, prepare ·
-7 pump, group, config, configview ·
-8 forking, firstrole, daemonscale, daemonhold, daemoncontrol, forget ·
-9 daemon, launcher, groupstart ·
-10 manager, foreground ·
-11 recorded, fgdaemon, fileverbs ·
-12 clifile, succession ·
-13 clisvc ·
-14 clinames ·
-15 cli ·
-16 _role, __main__, __init__
+7 pump, groupapply, config, configview ·
+8 group ·
+9 forking, firstrole, daemonscale, daemonhold, daemoncontrol, forget ·
+10 daemon, launcher, groupstart ·
+11 manager, foreground ·
+12 recorded, fgdaemon, fileverbs ·
+13 clifile, succession ·
+14 clisvc ·
+15 clinames ·
+16 cli ·
+17 _role, __main__, __init__
 """
 
 from __future__ import annotations
