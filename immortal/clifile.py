@@ -5,6 +5,7 @@ the file's own (``config``, ``validate``). ``cli.py`` runs them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .errors import InvalidSpec
@@ -18,11 +19,11 @@ if TYPE_CHECKING:
 def up(ns: argparse.Namespace) -> int:
     from . import fileverbs
 
-    config = loaded(ns)
     if ns.console is not None and not ns.foreground:
         raise InvalidSpec("--console goes with --foreground")
     if ns.foreground:
-        return _up_here(ns, config)
+        return _up_here(ns, loaded(ns))
+    config = in_group_environment(ns)
     outcome = fileverbs.up(config, ns.programs)
     # In development the group's output is this command's stdout: our words on stderr.
     development = config.strategy.value == "development"
@@ -61,13 +62,35 @@ def down(ns: argparse.Namespace) -> int:
 def reload(ns: argparse.Namespace) -> int:
     from . import fileverbs
 
-    outcome = fileverbs.reload(loaded(ns), ns.timeout)
+    outcome = fileverbs.reload(in_group_environment(ns), ns.timeout)
     for line in fileverbs.describe(outcome):
         print(line)
     return 0
 
 
-def loaded(ns: argparse.Namespace, check_monitors: bool = True) -> Any:
+def in_group_environment(ns: argparse.Namespace) -> Any:
+    """The file loaded in the environment -E (else $IMMORTAL_ENV) names, else in the one
+    its running group was made in: a ``reload`` or ``up`` from another shell, cron or a
+    unit changes the group's environment only when told to."""
+    from . import fileverbs
+    from .config import ENV_NAME
+    from .configfile import GROUP, Source
+
+    config = loaded(ns)
+    if ns.env_name is not None or os.environ.get(ENV_NAME):
+        return config
+    group = fileverbs.current(config.name.value)
+    if group is None:
+        return config
+    running = fileverbs.running_environment(group.running_spec())
+    if running is None:
+        return config
+    ns.env_name = running
+    return loaded(ns, env_source=Source(GROUP))
+
+
+def loaded(ns: argparse.Namespace, check_monitors: bool = True,
+           env_source: Any = None) -> Any:
     """The configuration file the options name, loaded (ConfigError: what is wrong)."""
     from .config import load
     from .configfile import ConfigError, parse_value
@@ -83,7 +106,7 @@ def loaded(ns: argparse.Namespace, check_monitors: bool = True) -> Any:
         # Every command that loads the file with its monitors runs it as one group (up),
         # or says whether it can (validate, config, startup): the group's checks too.
         return load(ns.config, ns.env_name, overrides=pairs, check_monitors=check_monitors,
-                    as_group=check_monitors)
+                    as_group=check_monitors, env_source=env_source)
     except ConfigError as exc:
         raise Problems(exc.lines()) from None
 

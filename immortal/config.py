@@ -25,8 +25,8 @@ from typing import Any
 from . import envfile, readiness
 from .checks import check_timeout
 from .configcheck import DEFAULTS, Program, Setting, check_program  # noqa: F401  (DEFAULTS)
-from .configfile import (CLI, DEFAULT, ENV_FILE, FILE, FILE_NAME, VARIABLE, ConfigError,
-                         Document, Layer, Problem, Source, parse)
+from .configfile import (CLI, DEFAULT, ENV_FILE, FILE, FILE_NAME, GROUP, VARIABLE,
+                         ConfigError, Document, Layer, Problem, Source, parse)
 from .configfile import overrides as command_line
 from .errors import ImmortalError, did_you_mean
 from .names import check_name
@@ -93,7 +93,8 @@ def find(path: str | os.PathLike[str] | None = None, cwd: str | None = None) -> 
 
 def load(path: str | os.PathLike[str] | None = None, env_name: str | None = None, *,
          overrides: Iterable[tuple[str, Any]] = (), environ: Mapping[str, str] | None = None,
-         cwd: str | None = None, check_monitors: bool = True, as_group: bool = False) -> Config:
+         cwd: str | None = None, check_monitors: bool = True, as_group: bool = False,
+         env_source: Source | None = None) -> Config:
     """Read, merge and check a configuration file; every problem at once as ConfigError.
 
     ``path``: the file (default ``immortal.toml`` in ``cwd``, default the current
@@ -103,7 +104,8 @@ def load(path: str | os.PathLike[str] | None = None, env_name: str | None = None
     environments start from; ``check_monitors``: also find each monitor and run its
     ``check()`` on its options; ``as_group``: also check the programs together, as
     ``start_group()`` will run them (``up``): a ``channel``, an address two programs
-    ``listen`` on, a ``port:N`` probe of an address the group holds.
+    ``listen`` on, a ``port:N`` probe of an address the group holds; ``env_source``: who
+    chose ``env_name`` (default: the command line).
     """
     environ = os.environ if environ is None else environ
     chosen = find(path, cwd)
@@ -117,7 +119,8 @@ def load(path: str | os.PathLike[str] | None = None, env_name: str | None = None
     document = parse(shown, text)
     if document.problems and not document.base.tree:
         raise ConfigError(shown, document.problems)  # a syntax error: nothing to go on
-    loaded = _Loader(document, chosen, environ, check_monitors).load(env_name, overrides)
+    loaded = _Loader(document, chosen, environ, check_monitors).load(
+        env_name, overrides, env_source or Source(CLI))
     if as_group:
         _check_as_group(loaded, shown)
     return loaded
@@ -137,8 +140,9 @@ class _Loader:
         self.tree: dict[str, Any] = {}
         self.sources: dict[tuple[str, ...], Source] = {}
 
-    def load(self, env_name: str | None, pairs: Iterable[tuple[str, Any]]) -> Config:
-        environment = self._environment(env_name)
+    def load(self, env_name: str | None, pairs: Iterable[tuple[str, Any]],
+             env_source: Source) -> Config:
+        environment = self._environment(env_name, env_source)
         cli = command_line(pairs, self.problems)
         self._merge(self.document.base)
         if environment.value is not None and environment.value in self.document.envs:
@@ -155,8 +159,9 @@ class _Loader:
         name, strategy, start_timeout = group
         return Config(self.path, environment, name, strategy, start_timeout, programs)
 
-    def _environment(self, env_name: str | None) -> Setting:
-        source = Source(CLI)
+    def _environment(self, env_name: str | None, source: Source) -> Setting:
+        if env_name == "":  # -E '': none, said (a reload leaves the group's environment)
+            return Setting(None, source)
         if env_name is None:
             env_name = self.environ.get(ENV_NAME) or None
             source = Source(VARIABLE, name=ENV_NAME) if env_name else Source(DEFAULT)
@@ -165,7 +170,10 @@ class _Loader:
             listed = ", ".join(sorted(known)) or "none (add an [env.NAME] table)"
             self.problems.append(Problem(source, "env", f"unknown environment {env_name!r}"
                                          f"{did_you_mean(env_name, known)}; the file's "
-                                         f"environments: {listed}"))
+                                         f"environments: {listed}" + (
+                                             "; the group runs in it: apply another with "
+                                             "-E NAME, or none with -E ''"
+                                             if source.kind == GROUP else "")))
         return Setting(env_name, source)
 
     def _variables(self, cli: Layer) -> Layer:

@@ -29,12 +29,15 @@ FILE_NAME = "immortal.toml"
 # Where a value came from, from the weakest to the strongest.
 DEFAULT, FILE, ENV_TABLE, ENV_FILE, VARIABLE, CLI = (
     "default", "file", "env", "env_file", "variable", "command line")
+#: where the environment came from when the running group chose it (``reload`` without -E)
+GROUP = "group"
 
 
 class Source(Record):
     """Where one value came from: ``kind`` (DEFAULT, FILE, ENV_TABLE, ENV_FILE, VARIABLE,
-    CLI); ``line`` in the file (or in the environment file); ``name``: the environment's
-    name (ENV_TABLE), the variable's (VARIABLE) or the environment file (ENV_FILE)."""
+    CLI, or GROUP for the environment); ``line`` in the file (or in the environment file);
+    ``name``: the environment's name (ENV_TABLE), the variable's (VARIABLE) or the
+    environment file (ENV_FILE)."""
 
     kind: str
     line: int | None = None
@@ -50,6 +53,8 @@ class Source(Record):
             return f"env_file {self.name}{where}"
         if self.kind == VARIABLE:
             return f"${self.name}"
+        if self.kind == GROUP:
+            return "the running group's"
         return self.kind
 
 
@@ -87,7 +92,7 @@ class ConfigError(InvalidSpec):
 
 
 def _order(problem: Problem) -> tuple[int, int, str]:
-    kinds = (DEFAULT, FILE, ENV_TABLE, ENV_FILE, VARIABLE, CLI)
+    kinds = (DEFAULT, FILE, ENV_TABLE, ENV_FILE, VARIABLE, GROUP, CLI)
     rank = 0 if problem.source.kind in (DEFAULT, FILE, ENV_TABLE) else kinds.index(
         problem.source.kind)
     return rank, problem.source.line or 0, problem.key

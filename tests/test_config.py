@@ -132,8 +132,8 @@ def test_a_programs_keys_are_its_record_s_fields():
     """Every field of a program of start_group() (``spec.Program``) has its key in the
     file, and every key of the file is one (``instances``: ``workers``; ``env_file``: the
     ``env``; ``log_path``: the monitors'; ``variables``: the names ``env`` and ``env_file``
-    set)."""
-    fields = set(spec.Program._fields) - {"name", "log_path", "variables"}
+    set; ``environment``: the one chosen, -E)."""
+    fields = set(spec.Program._fields) - {"name", "log_path", "variables", "environment"}
     assert set(configkeys.PROGRAM_KEYS) - {"instances", "env_file"} == fields
     assert set(configcheck.ORDER) - {"env_file"} == fields
 
