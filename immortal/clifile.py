@@ -90,9 +90,10 @@ def in_group_environment(ns: argparse.Namespace) -> Any:
 
 
 def loaded(ns: argparse.Namespace, check_monitors: bool = True,
-           env_source: Any = None) -> Any:
-    """The configuration file the options name, loaded (ConfigError: what is wrong)."""
-    from .config import load
+           env_source: Any = None, every_environment: bool = False) -> Any:
+    """The configuration file the options name, loaded (ConfigError: what is wrong);
+    ``every_environment``: with none and in each of the file's (``config.load_each``)."""
+    from .config import load, load_each
     from .configfile import ConfigError, parse_value
 
     pairs = []
@@ -103,6 +104,8 @@ def loaded(ns: argparse.Namespace, check_monitors: bool = True,
                               f"programs.web.workers=4 (got {item!r})")
         pairs.append((key.strip(), parse_value(value)))
     try:
+        if every_environment:
+            return load_each(ns.config, overrides=pairs)
         # Every command that loads the file with its monitors runs it as one group (up),
         # or says whether it can (validate, config, startup): the group's checks too.
         return load(ns.config, ns.env_name, overrides=pairs, check_monitors=check_monitors,
@@ -119,11 +122,17 @@ def config(ns: argparse.Namespace) -> int:
 
 
 def validate(ns: argparse.Namespace) -> int:
-    config = loaded(ns)
+    from .config import ENV_NAME
+
+    if ns.env_name is not None or os.environ.get(ENV_NAME):
+        config, each = loaded(ns), ()
+    else:  # none chosen: the file with none, and in each of its environments
+        config, each = loaded(ns, every_environment=True)
     programs = ", ".join(config.programs)
     environment = config.environment.value
     print(f"{config.path}: ok: group {config.name.value!r}, programs {programs}"
-          + (f", environment {environment!r}" if environment else ""))
+          + (f", environment {environment!r}" if environment else "")
+          + (f"; with no environment and in {', '.join(map(repr, each))}" if each else ""))
     return 0
 
 

@@ -30,7 +30,7 @@ from .configfile import (CLI, DEFAULT, ENV_FILE, FILE, FILE_NAME, GROUP, VARIABL
 from .configfile import overrides as command_line
 from .errors import ImmortalError, did_you_mean
 from .names import check_name
-from .records import Record
+from .records import Record, replace
 from .spec import Strategy
 
 ENV_NAME = "IMMORTAL_ENV"  #: the environment to use when -E names none
@@ -108,6 +108,48 @@ def load(path: str | os.PathLike[str] | None = None, env_name: str | None = None
     chose ``env_name`` (default: the command line).
     """
     environ = os.environ if environ is None else environ
+    chosen, document = _read(path, cwd)
+    loaded = _Loader(document, chosen, environ, check_monitors).load(
+        env_name, overrides, env_source or Source(CLI))
+    if as_group:
+        _check_as_group(loaded, document.path)
+    return loaded
+
+
+def load_each(path: str | os.PathLike[str] | None = None, *,
+              overrides: Iterable[tuple[str, Any]] = (),
+              environ: Mapping[str, str] | None = None,
+              cwd: str | None = None) -> tuple[Config, tuple[str, ...]]:
+    """What ``validate`` checks when no environment is chosen: the file with none, then in
+    each environment it declares, as ``load(..., as_group=True)`` does. ConfigError with
+    every problem; one found in an environment alone names it. Returns the file loaded
+    with none, and the environments it declares."""
+    names = tuple(_read(path, cwd)[1].envs)
+    shown = os.fspath(path) if path is not None else FILE_NAME
+    problems: list[Problem] = []
+    plain: Config | None = None
+    for name in ("", *names):  # "": none, whatever $IMMORTAL_ENV says
+        try:
+            loaded = load(path, name, overrides=overrides, environ=environ, cwd=cwd,
+                          as_group=True)
+        except ConfigError as exc:
+            problems += exc.problems if not name else [
+                _in_environment(p, name) for p in exc.problems if p not in problems]
+        else:
+            plain = plain or loaded
+    if problems or plain is None:
+        raise ConfigError(shown, problems)
+    return plain, names
+
+
+def _in_environment(problem: Problem, name: str) -> Problem:
+    said = f"(in environment {name!r})"
+    return replace(problem, key=f"{problem.key} {said}" if problem.key else said)
+
+
+def _read(path: str | os.PathLike[str] | None, cwd: str | None) -> tuple[str, Document]:
+    """The file's absolute path, and its document (ConfigError if it cannot be read, or
+    is not TOML)."""
     chosen = find(path, cwd)
     shown = os.fspath(path) if path is not None else FILE_NAME
     try:
@@ -119,11 +161,7 @@ def load(path: str | os.PathLike[str] | None = None, env_name: str | None = None
     document = parse(shown, text)
     if document.problems and not document.base.tree:
         raise ConfigError(shown, document.problems)  # a syntax error: nothing to go on
-    loaded = _Loader(document, chosen, environ, check_monitors).load(
-        env_name, overrides, env_source or Source(CLI))
-    if as_group:
-        _check_as_group(loaded, shown)
-    return loaded
+    return chosen, document
 
 
 class _Loader:
