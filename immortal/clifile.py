@@ -102,7 +102,7 @@ def loaded(ns: argparse.Namespace, check_monitors: bool = True,
         if not sep or not key:
             raise InvalidSpec(f"--set must look like KEY=VALUE, e.g. "
                               f"programs.web.workers=4 (got {item!r})")
-        pairs.append((key.strip(), parse_value(value)))
+        pairs.append((key.strip(), parse_value(value, key.strip())))
     try:
         if every_environment:
             return load_each(ns.config, overrides=pairs)

@@ -343,7 +343,31 @@ BAD = {
                     "did you mean 'file'"),
     "together": ("[programs.web]\nfile = \"web.py\"\nready = \"uptime:5\"\n"
                  "ready_timeout = 2\n", 3, "can never be reached"),
+    # TOML has no 022: a umask written 22 is twenty-two (0o026), never what was meant
+    "decimal-umask": ("[programs.web]\nfile = \"web.py\"\numask = 22\n", 3,
+                      "22 is a decimal integer (TOML has no leading zeros: it reads 22, "
+                      "umask 0o026): write 0o022, or \"022\""),
+    "decimal-umask-in-env": ("[programs.web]\nfile = \"web.py\"\n[env.production]\n"
+                             "programs.web = { umask = 7 }\n", 4, "write 0o007, or \"007\""),
 }
+
+
+def test_a_umask_is_octal_however_it_is_written(tmp_path):
+    """0o022 and "022" in the file, 022 and 22 on the command line: one umask, 0o022."""
+    path = project(tmp_path, '''\
+        [programs.web]
+        file = "web.py"
+        umask = 0o022
+        [programs.worker]
+        file = "worker.py"
+        umask = "022"
+        ''')
+    loaded = load(path)
+    assert [p.kwargs["umask"] for p in loaded.programs.values()] == [0o22, 0o22]
+    for text in ("022", "22", "0o022"):
+        value = configfile.parse_value(text, "programs.web.umask")
+        loaded = load(path, overrides=[("programs.web.umask", value)])
+        assert loaded.programs["web"].kwargs["umask"] == 0o22, text
 
 
 @pytest.mark.parametrize("text, line, fragment", list(BAD.values()), ids=list(BAD))
