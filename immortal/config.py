@@ -177,6 +177,8 @@ class _Loader:
         self.problems: list[Problem] = document.problems
         self.tree: dict[str, Any] = {}
         self.sources: dict[tuple[str, ...], Source] = {}
+        #: ``(program, key)`` refused by the strongest layer that has the key
+        self.refused: set[tuple[str, str]] = set()
 
     def load(self, env_name: str | None, pairs: Iterable[tuple[str, Any]],
              env_source: Source) -> Config:
@@ -231,6 +233,9 @@ class _Loader:
                                layer.sources[("programs", name, "env_file")])
         _deep_merge(self.tree, layer.tree)
         self.sources.update(layer.sources)
+        self.refused -= {(name, key) for name, program in
+                         layer.tree.get("programs", {}).items() for key in program}
+        self.refused |= layer.refused
 
     def _env_file(self, program: str, value: str, source: Source) -> None:
         """An ``env_file`` replaces the variables an earlier one gave; the variables its
@@ -283,8 +288,10 @@ class _Loader:
         table = self.tree["programs"][name]
         sources = {path[2:]: source for path, source in self.sources.items()
                    if path[:2] == ("programs", name) and len(path) > 2}
+        refused = {key for program, key in self.refused if program == name}
         return check_program(name, table, sources, self.sources[("programs", name)],
-                             self.base, self.environ, self.problems, self.check_monitors)
+                             self.base, self.environ, self.problems, self.check_monitors,
+                             refused)
 
 
 def _check_as_group(loaded: Config, shown: str) -> None:

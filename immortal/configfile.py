@@ -119,10 +119,16 @@ class Layer:
         self.program_envs: dict[str, dict[str, dict[str, Any]]] = {}
         #: the text of each number of the document as written (``tomlkeys.literals``)
         self.written = written or {}
+        #: ``(program, key)`` of each program's key this layer refused (``workers`` for
+        #: ``instances``): what a check of it with another key would only repeat
+        self.refused: set[tuple[str, str]] = set()
 
     def problem(self, doc: tuple[str, ...], message: str) -> None:
         """A problem with the key at ``doc``, a path of the document."""
         self.problems.append(Problem(self.where(doc), ".".join(doc), message))
+        path = doc[len(self.prefix):] if doc[:len(self.prefix)] == self.prefix else doc
+        if len(path) > 2 and path[0] == "programs":
+            self.refused.add((path[1], "workers" if path[2] == "instances" else path[2]))
 
     def put(self, path: tuple[str, ...], value: Any, doc: tuple[str, ...]) -> None:
         node = self.tree

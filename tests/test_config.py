@@ -404,6 +404,35 @@ def test_every_problem_is_reported_at_once(tmp_path):
     assert f"{path}:4: programs.web.workers: " in text
 
 
+def test_every_problem_of_a_program_and_none_that_follows_from_another(tmp_path):
+    """Each check that weighs several values is made, each reported; a value refused for
+    its type is not weighed with others (its default would be, wrongly): unless a stronger
+    layer gives it, as the environment does here."""
+    path = project(tmp_path, '''\
+        [programs.web]
+        file = "web.py"
+        channel = true
+        workers = 2
+        ready = "uptime:5"
+        ready_timeout = 2
+        memory_window = 5
+        [programs.worker]
+        file = "worker.py"
+        watch = "*.py"
+        watch_delay = 1
+        memory_limit = true
+        memory_window = 3
+        [env.production]
+        programs.worker.watch = []
+        ''')
+    every = [(3, "programs.web.channel"), (5, "programs.web.ready"),
+             (7, "programs.web.memory_window"), (10, "programs.worker.watch"),
+             (12, "programs.worker.memory_limit")]
+    assert [(p.source.line, p.key) for p in problems(path)] == every
+    assert [(p.source.line, p.key) for p in problems(path, env_name="production")] == [
+        *every[:4], (11, "programs.worker.watch_delay"), every[4]]
+
+
 def test_a_directory_name_that_is_no_group_name_asks_for_name(tmp_path):
     found = problems(project(tmp_path, "[programs.web]\nfile = \"web.py\"\n", "my shop"))
     assert [p.key for p in found] == ["name"]
