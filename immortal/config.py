@@ -190,8 +190,9 @@ class _Loader:
         self._merge(self._variables(cli))
         self._merge(cli)
         group = self._group()
-        programs = {name: self._program(name) for name in self.tree.get("programs", {})}
-        if not programs:
+        programs = {name: self._program(name) for name in self.tree.get("programs", {})
+                    if self._in_file(name)}
+        if not programs and not self.tree.get("programs"):
             self.problems.append(Problem(Source(FILE, 1), "programs", "no program: add one, "
                                          "like [programs.web] with file = \"web.py\""))
         if self.problems:
@@ -283,6 +284,20 @@ class _Loader:
         except ImmortalError as exc:
             self.problems.append(Problem(source, path[0], str(exc)))
         return Setting(value, source)
+
+    def _in_file(self, name: str) -> bool:
+        """Whether ``name`` is a program of the file, or one an environment or the command
+        line adds (with its ``file``); else a problem at the key that names it, a program
+        the file does not have."""
+        known = self.document.base.tree.get("programs", {})
+        if name in known or "file" in self.tree["programs"][name]:
+            return True
+        listed = ", ".join(known) or "none"
+        self.problems.append(Problem(
+            self.sources[("programs", name)], f"programs.{name}",
+            f"the file has no program {name!r}{did_you_mean(name, known)}; its programs: "
+            f"{listed} (a program added here needs its file: programs.{name}.file)"))
+        return False
 
     def _program(self, name: str) -> Program:
         table = self.tree["programs"][name]

@@ -163,6 +163,21 @@ def test_validate_without_e_checks_every_environment(home, shop):
         "programs web, worker, cron; with no environment and in 'production', 'staging'\n")
 
 
+def test_a_set_of_a_program_the_file_does_not_have_names_it(home, shop):
+    """--set of a program the file does not have: that, with the file's programs (no
+    'missing file' of a program nobody wrote); one with its file is a program added."""
+    write(shop, THREE)
+    result = immortal(home, shop, "validate", "--set", "programs.wbe.workers=2")
+    assert result.returncode == 2, described(result)
+    assert result.stderr == (
+        "immortal: error: command line: programs.wbe: the file has no program 'wbe' (did "
+        "you mean 'web'?); its programs: web, worker, cron (a program added here needs its "
+        "file: programs.wbe.file)\n")
+    result = immortal(home, shop, "validate", "--set", "programs.more.file=cron.py")
+    assert result.returncode == 0, described(result)
+    assert "programs web, worker, cron, more" in result.stdout
+
+
 def test_an_unknown_environment_from_immortal_env(home, shop):
     write(shop, THREE)
     result = immortal(home, shop, "validate", IMMORTAL_ENV="prod")
