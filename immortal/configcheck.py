@@ -135,7 +135,8 @@ def check_program(name: str, table: Mapping[str, Any],
     kwargs["cwd"] = base if cwd is None else cwd
     one.settings["cwd"] = Setting(kwargs["cwd"], one.settings["cwd"].source)
 
-    one.value("env_file")
+    # The file the variables were read from, as 'config' shows it: the file's directory's.
+    one.value("env_file", lambda v: os.path.normpath(os.path.join(base, v)))
     for key in sorted(variables):
         one.settings[f"env.{key}"] = Setting(variables[key], sources[("env", key)])
     kwargs["env"] = target_env

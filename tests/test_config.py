@@ -12,6 +12,7 @@ import inspect
 import json
 import os
 import shutil
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -291,6 +292,25 @@ def test_paths_are_relative_to_the_file_and_instances_spells_workers(tmp_path, m
     assert loaded.name.value == "shop-test"
     assert load(project(tmp_path, "[programs.a]\nfile = 'web.py'\n", "other")).name.value \
         == "other"  # the directory's name by default
+
+
+def test_config_shows_the_env_file_read(tmp_path, monkeypatch):
+    """An env_file is read from the file's directory: 'config' shows that path, wherever
+    it runs from."""
+    path = project(tmp_path, '''\
+        [programs.web]
+        file = "web.py"
+        env_file = "./.env"
+        ''', _env="SECRET=1\n")
+    monkeypatch.chdir(tmp_path)
+    loaded = load(path)
+    env_file = loaded.programs["web"].settings["env_file"]
+    assert (env_file.value, str(env_file.source)) == (str(path.parent / ".env"), "file:3")
+    assert loaded.programs["web"].kwargs["env"]["SECRET"] == "1"
+    shown = subprocess.run([sys.executable, "-m", "immortal", "config", "-c", str(path)],
+                           env={**ENVIRON, "IMMORTAL_HOME": str(tmp_path / "home")},
+                           capture_output=True, text=True, timeout=LONG)
+    assert f'env_file = "{path.parent / ".env"}"' in shown.stdout, shown
 
 
 def test_an_ignored_path_is_relative_to_the_file_as_the_watched_one(tmp_path, monkeypatch):
