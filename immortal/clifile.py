@@ -5,6 +5,7 @@ the file's own (``config``, ``validate``). ``cli.py`` runs them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .errors import InvalidSpec
@@ -18,11 +19,11 @@ if TYPE_CHECKING:
 def up(ns: argparse.Namespace) -> int:
     from . import fileverbs
 
-    config = loaded(ns)
     if ns.console is not None and not ns.foreground:
         raise InvalidSpec("--console goes with --foreground")
     if ns.foreground:
-        return _up_here(ns, config)
+        return _up_here(ns, loaded(ns))
+    config = in_group_environment(ns)
     outcome = fileverbs.up(config, ns.programs)
     # In development the group's output is this command's stdout: our words on stderr.
     development = config.strategy.value == "development"
@@ -61,15 +62,38 @@ def down(ns: argparse.Namespace) -> int:
 def reload(ns: argparse.Namespace) -> int:
     from . import fileverbs
 
-    outcome = fileverbs.reload(loaded(ns), ns.timeout)
+    outcome = fileverbs.reload(in_group_environment(ns), ns.timeout)
     for line in fileverbs.describe(outcome):
         print(line)
     return 0
 
 
-def loaded(ns: argparse.Namespace, check_monitors: bool = True) -> Any:
-    """The configuration file the options name, loaded (ConfigError: what is wrong)."""
-    from .config import load
+def in_group_environment(ns: argparse.Namespace) -> Any:
+    """The file loaded in the environment -E (else $IMMORTAL_ENV) names, else in the one
+    its running group was made in: a ``reload`` or ``up`` from another shell, cron or a
+    unit changes the group's environment only when told to."""
+    from . import fileverbs
+    from .config import ENV_NAME
+    from .configfile import GROUP, Source
+
+    config = loaded(ns)
+    if ns.env_name is not None or os.environ.get(ENV_NAME):
+        return config
+    group = fileverbs.current(config.name.value)
+    if group is None:
+        return config
+    running = fileverbs.running_environment(group.running_spec())
+    if running is None:
+        return config
+    ns.env_name = running
+    return loaded(ns, env_source=Source(GROUP))
+
+
+def loaded(ns: argparse.Namespace, check_monitors: bool = True,
+           env_source: Any = None, every_environment: bool = False) -> Any:
+    """The configuration file the options name, loaded (ConfigError: what is wrong);
+    ``every_environment``: with none and in each of the file's (``config.load_each``)."""
+    from .config import load, load_each
     from .configfile import ConfigError, parse_value
 
     pairs = []
@@ -78,12 +102,14 @@ def loaded(ns: argparse.Namespace, check_monitors: bool = True) -> Any:
         if not sep or not key:
             raise InvalidSpec(f"--set must look like KEY=VALUE, e.g. "
                               f"programs.web.workers=4 (got {item!r})")
-        pairs.append((key.strip(), parse_value(value)))
+        pairs.append((key.strip(), parse_value(value, key.strip())))
     try:
+        if every_environment:
+            return load_each(ns.config, overrides=pairs)
         # Every command that loads the file with its monitors runs it as one group (up),
         # or says whether it can (validate, config, startup): the group's checks too.
         return load(ns.config, ns.env_name, overrides=pairs, check_monitors=check_monitors,
-                    as_group=check_monitors)
+                    as_group=check_monitors, env_source=env_source)
     except ConfigError as exc:
         raise Problems(exc.lines()) from None
 
@@ -96,11 +122,17 @@ def config(ns: argparse.Namespace) -> int:
 
 
 def validate(ns: argparse.Namespace) -> int:
-    config = loaded(ns)
+    from .config import ENV_NAME
+
+    if ns.env_name is not None or os.environ.get(ENV_NAME):
+        config, each = loaded(ns), ()
+    else:  # none chosen: the file with none, and in each of its environments
+        config, each = loaded(ns, every_environment=True)
     programs = ", ".join(config.programs)
     environment = config.environment.value
     print(f"{config.path}: ok: group {config.name.value!r}, programs {programs}"
-          + (f", environment {environment!r}" if environment else ""))
+          + (f", environment {environment!r}" if environment else "")
+          + (f"; with no environment and in {', '.join(map(repr, each))}" if each else ""))
     return 0
 
 

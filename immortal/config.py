@@ -25,12 +25,12 @@ from typing import Any
 from . import envfile, readiness
 from .checks import check_timeout
 from .configcheck import DEFAULTS, Program, Setting, check_program  # noqa: F401  (DEFAULTS)
-from .configfile import (CLI, DEFAULT, ENV_FILE, FILE, FILE_NAME, VARIABLE, ConfigError,
-                         Document, Layer, Problem, Source, parse)
+from .configfile import (CLI, DEFAULT, ENV_FILE, FILE, FILE_NAME, GROUP, VARIABLE,
+                         ConfigError, Document, Layer, Problem, Source, parse)
 from .configfile import overrides as command_line
 from .errors import ImmortalError, did_you_mean
 from .names import check_name
-from .records import Record
+from .records import Record, replace
 from .spec import Strategy
 
 ENV_NAME = "IMMORTAL_ENV"  #: the environment to use when -E names none
@@ -93,7 +93,8 @@ def find(path: str | os.PathLike[str] | None = None, cwd: str | None = None) -> 
 
 def load(path: str | os.PathLike[str] | None = None, env_name: str | None = None, *,
          overrides: Iterable[tuple[str, Any]] = (), environ: Mapping[str, str] | None = None,
-         cwd: str | None = None, check_monitors: bool = True, as_group: bool = False) -> Config:
+         cwd: str | None = None, check_monitors: bool = True, as_group: bool = False,
+         env_source: Source | None = None) -> Config:
     """Read, merge and check a configuration file; every problem at once as ConfigError.
 
     ``path``: the file (default ``immortal.toml`` in ``cwd``, default the current
@@ -103,9 +104,52 @@ def load(path: str | os.PathLike[str] | None = None, env_name: str | None = None
     environments start from; ``check_monitors``: also find each monitor and run its
     ``check()`` on its options; ``as_group``: also check the programs together, as
     ``start_group()`` will run them (``up``): a ``channel``, an address two programs
-    ``listen`` on, a ``port:N`` probe of an address the group holds.
+    ``listen`` on, a ``port:N`` probe of an address the group holds; ``env_source``: who
+    chose ``env_name`` (default: the command line).
     """
     environ = os.environ if environ is None else environ
+    chosen, document = _read(path, cwd)
+    loaded = _Loader(document, chosen, environ, check_monitors).load(
+        env_name, overrides, env_source or Source(CLI))
+    if as_group:
+        _check_as_group(loaded, document.path)
+    return loaded
+
+
+def load_each(path: str | os.PathLike[str] | None = None, *,
+              overrides: Iterable[tuple[str, Any]] = (),
+              environ: Mapping[str, str] | None = None,
+              cwd: str | None = None) -> tuple[Config, tuple[str, ...]]:
+    """What ``validate`` checks when no environment is chosen: the file with none, then in
+    each environment it declares, as ``load(..., as_group=True)`` does. ConfigError with
+    every problem; one found in an environment alone names it. Returns the file loaded
+    with none, and the environments it declares."""
+    names = tuple(_read(path, cwd)[1].envs)
+    shown = os.fspath(path) if path is not None else FILE_NAME
+    problems: list[Problem] = []
+    plain: Config | None = None
+    for name in ("", *names):  # "": none, whatever $IMMORTAL_ENV says
+        try:
+            loaded = load(path, name, overrides=overrides, environ=environ, cwd=cwd,
+                          as_group=True)
+        except ConfigError as exc:
+            problems += exc.problems if not name else [
+                _in_environment(p, name) for p in exc.problems if p not in problems]
+        else:
+            plain = plain or loaded
+    if problems or plain is None:
+        raise ConfigError(shown, problems)
+    return plain, names
+
+
+def _in_environment(problem: Problem, name: str) -> Problem:
+    said = f"(in environment {name!r})"
+    return replace(problem, key=f"{problem.key} {said}" if problem.key else said)
+
+
+def _read(path: str | os.PathLike[str] | None, cwd: str | None) -> tuple[str, Document]:
+    """The file's absolute path, and its document (ConfigError if it cannot be read, or
+    is not TOML)."""
     chosen = find(path, cwd)
     shown = os.fspath(path) if path is not None else FILE_NAME
     try:
@@ -117,10 +161,7 @@ def load(path: str | os.PathLike[str] | None = None, env_name: str | None = None
     document = parse(shown, text)
     if document.problems and not document.base.tree:
         raise ConfigError(shown, document.problems)  # a syntax error: nothing to go on
-    loaded = _Loader(document, chosen, environ, check_monitors).load(env_name, overrides)
-    if as_group:
-        _check_as_group(loaded, shown)
-    return loaded
+    return chosen, document
 
 
 class _Loader:
@@ -136,9 +177,12 @@ class _Loader:
         self.problems: list[Problem] = document.problems
         self.tree: dict[str, Any] = {}
         self.sources: dict[tuple[str, ...], Source] = {}
+        #: ``(program, key)`` refused by the strongest layer that has the key
+        self.refused: set[tuple[str, str]] = set()
 
-    def load(self, env_name: str | None, pairs: Iterable[tuple[str, Any]]) -> Config:
-        environment = self._environment(env_name)
+    def load(self, env_name: str | None, pairs: Iterable[tuple[str, Any]],
+             env_source: Source) -> Config:
+        environment = self._environment(env_name, env_source)
         cli = command_line(pairs, self.problems)
         self._merge(self.document.base)
         if environment.value is not None and environment.value in self.document.envs:
@@ -146,8 +190,9 @@ class _Loader:
         self._merge(self._variables(cli))
         self._merge(cli)
         group = self._group()
-        programs = {name: self._program(name) for name in self.tree.get("programs", {})}
-        if not programs:
+        programs = {name: self._program(name) for name in self.tree.get("programs", {})
+                    if self._in_file(name)}
+        if not programs and not self.tree.get("programs"):
             self.problems.append(Problem(Source(FILE, 1), "programs", "no program: add one, "
                                          "like [programs.web] with file = \"web.py\""))
         if self.problems:
@@ -155,8 +200,9 @@ class _Loader:
         name, strategy, start_timeout = group
         return Config(self.path, environment, name, strategy, start_timeout, programs)
 
-    def _environment(self, env_name: str | None) -> Setting:
-        source = Source(CLI)
+    def _environment(self, env_name: str | None, source: Source) -> Setting:
+        if env_name == "":  # -E '': none, said (a reload leaves the group's environment)
+            return Setting(None, source)
         if env_name is None:
             env_name = self.environ.get(ENV_NAME) or None
             source = Source(VARIABLE, name=ENV_NAME) if env_name else Source(DEFAULT)
@@ -165,7 +211,10 @@ class _Loader:
             listed = ", ".join(sorted(known)) or "none (add an [env.NAME] table)"
             self.problems.append(Problem(source, "env", f"unknown environment {env_name!r}"
                                          f"{did_you_mean(env_name, known)}; the file's "
-                                         f"environments: {listed}"))
+                                         f"environments: {listed}" + (
+                                             "; the group runs in it: apply another with "
+                                             "-E NAME, or none with -E ''"
+                                             if source.kind == GROUP else "")))
         return Setting(env_name, source)
 
     def _variables(self, cli: Layer) -> Layer:
@@ -185,6 +234,9 @@ class _Loader:
                                layer.sources[("programs", name, "env_file")])
         _deep_merge(self.tree, layer.tree)
         self.sources.update(layer.sources)
+        self.refused -= {(name, key) for name, program in
+                         layer.tree.get("programs", {}).items() for key in program}
+        self.refused |= layer.refused
 
     def _env_file(self, program: str, value: str, source: Source) -> None:
         """An ``env_file`` replaces the variables an earlier one gave; the variables its
@@ -233,12 +285,28 @@ class _Loader:
             self.problems.append(Problem(source, path[0], str(exc)))
         return Setting(value, source)
 
+    def _in_file(self, name: str) -> bool:
+        """Whether ``name`` is a program of the file, or one an environment or the command
+        line adds (with its ``file``); else a problem at the key that names it, a program
+        the file does not have."""
+        known = self.document.base.tree.get("programs", {})
+        if name in known or "file" in self.tree["programs"][name]:
+            return True
+        listed = ", ".join(known) or "none"
+        self.problems.append(Problem(
+            self.sources[("programs", name)], f"programs.{name}",
+            f"the file has no program {name!r}{did_you_mean(name, known)}; its programs: "
+            f"{listed} (a program added here needs its file: programs.{name}.file)"))
+        return False
+
     def _program(self, name: str) -> Program:
         table = self.tree["programs"][name]
         sources = {path[2:]: source for path, source in self.sources.items()
                    if path[:2] == ("programs", name) and len(path) > 2}
+        refused = {key for program, key in self.refused if program == name}
         return check_program(name, table, sources, self.sources[("programs", name)],
-                             self.base, self.environ, self.problems, self.check_monitors)
+                             self.base, self.environ, self.problems, self.check_monitors,
+                             refused)
 
 
 def _check_as_group(loaded: Config, shown: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import filewatch, memwatch, monitorload, privileges, readiness
@@ -22,7 +22,8 @@ from .configfile import DEFAULT, Problem, Source
 from .errors import ImmortalError
 from .policy import RestartPolicy
 from .records import Record
-from .request import build
+from .request import (build, check_channel, check_notify_user, check_probe,
+                      check_probe_workers, check_ready)
 
 #: The operator's options (``request.build``'s checks, ``Program``'s fields).
 OPERATOR_KEYS = ("user", "group", "watch", "ignore", "watch_delay", "memory_limit",
@@ -65,7 +66,7 @@ class _Program:
 
     def __init__(self, name: str, table: Mapping[str, Any],
                  sources: Mapping[tuple[str, ...], Source], source: Source, base: str,
-                 problems: list[Problem]) -> None:
+                 problems: list[Problem], refused: Iterable[str] = ()) -> None:
         self.name = name
         self.table = table
         self.sources = sources
@@ -74,9 +75,12 @@ class _Program:
         self.problems = problems
         self.settings: dict[str, Setting] = {}
         self.bad = False
+        #: the keys found wrong (``policy`` for ``policy.window``), here or by a layer
+        self.failed = set(refused)
 
     def problem(self, key: str, message: str, source: Source | None = None) -> None:
         self.bad = True
+        self.failed.add(key.split(".")[0])
         where = source or self.sources.get(tuple(key.split(".")), self.source)
         shown = f"programs.{self.name}" + (f".{key}" if key else "")
         self.problems.append(Problem(where, shown, message))
@@ -106,11 +110,12 @@ class _Program:
 def check_program(name: str, table: Mapping[str, Any],
                   sources: Mapping[tuple[str, ...], Source], source: Source, base: str,
                   environ: Mapping[str, str], problems: list[Problem],
-                  check_monitors: bool = True) -> Program:
+                  check_monitors: bool = True, refused: Iterable[str] = ()) -> Program:
     """The program ``name`` of the merged configuration (``table``), its values' sources
     (paths relative to the program), its table's ``source``; ``base``: the file's
-    directory. Problems go to ``problems``."""
-    one = _Program(name, table, sources, source, base, problems)
+    directory; ``refused``: its keys a layer refused (their problems said already).
+    Problems go to ``problems``."""
+    one = _Program(name, table, sources, source, base, problems, refused)
     if "file" not in table:
         one.problem("file", "missing: the program to run, like file = \"web.py\"", source)
     variables = {key: value for key, value in table.get("env", {}).items()}
@@ -130,7 +135,8 @@ def check_program(name: str, table: Mapping[str, Any],
     kwargs["cwd"] = base if cwd is None else cwd
     one.settings["cwd"] = Setting(kwargs["cwd"], one.settings["cwd"].source)
 
-    one.value("env_file")
+    # The file the variables were read from, as 'config' shows it: the file's directory's.
+    one.value("env_file", lambda v: os.path.normpath(os.path.join(base, v)))
     for key in sorted(variables):
         one.settings[f"env.{key}"] = Setting(variables[key], sources[("env", key)])
     kwargs["env"] = target_env
@@ -148,8 +154,7 @@ def check_program(name: str, table: Mapping[str, Any],
         channel=one.value("channel"),
     )
     kwargs.update(_operations(one, base))
-    if not one.bad:
-        _together(one, kwargs)
+    _together(one, kwargs, base)
     if check_monitors:
         _check_monitors(one, kwargs["monitors"])
     return Program(name, kwargs, one.ordered(), variables)
@@ -208,10 +213,36 @@ def _monitors(one: _Program) -> dict[str, Any]:
     return {monitor: dict(options) for monitor, options in monitors.items()}
 
 
-def _together(one: _Program, kwargs: dict[str, Any]) -> None:
-    """The checks of ``start()`` that weigh several values together (``request.build``)."""
+def _together(one: _Program, kwargs: dict[str, Any], base: str) -> None:
+    """The checks of ``start()`` that weigh several values together, each one whose
+    values are each good (a problem with one of them is said already: another would only
+    follow from it); then, if nothing was found wrong, ``request.build`` as a whole."""
+    k = kwargs
+    checks: tuple[tuple[tuple[str, ...], Callable[[], object]], ...] = (
+        (("channel", "workers"), lambda: check_channel(k["channel"], k["workers"])),
+        (("ready", "ready_timeout", "listen"),
+         lambda: check_ready(k["ready"], k["ready_timeout"], bool(k["listen"]))),
+        (("ready", "listen"), lambda: check_probe(k["ready"], k["listen"], base)),
+        (("ready", "workers"), lambda: check_probe_workers(k["ready"], k["workers"])),
+        (("user", "group"), lambda: privileges.check(k["user"], k["group"])),
+        (("ready", "user"), lambda: check_notify_user(k["ready"], k["user"])),
+        (("watch", "ignore", "watch_delay"),
+         lambda: filewatch.check(k["watch"], k["ignore"], k["watch_delay"], base)),
+        (("memory_limit", "memory_window", "memory_children"),
+         lambda: memwatch.check(k["memory_limit"], k["memory_window"],
+                                k["memory_children"])),
+    )
+    for keys, check in checks:
+        if not one.failed.intersection(keys):
+            _weighed(one, check)
+    if not one.bad and not one.failed:
+        _weighed(one, lambda: build(**kwargs))
+
+
+def _weighed(one: _Program, check: Callable[[], object]) -> None:
+    """``check`` run; its error reported at the key it names first."""
     try:
-        build(**kwargs)
+        check()
     except ImmortalError as exc:
         field = re.match(r"'(\w+)'", str(exc))
         key = field.group(1) if field and field.group(1) in one.settings else ""

@@ -16,12 +16,12 @@ from .configkeys import GROUP_KEYS, POLICY_KEYS, PROGRAM_KEYS, Bad, got, variabl
 from .errors import InvalidSpec, did_you_mean
 from .names import check_name
 from .records import Record
-from .tomlkeys import key_lines, line_of
+from .tomlkeys import key_lines, line_of, literals
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
     from typing import Any
 
 FILE_NAME = "immortal.toml"
@@ -29,12 +29,15 @@ FILE_NAME = "immortal.toml"
 # Where a value came from, from the weakest to the strongest.
 DEFAULT, FILE, ENV_TABLE, ENV_FILE, VARIABLE, CLI = (
     "default", "file", "env", "env_file", "variable", "command line")
+#: where the environment came from when the running group chose it (``reload`` without -E)
+GROUP = "group"
 
 
 class Source(Record):
     """Where one value came from: ``kind`` (DEFAULT, FILE, ENV_TABLE, ENV_FILE, VARIABLE,
-    CLI); ``line`` in the file (or in the environment file); ``name``: the environment's
-    name (ENV_TABLE), the variable's (VARIABLE) or the environment file (ENV_FILE)."""
+    CLI, or GROUP for the environment); ``line`` in the file (or in the environment file);
+    ``name``: the environment's name (ENV_TABLE), the variable's (VARIABLE) or the
+    environment file (ENV_FILE)."""
 
     kind: str
     line: int | None = None
@@ -50,6 +53,8 @@ class Source(Record):
             return f"env_file {self.name}{where}"
         if self.kind == VARIABLE:
             return f"${self.name}"
+        if self.kind == GROUP:
+            return "the running group's"
         return self.kind
 
 
@@ -87,7 +92,7 @@ class ConfigError(InvalidSpec):
 
 
 def _order(problem: Problem) -> tuple[int, int, str]:
-    kinds = (DEFAULT, FILE, ENV_TABLE, ENV_FILE, VARIABLE, CLI)
+    kinds = (DEFAULT, FILE, ENV_TABLE, ENV_FILE, VARIABLE, GROUP, CLI)
     rank = 0 if problem.source.kind in (DEFAULT, FILE, ENV_TABLE) else kinds.index(
         problem.source.kind)
     return rank, problem.source.line or 0, problem.key
@@ -101,7 +106,8 @@ class Layer:
     tree's; ``prefix`` is where the layer sits in the document (``("env", NAME)``)."""
 
     def __init__(self, where: Callable[[tuple[str, ...]], Source], prefix: tuple[str, ...],
-                 problems: list[Problem], envs: Iterable[str] | None = None) -> None:
+                 problems: list[Problem], envs: Iterable[str] | None = None,
+                 written: Mapping[tuple[object, ...], str] | None = None) -> None:
         self.tree: dict[str, Any] = {}
         self.sources: dict[tuple[str, ...], Source] = {}
         self.where = where  #: a path of the document to its Source
@@ -111,10 +117,18 @@ class Layer:
         self.envs = None if envs is None else set(envs)
         #: ``programs.P.env.NAME`` of the file: environment to program to its variables
         self.program_envs: dict[str, dict[str, dict[str, Any]]] = {}
+        #: the text of each number of the document as written (``tomlkeys.literals``)
+        self.written = written or {}
+        #: ``(program, key)`` of each program's key this layer refused (``workers`` for
+        #: ``instances``): what a check of it with another key would only repeat
+        self.refused: set[tuple[str, str]] = set()
 
     def problem(self, doc: tuple[str, ...], message: str) -> None:
         """A problem with the key at ``doc``, a path of the document."""
         self.problems.append(Problem(self.where(doc), ".".join(doc), message))
+        path = doc[len(self.prefix):] if doc[:len(self.prefix)] == self.prefix else doc
+        if len(path) > 2 and path[0] == "programs":
+            self.refused.add((path[1], "workers" if path[2] == "instances" else path[2]))
 
     def put(self, path: tuple[str, ...], value: Any, doc: tuple[str, ...]) -> None:
         node = self.tree
@@ -175,6 +189,9 @@ class Layer:
                 self._monitors(at, value)
             elif key == "env":
                 self._env(at, value)
+            elif key == "umask" and _decimal(self.written.get(self.prefix + at), value):
+                self.problem(self.prefix + at, _decimal_umask(
+                    self.written[self.prefix + at], value))
             else:
                 self._value(path + ("workers" if key == "instances" else key,), value,
                             check, self.prefix + at)
@@ -255,6 +272,20 @@ class Layer:
                      f"valid: {', '.join(known)}")
 
 
+def _decimal(text: str | None, value: object) -> bool:
+    """An integer written without ``0o``: TOML reads ``22`` as twenty-two."""
+    return text is not None and isinstance(value, int) and not isinstance(value, bool) \
+        and not text.lstrip("+-").startswith("0o")
+
+
+def _decimal_umask(text: str, value: int) -> str:
+    digits = text.lstrip("+").replace("_", "")
+    written = f"{digits:0>3}" if set(digits) <= set("01234567") else "022"
+    return (f"a umask is octal, and {text} is a decimal integer (TOML has no leading "
+            f"zeros: it reads {value}, umask 0o{value:03o}): write 0o{written}, or "
+            f"\"{written}\"")
+
+
 # The document and the command line --------------------------------------------------------
 
 class Document(Record):
@@ -278,17 +309,18 @@ def parse(path: str, text: str) -> Document:
         problems.append(_syntax(str(exc)))
         return Document(path, text, Layer(_file_source({}), (), problems), {}, problems)
     lines = key_lines(text)
+    written = literals(text)
     where = _file_source(lines)
     envs_table = data.get("env", {})
     if not isinstance(envs_table, dict):
         problems.append(Problem(where(("env",)), "env", f"expected a table of environments, "
                                 f"like [env.production] ({got(envs_table)})"))
         envs_table = {}
-    base = Layer(where, (), problems, envs_table)
+    base = Layer(where, (), problems, envs_table, written)
     base.group(data)
     envs = {}
     for name, table in envs_table.items():
-        layer = Layer(_env_source(lines, name), ("env", name), problems)
+        layer = Layer(_env_source(lines, name), ("env", name), problems, None, written)
         if isinstance(table, dict):
             layer.group(table, "; environments do not nest: an environment takes name, "
                         "strategy, start_timeout and programs")
@@ -332,9 +364,12 @@ def toml() -> Any:
     return tomllib
 
 
-def parse_value(text: str) -> Any:
+def parse_value(text: str, key: str = "") -> Any:
     """A command line's VALUE: a TOML value (``4``, ``true``, ``["a", "b"]``, ``"x"``),
-    else the text itself as a string (``line:ready``)."""
+    else the text itself as a string (``line:ready``). A ``umask`` (``key``) of digits
+    alone is octal, as ``run --umask 022`` (the string, where TOML would read decimal)."""
+    if key.rsplit(".", 1)[-1] == "umask" and text.strip().isdigit():
+        return text.strip()
     try:
         return toml().loads(f"v = {text}")["v"]
     except ValueError:

@@ -34,6 +34,9 @@ class Outcome(Record):
     group: Group
     actions: Actions
     notes: tuple[str, ...] = ()  #: what the file asks that a running group cannot take
+    #: which environment a reload applied and who chose it, if the group runs in one or
+    #: is given one
+    applied: str = ""
 
 
 def chosen(config: Config, programs: Sequence[str]) -> list[str]:
@@ -80,6 +83,7 @@ def up(config: Config, programs: Sequence[str] = ()) -> Outcome:
             return Outcome(group, {p: "started" for p in names}, _group_notes(config, spec))
     with group.changing():  # no other change between this read and the apply
         spec = group.running_spec()
+        _same_environment(config, spec)
         live = {p.name: p for p in spec.programs if p.workers}
         missing = [p for p in names if p not in live]
         if missing:
@@ -90,9 +94,40 @@ def up(config: Config, programs: Sequence[str] = ()) -> Outcome:
 
 def with_variables(spec: Spec, config: Config) -> Spec:
     """``spec`` (a group of the file's programs) with the names each program's environment
-    has from the file (``Program.variables``), for a later ``reload``."""
+    has from the file (``Program.variables``) and the file's environment they were made
+    in, for a later ``reload``."""
     return replace(spec, programs=tuple(
-        replace(p, variables=tuple(config.programs[p.name].variables)) for p in spec.programs))
+        replace(p, variables=tuple(config.programs[p.name].variables),
+                environment=config.environment.value) for p in spec.programs))
+
+
+def running_environment(spec: Spec) -> str | None:
+    """The file's environment the running group ``spec`` was made in (None: none), which
+    ``up`` and ``reload`` apply when neither -E nor $IMMORTAL_ENV names one; InvalidSpec
+    if its programs were made in different ones."""
+    made = {p.name: p.environment for p in spec.programs if p.workers}
+    if len(set(made.values())) > 1:
+        listed = ", ".join(f"{name} in {'none' if env is None else repr(env)}"
+                           for name, env in made.items())
+        raise InvalidSpec(f"group {spec.name!r} runs programs made in different "
+                          f"environments ({listed}); name the one to apply with -E NAME")
+    return next(iter(made.values()), None)
+
+
+def _same_environment(config: Config, spec: Spec) -> None:
+    """``up`` adds programs to a running group in the environment the group runs in."""
+    running = running_environment(spec)
+    wanted = config.environment.value
+    if wanted != running:
+        raise InvalidSpec(
+            f"group {spec.name!r} runs in {_environment(running)}, not "
+            f"{_environment(wanted)} ({config.environment.source}): 'up' adds programs "
+            f"in the group's environment; 'immortal reload"
+            f"{'' if wanted is None else ' -E ' + wanted}' changes it")
+
+
+def _environment(name: str | None) -> str:
+    return "no environment" if name is None else f"environment {name!r}"
 
 
 def in_foreground(config: Config, programs: Sequence[str] = (),
@@ -130,7 +165,8 @@ def built(config: Config, names: Sequence[str], spec: Spec) -> list[Program]:
     for program in build_programs(spec.name, {p: kwargs[p] for p in names}, spec.strategy,
                                   spec.directory):
         variables = config.programs[program.name].variables
-        program = replace(program, variables=tuple(variables))
+        program = replace(program, variables=tuple(variables),
+                          environment=config.environment.value)
         old = running.get(program.name)
         if old is not None:
             kept = {k: v for k, v in old.env.items() if k not in old.variables}
@@ -198,12 +234,17 @@ def reload(config: Config, timeout: float | None = None) -> Outcome:
                          "'immortal up' starts it")
     with group.changing():  # no other change between this read and the apply
         spec = group.running_spec()
+        running = running_environment(spec)
         applied: Applied = group.apply_built(built(config, list(config.programs), spec),
                                              timeout=timeout, spec=spec)
     actions = applied.actions()
     order = [*config.programs, *applied.removed]  # the file's order, then the removed
+    wanted = config.environment.value
+    said = f"{_environment(wanted)} ({config.environment.source})" + (
+        "" if wanted == running else f"; the group ran in {_environment(running)}")
     return Outcome(group, {p: actions[p] for p in order if p in actions},
-                   _group_notes(config, spec))
+                   _group_notes(config, spec),
+                   f"applied {said}" if wanted is not None or running is not None else "")
 
 
 def _group_notes(config: Config, spec: Spec) -> tuple[str, ...]:
@@ -234,4 +275,5 @@ def describe(outcome: Outcome) -> list[str]:
             if entry.program == program and entry.pid]
         lines.append(f"{action} {name}/{program}"
                      + (f": {', '.join(pids)}" if pids and action != "stopped" else ""))
-    return lines + [f"note: {note}" for note in outcome.notes]
+    return ([outcome.applied] if outcome.applied else []) + lines + [
+        f"note: {note}" for note in outcome.notes]

@@ -140,12 +140,13 @@ def _request(spec: Spec, strategy: Strategy) -> Request:
 def _planned(spec: Spec, strategy: Strategy) -> Spec:
     """The group of several programs ``spec`` records, planned anew (``start_group()``'s
     checks), with what ``start_group()`` takes no keyword for as recorded: its import path,
-    and the names of each program's environment its configuration file set
-    (``fileverbs``)."""
+    the names of each program's environment its configuration file set, and the file's
+    environment it was made in (``fileverbs``)."""
     new = plan_group(spec.name, programs(spec), strategy, spec.start_timeout)
-    kept = {p.name: p.variables for p in spec.programs}
+    kept = {p.name: p for p in spec.programs}
     return replace(new, sys_path=spec.sys_path, programs=tuple(
-        replace(p, variables=kept[p.name]) for p in new.programs))
+        replace(p, variables=kept[p.name].variables, environment=kept[p.name].environment)
+        for p in new.programs))
 
 
 def _foreground(spec: Spec, console: bool | None) -> NoReturn:

@@ -124,9 +124,7 @@ def build(
         raise unknown_name("keyword argument", key, START_KEYWORDS, UnknownKeyword)
     mode = _check_mode(strategy, backpressure, channel, capture)
     count = check_workers(workers)
-    if channel and count > 1:
-        raise InvalidSpec(f"'channel' works with one instance only (got workers={count}): "
-                          "a monitor's send() would not know which instance to reach")
+    check_channel(channel, count)
     here = os.getcwd()
     target_cwd = check_cwd(cwd)
     target_env = check_env(env)
@@ -142,10 +140,7 @@ def build(
     readiness_mode, ready_limit = check_ready(ready, ready_timeout, bool(listen))
     addresses = check_listen(listen, here)
     check_probe(readiness_mode, addresses, here)
-    if count > 1 and readiness_mode.startswith(readiness.PORT + ":"):
-        raise InvalidSpec(f"'ready' {readiness_mode!r} works with one instance only (got "
-                          f"workers={count}): one port that accepts cannot say which "
-                          "instance is ready; use 'line:REGEX' or 'notify'")
+    check_probe_workers(readiness_mode, count)
     operations = _operations(user, group, watch, ignore, watch_delay, memory_limit,
                              memory_window, memory_children, comment, here, readiness_mode)
     return Request(
@@ -167,16 +162,38 @@ def _operations(user: object, group: object, watch: object, ignore: object, dela
                 here: str, ready: str) -> dict[str, Any]:
     """The operator's options, checked, as the ``Spec``'s (a ``Program``'s) fields."""
     user_name, group_name = privileges.check(user, group)
-    if user_name is not None and ready == readiness.NOTIFY:
-        raise InvalidSpec(f"'ready' 'notify' does not work with 'user' (got user="
-                          f"{user!r}): the notify socket lives in the group's private "
-                          "directory, which the user cannot reach; use 'line:REGEX', "
-                          "'port:N' or 'uptime:S'")
+    check_notify_user(ready, user_name)
     paths, globs, seconds = filewatch.check(watch, ignore, delay, here)
     size, span, tree = memwatch.check(limit, window, children)
     return {"user": user_name, "group": group_name, "watch": paths, "ignore": globs,
             "watch_delay": seconds, "memory_limit": size, "memory_window": span,
             "memory_children": tree, "comment": check_comment(comment)}
+
+
+# The checks of build() that weigh two options together, each alone (configcheck runs each).
+
+def check_channel(channel: object, count: int) -> None:
+    """A channel goes with one instance."""
+    if channel and count > 1:
+        raise InvalidSpec(f"'channel' works with one instance only (got workers={count}): "
+                          "a monitor's send() would not know which instance to reach")
+
+
+def check_probe_workers(mode: str, count: int) -> None:
+    """A ``port:N`` readiness goes with one instance."""
+    if count > 1 and mode.startswith(readiness.PORT + ":"):
+        raise InvalidSpec(f"'ready' {mode!r} works with one instance only (got "
+                          f"workers={count}): one port that accepts cannot say which "
+                          "instance is ready; use 'line:REGEX' or 'notify'")
+
+
+def check_notify_user(mode: str, user: str | None) -> None:
+    """A ``notify`` readiness does not go with ``user``."""
+    if user is not None and mode == readiness.NOTIFY:
+        raise InvalidSpec(f"'ready' 'notify' does not work with 'user' (got user="
+                          f"{user!r}): the notify socket lives in the group's private "
+                          "directory, which the user cannot reach; use 'line:REGEX', "
+                          "'port:N' or 'uptime:S'")
 
 
 def _check_mode(strategy: object, backpressure: object, channel: object,

@@ -101,6 +101,9 @@ class Program(Record):
     #: the names in ``env`` a configuration file set (``immortal up``): the rest is the
     #: environment its group was started in, which a ``reload`` keeps (``fileverbs``)
     variables: tuple[str, ...] = ()
+    #: the configuration file's environment the program was made in (``up -E NAME``;
+    #: None: none), which a ``reload`` without -E applies again (``fileverbs``)
+    environment: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self._fields}
@@ -116,7 +119,7 @@ class Program(Record):
     def target_side(self) -> Program:
         """The program without what a rolling restart does not change (its count of
         instances): two programs equal here run their targets the same way."""
-        return replace(self, workers=1)
+        return replace(self, workers=1, environment=None)
 
 
 #: the fields of a ``Spec`` that are its program's (the others are the group's)
@@ -182,6 +185,7 @@ class Spec(Record):
     memory_children: bool = False
     comment: str | None = None
     variables: tuple[str, ...] = ()
+    environment: str | None = None
     #: a group of several programs (``start_group``): each one's record, in order
     programs: tuple[Program, ...] = ()
     #: the program a view is of (``view``); "" for a group's one program, and for a group

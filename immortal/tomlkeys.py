@@ -1,5 +1,5 @@
 """Where each key of a TOML document is written: ``key_lines(text)`` maps every key path
-to its line number.
+to its line number; ``literals(text)`` every number, date or boolean to its text as written.
 
 ``tomllib`` gives the values and no positions, but an error in a configuration file must
 name its line. This is a small reader of the document's structure alone, for a text that
@@ -26,6 +26,8 @@ class _Reader:
         self.at = 0
         self.starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]
         self.found: dict[tuple[object, ...], int] = {}
+        #: the text of each value that is not a string, array or table (``22``, ``0o022``)
+        self.literals: dict[tuple[object, ...], str] = {}
 
     def line(self, at: int | None = None) -> int:
         return bisect_right(self.starts, self.at if at is None else at)
@@ -112,8 +114,10 @@ class _Reader:
         elif char == "{":
             self.inline_table(path)
         else:  # a number, a date, a boolean: up to what ends a value
+            start = self.at
             while self.at < len(self.text) and self.text[self.at] not in ",]}\n#":
                 self.at += 1
+            self.literals[path] = self.text[start:self.at].strip()
 
     def array(self, path: tuple[object, ...]) -> None:
         self.at += 1
@@ -193,6 +197,18 @@ def key_lines(text: str) -> dict[tuple[object, ...], int]:
         return reader.document()
     except (IndexError, ValueError):
         return reader.found
+
+
+def literals(text: str) -> dict[tuple[object, ...], str]:
+    """Every number, date or boolean of the TOML document ``text`` (already accepted by a
+    TOML parser), by key path, as written: what the parser's value no longer says (``22``
+    and ``0o026`` are one integer)."""
+    reader = _Reader(text)
+    try:
+        reader.document()
+    except (IndexError, ValueError):
+        pass
+    return reader.literals
 
 
 def line_of(lines: Mapping[tuple[object, ...], int], path: tuple[object, ...]) -> int | None:

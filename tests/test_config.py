@@ -12,6 +12,7 @@ import inspect
 import json
 import os
 import shutil
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -132,8 +133,8 @@ def test_a_programs_keys_are_its_record_s_fields():
     """Every field of a program of start_group() (``spec.Program``) has its key in the
     file, and every key of the file is one (``instances``: ``workers``; ``env_file``: the
     ``env``; ``log_path``: the monitors'; ``variables``: the names ``env`` and ``env_file``
-    set)."""
-    fields = set(spec.Program._fields) - {"name", "log_path", "variables"}
+    set; ``environment``: the one chosen, -E)."""
+    fields = set(spec.Program._fields) - {"name", "log_path", "variables", "environment"}
     assert set(configkeys.PROGRAM_KEYS) - {"instances", "env_file"} == fields
     assert set(configcheck.ORDER) - {"env_file"} == fields
 
@@ -293,6 +294,25 @@ def test_paths_are_relative_to_the_file_and_instances_spells_workers(tmp_path, m
         == "other"  # the directory's name by default
 
 
+def test_config_shows_the_env_file_read(tmp_path, monkeypatch):
+    """An env_file is read from the file's directory: 'config' shows that path, wherever
+    it runs from."""
+    path = project(tmp_path, '''\
+        [programs.web]
+        file = "web.py"
+        env_file = "./.env"
+        ''', _env="SECRET=1\n")
+    monkeypatch.chdir(tmp_path)
+    loaded = load(path)
+    env_file = loaded.programs["web"].settings["env_file"]
+    assert (env_file.value, str(env_file.source)) == (str(path.parent / ".env"), "file:3")
+    assert loaded.programs["web"].kwargs["env"]["SECRET"] == "1"
+    shown = subprocess.run([sys.executable, "-m", "immortal", "config", "-c", str(path)],
+                           env={**ENVIRON, "IMMORTAL_HOME": str(tmp_path / "home")},
+                           capture_output=True, text=True, timeout=LONG)
+    assert f'env_file = "{path.parent / ".env"}"' in shown.stdout, shown
+
+
 def test_an_ignored_path_is_relative_to_the_file_as_the_watched_one(tmp_path, monkeypatch):
     """Run from another directory (a unit's reload, cron), the program ignores the same
     files, and its definition does not change with the command's directory."""
@@ -343,7 +363,31 @@ BAD = {
                     "did you mean 'file'"),
     "together": ("[programs.web]\nfile = \"web.py\"\nready = \"uptime:5\"\n"
                  "ready_timeout = 2\n", 3, "can never be reached"),
+    # TOML has no 022: a umask written 22 is twenty-two (0o026), never what was meant
+    "decimal-umask": ("[programs.web]\nfile = \"web.py\"\numask = 22\n", 3,
+                      "22 is a decimal integer (TOML has no leading zeros: it reads 22, "
+                      "umask 0o026): write 0o022, or \"022\""),
+    "decimal-umask-in-env": ("[programs.web]\nfile = \"web.py\"\n[env.production]\n"
+                             "programs.web = { umask = 7 }\n", 4, "write 0o007, or \"007\""),
 }
+
+
+def test_a_umask_is_octal_however_it_is_written(tmp_path):
+    """0o022 and "022" in the file, 022 and 22 on the command line: one umask, 0o022."""
+    path = project(tmp_path, '''\
+        [programs.web]
+        file = "web.py"
+        umask = 0o022
+        [programs.worker]
+        file = "worker.py"
+        umask = "022"
+        ''')
+    loaded = load(path)
+    assert [p.kwargs["umask"] for p in loaded.programs.values()] == [0o22, 0o22]
+    for text in ("022", "22", "0o022"):
+        value = configfile.parse_value(text, "programs.web.umask")
+        loaded = load(path, overrides=[("programs.web.umask", value)])
+        assert loaded.programs["web"].kwargs["umask"] == 0o22, text
 
 
 @pytest.mark.parametrize("text, line, fragment", list(BAD.values()), ids=list(BAD))
@@ -378,6 +422,35 @@ def test_every_problem_is_reported_at_once(tmp_path):
     ])
     text = str(ConfigError(str(path), found))
     assert f"{path}:4: programs.web.workers: " in text
+
+
+def test_every_problem_of_a_program_and_none_that_follows_from_another(tmp_path):
+    """Each check that weighs several values is made, each reported; a value refused for
+    its type is not weighed with others (its default would be, wrongly): unless a stronger
+    layer gives it, as the environment does here."""
+    path = project(tmp_path, '''\
+        [programs.web]
+        file = "web.py"
+        channel = true
+        workers = 2
+        ready = "uptime:5"
+        ready_timeout = 2
+        memory_window = 5
+        [programs.worker]
+        file = "worker.py"
+        watch = "*.py"
+        watch_delay = 1
+        memory_limit = true
+        memory_window = 3
+        [env.production]
+        programs.worker.watch = []
+        ''')
+    every = [(3, "programs.web.channel"), (5, "programs.web.ready"),
+             (7, "programs.web.memory_window"), (10, "programs.worker.watch"),
+             (12, "programs.worker.memory_limit")]
+    assert [(p.source.line, p.key) for p in problems(path)] == every
+    assert [(p.source.line, p.key) for p in problems(path, env_name="production")] == [
+        *every[:4], (11, "programs.worker.watch_delay"), every[4]]
 
 
 def test_a_directory_name_that_is_no_group_name_asks_for_name(tmp_path):

@@ -143,6 +143,41 @@ def test_validate_reports_every_problem_at_once(home, shop):
     assert "unknown environment 'production'" in result.stderr
 
 
+def test_validate_without_e_checks_every_environment(home, shop):
+    """With no environment chosen, validate checks the file with none and in each of its
+    environments: a bad value of one is found (named with it), a problem of the file once."""
+    write(shop, THREE.replace("stop_timeout = 30", "stop_timeout = -1")
+          .replace("programs.web.workers = 4", "programs.web.workers = 0")
+          + "\n    [env.staging]\n    programs.cron.file = \"nope.py\"\n")
+    result = immortal(home, shop, "validate")
+    assert result.returncode == 2, described(result)
+    lines = [line.split(": ", 4)[2:4] for line in result.stderr.splitlines()]
+    assert lines == [["immortal.toml:16", "programs.worker.stop_timeout"],
+                     ["immortal.toml:24", "programs.web.workers (in environment 'production')"],
+                     ["immortal.toml:28", "programs.cron.file (in environment 'staging')"]], \
+        described(result)
+    write(shop, THREE + "\n    [env.staging]\n")
+    result = immortal(home, shop, "validate")
+    assert result.returncode == 0, described(result)
+    assert result.stdout.endswith(
+        "programs web, worker, cron; with no environment and in 'production', 'staging'\n")
+
+
+def test_a_set_of_a_program_the_file_does_not_have_names_it(home, shop):
+    """--set of a program the file does not have: that, with the file's programs (no
+    'missing file' of a program nobody wrote); one with its file is a program added."""
+    write(shop, THREE)
+    result = immortal(home, shop, "validate", "--set", "programs.wbe.workers=2")
+    assert result.returncode == 2, described(result)
+    assert result.stderr == (
+        "immortal: error: command line: programs.wbe: the file has no program 'wbe' (did "
+        "you mean 'web'?); its programs: web, worker, cron (a program added here needs its "
+        "file: programs.wbe.file)\n")
+    result = immortal(home, shop, "validate", "--set", "programs.more.file=cron.py")
+    assert result.returncode == 0, described(result)
+    assert "programs web, worker, cron, more" in result.stdout
+
+
 def test_an_unknown_environment_from_immortal_env(home, shop):
     write(shop, THREE)
     result = immortal(home, shop, "validate", IMMORTAL_ENV="prod")

@@ -132,7 +132,8 @@ def test_up_config_reload_down_with_environment_and_command_line(home, shop):
                      ANOTHER_SHELL="1", TERM="dumb")
     lines = ok(again).splitlines()
     assert [line.split(":")[0] for line in lines] == [
-        "unchanged shop/web", "rolled shop/worker", "unchanged shop/audit"], described(again)
+        "applied environment 'production' (command line)", "unchanged shop/web",
+        "rolled shop/worker", "unchanged shop/audit"], described(again)
     after = pids(home, shop)
     assert after["shop/worker:0"] != before["shop/worker:0"]
     assert {k: v for k, v in after.items() if "worker" not in k} == \
@@ -204,6 +205,42 @@ def test_a_reload_with_another_umask_changes_no_program(home, shop):
     assert pids(home, shop)["shop/worker:0"] == before
     status = Path(f"/proc/{before}/status").read_text()
     assert re.search(r"^Umask:\s+0022$", status, re.M), status
+    ok(immortal(home, shop, "down"))
+
+
+def test_a_reload_without_e_applies_the_environment_the_group_runs_in(home, shop):
+    """A group started with -E production: a reload without -E (a unit, cron, another
+    shell) applies production again and says so; -E '' applies none; 'up' adds programs
+    in the group's environment only."""
+    worker = SHOP[SHOP.index("    [programs.worker]"):SHOP.index("    [programs.audit]")]
+    write(shop, worker + "    [env.production]\n")
+    ok(immortal(home, shop, "up", "-E", "production"))
+    wait_for(lambda: output(home, "worker"), lambda text: "env QUEUE=jobs-prod" in text,
+             LONG, "the production variable")
+    before = pids(home, shop)["shop/worker:0"]
+    lines = ok(immortal(home, shop, "reload")).splitlines()
+    assert lines[0] == "applied environment 'production' (the running group's)", lines
+    assert lines[1].startswith("unchanged shop/worker"), lines
+    assert pids(home, shop)["shop/worker:0"] == before
+    write(shop, worker.replace("[programs.worker.env.production]\n", "")
+          .replace('QUEUE = "jobs-prod"', ""))
+    gone = immortal(home, shop, "reload")
+    assert gone.returncode == 2, described(gone)
+    assert "unknown environment 'production'" in gone.stderr
+    assert "the group runs in it: apply another with -E NAME, or none with -E ''" in \
+        gone.stderr
+    write(shop, worker + "    [env.production]\n")
+
+    lines = ok(immortal(home, shop, "reload", "-E", "")).splitlines()
+    assert lines[0] == ("applied no environment (command line); the group ran in "
+                        "environment 'production'"), lines
+    assert lines[1].startswith("rolled shop/worker"), lines
+    wait_for(lambda: output(home, "worker"), lambda text: "env QUEUE=jobs\n" in text,
+             LONG, "the variable of no environment")
+    refused = immortal(home, shop, "up", "-E", "production")
+    assert refused.returncode == 2, described(refused)
+    assert "group 'shop' runs in no environment, not environment 'production'" in \
+        refused.stderr
     ok(immortal(home, shop, "down"))
 
 
@@ -453,7 +490,8 @@ def test_up_in_the_foreground_under_a_service_manager(home, shop, tmp_path):
         write(shop, text.replace('"--out", "3"]', '"--out", "5"]'))
         lines = ok(immortal(home, shop, "reload", "-E", "production")).splitlines()
         assert [line.split(":")[0] for line in lines] == [
-            "unchanged shop/web", "rolled shop/worker", "unchanged shop/audit"]
+            "applied environment 'production' (command line)", "unchanged shop/web",
+            "rolled shop/worker", "unchanged shop/audit"]
         until("READY=1")
         assert any(m.startswith("RELOADING=1") for m in heard), heard
         after = pids(home, shop)

@@ -68,11 +68,12 @@ def test_the_record_gives_back_every_keyword_of_start():
     """A new keyword of ``start()`` (or field of a program) must reach the record's
     arguments: what ``start()`` takes beside them is ``capture`` (development only) and
     the other spelling of ``monitors``; what a program records beside them follows from
-    them (``log_path``) or is kept as recorded (``variables``: a configuration file's)."""
+    them (``log_path``) or is kept as recorded (``variables``, ``environment``: a
+    configuration file's)."""
     keywords = set(inspect.signature(start).parameters) - {"unknown"}
     assert keywords - set(arguments(record_of_one())) == {"capture", "monitor", "options"}
-    assert set(options(record_of_one())) == set(Program._fields) - {"name", "log_path",
-                                                                    "variables"}
+    assert set(options(record_of_one())) == set(Program._fields) - {
+        "name", "log_path", "variables", "environment"}
 
 
 def record_of_one() -> Any:
@@ -276,9 +277,12 @@ def test_a_configuration_files_group_keeps_what_its_file_set(home, tmp_path, sto
         [programs.b]
         file = "{TALKER}"
         ready = "spawn"
+
+        [env.production]
         ''')
-    up = immortal(home, tmp_path, "up")
+    up = immortal(home, tmp_path, "up", "-E", "production")
     assert up.returncode == 0, up.stderr
     before = recorded(home, "conf")
     assert before["programs"][0]["variables"] == ["QUEUE"]
+    assert [p["environment"] for p in before["programs"]] == ["production", "production"]
     again_the_same(home, "conf", before)
