@@ -37,3 +37,16 @@ def test_an_unknown_option_suggests_no_unrelated_one(capsys, argv):
 def test_an_unknown_option_suggests_a_close_spelling_of_the_commands_own(capsys, argv, meant):
     code, err = refused(capsys, *argv)
     assert code == 2 and f"did you mean {meant!r}" in err, err
+
+
+@pytest.mark.parametrize("command", ["start", "start-recorded"])
+def test_start_of_a_running_group_says_there_is_nothing_to_start(started, capsys, command):
+    """Not 'run's words (stop it first, or choose another name): the group is the one
+    meant, and it runs."""
+    group = started(TALKER, name="shop", ready="spawn")
+    code, err = refused(capsys, command, "shop")
+    assert code == 4
+    assert "'shop' is running already" in err and "nothing to start" in err, err
+    assert "immortal restart shop" in err, err
+    assert "another name" not in err and "stop it first" not in err, err
+    assert group.status().running
