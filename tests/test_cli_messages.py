@@ -50,3 +50,24 @@ def test_start_of_a_running_group_says_there_is_nothing_to_start(started, capsys
     assert "immortal restart shop" in err, err
     assert "another name" not in err and "stop it first" not in err, err
     assert group.status().running
+
+
+@pytest.mark.parametrize("command, address, fragments", [
+    ("metrics", "shop/web", ["program 'web' of 'shop'", "'immortal metrics shop'",
+                             "labelled by program and instance"]),
+    ("metrics", "shop:1", ["instance 1 of 'shop'", "'immortal metrics shop'"]),
+    ("reopen", "site/web", ["program 'web' of 'site'", "'immortal reopen site'"]),
+    ("reopen", "site/web:2", ["instance 2 of program 'web' of 'site'",
+                              "'immortal reopen site'"]),
+])
+def test_a_group_command_given_a_programs_address_names_the_group_to_give(
+        capsys, command, address, fragments):
+    """Not the name rule ('pick another name'): the address is right, for another
+    command."""
+    code, err = refused(capsys, command, address)
+    assert code == 2
+    assert f"'immortal {command}' takes a group's NAME (got {address!r}" in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert "pick another name" not in err, err
+
