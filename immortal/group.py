@@ -238,7 +238,8 @@ class Group(GroupApply):
 
     def reopen(self) -> None:
         """Make the monitors reopen their files (after an external logrotate)."""
-        self._root(wait=False)
+        self._root(wait=False, next_step="its monitors have no file open: nothing to "
+                   "reopen")
         self._request("reopen")
 
 

@@ -31,10 +31,12 @@ class GroupStop(GroupView):
     """A handle's requests to the group: how they reach it, and how the group ends (see
     :class:`immortal.group.Group` for the others)."""
 
-    def _root(self, wait: bool = True) -> tuple[int, Status]:
+    def _root(self, wait: bool = True, next_step: str = "start it with 'immortal run'"
+              ) -> tuple[int, Status]:
         """The root's pid and the status; ``wait``: once a start in progress has settled,
         as a stop waits for it (a scale or a roll of targets not yet ready would fail that
-        start; a plain restart, a signal or a reopen need not wait)."""
+        start; a plain restart, a signal or a reopen need not wait); ``next_step``: what
+        the message of a group that is not running tells the user to do."""
         status = self.wait_start() if wait else self.status()
         if not status.running and status.stale:  # its last state is the one it was killed in
             left = " ".join(str(pid) for pid in self.orphans())
@@ -45,7 +47,7 @@ class GroupStop(GroupView):
                              "'immortal run' starts it anew")
         if not status.running:
             raise NotRunning(f"group {self.name!r} is not running (state {status.state}); "
-                             f"start it with 'immortal run'")
+                             + next_step)
         return status.pids[status.root], status
 
     def _request(self, cmd: str, **args: Any) -> dict[str, Any]:

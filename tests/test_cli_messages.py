@@ -71,3 +71,11 @@ def test_a_group_command_given_a_programs_address_names_the_group_to_give(
         assert fragment in err, err
     assert "pick another name" not in err, err
 
+
+def test_reopen_of_a_stopped_group_says_there_is_nothing_to_reopen(started, capsys):
+    """Not 'start it with immortal run': a stopped group has no file open."""
+    started(TALKER, name="quiet", ready="spawn").stop()
+    code, err = refused(capsys, "reopen", "quiet")
+    assert code == 3
+    assert "'quiet' is not running (state stopped)" in err and "nothing to reopen" in err, err
+    assert "immortal run" not in err, err
