@@ -82,14 +82,20 @@ def interpreter(s: Status) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def outputs(s: Status) -> dict[str, str]:
-    """A group of several programs: each program's output file, from its spec.json."""
+def _recorded_programs(s: Status) -> list[dict[str, Any]]:
+    """A group of several programs: each program as its spec.json records it (an apply
+    rewrites it)."""
     from pathlib import Path
 
     if not s.directory:
-        return {}
+        return []
     spec = read_json(Path(s.directory) / "spec.json") or {}
-    return {str(p.get("name")): str(p["log_path"]) for p in spec.get("programs") or ()
+    return [p for p in spec.get("programs") or () if isinstance(p, dict)]
+
+
+def outputs(s: Status) -> dict[str, str]:
+    """A group of several programs: each program's output file, from its spec.json."""
+    return {str(p.get("name")): str(p["log_path"]) for p in _recorded_programs(s)
             if p.get("log_path")}
 
 
@@ -177,13 +183,14 @@ def status_view(s: Status, as_json: bool = False, program: str | None = None) ->
 def of_program(s: Status, program: str) -> Status:
     """The part of a group's status that is ``program``'s (a program of a group of
     several): the group's name, state and liveness (its first line), then the program's
-    instances, with their spawns, restarts and readiness, its output file, its monitors'
-    dropped lines, and the group's last roll if it rolled this program. Not the group's
-    supervisors, start, directory, addresses or label (``status NAME`` shows them), nor
-    what is another program's; not the group's last exit either (each instance has its
-    own)."""
+    instances, with their spawns, restarts and readiness, its output file, its user and
+    comment, its monitors' dropped lines, and the group's last roll if it rolled this
+    program. Not the group's supervisors, start, directory or addresses (``status NAME``
+    shows them), nor what is another program's; not the group's last exit either (each
+    instance has its own)."""
     from .state import Status
 
+    recorded = next((p for p in _recorded_programs(s) if p.get("name") == program), {})
     entries = s.programs().get(program, [])
     roll = s.roll if any(str(slot).startswith(f"{program}:")
                          for slot in (s.roll or {}).get("slots") or ()) else None
@@ -195,7 +202,12 @@ def of_program(s: Status, program: str) -> Status:
                   restarts=sum(e.restarts for e in entries),
                   ready=bool(entries) and all(e.ready for e in entries),
                   output=outputs(s).get(program), roll=roll, monitors=monitors,
-                  dropped=sum(int(c.get("dropped") or 0) for c in monitors.values()))
+                  dropped=sum(int(c.get("dropped") or 0) for c in monitors.values()),
+                  user=_text(recorded.get("user")), comment=_text(recorded.get("comment")))
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> str:
