@@ -132,7 +132,7 @@ def _run(ns: argparse.Namespace) -> int:
 
 def _list(ns: argparse.Namespace) -> int:
     from .group import groups
-    from .render import list_view
+    from .listview import list_view
     from .state import home
 
     print(list_view(groups(), home(), ns.json))

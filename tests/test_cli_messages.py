@@ -3,8 +3,6 @@ user's words and the way on that fits the command given (not another command's).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from immortal.cli import main
