@@ -45,57 +45,77 @@ def list_view(found: list[Status], home: Path, as_json: bool = False) -> str:
     return "\n".join([*_list_table(rows), *_list_notes(found), f"home: {home}"])
 
 
+# The columns of 'list': heading, least width, alignment. A wider cell (a long name, the
+# 7-digit pids of a high pid_max) widens its column: the columns stay aligned.
+_COLUMNS = (("NAME", 20, "<"), ("STATE", 11, "<"), ("PIDS", 20, "<"), ("TARGET", 8, ">"),
+            ("UPTIME", 7, ">"), ("RESTARTS", 8, ">"), ("MEMORY", 7, ">"))
+
+
 def _list_table(rows: list[tuple[Status, float | None, int | None]]) -> list[str]:
     # TARGET repeats the target's pid as a column of its own, for scripts that pick it out.
-    # A name longer than the column widens it: the columns stay aligned.
-    wide = max(20, *(len(s.name) for s, _, _ in rows),
-               *(len(instance_label(s.name, e)) for s, _, _ in rows for e in s.instances))
-    # LISTEN, last, only when a group listens: the columns before it stay as they were.
-    listens = any(s.listen for s, _, _ in rows)
-    lines = [f"{'NAME':<{wide}} {'STATE':<11} {'PIDS':<20} {'TARGET':>8} {'UPTIME':>7} "
-             f"{'RESTARTS':>8} {'MEMORY':>7}" + ("  LISTEN" if listens else "")]
+    cells: list[tuple[str, ...]] = []
+    listening: list[str | None] = []  # a group's LISTEN cell; None for its rows below it
     for s, uptime_, memory_ in rows:
-        state = s.state if s.running or s.state in FINAL_STATES else f"{s.state}*"
+        cells.append(_group_cells(s, uptime_, memory_))
+        listening.append(",".join(s.listen))
         if s.running:
-            pids = "/".join(str(s.pids.get(role, "-")) for role in ROLES)
-            target = s.pids.get("target", "-")
-        elif s.orphans:
-            state = "orphaned"
-            pids = "-/-/" + ",".join(map(str, s.orphans))
-            target = s.pids["target"] if s.pids.get("target") in s.orphans else "-"
-        else:
-            pids, target = "-", "-"
-        up = human_duration(uptime_) if uptime_ is not None else "-"
-        mem = human_bytes(memory_) if memory_ is not None else "-"
-        lines.append(f"{s.name:<{wide}} {state:<11} {pids:<20} {target!s:>8} {up:>7} "
-                     f"{s.restarts:>8} {mem:>7}"
-                     + (f"  {','.join(s.listen) or '-'}" if listens else ""))
-        if s.running:
-            lines.extend(_program_row(s, program, entries, wide)
-                         for program, entries in s.programs().items())
-            lines.extend(_instance_row(s, entry, wide) for entry in s.instances)
+            for program, entries in s.programs().items():
+                cells.append(_program_cells(s, program, entries))
+                listening.append(None)
+            for entry in s.instances:
+                cells.append(_instance_cells(s, entry))
+                listening.append(None)
+    widths = [max(least, *(len(row[at]) for row in cells))
+              for at, (_, least, _) in enumerate(_COLUMNS)]
+
+    def line(row: tuple[str, ...]) -> str:
+        return " ".join(f"{cell:{align}{width}}"
+                        for cell, width, (_, _, align) in zip(row, widths, _COLUMNS))
+
+    # LISTEN, last, only when a group listens: the columns before it stay as they were.
+    listens = any(listening)
+    lines = [line(tuple(heading for heading, _, _ in _COLUMNS))
+             + ("  LISTEN" if listens else "")]
+    for row, listen in zip(cells, listening):
+        lines.append(line(row) + (f"  {listen or '-'}" if listens and listen is not None
+                                  else ""))
     return lines
 
 
-def _program_row(s: Status, program: str, entries: list[InstanceStatus], wide: int) -> str:
+def _group_cells(s: Status, uptime_: float | None, memory_: int | None) -> tuple[str, ...]:
+    state = s.state if s.running or s.state in FINAL_STATES else f"{s.state}*"
+    if s.running:
+        pids = "/".join(str(s.pids.get(role, "-")) for role in ROLES)
+        target = s.pids.get("target", "-")
+    elif s.orphans:
+        state = "orphaned"
+        pids = "-/-/" + ",".join(map(str, s.orphans))
+        target = s.pids["target"] if s.pids.get("target") in s.orphans else "-"
+    else:
+        pids, target = "-", "-"
+    up = human_duration(uptime_) if uptime_ is not None else "-"
+    mem = human_bytes(memory_) if memory_ is not None else "-"
+    return s.name, state, pids, str(target), up, str(s.restarts), mem
+
+
+def _program_cells(s: Status, program: str, entries: list[InstanceStatus]
+                   ) -> tuple[str, ...]:
     """A row of ``list`` for one program of a group of several programs: ``site/web``,
     its state and its instances' restarts."""
     from .phases import combined
 
-    label = f"{s.name}/{program}"
-    return (f"{label:<{wide}} {combined(e.state for e in entries):<11} "
-            f"{f'{len(entries)} instance(s)':<20} {'-':>8} {'-':>7} "
-            f"{sum(e.restarts for e in entries):>8} {'-':>7}")
+    return (f"{s.name}/{program}", combined(e.state for e in entries),
+            f"{len(entries)} instance(s)", "-", "-",
+            str(sum(e.restarts for e in entries)), "-")
 
 
-def _instance_row(s: Status, entry: InstanceStatus, wide: int) -> str:
+def _instance_cells(s: Status, entry: InstanceStatus) -> tuple[str, ...]:
     """A row of ``list`` for one instance of a group of several: ``web:2``, or
     ``site/web:2`` in a group of several programs."""
-    label = instance_label(s.name, entry)
     up = human_duration(time.time() - entry.started_at) \
         if entry.pid and entry.started_at else "-"
-    return (f"{label:<{wide}} {entry.state:<11} {'':<20} {entry.pid or '-'!s:>8} {up:>7} "
-            f"{entry.restarts:>8} {'-':>7}")
+    return (instance_label(s.name, entry), entry.state, "", str(entry.pid or "-"), up,
+            str(entry.restarts), "-")
 
 
 def _list_notes(found: list[Status]) -> list[str]:

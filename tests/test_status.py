@@ -303,6 +303,29 @@ def test_list_marks_groups_whose_processes_vanished(started, capsys, home):
     assert entries["b-killed"]["memory"] is None and entries["b-killed"]["uptime"] is None
 
 
+def test_list_keeps_its_columns_aligned_with_long_pids(home):
+    """A pid_max of 4194304 gives 7-digit pids: the PIDS cell is then 23 characters, and
+    the columns after it must widen with it, not shift row by row. Such pids cannot be had
+    here (pid_max is the host's), so the table is drawn from statuses that carry them."""
+    from immortal.listview import list_view
+    from immortal.state import Status
+
+    beyond = 4194303  # above any pid_max a test machine has: no figures are found for it
+    rows = [Status(name="big", state="running", running=True, restarts=3,
+                   pids={"daemon": beyond - 2, "pump": beyond - 1, "target": beyond}),
+            Status(name="small", state="running", running=True,
+                   pids={"daemon": beyond - 5, "pump": beyond - 4}),
+            Status(name="done", state="stopped", reason="stop")]
+    lines = list_view(rows, home).splitlines()
+    header = lines[0]
+    for heading in ("TARGET", "UPTIME", "RESTARTS", "MEMORY"):  # right-aligned: their ends
+        end = header.index(heading) + len(heading)
+        for line in lines[1:4]:
+            assert line[end - 1] != " " and line[end:end + 1] in ("", " "), (heading, lines)
+    assert lines[1].split()[2:4] == [f"{beyond - 2}/{beyond - 1}/{beyond}", str(beyond)]
+    assert header.index("STATE") == lines[1].index("running") == lines[3].index("stopped")
+
+
 def test_human_units():
     from immortal.render import human_bytes, human_duration
 
