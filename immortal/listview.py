@@ -57,7 +57,8 @@ def _list_table(rows: list[tuple[Status, float | None, int | None]]) -> list[str
     listening: list[str | None] = []  # a group's LISTEN cell; None for its rows below it
     for s, uptime_, memory_ in rows:
         cells.append(_group_cells(s, uptime_, memory_))
-        listening.append(",".join(s.listen))
+        # Only while something holds the sockets: a stopped group listens on nothing.
+        listening.append(",".join(s.listen) if s.running or s.orphans else "")
         if s.running:
             for program, entries in s.programs().items():
                 cells.append(_program_cells(s, program, entries))

@@ -326,6 +326,21 @@ def test_list_keeps_its_columns_aligned_with_long_pids(home):
     assert header.index("STATE") == lines[1].index("running") == lines[3].index("stopped")
 
 
+def test_list_shows_no_address_for_a_group_that_does_not_run(started, capsys, home):
+    """A stopped group holds no socket: its recorded addresses are not what it listens on."""
+    serving = started(TALKER, name="serving", ready="spawn", listen=["tcp://127.0.0.1:0"])
+    stopped = started(TALKER, name="stopped", ready="spawn", listen=["tcp://127.0.0.1:0"])
+    stopped.stop()
+    code, out = cli(capsys, "list")
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert code == 0 and out.splitlines()[0].split()[-1] == "LISTEN", out
+    assert rows["serving"][-1] == ",".join(serving.status().listen), out
+    assert rows["stopped"][1] == "stopped" and rows["stopped"][-1] == "-", out
+    serving.stop()
+    code, out = cli(capsys, "list")
+    assert code == 0 and "LISTEN" not in out and "tcp://" not in out, out
+
+
 def test_human_units():
     from immortal.render import human_bytes, human_duration
 
