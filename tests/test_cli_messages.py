@@ -3,6 +3,8 @@ user's words and the way on that fits the command given (not another command's).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from immortal.cli import main
@@ -77,3 +79,29 @@ def test_reopen_of_a_stopped_group_says_there_is_nothing_to_reopen(started, caps
     assert code == 3
     assert "'quiet' is not running (state stopped)" in err and "nothing to reopen" in err, err
     assert "immortal run" not in err, err
+
+
+def test_a_control_socket_that_serves_nobody_is_told_in_the_users_words(started, capsys):
+    """No raw path and errno ("nobody answers on '/.../control.sock' ... (No such file or
+    directory)"), and not 'the group is not running' for a group that runs: what is wrong
+    with its socket, and what to do."""
+    group = started(TALKER, name="deaf", ready="spawn")
+    sock = Path(group.directory) / "control.sock"
+    aside = Path(group.directory) / "moved-away.sock"
+    sock.rename(aside)  # moved away: nothing puts it back (a removed one is made again)
+    try:
+        code, err = refused(capsys, "reopen", "deaf")
+        assert code == 1, err
+        assert "'deaf' runs (daemon " in err and "takes no command" in err, err
+        assert "control socket (control.sock, in " in err and ") is gone" in err, err
+        assert "'immortal stop deaf' stops it by signals" in err, err
+        assert "No such file" not in err and "not running" not in err, err
+
+        sock.write_text("")  # not a socket
+        code, err = refused(capsys, "reopen", "deaf")
+        assert code == 2, err
+        assert "control socket (control.sock, in " in err and ") is not a socket" in err, err
+        assert f"remove it ('rm {sock}')" in err, err
+    finally:
+        aside.replace(sock)
+    assert group.status().running
