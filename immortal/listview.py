@@ -7,7 +7,7 @@ import json
 import time
 
 from .render import figures_of, human_bytes, human_duration, memory, uptime
-from .state import FINAL_STATES, ROLES, instance_label
+from .state import ROLES, instance_label
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -84,7 +84,7 @@ def _list_table(rows: list[tuple[Status, float | None, int | None]]) -> list[str
 
 
 def _group_cells(s: Status, uptime_: float | None, memory_: int | None) -> tuple[str, ...]:
-    state = s.state if s.running or s.state in FINAL_STATES else f"{s.state}*"
+    state = f"{s.state}*" if s.stale else s.state
     if s.running:
         pids = "/".join(str(s.pids.get(role, "-")) for role in ROLES)
         target = s.pids.get("target", "-")

@@ -341,6 +341,44 @@ def test_list_shows_no_address_for_a_group_that_does_not_run(started, capsys, ho
     assert code == 0 and "LISTEN" not in out and "tcp://" not in out, out
 
 
+def test_a_group_without_status_json_is_starting_or_never_ran_not_killed(
+        started, capsys, home):
+    """spec.json and no status.json: what a start killed before its supervisors wrote
+    anything leaves (the lock free), or a start under way (its lock held). Neither is a
+    group whose supervisors were killed, and 'list' shows both."""
+    import fcntl
+
+    group = started(TALKER, name="early", ready="spawn")
+    group.stop()
+    (home / "early" / "status.json").unlink()
+
+    code, out = cli(capsys, "status", "early")
+    assert code == 3 and out.splitlines()[0] == "early: stopped (not running)", out
+    assert "  reason   never ran: its start was cut short" in out, out
+    assert "killed" not in out, out
+    code, out = cli(capsys, "list")
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert rows["early"][1:3] == ["stopped", "-"], out
+    assert "*" not in out, out
+
+    fd = os.open(home / "early" / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a start under way holds it
+        code, out = cli(capsys, "status", "early")
+        assert code == 3, out
+        assert out.splitlines()[0] == "early: starting (a start is under way; nothing of it " \
+            "runs yet)", out
+        code, out = cli(capsys, "list")
+        rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+        assert rows["early"][1] == "starting", out
+    finally:
+        os.close(fd)
+
+    code, out = cli(capsys, "start", "early")  # the record is whole: it starts
+    assert code == 0, out
+    assert immortal.attach("early").status().running
+
+
 def test_human_units():
     from immortal.render import human_bytes, human_duration
 
