@@ -10,7 +10,7 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
   statewords, sdnotify, spare ·
 3 execute, monitorload, state, policy, kept, keptfiles, link, workers, completion ·
 4 monitoring, render, dirwatch, stall, spec, groupview, statusfile, streams, metrics ·
-5 supervise, adoption, spawner, readywatch, answer, request, groupstop, settling ·
+5 supervise, adoption, spawner, readywatch, answer, request, groupstop, settling, listview ·
 6 pumpstart, scaling, pumpcontrol, rollout, rollresume, programs, pumphosts, pumpops,
   configcheck, prepare ·
 7 pump, groupapply, config, configview ·

@@ -132,7 +132,7 @@ def _run(ns: argparse.Namespace) -> int:
 
 def _list(ns: argparse.Namespace) -> int:
     from .group import groups
-    from .render import list_view
+    from .listview import list_view
     from .state import home
 
     print(list_view(groups(), home(), ns.json))
@@ -153,9 +153,15 @@ def _signal(ns: argparse.Namespace) -> int:
 def _reopen(ns: argparse.Namespace) -> int:
     from .group import attach
 
-    attach(ns.name).reopen()
+    attach(clinames.whole_group("reopen", ns.name)).reopen()
     print(f"{ns.name!r}: monitors reopened their files")
     return 0
+
+
+def _metrics(ns: argparse.Namespace) -> int:
+    if ns.name is not None:
+        clinames.whole_group("metrics", ns.name)
+    return clisvc.metrics(ns)
 
 
 def _restart(ns: argparse.Namespace) -> int:
@@ -249,7 +255,7 @@ HANDLERS = {"run": _run, "up": clifile.up, "down": clifile.down, "reload": clifi
             "check": _check, "logs": _logs, "config": clifile.config, "validate": clifile.validate,
             "completion": _completion, "startup": clisvc.startup,
             "start-recorded": clisvc.start_recorded, "save": clisvc.save,
-            "resurrect": clisvc.resurrect, "metrics": clisvc.metrics}
+            "resurrect": clisvc.resurrect, "metrics": _metrics}
 
 
 # The library's names for what the command line calls an option or an argument: a

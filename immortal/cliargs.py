@@ -10,7 +10,7 @@ import os
 import sys
 
 from .cliexamples import EXAMPLES
-from .errors import did_you_mean
+from .errors import closest
 from .runargs import foreground_options, monitor_options, run_parser
 
 # 'immortal stop' is a fresh interpreter that pays for every import: this module does not
@@ -54,17 +54,24 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         if message.startswith("unrecognized arguments:"):
-            # Unknown options of a subcommand reach the top parser: suggest from all of them
-            # (this parser may hold only the command given, see main()).
-            full = build_parser()
-            parsers = [full]
-            for action in full._actions:
+            # Unknown options of a subcommand reach the top parser, built with the command
+            # given alone (see main()): suggest from that command's options, never another's.
+            parsers = [self]
+            for action in self._actions:
                 if isinstance(action, argparse._SubParsersAction):
                     parsers.extend(action.choices.values())
             options = {o for p in parsers for a in p._actions for o in a.option_strings}
             words = message.split(":", 1)[1].split()
-            message += "".join(did_you_mean(w, options) for w in words if w.startswith("-"))
+            message += "".join(_close_option(w, options) for w in words if w.startswith("-"))
         raise Usage(message)
+
+
+def _close_option(word: str, options: set[str]) -> str:
+    """did_you_mean for an option, its dashes left out of the likeness: every option shares
+    them, which made '--bogus' look like '--user'."""
+    bare = {option.lstrip("-"): option for option in options}
+    close = closest(word.lstrip("-"), bare)
+    return f" (did you mean {bare[close]!r}?)" if close else ""
 
 
 class Usage(Exception):

@@ -29,14 +29,14 @@ def start(ns: argparse.Namespace) -> int:
     if ns.foreground and len(ns.names) > 1:
         raise InvalidSpec("--foreground starts one group in this process: name one")
     return each(ns.names, lambda name: clisvc.start_recorded(
-        _one(ns, _whole_group("start", name))))
+        _one(ns, whole_group("start", name))))
 
 
 def forget(ns: argparse.Namespace) -> int:
     from .forget import forget as remove
 
     def one(name: str) -> int:
-        directory = remove(_whole_group("forget", name))
+        directory = remove(whole_group("forget", name))
         print(f"forgot {name!r} ({directory} removed)")
         return 0
 
@@ -95,10 +95,10 @@ def resolve(text: str, config: str | None = None) -> str:
     return f"{group}/{name}" + ("" if instance is None else f":{instance}")
 
 
-def _whole_group(command: str, text: str) -> str:
-    """``text``, the NAME of a group for ``start`` or ``forget``; a program's or an
-    instance's address (a bare PROGRAM of the file included) is refused with what acts
-    on it instead, not as a group name that is badly spelt."""
+def whole_group(command: str, text: str) -> str:
+    """``text``, the NAME of a group for ``start``, ``forget``, ``reopen`` or ``metrics``; a
+    program's or an instance's address (a bare PROGRAM of the file included) is refused
+    with what acts on it instead, not as a group name that is badly spelt."""
     name, program, instance = address(resolve(text))
     if program is None and instance is None:
         return text
@@ -108,9 +108,18 @@ def _whole_group(command: str, text: str) -> str:
                  else f"'immortal scale {name} N' runs more instances, ")
         raise InvalidSpec(f"'immortal start' takes a stopped group's NAME (got {text!r}: "
                           f"{what}); {again}'immortal start {name}' the stopped group")
-    raise InvalidSpec(f"'immortal forget' takes a stopped group's NAME (got {text!r}: "
-                      f"{what}); a program or an instance stopped is gone from its group "
-                      f"already; 'immortal forget {name}' removes the stopped group")
+    if command == "forget":
+        raise InvalidSpec(f"'immortal forget' takes a stopped group's NAME (got {text!r}: "
+                          f"{what}); a program or an instance stopped is gone from its "
+                          f"group already; 'immortal forget {name}' removes the stopped "
+                          "group")
+    instead = {
+        "reopen": f"the group's monitors reopen together: 'immortal reopen {name}'",
+        "metrics": f"'immortal metrics {name}' prints the group's figures, labelled by "
+                   + ("program and instance" if program else "instance"),
+    }[command]
+    raise InvalidSpec(f"'immortal {command}' takes a group's NAME (got {text!r}: {what}); "
+                      f"{instead}")
 
 
 def each(addresses: list[str], run: Callable[[str], int]) -> int:

@@ -160,12 +160,18 @@ def unusable_home(exc: OSError, home: object) -> StateDirError:
                          "of yours")
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """' (did you mean 'x'?)' when a close choice exists, else ''."""
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice spelled most like ``word``, if one is close enough to be a typo of it."""
     import difflib  # only when a message is built: it is not cheap to import
 
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return close[0] if close else None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' when a close choice exists, else ''."""
+    close = closest(word, choices)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 def unknown_name(what: str, word: str, choices: Iterable[str],

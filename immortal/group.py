@@ -25,7 +25,8 @@ from .groupstop import RETRY, targets_of
 from .groupview import MARGIN, POLL
 from .instance import lock_held
 from .safety import check_path
-from .state import Status, check_dir, home, instance_dir, read_json, read_status
+from .state import (Status, check_dir, home, instance_dir, read_json, read_status,
+                    read_unstarted)
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -238,7 +239,8 @@ class Group(GroupApply):
 
     def reopen(self) -> None:
         """Make the monitors reopen their files (after an external logrotate)."""
-        self._root(wait=False)
+        self._root(wait=False, next_step="its monitors have no file open: nothing to "
+                   "reopen")
         self._request("reopen")
 
 
@@ -330,7 +332,7 @@ def groups() -> list[Status]:
         return []
     found = []
     for name in names:
-        status = read_status(base / name)
+        status = read_status(base / name) or read_unstarted(base / name)
         if status is not None:
             found.append(status)
     return found

@@ -14,14 +14,15 @@ import time
 
 from . import control
 from ._linux import is_alive
-from .errors import NoAnswer, NotRunning
+from .errors import NoAnswer, NotRunning, StateDirError
 from .groupview import MARGIN, POLL, GroupView
-from .safety import check_socket
+from .safety import socket_problem
 from .state import KILLED, SOCKET_NAME, STALE, Status, clear_stale, read_json, try_lock
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
 RETRY = 3.0  # seconds a command is retried while nobody answers on the control socket
@@ -31,10 +32,12 @@ class GroupStop(GroupView):
     """A handle's requests to the group: how they reach it, and how the group ends (see
     :class:`immortal.group.Group` for the others)."""
 
-    def _root(self, wait: bool = True) -> tuple[int, Status]:
+    def _root(self, wait: bool = True, next_step: str = "start it with 'immortal run'"
+              ) -> tuple[int, Status]:
         """The root's pid and the status; ``wait``: once a start in progress has settled,
         as a stop waits for it (a scale or a roll of targets not yet ready would fail that
-        start; a plain restart, a signal or a reopen need not wait)."""
+        start; a plain restart, a signal or a reopen need not wait); ``next_step``: what
+        the message of a group that is not running tells the user to do."""
         status = self.wait_start() if wait else self.status()
         if not status.running and status.stale:  # its last state is the one it was killed in
             left = " ".join(str(pid) for pid in self.orphans())
@@ -45,20 +48,45 @@ class GroupStop(GroupView):
                              "'immortal run' starts it anew")
         if not status.running:
             raise NotRunning(f"group {self.name!r} is not running (state {status.state}); "
-                             f"start it with 'immortal run'")
+                             + next_step)
         return status.pids[status.root], status
 
     def _request(self, cmd: str, **args: Any) -> dict[str, Any]:
         """Send a command; retried for a moment while a dead daemon's successor binds."""
+        path = self.directory / SOCKET_NAME
         deadline = time.monotonic() + RETRY
         while True:
+            problem = socket_problem(path)
+            if problem is not None:
+                raise StateDirError(
+                    f"group {self.name!r} takes no command: its control socket "
+                    f"({SOCKET_NAME}, in {str(self.directory)!r}) {problem}; remove it "
+                    f"('rm {path}'): the group then makes its socket again")
             try:
-                check_socket(self.directory / SOCKET_NAME)
-                return control.request(self.directory / SOCKET_NAME, {"cmd": cmd, **args})
+                return control.request(path, {"cmd": cmd, **args})
+            except NoAnswer:
+                raise NoAnswer(f"group {self.name!r} did not answer {cmd!r} within 5 s: "
+                               "its root process is frozen or swamped; 'immortal stop "
+                               f"{self.name}' stops it by signals") from None
             except NotRunning:
-                if time.monotonic() >= deadline or not self.status().running:
-                    raise
+                status = self.status()
+                if not status.running:
+                    raise NotRunning(f"group {self.name!r} is not running (state "
+                                     f"{status.state}): it ended as {cmd!r} was sent"
+                                     ) from None
+                if time.monotonic() >= deadline:
+                    raise self._unreachable(status, path) from None
             time.sleep(POLL)
+
+    def _unreachable(self, status: Status, path: Path) -> NoAnswer:
+        """A group whose supervisors run but whose control socket serves nobody: moved
+        away (a removed one is made again), or its server closed."""
+        how = "refuses connections" if os.path.lexists(path) else "is gone"
+        root = f"{status.root} {status.pids[status.root]}"
+        return NoAnswer(f"group {self.name!r} runs ({root}) but takes no command: its "
+                        f"control socket ({SOCKET_NAME}, in {str(self.directory)!r}) {how}; "
+                        f"'immortal stop {self.name}' stops it by signals, then 'immortal "
+                        f"start {self.name}' starts it again")
 
     def _grace(self, timeout: float | None, program: str | None = None) -> float:
         """``timeout`` checked, else the group's grace period (``program``'s, or the

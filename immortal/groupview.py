@@ -13,7 +13,7 @@ import time
 
 from ._linux import is_alive, pidfd_open
 from .errors import ImmortalError, InvalidSpec, InvalidType, NotRunning, StopTimeout
-from .state import Status, lock_held, read_json, read_status
+from .state import Status, lock_held, read_json, read_status, read_unstarted
 
 # What 'immortal stop', 'status'... do not need is imported where it is used: a command
 # is a fresh interpreter, and every import is paid at each run.
@@ -175,7 +175,8 @@ class GroupView:
         killed reads as ``stale``, its pids kept for the next start or stop to find."""
         status = read_status(self.directory)
         if status is None:
-            return Status(self.name, "unknown", directory=str(self.directory))
+            return read_unstarted(self.directory) \
+                or Status(self.name, "unknown", directory=str(self.directory))
         if self._popen is not None and self._popen.poll() is not None:
             status.running = False
         elif status.stale:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import foreground
-from .errors import ImmortalError, InvalidSpec, NotRunning
+from .errors import AlreadyRunning, ImmortalError, InvalidSpec, NotRunning
 from .group import Group, attach, groups
 from .groupstart import launch_group, plan_group
 from .launcher import launch, plan
@@ -124,10 +124,29 @@ def start_recorded(name: str, *, in_foreground: bool = False,
     ``foreground.start_group``: never returns), as the daemon strategy whatever the record
     says."""
     spec = record(name)
-    if not in_foreground:
-        return start_again(spec)
-    with _import_path(spec):
-        _foreground(spec, console)
+    with _nothing_to_start(name):
+        if not in_foreground:
+            return start_again(spec)
+        with _import_path(spec):
+            _foreground(spec, console)
+
+
+@contextlib.contextmanager
+def _nothing_to_start(name: str) -> Iterator[None]:
+    """The lock's refusal in a start's words: a start is not a 'run' of a new group, so
+    neither 'stop it first' nor 'choose another name' is the way on."""
+    try:
+        yield
+    except AlreadyRunning as exc:
+        if not exc.pids:  # held by another command, not by the group's supervisors
+            raise AlreadyRunning(
+                f"group {name!r} is being started, stopped or forgotten by another "
+                f"command, which holds its lock; 'immortal status {name}' shows what it "
+                "became") from None
+        shown = ", ".join(f"{role} {pid}" for role, pid in exc.pids.items())
+        raise AlreadyRunning(
+            f"group {name!r} is running already ({shown}): nothing to start; "
+            f"'immortal restart {name}' restarts it", exc.pids) from None
 
 
 def _request(spec: Spec, strategy: Strategy) -> Request:

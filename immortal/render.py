@@ -1,4 +1,5 @@
-"""A group's state in words and in JSON: what ``list`` and ``status`` show.
+"""A group's state in words and in JSON: what ``status`` shows (``list``'s table is
+``listview.py``'s).
 
 Turns a ``Status`` and the figures of its processes into text; the words of a ``Status``
 alone (``str(status)``, the first lines of ``status``) are ``state.py``'s. Light
@@ -18,7 +19,6 @@ from .state import stall_text, summary  # noqa: F401  (the words of a Status: im
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
-    from pathlib import Path
     from typing import Any
 
     from .state import InstanceStatus, Status
@@ -82,18 +82,24 @@ def interpreter(s: Status) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def outputs(s: Status) -> dict[str, str]:
-    """A group of several programs: each program's output file, from its spec.json."""
+def _recorded_programs(s: Status) -> list[dict[str, Any]]:
+    """A group of several programs: each program as its spec.json records it (an apply
+    rewrites it)."""
     from pathlib import Path
 
     if not s.directory:
-        return {}
+        return []
     spec = read_json(Path(s.directory) / "spec.json") or {}
-    return {str(p.get("name")): str(p["log_path"]) for p in spec.get("programs") or ()
+    return [p for p in spec.get("programs") or () if isinstance(p, dict)]
+
+
+def outputs(s: Status) -> dict[str, str]:
+    """A group of several programs: each program's output file, from its spec.json."""
+    return {str(p.get("name")): str(p["log_path"]) for p in _recorded_programs(s)
             if p.get("log_path")}
 
 
-def _figures(s: Status) -> dict[str, dict[str, Any]]:
+def figures_of(s: Status) -> dict[str, dict[str, Any]]:
     if not s.running:
         return {}
     from .figures import group_figures
@@ -162,7 +168,7 @@ def status_view(s: Status, as_json: bool = False, program: str | None = None) ->
     if program is not None:
         s = of_program(s, program)
     now = time.time()
-    figures = _figures(s)
+    figures = figures_of(s)
     if as_json:
         target = figures.get("target")
         return json.dumps({**s.to_json(), "stale": s.stale, "orphans": s.orphans, "now": now,
@@ -177,13 +183,14 @@ def status_view(s: Status, as_json: bool = False, program: str | None = None) ->
 def of_program(s: Status, program: str) -> Status:
     """The part of a group's status that is ``program``'s (a program of a group of
     several): the group's name, state and liveness (its first line), then the program's
-    instances, with their spawns, restarts and readiness, its output file, its monitors'
-    dropped lines, and the group's last roll if it rolled this program. Not the group's
-    supervisors, start, directory, addresses or label (``status NAME`` shows them), nor
-    what is another program's; not the group's last exit either (each instance has its
-    own)."""
+    instances, with their spawns, restarts and readiness, its output file, its user and
+    comment, its monitors' dropped lines, and the group's last roll if it rolled this
+    program. Not the group's supervisors, start, directory or addresses (``status NAME``
+    shows them), nor what is another program's; not the group's last exit either (each
+    instance has its own)."""
     from .state import Status
 
+    recorded = next((p for p in _recorded_programs(s) if p.get("name") == program), {})
     entries = s.programs().get(program, [])
     roll = s.roll if any(str(slot).startswith(f"{program}:")
                          for slot in (s.roll or {}).get("slots") or ()) else None
@@ -195,7 +202,12 @@ def of_program(s: Status, program: str) -> Status:
                   restarts=sum(e.restarts for e in entries),
                   ready=bool(entries) and all(e.ready for e in entries),
                   output=outputs(s).get(program), roll=roll, monitors=monitors,
-                  dropped=sum(int(c.get("dropped") or 0) for c in monitors.values()))
+                  dropped=sum(int(c.get("dropped") or 0) for c in monitors.values()),
+                  user=_text(recorded.get("user")), comment=_text(recorded.get("comment")))
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> str:
@@ -265,100 +277,6 @@ def _slot_address(name: str, slot: str) -> str:
 def _slot_order(slot: str) -> tuple[str, int]:
     program, _, number = slot.rpartition(":")
     return program, int(number) if number.isdecimal() else -1
-
-
-# 'immortal list' -----------------------------------------------------------------------------
-
-def _with_orphans(found: list[Status]) -> None:
-    """Fill in ``orphans`` for the groups that do not run: one pass over the processes,
-    only when some group does not run."""
-    if all(s.running for s in found):
-        return
-    from .orphans import scan, token
-
-    carriers = scan()
-    for s in found:
-        if not s.running and s.directory:
-            s.orphans = [pid for pid, _ in carriers.get(token(s.directory), [])]
-
-
-def list_view(found: list[Status], home: Path, as_json: bool = False) -> str:
-    """What 'immortal list' prints for the groups ``found`` in ``home``."""
-    _with_orphans(found)
-    rows = []
-    for s in found:
-        figures = _figures(s)
-        rows.append((s, uptime(s, figures), memory(figures)))
-    if as_json:
-        return json.dumps([{**s.to_json(), "stale": s.stale, "orphans": s.orphans,
-                            "uptime": up, "memory": mem} for s, up, mem in rows], indent=1)
-    if not found:
-        return f"no groups in {home}"
-    return "\n".join([*_list_table(rows), *_list_notes(found), f"home: {home}"])
-
-
-def _list_table(rows: list[tuple[Status, float | None, int | None]]) -> list[str]:
-    # TARGET repeats the target's pid as a column of its own, for scripts that pick it out.
-    # A name longer than the column widens it: the columns stay aligned.
-    wide = max(20, *(len(s.name) for s, _, _ in rows),
-               *(len(instance_label(s.name, e)) for s, _, _ in rows for e in s.instances))
-    # LISTEN, last, only when a group listens: the columns before it stay as they were.
-    listens = any(s.listen for s, _, _ in rows)
-    lines = [f"{'NAME':<{wide}} {'STATE':<11} {'PIDS':<20} {'TARGET':>8} {'UPTIME':>7} "
-             f"{'RESTARTS':>8} {'MEMORY':>7}" + ("  LISTEN" if listens else "")]
-    for s, uptime_, memory_ in rows:
-        state = s.state if s.running or s.state in FINAL_STATES else f"{s.state}*"
-        if s.running:
-            pids = "/".join(str(s.pids.get(role, "-")) for role in ROLES)
-            target = s.pids.get("target", "-")
-        elif s.orphans:
-            state = "orphaned"
-            pids = "-/-/" + ",".join(map(str, s.orphans))
-            target = s.pids["target"] if s.pids.get("target") in s.orphans else "-"
-        else:
-            pids, target = "-", "-"
-        up = human_duration(uptime_) if uptime_ is not None else "-"
-        mem = human_bytes(memory_) if memory_ is not None else "-"
-        lines.append(f"{s.name:<{wide}} {state:<11} {pids:<20} {target!s:>8} {up:>7} "
-                     f"{s.restarts:>8} {mem:>7}"
-                     + (f"  {','.join(s.listen) or '-'}" if listens else ""))
-        if s.running:
-            lines.extend(_program_row(s, program, entries, wide)
-                         for program, entries in s.programs().items())
-            lines.extend(_instance_row(s, entry, wide) for entry in s.instances)
-    return lines
-
-
-def _program_row(s: Status, program: str, entries: list[InstanceStatus], wide: int) -> str:
-    """A row of ``list`` for one program of a group of several programs: ``site/web``,
-    its state and its instances' restarts."""
-    from .phases import combined
-
-    label = f"{s.name}/{program}"
-    return (f"{label:<{wide}} {combined(e.state for e in entries):<11} "
-            f"{f'{len(entries)} instance(s)':<20} {'-':>8} {'-':>7} "
-            f"{sum(e.restarts for e in entries):>8} {'-':>7}")
-
-
-def _instance_row(s: Status, entry: InstanceStatus, wide: int) -> str:
-    """A row of ``list`` for one instance of a group of several: ``web:2``, or
-    ``site/web:2`` in a group of several programs."""
-    label = instance_label(s.name, entry)
-    up = human_duration(time.time() - entry.started_at) \
-        if entry.pid and entry.started_at else "-"
-    return (f"{label:<{wide}} {entry.state:<11} {'':<20} {entry.pid or '-'!s:>8} {up:>7} "
-            f"{entry.restarts:>8} {'-':>7}")
-
-
-def _list_notes(found: list[Status]) -> list[str]:
-    notes = []
-    if any(s.orphans for s in found):
-        notes.append("orphaned: its supervisors were killed but these processes run on; "
-                     "'immortal stop NAME' ends them, and so does 'immortal run'")
-    if any(s.stale and not s.orphans for s in found):
-        notes.append("* its processes are gone (killed without a stop); 'immortal run' "
-                     "starts it anew")
-    return notes
 
 
 # 'immortal monitors' ------------------------------------------------------------------------

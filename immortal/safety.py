@@ -102,18 +102,19 @@ def check_opened(fd: int, path: str | os.PathLike[str],
     return info
 
 
-def check_socket(path: str | os.PathLike[str]) -> None:
-    """Refuse a control socket that is not a socket of root's or ours: a stranger's would
-    hear our commands and could answer them with a forged status."""
+def socket_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is no control socket to talk to, or None: a socket of root's or ours,
+    or nothing (nobody listens: connecting says so). A stranger's would hear our commands
+    and could answer them with a forged status."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
-        return  # nobody listens: connecting says so
+        return None
     if not stat.S_ISSOCK(info.st_mode):
-        _refuse(os.fspath(path), "it is not a socket", StateDirError)
+        return "is not a socket"
     if not trusted(info.st_uid):
-        _refuse(os.fspath(path), f"owned by uid {info.st_uid}, not by us (uid "
-                f"{os.geteuid()}) or root", StateDirError)
+        return f"is owned by uid {info.st_uid}, not by us (uid {os.geteuid()}) or root"
+    return None
 
 
 def open_append(path: str | os.PathLike[str], error: type[Exception] = StateDirError) -> int:

@@ -33,8 +33,10 @@ from .statewords import (  # noqa: F401  (the words of a Status, kept importable
     FINAL_STATES,
     GONE,
     KILLED,
+    NEVER_RAN,
     ROLES,
     STALE,
+    STARTING,
     delivery_lines,
     headline,
     instance_label,
@@ -285,7 +287,7 @@ class Status(MutableRecord):
         """No supervisor runs, but the group did not end by a stop or by giving up: its
         processes were killed. Its target may live on (see ``orphans``); the state stays
         as it was until a stop or a new start of the name deals with it."""
-        return not self.running and self.state not in FINAL_STATES
+        return not self.running and self.state not in (*FINAL_STATES, STARTING)
 
     def live_roles(self) -> list[str]:
         """The supervisor roles of this group that are alive now, daemon first."""
@@ -379,3 +381,15 @@ def read_status(directory: Path) -> Status | None:
         # The daemon's word on a pump that no longer drains the output (stall.py).
         status.stalled = read_json(directory / "stalled.json")
     return status
+
+
+def read_unstarted(directory: Path) -> Status | None:
+    """A group directory without ``status.json``: a start under way (its lock held), or one
+    killed before its supervisors wrote anything (``spec.json`` alone): stopped, never run,
+    and 'immortal start' starts it from that record. None for neither (what a failed start
+    left: no group)."""
+    if lock_held(directory / "lock"):
+        return Status(directory.name, STARTING, directory=str(directory))
+    if os.path.exists(directory / "spec.json"):
+        return Status(directory.name, "stopped", reason=NEVER_RAN, directory=str(directory))
+    return None

@@ -21,6 +21,11 @@ GONE = "its supervisors were killed without a stop"
 STALE = "stale state removed: its processes were killed without a stop"
 KILLED = "killed (SIGKILL, no grace period)"
 FINAL_STATES = ("stopped", "fatal")
+#: A group whose first start holds its lock, before its supervisors wrote status.json.
+STARTING = "starting"
+#: The reason of a group whose start was cut short before it wrote status.json (spec.json
+#: alone, the lock free): nothing of it ever ran.
+NEVER_RAN = "never ran: its start was cut short before its supervisors began"
 ROLES = ("daemon", "pump", "target")
 
 
@@ -32,6 +37,8 @@ def headline(s: Status) -> str:
         return f"{s.name}: not running ({GONE}{left})"
     if s.reason == STALE and not s.running:
         return f"{s.name}: not running ({s.reason})"
+    if s.state == STARTING and not s.running:
+        return f"{s.name}: starting (a start is under way; nothing of it runs yet)"
     if not s.running:
         return f"{s.name}: {s.state} (not running)"
     return f"{s.name}: {s.state}" + (" (stalled)" if s.stalled else "")

@@ -31,24 +31,27 @@ USER_DIR = "~/.config/systemd/user"  #: under the user's home
 MARGIN = 5  #: seconds systemd waits past immortal's own limits before it kills
 
 
-# What systemd takes in a unit name (systemd.unit(5)); a group name may also hold '+'
-# (``names.check_name``), which systemd refuses: it is written in systemd-escape's form.
-UNIT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:-_.@")
+# What a unit name may hold as it is (systemd.unit(5)), '@' aside: a group name may also
+# hold '+' (``names.check_name``), which systemd refuses, and '@', which would make the unit
+# an instance of a template ('immortal-a@b' of 'immortal-a@'): both are written in
+# systemd-escape's form.
+UNIT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:-_.")
 UNIT_NAME_MAX = 255  #: bytes, systemd's limit
 
 
 def unit_name(group: str) -> str:
     """The unit's file name for a group: ``immortal-NAME.service``, each character of
-    NAME that systemd refuses written ``\\xNN`` (``x+y``: ``immortal-x\\x2by.service``).
-    The characters systemd takes stay as they are, so that the unit of a group whose name
-    needs no escape keeps its name ('-' and '@' too, which systemd-escape would escape)."""
+    NAME that systemd refuses, and '@', written ``\\xNN`` (``x+y``:
+    ``immortal-x\\x2by.service``; ``a@b``: ``immortal-a\\x40b.service``, a plain unit).
+    The other characters systemd takes stay as they are, so that the unit of a group whose
+    name needs no escape keeps its name ('-' too, which systemd-escape would escape)."""
     escaped = "".join(c if c in UNIT_CHARS else "".join(f"\\x{b:02x}" for b in c.encode())
                       for c in group)
     name = f"immortal-{escaped}.service"
     if len(name.encode()) > UNIT_NAME_MAX:
         raise InvalidSpec(f"group {group!r} makes a unit name of {len(name.encode())} "
                           f"bytes, more than systemd takes ({UNIT_NAME_MAX}); pick a "
-                          "shorter name, or one with fewer '+'")
+                          "shorter name, or one with fewer '+' or '@'")
     return name
 
 

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 import immortal
+from immortal.statewords import last_text
 
 from . import PerInstance
 from .file import refuse_unknown
@@ -129,7 +130,7 @@ class ConsoleMonitor(immortal.Monitor):
         self._event(f"respawn pid {pid}" + ("" if why == "exit" else f" ({why})"))
 
     def exit(self, status: immortal.ExitStatus) -> None:
-        self._event(f"exit pid {status.pid}: {status}")
+        self._event(f"exit pid {status.pid}: {last_text(status)}")
 
     def stdout(self, line: bytes) -> None:
         self._line("stdout", line)

@@ -42,6 +42,7 @@ from typing import Any, BinaryIO
 
 import immortal
 from immortal.safety import check_path, open_append
+from immortal.statewords import last_text
 
 from . import readback
 
@@ -362,7 +363,7 @@ class FileMonitor(immortal.Monitor):
         self._event("respawn", f"respawn pid {pid}", pid=pid, why=why)
 
     def exit(self, status: immortal.ExitStatus) -> None:
-        self._event("exit", f"exit pid {status.pid}: {status}", status=status)
+        self._event("exit", f"exit pid {status.pid}: {last_text(status)}", status=status)
 
     def block(self, stream: str, data: bytes, offset: int) -> None:
         if type(self)._format_line is not FileMonitor._format_line:

@@ -51,6 +51,7 @@ from typing import Any
 
 import immortal
 from immortal.safety import check_opened, check_path
+from immortal.statewords import last_text
 
 from . import PerInstance, readback
 from .file import refuse_unknown
@@ -323,7 +324,7 @@ class LoggingMonitor(immortal.Monitor):
             or getattr(status, "error", None) is not None
         self._pid = status.pid if status.pid is not None else self._pid
         self._event(logging.WARNING if failed else logging.INFO, "exit",
-                    f"exit pid {status.pid}: {status}", status=status.to_json())
+                    f"exit pid {status.pid}: {last_text(status)}", status=status.to_json())
         self._pid = None
 
     def stdout(self, line: bytes) -> None:

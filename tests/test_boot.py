@@ -93,11 +93,12 @@ def test_a_unit_for_a_group_passes_systemd_analyze_verify(home, tmp_path, user,
 
 @needs_analyze
 @pytest.mark.parametrize("name, unit", [("x+y", "immortal-x\\x2by.service"),
-                                        ("a@b.c-d", "immortal-a@b.c-d.service")])
+                                        ("a@b.c-d", "immortal-a\\x40b.c-d.service")])
 def test_a_unit_for_a_name_systemd_escapes_passes_systemd_analyze_verify(
         home, tmp_path, name, unit, stopped_at_end):
-    """A '+' is no character of a unit name: the unit is named with systemd's escape; '@',
-    '.' and '-' are, and stay."""
+    """A '+' is no character of a unit name, and an '@' makes it an instance of a template
+    ('immortal-a@' for 'immortal-a@b'): the unit is named with systemd's escape for them,
+    a plain unit; '.' and '-' stay."""
     stopped_at_end.append(name)
     ok(cli(home, "run", "-n", name, TALKER))
     units = tmp_path / "units"
@@ -123,6 +124,7 @@ def test_unit_names_keep_to_systemds_rules():
     for name in ("web", "x+y", "a@b", "a.b-c_d", "A" + "+" * 40):
         assert allowed.fullmatch(unit_name(name)), unit_name(name)
     assert unit_name("x+y") == "immortal-x\\x2by.service"  # as systemd-escape writes it
+    assert unit_name("a@b") == "immortal-a\\x40b.service"  # a plain unit, no instance
     with pytest.raises(immortal.InvalidSpec, match="more than systemd takes"):
         unit_name("A" + "+" * 63)
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -93,5 +95,37 @@ def test_the_titles_follow_the_comments_an_apply_changes(home: Path, strategy: s
         titled("green, jobs")
         group.apply({"web": program("green")})
         titled("green")
+    finally:
+        group.stop(LONG)
+
+
+def test_status_of_a_program_shows_its_own_user_and_comment(home: Path, capsys):
+    """'status GROUP/PROGRAM' shows what 'status GROUP' shows of that program: who its
+    targets run as and its label, not another program's."""
+    import pwd
+
+    from immortal.cli import main
+
+    me = pwd.getpwuid(os.getuid()).pw_name
+    group = immortal.start_group("labels", {
+        "web": {"file": TALKER, "ready": "spawn", "stop_timeout": 5.0, "comment": "blue",
+                **({"user": me} if os.getuid() == 0 else {})},
+        "worker": {"file": TALKER, "ready": "spawn", "stop_timeout": 5.0,
+                   "comment": "jobs"}})
+    try:
+        capsys.readouterr()
+        assert main(["status", "labels/web"]) == 0
+        web = capsys.readouterr().out.splitlines()
+        assert "  comment  blue" in web and not any("jobs" in line for line in web), web
+        if os.getuid() == 0:
+            assert f"  user     {me}" in web, web
+        assert main(["status", "labels/worker"]) == 0
+        worker = capsys.readouterr().out.splitlines()
+        assert "  comment  jobs" in worker, worker
+        assert not any(line.startswith("  user") or "blue" in line for line in worker), worker
+        assert main(["status", "labels/web", "--json"]) == 0
+        data = json.loads(capsys.readouterr().out)
+        assert data["comment"] == "blue", data
+        assert data.get("user") == (me if os.getuid() == 0 else None), data
     finally:
         group.stop(LONG)

@@ -156,3 +156,20 @@ def test_a_small_target_is_left_alone(started, tmp_path: Path) -> None:
     begun = time.monotonic()
     wait_for(lambda: time.monotonic() - begun, lambda t: t >= 1.5, what="a few readings")
     assert group.pids["target"] == first and group.status().restarts == 0
+
+
+def test_the_monitors_exit_lines_say_it_was_over_its_memory_limit(
+        started, tmp_path: Path) -> None:
+    """The reason 'status' gives is in the text monitors' exit line too: the file's and
+    the logging monitor's (here in pump.log), not a bare 'killed by SIGTERM'."""
+    group = started(sys.executable, ["-c", GROWER, str(tmp_path / "marker")],
+                    memory_limit="50M", memory_window=0.5, ready="spawn",
+                    monitors={"file": {}, "logging": {}})
+    first = group.pids["target"]
+    wait_for(group.status, lambda s: s.pids.get("target") not in (None, first), LONG,
+             what="the target restarted for its memory")
+    said = f"exit pid {first}: killed by SIGTERM (restarted: over its memory limit)"
+    output = Path(group.status().output)
+    wait_for(output.read_text, lambda text: said in text, SHORT, what=f"{said!r} in {output}")
+    log = Path(group.directory) / "pump.log"
+    wait_for(log.read_text, lambda text: said in text, SHORT, what=f"{said!r} in {log}")

@@ -303,6 +303,82 @@ def test_list_marks_groups_whose_processes_vanished(started, capsys, home):
     assert entries["b-killed"]["memory"] is None and entries["b-killed"]["uptime"] is None
 
 
+def test_list_keeps_its_columns_aligned_with_long_pids(home):
+    """A pid_max of 4194304 gives 7-digit pids: the PIDS cell is then 23 characters, and
+    the columns after it must widen with it, not shift row by row. Such pids cannot be had
+    here (pid_max is the host's), so the table is drawn from statuses that carry them."""
+    from immortal.listview import list_view
+    from immortal.state import Status
+
+    beyond = 4194303  # above any pid_max a test machine has: no figures are found for it
+    rows = [Status(name="big", state="running", running=True, restarts=3,
+                   pids={"daemon": beyond - 2, "pump": beyond - 1, "target": beyond}),
+            Status(name="small", state="running", running=True,
+                   pids={"daemon": beyond - 5, "pump": beyond - 4}),
+            Status(name="done", state="stopped", reason="stop")]
+    lines = list_view(rows, home).splitlines()
+    header = lines[0]
+    for heading in ("TARGET", "UPTIME", "RESTARTS", "MEMORY"):  # right-aligned: their ends
+        end = header.index(heading) + len(heading)
+        for line in lines[1:4]:
+            assert line[end - 1] != " " and line[end:end + 1] in ("", " "), (heading, lines)
+    assert lines[1].split()[2:4] == [f"{beyond - 2}/{beyond - 1}/{beyond}", str(beyond)]
+    assert header.index("STATE") == lines[1].index("running") == lines[3].index("stopped")
+
+
+def test_list_shows_no_address_for_a_group_that_does_not_run(started, capsys, home):
+    """A stopped group holds no socket: its recorded addresses are not what it listens on."""
+    serving = started(TALKER, name="serving", ready="spawn", listen=["tcp://127.0.0.1:0"])
+    stopped = started(TALKER, name="stopped", ready="spawn", listen=["tcp://127.0.0.1:0"])
+    stopped.stop()
+    code, out = cli(capsys, "list")
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert code == 0 and out.splitlines()[0].split()[-1] == "LISTEN", out
+    assert rows["serving"][-1] == ",".join(serving.status().listen), out
+    assert rows["stopped"][1] == "stopped" and rows["stopped"][-1] == "-", out
+    serving.stop()
+    code, out = cli(capsys, "list")
+    assert code == 0 and "LISTEN" not in out and "tcp://" not in out, out
+
+
+def test_a_group_without_status_json_is_starting_or_never_ran_not_killed(
+        started, capsys, home):
+    """spec.json and no status.json: what a start killed before its supervisors wrote
+    anything leaves (the lock free), or a start under way (its lock held). Neither is a
+    group whose supervisors were killed, and 'list' shows both."""
+    import fcntl
+
+    group = started(TALKER, name="early", ready="spawn")
+    group.stop()
+    (home / "early" / "status.json").unlink()
+
+    code, out = cli(capsys, "status", "early")
+    assert code == 3 and out.splitlines()[0] == "early: stopped (not running)", out
+    assert "  reason   never ran: its start was cut short" in out, out
+    assert "killed" not in out, out
+    code, out = cli(capsys, "list")
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert rows["early"][1:3] == ["stopped", "-"], out
+    assert "*" not in out, out
+
+    fd = os.open(home / "early" / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a start under way holds it
+        code, out = cli(capsys, "status", "early")
+        assert code == 3, out
+        assert out.splitlines()[0] == "early: starting (a start is under way; nothing of it " \
+            "runs yet)", out
+        code, out = cli(capsys, "list")
+        rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+        assert rows["early"][1] == "starting", out
+    finally:
+        os.close(fd)
+
+    code, out = cli(capsys, "start", "early")  # the record is whole: it starts
+    assert code == 0, out
+    assert immortal.attach("early").status().running
+
+
 def test_human_units():
     from immortal.render import human_bytes, human_duration
 
