@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from .process import Child
     from .spec import Spec
     from .workers import Instance, Run
 
@@ -44,6 +45,7 @@ class PumpControl:
     _stop_all: Callable[..., None]
     _phase: Callable[[], supervise.Phase]
     start_roll: Callable[[list[Instance], int, float | None], int]  #: ``rollout.Rollout``
+    replacing: Callable[[list[Instance]], list[Child]]  #: ``rollout.Rollout``
     roll_running: bool
     pending: bool  #: a first start whose caller still waits (``answer.StartAnswer``)
 
@@ -84,12 +86,15 @@ class PumpControl:
             self._feed_all(lambda inst: supervise.Restart(
                 inst.run.spec.stop_timeout if grace is None else float(grace), why), chosen)
         elif cmd == "signal":
-            live = [inst for inst in self._addressed(request) if inst.target is not None]
+            # During a roll both generations of a slot serve: the old target, until it is
+            # gone, and its replacement, before it takes the slot.
+            chosen = self._addressed(request)
+            live = [inst.target for inst in chosen if inst.target is not None]
+            live += self.replacing(chosen)
             if not live:
                 raise NotRunning(f"no target is running (state {self._phase()})")
-            for inst in live:
-                assert inst.target is not None
-                inst.target.kill_group(request["signal"])
+            for child in live:
+                child.kill_group(request["signal"])
         elif cmd == "reopen":
             for run in self.runs.values():
                 if run.host is not None:
