@@ -7,7 +7,7 @@ files).
 
 from __future__ import annotations
 
-from . import supervise
+from . import privileges, supervise
 from .checks import check_workers
 from .errors import NotRunning
 
@@ -71,6 +71,8 @@ class PumpControl:
             self._stop_all("stop", None if grace is None else float(grace))
         elif cmd == "restart":
             chosen = self._addressed(request)
+            for run in {id(inst.run): inst.run for inst in chosen}.values():
+                privileges.still_there(run.spec.user, run.spec.group)
             if self.rolls(request, chosen):
                 if self.pending:  # a plain restart's new target is waited for instead
                     raise NotRunning(STARTING)
