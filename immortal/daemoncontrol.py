@@ -52,7 +52,8 @@ class Answering:
     def _policy(self, alive: bool) -> supervise.PumpPolicy:
         raise NotImplementedError  # the daemon's
 
-    def _scale(self, workers: int, program: str = "") -> dict[str, Any]:
+    def _scale(self, workers: int, program: str = "",
+               caller: int | None = None) -> dict[str, Any]:
         raise NotImplementedError  # daemonscale's (before this class in the daemon's bases)
 
     def _apply(self, file: str) -> dict[str, Any]:
@@ -102,7 +103,8 @@ class Answering:
             self._stop(request, by_signal=False)
             return {}  # a pump that cannot take it is ending already; the group with it
         if cmd == "scale":
-            return self._scale(check_workers(request["workers"]), request.get("program", ""))
+            return self._scale(check_workers(request["workers"]), request.get("program", ""),
+                               request.get("caller"))
         if cmd == "apply":
             return self._apply(request["file"])
         try:

@@ -38,7 +38,7 @@ class PumpControl:
     def instances(self) -> list[Instance]:  # the pump's: every program's
         raise NotImplementedError
 
-    scale: Callable[[int, str], None]  #: ``scaling.Scaling``
+    scale: Callable[[int, str, int | None], dict[str, Any]]  #: ``scaling.Scaling``
     apply: Callable[[str], dict[str, Any]]  #: ``scaling.Scaling``
     _status_data: Callable[[], dict[str, Any]]
     _feed_all: Callable[..., None]  #: an event for every instance, or those chosen
@@ -104,7 +104,8 @@ class PumpControl:
         elif cmd == "scale":
             if self.roll_running:
                 raise NotRunning("a rolling restart is in progress; wait for it to end")
-            self.scale(check_workers(request["workers"]), request.get("program", ""))
+            return self.scale(check_workers(request["workers"]), request.get("program", ""),
+                              request.get("caller"))
         elif cmd == "apply":
             if self.roll_running:
                 raise NotRunning("a rolling restart is in progress; wait for it to end")

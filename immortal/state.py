@@ -13,6 +13,7 @@ from ._linux import is_alive
 from .errors import AlreadyRunning, ImmortalError
 from .instance import (  # noqa: F401  (the instance directory's names, kept importable here)
     ROOT_HOME,
+    SCALES,
     SOCKET_NAME,
     UNIX_PATH_MAX,
     check_dir,
@@ -24,6 +25,7 @@ from .instance import (  # noqa: F401  (the instance directory's names, kept imp
     lock_held,
     names_file,
     read_json,
+    read_scales,
     try_lock,
     wait_lock,
     write_json,
