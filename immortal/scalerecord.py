@@ -2,7 +2,7 @@
 the count it found, and who asked, in ``scale.json`` in the instance directory; written
 here, by the group's root (its daemon, or a pump without one) as it takes the request;
 read by ``instance.read_scales``, for the callers that wait for a scale and for ``status``
-(``render.scale_lines``).
+(``statewords.scale_lines``).
 
 A scale's caller waits for its count and undoes a failed scale up; a later scale of the
 same program, even to the same count, takes that over: it has another ``id``, and the

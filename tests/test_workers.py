@@ -605,3 +605,34 @@ def test_a_scale_up_whose_new_instance_dies_fails_at_once_and_is_undone(started,
     status = wait_for(group.status, lambda s: not s.instances and s.ready, LONG,
                       what="the group back to one instance")
     assert status.state == "running"
+
+
+def test_a_scale_whose_caller_was_killed_stands_and_status_says_so(started, home):
+    """``immortal scale`` killed while it waits for new instances that are never ready:
+    nothing undoes the count it asked, and ``immortal status`` shows that count, what
+    runs, and that its caller is gone (before, nothing told a scale under way at all)."""
+    group = started(sys.executable, ["-c", TWO_UP], workers=2, ready=r"line:^up \d$",
+                    ready_timeout=LONG, stop_timeout=1)
+    env = {**os.environ, "IMMORTAL_HOME": str(home)}
+
+    def shown() -> str:
+        return subprocess.run([sys.executable, "-m", "immortal", "status", group.name],
+                              env=env, capture_output=True, text=True, timeout=LONG).stdout
+
+    caller = subprocess.Popen([sys.executable, "-m", "immortal", "scale", group.name, "4"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        status = wait_for(group.status, lambda s: (s.scales.get("") or {}).get("caller"),
+                          SHORT, what="the scale recorded")
+        assert status.scales[""]["caller"][0] == caller.pid
+        head = f"  scale    #{status.scales['']['id']} to 4 (from 2): "
+        wait_for(shown, lambda text: f"{head}4 instance(s), 2 ready; its caller (pid "
+                 f"{caller.pid}) waits for it" in text, SHORT, what="the scale under way")
+    finally:
+        caller.kill()
+        caller.wait(timeout=LONG)
+    wait_for(shown, lambda text: f"{head}4 instance(s), 2 ready; its caller (pid "
+             f"{caller.pid}) is gone: the count stands, nothing scales it back" in text,
+             SHORT, what="the caller's death in the status")
+    assert json.loads((group.directory / "spec.json").read_text())["workers"] == 4
+    assert len(group.status().instances) == 4  # nothing undone
