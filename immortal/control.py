@@ -9,7 +9,9 @@ Requests and answers are one JSON object per line. Only these commands exist::
     {"cmd": "signal", "signal": "USR1"}   to the target's process group (each instance's, or
                                           "instance": K's alone)
     {"cmd": "reopen"}                     monitors reopen their files (after logrotate)
-    {"cmd": "scale", "workers": 4}        run 4 instances: more started, the highest retired
+    {"cmd": "scale", "workers": 4}        run 4 instances: more started, the highest retired;
+                                          "caller": its pid; answered "scale": its id
+                                          (``scalerecord``)
     {"cmd": "apply", "file": "apply.X.json"}  a group of several programs: its new ones,
                                           in that file of its directory (``programs``);
                                           "rolls": the programs the caller rolls next;
@@ -117,7 +119,7 @@ def check_request(request: object) -> dict[str, Any]:
                          "restart": {"timeout", "instance", "batch", "all_at_once", "program",
                                      "rolling"},
                          "signal": {"signal", "instance", "program"},
-                         "scale": {"workers", "program"},
+                         "scale": {"workers", "program", "caller"},
                          "apply": {"file", "rolls", "caller"}}.get(cmd, set())
     extra = set(request) - allowed
     if extra:

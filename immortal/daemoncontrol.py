@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import rolelog, supervise
+from . import privileges, rolelog, supervise
 from .checks import check_workers
 from .errors import NotRunning
 from .kept import KeptTargets
@@ -52,7 +52,8 @@ class Answering:
     def _policy(self, alive: bool) -> supervise.PumpPolicy:
         raise NotImplementedError  # the daemon's
 
-    def _scale(self, workers: int, program: str = "") -> dict[str, Any]:
+    def _scale(self, workers: int, program: str = "",
+               caller: int | None = None) -> dict[str, Any]:
         raise NotImplementedError  # daemonscale's (before this class in the daemon's bases)
 
     def _apply(self, file: str) -> dict[str, Any]:
@@ -92,13 +93,18 @@ class Answering:
                 raise NotRunning(STARTING)
             if (known.get("roll") or {}).get("state") == "rolling":
                 raise NotRunning("a rolling restart is in progress; wait for it to end")
+        if cmd == "restart":
+            for view in self.spec.each():  # the pump would refuse it, and not be heard
+                if request.get("program") in (None, view.program):
+                    privileges.still_there(view.user, view.group)
         if cmd == "restart" and not request.get("all_at_once"):
             self._not_retiring()  # the pump would refuse to roll, and not be heard
         if cmd == "stop":
             self._stop(request, by_signal=False)
             return {}  # a pump that cannot take it is ending already; the group with it
         if cmd == "scale":
-            return self._scale(check_workers(request["workers"]), request.get("program", ""))
+            return self._scale(check_workers(request["workers"]), request.get("program", ""),
+                               request.get("caller"))
         if cmd == "apply":
             return self._apply(request["file"])
         try:

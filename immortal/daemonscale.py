@@ -23,6 +23,7 @@ from .keptfiles import KeptFiles
 from .records import replace
 from .relay import Ledger
 from .roles import Grow, Message, Reload, Retire
+from .scalerecord import noted
 from .spec import Spec, read_applied
 from .stall import Watch
 from .state import write_json
@@ -64,23 +65,26 @@ class Scaling:
             raise NotRunning("no pump is running right now (one is being restarted, or the "
                              "group ends); try again in a moment")
 
-    def _scale(self, workers: int, program: str = "") -> dict[str, Any]:
+    def _scale(self, workers: int, program: str = "",
+               caller: int | None = None) -> dict[str, Any]:
         """Run ``workers`` instances of ``program``: the files of the new ones made and kept
         here, each sent to the pump (``Grow``), which spawns it; or the highest told to
         retire (``Retire``), whose files go once the pump says they ended (``Retired``).
-        A pump started meanwhile finds the same in the spec and the files it is handed."""
+        A pump started meanwhile finds the same in the spec and the files it is handed.
+        The answer: the scale's id (``scalerecord.noted``; ``caller``: who asked it)."""
         try:
             before = self.spec.view(program).workers
         except KeyError:
             raise NotRunning(f"group {self.spec.name!r} has no program {program!r}") from None
         self._ready_for_change()
+        answer = noted(self.directory, program, workers, before, caller)
         if workers == before:
-            return {}
+            return answer
         made = self.files.make(workers - before)
         self.spec = self.spec.replaced(program, workers=workers)
         self._write_spec()
         self._resize(program, before, workers, made)
-        return {}
+        return answer
 
     def _resize(self, program: str, before: int, workers: int, made: list[Any]) -> None:
         """The pump told of a new count of ``program``'s instances (the spec says it)."""

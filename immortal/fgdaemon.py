@@ -82,7 +82,8 @@ class ForegroundDaemon(Daemon):
         notifier = self.notifier
         if notifier is not None:
             self._watch_status()
-            self.loop.at(lambda: notifier.next_ping(self._healthy()), notifier.ping)
+            self.loop.at(lambda: notifier.next_ping(self._healthy()),
+                         lambda: notifier.ping(self.stall.drains()))
         return super()._serve()
 
     def _watch_status(self) -> None:

@@ -191,30 +191,37 @@ class Group(GroupApply):
                               "scale (program=..., GROUP/PROGRAM)")
         grace = self._grace(timeout, program)
         had = len(settling.of(status, program)) or 1
-        self._request("scale", workers=workers, **_given(program=program))
+        # Our pid: a scale whose caller is gone is shown so (scalerecord); the answer, its
+        # id: another scale asked meanwhile, even to the same count, is seen by it.
+        ticket = self._request("scale", workers=workers, caller=os.getpid(),
+                               **_given(program=program)).get("scale")
         try:
             return self._settled({program or "": workers},
                                  grace + self._spec_value("ready_timeout", program) + MARGIN,
                                  f"does not run {workers} ready instance(s)",
                                  (program, had) if workers > had else None,
-                                 {program or "": had})
+                                 {program or "": had}, ticket)
         except StartError as exc:
-            back = self._scale_back(had, program, workers)
+            back = self._scale_back(had, program, workers, ticket)
             raise StartError(f"{exc}; {back}", exc.status, exc.stderr) from None
         except StopTimeout as exc:
-            raise StopTimeout(f"{exc}; {self._scale_back(had, program, workers)}") from None
+            back = self._scale_back(had, program, workers, ticket)
+            raise StopTimeout(f"{exc}; {back}") from None
 
-    def _scale_back(self, had: int, program: str | None, asked: int) -> str:
+    def _scale_back(self, had: int, program: str | None, asked: int,
+                    ticket: int | None) -> str:
         """As a failed start leaves nothing and a failed roll keeps the old: a scale up
         that failed retires its new instances, rather than leave them restarting (unless
-        another command has set another count since: that one stands). What was done."""
+        another command has scaled it since: that one stands). What was done."""
         try:
             settling.check_counts(self.directory, self.name, {program or "": asked},
-                                  {program or "": had})
+                                  {program or "": had}, ticket)
         except ImmortalError:
-            return "not scaled back: another command set another count meanwhile"
+            return "not scaled back: another command scaled it meanwhile"
+        if had == asked:  # asked while another scale to that count was under way
+            return f"not scaled back: it had {had} instance(s) already when asked"
         try:
-            self._request("scale", workers=had, **_given(program=program))
+            self._request("scale", workers=had, caller=os.getpid(), **_given(program=program))
         except ImmortalError:
             pass  # the group ended, or cannot be asked: nothing more to undo
         return f"scaled back to {had}"

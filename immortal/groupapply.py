@@ -36,9 +36,9 @@ class GroupApply(GroupStop):
 
     def _settled(self, counts: dict[str, int], patience: float, what: str,
                  new: tuple[str | None, int] | None = None,
-                 before: dict[str, int] | None = None) -> Status:
+                 before: dict[str, int] | None = None, ticket: int | None = None) -> Status:
         return settling.wait(self.status, self.name, counts, patience, what, new,
-                             None if before is None else (self.directory, before))
+                             None if before is None else (self.directory, before), ticket)
 
     def apply(self, programs: Mapping[str, Mapping[str, Any]], *,
               timeout: float | None = None) -> Applied:

@@ -210,10 +210,17 @@ class GroupStop(GroupView):
 def targets_of(status: Status, instance: int | None,
                program: str | None = None) -> list[tuple[int, int | None]]:
     """The targets ``status`` records, each (pid, start time): the group's one, or each
-    instance's (``program``'s, ``instance``'s alone, if given)."""
+    instance's (``program``'s, ``instance``'s alone, if given), and a roll's replacements
+    of those."""
     if status.instances:
-        return [(entry.pid, entry.start_time) for entry in status.instances
-                if entry.pid and instance in (None, entry.instance)
-                and program in (None, entry.program)]
-    pid = status.pids.get("target")
-    return [(pid, status.start_times.get("target"))] if pid else []
+        found = [(entry.pid, entry.start_time) for entry in status.instances
+                 if entry.pid and instance in (None, entry.instance)
+                 and program in (None, entry.program)]
+    else:
+        pid = status.pids.get("target")
+        found = [(pid, status.start_times.get("target"))] if pid else []
+    for slot, (pid, started) in ((status.roll or {}).get("replacements") or {}).items():
+        named, _, k = str(slot).rpartition(":")
+        if instance in (None, int(k)) and program in (None, named):
+            found.append((int(pid), started))
+    return found

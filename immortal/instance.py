@@ -2,7 +2,7 @@
 
 ``<home>/<name>/`` (``home()``: ``$IMMORTAL_HOME`` or one fixed default per user) holds
 ``lock`` (an ``flock`` held for the group's life), ``spec.json``, ``status.json`` (written
-atomically), the role logs and the default output.
+atomically), ``scale.json`` (``scalerecord``), the role logs and the default output.
 The directory is created 0700 and refused if it is a symlink, not ours, or writable by
 others.
 """
@@ -181,6 +181,23 @@ def wait_lock(path: Path, timeout: float) -> int | None:
         if fd is not None or time.monotonic() >= deadline:
             return fd
         time.sleep(0.01)
+
+
+SCALES = "scale.json"  #: the last scale of each program (``scalerecord``, its writer)
+
+
+def read_scales(directory: Path,
+                started_at: float | None = None) -> dict[str, dict[str, Any]]:
+    """The last scale asked of each program, by program (``scalerecord``); with
+    ``started_at``, only those asked of the group that started then (not of an earlier
+    run of its name)."""
+    try:
+        data = read_json(directory / SCALES) or {}
+    except OSError:
+        return {}
+    return {str(program): entry for program, entry in data.items()
+            if isinstance(entry, dict) and isinstance(entry.get("id"), int)
+            and (started_at is None or entry.get("group_started_at") == started_at)}
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:

@@ -12,7 +12,8 @@ C code in that order): the supplementary groups become exactly the user's
 directory. ``HOME``, ``USER`` and ``LOGNAME`` are the user's (``Spec.target_env``).
 
 The names are looked up again at each spawn (:func:`resolve`): a user removed since the
-start is a failed spawn, retried with backoff, never a target left running as root.
+start is a failed spawn, retried with backoff, never a target left running as root; a
+restart asked then is refused (:func:`still_there`), the running targets left alone.
 """
 
 from __future__ import annotations
@@ -88,6 +89,22 @@ def check(user: object, group: object) -> tuple[str | None, str | None]:
         raise InvalidSpec(f"'group' {group!r} does not exist (no such group in the group "
                           "database)")
     return entry.pw_name, found.gr_name
+
+
+def still_there(user: str | None, group: str | None) -> None:
+    """Refuse a restart (``InvalidSpec``) whose new target could not be spawned: its user
+    or group was removed since the start. The running target is left alone, rather than
+    stopped for a successor that fails its spawn in a loop."""
+    if user is None:
+        return
+    try:
+        resolve(user, group)
+    except OSError:
+        field, name = ("user", user) if _user_entry(user) is None else ("group", group)
+        raise InvalidSpec(f"{field!r} {name!r} no longer exists (removed from the system "
+                          f"since the group started); its targets run on "
+                          f"untouched: create the {field} again, or stop the group and run "
+                          f"it as another user") from None
 
 
 def login_env(user: str) -> dict[str, str]:

@@ -7,7 +7,7 @@ files).
 
 from __future__ import annotations
 
-from . import supervise
+from . import privileges, supervise
 from .checks import check_workers
 from .errors import NotRunning
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from .process import Child
     from .spec import Spec
     from .workers import Instance, Run
 
@@ -37,13 +38,14 @@ class PumpControl:
     def instances(self) -> list[Instance]:  # the pump's: every program's
         raise NotImplementedError
 
-    scale: Callable[[int, str], None]  #: ``scaling.Scaling``
+    scale: Callable[[int, str, int | None], dict[str, Any]]  #: ``scaling.Scaling``
     apply: Callable[[str], dict[str, Any]]  #: ``scaling.Scaling``
     _status_data: Callable[[], dict[str, Any]]
     _feed_all: Callable[..., None]  #: an event for every instance, or those chosen
     _stop_all: Callable[..., None]
     _phase: Callable[[], supervise.Phase]
     start_roll: Callable[[list[Instance], int, float | None], int]  #: ``rollout.Rollout``
+    replacing: Callable[[list[Instance]], list[Child]]  #: ``rollout.Rollout``
     roll_running: bool
     pending: bool  #: a first start whose caller still waits (``answer.StartAnswer``)
 
@@ -69,6 +71,8 @@ class PumpControl:
             self._stop_all("stop", None if grace is None else float(grace))
         elif cmd == "restart":
             chosen = self._addressed(request)
+            for run in {id(inst.run): inst.run for inst in chosen}.values():
+                privileges.still_there(run.spec.user, run.spec.group)
             if self.rolls(request, chosen):
                 if self.pending:  # a plain restart's new target is waited for instead
                     raise NotRunning(STARTING)
@@ -84,12 +88,15 @@ class PumpControl:
             self._feed_all(lambda inst: supervise.Restart(
                 inst.run.spec.stop_timeout if grace is None else float(grace), why), chosen)
         elif cmd == "signal":
-            live = [inst for inst in self._addressed(request) if inst.target is not None]
+            # During a roll both generations of a slot serve: the old target, until it is
+            # gone, and its replacement, before it takes the slot.
+            chosen = self._addressed(request)
+            live = [inst.target for inst in chosen if inst.target is not None]
+            live += self.replacing(chosen)
             if not live:
                 raise NotRunning(f"no target is running (state {self._phase()})")
-            for inst in live:
-                assert inst.target is not None
-                inst.target.kill_group(request["signal"])
+            for child in live:
+                child.kill_group(request["signal"])
         elif cmd == "reopen":
             for run in self.runs.values():
                 if run.host is not None:
@@ -97,7 +104,8 @@ class PumpControl:
         elif cmd == "scale":
             if self.roll_running:
                 raise NotRunning("a rolling restart is in progress; wait for it to end")
-            self.scale(check_workers(request["workers"]), request.get("program", ""))
+            return self.scale(check_workers(request["workers"]), request.get("program", ""),
+                              request.get("caller"))
         elif cmd == "apply":
             if self.roll_running:
                 raise NotRunning("a rolling restart is in progress; wait for it to end")

@@ -13,7 +13,7 @@ import json
 import time
 
 from .state import (FINAL_STATES, ROLES, STALE, delivery_lines, headline, instance_label,
-                    last_text, program_lines, read_json, ready_lines)
+                    last_text, program_lines, read_json, ready_lines, scale_lines)
 from .state import stall_text, summary  # noqa: F401  (the words of a Status: importable here)
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
@@ -202,6 +202,7 @@ def of_program(s: Status, program: str) -> Status:
                   restarts=sum(e.restarts for e in entries),
                   ready=bool(entries) and all(e.ready for e in entries),
                   output=outputs(s).get(program), roll=roll, monitors=monitors,
+                  scales={p: e for p, e in s.scales.items() if p == program},
                   dropped=sum(int(c.get("dropped") or 0) for c in monitors.values()),
                   user=_text(recorded.get("user")), comment=_text(recorded.get("comment")))
 
@@ -232,6 +233,7 @@ def _status_text(s: Status, figures: dict[str, dict[str, Any]], now: float) -> s
         lines.append(f"  up       {human_duration(up)} (target)")
     lines.extend(ready_lines(s))
     lines.extend(roll_lines(s))
+    lines.extend(scale_lines(s))
     if s.last_exit:
         lines.append(f"  last     {last_text(s.last_exit)}")
     if s.next_restart_at and s.state == "backoff" and s.running:

@@ -354,6 +354,12 @@ class Rollout:
                                                    else grace)
                 repl.child.kill_group(signal.SIGTERM)
 
+    def replacing(self, chosen: list[Instance]) -> list[process.Child]:
+        """The live replacements of the ``chosen`` instances (a roll's, not yet their
+        slot's target)."""
+        found = (self.replacements.get(inst.slot) for inst in chosen)
+        return [repl.child for repl in found if repl is not None and repl.child.status is None]
+
     def roll_watches(self) -> dict[int, ReadyWatch]:
         return {repl.child.pid: repl.ready for repl in self.replacements.values()}
 

@@ -29,6 +29,7 @@ from .errors import NotRunning
 from .loop import draw
 from .records import replace
 from .roles import Fds, Retired
+from .scalerecord import noted
 from .spec import Spec, Strategy, read_applied
 from .state import read_json, write_json
 from .workers import Instance, Run
@@ -78,14 +79,16 @@ class Scaling:
     daemon_pid: int | None
     spares: Spares
 
-    def scale(self, workers: int, program: str = "") -> None:
+    def scale(self, workers: int, program: str = "",
+              caller: int | None = None) -> dict[str, Any]:
         """A pump without a daemon: run ``workers`` instances of ``program``, the new
-        ones' files made here."""
+        ones' files made here. The answer: the scale's id (``scalerecord.noted``)."""
         run = self._run_of(program)
         if any(each.retiring is not None for each in self.runs.values()):
             raise NotRunning("instances are still retiring after the last scale; try "
                              "again in a moment")
         before = len(run.instances)
+        answer = noted(self.directory, program, workers, before, caller)
         self.spec = self.spec.replaced(program, workers=workers)
         run.spec = replace(run.spec, workers=workers)
         write_json(self.directory / "spec.json", self.spec.to_json())
@@ -93,6 +96,7 @@ class Scaling:
             self.retire(run, workers)
         for k in range(before, workers):
             self.grow(program, k, ())
+        return answer
 
     def _run_of(self, program: str) -> Run:
         run = self.runs.get(program)

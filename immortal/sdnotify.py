@@ -12,8 +12,9 @@ a path, or ``@name`` in the abstract namespace) and, with ``WatchdogSec=``,
   systemd asks since its ``Type=notify-reload``) when a SIGHUP's rolling restart begins,
   and ``READY=1`` again once it is over;
 - ``STOPPING=1`` when the group begins to end;
-- ``WATCHDOG=1`` every half ``WATCHDOG_USEC``, only while the group is healthy: a daemon
-  that stops pinging is restarted by systemd. Without ``WATCHDOG_USEC`` no timer runs.
+- ``WATCHDOG=1`` every half ``WATCHDOG_USEC``, only while the group is healthy (a ping's
+  time with the pump not seen draining sends none): a daemon that stops pinging is
+  restarted by systemd. Without ``WATCHDOG_USEC`` no timer runs.
 
 The targets never see these variables (``notify.MANAGER_ENV``): a target gets a notify
 socket of the group's own, and only with ``ready="notify"``. A socket is opened per
@@ -66,7 +67,7 @@ class Notifier:
         self.watchdog = watchdog  #: the interval, in seconds; None: no pings asked
         self.clock = clock
         self.since = clock()  # a first ping is due from then (a fixed time, not "now")
-        self.last_ping: float | None = None
+        self.last_look: float | None = None  #: when a ping was last due (sent or not)
         self.shown: str | None = None  #: the last STATUS= sent
         self.stopping_sent = False
 
@@ -120,13 +121,16 @@ class Notifier:
         watchdog (no timer at all)."""
         if self.watchdog is None or not healthy or self.stopping_sent:
             return None
-        if self.last_ping is None:
+        if self.last_look is None:
             return self.since
-        return self.last_ping + self.watchdog / 2
+        return self.last_look + self.watchdog / 2
 
-    def ping(self) -> None:
-        self.last_ping = self.clock()
-        self.send("WATCHDOG=1")
+    def ping(self, vouched: bool = True) -> None:
+        """A ping's time has come: ``WATCHDOG=1`` if the group is ``vouched`` for now;
+        either way the next look is half an interval on."""
+        self.last_look = self.clock()
+        if vouched:
+            self.send("WATCHDOG=1")
 
 
 def _one_line(text: str) -> str:

@@ -7,7 +7,7 @@ import time
 
 from .errors import ImmortalError, NotRunning, StartError, StopTimeout
 from .groupview import POLL
-from .state import Status, read_json
+from .state import Status, read_json, read_scales
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -19,13 +19,15 @@ if TYPE_CHECKING:
 
 def wait(status: Callable[[], Status], name: str, counts: Mapping[str, int],
          patience: float, what: str, new: tuple[str | None, int] | None = None,
-         before: tuple[Path, Mapping[str, int]] | None = None) -> Status:
+         before: tuple[Path, Mapping[str, int]] | None = None,
+         ticket: int | None = None) -> Status:
     """The status once each program of ``counts`` runs that many instances (0: gone),
     each running and ready; StopTimeout past ``patience``. ``new``: (program, the count
     before a scale up): a new instance whose target died before it was ready fails at once
     (StartError), as in a start. ``before``: the group's directory and the counts it had,
     for ``check_counts``: another command that set another count meanwhile makes the wait
-    moot (an ImmortalError at once, and nothing of that command's to undo)."""
+    moot (an ImmortalError at once, and nothing of that command's to undo); ``ticket``,
+    the id of the scale waited for: so does another scale, even to the same count."""
     deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
         now = status()
@@ -37,7 +39,7 @@ def wait(status: Callable[[], Status], name: str, counts: Mapping[str, int],
             raise NotRunning(f"group {name!r} was stopped (by a stop) before the change was "
                              f"done; nothing was undone")
         if before is not None:
-            check_counts(before[0], name, counts, before[1])
+            check_counts(before[0], name, counts, before[1], ticket)
         dead = [entry for entry in of(now, new[0]) if entry.instance >= new[1]
                 and entry.last_exit is not None and not entry.ready
                 and not _asked(entry.last_exit)] if new else []
@@ -56,14 +58,25 @@ def _asked(status: Any) -> bool:
 
 
 def check_counts(directory: Path, name: str, counts: Mapping[str, int],
-                 before: Mapping[str, int]) -> None:
+                 before: Mapping[str, int], ticket: int | None = None) -> None:
     """An ImmortalError if the group's ``spec.json`` records, for one of its programs,
     neither the count asked (``counts``) nor the one it had (``before``: a group that could
-    not write its spec keeps it): another command set it since this one asked."""
+    not write its spec keeps it): another command set it since this one asked. With
+    ``ticket`` (a scale's id, ``scalerecord``), also if another scale was asked since, to
+    the same count too: its caller waits for it, and may undo it, from then on."""
     for program, count in counts.items():
+        what = f"program {program!r} of group {name!r}" if program else f"group {name!r}"
+        last = read_scales(directory).get(program) if ticket is not None else None
+        overtaken = last is not None and last["id"] != ticket
         now = recorded(directory, program)
-        if now is not None and now not in (count, before.get(program, count)):
-            what = f"program {program!r} of group {name!r}" if program else f"group {name!r}"
+        if last is not None and overtaken:
+            now = last.get("workers")
+        if overtaken and now == count:
+            raise ImmortalError(
+                f"{what} was scaled to {count} instance(s) again by another command while "
+                f"this scale waited for them; that scale stands, and its caller waits for "
+                f"them (nothing undone here)")
+        if now is not None and (overtaken or now not in (count, before.get(program, count))):
             raise ImmortalError(
                 f"{what} was scaled to {now} instance(s) by another command while this "
                 f"change to {count} waited for them; it stays at {now} (scale it again "

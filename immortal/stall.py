@@ -65,6 +65,7 @@ class Watch:
         self._seen = b""  # the ledger at the start of the period
         self._seen_at = 0.0
         self.stalled: dict[str, Any] | None = None
+        self._looked: tuple[bytes, bool] | None = None  # drains(): the ledger, output waiting
         self._clear_file()
 
     def fileno(self) -> int:
@@ -81,10 +82,22 @@ class Watch:
                 pass
         self._fds = tuple(fds)
         self._ledgers = tuple(ledgers)
+        self._looked = None
         names = self._busy[0][1]
         self._busy = list(busy) if busy is not None else [(self._ledgers[0], names)]
         for fd in self._fds:
             self._epoll.register(fd, _ONESHOT)
+
+    def drains(self) -> bool:
+        """Whether the pump may be vouched for at this look (a watchdog's ping): not if
+        output waited at the last look and waits now, the ledger unchanged in between. A
+        period of the pings, not ``after``: the service manager hears of a frozen pump
+        before the status does."""
+        snapshot = self._snapshot()
+        waiting = any(pipe_backlog(fd) for fd in self._fds)
+        stuck = waiting and self._looked == (snapshot, True)
+        self._looked = (snapshot, waiting)
+        return self.stalled is None and not stuck
 
     def ready(self) -> None:
         """Output waits in a pipe (the one-shot fired): look again in ``after`` seconds."""
@@ -95,6 +108,7 @@ class Watch:
     def restart(self) -> None:
         """A new pump: whatever the old one did, watch afresh."""
         self._unstall()
+        self._looked = None
         self.deadline = None
         self._arm()
 

@@ -13,6 +13,7 @@ from ._linux import is_alive
 from .errors import AlreadyRunning, ImmortalError
 from .instance import (  # noqa: F401  (the instance directory's names, kept importable here)
     ROOT_HOME,
+    SCALES,
     SOCKET_NAME,
     UNIX_PATH_MAX,
     check_dir,
@@ -24,6 +25,7 @@ from .instance import (  # noqa: F401  (the instance directory's names, kept imp
     lock_held,
     names_file,
     read_json,
+    read_scales,
     try_lock,
     wait_lock,
     write_json,
@@ -44,6 +46,7 @@ from .statewords import (  # noqa: F401  (the words of a Status, kept importable
     last_text,
     program_lines,
     ready_lines,
+    scale_lines,
     stall_text,
     summary,
 )
@@ -209,6 +212,10 @@ class Status(MutableRecord):
     #: a first start under way: its caller waits for every target to be ready (a stop
     #: then waits for that start, ``wait_start``)
     starting: bool = False
+    #: the last scale asked of each program ("": the group's one) while the group runs, by
+    #: program (``scalerecord``, from ``scale.json``): ``id``, ``workers`` (the count
+    #: asked), ``had``, ``at``, ``caller`` (pid and start time)
+    scales: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> Status:
@@ -247,7 +254,8 @@ class Status(MutableRecord):
     def to_json(self, *, stored: bool = False) -> dict[str, Any]:
         """The record as JSON. ``stored``: as ``status.json`` holds it (the pump writes it
         from this record), without what readers find out for themselves (``running``,
-        from the roles' liveness; ``stalled``, from ``stalled.json``)."""
+        from the roles' liveness; ``stalled``, from ``stalled.json``; ``scales``, from
+        ``scale.json``)."""
         data = {
             "name": self.name, "state": self.state, "running": self.running,
             "pids": self.pids, "restarts": self.restarts, "spawned": self.spawned,
@@ -269,6 +277,8 @@ class Status(MutableRecord):
                 data[key] = getattr(self, key)
         if self.starting:
             data["starting"] = True
+        if self.scales and not stored:
+            data["scales"] = self.scales
         if stored:
             del data["running"], data["stalled"]
         return data
@@ -380,6 +390,8 @@ def read_status(directory: Path) -> Status | None:
     if status.running and status.stalled is None:
         # The daemon's word on a pump that no longer drains the output (stall.py).
         status.stalled = read_json(directory / "stalled.json")
+    if status.running:
+        status.scales = read_scales(directory, status.started_at)
     return status
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from ._linux import is_alive
 from .phases import combined
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
@@ -62,6 +63,7 @@ def summary(s: Status) -> str:
     if s.target_started_at and s.running and s.state == "running":
         lines.append(f"  up       {time.time() - s.target_started_at:.1f} s")
     lines.extend(ready_lines(s))
+    lines.extend(scale_lines(s))
     if s.last_exit:
         lines.append(f"  last     {last_text(s.last_exit)}")
     if s.next_restart_at and s.state == "backoff" and s.running:
@@ -73,6 +75,27 @@ def summary(s: Status) -> str:
     if s.output:
         lines.append(f"  output   {s.output}")
     return "\n".join([*lines, *delivery_lines(s)])
+
+
+def scale_lines(s: Status) -> list[str]:
+    """Each scale not done yet (``scalerecord``): the count asked, what runs, whether its
+    caller still waits; nothing once the program runs that count, each instance ready."""
+    found = []
+    for program, entry in sorted(s.scales.items()):
+        asked, caller = int(entry.get("workers", 0)), entry.get("caller")
+        mine = [e for e in s.instances if program in ("", e.program)]
+        ready = sum(e.state == "running" and e.ready for e in mine) if mine else int(s.ready)
+        if not s.running or ((len(mine) or 1) == asked and ready == asked):
+            continue
+        who = "no caller of it is known"
+        if caller:
+            who = f"its caller (pid {caller[0]}) " + (
+                "waits for it" if is_alive(*caller) else
+                "is gone: the count stands, nothing scales it back")
+        found.append(f"  scale    {program + ' ' if program else ''}#{entry.get('id')} to "
+                     f"{asked} (from {entry.get('had')}): {len(mine) or 1} instance(s), "
+                     f"{ready} ready; {who}")
+    return found
 
 
 #: The reasons of restarts the operator's options asked for, as 'status' words them.

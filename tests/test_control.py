@@ -195,5 +195,7 @@ def test_an_apply_names_the_programs_its_caller_rolls_next_and_the_caller():
     for wrong in ("4321", 0, -1, True, 1.5, None):
         with pytest.raises(immortal.InvalidSpec, match="'caller' must be a process id"):
             control.check_request({**request, "caller": wrong})
-    with pytest.raises(immortal.InvalidSpec, match="command 'scale' takes no caller"):
-        control.check_request({"cmd": "scale", "workers": 2, "caller": 4321})
+    with pytest.raises(immortal.InvalidSpec, match="command 'stop' takes no caller"):
+        control.check_request({"cmd": "stop", "caller": 4321})
+    scale = {"cmd": "scale", "workers": 2, "caller": 4321}  # a scale's caller is recorded
+    assert control.check_request(dict(scale)) == scale

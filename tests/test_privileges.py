@@ -255,3 +255,29 @@ def test_resolve_looks_the_user_up_at_each_spawn() -> None:
     assert set(drop.groups) == set(os.getgrouplist(me.pw_name, me.pw_gid))
     with pytest.raises(OSError, match="no longer exists"):
         privileges.resolve("no-such-user-xq", None)
+
+
+@needs_root
+@needs_python
+@pytest.mark.parametrize("strategy, workers", [("daemon", 1), ("unattached", 1),
+                                               ("daemon", 2)])
+def test_a_restart_after_the_user_was_removed_is_refused_at_once(
+        started, strategy: str, workers: int) -> None:
+    """The new target could not be spawned: the restart fails at once, naming the user,
+    and the running targets are left alone (not stopped for a spawn that fails)."""
+    if not shutil.which("useradd"):
+        pytest.skip("makes a user: needs useradd")
+    user = f"imt{uuid.uuid4().hex[:6]}"
+    subprocess.run(["useradd", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", user],
+                   check=True, timeout=30)
+    try:
+        group = started(TALKER, user=user, cwd="/", name="gone", exec=PYTHON,
+                        strategy=strategy, workers=workers)
+        before = sorted(entry.pid for entry in group.status().instances) or group.pids["target"]
+    finally:  # -f: its targets still run
+        subprocess.run(["userdel", "-f", user], check=True, timeout=30, capture_output=True)
+    with pytest.raises(immortal.ImmortalError, match=f"'user' '{user}' no longer exists"):
+        group.restart()
+    status = group.status()
+    assert status.state == "running", status
+    assert (sorted(entry.pid for entry in status.instances) or status.pids["target"]) == before

@@ -1,6 +1,7 @@
 """A rolling restart's ``line:`` readiness reads the replacement's own lines (``spare``):
 never a line its old process prints meanwhile; and every line of both reaches the
-monitors once, as their instance's, through supervisors' deaths during the roll too."""
+monitors once, as their instance's, through supervisors' deaths during the roll too; a
+signal during a roll reaches the old processes and the replacements alike."""
 
 from __future__ import annotations
 
@@ -98,3 +99,55 @@ def test_every_line_of_the_old_and_the_new_process_reaches_the_monitor_once(
             streams = {n: ("stdout" if n % 2 else "stderr") for n in numbers}
             assert all(seen == [(k, streams[n])] for n, seen in numbers.items()), \
                 f"process {pid}: a line attributed to another instance or stream"
+
+
+# Logs its pid to LOG on each USR1, and to STATE.K once it traps it; the first process of
+# an instance prints the ready line, its replacements never do (the roll waits for them
+# until the group stops).
+TRAPPER = """
+import os, signal, sys, time
+log, state = sys.argv[1], sys.argv[2] + "." + os.environ["IMMORTAL_INSTANCE"]
+def got(*_):
+    with open(log, "a") as handle:
+        handle.write(f"{os.getpid()}\\n")
+signal.signal(signal.SIGUSR1, got)
+old = not os.path.exists(state)
+with open(state, "a") as handle:
+    handle.write(f"{os.getpid()}\\n")
+if old:
+    print("serving", flush=True)
+while True:
+    time.sleep(60)
+"""
+
+
+def pids_in(path: Path) -> set[int]:
+    return set(map(int, path.read_text().split())) if path.exists() else set()
+
+
+@pytest.mark.parametrize("answering", [True, False])
+def test_a_signal_during_a_roll_reaches_the_old_targets_and_the_replacements(
+        started, tmp_path, answering):
+    program, log, state = tmp_path / "trapper.py", tmp_path / "usr1.log", tmp_path / "state"
+    program.write_text(TRAPPER)
+    group = started(str(program), [str(log), str(state)], workers=2, name="trap",
+                    ready="line:^serving", ready_timeout=LONG)
+    old = set(pids(group.status()).values())
+    status = group.status()
+    os.kill(status.pids["daemon"], signal.SIGHUP)  # a roll, as 'immortal restart' asks
+    status = wait_for(group.status, lambda s: (s.roll or {}).get("replacements"), SHORT,
+                      what="a replacement spawned")
+    new = {pid for pid, _ in status.roll["replacements"].values()}
+    wait_for(lambda: pids_in(Path(f"{state}.0")), lambda got: new <= got, SHORT,
+             what="the replacement trapping USR1")
+    if not answering:  # the group's supervisors frozen: the caller signals them itself
+        for role in ("daemon", "pump"):
+            os.kill(status.pids[role], signal.SIGSTOP)
+    try:
+        group.signal("USR1")
+    finally:
+        if not answering:
+            for role in ("daemon", "pump"):
+                os.kill(status.pids[role], signal.SIGCONT)
+    wait_for(lambda: pids_in(log), lambda got: got == old | new, SHORT,
+             what=f"USR1 in {sorted(old | new)}")

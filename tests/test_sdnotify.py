@@ -57,6 +57,9 @@ def test_pings_every_half_interval_only_while_healthy_and_never_without_a_watchd
     clock.now = 103.0
     notifier.ping()
     assert notifier.next_ping(True) == 105.0
+    clock.now = 105.0
+    notifier.ping(vouched=False)  # the pump not seen draining: no ping, a look again later
+    assert notifier.next_ping(True) == 107.0
     notifier.stopping()
     assert notifier.next_ping(True) is None
     assert sent == [b"WATCHDOG=1", b"WATCHDOG=1", b"STOPPING=1"]
@@ -185,6 +188,39 @@ def test_a_reload_is_announced_and_the_watchdog_pinged(home, manager):
                                            got[got.index(reloading) + 1:]],
                  LONG, "READY=1 after the reload")
         assert read_status(home / "reloaded").spawned == 2
+        popen.send_signal(signal.SIGTERM)
+        manager.wait_for("STOPPING=1")
+    finally:
+        code = ended(popen)
+    assert code == 0
+
+
+# Writes 64 KiB blocks of lines for ever: blocked in its writes as soon as nobody reads.
+FLOOD = "import os\nblock = b'x' * 99 + b'\\n'\nwhile True: os.write(1, block * 655)\n"
+
+
+def test_the_pings_stop_once_a_frozen_pump_leaves_output_waiting(home, manager):
+    """Not only once the status tells the stall: at the second look that finds output
+    waiting and nothing drained since the first (a ping's period, 0.2 s here); they come
+    again once the pump runs."""
+    popen = run_foreground(home, manager, "frozen", "-o", "output=/dev/null", sys.executable,
+                           "--", "-c", FLOOD, WATCHDOG_USEC="400000")
+    try:
+        manager.wait_for("READY=1")
+        pump = read_status(home / "frozen").pids["pump"]
+        os.kill(pump, signal.SIGSTOP)
+        try:
+            frozen = len(manager.heard())
+            manager.wait_for("output stalled", LONG)
+            heard = manager.heard()
+            after = heard[frozen:heard.index(next(m for m in heard if "output stalled" in m))]
+            # The look that first found output waiting may ping, the next one no longer.
+            assert after.count("WATCHDOG=1") <= 2, after
+        finally:
+            os.kill(pump, signal.SIGCONT)
+        resumed = len(manager.heard())
+        wait_for(lambda: manager.heard()[resumed:], lambda got: "WATCHDOG=1" in got, LONG,
+                 "a ping once the pump drains again")
         popen.send_signal(signal.SIGTERM)
         manager.wait_for("STOPPING=1")
     finally:

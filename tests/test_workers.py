@@ -531,6 +531,35 @@ def test_a_restart_during_a_scale_up_does_not_fail_it(started, tmp_path):
         assert [e.ready for e in scaling.result(timeout=LONG).instances] == [True, True]
 
 
+@pytest.mark.parametrize("strategy", ["daemon", "unattached"])
+def test_a_scale_overtaken_by_another_to_the_same_count_fails_at_once(
+        started, tmp_path, strategy):
+    """Two scales to the same count at once: the first is told at once that the other
+    took its wait over (before, both waited and both said they scaled, and a failure of
+    the first would have scaled the group back under the second); the other waits for
+    the instances, and succeeds once they are ready."""
+    gate = tmp_path / "gate"
+    Path(f"{gate}.0").touch()
+    group = started(sys.executable, ["-c", GATED, str(gate)], workers=1, strategy=strategy,
+                    ready=r"line:^up \d$", ready_timeout=LONG, stop_timeout=1)
+    spec = group.directory / "spec.json"
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            first = pool.submit(group.scale, 3)
+            wait_for(lambda: json.loads(spec.read_text()).get("workers"), lambda n: n == 3,
+                     SHORT, what="the first scale asked")
+            second = pool.submit(immortal.attach(group.name).scale, 3)
+            with pytest.raises(immortal.ImmortalError, match="scaled to 3 instance\\(s\\) "
+                               "again by another command") as caught:
+                first.result(timeout=SHORT)
+            assert not isinstance(caught.value, (immortal.StartError, immortal.StopTimeout))
+        finally:
+            for k in (1, 2):
+                Path(f"{gate}.{k}").touch()
+        assert [e.ready for e in second.result(timeout=LONG).instances] == [True] * 3
+    assert json.loads(spec.read_text())["workers"] == 3  # nothing undone
+
+
 def test_a_port_probe_is_refused_with_several_instances():
     with pytest.raises(immortal.InvalidSpec, match="'ready' 'port:8080' works with one "
                        "instance only"):
@@ -576,3 +605,34 @@ def test_a_scale_up_whose_new_instance_dies_fails_at_once_and_is_undone(started,
     status = wait_for(group.status, lambda s: not s.instances and s.ready, LONG,
                       what="the group back to one instance")
     assert status.state == "running"
+
+
+def test_a_scale_whose_caller_was_killed_stands_and_status_says_so(started, home):
+    """``immortal scale`` killed while it waits for new instances that are never ready:
+    nothing undoes the count it asked, and ``immortal status`` shows that count, what
+    runs, and that its caller is gone (before, nothing told a scale under way at all)."""
+    group = started(sys.executable, ["-c", TWO_UP], workers=2, ready=r"line:^up \d$",
+                    ready_timeout=LONG, stop_timeout=1)
+    env = {**os.environ, "IMMORTAL_HOME": str(home)}
+
+    def shown() -> str:
+        return subprocess.run([sys.executable, "-m", "immortal", "status", group.name],
+                              env=env, capture_output=True, text=True, timeout=LONG).stdout
+
+    caller = subprocess.Popen([sys.executable, "-m", "immortal", "scale", group.name, "4"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        status = wait_for(group.status, lambda s: (s.scales.get("") or {}).get("caller"),
+                          SHORT, what="the scale recorded")
+        assert status.scales[""]["caller"][0] == caller.pid
+        head = f"  scale    #{status.scales['']['id']} to 4 (from 2): "
+        wait_for(shown, lambda text: f"{head}4 instance(s), 2 ready; its caller (pid "
+                 f"{caller.pid}) waits for it" in text, SHORT, what="the scale under way")
+    finally:
+        caller.kill()
+        caller.wait(timeout=LONG)
+    wait_for(shown, lambda text: f"{head}4 instance(s), 2 ready; its caller (pid "
+             f"{caller.pid}) is gone: the count stands, nothing scales it back" in text,
+             SHORT, what="the caller's death in the status")
+    assert json.loads((group.directory / "spec.json").read_text())["workers"] == 4
+    assert len(group.status().instances) == 4  # nothing undone

@@ -1,0 +1,54 @@
+"""The last scale asked of each program (``Group.scale``, ``immortal scale``): its count,
+the count it found, and who asked, in ``scale.json`` in the instance directory; written
+here, by the group's root (its daemon, or a pump without one) as it takes the request;
+read by ``instance.read_scales``, for the callers that wait for a scale and for ``status``
+(``statewords.scale_lines``).
+
+A scale's caller waits for its count and undoes a failed scale up; a later scale of the
+same program, even to the same count, takes that over: it has another ``id``, and the
+earlier caller, seeing it, fails at once and undoes nothing. A caller that dies while it
+waits undoes nothing either: the count it asked stands, and ``status`` shows it beside
+what runs, and that nobody waits for it any more.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ._linux import process_start_time
+from .instance import SCALES, read_json, read_scales, write_json
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
+
+def note(directory: Path, program: str, workers: int, had: int,
+         caller: int | None) -> int:
+    """Record a scale of ``program`` ("": the group's one program) to ``workers``, from
+    ``had``, asked by the process ``caller``; its id. Every scale is recorded, one that
+    changes no count too: it is the one its caller's wait is for from then on."""
+    records = read_scales(directory)
+    ident = max((int(entry.get("id", 0)) for entry in records.values()), default=0) + 1
+    started = process_start_time(caller) if caller else None
+    status = read_json(directory / "status.json") or {}
+    records[program] = {"id": ident, "workers": workers, "had": had, "at": time.time(),
+                        "caller": [caller, started] if caller and started else None,
+                        "group_started_at": status.get("started_at")}
+    write_json(directory / SCALES, records)
+    return ident
+
+
+def noted(directory: Path, program: str, workers: int, had: int,
+          caller: int | None) -> dict[str, Any]:
+    """The scale recorded (``note``): its id, as its caller's answer; none if it cannot be
+    written (the scale is carried out all the same)."""
+    try:
+        return {"scale": note(directory, program, workers, had, caller)}
+    except OSError as exc:
+        from . import rolelog  # a role's: imported only then
+
+        rolelog.report("spec", f"immortal: cannot write {SCALES}: {exc}\n")
+        return {}
