@@ -8,6 +8,7 @@ command line, sd_notify with a real client, the default with ``IMMORTAL_READY`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -50,6 +51,31 @@ def script(tmp_path: Path, name: str, text: str) -> str:
     path = tmp_path / name
     path.write_text(text)
     return str(path)
+
+
+@contextlib.contextmanager
+def start_waiting(home: Path, name: str, *words: str) -> Iterator[tuple[subprocess.Popen[str], dict]]:
+    """``immortal run -n NAME WORDS...`` in the background, yielded with its status once
+    every target is spawned (and, for the test, not yet ready); killed at the end if it
+    still runs."""
+    run = subprocess.Popen([sys.executable, "-m", "immortal", "run", "-n", name, *words],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    status_file = home / name / "status.json"
+
+    def spawned(data: dict) -> bool:
+        instances = data.get("instances")
+        if instances:
+            return all(entry.get("pid") for entry in instances)
+        return "target" in data.get("pids", {})
+
+    try:
+        yield run, wait_for(lambda: status_file.exists() and json.loads(status_file.read_text()),
+                            lambda data: bool(data) and spawned(data),
+                            what="the targets spawned, not yet ready")
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
 
 
 def assert_nothing_left(name: str, before: set[int]) -> None:
@@ -595,20 +621,9 @@ def test_a_stop_during_the_readiness_wait_waits_for_that_start(
     and the group read as killed without a stop)."""
     stopped_after.append("waited")
     sleeper = script(tmp_path, "sleeper.py", "import time\nwhile True:\n    time.sleep(1)\n")
-    run = subprocess.Popen([sys.executable, "-m", "immortal", "run", "-n", "waited",
-                            "--ready", "uptime:2", sleeper], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
-    try:
-        status_file = home / "waited" / "status.json"
-        wait_for(lambda: status_file.exists() and json.loads(status_file.read_text()),
-                 lambda data: bool(data) and "target" in data.get("pids", {}),
-                 what="the target spawned, not yet ready")
+    with start_waiting(home, "waited", "--ready", "uptime:2", sleeper) as (run, _):
         stop = run_cli("stop", "waited")
         out, err = run.communicate(timeout=LONG)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
     assert run.returncode == 0, err
     assert stop.returncode == 0, stop
     status = immortal.attach("waited").status()
@@ -621,15 +636,9 @@ def test_a_restart_during_the_readiness_wait_restarts_and_the_start_goes_on(
     replaced and the start waits for the new one (before, the restart's TERM counted as a
     death before readiness: the start failed, and the group was gone)."""
     stopped_after.append("redone")
-    run = subprocess.Popen([sys.executable, "-m", "immortal", "run", "-n", "redone",
-                            "--ready", "line:^got USR1", TALKER, "--", "--trap", "USR1",
-                            "--out", "1"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        status_file = home / "redone" / "status.json"
-        first = wait_for(lambda: status_file.exists() and json.loads(status_file.read_text()),
-                         lambda data: bool(data) and "target" in data.get("pids", {}),
-                         what="the target spawned, not yet ready")["pids"]["target"]
+    with start_waiting(home, "redone", "--ready", "line:^got USR1", TALKER, "--", "--trap",
+                       "USR1", "--out", "1") as (run, data):
+        first = data["pids"]["target"]
         restart = run_cli("restart", "redone")
         assert restart.returncode == 0, restart.stderr
         second = immortal.attach("redone").status().pids["target"]
@@ -639,10 +648,6 @@ def test_a_restart_during_the_readiness_wait_restarts_and_the_start_goes_on(
                  what="the new target's trap set")
         os.kill(second, signal.SIGUSR1)
         out, err = run.communicate(timeout=LONG)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
     assert run.returncode == 0, err
     status = immortal.attach("redone").status()
     assert status.running and status.ready and status.pids["target"] == second, status
@@ -660,20 +665,10 @@ def test_a_restart_or_scale_during_the_readiness_wait_leaves_the_start_whole(
     name = f"busy-{len(stopped_after)}-{command[-1].strip('-')}"
     stopped_after.append(name)
     sleeper = script(tmp_path, "sleeper.py", "import time\nwhile True:\n    time.sleep(1)\n")
-    run = subprocess.Popen([sys.executable, "-m", "immortal", "run", "-n", name, "-w", "2",
-                            "--ready", "uptime:2", "--stop-timeout", "2", sleeper],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        status_file = home / name / "status.json"
-        wait_for(lambda: status_file.exists() and json.loads(status_file.read_text()),
-                 lambda data: bool(data) and all(e.get("pid") for e in data.get(
-                     "instances") or [{}]), what="the targets spawned, not yet ready")
+    with start_waiting(home, name, "-w", "2", "--ready", "uptime:2", "--stop-timeout", "2",
+                       sleeper) as (run, _):
         done = run_cli(command[0], name, *command[1:])
         out, err = run.communicate(timeout=LONG)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
     assert run.returncode == 0, err
     assert done.returncode == 0, done
     assert immortal.attach(name).status().running
