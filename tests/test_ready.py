@@ -54,7 +54,8 @@ def script(tmp_path: Path, name: str, text: str) -> str:
 
 
 @contextlib.contextmanager
-def start_waiting(home: Path, name: str, *words: str) -> Iterator[tuple[subprocess.Popen[str], dict]]:
+def start_waiting(home: Path, name: str,
+                  *words: str) -> Iterator[tuple[subprocess.Popen[str], dict]]:
     """``immortal run -n NAME WORDS...`` in the background, yielded with its status once
     every target is spawned (and, for the test, not yet ready); killed at the end if it
     still runs."""
