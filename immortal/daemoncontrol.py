@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import privileges, rolelog, supervise
+from . import privileges, rolelog, rolling, supervise
 from .checks import check_workers
 from .errors import NotRunning
 from .kept import KeptTargets
@@ -66,12 +66,10 @@ class Answering:
         """Whether the pump would carry out a restart request as a rolling restart
         (``PumpControl.rolls``), from the spec: during the first start nothing has changed
         its counts."""
-        if request.get("all_at_once"):
-            return False
         chosen = [view for view in self.spec.each()
                   if request.get("program") in (None, view.program)]
-        return bool(request.get("rolling")) or any(view.workers > 1 or view.listen
-                                                   for view in chosen)
+        return rolling.rolls(any(view.workers > 1 or view.listen for view in chosen),
+                             bool(request.get("all_at_once")), bool(request.get("rolling")))
 
     def _command(self, request: dict[str, Any]) -> dict[str, Any]:
         """A control request: answered here (status) or passed on to the pump."""

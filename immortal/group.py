@@ -16,7 +16,7 @@ import os
 import select
 import time
 
-from . import control, settling
+from . import control, rolling, settling
 from ._linux import is_alive
 from .errors import InvalidSpec, InvalidType, NoAnswer, NotRunning, StartError, StateDirError
 from .errors import ImmortalError, StopTimeout
@@ -75,7 +75,7 @@ class Group(GroupApply):
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise InvalidSpec(f"'batch' must be an int, 1 or more (got {batch!r})")
         mine = settling.of(before, program)
-        if (len(mine) > 1 or self._listens(program)) and not all_at_once:
+        if rolling.rolls(len(mine) > 1 or self._listens(program), all_at_once):
             if before.starting:
                 _, before = self._root()
             self._roll(before, chosen, grace, batch, program)

@@ -7,7 +7,7 @@ files).
 
 from __future__ import annotations
 
-from . import privileges, supervise
+from . import privileges, rolling, supervise
 from .checks import check_workers
 from .errors import NotRunning
 
@@ -53,10 +53,9 @@ class PumpControl:
         """Whether a restart request is carried out as a rolling restart: asked
         (``rolling``), or for several instances of a program, or one that listens, unless
         ``all_at_once`` is asked."""
-        if request.get("all_at_once"):
-            return False
-        several = any(len(inst.run.instances) > 1 or inst.run.spec.listen for inst in chosen)
-        return several or bool(request.get("rolling"))
+        return rolling.rolls(
+            any(len(inst.run.instances) > 1 or inst.run.spec.listen for inst in chosen),
+            bool(request.get("all_at_once")), bool(request.get("rolling")))
 
     def command(self, request: dict[str, Any]) -> dict[str, Any]:
         """Carry out a control request; a restart or a signal goes to every instance, or

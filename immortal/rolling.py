@@ -27,6 +27,13 @@ Slot = int | str
 ROLLING, DONE, FAILED_ROLL = "rolling", "done", "failed"
 
 
+def rolls(several: bool, all_at_once: bool, asked: bool = False) -> bool:
+    """Whether a restart is a rolling one: of ``several`` instances of a program (or of
+    one that listens), or ``asked`` to roll, unless ``all_at_once``. The caller, the
+    daemon and the pump each decide it from what they hold, by this one rule."""
+    return not all_at_once and (several or asked)
+
+
 class Replace(Record):
     """Spawn a replacement for ``slot``, beside the process that serves it now."""
 
