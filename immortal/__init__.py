@@ -1,10 +1,11 @@
 """immortal: keep a program alive, detached, with every line and event sent to a monitor.
 
 Layers (a module imports only from lower ones; tests/test_layering.py checks it):
-0 errors, records, _linux, hookspecs, entrypoints, detach, rolelog, bytecode, plainsignals,
+0 errors, records, _linux, hookimpls, entrypoints, detach, rolelog, bytecode, plainsignals,
   tomlkeys, phases, cliexamples, runargs ·
-1 standby, events, names, safety, channel, control, relay, orphans, figures, tailing, cliargs,
-  rolling, readiness, notify, addresses, envfile, completionscripts, configkeys,
+1 hookspecs, monitorfind, standby, events, names, safety, channel, control, relay, orphans,
+  figures, tailing, cliargs, rolling, readiness, notify, addresses, envfile,
+  completionscripts, configkeys,
   privileges, filewatch, memwatch, rolefds, units, loop, jobstop ·
 2 process, monitor, roles, delivery, instance, checks, machine, listen, configfile, holder,
   statewords, sdnotify, spare ·

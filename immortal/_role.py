@@ -12,9 +12,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING  # loaded anyway: only role processes import this
 
 from . import bytecode
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
     from .roles import RoleArgs

@@ -11,7 +11,6 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 from . import privileges, rolelog, rolling, supervise
 from .checks import check_workers
@@ -21,6 +20,11 @@ from .pumpcontrol import STARTING
 from .roles import Command
 from .spec import Spec
 from .state import read_json, running_targets
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 #: seconds past a stop's grace period before the daemon kills what its pump did not end
 STOP_MARGIN = 5.0

@@ -11,7 +11,6 @@ import selectors
 import signal
 import socket
 from pathlib import Path
-from typing import Any
 
 from . import holder, rolelog, supervise
 from .events import ExitStatus
@@ -19,6 +18,11 @@ from .kept import KeptTarget, KeptTargets
 from .keptfiles import KeptFiles
 from .loop import Loop
 from .roles import Reaped
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Holding:

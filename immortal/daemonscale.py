@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any
 
 from . import _linux, rolelog, supervise
 from .errors import InvalidSpec, NotRunning
@@ -27,6 +26,11 @@ from .scalerecord import noted
 from .spec import Spec, read_applied
 from .stall import Watch
 from .state import write_json
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Scaling:

@@ -31,9 +31,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from .relay import PIPE_SIZE, Ledger
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 #: backpressure "drop": a monitor's lines are dropped while this much output waits for it,
 #: as much as the pipe would hold for a target nobody reads
@@ -49,7 +53,7 @@ class Failed(Exception):
         self.monitor = monitor
 
 
-Line = Callable[..., Any]  # (line, offset) or, where it takes no offset, (line)
+Line = Callable[..., object]  # (line, offset) or, where it takes no offset, (line)
 WITNESS_MAX = (1 << 64) - 1  #: positions from 0 to this, less one, are kept
 Position = Callable[[], "int | None"]
 Delivered = Callable[[str, "list[bytes]", int, "int | None"], "int | None"]

@@ -12,7 +12,11 @@ import os
 import select
 import time
 from collections.abc import Iterable
-from typing import Any
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def detach(preserve: Iterable[int], stderr_path: str) -> None:

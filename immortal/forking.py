@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from . import _linux, jobstop, monitorload, plainsignals, rolelog
+from . import _linux, jobstop, plainsignals, rolelog
 from .roles import RoleArgs
 from .spec import Spec
 
@@ -68,7 +68,6 @@ def fork_pump(spec: Spec, args: RoleArgs, log: Path) -> ForkedPump:
     global _frozen
     if not _frozen:
         _preload_builtin_monitors(spec)
-        monitorload.prepare(len(spec.each()))  # the pump's hosts' plugin managers
         # Once, before the first fork: the child's collector then leaves the pages of the
         # objects both processes share alone (copy-on-write keeps them shared).
         gc.freeze()
@@ -134,7 +133,7 @@ def _preload_builtin_monitors(spec: Spec) -> None:
     import importlib
 
     from . import entrypoints
-    from .hookspecs import ENTRY_POINT_GROUP
+    from .hookimpls import ENTRY_POINT_GROUP
 
     for name, _ in (monitor for view in spec.each() for monitor in view.monitors):
         value = name if ":" in name else entrypoints.find(ENTRY_POINT_GROUP, name)

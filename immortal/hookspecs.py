@@ -17,8 +17,7 @@ from typing import Any
 
 import pluggy
 
-PROJECT = "immortal"
-ENTRY_POINT_GROUP = "immortal.monitors"
+from .hookimpls import PROJECT  # the hooks' names live there, beside the pump's finder
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -131,10 +130,3 @@ def monitor_reopen() -> None:
 @hookspec
 def monitor_shutdown(reason: str) -> None:
     """The group ends: "stop", "fatal: ...", or a final exit code."""
-
-
-HOOKS = ("check", "setup", "spawn", "adopt", "respawn", "exit", "stdout", "stderr", "lines",
-         "block", "position", "delivered", "dropped", "message", "reopen", "shutdown")
-#: the hooks that are events, not output
-EVENTS = ("setup", "spawn", "adopt", "respawn", "exit", "dropped", "message", "reopen",
-          "shutdown")

@@ -27,11 +27,15 @@ import os
 import socket
 import stat
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from .addresses import Address, fdnames, parse
 from .errors import ListenError
 from .records import Record
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 FIRST = 3  #: SD_LISTEN_FDS_START: the first socket's fd in the target
 #: The protocol's variables: set for a group that listens, removed from every other

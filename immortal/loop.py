@@ -19,9 +19,13 @@ import selectors
 import signal
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from . import plainsignals
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 Clock = Callable[[], float]
 Provider = Callable[[], "float | None"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import Enum
-from typing import Union
 
 from .events import ExitStatus
 from .phases import combined
@@ -117,7 +116,7 @@ class Restart(Record):
     why: str = "manual"  #: the restart record's reason: "manual", "watch", "memory"
 
 
-Event = Union[Spawned, SpawnFailed, Exited, Tick, Stop, Restart]
+Event = Spawned | SpawnFailed | Exited | Tick | Stop | Restart
 EVENTS = (Spawned, SpawnFailed, Exited, Tick, Stop, Restart)  #: the columns of the table
 
 
@@ -147,7 +146,7 @@ class Finish(Record):
     reason: str
 
 
-Action = Union[Spawn, Hook, Kill, Wake, Finish]
+Action = Spawn | Hook | Kill | Wake | Finish
 
 
 def group_phase(phases: Iterable[str]) -> Phase:

@@ -16,24 +16,16 @@ Subclass it, override what you need, and register the class under the entry poin
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from .events import ExitStatus
+from .hookimpls import takes
 
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
-@functools.lru_cache(maxsize=None)
-def _takes(method: Any, name: str) -> bool:
-    """Whether an override accepts the parameter ``name`` (added after it may have been
-    written)."""
-    try:
-        parameters = inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in parameters or any(p.kind == p.VAR_POSITIONAL for p in parameters.values())
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Monitor:
@@ -110,7 +102,7 @@ class Monitor:
         :meth:`block` splits them. By default, :meth:`stdout` or :meth:`stderr` for each;
         override it to handle a batch in one go."""
         hook = self.stdout if stream == "stdout" else self.stderr
-        takes_offset = _takes(getattr(type(self), stream), "offset")
+        takes_offset = takes(getattr(type(self), stream), "offset")
         error: Exception | None = None
         for line in lines:
             try:
@@ -193,7 +185,7 @@ class Monitor:
         self.adopt(pid)
 
     def monitor_respawn(self, pid: int, why: str) -> None:
-        if _takes(type(self).respawn, "why"):
+        if takes(type(self).respawn, "why"):
             self.respawn(pid, why)
         else:
             self.respawn(pid)  # type: ignore[call-arg]

@@ -1,7 +1,7 @@
-"""The plugin host: the monitors of one pump (``Host``), found and checked by
-``monitorload.py``, called one monitor at a time: pluggy would stop at the first exception,
-and the policy for a raising monitor is ours (report it on the pump's stderr,
-rate-limited, and go on); ``delivery.py`` does the calling.
+"""The plugin host: the monitors of one pump (``Host``), checked by ``monitorload.py`` in
+the caller, called one monitor at a time: pluggy would stop at the first exception, and
+the policy for a raising monitor is ours (report it on the pump's stderr, rate-limited,
+and go on); ``delivery.py`` does the calling, ``hookimpls.py`` finds each monitor's hooks.
 """
 
 from __future__ import annotations
@@ -11,11 +11,15 @@ import mmap
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-from . import delivery, hookspecs, relay
-from .monitor import Monitor, _takes
-from .monitorload import MonitorManager, plugin_manager
+from . import delivery, relay
+from .hookimpls import EVENTS, HOOKS, implementations, takes
+from .monitor import Monitor
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 DISCARD_GRACE = 1.0  #: seconds a discarding monitor has to leave the block it is in
 #: backpressure "drop": how long monitors may take to catch up at the end
@@ -37,7 +41,6 @@ class Host:
                  directory: Path, send: Callable[[Any], None] | None = None,
                  ledger: relay.Ledger | Sequence[relay.Ledger] | None = None,
                  drop: bool = False, program: str | None = None) -> None:
-        manager = plugin_manager()
         plugins: list[tuple[str, object]] = []
         self.terminal = False  # some monitor shows the output on the terminal itself
         for monitor, factory, options in monitors:
@@ -51,9 +54,7 @@ class Host:
             else:
                 plugin = factory
             self.terminal = self.terminal or bool(getattr(plugin, "terminal", False))
-            manager.register(plugin, name=f"{monitor}#{len(plugins)}")
             plugins.append((monitor, plugin))
-        manager.check_pending()
         # Without a journal (a host driven by hand), a private ledger of the same shape.
         # With several instances of the program (``workers``), one journal each: the
         # first one's ledger holds the monitors' counts.
@@ -63,7 +64,7 @@ class Host:
         self.ledger = self.ledgers[0]
         self.plugins = [plugin for _, plugin in plugins]
         self._count_workers()
-        self.sinks = [_sink(manager, monitor, plugin, slot, self.ledger, self.ledgers)
+        self.sinks = [_sink(monitor, plugin, slot, self.ledger, self.ledgers)
                       for slot, (monitor, plugin) in enumerate(plugins)]
         for sink in self.sinks:
             sink.settle()  # a call a dead pump was in: before setup, which writes
@@ -160,19 +161,16 @@ class Host:
         return {sink.name: {"dropped": self.ledger.dropped(sink.slot)} for sink in self.sinks}
 
 
-def _sink(manager: MonitorManager, monitor: str, plugin: object, slot: int,
-          ledger: relay.Ledger, ledgers: list[relay.Ledger]) -> delivery.Sink:
+def _sink(monitor: str, plugin: object, slot: int, ledger: relay.Ledger,
+          ledgers: list[relay.Ledger]) -> delivery.Sink:
     """How the host calls one monitor: its events, and output through the one hook it has
     of block, lines, stdout/stderr (a Monitor's counts only if overridden). A Monitor is
     told the instance of each call in its ``instance``; a plain plugin, as an argument its
     hooks may name."""
-    hook = manager.hook
-    found: dict[str, Callable[..., Any]] = {}
-    for short in hookspecs.HOOKS[1:]:
-        for impl in getattr(hook, f"monitor_{short}").get_hookimpls():
-            if impl.plugin is plugin:
-                found[short] = _with_names(impl.function, tuple(impl.argnames))
-    events = {short: found[short] for short in hookspecs.EVENTS if short in found}
+    hooks = implementations(plugin)
+    found = {short: _with_names(*hooks[f"monitor_{short}"]) for short in HOOKS[1:]
+             if f"monitor_{short}" in hooks}
+    events = {short: found[short] for short in EVENTS if short in found}
     shared: dict[str, Any] = {"ledgers": ledgers}
     if isinstance(plugin, Monitor):
         cls = type(plugin)
@@ -191,7 +189,7 @@ def _sink(manager: MonitorManager, monitor: str, plugin: object, slot: int,
                      if getattr(cls, stream) is not getattr(Monitor, stream) else None
                      for stream in ("stdout", "stderr"))
         # An override may leave the offset out: called with the line alone then.
-        offsets = tuple(_takes(getattr(cls, stream), "offset")
+        offsets = tuple(takes(getattr(cls, stream), "offset")
                         for stream in ("stdout", "stderr"))
         return delivery.Sink(monitor, slot, ledger, events, line=line,  # type: ignore[arg-type]
                              offsets=offsets, doubt=doubt, **shared)  # type: ignore[arg-type]

@@ -1,37 +1,35 @@
-"""The monitors found and checked: a monitor by name (an installed entry point, or
-``package.module:Class``), its shape, and its ``check(options)`` run in the caller, before
-anything detaches; ``monitoring.py`` hosts them in the pump.
+"""The monitors checked in the caller, before anything detaches: a monitor by name (found
+by ``monitorfind.py``), its shape against the hook specifications, and its
+``check(options)``; ``monitoring.py`` hosts them in the pump.
 
-pluggy lives here and in ``hookspecs.py`` only. Only the monitor a group names is loaded,
-so a broken third-party plugin cannot break the others.
+pluggy lives here and in ``hookspecs.py`` only, on the caller's side: the roles call the
+monitors this checked without it (``hookimpls.py``). Only the monitor a group names is
+loaded, so a broken third-party plugin cannot break the others.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pluggy
 
-from . import entrypoints, hookspecs
-from .errors import MonitorError, MonitorNotFound, MonitorOptionsError, did_you_mean
+from . import hookspecs
+from .errors import MonitorError, MonitorOptionsError
+from .hookimpls import HOOKS
 from .monitor import Monitor
+from .monitorfind import find, installed
 
-if TYPE_CHECKING:
-    from importlib import metadata
+__all__ = ["DEFAULT", "check", "installed", "output_path", "resolve", "resolve_all"]
 
 DEFAULT = "file"
 
 
 class MonitorManager(pluggy.PluginManager):
-    """Takes every ``monitor_*`` attribute as a hook implementation, marked or not; never a
-    dunder (``__init__``, ``__eq__``...), which pluggy would look up statically, one by one,
-    on the monitor's classes and ``object``: in a forked pump, pages of theirs it shares
-    with its daemon, each then copied."""
+    """Takes every ``monitor_*`` attribute as a hook implementation, marked or not, as
+    ``hookimpls.implementations`` does in the pump; never a dunder."""
 
     def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
         if name.startswith("__") and name.endswith("__"):
@@ -43,35 +41,11 @@ class MonitorManager(pluggy.PluginManager):
         return opts
 
 
-_ready: list[MonitorManager] = []  #: made ahead by ``prepare``, each taken once
-
-
-def prepare(count: int) -> None:
-    """Make ``count`` plugin managers ahead, for ``plugin_manager`` to hand out: the daemon
-    does, before it forks its pump, which takes them for its programs' monitors. Making one
-    runs pluggy's and inspect's code over the hook specifications; a pump that did it after
-    the fork would copy each page of theirs it touched, pages it shares with its daemon."""
-    while len(_ready) < count:
-        _ready.append(_new_manager())
-
-
 def plugin_manager() -> MonitorManager:
-    """A plugin manager with the monitor hooks' specifications (``hookspecs.py``), one
-    ``prepare`` made if any is left (the monitors register on it: never handed out twice)."""
-    return _ready.pop() if _ready else _new_manager()
-
-
-def _new_manager() -> MonitorManager:
+    """A plugin manager with the monitor hooks' specifications (``hookspecs.py``)."""
     manager = MonitorManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     return manager
-
-
-def installed() -> dict[str, metadata.EntryPoint]:
-    """The monitors installed under the entry point group, by name."""
-    from importlib import metadata  # slow to import: only to list them all
-
-    return {ep.name: ep for ep in metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)}
 
 
 def resolve(name: object) -> Any:
@@ -83,45 +57,14 @@ def resolve(name: object) -> Any:
     if not isinstance(name, str) or not name:
         raise MonitorError(f"'monitor' must be an installed monitor's name or "
                            f"'package.module:Class' (got {name!r})")
-    if ":" in name:
-        try:
-            factory = _load(name)
-        except Exception as exc:
-            raise MonitorNotFound(f"monitor {name!r} cannot be imported: "
-                                  f"{type(exc).__name__}: {exc}") from exc
-    else:
-        # The quick reader first; importlib.metadata (slow to import) only when it misses.
-        value = entrypoints.find(hookspecs.ENTRY_POINT_GROUP, name)
-        if value is None:
-            available = installed()
-            if name not in available:
-                listed = ", ".join(sorted(available)) or "none"
-                raise MonitorNotFound(
-                    f"monitor {name!r} is not installed{did_you_mean(name, available)}; "
-                    f"installed monitors: {listed}; or name one as 'package.module:Class'")
-            value = available[name].value
-        try:
-            factory = _load(value)
-        except Exception as exc:
-            raise MonitorNotFound(
-                f"monitor {name!r} (entry point {value!r}) cannot be "
-                f"imported: {type(exc).__name__}: {exc}") from exc
+    factory = find(name)
     _check_shape(name, factory)
-    return factory
-
-
-def _load(reference: str) -> Any:
-    """The object ``package.module:Attr.sub`` names (what ``EntryPoint.load`` does)."""
-    module_name, _, attr = reference.partition(":")
-    factory: Any = importlib.import_module(module_name.strip())
-    for part in attr.strip().split(".") if attr.strip() else ():
-        factory = getattr(factory, part)
     return factory
 
 
 def _check_shape(name: str, factory: Any) -> None:
     if isinstance(factory, type) and issubclass(factory, Monitor):
-        short = set(hookspecs.HOOKS) | {"output_path"}
+        short = set(HOOKS) | {"output_path"}
         for attr, value in vars(factory).items():
             if attr.startswith("_") or attr in short or not callable(value):
                 continue
@@ -130,12 +73,11 @@ def _check_shape(name: str, factory: Any) -> None:
                 raise MonitorError(f"monitor {name!r} defines {attr!r}, which is no monitor "
                                    f"method (did you mean {hook!r}?); a helper of your own "
                                    f"can be named '_{attr}'")
-        return
-    if not any(attr.startswith("monitor_") for attr in dir(factory)):
+    elif not any(attr.startswith("monitor_") for attr in dir(factory)):
         raise MonitorError(f"monitor {name!r} ({factory!r}) is not a monitor: subclass "
                            "immortal.Monitor or define monitor_* hooks")
-    # A module or an object with monitor_* functions; a plain class is instantiated in the
-    # pump, so a stand-in is checked here.
+    # Against the specifications: the pump calls what it finds without checking. A class
+    # is instantiated in the pump, so a stand-in is checked here.
     manager = plugin_manager()
     try:
         manager.register(_probe(factory) if isinstance(factory, type) else factory)
@@ -188,7 +130,7 @@ def _probe(cls: type) -> object:
     for attr in dir(cls):
         if attr.startswith("monitor_"):
             function = getattr(cls, attr)
-            if inspect.isfunction(function):
+            if isinstance(function, types.FunctionType):
                 setattr(probe, attr, types.MethodType(function, probe))
     return probe
 

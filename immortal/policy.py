@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING  # loaded anyway: spec.py, which imports this, imports typing
 
 from .checks import check_number
 from .errors import InvalidType, unknown_name
 from .records import Record, asdict
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
     from typing import Any

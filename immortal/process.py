@@ -14,10 +14,11 @@ import stat
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING  # loaded anyway: only role processes import this
 
 from . import _linux, plainsignals
 from .events import ExitStatus
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -19,7 +19,6 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from . import _linux, control, notify, orphans, process, relay, rolelog, supervise
 from . import listen as listening
@@ -40,6 +39,11 @@ from .scaling import Scaling
 from .spec import Spec
 from .state import SOCKET_NAME, write_json
 from .workers import Instance, Run, group_phase
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 #: reads of one pipe per wake-up at most, while it stays full: its size, then the other fds
 READS_PER_WAKE = relay.PIPE_SIZE // relay.READ_SIZE

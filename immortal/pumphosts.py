@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from . import monitoring, monitorload, relay, rolelog
+from . import monitorfind, monitoring, relay, rolelog
 from .events import PUMP_START
 from .monitoring import MONITOR_GRACE
 from .spec import Strategy
@@ -51,7 +51,7 @@ class Hosts:
         view = run.spec
         assert self.streams is not None
         run.host = monitoring.Host(
-            [(name, monitorload.resolve(name), options) for name, options in view.monitors],
+            [(name, monitorfind.find(name), options) for name, options in view.monitors],
             self.spec.name, view.program_dir,
             self.streams.send if self.channel and not self.spec.several else None,
             [relay.Ledger(inst.streams.journal) for inst in run.instances],

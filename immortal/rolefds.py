@@ -10,9 +10,13 @@ ones as ``more``, a group of several programs' as ``named``; an instance's spare
 
 from __future__ import annotations
 
-from typing import Any
 
 from .records import Record, replace
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Fds", "Files", "Key", "Pipes"]
 

@@ -24,7 +24,8 @@ import io
 import os
 import sys
 import time
-from typing import TYPE_CHECKING  # loaded anyway: only role processes import this
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -17,12 +17,16 @@ import socket
 import sys
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any
 
 from . import bytecode, rolelog
 from .events import DAEMON_RESTART, PUMP_START, ExitStatus
 from .records import Record, replace
 from .rolefds import Fds, Files, Key
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Adopt", "Command", "Exited", "Fds", "Files", "Finish", "Grow", "HandOver",
            "Hello", "Key", "Message", "Reaped", "Reload", "Retire", "Retired", "Rewrite",

@@ -18,7 +18,6 @@ import errno
 import os
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any
 
 from . import _linux, orphans, privileges, process, rolelog
 from .listen import PROGRAM_ENV, activation
@@ -27,6 +26,11 @@ from .rolefds import Pipes
 from .spec import Spec
 from .state import read_json, running_targets, try_lock, wait_lock
 from .streams import Streams
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 CHANNEL_ENV = "IMMORTAL_CHANNEL_FD"  #: names the target's end of the message channel
 ORPHAN_WAIT = 5.0  # how long a spawn waits for a killed orphan to let go of target.lock

@@ -15,7 +15,6 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from .checks import (  # noqa: F401  (the value checks, kept importable here)
     BACKPRESSURES,
@@ -38,6 +37,11 @@ from .orphans import role_title
 from .names import MAX_NAME, check_name  # noqa: F401  (spec's checks, kept importable here)
 from .policy import RestartPolicy
 from .records import Record, field, replace
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 PROGRAMS_DIR = "programs"  #: where the named programs' own files live, one directory each
 COMMENT_ENV = "IMMORTAL_COMMENT"  #: the program's comment, in its targets' environment

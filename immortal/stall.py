@@ -29,11 +29,15 @@ import select
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from ._linux import pipe_backlog
 from .relay import Ledger
 from .state import write_json
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 AFTER = 3.0  #: seconds without progress, output waiting, before a pump counts as stalled
 FILE = "stalled.json"

@@ -11,7 +11,6 @@ import errno
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 from . import rolelog
 from ._linux import process_start_time
@@ -23,6 +22,7 @@ TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import Any
 
     from .events import ExitStatus
     from .machine import State

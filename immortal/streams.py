@@ -17,7 +17,6 @@ import json
 import os
 import socket
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from . import relay, rolelog
 from .errors import ChannelError
@@ -27,6 +26,8 @@ from .roles import Fds
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .rolefds import Pipes
 
 #: where a stream's blocks go: (stream name, block, offset, end), see ``relay.Relay``

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
-from typing import Union
 
 from .events import ExitStatus
 from .machine import (
@@ -53,7 +52,7 @@ __all__ = [  # the machine's words, from machine.py, where its callers look for 
 # A stable run is restarted at once, whatever this says.
 QUICK_FLOOR = 0.1
 
-Policy = Union[RestartPolicy, PumpPolicy]
+Policy = RestartPolicy | PumpPolicy
 Result = tuple[State, tuple[Action, ...]]
 # (policy, state, event, now, rand): each cell takes its own column's event type.
 Handler = Callable[..., Result]

@@ -2,7 +2,10 @@
 group like any third-party monitor. They import only immortal's public names."""
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class PerInstance:

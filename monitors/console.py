@@ -29,13 +29,17 @@ import os
 import select
 import sys
 from collections.abc import Mapping
-from typing import Any, TextIO
 
 import immortal
 from immortal.statewords import last_text
 
 from . import PerInstance
 from .file import refuse_unknown
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 OPTIONS = ("color",)
 COLORS = ("auto", "always", "never")

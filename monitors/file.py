@@ -38,13 +38,17 @@ import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
 
 import immortal
 from immortal.safety import check_path, open_append
 from immortal.statewords import last_text
 
 from . import readback
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 OPTIONS = ("output", "max_bytes", "backups")
 DEFAULT_BACKUPS = 5

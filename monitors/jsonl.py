@@ -52,12 +52,16 @@ from operator import add
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
-from typing import Any
 
 import immortal
 
 from . import PerInstance
 from .file import FileMonitor
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _now() -> dict[str, Any]:

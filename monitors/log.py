@@ -47,7 +47,6 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import immortal
 from immortal.safety import check_opened, check_path
@@ -55,6 +54,11 @@ from immortal.statewords import last_text
 
 from . import PerInstance, readback
 from .file import refuse_unknown
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 OPTIONS = ("logger", "stdout_level", "stderr_level", "config")
 DEFAULT_LEVELS = {"stdout_level": logging.INFO, "stderr_level": logging.WARNING}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from immortal import entrypoints
-from immortal.hookspecs import ENTRY_POINT_GROUP
+from immortal.hookimpls import ENTRY_POINT_GROUP
 from conftest import imported_after
 
 pytestmark = pytest.mark.timeout(60)

@@ -223,14 +223,84 @@ def test_offsets_let_a_monitor_skip_a_line_handed_over_again(tmp_path):
     assert kept == [("one", 0), ("two", 4), ("three", 8)]
 
 
-def test_plugin_managers_made_ahead_are_each_handed_out_once():
-    # The daemon makes its pump's ahead, before the fork (forking.fork_pump).
-    monitorload.prepare(2)
-    first, second, third = (monitorload.plugin_manager() for _ in range(3))
-    assert len({id(first), id(second), id(third)}) == 3
-    for manager in (first, second, third):
-        assert hasattr(manager.hook, "monitor_stdout")  # the specifications are there
-        assert not manager.get_plugins()
+def _plugins():
+    """Monitors of every shape a user may write, for the finder and pluggy to agree on."""
+    import functools
+    import types
+
+    from immortal_monitors.file import FileMonitor
+    from immortal_monitors.jsonl import JsonlMonitor
+
+    def decorated(function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            return function(*args, **kwargs)
+        return wrapper
+
+    class Plain:
+        def monitor_stdout(self, line, offset, instance=None): ...
+        def monitor_exit(self, status): ...
+        @decorated
+        def monitor_spawn(self, pid, instance): ...
+        @staticmethod
+        def monitor_setup(why): ...
+        @classmethod
+        def monitor_shutdown(cls, reason): ...
+        def helper(self, x): ...
+
+    class Marked:
+        @immortal.hookimpl(specname="monitor_stderr")
+        def errors(self, line): ...
+        @immortal.hookimpl(tryfirst=True)
+        def monitor_lines(self, stream, lines, offset, instance): ...
+
+    class Sub(immortal.Monitor):
+        def stdout(self, line): ...
+
+    module = types.ModuleType("plain_module")
+    exec("def monitor_stdout(line, instance): pass\n"
+         "def monitor_respawn(pid, why): pass\n"
+         "def helper(x): pass\n", module.__dict__)
+    return [Plain(), Marked(), module, Sub({}, name="g", directory="."),
+            FileMonitor({}, name="g", directory="."), JsonlMonitor({}, name="g", directory=".")]
+
+
+@pytest.mark.parametrize("plugin", _plugins(), ids=lambda p: type(p).__name__)
+def test_the_pumps_finder_finds_what_pluggy_registers(plugin):
+    # The pump calls monitors without pluggy (hookimpls.py): the same functions, taking
+    # the same arguments, as pluggy found when the caller checked them.
+    from immortal import hookimpls
+
+    manager = monitorload.plugin_manager()
+    manager.register(plugin)
+    manager.check_pending()
+    registered = {name: (impl.function, tuple(impl.argnames))
+                  for name, caller in vars(manager.hook).items() if name.startswith("monitor_")
+                  for impl in caller.get_hookimpls() if impl.plugin is plugin}
+    assert registered
+    assert hookimpls.implementations(plugin) == registered
+
+
+def test_the_roles_load_no_pluggy_nor_inspect_nor_typing():
+    # What a group's daemon and pump import (the built-in monitors included): pluggy and
+    # the modules it brings are the largest part of an idle group's memory
+    # (docs/benchmarks.md, "Memory of 50 instances"). A third-party monitor may still
+    # import them, in its own pump.
+    import subprocess
+    import sys
+
+    code = ("import sys, immortal._role, immortal.roles, immortal.daemon, immortal.pump, "
+            "immortal.monitoring, immortal.pumphosts, immortal_monitors.file; "
+            "print(sorted({'pluggy', 'inspect', 'typing'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_monitor_class_with_a_hook_no_specification_names_is_refused_in_the_caller():
+    cls = type("Extra", (immortal.Monitor,), {"monitor_stdoutt": lambda self, line: None})
+    with pytest.raises(immortal.MonitorError, match="not a valid monitor"):
+        monitorload._check_shape("extra", cls)
 
 
 def test_a_dunder_is_never_a_hook_but_a_monitor_hook_is():
