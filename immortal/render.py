@@ -152,7 +152,7 @@ def _instance_line(name: str, entry: InstanceStatus, figures: dict[str, dict[str
 def operator_lines(s: Status) -> list[str]:
     """What the group listens on, who its targets run as, its label."""
     lines = []
-    if s.listen:
+    if s.listen and (s.running or s.orphans):  # a stopped group listens on nothing
         lines.append(f"  listen   {', '.join(s.listen)}")
     if s.user:
         lines.append(f"  user     {s.user}")

@@ -341,6 +341,17 @@ def test_list_shows_no_address_for_a_group_that_does_not_run(started, capsys, ho
     assert code == 0 and "LISTEN" not in out and "tcp://" not in out, out
 
 
+def test_status_shows_no_address_for_a_group_that_does_not_run(started, capsys, home):
+    """As 'list': the listen line while the group holds its sockets, none once stopped."""
+    group = started(TALKER, name="web", ready="spawn", listen=["tcp://127.0.0.1:0"])
+    address = group.status().listen[0]
+    code, out = cli(capsys, "status", "web")
+    assert code == 0 and f"listen   {address}" in out, out
+    group.stop()
+    code, out = cli(capsys, "status", "web")
+    assert "stopped" in out and "listen" not in out and "tcp://" not in out, out
+
+
 def test_a_group_without_status_json_is_starting_or_never_ran_not_killed(
         started, capsys, home):
     """spec.json and no status.json: what a start killed before its supervisors wrote
