@@ -364,7 +364,8 @@ class FileMonitor(immortal.Monitor):
         self._event("adopt", f"adopt pid {pid}", pid=pid)
 
     def respawn(self, pid: int, why: str = "exit") -> None:
-        self._event("respawn", f"respawn pid {pid}", pid=pid, why=why)
+        text = f"respawn pid {pid}" + ("" if why == "exit" else f" ({why})")
+        self._event("respawn", text, pid=pid, why=why)
 
     def exit(self, status: immortal.ExitStatus) -> None:
         self._event("exit", f"exit pid {status.pid}: {last_text(status)}", status=status)
