@@ -535,6 +535,30 @@ def test_logs_follow_loses_no_line_at_a_logrotate_create(started, home, tmp_path
     assert follower.lines[-1].endswith("| shutdown: stop")
 
 
+def test_the_documented_postrotate_is_no_error_while_the_group_is_stopped(started, home,
+                                                                          tmp_path):
+    """docs/monitors.md's postrotate: a rotation while the group is stopped is no error
+    (reopen exits 3: nothing holds the file), any other failure still is."""
+    group = started(TALKER, ["--out", "1"], name="rotated")
+    wait_output(group, "ready")
+    output = Path(group.output)
+    group.stop()
+    reopen = (f"IMMORTAL_HOME='{home}' '{sys.executable}' -m immortal reopen rotated "
+              f">/dev/null 2>&1 || [ $? -eq 3 ]")
+    if LOGROTATE is not None:
+        config = tmp_path / "logrotate.conf"
+        config.write_text(f'"{output}" {{\n    rotate 2\n    create\n    postrotate\n'
+                          f'        {reopen}\n    endscript\n}}\n')
+        done = subprocess.run([LOGROTATE, "--force", "--state", str(tmp_path / "state"),
+                               str(config)], stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=LONG)
+        assert done.returncode == 0, done.stderr
+        assert rotated(output) and output.stat().st_size == 0
+    assert subprocess.run(["sh", "-c", reopen], timeout=LONG).returncode == 0
+    failing = reopen.replace("reopen rotated", "reopen --no-such-option rotated")
+    assert subprocess.run(["sh", "-c", failing], timeout=LONG).returncode != 0
+
+
 def test_logs_follow_of_a_stopped_group_prints_the_tail_and_exits(started, home, capsys):
     group = started(TALKER, ["--out", "3"], name="over")
     wait_output(group, "ready")
