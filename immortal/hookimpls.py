@@ -39,24 +39,48 @@ def implementations(plugin: object) -> dict[str, tuple[Callable[..., Any], tuple
     """``{hook name: (function, the arguments it takes)}`` for every hook ``plugin``
     implements: each ``monitor_*`` attribute that can be called, marked or not, and each
     function marked with ``@immortal.hookimpl`` (under its ``specname`` if it gives one);
-    never a dunder. The arguments are those without a default, as pluggy passes them."""
+    never a dunder. The arguments are those without a default, as pluggy passes them. No
+    other attribute is evaluated (a property runs no code here), as pluggy does."""
     found: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {}
     for name in dir(plugin):
         if name.startswith("__") and name.endswith("__"):
             continue
+        opts = _marked(_static(plugin, name))
+        if opts is None:
+            if not name.startswith("monitor_"):
+                continue
+            opts = {}
         try:
             value = getattr(plugin, name)
         except Exception:  # noqa: BLE001 - a property that raises is no hook
             continue
-        if not callable(value):
-            continue
-        opts = getattr(value, _MARK, None)
-        if not isinstance(opts, dict):
-            if not name.startswith("monitor_"):
-                continue
-            opts = {}
-        found[opts.get("specname") or name] = (value, argnames(value))
+        if callable(value):
+            found[opts.get("specname") or name] = (value, argnames(value))
     return found
+
+
+def _static(plugin: object, name: str) -> object:
+    """``plugin``'s attribute ``name`` as stored, no descriptor run (``getattr_static``)."""
+    if isinstance(plugin, type):
+        holders = [klass.__dict__ for klass in plugin.__mro__]
+    else:
+        try:
+            own = object.__getattribute__(plugin, "__dict__")
+        except AttributeError:
+            own = {}
+        holders = [own, *(klass.__dict__ for klass in type(plugin).__mro__)]
+    for holder in holders:
+        if name in holder:
+            return holder[name]
+    return None
+
+
+def _marked(static: object) -> dict[str, Any] | None:
+    """The options ``@immortal.hookimpl`` gave ``static`` (or the function it wraps)."""
+    opts = getattr(static, _MARK, None)
+    if opts is None:
+        opts = getattr(getattr(static, "__func__", None), _MARK, None)
+    return opts if isinstance(opts, dict) else None
 
 
 def argnames(function: Callable[..., Any]) -> tuple[str, ...]:

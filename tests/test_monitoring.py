@@ -247,12 +247,21 @@ def _plugins():
         @classmethod
         def monitor_shutdown(cls, reason): ...
         def helper(self, x): ...
+        evaluated: list[str] = []
+
+        @property
+        def looked_at(self):
+            self.evaluated.append("looked_at")  # pluggy runs no property: nor may the pump
+            return None
 
     class Marked:
         @immortal.hookimpl(specname="monitor_stderr")
         def errors(self, line): ...
         @immortal.hookimpl(tryfirst=True)
         def monitor_lines(self, stream, lines, offset, instance): ...
+        @staticmethod
+        @immortal.hookimpl(specname="monitor_exit")
+        def ended(status): ...
 
     class Sub(immortal.Monitor):
         def stdout(self, line): ...
@@ -279,6 +288,7 @@ def test_the_pumps_finder_finds_what_pluggy_registers(plugin):
                   for impl in caller.get_hookimpls() if impl.plugin is plugin}
     assert registered
     assert hookimpls.implementations(plugin) == registered
+    assert not getattr(plugin, "evaluated", [])
 
 
 def test_the_roles_load_no_pluggy_nor_inspect_nor_typing():
