@@ -311,22 +311,29 @@ class _Loader:
 
 def _check_as_group(loaded: Config, shown: str) -> None:
     """What ``start_group()`` refuses of programs that are each good alone, found before
-    ``up`` or ``validate`` says the file is good: ConfigError at the program's key."""
+    ``up`` or ``validate`` says the file is good: ConfigError at each program's key."""
     from .programs import build_programs
 
+    found: list[ImmortalError] = []
     try:
         build_programs(loaded.name.value, loaded.programs_kwargs(),
-                       Strategy.parse(loaded.strategy.value), loaded.directory)
+                       Strategy.parse(loaded.strategy.value), loaded.directory, found)
     except ImmortalError as exc:
-        named = re.match(r"program '([^']+)': (.*)", str(exc), re.S)
-        program = loaded.programs.get(named.group(1)) if named else None
-        if named is None or program is None:
-            raise ConfigError(shown, [Problem(Source(DEFAULT), "", str(exc))]) from None
-        message = named.group(2)
-        field = re.match(r"'(\w+)'", message)
-        key = field.group(1) if field and field.group(1) in program.settings else "file"
-        raise ConfigError(shown, [Problem(program.settings[key].source,
-                                          f"programs.{program.name}.{key}", message)]) from None
+        found.append(exc)
+    if found:
+        raise ConfigError(shown, [_as_problem(loaded, exc) for exc in found]) from None
+
+
+def _as_problem(loaded: Config, exc: ImmortalError) -> Problem:
+    """A refusal of ``start_group()`` at the program's key it is about."""
+    named = re.match(r"program '([^']+)': (.*)", str(exc), re.S)
+    program = loaded.programs.get(named.group(1)) if named else None
+    if named is None or program is None:
+        return Problem(Source(DEFAULT), "", str(exc))
+    message = named.group(2)
+    field = re.match(r"'(\w+)'", message)
+    key = field.group(1) if field and field.group(1) in program.settings else "file"
+    return Problem(program.settings[key].source, f"programs.{program.name}.{key}", message)
 
 
 def _deep_merge(into: dict[str, Any], layer: Mapping[str, Any]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +79,16 @@ def check_programs(programs: object) -> dict[str, Mapping[str, Any]]:
     return checked
 
 
-def build_programs(group: str, programs: object, strategy: Strategy,
-                   directory: str) -> tuple[Program, ...]:
+def build_programs(group: str, programs: object, strategy: Strategy, directory: str,
+                   found: list[ImmortalError] | None = None) -> tuple[Program, ...]:
     """Each program checked as ``start()`` checks its arguments, then what they may not
-    share: the first error names the program and the field."""
+    share: the first error names the program and the field. With ``found``, every such
+    error goes there instead (a configuration file's check reports them all)."""
+    def refuse(exc: ImmortalError) -> None:
+        if found is None:
+            raise exc
+        found.append(exc)
+
     made = []
     for name, options in check_programs(programs).items():
         values = dict(options)
@@ -93,17 +99,18 @@ def build_programs(group: str, programs: object, strategy: Strategy,
                 raise InvalidSpec("'channel' works in a group of one program only (start())")
             chosen = check_monitors(request.monitors)
         except ImmortalError as exc:
-            raise _named(name, exc) from exc
+            refuse(_named(name, exc))
+            continue
         where = program_dir(directory, name)
         log_path = next((path for path in (monitorload.output_path(factory, checked, where)
                                            for _, factory, checked in chosen) if path), None)
         monitors = tuple((monitor, checked) for monitor, _, checked in chosen)
         made.append(request.program(name, monitors, log_path))
-    _check_shared(made)
+    _check_shared(made, refuse)
     return tuple(made)
 
 
-def _check_shared(programs: list[Program]) -> None:
+def _check_shared(programs: list[Program], refuse: Callable[[ImmortalError], None]) -> None:
     """No listen address in two programs, and no readiness probe of a port the group
     holds (a connect to it succeeds before any target accepts)."""
     here = os.getcwd()
@@ -113,15 +120,16 @@ def _check_shared(programs: list[Program]) -> None:
         for text in p.listen:
             key = str(parse_address(text, here))
             if key in owner and not key.endswith(":0"):
-                raise InvalidSpec(f"program {p.name!r}: 'listen' {text!r} is program "
-                                  f"{owner[key]!r}'s already; give each address to one "
-                                  "program")
+                refuse(InvalidSpec(f"program {p.name!r}: 'listen' {text!r} is program "
+                                   f"{owner[key]!r}'s already; give each address to one "
+                                   "program"))
+                continue
             owner[key] = p.name
     for p in programs:
         try:
             check_probe(p.ready, every, here)
         except ImmortalError as exc:
-            raise _named(p.name, exc) from exc
+            refuse(_named(p.name, exc))
 
 
 def build_group(name: object, programs: object, strategy: object,

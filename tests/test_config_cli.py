@@ -143,6 +143,28 @@ def test_validate_reports_every_problem_at_once(home, shop):
     assert "unknown environment 'production'" in result.stderr
 
 
+def test_validate_reports_every_problem_of_the_programs_together(home, shop):
+    """Good alone, refused together: each such problem, not the first one only."""
+    write(shop, """\
+        [programs.web]
+        file = "web.py"
+        listen = ["unix:s.sock"]
+        [programs.worker]
+        file = "worker.py"
+        listen = ["unix:s.sock"]
+        channel = true
+        [programs.cron]
+        file = "worker.py"
+        listen = ["unix:s.sock"]
+        """)
+    result = immortal(home, shop, "validate")
+    assert result.returncode == 2, described(result)
+    lines = [line.split(": ", 4)[2:4] for line in result.stderr.splitlines()]
+    assert lines == [["immortal.toml:7", "programs.worker.channel"],
+                     ["immortal.toml:10", "programs.cron.listen"]], described(result)
+    assert "is program 'web''s already" in result.stderr.splitlines()[1]
+
+
 def test_validate_without_e_checks_every_environment(home, shop):
     """With no environment chosen, validate checks the file with none and in each of its
     environments: a bad value of one is found (named with it), a problem of the file once."""
