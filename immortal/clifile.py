@@ -52,8 +52,17 @@ def _up_here(ns: argparse.Namespace, config: Any) -> int:
 def down(ns: argparse.Namespace) -> int:
     from . import fileverbs
 
+    from .config import ENV_NAME
+
     ns.overrides = []  # down takes no --set: the file names the group, nothing else counts
-    outcome = fileverbs.down(loaded(ns, check_monitors=False), ns.programs, ns.timeout)
+    config = loaded(ns, check_monitors=False)
+    if ns.env_name is None and not os.environ.get(ENV_NAME) \
+            and fileverbs.current(config.name.value) is None:
+        named = _running_as_named(ns, config)
+        if named is not None:
+            ns.env_name = named
+            config = loaded(ns, check_monitors=False)
+    outcome = fileverbs.down(config, ns.programs, ns.timeout)
     for line in fileverbs.describe(outcome):
         print(line)
     return 0
@@ -81,12 +90,39 @@ def in_group_environment(ns: argparse.Namespace) -> Any:
         return config
     group = fileverbs.current(config.name.value)
     if group is None:
-        return config
-    running = fileverbs.running_environment(group.running_spec())
+        if ns.command != "reload":  # 'up' starts the file's group, whatever else runs
+            return config
+        running = _running_as_named(ns, config)
+    else:
+        running = fileverbs.running_environment(group.running_spec())
     if running is None:
         return config
     ns.env_name = running
     return loaded(ns, env_source=Source(GROUP))
+
+
+def _running_as_named(ns: argparse.Namespace, config: Any) -> str | None:
+    """The file's environment whose own group ``name`` runs, made in that environment,
+    when the file's group without one does not run: a group an environment renames is
+    found without -E. InvalidSpec if several run; None if none."""
+    from . import fileverbs
+    from .config import environments
+
+    found = []
+    for env in environments(config.path):
+        try:
+            other = loaded(argparse.Namespace(**{**vars(ns), "env_name": env}),
+                           check_monitors=False)
+        except Problems:
+            continue
+        name = other.name.value
+        group = None if name == config.name.value else fileverbs.current(name)
+        if group is not None and fileverbs.running_environment(group.running_spec()) == env:
+            found.append(env)
+    if len(found) > 1:
+        raise InvalidSpec(f"groups of {config.path} run in environments "
+                          f"{', '.join(map(repr, found))}; name the one with -E NAME")
+    return found[0] if found else None
 
 
 def loaded(ns: argparse.Namespace, check_monitors: bool = True,

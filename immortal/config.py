@@ -124,7 +124,7 @@ def load_each(path: str | os.PathLike[str] | None = None, *,
     each environment it declares, as ``load(..., as_group=True)`` does. ConfigError with
     every problem; one found in an environment alone names it. Returns the file loaded
     with none, and the environments it declares."""
-    names = tuple(_read(path, cwd)[1].envs)
+    names = environments(path, cwd)
     shown = os.fspath(path) if path is not None else FILE_NAME
     problems: list[Problem] = []
     plain: Config | None = None
@@ -140,6 +140,12 @@ def load_each(path: str | os.PathLike[str] | None = None, *,
     if problems or plain is None:
         raise ConfigError(shown, problems)
     return plain, names
+
+
+def environments(path: str | os.PathLike[str] | None = None,
+                 cwd: str | None = None) -> tuple[str, ...]:
+    """The environments the file declares (``[env.NAME]``), in its order."""
+    return tuple(_read(path, cwd)[1].envs or ())
 
 
 def _in_environment(problem: Problem, name: str) -> Problem:

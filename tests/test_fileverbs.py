@@ -244,6 +244,21 @@ def test_a_reload_without_e_applies_the_environment_the_group_runs_in(home, shop
     ok(immortal(home, shop, "down"))
 
 
+def test_reload_and_down_without_e_find_a_group_its_environment_renamed(home, shop):
+    """An environment that names the group otherwise: 'reload' and 'down' without -E
+    (a unit, cron) find the group it runs as, not the file's group of no environment."""
+    worker = SHOP[SHOP.index("    [programs.worker]"):SHOP.index("    [programs.audit]")]
+    write(shop, worker + '    [env.production]\n    name = "shop-prod"\n')
+    ok(immortal(home, shop, "up", "-E", "production"))
+    lines = ok(immortal(home, shop, "reload")).splitlines()
+    assert lines[0] == "applied environment 'production' (the running group's)", lines
+    assert lines[1].startswith("unchanged shop-prod/worker"), lines
+    out = ok(immortal(home, shop, "down"))
+    assert "shop-prod/worker" in out and "stopped" in out, out
+    gone = immortal(home, shop, "reload")
+    assert gone.returncode != 0 and "is not running" in gone.stderr, described(gone)
+
+
 def test_up_of_some_programs_then_the_rest_leaves_the_first_untouched(home, shop):
     """'up PROGRAM' starts the group with it alone; a later 'up' adds the others it can:
     a program that listens is bound when the group starts, and is refused, clearly."""
