@@ -58,12 +58,13 @@ class Keeper:
     """Watches one instance directory and puts it back when it goes, or the files of
     ``KEPT`` when they go.
 
-    Two watches: the directory itself (moved away: ``IN_MOVE_SELF``; a file of it removed:
-    ``IN_DELETE``), and its parent, for the directory's removal (``IN_DELETE`` of its name,
-    reported at once) or the parent's own move. A removed directory's ``IN_DELETE_SELF``
-    alone would come late: not before the last open file inside it (the role logs, the
-    lock) is closed. ``restored`` is called with the names of ``KEPT`` that were missing:
-    the role puts back those that are its own to write (the socket, the JSON files).
+    Two watches: the directory itself (moved away: ``IN_MOVE_SELF``; a file of it removed
+    or moved away: ``IN_DELETE``, ``IN_MOVED_FROM``), and its parent, for the directory's
+    removal (``IN_DELETE`` of its name, reported at once) or the parent's own move. A
+    removed directory's ``IN_DELETE_SELF`` alone would come late: not before the last
+    open file inside it (the role logs, the lock) is closed. ``restored`` is called with
+    the names of ``KEPT`` that were missing: the role puts back those that are its own to
+    write (the socket, the JSON files).
     """
 
     def __init__(self, libc: ctypes.CDLL, fd: int, directory: Path, lock_fd: int | None,
@@ -86,7 +87,8 @@ class Keeper:
             self.libc.inotify_rm_watch(self.fd, wd)  # a moved directory would keep it
         self.wds = {}
         for kind, path, mask in (
-                ("self", self.directory, IN_MOVE_SELF | IN_DELETE_SELF | IN_DELETE),
+                ("self", self.directory,
+                 IN_MOVE_SELF | IN_DELETE_SELF | IN_DELETE | IN_MOVED_FROM),
                 ("parent", self.directory.parent,
                  IN_DELETE | IN_MOVED_FROM | IN_MOVE_SELF | IN_DELETE_SELF)):
             wd = self.libc.inotify_add_watch(self.fd, os.fsencode(path), mask | IN_ONLYDIR)
@@ -108,8 +110,10 @@ class Keeper:
                 kind = self.wds.get(wd)
                 if mask & IN_Q_OVERFLOW:
                     files = True  # events were lost: look
-                elif kind == "self" and mask & IN_DELETE:
-                    files = files or name in _KEPT_NAMES  # another file's removal: nothing
+                elif kind == "self" and mask & (IN_DELETE | IN_MOVED_FROM):
+                    # removed, or moved away (our own writes rename other names into
+                    # place); another file's: nothing
+                    files = files or name in _KEPT_NAMES
                 elif kind == "self" or (kind == "parent" and (
                         mask & (IN_MOVE_SELF | IN_DELETE_SELF) or name == self.name)):
                     gone = True

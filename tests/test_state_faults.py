@@ -294,17 +294,22 @@ def test_a_removed_lock_file_lets_no_second_group_start(started, home, strategy)
     assert final.state == "stopped" and not final.running
 
 
+@pytest.mark.parametrize("how", ["removed", "moved"])
 @pytest.mark.parametrize("strategy", ["daemon", "unattached"])
-def test_files_removed_from_a_running_groups_directory_are_put_back(started, home, strategy):
+def test_files_removed_from_a_running_groups_directory_are_put_back(started, home, strategy,
+                                                                    how, tmp_path):
     """The directory stays, its files go (an ``rm -rf`` that lost a race with the group's own
-    writes, a clean-up of old files): the group puts back its lock, socket and JSON files,
-    and stays one group that ``stop NAME`` finds."""
+    writes, a clean-up of old files, an ``mv`` elsewhere): the group puts back its lock,
+    socket and JSON files, and stays one group that ``stop NAME`` finds."""
     group = started(TALKER, [], name="nofiles", strategy=strategy)
     pids = group.pids
     directory = home / "nofiles"
     kept = {"lock", "control.sock", "spec.json", "status.json"}
     for name in kept:
-        os.unlink(directory / name)
+        if how == "moved":
+            os.rename(directory / name, tmp_path / name)
+        else:
+            os.unlink(directory / name)
     wait_for(lambda: set(os.listdir(directory)), lambda names: kept <= names,
              what="the group's files to be put back")
     assert state.try_lock(directory / "lock") is None  # the group holds the new lock
