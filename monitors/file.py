@@ -364,8 +364,7 @@ class FileMonitor(immortal.Monitor):
         self._event("adopt", f"adopt pid {pid}", pid=pid)
 
     def respawn(self, pid: int, why: str = "exit") -> None:
-        text = f"respawn pid {pid}" + ("" if why == "exit" else f" ({why})")
-        self._event("respawn", text, pid=pid, why=why)
+        self._event("respawn", f"respawn pid {pid}", pid=pid, why=why)
 
     def exit(self, status: immortal.ExitStatus) -> None:
         self._event("exit", f"exit pid {status.pid}: {last_text(status)}", status=status)

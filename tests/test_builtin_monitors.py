@@ -536,20 +536,3 @@ def test_console_monitor_writes_a_long_line_whole_through_an_unbuffered_stdout(m
         reader.join(LONG)
         os.close(read_end)
     assert bytes(got) == b"[dev 42 stdout] " + b"x" * 300_000 + b"\n[dev 42 stdout] after\n"
-
-
-def test_the_file_monitor_says_why_a_target_was_respawned_unless_it_died(tmp_path):
-    # As the logging and console monitors do: "manual" (a restart), "roll"...; a death is
-    # the exit line just before.
-    from immortal_monitors.file import FileMonitor
-
-    out = tmp_path / "out.log"
-    monitor = FileMonitor({"output": str(out)}, name="g", directory=tmp_path)
-    monitor.setup("pump start", None)
-    monitor.respawn(11, "exit")
-    monitor.respawn(12, "manual")
-    monitor.respawn(13, "roll")
-    monitor.shutdown("stop")
-    text = out.read_text()
-    assert re.search(r"respawn pid 11$", text, re.M), text
-    assert "respawn pid 12 (manual)" in text and "respawn pid 13 (roll)" in text, text
