@@ -85,7 +85,14 @@ def record(name: str) -> Spec:
     data = read_json(directory / "spec.json")
     if data is None:
         raise NotRunning(f"group {name!r} has no recorded spec.json in {str(directory)!r}")
-    return _spec(data, name)
+    spec = _spec(data, name)
+    if spec.name != name:
+        # A directory copied or renamed: its record names another group, and may hold
+        # paths of that group's directory (its output file among them).
+        raise InvalidSpec(f"the record in {str(directory)!r} is of group {spec.name!r}, not "
+                          f"{name!r} (a copied or renamed directory?); start {spec.name!r}, "
+                          f"or run the program anew as {name!r}")
+    return spec
 
 
 def _spec(data: Any, name: str) -> Spec:

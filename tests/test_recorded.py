@@ -183,6 +183,24 @@ def test_a_program_an_apply_removes_is_not_started_again(home, tmp_path, stopped
     assert set(read_status(home / "shrunk").programs()) == {"a"}
 
 
+def test_a_record_copied_under_another_name_is_refused(home, stopped_at_end):
+    """A group's directory copied (or renamed) to another name: its record names the
+    first group and its paths (the output file among them); 'start-recorded' of the copy
+    says so and starts nothing."""
+    import shutil
+
+    stopped_at_end.append("original")
+    ok(cli(home, "run", "-n", "original", "--ready", "spawn", TALKER))
+    ok(cli(home, "stop", "original"))
+    shutil.copytree(home / "original", home / "copy")
+    result = cli(home, "start-recorded", "copy")
+    assert result.returncode != 0
+    assert "the record in" in result.stderr and "is of group 'original', not 'copy'" in \
+        result.stderr, result.stderr
+    assert not read_status(home / "copy").running
+    assert not read_status(home / "original").running
+
+
 # --- a unit for a group of several programs ----------------------------------------------
 
 @needs_analyze
