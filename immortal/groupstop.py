@@ -79,8 +79,8 @@ class GroupStop(GroupView):
             time.sleep(POLL)
 
     def _unreachable(self, status: Status, path: Path) -> NoAnswer:
-        """A group whose supervisors run but whose control socket serves nobody: moved
-        away (a removed one is made again), or its server closed."""
+        """A group whose supervisors run but whose control socket serves nobody: gone and
+        not put back (its root role frozen, or off Linux), or its server closed."""
         how = "refuses connections" if os.path.lexists(path) else "is gone"
         root = f"{status.root} {status.pids[status.root]}"
         return NoAnswer(f"group {self.name!r} runs ({root}) but takes no command: its "
