@@ -7,8 +7,18 @@ TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from typing import Protocol
 
-    from .completion import _Command
+    class _Command(Protocol):
+        """What a script reads of one command (``completion._Command`` builds it from the
+        parser): named here, so that this lower module imports nothing of completion's."""
+
+        name: str
+        flags: list[str]
+        valued: dict[str, str | tuple[str, ...]]
+        positionals: list[str | tuple[str, ...]]
+        rest: str | tuple[str, ...]
+        helps: dict[str, str]
 
 SIGNALS = "HUP INT QUIT TERM KILL USR1 USR2 CONT STOP WINCH"
 
