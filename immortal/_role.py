@@ -96,4 +96,11 @@ def _settle(args: RoleArgs) -> RoleArgs:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    # A role that fails raises out, to the interpreter's own exit and its traceback; one
+    # that returns ends as a forked pump does: the client stopping the group waits for
+    # this process to be gone.
+    code = main(sys.argv)
+    from .forking import finish, leave
+
+    finish()
+    leave(code)

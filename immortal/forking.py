@@ -18,6 +18,11 @@ from . import _linux, jobstop, plainsignals, rolelog
 from .roles import RoleArgs
 from .spec import Spec
 
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import NoReturn
+
 
 class ForkedPump:
     """The pump as the daemon sees it: a pid, and how it ended."""
@@ -103,10 +108,7 @@ def _be_the_pump(run: Callable[[Spec, RoleArgs, Callable[[Spec, RoleArgs], int]]
         _linux.set_title(spec.title("pump"))  # its argv is still ours
         atexit._clear()  # the daemon's exit functions are not the pump's
         code = run(spec, args, _unwind)
-        # What a fresh interpreter's exit would do for a monitor that left a buffered file
-        # open: the pump's objects are freed (cycles too), which flushes and closes them.
-        gc.collect()
-        atexit._run_exitfuncs()
+        finish()
     except Unwind:
         unwind = True
         raise  # up to succession: this process is the daemon now
@@ -118,12 +120,49 @@ def _be_the_pump(run: Callable[[Spec, RoleArgs, Callable[[Spec, RoleArgs], int]]
         traceback.print_exc()
     finally:
         if not unwind:
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            finally:
-                # Never return into the daemon's loop, and run none of its clean-up.
-                os._exit(code)
+            leave(code)  # never into the daemon's loop, nor any of its clean-up
+
+
+def finish() -> None:
+    """What the exit of a fresh interpreter does that matters to a role, without the
+    teardown of every module, which a client's stop would wait for (bench/notes.md): the
+    role's objects freed (``free``), and the exit functions run."""
+    free()
+    atexit._run_exitfuncs()
+
+
+def free() -> None:
+    """Free the objects the pump and its monitors leave (cycles too), which closes the
+    files a monitor left open; each buffered file flushed first.
+
+    Freed with the objects around it, a file is freed in no set order with the buffer
+    below it (CPython finalizes the objects of a cycle in any order): a text file freed
+    after its binary buffer, or a buffer after its raw file, loses what it held, as it
+    would at an interpreter's exit. Flushed from the top down first, they hold nothing.
+    """
+    import io  # loaded already (sys.stderr is one): no cost
+
+    found = gc.get_objects()
+    for kind in (io.TextIOWrapper, (io.BufferedWriter, io.BufferedRandom)):
+        for each in found:
+            if isinstance(each, kind):
+                try:
+                    if not each.closed:
+                        each.flush()
+                except Exception:  # noqa: BLE001 - a file that cannot be flushed: as at an exit
+                    pass
+    del found
+    gc.collect()
+
+
+def leave(code: int) -> NoReturn:
+    """End this process now with ``code``, its stdout and stderr flushed (``finish``
+    first: nothing else is run)."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
 
 
 def _preload_builtin_monitors(spec: Spec) -> None:

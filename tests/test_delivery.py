@@ -241,3 +241,24 @@ def test_a_stop_by_signal_ends_the_group_though_a_monitor_hangs(started, tmp_pat
         assert "did not end it in time" in (status.reason or "")
     finally:
         release.touch()
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+@pytest.mark.parametrize("strategy", ["daemon", "unattached"])
+def test_a_pump_that_ends_flushes_what_a_monitor_left_open_and_runs_its_exit_functions(
+        started, tmp_path, strategy, binary):
+    """A role ends without the teardown of every module (``forking.finish``): the pump,
+    forked or a fresh interpreter, still frees its monitors' objects, and runs the exit
+    functions they registered. A buffered file a monitor never closed keeps every line:
+    freed in a cycle with the objects around it, it could be freed after the buffer below
+    it, and lose what it held (as at an interpreter's exit), but it is flushed first."""
+    buffered, mark, plain = tmp_path / "buffered.txt", tmp_path / "atexit", tmp_path / "out.log"
+    group = started(sys.executable, numbered(50), strategy=strategy, monitors={
+        "file": {"output": str(plain)},
+        "plugins.outputs:Unclosed": {"path": str(buffered), "mark": str(mark),
+                                     "binary": binary}})
+    wait_for(lambda: len(seen(plain)), lambda count: count == 50, LONG, "the 50 lines")
+    assert not buffered.exists() or buffered.read_bytes() == b""  # still in its buffer
+    group.stop(timeout=LONG)
+    assert seen(buffered) == [b"line %06d" % i for i in range(50)]
+    assert mark.exists()
