@@ -324,6 +324,8 @@ class Daemon(Holding, Scaling, Answering):
             self.started = True
         elif isinstance(message, Finish):
             self.finished = True
+            if self.keeper is not None:  # the group ends: see Keeper.release
+                self.keeper.release()
 
     def _pump_died(self, status: ExitStatus) -> None:
         assert self.pump is not None

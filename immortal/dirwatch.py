@@ -28,7 +28,7 @@ import time
 
 from . import _linux
 from ._linux import (IN_DELETE, IN_DELETE_SELF, IN_MOVE_SELF, IN_MOVED_FROM, IN_MOVED_TO,
-                     IN_ONLYDIR, IN_Q_OVERFLOW, inotify_events)
+                     IN_ONLYDIR, IN_Q_OVERFLOW, inotify_events, release_watches)
 from .errors import ImmortalError
 from .state import SOCKET_NAME, ensure_dir, names_file, try_lock
 
@@ -82,9 +82,16 @@ class Keeper:
     def close(self) -> None:
         os.close(self.fd)
 
+    def release(self) -> None:
+        """Watch nothing more, the fd kept: the group ends, its targets are gone.
+
+        See ``_linux.release_watches``: the stop that waits for the role's end does not
+        wait for the kernel to free these watches."""
+        release_watches(self.libc, self.fd, self.wds)
+        self.wds = {}
+
     def watch(self) -> bool:
-        for wd in self.wds:
-            self.libc.inotify_rm_watch(self.fd, wd)  # a moved directory would keep it
+        release_watches(self.libc, self.fd, self.wds)  # a moved directory would keep its watch
         self.wds = {}
         for kind, path, mask in (
                 ("self", self.directory,

@@ -225,6 +225,12 @@ class FileWatch:
             os.close(self.fd)
             self.fd = -1
 
+    def release(self) -> None:
+        """Watch nothing more, the fd kept (``_linux.release_watches``): the group ends."""
+        if self.libc is not None and self.fd >= 0:
+            _linux.release_watches(self.libc, self.fd, self.dirs)
+        self.dirs = {}
+
     def _root_of(self, path: str) -> str:
         return next((p.root for p in self.patterns if _under(path, p.root)), path)
 

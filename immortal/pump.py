@@ -364,6 +364,9 @@ class Pump(Hosts, PumpStart, Scaling, PumpControl, Rollout, RollResume, Operatio
 
     def _finish(self, action: supervise.Finish) -> None:
         self.loop.stop()
+        if self.keeper is not None:  # the targets are gone: see Keeper.release
+            self.keeper.release()
+        self.release_operations()
         for run in self.runs.values():
             self._catch_up(run.spec.stop_timeout, run)
         self._report_dropped(force=True)

@@ -86,6 +86,12 @@ class Operations:
             run.files.close()
         run.files = run.memory = None
 
+    def release_operations(self) -> None:
+        """The group ends: the watches removed, their files kept (``FileWatch.release``)."""
+        for run in self.runs.values():
+            if run.files is not None:
+                run.files.release()
+
     def close_operations(self) -> None:
         """The watches' files closed (the loop, closed or closing, is not told)."""
         for run in self.runs.values():

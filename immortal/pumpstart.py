@@ -90,6 +90,7 @@ class PumpStart(StartAnswer):
         self.selector: selectors.BaseSelector = self.loop.selector
         self.subreaper: bool = subreaper  # root of the group: orphans come here
         self.control: control.Server | None = None  # served here when there is no daemon
+        self.keeper: dirwatch.Keeper | None = None  # the same
         self.setting_up: Spec | None = None  # the program whose monitors' setup runs
         self.previous = read_json(self.directory / "status.json") \
             if args.why != PUMP_START else None
@@ -302,7 +303,8 @@ class PumpStart(StartAnswer):
         if self.daemon_pid is None:
             self.control = control.Server(self.directory / SOCKET_NAME, self.selector,
                                           self.command)
-            dirwatch.keep(self.directory, self.loop, self.lock_fd, self._dir_restored)
+            self.keeper = dirwatch.keep(self.directory, self.loop, self.lock_fd,
+                                        self._dir_restored)
         self._answer_once_ready()
 
     def _check_daemon(self) -> None:

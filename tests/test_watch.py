@@ -278,3 +278,38 @@ def test_an_idle_watched_group_never_wakes_up(started, tmp_path: Path) -> None:
     wait_for(lambda: time.monotonic() - begun, lambda t: t >= 20.0, LONG, what="20 s")
     after = {role: switches(pid) for role, pid in roles.items()}
     assert after == before, f"wake-ups in 20 s: {after} against {before}"
+
+
+def inotify_watches(fd: int) -> int:
+    """How many watches the inotify fd ``fd`` of this process has (its fdinfo lists each)."""
+    with open(f"/proc/self/fdinfo/{fd}") as handle:
+        return sum(line.startswith("inotify wd:") for line in handle)
+
+
+def test_released_watches_are_gone_and_the_fd_stays(tmp_path: Path) -> None:
+    """A group that ends removes its watches before its role exits (``release``): the exit
+    then does not wait for the kernel to free them. Nothing is watched after it."""
+    import selectors
+
+    from immortal import dirwatch
+    from immortal.loop import Loop
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "group").mkdir()
+    files = FileWatch([f"{tmp_path}/src/**/*.py"], [], 0.5, Clock())
+    assert files.start()
+    loop = Loop(selectors.DefaultSelector())
+    keeper = dirwatch.keep(tmp_path / "group", loop, None, lambda missing: None)
+    assert keeper is not None
+    try:
+        assert inotify_watches(files.fd) == 1 and inotify_watches(keeper.fd) == 2
+        files.release()
+        keeper.release()
+        assert inotify_watches(files.fd) == 0 and inotify_watches(keeper.fd) == 0
+        (tmp_path / "src" / "m.py").write_text("x")
+        files.on_ready()
+        assert files.deadline() is None
+    finally:
+        files.close()
+        keeper.close()
+        loop.close()

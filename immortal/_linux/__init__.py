@@ -25,7 +25,7 @@ from .fds import (memory_file, pass_credentials, peer_uid, pipe_backlog, receive
 from .fsevents import (IN_ATTRIB, IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DELETE_SELF,
                        IN_IGNORED, IN_ISDIR, IN_MODIFY, IN_MOVE_SELF, IN_MOVED_FROM,
                        IN_MOVED_TO, IN_ONLYDIR, IN_Q_OVERFLOW, INOTIFY_EVENT, inotify,
-                       inotify_events)
+                       inotify_events, release_watches)
 from .procfs import (boot_ticks, children, command_line, descendants, environ_values,
                      flock_held, is_alive, open_fds, parent_pid, pipe_count,
                      process_start_time, processes, rss, shown_title, threads)
@@ -58,6 +58,7 @@ __all__ = [
     "import_title",
     "inotify",
     "inotify_events",
+    "release_watches",
     "is_alive",
     "keep_heap",
     "libc",

@@ -11,6 +11,7 @@ TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init
 
 if TYPE_CHECKING:
     import ctypes
+    from collections.abc import Iterable
 
 #: inotify's event bits, as <sys/inotify.h> has them.
 IN_MODIFY = 0x00000002
@@ -43,6 +44,18 @@ def inotify() -> ctypes.CDLL | None:
     except AttributeError:
         return None
     return library
+
+
+def release_watches(library: ctypes.CDLL, fd: int, wds: Iterable[int]) -> None:
+    """Remove the watches ``wds`` of the inotify fd ``fd``, the fd kept open.
+
+    The close of an inotify fd that still has watches waits until the kernel has freed
+    them (an RCU grace period); so does a process's exit, which closes it. A role whose
+    stop a client waits for removes its watches as soon as they are of no more use: they
+    are freed while it ends, and its exit does not wait for them (bench/notes.md).
+    """
+    for wd in wds:
+        library.inotify_rm_watch(fd, wd)
 
 
 def inotify_events(data: bytes) -> list[tuple[int, int, bytes]]:
