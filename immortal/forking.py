@@ -132,8 +132,8 @@ def finish() -> None:
 
 
 def free() -> None:
-    """Free the objects the pump and its monitors leave (cycles too), which closes the
-    files a monitor left open; each buffered file flushed first.
+    """Free the objects the role leaves (a pump's monitors among them; cycles too), which
+    closes the files a monitor left open; each buffered file flushed first.
 
     Freed with the objects around it, a file is freed in no set order with the buffer
     below it (CPython finalizes the objects of a cycle in any order): a text file freed
