@@ -17,7 +17,7 @@ import select
 import time
 
 from . import control, rolling, settling
-from ._linux import is_alive
+from ._linux import is_alive, takes_signal
 from .errors import InvalidSpec, InvalidType, NoAnswer, NotRunning, StartError, StateDirError
 from .errors import ImmortalError, StopTimeout
 from .groupapply import GroupApply
@@ -171,8 +171,12 @@ class Group(GroupApply):
             if not proven:
                 raise NoAnswer(f"group {self.name!r} does not answer and runs no target "
                                "that can be proven ours; try 'immortal stop'") from None
+            starting = _starting_replacements(status)
             for pid, _ in proven:
-                os.killpg(pid, value)
+                # A replacement still starting up that would die of it is left out: the
+                # pump holds such a signal until it is ready, and no pump answers now.
+                if pid not in starting or takes_signal(pid, value):
+                    os.killpg(pid, value)
 
     def scale(self, workers: int, timeout: float | None = None,
               program: str | None = None) -> Status:
@@ -254,6 +258,14 @@ class Group(GroupApply):
 def _given(**values: Any) -> dict[str, Any]:
     """The arguments given (not None), for a request."""
     return {key: value for key, value in values.items() if value is not None}
+
+
+def _starting_replacements(status: Status) -> set[int]:
+    """The pids of a roll's replacements not ready yet, as ``status`` records them."""
+    roll = status.roll or {}
+    ready = {str(k) for k in roll.get("ready") or ()}
+    return {int(pid) for slot, (pid, _) in (roll.get("replacements") or {}).items()
+            if str(slot) not in ready}
 
 
 class Changes:

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-    from .process import Child
     from .spec import Spec
     from .workers import Instance, Run
 
@@ -45,7 +44,7 @@ class PumpControl:
     _stop_all: Callable[..., None]
     _phase: Callable[[], supervise.Phase]
     start_roll: Callable[[list[Instance], int, float | None], int]  #: ``rollout.Rollout``
-    replacing: Callable[[list[Instance]], list[Child]]  #: ``rollout.Rollout``
+    signal_replacements: Callable[[list[Instance], int], int]  #: ``rollout.Rollout``
     roll_running: bool
     pending: bool  #: a first start whose caller still waits (``answer.StartAnswer``)
 
@@ -91,11 +90,10 @@ class PumpControl:
             # gone, and its replacement, before it takes the slot.
             chosen = self._addressed(request)
             live = [inst.target for inst in chosen if inst.target is not None]
-            live += self.replacing(chosen)
-            if not live:
-                raise NotRunning(f"no target is running (state {self._phase()})")
             for child in live:
                 child.kill_group(request["signal"])
+            if not self.signal_replacements(chosen, request["signal"]) and not live:
+                raise NotRunning(f"no target is running (state {self._phase()})")
         elif cmd == "reopen":
             for run in self.runs.values():
                 if run.host is not None:

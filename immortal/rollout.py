@@ -54,13 +54,15 @@ if TYPE_CHECKING:
 
 
 class Replacement:
-    """One replacement in flight: its process, its readiness, when to KILL it (cancelled)."""
+    """One replacement in flight: its process, its readiness, when to KILL it (cancelled),
+    the signals held for it until it is ready (``Rollout.signal_replacements``)."""
 
     def __init__(self, k: Slot, child: process.Child, ready: ReadyWatch) -> None:
         self.k = k
         self.child = child
         self.ready = ready
         self.kill_at: float | None = None
+        self.held: list[int] = []
 
 
 class Rollout:
@@ -201,10 +203,16 @@ class Rollout:
 
     def _ready_noted(self, k: Slot) -> None:
         """Recorded before its old target is retired: a successor of a pump that dies then
-        retires it again, instead of waiting for a readiness it would not see anew."""
+        retires it again, instead of waiting for a readiness it would not see anew. The
+        signals held for it until then are sent."""
         if self.roll_info is not None and k not in self.roll_info.setdefault("ready", []):
             self.roll_info["ready"].append(k)
             self._write_status()
+        repl = self.replacements.get(k)
+        if repl is not None and repl.child.status is None:
+            for number in repl.held:
+                repl.child.kill_group(number)
+            repl.held.clear()
 
     def _failed(self, k: Slot, why: str, stderr: list[str]) -> None:
         assert self.roll is not None and self.roll_info is not None
@@ -354,11 +362,22 @@ class Rollout:
                                                    else grace)
                 repl.child.kill_group(signal.SIGTERM)
 
-    def replacing(self, chosen: list[Instance]) -> list[process.Child]:
-        """The live replacements of the ``chosen`` instances (a roll's, not yet their
-        slot's target)."""
+    def signal_replacements(self, chosen: list[Instance], number: int) -> int:
+        """Send signal ``number`` to the live replacements of the ``chosen`` instances (a
+        roll's, not yet their slot's target); how many there are.
+
+        A replacement not yet ready that would die of it (it neither handles nor ignores it
+        yet: a program still starting up, whose handler comes later) gets it once it is
+        ready: the operator's signal would otherwise fail the roll.
+        """
         found = (self.replacements.get(inst.slot) for inst in chosen)
-        return [repl.child for repl in found if repl is not None and repl.child.status is None]
+        live = [repl for repl in found if repl is not None and repl.child.status is None]
+        for repl in live:
+            if repl.ready.ready or _linux.takes_signal(repl.child.pid, number):
+                repl.child.kill_group(number)
+            else:
+                repl.held.append(number)
+        return len(live)
 
     def roll_watches(self) -> dict[int, ReadyWatch]:
         return {repl.child.pid: repl.ready for repl in self.replacements.values()}

@@ -151,3 +151,91 @@ def test_a_signal_during_a_roll_reaches_the_old_targets_and_the_replacements(
                 os.kill(status.pids[role], signal.SIGCONT)
     wait_for(lambda: pids_in(log), lambda got: got == old | new, SHORT,
              what=f"USR1 in {sorted(old | new)}")
+
+
+# Logs its pid to LOG on each USR1. The first process of an instance traps USR1 and prints
+# the ready line at once; a replacement does so only once the file GO exists: until then
+# a USR1 would end it (its default action).
+LATE_TRAPPER = """
+import os, signal, sys, time
+log, state, go = sys.argv[1], sys.argv[2] + "." + os.environ["IMMORTAL_INSTANCE"], sys.argv[3]
+def got(*_):
+    with open(log, "a") as handle:
+        handle.write(f"{os.getpid()}\\n")
+if os.path.exists(state):
+    deadline = time.monotonic() + 60
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.01)
+signal.signal(signal.SIGUSR1, got)
+with open(state, "a") as handle:
+    handle.write(f"{os.getpid()}\\n")
+print("serving", flush=True)
+while True:
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("answering", [True, False])
+def test_a_signal_during_a_roll_waits_for_a_replacement_still_starting_up(
+        started, tmp_path, answering):
+    """A replacement that does not handle the signal yet (it has not set its handler up)
+    gets it from the pump once it is ready, instead of dying of it and failing the roll;
+    with the supervisors frozen, the caller that signals the targets itself leaves it out.
+    The old targets get it at once."""
+    program, log, state, go = (tmp_path / "late.py", tmp_path / "usr1.log",
+                               tmp_path / "state", tmp_path / "go")
+    program.write_text(LATE_TRAPPER)
+    group = started(str(program), [str(log), str(state), str(go)], workers=2, name="late",
+                    ready="line:^serving", ready_timeout=LONG)
+    old = set(pids(group.status()).values())
+    status = group.status()
+    os.kill(status.pids["daemon"], signal.SIGHUP)  # a roll, as 'immortal restart' asks
+    status = wait_for(group.status, lambda s: (s.roll or {}).get("replacements"), SHORT,
+                      what="a replacement spawned")
+    first = {pid for pid, _ in status.roll["replacements"].values()}
+    if not answering:
+        for role in ("daemon", "pump"):
+            os.kill(status.pids[role], signal.SIGSTOP)
+    try:
+        group.signal("USR1")
+    finally:
+        if not answering:
+            for role in ("daemon", "pump"):
+                os.kill(status.pids[role], signal.SIGCONT)
+    wait_for(lambda: pids_in(log), lambda got: got == old, SHORT, what="USR1 in the old ones")
+    go.touch()
+    status = wait_for(group.status, lambda s: (s.roll or {}).get("state") != "rolling",
+                      LONG, what="the roll over")
+    assert status.roll["state"] == "done", status.roll
+    assert first <= set(pids(status).values()) and not old & set(pids(status).values())
+    if answering:  # held by the pump until the replacement was ready
+        wait_for(lambda: pids_in(log), lambda got: got == old | first, SHORT,
+                 what=f"USR1 in {sorted(old | first)}")
+
+
+def test_takes_signal_reads_what_a_process_handles_or_ignores():
+    """What the pump looks at before it signals a replacement not yet ready."""
+    import select
+    import subprocess
+    import sys
+
+    from immortal._linux import takes_signal
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import signal, sys, time\n"
+         "signal.signal(signal.SIGUSR1, lambda *_: None)\n"
+         "signal.signal(signal.SIGUSR2, signal.SIG_IGN)\n"
+         "print('set', flush=True)\n"
+         "time.sleep(60)\n"], stdout=subprocess.PIPE)
+    try:
+        assert select.select([child.stdout], [], [], LONG)[0], "the child never set up"
+        assert child.stdout.readline() == b"set\n"
+        assert takes_signal(child.pid, signal.SIGUSR1)  # handled
+        assert takes_signal(child.pid, signal.SIGUSR2)  # ignored
+        assert not takes_signal(child.pid, signal.SIGHUP)  # its default ends it
+        assert takes_signal(child.pid, signal.SIGWINCH)  # its default does nothing
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    assert not takes_signal(child.pid, signal.SIGUSR1)  # gone

@@ -28,7 +28,8 @@ from .fsevents import (IN_ATTRIB, IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DELET
                        inotify_events, release_watches)
 from .procfs import (boot_ticks, children, command_line, descendants, environ_values,
                      flock_held, is_alive, open_fds, parent_pid, pipe_count,
-                     process_start_time, processes, rss, shown_title, threads)
+                     process_start_time, processes, rss, shown_title, takes_signal,
+                     threads)
 from .reaping import HAVE_PIDFD, pidfd_open, set_subreaper, signal_pidfd, wait_pidfd
 from .titles import import_title, set_title
 
@@ -75,6 +76,7 @@ __all__ = [
     "receive_from",
     "reopen_pipe",
     "rss",
+    "takes_signal",
     "set_pipe_size",
     "set_subreaper",
     "set_title",

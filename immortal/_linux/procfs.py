@@ -234,6 +234,31 @@ def rss(pid: int) -> int | None:
         return None
 
 
+#: signals whose default action is to do nothing (or to continue a stopped process)
+_HARMLESS = frozenset((17, 18, 23, 28))  # SIGCHLD, SIGCONT, SIGURG, SIGWINCH (Linux)
+
+
+def takes_signal(pid: int, number: int) -> bool:
+    """Whether signal ``number`` leaves ``pid`` running as it is: ``pid`` handles it or
+    ignores it (``SigCgt``, ``SigIgn`` of /proc/PID/status), or its default action is to do
+    nothing. False when that cannot be read (the process is gone).
+
+    Without /proc: False for every pid.
+    """
+    if number in _HARMLESS:
+        return True
+    try:
+        with open(f"/proc/{pid}/status", "rb") as handle:
+            text = handle.read()
+    except OSError:
+        return False
+    bit = 1 << (number - 1)
+    for line in text.splitlines():
+        if line.startswith((b"SigCgt:", b"SigIgn:")) and int(line.split()[1], 16) & bit:
+            return True
+    return False
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` in the tree the kernel keeps (children, theirs...);
     one that left it (re-parented to a subreaper or init) is not among them.
