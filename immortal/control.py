@@ -21,6 +21,12 @@ restart, signal and scale take "program": NAME in a group of several programs (r
 signal: its instances alone; with "instance": K, its instance K); restart takes "rolling":
 true to roll even a program of one instance that does not listen (an apply's).
 
+Any request may carry "expires": the wall-clock time (``time.time()``) at which its client
+stops waiting for the answer. A request read past it is answered ``expired`` and not carried
+out: a root that was frozen or swamped meanwhile would otherwise carry out, once it runs
+again, what its client reported as not done (and may have done by other means: a signal
+sent to the targets directly, a stop by signals). ``request`` sets it.
+
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The socket lives in
 the 0700 instance directory and is created 0600 under ``umask(0o177)`` (no bind-then-chmod
 window); every connection's peer uid (``_linux.peer_uid``) must be ours or root's; a
@@ -41,6 +47,7 @@ import os
 import selectors
 import signal
 import socket
+import sys
 import time
 
 from ._linux import peer_uid
@@ -115,7 +122,7 @@ def check_request(request: object) -> dict[str, Any]:
     cmd = request.get("cmd")
     if cmd not in COMMANDS:
         raise InvalidSpec(f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
-    allowed = {"cmd"} | {"stop": {"timeout"},
+    allowed = {"cmd", "expires"} | {"stop": {"timeout"},
                          "restart": {"timeout", "instance", "batch", "all_at_once", "program",
                                      "rolling"},
                          "signal": {"signal", "instance", "program"},
@@ -124,6 +131,9 @@ def check_request(request: object) -> dict[str, Any]:
     extra = set(request) - allowed
     if extra:
         raise InvalidSpec(f"command {cmd!r} takes no {', '.join(sorted(extra))}")
+    expires = request.get("expires", 0.0)
+    if isinstance(expires, bool) or not isinstance(expires, (int, float)):
+        raise InvalidSpec(f"'expires' must be a time (got {expires!r})")
     if "timeout" in request:
         timeout = request["timeout"]
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
@@ -321,7 +331,10 @@ class Server:
         else:
             try:
                 request = check_request(json.loads(line))
-                answer = {"ok": True, **self.handler(request)}
+                if _expired(request):
+                    answer = {"ok": False, "error": "expired: its client no longer waits"}
+                else:
+                    answer = {"ok": True, **self.handler(request)}
             except (ValueError, ImmortalError) as exc:  # JSON errors are ValueErrors
                 answer = {"ok": False, "error": str(exc)}
             except OSError as exc:  # out of files, say, while reading status.json
@@ -351,6 +364,18 @@ class Server:
         client.sock.close()
 
 
+def _expired(request: dict[str, Any]) -> bool:
+    """Whether ``request``'s client stopped waiting before it was read (``expires``, taken
+    out of it); the role's log says so."""
+    expires = request.pop("expires", None)
+    if not expires or time.time() <= expires:
+        return False
+    sys.stderr.write(f"immortal: a {request['cmd']!r} request was read "
+                     f"{time.time() - expires:.1f} s after its client stopped waiting: not "
+                     "carried out\n")
+    return True
+
+
 def _connect(sock: socket.socket, path: Path, timeout: float) -> None:
     # A unix socket with a timeout connects without blocking: a full backlog answers EAGAIN
     # at once instead of waiting. Wait for room, as a blocking connect would.
@@ -373,7 +398,8 @@ def request(path: Path, message: dict[str, Any], timeout: float = 5.0) -> dict[s
     try:
         try:
             _connect(sock, path, timeout)
-            sock.sendall((json.dumps(message) + "\n").encode())
+            expires = time.time() + timeout  # when the wait for the answer, from now, ends
+            sock.sendall((json.dumps({**message, "expires": expires}) + "\n").encode())
             data = b""
             while not data.endswith(b"\n"):
                 chunk = sock.recv(65536)

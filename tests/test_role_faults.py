@@ -96,6 +96,40 @@ def test_a_client_gone_before_its_answer_does_not_kill_the_root(started, strateg
     assert group.pids == pids
 
 
+# Writes the name of each USR1 or USR2 it gets to LOG, one a line.
+NAMER = """
+import signal, sys, time
+def got(number, frame):
+    with open(sys.argv[1], "a") as handle:
+        handle.write(signal.Signals(number).name + "\\n")
+signal.signal(signal.SIGUSR1, got)
+signal.signal(signal.SIGUSR2, got)
+print("ready", flush=True)
+while True:
+    time.sleep(60)
+"""
+
+
+def test_a_request_its_client_gave_up_on_is_not_carried_out_later(started, tmp_path):
+    """A root frozen past a client's wait: the client signals the target itself, and the
+    root, once it runs again, does not send the signal a second time (``expires``)."""
+    program, log = tmp_path / "namer.py", tmp_path / "signals.log"
+    program.write_text(NAMER)
+    group = started(str(program), [str(log)], ready="line:^ready")
+    daemon = group.pids["daemon"]
+    freeze(daemon, signal.SIGTSTP)  # as a job: its SIGCONT restarts nothing
+    try:
+        group.signal("USR1")  # no answer within 5 s: sent to the target's group directly
+    finally:
+        os.kill(daemon, signal.SIGCONT)
+    wait_for(lambda: read(group.directory / "daemon.log"),
+             lambda text: "not carried out" in text, SHORT, what="the late request read")
+    group.signal("USR2")
+    lines = wait_for(lambda: read(log).split(), lambda got: "SIGUSR2" in got, SHORT,
+                     what="SIGUSR2 in the target")
+    assert lines == ["SIGUSR1", "SIGUSR2"]
+
+
 def test_a_development_pump_survives_its_stdout_closed(tmp_path):
     """`immortal run -s development ... | head`: the pipe closes, the pump lives on."""
     script = tmp_path / "writer.py"
