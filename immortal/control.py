@@ -122,12 +122,12 @@ def check_request(request: object) -> dict[str, Any]:
     cmd = request.get("cmd")
     if cmd not in COMMANDS:
         raise InvalidSpec(f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
-    allowed = {"cmd", "expires"} | {"stop": {"timeout"},
-                         "restart": {"timeout", "instance", "batch", "all_at_once", "program",
-                                     "rolling"},
-                         "signal": {"signal", "instance", "program"},
-                         "scale": {"workers", "program", "caller"},
-                         "apply": {"file", "rolls", "caller"}}.get(cmd, set())
+    allowed = {"cmd", "expires"} | {
+        "stop": {"timeout"},
+        "restart": {"timeout", "instance", "batch", "all_at_once", "program", "rolling"},
+        "signal": {"signal", "instance", "program"},
+        "scale": {"workers", "program", "caller"},
+        "apply": {"file", "rolls", "caller"}}.get(cmd, set())
     extra = set(request) - allowed
     if extra:
         raise InvalidSpec(f"command {cmd!r} takes no {', '.join(sorted(extra))}")
