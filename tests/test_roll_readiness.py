@@ -125,22 +125,18 @@ def pids_in(path: Path) -> set[int]:
     return set(map(int, path.read_text().split())) if path.exists() else set()
 
 
-@pytest.mark.parametrize("answering", [True, False])
-def test_a_signal_during_a_roll_reaches_the_old_targets_and_the_replacements(
-        started, tmp_path, answering):
-    program, log, state = tmp_path / "trapper.py", tmp_path / "usr1.log", tmp_path / "state"
-    program.write_text(TRAPPER)
-    group = started(str(program), [str(log), str(state)], workers=2, name="trap",
-                    ready="line:^serving", ready_timeout=LONG)
-    old = set(pids(group.status()).values())
-    status = group.status()
-    os.kill(status.pids["daemon"], signal.SIGHUP)  # a roll, as 'immortal restart' asks
-    status = wait_for(group.status, lambda s: (s.roll or {}).get("replacements"), SHORT,
-                      what="a replacement spawned")
-    new = {pid for pid, _ in status.roll["replacements"].values()}
-    wait_for(lambda: pids_in(Path(f"{state}.0")), lambda got: new <= got, SHORT,
-             what="the replacement trapping USR1")
-    if not answering:  # the group's supervisors frozen: the caller signals them itself
+def rolling(group: immortal.Group) -> immortal.Status:
+    """Start a roll (a SIGHUP to the daemon, as 'immortal restart' asks); the status once
+    a replacement is spawned."""
+    os.kill(group.status().pids["daemon"], signal.SIGHUP)
+    return wait_for(group.status, lambda s: (s.roll or {}).get("replacements"), SHORT,
+                    what="a replacement spawned")
+
+
+def usr1(group: immortal.Group, status: immortal.Status, answering: bool) -> None:
+    """``group.signal("USR1")``; unless ``answering``, with the group's supervisors frozen
+    meanwhile: the caller then signals the processes itself."""
+    if not answering:
         for role in ("daemon", "pump"):
             os.kill(status.pids[role], signal.SIGSTOP)
     try:
@@ -149,6 +145,21 @@ def test_a_signal_during_a_roll_reaches_the_old_targets_and_the_replacements(
         if not answering:
             for role in ("daemon", "pump"):
                 os.kill(status.pids[role], signal.SIGCONT)
+
+
+@pytest.mark.parametrize("answering", [True, False])
+def test_a_signal_during_a_roll_reaches_the_old_targets_and_the_replacements(
+        started, tmp_path, answering):
+    program, log, state = tmp_path / "trapper.py", tmp_path / "usr1.log", tmp_path / "state"
+    program.write_text(TRAPPER)
+    group = started(str(program), [str(log), str(state)], workers=2, name="trap",
+                    ready="line:^serving", ready_timeout=LONG)
+    old = set(pids(group.status()).values())
+    status = rolling(group)
+    new = {pid for pid, _ in status.roll["replacements"].values()}
+    wait_for(lambda: pids_in(Path(f"{state}.0")), lambda got: new <= got, SHORT,
+             what="the replacement trapping USR1")
+    usr1(group, status, answering)
     wait_for(lambda: pids_in(log), lambda got: got == old | new, SHORT,
              what=f"USR1 in {sorted(old | new)}")
 
@@ -188,20 +199,9 @@ def test_a_signal_during_a_roll_waits_for_a_replacement_still_starting_up(
     group = started(str(program), [str(log), str(state), str(go)], workers=2, name="late",
                     ready="line:^serving", ready_timeout=LONG)
     old = set(pids(group.status()).values())
-    status = group.status()
-    os.kill(status.pids["daemon"], signal.SIGHUP)  # a roll, as 'immortal restart' asks
-    status = wait_for(group.status, lambda s: (s.roll or {}).get("replacements"), SHORT,
-                      what="a replacement spawned")
+    status = rolling(group)
     first = {pid for pid, _ in status.roll["replacements"].values()}
-    if not answering:
-        for role in ("daemon", "pump"):
-            os.kill(status.pids[role], signal.SIGSTOP)
-    try:
-        group.signal("USR1")
-    finally:
-        if not answering:
-            for role in ("daemon", "pump"):
-                os.kill(status.pids[role], signal.SIGCONT)
+    usr1(group, status, answering)
     wait_for(lambda: pids_in(log), lambda got: got == old, SHORT, what="USR1 in the old ones")
     go.touch()
     status = wait_for(group.status, lambda s: (s.roll or {}).get("state") != "rolling",
