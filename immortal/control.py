@@ -390,16 +390,20 @@ def _connect(sock: socket.socket, path: Path, timeout: float) -> None:
             time.sleep(0.005)
 
 
-def request(path: Path, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+def request(path: Path, message: dict[str, Any], timeout: float = 5.0,
+            expiring: bool = True) -> dict[str, Any]:
     """Send one command and return the answer; NotRunning if nobody serves the socket,
-    NoAnswer if its server does not answer within ``timeout`` (frozen, or swamped)."""
+    NoAnswer if its server does not answer within ``timeout`` (frozen, or swamped).
+    ``expiring``: with the time its wait ends (``expires``), sent again without it to a
+    group started by an immortal that refuses the key."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         try:
             _connect(sock, path, timeout)
             expires = time.time() + timeout  # when the wait for the answer, from now, ends
-            sock.sendall((json.dumps({**message, "expires": expires}) + "\n").encode())
+            sent = {**message, "expires": expires} if expiring else message
+            sock.sendall((json.dumps(sent) + "\n").encode())
             data = b""
             while not data.endswith(b"\n"):
                 chunk = sock.recv(65536)
@@ -419,6 +423,8 @@ def request(path: Path, message: dict[str, Any], timeout: float = 5.0) -> dict[s
     if not data:
         raise NotRunning(f"the group closed {str(path)!r} without an answer")
     answer = json.loads(data)
+    if not answer.get("ok") and expiring and "takes no expires" in str(answer.get("error")):
+        return request(path, message, timeout, expiring=False)
     if not answer.get("ok"):
         raise ImmortalError(f"the group refused {message.get('cmd')!r}: {answer.get('error')}")
     return answer

@@ -199,3 +199,32 @@ def test_an_apply_names_the_programs_its_caller_rolls_next_and_the_caller():
         control.check_request({"cmd": "stop", "caller": 4321})
     scale = {"cmd": "scale", "workers": 2, "caller": 4321}  # a scale's caller is recorded
     assert control.check_request(dict(scale)) == scale
+
+
+def test_a_request_to_a_group_that_refuses_expires_is_sent_again_without_it(tmp_path):
+    """A group started by an immortal whose requests carried no ``expires`` refuses the
+    key: the client sends the request again without it."""
+    path = tmp_path / "control.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen()
+    seen: list[dict] = []
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _ = server.accept()
+            with conn:
+                request = json.loads(conn.makefile("rb").readline())
+                seen.append(request)
+                answer = ({"ok": False, "error": f"command {request['cmd']!r} takes no expires"}
+                          if "expires" in request else {"ok": True, "state": "running"})
+                conn.sendall((json.dumps(answer) + "\n").encode())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        assert control.request(path, {"cmd": "status"}, timeout=SHORT)["state"] == "running"
+    finally:
+        thread.join(SHORT)
+        server.close()
+    assert [sorted(request) for request in seen] == [["cmd", "expires"], ["cmd"]]
