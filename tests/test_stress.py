@@ -833,14 +833,18 @@ def verdict(run: Stress) -> dict[str, Any]:
     }
 
 
-def keep_logs(directory: Path, report: Path) -> Path:
+def keep_logs(directory: Path, report: Path, outputs: list[Path]) -> Path:
     """The group's role logs (every adoption, leftover taken, recovery and restart is
-    written there), copied beside a failed run's report: the test's directory goes."""
+    written there) and what each monitor wrote (``outputs``, and the group's ``file`` and
+    ``jsonl`` outputs: each pump's events among the lines, where a loss shows whose it
+    was), copied beside a failed run's report: the test's directory and the home go."""
     kept = report.with_name(report.stem + "-logs")
     kept.mkdir(parents=True, exist_ok=True)
-    for log in sorted(directory.glob("*.log*")):
-        if log.name.startswith(("daemon", "pump")):
-            shutil.copy2(log, kept / log.name)
+    found = [log for log in directory.glob("*.log*") if log.name.startswith(("daemon", "pump"))]
+    found += [*directory.glob("output.*"), *outputs]
+    for each in sorted(found):
+        if each.is_file():
+            shutil.copy2(each, kept / each.name)
     return kept
 
 
@@ -861,7 +865,8 @@ def stress(home: Path, tmp_path: Path, size: Size, full: bool) -> None:
     destination.write_text(json.dumps(figures, indent=1) + "\n")
     print(f"stress figures: {destination}")
     if problems:
-        kept = keep_logs(run.directory, destination)
+        kept = keep_logs(run.directory, destination,
+                         [run.paths["lines"], run.paths["logging"]])
         print(f"the group's role logs: {kept}")
     progress(f"done in {figures['elapsed_s']:.0f} s, {len(problems)} problems; figures in "
              f"{destination}")
