@@ -245,6 +245,12 @@ def _claim_journal(args: RoleArgs, keys: list[Key]) -> RoleArgs:
                        f"{'s' if len(files) > 1 else ''} of the dead group's pipe holder {pid}: "
                        "its last targets' undelivered lines come first\n")
         return replace(args, fds=args.fds.with_instances(dict(zip(keys, files))))
+    # The dead group's last lines, if it left any, are not delivered: said, so that the
+    # loss is seen (its holder died with it, or keeps files that are not its own).
+    shown = ", ".join(str(pid) for pid, _ in found) or "none"
+    rolelog.report("adopt", f"immortal: {args.role}: the dead group left no pipe holder "
+                   f"whose files could be taken (holders found: {shown}): what its last "
+                   "targets wrote and no monitor got is not delivered\n")
     return replace(args, leftover=False)
 
 

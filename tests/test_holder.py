@@ -65,6 +65,20 @@ def test_a_holder_left_alone_is_ended_by_the_next_run_or_a_stop(started, tmp_pat
     assert holders(again) == []
 
 
+def test_a_start_that_finds_no_holder_of_the_dead_group_says_so(started, tmp_path):
+    """The dead group's holder died with it: what its target wrote and no monitor got is
+    lost, and the next start's daemon log says so."""
+    program = tmp_path / "quiet.py"
+    program.write_text("import time\ntime.sleep(600)\n")
+    group = started(str(program), [], name="gone")
+    found = wait_for(lambda: holders(group), lambda found: len(found) == 1, what="a holder")
+    pids = group.pids
+    kill_at_once(pids["daemon"], pids["pump"], pids["target"], found[0])
+    wait_for(group.status, lambda s: not s.running, what="the group to stop running")
+    again = started(str(program), [], name="gone")
+    assert "left no pipe holder" in (again.directory / "daemon.log").read_text()
+
+
 def test_a_killed_holder_is_replaced_and_a_stop_ends_it(started, tmp_path):
     program = tmp_path / "quiet.py"
     program.write_text("import time\ntime.sleep(600)\n")
