@@ -49,9 +49,22 @@ class Foreground:
 
     def ready(self) -> None:
         """Wait until the group runs with a ready target."""
-        wait_for(lambda: read_status(self.directory),
-                 lambda s: s is not None and s.running and s.ready and s.state == "running",
-                 LONG, f"group {self.name!r} running and ready")
+        try:
+            wait_for(lambda: read_status(self.directory),
+                     lambda s: s is not None and s.running and s.ready and s.state == "running",
+                     LONG, f"group {self.name!r} running and ready")
+        except pytest.fail.Exception as exc:
+            pytest.fail(f"{exc}\n{self.evidence()}", pytrace=False)
+
+    def evidence(self) -> str:
+        """What the group's files say, for a failure's message."""
+        parts = []
+        for name in ("output.log", "pump.log.1", "pump.log"):
+            try:
+                parts.append(f"--- {name}:\n" + (self.directory / name).read_text()[-3000:])
+            except OSError:
+                pass
+        return "\n".join(parts)
 
     def wait(self, timeout: float = LONG) -> int:
         self.out, self.err = self.popen.communicate(timeout=timeout)
@@ -94,6 +107,11 @@ def foreground(home: Path) -> Iterator[Callable[..., Foreground]]:
                 for pid in [fg.popen.pid, *descendants(fg.popen.pid)]:
                     os.kill(pid, signal.SIGKILL)
                 fg.popen.communicate(timeout=LONG)
+        # Closed here when a failed test never read them, not by a later test's garbage
+        # collection (which reports them unclosed there).
+        for pipe in (fg.popen.stdout, fg.popen.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def described(fg: Foreground) -> str:
@@ -101,7 +119,9 @@ def described(fg: Foreground) -> str:
 
 
 def test_the_command_is_the_daemon_and_a_stop_ends_it_with_0(foreground):
-    fg = foreground("fg", "--stop-timeout", "5", TALKER, "--", "--out", "2", "--trap", "USR1")
+    # Ready once its trap is set: the tests' ready=spawn would let USR1 come first.
+    fg = foreground("fg", "--stop-timeout", "5", "--ready", "line:^ready", TALKER, "--",
+                    "--out", "2", "--trap", "USR1")
     fg.ready()
     status = read_status(fg.directory)
     assert status.pids["daemon"] == fg.popen.pid  # no fork: the command itself

@@ -29,11 +29,11 @@ while i < len(argv):
     if flag == "--out":
         i += 1
         for n in range(1, int(argv[i]) + 1):
-            print(f"out {n}")
+            sys.stdout.write(f"out {n}\n")  # one write (see --trap)
     elif flag == "--err":
         i += 1
         for n in range(1, int(argv[i]) + 1):
-            print(f"err {n}", file=sys.stderr)
+            sys.stderr.write(f"err {n}\n")
     elif flag == "--partial":
         i += 1
         sys.stdout.write(argv[i])
@@ -54,8 +54,10 @@ while i < len(argv):
     elif flag == "--trap":
         i += 1
         name = argv[i]
+        # One write of a whole line: a print here, run between the two writes of a
+        # print of the main code's, would make one line of both ("readygot USR1").
         signal.signal(getattr(signal, f"SIG{name}"),
-                      lambda number, frame, name=name: print(f"got {name}", flush=True))
+                      lambda number, frame, line=f"got {name}\n".encode(): os.write(1, line))
     elif flag == "--heir":
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"],
                                  close_fds=False, stdout=subprocess.DEVNULL,
@@ -68,6 +70,7 @@ sys.stdout.flush()
 sys.stderr.flush()
 if code is not None:
     sys.exit(code)
-print("ready", flush=True)
+sys.stdout.write("ready\n")  # one write (see --trap)
+sys.stdout.flush()
 while True:
     time.sleep(3600)
