@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from . import rolelog
 from .events import PUMP_START
+from .holder import PAUSE, pause_at
 from .machine import RESTARTING, STOPPING
 from .readiness import FAILED
 from .roles import Started
@@ -66,12 +67,19 @@ class StartAnswer:
             self._started()
 
     def _started(self) -> None:
-        """The start is over: the status says so, then the daemon is told, then the
-        caller (who may read the status at once)."""
+        """The start is over: the daemon is told first (from then on a pump's death is a
+        restart, not a failed start), then the status says so, then the caller (who may
+        read the status at once). So whoever reads in the status that the start is over
+        may kill the pump and the group goes on; a pump that dies before its answer
+        leaves that answer to its daemon (``Daemon._answer_for``)."""
+        if PAUSE:
+            pause_at("ready")  # a test hook: unset in use
+        self.link.tell(Started())
         if self.pending:
             self.pending = False
             self._write_status()
-        self.link.tell(Started())
+        if PAUSE:
+            pause_at("answer")  # a test hook: unset in use
         first = self.instances[0].target
         self.handshake.send(ok=True, target=first.pid if first else None,
                             adopted=self.args.adopt is not None and self.args.why == PUMP_START)

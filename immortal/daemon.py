@@ -61,7 +61,9 @@ class Daemon(Holding, Scaling, Answering):
         self.spec = spec
         self.directory = Path(spec.directory)
         fds = args.fds
-        self.handshake = Handshake(fds.handshake)
+        self.handshake = Handshake(fds.handshake)  # kept until the first pump ends
+        #: the target a new start adopts (an orphan of the name), told to its caller
+        self.first_adopt = args.adopt.pid if args.adopt is not None else None
         self.lock_fd = fds.lock
         # Each instance's pipes and journal, the channel, the notify and listen sockets.
         self.files = KeptFiles(fds, spec)
@@ -167,7 +169,8 @@ class Daemon(Holding, Scaling, Answering):
                 holder.pause_at("others")
             # A dead daemon's holder, or one a group whose supervisors all died left behind.
             holder.end_others(str(self.directory), self.targets.holder)
-        self.handshake.close()  # the pump holds its own copy and answers the caller
+        if self.started:  # a restarted daemon: its caller was answered long ago
+            self.handshake.close()
         self.loop.at(lambda: self.control.next_deadline(), lambda: self.control.drop_idle())
         self.loop.at(lambda: self.stall.deadline, self.stall.tick)
         self.loop.at(lambda: self.restart_deadline, self._restart_due)
@@ -348,6 +351,7 @@ class Daemon(Holding, Scaling, Answering):
                 pass
             self.pump_sock.close()
             self.pump_sock = None
+        self._answer_for()
         self.next_start = (PUMP_RESTART, str(self.directory / "pump.log.1"))
         policy = PUMP_LAST  # after a finish, or before a start: the group ends
         if self.started and not self.finished and not self.overruled:
@@ -355,6 +359,19 @@ class Daemon(Holding, Scaling, Answering):
                 rolelog.report("pump", f"immortal: daemon: pump {status}; starting a new one\n")
             policy = self._policy(self.targets.left(pump_running=False))
         self._step(supervise.Exited(status), policy)
+
+    def _answer_for(self) -> None:
+        """The first pump is gone: the caller's answer was its to give. It may have died
+        after telling us the start was over and before answering: the caller is answered
+        here then, as it would have been (a second ``ok`` after its own is never read).
+        Before that, its death fails the start: our copy closed, the caller reads the end
+        of the pipe."""
+        if self.handshake.fd is None:
+            return
+        if self.started:
+            adopt = self.first_adopt
+            self.handshake.send(ok=True, target=adopt, adopted=adopt is not None)
+        self.handshake.close()
 
     # ----------------------------------------------------------------- signals, reaping
     def _on_stop_signal(self) -> None:

@@ -298,7 +298,10 @@ class PumpStart(StartAnswer):
             # before the caller is answered: a start that finds the group's lock file gone
             # knows it runs by its supervisors' titles (``state.Lock``).
             _linux.set_title(self.spec.title("pump"))
-        if not self.args.fresh:  # a successor writes it once its daemon is up
+        # A successor writes it once its daemon is up; a start whose targets are ready
+        # already (ready at the spawn) writes it once its daemon knows (``_started``): a
+        # status that says ready is never one the daemon does not know of.
+        if not self.args.fresh and not (self.pending and self.all_ready):
             self._write_status()
         if self.daemon_pid is None:
             self.control = control.Server(self.directory / SOCKET_NAME, self.selector,

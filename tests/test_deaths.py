@@ -8,17 +8,22 @@ killed while the target writes, and a daemon that cannot fork a new pump.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import SHORT, TALKER, children_of, cmdline, descendants, proc_state, wait_for
+import immortal
+from conftest import (LONG, SHORT, TALKER, children_of, cmdline, descendants, proc_state,
+                      wait_for)
 from immortal._linux import is_alive
+from immortal.state import instance_dir, read_status
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -99,6 +104,77 @@ def test_a_pump_killed_just_after_the_target(started, delay):
     time.sleep(delay)  # pacing: the pump is somewhere in its respawn
     os.kill(pids["pump"], signal.SIGKILL)
     one_known_target(group, "talker.py", pids["target"], pids["pump"])
+
+
+def pause_at_the_answer(monkeypatch, tmp_path, point: str = "answer") -> Path:
+    """The first pump stops itself at ``point`` (the test hook ``holder.PAUSE``): "ready",
+    its targets ready, before it tells its daemon; "answer", once it has told its daemon
+    the start is over and written so in the status, before it answers the caller. The
+    flag is gone once it has."""
+    flag = tmp_path / f"pause-{point}"
+    flag.write_text("")
+    monkeypatch.setenv("IMMORTAL_TEST_DAEMON_PAUSE", f"{point} {flag}")
+    return flag
+
+
+def paused_pump(directory: Path, flag: Path):
+    """The status once the first pump has stopped itself at its answer."""
+    return wait_for(lambda: read_status(directory),
+                    lambda s: s is not None and not flag.exists() and not s.starting
+                    and proc_state(s.pids.get("pump", 0)) == "T",
+                    what="the pump stopped before its answer")
+
+
+def test_no_status_says_ready_before_the_daemon_knows_the_start_is_over(
+        started, tmp_path, monkeypatch):
+    """Ready at the spawn: the pump, stopped before it tells its daemon, has written no
+    status that says ready (before, it had: a reader could take the group for started and
+    kill the pump, which failed the start)."""
+    flag = pause_at_the_answer(monkeypatch, tmp_path, "ready")
+    directory = instance_dir("early")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(started, TALKER, [], name="early", ready="spawn")
+        pump = wait_for(lambda: [p for p in descendants() if "immortal: pump" in cmdline(p)
+                                 and proc_state(p) == "T"], bool,
+                        what="the pump stopped before it tells its daemon")[0]
+        assert not flag.exists()
+        status = read_status(directory)
+        assert status is None or not status.ready, status
+        os.kill(pump, signal.SIGKILL)  # during the start: the start fails, nothing is left
+        with pytest.raises(immortal.StartError):
+            starting.result(timeout=LONG)
+    assert targets("talker.py") == []
+
+
+def test_a_pump_killed_once_the_status_says_the_start_is_over_is_replaced(
+        started, tmp_path, monkeypatch):
+    """Whoever reads in the status that the start is over may kill the pump: the group
+    goes on with a new one and the same target, and the start's caller is answered (by
+    the daemon: the pump died before its answer)."""
+    flag = pause_at_the_answer(monkeypatch, tmp_path)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(started, TALKER, [], name="answered")
+        status = paused_pump(instance_dir("answered"), flag)
+        os.kill(status.pids["pump"], signal.SIGKILL)
+        group = starting.result(timeout=LONG)
+    whole_again(group, status.pids["target"], {status.pids["pump"]})
+
+
+def test_a_foreground_pump_killed_once_the_status_says_the_start_is_over_is_replaced(
+        home, tmp_path, monkeypatch):
+    flag = pause_at_the_answer(monkeypatch, tmp_path)
+    command = subprocess.Popen(
+        [sys.executable, "-m", "immortal", "run", "--foreground", "-n", "answered", TALKER],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        status = paused_pump(home / "answered", flag)
+        os.kill(status.pids["pump"], signal.SIGKILL)
+        whole_again(immortal.attach("answered"), status.pids["target"], {status.pids["pump"]})
+    finally:
+        command.send_signal(signal.SIGTERM)
+        _, err = command.communicate(timeout=LONG)
+    assert command.returncode == 0, err
+    assert "started 'answered' (foreground" in err and "error" not in err
 
 
 def poll(get, predicate, timeout: float):
