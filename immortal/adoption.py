@@ -15,7 +15,8 @@ group lock (they held it, so they are gone), and then, before ``spec.json`` is r
    and its stdout and stderr pipes are opened anew through ``/proc/PID/fd/1`` and ``2``
    (``_linux.reopen_pipe``): the same pipes, so every line still in them comes through.
    Where that fails (off Linux, the target gone, fd 1 or 2 no longer a pipe) the role
-   drops the adoption: the target is ended and a new one spawned, as without adoption.
+   drops the adoption: the target is ended and a new one spawned, as without adoption,
+   and what the holder kept is taken as below.
 
 A group of several instances (``workers`` > 1), or one whose last run had several, adopts
 nothing: its first pump ends every token carrier, as for a changed command.
@@ -128,8 +129,9 @@ def _leads_group(pid: int) -> bool:
 
 
 def leftover(spec: Spec, old: dict[str, Any]) -> bool:
-    """Whether a start that adopts no target is to take the journals its dead group's pipe
-    holder kept (``claim``): with the same monitors (a journal's ledger holds each one's
+    """Whether a start that adopts no target (none was found, or the one found died before
+    the first role claimed it) is to take the journals its dead group's pipe holder kept
+    (``claim``): with the same monitors (a journal's ledger holds each one's
     mark by its place in the list); a group of several programs, with the same programs,
     each with as many instances (the holder keeps each instance's files in their order).
 
@@ -222,7 +224,9 @@ def claim(args: RoleArgs, spec: Spec) -> RoleArgs:
     except OSError as exc:
         rolelog.report("adopt", f"immortal: {args.role}: cannot adopt the running target "
                        f"{adopt.pid} ({exc}); it is ended and a new one spawned\n")
-        return replace(args, adopt=None)
+        # Dead since the caller chose it (or not adoptable): what it wrote that no monitor
+        # got is in the holder's pipes, taken as for a start that found no target.
+        return claim(replace(args, adopt=None), spec)
     journal = _held_journal(args.dir, out[0], err[0]) if adopt.journal else None
     rolelog.report("adopt", f"immortal: {args.role}: adopted the running target "
                    f"{adopt.pid} left by a dead group"

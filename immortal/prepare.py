@@ -45,7 +45,9 @@ def prepared(spec: Spec) -> Iterator[tuple[Spec, Lock, Adopt | None, tuple[int, 
         adopt = adoption.decide(spec)
         before.update(read_json(directory / "spec.json") or {})
         status.update(read_json(directory / "status.json") or {} if before else {})
-        leftover = adopt is None and adoption.leftover(spec, before)
+        # Also with a target to adopt: if it dies before the first role claims it, that
+        # role takes what the holder kept instead (``adoption.claim``).
+        leftover = adoption.leftover(spec, before)
         if spec.several:
             with _home_errors(directory.parent):
                 for view in spec.each():

@@ -15,6 +15,7 @@ import pytest
 from conftest import LONG, SHORT, kill_at_once, proc_state, wait_for
 from immortal import holder, orphans
 from immortal._linux import is_alive
+from immortal.state import instance_dir
 from test_adopt import COUNTER, adopted, counted, kill_supervisors, no_gap, orphan, targets
 from test_delivery import numbered, seen
 
@@ -77,6 +78,62 @@ def test_a_start_that_finds_no_holder_of_the_dead_group_says_so(started, tmp_pat
     wait_for(group.status, lambda s: not s.running, what="the group to stop running")
     again = started(str(program), [], name="gone")
     assert "left no pipe holder" in (again.directory / "daemon.log").read_text()
+
+
+# A target that writes its lines once the flag file is there, and exits as soon as a new
+# start of its group has chosen it for adoption (that start rewrites spec.json once it
+# has), before the start's first role can claim it.
+LEAVING = """\
+import os, sys, time
+spec, flag = sys.argv[1:3]
+os.closerange(3, 65536)
+os.write(1, b"ready\\n")
+seen = os.stat(spec).st_mtime_ns
+written = False
+while True:
+    if not written and os.path.exists(flag):
+        for n in (1, 2, 3):
+            os.write(1, f"after {os.getpid()} {n}\\n".encode())
+        os.write(2, f"after {os.getpid()} err\\n".encode())
+        written = True
+    if os.stat(spec).st_mtime_ns != seen:
+        sys.exit(0)
+    time.sleep(0.001)
+"""
+
+
+def texts(path: Path) -> list[bytes]:
+    """The text of each record the ``file`` monitor wrote (lines and events)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    return [line.rpartition(b"| ")[2] for line in data.split(b"\n")[:-1]]
+
+
+def test_a_target_gone_before_its_adoption_leaves_its_lines_to_that_start(started, tmp_path):
+    """The start chose the orphan for adoption; it died before the start's daemon could
+    claim it: the daemon takes what the holder kept, as it would had it found no target
+    (before, those lines were lost)."""
+    program = tmp_path / "leaving.py"
+    program.write_text(LEAVING)
+    flag, out = tmp_path / "write", tmp_path / "out.log"
+    args = [str(instance_dir("leaving") / "spec.json"), str(flag)]
+    kwargs = dict(name="leaving", options={"output": str(out)})
+    group = started(str(program), args, **kwargs)
+    wait_for(lambda: texts(out), lambda lines: b"ready" in lines, what="the first line")
+    pids = group.pids
+    kill_at_once(pids["daemon"], pids["pump"])
+    written = bytes_written(pids["target"])
+    flag.write_text("")
+    wait_for(lambda: bytes_written(pids["target"]), lambda count: count > written,
+             what="the orphan's lines written with no pump to read them")
+    again = started(str(program), args, **kwargs)
+    assert "cannot adopt the running target" in (again.directory / "daemon.log").read_text()
+    theirs = [b"after %d %s" % (pids["target"], end) for end in (b"1", b"2", b"3", b"err")]
+    lines = wait_for(lambda: texts(out), lambda got: all(line in got for line in theirs),
+                     LONG, what="the dead orphan's lines")
+    assert all(lines.count(line) == 1 for line in theirs), lines
 
 
 def test_a_killed_holder_is_replaced_and_a_stop_ends_it(started, tmp_path):
