@@ -62,6 +62,7 @@ class Daemon(Holding, Scaling, Answering):
         self.directory = Path(spec.directory)
         fds = args.fds
         self.handshake = Handshake(fds.handshake)  # kept until the first pump ends
+        self.began = _linux.boot_ticks()  #: when this daemon started (``_end``)
         #: the target a new start adopts (an orphan of the name), told to its caller
         self.first_adopt = args.adopt.pid if args.adopt is not None else None
         self.lock_fd = fds.lock
@@ -164,11 +165,12 @@ class Daemon(Holding, Scaling, Answering):
             self._start_pump()  # the first pump, at once
         if PAUSE:
             holder.pause_at("pump")  # a test hook: unset in use
-        if holder.enabled():
-            if PAUSE:
-                holder.pause_at("others")
-            # A dead daemon's holder, or one a group whose supervisors all died left behind.
-            holder.end_others(str(self.directory), self.targets.holder)
+        if PAUSE:
+            holder.pause_at("others")
+        if self.started:
+            self._end_other_holders()
+        # else once the first pump has started the group: a start that fails leaves the
+        # holder a dead group left as it was, with what it keeps, for the next start.
         if self.started:  # a restarted daemon: its caller was answered long ago
             self.handshake.close()
         self.loop.at(lambda: self.control.next_deadline(), lambda: self.control.drop_idle())
@@ -325,6 +327,7 @@ class Daemon(Holding, Scaling, Answering):
             self._retired(message.workers, message.program)
         elif isinstance(message, Started):
             self.started = True
+            self._end_other_holders()
         elif isinstance(message, Finish):
             self.finished = True
             if self.keeper is not None:  # the group ends: see Keeper.release
@@ -359,6 +362,12 @@ class Daemon(Holding, Scaling, Answering):
                 rolelog.report("pump", f"immortal: daemon: pump {status}; starting a new one\n")
             policy = self._policy(self.targets.left(pump_running=False))
         self._step(supervise.Exited(status), policy)
+
+    def _end_other_holders(self) -> None:
+        """End a dead daemon's holder, or the one a group whose supervisors all died left
+        behind: ours holds their files now."""
+        if holder.enabled():
+            holder.end_others(str(self.directory), self.targets.holder)
 
     def _answer_for(self) -> None:
         """The first pump is gone: the caller's answer was its to give. It may have died
@@ -426,7 +435,9 @@ class Daemon(Holding, Scaling, Answering):
         self.control.close()
         self.stall.close()
         process.kill_children()
-        orphans.end_group(self.directory)  # and those that went up with a dead daemon
+        # And those that went up with a dead daemon; a start that failed leaves a dead
+        # group's holder (older than itself) to the next start.
+        orphans.end_group(self.directory, since=None if self.started else self.began)
         self.files.end(self.spec)
         if self.overruled:  # its pump, the status's writer, was killed with the stop undone
             write_stopped(self.directory, read_json(self.directory / "status.json") or {},

@@ -22,7 +22,7 @@ from .detach import read_handshake
 from .errors import ImmortalError, MonitorError, StartError
 from .events import ExitStatus
 from .group import Group
-from ._linux import is_alive
+from ._linux import boot_ticks, is_alive
 from .readiness import SPAWN
 from .records import replace
 from .roles import Adopt, Fds, RoleArgs, role_command
@@ -39,6 +39,7 @@ def start_roles(spec: Spec, lock: Lock, capture: bool = False,
     handshake; a handle on the group once its target is ready. ``capture`` (development
     only): the role's output comes to the handle's ``stdout`` and ``stderr``."""
     directory = Path(spec.directory)
+    began = boot_ticks()
     development = spec.strategy == Strategy.DEVELOPMENT
     role = "daemon" if spec.strategy == Strategy.DAEMON else "pump"
     hs_r, hs_w = os.pipe()
@@ -73,7 +74,7 @@ def start_roles(spec: Spec, lock: Lock, capture: bool = False,
         with _sigterm_raises():
             adopted = _handshake(spec, hs_r, pids, popen, logged)
     except BaseException:
-        _kill_roles(pids, popen, directory, adopt is None)
+        _kill_roles(pids, popen, directory, adopt is None, began)
         if parent_w is not None:
             os.close(parent_w)
         raise
@@ -215,11 +216,13 @@ def _logs_tail(spec: Spec, logged: dict[str, int]) -> str:
 
 
 def _kill_roles(pids: dict[str, tuple[int, int | None]],
-                popen: subprocess.Popen[bytes], directory: Path, targets: bool) -> None:
+                popen: subprocess.Popen[bytes], directory: Path, targets: bool,
+                began: int) -> None:
     """Make sure no role of a failed start survives it (they report failure and exit),
-    nor the pipe holder a daemon killed meanwhile could not end; with ``targets``, nor a
-    target its roles spawned and could not end, killed first (a start that adopted one
-    leaves it, as its roles do)."""
+    nor the pipe holder its daemon started and, killed meanwhile, could not end; with
+    ``targets``, nor a target its roles spawned and could not end, killed first (a start
+    that adopted one leaves it, as its roles do). ``began``: when the start began (boot
+    ticks)."""
     deadline = time.monotonic() + 5.0
     for role in ("daemon", "pump"):
         if role not in pids:
@@ -238,5 +241,7 @@ def _kill_roles(pids: dict[str, tuple[int, int | None]],
         except subprocess.TimeoutExpired:
             popen.kill()
             popen.wait()
-    orphans.end(orphans.find(directory, holders=True) if targets
-                else orphans.holders(directory))
+    # Its own holders only (started since the start began): an older one is a dead
+    # group's, which keeps what that group's targets wrote for the next start (adoption).
+    own = [(pid, started) for pid, started in orphans.holders(directory) if started > began]
+    orphans.end(orphans.find(directory) + own if targets else own)

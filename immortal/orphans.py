@@ -152,12 +152,19 @@ def end(found: list[tuple[int, int]], timeout: float = 5.0) -> list[int]:
     return [pid for pid, _ in killed]
 
 
-def end_group(directory: Path | str, timeout: float = 5.0) -> list[int]:
+def end_group(directory: Path | str, timeout: float = 5.0,
+              since: int | None = None) -> list[int]:
     """End every process that still carries ``directory``'s token, pipe holders too; the
-    pids ended but the holders' (a holder is the group's own, as a supervisor is)."""
+    pids ended but the holders' (a holder is the group's own, as a supervisor is).
+
+    ``since`` (a start that failed: a boot tick, ``_linux.boot_ticks``): only the holders
+    started after it, its own. An older one is a dead group's, which keeps what that
+    group's targets wrote and no monitor got for the next start to take (``adoption``)."""
     every = find(directory, holders=True)
-    held = {pid for pid, _ in every if _is_holder(pid, token(directory))}
-    return [pid for pid in end(every, timeout) if pid not in held]
+    held = {pid: started for pid, started in every if _is_holder(pid, token(directory))}
+    chosen = [(pid, started) for pid, started in every
+              if since is None or pid not in held or started > since]
+    return [pid for pid in end(chosen, timeout) if pid not in held]
 
 
 def find_spawned(since: int, others: Collection[int] = ()) -> tuple[int, float] | None:

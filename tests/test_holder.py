@@ -5,12 +5,15 @@ holder killed is replaced."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import sys
 from pathlib import Path
 
 import pytest
+
+import immortal
 
 from conftest import LONG, SHORT, kill_at_once, proc_state, wait_for
 from immortal import holder, orphans
@@ -57,7 +60,9 @@ def test_a_holder_left_alone_is_ended_by_the_next_run_or_a_stop(started, tmp_pat
     wait_for(group.status, lambda s: not s.running, what="the group to stop running")
     assert group.orphans() == [] and holders(group) == found  # the group's own, not shown
     again = started(str(program), [], name="ends")
-    assert not is_alive(found[0], None) or proc_state(found[0]) == "Z"
+    # Ended once the new daemon knows its start is over (a start that fails leaves it).
+    wait_for(lambda: proc_state(found[0]), lambda state: state in (None, "Z"),
+             what="the dead group's holder ended")
     assert len(holders(again)) == 1
     pids = again.pids
     kill_at_once(pids["daemon"], pids["pump"], pids["target"])
@@ -306,6 +311,74 @@ def test_a_fresh_start_delivers_what_a_dead_group_left_in_its_holder(
     again.stop(timeout=SHORT)
     assert seen(lines) == expected
     assert seen(log) == expected  # once each: the block it had is not given again
+
+
+# Writes its lines once the flag file is there; until then (and after) it sleeps.
+FLAGGED = """\
+import os, sys, time
+os.closerange(3, 65536)
+os.write(1, b"ready\\n")
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.005)
+for n in (1, 2, 3):
+    os.write(1, f"kept {os.getpid()} {n}\\n".encode())
+time.sleep(600)
+"""
+
+
+def test_a_start_that_fails_leaves_the_dead_groups_holder_to_the_next(
+        started, tmp_path, monkeypatch):
+    """A dead group left lines in its holder; the start after it fails (its pump killed
+    before the start was over): the holder is left as it was, and the start after that
+    delivers the lines (before, the failed start had ended the holder and they were
+    lost)."""
+    program = tmp_path / "flagged.py"
+    program.write_text(FLAGGED)
+    flag, out = tmp_path / "write", tmp_path / "out.log"
+    kwargs = dict(name="kept", options={"output": str(out)})
+    group = started(str(program), [str(flag)], **kwargs)
+    old = wait_for(lambda: holders(group), lambda found: len(found) == 1, what="a holder")
+    pids = group.pids
+    kill_at_once(pids["daemon"], pids["pump"])
+    written = bytes_written(pids["target"])
+    flag.write_text("")
+    wait_for(lambda: bytes_written(pids["target"]), lambda count: count > written,
+             what="the orphan's lines written with no pump to read them")
+    kill_at_once(pids["target"])
+    theirs = [b"kept %d %d" % (pids["target"], n) for n in (1, 2, 3)]
+    # The next start's pump stops itself before it tells its daemon the start is over.
+    pause(monkeypatch, tmp_path, "ready")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        failing = pool.submit(started, str(program), [str(flag)], **kwargs)
+        pump = wait_for(lambda: [p for p in pumps_of(group.directory)
+                                 if proc_state(p) == "T"], bool,
+                        what="the failing start's pump stopped")[0]
+        os.kill(pump, signal.SIGKILL)
+        with pytest.raises(immortal.StartError):
+            failing.result(timeout=LONG)
+    monkeypatch.delenv("IMMORTAL_TEST_DAEMON_PAUSE")
+    assert holders(group) == old
+    again = started(str(program), [str(flag)], **kwargs)
+    lines = wait_for(lambda: [line.rpartition(b"| ")[2] for line in out.read_bytes()
+                              .split(b"\n")], lambda got: all(line in got for line in theirs),
+                     LONG, what="the dead group's lines")
+    assert all(lines.count(line) == 1 for line in theirs), lines
+    assert "took the pipes" in (again.directory / "daemon.log").read_text()
+
+
+def pumps_of(directory: Path) -> list[int]:
+    """The pumps of the group in ``directory`` alive now, by title."""
+    title = f"immortal: pump {directory}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if handle.read().startswith(title):
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
 
 
 WORKER = """import os, sys, time
