@@ -116,6 +116,18 @@ def texts(path: Path) -> list[bytes]:
     return [line.rpartition(b"| ")[2] for line in data.split(b"\n")[:-1]]
 
 
+def orphan_writes(group, flag: Path) -> dict[str, int]:
+    """Kill the group's daemon and pump, then have its target write its lines (``flag``)
+    with no pump to read them; the group's pids."""
+    pids = group.pids
+    kill_at_once(pids["daemon"], pids["pump"])
+    written = bytes_written(pids["target"])
+    flag.write_text("")
+    wait_for(lambda: bytes_written(pids["target"]), lambda count: count > written,
+             what="the orphan's lines written with no pump to read them")
+    return pids
+
+
 def test_a_target_gone_before_its_adoption_leaves_its_lines_to_that_start(started, tmp_path):
     """The start chose the orphan for adoption; it died before the start's daemon could
     claim it: the daemon takes what the holder kept, as it would had it found no target
@@ -127,12 +139,7 @@ def test_a_target_gone_before_its_adoption_leaves_its_lines_to_that_start(starte
     kwargs = dict(name="leaving", options={"output": str(out)})
     group = started(str(program), args, **kwargs)
     wait_for(lambda: texts(out), lambda lines: b"ready" in lines, what="the first line")
-    pids = group.pids
-    kill_at_once(pids["daemon"], pids["pump"])
-    written = bytes_written(pids["target"])
-    flag.write_text("")
-    wait_for(lambda: bytes_written(pids["target"]), lambda count: count > written,
-             what="the orphan's lines written with no pump to read them")
+    pids = orphan_writes(group, flag)
     again = started(str(program), args, **kwargs)
     assert "cannot adopt the running target" in (again.directory / "daemon.log").read_text()
     theirs = [b"after %d %s" % (pids["target"], end) for end in (b"1", b"2", b"3", b"err")]
@@ -338,12 +345,7 @@ def test_a_start_that_fails_leaves_the_dead_groups_holder_to_the_next(
     kwargs = dict(name="kept", options={"output": str(out)})
     group = started(str(program), [str(flag)], **kwargs)
     old = wait_for(lambda: holders(group), lambda found: len(found) == 1, what="a holder")
-    pids = group.pids
-    kill_at_once(pids["daemon"], pids["pump"])
-    written = bytes_written(pids["target"])
-    flag.write_text("")
-    wait_for(lambda: bytes_written(pids["target"]), lambda count: count > written,
-             what="the orphan's lines written with no pump to read them")
+    pids = orphan_writes(group, flag)
     kill_at_once(pids["target"])
     theirs = [b"kept %d %d" % (pids["target"], n) for n in (1, 2, 3)]
     # The next start's pump stops itself before it tells its daemon the start is over.
@@ -359,8 +361,7 @@ def test_a_start_that_fails_leaves_the_dead_groups_holder_to_the_next(
     monkeypatch.delenv("IMMORTAL_TEST_DAEMON_PAUSE")
     assert holders(group) == old
     again = started(str(program), [str(flag)], **kwargs)
-    lines = wait_for(lambda: [line.rpartition(b"| ")[2] for line in out.read_bytes()
-                              .split(b"\n")], lambda got: all(line in got for line in theirs),
+    lines = wait_for(lambda: texts(out), lambda got: all(line in got for line in theirs),
                      LONG, what="the dead group's lines")
     assert all(lines.count(line) == 1 for line in theirs), lines
     assert "took the pipes" in (again.directory / "daemon.log").read_text()
