@@ -44,6 +44,11 @@ class Group(GroupApply):
     #: group's dead supervisors (``immortal.adoption``); None if it spawned one.
     adopted: int | None = None
 
+    def _deliver_kept(self) -> list[int]:
+        from .drain import deliver_kept  # a stop of a group whose supervisors died only
+
+        return deliver_kept(self.directory)
+
     @property
     def programs(self) -> list[str]:
         """The names of the group's programs (``start_group``); empty for a group of one

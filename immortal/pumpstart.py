@@ -32,6 +32,7 @@ from .answer import StartAnswer
 from .link import DaemonLink, take_over
 from .loop import Loop, draw
 from .monitoring import MONITOR_GRACE
+from .notify import remove as remove_notify
 from .readywatch import ReadyWatch
 from .records import replace
 from .roles import Adopt, Fds, HandOver, Key, RoleArgs
@@ -179,6 +180,8 @@ class PumpStart(StartAnswer):
         error = self._load_monitors()
         if error is not None:
             return self._fail("MonitorError", error)
+        if self.args.drain:
+            return self.drain()
         self._check_daemon()
         self.resume_roll({k: adopt.pid for k, adopt in self.args.adopts().items()})
         # Before the first spawn: a change once it has started is never missed (one
@@ -288,6 +291,19 @@ class PumpStart(StartAnswer):
             inst.streams.recover()
         for inst, actions in hooks:
             self._act(inst, actions)
+
+    def drain(self) -> int:
+        """What the dead group's pipe holder kept (taken as a start takes it:
+        ``adoption.claim``), handed to the monitors, each from its own mark; no target is
+        spawned (``drain``: a stop of a group with no supervisor left)."""
+        self._set_up([])
+        for inst in self.instances:
+            inst.streams.drain()
+        for run in self.runs.values():
+            self.shut_down(run, "stop")
+        if self.streams is not None and self.streams.notify_sock is not None:
+            remove_notify(self.directory)  # made for this pump alone
+        return 0
 
     def _answer(self) -> None:
         """Up: the status written; the daemon and the caller told once every target is
@@ -415,6 +431,9 @@ class PumpStart(StartAnswer):
         raise NotImplementedError
 
     def _spawn(self, inst: Instance) -> process.Child:
+        raise NotImplementedError
+
+    def shut_down(self, run: Run, reason: str) -> None:
         raise NotImplementedError
 
     def _lines(self, run: Run, k: int, stream: str, block: bytes, offset: int,

@@ -85,6 +85,9 @@ class RoleArgs(Record):
     #: this group's, its last target's undelivered lines delivered whole at set-up
     #: (``adoption.leftover``)
     leftover: bool = False
+    #: a pump: hand the monitors what the dead group's pipe holder keeps, spawn nothing,
+    #: end (``drain``: a stop of a group with no supervisor left)
+    drain: bool = False
     #: a daemon: the command's own process, run in the foreground (``foreground``): no
     #: detaching, its stderr kept, its exit code the group's end (``fgdaemon``)
     foreground: bool = False

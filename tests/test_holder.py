@@ -320,6 +320,41 @@ def test_a_fresh_start_delivers_what_a_dead_group_left_in_its_holder(
     assert seen(log) == expected  # once each: the block it had is not given again
 
 
+def test_a_stop_hands_the_monitors_what_the_holder_kept(started, tmp_path, monkeypatch):
+    # As above, but the group is stopped before any start: the stop ends the holder, and
+    # hands the monitors what it kept first (before, those lines were lost).
+    program = tmp_path / "waiter.py"
+    program.write_text(WAITER)
+    go, more, kill = tmp_path / "go", tmp_path / "more", tmp_path / "kill-after-call"
+    log, lines = tmp_path / "file.log", tmp_path / "lines.txt"
+    monitors = {"file": {"output": str(log)}, "plugins.delivery:Lines": {"path": str(lines)}}
+    paused = pause(monkeypatch, tmp_path, "pump")
+    monkeypatch.setenv("IMMORTAL_TEST_KILL_AFTER_CALL", str(kill))
+    group = started(str(program), [str(go), str(more)], name="stopped", monitors=monitors)
+    daemon = paused(group)
+    pump, target = group.pids["pump"], group.pids["target"]
+    kill.write_text("")
+    go.write_text("")
+    wait_for(lambda: proc_state(pump), lambda state: state in (None, "Z"),
+             what="the pump to kill itself after the first monitor's call")
+    written = bytes_written(target)
+    more.write_text("")
+    wait_for(lambda: bytes_written(target), lambda count: count > written,
+             what="the target's lines written with no pump to read them")
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(group.status, lambda s: not s.running, what="the group to stop running")
+    monkeypatch.delenv("IMMORTAL_TEST_DAEMON_PAUSE")
+    monkeypatch.delenv("IMMORTAL_TEST_KILL_AFTER_CALL")
+    found = holders(group)
+    assert len(found) == 1
+    status = group.stop(timeout=SHORT)
+    assert status.orphans == [target] and not is_alive(target, None)
+    assert holders(group) == []
+    expected = [b"line %06d" % n for n in range(7)]
+    assert seen(lines) == expected
+    assert seen(log) == expected  # once each: the block it had is not given again
+
+
 # Writes its lines once the flag file is there; until then (and after) it sleeps.
 FLAGGED = """\
 import os, sys, time
