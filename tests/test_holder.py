@@ -121,6 +121,9 @@ def orphan_writes(group, flag: Path) -> dict[str, int]:
     with no pump to read them; the group's pids."""
     pids = group.pids
     kill_at_once(pids["daemon"], pids["pump"])
+    for role in ("daemon", "pump"):  # gone, and the group lock with them
+        wait_for(lambda: proc_state(pids[role]), lambda state: state in (None, "Z"),
+                 what=f"the {role} gone")
     written = bytes_written(pids["target"])
     flag.write_text("")
     wait_for(lambda: bytes_written(pids["target"]), lambda count: count > written,
