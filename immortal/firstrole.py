@@ -243,5 +243,5 @@ def _kill_roles(pids: dict[str, tuple[int, int | None]],
             popen.wait()
     # Its own holders only (started since the start began): an older one is a dead
     # group's, which keeps what that group's targets wrote for the next start (adoption).
-    own = [(pid, started) for pid, started in orphans.holders(directory) if started > began]
+    own = [(pid, started) for pid, started in orphans.holders(directory) if started >= began]
     orphans.end(orphans.find(directory) + own if targets else own)

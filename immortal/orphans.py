@@ -158,12 +158,14 @@ def end_group(directory: Path | str, timeout: float = 5.0,
     pids ended but the holders' (a holder is the group's own, as a supervisor is).
 
     ``since`` (a start that failed: a boot tick, ``_linux.boot_ticks``): only the holders
-    started after it, its own. An older one is a dead group's, which keeps what that
-    group's targets wrote and no monitor got for the next start to take (``adoption``)."""
+    started since then (in that tick too: a tick is long enough for a start to spawn
+    its holder), its own. An older one is a dead group's, which keeps what that group's
+    targets wrote and no monitor got for the next start to take (``adoption``); it was
+    started while its daemon held the group lock, which this start took after it."""
     every = find(directory, holders=True)
     held = {pid: started for pid, started in every if _is_holder(pid, token(directory))}
     chosen = [(pid, started) for pid, started in every
-              if since is None or pid not in held or started > since]
+              if since is None or pid not in held or started >= since]
     return [pid for pid in end(chosen, timeout) if pid not in held]
 
 
