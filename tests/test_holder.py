@@ -283,12 +283,11 @@ time.sleep(600)
 """
 
 
-def test_a_fresh_start_delivers_what_a_dead_group_left_in_its_holder(
-        started, tmp_path, monkeypatch):
-    # The pump dies in the middle of a block: the first monitor (`file`) had it, the line
-    # monitor after it not yet. The target writes on into its pipes (the holder reads
-    # them), then dies with its daemon. The next start adopts no target, but takes the
-    # holder's pipes and journal: the line monitor gets every line, `file` each once.
+def pump_dies_mid_block(started, tmp_path, monkeypatch, name: str):
+    """A group whose pump dies in the middle of a block: the first monitor (`file`) had
+    it, the line monitor after it not yet. Its target writes on into its pipes (the holder
+    reads them); returns the group, its daemon (stopped), its target and the monitors'
+    files (`file`, the line monitor), the test hooks unset."""
     program = tmp_path / "waiter.py"
     program.write_text(WAITER)
     go, more, kill = tmp_path / "go", tmp_path / "more", tmp_path / "kill-after-call"
@@ -296,7 +295,7 @@ def test_a_fresh_start_delivers_what_a_dead_group_left_in_its_holder(
     monitors = {"file": {"output": str(log)}, "plugins.delivery:Lines": {"path": str(lines)}}
     paused = pause(monkeypatch, tmp_path, "pump")
     monkeypatch.setenv("IMMORTAL_TEST_KILL_AFTER_CALL", str(kill))
-    group = started(str(program), [str(go), str(more)], name="leftover", monitors=monitors)
+    group = started(str(program), [str(go), str(more)], name=name, monitors=monitors)
     daemon = paused(group)
     pump, target = group.pids["pump"], group.pids["target"]
     kill.write_text("")
@@ -308,12 +307,22 @@ def test_a_fresh_start_delivers_what_a_dead_group_left_in_its_holder(
     more.write_text("")
     wait_for(lambda: bytes_written(target), lambda count: count > written,
              what="the target's lines written with no pump to read them")
-    kill_at_once(daemon, target)
-    wait_for(group.status, lambda s: not s.running, what="the group to stop running")
     monkeypatch.delenv("IMMORTAL_TEST_DAEMON_PAUSE")
     monkeypatch.delenv("IMMORTAL_TEST_KILL_AFTER_CALL")
+    return group, daemon, target, log, lines
+
+
+def test_a_fresh_start_delivers_what_a_dead_group_left_in_its_holder(
+        started, tmp_path, monkeypatch):
+    # The target dies with its daemon. The next start adopts no target, but takes the
+    # holder's pipes and journal: the line monitor gets every line, `file` each once.
+    group, daemon, target, log, lines = pump_dies_mid_block(started, tmp_path, monkeypatch,
+                                                            "leftover")
+    kill_at_once(daemon, target)
+    wait_for(group.status, lambda s: not s.running, what="the group to stop running")
     quiet = tmp_path / "quiet.py"
     quiet.write_text("import time\ntime.sleep(600)\n")
+    monitors = {"file": {"output": str(log)}, "plugins.delivery:Lines": {"path": str(lines)}}
     again = started(str(quiet), [], name="leftover", monitors=monitors)
     expected = [b"line %06d" % n for n in range(7)]
     wait_for(lambda: seen(lines), lambda got: len(got) >= 7, LONG,
@@ -326,30 +335,11 @@ def test_a_fresh_start_delivers_what_a_dead_group_left_in_its_holder(
 def test_a_stop_hands_the_monitors_what_the_holder_kept(started, tmp_path, monkeypatch):
     # As above, but the group is stopped before any start: the stop ends the holder, and
     # hands the monitors what it kept first (before, those lines were lost).
-    program = tmp_path / "waiter.py"
-    program.write_text(WAITER)
-    go, more, kill = tmp_path / "go", tmp_path / "more", tmp_path / "kill-after-call"
-    log, lines = tmp_path / "file.log", tmp_path / "lines.txt"
-    monitors = {"file": {"output": str(log)}, "plugins.delivery:Lines": {"path": str(lines)}}
-    paused = pause(monkeypatch, tmp_path, "pump")
-    monkeypatch.setenv("IMMORTAL_TEST_KILL_AFTER_CALL", str(kill))
-    group = started(str(program), [str(go), str(more)], name="stopped", monitors=monitors)
-    daemon = paused(group)
-    pump, target = group.pids["pump"], group.pids["target"]
-    kill.write_text("")
-    go.write_text("")
-    wait_for(lambda: proc_state(pump), lambda state: state in (None, "Z"),
-             what="the pump to kill itself after the first monitor's call")
-    written = bytes_written(target)
-    more.write_text("")
-    wait_for(lambda: bytes_written(target), lambda count: count > written,
-             what="the target's lines written with no pump to read them")
+    group, daemon, target, log, lines = pump_dies_mid_block(started, tmp_path, monkeypatch,
+                                                            "stopped")
     os.kill(daemon, signal.SIGKILL)
     wait_for(group.status, lambda s: not s.running, what="the group to stop running")
-    monkeypatch.delenv("IMMORTAL_TEST_DAEMON_PAUSE")
-    monkeypatch.delenv("IMMORTAL_TEST_KILL_AFTER_CALL")
-    found = holders(group)
-    assert len(found) == 1
+    assert len(holders(group)) == 1
     status = group.stop(timeout=SHORT)
     assert status.orphans == [target] and not is_alive(target, None)
     assert holders(group) == []
