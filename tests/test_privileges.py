@@ -281,3 +281,42 @@ def test_a_restart_after_the_user_was_removed_is_refused_at_once(
     status = group.status()
     assert status.state == "running", status
     assert (sorted(entry.pid for entry in status.instances) or status.pids["target"]) == before
+
+
+@pytest.fixture
+def removed_user() -> Iterator[str]:
+    """A user made for the test; the test removes it (``userdel``) while its group runs."""
+    if not shutil.which("useradd"):
+        pytest.skip("makes a user: needs useradd")
+    user = f"imt{uuid.uuid4().hex[:6]}"
+    subprocess.run(["useradd", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", user],
+                   check=True, timeout=30)
+    yield user
+    subprocess.run(["userdel", "-f", user], timeout=30, capture_output=True)
+
+
+@needs_root
+@needs_python
+@pytest.mark.parametrize("trigger", ["watch", "memory"])
+def test_a_watch_or_memory_restart_after_the_user_was_removed_leaves_the_target(
+        started, removed_user: str, tmp_path: Path, trigger: str) -> None:
+    """A restart the pump decides itself (a watched file changed, the memory limit) is
+    refused as an operator's is: said once in pump.log, the target left running (before,
+    the memory limit killed it for a spawn that failed, again and again)."""
+    watched = tmp_path / "app.cfg"
+    watched.write_text("1")
+    options = (dict(watch=[str(watched)], watch_delay=0.2) if trigger == "watch"
+               else dict(memory_limit="1M", memory_window=0.3))
+    group = started(TALKER, user=removed_user, cwd="/", name="gone", exec=PYTHON, **options)
+    target = group.pids["target"]
+    subprocess.run(["userdel", "-f", removed_user], check=True, timeout=30,
+                   capture_output=True)
+    if trigger == "watch":
+        watched.write_text("2")
+    log = group.directory / "pump.log"
+    wait_for(lambda: log.read_text() if log.exists() else "",
+             lambda text: f"'user' '{removed_user}' no longer exists" in text,
+             what="the refused restart in pump.log")
+    status = group.status()
+    assert status.state == "running" and status.pids["target"] == target, status
+    assert status.restarts == 0, status
