@@ -15,8 +15,11 @@ detached pump's stderr is ``pump.log`` and its stdout ``/dev/null``. With this m
 pump does not echo the raw output there as well (``terminal = True``), so each line shows
 once, prefixed.
 
-It has no ``delivered``: a terminal cannot be read back, so a line it had written when its
-pump was killed, before the journal recorded it, is shown again (at least once).
+Across pump kills it reads back what it wrote where its stream is a file (``delivered``):
+a detached pump's stderr, ``pump.log``, or a file both streams go to. A line it had
+written when its pump was killed, before the journal recorded it, is found there and not
+written again. A terminal, a pipe or ``/dev/null`` cannot be read back: such a line is
+written again there (at least once).
 
 Option ``color``: ``"auto"`` (default: ANSI colour on a stream that is a terminal, unless
 the ``NO_COLOR`` environment variable is set and not empty), ``"always"`` or ``"never"``.
@@ -26,14 +29,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
+import stat
 import sys
 from collections.abc import Mapping
 
 import immortal
 from immortal.statewords import last_text
 
-from . import PerInstance
+from . import PerInstance, readback
 from .file import refuse_unknown
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
@@ -47,6 +52,8 @@ COLORS = ("auto", "always", "never")
 # SGR sequences for the prefix only; the target's own text is never altered.
 PREFIX = {"stdout": b"\x1b[36m", "stderr": b"\x1b[31m", "event": b"\x1b[1;35m"}
 RESET = b"\x1b[0m"
+#: what a record's prefix may hold around its text when coloured (``PREFIX``, ``RESET``)
+_SGR = rb"(?:\x1b\[[0-9;]*m)?"
 
 
 def _colored(stream: TextIO | None, mode: str) -> bool:
@@ -135,6 +142,50 @@ class ConsoleMonitor(immortal.Monitor):
 
     def exit(self, status: immortal.ExitStatus) -> None:
         self._event(f"exit pid {status.pid}: {last_text(status)}")
+
+    def position(self) -> int | None:
+        """The pump's stderr, where it is a file: its inode and size (``readback``)."""
+        try:
+            info = os.fstat(2)
+        except OSError:
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return readback.position_of(info.st_ino, info.st_size)
+
+    def delivered(self, stream: str, lines: list[bytes], offset: int,
+                  position: int | None) -> int | None:
+        """How many of ``lines`` the dead pump's stderr file holds past ``position``, for a
+        stream written to that file (stderr; stdout too when both go to one file). That
+        file is this pump's stderr, or was renamed ``.1`` at this pump's start (the daemon
+        keeps the dead pump's log beside the new one). Other writers share it (the pump's
+        own messages), so records that are not this monitor's are passed over."""
+        fd = 1 if stream == "stdout" else 2
+        try:
+            mine, errors = os.fstat(fd), os.fstat(2)
+            path = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return None  # a closed stream, or no /proc to name its file: cannot tell
+        if not stat.S_ISREG(mine.st_mode) or \
+                (mine.st_dev, mine.st_ino) != (errors.st_dev, errors.st_ino):
+            return None
+        files = readback.since(path, position, 1)
+        if files is None:
+            return None
+        who = self.name.encode("utf-8", "replace")
+        if self.instance is not None:
+            who += b":%d" % self.instance
+        record = re.compile(_SGR + rb"\[" + re.escape(who) + rb" (?:\d+|\?) "
+                            + stream.encode() + rb"\]" + _SGR + rb" (.*)", re.DOTALL)
+        limit = sum(map(len, lines)) + len(lines) * (len(who) + 64) + 65536
+        count = 0
+        for name, start in files:
+            for text in (readback.read(name, start, limit) or b"").split(b"\n")[:-1]:
+                found = record.fullmatch(text)
+                if found is not None and count < len(lines) \
+                        and found.group(1) == lines[count]:
+                    count += 1
+        return count
 
     def stdout(self, line: bytes) -> None:
         self._line("stdout", line)

@@ -9,6 +9,7 @@ import logging
 import logging.handlers
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -147,6 +148,48 @@ def test_every_file_monitor_has_each_line_once_across_many_pump_kills(started, t
         os.kill(pump, signal.SIGKILL)
         pump = new_pump(group, pump)
     finish(group, outs, stop)
+
+
+CONSOLE = re.compile(r"(?:\x1b\[[0-9;]*m)?\[doubt \d+ stderr\](?:\x1b\[0m)? "
+                     r"((?:line|end) \d+)$")
+
+
+def console_lines(path: Path) -> list[str]:
+    """The target's stderr lines as ``console`` wrote them into a pump's log."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    return [found.group(1) for found in map(CONSOLE.match, text.split("\n")) if found]
+
+
+def test_console_repeats_nothing_in_the_log_of_a_pump_killed_just_after_its_write(
+        started, tmp_path, monkeypatch):
+    """A detached pump's stderr is ``pump.log``, a file: the console monitor reads back
+    whether the dead pump's log holds the line in doubt. Each pump's log is kept as
+    ``pump.log.1`` at its successor's start, so it is read then, whole."""
+    flag, stop = tmp_path / "kill", tmp_path / "stop"
+    monkeypatch.setenv(HOOK, str(flag))
+    to_stderr = [TARGET[0], TARGET[1].replace("os.write(1,", "os.write(2,")]
+    group = started(sys.executable, [*to_stderr, str(stop)], name="doubt",
+                    monitors={"console": {"color": "always"}})
+    log, kept = group.directory / "pump.log", group.directory / "pump.log.1"
+    pump = new_pump(group, None)
+    lines: list[str] = []
+    for kill in range(KILLS):
+        wait_for(lambda: len(console_lines(log)), lambda n: n > 0, LONG,
+                 what=f"lines to flow before kill {kill + 1}")
+        flag.touch()  # armed: the pump's next output call is its last
+        wait_for(flag.exists, lambda exists: not exists, LONG, what=f"kill {kill + 1}")
+        pump = new_pump(group, pump)
+        lines += console_lines(kept)  # the dead pump's log, whole: it writes no more
+    stop.touch()
+    last = wait_for(lambda: console_lines(log), lambda got: ended(got) is not None, LONG,
+                    what="the last line at console")
+    group.stop()
+    count = ended(lines + last)
+    assert count is not None and count > 0
+    check_once("console", lines + last, count)
 
 
 # ----------------------------------------------------------------- by hand, on a journal
