@@ -204,9 +204,15 @@ class Rollout:
     def _ready_noted(self, k: Slot) -> None:
         """Recorded before its old target is retired: a successor of a pump that dies then
         retires it again, instead of waiting for a readiness it would not see anew. The
-        signals held for it until then are sent."""
-        if self.roll_info is not None and k not in self.roll_info.setdefault("ready", []):
-            self.roll_info["ready"].append(k)
+        signals held for it until then are sent, once they are no longer recorded as
+        held: a pump that dies in between loses them rather than have its successor send
+        them twice."""
+        info = self.roll_info
+        changed = info is not None and (info.get("held") or {}).pop(str(k), None) is not None
+        if info is not None and k not in info.setdefault("ready", []):
+            info["ready"].append(k)
+            changed = True
+        if changed:
             self._write_status()
         repl = self.replacements.get(k)
         if repl is not None and repl.child.status is None:
@@ -280,6 +286,7 @@ class Rollout:
             inst.streams.seen = None
         if self.roll_info is not None:
             self.roll_info["replacements"].pop(str(repl.k), None)
+            (self.roll_info.get("held") or {}).pop(str(repl.k), None)
             if repl.k in self.roll_info.get("ready", ()):
                 self.roll_info["ready"].remove(repl.k)
 
@@ -368,15 +375,22 @@ class Rollout:
 
         A replacement not yet ready that would die of it (it neither handles nor ignores it
         yet: a program still starting up, whose handler comes later) gets it once it is
-        ready: the operator's signal would otherwise fail the roll.
+        ready: the operator's signal would otherwise fail the roll. What is held is in the
+        status (``roll.held``), for a successor that resumes the roll.
         """
         found = (self.replacements.get(inst.slot) for inst in chosen)
         live = [repl for repl in found if repl is not None and repl.child.status is None]
+        held = False
         for repl in live:
             if repl.ready.ready or _linux.takes_signal(repl.child.pid, number):
                 repl.child.kill_group(number)
             else:
                 repl.held.append(number)
+                held = True
+                if self.roll_info is not None:  # for a successor, should this pump die
+                    self.roll_info.setdefault("held", {})[str(repl.k)] = list(repl.held)
+        if held:
+            self._write_status()
         return len(live)
 
     def roll_watches(self) -> dict[int, ReadyWatch]:

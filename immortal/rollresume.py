@@ -9,7 +9,8 @@ program and instance when the dead pump spawned one it had not recorded yet), ea
 or still waiting to be; then, once its loop watches, retires again the old targets of
 those that are ready, and replaces the slots left. A slot the daemon hands it as its
 target already had taken the slot: replaced. One of a slot that a scale retired meanwhile
-is ended.
+is ended. The signals the dead pump held for a replacement not yet ready (``roll.held``)
+are its successor's to send once it is ready.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
     from .readiness import Readiness
     from .roles import Key
+    from .rollout import Replacement
     from .workers import Instance
 
 
@@ -60,7 +62,7 @@ class RollResume:
         raise NotImplementedError
 
     _slot: Callable[[Slot], Instance | None]  #: ``rollout.Rollout``
-    _follow: Callable[[Slot, process.Child, ReadyWatch], Any]
+    _follow: Callable[[Slot, process.Child, ReadyWatch], Replacement]
     _replacement_changed: Callable[[Slot, Readiness], None]
     _roll_act: Callable[[list[rolling.Action]], None]
     _write_status: Callable[[], None]
@@ -86,11 +88,17 @@ class RollResume:
         grace = left.get("grace")
         self.roll_grace = None if grace is None else float(grace)
         self.roll = rolling.Roll(slots, int(left.get("batch") or 1), replaced)
-        self.roll_info = {**left, "replaced": replaced, "replacements": {}, "ready": []}
+        self.roll_info = {**left, "replaced": replaced, "replacements": {}, "ready": [],
+                          "held": {}}
         ready = set(left.get("ready") or ())
+        held_left = left.get("held")
+        if not isinstance(held_left, dict):
+            held_left = {}
         for k, (pid, started) in alive.items():
             if k in slots:
-                self._take_over(k, pid, started, k in ready)
+                numbers = held_left.get(str(k))
+                self._take_over(k, pid, started, k in ready,
+                                [int(n) for n in numbers] if isinstance(numbers, list) else [])
         leftover = [found for k, found in alive.items()
                     if k not in slots and held.get(k) != found[0]]
         if leftover:  # of slots retired by a scale meanwhile: nobody's
@@ -108,8 +116,10 @@ class RollResume:
         return {slot: found[key] for key in found
                 if (slot := _slot_named(key)) is not None and slot not in alive}
 
-    def _take_over(self, k: Slot, pid: int, started: int, ready: bool) -> None:
-        """The replacement of ``k`` a dead pump spawned, alive: ours to follow."""
+    def _take_over(self, k: Slot, pid: int, started: int, ready: bool,
+                   held: list[int]) -> None:
+        """The replacement of ``k`` a dead pump spawned, alive: ours to follow, with the
+        signals that pump held for it (sent once it is ready, at once if it is)."""
         assert self.roll is not None and self.roll_info is not None
         inst = self._slot(k)
         assert inst is not None
@@ -120,11 +130,16 @@ class RollResume:
         watch = ReadyWatch(view.ready_mode, view.ready_timeout,
                            lambda state: self._replacement_changed(k, state))
         watch.spawned(child.started_at, ready)
-        self._follow(k, child, watch)
+        repl = self._follow(k, child, watch)
         self.roll.adopt(k)
         self.roll_info["replacements"][str(k)] = [pid, started]
         if watch.ready:  # known so, or ready="spawn"
             self.roll_info["ready"].append(k)
+            for number in held:
+                child.kill_group(number)
+        elif held:
+            repl.held = held
+            self.roll_info["held"][str(k)] = list(held)
 
     def continue_roll(self) -> None:
         """A resumed roll goes on: the old targets of the replacements that are ready are

@@ -213,6 +213,37 @@ def test_a_signal_during_a_roll_waits_for_a_replacement_still_starting_up(
                  what=f"USR1 in {sorted(old | first)}")
 
 
+def test_a_signal_held_for_a_replacement_outlives_the_pump_that_held_it(started, tmp_path):
+    """The pump holding a signal for a replacement still starting up is killed: its
+    successor, which resumes the roll, sends it once the replacement is ready (before, it
+    was lost with the pump)."""
+    program, log, state, go = (tmp_path / "late.py", tmp_path / "usr1.log",
+                               tmp_path / "state", tmp_path / "go")
+    program.write_text(LATE_TRAPPER)
+    group = started(str(program), [str(log), str(state), str(go)], workers=2, name="late",
+                    ready="line:^serving", ready_timeout=LONG)
+    old = set(pids(group.status()).values())
+    status = rolling(group)
+    first = {pid for pid, _ in status.roll["replacements"].values()}
+    group.signal("USR1")
+    wait_for(lambda: pids_in(log), lambda got: got == old, SHORT, what="USR1 in the old ones")
+    held = wait_for(group.status, lambda s: (s.roll or {}).get("held"), SHORT,
+                    what="the held signal in the status")
+    assert {tuple(numbers) for numbers in held.roll["held"].values()} == {(signal.SIGUSR1,)}
+    pump = held.pids["pump"]
+    os.kill(pump, signal.SIGKILL)
+    wait_for(lambda: group.status().pids.get("pump"), lambda pid: pid and pid != pump, LONG,
+             what="a new pump")
+    go.touch()
+    status = wait_for(group.status, lambda s: (s.roll or {}).get("state") != "rolling",
+                      LONG, what="the roll over")
+    assert status.roll["state"] == "done", status.roll
+    assert first <= set(pids(status).values())
+    wait_for(lambda: pids_in(log), lambda got: got == old | first, SHORT,
+             what=f"USR1 in {sorted(old | first)}")
+    assert not status.roll.get("held"), status.roll
+
+
 def test_takes_signal_reads_what_a_process_handles_or_ignores():
     """What the pump looks at before it signals a replacement not yet ready."""
     import select
