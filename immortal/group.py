@@ -200,6 +200,9 @@ class Group(GroupApply):
                               "scale (program=..., GROUP/PROGRAM)")
         grace = self._grace(timeout, program)
         had = len(settling.of(status, program)) or 1
+        # A scale to that count under way: its new instances are waited for as ours.
+        came = settling.under_way(self.directory, program or "", workers, had) \
+            if workers == had else had
         # Our pid: a scale whose caller is gone is shown so (scalerecord); the answer, its
         # id: another scale asked meanwhile, even to the same count, is seen by it.
         ticket = self._request("scale", workers=workers, caller=os.getpid(),
@@ -208,7 +211,7 @@ class Group(GroupApply):
             return self._settled({program or "": workers},
                                  grace + self._spec_value("ready_timeout", program) + MARGIN,
                                  f"does not run {workers} ready instance(s)",
-                                 (program, had) if workers > had else None,
+                                 (program, came) if workers > came else None,
                                  {program or "": had}, ticket)
         except StartError as exc:
             back = self._scale_back(had, program, workers, ticket)

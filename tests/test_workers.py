@@ -560,6 +560,51 @@ def test_a_scale_overtaken_by_another_to_the_same_count_fails_at_once(
     assert json.loads(spec.read_text())["workers"] == 3  # nothing undone
 
 
+# Instance K waits for the file GATE.K: says it is up, or dies if the file says "die".
+GATED_OR_DEAD = """\
+import os, sys, time
+gate = sys.argv[1] + "." + os.environ["IMMORTAL_INSTANCE"]
+while not os.path.exists(gate):
+    time.sleep(0.05)
+time.sleep(0.05)
+if open(gate).read() == "die":
+    sys.exit(3)
+print("up", flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+def test_a_scale_that_took_another_over_fails_at_once_when_a_new_instance_dies(
+        started, tmp_path):
+    """The second of two scales to the same count waits for the first one's new
+    instances as its own: one that dies before it is ready fails it at once, undoing
+    nothing (before, it waited out its whole patience while the instance died and was
+    spawned again)."""
+    gate = tmp_path / "gate"
+    Path(f"{gate}.0").touch()
+    group = started(sys.executable, ["-c", GATED_OR_DEAD, str(gate)], workers=1,
+                    ready="line:^up", ready_timeout=LONG, stop_timeout=1)
+    spec = group.directory / "spec.json"
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(group.scale, 3)
+        wait_for(lambda: json.loads(spec.read_text()).get("workers"), lambda n: n == 3,
+                 SHORT, what="the first scale asked")
+        wait_for(group.status, lambda s: len(s.instances) == 3, SHORT,
+                 what="the new instances listed")
+        second = pool.submit(immortal.attach(group.name).scale, 3)
+        with pytest.raises(immortal.ImmortalError, match="again by another command"):
+            first.result(timeout=SHORT)
+        Path(f"{gate}.2").touch()
+        Path(f"{gate}.1").write_text("die")
+        began = time.monotonic()
+        with pytest.raises(immortal.StartError, match="instance 1: its target") as caught:
+            second.result(timeout=LONG + SHORT)
+    assert time.monotonic() - began < SHORT
+    assert "not scaled back" in str(caught.value)
+    assert json.loads(spec.read_text())["workers"] == 3  # nothing undone
+
+
 def test_a_port_probe_is_refused_with_several_instances():
     with pytest.raises(immortal.InvalidSpec, match="'ready' 'port:8080' works with one "
                        "instance only"):
