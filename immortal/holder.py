@@ -109,11 +109,12 @@ def _inheritable(fd: int) -> bool:
         return False  # the listing's own fd, closed already
 
 
-#: A test hook, unset in use: ``"POINT PATH"``. The daemon that reaches ``POINT`` of its
-#: start (``"pump"``: its first pump forked; ``"others"``: about to end the other holders)
-#: and removes the file ``PATH`` stops itself (SIGSTOP) there, so that a test can kill it
-#: and its pump together at that instant, whatever the pump does meanwhile.
-PAUSE = os.environ.get("IMMORTAL_TEST_DAEMON_PAUSE")
+#: A test hook, unset in use: ``"POINT PATH"``. The role that reaches ``POINT`` of a start
+#: (the daemon: ``"pump"``, its first pump forked; ``"others"``, about to end the other
+#: holders; the pump: ``"ready"`` and ``"answer"``, ``answer.StartAnswer``) and removes the
+#: file ``PATH`` stops itself (SIGSTOP) there, so that a test can kill it (and the other
+#: role) at that instant, whatever the other does meanwhile.
+PAUSE = os.environ.get("IMMORTAL_TEST_PAUSE")
 
 
 def pause_at(point: str) -> None:

@@ -113,7 +113,7 @@ def pause_at_the_answer(monkeypatch, tmp_path, point: str = "answer") -> Path:
     flag is gone once it has."""
     flag = tmp_path / f"pause-{point}"
     flag.write_text("")
-    monkeypatch.setenv("IMMORTAL_TEST_DAEMON_PAUSE", f"{point} {flag}")
+    monkeypatch.setenv("IMMORTAL_TEST_PAUSE", f"{point} {flag}")
     return flag
 
 

@@ -204,7 +204,7 @@ def pause(monkeypatch, tmp_path, point: str):
     ``holder.PAUSE``); returns that daemon's pid once it has."""
     flag = tmp_path / f"pause-{point}"
     flag.write_text("")
-    monkeypatch.setenv("IMMORTAL_TEST_DAEMON_PAUSE", f"{point} {flag}")
+    monkeypatch.setenv("IMMORTAL_TEST_PAUSE", f"{point} {flag}")
 
     def paused(group) -> int:
         daemon = group.pids["daemon"]
@@ -307,7 +307,7 @@ def pump_dies_mid_block(started, tmp_path, monkeypatch, name: str):
     more.write_text("")
     wait_for(lambda: bytes_written(target), lambda count: count > written,
              what="the target's lines written with no pump to read them")
-    monkeypatch.delenv("IMMORTAL_TEST_DAEMON_PAUSE")
+    monkeypatch.delenv("IMMORTAL_TEST_PAUSE")
     monkeypatch.delenv("IMMORTAL_TEST_KILL_AFTER_CALL")
     return group, daemon, target, log, lines
 
@@ -386,7 +386,7 @@ def test_a_start_that_fails_leaves_the_dead_groups_holder_to_the_next(
         os.kill(pump, signal.SIGKILL)
         with pytest.raises(immortal.StartError):
             failing.result(timeout=LONG)
-    monkeypatch.delenv("IMMORTAL_TEST_DAEMON_PAUSE")
+    monkeypatch.delenv("IMMORTAL_TEST_PAUSE")
     assert holders(group) == old
     again = started(str(program), [str(flag)], **kwargs)
     lines = wait_for(lambda: texts(out), lambda got: all(line in got for line in theirs),
