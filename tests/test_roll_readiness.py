@@ -256,6 +256,8 @@ def test_takes_signal_reads_what_a_process_handles_or_ignores():
         [sys.executable, "-c", "import signal, sys, time\n"
          "signal.signal(signal.SIGUSR1, lambda *_: None)\n"
          "signal.signal(signal.SIGUSR2, signal.SIG_IGN)\n"
+         # its own default, whatever it inherited (nohup ignores SIGHUP)
+         "signal.signal(signal.SIGHUP, signal.SIG_DFL)\n"
          "print('set', flush=True)\n"
          "time.sleep(60)\n"], stdout=subprocess.PIPE)
     try:
