@@ -101,8 +101,6 @@ class MemoryWatch:
         self.every = interval(window)
         self.over: dict[int, float] = {}  #: since when each one is over the limit
         self.next_at: float | None = None  #: the next reading, while a target runs
-        #: why the last restart it asked for was refused (said once), or None
-        self.refused: str | None = None
 
     def deadline(self, running: bool, now: float) -> float | None:
         """When to read next: None while no target runs (no wake-up)."""

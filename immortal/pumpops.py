@@ -16,15 +16,13 @@ successor watches again from its start (a change in between is not seen).
 - Memory: each target over the limit for the window gets its own graceful restart, fed
   to its machine with the reason ``memory`` (the restart record, the ``exit`` event,
   ``status``). Not during a rolling restart: the roll replaces the targets anyway.
-- Neither restarts a program whose user or group was removed since its start: its new
-  target could not be spawned, so the running one is left (as ``restart`` is refused).
 """
 
 from __future__ import annotations
 
 import time
 
-from . import memwatch, privileges, rolelog, supervise
+from . import memwatch, rolelog, supervise
 from .errors import ImmortalError
 from .filewatch import FileWatch
 from .memwatch import MemoryWatch
@@ -149,10 +147,7 @@ class Operations:
             found = {} if self.roll_running else {
                 inst.k: memwatch.measure(inst.target.pid, children)
                 for inst in self._running(run) if inst.target is not None}
-            over = memory.readings(now, found)
-            if over and not self._may_restart(run, memory):
-                continue
-            for k in over:
+            for k in memory.readings(now, found):
                 inst = run.instances[k]
                 size = (found.get(k) or 0) >> 20
                 whom = f"instance {inst.slot}" if len(self.instances) > 1 else "the target"
@@ -160,23 +155,6 @@ class Operations:
                                f"{memory.window:g} s, over the limit of "
                                f"{memory.limit >> 20} MiB; restarting it\n")
                 self._feed(inst, supervise.Restart(run.spec.stop_timeout, memwatch.REASON))
-
-    @staticmethod
-    def _may_restart(run: Run, memory: MemoryWatch) -> bool:
-        """Whether a new target could be spawned: not once its user or group was removed
-        (``privileges.still_there``, as an operator's restart is refused). The target is
-        left running then, which is said once, not at each window it stays over."""
-        try:
-            privileges.still_there(run.spec.user, run.spec.group)
-        except ImmortalError as exc:
-            if memory.refused != str(exc):
-                whose = f" of program {run.name!r}" if run.name else ""
-                rolelog.report("memory", f"immortal: pump: restart on memory{whose}: "
-                               f"{exc}\n")
-            memory.refused = str(exc)
-            return False
-        memory.refused = None
-        return True
 
     # What the pump provides.
     def _feed(self, inst: Instance, event: supervise.Event, write: bool = True) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import immortal
-from conftest import LONG, PROGRAMS, SHORT, TALKER, wait_for
+from conftest import LONG, PROGRAMS, SHORT, TALKER, proc_state, wait_for
 from immortal import privileges
 
 pytestmark = pytest.mark.timeout(120)
@@ -297,22 +297,18 @@ def removed_user() -> Iterator[str]:
 
 @needs_root
 @needs_python
-@pytest.mark.parametrize("trigger", ["watch", "memory"])
-def test_a_watch_or_memory_restart_after_the_user_was_removed_leaves_the_target(
-        started, removed_user: str, tmp_path: Path, trigger: str) -> None:
-    """A restart the pump decides itself (a watched file changed, the memory limit) is
-    refused as an operator's is: said once in pump.log, the target left running (before,
-    the memory limit killed it for a spawn that failed, again and again)."""
+def test_a_watch_restart_after_the_user_was_removed_leaves_the_target(
+        started, removed_user: str, tmp_path: Path) -> None:
+    """A restart the pump decides itself for a changed watched file is refused as an
+    operator's is: said in pump.log, the target left running."""
     watched = tmp_path / "app.cfg"
     watched.write_text("1")
-    options = (dict(watch=[str(watched)], watch_delay=0.2) if trigger == "watch"
-               else dict(memory_limit="1M", memory_window=0.3))
-    group = started(TALKER, user=removed_user, cwd="/", name="gone", exec=PYTHON, **options)
+    group = started(TALKER, user=removed_user, cwd="/", name="gone", exec=PYTHON,
+                    watch=[str(watched)], watch_delay=0.2)
     target = group.pids["target"]
     subprocess.run(["userdel", "-f", removed_user], check=True, timeout=30,
                    capture_output=True)
-    if trigger == "watch":
-        watched.write_text("2")
+    watched.write_text("2")
     log = group.directory / "pump.log"
     wait_for(lambda: log.read_text() if log.exists() else "",
              lambda text: f"'user' '{removed_user}' no longer exists" in text,
@@ -320,3 +316,24 @@ def test_a_watch_or_memory_restart_after_the_user_was_removed_leaves_the_target(
     status = group.status()
     assert status.state == "running" and status.pids["target"] == target, status
     assert status.restarts == 0, status
+
+
+@needs_root
+@needs_python
+def test_the_memory_limit_still_ends_a_target_whose_user_was_removed(
+        started, removed_user: str) -> None:
+    """The memory limit is a cap, not a refresh: a target over it is ended even when no
+    successor can be spawned (its user removed); the spawn then fails and is retried with
+    backoff, never run as root."""
+    group = started(TALKER, user=removed_user, cwd="/", name="gone", exec=PYTHON,
+                    memory_limit="1M", memory_window=0.3)
+    target = group.pids["target"]
+    subprocess.run(["userdel", "-f", removed_user], check=True, timeout=30,
+                   capture_output=True)
+    log = group.directory / "pump.log"
+    wait_for(lambda: log.read_text() if log.exists() else "",
+             lambda text: f"the user '{removed_user}' no longer exists" in text,
+             what="the failed spawn in pump.log")
+    assert "over the limit of 1 MiB" in log.read_text()
+    wait_for(lambda: proc_state(target), lambda state: state in (None, "Z"),
+             what="the over-limit target ended")
