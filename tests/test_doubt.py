@@ -66,6 +66,8 @@ def lines_in(monitor: str, out: Path) -> list[str]:
         return [r["line"] for r in map(json.loads, records) if "stream" in r]
     if monitor == "logging":
         return [r.partition("|")[2] for r in records if r.startswith("stdout|")]
+    if monitor == "plugins.lines:Checked":
+        return [r.partition(" ")[2] for r in records if r.startswith("stdout ")]
     if monitor.startswith("plugins."):
         return records  # the lines as they came
     return [r.partition(" | ")[2] for r in records if " stdout | " in r]
@@ -109,7 +111,8 @@ def finish(group: immortal.Group, monitors: dict[str, Path], stop: Path) -> None
     assert not failures, "; ".join(failures)
 
 
-@pytest.mark.parametrize("monitor", ["file", "logging", "jsonl", "plugins.delivery:Lines"])
+@pytest.mark.parametrize("monitor", ["file", "logging", "jsonl", "plugins.delivery:Lines",
+                                     "plugins.lines:Checked"])
 def test_a_pump_killed_just_after_a_monitor_returned_repeats_it_nothing(
         started, tmp_path, monkeypatch, monitor):
     """The test hook kills the pump in the one instant that was left: a monitor's call

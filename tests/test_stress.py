@@ -3,8 +3,9 @@
 One group (``stress``, strategy ``daemon``) whose target (``programs/fdcloser.py``) closes
 every inherited fd and then writes numbered lines, alternately on stdout and stderr; five
 monitors take them: ``file``, ``jsonl``, ``logging`` (into a file of its own through a
-``dictConfig`` file), ``console`` and ``plugins.lines:LineByLine`` (a test monitor that
-stores each line it is handed, line by line, with no offset).
+``dictConfig`` file), ``console``, ``plugins.lines:LineByLine`` (a test monitor that
+stores each line it is handed, line by line, with no offset) and ``plugins.lines:Checked``
+(the same with ``delivered``: it reads its own file back).
 
 Phase 1, rounds: N ``immortal run`` of the same name at once (``python -m immortal run``,
 one process each), sometimes with a SIGKILL of a live daemon, pump or target fired during
@@ -76,7 +77,7 @@ BOTH_WINDOW = 5.0  # a target ending this soon after its daemon and pump were ki
 RECOVERY = 20.0  # a group must be whole again within this (covers the pump's 5 s back-off)
 CLI_TIMEOUT = 60.0  # one command line; more is a hang
 ROLES = ("daemon", "pump", "target")
-MONITORS = ("file", "jsonl", "logging", "lines")  # checked for loss and duplicates
+MONITORS = ("file", "jsonl", "logging", "lines", "checked")  # for loss and duplicates
 #: monitors that cannot tell what they hold (no ``delivered``): a pump SIGKILLed between
 #: such a monitor's call returning and the journal's record of it leaves its successor
 #: one call to hand over again (docs/monitors.md), here one line. Each such repeat is one
@@ -346,8 +347,8 @@ class Stress:
         self.windows: list[tuple[float, float, str]] = []  # target deaths explained in them
         self.orphan_keys: set[tuple[int, int]] = set()
         self.began = time.monotonic()
-        self.paths = {"lines": tmp / "lines.txt", "logging": tmp / "logging.txt",
-                      "logging_config": tmp / "logging.json"}
+        self.paths = {"lines": tmp / "lines.txt", "checked": tmp / "checked.txt",
+                      "logging": tmp / "logging.txt", "logging_config": tmp / "logging.json"}
         self.paths["logging_config"].write_text(json.dumps({
             "version": 1, "disable_existing_loggers": False,
             "formatters": {"plain": {"format": "%(stream)s %(message)s"}},
@@ -365,6 +366,7 @@ class Stress:
                 "--stop-timeout", "5", "-m", "file", "-m", "jsonl",
                 "-m", "logging", "-o", f"config={self.paths['logging_config']}",
                 "-m", "plugins.lines:LineByLine", "-o", f"path={self.paths['lines']}",
+                "-m", "plugins.lines:Checked", "-o", f"path={self.paths['checked']}",
                 "-m", "console", "-o", "color=never",
                 FDCLOSER, "--", "--interval", str(INTERVAL)]
 
@@ -732,6 +734,7 @@ def monitor_numbers(stress: Stress) -> dict[str, list[tuple[str, str, int]]]:
         "jsonl": numbers_jsonl(directory / "output.jsonl"),
         "logging": numbers_file(stress.paths["logging"], pattern(r"^std(?:out|err) ")),
         "lines": numbers_file(stress.paths["lines"], pattern(r"^std(?:out|err) ")),
+        "checked": numbers_file(stress.paths["checked"], pattern(r"^std(?:out|err) ")),
         "console": console,
     }
 
@@ -867,7 +870,7 @@ def stress(home: Path, tmp_path: Path, size: Size, full: bool) -> None:
     print(f"stress figures: {destination}")
     if problems:
         kept = keep_logs(run.directory, destination,
-                         [run.paths["lines"], run.paths["logging"]])
+                         [run.paths["lines"], run.paths["checked"], run.paths["logging"]])
         print(f"the group's role logs: {kept}")
     progress(f"done in {figures['elapsed_s']:.0f} s, {len(problems)} problems; figures in "
              f"{destination}")
@@ -884,7 +887,7 @@ def test_a_line_in_flight_repeated_is_counted_apart_only_where_it_is_documented(
     pumps killed."""
     twice = [("1.aa", "out", 1), ("1.aa", "out", 1), ("1.aa", "err", 2)]
     numbers = {"file": twice, "jsonl": twice[1:], "logging": twice[1:], "lines": twice,
-               "console": []}
+               "checked": twice[1:], "console": []}
     result = analyse(numbers, set(), pump_kills=1)
     assert result["lines"]["duplicated"] == 0 and result["lines"]["repeated_in_flight"] == 1
     assert result["file"]["duplicated"] == 1

@@ -3,7 +3,9 @@ only (no offset, no ``lines``/``block``), and appends each line to ``options["pa
 ``stdout <line>`` or ``stderr <line>``. Named as ``plugins.lines:LineByLine``.
 
 It keeps no state across pumps and skips nothing: it stores exactly what it was handed, so a
-line handed over twice shows twice.
+line handed over twice shows twice. ``plugins.lines:Checked`` is the same with the one
+method (and its ``position``) that makes it exactly once: ``delivered`` reads its own file
+back (docs/monitors.md, "Two ways to get even that exactly once").
 """
 
 import os
@@ -40,3 +42,26 @@ class LineByLine(immortal.Monitor):
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+class Checked(LineByLine):
+    """``LineByLine`` that can tell what its file holds of the call a dead pump was in."""
+
+    def position(self):
+        return os.fstat(self._fd).st_size if self._fd is not None else None
+
+    def delivered(self, stream, lines, offset, position):
+        """How many of ``lines`` its file holds past ``position``: before setup, only the
+        call in doubt can have written there."""
+        if position is None:
+            return None
+        prefix = stream.encode() + b" "
+        with open(self.options["path"], "rb") as file:
+            file.seek(position)
+            written = file.read().split(b"\n")[:-1]
+        count = 0
+        for line, there in zip(lines, written):
+            if there != prefix + line:
+                break
+            count += 1
+        return count
