@@ -186,13 +186,9 @@ while True:
 """
 
 
-@pytest.mark.parametrize("answering", [True, False])
-def test_a_signal_during_a_roll_waits_for_a_replacement_still_starting_up(
-        started, tmp_path, answering):
-    """A replacement that does not handle the signal yet (it has not set its handler up)
-    gets it from the pump once it is ready, instead of dying of it and failing the roll;
-    with the supervisors frozen, the caller that signals the targets itself leaves it out.
-    The old targets get it at once."""
+def rolling_late(started, tmp_path: Path):
+    """A group of two LATE_TRAPPERs in a roll, its first replacement spawned: the group,
+    the USR1 log, the GO file, the status then, the old pids and the replacements'."""
     program, log, state, go = (tmp_path / "late.py", tmp_path / "usr1.log",
                                tmp_path / "state", tmp_path / "go")
     program.write_text(LATE_TRAPPER)
@@ -201,6 +197,17 @@ def test_a_signal_during_a_roll_waits_for_a_replacement_still_starting_up(
     old = set(pids(group.status()).values())
     status = rolling(group)
     first = {pid for pid, _ in status.roll["replacements"].values()}
+    return group, log, go, status, old, first
+
+
+@pytest.mark.parametrize("answering", [True, False])
+def test_a_signal_during_a_roll_waits_for_a_replacement_still_starting_up(
+        started, tmp_path, answering):
+    """A replacement that does not handle the signal yet (it has not set its handler up)
+    gets it from the pump once it is ready, instead of dying of it and failing the roll;
+    with the supervisors frozen, the caller that signals the targets itself leaves it out.
+    The old targets get it at once."""
+    group, log, go, status, old, first = rolling_late(started, tmp_path)
     usr1(group, status, answering)
     wait_for(lambda: pids_in(log), lambda got: got == old, SHORT, what="USR1 in the old ones")
     go.touch()
@@ -217,14 +224,7 @@ def test_a_signal_held_for_a_replacement_outlives_the_pump_that_held_it(started,
     """The pump holding a signal for a replacement still starting up is killed: its
     successor, which resumes the roll, sends it once the replacement is ready (before, it
     was lost with the pump)."""
-    program, log, state, go = (tmp_path / "late.py", tmp_path / "usr1.log",
-                               tmp_path / "state", tmp_path / "go")
-    program.write_text(LATE_TRAPPER)
-    group = started(str(program), [str(log), str(state), str(go)], workers=2, name="late",
-                    ready="line:^serving", ready_timeout=LONG)
-    old = set(pids(group.status()).values())
-    status = rolling(group)
-    first = {pid for pid, _ in status.roll["replacements"].values()}
+    group, log, go, status, old, first = rolling_late(started, tmp_path)
     group.signal("USR1")
     wait_for(lambda: pids_in(log), lambda got: got == old, SHORT, what="USR1 in the old ones")
     held = wait_for(group.status, lambda s: (s.roll or {}).get("held"), SHORT,
