@@ -98,7 +98,8 @@ class RollResume:
             if k in slots:
                 numbers = held_left.get(str(k))
                 self._take_over(k, pid, started, k in ready,
-                                [int(n) for n in numbers] if isinstance(numbers, list) else [])
+                                [n for n in numbers if type(n) is int]
+                                if isinstance(numbers, list) else [])
         leftover = [found for k, found in alive.items()
                     if k not in slots and held.get(k) != found[0]]
         if leftover:  # of slots retired by a scale meanwhile: nobody's

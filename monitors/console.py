@@ -172,9 +172,8 @@ class ConsoleMonitor(immortal.Monitor):
         files = readback.since(path, position, 1)
         if files is None:
             return None
-        who = self.name.encode("utf-8", "replace")
-        if self.instance is not None:
-            who += b":%d" % self.instance
+        self._name = self.name.encode("utf-8", "replace")  # before setup: not set yet
+        who = self._who()
         record = re.compile(_SGR + rb"\[" + re.escape(who) + rb" (?:\d+|\?) "
                             + stream.encode() + rb"\]" + _SGR + rb" (.*)", re.DOTALL)
         limit = sum(map(len, lines)) + len(lines) * (len(who) + 64) + 65536
