@@ -560,13 +560,13 @@ def test_a_scale_overtaken_by_another_to_the_same_count_fails_at_once(
     assert json.loads(spec.read_text())["workers"] == 3  # nothing undone
 
 
-# Instance K waits for the file GATE.K: says it is up, or dies if the file says "die".
+# Instance K waits for the file GATE.K: says it is up, or dies if the file says "die"
+# (the test renames it into place, so it never reads it half-written).
 GATED_OR_DEAD = """\
 import os, sys, time
 gate = sys.argv[1] + "." + os.environ["IMMORTAL_INSTANCE"]
 while not os.path.exists(gate):
     time.sleep(0.05)
-time.sleep(0.05)
 if open(gate).read() == "die":
     sys.exit(3)
 print("up", flush=True)
@@ -596,7 +596,8 @@ def test_a_scale_that_took_another_over_fails_at_once_when_a_new_instance_dies(
         with pytest.raises(immortal.ImmortalError, match="again by another command"):
             first.result(timeout=SHORT)
         Path(f"{gate}.2").touch()
-        Path(f"{gate}.1").write_text("die")
+        Path(f"{gate}.1.new").write_text("die")
+        os.replace(f"{gate}.1.new", f"{gate}.1")  # whole when it appears: read at once
         began = time.monotonic()
         with pytest.raises(immortal.StartError, match="instance 1: its target") as caught:
             second.result(timeout=LONG + SHORT)
