@@ -13,8 +13,8 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
 4 monitoring, render, dirwatch, stall, spec, groupview, statusfile, streams, metrics,
   scalerecord ·
 5 supervise, adoption, spawner, readywatch, answer, request, groupstop, settling, listview ·
-6 pumpstart, scaling, pumpcontrol, rollout, rollresume, programs, pumphosts, pumpops,
-  configcheck, prepare, drain ·
+6 pumpstart, scaling, pumpcontrol, rollout, rollsignals, rollresume, programs, pumphosts,
+  pumpops, configcheck, prepare, drain ·
 7 pump, groupapply, config, configview ·
 8 group ·
 9 forking, firstrole, daemonscale, daemonhold, daemoncontrol, forget ·

@@ -31,6 +31,7 @@ from .pumphosts import Hosts
 from .pumpops import Operations
 from .pumpstart import PumpStart
 from .rollout import Rollout
+from .rollsignals import RollSignals
 from .rollresume import RollResume
 from .readywatch import route
 from .roles import (Command, Exited, Finish, Grow, HandOver, Hello, Reaped, Reload, Retire,
@@ -49,14 +50,15 @@ if TYPE_CHECKING:
 READS_PER_WAKE = relay.PIPE_SIZE // relay.READ_SIZE
 
 
-class Pump(Hosts, PumpStart, Scaling, PumpControl, Rollout, RollResume, Operations):
+class Pump(Hosts, PumpStart, Scaling, PumpControl, Rollout, RollSignals, RollResume,
+           Operations):
     """The running pump: carries out each instance's machine's actions, and turns what
     happens (a target's death, output, signals, control requests, its daemon's death) into
     events of the instance they are about, or of all (a stop). Its parts: ``Hosts`` (each
     program's monitors), ``PumpStart`` (its state, its start-up), ``Scaling`` (a scale, an
     apply), ``PumpControl`` (control requests), ``Rollout`` (a rolling restart),
-    ``RollResume`` (one a dead pump left), ``Operations`` (each program's watches of
-    files and memory)."""
+    ``RollSignals`` (its signals and deadlines), ``RollResume`` (one a dead pump left),
+    ``Operations`` (each program's watches of files and memory)."""
 
     # ----------------------------------------------------------------- the loop
     def _take_signals(self) -> None:

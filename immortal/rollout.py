@@ -26,7 +26,6 @@ meanwhile.
 
 from __future__ import annotations
 
-import signal
 import time
 
 from . import _linux, process, rolelog, rolling, spare, supervise
@@ -91,6 +90,11 @@ class Rollout:
     old_kill_at: dict[Slot, float]  #: the slots whose old target retires: when it gets KILL
     finish_waiting: supervise.Finish | None  #: the group ended: it waits for replacements
 
+    # What ``rollsignals.RollSignals`` provides.
+    _retire_old: Callable[[Slot], None]
+    _cancel: Callable[[Slot], None]
+    _release_held: Callable[[Slot], None]
+
     @property
     def roll_running(self) -> bool:
         return self.roll is not None and not self.roll.finished
@@ -98,12 +102,6 @@ class Rollout:
     def _slot(self, slot: Slot) -> Instance | None:
         """The instance of ``slot``, if it is still there."""
         return next((inst for inst in self.instances if inst.slot == slot), None)
-
-    def _grace(self, slot: Slot) -> float:
-        inst = self._slot(slot)
-        if self.roll_grace is not None or inst is None:
-            return self.roll_grace or 0.0
-        return inst.run.spec.stop_timeout
 
     def start_roll(self, chosen: list[Instance], batch: int, grace: float | None) -> int:
         """Replace the targets of the ``chosen`` instances, ``batch`` at a time; the
@@ -214,33 +212,13 @@ class Rollout:
             changed = True
         if changed:
             self._write_status()
-        repl = self.replacements.get(k)
-        if repl is not None and repl.child.status is None:
-            for number in repl.held:
-                repl.child.kill_group(number)
-            repl.held.clear()
+        self._release_held(k)
 
     def _failed(self, k: Slot, why: str, stderr: list[str]) -> None:
         assert self.roll is not None and self.roll_info is not None
         if self.roll_info["instance"] is None and self.roll.why is None:
             self.roll_info.update(instance=k, stderr=stderr)
         self._roll_act(self.roll.failed(k, why))
-
-    def _retire_old(self, k: Slot) -> None:
-        """The replacement of ``k`` is ready: its old target goes (TERM, grace, KILL)."""
-        inst = self._slot(k)
-        target = inst.target if inst is not None else None
-        if target is None:  # died meanwhile, waiting for its restart: no one to retire
-            self._swap(k, None)
-            return
-        self.old_kill_at[k] = time.monotonic() + self._grace(k)
-        target.kill_group(signal.SIGTERM)
-
-    def _cancel(self, k: Slot) -> None:
-        repl = self.replacements.get(k)
-        if repl is not None and repl.child.status is None and repl.kill_at is None:
-            repl.kill_at = time.monotonic() + self._grace(k)
-            repl.child.kill_group(signal.SIGTERM)
 
     def _replacement_died(self, repl: Replacement) -> None:
         if repl.child.own:
@@ -355,70 +333,8 @@ class Rollout:
         self.spares.add(streams)
         return True
 
-    def abort_roll(self, grace: float | None) -> None:
-        """A stop: the replacements stop too (TERM, ``grace``, KILL); the old targets are
-        the machines' to stop."""
-        if self.roll is not None and not self.roll.finished and self.roll_info is not None:
-            self.roll.finished = True
-            self.roll.why = "the group was stopped"  # the replacements' deaths: no failure
-            self.roll_info.update(state=FAILED_ROLL, why=self.roll.why)
-        self.old_kill_at.clear()
-        for repl in list(self.replacements.values()):
-            if repl.child.status is None:
-                repl.kill_at = time.monotonic() + (self._grace(repl.k) if grace is None
-                                                   else grace)
-                repl.child.kill_group(signal.SIGTERM)
-
-    def signal_replacements(self, chosen: list[Instance], number: int) -> int:
-        """Send signal ``number`` to the live replacements of the ``chosen`` instances (a
-        roll's, not yet their slot's target); how many there are.
-
-        A replacement not yet ready that would die of it (it neither handles nor ignores it
-        yet: a program still starting up, whose handler comes later) gets it once it is
-        ready: the operator's signal would otherwise fail the roll. What is held is in the
-        status (``roll.held``), for a successor that resumes the roll.
-        """
-        found = (self.replacements.get(inst.slot) for inst in chosen)
-        live = [repl for repl in found if repl is not None and repl.child.status is None]
-        held = False
-        for repl in live:
-            if repl.ready.ready or _linux.takes_signal(repl.child.pid, number):
-                repl.child.kill_group(number)
-            else:
-                repl.held.append(number)
-                held = True
-                if self.roll_info is not None:  # for a successor, should this pump die
-                    self.roll_info.setdefault("held", {})[str(repl.k)] = list(repl.held)
-        if held:
-            self._write_status()
-        return len(live)
-
     def roll_watches(self) -> dict[int, ReadyWatch]:
         return {repl.child.pid: repl.ready for repl in self.replacements.values()}
-
-    def roll_deadline(self) -> float | None:
-        due = [at for at in (repl.ready.deadline() for repl in self.replacements.values())
-               if at is not None]
-        due += [repl.kill_at for repl in self.replacements.values() if repl.kill_at]
-        due += [at for at in self.old_kill_at.values() if at != float("inf")]
-        return min(due) if due else None
-
-    def roll_due(self) -> None:
-        now = time.monotonic()
-        for repl in list(self.replacements.values()):
-            at = repl.ready.deadline()
-            if at is not None and at <= now:
-                repl.ready.due()
-            if repl.kill_at is not None and repl.kill_at <= now:
-                repl.kill_at = None
-                repl.child.kill_group(signal.SIGKILL)
-        for k, at in list(self.old_kill_at.items()):
-            inst = self._slot(k)
-            target = inst.target if inst is not None else None
-            if at <= now:
-                self.old_kill_at[k] = float("inf")  # KILL once, then wait for the death
-                if target is not None:
-                    target.kill_group(signal.SIGKILL)
 
     # What the pump provides.
     def _write_status(self) -> None:
