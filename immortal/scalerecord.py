@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 
-from ._linux import process_start_time
+from ._linux import is_alive, process_start_time
 from .instance import SCALES, read_json, read_scales, write_json
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
@@ -31,6 +31,8 @@ def note(directory: Path, program: str, workers: int, had: int,
     ``had``, asked by the process ``caller``; its id. Every scale is recorded, one that
     changes no count too: it is the one its caller's wait is for from then on."""
     records = read_scales(directory)
+    if workers == had:  # the wait of a scale to this count taken over: from where it came
+        had = came_from(records.get(program), workers, had)
     ident = max((int(entry.get("id", 0)) for entry in records.values()), default=0) + 1
     started = process_start_time(caller) if caller else None
     status = read_json(directory / "status.json") or {}
@@ -39,6 +41,22 @@ def note(directory: Path, program: str, workers: int, had: int,
                         "group_started_at": status.get("started_at")}
     write_json(directory / SCALES, records)
     return ident
+
+
+def came_from(last: dict[str, Any] | None, workers: int, had: int) -> int:
+    """The count a scale to ``workers`` came from, by its record ``last``, while its caller
+    still waits for it (alive, by its start time); else ``had``. A scale to that same count
+    asked meanwhile takes the wait over (``settling.under_way``), and is recorded as coming
+    from there too, so that a third one takes it over in turn."""
+    if last is None or last.get("workers") != workers:
+        return had
+    came, caller = last.get("had"), last.get("caller")
+    if type(came) is not int or not 0 < came < had or not caller:
+        return had
+    try:
+        return came if is_alive(int(caller[0]), int(caller[1])) else had
+    except (TypeError, ValueError, IndexError):
+        return had
 
 
 def noted(directory: Path, program: str, workers: int, had: int,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
-from ._linux import is_alive
 from .errors import ImmortalError, NotRunning, StartError, StopTimeout
 from .groupview import POLL
+from .scalerecord import came_from
 from .state import Status, read_json, read_scales
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
@@ -86,20 +86,11 @@ def check_counts(directory: Path, name: str, counts: Mapping[str, int],
 
 def under_way(directory: Path, program: str, workers: int, had: int) -> int:
     """The count a scale of ``program`` to ``workers`` came from, while its caller still
-    waits for it (alive, by its start time); else ``had``. A scale to that same count asked
+    waits for it (``scalerecord.came_from``); else ``had``. A scale to that same count asked
     meanwhile takes the wait over (``check_counts``): the new instances' deaths before they
     are ready fail it at once, as they would have failed that scale (else it waited out
     its whole patience while they died and were spawned again)."""
-    last = read_scales(directory).get(program)
-    if last is None or last.get("workers") != workers:
-        return had
-    came, caller = last.get("had"), last.get("caller")
-    if type(came) is not int or not 0 < came < had or not caller:
-        return had
-    try:
-        return came if is_alive(int(caller[0]), int(caller[1])) else had
-    except (TypeError, ValueError, IndexError):
-        return had
+    return came_from(read_scales(directory).get(program), workers, had)
 
 
 def recorded(directory: Path, program: str) -> int | None:

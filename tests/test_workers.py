@@ -575,32 +575,36 @@ while True:
 """
 
 
+@pytest.mark.parametrize("scales", [2, 3])
 def test_a_scale_that_took_another_over_fails_at_once_when_a_new_instance_dies(
-        started, tmp_path):
-    """The second of two scales to the same count waits for the first one's new
+        started, tmp_path, scales):
+    """The last of two (or three) scales to the same count waits for the first one's new
     instances as its own: one that dies before it is ready fails it at once, undoing
     nothing (before, it waited out its whole patience while the instance died and was
-    spawned again)."""
+    spawned again; a third scale, before, took over from the second, which had found the
+    count it asked)."""
     gate = tmp_path / "gate"
     Path(f"{gate}.0").touch()
     group = started(sys.executable, ["-c", GATED_OR_DEAD, str(gate)], workers=1,
                     ready="line:^up", ready_timeout=LONG, stop_timeout=1)
     spec = group.directory / "spec.json"
-    with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(group.scale, 3)
+    with ThreadPoolExecutor(scales) as pool:
+        earlier = pool.submit(group.scale, 3)
         wait_for(lambda: json.loads(spec.read_text()).get("workers"), lambda n: n == 3,
                  SHORT, what="the first scale asked")
         wait_for(group.status, lambda s: len(s.instances) == 3, SHORT,
                  what="the new instances listed")
-        second = pool.submit(immortal.attach(group.name).scale, 3)
-        with pytest.raises(immortal.ImmortalError, match="again by another command"):
-            first.result(timeout=SHORT)
+        for _ in range(scales - 1):
+            later = pool.submit(immortal.attach(group.name).scale, 3)
+            with pytest.raises(immortal.ImmortalError, match="again by another command"):
+                earlier.result(timeout=SHORT)
+            earlier = later
         Path(f"{gate}.2").touch()
         Path(f"{gate}.1.new").write_text("die")
         os.replace(f"{gate}.1.new", f"{gate}.1")  # whole when it appears: read at once
         began = time.monotonic()
         with pytest.raises(immortal.StartError, match="instance 1: its target") as caught:
-            second.result(timeout=LONG + SHORT)
+            earlier.result(timeout=LONG + SHORT)
     assert time.monotonic() - began < SHORT
     assert "not scaled back" in str(caught.value)
     assert json.loads(spec.read_text())["workers"] == 3  # nothing undone
