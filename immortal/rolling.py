@@ -83,6 +83,11 @@ class Roll:
         self.finished = False
 
     @property
+    def replaced(self) -> tuple[Slot, ...]:
+        """The slots whose old process is gone, their replacement their process now."""
+        return tuple(self._replaced)
+
+    @property
     def in_flight(self) -> int:
         """Replacements alive beside the processes they replace."""
         return len(self._spawned) + len(self._retiring)

@@ -315,6 +315,8 @@ class Rollout:
             self.status_file.last_exit = record
             inst.run.host.call("exit", status=record, instance=self.shown(inst))
         self._roll_act(self.roll.old_gone(k))
+        if self.roll_info is not None:  # as it goes: a successor replaces it no more
+            self.roll_info["replaced"] = list(self.roll.replaced)
         self._write_status()
 
     def _swap_pipes(self, inst: Instance) -> bool:

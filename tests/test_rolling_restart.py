@@ -320,6 +320,35 @@ def test_a_supervisor_killed_during_a_roll_and_its_successor_resumes_it(
     assert running.most <= 4
 
 
+def test_a_pump_killed_after_a_slot_was_replaced_leaves_that_slot_alone(
+        started, tmp_path, capsys):
+    """The roll records each slot once it is replaced, not only at its end: the status
+    counts it meanwhile, and the successor of a pump killed while slot 1 is replaced
+    takes slot 1's replacement over and replaces slot 0 no more."""
+    group = started(LISTENER, ["--graceful", "--delay", "1"], workers=2, name="web",
+                    listen=["tcp://127.0.0.1:0"], ready="line:^serving",
+                    ready_timeout=LONG, stop_timeout=SHORT)
+    caller = threading.Thread(target=group.restart)
+    caller.start()
+    try:
+        second = wait_for(group.status,
+                          lambda s: "1" in ((s.roll or {}).get("replacements") or {}), LONG,
+                          what="slot 1's replacement spawned")
+        first = pids(second)[0]
+        assert second.roll["replaced"] == [0]
+        assert main(["status", "web"]) == 0
+        assert "  roll     #1 rolling (batch 1): 1 of 2 replaced; replacing web:1 pid " \
+            in capsys.readouterr().out
+        os.kill(second.pids["pump"], signal.SIGKILL)
+    finally:
+        caller.join(LONG)
+    assert not caller.is_alive()
+    status = group.status()
+    assert status.roll["state"] == "done" and sorted(status.roll["replaced"]) == [0, 1]
+    assert status.pids["pump"] != second.pids["pump"]
+    assert pids(status) == {0: first, 1: int(second.roll["replacements"]["1"][0])}
+
+
 def test_a_pump_killed_while_an_old_process_drains_and_the_roll_goes_on(started, tmp_path):
     """Each instance holds a slow request, until the test lets it go: the old process of
     slot 0, told to go once its replacement is ready, drains it while the pump is killed.
