@@ -129,6 +129,18 @@ class Roll:
             self._spawned.clear()
         return actions + self._end()
 
+    def stopped(self, why: str) -> None:
+        """The group stops: the roll ends here, the replacements with the group. What
+        comes of them after (one ready, one dead) is no longer the roll's: a replacement
+        ready only as it stops takes no slot, nor is its death a failure."""
+        if self.finished:
+            return
+        self.why = why
+        self._waiting.clear()
+        self._spawned.clear()
+        self._retiring.clear()
+        self.finished = True
+
     def old_gone(self, slot: Slot) -> list[Action]:
         """The old process of ``slot`` has exited after its retirement: its replacement
         serves the slot now, and the window slides to the next slot."""

@@ -187,7 +187,7 @@ class Rollout:
     def _replacement_changed(self, k: Slot, state: Readiness) -> None:
         assert self.roll is not None
         repl = self.replacements.get(k)
-        if repl is None:
+        if repl is None or not self.roll.pending(k):  # the roll ended (a stop): not its
             return
         if state.ready:
             self._ready_noted(k)  # written there, before the old target is told to go

@@ -64,8 +64,7 @@ class RollSignals:
         """A stop: the replacements stop too (TERM, ``grace``, KILL); the old targets are
         the machines' to stop."""
         if self.roll is not None and not self.roll.finished and self.roll_info is not None:
-            self.roll.finished = True
-            self.roll.why = "the group was stopped"  # the replacements' deaths: no failure
+            self.roll.stopped("the group was stopped")
             self.roll_info.update(state=FAILED_ROLL, why=self.roll.why)
         self.old_kill_at.clear()
         for repl in list(self.replacements.values()):

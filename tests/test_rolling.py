@@ -98,6 +98,20 @@ def test_events_for_slots_not_in_flight_are_ignored():
     assert roll.pending(0) and not roll.pending(1)
 
 
+def test_a_stop_ends_the_roll_and_what_comes_of_its_replacements_after():
+    """A replacement ready, or one dead, after the group's stop is no longer the roll's:
+    no slot is retired or swapped, no failure is reported."""
+    roll = Roll([0, 1, 2], batch=2)
+    assert roll.begin() == [Replace(0), Replace(1)]
+    assert roll.ready(0) == [Retire(0)]
+    roll.stopped("the group was stopped")
+    assert roll.finished and roll.why == "the group was stopped"
+    assert roll.ready(1) == [] and roll.old_gone(0) == [] and roll.failed(1, "x") == []
+    assert not roll.pending(0) and not roll.pending(1) and roll.replaced == ()
+    roll.stopped("again")
+    assert roll.why == "the group was stopped"
+
+
 def test_bad_plans_are_refused():
     with pytest.raises(ValueError, match="batch"):
         Roll([0], batch=0)

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -259,6 +260,67 @@ def test_a_stop_during_a_roll_stops_old_and_new(web, tmp_path):
         open(f"/proc/{replacement}/stat").read().split()[2] == "Z"
     for pid in pids(status).values():
         assert not os.path.exists(f"/proc/{pid}")
+
+
+# A server that takes SIGTERM from its start. A replacement (its instance ran before)
+# says it is ready only once told to stop and once the old process is gone, then never
+# ends by itself: as a server whose start-up outlasts the stop's TERM.
+READY_AS_IT_STOPS = """\
+import os, signal, sys, time
+stopping = []
+signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+mark = f"{sys.argv[1]}.{os.environ['IMMORTAL_INSTANCE']}"
+deadline = time.monotonic() + 60
+if os.path.exists(mark):
+    old = int(open(mark).read())
+    open(f"{mark}.replacement", "w").close()
+    while not stopping and time.monotonic() < deadline:
+        time.sleep(0.01)
+    while os.path.exists(f"/proc/{old}") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print("up", flush=True)
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+else:
+    with open(mark + ".new", "w") as handle:
+        handle.write(str(os.getpid()))
+    os.replace(mark + ".new", mark)
+    print("up", flush=True)
+    while not stopping:
+        time.sleep(0.01)
+"""
+
+
+def test_a_replacement_ready_as_the_stop_ends_it_takes_no_slot(started, tmp_path):
+    """A stop during a roll whose replacement becomes ready only after the stop's TERM:
+    the stop ends the group, the replacement KILLed after its grace period. Before, that
+    readiness made the replacement the slot's running target, which nothing stopped, until
+    the daemon killed the lot on the stop's deadline."""
+    output = tmp_path / "out.log"
+    group = started(sys.executable, ["-c", READY_AS_IT_STOPS, str(tmp_path / "ran")],
+                    workers=2, ready="line:^up", ready_timeout=LONG, stop_timeout=1,
+                    options={"output": str(output)})
+    said: list[BaseException] = []
+
+    def restart() -> None:
+        try:
+            group.restart()
+        except immortal.ImmortalError as exc:  # the roll ends with the group
+            said.append(exc)
+
+    caller = threading.Thread(target=restart)
+    caller.start()
+    try:
+        wait_for(lambda: list(tmp_path.glob("ran.*.replacement")), bool, SHORT,
+                 what="a replacement taking SIGTERM")
+        status = group.stop()
+    finally:
+        caller.join(LONG)
+    assert len(said) == 1 and "stopped" in str(said[0]), said
+    assert status.state == "stopped" and status.reason == "stop", status.reason
+    events = [line for line in output.read_text().splitlines() if " event" in line]
+    assert sum(" spawn pid " in line for line in events) == 2, events
+    assert sum(" respawn pid " in line for line in events) == 1, events  # the replacement
 
 
 def test_a_group_of_one_that_listens_rolls_too(started):
