@@ -22,7 +22,7 @@ from .keptfiles import KeptFiles
 from .records import replace
 from .relay import Ledger
 from .roles import Grow, Message, Reload, Retire
-from .scalerecord import noted
+from .scalerecord import noted, superseded
 from .spec import Spec, read_applied
 from .stall import Watch
 from .state import write_json
@@ -131,6 +131,8 @@ class Scaling:
         _linux.set_title(self.spec.title("daemon"))  # ps shows the programs' comments as they are
         self._write_spec()
         self._tell_pump(Reload())
+        superseded(self.directory, [name for name, (before, after) in counts.items()
+                                    if before != after])
         for name, (before, after) in counts.items():
             if before != after:
                 self._resize(name, before, after, made[name])

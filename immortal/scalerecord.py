@@ -70,3 +70,18 @@ def noted(directory: Path, program: str, workers: int, had: int,
 
         rolelog.report("spec", f"immortal: cannot write {SCALES}: {exc}\n")
         return {}
+
+
+def superseded(directory: Path, programs: list[str]) -> None:
+    """An apply set the count of ``programs``: a scale of them asked before is no longer
+    the one in force (nor shown as not done yet). Its caller, if it still waits, sees the
+    count another command set (``settling.check_counts``)."""
+    try:
+        records = read_scales(directory)
+        if any(program in records for program in programs):
+            write_json(directory / SCALES, {program: entry for program, entry
+                                            in records.items() if program not in programs})
+    except OSError as exc:
+        from . import rolelog  # a role's: imported only then
+
+        rolelog.report("spec", f"immortal: cannot write {SCALES}: {exc}\n")

@@ -29,7 +29,7 @@ from .errors import NotRunning
 from .loop import draw
 from .records import replace
 from .roles import Fds, Retired
-from .scalerecord import noted
+from .scalerecord import noted, superseded
 from .spec import Spec, Strategy, read_applied
 from .state import read_json, write_json
 from .workers import Instance, Run
@@ -222,6 +222,9 @@ class Scaling:
         spec = Spec.of_programs(self.spec.name, self.spec.strategy, self.spec.directory,
                                 (*new, *gone), self.spec.start_timeout, self.spec.sys_path)
         write_json(self.directory / "spec.json", spec.to_json())
+        had = {view.program: view.workers for view in self.spec.each()}
+        superseded(self.directory, [view.program for view in spec.each()
+                                    if had.get(view.program, 0) != view.workers])
         self.reload(spec)
         for view in spec.each():
             run = self.runs[view.program]

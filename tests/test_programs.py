@@ -432,6 +432,23 @@ def test_an_unattached_group_of_programs_scales_and_applies(group_started):
     assert pids(running(group, {"a": 2, "c": 1}))[("a", 1)] == kept
 
 
+@pytest.mark.parametrize("strategy", ["daemon", "unattached"])
+def test_an_apply_that_sets_a_count_ends_the_scale_asked_before(
+        group_started, strategy, capsys):
+    """A scale done, then an apply back to the file's count: the status shows no scale
+    "not done yet" (before, it showed the scale's count beside what ran, for ever)."""
+    group = group_started("counted", {"a": worker("x"), "b": worker("y")}, strategy=strategy)
+    running(group, {"a": 1, "b": 1})
+    group.scale(2, program="a")
+    group.scale(2, program="b")
+    applied = group.apply({"a": worker("x"), "b": worker("y", workers=2)})
+    assert applied.actions() == {"a": "scaled", "b": "unchanged"}
+    status = running(group, {"a": 1, "b": 2})
+    assert set(status.scales) == {"b"}  # the scale the apply left as it was
+    assert main(["status", "counted"]) == 0
+    assert "  scale " not in capsys.readouterr().out
+
+
 # Bad input: one clear error in the caller, naming the program and the field; nothing made.
 BAD = [
     ("not a mapping", ["web"], immortal.InvalidType, "'programs' must be a mapping"),
