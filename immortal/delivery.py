@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from .errors import MONITOR_ERRORS
 from .relay import PIPE_SIZE, Ledger
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
@@ -164,7 +165,7 @@ class Sink:
                 else:
                     self._lines(name, data.split(b"\n")[:-1], offset,  # type: ignore[misc]
                                 *extra)
-            except Exception:
+            except MONITOR_ERRORS:
                 self._report("block" if self._block is not None else "lines")
             if KILL_AFTER_CALL:  # a test hook (above): unset in use
                 _kill_after_call()
@@ -208,7 +209,7 @@ class Sink:
                     call(line, offset, *extra)
                 else:
                     call(line, *extra)
-            except Exception:
+            except MONITOR_ERRORS:
                 self._report(name)
             if kill:  # a test hook (above): unset in use
                 _kill_after_call()
@@ -225,7 +226,7 @@ class Sink:
             return 0
         try:
             value = position()
-        except Exception:
+        except MONITOR_ERRORS:
             self._report("position")
             return 0
         return value + 1 if type(value) is int and 0 <= value < WITNESS_MAX else 0
@@ -255,7 +256,7 @@ class Sink:
             try:
                 count = self._delivered("stdout" if stream == 0 else "stderr", lines, start,
                                         witness, *extra)
-            except Exception:
+            except MONITOR_ERRORS:
                 count = None
                 self._report("delivered")
             if count is True:
@@ -276,7 +277,7 @@ class Sink:
         self._ledger.set_busy(self.slot, time.monotonic_ns())
         try:
             function(**kwargs)
-        except Exception as exc:
+        except MONITOR_ERRORS as exc:
             if strict:
                 raise Failed(self.name, exc) from exc
             self._report(hook)

@@ -36,6 +36,12 @@ if TYPE_CHECKING:
     from .events import ExitStatus
 
 
+#: What a monitor's code may raise without ending the process that calls it: any exception,
+#: and SystemExit (``sys.exit`` in a hook or in ``check()`` is that monitor's error, not
+#: the end of the pump, nor of the caller of ``start()``).
+MONITOR_ERRORS = (Exception, SystemExit)
+
+
 class ImmortalError(Exception):
     """Root of every error immortal raises on purpose."""
 

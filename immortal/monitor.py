@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from .errors import MONITOR_ERRORS
 from .events import ExitStatus
 from .hookimpls import takes
 
@@ -103,14 +104,14 @@ class Monitor:
         override it to handle a batch in one go."""
         hook = self.stdout if stream == "stdout" else self.stderr
         takes_offset = takes(getattr(type(self), stream), "offset")
-        error: Exception | None = None
+        error: BaseException | None = None
         for line in lines:
             try:
                 if takes_offset:
                     hook(line, offset)
                 else:
                     hook(line)  # type: ignore[call-arg]
-            except Exception as exc:  # the other lines still go; the first error is told
+            except MONITOR_ERRORS as exc:  # the other lines go; the first error is told
                 error = error or exc
             offset += len(line) + 1
         if error is not None:

@@ -17,7 +17,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import MonitorError, MonitorOptionsError
+from .errors import MONITOR_ERRORS, MonitorError, MonitorOptionsError
 from .hookimpls import HOOKS
 from .monitor import Monitor
 from .monitorfind import find, installed
@@ -153,8 +153,10 @@ def check(factory: Any, options: object, name: str | None = None) -> dict[str, A
         result = checker(options)
     except MonitorOptionsError:
         raise
-    except Exception as exc:
-        raise MonitorOptionsError(str(exc) or type(exc).__name__) from exc
+    except MONITOR_ERRORS as exc:
+        said = f"check() called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) \
+            else str(exc) or type(exc).__name__
+        raise MonitorOptionsError(said) from exc
     if result is None:
         return options
     who = f"monitor {name!r}" if name else f"monitor {factory!r}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 from . import monitorfind, monitoring, relay, rolelog
+from .errors import MONITOR_ERRORS
 from .events import PUMP_START
 from .monitoring import MONITOR_GRACE
 from .spec import Strategy
@@ -41,7 +42,7 @@ class Hosts:
         for run in self.runs.values():
             try:
                 self.load_host(run)
-            except Exception as exc:
+            except MONITOR_ERRORS as exc:
                 return self._named_spec(run.spec,
                                         f"the monitors failed to load in the pump: {exc}")
         return None
@@ -89,7 +90,7 @@ class Hosts:
             self.load_host(run)
             assert run.host is not None
             run.host.call("setup", why=PUMP_START, message=None)
-        except Exception as exc:
+        except MONITOR_ERRORS as exc:
             rolelog.report("monitors", f"immortal: pump: program {run.name!r}: its monitors "
                            f"failed ({exc}); it runs without them\n")
             run.host = monitoring.Host([], self.spec.name, run.spec.program_dir, None,

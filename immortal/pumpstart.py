@@ -27,6 +27,7 @@ from . import (_linux, adoption, control, dirwatch, process, readiness, rolelog,
 from .spare import Spares
 from ._linux import process_start_time
 from .detach import Handshake
+from .errors import MONITOR_ERRORS
 from .events import PUMP_START, ExitStatus
 from .answer import StartAnswer
 from .link import DaemonLink, take_over
@@ -201,7 +202,7 @@ class PumpStart(StartAnswer):
                           for inst, actions in firsts])
         except HandOver:
             raise  # the daemon died meanwhile: this process becomes it (see main)
-        except Exception as exc:
+        except MONITOR_ERRORS as exc:
             self._kill_own_target()
             failed = self.setting_up or self.spec
             return self._fail("StartError", self._named_spec(failed, f"setup failed: {exc}"))

@@ -62,6 +62,34 @@ def test_module_class_form_and_isolation_of_a_raising_monitor(started, tmp_path)
     assert status.running and status.pids["pump"] == pids["pump"]
 
 
+def test_a_monitor_calling_sys_exit_in_its_hooks_ends_neither_the_pump_nor_the_others(
+        started, tmp_path):
+    """SystemExit in a hook is that monitor's error: before, it ended the pump, whose
+    successor handed it the same line again, and so on, every monitor stuck there."""
+    path, out = tmp_path / "quitter.jsonl", tmp_path / "file.log"
+    group = started(TALKER, ["--out", "3"], policy={"min_uptime": 0.0},
+                    monitors={"plugins.sample:Quitter": {"path": str(path)},
+                              "file": {"output": str(out)}})
+    pids = group.pids
+    wait_for(lambda: out.read_text() if out.exists() else "",
+             lambda text: "stdout | out 3" in text, what="every line in the file monitor's")
+    os.kill(pids["target"], signal.SIGKILL)
+    wait_for(lambda: path.read_text() if path.exists() else "",
+             lambda text: '"respawn"' in text, what="a respawn after the kill")
+    assert group.status().pids["pump"] == pids["pump"]
+    assert [json.loads(line)["hook"] for line in path.read_text().splitlines()][:1] == [
+        "setup"]
+    assert sum('"setup"' in line for line in path.read_text().splitlines()) == 1
+    log = (group.directory / "pump.log").read_text()
+    assert "raised in 'stdout'" in log and "SystemExit: quitter quits at b'out 1'" in log
+
+
+def test_a_check_calling_sys_exit_is_a_refusal_in_the_caller(home):
+    with pytest.raises(immortal.MonitorOptionsError, match=r"^check\(\) called sys.exit\(5\)$"):
+        immortal.start(TALKER, monitor="plugins.sample:QuittingCheck")
+    assert os.listdir(home) == []
+
+
 def test_misspelled_monitor_method_is_refused():
     with pytest.raises(immortal.MonitorError, match="did you mean 'stdout'"):
         immortal.start(TALKER, monitor="plugins.sample:Typo")

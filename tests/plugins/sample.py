@@ -1,6 +1,7 @@
 """Monitors named as 'package.module:Attr' in the tests (importable from tests/)."""
 
 import json
+import sys
 import os
 
 import immortal
@@ -25,6 +26,25 @@ class Noisy(immortal.Monitor):
 
     def respawn(self, pid):
         self._record(hook="respawn", pid=pid)
+
+
+class Quitter(Noisy):
+    """Calls sys.exit in its output hooks and in ``exit``: its error, not the pump's end."""
+
+    def stdout(self, line):
+        sys.exit(f"quitter quits at {line!r}")
+
+    def exit(self, status):
+        super().exit(status)
+        sys.exit(0)
+
+
+class QuittingCheck(immortal.Monitor):
+    """Its check() calls sys.exit: a refusal in the caller, not the caller's end."""
+
+    @classmethod
+    def check(cls, options):
+        sys.exit(5)
 
 
 class Typo(immortal.Monitor):
