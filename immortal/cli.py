@@ -117,16 +117,8 @@ def _run(ns: argparse.Namespace) -> int:
         print(f"adopted running target {group.adopted} (left by its dead supervisors)",
               file=ours)
     if ns.strategy == "development":
-        try:
-            final = group.wait()
-        except KeyboardInterrupt:
-            final = group.stop()
-        print(f"{group.name!r} ended: {final.state}"
-              + (f" ({final.reason})" if final.reason else ""), file=sys.stderr)
-        if final.state == "fatal":
-            return 1  # it gave up: CI and service managers must see a failure
-    else:
-        print(f"stop it with: immortal stop {group.name}")
+        return clifile.attached(group)
+    print(f"stop it with: immortal stop {group.name}")
     return 0
 
 

@@ -32,11 +32,25 @@ def up(ns: argparse.Namespace) -> int:
         print(line, file=ours)
     if not development:
         return 0
+    return attached(outcome.group)
+
+
+def attached(group: Any) -> int:
+    """A development group's command waits for its end (Ctrl-C stops it), says how it
+    ended, and exits 1 where CI and service managers must see a failure: the group gave up
+    (fatal), or its pump died and left its targets running without a supervisor."""
     try:
-        final = outcome.group.wait()
+        final = group.wait()
     except KeyboardInterrupt:
-        final = outcome.group.stop()
-    print(f"{outcome.group.name!r} ended: {final.state}"
+        final = group.stop()
+    if final.stale:  # killed, not stopped: what it left, if anything
+        left = ", ".join(str(pid) for pid in group.orphans())
+        print(f"{group.name!r} lost its pump: " + (
+            f"left running without a supervisor: {left} ('immortal run' of the same "
+            f"command adopts them; 'immortal stop {group.name}' ends them)" if left else
+            "nothing of it runs"), file=sys.stderr)
+        return 1
+    print(f"{group.name!r} ended: {final.state}"
           + (f" ({final.reason})" if final.reason else ""), file=sys.stderr)
     return 1 if final.state == "fatal" else 0
 

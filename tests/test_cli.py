@@ -379,6 +379,34 @@ def test_logs_prints_the_last_lines(home):
         cleanup(home, name)
 
 
+def test_development_whose_pump_is_killed_fails_naming_what_it_left(home):
+    """The command's supervisor died, its target runs on unsupervised: exit 1 and say so
+    (before: exit 0, "ended: running")."""
+    name = "devkill"
+    env = {**os.environ, "IMMORTAL_HOME": str(home)}
+    command = subprocess.Popen(
+        [*COMMANDS["module"], "run", "-s", "development", "-n", name, TALKER, "--",
+         "--out", "1"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        def pids() -> dict[str, int]:
+            shown = immortal(home, "status", name, "--json")
+            return json.loads(shown.stdout)["pids"] if shown.returncode == 0 else {}
+
+        running = wait_for(pids, lambda found: "target" in found, LONG,
+                           what="the development group running")
+        os.kill(running["pump"], signal.SIGKILL)
+        _, err = command.communicate(timeout=LONG)
+        assert command.returncode == 1, err
+        assert (f"'{name}' lost its pump: left running without a supervisor: "
+                f"{running['target']} ") in err, err
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait(LONG)
+        cleanup(home, name)
+
+
 def test_development_stays_in_the_foreground_and_echoes(home):
     name = "dev"
     try:
