@@ -184,6 +184,10 @@ def wait_lock(path: Path, timeout: float) -> int | None:
 
 
 SCALES = "scale.json"  #: the last scale of each program (``scalerecord``, its writer)
+#: The programs an apply's caller has yet to roll (``Group.apply``), in the group's
+#: directory: a caller killed before it rolled them leaves them to the next apply; a new
+#: start, which runs each program as its spec says, leaves none.
+UNROLLED = "apply.unrolled.json"
 
 
 def read_scales(directory: Path,

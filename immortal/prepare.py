@@ -16,6 +16,7 @@ from typing import Any
 from . import adoption, orphans
 from . import listen as listening
 from .errors import ImmortalError, StartError, unusable_home
+from .instance import UNROLLED
 from .roles import Adopt
 from .spec import Spec
 from .state import Lock, check_dir, check_socket_path, ensure_dir, read_json, write_json
@@ -125,6 +126,9 @@ def _write_spec(spec: Spec) -> None:
         write_json(path, spec.to_json())
     except OSError as exc:  # a full disk, say: one clear error, nothing detached
         raise StartError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
+    # Each program starts on this spec's definition: no apply has any left to roll.
+    with contextlib.suppress(OSError):  # else the next apply rolls it needlessly, no more
+        os.unlink(Path(spec.directory) / UNROLLED)
 
 
 @contextlib.contextmanager

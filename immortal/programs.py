@@ -17,7 +17,7 @@ from .addresses import parse as parse_address
 from .checks import check_timeout
 from .errors import (ImmortalError, InvalidSpec, InvalidType, NotRunning, UnknownKeyword,
                      unknown_name)
-from .instance import try_lock
+from .instance import UNROLLED, try_lock
 from .names import check_name
 from .readiness import NOTIFY
 from .records import Record, replace
@@ -31,9 +31,6 @@ GROUP_KEYWORDS = ("strategy", "name", "start_timeout", "capture")
 PROGRAM_KEYWORDS = ("file", "args", *(key for key in START_KEYWORDS
                                       if key not in GROUP_KEYWORDS))
 MAX_PROGRAMS = 64
-#: The programs an apply's caller has yet to roll (``Group.apply``), in the group's
-#: directory: a caller killed before it rolled them leaves them to the next apply.
-UNROLLED = "apply.unrolled.json"
 #: Held by the caller of an apply (``reload``, ``up``) from its request to its last roll:
 #: two at once would each compare the programs with what the other changes.
 APPLY_LOCK = "apply.lock"

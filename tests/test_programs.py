@@ -363,6 +363,25 @@ def test_a_change_whose_apply_died_before_its_roll_is_rolled_by_the_next(group_s
     assert json.loads(apply().stdout) == {"a": "unchanged", "b": "unchanged"}
 
 
+def test_a_new_start_leaves_nothing_for_a_dead_apply_to_roll(group_started):
+    """A reload killed before its roll, then the group stopped and started anew on the
+    new file (``down``, ``up``): every program runs its new definition, and the next
+    apply finds nothing to roll (before, it rolled what the dead reload had left)."""
+    group = group_started("anew", {"a": worker("one"), "b": worker("two")})
+    running(group, {"a": 1, "b": 1})
+    new = {"a": worker("one-more"), "b": worker("two")}
+    died = subprocess.run([sys.executable, "-c", APPLIES, "anew", json.dumps(new), "die"],
+                          capture_output=True, text=True, timeout=LONG)
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    assert (group.directory / "apply.unrolled.json").exists()
+    group.stop()
+    again = group_started("anew", new)
+    before = pids(running(again, {"a": 1, "b": 1}))
+    assert not (again.directory / "apply.unrolled.json").exists()
+    assert again.apply(new).actions() == {"a": "unchanged", "b": "unchanged"}
+    assert pids(again.status()) == before
+
+
 def test_addresses_on_the_command_line(group_started, capsys):
     group = group_started("cli", {"web": worker("w", workers=2), "job": worker("j")})
     status = running(group, {"web": 2, "job": 1})
