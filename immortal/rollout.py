@@ -240,10 +240,12 @@ class Rollout:
                              instance=self.shown(inst))
             inst.run.host.call("exit", status=record, instance=record.instance)
         if self.roll is not None and self.roll.pending(repl.k):
-            repl.ready.exited(status)  # a failure, through _replacement_changed
-            if self.roll.pending(repl.k):
-                self._failed(repl.k, f"its replacement {status}", list(
-                    repl.ready.current.stderr if repl.ready.current else ()))
+            ready = repl.ready.ready
+            repl.ready.exited(status)  # its last lines on stderr kept (it is forgotten)
+            current = repl.ready.current
+            self._failed(repl.k, f"its replacement {status}" + (
+                "" if ready else f" before it was ready (ready={repl.ready.mode})"),
+                list(current.stderr if current else ()))
         self._write_status()
         waiting, self.finish_waiting = self.finish_waiting, None
         if waiting is not None and not self.replacements:

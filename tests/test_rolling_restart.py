@@ -162,7 +162,8 @@ def test_a_broken_release_aborts_the_roll_and_the_old_ones_serve(web, tmp_path, 
     with traffic(web) as running:
         with pytest.raises(immortal.StartError, match="instance 0") as failure:
             web.restart()
-        assert "exited with status 4" in str(failure.value)
+        assert ("instance 0: its replacement exited with status 4 before it was ready "
+                "(ready=line:^serving)") in str(failure.value)
         assert failure.value.stderr and "broken:" in failure.value.stderr[-1]
         assert pids(web.status()) == before
         assert main(["restart", "web"]) == 1
