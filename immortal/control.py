@@ -50,7 +50,7 @@ import socket
 import sys
 import time
 
-from ._linux import peer_uid
+from ._linux import peer_pid, peer_uid
 from .errors import ImmortalError, InvalidSpec, NoAnswer, NotRunning
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
@@ -396,11 +396,21 @@ def request(path: Path, message: dict[str, Any], timeout: float = 5.0,
     NoAnswer if its server does not answer within ``timeout`` (frozen, or swamped).
     ``expiring``: with the time its wait ends (``expires``), sent again without it to a
     group started by an immortal that refuses the key."""
+    return ask(path, message, timeout, expiring)[0]
+
+
+def ask(path: Path, message: dict[str, Any], timeout: float = 5.0,
+        expiring: bool = True) -> tuple[dict[str, Any], int | None]:
+    """``request``, and the pid of the process that serves the socket as this process's
+    pid namespace numbers it (``_linux.peer_pid``; None if unknown): a group whose roles
+    run in another namespace (a container sharing the home) names its pids in its own."""
+    peer = None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         try:
             _connect(sock, path, timeout)
+            peer = peer_pid(sock)
             expires = time.time() + timeout  # when the wait for the answer, from now, ends
             sent = {**message, "expires": expires} if expiring else message
             sock.sendall((json.dumps(sent) + "\n").encode())
@@ -424,7 +434,7 @@ def request(path: Path, message: dict[str, Any], timeout: float = 5.0,
         raise NotRunning(f"the group closed {str(path)!r} without an answer")
     answer = json.loads(data)
     if not answer.get("ok") and expiring and "takes no expires" in str(answer.get("error")):
-        return request(path, message, timeout, expiring=False)
+        return ask(path, message, timeout, expiring=False)
     if not answer.get("ok"):
         raise ImmortalError(f"the group refused {message.get('cmd')!r}: {answer.get('error')}")
-    return answer
+    return answer, peer

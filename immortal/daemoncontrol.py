@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from . import privileges, rolelog, rolling, supervise
+from ._linux import process_start_time
 from .checks import check_workers
 from .errors import NotRunning
 from .kept import KeptTargets
@@ -79,9 +80,14 @@ class Answering:
         """A control request: answered here (status) or passed on to the pump."""
         cmd = request["cmd"]
         if cmd == "status":
+            pump = self.pump.pid if self.pump else None
+            # Their start times as this pid namespace sees them: a reader in another one
+            # (a container's group, its home shared) proves the pids by them, or finds
+            # that they name other processes there.
             return {"status": read_json(self.directory / "status.json"),
-                    "daemon": os.getpid(), "pump": self.pump.pid if self.pump else None,
-                    "started": self.started}
+                    "daemon": os.getpid(), "pump": pump, "started": self.started,
+                    "start_times": {"daemon": process_start_time(os.getpid()),
+                                    "pump": pump and process_start_time(pump)}}
         if cmd == "signal":
             # The pump's answer does not come back through us: refuse here, from the last
             # status the pump wrote, what it would refuse (no target during a backoff wait).

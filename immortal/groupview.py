@@ -185,27 +185,10 @@ class GroupView:
 
     def _behind(self, status: Status) -> Status:
         """A status whose supervisors are dead: killed, or replaced while ``status.json``
-        could not be written (a full disk: it is written again once there is room). The
-        daemon that serves the group's socket, and says its start is over, tells which:
-        its pids then, the rest as last written."""
-        from . import control
-        from ._linux import process_start_time
-        from .state import SOCKET_NAME
+        could not be written (``peers.behind``)."""
+        from .peers import behind
 
-        try:
-            answer = control.request(self.directory / SOCKET_NAME, {"cmd": "status"},
-                                     timeout=1.0)
-        except (ImmortalError, OSError):
-            return status
-        pids = {role: answer.get(role) for role in ("daemon", "pump")}
-        if not answer.get("started") or not isinstance(pids["daemon"], int):
-            return status  # a start under way, which wait_start waits for
-        status.pids = {**{k: v for k, v in status.pids.items() if k not in pids},
-                       **{role: pid for role, pid in pids.items() if isinstance(pid, int)}}
-        status.start_times = {role: process_start_time(pid)
-                              for role, pid in status.pids.items()}
-        status.running = bool(status.live_roles())
-        return status
+        return behind(self.directory, status)
 
     def orphans(self) -> list[int]:
         """Processes carrying the group's token (see immortal/orphans.py), found while no

@@ -9,6 +9,7 @@ a detached group; a pump killed is replaced; ``--console`` echoes the output.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -289,6 +290,59 @@ def host_pid_of_init(fg: Foreground) -> int:
 def lines(fg: Foreground) -> str:
     output = fg.directory / "output.log"
     return output.read_text() if output.exists() else ""
+
+
+# Run as PID 1 of a namespace of its own, which plays the host: a bystander (its pid 2),
+# then a group in the foreground in a namespace inside (its daemon PID 1 there, its pump
+# 2), its home shared; then, from the "host", the group's status and a stop. Prints what
+# it saw, as JSON.
+HOST = """\
+import json, os, subprocess, sys, time
+command, inner, target = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+group = subprocess.Popen([*inner, *command, "run", "--foreground", "-n", "contained",
+                          "--stop-timeout", "2", "--ready", "line:^ready", target],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    shown = subprocess.run([*command, "status", "contained", "--json"],
+                           capture_output=True, text=True, timeout=60)
+    if shown.returncode == 0 and json.loads(shown.stdout).get("ready"):
+        break
+    time.sleep(0.05)
+seen = {"bystander": bystander.pid, "status": json.loads(shown.stdout or "{}")}
+with open(f"/proc/{group.pid}/task/{group.pid}/children") as handle:
+    seen["daemon"] = int(handle.read().split()[0])  # unshare's one child, as we see it
+stop = subprocess.run([*command, "stop", "contained"], capture_output=True, text=True,
+                      timeout=60)
+seen.update(stop=stop.returncode, stopped=stop.stdout + stop.stderr,
+            alive=bystander.poll() is None, ended=group.wait(60))
+bystander.kill()
+print(json.dumps(seen))
+"""
+
+
+def test_a_group_in_another_pid_namespace_is_seen_and_stopped_by_its_own_processes(
+        home, init):
+    """A container's group, its home shared with the host: its status names pids of its
+    own; seen from the host, they are other processes. The host's status shows the
+    daemon and pump as the host numbers them (proven by their start times), and a stop
+    from the host ends the group at once, signalling no bystander that has one of the
+    group's numbers there. Before, the daemon's word proved the host's processes of those
+    numbers by their own start times: the status showed the host's PID 1 as the daemon,
+    and the stop waited out its grace period, then killed what it took for the group."""
+    inner = ["unshare", "--pid", "--fork", "--mount-proc"]
+    result = subprocess.run([*UNSHARE, sys.executable, "-c", HOST, json.dumps(COMMAND),
+                             json.dumps(inner), INIT_CHILD],
+                            env={**os.environ, "IMMORTAL_HOME": str(home)},
+                            capture_output=True, text=True, timeout=3 * LONG)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["bystander"] == 2 and seen["status"]["ready"], seen
+    pids = seen["status"]["pids"]
+    assert pids["daemon"] == seen["daemon"] and pids["pump"] not in (1, 2), seen
+    assert seen["stop"] == 0 and seen["alive"] and seen["ended"] == 0, seen
 
 
 def test_as_pid_1_sigterm_stops_the_group_within_its_grace_and_exits_0(init):

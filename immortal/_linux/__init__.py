@@ -20,8 +20,8 @@ tests/test_layering.py checks it):
 from __future__ import annotations
 
 from .clib import LINUX, keep_heap, libc
-from .fds import (memory_file, pass_credentials, peer_uid, pipe_backlog, receive_from,
-                  reopen_pipe, set_pipe_size, tee)
+from .fds import (memory_file, pass_credentials, peer_pid, peer_uid, pipe_backlog,
+                  receive_from, reopen_pipe, set_pipe_size, tee)
 from .fsevents import (IN_ATTRIB, IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DELETE_SELF,
                        IN_IGNORED, IN_ISDIR, IN_MODIFY, IN_MOVE_SELF, IN_MOVED_FROM,
                        IN_MOVED_TO, IN_ONLYDIR, IN_Q_OVERFLOW, INOTIFY_EVENT, inotify,
@@ -67,6 +67,7 @@ __all__ = [
     "open_fds",
     "parent_pid",
     "pass_credentials",
+    "peer_pid",
     "peer_uid",
     "pidfd_open",
     "pipe_backlog",

@@ -39,6 +39,23 @@ def peer_uid(sock: socket.socket) -> int | None:
     return uid
 
 
+def peer_pid(sock: socket.socket) -> int | None:
+    """The pid of the process at the other end of the unix socket ``sock`` (for a client:
+    the one that listens), as this process's pid namespace numbers it; None if the kernel
+    does not say, or the peer is in no namespace this one sees."""
+    import socket  # loaded already: the caller has a socket
+
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+    except OSError:
+        return None
+    pid: int = struct.unpack("3i", creds)[0]
+    return pid or None
+
+
 def pass_credentials(sock: socket.socket) -> bool:
     """Have the kernel attach the sender's credentials to every datagram ``sock``
     receives (``SO_PASSCRED``), for :func:`receive_from`; whether it will.
