@@ -162,7 +162,7 @@ class Layer:
                 check_name(name)
             except InvalidSpec:
                 self.problem(doc + (name,), "a program's name must be 1 to 64 letters, "
-                             "digits and ._+@- not starting with '.' or '-'")
+                             "digits and ._+@-, starting with a letter or a digit")
                 continue
             if not isinstance(table, dict):
                 self.problem(doc + (name,), f"expected a table ({got(table)})")

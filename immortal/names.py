@@ -21,8 +21,8 @@ def check_name(name: object) -> str:
     size = len(name.encode("utf-8", "surrogateescape"))
     if not 0 < size <= MAX_NAME or not _NAME.fullmatch(name):
         raise InvalidSpec(
-            f"'name' must be 1 to {MAX_NAME} bytes of letters, digits and ._+@- not starting "
-            f"with '.' or '-' (got {name!r}); pick another name"
+            f"'name' must be 1 to {MAX_NAME} bytes of letters, digits and ._+@-, starting "
+            f"with a letter or a digit (got {name!r}); pick another name"
         )
     return name
 

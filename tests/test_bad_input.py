@@ -287,9 +287,10 @@ CASES: dict[str, Case] = {
                                   ("{tmp}", "directory")),
     # -- names and paths ---------------------------------------------------------------------
     **{f"name-{label}": Case(talker(name=bad), INVALID,
-                             ("'name'", "1 to 64 bytes", repr(bad)))
+                             ("'name'", "1 to 64 bytes", "starting with a letter or a digit",
+                              repr(bad)))
        for label, bad in [("slash", "a/b"), ("dotdot", ".."), ("nul", "x\0y"), ("empty", ""),
-                          ("65-bytes", "n" * 65), ("dash", "-x")]},
+                          ("65-bytes", "n" * 65), ("dash", "-x"), ("at", "@b")]},
     "name-not-str": Case(talker(name=5), WRONG_TYPE, ("'name'", "int")),
     "socket-path-too-long": Case(talker(), (immortal.InvalidSpec, ValueError),
                                  ("{home}/" + "d" * 100 + "/talker", "107", "IMMORTAL_HOME"),
