@@ -3,7 +3,8 @@
 
 One variable a line; blank lines and lines starting with ``#`` are skipped; ``export KEY=VALUE``
 is read as ``KEY=VALUE`` (a file a shell can source too); a value wholly in single or double
-quotes loses them. Nothing else is interpreted: no ``$VAR`` expansion, no escapes, so the
+quotes loses them, and one that opens a quote must close it at its end (else it is an
+error: a typo, not a value). Nothing else is interpreted: no ``$VAR`` expansion, no escapes, so the
 value is what the file says.
 """
 
@@ -38,9 +39,14 @@ def parse(text: str, where: str) -> list[tuple[str, str, int]]:
         key = key.strip()
         if not equals or not _KEY.match(key):
             raise EnvFileError(f"{where}:{number}: expected KEY=VALUE, a KEY of letters, "
-                               f"digits and _ (got {raw.strip()!r})", number)
+                               f"digits and _.-, not starting with a digit, '.' or '-' (got "
+                               f"{raw.strip()!r})", number)
         value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        if value[:1] in ("'", '"'):
+            if len(value) < 2 or value[-1] != value[0]:
+                raise EnvFileError(f"{where}:{number}: the value of {key} opens a {value[0]} "
+                                   f"quote that does not close at the end of the line (quote "
+                                   f"the whole value, or none of it)", number)
             value = value[1:-1]
         found.append((key, value, number))
     return found

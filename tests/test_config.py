@@ -108,6 +108,19 @@ def test_env_files_read_key_value_lines():
         envfile.parse("A=1\nnot a variable\n", ".env")
     assert caught.value.line == 2
     assert ".env:2" in str(caught.value)
+    assert envfile.parse("spring.profiles.active=dev\nQ-DASH=x\n", ".env") == [
+        ("spring.profiles.active", "dev", 1), ("Q-DASH", "x", 2)]
+    with pytest.raises(envfile.EnvFileError, match="letters, digits and _.-, not starting "
+                       "with a digit"):
+        envfile.parse("1BAD=x\n", ".env")
+
+
+@pytest.mark.parametrize("value", ['"unterminated', "'", "'mixed\"", '"a" b'])
+def test_env_files_refuse_a_quote_that_does_not_close(value):
+    with pytest.raises(envfile.EnvFileError, match=r"\.env:2: the value of Q opens a . quote "
+                       "that does not close") as caught:
+        envfile.parse(f"A=1\nQ={value}\n", ".env")
+    assert caught.value.line == 2
 
 
 # --- the schema is start()'s -----------------------------------------------------------------
