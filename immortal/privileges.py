@@ -13,7 +13,9 @@ directory. ``HOME``, ``USER`` and ``LOGNAME`` are the user's (``Spec.target_env`
 
 The names are looked up again at each spawn (:func:`resolve`): a user removed since the
 start is a failed spawn, retried with backoff, never a target left running as root; a
-restart asked then is refused (:func:`still_there`), the running targets left alone.
+restart asked then is refused (:func:`still_there`), the running targets left alone. A
+number with no entry in the database (a container's arbitrary uid) is taken as is: that
+uid, the gid ``group=`` gives or else the same number, no other group, ``HOME`` ``/``.
 """
 
 from __future__ import annotations
@@ -51,6 +53,18 @@ def _group_entry(value: str | int) -> grp.struct_group | None:
         return None
 
 
+#: the ids a process may take: uid_t and gid_t, but for -1 ("unchanged" to the kernel)
+MAX_ID = 2 ** 32 - 2
+
+
+def _bare(value: str | int) -> int | None:
+    """A number with no entry in its database (``123456``, as containers run arbitrary
+    uids): the id itself, taken as is; None for a name."""
+    if isinstance(value, int):
+        return value if 0 <= value <= MAX_ID else None
+    return int(value) if value.isdecimal() and int(value) <= MAX_ID else None
+
+
 def _name_or_id(field: str, value: object) -> str | int:
     """A name, or a number (an int, or a str of digits)."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -79,16 +93,18 @@ def check(user: object, group: object) -> tuple[str | None, str | None]:
                           f"(got user={user!r}, we run as uid {os.geteuid()}); start the "
                           "group as root, or leave 'user' out")
     entry = _user_entry(wanted)
-    if entry is None:
+    if entry is None and _bare(wanted) is None:
         raise InvalidSpec(f"'user' {user!r} does not exist (no such user in the password "
-                          "database)")
+                          f"database, nor a uid from 0 to {MAX_ID})")
+    name = entry.pw_name if entry is not None else str(wanted)
     if group is None:
-        return entry.pw_name, None
-    found = _group_entry(_name_or_id("group", group))
-    if found is None:
+        return name, None
+    asked = _name_or_id("group", group)
+    found = _group_entry(asked)
+    if found is None and _bare(asked) is None:
         raise InvalidSpec(f"'group' {group!r} does not exist (no such group in the group "
-                          "database)")
-    return entry.pw_name, found.gr_name
+                          f"database, nor a gid from 0 to {MAX_ID})")
+    return name, found.gr_name if found is not None else str(asked)
 
 
 def still_there(user: str | None, group: str | None) -> None:
@@ -100,7 +116,8 @@ def still_there(user: str | None, group: str | None) -> None:
     try:
         resolve(user, group)
     except OSError:
-        field, name = ("user", user) if _user_entry(user) is None else ("group", group)
+        gone = _user_entry(user) is None and _bare(user) is None
+        field, name = ("user", user) if gone else ("group", group)
         raise InvalidSpec(f"{field!r} {name!r} no longer exists (removed from the system "
                           f"since the group started); its targets run on "
                           f"untouched: create the {field} again, or stop the group and run "
@@ -112,7 +129,9 @@ def login_env(user: str) -> dict[str, str]:
     fails anyway, in :func:`resolve`)."""
     entry = _user_entry(user)
     if entry is None:
-        return {}
+        # A bare uid: no home of its own (as container runtimes set it), and not the
+        # caller's name, which would say root.
+        return {"HOME": "/", "USER": user, "LOGNAME": user} if _bare(user) is not None else {}
     return {"HOME": entry.pw_dir, "USER": entry.pw_name, "LOGNAME": entry.pw_name}
 
 
@@ -120,13 +139,17 @@ def resolve(user: str, group: str | None) -> Drop:
     """Who to run as, looked up now (at a spawn); OSError if the user or the group is gone
     (the spawn fails, and is retried)."""
     entry = _user_entry(user)
-    if entry is None:
+    uid = _bare(user) if entry is None else entry.pw_uid
+    if uid is None:
         raise OSError(errno.ENOENT, f"the user {user!r} no longer exists")
-    gid = entry.pw_gid
+    gid = uid if entry is None else entry.pw_gid
     if group is not None:
         found = _group_entry(group)
-        if found is None:
+        number = _bare(group) if found is None else found.gr_gid
+        if number is None:
             raise OSError(errno.ENOENT, f"the group {group!r} no longer exists")
-        gid = found.gr_gid
+        gid = number
+    if entry is None:  # a bare uid: its gid alone, none of the caller's groups
+        return Drop(user, uid, gid, (gid,), "/")
     name = entry.pw_name
     return Drop(name, entry.pw_uid, gid, tuple(os.getgrouplist(name, gid)), entry.pw_dir)

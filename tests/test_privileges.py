@@ -153,7 +153,8 @@ def test_group_without_user_is_refused(home: Path) -> None:
 @pytest.mark.parametrize("user, group, fragment", [
     ("no-such-user-xq", None, "'user' 'no-such-user-xq' does not exist"),
     ("nobody", "no-such-group-xq", "'group' 'no-such-group-xq' does not exist"),
-    (4000000000, None, "does not exist"),
+    (4294967295, None, "nor a uid from 0 to 4294967294"),
+    ("nobody", 4294967295, "nor a gid from 0 to 4294967294"),
     ("", None, "'user' must be a name or a number"),
     (["nobody"], None, "'user' must be a name or a number"),
 ])
@@ -237,6 +238,32 @@ def test_the_target_gets_exactly_its_users_groups(member, started) -> None:
     gid = grp.getgrnam(extra[0]).gr_gid
     assert ids["Gid"] == [gid] * 4
     assert sorted(ids["Groups"]) == sorted(set(os.getgrouplist(user, gid)))
+
+
+@needs_root
+@needs_python
+@pytest.mark.parametrize("group, gid", [(None, None), ("0", 0)])
+def test_a_uid_with_no_entry_runs_as_that_number(started, home: Path, group, gid) -> None:
+    """As a container runs an arbitrary uid: that uid, the gid asked or else the same
+    number, no other group (root's are gone), HOME /, and USER the number, not root."""
+    uid = next(n for n in range(99999, 199999) if _no_user(n))
+    target = started(TALKER, user=uid, group=group, cwd="/", name="bare",
+                     exec=PYTHON).pids["target"]
+    ids = proc_ids(target)
+    wanted = uid if gid is None else gid
+    assert ids["Uid"] == [uid] * 4 and ids["Gid"] == [wanted] * 4
+    assert ids["Groups"] == [wanted]
+    env = environ(target)
+    assert (env["HOME"], env["USER"], env["LOGNAME"]) == ("/", str(uid), str(uid))
+    assert f"user     {uid}" in _status_text("bare")
+
+
+def _no_user(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return True
+    return False
 
 
 @needs_root
