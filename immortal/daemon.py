@@ -83,6 +83,7 @@ class Daemon(Holding, Scaling, Answering):
         self.stop_request: Command | None = None  # passed on to the pump that stops
         self.stop_by_signal = False  # passed on as SIGTERM rather than as the request
         self.restart_asked = False  # by a signal (SIGHUP, SIGCONT), carried out after it
+        self.hangup = False  # a SIGHUP among them: the operator's, said if refused
         self.started = False  # the first pump reported success: the caller has its answer
         self.finished = False  # the pump said the group is over
         self.loop = Loop(selectors.DefaultSelector())
@@ -389,12 +390,12 @@ class Daemon(Holding, Scaling, Answering):
     def _on_continue(self) -> None:
         """SIGCONT: a restart as SIGHUP's, unless it resumes a stop we took (``jobstop``)."""
         if not self.job_stops.resumed():
-            self._on_hangup()
+            self.restart_asked = True
 
     def _on_hangup(self) -> None:
         """SIGHUP: a restart, rolling where the pump rolls (``rollout``), once the signals
         that came with it are taken (``_restart_asked``)."""
-        self.restart_asked = True
+        self.restart_asked = self.hangup = True
 
     def _restart_asked(self) -> None:
         """The restart a signal asked, at the end of the loop's turn: not once a stop was
@@ -402,10 +403,11 @@ class Daemon(Holding, Scaling, Answering):
         a process handles signals that are pending together from the last sent, so the
         SIGCONT can come first: taken at once, its restart would reach the pump before the
         stop."""
-        self.restart_asked = False
+        hangup, self.restart_asked, self.hangup = self.hangup, False, False
         if self.stop_request is not None or supervise.ending(self.machine):
-            rolelog.report("command", "immortal: daemon: a restart signal during the stop "
-                                      "was ignored\n")
+            if hangup:  # not the SIGCONT a service manager sends after every SIGTERM
+                rolelog.report("command", "immortal: daemon: a restart signal during the "
+                                          "stop was ignored\n")
             return
         self._restart_signal()
 
