@@ -58,6 +58,7 @@ class ForegroundDaemon(Daemon):
         self.handshake = Handshake(write_end)
         self.heard = b""
         self.failure: str | None = None  #: the start's error, if it failed
+        self.announced = False  #: the start said: a later pump's answer says it no more
         self.stop_asked = False  #: a stop was requested (a signal, 'immortal stop')
         self.notifier = Notifier.from_environ()
         self.reload_from: Status | None = None  #: a reload under way: from what
@@ -139,7 +140,8 @@ class ForegroundDaemon(Daemon):
             rolelog.report("answer", f"immortal: error: {self.failure}\n")
         elif message.get("ok"):
             status = read_status(self.directory)
-            if status is not None:
+            if status is not None and not self.announced:
+                self.announced = True
                 rolelog.report("answer", started_view(self.spec.name, "foreground", status)
                                + f"\nstop it with Ctrl-C, 'kill {os.getpid()}' or "
                                f"'immortal stop {self.spec.name}'\n")

@@ -167,6 +167,9 @@ def test_a_pump_killed_is_replaced_and_the_target_kept(foreground):
     assert after.pids["target"] == before.pids["target"] and fg.popen.poll() is None
     fg.popen.send_signal(signal.SIGTERM)
     assert fg.wait() == 0, described(fg)
+    # The start is said once: a new pump's answer said it again, with the dead pump's pid.
+    assert fg.err.count("started 'pumped'") == 1, fg.err
+    assert "pump killed by SIGKILL; starting a new one" in fg.err
 
 
 def test_giving_up_exits_1(foreground):
