@@ -453,8 +453,8 @@ def test_ctrl_z_then_fg_stops_the_job_and_resumes_it_without_a_restart(foregroun
 
 
 @pytest.mark.parametrize("then, said", [(signal.SIGCONT, False), (signal.SIGHUP, True)])
-def test_sigterm_then_sigcont_as_systemd_sends_them_stops_without_a_roll(foreground, then,
-                                                                        said):
+def test_sigterm_then_sigcont_as_systemd_sends_them_stops_without_a_roll(
+        foreground, then, said):
     """The SIGCONT a service manager sends after every SIGTERM is taken quietly; an
     operator's SIGHUP then is said to be ignored (before, every stop of a unit said so)."""
     fg = foreground("unit", "-w", "2", "--stop-timeout", "2", TALKER)
