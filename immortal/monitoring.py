@@ -66,6 +66,8 @@ class Host:
         self._count_workers()
         self.sinks = [_sink(monitor, plugin, slot, self.ledger, self.ledgers)
                       for slot, (monitor, plugin) in enumerate(plugins)]
+        for marks in self.ledgers:  # a call pumps keep dying in: skipped, before settle
+            delivery.suspect(self.sinks, marks)
         for sink in self.sinks:
             sink.settle()  # a call a dead pump was in: before setup, which writes
         self.workers = [delivery.Worker(sink, self.ledger) for sink in self.sinks] \

@@ -36,7 +36,10 @@ then; a call whose end lies past the stream's mark had not been recorded as retu
 lines may or may not have reached the monitor, which a successor asks, ``delivery.py``). A
 successor hands each monitor only the lines past its own mark, so a block one monitor had
 taken and another not yet reaches each exactly once. The daemon reads ``progress``, marks
-and ``busy`` to tell a pump that no longer drains its pipes (``stall.py``).
+and ``busy`` to tell a pump that no longer drains its pipes (``stall.py``). The page's last
+word is the call in doubt that the last pumps died in, one after another, with their count
+(``suspect``): a monitor that kills its pump on some lines is handed them no more after a
+few deaths (``delivery.suspect``).
 """
 
 from __future__ import annotations
@@ -67,8 +70,10 @@ _SLOT = 64  # mark (stdout), mark (stderr), dropped, busy, queued, taken, doubt,
 _PAIR = struct.Struct("=QQ")
 _LEDGER = _STREAM * len(STREAMS)
 _LEDGER_END = _LEDGER + 8 + SLOTS * _SLOT
+_SUSPECT = _LEDGER_END  # the call pumps died in, in a row: the first page's last word
 _PAGE = 4096
 _DATA = _PAGE  # the buffers' data, from the second page on
+assert _SUSPECT + 8 <= _PAGE
 SIZE = _DATA + 2 * len(STREAMS) * CAPACITY
 _HEADS = struct.Struct("=QQQ")
 #: the relay's copies come and go at every read: malloc keeps this much of them (_linux)
@@ -386,6 +391,14 @@ class Ledger:
     def clear_doubt(self, slot: int) -> None:
         if slot < SLOTS:
             _PAIR.pack_into(self._map, _LEDGER + 8 + slot * _SLOT + 48, 0, 0)
+
+    def suspect(self) -> int:
+        """The call in doubt that the last pumps died in, one after another, and how many
+        (``delivery.suspect`` writes and reads it); 0: none."""
+        return _WORD.unpack_from(self._map, _SUSPECT)[0]
+
+    def set_suspect(self, value: int) -> None:
+        _WORD.pack_into(self._map, _SUSPECT, value)
 
     def journal_bytes(self, stream: int, start: int, end: int) -> bytes | None:
         """The bytes of ``stream`` from offset ``start`` to ``end`` if the journal still

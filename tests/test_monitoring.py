@@ -6,11 +6,12 @@ import json
 import os
 import re
 import signal
+import sys
 
 import pytest
 
 import immortal
-from conftest import TALKER, wait_for
+from conftest import LONG, TALKER, wait_for
 from immortal import monitorload
 
 pytestmark = pytest.mark.timeout(120)
@@ -82,6 +83,38 @@ def test_a_monitor_calling_sys_exit_in_its_hooks_ends_neither_the_pump_nor_the_o
     assert sum('"setup"' in line for line in path.read_text().splitlines()) == 1
     log = (group.directory / "pump.log").read_text()
     assert "raised in 'stdout'" in log and "SystemExit: quitter quits at b'out 1'" in log
+
+
+POISONED = """\
+import time
+for text in ("line 1", "poison", "line 2", "line 3"):
+    print(text, flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_line_a_monitor_kills_its_pump_on_is_skipped_for_it_after_a_few_deaths(
+        started, tmp_path):
+    """Each successor pump handed the monitor the line it had died on, and died: no line
+    after it reached any monitor, for as long as the group ran. Now the line is skipped
+    for that monitor once pumps have died in that call a few times in a row (counted as
+    dropped, said in pump.log); every other monitor gets every line once."""
+    kept, out = tmp_path / "crasher.txt", tmp_path / "file.log"
+    group = started(sys.executable, ["-c", POISONED], monitors={
+        "plugins.sample:Crasher": {"path": str(kept)}, "file": {"output": str(out)}})
+    first = group.pids["pump"]
+    wait_for(lambda: kept.read_bytes() if kept.exists() else b"",
+             lambda text: text == b"line 1\nline 2\nline 3\n", LONG,
+             what="the lines around the poisoned one")
+    text = out.read_text()
+    assert [text.count(f"stdout | {line}\n") for line in
+            ("line 1", "poison", "line 2", "line 3")] == [1, 1, 1, 1], text
+    status = group.status()
+    assert status.running and status.pids["pump"] != first
+    assert status.monitors["plugins.sample:Crasher"]["dropped"] == 1, status.monitors
+    log = (group.directory / "pump.log").read_text()
+    assert ("monitor 'plugins.sample:Crasher': 3 pumps in a row died in its call with 1 "
+            "line(s) of stdout") in log, log
 
 
 def test_a_check_calling_sys_exit_is_a_refusal_in_the_caller(home):

@@ -39,6 +39,17 @@ class Quitter(Noisy):
         sys.exit(0)
 
 
+class Crasher(immortal.Monitor):
+    """Ends its pump (``os._exit``, as a crash in C code would) on each line that says
+    'poison'; writes the other lines to options['path']."""
+
+    def stdout(self, line):
+        if b"poison" in line:
+            os._exit(3)
+        with open(self.options["path"], "ab") as handle:
+            handle.write(line + b"\n")
+
+
 class QuittingCheck(immortal.Monitor):
     """Its check() calls sys.exit: a refusal in the caller, not the caller's end."""
 
