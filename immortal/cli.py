@@ -180,9 +180,10 @@ def _restart(ns: argparse.Namespace) -> int:
 def _scale(ns: argparse.Namespace) -> int:
     from .group import attach
 
+    from .clinames import resolve
     from .state import instance_label
 
-    name, program, instance = address(ns.name)
+    name, program, instance = address(resolve(ns.name, ns.config))
     if instance is not None:
         raise InvalidSpec(f"scale takes a group's NAME, or GROUP/PROGRAM, not an instance "
                           f"(got {ns.name!r})")

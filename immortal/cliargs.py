@@ -167,9 +167,11 @@ def _signal_parser(sig: argparse.ArgumentParser) -> None:
 
 def _scale_parser(scale: argparse.ArgumentParser) -> None:
     scale.add_argument("name", metavar="NAME",
-                       help="the group; in a group of several programs, GROUP/PROGRAM")
+                       help="the group; in a group of several programs, GROUP/PROGRAM, or "
+                       "a program of the configuration file by its name")
     scale.add_argument("workers", type=int, metavar="N",
                        help="how many instances to run: more are spawned, the highest retire")
+    _file_option(scale)
     scale.add_argument("--timeout", type=float, metavar="S",
                        help="grace period of the instances that retire (default: the group's)")
 

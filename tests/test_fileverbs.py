@@ -279,7 +279,8 @@ def test_up_of_some_programs_then_the_rest_leaves_the_first_untouched(home, shop
 
 
 def test_a_program_by_its_bare_name(home, shop):
-    """status, restart, logs, stop and up of PROGRAM: the file's group's program."""
+    """status, restart, logs, scale, stop and up of PROGRAM: the file's group's
+    program."""
     ok(immortal(home, shop, "up"))
     before = pids(home, shop)
     status = ok(immortal(home, shop, "status", "worker"))
@@ -291,6 +292,10 @@ def test_a_program_by_its_bare_name(home, shop):
     assert now["shop/web:1"] == before["shop/web:1"]
     wait_for(lambda: ok(immortal(home, shop, "logs", "worker")),
              lambda text: "env QUEUE=jobs" in text, LONG, "the worker's lines")
+    assert ok(immortal(home, shop, "scale", "worker", "2")).startswith(
+        "'worker' runs 2 instance(s): shop/worker:0 ")
+    assert "shop/worker:1" in pids(home, shop)
+    ok(immortal(home, shop, "scale", "worker", "1"))
     assert ok(immortal(home, shop, "stop", "worker")) == "stopped shop/worker\n"
     assert "shop/worker:0" not in pids(home, shop)
     assert not os.path.exists(f"/proc/{now['shop/worker:0']}")
