@@ -120,7 +120,8 @@ class GroupApply(GroupStop):
             except StartError as exc:  # the old definition back, as the old ones run
                 self._hand([old[p.name] if p.name == name else p for p in sending], ())
                 note_unrolled(self.directory, left[1:])
-                raise StartError(f"{exc}; program {name!r} keeps its old definition",
+                raise StartError(f"{exc}; program {name!r} keeps its old definition"
+                                 + _done(applied, name, left[1:]),
                                  exc.status, exc.stderr) from None
             left.remove(name)
             note_unrolled(self.directory, left)
@@ -142,3 +143,13 @@ class GroupApply(GroupStop):
                 os.unlink(self.directory / name)
             except FileNotFoundError:
                 pass
+
+
+def _done(applied: Applied, failed: str, unrolled: list[str]) -> str:
+    """What an apply whose roll of ``failed`` failed had done, and left: the other
+    programs' actions, and those changed but not rolled yet (the next apply rolls them)."""
+    done = [f"{program} {action}" for program, action in applied.actions().items()
+            if program != failed and program not in unrolled and action != "unchanged"]
+    return ("; done: " + ", ".join(done) if done else "") + (
+        "; not rolled yet (the next apply rolls them): " + ", ".join(unrolled)
+        if unrolled else "")

@@ -289,11 +289,26 @@ def test_apply_with_a_broken_change_keeps_the_old_definition(group_started, tmp_
     before = pids(running(group, {"a": 1, "b": 1}))
     broken = {"file": sys.executable, "args": ["-c", "import sys; sys.exit(3)"],
               "ready": "line:^i=", "ready_timeout": 5.0, "stop_timeout": 5.0}
-    with pytest.raises(immortal.StartError, match="keeps its old definition"):
+    with pytest.raises(immortal.StartError, match="keeps its old definition") as caught:
         group.apply({"a": broken, "b": worker("other")})
     assert pids(running(group, {"a": 1, "b": 1})) == before
     spec = json.loads((group.directory / "spec.json").read_text())
     assert [p["args"][-1] for p in spec["programs"]] == ["fine", "other"]
+    assert "; done:" not in str(caught.value) and "not rolled" not in str(caught.value)
+
+
+def test_a_failed_apply_says_what_it_did_and_what_it_left(group_started):
+    """The roll of the first changed program fails: the error says which programs the
+    apply did change (one added) and which changed one it left unrolled, for the next."""
+    group = group_started("told", {"a": worker("fine"), "b": worker("other")})
+    running(group, {"a": 1, "b": 1})
+    broken = {"file": sys.executable, "args": ["-c", "import sys; sys.exit(3)"],
+              "ready": "line:^i=", "ready_timeout": 5.0, "stop_timeout": 5.0}
+    with pytest.raises(immortal.StartError) as caught:
+        group.apply({"a": broken, "b": worker("changed"), "c": worker("new")})
+    said = str(caught.value)
+    assert said.endswith("program 'a' keeps its old definition; done: c added; not rolled "
+                         "yet (the next apply rolls them): b"), said
 
 
 GATED = """\
