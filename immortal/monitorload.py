@@ -149,6 +149,10 @@ def check(factory: Any, options: object, name: str | None = None) -> dict[str, A
         factory, Monitor) else getattr(factory, "monitor_check", None)
     if checker is None:
         return options
+    if isinstance(factory, type) and _plain_method(factory, "check"):
+        raise MonitorError(f"monitor {name or factory.__name__!r}: check() must be a "
+                           "classmethod (@classmethod def check(cls, options)): it runs in "
+                           "the caller, before any monitor is made")
     try:
         result = checker(options)
     except MonitorOptionsError:
@@ -166,6 +170,15 @@ def check(factory: Any, options: object, name: str | None = None) -> dict[str, A
     result = dict(result)
     _check_json(who, result)
     return result
+
+
+def _plain_method(cls: type, attribute: str) -> bool:
+    """Whether ``cls`` defines ``attribute`` as a plain function (an instance method), as
+    the class's own dictionaries hold it, not as a classmethod or staticmethod."""
+    for klass in cls.__mro__:
+        if attribute in vars(klass):
+            return type(vars(klass)[attribute]).__name__ == "function"
+    return False
 
 
 def _check_json(who: str, options: dict[str, Any]) -> None:

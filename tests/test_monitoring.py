@@ -117,6 +117,13 @@ def test_a_line_a_monitor_kills_its_pump_on_is_skipped_for_it_after_a_few_deaths
             "line(s) of stdout") in log, log
 
 
+def test_a_check_that_is_no_classmethod_is_said_so(home):
+    with pytest.raises(immortal.MonitorError, match="monitor 'plugins.sample:InstanceCheck': "
+                       r"check\(\) must be a classmethod"):
+        immortal.start(TALKER, monitor="plugins.sample:InstanceCheck")
+    assert os.listdir(home) == []
+
+
 def test_a_check_calling_sys_exit_is_a_refusal_in_the_caller(home):
     with pytest.raises(immortal.MonitorOptionsError, match=r"^check\(\) called sys.exit\(5\)$"):
         immortal.start(TALKER, monitor="plugins.sample:QuittingCheck")

@@ -50,6 +50,13 @@ class Crasher(immortal.Monitor):
             handle.write(line + b"\n")
 
 
+class InstanceCheck(immortal.Monitor):
+    """check() written without @classmethod."""
+
+    def check(self, options):
+        return options
+
+
 class QuittingCheck(immortal.Monitor):
     """Its check() calls sys.exit: a refusal in the caller, not the caller's end."""
 
