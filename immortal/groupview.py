@@ -96,7 +96,7 @@ class GroupView:
         return self.status().output
 
     def tail(self, lines: int = 20, instance: int | None = None,
-             program: str | None = None) -> Iterator[bytes]:
+             program: str | None = None) -> list[bytes]:
         """The last ``lines`` lines of the group's output file (bytes, each with its newline,
         a last line not yet ended without); none while the file does not exist. Raises
         ``ImmortalError`` if the monitor declares no output file, ``StateDirError`` if the
@@ -110,7 +110,7 @@ class GroupView:
         count = _count(lines)
         if instance is not None:
             self._instance(instance, self.status(), program)
-        return tailing.tail(self._output_file(program), count, _of_instance(instance))
+        return list(tailing.tail(self._output_file(program), count, _of_instance(instance)))
 
     def follow(self, lines: int = 0, instance: int | None = None,
                program: str | None = None) -> Iterator[bytes]:
