@@ -3,12 +3,12 @@
 Layers (a module imports only from lower ones; tests/test_layering.py checks it):
 0 errors, records, _linux, hookimpls, entrypoints, detach, rolelog, bytecode, plainsignals,
   tomlkeys, phases, cliexamples, runargs ·
-1 hookspecs, monitorfind, standby, events, names, safety, channel, control, relay, orphans,
+1 hookspecs, monitorfind, standby, events, names, safety, channel, commands, relay, orphans,
   figures, tailing, cliargs, rolling, readiness, notify, addresses, envfile,
   completionscripts, configkeys,
   privileges, filewatch, memwatch, rolefds, units, loop, jobstop ·
 2 process, monitor, roles, delivery, instance, checks, machine, listen, configfile, holder,
-  statewords, sdnotify, spare ·
+  statewords, sdnotify, spare, control ·
 3 execute, monitorload, state, policy, kept, keptfiles, link, workers, completion, peers ·
 4 monitoring, render, dirwatch, stall, spec, groupview, statusfile, streams, metrics,
   scalerecord ·

@@ -16,8 +16,9 @@ import os
 import select
 import time
 
-from . import control, rolling, settling
+from . import rolling, settling
 from ._linux import is_alive, takes_signal
+from .commands import parse_signal
 from .errors import InvalidSpec, InvalidType, NoAnswer, NotRunning, StartError, StateDirError
 from .errors import ImmortalError, StopTimeout
 from .groupapply import GroupApply
@@ -100,21 +101,32 @@ class Group(GroupApply):
                           f"{grace + MARGIN:g} s")
 
     def _roll(self, before: Status, chosen: int | None, grace: float | None, batch: int,
-              program: str | None = None, rolling: bool = False) -> None:
+              program: str | None = None, rolling: bool = False,
+              below: int | None = None) -> None:
         """A rolling restart: asked, then followed in ``status.json``'s ``roll``."""
         if (before.roll or {}).get("state") == "rolling":
             raise NotRunning(f"group {self.name!r}: a rolling restart is in progress; wait "
                              "for it to end")
         last = int((before.roll or {}).get("id", 0))
         with Changes(self.directory) as changes:  # watched before the roll can end
-            self._request("restart", batch=batch, **_given(
-                timeout=grace, instance=chosen, program=program, rolling=rolling or None))
-            self._follow_roll(before, last, chosen, grace, batch, program, changes)
+            try:
+                self._request("restart", batch=batch, **_given(
+                    timeout=grace, instance=chosen, program=program, rolling=rolling or None,
+                    below=below))
+            except ImmortalError as exc:  # a group started by an immortal before 'below'
+                if below is None or "takes no below" not in str(exc):
+                    raise
+                below = None
+                self._request("restart", batch=batch, **_given(
+                    timeout=grace, instance=chosen, program=program, rolling=rolling or None))
+            self._follow_roll(before, last, chosen, grace, batch, program, changes, below)
 
     def _follow_roll(self, before: Status, last: int, chosen: int | None,
                      grace: float | None, batch: int, program: str | None,
-                     changes: Changes) -> None:
+                     changes: Changes, below: int | None = None) -> None:
         slots = 1 if chosen is not None else max(len(settling.of(before, program)), 1)
+        if below is not None:
+            slots = min(slots, below)
         steps = -(-slots // batch)
         deadline = time.monotonic() + MARGIN + steps * (
             self._grace(grace, program) + self._spec_value("ready_timeout", program)
@@ -166,7 +178,7 @@ class Group(GroupApply):
         _, status = self._root(wait=False)
         program = self._program(program, status)
         chosen = self._instance(instance, status, program)
-        value = control.parse_signal(number)
+        value = parse_signal(number)
         try:
             self._request("signal", signal=value, **_given(instance=chosen, program=program))
         except NoAnswer:  # the root is frozen or swamped: signal the targets ourselves

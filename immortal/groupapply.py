@@ -31,7 +31,8 @@ class GroupApply(GroupStop):
     _changing = False  #: within :meth:`changing`
 
     def _roll(self, before: Status, chosen: int | None, grace: float | None, batch: int,
-              program: str | None = None, rolling: bool = False) -> None:
+              program: str | None = None, rolling: bool = False,
+              below: int | None = None) -> None:
         raise NotImplementedError  # the Group's
 
     def _settled(self, counts: dict[str, int], patience: float, what: str,
@@ -114,9 +115,14 @@ class GroupApply(GroupStop):
                       ready + MARGIN, "did not take its new programs", None,
                       {p.name: p.workers for p in spec.programs})
         old = {p.name: p for p in spec.programs}
+        counts = {p.name: p.workers for p in sending}
         for name in applied.changed:
+            # The instances it added run the new definition already: rolled, they would
+            # be spawned twice.
+            had = old[name].workers if name in old else 0
+            below = had if 0 < had < counts.get(name, 0) else None
             try:
-                self._roll(self.status(), None, timeout, 1, name, rolling=True)
+                self._roll(self.status(), None, timeout, 1, name, rolling=True, below=below)
             except StartError as exc:  # the old definition back, as the old ones run
                 self._hand([old[p.name] if p.name == name else p for p in sending], ())
                 note_unrolled(self.directory, left[1:])

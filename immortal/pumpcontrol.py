@@ -1,4 +1,4 @@
-"""The pump's answers to control requests (``control.check_request`` checked them): a
+"""The pump's answers to control requests (``commands.check_request`` checked them): a
 status, a stop, a restart (a rolling one: ``rollout``) or a signal of every instance, of a
 program's (``GROUP/PROGRAM``) or of one (``NAME:K``, ``GROUP/PROGRAM:K``), a reopen of the
 monitors' files, a scale and an apply (as the group's root: a daemon does those with its
@@ -121,6 +121,9 @@ class PumpControl:
             if run is None:
                 raise NotRunning(f"group {self.spec.name!r} has no program {program!r}")
             chosen = list(run.instances)
+        below = request.get("below")
+        if below is not None:
+            chosen = chosen[:below]
         if k is None:
             return chosen
         if not 0 <= k < len(chosen):

@@ -312,7 +312,7 @@ class Reaped(Message):
 
 
 class Command(Message):
-    """A control request passed on to the pump, as ``control.check_request`` checked it."""
+    """A control request passed on to the pump, as ``commands.check_request`` checked it."""
 
     KEY = "cmd"
     request: dict[str, Any]

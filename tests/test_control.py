@@ -14,7 +14,7 @@ import pytest
 
 import immortal
 from conftest import SHORT, TALKER, wait_for
-from immortal import control
+from immortal import commands, control
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -188,17 +188,17 @@ def test_stop_with_a_per_call_grace(started):
 
 def test_an_apply_names_the_programs_its_caller_rolls_next_and_the_caller():
     request = {"cmd": "apply", "file": "apply.ab.json", "rolls": ["web"], "caller": 4321}
-    assert control.check_request(dict(request)) == request
+    assert commands.check_request(dict(request)) == request
     for wrong in ("web", [1], None):
         with pytest.raises(immortal.InvalidSpec, match="'rolls' must be a list of programs' names"):
-            control.check_request({**request, "rolls": wrong})
+            commands.check_request({**request, "rolls": wrong})
     for wrong in ("4321", 0, -1, True, 1.5, None):
         with pytest.raises(immortal.InvalidSpec, match="'caller' must be a process id"):
-            control.check_request({**request, "caller": wrong})
+            commands.check_request({**request, "caller": wrong})
     with pytest.raises(immortal.InvalidSpec, match="command 'stop' takes no caller"):
-        control.check_request({"cmd": "stop", "caller": 4321})
+        commands.check_request({"cmd": "stop", "caller": 4321})
     scale = {"cmd": "scale", "workers": 2, "caller": 4321}  # a scale's caller is recorded
-    assert control.check_request(dict(scale)) == scale
+    assert commands.check_request(dict(scale)) == scale
 
 
 def test_a_request_to_a_group_that_refuses_expires_is_sent_again_without_it(tmp_path):

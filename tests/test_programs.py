@@ -297,6 +297,27 @@ def test_apply_with_a_broken_change_keeps_the_old_definition(group_started, tmp_
     assert "; done:" not in str(caught.value) and "not rolled" not in str(caught.value)
 
 
+def test_a_change_with_more_instances_rolls_only_the_old_ones(group_started, tmp_path):
+    """A new definition and a higher count: the instances the apply adds are spawned with
+    the new definition, once; the roll replaces the old instance alone (before, it rolled
+    the new ones too, spawning each twice)."""
+    out = tmp_path / "a.log"
+    group = group_started("grown", {"a": worker("one", options={"output": str(out)}),
+                                    "b": worker("other")})
+    old = pids(running(group, {"a": 1, "b": 1}))
+    applied = group.apply({"a": worker("two", workers=3, options={"output": str(out)}),
+                           "b": worker("other")})
+    assert applied.actions()["a"] == "rolled"
+    status = running(group, {"a": 3, "b": 1})
+    now = pids(status)
+    assert now[("a", 0)] != old[("a", 0)] and now[("b", 0)] == old[("b", 0)]
+    assert status.roll["slots"] == ["a:0"], status.roll
+    for k in (0, 1, 2):
+        assert Path(f"/proc/{now[('a', k)]}/cmdline").read_bytes().endswith(b"\0two\0")
+    spawns = [line for line in out.read_text().splitlines() if "spawn pid" in line]
+    assert len(spawns) == 4, spawns  # the first, two added, one replacement
+
+
 def test_a_failed_apply_says_what_it_did_and_what_it_left(group_started):
     """The roll of the first changed program fails: the error says which programs the
     apply did change (one added) and which changed one it left unrolled, for the next."""
