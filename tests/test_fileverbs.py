@@ -431,6 +431,19 @@ def test_start_a_stopped_group_by_name_and_forget_it(home, tmp_path):
     assert immortal(home, tmp_path, "start", "job").returncode == 3
 
 
+def test_forget_removes_what_a_failed_start_left(home, tmp_path):
+    """A start that fails leaves its lock files and its output (to read why) in a directory
+    no command listed nor removed; forget removes it."""
+    failed = immortal(home, tmp_path, "run", "--name", "bad", "--ready", "uptime:5", TALKER,
+                      "--", "--exit", "3")
+    assert failed.returncode == 1, described(failed)
+    assert (home / "bad" / "lock").exists()
+    assert "no groups" in ok(immortal(home, tmp_path, "list"))
+    assert ok(immortal(home, tmp_path, "forget", "bad")).startswith("forgot 'bad'")
+    assert not (home / "bad").exists()
+    assert immortal(home, tmp_path, "forget", "bad").returncode == 3
+
+
 @pytest.mark.parametrize("command, name, fragment", [
     ("start", "web", "(got 'web': program 'web' of 'shop'); 'immortal up web' starts it"),
     ("start", "shop/web", "'immortal up web' starts it again from its file"),
