@@ -170,8 +170,13 @@ def closest(word: str, choices: Iterable[str]) -> str | None:
     """The choice spelled most like ``word``, if one is close enough to be a typo of it."""
     import difflib  # only when a message is built: it is not cheap to import
 
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return close[0] if close else None
+    choices = list(choices)
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    # A short form of one choice alone ('prod' for 'production').
+    longer = [choice for choice in choices if word and choice.startswith(word)]
+    return longer[0] if len(longer) == 1 else None
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -204,8 +204,8 @@ def test_an_unknown_environment_from_immortal_env(home, shop):
     write(shop, THREE)
     result = immortal(home, shop, "validate", IMMORTAL_ENV="prod")
     assert result.returncode == 2, described(result)
-    assert "$IMMORTAL_ENV: env: unknown environment 'prod'" in result.stderr
-    assert "production" in result.stderr
+    assert "$IMMORTAL_ENV: env: unknown environment 'prod' (did you mean 'production'?)" \
+        in result.stderr
 
 
 def test_no_file_here(home, tmp_path):
