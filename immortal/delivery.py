@@ -9,13 +9,14 @@ over again what its predecessor had not recorded as done) is cut to the lines pa
 monitor that takes lines one by one is repeated nothing, whatever the others had taken.
 
 What the marks cannot tell is a call that returned (the monitor wrote the line) in a pump
-killed before the mark was stored. For a monitor that can check its own output
-(``Monitor.delivered``), each call is preceded by a record "in doubt" in the ledger: the
-stream, the offset its lines end at, and the monitor's ``position`` then. A successor,
-before the monitors' setup, hands the lines of a call still in doubt to ``delivered`` on
-the new instance, which says how many of them its output holds: those are marked as
-delivered and not handed over again (``Sink.settle``). Without ``delivered``, or when it
-cannot tell (None), the lines are handed over again: at least once.
+killed before the mark was stored. Each call is preceded by a record "in doubt" in the
+ledger: the stream, the offset its lines end at, and, for a monitor that can check its own
+output (``Monitor.delivered``), its ``position`` then. A successor, before the monitors'
+setup, hands the lines of a call still in doubt to ``delivered`` on the new instance,
+which says how many of them its output holds: those are marked as delivered and not handed
+over again (``Sink.settle``). Without ``delivered``, or when it cannot tell (None), the
+lines are handed over again: at least once. A call that pumps die in, one after another,
+is skipped for its monitor at the third (``suspect``).
 
 With backpressure "drop" each sink sits behind a ``Worker``: a thread and a queue bounded
 in bytes of output. The pump only queues, so the target never waits on a monitor, even

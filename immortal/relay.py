@@ -31,10 +31,10 @@ lines it lost to backpressure "drop" (``dropped``), and since when a call into i
 lines were queued for it and how many it took (``queued``, ``taken``: what a dead pump
 had queued and the monitor not taken is counted as dropped by the successor), and the call
 in doubt (``doubt``: the stream and the offset its lines end at, stored before each call
-into a monitor that can tell what it received, with ``witness``, the monitor's own position
-then; a call whose end lies past the stream's mark had not been recorded as returned: its
-lines may or may not have reached the monitor, which a successor asks, ``delivery.py``). A
-successor hands each monitor only the lines past its own mark, so a block one monitor had
+into a monitor, with ``witness``, the position of a monitor that can tell what it
+received; a call whose end lies past the stream's mark had not been recorded as returned:
+its lines may or may not have reached the monitor, which a successor asks,
+``delivery.py``). A successor hands each monitor only the lines past its own mark, so a block one monitor had
 taken and another not yet reaches each exactly once. The daemon reads ``progress``, marks
 and ``busy`` to tell a pump that no longer drains its pipes (``stall.py``). The page's last
 word is the call in doubt that the last pumps died in, one after another, with their count
