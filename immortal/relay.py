@@ -34,12 +34,12 @@ in doubt (``doubt``: the stream and the offset its lines end at, stored before e
 into a monitor, with ``witness``, the position of a monitor that can tell what it
 received; a call whose end lies past the stream's mark had not been recorded as returned:
 its lines may or may not have reached the monitor, which a successor asks,
-``delivery.py``). A successor hands each monitor only the lines past its own mark, so a block one monitor had
-taken and another not yet reaches each exactly once. The daemon reads ``progress``, marks
-and ``busy`` to tell a pump that no longer drains its pipes (``stall.py``). The page's last
-word is the call in doubt that the last pumps died in, one after another, with their count
-(``suspect``): a monitor that kills its pump on some lines is handed them no more after a
-few deaths (``delivery.suspect``).
+``delivery.py``). A successor hands each monitor only the lines past its own mark, so a
+block one monitor had taken and another not yet reaches each exactly once. The daemon
+reads ``progress``, marks and ``busy`` to tell a pump that no longer drains its pipes
+(``stall.py``). The page's last word is the call in doubt that the last pumps died in, one
+after another, with their count (``suspect``): a monitor that kills its pump on some lines
+is handed them no more after a few deaths (``delivery.suspect``).
 """
 
 from __future__ import annotations
