@@ -8,7 +8,7 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
   completionscripts, configkeys,
   privileges, filewatch, memwatch, rolefds, units, loop, jobstop ·
 2 process, monitor, roles, delivery, instance, checks, machine, listen, configfile, holder,
-  statewords, sdnotify, spare, control ·
+  statewords, sdnotify, spare, control, suspects ·
 3 execute, monitorload, state, policy, kept, keptfiles, link, workers, completion, peers ·
 4 monitoring, render, dirwatch, stall, spec, groupview, statusfile, streams, metrics,
   scalerecord ·

@@ -16,7 +16,7 @@ setup, hands the lines of a call still in doubt to ``delivered`` on the new inst
 which says how many of them its output holds: those are marked as delivered and not handed
 over again (``Sink.settle``). Without ``delivered``, or when it cannot tell (None), the
 lines are handed over again: at least once. A call that pumps die in, one after another,
-is skipped for its monitor at the third (``suspect``).
+is skipped for its monitor at the third (``suspects``).
 
 With backpressure "drop" each sink sits behind a ``Worker``: a thread and a queue bounded
 in bytes of output. The pump only queues, so the target never waits on a monitor, even
@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 
 from .errors import MONITOR_ERRORS
-from .relay import PIPE_SIZE, STREAMS, Ledger
+from .relay import PIPE_SIZE, Ledger
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -109,7 +109,7 @@ class Sink:
         self._position, self._delivered = doubt
         #: store the call in doubt before each output call, by instance: a monitor that
         #: can tell is asked after its pump's death (``settle``), and a call that pumps
-        #: die in, in a row, is skipped (``suspect``)
+        #: die in, in a row, is skipped (``suspects``)
         self._doubts: dict[int, Callable[[int, int], None] | None] = {}
         #: which streams it takes at all (a monitor of events only is never called on output)
         self.takes = tuple(bool(block or lines or line[s]) for s in (0, 1))
@@ -120,6 +120,11 @@ class Sink:
         self.abandon: threading.Event | None = None
         self.lost: Callable[[int], None] = lambda count: None
         self._reported: dict[str, float] = {}
+
+    @property
+    def counts_ledger(self) -> Ledger:
+        """The ledger that holds this monitor's counts (its first instance's)."""
+        return self._ledger
 
     def _instance(self, instance: int | None) -> None:
         """Tell the monitor which instance the next call is about, if that changed."""
@@ -270,21 +275,6 @@ class Sink:
                     ledger.add_taken(slot, len(taken))
         marks.clear_doubt(slot)
 
-    def skip(self, marks: Ledger, stream: int, end: int) -> None:
-        """The lines of ``stream`` up to ``end`` that pumps died in a call of, one after
-        another (``suspect``), are not handed to this monitor again: marked as its, and
-        counted as dropped; said on stderr (the pump's log)."""
-        start = marks.mark(self.slot, stream)
-        data = marks.journal_bytes(stream, start, end)
-        count = data.count(b"\n") + (not data.endswith(b"\n")) if data else 1
-        marks.set_mark(self.slot, stream, end)
-        marks.clear_doubt(self.slot)
-        self._ledger.add_dropped(self.slot, count)
-        sys.stderr.write(f"immortal: monitor {self.name!r}: {DEATHS} pumps in a row died in "
-                         f"its call with {count} line(s) of {STREAMS[stream]} (offsets "
-                         f"{start} to {end}); they are skipped for it (counted as dropped)\n")
-        sys.stderr.flush()
-
     def event(self, hook: str, kwargs: dict[str, Any], strict: bool = False) -> None:
         function = self._events.get(hook)
         if function is None:
@@ -310,37 +300,6 @@ class Sink:
 
         traceback.print_exc(file=sys.stderr)
         sys.stderr.flush()
-
-
-#: A call into a monitor that this many pumps in a row died in (the same lines, its mark
-#: unmoved) is skipped: else a monitor that kills its pump on some line (``os._exit``, a
-#: crash in C code) is handed it by every successor, and no line after it reaches any
-#: monitor while the daemon starts pump after pump.
-DEATHS = 3
-_SLOT_BITS, _COUNT_BITS = 6, 4  # a suspect word: end, stream, count, slot (``suspect``)
-
-
-def suspect(sinks: list[Sink], marks: Ledger) -> None:
-    """In a successor pump, before ``settle``: the call in doubt in the journal of
-    ``marks`` (the first monitor's that has one) is the one its predecessor died in. The
-    journal keeps that call and how many pumps in a row died in it (``Ledger.suspect``);
-    at ``DEATHS`` its lines are skipped for that monitor (``Sink.skip``). A pump that died
-    in no call, or in another, starts the count again."""
-    found = next(((sink, doubt) for sink in sinks
-                  if (doubt := marks.doubt(sink.slot)) is not None), None)
-    if found is None:
-        marks.set_suspect(0)
-        return
-    sink, (stream, end, _) = found
-    call = (end << 1 | stream) << _COUNT_BITS + _SLOT_BITS | sink.slot
-    last = marks.suspect()
-    same = last & ~(((1 << _COUNT_BITS) - 1) << _SLOT_BITS) == call
-    count = ((last >> _SLOT_BITS) & ((1 << _COUNT_BITS) - 1)) + 1 if same else 1
-    if count < DEATHS:
-        marks.set_suspect(call | count << _SLOT_BITS)
-        return
-    marks.set_suspect(0)
-    sink.skip(marks, stream, end)
 
 
 _OUTPUT = 5  # the length of an output item in a Worker's queue (an event's is 3)

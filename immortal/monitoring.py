@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from . import delivery, relay
+from . import delivery, relay, suspects
 from .hookimpls import EVENTS, HOOKS, implementations, takes
 from .monitor import Monitor
 
@@ -67,7 +67,7 @@ class Host:
         self.sinks = [_sink(monitor, plugin, slot, self.ledger, self.ledgers)
                       for slot, (monitor, plugin) in enumerate(plugins)]
         for marks in self.ledgers:  # a call pumps keep dying in: skipped, before settle
-            delivery.suspect(self.sinks, marks)
+            suspects.suspect(self.sinks, marks)
         for sink in self.sinks:
             sink.settle()  # a call a dead pump was in: before setup, which writes
         self.workers = [delivery.Worker(sink, self.ledger) for sink in self.sinks] \

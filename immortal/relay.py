@@ -39,7 +39,7 @@ block one monitor had taken and another not yet reaches each exactly once. The d
 reads ``progress``, marks and ``busy`` to tell a pump that no longer drains its pipes
 (``stall.py``). The page's last word is the call in doubt that the last pumps died in, one
 after another, with their count (``suspect``): a monitor that kills its pump on some lines
-is handed them no more after a few deaths (``delivery.suspect``).
+is handed them no more after a few deaths (``suspects``).
 """
 
 from __future__ import annotations
@@ -394,7 +394,7 @@ class Ledger:
 
     def suspect(self) -> int:
         """The call in doubt that the last pumps died in, one after another, and how many
-        (``delivery.suspect`` writes and reads it); 0: none."""
+        (``suspects`` writes and reads it); 0: none."""
         return _WORD.unpack_from(self._map, _SUSPECT)[0]
 
     def set_suspect(self, value: int) -> None:
