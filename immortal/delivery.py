@@ -122,6 +122,11 @@ class Sink:
         self._reported: dict[str, float] = {}
 
     @property
+    def by_line(self) -> bool:
+        """Whether it takes its output one line a call (``stdout``/``stderr``)."""
+        return self._block is None and self._lines is None
+
+    @property
     def counts_ledger(self) -> Ledger:
         """The ledger that holds this monitor's counts (its first instance's)."""
         return self._ledger
@@ -180,6 +185,11 @@ class Sink:
                 ledger.add_taken(slot, data.count(b"\n"))
             ledger.set_busy(slot, 0)
             return
+        if self._delivered is None and doubt is not None:
+            # Asked of no one: the block's record is enough to find the call a pump died
+            # in (the line past the mark, ``suspects``), for a store per block, not line.
+            doubt(end << 1 | stream, 0)
+            doubt = None
         self._each_line(stream, name, data, offset, end, marks, doubt, extra)
 
     def _each_line(self, stream: int, name: str, data: bytes, offset: int, end: int,

@@ -38,7 +38,9 @@ def suspect(sinks: list[Sink], marks: Ledger) -> None:
         marks.set_suspect(0)
         return
     sink, (stream, end, _) = found
-    call = (end << 1 | stream) << _COUNT_BITS + _SLOT_BITS | sink.slot
+    # The call by where its monitor stood: its mark, unmoved while the pumps die in it.
+    call = (marks.mark(sink.slot, stream) << 1 | stream) << _COUNT_BITS + _SLOT_BITS \
+        | sink.slot
     last = marks.suspect()
     same = last & ~(((1 << _COUNT_BITS) - 1) << _SLOT_BITS) == call
     count = ((last >> _SLOT_BITS) & ((1 << _COUNT_BITS) - 1)) + 1 if same else 1
@@ -50,11 +52,14 @@ def suspect(sinks: list[Sink], marks: Ledger) -> None:
 
 
 def _skip(sink: Sink, marks: Ledger, stream: int, end: int) -> None:
-    """The lines of ``stream`` up to ``end`` are not handed to ``sink`` again: marked as
-    its, and counted as dropped (in the ledger of its counts); said on stderr (the pump's
-    log)."""
+    """The lines of the call, up to ``end`` (the first of them alone for a monitor that
+    takes one line a call), are not handed to ``sink`` again: marked as its, and counted as
+    dropped (in the ledger of its counts); said on stderr (the pump's log)."""
     start = marks.mark(sink.slot, stream)
     data = marks.journal_bytes(stream, start, end)
+    if data and sink.by_line and b"\n" in data[:-1]:
+        data = data[:data.index(b"\n") + 1]
+        end = start + len(data)
     count = data.count(b"\n") + (not data.endswith(b"\n")) if data else 1
     marks.set_mark(sink.slot, stream, end)
     marks.clear_doubt(sink.slot)

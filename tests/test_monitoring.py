@@ -124,6 +124,36 @@ def test_a_check_that_is_no_classmethod_is_said_so(home):
     assert os.listdir(home) == []
 
 
+# A target that prints a poisoned line among others, then more once its gate exists.
+GATED_POISON = """\
+import os, sys, time
+for text in ("line 1", "poison"):
+    print(text, flush=True)
+deadline = time.monotonic() + 60
+while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
+    time.sleep(0.01)
+print("line 2", flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_block_a_monitor_kills_its_pump_on_is_skipped_and_the_next_ones_reach_it(
+        started, tmp_path):
+    """The same for a monitor of whole blocks: the block it died on is skipped for it
+    (the lines of that call), and the lines after it reach it."""
+    kept, gate = tmp_path / "blocks.txt", tmp_path / "gate"
+    group = started(sys.executable, ["-c", GATED_POISON, str(gate)],
+                    monitors={"plugins.sample:BlockCrasher": {"path": str(kept)}})
+    status = wait_for(group.status, lambda s: s.monitors.get(
+        "plugins.sample:BlockCrasher", {}).get("dropped"), LONG, what="the block skipped")
+    assert status.running
+    gate.touch()
+    wait_for(lambda: kept.read_bytes() if kept.exists() else b"",
+             lambda text: text.endswith(b"line 2\n"), LONG, what="the line after it")
+    assert b"poison" not in kept.read_bytes()
+    assert "died in its call with" in (group.directory / "pump.log").read_text()
+
+
 def test_a_check_calling_sys_exit_is_a_refusal_in_the_caller(home):
     with pytest.raises(immortal.MonitorOptionsError, match=r"^check\(\) called sys.exit\(5\)$"):
         immortal.start(TALKER, monitor="plugins.sample:QuittingCheck")

@@ -57,6 +57,16 @@ class InstanceCheck(immortal.Monitor):
         return options
 
 
+class BlockCrasher(immortal.Monitor):
+    """As ``Crasher``, for a monitor that takes whole blocks of lines."""
+
+    def block(self, stream, data, offset):
+        if b"poison" in data:
+            os._exit(3)
+        with open(self.options["path"], "ab") as handle:
+            handle.write(data)
+
+
 class QuittingCheck(immortal.Monitor):
     """Its check() calls sys.exit: a refusal in the caller, not the caller's end."""
 
