@@ -29,15 +29,23 @@ _SLOT_BITS, _COUNT_BITS = 6, 4  # a suspect word: end, stream, count, slot
 
 def suspect(sinks: list[Sink], marks: Ledger) -> None:
     """In a successor pump, before ``Sink.settle``: the call in doubt in the journal of
-    ``marks`` (the first monitor's that has one) is the one its predecessor died in; at
-    ``DEATHS`` in a row, its lines are skipped for that monitor. A pump that died in no
-    call, or in another, starts the count again."""
+    ``marks`` (the first monitor's that has one) is the one its predecessor died in, if
+    it was in a call of that monitor then; at ``DEATHS`` in a row, its lines are skipped
+    for that monitor. A pump that died in no call, or in another, starts the count again;
+    one that died before it called that monitor again leaves the count as it was."""
     found = next(((sink, doubt) for sink in sinks
                   if (doubt := marks.doubt(sink.slot)) is not None), None)
     if found is None:
         marks.set_suspect(0)
         return
     sink, (stream, end, _) = found
+    # Counted only if the pump died in a call of that monitor ("busy" since it began): one
+    # killed before it handed the lines over again (at its start, say) proves nothing.
+    counts = sink.counts_ledger
+    died_in_it = counts.busy(sink.slot) != 0
+    counts.set_busy(sink.slot, 0)  # no call of the dead pump's runs now
+    if not died_in_it:
+        return
     # The call by where its monitor stood: its mark, unmoved while the pumps die in it.
     call = (marks.mark(sink.slot, stream) << 1 | stream) << _COUNT_BITS + _SLOT_BITS \
         | sink.slot
