@@ -316,9 +316,10 @@ class Rollout:
         if record is not None:
             self.status_file.last_exit = record
             inst.run.host.call("exit", status=record, instance=self.shown(inst))
-        self._roll_act(self.roll.old_gone(k))
-        if self.roll_info is not None:  # as it goes: a successor replaces it no more
-            self.roll_info["replaced"] = list(self.roll.replaced)
+        actions = self.roll.old_gone(k)
+        if self.roll_info is not None:  # before the next slot's replacement is recorded
+            self.roll_info["replaced"] = list(self.roll.replaced)  # a successor keeps it
+        self._roll_act(actions)
         self._write_status()
 
     def _swap_pipes(self, inst: Instance) -> bool:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 #: pumps in a row that died in one call (the same lines, its monitor's mark unmoved)
 DEATHS = 3
-_SLOT_BITS, _COUNT_BITS = 6, 4  # a suspect word: end, stream, count, slot
+_SLOT_BITS, _COUNT_BITS = 6, 4  # a suspect word: mark, stream, count, slot
 
 
 def suspect(sinks: list[Sink], marks: Ledger) -> None:

@@ -388,9 +388,11 @@ def test_a_pump_killed_after_a_slot_was_replaced_leaves_that_slot_alone(
     """The roll records each slot once it is replaced, not only at its end: the status
     counts it meanwhile, and the successor of a pump killed while slot 1 is replaced
     takes slot 1's replacement over and replaces slot 0 no more."""
-    group = started(LISTENER, ["--graceful", "--delay", "1"], workers=2, name="web",
-                    listen=["tcp://127.0.0.1:0"], ready="line:^serving",
-                    ready_timeout=LONG, stop_timeout=SHORT)
+    # Each replacement waits a second before it serves: slot 1's is still starting when
+    # the status is read and the pump killed.
+    group = started(LISTENER, ["--graceful", "--state", str(tmp_path / "pids"), "--delay",
+                               "1"], workers=2, name="web", listen=["tcp://127.0.0.1:0"],
+                    ready="line:^serving", ready_timeout=LONG, stop_timeout=SHORT)
     caller = threading.Thread(target=group.restart)
     caller.start()
     try:
