@@ -109,16 +109,16 @@ class Group(GroupApply):
                              "for it to end")
         last = int((before.roll or {}).get("id", 0))
         with Changes(self.directory) as changes:  # watched before the roll can end
+            asked = _given(timeout=grace, instance=chosen, program=program,
+                           rolling=rolling or None, below=below)
             try:
-                self._request("restart", batch=batch, **_given(
-                    timeout=grace, instance=chosen, program=program, rolling=rolling or None,
-                    below=below))
+                self._request("restart", batch=batch, **asked)
             except ImmortalError as exc:  # a group started by an immortal before 'below'
                 if below is None or "takes no below" not in str(exc):
                     raise
+                del asked["below"]  # all its instances rolled, as it can
                 below = None
-                self._request("restart", batch=batch, **_given(
-                    timeout=grace, instance=chosen, program=program, rolling=rolling or None))
+                self._request("restart", batch=batch, **asked)
             self._follow_roll(before, last, chosen, grace, batch, program, changes, below)
 
     def _follow_roll(self, before: Status, last: int, chosen: int | None,

@@ -177,7 +177,7 @@ def _plain_method(cls: type, attribute: str) -> bool:
     the class's own dictionaries hold it, not as a classmethod or staticmethod."""
     for klass in cls.__mro__:
         if attribute in vars(klass):
-            return type(vars(klass)[attribute]).__name__ == "function"
+            return isinstance(vars(klass)[attribute], types.FunctionType)
     return False
 
 
