@@ -2,7 +2,7 @@
 
 Layers (a module imports only from lower ones; tests/test_layering.py checks it):
 0 errors, records, _linux, hookimpls, entrypoints, detach, rolelog, bytecode, plainsignals,
-  tomlkeys, phases, cliexamples, runargs ·
+  tomlkeys, phases, cliexamples, runargs, ledger ·
 1 hookspecs, monitorfind, standby, events, names, safety, channel, commands, relay, orphans,
   figures, tailing, cliargs, rolling, readiness, notify, addresses, envfile,
   completionscripts, configkeys,

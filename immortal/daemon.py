@@ -26,7 +26,8 @@ from . import (_linux, adoption, control, dirwatch, forking, holder, jobstop, or
 from .detach import Handshake
 from .events import DAEMON_RESTART, PUMP_RESTART, ExitStatus
 from .loop import Loop
-from .relay import Ledger, open_journal
+from .ledger import Ledger
+from .relay import open_journal
 from .spec import Spec
 from .errors import ImmortalError
 from ._linux import process_start_time

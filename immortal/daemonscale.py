@@ -20,7 +20,7 @@ from .errors import InvalidSpec, NotRunning
 from .kept import KeptTargets
 from .keptfiles import KeptFiles
 from .records import replace
-from .relay import Ledger
+from .ledger import Ledger
 from .roles import Grow, Message, Reload, Retire
 from .scalerecord import noted, superseded
 from .spec import Spec, read_applied

@@ -33,8 +33,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from . import relay
 from .errors import MONITOR_ERRORS
-from .relay import PIPE_SIZE, Ledger
+from .ledger import Ledger
+from .relay import PIPE_SIZE
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -262,7 +264,7 @@ class Sink:
             return
         stream, end, witness = doubt
         start = marks.mark(slot, stream)
-        data = marks.journal_bytes(stream, start, end)
+        data = relay.journal_bytes(marks.journal, stream, start, end)
         if data is not None and self._delivered is not None:
             lines = data.split(b"\n")
             if not lines[-1]:

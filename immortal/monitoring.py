@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from . import delivery, relay, suspects
+from .ledger import Ledger
 from .hookimpls import EVENTS, HOOKS, implementations, takes
 from .monitor import Monitor
 
@@ -39,7 +40,7 @@ class Host:
 
     def __init__(self, monitors: Sequence[tuple[str, Any, Mapping[str, Any]]], name: str,
                  directory: Path, send: Callable[[Any], None] | None = None,
-                 ledger: relay.Ledger | Sequence[relay.Ledger] | None = None,
+                 ledger: Ledger | Sequence[Ledger] | None = None,
                  drop: bool = False, program: str | None = None) -> None:
         plugins: list[tuple[str, object]] = []
         self.terminal = False  # some monitor shows the output on the terminal itself
@@ -58,9 +59,9 @@ class Host:
         # Without a journal (a host driven by hand), a private ledger of the same shape.
         # With several instances of the program (``workers``), one journal each: the
         # first one's ledger holds the monitors' counts.
-        if isinstance(ledger, relay.Ledger):
+        if isinstance(ledger, Ledger):
             ledger = [ledger]
-        self.ledgers = list(ledger or [relay.Ledger(mmap.mmap(-1, relay.SIZE))])
+        self.ledgers = list(ledger or [Ledger(mmap.mmap(-1, relay.SIZE))])
         self.ledger = self.ledgers[0]
         self.plugins = [plugin for _, plugin in plugins]
         self._count_workers()
@@ -81,7 +82,7 @@ class Host:
             if isinstance(plugin, Monitor):
                 plugin.workers = len(self.ledgers)
 
-    def add_ledger(self, ledger: relay.Ledger) -> None:
+    def add_ledger(self, ledger: Ledger) -> None:
         """One more instance of the program (a scale up), with its journal's ledger."""
         self.ledgers.append(ledger)  # the sinks share this list
         self._count_workers()
@@ -163,8 +164,8 @@ class Host:
         return {sink.name: {"dropped": self.ledger.dropped(sink.slot)} for sink in self.sinks}
 
 
-def _sink(monitor: str, plugin: object, slot: int, ledger: relay.Ledger,
-          ledgers: list[relay.Ledger]) -> delivery.Sink:
+def _sink(monitor: str, plugin: object, slot: int, ledger: Ledger,
+          ledgers: list[Ledger]) -> delivery.Sink:
     """How the host calls one monitor: its events, and output through the one hook it has
     of block, lines, stdout/stderr (a Monitor's counts only if overridden). A Monitor is
     told the instance of each call in its ``instance``; a plain plugin, as an argument its

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import sys
 
-from . import monitorfind, monitoring, relay, rolelog
+from . import monitorfind, monitoring, rolelog
+from .ledger import Ledger
 from .errors import MONITOR_ERRORS
 from .events import PUMP_START
 from .monitoring import MONITOR_GRACE
@@ -55,7 +56,7 @@ class Hosts:
             [(name, monitorfind.find(name), options) for name, options in view.monitors],
             self.spec.name, view.program_dir,
             self.streams.send if self.channel and not self.spec.several else None,
-            [relay.Ledger(inst.streams.journal) for inst in run.instances],
+            [Ledger(inst.streams.journal) for inst in run.instances],
             drop=view.backpressure == "drop", program=view.program or None)
         if run.host.terminal and self.spec.strategy == Strategy.DEVELOPMENT:
             # (Its terminal is the pump's own stdout: the foreground's console echo stays.)
@@ -94,7 +95,7 @@ class Hosts:
             rolelog.report("monitors", f"immortal: pump: program {run.name!r}: its monitors "
                            f"failed ({exc}); it runs without them\n")
             run.host = monitoring.Host([], self.spec.name, run.spec.program_dir, None,
-                                       [relay.Ledger(inst.streams.journal)
+                                       [Ledger(inst.streams.journal)
                                         for inst in run.instances], program=run.name or None)
 
     def shut_down(self, run: Run, reason: str) -> None:

@@ -22,29 +22,12 @@ deliver twice, and so get each line exactly once. Compaction copies the undelive
 tail into the other buffer and then flips ``active`` in one aligned store, so a death
 mid-copy loses nothing.
 
-After the two streams' heads comes the ledger: the pump's ``progress`` (u64, one more for each read
-of a pipe), then one slot per monitor of the group (the first ``SLOTS``, in the order the
-group names them): how far each stream was delivered *to that monitor* (``mark``, the stream
-offset just past the last line it returned from, always on a line boundary), how many
-lines it lost to backpressure "drop" (``dropped``), and since when a call into it runs
-(``busy``, ``time.monotonic_ns()``, 0 between calls), and with backpressure "drop" how many
-lines were queued for it and how many it took (``queued``, ``taken``: what a dead pump
-had queued and the monitor not taken is counted as dropped by the successor), and the call
-in doubt (``doubt``: the stream and the offset its lines end at, stored before each call
-into a monitor, with ``witness``, the position of a monitor that can tell what it
-received; a call whose end lies past the stream's mark had not been recorded as returned:
-its lines may or may not have reached the monitor, which a successor asks,
-``delivery.py``). A successor hands each monitor only the lines past its own mark, so a
-block one monitor had taken and another not yet reaches each exactly once. The daemon
-reads ``progress``, marks and ``busy`` to tell a pump that no longer drains its pipes
-(``stall.py``). The page's last word is the call in doubt that the last pumps died in, one
-after another, with their count (``suspect``): a monitor that kills its pump on some lines
-is handed them no more after a few deaths (``suspects``).
+After the two streams' heads comes the ledger (``ledger.py``): the pump's read counter,
+then what each monitor was handed.
 """
 
 from __future__ import annotations
 
-import functools
 import mmap
 import select
 import socket
@@ -53,6 +36,7 @@ import struct
 from collections.abc import Callable
 
 from ._linux import keep_heap, memory_file, set_pipe_size
+from .ledger import LEDGER, PAGE
 
 MAX_LINE = 64 * 1024  #: longer lines are delivered in pieces of this size
 READ_SIZE = 64 * 1024
@@ -63,17 +47,8 @@ _WORD = struct.Struct("=Q")
 _HEAD = 24  # length, done, origin: three u64 words, each buffer's head
 _STREAM = 8 + 2 * _HEAD  # a stream's heads: active, then its two buffers'
 STREAMS = ("stdout", "stderr")
-#: monitors with a slot in the ledger; those past it are handed whole blocks again. As many
-#: as the first page holds with the heads: the ledger is read at every stall check.
-SLOTS = 62
-_SLOT = 64  # mark (stdout), mark (stderr), dropped, busy, queued, taken, doubt, witness: u64s
-_PAIR = struct.Struct("=QQ")
-_LEDGER = _STREAM * len(STREAMS)
-_LEDGER_END = _LEDGER + 8 + SLOTS * _SLOT
-_SUSPECT = _LEDGER_END  # the call pumps died in, in a row: the first page's last word
-_PAGE = 4096
-_DATA = _PAGE  # the buffers' data, from the second page on
-assert _SUSPECT + 8 <= _PAGE
+assert LEDGER == _STREAM * len(STREAMS)  # the ledger begins where the heads end
+_DATA = PAGE  # the buffers' data, from the second page on
 SIZE = _DATA + 2 * len(STREAMS) * CAPACITY
 _HEADS = struct.Struct("=QQQ")
 #: the relay's copies come and go at every read: malloc keeps this much of them (_linux)
@@ -154,7 +129,7 @@ class Relay:
         if count <= 0:
             return False
         _WORD.pack_into(journal, buffer, length + count)  # from here on the bytes are ours
-        _WORD.pack_into(journal, _LEDGER, _WORD.unpack_from(journal, _LEDGER)[0] + 1)
+        _WORD.pack_into(journal, LEDGER, _WORD.unpack_from(journal, LEDGER)[0] + 1)
         if self.echo is not None:
             _write_all(self.echo, journal[data + length: data + length + count])
         self._deliver(buffer, False)
@@ -283,144 +258,18 @@ def _write_all(fd: int, data: bytes) -> None:
             return  # the terminal went away; the monitor still gets every line
 
 
-def _nothing(value: int) -> None:
-    """A store into the ledger of a monitor past ``SLOTS``: none."""
-
-
 def open_journal(fd: int) -> mmap.mmap:
     return mmap.mmap(fd, SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 
 
-class Ledger:
-    """The ledger part of a journal: per monitor slot, marks, drops and the running call.
-
-    Each method (but ``journal_bytes``, a copy) is one or two stores or loads of 8 or 16
-    bytes in shared memory, no system call: cheap enough to run around every monitor call.
-    """
-
-    def __init__(self, journal: mmap.mmap) -> None:
-        self._map = journal
-
-    def progress(self) -> int:
-        """How many reads of the pipes the pumps made so far."""
-        return _WORD.unpack_from(self._map, _LEDGER)[0]
-
-    def mark(self, slot: int, stream: int) -> int:
-        """How far ``stream`` (0 stdout, 1 stderr) was delivered to monitor ``slot``."""
-        if slot >= SLOTS:
-            return 0
-        return _WORD.unpack_from(self._map, _LEDGER + 8 + slot * _SLOT + stream * 8)[0]
-
-    def set_mark(self, slot: int, stream: int, offset: int) -> None:
-        if slot < SLOTS:
-            _WORD.pack_into(self._map, _LEDGER + 8 + slot * _SLOT + stream * 8, offset)
-
-    def mark_store(self, slot: int, stream: int) -> Callable[[int], None]:
-        """``set_mark(slot, stream, offset)`` as one call of ``offset``, for a loop over
-        lines."""
-        if slot >= SLOTS:
-            return _nothing
-        return functools.partial(_WORD.pack_into, self._map, _LEDGER + 8 + slot * _SLOT
-                                 + stream * 8)
-
-    def dropped(self, slot: int) -> int:
-        """Lines monitor ``slot`` lost to backpressure "drop", across pumps."""
-        if slot >= SLOTS:
-            return 0
-        return _WORD.unpack_from(self._map, _LEDGER + 8 + slot * _SLOT + 16)[0]
-
-    def add_dropped(self, slot: int, count: int) -> None:
-        if slot < SLOTS:
-            _WORD.pack_into(self._map, _LEDGER + 8 + slot * _SLOT + 16,
-                            self.dropped(slot) + count)
-
-    def busy(self, slot: int) -> int:
-        """Since when (``time.monotonic_ns()``) a call into monitor ``slot`` runs; 0: none."""
-        if slot >= SLOTS:
-            return 0
-        return _WORD.unpack_from(self._map, _LEDGER + 8 + slot * _SLOT + 24)[0]
-
-    def set_busy(self, slot: int, since: int) -> None:
-        if slot < SLOTS:
-            _WORD.pack_into(self._map, _LEDGER + 8 + slot * _SLOT + 24, since)
-
-    def busy_store(self, slot: int) -> Callable[[int], None]:
-        """``set_busy(slot, since)`` as one call of ``since``."""
-        if slot >= SLOTS:
-            return _nothing
-        return functools.partial(_WORD.pack_into, self._map, _LEDGER + 8 + slot * _SLOT + 24)
-
-    def queued(self, slot: int) -> int:
-        """Backpressure "drop": lines queued for monitor ``slot`` so far (by the pump's
-        thread only)."""
-        return self._word(slot, 32)
-
-    def add_queued(self, slot: int, count: int) -> None:
-        if slot < SLOTS:
-            self._put(slot, 32, self._word(slot, 32) + count)
-
-    def taken(self, slot: int) -> int:
-        """Backpressure "drop": of those, the lines monitor ``slot`` has taken (by its own
-        thread only: each word has one writer)."""
-        return self._word(slot, 40)
-
-    def add_taken(self, slot: int, count: int) -> None:
-        if slot < SLOTS:
-            self._put(slot, 40, self._word(slot, 40) + count)
-
-    def doubt_store(self, slot: int) -> Callable[[int, int], None] | None:
-        """For monitor ``slot``, a function storing the call in doubt in one 16-byte store:
-        ``store(end << 1 | stream, witness)``, before a call with the lines of ``stream``
-        up to ``end``; ``witness``: 1 + the monitor's position then (``Monitor.position``),
-        0 for none. None past ``SLOTS``."""
-        if slot >= SLOTS:
-            return None
-        return functools.partial(_PAIR.pack_into, self._map, _LEDGER + 8 + slot * _SLOT + 48)
-
-    def doubt(self, slot: int) -> tuple[int, int, int | None] | None:
-        """``(stream, end, witness)`` of a call into monitor ``slot`` that began and was not
-        recorded as returned (its end past the stream's mark), or None."""
-        if slot >= SLOTS:
-            return None
-        word, witness = _PAIR.unpack_from(self._map, _LEDGER + 8 + slot * _SLOT + 48)
-        stream, end = word & 1, word >> 1
-        if not word or self.mark(slot, stream) >= end:
-            return None
-        return stream, end, witness - 1 if witness else None
-
-    def clear_doubt(self, slot: int) -> None:
-        if slot < SLOTS:
-            _PAIR.pack_into(self._map, _LEDGER + 8 + slot * _SLOT + 48, 0, 0)
-
-    def suspect(self) -> int:
-        """The call in doubt that the last pumps died in, one after another, and how many
-        (``suspects`` writes and reads it); 0: none."""
-        return _WORD.unpack_from(self._map, _SUSPECT)[0]
-
-    def set_suspect(self, value: int) -> None:
-        _WORD.pack_into(self._map, _SUSPECT, value)
-
-    def journal_bytes(self, stream: int, start: int, end: int) -> bytes | None:
-        """The bytes of ``stream`` from offset ``start`` to ``end`` if the journal still
-        holds them (read and not yet compacted away), else None."""
-        base = stream * _STREAM
-        buffer = base + 8 + (_WORD.unpack_from(self._map, base)[0] & 1) * _HEAD
-        length = _WORD.unpack_from(self._map, buffer)[0]
-        origin = _WORD.unpack_from(self._map, buffer + 16)[0]
-        if not origin <= start <= end <= origin + length:
-            return None
-        data = _data(buffer) - origin
-        return self._map[data + start: data + end]
-
-    def _word(self, slot: int, at: int) -> int:
-        if slot >= SLOTS:
-            return 0
-        return _WORD.unpack_from(self._map, _LEDGER + 8 + slot * _SLOT + at)[0]
-
-    def _put(self, slot: int, at: int, value: int) -> None:
-        _WORD.pack_into(self._map, _LEDGER + 8 + slot * _SLOT + at, value)
-
-    def snapshot(self) -> bytes:
-        """Progress and every slot, to compare with a later one: equal means no read and
-        no monitor call returned in between."""
-        return self._map[_LEDGER:_LEDGER_END]
+def journal_bytes(journal: mmap.mmap, stream: int, start: int, end: int) -> bytes | None:
+    """The bytes of ``stream`` from offset ``start`` to ``end`` if ``journal`` still holds
+    them (read and not yet compacted away), else None."""
+    base = stream * _STREAM
+    buffer = base + 8 + (_WORD.unpack_from(journal, base)[0] & 1) * _HEAD
+    length = _WORD.unpack_from(journal, buffer)[0]
+    origin = _WORD.unpack_from(journal, buffer + 16)[0]
+    if not origin <= start <= end <= origin + length:
+        return None
+    data = _data(buffer) - origin
+    return journal[data + start: data + end]

@@ -24,7 +24,8 @@ from __future__ import annotations
 import os
 import time
 
-from . import _linux, process, relay, supervise
+from . import _linux, process, supervise
+from .ledger import Ledger
 from .errors import NotRunning
 from .loop import draw
 from .records import replace
@@ -119,7 +120,7 @@ class Scaling:
         if run.host is None:  # a program added by an apply: its monitors, now
             self.start_host(run)
         else:
-            run.host.add_ledger(relay.Ledger(inst.streams.journal))
+            run.host.add_ledger(Ledger(inst.streams.journal))
             if run.host.terminal and self.spec.strategy == Strategy.DEVELOPMENT:
                 inst.streams.no_echo()  # (the foreground's console echo stays)
         self._watch_streams(inst)

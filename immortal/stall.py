@@ -1,7 +1,7 @@
 """Telling a pump that no longer drains the target's output: frozen, or stuck in a monitor.
 
 The daemon holds both ends of the target's pipes and the journal, whose ledger the pump
-updates as it works (``relay.Ledger``: a read counter, each monitor's marks, and "a call
+updates as it works (``ledger.Ledger``: a read counter, each monitor's marks, and "a call
 into monitor #i runs since t"). ``Watch`` arms a one-shot epoll on the pipes' read ends:
 it fires once output is waiting, and the daemon then compares the ledger after ``AFTER``
 seconds. A ledger that did not change while output still waits in a pipe means the pump has
@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ._linux import pipe_backlog
-from .relay import Ledger
+from .ledger import Ledger
 from .state import write_json
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import sys
 
+from . import relay
 from .relay import STREAMS
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
 if TYPE_CHECKING:
     from .delivery import Sink
-    from .relay import Ledger
+    from .ledger import Ledger
 
 #: pumps in a row that died in one call (the same lines, its monitor's mark unmoved)
 DEATHS = 3
@@ -64,7 +65,7 @@ def _skip(sink: Sink, marks: Ledger, stream: int, end: int) -> None:
     takes one line a call), are not handed to ``sink`` again: marked as its, and counted as
     dropped (in the ledger of its counts); said on stderr (the pump's log)."""
     start = marks.mark(sink.slot, stream)
-    data = marks.journal_bytes(stream, start, end)
+    data = relay.journal_bytes(marks.journal, stream, start, end)
     if data and sink.by_line and b"\n" in data[:-1]:
         data = data[:data.index(b"\n") + 1]
         end = start + len(data)

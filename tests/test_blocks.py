@@ -20,6 +20,7 @@ import pytest
 import immortal
 from conftest import LONG, wait_for
 from immortal import relay
+from immortal.ledger import Ledger
 from immortal.monitoring import Host
 from immortal_monitors.file import FileMonitor
 from immortal_monitors.jsonl import JsonlMonitor
@@ -242,7 +243,7 @@ def test_an_idle_journal_is_one_page():
             stream.recover(fd)
             stream.read()
             stream.deliver()
-        ledger = relay.Ledger(journal)
+        ledger = Ledger(journal)
         ledger.set_mark(0, 1, 0)
         ledger.set_busy(1, 0)
         ledger.snapshot()

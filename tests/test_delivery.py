@@ -17,6 +17,7 @@ from conftest import LONG, wait_for
 from immortal._linux import is_alive
 from immortal.daemoncontrol import STOP_MARGIN
 from immortal import relay
+from immortal.ledger import Ledger
 from immortal.monitoring import Host
 
 pytestmark = pytest.mark.timeout(180)
@@ -105,7 +106,7 @@ def test_a_successor_hands_each_monitor_only_the_lines_past_its_own_mark(tmp_pat
     def pump(die_at: bytes | None) -> relay.Relay:
         host = Host([("block", BlockTaker, {"got": got["block"]}),
                      ("lines", Taker, {"got": got["lines"], "die_at": die_at})],
-                    "g", tmp_path, ledger=relay.Ledger(journal))
+                    "g", tmp_path, ledger=Ledger(journal))
         return relay.Relay(r, journal, 0, lambda data, offset, end: host.block(
             "stdout", data, offset, end))
 

@@ -22,6 +22,7 @@ import pytest
 import immortal
 from conftest import LONG, wait_for
 from immortal import relay
+from immortal.ledger import Ledger
 from immortal.monitoring import Host
 from immortal.monitorload import resolve
 
@@ -233,7 +234,7 @@ def test_file_tells_a_written_block_from_an_unwritten_one_among_equal_lines(
 
     def pump(cls: Any, why: str) -> relay.Relay:
         options = {"output": str(out), "die": die, "max_bytes": max_bytes}
-        host = Host([("file", cls, options)], "g", tmp_path, ledger=relay.Ledger(journal))
+        host = Host([("file", cls, options)], "g", tmp_path, ledger=Ledger(journal))
         hosts.append(host)
         host.call("setup", why=why, message=None)
         return relay.Relay(r, journal, 0, lambda data, offset, end: host.block(
@@ -288,7 +289,7 @@ def test_a_plugin_with_monitor_delivered_is_asked_before_its_setup(tmp_path):
     plugin = Counted()
 
     def pump() -> relay.Relay:
-        host = Host([("counted", plugin, {})], "g", tmp_path, ledger=relay.Ledger(journal))
+        host = Host([("counted", plugin, {})], "g", tmp_path, ledger=Ledger(journal))
         return relay.Relay(r, journal, 0, lambda data, offset, end: host.block(
             "stdout", data, offset, end))
 
@@ -342,7 +343,7 @@ def test_logging_follows_a_record_that_rotated_its_file(tmp_path, die):
 
     def pump(cls: Any, why: str) -> relay.Relay:
         options = {"logger": logger.name, "die": die}
-        host = Host([("logging", cls, options)], "g", tmp_path, ledger=relay.Ledger(journal))
+        host = Host([("logging", cls, options)], "g", tmp_path, ledger=Ledger(journal))
         host.call("setup", why=why, message=None)
         return relay.Relay(r, journal, 0, lambda data, offset, end: host.block(
             "stdout", data, offset, end))

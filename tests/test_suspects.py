@@ -6,16 +6,17 @@ from __future__ import annotations
 import mmap
 
 from immortal import relay, suspects
+from immortal.ledger import Ledger
 
 
 class Sink:
     """What ``suspects`` needs of a monitor: its slot, name, counts, and how it takes."""
 
-    def __init__(self, ledger: relay.Ledger, slot: int = 0, by_line: bool = True) -> None:
+    def __init__(self, ledger: Ledger, slot: int = 0, by_line: bool = True) -> None:
         self.slot, self.name, self.by_line, self.counts_ledger = slot, "m", by_line, ledger
 
 
-def journal(text: bytes) -> relay.Ledger:
+def journal(text: bytes) -> Ledger:
     """A ledger whose stdout holds ``text``, read and not yet delivered."""
     memory = mmap.mmap(-1, relay.SIZE)
     # The journal's layout, written by hand: stdout's active buffer is its first (the
@@ -23,10 +24,10 @@ def journal(text: bytes) -> relay.Ledger:
     relay._HEADS.pack_into(memory, 8, len(text), 0, 0)
     data = relay._data(8)
     memory[data:data + len(text)] = text
-    return relay.Ledger(memory)
+    return Ledger(memory)
 
 
-def die_in_call(ledger: relay.Ledger, end: int, slot: int = 0) -> None:
+def die_in_call(ledger: Ledger, end: int, slot: int = 0) -> None:
     """A pump enters a call of the monitor of ``slot`` with stdout up to ``end``, and dies
     there."""
     ledger.doubt_store(slot)(end << 1 | 0, 0)
