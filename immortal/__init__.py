@@ -9,7 +9,8 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
   privileges, filewatch, memwatch, rolefds, units, loop, jobstop ·
 2 process, monitor, roles, delivery, instance, checks, machine, listen, configfile, holder,
   statewords, sdnotify, spare, control, suspects ·
-3 execute, monitorload, state, policy, kept, keptfiles, link, workers, completion, peers ·
+3 execute, monitorload, state, policy, kept, keptfiles, link, workers, completion, peers,
+  monitorthread ·
 4 monitoring, render, dirwatch, stall, spec, groupview, statusfile, streams, metrics,
   scalerecord ·
 5 supervise, adoption, spawner, readywatch, answer, request, groupstop, settling, listview ·

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from . import delivery, relay, suspects
+from . import delivery, monitorthread, relay, suspects
 from .ledger import Ledger
 from .hookimpls import EVENTS, HOOKS, implementations, takes
 from .monitor import Monitor
@@ -33,7 +33,7 @@ class Host:
 
     Output is delivered per monitor (``delivery.Sink``): each gets a line exactly once,
     across pumps, through the journal's ledger. With ``drop`` (backpressure "drop") each
-    monitor has a thread and a bounded queue of its own (``delivery.Worker``), so that a
+    monitor has a thread and a bounded queue of its own (``monitorthread.Worker``), so that a
     slow or hanging monitor loses its own lines and delays neither the target nor the
     other monitors.
     """
@@ -71,7 +71,7 @@ class Host:
             suspects.suspect(self.sinks, marks)
         for sink in self.sinks:
             sink.settle()  # a call a dead pump was in: before setup, which writes
-        self.workers = [delivery.Worker(sink, self.ledger) for sink in self.sinks] \
+        self.workers = [monitorthread.Worker(sink, self.ledger) for sink in self.sinks] \
             if drop else None
         for worker in self.workers or ():
             worker.take_over()
