@@ -30,6 +30,7 @@ from .pumpcontrol import PumpControl
 from .pumphosts import Hosts
 from .pumpops import Operations
 from .pumpstart import PumpStart
+from .pumptakeover import TakeOver
 from .rollout import Rollout
 from .rollsignals import RollSignals
 from .rollresume import RollResume
@@ -50,15 +51,16 @@ if TYPE_CHECKING:
 READS_PER_WAKE = relay.PIPE_SIZE // relay.READ_SIZE
 
 
-class Pump(Hosts, PumpStart, Scaling, PumpControl, Rollout, RollSignals, RollResume,
+class Pump(Hosts, TakeOver, PumpStart, Scaling, PumpControl, Rollout, RollSignals, RollResume,
            Operations):
-    """The running pump: carries out each instance's machine's actions, and turns what
-    happens (a target's death, output, signals, control requests, its daemon's death) into
-    events of the instance they are about, or of all (a stop). Its parts: ``Hosts`` (each
-    program's monitors), ``PumpStart`` (its state, its start-up), ``Scaling`` (a scale, an
-    apply), ``PumpControl`` (control requests), ``Rollout`` (a rolling restart),
-    ``RollSignals`` (its signals and deadlines), ``RollResume`` (one a dead pump left),
-    ``Operations`` (each program's watches of files and memory)."""
+    """The running pump: carries out each instance's machine's actions, and turns what happens
+    (a target's death, output, signals, control requests, its daemon's death) into
+    events of the instance they are about, or of all (a stop). Its parts: ``Hosts``
+    (each program's monitors), ``TakeOver`` (its daemon's death), ``PumpStart`` (its
+    state, its start-up), ``Scaling`` (a scale, an apply), ``PumpControl`` (control
+    requests), ``Rollout`` (a rolling restart), ``RollSignals`` (its signals and
+    deadlines), ``RollResume`` (one a dead pump left), ``Operations`` (each program's
+    watches of files and memory)."""
 
     # ----------------------------------------------------------------- the loop
     def _take_signals(self) -> None:

@@ -10,7 +10,7 @@ happens). The caller is answered once every instance's target is ready (``readin
 once for ``ready="spawn"``, else from the loop; ``answer.StartAnswer``). A step that fails
 answers the caller with the error and ends the pump, taking the targets it spawned with it;
 a target that dies before it is ready, or is not ready in time, stops the group, whose end
-answers the caller. Here too: the daemon's death, at any step (``_daemon_died``).
+answers the caller. Here too: the daemon's death, at any step (``pumptakeover``).
 """
 
 from __future__ import annotations
@@ -30,13 +30,12 @@ from .detach import Handshake
 from .errors import MONITOR_ERRORS
 from .events import PUMP_START, ExitStatus
 from .answer import StartAnswer
-from .link import DaemonLink, take_over
+from .link import DaemonLink
 from .loop import Loop, draw
-from .monitoring import MONITOR_GRACE
 from .notify import remove as remove_notify
 from .readywatch import ReadyWatch
 from .records import replace
-from .roles import Adopt, Fds, HandOver, Key, RoleArgs
+from .roles import Fds, HandOver, Key, RoleArgs
 from .spawner import Spawner
 from .spec import Spec, Strategy
 from .state import SOCKET_NAME, read_json
@@ -338,54 +337,6 @@ class PumpStart(StartAnswer):
         """The group is stopping or has ended: no instance will be spawned again."""
         return all(supervise.ending(inst.machine) for inst in self.instances)
 
-    def _daemon_died(self) -> None:
-        """The daemon is gone: become the daemon, keeping the targets and their pipes
-        (``link.take_over``); a group that is ending just ends."""
-        assert self.link.sock is not None
-        if self.link.sock.fileno() in self.selector.get_map():
-            self.selector.unregister(self.link.sock)
-        if self.pending and self.answered:
-            self._give_up(None, "its daemon died during the start")
-        if self._ending():
-            for inst in self.instances:
-                inst.streams.drain(final=False)
-            self.link.sock = None
-            return
-        adopts: dict[Key, Adopt] = {}
-        handed = self.args.adopts()
-        for inst in self.instances:
-            if inst.target is not None:
-                adopts[inst.key] = Adopt(inst.target.pid, inst.target.started_wall,
-                                         instance=inst.k, program=inst.program)
-                inst.target.close()
-            elif inst.key in handed:  # still starting: the target we were to adopt
-                adopts[inst.key] = replace(handed[inst.key], exit=None, ticks=None,
-                                           journal=False)
-        assert self.streams is not None
-        group = self.streams.fds(self.lock_fd)
-        fds = Fds(lock=self.lock_fd, channel=group.channel, notify=group.notify,
-                  listen=self.listen, console=group.console).with_instances(
-            {inst.key: inst.streams.files() for inst in self.instances}).with_spares(
-            {inst.key: inst.streams.spare for inst in self.instances if inst.streams.spare})
-        take_over(str(self.directory), adopts, fds, self._close_loop, self._settle,
-                  self.spec.title("daemon"))
-
-    def _close_loop(self) -> None:
-        """Before this process becomes the daemon in place: the loop and the pump's own
-        watches go (the daemon's loop is a new one)."""
-        self.loop.close()
-        self.close_operations()
-        self.spares.close()
-
-    def _settle(self) -> None:
-        """Before an exec into the daemon: the monitors' threads take what they were given
-        (the successor would hand the same lines over again); not longer: nobody reads the
-        pipes meanwhile."""
-        for inst in self.instances:
-            inst.streams.drain(final=False)
-        self._catch_up(MONITOR_GRACE)
-        self._write_status()
-
     def _carried_over(self, inst: Instance) -> supervise.State:
         """The counters of ``inst`` so far, as the previous pump left them (a group of
         one's are the group's)."""
@@ -406,7 +357,8 @@ class PumpStart(StartAnswer):
         rolelog.report("failed", f"immortal: pump: {message}\n")
         return 1
 
-    # What the running pump provides (pump.Pump, pumphosts.Hosts, rollout.Rollout).
+    # What the running pump provides (pump.Pump, pumphosts.Hosts, pumptakeover.TakeOver,
+    # rollout.Rollout).
     def _load_monitors(self) -> str | None:
         raise NotImplementedError
 
@@ -423,6 +375,9 @@ class PumpStart(StartAnswer):
         raise NotImplementedError
 
     def _target_died(self, inst: Instance, status: ExitStatus) -> None:
+        raise NotImplementedError
+
+    def _daemon_died(self) -> None:
         raise NotImplementedError
 
     def _loop(self) -> int:
