@@ -15,10 +15,10 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
   scalerecord ·
 5 supervise, adoption, spawner, readywatch, answer, request, groupstop, settling, listview ·
 6 pumpstart, scaling, pumpcontrol, rollout, rollsignals, rollresume, programs, pumphosts,
-  pumpops, configcheck, prepare, drain ·
+  pumpops, configcheck, prepare, drain, pumptakeover ·
 7 pump, groupapply, config, configview ·
 8 group ·
-9 forking, firstrole, daemonscale, daemonhold, daemoncontrol, forget ·
+9 forking, firstrole, daemonscale, daemonhold, daemoncontrol, forget, daemonsignals ·
 10 daemon, launcher, groupstart ·
 11 manager, foreground ·
 12 recorded, fgdaemon, fileverbs ·

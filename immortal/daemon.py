@@ -6,9 +6,7 @@ it is a child subreaper: when a pump dies, the target is re-parented to the daem
 starts a new pump that adopts the target (same pid, same pipes, nothing lost that was still
 in the pipe), and reaps the target for that pump when it dies.
 
-Signals: SIGTERM/SIGINT stop the group (passed to the pump); SIGHUP and SIGCONT restart
-it as ``immortal restart NAME`` does (rolling for a group of several or one that listens),
-except the SIGCONT that resumes a job-control stop (``jobstop``).
+Its signals: ``daemonsignals``.
 """
 
 from __future__ import annotations
@@ -29,13 +27,13 @@ from .loop import Loop
 from .ledger import Ledger
 from .relay import open_journal
 from .spec import Spec
-from .errors import ImmortalError
 from ._linux import process_start_time
 from .kept import KeptTargets
 from .keptfiles import KeptFiles
 from .holder import PAUSE
 from .daemoncontrol import OVERRULED, Answering
 from .daemonhold import Holding
+from .daemonsignals import Signals
 from .daemonscale import Scaling
 from .roles import (Command, Finish, Hello, Message, Retired, Rewrite, RoleArgs,
                     Spare, Started, Target, decode, split_adopts)
@@ -55,7 +53,7 @@ PUMP_WITH_TARGET = supervise.replace(PUMP_ALONE, backoff_max=0.5, killed_at_once
 PUMP_LAST = supervise.replace(PUMP_ALONE, restart=False)
 
 
-class Daemon(Holding, Scaling, Answering):
+class Daemon(Holding, Scaling, Signals, Answering):
     def __init__(self, spec: Spec, args: RoleArgs) -> None:
         # a new start adopting an orphan: its pipes, reopened; or a dead group's files
         args = adoption.claim(args, spec)
@@ -383,40 +381,6 @@ class Daemon(Holding, Scaling, Answering):
             adopt = self.first_adopt
             self.handshake.send(ok=True, target=adopt, adopted=adopt is not None)
         self.handshake.close()
-
-    # ----------------------------------------------------------------- signals, reaping
-    def _on_stop_signal(self) -> None:
-        self._stop({"cmd": "stop"}, by_signal=True)
-
-    def _on_continue(self) -> None:
-        """SIGCONT: a restart as SIGHUP's, unless it resumes a stop we took (``jobstop``)."""
-        if not self.job_stops.resumed():
-            self.restart_asked = True
-
-    def _on_hangup(self) -> None:
-        """SIGHUP: a restart, rolling where the pump rolls (``rollout``), once the signals
-        that came with it are taken (``_restart_asked``)."""
-        self.restart_asked = self.hangup = True
-
-    def _restart_asked(self) -> None:
-        """The restart a signal asked, at the end of the loop's turn: not once a stop was
-        asked. A service manager sends SIGCONT right after its SIGTERM (systemd does), and
-        a process handles signals that are pending together from the last sent, so the
-        SIGCONT can come first: taken at once, its restart would reach the pump before the
-        stop."""
-        hangup, self.restart_asked, self.hangup = self.hangup, False, False
-        if self.stop_request is not None or supervise.ending(self.machine):
-            if hangup:  # not the SIGCONT a service manager sends after every SIGTERM
-                rolelog.report("command", "immortal: daemon: a restart signal during the "
-                                          "stop was ignored\n")
-            return
-        self._restart_signal()
-
-    def _restart_signal(self) -> None:
-        try:
-            self._command({"cmd": "restart"})
-        except ImmortalError as exc:
-            rolelog.report("command", f"immortal: daemon: restart: {exc}\n")
 
     def _dir_restored(self, missing: set[str]) -> None:
         """The instance directory, or files of it, were removed and ``dirwatch`` put back
