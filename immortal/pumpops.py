@@ -20,10 +20,12 @@ successor watches again from its start (a change in between is not seen).
 
 from __future__ import annotations
 
+import os
+import re
 import time
 
-from . import memwatch, rolelog, supervise
-from .errors import ImmortalError
+from . import memwatch, monitorfind, monitorload, rolelog, supervise
+from .errors import MONITOR_ERRORS, ImmortalError
 from .filewatch import FileWatch
 from .memwatch import MemoryWatch
 
@@ -35,15 +37,36 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .loop import Loop
+    from .spec import Spec
     from .workers import Instance, Run
 
 WATCH = "watch"  #: the restart record's reason after a change of a watched file
+
+
+def written(spec: Spec) -> list[str]:
+    """The files the group's monitors write (``Monitor.output_path``: a ``file`` or
+    ``jsonl`` monitor's ``output``), each with its rotations (``app.log.1``,
+    ``app.log-20261203.gz``), as ``ignore`` globs: a log kept in a watched directory would
+    otherwise restart its program a watch delay after each line it logs."""
+    found = []
+    for view in spec.each():
+        for name, options in view.monitors:
+            try:
+                path = monitorload.output_path(monitorfind.find(name), options,
+                                               view.program_dir)
+            except MONITOR_ERRORS:
+                continue  # its program failed to load it, and says so
+            if path:
+                # Escaped: a '[', '*' or '?' in the path is itself.
+                found.append(re.sub(r"([*?\[])", r"[\1]", os.path.abspath(path)) + "*")
+    return found
 
 
 class Operations:
     """What the pump (``pump.Pump``) does for each program's ``watch=`` and
     ``memory_limit=``; the rest it provides."""
 
+    spec: Spec
     runs: dict[str, Run]
 
     @property
@@ -69,7 +92,8 @@ class Operations:
         self.unwatch_run(run)
         spec = run.spec
         if spec.watch:
-            files = FileWatch(spec.watch, spec.ignore, spec.watch_delay)
+            files = FileWatch(spec.watch, (*spec.ignore, *written(self.spec)),
+                              spec.watch_delay)
             if files.start():
                 run.files = files
                 self.loop.watch(files.fd, files.on_ready)

@@ -227,6 +227,42 @@ def test_an_ignored_change_restarts_nothing(started, tmp_path: Path) -> None:
     assert group.pids["target"] == first and group.status().restarts == 0
 
 
+# A line a third of a second: each of its writes to a log in the watched directory is
+# followed by a quiet longer than the watch's delay, after which a change restarts.
+TALKING = ["-c", "import os, time\nwhile True:\n    print(os.getpid(), 'x' * 60, flush=True)\n"
+                 "    time.sleep(0.3)\n"]
+
+
+@pytest.mark.parametrize("monitor", ["file", "jsonl"])
+def test_the_files_its_own_monitors_write_in_a_watched_directory_restart_nothing(
+        started, tmp_path: Path, monitor: str) -> None:
+    """A log kept beside the code (``--watch . -o output=./app.log``): each line the
+    monitor writes, and each rotation of the file, is a change in the watched directory,
+    which must not restart the program it logs."""
+    log = tmp_path / "app.log"
+    group = started(sys.executable, TALKING, watch=[str(tmp_path)], watch_delay=0.1,
+                    monitors={monitor: {"output": str(log), "max_bytes": 512, "backups": 3}},
+                    cwd=tmp_path, ready="spawn")
+    first = str(group.pids["target"])
+
+    def lines() -> tuple[int, bool]:
+        """The first target's lines in the log and its rotations; whether it rotated."""
+        count, rotated = 0, False
+        for path in tmp_path.glob("app.log*"):
+            try:
+                count += path.read_text().count(first)
+            except FileNotFoundError:  # rotated away since the listing: read at the next
+                return 0, False
+            rotated = rotated or path.name != "app.log"
+        return count, rotated
+
+    wait_for(lines, lambda found: found[0] >= 8 and found[1], LONG,
+             what="eight lines of the first target, and a rotation of the log")
+    status = group.status()
+    assert (str(status.pids["target"]), status.restarts, status.spawned) == (first, 0, 1), \
+        status
+
+
 def test_a_group_that_listens_rolls_on_a_change(started, tmp_path: Path) -> None:
     """The restart a SIGHUP asks for: a group that listens rolls (the old target serves
     until its replacement is ready)."""
