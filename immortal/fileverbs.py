@@ -88,8 +88,11 @@ def up(config: Config, programs: Sequence[str] = ()) -> Outcome:
         missing = [p for p in names if p not in live]
         if missing:
             group.apply_built([*live.values(), *built(config, missing, spec)], spec=spec)
-    return Outcome(group, {p: "started" if p in missing else "running" for p in names},
-                   _group_notes(config, spec))
+    # A job that did its work (a final exit code) is not running: a restart runs it again.
+    done = {program for program, entries in group.status().programs().items()
+            if entries and all(entry.finished for entry in entries)}
+    return Outcome(group, {p: "started" if p in missing else "finished" if p in done
+                           else "running" for p in names}, _group_notes(config, spec))
 
 
 def with_variables(spec: Spec, config: Config) -> Spec:
@@ -274,6 +277,8 @@ def describe(outcome: Outcome) -> list[str]:
             f"{name}/{program}:{entry.instance} {entry.pid}" for entry in status.instances
             if entry.program == program and entry.pid]
         lines.append(f"{action} {name}/{program}"
-                     + (f": {', '.join(pids)}" if pids and action != "stopped" else ""))
+                     + (f": {', '.join(pids)}" if pids and action != "stopped" else "")
+                     + (f" (a final exit code: its job is done; 'immortal restart "
+                        f"{name}/{program}' runs it again)" if action == "finished" else ""))
     return ([outcome.applied] if outcome.applied else []) + lines + [
         f"note: {note}" for note in outcome.notes]

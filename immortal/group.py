@@ -80,8 +80,11 @@ class Group(GroupApply):
         grace = self._grace(timeout, program)
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise InvalidSpec(f"'batch' must be an int, 1 or more (got {batch!r})")
-        mine = settling.of(before, program)
-        if rolling.rolls(len(mine) > 1 or self._listens(program), all_at_once):
+        # As the pump decides (``PumpControl.rolls``): a program of several instances, or
+        # one that listens, rolls; a group of programs of one instance each does not.
+        counts = [len(entries) for name, entries in before.programs().items()
+                  if program in (None, name)] or [len(settling.of(before, program))]
+        if rolling.rolls(max(counts) > 1 or self._listens(program), all_at_once):
             if before.starting:
                 _, before = self._root()
             self._roll(before, chosen, grace, batch, program)
@@ -323,12 +326,13 @@ class Changes:
 def restarted(before: Status, now: Status, instance: int | None,
               program: str | None = None) -> bool:
     """Whether ``now`` shows the restart asked in ``before``: each instance restarted
-    (``program``'s, ``instance`` alone, if given) and running again."""
+    (``program``'s, ``instance`` alone, if given) and running again, or run again and
+    finished (a job: a final exit code)."""
     if not before.instances or not now.instances:
         return now.spawned > before.spawned and now.state == "running"
     then = {(entry.program, entry.instance): entry.spawned for entry in before.instances}
     return all(entry.spawned > then.get((entry.program, entry.instance), 0)
-               and entry.state == "running" for entry in now.instances
+               and (entry.state == "running" or entry.finished) for entry in now.instances
                if instance in (None, entry.instance) and program in (None, entry.program))
 
 

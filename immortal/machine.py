@@ -152,3 +152,17 @@ Action = Spawn | Hook | Kill | Wake | Finish
 def group_phase(phases: Iterable[str]) -> Phase:
     """The group's phase, from its instances' (``phases.combined``)."""
     return Phase(combined(phases))
+
+
+def final_reason(code: int) -> str:
+    """Why a machine stopped on its own: its target exited with ``code``, one of its
+    policy's ``final_exit_codes`` (a job that is done: ``finished``)."""
+    return f"exit code {code} means do not restart"
+
+
+def finished(phase: str, reason: str | None, code: int | None) -> bool:
+    """Whether a machine (or an instance's status) in ``phase``, stopped for ``reason``
+    after an exit with ``code``, stopped on its own: its target finished its job (a final
+    exit code), not stopped by a stop. While its group runs it is done, not failing: ready
+    and settled, and run again by a restart."""
+    return phase == STOPPED and code is not None and reason == final_reason(code)

@@ -315,9 +315,16 @@ class Pump(Hosts, TakeOver, PumpStart, Scaling, PumpControl, Rollout, RollSignal
 
     def _stop_all(self, reason: str, grace: float | None = None) -> None:
         """Every instance stops, each with ``grace``, else its program's own."""
+        self.stop_asked = True
         self.abort_roll(grace)
         self._feed_all(lambda inst: supervise.Stop(
             inst.run.spec.stop_timeout if grace is None else grace, reason))
+
+    def _rerun(self, inst: Instance, why: str) -> None:
+        """A restart of an instance that ended on its own (``supervise.rerunnable``): its
+        target is run again."""
+        inst.machine, actions = supervise.rerun(inst.machine, why)
+        self._act(inst, actions)
 
     def _act(self, inst: Instance, actions: tuple[supervise.Action, ...],
              spawned: process.Child | OSError | None = None) -> None:

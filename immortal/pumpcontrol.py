@@ -42,6 +42,8 @@ class PumpControl:
     _status_data: Callable[[], dict[str, Any]]
     _feed_all: Callable[..., None]  #: an event for every instance, or those chosen
     _stop_all: Callable[..., None]
+    _rerun: Callable[[Instance, str], None]
+    stop_asked: bool  #: the group stops (``pump.Pump._stop_all``)
     _phase: Callable[[], supervise.Phase]
     start_roll: Callable[[list[Instance], int, float | None], int]  #: ``rollout.Rollout``
     signal_replacements: Callable[[list[Instance], int], int]  #: ``rollout.Rollout``
@@ -79,12 +81,18 @@ class PumpControl:
             if self.roll_running:
                 raise NotRunning("a rolling restart is in progress; wait for it to end")
             why = request.get("why", "manual")  # the operator's, or a watch's
+            # Those that ended on their own (a job done, restarts given up) run again.
+            again = [] if self.stop_asked else [
+                inst for inst in chosen if supervise.rerunnable(inst.machine)]
+            others = [inst for inst in chosen if inst not in again]
             refused = [supervise.refusal(inst.machine, supervise.Restart(0.0, why))
-                       for inst in chosen]
-            if all(refused):
+                       for inst in others]
+            if not again and all(refused):
                 raise NotRunning(str(refused[0]))
             self._feed_all(lambda inst: supervise.Restart(
-                inst.run.spec.stop_timeout if grace is None else float(grace), why), chosen)
+                inst.run.spec.stop_timeout if grace is None else float(grace), why), others)
+            for inst in again:
+                self._rerun(inst, why)
         elif cmd == "signal":
             # During a roll both generations of a slot serve: the old target, until it is
             # gone, and its replacement, before it takes the slot.

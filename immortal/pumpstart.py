@@ -112,6 +112,7 @@ class PumpStart(StartAnswer):
         self.replacements: dict[Any, Any] = {}  #: rollout.Replacement, by slot
         self.old_kill_at: dict[Any, float] = {}
         self.finish_waiting: supervise.Finish | None = None
+        self.stop_asked: bool = False  #: the group stops: nothing runs again (``_stop_all``)
 
     @property
     def instances(self) -> list[Instance]:

@@ -114,16 +114,16 @@ def of(status: Status, program: str | None) -> list[Any]:
 
 def settled(status: Status, counts: Mapping[str, int]) -> bool:
     """Whether ``status`` shows each program of ``counts`` with that many instances, each
-    running and ready (0: the program gone)."""
+    running and ready, or finished (0: the program gone)."""
     return all(_runs(status, program, count) for program, count in counts.items())
 
 
 def _runs(status: Status, program: str, count: int) -> bool:
     """Whether ``status`` shows ``program`` with ``count`` instances, each running and
-    ready (0: the program gone)."""
+    ready, or finished (its job done: a final exit code); 0: the program gone."""
     if program and count == 0:
         return program not in status.programs()
     mine = of(status, program or None) if program else status.instances
     return (len(mine) or (1 if not program else 0)) == count and all(
-        entry.state == "running" and entry.ready for entry in mine) and (
+        (entry.state == "running" and entry.ready) or entry.finished for entry in mine) and (
         bool(mine) or (status.state == "running" and status.ready))

@@ -122,6 +122,15 @@ class InstanceStatus(MutableRecord):
     notify_status: str | None = None  #: its target's last sd_notify ``STATUS=`` text
     program: str | None = None  #: its program, in a group of several programs
 
+    @property
+    def finished(self) -> bool:
+        """Its target finished its job (a final exit code): done, not failing, while the
+        group runs (``machine.finished``)."""
+        from .machine import finished
+
+        code = self.last_exit.code if self.last_exit is not None else None
+        return finished(self.state, self.reason, code)
+
     def to_json(self) -> dict[str, Any]:
         return {**({"program": self.program} if self.program else {}),
                 "instance": self.instance, "state": self.state, "pid": self.pid,

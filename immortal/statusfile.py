@@ -134,7 +134,8 @@ class StatusFile:
             restarts=sum(e.restarts for e in each), spawned=sum(e.spawned for e in each),
             last_exit=self.last_exit, reason=reasons[-1] if reasons else None,
             started_at=self.started_wall, output=self.spec.log_path,
-            directory=self.directory, instances=each, ready=all(e.ready for e in each))
+            directory=self.directory, instances=each,
+            ready=all(e.ready or e.finished for e in each))
 
     def write(self, data: dict[str, Any]) -> None:
         """Write ``data``; a failed write (a full disk, a directory made read-only) is

@@ -32,7 +32,7 @@ from .events import ExitStatus
 from .machine import (
     BACKOFF, EVENTS, FATAL, FINAL, PHASES, RESTARTING, RUNNING, SPAWNING, STOPPED, STOPPING,
     Action, Event, Exited, Finish, Hook, Kill, Phase, PumpPolicy, Restart, Spawn, SpawnFailed,
-    Spawned, State, Stop, Tick, Wake,
+    Spawned, State, Stop, Tick, Wake, final_reason, finished,
 )
 from .records import replace  # pump.py calls supervise.replace too
 from .spec import RestartPolicy
@@ -41,8 +41,8 @@ __all__ = [  # the machine's words, from machine.py, where its callers look for 
     "BACKOFF", "EVENTS", "FATAL", "FINAL", "PHASES", "RESTARTING", "RUNNING", "SPAWNING",
     "STOPPED", "STOPPING", "Action", "Event", "Exited", "Finish", "Hook", "Kill", "Phase",
     "PumpPolicy", "Restart", "Spawn", "SpawnFailed", "Spawned", "State", "Stop", "Tick", "Wake",
-    "QUICK_FLOOR", "TABLE", "adopt", "backoff_delay", "carried_over", "ending", "initial",
-    "record", "refusal", "replace", "step",
+    "QUICK_FLOOR", "TABLE", "adopt", "backoff_delay", "carried_over", "ending", "finished",
+    "initial", "record", "refusal", "replace", "rerun", "rerunnable", "step",
 ]
 
 # The least delay before restarting a target that died quickly (ran less than min_uptime),
@@ -73,6 +73,21 @@ def adopt(pid: int, started_at: float, template: State | None = None) -> State:
     """The machine for a target that is already running (taken over from another pump)."""
     base = template or State()
     return replace(base, phase=RUNNING, pid=pid, started_at=started_at, deadline=None)
+
+
+def rerunnable(state: State) -> bool:
+    """Whether a restart runs the target again of a machine that has ended on its own:
+    its target finished (a final exit code) or its restarts were given up (fatal)."""
+    code = state.last_exit.code if state.last_exit is not None else None
+    return state.phase == FATAL or finished(state.phase, state.reason, code)
+
+
+def rerun(state: State, why: str) -> Result:
+    """A machine that ended on its own (``rerunnable``) spawns again, on a restart while
+    its group runs: its counters kept, its record of quick deaths cleared."""
+    return (replace(state, phase=SPAWNING, deadline=None, reason=None, attempts=0, recent=(),
+                    delay=None, restarts=state.restarts + 1, why=why),
+            (Wake(None), Spawn(why)))
 
 
 def ending(state: State) -> bool:
@@ -340,7 +355,7 @@ def _died(policy: Policy, state: State, status: ExitStatus, now: float,
         return (replace(dead, phase=STOPPED, deadline=None, reason=reason),
                 (Wake(None), Finish(STOPPED, reason)))
     if status.code is not None and status.code in policy.final_exit_codes:
-        reason = f"exit code {status.code} means do not restart"
+        reason = final_reason(status.code)
         return (replace(dead, phase=STOPPED, deadline=None, reason=reason),
                 (Wake(None), Finish(STOPPED, reason)))
     recent = tuple(t for t in state.recent if now - t < policy.window)

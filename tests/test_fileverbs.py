@@ -278,6 +278,36 @@ def test_up_of_some_programs_then_the_rest_leaves_the_first_untouched(home, shop
     ok(immortal(home, shop, "down"))
 
 
+def test_a_job_of_the_file_that_finished_leaves_reload_restart_and_readiness_working(
+        home, shop):
+    """A program that ends with a final exit code (a job) beside a worker: the group is
+    ready, a reload with nothing changed and a restart return at once, and a second 'up'
+    says the job finished rather than running."""
+    write(shop, """\
+        [programs.worker]
+        file = "worker.py"
+        stop_timeout = 5
+        [programs.job]
+        file = "job.sh"
+        ready = "spawn"
+        policy.final_exit_codes = [0]
+        """)
+    (shop / "job.sh").write_text("#!/bin/sh\necho done\n")
+    (shop / "job.sh").chmod(0o755)
+    ok(immortal(home, shop, "up"))
+    wait_for(lambda: json.loads(ok(immortal(home, shop, "status", "shop", "--json"))),
+             lambda data: [e["state"] for e in data["instances"]] == ["running", "stopped"],
+             LONG, what="the job done, the worker running")
+    ok(immortal(home, shop, "status", "--ready", "shop"))
+    assert [line.split(":")[0] for line in ok(immortal(home, shop, "reload")).splitlines()
+            ][:2] == ["unchanged shop/worker", "unchanged shop/job"]
+    assert ok(immortal(home, shop, "restart", "shop")).startswith("restarted 'shop'")
+    lines = ok(immortal(home, shop, "up")).splitlines()
+    assert lines[0].startswith("running shop/worker: ") and lines[1].startswith(
+        "finished shop/job (a final exit code: its job is done; 'immortal restart shop/job' "
+        "runs it again)"), lines
+
+
 def test_a_program_by_its_bare_name(home, shop):
     """status, restart, logs, scale, stop and up of PROGRAM: the file's group's
     program."""

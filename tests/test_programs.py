@@ -754,3 +754,49 @@ def test_a_group_of_one_started_by_a_program_is_no_program(started):
     log = group.directory / "output.log"
     wait_for(lambda: output(log), lambda out: b"i=0 p=- inner" in out, SHORT,
              what="the target's line, with no program")
+
+
+# A job: says it ran, and exits 0, which its policy takes as done (a final exit code).
+JOB = {"file": sys.executable, "args": ["-c", "print('ran', flush=True)"], "ready": "spawn",
+       "policy": {"final_exit_codes": [0]}}
+
+
+def finished_job(group: immortal.Group, runs: int = 1) -> immortal.Status:
+    """The status once the job has run ``runs`` times and finished."""
+    return wait_for(group.status, lambda s: [(e.finished, e.spawned) for e in s.instances
+                                             if e.program == "job"] == [(True, runs)],
+                    LONG, what=f"the job finished after {runs} run(s)")
+
+
+def test_restarting_a_group_of_programs_of_one_instance_each_returns_at_once(group_started):
+    """Two programs of one instance each: a restart of the group restarts both, all at
+    once, as its pump does it (no roll), and returns once they run again."""
+    group = group_started("twoplain", {"a": worker("a"), "b": worker("b")})
+    before = running(group, {"a": 1, "b": 1})
+    begun = time.monotonic()
+    group.restart()
+    took = time.monotonic() - begun
+    now = running(group, {"a": 1, "b": 1})
+    assert set(pids(now).values()).isdisjoint(pids(before).values())
+    assert took < 5.0 + SHORT, f"the restart took {took:.1f} s"
+
+
+def test_a_job_that_finished_is_done_not_failing(group_started):
+    """A program that exits with a final exit code (a job) in a group that runs on: the
+    group is ready, an apply of the same programs settles at once, a restart of the group
+    runs the job again, and so does a restart of the job alone."""
+    group = group_started("withjob", {"web": worker("web"), "job": JOB})
+    finished_job(group)
+    status = group.status()
+    assert status.ready and status.running, status
+    with ThreadPoolExecutor(1) as pool:  # an apply that changes nothing returns at once
+        applied = pool.submit(group.apply, {"web": worker("web"), "job": JOB}).result(SHORT)
+    assert applied.unchanged == ("web", "job")
+    web = pids(group.status())[("web", 0)]
+    group.restart(timeout=5.0)
+    status = finished_job(group, 2)
+    assert pids(status)[("web", 0)] not in (None, web)
+    group.restart(program="job")
+    finished_job(group, 3)
+    out = output(outputs(group)["job"])
+    assert out.count(b"ran") == 3, out

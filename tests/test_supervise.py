@@ -21,7 +21,7 @@ from immortal.supervise import (
     BACKOFF, FATAL, FINAL, PHASES, RESTARTING, RUNNING, SPAWNING, STOPPED, STOPPING,
     EVENTS as EVENT_TYPES, TABLE as MACHINE, Exited, Finish, Hook, Kill, Phase, Restart, Spawn,
     SpawnFailed, Spawned, State, Stop, Tick, Wake, QUICK_FLOOR, backoff_delay, carried_over,
-    ending, initial, refusal, replace, step,
+    ending, finished, initial, refusal, replace, rerun, rerunnable, step,
 )
 
 ACTION_TYPES = (Spawn, Hook, Kill, Wake, Finish)
@@ -304,6 +304,26 @@ def test_final_exit_code_stops_the_group():
     # a code not in the set, or a death by signal, restarts as usual
     _, actions = step(policy, build(RUNNING, policy), Exited(ExitStatus(signal=78)), 20.0, R)
     assert actions == (CANCEL, Spawn("exit"))
+
+
+def test_a_finished_or_given_up_machine_is_run_again_by_a_rerun_and_a_stopped_one_is_not():
+    """``rerunnable``: a target that finished (a final exit code) or whose restarts were
+    given up; not one stopped by a stop. ``rerun`` spawns it again, its counters kept."""
+    policy = RestartPolicy(final_exit_codes={0}, max_restarts=1)
+    state, _ = drive(policy, [(0.0, Spawned(100))])
+    done, _ = step(policy, state, Exited(ExitStatus(code=0)), 5.0, R)
+    assert finished(done.phase, done.reason, 0) and rerunnable(done)
+    failing, _ = drive(policy, [(0.0, Spawned(100)), (0.1, Exited(CODE1)), (LATE, Tick()),
+                                (LATE, Spawned(101)), (LATE + 0.1, Exited(CODE1))])
+    assert failing.phase == FATAL and rerunnable(failing)
+    stopped, _ = drive(policy, [(0.0, Spawned(100)), (0.1, Stop(1.0, "stop")),
+                                (0.2, Exited(ExitStatus(code=0)))])
+    assert stopped.phase == STOPPED and not rerunnable(stopped)
+    for ended in (done, failing):
+        again, actions = rerun(ended, "manual")
+        assert (again.phase, actions) == (SPAWNING, (CANCEL, Spawn("manual")))
+        assert (again.restarts, again.attempts, again.recent) == (ended.restarts + 1, 0, ())
+        assert again.reason is None and again.spawned == ended.spawned
 
 
 # Stop and restart ----------------------------------------------------------------------------
