@@ -110,7 +110,10 @@ class GroupApply(GroupStop):
         note_unrolled(self.directory, left)
         self._hand(sending, applied.changed)
         ready = max([p.ready_timeout + p.stop_timeout for p in (*new, *spec.programs)])
-        self._settled({**{p.name: p.workers for p in sending},
+        # The programs it left as they were are not waited for: one that gave up (fatal)
+        # would fail an apply that did not touch it.
+        touched = {*applied.added, *applied.changed, *applied.scaled}
+        self._settled({**{p.name: p.workers for p in sending if p.name in touched},
                        **{name: 0 for name in applied.removed}},
                       ready + MARGIN, "did not take its new programs", None,
                       {p.name: p.workers for p in spec.programs})

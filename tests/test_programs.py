@@ -800,3 +800,24 @@ def test_a_job_that_finished_is_done_not_failing(group_started):
     finished_job(group, 3)
     out = output(outputs(group)["job"])
     assert out.count(b"ran") == 3, out
+
+
+def test_an_apply_does_not_wait_for_a_program_it_leaves_that_gave_up(group_started):
+    """A program whose restarts were given up (fatal) and that the apply leaves as it is:
+    the apply of the others returns at once; a restart of it runs it again."""
+    failing = {"file": sys.executable, "args": ["-c", "import sys; sys.exit(3)"],
+               "ready": "spawn", "policy": {"max_restarts": 1, "backoff_initial": 0.01}}
+    group = group_started("withfatal", {"web": worker("web"), "bad": failing})
+    wait_for(group.status, lambda s: [e.state for e in s.instances if e.program == "bad"]
+             == ["fatal"], LONG, what="the failing program fatal")
+    with ThreadPoolExecutor(1) as pool:
+        applied = pool.submit(group.apply, {"web": worker("web", "2"), "bad": failing}
+                              ).result(LONG)
+    assert (applied.changed, applied.unchanged) == (("web",), ("bad",))
+    spawned = next(e.spawned for e in group.status().instances if e.program == "bad")
+    try:  # it runs again (and fails again: the restart may see it running, or ended)
+        group.restart(program="bad", timeout=1.0)
+    except immortal.ImmortalError:
+        pass
+    wait_for(group.status, lambda s: [e.spawned for e in s.instances if e.program == "bad"]
+             > [spawned], LONG, what="the failing program run again")
