@@ -115,8 +115,9 @@ def check_file(file: object, cwd: str, has_exec: bool,
         search = (os.environ if env is None else env).get("PATH", os.defpath)
         found = _which(file, search)
         if found is None:
-            raise TargetNotFound(f"'file' {file!r} is neither in {cwd!r} nor on PATH "
-                                 f"({search}); check the name, or give a path")
+            meant = f" (did you mean {file + '.py'!r}?)" if os.path.isfile(path + ".py") else ""
+            raise TargetNotFound(f"'file' {file!r} is neither in {cwd!r} nor on PATH"
+                                 f"{meant or f' ({search})'}; check the name, or give a path")
         path = os.path.abspath(found)
     if not os.path.exists(path):
         raise TargetNotFound(f"'file' {path!r} does not exist; check the path")

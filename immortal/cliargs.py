@@ -53,16 +53,29 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        commands: dict[str, argparse.ArgumentParser] = {}
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                commands.update(action.choices)
         if message.startswith("unrecognized arguments:"):
             # Unknown options of a subcommand reach the top parser, built with the command
             # given alone (see main()): suggest from that command's options, never another's.
-            parsers = [self]
-            for action in self._actions:
-                if isinstance(action, argparse._SubParsersAction):
-                    parsers.extend(action.choices.values())
+            parsers = [self, *commands.values()]
             options = {o for p in parsers for a in p._actions for o in a.option_strings}
             words = message.split(":", 1)[1].split()
-            message += "".join(_close_option(w, options) for w in words if w.startswith("-"))
+            hints = "".join(_close_option(w, options) for w in words if w.startswith("-"))
+            if not hints and "run" in commands:
+                hints = (" (the program's own arguments go after '--': immortal run FILE "
+                         "-- ARGS)")
+            message += hints
+        elif "invalid choice:" in message and commands and self.prog.split()[-1:] == [
+                "immortal"]:
+            # An unknown command: the closest one, rather than the whole list alone.
+            word = message.split("invalid choice:", 1)[1].split("(", 1)[0].strip(" '\"")
+            close = closest(word, commands)
+            message = f"unknown command {word!r}" + (
+                f" (did you mean {close!r}?)" if close else "") + \
+                "; 'immortal --help' lists the commands"
         raise Usage(message)
 
 

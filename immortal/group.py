@@ -354,9 +354,24 @@ def attach(name: str) -> Group:
     # with no spec.json: what a failed start left (its lock file, its output), no group.
     if status is None and not (lock_held(directory / "lock")
                                or os.path.exists(directory / "spec.json")):
-        raise NotRunning(f"no group named {name!r} in {str(home())!r}; 'immortal list' "
-                         "shows the groups there")
+        raise NotRunning(f"no group named {name!r} in {str(home())!r}"
+                         + _like(name, directory.parent)
+                         + "; 'immortal list' shows the groups there")
     return Group(name, directory)
+
+
+def _like(name: str, where: Path) -> str:
+    """" (did you mean 'NAME'?)" for the group in ``where`` whose name is closest to
+    ``name``, if one is close; else nothing."""
+    from .errors import closest
+
+    try:
+        names = [entry.name for entry in os.scandir(where)
+                 if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")]
+    except OSError:
+        return ""
+    close = closest(name, names)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 def groups() -> list[Status]:

@@ -41,6 +41,32 @@ def test_an_unknown_option_suggests_a_close_spelling_of_the_commands_own(capsys,
     assert code == 2 and f"did you mean {meant!r}" in err, err
 
 
+@pytest.mark.parametrize("argv, meant", [(["stauts", "x"], "status"),
+                                         (["restat", "x"], "restart")])
+def test_an_unknown_command_suggests_the_closest(capsys, argv, meant):
+    code, err = refused(capsys, *argv)
+    assert code == 2 and f"unknown command {argv[0]!r} (did you mean {meant!r}?)" in err, err
+
+
+def test_a_misspelt_group_name_suggests_the_running_one(started, capsys):
+    started(TALKER, name="ticker", ready="spawn")
+    code, err = refused(capsys, "stop", "tikcer")
+    assert code == 3 and "no group named 'tikcer'" in err and \
+        "(did you mean 'ticker'?)" in err, err
+
+
+def test_a_script_named_without_its_py_is_suggested(capsys, tmp_path, monkeypatch):
+    (tmp_path / "worker.py").write_text("print('x')\n")
+    monkeypatch.chdir(tmp_path)
+    code, err = refused(capsys, "run", "worker")
+    assert code == 2 and "(did you mean 'worker.py'?)" in err, err
+
+
+def test_a_programs_arguments_before_the_separator_are_shown_their_place(capsys):
+    code, err = refused(capsys, "run", TALKER, "--queue", "jobs")
+    assert code == 2 and "--queue jobs" in err and "after '--'" in err, err
+
+
 @pytest.mark.parametrize("command", ["start", "start-recorded"])
 def test_start_of_a_running_group_says_there_is_nothing_to_start(started, capsys, command):
     """Not 'run's words (stop it first, or choose another name): the group is the one
