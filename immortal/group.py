@@ -379,15 +379,21 @@ def groups() -> list[Status]:
     walks the home (``list``, ``metrics``, ``save``, ``--all``) walks it here. What else
     lies there (a file someone left, ``.saved.json``) is passed over."""
     base = home()
-    check_path(base)
     try:
+        check_path(base)
         with os.scandir(base) as entries:
             # Not a group's: a name with a dot first (no group's has one: '.saved.json'),
             # and whatever is no directory, whose status.json would be an ENOTDIR error.
             names = sorted(entry.name for entry in entries
                            if not entry.name.startswith(".") and entry.is_dir())
-    except OSError:
-        return []
+    except FileNotFoundError:
+        return []  # no home yet: no group ever started here
+    except StateDirError:
+        raise
+    except OSError as exc:  # a file in its path, or the home itself; one not ours to read
+        from .errors import unusable_home
+
+        raise unusable_home(exc, base) from exc
     found = []
     for name in names:
         status = read_status(base / name) or read_unstarted(base / name)

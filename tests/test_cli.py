@@ -584,6 +584,22 @@ def test_an_unusable_home_is_one_line_and_exit_2(home, tmp_path, command):
         assert place in one_error_line(result)
 
 
+@pytest.mark.parametrize("args", [["list"], ["save"], ["metrics"], ["stop", "--all"]])
+def test_an_unusable_home_is_one_line_and_exit_2_for_the_commands_over_all_groups(
+        home, tmp_path, args):
+    """Those that walk the home: a file in its path, or the home a file itself, is no
+    empty home."""
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"")
+    for place in (str(afile / "home"), str(afile)):
+        env = {**os.environ, "IMMORTAL_HOME": place}
+        result = subprocess.run([*COMMANDS["module"], *args], env=env,
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                timeout=LONG)
+        assert result.returncode == 2, described(result)
+        assert place in one_error_line(result) and "Not a directory" in result.stderr
+
+
 def test_a_reader_that_goes_away_is_no_error(home):
     """'immortal status NAME | head' with head gone: no traceback, the command's own code."""
     name = "piped"
