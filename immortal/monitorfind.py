@@ -34,8 +34,11 @@ def find(name: str) -> Any:
         try:
             return load(name)
         except Exception as exc:
+            where = ("; it is imported from the caller's sys.path: run from the directory "
+                     "that holds its package, or add that directory to PYTHONPATH"
+                     if isinstance(exc, ModuleNotFoundError) else "")
             raise MonitorNotFound(f"monitor {name!r} cannot be imported: "
-                                  f"{type(exc).__name__}: {exc}") from exc
+                                  f"{type(exc).__name__}: {exc}{where}") from exc
     # The quick reader first; importlib.metadata (slow to import) only when it misses.
     value = entrypoints.find(ENTRY_POINT_GROUP, name)
     if value is None:

@@ -678,3 +678,31 @@ def test_every_command_parsed_has_a_handler():
     from immortal import cli, cliargs
 
     assert list(cli.HANDLERS) == list(cliargs.COMMANDS)
+
+
+@pytest.mark.parametrize("via", VIAS)
+def test_a_monitor_of_the_working_directory_is_found_by_script_and_module(home, tmp_path,
+                                                                          via):
+    """'immortal run -m mypackage.alert:Alert' in the project that holds mypackage: the
+    console script finds it as 'python -m immortal' does, and so does its pump."""
+    package = tmp_path / "mypackage"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    seen = tmp_path / "seen.txt"
+    (package / "alert.py").write_text(
+        "from immortal import Monitor\n"
+        "class Alert(Monitor):\n"
+        "    def stdout(self, line):\n"
+        f"        open({str(seen)!r}, 'ab').write(line)\n")
+    env = {**os.environ, "IMMORTAL_HOME": str(home)}
+    env.pop("PYTHONPATH", None)
+    try:
+        result = subprocess.run([*COMMANDS[via], "run", "--name", "alerted", "-m",
+                                 "mypackage.alert:Alert", TALKER], env=env, cwd=tmp_path,
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                timeout=LONG)
+        assert result.returncode == 0, described(result)
+        wait_for(lambda: seen.read_bytes() if seen.exists() else b"", bool, LONG,
+                 what="a line through the monitor of the working directory")
+    finally:
+        cleanup(home, "alerted", via=via)
