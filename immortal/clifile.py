@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from .errors import InvalidSpec
+from .events import READER_GONE
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -39,10 +41,17 @@ def attached(group: Any) -> int:
     """A development group's command waits for its end (Ctrl-C stops it), says how it
     ended, and exits 1 where CI and service managers must see a failure: the group gave up
     (fatal), or its pump died and left its targets running without a supervisor."""
+    def terminated(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # a SIGTERM (kill, a service manager) ends it as Ctrl-C does
+
+    signal.signal(signal.SIGTERM, terminated)
     try:
         final = group.wait()
     except KeyboardInterrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop: the next TERM waits for it
         final = group.stop()
+    if final.reason == READER_GONE:
+        return 0  # quietly, as a command whose reader went away (| head)
     if final.stale:  # killed, not stopped: what it left, if anything
         left = ", ".join(str(pid) for pid in group.orphans())
         print(f"{group.name!r} lost its pump: " + (

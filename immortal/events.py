@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 PUMP_START = "pump start"
 PUMP_RESTART = "pump restart"
 DAEMON_RESTART = "daemon restart"
+#: why a development group stopped when the reader of its output went away (``... | head``)
+READER_GONE = "the reader of its output went away"
 
 
 def signal_name(number: int) -> str:

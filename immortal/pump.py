@@ -24,7 +24,7 @@ from . import _linux, control, notify, orphans, process, relay, rolelog, supervi
 from . import listen as listening
 from .detach import detach
 from .errors import ImmortalError
-from .events import PUMP_START, ExitStatus
+from .events import PUMP_START, READER_GONE, ExitStatus
 from .loop import draw
 from .pumpcontrol import PumpControl
 from .pumphosts import Hosts
@@ -38,7 +38,7 @@ from .readywatch import route
 from .roles import (Command, Exited, Finish, Grow, HandOver, Hello, Reaped, Reload, Retire,
                     Rewrite, RoleArgs)
 from .scaling import Scaling
-from .spec import Spec
+from .spec import Spec, Strategy
 from .state import SOCKET_NAME, write_json
 from .workers import Instance, Run, group_phase
 
@@ -164,6 +164,12 @@ class Pump(Hosts, TakeOver, PumpStart, Scaling, PumpControl, Rollout, RollSignal
         for _ in range(READS_PER_WAKE):
             if not stream.read() or not stream.more or self.loop.stopped:
                 break
+        if stream.echo_gone:
+            stream.echo_gone = False
+            # A development group ends with its command's output (as 'python app.py |
+            # head' does); the foreground's console (a service manager's) is only dropped.
+            if self.spec.strategy == Strategy.DEVELOPMENT and not self.stop_asked:
+                self._stop_all(READER_GONE)
         self._report_dropped()
 
     def _on_channel(self, sock: socket.socket) -> None:

@@ -90,6 +90,8 @@ class Relay:
         self._base = index * _STREAM
         self._emit = emit
         self.echo = echo  #: the fd that gets the raw bytes too (development), or None
+        #: the echo's reader went away (EPIPE: ``immortal run -s development ... | head``)
+        self.echo_gone = False
         #: the last read filled the journal's room: the pipe may hold more right away
         self.more = False
         keep_heap(HEAP_KEPT, HEAP_MAPPED)
@@ -130,8 +132,9 @@ class Relay:
             return False
         _WORD.pack_into(journal, buffer, length + count)  # from here on the bytes are ours
         _WORD.pack_into(journal, LEDGER, _WORD.unpack_from(journal, LEDGER)[0] + 1)
-        if self.echo is not None:
-            _write_all(self.echo, journal[data + length: data + length + count])
+        if self.echo is not None and not _write_all(
+                self.echo, journal[data + length: data + length + count]):
+            self.echo, self.echo_gone = None, True
         self._deliver(buffer, False)
         return True
 
@@ -247,15 +250,20 @@ def _whole_lines(data: mmap.mmap, at: int, last: int) -> int:
     return last + 1 if last >= at else at
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes) -> bool:
+    """Write ``data`` to ``fd``; False if its reader went away (the monitors still get
+    every line)."""
     view = memoryview(data)
     while view:
         try:
             view = view[os.write(fd, view):]
         except BlockingIOError:
             select.select([], [fd], [])
+        except BrokenPipeError:
+            return False
         except OSError:
-            return  # the terminal went away; the monitor still gets every line
+            return True  # the terminal went away (EIO): the monitors still get every line
+    return True
 
 
 def open_journal(fd: int) -> mmap.mmap:

@@ -407,6 +407,68 @@ def test_development_whose_pump_is_killed_fails_naming_what_it_left(home):
         cleanup(home, name)
 
 
+def _counting(tmp_path: Path) -> str:
+    script = tmp_path / "counting.py"
+    script.write_text("import itertools, time\n"
+                      "for n in itertools.count():\n"
+                      "    print('line', n, flush=True)\n"
+                      "    time.sleep(0.05)\n")
+    return str(script)
+
+
+def test_development_whose_reader_goes_away_ends_quietly(home, tmp_path):
+    """'immortal run -s development app.py | head -3': once head has gone, the group stops
+    and the command exits 0, saying nothing (as 'python app.py | head -3' does)."""
+    name = "devhead"
+    env = {**os.environ, "IMMORTAL_HOME": str(home)}
+    command = subprocess.Popen(
+        [*COMMANDS["module"], "run", "-s", "development", "-n", name, _counting(tmp_path)],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert command.stdout is not None and command.stderr is not None
+        lines = [command.stdout.readline() for _ in range(3)]
+        assert lines == [b"line 0\n", b"line 1\n", b"line 2\n"], lines
+        command.stdout.close()  # head has what it wanted
+        assert command.wait(LONG) == 0
+        err = command.stderr.read().decode()
+        assert "ended" not in err and "error" not in err, err
+        status = json.loads(immortal(home, "status", name, "--json").stdout)
+        assert (status["running"], status["state"], status["reason"]) == (
+            False, "stopped", "the reader of its output went away"), status
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait(LONG)
+        for pipe in (command.stdout, command.stderr):
+            if pipe is not None:
+                pipe.close()
+        cleanup(home, name)
+
+
+def test_development_ended_by_sigterm_stops_as_ctrl_c_does(home, tmp_path):
+    """A SIGTERM to the command (kill, a service manager): the group stopped, 'ended:
+    stopped (stop)' said, exit 0, as Ctrl-C gives (not 143 with the group ended by the
+    pump as its caller's death)."""
+    name = "devterm"
+    env = {**os.environ, "IMMORTAL_HOME": str(home)}
+    command = subprocess.Popen(
+        [*COMMANDS["module"], "run", "-s", "development", "-n", name, _counting(tmp_path)],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        assert command.stdout is not None
+        assert command.stdout.readline() == "line 0\n"  # the group runs: the command waits
+        command.send_signal(signal.SIGTERM)
+        out, err = command.communicate(timeout=LONG)
+        assert command.returncode == 0, err
+        assert f"'{name}' ended: stopped (stop)" in err, err
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait(LONG)
+        cleanup(home, name)
+
+
 def test_development_stays_in_the_foreground_and_echoes(home):
     name = "dev"
     try:
