@@ -123,7 +123,8 @@ def _list_notes(found: list[Status]) -> list[str]:
     notes = []
     if any(s.orphans for s in found):
         notes.append("orphaned: its supervisors were killed but these processes run on; "
-                     "'immortal stop NAME' ends them, and so does 'immortal run'")
+                     "'immortal stop NAME' ends them; 'immortal run' of the same "
+                     "command adopts them (of another, ends them)")
     if any(s.stale and not s.orphans for s in found):
         notes.append("* its processes are gone (killed without a stop); 'immortal run' "
                      "starts it anew")

@@ -91,8 +91,8 @@ def run_parser(run: argparse.ArgumentParser) -> None:
                      "spawn (default 30)")
     run.add_argument("--listen", action="append", metavar="ADDR",
                      help="a socket to bind once and pass to the target by socket "
-                     "activation (fds 3, 4, ..., LISTEN_FDS): tcp://HOST:PORT or "
-                     "unix:PATH (repeatable, in order)")
+                     "activation (fds 3, 4, ..., LISTEN_FDS): tcp://HOST:PORT, "
+                     "tcp://[IPV6]:PORT or unix:PATH (repeatable, in order)")
     run.add_argument("--backpressure", default="block", metavar="MODE",
                      help="block (default): the target waits while the monitors are "
                      "behind; drop: lines are dropped and counted instead")
