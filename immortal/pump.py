@@ -322,6 +322,8 @@ class Pump(Hosts, TakeOver, PumpStart, Scaling, PumpControl, Rollout, RollSignal
     def _stop_all(self, reason: str, grace: float | None = None) -> None:
         """Every instance stops, each with ``grace``, else its program's own."""
         self.stop_asked = True
+        if grace is not None:
+            self.stop_grace = grace
         self.abort_roll(grace)
         self._feed_all(lambda inst: supervise.Stop(
             inst.run.spec.stop_timeout if grace is None else grace, reason))
@@ -385,7 +387,11 @@ class Pump(Hosts, TakeOver, PumpStart, Scaling, PumpControl, Rollout, RollSignal
             self.keeper.release()
         self.release_operations()
         for run in self.runs.values():
-            self._catch_up(run.spec.stop_timeout, run)
+            # The monitors' queues get the stop's grace (a shorter one a stop asked for:
+            # the daemon kills a pump that outlives it by a margin), else the program's.
+            grace = run.spec.stop_timeout
+            self._catch_up(grace if self.stop_grace is None else min(grace, self.stop_grace),
+                           run)
         self._report_dropped(force=True)
         phase = self._phase()
         reason = action.reason if phase == supervise.STOPPED else f"fatal: {action.reason}"

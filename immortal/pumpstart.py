@@ -113,6 +113,7 @@ class PumpStart(StartAnswer):
         self.old_kill_at: dict[Any, float] = {}
         self.finish_waiting: supervise.Finish | None = None
         self.stop_asked: bool = False  #: the group stops: nothing runs again (``_stop_all``)
+        self.stop_grace: float | None = None  #: that stop's grace, if it gave one
 
     @property
     def instances(self) -> list[Instance]:

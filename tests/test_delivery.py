@@ -244,6 +244,27 @@ def test_a_stop_by_signal_ends_the_group_though_a_monitor_hangs(started, tmp_pat
         release.touch()
 
 
+def test_a_stop_shorter_than_the_groups_grace_ends_the_group_itself_though_a_monitor_hangs(
+        started, tmp_path):
+    """Backpressure "drop", a monitor that hangs, and 'stop --timeout 1' of a group whose
+    own grace is 30 s: the pump gives the monitors' queues the stop's second, not the
+    group's thirty, ends the group itself (the other monitors get their shutdown) before
+    the daemon would overrule it."""
+    release = tmp_path / "release"
+    group = started(sys.executable, numbered(FLOOD, steady=True), stop_timeout=30.0,
+                    backpressure="drop", monitors={
+                        "plugins.delivery:Hang": {"release": str(release)}, "file": {}})
+    try:
+        wait_for(group.status, lambda s: s.monitors.get("plugins.delivery:Hang", {}).get(
+            "dropped"), LONG, what="the hanging monitor dropping lines")
+        final = group.stop(timeout=1.0)
+        assert (final.state, final.reason) == ("stopped", "stop"), final
+        log = (group.directory / "output.log").read_text()
+        assert "shutdown" in log.splitlines()[-1], log.splitlines()[-3:]
+    finally:
+        release.touch()
+
+
 @pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
 @pytest.mark.parametrize("strategy", ["daemon", "unattached"])
 def test_a_pump_that_ends_flushes_what_a_monitor_left_open_and_runs_its_exit_functions(
