@@ -83,7 +83,15 @@ class Loop:
 
     def turn(self) -> None:
         for key, _ in self.selector.select(self.timeout()):
-            key.data(key.fileobj)
+            # The watch as it is now, not as the select saw it: a callback earlier in this
+            # turn may have removed it, or handed its fd to another (a roll's replacement
+            # becoming its slot's target: its death is the slot's to handle then).
+            try:
+                current = self.selector.get_map()[key.fileobj]
+            except (KeyError, ValueError):  # removed; or a file object closed since
+                current = None
+            if current is not None:
+                current.data(current.fileobj)
             if self.stopped:
                 break
         now = self.clock()

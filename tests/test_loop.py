@@ -164,6 +164,35 @@ def test_stop_leaves_the_rest_of_the_batch_but_not_the_due_deadlines(loop, clock
             os.close(fd)
 
 
+def test_a_watch_changed_by_an_earlier_callback_of_the_turn_is_taken_as_it_is_now(loop):
+    """Two fds ready in one turn; the first's callback removes one watch and gives the
+    other fd a new callback (as a roll's replacement becomes its slot's target): the
+    removed one is not called, and the other is called with its new callback, never its
+    old one (which reaped a process no longer its own)."""
+    pipes = [os.pipe(), os.pipe(), os.pipe()]
+    calls = []
+    try:
+        for _, w in pipes:
+            os.write(w, b"x")
+        first, second, third = (r for r, _ in pipes)
+
+        def changes(fd):
+            calls.append(("first", fd))
+            loop.selector.unregister(third)
+            loop.selector.unregister(second)
+            loop.watch(second, lambda fd: calls.append(("new", fd)))
+
+        loop.watch(first, changes)
+        loop.watch(second, lambda fd: calls.append(("old", fd)))
+        loop.watch(third, lambda fd: calls.append(("removed", fd)))
+        loop.turn()
+        assert calls == [("first", first), ("new", second)]
+    finally:
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)
+
+
 def test_run_turns_until_stopped(loop, clock):
     ticks = []
     timer = Timer(clock.now + 1.0)

@@ -531,3 +531,64 @@ def test_a_roll_a_stop_ends_says_nothing_keeps_serving(started, tmp_path):
     finally:
         thread.join(LONG)
     assert failed and "keep serving" not in str(failed[0]), failed
+
+
+def test_old_and_new_killed_together_as_the_slot_swaps_leave_it_supervised(started, tmp_path):
+    """The old target draining (told to go, its replacement ready) and the replacement
+    killed at once (a signal to the group reaches both): the old one's death swaps the slot
+    to its replacement, whose death, reported in the same turn of the pump's loop, is the
+    slot's to handle from then on. Before, the roll's stale watch took it: the slot showed
+    the dead pid as running and ready, was never spawned again, and nothing served."""
+    group = started(LISTENER, ["--graceful"], name="swapkill", listen=["tcp://127.0.0.1:0"],
+                    ready="line:^serving", ready_timeout=LONG, stop_timeout=LONG)
+    old = group.pids["target"]
+    host, port = group.status().listen[0][len("tcp://"):].rsplit(":", 1)
+    gate = tmp_path / "answer"
+
+    def hold() -> None:  # keeps the old process draining once it is told to go
+        connection = http.client.HTTPConnection(host, int(port), timeout=LONG)
+        try:
+            connection.request("GET", f"/?until={gate}")
+            connection.getresponse().read()
+        except OSError:
+            pass  # killed with the request held
+        finally:
+            connection.close()
+
+    def restart() -> None:
+        try:
+            group.restart()
+        except immortal.ImmortalError:
+            pass  # the roll may say its replacement died: the slot is what is checked
+
+    holder = threading.Thread(target=hold)
+    caller = threading.Thread(target=restart)
+    try:
+        holder.start()
+        wait_for(lambda: os.path.exists(f"{gate}.{old}"), bool, SHORT,
+                 what="the old process holding a slow request")
+        caller.start()
+        ready = wait_for(group.status, lambda s: 0 in (s.roll or {}).get("ready", ()), LONG,
+                         what="the replacement ready, the old process draining")
+        new = int(ready.roll["replacements"]["0"][0])
+        # Both dead, the old one first, before the pump looks: one turn of its loop gets
+        # both deaths, in that order (a signal to the group sends them so, but the pump may
+        # look in between).
+        pump = ready.pids["pump"]
+        os.kill(pump, signal.SIGSTOP)
+        try:
+            for pid in (old, new):
+                os.kill(pid, signal.SIGKILL)
+                wait_for(lambda: proc_state(pid), lambda state: state in ("Z", None), SHORT,
+                         what=f"{pid} dead")
+        finally:
+            os.kill(pump, signal.SIGCONT)
+        caller.join(LONG)
+        status = wait_for(group.status, lambda s: s.pids.get("target") not in (None, old, new)
+                          and is_alive(s.pids["target"], s.start_times.get("target")),
+                          LONG, what="the slot spawned again")
+        assert status.state == "running", status
+    finally:
+        gate.touch()
+        holder.join(LONG)
+        caller.join(LONG)
