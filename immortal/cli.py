@@ -167,14 +167,24 @@ def _restart(ns: argparse.Namespace) -> int:
                   program=program)
     status = group.status()
     if status.instances:
-        pids = ", ".join(f"{instance_label(name, entry)} {entry.pid}"
+        pids = ", ".join(f"{instance_label(name, entry)} {_target(entry)}"
                          for entry in status.instances
                          if instance in (None, entry.instance)
                          and program in (None, entry.program))
         print(f"restarted {ns.name!r}: target pids {pids}")
     else:
-        print(f"restarted {name!r}: target pid {group.pids.get('target')}")
+        print(f"restarted {name!r}: target pid {_target(status)}")
     return 0
+
+
+def _target(entry: Any) -> str:
+    """An instance's (or a group of one's) target pid; its state when none runs since the
+    restart (its new target died at once: in backoff; a job that finished)."""
+    pid = entry.pid if hasattr(entry, "pid") else entry.pids.get("target")
+    if pid:
+        return str(pid)
+    last = f": its new target {entry.last_exit}" if entry.last_exit is not None else ""
+    return f"(none: {entry.state}{last})"
 
 
 def _scale(ns: argparse.Namespace) -> int:

@@ -138,3 +138,15 @@ def test_a_control_socket_that_serves_nobody_is_told_in_the_users_words(started,
         aside.replace(sock)
         os.kill(daemon, signal.SIGCONT)
     assert group.status().running
+
+
+def test_a_restart_whose_new_target_is_gone_says_so_rather_than_none():
+    """A slot whose new target died at once (in backoff), or a job that finished: not
+    'target pids web:0 None'."""
+    from immortal.cli import _target
+    from immortal.events import ExitStatus
+    from immortal.state import InstanceStatus
+
+    died = InstanceStatus(instance=0, state="backoff", last_exit=ExitStatus(signal=9))
+    assert _target(died) == "(none: backoff: its new target killed by SIGKILL)"
+    assert _target(InstanceStatus(instance=1, state="running", pid=42)) == "42"
