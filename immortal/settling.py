@@ -70,6 +70,11 @@ def check_counts(directory: Path, name: str, counts: Mapping[str, int],
         last = read_scales(directory).get(program) if ticket is not None else None
         overtaken = last is not None and last["id"] != ticket
         now = recorded(directory, program)
+        if ticket is not None and last is None:  # its record superseded: an apply's count
+            raise ImmortalError(
+                f"{what} was set to {now if now is not None else 'its'} instance(s) by an "
+                f"apply (a reload) while this scale to {count} waited for them; the apply's "
+                f"count stands (nothing undone here; scale it again for {count})")
         if last is not None and overtaken:
             now = last.get("workers")
         if overtaken and now == count:

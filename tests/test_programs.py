@@ -821,3 +821,43 @@ def test_an_apply_does_not_wait_for_a_program_it_leaves_that_gave_up(group_start
         pass
     wait_for(group.status, lambda s: [e.spawned for e in s.instances if e.program == "bad"]
              > [spawned], LONG, what="the failing program run again")
+
+
+def test_a_scale_waiting_when_an_apply_sets_the_count_fails_at_once_saying_so(
+        group_started, tmp_path):
+    """A scale up waits for its new instances (they are slow to be ready) when an apply
+    (a reload) sets the program's count back to the file's: the scale fails at once,
+    naming the apply, not after its whole patience with 'scaled back', nor blaming its new
+    instances' deaths, which the apply caused."""
+    gate = tmp_path / "gate"
+    slow = {"file": sys.executable, "ready": "line:^go", "stop_timeout": 5.0, "args": [
+        "-c", "import os, time\n"
+              f"while os.environ['IMMORTAL_INSTANCE'] != '0' and not os.path.exists({str(gate)!r}):\n"
+              "    time.sleep(0.01)\n"
+              "print('go', flush=True)\n"
+              "time.sleep(3600)\n"]}
+    group = group_started("raced", {"a": slow, "b": worker("b")})
+    outcome: list[BaseException | None] = []
+
+    def scale() -> None:
+        try:
+            group.scale(3, program="a")
+            outcome.append(None)
+        except BaseException as exc:  # what the test reports
+            outcome.append(exc)
+
+    caller = threading.Thread(target=scale)
+    try:
+        caller.start()
+        wait_for(group.status, lambda s: "a" in s.scales and len(
+            [e for e in s.instances if e.program == "a"]) == 3, LONG,
+            what="the scale under way, its new instances not ready")
+        applied = group.apply({"a": slow, "b": worker("b")})
+        assert applied.actions()["a"] == "scaled"
+        caller.join(SHORT)
+        assert not caller.is_alive(), "the scale still waits"
+        assert isinstance(outcome[0], immortal.ImmortalError), outcome
+        assert "by an apply" in str(outcome[0]) and "scaled back" not in str(outcome[0])
+    finally:
+        gate.touch()
+        caller.join(LONG)
