@@ -832,7 +832,8 @@ def test_a_scale_waiting_when_an_apply_sets_the_count_fails_at_once_saying_so(
     gate = tmp_path / "gate"
     slow = {"file": sys.executable, "ready": "line:^go", "stop_timeout": 5.0, "args": [
         "-c", "import os, time\n"
-              f"while os.environ['IMMORTAL_INSTANCE'] != '0' and not os.path.exists({str(gate)!r}):\n"
+              "first = os.environ['IMMORTAL_INSTANCE'] == '0'\n"
+              f"while not first and not os.path.exists({str(gate)!r}):\n"
               "    time.sleep(0.01)\n"
               "print('go', flush=True)\n"
               "time.sleep(3600)\n"]}
