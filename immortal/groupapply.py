@@ -11,7 +11,7 @@ import contextlib
 import os
 
 from . import settling
-from .errors import InvalidSpec, StartError
+from .errors import ImmortalError, InvalidSpec, StartError
 from .groupstop import GroupStop
 from .groupview import MARGIN
 from .state import Status, ensure_dir, read_json, write_json
@@ -127,7 +127,11 @@ class GroupApply(GroupStop):
             try:
                 self._roll(self.status(), None, timeout, 1, name, rolling=True, below=below)
             except StartError as exc:  # the old definition back, as the old ones run
-                self._hand([old[p.name] if p.name == name else p for p in sending], ())
+                try:
+                    self._hand([old[p.name] if p.name == name else p for p in sending], ())
+                except ImmortalError:  # a stop (the roll's end, most likely) under way
+                    raise StartError(f"{exc}; the apply was not finished", exc.status,
+                                     exc.stderr) from None
                 note_unrolled(self.directory, left[1:])
                 raise StartError(f"{exc}; program {name!r} keeps its old definition"
                                  + _done(applied, name, left[1:]),

@@ -862,3 +862,35 @@ def test_a_scale_waiting_when_an_apply_sets_the_count_fails_at_once_saying_so(
     finally:
         gate.touch()
         caller.join(LONG)
+
+
+def test_a_stop_during_an_applys_roll_is_what_the_apply_says(group_started, tmp_path):
+    """The group stopped while an apply rolls a changed program: the apply fails saying
+    the roll was aborted by the stop, not that the group refused to take the old
+    definition back."""
+    gate = tmp_path / "gate"
+    group = group_started("stopped-apply", {"a": worker("one"), "b": worker("b")})
+    changed = {**worker("two"), "args": [
+        "-c", f"import os, time\nwhile not os.path.exists({str(gate)!r}):\n"
+              "    time.sleep(0.01)\nprint('i=', flush=True)\ntime.sleep(3600)\n"]}
+    outcome: list[BaseException | None] = []
+
+    def apply() -> None:
+        try:
+            group.apply({"a": changed, "b": worker("b")})
+            outcome.append(None)
+        except BaseException as exc:  # what the test reports
+            outcome.append(exc)
+
+    caller = threading.Thread(target=apply)
+    try:
+        caller.start()
+        wait_for(group.status, lambda s: (s.roll or {}).get("state") == "rolling", LONG,
+                 what="the roll of the changed program under way")
+        group.stop()
+        caller.join(LONG)
+        assert isinstance(outcome[0], immortal.StartError), outcome
+        assert "the group was stopped" in str(outcome[0]) and "refused" not in str(outcome[0])
+    finally:
+        gate.touch()
+        caller.join(LONG)
