@@ -17,7 +17,8 @@ from ._linux import is_alive
 from .errors import NoAnswer, NotRunning, StateDirError
 from .groupview import MARGIN, POLL, GroupView
 from .safety import socket_problem
-from .state import KILLED, SOCKET_NAME, STALE, Status, clear_stale, read_json, try_lock
+from .state import (KILLED, LEFT_ENDED, SOCKET_NAME, STALE, Status, clear_stale, read_json,
+                    try_lock)
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -184,6 +185,10 @@ class GroupStop(GroupView):
             ended += orphans.end_group(self.directory)
         finally:
             os.close(lock)
+        if reason == STALE and ended:
+            # Its supervisors died before they ended it (during this stop, or before): the
+            # stop ended what they left, and is how it ended.
+            reason = LEFT_ENDED
         final = clear_stale(self.directory, reason) or self.status()
         if self._popen is not None and self._popen.poll() is not None:
             final.running = False

@@ -35,6 +35,7 @@ from .statewords import (  # noqa: F401  (the words of a Status, kept importable
     FINAL_STATES,
     GONE,
     KILLED,
+    LEFT_ENDED,
     NEVER_RAN,
     ROLES,
     STALE,

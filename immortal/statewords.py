@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 GONE = "its supervisors were killed without a stop"
 STALE = "stale state removed: its processes were killed without a stop"
 KILLED = "killed (SIGKILL, no grace period)"
+#: A stop whose group's supervisors died before they ended it: the stop ended the rest.
+LEFT_ENDED = "stop: its supervisors were gone, and it ended what they left"
 FINAL_STATES = ("stopped", "fatal")
 #: A group whose first start holds its lock, before its supervisors wrote status.json.
 STARTING = "starting"

@@ -13,6 +13,7 @@ import pytest
 import immortal
 from conftest import LONG, SHORT, TALKER, cmdline, descendants, kill_at_once, wait_for
 from immortal._linux import is_alive, process_start_time
+from immortal.state import LEFT_ENDED
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -164,3 +165,19 @@ def test_an_idle_group_waits_with_no_timeout(started):
     # The stall watch looks at the pump for a period or two after the target's last output.
     wait_for(lambda: [waits_for_ever(pid) for pid in roles], all, timeout=LONG,
              what="the daemon and the pump to wait with no timeout")
+
+
+def test_a_stop_whose_supervisors_are_killed_meanwhile_is_how_the_group_ended(started):
+    """The daemon and the pump killed while a stop waits for a target that ignores TERM:
+    the stop ends what they left, and the group reads as stopped by it, not as killed
+    without a stop."""
+    group = started(TALKER, ["--ignore-term"], name="midstop", ready="line:^ready",
+                    stop_timeout=30.0)
+    pids = group.pids
+    grace = group.begin_stop(timeout=30.0)
+    wait_for(group.status, lambda s: s.state == "stopping", LONG, what="the stop under way")
+    kill_at_once(pids["daemon"], pids["pump"])
+    final = group.finish_stop(grace)
+    assert (final.state, final.reason) == ("stopped", LEFT_ENDED), final
+    assert final.orphans == [pids["target"]] and not is_alive(pids["target"], None)
+    assert not final.stale and "killed without a stop" not in str(final)
