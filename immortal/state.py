@@ -16,6 +16,7 @@ from .instance import (  # noqa: F401  (the instance directory's names, kept imp
     SCALES,
     SOCKET_NAME,
     UNIX_PATH_MAX,
+    UNROLLED,
     check_dir,
     check_socket_path,
     default_home,
@@ -226,6 +227,9 @@ class Status(MutableRecord):
     #: program (``scalerecord``, from ``scale.json``): ``id``, ``workers`` (the count
     #: asked), ``had``, ``at``, ``caller`` (pid and start time)
     scales: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the programs an apply changed and has not rolled yet (``apply.unrolled.json``: its
+    #: caller rolls them, or the next apply does): they run the definition before it
+    unrolled: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> Status:
@@ -289,6 +293,8 @@ class Status(MutableRecord):
             data["starting"] = True
         if self.scales and not stored:
             data["scales"] = self.scales
+        if self.unrolled and not stored:
+            data["unrolled"] = self.unrolled
         if stored:
             del data["running"], data["stalled"]
         return data
@@ -402,6 +408,9 @@ def read_status(directory: Path) -> Status | None:
         status.stalled = read_json(directory / "stalled.json")
     if status.running:
         status.scales = read_scales(directory, status.started_at)
+        unrolled = read_json(directory / UNROLLED)
+        if isinstance(unrolled, dict) and isinstance(unrolled.get("programs"), list):
+            status.unrolled = [str(name) for name in unrolled["programs"]]
     return status
 
 

@@ -81,7 +81,8 @@ def summary(s: Status) -> str:
 
 def scale_lines(s: Status) -> list[str]:
     """Each scale not done yet (``scalerecord``): the count asked, what runs, whether its
-    caller still waits; nothing once the program runs that count, each instance ready."""
+    caller still waits; nothing once the program runs that count, each instance ready.
+    Then the programs an apply changed and has not rolled yet."""
     found = []
     for program, entry in sorted(s.scales.items()):
         asked, caller = int(entry.get("workers", 0)), entry.get("caller")
@@ -97,6 +98,10 @@ def scale_lines(s: Status) -> list[str]:
         found.append(f"  scale    {program + ' ' if program else ''}#{entry.get('id')} to "
                      f"{asked} (from {entry.get('had')}): {len(mine) or 1} instance(s), "
                      f"{ready} ready; {who}")
+    if s.unrolled and s.running:
+        found.append(f"  unrolled {', '.join(s.unrolled)}: changed by the last apply and not "
+                     "rolled yet, they run the definition before it (the next reload rolls "
+                     "them)")
     return found
 
 

@@ -390,13 +390,19 @@ def test_a_change_whose_apply_died_before_its_roll_is_rolled_by_the_next(group_s
                               capture_output=True, text=True, timeout=LONG)
 
     assert apply("die").returncode == -signal.SIGKILL
-    assert pids(group.status()) == before
+    halfway = group.status()
+    assert pids(halfway) == before
+    # Shown: 'a' runs the definition before the apply (and 'b', by its environment).
+    assert halfway.unrolled[0] == "a"
+    assert f"  unrolled {', '.join(halfway.unrolled)}: changed by the last apply and not " \
+        "rolled yet" in str(halfway)
     # (b differs by the environment of the caller: this process's, then the other's.)
     assert json.loads(apply().stdout)["a"] == "rolled"
     now = pids(running(group, {"a": 1, "b": 1}))
     assert now[("a", 0)] != before[("a", 0)]
     assert Path(f"/proc/{now[('a', 0)]}/cmdline").read_bytes().endswith(b"\0one-more\0")
     assert json.loads(apply().stdout) == {"a": "unchanged", "b": "unchanged"}
+    assert group.status().unrolled == []
 
 
 def test_a_new_start_leaves_nothing_for_a_dead_apply_to_roll(group_started):

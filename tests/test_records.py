@@ -88,7 +88,8 @@ def test_repr_reads_as_the_dataclasses_did():
         "last_exit=None, next_restart_at=None, reason=None, strategy=None, started_at=None, "
         "target_started_at=None, output=None, directory=None, start_times={}, dropped=0, "
         "monitors={}, stalled=None, orphans=[], ready=False, notify_status=None, listen=[], "
-        "instances=[], roll=None, comment=None, user=None, starting=False, scales={})")
+        "instances=[], roll=None, comment=None, user=None, starting=False, scales={}, "
+        "unrolled=[])")
     assert repr(FULL).startswith("Status(name='g', state='running', running=True, "
                                  "pids={'pump': 3}, restarts=1, spawned=2, "
                                  "last_exit=ExitStatus(code=1, ")
