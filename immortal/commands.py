@@ -3,7 +3,8 @@
 Only these commands exist (one JSON object a request)::
 
     {"cmd": "status"}
-    {"cmd": "stop", "timeout": 10.0}      grace period before KILL (optional)
+    {"cmd": "stop", "timeout": 10.0}      grace period before KILL (optional); "kill": true,
+                                          KILL at once (``Group.kill``)
     {"cmd": "restart", "timeout": 10.0}  every instance, or "instance": K alone; rolling
                                          ("batch": K) unless "all_at_once": true
     {"cmd": "signal", "signal": "USR1"}   to the target's process group (each instance's, or
@@ -77,7 +78,7 @@ def check_request(request: object) -> dict[str, Any]:
     if cmd not in COMMANDS:
         raise InvalidSpec(f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
     allowed = {"cmd", "expires"} | {
-        "stop": {"timeout"},
+        "stop": {"timeout", "kill"},
         "restart": {"timeout", "instance", "batch", "all_at_once", "program", "rolling",
                     "below"},
         "signal": {"signal", "instance", "program"},
@@ -107,7 +108,7 @@ def check_request(request: object) -> dict[str, Any]:
         batch = request["batch"]
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise InvalidSpec(f"'batch' must be an int, 1 or more (got {batch!r})")
-    for flag in ("all_at_once", "rolling"):
+    for flag in ("all_at_once", "rolling", "kill"):
         if not isinstance(request.get(flag, False), bool):
             raise InvalidSpec(f"{flag!r} must be true or false (got {request[flag]!r})")
     if "program" in request and not isinstance(request["program"], str):

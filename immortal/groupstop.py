@@ -14,7 +14,7 @@ import time
 
 from . import control
 from ._linux import is_alive
-from .errors import NoAnswer, NotRunning, StateDirError
+from .errors import ImmortalError, NoAnswer, NotRunning, StateDirError
 from .groupview import MARGIN, POLL, GroupView
 from .safety import socket_problem
 from .state import (KILLED, LEFT_ENDED, SOCKET_NAME, STALE, Status, clear_stale, read_json,
@@ -201,8 +201,23 @@ class GroupStop(GroupView):
         raise NotImplementedError  # group's: drain runs a pump, above this layer
 
     def kill(self) -> Status:
-        """SIGKILL every process of the group now (no grace); returns when they are gone."""
+        """SIGKILL every process of the group now (no grace); returns when they are gone.
+        The group's pump KILLs its targets itself, so their ends are recorded (``last
+        killed by SIGKILL``) and its monitors get each ``exit`` and their ``shutdown``;
+        what it has not ended within a margin (no pump answers, a frozen one), and every
+        supervisor, is KILLed here."""
         status = self.status()
+        if status.running:
+            try:
+                self._request("stop", kill=True)
+            except ImmortalError:
+                pass  # no answer, or a group started by an older immortal: signals below
+            else:
+                final = self._wait_gone(MARGIN, status)
+                if final is not None:
+                    self._reap()
+                    return self._end_leftovers(KILLED)
+                status = self.status()
         # Supervisors first, so that nothing respawns the target in between. (A pump that
         # saw its daemon die keeps its pid when it becomes the daemon: the KILL still lands.)
         for role in ("daemon", "pump"):

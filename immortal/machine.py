@@ -109,6 +109,7 @@ class Tick(Record):
 class Stop(Record):
     grace: float | None  #: None: told once spawned, the process stops by itself
     reason: str = "stop"
+    kill: bool = False  #: KILL at once rather than TERM first (``Group.kill``)
 
 
 class Restart(Record):

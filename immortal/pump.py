@@ -319,14 +319,15 @@ class Pump(Hosts, TakeOver, PumpStart, Scaling, PumpControl, Rollout, RollSignal
                 self._feed(inst, each(inst), write=False)
         self._write_status()
 
-    def _stop_all(self, reason: str, grace: float | None = None) -> None:
-        """Every instance stops, each with ``grace``, else its program's own."""
+    def _stop_all(self, reason: str, grace: float | None = None, kill: bool = False) -> None:
+        """Every instance stops, each with ``grace``, else its program's own; ``kill``:
+        KILLed at once."""
         self.stop_asked = True
         if grace is not None:
             self.stop_grace = grace
         self.abort_roll(grace)
         self._feed_all(lambda inst: supervise.Stop(
-            inst.run.spec.stop_timeout if grace is None else grace, reason))
+            inst.run.spec.stop_timeout if grace is None else grace, reason, kill))
 
     def _rerun(self, inst: Instance, why: str) -> None:
         """A restart of an instance that ended on its own (``supervise.rerunnable``): its

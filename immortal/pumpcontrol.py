@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import privileges, rolling, supervise
 from .checks import check_workers
 from .errors import NotRunning
+from .statewords import KILLED
 
 #: Why a rolling restart, a scale or an apply is refused during the group's first start:
 #: it would stop targets that are not ready yet, and so fail that start. (A plain
@@ -68,7 +69,10 @@ class PumpControl:
         if cmd in ("scale", "apply") and self.pending:
             raise NotRunning(STARTING)
         if cmd == "stop":
-            self._stop_all("stop", None if grace is None else float(grace))
+            if request.get("kill"):  # Group.kill: no grace, for the targets or the monitors
+                self._stop_all(KILLED, 0.0, kill=True)
+            else:
+                self._stop_all("stop", None if grace is None else float(grace))
         elif cmd == "restart":
             chosen = self._addressed(request)
             for run in {id(inst.run): inst.run for inst in chosen}.values():

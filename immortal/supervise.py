@@ -248,13 +248,14 @@ def _stop_running(policy: Policy, state: State, event: Stop, now: float,
                   rand: float) -> Result:
     if state.pid is None:
         return _stop_now(policy, state, event, now, rand)
+    first = Kill(signal.SIGKILL if event.kill else signal.SIGTERM)
     if event.grace is None:
         return (replace(state, phase=STOPPING, deadline=None, reason=event.reason),
-                (Kill(signal.SIGTERM), Wake(None)))
+                (first, Wake(None)))
     deadline = now + event.grace
     return (replace(state, phase=STOPPING, deadline=deadline, grace=event.grace,
                     reason=event.reason),
-            (Kill(signal.SIGTERM), Wake(deadline)))
+            (first, Wake(deadline)))
 
 
 def _stop_restarting(policy: Policy, state: State, event: Stop, now: float,

@@ -53,6 +53,25 @@ def test_kill_all_and_shutdown():
         manager.close()
 
 
+@pytest.mark.parametrize("strategy", ["daemon", "unattached", "development"])
+def test_kill_records_the_targets_end_and_tells_the_monitors(home, strategy):
+    """Group.kill(): the targets KILLed by their pump, which records it ('last killed by
+    SIGKILL') and tells the monitors (exit, shutdown), as a stop does; nothing is left."""
+    group = immortal.start(TALKER, [], name="killed", strategy=strategy, workers=2,
+                           ready="line:^ready")
+    try:
+        targets = [entry.pid for entry in group.status().instances]
+        final = group.kill()
+        assert not final.running and final.state == "stopped", final
+        assert [entry.last_exit.signal for entry in final.instances] == [signal.SIGKILL] * 2
+        assert not set(targets) & set(descendants())
+        log = (group.directory / "output.log").read_text()
+        assert all(f"exit pid {pid}: killed by SIGKILL" in log for pid in targets), log
+        assert "shutdown: killed" in log.splitlines()[-1], log.splitlines()[-3:]
+    finally:
+        group.kill()
+
+
 def test_development_output_as_iterators(home):
     group = immortal.start(TALKER, ["--out", "3", "--err", "2", "--exit", "0"],
                            strategy="development", capture=True,

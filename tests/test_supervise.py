@@ -328,6 +328,11 @@ def test_a_finished_or_given_up_machine_is_run_again_by_a_rerun_and_a_stopped_on
 
 # Stop and restart ----------------------------------------------------------------------------
 
+def test_a_kill_stop_sends_kill_at_once():
+    state, actions = step(P, build(RUNNING), Stop(0.0, "killed", kill=True), E, R)
+    assert state.phase == STOPPING and actions == (KILL, Wake(E))
+
+
 def test_stop_during_backoff_is_never_followed_by_a_spawn():
     state = build(BACKOFF)
     state, actions = step(P, state, Stop(5.0, reason="shutdown"), E, R)
