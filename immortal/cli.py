@@ -288,6 +288,14 @@ def _cli_words(message: str, command: str) -> str:
     field = re.match(r"'(\w+)'", message)
     if field and field.group(1) in words:
         message = words[field.group(1)] + message[field.end():]
+    # The Python API's keywords elsewhere in the message, as the command line's words:
+    # "needs 'user'", "(got group='x' ...)", "(program=..., GROUP/PROGRAM)".
+    message = re.sub(r"\b(needs|with|goes with) '(\w+)'",
+                     lambda m: f"{m.group(1)} {words.get(m.group(2), repr(m.group(2)))}",
+                     message)
+    message = re.sub(r"\(got (\w+)=", lambda m: f"(got {words[m.group(1)]} "
+                     if m.group(1) in words else m.group(0), message)
+    message = message.replace("program=..., ", "")
     return message.replace("(exec)", "(--exec)")
 
 

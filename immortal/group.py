@@ -370,7 +370,7 @@ def _like(name: str, where: Path) -> str:
                  if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")]
     except OSError:
         return ""
-    close = closest(name, names)
+    close = closest(name, names) if names else None  # (difflib only when there is a choice)
     return f" (did you mean {close!r}?)" if close else ""
 
 

@@ -150,3 +150,12 @@ def test_a_restart_whose_new_target_is_gone_says_so_rather_than_none():
     died = InstanceStatus(instance=0, state="backoff", last_exit=ExitStatus(signal=9))
     assert _target(died) == "(none: backoff: its new target killed by SIGKILL)"
     assert _target(InstanceStatus(instance=1, state="running", pid=42)) == "42"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["run", "--group", "nogroup", TALKER], "--group needs --user (got --group 'nogroup'"),
+    (["run", "-w", "2", "--channel", TALKER], "--channel works with one instance only (got "
+                                              "--workers 2)")])
+def test_the_apis_keywords_are_the_command_lines_words(capsys, argv, words):
+    code, err = refused(capsys, *argv)
+    assert code == 2 and words in err and "=" not in err, err
