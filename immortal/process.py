@@ -320,10 +320,11 @@ class Held(OSError):
     left running (``spawner``)."""
 
 
-def exec_error(argv: list[str], exc: OSError) -> str:
+def exec_error(argv: list[str], exc: OSError, user: str | None = None) -> str:
     """What a failed spawn says: subprocess names the working directory when it could not
     enter it (a target running as another user may not), else the program; a spawn
-    refused before any exec (``Held``) says why."""
+    refused before any exec (``Held``) says why. ``user``: who the target runs as, if not
+    us (a program in root's home is not that user's to run)."""
     if isinstance(exc, Held):
         return str(exc.strerror)
     if exc.filename is not None and exc.filename != argv[0]:
@@ -333,4 +334,8 @@ def exec_error(argv: list[str], exc: OSError) -> str:
         return (f"cannot execute {argv[0]!r}: {exc.strerror}: it is not a program this "
                 "system runs, nor a script starting with a '#!' line; add one (e.g. "
                 "'#!/bin/sh'), or give its interpreter (--exec)")
+    if user is not None and exc.errno == errno.EACCES:
+        return (f"cannot execute {argv[0]!r}: {exc.strerror}: the target runs as {user!r}, "
+                "who may not run it (or enter a directory on its way); give a program that "
+                "user may run (--exec /usr/bin/python3), or let the user reach it")
     return f"cannot execute {argv[0]!r}: {exc.strerror or exc}"

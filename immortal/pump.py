@@ -352,7 +352,8 @@ class Pump(Hosts, TakeOver, PumpStart, Scaling, PumpControl, Rollout, RollSignal
                     else:
                         inst.target = child
                 except OSError as exc:
-                    error = process.exec_error(inst.run.spec.command(), exc)
+                    spec = inst.run.spec
+                    error = process.exec_error(spec.command(), exc, spec.user)
                     rolelog.report("spawn", f"immortal: pump: {error}\n")
                     self._feed(inst, supervise.SpawnFailed(error))
                     continue

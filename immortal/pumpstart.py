@@ -197,7 +197,7 @@ class PumpStart(StartAnswer):
             self._kill_own_target()
             failed = self.instances[len(firsts)].run.spec
             return self._fail("StartError", self._named_spec(
-                failed, process.exec_error(failed.command(), exc)))
+                failed, process.exec_error(failed.command(), exc, failed.user)))
         try:
             self._set_up([(inst, tuple(a for a in actions if isinstance(a, supervise.Hook)))
                           for inst, actions in firsts])

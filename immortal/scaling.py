@@ -127,8 +127,8 @@ class Scaling:
         try:
             inst.target = self._spawn(inst)
         except OSError as exc:
-            self._feed(inst, supervise.SpawnFailed(process.exec_error(run.spec.command(),
-                                                                      exc)))
+            self._feed(inst, supervise.SpawnFailed(process.exec_error(
+                run.spec.command(), exc, run.spec.user)))
             return
         self._watch_target(inst)
         inst.machine, actions = supervise.step(run.spec.policy, inst.machine,

@@ -364,3 +364,18 @@ def test_the_memory_limit_still_ends_a_target_whose_user_was_removed(
     assert "over the limit of 1 MiB" in log.read_text()
     wait_for(lambda: proc_state(target), lambda state: state in (None, "Z"),
              what="the over-limit target ended")
+
+
+@needs_root
+def test_a_program_the_user_may_not_reach_says_so_and_the_way_on(home: Path, tmp_path) -> None:
+    """A program in a directory only root may enter (a venv in root's home): the start
+    fails saying the user may not run it, and how to give one it may."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir(mode=0o700)
+    program = hidden / "prog.sh"
+    program.write_text("#!/bin/sh\nexec sleep 60\n")
+    program.chmod(0o755)
+    with pytest.raises(immortal.StartError) as caught:
+        immortal.start(str(program), user="nobody", ready="spawn", name="unreachable")
+    assert "the target runs as 'nobody', who may not run it" in str(caught.value)
+    assert "--exec" in str(caught.value)
