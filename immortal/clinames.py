@@ -83,9 +83,12 @@ def resolve(text: str, config: str | None = None) -> str:
         directory = home() / check_name(name)
     except ImmortalError:
         return text
+    has_file = config is not None or os.path.exists("immortal.toml")
     if os.path.exists(directory / "lock") or os.path.exists(directory / "status.json"):
+        if has_file:
+            _shadowed(name, directory, config)
         return text
-    if config is None and not os.path.exists("immortal.toml"):
+    if not has_file:
         return text
     from .completion import file_names
 
@@ -93,6 +96,25 @@ def resolve(text: str, config: str | None = None) -> str:
     if group is None or name not in programs:
         return text
     return f"{group}/{name}" + ("" if instance is None else f":{instance}")
+
+
+def _shadowed(name: str, directory: Any, config: str | None) -> None:
+    """A group ``name`` that does not run, where the file here names a program ``name``:
+    the group comes first (as documented), and a note on stderr says what the file's
+    program is called, which the user most likely meant."""
+    import sys
+
+    from .state import read_status
+
+    status = read_status(directory)
+    if status is not None and status.running:
+        return
+    from .completion import file_names
+
+    group, programs, _ = file_names(config)
+    if group is not None and name in programs:
+        print(f"note: {name!r} is a group that does not run; the configuration's program "
+              f"is '{group}/{name}'", file=sys.stderr)
 
 
 def whole_group(command: str, text: str) -> str:

@@ -308,6 +308,19 @@ def test_a_job_of_the_file_that_finished_leaves_reload_restart_and_readiness_wor
         "runs it again)"), lines
 
 
+def test_a_stopped_group_of_a_programs_name_notes_the_files_program(home, shop):
+    """An old group 'worker' (stopped) and the file's program 'worker' running: the group
+    comes first, as documented, and a note says what the file's program is called."""
+    ok(immortal(home, shop, "run", "-n", "worker", "--ready", "spawn", str(TALKER)))
+    ok(immortal(home, shop, "stop", "worker"))
+    ok(immortal(home, shop, "up", "worker"))
+    shown = immortal(home, shop, "status", "worker")
+    assert shown.returncode == 3, described(shown)
+    assert "note: 'worker' is a group that does not run; the configuration's program is " \
+        "'shop/worker'" in shown.stderr, described(shown)
+    ok(immortal(home, shop, "down"))
+
+
 def test_a_program_by_its_bare_name(home, shop):
     """status, restart, logs, scale, stop and up of PROGRAM: the file's group's
     program."""
