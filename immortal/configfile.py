@@ -124,9 +124,13 @@ class Layer:
         self.refused: set[tuple[str, str]] = set()
 
     def problem(self, doc: tuple[str, ...], message: str) -> None:
-        """A problem with the key at ``doc``, a path of the document."""
-        self.problems.append(Problem(self.where(doc), ".".join(doc), message))
+        """A problem with the key at ``doc``, a path of the document; one of an
+        environment's table named as the key it sets, in that environment."""
         path = doc[len(self.prefix):] if doc[:len(self.prefix)] == self.prefix else doc
+        key = ".".join(doc)
+        if len(self.prefix) == 2 and self.prefix[0] == "env" and path is not doc and path:
+            key = f"{'.'.join(path)} (in environment {self.prefix[1]!r})"
+        self.problems.append(Problem(self.where(doc), key, message))
         if len(path) > 2 and path[0] == "programs":
             self.refused.add((path[1], "workers" if path[2] == "instances" else path[2]))
 

@@ -372,3 +372,14 @@ def test_zsh_completion_loads(home, tmp_path):
          f"source {script} && print -r -- $_comps[immortal]"],
         capture_output=True, text=True, timeout=LONG)
     assert loaded.stdout.strip() == "_immortal", loaded.stdout + loaded.stderr
+
+
+def test_a_bad_type_in_an_environment_is_named_as_the_key_it_sets(home, shop):
+    """As a bad value there is: 'programs.web.workers (in environment 'production')', not
+    the table's own path ('env.production.programs.web.workers')."""
+    write(shop, THREE.replace("programs.web.workers = 4", 'programs.web.workers = "eight"'))
+    for args in (["validate"], ["validate", "-E", "production"]):
+        result = immortal(home, shop, *args)
+        assert result.returncode == 2, described(result)
+        assert "programs.web.workers (in environment 'production'): expected an integer" \
+            in result.stderr and "env.production" not in result.stderr, described(result)
