@@ -25,7 +25,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import monitorload
+from . import monitor
 from .firstrole import passed_on, start_roles
 from .group import Group
 from .prepare import check_place, prepared
@@ -115,7 +115,7 @@ def _place(request: Request, chosen: tuple[tuple[str, Any, dict[str, Any]], ...]
     exists) is found safe to use."""
     directory = home() / request.name
     check_place(directory)
-    log_path = next((path for path in (monitorload.output_path(factory, checked, directory)
+    log_path = next((path for path in (monitor.output_path(factory, checked, directory)
                                        for _, factory, checked in chosen) if path), None)
     monitors = tuple((name, checked) for name, _, checked in chosen)
     return request.spec(str(directory), monitors, log_path)

@@ -214,3 +214,12 @@ class Monitor:
 
     def monitor_shutdown(self, reason: str) -> None:
         self.shutdown(reason)
+
+
+def output_path(factory: Any, options: Mapping[str, Any], directory: Path) -> str | None:
+    """The file a monitor (its class or module, ``factory``) writes the output to, with
+    ``options``, for a group in ``directory``; None for one that is no ``Monitor``
+    subclass, or writes none."""
+    if isinstance(factory, type) and issubclass(factory, Monitor):
+        return factory.output_path(options, directory)
+    return None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import types
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -22,7 +21,7 @@ from .hookimpls import HOOKS
 from .monitor import Monitor
 from .monitorfind import find, installed
 
-__all__ = ["DEFAULT", "check", "installed", "output_path", "resolve", "resolve_all"]
+__all__ = ["DEFAULT", "check", "installed", "resolve", "resolve_all"]
 
 DEFAULT = "file"
 
@@ -193,12 +192,6 @@ def _check_json(who: str, options: dict[str, Any]) -> None:
                 f"{who}: check() returned option {key!r} = {value!r}, which is not JSON "
                 f"({exc}); return str, int, float, bool, None, lists and dicts "
                 "(e.g. str(path) for a path)") from None
-
-
-def output_path(factory: Any, options: Mapping[str, Any], directory: Path) -> str | None:
-    if isinstance(factory, type) and issubclass(factory, Monitor):
-        return factory.output_path(options, directory)
-    return None
 
 
 def resolve_all(monitors: object) -> list[tuple[str, Any]]:

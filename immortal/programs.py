@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import monitorload
+from . import monitor
 from .addresses import parse as parse_address
 from .checks import check_timeout
 from .errors import (ImmortalError, InvalidSpec, InvalidType, NotRunning, UnknownKeyword,
@@ -99,7 +99,7 @@ def build_programs(group: str, programs: object, strategy: Strategy, directory: 
             refuse(_named(name, exc))
             continue
         where = program_dir(directory, name)
-        log_path = next((path for path in (monitorload.output_path(factory, checked, where)
+        log_path = next((path for path in (monitor.output_path(factory, checked, where)
                                            for _, factory, checked in chosen) if path), None)
         monitors = tuple((monitor, checked) for monitor, _, checked in chosen)
         made.append(request.program(name, monitors, log_path))

@@ -24,7 +24,7 @@ import os
 import re
 import time
 
-from . import memwatch, monitorfind, monitorload, rolelog, supervise
+from . import memwatch, monitor, monitorfind, rolelog, supervise
 from .errors import MONITOR_ERRORS, ImmortalError
 from .filewatch import FileWatch
 from .memwatch import MemoryWatch
@@ -52,8 +52,8 @@ def written(spec: Spec) -> list[str]:
     for view in spec.each():
         for name, options in view.monitors:
             try:
-                path = monitorload.output_path(monitorfind.find(name), options,
-                                               view.program_dir)
+                path = monitor.output_path(monitorfind.find(name), options,
+                                           view.program_dir)
             except MONITOR_ERRORS:
                 continue  # its program failed to load it, and says so
             if path:
