@@ -15,7 +15,7 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
   scalerecord ·
 5 supervise, adoption, spawner, readywatch, answer, request, groupstop, settling, listview ·
 6 pumpstart, scaling, pumpcontrol, rollout, rollsignals, rollresume, programs, pumphosts,
-  pumpops, configcheck, prepare, drain, pumptakeover ·
+  pumpops, configcheck, prepare, drain, pumptakeover, pumplinks ·
 7 pump, groupapply, config, configview ·
 8 group ·
 9 forking, firstrole, daemonscale, daemonhold, daemoncontrol, forget, daemonsignals ·

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 RETRY = 3.0  # seconds a command is retried while nobody answers on the control socket
 
 
+#: seconds a kill waits for the group's answer before it KILLs every process itself
+KILL_ASKED = 1.0
+
+
 class GroupStop(GroupView):
     """A handle's requests to the group: how they reach it, and how the group ends (see
     :class:`immortal.group.Group` for the others)."""
@@ -157,8 +161,8 @@ class GroupStop(GroupView):
             budget -= time.monotonic() - self._stop_began
             self._stop_began = None
         final = self._wait_gone(max(0.0, budget), status)
-        if final is None:
-            return self.kill()
+        if final is None:  # its pump did not end it: no asking again
+            return self._kill_now(self.status())
         self._reap()
         return self._end_leftovers(STALE)
 
@@ -208,9 +212,10 @@ class GroupStop(GroupView):
         supervisor, is KILLed here."""
         status = self.status()
         if status.running:
-            try:
-                self._request("stop", kill=True)
-            except ImmortalError:
+            try:  # not for long: a kill is now, whatever its pump's state
+                control.request(self.directory / SOCKET_NAME, {"cmd": "stop", "kill": True},
+                                timeout=KILL_ASKED)
+            except (ImmortalError, OSError):
                 pass  # no answer, or a group started by an older immortal: signals below
             else:
                 final = self._wait_gone(MARGIN, status)
@@ -218,6 +223,10 @@ class GroupStop(GroupView):
                     self._reap()
                     return self._end_leftovers(KILLED)
                 status = self.status()
+        return self._kill_now(status)
+
+    def _kill_now(self, status: Status) -> Status:
+        """SIGKILL every process of the group ``status`` names, supervisors first."""
         # Supervisors first, so that nothing respawns the target in between. (A pump that
         # saw its daemon die keeps its pid when it becomes the daemon: the KILL still lands.)
         for role in ("daemon", "pump"):

@@ -23,11 +23,11 @@ from pathlib import Path
 from . import _linux, control, notify, orphans, process, relay, rolelog, supervise
 from . import listen as listening
 from .detach import detach
-from .errors import ImmortalError
 from .events import PUMP_START, READER_GONE, ExitStatus
 from .loop import draw
 from .pumpcontrol import PumpControl
 from .pumphosts import Hosts
+from .pumplinks import Lifelines
 from .pumpops import Operations
 from .pumpstart import PumpStart
 from .pumptakeover import TakeOver
@@ -35,8 +35,7 @@ from .rollout import Rollout
 from .rollsignals import RollSignals
 from .rollresume import RollResume
 from .readywatch import route
-from .roles import (Command, Exited, Finish, Grow, HandOver, Hello, Reaped, Reload, Retire,
-                    Rewrite, RoleArgs)
+from .roles import Exited, Finish, HandOver, RoleArgs
 from .scaling import Scaling
 from .spec import Spec, Strategy
 from .state import SOCKET_NAME, write_json
@@ -51,16 +50,16 @@ if TYPE_CHECKING:
 READS_PER_WAKE = relay.PIPE_SIZE // relay.READ_SIZE
 
 
-class Pump(Hosts, TakeOver, PumpStart, Scaling, PumpControl, Rollout, RollSignals, RollResume,
-           Operations):
+class Pump(Hosts, TakeOver, Lifelines, PumpStart, Scaling, PumpControl, Rollout,
+           RollSignals, RollResume, Operations):
     """The running pump: carries out each instance's machine's actions, and turns what happens
     (a target's death, output, signals, control requests, its daemon's death) into
     events of the instance they are about, or of all (a stop). Its parts: ``Hosts``
-    (each program's monitors), ``TakeOver`` (its daemon's death), ``PumpStart`` (its
-    state, its start-up), ``Scaling`` (a scale, an apply), ``PumpControl`` (control
-    requests), ``Rollout`` (a rolling restart), ``RollSignals`` (its signals and
-    deadlines), ``RollResume`` (one a dead pump left), ``Operations`` (each program's
-    watches of files and memory)."""
+    (each program's monitors), ``TakeOver`` (its daemon's death), ``Lifelines`` (what
+    its daemon and its caller say), ``PumpStart`` (its state, its start-up), ``Scaling``
+    (a scale, an apply), ``PumpControl`` (control requests), ``Rollout`` (a rolling
+    restart), ``RollSignals`` (its signals and deadlines), ``RollResume`` (one a dead
+    pump left), ``Operations`` (each program's watches of files and memory)."""
 
     # ----------------------------------------------------------------- the loop
     def _take_signals(self) -> None:
@@ -201,46 +200,6 @@ class Pump(Hosts, TakeOver, PumpStart, Scaling, PumpControl, Rollout, RollSignal
         reaped = target.reap(time.monotonic(), close=False)
         if reaped is not None:
             self._target_died(inst, reaped)
-
-    def _on_daemon(self, sock: socket.socket) -> None:
-        gone, message = self.link.receive()
-        if gone:
-            self._daemon_died()
-            return
-        # Hello: the daemon we were started for is up (hand_over); Rewrite: it put the
-        # instance directory back.
-        if isinstance(message, (Hello, Rewrite)):
-            self._write_status()
-        elif isinstance(message, Command):
-            try:
-                self.command(message.request)
-            except ImmortalError as exc:
-                rolelog.report("command", f"immortal: pump: {message.request['cmd']}: "
-                                          f"{exc}\n")
-        elif isinstance(message, Grow):
-            self.grow(message.program, message.instance, message.fds)
-        elif isinstance(message, Retire):
-            run = self.runs.get(message.program)
-            if run is not None:
-                self.retire(run, message.workers)
-        elif isinstance(message, Reload):
-            self.reload()
-        elif isinstance(message, Reaped) and message.pid:
-            for inst in self.instances:
-                target = inst.target
-                if target is not None and not target.own and message.pid == target.pid:
-                    target.dead(message.status)
-                    self._target_died(inst, message.status)
-                    break
-
-    def _on_parent(self, fd: int) -> None:
-        try:
-            data = os.read(fd, 512)
-        except BlockingIOError:
-            return
-        if not data:
-            self.selector.unregister(fd)
-            self._stop_all("caller exited")
 
     def _target_died(self, inst: Instance, status: ExitStatus) -> None:
         host = inst.run.host
