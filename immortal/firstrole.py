@@ -146,6 +146,7 @@ def _handshake(spec: Spec, fd: int, pids: dict[str, tuple[int, int | None]],
             elif message.get("ok"):
                 return message["target"] if message.get("adopted") else None
     except TimeoutError:
+        _late_roles(spec, fd, pids)
         raise StartError(f"group {spec.name!r} did not start within {patience:g} s "
                          f"(start_timeout{_READY_WAIT if _waits(spec) else ''}); "
                          f"see the logs in {spec.directory}") from None
@@ -153,6 +154,25 @@ def _handshake(spec: Spec, fd: int, pids: dict[str, tuple[int, int | None]],
 
 
 _READY_WAIT = " + ready_timeout + stop_timeout"
+#: how long a start that ran out of time still reads the roles that report late: each is
+#: killed with the rest, rather than left to start the group its caller was told failed
+LATE_ROLES = 5.0
+
+
+def _late_roles(spec: Spec, fd: int, pids: dict[str, tuple[int, int | None]]) -> None:
+    """After the handshake's deadline: the pids of the roles that report after it, until
+    every role of the strategy has (or the start ended, or ``LATE_ROLES`` passed)."""
+    roles = 2 if spec.strategy == Strategy.DAEMON else 1
+    try:
+        for message in read_handshake(fd, time.monotonic() + LATE_ROLES):
+            if "role" in message:
+                pids[message["role"]] = (message["pid"], message.get("start_time"))
+                if len(pids) >= roles:
+                    return
+            elif "error" in message or message.get("ok"):
+                return
+    except TimeoutError:
+        pass
 
 
 def _waits(spec: Spec) -> bool:

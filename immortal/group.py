@@ -367,7 +367,8 @@ def _like(name: str, where: Path) -> str:
 
     try:
         names = [entry.name for entry in os.scandir(where)
-                 if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")]
+                 if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")
+                 and entry.name != name]  # (what a failed start of it left: no group)
     except OSError:
         return ""
     close = closest(name, names) if names else None  # (difflib only when there is a choice)

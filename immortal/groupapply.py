@@ -95,6 +95,10 @@ class GroupApply(GroupStop):
         or the group's own from ``running_spec``), within :meth:`changing` (taken here if
         the caller has not). ``spec``: the ``running_spec`` they were built from, read
         within it (else it is read here), and compared with them."""
+        if timeout is not None:  # checked before anything changes
+            from .checks import check_timeout
+
+            timeout = check_timeout("timeout", timeout)
         with self.changing():
             return self._apply_held(new, timeout,
                                     self.running_spec() if spec is None else spec)

@@ -136,7 +136,7 @@ def build_group(name: object, programs: object, strategy: object,
 
     group = check_name(name)
     mode = Strategy.parse(strategy)
-    patience = check_timeout("start_timeout", start_timeout)
+    patience = check_timeout("start_timeout", start_timeout, above_zero=True)
     made = build_programs(group, programs, mode, directory)
     return Spec.of_programs(group, mode, directory, made, patience,
                             tuple(os.path.abspath(p or os.getcwd()) for p in sys.path))

@@ -134,7 +134,7 @@ def build(
     group_name = check_name(default_name(path) if name is None else name)
     mask = check_umask(umask)
     grace = check_timeout("stop_timeout", stop_timeout)
-    patience = check_timeout("start_timeout", start_timeout)
+    patience = check_timeout("start_timeout", start_timeout, above_zero=True)
     restart_policy = RestartPolicy.build(policy)
     wanted = _wanted_monitors(monitor, options, monitors)
     readiness_mode, ready_limit = check_ready(ready, ready_timeout, bool(listen))

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -164,3 +165,17 @@ def test_reading_stdout_alone_never_waits_for_unread_stderr(started):
     kept = list(group.stderr)
     assert kept and kept[-1] == b"err 20000\n"
     assert len(kept) <= 1000 and group.dropped["stderr"] == 20000 - len(kept)
+
+
+def test_a_start_out_of_time_leaves_nothing_to_come_up_later(home):
+    """start_timeout shorter than the roles take to start: StartError, and the roles that
+    report after it are killed too; no group comes up behind the caller's back."""
+    with pytest.raises(immortal.StartError, match="did not start within"):
+        immortal.start(TALKER, [], name="late", start_timeout=0.02, ready="spawn")
+    begun = time.monotonic()
+    while time.monotonic() - begun < 3.0:  # a quiet while, watched throughout
+        talkers = [pid for pid in descendants() if "talker.py" in cmdline(pid)]
+        assert not talkers, f"a target of the failed start runs: {talkers}"
+        with pytest.raises(immortal.NotRunning):
+            immortal.attach("late").status()
+        time.sleep(0.05)
