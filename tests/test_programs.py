@@ -900,3 +900,13 @@ def test_a_stop_during_an_applys_roll_is_what_the_apply_says(group_started, tmp_
     finally:
         gate.touch()
         caller.join(LONG)
+
+
+def test_an_apply_with_a_bad_timeout_changes_nothing(group_started):
+    group = group_started("badtimeout", {"a": worker("a"), "b": worker("b")})
+    before = pids(running(group, {"a": 1, "b": 1}))
+    for bad, kind in ((-1, immortal.InvalidSpec), ("5", immortal.InvalidType)):
+        with pytest.raises(kind, match="'timeout'"):
+            group.apply({"a": worker("changed")}, timeout=bad)
+    status = group.status()
+    assert pids(status) == before and status.unrolled == []
