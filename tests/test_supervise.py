@@ -690,7 +690,7 @@ def test_records_are_immutable():
 def test_record_repr_reads_like_a_dataclass():
     assert repr(Spawn("start")) == "Spawn(why='start')"
     assert repr(Tick()) == "Tick()"
-    assert repr(Stop(1.0)) == "Stop(grace=1.0, reason='stop')"
+    assert repr(Stop(1.0)) == "Stop(grace=1.0, reason='stop', kill=False)"
     assert repr(Exited(CODE1)).startswith("Exited(status=ExitStatus(code=1, signal=None")
     assert repr(State()) == (
         "State(phase=<Phase.SPAWNING: 'spawning'>, pid=None, started_at=None, attempts=0, "
