@@ -133,6 +133,7 @@ class GroupStop(GroupView):
         own stop_timeout."""
         grace = None if timeout is None else self._grace(timeout)  # refuse a bad one first
         self._stop_began = time.monotonic()
+        self._let_go()
         try:
             self._request("stop", **({} if grace is None else {"timeout": grace}))
         except NotRunning:  # no answer: a signal does it, with the group's own grace
@@ -211,6 +212,7 @@ class GroupStop(GroupView):
         what it has not ended within a margin (no pump answers, a frozen one), and every
         supervisor, is KILLed here."""
         status = self.status()
+        self._let_go()
         if status.running:
             try:  # not for long: a kill is now, whatever its pump's state
                 control.request(self.directory / SOCKET_NAME, {"cmd": "stop", "kill": True},
@@ -224,6 +226,11 @@ class GroupStop(GroupView):
                     return self._end_leftovers(KILLED)
                 status = self.status()
         return self._kill_now(status)
+
+    def _let_go(self) -> None:
+        """A captured stream (development) no longer holds the pump: it is stopping."""
+        for lines in self._streams.values():
+            lines.let_go()
 
     def _kill_now(self, status: Status) -> Status:
         """SIGKILL every process of the group ``status`` names, supervisors first."""

@@ -336,6 +336,13 @@ class _Lines:
             self._ended = True
             self._changed.notify_all()
 
+    def let_go(self) -> None:
+        """The group stops: a reader that stopped reading (a loop left early) must not hold
+        the pump, and with it the stop, for ever; the latest ``LIMIT`` lines are kept."""
+        with self._changed:
+            self._reading = False
+            self._changed.notify_all()
+
     def __iter__(self) -> Iterator[bytes]:
         with self._changed:
             self._reading = True

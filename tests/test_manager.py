@@ -87,6 +87,39 @@ def test_development_output_as_iterators(home):
         group.stop()
 
 
+def test_a_captured_stream_left_early_does_not_hold_the_stop(home, tmp_path):
+    """A loop over group.stdout left after ten lines of a target that writes on: the stop
+    ends the group itself within its grace (the pump no longer waits for that reader),
+    and the monitors get its end."""
+    flood = tmp_path / "flood.py"
+    flood.write_text("import itertools\nfor n in itertools.count():\n"
+                     "    print('line', n, flush=True)\n")
+    group = immortal.start(str(flood), strategy="development", capture=True, ready="spawn",
+                           stop_timeout=1.0)
+    try:
+        for n, _ in enumerate(group.stdout):
+            if n == 10:
+                break
+        log = group.directory / "output.log"
+        seen: list[int] = []
+
+        def held(count: int) -> bool:  # the same count twice, a poll apart: held
+            seen.append(count)
+            return len(seen) > 1 and count > 1000 and seen[-2] == count
+
+        # The reader's buffer full, then the pipe to this process: the pump waits on it.
+        wait_for(lambda: log.read_bytes().count(b"\n") if log.exists() else 0, held, LONG,
+                 what="the flood held by the reader that stopped reading")
+        begun = time.monotonic()
+        final = group.stop()
+        took = time.monotonic() - begun
+        assert (final.state, final.reason) == ("stopped", "stop"), final
+        assert took < 1.0 + SHORT, f"the stop took {took:.1f} s"
+        assert "shutdown: stop" in (group.directory / "output.log").read_text()
+    finally:
+        group.kill()
+
+
 def test_capture_needs_development():
     with pytest.raises(immortal.InvalidSpec, match="development"):
         immortal.start(TALKER, capture=True)
