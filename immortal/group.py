@@ -69,6 +69,9 @@ class Group(GroupApply):
         instance restarted at once instead (with a ``batch`` too: ``InvalidSpec``).
         ``program``: that program's instances alone, in a group of several programs.
         Returns once the new targets run (and, rolling, are ready)."""
+        if not isinstance(all_at_once, bool):
+            raise InvalidType(f"'all_at_once' must be True or False (got "
+                              f"{type(all_at_once).__name__}: {all_at_once!r})")
         if all_at_once and batch is not None:
             raise InvalidSpec(f"'batch' sets the pace of a rolling restart, 'all_at_once' "
                               f"restarts every instance at once instead: give one or the "

@@ -82,6 +82,8 @@ class GroupView:
         if status.running:
             pids = ", ".join(f"{role} {pid}" for role, pid in status.pids.items())
             return f"<Group {self.name!r} {status.state} ({pids})>"
+        if status.stale:  # its state is the one its supervisors last wrote
+            return f"<Group {self.name!r} stale: its supervisors were killed, not running>"
         return f"<Group {self.name!r} {status.state}, not running>"
 
     @property
@@ -242,7 +244,12 @@ class GroupView:
         return status
 
     def wait(self, timeout: float | None = None) -> Status:
-        """Wait until the group ends by itself (or by a stop from elsewhere)."""
+        """Wait until the group ends by itself (or by a stop from elsewhere); with
+        ``timeout`` (seconds), ``StopTimeout`` if it still runs then."""
+        if timeout is not None:
+            from .checks import check_timeout
+
+            timeout = check_timeout("timeout", timeout)
         if timeout is None:
             status = self.status()
             while status.running:  # the root may change: a pump takes over from a dead daemon

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import immortal
-from conftest import LONG, SHORT, TALKER, cmdline, descendants, wait_for
+from conftest import LONG, SHORT, TALKER, cmdline, descendants, kill_at_once, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -212,3 +212,17 @@ def test_a_start_out_of_time_leaves_nothing_to_come_up_later(home):
         with pytest.raises(immortal.NotRunning):
             immortal.attach("late").status()
         time.sleep(0.05)
+
+
+def test_a_handles_arguments_are_checked_and_a_stale_group_reads_so(started):
+    group = started(TALKER, [], name="handled", ready="spawn")
+    with pytest.raises(immortal.InvalidType, match="'timeout'"):
+        group.wait(timeout="1")
+    with pytest.raises(immortal.InvalidSpec, match="'timeout'"):
+        group.wait(timeout=-1)
+    with pytest.raises(immortal.InvalidType, match="'all_at_once'"):
+        group.restart(all_at_once="yes")
+    pids = group.pids
+    kill_at_once(pids["daemon"], pids["pump"])
+    wait_for(group.status, lambda s: not s.running, LONG, what="the supervisors gone")
+    assert repr(group) == "<Group 'handled' stale: its supervisors were killed, not running>"
