@@ -72,6 +72,8 @@ def _check_shape(name: str, factory: Any) -> None:
                 raise MonitorError(f"monitor {name!r} defines {attr!r}, which is no monitor "
                                    f"method (did you mean {hook!r}?); a helper of your own "
                                    f"can be named '_{attr}'")
+        for hook in HOOKS:
+            _check_arguments(name, hook, vars(factory).get(hook))
     elif not any(attr.startswith("monitor_") for attr in dir(factory)):
         raise MonitorError(f"monitor {name!r} ({factory!r}) is not a monitor: subclass "
                            "immortal.Monitor or define monitor_* hooks")
@@ -83,6 +85,24 @@ def _check_shape(name: str, factory: Any) -> None:
         manager.check_pending()
     except pluggy.PluginValidationError as exc:
         raise MonitorError(f"monitor {name!r} is not a valid monitor: {exc}") from exc
+
+
+def _check_arguments(name: str, hook: str, method: object) -> None:
+    """An override of ``hook`` must take what the pump passes it: no more arguments
+    without a default than the ``Monitor`` method has (else every call would fail in the
+    pump, said in its log alone)."""
+    code = getattr(method, "__code__", None)
+    if code is None or hook == "check":  # not a plain function; check() is a classmethod
+        return
+    base = getattr(Monitor, hook).__code__
+    defaults = len(getattr(method, "__defaults__", None) or ())
+    required = code.co_argcount - 1 - defaults  # after self
+    keywords = code.co_kwonlyargcount - len(getattr(method, "__kwdefaults__", None) or {})
+    if required > base.co_argcount - 1 or keywords:
+        takes = ", ".join(base.co_varnames[1:base.co_argcount])
+        raise MonitorError(f"monitor {name!r}: {hook}() needs arguments the pump does not "
+                           f"pass ({', '.join(code.co_varnames[1:code.co_argcount])}); it "
+                           f"is called with ({takes}) at most")
 
 
 def _misspelt(word: str, hooks: set[str]) -> str | None:

@@ -440,6 +440,30 @@ def test_a_method_one_slip_from_a_hook_is_refused(slip, hook):
         monitorload._check_shape("slip", cls)
 
 
+def _needs_extra(self, line, offset, extra):
+    pass
+
+
+def _keyword_only(self, status, *, why):
+    pass
+
+
+@pytest.mark.parametrize("hook, method", [("stdout", _needs_extra), ("exit", _keyword_only)])
+def test_a_hook_that_needs_arguments_the_pump_does_not_pass_is_refused(hook, method):
+    cls = type("Needy", (immortal.Monitor,), {hook: method})
+    with pytest.raises(immortal.MonitorError, match=f"{hook}\\(\\) needs arguments the pump "
+                                                    "does not pass"):
+        monitorload._check_shape("needy", cls)
+
+
+@pytest.mark.parametrize("method", [lambda self, line: None,
+                                    lambda self, data, offset=0: None,
+                                    lambda self, *args: None])
+def test_a_hook_that_takes_what_the_pump_passes_is_accepted(method):
+    cls = type("Fine", (immortal.Monitor,), {"stdout": method})
+    monitorload._check_shape("fine", cls)  # no MonitorError
+
+
 @pytest.mark.parametrize("monitor, fragments", [
     ("plugins.checks:PathOptions", ("PosixPath('/var/log/app.log')", "JSON", "'output'")),
     ("plugins.checks:ListOptions", ("['output']", "mapping", "list")),
