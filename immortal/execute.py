@@ -36,6 +36,11 @@ from .errors import ExecTimeout, OutputTooLarge
 from .events import ExitStatus
 from .records import Record
 
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
+
 TOKEN = "IMMORTAL_EXEC_"  #: the prefix of the variable that marks one call's processes
 CHUNK = 65536
 DRAIN = 1.0  #: seconds the pipes are read, once the tree was ended, to their end
@@ -221,16 +226,28 @@ def prepare(file: str | os.PathLike[str], args: Sequence[str] | None = None, *,
     return Execution([*argv, *check_args(args)], target_env, target_cwd)
 
 
+EXEC_KEYWORDS = ("timeout", "max_buffer", "env", "cwd")
+
+
+def no_other(unknown: Mapping[str, Any]) -> None:
+    """An ``UnknownKeyword`` for a keyword ``exec()`` does not take, as ``start()`` says."""
+    from .errors import UnknownKeyword, unknown_name
+
+    for key in unknown:
+        raise unknown_name("keyword argument of exec()", key, EXEC_KEYWORDS, UnknownKeyword)
+
+
 def exec(file: str | os.PathLike[str], args: Sequence[str] | None = None, *,
          timeout: float | None = None, max_buffer: int | None = None,
          env: Mapping[str, str] | None = None,
-         cwd: str | os.PathLike[str] | None = None) -> ExecResult:
+         cwd: str | os.PathLike[str] | None = None, **unknown: Any) -> ExecResult:
     """Run ``file`` with ``args`` to its end and return its output and exit status
     (``ExecResult``: ``stdout``, ``stderr``, ``status``). Nothing it starts outlives the
     call: what the program leaves running is killed when it ends. Past ``timeout``
     seconds the whole tree is killed and ``ExecTimeout`` raised; past ``max_buffer`` bytes
     of output, ``OutputTooLarge``; each carries what was read (``stdout``, ``stderr``)
     and the ``status``. ``env`` (default: ours) and ``cwd`` are the program's."""
+    no_other(unknown)
     limit, most = check_limits(timeout, max_buffer)
     return prepare(file, args, env=env, cwd=cwd).run(limit, most)
 

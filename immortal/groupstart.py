@@ -21,7 +21,7 @@ from .state import home
 
 def start_group(name: str, programs: Mapping[str, Mapping[str, Any]], *,
                 strategy: str | Strategy = Strategy.DAEMON,
-                start_timeout: float = 30.0) -> Group:
+                start_timeout: float = 30.0, **unknown: Any) -> Group:
     """Launch a group of several programs under one daemon and one pump; return a handle.
 
     ``programs`` maps each program's name to its options: every keyword of ``start()``
@@ -34,7 +34,16 @@ def start_group(name: str, programs: Mapping[str, Mapping[str, Any]], *,
     two programs may not listen on one address). Returns once every instance of every
     program is ready; ``StartError`` leaves nothing behind, as ``start()``'s.
     """
+    _no_other("start_group()", unknown, ("strategy", "start_timeout"))
     return launch_group(_built(name, programs, strategy, start_timeout))
+
+
+def _no_other(call: str, unknown: Mapping[str, Any], known: tuple[str, ...]) -> None:
+    """An ``UnknownKeyword`` for the first keyword of ``unknown``, as ``start()`` says it."""
+    from .errors import UnknownKeyword, unknown_name
+
+    for key in unknown:
+        raise unknown_name(f"keyword argument of {call}", key, known, UnknownKeyword)
 
 
 def plan_group(name: object, programs: object, strategy: object,

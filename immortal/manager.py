@@ -58,9 +58,10 @@ class Manager:
     def exec(self, file: str | os.PathLike[str], args: Sequence[str] | None = None, *,
              timeout: float | None = None, max_buffer: int | None = None,
              env: Mapping[str, str] | None = None,
-             cwd: str | os.PathLike[str] | None = None) -> execute.ExecResult:
+             cwd: str | os.PathLike[str] | None = None, **unknown: Any) -> execute.ExecResult:
         """``immortal.exec(file, args, ...)``; while it runs, ``stop_all``, ``kill_all`` and
         ``shutdown`` (from another thread, or a SIGTERM) kill it with its whole tree."""
+        execute.no_other(unknown)
         limit, most = execute.check_limits(timeout, max_buffer)
         running = execute.prepare(file, args, env=env, cwd=cwd)
         with self._lock:

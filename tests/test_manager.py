@@ -226,3 +226,14 @@ def test_a_handles_arguments_are_checked_and_a_stale_group_reads_so(started):
     kill_at_once(pids["daemon"], pids["pump"])
     wait_for(group.status, lambda s: not s.running, LONG, what="the supervisors gone")
     assert repr(group) == "<Group 'handled' stale: its supervisors were killed, not running>"
+
+
+def test_an_unknown_keyword_of_exec_and_start_group_is_named_as_starts_are(home):
+    with pytest.raises(immortal.UnknownKeyword, match="'tmeout' \\(did you mean 'timeout'"):
+        immortal.exec("/bin/true", tmeout=1)
+    with pytest.raises(immortal.UnknownKeyword, match="start_group\\(\\) 'nme'"):
+        immortal.start_group("x", {"a": {"file": TALKER}}, nme="x")
+    with immortal.Manager() as manager:
+        with pytest.raises(immortal.UnknownKeyword, match="'tmeout'"):
+            manager.exec("/bin/true", tmeout=1)
+    assert os.listdir(home) == []
