@@ -229,11 +229,11 @@ def test_a_handles_arguments_are_checked_and_a_stale_group_reads_so(started):
 
 
 def test_an_unknown_keyword_of_exec_and_start_group_is_named_as_starts_are(home):
-    with pytest.raises(immortal.UnknownKeyword, match="'tmeout' \\(did you mean 'timeout'"):
+    with pytest.raises(immortal.UnknownName, match="'tmeout' \\(did you mean 'timeout'"):
         immortal.exec("/bin/true", tmeout=1)
-    with pytest.raises(immortal.UnknownKeyword, match="start_group\\(\\) 'nme'"):
+    with pytest.raises(immortal.UnknownName, match="start_group\\(\\) 'nme'"):
         immortal.start_group("x", {"a": {"file": TALKER}}, nme="x")
     with immortal.Manager() as manager:
-        with pytest.raises(immortal.UnknownKeyword, match="'tmeout'"):
+        with pytest.raises(immortal.UnknownName, match="'tmeout'"):
             manager.exec("/bin/true", tmeout=1)
     assert os.listdir(home) == []
