@@ -77,18 +77,22 @@ class PumpControl:
             chosen = self._addressed(request)
             for run in {id(inst.run): inst.run for inst in chosen}.values():
                 privileges.still_there(run.spec.user, run.spec.group)
-            if self.rolls(request, chosen):
-                if self.pending:  # a plain restart's new target is waited for instead
-                    raise NotRunning(STARTING)
-                return {"roll": self.start_roll(chosen, int(request.get("batch", 1)),
-                                                None if grace is None else float(grace))}
-            if self.roll_running:
-                raise NotRunning("a rolling restart is in progress; wait for it to end")
             why = request.get("why", "manual")  # the operator's, or a watch's
-            # Those that ended on their own (a job done, restarts given up) run again.
+            # Those that ended on their own (a job done, restarts given up) run again, with
+            # the definition an apply gave them: nothing of theirs serves to roll.
             again = [] if self.stop_asked else [
                 inst for inst in chosen if supervise.rerunnable(inst.machine)]
             others = [inst for inst in chosen if inst not in again]
+            if self.rolls(request, chosen):
+                if self.pending:  # a plain restart's new target is waited for instead
+                    raise NotRunning(STARTING)
+                ident = self.start_roll(others, int(request.get("batch", 1)),
+                                        None if grace is None else float(grace))
+                for inst in again:
+                    self._rerun(inst, why)
+                return {"roll": ident}
+            if self.roll_running:
+                raise NotRunning("a rolling restart is in progress; wait for it to end")
             refused = [supervise.refusal(inst.machine, supervise.Restart(0.0, why))
                        for inst in others]
             if not again and all(refused):

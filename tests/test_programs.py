@@ -910,3 +910,21 @@ def test_an_apply_with_a_bad_timeout_changes_nothing(group_started):
             group.apply({"a": worker("changed")}, timeout=bad)
     status = group.status()
     assert pids(status) == before and status.unrolled == []
+
+
+def test_a_finished_job_is_run_again_not_rolled(group_started):
+    """Beside a program that rolls (two instances): a restart of the group, and an apply
+    that changes the job, run the finished job again (with its new definition) rather
+    than roll it, whose replacement would end before it is ready and abort the roll."""
+    group = group_started("jobroll", {"web": worker("web", workers=2), "job": JOB})
+    finished_job(group)
+    before = pids(group.status())
+    group.restart()
+    status = finished_job(group, 2)
+    assert status.roll["state"] == "done"
+    assert not set(pids(status).values()) & {before[("web", 0)], before[("web", 1)]}
+    changed = {**JOB, "args": ["-c", "print('ran again', flush=True)"]}
+    applied = group.apply({"web": worker("web", workers=2), "job": changed})
+    assert applied.actions() == {"web": "unchanged", "job": "rolled"}
+    finished_job(group, 3)
+    assert b"ran again" in output(outputs(group)["job"])
