@@ -916,14 +916,15 @@ def test_a_finished_job_is_run_again_not_rolled(group_started):
     """Beside a program that rolls (two instances): a restart of the group, and an apply
     that changes the job, run the finished job again (with its new definition) rather
     than roll it, whose replacement would end before it is ready and abort the roll."""
-    group = group_started("jobroll", {"web": worker("web", workers=2), "job": JOB})
+    job = {key: value for key, value in JOB.items() if key != "ready"}  # ready once up 1 s
+    group = group_started("jobroll", {"web": worker("web", workers=2), "job": job})
     finished_job(group)
     before = pids(group.status())
     group.restart()
     status = finished_job(group, 2)
-    assert status.roll["state"] == "done"
+    assert status.roll["state"] == "done" and status.roll["slots"] == ["web:0", "web:1"]
     assert not set(pids(status).values()) & {before[("web", 0)], before[("web", 1)]}
-    changed = {**JOB, "args": ["-c", "print('ran again', flush=True)"]}
+    changed = {**job, "args": ["-c", "print('ran again', flush=True)"]}
     applied = group.apply({"web": worker("web", workers=2), "job": changed})
     assert applied.actions() == {"web": "unchanged", "job": "rolled"}
     finished_job(group, 3)
