@@ -14,7 +14,7 @@ from . import settling
 from .errors import ImmortalError, InvalidSpec, StartError
 from .groupstop import GroupStop
 from .groupview import MARGIN
-from .state import Status, ensure_dir, read_json, write_json
+from .state import Status, ensure_dir, read_json, read_scales, write_json
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -37,9 +37,11 @@ class GroupApply(GroupStop):
 
     def _settled(self, counts: dict[str, int], patience: float, what: str,
                  new: tuple[str | None, int] | None = None,
-                 before: dict[str, int] | None = None, ticket: int | None = None) -> Status:
+                 before: dict[str, int] | None = None, ticket: int | None = None,
+                 scales: dict[str, Any] | None = None) -> Status:
         return settling.wait(self.status, self.name, counts, patience, what, new,
-                             None if before is None else (self.directory, before), ticket)
+                             None if before is None else (self.directory, before), ticket,
+                             scales)
 
     def apply(self, programs: Mapping[str, Mapping[str, Any]], *,
               timeout: float | None = None) -> Applied:
@@ -108,6 +110,9 @@ class GroupApply(GroupStop):
         from .spec import program_dir
 
         applied, sending = compare(spec, tuple(new), unrolled(self.directory))
+        # The scales recorded now: one asked while this apply waits makes its wait moot.
+        scales = {program: (entry.get("id"), entry.get("at"))
+                  for program, entry in read_scales(self.directory).items()}
         for name in applied.added:
             ensure_dir(program_dir(spec.directory, name))
         left = list(applied.changed)  # what this caller has yet to roll, kept in a file
@@ -120,7 +125,7 @@ class GroupApply(GroupStop):
         self._settled({**{p.name: p.workers for p in sending if p.name in touched},
                        **{name: 0 for name in applied.removed}},
                       ready + MARGIN, "did not take its new programs", None,
-                      {p.name: p.workers for p in spec.programs})
+                      {p.name: p.workers for p in spec.programs}, scales=scales)
         old = {p.name: p for p in spec.programs}
         counts = {p.name: p.workers for p in sending}
         for name in applied.changed:

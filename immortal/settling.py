@@ -21,14 +21,16 @@ if TYPE_CHECKING:
 def wait(status: Callable[[], Status], name: str, counts: Mapping[str, int],
          patience: float, what: str, new: tuple[str | None, int] | None = None,
          before: tuple[Path, Mapping[str, int]] | None = None,
-         ticket: int | None = None) -> Status:
+         ticket: int | None = None, scales: Mapping[str, Any] | None = None) -> Status:
     """The status once each program of ``counts`` runs that many instances (0: gone),
     each running and ready; StopTimeout past ``patience``. ``new``: (program, the count
     before a scale up): a new instance whose target died before it was ready fails at once
     (StartError), as in a start. ``before``: the group's directory and the counts it had,
     for ``check_counts``: another command that set another count meanwhile makes the wait
     moot (an ImmortalError at once, and nothing of that command's to undo); ``ticket``,
-    the id of the scale waited for: so does another scale, even to the same count."""
+    the id of the scale waited for: so does another scale, even to the same count.
+    ``scales``: an apply's wait, the scales recorded when it began (by program, each its
+    id and time): a scale asked since makes it moot too."""
     deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
         now = status()
@@ -40,7 +42,7 @@ def wait(status: Callable[[], Status], name: str, counts: Mapping[str, int],
             raise NotRunning(f"group {name!r} was stopped (by a stop) before the change was "
                              f"done; nothing was undone")
         if before is not None:
-            check_counts(before[0], name, counts, before[1], ticket)
+            check_counts(before[0], name, counts, before[1], ticket, scales)
         dead = [entry for entry in of(now, new[0]) if entry.instance >= new[1]
                 and entry.last_exit is not None and not entry.ready
                 and not _asked(entry.last_exit)] if new else []
@@ -59,7 +61,8 @@ def _asked(status: Any) -> bool:
 
 
 def check_counts(directory: Path, name: str, counts: Mapping[str, int],
-                 before: Mapping[str, int], ticket: int | None = None) -> None:
+                 before: Mapping[str, int], ticket: int | None = None,
+                 scales: Mapping[str, Any] | None = None) -> None:
     """An ImmortalError if the group's ``spec.json`` records, for one of its programs,
     neither the count asked (``counts``) nor the one it had (``before``: a group that could
     not write its spec keeps it): another command set it since this one asked. With
@@ -70,6 +73,14 @@ def check_counts(directory: Path, name: str, counts: Mapping[str, int],
         last = read_scales(directory).get(program) if ticket is not None else None
         overtaken = last is not None and last["id"] != ticket
         now = recorded(directory, program)
+        if scales is not None:  # an apply's wait: a scale asked since it began
+            scaled = read_scales(directory).get(program)
+            if scaled is not None and (scaled.get("id"), scaled.get("at")) != scales.get(
+                    program):
+                raise ImmortalError(
+                    f"{what} was scaled to {scaled.get('workers')} instance(s) by another "
+                    f"command while this apply waited for {count}; that scale stands "
+                    f"(nothing undone here; apply again for {count})")
         if ticket is not None and last is None:  # its record superseded: an apply's count
             raise ImmortalError(
                 f"{what} was set to {now if now is not None else 'its'} instance(s) by an "

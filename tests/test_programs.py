@@ -829,6 +829,17 @@ def test_an_apply_does_not_wait_for_a_program_it_leaves_that_gave_up(group_start
              > [spawned], LONG, what="the failing program run again")
 
 
+def gated(gate: Path, **options: Any) -> dict[str, Any]:
+    """A program whose instance 0 is ready at once, and every other once ``gate`` exists."""
+    return {"file": sys.executable, "ready": "line:^go", "stop_timeout": 5.0, "args": [
+        "-c", "import os, time\n"
+              "first = os.environ['IMMORTAL_INSTANCE'] == '0'\n"
+              f"while not first and not os.path.exists({str(gate)!r}):\n"
+              "    time.sleep(0.01)\n"
+              "print('go', flush=True)\n"
+              "time.sleep(3600)\n"], **options}
+
+
 def test_a_scale_waiting_when_an_apply_sets_the_count_fails_at_once_saying_so(
         group_started, tmp_path):
     """A scale up waits for its new instances (they are slow to be ready) when an apply
@@ -836,13 +847,7 @@ def test_a_scale_waiting_when_an_apply_sets_the_count_fails_at_once_saying_so(
     naming the apply, not after its whole patience with 'scaled back', nor blaming its new
     instances' deaths, which the apply caused."""
     gate = tmp_path / "gate"
-    slow = {"file": sys.executable, "ready": "line:^go", "stop_timeout": 5.0, "args": [
-        "-c", "import os, time\n"
-              "first = os.environ['IMMORTAL_INSTANCE'] == '0'\n"
-              f"while not first and not os.path.exists({str(gate)!r}):\n"
-              "    time.sleep(0.01)\n"
-              "print('go', flush=True)\n"
-              "time.sleep(3600)\n"]}
+    slow = gated(gate)
     group = group_started("raced", {"a": slow, "b": worker("b")})
     outcome: list[BaseException | None] = []
 
@@ -929,3 +934,35 @@ def test_a_finished_job_is_run_again_not_rolled(group_started):
     assert applied.actions() == {"web": "unchanged", "job": "rolled"}
     finished_job(group, 3)
     assert b"ran again" in output(outputs(group)["job"])
+
+
+def test_an_apply_waiting_when_a_scale_sets_the_count_fails_at_once_saying_so(
+        group_started, tmp_path):
+    """An apply that raises a program's count waits for its new instances (slow to be
+    ready) when a scale sets the count back: the apply fails at once naming the scale,
+    not after its whole patience."""
+    gate = tmp_path / "gate"
+    group = group_started("raced2", {"a": gated(gate), "b": worker("b")})
+    outcome: list[BaseException | None] = []
+
+    def apply() -> None:
+        try:
+            group.apply({"a": gated(gate, workers=3), "b": worker("b")})
+            outcome.append(None)
+        except BaseException as exc:  # what the test reports
+            outcome.append(exc)
+
+    caller = threading.Thread(target=apply)
+    try:
+        caller.start()
+        wait_for(group.status, lambda s: len([e for e in s.instances if e.program == "a"])
+                 == 3, LONG, what="the apply's new instances, not ready")
+        group.scale(1, program="a")
+        caller.join(SHORT)
+        assert not caller.is_alive(), "the apply still waits"
+        assert isinstance(outcome[0], immortal.ImmortalError), outcome
+        assert "was scaled to 1 instance(s) by another command while this apply waited" \
+            in str(outcome[0])
+    finally:
+        gate.touch()
+        caller.join(LONG)
