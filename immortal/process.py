@@ -337,5 +337,5 @@ def exec_error(argv: list[str], exc: OSError, user: str | None = None) -> str:
     if user is not None and exc.errno == errno.EACCES:
         return (f"cannot execute {argv[0]!r}: {exc.strerror}: the target runs as {user!r}, "
                 "who may not run it (or enter a directory on its way); give a program that "
-                "user may run (--exec /usr/bin/python3), or let the user reach it")
+                "user may run (exec=, or --exec: /usr/bin/python3), or let the user reach it")
     return f"cannot execute {argv[0]!r}: {exc.strerror or exc}"
