@@ -829,6 +829,23 @@ def test_an_apply_does_not_wait_for_a_program_it_leaves_that_gave_up(group_start
              > [spawned], LONG, what="the failing program run again")
 
 
+def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[BaseException | None]]:
+    """``call`` started on a thread of its own; the list gets what it raised (None if
+    nothing) once it returns."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as exc:  # what the test reports
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
 def gated(gate: Path, **options: Any) -> dict[str, Any]:
     """A program whose instance 0 is ready at once, and every other once ``gate`` exists."""
     return {"file": sys.executable, "ready": "line:^go", "stop_timeout": 5.0, "args": [
@@ -849,18 +866,8 @@ def test_a_scale_waiting_when_an_apply_sets_the_count_fails_at_once_saying_so(
     gate = tmp_path / "gate"
     slow = gated(gate)
     group = group_started("raced", {"a": slow, "b": worker("b")})
-    outcome: list[BaseException | None] = []
-
-    def scale() -> None:
-        try:
-            group.scale(3, program="a")
-            outcome.append(None)
-        except BaseException as exc:  # what the test reports
-            outcome.append(exc)
-
-    caller = threading.Thread(target=scale)
+    caller, outcome = in_thread(lambda: group.scale(3, program="a"))
     try:
-        caller.start()
         wait_for(group.status, lambda s: "a" in s.scales and len(
             [e for e in s.instances if e.program == "a"]) == 3, LONG,
             what="the scale under way, its new instances not ready")
@@ -884,18 +891,8 @@ def test_a_stop_during_an_applys_roll_is_what_the_apply_says(group_started, tmp_
     changed = {**worker("two"), "args": [
         "-c", f"import os, time\nwhile not os.path.exists({str(gate)!r}):\n"
               "    time.sleep(0.01)\nprint('i=', flush=True)\ntime.sleep(3600)\n"]}
-    outcome: list[BaseException | None] = []
-
-    def apply() -> None:
-        try:
-            group.apply({"a": changed, "b": worker("b")})
-            outcome.append(None)
-        except BaseException as exc:  # what the test reports
-            outcome.append(exc)
-
-    caller = threading.Thread(target=apply)
+    caller, outcome = in_thread(lambda: group.apply({"a": changed, "b": worker("b")}))
     try:
-        caller.start()
         wait_for(group.status, lambda s: (s.roll or {}).get("state") == "rolling", LONG,
                  what="the roll of the changed program under way")
         group.stop()
@@ -943,18 +940,9 @@ def test_an_apply_waiting_when_a_scale_sets_the_count_fails_at_once_saying_so(
     not after its whole patience."""
     gate = tmp_path / "gate"
     group = group_started("raced2", {"a": gated(gate), "b": worker("b")})
-    outcome: list[BaseException | None] = []
-
-    def apply() -> None:
-        try:
-            group.apply({"a": gated(gate, workers=3), "b": worker("b")})
-            outcome.append(None)
-        except BaseException as exc:  # what the test reports
-            outcome.append(exc)
-
-    caller = threading.Thread(target=apply)
+    caller, outcome = in_thread(
+        lambda: group.apply({"a": gated(gate, workers=3), "b": worker("b")}))
     try:
-        caller.start()
         wait_for(group.status, lambda s: len([e for e in s.instances if e.program == "a"])
                  == 3, LONG, what="the apply's new instances, not ready")
         group.scale(1, program="a")
