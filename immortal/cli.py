@@ -14,7 +14,8 @@ import sys
 
 from . import clifile, clinames, clisvc
 from .cliargs import COMMANDS, Usage, build_parser  # noqa: F401  (build_parser: kept here)
-from .errors import ImmortalError, InvalidSpec
+from .errors import ImmortalError, InvalidSpec, StartError
+from .events import READER_GONE
 from .names import address, whom
 from .runargs import POLICY_OPTIONS
 
@@ -107,7 +108,12 @@ def _run(ns: argparse.Namespace) -> int:
     if ns.console is not None:
         raise InvalidSpec("--console goes with --foreground (a detached group's output "
                           "goes to its monitors; -s development shows it on the terminal)")
-    group = start(ns.file, ns.args, strategy=ns.strategy, **options)
+    try:
+        group = start(ns.file, ns.args, strategy=ns.strategy, **options)
+    except StartError as exc:
+        if ns.strategy == "development" and READER_GONE in str(exc):
+            return 0  # its reader went away before it was ready (| head): quietly
+        raise
     # In development the target's output is this command's stdout, written by the pump while
     # we print: our words go to stderr, so that they never land inside a line of its output
     # (a long line reaches a pipe in several writes) and '| grep' sees the target's alone.

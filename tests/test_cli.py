@@ -448,6 +448,24 @@ def test_development_whose_reader_goes_away_ends_quietly(home, tmp_path):
         cleanup(home, name)
 
 
+def test_development_whose_reader_goes_away_before_it_is_ready_ends_quietly(home, tmp_path):
+    """'... | true': the reader gone before the group is ready; the start ends, quietly,
+    exit 0, nothing left."""
+    name = "devtrue"
+    env = {**os.environ, "IMMORTAL_HOME": str(home)}
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        result = subprocess.run(
+            [*COMMANDS["module"], "run", "-s", "development", "-n", name, "--ready",
+             "line:^never", _counting(tmp_path)], env=env, stdin=subprocess.DEVNULL,
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=LONG)
+    finally:
+        os.close(write)
+        cleanup(home, name)
+    assert result.returncode == 0 and "error" not in result.stderr, result.stderr
+
+
 def test_development_ended_by_sigterm_stops_as_ctrl_c_does(home, tmp_path):
     """A SIGTERM to the command (kill, a service manager): the group stopped, 'ended:
     stopped (stop)' said, exit 0, as Ctrl-C gives (not 143 with the group ended by the
