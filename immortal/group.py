@@ -144,9 +144,12 @@ class Group(GroupApply):
                 if roll.get("state") == "done":
                     return
                 lines = "".join(f"\n  {line}" for line in roll.get("stderr") or ())
-                # Stopped, the group has nothing left serving; else the old processes do.
+                # Stopped, the group has nothing left serving; else the old processes do,
+                # but for the failed slot's if it died too (it is spawned again).
                 serving = "" if now.state in ("stopping", "stopped") or not now.running \
-                    else "; the old processes keep serving"
+                    else "; the old processes keep serving" if _serves(now, roll.get(
+                        "instance")) else (f"; instance {roll.get('instance')}'s old process "
+                                           "is gone too, and is spawned again")
                 raise StartError(f"group {self.name!r}: the rolling restart was aborted: "
                                  f"{roll.get('why')}{serving}"
                                  + (f"; its last lines on stderr:{lines}" if lines else ""),
@@ -324,6 +327,18 @@ class Changes:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def _serves(status: Status, slot: object) -> bool:
+    """Whether the roll's slot ``slot`` (``K``, or ``PROGRAM:K``) has a target in
+    ``status``; True for none named."""
+    if slot is None:
+        return True
+    if not status.instances:
+        return bool(status.pids.get("target"))
+    program, _, k = str(slot).rpartition(":")
+    return any(entry.pid for entry in status.instances
+               if str(entry.instance) == k and (entry.program or "") == program)
 
 
 def restarted(before: Status, now: Status, instance: int | None,

@@ -592,3 +592,17 @@ def test_old_and_new_killed_together_as_the_slot_swaps_leave_it_supervised(start
         gate.touch()
         holder.join(LONG)
         caller.join(LONG)
+
+
+def test_an_aborted_roll_says_the_old_process_serves_only_if_it_does():
+    """Whose old process keeps serving, by the status a failed roll's caller reads."""
+    from immortal.group import _serves
+    from immortal.state import InstanceStatus, Status
+
+    several = Status("g", "running", instances=[
+        InstanceStatus(instance=0, state="running", pid=10, program="web"),
+        InstanceStatus(instance=1, state="backoff", pid=None, program="web")])
+    assert _serves(several, "web:0") and not _serves(several, "web:1")
+    assert _serves(several, None)
+    one = Status("g", "backoff", pids={"pump": 5})
+    assert not _serves(one, 0) and _serves(Status("g", "running", pids={"target": 7}), 0)
