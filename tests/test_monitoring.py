@@ -85,9 +85,14 @@ def test_a_monitor_calling_sys_exit_in_its_hooks_ends_neither_the_pump_nor_the_o
     assert "raised in 'stdout'" in log and "SystemExit: quitter quits at b'out 1'" in log
 
 
+# The poisoned line once the file its argument names exists: the test reads the first
+# pump's pid before any pump dies.
 POISONED = """\
-import time
-for text in ("line 1", "poison", "line 2", "line 3"):
+import os, sys, time
+print("line 1", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+for text in ("poison", "line 2", "line 3"):
     print(text, flush=True)
 time.sleep(3600)
 """
@@ -99,10 +104,11 @@ def test_a_line_a_monitor_kills_its_pump_on_is_skipped_for_it_after_a_few_deaths
     after it reached any monitor, for as long as the group ran. Now the line is skipped
     for that monitor once pumps have died in that call a few times in a row (counted as
     dropped, said in pump.log); every other monitor gets every line once."""
-    kept, out = tmp_path / "crasher.txt", tmp_path / "file.log"
-    group = started(sys.executable, ["-c", POISONED], monitors={
+    kept, out, gate = tmp_path / "crasher.txt", tmp_path / "file.log", tmp_path / "gate"
+    group = started(sys.executable, ["-c", POISONED, str(gate)], monitors={
         "plugins.sample:Crasher": {"path": str(kept)}, "file": {"output": str(out)}})
     first = group.pids["pump"]
+    gate.touch()
     wait_for(lambda: kept.read_bytes() if kept.exists() else b"",
              lambda text: text == b"line 1\nline 2\nline 3\n", LONG,
              what="the lines around the poisoned one")
