@@ -51,6 +51,7 @@ class StartAnswer:
     previous: dict[str, Any] | None
     pending: bool  #: a first start whose caller still waits
     answered: bool  #: the start-up steps are over: a change of readiness is acted on
+    stopped_for: str | None  #: why the group stops, once it does
     failure: str | None  #: why the start is given up
     failed: Instance | None  #: the instance it is given up for
 
@@ -146,7 +147,8 @@ class StartAnswer:
             reason += f"; it was stopped: {last}"  # how it ended: the time limit's stop
         self.handshake.send(error="StartError", message=reason,
                             status=last.to_json() if last else None,
-                            stderr=list(current.stderr) if current else [])
+                            stderr=list(current.stderr) if current else [],
+                            stopped=self.stopped_for)
         self.handshake.close()
 
     def _was_ready(self, inst: Instance, pid: int) -> tuple[bool, str | None]:

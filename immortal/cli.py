@@ -111,7 +111,7 @@ def _run(ns: argparse.Namespace) -> int:
     try:
         group = start(ns.file, ns.args, strategy=ns.strategy, **options)
     except StartError as exc:
-        if ns.strategy == "development" and READER_GONE in str(exc):
+        if exc.stopped == READER_GONE:
             return 0  # its reader went away before it was ready (| head): quietly
         raise
     # In development the target's output is this command's stdout, written by the pump while

@@ -108,10 +108,12 @@ class StartError(ImmortalError):
     exit_code = 1
 
     def __init__(self, message: str, status: ExitStatus | None = None,
-                 stderr: Iterable[str] = ()) -> None:
+                 stderr: Iterable[str] = (), stopped: str | None = None) -> None:
         super().__init__(message)
         self.status = status  #: the target's ExitStatus, when it was spawned
         self.stderr = list(stderr)
+        #: why the group was stopped before it was ready, when a stop ended the start
+        self.stopped = stopped
 
 
 class ListenError(StartError):

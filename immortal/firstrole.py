@@ -201,7 +201,8 @@ def answer_error(spec: Spec, message: dict[str, Any]) -> ImmortalError:
     text = f"group {spec.name!r} failed to start: {text}"
     if lines:
         text += "; its last lines on stderr:\n" + "\n".join(f"  {line}" for line in lines)
-    return StartError(text, status, lines)
+    stopped = message.get("stopped")
+    return StartError(text, status, lines, stopped if isinstance(stopped, str) else None)
 
 
 _LOGS = ("daemon.log", "pump.log")

@@ -167,7 +167,7 @@ class Pump(Hosts, TakeOver, Lifelines, PumpStart, Scaling, PumpControl, Rollout,
             stream.echo_gone = False
             # A development group ends with its command's output (as 'python app.py |
             # head' does); the foreground's console (a service manager's) is only dropped.
-            if self.spec.strategy == Strategy.DEVELOPMENT and not self.stop_asked:
+            if self.spec.strategy == Strategy.DEVELOPMENT and self.stopped_for is None:
                 self._stop_all(READER_GONE)
         self._report_dropped()
 
@@ -281,7 +281,8 @@ class Pump(Hosts, TakeOver, Lifelines, PumpStart, Scaling, PumpControl, Rollout,
     def _stop_all(self, reason: str, grace: float | None = None, kill: bool = False) -> None:
         """Every instance stops, each with ``grace``, else its program's own; ``kill``:
         KILLed at once."""
-        self.stop_asked = True
+        if self.stopped_for is None:
+            self.stopped_for = reason
         if grace is not None:
             self.stop_grace = grace
         self.abort_roll(grace)

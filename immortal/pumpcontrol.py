@@ -44,7 +44,7 @@ class PumpControl:
     _feed_all: Callable[..., None]  #: an event for every instance, or those chosen
     _stop_all: Callable[..., None]
     _rerun: Callable[[Instance, str], None]
-    stop_asked: bool  #: the group stops (``pump.Pump._stop_all``)
+    stopped_for: str | None  #: why the group stops, once it does (``pump.Pump._stop_all``)
     _phase: Callable[[], supervise.Phase]
     start_roll: Callable[[list[Instance], int, float | None], int]  #: ``rollout.Rollout``
     signal_replacements: Callable[[list[Instance], int], int]  #: ``rollout.Rollout``
@@ -80,7 +80,7 @@ class PumpControl:
             why = request.get("why", "manual")  # the operator's, or a watch's
             # Those that ended on their own (a job done, restarts given up) run again, with
             # the definition an apply gave them: nothing of theirs serves to roll.
-            again = [] if self.stop_asked else [
+            again = [] if self.stopped_for is not None else [
                 inst for inst in chosen if supervise.rerunnable(inst.machine)]
             others = [inst for inst in chosen if inst not in again]
             if self.rolls(request, chosen):

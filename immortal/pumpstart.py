@@ -112,7 +112,8 @@ class PumpStart(StartAnswer):
         self.replacements: dict[Any, Any] = {}  #: rollout.Replacement, by slot
         self.old_kill_at: dict[Any, float] = {}
         self.finish_waiting: supervise.Finish | None = None
-        self.stop_asked: bool = False  #: the group stops: nothing runs again (``_stop_all``)
+        #: why the group stops, once it does (``_stop_all``): nothing runs again then
+        self.stopped_for: str | None = None
         self.stop_grace: float | None = None  #: that stop's grace, if it gave one
 
     @property
