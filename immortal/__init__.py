@@ -2,7 +2,7 @@
 
 Layers (a module imports only from lower ones; tests/test_layering.py checks it):
 0 errors, records, _linux, hookimpls, entrypoints, detach, rolelog, bytecode, plainsignals,
-  tomlkeys, phases, cliexamples, runargs, ledger ·
+  tomlkeys, phases, cliexamples, runargs, ledger, exiting ·
 1 hookspecs, monitorfind, standby, events, names, safety, channel, commands, relay, orphans,
   figures, tailing, cliargs, rolling, readiness, notify, addresses, envfile,
   completionscripts, configkeys,
@@ -10,7 +10,7 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
 2 process, monitor, roles, delivery, instance, checks, machine, listen, configfile, holder,
   statewords, sdnotify, spare, control, suspects ·
 3 execute, monitorload, state, policy, kept, keptfiles, link, workers, completion, peers,
-  monitorthread ·
+  monitorthread, monitorprocess ·
 4 monitoring, render, dirwatch, stall, spec, groupview, statusfile, streams, metrics,
   scalerecord ·
 5 supervise, adoption, spawner, readywatch, answer, request, groupstop, settling, listview ·

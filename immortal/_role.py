@@ -100,7 +100,7 @@ if __name__ == "__main__":
     # that returns ends as a forked pump does: the client stopping the group waits for
     # this process to be gone.
     code = main(sys.argv)
-    from .forking import finish, leave
+    from .exiting import finish, leave
 
     finish()
     leave(code)

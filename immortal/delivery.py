@@ -49,6 +49,15 @@ class Failed(Exception):
         super().__init__(f"monitor {monitor!r}: {type(exc).__name__}: {exc}")
         self.monitor = monitor
 
+    @classmethod
+    def said(cls, monitor: str, text: str) -> Failed:
+        """The same, from what it said in the monitor's own process (``monitorprocess``):
+        ``text`` is "Type: message"."""
+        failed = cls.__new__(cls)
+        Exception.__init__(failed, f"monitor {monitor!r}: {text}")
+        failed.monitor = monitor
+        return failed
+
 
 Line = Callable[..., object]  # (line, offset) or, where it takes no offset, (line)
 WITNESS_MAX = (1 << 64) - 1  #: positions from 0 to this, less one, are kept

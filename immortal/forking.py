@@ -15,13 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import _linux, jobstop, plainsignals, rolelog
+from .exiting import finish, leave
 from .roles import RoleArgs
 from .spec import Spec
-
-TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
-
-if TYPE_CHECKING:
-    from typing import NoReturn
 
 
 class ForkedPump:
@@ -121,48 +117,6 @@ def _be_the_pump(run: Callable[[Spec, RoleArgs, Callable[[Spec, RoleArgs], int]]
     finally:
         if not unwind:
             leave(code)  # never into the daemon's loop, nor any of its clean-up
-
-
-def finish() -> None:
-    """What the exit of a fresh interpreter does that matters to a role, without the
-    teardown of every module, which a client's stop would wait for (bench/notes.md): the
-    role's objects freed (``free``), and the exit functions run."""
-    free()
-    atexit._run_exitfuncs()
-
-
-def free() -> None:
-    """Free the objects the role leaves (a pump's monitors among them; cycles too), which
-    closes the files a monitor left open; each buffered file flushed first.
-
-    Freed with the objects around it, a file is freed in no set order with the buffer
-    below it (CPython finalizes the objects of a cycle in any order): a text file freed
-    after its binary buffer, or a buffer after its raw file, loses what it held, as it
-    would at an interpreter's exit. Flushed from the top down first, they hold nothing.
-    """
-    import io  # loaded already (sys.stderr is one): no cost
-
-    found = gc.get_objects()
-    for kind in (io.TextIOWrapper, (io.BufferedWriter, io.BufferedRandom)):
-        for each in found:
-            if isinstance(each, kind):
-                try:
-                    if not each.closed:
-                        each.flush()
-                except Exception:  # noqa: BLE001 - a file that cannot be flushed: as at an exit
-                    pass
-    del found
-    gc.collect()
-
-
-def leave(code: int) -> NoReturn:
-    """End this process now with ``code``, its stdout and stderr flushed (``finish``
-    first: nothing else is run)."""
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    finally:
-        os._exit(code)
 
 
 def _preload_builtin_monitors(spec: Spec) -> None:

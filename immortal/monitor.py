@@ -47,6 +47,11 @@ class Monitor:
     #: (``start_group``: each program has monitors of its own); None in a group of one.
     #: Set before ``setup``.
     program: str | None = None
+    #: The pid of the pump that hands it its calls. Not always this process's: a monitor
+    #: that takes output and has no ``delivered`` runs in a process of its own, which the
+    #: pump forked, so that a pump's death never cuts one of its calls in half
+    #: (docs/monitors.md, "Exactly once"). Set before ``setup``.
+    pump: int = 0
     #: True for a monitor that shows the output on the terminal itself (``console``): in
     #: ``development`` the pump then does not echo the raw output there as well.
     terminal: bool = False

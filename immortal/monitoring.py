@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import functools
 import mmap
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from . import delivery, monitorthread, relay, suspects
+from . import delivery, monitorprocess, monitorthread, relay, suspects
 from .ledger import Ledger
 from .hookimpls import EVENTS, HOOKS, implementations, takes
 from .monitor import Monitor
@@ -41,21 +42,8 @@ class Host:
     def __init__(self, monitors: Sequence[tuple[str, Any, Mapping[str, Any]]], name: str,
                  directory: Path, send: Callable[[Any], None] | None = None,
                  ledger: Ledger | Sequence[Ledger] | None = None,
-                 drop: bool = False, program: str | None = None) -> None:
-        plugins: list[tuple[str, object]] = []
-        self.terminal = False  # some monitor shows the output on the terminal itself
-        for monitor, factory, options in monitors:
-            if isinstance(factory, type) and issubclass(factory, Monitor):
-                plugin: object = factory(options, name=name, directory=directory)
-                plugin.program = program  # type: ignore[attr-defined]
-                if send is not None:
-                    plugin._send = send  # type: ignore[attr-defined]
-            elif isinstance(factory, type):
-                plugin = factory()
-            else:
-                plugin = factory
-            self.terminal = self.terminal or bool(getattr(plugin, "terminal", False))
-            plugins.append((monitor, plugin))
+                 drop: bool = False, program: str | None = None,
+                 isolate: bool = False) -> None:
         # Without a journal (a host driven by hand), a private ledger of the same shape.
         # With several instances of the program (``workers``), one journal each: the
         # first one's ledger holds the monitors' counts.
@@ -63,10 +51,31 @@ class Host:
             ledger = [ledger]
         self.ledgers = list(ledger or [Ledger(mmap.mmap(-1, relay.SIZE))])
         self.ledger = self.ledgers[0]
-        self.plugins = [plugin for _, plugin in plugins]
+        self.plugins: list[object] = []
+        self.sinks: list[delivery.Sink] = []
+        self.terminal = False  # some monitor shows the output on the terminal itself
+        try:
+            for slot, (monitor, factory, options) in enumerate(monitors):
+                make = functools.partial(_plugin, factory, options, name, directory, program,
+                                         os.getpid())
+                if isolate and monitorprocess.wanted(factory):
+                    # (``monitorprocess``: its call outlives a pump's death.)
+                    sink: delivery.Sink = monitorprocess.Remote(
+                        monitor, slot, self.ledger, self.ledgers,
+                        functools.partial(_built, monitor, make, slot, self.ledger),
+                        monitorprocess.lock_path(directory, slot),
+                        f"immortal: monitor {monitor} {directory}", send)
+                    self.terminal = self.terminal or sink.terminal  # type: ignore[attr-defined]
+                else:
+                    plugin = make(send)
+                    self.terminal = self.terminal or bool(getattr(plugin, "terminal", False))
+                    self.plugins.append(plugin)
+                    sink = _sink(monitor, plugin, slot, self.ledger, self.ledgers)
+                self.sinks.append(sink)
+        except BaseException:
+            self._close_remotes()
+            raise
         self._count_workers()
-        self.sinks = [_sink(monitor, plugin, slot, self.ledger, self.ledgers)
-                      for slot, (monitor, plugin) in enumerate(plugins)]
         for marks in self.ledgers:  # a call pumps keep dying in: skipped, before settle
             suspects.suspect(self.sinks, marks)
         for sink in self.sinks:
@@ -82,10 +91,15 @@ class Host:
             if isinstance(plugin, Monitor):
                 plugin.workers = len(self.ledgers)
 
-    def add_ledger(self, ledger: Ledger) -> None:
-        """One more instance of the program (a scale up), with its journal's ledger."""
+    def add_ledger(self, ledger: Ledger, journal_fd: int | None = None) -> None:
+        """One more instance of the program (a scale up), with its journal's ledger (and
+        the journal, for the monitors in a process of their own)."""
         self.ledgers.append(ledger)  # the sinks share this list
         self._count_workers()
+        for sink in self.sinks:
+            if isinstance(sink, monitorprocess.Remote):
+                assert journal_fd is not None
+                sink.add_ledger(journal_fd)
 
     def drop_ledgers(self, count: int) -> None:
         """The instances from ``count`` on are gone (a scale down)."""
@@ -158,10 +172,46 @@ class Host:
         backpressure "drop" end once they have taken what was queued."""
         for worker in self.workers or ():
             worker.stop()
+        self._close_remotes()
+
+    def _close_remotes(self) -> None:
+        """The monitors' own processes end (``monitorprocess``)."""
+        for sink in self.sinks:
+            if isinstance(sink, monitorprocess.Remote):
+                sink.close()
 
     def status(self) -> dict[str, Any]:
         """Per monitor, what ``status`` shows: lines dropped (across pumps)."""
         return {sink.name: {"dropped": self.ledger.dropped(sink.slot)} for sink in self.sinks}
+
+
+def _plugin(factory: Any, options: Mapping[str, Any], name: str, directory: Path,
+            program: str | None, pump: int, send: Callable[[Any], None] | None) -> object:
+    """The monitor ``factory`` makes: a ``Monitor`` with its options, a class's instance,
+    or the plugin itself (a module)."""
+    if isinstance(factory, type) and issubclass(factory, Monitor):
+        plugin: object = factory(options, name=name, directory=directory)
+        plugin.program = program  # type: ignore[attr-defined]
+        plugin.pump = pump  # type: ignore[attr-defined]
+        if send is not None:
+            plugin._send = send  # type: ignore[attr-defined]
+        return plugin
+    if isinstance(factory, type):
+        return factory()
+    return factory
+
+
+def _built(monitor: str, make: Callable[[Callable[[Any], None] | None], object], slot: int,
+           ledger: Ledger, ledgers: list[Ledger], send: Callable[[Any], None] | None
+           ) -> delivery.Sink:
+    """In a monitor's own process (``monitorprocess``): the monitor made, and its sink."""
+    plugin = make(send)
+    if isinstance(plugin, Monitor):
+        plugin.workers = len(ledgers)
+    sink = _sink(monitor, plugin, slot, ledger, ledgers)
+    sink.plugin = plugin  # type: ignore[attr-defined]
+    sink.terminal = bool(getattr(plugin, "terminal", False))  # type: ignore[attr-defined]
+    return sink
 
 
 def _sink(monitor: str, plugin: object, slot: int, ledger: Ledger,

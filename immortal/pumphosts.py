@@ -57,7 +57,7 @@ class Hosts:
             self.spec.name, view.program_dir,
             self.streams.send if self.channel and not self.spec.several else None,
             [Ledger(inst.streams.journal) for inst in run.instances],
-            drop=view.backpressure == "drop", program=view.program or None)
+            drop=view.backpressure == "drop", program=view.program or None, isolate=True)
         if run.host.terminal and self.spec.strategy == Strategy.DEVELOPMENT:
             # (Its terminal is the pump's own stdout: the foreground's console echo stays.)
             for inst in run.instances:

@@ -120,7 +120,7 @@ class Scaling:
         if run.host is None:  # a program added by an apply: its monitors, now
             self.start_host(run)
         else:
-            run.host.add_ledger(Ledger(inst.streams.journal))
+            run.host.add_ledger(Ledger(inst.streams.journal), inst.streams.journal_fd)
             if run.host.terminal and self.spec.strategy == Strategy.DEVELOPMENT:
                 inst.streams.no_echo()  # (the foreground's console echo stays)
         self._watch_streams(inst)

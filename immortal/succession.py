@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import _linux, forking, process, rolelog
+from . import _linux, exiting, forking, process, rolelog
 from .daemon import Daemon
 from .detach import detach
 from .roles import RoleArgs
@@ -35,7 +35,7 @@ def become(spec: Spec, args: RoleArgs) -> int:
 def _take_over(spec: Spec, args: RoleArgs) -> Spec:
     """This process, a pump until now, becomes the daemon; the group's spec as the dead
     daemon last wrote it (a scale or an apply since this pump started changed it)."""
-    forking.free()  # the monitors' objects: their files flushed and closed before any fork
+    exiting.free()  # the monitors' objects: their files flushed and closed before any fork
     log = Path(spec.directory) / "daemon.log"
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.dup2(fd, 2)

@@ -65,3 +65,16 @@ class Checked(LineByLine):
                 break
             count += 1
         return count
+
+
+class KillsItsPump(LineByLine):
+    """``LineByLine`` that SIGKILLs its pump just after it wrote the line
+    ``options["at"]``, once (the file ``options["once"]`` made then): the instant after a
+    monitor's write and before the journal's record of it, which no monitor without
+    ``delivered`` could tell."""
+
+    def stdout(self, line):
+        super().stdout(line)
+        if line == self.options["at"].encode() and not os.path.exists(self.options["once"]):
+            open(self.options["once"], "w").close()
+            os.kill(getattr(self, "pump", 0) or os.getpid(), 9)  # the pump (this process, in it)

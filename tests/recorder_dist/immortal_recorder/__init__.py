@@ -16,7 +16,7 @@ class Recorder(immortal.Monitor):
         return {**options, "path": os.path.abspath(options["path"])}
 
     def _record(self, hook, **data):
-        line = json.dumps({"hook": hook, "pump": os.getpid(), **data}) + "\n"
+        line = json.dumps({"hook": hook, "pump": self.pump, **data}) + "\n"
         with open(self.options["path"], "a") as handle:
             handle.write(line)
 

@@ -1,0 +1,136 @@
+"""A monitor that takes output and cannot tell what it received (no ``delivered``) runs in
+a process of its own, forked by the pump (immortal/monitorprocess.py): a pump's death never
+cuts one of its calls in half, so it too gets each line exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import LONG, wait_for
+from immortal._linux import children, process_start_time, shown_title
+
+pytestmark = [pytest.mark.timeout(180),
+              pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux")]
+
+# Numbered lines, a few at a time, until the file argv[1] exists; then "end N".
+TARGET = ["-c", "import os, sys, time\n"
+          "n = 0\n"
+          "while not os.path.exists(sys.argv[1]):\n"
+          "    os.write(1, b''.join(b'line %06d\\n' % i for i in range(n, n + 3)))\n"
+          "    n += 3\n"
+          "    time.sleep(0.002)\n"
+          "os.write(1, b'end %d\\n' % n)\n"
+          "time.sleep(3600)\n"]
+
+
+def stored(path: Path) -> list[bytes]:
+    try:
+        return [line.partition(b" ")[2] for line in path.read_bytes().split(b"\n")[:-1]]
+    except FileNotFoundError:
+        return []
+
+
+def finished(path: Path, stop: Path) -> list[bytes]:
+    """Every line the monitor stored, once the target said how many it wrote."""
+    stop.touch()
+    return wait_for(lambda: stored(path), lambda got: any(x.startswith(b"end ") for x in got),
+                    LONG, what="the target's last line at the monitor")
+
+
+def check_once(lines: list[bytes]) -> None:
+    count = int(next(x for x in lines if x.startswith(b"end ")).split()[1])
+    numbers = [int(x.split()[1]) for x in lines if x.startswith(b"line ")]
+    twice = sorted(n for n, k in Counter(numbers).items() if k > 1)
+    assert not twice, f"{len(twice)} lines stored twice: {twice[:10]}"
+    assert numbers == list(range(count))
+
+
+def monitor_processes(pump: int) -> list[int]:
+    return [pid for pid in children(pump)
+            if (shown_title(pid) or "").startswith("immortal: monitor ")]
+
+
+def test_a_pump_killed_just_after_a_line_monitor_wrote_repeats_it_nothing(started, tmp_path):
+    """The one instant a monitor without ``delivered`` could not be told about: its line
+    written, the journal's record of it not yet. Its call outlives the pump."""
+    out, stop, once = tmp_path / "lines.txt", tmp_path / "stop", tmp_path / "once"
+    group = started(sys.executable, [*TARGET, str(stop)], monitors={
+        "plugins.lines:KillsItsPump": {"path": str(out), "at": "line 000300",
+                                       "once": str(once)}})
+    pump = group.pids["pump"]
+    wait_for(lambda: group.pids.get("pump"), lambda pid: pid and pid != pump, LONG,
+             what="a new pump after the monitor killed the first")
+    wait_for(lambda: len(stored(out)), lambda count: count > 600, LONG, what="more lines")
+    lines = finished(out, stop)
+    group.stop()
+    assert lines.count(b"line 000300") == 1
+    check_once(lines)
+
+
+def test_the_monitor_runs_in_a_process_of_its_own_that_ends_with_its_pump(started, tmp_path):
+    out, stop = tmp_path / "lines.txt", tmp_path / "stop"
+    group = started(sys.executable, [*TARGET, str(stop)], monitors={
+        "plugins.lines:LineByLine": {"path": str(out)}, "file": {}})
+    pump = group.pids["pump"]
+    wait_for(lambda: len(stored(out)), lambda count: count > 30, LONG, what="lines")
+    hosted = monitor_processes(pump)
+    assert len(hosted) == 1, "one process: the line monitor's; `file` runs in the pump"
+    assert shown_title(hosted[0]) == \
+        f"immortal: monitor plugins.lines:LineByLine {group.directory}"
+    started_at = process_start_time(hosted[0])
+    group.stop()
+    assert process_start_time(hosted[0]) is None or process_start_time(hosted[0]) != \
+        started_at, "the monitor's process outlived its group"
+    assert stored(out)[-1:] != []
+
+
+def test_a_monitor_process_killed_takes_its_pump_with_it_and_the_group_goes_on(
+        started, tmp_path):
+    """As when the monitor ran in the pump and died: the pump dies with it, the target
+    does not, and the successor's own monitor process takes the lines on, none twice but
+    the one of the call it was killed in, if any."""
+    out, stop = tmp_path / "lines.txt", tmp_path / "stop"
+    group = started(sys.executable, [*TARGET, str(stop)], monitors={
+        "plugins.lines:LineByLine": {"path": str(out)}})
+    pids = group.pids
+    wait_for(lambda: len(stored(out)), lambda count: count > 30, LONG, what="lines")
+    hosted = monitor_processes(pids["pump"])
+    os.kill(hosted[0], signal.SIGKILL)
+    new = wait_for(lambda: group.pids.get("pump"), lambda pid: pid and pid != pids["pump"],
+                   LONG, what="a new pump")
+    wait_for(lambda: monitor_processes(new), bool, LONG, what="its monitor's process")
+    assert group.pids["target"] == pids["target"]
+    count = len(stored(out))
+    wait_for(lambda: len(stored(out)), lambda now: now > count + 30, LONG,
+             what="lines through the new monitor process")
+    lines = finished(out, stop)
+    group.stop()
+    numbers = [int(x.split()[1]) for x in lines if x.startswith(b"line ")]
+    assert sorted(set(numbers)) == list(range(int(lines[-1].split()[1])))
+    assert len(numbers) - len(set(numbers)) <= 1
+
+
+def test_a_scaled_group_hands_the_new_instances_lines_to_the_monitor_process(
+        started, tmp_path):
+    out = tmp_path / "lines.txt"
+    program = tmp_path / "worker.py"
+    program.write_text("import os, time\n"
+                       "number = os.environ['IMMORTAL_INSTANCE'].encode()\n"
+                       "os.write(1, b'hello from %s\\n' % number)\n"
+                       "time.sleep(3600)\n")
+    group = started(str(program), [], workers=2, monitors={
+        "plugins.lines:LineByLine": {"path": str(out)}})
+    wait_for(lambda: sorted(stored(out)), lambda got: len(got) == 2, LONG,
+             what="both workers' lines")
+    group.scale(3)
+    got = wait_for(lambda: sorted(stored(out)), lambda got: len(got) == 3, LONG,
+                   what="the third worker's line")
+    assert got == [b"hello from 0", b"hello from 1", b"hello from 2"]
+    group.scale(1)
+    group.stop()
