@@ -171,11 +171,14 @@ class Bench:
 
     @staticmethod
     def im_pids(group: immortal.Group) -> list[int]:
-        """immortal's own processes of ``group``: daemon, pump and pipe holder."""
-        from immortal import orphans
+        """immortal's own processes of ``group``: daemon, pump, its monitors' own processes
+        (a monitor without ``delivered``) and pipe holder."""
+        from immortal import _linux, orphans
 
         pids = group.status().pids
-        return [*(pids[r] for r in ("daemon", "pump") if r in pids),
+        hosted = [pid for pid in (_linux.children(pids["pump"]) if "pump" in pids else [])
+                  if (_linux.shown_title(pid) or "").startswith("immortal: monitor ")]
+        return [*(pids[r] for r in ("daemon", "pump") if r in pids), *hosted,
                 *(pid for pid, _ in orphans.holders(group.directory))]
 
     # the bare baseline: a shell loop

@@ -14,7 +14,7 @@ from .roles import Adopt, Fds, Key, RoleArgs
 from .spare import Spares
 from .spec import Spec
 from .streams import Streams
-from .workers import Instance
+from .workers import Instance, Run
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ class TakeOver:
     listen: tuple[int, ...] | None
     pending: bool
     answered: bool
+    runs: dict[str, Run]
     instances: list[Instance]
     _give_up: Callable[[Instance | None, str], None]
     _ending: Callable[[], bool]
@@ -83,6 +84,9 @@ class TakeOver:
         self.loop.close()
         self.close_operations()
         self.spares.close()
+        for run in self.runs.values():  # monitors in processes of their own end with it
+            if run.host is not None:
+                run.host.close()
 
     def _settle(self) -> None:
         """Before an exec into the daemon: the monitors' threads take what they were given
