@@ -112,7 +112,9 @@ def test_a_line_a_monitor_kills_its_pump_on_is_skipped_for_it_after_a_few_deaths
     wait_for(lambda: kept.read_bytes() if kept.exists() else b"",
              lambda text: text == b"line 1\nline 2\nline 3\n", LONG,
              what="the lines around the poisoned one")
-    text = out.read_text()
+    # (`file` is called after the crasher, which runs in a process of its own.)
+    text = wait_for(out.read_text, lambda text: "stdout | line 3\n" in text, LONG,
+                    what="the last line at `file`")
     assert [text.count(f"stdout | {line}\n") for line in
             ("line 1", "poison", "line 2", "line 3")] == [1, 1, 1, 1], text
     status = group.status()

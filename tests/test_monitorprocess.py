@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -133,4 +134,33 @@ def test_a_scaled_group_hands_the_new_instances_lines_to_the_monitor_process(
                    what="the third worker's line")
     assert got == [b"hello from 0", b"hello from 1", b"hello from 2"]
     group.scale(1)
+    group.stop()
+
+
+def test_a_monitor_process_hanging_when_its_pump_dies_ends_after_its_grace(started, tmp_path):
+    """Its call has ``FINISH_GRACE`` once the pump is gone, whatever the monitor does;
+    then the next pump's process for it starts, and is handed that call again."""
+    from immortal.monitorprocess import FINISH_GRACE
+
+    release, hanging = tmp_path / "release", tmp_path / "hanging"
+    group = started(sys.executable, ["-c", "import os, time\nos.write(1, b'one\\n')\n"
+                                     "time.sleep(3600)\n"],
+                    monitors={"plugins.delivery:Hang": {"release": str(release),
+                                                        "hanging": str(hanging)}})
+    pump = group.pids["pump"]
+    hosted = wait_for(lambda: monitor_processes(pump), bool, LONG,
+                      what="the monitor's process")[0]
+    wait_for(hanging.exists, bool, LONG, what="the monitor in its call")
+    os.kill(pump, signal.SIGKILL)
+    began = time.monotonic()
+    wait_for(lambda: process_start_time(hosted), lambda start: start is None,
+             FINISH_GRACE + LONG, what="the hanging monitor's process to end")
+    assert time.monotonic() - began >= FINISH_GRACE * 0.9, "ended before its grace"
+    # The new pump hangs in the same call before it writes the status: found as the
+    # daemon's child.
+    daemon, title = group.pids["daemon"], f"immortal: pump {group.directory}"
+    new = wait_for(lambda: [pid for pid in children(daemon) if shown_title(pid) == title],
+                   lambda pids: pids and pids != [pump], LONG, what="a new pump")[0]
+    wait_for(lambda: monitor_processes(new), bool, LONG, what="its monitor's process")
+    release.touch()
     group.stop()

@@ -52,9 +52,12 @@ class Plain(Lines):
 
 
 class Hang(immortal.Monitor):
-    """Hangs in the first line it gets, until the file ``options["release"]`` exists."""
+    """Hangs in the first line it gets, until the file ``options["release"]`` exists
+    (having made the file ``options["hanging"]``, if given)."""
 
     def stdout(self, line):
+        if self.options.get("hanging"):
+            open(self.options["hanging"], "a").close()
         while not os.path.exists(self.options["release"]):
             time.sleep(0.01)
 
