@@ -10,10 +10,11 @@ Layers (a module imports only from lower ones; tests/test_layering.py checks it)
 2 process, monitor, roles, delivery, instance, checks, machine, listen, configfile, holder,
   statewords, sdnotify, spare, control, suspects ·
 3 execute, monitorload, state, policy, kept, keptfiles, link, workers, completion, peers,
-  monitorthread, monitorprocess ·
-4 monitoring, render, dirwatch, stall, spec, groupview, statusfile, streams, metrics,
+  monitorthread, monitorchild ·
+4 monitorprocess, render, dirwatch, stall, spec, groupview, statusfile, streams, metrics,
   scalerecord ·
-5 supervise, adoption, spawner, readywatch, answer, request, groupstop, settling, listview ·
+5 monitoring, supervise, adoption, spawner, readywatch, answer, request, groupstop, settling,
+  listview ·
 6 pumpstart, scaling, pumpcontrol, rollout, rollsignals, rollresume, programs, pumphosts,
   pumpops, configcheck, prepare, drain, pumptakeover, pumplinks ·
 7 pump, groupapply, config, configview ·

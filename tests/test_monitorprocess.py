@@ -140,7 +140,7 @@ def test_a_scaled_group_hands_the_new_instances_lines_to_the_monitor_process(
 def test_a_monitor_process_hanging_when_its_pump_dies_ends_after_its_grace(started, tmp_path):
     """Its call has ``FINISH_GRACE`` once the pump is gone, whatever the monitor does;
     then the next pump's process for it starts, and is handed that call again."""
-    from immortal.monitorprocess import FINISH_GRACE
+    from immortal.monitorchild import FINISH_GRACE
 
     release, hanging = tmp_path / "release", tmp_path / "hanging"
     group = started(sys.executable, ["-c", "import os, time\nos.write(1, b'one\\n')\n"
