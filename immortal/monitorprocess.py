@@ -26,6 +26,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,7 +83,11 @@ class Remote(Sink):
         self._lock = threading.Lock()  # one call at a time: drop mode's thread, the pump's
         self._closed = False
         ours, theirs = socket.socketpair()
-        self.pid = os.fork()
+        with warnings.catch_warnings():
+            # (3.12: a fork beside drop mode's threads. The child never takes their locks:
+            # it runs the monitor alone, on streams of its own.)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.pid = os.fork()
         if self.pid == 0:  # the monitor's process: never returns
             serve(theirs, name, lock, title, lambda: build(
                 self._ledgers, send_to_pump if send is not None else None))
