@@ -199,13 +199,14 @@ def send_to_pump(message: Any) -> None:
 
 
 def _loop(sock: socket.socket, sink: Sink) -> None:
-    """Answer the pump's calls, one at a time, until it says the end or is gone."""
+    """Answer the pump's calls, one at a time, until it says the end or is gone (then the
+    call it was in is done, and its mark stored: the monitor ends as at the end)."""
     ledgers = sink._ledgers  # noqa: SLF001 - the sink's own list: a scale changes it
     while True:
         fds: list[int] = []
         try:
             kind, *args = read(sock, fds)
-        except EOFError:
+        except (EOFError, ConnectionResetError):
             return
         said = None
         if kind == "end":
@@ -226,7 +227,10 @@ def _loop(sock: socket.socket, sink: Sink) -> None:
             ledgers.append(Ledger(relay.open_journal(fds[0])))
             os.close(fds[0])
             _count(sink, len(ledgers))
-        _answer(("done", said))
+        try:
+            _answer(("done", said))
+        except (BrokenPipeError, ConnectionResetError):
+            return
 
 
 def _count(sink: Sink, workers: int) -> None:

@@ -164,3 +164,29 @@ def test_a_monitor_process_hanging_when_its_pump_dies_ends_after_its_grace(start
     wait_for(lambda: monitor_processes(new), bool, LONG, what="its monitor's process")
     release.touch()
     group.stop()
+
+
+def test_a_pump_killed_leaves_its_monitor_process_to_end_as_at_a_stop(started, tmp_path):
+    """The monitor's process ends as at the group's end once its pump is gone: what its
+    monitor left in a buffer is written and its exit functions run. In the pump, a SIGKILL
+    lost that buffer, lines the journal had recorded as delivered."""
+    buffered, mark, out = tmp_path / "buffered.txt", tmp_path / "atexit", tmp_path / "out"
+    group = started(sys.executable, ["-c", "import os, time\n"
+                                     "os.write(1, b''.join(b'line %06d\\n' % i "
+                                     "for i in range(50)))\ntime.sleep(3600)\n"],
+                    monitors={"plugins.outputs:Unclosed": {"path": str(buffered),
+                                                           "mark": str(mark)},
+                              "file": {"output": str(out)}})
+    pump = group.pids["pump"]
+    hosted = wait_for(lambda: monitor_processes(pump), bool, LONG,
+                      what="the monitor's process")[0]
+    # `file` is called after it: once `file` has the lines, the monitor has had them.
+    wait_for(lambda: out.read_bytes().count(b"line ") if out.exists() else 0,
+             lambda count: count == 50, LONG, what="the lines at `file`")
+    os.kill(pump, signal.SIGKILL)
+    wait_for(lambda: process_start_time(hosted), lambda start: start is None, LONG,
+             what="the monitor's process to end")
+    wait_for(mark.exists, bool, LONG, what="its exit function")
+    assert [line for line in buffered.read_bytes().split(b"\n") if line] == \
+        [b"line %06d" % i for i in range(50)]
+    group.stop()
