@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import mmap
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -58,13 +59,11 @@ class Host:
             for slot, (monitor, factory, options) in enumerate(monitors):
                 make = functools.partial(_plugin, factory, options, name, directory, program,
                                          os.getpid())
+                sink: delivery.Sink | None = None
                 if isolate and monitorprocess.wanted(factory):
-                    # (``monitorprocess``: its call outlives a pump's death.)
-                    sink: delivery.Sink = monitorprocess.Remote(
-                        monitor, slot, self.ledger, self.ledgers,
-                        functools.partial(_built, monitor, make, slot, self.ledger),
-                        monitorprocess.lock_path(directory, slot),
-                        f"immortal: monitor {monitor} {directory}", send)
+                    sink = _remote(monitor, make, slot, self.ledger, self.ledgers, directory,
+                                   send)
+                if sink is not None:
                     self.terminal = self.terminal or sink.terminal  # type: ignore[attr-defined]
                 else:
                     plugin = make(send)
@@ -199,6 +198,23 @@ def _plugin(factory: Any, options: Mapping[str, Any], name: str, directory: Path
     if isinstance(factory, type):
         return factory()
     return factory
+
+
+def _remote(monitor: str, make: Callable[[Callable[[Any], None] | None], object], slot: int,
+            ledger: Ledger, ledgers: list[Ledger], directory: Path,
+            send: Callable[[Any], None] | None) -> delivery.Sink | None:
+    """The monitor in a process of its own (``monitorprocess``: its call outlives a pump's
+    death); None if that process cannot be forked (it runs in the pump then)."""
+    try:
+        return monitorprocess.Remote(
+            monitor, slot, ledger, ledgers,
+            functools.partial(_built, monitor, make, slot, ledger),
+            monitorprocess.lock_path(directory, slot),
+            f"immortal: monitor {monitor} {directory}", send)
+    except monitorprocess.CannotFork as exc:
+        sys.stderr.write(f"immortal: pump: monitor {monitor!r}: no process of its own "
+                         f"({exc}); it runs in the pump, at least once across its kills\n")
+        return None
 
 
 def _built(monitor: str, make: Callable[[Callable[[Any], None] | None], object], slot: int,

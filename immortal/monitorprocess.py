@@ -72,6 +72,11 @@ def lock_path(directory: Path, slot: int) -> Path:
     return directory / f".monitor-{slot}.lock"
 
 
+class CannotFork(OSError):
+    """The monitor's process could not be forked (a process limit): the monitor runs in
+    the pump instead, at least once across its kills."""
+
+
 class Remote(Sink):
     """The pump's side of a monitor in a process of its own (``wanted``)."""
 
@@ -87,7 +92,12 @@ class Remote(Sink):
             # (3.12: a fork beside drop mode's threads. The child never takes their locks:
             # it runs the monitor alone, on streams of its own.)
             warnings.simplefilter("ignore", DeprecationWarning)
-            self.pid = os.fork()
+            try:
+                self.pid = os.fork()
+            except OSError as exc:  # EAGAIN: a process limit, a pids cgroup
+                ours.close()
+                theirs.close()
+                raise CannotFork(exc) from exc
         if self.pid == 0:  # the monitor's process: never returns
             serve(theirs, name, lock, title, lambda: build(
                 self._ledgers, send_to_pump if send is not None else None))

@@ -249,3 +249,31 @@ def wait_for(get: Callable[[], Any], predicate: Callable[[Any], bool],
         time.sleep(0.01)
         value = get()
     return value
+
+
+@pytest.fixture
+def pids_cgroup():
+    """A pids cgroup of our own (cgroup v1 'pids' hierarchy), removed afterwards."""
+    base = Path("/sys/fs/cgroup/pids")
+    path = base / f"immortal-test-{os.getpid()}"
+    try:
+        path.mkdir()
+    except OSError as exc:
+        pytest.skip(f"no writable pids cgroup here ({exc})")
+    try:
+        if not (path / "pids.max").exists():
+            pytest.skip("the cgroup has no pids controller")
+        yield path
+    finally:
+        def empty():
+            for pid in (path / "cgroup.procs").read_text().split():
+                try:
+                    (base / "cgroup.procs").write_text(pid)
+                except OSError:
+                    pass  # gone meanwhile
+            try:
+                path.rmdir()
+            except OSError:
+                return False
+            return True
+        wait_for(empty, bool, what="the test cgroup to be removed")

@@ -190,3 +190,33 @@ def test_a_pump_killed_leaves_its_monitor_process_to_end_as_at_a_stop(started, t
     assert [line for line in buffered.read_bytes().split(b"\n") if line] == \
         [b"line %06d" % i for i in range(50)]
     group.stop()
+
+
+def test_a_monitor_process_that_cannot_be_forked_leaves_the_monitor_in_the_pump(
+        started, tmp_path, pids_cgroup):
+    """A process limit (here a pids cgroup that holds the daemon and its next pump alone)
+    refuses the fork: the monitor runs in the pump, as it did before it had a process of
+    its own, rather than the pump failing for want of it."""
+    out, stop = tmp_path / "lines.txt", tmp_path / "stop"
+    group = started(sys.executable, [*TARGET, str(stop)], monitors={
+        "plugins.lines:LineByLine": {"path": str(out)}})
+    pids = group.pids
+    wait_for(lambda: len(stored(out)), lambda count: count > 30, LONG, what="lines")
+    (pids_cgroup / "cgroup.procs").write_text(str(pids["daemon"]))
+    (pids_cgroup / "pids.max").write_text("2")  # the daemon and a pump: no third
+    os.kill(pids["pump"], signal.SIGKILL)
+    log = group.directory / "pump.log"
+    wait_for(lambda: log.read_text() if log.exists() else "",
+             lambda text: "no process of its own" in text, LONG,
+             what="the pump saying where its monitor runs")
+    new = wait_for(lambda: group.pids.get("pump"), lambda pid: pid and pid != pids["pump"],
+                   LONG, what="a new pump")
+    count = len(stored(out))
+    wait_for(lambda: len(stored(out)), lambda now: now > count + 30, LONG,
+             what="lines through the monitor in the pump")
+    assert monitor_processes(new) == []
+    (pids_cgroup / "pids.max").write_text("max")
+    lines = finished(out, stop)
+    group.stop()
+    numbers = [int(x.split()[1]) for x in lines if x.startswith(b"line ")]
+    assert sorted(set(numbers)) == list(range(int(lines[-1].split()[1])))
