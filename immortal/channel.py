@@ -1,4 +1,5 @@
-"""The target's side of the message channel (a group started with ``channel=True``).
+"""The message channel (a group started with ``channel=True``): the target's side, and
+the monitors' (``Sender``).
 
     from immortal import channel
     channel.send({"progress": 0.5})
@@ -61,3 +62,34 @@ def receive(timeout: float | None = None) -> Any:
     if not data:
         raise ChannelError("the message channel is closed")
     return json.loads(data)
+
+
+class Sender:
+    """A monitor's ``send``, on the pump's end of the channel (``sock``, non-blocking; None:
+    the group has no channel). One datagram per message, so that any thread, and a
+    monitor's own process holding the same socket (``fileno``), sends at any time."""
+
+    def __init__(self, sock: socket.socket | None) -> None:
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return -1 if self.sock is None else self.sock.fileno()
+
+    def __call__(self, message: Any) -> None:
+        if self.sock is None:
+            raise ChannelError("this group has no message channel: start it with "
+                               "channel=True")
+        try:
+            data = json.dumps(message).encode()
+        except (TypeError, ValueError) as exc:
+            raise ChannelError(f"a channel message must be JSON: {exc}") from None
+        if len(data) > MAX_MESSAGE:
+            raise ChannelError(f"a channel message is at most {MAX_MESSAGE} bytes "
+                               f"(got {len(data)})")
+        try:
+            self.sock.send(data)
+        except BlockingIOError:
+            raise ChannelError("the target's channel is full: it does not read its "
+                               "messages") from None
+        except OSError as exc:
+            raise ChannelError(f"the channel cannot take the message: {exc}") from None

@@ -12,7 +12,7 @@ import os
 import signal
 import time
 
-from . import control
+from . import control, monitorprocess
 from ._linux import is_alive
 from .errors import ImmortalError, NoAnswer, NotRunning, StateDirError
 from .groupview import MARGIN, POLL, GroupView
@@ -188,6 +188,9 @@ class GroupStop(GroupView):
                 # ends it at once).
                 ended = self._deliver_kept()
             ended += orphans.end_group(self.directory)
+            # A dead pump's monitor processes, in their grace still (a hanging one: the
+            # whole grace): a stop returns once the whole group is gone.
+            orphans.end(monitorprocess.left(self.directory))
         finally:
             os.close(lock)
         if reason == STALE and ended:

@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import _linux, delivery, exiting, relay
+from . import _linux, delivery, exiting, relay, rolelog
 from .delivery import Failed, Sink
-from .errors import MONITOR_ERRORS, ChannelError
+from .errors import MONITOR_ERRORS
 from .ledger import Ledger
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
@@ -73,25 +73,22 @@ def _exactly(sock: socket.socket, size: int, fds: list[int] | None = None) -> by
     return b"".join(chunks)
 
 
-_socket: socket.socket | None = None  #: the pump's socket, in the monitor's process
-
-
 def serve(sock: socket.socket, name: str, lock: Path, title: str,
-          build: Callable[[], Sink]) -> None:
-    """The monitor's process, just forked from the pump: never returns."""
+          build: Callable[[], Sink], keep: int = -1) -> None:
+    """The monitor's process, just forked from the pump: never returns. ``keep``: a
+    descriptor of the pump's its monitor uses too (the channel's), or -1."""
     code = 1
     try:
-        _detach(sock)
+        _detach(sock, keep)
         _linux.set_title(title)
         _take_slot(lock)
-        global _socket
-        _socket = sock
         try:
             sink = build()
         except MONITOR_ERRORS as exc:
-            _answer(("failed", f"{type(exc).__name__}: {exc}"))
+            write(sock, ("failed", f"{type(exc).__name__}: {exc}"))
             raise SystemExit(1) from None
-        _answer(("ready", (sink.takes, sink.by_line, bool(getattr(sink, "terminal", False)))))
+        write(sock, ("ready", (sink.takes, sink.by_line,
+                               bool(getattr(sink, "terminal", False)))))
         _loop(sock, sink)
         del sink
         exiting.finish()  # what its monitor left open flushed, its exit functions run
@@ -107,7 +104,7 @@ def serve(sock: socket.socket, name: str, lock: Path, title: str,
         exiting.leave(code)
 
 
-def _detach(sock: socket.socket) -> None:
+def _detach(sock: socket.socket, keep: int) -> None:
     """Leave the pump's world behind: its descriptors (its locks above all, which say
     the pump lives), its signal handlers, its session, its buffered streams."""
     # The pump's objects are never collected, nor flushed, here (``exiting.finish`` sees
@@ -123,27 +120,34 @@ def _detach(sock: socket.socket) -> None:
                           else signal.SIG_DFL)
         except (OSError, ValueError):
             pass
-    keep = sock.fileno()
-    os.closerange(3, keep)
-    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+    low = 3
+    for fd in sorted({sock.fileno(), keep} - {-1}):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
     os.setsid()  # no terminal's signals; never taken for a target of the daemon's
-    # Not the pump's buffers (what it had not flushed would be written twice); its
-    # stderr is kept where it is the role log's (``rolelog``: bounded, never fatal).
+    # Not the pump's buffers (what it had not flushed would be written twice). Its stderr,
+    # the pump's log, goes through a role log of its own (bounded, never fatal: its size,
+    # rate limits and exit summary are this process's).
     sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115
-    if hasattr(sys.stderr, "buffer"):
-        sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
+    rolelog.reinstall()
     delivery.KILL_AFTER_CALL = None  # a test hook aimed at the pump
-    threading.Thread(target=_finish_when_orphaned, args=(keep,), daemon=True).start()
+    threading.Thread(target=_finish_when_orphaned, args=(sock.fileno(),),
+                     daemon=True).start()
 
 
 def _finish_when_orphaned(fd: int) -> None:
     """Once the pump is gone, the call in progress has ``FINISH_GRACE`` to end; then the
-    process is ended by the kernel (SIGALRM's default), whatever its monitor is doing."""
+    process is killed, whatever its monitor is doing: by this thread, even if the monitor
+    handles or re-arms SIGALRM; by SIGALRM's default, even if the monitor holds the GIL
+    in C code."""
     poll = select.poll()
     poll.register(fd, select.POLLHUP)
     while not poll.poll():
         pass
     signal.setitimer(signal.ITIMER_REAL, FINISH_GRACE)
+    time.sleep(FINISH_GRACE)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _take_slot(lock: Path) -> None:
@@ -176,26 +180,21 @@ def _take_slot(lock: Path) -> None:
 
 def _kill_holder(fd: int) -> None:
     """SIGKILL the process the lock file names, if it is still that process."""
+    named = holder(fd)
+    if named is not None and _linux.process_start_time(named[0]) == named[1]:
+        try:
+            os.kill(named[0], signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def holder(fd: int) -> tuple[int, int] | None:
+    """The process a slot's lock file names (its pid, its start time), if it names one."""
     try:
         pid, started = os.pread(fd, 64, 0).split()
-        if _linux.process_start_time(int(pid)) == int(started):
-            os.kill(int(pid), signal.SIGKILL)
+        return int(pid), int(started)
     except (ValueError, OSError):
-        pass
-
-
-def _answer(message: tuple[str, Any]) -> None:
-    assert _socket is not None
-    write(_socket, message)
-
-
-def send_to_pump(message: Any) -> None:
-    """``Monitor.send`` in the monitor's process: through the pump, in the call."""
-    assert _socket is not None
-    _answer(("send", message))
-    _, error = read(_socket)
-    if error is not None:
-        raise ChannelError(error)
+        return None
 
 
 def _loop(sock: socket.socket, sink: Sink) -> None:
@@ -228,7 +227,7 @@ def _loop(sock: socket.socket, sink: Sink) -> None:
             os.close(fds[0])
             _count(sink, len(ledgers))
         try:
-            _answer(("done", said))
+            write(sock, ("done", said))
         except (BrokenPipeError, ConnectionResetError):
             return
 

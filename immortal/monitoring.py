@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from . import delivery, monitorprocess, monitorthread, relay, suspects
+from .channel import Sender
 from .ledger import Ledger
 from .hookimpls import EVENTS, HOOKS, implementations, takes
 from .monitor import Monitor
@@ -204,7 +205,10 @@ def _remote(monitor: str, make: Callable[[Callable[[Any], None] | None], object]
             ledger: Ledger, ledgers: list[Ledger], directory: Path,
             send: Callable[[Any], None] | None) -> delivery.Sink | None:
     """The monitor in a process of its own (``monitorprocess``: its call outlives a pump's
-    death); None if that process cannot be forked (it runs in the pump then)."""
+    death); None if that process cannot be forked (it runs in the pump then), or its
+    ``send`` cannot go with it (one that is not the channel's ``Sender``)."""
+    if send is not None and not isinstance(send, Sender):
+        return None
     try:
         return monitorprocess.Remote(
             monitor, slot, ledger, ledgers,

@@ -14,7 +14,8 @@ in a row: ``suspects``).
 
 The pump's side (``Remote``, here) is a ``delivery.Sink`` whose calls are messages, each
 answered before the next; the monitor's process (``monitorchild``) runs the real ``Sink``.
-Its calls back into the pump (``Monitor.send``) come as messages in the middle of a call.
+Its ``Monitor.send`` goes straight to the target, on its own hold of the pump's end of the
+channel (``channel.Sender``), from any of its threads, in a call or not.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import _linux
+from .channel import Sender
 from .delivery import Failed, Sink
-from .errors import ChannelError
 from .ledger import Ledger
-from .monitorchild import read, send_to_pump, serve, write
+from .monitorchild import holder, read, serve, write
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
 
@@ -72,6 +73,32 @@ def lock_path(directory: Path, slot: int) -> Path:
     return directory / f".monitor-{slot}.lock"
 
 
+def left(directory: Path) -> list[tuple[int, int]]:
+    """The monitor processes alive under a group's instance ``directory`` (its programs'
+    directories too), each by its slot's lock (held while it lives): pid and start time.
+    A dead pump's: still in their grace, for a stop to end with the rest of the group."""
+    import fcntl  # noqa: PLC0415 - POSIX only, as the locks are
+
+    found = []
+    for path in [*directory.glob(".monitor-*.lock"),
+                 *directory.glob("*/*/.monitor-*.lock")]:  # (programs/NAME/)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # got: nobody holds it
+        except BlockingIOError:
+            named = holder(fd)
+            if named is not None:
+                found.append(named)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return found
+
+
 class CannotFork(OSError):
     """The monitor's process could not be forked (a process limit): the monitor runs in
     the pump instead, at least once across its kills."""
@@ -81,10 +108,9 @@ class Remote(Sink):
     """The pump's side of a monitor in a process of its own (``wanted``)."""
 
     def __init__(self, name: str, slot: int, ledger: Ledger, ledgers: list[Ledger],
-                 build: Callable[[list[Ledger], Callable[[Any], None] | None], Sink],
-                 lock: Path, title: str, send: Callable[[Any], None] | None) -> None:
+                 build: Callable[[list[Ledger], Sender | None], Sink],
+                 lock: Path, title: str, send: Sender | None) -> None:
         super().__init__(name, slot, ledger, {}, ledgers=ledgers)
-        self._send = send
         self._lock = threading.Lock()  # one call at a time: drop mode's thread, the pump's
         self._closed = False
         ours, theirs = socket.socketpair()
@@ -99,8 +125,8 @@ class Remote(Sink):
                 theirs.close()
                 raise CannotFork(exc) from exc
         if self.pid == 0:  # the monitor's process: never returns
-            serve(theirs, name, lock, title, lambda: build(
-                self._ledgers, send_to_pump if send is not None else None))
+            serve(theirs, name, lock, title, lambda: build(self._ledgers, send),
+                  keep=send.fileno() if send is not None else -1)
         theirs.close()
         self._sock = ours
         ours.settimeout(READY_TIMEOUT)
@@ -145,25 +171,11 @@ class Remote(Sink):
                 return None
             try:
                 write(self._sock, message, fd)
-                while True:
-                    kind, value = self._receive()
-                    if kind != "send":
-                        return value
-                    self._reply_send(value)
+                return self._receive()[1]
             except (OSError, EOFError, pickle.PicklingError) as exc:
                 if not self._closed:  # else closed under it (``close``): no more calls
                     self._died(what, exc)
                 return None
-
-    def _reply_send(self, message: Any) -> None:
-        """A ``Monitor.send`` from the monitor's process, in the middle of its call."""
-        error = None
-        try:
-            assert self._send is not None
-            self._send(message)
-        except ChannelError as exc:
-            error = str(exc)
-        write(self._sock, ("sent", error))
 
     def _receive(self) -> tuple[str, Any]:
         return read(self._sock)  # type: ignore[return-value]
@@ -183,8 +195,8 @@ class Remote(Sink):
             sys.stderr.write("it gets no more calls\n")
             sys.stderr.flush()
             return
-        sys.stderr.write("the pump ends with it, and its successor hands that call over "
-                         "again\n")
+        sys.stderr.write("the pump ends with it, as when a monitor dies in it (a next "
+                         "pump hands the monitor that call again)\n")
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)
 

@@ -185,6 +185,13 @@ def install(path: str | None) -> RoleLog:
     return _log
 
 
+def reinstall() -> None:
+    """In a process forked from a role (a monitor's own, from the pump): a log of its own
+    on the same stderr, its size read again and its rate limits and exit summary its own,
+    rather than the role's state copied at the fork."""
+    install(_log.path)
+
+
 def open_for(path: str | os.PathLike[str]) -> int:
     """A new role's log, ``path``, opened for appending (its stderr to be); else, in a
     directory that can no longer be written, a copy of this role's own stderr: a role

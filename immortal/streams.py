@@ -19,7 +19,7 @@ import socket
 from collections.abc import Callable, Sequence
 
 from . import relay, rolelog
-from .errors import ChannelError
+from .channel import Sender
 from .notify import make as make_notify
 from .roles import Fds
 
@@ -63,6 +63,7 @@ class Streams:
             if self.channel else None
         if self.channel_sock is not None:
             self.channel_sock.setblocking(False)
+        self.send = Sender(self.channel_sock)  #: a monitor's ``send``
         self.notify_fd: int | None = fds.notify
         if self.notify_fd is None and notify is not None:
             self.notify_fd = make_notify(notify)
@@ -175,20 +176,3 @@ class Streams:
                                           f"is not JSON: {data[:200]!r}\n")
                 continue
             deliver(message)
-
-    def send(self, message: Any) -> None:
-        """Send a JSON value to the target (a monitor's ``send``)."""
-        if self.channel_sock is None:
-            raise ChannelError("this group has no message channel: start it with "
-                               "channel=True")
-        try:
-            data = json.dumps(message).encode()
-        except (TypeError, ValueError) as exc:
-            raise ChannelError(f"a channel message must be JSON: {exc}") from None
-        try:
-            self.channel_sock.send(data)
-        except BlockingIOError:
-            raise ChannelError("the target's channel is full: it does not read its "
-                               "messages") from None
-        except OSError as exc:
-            raise ChannelError(f"the channel cannot take the message: {exc}") from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -166,6 +167,53 @@ def test_a_monitor_process_hanging_when_its_pump_dies_ends_after_its_grace(start
     group.stop()
 
 
+@pytest.mark.parametrize("strategy", ["daemon", "unattached"])
+def test_a_stop_ends_a_hanging_monitor_process_with_the_rest_of_its_group(
+        started, tmp_path, strategy):
+    """The pump hangs in the monitor's call and is killed at the stop's end; its monitor's
+    process, in its grace, is ended with the group: none outlives the stop."""
+    release, hanging = tmp_path / "release", tmp_path / "hanging"
+    group = started(sys.executable, ["-c", "import os, time\nos.write(1, b'one\\n')\n"
+                                     "time.sleep(3600)\n"], strategy=strategy,
+                    stop_timeout=1.0,
+                    monitors={"plugins.delivery:Hang": {"release": str(release),
+                                                        "hanging": str(hanging)}})
+    hosted = wait_for(lambda: monitor_processes(group.pids["pump"]), bool, LONG,
+                      what="the monitor's process")[0]
+    began = process_start_time(hosted)
+    wait_for(hanging.exists, bool, LONG, what="the monitor in its call")
+    try:
+        group.stop()
+        assert process_start_time(hosted) != began, "the monitor's process outlived the stop"
+    finally:
+        release.touch()
+
+
+def test_a_hanging_monitor_process_with_sigalrm_handled_ends_with_no_successor(
+        started, tmp_path):
+    """Both supervisors killed: no successor's process takes the slot (and kills the one
+    before it). The hanging monitor has handled SIGALRM, the signal of the timer of its
+    grace: it ends all the same."""
+    release, hanging = tmp_path / "release", tmp_path / "hanging"
+    group = started(sys.executable, ["-c", "import os, time\nos.write(1, b'one\\n')\n"
+                                     "time.sleep(3600)\n"],
+                    monitors={"plugins.delivery:Hang": {"release": str(release),
+                                                        "hanging": str(hanging),
+                                                        "alarm": True}})
+    pids = group.pids
+    hosted = wait_for(lambda: monitor_processes(pids["pump"]), bool, LONG,
+                      what="the monitor's process")[0]
+    wait_for(hanging.exists, bool, LONG, what="the monitor in its call")
+    os.kill(pids["daemon"], signal.SIGKILL)
+    os.kill(pids["pump"], signal.SIGKILL)
+    try:
+        wait_for(lambda: process_start_time(hosted), lambda start: start is None, LONG,
+                 what="the hanging monitor's process to end")
+    finally:
+        release.touch()
+    group.stop()  # the orphaned target
+
+
 def test_a_pump_killed_leaves_its_monitor_process_to_end_as_at_a_stop(started, tmp_path):
     """The monitor's process ends as at the group's end once its pump is gone: what its
     monitor left in a buffer is written and its exit functions run. In the pump, a SIGKILL
@@ -220,3 +268,99 @@ def test_a_monitor_process_that_cannot_be_forked_leaves_the_monitor_in_the_pump(
     group.stop()
     numbers = [int(x.split()[1]) for x in lines if x.startswith(b"line ")]
     assert sorted(set(numbers)) == list(range(int(lines[-1].split()[1])))
+
+
+def test_a_monitor_sends_to_the_target_from_a_thread_of_its_own_while_lines_come_in(
+        started, tmp_path):
+    """``send`` outside any call, beside the calls of its process: every message reaches
+    the target, every line the monitor, once."""
+    out, stop, got = tmp_path / "lines.txt", tmp_path / "stop", tmp_path / "got"
+    count = 500
+    target = ["-c", "import json, os, sys, time\n"
+              "from immortal import channel\n"
+              "n = 0\n"
+              "got = open(sys.argv[2], 'a')\n"
+              "while not os.path.exists(sys.argv[1]):\n"
+              "    os.write(1, b''.join(b'line %06d\\n' % i for i in range(n, n + 3)))\n"
+              "    n += 3\n"
+              "    message = channel.receive(timeout=0.002)\n"
+              "    while message is not None:\n"
+              "        got.write(json.dumps(message) + '\\n')\n"
+              "        got.flush()\n"
+              "        message = channel.receive(timeout=0)\n"
+              "os.write(1, b'end %d\\n' % n)\n"
+              "time.sleep(3600)\n", str(stop), str(got)]
+    group = started(sys.executable, target, channel=True, monitors={
+        "plugins.lines:SendsFromAThread": {"path": str(out), "count": count}})
+    messages = wait_for(lambda: got.read_text().splitlines() if got.exists() else [],
+                        lambda lines: len(lines) >= count, LONG,
+                        what="every message at the target")
+    assert messages == [f'{{"n": {n}}}' for n in range(count)]
+    lines = finished(out, stop)
+    assert group.status().restarts == 0
+    group.stop()
+    check_once(lines)
+
+
+def test_what_a_monitor_process_writes_on_its_stderr_keeps_the_pump_log_bounded(
+        started, tmp_path):
+    """Its stderr is the pump's log, and as bounded as the pump's own writes there."""
+    from immortal.rolelog import CAP
+
+    out, size = tmp_path / "lines.txt", 1000
+    count = 3 * CAP // size
+    group = started(sys.executable, ["-c", "import os, time\n"
+                                     f"for i in range({count}):\n"
+                                     "    os.write(1, b'line %06d\\n' % i)\n"
+                                     "time.sleep(3600)\n"],
+                    monitors={"plugins.lines:Noisy": {"path": str(out), "size": size}})
+    wait_for(lambda: len(stored(out)), lambda got: got == count, LONG,
+             what="every line at the monitor")
+    group.stop()
+    log = group.directory / "pump.log"
+    sizes = [path.stat().st_size for path in (log, log.with_name("pump.log.1"))
+             if path.exists()]
+    assert sizes[0] <= CAP and sum(sizes) <= 2 * CAP, sizes
+
+
+def test_a_monitor_process_whose_stderr_is_a_closed_pipe_goes_on(tmp_path):
+    """``immortal run -s development ... 2>&1 | head``: the pump's stderr, its monitors'
+    too, is a pipe nobody reads any more. Their writes there are dropped: no monitor's
+    process dies of them, and so no pump."""
+    out, name = tmp_path / "lines.txt", f"noisy-{os.getpid()}"
+    program = tmp_path / "writer.py"
+    program.write_text("import itertools, os, time\n"
+                       "for n in itertools.count():\n"
+                       "    os.write(1, b'line %06d\\n' % n)\n"
+                       "    time.sleep(0.002)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).parent), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "immortal", "run", "-s", "development", "--name", name,
+         "-m", "plugins.lines:Noisy", "-o", f"path={out}", "-o", "size=100", str(program)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        assert cli.stderr is not None
+        for _ in range(100):  # the command's own lines may come first
+            if cli.stderr.readline().startswith(b"noisy "):
+                break
+        else:
+            pytest.fail("no line of the monitor's on the pump's stderr")
+        cli.stderr.close()  # as head does once it has its lines
+        count = len(stored(out))
+        wait_for(lambda: len(stored(out)), lambda now: now > count + 300, LONG,
+                 what="lines at the monitor after its stderr closed")
+        assert cli.poll() is None, "the group ended"
+        from immortal.state import instance_dir, read_status
+
+        status = read_status(instance_dir(name))
+        assert status is not None and status.running and status.restarts == 0, status
+    finally:
+        subprocess.run([sys.executable, "-m", "immortal", "stop", name], env=env,
+                       timeout=LONG, capture_output=True)
+        try:
+            cli.wait(LONG)
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+                cli.wait()

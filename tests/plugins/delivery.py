@@ -1,10 +1,12 @@
 """Monitors for the delivery tests: each writes every line it gets to ``options["path"]``,
 one line per line, as the README's ``stdout(self, line)`` style does; named as
 ``plugins.delivery:Class``. ``Lines`` can check its own file (``position``/``delivered``),
-so it is repeated nothing across pump kills; ``Plain`` cannot, so a pump killed between
-its write and the ledger's mark hands it that one line again (at least once)."""
+so it is repeated nothing across pump kills; ``Plain`` cannot, and runs in a process of its
+own (immortal/monitorprocess.py) whose calls a pump's death does not cut: repeated nothing
+either, but for the kills of that process itself (at least once)."""
 
 import os
+import signal
 import time
 
 import immortal
@@ -45,7 +47,7 @@ class Lines(immortal.Monitor):
 
 
 class Plain(Lines):
-    """``Lines`` without a way to check its file: delivered at least once."""
+    """``Lines`` without a way to check its file: in a process of its own."""
 
     position = immortal.Monitor.position
     delivered = immortal.Monitor.delivered
@@ -53,9 +55,12 @@ class Plain(Lines):
 
 class Hang(immortal.Monitor):
     """Hangs in the first line it gets, until the file ``options["release"]`` exists
-    (having made the file ``options["hanging"]``, if given)."""
+    (having made the file ``options["hanging"]``, if given; with ``options["alarm"]``,
+    SIGALRM handled and ignored first)."""
 
     def stdout(self, line):
+        if self.options.get("alarm"):
+            signal.signal(signal.SIGALRM, lambda number, frame: None)
         if self.options.get("hanging"):
             open(self.options["hanging"], "a").close()
         while not os.path.exists(self.options["release"]):

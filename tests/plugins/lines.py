@@ -9,6 +9,9 @@ back (docs/monitors.md, "Two ways to get even that exactly once").
 """
 
 import os
+import sys
+import threading
+import time
 
 import immortal
 
@@ -78,3 +81,33 @@ class KillsItsPump(LineByLine):
         if line == self.options["at"].encode() and not os.path.exists(self.options["once"]):
             open(self.options["once"], "w").close()
             os.kill(getattr(self, "pump", 0) or os.getpid(), 9)  # the pump (this process, in it)
+
+
+class SendsFromAThread(LineByLine):
+    """``LineByLine`` whose thread of its own sends the target ``options["count"]``
+    messages ``{"n": i}`` as it goes, while lines come in: ``send`` outside any call."""
+
+    def setup(self, why, message):
+        super().setup(why, message)
+        threading.Thread(target=self._send_all, daemon=True).start()
+
+    def _send_all(self):
+        for n in range(int(self.options["count"])):
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    self.send({"n": n})
+                    break
+                except immortal.ChannelError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)  # the channel full: the target reads it in a moment
+
+
+class Noisy(LineByLine):
+    """``LineByLine`` that also writes ``options["size"]`` bytes to its stderr (the
+    pump's log) for each line."""
+
+    def stdout(self, line):
+        super().stdout(line)
+        sys.stderr.write("noisy " + "x" * int(self.options["size"]) + "\n")
