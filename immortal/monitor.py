@@ -11,7 +11,9 @@ Subclass it, override what you need, and register the class under the entry poin
         def stdout(self, line):
             ...
 
-``check`` runs in the caller before anything detaches; every other method runs in the pump.
+``check`` runs in the caller before anything detaches; every other method runs in the pump,
+or, for a monitor that takes output and does not override ``delivered``, in a process of its
+own that the pump forks (Linux), so that a pump's death does not cut its calls short.
 """
 
 from __future__ import annotations
@@ -96,9 +98,9 @@ class Monitor:
     def stdout(self, line: bytes, offset: int = 0) -> None:
         """A line of the target's stdout, without the newline. ``offset`` is where it starts
         in the group's stdout stream, across pumps and targets. Each line reaches you once,
-        across pump deaths, but for a pump killed in the instant after you returned: to
-        close that window too, override :meth:`delivered` (or store the last offset you
-        kept and skip a line at or before it). (An override may leave ``offset`` out.)"""
+        across pump deaths: without :meth:`delivered` you run in a process of your own,
+        which finishes a call its pump died in; only a kill of that process itself hands
+        you its call again. (An override may leave ``offset`` out.)"""
 
     def stderr(self, line: bytes, offset: int = 0) -> None:
         """A line of the target's stderr, as :meth:`stdout`."""
@@ -149,7 +151,8 @@ class Monitor:
         them, from the first, your output holds (True: all, False: none): they are not
         handed over again, the rest are. None (the default) when you cannot tell: all are
         handed over again, so a line may reach you twice. Overriding it makes the pump
-        record each call first."""
+        record each call first, and keeps a monitor that takes output in the pump (without
+        it, such a monitor runs in a process of its own)."""
         return None
 
     def dropped(self, count: int) -> None:

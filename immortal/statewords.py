@@ -160,7 +160,8 @@ def delivery_lines(s: Status) -> list[str]:
     if s.stalled and s.running:
         lines.append(f"  stalled  {stall_text(s.stalled)}")
     if s.dropped:
-        lines.append(f"  dropped  {s.dropped} lines (backpressure drop)")
+        # (backpressure "drop", or a call pumps kept dying in: ``suspects``)
+        lines.append(f"  dropped  {s.dropped} lines not handed to a monitor")
         for monitor, counts in s.monitors.items():
             if counts.get("dropped"):
                 lines.append(f"    {monitor}: dropped {counts['dropped']}")
