@@ -303,6 +303,13 @@ class PumpStart(StartAnswer):
         for inst in self.instances:
             inst.streams.drain()
         for run in self.runs.values():
+            if run.host is not None:  # backpressure "drop": queues emptied as at a stop,
+                self._catch_up(run.spec.stop_timeout, run)  # and what was lost told
+                run.host.report_dropped(force=True)
+        # The dead pumps' drops (what the last had queued and not handed over: counted
+        # now) and the drain's own, in the status the stop records as final.
+        self.status_file.write_counts(list(self.runs.values()))
+        for run in self.runs.values():
             self.shut_down(run, "stop")
         if self.streams is not None and self.streams.notify_sock is not None:
             remove_notify(self.directory)  # made for this pump alone

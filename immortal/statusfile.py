@@ -15,7 +15,7 @@ from pathlib import Path
 from . import rolelog
 from ._linux import process_start_time
 from .machine import BACKOFF
-from .state import InstanceStatus, Status, write_json
+from .state import InstanceStatus, Status, read_json, write_json
 from .workers import group_phase
 
 TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
@@ -83,11 +83,7 @@ class StatusFile:
             status = self._several(instances)
         status.listen = list(self.spec.listening)
         status.comment, status.user = _labelled(runs, "comment"), _labelled(runs, "user")
-        for run in runs:
-            if run.host is not None:
-                for name, counts in run.host.status().items():
-                    key = f"{run.name}/{name}" if run.name else name
-                    status.monitors[key] = counts
+        status.monitors = _counts(runs)
         status.dropped = sum(m["dropped"] for m in status.monitors.values())
         if several:
             status.output = None  # each program's is its own (spec.json)
@@ -153,6 +149,15 @@ class StatusFile:
         self.retry_at = None
         self._retry_after = RETRY_FIRST
 
+    def write_counts(self, runs: Sequence[Run]) -> None:
+        """The monitors' counts alone, into the status the file holds (a drain: the group
+        it ends has no supervisor left, and its state stays the dead pump's)."""
+        data = read_json(self.path)
+        if data is not None:
+            data["monitors"] = _counts(runs)
+            data["dropped"] = sum(m["dropped"] for m in data["monitors"].values())
+            self.write(data)
+
     def forget(self, pid: int) -> None:
         """A dead target's pid: it may come back as another process."""
         self._start_times.pop(pid, None)
@@ -166,3 +171,13 @@ class StatusFile:
                 # only the daemon, the pump and the targets matter
                 self._start_times = {pid: known}
         return known
+
+
+def _counts(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
+    """Per monitor (``program/monitor`` in a group of several programs), its counts."""
+    found: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        if run.host is not None:
+            for name, counts in run.host.status().items():
+                found[f"{run.name}/{name}" if run.name else name] = counts
+    return found

@@ -221,6 +221,26 @@ def test_with_drop_lines_a_killed_pump_had_queued_count_as_dropped(started, tmp_
     assert final.monitors["plugins.delivery:Second"] == {"dropped": told}
 
 
+def test_with_drop_a_stop_after_both_supervisors_died_counts_what_they_had_queued(
+        started, tmp_path):
+    """Both supervisors killed with lines queued for a slow monitor; the stop hands what
+    the pipe holder kept to the monitors (a drain): the stop's final status counts every
+    line the monitor did not get as dropped for it, the dead pump's queue too."""
+    slow = tmp_path / "slow.txt"
+    group = started(sys.executable, numbered(20000), backpressure="drop", monitors={
+        "plugins.delivery:Second": {"path": str(slow), "delay": 0.001}})
+    wait_for(lambda: len(seen(slow)), lambda n: n >= 100, LONG, what="the first lines")
+    pids = group.pids
+    os.kill(pids["daemon"], signal.SIGKILL)
+    os.kill(pids["pump"], signal.SIGKILL)
+    final = group.stop()
+    got = len(seen(slow))
+    dropped = final.monitors["plugins.delivery:Second"]["dropped"]
+    # Exact but for a kill between a line's write and the count of it: one line both ways.
+    assert 20000 - 1 <= got + dropped <= 20000 + 1, (got, dropped)
+    assert final.dropped == dropped
+
+
 def test_a_stop_by_signal_ends_the_group_though_a_monitor_hangs(started, tmp_path):
     """SIGTERM to the daemon (a service manager's stop) while the pump is held in a monitor
     call that never returns: the daemon kills the targets and the pump once the grace
