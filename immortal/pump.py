@@ -87,6 +87,11 @@ class Pump(Hosts, TakeOver, Lifelines, PumpStart, Scaling, PumpControl, Rollout,
             loop.watch(self.link.sock, self._on_daemon)
         if self.parent_fd is not None:
             loop.watch(self.parent_fd, self._on_parent)
+        if self.spec.strategy == Strategy.DEVELOPMENT and _linux.reader_watchable(1):
+            # Its reader gone ('| head') is an error on a pipe's write end, never readable
+            # else: seen at once, not at the next echo, which a monitor that shows the
+            # output itself (``terminal``) leaves to it.
+            loop.watch(1, self._on_reader_gone)
         for inst in self.instances:
             self._watch_target(inst)
         loop.at(lambda: self.control.next_deadline() if self.control else None,
@@ -170,6 +175,11 @@ class Pump(Hosts, TakeOver, Lifelines, PumpStart, Scaling, PumpControl, Rollout,
             if self.spec.strategy == Strategy.DEVELOPMENT and self.stopped_for is None:
                 self._stop_all(READER_GONE)
         self._report_dropped()
+
+    def _on_reader_gone(self, fd: int) -> None:
+        self.selector.unregister(fd)
+        if self.stopped_for is None:
+            self._stop_all(READER_GONE)
 
     def _on_channel(self, sock: socket.socket) -> None:
         host = self.instances[0].run.host

@@ -130,18 +130,21 @@ def test_a_request_its_client_gave_up_on_is_not_carried_out_later(started, tmp_p
     assert lines == ["SIGUSR1", "SIGUSR2"]
 
 
-def test_a_development_pump_ends_the_group_itself_when_its_stdout_closes(tmp_path):
+@pytest.mark.parametrize("monitors", [[], ["-m", "console"]], ids=["echo", "console"])
+def test_a_development_pump_ends_the_group_itself_when_its_stdout_closes(tmp_path, monitors):
     """`immortal run -s development ... | head`: the pipe closes; the pump does not die of
-    it (SIGPIPE), it stops the group itself, which ends as stopped with that reason."""
+    it (SIGPIPE), it stops the group itself, which ends as stopped with that reason. So it
+    does when `console` shows the output (the pump echoes nothing then: before, the group
+    ran on)."""
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     cli = subprocess.Popen(
         [sys.executable, "-m", "immortal", "run", "-s", "development", "--name", "piped",
-         str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+         *monitors, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         assert cli.stdout is not None
         for _ in range(20):  # the command's own "started ..." lines may come first
-            if cli.stdout.readline().startswith(b"line "):
+            if b"line " in cli.stdout.readline():
                 break
         else:
             pytest.fail("no line of the target's on the pump's stdout")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from .clib import LINUX, keep_heap, libc
 from .fds import (memory_file, pass_credentials, peer_pid, peer_uid, pipe_backlog,
-                  receive_from, reopen_pipe, set_pipe_size, tee)
+                  reader_watchable, receive_from, reopen_pipe, set_pipe_size, tee)
 from .fsevents import (IN_ATTRIB, IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DELETE_SELF,
                        IN_IGNORED, IN_ISDIR, IN_MODIFY, IN_MOVE_SELF, IN_MOVED_FROM,
                        IN_MOVED_TO, IN_ONLYDIR, IN_Q_OVERFLOW, INOTIFY_EVENT, inotify,
@@ -74,6 +74,7 @@ __all__ = [
     "pipe_count",
     "process_start_time",
     "processes",
+    "reader_watchable",
     "receive_from",
     "reopen_pipe",
     "rss",

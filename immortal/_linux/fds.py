@@ -132,6 +132,21 @@ def reopen_pipe(pid: int, fd: int) -> tuple[int, int]:
     return read, write
 
 
+def reader_watchable(fd: int) -> bool:
+    """Whether ``fd`` is a pipe's write end that an epoll watch for reading reports only
+    once the pipe's last reader has gone (as an error): Linux, a pipe opened write-only.
+
+    Elsewhere: False.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode) \
+            and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY
+    except OSError:
+        return False
+
+
 def pipe_backlog(fd: int) -> int:
     """Bytes waiting in the pipe of ``fd`` (``FIONREAD``).
 
