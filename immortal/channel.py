@@ -18,9 +18,13 @@ import json
 import os
 import select
 import socket
-from typing import Any
 
 from .errors import ChannelError
+
+TYPE_CHECKING = False  # typing's, without importing typing (see immortal/__init__.py)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 ENV = "IMMORTAL_CHANNEL_FD"
 MAX_MESSAGE = 64 * 1024

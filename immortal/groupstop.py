@@ -12,7 +12,7 @@ import os
 import signal
 import time
 
-from . import control, monitorprocess
+from . import control
 from ._linux import is_alive
 from .errors import ImmortalError, NoAnswer, NotRunning, StateDirError
 from .groupview import MARGIN, POLL, GroupView
@@ -176,7 +176,7 @@ class GroupStop(GroupView):
         carries the same token). The lock is taken for a moment, so a start at that very
         moment may be refused as already running.
         """
-        from . import orphans
+        from . import monitorprocess, orphans
 
         lock = try_lock(self.directory / "lock", same_file=True)
         if lock is None:
