@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import _linux, delivery, exiting, relay, rolelog
+from . import _linux, delivery, exiting, orphans, relay, rolelog
 from .delivery import Failed, Sink
 from .errors import MONITOR_ERRORS
 from .ledger import Ledger
@@ -171,21 +171,12 @@ def _take_slot(lock: Path) -> None:
             if time.monotonic() < deadline:
                 time.sleep(0.002)  # the one before ends in a moment: its call is done
                 continue
-        _kill_holder(fd)
+        named = holder(fd)  # (the start time proves it is still that process)
+        orphans.end([named] if named is not None else [], timeout=0.0)
         fcntl.flock(fd, fcntl.LOCK_EX)
         break
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()} {_linux.process_start_time(os.getpid())}\n".encode(), 0)
-
-
-def _kill_holder(fd: int) -> None:
-    """SIGKILL the process the lock file names, if it is still that process."""
-    named = holder(fd)
-    if named is not None and _linux.process_start_time(named[0]) == named[1]:
-        try:
-            os.kill(named[0], signal.SIGKILL)
-        except OSError:
-            pass
 
 
 def holder(fd: int) -> tuple[int, int] | None:

@@ -83,8 +83,7 @@ class StatusFile:
             status = self._several(instances)
         status.listen = list(self.spec.listening)
         status.comment, status.user = _labelled(runs, "comment"), _labelled(runs, "user")
-        status.monitors = _counts(runs)
-        status.dropped = sum(m["dropped"] for m in status.monitors.values())
+        status.monitors, status.dropped = _counts(runs)
         if several:
             status.output = None  # each program's is its own (spec.json)
         return status
@@ -154,8 +153,7 @@ class StatusFile:
         it ends has no supervisor left, and its state stays the dead pump's)."""
         data = read_json(self.path)
         if data is not None:
-            data["monitors"] = _counts(runs)
-            data["dropped"] = sum(m["dropped"] for m in data["monitors"].values())
+            data["monitors"], data["dropped"] = _counts(runs)
             self.write(data)
 
     def forget(self, pid: int) -> None:
@@ -173,11 +171,12 @@ class StatusFile:
         return known
 
 
-def _counts(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
-    """Per monitor (``program/monitor`` in a group of several programs), its counts."""
+def _counts(runs: Sequence[Run]) -> tuple[dict[str, dict[str, Any]], int]:
+    """Per monitor (``program/monitor`` in a group of several programs), its counts; and
+    the lines dropped, all monitors together."""
     found: dict[str, dict[str, Any]] = {}
     for run in runs:
         if run.host is not None:
             for name, counts in run.host.status().items():
                 found[f"{run.name}/{name}" if run.name else name] = counts
-    return found
+    return found, sum(counts["dropped"] for counts in found.values())

@@ -214,6 +214,34 @@ def test_a_hanging_monitor_process_with_sigalrm_handled_ends_with_no_successor(
     group.stop()  # the orphaned target
 
 
+def test_a_stopped_monitor_process_is_killed_by_the_next_one_for_its_slot(started, tmp_path):
+    """A monitor process frozen (SIGSTOP) when its pump dies cannot end itself: the next
+    pump's process for the slot kills it (proven by the start time its lock file holds)
+    once it has waited ``TAKE_OVER``, and the lines go on."""
+    out, stop = tmp_path / "lines.txt", tmp_path / "stop"
+    group = started(sys.executable, [*TARGET, str(stop)], monitors={
+        "plugins.lines:LineByLine": {"path": str(out)}})
+    pids = group.pids
+    wait_for(lambda: len(stored(out)), lambda count: count > 30, LONG, what="lines")
+    frozen = monitor_processes(pids["pump"])[0]
+    began = process_start_time(frozen)
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        os.kill(pids["pump"], signal.SIGKILL)
+        wait_for(lambda: process_start_time(frozen), lambda start: start != began, LONG,
+                 what="the frozen monitor process killed")
+        count = len(stored(out))
+        wait_for(lambda: len(stored(out)), lambda now: now > count + 30, LONG,
+                 what="lines through the next monitor process")
+    finally:
+        if process_start_time(frozen) == began:
+            os.kill(frozen, signal.SIGCONT)
+    lines = finished(out, stop)
+    group.stop()
+    numbers = [int(x.split()[1]) for x in lines if x.startswith(b"line ")]
+    assert sorted(set(numbers)) == list(range(int(lines[-1].split()[1])))
+
+
 def test_a_pump_killed_leaves_its_monitor_process_to_end_as_at_a_stop(started, tmp_path):
     """The monitor's process ends as at the group's end once its pump is gone: what its
     monitor left in a buffer is written and its exit functions run. In the pump, a SIGKILL
