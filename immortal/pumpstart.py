@@ -199,6 +199,11 @@ class PumpStart(StartAnswer):
             failed = self.instances[len(firsts)].run.spec
             return self._fail("StartError", self._named_spec(
                 failed, process.exec_error(failed.command(), exc, failed.user)))
+        if not self.pending and not self.args.fresh:
+            # A successor names itself before any monitor is called: a setup, or the lines
+            # a dead predecessor left, may take long (or end this pump too), and ``status``
+            # would name the dead pump meanwhile.
+            self._write_status()
         try:
             self._set_up([(inst, tuple(a for a in actions if isinstance(a, supervise.Hook)))
                           for inst, actions in firsts])

@@ -249,6 +249,21 @@ def test_the_daemon_killed_while_a_new_pump_is_in_its_setup(started, tmp_path):
     assert "setup failed" not in (group.directory / "pump.log").read_text()
 
 
+def test_status_names_a_new_pump_while_it_is_in_its_setup(started, tmp_path):
+    """A pump's successor wrote its status only after its monitors' setup and the lines
+    its predecessor left: all that while, ``status`` named the dead pump."""
+    mark = tmp_path / "in-setup"
+    group = started(TALKER, [], policy=FAST, monitors={
+        "plugins.deaths:SlowSetup": {"mark": str(mark), "delay": 3.0}})
+    pids = group.pids
+    os.kill(pids["pump"], signal.SIGKILL)
+    wait_for(mark.exists, bool, what="the new pump in its setup")
+    status = group.status()
+    assert status.running and status.pids["pump"] != pids["pump"], status.pids
+    assert status.pids["daemon"] == pids["daemon"] and "immortal: pump" in cmdline(
+        status.pids["pump"])
+
+
 def test_the_pump_killed_while_it_execs_into_the_daemon(started):
     # A monitor's thread: the pump cannot become the daemon in place, it execs.
     group = started(TALKER, [], policy=FAST, monitors={"plugins.deaths:Threaded": {}})
