@@ -235,15 +235,22 @@ def test_the_daemon_killed_while_a_pump_restart_waits(started):
     whole_again(group, pids["target"], gone)
 
 
-def test_the_daemon_killed_while_a_new_pump_is_in_its_setup(started, tmp_path):
-    """The new pump finds its daemon dead once its monitors' setup returns: it becomes the
-    daemon, rather than taking that for a failed setup and leaving the target to nobody."""
+def pump_killed_into_setup(started, tmp_path, delay):
+    """A group whose pump was killed, once the new pump is in its monitors' setup (which
+    takes ``delay`` seconds): the group and its pids from before the kill."""
     mark = tmp_path / "in-setup"
     group = started(TALKER, [], policy=FAST, monitors={
-        "plugins.deaths:SlowSetup": {"mark": str(mark), "delay": 1.0}})
+        "plugins.deaths:SlowSetup": {"mark": str(mark), "delay": delay}})
     pids = group.pids
     os.kill(pids["pump"], signal.SIGKILL)
     wait_for(mark.exists, bool, what="the new pump in its setup")
+    return group, pids
+
+
+def test_the_daemon_killed_while_a_new_pump_is_in_its_setup(started, tmp_path):
+    """The new pump finds its daemon dead once its monitors' setup returns: it becomes the
+    daemon, rather than taking that for a failed setup and leaving the target to nobody."""
+    group, pids = pump_killed_into_setup(started, tmp_path, 1.0)
     os.kill(pids["daemon"], signal.SIGKILL)
     whole_again(group, pids["target"], {pids["pump"], pids["daemon"]})
     assert "setup failed" not in (group.directory / "pump.log").read_text()
@@ -252,12 +259,7 @@ def test_the_daemon_killed_while_a_new_pump_is_in_its_setup(started, tmp_path):
 def test_status_names_a_new_pump_while_it_is_in_its_setup(started, tmp_path):
     """A pump's successor wrote its status only after its monitors' setup and the lines
     its predecessor left: all that while, ``status`` named the dead pump."""
-    mark = tmp_path / "in-setup"
-    group = started(TALKER, [], policy=FAST, monitors={
-        "plugins.deaths:SlowSetup": {"mark": str(mark), "delay": 3.0}})
-    pids = group.pids
-    os.kill(pids["pump"], signal.SIGKILL)
-    wait_for(mark.exists, bool, what="the new pump in its setup")
+    group, pids = pump_killed_into_setup(started, tmp_path, 3.0)
     status = group.status()
     assert status.running and status.pids["pump"] != pids["pump"], status.pids
     assert status.pids["daemon"] == pids["daemon"] and "immortal: pump" in cmdline(
