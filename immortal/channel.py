@@ -49,11 +49,16 @@ def available() -> bool:
 
 def send(message: Any) -> None:
     """Send one JSON value to the group's monitors (blocks while the channel is full)."""
+    _channel().send(_encoded(message))
+
+
+def _encoded(message: Any) -> bytes:
+    """One message's datagram (TypeError or ValueError: not JSON)."""
     data = json.dumps(message).encode()
     if len(data) > MAX_MESSAGE:
         raise ChannelError(f"a channel message is at most {MAX_MESSAGE} bytes "
                            f"(got {len(data)})")
-    _channel().send(data)
+    return data
 
 
 def receive(timeout: float | None = None) -> Any:
@@ -84,12 +89,9 @@ class Sender:
             raise ChannelError("this group has no message channel: start it with "
                                "channel=True")
         try:
-            data = json.dumps(message).encode()
+            data = _encoded(message)
         except (TypeError, ValueError) as exc:
             raise ChannelError(f"a channel message must be JSON: {exc}") from None
-        if len(data) > MAX_MESSAGE:
-            raise ChannelError(f"a channel message is at most {MAX_MESSAGE} bytes "
-                               f"(got {len(data)})")
         try:
             self.sock.send(data)
         except BlockingIOError:
